@@ -1,0 +1,357 @@
+//! The host side of the WIT world: bindings generated from `wit/`, the
+//! per-store state, and the functions a plugin may import (request and
+//! response accessors, log, context, clock).
+//!
+//! Every call works on the one request lent to the store for the current
+//! hook, so the resources are fixed handles and need no table.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::component::{HasSelf, Linker, Resource};
+
+use super::limits::Limiter;
+use super::sandbox::Stdio;
+use crate::exchange::{self, EditError, Exchange};
+
+wasmtime::component::bindgen!({
+    world: "policy-plugin",
+    path: "../wit",
+    with: {
+        "wasmgate:plugin/types.request": RequestHandle,
+        "wasmgate:plugin/types.response": ResponseHandle,
+    },
+});
+
+use wasmgate::plugin::types::{self as wit};
+
+/// The request lent to a hook. The host never creates more than one, so the
+/// handle carries no data.
+#[derive(Debug)]
+pub struct RequestHandle;
+
+/// The response lent to a response hook.
+#[derive(Debug)]
+pub struct ResponseHandle;
+
+/// The data of one plugin store.
+#[derive(Debug)]
+pub struct HostState {
+    /// The request being worked on, swapped in for each hook call (an empty
+    /// placeholder in between, so no call allocates).
+    pub(crate) exchange: Box<Exchange>,
+    /// The plugin's name, for logs.
+    pub(crate) plugin: Arc<str>,
+    pub(crate) limiter: Limiter,
+    pub(crate) stdio: Stdio,
+}
+
+impl HostState {
+    pub fn new(plugin: Arc<str>, max_memory: u64) -> Self {
+        Self {
+            exchange: Box::new(Exchange::placeholder()),
+            plugin,
+            limiter: Limiter::new(max_memory),
+            stdio: Stdio::default(),
+        }
+    }
+
+    pub(crate) fn request_id(&self) -> &str {
+        self.exchange.request_id.to_str().unwrap_or("-")
+    }
+}
+
+/// Links the policy world's imports (and the sandbox's WASI) for a plugin.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    PolicyPlugin::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    super::sandbox::add_to_linker(linker)
+}
+
+pub fn request_handle() -> Resource<RequestHandle> {
+    Resource::new_borrow(0)
+}
+
+pub fn response_handle() -> Resource<ResponseHandle> {
+    Resource::new_borrow(0)
+}
+
+impl From<EditError> for wit::EditError {
+    fn from(e: EditError) -> Self {
+        match e {
+            EditError::InvalidName(n) => Self::InvalidName(n),
+            EditError::InvalidValue(v) => Self::InvalidValue(v),
+            EditError::Forbidden(n) => Self::Forbidden(n),
+            EditError::InvalidStatus(s) => Self::InvalidStatus(s),
+            EditError::TooLarge(n) => Self::TooLarge(n),
+            EditError::BodyUnavailable => Self::BodyUnavailable,
+        }
+    }
+}
+
+type EditResult = Result<(), wit::EditError>;
+
+impl HostState {
+    fn ex(&self) -> &Exchange {
+        &self.exchange
+    }
+
+    fn ex_mut(&mut self) -> &mut Exchange {
+        &mut self.exchange
+    }
+}
+
+impl wit::Host for HostState {}
+
+impl wit::HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> String {
+        self.ex().request.method.as_str().to_owned()
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> String {
+        self.ex().request.uri.path().to_owned()
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        self.ex().request.uri.query().map(str::to_owned)
+    }
+
+    fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
+        self.ex().scheme.to_owned()
+    }
+
+    fn authority(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        let e = self.ex();
+        match e.request.uri.authority() {
+            Some(a) => Some(a.as_str().to_owned()),
+            None => e.request.headers.get(http::header::HOST)?.to_str().ok().map(str::to_owned),
+        }
+    }
+
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> String {
+        self.ex().client_ip.to_string()
+    }
+
+    fn id(&mut self, _: Resource<RequestHandle>) -> String {
+        self.request_id().to_owned()
+    }
+
+    fn route(&mut self, _: Resource<RequestHandle>) -> String {
+        self.ex().route.to_string()
+    }
+
+    fn path_param(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        self.ex().capture(&name).map(str::to_owned)
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<Vec<u8>> {
+        exchange::header_get(&self.ex().request.headers, &name)
+    }
+
+    fn header_all(&mut self, _: Resource<RequestHandle>, name: String) -> Vec<Vec<u8>> {
+        exchange::header_get_all(&self.ex().request.headers, &name)
+    }
+
+    fn headers(&mut self, _: Resource<RequestHandle>) -> Vec<(String, Vec<u8>)> {
+        exchange::header_list(&self.ex().request.headers)
+    }
+
+    fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
+        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, &value, false)?)
+    }
+
+    fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
+        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, &value, true)?)
+    }
+
+    fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> bool {
+        exchange::header_remove(&mut self.ex_mut().request.headers, &name)
+    }
+
+    fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> EditResult {
+        Ok(self.ex_mut().set_path(&path)?)
+    }
+
+    fn set_query(&mut self, _: Resource<RequestHandle>, query: Option<String>) -> EditResult {
+        Ok(self.ex_mut().set_query(query.as_deref())?)
+    }
+
+    fn body(&mut self, _: Resource<RequestHandle>) -> Result<Vec<u8>, wit::EditError> {
+        self.ex().request_body.as_ref().map(|b| b.to_vec()).ok_or(wit::EditError::BodyUnavailable)
+    }
+
+    fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> EditResult {
+        let e = self.ex_mut();
+        if e.request_body.is_none() {
+            return Err(wit::EditError::BodyUnavailable);
+        }
+        e.request_body = Some(exchange::body_edit(e.body_limit, body)?);
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl HostState {
+    fn resp(&self) -> Option<&http::response::Parts> {
+        self.ex().response.as_ref()
+    }
+
+    fn resp_mut(&mut self) -> Result<&mut http::response::Parts, wit::EditError> {
+        self.ex_mut().response.as_mut().ok_or(wit::EditError::BodyUnavailable)
+    }
+}
+
+impl wit::HostResponse for HostState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> u16 {
+        self.resp().map_or(0, |r| r.status.as_u16())
+    }
+
+    fn set_status(&mut self, _: Resource<ResponseHandle>, status: u16) -> EditResult {
+        let code = exchange::status(status)?;
+        self.resp_mut()?.status = code;
+        Ok(())
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<Vec<u8>> {
+        exchange::header_get(&self.resp()?.headers, &name)
+    }
+
+    fn header_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Vec<Vec<u8>> {
+        self.resp().map(|r| exchange::header_get_all(&r.headers, &name)).unwrap_or_default()
+    }
+
+    fn headers(&mut self, _: Resource<ResponseHandle>) -> Vec<(String, Vec<u8>)> {
+        self.resp().map(|r| exchange::header_list(&r.headers)).unwrap_or_default()
+    }
+
+    fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
+        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, &value, false)?)
+    }
+
+    fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
+        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, &value, true)?)
+    }
+
+    fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> bool {
+        self.resp_mut().is_ok_and(|r| exchange::header_remove(&mut r.headers, &name))
+    }
+
+    fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Vec<u8>, wit::EditError> {
+        self.ex().response_body.as_ref().map(|b| b.to_vec()).ok_or(wit::EditError::BodyUnavailable)
+    }
+
+    fn set_body(&mut self, _: Resource<ResponseHandle>, body: Vec<u8>) -> EditResult {
+        let e = self.ex_mut();
+        if e.response_body.is_none() {
+            return Err(wit::EditError::BodyUnavailable);
+        }
+        e.response_body = Some(exchange::body_edit(e.body_limit, body)?);
+        Ok(())
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+/// Longest log message a plugin can write; longer ones are cut.
+const MAX_LOG_MESSAGE: usize = 4096;
+
+pub(crate) fn truncate(message: &str) -> &str {
+    if message.len() <= MAX_LOG_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_LOG_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+impl wasmgate::plugin::log::Host for HostState {
+    fn enabled(&mut self, level: wasmgate::plugin::log::Level) -> bool {
+        use wasmgate::plugin::log::Level as L;
+        match level {
+            L::Trace => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::TRACE),
+            L::Debug => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::DEBUG),
+            L::Info => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::INFO),
+            L::Warn => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::WARN),
+            L::Error => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::ERROR),
+        }
+    }
+
+    fn log(&mut self, level: wasmgate::plugin::log::Level, message: String) {
+        use wasmgate::plugin::log::Level as L;
+        let (plugin, id, msg) = (&*self.plugin, self.request_id(), truncate(&message));
+        match level {
+            L::Trace => {
+                tracing::trace!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}")
+            }
+            L::Debug => {
+                tracing::debug!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}")
+            }
+            L::Info => tracing::info!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}"),
+            L::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}"),
+            L::Error => {
+                tracing::error!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}")
+            }
+        }
+    }
+}
+
+/// Most context entries a request may hold, and the longest key and value:
+/// the context lives as long as the request and must stay small.
+const MAX_CONTEXT_ENTRIES: usize = 256;
+const MAX_CONTEXT_BYTES: usize = 64 * 1024;
+
+impl wasmgate::plugin::context::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.ex().context.get(&key).cloned()
+    }
+
+    fn set(&mut self, key: String, value: String) {
+        {
+            let e = &mut self.exchange;
+            let full = e.context.len() >= MAX_CONTEXT_ENTRIES && !e.context.contains_key(&key);
+            if full || key.len() + value.len() > MAX_CONTEXT_BYTES {
+                tracing::warn!(plugin = &*self.plugin, key = %truncate(&key), "context entry refused: too many or too large");
+                return;
+            }
+            e.context.insert(key, value);
+        }
+    }
+
+    fn remove(&mut self, key: String) -> Option<String> {
+        self.exchange.context.remove(&key)
+    }
+
+    fn keys(&mut self) -> Vec<String> {
+        self.ex().context.keys().cloned().collect()
+    }
+}
+
+fn process_start() -> Instant {
+    use std::sync::OnceLock;
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+pub(crate) fn monotonic_ns() -> u64 {
+    u64::try_from(process_start().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl wasmgate::plugin::clock::Host for HostState {
+    fn now_unix_ms(&mut self) -> u64 {
+        unix_ms()
+    }
+
+    fn monotonic_ns(&mut self) -> u64 {
+        monotonic_ns()
+    }
+}

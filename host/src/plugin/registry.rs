@@ -1,0 +1,215 @@
+//! Loading a plugin: the `.wasm` file from the plugin directory (or the path
+//! its settings name), its sha256 pin, the WIT version it was built against,
+//! the imports it asks for, and the `InstancePre` every instance is made from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+
+use super::engine::Runtime;
+use super::host_api::PolicyPluginPre;
+use crate::config::PluginSettings;
+
+/// The WIT package version this gateway implements.
+pub const WIT_VERSION: &str = "0.1.0";
+/// The export every policy provides.
+pub const POLICY_EXPORT: &str = "wasmgate:plugin/policy@0.1.0";
+/// Host interfaces every plugin may import.
+const ALWAYS_GRANTED: [&str; 4] = ["types", "log", "context", "clock"];
+
+/// A loaded plugin, ready to be instantiated.
+pub struct Plugin {
+    pub name: Arc<str>,
+    pub path: PathBuf,
+    pub sha256: [u8; 32],
+    pub settings: PluginSettings,
+    pub(crate) pre: PolicyPluginPre<super::host_api::HostState>,
+    pub(crate) runtime: Arc<Runtime>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("sha256", &hex::encode(self.sha256))
+            .finish()
+    }
+}
+
+/// Why a plugin could not be loaded, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub what: String,
+    pub fix: String,
+}
+
+impl LoadError {
+    fn new(what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self { what: what.into(), fix: fix.into() }
+    }
+}
+
+/// The plugin names (file stems of `*.wasm`) in a directory, sorted.
+pub fn available(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension().is_some_and(|x| x == "wasm")).then(|| p.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Where plugin `name` is read from.
+pub fn plugin_path(dir: Option<&Path>, name: &str, settings: &PluginSettings) -> Option<PathBuf> {
+    settings.file.clone().or_else(|| dir.map(|d| d.join(format!("{name}.wasm"))))
+}
+
+/// Loads and checks one plugin.
+pub fn load(
+    runtime: &Arc<Runtime>,
+    name: &str,
+    path: &Path,
+    settings: &PluginSettings,
+    cache_dir: &Path,
+    dir: Option<&Path>,
+) -> Result<Plugin, LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let found = dir.map(available).unwrap_or_default();
+        let found = if found.is_empty() { "none".to_owned() } else { found.join(", ") };
+        LoadError::new(
+            format!("cannot read {}: {e}", path.display()),
+            format!(
+                "build it (`cargo build --target wasm32-wasip2`) and put {name}.wasm in the plugin directory, \
+                 or use a plugin that is there: {found}"
+            ),
+        )
+    })?;
+    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    if let Some(pin) = settings.sha256
+        && pin != sha256
+    {
+        return Err(LoadError::new(
+            format!(
+                "{} has sha256 {}, but [plugin.{name}] pins {}",
+                path.display(),
+                hex::encode(sha256),
+                hex::encode(pin)
+            ),
+            format!(
+                "if the new file is the one you trust, set sha256 = \"{}\" in [plugin.{name}]",
+                hex::encode(sha256)
+            ),
+        ));
+    }
+    check_header(path, &bytes)?;
+    let component = runtime.component(&sha256, &bytes, cache_dir).map_err(|e| {
+        LoadError::new(
+            format!("{} is not a valid component: {e:#}", path.display()),
+            "rebuild it with the wasmgate SDK for the wasm32-wasip2 target",
+        )
+    })?;
+    check_world(name, path, runtime, &component)?;
+    let mut linker = runtime.linker().clone();
+    super::sandbox::stub_unprovided(&mut linker, runtime.engine(), &component).map_err(|e| {
+        LoadError::new(
+            format!("{}: cannot link its imports: {e:#}", path.display()),
+            "rebuild it with the wasmgate SDK",
+        )
+    })?;
+    let pre = linker.instantiate_pre(&component).and_then(PolicyPluginPre::new).map_err(|e| {
+        LoadError::new(
+            format!("{} does not fit the wasmgate:plugin@{WIT_VERSION} world: {e:#}", path.display()),
+            "rebuild it against this gateway's SDK version",
+        )
+    })?;
+    Ok(Plugin {
+        name: Arc::from(name),
+        path: path.to_path_buf(),
+        sha256,
+        settings: settings.clone(),
+        pre,
+        runtime: runtime.clone(),
+    })
+}
+
+/// A component starts with `\0asm` and layer 1; a core module has layer 0.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::new(
+            format!("{} is not WebAssembly", path.display()),
+            "point the config at the .wasm file that `cargo build --target wasm32-wasip2` produced",
+        ));
+    }
+    if bytes[6..8] != [1, 0] {
+        return Err(LoadError::new(
+            format!("{} is a core Wasm module, not a component", path.display()),
+            "build it for the wasm32-wasip2 target (which produces a component), not wasm32-unknown-unknown or wasip1",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the WIT version of the policy export and every `wasmgate:plugin`
+/// import, and that each import is one this gateway provides.
+fn check_world(
+    name: &str,
+    path: &Path,
+    runtime: &Runtime,
+    component: &wasmtime::component::Component,
+) -> Result<(), LoadError> {
+    let engine = runtime.engine();
+    let ty = component.component_type();
+    let rebuild = format!("rebuild `{name}` with a wasmgate SDK for wasmgate:plugin@{WIT_VERSION}");
+    let mut has_policy = false;
+    for (export, _) in ty.exports(engine) {
+        if let Some(version) = export.strip_prefix("wasmgate:plugin/policy@") {
+            if version != WIT_VERSION {
+                return Err(LoadError::new(
+                    format!(
+                        "{} was built against wasmgate:plugin@{version}; this gateway supports @{WIT_VERSION}",
+                        path.display()
+                    ),
+                    rebuild,
+                ));
+            }
+            has_policy = true;
+        }
+    }
+    if !has_policy {
+        return Err(LoadError::new(
+            format!("{} does not export {POLICY_EXPORT}; it is not a wasmgate policy", path.display()),
+            "implement wasmgate_sdk::Plugin and call export_plugin!",
+        ));
+    }
+    for (import, item) in ty.imports(engine) {
+        if let Some(rest) = import.strip_prefix("wasmgate:plugin/") {
+            let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+            if version != WIT_VERSION {
+                return Err(LoadError::new(
+                    format!("{} imports {import}; this gateway supports @{WIT_VERSION}", path.display()),
+                    rebuild,
+                ));
+            }
+            if !ALWAYS_GRANTED.contains(&iface) {
+                return Err(LoadError::new(
+                    format!("{} imports {import}, which this gateway does not provide", path.display()),
+                    rebuild,
+                ));
+            }
+        } else if !import.starts_with("wasi:") || !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            return Err(LoadError::new(
+                format!("{} imports `{import}`, which this gateway does not provide", path.display()),
+                "plugins may import only wasmgate:plugin and WASI interfaces",
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The one error type of the request path, classified by kind and origin and
+//! mapped to a status code in one place.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::Body;
+use crate::plugin::FaultKind;
+
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Client,
+    Upstream,
+    Plugin,
+    Gateway,
+}
+
+/// A request that could not be served. The `Display` text is for logs; the
+/// client gets only [`ProxyError::public_message`] and the request id.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches")]
+    NoRoute,
+    #[error("bad request path")]
+    BadPath,
+    #[error("request body over the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("reading the request body failed: {0}")]
+    ClientBody(String),
+    #[error("cannot connect to upstream `{upstream}`: {detail}")]
+    UpstreamConnect { upstream: Arc<str>, detail: String },
+    #[error("upstream `{upstream}` did not answer within {timeout_ms} ms")]
+    UpstreamTimeout { upstream: Arc<str>, timeout_ms: u128 },
+    #[error("upstream `{upstream}` failed: {detail}")]
+    UpstreamProtocol { upstream: Arc<str>, detail: String },
+    #[error("upstream `{upstream}` response body over the limit of {limit} bytes")]
+    UpstreamBodyTooLarge { upstream: Arc<str>, limit: u64 },
+    #[error("plugin `{plugin}` failed ({}): {detail}", kind.as_str())]
+    Plugin { plugin: Arc<str>, kind: FaultKind, detail: String },
+    #[error("plugin `{plugin}` replied with an invalid response: {detail}")]
+    PluginReply { plugin: Arc<str>, detail: String },
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadPath | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } | Self::UpstreamBodyTooLarge { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn origin(&self) -> Origin {
+        match self {
+            Self::NoRoute | Self::BadPath | Self::BodyTooLarge(_) | Self::ClientBody(_) => Origin::Client,
+            Self::UpstreamConnect { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::UpstreamProtocol { .. }
+            | Self::UpstreamBodyTooLarge { .. } => Origin::Upstream,
+            Self::Plugin { .. } | Self::PluginReply { .. } => Origin::Plugin,
+            Self::Internal(_) => Origin::Gateway,
+        }
+    }
+
+    /// Whether another endpoint might succeed where this one failed.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::UpstreamConnect { .. })
+    }
+
+    /// What the client is told: never internal detail.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no route",
+            Self::BadPath => "bad request path",
+            Self::BodyTooLarge(_) => "request body too large",
+            Self::ClientBody(_) => "bad request body",
+            Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => "bad gateway",
+            Self::UpstreamBodyTooLarge { .. } => "upstream response too large",
+            Self::UpstreamTimeout { .. } => "gateway timeout",
+            Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => "internal error",
+        }
+    }
+
+    /// The response the client gets.
+    pub fn response(&self, request_id: &HeaderValue) -> Response<Body> {
+        error_response(self.status(), self.public_message(), request_id)
+    }
+}
+
+/// A small JSON error body with the request id, so a client can quote it.
+pub fn error_response(status: StatusCode, message: &str, request_id: &HeaderValue) -> Response<Body> {
+    let id = request_id.to_str().unwrap_or("-");
+    let body = serde_json::json!({ "error": message, "request_id": id }).to_string();
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(super::headers::X_REQUEST_ID, request_id.clone());
+    resp
+}

@@ -1,0 +1,206 @@
+//! Routing: which route a request takes, by host, path, method and headers.
+//!
+//! The most specific route wins: an exact host beats a wildcard beats none;
+//! then the path, segment by segment (literal over `{param}` over `{*rest}`,
+//! an exact end over a catch-all); then a method list over any method; then
+//! more header matches over fewer. Two routes that could both match one
+//! request with the same specificity are refused at load.
+
+mod path;
+
+use std::cmp::Ordering;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+pub use path::{Captures, PathPattern, Rewrite, normalize};
+
+use crate::config::{Config, Problems, RouteConfig};
+
+/// A route's host condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    /// `api.example.com` (stored lowercase).
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (stored as the suffix).
+    Wildcard(String),
+}
+
+impl HostMatch {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.trim().to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !valid {
+            return Err(format!("`{text}` is not a host name (ports and paths do not belong here)"));
+        }
+        Ok(if wild { Self::Wildcard(format!(".{name}")) } else { Self::Exact(name.to_owned()) })
+    }
+
+    /// `host` is the request's host without port.
+    fn matches(&self, host: Option<&str>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(h) => host.is_some_and(|x| x.eq_ignore_ascii_case(h)),
+            Self::Wildcard(suffix) => host.is_some_and(|x| {
+                x.len() > suffix.len()
+                    && x.get(x.len() - suffix.len()..).is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+            }),
+        }
+    }
+
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            Self::Any => (0, 0),
+            Self::Wildcard(s) => (1, s.len()),
+            Self::Exact(_) => (2, 0),
+        }
+    }
+}
+
+/// How specific a route is; compared lexicographically.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Specificity {
+    host: (u8, usize),
+    path: Vec<u8>,
+    methods: bool,
+    headers: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    route: usize,
+    host: HostMatch,
+    path: PathPattern,
+    methods: Option<Vec<Method>>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The compiled routing table of one config snapshot.
+#[derive(Debug)]
+pub struct Router {
+    /// Most specific first; the first entry that matches wins.
+    entries: Vec<Entry>,
+}
+
+/// The result of routing one request.
+#[derive(Debug)]
+pub struct Matched {
+    /// Index into the config's routes.
+    pub route: usize,
+    pub captures: Captures,
+}
+
+fn specificity(r: &RouteConfig) -> Specificity {
+    Specificity { host: r.host.rank(), path: r.path.rank(), methods: r.methods.is_some(), headers: r.headers.len() }
+}
+
+/// Whether two routes of equal specificity can match the same request.
+fn overlap(a: &RouteConfig, b: &RouteConfig) -> bool {
+    let hosts = match (&a.host, &b.host) {
+        (HostMatch::Any, HostMatch::Any) => true,
+        (HostMatch::Exact(x), HostMatch::Exact(y)) | (HostMatch::Wildcard(x), HostMatch::Wildcard(y)) => x == y,
+        _ => false,
+    };
+    let methods = match (&a.methods, &b.methods) {
+        (Some(x), Some(y)) => x.iter().any(|m| y.contains(m)),
+        _ => true,
+    };
+    let headers = a.headers.iter().all(|(n, v)| b.headers.iter().all(|(n2, v2)| n != n2 || v == v2));
+    hosts && methods && headers && a.path.overlaps_same_rank(&b.path)
+}
+
+impl Router {
+    pub fn new(routes: &[RouteConfig]) -> Self {
+        let mut order: Vec<(Specificity, usize)> =
+            routes.iter().enumerate().map(|(i, r)| (specificity(r), i)).collect();
+        // Most specific first; equal ones keep file order (they cannot overlap).
+        order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let entries = order
+            .into_iter()
+            .map(|(_, i)| {
+                let r = &routes[i];
+                Entry {
+                    route: i,
+                    host: r.host.clone(),
+                    path: r.path.clone(),
+                    methods: r.methods.clone(),
+                    headers: r.headers.clone(),
+                }
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// Refuses routes that tie: equally specific and able to match the same request.
+    pub fn check(config: &Config, problems: &mut Problems<'_>) {
+        let specs: Vec<Specificity> = config.routes.iter().map(specificity).collect();
+        for (i, a) in config.routes.iter().enumerate() {
+            for (j, b) in config.routes.iter().enumerate().skip(i + 1) {
+                if specs[i].cmp(&specs[j]) == Ordering::Equal && overlap(a, b) {
+                    problems.at_line(
+                        b.line,
+                        format!("routes[{j}]"),
+                        format!(
+                            "route `{}` ties with route `{}` (routes[{i}]): both match `{}` equally specifically",
+                            b.name,
+                            a.name,
+                            b.path.as_str()
+                        ),
+                        "make one more specific (a host, methods, or a header match), or merge them",
+                    );
+                }
+            }
+        }
+    }
+
+    /// Finds the route for a request. `path` must already be normalised.
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> Option<Matched> {
+        for e in &self.entries {
+            if !e.host.matches(host) {
+                continue;
+            }
+            if let Some(methods) = &e.methods
+                && !methods.contains(method)
+            {
+                continue;
+            }
+            if !e.headers.iter().all(|(n, v)| headers.get_all(n).iter().any(|x| x == v)) {
+                continue;
+            }
+            if let Some(captures) = e.path.matches(path) {
+                return Some(Matched { route: e.route, captures });
+            }
+        }
+        None
+    }
+}
+
+/// The host a request is for, without port: `:authority` (HTTP/2) or `Host`.
+pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    let raw = match uri.host() {
+        Some(h) => h,
+        None => headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    Some(strip_port(raw))
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+use std::path::Path;
+
+use http::{HeaderMap, HeaderValue, Method};
+
+use super::*;
+use crate::config;
+
+fn config(routes: &str) -> Result<Config, config::ConfigError> {
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n{routes}");
+    config::parse(Path::new("test.toml"), &text)
+}
+
+fn route_name(c: &Config, host: Option<&str>, method: Method, path: &str, headers: &HeaderMap) -> Option<String> {
+    let router = Router::new(&c.routes);
+    router.find(host, &method, path, headers).map(|m| c.routes[m.route].name.clone())
+}
+
+const TABLE: &str = r#"
+[[routes]]
+name = "catch-all"
+upstream = "u"
+[[routes]]
+name = "api"
+match = { prefix = "/api" }
+upstream = "u"
+[[routes]]
+name = "users"
+match = { path = "/api/users/{*rest}" }
+upstream = "u"
+[[routes]]
+name = "user-by-id"
+match = { path = "/api/users/{id}" }
+upstream = "u"
+[[routes]]
+name = "me"
+match = { path = "/api/users/me" }
+upstream = "u"
+[[routes]]
+name = "users-post"
+match = { path = "/api/users/{id}", methods = ["POST"] }
+upstream = "u"
+[[routes]]
+name = "users-v2"
+match = { path = "/api/users/{id}", headers = { "x-api-version" = "2" } }
+upstream = "u"
+[[routes]]
+name = "admin-host"
+match = { host = "admin.example.com", prefix = "/api" }
+upstream = "u"
+[[routes]]
+name = "wild-host"
+match = { host = "*.example.com", prefix = "/" }
+upstream = "u"
+"#;
+
+#[test]
+fn most_specific_route_wins() {
+    let c = match config(TABLE) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let none = HeaderMap::new();
+    let mut v2 = HeaderMap::new();
+    v2.insert("x-api-version", HeaderValue::from_static("2"));
+    let find = |host, method, path, h: &HeaderMap| route_name(&c, host, method, path, h);
+    assert_eq!(find(None, Method::GET, "/", &none).as_deref(), Some("catch-all"));
+    assert_eq!(find(None, Method::GET, "/api", &none).as_deref(), Some("api"));
+    assert_eq!(find(None, Method::GET, "/api/orders", &none).as_deref(), Some("api"));
+    assert_eq!(find(None, Method::GET, "/api/users", &none).as_deref(), Some("users"));
+    assert_eq!(find(None, Method::GET, "/api/users/7/orders", &none).as_deref(), Some("users"));
+    assert_eq!(find(None, Method::GET, "/api/users/7", &none).as_deref(), Some("user-by-id"));
+    assert_eq!(find(None, Method::GET, "/api/users/me", &none).as_deref(), Some("me"));
+    assert_eq!(find(None, Method::POST, "/api/users/7", &none).as_deref(), Some("users-post"));
+    assert_eq!(find(None, Method::GET, "/api/users/7", &v2).as_deref(), Some("users-v2"));
+    assert_eq!(find(Some("admin.example.com"), Method::GET, "/api/users/me", &none).as_deref(), Some("admin-host"));
+    assert_eq!(find(Some("ADMIN.example.com"), Method::GET, "/api", &none).as_deref(), Some("admin-host"));
+    assert_eq!(find(Some("shop.example.com"), Method::GET, "/api/users/me", &none).as_deref(), Some("wild-host"));
+    assert_eq!(find(Some("example.com"), Method::GET, "/api/users/me", &none).as_deref(), Some("me"));
+}
+
+#[test]
+fn no_route_is_none() {
+    let c = config("[[routes]]\nmatch = { path = \"/only\" }\nupstream = \"u\"\n");
+    let c = match c {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(route_name(&c, None, Method::GET, "/other", &HeaderMap::new()), None);
+}
+
+#[test]
+fn ties_are_refused() {
+    let tie = r#"
+[[routes]]
+name = "a"
+match = { path = "/users/{id}" }
+upstream = "u"
+[[routes]]
+name = "b"
+match = { path = "/users/{name}" }
+upstream = "u"
+"#;
+    let err = config(tie).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("route `b` ties with route `a`"), "{err}");
+
+    // Same rank but different literals, or disjoint header values: no tie.
+    let fine = r#"
+[[routes]]
+match = { path = "/users/{id}" }
+upstream = "u"
+[[routes]]
+match = { path = "/orders/{id}" }
+upstream = "u"
+[[routes]]
+match = { path = "/v/{id}", headers = { "x-v" = "1" } }
+upstream = "u"
+[[routes]]
+match = { path = "/v/{id}", headers = { "x-v" = "2" } }
+upstream = "u"
+"#;
+    assert!(config(fine).is_ok());
+}
+
+#[test]
+fn host_ports_are_ignored() {
+    assert_eq!(strip_port("example.com:8080"), "example.com");
+    assert_eq!(strip_port("[::1]:80"), "::1");
+    assert_eq!(strip_port("example.com"), "example.com");
+}

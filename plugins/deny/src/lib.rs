@@ -1,0 +1,158 @@
+//! `deny`: answers matching requests itself (403 by default) so they never
+//! reach the upstream. A request is denied when its path, its method or one
+//! of its headers matches.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use wasmgate_sdk::prelude::*;
+
+/// The route's `config` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Paths to deny: exact (`/admin`), or a prefix ending in `/*` (`/internal/*`).
+    #[serde(default)]
+    paths: Vec<String>,
+    /// Methods to deny, e.g. `["DELETE"]`.
+    #[serde(default)]
+    methods: Vec<String>,
+    /// Headers that deny when present with this value (`"*"`: any value).
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// The status to answer with (default 403).
+    #[serde(default = "default_status")]
+    status: u16,
+    /// The message in the JSON body (default "forbidden").
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn default_status() -> u16 {
+    403
+}
+
+#[derive(Debug)]
+enum PathRule {
+    Exact(String),
+    Prefix(String),
+}
+
+impl PathRule {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => path == p,
+            // `/internal/*` denies `/internal` and everything below it.
+            Self::Prefix(p) => {
+                path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
+        }
+    }
+}
+
+/// The plugin: its rules and its answer.
+#[derive(Debug)]
+pub struct Deny {
+    paths: Vec<PathRule>,
+    methods: Vec<String>,
+    headers: Vec<(String, Option<String>)>,
+    status: u16,
+    message: String,
+}
+
+impl Plugin for Deny {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, ConfigError> {
+        if c.paths.is_empty() && c.methods.is_empty() && c.headers.is_empty() {
+            return Err("nothing to deny: give `paths`, `methods` or `headers`".into());
+        }
+        if !(400..=599).contains(&c.status) {
+            return Err(format!("status {} is not an error status; use 400..=599", c.status).into());
+        }
+        let mut paths = Vec::new();
+        for p in c.paths {
+            if !p.starts_with('/') {
+                return Err(format!("path `{p}` must start with `/`").into());
+            }
+            paths.push(match p.strip_suffix("/*") {
+                Some(prefix) => PathRule::Prefix(prefix.to_owned()),
+                None => PathRule::Exact(p),
+            });
+        }
+        Ok(Self {
+            paths,
+            methods: c.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            headers: c.headers.into_iter().map(|(n, v)| (n.to_ascii_lowercase(), (v != "*").then_some(v))).collect(),
+            status: c.status,
+            message: c.message.unwrap_or_else(|| "forbidden".to_owned()),
+        })
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        let path = req.path();
+        let by_path = self.paths.iter().any(|r| r.matches(&path));
+        let by_method = !self.methods.is_empty() && self.methods.contains(&req.method());
+        let by_header = self.headers.iter().any(|(name, want)| match (req.header(name), want) {
+            (Some(_), None) => true,
+            (Some(v), Some(want)) => v == want.as_bytes(),
+            (None, _) => false,
+        });
+        if by_path || by_method || by_header {
+            log::debug(&format!("denied {} {path}", req.method()));
+            return Decision::respond(Reply::json(self.status, &error_body(&self.message)));
+        }
+        Decision::Continue
+    }
+}
+
+fn error_body(message: &str) -> BTreeMap<&'static str, &str> {
+    BTreeMap::from([("error", message)])
+}
+
+export_plugin!(Deny);
+
+#[cfg(test)]
+mod tests {
+    use wasmgate_sdk::testing::{self, TestRequest};
+
+    use super::*;
+
+    fn deny(json: &str) -> Deny {
+        testing::configure::<Deny>(json).expect("config accepted")
+    }
+
+    #[test]
+    fn paths_exact_and_prefix() {
+        let p = deny(r#"{"paths":["/admin","/internal/*"]}"#);
+        let status = |path: &str| testing::on_request(&p, &mut TestRequest::get(path)).reply().map(|r| r.status);
+        assert_eq!(status("/admin"), Some(403));
+        assert_eq!(status("/admin/x"), None);
+        assert_eq!(status("/internal"), Some(403));
+        assert_eq!(status("/internal/metrics"), Some(403));
+        assert_eq!(status("/internals"), None);
+        assert_eq!(status("/public"), None);
+    }
+
+    #[test]
+    fn headers_and_methods() {
+        let p = deny(r#"{"headers":{"X-Debug":"*","x-env":"prod"},"methods":["delete"],"status":451,"message":"no"}"#);
+        let d = testing::on_request(&p, &mut TestRequest::get("/").header("x-debug", "1"));
+        let reply = d.reply().expect("denied");
+        assert_eq!(reply.status, 451);
+        assert_eq!(reply.body, br#"{"error":"no"}"#);
+        assert_eq!(reply.header_str("content-type"), Some("application/json"));
+        assert!(testing::on_request(&p, &mut TestRequest::get("/").header("x-env", "prod")).reply().is_some());
+        assert!(testing::on_request(&p, &mut TestRequest::get("/").header("x-env", "dev")).is_continue());
+        assert!(testing::on_request(&p, &mut TestRequest::new("DELETE", "/")).reply().is_some());
+        assert!(testing::on_request(&p, &mut TestRequest::get("/")).is_continue());
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let err = |json: &str| testing::configure::<Deny>(json).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err("{}").contains("nothing to deny"));
+        assert!(err(r#"{"paths":["admin"]}"#).contains("must start with"));
+        assert!(err(r#"{"paths":["/a"],"status":200}"#).contains("not an error status"));
+    }
+}

@@ -1,0 +1,358 @@
+//! The request and response a hook sees.
+//!
+//! Inside the gateway they are handles to data the host owns; in a native
+//! unit test they wrap a [`TestRequest`]/[`TestResponse`]. The plugin code is
+//! the same either way.
+
+use std::fmt;
+
+use crate::bindings::wasmgate::plugin::types as wit;
+use crate::testing::{TestRequest, TestResponse};
+
+/// Why an edit was refused. The request or response is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditError {
+    /// Not a valid HTTP field name.
+    InvalidName(String),
+    /// Not a valid header value, path or query.
+    InvalidValue(String),
+    /// The gateway owns this header (framing and hop-by-hop headers).
+    Forbidden(String),
+    /// Status outside 100..=599.
+    InvalidStatus(u16),
+    /// A body of this many bytes is over the route's limit.
+    TooLarge(u64),
+    /// The body was not buffered: set `request_body`/`response_body` in
+    /// [`Info`](crate::Info).
+    BodyUnavailable,
+}
+
+impl fmt::Display for EditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidName(n) => write!(f, "invalid header name `{n}`"),
+            Self::InvalidValue(v) => write!(f, "invalid value: {v}"),
+            Self::Forbidden(n) => write!(f, "header `{n}` is managed by the gateway"),
+            Self::InvalidStatus(s) => write!(f, "invalid status {s}"),
+            Self::TooLarge(n) => write!(f, "body of {n} bytes is over the limit"),
+            Self::BodyUnavailable => f.write_str("body not buffered: ask for it in Plugin::info"),
+        }
+    }
+}
+
+impl std::error::Error for EditError {}
+
+impl From<wit::EditError> for EditError {
+    fn from(err: wit::EditError) -> Self {
+        match err {
+            wit::EditError::InvalidName(n) => Self::InvalidName(n),
+            wit::EditError::InvalidValue(v) => Self::InvalidValue(v),
+            wit::EditError::Forbidden(n) => Self::Forbidden(n),
+            wit::EditError::InvalidStatus(s) => Self::InvalidStatus(s),
+            wit::EditError::TooLarge(n) => Self::TooLarge(n),
+            wit::EditError::BodyUnavailable => Self::BodyUnavailable,
+        }
+    }
+}
+
+/// The request on its way to the upstream.
+#[derive(Debug)]
+pub struct Request<'a> {
+    inner: ReqInner<'a>,
+}
+
+#[derive(Debug)]
+enum ReqInner<'a> {
+    Guest(&'a wit::Request),
+    Test(&'a mut TestRequest),
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn guest(req: &'a wit::Request) -> Self {
+        Self { inner: ReqInner::Guest(req) }
+    }
+
+    pub(crate) fn test(req: &'a mut TestRequest) -> Self {
+        Self { inner: ReqInner::Test(req) }
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> String {
+        match &self.inner {
+            ReqInner::Guest(r) => r.method(),
+            ReqInner::Test(r) => r.method.clone(),
+        }
+    }
+
+    /// The path as received (percent-encoded), without the query.
+    pub fn path(&self) -> String {
+        match &self.inner {
+            ReqInner::Guest(r) => r.path(),
+            ReqInner::Test(r) => r.path.clone(),
+        }
+    }
+
+    /// The query string without `?`.
+    pub fn query(&self) -> Option<String> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.query(),
+            ReqInner::Test(r) => r.query.clone(),
+        }
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> String {
+        match &self.inner {
+            ReqInner::Guest(r) => r.scheme(),
+            ReqInner::Test(r) => r.scheme.clone(),
+        }
+    }
+
+    /// The authority the client asked for.
+    pub fn authority(&self) -> Option<String> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.authority(),
+            ReqInner::Test(r) => r.authority.clone(),
+        }
+    }
+
+    /// The client's address as the gateway saw it on the socket.
+    pub fn client_ip(&self) -> String {
+        match &self.inner {
+            ReqInner::Guest(r) => r.client_ip(),
+            ReqInner::Test(r) => r.client_ip.clone(),
+        }
+    }
+
+    /// The request id (`x-request-id`).
+    pub fn id(&self) -> String {
+        match &self.inner {
+            ReqInner::Guest(r) => r.id(),
+            ReqInner::Test(r) => r.id.clone(),
+        }
+    }
+
+    /// The name of the matched route.
+    pub fn route(&self) -> String {
+        match &self.inner {
+            ReqInner::Guest(r) => r.route(),
+            ReqInner::Test(r) => r.route.clone(),
+        }
+    }
+
+    /// A `{name}` segment captured by the route's path pattern.
+    pub fn path_param(&self, name: &str) -> Option<String> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.path_param(name),
+            ReqInner::Test(r) => r.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+        }
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.header(name),
+            ReqInner::Test(r) => r.headers.get(name),
+        }
+    }
+
+    /// The first value of a header, when it is UTF-8 text.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name).and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// Every value of a header.
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.header_all(name),
+            ReqInner::Test(r) => r.headers.get_all(name),
+        }
+    }
+
+    /// All headers in order.
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.headers(),
+            ReqInner::Test(r) => r.headers.all(),
+        }
+    }
+
+    /// Replaces every value of a header.
+    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        match &mut self.inner {
+            ReqInner::Guest(r) => r.set_header(name, value.as_ref()).map_err(Into::into),
+            ReqInner::Test(r) => r.headers.set(name, value.as_ref()),
+        }
+    }
+
+    /// Adds a value to a header.
+    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        match &mut self.inner {
+            ReqInner::Guest(r) => r.append_header(name, value.as_ref()).map_err(Into::into),
+            ReqInner::Test(r) => r.headers.append(name, value.as_ref()),
+        }
+    }
+
+    /// Removes a header; `true` if it was there.
+    pub fn remove_header(&mut self, name: &str) -> bool {
+        match &mut self.inner {
+            ReqInner::Guest(r) => r.remove_header(name),
+            ReqInner::Test(r) => r.headers.remove(name),
+        }
+    }
+
+    /// Replaces the path (percent-encoded, starting with `/`).
+    pub fn set_path(&mut self, path: &str) -> Result<(), EditError> {
+        match &mut self.inner {
+            ReqInner::Guest(r) => r.set_path(path).map_err(Into::into),
+            ReqInner::Test(r) => {
+                crate::testing::check_path(path)?;
+                r.path = path.to_owned();
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces the query string; `None` removes it.
+    pub fn set_query(&mut self, query: Option<&str>) -> Result<(), EditError> {
+        match &mut self.inner {
+            ReqInner::Guest(r) => r.set_query(query).map_err(Into::into),
+            ReqInner::Test(r) => {
+                if let Some(q) = query {
+                    crate::testing::check_query(q)?;
+                }
+                r.query = query.map(str::to_owned);
+                Ok(())
+            }
+        }
+    }
+
+    /// The buffered body; needs [`Info::request_body`](crate::Info).
+    pub fn body(&self) -> Result<Vec<u8>, EditError> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.body().map_err(Into::into),
+            ReqInner::Test(r) => r.body.get(),
+        }
+    }
+
+    /// Replaces the body; the gateway fixes `content-length`.
+    pub fn set_body(&mut self, body: impl Into<Vec<u8>>) -> Result<(), EditError> {
+        match &mut self.inner {
+            ReqInner::Guest(r) => r.set_body(&body.into()).map_err(Into::into),
+            ReqInner::Test(r) => r.body.set(body.into()),
+        }
+    }
+}
+
+/// The upstream's response on its way to the client.
+#[derive(Debug)]
+pub struct Response<'a> {
+    inner: RespInner<'a>,
+}
+
+#[derive(Debug)]
+enum RespInner<'a> {
+    Guest(&'a wit::Response),
+    Test(&'a mut TestResponse),
+}
+
+impl<'a> Response<'a> {
+    pub(crate) fn guest(resp: &'a wit::Response) -> Self {
+        Self { inner: RespInner::Guest(resp) }
+    }
+
+    pub(crate) fn test(resp: &'a mut TestResponse) -> Self {
+        Self { inner: RespInner::Test(resp) }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        match &self.inner {
+            RespInner::Guest(r) => r.status(),
+            RespInner::Test(r) => r.status,
+        }
+    }
+
+    /// Replaces the status code.
+    pub fn set_status(&mut self, status: u16) -> Result<(), EditError> {
+        match &mut self.inner {
+            RespInner::Guest(r) => r.set_status(status).map_err(Into::into),
+            RespInner::Test(r) => {
+                if !(100..=599).contains(&status) {
+                    return Err(EditError::InvalidStatus(status));
+                }
+                r.status = status;
+                Ok(())
+            }
+        }
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.inner {
+            RespInner::Guest(r) => r.header(name),
+            RespInner::Test(r) => r.headers.get(name),
+        }
+    }
+
+    /// The first value of a header, when it is UTF-8 text.
+    pub fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name).and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// Every value of a header.
+    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        match &self.inner {
+            RespInner::Guest(r) => r.header_all(name),
+            RespInner::Test(r) => r.headers.get_all(name),
+        }
+    }
+
+    /// All headers in order.
+    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
+        match &self.inner {
+            RespInner::Guest(r) => r.headers(),
+            RespInner::Test(r) => r.headers.all(),
+        }
+    }
+
+    /// Replaces every value of a header.
+    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        match &mut self.inner {
+            RespInner::Guest(r) => r.set_header(name, value.as_ref()).map_err(Into::into),
+            RespInner::Test(r) => r.headers.set(name, value.as_ref()),
+        }
+    }
+
+    /// Adds a value to a header.
+    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        match &mut self.inner {
+            RespInner::Guest(r) => r.append_header(name, value.as_ref()).map_err(Into::into),
+            RespInner::Test(r) => r.headers.append(name, value.as_ref()),
+        }
+    }
+
+    /// Removes a header; `true` if it was there.
+    pub fn remove_header(&mut self, name: &str) -> bool {
+        match &mut self.inner {
+            RespInner::Guest(r) => r.remove_header(name),
+            RespInner::Test(r) => r.headers.remove(name),
+        }
+    }
+
+    /// The buffered body; needs [`Info::response_body`](crate::Info).
+    pub fn body(&self) -> Result<Vec<u8>, EditError> {
+        match &self.inner {
+            RespInner::Guest(r) => r.body().map_err(Into::into),
+            RespInner::Test(r) => r.body.get(),
+        }
+    }
+
+    /// Replaces the body; the gateway fixes `content-length`.
+    pub fn set_body(&mut self, body: impl Into<Vec<u8>>) -> Result<(), EditError> {
+        match &mut self.inner {
+            RespInner::Guest(r) => r.set_body(&body.into()).map_err(Into::into),
+            RespInner::Test(r) => r.body.set(body.into()),
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The wasmgate plugin SDK: everything a policy author depends on.
+//!
+//! A policy is a type that implements [`Plugin`], plus one call to
+//! [`export_plugin!`]. It is built with `cargo build --target wasm32-wasip2`
+//! into a component that the gateway loads from its plugin directory.
+//!
+//! ```
+//! use wasmgate_sdk::prelude::*;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config {
+//!     header: String,
+//! }
+//!
+//! struct RequireHeader {
+//!     header: String,
+//! }
+//!
+//! impl Plugin for RequireHeader {
+//!     type Config = Config;
+//!
+//!     fn new(config: Config) -> Result<Self, ConfigError> {
+//!         Ok(Self { header: config.header.to_ascii_lowercase() })
+//!     }
+//!
+//!     fn on_request(&self, req: &mut Request<'_>) -> Decision {
+//!         match req.header(&self.header) {
+//!             Some(_) => Decision::Continue,
+//!             None => Decision::respond(Reply::text(400, "missing header")),
+//!         }
+//!     }
+//! }
+//!
+//! export_plugin!(RequireHeader);
+//!
+//! // Plugin logic runs natively in unit tests, without building Wasm:
+//! let plugin = wasmgate_sdk::testing::configure::<RequireHeader>(r#"{"header":"x-tenant"}"#).unwrap();
+//! let mut req = wasmgate_sdk::testing::TestRequest::get("/");
+//! let reply = wasmgate_sdk::testing::on_request(&plugin, &mut req).reply().unwrap();
+//! assert_eq!(reply.status, 400);
+//! ```
+//!
+//! Nothing in the SDK panics: accessors return `Option`/`Result`, and a
+//! refused edit is an [`EditError`] the plugin can handle.
+
+#[doc(hidden)]
+pub mod bindings;
+mod decision;
+mod exchange;
+pub mod host;
+mod plugin;
+pub mod testing;
+
+pub use decision::{Decision, Reply};
+pub use exchange::{EditError, Request, Response};
+pub use host::{clock, context, log};
+pub use plugin::{ConfigError, Info, Plugin};
+
+/// The WIT package this SDK builds plugins against.
+pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.0";
+
+/// The names most plugins need, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        ConfigError, Decision, EditError, Info, Plugin, Reply, Request, Response, context, export_plugin, log,
+    };
+}
+
+/// Makes a [`Plugin`] type the component's export. Use it once per plugin
+/// crate, at the top level.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // Only a component has exports; natively the plugin is a library whose
+        // logic unit tests call through `wasmgate_sdk::testing`.
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
+                    const { ::std::cell::RefCell::new(::std::option::Option::None) };
+            }
+
+            struct Export;
+
+            impl $crate::__private::Guest for Export {
+                fn configure(
+                    config: ::std::string::String,
+                ) -> ::std::result::Result<$crate::__private::PluginInfo, ::std::string::String> {
+                    $crate::__private::configure::<$plugin>(&PLUGIN, &config)
+                }
+
+                fn on_request(req: &$crate::__private::WitRequest) -> $crate::__private::WitDecision {
+                    $crate::__private::on_request::<$plugin>(&PLUGIN, req)
+                }
+
+                fn on_response(
+                    req: &$crate::__private::WitRequest,
+                    resp: &$crate::__private::WitResponse,
+                ) -> $crate::__private::WitDecision {
+                    $crate::__private::on_response::<$plugin>(&PLUGIN, req, resp)
+                }
+            }
+
+    $crate::__private::export!(Export with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+/// Used by [`export_plugin!`]; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::bindings;
+    pub use crate::bindings::export;
+    pub use crate::bindings::exports::wasmgate::plugin::policy::Guest;
+    pub use crate::bindings::wasmgate::plugin::types::{
+        Decision as WitDecision, PluginInfo, Request as WitRequest, Response as WitResponse,
+    };
+    pub use crate::plugin::{configure, on_request, on_response};
+}

@@ -1,0 +1,183 @@
+//! The trait a policy implements, and the glue [`export_plugin!`] uses to
+//! call it from the component's exports.
+//!
+//! [`export_plugin!`]: crate::export_plugin
+
+use std::cell::RefCell;
+use std::fmt;
+use std::thread::LocalKey;
+
+use serde::de::DeserializeOwned;
+
+use crate::bindings::wasmgate::plugin::types as wit;
+use crate::decision::{Decision, Reply};
+use crate::exchange::{Request, Response};
+
+/// A policy.
+///
+/// The gateway builds one value per route that uses the plugin, from that
+/// route's `config` table, and calls its hooks for every request on the route.
+/// Hooks take `&self`: a plugin that keeps state across requests (a cache)
+/// uses interior mutability, and must remember that a pooled instance is
+/// reused while a `per-request` one starts fresh every time.
+pub trait Plugin: Sized + 'static {
+    /// The plugin's config, deserialised from the route's TOML table.
+    /// `#[serde(deny_unknown_fields)]` is recommended so typos are refused.
+    type Config: DeserializeOwned;
+
+    /// Checks the config and builds the plugin. An error refuses the config
+    /// and fails the gateway's load with the message.
+    fn new(config: Self::Config) -> Result<Self, ConfigError>;
+
+    /// Which hooks the gateway calls and which bodies it buffers. The default
+    /// calls `on_request` only.
+    fn info(&self) -> Info {
+        Info::default()
+    }
+
+    /// The request phase. The default continues.
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        let _ = req;
+        Decision::Continue
+    }
+
+    /// The response phase; called only when [`Info::on_response`] is set.
+    /// The default continues.
+    fn on_response(&self, req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
+        let _ = (req, resp);
+        Decision::Continue
+    }
+}
+
+/// What a plugin asks of the gateway, once, when it accepts its config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// Call [`Plugin::on_request`].
+    pub on_request: bool,
+    /// Call [`Plugin::on_response`].
+    pub on_response: bool,
+    /// Buffer the request body so [`Request::body`] works.
+    pub request_body: bool,
+    /// Buffer the response body so [`Response::body`] works.
+    pub response_body: bool,
+}
+
+impl Default for Info {
+    fn default() -> Self {
+        Self { on_request: true, on_response: false, request_body: false, response_body: false }
+    }
+}
+
+impl Info {
+    /// Both hooks, no bodies.
+    pub fn both() -> Self {
+        Self { on_response: true, ..Self::default() }
+    }
+}
+
+/// A refused config: the message the operator sees, naming what is wrong and
+/// how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+/// Parses the JSON the gateway passes to `configure` and builds the plugin.
+pub(crate) fn build<P: Plugin>(config: &str) -> Result<P, ConfigError> {
+    let config: P::Config = serde_json::from_str(config).map_err(config_error)?;
+    P::new(config)
+}
+
+/// serde_json's message without its "at line 1 column 17" suffix: the
+/// operator wrote TOML, and the JSON positions would only mislead.
+fn config_error(err: serde_json::Error) -> ConfigError {
+    let text = err.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    };
+    ConfigError(text)
+}
+
+type Slot<P> = LocalKey<RefCell<Option<P>>>;
+
+#[doc(hidden)]
+pub fn configure<P: Plugin>(slot: &'static Slot<P>, config: &str) -> Result<wit::PluginInfo, String> {
+    let plugin = build::<P>(config).map_err(|e| e.0)?;
+    let info = plugin.info();
+    slot.with(|cell| *cell.borrow_mut() = Some(plugin));
+    let mut hooks = wit::Hooks::empty();
+    if info.on_request {
+        hooks |= wit::Hooks::ON_REQUEST;
+    }
+    if info.on_response {
+        hooks |= wit::Hooks::ON_RESPONSE;
+    }
+    Ok(wit::PluginInfo { hooks, request_body: info.request_body, response_body: info.response_body })
+}
+
+#[doc(hidden)]
+pub fn on_request<P: Plugin>(slot: &'static Slot<P>, req: &wit::Request) -> wit::Decision {
+    let mut req = Request::guest(req);
+    with_plugin(slot, |plugin| plugin.on_request(&mut req))
+}
+
+#[doc(hidden)]
+pub fn on_response<P: Plugin>(slot: &'static Slot<P>, req: &wit::Request, resp: &wit::Response) -> wit::Decision {
+    let req = Request::guest(req);
+    let mut resp = Response::guest(resp);
+    with_plugin(slot, |plugin| plugin.on_response(&req, &mut resp))
+}
+
+/// Runs a hook on the configured plugin. The gateway always configures an
+/// instance before calling a hook; should that ever not hold, the request
+/// gets a 500 rather than the instance a trap.
+fn with_plugin<P: Plugin>(slot: &'static Slot<P>, hook: impl FnOnce(&P) -> Decision) -> wit::Decision {
+    let decision = slot.with(|cell| match cell.try_borrow() {
+        Ok(plugin) => match plugin.as_ref() {
+            Some(plugin) => hook(plugin),
+            None => Decision::Respond(Reply::text(500, "plugin not configured")),
+        },
+        Err(_) => Decision::Respond(Reply::text(500, "plugin re-entered")),
+    });
+    decision.into()
+}
+
+impl From<Decision> for wit::Decision {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Continue => wit::Decision::Continue,
+            Decision::Respond(reply) => {
+                wit::Decision::Respond(wit::Reply { status: reply.status, headers: reply.headers, body: reply.body })
+            }
+        }
+    }
+}

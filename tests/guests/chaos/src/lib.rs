@@ -1,0 +1,148 @@
+//! A plugin that misbehaves on purpose, for the gateway's tests. `mode`
+//! picks the misbehaviour and `phase` the hook it happens in.
+
+use serde::Deserialize;
+use wasmgate_sdk::prelude::*;
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    /// Behave: continue (and count calls in `x-chaos-calls`).
+    Ok,
+    /// Panic.
+    Trap,
+    /// Spin forever.
+    Loop,
+    /// Allocate until the memory limit stops it.
+    Grow,
+    /// Refuse the config.
+    Refuse,
+    /// Print to stdout and stderr, then continue.
+    Print,
+    /// Reply with status 0, which the gateway must refuse.
+    BadStatus,
+    /// Read every context entry into `x-context` and set `chaos=seen`.
+    Context,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Phase {
+    #[default]
+    Request,
+    Response,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    mode: Mode,
+    #[serde(default)]
+    phase: Phase,
+    /// The message `refuse` refuses with.
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Chaos {
+    mode: Mode,
+    phase: Phase,
+    calls: std::cell::Cell<u64>,
+}
+
+impl Chaos {
+    fn act(&self) -> Decision {
+        self.calls.set(self.calls.get() + 1);
+        match self.mode {
+            Mode::Ok | Mode::Refuse | Mode::Context => Decision::Continue,
+            #[expect(clippy::panic, reason = "trapping is this guest's job")]
+            Mode::Trap => panic!("chaos: trapping on purpose"),
+            Mode::Loop => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            Mode::Grow => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            Mode::Print => {
+                println!("chaos says hello on stdout");
+                eprintln!("chaos says hello on stderr");
+                Decision::Continue
+            }
+            Mode::BadStatus => Decision::respond(Reply::new(0)),
+        }
+    }
+}
+
+impl Plugin for Chaos {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, ConfigError> {
+        if c.mode == Mode::Refuse {
+            return Err(c.message.unwrap_or_else(|| "chaos refuses this config".into()).into());
+        }
+        Ok(Self { mode: c.mode, phase: c.phase, calls: std::cell::Cell::new(0) })
+    }
+
+    fn info(&self) -> Info {
+        Info { on_request: true, on_response: self.phase == Phase::Response, ..Info::default() }
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        if self.mode == Mode::Context {
+            let mut keys = context::keys();
+            keys.sort();
+            let pairs: Vec<String> =
+                keys.iter().map(|k| format!("{k}={}", context::get(k).unwrap_or_default())).collect();
+            let _ = req.set_header("x-context", pairs.join(","));
+            context::set("chaos", "seen");
+            return Decision::Continue;
+        }
+        if self.phase == Phase::Request {
+            let d = self.act();
+            let _ = req.set_header("x-chaos-calls", self.calls.get().to_string());
+            return d;
+        }
+        Decision::Continue
+    }
+
+    fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
+        if self.phase == Phase::Response {
+            let d = self.act();
+            let _ = resp.set_header("x-chaos-calls", self.calls.get().to_string());
+            return d;
+        }
+        Decision::Continue
+    }
+}
+
+export_plugin!(Chaos);
+
+#[cfg(test)]
+mod tests {
+    use wasmgate_sdk::testing::{self, TestRequest};
+
+    use super::*;
+
+    #[test]
+    fn ok_mode_counts_calls() {
+        let p = testing::configure::<Chaos>(r#"{"mode":"ok"}"#).unwrap();
+        let mut req = TestRequest::get("/");
+        assert!(testing::on_request(&p, &mut req).is_continue());
+        assert!(testing::on_request(&p, &mut req).is_continue());
+        assert_eq!(req.headers.get_str("x-chaos-calls").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn refuse_mode_refuses_with_its_message() {
+        let err = testing::configure::<Chaos>(r#"{"mode":"refuse","message":"nope"}"#).err();
+        assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("nope"));
+    }
+}

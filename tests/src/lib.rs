@@ -1,0 +1,226 @@
+//! The test harness: the real gateway started in-process on an ephemeral
+//! port, real plugin components (built by `build.rs`), real upstream servers
+//! on ephemeral ports, and a plain HTTP client.
+
+#![expect(clippy::expect_used, clippy::panic, reason = "test harness: a failed setup step should stop the test")]
+
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Where `build.rs` put the plugins from `plugins/`.
+pub fn plugin_dir() -> PathBuf {
+    PathBuf::from(env!("WASMGATE_PLUGIN_DIR"))
+}
+
+/// Where `build.rs` put the test guests from `tests/guests/`.
+pub fn guest_dir() -> PathBuf {
+    PathBuf::from(env!("WASMGATE_GUEST_DIR"))
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("WASMGATE_ROOT"))
+}
+
+/// A compile cache shared by every test in the run: each plugin is compiled
+/// once, not once per test.
+pub fn cache_dir() -> PathBuf {
+    root().join("target").join("test-plugin-cache")
+}
+
+/// Names of the plugins and guests the tests can use.
+pub fn all_plugins() -> Vec<String> {
+    let mut names = Vec::new();
+    for dir in [plugin_dir(), guest_dir()] {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "wasm")
+                && let Some(stem) = p.file_stem().and_then(|s| s.to_str())
+            {
+                names.push(stem.to_owned());
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// A gateway running in this process, with its config in a temp dir.
+pub struct TestGateway {
+    pub gateway: wasmgate::Gateway,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    server_extra: String,
+}
+
+impl std::fmt::Debug for TestGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestGateway").field("addr", &self.gateway.addr()).finish()
+    }
+}
+
+/// A plugin directory holding links to every plugin and test guest.
+pub fn linked_plugin_dir(dir: &Path) -> PathBuf {
+    let out = dir.join("plugins");
+    std::fs::create_dir_all(&out).expect("create plugin dir");
+    for src in [plugin_dir(), guest_dir()] {
+        for e in std::fs::read_dir(&src).expect("read plugin dir").flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "wasm") {
+                std::os::unix::fs::symlink(&p, out.join(e.file_name())).expect("link plugin");
+            }
+        }
+    }
+    out
+}
+
+/// The `[server]` and `[plugins]` tables the harness writes before a test's
+/// own config.
+/// `server_extra` lines override the harness's defaults for the same keys.
+pub fn preamble(plugins: &Path, server_extra: &str) -> String {
+    let overridden = |key: &str| server_extra.lines().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+    let mut server = String::from("[server]\n");
+    for (key, value) in [("listen", "\"127.0.0.1:0\""), ("workers", "2"), ("watch", "false")] {
+        if !overridden(key) {
+            server.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    format!(
+        "{server}{server_extra}\n\n[plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\nmax_instances = 64\n\n",
+        plugins.display(),
+        cache_dir().display()
+    )
+}
+
+impl TestGateway {
+    /// Starts a gateway whose config is the harness preamble plus `body`
+    /// (upstreams, routes, `[plugin.NAME]` tables).
+    pub fn start(body: &str) -> Self {
+        Self::try_start("", body).unwrap_or_else(|e| panic!("gateway did not start:\n{e}"))
+    }
+
+    /// Like [`start`](Self::start) with extra `[server]` keys.
+    pub fn start_with(server_extra: &str, body: &str) -> Self {
+        Self::try_start(server_extra, body).unwrap_or_else(|e| panic!("gateway did not start:\n{e}"))
+    }
+
+    pub fn try_start(server_extra: &str, body: &str) -> Result<Self, wasmgate::StartError> {
+        init_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plugins = linked_plugin_dir(dir.path());
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, format!("{}{body}", preamble(&plugins, server_extra))).expect("write config");
+        let gateway = wasmgate::Gateway::start(&config_path)?;
+        Ok(Self { gateway, dir, config_path, server_extra: server_extra.to_owned() })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.gateway.addr()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Replaces the config file's body (the preamble stays).
+    pub fn write_config(&self, body: &str) {
+        let plugins = self.dir.path().join("plugins");
+        let text = format!("{}{body}", preamble(&plugins, &self.server_extra));
+        let tmp = self.dir.path().join("gateway.toml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace config");
+    }
+}
+
+/// Sends the gateway's logs to the test's output (shown when a test fails);
+/// `WASMGATE_LOG` filters them as it does for the binary.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WASMGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// A simple response, body read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An HTTP/1.1 keep-alive client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and reads the whole response (10 s at most).
+pub async fn send(req: Request<Full<Bytes>>) -> Reply {
+    send_with(&client(), req).await
+}
+
+pub async fn send_with(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("response within 10 s")
+        .expect("request sent");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("read body").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Request::get(url).body(Full::default()).expect("request")).await
+}
+
+/// Writes raw bytes to `addr` and returns everything read until the server
+/// closes the connection (or 5 s pass).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Polls `check` until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}

@@ -1,0 +1,251 @@
+//! Plugins through the real gateway: continue, modify, respond, chain order,
+//! both phases, isolation modes, and plugins that fail — each failure
+//! confined to its own request.
+
+use std::time::{Duration, Instant};
+
+use http::Request;
+use http_body_util::Full;
+use wasmgate_tests::upstream::{TestUpstream, echoed_header, echoed_headers};
+use wasmgate_tests::{TestGateway, get, send};
+
+fn route(up: &TestUpstream, plugins: &str, extra: &str) -> String {
+    format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n{extra}\nplugins = [\n{plugins}\n]\n",
+        up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_header_modifies_request_and_response() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "add-header", config = { request = { set = { "x-hello" = "world" }, remove = ["x-drop"] }, response = { set = { "x-frame-options" = "DENY" }, remove = ["x-upstream"] } } },"#,
+        "",
+    ));
+    let req = Request::get(gw.url("/")).header("x-drop", "1").header("x-hello", "old").body(Full::default()).unwrap();
+    let r = send(req).await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(echoed_headers(&doc, "x-hello"), vec!["world"]);
+    assert_eq!(echoed_header(&doc, "x-drop"), None);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-upstream"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_responds_without_touching_the_upstream() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "deny", config = { paths = ["/admin/*"], headers = { "x-debug" = "*" }, status = 403, message = "not here" } },"#,
+        "",
+    ));
+    let r = get(&gw.url("/admin/users")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "not here");
+    assert!(r.header("x-request-id").is_some());
+    let req = Request::get(gw.url("/ok")).header("x-debug", "1").body(Full::default()).unwrap();
+    assert_eq!(send(req).await.status, 403);
+    assert_eq!(up.hits(), 0);
+    assert_eq!(get(&gw.url("/ok")).await.status, 200);
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_runs_in_order_and_responses_in_reverse() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"
+  { use = "add-header", config = { request = { append = { "x-order" = "first" } }, response = { append = { "x-order" = "first" } } } },
+  { use = "add-header", config = { request = { append = { "x-order" = "second" } }, response = { append = { "x-order" = "second" } } } },
+  { use = "noop" },
+"#,
+        "",
+    ));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(echoed_headers(&r.json(), "x-order"), vec!["first", "second"]);
+    let back: Vec<&str> = r.headers.get_all("x-order").iter().filter_map(|v| v.to_str().ok()).collect();
+    assert_eq!(back, vec!["second", "first"], "response hooks run last plugin first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_reply_still_passes_the_earlier_plugins_response_hooks() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"
+  { use = "add-header", config = { response = { set = { "x-cors-ish" = "yes" } } } },
+  { use = "deny", config = { paths = ["/blocked"] } },
+  { use = "add-header", config = { response = { set = { "x-after-deny" = "yes" } } } },
+"#,
+        "",
+    ));
+    let r = get(&gw.url("/blocked")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("x-cors-ish"), Some("yes"), "plugins before the replier see the reply");
+    assert_eq!(r.header("x-after-deny"), None, "plugins after it never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_is_shared_along_the_chain() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "chaos", config = { mode = "context" } }, { use = "chaos", config = { mode = "context" } },"#,
+        "",
+    ));
+    let r = get(&gw.url("/")).await;
+    // The second plugin saw what the first one set; the first saw nothing.
+    assert_eq!(echoed_header(&r.json(), "x-context").as_deref(), Some("chaos=seen"));
+    // And nothing leaks into the next request.
+    let r = get(&gw.url("/")).await;
+    assert_eq!(echoed_header(&r.json(), "x-context").as_deref(), Some("chaos=seen"));
+}
+
+async fn assert_fails_only_its_request(gw: &TestGateway, failing: &str) {
+    let r = get(&gw.url(failing)).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    let id = r.header("x-request-id").expect("request id").to_owned();
+    assert_eq!(r.json()["request_id"], id.as_str());
+    assert_eq!(r.json()["error"], "internal error");
+    assert!(!r.text().contains("chaos"), "no trap text reaches the client: {}", r.text());
+    // Other routes keep working, and so does the failing route next time.
+    assert_eq!(get(&gw.url("/healthy")).await.status, 200);
+}
+
+fn chaos_routes(up: &TestUpstream, mode: &str, settings: &str) -> String {
+    format!(
+        r#"[upstreams.u]
+endpoints = ["{addr}"]
+
+[plugin.chaos]
+{settings}
+
+[[routes]]
+name = "chaos"
+match = {{ prefix = "/chaos" }}
+upstream = "u"
+plugins = [{{ use = "chaos", config = {{ mode = "{mode}" }} }}]
+
+[[routes]]
+name = "healthy"
+match = {{ prefix = "/healthy" }}
+upstream = "u"
+plugins = [{{ use = "noop" }}]
+"#,
+        addr = up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_plugin_fails_only_its_request() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&chaos_routes(&up, "trap", ""));
+    for _ in 0..3 {
+        assert_fails_only_its_request(&gw, "/chaos").await;
+    }
+    assert_eq!(up.hits(), 3, "only the healthy route reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_plugin_is_stopped_at_its_deadline() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&chaos_routes(&up, "loop", "deadline = \"50ms\""));
+    let start = Instant::now();
+    assert_fails_only_its_request(&gw, "/chaos").await;
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hungry_plugin_is_stopped_at_its_limit() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&chaos_routes(&up, "grow", "max_memory = \"16MiB\""));
+    assert_fails_only_its_request(&gw, "/chaos").await;
+    assert_fails_only_its_request(&gw, "/chaos").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_skips_the_failed_plugin() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "chaos", config = { mode = "trap" } }, { use = "add-header", config = { name = "x-after", value = "ran" } },"#,
+        "on_plugin_error = \"fail-open\"",
+    ));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(echoed_header(&r.json(), "x-after").as_deref(), Some("ran"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_the_response_phase_is_confined_too() {
+    let up = TestUpstream::echo("u").await;
+    let gw =
+        TestGateway::start(&route(&up, r#"{ use = "chaos", config = { mode = "trap", phase = "response" } },"#, ""));
+    assert_eq!(get(&gw.url("/")).await.status, 500);
+    assert_eq!(up.hits(), 1, "the upstream answered; the plugin failed after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_reply_is_a_500_not_a_crash() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(&up, r#"{ use = "chaos", config = { mode = "bad-status" } },"#, ""));
+    assert_eq!(get(&gw.url("/")).await.status, 500);
+    assert_eq!(get(&gw.url("/")).await.status, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printing_plugins_do_not_disturb_the_gateway() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(&up, r#"{ use = "chaos", config = { mode = "print" } },"#, ""));
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+}
+
+/// `x-chaos-calls` counts calls on one instance: it grows in a pooled
+/// instance and is always 1 in a fresh one.
+async fn calls(gw: &TestGateway) -> Vec<u64> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        let r = get(&gw.url("/")).await;
+        out.push(echoed_header(&r.json(), "x-chaos-calls").and_then(|c| c.parse().ok()).unwrap_or(0));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_request_isolation_gives_every_request_a_fresh_instance() {
+    let up = TestUpstream::echo("u").await;
+    let body = route(&up, r#"{ use = "chaos", config = { mode = "ok" } },"#, "");
+    let gw = TestGateway::start_with("workers = 1", &format!("[plugin.chaos]\nisolation = \"per-request\"\n{body}"));
+    assert_eq!(calls(&gw).await, vec![1, 1, 1, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_instances_are_reused_and_recycled() {
+    let up = TestUpstream::echo("u").await;
+    let body = route(&up, r#"{ use = "chaos", config = { mode = "ok" } },"#, "");
+    let gw = TestGateway::start_with("workers = 1", &format!("[plugin.chaos]\nrecycle_after = 2\n{body}"));
+    // An instance serves two requests, then a fresh one takes over.
+    assert_eq!(calls(&gw).await, vec![1, 2, 1, 2]);
+    let gw = TestGateway::start_with("workers = 1", &body);
+    assert_eq!(calls(&gw).await, vec![1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_refusing_its_config_fails_the_load_with_its_message() {
+    let up = TestUpstream::echo("u").await;
+    let err = TestGateway::try_start(
+        "",
+        &route(&up, r#"{ use = "chaos", config = { mode = "refuse", message = "threshold must be positive" } },"#, ""),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(err.contains("plugin `chaos` refused its config: threshold must be positive"), "{err}");
+    assert!(err.contains("routes[0].plugins[0].config"), "{err}");
+}

@@ -1,0 +1,250 @@
+//! Proxying without plugins: headers and bodies intact, hygiene, routing,
+//! failures mapped to the right status, bad input answered with the right 4xx.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use wasmgate_tests::upstream::{TestUpstream, echoed_header, echoed_headers};
+use wasmgate_tests::{TestGateway, dead_addr, get, raw, send};
+
+fn one_route(up: &TestUpstream, route_extra: &str) -> String {
+    format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n\n[[routes]]\nname = \"all\"\nupstream = \"u\"\n{route_extra}\n",
+        up.addr
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_body_reach_the_upstream_intact() {
+    let up = TestUpstream::echo("users").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let body = "x".repeat(100_000);
+    let req = Request::post(gw.url("/api/items?q=1&q=2"))
+        .header("x-custom", "value with spaces")
+        .header("x-multi", "a")
+        .header("x-multi", "b")
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let r = send(req).await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["method"], "POST");
+    assert_eq!(doc["path"], "/api/items");
+    assert_eq!(doc["query"], "q=1&q=2");
+    assert_eq!(doc["body"].as_str().map(str::len), Some(100_000));
+    assert_eq!(echoed_header(&doc, "x-custom").as_deref(), Some("value with spaces"));
+    assert_eq!(echoed_headers(&doc, "x-multi"), vec!["a", "b"]);
+    assert_eq!(r.header("x-upstream"), Some("users"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_request_id_and_via() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let req = Request::get(gw.url("/"))
+        .header("host", "api.example.test")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .body(Full::default())
+        .unwrap();
+    let r = send(req).await;
+    let doc = r.json();
+    assert_eq!(echoed_header(&doc, "x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(echoed_header(&doc, "x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(echoed_header(&doc, "x-forwarded-host").as_deref(), Some("api.example.test"));
+    assert_eq!(echoed_header(&doc, "forwarded").as_deref(), Some("for=127.0.0.1;proto=http;host=api.example.test"));
+    assert_eq!(echoed_header(&doc, "host").as_deref(), Some("api.example.test"));
+    assert_eq!(echoed_header(&doc, "via").as_deref(), Some("1.1 wasmgate"));
+    assert_eq!(echoed_header(&doc, "x-hop"), None, "headers named by Connection are hop-by-hop");
+    assert_eq!(echoed_header(&doc, "proxy-authorization"), None);
+    let id = echoed_header(&doc, "x-request-id").expect("a request id is generated");
+    assert_eq!(id.len(), 32);
+    assert_eq!(r.header("x-request-id"), Some(id.as_str()), "the client sees the same id");
+    assert_eq!(r.header("via"), Some("1.1 wasmgate"));
+
+    // A client's own id is kept.
+    let req = Request::get(gw.url("/")).header("x-request-id", "client-id-42").body(Full::default()).unwrap();
+    let r = send(req).await;
+    assert_eq!(echoed_header(&r.json(), "x-request-id").as_deref(), Some("client-id-42"));
+    assert_eq!(r.header("x-request-id"), Some("client-id-42"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_hop_by_hop_headers_do_not_reach_the_client() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let r = get(&gw.url("/hop")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-upstream-secret"), None);
+    assert_eq!(r.header("keep-alive"), None);
+    assert_eq!(r.header("x-upstream"), Some("u"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_precedence_end_to_end() {
+    let (a, b, c, d) = tokio::join!(
+        TestUpstream::echo("catch-all"),
+        TestUpstream::echo("users"),
+        TestUpstream::echo("user-by-id"),
+        TestUpstream::echo("v2")
+    );
+    let gw = TestGateway::start(&format!(
+        r#"
+[upstreams.a]
+endpoints = ["{}"]
+[upstreams.b]
+endpoints = ["{}"]
+[upstreams.c]
+endpoints = ["{}"]
+[upstreams.d]
+endpoints = ["{}"]
+
+[[routes]]
+upstream = "a"
+
+[[routes]]
+match = {{ prefix = "/api/users" }}
+upstream = "b"
+
+[[routes]]
+match = {{ path = "/api/users/{{id}}", methods = ["GET"] }}
+upstream = "c"
+rewrite = "/users/{{id}}"
+
+[[routes]]
+match = {{ path = "/api/users/{{id}}", methods = ["GET"], headers = {{ "x-api-version" = "2" }} }}
+upstream = "d"
+strip_prefix = "/api"
+"#,
+        a.addr, b.addr, c.addr, d.addr
+    ));
+    let to = |r: &wasmgate_tests::Reply| r.header("x-upstream").map(str::to_owned);
+    assert_eq!(to(&get(&gw.url("/elsewhere")).await).as_deref(), Some("catch-all"));
+    assert_eq!(to(&get(&gw.url("/api/users")).await).as_deref(), Some("users"));
+    assert_eq!(to(&get(&gw.url("/api/users/7/orders")).await).as_deref(), Some("users"));
+    let r = get(&gw.url("/api/users/7?x=1")).await;
+    assert_eq!(to(&r).as_deref(), Some("user-by-id"));
+    assert_eq!(r.json()["path"], "/users/7", "rewrite applies the captures");
+    assert_eq!(r.json()["query"], "x=1", "the query survives a rewrite");
+    let req = Request::get(gw.url("/api/users/7")).header("x-api-version", "2").body(Full::default()).unwrap();
+    let r = send(req).await;
+    assert_eq!(to(&r).as_deref(), Some("v2"));
+    assert_eq!(r.json()["path"], "/users/7", "strip_prefix removes /api");
+    let req = Request::post(gw.url("/api/users/7")).body(Full::default()).unwrap();
+    assert_eq!(to(&send(req).await).as_deref(), Some("users"), "the GET-only route does not take a POST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_route_is_404_with_request_id() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nmatch = {{ prefix = \"/api\" }}\nupstream = \"u\"\n",
+        up.addr
+    ));
+    let r = get(&gw.url("/nothing-here")).await;
+    assert_eq!(r.status, 404);
+    let id = r.header("x-request-id").expect("request id").to_owned();
+    assert_eq!(r.json()["request_id"], id.as_str());
+    assert_eq!(r.json()["error"], "no route");
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_upstream_is_502() {
+    let dead = dead_addr();
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{dead}\"]\nconnect_timeout = \"500ms\"\n[[routes]]\nupstream = \"u\"\n"
+    ));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "bad gateway");
+    assert!(!r.text().contains("refused"), "no internal detail reaches the client: {}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_504_after_the_route_timeout() {
+    let up = TestUpstream::echo("slow").await;
+    let gw = TestGateway::start(&one_route(&up, "timeout = \"300ms\""));
+    let start = Instant::now();
+    let r = get(&gw.url("/slow/5000")).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "gateway timeout");
+    assert!(start.elapsed() < Duration::from_secs(4), "the timeout cut the wait short");
+    // A fast request on the same route is unaffected.
+    assert_eq!(get(&gw.url("/fast")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_traversal_is_normalised_or_refused() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let resp = raw(gw.addr(), b"GET /public/../admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"path\":\"/admin\""), "forwarded normalised: {resp}");
+    let resp = raw(gw.addr(), b"GET /a/%2e%2e/%2E%2e/etc HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "climbing above the root is refused: {resp}");
+    let resp = raw(gw.addr(), b"GET //double//slash HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(resp.contains("\"path\":\"/double/slash\""), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_and_never_reach_the_upstream() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, "max_body = \"1KiB\""));
+    // Declared length over the limit: refused before anything is forwarded.
+    let req = Request::post(gw.url("/")).body(Full::new(Bytes::from(vec![b'a'; 2048]))).unwrap();
+    let r = send(req).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(up.hits(), 0);
+    // Chunked, no declared length: cut off mid-stream.
+    let mut chunked = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'b'; 0x200]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let resp = raw(gw.addr(), &chunked).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    // Under the limit: fine.
+    let req = Request::post(gw.url("/")).body(Full::new(Bytes::from(vec![b'a'; 1000]))).unwrap();
+    assert_eq!(send(req).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_get_4xx() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with("max_header_bytes = \"8KiB\"", &one_route(&up, ""));
+    let resp = raw(gw.addr(), b"THIS IS NOT HTTP\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let mut big = b"GET / HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 20_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    let resp = raw(gw.addr(), &big).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    // The gateway keeps serving.
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_proxied_to_http1_upstreams() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = Request::get(gw.url("/h2?x=1")).header("x-h2", "yes").body(Full::default()).unwrap();
+    let r = wasmgate_tests::send_with(&client, req).await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(doc["version"], "HTTP/1.1");
+    assert_eq!(doc["path"], "/h2");
+    assert_eq!(echoed_header(&doc, "x-h2").as_deref(), Some("yes"));
+    assert_eq!(echoed_header(&doc, "host").as_deref(), Some(gw.addr().to_string().as_str()));
+    assert_eq!(r.header("via"), Some("1.1 wasmgate"));
+}
