@@ -34,7 +34,6 @@ pub struct RawServer {
     pub max_body: Option<ByteSize>,
     pub header_read_timeout: Option<HumanDuration>,
     pub request_timeout: Option<HumanDuration>,
-    pub keep_alive_timeout: Option<HumanDuration>,
     pub shutdown_timeout: Option<HumanDuration>,
     pub watch: Option<bool>,
     pub watch_interval: Option<HumanDuration>,

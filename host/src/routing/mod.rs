@@ -9,6 +9,7 @@
 mod path;
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
@@ -84,10 +85,18 @@ struct Entry {
 }
 
 /// The compiled routing table of one config snapshot.
+///
+/// Entries are sorted most specific first, and the first that matches wins.
+/// To avoid scanning them all, they are bucketed by the literal first path
+/// segment: a request only scans the bucket of its own first segment, which
+/// holds (in the global order) the routes with that literal plus every route
+/// whose first segment is a capture or catch-all.
 #[derive(Debug)]
 pub struct Router {
-    /// Most specific first; the first entry that matches wins.
     entries: Vec<Entry>,
+    by_first_segment: HashMap<String, Vec<u32>>,
+    /// Routes whose first segment is not a literal, for any other request.
+    unbucketed: Vec<u32>,
 }
 
 /// The result of routing one request.
@@ -135,8 +144,27 @@ impl Router {
                     headers: r.headers.clone(),
                 }
             })
-            .collect();
-        Self { entries }
+            .collect::<Vec<Entry>>();
+        let mut by_first_segment: HashMap<String, Vec<u32>> = HashMap::new();
+        for e in &entries {
+            if let Some(lit) = e.path.first_literal() {
+                by_first_segment.entry(lit.to_owned()).or_default();
+            }
+        }
+        let mut unbucketed = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            match e.path.first_literal() {
+                Some(lit) => by_first_segment.entry(lit.to_owned()).or_default().push(i),
+                None => {
+                    unbucketed.push(i);
+                    for bucket in by_first_segment.values_mut() {
+                        bucket.push(i);
+                    }
+                }
+            }
+        }
+        Self { entries, by_first_segment, unbucketed }
     }
 
     /// Refuses routes that tie: equally specific and able to match the same request.
@@ -163,7 +191,10 @@ impl Router {
 
     /// Finds the route for a request. `path` must already be normalised.
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str, headers: &HeaderMap) -> Option<Matched> {
-        for e in &self.entries {
+        let first = path.strip_prefix('/').unwrap_or(path);
+        let first = first.split_once('/').map_or(first, |(f, _)| f);
+        let bucket = self.by_first_segment.get(first).unwrap_or(&self.unbucketed);
+        for e in bucket.iter().filter_map(|&i| self.entries.get(i as usize)) {
             if !e.host.matches(host) {
                 continue;
             }

@@ -103,6 +103,14 @@ impl PathPattern {
         })
     }
 
+    /// The first segment, when it is literal text (the router's bucket key).
+    pub(crate) fn first_literal(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Literal(l)) => Some(l),
+            _ => None,
+        }
+    }
+
     /// Ranks of the segments, for "most specific wins": a literal beats a
     /// capture, which beats a catch-all, and an exact end beats a catch-all.
     pub(crate) fn rank(&self) -> Vec<u8> {

@@ -127,3 +127,25 @@ fn host_ports_are_ignored() {
     assert_eq!(strip_port("[::1]:80"), "::1");
     assert_eq!(strip_port("example.com"), "example.com");
 }
+
+#[test]
+fn routes_starting_with_a_capture_are_found_from_every_bucket() {
+    let c = config(
+        r#"
+[[routes]]
+name = "tenant"
+match = { path = "/{tenant}/users" }
+upstream = "u"
+[[routes]]
+name = "api"
+match = { prefix = "/api" }
+upstream = "u"
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let h = HeaderMap::new();
+    assert_eq!(route_name(&c, None, Method::GET, "/acme/users", &h).as_deref(), Some("tenant"));
+    assert_eq!(route_name(&c, None, Method::GET, "/api/users", &h).as_deref(), Some("api"));
+    assert_eq!(route_name(&c, None, Method::GET, "/api", &h).as_deref(), Some("api"));
+    assert_eq!(route_name(&c, None, Method::GET, "/acme/orders", &h), None);
+}

@@ -249,3 +249,20 @@ async fn a_plugin_refusing_its_config_fails_the_load_with_its_message() {
     assert!(err.contains("plugin `chaos` refused its config: threshold must be positive"), "{err}");
     assert!(err.contains("routes[0].plugins[0].config"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reads_many_headers_through_the_resource() {
+    let up = TestUpstream::echo("u").await;
+    let names: Vec<String> = (0..20).map(|i| format!("\"x-h{i}\"")).collect();
+    let gw = TestGateway::start(&route(
+        &up,
+        &format!(r#"{{ use = "read-headers", config = {{ names = [{}] }} }},"#, names.join(", ")),
+        "",
+    ));
+    let mut req = Request::get(gw.url("/"));
+    for i in 0..15 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    let r = send(req.body(Full::default()).unwrap()).await;
+    assert_eq!(echoed_header(&r.json(), "x-headers-found").as_deref(), Some("15"));
+}

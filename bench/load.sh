@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The load run of docs/performance.md: the gateway without plugins and with one
+# no-op plugin, beside a direct hit on the upstream, nginx and HAProxy, in one
+# run of ../shared/bench/peers.sh (which pins the load generator and the system
+# under test to separate cores and reports CPU µs per request).
+#
+#   bench/load.sh                 # 3 × 10 s, wrk, 64 connections
+#   bench/load.sh -d 5 -r 2       # any peers.sh option passes through
+#   bench/load.sh -l oha -q 20000 # fixed rate, for latency
+#
+# Installs nginx, haproxy and wrk (Debian packages) when missing; builds the
+# gateway in release and the plugins. Loopback only; bounded in time.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+peers=${PEERS_SH:-$root/../shared/bench/peers.sh}
+[[ -x $peers ]] || { echo "peers.sh not found at $peers (set PEERS_SH)" >&2; exit 1; }
+
+missing=()
+for c in nginx haproxy wrk taskset curl ss; do command -v "$c" >/dev/null || missing+=("$c"); done
+if (( ${#missing[@]} )); then
+  echo "installing: nginx haproxy wrk util-linux curl iproute2 (missing: ${missing[*]})" >&2
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx haproxy wrk util-linux curl iproute2 >/dev/null
+fi
+
+./scripts/build-plugins.sh
+cargo build --release --locked -q -p wasmgate
+gw=$root/target/release/wasmgate
+# Checked first, so a config error is reported here rather than as a timeout.
+"$gw" check -c bench/passthrough.toml >/dev/null
+"$gw" check -c bench/noop.toml >/dev/null
+
+# One command starts both gateways on the system-under-test core; the no-op
+# one first, so both answer by the time peers.sh checks the first.
+export WASMGATE_LOG=warn
+exec "$peers" "$@" \
+  -x "$gw run -c $root/bench/noop.toml & sleep 1; exec $gw run -c $root/bench/passthrough.toml" \
+  gateway=127.0.0.1:18090 gateway+noop=127.0.0.1:18091
