@@ -14,6 +14,7 @@
 //! reload; [`plugin`] is the Wasm runtime; [`exchange`] is the request as
 //! plugins see it.
 
+pub mod admin;
 pub mod config;
 pub mod exchange;
 pub mod gateway;
@@ -21,6 +22,8 @@ pub mod plugin;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
 

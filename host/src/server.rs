@@ -1,8 +1,8 @@
 //! Listeners and workers. Each worker is a thread with its own single-
 //! threaded Tokio runtime and its own `SO_REUSEPORT` socket on the listen
-//! address, so the kernel spreads connections and a request never leaves the
-//! thread that accepted it: its plugin instances and upstream connections
-//! are that worker's own.
+//! address (and on the TLS address), so the kernel spreads connections and a
+//! request never leaves the thread that accepted it: its plugin instances and
+//! upstream connections are that worker's own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,10 +43,13 @@ fn socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Starts one worker thread per listener.
+/// A worker's sockets: plain, and TLS when configured.
+pub type WorkerListeners = (std::net::TcpListener, Option<std::net::TcpListener>);
+
+/// Starts one worker thread per listener pair.
 pub fn spawn_workers(
     shared: &Arc<Shared>,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<WorkerListeners>,
     shutdown: &watch::Receiver<bool>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
     let server = shared.current().config.server.clone();
@@ -87,55 +90,110 @@ fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
 
 async fn run(
     shared: Arc<Shared>,
-    listener: std::net::TcpListener,
+    listeners: WorkerListeners,
     server: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
+    let (plain, tls) = listeners;
+    let Some(plain) = tokio::net::TcpListener::from_std(plain)
+        .map_err(|e| tracing::error!("cannot use the listening socket: {e}"))
+        .ok()
+    else {
+        return;
+    };
+    let tls = match tls.map(tokio::net::TcpListener::from_std).transpose() {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("cannot use the listening socket: {e}");
+            tracing::error!("cannot use the TLS listening socket: {e}");
             return;
         }
     };
-    let builder = builder(&server);
+    let builder = Arc::new(builder(&server));
     let graceful = GracefulShutdown::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors or similar: back off briefly
-                        // rather than spin.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let conn_info = ConnInfo { peer, scheme: "http" };
-                let shared = shared.clone();
-                let service = service_fn(move |req| {
-                    let snapshot = shared.current();
-                    async move { Ok::<_, Infallible>(proxy::handle(snapshot, conn_info, req).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection ended with an error: {e}");
-                    }
-                });
-            }
+        let (accepted, secure) = tokio::select! {
+            a = plain.accept() => (a, false),
+            a = accept_opt(tls.as_ref()) => (a, true),
             _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or similar: back off briefly rather than spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        if !secure {
+            let conn_info = ConnInfo { peer, scheme: "http" };
+            let conn =
+                builder.serve_connection_with_upgrades(TokioIo::new(stream), service(shared, conn_info)).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, "connection ended with an error: {e}");
+                }
+            });
+            continue;
         }
+        // The handshake runs in the connection's task, bounded by the header
+        // read timeout, so a slow handshake never holds up accepting.
+        let Some(acceptor) = shared.current().tls.clone() else { continue };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = server.header_read_timeout;
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn_info = ConnInfo { peer, scheme: "https" };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(shared, conn_info));
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, "connection ended with an error: {e}");
+            }
+        });
     }
-    drop(listener);
+    drop(plain);
+    drop(tls);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(server.shutdown_timeout) => {
             tracing::warn!("shutdown deadline passed with requests in flight; closing them");
         }
     }
+}
+
+async fn accept_opt(
+    l: Option<&tokio::net::TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn service(
+    shared: Arc<Shared>,
+    conn_info: ConnInfo,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::proxy::body::Body>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::body::Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let snapshot = shared.current();
+        async move { Ok::<_, Infallible>(proxy::handle(snapshot, conn_info, req).await) }
+    })
 }

@@ -4,6 +4,10 @@
 
 #![expect(clippy::expect_used, clippy::panic, reason = "test harness: a failed setup step should stop the test")]
 
+pub mod certs;
+/// A real DNS server on loopback with records a test can change (shared with the host's unit tests).
+#[path = "../../host/src/upstream/test_dns.rs"]
+pub mod dns;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -88,7 +92,9 @@ pub fn linked_plugin_dir(dir: &Path) -> PathBuf {
 /// own config.
 /// `server_extra` lines override the harness's defaults for the same keys.
 pub fn preamble(plugins: &Path, server_extra: &str) -> String {
-    let overridden = |key: &str| server_extra.lines().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+    // Only the lines before a nested table (e.g. `[server.tls]`) are `[server]` keys.
+    let server_keys: Vec<&str> = server_extra.lines().take_while(|l| !l.trim_start().starts_with('[')).collect();
+    let overridden = |key: &str| server_keys.iter().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
     let mut server = String::from("[server]\n");
     for (key, value) in [("listen", "\"127.0.0.1:0\""), ("workers", "2"), ("watch", "false")] {
         if !overridden(key) {

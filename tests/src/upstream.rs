@@ -4,12 +4,14 @@
 //! so a test can check what the gateway forwarded. Some paths misbehave on
 //! purpose: `/slow/{ms}` waits before answering, `/status/{code}` answers
 //! with that status, `/bytes/{n}` sends n bytes, `/hop` sends hop-by-hop
-//! headers the gateway must strip.
+//! headers the gateway must strip, `/health` answers 200 or 500 as the test
+//! sets it. A request with `Upgrade` is switched (101) and its bytes echoed.
+//! [`Control`] lets a test make the server fail, go unhealthy or die.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,12 +24,25 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// A running test upstream; stops when dropped.
+/// What a test can change in a running upstream.
+#[derive(Debug, Default)]
+pub struct Control {
+    hits: AtomicUsize,
+    unhealthy: AtomicBool,
+    /// Answer this many requests with 503 before behaving again.
+    fail_next: AtomicU32,
+    /// Answer every request with 503 while set.
+    failing: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+/// A running test upstream; stops (and drops its connections) when dropped
+/// or killed.
 #[derive(Debug)]
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: String,
-    hits: Arc<AtomicUsize>,
+    pub control: Arc<Control>,
     stop: watch::Sender<bool>,
 }
 
@@ -38,47 +53,137 @@ impl Drop for TestUpstream {
 }
 
 impl TestUpstream {
-    /// Starts an echo server named `name` (it says so in `x-upstream`).
+    /// An echo server named `name` (it says so in `x-upstream`), HTTP/1.1
+    /// and HTTP/2 (prior knowledge).
     pub async fn echo(name: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::serve(name, listener)
+    }
+
+    /// An echo server on a given address (to bring an endpoint back).
+    pub async fn echo_on(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("rebind upstream");
+        Self::serve(name, listener)
+    }
+
+    fn serve(name: &str, listener: TcpListener) -> Self {
         let addr = listener.local_addr().expect("upstream addr");
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (stop, mut stopped) = watch::channel(false);
-        let (name_c, hits_c) = (name.to_owned(), hits.clone());
+        let control = Arc::new(Control::default());
+        let (stop, stopped) = watch::channel(false);
+        let (name_c, control_c) = (name.to_owned(), control.clone());
         tokio::spawn(async move {
+            let mut stopped_accept = stopped.clone();
             loop {
                 let (stream, _) = tokio::select! {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-                    _ = stopped.changed() => return,
+                    _ = stopped_accept.changed() => return,
                 };
-                let (name, hits) = (name_c.clone(), hits_c.clone());
-                let service = service_fn(move |req| {
-                    hits.fetch_add(1, Ordering::SeqCst);
-                    echo(name.clone(), req)
-                });
+                let (name, control, mut stopped) = (name_c.clone(), control_c.clone(), stopped.clone());
+                let service = service_fn(move |req| echo(name.clone(), control.clone(), req));
                 tokio::spawn(async move {
-                    let _ =
-                        auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    // Dropping the connection future on stop closes the
+                    // socket: the upstream "dies" with requests in flight.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stopped.changed() => {}
+                    }
                 });
             }
         });
-        Self { addr, name: name.to_owned(), hits, stop }
+        Self { addr, name: name.to_owned(), control, stop }
     }
 
     /// Requests this upstream has received.
     pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        self.control.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and closes every connection, mid-request or not.
+    pub fn kill(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Makes `/health` answer 500 (false) or 200 (true).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.control.unhealthy.store(!healthy, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` requests with 503.
+    pub fn fail_next(&self, n: u32) {
+        self.control.fail_next.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers every request with 503 until set back.
+    pub fn set_failing(&self, failing: bool) {
+        self.control.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> usize {
+        self.control.in_flight.load(Ordering::SeqCst)
     }
 }
 
-async fn echo(name: String, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Accepts connections and closes them at once, unanswered: an upstream
+/// that resets.
+pub async fn resetting() -> (SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                a = listener.accept() => {
+                    if let Ok((s, _)) = a {
+                        // Read a little so the request is "sent", then drop.
+                        // Zero linger makes the close a reset (RST), not a FIN;
+                        // with zero there is nothing to block on.
+                        #[expect(deprecated, reason = "SO_LINGER 0 is exactly the reset we want")]
+                        let _ = s.set_linger(Some(Duration::ZERO));
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        drop(s);
+                    }
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+    (addr, stop)
+}
+
+struct InFlight(Arc<Control>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn echo(
+    name: String,
+    control: Arc<Control>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    control.hits.fetch_add(1, Ordering::SeqCst);
+    control.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _guard = InFlight(control.clone());
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Ok(switch(&name, &mut req));
+    }
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path().to_owned();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut status = StatusCode::OK;
     let mut extra: Vec<(&str, String)> = Vec::new();
+    let failing = control.failing.load(Ordering::SeqCst)
+        || control.fail_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     match segs.as_slice() {
+        ["health"] if control.unhealthy.load(Ordering::SeqCst) => status = StatusCode::INTERNAL_SERVER_ERROR,
+        ["health"] => {}
+        _ if failing => status = StatusCode::SERVICE_UNAVAILABLE,
         ["slow", ms, ..] => {
             let ms: u64 = ms.parse().unwrap_or(1000);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -122,6 +227,26 @@ async fn echo(name: String, req: Request<Incoming>) -> Result<Response<Full<Byte
     Ok(resp.body(Full::new(Bytes::from(doc.to_string()))).unwrap_or_default())
 }
 
+/// Agrees to any upgrade and echoes the raw bytes back.
+fn switch(name: &str, req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    let protocol = req.headers().get(http::header::UPGRADE).cloned();
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("x-upstream", name);
+    if let Some(p) = protocol {
+        resp = resp.header("upgrade", p);
+    }
+    resp.body(Full::default()).unwrap_or_default()
+}
+
 /// The first value of `name` in an echo document's `headers` list.
 pub fn echoed_header(doc: &serde_json::Value, name: &str) -> Option<String> {
     echoed_headers(doc, name).into_iter().next()
@@ -136,4 +261,48 @@ pub fn echoed_headers(doc: &serde_json::Value, name: &str) -> Vec<String> {
         .filter(|pair| pair[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
         .filter_map(|pair| pair[1].as_str().map(str::to_owned))
         .collect()
+}
+
+/// A gRPC-shaped upstream over h2c (HTTP/2 prior knowledge): every request
+/// is answered 200 with a body and `grpc-status: 0` trailers, echoing the
+/// request's `te` header and path in `x-te` / `x-path`.
+pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                _ = stopped.changed() => return,
+            };
+            let service = service_fn(|req: Request<Incoming>| async move {
+                let te = req.headers().get("te").cloned();
+                let path = req.uri().path().to_owned();
+                let _ = req.into_body().collect().await;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                trailers.insert("grpc-message", http::HeaderValue::from_static("ok"));
+                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+                    vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x05hello"))), Ok(Frame::trailers(trailers))];
+                let mut resp = Response::new(StreamBody::new(futures::stream::iter(frames)));
+                resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                if let Some(te) = te {
+                    resp.headers_mut().insert("x-te", te);
+                }
+                if let Ok(p) = http::HeaderValue::from_str(&path) {
+                    resp.headers_mut().insert("x-path", p);
+                }
+                Ok::<_, Infallible>(resp)
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, stop)
 }

@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, Spanned<RawUpstream>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub dns: Option<Spanned<RawDns>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +40,71 @@ pub struct RawServer {
     pub watch: Option<bool>,
     pub watch_interval: Option<HumanDuration>,
     pub via: Option<String>,
+    pub body_read_timeout: Option<HumanDuration>,
+    pub access_log: Option<bool>,
+    pub tls: Option<Spanned<RawServerTls>>,
+}
+
+/// `[server.tls]`: a second listener that terminates TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    pub listen: Spanned<String>,
+    pub certificates: Vec<Spanned<RawCertificate>>,
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: Option<ClientAuth>,
+    pub min_version: Option<TlsVersion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Server names this certificate answers for; default: its DNS SANs.
+    #[serde(default)]
+    pub sni: Vec<String>,
+}
+
+/// Whether clients must present a certificate signed by `client_ca`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `[admin]`: health, readiness and metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+    /// A bearer token required on every admin request.
+    pub token: Option<String>,
+    /// Read the token from this environment variable instead.
+    pub token_env: Option<String>,
+}
+
+/// `[dns]`: how names in `upstreams.*.dns` / `.srv` are resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Name servers (`ip:port`); default: the system's (/etc/resolv.conf).
+    #[serde(default)]
+    pub nameservers: Vec<Spanned<String>>,
+    pub min_ttl: Option<HumanDuration>,
+    pub max_ttl: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,19 +144,123 @@ pub enum Isolation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    pub endpoints: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub endpoints: Vec<Spanned<RawEndpoint>>,
+    /// `host:port`, re-resolved (A/AAAA) on the record's TTL.
+    pub dns: Option<Spanned<String>>,
+    /// An SRV name (`_http._tcp.users.internal`), re-resolved on its TTL.
+    pub srv: Option<Spanned<String>>,
     pub connect_timeout: Option<HumanDuration>,
     pub request_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
     pub max_idle_per_endpoint: Option<usize>,
     pub balance: Option<Balance>,
+    pub hash_on: Option<Spanned<String>>,
+    pub protocol: Option<Protocol>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+    pub max_concurrent: Option<usize>,
+    pub max_queue: Option<usize>,
+    pub queue_timeout: Option<HumanDuration>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub outlier: Option<Spanned<RawOutlier>>,
+    pub breaker: Option<Spanned<RawBreaker>>,
+    pub endpoint_breaker: Option<Spanned<RawBreaker>>,
+    pub retry_budget: Option<Spanned<RawRetryBudget>>,
 }
 
+/// An endpoint: `"host:port"` or `{ address = "host:port", weight = 3 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawEndpoint {
+    Address(String),
+    Weighted(RawWeightedEndpoint),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedEndpoint {
+    pub address: String,
+    pub weight: u32,
+}
+
+/// How an upstream picks an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
     #[default]
     RoundRobin,
+    /// Smooth weighted round-robin (nginx's algorithm).
+    WeightedRoundRobin,
+    /// Fewest requests in flight, by the power of two random choices.
+    LeastRequest,
+    /// Lowest peak-EWMA latency × load (Finagle/Linkerd).
+    PeakEwma,
+    /// Maglev consistent hashing on `hash_on`.
+    ConsistentHash,
+}
+
+/// The protocol spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge over plain TCP (h2c), or ALPN h2 with `tls`.
+    Http2,
+}
+
+/// `[upstreams.NAME.tls]`: connect with TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// CA bundle (PEM) to verify the upstream; default: the Mozilla roots.
+    pub ca: Option<PathBuf>,
+    /// Name to verify and send as SNI; default: the endpoint's host.
+    pub server_name: Option<String>,
+    /// Client certificate and key (PEM) for mTLS to the upstream.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: String,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    /// Statuses that count as healthy, e.g. `[200, 204]`; default 200..=399.
+    pub expect_status: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_5xx: Option<u32>,
+    pub consecutive_connect_failures: Option<u32>,
+    pub base_ejection: Option<HumanDuration>,
+    pub max_ejection: Option<HumanDuration>,
+    pub max_ejected_percent: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub consecutive_failures: Option<u32>,
+    pub failure_ratio: Option<f64>,
+    pub min_requests: Option<u32>,
+    pub window: Option<HumanDuration>,
+    pub open_for: Option<HumanDuration>,
+    pub max_open_for: Option<HumanDuration>,
+    pub half_open_probes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    pub percent: Option<f64>,
+    pub min_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +269,11 @@ pub struct RawRoute {
     pub name: Option<Spanned<String>>,
     #[serde(rename = "match")]
     pub matcher: Option<Spanned<RawMatch>>,
-    pub upstream: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
+    /// Weighted split between upstreams (canary, blue/green).
+    pub upstreams: Option<Vec<Spanned<RawWeightedUpstream>>>,
+    pub try_timeout: Option<HumanDuration>,
+    pub retries: Option<Spanned<RawRetries>>,
     pub strip_prefix: Option<Spanned<String>>,
     pub rewrite: Option<Spanned<String>>,
     pub timeout: Option<HumanDuration>,
@@ -107,6 +282,26 @@ pub struct RawRoute {
     pub on_plugin_error: OnPluginError,
     #[serde(default)]
     pub plugins: Vec<Spanned<RawPluginUse>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeightedUpstream {
+    pub name: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Retries after the first try (0 disables retries).
+    pub attempts: u32,
+    /// What to retry: `connect-failure`, `reset`, `timeout`, or a 5xx status.
+    pub on: Option<Vec<String>>,
+    pub backoff: Option<HumanDuration>,
+    pub max_backoff: Option<HumanDuration>,
+    /// Retry non-idempotent methods too (POST, PATCH).
+    pub non_idempotent: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

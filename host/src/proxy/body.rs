@@ -2,12 +2,16 @@
 //! plugin or the gateway produced, or a streamed body from the other side
 //! (optionally capped, so an oversized upload fails mid-stream).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::upstream::pool::PooledBody;
 
 /// A streamed request body went over the route's limit.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +27,9 @@ pub enum BodyError {
     Hyper(#[from] hyper::Error),
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
+    /// The client sent nothing for this many milliseconds mid-body.
+    #[error("no body data for {0} ms")]
+    Timeout(u128),
 }
 
 #[derive(Debug)]
@@ -30,11 +37,17 @@ pub enum Body {
     Empty,
     Full(Option<Bytes>),
     Stream(Incoming),
-    /// A stream that fails once more than `remaining` bytes have passed.
+    /// An upstream's HTTP/1 response, which returns its connection to the
+    /// pool when it ends.
+    Pooled(PooledBody),
+    /// A client's stream, failing once more than `limit` bytes have passed
+    /// or when the client sends nothing for `idle` (slow-body attacks).
     Capped {
         inner: Incoming,
         remaining: u64,
         limit: u64,
+        idle: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
     },
 }
 
@@ -54,11 +67,22 @@ impl http_body::Body for Body {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
-            Self::Capped { inner, remaining, limit } => {
+            Self::Pooled(inner) => inner.poll_frame(cx).map_err(BodyError::from),
+            Self::Capped { inner, remaining, limit, idle, timer } => {
                 let frame = match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(f))) => f,
+                    Poll::Pending => {
+                        // The timer is armed only while waiting, so a body
+                        // that keeps flowing never allocates one.
+                        let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                        if sleep.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Some(Err(BodyError::Timeout(idle.as_millis()))));
+                        }
+                        return Poll::Pending;
+                    }
                     other => return other.map_err(BodyError::from),
                 };
+                *timer = None;
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > *remaining {
@@ -76,6 +100,7 @@ impl http_body::Body for Body {
             Self::Empty => true,
             Self::Full(b) => b.is_none(),
             Self::Stream(inner) | Self::Capped { inner, .. } => inner.is_end_stream(),
+            Self::Pooled(inner) => inner.is_end_stream(),
         }
     }
 
@@ -84,12 +109,17 @@ impl http_body::Body for Body {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Self::Stream(inner) | Self::Capped { inner, .. } => inner.size_hint(),
+            Self::Pooled(inner) => inner.size_hint(),
         }
     }
 }
 
 /// Reads a whole body into memory, refusing more than `limit` bytes.
-pub async fn collect(mut body: Incoming, limit: u64) -> Result<Bytes, BodyError> {
+pub async fn collect<B>(mut body: B, limit: u64) -> Result<Bytes, BodyError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    BodyError: From<B::Error>,
+{
     use http_body_util::BodyExt;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {

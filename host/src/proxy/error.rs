@@ -2,6 +2,7 @@
 //! mapped to a status code in one place.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
@@ -41,6 +42,14 @@ pub enum ProxyError {
     Plugin { plugin: Arc<str>, kind: FaultKind, detail: String },
     #[error("plugin `{plugin}` replied with an invalid response: {detail}")]
     PluginReply { plugin: Arc<str>, detail: String },
+    #[error("upstream `{upstream}` has no healthy endpoint")]
+    NoHealthyEndpoint { upstream: Arc<str> },
+    #[error("upstream `{upstream}`: circuit breaker open")]
+    BreakerOpen { upstream: Arc<str>, retry_after: Duration },
+    #[error("upstream `{upstream}`: concurrency limit and queue full")]
+    Overloaded { upstream: Arc<str> },
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u128),
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -55,13 +64,20 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoHealthyEndpoint { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoRoute | Self::BadPath | Self::BodyTooLarge(_) | Self::ClientBody(_) => Origin::Client,
+            Self::NoRoute | Self::BadPath | Self::BodyTooLarge(_) | Self::ClientBody(_) | Self::BodyTimeout(_) => {
+                Origin::Client
+            }
+            Self::NoHealthyEndpoint { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => Origin::Upstream,
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamProtocol { .. }
@@ -71,9 +87,25 @@ impl ProxyError {
         }
     }
 
-    /// Whether another endpoint might succeed where this one failed.
-    pub fn retryable(&self) -> bool {
-        matches!(self, Self::UpstreamConnect { .. })
+    /// Whether this failure says something about the upstream's health
+    /// (for breakers): a client's oversized or slow body does not.
+    pub fn counts_against_upstream(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamConnect { .. }
+                | Self::UpstreamTimeout { .. }
+                | Self::UpstreamProtocol { .. }
+                | Self::NoHealthyEndpoint { .. }
+        )
+    }
+
+    /// `Retry-After` for a 503 the gateway decided itself.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::BreakerOpen { retry_after, .. } => Some((*retry_after).max(Duration::from_secs(1))),
+            Self::NoHealthyEndpoint { .. } | Self::Overloaded { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
     }
 
     /// What the client is told: never internal detail.
@@ -86,13 +118,22 @@ impl ProxyError {
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => "bad gateway",
             Self::UpstreamBodyTooLarge { .. } => "upstream response too large",
             Self::UpstreamTimeout { .. } => "gateway timeout",
+            Self::NoHealthyEndpoint { .. } => "no healthy upstream",
+            Self::BreakerOpen { .. } => "upstream unavailable (circuit open)",
+            Self::Overloaded { .. } => "upstream overloaded",
+            Self::BodyTimeout(_) => "request body timeout",
             Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => "internal error",
         }
     }
 
     /// The response the client gets.
     pub fn response(&self, request_id: &HeaderValue) -> Response<Body> {
-        error_response(self.status(), self.public_message(), request_id)
+        let mut resp = error_response(self.status(), self.public_message(), request_id);
+        if let Some(after) = self.retry_after() {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

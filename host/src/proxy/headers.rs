@@ -38,10 +38,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
+    // `TE: trailers` is the one TE value that must survive: gRPC needs it
+    // end to end (RFC 9113 §8.2.2 allows exactly it over HTTP/2).
+    let te_trailers = headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for h in &HOP_BY_HOP {
         headers.remove(h);
     }
     headers.remove(header::UPGRADE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// A usable client-supplied request id (visible ASCII, at most 128 bytes).

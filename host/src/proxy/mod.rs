@@ -1,8 +1,8 @@
 //! The request path, in one direction:
 //!
 //! ```text
-//! normalise path → route → request phase (plugin 1…n) → forward upstream
-//!                → response phase (plugin n…1) → client
+//! normalise path → route → request phase (plugin 1…n) → upstream (pick,
+//! breaker, bulkhead, forward, retry) → response phase (plugin n…1) → client
 //! ```
 //!
 //! A plugin that responds early ends the request phase; the response phase
@@ -11,27 +11,30 @@
 //! altogether.
 
 pub mod body;
+mod chain;
 pub mod error;
 pub mod headers;
+mod upgrade;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
 use self::error::{Origin, ProxyError};
 use self::headers::X_REQUEST_ID;
-use crate::config::OnPluginError;
-use crate::exchange::{self, Exchange};
+use crate::exchange::Exchange;
 use crate::gateway::{Route, Snapshot};
-use crate::plugin::{ChainLink, Fault, Outcome};
 use crate::routing;
+use crate::telemetry::{AccessLog, PluginOutcome};
+use crate::upstream::{ForwardOptions, Forwarded, Upstream};
 
 /// The client side of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -40,29 +43,64 @@ pub struct ConnInfo {
     pub scheme: &'static str,
 }
 
+/// What the access log and metrics learn about a request on its way.
+#[derive(Debug, Default)]
+struct Trace {
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    endpoint: Option<Arc<str>>,
+    upstream_time: Option<Duration>,
+    plugins: Vec<(Arc<str>, &'static str)>,
+}
+
 /// Serves one request on the given config snapshot. Never fails: errors
 /// become responses with the request id.
 pub async fn handle(snapshot: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
     let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
-    match serve(&snapshot, conn, req, &request_id).await {
+    let method = req.method().clone();
+    let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
+    let mut trace = Trace::default();
+    let resp = match serve(&snapshot, conn, req, &request_id, &mut trace).await {
         Ok(mut resp) => {
-            resp.headers_mut().insert(X_REQUEST_ID, request_id);
+            resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
             resp
         }
         Err(e) => {
+            let id = request_id.to_str().unwrap_or("-");
             match e.origin() {
                 // Already logged with the plugin's name where it failed.
                 Origin::Plugin => {}
-                Origin::Upstream | Origin::Gateway => {
-                    tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), "{e}");
-                }
-                Origin::Client => {
-                    tracing::debug!(request_id = request_id.to_str().unwrap_or("-"), "{e}")
-                }
+                Origin::Upstream | Origin::Gateway => tracing::warn!(request_id = id, "{e}"),
+                Origin::Client => tracing::debug!(request_id = id, "{e}"),
             }
             e.response(&request_id)
         }
+    };
+    let elapsed = start.elapsed();
+    let status = resp.status().as_u16();
+    let route = trace.route.as_deref().unwrap_or("-");
+    snapshot.metrics.request(route, &method, status, elapsed);
+    if let (Some(writer), Some(path)) = (&snapshot.access_log, log_path) {
+        let plugins: Vec<PluginOutcome<'_>> =
+            trace.plugins.iter().map(|(plugin, outcome)| PluginOutcome { plugin, outcome }).collect();
+        writer.write(&AccessLog {
+            ts: std::time::SystemTime::now(),
+            request_id: request_id.to_str().unwrap_or("-"),
+            client: conn.peer.ip(),
+            method: &method,
+            path: &path,
+            route: trace.route.as_deref(),
+            upstream: trace.upstream.as_deref(),
+            endpoint: trace.endpoint.as_deref(),
+            status,
+            duration: elapsed,
+            upstream_time: trace.upstream_time,
+            bytes_out: None,
+            plugins: &plugins,
+        });
     }
+    resp
 }
 
 async fn serve(
@@ -70,6 +108,7 @@ async fn serve(
     conn: ConnInfo,
     req: Request<Incoming>,
     request_id: &HeaderValue,
+    trace: &mut Trace,
 ) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     if let Cow::Owned(normal) = routing::normalize(parts.uri.path()).ok_or(ProxyError::BadPath)? {
@@ -81,20 +120,23 @@ async fn serve(
         .find(host.as_deref(), &parts.method, parts.uri.path(), &parts.headers)
         .ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];
+    trace.route = Some(route.name.clone());
     if content_length(&parts.headers).is_some_and(|n| n > route.max_body) {
         return Err(ProxyError::BodyTooLarge(route.max_body));
     }
+    let body = client_body(body, route.max_body, snapshot.config.server.body_read_timeout);
     let forward = Forward { snapshot, route, conn, host: host.as_deref(), request_id };
     if route.chain.is_empty() {
         if let Some(rw) = &route.rewrite {
             let path = rw.apply(parts.uri.path(), &matched.captures).into_owned();
             set_path(&mut parts, &path)?;
         }
-        let upstream_req = forward.request(parts, capped(body, route.max_body));
-        return forward.send(upstream_req).await.map(|r| r.map(Body::Stream));
+        if upgrade::requested(&parts.headers) {
+            return upgrade::proxy(&forward, parts, trace).await;
+        }
+        return forward.send(parts, body, trace).await.map(|f| f.response);
     }
-
-    let mut ex = Box::new(Exchange {
+    let ex = Box::new(Exchange {
         request: parts,
         request_body: None,
         client_ip: conn.peer.ip(),
@@ -107,132 +149,19 @@ async fn serve(
         response_body: None,
         context: HashMap::new(),
     });
-    let mut body = Some(body);
-    if route.needs_request_body
-        && let Some(b) = body.take()
-    {
-        ex.request_body = Some(body::collect(b, route.max_body).await.map_err(|e| client_body_error(e, route))?);
-    }
-    let path_before = ex.request.uri.path().to_owned();
-
-    // Request phase.
-    let mut early = None;
-    for (i, link) in route.chain.iter().enumerate() {
-        if !link.info.on_request {
-            continue;
-        }
-        match link.on_request(&mut ex) {
-            Ok(Outcome::Continue) => {}
-            Ok(Outcome::Respond(reply)) => {
-                early = Some((i, reply_parts(link, reply)?));
-                break;
-            }
-            Err(fault) => plugin_fault(route, link, fault, request_id)?,
-        }
-    }
-
-    // Upstream, unless a plugin answered.
-    let (resp_parts, resp_body, ran) = match early {
-        Some((i, (parts, bytes))) => (parts, RespBody::Bytes(bytes), i),
-        None => {
-            if let Some(rw) = &route.rewrite
-                && ex.request.uri.path() == path_before
-            {
-                let path = rw.apply(&path_before, &ex.captures).into_owned();
-                ex.set_path(&path).map_err(|_| ProxyError::BadPath)?;
-            }
-            let req_body = match (ex.request_body.take(), body.take()) {
-                (Some(bytes), _) => {
-                    fix_length(&mut ex.request.headers, Some(bytes.len()));
-                    Body::full(bytes)
-                }
-                (None, Some(b)) => capped(b, route.max_body),
-                (None, None) => Body::Empty,
-            };
-            // Response hooks read the request too: keep it, send a copy.
-            let head = if route.has_response_hooks {
-                clone_head(&ex.request)
-            } else {
-                std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
-            };
-            let (parts, incoming) = forward.send(forward.request(head, req_body)).await?.into_parts();
-            (parts, RespBody::Stream(incoming), route.chain.len())
-        }
-    };
-    response_phase(route, ex, ran, resp_parts, resp_body, request_id).await
+    chain::run(&forward, ex, body, trace).await
 }
 
-/// A response body: as the upstream streams it, or in memory.
-enum RespBody {
-    Stream(Incoming),
-    Bytes(Bytes),
+/// The client's body as sent upstream: capped at the route's limit, and
+/// failing when the client stalls longer than `server.body_read_timeout`.
+fn client_body(body: Incoming, limit: u64, timeout: Duration) -> Body {
+    if http_body::Body::is_end_stream(&body) {
+        return Body::Empty;
+    }
+    Body::Capped { inner: body, remaining: limit, limit, idle: timeout, timer: None }
 }
 
-/// Runs the response hooks of the first `ran` plugins, last first. A plugin
-/// that replies replaces the response; the plugins before it still see it.
-async fn response_phase(
-    route: &Route,
-    mut ex: Box<Exchange>,
-    ran: usize,
-    parts: http::response::Parts,
-    mut body: RespBody,
-    request_id: &HeaderValue,
-) -> Result<Response<Body>, ProxyError> {
-    let links = &route.chain[..ran];
-    if !links.iter().any(|l| l.info.on_response) {
-        return Ok(into_response(parts, body));
-    }
-    if route.needs_response_body {
-        let bytes = match body {
-            RespBody::Bytes(b) => b,
-            RespBody::Stream(s) => {
-                let limit = route.max_body;
-                body::collect(s, limit).await.map_err(|e| match e {
-                    BodyError::TooLarge(_) => {
-                        ProxyError::UpstreamBodyTooLarge { upstream: route.upstream.name.clone(), limit }
-                    }
-                    BodyError::Hyper(e) => {
-                        ProxyError::UpstreamProtocol { upstream: route.upstream.name.clone(), detail: e.to_string() }
-                    }
-                })?
-            }
-        };
-        ex.response_body = Some(bytes);
-        body = RespBody::Bytes(Bytes::new());
-    }
-    ex.response = Some(parts);
-    for link in links.iter().rev() {
-        if !link.info.on_response {
-            continue;
-        }
-        match link.on_response(&mut ex) {
-            Ok(Outcome::Continue) => {}
-            Ok(Outcome::Respond(reply)) => {
-                let (parts, bytes) = reply_parts(link, reply)?;
-                ex.response = Some(parts);
-                match &mut ex.response_body {
-                    Some(b) => *b = bytes,
-                    None => body = RespBody::Bytes(bytes),
-                }
-            }
-            Err(fault) => plugin_fault(route, link, fault, request_id)?,
-        }
-    }
-    if let Some(b) = ex.response_body.take() {
-        body = RespBody::Bytes(b);
-    }
-    let parts = ex.response.take().ok_or(ProxyError::Internal("response lost in the response phase"))?;
-    Ok(into_response(parts, body))
-}
-
-fn into_response(parts: http::response::Parts, body: RespBody) -> Response<Body> {
-    match body {
-        RespBody::Stream(s) => Response::from_parts(parts, Body::Stream(s)),
-        RespBody::Bytes(b) => buffered_response(parts, b),
-    }
-}
-
-/// The parts of a request that go upstream, and how they get there.
+/// How a routed request reaches its upstream.
 struct Forward<'a> {
     snapshot: &'a Snapshot,
     route: &'a Route,
@@ -242,7 +171,9 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    fn request(&self, mut parts: http::request::Parts, body: Body) -> Request<Body> {
+    /// The request head as it goes upstream: hop-by-hop headers out,
+    /// forwarding headers in.
+    fn head(&self, mut parts: http::request::Parts) -> http::request::Parts {
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h);
         if !h.contains_key(header::HOST)
@@ -252,24 +183,47 @@ impl Forward<'_> {
         }
         headers::add_forwarded(h, self.conn.peer.ip(), self.conn.scheme, self.host, &self.snapshot.config.server.via);
         h.insert(X_REQUEST_ID, self.request_id.clone());
-        Request::from_parts(parts, body)
+        // The upstream gets origin-form; the upstream module adds what its
+        // protocol needs.
+        if let Some(pq) = parts.uri.path_and_query().cloned() {
+            parts.uri = http::Uri::from(pq);
+        }
+        parts
     }
 
-    async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
-        let mut resp = self.route.upstream.forward(req, self.route.timeout).await?;
-        let version = resp.version();
+    /// The upstream for this request: the route's one, or a weighted pick
+    /// among its targets (canary, blue/green).
+    fn upstream(&self) -> &Arc<Upstream> {
+        self.route.pick_target(fastrand::u32(..))
+    }
+
+    async fn send(&self, parts: http::request::Parts, body: Body, trace: &mut Trace) -> Result<Forwarded, ProxyError> {
+        self.send_request(Request::from_parts(self.head(parts), body), trace).await
+    }
+
+    /// Sends a request whose head [`head`](Self::head) prepared.
+    async fn send_request(&self, req: Request<Body>, trace: &mut Trace) -> Result<Forwarded, ProxyError> {
+        let upstream = self.upstream();
+        trace.upstream = Some(upstream.name.clone());
+        let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
+        let opts = ForwardOptions {
+            route: &self.route.name,
+            timeout: self.route.timeout,
+            try_timeout: self.route.try_timeout,
+            retry: &self.route.retries,
+            hash,
+        };
+        let mut fwd = upstream.forward(req, &opts).await?;
+        trace.endpoint = Some(fwd.endpoint.clone());
+        trace.upstream_time = Some(fwd.upstream_time);
+        let version = fwd.response.version();
         // The client's connection decides the version hyper writes.
-        *resp.version_mut() = http::Version::HTTP_11;
-        let h = resp.headers_mut();
+        *fwd.response.version_mut() = http::Version::HTTP_11;
+        let h = fwd.response.headers_mut();
         headers::strip_hop_by_hop(h);
         headers::add_via(h, &self.snapshot.config.server.via, version);
-        Ok(resp)
+        Ok(fwd)
     }
-}
-
-fn buffered_response(mut parts: http::response::Parts, bytes: Bytes) -> Response<Body> {
-    fix_length(&mut parts.headers, Some(bytes.len()));
-    Response::from_parts(parts, Body::full(bytes))
 }
 
 /// Sets `content-length` for a body of known size (or removes it when the
@@ -286,63 +240,12 @@ fn fix_length(h: &mut http::HeaderMap, len: Option<usize>) {
     }
 }
 
-/// Logs a plugin failure and applies the route's choice.
-fn plugin_fault(route: &Route, link: &ChainLink, fault: Fault, request_id: &HeaderValue) -> Result<(), ProxyError> {
-    let open = route.on_plugin_error == OnPluginError::FailOpen;
-    tracing::warn!(
-        plugin = &*link.plugin.name,
-        route = &*route.name,
-        key = link.key,
-        kind = fault.kind.as_str(),
-        request_id = request_id.to_str().unwrap_or("-"),
-        detail = fault.detail,
-        "plugin failed; {}",
-        if open { "skipping it (fail-open)" } else { "failing the request (fail-closed)" }
-    );
-    if open {
-        Ok(())
-    } else {
-        Err(ProxyError::Plugin { plugin: link.plugin.name.clone(), kind: fault.kind, detail: fault.detail })
-    }
-}
-
-/// A plugin's reply as response parts, refusing what is not valid HTTP.
-fn reply_parts(
-    link: &ChainLink,
-    reply: crate::plugin::host_api::wasmgate::plugin::types::Reply,
-) -> Result<(http::response::Parts, Bytes), ProxyError> {
-    let status = exchange::status(reply.status).map_err(|_| ProxyError::PluginReply {
-        plugin: link.plugin.name.clone(),
-        detail: format!("status {} is outside 100..=599", reply.status),
-    })?;
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    for (name, value) in reply.headers {
-        match exchange::header_edit(&name, Some(&value)) {
-            Ok((n, Some(v))) => {
-                parts.headers.append(n, v);
-            }
-            _ => {
-                tracing::warn!(plugin = &*link.plugin.name, header = %exchange_name(&name), "dropped an invalid or gateway-managed header from a plugin reply")
-            }
-        }
-    }
-    Ok((parts, Bytes::from(reply.body)))
-}
-
-fn exchange_name(name: &str) -> &str {
-    crate::plugin::host_api::truncate(name)
-}
-
 fn client_body_error(e: BodyError, route: &Route) -> ProxyError {
     match e {
         BodyError::TooLarge(_) => ProxyError::BodyTooLarge(route.max_body),
+        BodyError::Timeout(ms) => ProxyError::BodyTimeout(ms),
         BodyError::Hyper(e) => ProxyError::ClientBody(e.to_string()),
     }
-}
-
-fn capped(body: Incoming, limit: u64) -> Body {
-    Body::Capped { inner: body, remaining: limit, limit }
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {

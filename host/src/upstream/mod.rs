@@ -1,133 +1,525 @@
-//! Upstreams: named groups of endpoints, a keep-alive connection pool per
-//! worker, endpoint selection, and the forward itself with its timeouts.
+//! Upstreams: named groups of endpoints and everything between a routed
+//! request and one of them — the upstream's breaker and bulkhead, endpoint
+//! selection over healthy, non-ejected, non-tripped endpoints, the forward
+//! over a pooled connection with per-try and whole-request timeouts, and
+//! retries to a *different* endpoint within a retry budget.
 
+pub mod balance;
+pub mod breaker;
+mod bulkhead;
+pub mod discovery;
+pub mod endpoint;
+mod health;
+pub mod outlier;
+pub mod pool;
+pub mod retry_budget;
+
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use arc_swap::ArcSwap;
+use http::{Method, Request, Response};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use crate::config::UpstreamConfig;
+use self::balance::Balancer;
+use self::breaker::Breaker;
+use self::bulkhead::Bulkhead;
+use self::discovery::Resolved;
+use self::endpoint::Endpoint;
+use self::outlier::Outcome;
+use self::pool::{ConnectSettings, Pools, SendError, TlsSettings};
+use self::retry_budget::RetryBudget;
+use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
 use crate::proxy::error::ProxyError;
+use crate::telemetry::Metrics;
 
-/// One address of an upstream.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub authority: Authority,
+/// The endpoints of an upstream as of now, with the balancer built for them.
+#[derive(Debug)]
+pub struct EndpointSet {
+    pub endpoints: Vec<Arc<Endpoint>>,
+    balancer: Balancer,
 }
 
-/// A named group of endpoints and the pools that reach them.
-#[derive(Debug)]
+impl EndpointSet {
+    fn new(config: &UpstreamConfig, endpoints: Vec<Arc<Endpoint>>) -> Self {
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        Self { balancer: Balancer::new(config.balance, &weights), endpoints }
+    }
+
+    /// A new set from resolved addresses, keeping the state of endpoints
+    /// that are still there.
+    fn update(&self, config: &UpstreamConfig, resolved: &[Resolved]) -> Self {
+        let endpoints = resolved
+            .iter()
+            .map(|r| {
+                let address: Arc<str> = Arc::from(r.addr.to_string().as_str());
+                self.endpoints
+                    .iter()
+                    .find(|e| e.address == address && e.weight == r.weight)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(address, r.weight, config.endpoint_breaker)))
+            })
+            .collect();
+        Self::new(config, endpoints)
+    }
+}
+
+/// A named group of endpoints and the machinery to reach them.
 pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
-    endpoints: Vec<Endpoint>,
-    next: AtomicUsize,
-    /// One client (connection pool) per worker, so a connection is always
-    /// driven by the worker that uses it.
-    clients: Box<[Client<HttpConnector, Body>]>,
+    set: Arc<ArcSwap<EndpointSet>>,
+    pools: Pools,
+    breaker: Option<Breaker>,
+    bulkhead: Option<Bulkhead>,
+    budget: RetryBudget,
+    metrics: Arc<Metrics>,
+    /// Dropping it stops this upstream's background tasks (health checks,
+    /// DNS re-resolution).
+    _stop: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("endpoints", &self.set.load().endpoints.len())
+            .finish()
+    }
+}
+
+/// How one routed request is forwarded.
+#[derive(Debug)]
+pub struct ForwardOptions<'a> {
+    pub route: &'a str,
+    /// The whole request, retries and backoff included.
+    pub timeout: Duration,
+    pub try_timeout: Option<Duration>,
+    pub retry: &'a RetryPolicy,
+    /// The consistent-hashing key, when the upstream hashes.
+    pub hash: Option<u64>,
+}
+
+/// A response and where it came from.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub response: Response<Body>,
+    pub endpoint: Arc<str>,
+    /// Time spent on the tries, backoff included.
+    pub upstream_time: Duration,
+    pub tries: u32,
+}
+
+/// What one try came to.
+enum Try {
+    Response(Response<Body>),
+    /// Nothing reached the upstream; the request came back.
+    Connect(ProxyError, Request<Body>),
+    Failed(ProxyError, Outcome),
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig, workers: usize) -> Self {
-        let endpoints = config
-            .endpoints
-            .iter()
-            .filter_map(|e| e.parse::<Authority>().ok())
-            .map(|authority| Endpoint { authority })
-            .collect();
-        let clients = (0..workers.max(1)).map(|_| client(config)).collect();
-        Self {
-            name: Arc::from(config.name.as_str()),
-            config: config.clone(),
-            endpoints,
-            next: AtomicUsize::new(0),
-            clients,
-        }
-    }
-
-    /// Round-robin over the endpoints.
-    fn pick(&self) -> Option<&Endpoint> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        self.endpoints.get(i)
-    }
-
-    fn client(&self) -> &Client<HttpConnector, Body> {
-        &self.clients[crate::worker::index() % self.clients.len()]
-    }
-
-    /// Sends `req` (whose URI carries only path and query) to an endpoint and
-    /// waits for the response head, at most `timeout`.
-    pub async fn forward(&self, mut req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>, ProxyError> {
-        let Some(endpoint) = self.pick() else {
-            return Err(ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: "no endpoints".into() });
+    /// Builds an upstream; `resolved` holds the first DNS answer when the
+    /// upstream is discovered. Background tasks go on `control`, when given.
+    pub fn new(
+        config: &UpstreamConfig,
+        workers: usize,
+        metrics: Arc<Metrics>,
+        tls: Option<TlsSettings>,
+        resolved: Option<(Vec<Resolved>, Duration)>,
+        control: Option<(&tokio::runtime::Handle, &crate::config::DnsConfig)>,
+    ) -> Self {
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let endpoints: Vec<Arc<Endpoint>> = match &resolved {
+            Some((r, _)) => EndpointSet::new(config, Vec::new()).update(config, r).endpoints,
+            None => config
+                .endpoints
+                .iter()
+                .map(|e| Arc::new(Endpoint::new(Arc::from(e.address.as_str()), e.weight, config.endpoint_breaker)))
+                .collect(),
         };
-        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(endpoint.authority.clone());
-        parts.path_and_query = Some(pq);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::UpstreamProtocol {
-            upstream: self.name.clone(),
-            detail: format!("cannot build the upstream URI: {e}"),
-        })?;
-        *req.version_mut() = http::Version::HTTP_11;
-        let timeout = self.config.request_timeout.map_or(timeout, |t| t.min(timeout));
-        match tokio::time::timeout(timeout, self.client().request(req)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.classify(&e)),
-            Err(_) => Err(ProxyError::UpstreamTimeout { upstream: self.name.clone(), timeout_ms: timeout.as_millis() }),
+        let set = Arc::new(ArcSwap::from_pointee(EndpointSet::new(config, endpoints)));
+        let pool_metrics = (metrics.clone(), name.clone());
+        let settings = ConnectSettings {
+            connect_timeout: config.connect_timeout,
+            idle_timeout: config.idle_timeout,
+            max_idle: config.max_idle_per_endpoint,
+            protocol: config.protocol,
+            tls: tls.clone(),
+            on_connection: Arc::new(move |delta| pool_metrics.0.pool_connections(&pool_metrics.1, delta)),
+        };
+        let (stop, stopped) = watch::channel(());
+        if let Some((handle, dns)) = control {
+            if let Some(check) = &config.health {
+                let health_pools = Pools::new(1, settings.clone());
+                handle.spawn(health::run(
+                    name.clone(),
+                    check.clone(),
+                    set.clone(),
+                    health_pools,
+                    metrics.clone(),
+                    stopped.clone(),
+                ));
+            }
+            if let (Some(what), Some(first)) = (&config.discovery, resolved) {
+                match discovery::Resolver::new(dns) {
+                    Ok(resolver) => {
+                        let on_change = endpoint_updater(config.clone(), name.clone(), set.clone(), metrics.clone());
+                        let mut stop = stopped.clone();
+                        let stop = async move {
+                            let _ = stop.changed().await;
+                        };
+                        handle.spawn(discovery::watch(resolver, what.clone(), dns.clone(), first, on_change, stop));
+                    }
+                    Err(e) => tracing::warn!(upstream = &*name, "DNS re-resolution disabled: {e}"),
+                }
+            }
+        }
+        for e in &set.load().endpoints {
+            metrics.endpoint_health(&name, &e.address, true);
+        }
+        Self {
+            name,
+            config: config.clone(),
+            set,
+            pools: Pools::new(workers, settings),
+            breaker: config.breaker.map(Breaker::new),
+            bulkhead: config.bulkhead.map(Bulkhead::new),
+            budget: RetryBudget::new(config.retry_budget),
+            metrics,
+            _stop: stop,
         }
     }
 
-    fn classify(&self, e: &hyper_util::client::legacy::Error) -> ProxyError {
-        // A request body that went over the limit fails the send; that is the
-        // client's fault, not the upstream's.
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(s) = source {
-            if let Some(BodyError::TooLarge(t)) = s.downcast_ref::<BodyError>() {
-                return ProxyError::BodyTooLarge(t.limit);
+    /// The endpoints now.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.set.load().endpoints.clone()
+    }
+
+    /// The consistent-hashing key of a request, when this upstream hashes.
+    pub fn hash_key(&self, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
+        let on = self.config.hash_on.as_ref()?;
+        match on {
+            HashOn::ClientIp => Some(balance::hash_key(client.to_string().as_bytes())),
+            HashOn::Header(name) => headers.get(name).map(|v| balance::hash_key(v.as_bytes())),
+            HashOn::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| balance::hash_key(v.as_bytes())),
+        }
+    }
+
+    /// Forwards `req` (its URI carries path and query only) and waits for the
+    /// response head, retrying per the route's policy.
+    pub async fn forward(&self, req: Request<Body>, opts: &ForwardOptions<'_>) -> Result<Forwarded, ProxyError> {
+        let start = Instant::now();
+        let deadline = start + opts.timeout;
+        let upstream_ticket = match &self.breaker {
+            None => None,
+            Some(b) => match b.try_acquire() {
+                Ok(t) => Some(t),
+                Err(retry_after) => {
+                    return Err(ProxyError::BreakerOpen { upstream: self.name.clone(), retry_after });
+                }
+            },
+        };
+        let _permit = match &self.bulkhead {
+            None => None,
+            Some(b) => match b.acquire().await {
+                Some(p) => Some(p),
+                None => {
+                    self.metrics.bulkhead_rejected(&self.name);
+                    return Err(ProxyError::Overloaded { upstream: self.name.clone() });
+                }
+            },
+        };
+        self.budget.deposit();
+        let idempotent = is_idempotent(req.method());
+        let replay = Replay::capture(&req);
+        let mut pending = Some(req);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut tries = 0u32;
+        // What to answer if no further try happens: the last 5xx response
+        // (a retry is only decided once another endpoint is there) or error.
+        let mut last: Option<Result<Forwarded, ProxyError>> = None;
+        let result = loop {
+            let set = self.set.load_full();
+            let Some(i) = set.balancer.pick(&set.endpoints, opts.hash, &tried) else {
+                break last.take().unwrap_or_else(|| {
+                    self.metrics.no_healthy_endpoint(&self.name);
+                    Err(ProxyError::NoHealthyEndpoint { upstream: self.name.clone() })
+                });
+            };
+            tried.push(i);
+            let Some(ep) = set.endpoints.get(i).cloned() else { continue };
+            let ep_ticket = match &ep.breaker {
+                None => None,
+                // A tripped endpoint is skipped, not counted as a try.
+                Some(b) => match b.try_acquire() {
+                    Ok(t) => Some(t),
+                    Err(_) => continue,
+                },
+            };
+            let Some(req) = pending.take().or_else(|| replay.as_ref().map(Replay::build)) else {
+                break last.take().unwrap_or(Err(ProxyError::Internal("request body already consumed")));
+            };
+            if tries > 0 {
+                self.metrics.retry(opts.route, &self.name);
             }
-            source = s.source();
+            tries += 1;
+            let try_timeout =
+                opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(Instant::now()));
+            let flight = ep.start_request();
+            let attempt = tokio::time::timeout(try_timeout, self.try_once(&ep, req)).await;
+            let may_repeat = idempotent || opts.retry.non_idempotent;
+            let retry = match attempt {
+                Ok(Try::Response(resp)) => {
+                    let status = resp.status();
+                    let elapsed = flight.finish(true);
+                    let (outcome, label) =
+                        if status.is_server_error() { (Outcome::ServerError, "5xx") } else { (Outcome::Success, "ok") };
+                    self.record(&ep, ep_ticket, outcome, label, elapsed);
+                    let retry = opts.retry.on.statuses.contains(&status) && may_repeat && replay.is_some();
+                    let endpoint = ep.address.clone();
+                    last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time: start.elapsed(), tries }));
+                    retry
+                }
+                Ok(Try::Connect(err, req)) => {
+                    let elapsed = flight.finish(false);
+                    self.record(&ep, ep_ticket, Outcome::ConnectFailure, "connect", elapsed);
+                    pending = Some(req);
+                    last = Some(Err(err));
+                    // Nothing reached the upstream: safe to retry for any method.
+                    opts.retry.on.connect_failure
+                }
+                Ok(Try::Failed(err, outcome)) => {
+                    let elapsed = flight.finish(false);
+                    self.record(&ep, ep_ticket, outcome, "reset", elapsed);
+                    let retry = opts.retry.on.reset && may_repeat && replay.is_some() && err.counts_against_upstream();
+                    last = Some(Err(err));
+                    retry
+                }
+                Err(_) => {
+                    let elapsed = flight.finish(false);
+                    self.record(&ep, ep_ticket, Outcome::ServerError, "timeout", elapsed);
+                    last = Some(Err(ProxyError::UpstreamTimeout {
+                        upstream: self.name.clone(),
+                        timeout_ms: try_timeout.as_millis(),
+                    }));
+                    opts.retry.on.timeout && may_repeat && replay.is_some()
+                }
+            };
+            if !retry || !self.may_retry(opts, tries, deadline) {
+                break last.take().unwrap_or(Err(ProxyError::Internal("no outcome")));
+            }
+            let wait = backoff(opts.retry, tries).min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(wait).await;
+        };
+        if let (Some(b), Some(t)) = (&self.breaker, upstream_ticket) {
+            let ok = match &result {
+                Ok(f) => !f.response.status().is_server_error(),
+                Err(e) => !e.counts_against_upstream(),
+            };
+            if let Some(tr) = b.record(t, ok) {
+                self.log_transition(None, &tr);
+            }
         }
-        let detail = error_chain(e);
-        if e.is_connect() {
-            ProxyError::UpstreamConnect { upstream: self.name.clone(), detail }
-        } else {
-            ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail }
+        result
+    }
+
+    /// Whether another try is allowed: tries left, time left, and budget.
+    fn may_retry(&self, opts: &ForwardOptions<'_>, tries: u32, deadline: Instant) -> bool {
+        if tries > opts.retry.attempts || Instant::now() >= deadline {
+            return false;
         }
+        if !self.budget.try_withdraw() {
+            self.metrics.retry_budget_exhausted(&self.name);
+            tracing::debug!(upstream = &*self.name, "retry budget exhausted; not retrying");
+            return false;
+        }
+        true
+    }
+
+    /// One try against one endpoint.
+    async fn try_once(&self, ep: &Endpoint, req: Request<Body>) -> Try {
+        let req = self.prepare(req, ep);
+        let conn = match self.pools.checkout(&ep.address).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Try::Connect(
+                    ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: e.to_string() },
+                    req,
+                );
+            }
+        };
+        let reused = conn.reused();
+        match conn.send(req).await {
+            Ok(resp) => Try::Response(resp),
+            Err(SendError::NotSent(req, e)) => {
+                Try::Connect(ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: e.to_string() }, *req)
+            }
+            Err(SendError::Failed(e)) => {
+                // The client's body failing (too large, stalled) fails the
+                // send: that is the client's doing, not the upstream's.
+                if let Some(err) = client_body_failure(&e) {
+                    return Try::Failed(err, Outcome::Success);
+                }
+                let detail = if reused { format!("{e} (on a reused connection)") } else { e.to_string() };
+                Try::Failed(ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail }, Outcome::ServerError)
+            }
+        }
+    }
+
+    /// HTTP/1 takes the origin-form URI and `Host`; HTTP/2 takes an absolute
+    /// URI whose authority becomes `:authority`.
+    fn prepare(&self, mut req: Request<Body>, ep: &Endpoint) -> Request<Body> {
+        match self.config.protocol {
+            Protocol::Http1 => *req.version_mut() = http::Version::HTTP_11,
+            Protocol::Http2 => {
+                *req.version_mut() = http::Version::HTTP_2;
+                let host = req.headers_mut().remove(http::header::HOST);
+                let authority = host
+                    .and_then(|h| h.to_str().ok().and_then(|h| h.parse::<http::uri::Authority>().ok()))
+                    .or_else(|| ep.address.parse().ok());
+                let mut parts = std::mem::take(req.uri_mut()).into_parts();
+                parts.scheme =
+                    Some(if self.config.tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
+                parts.authority = authority;
+                if parts.path_and_query.is_none() {
+                    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+                }
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+        req
+    }
+
+    /// Feeds one try's outcome to the endpoint's breaker, outlier detection
+    /// and the metrics.
+    fn record(&self, ep: &Endpoint, ticket: Option<breaker::Ticket>, outcome: Outcome, label: &str, elapsed: Duration) {
+        self.metrics.upstream(&self.name, &ep.address, label, elapsed);
+        if let (Some(b), Some(t)) = (&ep.breaker, ticket)
+            && let Some(tr) = b.record(t, outcome == Outcome::Success)
+        {
+            self.log_transition(Some(&ep.address), &tr);
+        }
+        if let Some(config) = &self.config.outlier {
+            let set = self.set.load();
+            let may_eject = || {
+                // `ep` is already marked by the time this is asked: count the others.
+                let ejected = set.endpoints.iter().filter(|e| !std::ptr::eq(&***e, ep) && e.ejected()).count();
+                outlier::may_eject(ejected, set.endpoints.len(), config.max_ejected_percent)
+            };
+            if let Some(for_) = ep.record_outcome(outcome, config, may_eject) {
+                tracing::warn!(
+                    upstream = &*self.name,
+                    endpoint = &*ep.address,
+                    seconds = for_.as_secs_f64(),
+                    "endpoint ejected (outlier detection)"
+                );
+                self.metrics.endpoint_ejected(&self.name, &ep.address, true);
+            }
+        }
+    }
+
+    fn log_transition(&self, endpoint: Option<&str>, tr: &breaker::Transition) {
+        tracing::warn!(
+            upstream = &*self.name,
+            endpoint = endpoint.unwrap_or("*"),
+            from = tr.from.as_str(),
+            to = tr.to.as_str(),
+            "circuit breaker changed state"
+        );
+        self.metrics.breaker(&self.name, endpoint, tr.to.as_str());
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
+/// Methods that may be repeated without changing the outcome (RFC 9110 §9.2.2).
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// Exponential backoff with full jitter.
+fn backoff(policy: &RetryPolicy, tries: u32) -> Duration {
+    let exp = policy.backoff.saturating_mul(1u32 << tries.saturating_sub(1).min(16));
+    let cap = exp.min(policy.max_backoff);
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(if nanos == 0 { 0 } else { fastrand::u64(0..=nanos) })
+}
+
+/// A copy of a request that can be sent again: only bodies held in memory
+/// can be replayed.
+struct Replay {
+    method: Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    body: Option<bytes::Bytes>,
+}
+
+impl Replay {
+    fn capture(req: &Request<Body>) -> Option<Self> {
+        let body = match req.body() {
+            Body::Empty => None,
+            Body::Full(b) => b.clone(),
+            _ if http_body::Body::is_end_stream(req.body()) => None,
+            _ => return None,
+        };
+        Some(Self { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone(), body })
+    }
+
+    fn build(&self) -> Request<Body> {
+        let mut r = Request::new(self.body.clone().map_or(Body::Empty, Body::full));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// The client's side of a failed send, when the cause was its body.
+fn client_body_failure(e: &hyper::Error) -> Option<ProxyError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        match s.downcast_ref::<BodyError>() {
+            Some(BodyError::TooLarge(t)) => return Some(ProxyError::BodyTooLarge(t.limit)),
+            Some(BodyError::Timeout(ms)) => return Some(ProxyError::BodyTimeout(*ms)),
+            Some(BodyError::Hyper(e)) => return Some(ProxyError::ClientBody(e.to_string())),
+            None => {}
+        }
         source = s.source();
     }
-    out
+    None
 }
 
-fn client(config: &UpstreamConfig) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(config.idle_timeout)
-        .pool_max_idle_per_host(config.max_idle_per_endpoint)
-        .build(connector)
+/// What DNS re-resolution does with a new answer: a new endpoint set that
+/// keeps the state of endpoints still there. Requests in flight hold their
+/// endpoint and finish on it.
+fn endpoint_updater(
+    config: UpstreamConfig,
+    name: Arc<str>,
+    set: Arc<ArcSwap<EndpointSet>>,
+    metrics: Arc<Metrics>,
+) -> impl FnMut(Vec<Resolved>) + Send + 'static {
+    move |resolved| {
+        let old = set.load();
+        let new = old.update(&config, &resolved);
+        for gone in old.endpoints.iter().filter(|e| !new.endpoints.iter().any(|n| n.address == e.address)) {
+            metrics.forget_endpoint(&name, &gone.address);
+        }
+        for e in &new.endpoints {
+            metrics.endpoint_health(&name, &e.address, e.healthy());
+        }
+        let addresses: Vec<&str> = new.endpoints.iter().map(|e| &*e.address).collect();
+        tracing::info!(upstream = &*name, endpoints = ?addresses, "endpoints changed (DNS)");
+        set.store(Arc::new(new));
+    }
 }

@@ -1,12 +1,15 @@
 //! End-to-end tests: the gateway in-process, real plugin components, real
 //! upstream servers, real sockets, ephemeral ports only.
 
-#![expect(clippy::expect_used, reason = "test code: a failed step should stop the test")]
+#![expect(clippy::expect_used, clippy::unwrap_used, reason = "test code: a failed step should stop the test")]
 
 mod config_errors;
+mod discovery;
+mod edge;
 mod plugins;
 mod proxy;
 mod reload;
+mod traffic;
 
 /// Every plugin and test guest must be exercised by a test here.
 #[test]

@@ -1,15 +1,18 @@
 //! The running gateway: immutable config snapshots (routes, upstreams,
 //! configured plugin chains) swapped atomically on reload, the workers that
-//! serve them, and the watcher that reloads on a file change.
+//! serve them, the control thread (health checks, DNS, admin listener), and
+//! the watcher that reloads on a file change.
 //!
 //! A request takes the snapshot current when it arrives and finishes on it,
 //! whatever reloads happen meanwhile. A config that fails to load is refused
 //! and logged; the previous snapshot keeps serving.
 
-use std::collections::{BTreeMap, HashMap};
+mod snapshot;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -17,162 +20,25 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::config::{self, Config, ConfigError, OnPluginError, Problems};
-use crate::plugin::{ChainLink, EngineLimits, Plugin, Runtime, registry};
-use crate::routing::{Rewrite, Router};
+pub use self::snapshot::{Env, Route, Snapshot, build};
+use crate::config::{self, Config, ConfigError};
+use crate::plugin::{EngineLimits, Runtime, registry};
 use crate::server;
-use crate::upstream::Upstream;
-
-/// A route, ready to serve.
-#[derive(Debug)]
-pub struct Route {
-    pub name: Arc<str>,
-    pub upstream: Arc<Upstream>,
-    pub rewrite: Option<Rewrite>,
-    pub timeout: Duration,
-    pub max_body: u64,
-    pub on_plugin_error: OnPluginError,
-    pub chain: Vec<ChainLink>,
-    pub needs_request_body: bool,
-    pub needs_response_body: bool,
-    pub has_response_hooks: bool,
-}
-
-/// Everything a request needs, fixed for its lifetime.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub generation: u64,
-    pub config: Config,
-    pub router: Router,
-    pub routes: Vec<Route>,
-    pub upstreams: Vec<Arc<Upstream>>,
-    pub plugins: BTreeMap<String, Arc<Plugin>>,
-}
-
-/// Builds a snapshot: loads the plugins the routes use and runs each
-/// route's config hooks. Unchanged upstreams keep their connection pools.
-pub fn build(
-    config: Config,
-    runtime: &Arc<Runtime>,
-    workers: usize,
-    previous: Option<&Snapshot>,
-    generation: u64,
-) -> Result<Snapshot, ConfigError> {
-    let mut problems = Problems::new(&config.file, &config.source);
-    let upstreams: Vec<Arc<Upstream>> = config
-        .upstreams
-        .iter()
-        .map(|u| {
-            previous
-                .and_then(|p| p.upstreams.iter().find(|old| old.config == *u))
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Upstream::new(u, workers)))
-        })
-        .collect();
-    let plugins = load_plugins(&config, runtime, &mut problems);
-    let max_idle = config.plugins.max_idle_per_worker;
-    let mut routes = Vec::with_capacity(config.routes.len());
-    for rc in &config.routes {
-        let mut chain = Vec::new();
-        for u in &rc.plugins {
-            let Some(plugin) = plugins.get(&u.name) else {
-                continue;
-            };
-            match ChainLink::configure(plugin.clone(), u.config_json.clone(), u.key.clone(), workers, max_idle) {
-                Ok(link) => chain.push(link),
-                Err(message) => problems.at_line(
-                    u.line,
-                    format!("{}.config", u.key),
-                    format!("plugin `{}` refused its config: {message}", u.name),
-                    format!("correct the `config` table for `{}` (its README lists the keys)", u.name),
-                ),
-            }
-        }
-        let Some(upstream) = upstreams.get(rc.upstream).cloned() else {
-            continue;
-        };
-        routes.push(Route {
-            name: Arc::from(rc.name.as_str()),
-            upstream,
-            rewrite: rc.rewrite.clone(),
-            timeout: rc.timeout,
-            max_body: rc.max_body,
-            on_plugin_error: rc.on_plugin_error,
-            needs_request_body: chain.iter().any(|l| l.info.request_body && l.info.on_request),
-            needs_response_body: chain.iter().any(|l| l.info.response_body && l.info.on_response),
-            has_response_hooks: chain.iter().any(|l| l.info.on_response),
-            chain,
-        });
-    }
-    if !problems.is_empty() {
-        return Err(problems.into_error());
-    }
-    let router = Router::new(&config.routes);
-    Ok(Snapshot { generation, config, router, routes, upstreams, plugins })
-}
-
-/// Loads every plugin a route uses or `[plugin.NAME]` configures.
-fn load_plugins(config: &Config, runtime: &Arc<Runtime>, problems: &mut Problems<'_>) -> BTreeMap<String, Arc<Plugin>> {
-    let pc = &config.plugins;
-    // name → (line, key) of its first mention, for messages.
-    let mut wanted: BTreeMap<&str, (Option<usize>, String)> = BTreeMap::new();
-    for r in &config.routes {
-        for u in &r.plugins {
-            wanted.entry(u.name.as_str()).or_insert_with(|| (u.line, format!("{}.use", u.key)));
-        }
-    }
-    for (name, s) in &pc.settings {
-        wanted.entry(name.as_str()).or_insert_with(|| (s.line, format!("plugin.{name}")));
-    }
-    let default_settings = config::PluginSettings {
-        isolation: config::Isolation::Pooled,
-        file: None,
-        sha256: None,
-        limits: pc.defaults,
-        line: None,
-    };
-    let mut loaded = BTreeMap::new();
-    for (name, (line, key)) in wanted {
-        let settings = pc.settings.get(name).unwrap_or(&default_settings);
-        if settings.limits.max_memory > runtime.limits().max_memory {
-            problems.at_line(
-                line,
-                format!("plugin.{name}.max_memory"),
-                format!(
-                    "max_memory {} is above the {} bytes the plugin engine was started with",
-                    settings.limits.max_memory,
-                    runtime.limits().max_memory
-                ),
-                "restart the gateway to raise the engine's memory ceiling, or lower max_memory",
-            );
-            continue;
-        }
-        let Some(path) = registry::plugin_path(pc.dir.as_deref(), name, settings) else {
-            continue;
-        };
-        match registry::load(runtime, name, &path, settings, &pc.cache_dir, pc.dir.as_deref()) {
-            Ok(p) => {
-                loaded.insert(name.to_owned(), Arc::new(p));
-            }
-            Err(e) => problems.at_line(line, key, format!("plugin `{name}`: {}", e.what), e.fix),
-        }
-    }
-    loaded
-}
+use crate::telemetry::{AccessLogWriter, Metrics};
 
 /// State shared by the workers and the control side.
 pub struct Shared {
     current: ArcSwap<Snapshot>,
-    runtime: Arc<Runtime>,
+    env: Env,
     config_path: PathBuf,
-    workers: usize,
     generation: AtomicU64,
     reload_lock: Mutex<()>,
+    ready: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config_path", &self.config_path).field("workers", &self.workers).finish()
+        f.debug_struct("Shared").field("config_path", &self.config_path).field("workers", &self.env.workers).finish()
     }
 }
 
@@ -186,14 +52,32 @@ impl Shared {
     /// a signal and a file change cannot race.
     pub fn reload(&self) -> Result<u64, ConfigError> {
         let _guard = self.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
-        let config = config::load(&self.config_path)?;
-        let previous = self.current();
-        warn_static_changes(&previous.config, &config);
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let snapshot = build(config, &self.runtime, self.workers, Some(&previous), generation)?;
-        self.current.store(Arc::new(snapshot));
-        tracing::info!(generation, file = %self.config_path.display(), "config reloaded");
-        Ok(generation)
+        let result = (|| {
+            let config = config::load(&self.config_path)?;
+            let previous = self.current();
+            warn_static_changes(&previous.config, &config);
+            let generation = self.generation.load(Ordering::Relaxed) + 1;
+            let snapshot = build(config, &self.env, Some(&previous), generation)?;
+            self.generation.store(generation, Ordering::Relaxed);
+            self.current.store(Arc::new(snapshot));
+            Ok(generation)
+        })();
+        self.env.metrics.reloads(result.is_ok());
+        if let Ok(generation) = result {
+            self.env.metrics.set_config_generation(generation);
+            tracing::info!(generation, file = %self.config_path.display(), "config reloaded");
+        }
+        result
+    }
+
+    /// Ready once the config and its plugins are loaded and the workers
+    /// accept (`/health/ready`).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.env.metrics
     }
 
     /// Like [`reload`](Self::reload), logging a refused config instead of
@@ -217,6 +101,25 @@ fn warn_static_changes(old: &Config, new: &Config) {
     if old.plugins.max_instances != new.plugins.max_instances {
         tracing::warn!("plugins.max_instances changed; it takes effect at restart");
     }
+    if old.server.tls.as_ref().map(|t| t.listen) != new.server.tls.as_ref().map(|t| t.listen) {
+        tracing::warn!("server.tls.listen changed; it takes effect at restart (certificates reload)");
+    }
+    if old.admin != new.admin {
+        tracing::warn!("[admin] changed; it takes effect at restart");
+    }
+    if old.server.access_log != new.server.access_log {
+        tracing::warn!("server.access_log changed; it takes effect at restart");
+    }
+}
+
+impl crate::admin::AdminState for Shared {
+    fn ready(&self) -> bool {
+        Shared::ready(self)
+    }
+
+    fn metrics(&self) -> String {
+        self.env.metrics.encode()
+    }
 }
 
 /// Why the gateway did not start.
@@ -235,8 +138,54 @@ pub enum StartError {
 /// Loads a config and its plugins exactly as `run` would, without serving.
 pub fn check(path: &Path) -> Result<Snapshot, StartError> {
     let config = config::load(path)?;
-    let runtime = engine_for(&config)?;
-    Ok(build(config, &runtime, 1, None, 0)?)
+    let control = Control::start().map_err(StartError::Threads)?;
+    let env = Env {
+        runtime: engine_for(&config)?,
+        metrics: Arc::new(Metrics::new()),
+        control: control.handle.clone(),
+        workers: 1,
+        access_log: None,
+    };
+    Ok(build(config, &env, None, 0)?)
+}
+
+/// The control thread: a small runtime for everything that is not request
+/// serving — health checks, DNS re-resolution, the admin listener — so none
+/// of it competes with the workers' event loops.
+struct Control {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Control {
+    fn start() -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("wasmgate-control")
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("wasmgate-control-main".into()).spawn(move || {
+            rt.block_on(async {
+                let _ = stopped.await;
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        })?;
+        Ok(Self { handle, stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 fn engine_for(config: &Config) -> Result<Arc<Runtime>, StartError> {
@@ -251,6 +200,9 @@ fn engine_for(config: &Config) -> Result<Arc<Runtime>, StartError> {
 pub struct Gateway {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    control: Option<Control>,
     shutdown: watch::Sender<bool>,
     /// Dropping it wakes and stops the watcher.
     watch_stop: Option<std::sync::mpsc::Sender<()>>,
@@ -269,22 +221,43 @@ impl Gateway {
     pub fn start(path: impl AsRef<Path>) -> Result<Self, StartError> {
         let path = path.as_ref().to_path_buf();
         let config = config::load(&path)?;
-        let runtime = engine_for(&config)?;
+        let control = Control::start().map_err(StartError::Threads)?;
         let workers = config.server.workers;
         let listen = config.server.listen;
+        let tls_listen = config.server.tls.as_ref().map(|t| t.listen);
+        let admin = config.admin.clone();
         let (watch_on, interval) = (config.server.watch, config.server.watch_interval);
-        let snapshot = build(config, &runtime, workers, None, 0)?;
-        let (listeners, addr) =
-            server::bind(listen, workers).map_err(|source| StartError::Bind { addr: listen, source })?;
+        let env = Env {
+            runtime: engine_for(&config)?,
+            metrics: Arc::new(Metrics::new()),
+            control: control.handle.clone(),
+            workers,
+            access_log: config.server.access_log.then(AccessLogWriter::stdout),
+        };
+        let snapshot = build(config, &env, None, 0)?;
+        let bind = |addr: SocketAddr| server::bind(addr, workers).map_err(|source| StartError::Bind { addr, source });
+        let (plain, addr) = bind(listen)?;
+        let (tls, tls_addr): (Vec<Option<std::net::TcpListener>>, _) = match tls_listen {
+            Some(l) => {
+                let (ls, a) = bind(l)?;
+                (ls.into_iter().map(Some).collect(), Some(a))
+            }
+            None => ((0..workers).map(|_| None).collect(), None),
+        };
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
-            runtime,
+            env,
             config_path: path,
-            workers,
             generation: AtomicU64::new(0),
             reload_lock: Mutex::new(()),
+            ready: AtomicBool::new(false),
         });
         let (tx, rx) = watch::channel(false);
+        let admin_addr = match admin {
+            Some(a) => Some(crate::admin::start(&control.handle, a, shared.clone(), rx.clone())?),
+            None => None,
+        };
+        let listeners = plain.into_iter().zip(tls).collect();
         let mut threads = server::spawn_workers(&shared, listeners, &rx).map_err(StartError::Threads)?;
         let mut watch_stop = None;
         if watch_on {
@@ -292,8 +265,19 @@ impl Gateway {
             threads.push(spawn_watcher(shared.clone(), interval, stop_rx).map_err(StartError::Threads)?);
             watch_stop = Some(stop_tx);
         }
-        tracing::info!(%addr, workers, "wasmgate listening");
-        Ok(Self { shared, addr, shutdown: tx, watch_stop, threads })
+        shared.ready.store(true, Ordering::Relaxed);
+        tracing::info!(%addr, tls = ?tls_addr, admin = ?admin_addr, workers, "wasmgate listening");
+        Ok(Self { shared, addr, tls_addr, admin_addr, control: Some(control), shutdown: tx, watch_stop, threads })
+    }
+
+    /// The TLS listener's address, when `[server.tls]` is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The admin listener's address, when `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The address the proxy listens on.
@@ -322,11 +306,14 @@ impl Gateway {
     }
 
     fn stop(&mut self) {
+        self.shared.ready.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
         self.watch_stop.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // Last: the workers' in-flight requests may still have needed it.
+        self.control.take();
     }
 }
 

@@ -1,0 +1,240 @@
+//! The admin listener: liveness, readiness and the Prometheus scrape, on
+//! their own socket so that probes and scrapes never queue behind proxied
+//! traffic.
+//!
+//! `GET /health/live`, `GET /health/ready` and `GET /metrics`; other paths
+//! are 404 and other methods on these paths 405. With `[admin] token` set,
+//! every request — the 404s included, so an unauthenticated client cannot
+//! map the listener — needs `authorization: Bearer <token>`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::{AdminConfig, Secret};
+
+/// Admin requests are a few hundred bytes; a client slower than this is
+/// holding a connection open, not sending a probe. Also closes idle
+/// keep-alive connections, since hyper times the wait for the next head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections served at once; more are closed on accept. Probes and
+/// scrapers need a handful, and the listener may face a network.
+const MAX_CONNECTIONS: usize = 128;
+
+/// How long shutdown waits for requests already being answered.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Content type of the text `prometheus_client::encoding::text::encode`
+/// writes (OpenMetrics 1.0: `# EOF`, `_total`, `# UNIT`).
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the admin listener asks of the running gateway.
+pub trait AdminState: Send + Sync {
+    /// Whether the gateway should be sent traffic: config loaded, listeners
+    /// bound, not draining.
+    fn ready(&self) -> bool;
+    /// The metrics in the OpenMetrics text format.
+    fn metrics(&self) -> String;
+}
+
+struct Admin {
+    token: Option<Secret>,
+    state: Arc<dyn AdminState>,
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes, then
+/// stops accepting, lets requests in flight finish (up to 5 s) and returns.
+/// `config.listen` is not used: the caller has bound `listener` already, so
+/// that a bind error surfaces at startup.
+pub async fn serve(
+    listener: TcpListener,
+    config: AdminConfig,
+    state: Arc<dyn AdminState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    if config.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+        // An empty token would let `Bearer ` through: fail closed.
+        tracing::warn!("admin token is empty; every admin request will be refused");
+    }
+    let admin = Arc::new(Admin { token: config.token, state });
+    let (stop, stopping) = watch::channel(());
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, auth = admin.token.is_some(), "admin listener serving");
+    }
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            // Reap finished connections so the set tracks live ones only.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() < MAX_CONNECTIONS => {
+                    connections.spawn(connection(stream, peer, admin.clone(), stopping.clone()));
+                }
+                Ok((_, peer)) => tracing::debug!(%peer, "admin connection refused: too many open"),
+                Err(e) => {
+                    // Out of descriptors, most likely; retrying at once would spin.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    drop(stop);
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} });
+    if drained.await.is_err() {
+        tracing::warn!(open = connections.len(), "admin connections still open after the drain timeout; closing them");
+        connections.shutdown().await;
+    }
+    tracing::info!("admin listener stopped");
+}
+
+/// One HTTP/1.1 connection, closed gracefully (after the response in
+/// flight, at once when idle) once `stopping` fires.
+async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut stopping: watch::Receiver<()>) {
+    let service = service_fn(move |req| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.handle(&req, peer)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        // `Err` means the sender is gone: that is the stop signal.
+        _ = stopping.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+    }
+}
+
+impl Admin {
+    fn handle(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        if let Some(token) = &self.token
+            && !authorized(req, token)
+        {
+            // Neither the expected nor the presented credential is logged.
+            tracing::debug!(%peer, path = req.uri().path(), "admin request refused: bad or missing bearer token");
+            let mut resp = json(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        let known = matches!(req.uri().path(), "/health/live" | "/health/ready" | "/metrics");
+        if !known {
+            return json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#);
+        }
+        if req.method() != Method::GET {
+            let mut resp = json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method not allowed"}"#);
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+            return resp;
+        }
+        match req.uri().path() {
+            "/health/live" => json(StatusCode::OK, r#"{"status":"live"}"#),
+            "/health/ready" if self.state.ready() => json(StatusCode::OK, r#"{"status":"ready"}"#),
+            "/health/ready" => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#),
+            _ => respond(StatusCode::OK, OPENMETRICS, Bytes::from(self.state.metrics())),
+        }
+    }
+}
+
+/// Whether the request carries exactly one `Bearer` credential equal to
+/// `token`.
+fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else { return false };
+    let value = value.as_bytes();
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let Some(presented) = value.get(..7).filter(|s| s.eq_ignore_ascii_case(b"bearer ")).and(value.get(7..)) else {
+        return false;
+    };
+    let presented = presented.trim_ascii_start();
+    constant_time_eq(presented, token.expose().as_bytes())
+}
+
+/// Compares in time that depends only on the presented length, which the
+/// client knows anyway: no early exit at the first wrong byte, and the
+/// expected token's length is not revealed either. An empty expected token
+/// matches nothing.
+fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
+    if expected.is_empty() {
+        return false;
+    }
+    let mut diff = u8::from(presented.len() != expected.len());
+    for (a, b) in presented.iter().zip(expected.iter().cycle()) {
+        diff |= a ^ b;
+    }
+    // Keeps the optimiser from turning the loop back into an early exit.
+    std::hint::black_box(diff) == 0
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    respond(status, "application/json", Bytes::from_static(body.as_bytes()))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Health and metrics are live values; a cache in between would lie.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests;
+
+/// Binds the admin listener and serves it on the control runtime until
+/// `shutdown` turns true. Returns the bound address (port 0 picks one).
+pub fn start(
+    control: &tokio::runtime::Handle,
+    config: AdminConfig,
+    state: Arc<dyn AdminState>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr, crate::gateway::StartError> {
+    let bind_err = |source| crate::gateway::StartError::Bind { addr: config.listen, source };
+    let std_listener = std::net::TcpListener::bind(config.listen).map_err(bind_err)?;
+    std_listener.set_nonblocking(true).map_err(bind_err)?;
+    let addr = std_listener.local_addr().map_err(bind_err)?;
+    control.spawn(async move {
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot use the admin socket: {e}");
+                return;
+            }
+        };
+        let stop = async move {
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        serve(listener, config, state, stop).await;
+    });
+    Ok(addr)
+}

@@ -1,0 +1,367 @@
+//! `[[routes]]`: matching, the upstream(s), rewrites, retries, the plugin chain.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use toml::Spanned;
+
+use super::error::{self, Problems};
+use super::plugins::PluginsConfig;
+use super::raw::{self, OnPluginError};
+use super::server::ServerConfig;
+use super::{span, valid_name};
+use crate::routing::{HostMatch, PathPattern, Rewrite};
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: HostMatch,
+    pub path: PathPattern,
+    pub methods: Option<Vec<Method>>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Where requests go: one upstream, or a weighted split (canary).
+    pub targets: Vec<Target>,
+    pub rewrite: Option<Rewrite>,
+    /// The whole request, retries included.
+    pub timeout: Duration,
+    /// Each try; default: `timeout`.
+    pub try_timeout: Option<Duration>,
+    pub retries: RetryPolicy,
+    pub max_body: u64,
+    pub on_plugin_error: OnPluginError,
+    pub plugins: Vec<PluginUse>,
+    pub line: Option<usize>,
+}
+
+/// An upstream of a route and its share of the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Index into the config's upstreams.
+    pub upstream: usize,
+    pub weight: u32,
+}
+
+/// When and how a route retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries after the first.
+    pub attempts: u32,
+    pub on: RetryOn,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retry POST/PATCH too on conditions where the upstream may have acted.
+    pub non_idempotent: bool,
+}
+
+impl Default for RetryPolicy {
+    /// One more try, on a connect failure only: nothing reached the upstream,
+    /// so this is safe for every method.
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            on: RetryOn { connect_failure: true, ..RetryOn::default() },
+            backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(250),
+            non_idempotent: false,
+        }
+    }
+}
+
+/// The conditions a route retries on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    pub reset: bool,
+    pub timeout: bool,
+    pub statuses: Vec<StatusCode>,
+}
+
+/// One plugin in a route's chain.
+#[derive(Debug, Clone)]
+pub struct PluginUse {
+    pub name: String,
+    /// The route's `config` table as JSON, handed to the plugin's `configure`.
+    pub config_json: String,
+    /// `routes[i].plugins[j]`, for messages.
+    pub key: String,
+    pub line: Option<usize>,
+}
+
+pub(super) fn build_routes(
+    raw: &raw::RawConfig,
+    upstreams: &HashMap<String, usize>,
+    plugins: Option<&PluginsConfig>,
+    server: Option<&ServerConfig>,
+    p: &mut Problems<'_>,
+) -> Vec<RouteConfig> {
+    let mut routes = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let known_upstreams = || {
+        let mut v: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        if v.is_empty() { "none are defined".to_owned() } else { v.join(", ") }
+    };
+    for (i, r) in raw.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let route = r.get_ref();
+        let name = match &route.name {
+            Some(n) => {
+                if !valid_name(n.get_ref()) {
+                    p.at(
+                        span(n),
+                        format!("{key}.name"),
+                        format!("`{}` is not a valid route name", n.get_ref()),
+                        "use letters, digits, `-`, `_` and `.`",
+                    );
+                }
+                n.get_ref().clone()
+            }
+            None => format!("route-{i}"),
+        };
+        if let Some(first) = names.insert(name.clone(), i) {
+            p.at(
+                route.name.as_ref().map(|n| n.span()),
+                format!("{key}.name"),
+                format!("route name `{name}` is already used by routes[{first}]"),
+                "give every route its own name",
+            );
+        }
+        let mut lookup = |name: &str, at: Option<std::ops::Range<usize>>, k: String| match upstreams.get(name) {
+            Some(&u) => Some(u),
+            None => {
+                p.at(
+                    at,
+                    k,
+                    format!("unknown upstream `{name}`"),
+                    format!("define [upstreams.{name}] or use one of: {}", known_upstreams()),
+                );
+                None
+            }
+        };
+        let targets: Vec<Target> = match (&route.upstream, &route.upstreams) {
+            (Some(u), None) => lookup(u.get_ref(), span(u), format!("{key}.upstream"))
+                .map(|u| Target { upstream: u, weight: 1 })
+                .into_iter()
+                .collect(),
+            (None, Some(list)) if !list.is_empty() => list
+                .iter()
+                .enumerate()
+                .filter_map(|(j, t)| {
+                    lookup(&t.get_ref().name, span(t), format!("{key}.upstreams[{j}]"))
+                        .map(|u| Target { upstream: u, weight: t.get_ref().weight })
+                })
+                .collect(),
+            _ => {
+                p.at(
+                    span(r),
+                    format!("{key}.upstream"),
+                    "a route needs exactly one of `upstream` and `upstreams`",
+                    "upstream = \"users\", or upstreams = [{ name = \"v1\", weight = 95 }, { name = \"v2\", weight = 5 }]",
+                );
+                Vec::new()
+            }
+        };
+        if let Some(list) = &route.upstreams
+            && list.iter().map(|t| u64::from(t.get_ref().weight)).sum::<u64>() == 0
+        {
+            p.at(
+                span(r),
+                format!("{key}.upstreams"),
+                "the weights add up to zero",
+                "give at least one upstream a weight above zero",
+            );
+        }
+        let retries = match &route.retries {
+            None => RetryPolicy::default(),
+            Some(rr) => build_retries(rr, &key, p),
+        };
+        let default_match = raw::RawMatch::default();
+        let m = route.matcher.as_ref().map_or(&default_match, |m| m.get_ref());
+        let match_span = route.matcher.as_ref().map(|m| m.span()).or(Some(r.span()));
+        let host = match &m.host {
+            None => HostMatch::Any,
+            Some(h) => HostMatch::parse(h.get_ref()).unwrap_or_else(|what| {
+                p.at(
+                    span(h),
+                    format!("{key}.match.host"),
+                    what,
+                    "write a host name such as \"api.example.com\" or \"*.example.com\"",
+                );
+                HostMatch::Any
+            }),
+        };
+        let path = match (&m.path, &m.prefix) {
+            (Some(_), Some(prefix)) => {
+                p.at(
+                    span(prefix),
+                    format!("{key}.match"),
+                    "`path` and `prefix` are both set",
+                    "keep one: `prefix = \"/api\"` is the same as `path = \"/api/{*rest}\"`",
+                );
+                PathPattern::any()
+            }
+            (Some(path), None) => PathPattern::parse(path.get_ref()).unwrap_or_else(|what| {
+                p.at(
+                    span(path),
+                    format!("{key}.match.path"),
+                    what,
+                    "e.g. \"/users\", \"/users/{id}\" or \"/api/{*rest}\"",
+                );
+                PathPattern::any()
+            }),
+            (None, Some(prefix)) => PathPattern::prefix(prefix.get_ref()).unwrap_or_else(|what| {
+                p.at(span(prefix), format!("{key}.match.prefix"), what, "e.g. prefix = \"/api\"");
+                PathPattern::any()
+            }),
+            (None, None) => PathPattern::any(),
+        };
+        let methods = m.methods.as_ref().map(|ms| {
+            let mut out = Vec::new();
+            for (j, mth) in ms.iter().enumerate() {
+                let upper = mth.get_ref().to_ascii_uppercase();
+                match Method::from_bytes(upper.as_bytes()) {
+                    Ok(method) if !mth.get_ref().is_empty() => out.push(method),
+                    _ => p.at(
+                        span(mth),
+                        format!("{key}.match.methods[{j}]"),
+                        format!("`{}` is not an HTTP method", mth.get_ref()),
+                        "e.g. methods = [\"GET\", \"POST\"]",
+                    ),
+                }
+            }
+            if out.is_empty() {
+                p.at(
+                    match_span.clone(),
+                    format!("{key}.match.methods"),
+                    "the method list is empty",
+                    "list at least one method, or remove `methods` to match all",
+                );
+            }
+            out
+        });
+        let mut headers = Vec::new();
+        for (hname, hvalue) in &m.headers {
+            match (HeaderName::from_bytes(hname.as_bytes()), HeaderValue::from_str(hvalue)) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                _ => p.at(
+                    match_span.clone(),
+                    format!("{key}.match.headers.{hname}"),
+                    "not a valid header name and value",
+                    "e.g. headers = { \"x-api-version\" = \"2\" }",
+                ),
+            }
+        }
+        let rewrite = match (&route.strip_prefix, &route.rewrite) {
+            (Some(_), Some(rw)) => {
+                p.at(
+                    span(rw),
+                    format!("{key}.rewrite"),
+                    "`strip_prefix` and `rewrite` are both set",
+                    "keep one: a rewrite template can express any prefix strip",
+                );
+                None
+            }
+            (Some(sp), None) => match Rewrite::strip_prefix(sp.get_ref()) {
+                Ok(r) => Some(r),
+                Err(what) => {
+                    p.at(span(sp), format!("{key}.strip_prefix"), what, "e.g. strip_prefix = \"/api\"");
+                    None
+                }
+            },
+            (None, Some(rw)) => match Rewrite::template(rw.get_ref(), &path) {
+                Ok(r) => Some(r),
+                Err(what) => {
+                    p.at(
+                        span(rw),
+                        format!("{key}.rewrite"),
+                        what,
+                        "use only {name} captures that the path pattern defines, e.g. rewrite = \"/v2/users/{id}\"",
+                    );
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        let mut uses = Vec::new();
+        for (j, u) in route.plugins.iter().enumerate() {
+            let ukey = format!("{key}.plugins[{j}]");
+            let pu = u.get_ref();
+            let pname = pu.name.get_ref();
+            let has_source =
+                |pl: &PluginsConfig| pl.dir.is_some() || pl.settings.get(pname).is_some_and(|s| s.file.is_some());
+            if plugins.is_some_and(|pl| !has_source(pl)) {
+                p.at(
+                    span(&pu.name),
+                    format!("{ukey}.use"),
+                    format!("route uses plugin `{pname}` but the config has no [plugins] table"),
+                    "add [plugins] with dir = \"path/to/plugins\" (the directory holding the .wasm files)",
+                );
+            }
+            let config_json = match &pu.config {
+                None => "{}".to_owned(),
+                Some(t) => serde_json::to_string(t.get_ref()).unwrap_or_else(|_| "{}".to_owned()),
+            };
+            uses.push(PluginUse {
+                name: pname.clone(),
+                config_json,
+                key: ukey,
+                line: Some(error::line_of(p.source(), u.span().start)),
+            });
+        }
+        routes.push(RouteConfig {
+            name,
+            host,
+            path,
+            methods,
+            headers,
+            targets,
+            rewrite,
+            timeout: route.timeout.map_or(server.map_or(Duration::from_secs(30), |s| s.request_timeout), |d| d.0),
+            try_timeout: route.try_timeout.map(|d| d.0),
+            retries,
+            max_body: route.max_body.map_or(server.map_or(10 << 20, |s| s.max_body), |s| s.0),
+            on_plugin_error: route.on_plugin_error,
+            plugins: uses,
+            line: Some(error::line_of(p.source(), r.span().start)),
+        });
+    }
+    routes
+}
+
+fn build_retries(rr: &Spanned<raw::RawRetries>, key: &str, p: &mut Problems<'_>) -> RetryPolicy {
+    let r = rr.get_ref();
+    let mut on = RetryOn::default();
+    let conditions = r.on.clone().unwrap_or_else(|| vec!["connect-failure".to_owned()]);
+    for c in &conditions {
+        match c.as_str() {
+            "connect-failure" => on.connect_failure = true,
+            "reset" => on.reset = true,
+            "timeout" => on.timeout = true,
+            code => match code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()) {
+                Some(s) if s.is_server_error() => on.statuses.push(s),
+                _ => p.at(
+                    span(rr),
+                    format!("{key}.retries.on"),
+                    format!("`{c}` is not a retry condition"),
+                    "use connect-failure, reset, timeout, or a 5xx status such as \"503\"",
+                ),
+            },
+        }
+    }
+    if r.attempts > 10 {
+        p.at(
+            span(rr),
+            format!("{key}.retries.attempts"),
+            format!("{} retries is too many", r.attempts),
+            "use 0..=10; the retry budget bounds them anyway",
+        );
+    }
+    RetryPolicy {
+        attempts: r.attempts.min(10),
+        on,
+        backoff: r.backoff.map_or(Duration::from_millis(25), |d| d.0),
+        max_backoff: r.max_backoff.map_or(Duration::from_millis(250), |d| d.0),
+        non_idempotent: r.non_idempotent.unwrap_or(false),
+    }
+}

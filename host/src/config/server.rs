@@ -1,0 +1,268 @@
+//! `[server]`, `[server.tls]`, `[admin]` and `[dns]`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderValue;
+use toml::Spanned;
+
+use super::error::Problems;
+use super::raw::{self, ClientAuth, TlsVersion};
+use super::span;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_body: u64,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub watch: bool,
+    pub watch_interval: Duration,
+    pub via: HeaderValue,
+    /// How long a client may take between body frames (slow uploads → 408).
+    pub body_read_timeout: Duration,
+    /// One JSON line per request on stdout.
+    pub access_log: bool,
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`: the TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub listen: SocketAddr,
+    pub certificates: Vec<CertConfig>,
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Names this certificate is chosen for; empty: its DNS SANs.
+    pub sni: Vec<String>,
+}
+
+/// A value that must never reach a log: `Debug` prints `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `[admin]`: health, readiness and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+}
+
+/// `[dns]`: resolution of `upstreams.*.dns` and `.srv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Empty: the system's resolvers.
+    pub nameservers: Vec<SocketAddr>,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+fn parse_addr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<SocketAddr> {
+    match s.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            p.at(
+                span(s),
+                key,
+                format!("`{}` is not an address with a port", s.get_ref()),
+                "write an IP address and port, e.g. \"127.0.0.1:8080\" (port 0 picks a free one)",
+            );
+            None
+        }
+    }
+}
+
+pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'_>) -> Option<ServerConfig> {
+    let listen = parse_addr(&raw.listen, "server.listen", p);
+    let tls = match &raw.tls {
+        None => Some(None),
+        Some(t) => build_tls(t, base, p).map(Some),
+    };
+    let workers = match &raw.workers {
+        Some(w) if *w.get_ref() == 0 || *w.get_ref() > 1024 => {
+            p.at(
+                span(w),
+                "server.workers",
+                format!("{} workers is out of range", w.get_ref()),
+                "use 1 to 1024, or leave it out to use one worker per core",
+            );
+            1
+        }
+        Some(w) => *w.get_ref(),
+        None => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+    };
+    let via = raw.via.clone().unwrap_or_else(|| "wasmgate".to_owned());
+    let via = match HeaderValue::from_str(&format!("1.1 {via}")) {
+        Ok(v) => v,
+        Err(_) => {
+            p.at(
+                None,
+                "server.via",
+                format!("`{via}` is not a valid header value"),
+                "use a plain token such as \"wasmgate\"",
+            );
+            HeaderValue::from_static("1.1 wasmgate")
+        }
+    };
+    Some(ServerConfig {
+        listen: listen?,
+        workers,
+        max_header_bytes: raw.max_header_bytes.map_or(64 * 1024, |s| s.as_usize()).max(8192),
+        max_headers: raw.max_headers.unwrap_or(100),
+        max_body: raw.max_body.map_or(10 << 20, |s| s.0),
+        header_read_timeout: raw.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        request_timeout: raw.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        watch: raw.watch.unwrap_or(true),
+        watch_interval: raw.watch_interval.map_or(Duration::from_secs(1), |d| d.0),
+        via,
+        body_read_timeout: raw.body_read_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        access_log: raw.access_log.unwrap_or(true),
+        tls: tls?,
+    })
+}
+
+fn build_tls(t: &Spanned<raw::RawServerTls>, base: &Path, p: &mut Problems<'_>) -> Option<ServerTls> {
+    let r = t.get_ref();
+    let listen = parse_addr(&r.listen, "server.tls.listen", p);
+    if r.certificates.is_empty() {
+        p.at(
+            span(t),
+            "server.tls.certificates",
+            "a TLS listener needs at least one certificate",
+            "certificates = [{ cert = \"certs/api.pem\", key = \"certs/api.key\" }]",
+        );
+        return None;
+    }
+    if r.client_auth.is_some() && r.client_ca.is_none() {
+        p.at(
+            span(t),
+            "server.tls.client_auth",
+            "client_auth is set but there is no client_ca to verify client certificates against",
+            "add client_ca = \"path/to/ca.pem\", or remove client_auth",
+        );
+    }
+    let certificates = r
+        .certificates
+        .iter()
+        .map(|c| {
+            let c = c.get_ref();
+            CertConfig {
+                cert: base.join(&c.cert),
+                key: base.join(&c.key),
+                sni: c.sni.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            }
+        })
+        .collect();
+    Some(ServerTls {
+        listen: listen?,
+        certificates,
+        client_ca: r.client_ca.as_ref().map(|c| base.join(c)),
+        client_auth: r.client_auth.unwrap_or_default(),
+        min_version: r.min_version.unwrap_or_default(),
+    })
+}
+
+pub(super) fn build_admin(a: &Spanned<raw::RawAdmin>, p: &mut Problems<'_>) -> Option<AdminConfig> {
+    let r = a.get_ref();
+    let listen = match &r.listen {
+        Some(l) => parse_addr(l, "admin.listen", p)?,
+        None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+    };
+    let token = match (&r.token, &r.token_env) {
+        (Some(_), Some(_)) => {
+            p.at(span(a), "admin.token", "both `token` and `token_env` are set", "keep one");
+            return None;
+        }
+        (Some(t), None) => Some(Secret::new(t.clone())),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(t) if !t.is_empty() => Some(Secret::new(t)),
+            _ => {
+                p.at(
+                    span(a),
+                    "admin.token_env",
+                    format!("environment variable `{var}` is not set (or empty)"),
+                    format!("export {var}=<token> before starting the gateway"),
+                );
+                return None;
+            }
+        },
+        (None, None) => None,
+    };
+    if !listen.ip().is_loopback() && token.is_none() {
+        p.at(
+            r.listen.as_ref().map(|l| l.span()),
+            "admin.listen",
+            format!("the admin listener on {listen} is reachable from other machines but has no token"),
+            "set token_env = \"WASMGATE_ADMIN_TOKEN\" (or token), or listen on 127.0.0.1",
+        );
+        return None;
+    }
+    Some(AdminConfig { listen, token })
+}
+
+pub(super) fn build_dns(d: Option<&Spanned<raw::RawDns>>, p: &mut Problems<'_>) -> DnsConfig {
+    let mut dns = DnsConfig::default();
+    let Some(d) = d else { return dns };
+    let r = d.get_ref();
+    dns.nameservers = r.nameservers.iter().filter_map(|n| parse_addr(n, "dns.nameservers", p)).collect();
+    if let Some(t) = r.min_ttl {
+        dns.min_ttl = t.0;
+    }
+    if let Some(t) = r.max_ttl {
+        dns.max_ttl = t.0;
+    }
+    if let Some(t) = r.timeout {
+        dns.timeout = t.0;
+    }
+    if dns.min_ttl > dns.max_ttl || dns.min_ttl.is_zero() {
+        p.at(
+            span(d),
+            "dns.min_ttl",
+            "min_ttl must be above zero and at most max_ttl",
+            "e.g. min_ttl = \"1s\", max_ttl = \"5m\"",
+        );
+    }
+    dns
+}

@@ -1,0 +1,448 @@
+//! `[upstreams.NAME]`: endpoints or DNS discovery, balancing, the protocol
+//! and TLS to the upstream, bulkhead, active health checks, outlier
+//! detection, circuit breakers and the retry budget.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+use toml::Spanned;
+
+use super::error::Problems;
+use super::raw::{self, Balance, Protocol};
+use super::{span, valid_name};
+
+/// A validated upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    /// Static endpoints (empty when `discovery` is set).
+    pub endpoints: Vec<EndpointConfig>,
+    pub discovery: Option<Discovery>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Option<Duration>,
+    pub idle_timeout: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub balance: Balance,
+    pub hash_on: Option<HashOn>,
+    pub protocol: Protocol,
+    pub tls: Option<UpstreamTls>,
+    pub bulkhead: Option<Bulkhead>,
+    pub health: Option<HealthCheck>,
+    pub outlier: Option<Outlier>,
+    /// Upstream-wide breaker.
+    pub breaker: Option<BreakerConfig>,
+    /// One breaker per endpoint.
+    pub endpoint_breaker: Option<BreakerConfig>,
+    pub retry_budget: RetryBudgetConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// `host:port`.
+    pub address: String,
+    pub weight: u32,
+}
+
+/// Where endpoints come from when they are not listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// A/AAAA records of `host`, each on `port`.
+    Dns { host: String, port: u16 },
+    /// SRV records (target, port, weight).
+    Srv { name: String },
+}
+
+/// What consistent hashing keys on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// A concurrency limit with a bounded queue (503 on overflow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bulkhead {
+    pub max_concurrent: usize,
+    pub max_queue: usize,
+    pub queue_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// Healthy statuses; empty means 200..=399.
+    pub expect_status: Vec<u16>,
+}
+
+impl HealthCheck {
+    pub fn healthy_status(&self, status: u16) -> bool {
+        if self.expect_status.is_empty() { (200..400).contains(&status) } else { self.expect_status.contains(&status) }
+    }
+}
+
+/// Passive outlier detection: eject an endpoint after consecutive failures,
+/// for a time that grows with each ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    pub consecutive_5xx: u32,
+    pub consecutive_connect_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejected_percent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerConfig {
+    /// Open after this many failures in a row, whatever the volume.
+    pub consecutive_failures: Option<u32>,
+    /// Open when this share of the window's requests failed...
+    pub failure_ratio: f64,
+    /// ...and the window saw at least this many.
+    pub min_requests: u32,
+    pub window: Duration,
+    /// Open for this long the first time, doubling up to `max_open_for`.
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+    /// Requests let through while half-open.
+    pub half_open_probes: u32,
+}
+
+/// Retries may be at most `percent`% of requests, plus `min_per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetConfig {
+    pub percent: f64,
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self { percent: 20.0, min_per_second: 3 }
+    }
+}
+
+pub(super) fn build_upstreams(
+    raw: &BTreeMap<String, Spanned<raw::RawUpstream>>,
+    base: &Path,
+    p: &mut Problems<'_>,
+) -> (Vec<UpstreamConfig>, HashMap<String, usize>) {
+    let mut list = Vec::new();
+    let mut index = HashMap::new();
+    for (name, u) in raw {
+        let key = format!("upstreams.{name}");
+        if !valid_name(name) {
+            p.at(span(u), &key, format!("`{name}` is not a valid name"), "use letters, digits, `-` and `_`");
+        }
+        let r = u.get_ref();
+        let endpoints = build_endpoints(r, &key, p);
+        let discovery = build_discovery(r, &key, p);
+        let sources =
+            usize::from(!r.endpoints.is_empty()) + usize::from(r.dns.is_some()) + usize::from(r.srv.is_some());
+        if sources != 1 {
+            p.at(
+                span(u),
+                &key,
+                if sources == 0 { "an upstream needs endpoints" } else { "give only one of endpoints, dns and srv" },
+                "endpoints = [\"127.0.0.1:9001\"], or dns = \"users.internal:8080\", or srv = \"_http._tcp.users.internal\"",
+            );
+        }
+        let balance = r.balance.unwrap_or_default();
+        let hash_on = match (&r.hash_on, balance) {
+            (Some(h), Balance::ConsistentHash) => parse_hash_on(h, &key, p),
+            (None, Balance::ConsistentHash) => {
+                p.at(
+                    span(u),
+                    format!("{key}.hash_on"),
+                    "consistent-hash needs hash_on",
+                    "hash_on = \"client-ip\", \"header:x-user-id\" or \"cookie:session\"",
+                );
+                None
+            }
+            (Some(h), _) => {
+                p.at(
+                    span(h),
+                    format!("{key}.hash_on"),
+                    "hash_on only applies to balance = \"consistent-hash\"",
+                    "remove it, or set balance = \"consistent-hash\"",
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        if balance == Balance::RoundRobin && endpoints.iter().any(|e: &EndpointConfig| e.weight != 1) {
+            p.at(
+                span(u),
+                format!("{key}.balance"),
+                "endpoints have weights but round-robin ignores them",
+                "set balance = \"weighted-round-robin\"",
+            );
+        }
+        let tls = r.tls.as_ref().map(|t| {
+            let t = t.get_ref();
+            UpstreamTls {
+                ca: t.ca.as_ref().map(|c| base.join(c)),
+                server_name: t.server_name.clone(),
+                client_cert: match (&t.cert, &t.key) {
+                    (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+                    _ => None,
+                },
+            }
+        });
+        if let Some(t) = &r.tls
+            && t.get_ref().cert.is_some() != t.get_ref().key.is_some()
+        {
+            p.at(span(t), format!("{key}.tls"), "`cert` and `key` go together", "give both (PEM files), or neither");
+        }
+        let bulkhead = match (r.max_concurrent, r.max_queue, r.queue_timeout) {
+            (None, None, None) => None,
+            (Some(c), q, t) if c > 0 => Some(Bulkhead {
+                max_concurrent: c,
+                max_queue: q.unwrap_or(0),
+                queue_timeout: t.map_or(Duration::from_secs(1), |d| d.0),
+            }),
+            _ => {
+                p.at(
+                    span(u),
+                    format!("{key}.max_concurrent"),
+                    "a queue needs max_concurrent (at least 1)",
+                    "e.g. max_concurrent = 100, max_queue = 50",
+                );
+                None
+            }
+        };
+        let health = r.health.as_ref().and_then(|h| build_health(h, &key, p));
+        let outlier = r.outlier.as_ref().map(|o| {
+            let o = o.get_ref();
+            Outlier {
+                consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
+                consecutive_connect_failures: o.consecutive_connect_failures.unwrap_or(3),
+                base_ejection: o.base_ejection.map_or(Duration::from_secs(10), |d| d.0),
+                max_ejection: o.max_ejection.map_or(Duration::from_secs(300), |d| d.0),
+                max_ejected_percent: o.max_ejected_percent.unwrap_or(50).min(100),
+            }
+        });
+        let breaker = r.breaker.as_ref().and_then(|b| build_breaker(b, &format!("{key}.breaker"), p));
+        let endpoint_breaker =
+            r.endpoint_breaker.as_ref().and_then(|b| build_breaker(b, &format!("{key}.endpoint_breaker"), p));
+        let retry_budget = match &r.retry_budget {
+            None => RetryBudgetConfig::default(),
+            Some(b) => {
+                let percent = b.get_ref().percent.unwrap_or(20.0);
+                if !(0.0..=100.0).contains(&percent) {
+                    p.at(
+                        span(b),
+                        format!("{key}.retry_budget.percent"),
+                        "percent must be within 0..=100",
+                        "e.g. percent = 20",
+                    );
+                }
+                RetryBudgetConfig { percent, min_per_second: b.get_ref().min_per_second.unwrap_or(3) }
+            }
+        };
+        index.insert(name.clone(), list.len());
+        list.push(UpstreamConfig {
+            name: name.clone(),
+            endpoints,
+            discovery,
+            connect_timeout: r.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
+            request_timeout: r.request_timeout.map(|d| d.0),
+            idle_timeout: r.idle_timeout.map_or(Duration::from_secs(90), |d| d.0),
+            max_idle_per_endpoint: r.max_idle_per_endpoint.unwrap_or(256),
+            balance,
+            hash_on,
+            protocol: r.protocol.unwrap_or_default(),
+            tls,
+            bulkhead,
+            health,
+            outlier,
+            breaker,
+            endpoint_breaker,
+            retry_budget,
+        });
+    }
+    (list, index)
+}
+
+fn build_endpoints(r: &raw::RawUpstream, key: &str, p: &mut Problems<'_>) -> Vec<EndpointConfig> {
+    let mut endpoints = Vec::new();
+    for (i, e) in r.endpoints.iter().enumerate() {
+        let (address, weight) = match e.get_ref() {
+            raw::RawEndpoint::Address(a) => (a.as_str(), 1),
+            raw::RawEndpoint::Weighted(w) => (w.address.as_str(), w.weight),
+        };
+        if weight == 0 || weight > 10_000 {
+            p.at(
+                span(e),
+                format!("{key}.endpoints[{i}].weight"),
+                format!("weight {weight} is out of range"),
+                "use 1..=10000",
+            );
+        }
+        match check_endpoint(address) {
+            Ok(address) => endpoints.push(EndpointConfig { address, weight: weight.clamp(1, 10_000) }),
+            Err(what) => p.at(
+                span(e),
+                format!("{key}.endpoints[{i}]"),
+                what,
+                "write host:port, e.g. \"127.0.0.1:9001\" or \"users.internal:80\"",
+            ),
+        }
+    }
+    endpoints
+}
+
+fn build_discovery(r: &raw::RawUpstream, key: &str, p: &mut Problems<'_>) -> Option<Discovery> {
+    if let Some(d) = &r.dns {
+        return match d.get_ref().rsplit_once(':').map(|(h, port)| (h, port.parse::<u16>())) {
+            Some((host, Ok(port))) if !host.is_empty() => Some(Discovery::Dns { host: host.to_owned(), port }),
+            _ => {
+                p.at(
+                    span(d),
+                    format!("{key}.dns"),
+                    format!("`{}` is not host:port", d.get_ref()),
+                    "e.g. dns = \"users.internal:8080\"",
+                );
+                None
+            }
+        };
+    }
+    if let Some(s) = &r.srv {
+        let name = s.get_ref();
+        if name.is_empty() || name.contains([':', '/', ' ']) {
+            p.at(
+                span(s),
+                format!("{key}.srv"),
+                format!("`{name}` is not an SRV name"),
+                "e.g. srv = \"_http._tcp.users.internal\"",
+            );
+            return None;
+        }
+        return Some(Discovery::Srv { name: name.clone() });
+    }
+    None
+}
+
+fn parse_hash_on(h: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<HashOn> {
+    let text = h.get_ref();
+    let parsed = match text.split_once(':') {
+        None if text == "client-ip" => Some(HashOn::ClientIp),
+        Some(("header", name)) => HeaderName::from_bytes(name.trim().as_bytes()).ok().map(HashOn::Header),
+        Some(("cookie", name)) if !name.trim().is_empty() => Some(HashOn::Cookie(name.trim().to_owned())),
+        _ => None,
+    };
+    if parsed.is_none() {
+        p.at(
+            span(h),
+            format!("{key}.hash_on"),
+            format!("`{text}` is not a hash key"),
+            "use \"client-ip\", \"header:NAME\" or \"cookie:NAME\"",
+        );
+    }
+    parsed
+}
+
+fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) -> Option<HealthCheck> {
+    let r = h.get_ref();
+    if !r.path.starts_with('/') {
+        p.at(
+            span(h),
+            format!("{key}.health.path"),
+            format!("`{}` must start with `/`", r.path),
+            "e.g. path = \"/health\"",
+        );
+        return None;
+    }
+    let check = HealthCheck {
+        path: r.path.clone(),
+        interval: r.interval.map_or(Duration::from_secs(5), |d| d.0),
+        timeout: r.timeout.map_or(Duration::from_secs(1), |d| d.0),
+        healthy_threshold: r.healthy_threshold.unwrap_or(2).max(1),
+        unhealthy_threshold: r.unhealthy_threshold.unwrap_or(3).max(1),
+        expect_status: r.expect_status.clone().unwrap_or_default(),
+    };
+    if check.interval.is_zero() || check.timeout.is_zero() {
+        p.at(
+            span(h),
+            format!("{key}.health"),
+            "interval and timeout must be above zero",
+            "e.g. interval = \"5s\", timeout = \"1s\"",
+        );
+        return None;
+    }
+    if check.expect_status.iter().any(|s| !(100..=599).contains(s)) {
+        p.at(
+            span(h),
+            format!("{key}.health.expect_status"),
+            "statuses must be within 100..=599",
+            "e.g. expect_status = [200, 204]",
+        );
+        return None;
+    }
+    Some(check)
+}
+
+fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) -> Option<BreakerConfig> {
+    let r = b.get_ref();
+    let config = BreakerConfig {
+        consecutive_failures: r.consecutive_failures,
+        failure_ratio: r.failure_ratio.unwrap_or(0.5),
+        min_requests: r.min_requests.unwrap_or(20).max(1),
+        window: r.window.map_or(Duration::from_secs(10), |d| d.0),
+        open_for: r.open_for.map_or(Duration::from_secs(5), |d| d.0),
+        max_open_for: r.max_open_for.map_or(Duration::from_secs(60), |d| d.0),
+        half_open_probes: r.half_open_probes.unwrap_or(1).max(1),
+    };
+    if !(config.failure_ratio > 0.0 && config.failure_ratio <= 1.0) {
+        p.at(
+            span(b),
+            format!("{key}.failure_ratio"),
+            "failure_ratio must be within (0, 1]",
+            "e.g. failure_ratio = 0.5",
+        );
+        return None;
+    }
+    if config.window < Duration::from_millis(100) || config.open_for.is_zero() || config.max_open_for < config.open_for
+    {
+        p.at(
+            span(b),
+            key,
+            "window must be at least 100ms, open_for above zero, and max_open_for at least open_for",
+            "e.g. window = \"10s\", open_for = \"5s\", max_open_for = \"1m\"",
+        );
+        return None;
+    }
+    if config.consecutive_failures == Some(0) {
+        p.at(
+            span(b),
+            format!("{key}.consecutive_failures"),
+            "consecutive_failures must be at least 1",
+            "e.g. consecutive_failures = 5",
+        );
+        return None;
+    }
+    Some(config)
+}
+
+fn check_endpoint(text: &str) -> Result<String, String> {
+    let authority: http::uri::Authority = text.parse().map_err(|_| format!("`{text}` is not host:port"))?;
+    if authority.port_u16().is_none() {
+        return Err(format!("`{text}` has no port"));
+    }
+    if text.contains('@') || text.contains('/') {
+        return Err(format!("`{text}` must be only host:port"));
+    }
+    Ok(authority.as_str().to_owned())
+}

@@ -1,0 +1,283 @@
+//! Snapshots: everything a request needs — routes with their configured
+//! plugin chains, upstreams, the router, the TLS acceptor — built completely
+//! from a config before it is swapped in, and immutable afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{self, Config, ConfigError, OnPluginError, Problems, RetryPolicy};
+use crate::plugin::{ChainLink, Plugin, Runtime, registry};
+use crate::routing::{Rewrite, Router};
+use crate::telemetry::{AccessLogWriter, Metrics};
+use crate::tls;
+use crate::upstream::Upstream;
+use crate::upstream::discovery::{Resolved, Resolver};
+use crate::upstream::pool::TlsSettings;
+
+/// Process-wide things snapshots are built with; they outlive every snapshot.
+#[derive(Clone)]
+pub struct Env {
+    pub runtime: Arc<Runtime>,
+    pub metrics: Arc<Metrics>,
+    /// Where background tasks (health checks, DNS) run.
+    pub control: tokio::runtime::Handle,
+    pub workers: usize,
+    pub access_log: Option<AccessLogWriter>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").field("workers", &self.workers).finish()
+    }
+}
+
+/// A route, ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    /// Upstreams with their cumulative weights, for a weighted pick.
+    targets: Vec<(Arc<Upstream>, u32)>,
+    pub rewrite: Option<Rewrite>,
+    pub timeout: Duration,
+    pub try_timeout: Option<Duration>,
+    pub retries: RetryPolicy,
+    pub max_body: u64,
+    pub on_plugin_error: OnPluginError,
+    pub chain: Vec<ChainLink>,
+    pub needs_request_body: bool,
+    pub needs_response_body: bool,
+    pub has_response_hooks: bool,
+}
+
+impl Route {
+    /// The upstream for a request, given a uniformly random `r`: the only
+    /// one, or one of a weighted split (canary 5% → 25% → 100%, blue/green).
+    pub fn pick_target(&self, r: u32) -> &Arc<Upstream> {
+        let total = self.targets.last().map_or(1, |(_, cumulative)| (*cumulative).max(1));
+        let point = r % total;
+        let i = self.targets.partition_point(|(_, cumulative)| *cumulative <= point);
+        // `targets` is never empty: a route without an upstream is refused at load.
+        &self.targets[i.min(self.targets.len() - 1)].0
+    }
+
+    /// The upstreams of the route, with their weights.
+    pub fn upstreams(&self) -> impl Iterator<Item = (&Arc<Upstream>, u32)> {
+        let mut previous = 0;
+        self.targets.iter().map(move |(u, c)| {
+            let w = c - previous;
+            previous = *c;
+            (u, w)
+        })
+    }
+}
+
+/// Everything a request needs, fixed for its lifetime.
+pub struct Snapshot {
+    pub generation: u64,
+    pub config: Config,
+    pub router: Router,
+    pub routes: Vec<Route>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: Option<AccessLogWriter>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("routes", &self.routes.len())
+            .field("upstreams", &self.upstreams.len())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Builds a snapshot: TLS, upstreams (resolving discovered ones once),
+/// plugins and each route's config hooks. Unchanged upstreams are carried
+/// over from `previous` with their pools, health state and tasks.
+pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation: u64) -> Result<Snapshot, ConfigError> {
+    let mut problems = Problems::new(&config.file, &config.source);
+    let tls = match &config.server.tls {
+        None => None,
+        Some(t) => match tls::server_config(t) {
+            Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
+            Err(e) => {
+                problems.at_line(None, "server.tls", e.to_string(), "check the certificate and key files (PEM)");
+                None
+            }
+        },
+    };
+    let mut upstreams = Vec::with_capacity(config.upstreams.len());
+    for u in &config.upstreams {
+        if let Some(old) = previous.and_then(|p| p.upstreams.iter().find(|old| old.config == *u)) {
+            upstreams.push(old.clone());
+            continue;
+        }
+        match new_upstream(u, &config, env) {
+            Ok(up) => upstreams.push(Arc::new(up)),
+            Err((what, fix)) => problems.at_line(None, format!("upstreams.{}", u.name), what, fix),
+        }
+    }
+    let plugins = load_plugins(&config, &env.runtime, &mut problems);
+    let max_idle = config.plugins.max_idle_per_worker;
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for rc in &config.routes {
+        let mut chain = Vec::new();
+        for u in &rc.plugins {
+            let Some(plugin) = plugins.get(&u.name) else { continue };
+            match ChainLink::configure(plugin.clone(), u.config_json.clone(), u.key.clone(), env.workers, max_idle) {
+                Ok(link) => chain.push(link),
+                Err(message) => problems.at_line(
+                    u.line,
+                    format!("{}.config", u.key),
+                    format!("plugin `{}` refused its config: {message}", u.name),
+                    format!("correct the `config` table for `{}` (its README lists the keys)", u.name),
+                ),
+            }
+        }
+        let mut cumulative = 0u32;
+        let targets: Vec<(Arc<Upstream>, u32)> = rc
+            .targets
+            .iter()
+            .filter(|t| t.weight > 0)
+            .filter_map(|t| {
+                let name = &config.upstreams.get(t.upstream)?.name;
+                let up = upstreams.iter().find(|u| u.config.name == *name)?;
+                cumulative = cumulative.saturating_add(t.weight);
+                Some((up.clone(), cumulative))
+            })
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        routes.push(Route {
+            name: Arc::from(rc.name.as_str()),
+            targets,
+            rewrite: rc.rewrite.clone(),
+            timeout: rc.timeout,
+            try_timeout: rc.try_timeout,
+            retries: rc.retries.clone(),
+            max_body: rc.max_body,
+            on_plugin_error: rc.on_plugin_error,
+            needs_request_body: chain.iter().any(|l| l.info.request_body && l.info.on_request),
+            needs_response_body: chain.iter().any(|l| l.info.response_body && l.info.on_response),
+            has_response_hooks: chain.iter().any(|l| l.info.on_response),
+            chain,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(problems.into_error());
+    }
+    let router = Router::new(&config.routes);
+    Ok(Snapshot {
+        generation,
+        config,
+        router,
+        routes,
+        upstreams,
+        plugins,
+        tls,
+        metrics: env.metrics.clone(),
+        access_log: env.access_log.clone(),
+    })
+}
+
+/// A new upstream: its TLS client config, and for discovered upstreams the
+/// first resolution (a name that does not resolve fails the load).
+fn new_upstream(u: &config::UpstreamConfig, config: &Config, env: &Env) -> Result<Upstream, (String, String)> {
+    let tls = match &u.tls {
+        None => None,
+        Some(t) => {
+            let client = tls::client_config(t, u.protocol)
+                .map_err(|e| (e.to_string(), "check the CA, certificate and key files (PEM)".to_owned()))?;
+            let server_name = match &t.server_name {
+                Some(n) => {
+                    Some(tls::server_name(t, n).map_err(|e| (e.to_string(), "set a valid server_name".to_owned()))?)
+                }
+                None => None,
+            };
+            Some(TlsSettings { connector: tokio_rustls::TlsConnector::from(client), server_name })
+        }
+    };
+    let resolved = match &u.discovery {
+        None => None,
+        Some(what) => Some(resolve_now(&config.dns, what, &env.control)?),
+    };
+    Ok(Upstream::new(u, env.workers, env.metrics.clone(), tls, resolved, Some((&env.control, &config.dns))))
+}
+
+/// Resolves once on the control runtime, waiting here (this may run inside
+/// another runtime, e.g. a test's, where `block_on` is not allowed).
+fn resolve_now(
+    dns: &config::DnsConfig,
+    what: &config::Discovery,
+    control: &tokio::runtime::Handle,
+) -> Result<(Vec<Resolved>, Duration), (String, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (dns, what) = (dns.clone(), what.clone());
+    control.spawn(async move {
+        let result = match Resolver::new(&dns) {
+            Ok(r) => r.resolve(&what).await,
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(result.map_err(|e| e.to_string()));
+    });
+    let fix = "check the name and the [dns] nameservers".to_owned();
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok((set, ttl))) if !set.is_empty() => Ok((set, ttl)),
+        Ok(Ok(_)) => Err(("the name resolved to no addresses".to_owned(), fix)),
+        Ok(Err(e)) => Err((format!("cannot resolve: {e}"), fix)),
+        Err(_) => Err(("DNS resolution did not finish within 30 s".to_owned(), fix)),
+    }
+}
+
+/// Loads every plugin a route uses or `[plugin.NAME]` configures.
+fn load_plugins(config: &Config, runtime: &Arc<Runtime>, problems: &mut Problems<'_>) -> BTreeMap<String, Arc<Plugin>> {
+    let pc = &config.plugins;
+    // name → (line, key) of its first mention, for messages.
+    let mut wanted: BTreeMap<&str, (Option<usize>, String)> = BTreeMap::new();
+    for r in &config.routes {
+        for u in &r.plugins {
+            wanted.entry(u.name.as_str()).or_insert_with(|| (u.line, format!("{}.use", u.key)));
+        }
+    }
+    for (name, s) in &pc.settings {
+        wanted.entry(name.as_str()).or_insert_with(|| (s.line, format!("plugin.{name}")));
+    }
+    let default_settings = config::PluginSettings {
+        isolation: config::Isolation::Pooled,
+        file: None,
+        sha256: None,
+        limits: pc.defaults,
+        line: None,
+    };
+    let mut loaded = BTreeMap::new();
+    for (name, (line, key)) in wanted {
+        let settings = pc.settings.get(name).unwrap_or(&default_settings);
+        if settings.limits.max_memory > runtime.limits().max_memory {
+            problems.at_line(
+                line,
+                format!("plugin.{name}.max_memory"),
+                format!(
+                    "max_memory {} is above the {} bytes the plugin engine was started with",
+                    settings.limits.max_memory,
+                    runtime.limits().max_memory
+                ),
+                "restart the gateway to raise the engine's memory ceiling, or lower max_memory",
+            );
+            continue;
+        }
+        let Some(path) = registry::plugin_path(pc.dir.as_deref(), name, settings) else { continue };
+        match registry::load(runtime, name, &path, settings, &pc.cache_dir, pc.dir.as_deref()) {
+            Ok(p) => {
+                loaded.insert(name.to_owned(), Arc::new(p));
+            }
+            Err(e) => problems.at_line(line, key, format!("plugin `{name}`: {}", e.what), e.fix),
+        }
+    }
+    loaded
+}

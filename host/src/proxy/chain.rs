@@ -1,0 +1,237 @@
+//! A route's plugin chain around the upstream call: the request phase in
+//! chain order, the upstream (unless a plugin answered), the response phase
+//! in reverse over the plugins that ran.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Request, Response};
+use tokio::time::Instant;
+
+use super::body::{self, Body, BodyError};
+use super::error::ProxyError;
+use super::{Forward, Trace, client_body_error, clone_head, fix_length};
+use crate::config::OnPluginError;
+use crate::exchange::{self, Exchange};
+use crate::gateway::Route;
+use crate::plugin::host_api::wasmgate::plugin::types::Reply;
+use crate::plugin::{ChainLink, Fault, Outcome};
+
+/// A response body: as the upstream streams it, or in memory.
+enum RespBody {
+    Stream(Body),
+    Bytes(Bytes),
+}
+
+#[derive(Clone, Copy)]
+enum Phase {
+    Request,
+    Response,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Response => "response",
+        }
+    }
+}
+
+pub(super) async fn run(
+    forward: &Forward<'_>,
+    mut ex: Box<Exchange>,
+    body: Body,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ProxyError> {
+    let route = forward.route;
+    let mut body = Some(body);
+    if route.needs_request_body
+        && let Some(b) = body.take()
+    {
+        ex.request_body = Some(body::collect(b, route.max_body).await.map_err(|e| client_body_error(e, route))?);
+    }
+    let path_before = ex.request.uri.path().to_owned();
+
+    let mut early = None;
+    for (i, link) in route.chain.iter().enumerate() {
+        if !link.info.on_request {
+            continue;
+        }
+        match call(forward, link, &mut ex, Phase::Request, trace) {
+            Ok(Outcome::Continue) => {}
+            Ok(Outcome::Respond(reply)) => {
+                early = Some((i, reply_parts(link, reply)?));
+                break;
+            }
+            Err(fault) => plugin_fault(route, link, fault, forward.request_id)?,
+        }
+    }
+
+    // Upstream, unless a plugin answered.
+    let (resp_parts, resp_body, ran) = match early {
+        Some((i, (parts, bytes))) => (parts, RespBody::Bytes(bytes), i),
+        None => {
+            if let Some(rw) = &route.rewrite
+                && ex.request.uri.path() == path_before
+            {
+                let path = rw.apply(&path_before, &ex.captures).into_owned();
+                ex.set_path(&path).map_err(|_| ProxyError::BadPath)?;
+            }
+            let req_body = match (ex.request_body.take(), body.take()) {
+                (Some(bytes), _) => {
+                    fix_length(&mut ex.request.headers, Some(bytes.len()));
+                    Body::full(bytes)
+                }
+                (None, Some(b)) => b,
+                (None, None) => Body::Empty,
+            };
+            // Response hooks read the request too: keep it, send a copy.
+            let head = if route.has_response_hooks {
+                clone_head(&ex.request)
+            } else {
+                std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
+            };
+            let (parts, body) = forward.send(head, req_body, trace).await?.response.into_parts();
+            (parts, RespBody::Stream(body), route.chain.len())
+        }
+    };
+    response_phase(forward, ex, ran, resp_parts, resp_body, trace).await
+}
+
+/// Runs the response hooks of the first `ran` plugins, last first. A plugin
+/// that replies replaces the response; the plugins before it still see it.
+async fn response_phase(
+    forward: &Forward<'_>,
+    mut ex: Box<Exchange>,
+    ran: usize,
+    parts: http::response::Parts,
+    mut body: RespBody,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ProxyError> {
+    let route = forward.route;
+    let links = &route.chain[..ran];
+    if !links.iter().any(|l| l.info.on_response) {
+        return Ok(into_response(parts, body));
+    }
+    if route.needs_response_body {
+        let bytes = match body {
+            RespBody::Bytes(b) => b,
+            RespBody::Stream(s) => {
+                let limit = route.max_body;
+                let upstream: Arc<str> = trace.upstream.clone().unwrap_or_else(|| Arc::from("-"));
+                body::collect(s, limit).await.map_err(|e| match e {
+                    BodyError::TooLarge(_) => ProxyError::UpstreamBodyTooLarge { upstream, limit },
+                    other => ProxyError::UpstreamProtocol { upstream, detail: other.to_string() },
+                })?
+            }
+        };
+        ex.response_body = Some(bytes);
+        body = RespBody::Bytes(Bytes::new());
+    }
+    ex.response = Some(parts);
+    for link in links.iter().rev() {
+        if !link.info.on_response {
+            continue;
+        }
+        match call(forward, link, &mut ex, Phase::Response, trace) {
+            Ok(Outcome::Continue) => {}
+            Ok(Outcome::Respond(reply)) => {
+                let (parts, bytes) = reply_parts(link, reply)?;
+                ex.response = Some(parts);
+                match &mut ex.response_body {
+                    Some(b) => *b = bytes,
+                    None => body = RespBody::Bytes(bytes),
+                }
+            }
+            Err(fault) => plugin_fault(route, link, fault, forward.request_id)?,
+        }
+    }
+    if let Some(b) = ex.response_body.take() {
+        body = RespBody::Bytes(b);
+    }
+    let parts = ex.response.take().ok_or(ProxyError::Internal("response lost in the response phase"))?;
+    Ok(into_response(parts, body))
+}
+
+/// One hook call, timed and counted.
+fn call(
+    forward: &Forward<'_>,
+    link: &ChainLink,
+    ex: &mut Box<Exchange>,
+    phase: Phase,
+    trace: &mut Trace,
+) -> Result<Outcome, Fault> {
+    let start = Instant::now();
+    let result = match phase {
+        Phase::Request => link.on_request(ex),
+        Phase::Response => link.on_response(ex),
+    };
+    let metrics = &forward.snapshot.metrics;
+    metrics.plugin_call(&link.plugin.name, phase.as_str(), start.elapsed());
+    let outcome = match &result {
+        Ok(Outcome::Continue) => "continue",
+        Ok(Outcome::Respond(_)) => "respond",
+        Err(f) => {
+            metrics.plugin_failure(&link.plugin.name, f.kind);
+            f.kind.as_str()
+        }
+    };
+    trace.plugins.push((link.plugin.name.clone(), outcome));
+    result
+}
+
+fn into_response(parts: http::response::Parts, body: RespBody) -> Response<Body> {
+    match body {
+        RespBody::Stream(s) => Response::from_parts(parts, s),
+        RespBody::Bytes(b) => {
+            let mut parts = parts;
+            fix_length(&mut parts.headers, Some(b.len()));
+            Response::from_parts(parts, Body::full(b))
+        }
+    }
+}
+
+/// Logs a plugin failure and applies the route's choice.
+fn plugin_fault(route: &Route, link: &ChainLink, fault: Fault, request_id: &HeaderValue) -> Result<(), ProxyError> {
+    let open = route.on_plugin_error == OnPluginError::FailOpen;
+    tracing::warn!(
+        plugin = &*link.plugin.name,
+        route = &*route.name,
+        key = link.key,
+        kind = fault.kind.as_str(),
+        request_id = request_id.to_str().unwrap_or("-"),
+        detail = fault.detail,
+        "plugin failed; {}",
+        if open { "skipping it (fail-open)" } else { "failing the request (fail-closed)" }
+    );
+    if open {
+        Ok(())
+    } else {
+        Err(ProxyError::Plugin { plugin: link.plugin.name.clone(), kind: fault.kind, detail: fault.detail })
+    }
+}
+
+/// A plugin's reply as response parts, refusing what is not valid HTTP.
+fn reply_parts(link: &ChainLink, reply: Reply) -> Result<(http::response::Parts, Bytes), ProxyError> {
+    let status = exchange::status(reply.status).map_err(|_| ProxyError::PluginReply {
+        plugin: link.plugin.name.clone(),
+        detail: format!("status {} is outside 100..=599", reply.status),
+    })?;
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    for (name, value) in reply.headers {
+        match exchange::header_edit(&name, Some(&value)) {
+            Ok((n, Some(v))) => {
+                parts.headers.append(n, v);
+            }
+            _ => tracing::warn!(
+                plugin = &*link.plugin.name,
+                header = crate::plugin::host_api::truncate(&name),
+                "dropped an invalid or gateway-managed header from a plugin reply"
+            ),
+        }
+    }
+    Ok((parts, Bytes::from(reply.body)))
+}

@@ -1,0 +1,63 @@
+//! Protocol upgrades (WebSocket) passed through: the `Upgrade` request goes
+//! to the upstream with its upgrade headers intact; when the upstream agrees
+//! (101), the client's and the upstream's connections are joined and bytes
+//! are copied both ways until either side closes.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::body::Body;
+use super::error::ProxyError;
+use super::{Forward, Trace};
+
+/// `Connection: upgrade` with an `Upgrade` header.
+pub(super) fn requested(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+pub(super) async fn proxy(
+    forward: &Forward<'_>,
+    mut parts: http::request::Parts,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ProxyError> {
+    let Some(client) = parts.extensions.remove::<OnUpgrade>() else {
+        return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
+    };
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    let mut req = Request::from_parts(forward.head(parts), Body::Empty);
+    if let Some(p) = &protocol {
+        req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(header::UPGRADE, p.clone());
+    }
+    let mut fwd = forward.send_request(req, trace).await?;
+    if fwd.response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(fwd.response);
+    }
+    let Some(upstream) = fwd.response.extensions_mut().remove::<OnUpgrade>() else {
+        return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
+    };
+    tokio::spawn(async move {
+        match futures::future::try_join(client, upstream).await {
+            Ok((client, upstream)) => {
+                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!("upgraded connection ended: {e}");
+                }
+            }
+            Err(e) => tracing::debug!("upgrade did not complete: {e}"),
+        }
+    });
+    let h = fwd.response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(p) = protocol {
+        h.insert(header::UPGRADE, p);
+    }
+    Ok(fwd.response)
+}

@@ -1,0 +1,575 @@
+//! Telemetry: the process-wide metrics the request path records into, and
+//! (in `access_log`) the JSON line written once per request.
+//!
+//! Every worker records several series per request, so recording must not
+//! contend. A label set is resolved to its series handle once per thread and
+//! kept in a thread-local cache; after warm-up a call hashes the borrowed
+//! label values, looks them up in a map no other thread touches and does an
+//! atomic add (histograms take their own short per-series mutex, which is how
+//! `prometheus-client` stores them). A family's `RwLock` is taken only when a
+//! thread first meets a label set (again after [`Metrics::forget_endpoint`],
+//! which makes every thread start its cache over), and by the scrape.
+//!
+//! Label values must come from bounded sets — route, upstream and plugin
+//! names from the config, endpoint addresses, fixed outcome words — never
+//! from the request: every distinct value is a series kept until forgotten.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::Method;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry, Unit};
+
+pub use self::access_log::{AccessLog, AccessLogWriter, PluginOutcome, access_log_line};
+use crate::plugin::FaultKind;
+
+mod access_log;
+
+/// Whole requests and upstream tries: from a local answer (100 µs) to the
+/// default request timeout (30 s). Written out rather than computed so the
+/// bounds print as the round numbers dashboards refer to.
+const REQUEST_BUCKETS: [f64; 17] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// One plugin call: a pooled instance answers in microseconds; 100 ms is the
+/// default plugin deadline, past which a call has failed anyway.
+const PLUGIN_BUCKETS: [f64; 16] = [
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025, 0.05, 0.1,
+];
+
+/// A series' labels as its family stores them: names fixed per family,
+/// values owned.
+type Labels<const N: usize> = [(&'static str, String); N];
+
+/// A histogram family's constructor; a plain `fn` keeps the family `Clone`.
+type HistogramFn = fn() -> Histogram;
+
+/// The process's metrics. Shared as `Arc<Metrics>`; built once and kept
+/// across config reloads, so counters never restart while the process runs.
+pub struct Metrics {
+    registry: Registry,
+    /// Tells this instance's thread-local caches from another's.
+    id: u64,
+    /// Bumped when series are removed, so that every thread drops handles
+    /// that no longer belong to a family (see [`Metrics::forget_endpoint`]).
+    epoch: AtomicU64,
+    requests: Series<3, Counter>,
+    request_duration: Series<1, Histogram, HistogramFn>,
+    upstream_requests: Series<3, Counter>,
+    upstream_duration: Series<1, Histogram, HistogramFn>,
+    endpoint_healthy: Series<2, Gauge>,
+    endpoint_ejected: Series<2, Gauge>,
+    breaker_state: Series<2, Gauge>,
+    breaker_transitions: Series<3, Counter>,
+    retries: Series<2, Counter>,
+    retry_budget_exhausted: Series<1, Counter>,
+    upstream_connections: Series<1, Gauge>,
+    bulkhead_rejected: Series<1, Counter>,
+    no_healthy_endpoint: Series<1, Counter>,
+    plugin_duration: Series<2, Histogram, HistogramFn>,
+    plugin_failures: Series<2, Counter>,
+    // Two fixed series each: plain handles, no cache needed.
+    reloads_ok: Counter,
+    reloads_failed: Counter,
+    config_generation: Gauge<u64, AtomicU64>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The registry's own `Debug` would print every series.
+        f.debug_struct("Metrics").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let mut registry = Registry::with_prefix("wasmgate");
+        let mut r = Register(&mut registry);
+        let requests = r.labelled(
+            "requests",
+            "Requests answered, by route, method and status",
+            ["route", "method", "status"],
+            |l| &mut l.requests,
+        );
+        let request_duration = r.histogram(
+            "request_duration",
+            "Time from request head to response head, by route",
+            request_histogram,
+            ["route"],
+            |l| &mut l.request_duration,
+        );
+        let upstream_requests = r.labelled(
+            "upstream_requests",
+            "Tries sent to upstream endpoints, by outcome (ok, 5xx, connect, timeout, reset)",
+            ["upstream", "endpoint", "outcome"],
+            |l| &mut l.upstream_requests,
+        );
+        let upstream_duration = r.histogram(
+            "upstream_duration",
+            "Time of one try against an upstream endpoint",
+            request_histogram,
+            ["upstream"],
+            |l| &mut l.upstream_duration,
+        );
+        let endpoint_healthy = r.labelled(
+            "upstream_endpoint_healthy",
+            "1 while the endpoint passes its health check",
+            ["upstream", "endpoint"],
+            |l| &mut l.endpoint_healthy,
+        );
+        let endpoint_ejected = r.labelled(
+            "upstream_endpoint_ejected",
+            "1 while outlier detection keeps the endpoint out of rotation",
+            ["upstream", "endpoint"],
+            |l| &mut l.endpoint_ejected,
+        );
+        let breaker_state = r.labelled(
+            "breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open; endpoint \"*\" is the upstream-wide breaker",
+            ["upstream", "endpoint"],
+            |l| &mut l.breaker_state,
+        );
+        let breaker_transitions = r.labelled(
+            "breaker_transitions",
+            "Circuit breaker state changes, by the state entered",
+            ["upstream", "endpoint", "to"],
+            |l| &mut l.breaker_transitions,
+        );
+        let retries =
+            r.labelled("retries", "Tries after the first, by route and upstream", ["route", "upstream"], |l| {
+                &mut l.retries
+            });
+        let retry_budget_exhausted = r.labelled(
+            "retry_budget_exhausted",
+            "Retries not made because the upstream's retry budget was spent",
+            ["upstream"],
+            |l| &mut l.retry_budget_exhausted,
+        );
+        let upstream_connections =
+            r.labelled("upstream_connections", "Open connections to the upstream's endpoints", ["upstream"], |l| {
+                &mut l.upstream_connections
+            });
+        let bulkhead_rejected = r.labelled(
+            "bulkhead_rejected",
+            "Requests refused because the upstream's bulkhead was full",
+            ["upstream"],
+            |l| &mut l.bulkhead_rejected,
+        );
+        let no_healthy_endpoint = r.labelled(
+            "no_healthy_endpoint",
+            "Requests that found no healthy, untripped endpoint",
+            ["upstream"],
+            |l| &mut l.no_healthy_endpoint,
+        );
+        let plugin_duration = r.histogram(
+            "plugin_call_duration",
+            "Time of one plugin call, by plugin and phase (request, response)",
+            plugin_histogram,
+            ["plugin", "phase"],
+            |l| &mut l.plugin_duration,
+        );
+        let plugin_failures = r.labelled(
+            "plugin_failures",
+            "Plugin calls that failed, by plugin and kind (trap, deadline, memory, instantiate)",
+            ["plugin", "kind"],
+            |l| &mut l.plugin_failures,
+        );
+        let reloads = Family::<Labels<1>, Counter>::default();
+        registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
+        let config_generation = Gauge::<u64, AtomicU64>::default();
+        registry.register("config_generation", "Generation of the config being served", config_generation.clone());
+        Self {
+            reloads_ok: reloads.get_or_create_owned(&[("result", "ok".to_owned())]),
+            reloads_failed: reloads.get_or_create_owned(&[("result", "error".to_owned())]),
+            config_generation,
+            registry,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_duration,
+            endpoint_healthy,
+            endpoint_ejected,
+            breaker_state,
+            breaker_transitions,
+            retries,
+            retry_budget_exhausted,
+            upstream_connections,
+            bulkhead_rejected,
+            no_healthy_endpoint,
+            plugin_duration,
+            plugin_failures,
+        }
+    }
+
+    /// One answered request. `route` is the route's name (or a fixed word
+    /// when none matched), never the path; a `status` outside 100..=999 is
+    /// labelled `other`.
+    pub fn request(&self, route: &str, method: &Method, status: u16, duration: Duration) {
+        let code = http::StatusCode::from_u16(status).ok();
+        let status = code.as_ref().map_or("other", http::StatusCode::as_str);
+        self.record(&self.requests, [route, method_label(method), status], |c| {
+            c.inc();
+        });
+        self.record(&self.request_duration, [route], |h| h.observe(duration.as_secs_f64()));
+    }
+
+    /// One try against an endpoint; `outcome` is one of `ok`, `5xx`,
+    /// `connect`, `timeout`, `reset`.
+    pub fn upstream(&self, upstream: &str, endpoint: &str, outcome: &str, duration: Duration) {
+        self.record(&self.upstream_requests, [upstream, endpoint, outcome], |c| {
+            c.inc();
+        });
+        self.record(&self.upstream_duration, [upstream], |h| h.observe(duration.as_secs_f64()));
+    }
+
+    pub fn endpoint_health(&self, upstream: &str, endpoint: &str, healthy: bool) {
+        self.record(&self.endpoint_healthy, [upstream, endpoint], |g| {
+            g.set(i64::from(healthy));
+        });
+    }
+
+    pub fn endpoint_ejected(&self, upstream: &str, endpoint: &str, ejected: bool) {
+        self.record(&self.endpoint_ejected, [upstream, endpoint], |g| {
+            g.set(i64::from(ejected));
+        });
+    }
+
+    /// A breaker entered `state` (`closed`, `open` or `half-open`);
+    /// `endpoint` is `None` for the upstream-wide breaker.
+    pub fn breaker(&self, upstream: &str, endpoint: Option<&str>, state: &str) {
+        let endpoint = endpoint.unwrap_or("*");
+        let (to, code) = match state {
+            "closed" => ("closed", 0),
+            "open" => ("open", 1),
+            // Both spellings, so the label does not depend on which one the
+            // breaker's `as_str` settles on.
+            "half-open" | "half_open" => ("half-open", 2),
+            other => {
+                tracing::warn!(upstream, endpoint, state = other, "unknown breaker state; gauge left unchanged");
+                self.record(&self.breaker_transitions, [upstream, endpoint, other], |c| {
+                    c.inc();
+                });
+                return;
+            }
+        };
+        self.record(&self.breaker_state, [upstream, endpoint], |g| {
+            g.set(code);
+        });
+        self.record(&self.breaker_transitions, [upstream, endpoint, to], |c| {
+            c.inc();
+        });
+    }
+
+    pub fn retry(&self, route: &str, upstream: &str) {
+        self.record(&self.retries, [route, upstream], |c| {
+            c.inc();
+        });
+    }
+
+    pub fn retry_budget_exhausted(&self, upstream: &str) {
+        self.record(&self.retry_budget_exhausted, [upstream], |c| {
+            c.inc();
+        });
+    }
+
+    /// A connection to one of the upstream's endpoints opened (`+1`) or
+    /// closed (`-1`).
+    pub fn pool_connections(&self, upstream: &str, delta: i64) {
+        self.record(&self.upstream_connections, [upstream], |g| {
+            g.inc_by(delta);
+        });
+    }
+
+    pub fn bulkhead_rejected(&self, upstream: &str) {
+        self.record(&self.bulkhead_rejected, [upstream], |c| {
+            c.inc();
+        });
+    }
+
+    pub fn no_healthy_endpoint(&self, upstream: &str) {
+        self.record(&self.no_healthy_endpoint, [upstream], |c| {
+            c.inc();
+        });
+    }
+
+    /// One plugin call; `phase` is `request` or `response`.
+    pub fn plugin_call(&self, plugin: &str, phase: &str, duration: Duration) {
+        self.record(&self.plugin_duration, [plugin, phase], |h| h.observe(duration.as_secs_f64()));
+    }
+
+    pub fn plugin_failure(&self, plugin: &str, kind: FaultKind) {
+        self.record(&self.plugin_failures, [plugin, kind.as_str()], |c| {
+            c.inc();
+        });
+    }
+
+    pub fn reloads(&self, ok: bool) {
+        let counter = if ok { &self.reloads_ok } else { &self.reloads_failed };
+        counter.inc();
+    }
+
+    pub fn set_config_generation(&self, generation: u64) {
+        self.config_generation.set(generation);
+    }
+
+    /// Drops the per-endpoint gauges (health, ejection, breaker state) of an
+    /// endpoint that left its upstream (DNS change, reload), so a dashboard
+    /// does not show a gone endpoint as healthy — or alert on it as down —
+    /// for the rest of the process. Its counters stay: they are history, and
+    /// Prometheus handles a counter series that ends.
+    pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
+        let key: Labels<2> = [("upstream", upstream.to_owned()), ("endpoint", endpoint.to_owned())];
+        self.endpoint_healthy.family.remove(&key);
+        self.endpoint_ejected.family.remove(&key);
+        self.breaker_state.family.remove(&key);
+        // After the removal, not before: a thread that sees the new epoch
+        // must not find the removed series still in the family and cache it.
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// Every series in the OpenMetrics text format, ending in `# EOF`.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Only a label encoder can fail, and ours write plain strings;
+            // the partial text is still more use to an operator than none.
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    /// Applies `op` to the series with `values`, through this thread's cache
+    /// when it is there.
+    fn record<const N: usize, M, C>(&self, series: &Series<N, M, C>, values: [&str; N], op: impl Fn(&M))
+    where
+        M: Clone,
+        C: MetricConstructor<M>,
+    {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let cached = LOCAL
+            .try_with(|cell| {
+                // Nothing called from here records again, so the cell is
+                // free; if it ever is not, the family path below still counts.
+                let Ok(mut slot) = cell.try_borrow_mut() else { return false };
+                let local = Local::current(&mut slot, self.id, epoch);
+                (series.slots)(local).with(&series.family, &series.names, values, &op);
+                true
+            })
+            // The thread is exiting and its cache is gone.
+            .unwrap_or(false);
+        if !cached {
+            op(&series.family.get_or_create(&owned(&series.names, values)));
+        }
+    }
+}
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+fn plugin_histogram() -> Histogram {
+    Histogram::new(PLUGIN_BUCKETS)
+}
+
+/// A method label from a closed set: a client can send any token as the
+/// method, and each would otherwise become a series.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn owned<const N: usize>(names: &[&'static str; N], values: [&str; N]) -> Labels<N> {
+    std::array::from_fn(|i| (names[i], values[i].to_owned()))
+}
+
+/// One labelled family and where its handles live in a thread's cache.
+struct Series<const N: usize, M, C = fn() -> M> {
+    names: [&'static str; N],
+    family: Family<Labels<N>, M, C>,
+    slots: fn(&mut Local) -> &mut Slots<N, M>,
+}
+
+/// Registers a family and returns its [`Series`]; the metric type follows
+/// from the cache slots it is paired with.
+struct Register<'r>(&'r mut Registry);
+
+impl Register<'_> {
+    fn labelled<const N: usize, M>(
+        &mut self,
+        name: &str,
+        help: &str,
+        names: [&'static str; N],
+        slots: fn(&mut Local) -> &mut Slots<N, M>,
+    ) -> Series<N, M>
+    where
+        M: Default,
+        Family<Labels<N>, M>: Metric + Clone,
+    {
+        let family = Family::default();
+        self.0.register(name, help, family.clone());
+        Series { names, family, slots }
+    }
+
+    /// A histogram family in seconds (the name gets `_seconds`).
+    fn histogram<const N: usize>(
+        &mut self,
+        name: &str,
+        help: &str,
+        buckets: HistogramFn,
+        names: [&'static str; N],
+        slots: fn(&mut Local) -> &mut Slots<N, Histogram>,
+    ) -> Series<N, Histogram, HistogramFn> {
+        let family = Family::new_with_constructor(buckets);
+        self.0.register_with_unit(name, help, Unit::Seconds, family.clone());
+        Series { names, family, slots }
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// One thread's resolved handles, for one [`Metrics`] at one epoch.
+struct Local {
+    owner: u64,
+    epoch: u64,
+    requests: Slots<3, Counter>,
+    request_duration: Slots<1, Histogram>,
+    upstream_requests: Slots<3, Counter>,
+    upstream_duration: Slots<1, Histogram>,
+    endpoint_healthy: Slots<2, Gauge>,
+    endpoint_ejected: Slots<2, Gauge>,
+    breaker_state: Slots<2, Gauge>,
+    breaker_transitions: Slots<3, Counter>,
+    retries: Slots<2, Counter>,
+    retry_budget_exhausted: Slots<1, Counter>,
+    upstream_connections: Slots<1, Gauge>,
+    bulkhead_rejected: Slots<1, Counter>,
+    no_healthy_endpoint: Slots<1, Counter>,
+    plugin_duration: Slots<2, Histogram>,
+    plugin_failures: Slots<2, Counter>,
+}
+
+impl Local {
+    fn new(owner: u64, epoch: u64) -> Self {
+        Self {
+            owner,
+            epoch,
+            requests: Slots::default(),
+            request_duration: Slots::default(),
+            upstream_requests: Slots::default(),
+            upstream_duration: Slots::default(),
+            endpoint_healthy: Slots::default(),
+            endpoint_ejected: Slots::default(),
+            breaker_state: Slots::default(),
+            breaker_transitions: Slots::default(),
+            retries: Slots::default(),
+            retry_budget_exhausted: Slots::default(),
+            upstream_connections: Slots::default(),
+            bulkhead_rejected: Slots::default(),
+            no_healthy_endpoint: Slots::default(),
+            plugin_duration: Slots::default(),
+            plugin_failures: Slots::default(),
+        }
+    }
+
+    /// This thread's cache for `owner` at `epoch`, started afresh when it
+    /// belonged to another instance (tests make many) or an older epoch.
+    fn current(slot: &mut Option<Local>, owner: u64, epoch: u64) -> &mut Local {
+        if !matches!(slot, Some(l) if l.owner == owner && l.epoch == epoch) {
+            *slot = None;
+        }
+        slot.get_or_insert_with(|| Local::new(owner, epoch))
+    }
+}
+
+/// One family's handles as one thread has resolved them, keyed by a hash of
+/// the borrowed label values so a lookup needs no owned key. Entries under
+/// one hash are compared value by value: a collision costs a comparison,
+/// never a wrong series.
+struct Slots<const N: usize, M, S = RandomState> {
+    hasher: S,
+    map: HashMap<u64, Vec<(Labels<N>, M)>, BuildHasherDefault<Prehashed>>,
+}
+
+impl<const N: usize, M> Default for Slots<N, M> {
+    fn default() -> Self {
+        Self::with_hasher(RandomState::new())
+    }
+}
+
+impl<const N: usize, M, S> Slots<N, M, S> {
+    fn with_hasher(hasher: S) -> Self {
+        Self { hasher, map: HashMap::default() }
+    }
+}
+
+impl<const N: usize, M: Clone, S: BuildHasher> Slots<N, M, S> {
+    fn with<C: MetricConstructor<M>>(
+        &mut self,
+        family: &Family<Labels<N>, M, C>,
+        names: &[&'static str; N],
+        values: [&str; N],
+        op: impl FnOnce(&M),
+    ) {
+        let hash = self.hasher.hash_one(values);
+        let entries = self.map.entry(hash).or_default();
+        if let Some((_, metric)) = entries.iter().find(|(labels, _)| labels.iter().map(|l| &*l.1).eq(values)) {
+            return op(metric);
+        }
+        let labels = owned(names, values);
+        let metric = family.get_or_create_owned(&labels);
+        op(&metric);
+        entries.push((labels, metric));
+    }
+}
+
+/// The cache's keys are hashes already; hashing them again only costs time.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; this keeps any other key type correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread;
+
+use super::*;
+
+/// `series → value` from the text exposition, e.g.
+/// `wasmgate_requests_total{route="r",method="GET",status="200"} → "3"`.
+fn samples(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(series, value)| (series.to_owned(), value.to_owned()))
+        .collect()
+}
+
+fn value(text: &str, series: &str) -> Option<String> {
+    samples(text).remove(series)
+}
+
+#[test]
+fn metrics_is_send_and_sync() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Metrics>();
+    shared::<Arc<Metrics>>();
+}
+
+#[test]
+fn counters_and_histograms_from_many_threads_add_up() {
+    let m = Arc::new(Metrics::new());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let m = m.clone();
+            thread::spawn(move || {
+                for i in 0..1000 {
+                    let route = if i % 2 == 0 { "users" } else { "orders" };
+                    m.request(route, &Method::GET, 200, Duration::from_millis(3));
+                    m.upstream("api", "10.0.0.1:80", "ok", Duration::from_millis(2));
+                    if t % 2 == 0 {
+                        m.request("users", &Method::POST, 503, Duration::from_secs(2));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let text = m.encode();
+    let s = samples(&text);
+    assert_eq!(s[r#"wasmgate_requests_total{route="users",method="GET",status="200"}"#], "4000");
+    assert_eq!(s[r#"wasmgate_requests_total{route="orders",method="GET",status="200"}"#], "4000");
+    assert_eq!(s[r#"wasmgate_requests_total{route="users",method="POST",status="503"}"#], "4000");
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_count{route="users"}"#], "8000");
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_count{route="orders"}"#], "4000");
+    // 3 ms lands in le=0.005 and above, 2 s only from le=2.5 on.
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_bucket{le="0.0025",route="users"}"#], "0");
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_bucket{le="0.005",route="users"}"#], "4000");
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_bucket{le="1.0",route="users"}"#], "4000");
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_bucket{le="2.5",route="users"}"#], "8000");
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_bucket{le="+Inf",route="users"}"#], "8000");
+    assert_eq!(s[r#"wasmgate_upstream_requests_total{upstream="api",endpoint="10.0.0.1:80",outcome="ok"}"#], "8000");
+    assert_eq!(s[r#"wasmgate_upstream_duration_seconds_count{upstream="api"}"#], "8000");
+    assert!(text.contains("# TYPE wasmgate_request_duration_seconds histogram\n"));
+    assert!(text.contains("# UNIT wasmgate_request_duration_seconds seconds\n"));
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics text must end in # EOF");
+}
+
+#[test]
+fn the_thread_cache_counts_each_call_once() {
+    let m = Metrics::new();
+    for _ in 0..5 {
+        m.retry("users", "api");
+    }
+    assert_eq!(value(&m.encode(), r#"wasmgate_retries_total{route="users",upstream="api"}"#).as_deref(), Some("5"));
+
+    // Two instances used in turn on one thread: each call lands in its own
+    // registry, never in the one whose handles the cache held last.
+    let a = Metrics::new();
+    let b = Metrics::new();
+    for _ in 0..3 {
+        a.bulkhead_rejected("api");
+        b.bulkhead_rejected("api");
+        b.bulkhead_rejected("api");
+    }
+    assert_eq!(value(&a.encode(), r#"wasmgate_bulkhead_rejected_total{upstream="api"}"#).as_deref(), Some("3"));
+    assert_eq!(value(&b.encode(), r#"wasmgate_bulkhead_rejected_total{upstream="api"}"#).as_deref(), Some("6"));
+}
+
+/// Every key hashes alike, so every lookup walks one bucket.
+#[derive(Clone, Default)]
+struct Colliding;
+
+struct Constant;
+
+impl Hasher for Constant {
+    fn finish(&self) -> u64 {
+        7
+    }
+    fn write(&mut self, _: &[u8]) {}
+}
+
+impl BuildHasher for Colliding {
+    type Hasher = Constant;
+    fn build_hasher(&self) -> Constant {
+        Constant
+    }
+}
+
+#[test]
+fn colliding_label_hashes_keep_their_series_apart() {
+    let family = Family::<Labels<2>, Counter>::default();
+    let mut slots = Slots::<2, Counter, Colliding>::with_hasher(Colliding);
+    let names = ["upstream", "endpoint"];
+    for _ in 0..3 {
+        slots.with(&family, &names, ["api", "a:80"], |c| {
+            c.inc();
+        });
+        slots.with(&family, &names, ["api", "b:80"], |c| {
+            c.inc_by(10);
+        });
+    }
+    assert_eq!(slots.map.len(), 1, "the test needs every key in one bucket");
+    let get = |e: &str| family.get_or_create_owned(&[("upstream", "api".into()), ("endpoint", e.into())]).get();
+    assert_eq!((get("a:80"), get("b:80")), (3, 30));
+}
+
+#[test]
+fn gauges_and_the_other_counters_carry_their_labels() {
+    let m = Arc::new(Metrics::new());
+    m.endpoint_health("api", "10.0.0.1:80", true);
+    m.endpoint_health("api", "10.0.0.2:80", true);
+    m.endpoint_health("api", "10.0.0.2:80", false);
+    m.endpoint_ejected("api", "10.0.0.2:80", true);
+    m.breaker("api", None, "open");
+    m.breaker("api", Some("10.0.0.2:80"), "open");
+    m.breaker("api", Some("10.0.0.2:80"), "half_open");
+    m.retry_budget_exhausted("api");
+    m.no_healthy_endpoint("api");
+    m.plugin_call("auth", "request", Duration::from_micros(3));
+    m.plugin_failure("auth", FaultKind::Deadline);
+    m.plugin_failure("auth", FaultKind::Deadline);
+    m.reloads(true);
+    m.reloads(true);
+    m.reloads(false);
+    m.set_config_generation(7);
+    // Connections open and close on every worker.
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let m = m.clone();
+            thread::spawn(move || {
+                for i in 0..150 {
+                    m.pool_connections("api", if i < 100 { 1 } else { -1 });
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = samples(&m.encode());
+    let expect = [
+        (r#"wasmgate_upstream_endpoint_healthy{upstream="api",endpoint="10.0.0.1:80"}"#, "1"),
+        (r#"wasmgate_upstream_endpoint_healthy{upstream="api",endpoint="10.0.0.2:80"}"#, "0"),
+        (r#"wasmgate_upstream_endpoint_ejected{upstream="api",endpoint="10.0.0.2:80"}"#, "1"),
+        (r#"wasmgate_breaker_state{upstream="api",endpoint="*"}"#, "1"),
+        (r#"wasmgate_breaker_state{upstream="api",endpoint="10.0.0.2:80"}"#, "2"),
+        (r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="*",to="open"}"#, "1"),
+        (r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="10.0.0.2:80",to="open"}"#, "1"),
+        (r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="10.0.0.2:80",to="half-open"}"#, "1"),
+        (r#"wasmgate_retry_budget_exhausted_total{upstream="api"}"#, "1"),
+        (r#"wasmgate_no_healthy_endpoint_total{upstream="api"}"#, "1"),
+        (r#"wasmgate_upstream_connections{upstream="api"}"#, "200"),
+        (r#"wasmgate_plugin_call_duration_seconds_count{plugin="auth",phase="request"}"#, "1"),
+        (r#"wasmgate_plugin_call_duration_seconds_bucket{le="0.0000025",plugin="auth",phase="request"}"#, "0"),
+        (r#"wasmgate_plugin_call_duration_seconds_bucket{le="0.000005",plugin="auth",phase="request"}"#, "1"),
+        (r#"wasmgate_plugin_failures_total{plugin="auth",kind="deadline"}"#, "2"),
+        (r#"wasmgate_config_reloads_total{result="ok"}"#, "2"),
+        (r#"wasmgate_config_reloads_total{result="error"}"#, "1"),
+        ("wasmgate_config_generation", "7"),
+    ];
+    for (series, want) in expect {
+        assert_eq!(s.get(series).map(String::as_str), Some(want), "{series}");
+    }
+}
+
+#[test]
+fn methods_and_statuses_are_closed_sets() {
+    let m = Metrics::new();
+    for method in ["PURGE", "TRACE", "CONNECT", "get"] {
+        m.request("r", &Method::from_bytes(method.as_bytes()).unwrap(), 200, Duration::ZERO);
+    }
+    m.request("r", &Method::PATCH, 0, Duration::ZERO);
+    let s = samples(&m.encode());
+    assert_eq!(s[r#"wasmgate_requests_total{route="r",method="OTHER",status="200"}"#], "4");
+    assert_eq!(s[r#"wasmgate_requests_total{route="r",method="PATCH",status="other"}"#], "1");
+}
+
+#[test]
+fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
+    let m = Arc::new(Metrics::new());
+    let healthy = r#"wasmgate_upstream_endpoint_healthy{upstream="api",endpoint="10.0.0.9:80"}"#;
+    // A health-check thread resolves the series into its cache…
+    let (go, wait) = std::sync::mpsc::channel::<bool>();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let worker = {
+        let m = m.clone();
+        thread::spawn(move || {
+            for healthy in wait {
+                m.endpoint_health("api", "10.0.0.9:80", healthy);
+                done.send(()).unwrap();
+            }
+        })
+    };
+    go.send(true).unwrap();
+    finished.recv().unwrap();
+    m.breaker("api", Some("10.0.0.9:80"), "open");
+    assert_eq!(value(&m.encode(), healthy).as_deref(), Some("1"));
+
+    m.forget_endpoint("api", "10.0.0.9:80");
+    let text = m.encode();
+    assert!(!text.contains("10.0.0.9:80\"}"), "gauges of a forgotten endpoint must go:\n{text}");
+    assert!(text.contains(r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="10.0.0.9:80",to="open"} 1"#));
+
+    // …and, the endpoint back, its cached handle is not the orphaned one.
+    go.send(false).unwrap();
+    finished.recv().unwrap();
+    assert_eq!(value(&m.encode(), healthy).as_deref(), Some("0"));
+    drop(go);
+    worker.join().unwrap();
+}

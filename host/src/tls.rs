@@ -1,0 +1,318 @@
+//! TLS at both ends of the proxy: the listener's `rustls::ServerConfig` (certificate chosen by
+//! SNI, ALPN `h2`/`http/1.1`, minimum version, client certificates) and the upstream side's
+//! `rustls::ClientConfig` (trusted CA, mTLS identity, ALPN per protocol).
+//!
+//! Everything is read and checked here, when the config is loaded, so a bad file stops the
+//! gateway (or a reload) with an error naming the file, never a failed handshake later. The
+//! files are read with blocking I/O: call these from `spawn_blocking` on a runtime thread.
+//!
+//! Every config uses the ring provider explicitly: a process-wide default provider would make
+//! the result depend on whichever crate happened to install one first.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{InconsistentKeys, RootCertStore, SignatureScheme, SupportedProtocolVersion};
+use rustls_pki_types::pem::{self, PemObject};
+
+use crate::config::{ClientAuth, Protocol, ServerTls, TlsVersion, UpstreamTls};
+
+/// Why a TLS config could not be built. Each message names the file and the problem, for an
+/// operator reading the startup log.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: {problem}", path.display())]
+    Pem { path: PathBuf, problem: String },
+    #[error("{}: no certificate found (expected PEM `-----BEGIN CERTIFICATE-----`)", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: certificate #{number} is not a valid X.509 certificate ({reason})", path.display())]
+    BadCertificate { path: PathBuf, number: usize, reason: String },
+    #[error(
+        "{}: not a PKCS#8, PKCS#1 or SEC1 private key (expected PEM `-----BEGIN PRIVATE KEY-----`, \
+         `-----BEGIN RSA PRIVATE KEY-----` or `-----BEGIN EC PRIVATE KEY-----`; encrypted keys are not supported)",
+        path.display()
+    )]
+    NoPrivateKey { path: PathBuf },
+    #[error(
+        "{}: the private key cannot be used ({reason}); supported keys are RSA (2048 bits or more), \
+         ECDSA P-256/P-384 and Ed25519",
+        path.display()
+    )]
+    UnsupportedKey { path: PathBuf, reason: String },
+    #[error(
+        "{} does not match {} (the key is not the one the certificate was issued for)",
+        key.display(),
+        cert.display()
+    )]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error(
+        "{}: the certificate has no DNS names in its subjectAltName and `sni` is empty, so no client can \
+         select it; list the names it should serve in `sni`",
+        path.display()
+    )]
+    NoNames { path: PathBuf },
+    #[error("{}: certificate #{number} cannot be used as a trusted CA ({reason})", path.display())]
+    BadCa { path: PathBuf, number: usize, reason: String },
+    #[error("{}: cannot verify client certificates against this CA ({source})", path.display())]
+    ClientVerifier { path: PathBuf, source: VerifierBuilderError },
+    #[error("the TLS listener has no certificates; add at least one to `server.tls.certificates`")]
+    NoCertificates,
+    #[error("{origin} `{name}` is not a valid DNS name or IP address to verify the upstream's certificate against")]
+    ServerName { origin: &'static str, name: String },
+    /// Only when the provider lacks what the config asks for, which ring does not.
+    #[error("cannot build the TLS {side} config: {source}")]
+    Build { side: &'static str, source: rustls::Error },
+}
+
+const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// The listener's config for `[server.tls]`.
+pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = SniResolver::load(tls, &provider)?;
+    let versions: &[&SupportedProtocolVersion] = match tls.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|source| TlsError::Build { side: "server", source })?;
+    // Without `client_ca` there is nothing to verify against; config validation already
+    // rejects `client_auth` on its own, so it is simply ignored here.
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = Arc::new(load_roots(ca)?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            // `Optional` lets anonymous clients in, but a certificate that is presented is still
+            // verified: an invalid one fails the handshake rather than being ignored.
+            let verifier = match tls.client_auth {
+                ClientAuth::Required => verifier,
+                ClientAuth::Optional => verifier.allow_unauthenticated(),
+            };
+            let verifier = verifier.build().map_err(|source| TlsError::ClientVerifier { path: ca.clone(), source })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
+    // Server preference order: a client offering both gets HTTP/2.
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The config for connecting to an upstream with `[upstreams.NAME.tls]`.
+pub fn client_config(tls: &UpstreamTls, protocol: Protocol) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // A private CA replaces the public roots: an internal upstream must not be impersonable by
+    // anyone who can get a public certificate for its name.
+    let roots = match &tls.ca {
+        Some(ca) => load_roots(ca)?,
+        None => webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect(),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .map_err(|source| TlsError::Build { side: "client", source })?
+        .with_root_certificates(roots);
+    let mut config = match &tls.client_cert {
+        Some((cert, key)) => {
+            builder.with_client_cert_resolver(Arc::new(ClientIdentity(load_certified_key(cert, key, &provider)?)))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = match protocol {
+        Protocol::Http2 => vec![ALPN_H2.to_vec()],
+        Protocol::Http1 => vec![ALPN_HTTP1.to_vec()],
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name an upstream's certificate is verified against (and sent as SNI unless it is an IP
+/// address): `tls.server_name`, else the endpoint's host.
+pub fn server_name(tls: &UpstreamTls, endpoint_host: &str) -> Result<ServerName<'static>, TlsError> {
+    let (origin, name) = match &tls.server_name {
+        Some(name) => ("tls.server_name", name.as_str()),
+        None => ("the endpoint host", endpoint_host),
+    };
+    // `host:port` endpoints write IPv6 addresses in brackets; the name inside is what counts.
+    let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    ServerName::try_from(bare.to_owned()).map_err(|_| TlsError::ServerName { origin, name: name.to_owned() })
+}
+
+/// Picks the listener's certificate from the client's SNI.
+#[derive(Debug)]
+struct SniResolver {
+    /// In config order; the first one answers clients without SNI or with an unknown name.
+    certs: Vec<Arc<CertifiedKey>>,
+    /// Lowercase names, exact (`a.test`) or wildcard (`*.b.test`), to an index into `certs`.
+    names: HashMap<String, usize>,
+}
+
+impl SniResolver {
+    fn load(tls: &ServerTls, provider: &CryptoProvider) -> Result<Self, TlsError> {
+        if tls.certificates.is_empty() {
+            return Err(TlsError::NoCertificates);
+        }
+        let mut certs = Vec::with_capacity(tls.certificates.len());
+        let mut names = HashMap::new();
+        for (index, c) in tls.certificates.iter().enumerate() {
+            let key = load_certified_key(&c.cert, &c.key, provider)?;
+            let own: Vec<String> = if c.sni.is_empty() { dns_names(&c.cert, &key)? } else { c.sni.clone() };
+            // The first certificate is still served as the fallback, so it may have no names.
+            if own.is_empty() && index > 0 {
+                return Err(TlsError::NoNames { path: c.cert.clone() });
+            }
+            for name in own {
+                // On overlap the earlier certificate keeps the name: list order is priority.
+                names.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_insert(index);
+            }
+            certs.push(key);
+        }
+        Ok(Self { certs, names })
+    }
+
+    fn lookup(&self, sni: &str) -> Option<usize> {
+        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(&index) = self.names.get(&sni) {
+            return Some(index);
+        }
+        // A wildcard stands for exactly one label (RFC 6125 §6.4.3): `*.b.test` matches
+        // `x.b.test` but neither `b.test` nor `y.x.b.test`.
+        let (_, parent) = sni.split_once('.')?;
+        self.names.get(&format!("*.{parent}")).copied()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let index = hello.server_name().and_then(|sni| self.lookup(sni)).unwrap_or(0);
+        self.certs.get(index).cloned()
+    }
+}
+
+/// The upstream-facing identity: always the one configured certificate.
+#[derive(Debug)]
+struct ClientIdentity(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for ClientIdentity {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The DNS subjectAltNames of a loaded leaf certificate (wildcards included).
+fn dns_names(path: &Path, key: &CertifiedKey) -> Result<Vec<String>, TlsError> {
+    let bad = |reason: String| TlsError::BadCertificate { path: path.to_owned(), number: 1, reason };
+    let der = key.end_entity_cert().map_err(|e| bad(certificate_problem(e)))?;
+    let leaf = webpki::EndEntityCert::try_from(der).map_err(|e| bad(e.to_string()))?;
+    // Used only to choose among our own certificates: the client still verifies the name.
+    Ok(leaf.valid_dns_names().map(str::to_owned).collect())
+}
+
+/// A certificate chain and its private key, checked to belong together.
+fn load_certified_key(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = load_certs(cert)?;
+    let key_der = load_private_key(key)?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| TlsError::UnsupportedKey { path: key.to_owned(), reason: key_problem(e) })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        // `Unknown`: the key cannot report its public half, so there is nothing to compare.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(Arc::new(certified)),
+        Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            Err(TlsError::KeyMismatch { cert: cert.to_owned(), key: key.to_owned() })
+        }
+        Err(e) => Err(TlsError::BadCertificate { path: cert.to_owned(), number: 1, reason: certificate_problem(e) }),
+    }
+}
+
+/// Every certificate in a PEM file, in order; at least one.
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), problem: pem_problem(&e) })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: path.to_owned() });
+    }
+    Ok(certs)
+}
+
+/// The first private key in a PEM file.
+fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoPrivateKey { path: path.to_owned() },
+        e => TlsError::Pem { path: path.to_owned(), problem: pem_problem(&e) },
+    })
+}
+
+/// A CA bundle as trust anchors; each certificate in it must be usable as one.
+fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for (index, cert) in load_certs(path)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| TlsError::BadCa {
+            path: path.to_owned(),
+            number: index + 1,
+            reason: certificate_problem(e),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+}
+
+/// rustls words certificate errors for a peer ("invalid peer certificate: ..."); these are ours.
+fn certificate_problem(e: rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(problem) => format!("{problem:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// ring reports an unusable key as a `General` error, which rustls displays as "unexpected".
+fn key_problem(e: rustls::Error) -> String {
+    match e {
+        rustls::Error::General(problem) => problem,
+        other => other.to_string(),
+    }
+}
+
+/// pki-types prints offending lines as byte arrays; an operator needs them as text.
+fn pem_problem(e: &pem::Error) -> String {
+    match e {
+        // `end_marker` is only the label, e.g. `CERTIFICATE`.
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!("malformed PEM: a section is not closed by `-----END {}-----`", String::from_utf8_lossy(end_marker))
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed PEM: bad `-----BEGIN` line `{}`", String::from_utf8_lossy(line).trim())
+        }
+        pem::Error::Base64Decode(detail) => format!("malformed PEM: a section is not valid base64 ({detail})"),
+        other => format!("malformed PEM: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,631 @@
+//! DNS service discovery: turns an upstream's `dns = "host:port"` or
+//! `srv = "_http._tcp.name"` into endpoints, and keeps them current.
+//!
+//! The gateway resolves each discovered upstream once at load ([`Resolver::resolve`]),
+//! so a name that does not resolve is a load error naming the name and the
+//! nameservers asked. [`watch`] then re-resolves on the records' TTL (clamped to
+//! `[dns] min_ttl..=max_ttl`) and hands the balancer a new endpoint set only when
+//! it changed. A failed or empty resolution never empties an upstream: the last
+//! good set stays, and the name is retried with backoff.
+//!
+//! hickory's own response cache is bypassed: every resolution asks the
+//! nameservers, so the TTL that paces re-resolution is ours alone and a record
+//! change is seen at the next tick, not when a second cache expires.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::lookup::Lookup;
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+
+use crate::config::{Discovery, DnsConfig};
+
+/// One resolved endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Resolved {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// Why a name gave no endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// Config validation rejects these too; checked again here because a zero
+    /// `min_ttl` would make [`watch`] re-resolve in a tight loop.
+    #[error("[dns] min_ttl ({min_ttl:?}) must be above zero and at most max_ttl ({max_ttl:?})")]
+    TtlBounds { min_ttl: Duration, max_ttl: Duration },
+    #[error("cannot read the system DNS configuration (/etc/resolv.conf): {source}")]
+    SystemConfig {
+        #[source]
+        source: Box<NetError>,
+    },
+    #[error("cannot build the DNS resolver: {source}")]
+    Build {
+        #[source]
+        source: Box<NetError>,
+    },
+    #[error("`{name}` does not exist (NXDOMAIN from {nameservers})")]
+    NxDomain { name: String, nameservers: String },
+    #[error("`{name}` has no {kind} records (asked {nameservers})")]
+    NoRecords { name: String, kind: &'static str, nameservers: String },
+    #[error(
+        "no target of SRV `{name}` at priority {priority} ({targets}) has an A or AAAA record (asked {nameservers})"
+    )]
+    NoTargetAddress { name: String, priority: u16, targets: String, nameservers: String },
+    #[error("resolving {kind} of `{name}` via {nameservers} failed: {source}")]
+    Lookup {
+        name: String,
+        kind: &'static str,
+        nameservers: String,
+        /// Boxed: hickory's error is large, and this one rides every `Result`.
+        #[source]
+        source: Box<NetError>,
+    },
+}
+
+/// Resolves discovery names. Cheap to clone: clones share connections, so one
+/// resolver serves every upstream.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
+    /// Named in errors so a load failure says which servers were asked.
+    nameservers: String,
+    min_ttl: Duration,
+    max_ttl: Duration,
+}
+
+impl Resolver {
+    /// Builds a resolver on `config.nameservers` (UDP, then TCP when an answer
+    /// is truncated), or on the system's configuration when there are none.
+    pub fn new(config: &DnsConfig) -> Result<Self, DiscoveryError> {
+        if config.min_ttl.is_zero() || config.min_ttl > config.max_ttl {
+            return Err(DiscoveryError::TtlBounds { min_ttl: config.min_ttl, max_ttl: config.max_ttl });
+        }
+        let (resolver_config, mut options, nameservers) = if config.nameservers.is_empty() {
+            let (system, options) = hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| DiscoveryError::SystemConfig { source: Box::new(e) })?;
+            let listed = describe_system(&system);
+            (system, options, listed)
+        } else {
+            let servers = config
+                .nameservers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::new(ProtocolConfig::Udp);
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::new(ProtocolConfig::Tcp);
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            let mut options = ResolverOpts::default();
+            // Explicit nameservers are the whole truth: /etc/hosts must not
+            // shadow what they answer.
+            options.use_hosts_file = ResolveHosts::Never;
+            let listed = config.nameservers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            (ResolverConfig::from_name_servers(servers), options, listed)
+        };
+        // `timeout` bounds a whole lookup, every nameserver and UDP
+        // retransmission included; hickory's own retries would multiply it.
+        options.timeout = config.timeout;
+        options.attempts = 0;
+        // The TTL that paces re-resolution is ours; a second cache would
+        // serve stale answers. Each lookup also clears its entry (see
+        // `lookup`), since a zero-capacity cache may still hold an entry
+        // until its housekeeping runs.
+        options.cache_size = 0;
+        let inner = TokioResolver::builder_with_config(resolver_config, TokioRuntimeProvider::default())
+            .with_options(options)
+            .build()
+            .map_err(|e| DiscoveryError::Build { source: Box::new(e) })?;
+        Ok(Self { inner, nameservers, min_ttl: config.min_ttl, max_ttl: config.max_ttl })
+    }
+
+    /// Resolves once: A and AAAA of host (each with `port`, weight 1), or SRV
+    /// (target's A/AAAA with the SRV port; weight = SRV weight, 0 → 1; honour
+    /// the lowest priority only). Returns the endpoints sorted (deterministic
+    /// order) and the TTL to wait before the next resolution: the smallest
+    /// record TTL, clamped to [min_ttl, max_ttl].
+    ///
+    /// Never returns an empty set: no records is an error. Any failure other
+    /// than "no records" (a timeout, SERVFAIL) fails the whole resolution
+    /// rather than returning part of the set, so a flaky nameserver cannot
+    /// shrink an upstream. The same endpoint reached through two SRV records
+    /// appears once, with their weights added.
+    pub async fn resolve(&self, what: &Discovery) -> Result<(Vec<Resolved>, Duration), DiscoveryError> {
+        let (endpoints, ttl) = match what {
+            Discovery::Dns { host, port } => {
+                let (ips, ttl) = self.addresses(host).await?;
+                (ips.into_iter().map(|ip| (SocketAddr::new(ip, *port), 1)).collect::<Vec<_>>(), ttl)
+            }
+            Discovery::Srv { name } => self.srv(name).await?,
+        };
+        let mut merged = BTreeMap::<SocketAddr, u32>::new();
+        for (addr, weight) in endpoints {
+            let w = merged.entry(addr).or_insert(0);
+            *w = w.saturating_add(weight);
+        }
+        let set = merged.into_iter().map(|(addr, weight)| Resolved { addr, weight }).collect();
+        // `max` then `min` rather than `clamp`: `clamp` panics when the bounds
+        // are crossed, and `new` is the only guard against that.
+        Ok((set, ttl.max(self.min_ttl).min(self.max_ttl)))
+    }
+
+    /// The A and AAAA addresses of `host` and their smallest TTL. One family
+    /// missing is fine; both missing is an error.
+    async fn addresses(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), DiscoveryError> {
+        let (v4, v6) = tokio::join!(self.lookup(host, RecordType::A), self.lookup(host, RecordType::AAAA));
+        let mut ips = Vec::new();
+        let mut ttl = None::<u32>;
+        let mut nxdomain = false;
+        for (result, kind) in [(v4, "A"), (v6, "AAAA")] {
+            match result {
+                Ok(lookup) => {
+                    for record in lookup.answers() {
+                        ttl = Some(ttl.map_or(record.ttl, |t| t.min(record.ttl)));
+                        match &record.data {
+                            RData::A(a) => ips.push(IpAddr::V4(a.0)),
+                            RData::AAAA(aaaa) => ips.push(IpAddr::V6(aaaa.0)),
+                            // CNAMEs on the way count for the TTL only.
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) if e.is_no_records_found() => nxdomain |= e.is_nx_domain(),
+                Err(source) => return Err(self.lookup_error(host, kind, source)),
+            }
+        }
+        match ttl {
+            Some(ttl) if !ips.is_empty() => Ok((ips, Duration::from_secs(ttl.into()))),
+            _ if nxdomain => {
+                Err(DiscoveryError::NxDomain { name: host.to_owned(), nameservers: self.nameservers.clone() })
+            }
+            _ => Err(DiscoveryError::NoRecords {
+                name: host.to_owned(),
+                kind: "A or AAAA",
+                nameservers: self.nameservers.clone(),
+            }),
+        }
+    }
+
+    /// The endpoints of SRV `name` at its lowest priority, with the smallest
+    /// TTL of the SRV records and of the targets' addresses.
+    async fn srv(&self, name: &str) -> Result<(Vec<(SocketAddr, u32)>, Duration), DiscoveryError> {
+        let lookup = match self.lookup(name, RecordType::SRV).await {
+            Ok(lookup) => lookup,
+            Err(e) if e.is_nx_domain() => {
+                return Err(DiscoveryError::NxDomain { name: name.to_owned(), nameservers: self.nameservers.clone() });
+            }
+            Err(e) if e.is_no_records_found() => return Err(self.no_records(name, "SRV")),
+            Err(source) => return Err(self.lookup_error(name, "SRV", source)),
+        };
+        let mut ttl = u32::MAX;
+        let mut records = Vec::new();
+        for record in lookup.answers() {
+            ttl = ttl.min(record.ttl);
+            // RFC 2782: a target of "." means the service is decidedly not
+            // offered there.
+            if let RData::SRV(srv) = &record.data
+                && !srv.target.is_root()
+            {
+                records.push(srv.clone());
+            }
+        }
+        let Some(priority) = records.iter().map(|s| s.priority).min() else {
+            return Err(self.no_records(name, "usable SRV"));
+        };
+        let mut endpoints = Vec::new();
+        let mut targets = Vec::new();
+        for srv in records.iter().filter(|s| s.priority == priority) {
+            let target = srv.target.to_string();
+            match self.addresses(&target).await {
+                Ok((ips, target_ttl)) => {
+                    ttl = ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
+                    let weight = u32::from(srv.weight.max(1));
+                    endpoints.extend(ips.into_iter().map(|ip| (SocketAddr::new(ip, srv.port), weight)));
+                }
+                // A target without addresses is skipped while its siblings
+                // still give endpoints; it is named if none does.
+                Err(DiscoveryError::NxDomain { .. } | DiscoveryError::NoRecords { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            targets.push(target);
+        }
+        if endpoints.is_empty() {
+            return Err(DiscoveryError::NoTargetAddress {
+                name: name.to_owned(),
+                priority,
+                targets: targets.join(", "),
+                nameservers: self.nameservers.clone(),
+            });
+        }
+        Ok((endpoints, Duration::from_secs(ttl.into())))
+    }
+
+    async fn lookup(&self, name: &str, kind: RecordType) -> Result<Lookup, NetError> {
+        // Bypasses hickory's cache (see the module doc).
+        self.inner.clear_lookup_cache(name, kind);
+        self.inner.lookup(name, kind).await
+    }
+
+    fn no_records(&self, name: &str, kind: &'static str) -> DiscoveryError {
+        DiscoveryError::NoRecords { name: name.to_owned(), kind, nameservers: self.nameservers.clone() }
+    }
+
+    fn lookup_error(&self, name: &str, kind: &'static str, source: NetError) -> DiscoveryError {
+        DiscoveryError::Lookup {
+            name: name.to_owned(),
+            kind,
+            nameservers: self.nameservers.clone(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// Keeps resolving on the TTL and calls `on_change` with the new set whenever
+/// it differs from the last one. Never calls it with an empty set after a
+/// failure: a failed or empty resolution keeps the previous set (log a warning
+/// with the name and the error) and retries after min_ttl (with backoff
+/// doubling up to max_ttl). Ends when `stop` resolves.
+///
+/// `first` is what the caller's own first [`Resolver::resolve`] returned at
+/// load: its set is the one changes are measured against (it is not passed to
+/// `on_change` again), and its TTL is the first wait. `config` should be the
+/// one `resolver` was built from; its TTL bounds pace the retries.
+pub async fn watch(
+    resolver: Resolver,
+    what: Discovery,
+    config: DnsConfig,
+    first: (Vec<Resolved>, Duration),
+    mut on_change: impl FnMut(Vec<Resolved>) + Send + 'static,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let name = match &what {
+        Discovery::Dns { host, port } => format!("{host}:{port}"),
+        Discovery::Srv { name } => name.clone(),
+    };
+    // The resolver's bounds were checked in `new`; flooring by them keeps a
+    // stray zero `min_ttl` here from turning retries into a busy loop.
+    let min_retry = config.min_ttl.max(resolver.min_ttl);
+    let (mut current, mut wait) = first;
+    let mut backoff = min_retry;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        // A stop during a slow lookup (a dead nameserver) ends at once too.
+        let result = tokio::select! {
+            () = &mut stop => return,
+            result = resolver.resolve(&what) => result,
+        };
+        match result {
+            Ok((set, ttl)) => {
+                backoff = min_retry;
+                wait = ttl;
+                if set != current {
+                    tracing::info!(name = %name, endpoints = set.len(), "DNS discovery: endpoints changed");
+                    current.clone_from(&set);
+                    on_change(set);
+                }
+            }
+            Err(error) => {
+                wait = backoff;
+                tracing::warn!(
+                    name = %name,
+                    error = %error,
+                    retry_in = ?wait,
+                    "DNS discovery failed; keeping the previous endpoints"
+                );
+                backoff = backoff.saturating_mul(2).min(config.max_ttl).max(min_retry);
+            }
+        }
+    }
+}
+
+/// "the system resolvers (10.0.0.2:53, …)", for error messages.
+fn describe_system(config: &ResolverConfig) -> String {
+    let servers = config
+        .name_servers()
+        .iter()
+        .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port)).to_string())
+        .collect::<Vec<_>>();
+    if servers.is_empty() {
+        "the system resolvers (none in /etc/resolv.conf)".to_owned()
+    } else {
+        format!("the system resolvers ({})", servers.join(", "))
+    }
+}
+
+#[cfg(test)]
+#[path = "test_dns.rs"]
+mod test_dns;
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::{mpsc, oneshot};
+    use tokio::task::JoinHandle;
+
+    use super::test_dns::TestDns;
+    use super::*;
+
+    const ZONE: &str = "svc.test.";
+
+    fn config(nameserver: SocketAddr) -> DnsConfig {
+        DnsConfig {
+            nameservers: vec![nameserver],
+            min_ttl: Duration::from_millis(200),
+            max_ttl: Duration::from_secs(300),
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn ep(addr: &str, weight: u32) -> Resolved {
+        Resolved { addr: addr.parse().unwrap(), weight }
+    }
+
+    fn host(host: &str, port: u16) -> Discovery {
+        Discovery::Dns { host: host.to_owned(), port }
+    }
+
+    fn srv(name: &str) -> Discovery {
+        Discovery::Srv { name: name.to_owned() }
+    }
+
+    /// Waits until `cond` holds; fails the test after `within`.
+    async fn eventually(within: Duration, what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    struct Watching {
+        changes: mpsc::UnboundedReceiver<Vec<Resolved>>,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<()>,
+    }
+
+    /// Resolves `what` once as the gateway does at load, then hands over to
+    /// `watch`, whose `on_change` calls arrive on `changes`.
+    async fn start_watch(dns: &TestDns, what: Discovery) -> (Vec<Resolved>, Watching) {
+        let config = config(dns.addr);
+        let resolver = Resolver::new(&config).unwrap();
+        let first = resolver.resolve(&what).await.unwrap();
+        let initial = first.0.clone();
+        let (tx, changes) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(watch(resolver, what, config, first, move |set| tx.send(set).unwrap(), async move {
+            let _ = stopped.await;
+        }));
+        (initial, Watching { changes, stop, task })
+    }
+
+    #[tokio::test]
+    async fn a_records_resolve_with_the_port() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.2", "127.0.0.1"]), 30);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (set, ttl) = resolver.resolve(&host("web.svc.test", 8080)).await.unwrap();
+
+        assert_eq!(set, [ep("127.0.0.1:8080", 1), ep("127.0.0.2:8080", 1)]);
+        assert_eq!(ttl, Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn aaaa_records_resolve_too() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("v6.svc.test.", &ips(&["::1"]), 30);
+        dns.set_a("dual.svc.test.", &ips(&["::1", "127.0.0.1"]), 30);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (v6, _) = resolver.resolve(&host("v6.svc.test", 9000)).await.unwrap();
+        let (dual, _) = resolver.resolve(&host("dual.svc.test", 9000)).await.unwrap();
+
+        assert_eq!(v6, [ep("[::1]:9000", 1)]);
+        assert_eq!(dual, [ep("127.0.0.1:9000", 1), ep("[::1]:9000", 1)]);
+    }
+
+    #[tokio::test]
+    async fn srv_uses_only_the_lowest_priority_with_its_weights() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_srv(
+            "_http._tcp.api.svc.test.",
+            &[(10, 5, 9001, "a.svc.test."), (10, 0, 9002, "b.svc.test."), (20, 100, 9003, "c.svc.test.")],
+            30,
+        );
+        dns.set_a("a.svc.test.", &ips(&["127.0.0.1"]), 30);
+        dns.set_a("b.svc.test.", &ips(&["127.0.0.2", "::1"]), 30);
+        dns.set_a("c.svc.test.", &ips(&["127.0.0.3"]), 30);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test")).await.unwrap();
+
+        // Weight 0 counts as 1; the priority-20 target is a fallback we never use.
+        assert_eq!(set, [ep("127.0.0.1:9001", 5), ep("127.0.0.2:9002", 1), ep("[::1]:9002", 1)]);
+    }
+
+    #[tokio::test]
+    async fn srv_targets_without_addresses_are_skipped_and_named_when_none_is_left() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_srv("_http._tcp.api.svc.test.", &[(1, 1, 9001, "a.svc.test."), (1, 1, 9002, "gone.svc.test.")], 30);
+        dns.set_srv("_http._tcp.dead.svc.test.", &[(1, 1, 9002, "gone.svc.test.")], 30);
+        dns.set_a("a.svc.test.", &ips(&["127.0.0.1"]), 30);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test")).await.unwrap();
+        let err = resolver.resolve(&srv("_http._tcp.dead.svc.test")).await.unwrap_err();
+
+        assert_eq!(set, [ep("127.0.0.1:9001", 1)]);
+        assert!(matches!(err, DiscoveryError::NoTargetAddress { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("_http._tcp.dead.svc.test") && message.contains("gone.svc.test."), "{message}");
+    }
+
+    #[tokio::test]
+    async fn ttl_is_the_smallest_record_ttl_clamped_to_min_and_max() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("zero.svc.test.", &ips(&["127.0.0.1"]), 0);
+        dns.set_a("long.svc.test.", &ips(&["127.0.0.1"]), 1_000_000);
+        dns.set_srv("_a._tcp.svc.test.", &[(1, 1, 80, "short.svc.test."), (1, 1, 81, "mid.svc.test.")], 50);
+        dns.set_a("short.svc.test.", &ips(&["127.0.0.1"]), 7);
+        dns.set_a("mid.svc.test.", &ips(&["127.0.0.2"]), 60);
+        dns.set_srv("_b._tcp.svc.test.", &[(1, 1, 80, "mid.svc.test.")], 5);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+        let ttl = async |what: Discovery| resolver.resolve(&what).await.unwrap().1;
+
+        assert_eq!(ttl(host("zero.svc.test", 80)).await, Duration::from_millis(200), "raised to min_ttl");
+        assert_eq!(ttl(host("long.svc.test", 80)).await, Duration::from_secs(300), "lowered to max_ttl");
+        assert_eq!(ttl(srv("_a._tcp.svc.test")).await, Duration::from_secs(7), "a target's A record");
+        assert_eq!(ttl(srv("_b._tcp.svc.test")).await, Duration::from_secs(5), "the SRV record");
+    }
+
+    #[tokio::test]
+    async fn every_resolution_asks_the_server_despite_a_long_ttl() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.1"]), 300);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+        let what = host("web.svc.test", 80);
+
+        let (before, _) = resolver.resolve(&what).await.unwrap();
+        let asked = dns.queries();
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.2"]), 300);
+        let (after, _) = resolver.resolve(&what).await.unwrap();
+
+        assert_eq!(before, [ep("127.0.0.1:80", 1)]);
+        assert_eq!(after, [ep("127.0.0.2:80", 1)], "hickory's cache must not answer");
+        assert_eq!(dns.queries(), asked + 2, "one A and one AAAA query");
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_big_for_udp_comes_over_tcp() {
+        let dns = TestDns::start(ZONE).await;
+        let many: Vec<IpAddr> = (0..300u16).map(|i| IpAddr::from([10, 0, (i >> 8) as u8, i as u8])).collect();
+        dns.set_a("big.svc.test.", &many, 30);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (set, _) = resolver.resolve(&host("big.svc.test", 80)).await.unwrap();
+
+        assert_eq!(set.len(), 300);
+        // The truncated UDP answer, then the TCP retry, plus the AAAA query.
+        assert!(dns.queries() >= 3, "{} queries", dns.queries());
+    }
+
+    #[tokio::test]
+    async fn a_name_that_never_existed_is_an_error_naming_it_and_the_server() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_srv("_http._tcp.only-srv.svc.test.", &[(1, 1, 80, "a.svc.test.")], 30);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        for (what, name) in [
+            (host("nope.svc.test", 80), "nope.svc.test"),
+            (srv("_http._tcp.nope.svc.test"), "_http._tcp.nope.svc.test"),
+            (host("_http._tcp.only-srv.svc.test", 80), "_http._tcp.only-srv.svc.test"),
+        ] {
+            let err = resolver.resolve(&what).await.unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(&format!("`{name}`")), "{message}");
+            assert!(message.contains(&dns.addr.to_string()), "{message}");
+        }
+        let err = resolver.resolve(&host("nope.svc.test", 80)).await.unwrap_err();
+        assert!(matches!(err, DiscoveryError::NxDomain { .. }), "{err:?}");
+        let err = resolver.resolve(&host("_http._tcp.only-srv.svc.test", 80)).await.unwrap_err();
+        assert!(matches!(err, DiscoveryError::NoRecords { kind: "A or AAAA", .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn crossed_ttl_bounds_are_refused() {
+        let bad =
+            DnsConfig { min_ttl: Duration::from_secs(10), max_ttl: Duration::from_secs(1), ..DnsConfig::default() };
+        let zero = DnsConfig { min_ttl: Duration::ZERO, ..DnsConfig::default() };
+
+        assert!(matches!(Resolver::new(&bad), Err(DiscoveryError::TtlBounds { .. })));
+        assert!(matches!(Resolver::new(&zero), Err(DiscoveryError::TtlBounds { .. })));
+    }
+
+    #[tokio::test]
+    async fn watch_follows_a_change_after_the_ttl_and_reports_only_real_changes() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.1"]), 1);
+        let (initial, mut w) = start_watch(&dns, host("web.svc.test", 80)).await;
+        assert_eq!(initial, [ep("127.0.0.1:80", 1)]);
+
+        // The same answer again after the 1 s TTL: resolved, but no change.
+        let asked = dns.queries();
+        eventually(Duration::from_secs(3), "a re-resolution", || dns.queries() >= asked + 2).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(w.changes.try_recv().is_err(), "on_change called without a change");
+
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.1", "127.0.0.2"]), 1);
+        let changed = tokio::time::timeout(Duration::from_secs(3), w.changes.recv()).await.unwrap().unwrap();
+        assert_eq!(changed, [ep("127.0.0.1:80", 1), ep("127.0.0.2:80", 1)]);
+
+        w.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), w.task).await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_resolution_keeps_the_previous_set_and_retries_with_backoff() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.1"]), 1);
+        let (_, mut w) = start_watch(&dns, host("web.svc.test", 80)).await;
+        let start = Instant::now();
+
+        // NXDOMAIN from now on.
+        dns.set_a("web.svc.test.", &[], 1);
+        let asked = dns.queries();
+        eventually(Duration::from_secs(5), "three failed resolutions", || dns.queries() >= asked + 6).await;
+        // 1 s TTL, then retries after 200 ms and 400 ms: 1.6 s at least. With
+        // no backoff it would be 1.4 s.
+        assert!(start.elapsed() >= Duration::from_millis(1550), "retried too fast: {:?}", start.elapsed());
+        assert!(w.changes.try_recv().is_err(), "a failure must not change the set");
+
+        // Still retrying: the name coming back is picked up.
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.3"]), 1);
+        let back = tokio::time::timeout(Duration::from_secs(3), w.changes.recv()).await.unwrap().unwrap();
+        assert_eq!(back, [ep("127.0.0.3:80", 1)]);
+        w.stop.send(()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_server_keeps_the_previous_set_and_stop_ends_the_watch() {
+        let dns = TestDns::start(ZONE).await;
+        let addr = dns.addr;
+        // A name no other test uses: should another test's server get this
+        // port once it is free, it answers NXDOMAIN and the assertions hold.
+        dns.set_a("stopped.svc.test.", &ips(&["127.0.0.1"]), 1);
+        let (_, mut w) = start_watch(&dns, host("stopped.svc.test", 80)).await;
+
+        drop(dns);
+        // The failure the watch will meet, seen directly: it names the server.
+        let resolver = Resolver::new(&config(addr)).unwrap();
+        let err = resolver.resolve(&host("stopped.svc.test", 80)).await.unwrap_err();
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+
+        // Past the TTL (1 s) and the failed lookup's timeout (500 ms).
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert!(w.changes.try_recv().is_err(), "a dead server must not change the set");
+        assert!(!w.task.is_finished());
+
+        w.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), w.task).await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,144 @@
+//! One upstream endpoint and what the gateway knows about it: active health,
+//! passive outlier ejection, its circuit breaker, load in flight and latency.
+//! Shared by every worker (atomics and short locks), and carried over when a
+//! DNS re-resolution returns the same address, so its history survives.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::balance::{Candidate, PeakEwma};
+use super::breaker::Breaker;
+use super::outlier::{Outcome, OutlierState};
+use crate::config::{BreakerConfig, Outlier};
+
+#[derive(Debug)]
+pub struct Endpoint {
+    /// `host:port`, as configured or resolved.
+    pub address: Arc<str>,
+    pub weight: u32,
+    /// Active health: false after `unhealthy_threshold` failed checks.
+    healthy: AtomicBool,
+    /// Consecutive check results, for the thresholds (only the health task writes).
+    streak: Mutex<(u32, u32)>,
+    outlier: OutlierState,
+    pub breaker: Option<Breaker>,
+    in_flight: AtomicU32,
+    ewma: PeakEwma,
+}
+
+impl Endpoint {
+    pub fn new(address: Arc<str>, weight: u32, breaker: Option<BreakerConfig>) -> Self {
+        Self {
+            address,
+            weight: weight.max(1),
+            healthy: AtomicBool::new(true),
+            streak: Mutex::new((0, 0)),
+            outlier: OutlierState::new(),
+            breaker: breaker.map(Breaker::new),
+            in_flight: AtomicU32::new(0),
+            ewma: PeakEwma::default(),
+        }
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn ejected(&self) -> bool {
+        self.outlier.is_ejected(Instant::now())
+    }
+
+    /// Records an active check; returns the new health when it flipped.
+    pub fn record_check(&self, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> Option<bool> {
+        let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
+        let (ok_run, fail_run) = &mut *streak;
+        if ok {
+            *ok_run += 1;
+            *fail_run = 0;
+        } else {
+            *fail_run += 1;
+            *ok_run = 0;
+        }
+        let was = self.healthy();
+        let now = if was { *fail_run < unhealthy_threshold } else { *ok_run >= healthy_threshold };
+        (now != was).then(|| {
+            self.healthy.store(now, Ordering::Relaxed);
+            now
+        })
+    }
+
+    /// Records a request's outcome for outlier detection. Returns the
+    /// ejection deadline when this outcome ejects the endpoint; `may_eject`
+    /// is asked first, so an upstream never ejects too many endpoints.
+    pub fn record_outcome(
+        &self,
+        outcome: Outcome,
+        config: &Outlier,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Option<Duration> {
+        let now = Instant::now();
+        let until = self.outlier.record(outcome, now, config)?;
+        if !may_eject() {
+            self.outlier.cancel_ejection();
+            return None;
+        }
+        Some(until.saturating_duration_since(now))
+    }
+
+    pub fn start_request(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { endpoint: self, start: Instant::now() }
+    }
+}
+
+/// A request in flight to an endpoint; records its latency when finished.
+#[derive(Debug)]
+pub struct InFlight<'a> {
+    endpoint: &'a Endpoint,
+    start: Instant,
+}
+
+impl InFlight<'_> {
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Ends the request; `observed` feeds the latency average (false for
+    /// failures that say nothing about the endpoint's speed).
+    pub fn finish(self, observed: bool) -> Duration {
+        let elapsed = self.start.elapsed();
+        if observed {
+            self.endpoint.ewma.observe(elapsed);
+        }
+        elapsed
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Candidate for Arc<Endpoint> {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    fn available(&self) -> bool {
+        self.healthy()
+            && !self.ejected()
+            && self.breaker.as_ref().is_none_or(|b| b.state() != super::breaker::BreakerState::Open)
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn latency_cost(&self) -> f64 {
+        self.ewma.cost(Instant::now())
+    }
+}

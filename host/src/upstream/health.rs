@@ -1,0 +1,85 @@
+//! Active health checks: every `interval`, a `GET path` to each endpoint; an
+//! endpoint turns unhealthy after `unhealthy_threshold` failed checks in a
+//! row and healthy again after `healthy_threshold` good ones. Runs on the
+//! control thread, never on a worker, and stops when its upstream is dropped.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::{Request, header};
+use tokio::sync::watch;
+
+use super::EndpointSet;
+use super::pool::Pools;
+use crate::config::HealthCheck;
+use crate::proxy::body::Body;
+use crate::telemetry::Metrics;
+
+pub(super) async fn run(
+    upstream: Arc<str>,
+    check: HealthCheck,
+    set: Arc<ArcSwap<EndpointSet>>,
+    pools: Pools,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(check.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            // The upstream was dropped (reload or shutdown).
+            _ = stopped.changed() => return,
+        }
+        let endpoints = set.load().endpoints.clone();
+        let probes = endpoints.iter().map(|ep| {
+            let (pools, check) = (&pools, &check);
+            async move {
+                let ok = probe(pools, &ep.address, check).await;
+                (ep, ok)
+            }
+        });
+        for (ep, ok) in futures::future::join_all(probes).await {
+            if let Some(healthy) = ep.record_check(ok, check.healthy_threshold, check.unhealthy_threshold) {
+                if healthy {
+                    tracing::info!(
+                        upstream = &*upstream,
+                        endpoint = &*ep.address,
+                        "endpoint healthy again (active check)"
+                    );
+                } else {
+                    tracing::warn!(
+                        upstream = &*upstream,
+                        endpoint = &*ep.address,
+                        path = check.path,
+                        "endpoint unhealthy (active check)"
+                    );
+                }
+                metrics.endpoint_health(&upstream, &ep.address, healthy);
+            }
+        }
+    }
+}
+
+/// One check: the status must be an expected one, within the timeout.
+async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
+    let attempt = async {
+        let conn = pools.checkout(address).await.ok()?;
+        let mut req = Request::new(Body::Empty);
+        if pools.http2() {
+            let scheme = if pools.tls() { "https" } else { "http" };
+            *req.uri_mut() = format!("{scheme}://{address}{}", check.path).parse().ok()?;
+            *req.version_mut() = http::Version::HTTP_2;
+        } else {
+            *req.uri_mut() = check.path.parse().ok()?;
+            req.headers_mut().insert(header::HOST, address.parse().ok()?);
+        }
+        req.headers_mut().insert(header::USER_AGENT, http::HeaderValue::from_static("wasmgate-health-check"));
+        let resp = conn.send(req).await.ok()?;
+        let status = resp.status().as_u16();
+        // Read the body so the connection goes back to the pool.
+        let _ = crate::proxy::body::collect(resp.into_body(), 64 * 1024).await;
+        Some(check.healthy_status(status))
+    };
+    matches!(tokio::time::timeout(check.timeout, attempt).await, Ok(Some(true)))
+}

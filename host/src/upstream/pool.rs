@@ -1,0 +1,410 @@
+//! Connections to upstream endpoints, pooled per worker.
+//!
+//! Built on hyper's connection API rather than a ready-made client so that
+//! (1) connecting is a step of its own — a connect failure leaves the request
+//! untouched, so it can go to another endpoint — (2) every connection is driven
+//! by the worker that opened it and reused only by that worker, and (3) the
+//! gateway sees each connection's life for its metrics.
+//!
+//! HTTP/1.1 connections are lent out one request at a time: the sender goes
+//! back to the idle stack when the response body has been read to the end
+//! (see [`PooledBody`]). HTTP/2 connections are shared by every request of
+//! the worker to that endpoint.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::Protocol;
+use crate::proxy::body::Body;
+
+/// How to open a connection to this upstream's endpoints.
+#[derive(Clone)]
+pub struct ConnectSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+    pub protocol: Protocol,
+    pub tls: Option<TlsSettings>,
+    /// Called with +1 when a connection opens and -1 when it closes.
+    pub on_connection: Arc<dyn Fn(i64) + Send + Sync>,
+}
+
+impl std::fmt::Debug for ConnectSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectSettings")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("protocol", &self.protocol)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub connector: tokio_rustls::TlsConnector,
+    /// Overrides the endpoint's host as the name to verify.
+    pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").field("server_name", &self.server_name).finish()
+    }
+}
+
+/// Why no connection could be had. The request was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(Arc<str>, String),
+    #[error("connecting to {0} timed out")]
+    Timeout(Arc<str>),
+    #[error("connecting to {0}: {1}")]
+    Io(Arc<str>, std::io::Error),
+    #[error("TLS handshake with {0}: {1}")]
+    Tls(Arc<str>, String),
+    #[error("HTTP handshake with {0}: {1}")]
+    Handshake(Arc<str>, hyper::Error),
+}
+
+/// A send that failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connection turned out to be closed before the request was
+    /// written: the request comes back and may be sent elsewhere.
+    NotSent(Box<Request<Body>>, hyper::Error),
+    /// The request was (at least partly) sent.
+    Failed(hyper::Error),
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// One worker's connections to one upstream.
+#[derive(Default)]
+pub struct Shard {
+    http1: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    http2: Mutex<HashMap<Arc<str>, http2::SendRequest<Body>>>,
+}
+
+/// All workers' connections to one upstream.
+pub struct Pools {
+    shards: Box<[Arc<Shard>]>,
+    settings: ConnectSettings,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools").field("shards", &self.shards.len()).field("settings", &self.settings).finish()
+    }
+}
+
+/// A connection ready for one request.
+#[derive(Debug)]
+pub enum Conn {
+    Http1 { sender: http1::SendRequest<Body>, shard: Arc<Shard>, key: Arc<str>, max_idle: usize, reused: bool },
+    Http2 { sender: http2::SendRequest<Body>, reused: bool },
+}
+
+impl Pools {
+    pub fn new(workers: usize, settings: ConnectSettings) -> Self {
+        Self { shards: (0..workers.max(1)).map(|_| Arc::new(Shard::default())).collect(), settings }
+    }
+
+    /// Whether connections speak HTTP/2 (requests then need an absolute URI).
+    pub fn http2(&self) -> bool {
+        self.settings.protocol == Protocol::Http2
+    }
+
+    /// Whether connections use TLS.
+    pub fn tls(&self) -> bool {
+        self.settings.tls.is_some()
+    }
+
+    fn shard(&self) -> &Arc<Shard> {
+        &self.shards[crate::worker::index() % self.shards.len()]
+    }
+
+    /// A connection to `address` (`host:port`): an idle one of this worker's,
+    /// or a new one.
+    pub async fn checkout(&self, address: &Arc<str>) -> Result<Conn, ConnectError> {
+        let shard = self.shard();
+        match self.settings.protocol {
+            Protocol::Http1 => {
+                if let Some(sender) = take_idle(shard, address, self.settings.idle_timeout) {
+                    return Ok(Conn::Http1 {
+                        sender,
+                        shard: shard.clone(),
+                        key: address.clone(),
+                        max_idle: self.settings.max_idle,
+                        reused: true,
+                    });
+                }
+                let io = self.connect(address).await?;
+                let sender = self.handshake_http1(address, io).await?;
+                Ok(Conn::Http1 {
+                    sender,
+                    shard: shard.clone(),
+                    key: address.clone(),
+                    max_idle: self.settings.max_idle,
+                    reused: false,
+                })
+            }
+            Protocol::Http2 => {
+                let existing = shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get(address).cloned();
+                if let Some(sender) = existing.filter(|s| !s.is_closed()) {
+                    return Ok(Conn::Http2 { sender, reused: true });
+                }
+                let io = self.connect(address).await?;
+                let sender = self.handshake_http2(address, io).await?;
+                shard.http2.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone(), sender.clone());
+                Ok(Conn::Http2 { sender, reused: false })
+            }
+        }
+    }
+
+    async fn connect(&self, address: &Arc<str>) -> Result<Box<dyn Io>, ConnectError> {
+        let timeout = self.settings.connect_timeout;
+        let connect = async {
+            let addrs: Vec<SocketAddr> = match address.parse::<SocketAddr>() {
+                Ok(a) => vec![a],
+                Err(_) => tokio::net::lookup_host(&**address)
+                    .await
+                    .map_err(|e| ConnectError::Resolve(address.clone(), e.to_string()))?
+                    .collect(),
+            };
+            let mut last = None;
+            for a in addrs {
+                match TcpStream::connect(a).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(s);
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(match last {
+                Some(e) => ConnectError::Io(address.clone(), e),
+                None => ConnectError::Resolve(address.clone(), "no addresses".into()),
+            })
+        };
+        let tcp =
+            tokio::time::timeout(timeout, connect).await.map_err(|_| ConnectError::Timeout(address.clone()))??;
+        let Some(tls) = &self.settings.tls else { return Ok(Box::new(tcp)) };
+        let name = match &tls.server_name {
+            Some(n) => n.clone(),
+            None => {
+                let host = address.rsplit_once(':').map_or(&**address, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| ConnectError::Tls(address.clone(), format!("`{host}` is not a server name: {e}")))?
+            }
+        };
+        let stream = tokio::time::timeout(timeout, tls.connector.connect(name, tcp))
+            .await
+            .map_err(|_| ConnectError::Timeout(address.clone()))?
+            .map_err(|e| ConnectError::Tls(address.clone(), e.to_string()))?;
+        Ok(Box::new(stream))
+    }
+
+    async fn handshake_http1(
+        &self,
+        address: &Arc<str>,
+        io: Box<dyn Io>,
+    ) -> Result<http1::SendRequest<Body>, ConnectError> {
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ConnectError::Handshake(address.clone(), e))?;
+        let on_connection = self.settings.on_connection.clone();
+        on_connection(1);
+        tokio::spawn(async move {
+            // `with_upgrades` lets a 101 response (WebSocket) take over the socket.
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!("upstream connection ended: {e}");
+            }
+            on_connection(-1);
+        });
+        Ok(sender)
+    }
+
+    async fn handshake_http2(
+        &self,
+        address: &Arc<str>,
+        io: Box<dyn Io>,
+    ) -> Result<http2::SendRequest<Body>, ConnectError> {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| ConnectError::Handshake(address.clone(), e))?;
+        let on_connection = self.settings.on_connection.clone();
+        on_connection(1);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream HTTP/2 connection ended: {e}");
+            }
+            on_connection(-1);
+        });
+        Ok(sender)
+    }
+}
+
+/// The socket types a connection runs over.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+fn take_idle(shard: &Shard, address: &Arc<str>, idle_timeout: Duration) -> Option<http1::SendRequest<Body>> {
+    let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
+    let list = idle.get_mut(address)?;
+    let now = Instant::now();
+    // Most recently returned first: it is the least likely to have been
+    // closed by the upstream's own idle timer.
+    while let Some(conn) = list.pop() {
+        if conn.sender.is_closed() || now.duration_since(conn.since) > idle_timeout {
+            continue;
+        }
+        if conn.sender.is_ready() {
+            return Some(conn.sender);
+        }
+    }
+    None
+}
+
+fn put_idle(shard: &Shard, key: Arc<str>, sender: http1::SendRequest<Body>, max_idle: usize) {
+    if sender.is_closed() || !sender.is_ready() {
+        return;
+    }
+    let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
+    let list = idle.entry(key).or_default();
+    if list.len() < max_idle {
+        list.push(Idle { sender, since: Instant::now() });
+    }
+}
+
+impl Conn {
+    /// Whether this connection was used before (a failure on it may be the
+    /// upstream having closed it while idle).
+    pub fn reused(&self) -> bool {
+        match self {
+            Self::Http1 { reused, .. } | Self::Http2 { reused, .. } => *reused,
+        }
+    }
+
+    /// Sends one request; the response body returns an HTTP/1 connection to
+    /// the pool once it has been read to the end.
+    pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
+        match self {
+            Self::Http1 { mut sender, shard, key, max_idle, .. } => {
+                let result = sender.try_send_request(req).await;
+                match result {
+                    Ok(resp) => {
+                        let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                        let ret = (!upgrade).then_some(Return { sender, shard, key, max_idle });
+                        Ok(resp.map(|inner| Body::Pooled(PooledBody { inner, ret })))
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error())),
+                        None => Err(SendError::Failed(e.into_error())),
+                    },
+                }
+            }
+            Self::Http2 { mut sender, .. } => {
+                let result = sender.try_send_request(req).await;
+                match result {
+                    Ok(resp) => Ok(resp.map(Body::Stream)),
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error())),
+                        None => Err(SendError::Failed(e.into_error())),
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shard")
+    }
+}
+
+/// Where a connection goes back to when its response is done.
+#[derive(Debug)]
+pub struct Return {
+    sender: http1::SendRequest<Body>,
+    shard: Arc<Shard>,
+    key: Arc<str>,
+    max_idle: usize,
+}
+
+impl Return {
+    fn give_back(self) {
+        put_idle(&self.shard, self.key, self.sender, self.max_idle);
+    }
+}
+
+/// An upstream response body that returns its connection to the pool when
+/// it ends.
+pub struct PooledBody {
+    inner: Incoming,
+    ret: Option<Return>,
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").field("returns", &self.ret.is_some()).finish()
+    }
+}
+
+impl PooledBody {
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(r) = self.ret.take() {
+                    r.give_back();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.ret = None,
+            _ => {}
+        }
+        polled
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Bodyless responses (HEAD, 204, 304) are complete without a single
+        // poll; anything else dropped early leaves the connection mid-message.
+        if let Some(r) = self.ret.take()
+            && self.inner.is_end_stream()
+        {
+            r.give_back();
+        }
+    }
+}

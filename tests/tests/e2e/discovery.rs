@@ -1,0 +1,115 @@
+//! DNS discovery against a real DNS server on loopback: endpoints from SRV
+//! and A records, re-resolved on the TTL, changed without dropping requests
+//! in flight.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::Request;
+use http_body_util::Full;
+use wasmgate_tests::dns::TestDns;
+use wasmgate_tests::upstream::TestUpstream;
+use wasmgate_tests::{TestGateway, client, eventually, get, send_with};
+
+async fn spread(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
+    let c = client();
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let r = send_with(&c, Request::get(gw.url("/")).body(Full::default()).unwrap()).await;
+        *seen.entry(r.header("x-upstream").unwrap_or("none").to_owned()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_endpoints_follow_the_records_without_dropping_requests_in_flight() {
+    let dns = TestDns::start("svc.test.").await;
+    let (a, b) = tokio::join!(TestUpstream::echo("a"), TestUpstream::echo("b"));
+    dns.set_a("host.svc.test.", &["127.0.0.1".parse::<IpAddr>().unwrap()], 60);
+    dns.set_srv(
+        "_http._tcp.users.svc.test.",
+        &[(10, 1, a.addr.port(), "host.svc.test."), (10, 1, b.addr.port(), "host.svc.test.")],
+        1,
+    );
+    let gw = TestGateway::start(&format!(
+        r#"[dns]
+nameservers = ["{}"]
+min_ttl = "100ms"
+max_ttl = "2s"
+
+[upstreams.users]
+srv = "_http._tcp.users.svc.test."
+
+[[routes]]
+upstream = "users"
+"#,
+        dns.addr
+    ));
+    let seen = spread(&gw, 20).await;
+    assert_eq!((seen.get("a"), seen.get("b")), (Some(&10), Some(&10)), "both SRV targets serve: {seen:?}");
+
+    // A slow request on `a` is in flight when `a` leaves the records.
+    let url = gw.url("/slow/1500");
+    let slow = tokio::spawn(async move { get(&url).await });
+    assert!(eventually(Duration::from_secs(3), || a.in_flight() + b.in_flight() == 1).await);
+    let queries = dns.queries();
+    dns.set_srv("_http._tcp.users.svc.test.", &[(10, 1, b.addr.port(), "host.svc.test.")], 1);
+    // The TTL is 1 s: within a few seconds only `b` is used.
+    let moved = async {
+        for _ in 0..40 {
+            if spread(&gw, 10).await.get("b") == Some(&10) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(moved.await, "traffic moved to the remaining endpoint");
+    assert!(dns.queries() > queries, "the gateway asked the DNS server again");
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "the request in flight finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_are_resolved_with_the_configured_port() {
+    let dns = TestDns::start("svc.test.").await;
+    let first = TestUpstream::echo("first").await;
+    let port = first.addr.port();
+    // A second server on another loopback address, same port.
+    let second = TestUpstream::echo_on("second", format!("127.0.0.2:{port}").parse().unwrap()).await;
+    dns.set_a("web.svc.test.", &["127.0.0.1".parse::<IpAddr>().unwrap()], 1);
+    let gw = TestGateway::start(&format!(
+        "[dns]\nnameservers = [\"{}\"]\nmin_ttl = \"100ms\"\n[upstreams.web]\ndns = \"web.svc.test.:{port}\"\n[[routes]]\nupstream = \"web\"\n",
+        dns.addr
+    ));
+    assert_eq!(spread(&gw, 5).await.get("first"), Some(&5));
+    dns.set_a("web.svc.test.", &["127.0.0.2".parse::<IpAddr>().unwrap()], 1);
+    let moved = async {
+        for _ in 0..40 {
+            if spread(&gw, 5).await.get("second") == Some(&5) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(moved.await, "the new address took over");
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_does_not_resolve_fails_the_load_by_name() {
+    let dns = TestDns::start("svc.test.").await;
+    let err = TestGateway::try_start(
+        "",
+        &format!(
+            "[dns]\nnameservers = [\"{}\"]\n[upstreams.ghost]\ndns = \"ghost.svc.test.:80\"\n[[routes]]\nupstream = \"ghost\"\n",
+            dns.addr
+        ),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(err.contains("upstreams.ghost") && err.contains("ghost.svc.test"), "{err}");
+}

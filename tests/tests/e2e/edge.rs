@@ -1,0 +1,245 @@
+//! The edge: TLS termination (SNI, ALPN, client certificates), TLS to
+//! upstreams, WebSocket and gRPC pass-through, slow clients, graceful
+//! shutdown, and the admin listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmgate_tests::certs::{Ca, Issued};
+use wasmgate_tests::upstream::{TestUpstream, echoed_header, grpc};
+use wasmgate_tests::{TestGateway, get, raw};
+
+/// One request over TLS; returns (status, negotiated ALPN, body, the
+/// certificate's DER the server presented).
+async fn tls_get(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<(u16, Option<Vec<u8>>, String), String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let req = Request::get(path).header("host", sni).body(Full::<Bytes>::default()).map_err(|e| e.to_string())?;
+    let resp = if alpn.as_deref() == Some(b"h2") {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut req = req;
+        *req.uri_mut() = format!("https://{sni}{path}").parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    };
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, alpn, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn tls_body(up: &TestUpstream, server_tls: &str) -> String {
+    format!("[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n{server_tls}", up.addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_picks_the_certificate_by_sni_and_speaks_h2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_a, ca_b) = (Ca::new(dir.path(), "ca-a"), Ca::new(dir.path(), "ca-b"));
+    let (a, b) = (ca_a.server("a", &["a.test"]), ca_b.server("b", &["*.b.test"]));
+    let up = TestUpstream::echo("u").await;
+    let server = format!(
+        "[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}, {{ cert = \"{}\", key = \"{}\" }}]\n",
+        a.cert.display(),
+        a.key.display(),
+        b.cert.display(),
+        b.key.display()
+    );
+    // [server.tls] must come before [upstreams]: put it in the server extra.
+    let gw = TestGateway::start_with(&format!("\n{server}"), &tls_body(&up, ""));
+    let addr = gw.gateway.tls_addr().expect("TLS listener");
+    // Each name verifies only against its own CA: the right certificate was served.
+    let (status, alpn, body) =
+        tls_get(addr, "a.test", ca_a.client_config(&[b"h2", b"http/1.1"], None), "/x").await.unwrap();
+    assert_eq!((status, alpn.as_deref()), (200, Some(&b"h2"[..])));
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echoed_header(&doc, "x-forwarded-proto").as_deref(), Some("https"));
+    let (status, alpn, _) = tls_get(addr, "api.b.test", ca_b.client_config(&[b"http/1.1"], None), "/").await.unwrap();
+    assert_eq!((status, alpn.as_deref()), (200, Some(&b"http/1.1"[..])));
+    assert!(tls_get(addr, "api.b.test", ca_a.client_config(&[b"h2"], None), "/").await.is_err(), "wrong CA refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let clients = Ca::new(dir.path(), "clients");
+    let other = Ca::new(dir.path(), "other");
+    let server = ca.server("gw", &["gw.test"]);
+    let (good, bad) = (clients.client("good"), other.client("bad"));
+    let up = TestUpstream::echo("u").await;
+    let tls = format!(
+        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
+        server.cert.display(),
+        server.key.display(),
+        clients.pem.display()
+    );
+    let gw = TestGateway::start_with(&tls, &tls_body(&up, ""));
+    let addr = gw.gateway.tls_addr().unwrap();
+    let anonymous = tls_get(addr, "gw.test", ca.client_config(&[b"http/1.1"], None), "/").await;
+    assert!(anonymous.is_err(), "no client certificate: refused");
+    let wrong = tls_get(addr, "gw.test", ca.client_config(&[b"http/1.1"], Some(&bad)), "/").await;
+    assert!(wrong.is_err(), "a certificate from another CA: refused");
+    let ok = tls_get(addr, "gw.test", ca.client_config(&[b"http/1.1"], Some(&good)), "/").await;
+    assert_eq!(ok.map(|r| r.0), Ok(200));
+}
+
+/// Gateway B forwards over TLS (custom CA, client certificate) to gateway
+/// A, which terminates TLS and requires that certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_upstreams_with_a_custom_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let a_cert: Issued = ca.server("a", &["127.0.0.1", "a.internal"]);
+    let b_identity = ca.client("b");
+    let up = TestUpstream::echo("origin").await;
+    let a_tls = format!(
+        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
+        a_cert.cert.display(),
+        a_cert.key.display(),
+        ca.pem.display()
+    );
+    let a = TestGateway::start_with(&a_tls, &tls_body(&up, ""));
+    let a_addr = a.gateway.tls_addr().unwrap();
+    let b = TestGateway::start(&format!(
+        r#"[upstreams.a]
+endpoints = ["{a_addr}"]
+tls = {{ ca = "{}", server_name = "a.internal", cert = "{}", key = "{}" }}
+[[routes]]
+upstream = "a"
+"#,
+        ca.pem.display(),
+        b_identity.cert.display(),
+        b_identity.key.display()
+    ));
+    let r = get(&b.url("/through")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("origin"));
+    assert_eq!(echoed_header(&r.json(), "x-forwarded-proto").as_deref(), Some("https"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    let up = TestUpstream::echo("ws").await;
+    let gw = TestGateway::start(&tls_body(&up, ""));
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    // The tunnel is open: bytes go to the upstream and come back.
+    s.write_all(b"ping over the tunnel").await.unwrap();
+    let mut buf = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"ping over the tunnel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_passes_through_over_h2c_with_trailers() {
+    let (upstream, _stop) = grpc().await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\n[[routes]]\nupstream = \"g\"\n"
+    ));
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let req = Request::post(gw.url("/helloworld.Greeter/SayHello"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers().get("x-te").map(|v| v.as_bytes()), Some(&b"trailers"[..]), "te: trailers kept");
+    assert_eq!(resp.headers().get("x-path").map(|v| v.as_bytes()), Some(&b"/helloworld.Greeter/SayHello"[..]));
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+    assert_eq!(collected.to_bytes().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    let up = TestUpstream::echo("u").await;
+    let gw =
+        TestGateway::start_with("header_read_timeout = \"300ms\"\nbody_read_timeout = \"300ms\"", &tls_body(&up, ""));
+    // Slowloris: a head that never ends. The connection is closed.
+    let start = Instant::now();
+    let out = raw(gw.addr(), b"GET / HTTP/1.1\r\nhost: x\r\nx-slow: ").await;
+    assert!(start.elapsed() < Duration::from_secs(3), "closed by the header timeout");
+    assert!(!out.contains("200 OK"), "{out}");
+    // A body that stalls: 408.
+    let out = raw(gw.addr(), b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly part").await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert_eq!(up.hits(), 1, "the stalled body reached the upstream as a stream, then failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_requests_in_flight() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&tls_body(&up, ""));
+    let url = gw.url("/slow/500");
+    let in_flight = tokio::spawn(async move { get(&url).await.status.as_u16() });
+    assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 1).await);
+    let addr = gw.addr();
+    tokio::task::spawn_blocking(move || drop(gw)).await.unwrap();
+    assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request finished");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_health_and_metrics_behind_a_token() {
+    let up = TestUpstream::echo("u").await;
+    let body = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"s3cret-token\"\n{}", tls_body(&up, ""));
+    let gw = TestGateway::start(&body);
+    let admin = gw.gateway.admin_addr().expect("admin listener");
+    assert_eq!(get(&gw.url("/some/path")).await.status, 200);
+    let c = wasmgate_tests::client();
+    let call = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(format!("http://{admin}{path}"));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        wasmgate_tests::send_with(&c, req.body(Full::default()).unwrap())
+    };
+    assert_eq!(call("/health/live", None).await.status, 401);
+    assert_eq!(call("/health/live", Some("wrong")).await.status, 401);
+    assert_eq!(call("/health/live", Some("s3cret-token")).await.status, 200);
+    assert_eq!(call("/health/ready", Some("s3cret-token")).await.status, 200);
+    let metrics = call("/metrics", Some("s3cret-token")).await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    assert!(text.contains("wasmgate_requests_total{"), "{text}");
+    assert!(text.contains("route=\"route-0\""), "{text}");
+    assert!(text.contains("status=\"200\""), "{text}");
+    assert!(text.contains("wasmgate_upstream_endpoint_healthy{"), "{text}");
+    assert!(!text.contains("s3cret"), "the token never shows");
+}

@@ -1,0 +1,370 @@
+//! Traffic management against adversarial upstreams: balancing, canary
+//! splits, active health, outlier ejection, circuit breakers, retries under a
+//! budget, bulkheads — with the numbers asserted.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use http::Request;
+use http_body_util::Full;
+use wasmgate_tests::upstream::{TestUpstream, resetting};
+use wasmgate_tests::{TestGateway, client, dead_addr, eventually, get, send, send_with};
+
+async fn upstreams(n: usize) -> Vec<TestUpstream> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        v.push(TestUpstream::echo(&format!("e{i}")).await);
+    }
+    v
+}
+
+/// Which upstream answered each of `n` GETs to `path`.
+async fn spread(gw: &TestGateway, path: &str, n: usize) -> HashMap<String, usize> {
+    let c = client();
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        let r = send_with(&c, Request::get(gw.url(path)).body(Full::default()).unwrap()).await;
+        *seen.entry(r.header("x-upstream").unwrap_or("none").to_owned()).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_follows_the_weights() {
+    let ups = upstreams(3).await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+balance = "weighted-round-robin"
+endpoints = [{{ address = "{}", weight = 1 }}, {{ address = "{}", weight = 2 }}, {{ address = "{}", weight = 7 }}]
+[[routes]]
+upstream = "u"
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    let seen = spread(&gw, "/", 1000).await;
+    // Smooth WRR is exact per worker cycle; two workers interleave cycles.
+    for (name, expected) in [("e0", 100.0), ("e1", 200.0), ("e2", 700.0)] {
+        let got = *seen.get(name).unwrap_or(&0) as f64;
+        assert!((got - expected).abs() <= expected * 0.05 + 2.0, "{name}: {got} vs {expected} ({seen:?})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_split_sends_its_share() {
+    let (stable, canary) = tokio::join!(TestUpstream::echo("stable"), TestUpstream::echo("canary"));
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.stable]
+endpoints = ["{}"]
+[upstreams.canary]
+endpoints = ["{}"]
+[[routes]]
+upstreams = [{{ name = "stable", weight = 95 }}, {{ name = "canary", weight = 5 }}]
+"#,
+        stable.addr, canary.addr
+    ));
+    let seen = spread(&gw, "/", 2000).await;
+    let share = *seen.get("canary").unwrap_or(&0) as f64 / 2000.0;
+    // 5% of 2000 = 100; a binomial sd of ~9.7, so ±3 sd ≈ ±1.5%.
+    assert!((0.035..=0.065).contains(&share), "canary share {share:.3} ({seen:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_keeps_a_key_on_one_endpoint() {
+    let ups = upstreams(3).await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+balance = "consistent-hash"
+hash_on = "header:x-user"
+endpoints = ["{}", "{}", "{}"]
+[[routes]]
+upstream = "u"
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    let c = client();
+    let mut owners = HashMap::new();
+    for user in 0..60 {
+        let mut owner = None;
+        for _ in 0..3 {
+            let req = Request::get(gw.url("/")).header("x-user", format!("user-{user}")).body(Full::default()).unwrap();
+            let r = send_with(&c, req).await;
+            let up = r.header("x-upstream").unwrap_or("none").to_owned();
+            assert!(owner.is_none() || owner.as_deref() == Some(up.as_str()), "user-{user} moved");
+            owner = Some(up);
+        }
+        *owners.entry(owner.unwrap_or_default()).or_insert(0) += 1;
+    }
+    assert_eq!(owners.len(), 3, "keys spread over every endpoint: {owners:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_avoids_the_busy_endpoint() {
+    let ups = upstreams(2).await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!(
+            "[upstreams.u]\nbalance = \"least-request\"\nendpoints = [\"{}\", \"{}\"]\n[[routes]]\nupstream = \"u\"\n",
+            ups[0].addr, ups[1].addr
+        ),
+    );
+    // Pin 8 slow requests on the gateway; then quick ones should mostly go
+    // to whichever endpoint holds fewer of them.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let url = gw.url("/slow/1500");
+        slow.push(tokio::spawn(async move { get(&url).await }));
+    }
+    assert!(eventually(Duration::from_secs(5), || ups[0].in_flight() + ups[1].in_flight() == 8).await);
+    let (busy, idle) = if ups[0].in_flight() >= ups[1].in_flight() { (0, 1) } else { (1, 0) };
+    let imbalance = ups[busy].in_flight() - ups[idle].in_flight();
+    let seen = spread(&gw, "/", 40).await;
+    let to_idle = *seen.get(&format!("e{idle}")).unwrap_or(&0);
+    if imbalance >= 2 {
+        assert!(to_idle >= 30, "least-request sent {to_idle}/40 to the less busy endpoint ({seen:?})");
+    }
+    for s in slow {
+        assert_eq!(s.await.unwrap().status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_an_endpoint_out_and_back() {
+    let ups = upstreams(2).await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}", "{}"]
+health = {{ path = "/health", interval = "100ms", timeout = "500ms", healthy_threshold = 2, unhealthy_threshold = 2 }}
+[[routes]]
+upstream = "u"
+"#,
+        ups[0].addr, ups[1].addr
+    ));
+    ups[1].set_healthy(false);
+    // Two failed checks at 100ms intervals: give it a generous second.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = spread(&gw, "/", 50).await;
+    assert_eq!(seen.get("e1"), None, "the unhealthy endpoint got traffic: {seen:?}");
+    ups[1].set_healthy(true);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = spread(&gw, "/", 50).await;
+    assert!(seen.get("e1").is_some_and(|n| *n > 10), "the endpoint came back: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_healthy_endpoint_is_503_with_retry_after_at_once() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}"]
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1 }}
+[[routes]]
+upstream = "u"
+"#,
+        up.addr
+    ));
+    up.set_healthy(false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hits = up.hits();
+    let start = Instant::now();
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some(), "Retry-After is set");
+    assert!(start.elapsed() < Duration::from_millis(500), "answered immediately");
+    // Only health checks reached it, no proxied request.
+    assert!(up.hits() - hits <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_an_endpoint_that_keeps_failing() {
+    let ups = upstreams(3).await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}", "{}", "{}"]
+outlier = {{ consecutive_5xx = 3, base_ejection = "30s", max_ejected_percent = 50 }}
+[[routes]]
+upstream = "u"
+retries = {{ attempts = 0 }}
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    ups[2].set_failing(true);
+    let seen = spread(&gw, "/", 60).await;
+    // Round-robin would send 20 to e2; ejection after 3 failures (per
+    // worker view of the shared state) cuts that short.
+    let failures = *seen.get("e2").unwrap_or(&0);
+    assert!(failures <= 8, "e2 answered {failures} times before ejection ({seen:?})");
+    let seen = spread(&gw, "/", 30).await;
+    assert_eq!(seen.get("e2"), None, "ejected endpoint got traffic: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opens_fails_fast_and_recovers() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}"]
+breaker = {{ consecutive_failures = 5, open_for = "500ms", half_open_probes = 1 }}
+[[routes]]
+upstream = "u"
+retries = {{ attempts = 0 }}
+"#,
+        up.addr
+    ));
+    up.set_failing(true);
+    for _ in 0..5 {
+        assert_eq!(get(&gw.url("/")).await.status, 503);
+    }
+    let hits = up.hits();
+    // Open: refused without touching the network.
+    for _ in 0..20 {
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.json()["error"], "upstream unavailable (circuit open)");
+        assert!(r.header("retry-after").is_some());
+    }
+    assert_eq!(up.hits(), hits, "an open breaker sent nothing upstream");
+    // After open_for, one probe; it succeeds and the breaker closes.
+    up.set_failing(false);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    for _ in 0..10 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_go_to_a_different_endpoint() {
+    let ups = upstreams(2).await;
+    let dead = dead_addr();
+    let (reset, _stop) = resetting().await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{dead}", "{reset}", "{}", "{}"]
+connect_timeout = "200ms"
+# This test is about where retries go, not how many: no budget limit.
+retry_budget = {{ percent = 100, min_per_second = 100 }}
+[[routes]]
+upstream = "u"
+retries = {{ attempts = 3, on = ["connect-failure", "reset", "503"], backoff = "1ms" }}
+"#,
+        ups[0].addr, ups[1].addr
+    ));
+    let seen = spread(&gw, "/", 40).await;
+    assert_eq!(seen.get("none"), None, "every GET succeeded despite a dead and a resetting endpoint: {seen:?}");
+    // A POST is not repeated after a reset (it may have been acted on), but a
+    // connect failure is safe to retry.
+    let mut failed_posts = 0;
+    for _ in 0..20 {
+        let r = send(Request::post(gw.url("/")).body(Full::from("x")).unwrap()).await;
+        if r.status != 200 {
+            failed_posts += 1;
+            assert_eq!(r.status, 502);
+        }
+    }
+    assert!(failed_posts > 0, "some POSTs hit the resetting endpoint and were not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_never_exceed_the_budget() {
+    let ups = upstreams(3).await;
+    for u in &ups {
+        u.set_failing(true);
+    }
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}", "{}", "{}"]
+retry_budget = {{ percent = 20, min_per_second = 1 }}
+[[routes]]
+upstream = "u"
+retries = {{ attempts = 2, on = ["503"], backoff = "1ms" }}
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    let start = Instant::now();
+    let n = 300;
+    let seen = spread(&gw, "/", n).await;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let upstream_requests: usize = ups.iter().map(TestUpstream::hits).sum();
+    let retries = upstream_requests - n;
+    let allowed = (n as f64 * 0.20) + start.elapsed().as_secs_f64().ceil() * 1.0 + 2.0;
+    assert!(retries as f64 <= allowed, "{retries} retries for {n} requests; budget allows {allowed:.0}");
+    assert!(retries > 0, "the budget allowed some retries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_errors_when_one_of_three_endpoints_dies_under_load() {
+    let ups = upstreams(3).await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}", "{}", "{}"]
+connect_timeout = "200ms"
+outlier = {{ consecutive_connect_failures = 2, consecutive_5xx = 3 }}
+[[routes]]
+upstream = "u"
+retries = {{ attempts = 2, on = ["connect-failure", "reset", "502", "503"], backoff = "2ms" }}
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    let url = gw.url("/slow/5");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut errors) = (0, Vec::new());
+            for _ in 0..150 {
+                let r = send_with(&c, Request::get(&url).body(Full::default()).unwrap()).await;
+                if r.status == 200 { ok += 1 } else { errors.push(r.status.as_u16()) }
+            }
+            (ok, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ups[1].kill();
+    let mut total_ok = 0;
+    for t in tasks {
+        let (ok, errors) = t.await.unwrap();
+        assert!(errors.is_empty(), "client-visible errors: {errors:?}");
+        total_ok += ok;
+    }
+    assert_eq!(total_ok, 8 * 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulkhead_caps_concurrency_and_refuses_overflow() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}"]
+max_concurrent = 2
+max_queue = 1
+queue_timeout = "5s"
+[[routes]]
+upstream = "u"
+"#,
+        up.addr
+    ));
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        let url = gw.url("/slow/800");
+        slow.push(tokio::spawn(async move { get(&url).await.status.as_u16() }));
+    }
+    assert!(eventually(Duration::from_secs(3), || up.in_flight() == 2).await, "two in flight");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 503, "the fourth is refused");
+    assert_eq!(r.json()["error"], "upstream overloaded");
+    assert!(start.elapsed() < Duration::from_millis(300), "refused at once");
+    assert_eq!(up.in_flight(), 2, "never more than two at the upstream");
+    let statuses: Vec<u16> = futures_join(slow).await;
+    assert_eq!(statuses, vec![200, 200, 200], "the queued one was served");
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
