@@ -215,6 +215,15 @@ pub(super) fn build_admin(a: &Spanned<raw::RawAdmin>, p: &mut Problems<'_>) -> O
             p.at(span(a), "admin.token", "both `token` and `token_env` are set", "keep one");
             return None;
         }
+        (Some(t), None) if t.is_empty() => {
+            p.at(
+                span(a),
+                "admin.token",
+                "the token is empty",
+                "set a long random token, or remove `token` to go without",
+            );
+            return None;
+        }
         (Some(t), None) => Some(Secret::new(t.clone())),
         (None, Some(var)) => match std::env::var(var) {
             Ok(t) if !t.is_empty() => Some(Secret::new(t)),

@@ -96,7 +96,7 @@ pub async fn handle(snapshot: Arc<Snapshot>, conn: ConnInfo, req: Request<Incomi
             status,
             duration: elapsed,
             upstream_time: trace.upstream_time,
-            bytes_out: None,
+            bytes_out: http_body::Body::size_hint(resp.body()).exact(),
             plugins: &plugins,
         });
     }

@@ -154,7 +154,9 @@ impl Upstream {
         let (stop, stopped) = watch::channel(());
         if let Some((handle, dns)) = control {
             if let Some(check) = &config.health {
-                let health_pools = Pools::new(1, settings.clone());
+                // Health-check connections are not proxy connections: keep them out of the metric.
+                let health_pools =
+                    Pools::new(1, ConnectSettings { on_connection: Arc::new(|_| {}), ..settings.clone() });
                 handle.spawn(health::run(
                     name.clone(),
                     check.clone(),
