@@ -15,6 +15,13 @@ grep -qx wasm32-wasip2 <<<"$installed" || rustup target add wasm32-wasip2
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
+step "system packages: redis-server (the store's Redis backend is tested against a real one)"
+if ! command -v redis-server >/dev/null; then
+  sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server >/dev/null
+fi
+
 step "formatting"
 cargo fmt --all -- --check
 

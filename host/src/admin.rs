@@ -171,7 +171,7 @@ fn authorized(req: &Request<Incoming>, token: &Secret) -> bool {
         return false;
     };
     let presented = presented.trim_ascii_start();
-    constant_time_eq(presented, token.expose().as_bytes())
+    constant_time_eq(presented, token.expose())
 }
 
 /// Compares in time that depends only on the presented length, which the

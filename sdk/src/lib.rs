@@ -36,8 +36,8 @@
 //! // Plugin logic runs natively in unit tests, without building Wasm:
 //! let plugin = wasmgate_sdk::testing::configure::<RequireHeader>(r#"{"header":"x-tenant"}"#).unwrap();
 //! let mut req = wasmgate_sdk::testing::TestRequest::get("/");
-//! let reply = wasmgate_sdk::testing::on_request(&plugin, &mut req).reply().unwrap();
-//! assert_eq!(reply.status, 400);
+//! let decision = wasmgate_sdk::testing::on_request(&plugin, &mut req);
+//! assert_eq!(decision.reply().map(|r| r.status), Some(400));
 //! ```
 //!
 //! Nothing in the SDK panics: accessors return `Option`/`Result`, and a
@@ -45,10 +45,14 @@
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod crypto;
 mod decision;
 mod exchange;
 pub mod host;
+pub mod http;
 mod plugin;
+pub mod secrets;
+pub mod store;
 pub mod testing;
 
 pub use decision::{Decision, Reply};

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use crate::decision::Decision;
 use crate::exchange::{EditError, Request, Response};
+use crate::http::{HttpError, IncomingResponse, OutgoingRequest};
 use crate::log::Level;
 use crate::plugin::{ConfigError, Plugin};
 
@@ -253,22 +254,69 @@ impl TestBody {
     }
 }
 
+/// What a test's plugin sends with [`crate::http`]: the handler answers.
+type HttpHandler = Box<dyn Fn(&OutgoingRequest) -> Result<IncomingResponse, HttpError>>;
+
 /// The per-thread stand-in for the gateway's host functions.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct TestHost {
     context: HashMap<String, String>,
     logs: Vec<(Level, String)>,
     now_unix_ms: Option<u64>,
+    secrets: HashMap<String, Vec<u8>>,
+    http: Option<HttpHandler>,
+    sent: Vec<OutgoingRequest>,
+}
+
+impl std::fmt::Debug for TestHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestHost").field("context", &self.context).field("sent", &self.sent.len()).finish()
+    }
 }
 
 thread_local! {
     static HOST: RefCell<TestHost> = RefCell::new(TestHost::default());
 }
 
-/// Clears the context map and the captured logs, and unfreezes the clock.
-/// Call it at the start of a test that depends on them.
+/// Clears the context map, the captured logs, secrets, the HTTP handler and
+/// the store, and unfreezes the clock. Call it at the start of a test that
+/// depends on them.
 pub fn reset() {
     HOST.with(|h| *h.borrow_mut() = TestHost::default());
+    #[cfg(not(target_arch = "wasm32"))]
+    stand_in::store::clear();
+}
+
+/// Moves the frozen clock forward (freezing it first at the current time).
+pub fn advance_ms(ms: u64) {
+    HOST.with(|h| {
+        let mut h = h.borrow_mut();
+        let now = h.now_unix_ms.unwrap_or_else(real_unix_ms);
+        h.now_unix_ms = Some(now.saturating_add(ms));
+    });
+}
+
+fn real_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Grants a secret, as `grants.secrets` would.
+pub fn set_secret(name: &str, value: impl Into<Vec<u8>>) {
+    HOST.with(|h| h.borrow_mut().secrets.insert(name.to_owned(), value.into()));
+}
+
+/// Answers the plugin's outbound requests with `handler`. Without one,
+/// every request fails with `HttpError::NotGranted`.
+pub fn on_http(handler: impl Fn(&OutgoingRequest) -> Result<IncomingResponse, HttpError> + 'static) {
+    HOST.with(|h| h.borrow_mut().http = Some(Box::new(handler)));
+}
+
+/// The requests the plugin sent, in order.
+pub fn http_sent() -> Vec<OutgoingRequest> {
+    HOST.with(|h| h.borrow().sent.clone())
 }
 
 /// The context map as plugins left it.
@@ -315,6 +363,156 @@ pub(crate) mod stand_in {
 
     pub fn log(level: Level, message: &str) {
         HOST.with(|h| h.borrow_mut().logs.push((level, message.to_owned())));
+    }
+
+    pub fn secret(name: &str) -> Option<Vec<u8>> {
+        HOST.with(|h| h.borrow().secrets.get(name).cloned())
+    }
+
+    /// The store double: the gateway's own in-memory backend, on the test clock.
+    pub mod store {
+        use std::cell::RefCell;
+
+        use wasmgate_common::memstore::{self, Clock, MemStore};
+
+        use crate::store::{Limit, StoreError};
+
+        struct TestClock;
+
+        impl Clock for TestClock {
+            fn now_ms(&self) -> u64 {
+                super::now_unix_ms()
+            }
+        }
+
+        thread_local! {
+            static STORE: RefCell<MemStore<TestClock>> = RefCell::new(MemStore::new(TestClock, 100_000));
+        }
+
+        pub fn clear() {
+            STORE.with(|s| *s.borrow_mut() = MemStore::new(TestClock, 100_000));
+        }
+
+        fn err(e: memstore::StoreError) -> StoreError {
+            match e {
+                memstore::StoreError::Invalid(m) => StoreError::Invalid(m),
+            }
+        }
+
+        fn limit(l: memstore::LimitResult) -> Limit {
+            Limit {
+                allowed: l.allowed,
+                limit: l.limit,
+                remaining: l.remaining,
+                reset: std::time::Duration::from_millis(l.reset_ms),
+                retry_after: std::time::Duration::from_millis(l.retry_after_ms),
+            }
+        }
+
+        pub fn get(key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            STORE.with(|s| s.borrow().get(key)).map_err(err)
+        }
+        pub fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), StoreError> {
+            STORE.with(|s| s.borrow().set(key, value, ttl_ms)).map_err(err)
+        }
+        pub fn delete(key: &str) -> Result<bool, StoreError> {
+            STORE.with(|s| s.borrow().delete(key)).map_err(err)
+        }
+        pub fn incr(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, StoreError> {
+            STORE.with(|s| s.borrow().incr(key, delta, ttl_ms)).map_err(err)
+        }
+        pub fn take(key: &str, capacity: u64, refill: f64, cost: u64) -> Result<Limit, StoreError> {
+            STORE.with(|s| s.borrow().take(key, capacity, refill, cost)).map(limit).map_err(err)
+        }
+        pub fn hit(key: &str, max: u64, window_ms: u64, cost: u64) -> Result<Limit, StoreError> {
+            STORE.with(|s| s.borrow().hit(key, max, window_ms, cost)).map(limit).map_err(err)
+        }
+    }
+
+    /// The HTTP double: the handler a test registered with `on_http`.
+    pub mod http {
+        use super::HOST;
+        use crate::http::{HttpError, IncomingResponse, OutgoingRequest};
+
+        pub fn send(req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
+            HOST.with(|h| {
+                let mut h = h.borrow_mut();
+                h.sent.push(req.clone());
+                match &h.http {
+                    Some(handler) => handler(&req),
+                    None => Err(HttpError::NotGranted("no testing::on_http handler".into())),
+                }
+            })
+        }
+
+        pub fn send_all(reqs: Vec<OutgoingRequest>) -> Vec<Result<IncomingResponse, HttpError>> {
+            reqs.into_iter().map(send).collect()
+        }
+    }
+
+    /// The crypto double: the gateway's own key code, natively.
+    pub mod crypto {
+        use wasmgate_common::keys;
+
+        use crate::crypto::{Algorithm, KeyError};
+
+        pub type Key = keys::Key;
+
+        fn err(e: keys::KeyError) -> KeyError {
+            match e {
+                keys::KeyError::Invalid(m) => KeyError::Invalid(m),
+                keys::KeyError::Unsupported(m) => KeyError::Unsupported(m),
+            }
+        }
+
+        fn to_common(a: Algorithm) -> keys::Algorithm {
+            match a {
+                Algorithm::Rs256 => keys::Algorithm::Rs256,
+                Algorithm::Rs384 => keys::Algorithm::Rs384,
+                Algorithm::Rs512 => keys::Algorithm::Rs512,
+                Algorithm::Ps256 => keys::Algorithm::Ps256,
+                Algorithm::Ps384 => keys::Algorithm::Ps384,
+                Algorithm::Ps512 => keys::Algorithm::Ps512,
+                Algorithm::Es256 => keys::Algorithm::Es256,
+                Algorithm::Es384 => keys::Algorithm::Es384,
+                Algorithm::EdDsa => keys::Algorithm::EdDsa,
+                Algorithm::Hs256 => keys::Algorithm::Hs256,
+                Algorithm::Hs384 => keys::Algorithm::Hs384,
+                Algorithm::Hs512 => keys::Algorithm::Hs512,
+            }
+        }
+
+        pub fn from_jwk(jwk: &str) -> Result<Key, KeyError> {
+            Key::from_jwk(jwk).map_err(err)
+        }
+        pub fn from_pem(pem: &str) -> Result<Key, KeyError> {
+            Key::from_pem(pem).map_err(err)
+        }
+        pub fn from_secret(name: &str) -> Result<Key, KeyError> {
+            let secret = super::secret(name).ok_or_else(|| KeyError::NotGranted(format!("secret `{name}`")))?;
+            Key::hmac(&secret).map_err(err)
+        }
+        pub fn algorithms(k: &Key) -> Vec<Algorithm> {
+            let all = [
+                Algorithm::Rs256,
+                Algorithm::Rs384,
+                Algorithm::Rs512,
+                Algorithm::Ps256,
+                Algorithm::Ps384,
+                Algorithm::Ps512,
+                Algorithm::Es256,
+                Algorithm::Es384,
+                Algorithm::EdDsa,
+                Algorithm::Hs256,
+                Algorithm::Hs384,
+                Algorithm::Hs512,
+            ];
+            let supported = k.algorithms();
+            all.into_iter().filter(|a| supported.contains(&to_common(*a))).collect()
+        }
+        pub fn verify(k: &Key, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+            k.verify(to_common(alg), message, signature)
+        }
     }
 
     pub fn now_unix_ms() -> u64 {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmgate::config::{Isolation, PluginLimits, PluginSettings};
+use wasmgate::plugin::caps::Caps;
 use wasmgate::plugin::{ChainLink, EngineLimits, Runtime, registry};
 
 pub fn root() -> PathBuf {
@@ -33,10 +34,14 @@ pub fn link(runtime: &Arc<Runtime>, wasm: &Path, isolation: Isolation, config_js
         file: None,
         sha256: None,
         limits: PluginLimits { deadline: Duration::from_millis(100), max_memory: 64 << 20, recycle_after: u64::MAX },
+        grants: Default::default(),
         line: None,
     };
     let name = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let cache = root().join("target/bench-plugin-cache");
-    let plugin = registry::load(runtime, name, wasm, &settings, &cache, None).expect("load plugin");
-    ChainLink::configure(Arc::new(plugin), config_json.to_owned(), "bench".into(), 1, 4).expect("configure")
+    let plugin = registry::load(runtime, name, wasm, &settings, &cache, None, Caps::none(name)).expect("load plugin");
+    // Only plugins that do I/O are configured on a runtime; these do none.
+    let control = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    ChainLink::configure(Arc::new(plugin), config_json.to_owned(), "bench".into(), 1, 4, control.handle())
+        .expect("configure")
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 pub use error::{ConfigError, Problem, Problems};
-pub use plugins::{PluginLimits, PluginSettings, PluginsConfig};
+pub use plugins::{Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, StoreConfig};
 pub use raw::{Balance, ClientAuth, Isolation, OnPluginError, Protocol, TlsVersion};
 pub use route::{PluginUse, RetryOn, RetryPolicy, RouteConfig, Target};
 pub use server::{AdminConfig, CertConfig, DnsConfig, Secret, ServerConfig, ServerTls};
@@ -42,6 +42,7 @@ pub struct Config {
     /// `None` when the file has no `[admin]` table.
     pub admin: Option<AdminConfig>,
     pub dns: DnsConfig,
+    pub store: StoreConfig,
 }
 
 /// Reads and checks a config file.
@@ -68,6 +69,7 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
     let server = server::build_server(&raw.server, &base, &mut problems);
     let admin = raw.admin.as_ref().and_then(|a| server::build_admin(a, &mut problems));
     let dns = server::build_dns(raw.dns.as_ref(), &mut problems);
+    let store = plugins::build_store(raw.store.as_ref(), &mut problems);
     let plugins = plugins::build_plugins(&raw, &base, &mut problems);
     let (upstreams, upstream_index) = upstream::build_upstreams(&raw.upstreams, &base, &mut problems);
     let routes = route::build_routes(&raw, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);
@@ -81,6 +83,7 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
             routes,
             admin,
             dns,
+            store,
         }),
         _ => None,
     };

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::error::{self, Problems};
 use super::raw::{self, Isolation};
+use super::server::Secret;
 use super::span;
 
 /// Where plugins come from and the limits they run under.
@@ -36,7 +37,104 @@ pub struct PluginSettings {
     pub file: Option<PathBuf>,
     pub sha256: Option<[u8; 32]>,
     pub limits: PluginLimits,
+    pub grants: Grants,
     pub line: Option<usize>,
+}
+
+/// `[store]`: the backend of the plugins' key-value store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In this process (the default): exact, but not shared with other gateways.
+    Memory { max_entries: usize },
+    /// Shared by every gateway using the same Redis.
+    Redis { url: String, timeout: Duration },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Memory { max_entries: 1_000_000 }
+    }
+}
+
+pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Problems<'_>) -> StoreConfig {
+    let Some(s) = s else { return StoreConfig::default() };
+    let r = s.get_ref();
+    match r.backend {
+        raw::StoreBackendKind::Memory => StoreConfig::Memory { max_entries: r.max_entries.unwrap_or(1_000_000) },
+        raw::StoreBackendKind::Redis => match &r.url {
+            Some(url) if url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://") => {
+                StoreConfig::Redis {
+                    url: url.get_ref().clone(),
+                    timeout: r.timeout.map_or(Duration::from_millis(50), |d| d.0),
+                }
+            }
+            _ => {
+                p.at(
+                    span(s),
+                    "store.url",
+                    "the redis backend needs a redis:// URL",
+                    "url = \"redis://127.0.0.1:6379\"",
+                );
+                StoreConfig::default()
+            }
+        },
+    }
+}
+
+/// What a plugin may reach beyond its request (`[plugin.NAME] grants`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub store: bool,
+    pub crypto: bool,
+    pub http: Vec<HttpGrant>,
+    pub http_timeout: Duration,
+    pub http_max_response: u64,
+    /// Resolved at load: name → value.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// Something a plugin may send HTTP requests to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HttpGrant {
+    Upstream(String),
+    /// `scheme://host:port`, normalised (default ports filled in).
+    Origin {
+        https: bool,
+        host: String,
+        port: u16,
+    },
+}
+
+impl HttpGrant {
+    pub fn origin_string(https: bool, host: &str, port: u16) -> String {
+        format!("{}://{host}:{port}", if https { "https" } else { "http" })
+    }
+
+    /// Parses an origin; anything else is an upstream name.
+    fn parse(text: &str) -> Result<Self, String> {
+        let (https, rest) = if let Some(r) = text.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = text.strip_prefix("http://") {
+            (false, r)
+        } else if super::valid_name(text) {
+            return Ok(Self::Upstream(text.to_owned()));
+        } else {
+            return Err(format!("`{text}` is neither an upstream name nor an origin"));
+        };
+        let authority: http::uri::Authority =
+            rest.trim_end_matches('/').parse().map_err(|_| format!("`{text}` is not scheme://host[:port]"))?;
+        if rest.trim_end_matches('/').contains('/') {
+            return Err(format!("`{text}`: an origin has no path"));
+        }
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Ok(Self::Origin { https, host: authority.host().to_ascii_lowercase(), port })
+    }
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self { deadline: Duration::from_millis(100), max_memory: 64 << 20, recycle_after: 10_000 }
+    }
 }
 
 fn default_cache_dir(base: &Path) -> PathBuf {
@@ -84,6 +182,16 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
             },
         };
         let line = Some(error::line_of(p.source(), s.span().start));
+        let grants = match &r.grants {
+            None => Grants::default(),
+            Some(g) => match build_grants(g, &key, base, p) {
+                Some(g) => g,
+                None => {
+                    ok = false;
+                    Grants::default()
+                }
+            },
+        };
         settings.insert(
             name.clone(),
             PluginSettings {
@@ -91,6 +199,7 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
                 file: r.file.as_ref().map(|f| base.join(f)),
                 sha256,
                 limits,
+                grants,
                 line,
             },
         );
@@ -139,4 +248,76 @@ fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     let text = text.strip_prefix("sha256:").unwrap_or(text);
     let bytes = hex::decode(text).ok()?;
     bytes.try_into().ok()
+}
+
+fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &mut Problems<'_>) -> Option<Grants> {
+    let r = g.get_ref();
+    let mut ok = true;
+    let mut http = Vec::new();
+    for target in &r.http {
+        match HttpGrant::parse(target) {
+            Ok(t) => http.push(t),
+            Err(what) => {
+                p.at(
+                    span(g),
+                    format!("{key}.grants.http"),
+                    what,
+                    "list upstream names (\"users\") or origins (\"https://idp.example.com\")",
+                );
+                ok = false;
+            }
+        }
+    }
+    let mut secrets = BTreeMap::new();
+    for (name, source) in &r.secrets {
+        let value = match (&source.env, &source.file) {
+            (Some(var), None) => {
+                std::env::var(var).ok().filter(|v| !v.is_empty()).map(String::into_bytes).ok_or_else(|| {
+                    (
+                        format!("secret `{name}`: environment variable `{var}` is not set (or empty)"),
+                        format!("export {var}=... before starting the gateway"),
+                    )
+                })
+            }
+            (None, Some(file)) => {
+                let path = base.join(file);
+                std::fs::read(&path)
+                    .map(|mut v| {
+                        // A trailing newline from `echo secret > file` is not part of the secret.
+                        while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            v.pop();
+                        }
+                        v
+                    })
+                    .map_err(|e| {
+                        (
+                            format!("secret `{name}`: cannot read {}: {e}", path.display()),
+                            "check the path and its permissions".to_owned(),
+                        )
+                    })
+            }
+            _ => Err((
+                format!("secret `{name}` needs exactly one of `env` and `file`"),
+                format!("{name} = {{ env = \"VAR\" }} or {name} = {{ file = \"path\" }}"),
+            )),
+        };
+        match value {
+            Ok(v) => {
+                secrets.insert(name.clone(), Secret::new_bytes(v));
+            }
+            Err((what, fix)) => {
+                p.at(span(g), format!("{key}.grants.secrets.{name}"), what, fix);
+                ok = false;
+            }
+        }
+    }
+    let grants = Grants {
+        store: r.store,
+        crypto: r.crypto,
+        http,
+        http_timeout: r.http_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        http_max_response: r.http_max_response.map_or(10 << 20, |s| s.0),
+        secrets,
+    };
+    ok.then_some(grants)
 }

@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub dns: Option<Spanned<RawDns>>,
+    pub store: Option<Spanned<RawStore>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +129,50 @@ pub struct RawPluginSettings {
     pub deadline: Option<HumanDuration>,
     pub max_memory: Option<ByteSize>,
     pub recycle_after: Option<u64>,
+    pub grants: Option<Spanned<RawGrants>>,
+}
+
+/// `[plugin.NAME] grants`: the capabilities a plugin may use.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrants {
+    #[serde(default)]
+    pub store: bool,
+    #[serde(default)]
+    pub crypto: bool,
+    /// Upstream names and origins (`https://idp.example.com`) it may call.
+    #[serde(default)]
+    pub http: Vec<String>,
+    pub http_timeout: Option<HumanDuration>,
+    pub http_max_response: Option<ByteSize>,
+    /// Secret name → where its value comes from.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, RawSecretSource>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretSource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+/// `[store]`: where the plugins' key-value store lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub backend: StoreBackendKind,
+    /// `redis://host:port/db`, for the Redis backend.
+    pub url: Option<Spanned<String>>,
+    pub timeout: Option<HumanDuration>,
+    pub max_entries: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackendKind {
+    Memory,
+    Redis,
 }
 
 /// How a plugin's instances are kept.

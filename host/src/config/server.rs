@@ -52,14 +52,18 @@ pub struct CertConfig {
 
 /// A value that must never reach a log: `Debug` prints `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Vec<u8>);
 
 impl Secret {
     pub fn new(value: String) -> Self {
+        Self(value.into_bytes())
+    }
+
+    pub fn new_bytes(value: Vec<u8>) -> Self {
         Self(value)
     }
 
-    pub fn expose(&self) -> &str {
+    pub fn expose(&self) -> &[u8] {
         &self.0
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 pub use self::snapshot::{Env, Route, Snapshot, build};
 use crate::config::{self, Config, ConfigError};
+use crate::plugin::caps::store::StoreBackend;
 use crate::plugin::{EngineLimits, Runtime, registry};
 use crate::server;
 use crate::telemetry::{AccessLogWriter, Metrics};
@@ -107,6 +108,9 @@ fn warn_static_changes(old: &Config, new: &Config) {
     if old.admin != new.admin {
         tracing::warn!("[admin] changed; it takes effect at restart");
     }
+    if old.store != new.store {
+        tracing::warn!("[store] changed; it takes effect at restart");
+    }
     if old.server.access_log != new.server.access_log {
         tracing::warn!("server.access_log changed; it takes effect at restart");
     }
@@ -133,6 +137,18 @@ pub enum StartError {
     Engine(String),
     #[error("cannot start worker threads: {0}")]
     Threads(std::io::Error),
+    #[error("cannot set up the plugin store: {0}")]
+    Store(String),
+}
+
+/// Drops expired entries of the in-process store now and then (reads skip
+/// them anyway; this bounds the memory they hold).
+async fn sweep(store: StoreBackend) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        store.sweep();
+    }
 }
 
 /// Loads a config and its plugins exactly as `run` would, without serving.
@@ -145,6 +161,7 @@ pub fn check(path: &Path) -> Result<Snapshot, StartError> {
         control: control.handle.clone(),
         workers: 1,
         access_log: None,
+        store: StoreBackend::from_config(&config.store).map_err(StartError::Store)?,
     };
     Ok(build(config, &env, None, 0)?)
 }
@@ -227,12 +244,15 @@ impl Gateway {
         let tls_listen = config.server.tls.as_ref().map(|t| t.listen);
         let admin = config.admin.clone();
         let (watch_on, interval) = (config.server.watch, config.server.watch_interval);
+        let store = StoreBackend::from_config(&config.store).map_err(StartError::Store)?;
+        control.handle.spawn(sweep(store.clone()));
         let env = Env {
             runtime: engine_for(&config)?,
             metrics: Arc::new(Metrics::new()),
             control: control.handle.clone(),
             workers,
             access_log: config.server.access_log.then(AccessLogWriter::stdout),
+            store,
         };
         let snapshot = build(config, &env, None, 0)?;
         let bind = |addr: SocketAddr| server::bind(addr, workers).map_err(|source| StartError::Bind { addr, source });

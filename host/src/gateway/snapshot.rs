@@ -6,7 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{self, Config, ConfigError, OnPluginError, Problems, RetryPolicy};
+use std::collections::HashMap;
+
+use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy};
+use crate::plugin::caps::Caps;
+use crate::plugin::caps::store::StoreBackend;
 use crate::plugin::{ChainLink, Plugin, Runtime, registry};
 use crate::routing::{Rewrite, Router};
 use crate::telemetry::{AccessLogWriter, Metrics};
@@ -24,6 +28,8 @@ pub struct Env {
     pub control: tokio::runtime::Handle,
     pub workers: usize,
     pub access_log: Option<AccessLogWriter>,
+    /// The plugins' shared store (fixed at start).
+    pub store: StoreBackend,
 }
 
 impl std::fmt::Debug for Env {
@@ -80,6 +86,8 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub upstreams: Vec<Arc<Upstream>>,
     pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Upstreams made for origins granted to plugins.
+    pub origins: HashMap<HttpGrant, Arc<Upstream>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLogWriter>,
@@ -122,14 +130,22 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
             Err((what, fix)) => problems.at_line(None, format!("upstreams.{}", u.name), what, fix),
         }
     }
-    let plugins = load_plugins(&config, &env.runtime, &mut problems);
+    let origins = origin_upstreams(&config, env, previous, &mut problems);
+    let plugins = load_plugins(&config, env, &upstreams, &origins, &mut problems);
     let max_idle = config.plugins.max_idle_per_worker;
     let mut routes = Vec::with_capacity(config.routes.len());
     for rc in &config.routes {
         let mut chain = Vec::new();
         for u in &rc.plugins {
             let Some(plugin) = plugins.get(&u.name) else { continue };
-            match ChainLink::configure(plugin.clone(), u.config_json.clone(), u.key.clone(), env.workers, max_idle) {
+            match ChainLink::configure(
+                plugin.clone(),
+                u.config_json.clone(),
+                u.key.clone(),
+                env.workers,
+                max_idle,
+                &env.control,
+            ) {
                 Ok(link) => chain.push(link),
                 Err(message) => problems.at_line(
                     u.line,
@@ -180,10 +196,62 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
         routes,
         upstreams,
         plugins,
+        origins,
         tls,
         metrics: env.metrics.clone(),
         access_log: env.access_log.clone(),
     })
+}
+
+/// One upstream per origin granted to a plugin (`https://idp.example.com`),
+/// so plugin requests get the same pools, timeouts and breakers as proxied
+/// traffic. Carried over from the previous snapshot when unchanged.
+fn origin_upstreams(
+    config: &Config,
+    env: &Env,
+    previous: Option<&Snapshot>,
+    problems: &mut Problems<'_>,
+) -> HashMap<HttpGrant, Arc<Upstream>> {
+    let mut out = HashMap::new();
+    for settings in config.plugins.settings.values() {
+        for grant in &settings.grants.http {
+            let HttpGrant::Origin { https, host, port } = grant else { continue };
+            if out.contains_key(grant) {
+                continue;
+            }
+            if let Some(old) = previous.and_then(|p| p.origins.get(grant)) {
+                out.insert(grant.clone(), old.clone());
+                continue;
+            }
+            let origin = HttpGrant::origin_string(*https, host, *port);
+            let upstream = config::UpstreamConfig {
+                name: origin.clone(),
+                endpoints: vec![config::EndpointConfig { address: format!("{host}:{port}"), weight: 1 }],
+                discovery: None,
+                connect_timeout: Duration::from_secs(2),
+                request_timeout: None,
+                idle_timeout: Duration::from_secs(90),
+                max_idle_per_endpoint: 16,
+                balance: config::Balance::RoundRobin,
+                hash_on: None,
+                protocol: config::Protocol::Http1,
+                tls: https.then(|| config::UpstreamTls { ca: None, server_name: None, client_cert: None }),
+                bulkhead: None,
+                health: None,
+                outlier: None,
+                breaker: None,
+                endpoint_breaker: None,
+                retry_budget: config::RetryBudgetConfig::default(),
+            };
+            match new_upstream(&upstream, config, env) {
+                Ok(u) => {
+                    out.insert(grant.clone(), Arc::new(u));
+                }
+                Err((what, fix)) => problems.at_line(None, format!("grants.http: {origin}"), what, fix),
+            }
+        }
+    }
+    out
 }
 
 /// A new upstream: its TLS client config, and for discovered upstreams the
@@ -235,8 +303,16 @@ fn resolve_now(
     }
 }
 
-/// Loads every plugin a route uses or `[plugin.NAME]` configures.
-fn load_plugins(config: &Config, runtime: &Arc<Runtime>, problems: &mut Problems<'_>) -> BTreeMap<String, Arc<Plugin>> {
+/// Loads every plugin a route uses or `[plugin.NAME]` configures, each with
+/// the capabilities it was granted.
+fn load_plugins(
+    config: &Config,
+    env: &Env,
+    upstreams: &[Arc<Upstream>],
+    origins: &HashMap<HttpGrant, Arc<Upstream>>,
+    problems: &mut Problems<'_>,
+) -> BTreeMap<String, Arc<Plugin>> {
+    let runtime: &Arc<Runtime> = &env.runtime;
     let pc = &config.plugins;
     // name → (line, key) of its first mention, for messages.
     let mut wanted: BTreeMap<&str, (Option<usize>, String)> = BTreeMap::new();
@@ -253,6 +329,7 @@ fn load_plugins(config: &Config, runtime: &Arc<Runtime>, problems: &mut Problems
         file: None,
         sha256: None,
         limits: pc.defaults,
+        grants: config::Grants::default(),
         line: None,
     };
     let mut loaded = BTreeMap::new();
@@ -272,7 +349,19 @@ fn load_plugins(config: &Config, runtime: &Arc<Runtime>, problems: &mut Problems
             continue;
         }
         let Some(path) = registry::plugin_path(pc.dir.as_deref(), name, settings) else { continue };
-        match registry::load(runtime, name, &path, settings, &pc.cache_dir, pc.dir.as_deref()) {
+        let caps = match Caps::new(name, &settings.grants, &env.store, upstreams, origins) {
+            Ok(c) => c,
+            Err(what) => {
+                problems.at_line(
+                    line,
+                    format!("plugin.{name}.grants"),
+                    what,
+                    "define the upstream, or grant an origin",
+                );
+                continue;
+            }
+        };
+        match registry::load(runtime, name, &path, settings, &pc.cache_dir, pc.dir.as_deref(), caps) {
             Ok(p) => {
                 loaded.insert(name.to_owned(), Arc::new(p));
             }

@@ -3,7 +3,9 @@
 //! response accessors, log, context, clock).
 //!
 //! Every call works on the one request lent to the store for the current
-//! hook, so the resources are fixed handles and need no table.
+//! hook, so the request and response are fixed handles and need no table.
+//! The capabilities a plugin must be granted (store, http, secrets, crypto)
+//! are in [`super::caps`].
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -20,10 +22,13 @@ wasmtime::component::bindgen!({
     with: {
         "wasmgate:plugin/types.request": RequestHandle,
         "wasmgate:plugin/types.response": ResponseHandle,
+        "wasmgate:plugin/crypto.key": super::caps::crypto::KeyHandle,
     },
+    // Key handles live in a resource table, whose operations can fail.
+    imports: { "wasmgate:plugin/crypto": trappable },
 });
 
-use wasmgate::plugin::types::{self as wit};
+use self::wasmgate::plugin::types::{self as wit};
 
 /// The request lent to a hook. The host never creates more than one, so the
 /// handle carries no data.
@@ -44,15 +49,27 @@ pub struct HostState {
     pub(crate) plugin: Arc<str>,
     pub(crate) limiter: Limiter,
     pub(crate) stdio: Stdio,
+    /// What this plugin was granted.
+    pub(crate) caps: Arc<super::caps::Caps>,
+    /// Crypto keys the plugin holds (the only resources it creates).
+    pub(crate) table: wasmtime::component::ResourceTable,
+    pub(crate) keys_held: usize,
+    /// The plugin's deadline, restored after each wait on I/O: the deadline
+    /// bounds the plugin's computing, the I/O has timeouts of its own.
+    pub(crate) deadline_ticks: u64,
 }
 
 impl HostState {
-    pub fn new(plugin: Arc<str>, max_memory: u64) -> Self {
+    pub fn new(caps: Arc<super::caps::Caps>, max_memory: u64, deadline_ticks: u64) -> Self {
         Self {
             exchange: Box::new(Exchange::placeholder()),
-            plugin,
+            plugin: caps.plugin.clone(),
             limiter: Limiter::new(max_memory),
             stdio: Stdio::default(),
+            caps,
+            table: wasmtime::component::ResourceTable::new(),
+            keys_held: 0,
+            deadline_ticks,
         }
     }
 
@@ -61,9 +78,15 @@ impl HostState {
     }
 }
 
-/// Links the policy world's imports (and the sandbox's WASI) for a plugin.
+/// Links what every plugin may import: the request and response, log,
+/// context, clock, and the sandbox's WASI. Capabilities are linked per
+/// plugin, when granted ([`super::caps::link`]).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    PolicyPlugin::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    type D = HasSelf<HostState>;
+    self::wasmgate::plugin::types::add_to_linker::<HostState, D>(linker, |s| s)?;
+    self::wasmgate::plugin::log::add_to_linker::<HostState, D>(linker, |s| s)?;
+    self::wasmgate::plugin::context::add_to_linker::<HostState, D>(linker, |s| s)?;
+    self::wasmgate::plugin::clock::add_to_linker::<HostState, D>(linker, |s| s)?;
     super::sandbox::add_to_linker(linker)
 }
 
@@ -270,9 +293,9 @@ pub(crate) fn truncate(message: &str) -> &str {
     &message[..end]
 }
 
-impl wasmgate::plugin::log::Host for HostState {
-    fn enabled(&mut self, level: wasmgate::plugin::log::Level) -> bool {
-        use wasmgate::plugin::log::Level as L;
+impl self::wasmgate::plugin::log::Host for HostState {
+    fn enabled(&mut self, level: self::wasmgate::plugin::log::Level) -> bool {
+        use self::wasmgate::plugin::log::Level as L;
         match level {
             L::Trace => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::TRACE),
             L::Debug => tracing::enabled!(target: "wasmgate::plugin", tracing::Level::DEBUG),
@@ -282,8 +305,8 @@ impl wasmgate::plugin::log::Host for HostState {
         }
     }
 
-    fn log(&mut self, level: wasmgate::plugin::log::Level, message: String) {
-        use wasmgate::plugin::log::Level as L;
+    fn log(&mut self, level: self::wasmgate::plugin::log::Level, message: String) {
+        use self::wasmgate::plugin::log::Level as L;
         let (plugin, id, msg) = (&*self.plugin, self.request_id(), truncate(&message));
         match level {
             L::Trace => {
@@ -306,7 +329,7 @@ impl wasmgate::plugin::log::Host for HostState {
 const MAX_CONTEXT_ENTRIES: usize = 256;
 const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
-impl wasmgate::plugin::context::Host for HostState {
+impl self::wasmgate::plugin::context::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
         self.ex().context.get(&key).cloned()
     }
@@ -346,7 +369,7 @@ pub(crate) fn monotonic_ns() -> u64 {
     u64::try_from(process_start().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-impl wasmgate::plugin::clock::Host for HostState {
+impl self::wasmgate::plugin::clock::Host for HostState {
     fn now_unix_ms(&mut self) -> u64 {
         unix_ms()
     }

@@ -5,14 +5,17 @@
 //! call takes one, lends it the request, and puts it back (unless it trapped
 //! or reached `recycle_after` uses). `per-request` links instantiate a fresh,
 //! bounded store from the pooling allocator for every call. Either way the
-//! call runs inline on the worker, bounded by the epoch deadline.
+//! call runs on the worker, bounded by the epoch deadline: synchronously
+//! inline, or — for plugins that wait on I/O — as an async call that
+//! suspends the plugin (not the worker) while the I/O is in flight.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use super::engine::EPOCH_TICK;
-use super::host_api::{self, HostState, PolicyPlugin, wasmgate::plugin::types as wit};
+use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
 use super::registry::Plugin;
 use super::sandbox::GuestExit;
 use crate::config::Isolation;
@@ -76,9 +79,15 @@ pub enum Outcome {
     Respond(wit::Reply),
 }
 
+type ConfigureFn = TypedFunc<(String,), (Result<wit::PluginInfo, String>,)>;
+type RequestFn = TypedFunc<(Resource<RequestHandle>,), (wit::Decision,)>;
+type ResponseFn = TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), (wit::Decision,)>;
+
+/// A configured instance and its hooks.
 struct Warm {
     store: Store<HostState>,
-    bindings: PolicyPlugin,
+    on_request: RequestFn,
+    on_response: ResponseFn,
     uses: u64,
 }
 
@@ -126,26 +135,47 @@ impl std::fmt::Debug for ChainLink {
             .field("plugin", &self.plugin.name)
             .field("key", &self.key)
             .field("info", &self.info)
+            .field("async", &self.plugin.async_calls)
             .finish()
     }
 }
 
+enum Phase {
+    Request,
+    Response,
+}
+
 impl ChainLink {
     /// Instantiates the plugin and runs its config hook once. `Err` carries
-    /// the plugin's own refusal message, or why it could not run.
+    /// the plugin's own refusal message, or why it could not run. Plugins
+    /// with async calls are configured on `control` (they may do I/O there).
     pub fn configure(
         plugin: Arc<Plugin>,
         config_json: String,
         key: String,
         workers: usize,
         max_idle: usize,
+        control: &tokio::runtime::Handle,
     ) -> Result<Self, String> {
         let limits = plugin.settings.limits;
         let deadline_ticks =
             u64::try_from(limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros())).unwrap_or(u64::MAX).max(1);
         let pool = (plugin.settings.isolation == Isolation::Pooled).then(|| Pool::new(workers, max_idle));
-        let mut link = Self { plugin, info: Info::default(), key, config_json, deadline_ticks, pool };
-        let (warm, info) = link.instantiate().map_err(|f| match f.kind {
+        let link = Self { plugin, info: Info::default(), key, config_json, deadline_ticks, pool };
+        let (mut link, made) = if link.plugin.async_calls {
+            // The control runtime drives the async instantiation; the link
+            // travels there and back.
+            let (tx, rx) = std::sync::mpsc::channel();
+            control.spawn(async move {
+                let made = link.instantiate_async().await;
+                let _ = tx.send((link, made));
+            });
+            rx.recv().map_err(|_| "the control runtime stopped during configure".to_owned())?
+        } else {
+            let made = link.instantiate();
+            (link, made)
+        };
+        let (warm, info) = made.map_err(|f| match f.kind {
             FaultKind::Instantiate => f.detail,
             kind => format!("its config hook failed ({}): {}", kind.as_str(), f.detail),
         })?;
@@ -156,53 +186,104 @@ impl ChainLink {
         Ok(link)
     }
 
-    /// A fresh, configured instance.
-    fn instantiate(&self) -> Result<(Warm, Info), Fault> {
-        let runtime = &self.plugin.runtime;
-        let state = HostState::new(self.plugin.name.clone(), self.plugin.settings.limits.max_memory);
-        let mut store = Store::new(runtime.engine(), state);
+    fn store(&self) -> Store<HostState> {
+        let limits = self.plugin.settings.limits;
+        let state = HostState::new(self.plugin.caps.clone(), limits.max_memory, self.deadline_ticks);
+        let mut store = Store::new(self.plugin.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.deadline_ticks);
-        let bindings = self
-            .plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Fault { kind: FaultKind::Instantiate, detail: format!("cannot instantiate: {e:#}") })?;
-        let configured = bindings.wasmgate_plugin_policy().call_configure(&mut store, &self.config_json);
-        match configured {
-            Ok(Ok(info)) => Ok((Warm { store, bindings, uses: 0 }, info.into())),
-            Ok(Err(refusal)) => Err(Fault { kind: FaultKind::Instantiate, detail: refusal }),
-            Err(e) => Err(classify(&e, store.data().limiter.exceeded)),
-        }
+        store
     }
 
-    /// Runs the request hook on `exchange`.
+    fn funcs(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &wasmtime::component::Instance,
+    ) -> Result<(ConfigureFn, RequestFn, ResponseFn), Fault> {
+        let e = &self.plugin.exports;
+        let mut lookup = || -> wasmtime::Result<_> {
+            Ok((
+                instance.get_typed_func(&mut *store, e.configure)?,
+                instance.get_typed_func(&mut *store, e.on_request)?,
+                instance.get_typed_func(&mut *store, e.on_response)?,
+            ))
+        };
+        lookup().map_err(|e| Fault { kind: FaultKind::Instantiate, detail: format!("exports do not match: {e:#}") })
+    }
+
+    /// A fresh, configured instance (synchronous plugins).
+    fn instantiate(&self) -> Result<(Warm, Info), Fault> {
+        let mut store = self.store();
+        let instance = self.plugin.pre.instantiate(&mut store).map_err(instantiate_fault)?;
+        let (configure, on_request, on_response) = self.funcs(&mut store, &instance)?;
+        let configured = configure.call(&mut store, (self.config_json.clone(),));
+        finish_configure(store, configured, on_request, on_response)
+    }
+
+    /// A fresh, configured instance (plugins that wait on I/O).
+    async fn instantiate_async(&self) -> Result<(Warm, Info), Fault> {
+        let mut store = self.store();
+        let instance = self.plugin.pre.instantiate_async(&mut store).await.map_err(instantiate_fault)?;
+        let (configure, on_request, on_response) = self.funcs(&mut store, &instance)?;
+        let configured = configure.call_async(&mut store, (self.config_json.clone(),)).await;
+        finish_configure(store, configured, on_request, on_response)
+    }
+
+    /// Whether calls are async (the plugin may wait on I/O).
+    pub fn is_async(&self) -> bool {
+        self.plugin.async_calls
+    }
+
+    /// Runs the request hook on `exchange` (synchronous plugins).
     pub fn on_request(&self, exchange: &mut Box<Exchange>) -> Result<Outcome, Fault> {
-        self.call(exchange, |b, store| b.wasmgate_plugin_policy().call_on_request(store, host_api::request_handle()))
+        self.call(exchange, Phase::Request)
     }
 
     /// Runs the response hook; `exchange.response` must be set.
     pub fn on_response(&self, exchange: &mut Box<Exchange>) -> Result<Outcome, Fault> {
-        self.call(exchange, |b, store| {
-            b.wasmgate_plugin_policy().call_on_response(store, host_api::request_handle(), host_api::response_handle())
-        })
+        self.call(exchange, Phase::Response)
     }
 
-    fn call(
-        &self,
-        exchange: &mut Box<Exchange>,
-        hook: impl FnOnce(&PolicyPlugin, &mut Store<HostState>) -> wasmtime::Result<wit::Decision>,
-    ) -> Result<Outcome, Fault> {
+    fn call(&self, exchange: &mut Box<Exchange>, phase: Phase) -> Result<Outcome, Fault> {
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
             Some(w) => w,
             None => self.instantiate()?.0,
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
         warm.store.set_epoch_deadline(self.deadline_ticks);
-        let result = hook(&warm.bindings, &mut warm.store);
+        let result = match phase {
+            Phase::Request => warm.on_request.call(&mut warm.store, (host_api::request_handle(),)),
+            Phase::Response => {
+                warm.on_response.call(&mut warm.store, (host_api::request_handle(), host_api::response_handle()))
+            }
+        };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
+        self.finish(warm, result)
+    }
+
+    /// Runs a hook of a plugin that waits on I/O: the plugin is suspended,
+    /// not the worker, while its host calls are in flight.
+    pub async fn call_async(&self, exchange: &mut Box<Exchange>, request_phase: bool) -> Result<Outcome, Fault> {
+        let mut warm = match self.pool.as_ref().and_then(Pool::take) {
+            Some(w) => w,
+            None => self.instantiate_async().await?.0,
+        };
+        std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
+        warm.store.set_epoch_deadline(self.deadline_ticks);
+        let result = if request_phase {
+            warm.on_request.call_async(&mut warm.store, (host_api::request_handle(),)).await
+        } else {
+            warm.on_response
+                .call_async(&mut warm.store, (host_api::request_handle(), host_api::response_handle()))
+                .await
+        };
+        std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
+        self.finish(warm, result)
+    }
+
+    fn finish(&self, mut warm: Warm, result: wasmtime::Result<(wit::Decision,)>) -> Result<Outcome, Fault> {
         match result {
-            Ok(decision) => {
+            Ok((decision,)) => {
                 warm.uses += 1;
                 if let Some(pool) = &self.pool
                     && warm.uses < self.plugin.settings.limits.recycle_after
@@ -217,6 +298,23 @@ impl ChainLink {
             // The instance is dropped: after a trap its state is suspect.
             Err(e) => Err(classify(&e, warm.store.data().limiter.exceeded)),
         }
+    }
+}
+
+fn instantiate_fault(e: wasmtime::Error) -> Fault {
+    Fault { kind: FaultKind::Instantiate, detail: format!("cannot instantiate: {e:#}") }
+}
+
+fn finish_configure(
+    store: Store<HostState>,
+    configured: wasmtime::Result<(Result<wit::PluginInfo, String>,)>,
+    on_request: RequestFn,
+    on_response: ResponseFn,
+) -> Result<(Warm, Info), Fault> {
+    match configured {
+        Ok((Ok(info),)) => Ok((Warm { store, on_request, on_response, uses: 0 }, info.into())),
+        Ok((Err(refusal),)) => Err(Fault { kind: FaultKind::Instantiate, detail: refusal }),
+        Err(e) => Err(classify(&e, store.data().limiter.exceeded)),
     }
 }
 

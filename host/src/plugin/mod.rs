@@ -2,6 +2,7 @@
 //! deadlines, memory limits), plugins compiled once and cached on disk, and
 //! chains of configured plugin instances called inline on the worker.
 
+pub mod caps;
 pub mod engine;
 pub mod host_api;
 pub mod instance;

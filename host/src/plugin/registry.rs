@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{ComponentExportIndex, InstancePre};
 
+use super::caps::{self, Caps, Imports};
 use super::engine::Runtime;
-use super::host_api::PolicyPluginPre;
+use super::host_api::{HostState, PolicyPluginPre};
 use crate::config::PluginSettings;
 
 /// The WIT package version this gateway implements.
@@ -19,13 +21,27 @@ pub const POLICY_EXPORT: &str = "wasmgate:plugin/policy@0.1.0";
 /// Host interfaces every plugin may import.
 const ALWAYS_GRANTED: [&str; 4] = ["types", "log", "context", "clock"];
 
+/// Where the policy's functions are in the component.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exports {
+    pub configure: ComponentExportIndex,
+    pub on_request: ComponentExportIndex,
+    pub on_response: ComponentExportIndex,
+}
+
 /// A loaded plugin, ready to be instantiated.
 pub struct Plugin {
     pub name: Arc<str>,
     pub path: PathBuf,
     pub sha256: [u8; 32],
     pub settings: PluginSettings,
-    pub(crate) pre: PolicyPluginPre<super::host_api::HostState>,
+    /// The capabilities it imports (and was granted).
+    pub imports: Imports,
+    /// Whether its calls are async: it may wait on I/O.
+    pub async_calls: bool,
+    pub(crate) caps: Arc<Caps>,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) exports: Exports,
     pub(crate) runtime: Arc<Runtime>,
 }
 
@@ -80,6 +96,7 @@ pub fn load(
     settings: &PluginSettings,
     cache_dir: &Path,
     dir: Option<&Path>,
+    caps: Caps,
 ) -> Result<Plugin, LoadError> {
     let bytes = std::fs::read(path).map_err(|e| {
         let found = dir.map(available).unwrap_or_default();
@@ -116,26 +133,57 @@ pub fn load(
             "rebuild it with the wasmgate SDK for the wasm32-wasip2 target",
         )
     })?;
-    check_world(name, path, runtime, &component)?;
+    let imports = check_world(name, path, runtime, &component)?;
+    caps::check(name, &imports, &settings.grants)
+        .map_err(|(what, fix)| LoadError::new(format!("{} {what}", path.display()), fix))?;
+    let remote_store = caps.store.as_ref().is_some_and(caps::store::StoreBackend::is_remote);
+    let async_calls = caps.needs_async(&imports);
     let mut linker = runtime.linker().clone();
+    caps::link(&mut linker, &imports, remote_store).map_err(|e| {
+        LoadError::new(
+            format!("{}: cannot link its capabilities: {e:#}", path.display()),
+            "rebuild it with the wasmgate SDK",
+        )
+    })?;
     super::sandbox::stub_unprovided(&mut linker, runtime.engine(), &component).map_err(|e| {
         LoadError::new(
             format!("{}: cannot link its imports: {e:#}", path.display()),
             "rebuild it with the wasmgate SDK",
         )
     })?;
-    let pre = linker.instantiate_pre(&component).and_then(PolicyPluginPre::new).map_err(|e| {
-        LoadError::new(
-            format!("{} does not fit the wasmgate:plugin@{WIT_VERSION} world: {e:#}", path.display()),
-            "rebuild it against this gateway's SDK version",
-        )
-    })?;
+    let pre = linker
+        .instantiate_pre(&component)
+        .and_then(|pre| PolicyPluginPre::new(pre.clone()).map(|_| pre))
+        .map_err(|e| {
+            LoadError::new(
+                format!("{} does not fit the wasmgate:plugin@{WIT_VERSION} world: {e:#}", path.display()),
+                "rebuild it against this gateway's SDK version",
+            )
+        })?;
+    let index = |parent: Option<&ComponentExportIndex>, n: &str| {
+        component.get_export_index(parent, n).ok_or_else(|| {
+            LoadError::new(
+                format!("{} does not export `{n}` of {POLICY_EXPORT}", path.display()),
+                "rebuild it with the wasmgate SDK",
+            )
+        })
+    };
+    let policy = index(None, POLICY_EXPORT)?;
+    let exports = Exports {
+        configure: index(Some(&policy), "configure")?,
+        on_request: index(Some(&policy), "on-request")?,
+        on_response: index(Some(&policy), "on-response")?,
+    };
     Ok(Plugin {
         name: Arc::from(name),
         path: path.to_path_buf(),
         sha256,
         settings: settings.clone(),
+        imports,
+        async_calls,
+        caps: Arc::new(caps),
         pre,
+        exports,
         runtime: runtime.clone(),
     })
 }
@@ -158,13 +206,15 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 /// Checks the WIT version of the policy export and every `wasmgate:plugin`
-/// import, and that each import is one this gateway provides.
+/// import, and that each import is one this gateway provides; returns the
+/// capabilities it imports.
 fn check_world(
     name: &str,
     path: &Path,
     runtime: &Runtime,
     component: &wasmtime::component::Component,
-) -> Result<(), LoadError> {
+) -> Result<Imports, LoadError> {
+    let mut imports = Imports::default();
     let engine = runtime.engine();
     let ty = component.component_type();
     let rebuild = format!("rebuild `{name}` with a wasmgate SDK for wasmgate:plugin@{WIT_VERSION}");
@@ -198,7 +248,7 @@ fn check_world(
                     rebuild,
                 ));
             }
-            if !ALWAYS_GRANTED.contains(&iface) {
+            if !ALWAYS_GRANTED.contains(&iface) && !imports.add(iface) {
                 return Err(LoadError::new(
                     format!("{} imports {import}, which this gateway does not provide", path.display()),
                     rebuild,
@@ -211,5 +261,5 @@ fn check_world(
             ));
         }
     }
-    Ok(())
+    Ok(imports)
 }

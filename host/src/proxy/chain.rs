@@ -59,7 +59,7 @@ pub(super) async fn run(
         if !link.info.on_request {
             continue;
         }
-        match call(forward, link, &mut ex, Phase::Request, trace) {
+        match call(forward, link, &mut ex, Phase::Request, trace).await {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Respond(reply)) => {
                 early = Some((i, reply_parts(link, reply)?));
@@ -135,7 +135,7 @@ async fn response_phase(
         if !link.info.on_response {
             continue;
         }
-        match call(forward, link, &mut ex, Phase::Response, trace) {
+        match call(forward, link, &mut ex, Phase::Response, trace).await {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Respond(reply)) => {
                 let (parts, bytes) = reply_parts(link, reply)?;
@@ -156,7 +156,7 @@ async fn response_phase(
 }
 
 /// One hook call, timed and counted.
-fn call(
+async fn call(
     forward: &Forward<'_>,
     link: &ChainLink,
     ex: &mut Box<Exchange>,
@@ -165,6 +165,7 @@ fn call(
 ) -> Result<Outcome, Fault> {
     let start = Instant::now();
     let result = match phase {
+        _ if link.is_async() => link.call_async(ex, matches!(phase, Phase::Request)).await,
         Phase::Request => link.on_request(ex),
         Phase::Response => link.on_response(ex),
     };

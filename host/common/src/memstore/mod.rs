@@ -1,0 +1,472 @@
+//! The in-memory backend of the `store` capability: what a single gateway
+//! uses when no Redis is configured, and what the SDK's test double runs.
+//!
+//! Keys live in 64 shards, each a `Mutex<HashMap>`; every operation on a key
+//! runs under its shard's lock, so counters, buckets and windows are exact
+//! under any concurrency. Entries expire lazily when touched; the host calls
+//! [`MemStore::sweep`] now and then to drop the ones nobody touches again.
+//! Time comes from a [`Clock`], so tests move it by hand ([`ManualClock`]).
+//!
+//! # Limits
+//!
+//! A violation is [`StoreError::Invalid`] naming the argument.
+//!
+//! * `key`: at most 512 bytes. `value`: at most 1 MiB (1 048 576 bytes).
+//! * `ttl_ms`: 1 ..= 2 592 000 000 (30 days); `None` is no expiry.
+//! * `take`: `capacity` 1 ..= 2^53; `refill_per_second` finite and > 0;
+//!   `cost` ..= `capacity` (a bigger cost could never be granted, so it is an
+//!   error rather than a refusal with a meaningless `retry_after_ms`).
+//! * `hit`: `limit` >= 1; `window_ms` 1 ..= 86 400 000 (1 day); `cost` ..= `limit`,
+//!   for the same reason.
+//! * A `set`, `incr`, `take` or `hit` that would add a key to a store already
+//!   holding `max_entries` keys first drops that shard's expired entries, then
+//!   fails with `Invalid("store full")`. (A `take` or `hit` that writes nothing,
+//!   see below, adds no key.)
+//!
+//! # Values and counters
+//!
+//! `set` replaces whatever the key held, with the new expiry (`None`: none).
+//! `get` of a key that holds a bucket or window, and `take`/`hit`/`incr` of a
+//! key that holds something else, are `Invalid`. A counter reads as its ASCII
+//! decimal; `incr` accepts a value set by `set` if it is a canonical decimal
+//! i64 (`0` or `-?[1-9][0-9]*`, no `+`, no `-0`, no spaces), as Redis `INCRBY`
+//! does. `incr` of an absent (or expired) key creates it at 0 expiring after
+//! `ttl_ms`, then adds; `incr` of an existing key keeps its expiry and ignores
+//! `ttl_ms`. Addition saturates at `i64::MIN`/`i64::MAX` (Redis would error:
+//! the script must saturate explicitly).
+//!
+//! # `take`: token bucket with continuous refill
+//!
+//! State: `tokens` (an IEEE-754 double, as in Lua) and `last_ms`. An absent
+//! or expired key is a full bucket. With `now` the clock in milliseconds:
+//!
+//! ```text
+//! if absent:  tokens = capacity;  last = now
+//! else:       tokens = min(capacity, tokens + ((max(0, now - last_ms) * refill_per_second) / 1000))
+//!             last   = max(last_ms, now)
+//! allowed        = tokens >= cost - 1e-6
+//! if allowed:     tokens = max(0, tokens - cost)
+//! remaining      = floor(tokens + 1e-6)
+//! reset_ms       = ceil((max(0, capacity - tokens - 1e-9) * 1000) / refill_per_second)   -- until full
+//! retry_after_ms = 0 if allowed, else ceil(((cost - tokens - 1e-9) * 1000) / refill_per_second)
+//! limit          = capacity
+//! ```
+//!
+//! Every operation is a double operation in exactly that order (multiply
+//! before divide, so integral rates give exact results); a result too large
+//! for a u64 saturates to `u64::MAX`. The two slacks absorb double rounding
+//! (0.7 + 0.1 is 0.7999999999999999): 1e-6 of a token lets a refill that
+//! should have reached `cost` grant it, and the smaller 1e-9 keeps an exact
+//! 1 ms from rounding up to 2 while a take at `now + retry_after_ms` of the
+//! same cost is still granted (if nothing else took meanwhile).
+//!
+//! When allowed with `cost > 0`, the state `(tokens, last)` is written and the
+//! key expires at `now + reset_ms`: the moment the bucket is full again, which
+//! an absent key means anyway, so idle buckets vanish (a `reset_ms` of 0
+//! deletes the key). A refusal or a `cost` of 0 writes nothing (nor creates the
+//! key): the stored state still gives the same answers later.
+//!
+//! # `hit`: sliding window (two-window estimate, as Cloudflare and nginx)
+//!
+//! Windows are aligned to multiples of `window_ms` on the store's clock. State:
+//! `index` (`now / window_ms` of the window being counted), `current` and
+//! `previous` hit counts, and the `window_ms` they were made with.
+//!
+//! ```text
+//! index   = floor(now / window_ms);  elapsed = now mod window_ms;  left = window_ms - elapsed
+//! (c, p)  = (current, previous)  if stored index == index
+//!           (0, current)         if stored index == index - 1
+//!           (0, 0)               if absent, older, or stored window_ms != window_ms
+//! estimate = p * left / window_ms + c                      -- exact rational, never rounded
+//! allowed  = estimate + cost <= limit
+//!            (computed as p * left + (c + cost) * window_ms <= limit * window_ms in integers)
+//! if allowed: c = c + cost
+//! remaining = max(0, limit - (c + ceil(p * left / window_ms)))   -- c after the hit
+//! reset_ms  = left                                               -- until the window rolls
+//! retry_after_ms = 0 if allowed, else the smallest whole t such that a hit of
+//!                  `cost` at now + t is allowed, with no other hits meanwhile:
+//!   if c + cost <= limit and p > 0:       -- p's weight decays within this window
+//!       t = left - min(left, floor((limit - c - cost) * window_ms / p))
+//!   else:                                 -- wait for the roll, then c decays as the new p
+//!       t = left + (c == 0 ? 0 : window_ms - min(window_ms, floor((limit - cost) * window_ms / c)))
+//!   t = min(t, 2 * window_ms)
+//! ```
+//!
+//! All of that is integer arithmetic without overflow (u128 here; in Lua's
+//! doubles it stays exact while `limit * window_ms <= 2^53`). When allowed
+//! with `cost > 0`, `(index, c, p, window_ms)` is written and the key expires
+//! at `(index + 2) * window_ms`, the start of the window in which both counts
+//! have aged out: at most two windows after the last counted hit. A refusal or
+//! a `cost` of 0 writes nothing. If the clock steps back into an earlier window,
+//! the stored window keeps being counted (a hit is never forgotten).
+//!
+//! Because the previous window still weighs in after the edge, a client that
+//! spent the whole limit at the end of one window cannot spend it again at the
+//! start of the next: the two-fixed-windows double burst is gone. (The
+//! estimate assumes the previous window's hits were spread evenly, so hits
+//! bunched at its very end are under-weighted: at worst just under
+//! `2 * limit` land within one window-length span, but spread across it at
+//! the rate the decay frees room, never as a burst at the edge.)
+
+mod clock;
+mod limits;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+use limits::{Bucket, Update, Window};
+
+/// The outcome of a rate-limit operation: what `RateLimit-*` headers need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitResult {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Milliseconds until the bucket is full again (`take`) or the current window rolls (`hit`).
+    pub reset_ms: u64,
+    /// When refused: milliseconds until the same call can succeed; 0 when allowed.
+    pub retry_after_ms: u64,
+}
+
+/// Why a store call failed. Memory is never "unavailable", unlike Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// An argument out of range, a key holding the wrong kind of data, or a full store.
+    Invalid(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Invalid(message) => write!(f, "invalid store call: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value, in bytes (1 MiB).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Longest `ttl_ms` (30 days).
+pub const MAX_TTL_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+/// Longest `hit` window (1 day).
+pub const MAX_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// The largest capacity a bucket's double holds exactly (and cost with it).
+pub const MAX_CAPACITY: u64 = 1 << 53;
+
+/// Enough shards that 2–64 cores rarely contend on one lock, few enough that
+/// `sweep` stays a short walk.
+const SHARDS: usize = 64;
+
+/// The in-memory store; see the module doc for the exact semantics.
+pub struct MemStore<C: Clock = SystemClock> {
+    clock: C,
+    max_entries: usize,
+    /// Entries in all shards, expired ones not yet dropped included. Only
+    /// changed under the lock of the shard gaining or losing the entry.
+    len: AtomicUsize,
+    hasher: RandomState,
+    shards: Box<[Mutex<HashMap<String, Entry>>]>,
+}
+
+struct Entry {
+    value: Value,
+    /// Absolute clock milliseconds; the entry is gone from this instant on.
+    expires_at: Option<u64>,
+}
+
+enum Value {
+    Bytes(Vec<u8>),
+    Counter(i64),
+    Bucket(Bucket),
+    Window(Window),
+}
+
+type Shard = HashMap<String, Entry>;
+
+impl<C: Clock> MemStore<C> {
+    /// An empty store holding at most `max_entries` keys.
+    pub fn new(clock: C, max_entries: usize) -> Self {
+        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        MemStore { clock, max_entries, len: AtomicUsize::new(0), hasher: RandomState::new(), shards }
+    }
+
+    /// The value (or counter, as decimal) under `key`, if it has not expired.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_key(key)?;
+        let now = self.clock.now_ms();
+        let mut shard = self.shard(key);
+        let Some(entry) = self.live(&mut shard, key, now) else { return Ok(None) };
+        match &entry.value {
+            Value::Bytes(bytes) => Ok(Some(bytes.clone())),
+            Value::Counter(count) => Ok(Some(count.to_string().into_bytes())),
+            other => Err(wrong_kind("get", other)),
+        }
+    }
+
+    /// Stores `value`, replacing whatever `key` held; `ttl_ms` none: no expiry.
+    pub fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), StoreError> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(invalid(format!("value is {} bytes; at most {MAX_VALUE_BYTES} are allowed", value.len())));
+        }
+        check_ttl(ttl_ms)?;
+        let now = self.clock.now_ms();
+        let entry =
+            Entry { value: Value::Bytes(value.to_vec()), expires_at: ttl_ms.map(|ttl| now.saturating_add(ttl)) };
+        let mut shard = self.shard(key);
+        match self.live(&mut shard, key, now) {
+            Some(existing) => *existing = entry,
+            None => self.insert(&mut shard, key, entry, now)?,
+        }
+        Ok(())
+    }
+
+    /// Removes `key`; whether it was there (and not expired).
+    pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        let now = self.clock.now_ms();
+        let mut shard = self.shard(key);
+        if self.live(&mut shard, key, now).is_none() {
+            return Ok(false);
+        }
+        self.remove(&mut shard, key);
+        Ok(true)
+    }
+
+    /// Adds `delta` to the counter (created at 0 with `ttl_ms` when absent) and returns it.
+    pub fn incr(&self, key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, StoreError> {
+        check_key(key)?;
+        check_ttl(ttl_ms)?;
+        let now = self.clock.now_ms();
+        let mut shard = self.shard(key);
+        let Some(entry) = self.live(&mut shard, key, now) else {
+            let entry = Entry { value: Value::Counter(delta), expires_at: ttl_ms.map(|ttl| now.saturating_add(ttl)) };
+            self.insert(&mut shard, key, entry, now)?;
+            return Ok(delta);
+        };
+        let count = match &entry.value {
+            Value::Counter(count) => *count,
+            Value::Bytes(bytes) => parse_counter(bytes)
+                .ok_or_else(|| invalid("incr: the key holds a value that is not a decimal integer".into()))?,
+            other => return Err(wrong_kind("incr", other)),
+        };
+        let count = count.saturating_add(delta);
+        entry.value = Value::Counter(count);
+        Ok(count)
+    }
+
+    /// Token bucket: takes `cost` tokens, or refuses and takes nothing.
+    pub fn take(&self, key: &str, capacity: u64, refill_per_second: f64, cost: u64) -> Result<LimitResult, StoreError> {
+        check_key(key)?;
+        if !(1..=MAX_CAPACITY).contains(&capacity) {
+            return Err(invalid(format!("capacity is {capacity}; it must be 1..={MAX_CAPACITY}")));
+        }
+        if !(refill_per_second.is_finite() && refill_per_second > 0.0) {
+            return Err(invalid(format!("refill_per_second is {refill_per_second}; it must be finite and above 0")));
+        }
+        if cost > capacity {
+            return Err(invalid(format!("cost {cost} is over capacity {capacity}; such a take could never succeed")));
+        }
+        let now = self.clock.now_ms();
+        let mut shard = self.shard(key);
+        let state = match self.live(&mut shard, key, now).map(|entry| &entry.value) {
+            None => None,
+            Some(Value::Bucket(bucket)) => Some(*bucket),
+            Some(other) => return Err(wrong_kind("take", other)),
+        };
+        let (result, update) = limits::take(state, now, capacity, refill_per_second, cost);
+        self.apply(&mut shard, key, update.map(Value::Bucket), now)?;
+        Ok(result)
+    }
+
+    /// Sliding window: counts `cost` hits against `limit` per `window_ms`, or refuses.
+    pub fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<LimitResult, StoreError> {
+        check_key(key)?;
+        if limit == 0 {
+            return Err(invalid("limit is 0; it must be at least 1".into()));
+        }
+        if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
+            return Err(invalid(format!("window_ms is {window_ms}; it must be 1..={MAX_WINDOW_MS} (1 day)")));
+        }
+        if cost > limit {
+            return Err(invalid(format!("cost {cost} is over limit {limit}; such a hit could never succeed")));
+        }
+        let now = self.clock.now_ms();
+        let mut shard = self.shard(key);
+        let state = match self.live(&mut shard, key, now).map(|entry| &entry.value) {
+            None => None,
+            Some(Value::Window(window)) => Some(*window),
+            Some(other) => return Err(wrong_kind("hit", other)),
+        };
+        let (result, update) = limits::hit(state, now, limit, window_ms, cost);
+        self.apply(&mut shard, key, update.map(Value::Window), now)?;
+        Ok(result)
+    }
+
+    /// Drops every expired entry. Lazy expiry alone would keep keys that are
+    /// never touched again (one per client IP, say) forever.
+    pub fn sweep(&self) {
+        let now = self.clock.now_ms();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            self.sweep_shard(&mut shard, now);
+        }
+    }
+
+    /// Entries held, including expired ones that no access or sweep has dropped yet.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Whether [`MemStore::len`] is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
+        lock(&self.shards[index])
+    }
+
+    /// The entry for `key` if it has not expired; an expired one is dropped.
+    fn live<'s>(&self, shard: &'s mut Shard, key: &str, now: u64) -> Option<&'s mut Entry> {
+        if shard.get(key).is_some_and(|entry| entry.expired(now)) {
+            self.remove(shard, key);
+        }
+        shard.get_mut(key)
+    }
+
+    /// Adds a key the shard does not hold, within `max_entries`.
+    fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: u64) -> Result<(), StoreError> {
+        if !self.reserve_slot() {
+            // Only this shard: sweeping others would mean taking a second lock.
+            self.sweep_shard(shard, now);
+            if !self.reserve_slot() {
+                return Err(invalid("store full".into()));
+            }
+        }
+        shard.insert(key.to_owned(), entry);
+        Ok(())
+    }
+
+    /// Counts one more entry if there is room. A compare-and-swap rather than
+    /// check-then-add, because shards under different locks insert at once.
+    fn reserve_slot(&self) -> bool {
+        self.len
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |len| (len < self.max_entries).then_some(len + 1))
+            .is_ok()
+    }
+
+    fn remove(&self, shard: &mut Shard, key: &str) {
+        if shard.remove(key).is_some() {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn sweep_shard(&self, shard: &mut Shard, now: u64) {
+        let before = shard.len();
+        shard.retain(|_, entry| !entry.expired(now));
+        self.len.fetch_sub(before - shard.len(), Ordering::AcqRel);
+    }
+
+    /// Writes a rate-limit decision's new state.
+    fn apply(&self, shard: &mut Shard, key: &str, update: Update<Value>, now: u64) -> Result<(), StoreError> {
+        let Update::Store { state, expires_at } = update else { return Ok(()) };
+        if expires_at <= now {
+            // Already back to the state an absent key means.
+            self.remove(shard, key);
+            return Ok(());
+        }
+        let entry = Entry { value: state, expires_at: Some(expires_at) };
+        match shard.get_mut(key) {
+            Some(existing) => *existing = entry,
+            None => self.insert(shard, key, entry, now)?,
+        }
+        Ok(())
+    }
+}
+
+impl<C: Clock> fmt::Debug for MemStore<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemStore").field("len", &self.len()).field("max_entries", &self.max_entries).finish()
+    }
+}
+
+impl Entry {
+    fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+impl Value {
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Bytes(_) => "a value",
+            Value::Counter(_) => "a counter",
+            Value::Bucket(_) => "a token bucket (take)",
+            Value::Window(_) => "a sliding window (hit)",
+        }
+    }
+}
+
+impl<S> Update<S> {
+    fn map<T>(self, f: impl FnOnce(S) -> T) -> Update<T> {
+        match self {
+            Update::Keep => Update::Keep,
+            Update::Store { state, expires_at } => Update::Store { state: f(state), expires_at },
+        }
+    }
+}
+
+/// A poisoned shard is still consistent: no code holding the lock can panic
+/// between two writes that belong together, so the guard is taken back.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(invalid(format!("key is {} bytes; at most {MAX_KEY_BYTES} are allowed", key.len())));
+    }
+    Ok(())
+}
+
+fn check_ttl(ttl_ms: Option<u64>) -> Result<(), StoreError> {
+    match ttl_ms {
+        Some(ttl) if !(1..=MAX_TTL_MS).contains(&ttl) => {
+            Err(invalid(format!("ttl_ms is {ttl}; it must be 1..={MAX_TTL_MS} (30 days), or none")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Redis's rule for an integer held as a string: canonical decimal i64.
+fn parse_counter(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = match digits {
+        [b'0'] => bytes.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+fn wrong_kind(operation: &str, value: &Value) -> StoreError {
+    invalid(format!("{operation}: the key holds {}", value.kind()))
+}
+
+fn invalid(message: String) -> StoreError {
+    StoreError::Invalid(message)
+}

@@ -1,0 +1,162 @@
+//! The `http` capability: requests from a plugin to the upstreams and origins
+//! it was granted, through the same upstream machinery as proxied traffic
+//! (pools, timeouts, breakers, balancing). The target comes only from the
+//! URL, which must name a grant; the plugin's own `Host` header is dropped, so
+//! no header can steer a request somewhere it was not granted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request};
+use wasmtime::StoreContextMut;
+use wasmtime::component::Linker;
+
+use super::super::host_api::{HostState, wasmgate::plugin::http as wit};
+use super::Caps;
+use crate::config::{HttpGrant, RetryPolicy};
+use crate::proxy::body::{self, Body, BodyError};
+use crate::proxy::error::ProxyError;
+use crate::upstream::{ForwardOptions, Upstream};
+
+const INTERFACE: &str = "wasmgate:plugin/http@0.1.0";
+
+/// What a plugin may call, resolved to upstreams.
+#[derive(Debug)]
+pub struct HttpCaps {
+    pub targets: HashMap<HttpGrant, Arc<Upstream>>,
+    pub timeout: Duration,
+    pub max_response: u64,
+}
+
+pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut i = linker.instance(INTERFACE)?;
+    i.func_wrap_async("send", |mut s: StoreContextMut<'_, HostState>, (req,): (wit::OutgoingRequest,)| {
+        Box::new(async move {
+            let caps = s.data().caps.clone();
+            let r = send(&caps, req).await;
+            let ticks = s.data().deadline_ticks;
+            s.set_epoch_deadline(ticks);
+            Ok((r,))
+        })
+    })?;
+    i.func_wrap_async("send-all", |mut s: StoreContextMut<'_, HostState>, (reqs,): (Vec<wit::OutgoingRequest>,)| {
+        Box::new(async move {
+            let caps = s.data().caps.clone();
+            let results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
+            let ticks = s.data().deadline_ticks;
+            s.set_epoch_deadline(ticks);
+            Ok((results,))
+        })
+    })?;
+    Ok(())
+}
+
+/// The grant a URL falls under, and its path and query.
+fn target(url: &str) -> Result<(HttpGrant, String), wit::HttpError> {
+    let invalid = |why: &str| wit::HttpError::InvalidRequest(format!("`{url}`: {why}"));
+    if let Some(rest) = url.strip_prefix("upstream://") {
+        let (name, pq) = rest.split_once('/').map_or((rest, "/".to_owned()), |(n, p)| (n, format!("/{p}")));
+        if name.is_empty() {
+            return Err(invalid("no upstream name"));
+        }
+        return Ok((HttpGrant::Upstream(name.to_owned()), pq));
+    }
+    let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(invalid("use upstream://NAME/path, https:// or http://")),
+    };
+    let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid("credentials in the URL are not allowed"));
+    }
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let pq = uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    Ok((HttpGrant::Origin { https, host: authority.host().to_ascii_lowercase(), port }, pq))
+}
+
+async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingResponse, wit::HttpError> {
+    let Some(http) = &caps.http else {
+        return Err(wit::HttpError::NotGranted("http is not granted".into()));
+    };
+    let (grant, pq) = target(&req.url)?;
+    let Some(upstream) = http.targets.get(&grant) else {
+        return Err(wit::HttpError::NotGranted(format!("`{}` is not granted to plugin `{}`", req.url, caps.plugin)));
+    };
+    let method = Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| wit::HttpError::InvalidRequest(format!("`{}` is not a method", req.method)))?;
+    let mut request = Request::new(Body::full(req.body));
+    *request.method_mut() = method;
+    *request.uri_mut() = pq.parse().map_err(|_| wit::HttpError::InvalidRequest(format!("bad path `{pq}`")))?;
+    let h = request.headers_mut();
+    for (name, value) in req.headers {
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) else {
+            return Err(wit::HttpError::InvalidRequest(format!("invalid header `{name}`")));
+        };
+        // The gateway decides where this goes and how it is framed.
+        if name == header::HOST || crate::exchange::MANAGED_HEADERS.contains(&name) {
+            continue;
+        }
+        h.append(name, value);
+    }
+    if let HttpGrant::Origin { https, host, port } = &grant {
+        let default = if *https { 443 } else { 80 };
+        let value = if *port == default { host.clone() } else { format!("{host}:{port}") };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(header::HOST, v);
+        }
+    }
+    let timeout = req.timeout_ms.map_or(http.timeout, |ms| Duration::from_millis(u64::from(ms)).min(http.timeout));
+    let route = format!("plugin:{}", caps.plugin);
+    let retry = RetryPolicy::default();
+    let opts = ForwardOptions { route: &route, timeout, try_timeout: None, retry: &retry, hash: None };
+    let exchange = async {
+        let fwd = upstream.forward(request, &opts).await.map_err(from_proxy)?;
+        let (parts, body) = fwd.response.into_parts();
+        let bytes = body::collect(body, http.max_response).await.map_err(|e| match e {
+            BodyError::TooLarge(_) => wit::HttpError::TooLarge,
+            other => wit::HttpError::Protocol(other.to_string()),
+        })?;
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(n, _)| !crate::exchange::MANAGED_HEADERS.contains(n))
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        Ok(wit::IncomingResponse { status: parts.status.as_u16(), headers, body: bytes.to_vec() })
+    };
+    tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(wit::HttpError::Timeout))
+}
+
+fn from_proxy(e: ProxyError) -> wit::HttpError {
+    match e {
+        ProxyError::UpstreamConnect { detail, .. } => wit::HttpError::Connect(detail),
+        ProxyError::UpstreamTimeout { .. } => wit::HttpError::Timeout,
+        ProxyError::NoHealthyEndpoint { .. } | ProxyError::BreakerOpen { .. } | ProxyError::Overloaded { .. } => {
+            wit::HttpError::Unavailable(e.to_string())
+        }
+        other => wit::HttpError::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_map_to_grants() {
+        let (g, pq) = target("upstream://users/users/7?x=1").unwrap();
+        assert_eq!((g, pq.as_str()), (HttpGrant::Upstream("users".into()), "/users/7?x=1"));
+        let (g, pq) = target("https://IdP.example.com/.well-known/jwks.json").unwrap();
+        assert_eq!(g, HttpGrant::Origin { https: true, host: "idp.example.com".into(), port: 443 });
+        assert_eq!(pq, "/.well-known/jwks.json");
+        let (g, _) = target("http://127.0.0.1:8080").unwrap();
+        assert_eq!(g, HttpGrant::Origin { https: false, host: "127.0.0.1".into(), port: 8080 });
+        assert!(target("ftp://x/").is_err());
+        assert!(target("https://user:pw@idp.example.com/").is_err());
+        assert!(target("upstream:///x").is_err());
+    }
+}
