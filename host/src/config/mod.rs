@@ -72,7 +72,7 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
     let store = plugins::build_store(raw.store.as_ref(), &mut problems);
     let plugins = plugins::build_plugins(&raw, &base, &mut problems);
     let (upstreams, upstream_index) = upstream::build_upstreams(&raw.upstreams, &base, &mut problems);
-    let routes = route::build_routes(&raw, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);
+    let routes = route::build_routes(&raw, &base, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);
     let config = match (server, plugins) {
         (Some(server), Some(plugins)) => Some(Config {
             file: file.to_path_buf(),

@@ -378,4 +378,8 @@ pub struct RawPluginUse {
     pub name: Spanned<String>,
     #[serde(default)]
     pub config: Option<Spanned<toml::Table>>,
+    /// Config keys whose value is read from a file (relative to the config
+    /// file): plugins cannot read files themselves.
+    #[serde(default)]
+    pub config_files: BTreeMap<String, PathBuf>,
 }

@@ -83,6 +83,8 @@ pub struct PluginUse {
     pub name: String,
     /// The route's `config` table as JSON, handed to the plugin's `configure`.
     pub config_json: String,
+    /// Files read into the config (`config_files`); a change reloads.
+    pub files: Vec<std::path::PathBuf>,
     /// `routes[i].plugins[j]`, for messages.
     pub key: String,
     pub line: Option<usize>,
@@ -90,6 +92,7 @@ pub struct PluginUse {
 
 pub(super) fn build_routes(
     raw: &raw::RawConfig,
+    base: &std::path::Path,
     upstreams: &HashMap<String, usize>,
     plugins: Option<&PluginsConfig>,
     server: Option<&ServerConfig>,
@@ -298,13 +301,28 @@ pub(super) fn build_routes(
                     "add [plugins] with dir = \"path/to/plugins\" (the directory holding the .wasm files)",
                 );
             }
-            let config_json = match &pu.config {
-                None => "{}".to_owned(),
-                Some(t) => serde_json::to_string(t.get_ref()).unwrap_or_else(|_| "{}".to_owned()),
-            };
+            let mut table = pu.config.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();
+            let mut files = Vec::new();
+            for (k, file) in &pu.config_files {
+                let path = base.join(file);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        table.insert(k.clone(), toml::Value::String(text));
+                        files.push(path);
+                    }
+                    Err(e) => p.at(
+                        span(u),
+                        format!("{ukey}.config_files.{k}"),
+                        format!("cannot read {}: {e}", path.display()),
+                        "give a path relative to this config file, readable by the gateway",
+                    ),
+                }
+            }
+            let config_json = serde_json::to_string(&table).unwrap_or_else(|_| "{}".to_owned());
             uses.push(PluginUse {
                 name: pname.clone(),
                 config_json,
+                files,
                 key: ukey,
                 line: Some(error::line_of(p.source(), u.span().start)),
             });
