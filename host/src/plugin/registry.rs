@@ -135,7 +135,7 @@ pub fn load(
     })?;
     let imports = check_world(name, path, runtime, &component)?;
     caps::check(name, &imports, &settings.grants)
-        .map_err(|(what, fix)| LoadError::new(format!("{} {what}", path.display()), fix))?;
+        .map_err(|(what, fix)| LoadError::new(format!("{}: {what}", path.display()), fix))?;
     let remote_store = caps.store.as_ref().is_some_and(caps::store::StoreBackend::is_remote);
     let async_calls = caps.needs_async(&imports);
     let mut linker = runtime.linker().clone();

@@ -3,6 +3,7 @@
 
 #![expect(clippy::expect_used, clippy::unwrap_used, reason = "test code: a failed step should stop the test")]
 
+mod capabilities;
 mod config_errors;
 mod discovery;
 mod edge;

@@ -1,0 +1,133 @@
+//! Capabilities through the real gateway: what a grant gives, what the
+//! absence of one refuses, and that outbound requests reach only what was
+//! granted (whatever `Host` the plugin sends). The `capabilities` test guest
+//! uses each one as its config says and reports in request headers.
+
+use std::time::Duration;
+
+use wasmgate_tests::redis_server::RedisServer;
+use wasmgate_tests::upstream::{TestUpstream, echoed_header};
+use wasmgate_tests::{TestGateway, get};
+
+fn config(grants: &str, plugin_config: &str, extra: &str, up: &TestUpstream) -> String {
+    format!(
+        r#"{extra}
+[plugin.capabilities]
+grants = {{ {grants} }}
+
+[upstreams.u]
+endpoints = ["{}"]
+
+[[routes]]
+upstream = "u"
+plugins = [{{ use = "capabilities", config = {{ {plugin_config} }} }}]
+"#,
+        up.addr
+    )
+}
+
+const ALL: &str = "store = true, crypto = true, http = [\"u\"], secrets = { s = { file = \"SECRET\" } }";
+
+fn all_grants(dir: &std::path::Path) -> String {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "hunter22\n").unwrap();
+    ALL.replace("SECRET", &secret.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_without_its_grants_does_not_load() {
+    let up = TestUpstream::echo("u").await;
+    let err = TestGateway::try_start("", &config("store = true", "", "", &up))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("which it was not granted"), "{err}");
+    assert!(err.contains("grants = {"), "the fix names the grant: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_secrets_and_crypto_work_when_granted() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwk = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+    let body = config(&all_grants(dir.path()), &format!("counter = \"hits\", secret = \"s\", jwk = '{jwk}'"), "", &up);
+    let gw = TestGateway::start_with("workers = 1", &body);
+    let first = get(&gw.url("/")).await.json();
+    let second = get(&gw.url("/")).await.json();
+    assert_eq!(echoed_header(&first, "x-count").as_deref(), Some("1"));
+    assert_eq!(echoed_header(&second, "x-count").as_deref(), Some("2"));
+    assert_eq!(echoed_header(&first, "x-secret-len").as_deref(), Some("8"), "file secret, trailing newline trimmed");
+    assert_eq!(echoed_header(&first, "x-key").as_deref(), Some("ES256"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_http_reaches_only_what_was_granted() {
+    let (up, other) = tokio::join!(TestUpstream::echo("u"), TestUpstream::echo("other"));
+    let dir = tempfile::tempdir().unwrap();
+    let grants = all_grants(dir.path());
+    let extra = format!("[upstreams.other]\nendpoints = [\"{}\"]\n", other.addr);
+    let fetch = |cfg: &str| config(&grants, cfg, &extra, &up);
+
+    // The granted upstream, whatever Host the plugin claims.
+    let gw = TestGateway::start(&fetch(&format!("fetch = \"upstream://u/x\", fetch_host = \"{}\"", other.addr)));
+    let doc = get(&gw.url("/")).await.json();
+    assert_eq!(echoed_header(&doc, "x-fetch").as_deref(), Some("200 u"));
+    drop(gw);
+    // An upstream that exists but was not granted.
+    let gw = TestGateway::start(&fetch("fetch = \"upstream://other/x\""));
+    let doc = get(&gw.url("/")).await.json();
+    let out = echoed_header(&doc, "x-fetch").unwrap_or_default();
+    assert!(out.starts_with("error: not granted"), "{out}");
+    drop(gw);
+    // An origin that was not granted (the other upstream's address).
+    let gw = TestGateway::start(&fetch(&format!("fetch = \"http://{}/x\"", other.addr)));
+    let doc = get(&gw.url("/")).await.json();
+    let out = echoed_header(&doc, "x-fetch").unwrap_or_default();
+    assert!(out.starts_with("error: not granted"), "{out}");
+    assert_eq!(other.hits(), 0, "nothing reached the ungranted upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_origin_is_reachable() {
+    let (up, origin) = tokio::join!(TestUpstream::echo("u"), TestUpstream::echo("origin"));
+    let dir = tempfile::tempdir().unwrap();
+    let grants =
+        all_grants(dir.path()).replace("http = [\"u\"]", &format!("http = [\"u\", \"http://{}\"]", origin.addr));
+    let gw = TestGateway::start(&config(&grants, &format!("fetch = \"http://{}/jwks\"", origin.addr), "", &up));
+    let doc = get(&gw.url("/")).await.json();
+    assert_eq!(echoed_header(&doc, "x-fetch").as_deref(), Some("200 origin"));
+}
+
+/// The Redis backend: async calls into the plugin, a store shared by two
+/// gateways, and a Redis that goes away and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_is_shared_by_gateways_and_survives_an_outage() {
+    let mut redis = RedisServer::start();
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\ntimeout = \"200ms\"\n", redis.url());
+    let body = config(&all_grants(dir.path()), "counter = \"shared\"", &store, &up);
+    let (a, b) = (TestGateway::start(&body), TestGateway::start(&body));
+    let mut seen = Vec::new();
+    for gw in [&a, &b, &a, &b] {
+        let doc = get(&gw.url("/")).await.json();
+        seen.push(echoed_header(&doc, "x-count").unwrap_or_default());
+    }
+    assert_eq!(seen, vec!["1", "2", "3", "4"], "one counter across both gateways");
+
+    redis.kill();
+    let doc = get(&a.url("/")).await.json();
+    let out = echoed_header(&doc, "x-count").unwrap_or_default();
+    assert!(out.starts_with("error: store unavailable"), "{out}");
+    redis.restart();
+    let mut back = false;
+    for _ in 0..50 {
+        let doc = get(&a.url("/")).await.json();
+        if echoed_header(&doc, "x-count").as_deref() == Some("1") {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the store reconnected to the restarted (empty) Redis");
+}
