@@ -8,11 +8,11 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let root = manifest.parent().map(PathBuf::from).unwrap_or_default();
     for dir in
-        ["plugins", "sdk", "wit", "tests/guests", "scripts/build-plugins.sh", "target/plugins", "target/test-guests"]
+        ["plugins", "sdk", "wit", "tests/guests", "target/plugins", "target/test-guests"]
     {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    let mut cmd = Command::new(root.join("scripts/build-plugins.sh"));
+    let mut cmd = Command::new(root.join("plugins/build.sh"));
     // The outer cargo's settings are for the host; the plugins get their own.
     for var in [
         "RUSTFLAGS",
@@ -29,11 +29,11 @@ fn main() {
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => {
-            println!("cargo:warning=scripts/build-plugins.sh failed ({s}); the tests need the real plugins");
+            println!("cargo:warning=plugins/build.sh failed ({s}); the tests need the real plugins");
             std::process::exit(1);
         }
         Err(e) => {
-            println!("cargo:warning=cannot run scripts/build-plugins.sh: {e}");
+            println!("cargo:warning=cannot run plugins/build.sh: {e}");
             std::process::exit(1);
         }
     }

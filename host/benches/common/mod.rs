@@ -18,8 +18,8 @@ pub fn built_plugins() -> (PathBuf, PathBuf) {
     let root = root();
     let (plugins, guests) = (root.join("target/plugins"), root.join("target/test-guests"));
     if !plugins.join("noop.wasm").exists() || !guests.join("read-headers.wasm").exists() {
-        let status = std::process::Command::new(root.join("scripts/build-plugins.sh")).status();
-        assert!(status.is_ok_and(|s| s.success()), "scripts/build-plugins.sh failed");
+        let status = std::process::Command::new(root.join("plugins/build.sh")).status();
+        assert!(status.is_ok_and(|s| s.success()), "plugins/build.sh failed");
     }
     (plugins, guests)
 }

@@ -26,7 +26,7 @@ step "formatting"
 cargo fmt --all -- --check
 
 step "plugins (wasm32-wasip2)"
-./scripts/build-plugins.sh
+./plugins/build.sh
 
 step "clippy (host)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -45,6 +45,6 @@ step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "demo smoke run"
-DEMO_SMOKE=1 PROFILE=debug ./scripts/demo.sh
+DEMO_SMOKE=1 PROFILE=debug ./examples/demo.sh
 
 step "all passed"

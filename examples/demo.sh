@@ -4,9 +4,9 @@
 # gateway on 127.0.0.1:8080 (examples/quickstart/gateway.toml), prints curl
 # lines to try, and runs until Ctrl-C.
 #
-#   ./scripts/demo.sh                 release builds (slow the first time)
-#   PROFILE=debug ./scripts/demo.sh   debug builds (faster to build)
-#   DEMO_SMOKE=1 ./scripts/demo.sh    run the curl lines, check their status
+#   ./examples/demo.sh                 release builds (slow the first time)
+#   PROFILE=debug ./examples/demo.sh   debug builds (faster to build)
+#   DEMO_SMOKE=1 ./examples/demo.sh    run the curl lines, check their status
 #                                     codes, exit 0 only if all match (CI)
 #
 # Needs rustup's stable toolchain and curl. Logs go to target/demo/*.log.
@@ -65,7 +65,7 @@ check_ports() {
 check_ports
 
 echo "==> building the plugins (wasm32-wasip2) into target/plugins"
-./scripts/build-plugins.sh
+./plugins/build.sh
 
 echo "==> building the gateway and the example services ($profile)"
 cargo build "${build_flags[@]}" -p wasmgate -p wasmgate-examples
