@@ -7,9 +7,7 @@ use std::process::Command;
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     let root = manifest.parent().map(PathBuf::from).unwrap_or_default();
-    for dir in
-        ["plugins", "sdk", "wit", "tests/guests", "target/plugins", "target/test-guests"]
-    {
+    for dir in ["plugins", "sdk", "wit", "tests/guests", "target/plugins", "target/test-guests"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     let mut cmd = Command::new(root.join("plugins/build.sh"));

@@ -30,9 +30,9 @@ pub enum EditError {
 impl fmt::Display for EditError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::InvalidName(n) => write!(f, "invalid header name `{n}`"),
+            Self::InvalidName(n) => write!(f, "`{n}` is not a valid header name"),
             Self::InvalidValue(v) => write!(f, "invalid value: {v}"),
-            Self::Forbidden(n) => write!(f, "header `{n}` is managed by the gateway"),
+            Self::Forbidden(n) => write!(f, "`{n}` is managed by the gateway"),
             Self::InvalidStatus(s) => write!(f, "invalid status {s}"),
             Self::TooLarge(n) => write!(f, "body of {n} bytes is over the limit"),
             Self::BodyUnavailable => f.write_str("body not buffered: ask for it in Plugin::info"),
@@ -41,6 +41,64 @@ impl fmt::Display for EditError {
 }
 
 impl std::error::Error for EditError {}
+
+/// Headers the gateway manages itself (framing and hop-by-hop); a plugin may
+/// not set or remove them. The gateway applies the same list.
+pub const MANAGED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Checks a header name a plugin means to set or remove, by the gateway's
+/// rules: a valid field name, not [managed](MANAGED_HEADERS). Returns it in
+/// lowercase. Plugins call this on their config, so a bad name is refused at
+/// load rather than on every request.
+pub fn check_header_name(name: &str) -> Result<String, EditError> {
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !valid {
+        return Err(EditError::InvalidName(name.to_owned()));
+    }
+    let name = name.to_ascii_lowercase();
+    if MANAGED_HEADERS.contains(&name.as_str()) {
+        return Err(EditError::Forbidden(name));
+    }
+    Ok(name)
+}
+
+/// Checks a header value: no control characters other than tab.
+pub fn check_header_value(name: &str, value: &[u8]) -> Result<(), EditError> {
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(EditError::InvalidValue(format!("value of `{name}` has a control character")));
+    }
+    Ok(())
+}
+
+/// [`check_header_name`] and [`check_header_value`] together.
+pub fn check_header(name: &str, value: &[u8]) -> Result<String, EditError> {
+    let name = check_header_name(name)?;
+    check_header_value(&name, value)?;
+    Ok(name)
+}
+
+pub(crate) fn check_path(path: &str) -> Result<(), EditError> {
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
+        return Err(EditError::InvalidValue(format!("`{path}` is not an origin-form path")));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_query(query: &str) -> Result<(), EditError> {
+    if query.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
+        return Err(EditError::InvalidValue(format!("`{query}` is not a valid query")));
+    }
+    Ok(())
+}
 
 impl From<wit::EditError> for EditError {
     fn from(err: wit::EditError) -> Self {
@@ -206,7 +264,7 @@ impl<'a> Request<'a> {
         match &mut self.inner {
             ReqInner::Guest(r) => r.set_path(path).map_err(Into::into),
             ReqInner::Test(r) => {
-                crate::testing::check_path(path)?;
+                check_path(path)?;
                 r.path = path.to_owned();
                 Ok(())
             }
@@ -219,7 +277,7 @@ impl<'a> Request<'a> {
             ReqInner::Guest(r) => r.set_query(query).map_err(Into::into),
             ReqInner::Test(r) => {
                 if let Some(q) = query {
-                    crate::testing::check_query(q)?;
+                    check_query(q)?;
                 }
                 r.query = query.map(str::to_owned);
                 Ok(())

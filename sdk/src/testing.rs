@@ -148,19 +148,6 @@ pub struct TestHeaders {
     entries: Vec<(String, Vec<u8>)>,
 }
 
-/// Headers the gateway manages itself; plugins may not set or remove them.
-/// The gateway applies the same list.
-pub const MANAGED_HEADERS: &[&str] = &[
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 impl TestHeaders {
     pub fn get(&self, name: &str) -> Option<Vec<u8>> {
         self.entries.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
@@ -179,14 +166,14 @@ impl TestHeaders {
     }
 
     pub(crate) fn set(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
-        let name = check_header(name, value)?;
+        let name = crate::check_header(name, value)?;
         self.entries.retain(|(n, _)| *n != name);
         self.entries.push((name, value.to_vec()));
         Ok(())
     }
 
     pub(crate) fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
-        let name = check_header(name, value)?;
+        let name = crate::check_header(name, value)?;
         self.entries.push((name, value.to_vec()));
         Ok(())
     }
@@ -196,36 +183,6 @@ impl TestHeaders {
         self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         before != self.entries.len()
     }
-}
-
-fn check_header(name: &str, value: &[u8]) -> Result<String, EditError> {
-    let valid_name =
-        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid_name {
-        return Err(EditError::InvalidName(name.to_owned()));
-    }
-    let name = name.to_ascii_lowercase();
-    if MANAGED_HEADERS.contains(&name.as_str()) {
-        return Err(EditError::Forbidden(name));
-    }
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(EditError::InvalidValue(format!("value of `{name}` has a control character")));
-    }
-    Ok(name)
-}
-
-pub(crate) fn check_path(path: &str) -> Result<(), EditError> {
-    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
-        return Err(EditError::InvalidValue(format!("`{path}` is not an origin-form path")));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_query(query: &str) -> Result<(), EditError> {
-    if query.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
-        return Err(EditError::InvalidValue(format!("`{query}` is not a valid query")));
-    }
-    Ok(())
 }
 
 /// A body that, as in the gateway, reads only when the plugin asked for it.

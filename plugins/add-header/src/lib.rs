@@ -38,25 +38,14 @@ impl Edits {
 
     fn check(&self, side: &str) -> Result<(), ConfigError> {
         for name in self.remove.iter().chain(self.set.keys()).chain(self.append.keys()) {
-            let valid =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !valid {
-                return Err(format!("{side}: `{name}` is not a valid header name").into());
-            }
-            if MANAGED.contains(&name.to_ascii_lowercase().as_str()) {
-                return Err(format!("{side}: `{name}` is managed by the gateway and cannot be edited").into());
-            }
+            check_header_name(name).map_err(|e| format!("{side}: {e}"))?;
         }
-        for value in self.set.values().chain(self.append.values()) {
-            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(format!("{side}: the value {value:?} has a control character").into());
-            }
+        for (name, value) in self.set.iter().chain(self.append.iter()) {
+            check_header_value(name, value.as_bytes()).map_err(|e| format!("{side}: {e}"))?;
         }
         Ok(())
     }
 }
-
-const MANAGED: &[&str] = wasmgate_sdk::testing::MANAGED_HEADERS;
 
 /// The plugin: the edits for each phase.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 #![expect(clippy::expect_used, clippy::unwrap_used, reason = "test code: a failed step should stop the test")]
 
 mod capabilities;
+mod compose;
 mod config_errors;
 mod discovery;
 mod edge;
@@ -11,6 +12,7 @@ mod plugins;
 mod proxy;
 mod reload;
 mod traffic;
+mod transform;
 
 /// Every plugin and test guest must be exercised by a test here.
 #[test]

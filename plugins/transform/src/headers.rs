@@ -1,0 +1,136 @@
+//! Header edits, the same for the request and the response.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use wasmgate_sdk::{EditError, Request, Response, check_header_name, check_header_value, log};
+
+/// `headers = { rename = {...}, remove = [...], set = {...}, add = {...} }` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    add: BTreeMap<String, String>,
+}
+
+/// Checked edits with lowercase names, applied in the order rename, remove,
+/// set, add: a rename sees the headers as they arrived.
+#[derive(Debug, Default)]
+pub struct HeaderEdits {
+    rename: Vec<(String, String)>,
+    remove: Vec<String>,
+    set: Vec<(String, String)>,
+    add: Vec<(String, String)>,
+}
+
+fn check_name(name: &str, at: &str) -> Result<String, String> {
+    check_header_name(name).map_err(|e| format!("{at}: {e}"))
+}
+
+fn check_value(value: &str, at: &str) -> Result<(), String> {
+    check_header_value("", value.as_bytes()).map_err(|_| format!("{at}: the value {value:?} has a control character"))
+}
+
+impl HeaderEdits {
+    pub fn build(raw: RawHeaderEdits, at: &str) -> Result<Self, String> {
+        let pairs = |map: BTreeMap<String, String>, key: &str| -> Result<Vec<(String, String)>, String> {
+            let at = format!("{at}.{key}");
+            map.into_iter()
+                .map(|(n, v)| {
+                    check_value(&v, &at)?;
+                    Ok((check_name(&n, &at)?, v))
+                })
+                .collect()
+        };
+        let mut rename = Vec::with_capacity(raw.rename.len());
+        for (from, to) in raw.rename {
+            let at = format!("{at}.rename");
+            let (from, to) = (check_name(&from, &at)?, check_name(&to, &at)?);
+            if from == to {
+                return Err(format!("{at}: `{from}` is renamed to itself; remove the entry"));
+            }
+            rename.push((from, to));
+        }
+        let remove = raw.remove.iter().map(|n| check_name(n, &format!("{at}.remove"))).collect::<Result<_, _>>()?;
+        Ok(Self { rename, remove, set: pairs(raw.set, "set")?, add: pairs(raw.add, "add")? })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rename.is_empty() && self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+
+    /// Applies the edits. Names and values were checked at config time, so
+    /// a refused edit is unexpected: it is logged and the rest still apply.
+    pub fn apply(&self, target: &mut impl Headers, side: &str) {
+        for (from, to) in &self.rename {
+            let values = target.all(from);
+            if values.is_empty() {
+                continue;
+            }
+            target.remove(from);
+            target.remove(to);
+            for v in values {
+                warn_on(target.append(to, &v), side, "rename", to);
+            }
+        }
+        for name in &self.remove {
+            target.remove(name);
+        }
+        for (name, value) in &self.set {
+            warn_on(target.set(name, value.as_bytes()), side, "set", name);
+        }
+        for (name, value) in &self.add {
+            warn_on(target.append(name, value.as_bytes()), side, "add", name);
+        }
+    }
+}
+
+fn warn_on(result: Result<(), EditError>, side: &str, what: &str, name: &str) {
+    if let Err(e) = result {
+        log::warn(&format!("cannot {what} {side} header {name}: {e}"));
+    }
+}
+
+/// What header edits need; the request and the response both have it.
+pub trait Headers {
+    fn all(&self, name: &str) -> Vec<Vec<u8>>;
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), EditError>;
+    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError>;
+    fn remove(&mut self, name: &str) -> bool;
+}
+
+impl Headers for Request<'_> {
+    fn all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.header_all(name)
+    }
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
+        self.set_header(name, value)
+    }
+    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
+        self.append_header(name, value)
+    }
+    fn remove(&mut self, name: &str) -> bool {
+        self.remove_header(name)
+    }
+}
+
+impl Headers for Response<'_> {
+    fn all(&self, name: &str) -> Vec<Vec<u8>> {
+        self.header_all(name)
+    }
+    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
+        self.set_header(name, value)
+    }
+    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
+        self.append_header(name, value)
+    }
+    fn remove(&mut self, name: &str) -> bool {
+        self.remove_header(name)
+    }
+}

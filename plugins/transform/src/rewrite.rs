@@ -1,0 +1,377 @@
+//! The request line: path rewrites with captures, and query parameter edits.
+//!
+//! Path patterns use the gateway's own route syntax rather than regular
+//! expressions: `{name}` captures one non-empty segment (the regex
+//! `(?P<name>[^/]+)`), `{*name}` as the last segment captures the rest, `/`
+//! included and possibly empty (`(?P<name>.*)`), and the pattern is anchored
+//! at both ends. Captured text is copied into `to` as it appears in the
+//! (percent-encoded) path, never decoded.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `path = { from = "/v1/users/{id}", to = "/users/{id}" }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathRewrite {
+    from: String,
+    to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Capture(String),
+}
+
+/// A checked rewrite.
+#[derive(Debug)]
+pub struct PathRewrite {
+    from: Vec<Segment>,
+    to: Vec<Part>,
+}
+
+fn valid_ident(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn bad_path_byte(b: u8) -> bool {
+    b <= b' ' || b == b'?' || b == b'#' || b == 0x7f
+}
+
+impl PathRewrite {
+    pub fn build(raw: &RawPathRewrite) -> Result<Self, String> {
+        let from = parse_pattern(&raw.from)?;
+        let to = parse_template(&raw.to, &from)?;
+        Ok(Self { from, to })
+    }
+
+    /// The rewritten path, or `None` when `path` does not match `from`.
+    pub fn apply(&self, path: &str) -> Option<String> {
+        let captures = self.matches(path)?;
+        let mut out = String::with_capacity(path.len());
+        for part in &self.to {
+            match part {
+                Part::Literal(l) => out.push_str(l),
+                Part::Capture(name) => {
+                    out.push_str(captures.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v));
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        Some(out)
+    }
+
+    fn matches<'p>(&self, path: &'p str) -> Option<Vec<(String, &'p str)>> {
+        let mut captures = Vec::new();
+        let mut rest = Some(path.strip_prefix('/')?);
+        for seg in &self.from {
+            if let Segment::Rest(name) = seg {
+                captures.push((name.clone(), rest.unwrap_or("")));
+                return Some(captures);
+            }
+            let (head, tail) = match rest?.split_once('/') {
+                Some((h, t)) => (h, Some(t)),
+                None => (rest?, None),
+            };
+            match seg {
+                Segment::Literal(lit) if head == lit => {}
+                Segment::Param(name) if !head.is_empty() => captures.push((name.clone(), head)),
+                _ => return None,
+            }
+            rest = tail;
+        }
+        rest.is_none().then_some(captures)
+    }
+}
+
+fn parse_pattern(text: &str) -> Result<Vec<Segment>, String> {
+    let at = "request.path.from";
+    let Some(rest) = text.strip_prefix('/') else {
+        return Err(format!("{at}: `{text}` must start with `/`"));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut segments = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        let seg = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(inner) => {
+                let (rest, name) = inner.strip_prefix('*').map_or((false, inner), |n| (true, n));
+                if !valid_ident(name) {
+                    return Err(format!("{at}: `{{{inner}}}` in `{text}`: a capture name is letters, digits and `_`"));
+                }
+                if segments.iter().any(|s| matches!(s, Segment::Param(n) | Segment::Rest(n) if n == name)) {
+                    return Err(format!("{at}: capture `{name}` appears twice in `{text}`"));
+                }
+                if rest && i + 1 != parts.len() {
+                    return Err(format!("{at}: `{{*{name}}}` in `{text}` must be the last segment"));
+                }
+                if rest { Segment::Rest(name.to_owned()) } else { Segment::Param(name.to_owned()) }
+            }
+            None if part.contains(['{', '}']) => {
+                return Err(format!(
+                    "{at}: segment `{part}` in `{text}`: a segment is either literal text or a whole `{{name}}`"
+                ));
+            }
+            None if part.bytes().any(bad_path_byte) => {
+                return Err(format!("{at}: `{text}` has a space, `?`, `#` or control character"));
+            }
+            None => Segment::Literal((*part).to_owned()),
+        };
+        segments.push(seg);
+    }
+    Ok(segments)
+}
+
+fn parse_template(text: &str, from: &[Segment]) -> Result<Vec<Part>, String> {
+    let at = "request.path.to";
+    if !text.starts_with('/') {
+        return Err(format!("{at}: `{text}` must start with `/`"));
+    }
+    if text.bytes().any(bad_path_byte) {
+        return Err(format!("{at}: `{text}` has a space, `?`, `#` or control character; use `query` for the query"));
+    }
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Literal(rest[..open].to_owned()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("{at}: `{text}` has an unclosed `{{`"));
+        };
+        let inner = &rest[open + 1..open + close];
+        let name = inner.strip_prefix('*').unwrap_or(inner);
+        if !from.iter().any(|s| matches!(s, Segment::Param(n) | Segment::Rest(n) if n == name)) {
+            return Err(format!("{at}: `{text}` uses `{{{inner}}}`, which `from` does not capture"));
+        }
+        parts.push(Part::Capture(name.to_owned()));
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("{at}: `{text}` has a stray `}}`"));
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Literal(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
+/// `query = { remove = [...], set = {...}, add = {...} }` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueryEdits {
+    #[serde(default)]
+    remove: Vec<String>,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    add: BTreeMap<String, String>,
+}
+
+/// Query edits, applied in the order remove, set, add. Names match after
+/// decoding (`a%20b` is `a b`); parameters no rule names keep their bytes.
+#[derive(Debug, Default)]
+pub struct QueryEdits {
+    remove: Vec<String>,
+    set: Vec<(String, String)>,
+    add: Vec<(String, String)>,
+}
+
+impl QueryEdits {
+    pub fn build(raw: RawQueryEdits) -> Result<Self, String> {
+        for name in raw.remove.iter().chain(raw.set.keys()).chain(raw.add.keys()) {
+            if name.is_empty() {
+                return Err("request.query: a parameter name cannot be empty".into());
+            }
+        }
+        Ok(Self { remove: raw.remove, set: raw.set.into_iter().collect(), add: raw.add.into_iter().collect() })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+
+    /// The new query (`Some(None)`: remove it), or `None` when unchanged.
+    pub fn apply(&self, query: Option<&str>) -> Option<Option<String>> {
+        let mut pairs: Vec<(String, String)> = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| (decode(p.split_once('=').map_or(p, |(n, _)| n)), p.to_owned()))
+            .collect();
+        let before = pairs.len();
+        let mut changed = false;
+        pairs.retain(|(name, _)| !self.remove.contains(name));
+        changed |= pairs.len() != before;
+        for (name, value) in &self.set {
+            let fresh = format!("{}={}", encode(name), encode(value));
+            match pairs.iter().position(|(n, _)| n == name) {
+                Some(first) => {
+                    if let Some(slot) = pairs.get_mut(first) {
+                        changed |= slot.1 != fresh;
+                        slot.1 = fresh;
+                    }
+                    let count = pairs.len();
+                    let mut index = 0;
+                    pairs.retain(|(n, _)| {
+                        let keep = index == first || n != name;
+                        index += 1;
+                        keep
+                    });
+                    changed |= pairs.len() != count;
+                }
+                None => {
+                    pairs.push((name.clone(), fresh));
+                    changed = true;
+                }
+            }
+        }
+        for (name, value) in &self.add {
+            pairs.push((name.clone(), format!("{}={}", encode(name), encode(value))));
+            changed = true;
+        }
+        if !changed {
+            return None;
+        }
+        let joined = pairs.into_iter().map(|(_, raw)| raw).collect::<Vec<_>>().join("&");
+        Some((!joined.is_empty()).then_some(joined))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` and `+` (form encoding); invalid escapes stay as written.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(from: &str, to: &str) -> PathRewrite {
+        PathRewrite::build(&RawPathRewrite { from: from.into(), to: to.into() }).expect("valid rewrite")
+    }
+
+    fn bad_rewrite(from: &str, to: &str) -> String {
+        PathRewrite::build(&RawPathRewrite { from: from.into(), to: to.into() }).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn captures_move_into_the_new_path() {
+        let r = rewrite("/v1/users/{id}", "/users/{id}");
+        assert_eq!(r.apply("/v1/users/42").as_deref(), Some("/users/42"));
+        assert_eq!(r.apply("/v1/users/a%2Fb").as_deref(), Some("/users/a%2Fb"), "copied, not decoded");
+        assert_eq!(r.apply("/v1/users"), None);
+        assert_eq!(r.apply("/v1/users/"), None, "a capture is never empty");
+        assert_eq!(r.apply("/v1/users/42/"), None, "anchored at the end");
+        assert_eq!(r.apply("/v1/users/42/orders"), None);
+        assert_eq!(r.apply("/v2/users/42"), None);
+    }
+
+    #[test]
+    fn catch_all_and_reordering() {
+        let r = rewrite("/api/{version}/{*rest}", "/{rest}/for/{version}");
+        assert_eq!(r.apply("/api/v2/a/b").as_deref(), Some("/a/b/for/v2"));
+        assert_eq!(r.apply("/api/v2").as_deref(), Some("//for/v2"));
+        let strip = rewrite("/legacy/{*rest}", "/{*rest}");
+        assert_eq!(strip.apply("/legacy/x/y").as_deref(), Some("/x/y"));
+        assert_eq!(strip.apply("/legacy").as_deref(), Some("/"));
+        assert_eq!(rewrite("/old", "/new").apply("/old").as_deref(), Some("/new"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        assert!(bad_rewrite("v1/{id}", "/x").contains("must start with `/`"));
+        assert!(bad_rewrite("/v1/{id}", "/users/{uid}").contains("`from` does not capture"));
+        assert!(bad_rewrite("/{*rest}/x", "/").contains("must be the last segment"));
+        assert!(bad_rewrite("/{a}/{a}", "/").contains("appears twice"));
+        assert!(bad_rewrite("/user-{id}", "/").contains("a whole `{name}`"));
+        assert!(bad_rewrite("/{id}", "/x?y={id}").contains("use `query`"));
+        assert!(bad_rewrite("/{id}", "/x/{id").contains("unclosed"));
+        assert!(bad_rewrite("/{a-b}", "/").contains("capture name"));
+    }
+
+    fn query(raw: serde_json::Value) -> QueryEdits {
+        QueryEdits::build(serde_json::from_value(raw).expect("raw query")).expect("valid query edits")
+    }
+
+    #[test]
+    fn query_remove_set_add() {
+        let q = query(serde_json::json!({
+            "remove": ["debug"],
+            "set": { "version": "2" },
+            "add": { "tag": "a b&c=d" },
+        }));
+        let out = |before: Option<&str>| q.apply(before).flatten();
+        assert_eq!(out(Some("debug=1&keep=yes")).as_deref(), Some("keep=yes&version=2&tag=a%20b%26c%3Dd"));
+        assert_eq!(out(Some("version=1&x=1&version=3")).as_deref(), Some("version=2&x=1&tag=a%20b%26c%3Dd"));
+        assert_eq!(out(None).as_deref(), Some("version=2&tag=a%20b%26c%3Dd"));
+        assert_eq!(out(Some("de%62ug=1&keep")).as_deref(), Some("keep&version=2&tag=a%20b%26c%3Dd"), "names decode");
+    }
+
+    #[test]
+    fn query_unchanged_or_emptied() {
+        let q = query(serde_json::json!({ "remove": ["debug"], "set": { "v": "2" } }));
+        assert_eq!(q.apply(Some("v=2&keep=%41")), None, "already right: left alone");
+        let only_remove = query(serde_json::json!({ "remove": ["debug"] }));
+        assert_eq!(only_remove.apply(Some("debug=1&debug=2")), Some(None), "the query goes away");
+        assert_eq!(only_remove.apply(None), None);
+        assert!(
+            QueryEdits::build(serde_json::from_value(serde_json::json!({ "remove": [""] })).expect("raw")).is_err()
+        );
+    }
+
+    #[test]
+    fn decoding() {
+        assert_eq!(decode("a%20b+c"), "a b c");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz%4"), "%zz%4");
+        assert_eq!(decode("%+1"), "% 1", "`%+1` is no escape (a sign is not a hex digit); `+` is a space");
+        assert_eq!(encode("ä/ ~"), "%C3%A4%2F%20~");
+    }
+}
