@@ -152,6 +152,8 @@ examples=(
   "200||user 1's three most recent orders|curl '$gateway/api/orders?user=1&limit=3'"
   "200||one order|curl $gateway/api/orders/1003"
   "200||user 1's cart, with its total (rewritten to /carts/1)|curl $gateway/api/carts/1"
+  "200||the mobile home screen: user, recent orders and cart from three calls in parallel (compose plugin)|curl $gateway/api/mobile/home/1"
+  "404||the home screen of an unknown user: the users service's 404, passed on|curl -i $gateway/api/mobile/home/999"
   "403|x-powered-by: wasmgate|an admin path, denied by the deny plugin|curl -i $gateway/api/users/admin/settings"
   "403||any request with an x-debug header, denied too|curl -i -H 'x-debug: 1' $gateway/api/users"
   "404||a path no route matches: the gateway answers|curl -i $gateway/api/nothing-here"
