@@ -3,6 +3,7 @@
 
 #![expect(clippy::expect_used, clippy::unwrap_used, reason = "test code: a failed step should stop the test")]
 
+mod api_key;
 mod capabilities;
 mod compose;
 mod config_errors;
@@ -10,6 +11,7 @@ mod discovery;
 mod edge;
 mod plugins;
 mod proxy;
+mod rate_limit;
 mod reload;
 mod traffic;
 mod transform;

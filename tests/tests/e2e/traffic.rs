@@ -169,7 +169,7 @@ upstream = "u"
     let r = get(&gw.url("/")).await;
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some(), "Retry-After is set");
-    assert!(start.elapsed() < Duration::from_millis(500), "answered immediately");
+    assert!(start.elapsed() < Duration::from_secs(1), "answered immediately");
     // Only health checks reached it, no proxied request.
     assert!(up.hits() - hits <= 3);
 }
@@ -355,7 +355,8 @@ upstream = "u"
     let r = get(&gw.url("/")).await;
     assert_eq!(r.status, 503, "the fourth is refused");
     assert_eq!(r.json()["error"], "upstream overloaded");
-    assert!(start.elapsed() < Duration::from_millis(300), "refused at once");
+    // Queued, it would wait out the 5 s queue_timeout.
+    assert!(start.elapsed() < Duration::from_secs(2), "refused at once, not queued");
     assert_eq!(up.in_flight(), 2, "never more than two at the upstream");
     let statuses: Vec<u16> = futures_join(slow).await;
     assert_eq!(statuses, vec![200, 200, 200], "the queued one was served");

@@ -108,6 +108,7 @@
 //! `2 * limit` land within one window-length span, but spread across it at
 //! the rate the decay frees room, never as a burst at the edge.)
 
+pub mod args;
 mod clock;
 mod limits;
 #[cfg(test)]
@@ -151,16 +152,7 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest value, in bytes (1 MiB).
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// Longest `ttl_ms` (30 days).
-pub const MAX_TTL_MS: u64 = 30 * 24 * 60 * 60 * 1000;
-/// Longest `hit` window (1 day).
-pub const MAX_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
-/// The largest capacity a bucket's double holds exactly (and cost with it).
-pub const MAX_CAPACITY: u64 = 1 << 53;
+pub use args::{MAX_CAPACITY, MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
 
 /// Enough shards that 2–64 cores rarely contend on one lock, few enough that
 /// `sweep` stays a short walk.
@@ -201,7 +193,7 @@ impl<C: Clock> MemStore<C> {
 
     /// The value (or counter, as decimal) under `key`, if it has not expired.
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        check_key(key)?;
+        check(args::key(key))?;
         let now = self.clock.now_ms();
         let mut shard = self.shard(key);
         let Some(entry) = self.live(&mut shard, key, now) else { return Ok(None) };
@@ -214,11 +206,7 @@ impl<C: Clock> MemStore<C> {
 
     /// Stores `value`, replacing whatever `key` held; `ttl_ms` none: no expiry.
     pub fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), StoreError> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(invalid(format!("value is {} bytes; at most {MAX_VALUE_BYTES} are allowed", value.len())));
-        }
-        check_ttl(ttl_ms)?;
+        check(args::key(key).and(args::value(value)).and(args::ttl(ttl_ms)))?;
         let now = self.clock.now_ms();
         let entry =
             Entry { value: Value::Bytes(value.to_vec()), expires_at: ttl_ms.map(|ttl| now.saturating_add(ttl)) };
@@ -232,7 +220,7 @@ impl<C: Clock> MemStore<C> {
 
     /// Removes `key`; whether it was there (and not expired).
     pub fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        check_key(key)?;
+        check(args::key(key))?;
         let now = self.clock.now_ms();
         let mut shard = self.shard(key);
         if self.live(&mut shard, key, now).is_none() {
@@ -244,8 +232,7 @@ impl<C: Clock> MemStore<C> {
 
     /// Adds `delta` to the counter (created at 0 with `ttl_ms` when absent) and returns it.
     pub fn incr(&self, key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, StoreError> {
-        check_key(key)?;
-        check_ttl(ttl_ms)?;
+        check(args::key(key).and(args::ttl(ttl_ms)))?;
         let now = self.clock.now_ms();
         let mut shard = self.shard(key);
         let Some(entry) = self.live(&mut shard, key, now) else {
@@ -266,16 +253,7 @@ impl<C: Clock> MemStore<C> {
 
     /// Token bucket: takes `cost` tokens, or refuses and takes nothing.
     pub fn take(&self, key: &str, capacity: u64, refill_per_second: f64, cost: u64) -> Result<LimitResult, StoreError> {
-        check_key(key)?;
-        if !(1..=MAX_CAPACITY).contains(&capacity) {
-            return Err(invalid(format!("capacity is {capacity}; it must be 1..={MAX_CAPACITY}")));
-        }
-        if !(refill_per_second.is_finite() && refill_per_second > 0.0) {
-            return Err(invalid(format!("refill_per_second is {refill_per_second}; it must be finite and above 0")));
-        }
-        if cost > capacity {
-            return Err(invalid(format!("cost {cost} is over capacity {capacity}; such a take could never succeed")));
-        }
+        check(args::key(key).and(args::take(capacity, refill_per_second, cost)))?;
         let now = self.clock.now_ms();
         let mut shard = self.shard(key);
         let state = match self.live(&mut shard, key, now).map(|entry| &entry.value) {
@@ -290,16 +268,7 @@ impl<C: Clock> MemStore<C> {
 
     /// Sliding window: counts `cost` hits against `limit` per `window_ms`, or refuses.
     pub fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<LimitResult, StoreError> {
-        check_key(key)?;
-        if limit == 0 {
-            return Err(invalid("limit is 0; it must be at least 1".into()));
-        }
-        if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
-            return Err(invalid(format!("window_ms is {window_ms}; it must be 1..={MAX_WINDOW_MS} (1 day)")));
-        }
-        if cost > limit {
-            return Err(invalid(format!("cost {cost} is over limit {limit}; such a hit could never succeed")));
-        }
+        check(args::key(key).and(args::hit(limit, window_ms, cost)))?;
         let now = self.clock.now_ms();
         let mut shard = self.shard(key);
         let state = match self.live(&mut shard, key, now).map(|entry| &entry.value) {
@@ -433,20 +402,8 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(invalid(format!("key is {} bytes; at most {MAX_KEY_BYTES} are allowed", key.len())));
-    }
-    Ok(())
-}
-
-fn check_ttl(ttl_ms: Option<u64>) -> Result<(), StoreError> {
-    match ttl_ms {
-        Some(ttl) if !(1..=MAX_TTL_MS).contains(&ttl) => {
-            Err(invalid(format!("ttl_ms is {ttl}; it must be 1..={MAX_TTL_MS} (30 days), or none")))
-        }
-        _ => Ok(()),
-    }
+fn check(args: Result<(), String>) -> Result<(), StoreError> {
+    args.map_err(StoreError::Invalid)
 }
 
 /// Redis's rule for an integer held as a string: canonical decimal i64.

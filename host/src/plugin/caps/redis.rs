@@ -74,14 +74,8 @@ use redis::{IntoConnectionInfo, RedisError, RedisResult, Script};
 #[cfg(test)]
 mod tests;
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Longest value, in bytes (1 MiB).
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// Longest `ttl_ms` (30 days).
-pub const MAX_TTL_MS: u64 = 30 * 24 * 60 * 60 * 1000;
-/// Longest `window_ms` (1 day).
-pub const MAX_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+use wasmgate_common::memstore::args;
+pub use wasmgate_common::memstore::args::{MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
 /// Longest expiry of a token bucket (100 years), far below what overflows Redis' expiry clock.
 pub const MAX_BUCKET_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 
@@ -182,20 +176,13 @@ impl RedisStore {
 
     /// The value under `key`, if any.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        check_key(key)?;
+        check(args::key(key))?;
         self.run("get", |mut conn| async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await
     }
 
     /// Stores `value` under `key`, replacing any value and expiry; `ttl_ms` none: no expiry.
     pub async fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), StoreError> {
-        check_key(key)?;
-        if value.len() > MAX_VALUE_BYTES {
-            return Err(StoreError::Invalid(format!(
-                "value is {} bytes, over the limit of {MAX_VALUE_BYTES}",
-                value.len()
-            )));
-        }
-        check_ttl(ttl_ms)?;
+        check(args::key(key).and(args::value(value)).and(args::ttl(ttl_ms)))?;
         self.run("set", |mut conn| async move {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(value);
@@ -209,7 +196,7 @@ impl RedisStore {
 
     /// Removes `key`; whether it was there.
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        check_key(key)?;
+        check(args::key(key))?;
         let removed: u64 = self
             .run("delete", |mut conn| async move { redis::cmd("DEL").arg(key).query_async(&mut conn).await })
             .await?;
@@ -224,8 +211,7 @@ impl RedisStore {
     /// no `NOSCRIPT` path), and `SET NX` states "only when created" directly, where a script
     /// would need an `EXISTS` first. `INCRBY` keeps the TTL a creator set.
     pub async fn incr(&self, key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, StoreError> {
-        check_key(key)?;
-        check_ttl(ttl_ms)?;
+        check(args::key(key).and(args::ttl(ttl_ms)))?;
         self.run("incr", |mut conn| async move {
             match ttl_ms {
                 None => redis::cmd("INCRBY").arg(key).arg(delta).query_async(&mut conn).await,
@@ -260,18 +246,7 @@ impl RedisStore {
         refill_per_second: f64,
         cost: u64,
     ) -> Result<LimitResult, StoreError> {
-        check_key(key)?;
-        if capacity < 1 {
-            return Err(StoreError::Invalid("capacity must be at least 1".to_owned()));
-        }
-        if !(refill_per_second.is_finite() && refill_per_second > 0.0) {
-            return Err(StoreError::Invalid(format!(
-                "refill_per_second must be finite and more than 0, got {refill_per_second}"
-            )));
-        }
-        if cost > capacity {
-            return Err(StoreError::Invalid(format!("cost ({cost}) must not exceed capacity ({capacity})")));
-        }
+        check(args::key(key).and(args::take(capacity, refill_per_second, cost)))?;
         let (allowed, tokens): (i64, String) = self
             .run("take", |mut conn| async move {
                 TAKE_SCRIPT
@@ -292,15 +267,7 @@ impl RedisStore {
     /// Sliding window: counts `cost` hits against `limit` per `window_ms` (the previous window
     /// weighted by its overlap); refused when over.
     pub async fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<LimitResult, StoreError> {
-        check_key(key)?;
-        if limit < 1 {
-            return Err(StoreError::Invalid("limit must be at least 1".to_owned()));
-        }
-        if !(1..=MAX_WINDOW_MS).contains(&window_ms) {
-            return Err(StoreError::Invalid(format!(
-                "window_ms must be between 1 and {MAX_WINDOW_MS} (1 day), got {window_ms}"
-            )));
-        }
+        check(args::key(key).and(args::hit(limit, window_ms, cost)))?;
         let (allowed, prev, cur, elapsed): (i64, String, String, u64) = self
             .run("hit", |mut conn| async move {
                 HIT_SCRIPT.key(key).arg(limit).arg(window_ms).arg(cost).invoke_async(&mut conn).await
@@ -376,20 +343,8 @@ fn invalid_url(err: &RedisError) -> StoreError {
     StoreError::Invalid(format!("invalid redis URL: {err}"))
 }
 
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(StoreError::Invalid(format!("key is {} bytes, over the limit of {MAX_KEY_BYTES}", key.len())));
-    }
-    Ok(())
-}
-
-fn check_ttl(ttl_ms: Option<u64>) -> Result<(), StoreError> {
-    match ttl_ms {
-        Some(ttl) if !(1..=MAX_TTL_MS).contains(&ttl) => {
-            Err(StoreError::Invalid(format!("ttl_ms must be between 1 and {MAX_TTL_MS} (30 days), got {ttl}")))
-        }
-        _ => Ok(()),
-    }
+fn check(args: Result<(), String>) -> Result<(), StoreError> {
+    args.map_err(StoreError::Invalid)
 }
 
 /// Redis' own refusals that are the caller's doing are `Invalid`; everything else means the
@@ -457,8 +412,6 @@ fn window_result(limit: u64, window_ms: u64, cost: u64, allowed: bool, counts: W
         let wait = if room_now >= 0.0 && prev > 0.0 {
             // The previous window's weight alone decays enough before this window ends.
             ceil_ms((window - elapsed as f64) - room_now * window / prev)
-        } else if cost > limit {
-            2 * window_ms
         } else if cur > 0.0 {
             // Next window: this window's count becomes the previous one and decays in turn.
             reset_ms + ceil_ms(window - (limit - cost) * window / cur)

@@ -73,13 +73,6 @@ fn window_result_waits_into_the_next_window_when_the_current_count_is_too_high()
 }
 
 #[test]
-fn window_result_caps_a_cost_that_never_fits() {
-    let refused = window_result(10, 1000, 11, false, WindowCounts { prev: 0.0, cur: 0.0, elapsed: 0 });
-    assert_eq!(refused.retry_after_ms, 2000);
-    assert_eq!(refused.remaining, 10);
-}
-
-#[test]
 fn window_result_floors_remaining_at_zero_and_rounds_the_estimate_up() {
     let full = window_result(10, 1000, 1, true, WindowCounts { prev: 3.0, cur: 9.0, elapsed: 500 });
     assert_eq!((full.remaining, full.retry_after_ms), (0, 0));
@@ -91,11 +84,10 @@ fn window_result_floors_remaining_at_zero_and_rounds_the_estimate_up() {
 
 #[tokio::test]
 async fn arguments_are_checked_before_any_network_call() {
-    // Nothing listens there and the timeout is long: a network call would be Unavailable, and slow.
+    // Nothing listens there: a call that reached the network would be Unavailable, not Invalid.
     let store = RedisStore::new(&server::url_for(RedisServer::unused_port()), PATIENT).unwrap();
     let long_key = "k".repeat(MAX_KEY_BYTES + 1);
     let big_value = vec![0_u8; MAX_VALUE_BYTES + 1];
-    let start = Instant::now();
     let cases: Vec<(&str, Result<(), StoreError>)> = vec![
         ("key", store.get(&long_key).await.map(drop)),
         ("key", store.delete(&long_key).await.map(drop)),
@@ -112,6 +104,7 @@ async fn arguments_are_checked_before_any_network_call() {
         ("cost", store.take("k", 5, 1.0, 6).await.map(drop)),
         ("key", store.take(&long_key, 5, 1.0, 1).await.map(drop)),
         ("limit", store.hit("k", 0, 1000, 1).await.map(drop)),
+        ("cost", store.hit("k", 10, 1000, 11).await.map(drop)),
         ("window_ms", store.hit("k", 10, 0, 1).await.map(drop)),
         ("window_ms", store.hit("k", 10, MAX_WINDOW_MS + 1, 1).await.map(drop)),
         ("key", store.hit(&long_key, 10, 1000, 1).await.map(drop)),
@@ -122,7 +115,6 @@ async fn arguments_are_checked_before_any_network_call() {
             other => panic!("{argument}: expected Invalid, got {other:?}"),
         }
     }
-    assert!(start.elapsed() < Duration::from_millis(200), "no call waited on the network: {:?}", start.elapsed());
 }
 
 #[tokio::test]
@@ -365,8 +357,6 @@ async fn hit_reports_sane_values_and_expires_after_two_windows() {
     assert!(!refused.allowed && refused.remaining == 0, "{refused:?}");
     // Next window: 10 × (1 - e) + 1 ≤ 10 → e = a tenth of the window, after this one ends.
     assert_eq!(refused.retry_after_ms, refused.reset_ms + DAY_MS / 10, "{refused:?}");
-    let never = store.hit("w", 10, DAY_MS, 11).await.unwrap();
-    assert_eq!(never.retry_after_ms, 2 * DAY_MS, "a cost over the limit never fits");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

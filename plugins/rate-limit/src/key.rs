@@ -1,0 +1,196 @@
+//! What a limit counts by: the parts of its key, read from the request and
+//! the context, and the store key they make.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use wasmgate_sdk::{Request, context};
+
+/// One entry of a limit's `key` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client's address as the gateway saw it on the socket.
+    ClientIp,
+    /// The first value of a request header (lowercase name).
+    Header(String),
+    /// The `consumer` context entry (set by the api-key plugin).
+    Consumer,
+    /// A top-level claim of the JWT plugin's `jwt.claims` context entry.
+    Claim(String),
+    /// Any context entry an earlier plugin set (`client.ip` from ip-filter:
+    /// the real client behind a trusted proxy).
+    Context(String),
+    /// The name of the matched route.
+    Route,
+    /// The request path.
+    Path,
+    /// The request method.
+    Method,
+    /// One counter for every request.
+    Global,
+}
+
+impl KeyPart {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        if let Some(name) = text.strip_prefix("header:") {
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                return Err(format!("key part `{text}`: `{name}` is not a valid header name"));
+            }
+            return Ok(Self::Header(name.to_ascii_lowercase()));
+        }
+        if let Some(name) = text.strip_prefix("claim:") {
+            if name.is_empty() {
+                return Err(format!("key part `{text}` names no claim; write e.g. \"claim:sub\""));
+            }
+            return Ok(Self::Claim(name.to_owned()));
+        }
+        if let Some(name) = text.strip_prefix("context:") {
+            if name.is_empty() {
+                return Err(format!("key part `{text}` names no context entry; write e.g. \"context:client.ip\""));
+            }
+            return Ok(Self::Context(name.to_owned()));
+        }
+        Ok(match text {
+            "client-ip" => Self::ClientIp,
+            "consumer" => Self::Consumer,
+            "route" => Self::Route,
+            "path" => Self::Path,
+            "method" => Self::Method,
+            "global" => Self::Global,
+            _ => {
+                return Err(format!(
+                    "unknown key part `{text}`; use client-ip, header:NAME, consumer, claim:NAME, context:NAME, route, path, method or global"
+                ));
+            }
+        })
+    }
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientIp => f.write_str("client-ip"),
+            Self::Header(name) => write!(f, "header:{name}"),
+            Self::Consumer => f.write_str("consumer"),
+            Self::Claim(name) => write!(f, "claim:{name}"),
+            Self::Context(name) => write!(f, "context:{name}"),
+            Self::Route => f.write_str("route"),
+            Self::Path => f.write_str("path"),
+            Self::Method => f.write_str("method"),
+            Self::Global => f.write_str("global"),
+        }
+    }
+}
+
+/// Stands for a missing part under `missing = "shared"`. Escaped values never
+/// hold a `%` that is not followed by two hex digits, so no real value
+/// (not even an empty header) can equal it.
+const MISSING: &str = "%-";
+
+/// Key texts longer than this are replaced by their SHA-256, so the store
+/// key stays under the store's 512 bytes whatever a client sends.
+const MAX_KEY_TEXT: usize = 200;
+
+/// The request's values for key parts; the claims are parsed once, on first use.
+#[derive(Debug)]
+pub(crate) struct Facts<'r, 'a> {
+    req: &'r Request<'a>,
+    claims: Option<Option<Map<String, Value>>>,
+}
+
+impl<'r, 'a> Facts<'r, 'a> {
+    pub(crate) fn new(req: &'r Request<'a>) -> Self {
+        Self { req, claims: None }
+    }
+
+    /// The part's value, escaped; `None` when the request has no such value.
+    fn value(&mut self, part: &KeyPart) -> Option<String> {
+        Some(match part {
+            KeyPart::ClientIp => escape(self.req.client_ip().as_bytes()),
+            KeyPart::Header(name) => escape(&self.req.header(name)?),
+            KeyPart::Consumer => escape(context::get("consumer")?.as_bytes()),
+            KeyPart::Claim(name) => escape(self.claim(name)?.as_bytes()),
+            KeyPart::Context(name) => escape(context::get(name)?.as_bytes()),
+            KeyPart::Route => escape(self.req.route().as_bytes()),
+            KeyPart::Path => escape(self.req.path().as_bytes()),
+            KeyPart::Method => escape(self.req.method().as_bytes()),
+            KeyPart::Global => "global".to_owned(),
+        })
+    }
+
+    fn claim(&mut self, name: &str) -> Option<String> {
+        let claims = self.claims.get_or_insert_with(|| {
+            // Anything but a JSON object (no JWT plugin before us, or a broken
+            // entry) has no claims: every claim part is missing.
+            context::get("jwt.claims").and_then(|text| serde_json::from_str(&text).ok())
+        });
+        claim_text(claims.as_ref()?.get(name)?)
+    }
+}
+
+/// A claim as key text: strings as they are, numbers and booleans as JSON,
+/// `null` as missing, arrays and objects as compact JSON.
+fn claim_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A limit's key text for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KeyText {
+    /// Every part had a value: the parts joined with `|`.
+    Complete(String),
+    /// Part `first` (an index into the limit's key) had none; `shared` is the
+    /// text with [`MISSING`] in place of each missing part.
+    Missing { first: usize, shared: String },
+}
+
+/// The key text of a limit for this request.
+pub(crate) fn key_text(parts: &[KeyPart], facts: &mut Facts<'_, '_>) -> KeyText {
+    let mut first = None;
+    let mut values = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        match facts.value(part) {
+            Some(v) => values.push(v),
+            None => {
+                first.get_or_insert(i);
+                values.push(MISSING.to_owned());
+            }
+        }
+    }
+    let text = values.join("|");
+    match first {
+        None => KeyText::Complete(text),
+        Some(first) => KeyText::Missing { first, shared: text },
+    }
+}
+
+/// The store key: `scope|limit|algorithm|key text`. The scope is the route
+/// name, or `*` when the limit is shared across routes. The gateway prefixes
+/// the plugin's namespace.
+pub(crate) fn store_key(scope: &str, limit: &str, tag: &str, text: &str) -> String {
+    let text =
+        if text.len() > MAX_KEY_TEXT { format!("#{}", hex::encode(Sha256::digest(text))) } else { text.to_owned() };
+    format!("{}|{limit}|{tag}|{text}", escape(scope.as_bytes()))
+}
+
+/// Percent-encodes everything but visible ASCII, and the characters the key
+/// layout gives a meaning (`%`, `|`, `#`). Distinct values stay distinct, and
+/// joined parts cannot run into each other.
+pub(crate) fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() && !matches!(b, b'%' | b'|' | b'#') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
