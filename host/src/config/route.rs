@@ -20,7 +20,8 @@ pub struct RouteConfig {
     pub path: PathPattern,
     pub methods: Option<Vec<Method>>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Where requests go: one upstream, or a weighted split (canary).
+    /// Where requests go: one upstream, or a weighted split (canary). Empty
+    /// when the route's plugins answer every request themselves.
     pub targets: Vec<Target>,
     pub rewrite: Option<Rewrite>,
     /// The whole request, retries included.
@@ -155,11 +156,22 @@ pub(super) fn build_routes(
                         .map(|u| Target { upstream: u, weight: t.get_ref().weight })
                 })
                 .collect(),
+            // A route whose plugins answer every request (compose, a mock).
+            (None, None) if !route.plugins.is_empty() => Vec::new(),
+            (None, None) => {
+                p.at(
+                    span(r),
+                    format!("{key}.upstream"),
+                    "the route has no upstream and no plugins to answer its requests",
+                    "upstream = \"users\", or upstreams = [{ name = \"v1\", weight = 95 }, { name = \"v2\", weight = 5 }]",
+                );
+                Vec::new()
+            }
             _ => {
                 p.at(
                     span(r),
                     format!("{key}.upstream"),
-                    "a route needs exactly one of `upstream` and `upstreams`",
+                    "a route takes one of `upstream` and `upstreams`, not both (and `upstreams` not empty)",
                     "upstream = \"users\", or upstreams = [{ name = \"v1\", weight = 95 }, { name = \"v2\", weight = 5 }]",
                 );
                 Vec::new()

@@ -59,12 +59,12 @@ pub struct Route {
 impl Route {
     /// The upstream for a request, given a uniformly random `r`: the only
     /// one, or one of a weighted split (canary 5% → 25% → 100%, blue/green).
-    pub fn pick_target(&self, r: u32) -> &Arc<Upstream> {
+    /// None for a route whose plugins answer every request themselves.
+    pub fn pick_target(&self, r: u32) -> Option<&Arc<Upstream>> {
         let total = self.targets.last().map_or(1, |(_, cumulative)| (*cumulative).max(1));
         let point = r % total;
         let i = self.targets.partition_point(|(_, cumulative)| *cumulative <= point);
-        // `targets` is never empty: a route without an upstream is refused at load.
-        &self.targets[i.min(self.targets.len() - 1)].0
+        self.targets.get(i.min(self.targets.len().saturating_sub(1))).map(|(u, _)| u)
     }
 
     /// The upstreams of the route, with their weights.
@@ -167,7 +167,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
                 Some((up.clone(), cumulative))
             })
             .collect();
-        if targets.is_empty() {
+        if targets.is_empty() && !rc.targets.is_empty() {
             continue;
         }
         routes.push(Route {

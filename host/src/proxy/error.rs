@@ -50,6 +50,8 @@ pub enum ProxyError {
     Overloaded { upstream: Arc<str> },
     #[error("request body not received within {0} ms")]
     BodyTimeout(u128),
+    #[error("route `{route}` has no upstream and no plugin answered")]
+    NoUpstream { route: Arc<str> },
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -68,6 +70,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,7 +86,7 @@ impl ProxyError {
             | Self::UpstreamProtocol { .. }
             | Self::UpstreamBodyTooLarge { .. } => Origin::Upstream,
             Self::Plugin { .. } | Self::PluginReply { .. } => Origin::Plugin,
-            Self::Internal(_) => Origin::Gateway,
+            Self::NoUpstream { .. } | Self::Internal(_) => Origin::Gateway,
         }
     }
 
@@ -122,6 +125,7 @@ impl ProxyError {
             Self::BreakerOpen { .. } => "upstream unavailable (circuit open)",
             Self::Overloaded { .. } => "upstream overloaded",
             Self::BodyTimeout(_) => "request body timeout",
+            Self::NoUpstream { .. } => "no upstream for this route",
             Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => "internal error",
         }
     }

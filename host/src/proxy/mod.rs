@@ -193,8 +193,8 @@ impl Forward<'_> {
 
     /// The upstream for this request: the route's one, or a weighted pick
     /// among its targets (canary, blue/green).
-    fn upstream(&self) -> &Arc<Upstream> {
-        self.route.pick_target(fastrand::u32(..))
+    fn upstream(&self) -> Result<&Arc<Upstream>, ProxyError> {
+        self.route.pick_target(fastrand::u32(..)).ok_or_else(|| ProxyError::NoUpstream { route: self.route.name.clone() })
     }
 
     async fn send(&self, parts: http::request::Parts, body: Body, trace: &mut Trace) -> Result<Forwarded, ProxyError> {
@@ -203,7 +203,7 @@ impl Forward<'_> {
 
     /// Sends a request whose head [`head`](Self::head) prepared.
     async fn send_request(&self, req: Request<Body>, trace: &mut Trace) -> Result<Forwarded, ProxyError> {
-        let upstream = self.upstream();
+        let upstream = self.upstream()?;
         trace.upstream = Some(upstream.name.clone());
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
         let opts = ForwardOptions {

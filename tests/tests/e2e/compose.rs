@@ -27,7 +27,7 @@ impl Services {
     }
 
     /// The upstreams, the grant (`granted` upstream names) and a route on
-    /// `/home/{user_id}` whose own upstream (`users`) compose never calls.
+    /// `/home/{user_id}` with no upstream of its own: compose answers.
     fn config(&self, granted: &str, plugin_config: &str) -> String {
         format!(
             r#"[upstreams.users]
@@ -45,7 +45,6 @@ grants = {{ http = [{granted}], http_timeout = "2s" }}
 [[routes]]
 name = "home"
 match = {{ path = "/home/{{user_id}}", methods = ["GET"] }}
-upstream = "users"
 plugins = [{{ use = "compose", config = {{ {plugin_config} }} }}]
 "#,
             users = self.users.addr,

@@ -54,6 +54,34 @@ async fn deny_responds_without_touching_the_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_upstream_is_answered_by_its_plugins_or_502() {
+    let gw = TestGateway::start(
+        r#"[[routes]]
+name = "mock"
+plugins = [
+  { use = "add-header", config = { response = { set = { "x-seen" = "1" } } } },
+  { use = "deny", config = { paths = ["/denied"], status = 418, message = "answered by the plugin" } },
+]
+"#,
+    );
+    let r = get(&gw.url("/denied")).await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.json()["error"], "answered by the plugin");
+    assert_eq!(r.header("x-seen"), Some("1"));
+    // Let through with nowhere to go: a clear 502, not a crash or a hang.
+    let r = get(&gw.url("/other")).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "no upstream for this route");
+
+    // Without plugins the route could answer nothing: refused at load.
+    let err = TestGateway::try_start("", "[[routes]]\nname = \"empty\"\n").err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("the route has no upstream and no plugins to answer its requests")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_runs_in_order_and_responses_in_reverse() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&route(
