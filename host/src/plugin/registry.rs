@@ -139,7 +139,7 @@ pub fn load(
     let remote_store = caps.store.as_ref().is_some_and(caps::store::StoreBackend::is_remote);
     let async_calls = caps.needs_async(&imports);
     let mut linker = runtime.linker().clone();
-    caps::link(&mut linker, &imports, remote_store).map_err(|e| {
+    caps::link(&mut linker, &imports, remote_store, caps.http.is_some()).map_err(|e| {
         LoadError::new(
             format!("{}: cannot link its capabilities: {e:#}", path.display()),
             "rebuild it with the wasmgate SDK",

@@ -194,7 +194,9 @@ impl Forward<'_> {
     /// The upstream for this request: the route's one, or a weighted pick
     /// among its targets (canary, blue/green).
     fn upstream(&self) -> Result<&Arc<Upstream>, ProxyError> {
-        self.route.pick_target(fastrand::u32(..)).ok_or_else(|| ProxyError::NoUpstream { route: self.route.name.clone() })
+        self.route
+            .pick_target(fastrand::u32(..))
+            .ok_or_else(|| ProxyError::NoUpstream { route: self.route.name.clone() })
     }
 
     async fn send(&self, parts: http::request::Parts, body: Body, trace: &mut Trace) -> Result<Forwarded, ProxyError> {

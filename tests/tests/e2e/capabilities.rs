@@ -84,7 +84,16 @@ async fn outbound_http_reaches_only_what_was_granted() {
     let doc = get(&gw.url("/")).await.json();
     let out = echoed_header(&doc, "x-fetch").unwrap_or_default();
     assert!(out.starts_with("error: not granted"), "{out}");
+    drop(gw);
+    // No http grant at all: the plugin loads (it may call out only in some
+    // configurations), and every request it sends is refused.
+    let gw = TestGateway::start(&config("store = true, crypto = true", "fetch = \"upstream://u/x\"", &extra, &up));
+    let before = up.hits();
+    let doc = get(&gw.url("/")).await.json();
+    let out = echoed_header(&doc, "x-fetch").unwrap_or_default();
+    assert!(out.starts_with("error: not granted") && out.contains("has no http grant"), "{out}");
     assert_eq!(other.hits(), 0, "nothing reached the ungranted upstream");
+    assert_eq!(up.hits() - before, 1, "only the proxied request reached u, not the plugin's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,14 @@
 
 #![expect(clippy::expect_used, clippy::unwrap_used, reason = "test code: a failed step should stop the test")]
 
+mod abac;
 mod api_key;
 mod capabilities;
 mod compose;
 mod config_errors;
 mod discovery;
 mod edge;
+mod jwt;
 mod plugins;
 mod proxy;
 mod rate_limit;

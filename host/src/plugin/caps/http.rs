@@ -53,6 +53,29 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// Links the interface for a plugin granted no `http`: every request is
+/// refused at once, synchronously, so the plugin stays a synchronous one. A
+/// plugin that calls out only in some configurations (jwt with a `jwks_url`)
+/// loads without the grant it does not need.
+pub fn link_ungranted(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let mut i = linker.instance(INTERFACE)?;
+    i.func_wrap("send", |s: StoreContextMut<'_, HostState>, (_req,): (wit::OutgoingRequest,)| {
+        Ok((Err::<wit::IncomingResponse, _>(not_granted(&s.data().caps)),))
+    })?;
+    i.func_wrap("send-all", |s: StoreContextMut<'_, HostState>, (reqs,): (Vec<wit::OutgoingRequest>,)| {
+        let caps = &s.data().caps;
+        Ok((reqs.iter().map(|_| Err::<wit::IncomingResponse, _>(not_granted(caps))).collect::<Vec<_>>(),))
+    })?;
+    Ok(())
+}
+
+fn not_granted(caps: &Caps) -> wit::HttpError {
+    wit::HttpError::NotGranted(format!(
+        "plugin `{}` has no http grant; add to [plugin.{}]: grants = {{ http = [...] }}",
+        caps.plugin, caps.plugin
+    ))
+}
+
 /// The grant a URL falls under, and its path and query.
 fn target(url: &str) -> Result<(HttpGrant, String), wit::HttpError> {
     let invalid = |why: &str| wit::HttpError::InvalidRequest(format!("`{url}`: {why}"));
@@ -79,9 +102,7 @@ fn target(url: &str) -> Result<(HttpGrant, String), wit::HttpError> {
 }
 
 async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingResponse, wit::HttpError> {
-    let Some(http) = &caps.http else {
-        return Err(wit::HttpError::NotGranted("http is not granted".into()));
-    };
+    let Some(http) = &caps.http else { return Err(not_granted(caps)) };
     let (grant, pq) = target(&req.url)?;
     let Some(upstream) = http.targets.get(&grant) else {
         return Err(wit::HttpError::NotGranted(format!("`{}` is not granted to plugin `{}`", req.url, caps.plugin)));

@@ -132,9 +132,10 @@ impl Imports {
 
 /// The grant an import needs that `grants` lacks: `(what, fix)`.
 ///
-/// `secrets` needs none: the interface yields only the secrets granted by
-/// name, so a plugin that merely may read one (api-key's `keys_secret`)
-/// loads without a grant and sees nothing.
+/// `secrets` and `http` need none to load: without the grant the plugin sees
+/// no secret and every request it sends is refused `not-granted`, so a plugin
+/// that only may use them (api-key's `keys_secret`, jwt's `jwks_url`) loads
+/// without a grant it does not need. `store` and `crypto` must be granted.
 pub fn check(plugin: &str, imports: &Imports, grants: &Grants) -> Result<(), (String, String)> {
     let missing = |what: &str, example: &str| {
         (
@@ -145,18 +146,21 @@ pub fn check(plugin: &str, imports: &Imports, grants: &Grants) -> Result<(), (St
     if imports.store && !grants.store {
         return Err(missing("store", "store = true"));
     }
-    if imports.http && grants.http.is_empty() {
-        return Err(missing("http", "http = [\"upstream-name\", \"https://host\"]"));
-    }
     if imports.crypto && !grants.crypto {
         return Err(missing("crypto", "crypto = true"));
     }
     Ok(())
 }
 
-/// Links the granted capabilities a component imports. `remote_store` says
-/// whether the store backend does I/O (then its functions are async).
-pub fn link(linker: &mut Linker<HostState>, imports: &Imports, remote_store: bool) -> wasmtime::Result<()> {
+/// Links the capabilities a component imports. `remote_store` says whether
+/// the store backend does I/O (then its functions are async); `http_granted`
+/// whether the plugin may send requests (then they are async too).
+pub fn link(
+    linker: &mut Linker<HostState>,
+    imports: &Imports,
+    remote_store: bool,
+    http_granted: bool,
+) -> wasmtime::Result<()> {
     type D = HasSelf<HostState>;
     if imports.secrets {
         wit::secrets::add_to_linker::<HostState, D>(linker, |s| s)?;
@@ -168,7 +172,7 @@ pub fn link(linker: &mut Linker<HostState>, imports: &Imports, remote_store: boo
         if remote_store { store::link_async(linker)? } else { store::link_sync(linker)? }
     }
     if imports.http {
-        http::link(linker)?;
+        if http_granted { http::link(linker)? } else { http::link_ungranted(linker)? }
     }
     Ok(())
 }

@@ -1,0 +1,268 @@
+//! The entity model: one Cedar request and its entities per HTTP request.
+//!
+//! * principal — `User::"<sub>"` with the verified claims as attributes (and
+//!   the `group_claim` values as parents), or `Anonymous::"anonymous"`;
+//! * action — `Action::"GET"` or `Action::"<route>:GET"`, in its method's groups;
+//! * resource — `Route::"<route>"` with `path` and the listed path captures;
+//! * context — `ip`, `ip_text`, `time`, `hour`, `method`, `route`,
+//!   `authenticated` and the listed `headers`.
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExpression};
+use serde_json::{Map, Value};
+use wasmgate_sdk::{Request, clock};
+
+use crate::config::{ActionId, Model};
+
+/// A Cedar request with the entities it refers to.
+#[derive(Debug)]
+pub struct Built {
+    pub request: cedar_policy::Request,
+    pub entities: Entities,
+}
+
+/// Why no Cedar request could be built: the request is denied with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+/// Who is asking: the claims the jwt plugin verified, or nobody.
+#[derive(Debug)]
+pub enum Principal {
+    Claims(Map<String, Value>),
+    Anonymous,
+}
+
+impl Principal {
+    /// Reads the claims from their context entry (`None`: no entry).
+    pub fn from_context(model: &Model, text: Option<String>) -> Result<Self, Refusal> {
+        let Some(text) = text else { return Ok(Self::Anonymous) };
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(claims)) => Ok(Self::Claims(claims)),
+            Ok(_) => Err(Refusal(format!("the claims in `{}` are not a JSON object", model.claims_key))),
+            Err(e) => Err(Refusal(format!("the claims in `{}` are not JSON: {e}", model.claims_key))),
+        }
+    }
+}
+
+/// What the entity model reads from the HTTP request, gathered once.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub method: String,
+    pub route: String,
+    pub path: String,
+    pub client_ip: String,
+    /// The `resource_params` the route captured.
+    pub params: Vec<(String, String)>,
+    /// The `context_headers` present, repeated fields joined with `, `
+    /// as HTTP combines them (RFC 9110 §5.3); values that are not UTF-8 are left out.
+    pub headers: Vec<(String, String)>,
+    pub now_unix_ms: u64,
+}
+
+impl Facts {
+    pub fn gather(model: &Model, req: &Request<'_>) -> Self {
+        let params =
+            model.resource_params.iter().filter_map(|name| Some((name.clone(), req.path_param(name)?))).collect();
+        let headers = model
+            .context_headers
+            .iter()
+            .filter_map(|name| {
+                let values: Vec<String> =
+                    req.header_all(name).into_iter().filter_map(|v| String::from_utf8(v).ok()).collect();
+                (!values.is_empty()).then(|| (name.clone(), values.join(", ")))
+            })
+            .collect();
+        Self {
+            method: req.method(),
+            route: req.route(),
+            path: req.path(),
+            client_ip: req.client_ip(),
+            params,
+            headers,
+            now_unix_ms: clock::now_unix_ms(),
+        }
+    }
+}
+
+impl Model {
+    /// The Cedar request for this HTTP request and principal.
+    pub fn request(&self, facts: &Facts, principal: &Principal) -> Result<Built, Refusal> {
+        let (principal_entity, authenticated) = match principal {
+            Principal::Claims(claims) => (self.principal(claims)?, true),
+            Principal::Anonymous => (Entity::new_no_attrs(self.anonymous_uid.clone(), HashSet::new()), false),
+        };
+        let action = self.action(&facts.route, &facts.method);
+        let resource = self.resource(facts)?;
+        let context = context(facts, authenticated)?;
+        let uids = (principal_entity.uid(), action.uid(), resource.uid());
+        let entities = Entities::from_entities([principal_entity, action, resource], None)
+            .map_err(|e| Refusal(format!("entities: {e}")))?;
+        let request = cedar_policy::Request::new(uids.0, uids.1, uids.2, context, None)
+            .map_err(|e| Refusal(format!("request: {e}")))?;
+        Ok(Built { request, entities })
+    }
+
+    fn principal(&self, claims: &Map<String, Value>) -> Result<Entity, Refusal> {
+        let id = match claims.get(&self.principal_id_claim) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => {
+                return Err(Refusal(format!(
+                    "the claims have no `{}` (a non-empty string or an integer) to name the principal",
+                    self.principal_id_claim
+                )));
+            }
+        };
+        let uid = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(id));
+        let attrs: HashMap<String, RestrictedExpression> =
+            claims.iter().filter_map(|(k, v)| Some((k.clone(), to_cedar(v)?))).collect();
+        let parents = match self.group_claim.as_ref().and_then(|g| claims.get(g)) {
+            Some(Value::String(g)) => vec![g.as_str()],
+            Some(Value::Array(gs)) => gs.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let parents = parents
+            .into_iter()
+            .map(|g| EntityUid::from_type_name_and_id(self.group_type.clone(), EntityId::new(g)))
+            .collect();
+        Entity::new(uid, attrs, parents).map_err(|e| Refusal(format!("principal: {e}")))
+    }
+
+    fn action(&self, route: &str, method: &str) -> Entity {
+        Entity::new_no_attrs(self.action_uid(route, method), self.action_parents(method).iter().cloned().collect())
+    }
+
+    /// `Action::"GET"` or `Action::"<route>:GET"`.
+    pub fn action_uid(&self, route: &str, method: &str) -> EntityUid {
+        let id = match self.action {
+            ActionId::Method => method.to_owned(),
+            ActionId::RouteMethod => format!("{route}:{method}"),
+        };
+        EntityUid::from_type_name_and_id(self.action_type.clone(), EntityId::new(id))
+    }
+
+    /// The groups a method's action is in (the action's only ancestors).
+    pub fn action_parents(&self, method: &str) -> &[EntityUid] {
+        self.action_parents.get(method).map_or(&[], Vec::as_slice)
+    }
+
+    /// `Route::"<route>"`; it has no parents.
+    pub fn resource_uid(&self, route: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(self.resource_type.clone(), EntityId::new(route))
+    }
+
+    fn resource(&self, facts: &Facts) -> Result<Entity, Refusal> {
+        let uid = self.resource_uid(&facts.route);
+        let mut attrs = HashMap::with_capacity(facts.params.len() + 1);
+        attrs.insert("path".to_owned(), RestrictedExpression::new_string(facts.path.clone()));
+        for (name, value) in &facts.params {
+            attrs.insert(name.clone(), RestrictedExpression::new_string(value.clone()));
+        }
+        Entity::new(uid, attrs, HashSet::new()).map_err(|e| Refusal(format!("resource: {e}")))
+    }
+}
+
+fn context(facts: &Facts, authenticated: bool) -> Result<Context, Refusal> {
+    let secs = facts.now_unix_ms / 1000;
+    let (ip_text, ip) = client_ip(&facts.client_ip);
+    let headers = facts.headers.iter().map(|(n, v)| (n.clone(), RestrictedExpression::new_string(v.clone())));
+    let headers = RestrictedExpression::new_record(headers).map_err(|e| Refusal(format!("context: {e}")))?;
+    let mut pairs = vec![
+        ("ip_text".to_owned(), RestrictedExpression::new_string(ip_text)),
+        ("time".to_owned(), RestrictedExpression::new_long(i64::try_from(secs).unwrap_or(i64::MAX))),
+        ("hour".to_owned(), RestrictedExpression::new_long(i64::try_from(secs % 86_400 / 3600).unwrap_or(0))),
+        ("method".to_owned(), RestrictedExpression::new_string(facts.method.clone())),
+        ("route".to_owned(), RestrictedExpression::new_string(facts.route.clone())),
+        ("authenticated".to_owned(), RestrictedExpression::new_bool(authenticated)),
+        ("headers".to_owned(), headers),
+    ];
+    if let Some(ip) = ip {
+        pairs.push(("ip".to_owned(), RestrictedExpression::new_ip(ip)));
+    }
+    Context::from_pairs(pairs).map_err(|e| Refusal(format!("context: {e}")))
+}
+
+/// The client address as text, and as text Cedar's `ip()` reads. An
+/// IPv4-mapped IPv6 address (`::ffff:203.0.113.7`, from a dual-stack
+/// listener) is given as IPv4: Cedar refuses IPv4 embedded in IPv6.
+fn client_ip(text: &str) -> (String, Option<String>) {
+    match text.parse::<std::net::IpAddr>() {
+        Ok(addr) => {
+            let canonical = addr.to_canonical().to_string();
+            let readable = !(canonical.contains(':') && canonical.contains('.'));
+            (canonical.clone(), readable.then_some(canonical))
+        }
+        Err(_) => (text.to_owned(), None),
+    }
+}
+
+/// A claim as a Cedar value: strings, booleans, integers (and floats with
+/// no fraction) as `Long`, arrays as sets, objects as records. `null`,
+/// fractional and out-of-range numbers have no Cedar value and are left out
+/// (of a record or set, too).
+pub fn to_cedar(value: &Value) -> Option<RestrictedExpression> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        Value::Number(n) => RestrictedExpression::new_long(integer(n)?),
+        Value::Array(items) => RestrictedExpression::new_set(items.iter().filter_map(to_cedar)),
+        Value::Object(fields) => {
+            RestrictedExpression::new_record(fields.iter().filter_map(|(k, v)| Some((k.clone(), to_cedar(v)?)))).ok()?
+        }
+    })
+}
+
+fn integer(n: &serde_json::Number) -> Option<i64> {
+    if let Some(i) = n.as_i64() {
+        return Some(i);
+    }
+    let f = n.as_f64()?;
+    // ±2^63 is exactly representable, so an integral float in this range
+    // converts to i64 without saturating.
+    let in_range = (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f);
+    (in_range && f.fract() == 0.0).then_some(f as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn same(value: serde_json::Value, cedar: Option<&str>) {
+        let expected = cedar.map(|c| RestrictedExpression::from_str(c).expect("valid Cedar"));
+        assert_eq!(to_cedar(&value), expected, "{value}");
+    }
+
+    #[test]
+    fn claims_become_cedar_values() {
+        same(serde_json::json!("a"), Some(r#""a""#));
+        same(serde_json::json!(true), Some("true"));
+        same(serde_json::json!(-42), Some("-42"));
+        same(serde_json::json!(1_700_000_000.0), Some("1700000000"));
+        same(serde_json::json!(1.5), None);
+        same(serde_json::json!(u64::MAX), None);
+        same(serde_json::json!(null), None);
+        same(serde_json::json!(["a", null, 1.5, 2]), Some(r#"["a", 2]"#));
+        same(
+            serde_json::json!({"org": {"id": "acme", "tier": null}, "tags": []}),
+            Some(r#"{"org": {"id": "acme"}, "tags": []}"#),
+        );
+    }
+
+    #[test]
+    fn client_addresses_are_made_readable_for_cedar() {
+        let ip = |t: &str| client_ip(t);
+        assert_eq!(ip("203.0.113.7"), ("203.0.113.7".into(), Some("203.0.113.7".into())));
+        assert_eq!(ip("::ffff:203.0.113.7"), ("203.0.113.7".into(), Some("203.0.113.7".into())));
+        assert_eq!(ip("2001:db8::1"), ("2001:db8::1".into(), Some("2001:db8::1".into())));
+        assert_eq!(ip("not an address"), ("not an address".into(), None));
+        for text in ["203.0.113.7", "::ffff:10.1.2.3", "2001:db8::1", "::1"] {
+            let (_, Some(readable)) = ip(text) else { panic!("{text} has no Cedar form") };
+            let pairs = [("ip".to_owned(), RestrictedExpression::new_ip(&readable))];
+            assert!(Context::from_pairs(pairs).is_ok(), "Cedar reads {readable}");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! `abac`: attribute-based authorization with Cedar. Every request on the
+//! route becomes a Cedar request — the principal from the JWT claims an
+//! earlier plugin verified, the method as the action, the route as the
+//! resource, the client and the clock as the context — and is evaluated
+//! against a policy set parsed once, when the config is loaded. Allowed
+//! requests go on; denied ones get a 403.
+
+mod config;
+mod entities;
+mod policies;
+mod slice;
+#[cfg(test)]
+mod tests;
+
+use cedar_policy::{Authorizer, Effect, PolicyId, PolicySet};
+use wasmgate_sdk::prelude::*;
+
+use crate::config::Model;
+pub use crate::config::{ActionId, Anonymous, Config};
+use crate::entities::{Facts, Principal, Refusal};
+use crate::slice::Slices;
+
+/// The header that says why a request was denied, with `debug = true`.
+pub const REASON_HEADER: &str = "x-abac-reason";
+
+/// The plugin: the entity model, the parsed policies and the authorizer.
+#[derive(Debug)]
+pub struct Abac {
+    model: Model,
+    policies: PolicySet,
+    /// `policies` cut down per (route, method), computed on first use.
+    slices: Slices,
+    authorizer: Authorizer,
+    debug: bool,
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Denied, with what decided it: the forbidding policies' ids, "no policy
+    /// permits", or why no Cedar request could be built.
+    Deny(String),
+}
+
+impl Plugin for Abac {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, ConfigError> {
+        let model = Model::from_config(&config)?;
+        let policies = policies::load(&config.policies, config.schema.as_deref())?;
+        Ok(Self { model, policies, slices: Slices::default(), authorizer: Authorizer::new(), debug: config.debug })
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        match self.decide(req) {
+            Verdict::Allow => Decision::Continue,
+            Verdict::Deny(reason) => {
+                if log::enabled(log::Level::Debug) {
+                    log::debug(&format!("denied {} {}: {reason}", req.method(), req.path()));
+                }
+                let mut reply = Reply::json(403, &serde_json::json!({ "error": "forbidden" }));
+                if self.debug {
+                    reply = reply.header(REASON_HEADER, header_safe(&reason));
+                }
+                Decision::respond(reply)
+            }
+        }
+    }
+}
+
+impl Abac {
+    /// Builds the Cedar request for `req` and evaluates it.
+    pub fn decide(&self, req: &Request<'_>) -> Verdict {
+        let claims = context::get(&self.model.claims_key);
+        let principal = match Principal::from_context(&self.model, claims) {
+            Ok(Principal::Anonymous) if self.model.anonymous == Anonymous::Deny => {
+                return Verdict::Deny(format!("no claims in `{}`", self.model.claims_key));
+            }
+            Ok(principal) => principal,
+            Err(Refusal(reason)) => {
+                log::warn(&reason);
+                return Verdict::Deny(reason);
+            }
+        };
+        let facts = Facts::gather(&self.model, req);
+        let built = match self.model.request(&facts, &principal) {
+            Ok(built) => built,
+            Err(Refusal(reason)) => {
+                log::warn(&reason);
+                return Verdict::Deny(reason);
+            }
+        };
+        let response = self.slices.with(&self.policies, &self.model, &facts.route, &facts.method, |policies| {
+            self.authorizer.is_authorized(&built.request, policies, &built.entities)
+        });
+        self.judge(&response)
+    }
+
+    /// Cedar's decision, made fail-closed: a policy that fails to evaluate
+    /// counts as denying. An erring `permit` permits nothing (as in Cedar);
+    /// an erring `forbid` forbids (Cedar would skip it).
+    fn judge(&self, response: &cedar_policy::Response) -> Verdict {
+        let mut failed_forbids: Vec<&PolicyId> = Vec::new();
+        let mut failed = Vec::new();
+        for cedar_policy::AuthorizationError::PolicyEvaluationError(e) in response.diagnostics().errors() {
+            let id = e.policy_id();
+            let forbid = self.policies.policy(id).is_some_and(|p| p.effect() == Effect::Forbid);
+            log::warn(&format!("policy `{id}` failed to evaluate and counts as denying: {}", e.inner()));
+            if forbid {
+                failed_forbids.push(id);
+            }
+            failed.push(id);
+        }
+        if !failed_forbids.is_empty() {
+            return Verdict::Deny(format!("{} (error)", join(failed_forbids)));
+        }
+        match response.decision() {
+            cedar_policy::Decision::Allow => Verdict::Allow,
+            cedar_policy::Decision::Deny => {
+                let forbids: Vec<&PolicyId> = response.diagnostics().reason().collect();
+                if !forbids.is_empty() {
+                    Verdict::Deny(join(forbids))
+                } else if failed.is_empty() {
+                    Verdict::Deny("no policy permits".to_owned())
+                } else {
+                    Verdict::Deny(format!("no policy permits ({} failed)", join(failed)))
+                }
+            }
+        }
+    }
+}
+
+/// Policy ids, sorted, comma-separated.
+fn join(ids: Vec<&PolicyId>) -> String {
+    let mut ids: Vec<String> = ids.into_iter().map(ToString::to_string).collect();
+    ids.sort();
+    ids.join(", ")
+}
+
+/// A header value cannot hold control characters; ids and reasons rarely
+/// do, but a reply the gateway refuses would be a 500.
+fn header_safe(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+export_plugin!(Abac);

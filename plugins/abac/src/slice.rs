@@ -1,0 +1,130 @@
+//! Per-(route, method) slices of the policy set.
+//!
+//! Cedar's authorizer evaluates every policy, about a microsecond each, and
+//! one policy file is often shared by many routes. A plugin value serves one
+//! route, and the action and resource entities depend only on the route and
+//! the method, so the policies whose action or resource scope can never match
+//! them are dropped once and the slice is kept. Dropping them changes no
+//! decision: a scope that does not match makes the policy not apply before
+//! its conditions run, so it can neither permit, forbid nor fail.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, ResourceConstraint};
+
+use crate::config::Model;
+
+/// Slices kept at most; beyond that (a client inventing methods) the full
+/// set is evaluated instead of growing the cache.
+const MAX_SLICES: usize = 64;
+
+/// The slices computed so far, by (route, method).
+#[derive(Debug, Default)]
+pub struct Slices(RefCell<HashMap<(String, String), PolicySet>>);
+
+impl Slices {
+    /// Calls `f` with the policies that can apply to `method` on `route`.
+    pub fn with<T>(
+        &self,
+        all: &PolicySet,
+        model: &Model,
+        route: &str,
+        method: &str,
+        f: impl FnOnce(&PolicySet) -> T,
+    ) -> T {
+        let Ok(mut cache) = self.0.try_borrow_mut() else { return f(all) };
+        let key = (route.to_owned(), method.to_owned());
+        if !cache.contains_key(&key) && cache.len() >= MAX_SLICES {
+            return f(all);
+        }
+        let set = cache.entry(key).or_insert_with(|| slice(all, model, route, method));
+        f(set)
+    }
+}
+
+/// The policies of `all` whose scope can match this action and resource.
+pub fn slice(all: &PolicySet, model: &Model, route: &str, method: &str) -> PolicySet {
+    let action = model.action_uid(route, method);
+    let groups = model.action_parents(method);
+    let resource = model.resource_uid(route);
+    let mut out = PolicySet::new();
+    for policy in all.policies().filter(|p| may_apply(p, &action, groups, &resource)) {
+        // Ids are unique in `all`, so adding cannot fail; should it, the
+        // slice is merely smaller and `all` still judges effects.
+        let _ = out.add(policy.clone());
+    }
+    out
+}
+
+/// Whether the policy's action and resource scope can hold. The action's
+/// ancestors are exactly its groups; the resource has none.
+fn may_apply(policy: &Policy, action: &EntityUid, groups: &[EntityUid], resource: &EntityUid) -> bool {
+    let action_in = |target: &EntityUid| target == action || groups.contains(target);
+    let action_ok = match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(target) => target == *action,
+        ActionConstraint::In(targets) => targets.iter().any(action_in),
+    };
+    let resource_ok = match policy.resource_constraint() {
+        ResourceConstraint::Any => true,
+        ResourceConstraint::Eq(target) | ResourceConstraint::In(target) => target == *resource,
+        ResourceConstraint::Is(ty) => ty == resource.type_name().clone(),
+        ResourceConstraint::IsIn(ty, target) => ty == resource.type_name().clone() && target == *resource,
+    };
+    action_ok && resource_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::Config;
+
+    fn ids(policies: &str, config: &str, route: &str, method: &str) -> Vec<String> {
+        let all = PolicySet::from_str(policies).expect("parses");
+        let config: Config = serde_json::from_str(&format!(r#"{{"policies":"" {config}}}"#)).expect("config parses");
+        let model = Model::from_config(&config).expect("config accepted");
+        let mut ids: Vec<String> = slice(&all, &model, route, method).policies().map(|p| p.id().to_string()).collect();
+        ids.sort();
+        ids
+    }
+
+    const SET: &str = r#"
+        permit(principal, action, resource);
+        permit(principal, action == Action::"GET", resource);
+        permit(principal, action in Action::"write", resource);
+        permit(principal, action in [Action::"DELETE", Action::"read"], resource == Route::"users");
+        forbid(principal, action, resource in Route::"orders");
+        permit(principal, action, resource is Route);
+        permit(principal, action, resource is Other);
+        permit(principal, action, resource is Route in Route::"users");
+    "#;
+
+    #[test]
+    fn only_policies_whose_scope_can_match_are_kept() {
+        let all = ["policy0", "policy1", "policy2", "policy3", "policy4", "policy5", "policy6", "policy7"];
+        let keep = |ix: &[usize]| ix.iter().map(|i| all[*i].to_owned()).collect::<Vec<_>>();
+        assert_eq!(ids(SET, "", "users", "GET"), keep(&[0, 1, 3, 5, 7]));
+        assert_eq!(ids(SET, "", "users", "DELETE"), keep(&[0, 2, 3, 5, 7]));
+        assert_eq!(ids(SET, "", "orders", "POST"), keep(&[0, 2, 4, 5]));
+        assert_eq!(ids(SET, "", "orders", "BREW"), keep(&[0, 4, 5]));
+        // Other types and groups: the scope names no entity this route can have.
+        assert_eq!(ids(SET, r#","resource_type":"Api","action_groups":{}"#, "users", "GET"), keep(&[0, 1]));
+        assert_eq!(ids(SET, r#","action":"route-method""#, "users", "GET"), keep(&[0, 3, 5, 7]));
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let all = PolicySet::from_str(SET).expect("parses");
+        let config: Config = serde_json::from_str(r#"{"policies":""}"#).expect("config parses");
+        let model = Model::from_config(&config).expect("config accepted");
+        let slices = Slices::default();
+        for i in 0..MAX_SLICES + 10 {
+            let n = slices.with(&all, &model, "r", &format!("M{i}"), |set| set.policies().count());
+            assert_eq!(n, if i < MAX_SLICES { 2 } else { 8 }, "{i}");
+        }
+        assert_eq!(slices.0.borrow().len(), MAX_SLICES);
+    }
+}

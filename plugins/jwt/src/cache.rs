@@ -1,0 +1,166 @@
+//! The verified-token cache: what makes RS256 cheap per request. A token
+//! seen before and still valid skips parsing and signature verification.
+//!
+//! Entries are keyed by the SHA-256 of the token, so the cache holds no
+//! tokens and one token can never pass for another. An entry lives until the
+//! token expires (leeway included) and never longer than `cache_max_age`, so
+//! a key the identity provider withdrew stops being trusted in bounded time.
+//! The cache is bounded by entry count and by bytes (it lives in the plugin's
+//! linear memory); when full it drops expired entries, and if that is not
+//! enough, everything — simple, and cheap in the amortised sense.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+/// A verified token, with everything a request needs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The claims JSON as the token carried it.
+    pub claims: String,
+    pub sub: Option<String>,
+    /// The forwarded headers' values, in `forward_claims` order (`None`: claim absent).
+    pub forwards: Vec<Option<String>>,
+    pub verified_at_ms: u64,
+    /// Exclusive.
+    pub valid_until_ms: u64,
+}
+
+impl Verified {
+    fn size(&self) -> usize {
+        const OVERHEAD: usize = 128;
+        OVERHEAD
+            + self.claims.len()
+            + self.sub.as_ref().map_or(0, String::len)
+            + self.forwards.iter().flatten().map(String::len).sum::<usize>()
+    }
+
+    fn valid_at(&self, now_ms: u64) -> bool {
+        // A clock that went back before the verification proves nothing.
+        (self.verified_at_ms..self.valid_until_ms).contains(&now_ms)
+    }
+}
+
+pub type TokenKey = [u8; 32];
+
+/// The cache key of a token.
+pub fn key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The cache itself; `capacity` 0 disables it.
+#[derive(Debug)]
+pub struct Cache {
+    entries: HashMap<TokenKey, Rc<Verified>>,
+    capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
+}
+
+/// The most the cache's entries may take of the plugin's memory.
+pub const MAX_BYTES: usize = 8 << 20;
+
+impl Cache {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+        Self { entries: HashMap::new(), capacity, max_bytes, bytes: 0 }
+    }
+
+    /// The entry for `key`, if it is valid at `now_ms`.
+    pub fn get(&mut self, key: &TokenKey, now_ms: u64) -> Option<Rc<Verified>> {
+        let entry = self.entries.get(key)?;
+        if entry.valid_at(now_ms) {
+            return Some(entry.clone());
+        }
+        self.remove(key);
+        None
+    }
+
+    pub fn insert(&mut self, key: TokenKey, entry: Rc<Verified>, now_ms: u64) {
+        let size = entry.size();
+        if self.capacity == 0 || size > self.max_bytes || !entry.valid_at(now_ms) {
+            return;
+        }
+        self.remove(&key);
+        if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
+            self.entries.retain(|_, e| e.valid_at(now_ms));
+            self.bytes = self.entries.values().map(|e| e.size()).sum();
+        }
+        if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
+            self.clear();
+        }
+        self.bytes += size;
+        self.entries.insert(key, entry);
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn remove(&mut self, key: &TokenKey) {
+        if let Some(old) = self.entries.remove(key) {
+            self.bytes -= old.size();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(claims: &str, at: u64, until: u64) -> Rc<Verified> {
+        Rc::new(Verified {
+            claims: claims.into(),
+            sub: None,
+            forwards: vec![],
+            verified_at_ms: at,
+            valid_until_ms: until,
+        })
+    }
+
+    #[test]
+    fn entries_live_from_verification_until_their_deadline() {
+        let mut c = Cache::new(10, MAX_BYTES);
+        c.insert(key("a"), entry("{}", 100, 200), 100);
+        assert!(c.get(&key("a"), 150).is_some());
+        assert!(c.get(&key("a"), 99).is_none(), "clock went back: not trusted, and dropped");
+        c.insert(key("a"), entry("{}", 100, 200), 100);
+        assert!(c.get(&key("a"), 199).is_some());
+        assert!(c.get(&key("a"), 200).is_none());
+        assert_eq!(c.len(), 0, "expired entries are dropped when seen");
+        assert!(c.get(&key("b"), 150).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_then_everything() {
+        let mut c = Cache::new(2, MAX_BYTES);
+        c.insert(key("a"), entry("{}", 0, 50), 0);
+        c.insert(key("b"), entry("{}", 0, 500), 0);
+        c.insert(key("c"), entry("{}", 100, 500), 100);
+        assert_eq!(c.len(), 2, "the expired `a` made room");
+        assert!(c.get(&key("b"), 100).is_some());
+        c.insert(key("d"), entry("{}", 100, 500), 100);
+        assert_eq!(c.len(), 1, "nothing expired: cleared, then `d` added");
+        assert!(c.get(&key("d"), 100).is_some());
+    }
+
+    #[test]
+    fn bytes_are_bounded_and_zero_capacity_disables() {
+        let big = "x".repeat(300);
+        let mut c = Cache::new(100, 1000);
+        for name in ["a", "b", "c", "d"] {
+            c.insert(key(name), entry(&big, 0, 500), 0);
+            assert!(c.bytes <= 1000);
+        }
+        assert!(c.len() < 4);
+        let mut off = Cache::new(0, MAX_BYTES);
+        off.insert(key("a"), entry("{}", 0, 500), 0);
+        assert_eq!(off.len(), 0);
+    }
+}

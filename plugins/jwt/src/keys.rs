@@ -1,0 +1,290 @@
+//! The verification keys: those fixed by the config (inline JWKS, PEM public
+//! keys, an HMAC key from a granted secret) and those fetched from
+//! `jwks_url`. Every key is a handle to a key the gateway holds; signatures
+//! are verified in the gateway's native code, never in Wasm.
+//!
+//! The fetched set is refreshed when it is older than `jwks_max_age`, or when
+//! a token names a `kid` no key has — but never twice within
+//! `jwks_refresh_interval`, so tokens with made-up kids cannot make the
+//! gateway hammer the identity provider. A failed fetch keeps the keys it had.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+
+use serde_json::Value;
+use wasmgate_sdk::ConfigError;
+use wasmgate_sdk::crypto::{Algorithm, Key, KeyError};
+use wasmgate_sdk::http::{self, HttpError, OutgoingRequest};
+use wasmgate_sdk::log;
+
+use crate::config::{KeySources, RemoteSettings};
+
+/// One key and what it may verify.
+#[derive(Debug)]
+pub struct Entry {
+    pub kid: Option<String>,
+    pub key: Rc<Key>,
+    /// Asked once: `Key::algorithms` is a call into the gateway.
+    pub algs: Vec<Algorithm>,
+    /// The JWK text for fetched keys (to notice a withdrawn key); empty otherwise.
+    id: String,
+}
+
+impl Entry {
+    fn new(kid: Option<String>, key: Key, id: String) -> Self {
+        let algs = key.algorithms();
+        Self { kid, key: Rc::new(key), algs, id }
+    }
+}
+
+/// What a refresh did to the fetched keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// No fetch (not needed, or rate-bound), or a failed one.
+    Unchanged,
+    /// Fetched; no key that was there before is gone.
+    Fetched,
+    /// Fetched, and a key that was there before is gone: tokens verified
+    /// with it must be verified again.
+    Withdrawn,
+}
+
+/// Every key of one route's plugin.
+#[derive(Debug)]
+pub struct KeySet {
+    fixed: Vec<Entry>,
+    remote: Option<RefCell<Remote>>,
+}
+
+#[derive(Debug)]
+struct Remote {
+    settings: RemoteSettings,
+    keys: Vec<Entry>,
+    /// Last successful fetch.
+    fetched_at: Option<u64>,
+    /// Last fetch, successful or not: the rate bound.
+    last_attempt: Option<u64>,
+}
+
+impl KeySet {
+    /// Makes the configured keys and fetches `jwks_url` once.
+    pub fn build(sources: &KeySources, allowed: Option<&[Algorithm]>, now_ms: u64) -> Result<Self, ConfigError> {
+        let mut fixed = Vec::new();
+        if let Some(text) = &sources.jwks {
+            let (entries, _) = parse_jwks(text, true).map_err(|e| format!("jwks: {e}"))?;
+            fixed.extend(entries);
+        }
+        for (i, (kid, pem)) in sources.public_keys.iter().enumerate() {
+            let at = kid.as_ref().map_or_else(|| format!("public_keys[{i}]"), |kid| format!("public_keys.{kid}"));
+            let key =
+                Key::from_pem(pem).map_err(|e| format!("{at}: {e}; give a PEM `PUBLIC KEY` or `RSA PUBLIC KEY`"))?;
+            fixed.push(Entry::new(kid.clone(), key, String::new()));
+        }
+        if let Some(name) = &sources.hmac_secret {
+            let key = Key::from_secret(name).map_err(|e| match e {
+                KeyError::NotGranted(_) => format!(
+                    "hmac_secret: secret `{name}` is not granted to this plugin; add to its [plugin.NAME] table: \
+                     grants = {{ crypto = true, secrets = {{ {name} = {{ file = \"/path/to/secret\" }} }} }}"
+                ),
+                other => format!("hmac_secret: {other}"),
+            })?;
+            fixed.push(Entry::new(None, key, String::new()));
+        }
+        if let (Some(allowed), None) = (allowed, &sources.remote) {
+            let verifiable = fixed.iter().flat_map(|e| &e.algs).any(|a| allowed.contains(a));
+            if !verifiable {
+                let have: Vec<&str> = fixed.iter().flat_map(|e| &e.algs).map(|a| a.jwt_name()).collect();
+                return Err(format!(
+                    "algorithms: no configured key verifies any of them (the keys verify {}); \
+                     fix the list or the keys",
+                    have.join(", ")
+                )
+                .into());
+            }
+        }
+        let remote = match &sources.remote {
+            None => None,
+            Some(settings) => Some(RefCell::new(Remote::first(settings.clone(), now_ms)?)),
+        };
+        Ok(Self { fixed, remote })
+    }
+
+    /// Refreshes the fetched keys if they are stale or `kid` is unknown,
+    /// within the rate bound.
+    pub fn refresh(&self, kid: Option<&str>, now_ms: u64) -> Refresh {
+        let Some(remote) = &self.remote else { return Refresh::Unchanged };
+        let mut remote = remote.borrow_mut();
+        let unknown = kid.is_some_and(|kid| !self.knows(kid) && !has_kid(&remote.keys, kid));
+        if !(unknown || remote.stale(now_ms)) || !remote.may_fetch(now_ms) {
+            return Refresh::Unchanged;
+        }
+        remote.fetch(now_ms)
+    }
+
+    /// The keys that may verify a token with `alg` and `kid`: keys with that
+    /// kid, and keys without one.
+    pub fn candidates(&self, alg: Algorithm, kid: Option<&str>) -> Vec<Rc<Key>> {
+        let remote = self.remote.as_ref().map(RefCell::borrow);
+        let fetched = remote.as_ref().map_or(&[][..], |r| r.keys.as_slice());
+        self.fixed
+            .iter()
+            .chain(fetched)
+            .filter(|e| e.algs.contains(&alg))
+            .filter(|e| match (kid, &e.kid) {
+                (Some(want), Some(have)) => want == have,
+                _ => true,
+            })
+            .map(|e| e.key.clone())
+            .collect()
+    }
+
+    /// Whether any key (fixed or fetched) has this kid.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.knows(kid) || self.remote.as_ref().is_some_and(|r| has_kid(&r.borrow().keys, kid))
+    }
+
+    fn knows(&self, kid: &str) -> bool {
+        has_kid(&self.fixed, kid)
+    }
+}
+
+fn has_kid(entries: &[Entry], kid: &str) -> bool {
+    entries.iter().any(|e| e.kid.as_deref() == Some(kid))
+}
+
+impl Remote {
+    /// The first fetch, at configure. An operator's mistake (a URL that is
+    /// not granted or not valid) refuses the config; anything that may be
+    /// transient (the identity provider is down) is logged, and the next
+    /// request after the rate bound tries again.
+    fn first(settings: RemoteSettings, now_ms: u64) -> Result<Self, ConfigError> {
+        let url = settings.url.clone();
+        let mut remote = Self { settings, keys: Vec::new(), fetched_at: None, last_attempt: Some(now_ms) };
+        match fetch(&url) {
+            Ok(keys) => {
+                remote.keys = keys;
+                remote.fetched_at = Some(now_ms);
+            }
+            Err(FetchError::Http(HttpError::NotGranted(_))) => {
+                return Err(format!(
+                    "jwks_url: `{url}` is not granted to this plugin; add its upstream name or origin to \
+                     [plugin.NAME] grants.http, e.g. grants = {{ http = [\"https://idp.example.com\"] }}"
+                )
+                .into());
+            }
+            Err(FetchError::Http(HttpError::InvalidRequest(m))) => {
+                return Err(format!("jwks_url: `{url}` cannot be requested: {m}").into());
+            }
+            Err(e) => log::warn(&format!("jwks: cannot fetch {url}: {e}; will retry on a later request")),
+        }
+        Ok(remote)
+    }
+
+    fn stale(&self, now_ms: u64) -> bool {
+        elapsed(self.fetched_at, now_ms).is_none_or(|age| age >= self.settings.max_age_ms)
+    }
+
+    fn may_fetch(&self, now_ms: u64) -> bool {
+        elapsed(self.last_attempt, now_ms).is_none_or(|since| since >= self.settings.refresh_interval_ms)
+    }
+
+    fn fetch(&mut self, now_ms: u64) -> Refresh {
+        self.last_attempt = Some(now_ms);
+        match fetch(&self.settings.url) {
+            Ok(keys) => {
+                let withdrawn = self.keys.iter().any(|old| !keys.iter().any(|new| new.id == old.id));
+                log::info(&format!("jwks: {} keys from {}", keys.len(), self.settings.url));
+                self.keys = keys;
+                self.fetched_at = Some(now_ms);
+                if withdrawn { Refresh::Withdrawn } else { Refresh::Fetched }
+            }
+            Err(e) => {
+                log::warn(&format!(
+                    "jwks: refreshing from {} failed: {e}; keeping the {} keys fetched before",
+                    self.settings.url,
+                    self.keys.len()
+                ));
+                Refresh::Unchanged
+            }
+        }
+    }
+}
+
+/// Time since `then`; `None` when there was no `then`, or the clock went
+/// back past it (then it is as if it never happened).
+fn elapsed(then: Option<u64>, now_ms: u64) -> Option<u64> {
+    then.and_then(|t| now_ms.checked_sub(t))
+}
+
+#[derive(Debug)]
+enum FetchError {
+    Http(HttpError),
+    Status(u16),
+    Document(String),
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http(e) => write!(f, "{e}"),
+            Self::Status(s) => write!(f, "status {s}"),
+            Self::Document(m) => f.write_str(m),
+        }
+    }
+}
+
+fn fetch(url: &str) -> Result<Vec<Entry>, FetchError> {
+    let resp = http::send(OutgoingRequest::get(url).header("accept", "application/json")).map_err(FetchError::Http)?;
+    if resp.status != 200 {
+        return Err(FetchError::Status(resp.status));
+    }
+    let text = std::str::from_utf8(&resp.body).map_err(|_| FetchError::Document("the JWKS is not UTF-8".into()))?;
+    let (keys, skipped) = parse_jwks(text, false).map_err(FetchError::Document)?;
+    for problem in skipped {
+        log::warn(&format!("jwks: {url}: skipping {problem}"));
+    }
+    if keys.is_empty() {
+        return Err(FetchError::Document("the JWKS has no usable signing keys".into()));
+    }
+    Ok(keys)
+}
+
+/// The keys of a JWKS document. Keys marked `"use": "enc"` are not for
+/// signatures and are left out. A key the gateway cannot use is an error
+/// when `strict` (the operator's own config), and skipped (returned as a
+/// problem to log) otherwise: an identity provider may publish kinds of keys
+/// this gateway does not verify.
+pub fn parse_jwks(text: &str, strict: bool) -> Result<(Vec<Entry>, Vec<String>), String> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
+    let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
+        return Err("not a JWKS: it needs a `keys` array, as in {\"keys\": [{\"kty\": ...}]}".into());
+    };
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for (i, jwk) in keys.iter().enumerate() {
+        let kid = match jwk.get("kid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => {
+                problems.push(format!("keys[{i}]: `kid` must be a string"));
+                continue;
+            }
+        };
+        if jwk.get("use").and_then(Value::as_str) == Some("enc") {
+            continue;
+        }
+        let id = jwk.to_string();
+        match Key::from_jwk(&id) {
+            Ok(key) => entries.push(Entry::new(kid, key, id)),
+            Err(e) => {
+                let named = kid.map_or_else(String::new, |kid| format!(" (kid \"{kid}\")"));
+                problems.push(format!("keys[{i}]{named}: {e}"));
+            }
+        }
+    }
+    if strict && let Some(first) = problems.first() {
+        return Err(format!("{first}; fix or remove that key"));
+    }
+    Ok((entries, problems))
+}

@@ -1,0 +1,252 @@
+//! `jwt`: JWT bearer authentication. Reads the token from a header or a
+//! cookie, verifies its signature through the gateway's `crypto` capability
+//! (never in Wasm), checks its claims, and hands them to the rest of the
+//! chain in the context (`jwt.claims`, `jwt.sub`) and, if configured, in
+//! request headers. Anything else is answered 401 (RFC 6750).
+//!
+//! The request path: [`Jwt::on_request`] → token from the request → the
+//! verified-token `cache` (a hit skips everything below) → `token` shape
+//! and `alg` → `keys` (refreshing a fetched JWKS when needed) → signature
+//! → `claims` → cache, context and headers.
+
+mod b64;
+mod cache;
+mod claims;
+mod config;
+mod json;
+mod keys;
+mod reply;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use serde_json::Value;
+use wasmgate_sdk::clock;
+use wasmgate_sdk::prelude::*;
+
+use crate::cache::{Cache, Verified};
+use crate::config::{Config, Settings, Source};
+use crate::keys::{KeySet, Refresh};
+use crate::reply::Rejection;
+
+/// The context key holding the verified claims (JSON text).
+pub const CONTEXT_CLAIMS: &str = "jwt.claims";
+/// The context key holding the `sub` claim.
+pub const CONTEXT_SUB: &str = "jwt.sub";
+
+/// The plugin: one per route that uses it.
+#[derive(Debug)]
+pub struct Jwt {
+    settings: Settings,
+    keys: KeySet,
+    cache: RefCell<Cache>,
+    verifications: Cell<u64>,
+}
+
+impl Plugin for Jwt {
+    type Config = Config;
+
+    fn new(config: Config) -> Result<Self, ConfigError> {
+        let settings = config.build()?;
+        let keys = KeySet::build(&settings.keys, settings.allowed.as_deref(), clock::now_unix_ms())?;
+        let cache = RefCell::new(Cache::new(settings.cache_size, cache::MAX_BYTES));
+        Ok(Self { settings, keys, cache, verifications: Cell::new(0) })
+    }
+
+    fn info(&self) -> Info {
+        Info::default()
+    }
+
+    fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        // Whatever happens next, the client's own copies never reach the upstream.
+        for (_, header) in &self.settings.forward {
+            req.remove_header(header);
+        }
+        match self.authenticate(req) {
+            Ok(verified) => {
+                self.apply(req, &verified);
+                Decision::Continue
+            }
+            Err(rejection) => {
+                if let Rejection::Invalid(reason) = &rejection
+                    && log::enabled(log::Level::Debug)
+                {
+                    log::debug(&format!("token refused: {reason}"));
+                }
+                Decision::respond(reply::unauthorized(&self.settings.realm, &rejection))
+            }
+        }
+    }
+}
+
+impl Jwt {
+    /// How many signature checks this instance has asked the gateway for
+    /// (a cache hit asks for none).
+    pub fn verifications(&self) -> u64 {
+        self.verifications.get()
+    }
+
+    fn authenticate(&self, req: &Request<'_>) -> Result<Rc<Verified>, Rejection> {
+        let token = self.extract(req)?;
+        if token.len() > self.settings.max_token_bytes {
+            return Err("token too large".into());
+        }
+        let now = clock::now_unix_ms();
+        let cache_key = cache::key(&token);
+        if let Some(hit) = self.cache.borrow_mut().get(&cache_key, now) {
+            return Ok(hit);
+        }
+        let parsed = token::parse(&token, self.settings.allowed.as_deref())?;
+        let kid = parsed.kid.as_deref();
+        if self.keys.refresh(kid, now) == Refresh::Withdrawn {
+            self.cache.borrow_mut().clear();
+        }
+        let candidates = self.keys.candidates(parsed.alg, kid);
+        if candidates.is_empty() {
+            return Err(match kid {
+                Some(kid) if !self.keys.has_kid(kid) => "unknown key id (kid)".into(),
+                _ => format!("no key for algorithm {}", parsed.alg.jwt_name()).into(),
+            });
+        }
+        let verified = candidates.iter().any(|key| {
+            self.verifications.set(self.verifications.get() + 1);
+            key.verify(parsed.alg, parsed.signing_input.as_bytes(), &parsed.signature)
+        });
+        if !verified {
+            return Err("invalid signature".into());
+        }
+        let claims = json::parse_object(&parsed.payload).map_err(|e| match e {
+            json::ObjectError::NotJson => "token claims are not JSON",
+            json::ObjectError::NotObject => "token claims are not a JSON object",
+            json::ObjectError::Duplicate => "token claims repeat a name",
+        })?;
+        let checked = claims::check(&claims, &self.settings.rules, now)?;
+        let forwards =
+            self.settings.forward.iter().map(|(claim, _)| claims.get(claim).and_then(header_value)).collect();
+        let entry = Rc::new(Verified {
+            // parse_object accepted it, so it is UTF-8.
+            claims: String::from_utf8(parsed.payload).map_err(|_| "token claims are not JSON")?,
+            sub: checked.sub,
+            forwards,
+            verified_at_ms: now,
+            valid_until_ms: checked
+                .valid_until_ms
+                .unwrap_or(u64::MAX)
+                .min(now.saturating_add(self.settings.cache_max_age_ms)),
+        });
+        self.cache.borrow_mut().insert(cache_key, entry.clone(), now);
+        Ok(entry)
+    }
+
+    /// The token, from where the config says it is.
+    fn extract(&self, req: &Request<'_>) -> Result<String, Rejection> {
+        match &self.settings.source {
+            Source::Header { name, scheme } => {
+                let mut values = req.header_all(name);
+                if values.len() > 1 {
+                    return Err("more than one token".into());
+                }
+                let Some(value) = values.pop() else { return Err(Rejection::Missing) };
+                let value = String::from_utf8(value).map_err(|_| "token is not valid text")?;
+                let value = value.trim_matches([' ', '\t']);
+                let token = match scheme {
+                    None => value,
+                    Some(scheme) => match value.split_once([' ', '\t']) {
+                        Some((s, rest)) if s.eq_ignore_ascii_case(scheme) => rest.trim_start_matches([' ', '\t']),
+                        None if value.eq_ignore_ascii_case(scheme) => "",
+                        // Another scheme (Basic, ...): no token of ours.
+                        _ => return Err(Rejection::Missing),
+                    },
+                };
+                if token.is_empty() {
+                    return Err(if scheme.is_some() { "empty token".into() } else { Rejection::Missing });
+                }
+                Ok(token.to_owned())
+            }
+            Source::Cookie { name } => {
+                let mut found = cookies(req).into_iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+                let token = found.next();
+                if found.next().is_some() {
+                    return Err("more than one token".into());
+                }
+                token.filter(|t| !t.is_empty()).ok_or(Rejection::Missing)
+            }
+        }
+    }
+
+    /// Hands the verified token to the rest of the chain.
+    fn apply(&self, req: &mut Request<'_>, verified: &Verified) {
+        context::set(CONTEXT_CLAIMS, &verified.claims);
+        match &verified.sub {
+            Some(sub) => context::set(CONTEXT_SUB, sub),
+            None => {
+                context::remove(CONTEXT_SUB);
+            }
+        }
+        for ((claim, header), value) in self.settings.forward.iter().zip(&verified.forwards) {
+            if let Some(value) = value
+                && req.set_header(header, value).is_err()
+            {
+                // The value is the client's data: say which claim, not what it held.
+                log::warn(&format!("forward_claims.{claim}: its value cannot be sent in `{header}`; not forwarded"));
+            }
+        }
+        if self.settings.strip_token {
+            match &self.settings.source {
+                Source::Header { name, .. } => {
+                    req.remove_header(name);
+                }
+                Source::Cookie { name } => strip_cookie(req, name),
+            }
+        }
+    }
+}
+
+/// A claim as a header value: strings as they are, anything else as JSON.
+fn header_value(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Every `name=value` pair of every `Cookie` header (HTTP/2 may send several).
+fn cookies(req: &Request<'_>) -> Vec<(String, String)> {
+    req.header_all("cookie")
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// Removes the token's cookie and keeps the others.
+fn strip_cookie(req: &mut Request<'_>, name: &str) {
+    let rest: Vec<String> = req
+        .header_all("cookie")
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .map(|v| {
+            v.split(';')
+                .filter(|pair| pair.split_once('=').is_none_or(|(n, _)| n.trim() != name))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .filter(|v| !v.is_empty())
+        .collect();
+    req.remove_header("cookie");
+    for value in rest {
+        if req.append_header("cookie", &value).is_err() {
+            log::warn("strip_token: could not put back the other cookies");
+        }
+    }
+}
+
+export_plugin!(Jwt);

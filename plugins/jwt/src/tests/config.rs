@@ -1,0 +1,70 @@
+//! The config's checks: durations, defaults, and refusals that say what
+//! is wrong and how to fix it.
+
+use crate::config::*;
+
+fn build(json: &str) -> Result<Settings, String> {
+    serde_json::from_str::<Config>(json).map_err(|e| e.to_string())?.build().map_err(|e| e.to_string())
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms"), Some(250));
+    assert_eq!(parse_duration("30s"), Some(30_000));
+    assert_eq!(parse_duration("1m 30s"), Some(90_000));
+    assert_eq!(parse_duration("1h"), Some(3_600_000));
+    assert_eq!(parse_duration("0s"), Some(0));
+    for bad in ["", "30", "s", "30 s", "1.5s", "-1s", "30x", "99999999999999999999d"] {
+        assert_eq!(parse_duration(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn defaults() {
+    let s = build(r#"{"hmac_secret":"k"}"#).unwrap();
+    assert_eq!(s.source, Source::Header { name: "authorization".into(), scheme: Some("Bearer".into()) });
+    assert_eq!(s.realm, "wasmgate");
+    assert_eq!(s.allowed, None);
+    assert_eq!(
+        (s.rules.leeway_ms, s.max_token_bytes, s.cache_size, s.cache_max_age_ms),
+        (30_000, 8192, 10_000, 300_000)
+    );
+    let s = build(r#"{"jwks_url":"upstream://idp/keys"}"#).unwrap();
+    assert_eq!(
+        s.keys.remote,
+        Some(RemoteSettings { url: "upstream://idp/keys".into(), refresh_interval_ms: 30_000, max_age_ms: 600_000 })
+    );
+    let s = build(r#"{"hmac_secret":"k","header":"X-Token","scheme":""}"#).unwrap();
+    assert_eq!(s.source, Source::Header { name: "x-token".into(), scheme: None });
+}
+
+#[test]
+fn bad_configs_say_what_and_how_to_fix() {
+    let cases = [
+        ("{}", "no keys"),
+        (r#"{"hmac_secret":"k","cookie":"c","header":"h"}"#, "give one of them"),
+        (r#"{"hmac_secret":"k","algorithms":["none"]}"#, "never accepted"),
+        (r#"{"hmac_secret":"k","algorithms":["rs256"]}"#, "not supported"),
+        (r#"{"hmac_secret":"k","algorithms":[]}"#, "list is empty"),
+        (r#"{"hmac_secret":"k","leeway":"30"}"#, "not a duration"),
+        (r#"{"hmac_secret":"k","leeway":"1h"}"#, "at most"),
+        (r#"{"hmac_secret":"k","issuer":3}"#, "string or a list"),
+        (r#"{"hmac_secret":"k","audience":[]}"#, "empty"),
+        (r#"{"hmac_secret":"k","forward_claims":{"sub":"content-length"}}"#, "managed by the gateway"),
+        (r#"{"hmac_secret":"k","forward_claims":{"sub":"authorization"}}"#, "token is read from"),
+        (r#"{"hmac_secret":"k","cookie":"s","forward_claims":{"sub":"Cookie"}}"#, "token is read from"),
+        (r#"{"hmac_secret":"k","forward_claims":{"a":"x-a","b":"X-A"}}"#, "two claims"),
+        (r#"{"hmac_secret":"k","realm":"a\"b"}"#, "realm"),
+        (r#"{"hmac_secret":"k","max_token_bytes":10}"#, "out of range"),
+        (r#"{"jwks_url":"ftp://idp/keys"}"#, "not upstream://"),
+        (r#"{"jwks_url":"upstream://idp/k","jwks_refresh_interval":"10ms"}"#, "at least \"1s\""),
+        (r#"{"hmac_secret":"k","jwks_max_age":"1m"}"#, "only with jwks_url"),
+        (r#"{"public_keys":[1]}"#, "PEM text"),
+        (r#"{"jwks":[1]}"#, "JSON text"),
+        (r#"{"hmac_secret":"k","issuer":"a","isuer":"b"}"#, "unknown field `isuer`"),
+    ];
+    for (json, want) in cases {
+        let err = build(json).err().unwrap_or_default();
+        assert!(err.contains(want), "{json}: {err:?} does not contain {want:?}");
+    }
+}
