@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
+use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use tokio::time::Instant;
 
@@ -53,6 +53,7 @@ pub(super) async fn run(
         ex.request_body = Some(body::collect(b, route.max_body).await.map_err(|e| client_body_error(e, route))?);
     }
     let path_before = ex.request.uri.path().to_owned();
+    let head = ex.request.method == http::Method::HEAD;
 
     let mut early = None;
     for (i, link) in route.chain.iter().enumerate() {
@@ -97,7 +98,9 @@ pub(super) async fn run(
             (parts, RespBody::Stream(body), route.chain.len())
         }
     };
-    response_phase(forward, ex, ran, resp_parts, resp_body, trace).await
+    response_phase(forward, ex, ran, resp_parts, resp_body, trace)
+        .await
+        .map(|(parts, body)| into_response(parts, body, head))
 }
 
 /// Runs the response hooks of the first `ran` plugins, last first. A plugin
@@ -109,11 +112,11 @@ async fn response_phase(
     parts: http::response::Parts,
     mut body: RespBody,
     trace: &mut Trace,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<(http::response::Parts, RespBody), ProxyError> {
     let route = forward.route;
     let links = &route.chain[..ran];
     if !links.iter().any(|l| l.info.on_response) {
-        return Ok(into_response(parts, body));
+        return Ok((parts, body));
     }
     if route.needs_response_body {
         let bytes = match body {
@@ -152,7 +155,7 @@ async fn response_phase(
         body = RespBody::Bytes(b);
     }
     let parts = ex.response.take().ok_or(ProxyError::Internal("response lost in the response phase"))?;
-    Ok(into_response(parts, body))
+    Ok((parts, body))
 }
 
 /// One hook call, timed and counted.
@@ -183,12 +186,19 @@ async fn call(
     result
 }
 
-fn into_response(parts: http::response::Parts, body: RespBody) -> Response<Body> {
+/// The response as it goes to the client. A buffered body sets the length,
+/// except the empty body of a `HEAD` answer, which keeps the length of the
+/// `GET` it describes (hyper sends no body for a `HEAD`).
+fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Response<Body> {
     match body {
         RespBody::Stream(s) => Response::from_parts(parts, s),
         RespBody::Bytes(b) => {
             let mut parts = parts;
-            fix_length(&mut parts.headers, Some(b.len()));
+            if head && b.is_empty() && parts.headers.contains_key(header::CONTENT_LENGTH) {
+                parts.headers.remove(header::TRANSFER_ENCODING);
+            } else {
+                fix_length(&mut parts.headers, Some(b.len()));
+            }
             Response::from_parts(parts, Body::full(b))
         }
     }

@@ -5,11 +5,14 @@
 
 mod abac;
 mod api_key;
+mod cache;
 mod capabilities;
 mod compose;
 mod config_errors;
+mod cors;
 mod discovery;
 mod edge;
+mod ip_filter;
 mod jwt;
 mod plugins;
 mod proxy;

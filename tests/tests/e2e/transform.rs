@@ -109,6 +109,14 @@ async fn transform_edits_the_response_body_and_maps_the_status() {
     let ok = get(&gw.url("/fine")).await;
     assert_eq!(ok.status, 200, "unmapped statuses pass");
     assert_eq!(ok.json()["gateway"], "wasmgate");
+
+    // A HEAD through the buffering plugin keeps the upstream's length
+    // rather than the length of the (absent) body.
+    let head = send(Request::head(gw.url("/fine")).body(Full::default()).unwrap()).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    let length = head.header("content-length").and_then(|l| l.parse::<usize>().ok());
+    assert!(length.is_some_and(|l| l > 0), "the upstream's content-length: {:?}", head.header("content-length"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

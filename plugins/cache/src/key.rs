@@ -1,0 +1,206 @@
+//! Cache keys: what makes two requests "the same" for the cache.
+//!
+//! The full key is text — the method (always `GET`: a `HEAD` reads the
+//! `GET` entry), the route, then one line per configured part — and is kept
+//! inside the record. The store key is a 128-bit FNV-1a hash of it: fixed
+//! length (the store caps keys at 512 bytes, namespace included) and free of
+//! whatever bytes a header carried. A hash collision only ever costs a miss,
+//! because a read compares the full key before serving.
+
+use wasmgate_sdk::Request;
+
+/// What a key is made of. A trait, not `Request` itself, so that unit tests
+/// can build keys from a `TestRequest` (the SDK makes a `Request` only
+/// inside its hook runners).
+pub trait Source {
+    fn scheme(&self) -> String;
+    fn authority(&self) -> Option<String>;
+    fn path(&self) -> String;
+    fn query(&self) -> Option<String>;
+    fn header_all(&self, name: &str) -> Vec<Vec<u8>>;
+}
+
+impl Source for Request<'_> {
+    fn scheme(&self) -> String {
+        Request::scheme(self)
+    }
+    fn authority(&self) -> Option<String> {
+        Request::authority(self)
+    }
+    fn path(&self) -> String {
+        Request::path(self)
+    }
+    fn query(&self) -> Option<String> {
+        Request::query(self)
+    }
+    fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+        Request::header_all(self, name)
+    }
+}
+
+/// One configured part of the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// `scheme://authority`, lowercased.
+    Host,
+    Path,
+    /// Verbatim: `?a=1&b=2` and `?b=2&a=1` are different keys.
+    Query,
+    /// A request header's values (lowercase name).
+    Header(String),
+}
+
+impl Part {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "host" => Ok(Self::Host),
+            "path" => Ok(Self::Path),
+            "query" => Ok(Self::Query),
+            _ => match text.strip_prefix("header:") {
+                Some(name) if is_token(name) => Ok(Self::Header(name.to_ascii_lowercase())),
+                Some(name) => Err(format!("`header:{name}`: `{name}` is not a valid header name")),
+                None => {
+                    Err(format!("`{text}` is not a key part; use \"host\", \"path\", \"query\" or \"header:NAME\""))
+                }
+            },
+        }
+    }
+}
+
+/// The full key of a request: one line per part, an absent value written
+/// `!` so that "no query" and "empty query" differ.
+pub fn base(route: &str, parts: &[Part], req: &impl Source) -> String {
+    let mut key = format!("GET {route}");
+    for part in parts {
+        match part {
+            Part::Host => {
+                let authority = req.authority().unwrap_or_default().to_ascii_lowercase();
+                key.push_str(&format!("\nh={}://{authority}", req.scheme().to_ascii_lowercase()));
+            }
+            Part::Path => key.push_str(&format!("\np={}", req.path())),
+            Part::Query => match req.query() {
+                Some(q) => key.push_str(&format!("\nq={q}")),
+                None => key.push_str("\nq!"),
+            },
+            Part::Header(name) => push_header(&mut key, "H", name, &req.header_all(name)),
+        }
+    }
+    key
+}
+
+/// The key of one variant of a response that carries `Vary: names`.
+pub fn variant(base: &str, generation: u64, names: &[String], req: &impl Source) -> String {
+    let mut key = format!("{base}\n#vary {generation}");
+    for name in names {
+        push_header(&mut key, "V", name, &req.header_all(name));
+    }
+    key
+}
+
+fn push_header(key: &mut String, tag: &str, name: &str, values: &[Vec<u8>]) {
+    if values.is_empty() {
+        key.push_str(&format!("\n{tag}{name}!"));
+        return;
+    }
+    key.push_str(&format!("\n{tag}{name}="));
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            key.push_str(", ");
+        }
+        escape_into(key, value);
+    }
+}
+
+/// Printable ASCII as is, everything else (and `%`) as `%XX`: the key
+/// stays text and stays one line, and distinct values stay distinct.
+fn escape_into(out: &mut String, value: &[u8]) {
+    for &b in value {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+/// The store key for a full key.
+pub fn store_key(full: &str) -> String {
+    format!("v1:{:032x}", fnv1a_128(full.as_bytes()))
+}
+
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    bytes.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmgate_sdk::testing::TestRequest;
+
+    use super::*;
+
+    impl Source for TestRequest {
+        fn scheme(&self) -> String {
+            self.scheme.clone()
+        }
+        fn authority(&self) -> Option<String> {
+            self.authority.clone()
+        }
+        fn path(&self) -> String {
+            self.path.clone()
+        }
+        fn query(&self) -> Option<String> {
+            self.query.clone()
+        }
+        fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+            self.headers.get_all(name)
+        }
+    }
+
+    fn key(parts: &[&str], req: TestRequest) -> String {
+        let parts: Vec<Part> = parts.iter().map(|p| Part::parse(p).expect("valid part")).collect();
+        base("r", &parts, &req)
+    }
+
+    #[test]
+    fn parts_make_lines() {
+        let req = || TestRequest::get("/a%20b?x=1").header("accept-language", "de").header("Accept-Language", "en");
+        assert_eq!(
+            key(&["host", "path", "query", "header:Accept-Language"], req()),
+            "GET r\nh=http://gateway.test\np=/a%20b\nq=x=1\nHaccept-language=de, en"
+        );
+        assert_eq!(key(&["path", "query", "header:x-none"], TestRequest::get("/")), "GET r\np=/\nq!\nHx-none!");
+        assert_ne!(key(&["query"], TestRequest::get("/?")), key(&["query"], TestRequest::get("/")));
+    }
+
+    #[test]
+    fn header_values_are_escaped_unambiguously() {
+        let k = key(&["header:x"], TestRequest::get("/").header("x", [b'a', b' ', b'%', 0xff]));
+        assert_eq!(k, "GET r\nHx=a%20%25%FF");
+        assert_ne!(k, key(&["header:x"], TestRequest::get("/").header("x", "a %25%FF")));
+    }
+
+    #[test]
+    fn store_keys_are_fixed_length_hashes() {
+        let a = store_key("GET r\np=/a");
+        assert_eq!(a.len(), 35);
+        assert!(a.starts_with("v1:"));
+        assert_eq!(a, store_key("GET r\np=/a"));
+        assert_ne!(a, store_key("GET r\np=/b"));
+        assert_eq!(fnv1a_128(b""), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
+        // FNV-1a 128 of "a", the reference implementation's vector.
+        assert_eq!(fnv1a_128(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
+    }
+
+    #[test]
+    fn bad_parts_are_refused() {
+        assert!(Part::parse("method").err().unwrap_or_default().contains("not a key part"));
+        assert!(Part::parse("header:").err().unwrap_or_default().contains("not a valid header name"));
+        assert!(Part::parse("header:a b").err().unwrap_or_default().contains("not a valid header name"));
+    }
+}

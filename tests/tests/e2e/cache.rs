@@ -1,0 +1,148 @@
+//! `cache` through the real gateway: repeats answered from the store without
+//! the upstream, what bypasses it, and — on the Redis backend — one cache
+//! for two gateways that keeps serving (uncached) while Redis is down.
+
+use http::Request;
+use http_body_util::Full;
+use wasmgate_tests::redis_server::RedisServer;
+use wasmgate_tests::upstream::TestUpstream;
+use wasmgate_tests::{Reply, TestGateway, get, send};
+
+fn config(up: &TestUpstream, plugin_config: &str, extra: &str) -> String {
+    format!(
+        r#"{extra}
+[plugin.cache]
+grants = {{ store = true }}
+
+[upstreams.u]
+endpoints = ["{}"]
+
+[[routes]]
+name = "r"
+upstream = "u"
+plugins = [{{ use = "cache", config = {{ {plugin_config} }} }}]
+"#,
+        up.addr
+    )
+}
+
+async fn request(gw: &TestGateway, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::builder().method(method).uri(gw.url(path));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    send(req.body(Full::default()).unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_answers_repeats_without_the_upstream() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&config(&up, "ttl = \"60s\"", ""));
+
+    let first = get(&gw.url("/items?page=1")).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-cache"), Some("miss"));
+    assert_eq!(up.hits(), 1);
+
+    let second = get(&gw.url("/items?page=1")).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("x-cache"), Some("hit"));
+    assert_eq!(second.body, first.body, "the stored body, byte for byte");
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert!(second.header("age").is_some_and(|a| a.parse::<u64>().is_ok()));
+    assert_ne!(second.header("x-request-id"), first.header("x-request-id"), "each answer has its own id");
+    assert_eq!(up.hits(), 1, "answered from the cache");
+
+    // HEAD is served from the GET entry.
+    let head = request(&gw, "HEAD", "/items?page=1", &[]).await;
+    assert_eq!((head.status.as_u16(), head.header("x-cache")), (200, Some("hit")));
+    assert!(head.body.is_empty());
+    let length = first.body.len().to_string();
+    assert_eq!(head.header("content-length"), Some(length.as_str()), "the GET's length, as HEAD promises");
+    assert_eq!(up.hits(), 1);
+
+    // Another query string is another resource.
+    let other = get(&gw.url("/items?page=2")).await;
+    assert_eq!(other.header("x-cache"), Some("miss"));
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_is_bypassed_on_request_and_never_holds_a_post() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&config(&up, "", ""));
+    assert_eq!(get(&gw.url("/doc")).await.header("x-cache"), Some("miss"));
+    assert_eq!(get(&gw.url("/doc")).await.header("x-cache"), Some("hit"));
+    assert_eq!(up.hits(), 1);
+
+    // The client asks for a fresh answer: the upstream is asked again.
+    for (name, value) in [("cache-control", "no-cache"), ("cache-control", "max-age=0"), ("cache-control", "no-store")]
+    {
+        let r = request(&gw, "GET", "/doc", &[(name, value)]).await;
+        assert_eq!((r.status.as_u16(), r.header("x-cache")), (200, Some("bypass")), "{value}");
+    }
+    assert_eq!(up.hits(), 4);
+
+    // A POST always reaches the upstream, and its success invalidates the GET entry.
+    for _ in 0..2 {
+        let r = request(&gw, "POST", "/doc", &[]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-cache"), None);
+    }
+    assert_eq!(up.hits(), 6);
+    assert_eq!(get(&gw.url("/doc")).await.header("x-cache"), Some("miss"));
+    assert_eq!(up.hits(), 7);
+
+    // Statuses outside `statuses` are not stored (500 by default).
+    for _ in 0..2 {
+        assert_eq!(get(&gw.url("/status/500")).await.header("x-cache"), Some("miss"));
+    }
+    assert_eq!(up.hits(), 9);
+    // A 404 is.
+    assert_eq!(get(&gw.url("/status/404")).await.header("x-cache"), Some("miss"));
+    let r = get(&gw.url("/status/404")).await;
+    assert_eq!((r.status.as_u16(), r.header("x-cache")), (404, Some("hit")));
+    assert_eq!(up.hits(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_respects_max_body() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&config(&up, "max_body = \"1KiB\"", ""));
+    for _ in 0..2 {
+        let r = get(&gw.url("/bytes/2048")).await;
+        assert_eq!((r.status.as_u16(), r.body.len(), r.header("x-cache")), (200, 2048, Some("miss")));
+    }
+    let _ = get(&gw.url("/bytes/1000")).await;
+    let r = get(&gw.url("/bytes/1000")).await;
+    assert_eq!((r.body.len(), r.header("x-cache")), (1000, Some("hit")));
+    assert_eq!(up.hits(), 3);
+}
+
+/// The Redis backend: two gateways share one cache, and with Redis gone the
+/// requests are served uncached rather than failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_on_redis_is_shared_by_gateways_and_survives_an_outage() {
+    let mut redis = RedisServer::start();
+    let up = TestUpstream::echo("u").await;
+    let store = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\ntimeout = \"200ms\"\n", redis.url());
+    let body = config(&up, "", &store);
+    let (a, b) = (TestGateway::start(&body), TestGateway::start(&body));
+
+    // Behind one load balancer, both gateways see the same Host (the default
+    // key includes it; their own addresses differ).
+    let host = [("host", "api.example.com")];
+    let first = request(&a, "GET", "/shared", &host).await;
+    assert_eq!(first.header("x-cache"), Some("miss"));
+    let second = request(&b, "GET", "/shared", &host).await;
+    assert_eq!(second.header("x-cache"), Some("hit"), "stored by the other gateway");
+    assert_eq!(second.body, first.body);
+    assert_eq!(up.hits(), 1);
+
+    redis.kill();
+    for gw in [&a, &b] {
+        let r = request(gw, "GET", "/shared", &host).await;
+        assert_eq!((r.status.as_u16(), r.header("x-cache")), (200, Some("bypass")));
+    }
+    assert_eq!(up.hits(), 3);
+}
