@@ -55,6 +55,13 @@ pub mod secrets;
 pub mod store;
 pub mod testing;
 
+/// Durations (`"250ms"`, `"1h 30m"`) and sizes (`"64KiB"`, `"10MB"`, or a
+/// number of bytes) written as the gateway's own config writes them:
+/// `HumanDuration` and `ByteSize` deserialize from config fields, and
+/// `parse_duration`/`parse_size` read text, with messages that say how to
+/// write one.
+pub use wasmgate_common::units;
+
 pub use decision::{Decision, Reply};
 pub use exchange::{
     EditError, MANAGED_HEADERS, Request, Response, check_header, check_header_name, check_header_value,

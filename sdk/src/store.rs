@@ -5,9 +5,16 @@
 //! fleet — so limits are exact under concurrency. When the backend cannot be
 //! reached the call returns [`StoreError::Unavailable`] and the plugin
 //! decides whether that lets the request through.
+//!
+//! Limits, the same on either backend: keys up to [`MAX_KEY_BYTES`] counting
+//! the gateway's prefix (`NAME:`, and `wasmgate:NAME:` on Redis), values up to
+//! [`MAX_VALUE_BYTES`], TTLs up to [`MAX_TTL_MS`], windows up to
+//! [`MAX_WINDOW_MS`]; a call outside them is [`StoreError::Invalid`].
 
 use std::fmt;
 use std::time::Duration;
+
+pub use wasmgate_common::store_args::{MAX_CAPACITY, MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
 
 /// Why a store call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //!
 //! [`TestRequest`] and [`TestResponse`] stand in for the gateway's data and
 //! follow its rules (case-insensitive names, headers the gateway owns, bodies
-//! available only when [`Info`] asks for them); [`on_request`] and
+//! available only when [`Info`](crate::Info) asks for them); [`on_request`] and
 //! [`on_response`] call hooks the way the gateway does. The context map, log
 //! and clock are per-thread stand-ins: see [`context`], [`logs`],
 //! [`set_now_unix_ms`] and [`reset`].
@@ -23,7 +23,7 @@ pub fn configure<P: Plugin>(config_json: &str) -> Result<P, ConfigError> {
 }
 
 /// Calls `on_request` as the gateway would: not at all when the plugin's
-/// [`Info`] leaves it out, and with the body available only when asked for.
+/// [`Info`](crate::Info) leaves it out, and with the body available only when asked for.
 pub fn on_request<P: Plugin>(plugin: &P, req: &mut TestRequest) -> Decision {
     let info = plugin.info();
     if !info.on_request {

@@ -1,13 +1,19 @@
-//! Pure-Rust pieces shared by the gateway host and the plugin SDK's native
-//! test doubles.
+//! Pure-Rust pieces shared by the gateway host and the plugin SDK: the units
+//! of the config language (durations, sizes), and the native test doubles.
 //!
 //! The host backs the `crypto` and in-memory `store` capabilities
 //! (`wit/capabilities.wit`) with these types; the SDK's test doubles use the
 //! very same code, so a plugin's unit tests check real signatures and get the
 //! real rate-limit arithmetic without building Wasm. Nothing here knows about
 //! Wasm, async runtimes or the network, which is what lets both sides share it.
+//! `units` also builds for Wasm, so plugins read durations and sizes in their
+//! config exactly as the gateway reads its own.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "native")]
 pub mod keys;
+#[cfg(feature = "native")]
 pub mod memstore;
+pub mod store_args;
+pub mod units;

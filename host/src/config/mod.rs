@@ -11,7 +11,7 @@ mod plugins;
 pub mod raw;
 mod route;
 mod server;
-pub mod units;
+pub use wasmgate_common::units;
 mod upstream;
 
 use std::path::{Path, PathBuf};

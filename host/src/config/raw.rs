@@ -1,5 +1,5 @@
 //! The config file exactly as written: serde types that refuse unknown keys.
-//! Nothing here is checked beyond its type; [`super::build`] turns it into
+//! Nothing here is checked beyond its type; [`super::parse`] turns it into
 //! the validated [`super::Config`].
 
 use std::collections::BTreeMap;

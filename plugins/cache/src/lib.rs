@@ -32,8 +32,8 @@ const STORE_CONTEXT: &str = "cache.key";
 const INVALIDATE_CONTEXT: &str = "cache.invalidate";
 
 /// The store's limits (the same for the in-process and the Redis backend).
-const MAX_VALUE_BYTES: usize = 1 << 20;
-const MAX_TTL_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+const MAX_VALUE_BYTES: usize = wasmgate_sdk::store::MAX_VALUE_BYTES;
+const MAX_TTL_MS: u64 = wasmgate_sdk::store::MAX_TTL_MS;
 
 /// Response headers that are not replayed from the cache: the gateway's
 /// framing headers, and what is per response rather than per resource.

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wasmgate_sdk::http::{self, HttpError, IncomingResponse, OutgoingRequest};
 use wasmgate_sdk::prelude::*;
+use wasmgate_sdk::units;
 
 use crate::shape::Node;
 use crate::template::{RenderError, Source, UrlTemplate, Var};
@@ -98,7 +99,7 @@ impl Plugin for Compose {
             }
             let url = UrlTemplate::parse(&raw.url).map_err(|e| format!("{at}.url: {e}"))?;
             let timeout =
-                raw.timeout.as_deref().map(parse_duration).transpose().map_err(|e| format!("{at}.timeout: {e}"))?;
+                raw.timeout.as_deref().map(parse_timeout).transpose().map_err(|e| format!("{at}.timeout: {e}"))?;
             let on_error = on_error(raw.on_error).map_err(|e| format!("{at}.on_error: {e}"))?;
             calls.push(Call { name: raw.name, url, timeout, on_error });
         }
@@ -335,23 +336,11 @@ fn on_error(raw: Option<Value>) -> Result<OnError, String> {
     }
 }
 
-/// "250ms", "2s", "1m": a whole number and a unit.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let how = || format!("`{text}` is not a duration; write it like \"250ms\", \"2s\" or \"1m\"");
-    let n: u64 = digits.parse().map_err(|_| how())?;
-    let ms = match unit.trim() {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        _ => return Err(how()),
-    };
-    match ms {
-        Some(0) => Err(format!("`{text}`: a timeout must be above zero")),
-        Some(ms) if ms <= u64::from(u32::MAX) => Ok(Duration::from_millis(ms)),
-        _ => Err(format!("`{text}` is too long")),
+/// A call timeout: a duration as the gateway writes them, above zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match units::parse_duration(text)? {
+        d if d.is_zero() => Err(format!("`{text}`: a timeout must be above zero")),
+        d => Ok(d),
     }
 }
 

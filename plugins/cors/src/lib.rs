@@ -10,6 +10,7 @@ mod origin;
 
 use serde::Deserialize;
 use wasmgate_sdk::prelude::*;
+use wasmgate_sdk::units;
 
 use crate::origin::OriginRule;
 
@@ -139,12 +140,7 @@ impl Plugin for Cors {
             Allowed::List(names) if names.is_empty() => None,
             Allowed::List(names) => Some(names.join(", ")),
         };
-        let max_age = humantime::parse_duration(c.max_age.trim()).map_err(|e| {
-            ConfigError::from(format!(
-                "max_age: `{}` is not a duration ({e}); write it like \"10m\" or \"2h\"",
-                c.max_age
-            ))
-        })?;
+        let max_age = units::parse_duration(&c.max_age).map_err(|e| ConfigError::from(format!("max_age: {e}")))?;
         if !(200..=299).contains(&c.preflight_status) {
             return Err(format!(
                 "preflight_status {} is not a success status, so browsers would fail every preflight; use 200 or 204",

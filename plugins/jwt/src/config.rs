@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 use wasmgate_sdk::crypto::Algorithm;
-use wasmgate_sdk::{ConfigError, EditError};
+use wasmgate_sdk::{ConfigError, EditError, units};
 
 use crate::claims::Rules;
 
@@ -317,37 +317,12 @@ fn string_or_list(key: &str, value: Option<Value>) -> Result<Option<Vec<String>>
     Ok(Some(list))
 }
 
-/// `"250ms"`, `"30s"`, `"10m"`, `"1h"`, `"1m 30s"` in milliseconds.
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => SECOND,
-            "m" => MINUTE,
-            "h" => HOUR,
-            "d" => 24 * HOUR,
-            _ => return None,
-        };
-        total = total.checked_add(number.checked_mul(unit)?)?;
-        rest = rest[unit_len..].trim_start();
-    }
-    Some(total)
-}
-
 fn duration(key: &str, text: Option<&str>, default: u64) -> Result<u64, ConfigError> {
     match text {
         None => Ok(default),
-        Some(t) => parse_duration(t)
-            .ok_or_else(|| format!("{key}: `{t}` is not a duration; write e.g. \"30s\", \"10m\" or \"1m 30s\"").into()),
+        Some(t) => units::parse_duration(t)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_err(|e| format!("{key}: {e}").into()),
     }
 }
 

@@ -2,7 +2,7 @@
 //! them into the [`Rule`]s the request path runs.
 
 use serde::Deserialize;
-use wasmgate_sdk::ConfigError;
+use wasmgate_sdk::{ConfigError, units};
 
 use crate::key::KeyPart;
 
@@ -144,7 +144,9 @@ impl RawLimit {
                 format!("{at}: `rate` is 0; it must be at least 1 (to block everything, use the deny plugin)").into()
             );
         }
-        let per_ms = parse_duration(&self.per).map_err(|e| ConfigError::new(format!("{at}: `per`: {e}")))?;
+        let per_ms = units::parse_duration(&self.per)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_err(|e| ConfigError::new(format!("{at}: `per`: {e}")))?;
         if per_ms % 1000 != 0 || per_ms == 0 {
             return Err(format!(
                 "{at}: `per` is \"{}\"; it must be a whole number of seconds (\"1s\", \"1m\", \"1h\"), as RateLimit headers count in seconds",
@@ -199,37 +201,4 @@ impl RawLimit {
         };
         Ok(Rule { name, key, missing: self.missing, kind, policy })
     }
-}
-
-/// `"250ms"`, `"5s"`, `"1m 30s"`, `"1h30m"`, `"1d"`: the gateway's duration
-/// strings, in milliseconds.
-pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("\"{text}\" is not a duration; write e.g. \"1s\", \"1m\", \"1h\", \"1d\" or \"1m 30s\"");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        let (number, after) = rest.split_at(digits);
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let after = after.trim_start();
-        let unit_len = after.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let (unit, after) = after.split_at(unit_len);
-        let scale: u64 = match unit {
-            "ms" => 1,
-            "s" | "sec" | "secs" => 1000,
-            "m" | "min" | "mins" => 60_000,
-            "h" | "hr" | "hrs" => 3_600_000,
-            "d" | "day" | "days" => 86_400_000,
-            _ => return Err(bad()),
-        };
-        total = number.checked_mul(scale).and_then(|n| total.checked_add(n)).ok_or_else(bad)?;
-        rest = after.trim_start();
-    }
-    Ok(total)
 }

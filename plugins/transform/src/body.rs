@@ -93,27 +93,13 @@ impl BodyEdits {
 }
 
 /// A size: a number of bytes, or text such as "64KiB", "1MiB", "10MB" —
-/// the units the gateway's own config takes.
+/// read as the gateway reads its own config.
 pub fn parse_size(value: &Value) -> Result<u64, String> {
-    let text = match value {
-        Value::Number(n) => return n.as_u64().ok_or_else(|| format!("{n} is not a size in bytes")),
-        Value::String(s) => s.trim(),
-        other => return Err(format!("{other} is not a size; write it like \"64KiB\", \"1MiB\" or 65536")),
-    };
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size; write it like \"64KiB\" or \"1MiB\""))?;
-    let unit_size: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1_000,
-        "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        other => return Err(format!("`{text}`: unknown unit `{other}`; use B, KB, KiB, MB, MiB, GB or GiB")),
-    };
-    n.checked_mul(unit_size).ok_or_else(|| format!("`{text}` is too large"))
+    match value {
+        Value::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not a size in bytes")),
+        Value::String(s) => wasmgate_sdk::units::parse_size(s),
+        other => Err(format!("{other} is not a size; write it like \"64KiB\", \"1MiB\" or 65536")),
+    }
 }
 
 #[cfg(test)]

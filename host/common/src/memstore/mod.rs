@@ -108,7 +108,6 @@
 //! `2 * limit` land within one window-length span, but spread across it at
 //! the rate the decay frees room, never as a burst at the edge.)
 
-pub mod args;
 mod clock;
 mod limits;
 #[cfg(test)]
@@ -152,7 +151,8 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-pub use args::{MAX_CAPACITY, MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
+use crate::store_args as args;
+pub use crate::store_args::{MAX_CAPACITY, MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
 
 /// Enough shards that 2–64 cores rarely contend on one lock, few enough that
 /// `sweep` stays a short walk.

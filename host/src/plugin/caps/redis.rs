@@ -74,8 +74,8 @@ use redis::{IntoConnectionInfo, RedisError, RedisResult, Script};
 #[cfg(test)]
 mod tests;
 
-use wasmgate_common::memstore::args;
-pub use wasmgate_common::memstore::args::{MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
+use wasmgate_common::store_args as args;
+pub use wasmgate_common::store_args::{MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
 /// Longest expiry of a token bucket (100 years), far below what overflows Redis' expiry clock.
 pub const MAX_BUCKET_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 

@@ -1,6 +1,7 @@
 //! The argument rules of every store call, shared by both backends (this
 //! crate's memory store and the gateway's Redis store), so a call is refused
-//! the same way, with the same words, whichever one serves it.
+//! the same way, with the same words, whichever one serves it; and by the
+//! SDK, which gives plugins the limits.
 
 /// Longest key, in bytes, namespace included.
 pub const MAX_KEY_BYTES: usize = 512;
