@@ -130,6 +130,10 @@ pub struct Model {
     pub resource_type: EntityTypeName,
     pub resource_params: Vec<String>,
     pub context_headers: Vec<String>,
+    /// Whether the context carries `ip`, an `ipaddr` extension value that
+    /// costs more to build than the rest of the context together: only when
+    /// some policy mentions `ip` (see [`crate::policies::mention`]).
+    pub context_ip: bool,
 }
 
 impl Model {
@@ -201,6 +205,7 @@ impl Model {
             resource_type: type_name("resource_type", &c.resource_type)?,
             resource_params: c.resource_params.clone(),
             context_headers,
+            context_ip: true,
         })
     }
 }

@@ -94,7 +94,7 @@ impl Model {
         };
         let action = self.action(&facts.route, &facts.method);
         let resource = self.resource(facts)?;
-        let context = context(facts, authenticated)?;
+        let context = context(facts, authenticated, self.context_ip)?;
         let uids = (principal_entity.uid(), action.uid(), resource.uid());
         let entities = Entities::from_entities([principal_entity, action, resource], None)
             .map_err(|e| Refusal(format!("entities: {e}")))?;
@@ -163,7 +163,7 @@ impl Model {
     }
 }
 
-fn context(facts: &Facts, authenticated: bool) -> Result<Context, Refusal> {
+fn context(facts: &Facts, authenticated: bool, with_ip: bool) -> Result<Context, Refusal> {
     let secs = facts.now_unix_ms / 1000;
     let (ip_text, ip) = client_ip(&facts.client_ip);
     let headers = facts.headers.iter().map(|(n, v)| (n.clone(), RestrictedExpression::new_string(v.clone())));
@@ -177,7 +177,7 @@ fn context(facts: &Facts, authenticated: bool) -> Result<Context, Refusal> {
         ("authenticated".to_owned(), RestrictedExpression::new_bool(authenticated)),
         ("headers".to_owned(), headers),
     ];
-    if let Some(ip) = ip {
+    if let Some(ip) = ip.filter(|_| with_ip) {
         pairs.push(("ip".to_owned(), RestrictedExpression::new_ip(ip)));
     }
     Context::from_pairs(pairs).map_err(|e| Refusal(format!("context: {e}")))

@@ -47,8 +47,9 @@ impl Plugin for Abac {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, ConfigError> {
-        let model = Model::from_config(&config)?;
+        let mut model = Model::from_config(&config)?;
         let policies = policies::load(&config.policies, config.schema.as_deref())?;
+        model.context_ip = policies::mention(&policies, "ip");
         Ok(Self { model, policies, slices: Slices::default(), authorizer: Authorizer::new(), debug: config.debug })
     }
 

@@ -70,6 +70,14 @@ pub fn load(text: &str, schema: Option<&str>) -> Result<PolicySet, ConfigError> 
     Ok(named)
 }
 
+/// Whether some policy may read the attribute, record field or string
+/// `name`: it appears as a JSON string in the policy's JSON form (Cedar's
+/// EST), however the text spelled it. Errs on the side of `true`.
+pub fn mention(policies: &PolicySet, name: &str) -> bool {
+    let needle = serde_json::Value::from(name).to_string();
+    policies.policies().any(|p| p.to_json().map_or(true, |est| est.to_string().contains(&needle)))
+}
+
 /// Validates the policies against the schema (strict mode: what the
 /// Cedar CLI's `validate` does by default).
 fn validate(text: &str, policies: &PolicySet, schema_text: &str) -> Result<(), ConfigError> {
@@ -226,6 +234,16 @@ mod tests {
 
     fn err(text: &str, schema: Option<&str>) -> String {
         load(text, schema).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn mention_finds_an_attribute_however_it_is_spelled() {
+        let mentions = |text: &str| mention(&load(text, None).expect("parses"), "ip");
+        assert!(mentions("permit(principal, action, resource) when { context.ip.isInRange(ip(\"10.0.0.0/8\")) };"));
+        assert!(mentions("permit(principal, action, resource) when { context[\"\\u{69}p\"] == ip(\"10.0.0.1\") };"));
+        assert!(mentions("forbid(principal, action, resource) unless { context has ip };"));
+        assert!(!mentions("permit(principal, action, resource) when { context.ip_text == \"10.0.0.1\" };"));
+        assert!(!mentions("permit(principal, action, resource) when { principal.role == \"admin\" };"));
     }
 
     #[test]
