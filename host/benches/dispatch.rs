@@ -9,9 +9,7 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
@@ -23,20 +21,7 @@ fn exchange(headers: usize) -> Box<Exchange> {
     for i in 0..headers {
         req = req.header(format!("x-h{i}"), "some header value");
     }
-    let (request, ()) = req.body(()).expect("request").into_parts();
-    Box::new(Exchange {
-        request,
-        request_body: None,
-        client_ip: [127, 0, 0, 1].into(),
-        scheme: "http",
-        request_id: HeaderValue::from_static("bench"),
-        route: Arc::from("bench"),
-        captures: Vec::new(),
-        body_limit: 1 << 20,
-        response: None,
-        response_body: None,
-        context: HashMap::new(),
-    })
+    common::exchange(req.body(()).expect("request"))
 }
 
 fn dispatch(c: &mut Criterion) {

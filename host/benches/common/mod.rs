@@ -1,12 +1,16 @@
 //! Shared by the benches: the built plugins, and a plugin configured the way
 //! the gateway configures one.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmgate::config::{Isolation, PluginLimits, PluginSettings};
+use http::HeaderValue;
+use wasmgate::config::{Grants, Isolation, PluginLimits, PluginSettings};
+use wasmgate::exchange::Exchange;
 use wasmgate::plugin::caps::Caps;
+use wasmgate::plugin::caps::store::StoreBackend;
 use wasmgate::plugin::{ChainLink, EngineLimits, Runtime, registry};
 
 pub fn root() -> PathBuf {
@@ -28,20 +32,58 @@ pub fn runtime() -> Arc<Runtime> {
     Runtime::new(EngineLimits { max_instances: 100, max_memory: 64 << 20 }).expect("engine")
 }
 
+/// `wasm` configured with `config_json`, granted nothing.
 pub fn link(runtime: &Arc<Runtime>, wasm: &Path, isolation: Isolation, config_json: &str) -> ChainLink {
+    link_with(runtime, wasm, isolation, config_json, Grants::default(), None)
+}
+
+/// `wasm` configured with `config_json` and granted `grants`, with `store`
+/// as the gateway's store. Only plugins whose calls are synchronous (no http
+/// grant, no Redis) can be benched here.
+pub fn link_with(
+    runtime: &Arc<Runtime>,
+    wasm: &Path,
+    isolation: Isolation,
+    config_json: &str,
+    grants: Grants,
+    store: Option<&StoreBackend>,
+) -> ChainLink {
+    let name = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let caps = match store {
+        Some(store) => Caps::new(name, &grants, store, &[], &HashMap::new()).expect("caps"),
+        None => Caps::none(name),
+    };
     let settings = PluginSettings {
         isolation,
         file: None,
         sha256: None,
         limits: PluginLimits { deadline: Duration::from_millis(100), max_memory: 64 << 20, recycle_after: u64::MAX },
-        grants: Default::default(),
+        grants,
         line: None,
     };
-    let name = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let cache = root().join("target/bench-plugin-cache");
-    let plugin = registry::load(runtime, name, wasm, &settings, &cache, None, Caps::none(name)).expect("load plugin");
+    let plugin = registry::load(runtime, name, wasm, &settings, &cache, None, caps).expect("load plugin");
     // Only plugins that do I/O are configured on a runtime; these do none.
     let control = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     ChainLink::configure(Arc::new(plugin), config_json.to_owned(), "bench".into(), 1, 4, control.handle())
         .expect("configure")
+}
+
+/// The exchange the proxy lends a plugin for `request`, from 127.0.0.1 on
+/// the route `bench`.
+pub fn exchange(request: http::Request<()>) -> Box<Exchange> {
+    let (request, ()) = request.into_parts();
+    Box::new(Exchange {
+        request,
+        request_body: None,
+        client_ip: [127, 0, 0, 1].into(),
+        scheme: "http",
+        request_id: HeaderValue::from_static("bench"),
+        route: Arc::from("bench"),
+        captures: Vec::new(),
+        body_limit: 1 << 20,
+        response: None,
+        response_body: None,
+        context: HashMap::new(),
+    })
 }
