@@ -161,7 +161,7 @@ pub fn check(path: &Path) -> Result<Snapshot, StartError> {
         control: control.handle.clone(),
         workers: 1,
         access_log: None,
-        store: StoreBackend::from_config(&config.store).map_err(StartError::Store)?,
+        store: StoreBackend::from_config(&config.store, &control.handle).map_err(StartError::Store)?,
     };
     Ok(build(config, &env, None, 0)?)
 }
@@ -244,7 +244,7 @@ impl Gateway {
         let tls_listen = config.server.tls.as_ref().map(|t| t.listen);
         let admin = config.admin.clone();
         let (watch_on, interval) = (config.server.watch, config.server.watch_interval);
-        let store = StoreBackend::from_config(&config.store).map_err(StartError::Store)?;
+        let store = StoreBackend::from_config(&config.store, &control.handle).map_err(StartError::Store)?;
         control.handle.spawn(sweep(store.clone()));
         let env = Env {
             runtime: engine_for(&config)?,

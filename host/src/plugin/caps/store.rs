@@ -28,7 +28,10 @@ impl std::fmt::Debug for StoreBackend {
 }
 
 impl StoreBackend {
-    pub fn from_config(config: &crate::config::StoreConfig) -> Result<Self, String> {
+    /// The configured store; a Redis store's connection tasks run on `runtime`
+    /// (the control runtime), whatever thread this is called from.
+    pub fn from_config(config: &crate::config::StoreConfig, runtime: &tokio::runtime::Handle) -> Result<Self, String> {
+        let _runtime = runtime.enter();
         Ok(match config {
             crate::config::StoreConfig::Memory { max_entries } => {
                 Self::Memory(Arc::new(MemStore::new(SystemClock, *max_entries)))
