@@ -4,6 +4,9 @@
 //! capabilities it is granted in production — the in-process store, the
 //! native `crypto` import, secrets.
 //!
+//! `compose` is not here: its cost is its upstream calls, which need the
+//! gateway's upstreams; the end-to-end tests exercise it.
+//!
 //! `jwt` is measured with its verified-token cache off (every request
 //! verifies its signature through the host's `crypto` import) and on, beside
 //! the native verification it is held against: ring, and the host's own key
@@ -381,6 +384,27 @@ fn plugins(c: &mut Criterion) {
         None,
         "continue",
     );
+
+    // add-header: two request and two response edits.
+    let add_header = bench.link(
+        "add-header",
+        json!({"request": {"set": {"x-gateway": "wasmgate"}, "remove": ["x-internal"]},
+               "response": {"set": {"x-powered-by": "wasmgate"}, "remove": ["server"]}}),
+    );
+    bench_plugin(
+        c,
+        "plugin/add-header/both",
+        &add_header,
+        || get("/api/x", &[]),
+        no_setup,
+        Some(&upstream_response),
+        "continue",
+    );
+
+    // deny: a request that matches none of its rules goes on.
+    let deny = bench
+        .link("deny", json!({"paths": ["/admin", "/internal/*"], "methods": ["DELETE"], "headers": {"x-debug": "*"}}));
+    bench_plugin(c, "plugin/deny/pass", &deny, || get("/api/x", &[("accept", "*/*")]), no_setup, None, "continue");
 
     // cache: a hit, answered from the in-process store.
     let cache = bench.link("cache", json!({"ttl": "10m"}));
