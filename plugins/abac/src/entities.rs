@@ -7,6 +7,7 @@
 //! * context — `ip`, `ip_text`, `time`, `hour`, `method`, `route`,
 //!   `authenticated` and the listed `headers`.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExpression};
@@ -26,26 +27,53 @@ pub struct Built {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal(pub String);
 
-/// Who is asking: the claims the jwt plugin verified, or nobody.
-#[derive(Debug)]
-pub enum Principal {
-    Claims(Map<String, Value>),
-    Anonymous,
-}
-
-impl Principal {
-    /// Reads the claims from their context entry (`None`: no entry).
-    pub fn from_context(model: &Model, text: Option<String>) -> Result<Self, Refusal> {
-        let Some(text) = text else { return Ok(Self::Anonymous) };
-        match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(claims)) => Ok(Self::Claims(claims)),
-            Ok(_) => Err(Refusal(format!("the claims in `{}` are not a JSON object", model.claims_key))),
-            Err(e) => Err(Refusal(format!("the claims in `{}` are not JSON: {e}", model.claims_key))),
-        }
+/// The claims object in a context entry's text.
+pub fn parse_claims(model: &Model, text: &str) -> Result<Map<String, Value>, Refusal> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(claims)) => Ok(claims),
+        Ok(_) => Err(Refusal(format!("the claims in `{}` are not a JSON object", model.claims_key))),
+        Err(e) => Err(Refusal(format!("the claims in `{}` are not JSON: {e}", model.claims_key))),
     }
 }
 
-/// What the entity model reads from the HTTP request, gathered once.
+/// Claims texts longer than this are not remembered.
+const MAX_REMEMBERED_CLAIMS: usize = 4096;
+/// Principals remembered at most; when full, the memory starts over.
+const MAX_PRINCIPALS: usize = 256;
+
+/// Principal entities by the claims text they were built from. One token's
+/// claims repeat, byte for byte, on every request it makes, and the entity
+/// depends on nothing else, so it is built once per token rather than per
+/// request (parsing the claims and converting them costs more than
+/// evaluating a few policies). Bounded: at most [`MAX_PRINCIPALS`] entries
+/// of claims up to [`MAX_REMEMBERED_CLAIMS`] bytes.
+#[derive(Debug, Default)]
+pub struct Principals(RefCell<HashMap<String, Entity>>);
+
+impl Principals {
+    /// The principal entity for `claims` (a context entry's text).
+    pub fn entity(&self, model: &Model, claims: String) -> Result<Entity, Refusal> {
+        if let Some(known) = self.0.try_borrow().ok().and_then(|m| m.get(&claims).cloned()) {
+            return Ok(known);
+        }
+        let entity = model.principal(&parse_claims(model, &claims)?)?;
+        if claims.len() <= MAX_REMEMBERED_CLAIMS
+            && let Ok(mut known) = self.0.try_borrow_mut()
+        {
+            if known.len() >= MAX_PRINCIPALS {
+                known.clear();
+            }
+            known.insert(claims, entity.clone());
+        }
+        Ok(entity)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub method: String,
@@ -86,12 +114,13 @@ impl Facts {
 }
 
 impl Model {
-    /// The Cedar request for this HTTP request and principal.
-    pub fn request(&self, facts: &Facts, principal: &Principal) -> Result<Built, Refusal> {
-        let (principal_entity, authenticated) = match principal {
-            Principal::Claims(claims) => (self.principal(claims)?, true),
-            Principal::Anonymous => (Entity::new_no_attrs(self.anonymous_uid.clone(), HashSet::new()), false),
-        };
+    /// The anonymous principal's entity.
+    pub fn anonymous(&self) -> Entity {
+        Entity::new_no_attrs(self.anonymous_uid.clone(), HashSet::new())
+    }
+
+    /// The Cedar request with `principal_entity` as the principal.
+    pub fn request_for(&self, facts: &Facts, principal_entity: Entity, authenticated: bool) -> Result<Built, Refusal> {
         let action = self.action(&facts.route, &facts.method);
         let resource = self.resource(facts)?;
         let context = context(facts, authenticated, self.context_ip)?;
@@ -103,7 +132,7 @@ impl Model {
         Ok(Built { request, entities })
     }
 
-    fn principal(&self, claims: &Map<String, Value>) -> Result<Entity, Refusal> {
+    pub fn principal(&self, claims: &Map<String, Value>) -> Result<Entity, Refusal> {
         let id = match claims.get(&self.principal_id_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),

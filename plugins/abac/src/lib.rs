@@ -17,7 +17,7 @@ use wasmgate_sdk::prelude::*;
 
 use crate::config::Model;
 pub use crate::config::{ActionId, Anonymous, Config};
-use crate::entities::{Facts, Principal, Refusal};
+use crate::entities::{Facts, Principals, Refusal};
 use crate::slice::Slices;
 
 /// The header that says why a request was denied, with `debug = true`.
@@ -30,6 +30,8 @@ pub struct Abac {
     policies: PolicySet,
     /// `policies` cut down per (route, method), computed on first use.
     slices: Slices,
+    /// Principal entities by claims text, built on first use.
+    principals: Principals,
     authorizer: Authorizer,
     debug: bool,
 }
@@ -50,7 +52,14 @@ impl Plugin for Abac {
         let mut model = Model::from_config(&config)?;
         let policies = policies::load(&config.policies, config.schema.as_deref())?;
         model.context_ip = policies::mention(&policies, "ip");
-        Ok(Self { model, policies, slices: Slices::default(), authorizer: Authorizer::new(), debug: config.debug })
+        Ok(Self {
+            model,
+            policies,
+            slices: Slices::default(),
+            principals: Principals::default(),
+            authorizer: Authorizer::new(),
+            debug: config.debug,
+        })
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
@@ -73,19 +82,21 @@ impl Plugin for Abac {
 impl Abac {
     /// Builds the Cedar request for `req` and evaluates it.
     pub fn decide(&self, req: &Request<'_>) -> Verdict {
-        let claims = context::get(&self.model.claims_key);
-        let principal = match Principal::from_context(&self.model, claims) {
-            Ok(Principal::Anonymous) if self.model.anonymous == Anonymous::Deny => {
+        let (principal, authenticated) = match context::get(&self.model.claims_key) {
+            None if self.model.anonymous == Anonymous::Deny => {
                 return Verdict::Deny(format!("no claims in `{}`", self.model.claims_key));
             }
-            Ok(principal) => principal,
-            Err(Refusal(reason)) => {
-                log::warn(&reason);
-                return Verdict::Deny(reason);
-            }
+            None => (self.model.anonymous(), false),
+            Some(claims) => match self.principals.entity(&self.model, claims) {
+                Ok(entity) => (entity, true),
+                Err(Refusal(reason)) => {
+                    log::warn(&reason);
+                    return Verdict::Deny(reason);
+                }
+            },
         };
         let facts = Facts::gather(&self.model, req);
-        let built = match self.model.request(&facts, &principal) {
+        let built = match self.model.request_for(&facts, principal, authenticated) {
             Ok(built) => built,
             Err(Refusal(reason)) => {
                 log::warn(&reason);

@@ -8,7 +8,7 @@ use wasmgate_sdk::log::Level;
 use wasmgate_sdk::testing::{self, TestRequest};
 
 use super::*;
-use crate::entities::{Facts, Principal};
+use crate::entities::{Facts, parse_claims};
 
 /// Ten policies: roles, ownership, action groups, nested claims, groups,
 /// network and clock conditions, and forbids that override permits.
@@ -88,6 +88,30 @@ fn run(p: &Abac, route: &str, req: TestRequest) -> (u16, Option<String>) {
 #[test]
 fn only_the_request_hook_is_called() {
     assert_eq!(abac("").info(), Info::default());
+}
+
+#[test]
+fn a_remembered_principal_is_the_one_its_claims_make() {
+    let p = abac("");
+    let admin = json!({"sub": "ada", "role": "admin", "amr": ["mfa"]});
+    let viewer = json!({"sub": "bob", "role": "viewer"});
+    // The same instance alternates between two tokens' claims: each request
+    // is judged by its own claims, remembered or not.
+    for _ in 0..3 {
+        claims(admin.clone());
+        assert_eq!(run(&p, "users", TestRequest::new("DELETE", "/api/users/7").param("id", "7")).0, 200);
+        claims(viewer.clone());
+        assert_eq!(run(&p, "users", TestRequest::new("DELETE", "/api/users/7").param("id", "7")).0, 403);
+    }
+    assert_eq!(p.principals.len(), 2, "one entry per claims text");
+    // A remembered entity is the one the claims build.
+    let text = admin.to_string();
+    let built = p.model.principal(&parse_claims(&p.model, &text).expect("claims")).expect("principal");
+    assert_eq!(p.principals.entity(&p.model, text).expect("remembered"), built);
+    // Claims that are not a JSON object are refused, remembered or not.
+    claims(json!(["not", "an", "object"]));
+    assert_eq!(run(&p, "users", TestRequest::get("/api/users/7").param("id", "7")).0, 403);
+    assert_eq!(p.principals.len(), 2);
 }
 
 #[test]
@@ -328,7 +352,8 @@ fn slicing_never_changes_a_verdict() {
     let methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "BREW"];
     let mut allowed = 0;
     for claims in people {
-        let principal = Principal::from_context(&p.model, Some(claims.to_string())).expect("claims parse");
+        let principal =
+            p.model.principal(&parse_claims(&p.model, &claims.to_string()).expect("claims parse")).expect("principal");
         for route in routes {
             for method in methods {
                 let facts = Facts {
@@ -340,7 +365,7 @@ fn slicing_never_changes_a_verdict() {
                     headers: vec![("x-tenant".into(), "acme".into())],
                     now_unix_ms: 1_767_261_600_000,
                 };
-                let built = p.model.request(&facts, &principal).expect("request builds");
+                let built = p.model.request_for(&facts, principal.clone(), true).expect("request builds");
                 let full = p.judge(&p.authorizer.is_authorized(&built.request, &p.policies, &built.entities));
                 let sliced = slice::slice(&p.policies, &p.model, route, method);
                 let cut = p.judge(&p.authorizer.is_authorized(&built.request, &sliced, &built.entities));

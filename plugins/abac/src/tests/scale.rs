@@ -8,7 +8,7 @@ use serde_json::json;
 use wasmgate_sdk::testing::{self, TestRequest};
 
 use super::*;
-use crate::entities::{Facts, Principal};
+use crate::entities::{Facts, parse_claims};
 
 /// 50 tenant permits, an admin permit and a forbid.
 fn policy_set() -> String {
@@ -89,8 +89,9 @@ fn measure_configure_and_evaluation() {
     // The Cedar evaluation alone, on a request built once: all 52 policies,
     // and the slice for the route (tenant-37, admin, blocked).
     let facts = Facts { method: "GET".into(), route: "tenant-37".into(), path: "/t/x".into(), ..Facts::default() };
-    let principal = Principal::from_context(&p.model, Some(claims.to_string())).expect("claims parse");
-    let built = p.model.request(&facts, &principal).expect("request builds");
+    let principal =
+        p.model.principal(&parse_claims(&p.model, &claims.to_string()).expect("claims parse")).expect("principal");
+    let built = p.model.request_for(&facts, principal.clone(), true).expect("request builds");
     let sliced = slice::slice(&p.policies, &p.model, "tenant-37", "GET");
     assert_eq!(sliced.policies().count(), 3);
     let eval = |set: &cedar_policy::PolicySet| {
@@ -101,8 +102,9 @@ fn measure_configure_and_evaluation() {
     };
     let (full, slice) = (eval(&p.policies), eval(&sliced));
     let build = per_call(|| {
-        let principal = Principal::from_context(&p.model, Some(claims.to_string())).expect("claims parse");
-        assert!(p.model.request(&facts, &principal).is_ok());
+        let principal =
+            p.model.principal(&parse_claims(&p.model, &claims.to_string()).expect("claims parse")).expect("principal");
+        assert!(p.model.request_for(&facts, principal.clone(), true).is_ok());
     });
     println!(
         "abac, 52 policies ({} build): configure {configure_time:?}; per request through on_request {whole:?} \
