@@ -74,6 +74,7 @@ impl Principals {
     }
 }
 
+/// What the entity model reads from the HTTP request, gathered once.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub method: String,
