@@ -290,7 +290,8 @@ fn plugins(c: &mut Criterion) {
         "continue",
     );
 
-    // rate-limit: never limiting here, so every request pays the full path.
+    // rate-limit: never limiting here, so every request pays the full path
+    // (and its response hook adds the RateLimit-* headers).
     for algorithm in ["token-bucket", "sliding-window"] {
         let limit = bench.link(
             "rate-limit",
@@ -302,7 +303,7 @@ fn plugins(c: &mut Criterion) {
             &limit,
             || get("/api/x", &[]),
             no_setup,
-            None,
+            Some(&upstream_response),
             "continue",
         );
     }
