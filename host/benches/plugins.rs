@@ -12,7 +12,7 @@
 //! the native verification it is held against: ring, and the host's own key
 //! type that the import calls.
 
-#![expect(clippy::expect_used, clippy::panic, reason = "bench setup: a failure should stop the bench")]
+#![expect(clippy::expect_used, reason = "bench setup: a failure should stop the bench")]
 
 #[expect(dead_code, reason = "the no-grant `link` is for the dispatch bench")]
 mod common;
@@ -23,6 +23,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
@@ -37,42 +39,11 @@ use wasmgate::plugin::{ChainLink, Outcome, Runtime};
 use wasmgate_common::keys::{Algorithm, Key};
 use wasmgate_common::memstore::{MemStore, SystemClock};
 
-/// The RSA key the load run signs its token with (a bench key; it protects nothing).
-const RSA_PKCS8_PEM: &str = include_str!("load/bench-rsa.pem");
+/// The shared RSA test key (it protects nothing).
+const RSA_PKCS8_PEM: &str = include_str!("../common/testdata/rsa-2048.pem");
 
 fn b64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
-}
-
-fn pem_to_der(pem: &str) -> Vec<u8> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in body.bytes().filter(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => panic!("not base64: {c}"),
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Signing keys, their JWKS, and a token of each kind.
@@ -92,7 +63,8 @@ struct Tokens {
 impl Tokens {
     fn new() -> Self {
         let rng = SystemRandom::new();
-        let rsa = RsaKeyPair::from_pkcs8(&pem_to_der(RSA_PKCS8_PEM)).expect("rsa key");
+        let pkcs8 = rcgen::KeyPair::from_pem(RSA_PKCS8_PEM).expect("rsa pem").serialize_der();
+        let rsa = RsaKeyPair::from_pkcs8(&pkcs8).expect("rsa key");
         let ec_pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("ec key");
         let ec = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng)
             .expect("ec key");

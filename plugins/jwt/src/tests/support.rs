@@ -14,49 +14,12 @@ pub const NOW: u64 = 1_700_000_000_000;
 pub const NOW_S: u64 = NOW / 1000;
 
 /// A 2048-bit RSA test key (PKCS#8), made once with openssl (ring cannot
-/// generate RSA keys); copied from host/common/src/keys/testdata.rs. It
+/// generate RSA keys), shared by every test and bench that signs RS256. It
 /// protects nothing.
-pub const RSA_PKCS8: &str = r"-----BEGIN PRIVATE KEY-----
-MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQDCJydMwy9jxQrZ
-NH3z5sY7eXqh5O2HWee4HN26oJ3ItFXYdegNLBJ1lEI2iJ3Wi5wi0j8NSWz7w94+
-xHvt64yu3xB4isIlvsuSc9TOfSmLIlfmS+5mpn52izOh6bGjVMZwfsDNZjPmotVO
-WgoKmVjO4mbEgjLWvQYP8LMZpwtK0gIgnN67vITq3xa8Al/oqHtsClnTzYFUIdBu
-ldOK5dMNSsOR38XblGX52FDQ+2LXDEMfBCjgCYPZciC9E/MSK5ihS3JDwV8Rr+dl
-ahCorRhmIBvsgbuEMfLBgFwsj/kSjSbPFcdTUEiFQDkhcHoJrOKHrGie3Wo3V9y3
-kE+QJOUZAgMBAAECggEAJ725dORAE0k+QPsWbAIZIgvp3vEb8LhlrsFT3pNpcK9/
-Ie1yiB21EpW8HusEeem+Vj9YcikNMpSjbZAs+OSd+Z6FwdLPTkgZZdspXHHwur7X
-JLf2rtLWMIAqW7JY7uCXtOexIeoRZhx/EohqJUTB0ak0lXU8IEn1T3Z6xp2zeUcb
-oOXGHPD7zVbRgBU5Zsl51kC2L1AiKw/M189HOUgTidbup6fiY8g1kXS65l4LJ8cg
-oLt+ztlS1NIlbu8oCjj58ki5jCUI+5ZGxuFLIhOpAwyIXC+6lyqz74QIUFiZtaNS
-uoAEsLumBsqtpif8sO2E8e/qlfxd0EgGuqpwSF2drQKBgQDmNtLwQqvEaU4lzX86
-wS9nqxFbHhj8mEGXuOt9AknTtD1hJGNA0GEl1ltjReukO2kKxtUhgAKanyfUfzdY
-6Cb+jgKIzGe5LCc50qGie/VCiPYfoRo4HKFGFwrslSTZ7p1xSJPtwindff+2fkd6
-ipfNmDr67CtVQY6BbSr85mvhlQKBgQDX5k7UIPvcR91wt2xua5HkkgCk0393gCPz
-WUGRsi6HT0XGuByP90LHHh11+BYh38FiIWIXM/rWWfR0nHdhEs6xTfLrmLTejtGE
-eCfGokHUwMpyI+2xhZF7yy7HH/oEgnYAhG1cMX4Ss51hktiQacRRdGGVgg2ChTAF
-TTUYXeCcdQKBgFUuKeR+NsII2MKCA7aAroKkOFrHiyVDTNnPsUpi42Ayy5c6+IKN
-17RBWTUlNOhilx5GraukitIdW4Zzv83ksDD16JgnUaWhYa4ycl4FkZ0Zwj+3w1TJ
-ux6M/hzFnooIkTbOTPXnJshui4RBuz7rMvn+fqxDYFE+XXUkKIjE1Vv1AoGAZTOP
-v9+2L4uAQVW5fgjuWjYWFy0Mkvd94pP0KFddeA+wpXWn7dP5eVykcqfXuAkqnNUJ
-Jdc3vUJtVDwDuX0XZgUj2Uu7fJd1nqK0AmgMc63rN5Wf1ZbGm0CirLRQfcypg5SP
-rqeEcT/AhfxPh2IMpCHpnCtaKdRErjeCq+lVYAECgYALSq0ueodBUFOmlPVaCqW1
-5/GWW3FkY1zHolg6MGY9A/LxTeoZ25tK3SAvfaeesf5MZCt/69ITwg3glH/gLmx8
-2UbvrIxx5OqH7NPJACl8dZeYyPtbuga44klqO6jyCkOvtUDLXhW4/oDhueS26bYP
-241UjyGcZfX82wLVD6VGnA==
------END PRIVATE KEY-----
-";
+pub const RSA_PKCS8: &str = include_str!("../../../../host/common/testdata/rsa-2048.pem");
 
 /// Its public key as SPKI PEM (openssl `pkey -pubout`).
-pub const RSA_SPKI: &str = r"-----BEGIN PUBLIC KEY-----
-MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAwicnTMMvY8UK2TR98+bG
-O3l6oeTth1nnuBzduqCdyLRV2HXoDSwSdZRCNoid1oucItI/DUls+8PePsR77euM
-rt8QeIrCJb7LknPUzn0piyJX5kvuZqZ+doszoemxo1TGcH7AzWYz5qLVTloKCplY
-zuJmxIIy1r0GD/CzGacLStICIJzeu7yE6t8WvAJf6Kh7bApZ082BVCHQbpXTiuXT
-DUrDkd/F25Rl+dhQ0Pti1wxDHwQo4AmD2XIgvRPzEiuYoUtyQ8FfEa/nZWoQqK0Y
-ZiAb7IG7hDHywYBcLI/5Eo0mzxXHU1BIhUA5IXB6Cazih6xont1qN1fct5BPkCTl
-GQIDAQAB
------END PUBLIC KEY-----
-";
+pub const RSA_SPKI: &str = include_str!("../../../../host/common/testdata/rsa-2048.pub.pem");
 
 /// The RSA key's modulus as a JWK `n`: the end-to-end tests (e2e.rs) embed
 /// it, since they cannot compute it; a unit test keeps the two in step.
