@@ -261,6 +261,24 @@ fn plugins(c: &mut Criterion) {
         None,
         "continue",
     );
+    // The same, each request on a path abac has not seen: its entities are
+    // built (the principal is still remembered), as for a client that never
+    // repeats a request.
+    let seen = std::cell::Cell::new(0u64);
+    bench_plugin(
+        c,
+        "plugin/abac/permit-new-path",
+        &abac,
+        || {
+            seen.set(seen.get() + 1);
+            get(&format!("/api/users/{}", seen.get()), &[])
+        },
+        |ex| {
+            ex.context.insert("jwt.claims".into(), claims.clone());
+        },
+        None,
+        "continue",
+    );
 
     // rate-limit: never limiting here, so every request pays the full path
     // (and its response hook adds the RateLimit-* headers).

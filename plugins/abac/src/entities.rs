@@ -9,6 +9,8 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::rc::Rc;
 
 use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExpression};
 use serde_json::{Map, Value};
@@ -20,7 +22,23 @@ use crate::config::{ActionId, Model};
 #[derive(Debug)]
 pub struct Built {
     pub request: cedar_policy::Request,
-    pub entities: Entities,
+    pub set: Rc<EntitySet>,
+}
+
+impl Built {
+    pub fn entities(&self) -> &Entities {
+        &self.set.entities
+    }
+}
+
+/// The three entities of one request, with their transitive closure
+/// computed: everything but the context.
+#[derive(Debug)]
+pub struct EntitySet {
+    entities: Entities,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
 }
 
 /// Why no Cedar request could be built: the request is denied with this reason.
@@ -36,42 +54,115 @@ pub fn parse_claims(model: &Model, text: &str) -> Result<Map<String, Value>, Ref
     }
 }
 
-/// Claims texts longer than this are not remembered.
-const MAX_REMEMBERED_CLAIMS: usize = 4096;
-/// Principals remembered at most; when full, the memory starts over.
-const MAX_PRINCIPALS: usize = 256;
+/// Values remembered by the exact text they are built from, bounded: at
+/// most `max` entries, keys up to `max_key` bytes (longer ones are built
+/// every time); when full it starts over. Only successes are remembered.
+#[derive(Debug)]
+pub struct Memo<V> {
+    known: RefCell<HashMap<String, V>>,
+    /// With [`Memo::on_repeat`]: hashes of the keys seen once, so a value is
+    /// kept only when its key comes back (one-off keys cost a hash, not an
+    /// entry that crowds out the ones that repeat).
+    seen: Option<RefCell<HashSet<u64>>>,
+    max: usize,
+    max_key: usize,
+}
 
-/// Principal entities by the claims text they were built from. One token's
-/// claims repeat, byte for byte, on every request it makes, and the entity
-/// depends on nothing else, so it is built once per token rather than per
-/// request (parsing the claims and converting them costs more than
-/// evaluating a few policies). Bounded: at most [`MAX_PRINCIPALS`] entries
-/// of claims up to [`MAX_REMEMBERED_CLAIMS`] bytes.
-#[derive(Debug, Default)]
-pub struct Principals(RefCell<HashMap<String, Entity>>);
+impl<V: Clone> Memo<V> {
+    /// Remembers every value it builds.
+    pub fn new(max: usize, max_key: usize) -> Self {
+        Self { known: RefCell::new(HashMap::new()), seen: None, max, max_key }
+    }
 
-impl Principals {
-    /// The principal entity for `claims` (a context entry's text).
-    pub fn entity(&self, model: &Model, claims: String) -> Result<Entity, Refusal> {
-        if let Some(known) = self.0.try_borrow().ok().and_then(|m| m.get(&claims).cloned()) {
+    /// Remembers a value the second time its key is asked for.
+    pub fn on_repeat(max: usize, max_key: usize) -> Self {
+        Self { seen: Some(RefCell::new(HashSet::new())), ..Self::new(max, max_key) }
+    }
+
+    /// The value for `key`: remembered, or built by `build`.
+    pub fn get_or_build(&self, key: &str, build: impl FnOnce() -> Result<V, Refusal>) -> Result<V, Refusal> {
+        if let Some(known) = self.known.try_borrow().ok().and_then(|m| m.get(key).cloned()) {
             return Ok(known);
         }
-        let entity = model.principal(&parse_claims(model, &claims)?)?;
-        if claims.len() <= MAX_REMEMBERED_CLAIMS
-            && let Ok(mut known) = self.0.try_borrow_mut()
+        let value = build()?;
+        if key.len() <= self.max_key
+            && self.repeated(key)
+            && let Ok(mut known) = self.known.try_borrow_mut()
         {
-            if known.len() >= MAX_PRINCIPALS {
+            if known.len() >= self.max {
                 known.clear();
             }
-            known.insert(claims, entity.clone());
+            known.insert(key.to_owned(), value.clone());
         }
-        Ok(entity)
+        Ok(value)
+    }
+
+    /// Whether `key` may be remembered now: always, or (with
+    /// [`Memo::on_repeat`]) when it was seen before.
+    fn repeated(&self, key: &str) -> bool {
+        let Some(seen) = &self.seen else { return true };
+        let Ok(mut seen) = seen.try_borrow_mut() else { return false };
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        if seen.remove(&hash) {
+            return true;
+        }
+        if seen.len() >= self.max * 4 {
+            seen.clear();
+        }
+        seen.insert(hash);
+        false
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.borrow().len()
+        self.known.borrow().len()
     }
+}
+
+/// Principal entities by claims text: one token's claims repeat, byte for
+/// byte, on every request it makes, and the entity depends on nothing else,
+/// so it is built once per token (parsing the claims and converting them
+/// costs more than evaluating a few policies).
+pub type Principals = Memo<Entity>;
+
+/// Entity sets by [`set_key`]: a client repeating a request (same token,
+/// route, method, path and captures) reuses its entities and their
+/// transitive closure, the larger part of building a Cedar request. Kept
+/// from a key's second request on ([`Memo::on_repeat`]). The context (clock,
+/// client address, headers) is built for every request.
+pub type EntitySets = Memo<Rc<EntitySet>>;
+
+/// Principals remembered at most, and their claims texts' longest.
+pub const MAX_PRINCIPALS: usize = 256;
+pub const MAX_CLAIMS: usize = 4096;
+/// Entity sets remembered at most, and their keys' longest.
+pub const MAX_SETS: usize = 256;
+pub const MAX_SET_KEY: usize = 8192;
+
+/// Everything an [`EntitySet`] is built from, each part length-prefixed so
+/// that no two different inputs share a key. `claims` is `None` for the
+/// anonymous principal.
+pub fn set_key(claims: Option<&str>, facts: &Facts) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(
+        claims.map_or(0, str::len) + facts.route.len() + facts.method.len() + facts.path.len() + 32,
+    );
+    // `c` and the claims, or `a` alone for the anonymous principal.
+    key.push(if claims.is_some() { 'c' } else { 'a' });
+    let mut part = |text: &str| {
+        let _ = write!(key, "{}:{text}", text.len());
+    };
+    if let Some(claims) = claims {
+        part(claims);
+    }
+    part(&facts.route);
+    part(&facts.method);
+    part(&facts.path);
+    for (name, value) in &facts.params {
+        part(name);
+        part(value);
+    }
+    key
 }
 
 /// What the entity model reads from the HTTP request, gathered once.
@@ -121,16 +212,28 @@ impl Model {
     }
 
     /// The Cedar request with `principal_entity` as the principal.
+    #[cfg(test)]
     pub fn request_for(&self, facts: &Facts, principal_entity: Entity, authenticated: bool) -> Result<Built, Refusal> {
+        self.request_with(Rc::new(self.entity_set(facts, principal_entity)?), facts, authenticated)
+    }
+
+    /// The principal, action and resource entities for `facts`.
+    pub fn entity_set(&self, facts: &Facts, principal_entity: Entity) -> Result<EntitySet, Refusal> {
         let action = self.action(&facts.route, &facts.method);
         let resource = self.resource(facts)?;
-        let context = context(facts, authenticated, self.context_ip)?;
-        let uids = (principal_entity.uid(), action.uid(), resource.uid());
+        let (principal, action_uid, resource_uid) = (principal_entity.uid(), action.uid(), resource.uid());
         let entities = Entities::from_entities([principal_entity, action, resource], None)
             .map_err(|e| Refusal(format!("entities: {e}")))?;
-        let request = cedar_policy::Request::new(uids.0, uids.1, uids.2, context, None)
-            .map_err(|e| Refusal(format!("request: {e}")))?;
-        Ok(Built { request, entities })
+        Ok(EntitySet { entities, principal, action: action_uid, resource: resource_uid })
+    }
+
+    /// The Cedar request on `set`, with the context of `facts`.
+    pub fn request_with(&self, set: Rc<EntitySet>, facts: &Facts, authenticated: bool) -> Result<Built, Refusal> {
+        let context = context(facts, authenticated, self.context_ip)?;
+        let request =
+            cedar_policy::Request::new(set.principal.clone(), set.action.clone(), set.resource.clone(), context, None)
+                .map_err(|e| Refusal(format!("request: {e}")))?;
+        Ok(Built { request, set })
     }
 
     pub fn principal(&self, claims: &Map<String, Value>) -> Result<Entity, Refusal> {

@@ -12,12 +12,14 @@ mod slice;
 #[cfg(test)]
 mod tests;
 
+use std::rc::Rc;
+
 use cedar_policy::{Authorizer, Effect, PolicyId, PolicySet};
 use wasmgate_sdk::prelude::*;
 
 use crate::config::Model;
 pub use crate::config::{ActionId, Anonymous, Config};
-use crate::entities::{Facts, Principals, Refusal};
+use crate::entities::{EntitySets, Facts, Memo, Principals, Refusal};
 use crate::slice::Slices;
 
 /// The header that says why a request was denied, with `debug = true`.
@@ -32,6 +34,8 @@ pub struct Abac {
     slices: Slices,
     /// Principal entities by claims text, built on first use.
     principals: Principals,
+    /// Entity sets by principal, route, method, path and captures.
+    sets: EntitySets,
     authorizer: Authorizer,
     debug: bool,
 }
@@ -56,7 +60,8 @@ impl Plugin for Abac {
             model,
             policies,
             slices: Slices::default(),
-            principals: Principals::default(),
+            principals: Memo::new(entities::MAX_PRINCIPALS, entities::MAX_CLAIMS),
+            sets: Memo::on_repeat(entities::MAX_SETS, entities::MAX_SET_KEY),
             authorizer: Authorizer::new(),
             debug: config.debug,
         })
@@ -82,21 +87,25 @@ impl Plugin for Abac {
 impl Abac {
     /// Builds the Cedar request for `req` and evaluates it.
     pub fn decide(&self, req: &Request<'_>) -> Verdict {
-        let (principal, authenticated) = match context::get(&self.model.claims_key) {
-            None if self.model.anonymous == Anonymous::Deny => {
-                return Verdict::Deny(format!("no claims in `{}`", self.model.claims_key));
-            }
-            None => (self.model.anonymous(), false),
-            Some(claims) => match self.principals.entity(&self.model, claims) {
-                Ok(entity) => (entity, true),
-                Err(Refusal(reason)) => {
-                    log::warn(&reason);
-                    return Verdict::Deny(reason);
-                }
-            },
-        };
+        let claims = context::get(&self.model.claims_key);
+        if claims.is_none() && self.model.anonymous == Anonymous::Deny {
+            return Verdict::Deny(format!("no claims in `{}`", self.model.claims_key));
+        }
         let facts = Facts::gather(&self.model, req);
-        let built = match self.model.request_for(&facts, principal, authenticated) {
+        let key = entities::set_key(claims.as_deref(), &facts);
+        let built = self
+            .sets
+            .get_or_build(&key, || {
+                let principal = match &claims {
+                    None => self.model.anonymous(),
+                    Some(text) => self
+                        .principals
+                        .get_or_build(text, || self.model.principal(&entities::parse_claims(&self.model, text)?))?,
+                };
+                self.model.entity_set(&facts, principal).map(Rc::new)
+            })
+            .and_then(|set| self.model.request_with(set, &facts, claims.is_some()));
+        let built = match built {
             Ok(built) => built,
             Err(Refusal(reason)) => {
                 log::warn(&reason);
@@ -104,7 +113,7 @@ impl Abac {
             }
         };
         let response = self.slices.with(&self.policies, &self.model, &facts.route, &facts.method, |policies| {
-            self.authorizer.is_authorized(&built.request, policies, &built.entities)
+            self.authorizer.is_authorized(&built.request, policies, built.entities())
         });
         self.judge(&response)
     }

@@ -107,11 +107,59 @@ fn a_remembered_principal_is_the_one_its_claims_make() {
     // A remembered entity is the one the claims build.
     let text = admin.to_string();
     let built = p.model.principal(&parse_claims(&p.model, &text).expect("claims")).expect("principal");
-    assert_eq!(p.principals.entity(&p.model, text).expect("remembered"), built);
+    assert_eq!(p.principals.get_or_build(&text, || unreachable!("remembered")).expect("remembered"), built);
     // Claims that are not a JSON object are refused, remembered or not.
     claims(json!(["not", "an", "object"]));
     assert_eq!(run(&p, "users", TestRequest::get("/api/users/7").param("id", "7")).0, 403);
     assert_eq!(p.principals.len(), 2);
+}
+
+#[test]
+fn a_remembered_entity_set_is_reused_only_for_the_same_request() {
+    let p = abac(r#","debug":true,"anonymous":"evaluate""#);
+    let get = |id: &str| TestRequest::get(&format!("/api/users/{id}")).param("id", id);
+    // One user alternating between their own record and another's: each
+    // request is judged on its own resource, remembered or not.
+    claims(json!({"sub": "42", "role": "user"}));
+    for _ in 0..3 {
+        assert_eq!(run(&p, "users", get("42")).0, 200);
+        assert_eq!(run(&p, "users", get("43")).0, 403);
+    }
+    assert_eq!(p.sets.len(), 2, "one set per path and captures");
+    // Another token on the same path, no token at all, and another method
+    // (another action) are sets of their own, kept from their second request.
+    let others = || {
+        claims(json!({"sub": "43", "role": "user"}));
+        assert_eq!(run(&p, "users", get("43")).0, 200);
+        testing::reset();
+        assert_eq!(run(&p, "users", get("43")).0, 403);
+        claims(json!({"sub": "42", "role": "user"}));
+        assert_eq!(run(&p, "users", TestRequest::new("PUT", "/api/users/42").param("id", "42")).0, 403);
+    };
+    others();
+    assert_eq!(p.sets.len(), 2, "a request seen once is not kept");
+    others();
+    assert_eq!(p.sets.len(), 5);
+    others();
+    assert_eq!(p.sets.len(), 5);
+}
+
+#[test]
+fn entity_set_keys_keep_their_parts_apart() {
+    let facts = |route: &str, path: &str| Facts {
+        route: route.into(),
+        method: "GET".into(),
+        path: path.into(),
+        ..Facts::default()
+    };
+    let key = entities::set_key;
+    assert_ne!(key(Some("ab"), &facts("c", "/")), key(Some("a"), &facts("bc", "/")));
+    assert_ne!(key(Some("a"), &facts("r", "/")), key(None, &facts("r", "/")));
+    assert_ne!(key(Some(""), &facts("r", "/")), key(None, &facts("r", "/")));
+    let mut with_param = facts("r", "/x");
+    with_param.params = vec![("id".into(), "1".into())];
+    assert_ne!(key(None, &with_param), key(None, &facts("r", "/x")));
+    assert_eq!(key(Some("{}"), &with_param), key(Some("{}"), &with_param.clone()));
 }
 
 #[test]
@@ -366,9 +414,9 @@ fn slicing_never_changes_a_verdict() {
                     now_unix_ms: 1_767_261_600_000,
                 };
                 let built = p.model.request_for(&facts, principal.clone(), true).expect("request builds");
-                let full = p.judge(&p.authorizer.is_authorized(&built.request, &p.policies, &built.entities));
+                let full = p.judge(&p.authorizer.is_authorized(&built.request, &p.policies, built.entities()));
                 let sliced = slice::slice(&p.policies, &p.model, route, method);
-                let cut = p.judge(&p.authorizer.is_authorized(&built.request, &sliced, &built.entities));
+                let cut = p.judge(&p.authorizer.is_authorized(&built.request, &sliced, built.entities()));
                 assert_eq!(full, cut, "{claims} {method} {route}");
                 allowed += usize::from(full == Verdict::Allow);
             }

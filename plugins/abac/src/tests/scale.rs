@@ -96,7 +96,7 @@ fn measure_configure_and_evaluation() {
     assert_eq!(sliced.policies().count(), 3);
     let eval = |set: &cedar_policy::PolicySet| {
         per_call(|| {
-            let response = p.authorizer.is_authorized(&built.request, set, &built.entities);
+            let response = p.authorizer.is_authorized(&built.request, set, built.entities());
             assert_eq!(response.decision(), cedar_policy::Decision::Allow);
         })
     };
