@@ -206,59 +206,6 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// The first value of a header.
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        match &self.inner {
-            ReqInner::Guest(r) => r.header(name),
-            ReqInner::Test(r) => r.headers.get(name),
-        }
-    }
-
-    /// The first value of a header, when it is UTF-8 text.
-    pub fn header_str(&self, name: &str) -> Option<String> {
-        self.header(name).and_then(|v| String::from_utf8(v).ok())
-    }
-
-    /// Every value of a header.
-    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        match &self.inner {
-            ReqInner::Guest(r) => r.header_all(name),
-            ReqInner::Test(r) => r.headers.get_all(name),
-        }
-    }
-
-    /// All headers in order.
-    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
-        match &self.inner {
-            ReqInner::Guest(r) => r.headers(),
-            ReqInner::Test(r) => r.headers.all(),
-        }
-    }
-
-    /// Replaces every value of a header.
-    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
-        match &mut self.inner {
-            ReqInner::Guest(r) => r.set_header(name, value.as_ref()).map_err(Into::into),
-            ReqInner::Test(r) => r.headers.set(name, value.as_ref()),
-        }
-    }
-
-    /// Adds a value to a header.
-    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
-        match &mut self.inner {
-            ReqInner::Guest(r) => r.append_header(name, value.as_ref()).map_err(Into::into),
-            ReqInner::Test(r) => r.headers.append(name, value.as_ref()),
-        }
-    }
-
-    /// Removes a header; `true` if it was there.
-    pub fn remove_header(&mut self, name: &str) -> bool {
-        match &mut self.inner {
-            ReqInner::Guest(r) => r.remove_header(name),
-            ReqInner::Test(r) => r.headers.remove(name),
-        }
-    }
-
     /// Replaces the path (percent-encoded, starting with `/`).
     pub fn set_path(&mut self, path: &str) -> Result<(), EditError> {
         match &mut self.inner {
@@ -345,59 +292,6 @@ impl<'a> Response<'a> {
         }
     }
 
-    /// The first value of a header.
-    pub fn header(&self, name: &str) -> Option<Vec<u8>> {
-        match &self.inner {
-            RespInner::Guest(r) => r.header(name),
-            RespInner::Test(r) => r.headers.get(name),
-        }
-    }
-
-    /// The first value of a header, when it is UTF-8 text.
-    pub fn header_str(&self, name: &str) -> Option<String> {
-        self.header(name).and_then(|v| String::from_utf8(v).ok())
-    }
-
-    /// Every value of a header.
-    pub fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        match &self.inner {
-            RespInner::Guest(r) => r.header_all(name),
-            RespInner::Test(r) => r.headers.get_all(name),
-        }
-    }
-
-    /// All headers in order.
-    pub fn headers(&self) -> Vec<(String, Vec<u8>)> {
-        match &self.inner {
-            RespInner::Guest(r) => r.headers(),
-            RespInner::Test(r) => r.headers.all(),
-        }
-    }
-
-    /// Replaces every value of a header.
-    pub fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
-        match &mut self.inner {
-            RespInner::Guest(r) => r.set_header(name, value.as_ref()).map_err(Into::into),
-            RespInner::Test(r) => r.headers.set(name, value.as_ref()),
-        }
-    }
-
-    /// Adds a value to a header.
-    pub fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
-        match &mut self.inner {
-            RespInner::Guest(r) => r.append_header(name, value.as_ref()).map_err(Into::into),
-            RespInner::Test(r) => r.headers.append(name, value.as_ref()),
-        }
-    }
-
-    /// Removes a header; `true` if it was there.
-    pub fn remove_header(&mut self, name: &str) -> bool {
-        match &mut self.inner {
-            RespInner::Guest(r) => r.remove_header(name),
-            RespInner::Test(r) => r.headers.remove(name),
-        }
-    }
-
     /// The buffered body; needs [`Info::response_body`](crate::Info).
     pub fn body(&self) -> Result<Vec<u8>, EditError> {
         match &self.inner {
@@ -414,3 +308,83 @@ impl<'a> Response<'a> {
         }
     }
 }
+
+/// The headers of a [`Request`] or a [`Response`]: header logic written
+/// against this trait serves both sides. In the prelude.
+pub trait Headers {
+    /// The first value of a header.
+    fn header(&self, name: &str) -> Option<Vec<u8>>;
+
+    /// The first value of a header, when it is UTF-8 text.
+    fn header_str(&self, name: &str) -> Option<String> {
+        self.header(name).and_then(|v| String::from_utf8(v).ok())
+    }
+
+    /// Every value of a header.
+    fn header_all(&self, name: &str) -> Vec<Vec<u8>>;
+
+    /// All headers in order.
+    fn headers(&self) -> Vec<(String, Vec<u8>)>;
+
+    /// Replaces every value of a header.
+    fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError>;
+
+    /// Adds a value to a header.
+    fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError>;
+
+    /// Removes a header; `true` if it was there.
+    fn remove_header(&mut self, name: &str) -> bool;
+}
+
+/// One implementation for both sides: the guest resources have the same
+/// header functions, and so do the test doubles.
+macro_rules! impl_headers {
+    ($ty:ident, $inner:ident) => {
+        impl Headers for $ty<'_> {
+            fn header(&self, name: &str) -> Option<Vec<u8>> {
+                match &self.inner {
+                    $inner::Guest(r) => r.header(name),
+                    $inner::Test(r) => r.headers.get(name),
+                }
+            }
+
+            fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
+                match &self.inner {
+                    $inner::Guest(r) => r.header_all(name),
+                    $inner::Test(r) => r.headers.get_all(name),
+                }
+            }
+
+            fn headers(&self) -> Vec<(String, Vec<u8>)> {
+                match &self.inner {
+                    $inner::Guest(r) => r.headers(),
+                    $inner::Test(r) => r.headers.all(),
+                }
+            }
+
+            fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+                match &mut self.inner {
+                    $inner::Guest(r) => r.set_header(name, value.as_ref()).map_err(Into::into),
+                    $inner::Test(r) => r.headers.set(name, value.as_ref()),
+                }
+            }
+
+            fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+                match &mut self.inner {
+                    $inner::Guest(r) => r.append_header(name, value.as_ref()).map_err(Into::into),
+                    $inner::Test(r) => r.headers.append(name, value.as_ref()),
+                }
+            }
+
+            fn remove_header(&mut self, name: &str) -> bool {
+                match &mut self.inner {
+                    $inner::Guest(r) => r.remove_header(name),
+                    $inner::Test(r) => r.headers.remove(name),
+                }
+            }
+        }
+    };
+}
+
+impl_headers!(Request, ReqInner);
+impl_headers!(Response, RespInner);

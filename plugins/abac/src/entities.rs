@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExpression};
 use serde_json::{Map, Value};
-use wasmgate_sdk::{Request, clock};
+use wasmgate_sdk::{Headers, Request, clock};
 
 use crate::config::{ActionId, Model};
 

@@ -45,6 +45,24 @@ impl Edits {
         }
         Ok(())
     }
+
+    /// Applies the edits to the request's or the response's headers. Names
+    /// and values were checked at config time; a refused edit is logged.
+    fn apply(&self, target: &mut impl Headers, side: &str) {
+        for name in &self.remove {
+            target.remove_header(name);
+        }
+        for (name, value) in &self.set {
+            if let Err(e) = target.set_header(name, value) {
+                log::warn(&format!("cannot set {side} header {name}: {e}"));
+            }
+        }
+        for (name, value) in &self.append {
+            if let Err(e) = target.append_header(name, value) {
+                log::warn(&format!("cannot append {side} header {name}: {e}"));
+            }
+        }
+    }
 }
 
 /// The plugin: the edits for each phase.
@@ -83,36 +101,12 @@ impl Plugin for AddHeader {
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
-        for name in &self.request.remove {
-            req.remove_header(name);
-        }
-        for (name, value) in &self.request.set {
-            if let Err(e) = req.set_header(name, value) {
-                log::warn(&format!("cannot set request header {name}: {e}"));
-            }
-        }
-        for (name, value) in &self.request.append {
-            if let Err(e) = req.append_header(name, value) {
-                log::warn(&format!("cannot append request header {name}: {e}"));
-            }
-        }
+        self.request.apply(req, "request");
         Decision::Continue
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
-        for name in &self.response.remove {
-            resp.remove_header(name);
-        }
-        for (name, value) in &self.response.set {
-            if let Err(e) = resp.set_header(name, value) {
-                log::warn(&format!("cannot set response header {name}: {e}"));
-            }
-        }
-        for (name, value) in &self.response.append {
-            if let Err(e) = resp.append_header(name, value) {
-                log::warn(&format!("cannot append response header {name}: {e}"));
-            }
-        }
+        self.response.apply(resp, "response");
         Decision::Continue
     }
 }

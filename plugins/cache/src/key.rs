@@ -7,7 +7,7 @@
 //! whatever bytes a header carried. A hash collision only ever costs a miss,
 //! because a read compares the full key before serving.
 
-use wasmgate_sdk::Request;
+use wasmgate_sdk::{Headers, Request};
 
 /// What a key is made of. A trait, not `Request` itself, so that unit tests
 /// can build keys from a `TestRequest` (the SDK makes a `Request` only
@@ -34,7 +34,7 @@ impl Source for Request<'_> {
         Request::query(self)
     }
     fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
-        Request::header_all(self, name)
+        Headers::header_all(self, name)
     }
 }
 

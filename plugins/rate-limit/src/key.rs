@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use wasmgate_sdk::{Request, context};
+use wasmgate_sdk::{Headers, Request, context};
 
 /// One entry of a limit's `key` list.
 #[derive(Debug, Clone, PartialEq, Eq)]

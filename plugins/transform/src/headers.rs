@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wasmgate_sdk::{EditError, Request, Response, check_header_name, check_header_value, log};
+use wasmgate_sdk::{EditError, Headers, check_header_name, check_header_value, log};
 
 /// `headers = { rename = {...}, remove = [...], set = {...}, add = {...} }` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -69,24 +69,24 @@ impl HeaderEdits {
     /// a refused edit is unexpected: it is logged and the rest still apply.
     pub fn apply(&self, target: &mut impl Headers, side: &str) {
         for (from, to) in &self.rename {
-            let values = target.all(from);
+            let values = target.header_all(from);
             if values.is_empty() {
                 continue;
             }
-            target.remove(from);
-            target.remove(to);
+            target.remove_header(from);
+            target.remove_header(to);
             for v in values {
-                warn_on(target.append(to, &v), side, "rename", to);
+                warn_on(target.append_header(to, &v), side, "rename", to);
             }
         }
         for name in &self.remove {
-            target.remove(name);
+            target.remove_header(name);
         }
         for (name, value) in &self.set {
-            warn_on(target.set(name, value.as_bytes()), side, "set", name);
+            warn_on(target.set_header(name, value), side, "set", name);
         }
         for (name, value) in &self.add {
-            warn_on(target.append(name, value.as_bytes()), side, "add", name);
+            warn_on(target.append_header(name, value), side, "add", name);
         }
     }
 }
@@ -94,43 +94,5 @@ impl HeaderEdits {
 fn warn_on(result: Result<(), EditError>, side: &str, what: &str, name: &str) {
     if let Err(e) = result {
         log::warn(&format!("cannot {what} {side} header {name}: {e}"));
-    }
-}
-
-/// What header edits need; the request and the response both have it.
-pub trait Headers {
-    fn all(&self, name: &str) -> Vec<Vec<u8>>;
-    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), EditError>;
-    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError>;
-    fn remove(&mut self, name: &str) -> bool;
-}
-
-impl Headers for Request<'_> {
-    fn all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.header_all(name)
-    }
-    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
-        self.set_header(name, value)
-    }
-    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
-        self.append_header(name, value)
-    }
-    fn remove(&mut self, name: &str) -> bool {
-        self.remove_header(name)
-    }
-}
-
-impl Headers for Response<'_> {
-    fn all(&self, name: &str) -> Vec<Vec<u8>> {
-        self.header_all(name)
-    }
-    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
-        self.set_header(name, value)
-    }
-    fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
-        self.append_header(name, value)
-    }
-    fn remove(&mut self, name: &str) -> bool {
-        self.remove_header(name)
     }
 }
