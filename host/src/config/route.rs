@@ -78,6 +78,14 @@ pub struct RetryOn {
     pub statuses: Vec<StatusCode>,
 }
 
+impl RetryOn {
+    /// Whether a retry may follow a try that reached the upstream (which
+    /// consumed the request, so a retry needs a copy of it).
+    pub fn after_send(&self) -> bool {
+        self.reset || self.timeout || !self.statuses.is_empty()
+    }
+}
+
 /// One plugin in a route's chain.
 #[derive(Debug, Clone)]
 pub struct PluginUse {
@@ -393,5 +401,21 @@ fn build_retries(rr: &Spanned<raw::RawRetries>, key: &str, p: &mut Problems<'_>)
         backoff: r.backoff.map_or(Duration::from_millis(25), |d| d.0),
         max_backoff: r.max_backoff.map_or(Duration::from_millis(250), |d| d.0),
         non_idempotent: r.non_idempotent.unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_retries_after_a_send_need_a_copy_of_the_request() {
+        assert!(!RetryPolicy::default().on.after_send(), "the default retries connect failures only");
+        let sent = [
+            RetryOn { reset: true, ..RetryOn::default() },
+            RetryOn { timeout: true, ..RetryOn::default() },
+            RetryOn { statuses: vec![StatusCode::SERVICE_UNAVAILABLE], ..RetryOn::default() },
+        ];
+        assert!(sent.iter().all(RetryOn::after_send));
     }
 }

@@ -132,7 +132,7 @@ async fn serve(
             set_path(&mut parts, &path)?;
         }
         if upgrade::requested(&parts.headers) {
-            return upgrade::proxy(&forward, parts, trace).await;
+            return Box::pin(upgrade::proxy(&forward, parts, trace)).await;
         }
         return forward.send(parts, body, trace).await.map(|f| f.response);
     }
@@ -149,7 +149,7 @@ async fn serve(
         response_body: None,
         context: HashMap::new(),
     });
-    chain::run(&forward, ex, body, trace).await
+    Box::pin(chain::run(&forward, ex, body, trace)).await
 }
 
 /// The client's body as sent upstream: capped at the route's limit, and
@@ -215,7 +215,11 @@ impl Forward<'_> {
             retry: &self.route.retries,
             hash,
         };
-        let mut fwd = upstream.forward(req, &opts).await?;
+        // Boxed, as are the plugin chain and upgrades in `serve`: the
+        // futures of the request path are moved into their callers' state
+        // when awaited, and inline they made the connection's request
+        // future ~58 KB, copied several times per request.
+        let mut fwd = Box::pin(upstream.forward(req, &opts)).await?;
         trace.endpoint = Some(fwd.endpoint.clone());
         trace.upstream_time = Some(fwd.upstream_time);
         let version = fwd.response.version();

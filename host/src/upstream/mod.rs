@@ -244,7 +244,13 @@ impl Upstream {
         };
         self.budget.deposit();
         let idempotent = is_idempotent(req.method());
-        let replay = Replay::capture(&req);
+        let may_repeat = idempotent || opts.retry.non_idempotent;
+        // A copy of the request only for a retry after it was sent: a
+        // connect failure hands the request back, so the default policy
+        // (connect failures only) copies nothing.
+        let replay = (may_repeat && opts.retry.attempts > 0 && opts.retry.on.after_send())
+            .then(|| Replay::capture(&req))
+            .flatten();
         let mut pending = Some(req);
         let mut tried: Vec<usize> = Vec::new();
         let mut tries = 0u32;
@@ -280,7 +286,6 @@ impl Upstream {
                 opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(Instant::now()));
             let flight = ep.start_request();
             let attempt = tokio::time::timeout(try_timeout, self.try_once(&ep, req)).await;
-            let may_repeat = idempotent || opts.retry.non_idempotent;
             let retry = match attempt {
                 Ok(Try::Response(resp)) => {
                     let status = resp.status();

@@ -155,8 +155,10 @@ impl Pools {
                         reused: true,
                     });
                 }
-                let io = self.connect(address).await?;
-                let sender = self.handshake_http1(address, io).await?;
+                // New connections only: boxed, so the TCP/TLS connect and
+                // handshake futures do not enlarge every request's future.
+                let io = Box::pin(self.connect(address)).await?;
+                let sender = Box::pin(self.handshake_http1(address, io)).await?;
                 Ok(Conn::Http1 {
                     sender,
                     shard: shard.clone(),
@@ -170,8 +172,8 @@ impl Pools {
                 if let Some(sender) = existing.filter(|s| !s.is_closed()) {
                     return Ok(Conn::Http2 { sender, reused: true });
                 }
-                let io = self.connect(address).await?;
-                let sender = self.handshake_http2(address, io).await?;
+                let io = Box::pin(self.connect(address)).await?;
+                let sender = Box::pin(self.handshake_http2(address, io)).await?;
                 shard.http2.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone(), sender.clone());
                 Ok(Conn::Http2 { sender, reused: false })
             }
