@@ -92,8 +92,8 @@ pub struct PluginUse {
     pub name: String,
     /// The route's `config` table as JSON, handed to the plugin's `configure`.
     pub config_json: String,
-    /// Files read into the config (`config_files`); a change reloads.
-    pub files: Vec<std::path::PathBuf>,
+    /// Files read into the config (`config_files`), by key; a change reloads.
+    pub files: Vec<(String, std::path::PathBuf)>,
     /// `routes[i].plugins[j]`, for messages.
     pub key: String,
     pub line: Option<usize>,
@@ -328,7 +328,7 @@ pub(super) fn build_routes(
                 match std::fs::read_to_string(&path) {
                     Ok(text) => {
                         table.insert(k.clone(), toml::Value::String(text));
-                        files.push(path);
+                        files.push((k.clone(), path));
                     }
                     Err(e) => p.at(
                         span(u),

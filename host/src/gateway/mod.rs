@@ -356,7 +356,13 @@ fn fingerprint(shared: &Shared) -> Fingerprint {
     let snapshot = shared.current();
     let mut plugins = HashMap::new();
     let mut files: Vec<PathBuf> = snapshot.plugins.values().map(|p| p.path.clone()).collect();
-    files.extend(snapshot.config.routes.iter().flat_map(|r| r.plugins.iter().flat_map(|u| u.files.iter().cloned())));
+    files.extend(
+        snapshot
+            .config
+            .routes
+            .iter()
+            .flat_map(|r| r.plugins.iter().flat_map(|u| u.files.iter().map(|(_, path)| path.clone()))),
+    );
     if let Some(dir) = &snapshot.config.plugins.dir {
         files.extend(registry::available(dir).into_iter().map(|n| dir.join(format!("{n}.wasm"))));
     }

@@ -150,7 +150,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
                 Err(message) => problems.at_line(
                     u.line,
                     format!("{}.config", u.key),
-                    format!("plugin `{}` refused its config: {message}", u.name),
+                    format!("plugin `{}` refused its config: {message}{}", u.name, read_from(&u.files)),
                     format!("correct the `config` table for `{}` (its README lists the keys)", u.name),
                 ),
             }
@@ -369,4 +369,14 @@ fn load_plugins(
         }
     }
     loaded
+}
+
+/// Which config keys came from files (`config_files`), for a plugin's
+/// refusal: its message names a key, and the fix is in the file.
+fn read_from(files: &[(String, std::path::PathBuf)]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = files.iter().map(|(key, path)| format!("`{key}` from {}", path.display())).collect();
+    format!(" (read {})", list.join(", "))
 }

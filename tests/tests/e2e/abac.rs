@@ -194,4 +194,17 @@ async fn a_policy_syntax_error_fails_the_load_with_the_cedar_message() {
     assert!(err.contains("routes[0].plugins[0].config: plugin `abac` refused its config"), "{err}");
     assert!(err.contains("policy `broken` (line 4, column 37) does not parse"), "{err}");
     assert!(err.contains("whenn"), "{err}");
+
+    // From a file: the message names the file the policies came from.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.cedar");
+    std::fs::write(&file, broken).unwrap();
+    let body = format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [{{ use = \"abac\", config_files = {{ policies = {} }} }}]\n",
+        up.addr,
+        json!(file.display().to_string())
+    );
+    let err = TestGateway::try_start("", &body).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("policy `broken` (line 4, column 37) does not parse"), "{err}");
+    assert!(err.contains(&format!("(read `policies` from {})", file.display())), "{err}");
 }
