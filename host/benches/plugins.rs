@@ -279,6 +279,29 @@ fn plugins(c: &mut Criterion) {
         None,
         "continue",
     );
+    // Policies that never read the context: a repeated request's verdict is
+    // kept with its entity set, and Cedar is not asked again.
+    let abac_no_context = bench.link(
+        "abac",
+        json!({
+            "policies": r#"
+                permit(principal, action in Action::"read", resource) when { principal has role && principal.role == "viewer" };
+                permit(principal, action, resource) when { principal has role && principal.role == "admin" };
+                forbid(principal == User::"mallory", action, resource);
+            "#,
+        }),
+    );
+    bench_plugin(
+        c,
+        "plugin/abac/permit-no-context",
+        &abac_no_context,
+        || get("/api/users/42", &[]),
+        |ex| {
+            ex.context.insert("jwt.claims".into(), claims.clone());
+        },
+        None,
+        "continue",
+    );
 
     // rate-limit: never limiting here, so every request pays the full path
     // (and its response hook adds the RateLimit-* headers).

@@ -7,7 +7,7 @@
 //! * context — `ip`, `ip_text`, `time`, `hour`, `method`, `route`,
 //!   `authenticated` and the listed `headers`.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::rc::Rc;
@@ -16,6 +16,7 @@ use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExp
 use serde_json::{Map, Value};
 use wasmgate_sdk::{Headers, Request, clock};
 
+use crate::Verdict;
 use crate::config::{ActionId, Model};
 
 /// A Cedar request with the entities it refers to.
@@ -39,6 +40,10 @@ pub struct EntitySet {
     principal: EntityUid,
     action: EntityUid,
     resource: EntityUid,
+    /// The verdict on these entities, when no policy that can apply reads
+    /// the context (then the entities decide alone) and Cedar evaluated
+    /// every policy without error (whose warnings are logged every time).
+    pub verdict: OnceCell<Verdict>,
 }
 
 /// Why no Cedar request could be built: the request is denied with this reason.
@@ -117,6 +122,11 @@ impl<V: Clone> Memo<V> {
     pub fn len(&self) -> usize {
         self.known.borrow().len()
     }
+
+    #[cfg(test)]
+    pub fn values(&self) -> Vec<V> {
+        self.known.borrow().values().cloned().collect()
+    }
 }
 
 /// Principal entities by claims text: one token's claims repeat, byte for
@@ -127,9 +137,10 @@ pub type Principals = Memo<Entity>;
 
 /// Entity sets by [`set_key`]: a client repeating a request (same token,
 /// route, method, path and captures) reuses its entities and their
-/// transitive closure, the larger part of building a Cedar request. Kept
-/// from a key's second request on ([`Memo::on_repeat`]). The context (clock,
-/// client address, headers) is built for every request.
+/// transitive closure, the larger part of building a Cedar request — and,
+/// when no policy reads the context, the verdict too. Kept from a key's
+/// second request on ([`Memo::on_repeat`]). The context (clock, client
+/// address, headers) is built for every request that needs it.
 pub type EntitySets = Memo<Rc<EntitySet>>;
 
 /// Principals remembered at most, and their claims texts' longest.
@@ -165,7 +176,9 @@ pub fn set_key(claims: Option<&str>, facts: &Facts) -> String {
     key
 }
 
-/// What the entity model reads from the HTTP request, gathered once.
+/// What the entity model reads from the HTTP request, gathered once: what
+/// the entities are built from by [`Facts::gather`], what only the context
+/// reads (client address, headers, clock) by [`Facts::gather_context`].
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub method: String,
@@ -184,7 +197,11 @@ impl Facts {
     pub fn gather(model: &Model, req: &Request<'_>) -> Self {
         let params =
             model.resource_params.iter().filter_map(|name| Some((name.clone(), req.path_param(name)?))).collect();
-        let headers = model
+        Self { method: req.method(), route: req.route(), path: req.path(), params, ..Self::default() }
+    }
+
+    pub fn gather_context(&mut self, model: &Model, req: &Request<'_>) {
+        self.headers = model
             .context_headers
             .iter()
             .filter_map(|name| {
@@ -193,15 +210,8 @@ impl Facts {
                 (!values.is_empty()).then(|| (name.clone(), values.join(", ")))
             })
             .collect();
-        Self {
-            method: req.method(),
-            route: req.route(),
-            path: req.path(),
-            client_ip: req.client_ip(),
-            params,
-            headers,
-            now_unix_ms: clock::now_unix_ms(),
-        }
+        self.client_ip = req.client_ip();
+        self.now_unix_ms = clock::now_unix_ms();
     }
 }
 
@@ -224,7 +234,7 @@ impl Model {
         let (principal, action_uid, resource_uid) = (principal_entity.uid(), action.uid(), resource.uid());
         let entities = Entities::from_entities([principal_entity, action, resource], None)
             .map_err(|e| Refusal(format!("entities: {e}")))?;
-        Ok(EntitySet { entities, principal, action: action_uid, resource: resource_uid })
+        Ok(EntitySet { entities, principal, action: action_uid, resource: resource_uid, verdict: OnceCell::new() })
     }
 
     /// The Cedar request on `set`, with the context of `facts`.

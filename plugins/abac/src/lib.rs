@@ -20,7 +20,7 @@ use wasmgate_sdk::prelude::*;
 use crate::config::Model;
 pub use crate::config::{ActionId, Anonymous, Config};
 use crate::entities::{EntitySets, Facts, Memo, Principals, Refusal};
-use crate::slice::Slices;
+use crate::slice::{Slice, Slices};
 
 /// The header that says why a request was denied, with `debug = true`.
 pub const REASON_HEADER: &str = "x-abac-reason";
@@ -30,6 +30,8 @@ pub const REASON_HEADER: &str = "x-abac-reason";
 pub struct Abac {
     model: Model,
     policies: PolicySet,
+    /// Whether some policy of the whole set reads `context`.
+    reads_context: bool,
     /// `policies` cut down per (route, method), computed on first use.
     slices: Slices,
     /// Principal entities by claims text, built on first use.
@@ -58,6 +60,7 @@ impl Plugin for Abac {
         model.context_ip = policies::mention(&policies, "ip");
         Ok(Self {
             model,
+            reads_context: slice::reads_context(&policies),
             policies,
             slices: Slices::default(),
             principals: Memo::new(entities::MAX_PRINCIPALS, entities::MAX_CLAIMS),
@@ -85,17 +88,20 @@ impl Plugin for Abac {
 }
 
 impl Abac {
-    /// Builds the Cedar request for `req` and evaluates it.
+    /// Builds the Cedar request for `req` and evaluates it — or, when the
+    /// policies that can apply read no context, reuses the verdict kept
+    /// with a remembered entity set.
     pub fn decide(&self, req: &Request<'_>) -> Verdict {
         let claims = context::get(&self.model.claims_key);
         if claims.is_none() && self.model.anonymous == Anonymous::Deny {
             return Verdict::Deny(format!("no claims in `{}`", self.model.claims_key));
         }
-        let facts = Facts::gather(&self.model, req);
-        let key = entities::set_key(claims.as_deref(), &facts);
-        let built = self
-            .sets
-            .get_or_build(&key, || {
+        let mut facts = Facts::gather(&self.model, req);
+        let all = Slice { policies: &self.policies, reads_context: self.reads_context };
+        let route_method = (facts.route.clone(), facts.method.clone());
+        self.slices.with(all, &self.model, route_method, |slice| {
+            let key = entities::set_key(claims.as_deref(), &facts);
+            let set = self.sets.get_or_build(&key, || {
                 let principal = match &claims {
                     None => self.model.anonymous(),
                     Some(text) => self
@@ -103,19 +109,30 @@ impl Abac {
                         .get_or_build(text, || self.model.principal(&entities::parse_claims(&self.model, text)?))?,
                 };
                 self.model.entity_set(&facts, principal).map(Rc::new)
-            })
-            .and_then(|set| self.model.request_with(set, &facts, claims.is_some()));
-        let built = match built {
-            Ok(built) => built,
-            Err(Refusal(reason)) => {
-                log::warn(&reason);
-                return Verdict::Deny(reason);
+            });
+            if !slice.reads_context
+                && let Ok(set) = &set
+                && let Some(verdict) = set.verdict.get()
+            {
+                return verdict.clone();
             }
-        };
-        let response = self.slices.with(&self.policies, &self.model, &facts.route, &facts.method, |policies| {
-            self.authorizer.is_authorized(&built.request, policies, built.entities())
-        });
-        self.judge(&response)
+            if slice.reads_context {
+                facts.gather_context(&self.model, req);
+            }
+            let built = match set.and_then(|set| self.model.request_with(set, &facts, claims.is_some())) {
+                Ok(built) => built,
+                Err(Refusal(reason)) => {
+                    log::warn(&reason);
+                    return Verdict::Deny(reason);
+                }
+            };
+            let response = self.authorizer.is_authorized(&built.request, slice.policies, built.entities());
+            let verdict = self.judge(&response);
+            if !slice.reads_context && response.diagnostics().errors().next().is_none() {
+                let _ = built.set.verdict.set(verdict.clone());
+            }
+            verdict
+        })
     }
 
     /// Cedar's decision, made fail-closed: a policy that fails to evaluate

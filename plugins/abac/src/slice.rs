@@ -7,6 +7,10 @@
 //! them are dropped once and the slice is kept. Dropping them changes no
 //! decision: a scope that does not match makes the policy not apply before
 //! its conditions run, so it can neither permit, forbid nor fail.
+//!
+//! A slice also knows whether any of its policies reads `context`: when none
+//! does, a decision depends only on the entities, and the plugin may keep it
+//! with them (see [`crate::entities::EntitySet`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -19,28 +23,55 @@ use crate::config::Model;
 /// set is evaluated instead of growing the cache.
 const MAX_SLICES: usize = 64;
 
+/// The policies that can apply to one (route, method).
+#[derive(Debug, Clone, Copy)]
+pub struct Slice<'a> {
+    pub policies: &'a PolicySet,
+    /// Whether some of them may read `context` ([`reads_context`]).
+    pub reads_context: bool,
+}
+
+/// A slice as kept.
+#[derive(Debug)]
+struct Kept {
+    policies: PolicySet,
+    reads_context: bool,
+}
+
 /// The slices computed so far, by (route, method).
 #[derive(Debug, Default)]
-pub struct Slices(RefCell<HashMap<(String, String), PolicySet>>);
+pub struct Slices(RefCell<HashMap<(String, String), Kept>>);
 
 impl Slices {
-    /// Calls `f` with the policies that can apply to `method` on `route`.
-    pub fn with<T>(
-        &self,
-        all: &PolicySet,
-        model: &Model,
-        route: &str,
-        method: &str,
-        f: impl FnOnce(&PolicySet) -> T,
-    ) -> T {
+    /// Calls `f` with the policies that can apply to `(route, method)`;
+    /// `all` is the whole set, with whether it reads the context.
+    pub fn with<T>(&self, all: Slice<'_>, model: &Model, key: (String, String), f: impl FnOnce(Slice<'_>) -> T) -> T {
         let Ok(mut cache) = self.0.try_borrow_mut() else { return f(all) };
-        let key = (route.to_owned(), method.to_owned());
         if !cache.contains_key(&key) && cache.len() >= MAX_SLICES {
             return f(all);
         }
-        let set = cache.entry(key).or_insert_with(|| slice(all, model, route, method));
-        f(set)
+        let kept = cache.entry(key).or_insert_with_key(|(route, method)| {
+            let policies = slice(all.policies, model, route, method);
+            Kept { reads_context: reads_context(&policies), policies }
+        });
+        f(Slice { policies: &kept.policies, reads_context: kept.reads_context })
     }
+}
+
+/// Whether some policy in `set` may read `context`: the variable appears in
+/// its JSON form (Cedar's EST) as `{"Var": "context"}`. Errs on the side of
+/// `true`. Without it a decision is a function of the request's entities.
+pub fn reads_context(set: &PolicySet) -> bool {
+    fn mentions(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Object(fields) => {
+                fields.iter().any(|(k, v)| (k == "Var" && v == "context") || mentions(v))
+            }
+            serde_json::Value::Array(items) => items.iter().any(mentions),
+            _ => false,
+        }
+    }
+    set.policies().any(|p| p.to_json().map_or(true, |est| mentions(&est)))
 }
 
 /// The policies of `all` whose scope can match this action and resource.
@@ -116,13 +147,27 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_reads_the_context_however_it_names_it() {
+        let reads = |text: &str| reads_context(&PolicySet::from_str(text).expect("parses"));
+        assert!(reads(r#"permit(principal, action, resource) when { context.hour < 6 };"#));
+        assert!(reads(r#"permit(principal, action, resource) unless { context has ip };"#));
+        assert!(reads(r#"permit(principal, action, resource) when { context["headers"] == {} };"#));
+        assert!(reads(
+            r#"permit(principal, action, resource); forbid(principal, action, resource) when { [context].isEmpty() };"#
+        ));
+        assert!(!reads(r#"permit(principal, action, resource) when { principal.context == "context" };"#));
+        assert!(!reads(SET));
+    }
+
+    #[test]
     fn the_cache_is_bounded() {
         let all = PolicySet::from_str(SET).expect("parses");
         let config: Config = serde_json::from_str(r#"{"policies":""}"#).expect("config parses");
         let model = Model::from_config(&config).expect("config accepted");
         let slices = Slices::default();
         for i in 0..MAX_SLICES + 10 {
-            let n = slices.with(&all, &model, "r", &format!("M{i}"), |set| set.policies().count());
+            let whole = Slice { policies: &all, reads_context: false };
+            let n = slices.with(whole, &model, ("r".into(), format!("M{i}")), |s| s.policies.policies().count());
             assert_eq!(n, if i < MAX_SLICES { 2 } else { 8 }, "{i}");
         }
         assert_eq!(slices.0.borrow().len(), MAX_SLICES);

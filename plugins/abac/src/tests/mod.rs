@@ -145,6 +145,36 @@ fn a_remembered_entity_set_is_reused_only_for_the_same_request() {
 }
 
 #[test]
+fn a_verdict_is_kept_only_where_no_policy_reads_the_context() {
+    let p = abac(r#","debug":true"#);
+    let kept = |p: &Abac| p.sets.values().iter().map(|set| set.verdict.get().cloned()).collect::<Vec<_>>();
+    // No policy that can apply to GET on `users` reads the context: from its
+    // second request on, the verdict is kept with the entities.
+    claims(json!({"sub": "42", "role": "user"}));
+    for _ in 0..3 {
+        assert_eq!(run(&p, "users", TestRequest::get("/api/users/42").param("id", "42")).0, 200);
+        assert_eq!(run(&p, "users", TestRequest::get("/api/users/43").param("id", "43")).0, 403);
+    }
+    let mut verdicts = kept(&p);
+    verdicts.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(verdicts, vec![Some(Verdict::Allow), Some(Verdict::Deny("no policy permits".into()))]);
+    // `ops-office-hours` reads the client address and the clock: the same
+    // request, remembered, is judged again on every context.
+    let p = abac(r#","debug":true"#);
+    claims(json!({"sub": "o", "groups": ["ops"]}));
+    let ten_am = 1_767_261_600_000; // 2026-01-01T10:00:00Z
+    let from = |ip: &str| TestRequest::get("/ops").client_ip(ip);
+    testing::set_now_unix_ms(ten_am);
+    for _ in 0..3 {
+        assert_eq!(run(&p, "ops", from("10.1.2.3")).0, 200);
+    }
+    assert_eq!(run(&p, "ops", from("203.0.113.9")).0, 403);
+    testing::set_now_unix_ms(ten_am + 8 * 3_600_000);
+    assert_eq!(run(&p, "ops", from("10.1.2.3")).0, 403);
+    assert_eq!(kept(&p), vec![None], "the set is kept, its verdict is not");
+}
+
+#[test]
 fn entity_set_keys_keep_their_parts_apart() {
     let facts = |route: &str, path: &str| Facts {
         route: route.into(),
@@ -340,12 +370,17 @@ fn a_policy_that_fails_to_evaluate_counts_as_denying() {
     let req = |id: Option<&str>| id.map_or(TestRequest::get("/"), |id| TestRequest::get("/").param("id", id));
     assert_eq!(run(&p, "r", req(Some("t1"))).0, 200, "buggy-permit errs, but everyone permits");
     assert_eq!(run(&p, "r", req(Some("t2"))), (403, Some("tenant-check".into())));
-    // No `id` capture: the forbid cannot be evaluated. Cedar would skip it; abac denies.
-    assert_eq!(run(&p, "r", req(None)), (403, Some("tenant-check (error)".into())));
+    // No `id` capture: the forbid cannot be evaluated. Cedar would skip it;
+    // abac denies — and says so on every request: a verdict Cedar reached
+    // with errors is not kept, though no policy reads the context.
+    for _ in 0..3 {
+        assert_eq!(run(&p, "r", req(None)), (403, Some("tenant-check (error)".into())));
+    }
     let logs = testing::logs();
-    let logged =
-        |id: &str| logs.iter().any(|(l, m)| *l == Level::Warn && m.starts_with(&format!("policy `{id}` failed")));
-    assert!(logged("tenant-check") && logged("buggy-permit"), "{logs:?}");
+    let logged = |id: &str| {
+        logs.iter().filter(|(l, m)| *l == Level::Warn && m.starts_with(&format!("policy `{id}` failed"))).count()
+    };
+    assert_eq!((logged("tenant-check"), logged("buggy-permit")), (3, 5), "{logs:?}");
 }
 
 #[test]
