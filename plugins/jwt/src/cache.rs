@@ -1,8 +1,11 @@
 //! The verified-token cache: what makes RS256 cheap per request. A token
 //! seen before and still valid skips parsing and signature verification.
 //!
-//! Entries are keyed by the SHA-256 of the token, so the cache holds no
-//! tokens and one token can never pass for another. An entry lives until the
+//! Entries are keyed by the token itself (as Envoy's JWT cache is), so one
+//! token can never pass for another, and a hit costs a hash and a compare
+//! rather than a cryptographic digest. Only verified tokens are entered, and
+//! the cache lives in this plugin's own linear memory, where the request
+//! put the token anyway. An entry lives until the
 //! token expires (leeway included) and never longer than `cache_max_age`, so
 //! a key the identity provider withdrew stops being trusted in bounded time.
 //! The cache is bounded by entry count and by bytes (it lives in the plugin's
@@ -11,8 +14,6 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
-
-use sha2::{Digest, Sha256};
 
 /// A verified token, with everything a request needs from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,9 +29,11 @@ pub struct Verified {
 }
 
 impl Verified {
-    fn size(&self) -> usize {
+    /// What an entry for a token of `token_len` bytes takes, roughly.
+    fn size(&self, token_len: usize) -> usize {
         const OVERHEAD: usize = 128;
         OVERHEAD
+            + token_len
             + self.claims.len()
             + self.sub.as_ref().map_or(0, String::len)
             + self.forwards.iter().flatten().map(String::len).sum::<usize>()
@@ -42,17 +45,10 @@ impl Verified {
     }
 }
 
-pub type TokenKey = [u8; 32];
-
-/// The cache key of a token.
-pub fn key(token: &str) -> TokenKey {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 /// The cache itself; `capacity` 0 disables it.
 #[derive(Debug)]
 pub struct Cache {
-    entries: HashMap<TokenKey, Rc<Verified>>,
+    entries: HashMap<Box<str>, Rc<Verified>>,
     capacity: usize,
     max_bytes: usize,
     bytes: usize,
@@ -66,31 +62,31 @@ impl Cache {
         Self { entries: HashMap::new(), capacity, max_bytes, bytes: 0 }
     }
 
-    /// The entry for `key`, if it is valid at `now_ms`.
-    pub fn get(&mut self, key: &TokenKey, now_ms: u64) -> Option<Rc<Verified>> {
-        let entry = self.entries.get(key)?;
+    /// The entry for `token`, if it is valid at `now_ms`.
+    pub fn get(&mut self, token: &str, now_ms: u64) -> Option<Rc<Verified>> {
+        let entry = self.entries.get(token)?;
         if entry.valid_at(now_ms) {
             return Some(entry.clone());
         }
-        self.remove(key);
+        self.remove(token);
         None
     }
 
-    pub fn insert(&mut self, key: TokenKey, entry: Rc<Verified>, now_ms: u64) {
-        let size = entry.size();
+    pub fn insert(&mut self, token: &str, entry: Rc<Verified>, now_ms: u64) {
+        let size = entry.size(token.len());
         if self.capacity == 0 || size > self.max_bytes || !entry.valid_at(now_ms) {
             return;
         }
-        self.remove(&key);
+        self.remove(token);
         if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
             self.entries.retain(|_, e| e.valid_at(now_ms));
-            self.bytes = self.entries.values().map(|e| e.size()).sum();
+            self.bytes = self.entries.iter().map(|(t, e)| e.size(t.len())).sum();
         }
         if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
             self.clear();
         }
         self.bytes += size;
-        self.entries.insert(key, entry);
+        self.entries.insert(token.into(), entry);
     }
 
     pub fn clear(&mut self) {
@@ -103,9 +99,9 @@ impl Cache {
         self.entries.len()
     }
 
-    fn remove(&mut self, key: &TokenKey) {
-        if let Some(old) = self.entries.remove(key) {
-            self.bytes -= old.size();
+    fn remove(&mut self, token: &str) {
+        if let Some(old) = self.entries.remove(token) {
+            self.bytes -= old.size(token.len());
         }
     }
 }
@@ -127,27 +123,27 @@ mod tests {
     #[test]
     fn entries_live_from_verification_until_their_deadline() {
         let mut c = Cache::new(10, MAX_BYTES);
-        c.insert(key("a"), entry("{}", 100, 200), 100);
-        assert!(c.get(&key("a"), 150).is_some());
-        assert!(c.get(&key("a"), 99).is_none(), "clock went back: not trusted, and dropped");
-        c.insert(key("a"), entry("{}", 100, 200), 100);
-        assert!(c.get(&key("a"), 199).is_some());
-        assert!(c.get(&key("a"), 200).is_none());
+        c.insert("a", entry("{}", 100, 200), 100);
+        assert!(c.get("a", 150).is_some());
+        assert!(c.get("a", 99).is_none(), "clock went back: not trusted, and dropped");
+        c.insert("a", entry("{}", 100, 200), 100);
+        assert!(c.get("a", 199).is_some());
+        assert!(c.get("a", 200).is_none());
         assert_eq!(c.len(), 0, "expired entries are dropped when seen");
-        assert!(c.get(&key("b"), 150).is_none());
+        assert!(c.get("b", 150).is_none());
     }
 
     #[test]
     fn a_full_cache_drops_expired_entries_then_everything() {
         let mut c = Cache::new(2, MAX_BYTES);
-        c.insert(key("a"), entry("{}", 0, 50), 0);
-        c.insert(key("b"), entry("{}", 0, 500), 0);
-        c.insert(key("c"), entry("{}", 100, 500), 100);
+        c.insert("a", entry("{}", 0, 50), 0);
+        c.insert("b", entry("{}", 0, 500), 0);
+        c.insert("c", entry("{}", 100, 500), 100);
         assert_eq!(c.len(), 2, "the expired `a` made room");
-        assert!(c.get(&key("b"), 100).is_some());
-        c.insert(key("d"), entry("{}", 100, 500), 100);
+        assert!(c.get("b", 100).is_some());
+        c.insert("d", entry("{}", 100, 500), 100);
         assert_eq!(c.len(), 1, "nothing expired: cleared, then `d` added");
-        assert!(c.get(&key("d"), 100).is_some());
+        assert!(c.get("d", 100).is_some());
     }
 
     #[test]
@@ -155,12 +151,12 @@ mod tests {
         let big = "x".repeat(300);
         let mut c = Cache::new(100, 1000);
         for name in ["a", "b", "c", "d"] {
-            c.insert(key(name), entry(&big, 0, 500), 0);
+            c.insert(name, entry(&big, 0, 500), 0);
             assert!(c.bytes <= 1000);
         }
         assert!(c.len() < 4);
         let mut off = Cache::new(0, MAX_BYTES);
-        off.insert(key("a"), entry("{}", 0, 500), 0);
+        off.insert("a", entry("{}", 0, 500), 0);
         assert_eq!(off.len(), 0);
     }
 }

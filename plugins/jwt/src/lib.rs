@@ -96,8 +96,7 @@ impl Jwt {
             return Err("token too large".into());
         }
         let now = clock::now_unix_ms();
-        let cache_key = cache::key(&token);
-        if let Some(hit) = self.cache.borrow_mut().get(&cache_key, now) {
+        if let Some(hit) = self.cache.borrow_mut().get(&token, now) {
             return Ok(hit);
         }
         let parsed = token::parse(&token, self.settings.allowed.as_deref())?;
@@ -138,7 +137,7 @@ impl Jwt {
                 .unwrap_or(u64::MAX)
                 .min(now.saturating_add(self.settings.cache_max_age_ms)),
         });
-        self.cache.borrow_mut().insert(cache_key, entry.clone(), now);
+        self.cache.borrow_mut().insert(&token, entry.clone(), now);
         Ok(entry)
     }
 
