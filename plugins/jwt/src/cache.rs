@@ -3,7 +3,10 @@
 //!
 //! Entries are keyed by the token itself (as Envoy's JWT cache is), so one
 //! token can never pass for another, and a hit costs a hash and a compare
-//! rather than a cryptographic digest. Only verified tokens are entered, and
+//! rather than a cryptographic digest: the map is keyed by the token's
+//! randomly keyed 64-bit hash, and the entry holds the token, compared in
+//! full on every hit (two tokens sharing a hash share a slot, and only cost
+//! each other a verification). Only verified tokens are entered, and
 //! the cache lives in this plugin's own linear memory, where the request
 //! put the token anyway. An entry lives until the
 //! token expires (leeway included) and never longer than `cache_max_age`, so
@@ -13,6 +16,7 @@
 //! enough, everything — simple, and cheap in the amortised sense.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 
 /// A verified token, with everything a request needs from it.
@@ -48,7 +52,9 @@ impl Verified {
 /// The cache itself; `capacity` 0 disables it.
 #[derive(Debug)]
 pub struct Cache {
-    entries: HashMap<Box<str>, Rc<Verified>>,
+    /// By the token's hash: the token and what its verification found.
+    entries: HashMap<u64, (Box<str>, Rc<Verified>)>,
+    hasher: RandomState,
     capacity: usize,
     max_bytes: usize,
     bytes: usize,
@@ -59,16 +65,20 @@ pub const MAX_BYTES: usize = 8 << 20;
 
 impl Cache {
     pub fn new(capacity: usize, max_bytes: usize) -> Self {
-        Self { entries: HashMap::new(), capacity, max_bytes, bytes: 0 }
+        Self { entries: HashMap::new(), hasher: RandomState::new(), capacity, max_bytes, bytes: 0 }
     }
 
     /// The entry for `token`, if it is valid at `now_ms`.
     pub fn get(&mut self, token: &str, now_ms: u64) -> Option<Rc<Verified>> {
-        let entry = self.entries.get(token)?;
+        let hash = self.hasher.hash_one(token);
+        let (held, entry) = self.entries.get(&hash)?;
+        if !same(held, token) {
+            return None;
+        }
         if entry.valid_at(now_ms) {
             return Some(entry.clone());
         }
-        self.remove(token);
+        self.remove(hash);
         None
     }
 
@@ -77,16 +87,17 @@ impl Cache {
         if self.capacity == 0 || size > self.max_bytes || !entry.valid_at(now_ms) {
             return;
         }
-        self.remove(token);
+        let hash = self.hasher.hash_one(token);
+        self.remove(hash);
         if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
-            self.entries.retain(|_, e| e.valid_at(now_ms));
-            self.bytes = self.entries.iter().map(|(t, e)| e.size(t.len())).sum();
+            self.entries.retain(|_, (_, e)| e.valid_at(now_ms));
+            self.bytes = self.entries.values().map(|(t, e)| e.size(t.len())).sum();
         }
         if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
             self.clear();
         }
         self.bytes += size;
-        self.entries.insert(token.into(), entry);
+        self.entries.insert(hash, (token.into(), entry));
     }
 
     pub fn clear(&mut self) {
@@ -99,11 +110,22 @@ impl Cache {
         self.entries.len()
     }
 
-    fn remove(&mut self, token: &str) {
-        if let Some(old) = self.entries.remove(token) {
+    fn remove(&mut self, hash: u64) {
+        if let Some((token, old)) = self.entries.remove(&hash) {
             self.bytes -= old.size(token.len());
         }
     }
+}
+
+/// Whether two tokens are the same, compared eight bytes at a time: on
+/// wasm32 `memcmp` compares one at a time, and a token is ~1 KiB.
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let ((a_words, a_rest), (b_words, b_rest)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    a_words.iter().zip(b_words).all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y)) && a_rest == b_rest
 }
 
 #[cfg(test)]
@@ -131,6 +153,27 @@ mod tests {
         assert!(c.get("a", 200).is_none());
         assert_eq!(c.len(), 0, "expired entries are dropped when seen");
         assert!(c.get("b", 150).is_none());
+    }
+
+    #[test]
+    fn tokens_are_compared_in_full() {
+        for (a, b) in [("", ""), ("abc", "abc"), ("0123456789abcdefX", "0123456789abcdefX")] {
+            assert!(same(a, b), "{a:?}");
+        }
+        for (a, b) in [("a", ""), ("abc", "abd"), ("0123456789abcdefX", "0123456789abcdefY"), ("0123456x", "01234567")]
+        {
+            assert!(!same(a, b) && !same(b, a), "{a:?} {b:?}");
+        }
+        // Another token in a held token's slot is a miss, and does not
+        // drop the held one.
+        let mut c = Cache::new(10, MAX_BYTES);
+        c.insert("a", entry("{}", 0, 500), 0);
+        let slot = c.hasher.hash_one("a");
+        let held = c.entries.remove(&slot).map(|(_, e)| e).expect("held");
+        c.entries.insert(slot, ("b".into(), held));
+        assert!(c.get("a", 10).is_none());
+        assert!(c.get("b", 10).is_none(), "`b` is not in its own slot");
+        assert_eq!(c.len(), 1);
     }
 
     #[test]
