@@ -28,6 +28,8 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Control {
     hits: AtomicUsize,
+    /// Connections accepted.
+    connections: AtomicUsize,
     unhealthy: AtomicBool,
     /// Answer this many requests with 503 before behaving again.
     fail_next: AtomicU32,
@@ -78,6 +80,7 @@ impl TestUpstream {
                     a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                     _ = stopped_accept.changed() => return,
                 };
+                control_c.connections.fetch_add(1, Ordering::SeqCst);
                 let (name, control, mut stopped) = (name_c.clone(), control_c.clone(), stopped.clone());
                 let service = service_fn(move |req| echo(name.clone(), control.clone(), req));
                 tokio::spawn(async move {
@@ -98,6 +101,11 @@ impl TestUpstream {
     /// Requests this upstream has received.
     pub fn hits(&self) -> usize {
         self.control.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections this upstream has accepted.
+    pub fn connections(&self) -> usize {
+        self.control.connections.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and closes every connection, mid-request or not.
@@ -151,6 +159,42 @@ pub async fn resetting() -> (SocketAddr, watch::Sender<bool>) {
         }
     });
     (addr, stop)
+}
+
+/// Answers each request on a connection with `200 ok` (keep-alive), then
+/// closes the connection `linger` later, as an upstream with a short idle
+/// timeout does; counts the connections it accepted.
+pub async fn closing_after(linger: Duration) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (stop, mut stopped) = watch::channel(false);
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                a = listener.accept() => {
+                    let Ok((mut s, _)) = a else { continue };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                            }
+                        }
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        tokio::time::sleep(linger).await;
+                    });
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+    (addr, accepted, stop)
 }
 
 struct InFlight(Arc<Control>);

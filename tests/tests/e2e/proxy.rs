@@ -41,6 +41,46 @@ async fn headers_and_body_reach_the_upstream_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = TestUpstream::echo("users").await;
+    // One worker: every request of the test takes that worker's pool.
+    let gw = TestGateway::start_with("workers = 1", &one_route(&up, ""));
+    let client = wasmgate_tests::client();
+    // Bodies of every kind end the exchange: a JSON echo, a large body read
+    // in many frames, none (HEAD, 204) — each gives the connection back.
+    for path in ["/a", "/bytes/300000", "/status/204", "/b"] {
+        for method in ["GET", "HEAD"] {
+            let req = Request::builder().method(method).uri(gw.url(path)).body(Full::new(Bytes::new())).unwrap();
+            let r = wasmgate_tests::send_with(&client, req).await;
+            assert!(r.status == 200 || r.status == 204, "{method} {path}: {}", r.status);
+            if method == "GET" && path == "/bytes/300000" {
+                assert_eq!(r.body.len(), 300_000);
+            }
+        }
+    }
+    assert_eq!(up.hits(), 8);
+    assert_eq!(up.connections(), 1, "one upstream connection served every request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    // The upstream closes each connection right after its response, with no
+    // `Connection: close`: the gateway finds it closed when it next needs it.
+    let (addr, accepted, _stop) = wasmgate_tests::upstream::closing_after(Duration::ZERO).await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!("[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\n"),
+    );
+    for i in 0..3 {
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.text(), "ok", "request {i}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "a closed connection is not reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_request_id_and_via() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
