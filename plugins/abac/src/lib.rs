@@ -88,51 +88,55 @@ impl Plugin for Abac {
 }
 
 impl Abac {
-    /// Builds the Cedar request for `req` and evaluates it — or, when the
-    /// policies that can apply read no context, reuses the verdict kept
-    /// with a remembered entity set.
+    /// Builds the Cedar request for `req` and evaluates it against the
+    /// policies that can apply to its route and method.
     pub fn decide(&self, req: &Request<'_>) -> Verdict {
         let claims = context::get(&self.model.claims_key);
         if claims.is_none() && self.model.anonymous == Anonymous::Deny {
             return Verdict::Deny(format!("no claims in `{}`", self.model.claims_key));
         }
-        let mut facts = Facts::gather(&self.model, req);
+        let facts = Facts::gather(&self.model, req);
         let all = Slice { policies: &self.policies, reads_context: self.reads_context };
         let route_method = (facts.route.clone(), facts.method.clone());
-        self.slices.with(all, &self.model, route_method, |slice| {
-            let key = entities::set_key(claims.as_deref(), &facts);
-            let set = self.sets.get_or_build(&key, || {
-                let principal = match &claims {
-                    None => self.model.anonymous(),
-                    Some(text) => self
-                        .principals
-                        .get_or_build(text, || self.model.principal(&entities::parse_claims(&self.model, text)?))?,
-                };
-                self.model.entity_set(&facts, principal).map(Rc::new)
-            });
-            if !slice.reads_context
-                && let Ok(set) = &set
-                && let Some(verdict) = set.verdict.get()
-            {
-                return verdict.clone();
-            }
-            if slice.reads_context {
-                facts.gather_context(&self.model, req);
-            }
-            let built = match set.and_then(|set| self.model.request_with(set, &facts, claims.is_some())) {
-                Ok(built) => built,
-                Err(Refusal(reason)) => {
-                    log::warn(&reason);
-                    return Verdict::Deny(reason);
-                }
+        self.slices.with(all, &self.model, route_method, |slice| self.decide_on(slice, req, claims.as_deref(), facts))
+    }
+
+    /// [`Abac::decide`] on the route's slice — or, when none of its
+    /// policies reads the context, the verdict kept with a remembered entity
+    /// set.
+    fn decide_on(&self, slice: Slice<'_>, req: &Request<'_>, claims: Option<&str>, mut facts: Facts) -> Verdict {
+        let key = entities::set_key(claims, &facts);
+        let set = self.sets.get_or_build(&key, || {
+            let principal = match claims {
+                None => self.model.anonymous(),
+                Some(text) => self
+                    .principals
+                    .get_or_build(text, || self.model.principal(&entities::parse_claims(&self.model, text)?))?,
             };
-            let response = self.authorizer.is_authorized(&built.request, slice.policies, built.entities());
-            let verdict = self.judge(&response);
-            if !slice.reads_context && response.diagnostics().errors().next().is_none() {
-                let _ = built.set.verdict.set(verdict.clone());
+            self.model.entity_set(&facts, principal).map(Rc::new)
+        });
+        if !slice.reads_context
+            && let Ok(set) = &set
+            && let Some(verdict) = set.verdict.get()
+        {
+            return verdict.clone();
+        }
+        if slice.reads_context {
+            facts.gather_context(&self.model, req);
+        }
+        let built = match set.and_then(|set| self.model.request_with(set, &facts, claims.is_some())) {
+            Ok(built) => built,
+            Err(Refusal(reason)) => {
+                log::warn(&reason);
+                return Verdict::Deny(reason);
             }
-            verdict
-        })
+        };
+        let response = self.authorizer.is_authorized(&built.request, slice.policies, built.entities());
+        let verdict = self.judge(&response);
+        if !slice.reads_context && response.diagnostics().errors().next().is_none() {
+            let _ = built.set.verdict.set(verdict.clone());
+        }
+        verdict
     }
 
     /// Cedar's decision, made fail-closed: a policy that fails to evaluate
