@@ -137,6 +137,51 @@ impl TestUpstream {
 /// Accepts connections and closes them at once, unanswered: an upstream
 /// that resets.
 pub async fn resetting() -> (SocketAddr, watch::Sender<bool>) {
+    raw(|s| async move {
+        // Read a little so the request is "sent", then drop. Zero linger
+        // makes the close a reset (RST), not a FIN; with zero there is
+        // nothing to block on.
+        #[expect(deprecated, reason = "SO_LINGER 0 is exactly the reset we want")]
+        let _ = s.set_linger(Some(Duration::ZERO));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(s);
+    })
+    .await
+}
+
+/// Answers the first request on each connection with `200 ok` — keep-alive,
+/// no `Connection: close` — and then closes the connection, as an upstream
+/// whose idle timeout is shorter than the gateway's. Counts the connections
+/// it accepted.
+pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let (addr, stop) = raw(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        }
+    })
+    .await;
+    (addr, accepted, stop)
+}
+
+/// A TCP server on an ephemeral port that hands each connection to `serve`
+/// (in a task of its own) until told to stop.
+async fn raw<F, Fut>(serve: F) -> (SocketAddr, watch::Sender<bool>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, mut stopped) = watch::channel(false);
@@ -145,13 +190,7 @@ pub async fn resetting() -> (SocketAddr, watch::Sender<bool>) {
             tokio::select! {
                 a = listener.accept() => {
                     if let Ok((s, _)) = a {
-                        // Read a little so the request is "sent", then drop.
-                        // Zero linger makes the close a reset (RST), not a FIN;
-                        // with zero there is nothing to block on.
-                        #[expect(deprecated, reason = "SO_LINGER 0 is exactly the reset we want")]
-                        let _ = s.set_linger(Some(Duration::ZERO));
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        drop(s);
+                        tokio::spawn(serve(s));
                     }
                 }
                 _ = stopped.changed() => return,
@@ -159,42 +198,6 @@ pub async fn resetting() -> (SocketAddr, watch::Sender<bool>) {
         }
     });
     (addr, stop)
-}
-
-/// Answers each request on a connection with `200 ok` (keep-alive), then
-/// closes the connection `linger` later, as an upstream with a short idle
-/// timeout does; counts the connections it accepted.
-pub async fn closing_after(linger: Duration) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (stop, mut stopped) = watch::channel(false);
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                a = listener.accept() => {
-                    let Ok((mut s, _)) = a else { continue };
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(async move {
-                        let mut head = Vec::new();
-                        let mut buf = [0u8; 1024];
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                            }
-                        }
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                        tokio::time::sleep(linger).await;
-                    });
-                }
-                _ = stopped.changed() => return,
-            }
-        }
-    });
-    (addr, accepted, stop)
 }
 
 struct InFlight(Arc<Control>);
