@@ -50,6 +50,7 @@ mod decision;
 mod exchange;
 pub mod host;
 pub mod http;
+pub mod keys;
 mod plugin;
 pub mod secrets;
 pub mod store;

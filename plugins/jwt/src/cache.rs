@@ -3,10 +3,10 @@
 //!
 //! Entries are keyed by the token itself (as Envoy's JWT cache is), so one
 //! token can never pass for another, and a hit costs a hash and a compare
-//! rather than a cryptographic digest: the map is keyed by the token's
-//! randomly keyed 64-bit hash, and the entry holds the token, compared in
-//! full on every hit (two tokens sharing a hash share a slot, and only cost
-//! each other a verification). Only verified tokens are entered, and
+//! rather than a cryptographic digest: a [`KeyMap`] files the entry under
+//! the token's seeded 64-bit hash and compares the token in full on every
+//! hit (two tokens sharing a hash share a slot, and only cost each other a
+//! verification). Only verified tokens are entered, and
 //! the cache lives in this plugin's own linear memory, where the request
 //! put the token anyway. An entry lives until the
 //! token expires (leeway included) and never longer than `cache_max_age`, so
@@ -15,9 +15,9 @@
 //! linear memory); when full it drops expired entries, and if that is not
 //! enough, everything — simple, and cheap in the amortised sense.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
+
+use wasmgate_sdk::keys::KeyMap;
 
 /// A verified token, with everything a request needs from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +52,8 @@ impl Verified {
 /// The cache itself; `capacity` 0 disables it.
 #[derive(Debug)]
 pub struct Cache {
-    /// By the token's hash: the token and what its verification found.
-    entries: HashMap<u64, (Box<str>, Rc<Verified>)>,
-    hasher: RandomState,
+    /// By the token: what its verification found.
+    entries: KeyMap<Rc<Verified>>,
     capacity: usize,
     max_bytes: usize,
     bytes: usize,
@@ -65,20 +64,16 @@ pub const MAX_BYTES: usize = 8 << 20;
 
 impl Cache {
     pub fn new(capacity: usize, max_bytes: usize) -> Self {
-        Self { entries: HashMap::new(), hasher: RandomState::new(), capacity, max_bytes, bytes: 0 }
+        Self { entries: KeyMap::default(), capacity, max_bytes, bytes: 0 }
     }
 
     /// The entry for `token`, if it is valid at `now_ms`.
     pub fn get(&mut self, token: &str, now_ms: u64) -> Option<Rc<Verified>> {
-        let hash = self.hasher.hash_one(token);
-        let (held, entry) = self.entries.get(&hash)?;
-        if !same(held, token) {
-            return None;
-        }
+        let entry = self.entries.get(token.as_bytes())?;
         if entry.valid_at(now_ms) {
             return Some(entry.clone());
         }
-        self.remove(hash);
+        self.remove(token);
         None
     }
 
@@ -87,17 +82,19 @@ impl Cache {
         if self.capacity == 0 || size > self.max_bytes || !entry.valid_at(now_ms) {
             return;
         }
-        let hash = self.hasher.hash_one(token);
-        self.remove(hash);
+        self.remove(token);
         if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
-            self.entries.retain(|_, (_, e)| e.valid_at(now_ms));
-            self.bytes = self.entries.values().map(|(t, e)| e.size(t.len())).sum();
+            self.entries.retain(|_, e| e.valid_at(now_ms));
+            self.bytes = self.entries.iter().map(|(t, e)| e.size(t.len())).sum();
         }
         if self.entries.len() >= self.capacity || self.bytes + size > self.max_bytes {
             self.clear();
         }
         self.bytes += size;
-        self.entries.insert(hash, (token.into(), entry));
+        // What shared the token's slot gives it up.
+        if let Some((held, old)) = self.entries.insert(token.as_bytes(), entry) {
+            self.bytes -= old.size(held.len());
+        }
     }
 
     pub fn clear(&mut self) {
@@ -110,22 +107,11 @@ impl Cache {
         self.entries.len()
     }
 
-    fn remove(&mut self, hash: u64) {
-        if let Some((token, old)) = self.entries.remove(&hash) {
+    fn remove(&mut self, token: &str) {
+        if let Some(old) = self.entries.remove(token.as_bytes()) {
             self.bytes -= old.size(token.len());
         }
     }
-}
-
-/// Whether two tokens are the same, compared eight bytes at a time: on
-/// wasm32 `memcmp` compares one at a time, and a token is ~1 KiB.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let ((a_words, a_rest), (b_words, b_rest)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
-    a_words.iter().zip(b_words).all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y)) && a_rest == b_rest
 }
 
 #[cfg(test)]
@@ -156,24 +142,19 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_compared_in_full() {
-        for (a, b) in [("", ""), ("abc", "abc"), ("0123456789abcdefX", "0123456789abcdefX")] {
-            assert!(same(a, b), "{a:?}");
-        }
-        for (a, b) in [("a", ""), ("abc", "abd"), ("0123456789abcdefX", "0123456789abcdefY"), ("0123456x", "01234567")]
-        {
-            assert!(!same(a, b) && !same(b, a), "{a:?} {b:?}");
-        }
-        // Another token in a held token's slot is a miss, and does not
-        // drop the held one.
+    fn only_the_same_token_hits() {
+        // The compare and the shared slots are wasmgate_sdk::keys's (tested
+        // there); here, that a near miss is a miss.
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
         let mut c = Cache::new(10, MAX_BYTES);
-        c.insert("a", entry("{}", 0, 500), 0);
-        let slot = c.hasher.hash_one("a");
-        let held = c.entries.remove(&slot).map(|(_, e)| e).expect("held");
-        c.entries.insert(slot, ("b".into(), held));
-        assert!(c.get("a", 10).is_none());
-        assert!(c.get("b", 10).is_none(), "`b` is not in its own slot");
-        assert_eq!(c.len(), 1);
+        c.insert(token, entry("{}", 0, 500), 0);
+        assert!(c.get(token, 10).is_some());
+        let mut other = token.to_owned();
+        other.replace_range(40..41, "X");
+        for miss in [&token[..token.len() - 1], &other, &format!("{token}x"), ""] {
+            assert!(c.get(miss, 10).is_none(), "{miss:?}");
+        }
+        assert_eq!(c.len(), 1, "a miss drops nothing");
     }
 
     #[test]
