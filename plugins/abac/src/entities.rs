@@ -9,11 +9,11 @@
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::rc::Rc;
 
 use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExpression};
 use serde_json::{Map, Value};
+use wasmgate_sdk::keys::{self, KeyMap};
 use wasmgate_sdk::{Headers, Request, clock};
 
 use crate::Verdict;
@@ -64,11 +64,11 @@ pub fn parse_claims(model: &Model, text: &str) -> Result<Map<String, Value>, Ref
 /// every time); when full it starts over. Only successes are remembered.
 #[derive(Debug)]
 pub struct Memo<V> {
-    known: RefCell<HashMap<String, V>>,
+    known: RefCell<KeyMap<V>>,
     /// With [`Memo::on_repeat`]: hashes of the keys seen once, so a value is
     /// kept only when its key comes back (one-off keys cost a hash, not an
     /// entry that crowds out the ones that repeat).
-    seen: Option<RefCell<HashSet<u64>>>,
+    seen: Option<RefCell<keys::HashSet>>,
     max: usize,
     max_key: usize,
 }
@@ -76,38 +76,41 @@ pub struct Memo<V> {
 impl<V: Clone> Memo<V> {
     /// Remembers every value it builds.
     pub fn new(max: usize, max_key: usize) -> Self {
-        Self { known: RefCell::new(HashMap::new()), seen: None, max, max_key }
+        Self { known: RefCell::new(KeyMap::default()), seen: None, max, max_key }
     }
 
     /// Remembers a value the second time its key is asked for.
     pub fn on_repeat(max: usize, max_key: usize) -> Self {
-        Self { seen: Some(RefCell::new(HashSet::new())), ..Self::new(max, max_key) }
+        Self { seen: Some(RefCell::new(keys::HashSet::default())), ..Self::new(max, max_key) }
     }
 
     /// The value for `key`: remembered, or built by `build`.
     pub fn get_or_build(&self, key: &str, build: impl FnOnce() -> Result<V, Refusal>) -> Result<V, Refusal> {
-        if let Some(known) = self.known.try_borrow().ok().and_then(|m| m.get(key).cloned()) {
-            return Ok(known);
+        let key = key.as_bytes();
+        let Ok(known) = self.known.try_borrow() else { return build() };
+        let hash = known.hash(key);
+        if let Some(value) = known.get_hashed(hash, key) {
+            return Ok(value.clone());
         }
+        drop(known);
         let value = build()?;
         if key.len() <= self.max_key
-            && self.repeated(key)
+            && self.repeated(hash)
             && let Ok(mut known) = self.known.try_borrow_mut()
         {
             if known.len() >= self.max {
                 known.clear();
             }
-            known.insert(key.to_owned(), value.clone());
+            known.insert(key, value.clone());
         }
         Ok(value)
     }
 
-    /// Whether `key` may be remembered now: always, or (with
+    /// Whether the key with `hash` may be remembered now: always, or (with
     /// [`Memo::on_repeat`]) when it was seen before.
-    fn repeated(&self, key: &str) -> bool {
+    fn repeated(&self, hash: u64) -> bool {
         let Some(seen) = &self.seen else { return true };
         let Ok(mut seen) = seen.try_borrow_mut() else { return false };
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
         if seen.remove(&hash) {
             return true;
         }
@@ -125,7 +128,7 @@ impl<V: Clone> Memo<V> {
 
     #[cfg(test)]
     pub fn values(&self) -> Vec<V> {
-        self.known.borrow().values().cloned().collect()
+        self.known.borrow().iter().map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -154,14 +157,15 @@ pub const MAX_SET_KEY: usize = 8192;
 /// that no two different inputs share a key. `claims` is `None` for the
 /// anonymous principal.
 pub fn set_key(claims: Option<&str>, facts: &Facts) -> String {
-    use std::fmt::Write as _;
     let mut key = String::with_capacity(
         claims.map_or(0, str::len) + facts.route.len() + facts.method.len() + facts.path.len() + 32,
     );
     // `c` and the claims, or `a` alone for the anonymous principal.
     key.push(if claims.is_some() { 'c' } else { 'a' });
     let mut part = |text: &str| {
-        let _ = write!(key, "{}:{text}", text.len());
+        push_decimal(&mut key, text.len());
+        key.push(':');
+        key.push_str(text);
     };
     if let Some(claims) = claims {
         part(claims);
@@ -174,6 +178,23 @@ pub fn set_key(claims: Option<&str>, facts: &Facts) -> String {
         part(value);
     }
     key
+}
+
+/// Appends `n` in decimal (`write!` costs more than the rest of the key).
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// What the entity model reads from the HTTP request, gathered once: what

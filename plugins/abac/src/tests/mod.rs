@@ -190,6 +190,10 @@ fn entity_set_keys_keep_their_parts_apart() {
     with_param.params = vec![("id".into(), "1".into())];
     assert_ne!(key(None, &with_param), key(None, &facts("r", "/x")));
     assert_eq!(key(Some("{}"), &with_param), key(Some("{}"), &with_param.clone()));
+    // The length prefixes, written out.
+    assert_eq!(key(None, &with_param), "a1:r3:GET2:/x2:id1:1");
+    let long = "p".repeat(1234);
+    assert_eq!(key(Some(""), &facts("", &long)), format!("c0:0:3:GET1234:{long}"));
 }
 
 #[test]
