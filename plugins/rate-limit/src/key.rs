@@ -106,19 +106,40 @@ impl<'r, 'a> Facts<'r, 'a> {
         Self { req, claims: None }
     }
 
-    /// The part's value, escaped; `None` when the request has no such value.
-    fn value(&mut self, part: &KeyPart) -> Option<String> {
-        Some(match part {
-            KeyPart::ClientIp => escape(self.req.client_ip().as_bytes()),
-            KeyPart::Header(name) => escape(&self.req.header(name)?),
-            KeyPart::Consumer => escape(context::get("consumer")?.as_bytes()),
-            KeyPart::Claim(name) => escape(self.claim(name)?.as_bytes()),
-            KeyPart::Context(name) => escape(context::get(name)?.as_bytes()),
-            KeyPart::Route => escape(self.req.route().as_bytes()),
-            KeyPart::Path => escape(self.req.path().as_bytes()),
-            KeyPart::Method => escape(self.req.method().as_bytes()),
-            KeyPart::Global => "global".to_owned(),
-        })
+    /// Appends the part's value, escaped, to `out`; `false` (and nothing
+    /// appended) when the request has no such value.
+    fn push_value(&mut self, part: &KeyPart, out: &mut String) -> bool {
+        let value = match part {
+            KeyPart::ClientIp => self.req.client_ip(),
+            KeyPart::Header(name) => match self.req.header(name) {
+                Some(bytes) => {
+                    escape_into(out, &bytes);
+                    return true;
+                }
+                None => return false,
+            },
+            KeyPart::Consumer => match context::get("consumer") {
+                Some(v) => v,
+                None => return false,
+            },
+            KeyPart::Claim(name) => match self.claim(name) {
+                Some(v) => v,
+                None => return false,
+            },
+            KeyPart::Context(name) => match context::get(name) {
+                Some(v) => v,
+                None => return false,
+            },
+            KeyPart::Route => self.req.route(),
+            KeyPart::Path => self.req.path(),
+            KeyPart::Method => self.req.method(),
+            KeyPart::Global => {
+                out.push_str("global");
+                return true;
+            }
+        };
+        escape_into(out, value.as_bytes());
+        true
     }
 
     fn claim(&mut self, name: &str) -> Option<String> {
@@ -154,17 +175,16 @@ pub(crate) enum KeyText {
 /// The key text of a limit for this request.
 pub(crate) fn key_text(parts: &[KeyPart], facts: &mut Facts<'_, '_>) -> KeyText {
     let mut first = None;
-    let mut values = Vec::with_capacity(parts.len());
+    let mut text = String::with_capacity(64);
     for (i, part) in parts.iter().enumerate() {
-        match facts.value(part) {
-            Some(v) => values.push(v),
-            None => {
-                first.get_or_insert(i);
-                values.push(MISSING.to_owned());
-            }
+        if i > 0 {
+            text.push('|');
+        }
+        if !facts.push_value(part, &mut text) {
+            first.get_or_insert(i);
+            text.push_str(MISSING);
         }
     }
-    let text = values.join("|");
     match first {
         None => KeyText::Complete(text),
         Some(first) => KeyText::Missing { first, shared: text },
@@ -175,22 +195,42 @@ pub(crate) fn key_text(parts: &[KeyPart], facts: &mut Facts<'_, '_>) -> KeyText 
 /// name, or `*` when the limit is shared across routes. The gateway prefixes
 /// the plugin's namespace.
 pub(crate) fn store_key(scope: &str, limit: &str, tag: &str, text: &str) -> String {
-    let text =
-        if text.len() > MAX_KEY_TEXT { format!("#{}", hex::encode(Sha256::digest(text))) } else { text.to_owned() };
-    format!("{}|{limit}|{tag}|{text}", escape(scope.as_bytes()))
+    let digest;
+    let text = if text.len() > MAX_KEY_TEXT {
+        digest = format!("#{}", hex::encode(Sha256::digest(text)));
+        &digest
+    } else {
+        text
+    };
+    let mut key = String::with_capacity(scope.len() + limit.len() + tag.len() + text.len() + 3);
+    escape_into(&mut key, scope.as_bytes());
+    for part in [limit, tag, text] {
+        key.push('|');
+        key.push_str(part);
+    }
+    key
 }
 
 /// Percent-encodes everything but visible ASCII, and the characters the key
 /// layout gives a meaning (`%`, `|`, `#`). Distinct values stay distinct, and
 /// joined parts cannot run into each other.
+#[cfg(test)]
 pub(crate) fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    escape_into(&mut out, bytes);
+    out
+}
+
+/// [`escape`], appending to `out`.
+fn escape_into(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
         if b.is_ascii_graphic() && !matches!(b, b'%' | b'|' | b'#') {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
-    out
 }

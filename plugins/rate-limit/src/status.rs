@@ -1,7 +1,8 @@
 //! The numbers behind the `RateLimit-*` headers, and how the request phase
 //! hands them to the response phase through the context.
 
-use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
 use wasmgate_sdk::context;
 use wasmgate_sdk::store::Limit;
 
@@ -11,7 +12,7 @@ use crate::config::Rule;
 pub(crate) const CONTEXT_KEY: &str = "rate_limit.status";
 
 /// Where a request stands against one limit, or the tightest of several.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Status {
     pub limit: u64,
     pub remaining: u64,
@@ -68,18 +69,40 @@ impl Status {
     /// earlier in the chain may have written one already: the tighter wins, so
     /// every entry's response hook sets the same headers.
     pub(crate) fn publish(self) {
-        let status = match context::get(CONTEXT_KEY).and_then(|text| serde_json::from_str::<Status>(&text).ok()) {
+        let status = match Self::published() {
             Some(earlier) => earlier.tightest(self),
             None => self,
         };
-        if let Ok(text) = serde_json::to_string(&status) {
-            context::set(CONTEXT_KEY, &text);
-        }
+        context::set(CONTEXT_KEY, &status.encode());
     }
 
     /// What the request hook recorded, if any limit applied.
     pub(crate) fn published() -> Option<Self> {
-        context::get(CONTEXT_KEY).and_then(|text| serde_json::from_str(&text).ok())
+        context::get(CONTEXT_KEY).and_then(|text| Self::decode(&text))
+    }
+
+    /// The context entry's text: `limit remaining reset_at` on the first
+    /// line, then one policy item per line (items are header text, which
+    /// holds no line break). A fixed form, cheaper than JSON on every request.
+    pub(crate) fn encode(&self) -> String {
+        let mut text = String::with_capacity(48 + self.policy.iter().map(|p| p.len() + 1).sum::<usize>());
+        let _ = write!(text, "{} {} {}", self.limit, self.remaining, self.reset_at);
+        for item in &self.policy {
+            text.push('\n');
+            text.push_str(item);
+        }
+        text
+    }
+
+    /// Reads [`Status::encode`]'s text; `None` for anything else.
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let mut lines = text.split('\n');
+        let mut numbers = lines.next()?.split(' ').map(str::parse::<u64>);
+        let (limit, remaining, reset_at) = (numbers.next()?.ok()?, numbers.next()?.ok()?, numbers.next()?.ok()?);
+        if numbers.next().is_some() {
+            return None;
+        }
+        Some(Self { limit, remaining, reset_at, policy: lines.map(str::to_owned).collect() })
     }
 }
 

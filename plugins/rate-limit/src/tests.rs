@@ -172,7 +172,7 @@ fn earlier_limits_are_charged_when_a_later_one_refuses() {
     next_request();
     assert!(testing::on_request(&p, &mut req).is_continue());
     let ctx = testing::context().get(status::CONTEXT_KEY).cloned().unwrap_or_default();
-    assert!(ctx.contains(r#""remaining":1"#), "{ctx}");
+    assert_eq!(Status::decode(&ctx).map(|s| s.remaining), Some(1), "{ctx}");
     let mut resp = TestResponse::new(200);
     let _ = testing::on_response(&p, &mut req, &mut resp);
     assert_eq!(resp.headers.get_str("ratelimit-remaining").as_deref(), Some("1"), "narrow is the tightest");
@@ -444,6 +444,19 @@ fn judge_turns_store_answers_into_replies() {
     assert_eq!(reply.header_str("retry-after"), Some("1"));
     assert_eq!(reply.header_str("ratelimit-reset"), Some("2"));
     assert_eq!(reply.header_str("ratelimit-policy"), Some("10;w=1, 5;w=60"));
+}
+
+#[test]
+fn the_status_survives_its_context_form() {
+    let status =
+        Status { limit: 10, remaining: 0, reset_at: T0, policy: vec!["10;w=1;burst=20".into(), "5;w=60".into()] };
+    assert_eq!(status.encode(), format!("10 0 {T0}\n10;w=1;burst=20\n5;w=60"));
+    assert_eq!(Status::decode(&status.encode()), Some(status));
+    let bare = Status { limit: 1, remaining: 1, reset_at: 0, policy: Vec::new() };
+    assert_eq!(Status::decode(&bare.encode()), Some(bare));
+    for garbage in ["", "1 2", "1 2 3 4", "a b c", "{\"limit\":1}", "1 2 -3"] {
+        assert_eq!(Status::decode(garbage), None, "{garbage:?}");
+    }
 }
 
 #[test]
