@@ -75,7 +75,7 @@ pub struct Metrics {
     upstream_connections: Series<1, Gauge>,
     bulkhead_rejected: Series<1, Counter>,
     no_healthy_endpoint: Series<1, Counter>,
-    plugin_duration: Series<2, Histogram, HistogramFn>,
+    plugin_duration: Family<Labels<2>, Histogram, HistogramFn>,
     plugin_failures: Series<2, Counter>,
     // Two fixed series each: plain handles, no cache needed.
     reloads_ok: Counter,
@@ -177,18 +177,19 @@ impl Metrics {
             ["upstream"],
             |l| &mut l.no_healthy_endpoint,
         );
-        let plugin_duration = r.histogram(
-            "plugin_call_duration",
-            "Time of one plugin call, by plugin and phase (request, response)",
-            plugin_histogram,
-            ["plugin", "phase"],
-            |l| &mut l.plugin_duration,
-        );
         let plugin_failures = r.labelled(
             "plugin_failures",
             "Plugin calls that failed, by plugin and kind (trap, deadline, memory, instantiate)",
             ["plugin", "kind"],
             |l| &mut l.plugin_failures,
+        );
+        // Resolved once per chain link (`plugin_timers`): no per-thread cache.
+        let plugin_duration = Family::<Labels<2>, Histogram, HistogramFn>::new_with_constructor(plugin_histogram);
+        registry.register_with_unit(
+            "plugin_call_duration",
+            "Time of one plugin call, by plugin and phase (request, response)",
+            Unit::Seconds,
+            plugin_duration.clone(),
         );
         let reloads = Family::<Labels<1>, Counter>::default();
         registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
@@ -310,9 +311,13 @@ impl Metrics {
         });
     }
 
-    /// One plugin call; `phase` is `request` or `response`.
-    pub fn plugin_call(&self, plugin: &str, phase: &str, duration: Duration) {
-        self.record(&self.plugin_duration, [plugin, phase], |h| h.observe(duration.as_secs_f64()));
+    /// A plugin's call-duration series, request phase then response phase,
+    /// resolved once (when its route is configured) so that a call records
+    /// its time without looking the series up. Plugin series are never
+    /// removed, so a held handle never goes stale.
+    pub fn plugin_timers(&self, plugin: &str) -> [Histogram; 2] {
+        ["request", "response"]
+            .map(|phase| self.plugin_duration.get_or_create(&owned(&["plugin", "phase"], [plugin, phase])).clone())
     }
 
     pub fn plugin_failure(&self, plugin: &str, kind: FaultKind) {
@@ -385,7 +390,7 @@ fn request_histogram() -> Histogram {
     Histogram::new(REQUEST_BUCKETS)
 }
 
-fn plugin_histogram() -> Histogram {
+pub(crate) fn plugin_histogram() -> Histogram {
     Histogram::new(PLUGIN_BUCKETS)
 }
 
@@ -472,7 +477,6 @@ struct Local {
     upstream_connections: Slots<1, Gauge>,
     bulkhead_rejected: Slots<1, Counter>,
     no_healthy_endpoint: Slots<1, Counter>,
-    plugin_duration: Slots<2, Histogram>,
     plugin_failures: Slots<2, Counter>,
 }
 
@@ -494,7 +498,6 @@ impl Local {
             upstream_connections: Slots::default(),
             bulkhead_rejected: Slots::default(),
             no_healthy_endpoint: Slots::default(),
-            plugin_duration: Slots::default(),
             plugin_failures: Slots::default(),
         }
     }

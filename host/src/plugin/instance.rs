@@ -11,6 +11,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
@@ -20,6 +21,7 @@ use super::registry::Plugin;
 use super::sandbox::GuestExit;
 use crate::config::Isolation;
 use crate::exchange::Exchange;
+use crate::telemetry::plugin_histogram;
 
 /// What a plugin asked for when it accepted its config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -127,6 +129,10 @@ pub struct ChainLink {
     config_json: String,
     deadline_ticks: u64,
     pool: Option<Pool>,
+    /// Where the proxy records the time of each call, request phase then
+    /// response phase: the gateway's series for this plugin once
+    /// [`ChainLink::with_timers`] gave them, unregistered ones until then.
+    pub timers: [Histogram; 2],
 }
 
 impl std::fmt::Debug for ChainLink {
@@ -161,7 +167,8 @@ impl ChainLink {
         let deadline_ticks =
             u64::try_from(limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros())).unwrap_or(u64::MAX).max(1);
         let pool = (plugin.settings.isolation == Isolation::Pooled).then(|| Pool::new(workers, max_idle));
-        let link = Self { plugin, info: Info::default(), key, config_json, deadline_ticks, pool };
+        let timers = [plugin_histogram(), plugin_histogram()];
+        let link = Self { plugin, info: Info::default(), key, config_json, deadline_ticks, pool, timers };
         let (mut link, made) = if link.plugin.async_calls {
             // The control runtime drives the async instantiation; the link
             // travels there and back.
@@ -184,6 +191,13 @@ impl ChainLink {
             pool.put(warm);
         }
         Ok(link)
+    }
+
+    /// Records this link's call times in `timers` (from
+    /// [`crate::telemetry::Metrics::plugin_timers`]).
+    pub fn with_timers(mut self, timers: [Histogram; 2]) -> Self {
+        self.timers = timers;
+        self
     }
 
     fn store(&self) -> Store<HostState> {

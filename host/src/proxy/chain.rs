@@ -24,19 +24,11 @@ enum RespBody {
     Bytes(Bytes),
 }
 
+/// A hook's phase; its value indexes [`ChainLink::timers`].
 #[derive(Clone, Copy)]
 enum Phase {
-    Request,
-    Response,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Request => "request",
-            Self::Response => "response",
-        }
-    }
+    Request = 0,
+    Response = 1,
 }
 
 pub(super) async fn run(
@@ -56,11 +48,12 @@ pub(super) async fn run(
     let head = ex.request.method == http::Method::HEAD;
 
     let mut early = None;
+    let mut lap = Lap::start();
     for (i, link) in route.chain.iter().enumerate() {
         if !link.info.on_request {
             continue;
         }
-        match call(forward, link, &mut ex, Phase::Request, trace).await {
+        match call(forward, link, &mut ex, Phase::Request, trace, &mut lap).await {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Respond(reply)) => {
                 early = Some((i, reply_parts(link, reply)?));
@@ -134,11 +127,12 @@ async fn response_phase(
         body = RespBody::Bytes(Bytes::new());
     }
     ex.response = Some(parts);
+    let mut lap = Lap::start();
     for link in links.iter().rev() {
         if !link.info.on_response {
             continue;
         }
-        match call(forward, link, &mut ex, Phase::Response, trace).await {
+        match call(forward, link, &mut ex, Phase::Response, trace, &mut lap).await {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Respond(reply)) => {
                 let (parts, bytes) = reply_parts(link, reply)?;
@@ -158,22 +152,41 @@ async fn response_phase(
     Ok((parts, body))
 }
 
-/// One hook call, timed and counted.
+/// Times consecutive hook calls with one clock read per call: each call
+/// ends its own lap and starts the next.
+struct Lap(Instant);
+
+impl Lap {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// The time since the last lap (or the start).
+    fn lap(&mut self) -> std::time::Duration {
+        let now = Instant::now();
+        let took = now.saturating_duration_since(self.0);
+        self.0 = now;
+        took
+    }
+}
+
+/// One hook call, timed and counted. `lap` started when the call did: at
+/// the start of the phase, or when the previous call ended.
 async fn call(
     forward: &Forward<'_>,
     link: &ChainLink,
     ex: &mut Box<Exchange>,
     phase: Phase,
     trace: &mut Trace,
+    lap: &mut Lap,
 ) -> Result<Outcome, Fault> {
-    let start = Instant::now();
     let result = match phase {
         _ if link.is_async() => link.call_async(ex, matches!(phase, Phase::Request)).await,
         Phase::Request => link.on_request(ex),
         Phase::Response => link.on_response(ex),
     };
+    link.timers[phase as usize].observe(lap.lap().as_secs_f64());
     let metrics = &forward.snapshot.metrics;
-    metrics.plugin_call(&link.plugin.name, phase.as_str(), start.elapsed());
     let outcome = match &result {
         Ok(Outcome::Continue) => "continue",
         Ok(Outcome::Respond(_)) => "respond",

@@ -35,6 +35,30 @@ async fn add_header_modifies_request_and_response() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_calls_are_timed_per_plugin_and_phase() {
+    let up = TestUpstream::echo("u").await;
+    let plugins = r#"{ use = "add-header", config = { response = { set = { "x-seen" = "1" } } } },
+  { use = "deny", config = { paths = ["/no"] } },"#;
+    let gw = TestGateway::start(&format!("[admin]\nlisten = \"127.0.0.1:0\"\n{}", route(&up, plugins, "")));
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/yes")).await.status, 200);
+    }
+    assert_eq!(get(&gw.url("/no")).await.status, 403);
+    let admin = gw.gateway.admin_addr().expect("admin listener");
+    let text = get(&format!("http://{admin}/metrics")).await.text();
+    let count = |plugin: &str, phase: &str| {
+        let series = format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="{phase}"}} "#);
+        text.lines().find_map(|l| l.strip_prefix(&series)).map(str::to_owned)
+    };
+    // deny's request hook ran four times; it has no response hook, so its
+    // response series (made when the route was configured) stays at 0.
+    // add-header's response hook ran for the refused request too.
+    assert_eq!(count("deny", "request").as_deref(), Some("4"), "{text}");
+    assert_eq!(count("deny", "response").as_deref(), Some("0"), "{text}");
+    assert_eq!(count("add-header", "response").as_deref(), Some("4"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deny_responds_without_touching_the_upstream() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&route(
