@@ -110,34 +110,24 @@ impl<'r, 'a> Facts<'r, 'a> {
     /// appended) when the request has no such value.
     fn push_value(&mut self, part: &KeyPart, out: &mut String) -> bool {
         let value = match part {
-            KeyPart::ClientIp => self.req.client_ip(),
-            KeyPart::Header(name) => match self.req.header(name) {
-                Some(bytes) => {
-                    escape_into(out, &bytes);
-                    return true;
-                }
-                None => return false,
-            },
-            KeyPart::Consumer => match context::get("consumer") {
-                Some(v) => v,
-                None => return false,
-            },
-            KeyPart::Claim(name) => match self.claim(name) {
-                Some(v) => v,
-                None => return false,
-            },
-            KeyPart::Context(name) => match context::get(name) {
-                Some(v) => v,
-                None => return false,
-            },
-            KeyPart::Route => self.req.route(),
-            KeyPart::Path => self.req.path(),
-            KeyPart::Method => self.req.method(),
+            KeyPart::Header(name) => {
+                let Some(bytes) = self.req.header(name) else { return false };
+                escape_into(out, &bytes);
+                return true;
+            }
             KeyPart::Global => {
                 out.push_str("global");
                 return true;
             }
+            KeyPart::ClientIp => Some(self.req.client_ip()),
+            KeyPart::Consumer => context::get("consumer"),
+            KeyPart::Claim(name) => self.claim(name),
+            KeyPart::Context(name) => context::get(name),
+            KeyPart::Route => Some(self.req.route()),
+            KeyPart::Path => Some(self.req.path()),
+            KeyPart::Method => Some(self.req.method()),
         };
+        let Some(value) = value else { return false };
         escape_into(out, value.as_bytes());
         true
     }
