@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
+use wasmgate_common::prehashed::BuildPrehashed;
 
 pub use self::access_log::{AccessLog, AccessLogWriter, PluginOutcome, access_log_line};
 use crate::plugin::FaultKind;
@@ -518,7 +519,7 @@ impl Local {
 /// never a wrong series.
 struct Slots<const N: usize, M, S = RandomState> {
     hasher: S,
-    map: HashMap<u64, Vec<(Labels<N>, M)>, BuildHasherDefault<Prehashed>>,
+    map: HashMap<u64, Vec<(Labels<N>, M)>, BuildPrehashed>,
 }
 
 impl<const N: usize, M> Default for Slots<N, M> {
@@ -550,27 +551,6 @@ impl<const N: usize, M: Clone, S: BuildHasher> Slots<N, M, S> {
         let metric = family.get_or_create_owned(&labels);
         op(&metric);
         entries.push((labels, metric));
-    }
-}
-
-/// The cache's keys are hashes already; hashing them again only costs time.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used; this keeps any other key type correct.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 

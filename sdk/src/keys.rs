@@ -9,7 +9,9 @@
 //! `memcmp` (one byte at a time) were a visible share of a cache hit.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
+
+pub use wasmgate_common::prehashed::{BuildPrehashed, Prehashed};
 
 /// Hashes keys with a seed chosen per instance, so which keys share a slot
 /// is not known in advance.
@@ -51,35 +53,13 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a_words.iter().zip(b_words).all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y)) && a_rest == b_rest
 }
 
-/// A hasher for keys that are hashes already: it passes the `u64` through.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for the `u64` keys of this module; fold
-        // anything else in rather than lose it.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// A set of key hashes (what [`KeyHasher::hash`] returns).
-pub type HashSet = std::collections::HashSet<u64, BuildHasherDefault<Prehashed>>;
+pub type HashSet = std::collections::HashSet<u64, BuildPrehashed>;
 
 /// A map from long byte keys to `V`; see the module docs.
 #[derive(Debug)]
 pub struct KeyMap<V> {
-    entries: HashMap<u64, (Box<[u8]>, V), BuildHasherDefault<Prehashed>>,
+    entries: HashMap<u64, (Box<[u8]>, V), BuildPrehashed>,
     hasher: KeyHasher,
 }
 

@@ -15,5 +15,6 @@
 pub mod keys;
 #[cfg(feature = "native")]
 pub mod memstore;
+pub mod prehashed;
 pub mod store_args;
 pub mod units;

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::thread;
 
@@ -137,9 +138,8 @@ fn gauges_and_the_other_counters_carry_their_labels() {
     m.breaker("api", Some("10.0.0.2:80"), "half_open");
     m.retry_budget_exhausted("api");
     m.no_healthy_endpoint("api");
-    let [request, response] = m.plugin_timers("auth");
+    let [request, _] = m.plugin_timers("auth");
     request.observe(Duration::from_micros(3).as_secs_f64());
-    let _ = response;
     m.plugin_failure("auth", FaultKind::Deadline);
     m.plugin_failure("auth", FaultKind::Deadline);
     m.reloads(true);
