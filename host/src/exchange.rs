@@ -161,11 +161,7 @@ pub fn header_set(headers: &mut HeaderMap, name: &str, value: &[u8], append: boo
 
 pub fn header_remove(headers: &mut HeaderMap, name: &str) -> bool {
     match header_edit(name, None) {
-        Ok((name, _)) => {
-            let had = headers.contains_key(&name);
-            headers.remove(&name);
-            had
-        }
+        Ok((name, _)) => headers.remove(&name).is_some(),
         Err(_) => false,
     }
 }

@@ -50,6 +50,20 @@ fn request_headers_add_set_remove_rename() {
 }
 
 #[test]
+fn renames_move_the_headers_as_they_arrived() {
+    let p = plugin(
+        json!({ "request": { "headers": { "rename": { "x-a": "x-b", "x-b": "x-a", "x-c": "x-d", "x-d": "x-e" } } } }),
+    );
+    let mut req = TestRequest::get("/").header("x-a", "a").header("x-b", "b").header("x-c", "c").header("x-d", "d");
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    assert_eq!(req.headers.get_str("x-a").as_deref(), Some("b"), "a swap swaps");
+    assert_eq!(req.headers.get_str("x-b").as_deref(), Some("a"));
+    assert_eq!(req.headers.get("x-c"), None);
+    assert_eq!(req.headers.get_str("x-d").as_deref(), Some("c"), "a chain moves each value one step");
+    assert_eq!(req.headers.get_str("x-e").as_deref(), Some("d"));
+}
+
+#[test]
 fn rename_of_an_absent_header_leaves_the_target_alone() {
     let p = plugin(json!({ "request": { "headers": { "rename": { "x-old": "x-new" } } } }));
     let mut req = TestRequest::get("/").header("x-new", "kept");

@@ -119,8 +119,7 @@ async fn chain_runs_in_order_and_responses_in_reverse() {
     ));
     let r = get(&gw.url("/")).await;
     assert_eq!(echoed_headers(&r.json(), "x-order"), vec!["first", "second"]);
-    let back: Vec<&str> = r.headers.get_all("x-order").iter().filter_map(|v| v.to_str().ok()).collect();
-    assert_eq!(back, vec!["second", "first"], "response hooks run last plugin first");
+    assert_eq!(r.header_all("x-order"), vec!["second", "first"], "response hooks run last plugin first");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +154,30 @@ async fn context_is_shared_along_the_chain() {
     // And nothing leaks into the next request.
     let r = get(&gw.url("/")).await;
     assert_eq!(echoed_header(&r.json(), "x-context").as_deref(), Some("chaos=seen"));
+}
+
+/// `edit-headers` through the real host, on both sides: the good edits
+/// apply in order, the refused ones come back by index and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_header_edits_applies_and_reports_refusals() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(&up, r#"{ use = "chaos", config = { mode = "edits" } },"#, ""));
+    let req = Request::get(gw.url("/")).header("x-drop", "1").header("x-a", "0").body(Full::default()).unwrap();
+    let r = send(req).await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(echoed_headers(&doc, "x-a"), vec!["1", "2"]);
+    assert_eq!(echoed_header(&doc, "x-drop"), None);
+    assert_eq!(echoed_header(&doc, "x-refused").as_deref(), Some("1:forbidden,3:invalid-name"));
+    assert_eq!(echoed_header(&doc, "content-length"), None, "a GET without a body gets none");
+
+    let gw =
+        TestGateway::start(&route(&up, r#"{ use = "chaos", config = { mode = "edits", phase = "response" } },"#, ""));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_all("x-a"), vec!["1", "2"]);
+    assert_eq!(r.header("x-refused"), Some("1:forbidden,3:invalid-name"));
+    assert_eq!(r.header("content-length").map(str::parse::<usize>).and_then(Result::ok), Some(r.body.len()));
 }
 
 async fn assert_fails_only_its_request(gw: &TestGateway, failing: &str) {
