@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::bindings::wasmgate::plugin::types as wit;
-use crate::testing::{TestHeaders, TestRequest, TestResponse};
+use crate::testing::{TestRequest, TestResponse};
 
 /// Why an edit was refused. The request or response is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,71 +309,6 @@ impl<'a> Response<'a> {
     }
 }
 
-/// One change to a header list, for [`Headers::edit_headers`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderEdit<'a> {
-    /// Replaces every value of the header, as [`Headers::set_header`].
-    Set(&'a str, &'a [u8]),
-    /// Adds a value, as [`Headers::append_header`].
-    Append(&'a str, &'a [u8]),
-    /// Removes every value, as [`Headers::remove_header`].
-    Remove(&'a str),
-}
-
-impl HeaderEdit<'_> {
-    /// The header this edit changes.
-    pub fn name(&self) -> &str {
-        match self {
-            Self::Set(name, _) | Self::Append(name, _) | Self::Remove(name) => name,
-        }
-    }
-
-    /// `set`, `append` or `remove`, for messages.
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Self::Set(..) => "set",
-            Self::Append(..) => "append",
-            Self::Remove(_) => "remove",
-        }
-    }
-
-    fn to_wit(self) -> wit::HeaderEdit {
-        match self {
-            Self::Set(name, value) => wit::HeaderEdit::Set((name.to_owned(), value.to_vec())),
-            Self::Append(name, value) => wit::HeaderEdit::Append((name.to_owned(), value.to_vec())),
-            Self::Remove(name) => wit::HeaderEdit::Remove(name.to_owned()),
-        }
-    }
-}
-
-/// An edit [`Headers::edit_headers`] refused: its index in the slice, and why.
-pub type RefusedEdit = (usize, EditError);
-
-fn refused_from_wit(refused: Vec<wit::RefusedEdit>) -> Vec<RefusedEdit> {
-    refused.into_iter().map(|r| (r.index as usize, r.error.into())).collect()
-}
-
-/// The test doubles' `edit_headers`: each edit applied as its own method
-/// applies it, so the results match the gateway's.
-fn test_edits(headers: &mut TestHeaders, edits: &[HeaderEdit<'_>]) -> Result<(), Vec<RefusedEdit>> {
-    let refused: Vec<RefusedEdit> = edits
-        .iter()
-        .enumerate()
-        .filter_map(|(i, edit)| {
-            let applied = match *edit {
-                HeaderEdit::Set(name, value) => headers.set(name, value),
-                HeaderEdit::Append(name, value) => headers.append(name, value),
-                HeaderEdit::Remove(name) => {
-                    headers.remove(name);
-                    Ok(())
-                }
-            };
-            applied.err().map(|e| (i, e))
-        })
-        .collect();
-    if refused.is_empty() { Ok(()) } else { Err(refused) }
-}
-
 /// The headers of a [`Request`] or a [`Response`]: header logic written
 /// against this trait serves both sides. In the prelude.
 pub trait Headers {
@@ -399,32 +334,12 @@ pub trait Headers {
 
     /// Removes a header; `true` if it was there.
     fn remove_header(&mut self, name: &str) -> bool;
-
-    /// Applies several edits in order, in one call to the gateway instead
-    /// of one per edit (each call costs a few hundred nanoseconds). A
-    /// refused edit is skipped, the ones after it still apply, and every
-    /// refusal comes back with its index in `edits`.
-    fn edit_headers(&mut self, edits: &[HeaderEdit<'_>]) -> Result<(), Vec<RefusedEdit>>;
-
-    /// [`edit_headers`](Self::edit_headers) for edits whose names and values
-    /// were checked at config time, where a refusal is unexpected: each one
-    /// is logged at `warn`, naming the side, the header and why.
-    fn edit_headers_or_warn(&mut self, edits: &[HeaderEdit<'_>]);
-}
-
-/// Logs what [`Headers::edit_headers_or_warn`] had refused.
-fn warn_refused(refused: Vec<RefusedEdit>, edits: &[HeaderEdit<'_>], side: &str) {
-    for (i, e) in refused {
-        if let Some(edit) = edits.get(i) {
-            crate::log::warn(&format!("cannot {} {side} header {}: {e}", edit.verb(), edit.name()));
-        }
-    }
 }
 
 /// One implementation for both sides: the guest resources have the same
 /// header functions, and so do the test doubles.
 macro_rules! impl_headers {
-    ($ty:ident, $inner:ident, $side:literal) => {
+    ($ty:ident, $inner:ident) => {
         impl Headers for $ty<'_> {
             fn header(&self, name: &str) -> Option<Vec<u8>> {
                 match &self.inner {
@@ -467,70 +382,9 @@ macro_rules! impl_headers {
                     $inner::Test(r) => r.headers.remove(name),
                 }
             }
-
-            fn edit_headers(&mut self, edits: &[HeaderEdit<'_>]) -> Result<(), Vec<RefusedEdit>> {
-                match &mut self.inner {
-                    $inner::Guest(r) => {
-                        let edits: Vec<wit::HeaderEdit> = edits.iter().map(|e| e.to_wit()).collect();
-                        r.edit_headers(&edits).map_err(refused_from_wit)
-                    }
-                    $inner::Test(r) => test_edits(&mut r.headers, edits),
-                }
-            }
-
-            fn edit_headers_or_warn(&mut self, edits: &[HeaderEdit<'_>]) {
-                if let Err(refused) = self.edit_headers(edits) {
-                    warn_refused(refused, edits, $side);
-                }
-            }
         }
     };
 }
 
-impl_headers!(Request, ReqInner, "request");
-impl_headers!(Response, RespInner, "response");
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::Level;
-    use crate::testing::{self, TestRequest, TestResponse};
-
-    #[test]
-    fn a_batch_applies_in_order_and_reports_each_refusal() {
-        let mut req = TestRequest::get("/").header("x-old", "1").header("x-keep", "k");
-        let edits = [
-            HeaderEdit::Remove("x-old"),
-            HeaderEdit::Set("Transfer-Encoding", b"chunked"),
-            HeaderEdit::Set("x-new", b"a"),
-            HeaderEdit::Append("x-new", b"b"),
-            HeaderEdit::Append("x-bad", b"line\nbreak"),
-            HeaderEdit::Set("x-keep", b"k2"),
-        ];
-        let refused = Request::test(&mut req).edit_headers(&edits).unwrap_err();
-        assert_eq!(
-            refused,
-            vec![
-                (1, EditError::Forbidden("transfer-encoding".into())),
-                (4, EditError::InvalidValue("value of `x-bad` has a control character".into())),
-            ]
-        );
-        assert_eq!(req.headers.get("x-old"), None);
-        assert_eq!(req.headers.get_all("x-new"), vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(req.headers.get_str("x-keep").as_deref(), Some("k2"));
-        assert_eq!(req.headers.get("x-bad"), None);
-        assert_eq!(Request::test(&mut req).edit_headers(&[HeaderEdit::Remove("x-new")]), Ok(()));
-    }
-
-    #[test]
-    fn refused_edits_are_logged_with_side_and_name() {
-        testing::reset();
-        let mut resp = TestResponse::new(200);
-        Response::test(&mut resp).edit_headers_or_warn(&[HeaderEdit::Set("ok", b"1"), HeaderEdit::Append("te", b"x")]);
-        assert_eq!(resp.headers.get_str("ok").as_deref(), Some("1"));
-        assert_eq!(
-            testing::logs(),
-            vec![(Level::Warn, "cannot append response header te: `te` is managed by the gateway".to_owned())]
-        );
-    }
-}
+impl_headers!(Request, ReqInner);
+impl_headers!(Response, RespInner);

@@ -65,8 +65,7 @@ pub use wasmgate_common::units;
 
 pub use decision::{Decision, Reply};
 pub use exchange::{
-    EditError, HeaderEdit, Headers, MANAGED_HEADERS, RefusedEdit, Request, Response, check_header, check_header_name,
-    check_header_value,
+    EditError, Headers, MANAGED_HEADERS, Request, Response, check_header, check_header_name, check_header_value,
 };
 pub use host::{clock, context, log};
 pub use plugin::{ConfigError, Info, Plugin};
@@ -77,8 +76,8 @@ pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.0";
 /// The names most plugins need, in one `use`.
 pub mod prelude {
     pub use crate::{
-        ConfigError, Decision, EditError, HeaderEdit, Headers, Info, Plugin, Reply, Request, Response,
-        check_header_name, check_header_value, context, export_plugin, log,
+        ConfigError, Decision, EditError, Headers, Info, Plugin, Reply, Request, Response, check_header_name,
+        check_header_value, context, export_plugin, log,
     };
 }
 

@@ -112,36 +112,6 @@ impl From<EditError> for wit::EditError {
 }
 
 type EditResult = Result<(), wit::EditError>;
-type EditsResult = Result<(), Vec<wit::RefusedEdit>>;
-
-/// `edit-headers` on either side: each edit as its one-at-a-time function
-/// would apply it, in order; the refused ones are skipped and reported (all
-/// of them when there are no headers to edit).
-fn edit_headers(headers: Result<&mut http::HeaderMap, wit::EditError>, edits: Vec<wit::HeaderEdit>) -> EditsResult {
-    let refuse = |index: usize, error: wit::EditError| wit::RefusedEdit {
-        index: u32::try_from(index).unwrap_or(u32::MAX),
-        error,
-    };
-    let headers = match headers {
-        Ok(headers) => headers,
-        Err(e) => return Err((0..edits.len()).map(|i| refuse(i, e.clone())).collect()),
-    };
-    let mut refused = Vec::new();
-    for (index, edit) in edits.into_iter().enumerate() {
-        let applied = match edit {
-            wit::HeaderEdit::Set((name, value)) => exchange::header_set(headers, &name, &value, false),
-            wit::HeaderEdit::Append((name, value)) => exchange::header_set(headers, &name, &value, true),
-            wit::HeaderEdit::Remove(name) => {
-                exchange::header_remove(headers, &name);
-                Ok(())
-            }
-        };
-        if let Err(e) = applied {
-            refused.push(refuse(index, e.into()));
-        }
-    }
-    if refused.is_empty() { Ok(()) } else { Err(refused) }
-}
 
 impl HostState {
     fn ex(&self) -> &Exchange {
@@ -220,10 +190,6 @@ impl wit::HostRequest for HostState {
         exchange::header_remove(&mut self.ex_mut().request.headers, &name)
     }
 
-    fn edit_headers(&mut self, _: Resource<RequestHandle>, edits: Vec<wit::HeaderEdit>) -> EditsResult {
-        edit_headers(Ok(&mut self.ex_mut().request.headers), edits)
-    }
-
     fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> EditResult {
         Ok(self.ex_mut().set_path(&path)?)
     }
@@ -293,10 +259,6 @@ impl wit::HostResponse for HostState {
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> bool {
         self.resp_mut().is_ok_and(|r| exchange::header_remove(&mut r.headers, &name))
-    }
-
-    fn edit_headers(&mut self, _: Resource<ResponseHandle>, edits: Vec<wit::HeaderEdit>) -> EditsResult {
-        edit_headers(self.resp_mut().map(|r| &mut r.headers), edits)
     }
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Vec<u8>, wit::EditError> {

@@ -46,15 +46,22 @@ impl Edits {
         Ok(())
     }
 
-    /// Applies the edits to the request's or the response's headers, in one
-    /// host call. Names and values were checked at config time; a refused
-    /// edit is logged.
-    fn apply(&self, target: &mut impl Headers) {
-        let edits: Vec<HeaderEdit<'_>> = (self.remove.iter().map(|n| HeaderEdit::Remove(n)))
-            .chain(self.set.iter().map(|(n, v)| HeaderEdit::Set(n, v.as_bytes())))
-            .chain(self.append.iter().map(|(n, v)| HeaderEdit::Append(n, v.as_bytes())))
-            .collect();
-        target.edit_headers_or_warn(&edits);
+    /// Applies the edits to the request's or the response's headers. Names
+    /// and values were checked at config time; a refused edit is logged.
+    fn apply(&self, target: &mut impl Headers, side: &str) {
+        for name in &self.remove {
+            target.remove_header(name);
+        }
+        for (name, value) in &self.set {
+            if let Err(e) = target.set_header(name, value) {
+                log::warn(&format!("cannot set {side} header {name}: {e}"));
+            }
+        }
+        for (name, value) in &self.append {
+            if let Err(e) = target.append_header(name, value) {
+                log::warn(&format!("cannot append {side} header {name}: {e}"));
+            }
+        }
     }
 }
 
@@ -94,12 +101,12 @@ impl Plugin for AddHeader {
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
-        self.request.apply(req);
+        self.request.apply(req, "request");
         Decision::Continue
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
-        self.response.apply(resp);
+        self.response.apply(resp, "response");
         Decision::Continue
     }
 }

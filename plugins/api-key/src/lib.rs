@@ -182,24 +182,20 @@ impl ApiKey {
     fn admit(&self, req: &mut Request<'_>, consumer: &Consumer) {
         context::set(CONSUMER, &consumer.name);
         context::set(SCOPES, &consumer.scopes_json);
-        let mut edits = Vec::with_capacity(2);
-        if let Some(h) = &self.consumer_header {
-            edits.push(HeaderEdit::Set(h, consumer.name.as_bytes()));
+        if let Some(h) = &self.consumer_header
+            && let Err(e) = req.set_header(h, &consumer.name)
+        {
+            log::warn(&format!("cannot set {h}: {e}"));
         }
         if self.hide_key {
-            edits.push(HeaderEdit::Remove(&self.header));
-        }
-        if !edits.is_empty() {
-            req.edit_headers_or_warn(&edits);
-        }
-        if self.hide_key
-            && let (Some(name), Some(q)) = (&self.query, req.query())
-        {
-            let rest = query::without(&q, name);
-            if rest.as_deref() != Some(q.as_str())
-                && let Err(e) = req.set_query(rest.as_deref())
-            {
-                log::warn(&format!("cannot remove the key from the query: {e}"));
+            req.remove_header(&self.header);
+            if let (Some(name), Some(q)) = (&self.query, req.query()) {
+                let rest = query::without(&q, name);
+                if rest.as_deref() != Some(q.as_str())
+                    && let Err(e) = req.set_query(rest.as_deref())
+                {
+                    log::warn(&format!("cannot remove the key from the query: {e}"));
+                }
             }
         }
     }

@@ -216,29 +216,28 @@ impl Plugin for Cors {
         // Whether (and which) CORS headers a response carries depends on
         // `Origin`, so every response says so — also one to a request without
         // `Origin`, lest a shared cache hand it to a cross-origin request.
-        let mut edits = Vec::with_capacity(4);
-        if !varies_on_origin(resp) {
-            edits.push(HeaderEdit::Append("vary", b"Origin"));
-        }
-        let origin = req.header("origin").map(|o| String::from_utf8(o).unwrap_or_default());
-        let allow_origin = origin.as_deref().and_then(|o| self.allow_origin(o));
-        match (&origin, &allow_origin) {
-            (None, _) => {}
-            (Some(_), Some(allow_origin)) => {
-                edits.push(HeaderEdit::Set("access-control-allow-origin", allow_origin.as_bytes()));
+        add_vary_origin(resp);
+        let Some(origin) = req.header("origin") else {
+            return Decision::Continue;
+        };
+        let origin = String::from_utf8(origin).unwrap_or_default();
+        match self.allow_origin(&origin) {
+            Some(allow_origin) => {
+                set(resp, "access-control-allow-origin", &allow_origin);
                 if self.credentials {
-                    edits.push(HeaderEdit::Set("access-control-allow-credentials", b"true"));
+                    set(resp, "access-control-allow-credentials", "true");
                 }
                 if let Some(expose) = &self.expose {
-                    edits.push(HeaderEdit::Set("access-control-expose-headers", expose.as_bytes()));
+                    set(resp, "access-control-expose-headers", expose);
                 }
             }
             // No CORS headers: the browser keeps the response from the page.
             // The request itself went through (CORS is not access control).
-            (Some(_), None) => edits.extend(CORS_RESPONSE_HEADERS.iter().map(|name| HeaderEdit::Remove(name))),
-        }
-        if !edits.is_empty() {
-            resp.edit_headers_or_warn(&edits);
+            None => {
+                for name in CORS_RESPONSE_HEADERS {
+                    resp.remove_header(name);
+                }
+            }
         }
         Decision::Continue
     }
@@ -300,12 +299,21 @@ struct ErrorBody {
     error: String,
 }
 
-/// Whether `Vary` already names `Origin` or says `*`, so `Origin` need not
-/// be added.
-fn varies_on_origin(resp: &Response<'_>) -> bool {
-    resp.header_all("vary").iter().any(|v| {
+fn set(resp: &mut Response<'_>, name: &str, value: &str) {
+    if let Err(e) = resp.set_header(name, value) {
+        log::warn(&format!("cannot set {name}: {e}"));
+    }
+}
+
+/// Appends `Origin` to `Vary`, keeping the values already there; nothing to
+/// do when they already name it or say `*`.
+fn add_vary_origin(resp: &mut Response<'_>) {
+    let covered = resp.header_all("vary").iter().any(|v| {
         String::from_utf8_lossy(v).split(',').map(str::trim).any(|t| t == "*" || t.eq_ignore_ascii_case("origin"))
-    })
+    });
+    if !covered && let Err(e) = resp.append_header("vary", "Origin") {
+        log::warn(&format!("cannot add Vary: Origin: {e}"));
+    }
 }
 
 /// An HTTP token: a method or a header name.

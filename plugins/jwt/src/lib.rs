@@ -62,12 +62,9 @@ impl Plugin for Jwt {
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
-        // Whatever happens next (even a trap, on a fail-open route), the
-        // client's own copies never reach the upstream.
-        if !self.settings.forward.is_empty() {
-            let removals: Vec<HeaderEdit<'_>> =
-                self.settings.forward.iter().map(|(_, header)| HeaderEdit::Remove(header)).collect();
-            req.edit_headers_or_warn(&removals);
+        // Whatever happens next, the client's own copies never reach the upstream.
+        for (_, header) in &self.settings.forward {
+            req.remove_header(header);
         }
         match self.authenticate(req) {
             Ok(verified) => {
@@ -189,32 +186,21 @@ impl Jwt {
                 context::remove(CONTEXT_SUB);
             }
         }
-        // The forwarded claims and the token's header go in one host call.
-        let mut edits = Vec::with_capacity(self.settings.forward.len() + 1);
-        let mut claims = Vec::with_capacity(self.settings.forward.len());
         for ((claim, header), value) in self.settings.forward.iter().zip(&verified.forwards) {
-            if let Some(value) = value {
-                edits.push(HeaderEdit::Set(header, value.as_bytes()));
-                claims.push((claim, header));
-            }
-        }
-        if self.settings.strip_token
-            && let Source::Header { name, .. } = &self.settings.source
-        {
-            edits.push(HeaderEdit::Remove(name));
-        }
-        if !edits.is_empty()
-            && let Err(refused) = req.edit_headers(&edits)
-        {
-            for (claim, header) in refused.iter().filter_map(|(i, _)| claims.get(*i)) {
+            if let Some(value) = value
+                && req.set_header(header, value).is_err()
+            {
                 // The value is the client's data: say which claim, not what it held.
                 log::warn(&format!("forward_claims.{claim}: its value cannot be sent in `{header}`; not forwarded"));
             }
         }
-        if self.settings.strip_token
-            && let Source::Cookie { name } = &self.settings.source
-        {
-            strip_cookie(req, name);
+        if self.settings.strip_token {
+            match &self.settings.source {
+                Source::Header { name, .. } => {
+                    req.remove_header(name);
+                }
+                Source::Cookie { name } => strip_cookie(req, name),
+            }
         }
     }
 }
@@ -254,11 +240,11 @@ fn strip_cookie(req: &mut Request<'_>, name: &str) {
         })
         .filter(|v| !v.is_empty())
         .collect();
-    let edits: Vec<HeaderEdit<'_>> = std::iter::once(HeaderEdit::Remove("cookie"))
-        .chain(rest.iter().map(|value| HeaderEdit::Append("cookie", value.as_bytes())))
-        .collect();
-    if req.edit_headers(&edits).is_err() {
-        log::warn("strip_token: could not put back the other cookies");
+    req.remove_header("cookie");
+    for value in rest {
+        if req.append_header("cookie", &value).is_err() {
+            log::warn("strip_token: could not put back the other cookies");
+        }
     }
 }
 

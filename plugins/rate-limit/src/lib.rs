@@ -127,10 +127,11 @@ impl Plugin for RateLimit {
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
         let Some(status) = Status::published() else { return Decision::Continue };
-        let headers = status.headers(clock::now_unix_ms(), self.policy_header);
-        let edits: Vec<HeaderEdit<'_>> =
-            headers.iter().map(|(name, value)| HeaderEdit::Set(name, value.as_bytes())).collect();
-        resp.edit_headers_or_warn(&edits);
+        for (name, value) in status.headers(clock::now_unix_ms(), self.policy_header) {
+            if let Err(e) = resp.set_header(name, value) {
+                log::warn(&format!("cannot set {name}: {e}"));
+            }
+        }
         Decision::Continue
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wasmgate_sdk::{HeaderEdit, Headers, check_header_name, check_header_value};
+use wasmgate_sdk::{EditError, Headers, check_header_name, check_header_value, log};
 
 /// `headers = { rename = {...}, remove = [...], set = {...}, add = {...} }` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -65,37 +65,42 @@ impl HeaderEdits {
         self.rename.is_empty() && self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
     }
 
-    /// Applies the edits, in one host call after the reads renames need.
-    /// Every rename reads its header as it arrived, so renames may chain or
-    /// swap (`a` → `b` and `b` → `a`). Names and values were checked at
-    /// config time, so a refused edit is unexpected: it is logged and the
-    /// rest still apply.
-    pub fn apply(&self, target: &mut impl Headers) {
+    /// Applies the edits. Every rename reads its header as it arrived, so
+    /// renames may chain or swap (`a` → `b` and `b` → `a`). Names and values
+    /// were checked at config time, so a refused edit is unexpected: it is
+    /// logged and the rest still apply.
+    pub fn apply(&self, target: &mut impl Headers, side: &str) {
         let moved: Vec<(&str, &str, Vec<Vec<u8>>)> = (self.rename.iter())
             .filter_map(|(from, to)| {
                 let values = target.header_all(from);
                 (!values.is_empty()).then_some((from.as_str(), to.as_str(), values))
             })
             .collect();
-        let mut edits = Vec::with_capacity(
-            moved.iter().map(|(_, _, values)| 2 + values.len()).sum::<usize>()
-                + self.remove.len()
-                + self.set.len()
-                + self.add.len(),
-        );
         // Every moved header and its new name go first, then the values
         // come back under the new names.
         for (from, to, _) in &moved {
-            edits.extend([HeaderEdit::Remove(from), HeaderEdit::Remove(to)]);
+            target.remove_header(from);
+            target.remove_header(to);
         }
         for (_, to, values) in &moved {
-            edits.extend(values.iter().map(|v| HeaderEdit::Append(to, v)));
+            for v in values {
+                warn_on(target.append_header(to, v), side, "rename", to);
+            }
         }
-        edits.extend(self.remove.iter().map(|n| HeaderEdit::Remove(n)));
-        edits.extend(self.set.iter().map(|(n, v)| HeaderEdit::Set(n, v.as_bytes())));
-        edits.extend(self.add.iter().map(|(n, v)| HeaderEdit::Append(n, v.as_bytes())));
-        if !edits.is_empty() {
-            target.edit_headers_or_warn(&edits);
+        for name in &self.remove {
+            target.remove_header(name);
         }
+        for (name, value) in &self.set {
+            warn_on(target.set_header(name, value), side, "set", name);
+        }
+        for (name, value) in &self.add {
+            warn_on(target.append_header(name, value), side, "add", name);
+        }
+    }
+}
+
+fn warn_on(result: Result<(), EditError>, side: &str, what: &str, name: &str) {
+    if let Err(e) = result {
+        log::warn(&format!("cannot {what} {side} header {name}: {e}"));
     }
 }

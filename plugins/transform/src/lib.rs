@@ -168,7 +168,7 @@ impl Plugin for Transform {
         {
             return refusal;
         }
-        self.request.headers.apply(req);
+        self.request.headers.apply(req, "request");
         if let Some(rewrite) = &self.request.path
             && let Some(path) = rewrite.apply(&req.path())
             && let Err(e) = req.set_path(&path)
@@ -197,7 +197,7 @@ impl Plugin for Transform {
         {
             log::warn(&format!("cannot map status {status} to {to}: {e}"));
         }
-        self.response.headers.apply(resp);
+        self.response.headers.apply(resp, "response");
         Decision::Continue
     }
 }

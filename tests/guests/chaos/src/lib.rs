@@ -23,39 +23,6 @@ enum Mode {
     BadStatus,
     /// Read every context entry into `x-context` and set `chaos=seen`.
     Context,
-    /// Edit the headers of the phase's side in one batch with two bad
-    /// edits among good ones, and list the refusals in `x-refused`.
-    Edits,
-}
-
-/// `edits` mode's batch: indexes 1 (a header the gateway owns) and 3 (not a
-/// header name) must be refused, the rest applied in order.
-const EDITS: &[HeaderEdit<'static>] = &[
-    HeaderEdit::Set("x-a", b"1"),
-    HeaderEdit::Set("content-length", b"5"),
-    HeaderEdit::Append("x-a", b"2"),
-    HeaderEdit::Set("bad name", b"v"),
-    HeaderEdit::Remove("x-drop"),
-];
-
-/// Applies [`EDITS`] and reports what was refused as `INDEX:KIND` items.
-fn apply_edits(target: &mut impl Headers) {
-    let refused = match target.edit_headers(EDITS) {
-        Ok(()) => String::from("none"),
-        Err(refused) => refused
-            .iter()
-            .map(|(i, e)| {
-                let kind = match e {
-                    EditError::Forbidden(_) => "forbidden",
-                    EditError::InvalidName(_) => "invalid-name",
-                    _ => "other",
-                };
-                format!("{i}:{kind}")
-            })
-            .collect::<Vec<_>>()
-            .join(","),
-    };
-    let _ = target.set_header("x-refused", refused);
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -88,7 +55,7 @@ impl Chaos {
     fn act(&self) -> Decision {
         self.calls.set(self.calls.get() + 1);
         match self.mode {
-            Mode::Ok | Mode::Refuse | Mode::Context | Mode::Edits => Decision::Continue,
+            Mode::Ok | Mode::Refuse | Mode::Context => Decision::Continue,
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
             Mode::Trap => panic!("chaos: trapping on purpose"),
             Mode::Loop => {
@@ -138,12 +105,6 @@ impl Plugin for Chaos {
             context::set("chaos", "seen");
             return Decision::Continue;
         }
-        if self.mode == Mode::Edits {
-            if self.phase == Phase::Request {
-                apply_edits(req);
-            }
-            return Decision::Continue;
-        }
         if self.phase == Phase::Request {
             let d = self.act();
             let _ = req.set_header("x-chaos-calls", self.calls.get().to_string());
@@ -153,12 +114,6 @@ impl Plugin for Chaos {
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
-        if self.mode == Mode::Edits {
-            if self.phase == Phase::Response {
-                apply_edits(resp);
-            }
-            return Decision::Continue;
-        }
         if self.phase == Phase::Response {
             let d = self.act();
             let _ = resp.set_header("x-chaos-calls", self.calls.get().to_string());
@@ -183,16 +138,6 @@ mod tests {
         assert!(testing::on_request(&p, &mut req).is_continue());
         assert!(testing::on_request(&p, &mut req).is_continue());
         assert_eq!(req.headers.get_str("x-chaos-calls").as_deref(), Some("2"));
-    }
-
-    #[test]
-    fn edits_mode_reports_the_refused_edits_by_index() {
-        let p = testing::configure::<Chaos>(r#"{"mode":"edits"}"#).unwrap();
-        let mut req = TestRequest::get("/").header("x-drop", "1").header("x-a", "0");
-        assert!(testing::on_request(&p, &mut req).is_continue());
-        assert_eq!(req.headers.get_all("x-a"), vec![b"1".to_vec(), b"2".to_vec()]);
-        assert_eq!(req.headers.get("x-drop"), None);
-        assert_eq!(req.headers.get_str("x-refused").as_deref(), Some("1:forbidden,3:invalid-name"));
     }
 
     #[test]
