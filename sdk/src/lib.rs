@@ -52,6 +52,7 @@ pub mod host;
 pub mod http;
 pub mod keys;
 mod plugin;
+pub mod query;
 pub mod secrets;
 pub mod store;
 pub mod testing;

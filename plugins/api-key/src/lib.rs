@@ -4,13 +4,12 @@
 //! the context) and, optionally, for the upstream (a header).
 
 mod keys;
-mod query;
 #[cfg(test)]
 mod tests;
 
 use serde::Deserialize;
 use wasmgate_sdk::prelude::*;
-use wasmgate_sdk::secrets;
+use wasmgate_sdk::{query, secrets};
 
 use keys::{Consumer, KeySet};
 pub use keys::{KeyMap, RawEntry};

@@ -264,14 +264,3 @@ fn lookup_finds_every_key_and_only_those() {
     assert_eq!(p.keys.find(b""), None);
     assert_eq!(format!("{:?}", p.keys), "KeySet { keys: 50 }", "Debug shows no digests");
 }
-
-#[test]
-fn query_helpers() {
-    assert_eq!(query::values("a=1&b=2&a=3", "a"), vec![b"1".to_vec(), b"3".to_vec()]);
-    assert_eq!(query::values("a&b=", "a"), vec![Vec::<u8>::new()]);
-    assert_eq!(query::values("k=a+b%20c%2", "k"), vec![b"a b c%2".to_vec()]);
-    assert_eq!(query::without("a=1&b=2&a=3", "a").as_deref(), Some("b=2"));
-    assert_eq!(query::without("a=1", "a"), None);
-    assert_eq!(query::without("x=%41&a%3D=1", "a="), Some("x=%41".to_owned()));
-    assert_eq!(query::decode("%zz%4a+"), b"%zzJ ".to_vec());
-}

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wasmgate_sdk::http::{self, HttpError, IncomingResponse, OutgoingRequest};
 use wasmgate_sdk::prelude::*;
-use wasmgate_sdk::units;
+use wasmgate_sdk::{query, units};
 
 use crate::shape::Node;
 use crate::template::{RenderError, Source, UrlTemplate, Var};
@@ -294,9 +294,9 @@ impl<'r, 'a> Values<'r, 'a> {
         match var.source {
             // Captures are raw path segments (still percent-encoded):
             // decoded here, encoded again once, never twice.
-            Source::Path => self.req.path_param(&var.name).map(|v| template::decode(&v, false)),
+            Source::Path => self.req.path_param(&var.name).map(|v| query::decode(&v, false)),
             Source::Header => self.req.header(&var.name),
-            Source::Query => self.req.query().and_then(|q| template::query_param(&q, &var.name)),
+            Source::Query => self.req.query().and_then(|q| query::value(&q, &var.name)),
             Source::Context => context::get(&var.name).map(String::into_bytes),
             Source::Claim => {
                 let claims = self

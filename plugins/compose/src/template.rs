@@ -10,6 +10,8 @@
 
 use std::fmt;
 
+use wasmgate_sdk::query;
+
 /// Where a placeholder's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -148,7 +150,7 @@ impl UrlTemplate {
                             return Err(RenderError::Invalid(var.to_string()));
                         }
                     }
-                    encode_into(&v, &mut out);
+                    query::encode_into(&v, &mut out);
                 }
             }
         }
@@ -178,58 +180,6 @@ fn parse_var(inner: &str, url: &str, in_path: bool) -> Result<Var, String> {
         _ => name.to_owned(),
     };
     Ok(Var { source, name, in_path })
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters.
-pub fn encode_into(bytes: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0x0f)]));
-        }
-    }
-}
-
-/// Decodes `%XX` escapes (and, when `plus_is_space`, `+` as in forms);
-/// an invalid escape stays as written.
-pub fn decode(text: &str, plus_is_space: bool) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let escaped = bytes
-            .get(i + 1..i + 3)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, escaped) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// The first value of query parameter `name`, decoded.
-pub fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
-    query.split('&').find_map(|pair| {
-        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(n, true) == name.as_bytes()).then(|| decode(v, true))
-    })
 }
 
 #[cfg(test)]
@@ -300,15 +250,5 @@ mod tests {
         };
         assert_eq!(render(""), Err(RenderError::Missing("context.kid".into())));
         assert_eq!(render("k1").as_deref(), Ok("https://idp.example.com/keys/k1?for="));
-    }
-
-    #[test]
-    fn decoding_and_query_params() {
-        assert_eq!(decode("a%20b+c%2f", false), b"a b+c/");
-        assert_eq!(decode("a+b%zz%4", true), b"a b%zz%4");
-        assert_eq!(query_param("a=1&q=x%26y+z&q=2", "q").as_deref(), Some(&b"x&y z"[..]));
-        assert_eq!(query_param("flag&b=2", "flag").as_deref(), Some(&b""[..]));
-        assert_eq!(query_param("a%20b=1", "a b").as_deref(), Some(&b"1"[..]));
-        assert_eq!(query_param("a=1", "b"), None);
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use wasmgate_sdk::query;
 
 /// `path = { from = "/v1/users/{id}", to = "/users/{id}" }` as written.
 #[derive(Debug, Deserialize)]
@@ -203,19 +204,15 @@ impl QueryEdits {
 
     /// The new query (`Some(None)`: remove it), or `None` when unchanged.
     pub fn apply(&self, query: Option<&str>) -> Option<Option<String>> {
-        let mut pairs: Vec<(String, String)> = query
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| (decode(p.split_once('=').map_or(p, |(n, _)| n)), p.to_owned()))
-            .collect();
+        let mut pairs: Vec<(Vec<u8>, String)> =
+            query::pairs(query.unwrap_or("")).map(|(name, pair)| (name, pair.to_owned())).collect();
         let before = pairs.len();
         let mut changed = false;
-        pairs.retain(|(name, _)| !self.remove.contains(name));
+        pairs.retain(|(name, _)| !self.remove.iter().any(|r| r.as_bytes() == name));
         changed |= pairs.len() != before;
         for (name, value) in &self.set {
-            let fresh = format!("{}={}", encode(name), encode(value));
-            match pairs.iter().position(|(n, _)| n == name) {
+            let fresh = param(name, value);
+            match pairs.iter().position(|(n, _)| n == name.as_bytes()) {
                 Some(first) => {
                     if let Some(slot) = pairs.get_mut(first) {
                         changed |= slot.1 != fresh;
@@ -224,20 +221,20 @@ impl QueryEdits {
                     let count = pairs.len();
                     let mut index = 0;
                     pairs.retain(|(n, _)| {
-                        let keep = index == first || n != name;
+                        let keep = index == first || n != name.as_bytes();
                         index += 1;
                         keep
                     });
                     changed |= pairs.len() != count;
                 }
                 None => {
-                    pairs.push((name.clone(), fresh));
+                    pairs.push((name.as_bytes().to_vec(), fresh));
                     changed = true;
                 }
             }
         }
         for (name, value) in &self.add {
-            pairs.push((name.clone(), format!("{}={}", encode(name), encode(value))));
+            pairs.push((name.as_bytes().to_vec(), param(name, value)));
             changed = true;
         }
         if !changed {
@@ -248,45 +245,13 @@ impl QueryEdits {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
+/// A `name=value` pair, both percent-encoded.
+fn param(name: &str, value: &str) -> String {
+    let mut out = String::with_capacity(name.len() + value.len() + 1);
+    query::encode_into(name.as_bytes(), &mut out);
+    out.push('=');
+    query::encode_into(value.as_bytes(), &mut out);
     out
-}
-
-/// Decodes `%XX` and `+` (form encoding); invalid escapes stay as written.
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b, hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -364,14 +329,5 @@ mod tests {
         assert!(
             QueryEdits::build(serde_json::from_value(serde_json::json!({ "remove": [""] })).expect("raw")).is_err()
         );
-    }
-
-    #[test]
-    fn decoding() {
-        assert_eq!(decode("a%20b+c"), "a b c");
-        assert_eq!(decode("100%"), "100%");
-        assert_eq!(decode("%zz%4"), "%zz%4");
-        assert_eq!(decode("%+1"), "% 1", "`%+1` is no escape (a sign is not a hex digit); `+` is a space");
-        assert_eq!(encode("ä/ ~"), "%C3%A4%2F%20~");
     }
 }
