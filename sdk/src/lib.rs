@@ -64,6 +64,11 @@ pub mod testing;
 /// write one.
 pub use wasmgate_common::units;
 
+/// Path patterns (`/v1/users/{id}`, `/api/{*rest}`) and templates
+/// (`/users/{id}`) in the gateway's route syntax: a plugin that rewrites
+/// paths reads them exactly as the router does.
+pub use wasmgate_common::path;
+
 pub use decision::{Decision, Reply};
 pub use exchange::{
     EditError, Headers, MANAGED_HEADERS, Request, Response, check_header, check_header_name, check_header_value,

@@ -6,8 +6,8 @@
 //! very same code, so a plugin's unit tests check real signatures and get the
 //! real rate-limit arithmetic without building Wasm. Nothing here knows about
 //! Wasm, async runtimes or the network, which is what lets both sides share it.
-//! `units` also builds for Wasm, so plugins read durations and sizes in their
-//! config exactly as the gateway reads its own.
+//! `units` and `path` also build for Wasm, so plugins read durations, sizes
+//! and path patterns in their config exactly as the gateway reads its own.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,7 @@
 pub mod keys;
 #[cfg(feature = "native")]
 pub mod memstore;
+pub mod path;
 pub mod prehashed;
 pub mod store_args;
 pub mod units;

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use wasmgate_sdk::path::{PathPattern, Template, TemplateError};
 use wasmgate_sdk::query;
 
 /// `path = { from = "/v1/users/{id}", to = "/users/{id}" }` as written.
@@ -20,151 +21,36 @@ pub struct RawPathRewrite {
     to: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(String),
-    Rest(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Literal(String),
-    Capture(String),
-}
-
 /// A checked rewrite.
 #[derive(Debug)]
 pub struct PathRewrite {
-    from: Vec<Segment>,
-    to: Vec<Part>,
-}
-
-fn valid_ident(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-fn bad_path_byte(b: u8) -> bool {
-    b <= b' ' || b == b'?' || b == b'#' || b == 0x7f
+    from: PathPattern,
+    to: Template,
 }
 
 impl PathRewrite {
     pub fn build(raw: &RawPathRewrite) -> Result<Self, String> {
-        let from = parse_pattern(&raw.from)?;
-        let to = parse_template(&raw.to, &from)?;
+        let from = PathPattern::parse(&raw.from).map_err(|e| format!("request.path.from: {e}"))?;
+        let to = Template::parse(&raw.to, &from).map_err(|e| {
+            let to = &raw.to;
+            let why = match e {
+                TemplateError::NotAbsolute => format!("`{to}` must start with `/`"),
+                TemplateError::BadCharacter => {
+                    format!("`{to}` has a space, `?`, `#` or control character; use `query` for the query")
+                }
+                TemplateError::Unclosed => format!("`{to}` has an unclosed `{{`"),
+                TemplateError::Stray => format!("`{to}` has a stray `}}`"),
+                TemplateError::NotCaptured(name) => format!("`{to}` uses `{{{name}}}`, which `from` does not capture"),
+            };
+            format!("request.path.to: {why}")
+        })?;
         Ok(Self { from, to })
     }
 
     /// The rewritten path, or `None` when `path` does not match `from`.
     pub fn apply(&self, path: &str) -> Option<String> {
-        let captures = self.matches(path)?;
-        let mut out = String::with_capacity(path.len());
-        for part in &self.to {
-            match part {
-                Part::Literal(l) => out.push_str(l),
-                Part::Capture(name) => {
-                    out.push_str(captures.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v));
-                }
-            }
-        }
-        if out.is_empty() {
-            out.push('/');
-        }
-        Some(out)
+        Some(self.to.apply(&self.from.matches(path)?))
     }
-
-    fn matches<'p>(&self, path: &'p str) -> Option<Vec<(String, &'p str)>> {
-        let mut captures = Vec::new();
-        let mut rest = Some(path.strip_prefix('/')?);
-        for seg in &self.from {
-            if let Segment::Rest(name) = seg {
-                captures.push((name.clone(), rest.unwrap_or("")));
-                return Some(captures);
-            }
-            let (head, tail) = match rest?.split_once('/') {
-                Some((h, t)) => (h, Some(t)),
-                None => (rest?, None),
-            };
-            match seg {
-                Segment::Literal(lit) if head == lit => {}
-                Segment::Param(name) if !head.is_empty() => captures.push((name.clone(), head)),
-                _ => return None,
-            }
-            rest = tail;
-        }
-        rest.is_none().then_some(captures)
-    }
-}
-
-fn parse_pattern(text: &str) -> Result<Vec<Segment>, String> {
-    let at = "request.path.from";
-    let Some(rest) = text.strip_prefix('/') else {
-        return Err(format!("{at}: `{text}` must start with `/`"));
-    };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let mut segments = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        let seg = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            Some(inner) => {
-                let (rest, name) = inner.strip_prefix('*').map_or((false, inner), |n| (true, n));
-                if !valid_ident(name) {
-                    return Err(format!("{at}: `{{{inner}}}` in `{text}`: a capture name is letters, digits and `_`"));
-                }
-                if segments.iter().any(|s| matches!(s, Segment::Param(n) | Segment::Rest(n) if n == name)) {
-                    return Err(format!("{at}: capture `{name}` appears twice in `{text}`"));
-                }
-                if rest && i + 1 != parts.len() {
-                    return Err(format!("{at}: `{{*{name}}}` in `{text}` must be the last segment"));
-                }
-                if rest { Segment::Rest(name.to_owned()) } else { Segment::Param(name.to_owned()) }
-            }
-            None if part.contains(['{', '}']) => {
-                return Err(format!(
-                    "{at}: segment `{part}` in `{text}`: a segment is either literal text or a whole `{{name}}`"
-                ));
-            }
-            None if part.bytes().any(bad_path_byte) => {
-                return Err(format!("{at}: `{text}` has a space, `?`, `#` or control character"));
-            }
-            None => Segment::Literal((*part).to_owned()),
-        };
-        segments.push(seg);
-    }
-    Ok(segments)
-}
-
-fn parse_template(text: &str, from: &[Segment]) -> Result<Vec<Part>, String> {
-    let at = "request.path.to";
-    if !text.starts_with('/') {
-        return Err(format!("{at}: `{text}` must start with `/`"));
-    }
-    if text.bytes().any(bad_path_byte) {
-        return Err(format!("{at}: `{text}` has a space, `?`, `#` or control character; use `query` for the query"));
-    }
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while let Some(open) = rest.find('{') {
-        if open > 0 {
-            parts.push(Part::Literal(rest[..open].to_owned()));
-        }
-        let Some(close) = rest[open..].find('}') else {
-            return Err(format!("{at}: `{text}` has an unclosed `{{`"));
-        };
-        let inner = &rest[open + 1..open + close];
-        let name = inner.strip_prefix('*').unwrap_or(inner);
-        if !from.iter().any(|s| matches!(s, Segment::Param(n) | Segment::Rest(n) if n == name)) {
-            return Err(format!("{at}: `{text}` uses `{{{inner}}}`, which `from` does not capture"));
-        }
-        parts.push(Part::Capture(name.to_owned()));
-        rest = &rest[open + close + 1..];
-    }
-    if rest.contains('}') {
-        return Err(format!("{at}: `{text}` has a stray `}}`"));
-    }
-    if !rest.is_empty() {
-        parts.push(Part::Literal(rest.to_owned()));
-    }
-    Ok(parts)
 }
 
 /// `query = { remove = [...], set = {...}, add = {...} }` as written.
@@ -282,7 +168,7 @@ mod tests {
     fn catch_all_and_reordering() {
         let r = rewrite("/api/{version}/{*rest}", "/{rest}/for/{version}");
         assert_eq!(r.apply("/api/v2/a/b").as_deref(), Some("/a/b/for/v2"));
-        assert_eq!(r.apply("/api/v2").as_deref(), Some("//for/v2"));
+        assert_eq!(r.apply("/api/v2").as_deref(), Some("/for/v2"), "an empty capture leaves no `//`, as in routes");
         let strip = rewrite("/legacy/{*rest}", "/{*rest}");
         assert_eq!(strip.apply("/legacy/x/y").as_deref(), Some("/x/y"));
         assert_eq!(strip.apply("/legacy").as_deref(), Some("/"));
