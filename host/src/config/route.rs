@@ -294,13 +294,8 @@ pub(super) fn build_routes(
             },
             (None, Some(rw)) => match Rewrite::template(rw.get_ref(), &path) {
                 Ok(r) => Some(r),
-                Err(what) => {
-                    p.at(
-                        span(rw),
-                        format!("{key}.rewrite"),
-                        what,
-                        "use only {name} captures that the path pattern defines, e.g. rewrite = \"/v2/users/{id}\"",
-                    );
+                Err((what, fix)) => {
+                    p.at(span(rw), format!("{key}.rewrite"), what, fix);
                     None
                 }
             },

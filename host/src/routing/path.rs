@@ -24,16 +24,25 @@ impl Rewrite {
         Ok(Self::StripPrefix(prefix.trim_end_matches('/').to_owned()))
     }
 
-    /// Parses `/v2/users/{id}` against the route's pattern.
-    pub fn template(text: &str, pattern: &PathPattern) -> Result<Self, String> {
+    /// Parses `/v2/users/{id}` against the route's pattern. An error is
+    /// what is wrong and how to fix it.
+    pub fn template(text: &str, pattern: &PathPattern) -> Result<Self, (String, &'static str)> {
+        const CAPTURES: &str =
+            "write each capture as {name}, one the path pattern defines, e.g. rewrite = \"/v2/users/{id}\"";
         Template::parse(text, pattern).map(Self::Template).map_err(|e| match e {
-            TemplateError::NotAbsolute => format!("rewrite `{text}` must start with `/`"),
-            TemplateError::BadCharacter => format!("rewrite `{text}` has a space, `?`, `#` or control character"),
-            TemplateError::Unclosed => format!("rewrite `{text}` has an unclosed `{{`"),
-            TemplateError::Stray => format!("rewrite `{text}` has a stray `}}`"),
-            TemplateError::NotCaptured(name) => {
-                format!("rewrite `{text}` uses `{{{name}}}`, which the path `{}` does not capture", pattern.as_str())
+            TemplateError::NotAbsolute => {
+                (format!("rewrite `{text}` must start with `/`"), "e.g. rewrite = \"/v2/users/{id}\"")
             }
+            TemplateError::BadCharacter => (
+                format!("rewrite `{text}` has a space, `?`, `#` or control character"),
+                "a rewrite is the path alone and the client's query is kept; to edit the query, use the transform plugin's request.query",
+            ),
+            TemplateError::Unclosed => (format!("rewrite `{text}` has an unclosed `{{`"), CAPTURES),
+            TemplateError::Stray => (format!("rewrite `{text}` has a stray `}}`"), CAPTURES),
+            TemplateError::NotCaptured(name) => (
+                format!("rewrite `{text}` uses `{{{name}}}`, which the path `{}` does not capture", pattern.as_str()),
+                "use only {name} captures that the path pattern defines, e.g. rewrite = \"/v2/users/{id}\"",
+            ),
         })
     }
 
