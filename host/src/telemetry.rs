@@ -77,6 +77,7 @@ pub struct Metrics {
     bulkhead_rejected: Series<1, Counter>,
     no_healthy_endpoint: Series<1, Counter>,
     plugin_duration: Family<Labels<2>, Histogram, HistogramFn>,
+    plugin_instances: Family<Labels<1>, Counter>,
     plugin_failures: Series<2, Counter>,
     // Two fixed series each: plain handles, no cache needed.
     reloads_ok: Counter,
@@ -184,13 +185,20 @@ impl Metrics {
             ["plugin", "kind"],
             |l| &mut l.plugin_failures,
         );
-        // Resolved once per chain link (`plugin_timers`): no per-thread cache.
+        // Resolved once per chain link (`plugin_series`): no per-thread cache.
         let plugin_duration = Family::<Labels<2>, Histogram, HistogramFn>::new_with_constructor(plugin_histogram);
         registry.register_with_unit(
             "plugin_call_duration",
             "Time of one plugin call, by plugin and phase (request, response)",
             Unit::Seconds,
             plugin_duration.clone(),
+        );
+        let plugin_instances = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "plugin_instances_created",
+            "Plugin instances made while serving, by plugin: a pool empty or drained by failures, \
+             a recycled instance replaced, or every call under per-request isolation",
+            plugin_instances.clone(),
         );
         let reloads = Family::<Labels<1>, Counter>::default();
         registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
@@ -217,6 +225,7 @@ impl Metrics {
             bulkhead_rejected,
             no_healthy_endpoint,
             plugin_duration,
+            plugin_instances,
             plugin_failures,
         }
     }
@@ -312,13 +321,15 @@ impl Metrics {
         });
     }
 
-    /// A plugin's call-duration series, request phase then response phase,
-    /// resolved once (when its route is configured) so that a call records
-    /// its time without looking the series up. Plugin series are never
-    /// removed, so a held handle never goes stale.
-    pub fn plugin_timers(&self, plugin: &str) -> [Histogram; 2] {
-        ["request", "response"]
-            .map(|phase| self.plugin_duration.get_or_create(&owned(&["plugin", "phase"], [plugin, phase])).clone())
+    /// The series a plugin's chain link records into, resolved once (when
+    /// its route is configured) so that a call never looks a series up.
+    /// Plugin series are never removed, so a held handle never goes stale.
+    pub fn plugin_series(&self, plugin: &str) -> PluginSeries {
+        PluginSeries {
+            timers: ["request", "response"]
+                .map(|phase| self.plugin_duration.get_or_create(&owned(&["plugin", "phase"], [plugin, phase])).clone()),
+            instances_created: self.plugin_instances.get_or_create(&owned(&["plugin"], [plugin])).clone(),
+        }
     }
 
     pub fn plugin_failure(&self, plugin: &str, kind: FaultKind) {
@@ -391,8 +402,24 @@ fn request_histogram() -> Histogram {
     Histogram::new(REQUEST_BUCKETS)
 }
 
-pub(crate) fn plugin_histogram() -> Histogram {
+fn plugin_histogram() -> Histogram {
     Histogram::new(PLUGIN_BUCKETS)
+}
+
+/// One plugin's series, as a chain link holds them.
+#[derive(Debug, Clone)]
+pub struct PluginSeries {
+    /// `plugin_call_duration_seconds`, request phase then response phase.
+    pub timers: [Histogram; 2],
+    /// `plugin_instances_created_total`.
+    pub instances_created: Counter,
+}
+
+impl PluginSeries {
+    /// Series registered nowhere, for a link no gateway serves (benches).
+    pub fn unregistered() -> Self {
+        Self { timers: [plugin_histogram(), plugin_histogram()], instances_created: Counter::default() }
+    }
 }
 
 /// A method label from a closed set: a client can send any token as the

@@ -146,7 +146,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
                 max_idle,
                 &env.control,
             ) {
-                Ok(link) => chain.push(link.with_timers(env.metrics.plugin_timers(&plugin.name))),
+                Ok(link) => chain.push(link.with_series(env.metrics.plugin_series(&plugin.name))),
                 Err(message) => problems.at_line(
                     u.line,
                     format!("{}.config", u.key),

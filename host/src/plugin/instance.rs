@@ -11,7 +11,6 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
@@ -21,7 +20,7 @@ use super::registry::Plugin;
 use super::sandbox::GuestExit;
 use crate::config::Isolation;
 use crate::exchange::Exchange;
-use crate::telemetry::plugin_histogram;
+use crate::telemetry::PluginSeries;
 
 /// What a plugin asked for when it accepted its config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -129,10 +128,10 @@ pub struct ChainLink {
     config_json: String,
     deadline_ticks: u64,
     pool: Option<Pool>,
-    /// Where the proxy records the time of each call, request phase then
-    /// response phase: the gateway's series for this plugin once
-    /// [`ChainLink::with_timers`] gave them, unregistered ones until then.
-    pub timers: [Histogram; 2],
+    /// Where the proxy records the time of each call and the link counts
+    /// the instances it makes: the gateway's series for this plugin once
+    /// [`ChainLink::with_series`] gave them, unregistered ones until then.
+    pub series: PluginSeries,
 }
 
 impl std::fmt::Debug for ChainLink {
@@ -167,8 +166,8 @@ impl ChainLink {
         let deadline_ticks =
             u64::try_from(limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros())).unwrap_or(u64::MAX).max(1);
         let pool = (plugin.settings.isolation == Isolation::Pooled).then(|| Pool::new(workers, max_idle));
-        let timers = [plugin_histogram(), plugin_histogram()];
-        let link = Self { plugin, info: Info::default(), key, config_json, deadline_ticks, pool, timers };
+        let series = PluginSeries::unregistered();
+        let link = Self { plugin, info: Info::default(), key, config_json, deadline_ticks, pool, series };
         let (mut link, made) = if link.plugin.async_calls {
             // The control runtime drives the async instantiation; the link
             // travels there and back.
@@ -193,10 +192,10 @@ impl ChainLink {
         Ok(link)
     }
 
-    /// Records this link's call times in `timers` (from
-    /// [`crate::telemetry::Metrics::plugin_timers`]).
-    pub fn with_timers(mut self, timers: [Histogram; 2]) -> Self {
-        self.timers = timers;
+    /// Records this link's calls in the gateway's series (from
+    /// [`crate::telemetry::Metrics::plugin_series`]).
+    pub fn with_series(mut self, series: PluginSeries) -> Self {
+        self.series = series;
         self
     }
 
@@ -261,7 +260,10 @@ impl ChainLink {
     fn call(&self, exchange: &mut Box<Exchange>, phase: Phase) -> Result<Outcome, Fault> {
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
             Some(w) => w,
-            None => self.instantiate()?.0,
+            None => {
+                self.series.instances_created.inc();
+                self.instantiate()?.0
+            }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
         warm.store.set_epoch_deadline(self.deadline_ticks);
@@ -280,7 +282,10 @@ impl ChainLink {
     pub async fn call_async(&self, exchange: &mut Box<Exchange>, request_phase: bool) -> Result<Outcome, Fault> {
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
             Some(w) => w,
-            None => self.instantiate_async().await?.0,
+            None => {
+                self.series.instances_created.inc();
+                self.instantiate_async().await?.0
+            }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
         warm.store.set_epoch_deadline(self.deadline_ticks);

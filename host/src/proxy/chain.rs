@@ -185,7 +185,7 @@ async fn call(
         Phase::Request => link.on_request(ex),
         Phase::Response => link.on_response(ex),
     };
-    link.timers[phase as usize].observe(lap.lap().as_secs_f64());
+    link.series.timers[phase as usize].observe(lap.lap().as_secs_f64());
     let metrics = &forward.snapshot.metrics;
     let outcome = match &result {
         Ok(Outcome::Continue) => "continue",

@@ -138,8 +138,9 @@ fn gauges_and_the_other_counters_carry_their_labels() {
     m.breaker("api", Some("10.0.0.2:80"), "half_open");
     m.retry_budget_exhausted("api");
     m.no_healthy_endpoint("api");
-    let [request, _] = m.plugin_timers("auth");
-    request.observe(Duration::from_micros(3).as_secs_f64());
+    let auth = m.plugin_series("auth");
+    auth.timers[0].observe(Duration::from_micros(3).as_secs_f64());
+    auth.instances_created.inc();
     m.plugin_failure("auth", FaultKind::Deadline);
     m.plugin_failure("auth", FaultKind::Deadline);
     m.reloads(true);
@@ -172,6 +173,7 @@ fn gauges_and_the_other_counters_carry_their_labels() {
         (r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="10.0.0.2:80",to="half-open"}"#, "1"),
         (r#"wasmgate_retry_budget_exhausted_total{upstream="api"}"#, "1"),
         (r#"wasmgate_no_healthy_endpoint_total{upstream="api"}"#, "1"),
+        (r#"wasmgate_plugin_instances_created_total{plugin="auth"}"#, "1"),
         (r#"wasmgate_upstream_connections{upstream="api"}"#, "200"),
         (r#"wasmgate_plugin_call_duration_seconds_count{plugin="auth",phase="request"}"#, "1"),
         (r#"wasmgate_plugin_call_duration_seconds_bucket{le="0.0000025",plugin="auth",phase="request"}"#, "0"),

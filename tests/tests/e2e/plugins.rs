@@ -39,7 +39,7 @@ async fn plugin_calls_are_timed_per_plugin_and_phase() {
     let up = TestUpstream::echo("u").await;
     let plugins = r#"{ use = "add-header", config = { response = { set = { "x-seen" = "1" } } } },
   { use = "deny", config = { paths = ["/no"] } },"#;
-    let gw = TestGateway::start(&format!("[admin]\nlisten = \"127.0.0.1:0\"\n{}", route(&up, plugins, "")));
+    let gw = TestGateway::start(&format!("{ADMIN}{}", route(&up, plugins, "")));
     for _ in 0..3 {
         assert_eq!(get(&gw.url("/yes")).await.status, 200);
     }
@@ -268,23 +268,39 @@ async fn calls(gw: &TestGateway) -> Vec<u64> {
     out
 }
 
+/// `wasmgate_plugin_instances_created_total` for `plugin`, from the admin
+/// listener's `/metrics`.
+async fn instances_created(gw: &TestGateway, plugin: &str) -> Option<u64> {
+    let admin = gw.gateway.admin_addr().expect("admin listener");
+    let text = get(&format!("http://{admin}/metrics")).await.text();
+    let series = format!(r#"wasmgate_plugin_instances_created_total{{plugin="{plugin}"}} "#);
+    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse().ok())
+}
+
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_request_isolation_gives_every_request_a_fresh_instance() {
     let up = TestUpstream::echo("u").await;
     let body = route(&up, r#"{ use = "chaos", config = { mode = "ok" } },"#, "");
-    let gw = TestGateway::start_with("workers = 1", &format!("[plugin.chaos]\nisolation = \"per-request\"\n{body}"));
+    let gw =
+        TestGateway::start_with("workers = 1", &format!("{ADMIN}[plugin.chaos]\nisolation = \"per-request\"\n{body}"));
     assert_eq!(calls(&gw).await, vec![1, 1, 1, 1]);
+    assert_eq!(instances_created(&gw, "chaos").await, Some(4), "one per call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_instances_are_reused_and_recycled() {
     let up = TestUpstream::echo("u").await;
     let body = route(&up, r#"{ use = "chaos", config = { mode = "ok" } },"#, "");
-    let gw = TestGateway::start_with("workers = 1", &format!("[plugin.chaos]\nrecycle_after = 2\n{body}"));
+    let gw = TestGateway::start_with("workers = 1", &format!("{ADMIN}[plugin.chaos]\nrecycle_after = 2\n{body}"));
     // An instance serves two requests, then a fresh one takes over.
     assert_eq!(calls(&gw).await, vec![1, 2, 1, 2]);
-    let gw = TestGateway::start_with("workers = 1", &body);
+    // The first came warm from the load; the second was made while serving.
+    assert_eq!(instances_created(&gw, "chaos").await, Some(1));
+    let gw = TestGateway::start_with("workers = 1", &format!("{ADMIN}{body}"));
     assert_eq!(calls(&gw).await, vec![1, 2, 3, 4]);
+    assert_eq!(instances_created(&gw, "chaos").await, Some(0), "the warm instance served them all");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
