@@ -8,6 +8,9 @@
 #   PROFILE=debug ./examples/demo.sh   debug builds (faster to build)
 #   DEMO_SMOKE=1 ./examples/demo.sh    run the curl lines, check their status
 #                                     codes, exit 0 only if all match (CI)
+#   DEMO_BUILD=workspace               build every workspace target, as
+#                                     `cargo test --workspace` does, so a test
+#                                     build's dependencies are reused (CI)
 #
 # Needs rustup's stable toolchain and curl. Logs go to target/demo/*.log.
 set -euo pipefail
@@ -36,6 +39,15 @@ case $profile in
   *) die "PROFILE must be \`release\` or \`debug\`, not \`$profile\`" ;;
 esac
 bin=${CARGO_TARGET_DIR:-target}/$profile
+
+# Building only the gateway and the services resolves dependency features
+# differently from a whole-workspace build, so right after `cargo test
+# --workspace` it would compile wasmtime and most dependencies again.
+case ${DEMO_BUILD:-demo} in
+  demo) build_targets=(-p wasmgate -p wasmgate-examples) ;;
+  workspace) build_targets=(--workspace --all-targets) ;;
+  *) die "DEMO_BUILD must be \`demo\` or \`workspace\`, not \`$DEMO_BUILD\`" ;;
+esac
 
 # The ports the demo listens on, and who uses them.
 ports=(9001 9002 9003 8080)
@@ -68,7 +80,7 @@ echo "==> building the plugins (wasm32-wasip2) into target/plugins"
 ./plugins/build.sh
 
 echo "==> building the gateway and the example services ($profile)"
-cargo build "${build_flags[@]}" -p wasmgate -p wasmgate-examples
+cargo build "${build_flags[@]}" "${build_targets[@]}"
 
 # --- start --------------------------------------------------------------------
 

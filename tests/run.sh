@@ -45,6 +45,6 @@ step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "demo smoke run"
-DEMO_SMOKE=1 PROFILE=debug ./examples/demo.sh
+DEMO_SMOKE=1 PROFILE=debug DEMO_BUILD=workspace ./examples/demo.sh
 
 step "all passed"
