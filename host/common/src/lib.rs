@@ -1,13 +1,15 @@
 //! Pure-Rust pieces shared by the gateway host and the plugin SDK: the units
-//! of the config language (durations, sizes), and the native test doubles.
+//! of the config language (durations, sizes), path patterns and templates,
+//! and the native test doubles.
 //!
 //! The host backs the `crypto` and in-memory `store` capabilities
 //! (`wit/capabilities.wit`) with these types; the SDK's test doubles use the
 //! very same code, so a plugin's unit tests check real signatures and get the
 //! real rate-limit arithmetic without building Wasm. Nothing here knows about
 //! Wasm, async runtimes or the network, which is what lets both sides share it.
-//! `units` and `path` also build for Wasm, so plugins read durations, sizes
-//! and path patterns in their config exactly as the gateway reads its own.
+//! Without the `native` feature, `units`, `path`, `prehashed` and
+//! `store_args` build for Wasm too, so plugins read durations, sizes and path
+//! patterns in their config exactly as the gateway reads its own.
 
 #![forbid(unsafe_code)]
 

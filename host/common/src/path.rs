@@ -196,6 +196,8 @@ fn valid_ident(name: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     parts: Vec<Part>,
+    /// The literal parts' length, for sizing a path up front.
+    literal_len: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +219,22 @@ pub enum TemplateError {
     Stray,
     /// `{name}` (or `{*name}`), which the pattern does not capture.
     NotCaptured(String),
+}
+
+impl TemplateError {
+    /// What is wrong with template `text` (parsed against `pattern`), for
+    /// a config error; the caller says which key it is.
+    pub fn describe(&self, text: &str, pattern: &PathPattern) -> String {
+        match self {
+            Self::NotAbsolute => format!("`{text}` must start with `/`"),
+            Self::BadCharacter => format!("`{text}` has a space, `?`, `#` or control character"),
+            Self::Unclosed => format!("`{text}` has an unclosed `{{`"),
+            Self::Stray => format!("`{text}` has a stray `}}`"),
+            Self::NotCaptured(name) => {
+                format!("`{text}` uses `{{{name}}}`, which the path `{}` does not capture", pattern.as_str())
+            }
+        }
+    }
 }
 
 impl Template {
@@ -251,13 +269,13 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
-        Ok(Self { parts })
+        let literal_len = parts.iter().map(|p| if let Part::Literal(l) = p { l.len() } else { 0 }).sum();
+        Ok(Self { parts, literal_len })
     }
 
     /// The path with the captures filled in.
     pub fn apply(&self, captures: &Captures) -> String {
-        let literal: usize = self.parts.iter().map(|p| if let Part::Literal(l) = p { l.len() } else { 0 }).sum();
-        let mut out = String::with_capacity(literal + captures.iter().map(|(_, v)| v.len()).sum::<usize>());
+        let mut out = String::with_capacity(self.literal_len + captures.iter().map(|(_, v)| v.len()).sum::<usize>());
         for part in &self.parts {
             match part {
                 Part::Literal(l) => out.push_str(l),
@@ -359,5 +377,9 @@ mod tests {
         assert_eq!(e("/x/{uid}"), Some(TemplateError::NotCaptured("uid".into())));
         assert_eq!(e("/x/{*uid}"), Some(TemplateError::NotCaptured("*uid".into())));
         assert_eq!(e("/x/{id}"), None);
+        assert_eq!(
+            TemplateError::NotCaptured("uid".into()).describe("/x/{uid}", &p),
+            "`/x/{uid}` uses `{uid}`, which the path `/v1/{id}` does not capture"
+        );
     }
 }

@@ -27,22 +27,17 @@ impl Rewrite {
     /// Parses `/v2/users/{id}` against the route's pattern. An error is
     /// what is wrong and how to fix it.
     pub fn template(text: &str, pattern: &PathPattern) -> Result<Self, (String, &'static str)> {
-        const CAPTURES: &str =
-            "write each capture as {name}, one the path pattern defines, e.g. rewrite = \"/v2/users/{id}\"";
-        Template::parse(text, pattern).map(Self::Template).map_err(|e| match e {
-            TemplateError::NotAbsolute => {
-                (format!("rewrite `{text}` must start with `/`"), "e.g. rewrite = \"/v2/users/{id}\"")
-            }
-            TemplateError::BadCharacter => (
-                format!("rewrite `{text}` has a space, `?`, `#` or control character"),
-                "a rewrite is the path alone and the client's query is kept; to edit the query, use the transform plugin's request.query",
-            ),
-            TemplateError::Unclosed => (format!("rewrite `{text}` has an unclosed `{{`"), CAPTURES),
-            TemplateError::Stray => (format!("rewrite `{text}` has a stray `}}`"), CAPTURES),
-            TemplateError::NotCaptured(name) => (
-                format!("rewrite `{text}` uses `{{{name}}}`, which the path `{}` does not capture", pattern.as_str()),
-                "use only {name} captures that the path pattern defines, e.g. rewrite = \"/v2/users/{id}\"",
-            ),
+        Template::parse(text, pattern).map(Self::Template).map_err(|e| {
+            let fix = match e {
+                TemplateError::NotAbsolute => "e.g. rewrite = \"/v2/users/{id}\"",
+                TemplateError::BadCharacter => {
+                    "a rewrite is the path alone and the client's query is kept; to edit the query, use the transform plugin's request.query"
+                }
+                TemplateError::Unclosed | TemplateError::Stray | TemplateError::NotCaptured(_) => {
+                    "use only {name} captures that the path pattern defines, e.g. rewrite = \"/v2/users/{id}\""
+                }
+            };
+            (format!("rewrite {}", e.describe(text, pattern)), fix)
         })
     }
 

@@ -32,17 +32,8 @@ impl PathRewrite {
     pub fn build(raw: &RawPathRewrite) -> Result<Self, String> {
         let from = PathPattern::parse(&raw.from).map_err(|e| format!("request.path.from: {e}"))?;
         let to = Template::parse(&raw.to, &from).map_err(|e| {
-            let to = &raw.to;
-            let why = match e {
-                TemplateError::NotAbsolute => format!("`{to}` must start with `/`"),
-                TemplateError::BadCharacter => {
-                    format!("`{to}` has a space, `?`, `#` or control character; use `query` for the query")
-                }
-                TemplateError::Unclosed => format!("`{to}` has an unclosed `{{`"),
-                TemplateError::Stray => format!("`{to}` has a stray `}}`"),
-                TemplateError::NotCaptured(name) => format!("`{to}` uses `{{{name}}}`, which `from` does not capture"),
-            };
-            format!("request.path.to: {why}")
+            let hint = if e == TemplateError::BadCharacter { "; use `query` for the query" } else { "" };
+            format!("request.path.to: {}{hint}", e.describe(&raw.to, &from))
         })?;
         Ok(Self { from, to })
     }
@@ -178,7 +169,7 @@ mod tests {
     #[test]
     fn bad_patterns_are_refused() {
         assert!(bad_rewrite("v1/{id}", "/x").contains("must start with `/`"));
-        assert!(bad_rewrite("/v1/{id}", "/users/{uid}").contains("`from` does not capture"));
+        assert!(bad_rewrite("/v1/{id}", "/users/{uid}").contains("which the path `/v1/{id}` does not capture"));
         assert!(bad_rewrite("/{*rest}/x", "/").contains("must be the last segment"));
         assert!(bad_rewrite("/{a}/{a}", "/").contains("appears twice"));
         assert!(bad_rewrite("/user-{id}", "/").contains("a whole `{name}`"));

@@ -34,6 +34,20 @@ async fn add_header_modifies_request_and_response() {
     assert_eq!(r.header("x-upstream"), None);
 }
 
+/// An admin listener on an ephemeral port, for the tests that read `/metrics`.
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+/// The admin listener's `/metrics` text.
+async fn metrics(gw: &TestGateway) -> String {
+    let admin = gw.gateway.admin_addr().expect("admin listener");
+    get(&format!("http://{admin}/metrics")).await.text()
+}
+
+/// The value of one series (its name and labels as exposed) in `text`.
+fn sample<'t>(text: &'t str, series: &str) -> Option<&'t str> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_calls_are_timed_per_plugin_and_phase() {
     let up = TestUpstream::echo("u").await;
@@ -44,18 +58,16 @@ async fn plugin_calls_are_timed_per_plugin_and_phase() {
         assert_eq!(get(&gw.url("/yes")).await.status, 200);
     }
     assert_eq!(get(&gw.url("/no")).await.status, 403);
-    let admin = gw.gateway.admin_addr().expect("admin listener");
-    let text = get(&format!("http://{admin}/metrics")).await.text();
+    let text = metrics(&gw).await;
     let count = |plugin: &str, phase: &str| {
-        let series = format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="{phase}"}} "#);
-        text.lines().find_map(|l| l.strip_prefix(&series)).map(str::to_owned)
+        sample(&text, &format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="{phase}"}}"#))
     };
     // deny's request hook ran four times; it has no response hook, so its
     // response series (made when the route was configured) stays at 0.
     // add-header's response hook ran for the refused request too.
-    assert_eq!(count("deny", "request").as_deref(), Some("4"), "{text}");
-    assert_eq!(count("deny", "response").as_deref(), Some("0"), "{text}");
-    assert_eq!(count("add-header", "response").as_deref(), Some("4"), "{text}");
+    assert_eq!(count("deny", "request"), Some("4"), "{text}");
+    assert_eq!(count("deny", "response"), Some("0"), "{text}");
+    assert_eq!(count("add-header", "response"), Some("4"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,16 +280,11 @@ async fn calls(gw: &TestGateway) -> Vec<u64> {
     out
 }
 
-/// `wasmgate_plugin_instances_created_total` for `plugin`, from the admin
-/// listener's `/metrics`.
+/// `wasmgate_plugin_instances_created_total` for `plugin`.
 async fn instances_created(gw: &TestGateway, plugin: &str) -> Option<u64> {
-    let admin = gw.gateway.admin_addr().expect("admin listener");
-    let text = get(&format!("http://{admin}/metrics")).await.text();
-    let series = format!(r#"wasmgate_plugin_instances_created_total{{plugin="{plugin}"}} "#);
-    text.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.parse().ok())
+    let series = format!(r#"wasmgate_plugin_instances_created_total{{plugin="{plugin}"}}"#);
+    sample(&metrics(gw).await, &series).and_then(|v| v.parse().ok())
 }
-
-const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_request_isolation_gives_every_request_a_fresh_instance() {
