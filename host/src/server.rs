@@ -128,7 +128,7 @@ async fn run(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         if !secure {
-            let conn_info = ConnInfo { peer, scheme: "http" };
+            let conn_info = Arc::new(ConnInfo::new(peer, "http"));
             let conn =
                 builder.serve_connection_with_upgrades(TokioIo::new(stream), service(shared, conn_info)).into_owned();
             let conn = graceful.watch(conn);
@@ -157,7 +157,7 @@ async fn run(
                     return;
                 }
             };
-            let conn_info = ConnInfo { peer, scheme: "https" };
+            let conn_info = Arc::new(ConnInfo::new(peer, "https"));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(shared, conn_info));
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, "connection ended with an error: {e}");
@@ -185,7 +185,7 @@ async fn accept_opt(
 
 fn service(
     shared: Arc<Shared>,
-    conn_info: ConnInfo,
+    conn_info: Arc<ConnInfo>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<crate::proxy::body::Body>,
@@ -194,6 +194,6 @@ fn service(
 > + Clone {
     service_fn(move |req| {
         let snapshot = shared.current();
-        async move { Ok::<_, Infallible>(proxy::handle(snapshot, conn_info, req).await) }
+        proxy::handle(snapshot, conn_info.clone(), req)
     })
 }

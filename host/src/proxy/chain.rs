@@ -44,7 +44,8 @@ pub(super) async fn run(
     {
         ex.request_body = Some(body::collect(b, route.max_body).await.map_err(|e| client_body_error(e, route))?);
     }
-    let path_before = ex.request.uri.path().to_owned();
+    // Only a route rewrite needs to know whether a plugin changed the path.
+    let path_before = route.rewrite.is_some().then(|| ex.request.uri.path().to_owned());
     let head = ex.request.method == http::Method::HEAD;
 
     let mut early = None;
@@ -67,10 +68,10 @@ pub(super) async fn run(
     let (resp_parts, resp_body, ran) = match early {
         Some((i, (parts, bytes))) => (parts, RespBody::Bytes(bytes), i),
         None => {
-            if let Some(rw) = &route.rewrite
-                && ex.request.uri.path() == path_before
+            if let (Some(rw), Some(before)) = (&route.rewrite, &path_before)
+                && ex.request.uri.path() == before
             {
-                let path = rw.apply(&path_before, &ex.captures).into_owned();
+                let path = rw.apply(before, &ex.captures).into_owned();
                 ex.set_path(&path).map_err(|_| ProxyError::BadPath)?;
             }
             let req_body = match (ex.request_body.take(), body.take()) {
@@ -195,7 +196,10 @@ async fn call(
             f.kind.as_str()
         }
     };
-    trace.plugins.push((link.plugin.name.clone(), outcome));
+    // Kept for the access log line only.
+    if forward.snapshot.access_log.is_some() {
+        trace.plugins.push((link.plugin.name.clone(), outcome));
+    }
     result
 }
 

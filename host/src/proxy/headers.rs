@@ -12,8 +12,9 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = header::FORWARDED;
 
-/// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,
+/// and `Upgrade`. `Connection` comes first.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -22,29 +23,42 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Upgrade` is removed too; WebSocket pass-through handles it separately.
+///
+/// One pass over the names first: most requests carry none of these and
+/// most responses only `Connection`, so only what is there is removed
+/// rather than looking up all nine names every time.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    // Slot 0 is `Connection`: what it names goes too, looked up by the
+    // token itself (no header name made per request). The names above are
+    // removed below anyway.
+    if present[0]
+        && let Some(conn) = headers.get(header::CONNECTION).cloned()
+    {
+        let named = conn.to_str().unwrap_or("").split(',').map(str::trim);
+        for token in named.filter(|t| !HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(t))) {
+            headers.remove(token);
         }
     }
     // `TE: trailers` is the one TE value that must survive: gRPC needs it
     // end to end (RFC 9113 §8.2.2 allows exactly it over HTTP/2).
     let te_trailers = headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for h in &HOP_BY_HOP {
+    for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(h);
     }
-    headers.remove(header::UPGRADE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -65,34 +79,66 @@ pub fn new_request_id() -> HeaderValue {
         let nibble = ((n >> (124 - 4 * i)) & 0xf) as u8;
         *b = if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 };
     }
-    // 32 hex digits are always a valid header value.
-    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // 32 hex digits are always a valid header value. Reference-counted from
+    // the start: the id is copied into the upstream request and the response.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A connection's client as the forwarding headers name it, written once
+/// per connection rather than formatted for every request on it.
+#[derive(Debug)]
+pub struct Client {
+    /// The address as `X-Forwarded-For` lists it.
+    ip: HeaderValue,
+    /// `for=…;proto=…`, the start of this hop's `Forwarded` element.
+    forwarded: String,
+}
+
+impl Client {
+    pub fn new(ip: IpAddr, proto: &'static str) -> Self {
+        let text = ip.to_string();
+        let forwarded = match ip {
+            IpAddr::V4(_) => format!("for={text};proto={proto}"),
+            IpAddr::V6(_) => format!("for=\"[{text}]\";proto={proto}"),
+        };
+        // An address's text is always a valid header value.
+        let ip = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip, forwarded }
+    }
 }
 
 /// Adds `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` for the upstream.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &Client,
     proto: &'static str,
     host: Option<&str>,
     via: &HeaderValue,
 ) {
-    let ip = client.to_string();
-    append_list(headers, X_FORWARDED_FOR, &ip);
+    append_list(headers, X_FORWARDED_FOR, &client.ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    // The `Host` header itself when it is the host (no port): shared, not copied.
+    let forwarded_host = host.and_then(|h| {
+        let same = headers.get(header::HOST).filter(|v| v.as_bytes() == h.as_bytes()).cloned();
+        same.or_else(|| HeaderValue::from_str(h).ok())
+    });
+    if let Some(host) = forwarded_host {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let node = match client {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(_) => format!("\"[{ip}]\""),
+    let host = host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)));
+    let element = match host {
+        Some(h) => {
+            let mut fwd = String::with_capacity(client.forwarded.len() + 6 + h.len());
+            fwd.push_str(&client.forwarded);
+            fwd.push_str(";host=");
+            fwd.push_str(h);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()
+        }
+        None => HeaderValue::from_str(&client.forwarded).ok(),
     };
-    let mut fwd = format!("for={node};proto={proto}");
-    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))) {
-        fwd.push_str(";host=");
-        fwd.push_str(h);
+    if let Some(element) = element {
+        append_list(headers, FORWARDED, &element);
     }
-    append_list(headers, FORWARDED, &fwd);
     add_via(headers, via, Version::HTTP_11);
 }
 
@@ -116,7 +162,9 @@ pub fn add_via(headers: &mut HeaderMap, via: &HeaderValue, version: Version) {
     }
 }
 
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+/// Appends `item` to the list header `name`: the item alone when the header
+/// is absent (no copy), else the existing values and it joined by `, `.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
     let joined = {
         let mut existing = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).peekable();
         if existing.peek().is_none() {
@@ -124,12 +172,15 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
         } else {
             let mut s = existing.collect::<Vec<_>>().join(", ");
             s.push_str(", ");
-            s.push_str(item);
+            s.push_str(item.to_str().unwrap_or(""));
             Some(s)
         }
     };
-    let value = joined.as_deref().unwrap_or(item);
-    if let Ok(v) = HeaderValue::from_str(value) {
+    let value = match joined {
+        None => Some(item.clone()),
+        Some(s) => HeaderValue::from_str(&s).ok(),
+    };
+    if let Some(v) = value {
         headers.insert(name, v);
     }
 }
@@ -141,7 +192,7 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret, close"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
@@ -152,22 +203,44 @@ mod tests {
     }
 
     #[test]
+    fn te_trailers_survives_and_upgrade_goes() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[header::TE], "trailers");
+        let mut clean = HeaderMap::new();
+        clean.insert(header::HOST, HeaderValue::from_static("a.test"));
+        strip_hop_by_hop(&mut clean);
+        assert_eq!(clean.len(), 1);
+    }
+
+    #[test]
     fn forwarded_headers_append() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let via = HeaderValue::from_static("1.1 wasmgate");
-        add_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            "http",
-            Some("api.test"),
-            &via,
-        );
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http");
+        add_forwarded(&mut h, &client, "http", Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "api.test");
         assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=http;host=api.test");
         assert_eq!(h[header::VIA], "1.1 wasmgate");
+    }
+
+    #[test]
+    fn forwarded_headers_for_an_ipv6_client_and_a_host_with_a_port() {
+        let via = HeaderValue::from_static("1.1 wasmgate");
+        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
+        add_forwarded(&mut h, &client, "https", Some("api.test"), &via);
+        assert_eq!(h[&X_FORWARDED_HOST], "api.test");
+        assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
+        assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https;host=api.test");
     }
 
     #[test]

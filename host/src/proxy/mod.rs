@@ -18,6 +18,7 @@ mod upgrade;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +37,19 @@ use crate::routing;
 use crate::telemetry::{AccessLog, PluginOutcome};
 use crate::upstream::{ForwardOptions, Forwarded, Upstream};
 
-/// The client side of a connection.
-#[derive(Debug, Clone, Copy)]
+/// The client side of a connection, shared by the requests on it.
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub scheme: &'static str,
+    /// The client as the forwarding headers name it.
+    client: headers::Client,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme) }
+    }
 }
 
 /// What the access log and metrics learn about a request on its way.
@@ -50,18 +59,25 @@ struct Trace {
     upstream: Option<Arc<str>>,
     endpoint: Option<Arc<str>>,
     upstream_time: Option<Duration>,
+    /// Each plugin call and its outcome, kept only for the access log.
     plugins: Vec<(Arc<str>, &'static str)>,
 }
 
 /// Serves one request on the given config snapshot. Never fails: errors
-/// become responses with the request id.
-pub async fn handle(snapshot: Arc<Snapshot>, conn: ConnInfo, req: Request<Incoming>) -> Response<Body> {
+/// become responses with the request id. (The `Result` is hyper's service
+/// contract; returning it here, rather than wrapping this future in another,
+/// spares copying it once more per request.)
+pub async fn handle(
+    snapshot: Arc<Snapshot>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
     let method = req.method().clone();
     let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
     let mut trace = Trace::default();
-    let resp = match serve(&snapshot, conn, req, &request_id, &mut trace).await {
+    let resp = match serve(&snapshot, &conn, req, &request_id, &mut trace).await {
         Ok(mut resp) => {
             resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
             resp
@@ -100,12 +116,12 @@ pub async fn handle(snapshot: Arc<Snapshot>, conn: ConnInfo, req: Request<Incomi
             plugins: &plugins,
         });
     }
-    resp
+    Ok(resp)
 }
 
 async fn serve(
     snapshot: &Snapshot,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
@@ -165,7 +181,7 @@ fn client_body(body: Incoming, limit: u64, timeout: Duration) -> Body {
 struct Forward<'a> {
     snapshot: &'a Snapshot,
     route: &'a Route,
-    conn: ConnInfo,
+    conn: &'a ConnInfo,
     host: Option<&'a str>,
     request_id: &'a HeaderValue,
 }
@@ -176,12 +192,15 @@ impl Forward<'_> {
     fn head(&self, mut parts: http::request::Parts) -> http::request::Parts {
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h);
+        // Room for what follows (`Host`, four forwarding headers, `Via`, the
+        // request id) at once, not a regrowth of the map per insert.
+        let _ = h.try_reserve(7);
         if !h.contains_key(header::HOST)
             && let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
             h.insert(header::HOST, v);
         }
-        headers::add_forwarded(h, self.conn.peer.ip(), self.conn.scheme, self.host, &self.snapshot.config.server.via);
+        headers::add_forwarded(h, &self.conn.client, self.conn.scheme, self.host, &self.snapshot.config.server.via);
         h.insert(X_REQUEST_ID, self.request_id.clone());
         // The upstream gets origin-form; the upstream module adds what its
         // protocol needs.
@@ -227,6 +246,8 @@ impl Forward<'_> {
         *fwd.response.version_mut() = http::Version::HTTP_11;
         let h = fwd.response.headers_mut();
         headers::strip_hop_by_hop(h);
+        // `Via` and the request id.
+        let _ = h.try_reserve(2);
         headers::add_via(h, &self.snapshot.config.server.via, version);
         Ok(fwd)
     }
