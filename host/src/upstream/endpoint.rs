@@ -48,7 +48,7 @@ impl Endpoint {
     }
 
     pub fn ejected(&self) -> bool {
-        self.outlier.is_ejected(Instant::now())
+        self.outlier.is_ejected_now()
     }
 
     /// Records an active check; returns the new health when it flipped.
@@ -89,8 +89,14 @@ impl Endpoint {
     }
 
     pub fn start_request(&self) -> InFlight<'_> {
+        self.start_request_at(Instant::now())
+    }
+
+    /// [`start_request`](Self::start_request) for a caller that already
+    /// read the clock.
+    pub fn start_request_at(&self, now: Instant) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight { endpoint: self, start: Instant::now() }
+        InFlight { endpoint: self, start: now }
     }
 }
 
@@ -109,9 +115,15 @@ impl InFlight<'_> {
     /// Ends the request; `observed` feeds the latency average (false for
     /// failures that say nothing about the endpoint's speed).
     pub fn finish(self, observed: bool) -> Duration {
-        let elapsed = self.start.elapsed();
+        self.finish_at(Instant::now(), observed)
+    }
+
+    /// [`finish`](Self::finish) at `now`, for a caller that already read the
+    /// clock.
+    pub fn finish_at(self, now: Instant, observed: bool) -> Duration {
+        let elapsed = now.saturating_duration_since(self.start);
         if observed {
-            self.endpoint.ewma.observe(elapsed);
+            self.endpoint.ewma.observe_at(elapsed, now);
         }
         elapsed
     }

@@ -252,14 +252,14 @@ impl Upstream {
             .then(|| Replay::capture(&req))
             .flatten();
         let mut pending = Some(req);
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::default();
         let mut tries = 0u32;
         // What to answer if no further try happens: the last 5xx response
         // (a retry is only decided once another endpoint is there) or error.
         let mut last: Option<Result<Forwarded, ProxyError>> = None;
         let result = loop {
             let set = self.set.load_full();
-            let Some(i) = set.balancer.pick(&set.endpoints, opts.hash, &tried) else {
+            let Some(i) = set.balancer.pick(&set.endpoints, opts.hash, tried.as_slice()) else {
                 break last.take().unwrap_or_else(|| {
                     self.metrics.no_healthy_endpoint(&self.name);
                     Err(ProxyError::NoHealthyEndpoint { upstream: self.name.clone() })
@@ -282,20 +282,24 @@ impl Upstream {
                 self.metrics.retry(opts.route, &self.name);
             }
             tries += 1;
-            let try_timeout =
-                opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(Instant::now()));
-            let flight = ep.start_request();
-            let attempt = tokio::time::timeout(try_timeout, self.try_once(&ep, req)).await;
+            // The first try starts when the request does: one clock read
+            // serves the deadline, the try's timeout and its latency.
+            let now = if tries == 1 { start } else { Instant::now() };
+            let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(now));
+            let flight = ep.start_request_at(now);
+            let attempt = tokio::time::timeout_at(now + try_timeout, self.try_once(&ep, req)).await;
             let retry = match attempt {
                 Ok(Try::Response(resp)) => {
                     let status = resp.status();
-                    let elapsed = flight.finish(true);
+                    let done = Instant::now();
+                    let elapsed = flight.finish_at(done, true);
                     let (outcome, label) =
                         if status.is_server_error() { (Outcome::ServerError, "5xx") } else { (Outcome::Success, "ok") };
                     self.record(&ep, ep_ticket, outcome, label, elapsed);
                     let retry = opts.retry.on.statuses.contains(&status) && may_repeat && replay.is_some();
                     let endpoint = ep.address.clone();
-                    last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time: start.elapsed(), tries }));
+                    let upstream_time = done.saturating_duration_since(start);
+                    last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time, tries }));
                     retry
                 }
                 Ok(Try::Connect(err, req)) => {
@@ -450,6 +454,37 @@ impl Upstream {
     }
 }
 
+/// The endpoints a request has tried or skipped, which the balancer must
+/// not pick again: one or two in practice, so held inline, spilling to the
+/// heap only past four (an allocation per request otherwise).
+#[derive(Debug, Default)]
+struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        if self.spill.is_empty()
+            && let Some(slot) = self.inline.get_mut(self.len)
+        {
+            *slot = i;
+            self.len += 1;
+            return;
+        }
+        if self.spill.is_empty() {
+            let inline = self.inline;
+            self.spill.extend_from_slice(inline.get(..self.len).unwrap_or_default());
+        }
+        self.spill.push(i);
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.spill.is_empty() { self.inline.get(..self.len).unwrap_or_default() } else { &self.spill }
+    }
+}
+
 /// Methods that may be repeated without changing the outcome (RFC 9110 §9.2.2).
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
@@ -528,5 +563,24 @@ fn endpoint_updater(
         let addresses: Vec<&str> = new.endpoints.iter().map(|e| &*e.address).collect();
         tracing::info!(upstream = &*name, endpoints = ?addresses, "endpoints changed (DNS)");
         set.store(Arc::new(new));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tried;
+
+    #[test]
+    fn tried_keeps_every_endpoint_in_order_past_its_inline_room() {
+        let mut tried = Tried::default();
+        assert!(tried.as_slice().is_empty());
+        for i in [3, 1, 4, 0, 5, 9] {
+            tried.push(i);
+        }
+        assert_eq!(tried.as_slice(), [3, 1, 4, 0, 5, 9]);
+        let mut few = Tried::default();
+        few.push(7);
+        few.push(2);
+        assert_eq!(few.as_slice(), [7, 2]);
     }
 }

@@ -126,6 +126,13 @@ impl OutlierState {
         self.nanos(now) < self.ejected_until.load(Ordering::Acquire)
     }
 
+    /// Whether ejected at this moment; reads the clock only for an endpoint
+    /// that was ever ejected, not on every pick of a healthy one.
+    pub fn is_ejected_now(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        until != 0 && self.nanos(Instant::now()) < until
+    }
+
     fn eject(&self, now: Instant, config: &Outlier) -> Option<Instant> {
         let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         // Another worker's failure may have ejected it since we checked.
