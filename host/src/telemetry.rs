@@ -17,7 +17,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -551,7 +553,7 @@ struct Slots<const N: usize, M, S = RandomState> {
 
 impl<const N: usize, M> Default for Slots<N, M> {
     fn default() -> Self {
-        Self::with_hasher(RandomState::new())
+        Self::with_hasher(RandomState::default())
     }
 }
 
