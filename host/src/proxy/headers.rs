@@ -90,6 +90,8 @@ pub fn new_request_id() -> HeaderValue {
 pub struct Client {
     /// The address as `X-Forwarded-For` lists it.
     ip: HeaderValue,
+    /// The scheme it spoke: `http` or `https`.
+    proto: &'static str,
     /// `for=…;proto=…`, the start of this hop's `Forwarded` element.
     forwarded: String,
 }
@@ -103,20 +105,14 @@ impl Client {
         };
         // An address's text is always a valid header value.
         let ip = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { ip, forwarded }
+        Self { ip, proto, forwarded }
     }
 }
 
 /// Adds `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` for the upstream.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
-    client: &Client,
-    proto: &'static str,
-    host: Option<&str>,
-    via: &HeaderValue,
-) {
+pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&str>, via: &HeaderValue) {
     append_list(headers, X_FORWARDED_FOR, &client.ip);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
     // The `Host` header itself when it is the host (no port): shared, not copied.
     let forwarded_host = host.and_then(|h| {
         let same = headers.get(header::HOST).filter(|v| v.as_bytes() == h.as_bytes()).cloned();
@@ -223,7 +219,7 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let via = HeaderValue::from_static("1.1 wasmgate");
         let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http");
-        add_forwarded(&mut h, &client, "http", Some("api.test"), &via);
+        add_forwarded(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "api.test");
@@ -237,9 +233,10 @@ mod tests {
         let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https");
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
-        add_forwarded(&mut h, &client, "https", Some("api.test"), &via);
+        add_forwarded(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_HOST], "api.test");
         assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https;host=api.test");
     }
 

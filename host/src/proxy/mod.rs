@@ -200,7 +200,7 @@ impl Forward<'_> {
         {
             h.insert(header::HOST, v);
         }
-        headers::add_forwarded(h, &self.conn.client, self.conn.scheme, self.host, &self.snapshot.config.server.via);
+        headers::add_forwarded(h, &self.conn.client, self.host, &self.snapshot.config.server.via);
         h.insert(X_REQUEST_ID, self.request_id.clone());
         // The upstream gets origin-form; the upstream module adds what its
         // protocol needs.
