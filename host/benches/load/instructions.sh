@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by valgrind's
+# cachegrind: nginx as a reverse proxy (1 worker, upstream keep-alive), the
+# gateway without plugins, and the gateway with one pooled no-op plugin, each
+# in front of the same nginx upstream. Unlike the CPU time of load.sh, the
+# count does not move with the machine's other tenants (within ~1% between
+# runs here), so it can tell a change of a few percent from noise; it leaves
+# out the kernel (about half of the CPU time, the same four syscalls per
+# request for all three) and what a cache miss costs.
+#
+#   host/benches/load/instructions.sh          # 3 000 requests per target
+#   host/benches/load/instructions.sh -n 10000
+#   GATEWAY=/path/to/wasmgate host/benches/load/instructions.sh   # another build
+#
+# Each target runs twice under cachegrind, for N/10 and N/10 + N sequential
+# requests on one keep-alive connection (curl); the difference over N is the
+# figure, so start-up and shutdown cancel out. Installs valgrind, nginx and
+# curl (Debian packages) when missing; builds the gateway in release and the
+# plugins. Loopback only (ports 18080, 18081, 18090, 18091, checked free
+# first); stops only what it started.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$root"
+
+N=3000
+while getopts "n:h" opt; do
+  case $opt in
+    n) N=$OPTARG ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
+  esac
+done
+(( N >= 100 )) || { echo "-n: at least 100 requests" >&2; exit 2; }
+warm=$(( N / 10 ))
+
+missing=()
+for c in valgrind nginx curl ss; do command -v "$c" >/dev/null || missing+=("$c"); done
+if (( ${#missing[@]} )); then
+  echo "installing: valgrind nginx curl iproute2 (missing: ${missing[*]})" >&2
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq valgrind nginx curl iproute2 >/dev/null
+fi
+for port in 18080 18081 18090 18091; do
+  if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is in use: stop what holds it" >&2; exit 1; fi
+done
+
+./plugins/build.sh
+if [[ -n ${GATEWAY:-} ]]; then
+  gw=$GATEWAY   # another build of the gateway, to compare with this one
+else
+  cargo build --release --locked -q -p wasmgate
+  gw=$root/target/release/wasmgate
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-instructions.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+nginx_conf() {  # name, server block
+  local d=$work/$1
+  mkdir -p "$d"/{body,proxy,fastcgi,uwsgi,scgi}
+  cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process $3;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  $2
+}
+EOF
+  echo "$d"
+}
+
+# The gateway's configs: those of load.sh, but with room for a few plugin
+# instances only — valgrind cannot reserve the pooling allocator's default
+# address space (1 000 instances × several GiB).
+gateway_conf() {  # name, port, route plugins
+  cat >"$work/$1.toml" <<EOF
+[server]
+listen = "127.0.0.1:$2"
+workers = 1
+watch = false
+access_log = false
+
+[plugins]
+dir = "$root/target/plugins"
+cache_dir = "$root/target/bench-plugin-cache"
+max_instances = 2
+
+[upstreams.bench]
+endpoints = ["127.0.0.1:18080"]
+
+[[routes]]
+upstream = "bench"
+plugins = [$3]
+EOF
+  "$gw" check -c "$work/$1.toml" >/dev/null
+  echo "$work/$1.toml"
+}
+
+up=$(nginx_conf upstream 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }' on)
+nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
+px=$(nginx_conf proxy 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }' off)
+plain=$(gateway_conf plain 18090 '')
+noop=$(gateway_conf noop 18091 '{ use = "noop" }')
+
+# `n` requests on one connection: curl reuses it for every URL of a config file.
+requests() {  # port, n
+  local list=$work/urls ok
+  for _ in $(seq "$2"); do printf 'url = "http://127.0.0.1:%s/"\noutput = "/dev/null"\n' "$1"; done >"$list"
+  ok=$(curl -s -K "$list" -w '%{http_code}\n' | grep -c '^200$' || true)
+  [[ $ok == "$2" ]] || { echo "only $ok of $2 requests to :$1 answered 200" >&2; exit 1; }
+}
+
+# Instructions the process spent over `n` requests (start to exit).
+count() {  # name, port, stop signal, n, command...
+  local name=$1 port=$2 signal=$3 n=$4; shift 4
+  local out=$work/$name.$n.cg
+  WASMGATE_LOG=warn valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$out" "$@" \
+    >"$work/$name.$n.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 120); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.5; done
+  requests "$port" "$n"
+  kill "-$signal" "$pid"
+  wait "$pid" || true
+  awk '/^summary:/ { print $2; exit }' "$out"
+}
+
+# Once natively first, so the no-op plugin's precompiled artifact is in the
+# cache and neither counted run compiles it.
+"$gw" run -c "$noop" >"$work/warm.log" 2>&1 &
+warm_pid=$!
+for _ in $(seq 60); do curl -sf -o /dev/null "http://127.0.0.1:18091/" && break; sleep 0.5; done
+kill -INT "$warm_pid"; wait "$warm_pid" || true
+
+printf '%-24s %14s\n' target "instructions/req"
+for target in nginx gateway gateway+noop; do
+  # nginx stops gracefully on QUIT, the gateway on INT; both write the counts.
+  case $target in
+    nginx) cmd=(nginx -p "$px" -c "$px/nginx.conf"); port=18081 signal=QUIT ;;
+    gateway) cmd=("$gw" run -c "$plain"); port=18090 signal=INT ;;
+    gateway+noop) cmd=("$gw" run -c "$noop"); port=18091 signal=INT ;;
+  esac
+  a=$(count "$target" "$port" "$signal" "$warm" "${cmd[@]}")
+  b=$(count "$target" "$port" "$signal" "$((warm + N))" "${cmd[@]}")
+  printf '%-24s %14d\n' "$target" $(( (b - a) / N ))
+done
