@@ -2,11 +2,14 @@
 //! (in `access_log`) the JSON line written once per request.
 //!
 //! Every worker records several series per request, so recording must not
-//! contend. A label set is resolved to its series handle once per thread and
-//! kept in a thread-local cache; after warm-up a call hashes the borrowed
-//! label values, looks them up in a map no other thread touches and does an
-//! atomic add (histograms take their own short per-series mutex, which is how
-//! `prometheus-client` stores them). A family's `RwLock` is taken only when a
+//! contend. Series whose labels are known when something is built are
+//! resolved then and held by it: a chain link's call timers, an upstream's
+//! try durations, an endpoint's try counters. For the others, a label set is
+//! resolved to its series handle once per thread and kept in a thread-local
+//! cache; after warm-up a call hashes the borrowed label values, looks them
+//! up in a map no other thread touches and does an atomic add (histograms
+//! take their own short per-series mutex, which is how `prometheus-client`
+//! stores them). A family's `RwLock` is taken only when a
 //! thread first meets a label set (again after [`Metrics::forget_endpoint`],
 //! which makes every thread start its cache over), and by the scrape.
 //!
@@ -20,6 +23,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -67,8 +71,8 @@ pub struct Metrics {
     epoch: AtomicU64,
     requests: Series<3, Counter>,
     request_duration: Series<1, Histogram, HistogramFn>,
-    upstream_requests: Series<3, Counter>,
-    upstream_duration: Series<1, Histogram, HistogramFn>,
+    upstream_requests: Family<Labels<3>, Counter>,
+    upstream_duration: Family<Labels<1>, Histogram, HistogramFn>,
     endpoint_healthy: Series<2, Gauge>,
     endpoint_ejected: Series<2, Gauge>,
     breaker_state: Series<2, Gauge>,
@@ -117,19 +121,6 @@ impl Metrics {
             request_histogram,
             ["route"],
             |l| &mut l.request_duration,
-        );
-        let upstream_requests = r.labelled(
-            "upstream_requests",
-            "Tries sent to upstream endpoints, by outcome (ok, 5xx, connect, timeout, reset)",
-            ["upstream", "endpoint", "outcome"],
-            |l| &mut l.upstream_requests,
-        );
-        let upstream_duration = r.histogram(
-            "upstream_duration",
-            "Time of one try against an upstream endpoint",
-            request_histogram,
-            ["upstream"],
-            |l| &mut l.upstream_duration,
         );
         let endpoint_healthy = r.labelled(
             "upstream_endpoint_healthy",
@@ -186,6 +177,21 @@ impl Metrics {
             "Plugin calls that failed, by plugin and kind (trap, deadline, memory, instantiate)",
             ["plugin", "kind"],
             |l| &mut l.plugin_failures,
+        );
+        // Held by each upstream and endpoint (`upstream_series`,
+        // `upstream_try`): no per-thread cache.
+        let upstream_requests = Family::<Labels<3>, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Tries sent to upstream endpoints, by outcome (ok, 5xx, connect, timeout, reset)",
+            upstream_requests.clone(),
+        );
+        let upstream_duration = Family::<Labels<1>, Histogram, HistogramFn>::new_with_constructor(request_histogram);
+        registry.register_with_unit(
+            "upstream_duration",
+            "Time of one try against an upstream endpoint",
+            Unit::Seconds,
+            upstream_duration.clone(),
         );
         // Resolved once per chain link (`plugin_series`): no per-thread cache.
         let plugin_duration = Family::<Labels<2>, Histogram, HistogramFn>::new_with_constructor(plugin_histogram);
@@ -244,13 +250,20 @@ impl Metrics {
         self.record(&self.request_duration, [route], |h| h.observe(duration.as_secs_f64()));
     }
 
-    /// One try against an endpoint; `outcome` is one of `ok`, `5xx`,
-    /// `connect`, `timeout`, `reset`.
-    pub fn upstream(&self, upstream: &str, endpoint: &str, outcome: &str, duration: Duration) {
-        self.record(&self.upstream_requests, [upstream, endpoint, outcome], |c| {
-            c.inc();
+    /// The series an upstream holds, resolved when it is built.
+    pub fn upstream_series(&self, upstream: &str) -> UpstreamSeries {
+        UpstreamSeries { duration: self.upstream_duration.get_or_create(&owned(&["upstream"], [upstream])).clone() }
+    }
+
+    /// One try against `endpoint` of `upstream`, counted in the counter its
+    /// `series` holds for the outcome (resolved at the outcome's first try,
+    /// so only outcomes that happened have a series, as with every family).
+    pub fn upstream_try(&self, series: &EndpointSeries, upstream: &str, endpoint: &str, outcome: TryOutcome) {
+        let counter = series.tries[outcome as usize].get_or_init(|| {
+            let labels = owned(&["upstream", "endpoint", "outcome"], [upstream, endpoint, outcome.as_str()]);
+            self.upstream_requests.get_or_create(&labels).clone()
         });
-        self.record(&self.upstream_duration, [upstream], |h| h.observe(duration.as_secs_f64()));
+        counter.inc();
     }
 
     pub fn endpoint_health(&self, upstream: &str, endpoint: &str, healthy: bool) {
@@ -408,6 +421,45 @@ fn plugin_histogram() -> Histogram {
     Histogram::new(PLUGIN_BUCKETS)
 }
 
+/// An upstream's own series: the time of its tries.
+#[derive(Debug, Clone)]
+pub struct UpstreamSeries {
+    /// `upstream_duration_seconds`.
+    pub duration: Histogram,
+}
+
+/// An endpoint's try counters, one per [`TryOutcome`], each resolved at its
+/// first use and then held: a try never looks a series up. Counters are
+/// never removed (only gauges are, by [`Metrics::forget_endpoint`]), so a
+/// held one never goes stale.
+#[derive(Debug, Default)]
+pub struct EndpointSeries {
+    tries: [OnceLock<Counter>; 5],
+}
+
+/// How one try against an endpoint ended, as `upstream_requests_total`
+/// labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryOutcome {
+    Ok = 0,
+    ServerError = 1,
+    Connect = 2,
+    Timeout = 3,
+    Reset = 4,
+}
+
+impl TryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::ServerError => "5xx",
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+        }
+    }
+}
+
 /// One plugin's series, as a chain link holds them.
 #[derive(Debug, Clone)]
 pub struct PluginSeries {
@@ -496,8 +548,6 @@ struct Local {
     epoch: u64,
     requests: Slots<3, Counter>,
     request_duration: Slots<1, Histogram>,
-    upstream_requests: Slots<3, Counter>,
-    upstream_duration: Slots<1, Histogram>,
     endpoint_healthy: Slots<2, Gauge>,
     endpoint_ejected: Slots<2, Gauge>,
     breaker_state: Slots<2, Gauge>,
@@ -517,8 +567,6 @@ impl Local {
             epoch,
             requests: Slots::default(),
             request_duration: Slots::default(),
-            upstream_requests: Slots::default(),
-            upstream_duration: Slots::default(),
             endpoint_healthy: Slots::default(),
             endpoint_ejected: Slots::default(),
             breaker_state: Slots::default(),

@@ -29,14 +29,18 @@ fn metrics_is_send_and_sync() {
 #[test]
 fn counters_and_histograms_from_many_threads_add_up() {
     let m = Arc::new(Metrics::new());
+    // As an upstream and its endpoint hold them, shared by every worker.
+    let endpoint = Arc::new(EndpointSeries::default());
+    let upstream = m.upstream_series("api");
     let threads: Vec<_> = (0..8)
         .map(|t| {
-            let m = m.clone();
+            let (m, endpoint, upstream) = (m.clone(), endpoint.clone(), upstream.clone());
             thread::spawn(move || {
                 for i in 0..1000 {
                     let route = if i % 2 == 0 { "users" } else { "orders" };
                     m.request(route, &Method::GET, 200, Duration::from_millis(3));
-                    m.upstream("api", "10.0.0.1:80", "ok", Duration::from_millis(2));
+                    m.upstream_try(&endpoint, "api", "10.0.0.1:80", TryOutcome::Ok);
+                    upstream.duration.observe(0.002);
                     if t % 2 == 0 {
                         m.request("users", &Method::POST, 503, Duration::from_secs(2));
                     }

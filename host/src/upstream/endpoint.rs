@@ -13,6 +13,7 @@ use super::balance::{Candidate, PeakEwma};
 use super::breaker::Breaker;
 use super::outlier::{Outcome, OutlierState};
 use crate::config::{BreakerConfig, Outlier};
+use crate::telemetry::EndpointSeries;
 
 #[derive(Debug)]
 pub struct Endpoint {
@@ -27,6 +28,8 @@ pub struct Endpoint {
     pub breaker: Option<Breaker>,
     in_flight: AtomicU32,
     ewma: PeakEwma,
+    /// Its try counters, held once resolved.
+    pub series: EndpointSeries,
 }
 
 impl Endpoint {
@@ -40,6 +43,7 @@ impl Endpoint {
             breaker: breaker.map(Breaker::new),
             in_flight: AtomicU32::new(0),
             ewma: PeakEwma::default(),
+            series: EndpointSeries::default(),
         }
     }
 

@@ -34,7 +34,7 @@ use self::retry_budget::RetryBudget;
 use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
 use crate::proxy::error::ProxyError;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, TryOutcome, UpstreamSeries};
 
 /// The endpoints of an upstream as of now, with the balancer built for them.
 #[derive(Debug)]
@@ -77,6 +77,8 @@ pub struct Upstream {
     bulkhead: Option<Bulkhead>,
     budget: RetryBudget,
     metrics: Arc<Metrics>,
+    /// This upstream's own series, resolved once.
+    series: UpstreamSeries,
     /// Dropping it stops this upstream's background tasks (health checks,
     /// DNS re-resolution).
     _stop: watch::Sender<()>,
@@ -184,6 +186,7 @@ impl Upstream {
             metrics.endpoint_health(&name, &e.address, true);
         }
         Self {
+            series: metrics.upstream_series(&name),
             name,
             config: config.clone(),
             set,
@@ -293,8 +296,11 @@ impl Upstream {
                     let status = resp.status();
                     let done = Instant::now();
                     let elapsed = flight.finish_at(done, true);
-                    let (outcome, label) =
-                        if status.is_server_error() { (Outcome::ServerError, "5xx") } else { (Outcome::Success, "ok") };
+                    let (outcome, label) = if status.is_server_error() {
+                        (Outcome::ServerError, TryOutcome::ServerError)
+                    } else {
+                        (Outcome::Success, TryOutcome::Ok)
+                    };
                     self.record(&ep, ep_ticket, outcome, label, elapsed);
                     let retry = opts.retry.on.statuses.contains(&status) && may_repeat && replay.is_some();
                     let endpoint = ep.address.clone();
@@ -304,7 +310,7 @@ impl Upstream {
                 }
                 Ok(Try::Connect(err, req)) => {
                     let elapsed = flight.finish(false);
-                    self.record(&ep, ep_ticket, Outcome::ConnectFailure, "connect", elapsed);
+                    self.record(&ep, ep_ticket, Outcome::ConnectFailure, TryOutcome::Connect, elapsed);
                     pending = Some(req);
                     last = Some(Err(err));
                     // Nothing reached the upstream: safe to retry for any method.
@@ -312,14 +318,14 @@ impl Upstream {
                 }
                 Ok(Try::Failed(err, outcome)) => {
                     let elapsed = flight.finish(false);
-                    self.record(&ep, ep_ticket, outcome, "reset", elapsed);
+                    self.record(&ep, ep_ticket, outcome, TryOutcome::Reset, elapsed);
                     let retry = opts.retry.on.reset && may_repeat && replay.is_some() && err.counts_against_upstream();
                     last = Some(Err(err));
                     retry
                 }
                 Err(_) => {
                     let elapsed = flight.finish(false);
-                    self.record(&ep, ep_ticket, Outcome::ServerError, "timeout", elapsed);
+                    self.record(&ep, ep_ticket, Outcome::ServerError, TryOutcome::Timeout, elapsed);
                     last = Some(Err(ProxyError::UpstreamTimeout {
                         upstream: self.name.clone(),
                         timeout_ms: try_timeout.as_millis(),
@@ -416,8 +422,16 @@ impl Upstream {
 
     /// Feeds one try's outcome to the endpoint's breaker, outlier detection
     /// and the metrics.
-    fn record(&self, ep: &Endpoint, ticket: Option<breaker::Ticket>, outcome: Outcome, label: &str, elapsed: Duration) {
-        self.metrics.upstream(&self.name, &ep.address, label, elapsed);
+    fn record(
+        &self,
+        ep: &Endpoint,
+        ticket: Option<breaker::Ticket>,
+        outcome: Outcome,
+        label: TryOutcome,
+        elapsed: Duration,
+    ) {
+        self.metrics.upstream_try(&ep.series, &self.name, &ep.address, label);
+        self.series.duration.observe(elapsed.as_secs_f64());
         if let (Some(b), Some(t)) = (&ep.breaker, ticket)
             && let Some(tr) = b.record(t, outcome == Outcome::Success)
         {
