@@ -285,9 +285,10 @@ impl Upstream {
                 self.metrics.retry(opts.route, &self.name);
             }
             tries += 1;
-            // The first try starts when the request does: one clock read
-            // serves the deadline, the try's timeout and its latency.
-            let now = if tries == 1 { start } else { Instant::now() };
+            // The first try starts when the request does, unless it waited
+            // for the bulkhead: then one clock read serves the deadline, the
+            // try's timeout and its latency.
+            let now = if tries == 1 && self.bulkhead.is_none() { start } else { Instant::now() };
             let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(now));
             let flight = ep.start_request_at(now);
             let attempt = tokio::time::timeout_at(now + try_timeout, self.try_once(&ep, req)).await;
