@@ -9,9 +9,9 @@
 //! cache; after warm-up a call hashes the borrowed label values, looks them
 //! up in a map no other thread touches and does an atomic add (histograms
 //! take their own short per-series mutex, which is how `prometheus-client`
-//! stores them). A family's `RwLock` is taken only when a
-//! thread first meets a label set (again after [`Metrics::forget_endpoint`],
-//! which makes every thread start its cache over), and by the scrape.
+//! stores them). A family's `RwLock` is taken only when a thread first meets
+//! a label set (again after [`Metrics::forget_endpoint`], which makes every
+//! thread start its cache over), and by the scrape.
 //!
 //! Label values must come from bounded sets — route, upstream and plugin
 //! names from the config, endpoint addresses, fixed outcome words — never
@@ -21,11 +21,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
-
-use foldhash::fast::RandomState;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use foldhash::fast::RandomState;
 
 use http::Method;
 use prometheus_client::metrics::counter::Counter;

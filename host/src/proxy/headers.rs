@@ -92,8 +92,9 @@ pub struct Client {
     ip: HeaderValue,
     /// The scheme it spoke: `http` or `https`.
     proto: &'static str,
-    /// `for=…;proto=…`, the start of this hop's `Forwarded` element.
-    forwarded: String,
+    /// `for=…;proto=…`, the start of this hop's `Forwarded` element (all of
+    /// it when the request names no host).
+    forwarded: HeaderValue,
 }
 
 impl Client {
@@ -103,9 +104,9 @@ impl Client {
             IpAddr::V4(_) => format!("for={text};proto={proto}"),
             IpAddr::V6(_) => format!("for=\"[{text}]\";proto={proto}"),
         };
-        // An address's text is always a valid header value.
-        let ip = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { ip, proto, forwarded }
+        // An address's text, and so this, is always a valid header value.
+        let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { ip: value(&text), proto, forwarded: value(&forwarded) }
     }
 }
 
@@ -124,13 +125,13 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&str
     let host = host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)));
     let element = match host {
         Some(h) => {
-            let mut fwd = String::with_capacity(client.forwarded.len() + 6 + h.len());
-            fwd.push_str(&client.forwarded);
-            fwd.push_str(";host=");
-            fwd.push_str(h);
+            let mut fwd = Vec::with_capacity(client.forwarded.len() + 6 + h.len());
+            fwd.extend_from_slice(client.forwarded.as_bytes());
+            fwd.extend_from_slice(b";host=");
+            fwd.extend_from_slice(h.as_bytes());
             HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()
         }
-        None => HeaderValue::from_str(&client.forwarded).ok(),
+        None => Some(client.forwarded.clone()),
     };
     if let Some(element) = element {
         append_list(headers, FORWARDED, &element);
@@ -238,6 +239,10 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https;host=api.test");
+        let mut bare = HeaderMap::new();
+        add_forwarded(&mut bare, &client, None, &via);
+        assert_eq!(bare[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
+        assert!(!bare.contains_key(&X_FORWARDED_HOST));
     }
 
     #[test]

@@ -92,13 +92,9 @@ impl Endpoint {
         Some(until.saturating_duration_since(now))
     }
 
-    pub fn start_request(&self) -> InFlight<'_> {
-        self.start_request_at(Instant::now())
-    }
-
-    /// [`start_request`](Self::start_request) for a caller that already
-    /// read the clock.
-    pub fn start_request_at(&self, now: Instant) -> InFlight<'_> {
+    /// A request to this endpoint, started at `now` (the caller has read
+    /// the clock already).
+    pub fn start_request(&self, now: Instant) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight { endpoint: self, start: now }
     }

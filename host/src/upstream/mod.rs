@@ -290,7 +290,7 @@ impl Upstream {
             // try's timeout and its latency.
             let now = if tries == 1 && self.bulkhead.is_none() { start } else { Instant::now() };
             let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(now));
-            let flight = ep.start_request_at(now);
+            let flight = ep.start_request(now);
             let attempt = tokio::time::timeout_at(now + try_timeout, self.try_once(&ep, req)).await;
             let retry = match attempt {
                 Ok(Try::Response(resp)) => {
