@@ -175,6 +175,47 @@ pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
     (addr, accepted, stop)
 }
 
+/// An HTTP/1 upstream that answers each request head (bodies are not read)
+/// with the bytes `answer` gives for its path, written in the pieces given,
+/// a few milliseconds apart (so a head or body arrives split); closes the
+/// connection after a piece list that ends with an empty piece. Counts the
+/// connections it accepted.
+pub async fn scripted(answer: fn(&str) -> Vec<&'static [u8]>) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let (addr, stop) = raw(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(pending.get(..end).unwrap_or_default()).into_owned();
+                pending.drain(..end + 4);
+                let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                for piece in answer(&path) {
+                    if piece.is_empty() {
+                        return;
+                    }
+                    if s.write_all(piece).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, accepted, stop)
+}
+
 /// A TCP server on an ephemeral port that hands each connection to `serve`
 /// (in a task of its own) until told to stop.
 async fn raw<F, Fut>(serve: F) -> (SocketAddr, watch::Sender<bool>)

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::upstream::pool::PooledBody;
+use crate::upstream::h1::{self, ResponseBody};
 
 /// A streamed request body went over the route's limit.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,9 @@ pub struct TooLarge {
 pub enum BodyError {
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// An upstream's HTTP/1 response body failed (closed early, bad chunking).
+    #[error(transparent)]
+    Upstream(h1::Error),
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
     /// The client sent nothing for this many milliseconds mid-body.
@@ -39,7 +42,7 @@ pub enum Body {
     Stream(Incoming),
     /// An upstream's HTTP/1 response, which returns its connection to the
     /// pool when it ends.
-    Pooled(PooledBody),
+    Pooled(ResponseBody),
     /// A client's stream, failing once more than `limit` bytes have passed
     /// or when the client sends nothing for `idle` (slow-body attacks).
     Capped {
@@ -67,7 +70,7 @@ impl http_body::Body for Body {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
-            Self::Pooled(inner) => inner.poll_frame(cx).map_err(BodyError::from),
+            Self::Pooled(inner) => inner.poll_frame(cx),
             Self::Capped { inner, remaining, limit, idle, timer } => {
                 let frame = match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(f))) => f,

@@ -272,6 +272,7 @@ fn client_body_error(e: BodyError, route: &Route) -> ProxyError {
         BodyError::TooLarge(_) => ProxyError::BodyTooLarge(route.max_body),
         BodyError::Timeout(ms) => ProxyError::BodyTimeout(ms),
         BodyError::Hyper(e) => ProxyError::ClientBody(e.to_string()),
+        BodyError::Upstream(e) => ProxyError::ClientBody(e.to_string()),
     }
 }
 

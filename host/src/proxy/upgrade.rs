@@ -7,10 +7,12 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::body::Body;
 use super::error::ProxyError;
 use super::{Forward, Trace};
+use crate::upstream::h1::Upgraded;
 
 /// `Connection: upgrade` with an `Upgrade` header.
 pub(super) fn requested(h: &HeaderMap) -> bool {
@@ -40,18 +42,23 @@ pub(super) async fn proxy(
     if fwd.response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(fwd.response);
     }
-    let Some(upstream) = fwd.response.extensions_mut().remove::<OnUpgrade>() else {
+    let Some((mut upstream, early)) = fwd.response.extensions_mut().remove::<Upgraded>().and_then(|u| u.take()) else {
         return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
     };
     tokio::spawn(async move {
-        match futures::future::try_join(client, upstream).await {
-            Ok((client, upstream)) => {
-                let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                    tracing::debug!("upgraded connection ended: {e}");
-                }
-            }
-            Err(e) => tracing::debug!("upgrade did not complete: {e}"),
+        let client = match client.await {
+            Ok(c) => c,
+            Err(e) => return tracing::debug!("upgrade did not complete: {e}"),
+        };
+        let mut client = TokioIo::new(client);
+        // What the upstream sent right behind its 101 goes first.
+        if !early.is_empty()
+            && let Err(e) = client.write_all(&early).await
+        {
+            return tracing::debug!("upgraded connection ended: {e}");
+        }
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!("upgraded connection ended: {e}");
         }
     });
     let h = fwd.response.headers_mut();

@@ -9,6 +9,7 @@ pub mod breaker;
 mod bulkhead;
 pub mod discovery;
 pub mod endpoint;
+pub mod h1;
 mod health;
 pub mod outlier;
 pub mod pool;
@@ -386,7 +387,7 @@ impl Upstream {
             Err(SendError::Failed(e)) => {
                 // The client's body failing (too large, stalled) fails the
                 // send: that is the client's doing, not the upstream's.
-                if let Some(err) = client_body_failure(&e) {
+                if let Some(err) = client_body_failure(&*e) {
                     return Try::Failed(err, Outcome::Success);
                 }
                 let detail = if reused { format!("{e} (on a reused connection)") } else { e.to_string() };
@@ -543,13 +544,19 @@ impl Replay {
 }
 
 /// The client's side of a failed send, when the cause was its body.
-fn client_body_failure(e: &hyper::Error) -> Option<ProxyError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+fn client_body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+    let mut source = Some(e);
     while let Some(s) = source {
-        match s.downcast_ref::<BodyError>() {
+        // hyper's error chain holds the body's error; ours holds it boxed.
+        let body = match s.downcast_ref::<h1::Error>() {
+            Some(h1::Error::Body(b)) => Some(&**b),
+            _ => s.downcast_ref::<BodyError>(),
+        };
+        match body {
             Some(BodyError::TooLarge(t)) => return Some(ProxyError::BodyTooLarge(t.limit)),
             Some(BodyError::Timeout(ms)) => return Some(ProxyError::BodyTimeout(*ms)),
             Some(BodyError::Hyper(e)) => return Some(ProxyError::ClientBody(e.to_string())),
+            Some(BodyError::Upstream(_)) => return None,
             None => {}
         }
         source = s.source();

@@ -1,32 +1,28 @@
 //! Connections to upstream endpoints, pooled per worker.
 //!
-//! Built on hyper's connection API rather than a ready-made client so that
-//! (1) connecting is a step of its own — a connect failure leaves the request
-//! untouched, so it can go to another endpoint — (2) every connection is driven
-//! by the worker that opened it and reused only by that worker, and (3) the
-//! gateway sees each connection's life for its metrics.
+//! Not a ready-made client, so that (1) connecting is a step of its own — a
+//! connect failure leaves the request untouched, so it can go to another
+//! endpoint — (2) every connection is used only by the worker that opened it,
+//! and (3) the gateway sees each connection's life for its metrics.
 //!
-//! HTTP/1.1 connections are lent out one request at a time: the sender goes
-//! back to the idle stack when the response body has been read to the end
-//! (see [`PooledBody`]). HTTP/2 connections are shared by every request of
-//! the worker to that endpoint.
+//! HTTP/1.1 connections ([`h1`](super::h1), driven by the request using
+//! them) are lent out one request at a time and go back to the worker's
+//! idle stack when the response body has been read to the end. HTTP/2
+//! connections (hyper's) are shared by every request of the worker to that
+//! endpoint.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::h1::{Connection, Io, SendFailure};
 use crate::config::Protocol;
 use crate::proxy::body::Body;
 
@@ -80,18 +76,21 @@ pub enum ConnectError {
     Handshake(Arc<str>, hyper::Error),
 }
 
+/// Why a send failed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A send that failed.
 #[derive(Debug)]
 pub enum SendError {
     /// The connection turned out to be closed before the request was
     /// written: the request comes back and may be sent elsewhere.
-    NotSent(Box<Request<Body>>, hyper::Error),
+    NotSent(Box<Request<Body>>, BoxError),
     /// The request was (at least partly) sent.
-    Failed(hyper::Error),
+    Failed(BoxError),
 }
 
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    conn: Box<Connection>,
     since: Instant,
 }
 
@@ -117,7 +116,7 @@ impl std::fmt::Debug for Pools {
 /// A connection ready for one request.
 #[derive(Debug)]
 pub enum Conn {
-    Http1 { sender: http1::SendRequest<Body>, shard: Arc<Shard>, key: Arc<str>, max_idle: usize, reused: bool },
+    Http1 { conn: Box<Connection>, shard: Arc<Shard>, key: Arc<str>, max_idle: usize, reused: bool },
     Http2 { sender: http2::SendRequest<Body>, reused: bool },
 }
 
@@ -146,21 +145,20 @@ impl Pools {
         let shard = self.shard();
         match self.settings.protocol {
             Protocol::Http1 => {
-                if let Some(sender) = take_idle(shard, address, self.settings.idle_timeout) {
+                if let Some(conn) = take_idle(shard, address, self.settings.idle_timeout) {
                     return Ok(Conn::Http1 {
-                        sender,
+                        conn,
                         shard: shard.clone(),
                         key: address.clone(),
                         max_idle: self.settings.max_idle,
                         reused: true,
                     });
                 }
-                // New connections only: boxed, so the TCP/TLS connect and
-                // handshake futures do not enlarge every request's future.
+                // New connections only: boxed, so the TCP/TLS connect future
+                // does not enlarge every request's future.
                 let io = Box::pin(self.connect(address)).await?;
-                let sender = Box::pin(self.handshake_http1(address, io)).await?;
                 Ok(Conn::Http1 {
-                    sender,
+                    conn: Connection::new(io, self.settings.on_connection.clone()),
                     shard: shard.clone(),
                     key: address.clone(),
                     max_idle: self.settings.max_idle,
@@ -224,27 +222,6 @@ impl Pools {
         Ok(Box::new(stream))
     }
 
-    async fn handshake_http1(
-        &self,
-        address: &Arc<str>,
-        io: Box<dyn Io>,
-    ) -> Result<http1::SendRequest<Body>, ConnectError> {
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| ConnectError::Handshake(address.clone(), e))?;
-        let on_connection = self.settings.on_connection.clone();
-        on_connection(1);
-        tokio::spawn(async move {
-            // `with_upgrades` lets a 101 response (WebSocket) take over the socket.
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream connection ended: {e}");
-            }
-            on_connection(-1);
-        });
-        Ok(sender)
-    }
-
     async fn handshake_http2(
         &self,
         address: &Arc<str>,
@@ -268,35 +245,26 @@ impl Pools {
     }
 }
 
-/// The socket types a connection runs over.
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-fn take_idle(shard: &Shard, address: &Arc<str>, idle_timeout: Duration) -> Option<http1::SendRequest<Body>> {
+fn take_idle(shard: &Shard, address: &Arc<str>, idle_timeout: Duration) -> Option<Box<Connection>> {
     let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
     let list = idle.get_mut(address)?;
     let now = Instant::now();
     // Most recently returned first: it is the least likely to have been
     // closed by the upstream's own idle timer.
-    while let Some(conn) = list.pop() {
-        if conn.sender.is_closed() || now.duration_since(conn.since) > idle_timeout {
-            continue;
-        }
-        if conn.sender.is_ready() {
-            return Some(conn.sender);
+    // A connection the upstream closed while idle is dropped here.
+    while let Some(mut idle) = list.pop() {
+        if now.duration_since(idle.since) <= idle_timeout && idle.conn.usable() {
+            return Some(idle.conn);
         }
     }
     None
 }
 
-fn put_idle(shard: &Shard, key: Arc<str>, sender: http1::SendRequest<Body>, max_idle: usize) {
-    if sender.is_closed() || !sender.is_ready() {
-        return;
-    }
+fn put_idle(shard: &Shard, key: Arc<str>, conn: Box<Connection>, max_idle: usize) {
     let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
     let list = idle.entry(key).or_default();
     if list.len() < max_idle {
-        list.push(Idle { sender, since: Instant::now() });
+        list.push(Idle { conn, since: Instant::now() });
     }
 }
 
@@ -313,27 +281,19 @@ impl Conn {
     /// the pool once it has been read to the end.
     pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
         match self {
-            Self::Http1 { mut sender, shard, key, max_idle, .. } => {
-                let result = sender.try_send_request(req).await;
-                match result {
-                    Ok(resp) => {
-                        let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-                        let ret = (!upgrade).then_some(Return { sender, shard, key, max_idle });
-                        Ok(resp.map(|inner| Body::Pooled(PooledBody { inner, ret })))
-                    }
-                    Err(mut e) => match e.take_message() {
-                        Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error())),
-                        None => Err(SendError::Failed(e.into_error())),
-                    },
-                }
+            Self::Http1 { conn, shard, key, max_idle, .. } => {
+                conn.send(req, Some(Return { shard, key, max_idle })).await.map_err(|e| match e {
+                    SendFailure::NotSent(req, e) => SendError::NotSent(req, e.into()),
+                    SendFailure::Failed(e) => SendError::Failed(e.into()),
+                })
             }
             Self::Http2 { mut sender, .. } => {
                 let result = sender.try_send_request(req).await;
                 match result {
                     Ok(resp) => Ok(resp.map(Body::Stream)),
                     Err(mut e) => match e.take_message() {
-                        Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error())),
-                        None => Err(SendError::Failed(e.into_error())),
+                        Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error().into())),
+                        None => Err(SendError::Failed(e.into_error().into())),
                     },
                 }
             }
@@ -350,63 +310,13 @@ impl std::fmt::Debug for Shard {
 /// Where a connection goes back to when its response is done.
 #[derive(Debug)]
 pub struct Return {
-    sender: http1::SendRequest<Body>,
     shard: Arc<Shard>,
     key: Arc<str>,
     max_idle: usize,
 }
 
 impl Return {
-    fn give_back(self) {
-        put_idle(&self.shard, self.key, self.sender, self.max_idle);
-    }
-}
-
-/// An upstream response body that returns its connection to the pool when
-/// it ends.
-pub struct PooledBody {
-    inner: Incoming,
-    ret: Option<Return>,
-}
-
-impl std::fmt::Debug for PooledBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody").field("returns", &self.ret.is_some()).finish()
-    }
-}
-
-impl PooledBody {
-    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(r) = self.ret.take() {
-                    r.give_back();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.ret = None,
-            _ => {}
-        }
-        polled
-    }
-
-    pub fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    pub fn size_hint(&self) -> SizeHint {
-        http_body::Body::size_hint(&self.inner)
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Bodyless responses (HEAD, 204, 304) are complete without a single
-        // poll; anything else dropped early leaves the connection mid-message.
-        if let Some(r) = self.ret.take()
-            && self.inner.is_end_stream()
-        {
-            r.give_back();
-        }
+    pub(super) fn give_back(self, conn: Box<Connection>) {
+        put_idle(&self.shard, self.key, conn, self.max_idle);
     }
 }

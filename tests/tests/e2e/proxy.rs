@@ -81,6 +81,66 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "a closed connection is not reused");
 }
 
+/// The gateway's own HTTP/1 client against an upstream's raw bytes: heads
+/// and bodies that arrive split, an interim 1xx, chunked bodies with
+/// extensions and trailers, `HEAD`, a body delimited by the close, and what
+/// it must refuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_upstream_framing_on_the_wire() {
+    fn answer(path: &str) -> Vec<&'static [u8]> {
+        match path {
+            "/split" => vec![b"HTTP/1.1 200 OK\r\ncontent-le", b"ngth: 5\r\nx-a: 1\r\n\r\nhe", b"llo"],
+            "/continue" => vec![b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+            "/chunked" => vec![
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n",
+                b"6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+            ],
+            "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n"],
+            "/close" => vec![b"HTTP/1.0 200 OK\r\n\r\nuntil", b" the close", b""],
+            "/garbage" => vec![b"NOT HTTP AT ALL\r\n\r\n", b""],
+            "/two-lengths" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", b""],
+            "/short" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", b""],
+            _ => vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"],
+        }
+    }
+    let (addr, accepted, _stop) = wasmgate_tests::upstream::scripted(answer).await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!("[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\n"),
+    );
+    let connections = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+
+    // One keep-alive upstream connection serves the well-framed answers in turn.
+    let r = get(&gw.url("/split")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "hello"));
+    assert_eq!(r.headers.get("x-a").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    let r = get(&gw.url("/continue")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"), "the interim 100 is skipped");
+    let r = get(&gw.url("/chunked")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "hello world"));
+    let r = send(Request::head(gw.url("/head")).body(Full::default()).unwrap()).await;
+    assert_eq!((r.status.as_u16(), r.body.len()), (200, 0), "a HEAD answer has no body");
+    assert_eq!(connections(), 1, "all four on one connection");
+
+    // Read until the upstream closes; that connection is not reused.
+    let r = get(&gw.url("/close")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "until the close"));
+    assert_eq!(get(&gw.url("/split")).await.text(), "hello");
+    assert_eq!(connections(), 2);
+
+    // Heads that do not parse or frame are a 502; the gateway keeps serving.
+    for path in ["/garbage", "/two-lengths"] {
+        assert_eq!(get(&gw.url(path)).await.status, 502, "{path}");
+    }
+    // A body cut short: the client's response is cut off at what came, so
+    // the client can tell (its content-length says 10).
+    let resp = raw(gw.addr(), b"GET /short HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("content-length: 10"), "{resp}");
+    assert_eq!(body, "abc");
+    assert_eq!(get(&gw.url("/split")).await.text(), "hello");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_request_id_and_via() {
     let up = TestUpstream::echo("u").await;

@@ -1,0 +1,857 @@
+//! HTTP/1.1 to upstreams, driven by the request's own task.
+//!
+//! hyper's client runs each connection as a task of its own and hands every
+//! request to it over a channel; its dispatcher then parses the response into
+//! a fresh message and hands that back. Under load that was a quarter of the
+//! gateway's instructions per proxied request. Here the request's future
+//! writes the head straight to the socket and parses the response head out
+//! of the connection's read buffer (httparse, header values sliced from the
+//! buffer without a copy); the response body reads the same socket as the
+//! client's side polls it. A connection is lent to one request at a time and
+//! goes back to its worker's idle stack once the body has been read to the
+//! end ([`ResponseBody`]); one dropped mid-message is closed.
+//!
+//! What an upstream may answer, and what the gateway makes of it (RFC 9112):
+//! the body of a `HEAD` response or of a 1xx, 204 or 304 is empty;
+//! `Transfer-Encoding` ending in `chunked` is decoded (trailers included);
+//! another transfer coding, or neither header, reads until the upstream
+//! closes; `Content-Length` must be one number. Interim 1xx heads are
+//! skipped; `101 Switching Protocols` hands the socket to the caller
+//! ([`Upgraded`]). A head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`]
+//! headers, or anything that does not parse, is a protocol error (502).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::pool::Return;
+use crate::proxy::body::{Body, BodyError};
+
+/// The largest response head (status line and headers) read from an upstream.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most headers a response head may carry.
+pub const MAX_HEADERS: usize = 100;
+/// A response body up to this size is read in one go; more in reads of this size.
+const READ_CHUNK: usize = 16 * 1024;
+/// A request body up to this size goes out in the same write as its head.
+const INLINE_BODY: usize = 16 * 1024;
+
+/// The socket types a connection runs over.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// What went wrong on an HTTP/1 exchange with an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing the request: {0}")]
+    Write(#[source] io::Error),
+    #[error("reading the response: {0}")]
+    Read(#[source] io::Error),
+    #[error("the connection closed before a response")]
+    Closed,
+    #[error("the connection closed before the end of the body")]
+    ClosedMidBody,
+    #[error("response head does not parse: {0}")]
+    Parse(httparse::Error),
+    #[error("response head over {MAX_HEAD} bytes or {MAX_HEADERS} headers")]
+    HeadTooLarge,
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    /// The client's body failed while it was being sent on.
+    #[error("request body: {0}")]
+    Body(#[source] Box<BodyError>),
+    #[error("the request body did not match its content-length")]
+    BodyLength,
+}
+
+/// Keeps an upstream connection counted as open until it is dropped.
+struct Counted(Arc<dyn Fn(i64) + Send + Sync>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        (self.0)(-1);
+    }
+}
+
+/// One HTTP/1.1 connection to an upstream endpoint.
+pub struct Connection {
+    io: Box<dyn Io>,
+    /// Bytes read and not yet consumed.
+    buf: BytesMut,
+    _counted: Counted,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("buffered", &self.buf.len()).finish()
+    }
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes (responses only).
+    Close,
+}
+
+/// A send that failed.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// Nothing was sent that the upstream could act on (the head and any
+    /// in-memory body did not go out whole): the request comes back.
+    NotSent(Box<Request<Body>>, Error),
+    Failed(Error),
+}
+
+impl Connection {
+    /// A connection over `io`, counted open with `on_connection(+1)` now and
+    /// `-1` when dropped.
+    pub fn new(io: Box<dyn Io>, on_connection: Arc<dyn Fn(i64) + Send + Sync>) -> Box<Self> {
+        on_connection(1);
+        Box::new(Self { io, buf: BytesMut::new(), _counted: Counted(on_connection) })
+    }
+
+    /// Whether an idle connection can take a request: the upstream has not
+    /// closed it and sent nothing unasked. Does not wait.
+    pub fn usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        self.poll_fill(&mut cx).is_pending()
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Sends one request and reads the response head; the response body
+    /// gives the connection to `ret` once read to the end (`None`: the
+    /// connection is not to be reused).
+    pub async fn send(
+        mut self: Box<Self>,
+        req: Request<Body>,
+        ret: Option<Return>,
+    ) -> Result<Response<Body>, SendFailure> {
+        let framing = request_framing(&req);
+        let head_only = matches!(req.method(), &Method::HEAD);
+        let mut out = BytesMut::with_capacity(512);
+        encode_head(&req, framing, &mut out);
+        let (parts, body) = req.into_parts();
+        let streamed = match body {
+            Body::Empty => None,
+            Body::Full(Some(b)) if b.len() <= INLINE_BODY => {
+                out.extend_from_slice(&b);
+                None
+            }
+            other => Some(other),
+        };
+        // The head (and a small body) in one write. The upstream cannot act
+        // on a request it did not get whole, so a failure here hands it back.
+        let sent = match &streamed {
+            Some(Body::Full(Some(b))) => match self.write(&out).await {
+                Ok(()) => self.write(b).await,
+                e => e,
+            },
+            _ => self.write(&out).await,
+        };
+        if let Err(e) = sent {
+            let body = match streamed {
+                None | Some(Body::Full(_)) => Some(rebuild_body(&out, framing, streamed)),
+                Some(_) => None,
+            };
+            return Err(match body {
+                Some(body) => SendFailure::NotSent(Box::new(Request::from_parts(parts, body)), e),
+                None => SendFailure::Failed(e),
+            });
+        }
+        if let Some(body) = streamed.filter(|b| !matches!(b, Body::Full(_)))
+            && let Err(e) = self.write_body(body, framing).await
+        {
+            if !matches!(e, Error::Write(_)) {
+                return Err(SendFailure::Failed(e));
+            }
+            // An upstream may answer before it has read the whole body (a
+            // 413, a 401) and stop reading: that answer is the one to pass on,
+            // and the connection is not reused.
+            return self.read_response(head_only, None).await.map_err(|_| SendFailure::Failed(e));
+        }
+        self.read_response(head_only, ret).await.map_err(SendFailure::Failed)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.io.write_all(bytes).await.map_err(Error::Write)?;
+        self.io.flush().await.map_err(Error::Write)
+    }
+
+    /// Streams a body the head announced with `framing`.
+    async fn write_body(&mut self, mut body: Body, framing: Framing) -> Result<(), Error> {
+        let mut remaining = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut chunk_head = BytesMut::with_capacity(32);
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            let frame = frame.map_err(|e| Error::Body(Box::new(e)))?;
+            let data = match frame.into_data() {
+                Ok(d) if d.is_empty() => continue,
+                Ok(d) => d,
+                Err(frame) => {
+                    // Trailers go out only where the message can carry them.
+                    if framing == Framing::Chunked
+                        && let Some(trailers) = frame.trailers_ref()
+                    {
+                        let mut end = BytesMut::from(&b"0\r\n"[..]);
+                        encode_headers(trailers, &mut end);
+                        end.extend_from_slice(b"\r\n");
+                        return self.write(&end).await;
+                    }
+                    continue;
+                }
+            };
+            match framing {
+                Framing::Chunked => {
+                    chunk_head.clear();
+                    chunk_head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    let mut out = chunk_head.as_ref().chain(data).chain(&b"\r\n"[..]);
+                    self.io.write_all_buf(&mut out).await.map_err(Error::Write)?;
+                }
+                _ => {
+                    let len = data.len() as u64;
+                    if len > remaining {
+                        return Err(Error::BodyLength);
+                    }
+                    remaining -= len;
+                    self.io.write_all(&data).await.map_err(Error::Write)?;
+                }
+            }
+        }
+        match framing {
+            Framing::Chunked => self.write(b"0\r\n\r\n").await,
+            _ if remaining > 0 => Err(Error::BodyLength),
+            _ => self.io.flush().await.map_err(Error::Write),
+        }
+    }
+
+    /// Reads the response head (skipping interim 1xx heads) and frames its body.
+    async fn read_response(mut self: Box<Self>, head_only: bool, ret: Option<Return>) -> Result<Response<Body>, Error> {
+        loop {
+            let parsed = match parse_head(&self.buf)? {
+                Some(p) => p,
+                None => {
+                    if self.buf.len() >= MAX_HEAD {
+                        return Err(Error::HeadTooLarge);
+                    }
+                    if self.fill().await.map_err(Error::Read)? == 0 {
+                        return Err(if self.buf.is_empty() { Error::Closed } else { Error::ClosedMidBody });
+                    }
+                    continue;
+                }
+            };
+            let head = self.buf.split_to(parsed.len).freeze();
+            let status = parsed.status;
+            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            let headers = parsed.headers(&head)?;
+            let framing = response_framing(head_only, status, &headers)?;
+            let keep_alive = framing != Framing::Close && keeps_alive(parsed.version, &headers);
+            let mut resp = Response::new(Body::Empty);
+            *resp.status_mut() = status;
+            *resp.version_mut() = parsed.version;
+            *resp.headers_mut() = headers;
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                resp.extensions_mut().insert(Upgraded(Arc::new(Mutex::new(Some(self)))));
+                return Ok(resp);
+            }
+            let ret = ret.filter(|_| keep_alive);
+            *resp.body_mut() = match framing {
+                Framing::Empty | Framing::Length(0) => {
+                    done(self, ret);
+                    Body::Empty
+                }
+                // Already read whole (a small body comes with its head): the
+                // connection goes back now.
+                Framing::Length(n) if self.buf.len() as u64 >= n => {
+                    let body = self.buf.split_to(n as usize).freeze();
+                    done(self, ret);
+                    Body::full(body)
+                }
+                Framing::Length(n) => Body::Pooled(ResponseBody::new(self, Decode::Length(n), ret)),
+                Framing::Chunked => Body::Pooled(ResponseBody::new(self, Decode::ChunkSize, ret)),
+                Framing::Close => Body::Pooled(ResponseBody::new(self, Decode::UntilClose, None)),
+            };
+            return Ok(resp);
+        }
+    }
+}
+
+/// The body of a request that could not be sent, as it was before.
+fn rebuild_body(out: &BytesMut, framing: Framing, streamed: Option<Body>) -> Body {
+    match (streamed, framing) {
+        (Some(body), _) => body,
+        // A small body went out in the head's buffer: it is that buffer's tail.
+        (None, Framing::Length(n)) if n > 0 => {
+            let start = out.len().saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+            Body::full(Bytes::copy_from_slice(&out[start..]))
+        }
+        (None, _) => Body::Empty,
+    }
+}
+
+/// A connection whose message is complete goes back to the pool, or closes.
+fn done(conn: Box<Connection>, ret: Option<Return>) {
+    if let Some(ret) = ret
+        && conn.buf.is_empty()
+    {
+        ret.give_back(conn);
+    }
+}
+
+/// How a request body is announced (hyper's choices for a client): the
+/// body's exact size when known; else the length the client declared; else
+/// chunked. A `GET`, `HEAD` or `CONNECT` without a body says nothing.
+fn request_framing(req: &Request<Body>) -> Framing {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match req.body().size_hint().exact().or(declared) {
+        Some(0) if declared.is_none() && matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT) => {
+            Framing::Empty
+        }
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    }
+}
+
+fn encode_head(req: &Request<Body>, framing: Framing, out: &mut BytesMut) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let headers = req.headers();
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        push_header(out, name, value);
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::Close => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_headers(headers: &HeaderMap, out: &mut BytesMut) {
+    for (name, value) in headers {
+        push_header(out, name, value);
+    }
+}
+
+fn push_header(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written into `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// A parsed response head: where its parts lie in the buffer.
+struct Parsed {
+    len: usize,
+    status: StatusCode,
+    version: Version,
+    /// (name, value) byte ranges.
+    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl Parsed {
+    fn headers(&self, head: &Bytes) -> Result<HeaderMap, Error> {
+        let mut map = HeaderMap::with_capacity(self.fields.len());
+        for (name, value) in &self.fields {
+            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+                .map_err(|_| Error::Invalid("header value"))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
+
+/// The response head at the start of `buf`, if it is all there.
+fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Uninitialised: initialising 100 empty headers cost more than parsing a
+    // small head.
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+        Err(e) => return Err(Error::Parse(e)),
+    };
+    let status = resp.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(Error::Invalid("status code"))?;
+    let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let fields = resp.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
+    Ok(Some(Parsed { len, status, version, fields }))
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+fn response_framing(head_only: bool, status: StatusCode, headers: &HeaderMap) -> Result<Framing, Error> {
+    if head_only || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked { Framing::Chunked } else { Framing::Close });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let n = std::str::from_utf8(item.trim_ascii())
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Error::Invalid("content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("content-length values differ"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.map_or(Framing::Close, Framing::Length))
+}
+
+/// Whether the connection may carry another request after this response.
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    let has = |token: &[u8]| {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    };
+    if version == Version::HTTP_10 { has(b"keep-alive") } else { !has(b"close") }
+}
+
+/// The socket of an upstream that answered `101 Switching Protocols`, with
+/// any bytes it sent after the head. Rides in the response's extensions.
+#[derive(Clone)]
+pub struct Upgraded(Arc<Mutex<Option<Box<Connection>>>>);
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upgraded")
+    }
+}
+
+impl Upgraded {
+    /// The socket and the bytes already read from it; `None` once taken.
+    pub fn take(&self) -> Option<(Box<dyn Io>, Bytes)> {
+        let conn = self.0.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+        let Connection { io, buf, _counted } = *conn;
+        // Still counted open while the upgraded stream runs.
+        Some((Box::new(CountedIo { io, _counted }), buf.freeze()))
+    }
+}
+
+/// An upgraded socket that keeps its connection counted open.
+struct CountedIo {
+    io: Box<dyn Io>,
+    _counted: Counted,
+}
+
+impl AsyncRead for CountedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Where the body decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// This many bytes left.
+    Length(u64),
+    /// At a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk, this many bytes left.
+    ChunkData(u64),
+    /// At the CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: trailers, then an empty line.
+    Trailers,
+    UntilClose,
+    Done,
+}
+
+/// The longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// An upstream's HTTP/1 response body, read from the connection as the
+/// client's side polls it; the connection goes back to its pool when the
+/// body ends (if the response allows reuse).
+pub struct ResponseBody {
+    conn: Option<Box<Connection>>,
+    decode: Decode,
+    ret: Option<Return>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").field("decode", &self.decode).field("returns", &self.ret.is_some()).finish()
+    }
+}
+
+enum Step {
+    Frame(Frame<Bytes>),
+    /// Needs more bytes from the socket.
+    More,
+    /// Decoded something that is not a frame (a chunk's size or end).
+    Again,
+    End,
+}
+
+impl ResponseBody {
+    fn new(conn: Box<Connection>, decode: Decode, ret: Option<Return>) -> Self {
+        Self { conn: Some(conn), decode, ret }
+    }
+
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+            let step = match decode(&mut self.decode, &mut conn.buf) {
+                Ok(s) => s,
+                Err(e) => return Poll::Ready(Some(Err(self.fail(e)))),
+            };
+            match step {
+                Step::Frame(f) => {
+                    if self.decode == Decode::Done {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                Step::Again => {}
+                Step::End => {
+                    self.finish();
+                    return Poll::Ready(None);
+                }
+                Step::More => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) if self.decode == Decode::UntilClose => {
+                        self.decode = Decode::Done;
+                        self.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    Ok(0) => return Poll::Ready(Some(Err(self.fail(Error::ClosedMidBody)))),
+                    Ok(_) => {}
+                    Err(e) => return Poll::Ready(Some(Err(self.fail(Error::Read(e))))),
+                },
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.decode = Decode::Done;
+        if let Some(conn) = self.conn.take() {
+            done(conn, self.ret.take());
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> BodyError {
+        self.decode = Decode::Done;
+        self.conn = None;
+        self.ret = None;
+        BodyError::Upstream(e)
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.decode == Decode::Done
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.decode {
+            Decode::Length(n) => SizeHint::with_exact(n),
+            Decode::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// One step of decoding a body out of `buf`.
+fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Error> {
+    match *state {
+        Decode::Done => Ok(Step::End),
+        Decode::Length(n) | Decode::ChunkData(n) => {
+            if buf.is_empty() {
+                return Ok(Step::More);
+            }
+            let take = usize::try_from(n).map_or(buf.len(), |n| n.min(buf.len()));
+            let data = buf.split_to(take).freeze();
+            let left = n - take as u64;
+            *state = match *state {
+                Decode::Length(_) if left == 0 => Decode::Done,
+                Decode::Length(_) => Decode::Length(left),
+                _ if left == 0 => Decode::ChunkEnd,
+                _ => Decode::ChunkData(left),
+            };
+            Ok(Step::Frame(Frame::data(data)))
+        }
+        Decode::UntilClose => {
+            if buf.is_empty() {
+                return Ok(Step::More);
+            }
+            Ok(Step::Frame(Frame::data(buf.split().freeze())))
+        }
+        Decode::ChunkSize => {
+            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                return if buf.len() > MAX_CHUNK_LINE {
+                    Err(Error::Invalid("chunk size line"))
+                } else {
+                    Ok(Step::More)
+                };
+            };
+            let line = &buf[..end];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            let size = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.len() <= 16)
+                .and_then(|d| u64::from_str_radix(d, 16).ok())
+                .ok_or(Error::Invalid("chunk size"))?;
+            buf.advance(end + 1);
+            *state = if size == 0 { Decode::Trailers } else { Decode::ChunkData(size) };
+            Ok(Step::Again)
+        }
+        Decode::ChunkEnd => {
+            if buf.len() < 2 {
+                return Ok(Step::More);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(Error::Invalid("chunk not followed by CRLF"));
+            }
+            buf.advance(2);
+            *state = Decode::ChunkSize;
+            Ok(Step::Again)
+        }
+        Decode::Trailers => {
+            if buf.starts_with(b"\r\n") {
+                buf.advance(2);
+                *state = Decode::Done;
+                return Ok(Step::End);
+            }
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::parse_headers(buf, &mut fields) {
+                Ok(httparse::Status::Complete((len, parsed))) => {
+                    let mut trailers = HeaderMap::with_capacity(parsed.len());
+                    for f in parsed {
+                        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Error::Invalid("trailer"))?;
+                        let value = HeaderValue::from_bytes(f.value).map_err(|_| Error::Invalid("trailer"))?;
+                        trailers.append(name, value);
+                    }
+                    buf.advance(len);
+                    *state = Decode::Done;
+                    Ok(Step::Frame(Frame::trailers(trailers)))
+                }
+                Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => Ok(Step::More),
+                Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => Err(Error::HeadTooLarge),
+                Err(e) => Err(Error::Parse(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(mut state: Decode, input: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>, Decode, usize), Error> {
+        let mut buf = BytesMut::from(input);
+        let (mut data, mut trailers) = (Vec::new(), None);
+        loop {
+            match decode(&mut state, &mut buf)? {
+                Step::Frame(f) => match f.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(f) => trailers = f.into_trailers().ok(),
+                },
+                Step::Again => {}
+                Step::More | Step::End => return Ok((data, trailers, state, buf.len())),
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_with_extensions_and_trailers() {
+        let (data, trailers, state, left) =
+            decode_all(Decode::ChunkSize, b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\ngrpc-status: 0\r\n\r\n").unwrap();
+        assert_eq!(data, b"hello world");
+        assert_eq!(trailers.unwrap()["grpc-status"], "0");
+        assert_eq!((state, left), (Decode::Done, 0));
+
+        let (data, trailers, state, _) = decode_all(Decode::ChunkSize, b"A\r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!((data.len(), trailers.is_none(), state), (10, true, Decode::Done));
+    }
+
+    #[test]
+    fn a_chunked_body_cut_short_asks_for_more_and_garbage_is_refused() {
+        let (data, _, state, _) = decode_all(Decode::ChunkSize, b"5\r\nhel").unwrap();
+        assert_eq!((data.as_slice(), state), (&b"hel"[..], Decode::ChunkData(2)));
+        assert!(matches!(decode_all(Decode::ChunkSize, b"zz\r\n"), Err(Error::Invalid("chunk size"))));
+        assert!(matches!(decode_all(Decode::ChunkSize, b"2\r\nabXY"), Err(Error::Invalid(_))));
+        assert!(decode_all(Decode::ChunkSize, b"11111111111111111\r\n").is_err(), "over 16 hex digits");
+    }
+
+    #[test]
+    fn a_length_body_stops_at_its_length() {
+        let (data, _, state, left) = decode_all(Decode::Length(3), b"abcHTTP/1.1").unwrap();
+        assert_eq!((data.as_slice(), state, left), (&b"abc"[..], Decode::Done, 8));
+    }
+
+    fn head(raw: &[u8]) -> (Parsed, HeaderMap) {
+        let parsed = parse_head(raw).unwrap().unwrap();
+        let bytes = Bytes::copy_from_slice(&raw[..parsed.len]);
+        let headers = parsed.headers(&bytes).unwrap();
+        (parsed, headers)
+    }
+
+    #[test]
+    fn response_heads_parse_and_frame_their_bodies() {
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok");
+        assert_eq!((p.status, p.version, p.len), (StatusCode::OK, Version::HTTP_11, 54));
+        assert_eq!(h.get_all("x-a").iter().count(), 2);
+        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Length(2));
+        assert_eq!(response_framing(true, p.status, &h).unwrap(), Framing::Empty, "HEAD");
+        assert!(keeps_alive(p.version, &h));
+
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n");
+        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Chunked, "TE wins over CL");
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
+        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Close);
+        let (p, h) = head(b"HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Close);
+        assert!(!keeps_alive(p.version, &h), "HTTP/1.0 closes unless asked");
+        let (p, h) = head(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n");
+        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Empty);
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 1, 1\r\n\r\n");
+        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Length(1));
+        assert!(!keeps_alive(p.version, &h));
+    }
+
+    #[test]
+    fn bad_response_heads_are_refused() {
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-len").unwrap().is_none(), "partial");
+        assert!(matches!(parse_head(b"HTTP/9.9 200 OK\r\n\r\n"), Err(Error::Parse(_))));
+        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n");
+        assert!(response_framing(false, p.status, &h).is_err(), "differing lengths");
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n");
+        assert!(response_framing(false, p.status, &h).is_err());
+        let many: Vec<u8> = [&b"HTTP/1.1 200 OK\r\n"[..], &b"a: b\r\n".repeat(MAX_HEADERS + 1), b"\r\n"].concat();
+        assert!(matches!(parse_head(&many), Err(Error::HeadTooLarge)));
+    }
+
+    fn request(method: Method, body: Body, declared: Option<&str>) -> Request<Body> {
+        let mut r = Request::new(body);
+        *r.method_mut() = method;
+        *r.uri_mut() = http::Uri::from_static("/a/b?x=1");
+        r.headers_mut().insert(header::HOST, HeaderValue::from_static("up"));
+        r.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        if let Some(d) = declared {
+            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_str(d).unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn request_heads_announce_their_bodies() {
+        let head = |r: &Request<Body>| {
+            let mut out = BytesMut::new();
+            encode_head(r, request_framing(r), &mut out);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        let get = request(Method::GET, Body::Empty, None);
+        assert_eq!(head(&get), "GET /a/b?x=1 HTTP/1.1\r\nhost: up\r\n\r\n");
+        let post = request(Method::POST, Body::Empty, None);
+        assert_eq!(head(&post), "POST /a/b?x=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n");
+        let put = request(Method::PUT, Body::full("hello"), Some("99"));
+        assert_eq!(
+            head(&put),
+            "PUT /a/b?x=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 5\r\n\r\n",
+            "the body's size wins"
+        );
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
+    }
+
+    #[test]
+    fn a_small_body_sent_with_its_head_comes_back_whole() {
+        let req = request(Method::POST, Body::full("hello"), None);
+        let framing = request_framing(&req);
+        let mut out = BytesMut::new();
+        encode_head(&req, framing, &mut out);
+        out.extend_from_slice(b"hello");
+        let Body::Full(Some(b)) = rebuild_body(&out, framing, None) else { panic!("not a full body") };
+        assert_eq!(b, "hello");
+    }
+}
