@@ -20,6 +20,7 @@
 //! ([`Upgraded`]). A head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`]
 //! headers, or anything that does not parse, is a protocol error (502).
 
+use std::fmt::Write as _;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -57,6 +58,8 @@ pub enum Error {
     Read(#[source] io::Error),
     #[error("the connection closed before a response")]
     Closed,
+    #[error("the connection closed in the middle of the response head")]
+    ClosedMidHead,
     #[error("the connection closed before the end of the body")]
     ClosedMidBody,
     #[error("response head does not parse: {0}")]
@@ -230,7 +233,7 @@ impl Connection {
             match framing {
                 Framing::Chunked => {
                     chunk_head.clear();
-                    chunk_head.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    let _ = write!(chunk_head, "{:x}\r\n", data.len());
                     let mut out = chunk_head.as_ref().chain(data).chain(&b"\r\n"[..]);
                     self.io.write_all_buf(&mut out).await.map_err(Error::Write)?;
                 }
@@ -261,7 +264,7 @@ impl Connection {
                         return Err(Error::HeadTooLarge);
                     }
                     if self.fill().await.map_err(Error::Read)? == 0 {
-                        return Err(if self.buf.is_empty() { Error::Closed } else { Error::ClosedMidBody });
+                        return Err(if self.buf.is_empty() { Error::Closed } else { Error::ClosedMidHead });
                     }
                     continue;
                 }
