@@ -67,6 +67,11 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(512 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // Profiling: `perf` names the plugins' functions (from their name
+        // section; build them unstripped) through /tmp/perf-PID.map.
+        if std::env::var_os("WASMGATE_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
