@@ -175,6 +175,27 @@ pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
     (addr, accepted, stop)
 }
 
+/// Answers `413` as soon as a request head has arrived and then holds the
+/// connection open without reading the body, as an upstream that refuses an
+/// upload early.
+pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw(|mut s| async move {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!").await;
+        // Longer than any test waits: the socket stays open, unread.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await
+}
+
 /// An HTTP/1 upstream that answers each request head (bodies are not read)
 /// with the bytes `answer` gives for its path, written in the pieces given,
 /// a few milliseconds apart (so a head or body arrives split); closes the

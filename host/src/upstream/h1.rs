@@ -73,6 +73,10 @@ pub enum Error {
     Body(#[source] Box<BodyError>),
     #[error("the request body did not match its content-length")]
     BodyLength,
+    /// The upstream answered (or closed) while the request body was still
+    /// going out and it had stopped reading.
+    #[error("the upstream answered or closed before reading the whole request body")]
+    AnsweredEarly,
 }
 
 /// Keeps an upstream connection counted as open until it is dropped.
@@ -168,33 +172,21 @@ impl Connection {
             other => Some(other),
         };
         // The head (and a small body) in one write. The upstream cannot act
-        // on a request it did not get whole, so a failure here hands it back.
-        let sent = match &streamed {
-            Some(Body::Full(Some(b))) => match self.write(&out).await {
-                Ok(()) => self.write(b).await,
-                e => e,
-            },
-            _ => self.write(&out).await,
-        };
-        if let Err(e) = sent {
-            let body = match streamed {
-                None | Some(Body::Full(_)) => Some(rebuild_body(&out, framing, streamed)),
-                Some(_) => None,
-            };
-            return Err(match body {
-                Some(body) => SendFailure::NotSent(Box::new(Request::from_parts(parts, body)), e),
-                None => SendFailure::Failed(e),
-            });
+        // on a request it did not get whole, so a failure here hands it back
+        // (no body has been read from yet).
+        if let Err(e) = self.write(&out).await {
+            let body = rebuild_body(&out, framing, streamed);
+            return Err(SendFailure::NotSent(Box::new(Request::from_parts(parts, body)), e));
         }
-        if let Some(body) = streamed.filter(|b| !matches!(b, Body::Full(_)))
+        if let Some(body) = streamed
             && let Err(e) = self.write_body(body, framing).await
         {
-            if !matches!(e, Error::Write(_)) {
+            if !matches!(e, Error::Write(_) | Error::AnsweredEarly) {
                 return Err(SendFailure::Failed(e));
             }
             // An upstream may answer before it has read the whole body (a
-            // 413, a 401) and stop reading: that answer is the one to pass on,
-            // and the connection is not reused.
+            // 413, a 401) and stop reading, or close: that answer is the one
+            // to pass on, and the connection is not reused.
             return self.read_response(head_only, None).await.map_err(|_| SendFailure::Failed(e));
         }
         self.read_response(head_only, ret).await.map_err(SendFailure::Failed)
@@ -225,7 +217,7 @@ impl Connection {
                         let mut end = BytesMut::from(&b"0\r\n"[..]);
                         encode_headers(trailers, &mut end);
                         end.extend_from_slice(b"\r\n");
-                        return self.write(&end).await;
+                        return self.send_all(&end[..]).await;
                     }
                     continue;
                 }
@@ -234,8 +226,7 @@ impl Connection {
                 Framing::Chunked => {
                     chunk_head.clear();
                     let _ = write!(chunk_head, "{:x}\r\n", data.len());
-                    let mut out = chunk_head.as_ref().chain(data).chain(&b"\r\n"[..]);
-                    self.io.write_all_buf(&mut out).await.map_err(Error::Write)?;
+                    self.send_all(chunk_head.as_ref().chain(data).chain(&b"\r\n"[..])).await?;
                 }
                 _ => {
                     let len = data.len() as u64;
@@ -243,15 +234,39 @@ impl Connection {
                         return Err(Error::BodyLength);
                     }
                     remaining -= len;
-                    self.io.write_all(&data).await.map_err(Error::Write)?;
+                    self.send_all(data).await?;
                 }
             }
         }
         match framing {
-            Framing::Chunked => self.write(b"0\r\n\r\n").await,
+            Framing::Chunked => self.send_all(&b"0\r\n\r\n"[..]).await,
             _ if remaining > 0 => Err(Error::BodyLength),
             _ => self.io.flush().await.map_err(Error::Write),
         }
+    }
+
+    /// Writes `buf` out (and flushes), unless the upstream answers while the
+    /// socket is full: then [`Error::AnsweredEarly`], so that the answer can
+    /// be read rather than waiting on an upstream that stopped reading.
+    async fn send_all(&mut self, mut buf: impl Buf) -> Result<(), Error> {
+        std::future::poll_fn(|cx| {
+            while buf.has_remaining() {
+                match Pin::new(&mut self.io).poll_write(cx, buf.chunk()) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into()))),
+                    Poll::Ready(Ok(n)) => buf.advance(n),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
+                    Poll::Pending => {
+                        return match self.poll_fill(cx) {
+                            Poll::Pending => Poll::Pending,
+                            Poll::Ready(Ok(_)) => Poll::Ready(Err(Error::AnsweredEarly)),
+                            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Write(e))),
+                        };
+                    }
+                }
+            }
+            Pin::new(&mut self.io).poll_flush(cx).map_err(Error::Write)
+        })
+        .await
     }
 
     /// Reads the response head (skipping interim 1xx heads) and frames its body.

@@ -141,6 +141,43 @@ async fn http1_upstream_framing_on_the_wire() {
     assert_eq!(get(&gw.url("/split")).await.text(), "hello");
 }
 
+/// An upstream that answers before it has read the body, and then reads no
+/// more, has its answer passed on (not a timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_upstream_answer_to_an_upload_is_passed_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = wasmgate_tests::upstream::refusing_early().await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\nmax_body = \"64MiB\"\ntimeout = \"20s\"\n"
+    ));
+    // More than loopback's socket buffers hold, so the gateway's writes block.
+    const LEN: usize = 48 << 20;
+    let s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {LEN}\r\n\r\n");
+        let _ = wr.write_all(head.as_bytes()).await;
+        let chunk = vec![b'a'; 64 << 10];
+        for _ in 0..LEN / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&resp).contains("too big!") {
+        match tokio::time::timeout(Duration::from_secs(15), rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => resp.extend_from_slice(&buf[..n]),
+            other => panic!("no answer ({other:?}): {}", String::from_utf8_lossy(&resp)),
+        }
+    }
+    let resp = String::from_utf8_lossy(&resp);
+    // (Within 15 s: waiting instead would have ended at the 20 s timeout.)
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    writer.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_request_id_and_via() {
     let up = TestUpstream::echo("u").await;
