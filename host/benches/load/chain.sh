@@ -52,15 +52,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# A token the chain accepts: RS256 with the shared test key (bench-jwks.json is
-# its public half), valid for a day, role viewer (abac permits GET).
-b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-now=$(date +%s)
-header=$(printf '{"alg":"RS256","typ":"JWT","kid":"bench"}' | b64url)
-claims=$(printf '{"sub":"bench-user","role":"viewer","iss":"https://idp.bench","aud":"api","iat":%d,"exp":%d}' \
-  "$now" $((now + 86400)) | b64url)
-sig=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -sign host/common/testdata/rsa-2048.pem -binary | b64url)
-token="$header.$claims.$sig"
+token=$("$here/bench-token.sh")   # one the chain accepts (role viewer, a day)
 
 # The upstream: nginx, one worker, answering 200 "ok" (as peers.sh's).
 mkdir -p "$work/nginx/logs"

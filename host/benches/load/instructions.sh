@@ -11,22 +11,27 @@
 #   host/benches/load/instructions.sh          # 3 000 requests per target
 #   host/benches/load/instructions.sh -n 10000
 #   GATEWAY=/path/to/wasmgate host/benches/load/instructions.sh   # another build
+#   host/benches/load/instructions.sh -c       # also the five-policy chain (chain.toml)
 #
 # Each target runs twice under cachegrind, for N/10 and N/10 + N sequential
 # requests on one keep-alive connection (curl); the difference over N is the
 # figure, so start-up and shutdown cancel out. Installs valgrind, nginx and
 # curl (Debian packages) when missing; builds the gateway in release and the
-# plugins. Loopback only (ports 18080, 18081, 18090, 18091, checked free
-# first); stops only what it started.
+# plugins. Loopback only (ports 18080, 18081, 18090, 18091 and with -c 18092,
+# checked free first); stops only what it started. With -c, the chain's
+# plugins are compiled once under valgrind into target/valgrind-plugin-cache
+# (~1 min): valgrind reports other CPU features, so the engine's fingerprint
+# differs and the normal cache would miss, compiling every plugin at start.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"
 
-N=3000
-while getopts "n:h" opt; do
+N=3000 CHAIN=0
+while getopts "n:ch" opt; do
   case $opt in
     n) N=$OPTARG ;;
-    *) sed -n '2,20p' "$0"; exit 2 ;;
+    c) CHAIN=1 ;;
+    *) sed -n '2,25p' "$0"; exit 2 ;;
   esac
 done
 (( N >= 100 )) || { echo "-n: at least 100 requests" >&2; exit 2; }
@@ -40,7 +45,7 @@ if (( ${#missing[@]} )); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq valgrind nginx curl iproute2 >/dev/null
 fi
-for port in 18080 18081 18090 18091; do
+for port in 18080 18081 18090 18091 18092; do
   if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is in use: stop what holds it" >&2; exit 1; fi
 done
 
@@ -113,12 +118,25 @@ px=$(nginx_conf proxy 'upstream backend { server 127.0.0.1:18080; keepalive 128;
 plain=$(gateway_conf plain 18090 '')
 noop=$(gateway_conf noop 18091 '{ use = "noop" }')
 
+# The chain: chain.toml with absolute paths, few instances (as above) and a
+# plugin cache of valgrind's own, filled once under valgrind.
+headers=()
+if (( CHAIN )); then
+  sed -e "s#^dir = .*#dir = \"$root/target/plugins\"#" \
+      -e "s#^cache_dir = .*#cache_dir = \"$root/target/valgrind-plugin-cache\"\nmax_instances = 8#" \
+      -e "s#jwks = \"bench-jwks.json\"#jwks = \"$root/host/benches/load/bench-jwks.json\"#" \
+      host/benches/load/chain.toml >"$work/chain.toml"
+  valgrind --tool=none -q "$gw" check -c "$work/chain.toml" >/dev/null
+  headers=(-H "authorization: Bearer $(host/benches/load/bench-token.sh)" -H "origin: https://app.example.com")
+fi
+
 # `n` requests on one connection: curl reuses it for every URL of a config file.
-requests() {  # port, n
-  local list=$work/urls ok
-  for _ in $(seq "$2"); do printf 'url = "http://127.0.0.1:%s/"\noutput = "/dev/null"\n' "$1"; done >"$list"
-  ok=$(curl -s -K "$list" -w '%{http_code}\n' | grep -c '^200$' || true)
-  [[ $ok == "$2" ]] || { echo "only $ok of $2 requests to :$1 answered 200" >&2; exit 1; }
+requests() {  # port, n, curl options...
+  local list=$work/urls ok port=$1 n=$2
+  shift 2
+  for _ in $(seq "$n"); do printf 'url = "http://127.0.0.1:%s/"\noutput = "/dev/null"\n' "$port"; done >"$list"
+  ok=$(curl -s -K "$list" "$@" -w '%{http_code}\n' | grep -c '^200$' || true)
+  [[ $ok == "$n" ]] || { echo "only $ok of $n requests to :$port answered 200" >&2; exit 1; }
 }
 
 # Instructions the process spent over `n` requests (start to exit).
@@ -128,8 +146,9 @@ count() {  # name, port, stop signal, n, command...
   WASMGATE_LOG=warn valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$out" "$@" \
     >"$work/$name.$n.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 120); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.5; done
-  requests "$port" "$n"
+  # Up once it answers at all (the chain answers 401 without a token).
+  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.5; done
+  requests "$port" "$n" "${req_headers[@]}"
   kill "-$signal" "$pid"
   wait "$pid" || true
   awk '/^summary:/ { print $2; exit }' "$out"
@@ -142,13 +161,17 @@ warm_pid=$!
 for _ in $(seq 60); do curl -sf -o /dev/null "http://127.0.0.1:18091/" && break; sleep 0.5; done
 kill -INT "$warm_pid"; wait "$warm_pid" || true
 
+targets=(nginx gateway gateway+noop)
+(( CHAIN )) && targets+=(gateway+chain)
 printf '%-24s %14s\n' target "instructions/req"
-for target in nginx gateway gateway+noop; do
+for target in "${targets[@]}"; do
+  req_headers=()
   # nginx stops gracefully on QUIT, the gateway on INT; both write the counts.
   case $target in
     nginx) cmd=(nginx -p "$px" -c "$px/nginx.conf"); port=18081 signal=QUIT ;;
     gateway) cmd=("$gw" run -c "$plain"); port=18090 signal=INT ;;
     gateway+noop) cmd=("$gw" run -c "$noop"); port=18091 signal=INT ;;
+    gateway+chain) cmd=("$gw" run -c "$work/chain.toml"); port=18092 signal=INT req_headers=("${headers[@]}") ;;
   esac
   a=$(count "$target" "$port" "$signal" "$warm" "${cmd[@]}")
   b=$(count "$target" "$port" "$signal" "$((warm + N))" "${cmd[@]}")
