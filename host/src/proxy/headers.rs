@@ -64,6 +64,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether any `Connection` header lists `token` (case-insensitive).
+pub fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// The message's `Content-Length`, when it is one number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// A usable client-supplied request id (visible ASCII, at most 128 bytes).
 pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     let v = headers.get(X_REQUEST_ID)?;

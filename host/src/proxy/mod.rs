@@ -137,7 +137,7 @@ async fn serve(
         .ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];
     trace.route = Some(route.name.clone());
-    if content_length(&parts.headers).is_some_and(|n| n > route.max_body) {
+    if headers::content_length(&parts.headers).is_some_and(|n| n > route.max_body) {
         return Err(ProxyError::BodyTooLarge(route.max_body));
     }
     let body = client_body(body, route.max_body, snapshot.config.server.body_read_timeout);
@@ -274,10 +274,6 @@ fn client_body_error(e: BodyError, route: &Route) -> ProxyError {
         BodyError::Hyper(e) => ProxyError::ClientBody(e.to_string()),
         BodyError::Upstream(e) => ProxyError::ClientBody(e.to_string()),
     }
-}
-
-fn content_length(h: &http::HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 fn set_path(parts: &mut http::request::Parts, path: &str) -> Result<(), ProxyError> {

@@ -16,12 +16,7 @@ use crate::upstream::h1::Upgraded;
 
 /// `Connection: upgrade` with an `Upgrade` header.
 pub(super) fn requested(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    h.contains_key(header::UPGRADE) && super::headers::connection_has(h, b"upgrade")
 }
 
 pub(super) async fn proxy(

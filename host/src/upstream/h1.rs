@@ -33,8 +33,9 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::pool::Return;
+use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
+use crate::proxy::headers;
 
 /// The largest response head (status line and headers) read from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -112,15 +113,6 @@ enum Framing {
     Close,
 }
 
-/// A send that failed.
-#[derive(Debug)]
-pub enum SendFailure {
-    /// Nothing was sent that the upstream could act on (the head and any
-    /// in-memory body did not go out whole): the request comes back.
-    NotSent(Box<Request<Body>>, Error),
-    Failed(Error),
-}
-
 impl Connection {
     /// A connection over `io`, counted open with `on_connection(+1)` now and
     /// `-1` when dropped.
@@ -157,7 +149,7 @@ impl Connection {
         mut self: Box<Self>,
         req: Request<Body>,
         ret: Option<Return>,
-    ) -> Result<Response<Body>, SendFailure> {
+    ) -> Result<Response<Body>, SendError> {
         let framing = request_framing(&req);
         let head_only = matches!(req.method(), &Method::HEAD);
         let mut out = BytesMut::with_capacity(512);
@@ -176,20 +168,20 @@ impl Connection {
         // (no body has been read from yet).
         if let Err(e) = self.write(&out).await {
             let body = rebuild_body(&out, framing, streamed);
-            return Err(SendFailure::NotSent(Box::new(Request::from_parts(parts, body)), e));
+            return Err(SendError::NotSent(Box::new(Request::from_parts(parts, body)), e.into()));
         }
         if let Some(body) = streamed
             && let Err(e) = self.write_body(body, framing).await
         {
             if !matches!(e, Error::Write(_) | Error::AnsweredEarly) {
-                return Err(SendFailure::Failed(e));
+                return Err(SendError::Failed(e.into()));
             }
             // An upstream may answer before it has read the whole body (a
             // 413, a 401) and stop reading, or close: that answer is the one
             // to pass on, and the connection is not reused.
-            return self.read_response(head_only, None).await.map_err(|_| SendFailure::Failed(e));
+            return self.read_response(head_only, None).await.map_err(|_| SendError::Failed(e.into()));
         }
-        self.read_response(head_only, ret).await.map_err(SendFailure::Failed)
+        self.read_response(head_only, ret).await.map_err(|e| SendError::Failed(e.into()))
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
@@ -259,7 +251,7 @@ impl Connection {
                         return match self.poll_fill(cx) {
                             Poll::Pending => Poll::Pending,
                             Poll::Ready(Ok(_)) => Poll::Ready(Err(Error::AnsweredEarly)),
-                            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Write(e))),
+                            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Read(e))),
                         };
                     }
                 }
@@ -348,7 +340,7 @@ fn done(conn: Box<Connection>, ret: Option<Return>) {
 /// body's exact size when known; else the length the client declared; else
 /// chunked. A `GET`, `HEAD` or `CONNECT` without a body says nothing.
 fn request_framing(req: &Request<Body>) -> Framing {
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = headers::content_length(req.headers());
     match req.body().size_hint().exact().or(declared) {
         Some(0) if declared.is_none() && matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT) => {
             Framing::Empty
@@ -489,14 +481,11 @@ fn response_framing(head_only: bool, status: StatusCode, headers: &HeaderMap) ->
 
 /// Whether the connection may carry another request after this response.
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    };
-    if version == Version::HTTP_10 { has(b"keep-alive") } else { !has(b"close") }
+    if version == Version::HTTP_10 {
+        headers::connection_has(headers, b"keep-alive")
+    } else {
+        !headers::connection_has(headers, b"close")
+    }
 }
 
 /// The socket of an upstream that answered `101 Switching Protocols`, with

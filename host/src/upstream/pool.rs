@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::h1::{Connection, Io, SendFailure};
+use super::h1::{Connection, Io};
 use crate::config::Protocol;
 use crate::proxy::body::Body;
 
@@ -82,8 +82,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A send that failed.
 #[derive(Debug)]
 pub enum SendError {
-    /// The connection turned out to be closed before the request was
-    /// written: the request comes back and may be sent elsewhere.
+    /// Nothing the upstream could act on went out (the connection was
+    /// closed, or the head did not go out whole): the request comes back
+    /// and may be sent elsewhere.
     NotSent(Box<Request<Body>>, BoxError),
     /// The request was (at least partly) sent.
     Failed(BoxError),
@@ -282,10 +283,7 @@ impl Conn {
     pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
         match self {
             Self::Http1 { conn, shard, key, max_idle, .. } => {
-                conn.send(req, Some(Return { shard, key, max_idle })).await.map_err(|e| match e {
-                    SendFailure::NotSent(req, e) => SendError::NotSent(req, e.into()),
-                    SendFailure::Failed(e) => SendError::Failed(e.into()),
-                })
+                conn.send(req, Some(Return { shard, key, max_idle })).await
             }
             Self::Http2 { mut sender, .. } => {
                 let result = sender.try_send_request(req).await;
