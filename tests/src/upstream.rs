@@ -154,21 +154,15 @@ pub async fn resetting() -> (SocketAddr, watch::Sender<bool>) {
 /// whose idle timeout is shorter than the gateway's. Counts the connections
 /// it accepted.
 pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     let (addr, stop) = raw(move |mut s| {
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                }
+            if read_head(&mut s, &mut Vec::new()).await.is_some() {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
             }
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
         }
     })
     .await;
@@ -179,15 +173,10 @@ pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
 /// connection open without reading the body, as an upstream that refuses an
 /// upload early.
 pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     raw(|mut s| async move {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
-            }
+        if read_head(&mut s, &mut Vec::new()).await.is_none() {
+            return;
         }
         let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!").await;
         // Longer than any test waits: the socket stays open, unread.
@@ -202,24 +191,14 @@ pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
 /// connection after a piece list that ends with an empty piece. Counts the
 /// connections it accepted.
 pub async fn scripted(answer: fn(&str) -> Vec<&'static [u8]>) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     let (addr, stop) = raw(move |mut s| {
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
             let mut pending = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => pending.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                    }
-                    continue;
-                };
-                let head = String::from_utf8_lossy(pending.get(..end).unwrap_or_default()).into_owned();
-                pending.drain(..end + 4);
+            while let Some(head) = read_head(&mut s, &mut pending).await {
                 let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                 for piece in answer(&path) {
                     if piece.is_empty() {
@@ -235,6 +214,24 @@ pub async fn scripted(answer: fn(&str) -> Vec<&'static [u8]>) -> (SocketAddr, Ar
     })
     .await;
     (addr, accepted, stop)
+}
+
+/// The next request head on `s` (without its blank line), read through
+/// `pending`, which keeps what arrived after it; `None` once the peer closes.
+async fn read_head(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(pending.get(..end).unwrap_or_default()).into_owned();
+            pending.drain(..end + 4);
+            return Some(head);
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(buf.get(..n).unwrap_or_default()),
+        }
+    }
 }
 
 /// A TCP server on an ephemeral port that hands each connection to `serve`
