@@ -10,16 +10,24 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::ServerConfig;
 use crate::gateway::Shared;
+use crate::proxy::body::ClientBody;
 use crate::proxy::{self, ConnInfo};
+use crate::upstream::h1::Io;
+
+pub mod h1;
 
 /// Binds `workers` sockets to `addr` (port 0 picks one port for all).
 pub fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
@@ -73,19 +81,21 @@ pub fn spawn_workers(
         .collect()
 }
 
-fn builder(server: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
-        .max_buf_size(server.max_header_bytes)
-        .max_headers(server.max_headers)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+/// hyper's HTTP/2 server, for connections that open with HTTP/2's preface
+/// (over TLS, those that chose `h2`).
+fn http2(server: &ServerConfig) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     b
+}
+
+/// What every connection of a worker shares.
+struct Serving {
+    shared: Arc<Shared>,
+    limits: h1::Limits,
+    http2: http2::Builder<TokioExecutor>,
 }
 
 async fn run(
@@ -108,8 +118,18 @@ async fn run(
             return;
         }
     };
-    let builder = Arc::new(builder(&server));
-    let graceful = GracefulShutdown::new();
+    let serving = Arc::new(Serving {
+        shared: shared.clone(),
+        limits: h1::Limits {
+            header_read_timeout: server.header_read_timeout,
+            max_head: server.max_header_bytes,
+            max_headers: server.max_headers,
+        },
+        http2: http2(&server),
+    });
+    // Every connection holds a sender; when all are gone, so are the
+    // connections (graceful shutdown waits for that).
+    let (open, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         let (accepted, secure) = tokio::select! {
             a = plain.accept() => (a, false),
@@ -126,24 +146,17 @@ async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
+        let (serving, shutdown, open) = (serving.clone(), shutdown.clone(), open.clone());
         if !secure {
-            let conn_info = Arc::new(ConnInfo::new(peer, "http"));
-            let conn =
-                builder.serve_connection_with_upgrades(TokioIo::new(stream), service(shared, conn_info)).into_owned();
-            let conn = graceful.watch(conn);
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, "connection ended with an error: {e}");
-                }
+                connection(Box::new(stream), ConnInfo::new(peer, "http"), &serving, shutdown).await;
+                drop(open);
             });
             continue;
         }
         // The handshake runs in the connection's task, bounded by the header
         // read timeout, so a slow handshake never holds up accepting.
         let Some(acceptor) = shared.current().tls.clone() else { continue };
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
         let handshake_timeout = server.header_read_timeout;
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -157,20 +170,71 @@ async fn run(
                     return;
                 }
             };
-            let conn_info = Arc::new(ConnInfo::new(peer, "https"));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(shared, conn_info));
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
-            }
+            connection(Box::new(stream), ConnInfo::new(peer, "https"), &serving, shutdown).await;
+            drop(open);
         });
     }
     drop(plain);
     drop(tls);
+    drop(open);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = all_closed.recv() => {}
         () = tokio::time::sleep(server.shutdown_timeout) => {
             tracing::warn!("shutdown deadline passed with requests in flight; closing them");
         }
+    }
+}
+
+/// Serves one client connection: HTTP/1 on the gateway's own server, or
+/// HTTP/2 (its preface seen) on hyper's. On shutdown, an idle connection
+/// closes at once and a busy one after its response.
+async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shutdown: watch::Receiver<bool>) {
+    let info = Arc::new(info);
+    let peer = info.peer;
+    let Some((io, read)) = h1::serve(io, &serving.shared, &info, &serving.limits, &mut shutdown).await else {
+        return;
+    };
+    let io = TokioIo::new(Rewind { read, io });
+    let conn = serving.http2.serve_connection(io, service(serving.shared.clone(), info));
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
+}
+
+/// A socket whose first bytes were already read: they are read again first.
+struct Rewind {
+    read: Bytes,
+    io: Box<dyn Io>,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -192,8 +256,8 @@ fn service(
     Error = Infallible,
     Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::body::Body>, Infallible>> + Send,
 > + Clone {
-    service_fn(move |req| {
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let snapshot = shared.current();
-        proxy::handle(snapshot, conn_info.clone(), req)
+        proxy::handle(snapshot, conn_info.clone(), req.map(ClientBody::H2))
     })
 }

@@ -221,6 +221,115 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The next message head on `s` (without its blank line), read through
+/// `pending`, which keeps what arrived after it; `None` once the peer closes.
+pub async fn read_head(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(pending.get(..end).unwrap_or_default()).into_owned();
+            pending.drain(..end + 4);
+            return Some(head);
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(buf.get(..n).unwrap_or_default()),
+        }
+    }
+}
+
+/// A raw HTTP/1.1 client connection, for tests of what goes over the wire:
+/// requests are written as given, responses read one at a time.
+#[derive(Debug)]
+pub struct RawConn {
+    s: tokio::net::TcpStream,
+    pending: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Self { s: tokio::net::TcpStream::connect(addr).await.expect("connect"), pending: Vec::new() }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.s.write_all(bytes).await.expect("write");
+    }
+
+    /// The next response head (lower-cased) and body, the body framed by
+    /// `content-length` or chunked (none when `bodiless`, for `HEAD`);
+    /// `None` if the connection closes first or nothing comes within 5 s.
+    pub async fn response(&mut self, bodiless: bool) -> Option<(String, Vec<u8>)> {
+        tokio::time::timeout(Duration::from_secs(5), self.read_response(bodiless)).await.ok().flatten()
+    }
+
+    async fn read_response(&mut self, bodiless: bool) -> Option<(String, Vec<u8>)> {
+        let head = read_head(&mut self.s, &mut self.pending).await?.to_lowercase();
+        let field = |name: &str| {
+            head.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')).map(str::trim))
+        };
+        if bodiless {
+            return Some((head.clone(), Vec::new()));
+        }
+        let mut body = Vec::new();
+        if let Some(n) = field("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            self.fill(n).await?;
+            body.extend(self.pending.drain(..n));
+        } else if field("transfer-encoding") == Some("chunked") {
+            loop {
+                let line = self.line().await?;
+                let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16).ok()?;
+                if size == 0 {
+                    while !self.line().await?.is_empty() {}
+                    break;
+                }
+                self.fill(size + 2).await?;
+                body.extend(self.pending.drain(..size));
+                self.pending.drain(..2);
+            }
+        }
+        Some((head, body))
+    }
+
+    async fn fill(&mut self, n: usize) -> Option<()> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        while self.pending.len() < n {
+            match self.s.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => self.pending.extend_from_slice(buf.get(..k).unwrap_or_default()),
+            }
+        }
+        Some(())
+    }
+
+    async fn line(&mut self) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(end) = self.pending.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(self.pending.get(..end).unwrap_or_default()).into_owned();
+                self.pending.drain(..end + 2);
+                return Some(line);
+            }
+            match self.s.read(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => self.pending.extend_from_slice(buf.get(..k).unwrap_or_default()),
+            }
+        }
+    }
+
+    /// Whether the server closes the connection (within 5 s) without
+    /// sending anything more.
+    pub async fn closed(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        self.pending.is_empty()
+            && matches!(tokio::time::timeout(Duration::from_secs(5), self.s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+    }
+}
+
 /// A port nothing listens on (bound, then released).
 pub fn dead_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -160,7 +160,7 @@ pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
     let (addr, stop) = raw(move |mut s| {
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
-            if read_head(&mut s, &mut Vec::new()).await.is_some() {
+            if crate::read_head(&mut s, &mut Vec::new()).await.is_some() {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
             }
         }
@@ -175,7 +175,7 @@ pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
 pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
     use tokio::io::AsyncWriteExt;
     raw(|mut s| async move {
-        if read_head(&mut s, &mut Vec::new()).await.is_none() {
+        if crate::read_head(&mut s, &mut Vec::new()).await.is_none() {
             return;
         }
         let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!").await;
@@ -198,7 +198,7 @@ pub async fn scripted(answer: fn(&str) -> Vec<&'static [u8]>) -> (SocketAddr, Ar
         counter.fetch_add(1, Ordering::SeqCst);
         async move {
             let mut pending = Vec::new();
-            while let Some(head) = read_head(&mut s, &mut pending).await {
+            while let Some(head) = crate::read_head(&mut s, &mut pending).await {
                 let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
                 for piece in answer(&path) {
                     if piece.is_empty() {
@@ -214,24 +214,6 @@ pub async fn scripted(answer: fn(&str) -> Vec<&'static [u8]>) -> (SocketAddr, Ar
     })
     .await;
     (addr, accepted, stop)
-}
-
-/// The next request head on `s` (without its blank line), read through
-/// `pending`, which keeps what arrived after it; `None` once the peer closes.
-async fn read_head(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(pending.get(..end).unwrap_or_default()).into_owned();
-            pending.drain(..end + 4);
-            return Some(head);
-        }
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => pending.extend_from_slice(buf.get(..n).unwrap_or_default()),
-        }
-    }
 }
 
 /// A TCP server on an ephemeral port that hands each connection to `serve`

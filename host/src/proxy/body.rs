@@ -8,9 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::server::h1::{ReadError, RequestBody};
 use crate::upstream::h1::{self, ResponseBody};
 
 /// A streamed request body went over the route's limit.
@@ -28,6 +29,9 @@ pub enum BodyError {
     /// An upstream's HTTP/1 response body failed (closed early, bad chunking).
     #[error(transparent)]
     Upstream(h1::Error),
+    /// A client's HTTP/1 request body failed (closed early, bad chunking).
+    #[error(transparent)]
+    Client(ReadError),
     #[error(transparent)]
     TooLarge(#[from] TooLarge),
     /// The client sent nothing for this many milliseconds mid-body.
@@ -46,12 +50,48 @@ pub enum Body {
     /// A client's stream, failing once more than `limit` bytes have passed
     /// or when the client sends nothing for `idle` (slow-body attacks).
     Capped {
-        inner: Incoming,
+        inner: ClientBody,
         remaining: u64,
         limit: u64,
         idle: Duration,
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
     },
+}
+
+/// A client's request body, from either protocol's server.
+#[derive(Debug)]
+pub enum ClientBody {
+    Empty,
+    /// From the gateway's own HTTP/1 server.
+    H1(RequestBody),
+    /// From hyper's HTTP/2 server.
+    H2(Incoming),
+}
+
+impl ClientBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self {
+            Self::Empty => Poll::Ready(None),
+            Self::H1(b) => b.poll_frame(cx),
+            Self::H2(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::from),
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::H1(b) => b.is_end_stream(),
+            Self::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::H1(b) => b.size_hint(),
+            Self::H2(b) => b.size_hint(),
+        }
+    }
 }
 
 impl Body {
@@ -72,7 +112,7 @@ impl http_body::Body for Body {
             Self::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
             Self::Pooled(inner) => inner.poll_frame(cx),
             Self::Capped { inner, remaining, limit, idle, timer } => {
-                let frame = match Pin::new(inner).poll_frame(cx) {
+                let frame = match inner.poll_frame(cx) {
                     Poll::Ready(Some(Ok(f))) => f,
                     Poll::Pending => {
                         // The timer is armed only while waiting, so a body
@@ -102,7 +142,8 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => true,
             Self::Full(b) => b.is_none(),
-            Self::Stream(inner) | Self::Capped { inner, .. } => inner.is_end_stream(),
+            Self::Stream(inner) => inner.is_end_stream(),
+            Self::Capped { inner, .. } => inner.is_end_stream(),
             Self::Pooled(inner) => inner.is_end_stream(),
         }
     }
@@ -111,7 +152,8 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Stream(inner) | Self::Capped { inner, .. } => inner.size_hint(),
+            Self::Stream(inner) => inner.size_hint(),
+            Self::Capped { inner, .. } => inner.size_hint(),
             Self::Pooled(inner) => inner.size_hint(),
         }
     }

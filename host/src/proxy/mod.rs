@@ -25,10 +25,9 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use self::body::{Body, BodyError};
+use self::body::{Body, BodyError, ClientBody};
 use self::error::{Origin, ProxyError};
 use self::headers::X_REQUEST_ID;
 use crate::exchange::Exchange;
@@ -70,7 +69,7 @@ struct Trace {
 pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
@@ -122,7 +121,7 @@ pub async fn handle(
 async fn serve(
     snapshot: &Snapshot,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<Body>, ProxyError> {
@@ -170,8 +169,8 @@ async fn serve(
 
 /// The client's body as sent upstream: capped at the route's limit, and
 /// failing when the client stalls longer than `server.body_read_timeout`.
-fn client_body(body: Incoming, limit: u64, timeout: Duration) -> Body {
-    if http_body::Body::is_end_stream(&body) {
+fn client_body(body: ClientBody, limit: u64, timeout: Duration) -> Body {
+    if body.is_end_stream() {
         return Body::Empty;
     }
     Body::Capped { inner: body, remaining: limit, limit, idle: timeout, timer: None }
@@ -272,6 +271,7 @@ fn client_body_error(e: BodyError, route: &Route) -> ProxyError {
         BodyError::TooLarge(_) => ProxyError::BodyTooLarge(route.max_body),
         BodyError::Timeout(ms) => ProxyError::BodyTimeout(ms),
         BodyError::Hyper(e) => ProxyError::ClientBody(e.to_string()),
+        BodyError::Client(e) => ProxyError::ClientBody(e.to_string()),
         BodyError::Upstream(e) => ProxyError::ClientBody(e.to_string()),
     }
 }

@@ -5,13 +5,12 @@
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::body::Body;
 use super::error::ProxyError;
 use super::{Forward, Trace};
+use crate::server::h1::ClientUpgrade;
 use crate::upstream::h1::Upgraded;
 
 /// `Connection: upgrade` with an `Upgrade` header.
@@ -24,7 +23,7 @@ pub(super) async fn proxy(
     mut parts: http::request::Parts,
     trace: &mut Trace,
 ) -> Result<Response<Body>, ProxyError> {
-    let Some(client) = parts.extensions.remove::<OnUpgrade>() else {
+    let Some(client) = parts.extensions.remove::<ClientUpgrade>().and_then(|u| u.take()) else {
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
     };
     let protocol = parts.headers.get(header::UPGRADE).cloned();
@@ -41,15 +40,11 @@ pub(super) async fn proxy(
         return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
     };
     tokio::spawn(async move {
-        let client = match client.await {
-            Ok(c) => c,
-            Err(e) => return tracing::debug!("upgrade did not complete: {e}"),
+        let Ok((mut client, sent)) = client.await else {
+            return tracing::debug!("upgrade did not complete: the client's connection ended first");
         };
-        let mut client = TokioIo::new(client);
-        // What the upstream sent right behind its 101 goes first.
-        if !early.is_empty()
-            && let Err(e) = client.write_all(&early).await
-        {
+        // What either side sent right behind its head goes first.
+        if let Err(e) = pass_early(&mut client, &early, &mut upstream, &sent).await {
             return tracing::debug!("upgraded connection ended: {e}");
         }
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
@@ -62,4 +57,21 @@ pub(super) async fn proxy(
         h.insert(header::UPGRADE, p);
     }
     Ok(fwd.response)
+}
+
+async fn pass_early(
+    client: &mut Box<dyn crate::upstream::h1::Io>,
+    to_client: &[u8],
+    upstream: &mut Box<dyn crate::upstream::h1::Io>,
+    to_upstream: &[u8],
+) -> std::io::Result<()> {
+    if !to_client.is_empty() {
+        client.write_all(to_client).await?;
+        client.flush().await?;
+    }
+    if !to_upstream.is_empty() {
+        upstream.write_all(to_upstream).await?;
+        upstream.flush().await?;
+    }
+    Ok(())
 }

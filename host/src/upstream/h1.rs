@@ -132,10 +132,7 @@ impl Connection {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        poll_fill(&mut self.io, &mut self.buf, cx)
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
@@ -314,6 +311,14 @@ impl Connection {
     }
 }
 
+/// Reads what `io` has into `buf` (0: the peer closed).
+pub(crate) fn poll_fill(io: &mut Box<dyn Io>, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
 /// The body of a request that could not be sent, as it was before.
 fn rebuild_body(out: &BytesMut, framing: Framing, streamed: Option<Body>) -> Body {
     match (streamed, framing) {
@@ -374,13 +379,13 @@ fn encode_head(req: &Request<Body>, framing: Framing, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn encode_headers(headers: &HeaderMap, out: &mut BytesMut) {
+pub(crate) fn encode_headers(headers: &HeaderMap, out: &mut BytesMut) {
     for (name, value) in headers {
         push_header(out, name, value);
     }
 }
 
-fn push_header(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+pub(crate) fn push_header(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
@@ -388,7 +393,7 @@ fn push_header(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
 }
 
 /// `n` in decimal, written into `buf`.
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -454,14 +459,22 @@ fn response_framing(head_only: bool, status: StatusCode, headers: &HeaderMap) ->
     {
         return Ok(Framing::Empty);
     }
-    if let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if let Some(chunked) = chunked(headers) {
         return Ok(if chunked { Framing::Chunked } else { Framing::Close });
     }
+    Ok(content_length(headers)?.map_or(Framing::Close, Framing::Length))
+}
+
+/// Whether a message's `Transfer-Encoding` ends in `chunked` (`None`: it
+/// has none).
+pub(crate) fn chunked(headers: &HeaderMap) -> Option<bool> {
+    let last = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
+    Some(last.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked")))
+}
+
+/// A message's `Content-Length`, strictly: one number (repeated values must
+/// agree), or an error.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for item in value.as_bytes().split(|&b| b == b',') {
@@ -476,11 +489,11 @@ fn response_framing(head_only: bool, status: StatusCode, headers: &HeaderMap) ->
             length = Some(n);
         }
     }
-    Ok(length.map_or(Framing::Close, Framing::Length))
+    Ok(length)
 }
 
 /// Whether the connection may carry another request after this response.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     if version == Version::HTTP_10 {
         headers::connection_has(headers, b"keep-alive")
     } else {
@@ -539,7 +552,7 @@ impl AsyncWrite for CountedIo {
 
 /// Where the body decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decode {
+pub(crate) enum Decode {
     /// This many bytes left.
     Length(u64),
     /// At a chunk-size line.
@@ -572,7 +585,7 @@ impl std::fmt::Debug for ResponseBody {
     }
 }
 
-enum Step {
+pub(crate) enum Step {
     Frame(Frame<Bytes>),
     /// Needs more bytes from the socket.
     More,
@@ -647,7 +660,7 @@ impl ResponseBody {
 }
 
 /// One step of decoding a body out of `buf`.
-fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Error> {
+pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Error> {
     match *state {
         Decode::Done => Ok(Step::End),
         Decode::Length(n) | Decode::ChunkData(n) => {

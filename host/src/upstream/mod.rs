@@ -556,6 +556,7 @@ fn client_body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyErr
             Some(BodyError::TooLarge(t)) => return Some(ProxyError::BodyTooLarge(t.limit)),
             Some(BodyError::Timeout(ms)) => return Some(ProxyError::BodyTimeout(*ms)),
             Some(BodyError::Hyper(e)) => return Some(ProxyError::ClientBody(e.to_string())),
+            Some(BodyError::Client(e)) => return Some(ProxyError::ClientBody(e.to_string())),
             Some(BodyError::Upstream(_)) => return None,
             None => {}
         }

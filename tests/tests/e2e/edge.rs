@@ -162,6 +162,23 @@ async fn websocket_upgrades_pass_through() {
     let mut buf = [0u8; 20];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf, b"ping over the tunnel");
+
+    // Bytes the client sends right behind its upgrade request, in the same
+    // write, reach the upstream once the tunnel is open.
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nearly bytes")
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let head = wasmgate_tests::read_head(&mut s, &mut pending).await.unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    while pending.len() < 11 {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the echo: {}", String::from_utf8_lossy(&pending));
+        pending.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(pending, b"early bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,12 +222,18 @@ async fn slow_clients_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_requests_in_flight() {
     let up = TestUpstream::echo("u").await;
-    let gw = TestGateway::start(&tls_body(&up, ""));
+    let gw = TestGateway::start_with("shutdown_timeout = \"60s\"", &tls_body(&up, ""));
+    // A keep-alive connection between requests does not hold shutdown up.
+    let mut idle = wasmgate_tests::RawConn::connect(gw.addr()).await;
+    idle.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(idle.response(false).await.is_some_and(|(head, _)| head.starts_with("http/1.1 200")));
     let url = gw.url("/slow/500");
     let in_flight = tokio::spawn(async move { get(&url).await.status.as_u16() });
     assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 1).await);
     let addr = gw.addr();
-    tokio::task::spawn_blocking(move || drop(gw)).await.unwrap();
+    let stopped = tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(move || drop(gw))).await;
+    assert!(stopped.is_ok(), "stopped without waiting for the 60 s deadline");
+    assert!(idle.closed().await, "the idle connection was closed");
     assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request finished");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }

@@ -141,6 +141,116 @@ async fn http1_upstream_framing_on_the_wire() {
     assert_eq!(get(&gw.url("/split")).await.text(), "hello");
 }
 
+/// The gateway's own HTTP/1 server, on the wire: requests that follow one
+/// another on a connection (pipelined too), `Expect: 100-continue`, chunked
+/// request bodies, `HEAD`, HTTP/1.0, what closes a connection, and the
+/// heads that are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_clients_on_the_wire() {
+    use wasmgate_tests::RawConn;
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, "max_body = \"1KiB\""));
+    let path_of = |body: &[u8]| {
+        let doc: serde_json::Value = serde_json::from_slice(body).expect("json");
+        (doc["path"].as_str().unwrap_or("").to_owned(), doc["body"].as_str().unwrap_or("").to_owned())
+    };
+    let mut c = RawConn::connect(gw.addr()).await;
+
+    // Two requests in one write are answered in order on the connection.
+    c.write(b"GET /one HTTP/1.1\r\nhost: x\r\n\r\nGET /two HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    for want in ["/one", "/two"] {
+        let (head, body) = c.response(false).await.expect("a response");
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(head.contains("\r\ndate: ") && !head.contains("connection: close"), "{head}");
+        assert_eq!(path_of(&body).0, want);
+    }
+
+    // `Expect: 100-continue`: the interim answer comes before the body is sent.
+    c.write(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n").await;
+    let (interim, _) = c.response(true).await.expect("100 continue");
+    assert!(interim.starts_with("http/1.1 100"), "{interim}");
+    c.write(b"hello").await;
+    let (head, body) = c.response(false).await.expect("the final response");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(path_of(&body), ("/up".into(), "hello".into()));
+
+    // A chunked request body is decoded on its way upstream.
+    c.write(b"POST /chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        .await;
+    let (_, body) = c.response(false).await.expect("a response");
+    assert_eq!(path_of(&body), ("/chunked".into(), "hello world".into()));
+
+    // `HEAD` keeps the length the body would have had, and sends no body:
+    // the next response on the connection is read right after the head.
+    c.write(b"HEAD /bytes/10 HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let (head, _) = c.response(true).await.expect("a response");
+    assert!(head.starts_with("http/1.1 200") && head.contains("content-length: 10"), "{head}");
+    c.write(b"GET /bytes/3 HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(c.response(false).await.expect("a response").1, b"xxx");
+
+    // A body the gateway refused unread, all in the buffer already (one
+    // write with its head), is skipped: the connection goes on.
+    let mut big = b"POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: 2000\r\n\r\n".to_vec();
+    big.extend_from_slice(&[b'a'; 2000]);
+    c.write(&big).await;
+    let (head, _) = c.response(false).await.expect("a response");
+    assert!(head.starts_with("http/1.1 413") && !head.contains("connection: close"), "{head}");
+    c.write(b"GET /after HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let (head, body) = c.response(false).await.expect("a response");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(path_of(&body).0, "/after");
+
+    // `Connection: close` is answered in kind, and the connection ends.
+    c.write(b"GET /last HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let (head, _) = c.response(false).await.expect("a response");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(c.closed().await, "closed after the response");
+
+    // One refused before its body came: the rest of the body would be read
+    // as a request, so the connection closes.
+    let mut c = RawConn::connect(gw.addr()).await;
+    c.write(b"POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: 2000\r\n\r\n").await;
+    let (head, _) = c.response(false).await.expect("a response");
+    assert!(head.starts_with("http/1.1 413") && head.contains("connection: close"), "{head}");
+    assert!(c.closed().await, "closed after the response");
+
+    // HTTP/1.0: closed after the response unless it asked to keep alive.
+    let mut c = RawConn::connect(gw.addr()).await;
+    c.write(b"GET /old HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+    let (head, _) = c.response(false).await.expect("a response");
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    c.write(b"GET /old HTTP/1.0\r\n\r\n").await;
+    let (head, body) = c.response(false).await.expect("a response");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(path_of(&body).0, "/old");
+    assert!(c.closed().await, "closed after the response");
+
+    // Heads that could be read two ways (request smuggling), or whose body
+    // coding is unknown, are refused and the connection closed.
+    for bad in [
+        &b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5, 6\r\n\r\nhello",
+        b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let resp = raw(gw.addr(), bad).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    }
+    assert_eq!(up.hits(), 10, "what was refused on its head never reached the upstream");
+    // A malformed chunk fails the request's body (400), not the gateway.
+    let resp = raw(gw.addr(), b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+
+    // A client that leaves before its response takes its upstream request
+    // with it (the upstream sees its connection close), not held for 10 s.
+    let mut c = RawConn::connect(gw.addr()).await;
+    c.write(b"GET /slow/10000 HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 1).await);
+    drop(c);
+    assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 0).await, "cancelled upstream");
+}
+
 /// An upstream that answers before it has read the body, and then reads no
 /// more, has its answer passed on (not a timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,6 +472,12 @@ async fn malformed_and_oversized_requests_get_4xx() {
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     let mut big = b"GET / HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 20_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    let resp = raw(gw.addr(), &big).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    // Over the limit, though whole in one read.
+    let mut big = b"GET / HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 10_000));
     big.extend_from_slice(b"\r\n\r\n");
     let resp = raw(gw.addr(), &big).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");

@@ -1,0 +1,874 @@
+//! HTTP/1.1 from clients, served in the connection's own task.
+//!
+//! hyper's server parses each head through its dispatcher, hands the body
+//! to the request over a channel and encodes the response through buffers
+//! of its own: after the gateway's own upstream client, that was the larger
+//! part of what the gateway spent per request beyond nginx. Here the
+//! connection's task parses a head out of its read buffer (httparse; the
+//! target and the header values are slices of that buffer, not copies),
+//! calls the proxy in place, and writes the response head, with a body that
+//! is already whole, in one write. A request body is read from the same
+//! connection as the upstream side polls it ([`RequestBody`]): the socket
+//! and its buffer sit behind a lock that only the two of them take, in
+//! turn, on one worker thread.
+//!
+//! What a client may send (RFC 9112) and what it gets:
+//! - a head over `max_header_bytes` or with more than `max_headers` headers
+//!   gets `431`; one that does not parse, a `Transfer-Encoding` that does
+//!   not end in `chunked` (or comes with `Content-Length`, or in HTTP/1.0),
+//!   or a malformed `Content-Length` gets `400`; a head that does not arrive
+//!   within `header_read_timeout` gets `408` (a connection that sent
+//!   nothing is just closed). Each of these closes the connection.
+//! - `Expect: 100-continue` is answered when the body is first read, so a
+//!   request refused on its head never has its body sent.
+//! - Requests follow one another on a connection (pipelined ones too);
+//!   `Connection: close`, HTTP/1.0 without `keep-alive`, a request body left
+//!   unread (unless it is all in the buffer already), or shutdown end it
+//!   after the response, which then says `connection: close`.
+//! - A response is framed by its body's known length, its
+//!   `Content-Length`, or else chunked (close-delimited for HTTP/1.0); the
+//!   bodies of `HEAD` responses, 1xx, 204 and 304 are not sent. Trailers go
+//!   out only to a client that sent `TE: trailers`. `Date` is added when
+//!   the response has none.
+//! - `101 Switching Protocols` to an upgrade request hands the socket, with
+//!   anything the client sent after its head, to the proxy
+//!   ([`ClientUpgrade`]).
+//! - A connection that opens with HTTP/2's preface is handed back to the
+//!   caller, for hyper's HTTP/2 server.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Instant, Sleep};
+
+use crate::gateway::Shared;
+use crate::proxy::body::{Body, BodyError, ClientBody};
+use crate::proxy::{self, ConnInfo};
+use crate::upstream::h1::{self as codec, Decode, Io, Step};
+
+/// HTTP/2's connection preface: a connection that opens with it is HTTP/2.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Header slots parsed on the stack; a larger `max_headers` uses the heap.
+const STACK_HEADERS: usize = 128;
+/// Response bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The limits a client's requests are held to (`[server]`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_head: usize,
+    pub max_headers: usize,
+}
+
+/// A failed read of a client's request body.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading the request body: {0}")]
+    Io(#[source] io::Error),
+    #[error("the client closed the connection before the end of the body")]
+    Closed,
+    #[error("malformed request body: {0}")]
+    Malformed(#[source] codec::Error),
+    #[error("writing 100 Continue: {0}")]
+    Continue(#[source] io::Error),
+}
+
+/// The socket and what has been read from it, shared by the connection's
+/// task and the body of the request in flight.
+struct Conn {
+    io: Box<dyn Io>,
+    buf: BytesMut,
+    /// Where the current request's body is (`Done`: read, or none).
+    body: Decode,
+    /// `100 Continue` owed to the client: how much of it has been written.
+    owed_continue: Option<usize>,
+}
+
+type Cell = Arc<Mutex<Conn>>;
+
+fn lock(cell: &Cell) -> MutexGuard<'_, Conn> {
+    cell.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves HTTP/1 requests on `io` until the connection ends. A connection
+/// that opens with HTTP/2's preface is returned, with the bytes read so
+/// far, for an HTTP/2 server.
+pub async fn serve(
+    io: Box<dyn Io>,
+    shared: &Shared,
+    info: &Arc<ConnInfo>,
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(Box<dyn Io>, Bytes)> {
+    let cell = Arc::new(Mutex::new(Conn { io, buf: BytesMut::new(), body: Decode::Done, owed_continue: None }));
+    let mut timer = Box::pin(tokio::time::sleep(limits.header_read_timeout));
+    let mut first = true;
+    loop {
+        // Waiting for a request with nothing read yet: shutdown closes the
+        // connection now.
+        let idle = lock(&cell).buf.is_empty();
+        let head = if idle {
+            tokio::select! {
+                biased;
+                head = read_head(&cell, limits, &mut timer, first) => head,
+                _ = shutdown.changed() => return None,
+            }
+        } else {
+            read_head(&cell, limits, &mut timer, first).await
+        };
+        let (parsed, head) = match head {
+            Ok(Head::Request(p, head)) => (p, head),
+            Ok(Head::Http2) => return into_parts(cell),
+            Ok(Head::Closed) => return None,
+            Err(refusal) => {
+                refuse(&cell, refusal).await;
+                return None;
+            }
+        };
+        first = false;
+        let (req, upgrade) = match request(&cell, parsed, &head) {
+            Ok(r) => r,
+            Err(status) => {
+                refuse(&cell, Refusal::Status(status)).await;
+                return None;
+            }
+        };
+        let ask = Asked {
+            head_only: req.method() == Method::HEAD,
+            version: req.version(),
+            keep_alive: codec::keeps_alive(req.version(), req.headers()),
+            trailers: req.headers().get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")),
+        };
+        // Pinned where it is made: moved into the watch instead, this
+        // (large) future was copied once more per request.
+        let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req));
+        let Some(Ok(resp)) = unless_client_leaves(&cell, limits.max_head, handling).await else {
+            tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
+            return None;
+        };
+        let shutting_down = *shutdown.borrow();
+        match respond(&cell, resp, &ask, shutting_down).await {
+            Ok(Next::KeepAlive) => {}
+            Ok(Next::Upgrade) => {
+                // The socket goes on alone; if a request body still holds
+                // it, the upgrade fails and the connection closes.
+                if let Some(tx) = upgrade
+                    && let Some(socket) = into_parts(cell)
+                {
+                    let _ = tx.send(socket);
+                }
+                return None;
+            }
+            Ok(Next::Close) | Err(()) => {
+                close(&cell).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs `handling` unless the client closes its connection first (then
+/// `None`: the request is dropped, and with it any upstream exchange, as
+/// hyper and nginx do). Watched only while no request body is being read
+/// from the connection; bytes of a next (pipelined) request are kept, up to
+/// `max_head`.
+async fn unless_client_leaves<F: Future>(cell: &Cell, max_head: usize, mut handling: Pin<&mut F>) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = handling.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if Arc::strong_count(cell) > 1 {
+            return Poll::Pending;
+        }
+        let mut guard = lock(cell);
+        let c = &mut *guard;
+        while c.body == Decode::Done && c.buf.len() < max_head {
+            match codec::poll_fill(&mut c.io, &mut c.buf, cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The socket and the bytes read from it and not yet used, when nothing
+/// else holds the connection.
+fn into_parts(cell: Cell) -> Option<(Box<dyn Io>, Bytes)> {
+    let conn = Arc::try_unwrap(cell).ok()?.into_inner().unwrap_or_else(PoisonError::into_inner);
+    Some((conn.io, conn.buf.freeze()))
+}
+
+/// What the client asked of the response.
+struct Asked {
+    head_only: bool,
+    version: Version,
+    keep_alive: bool,
+    /// `TE: trailers`: the client takes trailers in a chunked body.
+    trailers: bool,
+}
+
+enum Head {
+    Request(Parsed, Bytes),
+    Http2,
+    /// The client closed (or the socket failed) between requests.
+    Closed,
+}
+
+/// Why a connection ends without serving a request.
+enum Refusal {
+    Status(StatusCode),
+    /// Nothing to answer: the client sent nothing, or left mid-head.
+    Silent,
+}
+
+/// Waits for a whole request head in the connection's buffer.
+async fn read_head(cell: &Cell, limits: &Limits, timer: &mut Pin<Box<Sleep>>, first: bool) -> Result<Head, Refusal> {
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        let mut guard = lock(cell);
+        let c = &mut *guard;
+        loop {
+            if !c.buf.is_empty() {
+                let n = c.buf.len().min(PREFACE.len());
+                if first && c.buf[..n] == PREFACE[..n] {
+                    if n == PREFACE.len() {
+                        return Poll::Ready(Ok(Head::Http2));
+                    }
+                } else {
+                    match parse(&c.buf, limits.max_headers) {
+                        Ok(Some(p)) if p.len > limits.max_head => {
+                            return Poll::Ready(Err(Refusal::Status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)));
+                        }
+                        Ok(Some(p)) => {
+                            let head = c.buf.split_to(p.len).freeze();
+                            return Poll::Ready(Ok(Head::Request(p, head)));
+                        }
+                        Ok(None) if c.buf.len() >= limits.max_head => {
+                            return Poll::Ready(Err(Refusal::Status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)));
+                        }
+                        Ok(None) => {}
+                        Err(status) => return Poll::Ready(Err(Refusal::Status(status))),
+                    }
+                }
+            }
+            match codec::poll_fill(&mut c.io, &mut c.buf, cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) if c.buf.is_empty() => return Poll::Ready(Ok(Head::Closed)),
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(Refusal::Silent)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    if !armed {
+                        // One timer per connection, moved on per head.
+                        timer.as_mut().reset(Instant::now() + limits.header_read_timeout);
+                        armed = true;
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        let refusal = if c.buf.is_empty() {
+                            Refusal::Silent
+                        } else {
+                            Refusal::Status(StatusCode::REQUEST_TIMEOUT)
+                        };
+                        return Poll::Ready(Err(refusal));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A parsed request head: where its parts lie in the head's bytes.
+struct Parsed {
+    len: usize,
+    method: Method,
+    target: Range<usize>,
+    version: Version,
+    /// (name, value) byte ranges.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// The request head at the start of `buf`, if it is all there.
+fn parse(buf: &[u8], max_headers: usize) -> Result<Option<Parsed>, StatusCode> {
+    if max_headers <= STACK_HEADERS {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+        parse_into(buf, &mut slots[..max_headers])
+    } else {
+        let mut slots = Vec::with_capacity(max_headers);
+        slots.resize_with(max_headers, MaybeUninit::uninit);
+        parse_into(buf, &mut slots)
+    }
+}
+
+fn parse_into<'b>(
+    buf: &'b [u8],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<Parsed>, StatusCode> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(_) => return Err(StatusCode::BAD_REQUEST),
+    };
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let method = req.method.and_then(|m| Method::from_bytes(m.as_bytes()).ok()).ok_or(StatusCode::BAD_REQUEST)?;
+    let target = req.path.map(|p| range(p.as_bytes())).ok_or(StatusCode::BAD_REQUEST)?;
+    let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let fields = req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
+    Ok(Some(Parsed { len, method, target, version, fields }))
+}
+
+type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes)>;
+type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
+
+/// The request for a parsed head, its body framed on the connection.
+fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>, Option<UpgradeSlot>), StatusCode> {
+    let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
+    let mut headers = HeaderMap::with_capacity(p.fields.len());
+    for (name, value) in p.fields {
+        let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;
+        headers.append(name, value);
+    }
+    let decode = body_framing(p.version, &headers)?;
+    let body = if decode == Decode::Done {
+        ClientBody::Empty
+    } else {
+        let mut c = lock(cell);
+        c.body = decode;
+        let expects = p.version == Version::HTTP_11
+            && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        c.owed_continue = expects.then_some(0);
+        let hint = match decode {
+            Decode::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        };
+        ClientBody::H1(RequestBody { cell: cell.clone(), ended: false, hint })
+    };
+    let upgrade = headers.contains_key(header::UPGRADE) && crate::proxy::headers::connection_has(&headers, b"upgrade");
+    let mut req = Request::new(body);
+    *req.method_mut() = p.method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = p.version;
+    *req.headers_mut() = headers;
+    let upgrade = upgrade.then(|| {
+        let (tx, rx) = oneshot::channel();
+        req.extensions_mut().insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        tx
+    });
+    Ok((req, upgrade))
+}
+
+/// How a request body is delimited (RFC 9112 §6.3), refusing what could be
+/// read two ways (request smuggling).
+fn body_framing(version: Version, headers: &HeaderMap) -> Result<Decode, StatusCode> {
+    if let Some(chunked) = codec::chunked(headers) {
+        if !chunked || version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        return Ok(Decode::ChunkSize);
+    }
+    match codec::content_length(headers) {
+        Ok(Some(0) | None) => Ok(Decode::Done),
+        Ok(Some(n)) => Ok(Decode::Length(n)),
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// A client's HTTP/1 request body, read from its connection as the
+/// upstream side polls it.
+pub struct RequestBody {
+    cell: Cell,
+    ended: bool,
+    hint: SizeHint,
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody").field("ended", &self.ended).finish()
+    }
+}
+
+impl RequestBody {
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let mut guard = lock(&self.cell);
+        let c = &mut *guard;
+        if let Some(sent) = c.owed_continue {
+            // Owed only until the body starts coming anyway.
+            if c.buf.is_empty()
+                && let Err(e) = ready!(write_continue(c, sent, cx))
+            {
+                self.ended = true;
+                return Poll::Ready(Some(Err(BodyError::Client(ReadError::Continue(e)))));
+            }
+            c.owed_continue = None;
+        }
+        loop {
+            let step = match codec::decode(&mut c.body, &mut c.buf) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(BodyError::Client(ReadError::Malformed(e)))));
+                }
+            };
+            match step {
+                Step::Frame(f) => {
+                    if let Some(d) = f.data_ref() {
+                        self.hint = match self.hint.exact() {
+                            Some(n) => SizeHint::with_exact(n.saturating_sub(d.len() as u64)),
+                            None => SizeHint::default(),
+                        };
+                    }
+                    self.ended = c.body == Decode::Done;
+                    return Poll::Ready(Some(Ok(f)));
+                }
+                Step::Again => {}
+                Step::End => {
+                    self.ended = true;
+                    return Poll::Ready(None);
+                }
+                Step::More => {
+                    let failed = match ready!(codec::poll_fill(&mut c.io, &mut c.buf, cx)) {
+                        Ok(0) => ReadError::Closed,
+                        Ok(_) => continue,
+                        Err(e) => ReadError::Io(e),
+                    };
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(BodyError::Client(failed))));
+                }
+            }
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+/// Writes what is left of `100 Continue`, from byte `sent` on.
+fn write_continue(c: &mut Conn, mut sent: usize, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    while sent < CONTINUE.len() {
+        match Pin::new(&mut c.io).poll_write(cx, &CONTINUE[sent..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => sent += n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {
+                c.owed_continue = Some(sent);
+                return Poll::Pending;
+            }
+        }
+    }
+    c.owed_continue = Some(sent);
+    Pin::new(&mut c.io).poll_flush(cx)
+}
+
+/// The socket of a client whose upgrade request was answered `101`, with
+/// what it sent after its head; rides in the request's extensions.
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<UpgradeWait>>>);
+
+impl std::fmt::Debug for ClientUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientUpgrade")
+    }
+}
+
+impl ClientUpgrade {
+    /// Resolves to the socket once the `101` has gone out (an error if the
+    /// connection ended first); `None` once taken.
+    pub fn take(&self) -> Option<UpgradeWait> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// What the connection does after a response.
+enum Next {
+    KeepAlive,
+    Close,
+    Upgrade,
+}
+
+/// How a response body goes out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Writes a response. `Err` when the connection failed or the body could
+/// not be sent whole (the client sees it cut short).
+async fn respond(cell: &Cell, resp: Response<Body>, ask: &Asked, shutting_down: bool) -> Result<Next, ()> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    let bodiless = ask.head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::None
+    } else if let Some(n) = body.size_hint().exact() {
+        Framing::Length(n)
+    } else if let Ok(Some(n)) = codec::content_length(&parts.headers) {
+        Framing::Length(n)
+    } else if ask.version == Version::HTTP_11 {
+        Framing::Chunked
+    } else {
+        Framing::Close
+    };
+    let mut out = BytesMut::with_capacity(512);
+    let body_read = {
+        let mut c = lock(cell);
+        if let Some(sent) = c.owed_continue.take()
+            && sent > 0
+        {
+            // A `100 Continue` begun must be finished before anything else.
+            out.extend_from_slice(&CONTINUE[sent..]);
+        }
+        // The request body, if unread and no longer wanted, can be skipped
+        // when it is all here; else the connection cannot carry another
+        // request.
+        c.body == Decode::Done || (Arc::strong_count(cell) == 1 && skip_buffered(&mut c))
+    };
+    let keep_alive = ask.keep_alive && body_read && !shutting_down && framing != Framing::Close && !upgrade;
+    encode_head(&parts, framing, bodiless, keep_alive, ask.version, &mut out);
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    if framing != Framing::None {
+        let mut trailers = None;
+        loop {
+            let frame = match &mut body {
+                Body::Empty => None,
+                Body::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+                _ => std::future::poll_fn(|cx| poll_frame_flushing(&mut body, cell, &mut out, cx)).await?,
+            };
+            let frame = match frame {
+                None => break,
+                Some(Ok(f)) => f,
+                Some(Err(e)) => {
+                    tracing::debug!("response body failed: {e}");
+                    let _ = write_all(cell, &mut out).await;
+                    return Err(());
+                }
+            };
+            match frame.into_data() {
+                Ok(data) if data.is_empty() => {}
+                Ok(data) => {
+                    match framing {
+                        Framing::Chunked => {
+                            let mut hex = [0; 16];
+                            out.extend_from_slice(hex_len(data.len(), &mut hex));
+                            out.extend_from_slice(b"\r\n");
+                            out.extend_from_slice(&data);
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        Framing::Length(_) => {
+                            let n = data.len() as u64;
+                            if n > left {
+                                tracing::debug!("response body longer than its content-length");
+                                let _ = write_all(cell, &mut out).await;
+                                return Err(());
+                            }
+                            left -= n;
+                            out.extend_from_slice(&data);
+                        }
+                        Framing::Close | Framing::None => out.extend_from_slice(&data),
+                    }
+                    if out.len() >= WRITE_BATCH {
+                        write_all(cell, &mut out).await?;
+                    }
+                }
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
+        }
+        if framing == Framing::Chunked {
+            out.extend_from_slice(b"0\r\n");
+            if let Some(t) = trailers.filter(|_| ask.trailers) {
+                codec::encode_headers(&t, &mut out);
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    write_all(cell, &mut out).await?;
+    if left > 0 {
+        tracing::debug!("response body shorter than its content-length");
+        return Err(());
+    }
+    Ok(if upgrade {
+        Next::Upgrade
+    } else if keep_alive {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    })
+}
+
+/// Reads past a request body that is all in the buffer already.
+fn skip_buffered(c: &mut Conn) -> bool {
+    loop {
+        match codec::decode(&mut c.body, &mut c.buf) {
+            Ok(Step::End) => return true,
+            Ok(Step::Frame(_) | Step::Again) => {}
+            Ok(Step::More) | Err(_) => return false,
+        }
+    }
+}
+
+fn encode_head(
+    parts: &http::response::Parts,
+    framing: Framing,
+    bodiless: bool,
+    keep_alive: bool,
+    version: Version,
+    out: &mut BytesMut,
+) {
+    let status = parts.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    for (name, value) in &parts.headers {
+        // A bodiless answer to `HEAD`, or a 304, keeps the length the body
+        // would have had; otherwise the framing below says it.
+        let skip = if name == header::CONTENT_LENGTH {
+            !(bodiless && status != StatusCode::NO_CONTENT && !status.is_informational())
+        } else {
+            name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !upgrade)
+        };
+        if !skip {
+            codec::push_header(out, name, value);
+        }
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !upgrade {
+        if !keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(codec::itoa(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in hexadecimal, written into `buf`.
+fn hex_len(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The current time as an HTTP date, formatted once a second per thread.
+fn date(out: &mut BytesMut) {
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            *c = (secs, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(c.1.as_bytes());
+    });
+}
+
+type NextFrame = Option<Result<Frame<Bytes>, BodyError>>;
+
+/// The body's next frame; while it is not ready, what has been gathered
+/// goes out, so a slow body never holds back the head.
+fn poll_frame_flushing(
+    body: &mut Body,
+    cell: &Cell,
+    out: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<Result<NextFrame, ()>> {
+    if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+        return Poll::Ready(Ok(frame));
+    }
+    if !out.is_empty() {
+        match poll_write_out(&mut lock(cell), out, cx) {
+            Poll::Ready(Err(e)) => {
+                tracing::debug!("writing to the client: {e}");
+                return Poll::Ready(Err(()));
+            }
+            Poll::Ready(Ok(())) | Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
+fn poll_write_out(c: &mut Conn, out: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    while !out.is_empty() {
+        match ready!(Pin::new(&mut c.io).poll_write(cx, out)) {
+            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => out.advance(n),
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    }
+    Pin::new(&mut c.io).poll_flush(cx)
+}
+
+async fn write_all(cell: &Cell, out: &mut BytesMut) -> Result<(), ()> {
+    std::future::poll_fn(|cx| poll_write_out(&mut lock(cell), out, cx)).await.map_err(|e| {
+        tracing::debug!("writing to the client: {e}");
+    })
+}
+
+/// Answers a request that cannot be served, and closes.
+async fn refuse(cell: &Cell, refusal: Refusal) {
+    if let Refusal::Status(status) = refusal {
+        let mut out = BytesMut::with_capacity(128);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+        date(&mut out);
+        out.extend_from_slice(b"\r\n\r\n");
+        let _ = write_all(cell, &mut out).await;
+    }
+    close(cell).await;
+}
+
+async fn close(cell: &Cell) {
+    let _ = std::future::poll_fn(|cx| Pin::new(&mut lock(cell).io).poll_shutdown(cx)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn request_bodies_are_framed_one_way_only() {
+        let v11 = Version::HTTP_11;
+        assert_eq!(body_framing(v11, &headers(&[])), Ok(Decode::Done));
+        assert_eq!(body_framing(v11, &headers(&[("content-length", "0")])), Ok(Decode::Done));
+        assert_eq!(body_framing(v11, &headers(&[("content-length", "7, 7")])), Ok(Decode::Length(7)));
+        assert_eq!(body_framing(v11, &headers(&[("transfer-encoding", "gzip, chunked")])), Ok(Decode::ChunkSize));
+        for bad in [
+            headers(&[("content-length", "7, 8")]),
+            headers(&[("content-length", "-1")]),
+            headers(&[("transfer-encoding", "chunked, gzip")]),
+            headers(&[("transfer-encoding", "chunked"), ("content-length", "3")]),
+        ] {
+            assert_eq!(body_framing(v11, &bad), Err(StatusCode::BAD_REQUEST), "{bad:?}");
+        }
+        assert_eq!(
+            body_framing(Version::HTTP_10, &headers(&[("transfer-encoding", "chunked")])),
+            Err(StatusCode::BAD_REQUEST)
+        );
+    }
+
+    #[test]
+    fn heads_parse_or_are_refused() {
+        let p = parse(b"GET /a?b HTTP/1.0\r\nHost: x\r\nX-A:  1 \r\n\r\nnext", 100).unwrap().unwrap();
+        assert_eq!((p.method, p.version, p.len), (Method::GET, Version::HTTP_10, 40));
+        assert_eq!(p.fields.len(), 2);
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n", 100).unwrap().is_none(), "partial");
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\n\r\n", 1).err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\x01: 1\r\n\r\n", 100).err(), Some(StatusCode::BAD_REQUEST));
+        // More headers than fit on the stack.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..200 {
+            many.extend_from_slice(format!("x-{i}: {i}\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&many, 300).unwrap().unwrap().fields.len(), 200);
+        assert_eq!(parse(&many, 199).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+    }
+
+    fn head(status: u16, pairs: &[(&'static str, &'static str)], framing: Framing, bodiless: bool) -> String {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        *resp.headers_mut() = headers(pairs);
+        let (parts, ()) = resp.into_parts();
+        let mut out = BytesMut::new();
+        encode_head(&parts, framing, bodiless, true, Version::HTTP_11, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn response_heads_say_their_framing_once() {
+        let h = head(200, &[("content-length", "99"), ("transfer-encoding", "chunked")], Framing::Length(3), false);
+        assert!(h.starts_with("HTTP/1.1 200 OK\r\n") && h.ends_with("content-length: 3\r\n\r\n"), "{h}");
+        assert_eq!(h.matches("content-length").count(), 1, "{h}");
+        assert!(!h.contains("transfer-encoding") && h.contains("\r\ndate: "), "{h}");
+        // `HEAD` and 304 keep the length the body would have had; 204 has none.
+        assert!(head(200, &[("content-length", "10")], Framing::None, true).contains("content-length: 10"));
+        assert!(head(304, &[("content-length", "10")], Framing::None, true).contains("content-length: 10"));
+        assert!(!head(204, &[("content-length", "0")], Framing::None, true).contains("content-length"));
+        let h = head(200, &[("date", "Thu, 03 Dec 2026 00:00:00 GMT")], Framing::Chunked, false);
+        assert!(h.ends_with("transfer-encoding: chunked\r\n\r\n") && h.matches("date").count() == 1, "{h}");
+        // 101 keeps its `Connection: upgrade`.
+        assert!(head(101, &[("connection", "upgrade")], Framing::None, true).contains("connection: upgrade"));
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for n in [0, 1, 15, 16, 255, 4096, usize::MAX] {
+            assert_eq!(hex_len(n, &mut [0; 16]), format!("{n:x}").as_bytes());
+        }
+    }
+}
