@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy};
 use crate::plugin::caps::Caps;
 use crate::plugin::caps::store::StoreBackend;
-use crate::plugin::{ChainLink, Plugin, Runtime, registry};
+use crate::plugin::{ChainLink, ConfigureError, Plugin, Runtime, registry};
 use crate::routing::{Rewrite, Router};
 use crate::telemetry::{AccessLogWriter, Metrics};
 use crate::tls;
@@ -147,11 +147,32 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
                 &env.control,
             ) {
                 Ok(link) => chain.push(link.with_series(env.metrics.plugin_series(&plugin.name))),
-                Err(message) => problems.at_line(
+                Err(ConfigureError::Refused(message)) => problems.at_line(
                     u.line,
                     format!("{}.config", u.key),
                     format!("plugin `{}` refused its config: {message}{}", u.name, read_from(&u.files)),
                     format!("correct the `config` table for `{}` (its README lists the keys)", u.name),
+                ),
+                Err(ConfigureError::NoInstance { detail, pool_full }) => problems.at_line(
+                    u.line,
+                    u.key.clone(),
+                    format!("no instance of plugin `{}` could be made: {detail}", u.name),
+                    if pool_full {
+                        format!(
+                            "raise `[plugins] max_instances` ({} now) above the plugin uses on routes ({} here), \
+                             with room for the instances every worker keeps warm and in use ({} workers; a \
+                             restart applies it)",
+                            config.plugins.max_instances,
+                            config.routes.iter().map(|r| r.plugins.len()).sum::<usize>(),
+                            config.server.workers
+                        )
+                    } else {
+                        format!(
+                            "check `{}`'s `max_memory` against what it needs at start, or rebuild it with the \
+                             wasmgate SDK for this gateway's WIT world",
+                            u.name
+                        )
+                    },
                 ),
             }
         }

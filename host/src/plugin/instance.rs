@@ -51,8 +51,14 @@ pub enum FaultKind {
     Deadline,
     /// The guest tried to grow past its memory limit.
     Memory,
-    /// No instance could be made (pool exhausted, configure refused).
+    /// No instance could be made (pool exhausted, exports that do not
+    /// match, a memory the limits do not allow).
     Instantiate,
+    /// No instance could be made: the engine's instance pool (`[plugins]
+    /// max_instances`) is exhausted.
+    PoolFull,
+    /// The config hook refused the plugin's config.
+    Refused,
 }
 
 impl FaultKind {
@@ -62,6 +68,8 @@ impl FaultKind {
             Self::Deadline => "deadline",
             Self::Memory => "memory",
             Self::Instantiate => "instantiate",
+            Self::PoolFull => "pool_full",
+            Self::Refused => "refused",
         }
     }
 }
@@ -152,7 +160,8 @@ enum Phase {
 
 impl ChainLink {
     /// Instantiates the plugin and runs its config hook once. `Err` carries
-    /// the plugin's own refusal message, or why it could not run. Plugins
+    /// the plugin's own refusal message, or why no instance could be made.
+    /// Plugins
     /// with async calls are configured on `control` (they may do I/O there).
     pub fn configure(
         plugin: Arc<Plugin>,
@@ -161,7 +170,7 @@ impl ChainLink {
         workers: usize,
         max_idle: usize,
         control: &tokio::runtime::Handle,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigureError> {
         let limits = plugin.settings.limits;
         let deadline_ticks =
             u64::try_from(limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros())).unwrap_or(u64::MAX).max(1);
@@ -176,14 +185,19 @@ impl ChainLink {
                 let made = link.instantiate_async().await;
                 let _ = tx.send((link, made));
             });
-            rx.recv().map_err(|_| "the control runtime stopped during configure".to_owned())?
+            rx.recv().map_err(|_| ConfigureError::NoInstance {
+                detail: "the control runtime stopped during configure".to_owned(),
+                pool_full: false,
+            })?
         } else {
             let made = link.instantiate();
             (link, made)
         };
         let (warm, info) = made.map_err(|f| match f.kind {
-            FaultKind::Instantiate => f.detail,
-            kind => format!("its config hook failed ({}): {}", kind.as_str(), f.detail),
+            FaultKind::Refused => ConfigureError::Refused(f.detail),
+            FaultKind::Instantiate => ConfigureError::NoInstance { detail: f.detail, pool_full: false },
+            FaultKind::PoolFull => ConfigureError::NoInstance { detail: f.detail, pool_full: true },
+            kind => ConfigureError::Refused(format!("its config hook failed ({}): {}", kind.as_str(), f.detail)),
         })?;
         link.info = info;
         if let Some(pool) = &link.pool {
@@ -321,7 +335,20 @@ impl ChainLink {
 }
 
 fn instantiate_fault(e: wasmtime::Error) -> Fault {
-    Fault { kind: FaultKind::Instantiate, detail: format!("cannot instantiate: {e:#}") }
+    let pool_full = e.chain().any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>());
+    let kind = if pool_full { FaultKind::PoolFull } else { FaultKind::Instantiate };
+    Fault { kind, detail: format!("cannot instantiate: {e:#}") }
+}
+
+/// Why a route's plugin could not be configured.
+#[derive(Debug)]
+pub enum ConfigureError {
+    /// The plugin refused its config (its own message), or its config hook
+    /// failed.
+    Refused(String),
+    /// No instance of it could be made; `pool_full` when the engine's
+    /// instance pool (`[plugins] max_instances`) was exhausted.
+    NoInstance { detail: String, pool_full: bool },
 }
 
 fn finish_configure(
@@ -332,7 +359,7 @@ fn finish_configure(
 ) -> Result<(Warm, Info), Fault> {
     match configured {
         Ok((Ok(info),)) => Ok((Warm { store, on_request, on_response, uses: 0 }, info.into())),
-        Ok((Err(refusal),)) => Err(Fault { kind: FaultKind::Instantiate, detail: refusal }),
+        Ok((Err(refusal),)) => Err(Fault { kind: FaultKind::Refused, detail: refusal }),
         Err(e) => Err(classify(&e, store.data().limiter.exceeded)),
     }
 }

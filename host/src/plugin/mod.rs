@@ -11,5 +11,5 @@ pub mod registry;
 pub mod sandbox;
 
 pub use engine::{EngineLimits, Runtime};
-pub use instance::{ChainLink, Fault, FaultKind, Info, Outcome};
+pub use instance::{ChainLink, ConfigureError, Fault, FaultKind, Info, Outcome};
 pub use registry::{LoadError, Plugin, WIT_VERSION};
