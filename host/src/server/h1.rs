@@ -16,9 +16,10 @@
 //! - a head over `max_header_bytes` or with more than `max_headers` headers
 //!   gets `431`; one that does not parse, a `Transfer-Encoding` that does
 //!   not end in `chunked` (or comes with `Content-Length`, or in HTTP/1.0),
-//!   or a malformed `Content-Length` gets `400`; a head that does not arrive
-//!   within `header_read_timeout` gets `408` (a connection that sent
-//!   nothing is just closed). Each of these closes the connection.
+//!   a malformed `Content-Length`, or a `Host` missing (HTTP/1.1) or given
+//!   twice gets `400`; a head that does not arrive within
+//!   `header_read_timeout` gets `408` (a connection that sent nothing is
+//!   just closed). Each of these closes the connection.
 //! - `Expect: 100-continue` is answered when the body is first read, so a
 //!   request refused on its head never has its body sent.
 //! - Requests follow one another on a connection (pipelined ones too);
@@ -351,6 +352,13 @@ fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>,
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;
         headers.append(name, value);
+    }
+    // RFC 9112 §3.2: one `Host`, required in HTTP/1.1. Two could be routed
+    // by one and read by the upstream as the other.
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first_host = hosts.next();
+    if hosts.next().is_some() || (first_host.is_none() && p.version == Version::HTTP_11) {
+        return Err(StatusCode::BAD_REQUEST);
     }
     let decode = body_framing(p.version, &headers)?;
     let body = if decode == Decode::Done {

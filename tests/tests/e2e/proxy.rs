@@ -232,6 +232,9 @@ async fn http1_clients_on_the_wire() {
         b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n",
         b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5, 6\r\n\r\nhello",
         b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        // And heads without their one `Host` (HTTP/1.1 requires it).
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
     ] {
         let resp = raw(gw.addr(), bad).await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
