@@ -3,15 +3,18 @@
 //! address (and on the TLS address), so the kernel spreads connections and a
 //! request never leaves the thread that accepted it: its plugin instances and
 //! upstream connections are that worker's own.
+//!
+//! Each connection is served in a task of its own: HTTP/1 by the gateway's
+//! server ([`h1`]), HTTP/2 (a connection that opens with its preface) by
+//! hyper's.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::server::conn::http2;

@@ -119,6 +119,10 @@ pub async fn serve(
     let cell = Arc::new(Mutex::new(Conn { io, buf: BytesMut::new(), body: Decode::Done, owed_continue: None }));
     let mut timer = Box::pin(tokio::time::sleep(limits.header_read_timeout));
     let mut first = true;
+    // One wait for shutdown for the whole connection, registered once
+    // rather than once per request; `watching` reads the flag meanwhile.
+    let watching = shutdown.clone();
+    let mut stop = std::pin::pin!(shutdown.changed());
     loop {
         // Waiting for a request with nothing read yet: shutdown closes the
         // connection now.
@@ -127,7 +131,7 @@ pub async fn serve(
             tokio::select! {
                 biased;
                 head = read_head(&cell, limits, &mut timer, first) => head,
-                _ = shutdown.changed() => return None,
+                _ = &mut stop => return None,
             }
         } else {
             read_head(&cell, limits, &mut timer, first).await
@@ -162,7 +166,7 @@ pub async fn serve(
             tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
             return None;
         };
-        let shutting_down = *shutdown.borrow();
+        let shutting_down = *watching.borrow();
         match respond(&cell, resp, &ask, shutting_down).await {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Upgrade) => {
@@ -347,7 +351,9 @@ type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 /// The request for a parsed head, its body framed on the connection.
 fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>, Option<UpgradeSlot>), StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
-    let mut headers = HeaderMap::with_capacity(p.fields.len());
+    // Room for what the proxy adds on the way upstream (`Host`, the four
+    // forwarding headers, `Via`, the request id) without growing the map.
+    let mut headers = HeaderMap::with_capacity(p.fields.len() + 7);
     for (name, value) in p.fields {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;

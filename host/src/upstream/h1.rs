@@ -416,7 +416,8 @@ struct Parsed {
 
 impl Parsed {
     fn headers(&self, head: &Bytes) -> Result<HeaderMap, Error> {
-        let mut map = HeaderMap::with_capacity(self.fields.len());
+        // Room for the `Via` and request id the proxy adds.
+        let mut map = HeaderMap::with_capacity(self.fields.len() + 2);
         for (name, value) in &self.fields {
             let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
