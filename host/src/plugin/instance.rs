@@ -161,8 +161,8 @@ enum Phase {
 impl ChainLink {
     /// Instantiates the plugin and runs its config hook once. `Err` carries
     /// the plugin's own refusal message, or why no instance could be made.
-    /// Plugins
-    /// with async calls are configured on `control` (they may do I/O there).
+    /// Plugins with async calls are configured on `control` (they may do
+    /// I/O there).
     pub fn configure(
         plugin: Arc<Plugin>,
         config_json: String,
