@@ -117,16 +117,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut 
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        // `Err` means the sender is gone: that is the stop signal.
-        _ = stopping.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
+    // The stop signal is the sender going away.
+    if let Err(e) = crate::server::until_stopped(conn, &mut stopping).await {
         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }

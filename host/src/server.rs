@@ -20,6 +20,7 @@ use bytes::Bytes;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
@@ -199,16 +200,25 @@ async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shut
     };
     let io = TokioIo::new(Rewind { read, io });
     let conn = serving.http2.serve_connection(io, service(serving.shared.clone(), info));
-    tokio::pin!(conn);
-    let ended = tokio::select! {
+    if let Err(e) = until_stopped(conn, &mut shutdown).await {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
+}
+
+/// Drives a hyper connection to its end; once `stop` changes (or its
+/// sender is gone), it is shut down gracefully: busy streams finish, idle
+/// ones close.
+pub(crate) async fn until_stopped<C: GracefulConnection, T>(
+    conn: C,
+    stop: &mut watch::Receiver<T>,
+) -> Result<(), C::Error> {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
         r = conn.as_mut() => r,
-        _ = shutdown.changed() => {
+        _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(%peer, "connection ended with an error: {e}");
     }
 }
 
