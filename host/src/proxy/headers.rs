@@ -55,13 +55,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // `TE: trailers` is the one TE value that must survive: gRPC needs it
     // end to end (RFC 9113 §8.2.2 allows exactly it over HTTP/2).
-    let te_trailers = headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = te_trailers(headers);
     for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(h);
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// `TE: trailers`: the sender takes trailers (and gRPC needs the header).
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
 /// Whether any `Connection` header lists `token` (case-insensitive).

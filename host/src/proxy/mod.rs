@@ -16,6 +16,8 @@ pub mod error;
 pub mod headers;
 mod upgrade;
 
+pub(crate) use self::upgrade::requested as upgrade_requested;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -14,7 +14,7 @@ use crate::server::h1::ClientUpgrade;
 use crate::upstream::h1::Upgraded;
 
 /// `Connection: upgrade` with an `Upgrade` header.
-pub(super) fn requested(h: &HeaderMap) -> bool {
+pub(crate) fn requested(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE) && super::headers::connection_has(h, b"upgrade")
 }
 

@@ -157,7 +157,7 @@ pub async fn serve(
             head_only: req.method() == Method::HEAD,
             version: req.version(),
             keep_alive: codec::keeps_alive(req.version(), req.headers()),
-            trailers: req.headers().get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers")),
+            trailers: proxy::headers::te_trailers(req.headers()),
         };
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
@@ -354,16 +354,16 @@ fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>,
     // Room for what the proxy adds on the way upstream (`Host`, the four
     // forwarding headers, `Via`, the request id) without growing the map.
     let mut headers = HeaderMap::with_capacity(p.fields.len() + 7);
+    let mut hosts = 0;
     for (name, value) in p.fields {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;
+        hosts += usize::from(name == header::HOST);
         headers.append(name, value);
     }
     // RFC 9112 §3.2: one `Host`, required in HTTP/1.1. Two could be routed
     // by one and read by the upstream as the other.
-    let mut hosts = headers.get_all(header::HOST).iter();
-    let first_host = hosts.next();
-    if hosts.next().is_some() || (first_host.is_none() && p.version == Version::HTTP_11) {
+    if hosts > 1 || (hosts == 0 && p.version == Version::HTTP_11) {
         return Err(StatusCode::BAD_REQUEST);
     }
     let decode = body_framing(p.version, &headers)?;
@@ -381,7 +381,7 @@ fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>,
         };
         ClientBody::H1(RequestBody { cell: cell.clone(), ended: false, hint })
     };
-    let upgrade = headers.contains_key(header::UPGRADE) && crate::proxy::headers::connection_has(&headers, b"upgrade");
+    let upgrade = proxy::upgrade_requested(&headers);
     let mut req = Request::new(body);
     *req.method_mut() = p.method;
     *req.uri_mut() = uri;
@@ -489,20 +489,11 @@ impl RequestBody {
 }
 
 /// Writes what is left of `100 Continue`, from byte `sent` on.
-fn write_continue(c: &mut Conn, mut sent: usize, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    while sent < CONTINUE.len() {
-        match Pin::new(&mut c.io).poll_write(cx, &CONTINUE[sent..]) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => sent += n,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => {
-                c.owed_continue = Some(sent);
-                return Poll::Pending;
-            }
-        }
-    }
-    c.owed_continue = Some(sent);
-    Pin::new(&mut c.io).poll_flush(cx)
+fn write_continue(c: &mut Conn, sent: usize, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let mut rest = CONTINUE.get(sent..).unwrap_or_default();
+    let written = poll_write_out(&mut c.io, &mut rest, cx);
+    c.owed_continue = Some(CONTINUE.len() - rest.len());
+    written
 }
 
 /// The socket of a client whose upgrade request was answered `101`, with
@@ -603,9 +594,7 @@ async fn respond(cell: &Cell, resp: Response<Body>, ask: &Asked, shutting_down: 
                 Ok(data) => {
                     match framing {
                         Framing::Chunked => {
-                            let mut hex = [0; 16];
-                            out.extend_from_slice(hex_len(data.len(), &mut hex));
-                            out.extend_from_slice(b"\r\n");
+                            codec::chunk_size_line(data.len(), &mut out);
                             out.extend_from_slice(&data);
                             out.extend_from_slice(b"\r\n");
                         }
@@ -670,11 +659,7 @@ fn encode_head(
     out: &mut BytesMut,
 ) {
     let status = parts.status;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(status, out);
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     for (name, value) in &parts.headers {
         // A bodiless answer to `HEAD`, or a 304, keeps the length the body
@@ -712,17 +697,12 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// `n` in hexadecimal, written into `buf`.
-fn hex_len(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
+fn status_line(status: StatusCode, out: &mut BytesMut) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The current time as an HTTP date, formatted once a second per thread.
@@ -755,7 +735,7 @@ fn poll_frame_flushing(
         return Poll::Ready(Ok(frame));
     }
     if !out.is_empty() {
-        match poll_write_out(&mut lock(cell), out, cx) {
+        match poll_write_out(&mut lock(cell).io, out, cx) {
             Poll::Ready(Err(e)) => {
                 tracing::debug!("writing to the client: {e}");
                 return Poll::Ready(Err(()));
@@ -766,19 +746,20 @@ fn poll_frame_flushing(
     Poll::Pending
 }
 
-fn poll_write_out(c: &mut Conn, out: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    while !out.is_empty() {
-        match ready!(Pin::new(&mut c.io).poll_write(cx, out)) {
+/// Writes `out` and flushes, keeping what is not written yet in `out`.
+fn poll_write_out(io: &mut Box<dyn Io>, out: &mut impl Buf, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    while out.has_remaining() {
+        match ready!(Pin::new(&mut *io).poll_write(cx, out.chunk())) {
             Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
             Ok(n) => out.advance(n),
             Err(e) => return Poll::Ready(Err(e)),
         }
     }
-    Pin::new(&mut c.io).poll_flush(cx)
+    Pin::new(io).poll_flush(cx)
 }
 
 async fn write_all(cell: &Cell, out: &mut BytesMut) -> Result<(), ()> {
-    std::future::poll_fn(|cx| poll_write_out(&mut lock(cell), out, cx)).await.map_err(|e| {
+    std::future::poll_fn(|cx| poll_write_out(&mut lock(cell).io, out, cx)).await.map_err(|e| {
         tracing::debug!("writing to the client: {e}");
     })
 }
@@ -787,11 +768,8 @@ async fn write_all(cell: &Cell, out: &mut BytesMut) -> Result<(), ()> {
 async fn refuse(cell: &Cell, refusal: Refusal) {
     if let Refusal::Status(status) = refusal {
         let mut out = BytesMut::with_capacity(128);
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.extend_from_slice(b" ");
-        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+        status_line(status, &mut out);
+        out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
         date(&mut out);
         out.extend_from_slice(b"\r\n\r\n");
         let _ = write_all(cell, &mut out).await;
@@ -877,12 +855,5 @@ mod tests {
         assert!(h.ends_with("transfer-encoding: chunked\r\n\r\n") && h.matches("date").count() == 1, "{h}");
         // 101 keeps its `Connection: upgrade`.
         assert!(head(101, &[("connection", "upgrade")], Framing::None, true).contains("connection: upgrade"));
-    }
-
-    #[test]
-    fn chunk_sizes_are_hex() {
-        for n in [0, 1, 15, 16, 255, 4096, usize::MAX] {
-            assert_eq!(hex_len(n, &mut [0; 16]), format!("{n:x}").as_bytes());
-        }
     }
 }

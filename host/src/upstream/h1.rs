@@ -20,7 +20,6 @@
 //! ([`Upgraded`]). A head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`]
 //! headers, or anything that does not parse, is a protocol error (502).
 
-use std::fmt::Write as _;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -214,7 +213,7 @@ impl Connection {
             match framing {
                 Framing::Chunked => {
                     chunk_head.clear();
-                    let _ = write!(chunk_head, "{:x}\r\n", data.len());
+                    chunk_size_line(data.len(), &mut chunk_head);
                     self.send_all(chunk_head.as_ref().chain(data).chain(&b"\r\n"[..])).await?;
                 }
                 _ => {
@@ -389,6 +388,22 @@ pub(crate) fn push_header(out: &mut BytesMut, name: &HeaderName, value: &HeaderV
     out.extend_from_slice(name.as_str().as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A chunk's size line: `n` in hexadecimal and CRLF.
+pub(crate) fn chunk_size_line(mut n: usize, out: &mut BytesMut) {
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -759,6 +774,15 @@ mod tests {
                 Step::Again => {}
                 Step::More | Step::End => return Ok((data, trailers, state, buf.len())),
             }
+        }
+    }
+
+    #[test]
+    fn chunk_size_lines_are_hex() {
+        for n in [0, 1, 15, 16, 255, 4096, usize::MAX] {
+            let mut out = BytesMut::new();
+            chunk_size_line(n, &mut out);
+            assert_eq!(&out[..], format!("{n:x}\r\n").as_bytes());
         }
     }
 
