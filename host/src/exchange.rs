@@ -15,7 +15,7 @@ use crate::routing::Captures;
 
 /// Headers that describe the connection or the framing of a message. The
 /// gateway manages them; plugins may not set or remove them.
-pub const MANAGED_HEADERS: [HeaderName; 8] = [
+pub static MANAGED_HEADERS: [HeaderName; 8] = [
     header::CONNECTION,
     header::CONTENT_LENGTH,
     HeaderName::from_static("keep-alive"),
@@ -119,7 +119,7 @@ impl Exchange {
 }
 
 /// Checks a header edit a plugin asked for.
-pub fn header_edit(name: &str, value: Option<&[u8]>) -> Result<(HeaderName, Option<HeaderValue>), EditError> {
+pub fn header_edit(name: &str, value: Option<Vec<u8>>) -> Result<(HeaderName, Option<HeaderValue>), EditError> {
     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| EditError::InvalidName(name.to_owned()))?;
     if MANAGED_HEADERS.contains(&name) {
         return Err(EditError::Forbidden(name.as_str().to_owned()));
@@ -127,7 +127,9 @@ pub fn header_edit(name: &str, value: Option<&[u8]>) -> Result<(HeaderName, Opti
     let value = match value {
         None => None,
         Some(v) => Some(
-            HeaderValue::from_bytes(v)
+            // The plugin's bytes are already a copy the host owns: kept as
+            // they are rather than copied once more.
+            HeaderValue::from_maybe_shared(Bytes::from(v))
                 .map_err(|_| EditError::InvalidValue(format!("value of `{name}` is not a valid header value")))?,
         ),
     };
@@ -147,7 +149,7 @@ pub fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect()
 }
 
-pub fn header_set(headers: &mut HeaderMap, name: &str, value: &[u8], append: bool) -> Result<(), EditError> {
+pub fn header_set(headers: &mut HeaderMap, name: &str, value: Vec<u8>, append: bool) -> Result<(), EditError> {
     let (name, value) = header_edit(name, Some(value))?;
     if let Some(value) = value {
         if append {

@@ -179,11 +179,11 @@ impl wit::HostRequest for HostState {
     }
 
     fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, &value, false)?)
+        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, value, false)?)
     }
 
     fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, &value, true)?)
+        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, value, true)?)
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> bool {
@@ -250,11 +250,11 @@ impl wit::HostResponse for HostState {
     }
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, &value, false)?)
+        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, value, false)?)
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, &value, true)?)
+        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, value, true)?)
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> bool {

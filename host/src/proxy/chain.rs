@@ -250,7 +250,7 @@ fn reply_parts(link: &ChainLink, reply: Reply) -> Result<(http::response::Parts,
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     for (name, value) in reply.headers {
-        match exchange::header_edit(&name, Some(&value)) {
+        match exchange::header_edit(&name, Some(value)) {
             Ok((n, Some(v))) => {
                 parts.headers.append(n, v);
             }
