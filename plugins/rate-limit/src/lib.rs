@@ -22,7 +22,7 @@ use wasmgate_sdk::store::{self, StoreError};
 pub use config::{Algorithm, Config, Missing, OnStoreError, RawLimit};
 use config::{Kind, Rule};
 use key::{Facts, KeyText};
-use status::Status;
+use status::{Decimal, Status};
 
 /// Store failures are logged at most this often per instance: with Redis
 /// down, every request would otherwise log the same warning.
@@ -127,10 +127,17 @@ impl Plugin for RateLimit {
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
         let Some(status) = Status::published() else { return Decision::Continue };
-        for (name, value) in status.headers(clock::now_unix_ms(), self.policy_header) {
+        let mut set = |name: &str, value: &str| {
             if let Err(e) = resp.set_header(name, value) {
                 log::warn(&format!("cannot set {name}: {e}"));
             }
+        };
+        let (numbers, policy) = status.headers(clock::now_unix_ms(), self.policy_header);
+        for (name, value) in &numbers {
+            set(name, value.as_str());
+        }
+        if let Some(policy) = policy {
+            set("ratelimit-policy", &policy);
         }
         Decision::Continue
     }
@@ -158,9 +165,13 @@ impl RateLimit {
                 }
                 let body = serde_json::json!({ "error": "rate limited", "limit": rule.name });
                 let mut reply = Reply::json(429, &body)
-                    .header("retry-after", status::retry_after_secs(status::millis(result.retry_after)).to_string());
-                for (name, value) in status.headers(now_ms, self.policy_header) {
+                    .header("retry-after", Decimal::new(status::retry_after_secs(status::millis(result.retry_after))));
+                let (numbers, policy) = status.headers(now_ms, self.policy_header);
+                for (name, value) in numbers {
                     reply = reply.header(name, value);
+                }
+                if let Some(policy) = policy {
+                    reply = reply.header("ratelimit-policy", policy);
                 }
                 Verdict::Refused(reply)
             }

@@ -1,8 +1,6 @@
 //! The numbers behind the `RateLimit-*` headers, and how the request phase
 //! hands them to the response phase through the context.
 
-use std::fmt::Write as _;
-
 use wasmgate_sdk::context;
 use wasmgate_sdk::store::Limit;
 
@@ -52,17 +50,16 @@ impl Status {
     }
 
     /// `RateLimit-Limit`, `-Remaining`, `-Reset` (seconds from `now_ms`,
-    /// rounded up) and, when asked for, `-Policy`.
-    pub(crate) fn headers(&self, now_ms: u64, policy: bool) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            ("ratelimit-limit", self.limit.to_string()),
-            ("ratelimit-remaining", self.remaining.to_string()),
-            ("ratelimit-reset", ceil_secs(self.reset_at.saturating_sub(now_ms)).to_string()),
+    /// rounded up) and, when asked for, `-Policy`. The numbers are written
+    /// on the stack: this runs on every allowed response.
+    pub(crate) fn headers(&self, now_ms: u64, policy: bool) -> ([(&'static str, Decimal); 3], Option<String>) {
+        let numbers = [
+            ("ratelimit-limit", Decimal::new(self.limit)),
+            ("ratelimit-remaining", Decimal::new(self.remaining)),
+            ("ratelimit-reset", Decimal::new(ceil_secs(self.reset_at.saturating_sub(now_ms)))),
         ];
-        if policy && !self.policy.is_empty() {
-            headers.push(("ratelimit-policy", self.policy.join(", ")));
-        }
-        headers
+        let policy = (policy && !self.policy.is_empty()).then(|| self.policy.join(", "));
+        (numbers, policy)
     }
 
     /// Records this status for the response hook. Another rate-limit entry
@@ -86,7 +83,12 @@ impl Status {
     /// holds no line break). A fixed form, cheaper than JSON on every request.
     pub(crate) fn encode(&self) -> String {
         let mut text = String::with_capacity(48 + self.policy.iter().map(|p| p.len() + 1).sum::<usize>());
-        let _ = write!(text, "{} {} {}", self.limit, self.remaining, self.reset_at);
+        for (i, n) in [self.limit, self.remaining, self.reset_at].into_iter().enumerate() {
+            if i > 0 {
+                text.push(' ');
+            }
+            text.push_str(Decimal::new(n).as_str());
+        }
         for item in &self.policy {
             text.push('\n');
             text.push_str(item);
@@ -103,6 +105,45 @@ impl Status {
             return None;
         }
         Some(Self { limit, remaining, reset_at, policy: lines.map(str::to_owned).collect() })
+    }
+}
+
+/// A `u64` in decimal, written on the stack rather than through `fmt` into
+/// a new `String`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(mut n: u64) -> Self {
+        let mut digits = [b'0'; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return Self { digits, start };
+            }
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.digits[self.start..]).unwrap_or("0")
+    }
+}
+
+impl AsRef<[u8]> for Decimal {
+    fn as_ref(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
+impl From<Decimal> for Vec<u8> {
+    fn from(d: Decimal) -> Self {
+        d.as_ref().to_vec()
     }
 }
 

@@ -119,6 +119,15 @@ fn sliding_window_refusal_says_when_a_retry_succeeds() {
 }
 
 #[test]
+fn header_numbers_are_plain_decimals() {
+    for n in [0, 7, 10, 999, 1_000_000_007, u64::MAX] {
+        let d = status::Decimal::new(n);
+        assert_eq!(d.as_str(), n.to_string());
+        assert_eq!(Vec::<u8>::from(d), n.to_string().into_bytes());
+    }
+}
+
+#[test]
 fn retry_after_and_reset_round_up_to_whole_seconds() {
     assert_eq!(status::retry_after_secs(0), 1, "never `Retry-After: 0` on a refusal");
     assert_eq!(status::retry_after_secs(1), 1);
