@@ -57,6 +57,8 @@ pub mod secrets;
 pub mod store;
 pub mod testing;
 
+/// Numbers in decimal without `fmt` (header values, cache keys).
+pub use wasmgate_common::decimal::Decimal;
 /// Durations (`"250ms"`, `"1h 30m"`) and sizes (`"64KiB"`, `"10MB"`, or a
 /// number of bytes) written as the gateway's own config writes them:
 /// `HumanDuration` and `ByteSize` deserialize from config fields, and

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod decimal;
 #[cfg(feature = "native")]
 pub mod keys;
 #[cfg(feature = "native")]

@@ -54,6 +54,7 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
+use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
@@ -688,7 +689,7 @@ fn encode_head(
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(codec::itoa(n, &mut [0; 20]));
+            out.extend_from_slice(Decimal::new(n).as_ref());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),

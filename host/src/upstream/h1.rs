@@ -31,6 +31,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
@@ -369,7 +370,7 @@ fn encode_head(req: &Request<Body>, framing: Framing, out: &mut BytesMut) {
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(Decimal::new(n).as_ref());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -405,19 +406,6 @@ pub(crate) fn chunk_size_line(mut n: usize, out: &mut BytesMut) {
     }
     out.extend_from_slice(&buf[i..]);
     out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, written into `buf`.
-pub(crate) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 /// A parsed response head: where its parts lie in the buffer.
@@ -885,8 +873,8 @@ mod tests {
             "PUT /a/b?x=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 5\r\n\r\n",
             "the body's size wins"
         );
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), u64::MAX.to_string().as_bytes());
+        assert_eq!(Decimal::new(0).as_ref(), b"0");
+        assert_eq!(Decimal::new(u64::MAX).as_ref(), u64::MAX.to_string().as_bytes());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExpression};
 use serde_json::{Map, Value};
 use wasmgate_sdk::keys::{self, KeyMap};
-use wasmgate_sdk::{Headers, Request, clock};
+use wasmgate_sdk::{Decimal, Headers, Request, clock};
 
 use crate::Verdict;
 use crate::config::{ActionId, Model};
@@ -163,7 +163,7 @@ pub fn set_key(claims: Option<&str>, facts: &Facts) -> String {
     // `c` and the claims, or `a` alone for the anonymous principal.
     key.push(if claims.is_some() { 'c' } else { 'a' });
     let mut part = |text: &str| {
-        push_decimal(&mut key, text.len());
+        key.push_str(Decimal::new(text.len() as u64).as_str());
         key.push(':');
         key.push_str(text);
     };
@@ -178,23 +178,6 @@ pub fn set_key(claims: Option<&str>, facts: &Facts) -> String {
         part(value);
     }
     key
-}
-
-/// Appends `n` in decimal (`write!` costs more than the rest of the key).
-fn push_decimal(out: &mut String, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
 }
 
 /// What the entity model reads from the HTTP request, gathered once: what

@@ -15,14 +15,14 @@ mod tests;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 
-use wasmgate_sdk::clock;
 use wasmgate_sdk::prelude::*;
 use wasmgate_sdk::store::{self, StoreError};
+use wasmgate_sdk::{Decimal, clock};
 
 pub use config::{Algorithm, Config, Missing, OnStoreError, RawLimit};
 use config::{Kind, Rule};
 use key::{Facts, KeyText};
-use status::{Decimal, Status};
+use status::Status;
 
 /// Store failures are logged at most this often per instance: with Redis
 /// down, every request would otherwise log the same warning.

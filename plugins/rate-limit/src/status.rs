@@ -1,8 +1,8 @@
 //! The numbers behind the `RateLimit-*` headers, and how the request phase
 //! hands them to the response phase through the context.
 
-use wasmgate_sdk::context;
 use wasmgate_sdk::store::Limit;
+use wasmgate_sdk::{Decimal, context};
 
 use crate::config::Rule;
 
@@ -105,45 +105,6 @@ impl Status {
             return None;
         }
         Some(Self { limit, remaining, reset_at, policy: lines.map(str::to_owned).collect() })
-    }
-}
-
-/// A `u64` in decimal, written on the stack rather than through `fmt` into
-/// a new `String`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Decimal {
-    digits: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    pub(crate) fn new(mut n: u64) -> Self {
-        let mut digits = [b'0'; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return Self { digits, start };
-            }
-        }
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.digits[self.start..]).unwrap_or("0")
-    }
-}
-
-impl AsRef<[u8]> for Decimal {
-    fn as_ref(&self) -> &[u8] {
-        &self.digits[self.start..]
-    }
-}
-
-impl From<Decimal> for Vec<u8> {
-    fn from(d: Decimal) -> Self {
-        d.as_ref().to_vec()
     }
 }
 

@@ -121,7 +121,7 @@ fn sliding_window_refusal_says_when_a_retry_succeeds() {
 #[test]
 fn header_numbers_are_plain_decimals() {
     for n in [0, 7, 10, 999, 1_000_000_007, u64::MAX] {
-        let d = status::Decimal::new(n);
+        let d = wasmgate_sdk::Decimal::new(n);
         assert_eq!(d.as_str(), n.to_string());
         assert_eq!(Vec::<u8>::from(d), n.to_string().into_bytes());
     }
