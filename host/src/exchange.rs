@@ -52,24 +52,124 @@ pub struct Exchange {
     pub response: Option<http::response::Parts>,
     pub response_body: Option<Bytes>,
     pub context: HashMap<String, String>,
+    /// Response headers request hooks set (`set-response-header`), applied
+    /// when the response passes back through the plugin that set them. In
+    /// chain order: each plugin's are after those of the plugins before it.
+    pub staged: Vec<StagedHeader>,
+    /// The index in the route's chain of the plugin being called.
+    pub link: usize,
 }
 
+/// A response header a request hook set, waiting for the response.
+#[derive(Debug)]
+pub struct StagedHeader {
+    /// The index in the route's chain of the plugin that set it.
+    pub link: usize,
+    pub name: HeaderName,
+    pub edit: HeaderEdit<HeaderValue>,
+}
+
+/// What a plugin does to one header: with the value as the plugin sent it
+/// (`Vec<u8>`), then checked (`HeaderValue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit<V> {
+    /// Replaces every value.
+    Set(V),
+    /// Adds a value, keeping the others.
+    Append(V),
+    /// Removes every value.
+    Remove,
+}
+
+impl HeaderEdit<HeaderValue> {
+    /// Checks a plugin's edit of header `name`.
+    fn check(name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(HeaderName, Self), EditError> {
+        let (append, value) = match edit {
+            HeaderEdit::Set(v) => (false, Some(v)),
+            HeaderEdit::Append(v) => (true, Some(v)),
+            HeaderEdit::Remove => (false, None),
+        };
+        let (name, value) = header_edit(name, value)?;
+        let edit = match value {
+            Some(v) if append => Self::Append(v),
+            Some(v) => Self::Set(v),
+            None => Self::Remove,
+        };
+        Ok((name, edit))
+    }
+
+    fn apply(self, name: HeaderName, headers: &mut HeaderMap) {
+        match self {
+            Self::Set(v) => {
+                headers.insert(name, v);
+            }
+            Self::Append(v) => {
+                headers.append(name, v);
+            }
+            Self::Remove => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// Most headers a plugin edit may leave in one request or response: the
+/// `http` crate's maps panic past 32 768 entries, and a header map the
+/// plugin's memory limit does not count must stay bounded.
+pub const MAX_EDITED_HEADERS: usize = 1024;
+
 impl Exchange {
-    /// An empty exchange: what a plugin store holds between calls.
-    pub fn placeholder() -> Self {
-        let (request, ()) = http::Request::new(()).into_parts();
+    /// The exchange for one request, before any plugin ran.
+    pub fn new(
+        request: http::request::Parts,
+        client_ip: IpAddr,
+        scheme: &'static str,
+        request_id: HeaderValue,
+        route: Arc<str>,
+        captures: Captures,
+        body_limit: u64,
+    ) -> Self {
         Self {
             request,
             request_body: None,
-            client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            scheme: "http",
-            request_id: HeaderValue::from_static("-"),
-            route: Arc::from(""),
-            captures: Vec::new(),
-            body_limit: 0,
+            client_ip,
+            scheme,
+            request_id,
+            route,
+            captures,
+            body_limit,
             response: None,
             response_body: None,
             context: HashMap::new(),
+            staged: Vec::new(),
+            link: 0,
+        }
+    }
+
+    /// An empty exchange: what a plugin store holds between calls.
+    pub fn placeholder() -> Self {
+        let (request, ()) = http::Request::new(()).into_parts();
+        let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        Self::new(request, unspecified, "http", HeaderValue::from_static("-"), Arc::from(""), Vec::new(), 0)
+    }
+
+    /// Edits a header of the response: at once in the response phase; in
+    /// the request phase kept until the response passes back through the
+    /// plugin being called ([`apply_staged`]).
+    pub fn edit_response_header(&mut self, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        let adds = !matches!(edit, HeaderEdit::Remove);
+        let (name, edit) = HeaderEdit::check(name, edit)?;
+        match &mut self.response {
+            Some(resp) if adds && resp.headers.len() >= MAX_EDITED_HEADERS => Err(too_many()),
+            Some(resp) => {
+                edit.apply(name, &mut resp.headers);
+                Ok(())
+            }
+            None if self.staged.len() >= MAX_EDITED_HEADERS => Err(too_many()),
+            None => {
+                self.staged.push(StagedHeader { link: self.link, name, edit });
+                Ok(())
+            }
         }
     }
 
@@ -112,6 +212,13 @@ impl Exchange {
         Ok(())
     }
 
+    /// Applies the headers the plugin at `link` set for the response.
+    pub fn apply_staged(&mut self, link: usize) {
+        if let Some(resp) = &mut self.response {
+            apply_staged(&mut self.staged, link, &mut resp.headers);
+        }
+    }
+
     /// A route capture by name.
     pub fn capture(&self, name: &str) -> Option<&str> {
         self.captures.iter().find(|(n, _)| &**n == name).map(|(_, v)| v.as_str())
@@ -150,6 +257,9 @@ pub fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
 }
 
 pub fn header_set(headers: &mut HeaderMap, name: &str, value: Vec<u8>, append: bool) -> Result<(), EditError> {
+    if headers.len() >= MAX_EDITED_HEADERS {
+        return Err(too_many());
+    }
     let (name, value) = header_edit(name, Some(value))?;
     if let Some(value) = value {
         if append {
@@ -159,6 +269,22 @@ pub fn header_set(headers: &mut HeaderMap, name: &str, value: Vec<u8>, append: b
         }
     }
     Ok(())
+}
+
+fn too_many() -> EditError {
+    EditError::InvalidValue(format!("more than {MAX_EDITED_HEADERS} headers"))
+}
+
+/// Applies the headers the plugin at `link` set for the response (the last
+/// of `staged`, which is in chain order) to `headers`.
+pub fn apply_staged(staged: &mut Vec<StagedHeader>, link: usize, headers: &mut HeaderMap) {
+    if staged.is_empty() {
+        return;
+    }
+    let start = staged.iter().rposition(|s| s.link < link).map_or(0, |i| i + 1);
+    for s in staged.drain(start..) {
+        s.edit.apply(s.name, headers);
+    }
 }
 
 pub fn header_remove(headers: &mut HeaderMap, name: &str) -> bool {
@@ -183,4 +309,73 @@ pub fn status(code: u16) -> Result<StatusCode, EditError> {
         return Err(EditError::InvalidStatus(code));
     }
     StatusCode::from_u16(code).map_err(|_| EditError::InvalidStatus(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
+        headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
+    }
+
+    #[test]
+    fn response_headers_left_in_the_request_phase_wait_for_their_plugin() {
+        let mut ex = Exchange::placeholder();
+        ex.link = 0;
+        ex.edit_response_header("x-a", HeaderEdit::Set(b"first".to_vec())).unwrap();
+        ex.edit_response_header("vary", HeaderEdit::Append(b"Origin".to_vec())).unwrap();
+        ex.link = 2;
+        ex.edit_response_header("x-a", HeaderEdit::Set(b"third".to_vec())).unwrap();
+        ex.edit_response_header("server", HeaderEdit::Remove).unwrap();
+        assert_eq!(
+            ex.edit_response_header("connection", HeaderEdit::Set(b"close".to_vec())),
+            Err(EditError::Forbidden("connection".into()))
+        );
+        assert!(matches!(
+            ex.edit_response_header("x-bad", HeaderEdit::Set(b"a\nb".to_vec())),
+            Err(EditError::InvalidValue(_))
+        ));
+        assert_eq!(ex.staged.len(), 4, "refused edits are not kept");
+
+        let (mut resp, ()) = http::Response::new(()).into_parts();
+        resp.headers.insert("vary", HeaderValue::from_static("Accept"));
+        resp.headers.insert("server", HeaderValue::from_static("upstream"));
+        ex.response = Some(resp);
+        // The response passes back through plugins 2, 1 and 0.
+        ex.apply_staged(2);
+        let headers = |ex: &Exchange| ex.response.as_ref().map(|r| r.headers.clone()).unwrap_or_default();
+        assert_eq!(values(&headers(&ex), "x-a"), ["third"]);
+        assert!(values(&headers(&ex), "server").is_empty(), "removed");
+        ex.apply_staged(1);
+        assert_eq!(ex.staged.len(), 2, "plugin 1 left nothing");
+        ex.apply_staged(0);
+        assert_eq!(values(&headers(&ex), "x-a"), ["first"], "the plugin in front sets its value last");
+        assert_eq!(values(&headers(&ex), "vary"), ["Accept", "Origin"], "appended");
+        assert!(ex.staged.is_empty());
+
+        // In the response phase the header is set at once.
+        ex.edit_response_header("x-now", HeaderEdit::Set(b"1".to_vec())).unwrap();
+        assert_eq!(values(&headers(&ex), "x-now"), ["1"]);
+        assert!(ex.staged.is_empty());
+    }
+
+    #[test]
+    fn plugin_edits_stop_at_the_header_limit() {
+        let mut ex = Exchange::placeholder();
+        let mut headers = HeaderMap::new();
+        for i in 0..MAX_EDITED_HEADERS {
+            header_set(&mut headers, &format!("x-{i}"), b"1".to_vec(), false).unwrap();
+            ex.edit_response_header(&format!("x-{i}"), HeaderEdit::Append(b"1".to_vec())).unwrap();
+        }
+        assert!(matches!(
+            header_set(&mut headers, "x-one-more", b"1".to_vec(), false),
+            Err(EditError::InvalidValue(_))
+        ));
+        assert!(matches!(
+            ex.edit_response_header("x-one-more", HeaderEdit::Set(b"1".to_vec())),
+            Err(EditError::InvalidValue(_))
+        ));
+        assert_eq!((headers.len(), ex.staged.len()), (MAX_EDITED_HEADERS, MAX_EDITED_HEADERS));
+    }
 }

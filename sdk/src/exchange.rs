@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::bindings::wasmgate::plugin::types as wit;
-use crate::testing::{TestRequest, TestResponse};
+use crate::testing::{HeaderEdit, StagedHeader, TestRequest, TestResponse};
 
 /// Why an edit was refused. The request or response is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +203,49 @@ impl<'a> Request<'a> {
         match &self.inner {
             ReqInner::Guest(r) => r.path_param(name),
             ReqInner::Test(r) => r.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+        }
+    }
+
+    /// Sets a header on the response this request gets, without a response
+    /// hook: the gateway keeps it until the response (the upstream's, or a
+    /// reply from a later plugin or this one) comes back through this
+    /// plugin, and sets it then, before this plugin's
+    /// [`on_response`](crate::Plugin::on_response) if it has one. Responses
+    /// the gateway makes for its own failures (502, 504) do not get it.
+    pub fn set_response_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        self.edit_response_header(name, Some(value.as_ref()), false)
+    }
+
+    /// As [`set_response_header`](Self::set_response_header), but adds the
+    /// value, keeping the ones the response has.
+    pub fn append_response_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
+        self.edit_response_header(name, Some(value.as_ref()), true)
+    }
+
+    /// As [`set_response_header`](Self::set_response_header), but removes
+    /// the header from the response (the upstream's own, say).
+    pub fn remove_response_header(&mut self, name: &str) -> Result<(), EditError> {
+        self.edit_response_header(name, None, false)
+    }
+
+    /// `value` `None`: remove. The value is borrowed down to the host call,
+    /// which copies it into the gateway: nothing is allocated here.
+    fn edit_response_header(&mut self, name: &str, value: Option<&[u8]>, append: bool) -> Result<(), EditError> {
+        match (&mut self.inner, value) {
+            (ReqInner::Guest(r), Some(v)) if append => r.append_response_header(name, v).map_err(Into::into),
+            (ReqInner::Guest(r), Some(v)) => r.set_response_header(name, v).map_err(Into::into),
+            (ReqInner::Guest(r), None) => r.remove_response_header(name).map_err(Into::into),
+            (ReqInner::Test(r), Some(v)) => {
+                let name = crate::check_header(name, v)?;
+                let edit = if append { HeaderEdit::Append(v.to_vec()) } else { HeaderEdit::Set(v.to_vec()) };
+                r.response_headers.push(StagedHeader { name, edit });
+                Ok(())
+            }
+            (ReqInner::Test(r), None) => {
+                let name = crate::check_header_name(name)?;
+                r.response_headers.push(StagedHeader { name, edit: HeaderEdit::Remove });
+                Ok(())
+            }
         }
     }
 

@@ -79,7 +79,7 @@ pub use host::{clock, context, log};
 pub use plugin::{ConfigError, Info, Plugin};
 
 /// The WIT package this SDK builds plugins against.
-pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.0";
+pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.1";
 
 /// The names most plugins need, in one `use`.
 pub mod prelude {

@@ -33,8 +33,18 @@ pub fn on_request<P: Plugin>(plugin: &P, req: &mut TestRequest) -> Decision {
     plugin.on_request(&mut Request::test(req))
 }
 
-/// Calls `on_response` as the gateway would.
+/// Calls `on_response` as the gateway would: after setting the response
+/// headers the request hook set ([`TestRequest::response_headers`], which
+/// this empties), even when the plugin has no response hook.
 pub fn on_response<P: Plugin>(plugin: &P, req: &mut TestRequest, resp: &mut TestResponse) -> Decision {
+    for StagedHeader { name, edit } in std::mem::take(&mut req.response_headers) {
+        // Checked when they were left, so none is refused here.
+        match edit {
+            HeaderEdit::Set(v) => _ = resp.headers.set(&name, &v),
+            HeaderEdit::Append(v) => _ = resp.headers.append(&name, &v),
+            HeaderEdit::Remove => _ = resp.headers.remove(&name),
+        }
+    }
     let info = plugin.info();
     if !info.on_response {
         return Decision::Continue;
@@ -57,9 +67,41 @@ pub struct TestRequest {
     pub params: Vec<(String, String)>,
     pub headers: TestHeaders,
     pub body: TestBody,
+    /// Response headers the request hook set, in order
+    /// ([`Request::set_response_header`]).
+    pub response_headers: Vec<StagedHeader>,
+}
+
+/// A response header a request hook set, added or removed, waiting for the
+/// response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedHeader {
+    /// Lowercase.
+    pub name: String,
+    pub edit: HeaderEdit,
+}
+
+/// What [`StagedHeader`] does to its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Replaces every value.
+    Set(Vec<u8>),
+    /// Adds a value, keeping the others.
+    Append(Vec<u8>),
+    /// Removes every value.
+    Remove,
 }
 
 impl TestRequest {
+    /// The value the request hook left for a response header, as text: the
+    /// last one set or added (`None` when it was last removed).
+    pub fn response_header_str(&self, name: &str) -> Option<String> {
+        match &self.response_headers.iter().rev().find(|s| s.name.eq_ignore_ascii_case(name))?.edit {
+            HeaderEdit::Set(v) | HeaderEdit::Append(v) => String::from_utf8(v.clone()).ok(),
+            HeaderEdit::Remove => None,
+        }
+    }
+
     /// A request with this method and path (which may carry `?query`).
     pub fn new(method: &str, path_and_query: &str) -> Self {
         let (path, query) = match path_and_query.split_once('?') {
@@ -78,6 +120,7 @@ impl TestRequest {
             params: Vec::new(),
             headers: TestHeaders::default(),
             body: TestBody::default(),
+            response_headers: Vec::new(),
         }
     }
 

@@ -73,17 +73,13 @@ pub fn link_with(
 /// the route `bench`.
 pub fn exchange(request: http::Request<()>) -> Box<Exchange> {
     let (request, ()) = request.into_parts();
-    Box::new(Exchange {
+    Box::new(Exchange::new(
         request,
-        request_body: None,
-        client_ip: [127, 0, 0, 1].into(),
-        scheme: "http",
-        request_id: HeaderValue::from_static("bench"),
-        route: Arc::from("bench"),
-        captures: Vec::new(),
-        body_limit: 1 << 20,
-        response: None,
-        response_body: None,
-        context: HashMap::new(),
-    })
+        [127, 0, 0, 1].into(),
+        "http",
+        HeaderValue::from_static("bench"),
+        Arc::from("bench"),
+        Vec::new(),
+        1 << 20,
+    ))
 }

@@ -14,7 +14,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 
 use super::limits::Limiter;
 use super::sandbox::Stdio;
-use crate::exchange::{self, EditError, Exchange};
+use crate::exchange::{self, EditError, Exchange, HeaderEdit};
 
 wasmtime::component::bindgen!({
     world: "policy-plugin",
@@ -188,6 +188,18 @@ impl wit::HostRequest for HostState {
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> bool {
         exchange::header_remove(&mut self.ex_mut().request.headers, &name)
+    }
+
+    fn set_response_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
+        Ok(self.ex_mut().edit_response_header(&name, HeaderEdit::Set(value))?)
+    }
+
+    fn append_response_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
+        Ok(self.ex_mut().edit_response_header(&name, HeaderEdit::Append(value))?)
+    }
+
+    fn remove_response_header(&mut self, _: Resource<RequestHandle>, name: String) -> EditResult {
+        Ok(self.ex_mut().edit_response_header(&name, HeaderEdit::Remove)?)
     }
 
     fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> EditResult {

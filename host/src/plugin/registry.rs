@@ -15,9 +15,17 @@ use super::host_api::{HostState, PolicyPluginPre};
 use crate::config::PluginSettings;
 
 /// The WIT package version this gateway implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
+/// The versions it loads plugins built against: each later one only adds
+/// functions, so a plugin built against an earlier one runs unchanged.
+const COMPATIBLE_VERSIONS: [&str; 2] = ["0.1.0", WIT_VERSION];
+/// `@0.1.0 and @0.1.1`, for messages.
+fn supported() -> String {
+    COMPATIBLE_VERSIONS.map(|v| format!("@{v}")).join(" and ")
+}
+
 /// The export every policy provides.
-pub const POLICY_EXPORT: &str = "wasmgate:plugin/policy@0.1.0";
+pub const POLICY_EXPORT: &str = "wasmgate:plugin/policy";
 /// Host interfaces every plugin may import.
 const ALWAYS_GRANTED: [&str; 4] = ["types", "log", "context", "clock"];
 
@@ -133,7 +141,7 @@ pub fn load(
             "rebuild it with the wasmgate SDK for the wasm32-wasip2 target",
         )
     })?;
-    let imports = check_world(name, path, runtime, &component)?;
+    let (imports, policy_export) = check_world(name, path, runtime, &component)?;
     caps::check(name, &imports, &settings.grants)
         .map_err(|(what, fix)| LoadError::new(format!("{}: {what}", path.display()), fix))?;
     let remote_store = caps.store.as_ref().is_some_and(caps::store::StoreBackend::is_remote);
@@ -163,12 +171,12 @@ pub fn load(
     let index = |parent: Option<&ComponentExportIndex>, n: &str| {
         component.get_export_index(parent, n).ok_or_else(|| {
             LoadError::new(
-                format!("{} does not export `{n}` of {POLICY_EXPORT}", path.display()),
+                format!("{} does not export `{n}` of {policy_export}", path.display()),
                 "rebuild it with the wasmgate SDK",
             )
         })
     };
-    let policy = index(None, POLICY_EXPORT)?;
+    let policy = index(None, &policy_export)?;
     let exports = Exports {
         configure: index(Some(&policy), "configure")?,
         on_request: index(Some(&policy), "on-request")?,
@@ -207,44 +215,45 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
 
 /// Checks the WIT version of the policy export and every `wasmgate:plugin`
 /// import, and that each import is one this gateway provides; returns the
-/// capabilities it imports.
+/// capabilities it imports and the policy export's name.
 fn check_world(
     name: &str,
     path: &Path,
     runtime: &Runtime,
     component: &wasmtime::component::Component,
-) -> Result<Imports, LoadError> {
+) -> Result<(Imports, String), LoadError> {
     let mut imports = Imports::default();
     let engine = runtime.engine();
     let ty = component.component_type();
     let rebuild = format!("rebuild `{name}` with a wasmgate SDK for wasmgate:plugin@{WIT_VERSION}");
-    let mut has_policy = false;
+    let mut policy_export = None;
     for (export, _) in ty.exports(engine) {
-        if let Some(version) = export.strip_prefix("wasmgate:plugin/policy@") {
-            if version != WIT_VERSION {
+        if let Some(version) = export.strip_prefix(POLICY_EXPORT).and_then(|v| v.strip_prefix('@')) {
+            if !COMPATIBLE_VERSIONS.contains(&version) {
                 return Err(LoadError::new(
                     format!(
-                        "{} was built against wasmgate:plugin@{version}; this gateway supports @{WIT_VERSION}",
-                        path.display()
+                        "{} was built against wasmgate:plugin@{version}; this gateway supports {}",
+                        path.display(),
+                        supported()
                     ),
                     rebuild,
                 ));
             }
-            has_policy = true;
+            policy_export = Some(export.to_owned());
         }
     }
-    if !has_policy {
+    let Some(policy_export) = policy_export else {
         return Err(LoadError::new(
-            format!("{} does not export {POLICY_EXPORT}; it is not a wasmgate policy", path.display()),
+            format!("{} does not export {POLICY_EXPORT}@{WIT_VERSION}; it is not a wasmgate policy", path.display()),
             "implement wasmgate_sdk::Plugin and call export_plugin!",
         ));
-    }
+    };
     for (import, item) in ty.imports(engine) {
         if let Some(rest) = import.strip_prefix("wasmgate:plugin/") {
             let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-            if version != WIT_VERSION {
+            if !COMPATIBLE_VERSIONS.contains(&version) {
                 return Err(LoadError::new(
-                    format!("{} imports {import}; this gateway supports @{WIT_VERSION}", path.display()),
+                    format!("{} imports {import}; this gateway supports {}", path.display(), supported()),
                     rebuild,
                 ));
             }
@@ -261,5 +270,5 @@ fn check_world(
             ));
         }
     }
-    Ok(imports)
+    Ok((imports, policy_export))
 }

@@ -54,6 +54,7 @@ pub(super) async fn run(
         if !link.info.on_request {
             continue;
         }
+        ex.link = i;
         match call(forward, link, &mut ex, Phase::Request, trace, &mut lap).await {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Respond(reply)) => {
@@ -66,7 +67,11 @@ pub(super) async fn run(
 
     // Upstream, unless a plugin answered.
     let (resp_parts, resp_body, ran) = match early {
-        Some((i, (parts, bytes))) => (parts, RespBody::Bytes(bytes), i),
+        Some((i, (mut parts, bytes))) => {
+            // The reply passes back through the plugin that gave it.
+            exchange::apply_staged(&mut ex.staged, i, &mut parts.headers);
+            (parts, RespBody::Bytes(bytes), i)
+        }
         None => {
             if let (Some(rw), Some(before)) = (&route.rewrite, &path_before)
                 && ex.request.uri.path() == before
@@ -97,8 +102,9 @@ pub(super) async fn run(
         .map(|(parts, body)| into_response(parts, body, head))
 }
 
-/// Runs the response hooks of the first `ran` plugins, last first. A plugin
-/// that replies replaces the response; the plugins before it still see it.
+/// Runs the response hooks of the first `ran` plugins, last first, each
+/// after the response headers its request hook set. A plugin that replies
+/// replaces the response; the plugins before it still see it.
 async fn response_phase(
     forward: &Forward<'_>,
     mut ex: Box<Exchange>,
@@ -110,6 +116,10 @@ async fn response_phase(
     let route = forward.route;
     let links = &route.chain[..ran];
     if !links.iter().any(|l| l.info.on_response) {
+        let mut parts = parts;
+        for i in (0..ran).rev() {
+            exchange::apply_staged(&mut ex.staged, i, &mut parts.headers);
+        }
         return Ok((parts, body));
     }
     if route.needs_response_body {
@@ -129,7 +139,8 @@ async fn response_phase(
     }
     ex.response = Some(parts);
     let mut lap = Lap::start();
-    for link in links.iter().rev() {
+    for (i, link) in links.iter().enumerate().rev() {
+        ex.apply_staged(i);
         if !link.info.on_response {
             continue;
         }

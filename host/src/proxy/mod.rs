@@ -19,7 +19,6 @@ mod upgrade;
 pub(crate) use self::upgrade::requested as upgrade_requested;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -153,19 +152,15 @@ async fn serve(
         }
         return forward.send(parts, body, trace).await.map(|f| f.response);
     }
-    let ex = Box::new(Exchange {
-        request: parts,
-        request_body: None,
-        client_ip: conn.peer.ip(),
-        scheme: conn.scheme,
-        request_id: request_id.clone(),
-        route: route.name.clone(),
-        captures: matched.captures,
-        body_limit: route.max_body,
-        response: None,
-        response_body: None,
-        context: HashMap::new(),
-    });
+    let ex = Box::new(Exchange::new(
+        parts,
+        conn.peer.ip(),
+        conn.scheme,
+        request_id.clone(),
+        route.name.clone(),
+        matched.captures,
+        route.max_body,
+    ));
     Box::pin(chain::run(&forward, ex, body, trace)).await
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header, echoed_headers};
-use wasmgate_tests::{TestGateway, get, send};
+use wasmgate_tests::{TestGateway, get, raw, send};
 
 fn route(up: &TestUpstream, plugins: &str, extra: &str) -> String {
     format!(
@@ -166,6 +166,51 @@ async fn context_is_shared_along_the_chain() {
     // And nothing leaks into the next request.
     let r = get(&gw.url("/")).await;
     assert_eq!(echoed_header(&r.json(), "x-context").as_deref(), Some("chaos=seen"));
+}
+
+/// A plugin cannot grow the gateway's header maps without bound (memory its
+/// own limit does not count): past 1 024 headers, edits are refused and the
+/// request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_adding_thousands_of_headers_is_refused_past_the_limit() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "chaos", config = { mode = "flood" } }, { use = "chaos", config = { mode = "flood", phase = "response" } },"#,
+        "",
+    ));
+    // Raw, as a client library would refuse a head this large.
+    let text = raw(gw.addr(), b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole response");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head:.200}");
+    // Left for the response by the first plugin's request hook: 1 024 of
+    // 2 000 accepted.
+    let echoed: serde_json::Value = serde_json::from_str(body).expect("the upstream's echo");
+    assert_eq!(echoed_header(&echoed, "x-flood-accepted").as_deref(), Some("1024"));
+    // The second plugin's response hook stopped when the response held
+    // 1 024 headers; the first plugin's 1 024 (the same names) were set
+    // after it.
+    let flood = head.lines().filter(|l| l.starts_with("x-flood-")).count();
+    assert_eq!(flood, 1024);
+}
+
+/// The WIT is versioned: 0.1.1 added `set-response-header`, so a plugin
+/// built against 0.1.0 (without the SDK, from the 0.1.0 WIT as released)
+/// still loads and both its hooks run, beside one built against 0.1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_wit_0_1_0_still_runs() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "wit-0-1-0" }, { use = "add-header", config = { name = "x-sdk", value = "0.1.1" } },"#,
+        "",
+    ));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-wit"), Some("0.1.0"), "its response hook ran");
+    let doc = r.json();
+    assert_eq!(echoed_header(&doc, "x-wit").as_deref(), Some("0.1.0"), "its request hook ran");
+    assert_eq!(echoed_header(&doc, "x-sdk").as_deref(), Some("0.1.1"));
 }
 
 async fn assert_fails_only_its_request(gw: &TestGateway, failing: &str) {

@@ -23,7 +23,15 @@ enum Mode {
     BadStatus,
     /// Read every context entry into `x-context` and set `chaos=seen`.
     Context,
+    /// Add 2 000 response headers (`x-flood-N`), more than the gateway lets
+    /// a plugin add: left for the response by the request hook, or set on
+    /// it by the response hook. How many were accepted goes upstream in
+    /// `x-flood-accepted` in the request phase.
+    Flood,
 }
+
+/// How many headers [`Mode::Flood`] tries to add.
+const FLOOD: usize = 2000;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -55,7 +63,7 @@ impl Chaos {
     fn act(&self) -> Decision {
         self.calls.set(self.calls.get() + 1);
         match self.mode {
-            Mode::Ok | Mode::Refuse | Mode::Context => Decision::Continue,
+            Mode::Ok | Mode::Refuse | Mode::Context | Mode::Flood => Decision::Continue,
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
             Mode::Trap => panic!("chaos: trapping on purpose"),
             Mode::Loop => {
@@ -105,6 +113,11 @@ impl Plugin for Chaos {
             context::set("chaos", "seen");
             return Decision::Continue;
         }
+        if self.mode == Mode::Flood && self.phase == Phase::Request {
+            let accepted = (0..FLOOD).filter(|i| req.set_response_header(&format!("x-flood-{i}"), "1").is_ok()).count();
+            let _ = req.set_header("x-flood-accepted", accepted.to_string());
+            return Decision::Continue;
+        }
         if self.phase == Phase::Request {
             let d = self.act();
             let _ = req.set_header("x-chaos-calls", self.calls.get().to_string());
@@ -114,6 +127,12 @@ impl Plugin for Chaos {
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
+        if self.mode == Mode::Flood {
+            for i in 0..FLOOD {
+                let _ = resp.set_header(&format!("x-flood-{i}"), "1");
+            }
+            return Decision::Continue;
+        }
         if self.phase == Phase::Response {
             let d = self.act();
             let _ = resp.set_header("x-chaos-calls", self.calls.get().to_string());
