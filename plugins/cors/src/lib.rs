@@ -1,10 +1,11 @@
 //! `cors`: Cross-Origin Resource Sharing at the gateway. Preflights
 //! (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) are answered
-//! in the request phase without reaching the upstream; actual requests from
-//! an allowed origin get `Access-Control-Allow-Origin` (and friends) in the
-//! response phase — which the gateway runs for the plugins before one that
-//! answered early, so with `cors` first in the chain a 401 or 403 from a
-//! later plugin still carries CORS headers and the browser can read it.
+//! in the request phase without reaching the upstream. For actual requests
+//! the request hook leaves `Access-Control-Allow-Origin` (and friends) for
+//! the response, which the gateway sets on whatever response comes back
+//! through the plugin — so with `cors` first in the chain a 401 or 403 from
+//! a later plugin still carries CORS headers and the browser can read it.
+//! The plugin has no response hook.
 
 mod origin;
 
@@ -160,21 +161,53 @@ impl Plugin for Cors {
     }
 
     fn info(&self) -> Info {
-        Info::both()
+        Info::default()
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
-        if req.method() != "OPTIONS" {
-            return Decision::Continue;
-        }
+        let origin = req.header("origin").map(|o| String::from_utf8(o).unwrap_or_default());
         // Only OPTIONS with both headers is a preflight; any other OPTIONS is
         // an ordinary request for the upstream.
-        let (Some(origin), Some(method)) = (req.header("origin"), req.header("access-control-request-method")) else {
+        if let Some(origin) = &origin
+            && req.method() == "OPTIONS"
+            && let Some(method) = req.header("access-control-request-method")
+        {
+            return self.preflight(req, origin, String::from_utf8(method).unwrap_or_default());
+        }
+        // Whether (and which) CORS headers a response carries depends on
+        // `Origin`, so every response says so — also one to a request without
+        // `Origin`, lest a shared cache hand it to a cross-origin request.
+        leave(req.append_response_header("vary", "Origin"), "Vary: Origin");
+        let Some(origin) = origin else {
             return Decision::Continue;
         };
-        let origin = String::from_utf8(origin).unwrap_or_default();
-        let method = String::from_utf8(method).unwrap_or_default();
-        let Some(allow_origin) = self.allow_origin(&origin) else {
+        match self.allow_origin(&origin) {
+            Some(allow_origin) => {
+                leave(req.set_response_header("access-control-allow-origin", &allow_origin), "allow-origin");
+                if self.credentials {
+                    leave(req.set_response_header("access-control-allow-credentials", "true"), "allow-credentials");
+                }
+                if let Some(expose) = &self.expose {
+                    leave(req.set_response_header("access-control-expose-headers", expose), "expose-headers");
+                }
+            }
+            // No CORS headers: the browser keeps the response from the page.
+            // The request itself goes through (CORS is not access control).
+            None => {
+                for name in CORS_RESPONSE_HEADERS {
+                    leave(req.remove_response_header(name), name);
+                }
+            }
+        }
+        Decision::Continue
+    }
+}
+
+impl Cors {
+    /// Answers a preflight: the browser asks whether `origin` may send a
+    /// `method` request (with the headers it lists).
+    fn preflight(&self, req: &Request<'_>, origin: &str, method: String) -> Decision {
+        let Some(allow_origin) = self.allow_origin(origin) else {
             return refuse("origin not allowed");
         };
         if !is_token(&method) || !self.methods.allows(&method) {
@@ -212,38 +245,6 @@ impl Plugin for Cors {
         Decision::respond(reply.header("access-control-max-age", self.max_age.as_str()).header("vary", PREFLIGHT_VARY))
     }
 
-    fn on_response(&self, req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
-        // Whether (and which) CORS headers a response carries depends on
-        // `Origin`, so every response says so — also one to a request without
-        // `Origin`, lest a shared cache hand it to a cross-origin request.
-        add_vary_origin(resp);
-        let Some(origin) = req.header("origin") else {
-            return Decision::Continue;
-        };
-        let origin = String::from_utf8(origin).unwrap_or_default();
-        match self.allow_origin(&origin) {
-            Some(allow_origin) => {
-                set(resp, "access-control-allow-origin", &allow_origin);
-                if self.credentials {
-                    set(resp, "access-control-allow-credentials", "true");
-                }
-                if let Some(expose) = &self.expose {
-                    set(resp, "access-control-expose-headers", expose);
-                }
-            }
-            // No CORS headers: the browser keeps the response from the page.
-            // The request itself went through (CORS is not access control).
-            None => {
-                for name in CORS_RESPONSE_HEADERS {
-                    resp.remove_header(name);
-                }
-            }
-        }
-        Decision::Continue
-    }
-}
-
-impl Cors {
     /// The `Access-Control-Allow-Origin` value for this request's origin, or
     /// `None` when the origin is not allowed.
     fn allow_origin(&self, origin: &str) -> Option<String> {
@@ -299,20 +300,11 @@ struct ErrorBody {
     error: String,
 }
 
-fn set(resp: &mut Response<'_>, name: &str, value: &str) {
-    if let Err(e) = resp.set_header(name, value) {
-        log::warn(&format!("cannot set {name}: {e}"));
-    }
-}
-
-/// Appends `Origin` to `Vary`, keeping the values already there; nothing to
-/// do when they already name it or say `*`.
-fn add_vary_origin(resp: &mut Response<'_>) {
-    let covered = resp.header_all("vary").iter().any(|v| {
-        String::from_utf8_lossy(v).split(',').map(str::trim).any(|t| t == "*" || t.eq_ignore_ascii_case("origin"))
-    });
-    if !covered && let Err(e) = resp.append_header("vary", "Origin") {
-        log::warn(&format!("cannot add Vary: Origin: {e}"));
+/// Logs a response header the gateway refused (the names are fixed and the
+/// values checked, so this is not expected).
+fn leave(result: Result<(), EditError>, what: &str) {
+    if let Err(e) = result {
+        log::warn(&format!("cannot leave {what} for the response: {e}"));
     }
 }
 

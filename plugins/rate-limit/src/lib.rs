@@ -3,8 +3,9 @@
 //! with Redis, across gateways) and answers 429 when one is exhausted.
 //!
 //! The request hook checks the limits in order and stops at the first that
-//! refuses; the response hook (only with `headers = true`) copies the
-//! tightest limit's numbers, left in the context, into `RateLimit-*` headers.
+//! refuses. With `headers = true` it also leaves the tightest limit's numbers
+//! as `RateLimit-*` response headers, which the gateway sets on whatever
+//! response the request gets: the plugin has no response hook.
 
 mod config;
 mod key;
@@ -86,7 +87,7 @@ impl Plugin for RateLimit {
     }
 
     fn info(&self) -> Info {
-        if self.headers { Info::both() } else { Info::default() }
+        Info::default()
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
@@ -120,24 +121,18 @@ impl Plugin for RateLimit {
         if self.headers
             && let Some(status) = tightest
         {
-            status.publish();
-        }
-        Decision::Continue
-    }
-
-    fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
-        let Some(status) = Status::published() else { return Decision::Continue };
-        let mut set = |name: &str, value: &str| {
-            if let Err(e) = resp.set_header(name, value) {
-                log::warn(&format!("cannot set {name}: {e}"));
+            let mut set = |name: &str, value: &str| {
+                if let Err(e) = req.set_response_header(name, value) {
+                    log::warn(&format!("cannot set {name}: {e}"));
+                }
+            };
+            let (numbers, policy) = status.headers(now, self.policy_header);
+            for (name, value) in &numbers {
+                set(name, value.as_str());
             }
-        };
-        let (numbers, policy) = status.headers(clock::now_unix_ms(), self.policy_header);
-        for (name, value) in &numbers {
-            set(name, value.as_str());
-        }
-        if let Some(policy) = policy {
-            set("ratelimit-policy", &policy);
+            if let Some(policy) = policy {
+                set("ratelimit-policy", &policy);
+            }
         }
         Decision::Continue
     }

@@ -3,7 +3,9 @@
 //! body, status).
 //!
 //! Only the phases with rules are called, and a body is buffered only on a
-//! side with body rules, so a header-only config streams both bodies.
+//! side with body rules, so a header-only config streams both bodies. When
+//! the response rules are header edits that read nothing (no renames), the
+//! request hook leaves them with the gateway and there is no response hook.
 
 mod body;
 mod headers;
@@ -87,6 +89,12 @@ impl ResponseRules {
     fn is_empty(&self) -> bool {
         self.headers.is_empty() && self.body.is_empty() && self.status_map.is_empty()
     }
+
+    /// Header edits that read nothing and nothing else: the request hook can
+    /// leave them for the response, sparing a response hook.
+    fn can_be_left(&self) -> bool {
+        !self.headers.is_empty() && !self.headers.reads() && self.body.is_empty() && self.status_map.is_empty()
+    }
 }
 
 /// The plugin: the rules of each phase and the body policy.
@@ -154,9 +162,10 @@ impl Plugin for Transform {
     }
 
     fn info(&self) -> Info {
+        let left = self.response.can_be_left();
         Info {
-            on_request: !self.request.is_empty(),
-            on_response: !self.response.is_empty(),
+            on_request: !self.request.is_empty() || left,
+            on_response: !self.response.is_empty() && !left,
             request_body: !self.request.body.is_empty(),
             response_body: !self.response.body.is_empty(),
         }
@@ -176,11 +185,15 @@ impl Plugin for Transform {
             log::error(&format!("cannot rewrite the path to {path}: {e}"));
             return error(500, "path rewrite failed");
         }
-        if let Some(query) = self.request.query.apply(req.query().as_deref())
+        if !self.request.query.is_empty()
+            && let Some(query) = self.request.query.apply(req.query().as_deref())
             && let Err(e) = req.set_query(query.as_deref())
         {
             log::error(&format!("cannot set the query to {query:?}: {e}"));
             return error(500, "query rewrite failed");
+        }
+        if self.response.can_be_left() {
+            self.response.headers.leave_for_response(req);
         }
         Decision::Continue
     }

@@ -91,6 +91,25 @@ fn response_headers_add_set_remove_rename() {
 }
 
 #[test]
+fn response_header_edits_without_renames_are_left_by_the_request_hook() {
+    let p = plugin(json!({ "response": { "headers": {
+        "remove": ["server"],
+        "set": { "x-frame-options": "DENY" },
+        "add": { "vary": "accept-language" },
+    } } }));
+    assert_eq!(p.info(), Info::default(), "no response hook: the request hook leaves the edits");
+    let mut req = TestRequest::get("/");
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    assert_eq!(req.response_header_str("x-frame-options").as_deref(), Some("DENY"));
+    // The gateway applies them in order when the response comes back.
+    let mut resp = TestResponse::new(200).header("server", "nginx").header("vary", "accept");
+    assert!(testing::on_response(&p, &mut req, &mut resp).is_continue());
+    assert_eq!(resp.headers.get("server"), None);
+    assert_eq!(resp.headers.get_str("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(resp.headers.get_all("vary"), vec![b"accept".to_vec(), b"accept-language".to_vec()]);
+}
+
+#[test]
 fn path_rewrite_with_captures() {
     let p = plugin(json!({ "request": { "path": { "from": "/v1/users/{id}", "to": "/users/{id}" } } }));
     let mut req = TestRequest::get("/v1/users/42?x=1");

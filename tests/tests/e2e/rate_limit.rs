@@ -119,6 +119,51 @@ async fn routes_count_apart_and_a_token_bucket_refills() {
     assert_eq!(up.hits(), 7);
 }
 
+/// rate-limit has no response hook: its request hook leaves the headers
+/// (`set-response-header`), and the gateway sets them when the response
+/// passes back through it — on the upstream's answer, on a later plugin's
+/// early reply, before the response hooks of the plugins in front of it and
+/// after those behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_left_by_the_request_hook_reach_every_response_in_chain_order() {
+    let up = TestUpstream::echo("u").await;
+    let limit =
+        r#"{ use = "rate-limit", config = { limits = [{ name = "g", key = ["global"], rate = 100, per = "1m" }] } }"#;
+    let overwrite =
+        r#"{ use = "add-header", config = { response = { set = { "ratelimit-limit" = "add-header's" } } } }"#;
+    let deny = r#"{ use = "deny", config = { paths = ["/behind/denied"] } }"#;
+    let gw = TestGateway::start(&format!(
+        "[plugin.rate-limit]\ngrants = {{ store = true }}\n\n[upstreams.u]\nendpoints = [\"{}\"]\n\n\
+         [[routes]]\nname = \"behind\"\nmatch = {{ prefix = \"/behind\" }}\nupstream = \"u\"\n\
+         plugins = [{limit}, {deny}, {overwrite}]\n\n\
+         [[routes]]\nname = \"in-front\"\nmatch = {{ prefix = \"/in-front\" }}\nupstream = \"u\"\n\
+         plugins = [{overwrite}, {limit}]\n",
+        up.addr
+    ));
+
+    // add-header is behind rate-limit: its response hook runs first, and
+    // rate-limit's header replaces what it set.
+    let r = get(&gw.url("/behind/ok")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_all("ratelimit-limit"), vec!["100"]);
+    assert_eq!(r.header("ratelimit-remaining"), Some("99"));
+    assert_eq!(r.header("ratelimit-policy"), Some("100;w=60"));
+
+    // A later plugin's reply gets them too (add-header never ran for it).
+    let r = get(&gw.url("/behind/denied")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header_all("ratelimit-limit"), vec!["100"]);
+    assert_eq!(r.header("ratelimit-remaining"), Some("98"));
+
+    // add-header is in front: rate-limit's headers are set first, and its
+    // response hook replaces one of them.
+    let r = get(&gw.url("/in-front")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header_all("ratelimit-limit"), vec!["add-header's"]);
+    assert_eq!(r.header("ratelimit-remaining"), Some("99"), "another route, its own counter");
+    assert_eq!(up.hits(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_share_one_limit_through_redis() {
     let redis = RedisServer::start();
