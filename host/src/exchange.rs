@@ -157,20 +157,15 @@ impl Exchange {
     /// the request phase kept until the response passes back through the
     /// plugin being called ([`apply_staged`]).
     pub fn edit_response_header(&mut self, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
-        let adds = !matches!(edit, HeaderEdit::Remove);
-        let (name, edit) = HeaderEdit::check(name, edit)?;
-        match &mut self.response {
-            Some(resp) if adds && resp.headers.len() >= MAX_EDITED_HEADERS => Err(too_many()),
-            Some(resp) => {
-                edit.apply(name, &mut resp.headers);
-                Ok(())
-            }
-            None if self.staged.len() >= MAX_EDITED_HEADERS => Err(too_many()),
-            None => {
-                self.staged.push(StagedHeader { link: self.link, name, edit });
-                Ok(())
-            }
+        if let Some(resp) = &mut self.response {
+            return edit_headers(&mut resp.headers, name, edit);
         }
+        if self.staged.len() >= MAX_EDITED_HEADERS {
+            return Err(too_many());
+        }
+        let (name, edit) = HeaderEdit::check(name, edit)?;
+        self.staged.push(StagedHeader { link: self.link, name, edit });
+        Ok(())
     }
 
     pub fn request_headers(&self) -> &HeaderMap {
@@ -257,17 +252,17 @@ pub fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
 }
 
 pub fn header_set(headers: &mut HeaderMap, name: &str, value: Vec<u8>, append: bool) -> Result<(), EditError> {
-    if headers.len() >= MAX_EDITED_HEADERS {
+    edit_headers(headers, name, if append { HeaderEdit::Append(value) } else { HeaderEdit::Set(value) })
+}
+
+/// Applies a plugin's edit to `headers`; one that adds is refused once they
+/// hold [`MAX_EDITED_HEADERS`].
+pub fn edit_headers(headers: &mut HeaderMap, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+    if !matches!(edit, HeaderEdit::Remove) && headers.len() >= MAX_EDITED_HEADERS {
         return Err(too_many());
     }
-    let (name, value) = header_edit(name, Some(value))?;
-    if let Some(value) = value {
-        if append {
-            headers.append(name, value);
-        } else {
-            headers.insert(name, value);
-        }
-    }
+    let (name, edit) = HeaderEdit::check(name, edit)?;
+    edit.apply(name, headers);
     Ok(())
 }
 
