@@ -82,20 +82,13 @@ pub enum HeaderEdit<V> {
 }
 
 impl HeaderEdit<HeaderValue> {
-    /// Checks a plugin's edit of header `name`.
-    fn check(name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(HeaderName, Self), EditError> {
-        let (append, value) = match edit {
-            HeaderEdit::Set(v) => (false, Some(v)),
-            HeaderEdit::Append(v) => (true, Some(v)),
-            HeaderEdit::Remove => (false, None),
-        };
-        let (name, value) = header_edit(name, value)?;
-        let edit = match value {
-            Some(v) if append => Self::Append(v),
-            Some(v) => Self::Set(v),
-            None => Self::Remove,
-        };
-        Ok((name, edit))
+    /// Checks the value of a plugin's edit of header `name`.
+    fn check(name: &HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<Self, EditError> {
+        Ok(match edit {
+            HeaderEdit::Set(v) => Self::Set(header_value(name, v)?),
+            HeaderEdit::Append(v) => Self::Append(header_value(name, v)?),
+            HeaderEdit::Remove => Self::Remove,
+        })
     }
 
     fn apply(self, name: HeaderName, headers: &mut HeaderMap) {
@@ -156,14 +149,18 @@ impl Exchange {
     /// Edits a header of the response: at once in the response phase; in
     /// the request phase kept until the response passes back through the
     /// plugin being called ([`apply_staged`]).
-    pub fn edit_response_header(&mut self, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+    pub fn edit_response_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
         if let Some(resp) = &mut self.response {
             return edit_headers(&mut resp.headers, name, edit);
         }
         if self.staged.len() >= MAX_EDITED_HEADERS {
             return Err(too_many());
         }
-        let (name, edit) = HeaderEdit::check(name, edit)?;
+        let edit = HeaderEdit::check(&name, edit)?;
+        if self.staged.capacity() == 0 {
+            // Room for a chain's few at once rather than growing 4, 8, 16.
+            self.staged.reserve(16);
+        }
         self.staged.push(StagedHeader { link: self.link, name, edit });
         Ok(())
     }
@@ -220,22 +217,44 @@ impl Exchange {
     }
 }
 
-/// Checks a header edit a plugin asked for.
-pub fn header_edit(name: &str, value: Option<Vec<u8>>) -> Result<(HeaderName, Option<HeaderValue>), EditError> {
-    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| EditError::InvalidName(name.to_owned()))?;
-    if MANAGED_HEADERS.contains(&name) {
-        return Err(EditError::Forbidden(name.as_str().to_owned()));
+/// The name of a header a plugin edits: valid, and not one the gateway
+/// manages.
+pub fn editable_name(name: &str) -> Result<HeaderName, EditError> {
+    let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| EditError::InvalidName(name.to_owned()))?;
+    if MANAGED_HEADERS.contains(&parsed) {
+        return Err(EditError::Forbidden(parsed.as_str().to_owned()));
     }
-    let value = match value {
-        None => None,
-        Some(v) => Some(
-            // The plugin's bytes are already a copy the host owns: kept as
-            // they are rather than copied once more.
-            HeaderValue::from_maybe_shared(Bytes::from(v))
-                .map_err(|_| EditError::InvalidValue(format!("value of `{name}` is not a valid header value")))?,
-        ),
-    };
-    Ok((name, value))
+    Ok(parsed)
+}
+
+/// The value a plugin gave header `name`. The plugin's bytes are already a
+/// copy the host owns: kept as they are rather than copied once more.
+pub fn header_value(name: &HeaderName, value: Vec<u8>) -> Result<HeaderValue, EditError> {
+    HeaderValue::from_maybe_shared(Bytes::from(value))
+        .map_err(|_| EditError::InvalidValue(format!("value of `{name}` is not a valid header value")))
+}
+
+/// The header names one plugin instance edited, each parsed and checked
+/// once: a plugin edits the same few names on every request, and parsing a
+/// custom name (`ratelimit-limit`) copies it into a new allocation each
+/// time. Holds names as a plugin wrote them in lower case, up to 16.
+#[derive(Debug, Default)]
+pub struct EditableNames(Vec<HeaderName>);
+
+impl EditableNames {
+    const MAX: usize = 16;
+
+    /// [`editable_name`], from the names seen before when it is one.
+    pub fn get(&mut self, name: &str) -> Result<HeaderName, EditError> {
+        if let Some(seen) = self.0.iter().find(|n| n.as_str().as_bytes() == name.as_bytes()) {
+            return Ok(seen.clone());
+        }
+        let parsed = editable_name(name)?;
+        if self.0.len() < Self::MAX && parsed.as_str() == name {
+            self.0.push(parsed.clone());
+        }
+        Ok(parsed)
+    }
 }
 
 /// Reads one header (first value).
@@ -251,18 +270,13 @@ pub fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect()
 }
 
-pub fn header_set(headers: &mut HeaderMap, name: &str, value: Vec<u8>, append: bool) -> Result<(), EditError> {
-    edit_headers(headers, name, if append { HeaderEdit::Append(value) } else { HeaderEdit::Set(value) })
-}
-
 /// Applies a plugin's edit to `headers`; one that adds is refused once they
 /// hold [`MAX_EDITED_HEADERS`].
-pub fn edit_headers(headers: &mut HeaderMap, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+pub fn edit_headers(headers: &mut HeaderMap, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
     if !matches!(edit, HeaderEdit::Remove) && headers.len() >= MAX_EDITED_HEADERS {
         return Err(too_many());
     }
-    let (name, edit) = HeaderEdit::check(name, edit)?;
-    edit.apply(name, headers);
+    HeaderEdit::check(&name, edit)?.apply(name, headers);
     Ok(())
 }
 
@@ -279,13 +293,6 @@ pub fn apply_staged(staged: &mut Vec<StagedHeader>, link: usize, headers: &mut H
     let start = staged.iter().rposition(|s| s.link < link).map_or(0, |i| i + 1);
     for s in staged.drain(start..) {
         s.edit.apply(s.name, headers);
-    }
-}
-
-pub fn header_remove(headers: &mut HeaderMap, name: &str) -> bool {
-    match header_edit(name, None) {
-        Ok((name, _)) => headers.remove(&name).is_some(),
-        Err(_) => false,
     }
 }
 
@@ -310,6 +317,10 @@ pub fn status(code: u16) -> Result<StatusCode, EditError> {
 mod tests {
     use super::*;
 
+    fn name(s: &str) -> HeaderName {
+        HeaderName::from_bytes(s.as_bytes()).unwrap()
+    }
+
     fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
         headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
     }
@@ -318,17 +329,14 @@ mod tests {
     fn response_headers_left_in_the_request_phase_wait_for_their_plugin() {
         let mut ex = Exchange::placeholder();
         ex.link = 0;
-        ex.edit_response_header("x-a", HeaderEdit::Set(b"first".to_vec())).unwrap();
-        ex.edit_response_header("vary", HeaderEdit::Append(b"Origin".to_vec())).unwrap();
+        ex.edit_response_header(name("x-a"), HeaderEdit::Set(b"first".to_vec())).unwrap();
+        ex.edit_response_header(name("vary"), HeaderEdit::Append(b"Origin".to_vec())).unwrap();
         ex.link = 2;
-        ex.edit_response_header("x-a", HeaderEdit::Set(b"third".to_vec())).unwrap();
-        ex.edit_response_header("server", HeaderEdit::Remove).unwrap();
-        assert_eq!(
-            ex.edit_response_header("connection", HeaderEdit::Set(b"close".to_vec())),
-            Err(EditError::Forbidden("connection".into()))
-        );
+        ex.edit_response_header(name("x-a"), HeaderEdit::Set(b"third".to_vec())).unwrap();
+        ex.edit_response_header(name("server"), HeaderEdit::Remove).unwrap();
+        assert_eq!(editable_name("Connection").map(|_| ()), Err(EditError::Forbidden("connection".into())));
         assert!(matches!(
-            ex.edit_response_header("x-bad", HeaderEdit::Set(b"a\nb".to_vec())),
+            ex.edit_response_header(name("x-bad"), HeaderEdit::Set(b"a\nb".to_vec())),
             Err(EditError::InvalidValue(_))
         ));
         assert_eq!(ex.staged.len(), 4, "refused edits are not kept");
@@ -350,7 +358,7 @@ mod tests {
         assert!(ex.staged.is_empty());
 
         // In the response phase the header is set at once.
-        ex.edit_response_header("x-now", HeaderEdit::Set(b"1".to_vec())).unwrap();
+        ex.edit_response_header(name("x-now"), HeaderEdit::Set(b"1".to_vec())).unwrap();
         assert_eq!(values(&headers(&ex), "x-now"), ["1"]);
         assert!(ex.staged.is_empty());
     }
@@ -360,17 +368,38 @@ mod tests {
         let mut ex = Exchange::placeholder();
         let mut headers = HeaderMap::new();
         for i in 0..MAX_EDITED_HEADERS {
-            header_set(&mut headers, &format!("x-{i}"), b"1".to_vec(), false).unwrap();
-            ex.edit_response_header(&format!("x-{i}"), HeaderEdit::Append(b"1".to_vec())).unwrap();
+            edit_headers(&mut headers, name(&format!("x-{i}")), HeaderEdit::Set(b"1".to_vec())).unwrap();
+            ex.edit_response_header(name(&format!("x-{i}")), HeaderEdit::Append(b"1".to_vec())).unwrap();
         }
         assert!(matches!(
-            header_set(&mut headers, "x-one-more", b"1".to_vec(), false),
+            edit_headers(&mut headers, name("x-one-more"), HeaderEdit::Set(b"1".to_vec())),
             Err(EditError::InvalidValue(_))
         ));
         assert!(matches!(
-            ex.edit_response_header("x-one-more", HeaderEdit::Set(b"1".to_vec())),
+            ex.edit_response_header(name("x-one-more"), HeaderEdit::Set(b"1".to_vec())),
             Err(EditError::InvalidValue(_))
         ));
         assert_eq!((headers.len(), ex.staged.len()), (MAX_EDITED_HEADERS, MAX_EDITED_HEADERS));
+    }
+
+    #[test]
+    fn header_names_are_checked_once_per_instance_and_every_time_refused() {
+        let mut names = EditableNames::default();
+        assert_eq!(names.get("ratelimit-limit").unwrap(), "ratelimit-limit");
+        assert_eq!(names.get("ratelimit-limit").unwrap(), "ratelimit-limit");
+        assert_eq!(names.0.len(), 1, "kept once");
+        // Not in lower case: parsed (and lowered) every time, never kept.
+        assert_eq!(names.get("X-Tenant").unwrap(), "x-tenant");
+        assert_eq!(names.0.len(), 1);
+        for _ in 0..2 {
+            assert_eq!(names.get("transfer-encoding"), Err(EditError::Forbidden("transfer-encoding".into())));
+            assert_eq!(names.get("bad name"), Err(EditError::InvalidName("bad name".into())));
+        }
+        assert_eq!(names.0.len(), 1, "refused names are not kept");
+        for i in 0..40 {
+            assert_eq!(names.get(&format!("x-{i}")).unwrap(), format!("x-{i}").as_str());
+        }
+        assert_eq!(names.0.len(), EditableNames::MAX, "bounded");
+        assert_eq!(names.get("x-39").unwrap(), "x-39", "past the bound still parsed");
     }
 }

@@ -12,9 +12,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{HasSelf, Linker, Resource};
 
+use wasmgate_common::decimal::Decimal;
+
 use super::limits::Limiter;
 use super::sandbox::Stdio;
-use crate::exchange::{self, EditError, Exchange, HeaderEdit};
+use crate::exchange::{self, EditError, EditableNames, Exchange, HeaderEdit};
 
 wasmtime::component::bindgen!({
     world: "policy-plugin",
@@ -54,6 +56,8 @@ pub struct HostState {
     /// Crypto keys the plugin holds (the only resources it creates).
     pub(crate) table: wasmtime::component::ResourceTable,
     pub(crate) keys_held: usize,
+    /// The header names this instance edited, checked once.
+    pub(crate) names: EditableNames,
     /// The plugin's deadline, restored after each wait on I/O: the deadline
     /// bounds the plugin's computing, the I/O has timeouts of its own.
     pub(crate) deadline_ticks: u64,
@@ -69,6 +73,7 @@ impl HostState {
             caps,
             table: wasmtime::component::ResourceTable::new(),
             keys_held: 0,
+            names: EditableNames::default(),
             deadline_ticks,
         }
     }
@@ -151,7 +156,7 @@ impl wit::HostRequest for HostState {
     }
 
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> String {
-        self.ex().client_ip.to_string()
+        ip_text(self.ex().client_ip)
     }
 
     fn id(&mut self, _: Resource<RequestHandle>) -> String {
@@ -179,27 +184,32 @@ impl wit::HostRequest for HostState {
     }
 
     fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, value, false)?)
+        let name = self.names.get(&name)?;
+        Ok(exchange::edit_headers(&mut self.ex_mut().request.headers, name, HeaderEdit::Set(value))?)
     }
 
     fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.ex_mut().request.headers, &name, value, true)?)
+        let name = self.names.get(&name)?;
+        Ok(exchange::edit_headers(&mut self.ex_mut().request.headers, name, HeaderEdit::Append(value))?)
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> bool {
-        exchange::header_remove(&mut self.ex_mut().request.headers, &name)
+        self.names.get(&name).is_ok_and(|n| self.ex_mut().request.headers.remove(n).is_some())
     }
 
     fn set_response_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(self.ex_mut().edit_response_header(&name, HeaderEdit::Set(value))?)
+        let name = self.names.get(&name)?;
+        Ok(self.ex_mut().edit_response_header(name, HeaderEdit::Set(value))?)
     }
 
     fn append_response_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(self.ex_mut().edit_response_header(&name, HeaderEdit::Append(value))?)
+        let name = self.names.get(&name)?;
+        Ok(self.ex_mut().edit_response_header(name, HeaderEdit::Append(value))?)
     }
 
     fn remove_response_header(&mut self, _: Resource<RequestHandle>, name: String) -> EditResult {
-        Ok(self.ex_mut().edit_response_header(&name, HeaderEdit::Remove)?)
+        let name = self.names.get(&name)?;
+        Ok(self.ex_mut().edit_response_header(name, HeaderEdit::Remove)?)
     }
 
     fn set_path(&mut self, _: Resource<RequestHandle>, path: String) -> EditResult {
@@ -226,6 +236,20 @@ impl wit::HostRequest for HostState {
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         Ok(())
     }
+}
+
+/// An address as text; an IPv4 one (the common case) without `fmt`'s
+/// machinery, which costs several times the rest of the call.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(Decimal::new(u64::from(octet)).as_str());
+    }
+    text
 }
 
 impl HostState {
@@ -262,15 +286,18 @@ impl wit::HostResponse for HostState {
     }
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, value, false)?)
+        let name = self.names.get(&name)?;
+        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, HeaderEdit::Set(value))?)
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        Ok(exchange::header_set(&mut self.resp_mut()?.headers, &name, value, true)?)
+        let name = self.names.get(&name)?;
+        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, HeaderEdit::Append(value))?)
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> bool {
-        self.resp_mut().is_ok_and(|r| exchange::header_remove(&mut r.headers, &name))
+        let Ok(name) = self.names.get(&name) else { return false };
+        self.resp_mut().is_ok_and(|r| r.headers.remove(name).is_some())
     }
 
     fn body(&mut self, _: Resource<ResponseHandle>) -> Result<Vec<u8>, wit::EditError> {
@@ -388,5 +415,20 @@ impl self::wasmgate::plugin::clock::Host for HostState {
 
     fn monotonic_ns(&mut self) -> u64 {
         monotonic_ns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::ip_text;
+
+    #[test]
+    fn addresses_read_as_their_display_form() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.4", "255.255.255.255", "::1", "2001:db8::7", "::ffff:10.0.0.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 }

@@ -261,11 +261,11 @@ fn reply_parts(link: &ChainLink, reply: Reply) -> Result<(http::response::Parts,
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     for (name, value) in reply.headers {
-        match exchange::header_edit(&name, Some(value)) {
-            Ok((n, Some(v))) => {
+        match exchange::editable_name(&name).and_then(|n| Ok((exchange::header_value(&n, value)?, n))) {
+            Ok((v, n)) => {
                 parts.headers.append(n, v);
             }
-            _ => tracing::warn!(
+            Err(_) => tracing::warn!(
                 plugin = &*link.plugin.name,
                 header = crate::plugin::host_api::truncate(&name),
                 "dropped an invalid or gateway-managed header from a plugin reply"

@@ -58,6 +58,7 @@ use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
+use crate::proxy::headers::PLUGIN_HEADER_ROOM;
 use crate::proxy::{self, ConnInfo};
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
 
@@ -353,8 +354,9 @@ type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>, Option<UpgradeSlot>), StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what the proxy adds on the way upstream (`Host`, the four
-    // forwarding headers, `Via`, the request id) without growing the map.
-    let mut headers = HeaderMap::with_capacity(p.fields.len() + 7);
+    // forwarding headers, `Via`, the request id) and for what plugins add,
+    // without growing the map.
+    let mut headers = HeaderMap::with_capacity(p.fields.len() + 7 + PLUGIN_HEADER_ROOM);
     let mut hosts = 0;
     for (name, value) in p.fields {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;

@@ -419,8 +419,9 @@ struct Parsed {
 
 impl Parsed {
     fn headers(&self, head: &Bytes) -> Result<HeaderMap, Error> {
-        // Room for the `Via` and request id the proxy adds.
-        let mut map = HeaderMap::with_capacity(self.fields.len() + 2);
+        // Room for the `Via` and request id the proxy adds, and for what
+        // plugins add.
+        let mut map = HeaderMap::with_capacity(self.fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
         for (name, value) in &self.fields {
             let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
