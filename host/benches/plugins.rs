@@ -33,7 +33,7 @@ use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use serde_json::json;
 use sha2::Digest;
 use wasmgate::config::{Grants, Isolation, Secret};
-use wasmgate::exchange::Exchange;
+use wasmgate::exchange::{self, Exchange};
 use wasmgate::plugin::caps::store::StoreBackend;
 use wasmgate::plugin::{ChainLink, Outcome, Runtime};
 use wasmgate_common::keys::{Algorithm, Key};
@@ -136,9 +136,10 @@ fn get(uri: &str, headers: &[(&str, &str)]) -> Request<()> {
     req.body(()).expect("request")
 }
 
-/// Runs `link`'s request hook and, when the request went on, gives it
-/// `response` as the chain does: the response headers the request hook left
-/// set on it, then the response hook, if the plugin has one. `"continue"`,
+/// Runs `link` as the chain does: its fixed request headers and request
+/// hook (if it has one) and, when the request went on, gives it `response`:
+/// its fixed response headers and those the request hook left set on it,
+/// then the response hook, if the plugin has one. `"continue"`,
 /// `"respond"` or `"fault"`.
 fn run(link: &ChainLink, ex: &mut Box<Exchange>, response: Option<&Response<Bytes>>) -> &'static str {
     let outcome = |o: Result<Outcome, _>| match o {
@@ -146,12 +147,13 @@ fn run(link: &ChainLink, ex: &mut Box<Exchange>, response: Option<&Response<Byte
         Ok(Outcome::Respond(_)) => "respond",
         Err(_) => "fault",
     };
-    let first = outcome(link.on_request(ex));
+    exchange::apply_fixed(&link.fixed.request, &mut ex.request.headers);
+    let first = if link.info.on_request { outcome(link.on_request(ex)) } else { "continue" };
     match response {
         Some(resp) if first == "continue" => {
             let (parts, ()) = clone_response(resp).into_parts();
             ex.response = Some(parts);
-            ex.apply_staged(0);
+            ex.pass_back(&link.fixed, 0);
             if !link.info.on_response {
                 return first;
             }

@@ -106,6 +106,52 @@ impl HeaderEdit<HeaderValue> {
     }
 }
 
+/// Most fixed header edits a plugin may declare for each phase.
+pub const MAX_FIXED_EDITS: usize = 64;
+
+/// A header and what to do to it, checked.
+pub type CheckedEdit = (HeaderName, HeaderEdit<HeaderValue>);
+
+/// The header edits a plugin declared when it was configured (WIT
+/// `setup`), which the gateway makes on every request and response passing
+/// it without calling it.
+#[derive(Debug, Clone, Default)]
+pub struct FixedEdits {
+    pub request: Vec<CheckedEdit>,
+    pub response: Vec<CheckedEdit>,
+}
+
+impl FixedEdits {
+    pub fn add_request(&mut self, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        add_fixed(&mut self.request, name, edit)
+    }
+
+    pub fn add_response(&mut self, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        add_fixed(&mut self.response, name, edit)
+    }
+}
+
+fn add_fixed(list: &mut Vec<CheckedEdit>, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+    if list.len() >= MAX_FIXED_EDITS {
+        return Err(EditError::InvalidValue(format!("more than {MAX_FIXED_EDITS} fixed headers")));
+    }
+    let name = editable_name(name)?;
+    let edit = HeaderEdit::check(&name, edit)?;
+    list.push((name, edit));
+    Ok(())
+}
+
+/// Makes a plugin's fixed edits on `headers`. Like the plugin's own, those
+/// that add stop once the headers hold [`MAX_EDITED_HEADERS`].
+pub fn apply_fixed(edits: &[CheckedEdit], headers: &mut HeaderMap) {
+    for (name, edit) in edits {
+        if !matches!(edit, HeaderEdit::Remove) && headers.len() >= MAX_EDITED_HEADERS {
+            continue;
+        }
+        edit.clone().apply(name.clone(), headers);
+    }
+}
+
 /// Most headers a plugin edit may leave in one request or response: the
 /// `http` crate's maps panic past 32 768 entries, and a header map the
 /// plugin's memory limit does not count must stay bounded.
@@ -148,7 +194,7 @@ impl Exchange {
 
     /// Edits a header of the response: at once in the response phase; in
     /// the request phase kept until the response passes back through the
-    /// plugin being called ([`apply_staged`]).
+    /// plugin being called ([`pass_back`]).
     pub fn edit_response_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
         if let Some(resp) = &mut self.response {
             return edit_headers(&mut resp.headers, name, edit);
@@ -204,10 +250,11 @@ impl Exchange {
         Ok(())
     }
 
-    /// Applies the headers the plugin at `link` set for the response.
-    pub fn apply_staged(&mut self, link: usize) {
+    /// What the response gets as it passes back through the plugin at
+    /// `link` ([`pass_back`]).
+    pub fn pass_back(&mut self, fixed: &FixedEdits, link: usize) {
         if let Some(resp) = &mut self.response {
-            apply_staged(&mut self.staged, link, &mut resp.headers);
+            pass_back(fixed, &mut self.staged, link, &mut resp.headers);
         }
     }
 
@@ -284,9 +331,11 @@ fn too_many() -> EditError {
     EditError::InvalidValue(format!("more than {MAX_EDITED_HEADERS} headers"))
 }
 
-/// Applies the headers the plugin at `link` set for the response (the last
-/// of `staged`, which is in chain order) to `headers`.
-pub fn apply_staged(staged: &mut Vec<StagedHeader>, link: usize, headers: &mut HeaderMap) {
+/// What a response passing back through the plugin at `link` gets before
+/// that plugin's response hook: the plugin's fixed edits, then the headers
+/// its request hook left (the last of `staged`, which is in chain order).
+pub fn pass_back(fixed: &FixedEdits, staged: &mut Vec<StagedHeader>, link: usize, headers: &mut HeaderMap) {
+    apply_fixed(&fixed.response, headers);
     if staged.is_empty() {
         return;
     }
@@ -346,13 +395,13 @@ mod tests {
         resp.headers.insert("server", HeaderValue::from_static("upstream"));
         ex.response = Some(resp);
         // The response passes back through plugins 2, 1 and 0.
-        ex.apply_staged(2);
+        ex.pass_back(&FixedEdits::default(), 2);
         let headers = |ex: &Exchange| ex.response.as_ref().map(|r| r.headers.clone()).unwrap_or_default();
         assert_eq!(values(&headers(&ex), "x-a"), ["third"]);
         assert!(values(&headers(&ex), "server").is_empty(), "removed");
-        ex.apply_staged(1);
+        ex.pass_back(&FixedEdits::default(), 1);
         assert_eq!(ex.staged.len(), 2, "plugin 1 left nothing");
-        ex.apply_staged(0);
+        ex.pass_back(&FixedEdits::default(), 0);
         assert_eq!(values(&headers(&ex), "x-a"), ["first"], "the plugin in front sets its value last");
         assert_eq!(values(&headers(&ex), "vary"), ["Accept", "Origin"], "appended");
         assert!(ex.staged.is_empty());
@@ -401,5 +450,43 @@ mod tests {
         }
         assert_eq!(names.0.len(), EditableNames::MAX, "bounded");
         assert_eq!(names.get("x-39").unwrap(), "x-39", "past the bound still parsed");
+    }
+
+    #[test]
+    fn fixed_edits_are_checked_when_declared_and_made_before_the_left_ones() {
+        let mut fixed = FixedEdits::default();
+        fixed.add_response("x-a", HeaderEdit::Set(b"fixed".to_vec())).unwrap();
+        fixed.add_response("Server", HeaderEdit::Remove).unwrap();
+        assert_eq!(
+            fixed.add_response("content-length", HeaderEdit::Set(b"1".to_vec())),
+            Err(EditError::Forbidden("content-length".into()))
+        );
+        assert!(matches!(fixed.add_request("x-b", HeaderEdit::Set(b"a\nb".to_vec())), Err(EditError::InvalidValue(_))));
+        for i in 0..MAX_FIXED_EDITS {
+            fixed.add_request(&format!("x-{i}"), HeaderEdit::Append(b"1".to_vec())).unwrap();
+        }
+        assert!(matches!(
+            fixed.add_request("x-one-more", HeaderEdit::Remove),
+            Err(EditError::InvalidValue(m)) if m.contains("more than 64")
+        ));
+        assert_eq!((fixed.request.len(), fixed.response.len()), (MAX_FIXED_EDITS, 2));
+
+        // On the way back: the plugin's fixed edits, then what its request
+        // hook left, which wins.
+        let mut ex = Exchange::placeholder();
+        ex.edit_response_header(name("x-a"), HeaderEdit::Set(b"left".to_vec())).unwrap();
+        let (mut resp, ()) = http::Response::new(()).into_parts();
+        resp.headers.insert("server", HeaderValue::from_static("upstream"));
+        pass_back(&fixed, &mut ex.staged, 0, &mut resp.headers);
+        assert_eq!(values(&resp.headers, "x-a"), ["left"]);
+        assert!(values(&resp.headers, "server").is_empty());
+
+        // Adds stop at the header limit, as a plugin's own do.
+        let mut full = HeaderMap::new();
+        for i in 0..MAX_EDITED_HEADERS {
+            full.insert(name(&format!("x-full-{i}")), HeaderValue::from_static("1"));
+        }
+        apply_fixed(&fixed.request, &mut full);
+        assert_eq!(full.len(), MAX_EDITED_HEADERS);
     }
 }

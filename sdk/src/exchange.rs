@@ -7,7 +7,20 @@
 use std::fmt;
 
 use crate::bindings::wasmgate::plugin::types as wit;
-use crate::testing::{HeaderEdit, StagedHeader, TestRequest, TestResponse};
+use crate::testing::{StagedHeader, TestRequest, TestResponse};
+
+/// What an edit does to one header: a response header a request hook
+/// left ([`Request::set_response_header`]), or a fixed one
+/// ([`FixedHeaders`](crate::FixedHeaders)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderEdit {
+    /// Replaces every value.
+    Set(Vec<u8>),
+    /// Adds a value, keeping the others.
+    Append(Vec<u8>),
+    /// Removes every value.
+    Remove,
+}
 
 /// Why an edit was refused. The request or response is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,19 +73,20 @@ pub use wasmgate_common::path;
 
 pub use decision::{Decision, Reply};
 pub use exchange::{
-    EditError, Headers, MANAGED_HEADERS, Request, Response, check_header, check_header_name, check_header_value,
+    EditError, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response, check_header, check_header_name,
+    check_header_value,
 };
 pub use host::{clock, context, log};
-pub use plugin::{ConfigError, Info, Plugin};
+pub use plugin::{ConfigError, FixedHeaders, Info, MAX_FIXED_HEADERS, Plugin};
 
 /// The WIT package this SDK builds plugins against.
-pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.1";
+pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.2";
 
 /// The names most plugins need, in one `use`.
 pub mod prelude {
     pub use crate::{
-        ConfigError, Decision, EditError, Headers, Info, Plugin, Reply, Request, Response, check_header_name,
-        check_header_value, context, export_plugin, log,
+        ConfigError, Decision, EditError, FixedHeaders, HeaderEdit, Headers, Info, Plugin, Reply, Request, Response,
+        check_header_name, check_header_value, context, export_plugin, log,
     };
 }
 

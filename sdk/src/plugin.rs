@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::bindings::wasmgate::plugin::types as wit;
 use crate::decision::{Decision, Reply};
-use crate::exchange::{Request, Response};
+use crate::exchange::{EditError, HeaderEdit, Request, Response};
 
 /// A policy.
 ///
@@ -33,6 +33,17 @@ pub trait Plugin: Sized + 'static {
     /// calls `on_request` only.
     fn info(&self) -> Info {
         Info::default()
+    }
+
+    /// Header edits that do not depend on the request, which the gateway
+    /// makes itself on every request and response passing this plugin,
+    /// without calling it: a plugin whose edits are all fixed needs no hook
+    /// at all (`Info { on_request: false, ..Info::default() }`). Asked once,
+    /// when the plugin accepts its config; an edit the gateway refuses (a
+    /// managed header, a bad value) refuses the config. The default has
+    /// none.
+    fn fixed_headers(&self) -> FixedHeaders {
+        FixedHeaders::default()
     }
 
     /// The request phase. The default continues.
@@ -73,6 +84,46 @@ impl Info {
     pub fn both() -> Self {
         Self { on_response: true, ..Self::default() }
     }
+}
+
+/// Most fixed header edits a plugin may declare for each phase.
+pub const MAX_FIXED_HEADERS: usize = 64;
+
+/// Header edits the gateway makes for a plugin without calling it
+/// ([`Plugin::fixed_headers`]), at most [`MAX_FIXED_HEADERS`] each way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixedHeaders {
+    /// Made on every request that reaches the plugin, after the plugins
+    /// before it and before its own [`Plugin::on_request`].
+    pub request: Vec<(String, HeaderEdit)>,
+    /// Made on every response that passes back through the plugin,
+    /// whoever gave it: after the plugins behind it, before the response
+    /// headers its request hook left and before its [`Plugin::on_response`].
+    pub response: Vec<(String, HeaderEdit)>,
+}
+
+impl FixedHeaders {
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
+    }
+
+    /// One side's edits from a config written as header lists: every
+    /// `remove`, then every `set`, then every `append`, in that order.
+    pub fn edits<'a>(
+        remove: impl IntoIterator<Item = &'a String>,
+        set: impl IntoIterator<Item = (&'a String, &'a String)>,
+        append: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Vec<(String, HeaderEdit)> {
+        let remove = remove.into_iter().map(|n| (n.clone(), HeaderEdit::Remove));
+        let set = set.into_iter().map(|(n, v)| (n.clone(), HeaderEdit::Set(v.clone().into_bytes())));
+        let append = append.into_iter().map(|(n, v)| (n.clone(), HeaderEdit::Append(v.clone().into_bytes())));
+        remove.chain(set).chain(append).collect()
+    }
+}
+
+/// The message a plugin's refused fixed header gives the operator.
+pub(crate) fn fixed_header_error(phase: &str, name: &str, why: &str) -> ConfigError {
+    ConfigError(format!("the fixed {phase} header `{name}` was refused: {why}"))
 }
 
 /// A refused config: the message the operator sees, naming what is wrong and
@@ -132,6 +183,7 @@ type Slot<P> = LocalKey<RefCell<Option<P>>>;
 #[doc(hidden)]
 pub fn configure<P: Plugin>(slot: &'static Slot<P>, config: &str) -> Result<wit::PluginInfo, String> {
     let plugin = build::<P>(config).map_err(|e| e.0)?;
+    declare_fixed(&plugin.fixed_headers()).map_err(|e| e.0)?;
     let info = plugin.info();
     slot.with(|cell| *cell.borrow_mut() = Some(plugin));
     let mut hooks = wit::Hooks::empty();
@@ -142,6 +194,26 @@ pub fn configure<P: Plugin>(slot: &'static Slot<P>, config: &str) -> Result<wit:
         hooks |= wit::Hooks::ON_RESPONSE;
     }
     Ok(wit::PluginInfo { hooks, request_body: info.request_body, response_body: info.response_body })
+}
+
+/// Hands the plugin's fixed header edits to the gateway.
+fn declare_fixed(fixed: &FixedHeaders) -> Result<(), ConfigError> {
+    use crate::bindings::wasmgate::plugin::setup;
+    for (phase, edits) in [("request", &fixed.request), ("response", &fixed.response)] {
+        for (name, edit) in edits {
+            let edit = match edit {
+                HeaderEdit::Set(v) => setup::HeaderEdit::Set(v.clone()),
+                HeaderEdit::Append(v) => setup::HeaderEdit::Append(v.clone()),
+                HeaderEdit::Remove => setup::HeaderEdit::Remove,
+            };
+            let declared = match phase {
+                "request" => setup::fixed_request_header(name, &edit),
+                _ => setup::fixed_response_header(name, &edit),
+            };
+            declared.map_err(|e| fixed_header_error(phase, name, &EditError::from(e).to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 #[doc(hidden)]

@@ -18,13 +18,36 @@ use crate::plugin::{ConfigError, Plugin};
 
 /// Builds a plugin from JSON config text, as the gateway does with the
 /// route's TOML table.
+/// Like the gateway, it refuses a plugin whose
+/// [`fixed_headers`](Plugin::fixed_headers) are not valid edits.
 pub fn configure<P: Plugin>(config_json: &str) -> Result<P, ConfigError> {
-    crate::plugin::build::<P>(config_json)
+    let plugin = crate::plugin::build::<P>(config_json)?;
+    let fixed = plugin.fixed_headers();
+    for (phase, edits) in [("request", &fixed.request), ("response", &fixed.response)] {
+        if edits.len() > crate::plugin::MAX_FIXED_HEADERS {
+            return Err(ConfigError::new(format!(
+                "more than {} fixed {phase} headers",
+                crate::plugin::MAX_FIXED_HEADERS
+            )));
+        }
+        for (name, edit) in edits {
+            let checked = match edit {
+                HeaderEdit::Set(v) | HeaderEdit::Append(v) => crate::check_header(name, v).map(drop),
+                HeaderEdit::Remove => crate::check_header_name(name).map(drop),
+            };
+            checked.map_err(|e| crate::plugin::fixed_header_error(phase, name, &e.to_string()))?;
+        }
+    }
+    Ok(plugin)
 }
 
-/// Calls `on_request` as the gateway would: not at all when the plugin's
+/// Calls `on_request` as the gateway would: after making the plugin's
+/// fixed request header edits; not at all when the plugin's
 /// [`Info`](crate::Info) leaves it out, and with the body available only when asked for.
 pub fn on_request<P: Plugin>(plugin: &P, req: &mut TestRequest) -> Decision {
+    for (name, edit) in plugin.fixed_headers().request {
+        apply(&mut req.headers, &name, edit);
+    }
     let info = plugin.info();
     if !info.on_request {
         return Decision::Continue;
@@ -33,17 +56,16 @@ pub fn on_request<P: Plugin>(plugin: &P, req: &mut TestRequest) -> Decision {
     plugin.on_request(&mut Request::test(req))
 }
 
-/// Calls `on_response` as the gateway would: after setting the response
-/// headers the request hook set ([`TestRequest::response_headers`], which
-/// this empties), even when the plugin has no response hook.
+/// Calls `on_response` as the gateway would: after making the plugin's
+/// fixed response header edits and setting the response headers the request
+/// hook set ([`TestRequest::response_headers`], which this empties), even
+/// when the plugin has no response hook.
 pub fn on_response<P: Plugin>(plugin: &P, req: &mut TestRequest, resp: &mut TestResponse) -> Decision {
+    for (name, edit) in plugin.fixed_headers().response {
+        apply(&mut resp.headers, &name, edit);
+    }
     for StagedHeader { name, edit } in std::mem::take(&mut req.response_headers) {
-        // Checked when they were left, so none is refused here.
-        match edit {
-            HeaderEdit::Set(v) => _ = resp.headers.set(&name, &v),
-            HeaderEdit::Append(v) => _ = resp.headers.append(&name, &v),
-            HeaderEdit::Remove => _ = resp.headers.remove(&name),
-        }
+        apply(&mut resp.headers, &name, edit);
     }
     let info = plugin.info();
     if !info.on_response {
@@ -51,6 +73,16 @@ pub fn on_response<P: Plugin>(plugin: &P, req: &mut TestRequest, resp: &mut Test
     }
     resp.body.buffered = info.response_body;
     plugin.on_response(&Request::test(req), &mut Response::test(resp))
+}
+
+/// Makes an edit the gateway makes for the plugin. Fixed edits are checked
+/// by [`configure`], left ones when they were left, so none is refused here.
+fn apply(headers: &mut TestHeaders, name: &str, edit: HeaderEdit) {
+    match edit {
+        HeaderEdit::Set(v) => _ = headers.set(name, &v),
+        HeaderEdit::Append(v) => _ = headers.append(name, &v),
+        HeaderEdit::Remove => _ = headers.remove(name),
+    }
 }
 
 /// A request for tests.
@@ -81,16 +113,7 @@ pub struct StagedHeader {
     pub edit: HeaderEdit,
 }
 
-/// What [`StagedHeader`] does to its header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderEdit {
-    /// Replaces every value.
-    Set(Vec<u8>),
-    /// Adds a value, keeping the others.
-    Append(Vec<u8>),
-    /// Removes every value.
-    Remove,
-}
+pub use crate::exchange::HeaderEdit;
 
 impl TestRequest {
     /// The value the request hook left for a response header, as text: the

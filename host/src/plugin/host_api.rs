@@ -16,7 +16,7 @@ use wasmgate_common::decimal::Decimal;
 
 use super::limits::Limiter;
 use super::sandbox::Stdio;
-use crate::exchange::{self, EditError, EditableNames, Exchange, HeaderEdit};
+use crate::exchange::{self, EditError, EditableNames, Exchange, FixedEdits, HeaderEdit};
 
 wasmtime::component::bindgen!({
     world: "policy-plugin",
@@ -30,6 +30,7 @@ wasmtime::component::bindgen!({
     imports: { "wasmgate:plugin/crypto": trappable },
 });
 
+use self::wasmgate::plugin::setup;
 use self::wasmgate::plugin::types::{self as wit};
 
 /// The request lent to a hook. The host never creates more than one, so the
@@ -58,6 +59,9 @@ pub struct HostState {
     pub(crate) keys_held: usize,
     /// The header names this instance edited, checked once.
     pub(crate) names: EditableNames,
+    /// The fixed header edits the plugin declares: collected while its
+    /// config hook runs, `None` at any other time.
+    pub(crate) fixed: Option<FixedEdits>,
     /// The plugin's deadline, restored after each wait on I/O: the deadline
     /// bounds the plugin's computing, the I/O has timeouts of its own.
     pub(crate) deadline_ticks: u64,
@@ -74,6 +78,7 @@ impl HostState {
             table: wasmtime::component::ResourceTable::new(),
             keys_held: 0,
             names: EditableNames::default(),
+            fixed: Some(FixedEdits::default()),
             deadline_ticks,
         }
     }
@@ -92,6 +97,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     self::wasmgate::plugin::log::add_to_linker::<HostState, D>(linker, |s| s)?;
     self::wasmgate::plugin::context::add_to_linker::<HostState, D>(linker, |s| s)?;
     self::wasmgate::plugin::clock::add_to_linker::<HostState, D>(linker, |s| s)?;
+    self::wasmgate::plugin::setup::add_to_linker::<HostState, D>(linker, |s| s)?;
     super::sandbox::add_to_linker(linker)
 }
 
@@ -129,6 +135,30 @@ impl HostState {
 }
 
 impl wit::Host for HostState {}
+
+impl From<setup::HeaderEdit> for HeaderEdit<Vec<u8>> {
+    fn from(edit: setup::HeaderEdit) -> Self {
+        match edit {
+            setup::HeaderEdit::Set(v) => Self::Set(v),
+            setup::HeaderEdit::Append(v) => Self::Append(v),
+            setup::HeaderEdit::Remove => Self::Remove,
+        }
+    }
+}
+
+impl setup::Host for HostState {
+    fn fixed_request_header(&mut self, name: String, edit: setup::HeaderEdit) -> EditResult {
+        Ok(self.fixed.as_mut().ok_or_else(not_configuring)?.add_request(&name, edit.into())?)
+    }
+
+    fn fixed_response_header(&mut self, name: String, edit: setup::HeaderEdit) -> EditResult {
+        Ok(self.fixed.as_mut().ok_or_else(not_configuring)?.add_response(&name, edit.into())?)
+    }
+}
+
+fn not_configuring() -> wit::EditError {
+    wit::EditError::InvalidValue("fixed headers are declared from configure only".into())
+}
 
 impl wit::HostRequest for HostState {
     fn method(&mut self, _: Resource<RequestHandle>) -> String {

@@ -19,7 +19,7 @@ use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::
 use super::registry::Plugin;
 use super::sandbox::GuestExit;
 use crate::config::Isolation;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, FixedEdits};
 use crate::telemetry::PluginSeries;
 
 /// What a plugin asked for when it accepted its config.
@@ -133,6 +133,9 @@ pub struct ChainLink {
     pub info: Info,
     /// `routes[i].plugins[j]`, for logs.
     pub key: String,
+    /// The header edits the gateway makes for this plugin without calling
+    /// it, as its first configured instance declared them.
+    pub fixed: FixedEdits,
     config_json: String,
     deadline_ticks: u64,
     pool: Option<Pool>,
@@ -176,7 +179,16 @@ impl ChainLink {
             u64::try_from(limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros())).unwrap_or(u64::MAX).max(1);
         let pool = (plugin.settings.isolation == Isolation::Pooled).then(|| Pool::new(workers, max_idle));
         let series = PluginSeries::unregistered();
-        let link = Self { plugin, info: Info::default(), key, config_json, deadline_ticks, pool, series };
+        let link = Self {
+            plugin,
+            info: Info::default(),
+            key,
+            fixed: FixedEdits::default(),
+            config_json,
+            deadline_ticks,
+            pool,
+            series,
+        };
         let (mut link, made) = if link.plugin.async_calls {
             // The control runtime drives the async instantiation; the link
             // travels there and back.
@@ -193,13 +205,14 @@ impl ChainLink {
             let made = link.instantiate();
             (link, made)
         };
-        let (warm, info) = made.map_err(|f| match f.kind {
+        let (warm, info, fixed) = made.map_err(|f| match f.kind {
             FaultKind::Refused => ConfigureError::Refused(f.detail),
             FaultKind::Instantiate => ConfigureError::NoInstance { detail: f.detail, pool_full: false },
             FaultKind::PoolFull => ConfigureError::NoInstance { detail: f.detail, pool_full: true },
             kind => ConfigureError::Refused(format!("its config hook failed ({}): {}", kind.as_str(), f.detail)),
         })?;
         link.info = info;
+        link.fixed = fixed;
         if let Some(pool) = &link.pool {
             pool.put(warm);
         }
@@ -239,7 +252,7 @@ impl ChainLink {
     }
 
     /// A fresh, configured instance (synchronous plugins).
-    fn instantiate(&self) -> Result<(Warm, Info), Fault> {
+    fn instantiate(&self) -> Result<Made, Fault> {
         let mut store = self.store();
         let instance = self.plugin.pre.instantiate(&mut store).map_err(instantiate_fault)?;
         let (configure, on_request, on_response) = self.funcs(&mut store, &instance)?;
@@ -248,7 +261,7 @@ impl ChainLink {
     }
 
     /// A fresh, configured instance (plugins that wait on I/O).
-    async fn instantiate_async(&self) -> Result<(Warm, Info), Fault> {
+    async fn instantiate_async(&self) -> Result<Made, Fault> {
         let mut store = self.store();
         let instance = self.plugin.pre.instantiate_async(&mut store).await.map_err(instantiate_fault)?;
         let (configure, on_request, on_response) = self.funcs(&mut store, &instance)?;
@@ -351,14 +364,20 @@ pub enum ConfigureError {
     NoInstance { detail: String, pool_full: bool },
 }
 
+/// A configured instance, what it asked for, and the fixed header edits it
+/// declared (kept from the first instance of a link, the same in the rest).
+type Made = (Warm, Info, FixedEdits);
+
 fn finish_configure(
-    store: Store<HostState>,
+    mut store: Store<HostState>,
     configured: wasmtime::Result<(Result<wit::PluginInfo, String>,)>,
     on_request: RequestFn,
     on_response: ResponseFn,
-) -> Result<(Warm, Info), Fault> {
+) -> Result<Made, Fault> {
+    // Fixed headers are declared while configuring only.
+    let fixed = store.data_mut().fixed.take().unwrap_or_default();
     match configured {
-        Ok((Ok(info),)) => Ok((Warm { store, on_request, on_response, uses: 0 }, info.into())),
+        Ok((Ok(info),)) => Ok((Warm { store, on_request, on_response, uses: 0 }, info.into(), fixed)),
         Ok((Err(refusal),)) => Err(Fault { kind: FaultKind::Refused, detail: refusal }),
         Err(e) => Err(classify(&e, store.data().limiter.exceeded)),
     }

@@ -15,19 +15,27 @@ use super::host_api::{HostState, PolicyPluginPre};
 use crate::config::PluginSettings;
 
 /// The WIT package version this gateway implements.
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 /// The versions it loads plugins built against: each later one only adds
 /// functions, so a plugin built against an earlier one runs unchanged.
-const COMPATIBLE_VERSIONS: [&str; 2] = ["0.1.0", WIT_VERSION];
-/// `@0.1.0 and @0.1.1`, for messages.
+const COMPATIBLE_VERSIONS: [&str; 3] = ["0.1.0", "0.1.1", WIT_VERSION];
+/// `@0.1.0, @0.1.1 and @0.1.2`, for messages.
 fn supported() -> String {
-    COMPATIBLE_VERSIONS.map(|v| format!("@{v}")).join(" and ")
+    let mut text = String::new();
+    for (i, version) in COMPATIBLE_VERSIONS.iter().enumerate() {
+        if i > 0 {
+            text.push_str(if i + 1 == COMPATIBLE_VERSIONS.len() { " and " } else { ", " });
+        }
+        text.push('@');
+        text.push_str(version);
+    }
+    text
 }
 
 /// The export every policy provides.
 pub const POLICY_EXPORT: &str = "wasmgate:plugin/policy";
 /// Host interfaces every plugin may import.
-const ALWAYS_GRANTED: [&str; 4] = ["types", "log", "context", "clock"];
+const ALWAYS_GRANTED: [&str; 5] = ["types", "log", "context", "clock", "setup"];
 
 /// Where the policy's functions are in the component.
 #[derive(Debug, Clone, Copy)]

@@ -51,6 +51,7 @@ pub(super) async fn run(
     let mut early = None;
     let mut lap = Lap::start();
     for (i, link) in route.chain.iter().enumerate() {
+        exchange::apply_fixed(&link.fixed.request, &mut ex.request.headers);
         if !link.info.on_request {
             continue;
         }
@@ -69,7 +70,7 @@ pub(super) async fn run(
     let (resp_parts, resp_body, ran) = match early {
         Some((i, (mut parts, bytes))) => {
             // The reply passes back through the plugin that gave it.
-            exchange::apply_staged(&mut ex.staged, i, &mut parts.headers);
+            exchange::pass_back(&route.chain[i].fixed, &mut ex.staged, i, &mut parts.headers);
             (parts, RespBody::Bytes(bytes), i)
         }
         None => {
@@ -117,8 +118,8 @@ async fn response_phase(
     let links = &route.chain[..ran];
     if !links.iter().any(|l| l.info.on_response) {
         let mut parts = parts;
-        for i in (0..ran).rev() {
-            exchange::apply_staged(&mut ex.staged, i, &mut parts.headers);
+        for (i, link) in links.iter().enumerate().rev() {
+            exchange::pass_back(&link.fixed, &mut ex.staged, i, &mut parts.headers);
         }
         return Ok((parts, body));
     }
@@ -140,7 +141,7 @@ async fn response_phase(
     ex.response = Some(parts);
     let mut lap = Lap::start();
     for (i, link) in links.iter().enumerate().rev() {
-        ex.apply_staged(i);
+        ex.pass_back(&link.fixed, i);
         if !link.info.on_response {
             continue;
         }

@@ -28,6 +28,14 @@ enum Mode {
     /// it by the response hook. How many were accepted goes upstream in
     /// `x-flood-accepted` in the request phase.
     Flood,
+    /// Declare a fixed response header the gateway manages
+    /// (`content-length`), which must refuse the config.
+    BadFixed,
+    /// Declare 65 fixed request headers, one more than allowed.
+    ManyFixed,
+    /// Try to declare a fixed header from the request hook, and put the
+    /// gateway's answer in `x-fixed-late` upstream.
+    LateFixed,
 }
 
 /// How many headers [`Mode::Flood`] tries to add.
@@ -63,7 +71,13 @@ impl Chaos {
     fn act(&self) -> Decision {
         self.calls.set(self.calls.get() + 1);
         match self.mode {
-            Mode::Ok | Mode::Refuse | Mode::Context | Mode::Flood => Decision::Continue,
+            Mode::Ok
+            | Mode::Refuse
+            | Mode::Context
+            | Mode::Flood
+            | Mode::BadFixed
+            | Mode::ManyFixed
+            | Mode::LateFixed => Decision::Continue,
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
             Mode::Trap => panic!("chaos: trapping on purpose"),
             Mode::Loop => {
@@ -103,7 +117,25 @@ impl Plugin for Chaos {
         Info { on_request: true, on_response: self.phase == Phase::Response, ..Info::default() }
     }
 
+    fn fixed_headers(&self) -> FixedHeaders {
+        match self.mode {
+            Mode::BadFixed => FixedHeaders {
+                response: vec![("content-length".into(), HeaderEdit::Set(b"1".to_vec()))],
+                ..FixedHeaders::default()
+            },
+            Mode::ManyFixed => FixedHeaders {
+                request: (0..65).map(|i| (format!("x-fixed-{i}"), HeaderEdit::Set(b"1".to_vec()))).collect(),
+                ..FixedHeaders::default()
+            },
+            _ => FixedHeaders::default(),
+        }
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        if self.mode == Mode::LateFixed {
+            let _ = req.set_header("x-fixed-late", late_fixed());
+            return Decision::Continue;
+        }
         if self.mode == Mode::Context {
             let mut keys = context::keys();
             keys.sort();
@@ -140,6 +172,20 @@ impl Plugin for Chaos {
         }
         Decision::Continue
     }
+}
+
+/// What the gateway answers a fixed header declared outside `configure`.
+fn late_fixed() -> String {
+    #[cfg(target_arch = "wasm32")]
+    return {
+        use wasmgate_sdk::__private::bindings::wasmgate::plugin::setup;
+        match setup::fixed_request_header("x-late", &setup::HeaderEdit::Set(b"1".to_vec())) {
+            Ok(()) => "accepted".to_owned(),
+            Err(e) => format!("refused: {}", EditError::from(e)),
+        }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    "only in the gateway".to_owned()
 }
 
 export_plugin!(Chaos);
