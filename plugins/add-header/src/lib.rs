@@ -1,5 +1,7 @@
 //! `add-header`: sets, appends and removes headers on the request (before
-//! the upstream sees it) and on the response (before the client does).
+//! the upstream sees it) and on the response (before the client does). The
+//! edits are fixed (`Plugin::fixed_headers`): the gateway makes them itself
+//! and never calls the plugin on the request path.
 
 use std::collections::BTreeMap;
 
@@ -48,24 +50,12 @@ impl Edits {
 
     /// Applies the edits to the request's or the response's headers. Names
     /// and values were checked at config time; a refused edit is logged.
-    fn apply(&self, target: &mut impl Headers, side: &str) {
-        for name in &self.remove {
-            target.remove_header(name);
-        }
-        for (name, value) in &self.set {
-            if let Err(e) = target.set_header(name, value) {
-                log::warn(&format!("cannot set {side} header {name}: {e}"));
-            }
-        }
-        for (name, value) in &self.append {
-            if let Err(e) = target.append_header(name, value) {
-                log::warn(&format!("cannot append {side} header {name}: {e}"));
-            }
-        }
+    /// The edits for the gateway to make, in the order remove, set, append.
+    fn fixed(&self) -> Vec<(String, HeaderEdit)> {
+        FixedHeaders::edits(&self.remove, &self.set, &self.append)
     }
 }
 
-/// The plugin: the edits for each phase.
 #[derive(Debug)]
 pub struct AddHeader {
     request: Edits,
@@ -96,18 +86,14 @@ impl Plugin for AddHeader {
         Ok(Self { request, response: config.response })
     }
 
+    /// Every edit is fixed: the gateway makes them and never calls the
+    /// plugin.
     fn info(&self) -> Info {
-        Info { on_request: !self.request.is_empty(), on_response: !self.response.is_empty(), ..Info::default() }
+        Info { on_request: false, ..Info::default() }
     }
 
-    fn on_request(&self, req: &mut Request<'_>) -> Decision {
-        self.request.apply(req, "request");
-        Decision::Continue
-    }
-
-    fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
-        self.response.apply(resp, "response");
-        Decision::Continue
+    fn fixed_headers(&self) -> FixedHeaders {
+        FixedHeaders { request: self.request.fixed(), response: self.response.fixed() }
     }
 }
 
@@ -137,7 +123,7 @@ mod tests {
             r#"{"request":{"remove":["cookie"],"set":{"x-a":"1"},"append":{"x-b":"2"}},
                 "response":{"remove":["server"],"set":{"x-frame-options":"DENY"}}}"#,
         );
-        assert_eq!(p.info(), Info { on_request: true, on_response: true, ..Info::default() });
+        assert_eq!(p.info(), Info { on_request: false, on_response: false, ..Info::default() }, "never called");
         let mut req = TestRequest::get("/").header("cookie", "s=1").header("x-b", "1");
         let _ = testing::on_request(&p, &mut req);
         assert_eq!(req.headers.get("cookie"), None);
@@ -151,10 +137,18 @@ mod tests {
     }
 
     #[test]
-    fn response_only_config_skips_the_request_hook() {
-        let p = plugin(r#"{"response":{"set":{"x-r":"1"}}}"#);
-        assert!(!p.info().on_request);
-        assert!(p.info().on_response);
+    fn the_edits_are_fixed_in_order() {
+        let p = plugin(r#"{"response":{"append":{"vary":"origin"},"set":{"x-r":"1"},"remove":["server"]}}"#);
+        let fixed = p.fixed_headers();
+        assert!(fixed.request.is_empty());
+        assert_eq!(
+            fixed.response,
+            [
+                ("server".into(), HeaderEdit::Remove),
+                ("x-r".into(), HeaderEdit::Set(b"1".to_vec())),
+                ("vary".into(), HeaderEdit::Append(b"origin".to_vec())),
+            ]
+        );
     }
 
     #[test]

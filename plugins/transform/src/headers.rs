@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wasmgate_sdk::{EditError, Headers, Request, check_header_name, check_header_value, log};
+use wasmgate_sdk::{EditError, FixedHeaders, HeaderEdit, Headers, check_header_name, check_header_value, log};
 
 /// `headers = { rename = {...}, remove = [...], set = {...}, add = {...} }` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -71,19 +71,10 @@ impl HeaderEdits {
         !self.rename.is_empty()
     }
 
-    /// Leaves the edits (remove, set, add; no renames, see [`Self::reads`])
-    /// for the response: the gateway applies them, in this order, when the
-    /// response comes back through the plugin.
-    pub fn leave_for_response(&self, req: &mut Request<'_>) {
-        for name in &self.remove {
-            warn_on(req.remove_response_header(name), "response", "remove", name);
-        }
-        for (name, value) in &self.set {
-            warn_on(req.set_response_header(name, value), "response", "set", name);
-        }
-        for (name, value) in &self.add {
-            warn_on(req.append_response_header(name, value), "response", "add", name);
-        }
+    /// The edits (remove, set, add; no renames, see [`Self::reads`]) for
+    /// the gateway to make, in this order, without calling the plugin.
+    pub fn fixed(&self) -> Vec<(String, HeaderEdit)> {
+        FixedHeaders::edits(&self.remove, self.set.iter().map(|(n, v)| (n, v)), self.add.iter().map(|(n, v)| (n, v)))
     }
 
     /// Applies the edits. Every rename reads its header as it arrived, so

@@ -3,9 +3,10 @@
 //! body, status).
 //!
 //! Only the phases with rules are called, and a body is buffered only on a
-//! side with body rules, so a header-only config streams both bodies. When
-//! the response rules are header edits that read nothing (no renames), the
-//! request hook leaves them with the gateway and there is no response hook.
+//! side with body rules, so a header-only config streams both bodies. Header
+//! edits that read nothing (no renames) on a side without body rules (or
+//! status map) are fixed: the gateway makes them without calling the plugin,
+//! so a config of such edits alone costs no call at all.
 
 mod body;
 mod headers;
@@ -76,6 +77,20 @@ impl RequestRules {
     fn is_empty(&self) -> bool {
         self.headers.is_empty() && self.path.is_none() && self.query.is_empty() && self.body.is_empty()
     }
+
+    /// Header edits that read nothing, with no body rules that could read
+    /// what they change: the gateway makes them before the request hook.
+    fn headers_fixed(&self) -> bool {
+        !self.headers.is_empty() && !self.headers.reads() && self.body.is_empty()
+    }
+
+    /// Whether anything is left for the request hook.
+    fn needs_hook(&self) -> bool {
+        (!self.headers.is_empty() && !self.headers_fixed())
+            || self.path.is_some()
+            || !self.query.is_empty()
+            || !self.body.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -90,9 +105,9 @@ impl ResponseRules {
         self.headers.is_empty() && self.body.is_empty() && self.status_map.is_empty()
     }
 
-    /// Header edits that read nothing and nothing else: the request hook can
-    /// leave them for the response, sparing a response hook.
-    fn can_be_left(&self) -> bool {
+    /// Header edits that read nothing and nothing else: the gateway makes
+    /// them, sparing a response hook.
+    fn headers_fixed(&self) -> bool {
         !self.headers.is_empty() && !self.headers.reads() && self.body.is_empty() && self.status_map.is_empty()
     }
 }
@@ -162,10 +177,9 @@ impl Plugin for Transform {
     }
 
     fn info(&self) -> Info {
-        let left = self.response.can_be_left();
         Info {
-            on_request: !self.request.is_empty() || left,
-            on_response: !self.response.is_empty() && !left,
+            on_request: self.request.needs_hook(),
+            on_response: !self.response.is_empty() && !self.response.headers_fixed(),
             request_body: !self.request.body.is_empty(),
             response_body: !self.response.body.is_empty(),
         }
@@ -177,7 +191,9 @@ impl Plugin for Transform {
         {
             return refusal;
         }
-        self.request.headers.apply(req, "request");
+        if !self.request.headers_fixed() {
+            self.request.headers.apply(req, "request");
+        }
         if let Some(rewrite) = &self.request.path
             && let Some(path) = rewrite.apply(&req.path())
             && let Err(e) = req.set_path(&path)
@@ -192,10 +208,15 @@ impl Plugin for Transform {
             log::error(&format!("cannot set the query to {query:?}: {e}"));
             return error(500, "query rewrite failed");
         }
-        if self.response.can_be_left() {
-            self.response.headers.leave_for_response(req);
-        }
         Decision::Continue
+    }
+
+    fn fixed_headers(&self) -> FixedHeaders {
+        let fixed = |yes: bool, edits: &HeaderEdits| if yes { edits.fixed() } else { Vec::new() };
+        FixedHeaders {
+            request: fixed(self.request.headers_fixed(), &self.request.headers),
+            response: fixed(self.response.headers_fixed(), &self.response.headers),
+        }
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {

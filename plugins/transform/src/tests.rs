@@ -91,22 +91,56 @@ fn response_headers_add_set_remove_rename() {
 }
 
 #[test]
-fn response_header_edits_without_renames_are_left_by_the_request_hook() {
-    let p = plugin(json!({ "response": { "headers": {
-        "remove": ["server"],
-        "set": { "x-frame-options": "DENY" },
-        "add": { "vary": "accept-language" },
-    } } }));
-    assert_eq!(p.info(), Info::default(), "no response hook: the request hook leaves the edits");
-    let mut req = TestRequest::get("/");
+fn header_edits_without_renames_are_fixed_and_need_no_call() {
+    let p = plugin(json!({
+        "request": { "headers": { "remove": ["cookie"], "set": { "x-tenant": "acme" } } },
+        "response": { "headers": {
+            "remove": ["server"],
+            "set": { "x-frame-options": "DENY" },
+            "add": { "vary": "accept-language" },
+        } },
+    }));
+    assert_eq!(p.info(), Info { on_request: false, ..Info::default() }, "no hook at all");
+    let fixed = p.fixed_headers();
+    assert_eq!(
+        fixed.request,
+        [("cookie".into(), HeaderEdit::Remove), ("x-tenant".into(), HeaderEdit::Set(b"acme".to_vec()))]
+    );
+    assert_eq!(
+        fixed.response,
+        [
+            ("server".into(), HeaderEdit::Remove),
+            ("x-frame-options".into(), HeaderEdit::Set(b"DENY".to_vec())),
+            ("vary".into(), HeaderEdit::Append(b"accept-language".to_vec())),
+        ],
+        "in the order remove, set, add"
+    );
+    // The gateway makes them, in order, on the way in and on the way back.
+    let mut req = TestRequest::get("/").header("cookie", "s=1").header("x-tenant", "other");
     assert!(testing::on_request(&p, &mut req).is_continue());
-    assert_eq!(req.response_header_str("x-frame-options").as_deref(), Some("DENY"));
-    // The gateway applies them in order when the response comes back.
+    assert_eq!(req.headers.get("cookie"), None);
+    assert_eq!(req.headers.get_str("x-tenant").as_deref(), Some("acme"));
     let mut resp = TestResponse::new(200).header("server", "nginx").header("vary", "accept");
     assert!(testing::on_response(&p, &mut req, &mut resp).is_continue());
     assert_eq!(resp.headers.get("server"), None);
     assert_eq!(resp.headers.get_str("x-frame-options").as_deref(), Some("DENY"));
     assert_eq!(resp.headers.get_all("vary"), vec![b"accept".to_vec(), b"accept-language".to_vec()]);
+}
+
+#[test]
+fn header_edits_beside_body_rules_stay_with_the_hooks() {
+    let p = plugin(json!({
+        "request": { "headers": { "set": { "content-type": "application/json" } }, "body": { "set": { "/a": 1 } } },
+        "response": { "headers": { "set": { "x-b": "2" } }, "status_map": { "404": 410 } },
+    }));
+    assert!(p.fixed_headers().is_empty(), "a body rule or status map could read what they change");
+    assert_eq!(p.info(), Info { on_request: true, on_response: true, request_body: true, response_body: false });
+    let mut req = post("/", r#"{"a":0}"#);
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    assert_eq!(req.headers.get_str("content-type").as_deref(), Some("application/json"));
+    let mut resp = TestResponse::new(404);
+    assert!(testing::on_response(&p, &mut req, &mut resp).is_continue());
+    assert_eq!((resp.status, resp.headers.get_str("x-b").as_deref()), (410, Some("2")));
 }
 
 #[test]
@@ -293,7 +327,11 @@ fn only_the_needed_hooks_and_bodies_are_asked_for() {
     let p = plugin(
         json!({ "request": { "headers": { "set": { "x": "1" } } }, "response": { "body": { "set": { "/a": 1 } } } }),
     );
-    assert_eq!(p.info(), Info { on_request: true, on_response: true, request_body: false, response_body: true });
+    assert_eq!(
+        p.info(),
+        Info { on_request: false, on_response: true, request_body: false, response_body: true },
+        "the request header is fixed"
+    );
 }
 
 #[test]

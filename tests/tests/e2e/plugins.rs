@@ -51,7 +51,7 @@ fn sample<'t>(text: &'t str, series: &str) -> Option<&'t str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_calls_are_timed_per_plugin_and_phase() {
     let up = TestUpstream::echo("u").await;
-    let plugins = r#"{ use = "add-header", config = { response = { set = { "x-seen" = "1" } } } },
+    let plugins = r#"{ use = "transform", config = { response = { headers = { rename = { "x-upstream" = "x-seen" } } } } },
   { use = "deny", config = { paths = ["/no"] } },"#;
     let gw = TestGateway::start(&format!("{ADMIN}{}", route(&up, plugins, "")));
     for _ in 0..3 {
@@ -64,10 +64,10 @@ async fn plugin_calls_are_timed_per_plugin_and_phase() {
     };
     // deny's request hook ran four times; it has no response hook, so its
     // response series (made when the route was configured) stays at 0.
-    // add-header's response hook ran for the refused request too.
+    // transform's response hook ran for the refused request too.
     assert_eq!(count("deny", "request"), Some("4"), "{text}");
     assert_eq!(count("deny", "response"), Some("0"), "{text}");
-    assert_eq!(count("add-header", "response"), Some("4"), "{text}");
+    assert_eq!(count("transform", "response"), Some("4"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,15 +194,16 @@ async fn a_plugin_adding_thousands_of_headers_is_refused_past_the_limit() {
     assert_eq!(flood, 1024);
 }
 
-/// The WIT is versioned: 0.1.1 added `set-response-header`, so a plugin
-/// built against 0.1.0 (without the SDK, from the 0.1.0 WIT as released)
-/// still loads and both its hooks run, beside one built against 0.1.1.
+/// The WIT is versioned: 0.1.1 added `set-response-header` and 0.1.2 the
+/// fixed headers, so a plugin built against 0.1.0 (without the SDK, from
+/// the 0.1.0 WIT as released) still loads and both its hooks run, beside
+/// one built against 0.1.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_built_against_wit_0_1_0_still_runs() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&route(
         &up,
-        r#"{ use = "wit-0-1-0" }, { use = "add-header", config = { name = "x-sdk", value = "0.1.1" } },"#,
+        r#"{ use = "wit-0-1-0" }, { use = "add-header", config = { name = "x-sdk", value = "0.1.2" } },"#,
         "",
     ));
     let r = get(&gw.url("/")).await;
@@ -210,7 +211,75 @@ async fn a_plugin_built_against_wit_0_1_0_still_runs() {
     assert_eq!(r.header("x-wit"), Some("0.1.0"), "its response hook ran");
     let doc = r.json();
     assert_eq!(echoed_header(&doc, "x-wit").as_deref(), Some("0.1.0"), "its request hook ran");
-    assert_eq!(echoed_header(&doc, "x-sdk").as_deref(), Some("0.1.1"));
+    assert_eq!(echoed_header(&doc, "x-sdk").as_deref(), Some("0.1.2"));
+}
+
+/// Header edits a plugin declared fixed when configured (add-header's, and
+/// transform's without renames) are made by the gateway at the plugin's
+/// place in the chain — on the way in, and on every response that passes
+/// back through it, a later plugin's reply included — and the plugin is
+/// never called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_headers_are_made_without_calling_the_plugin() {
+    let up = TestUpstream::echo("u").await;
+    let plugins = r#"{ use = "add-header", config = { request = { set = { "x-tenant" = "acme" } }, response = { set = { "x-order" = "add-header" } } } },
+  { use = "transform", config = { request = { headers = { remove = ["cookie"], add = { "x-tenant" = "second" } } }, response = { headers = { remove = ["x-upstream"], set = { "x-order" = "transform" } } } } },
+  { use = "chaos", config = { mode = "context" } },
+  { use = "deny", config = { paths = ["/no"] } },"#;
+    let gw = TestGateway::start(&format!("{ADMIN}{}", route(&up, plugins, "")));
+    let req = Request::get(gw.url("/yes")).header("cookie", "s=1").body(Full::default()).unwrap();
+    let r = send(req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let doc = r.json();
+    assert_eq!(echoed_headers(&doc, "x-tenant"), vec!["acme", "second"], "in chain order");
+    assert_eq!(echoed_header(&doc, "cookie"), None);
+    assert!(echoed_header(&doc, "x-context").is_some(), "the plugin behind them ran");
+    // transform's are made first on the way back, add-header's after them.
+    assert_eq!(r.header_all("x-order"), vec!["add-header"]);
+    assert_eq!(r.header("x-upstream"), None);
+
+    // deny's reply passes back through both.
+    let r = get(&gw.url("/no")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header_all("x-order"), vec!["add-header"]);
+    assert_eq!(up.hits(), 1);
+
+    let text = metrics(&gw).await;
+    for plugin in ["add-header", "transform"] {
+        for phase in ["request", "response"] {
+            let series = format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="{phase}"}}"#);
+            assert_eq!(sample(&text, &series), Some("0"), "{plugin} {phase}: {text}");
+        }
+    }
+    let series = r#"wasmgate_plugin_call_duration_seconds_count{plugin="deny",phase="request"}"#;
+    assert_eq!(sample(&text, series), Some("2"), "{text}");
+}
+
+/// Fixed headers are checked when the plugin is configured: one the gateway
+/// manages, or too many, refuse the config with a message that says which.
+/// From a hook, declaring one is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_headers_are_checked_at_load_and_refused_from_a_hook() {
+    let up = TestUpstream::echo("u").await;
+    let refusal = |mode: &str| {
+        let body = route(&up, &format!(r#"{{ use = "chaos", config = {{ mode = "{mode}" }} }},"#), "");
+        TestGateway::try_start("", &body).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let err = refusal("bad-fixed");
+    assert!(err.contains("routes[0].plugins[0].config: plugin `chaos` refused its config"), "{err}");
+    assert!(err.contains("the fixed response header `content-length` was refused"), "{err}");
+    assert!(err.contains("`content-length` is managed by the gateway"), "{err}");
+    let err = refusal("many-fixed");
+    assert!(err.contains("the fixed request header `x-fixed-64` was refused"), "{err}");
+    assert!(err.contains("more than 64 fixed headers"), "{err}");
+
+    let gw = TestGateway::start(&route(&up, r#"{ use = "chaos", config = { mode = "late-fixed" } },"#, ""));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        echoed_header(&r.json(), "x-fixed-late").as_deref(),
+        Some("refused: invalid value: fixed headers are declared from configure only")
+    );
 }
 
 async fn assert_fails_only_its_request(gw: &TestGateway, failing: &str) {
