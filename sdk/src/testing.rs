@@ -18,24 +18,24 @@ use crate::plugin::{ConfigError, Plugin};
 
 /// Builds a plugin from JSON config text, as the gateway does with the
 /// route's TOML table.
+///
 /// Like the gateway, it refuses a plugin whose
-/// [`fixed_headers`](Plugin::fixed_headers) are not valid edits.
+/// [`fixed_headers`](Plugin::fixed_headers) are not valid edits, with the
+/// same message.
 pub fn configure<P: Plugin>(config_json: &str) -> Result<P, ConfigError> {
+    use crate::plugin::{MAX_FIXED_HEADERS, fixed_header_error};
     let plugin = crate::plugin::build::<P>(config_json)?;
     let fixed = plugin.fixed_headers();
     for (phase, edits) in [("request", &fixed.request), ("response", &fixed.response)] {
-        if edits.len() > crate::plugin::MAX_FIXED_HEADERS {
-            return Err(ConfigError::new(format!(
-                "more than {} fixed {phase} headers",
-                crate::plugin::MAX_FIXED_HEADERS
-            )));
-        }
-        for (name, edit) in edits {
+        for (i, (name, edit)) in edits.iter().enumerate() {
             let checked = match edit {
+                _ if i >= MAX_FIXED_HEADERS => {
+                    Err(EditError::InvalidValue(format!("more than {MAX_FIXED_HEADERS} fixed headers")))
+                }
                 HeaderEdit::Set(v) | HeaderEdit::Append(v) => crate::check_header(name, v).map(drop),
                 HeaderEdit::Remove => crate::check_header_name(name).map(drop),
             };
-            checked.map_err(|e| crate::plugin::fixed_header_error(phase, name, &e.to_string()))?;
+            checked.map_err(|e| fixed_header_error(phase, name, &e.to_string()))?;
         }
     }
     Ok(plugin)

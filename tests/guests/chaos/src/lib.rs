@@ -206,6 +206,20 @@ mod tests {
     }
 
     #[test]
+    fn fixed_headers_are_refused_natively_as_the_gateway_refuses_them() {
+        let err =
+            |mode: &str| testing::configure::<Chaos>(&format!(r#"{{"mode":"{mode}"}}"#)).err().map(|e| e.to_string());
+        assert_eq!(
+            err("bad-fixed").as_deref(),
+            Some("the fixed response header `content-length` was refused: `content-length` is managed by the gateway")
+        );
+        assert_eq!(
+            err("many-fixed").as_deref(),
+            Some("the fixed request header `x-fixed-64` was refused: invalid value: more than 64 fixed headers")
+        );
+    }
+
+    #[test]
     fn refuse_mode_refuses_with_its_message() {
         let err = testing::configure::<Chaos>(r#"{"mode":"refuse","message":"nope"}"#).err();
         assert_eq!(err.map(|e| e.to_string()).as_deref(), Some("nope"));
