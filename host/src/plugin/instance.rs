@@ -213,7 +213,11 @@ impl ChainLink {
         })?;
         link.info = info;
         link.fixed = fixed;
-        if let Some(pool) = &link.pool {
+        // A link with no hook (its edits all fixed) is never called: its
+        // instance would only hold a slot of the engine's instance pool.
+        if let Some(pool) = &link.pool
+            && (link.info.on_request || link.info.on_response)
+        {
             pool.put(warm);
         }
         Ok(link)
