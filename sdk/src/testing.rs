@@ -3,14 +3,15 @@
 //! [`TestRequest`] and [`TestResponse`] stand in for the gateway's data and
 //! follow its rules (case-insensitive names, headers the gateway owns, bodies
 //! available only when [`Info`](crate::Info) asks for them); [`on_request`] and
-//! [`on_response`] call hooks the way the gateway does. The context map, log
+//! [`on_response`] call hooks the way the gateway does, and [`reply_sent`]
+//! shows a plugin's own reply as the client gets it. The context map, log
 //! and clock are per-thread stand-ins: see [`context`], [`logs`],
 //! [`set_now_unix_ms`] and [`reset`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use crate::decision::Decision;
+use crate::decision::{Decision, Reply};
 use crate::exchange::{EditError, Request, Response};
 use crate::http::{HttpError, IncomingResponse, OutgoingRequest};
 use crate::log::Level;
@@ -61,18 +62,38 @@ pub fn on_request<P: Plugin>(plugin: &P, req: &mut TestRequest) -> Decision {
 /// hook set ([`TestRequest::response_headers`], which this empties), even
 /// when the plugin has no response hook.
 pub fn on_response<P: Plugin>(plugin: &P, req: &mut TestRequest, resp: &mut TestResponse) -> Decision {
-    for (name, edit) in plugin.fixed_headers().response {
-        apply(&mut resp.headers, &name, edit);
-    }
-    for StagedHeader { name, edit } in std::mem::take(&mut req.response_headers) {
-        apply(&mut resp.headers, &name, edit);
-    }
+    pass_back(plugin, req, resp);
     let info = plugin.info();
     if !info.on_response {
         return Decision::Continue;
     }
     resp.body.buffered = info.response_body;
     plugin.on_response(&Request::test(req), &mut Response::test(resp))
+}
+
+/// The response the client gets for the plugin's own reply (a
+/// [`Decision::Respond`] from [`on_request`]): as the gateway passes it back
+/// through the plugin, with the plugin's fixed response header edits and the
+/// response headers its request hook set (which this empties). The plugin's
+/// response hook does not see its own reply.
+pub fn reply_sent<P: Plugin>(plugin: &P, req: &mut TestRequest, reply: Reply) -> TestResponse {
+    let mut resp = TestResponse::new(reply.status).body(reply.body);
+    for (name, value) in reply.headers {
+        resp = resp.header(&name, value);
+    }
+    pass_back(plugin, req, &mut resp);
+    resp
+}
+
+/// What the gateway does to a response passing back through the plugin
+/// before its response hook.
+fn pass_back<P: Plugin>(plugin: &P, req: &mut TestRequest, resp: &mut TestResponse) {
+    for (name, edit) in plugin.fixed_headers().response {
+        apply(&mut resp.headers, &name, edit);
+    }
+    for StagedHeader { name, edit } in std::mem::take(&mut req.response_headers) {
+        apply(&mut resp.headers, &name, edit);
+    }
 }
 
 /// Makes an edit the gateway makes for the plugin. Fixed edits are checked

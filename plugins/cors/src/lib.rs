@@ -117,7 +117,10 @@ pub struct Cors {
     preflight_status: u16,
 }
 
-const PREFLIGHT_VARY: &str = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
+/// What a preflight answer varies on besides `Origin`, which the fixed
+/// `Vary` edit adds to every response passing back through the plugin, its
+/// own answers included.
+const PREFLIGHT_VARY: &str = "Access-Control-Request-Method, Access-Control-Request-Headers";
 
 /// The CORS response headers an upstream might set itself; the plugin owns
 /// them on its routes.
@@ -164,6 +167,14 @@ impl Plugin for Cors {
         Info::default()
     }
 
+    /// Whether (and which) CORS headers a response carries depends on
+    /// `Origin`, so every response passing back through the plugin says so
+    /// — also one to a request without `Origin`, lest a shared cache hand it
+    /// to a cross-origin request — and the gateway adds it without a call.
+    fn fixed_headers(&self) -> FixedHeaders {
+        FixedHeaders { request: Vec::new(), response: vec![("vary".into(), HeaderEdit::Append(b"Origin".to_vec()))] }
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         let origin = req.header("origin").map(|o| String::from_utf8(o).unwrap_or_default());
         // Only OPTIONS with both headers is a preflight; any other OPTIONS is
@@ -174,10 +185,6 @@ impl Plugin for Cors {
         {
             return self.preflight(req, origin, String::from_utf8(method).unwrap_or_default());
         }
-        // Whether (and which) CORS headers a response carries depends on
-        // `Origin`, so every response says so — also one to a request without
-        // `Origin`, lest a shared cache hand it to a cross-origin request.
-        leave(req.append_response_header("vary", "Origin"), "Vary: Origin");
         let Some(origin) = origin else {
             return Decision::Continue;
         };

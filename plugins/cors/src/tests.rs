@@ -1,5 +1,5 @@
 use wasmgate_sdk::testing::{self, TestRequest, TestResponse};
-use wasmgate_sdk::{Decision, Info, Plugin, Reply};
+use wasmgate_sdk::{Decision, HeaderEdit, Info, Plugin, Reply};
 
 use super::Cors;
 
@@ -51,8 +51,15 @@ fn allowed_preflight_is_answered_at_the_gateway() {
     assert_eq!(reply.header_str("access-control-allow-headers"), Some("x-token, content-type"));
     assert_eq!(reply.header_str("access-control-max-age"), Some("600"), "default 10m");
     assert_eq!(reply.header_str("access-control-allow-credentials"), None);
-    assert_eq!(reply.header_str("vary"), Some("Origin, Access-Control-Request-Method, Access-Control-Request-Headers"));
     assert!(reply.body.is_empty());
+    // As the client gets it: the fixed `Vary: Origin` is added to the
+    // plugin's own answer too.
+    let sent = testing::reply_sent(&p, &mut req, reply);
+    assert_eq!(
+        sent.headers.get_all("vary"),
+        vec![b"Access-Control-Request-Method, Access-Control-Request-Headers".to_vec(), b"Origin".to_vec()]
+    );
+    assert_eq!(sent.headers.get_str("access-control-allow-origin").as_deref(), Some("https://app.example.com"));
 }
 
 #[test]
@@ -177,11 +184,14 @@ fn actual_requests_get_cors_headers_and_vary_is_merged() {
         vec![b"accept, origin".to_vec(), b"Origin".to_vec()],
         "appended, not merged"
     );
-    // And the request hook leaves everything: there is no response hook.
+    // The request hook leaves the CORS headers (there is no response hook);
+    // `Vary: Origin` is a fixed edit, which the gateway makes without a call.
     let mut req = TestRequest::get("/").header("origin", origin);
     assert!(testing::on_request(&p, &mut req).is_continue());
     assert_eq!(req.response_header_str("access-control-allow-origin").as_deref(), Some(origin));
-    assert_eq!(req.response_header_str("vary").as_deref(), Some("Origin"));
+    assert_eq!(req.response_header_str("vary"), None);
+    assert_eq!(p.fixed_headers().response, [("vary".to_owned(), HeaderEdit::Append(b"Origin".to_vec()))]);
+    assert!(p.fixed_headers().request.is_empty());
 }
 
 #[test]

@@ -61,11 +61,15 @@ impl Plugin for Jwt {
         Info::default()
     }
 
+    /// Whatever happens next, the client's own copies of the headers claims
+    /// are forwarded in never reach the upstream: the gateway removes them
+    /// before the request hook, without a call of their own.
+    fn fixed_headers(&self) -> FixedHeaders {
+        let request = self.settings.forward.iter().map(|(_, header)| (header.clone(), HeaderEdit::Remove)).collect();
+        FixedHeaders { request, response: Vec::new() }
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
-        // Whatever happens next, the client's own copies never reach the upstream.
-        for (_, header) in &self.settings.forward {
-            req.remove_header(header);
-        }
         match self.authenticate(req) {
             Ok(verified) => {
                 self.apply(req, &verified);

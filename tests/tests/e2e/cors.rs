@@ -41,7 +41,8 @@ async fn cors_preflight_is_answered_by_the_gateway() {
     assert_eq!(r.header("access-control-allow-headers"), Some("content-type, x-token"));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header("access-control-max-age"), Some("3600"));
-    assert_eq!(r.header_all("vary"), vec!["Origin, Access-Control-Request-Method, Access-Control-Request-Headers"]);
+    // `Origin` is the plugin's fixed `Vary` edit, made on its own answer too.
+    assert_eq!(r.header_all("vary"), vec!["Access-Control-Request-Method, Access-Control-Request-Headers", "Origin"]);
     assert!(r.header("x-request-id").is_some(), "the gateway's own headers still apply");
 
     // Refused: an origin, a method, a header. 403 and no CORS headers.
@@ -86,9 +87,10 @@ async fn cors_headers_go_on_actual_responses_for_allowed_origins_only() {
         assert_eq!(r.header_all("vary"), vec!["Origin"], "{origin}");
     }
 
-    // No Origin: no CORS headers.
+    // No Origin: no CORS headers, but `Vary: Origin` all the same.
     let r = get(&gw.url("/api/items")).await;
     assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header_all("vary"), vec!["Origin"]);
     assert_eq!(up.hits(), 5);
 }
 
@@ -100,8 +102,9 @@ async fn cors_headers_reach_an_early_403_from_a_later_plugin() {
         &format!("{CORS}\n{{ use = \"deny\", config = {{ paths = [\"/admin/*\"] }} }},"),
     ));
 
-    // deny answers in the request phase; cors, before it in the chain, still
-    // runs its response hook on that answer, so the page can read the 403.
+    // deny answers in the request phase; the answer passes back through
+    // cors, before it in the chain, which gets the headers cors left (and its
+    // fixed `Vary`), so the page can read the 403.
     let r = get_from(&gw, "/admin/users", "https://app.example.com").await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"], "forbidden");

@@ -2,8 +2,8 @@
 //! verified-token cache, and what the upstream and later plugins see.
 
 use serde_json::{Value, json};
-use wasmgate_sdk::Info;
 use wasmgate_sdk::testing::{self, TestRequest};
+use wasmgate_sdk::{HeaderEdit, Info, Plugin};
 
 use super::support::*;
 use crate::{CONTEXT_CLAIMS, CONTEXT_SUB, Jwt};
@@ -205,7 +205,19 @@ fn forward_claims_replace_whatever_the_client_sent() {
     assert_eq!(req.headers.get("x-tenant"), None, "absent claim: the injected header is removed, not kept");
     assert!(req.headers.get("authorization").is_some(), "strip_token is off by default");
 
-    // Injected headers are removed even when the token is refused.
+    // Injected headers are removed even when the token is refused: the
+    // gateway removes them before the hook, as fixed edits.
+    let fixed: Vec<_> =
+        p.fixed_headers().request.into_iter().map(|(name, edit)| (name, edit == HeaderEdit::Remove)).collect();
+    assert_eq!(
+        fixed,
+        [
+            ("x-user-email".into(), true),
+            ("x-roles".into(), true),
+            ("x-user-id".into(), true),
+            ("x-tenant".into(), true)
+        ]
+    );
     let mut bad = TestRequest::get("/").header("x-user-id", "root");
     assert_eq!(outcome(&p, &mut bad), "missing token");
     assert_eq!(bad.headers.get("x-user-id"), None);
