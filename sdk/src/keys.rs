@@ -44,13 +44,22 @@ impl KeyHasher {
     }
 }
 
-/// Whether two keys are equal, compared eight bytes at a time.
+/// Whether two keys are equal: 32 bytes a step (the differences of four
+/// eight-byte words or-ed together, one branch), then eight at a time.
 pub fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let ((a_words, a_rest), (b_words, b_rest)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
-    a_words.iter().zip(b_words).all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y)) && a_rest == b_rest
+    let word = |w: &[u8; 8]| u64::from_ne_bytes(*w);
+    let ((a_blocks, a_tail), (b_blocks, b_tail)) = (a.as_chunks::<32>(), b.as_chunks::<32>());
+    for (x, y) in a_blocks.iter().zip(b_blocks) {
+        let (x, y) = (x.as_chunks::<8>().0, y.as_chunks::<8>().0);
+        if x.iter().zip(y).fold(0, |diff, (p, q)| diff | (word(p) ^ word(q))) != 0 {
+            return false;
+        }
+    }
+    let ((a_words, a_rest), (b_words, b_rest)) = (a_tail.as_chunks::<8>(), b_tail.as_chunks::<8>());
+    a_words.iter().zip(b_words).all(|(x, y)| word(x) == word(y)) && a_rest == b_rest
 }
 
 /// A set of key hashes (what [`KeyHasher::hash`] returns).
@@ -133,6 +142,15 @@ mod tests {
         assert!(!same(b"abcdefgh-ijk", b"abcdefgh-ijl"), "in the tail");
         assert!(!same(b"abcdefgX-ijk", b"abcdefgh-ijk"), "in a word");
         assert!(!same(b"abc", b"abcd"));
+        // Long keys: a difference in any byte of a 32-byte block, of an
+        // eight-byte word after the blocks, or of the last few bytes.
+        let long: Vec<u8> = (0..=255u8).cycle().take(803).collect();
+        assert!(same(&long, &long.clone()));
+        for i in 0..long.len() {
+            let mut other = long.clone();
+            other[i] ^= 0x20;
+            assert!(!same(&long, &other), "byte {i}");
+        }
     }
 
     #[test]

@@ -44,6 +44,9 @@
 //! refused edit is an [`EditError`] the plugin can handle.
 
 #[doc(hidden)]
+// The plugins' allocator: installed on wasm32, tested natively.
+#[cfg(any(test, all(target_arch = "wasm32", feature = "allocator")))]
+mod alloc;
 pub mod bindings;
 pub mod crypto;
 mod decision;

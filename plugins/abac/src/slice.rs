@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, ResourceConstraint};
+use foldhash::fast::RandomState;
 
 use crate::config::Model;
 
@@ -38,9 +39,12 @@ struct Kept {
     reads_context: bool,
 }
 
-/// The slices computed so far, by (route, method).
+/// The slices computed so far, by (route, method). Hashed with foldhash:
+/// the map is looked up on every request, std's SipHash cost ~1 200
+/// instructions a lookup here, and at most [`MAX_SLICES`] keys leave
+/// nothing for chosen colliding methods to slow down.
 #[derive(Debug, Default)]
-pub struct Slices(RefCell<HashMap<(String, String), Kept>>);
+pub struct Slices(RefCell<HashMap<(String, String), Kept, RandomState>>);
 
 impl Slices {
     /// Calls `f` with the policies that can apply to `(route, method)`;

@@ -68,8 +68,8 @@ impl Cache {
     }
 
     /// The entry for `token`, if it is valid at `now_ms`.
-    pub fn get(&mut self, token: &str, now_ms: u64) -> Option<Rc<Verified>> {
-        let entry = self.entries.get(token.as_bytes())?;
+    pub fn get(&mut self, token: &[u8], now_ms: u64) -> Option<Rc<Verified>> {
+        let entry = self.entries.get(token)?;
         if entry.valid_at(now_ms) {
             return Some(entry.clone());
         }
@@ -77,7 +77,7 @@ impl Cache {
         None
     }
 
-    pub fn insert(&mut self, token: &str, entry: Rc<Verified>, now_ms: u64) {
+    pub fn insert(&mut self, token: &[u8], entry: Rc<Verified>, now_ms: u64) {
         let size = entry.size(token.len());
         if self.capacity == 0 || size > self.max_bytes || !entry.valid_at(now_ms) {
             return;
@@ -92,7 +92,7 @@ impl Cache {
         }
         self.bytes += size;
         // What shared the token's slot gives it up.
-        if let Some((held, old)) = self.entries.insert(token.as_bytes(), entry) {
+        if let Some((held, old)) = self.entries.insert(token, entry) {
             self.bytes -= old.size(held.len());
         }
     }
@@ -107,8 +107,8 @@ impl Cache {
         self.entries.len()
     }
 
-    fn remove(&mut self, token: &str) {
-        if let Some(old) = self.entries.remove(token.as_bytes()) {
+    fn remove(&mut self, token: &[u8]) {
+        if let Some(old) = self.entries.remove(token) {
             self.bytes -= old.size(token.len());
         }
     }
@@ -131,14 +131,14 @@ mod tests {
     #[test]
     fn entries_live_from_verification_until_their_deadline() {
         let mut c = Cache::new(10, MAX_BYTES);
-        c.insert("a", entry("{}", 100, 200), 100);
-        assert!(c.get("a", 150).is_some());
-        assert!(c.get("a", 99).is_none(), "clock went back: not trusted, and dropped");
-        c.insert("a", entry("{}", 100, 200), 100);
-        assert!(c.get("a", 199).is_some());
-        assert!(c.get("a", 200).is_none());
+        c.insert(b"a", entry("{}", 100, 200), 100);
+        assert!(c.get(b"a", 150).is_some());
+        assert!(c.get(b"a", 99).is_none(), "clock went back: not trusted, and dropped");
+        c.insert(b"a", entry("{}", 100, 200), 100);
+        assert!(c.get(b"a", 199).is_some());
+        assert!(c.get(b"a", 200).is_none());
         assert_eq!(c.len(), 0, "expired entries are dropped when seen");
-        assert!(c.get("b", 150).is_none());
+        assert!(c.get(b"b", 150).is_none());
     }
 
     #[test]
@@ -147,12 +147,12 @@ mod tests {
         // there); here, that a near miss is a miss.
         let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
         let mut c = Cache::new(10, MAX_BYTES);
-        c.insert(token, entry("{}", 0, 500), 0);
-        assert!(c.get(token, 10).is_some());
+        c.insert(token.as_bytes(), entry("{}", 0, 500), 0);
+        assert!(c.get(token.as_bytes(), 10).is_some());
         let mut other = token.to_owned();
         other.replace_range(40..41, "X");
         for miss in [&token[..token.len() - 1], &other, &format!("{token}x"), ""] {
-            assert!(c.get(miss, 10).is_none(), "{miss:?}");
+            assert!(c.get(miss.as_bytes(), 10).is_none(), "{miss:?}");
         }
         assert_eq!(c.len(), 1, "a miss drops nothing");
     }
@@ -160,14 +160,14 @@ mod tests {
     #[test]
     fn a_full_cache_drops_expired_entries_then_everything() {
         let mut c = Cache::new(2, MAX_BYTES);
-        c.insert("a", entry("{}", 0, 50), 0);
-        c.insert("b", entry("{}", 0, 500), 0);
-        c.insert("c", entry("{}", 100, 500), 100);
+        c.insert(b"a", entry("{}", 0, 50), 0);
+        c.insert(b"b", entry("{}", 0, 500), 0);
+        c.insert(b"c", entry("{}", 100, 500), 100);
         assert_eq!(c.len(), 2, "the expired `a` made room");
-        assert!(c.get("b", 100).is_some());
-        c.insert("d", entry("{}", 100, 500), 100);
+        assert!(c.get(b"b", 100).is_some());
+        c.insert(b"d", entry("{}", 100, 500), 100);
         assert_eq!(c.len(), 1, "nothing expired: cleared, then `d` added");
-        assert!(c.get("d", 100).is_some());
+        assert!(c.get(b"d", 100).is_some());
     }
 
     #[test]
@@ -175,12 +175,12 @@ mod tests {
         let big = "x".repeat(300);
         let mut c = Cache::new(100, 1000);
         for name in ["a", "b", "c", "d"] {
-            c.insert(name, entry(&big, 0, 500), 0);
+            c.insert(name.as_bytes(), entry(&big, 0, 500), 0);
             assert!(c.bytes <= 1000);
         }
         assert!(c.len() < 4);
         let mut off = Cache::new(0, MAX_BYTES);
-        off.insert("a", entry("{}", 0, 500), 0);
+        off.insert(b"a", entry("{}", 0, 500), 0);
         assert_eq!(off.len(), 0);
     }
 }

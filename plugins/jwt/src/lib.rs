@@ -100,10 +100,13 @@ impl Jwt {
             return Err("token too large".into());
         }
         let now = clock::now_unix_ms();
+        // A hit compares the bytes; only a token not seen before is checked
+        // as text (the cache holds none that is not).
         if let Some(hit) = self.cache.borrow_mut().get(&token, now) {
             return Ok(hit);
         }
-        let parsed = token::parse(&token, self.settings.allowed.as_deref())?;
+        let text = std::str::from_utf8(&token).map_err(|_| "token is not valid text")?;
+        let parsed = token::parse(text, self.settings.allowed.as_deref())?;
         let kid = parsed.kid.as_deref();
         if self.keys.refresh(kid, now) == Refresh::Withdrawn {
             self.cache.borrow_mut().clear();
@@ -145,30 +148,38 @@ impl Jwt {
         Ok(entry)
     }
 
-    /// The token, from where the config says it is.
-    fn extract(&self, req: &Request<'_>) -> Result<String, Rejection> {
+    /// The token's bytes, from where the config says it is.
+    fn extract(&self, req: &Request<'_>) -> Result<Vec<u8>, Rejection> {
         match &self.settings.source {
             Source::Header { name, scheme } => {
                 let mut values = req.header_all(name);
                 if values.len() > 1 {
                     return Err("more than one token".into());
                 }
-                let Some(value) = values.pop() else { return Err(Rejection::Missing) };
-                let value = String::from_utf8(value).map_err(|_| "token is not valid text")?;
-                let value = value.trim_matches([' ', '\t']);
-                let token = match scheme {
-                    None => value,
-                    Some(scheme) => match value.split_once([' ', '\t']) {
-                        Some((s, rest)) if s.eq_ignore_ascii_case(scheme) => rest.trim_start_matches([' ', '\t']),
-                        None if value.eq_ignore_ascii_case(scheme) => "",
-                        // Another scheme (Basic, ...): no token of ours.
-                        _ => return Err(Rejection::Missing),
-                    },
+                let Some(mut value) = values.pop() else { return Err(Rejection::Missing) };
+                let blank = |b: &u8| matches!(b, b' ' | b'\t');
+                let value_at = trimmed(&value, blank);
+                let token_at = match scheme {
+                    None => value_at,
+                    Some(scheme) => {
+                        let (word, rest) = match value[value_at.clone()].iter().position(blank) {
+                            Some(gap) => (value_at.start..value_at.start + gap, value_at.start + gap..value_at.end),
+                            None => (value_at.clone(), value_at.end..value_at.end),
+                        };
+                        if !value[word].eq_ignore_ascii_case(scheme.as_bytes()) {
+                            // Another scheme (Basic, ...): no token of ours.
+                            return Err(Rejection::Missing);
+                        }
+                        let start = rest.start + value[rest.clone()].iter().take_while(|b| blank(b)).count();
+                        start..rest.end
+                    }
                 };
-                if token.is_empty() {
+                if token_at.is_empty() {
                     return Err(if scheme.is_some() { "empty token".into() } else { Rejection::Missing });
                 }
-                Ok(token.to_owned())
+                value.truncate(token_at.end);
+                value.drain(..token_at.start);
+                Ok(value)
             }
             Source::Cookie { name } => {
                 let mut found = cookies(req).into_iter().filter(|(n, _)| n == name).map(|(_, v)| v);
@@ -176,7 +187,7 @@ impl Jwt {
                 if found.next().is_some() {
                     return Err("more than one token".into());
                 }
-                token.filter(|t| !t.is_empty()).ok_or(Rejection::Missing)
+                token.filter(|t| !t.is_empty()).map(String::into_bytes).ok_or(Rejection::Missing)
             }
         }
     }
@@ -227,6 +238,13 @@ fn cookies(req: &Request<'_>) -> Vec<(String, String)> {
         .filter_map(|pair| pair.split_once('='))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
         .collect()
+}
+
+/// Where `bytes` is once what `blank` matches is cut from both ends.
+fn trimmed(bytes: &[u8], blank: impl Fn(&u8) -> bool) -> std::ops::Range<usize> {
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !blank(b)).map_or(start, |last| last + 1);
+    start..end
 }
 
 /// Removes the token's cookie and keeps the others.

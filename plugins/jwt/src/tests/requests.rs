@@ -68,6 +68,18 @@ fn the_bearer_scheme_is_case_insensitive_and_tolerates_spaces() {
     }
     assert_eq!(outcome(&p, &mut TestRequest::get("/").header("authorization", "Bearer")), "empty token");
     assert_eq!(outcome(&p, &mut TestRequest::get("/").header("authorization", "Bearer   ")), "empty token");
+    // Bytes that are not text: refused as a token after the scheme, no
+    // token of ours after another one.
+    let not_text = [&b"Bearer "[..], &[0xff, 0xfe, b'.', 0x80]].concat();
+    assert_eq!(outcome(&p, &mut TestRequest::get("/").header("authorization", &not_text)), "token is not valid text");
+    let basic = [&b"Basic "[..], &[0xe9]].concat();
+    assert_eq!(outcome(&p, &mut TestRequest::get("/").header("authorization", &basic)), "missing token");
+    // A cached token is compared as bytes: one byte off is not a hit.
+    assert_eq!(outcome(&p, &mut bearer(&token)), "continue");
+    let mut off_by_one = token.clone().into_bytes();
+    *off_by_one.last_mut().unwrap() ^= 0x80;
+    let value = [&b"Bearer "[..], &off_by_one].concat();
+    assert_eq!(outcome(&p, &mut TestRequest::get("/").header("authorization", &value)), "token is not valid text");
 }
 
 #[test]
