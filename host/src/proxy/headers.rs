@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use http::Version;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -19,7 +19,7 @@ const FORWARDED: HeaderName = header::FORWARDED;
 pub const PLUGIN_HEADER_ROOM: usize = 8;
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,
-/// and `Upgrade`. `Connection` comes first.
+/// and `Upgrade`. `Connection` comes first, `TE` sixth.
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -31,37 +31,64 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+const TE_SLOT: usize = 5;
+
+/// The slot in [`HOP_BY_HOP`] of a header name or `Connection` token, in
+/// any case. By length first: most names have none of these lengths, and
+/// the first byte rules out most of the rest before a comparison.
+fn hop_by_hop(name: &[u8]) -> Option<usize> {
+    let candidates: &[usize] = match name.len() {
+        2 => &[5],
+        7 => &[6, 8],
+        10 => &[0, 1],
+        16 => &[2],
+        17 => &[7],
+        18 => &[3],
+        19 => &[4],
+        _ => return None,
+    };
+    let first = name.first().map(u8::to_ascii_lowercase);
+    candidates.iter().copied().find(|&i| {
+        let h = HOP_BY_HOP[i].as_str().as_bytes();
+        h.first() == first.as_ref() && h.eq_ignore_ascii_case(name)
+    })
+}
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Upgrade` is removed too; WebSocket pass-through handles it separately.
 ///
 /// One pass over the names first: most requests carry none of these and
-/// most responses only `Connection`, so only what is there is removed
-/// rather than looking up all nine names every time.
+/// most responses only `Connection: keep-alive`, so only what is there is
+/// removed rather than looking up all nine names every time, and the
+/// `Connection` tokens are read in place (a list of names to remove is made
+/// only when one names another header).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOP_BY_HOP.len()];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop(name.as_str().as_bytes()) {
             present[i] = true;
         }
     }
     if !present.contains(&true) {
         return;
     }
-    // Slot 0 is `Connection`: what it names goes too, looked up by the
-    // token itself (no header name made per request). The names above are
-    // removed below anyway.
-    if present[0]
-        && let Some(conn) = headers.get(header::CONNECTION).cloned()
-    {
-        let named = conn.to_str().unwrap_or("").split(',').map(str::trim);
-        for token in named.filter(|t| !HOP_BY_HOP.iter().any(|h| h.as_str().eq_ignore_ascii_case(t))) {
-            headers.remove(token);
+    // Slot 0 is `Connection`: what any of its fields names goes too.
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && hop_by_hop(t).is_none())
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
     }
     // `TE: trailers` is the one TE value that must survive: gRPC needs it
     // end to end (RFC 9113 §8.2.2 allows exactly it over HTTP/2).
-    let te_trailers = te_trailers(headers);
+    let te_trailers = present[TE_SLOT] && te_trailers(headers);
     for (h, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(h);
     }
@@ -75,13 +102,53 @@ pub fn te_trailers(headers: &HeaderMap) -> bool {
     headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
-/// Whether any `Connection` header lists `token` (case-insensitive).
-pub fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+/// What a message's `Connection` fields say (RFC 9112 §9.6), read once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    /// A token that names another header, which is hop-by-hop too and
+    /// must go with `Connection` (see [`strip_hop_by_hop`]).
+    pub names_other: bool,
+}
+
+impl ConnectionTokens {
+    /// The tokens of the given `Connection` field values, in any case.
+    pub fn read<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut t = Self::default();
+        for token in values.into_iter().flat_map(|v| v.split(|&b| b == b',')).map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                t.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                t.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                t.upgrade = true;
+            } else if !token.is_empty() && hop_by_hop(token).is_none() {
+                t.names_other = true;
+            }
+        }
+        t
+    }
+
+    /// The tokens of a header map's `Connection` fields.
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self::read(headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes))
+    }
+
+    /// Whether the connection may carry another message after this one:
+    /// HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
+    pub fn keeps_alive(self, version: Version) -> bool {
+        if version == Version::HTTP_10 { self.keep_alive } else { !self.close }
+    }
+}
+
+/// Whether a header name (in any case) is one that only says how its
+/// connection is kept (`Connection`, `Keep-Alive`, `Proxy-Connection`):
+/// a parser that has read the `Connection` tokens need not keep these when
+/// they name no other header, since the proxy removes them anyway.
+pub fn connection_only(name: &[u8]) -> bool {
+    hop_by_hop(name).is_some_and(|i| i <= 2)
 }
 
 /// The message's `Content-Length`, when it is one number.
@@ -166,44 +233,35 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&str
 
 /// Appends our `Via` entry (`1.1 wasmgate`, or `2.0 wasmgate` for HTTP/2).
 pub fn add_via(headers: &mut HeaderMap, via: &HeaderValue, version: Version) {
-    let entry = if version == Version::HTTP_2 {
+    if version == Version::HTTP_2 {
         let name = via.to_str().unwrap_or("1.1 wasmgate").trim_start_matches("1.1 ");
-        HeaderValue::from_str(&format!("2.0 {name}")).unwrap_or_else(|_| via.clone())
+        let entry = HeaderValue::from_str(&format!("2.0 {name}")).unwrap_or_else(|_| via.clone());
+        append_list(headers, header::VIA, &entry);
     } else {
-        via.clone()
-    };
-    match headers.get(header::VIA).and_then(|v| v.to_str().ok()) {
-        Some(existing) => {
-            if let Ok(v) = HeaderValue::from_str(&format!("{existing}, {}", entry.to_str().unwrap_or(""))) {
-                headers.insert(header::VIA, v);
-            }
-        }
-        None => {
-            headers.insert(header::VIA, entry);
-        }
+        append_list(headers, header::VIA, via);
     }
 }
 
 /// Appends `item` to the list header `name`: the item alone when the header
 /// is absent (no copy), else the existing values and it joined by `, `.
+/// One lookup of the name either way.
 fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
-    let joined = {
-        let mut existing = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).peekable();
-        if existing.peek().is_none() {
-            None
-        } else {
-            let mut s = existing.collect::<Vec<_>>().join(", ");
-            s.push_str(", ");
-            s.push_str(item.to_str().unwrap_or(""));
-            Some(s)
+    match headers.entry(name) {
+        Entry::Vacant(e) => {
+            e.insert(item.clone());
         }
-    };
-    let value = match joined {
-        None => Some(item.clone()),
-        Some(s) => HeaderValue::from_str(&s).ok(),
-    };
-    if let Some(v) = value {
-        headers.insert(name, v);
+        Entry::Occupied(mut e) => {
+            let mut joined = Vec::new();
+            for v in e.iter().chain([item]) {
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(v.as_bytes());
+            }
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+                e.insert(v);
+            }
+        }
     }
 }
 
@@ -222,6 +280,44 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn every_connection_field_counts_and_tokens_match_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" x-Second ,close,"));
+        h.insert("x-second", HeaderValue::from_static("1"));
+        h.insert("close", HeaderValue::from_static("kept: a name, not a token here"));
+        h.insert("Proxy-Connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
+        h.insert(header::USER_AGENT, HeaderValue::from_static("curl"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["close", "user-agent"]);
+    }
+
+    #[test]
+    fn hop_by_hop_names_by_length_and_case() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name.as_str().as_bytes()), Some(i));
+            assert_eq!(hop_by_hop(name.as_str().to_ascii_uppercase().as_bytes()), Some(i));
+        }
+        for other in ["user-agent", "te-x", "t", "upgraded", "content-length", ""] {
+            assert_eq!(hop_by_hop(other.as_bytes()), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn via_joins_every_earlier_hop() {
+        let via = HeaderValue::from_static("1.1 wasmgate");
+        let mut h = HeaderMap::new();
+        h.append(header::VIA, HeaderValue::from_static("1.0 fred"));
+        h.append(header::VIA, HeaderValue::from_static("1.1 p.example.net"));
+        add_via(&mut h, &via, Version::HTTP_2);
+        assert_eq!(h.get_all(header::VIA).iter().count(), 1);
+        assert_eq!(h[header::VIA], "1.0 fred, 1.1 p.example.net, 2.0 wasmgate");
     }
 
     #[test]

@@ -191,10 +191,10 @@ impl Forward<'_> {
         // Room for what follows (`Host`, four forwarding headers, `Via`, the
         // request id) at once, not a regrowth of the map per insert.
         let _ = h.try_reserve(7);
-        if !h.contains_key(header::HOST)
+        if let header::Entry::Vacant(e) = h.entry(header::HOST)
             && let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
-            h.insert(header::HOST, v);
+            e.insert(v);
         }
         headers::add_forwarded(h, &self.conn.client, self.host, &self.snapshot.config.server.via);
         h.insert(X_REQUEST_ID, self.request_id.clone());

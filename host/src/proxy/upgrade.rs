@@ -15,7 +15,7 @@ use crate::upstream::h1::Upgraded;
 
 /// `Connection: upgrade` with an `Upgrade` header.
 pub(crate) fn requested(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE) && super::headers::connection_has(h, b"upgrade")
+    h.contains_key(header::UPGRADE) && super::headers::ConnectionTokens::of(h).upgrade
 }
 
 pub(super) async fn proxy(

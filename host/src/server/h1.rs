@@ -58,7 +58,7 @@ use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
-use crate::proxy::headers::PLUGIN_HEADER_ROOM;
+use crate::proxy::headers::{ConnectionTokens, PLUGIN_HEADER_ROOM};
 use crate::proxy::{self, ConnInfo};
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
 
@@ -158,7 +158,7 @@ pub async fn serve(
         let ask = Asked {
             head_only: req.method() == Method::HEAD,
             version: req.version(),
-            keep_alive: codec::keeps_alive(req.version(), req.headers()),
+            keep_alive: ConnectionTokens::of(req.headers()).keeps_alive(req.version()),
             trailers: proxy::headers::te_trailers(req.headers()),
         };
         // Pinned where it is made: moved into the watch instead, this

@@ -35,7 +35,7 @@ use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
-use crate::proxy::headers;
+use crate::proxy::headers::{self, ConnectionTokens};
 
 /// The largest response head (status line and headers) read from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -280,7 +280,7 @@ impl Connection {
             }
             let headers = parsed.headers(&head)?;
             let framing = response_framing(head_only, status, &headers)?;
-            let keep_alive = framing != Framing::Close && keeps_alive(parsed.version, &headers);
+            let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
             let mut resp = Response::new(Body::Empty);
             *resp.status_mut() = status;
             *resp.version_mut() = parsed.version;
@@ -415,6 +415,8 @@ struct Parsed {
     version: Version,
     /// (name, value) byte ranges.
     fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// What its `Connection` fields say.
+    connection: ConnectionTokens,
 }
 
 impl Parsed {
@@ -422,8 +424,17 @@ impl Parsed {
         // Room for the `Via` and request id the proxy adds, and for what
         // plugins add.
         let mut map = HeaderMap::with_capacity(self.fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
+        // `Connection` (read already) and `Keep-Alive` are left out unless
+        // `Connection` names another header, which the proxy's hygiene
+        // then finds and removes with them: the usual `Connection:
+        // keep-alive` costs no map entry made only to be removed.
+        let keep_connection = self.connection.names_other;
         for (name, value) in &self.fields {
-            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
+            let name = &head[name.clone()];
+            if !keep_connection && headers::connection_only(name) {
+                continue;
+            }
+            let name = HeaderName::from_bytes(name).map_err(|_| Error::Invalid("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
                 .map_err(|_| Error::Invalid("header value"))?;
             map.append(name, value);
@@ -455,7 +466,10 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, Error> {
         start..start + s.len()
     };
     let fields = resp.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
-    Ok(Some(Parsed { len, status, version, fields }))
+    let connection = ConnectionTokens::read(
+        resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value),
+    );
+    Ok(Some(Parsed { len, status, version, fields, connection }))
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
@@ -495,15 +509,6 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> 
         }
     }
     Ok(length)
-}
-
-/// Whether the connection may carry another request after this response.
-pub(crate) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    if version == Version::HTTP_10 {
-        headers::connection_has(headers, b"keep-alive")
-    } else {
-        !headers::connection_has(headers, b"close")
-    }
 }
 
 /// The socket of an upstream that answered `101 Switching Protocols`, with
@@ -816,7 +821,7 @@ mod tests {
         assert_eq!(h.get_all("x-a").iter().count(), 2);
         assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Length(2));
         assert_eq!(response_framing(true, p.status, &h).unwrap(), Framing::Empty, "HEAD");
-        assert!(keeps_alive(p.version, &h));
+        assert!(p.connection.keeps_alive(p.version));
 
         let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n");
         assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Chunked, "TE wins over CL");
@@ -824,12 +829,28 @@ mod tests {
         assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Close);
         let (p, h) = head(b"HTTP/1.0 200 OK\r\n\r\n");
         assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Close);
-        assert!(!keeps_alive(p.version, &h), "HTTP/1.0 closes unless asked");
+        assert!(!p.connection.keeps_alive(p.version), "HTTP/1.0 closes unless asked");
         let (p, h) = head(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n");
         assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Empty);
         let (p, h) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 1, 1\r\n\r\n");
         assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Length(1));
-        assert!(!keeps_alive(p.version, &h));
+        assert!(!p.connection.keeps_alive(p.version));
+    }
+
+    #[test]
+    fn connection_fields_are_read_at_parse_and_kept_only_when_they_name_a_header() {
+        let (p, h) = head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\r\n");
+        assert!(p.connection.keeps_alive(p.version), "HTTP/1.0 asked to keep alive");
+        let names: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-a"], "nothing in the map only to be removed");
+
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\n\r\n";
+        let (p, mut h) = head(raw);
+        assert!(!p.connection.keeps_alive(p.version));
+        assert!(p.connection.names_other);
+        assert!(h.contains_key(header::CONNECTION), "kept for the hygiene to find what it names");
+        headers::strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]
