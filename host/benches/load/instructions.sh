@@ -12,12 +12,16 @@
 #   host/benches/load/instructions.sh -n 10000
 #   GATEWAY=/path/to/wasmgate host/benches/load/instructions.sh   # another build
 #   host/benches/load/instructions.sh -c       # also the five-policy chain (chain.toml)
+#   host/benches/load/instructions.sh -p DIR   # callgrind, profiles kept in DIR
 #
 # Each target runs twice under cachegrind, for N/10 and N/10 + N sequential
 # requests on one keep-alive connection (curl); the difference over N is the
-# figure, so start-up and shutdown cancel out. Installs valgrind, nginx and
-# curl (Debian packages) when missing; builds the gateway in release and the
-# plugins. Loopback only (ports 18080, 18081, 18090, 18091 and with -c 18092,
+# figure, so start-up and shutdown cancel out. With -p, each target runs
+# once under callgrind instead: its counters are zeroed after N/10 warm-up
+# requests and dumped after N more, and the profile stays in DIR as
+# TARGET.callgrind (read it with `callgrind_annotate --tree=calling`).
+# Installs valgrind, nginx and curl (Debian packages) when missing; builds
+# the gateway in release and the plugins. Loopback only (ports 18080, 18081, 18090, 18091 and with -c 18092,
 # checked free first); stops only what it started. With -c, the chain's
 # plugins are compiled once under valgrind into target/valgrind-plugin-cache
 # (~1 min): valgrind reports other CPU features, so the engine's fingerprint
@@ -26,12 +30,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"
 
-N=3000 CHAIN=0
-while getopts "n:ch" opt; do
+N=3000 CHAIN=0 PROFILES=
+while getopts "n:cp:h" opt; do
   case $opt in
     n) N=$OPTARG ;;
     c) CHAIN=1 ;;
-    *) sed -n '2,25p' "$0"; exit 2 ;;
+    p) PROFILES=$(mkdir -p "$OPTARG" && cd "$OPTARG" && pwd) ;;
+    *) sed -n '2,30p' "$0"; exit 2 ;;
   esac
 done
 (( N >= 100 )) || { echo "-n: at least 100 requests" >&2; exit 2; }
@@ -154,6 +159,29 @@ count() {  # name, port, stop signal, n, command...
   awk '/^summary:/ { print $2; exit }' "$out"
 }
 
+# Instructions over `n` requests after `warm` (counters zeroed between),
+# with the profile kept.
+profile() {  # name, port, stop signal, warm, n, command...
+  local name=$1 port=$2 signal=$3 warm=$4 n=$5; shift 5
+  local out=$PROFILES/$name.callgrind
+  rm -f "$out"*
+  WASMGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.5; done
+  requests "$port" "$warm" "${req_headers[@]}"
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  requests "$port" "$n" "${req_headers[@]}"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "-$signal" "$pid"
+  wait "$pid" || true
+  # The dump holds the requests; the file written at exit only shutdown.
+  local dump
+  dump=$(ls "$out".* | head -1)
+  mv "$dump" "$out"
+  rm -f "$out".*
+  callgrind_annotate --auto=no "$out" | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+}
+
 # Once natively first, so the no-op plugin's precompiled artifact is in the
 # cache and neither counted run compiles it.
 "$gw" run -c "$noop" >"$work/warm.log" 2>&1 &
@@ -173,6 +201,11 @@ for target in "${targets[@]}"; do
     gateway+noop) cmd=("$gw" run -c "$noop"); port=18091 signal=INT ;;
     gateway+chain) cmd=("$gw" run -c "$work/chain.toml"); port=18092 signal=INT req_headers=("${headers[@]}") ;;
   esac
+  if [[ -n $PROFILES ]]; then
+    total=$(profile "$target" "$port" "$signal" "$warm" "$N" "${cmd[@]}")
+    printf '%-24s %14d\n' "$target" $(( total / N ))
+    continue
+  fi
   a=$(count "$target" "$port" "$signal" "$warm" "${cmd[@]}")
   b=$(count "$target" "$port" "$signal" "$((warm + N))" "${cmd[@]}")
   printf '%-24s %14d\n' "$target" $(( (b - a) / N ))
