@@ -241,13 +241,26 @@ impl Metrics {
     /// One answered request. `route` is the route's name (or a fixed word
     /// when none matched), never the path; a `status` outside 100..=999 is
     /// labelled `other`.
-    pub fn request(&self, route: &str, method: &Method, status: u16, duration: Duration) {
+    ///
+    /// `held` is the route's own `request_duration` series
+    /// ([`route_duration`](Self::route_duration)), so a routed request looks
+    /// up only its counter; without it the series is looked up by `route`.
+    pub fn request(&self, route: &str, held: Option<&Histogram>, method: &Method, status: u16, duration: Duration) {
         let code = http::StatusCode::from_u16(status).ok();
         let status = code.as_ref().map_or("other", http::StatusCode::as_str);
         self.record(&self.requests, [route, method_label(method), status], |c| {
             c.inc();
         });
-        self.record(&self.request_duration, [route], |h| h.observe(duration.as_secs_f64()));
+        match held {
+            Some(h) => h.observe(duration.as_secs_f64()),
+            None => self.record(&self.request_duration, [route], |h| h.observe(duration.as_secs_f64())),
+        }
+    }
+
+    /// The `request_duration` series a route holds, resolved when the route
+    /// is built (the same series [`request`](Self::request) finds by name).
+    pub fn route_duration(&self, route: &str) -> Histogram {
+        self.request_duration.family.get_or_create(&owned(&["route"], [route])).clone()
     }
 
     /// The series an upstream holds, resolved when it is built.

@@ -90,7 +90,7 @@ fn state() -> Arc<TestState> {
 #[tokio::test]
 async fn health_flips_with_readiness_and_metrics_serve_recorded_series() {
     let state = state();
-    state.metrics.request("users", &Method::GET, 200, Duration::from_millis(4));
+    state.metrics.request("users", None, &Method::GET, 200, Duration::from_millis(4));
     let server = Server::start(None, state.clone()).await;
 
     let (status, headers, body) = call(Method::GET, &server.url("/health/live"), None).await;

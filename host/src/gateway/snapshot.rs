@@ -2,11 +2,11 @@
 //! plugin chains, upstreams, the router, the TLS acceptor — built completely
 //! from a config before it is swapped in, and immutable afterwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashMap;
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy};
 use crate::plugin::caps::Caps;
@@ -54,6 +54,8 @@ pub struct Route {
     pub needs_request_body: bool,
     pub needs_response_body: bool,
     pub has_response_hooks: bool,
+    /// Its `request_duration` series, held rather than looked up per request.
+    pub duration: Histogram,
 }
 
 impl Route {
@@ -203,6 +205,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
             needs_request_body: chain.iter().any(|l| l.info.request_body && l.info.on_request),
             needs_response_body: chain.iter().any(|l| l.info.response_body && l.info.on_response),
             has_response_hooks: chain.iter().any(|l| l.info.on_response),
+            duration: env.metrics.route_duration(&rc.name),
             chain,
         });
     }

@@ -35,7 +35,7 @@ pub(super) async fn run(
     forward: &Forward<'_>,
     mut ex: Box<Exchange>,
     body: Body,
-    trace: &mut Trace,
+    trace: &mut Trace<'_>,
 ) -> Result<Response<Body>, ProxyError> {
     let route = forward.route;
     let mut body = Some(body);
@@ -112,7 +112,7 @@ async fn response_phase(
     ran: usize,
     parts: http::response::Parts,
     mut body: RespBody,
-    trace: &mut Trace,
+    trace: &mut Trace<'_>,
 ) -> Result<(http::response::Parts, RespBody), ProxyError> {
     let route = forward.route;
     let links = &route.chain[..ran];
@@ -190,7 +190,7 @@ async fn call(
     link: &ChainLink,
     ex: &mut Box<Exchange>,
     phase: Phase,
-    trace: &mut Trace,
+    trace: &mut Trace<'_>,
     lap: &mut Lap,
 ) -> Result<Outcome, Fault> {
     let result = match phase {

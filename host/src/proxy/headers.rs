@@ -2,6 +2,7 @@
 //! and the request id.
 
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 
 use http::Version;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
@@ -187,6 +188,18 @@ pub struct Client {
     /// `for=…;proto=…`, the start of this hop's `Forwarded` element (all of
     /// it when the request names no host).
     forwarded: HeaderValue,
+    /// The host-dependent headers for the last host a request on this
+    /// connection named: the requests on a connection almost always name
+    /// one host, and these were made (and checked) anew for each.
+    last_host: Mutex<Option<ForHost>>,
+}
+
+/// `X-Forwarded-Host` and the whole `Forwarded` element for one host.
+#[derive(Debug, Clone)]
+struct ForHost {
+    host: Box<str>,
+    forwarded_host: Option<HeaderValue>,
+    element: Option<HeaderValue>,
 }
 
 impl Client {
@@ -198,7 +211,31 @@ impl Client {
         };
         // An address's text, and so this, is always a valid header value.
         let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { ip: value(&text), proto, forwarded: value(&forwarded) }
+        Self { ip: value(&text), proto, forwarded: value(&forwarded), last_host: Mutex::new(None) }
+    }
+
+    /// `X-Forwarded-Host` and this hop's `Forwarded` element for a request
+    /// naming `host`, made once per host a connection's requests name in a
+    /// row.
+    fn for_host(&self, host: &str) -> (Option<HeaderValue>, Option<HeaderValue>) {
+        let mut last = self.last_host.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = last.as_ref().filter(|f| *f.host == *host) {
+            return (f.forwarded_host.clone(), f.element.clone());
+        }
+        // `Forwarded` takes the host only when it needs no quoting.
+        let element = if host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)) {
+            let mut fwd = Vec::with_capacity(self.forwarded.len() + 6 + host.len());
+            fwd.extend_from_slice(self.forwarded.as_bytes());
+            fwd.extend_from_slice(b";host=");
+            fwd.extend_from_slice(host.as_bytes());
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()
+        } else {
+            Some(self.forwarded.clone())
+        };
+        let f = ForHost { host: host.into(), forwarded_host: HeaderValue::from_str(host).ok(), element };
+        let made = (f.forwarded_host.clone(), f.element.clone());
+        *last = Some(f);
+        made
     }
 }
 
@@ -206,25 +243,13 @@ impl Client {
 pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&str>, via: &HeaderValue) {
     append_list(headers, X_FORWARDED_FOR, &client.ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
-    // The `Host` header itself when it is the host (no port): shared, not copied.
-    let forwarded_host = host.and_then(|h| {
-        let same = headers.get(header::HOST).filter(|v| v.as_bytes() == h.as_bytes()).cloned();
-        same.or_else(|| HeaderValue::from_str(h).ok())
-    });
+    let (forwarded_host, element) = match host {
+        Some(h) => client.for_host(h),
+        None => (None, Some(client.forwarded.clone())),
+    };
     if let Some(host) = forwarded_host {
         headers.insert(X_FORWARDED_HOST, host);
     }
-    let host = host.filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)));
-    let element = match host {
-        Some(h) => {
-            let mut fwd = Vec::with_capacity(client.forwarded.len() + 6 + h.len());
-            fwd.extend_from_slice(client.forwarded.as_bytes());
-            fwd.extend_from_slice(b";host=");
-            fwd.extend_from_slice(h.as_bytes());
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()
-        }
-        None => Some(client.forwarded.clone()),
-    };
     if let Some(element) = element {
         append_list(headers, FORWARDED, &element);
     }
@@ -364,6 +389,23 @@ mod tests {
         add_forwarded(&mut bare, &client, None, &via);
         assert_eq!(bare[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
         assert!(!bare.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn a_connection_whose_requests_change_host_gets_each_its_own() {
+        let via = HeaderValue::from_static("1.1 wasmgate");
+        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http");
+        for host in ["a.test", "a.test", "b.test", "needs quoting", "a.test"] {
+            let mut h = HeaderMap::new();
+            add_forwarded(&mut h, &client, Some(host), &via);
+            assert_eq!(h[&X_FORWARDED_HOST], host);
+            let element = h[header::FORWARDED].to_str().unwrap();
+            if host.contains(' ') {
+                assert_eq!(element, "for=10.0.0.7;proto=http", "a host that would need quoting is left out");
+            } else {
+                assert_eq!(element, format!("for=10.0.0.7;proto=http;host={host}"));
+            }
+        }
     }
 
     #[test]

@@ -54,8 +54,8 @@ impl ConnInfo {
 
 /// What the access log and metrics learn about a request on its way.
 #[derive(Debug, Default)]
-struct Trace {
-    route: Option<Arc<str>>,
+struct Trace<'s> {
+    route: Option<&'s Route>,
     upstream: Option<Arc<str>>,
     endpoint: Option<Arc<str>>,
     upstream_time: Option<Duration>,
@@ -95,8 +95,8 @@ pub async fn handle(
     };
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
-    let route = trace.route.as_deref().unwrap_or("-");
-    snapshot.metrics.request(route, &method, status, elapsed);
+    let route = trace.route.map_or("-", |r| &*r.name);
+    snapshot.metrics.request(route, trace.route.map(|r| &r.duration), &method, status, elapsed);
     if let (Some(writer), Some(path)) = (&snapshot.access_log, log_path) {
         let plugins: Vec<PluginOutcome<'_>> =
             trace.plugins.iter().map(|(plugin, outcome)| PluginOutcome { plugin, outcome }).collect();
@@ -106,7 +106,7 @@ pub async fn handle(
             client: conn.peer.ip(),
             method: &method,
             path: &path,
-            route: trace.route.as_deref(),
+            route: trace.route.map(|r| &*r.name),
             upstream: trace.upstream.as_deref(),
             endpoint: trace.endpoint.as_deref(),
             status,
@@ -119,12 +119,12 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn serve(
-    snapshot: &Snapshot,
+async fn serve<'s>(
+    snapshot: &'s Snapshot,
     conn: &ConnInfo,
     req: Request<ClientBody>,
     request_id: &HeaderValue,
-    trace: &mut Trace,
+    trace: &mut Trace<'s>,
 ) -> Result<Response<Body>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     if let Cow::Owned(normal) = routing::normalize(parts.uri.path()).ok_or(ProxyError::BadPath)? {
@@ -136,7 +136,7 @@ async fn serve(
         .find(host.as_deref(), &parts.method, parts.uri.path(), &parts.headers)
         .ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];
-    trace.route = Some(route.name.clone());
+    trace.route = Some(route);
     if headers::content_length(&parts.headers).is_some_and(|n| n > route.max_body) {
         return Err(ProxyError::BodyTooLarge(route.max_body));
     }
@@ -214,12 +214,17 @@ impl Forward<'_> {
             .ok_or_else(|| ProxyError::NoUpstream { route: self.route.name.clone() })
     }
 
-    async fn send(&self, parts: http::request::Parts, body: Body, trace: &mut Trace) -> Result<Forwarded, ProxyError> {
+    async fn send(
+        &self,
+        parts: http::request::Parts,
+        body: Body,
+        trace: &mut Trace<'_>,
+    ) -> Result<Forwarded, ProxyError> {
         self.send_request(Request::from_parts(self.head(parts), body), trace).await
     }
 
     /// Sends a request whose head [`head`](Self::head) prepared.
-    async fn send_request(&self, req: Request<Body>, trace: &mut Trace) -> Result<Forwarded, ProxyError> {
+    async fn send_request(&self, req: Request<Body>, trace: &mut Trace<'_>) -> Result<Forwarded, ProxyError> {
         let upstream = self.upstream()?;
         trace.upstream = Some(upstream.name.clone());
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());

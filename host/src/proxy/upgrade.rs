@@ -21,7 +21,7 @@ pub(crate) fn requested(h: &HeaderMap) -> bool {
 pub(super) async fn proxy(
     forward: &Forward<'_>,
     mut parts: http::request::Parts,
-    trace: &mut Trace,
+    trace: &mut Trace<'_>,
 ) -> Result<Response<Body>, ProxyError> {
     let Some(client) = parts.extensions.remove::<ClientUpgrade>().and_then(|u| u.take()) else {
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));

@@ -32,17 +32,20 @@ fn counters_and_histograms_from_many_threads_add_up() {
     // As an upstream and its endpoint hold them, shared by every worker.
     let endpoint = Arc::new(EndpointSeries::default());
     let upstream = m.upstream_series("api");
+    // As a route holds its duration series: the same series `request` finds
+    // by name (the POSTs below), so the counts add up across both.
+    let users = m.route_duration("users");
     let threads: Vec<_> = (0..8)
         .map(|t| {
-            let (m, endpoint, upstream) = (m.clone(), endpoint.clone(), upstream.clone());
+            let (m, endpoint, upstream, users) = (m.clone(), endpoint.clone(), upstream.clone(), users.clone());
             thread::spawn(move || {
                 for i in 0..1000 {
-                    let route = if i % 2 == 0 { "users" } else { "orders" };
-                    m.request(route, &Method::GET, 200, Duration::from_millis(3));
+                    let (route, held) = if i % 2 == 0 { ("users", Some(&users)) } else { ("orders", None) };
+                    m.request(route, held, &Method::GET, 200, Duration::from_millis(3));
                     m.upstream_try(&endpoint, "api", "10.0.0.1:80", TryOutcome::Ok);
                     upstream.duration.observe(0.002);
                     if t % 2 == 0 {
-                        m.request("users", &Method::POST, 503, Duration::from_secs(2));
+                        m.request("users", None, &Method::POST, 503, Duration::from_secs(2));
                     }
                 }
             })
@@ -196,9 +199,9 @@ fn gauges_and_the_other_counters_carry_their_labels() {
 fn methods_and_statuses_are_closed_sets() {
     let m = Metrics::new();
     for method in ["PURGE", "TRACE", "CONNECT", "get"] {
-        m.request("r", &Method::from_bytes(method.as_bytes()).unwrap(), 200, Duration::ZERO);
+        m.request("r", None, &Method::from_bytes(method.as_bytes()).unwrap(), 200, Duration::ZERO);
     }
-    m.request("r", &Method::PATCH, 0, Duration::ZERO);
+    m.request("r", None, &Method::PATCH, 0, Duration::ZERO);
     let s = samples(&m.encode());
     assert_eq!(s[r#"wasmgate_requests_total{route="r",method="OTHER",status="200"}"#], "4");
     assert_eq!(s[r#"wasmgate_requests_total{route="r",method="PATCH",status="other"}"#], "1");

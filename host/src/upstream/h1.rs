@@ -45,6 +45,9 @@ pub const MAX_HEADERS: usize = 100;
 const READ_CHUNK: usize = 16 * 1024;
 /// A request body up to this size goes out in the same write as its head.
 const INLINE_BODY: usize = 16 * 1024;
+/// The write buffer an idle connection keeps for its next request, at most:
+/// a usual head fits, and a pool of idle connections stays small.
+const KEEP_OUT: usize = 4 * 1024;
 
 /// The socket types a connection runs over.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -94,6 +97,10 @@ pub struct Connection {
     io: Box<dyn Io>,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
+    /// The last request head written, kept for the next one to be written
+    /// into: a head (a bearer token is enough) no longer outgrows a new
+    /// buffer per request and is copied into a larger one.
+    out: BytesMut,
     _counted: Counted,
 }
 
@@ -118,7 +125,7 @@ impl Connection {
     /// `-1` when dropped.
     pub fn new(io: Box<dyn Io>, on_connection: Arc<dyn Fn(i64) + Send + Sync>) -> Box<Self> {
         on_connection(1);
-        Box::new(Self { io, buf: BytesMut::new(), _counted: Counted(on_connection) })
+        Box::new(Self { io, buf: BytesMut::new(), out: BytesMut::new(), _counted: Counted(on_connection) })
     }
 
     /// Whether an idle connection can take a request: the upstream has not
@@ -149,7 +156,8 @@ impl Connection {
     ) -> Result<Response<Body>, SendError> {
         let framing = request_framing(&req);
         let head_only = matches!(req.method(), &Method::HEAD);
-        let mut out = BytesMut::with_capacity(512);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
         encode_head(&req, framing, &mut out);
         let (parts, body) = req.into_parts();
         let streamed = match body {
@@ -166,6 +174,9 @@ impl Connection {
         if let Err(e) = self.write(&out).await {
             let body = rebuild_body(&out, framing, streamed);
             return Err(SendError::NotSent(Box::new(Request::from_parts(parts, body)), e.into()));
+        }
+        if out.capacity() <= KEEP_OUT {
+            self.out = out;
         }
         if let Some(body) = streamed
             && let Err(e) = self.write_body(body, framing).await
@@ -526,7 +537,7 @@ impl Upgraded {
     /// The socket and the bytes already read from it; `None` once taken.
     pub fn take(&self) -> Option<(Box<dyn Io>, Bytes)> {
         let conn = self.0.lock().unwrap_or_else(PoisonError::into_inner).take()?;
-        let Connection { io, buf, _counted } = *conn;
+        let Connection { io, buf, out: _, _counted } = *conn;
         // Still counted open while the upgraded stream runs.
         Some((Box::new(CountedIo { io, _counted }), buf.freeze()))
     }
@@ -895,6 +906,12 @@ mod tests {
             "PUT /a/b?x=1 HTTP/1.1\r\nhost: up\r\ncontent-length: 5\r\n\r\n",
             "the body's size wins"
         );
+        let mut long = request(Method::DELETE, Body::Empty, None);
+        long.headers_mut().insert(header::AUTHORIZATION, HeaderValue::from_str(&"t".repeat(900)).unwrap());
+        long.headers_mut().append("x-many", HeaderValue::from_static("1"));
+        long.headers_mut().append("x-many", HeaderValue::from_static("2"));
+        let text = head(&long);
+        assert!(text.contains("x-many: 1\r\nx-many: 2\r\n"), "{text}");
         assert_eq!(Decimal::new(0).as_ref(), b"0");
         assert_eq!(Decimal::new(u64::MAX).as_ref(), u64::MAX.to_string().as_bytes());
     }
