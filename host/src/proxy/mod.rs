@@ -130,18 +130,17 @@ async fn serve<'s>(
     if let Cow::Owned(normal) = routing::normalize(parts.uri.path()).ok_or(ProxyError::BadPath)? {
         set_path(&mut parts, &normal)?;
     }
-    let host = routing::request_host(&parts.uri, &parts.headers).map(str::to_owned);
-    let matched = snapshot
-        .router
-        .find(host.as_deref(), &parts.method, parts.uri.path(), &parts.headers)
-        .ok_or(ProxyError::NoRoute)?;
+    let host_source = routing::HostSource::of(&parts.uri, &parts.headers);
+    let host = host_source.as_ref().and_then(routing::HostSource::host);
+    let matched =
+        snapshot.router.find(host, &parts.method, parts.uri.path(), &parts.headers).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];
     trace.route = Some(route);
     if headers::content_length(&parts.headers).is_some_and(|n| n > route.max_body) {
         return Err(ProxyError::BodyTooLarge(route.max_body));
     }
     let body = client_body(body, route.max_body, snapshot.config.server.body_read_timeout);
-    let forward = Forward { snapshot, route, conn, host: host.as_deref(), request_id };
+    let forward = Forward { snapshot, route, conn, host, request_id };
     if route.chain.is_empty() {
         if let Some(rw) = &route.rewrite {
             let path = rw.apply(parts.uri.path(), &matched.captures).into_owned();

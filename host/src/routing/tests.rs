@@ -126,6 +126,23 @@ fn host_ports_are_ignored() {
     assert_eq!(strip_port("example.com:8080"), "example.com");
     assert_eq!(strip_port("[::1]:80"), "::1");
     assert_eq!(strip_port("example.com"), "example.com");
+    assert_eq!(strip_port("[::1]"), "::1");
+    assert_eq!(strip_port("example.com:"), "example.com");
+    assert_eq!(strip_port("example.com:80a"), "example.com:80a", "not a port");
+}
+
+#[test]
+fn the_host_comes_from_the_authority_before_the_host_header() {
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::HOST, HeaderValue::from_static("api.test:8443"));
+    let origin_form: http::Uri = "/a?b=1".parse().unwrap();
+    let source = HostSource::of(&origin_form, &headers).unwrap();
+    assert_eq!(source.host(), Some("api.test"));
+    let absolute: http::Uri = "https://[2001:db8::1]:443/a".parse().unwrap();
+    assert_eq!(HostSource::of(&absolute, &headers).unwrap().host(), Some("2001:db8::1"));
+    assert!(HostSource::of(&origin_form, &HeaderMap::new()).is_none());
+    headers.insert(http::header::HOST, HeaderValue::from_bytes(b"caf\xc3\xa9.test").unwrap());
+    assert_eq!(HostSource::of(&origin_form, &headers).unwrap().host(), None, "not text");
 }
 
 #[test]
