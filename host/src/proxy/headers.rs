@@ -75,14 +75,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Slot 0 is `Connection`: what any of its fields names goes too.
     if present[0] {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && hop_by_hop(t).is_none())
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .collect();
+        let named: Vec<HeaderName> =
+            connection_tokens(headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes))
+                .filter(|t| names_header(t))
+                .filter_map(|t| HeaderName::from_bytes(t).ok())
+                .collect();
         for name in named {
             headers.remove(name);
         }
@@ -103,6 +100,17 @@ pub fn te_trailers(headers: &HeaderMap) -> bool {
     headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
+/// The tokens of `Connection` field values, trimmed, empty ones skipped.
+fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    values.into_iter().flat_map(|v| v.split(|&b| b == b',')).map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+/// Whether a `Connection` token names a header that must go with it:
+/// not the `close` option, and not a hop-by-hop header (removed anyway).
+fn names_header(token: &[u8]) -> bool {
+    !token.eq_ignore_ascii_case(b"close") && hop_by_hop(token).is_none()
+}
+
 /// What a message's `Connection` fields say (RFC 9112 §9.6), read once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionTokens {
@@ -118,16 +126,11 @@ impl ConnectionTokens {
     /// The tokens of the given `Connection` field values, in any case.
     pub fn read<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut t = Self::default();
-        for token in values.into_iter().flat_map(|v| v.split(|&b| b == b',')).map(<[u8]>::trim_ascii) {
-            if token.eq_ignore_ascii_case(b"close") {
-                t.close = true;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                t.keep_alive = true;
-            } else if token.eq_ignore_ascii_case(b"upgrade") {
-                t.upgrade = true;
-            } else if !token.is_empty() && hop_by_hop(token).is_none() {
-                t.names_other = true;
-            }
+        for token in connection_tokens(values) {
+            t.close |= token.eq_ignore_ascii_case(b"close");
+            t.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            t.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            t.names_other |= names_header(token);
         }
         t
     }
@@ -195,7 +198,7 @@ pub struct Client {
 }
 
 /// `X-Forwarded-Host` and the whole `Forwarded` element for one host.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ForHost {
     host: Box<str>,
     forwarded_host: Option<HeaderValue>,

@@ -218,7 +218,7 @@ impl Router {
 /// absolute-form target) or `Host`. Holds the request's own bytes (a
 /// reference count, not a copy), so the host outlives the borrow of the
 /// head it came from, which moves on to the upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum HostSource {
     Authority(http::uri::Authority),
     Header(http::HeaderValue),
