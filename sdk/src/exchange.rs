@@ -5,6 +5,7 @@
 //! the same either way.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use crate::bindings::wasmgate::plugin::types as wit;
 use crate::testing::{StagedHeader, TestRequest, TestResponse};
@@ -203,10 +204,15 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// The name of the matched route.
+    /// The name of the matched route. An instance serves one route (the
+    /// gateway configures one per route and plugin), so inside the gateway
+    /// the host is asked once and the name kept.
     pub fn route(&self) -> String {
         match &self.inner {
-            ReqInner::Guest(r) => r.route(),
+            ReqInner::Guest(r) => {
+                static ROUTE: OnceLock<String> = OnceLock::new();
+                ROUTE.get_or_init(|| r.route()).clone()
+            }
             ReqInner::Test(r) => r.route.clone(),
         }
     }
