@@ -105,6 +105,15 @@ impl Kind {
             Self::SlidingWindow { .. } => "sw",
         }
     }
+
+    /// What `RateLimit-Limit` says of this limit, as the store answers it:
+    /// the bucket's capacity (its burst), or the window's limit.
+    pub fn limit(&self) -> u64 {
+        match self {
+            Self::TokenBucket { capacity, .. } => *capacity,
+            Self::SlidingWindow { limit, .. } => *limit,
+        }
+    }
 }
 
 /// The store's bounds (`host/common/src/memstore`): a window is at most a

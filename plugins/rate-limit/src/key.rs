@@ -32,6 +32,12 @@ pub enum KeyPart {
 }
 
 impl KeyPart {
+    /// Whether every request has this part (a header, a context entry or a
+    /// claim may be missing).
+    pub(crate) fn always_present(&self) -> bool {
+        matches!(self, Self::ClientIp | Self::Route | Self::Path | Self::Method | Self::Global)
+    }
+
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         if let Some(name) = text.strip_prefix("header:") {
             let valid =

@@ -22,7 +22,7 @@ use wasmgate_sdk::{Decimal, clock};
 
 pub use config::{Algorithm, Config, Missing, OnStoreError, RawLimit};
 use config::{Kind, Rule};
-use key::{Facts, KeyText};
+use key::{Facts, KeyPart, KeyText};
 use status::Status;
 
 /// Store failures are logged at most this often per instance: with Redis
@@ -35,6 +35,11 @@ pub struct RateLimit {
     rules: Vec<Rule>,
     headers: bool,
     policy_header: bool,
+    /// `RateLimit-Limit` and `-Policy` are the same on every response: one
+    /// limit, whose key every request has. The gateway sets them itself
+    /// ([`Plugin::fixed_headers`]) and the hook leaves only `-Remaining`
+    /// and `-Reset`, two host calls fewer a request.
+    fixed_numbers: bool,
     on_store_error: OnStoreError,
     share_across_routes: bool,
     /// When this instance last logged a store failure at warn.
@@ -76,10 +81,13 @@ impl Plugin for RateLimit {
             }
             rules.push(rule);
         }
+        let fixed_numbers =
+            config.headers && rules.len() == 1 && rules.iter().all(|r| r.key.iter().all(KeyPart::always_present));
         Ok(Self {
             rules,
             headers: config.headers,
             policy_header: config.policy_header,
+            fixed_numbers,
             on_store_error: config.on_store_error,
             share_across_routes: config.share_across_routes,
             warned_at: Cell::new(None),
@@ -88,6 +96,18 @@ impl Plugin for RateLimit {
 
     fn info(&self) -> Info {
         Info::default()
+    }
+
+    fn fixed_headers(&self) -> FixedHeaders {
+        let mut fixed = FixedHeaders::default();
+        if let (true, [rule]) = (self.fixed_numbers, self.rules.as_slice()) {
+            let limit = Decimal::new(rule.kind.limit());
+            fixed.response.push(("ratelimit-limit".into(), HeaderEdit::Set(limit.as_str().as_bytes().to_vec())));
+            if self.policy_header {
+                fixed.response.push(("ratelimit-policy".into(), HeaderEdit::Set(rule.policy.clone().into_bytes())));
+            }
+        }
+        fixed
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
@@ -113,21 +133,30 @@ impl Plugin for RateLimit {
                         None => status,
                     });
                 }
-                Verdict::Refused(reply) | Verdict::FailClosed(reply) => return Decision::respond(reply),
+                Verdict::Refused(reply) => return Decision::respond(reply),
+                Verdict::FailClosed(reply) => {
+                    self.unfix(req);
+                    return Decision::respond(reply);
+                }
                 Verdict::FailOpen { stop: true } => break,
                 Verdict::FailOpen { stop: false } => {}
             }
         }
-        if self.headers
-            && let Some(status) = tightest
-        {
+        let Some(status) = tightest else {
+            // Nothing counted (the store is down): no numbers to report.
+            self.unfix(req);
+            return Decision::Continue;
+        };
+        if self.headers {
             let mut set = |name: &str, value: &str| {
                 if let Err(e) = req.set_response_header(name, value) {
                     log::warn(&format!("cannot set {name}: {e}"));
                 }
             };
-            let (numbers, policy) = status.headers(now, self.policy_header);
-            for (name, value) in &numbers {
+            let (numbers, policy) = status.headers(now, self.policy_header && !self.fixed_numbers);
+            // With fixed numbers the gateway sets `RateLimit-Limit` (first).
+            let skip = usize::from(self.fixed_numbers);
+            for (name, value) in &numbers[skip..] {
                 set(name, value.as_str());
             }
             if let Some(policy) = policy {
@@ -139,6 +168,20 @@ impl Plugin for RateLimit {
 }
 
 impl RateLimit {
+    /// Takes back the fixed `RateLimit-Limit` and `-Policy` from the
+    /// response of a request no limit counted (the gateway makes fixed
+    /// edits first, then the ones a hook left).
+    fn unfix(&self, req: &mut Request<'_>) {
+        if !self.fixed_numbers {
+            return;
+        }
+        for name in ["ratelimit-limit", "ratelimit-policy"] {
+            if let Err(e) = req.remove_response_header(name) {
+                log::warn(&format!("cannot remove {name}: {e}"));
+            }
+        }
+    }
+
     /// Decides what one limit's store answer means. `earlier` is the tightest
     /// status of the limits that already passed (their policies join a
     /// refusal's `RateLimit-Policy`).

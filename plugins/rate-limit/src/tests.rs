@@ -354,6 +354,57 @@ fn allowed_responses_carry_the_tightest_limit_in_headers() {
 }
 
 #[test]
+fn one_limit_on_an_ever_present_key_has_its_limit_and_policy_fixed() {
+    fresh();
+    let p = plugin(PER_SECOND);
+    let fixed = p.fixed_headers();
+    assert!(fixed.request.is_empty());
+    assert_eq!(
+        fixed.response,
+        vec![
+            ("ratelimit-limit".to_owned(), HeaderEdit::Set(b"20".to_vec())),
+            ("ratelimit-policy".to_owned(), HeaderEdit::Set(b"10;w=1;burst=20".to_vec())),
+        ],
+        "the same on every response: the gateway sets them"
+    );
+    let mut req = TestRequest::get("/");
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    let left: Vec<&str> = req.response_headers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(left, ["ratelimit-remaining", "ratelimit-reset"], "the hook leaves only what changes");
+    let mut resp = TestResponse::new(200).header("ratelimit-limit", "upstream's own");
+    assert!(testing::on_response(&p, &mut req, &mut resp).is_continue());
+    assert_eq!(resp.headers.get_all("ratelimit-limit"), vec![b"20".to_vec()], "replaces the upstream's");
+    assert_eq!(resp.headers.get_str("ratelimit-remaining").as_deref(), Some("19"));
+    assert_eq!(resp.headers.get_str("ratelimit-policy").as_deref(), Some("10;w=1;burst=20"));
+
+    // A refusal carries the same values, from the hook and fixed alike.
+    for _ in 0..19 {
+        assert!(testing::on_request(&p, &mut TestRequest::get("/")).is_continue());
+    }
+    let mut req = TestRequest::get("/");
+    let reply = refusal(&p, &mut req);
+    let sent = testing::reply_sent(&p, &mut req, reply);
+    assert_eq!(sent.headers.get_all("ratelimit-limit"), vec![b"20".to_vec()]);
+    assert_eq!(sent.headers.get_str("ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(sent.headers.get_all("ratelimit-policy"), vec![b"10;w=1;burst=20".to_vec()]);
+
+    // Not fixed: a key part a request may lack, several limits, no headers.
+    for config in [
+        r#"{"limits":[{"name":"k","key":["header:x-api-key"],"rate":1,"per":"1s"}]}"#,
+        TWO_LIMITS,
+        r#"{"headers":false,"limits":[{"name":"g","key":["global"],"rate":1,"per":"1s"}]}"#,
+    ] {
+        assert!(plugin(config).fixed_headers().is_empty(), "{config}");
+    }
+    // Without the policy header, only the limit is fixed.
+    let p = plugin(r#"{"policy_header":false,"limits":[{"name":"g","key":["global"],"rate":5,"per":"1s"}]}"#);
+    assert_eq!(p.fixed_headers().response, vec![("ratelimit-limit".to_owned(), HeaderEdit::Set(b"5".to_vec()))]);
+    let mut req = TestRequest::get("/");
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    assert_eq!(req.response_header_str("ratelimit-policy"), None);
+}
+
+#[test]
 fn headers_false_leaves_allowed_responses_alone_but_not_refusals() {
     fresh();
     let p = plugin(

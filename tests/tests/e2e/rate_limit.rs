@@ -203,7 +203,11 @@ async fn redis_down_fails_open_or_closed_and_the_limit_returns_with_it() {
     for _ in 0..5 {
         let r = get(&gw.url("/open")).await;
         assert_eq!(r.status, 200, "fail open: past the limit, since nothing can count");
+        // One limit on a key every request has: the gateway sets its
+        // `RateLimit-Limit` and `-Policy` itself, and the hook takes them
+        // back when nothing counted.
         assert_eq!(r.header("ratelimit-limit"), None, "no numbers to report");
+        assert_eq!(r.header("ratelimit-policy"), None);
     }
     assert_eq!(up.hits(), 5);
     for _ in 0..2 {
@@ -211,6 +215,8 @@ async fn redis_down_fails_open_or_closed_and_the_limit_returns_with_it() {
         assert_eq!(r.status, 503);
         assert_eq!(r.header("retry-after"), Some("1"));
         assert_eq!(r.json()["error"], "rate limiter unavailable");
+        assert_eq!(r.header("ratelimit-limit"), None);
+        assert_eq!(r.header("ratelimit-policy"), None);
     }
     assert_eq!(up.hits(), 5, "fail closed: nothing reached the upstream");
 
@@ -227,8 +233,13 @@ async fn redis_down_fails_open_or_closed_and_the_limit_returns_with_it() {
     assert!(back, "the store reconnected once Redis came up");
     // The limit applies again: /open has not counted anything yet.
     let mut statuses = Vec::new();
-    for _ in 0..5 {
-        statuses.push(get(&gw.url("/open")).await.status.as_u16());
+    for i in 0..5 {
+        let r = get(&gw.url("/open")).await;
+        if i == 0 {
+            let numbers = ["limit", "remaining", "policy"].map(|n| r.header(&format!("ratelimit-{n}")));
+            assert_eq!(numbers, [Some("3"), Some("2"), Some("3;w=60")], "counted again: the numbers are back");
+        }
+        statuses.push(r.status.as_u16());
     }
     assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
     // And /closed counted the request that found Redis back.
