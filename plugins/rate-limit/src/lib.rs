@@ -100,7 +100,9 @@ impl Plugin for RateLimit {
 
     fn fixed_headers(&self) -> FixedHeaders {
         let mut fixed = FixedHeaders::default();
-        if let (true, [rule]) = (self.fixed_numbers, self.rules.as_slice()) {
+        if self.fixed_numbers
+            && let [rule] = self.rules.as_slice()
+        {
             let limit = Decimal::new(rule.kind.limit());
             fixed.response.push(("ratelimit-limit".into(), HeaderEdit::Set(limit.as_str().as_bytes().to_vec())));
             if self.policy_header {
@@ -154,10 +156,11 @@ impl Plugin for RateLimit {
                 }
             };
             let (numbers, policy) = status.headers(now, self.policy_header && !self.fixed_numbers);
-            // With fixed numbers the gateway sets `RateLimit-Limit` (first).
-            let skip = usize::from(self.fixed_numbers);
-            for (name, value) in &numbers[skip..] {
-                set(name, value.as_str());
+            for (name, value) in &numbers {
+                // With fixed numbers the gateway sets `RateLimit-Limit`.
+                if !(self.fixed_numbers && *name == "ratelimit-limit") {
+                    set(name, value.as_str());
+                }
             }
             if let Some(policy) = policy {
                 set("ratelimit-policy", &policy);
