@@ -254,30 +254,64 @@ impl<C: Clock> MemStore<C> {
     /// Token bucket: takes `cost` tokens, or refuses and takes nothing.
     pub fn take(&self, key: &str, capacity: u64, refill_per_second: f64, cost: u64) -> Result<LimitResult, StoreError> {
         check(args::key(key).and(args::take(capacity, refill_per_second, cost)))?;
-        let now = self.clock.now_ms();
-        let mut shard = self.shard(key);
-        let state = match self.live(&mut shard, key, now).map(|entry| &entry.value) {
-            None => None,
-            Some(Value::Bucket(bucket)) => Some(*bucket),
-            Some(other) => return Err(wrong_kind("take", other)),
+        let bucket = |value: &Value| match value {
+            Value::Bucket(bucket) => Some(*bucket),
+            _ => None,
         };
-        let (result, update) = limits::take(state, now, capacity, refill_per_second, cost);
-        self.apply(&mut shard, key, update.map(Value::Bucket), now)?;
-        Ok(result)
+        self.limit("take", key, bucket, Value::Bucket, |state, now| {
+            limits::take(state, now, capacity, refill_per_second, cost)
+        })
     }
 
     /// Sliding window: counts `cost` hits against `limit` per `window_ms`, or refuses.
     pub fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<LimitResult, StoreError> {
         check(args::key(key).and(args::hit(limit, window_ms, cost)))?;
+        let window = |value: &Value| match value {
+            Value::Window(window) => Some(*window),
+            _ => None,
+        };
+        self.limit("hit", key, window, Value::Window, |state, now| limits::hit(state, now, limit, window_ms, cost))
+    }
+
+    /// A rate-limit decision on `key`: its live state read (`state`: this
+    /// algorithm's, `None` for another kind of value), `decide`d, and the
+    /// update written, with one lookup of the key under the shard's lock —
+    /// a limited route makes this call on every request.
+    fn limit<S>(
+        &self,
+        operation: &str,
+        key: &str,
+        state: impl Fn(&Value) -> Option<S>,
+        value: impl FnOnce(S) -> Value,
+        decide: impl FnOnce(Option<S>, u64) -> (LimitResult, Update<S>),
+    ) -> Result<LimitResult, StoreError> {
         let now = self.clock.now_ms();
         let mut shard = self.shard(key);
-        let state = match self.live(&mut shard, key, now).map(|entry| &entry.value) {
-            None => None,
-            Some(Value::Window(window)) => Some(*window),
-            Some(other) => return Err(wrong_kind("hit", other)),
+        let Some(entry) = shard.get_mut(key) else {
+            let (result, update) = decide(None, now);
+            if let Update::Store { state, expires_at } = update
+                && expires_at > now
+            {
+                self.insert(&mut shard, key, Entry { value: value(state), expires_at: Some(expires_at) }, now)?;
+            }
+            return Ok(result);
         };
-        let (result, update) = limits::hit(state, now, limit, window_ms, cost);
-        self.apply(&mut shard, key, update.map(Value::Window), now)?;
+        let live = !entry.expired(now);
+        let current = match live {
+            true => Some(state(&entry.value).ok_or_else(|| wrong_kind(operation, &entry.value))?),
+            false => None,
+        };
+        let (result, update) = decide(current, now);
+        match update {
+            Update::Store { state, expires_at } if expires_at > now => {
+                *entry = Entry { value: value(state), expires_at: Some(expires_at) };
+            }
+            // Back to what an absent key means, or an expired entry left
+            // as it was: either way it goes.
+            Update::Store { .. } => self.remove(&mut shard, key),
+            Update::Keep if !live => self.remove(&mut shard, key),
+            Update::Keep => {}
+        }
         Ok(result)
     }
 
@@ -346,22 +380,6 @@ impl<C: Clock> MemStore<C> {
         shard.retain(|_, entry| !entry.expired(now));
         self.len.fetch_sub(before - shard.len(), Ordering::AcqRel);
     }
-
-    /// Writes a rate-limit decision's new state.
-    fn apply(&self, shard: &mut Shard, key: &str, update: Update<Value>, now: u64) -> Result<(), StoreError> {
-        let Update::Store { state, expires_at } = update else { return Ok(()) };
-        if expires_at <= now {
-            // Already back to the state an absent key means.
-            self.remove(shard, key);
-            return Ok(());
-        }
-        let entry = Entry { value: state, expires_at: Some(expires_at) };
-        match shard.get_mut(key) {
-            Some(existing) => *existing = entry,
-            None => self.insert(shard, key, entry, now)?,
-        }
-        Ok(())
-    }
 }
 
 impl<C: Clock> fmt::Debug for MemStore<C> {
@@ -383,15 +401,6 @@ impl Value {
             Value::Counter(_) => "a counter",
             Value::Bucket(_) => "a token bucket (take)",
             Value::Window(_) => "a sliding window (hit)",
-        }
-    }
-}
-
-impl<S> Update<S> {
-    fn map<T>(self, f: impl FnOnce(S) -> T) -> Update<T> {
-        match self {
-            Update::Keep => Update::Keep,
-            Update::Store { state, expires_at } => Update::Store { state: f(state), expires_at },
         }
     }
 }

@@ -340,6 +340,31 @@ fn a_full_store_refuses_new_keys_only() {
 }
 
 #[test]
+fn limits_refuse_a_live_value_of_another_kind_and_replace_an_expired_one_in_place() {
+    let (clock, store) = {
+        let clock = Arc::new(ManualClock::new(0));
+        (clock.clone(), MemStore::new(clock, 2))
+    };
+    store.set("v", b"1", Some(100)).unwrap();
+    store.hit("w", 5, 1_000, 1).unwrap();
+    assert_eq!(invalid(store.take("v", 5, 1.0, 1)), "take: the key holds a value");
+    assert_eq!(invalid(store.hit("v", 5, 1_000, 1)), "hit: the key holds a value");
+    assert_eq!(invalid(store.take("w", 5, 1.0, 1)), "take: the key holds a sliding window (hit)");
+
+    // Expired, the value is no longer there: the bucket takes its place,
+    // in the full store, without needing room for a new key.
+    clock.advance(100);
+    assert_eq!(store.take("v", 5, 1.0, 1).unwrap(), limit(true, 5, 4, 1_000, 0));
+    assert_eq!(store.len(), 2);
+    assert_eq!(invalid(store.get("v")), "get: the key holds a token bucket (take)");
+    // An expired entry the decision leaves as it is goes: a free take
+    // stores nothing.
+    clock.advance(1_000);
+    assert!(store.take("v", 5, 1.0, 0).unwrap().allowed);
+    assert_eq!(store.len(), 1, "the refilled bucket went; the window lives on");
+}
+
+#[test]
 fn sweep_drops_exactly_the_expired_entries() {
     let (clock, store) = store();
     for i in 0..200u64 {
