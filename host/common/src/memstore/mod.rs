@@ -297,10 +297,8 @@ impl<C: Clock> MemStore<C> {
             return Ok(result);
         };
         let live = !entry.expired(now);
-        let current = match live {
-            true => Some(state(&entry.value).ok_or_else(|| wrong_kind(operation, &entry.value))?),
-            false => None,
-        };
+        let current =
+            if live { Some(state(&entry.value).ok_or_else(|| wrong_kind(operation, &entry.value))?) } else { None };
         let (result, update) = decide(current, now);
         match update {
             Update::Store { state, expires_at } if expires_at > now => {
