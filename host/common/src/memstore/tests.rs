@@ -7,8 +7,13 @@ use std::thread;
 use super::{LimitResult, ManualClock, MemStore, StoreError};
 
 fn store() -> (Arc<ManualClock>, MemStore<Arc<ManualClock>>) {
+    store_holding(10_000)
+}
+
+/// A store of at most `max_entries` keys on a hand-moved clock at 0.
+fn store_holding(max_entries: usize) -> (Arc<ManualClock>, MemStore<Arc<ManualClock>>) {
     let clock = Arc::new(ManualClock::new(0));
-    (clock.clone(), MemStore::new(clock, 10_000))
+    (clock.clone(), MemStore::new(clock, max_entries))
 }
 
 fn invalid<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
@@ -313,10 +318,7 @@ fn hit_starts_afresh_when_the_window_length_changes() {
 
 #[test]
 fn a_full_store_refuses_new_keys_only() {
-    let (clock, store) = {
-        let clock = Arc::new(ManualClock::new(0));
-        (clock.clone(), MemStore::new(clock, 3))
-    };
+    let (clock, store) = store_holding(3);
     store.set("a", b"1", Some(100)).unwrap();
     store.incr("b", 1, None).unwrap();
     store.take("c", 5, 1.0, 1).unwrap();
@@ -341,10 +343,7 @@ fn a_full_store_refuses_new_keys_only() {
 
 #[test]
 fn limits_refuse_a_live_value_of_another_kind_and_replace_an_expired_one_in_place() {
-    let (clock, store) = {
-        let clock = Arc::new(ManualClock::new(0));
-        (clock.clone(), MemStore::new(clock, 2))
-    };
+    let (clock, store) = store_holding(2);
     store.set("v", b"1", Some(100)).unwrap();
     store.hit("w", 5, 1_000, 1).unwrap();
     assert_eq!(invalid(store.take("v", 5, 1.0, 1)), "take: the key holds a value");
@@ -425,8 +424,7 @@ fn concurrent_incrs_sum_exactly() {
 
 #[test]
 fn concurrent_inserts_never_overfill_the_store() {
-    let clock = Arc::new(ManualClock::new(0));
-    let store = MemStore::new(clock, 100);
+    let (_, store) = store_holding(100);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stored = contend(1_000, || {
         let key = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
