@@ -144,6 +144,12 @@ requests() {  # port, n, curl options...
   [[ $ok == "$n" ]] || { echo "only $ok of $n requests to :$port answered 200" >&2; exit 1; }
 }
 
+# Waits (up to a minute) until something answers on `port` at all (the
+# chain answers 401 without a token); `requests` then says if it is not up.
+answering() {  # port
+  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return; sleep 0.5; done
+}
+
 # Instructions the process spent over `n` requests (start to exit).
 count() {  # name, port, stop signal, n, command...
   local name=$1 port=$2 signal=$3 n=$4; shift 4
@@ -151,8 +157,7 @@ count() {  # name, port, stop signal, n, command...
   WASMGATE_LOG=warn valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file="$out" "$@" \
     >"$work/$name.$n.log" 2>&1 &
   local pid=$!
-  # Up once it answers at all (the chain answers 401 without a token).
-  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.5; done
+  answering "$port"
   requests "$port" "$n" "${req_headers[@]}"
   kill "-$signal" "$pid"
   wait "$pid" || true
@@ -167,7 +172,7 @@ profile() {  # name, port, stop signal, warm, n, command...
   rm -f "$out"*
   WASMGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$work/$name.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.5; done
+  answering "$port"
   requests "$port" "$warm" "${req_headers[@]}"
   callgrind_control -z "$pid" >/dev/null 2>&1
   requests "$port" "$n" "${req_headers[@]}"
@@ -186,7 +191,7 @@ profile() {  # name, port, stop signal, warm, n, command...
 # cache and neither counted run compiles it.
 "$gw" run -c "$noop" >"$work/warm.log" 2>&1 &
 warm_pid=$!
-for _ in $(seq 60); do curl -sf -o /dev/null "http://127.0.0.1:18091/" && break; sleep 0.5; done
+answering 18091
 kill -INT "$warm_pid"; wait "$warm_pid" || true
 
 targets=(nginx gateway gateway+noop)
