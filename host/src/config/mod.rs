@@ -45,6 +45,29 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
+impl Config {
+    /// Every file the config names and the gateway reads at load, besides
+    /// the config itself and the plugins' `.wasm`: certificates, keys and
+    /// CA bundles (the listener's and the upstreams'), secret files, and
+    /// plugins' `config_files`. A change to one reloads when watching, so a
+    /// renewed certificate or a rotated secret needs no `SIGHUP`.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files = Vec::new();
+        if let Some(tls) = &self.server.tls {
+            files.extend(tls.certificates.iter().flat_map(|c| [c.cert.as_path(), c.key.as_path()]));
+            files.extend(tls.client_ca.as_deref());
+        }
+        for tls in self.upstreams.iter().filter_map(|u| u.tls.as_ref()) {
+            files.extend(tls.ca.as_deref());
+            files.extend(tls.client_cert.iter().flat_map(|(cert, key)| [cert.as_path(), key.as_path()]));
+        }
+        files.extend(self.plugins.settings.values().flat_map(|s| s.grants.secret_files.iter().map(PathBuf::as_path)));
+        files
+            .extend(self.routes.iter().flat_map(|r| &r.plugins).flat_map(|u| u.files.iter().map(|(_, p)| p.as_path())));
+        files
+    }
+}
+
 /// Reads and checks a config file.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
     let source = std::fs::read_to_string(file).map_err(|e| {
@@ -106,4 +129,46 @@ pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_names_every_file_the_config_reads_besides_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        // Secrets and `config_files` are read while parsing; the rest at start.
+        std::fs::write(dir.path().join("key.txt"), "s3cret\n").unwrap();
+        std::fs::write(dir.path().join("jwks.json"), "{}").unwrap();
+        let text = r#"
+[server]
+listen = "127.0.0.1:0"
+[server.tls]
+listen = "127.0.0.1:0"
+certificates = [{ cert = "site.pem", key = "site.key" }]
+client_ca = "clients.pem"
+
+[plugins]
+dir = "."
+
+[plugin.jwt]
+grants = { secrets = { hmac = { file = "key.txt" }, other = { env = "PATH" } } }
+
+[upstreams.u]
+endpoints = ["127.0.0.1:1"]
+tls = { ca = "upstream-ca.pem", cert = "mtls.pem", key = "mtls.key" }
+
+[[routes]]
+upstream = "u"
+plugins = [{ use = "jwt", config = {}, config_files = { jwks = "jwks.json" } }]
+"#;
+        let config = parse(&dir.path().join("gateway.toml"), text).unwrap();
+        let names: Vec<_> =
+            config.files().iter().map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
+        assert_eq!(
+            names,
+            ["site.pem", "site.key", "clients.pem", "upstream-ca.pem", "mtls.pem", "mtls.key", "key.txt", "jwks.json"]
+        );
+    }
 }

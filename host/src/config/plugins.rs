@@ -91,6 +91,8 @@ pub struct Grants {
     pub http_max_response: u64,
     /// Resolved at load: name → value.
     pub secrets: BTreeMap<String, Secret>,
+    /// The files `secrets` were read from (see [`Config::files`](super::Config::files)).
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// Something a plugin may send HTTP requests to.
@@ -269,6 +271,7 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
         }
     }
     let mut secrets = BTreeMap::new();
+    let mut secret_files = Vec::new();
     for (name, source) in &r.secrets {
         let value = match (&source.env, &source.file) {
             (Some(var), None) => {
@@ -281,6 +284,7 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
             }
             (None, Some(file)) => {
                 let path = base.join(file);
+                secret_files.push(path.clone());
                 std::fs::read(&path)
                     .map(|mut v| {
                         // A trailing newline from `echo secret > file` is not part of the secret.
@@ -318,6 +322,7 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
         http_timeout: r.http_timeout.map_or(Duration::from_secs(5), |d| d.0),
         http_max_response: r.http_max_response.map_or(10 << 20, |s| s.0),
         secrets,
+        secret_files,
     };
     ok.then_some(grants)
 }

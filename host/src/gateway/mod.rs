@@ -343,34 +343,52 @@ impl Drop for Gateway {
     }
 }
 
-/// What the watcher compares: the config file's content and each plugin
-/// file's size and modification time.
+/// What the watcher compares: the config file's content, and the size and
+/// modification time of each plugin file and each file the config names
+/// ([`Config::files`](crate::config::Config::files)).
 #[derive(Debug, PartialEq, Eq)]
 struct Fingerprint {
     config: Option<Vec<u8>>,
-    plugins: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+    files: HashMap<PathBuf, (u64, Option<SystemTime>)>,
 }
 
-fn fingerprint(shared: &Shared) -> Fingerprint {
-    let config = std::fs::read(&shared.config_path).ok();
-    let snapshot = shared.current();
-    let mut plugins = HashMap::new();
-    let mut files: Vec<PathBuf> = snapshot.plugins.values().map(|p| p.path.clone()).collect();
-    files.extend(
-        snapshot
-            .config
-            .routes
-            .iter()
-            .flat_map(|r| r.plugins.iter().flat_map(|u| u.files.iter().map(|(_, path)| path.clone()))),
-    );
-    if let Some(dir) = &snapshot.config.plugins.dir {
-        files.extend(registry::available(dir).into_iter().map(|n| dir.join(format!("{n}.wasm"))));
+impl Fingerprint {
+    fn take(shared: &Shared) -> Self {
+        let config = std::fs::read(&shared.config_path).ok();
+        let snapshot = shared.current();
+        let mut paths: Vec<PathBuf> = snapshot.plugins.values().map(|p| p.path.clone()).collect();
+        paths.extend(snapshot.config.files().into_iter().map(Path::to_path_buf));
+        if let Some(dir) = &snapshot.config.plugins.dir {
+            paths.extend(registry::available(dir).into_iter().map(|n| dir.join(format!("{n}.wasm"))));
+        }
+        let files = paths
+            .into_iter()
+            .map(|f| {
+                let meta = std::fs::metadata(&f).ok();
+                let stamp = (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()));
+                (f, stamp)
+            })
+            .collect();
+        Self { config, files }
     }
-    for f in files {
-        let meta = std::fs::metadata(&f).ok();
-        plugins.insert(f, (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok())));
+
+    /// What to compare with after a reload that `self` (taken before it)
+    /// set off: the files as they were before it, so that a write made
+    /// while it ran (a key written after its certificate) still counts as
+    /// a change; and the files the new config names that the old did not,
+    /// as `after` found them.
+    fn settled(self, after: Self) -> Self {
+        let mut before = self.files;
+        let files = after
+            .files
+            .into_iter()
+            .map(|(f, stamp)| {
+                let stamp = before.remove(&f).unwrap_or(stamp);
+                (f, stamp)
+            })
+            .collect();
+        Self { config: self.config, files }
     }
-    Fingerprint { config, plugins }
 }
 
 fn spawn_watcher(
@@ -381,19 +399,19 @@ fn spawn_watcher(
     use std::sync::mpsc::RecvTimeoutError;
     // Taken now, not in the thread: a change made right after `start`
     // returns must count as a change.
-    let mut last = fingerprint(&shared);
+    let mut last = Fingerprint::take(&shared);
     std::thread::Builder::new().name("wasmgate-watch".into()).spawn(move || {
         loop {
             match stop.recv_timeout(interval) {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            let now = fingerprint(&shared);
+            let now = Fingerprint::take(&shared);
             if now != last {
-                tracing::info!("config or plugin files changed; reloading");
+                tracing::info!("config, plugin or named files changed; reloading");
                 shared.reload_or_log();
-                // Re-read after the reload: it may have changed what to watch.
-                last = fingerprint(&shared);
+                // The reload may have changed what to watch.
+                last = now.settled(Fingerprint::take(&shared));
             }
         }
     })

@@ -79,6 +79,35 @@ async fn tls_termination_picks_the_certificate_by_sni_and_speaks_h2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_once_its_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (Ca::new(dir.path(), "old-ca"), Ca::new(dir.path(), "new-ca"));
+    let site = old_ca.server("site", &["a.test"]);
+    let up = TestUpstream::echo("u").await;
+    let server = format!(
+        "watch = true\nwatch_interval = \"50ms\"\n\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        site.cert.display(),
+        site.key.display()
+    );
+    let gw = TestGateway::start_with(&server, &tls_body(&up, ""));
+    let addr = gw.gateway.tls_addr().expect("TLS listener");
+    let alpn: &[&[u8]] = &[b"http/1.1"];
+    assert_eq!(tls_get(addr, "a.test", old_ca.client_config(alpn, None), "/").await.map(|r| r.0), Ok(200));
+
+    // Renewal rewrites the same two files (the certificate first, then its
+    // key): the watcher reloads, and new handshakes get the new certificate.
+    let renewed = new_ca.server("site", &["a.test"]);
+    assert_eq!((&renewed.cert, &renewed.key), (&site.cert, &site.key));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls_get(addr, "a.test", new_ca.client_config(alpn, None), "/").await.is_err() {
+        assert!(Instant::now() < deadline, "the renewed certificate was not served within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tls_get(addr, "a.test", old_ca.client_config(alpn, None), "/").await.is_err(), "the old one is gone");
+    assert_eq!(gw.gateway.generation(), 1, "one reload, after both files were written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_required_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new(dir.path(), "ca");
