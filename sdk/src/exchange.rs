@@ -5,7 +5,10 @@
 //! the same either way.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::OnceLock;
+
+use wasmgate_common::decimal::ip_text;
 
 use crate::bindings::wasmgate::plugin::types as wit;
 use crate::testing::{StagedHeader, TestRequest, TestResponse};
@@ -139,6 +142,23 @@ enum ReqInner<'a> {
     Test(&'a mut TestRequest),
 }
 
+/// The text of a standard method; `None` for `other`.
+fn method_name(kind: wit::MethodKind) -> Option<&'static str> {
+    use wit::MethodKind as K;
+    Some(match kind {
+        K::Get => "GET",
+        K::Head => "HEAD",
+        K::Post => "POST",
+        K::Put => "PUT",
+        K::Delete => "DELETE",
+        K::Connect => "CONNECT",
+        K::Options => "OPTIONS",
+        K::Trace => "TRACE",
+        K::Patch => "PATCH",
+        K::Other => return None,
+    })
+}
+
 impl<'a> Request<'a> {
     pub(crate) fn guest(req: &'a wit::Request) -> Self {
         Self { inner: ReqInner::Guest(req) }
@@ -151,7 +171,8 @@ impl<'a> Request<'a> {
     /// The method, e.g. `GET`.
     pub fn method(&self) -> String {
         match &self.inner {
-            ReqInner::Guest(r) => r.method(),
+            // A standard method by kind (a value, not text copied in).
+            ReqInner::Guest(r) => method_name(r.method_kind()).map_or_else(|| r.method(), str::to_owned),
             ReqInner::Test(r) => r.method.clone(),
         }
     }
@@ -191,7 +212,11 @@ impl<'a> Request<'a> {
     /// The client's address as the gateway saw it on the socket.
     pub fn client_ip(&self) -> String {
         match &self.inner {
-            ReqInner::Guest(r) => r.client_ip(),
+            // As an address (a value), written out here.
+            ReqInner::Guest(r) => ip_text(match r.client_address() {
+                wit::IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
+                wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
+            }),
             ReqInner::Test(r) => r.client_ip.clone(),
         }
     }

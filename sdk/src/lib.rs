@@ -83,7 +83,7 @@ pub use host::{clock, context, log};
 pub use plugin::{ConfigError, FixedHeaders, Info, MAX_FIXED_HEADERS, Plugin};
 
 /// The WIT package this SDK builds plugins against.
-pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.2";
+pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.3";
 
 /// The names most plugins need, in one `use`.
 pub mod prelude {

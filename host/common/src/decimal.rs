@@ -1,6 +1,20 @@
-//! Unsigned integers in decimal, written on the stack: for the hot paths
-//! (HTTP heads, plugin headers and cache keys) where `fmt` into a new
-//! `String` costs more than the rest of the work.
+//! Unsigned integers (and IP addresses) in decimal, written on the stack:
+//! for the hot paths (HTTP heads, plugin headers and cache keys) where
+//! `fmt` into a new `String` costs more than the rest of the work.
+
+/// An address as text, as `Display` writes it; an IPv4 one (the common
+/// case) without `fmt`'s machinery, which costs several times the rest.
+pub fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(Decimal::new(u64::from(octet)).as_str());
+    }
+    text
+}
 
 /// A `u64` in decimal.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +56,17 @@ impl From<Decimal> for Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::Decimal;
+    use std::net::IpAddr;
+
+    use super::{Decimal, ip_text};
+
+    #[test]
+    fn addresses_read_as_their_display_form() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.4", "255.255.255.255", "::1", "2001:db8::7", "::ffff:10.0.0.1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn plain_decimals() {

@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{HasSelf, Linker, Resource};
 
-use wasmgate_common::decimal::Decimal;
+use wasmgate_common::decimal::ip_text;
 
 use super::limits::Limiter;
 use super::sandbox::Stdio;
@@ -165,6 +165,10 @@ impl wit::HostRequest for HostState {
         self.ex().request.method.as_str().to_owned()
     }
 
+    fn method_kind(&mut self, _: Resource<RequestHandle>) -> wit::MethodKind {
+        method_kind(&self.ex().request.method)
+    }
+
     fn path(&mut self, _: Resource<RequestHandle>) -> String {
         self.ex().request.uri.path().to_owned()
     }
@@ -187,6 +191,19 @@ impl wit::HostRequest for HostState {
 
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> String {
         ip_text(self.ex().client_ip)
+    }
+
+    fn client_address(&mut self, _: Resource<RequestHandle>) -> wit::IpAddress {
+        match self.ex().client_ip {
+            std::net::IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                wit::IpAddress::Ipv4((a, b, c, d))
+            }
+            std::net::IpAddr::V6(v6) => {
+                let [a, b, c, d, e, f, g, h] = v6.segments();
+                wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h))
+            }
+        }
     }
 
     fn id(&mut self, _: Resource<RequestHandle>) -> String {
@@ -269,18 +286,22 @@ impl wit::HostRequest for HostState {
     }
 }
 
-/// An address as text; an IPv4 one (the common case) without `fmt`'s
-/// machinery, which costs several times the rest of the call.
-fn ip_text(ip: std::net::IpAddr) -> String {
-    let std::net::IpAddr::V4(v4) = ip else { return ip.to_string() };
-    let mut text = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        text.push_str(Decimal::new(u64::from(octet)).as_str());
+/// A method as `method-kind`: a value, where `method` copies text into
+/// the plugin's memory.
+fn method_kind(method: &http::Method) -> wit::MethodKind {
+    use wit::MethodKind as K;
+    match method.as_str() {
+        "GET" => K::Get,
+        "HEAD" => K::Head,
+        "POST" => K::Post,
+        "PUT" => K::Put,
+        "DELETE" => K::Delete,
+        "CONNECT" => K::Connect,
+        "OPTIONS" => K::Options,
+        "TRACE" => K::Trace,
+        "PATCH" => K::Patch,
+        _ => K::Other,
     }
-    text
 }
 
 impl HostState {
@@ -451,15 +472,27 @@ impl self::wasmgate::plugin::clock::Host for HostState {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
-    use super::ip_text;
+    use super::{method_kind, wit};
 
     #[test]
-    fn addresses_read_as_their_display_form() {
-        for ip in ["0.0.0.0", "127.0.0.1", "10.20.30.4", "255.255.255.255", "::1", "2001:db8::7", "::ffff:10.0.0.1"] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
+    fn standard_methods_are_kinds_and_others_are_other() {
+        use wit::MethodKind as K;
+        let kinds = [
+            ("GET", K::Get),
+            ("HEAD", K::Head),
+            ("POST", K::Post),
+            ("PUT", K::Put),
+            ("DELETE", K::Delete),
+            ("CONNECT", K::Connect),
+            ("OPTIONS", K::Options),
+            ("TRACE", K::Trace),
+            ("PATCH", K::Patch),
+            ("PURGE", K::Other),
+            ("get", K::Other),
+        ];
+        for (text, kind) in kinds {
+            let method = http::Method::from_bytes(text.as_bytes()).unwrap();
+            assert_eq!(method_kind(&method), kind, "{text}");
         }
     }
 }

@@ -89,6 +89,23 @@ async fn deny_responds_without_touching_the_upstream() {
     assert_eq!(up.hits(), 1);
 }
 
+/// The SDK reads a standard method as a `method-kind` (WIT 0.1.3) and any
+/// other as text: both reach the plugin as the method's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_see_standard_and_extension_methods_by_name() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "deny", config = { methods = ["delete", "PURGE"], status = 405, message = "not this method" } },"#,
+        "",
+    ));
+    for (method, status) in [("DELETE", 405), ("PURGE", 405), ("GET", 200), ("PATCH", 200), ("PURGEALL", 200)] {
+        let req = Request::builder().method(method).uri(gw.url("/x")).body(Full::default()).unwrap();
+        assert_eq!(send(req).await.status, status, "{method}");
+    }
+    assert_eq!(up.hits(), 3, "only the allowed methods reached the upstream");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_without_upstream_is_answered_by_its_plugins_or_502() {
     let gw = TestGateway::start(
