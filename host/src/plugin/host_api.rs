@@ -194,16 +194,7 @@ impl wit::HostRequest for HostState {
     }
 
     fn client_address(&mut self, _: Resource<RequestHandle>) -> wit::IpAddress {
-        match self.ex().client_ip {
-            std::net::IpAddr::V4(v4) => {
-                let [a, b, c, d] = v4.octets();
-                wit::IpAddress::Ipv4((a, b, c, d))
-            }
-            std::net::IpAddr::V6(v6) => {
-                let [a, b, c, d, e, f, g, h] = v6.segments();
-                wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h))
-            }
-        }
+        ip_address(self.ex().client_ip)
     }
 
     fn id(&mut self, _: Resource<RequestHandle>) -> String {
@@ -283,6 +274,20 @@ impl wit::HostRequest for HostState {
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         Ok(())
+    }
+}
+
+/// An address as `ip-address`: a value, where `client-ip` copies text.
+fn ip_address(ip: std::net::IpAddr) -> wit::IpAddress {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            wit::IpAddress::Ipv4((a, b, c, d))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.segments();
+            wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h))
+        }
     }
 }
 
@@ -472,7 +477,18 @@ impl self::wasmgate::plugin::clock::Host for HostState {
 
 #[cfg(test)]
 mod tests {
-    use super::{method_kind, wit};
+    use super::{ip_address, method_kind, wit};
+
+    #[test]
+    fn addresses_are_their_octets_or_segments_in_order() {
+        let v4 = ip_address("10.20.30.4".parse().unwrap());
+        assert!(matches!(v4, wit::IpAddress::Ipv4((10, 20, 30, 4))), "{v4:?}");
+        let v6 = ip_address("2001:db8::7".parse().unwrap());
+        assert!(matches!(v6, wit::IpAddress::Ipv6((0x2001, 0xdb8, 0, 0, 0, 0, 0, 7))), "{v6:?}");
+        // A mapped IPv4 address stays IPv6, as the socket gave it.
+        let mapped = ip_address("::ffff:10.0.0.1".parse().unwrap());
+        assert!(matches!(mapped, wit::IpAddress::Ipv6((0, 0, 0, 0, 0, 0xffff, 0x0a00, 0x0001))), "{mapped:?}");
+    }
 
     #[test]
     fn standard_methods_are_kinds_and_others_are_other() {
