@@ -96,9 +96,10 @@ impl Abac {
             return Verdict::Deny(format!("no claims in `{}`", self.model.claims_key));
         }
         let facts = Facts::gather(&self.model, req);
+        let kept = self.slices.get(&self.policies, &self.model, &facts.route, &facts.method);
         let all = Slice { policies: &self.policies, reads_context: self.reads_context };
-        let route_method = (facts.route.clone(), facts.method.clone());
-        self.slices.with(all, &self.model, route_method, |slice| self.decide_on(slice, req, claims.as_deref(), facts))
+        let slice = kept.as_deref().map_or(all, slice::Kept::slice);
+        self.decide_on(slice, req, claims.as_deref(), facts)
     }
 
     /// [`Abac::decide`] on the route's slice — or, when none of its

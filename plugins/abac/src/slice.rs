@@ -12,7 +12,7 @@
 //! does, a decision depends only on the entities, and the plugin may keep it
 //! with them (see [`crate::entities::EntitySet`]).
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::collections::HashMap;
 
 use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, ResourceConstraint};
@@ -34,31 +34,45 @@ pub struct Slice<'a> {
 
 /// A slice as kept.
 #[derive(Debug)]
-struct Kept {
+pub struct Kept {
     policies: PolicySet,
     reads_context: bool,
 }
 
-/// The slices computed so far, by (route, method). Hashed with foldhash:
-/// the map is looked up on every request, std's SipHash cost ~1 200
-/// instructions a lookup here, and at most [`MAX_SLICES`] keys leave
-/// nothing for chosen colliding methods to slow down.
+impl Kept {
+    pub fn slice(&self) -> Slice<'_> {
+        Slice { policies: &self.policies, reads_context: self.reads_context }
+    }
+}
+
+/// The slices computed so far, by route, then method. Hashed with
+/// foldhash: the map is looked up on every request, std's SipHash cost
+/// ~1 200 instructions a lookup here, and at most [`MAX_SLICES`] keys leave
+/// nothing for chosen colliding methods to slow down. Looked up by `&str`,
+/// so a request's route and method are not copied to find their slice.
 #[derive(Debug, Default)]
-pub struct Slices(RefCell<HashMap<(String, String), Kept, RandomState>>);
+pub struct Slices(RefCell<Map>);
+
+type Map = HashMap<String, HashMap<String, Kept, RandomState>, RandomState>;
 
 impl Slices {
-    /// Calls `f` with the policies that can apply to `(route, method)`;
-    /// `all` is the whole set, with whether it reads the context.
-    pub fn with<T>(&self, all: Slice<'_>, model: &Model, key: (String, String), f: impl FnOnce(Slice<'_>) -> T) -> T {
-        let Ok(mut cache) = self.0.try_borrow_mut() else { return f(all) };
-        if !cache.contains_key(&key) && cache.len() >= MAX_SLICES {
-            return f(all);
+    /// The policies that can apply to `(route, method)`, from `all`; `None`
+    /// when no slice can be kept (the cache is full), and the whole set applies.
+    pub fn get<'s>(&'s self, all: &PolicySet, model: &Model, route: &str, method: &str) -> Option<Ref<'s, Kept>> {
+        let find = |cache| Ref::filter_map(cache, |c: &Map| c.get(route)?.get(method)).ok();
+        if let Some(kept) = self.0.try_borrow().ok().and_then(find) {
+            return Some(kept);
         }
-        let kept = cache.entry(key).or_insert_with_key(|(route, method)| {
-            let policies = slice(all.policies, model, route, method);
-            Kept { reads_context: reads_context(&policies), policies }
-        });
-        f(Slice { policies: &kept.policies, reads_context: kept.reads_context })
+        {
+            let mut cache = self.0.try_borrow_mut().ok()?;
+            if cache.values().map(HashMap::len).sum::<usize>() >= MAX_SLICES {
+                return None;
+            }
+            let policies = slice(all, model, route, method);
+            let kept = Kept { reads_context: reads_context(&policies), policies };
+            cache.entry(route.to_owned()).or_default().insert(method.to_owned(), kept);
+        }
+        self.0.try_borrow().ok().and_then(find)
     }
 }
 
@@ -170,10 +184,13 @@ mod tests {
         let model = Model::from_config(&config).expect("config accepted");
         let slices = Slices::default();
         for i in 0..MAX_SLICES + 10 {
-            let whole = Slice { policies: &all, reads_context: false };
-            let n = slices.with(whole, &model, ("r".into(), format!("M{i}")), |s| s.policies.policies().count());
-            assert_eq!(n, if i < MAX_SLICES { 2 } else { 8 }, "{i}");
+            // Across two routes: the bound is on slices, not per route.
+            let (route, method) = (if i % 2 == 0 { "r" } else { "s" }, format!("M{i}"));
+            let kept = slices.get(&all, &model, route, &method);
+            assert_eq!(kept.map(|k| k.slice().policies.policies().count()), (i < MAX_SLICES).then_some(2), "{i}");
         }
-        assert_eq!(slices.0.borrow().len(), MAX_SLICES);
+        assert_eq!(slices.0.borrow().values().map(HashMap::len).sum::<usize>(), MAX_SLICES);
+        let again = slices.get(&all, &model, "r", "M0");
+        assert_eq!(again.map(|k| k.slice().policies.policies().count()), Some(2), "a kept slice is found again");
     }
 }

@@ -9,6 +9,8 @@
 
 mod origin;
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use wasmgate_sdk::prelude::*;
 use wasmgate_sdk::units;
@@ -190,7 +192,7 @@ impl Plugin for Cors {
         };
         match self.allow_origin(&origin) {
             Some(allow_origin) => {
-                leave(req.set_response_header("access-control-allow-origin", &allow_origin), "allow-origin");
+                leave(req.set_response_header("access-control-allow-origin", allow_origin), "allow-origin");
                 if self.credentials {
                     leave(req.set_response_header("access-control-allow-credentials", "true"), "allow-credentials");
                 }
@@ -254,15 +256,20 @@ impl Cors {
 
     /// The `Access-Control-Allow-Origin` value for this request's origin, or
     /// `None` when the origin is not allowed.
-    fn allow_origin(&self, origin: &str) -> Option<String> {
+    fn allow_origin<'o>(&self, origin: &'o str) -> Option<&'o str> {
         if origin.is_empty() {
             return None;
         }
         match &self.origins {
-            Origins::Any => Some("*".to_owned()),
+            Origins::Any => Some("*"),
             Origins::List(rules) => {
-                let lower = origin.to_ascii_lowercase();
-                rules.iter().any(|r| r.matches(&lower)).then(|| origin.to_owned())
+                // Browsers send origins in lower case: a copy only when not.
+                let lower = if origin.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(origin.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(origin)
+                };
+                rules.iter().any(|r| r.matches(&lower)).then_some(origin)
             }
         }
     }

@@ -272,3 +272,16 @@ fn bad_configs_are_refused_with_a_reason() {
     assert!(refused(r#"{"allowed_origins":["*"],"preflight_status":403}"#).contains("not a success status"));
     assert!(refused(r#"{"allowed_origins":["*"],"allow_origin":["x"]}"#).contains("unknown field `allow_origin`"));
 }
+
+#[test]
+fn origins_match_in_any_case_and_are_echoed_as_sent() {
+    let p = cors(APP);
+    for origin in ["https://app.example.com", "HTTPS://App.Example.COM"] {
+        let mut req = preflight(origin, "GET");
+        let reply = answer(&p, &mut req);
+        assert_eq!(reply.status, 204, "{origin}");
+        assert_eq!(reply.header_str("access-control-allow-origin"), Some(origin));
+    }
+    let mut req = preflight("https://APP.example.org", "GET");
+    assert_eq!(answer(&p, &mut req).status, 403, "another host in any case is still another host");
+}
