@@ -316,6 +316,17 @@ pub fn header_get_all(headers: &HeaderMap, name: &str) -> Vec<Vec<u8>> {
     headers.get_all(name).iter().map(|v| v.as_bytes().to_vec()).collect()
 }
 
+/// `header-single`: the value of a header that appears at most once, or
+/// how many times it appears.
+pub fn header_get_single(headers: &HeaderMap, name: &str) -> Result<Option<Vec<u8>>, u32> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else { return Ok(None) };
+    match values.count() {
+        0 => Ok(Some(first.as_bytes().to_vec())),
+        more => Err(u32::try_from(more + 1).unwrap_or(u32::MAX)),
+    }
+}
+
 pub fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect()
 }
@@ -375,6 +386,17 @@ mod tests {
 
     fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
         headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
+    }
+
+    #[test]
+    fn a_single_header_is_its_value_and_a_repeated_one_its_count() {
+        let mut h = HeaderMap::new();
+        assert_eq!(header_get_single(&h, "authorization"), Ok(None));
+        h.append("authorization", HeaderValue::from_static("Bearer a"));
+        assert_eq!(header_get_single(&h, "Authorization"), Ok(Some(b"Bearer a".to_vec())));
+        h.append("authorization", HeaderValue::from_static("Bearer b"));
+        h.append("authorization", HeaderValue::from_static(""));
+        assert_eq!(header_get_single(&h, "authorization"), Err(3));
     }
 
     #[test]

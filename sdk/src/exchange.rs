@@ -410,6 +410,12 @@ pub trait Headers {
     /// Every value of a header.
     fn header_all(&self, name: &str) -> Vec<Vec<u8>>;
 
+    /// A header that may appear at most once: `Ok(None)` when absent, its
+    /// value when it appears once, `Err(n)` when it appears `n` times. For
+    /// credentials, which are ambiguous when repeated; cheaper than
+    /// [`header_all`](Self::header_all), which copies every value in.
+    fn header_single(&self, name: &str) -> Result<Option<Vec<u8>>, usize>;
+
     /// All headers in order.
     fn headers(&self) -> Vec<(String, Vec<u8>)>;
 
@@ -439,6 +445,19 @@ macro_rules! impl_headers {
                 match &self.inner {
                     $inner::Guest(r) => r.header_all(name),
                     $inner::Test(r) => r.headers.get_all(name),
+                }
+            }
+
+            fn header_single(&self, name: &str) -> Result<Option<Vec<u8>>, usize> {
+                match &self.inner {
+                    $inner::Guest(r) => r.header_single(name).map_err(|n| n as usize),
+                    $inner::Test(r) => {
+                        let mut values = r.headers.get_all(name);
+                        match values.len() {
+                            0 | 1 => Ok(values.pop()),
+                            n => Err(n),
+                        }
+                    }
                 }
             }
 

@@ -218,6 +218,10 @@ impl wit::HostRequest for HostState {
         exchange::header_get_all(&self.ex().request.headers, &name)
     }
 
+    fn header_single(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<Vec<u8>>, u32> {
+        exchange::header_get_single(&self.ex().request.headers, &name)
+    }
+
     fn headers(&mut self, _: Resource<RequestHandle>) -> Vec<(String, Vec<u8>)> {
         exchange::header_list(&self.ex().request.headers)
     }
@@ -336,6 +340,10 @@ impl wit::HostResponse for HostState {
 
     fn header_all(&mut self, _: Resource<ResponseHandle>, name: String) -> Vec<Vec<u8>> {
         self.resp().map(|r| exchange::header_get_all(&r.headers, &name)).unwrap_or_default()
+    }
+
+    fn header_single(&mut self, _: Resource<ResponseHandle>, name: String) -> Result<Option<Vec<u8>>, u32> {
+        self.resp().map_or(Ok(None), |r| exchange::header_get_single(&r.headers, &name))
     }
 
     fn headers(&mut self, _: Resource<ResponseHandle>) -> Vec<(String, Vec<u8>)> {

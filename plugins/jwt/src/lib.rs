@@ -152,11 +152,9 @@ impl Jwt {
     fn extract(&self, req: &Request<'_>) -> Result<Vec<u8>, Rejection> {
         match &self.settings.source {
             Source::Header { name, scheme } => {
-                let mut values = req.header_all(name);
-                if values.len() > 1 {
-                    return Err("more than one token".into());
-                }
-                let Some(mut value) = values.pop() else { return Err(Rejection::Missing) };
+                let Some(mut value) = req.header_single(name).map_err(|_| "more than one token")? else {
+                    return Err(Rejection::Missing);
+                };
                 let blank = |b: &u8| matches!(b, b' ' | b'\t');
                 let value_at = trimmed(&value, blank);
                 let token_at = match scheme {

@@ -247,6 +247,11 @@ async fn jwt_rs256_with_an_inline_jwks_guards_the_route() {
         assert!(r.header("www-authenticate").unwrap().contains("error=\"invalid_token\""));
         assert!(!r.text().contains(bad), "the token is never echoed");
     }
+    // A valid token beside another `Authorization` field: ambiguous, refused.
+    let valid = format!("Bearer {}", rs256("rsa-1", &claims("alice", false)));
+    let r = with_bearer(&gw, "forged", &[("authorization", valid.as_str())]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error_description"], "more than one token");
     assert_eq!(up.hits(), 2, "no refused request reached the upstream");
 }
 
