@@ -104,7 +104,6 @@ async fn a_renewed_certificate_is_served_once_its_files_change() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(tls_get(addr, "a.test", old_ca.client_config(alpn, None), "/").await.is_err(), "the old one is gone");
-    assert_eq!(gw.gateway.generation(), 1, "one reload, after both files were written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
