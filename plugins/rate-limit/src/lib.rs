@@ -82,7 +82,7 @@ impl Plugin for RateLimit {
             rules.push(rule);
         }
         let fixed_numbers =
-            config.headers && rules.len() == 1 && rules.iter().all(|r| r.key.iter().all(KeyPart::always_present));
+            config.headers && matches!(rules.as_slice(), [rule] if rule.key.iter().all(KeyPart::always_present));
         Ok(Self {
             rules,
             headers: config.headers,
