@@ -11,6 +11,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode};
 
+use crate::plugin::memo::{Effect, Read, Recording};
 use crate::routing::Captures;
 
 /// Headers that describe the connection or the framing of a message. The
@@ -61,6 +62,9 @@ pub struct Exchange {
     pub staged: Vec<StagedHeader>,
     /// The index in the route's chain of the plugin being called.
     pub link: usize,
+    /// While a memoized request hook runs: what it reads and edits
+    /// ([`crate::plugin::memo`]).
+    pub recording: Option<Recording>,
 }
 
 /// A response header a request hook set, waiting for the response.
@@ -148,12 +152,23 @@ fn add_fixed(list: &mut Vec<CheckedEdit>, name: &str, edit: HeaderEdit<Vec<u8>>)
 /// that add stop once the headers hold [`MAX_EDITED_HEADERS`].
 pub fn apply_fixed(edits: &[CheckedEdit], headers: &mut HeaderMap) {
     for (name, edit) in edits {
-        if !matches!(edit, HeaderEdit::Remove) && headers.len() >= MAX_EDITED_HEADERS {
-            continue;
-        }
-        edit.clone().apply(name.clone(), headers);
+        apply_checked(name.clone(), edit.clone(), headers);
     }
 }
+
+/// Makes a checked edit; one that adds is skipped once the headers hold
+/// [`MAX_EDITED_HEADERS`].
+pub fn apply_checked(name: HeaderName, edit: HeaderEdit<HeaderValue>, headers: &mut HeaderMap) {
+    if !matches!(edit, HeaderEdit::Remove) && headers.len() >= MAX_EDITED_HEADERS {
+        return;
+    }
+    edit.apply(name, headers);
+}
+
+/// Most context entries a request may hold, and the longest key and value:
+/// the context lives as long as the request and must stay small.
+pub const MAX_CONTEXT_ENTRIES: usize = 256;
+pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
 /// Most headers a plugin edit may leave in one request or response: the
 /// `http` crate's maps panic past 32 768 entries, and a header map the
@@ -185,6 +200,7 @@ impl Exchange {
             context: HashMap::default(),
             staged: Vec::new(),
             link: 0,
+            recording: None,
         }
     }
 
@@ -206,6 +222,18 @@ impl Exchange {
             return Err(too_many());
         }
         let edit = HeaderEdit::check(&name, edit)?;
+        if let Some(r) = &mut self.recording {
+            r.record(Effect::ResponseHeader(name.clone(), edit.clone()));
+        }
+        self.leave_response_header(name, edit)
+    }
+
+    /// Keeps a checked response header edit of the plugin at `self.link`
+    /// for the response (request phase).
+    pub fn leave_response_header(&mut self, name: HeaderName, edit: HeaderEdit<HeaderValue>) -> Result<(), EditError> {
+        if self.staged.len() >= MAX_EDITED_HEADERS {
+            return Err(too_many());
+        }
         if self.staged.capacity() == 0 {
             // Room for a chain's few at once rather than growing 4, 8, 16.
             self.staged.reserve(16);
@@ -218,6 +246,65 @@ impl Exchange {
         &self.request.headers
     }
 
+    /// Edits a request header for a plugin.
+    pub fn edit_request_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        let edit = checked_edit(&self.request.headers, &name, edit)?;
+        if let Some(r) = &mut self.recording {
+            r.record(Effect::RequestHeader(name.clone(), edit.clone()));
+        }
+        edit.apply(name, &mut self.request.headers);
+        Ok(())
+    }
+
+    /// Notes what a plugin's host call reads, for a memoized hook's
+    /// recording.
+    pub fn reads(&mut self, read: Read<'_>) {
+        if let Some(r) = &mut self.recording {
+            r.reads(read);
+        }
+    }
+
+    /// Notes a host call whose answer is not a function of the request (the
+    /// clock, a capability): a memoized hook's call that makes one is not
+    /// kept.
+    pub fn spoil(&mut self) {
+        if let Some(r) = &mut self.recording {
+            r.spoil();
+        }
+    }
+
+    /// The authority the client asked for: the URI's (HTTP/2, absolute
+    /// form) or the `Host` header.
+    pub fn authority(&self) -> Option<&str> {
+        match self.request.uri.authority() {
+            Some(a) => Some(a.as_str()),
+            None => self.request.headers.get(header::HOST)?.to_str().ok(),
+        }
+    }
+
+    /// Sets a context entry; refused (`Err` with its key) when the context
+    /// is full or the entry too large.
+    pub fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
+        let full = self.context.len() >= MAX_CONTEXT_ENTRIES && !self.context.contains_key(&key);
+        if full || key.len() + value.len() > MAX_CONTEXT_BYTES {
+            return Err(key);
+        }
+        if let Some(r) = &mut self.recording {
+            r.record(Effect::ContextSet(key.clone(), value.clone()));
+        }
+        self.context.insert(key, value);
+        Ok(())
+    }
+
+    /// Removes a context entry.
+    pub fn context_remove(&mut self, key: &str) -> Option<String> {
+        if let Some(r) = &mut self.recording {
+            r.reads(Read::Context(key));
+            r.record(Effect::ContextRemove(key.to_owned()));
+        }
+        self.context.remove(key)
+    }
+
     /// Replaces the path, keeping the query.
     pub fn set_path(&mut self, path: &str) -> Result<(), EditError> {
         if !path.starts_with('/') || path.contains(['?', '#']) {
@@ -227,7 +314,11 @@ impl Exchange {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        self.set_path_and_query(&pq)
+        self.set_path_and_query(&pq)?;
+        if let Some(r) = &mut self.recording {
+            r.record(Effect::Path(path.to_owned()));
+        }
+        Ok(())
     }
 
     /// Replaces the query; `None` removes it.
@@ -240,7 +331,11 @@ impl Exchange {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        self.set_path_and_query(&pq)
+        self.set_path_and_query(&pq)?;
+        if let Some(r) = &mut self.recording {
+            r.record(Effect::Query(query.map(str::to_owned)));
+        }
+        Ok(())
     }
 
     fn set_path_and_query(&mut self, pq: &str) -> Result<(), EditError> {
@@ -334,11 +429,20 @@ pub fn header_list(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
 /// Applies a plugin's edit to `headers`; one that adds is refused once they
 /// hold [`MAX_EDITED_HEADERS`].
 pub fn edit_headers(headers: &mut HeaderMap, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+    checked_edit(headers, &name, edit)?.apply(name, headers);
+    Ok(())
+}
+
+/// A plugin's edit of `headers` checked, before it is made.
+fn checked_edit(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    edit: HeaderEdit<Vec<u8>>,
+) -> Result<HeaderEdit<HeaderValue>, EditError> {
     if !matches!(edit, HeaderEdit::Remove) && headers.len() >= MAX_EDITED_HEADERS {
         return Err(too_many());
     }
-    HeaderEdit::check(&name, edit)?.apply(name, headers);
-    Ok(())
+    HeaderEdit::check(name, edit)
 }
 
 fn too_many() -> EditError {

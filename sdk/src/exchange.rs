@@ -72,13 +72,18 @@ pub const MANAGED_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// Whether `s` is an HTTP token (RFC 9110): what a method, a header name, an
+/// auth scheme or a cookie name must be.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Checks a header name a plugin means to set or remove, by the gateway's
 /// rules: a valid field name, not [managed](MANAGED_HEADERS). Returns it in
 /// lowercase. Plugins call this on their config, so a bad name is refused at
 /// load rather than on every request.
 pub fn check_header_name(name: &str) -> Result<String, EditError> {
-    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-    if !valid {
+    if !is_token(name) {
         return Err(EditError::InvalidName(name.to_owned()));
     }
     let name = name.to_ascii_lowercase();

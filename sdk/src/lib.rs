@@ -77,19 +77,19 @@ pub use wasmgate_common::path;
 pub use decision::{Decision, Reply};
 pub use exchange::{
     EditError, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response, check_header, check_header_name,
-    check_header_value,
+    check_header_value, is_token,
 };
 pub use host::{clock, context, log};
-pub use plugin::{ConfigError, FixedHeaders, Info, MAX_FIXED_HEADERS, Plugin};
+pub use plugin::{ConfigError, FixedHeaders, Info, MAX_FIXED_HEADERS, MAX_REQUEST_FACTS, Plugin, RequestFact};
 
 /// The WIT package this SDK builds plugins against.
-pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.3";
+pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.4";
 
 /// The names most plugins need, in one `use`.
 pub mod prelude {
     pub use crate::{
-        ConfigError, Decision, EditError, FixedHeaders, HeaderEdit, Headers, Info, Plugin, Reply, Request, Response,
-        check_header_name, check_header_value, context, export_plugin, log,
+        ConfigError, Decision, EditError, FixedHeaders, HeaderEdit, Headers, Info, Plugin, Reply, Request, RequestFact,
+        Response, check_header_name, check_header_value, context, export_plugin, log,
     };
 }
 

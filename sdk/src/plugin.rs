@@ -46,6 +46,25 @@ pub trait Plugin: Sized + 'static {
         FixedHeaders::default()
     }
 
+    /// The facts of the request [`Plugin::on_request`] depends on, when it
+    /// depends on nothing else but the config: whenever they have the same
+    /// values, it makes the same edits and takes the same decision. The
+    /// gateway then keeps the outcome of a call and makes the same edits and
+    /// decision itself for a later request with the same values, without
+    /// calling the plugin (WIT `setup.memoize-request`).
+    ///
+    /// The gateway keeps only calls that kept the claim: one that read an
+    /// undeclared fact (another header, [`Headers::headers`](crate::Headers::headers),
+    /// [`Request::id`], a body), read the clock or logged at `warn` or above
+    /// is not kept. A plugin granted `store` or `http` is refused. Log lines
+    /// come only from calls actually made; state kept in the plugin's memory
+    /// between calls is not seen by replays. More than
+    /// [`MAX_REQUEST_FACTS`] are not declared (every request calls the
+    /// plugin, as with `None`, the default).
+    fn depends_on(&self) -> Option<Vec<RequestFact>> {
+        None
+    }
+
     /// The request phase. The default continues.
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         let _ = req;
@@ -84,6 +103,32 @@ impl Info {
     pub fn both() -> Self {
         Self { on_response: true, ..Self::default() }
     }
+}
+
+/// Most facts [`Plugin::depends_on`] may give.
+pub const MAX_REQUEST_FACTS: usize = 16;
+
+/// A fact of the request ([`Plugin::depends_on`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestFact {
+    /// [`Request::method`].
+    Method,
+    /// [`Request::path`].
+    Path,
+    /// [`Request::query`].
+    Query,
+    /// [`Request::scheme`].
+    Scheme,
+    /// [`Request::authority`].
+    Authority,
+    /// [`Request::client_ip`].
+    ClientAddress,
+    /// Every value of this header (read, or removed).
+    Header(String),
+    /// This route capture ([`Request::path_param`]).
+    PathParam(String),
+    /// This context entry ([`crate::context::get`], `remove`).
+    Context(String),
 }
 
 /// Most fixed header edits a plugin may declare for each phase.
@@ -184,6 +229,9 @@ type Slot<P> = LocalKey<RefCell<Option<P>>>;
 pub fn configure<P: Plugin>(slot: &'static Slot<P>, config: &str) -> Result<wit::PluginInfo, String> {
     let plugin = build::<P>(config).map_err(|e| e.0)?;
     declare_fixed(&plugin.fixed_headers()).map_err(|e| e.0)?;
+    if let Some(facts) = plugin.depends_on().filter(|f| f.len() <= MAX_REQUEST_FACTS) {
+        declare_facts(&facts).map_err(|e| e.0)?;
+    }
     let info = plugin.info();
     slot.with(|cell| *cell.borrow_mut() = Some(plugin));
     let mut hooks = wit::Hooks::empty();
@@ -214,6 +262,27 @@ fn declare_fixed(fixed: &FixedHeaders) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Hands the facts the request hook depends on to the gateway.
+fn declare_facts(facts: &[RequestFact]) -> Result<(), ConfigError> {
+    use crate::bindings::wasmgate::plugin::setup::{self, RequestFact as F};
+    let facts: Vec<F> = facts
+        .iter()
+        .map(|f| match f {
+            RequestFact::Method => F::Method,
+            RequestFact::Path => F::Path,
+            RequestFact::Query => F::Query,
+            RequestFact::Scheme => F::Scheme,
+            RequestFact::Authority => F::Authority,
+            RequestFact::ClientAddress => F::ClientAddress,
+            RequestFact::Header(n) => F::Header(n.clone()),
+            RequestFact::PathParam(n) => F::PathParam(n.clone()),
+            RequestFact::Context(k) => F::Context(k.clone()),
+        })
+        .collect();
+    setup::memoize_request(&facts)
+        .map_err(|e| ConfigError(format!("the gateway refused the request facts: {}", EditError::from(e))))
 }
 
 #[doc(hidden)]

@@ -15,6 +15,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmgate_common::decimal::ip_text;
 
 use super::limits::Limiter;
+use super::memo::{self, Fact, Read};
 use super::sandbox::Stdio;
 use crate::exchange::{self, EditError, EditableNames, Exchange, FixedEdits, HeaderEdit};
 
@@ -62,6 +63,9 @@ pub struct HostState {
     /// The fixed header edits the plugin declares: collected while its
     /// config hook runs, `None` at any other time.
     pub(crate) fixed: Option<FixedEdits>,
+    /// The facts the plugin's request hook depends on, when it declared
+    /// them (`setup.memoize-request`) while its config hook ran.
+    pub(crate) memo_facts: Option<Vec<Fact>>,
     /// The plugin's deadline, restored after each wait on I/O: the deadline
     /// bounds the plugin's computing, the I/O has timeouts of its own.
     pub(crate) deadline_ticks: u64,
@@ -79,6 +83,7 @@ impl HostState {
             keys_held: 0,
             names: EditableNames::default(),
             fixed: Some(FixedEdits::default()),
+            memo_facts: None,
             deadline_ticks,
         }
     }
@@ -132,6 +137,12 @@ impl HostState {
     fn ex_mut(&mut self) -> &mut Exchange {
         &mut self.exchange
     }
+
+    /// The exchange, after noting the read for a memoized hook.
+    fn ex_reads(&mut self, read: Read<'_>) -> &mut Exchange {
+        self.exchange.reads(read);
+        &mut self.exchange
+    }
 }
 
 impl wit::Host for HostState {}
@@ -154,6 +165,40 @@ impl setup::Host for HostState {
     fn fixed_response_header(&mut self, name: String, edit: setup::HeaderEdit) -> EditResult {
         Ok(self.fixed.as_mut().ok_or_else(not_configuring)?.add_response(&name, edit.into())?)
     }
+
+    fn memoize_request(&mut self, facts: Vec<setup::RequestFact>) -> EditResult {
+        if self.fixed.is_none() {
+            return Err(wit::EditError::InvalidValue("memoize-request is called from configure only".into()));
+        }
+        if self.caps.store.is_some() || self.caps.http.is_some() {
+            return Err(wit::EditError::InvalidValue(
+                "memoize-request: a plugin granted `store` or `http` gets answers that change over time, \
+                 so its request hook cannot be memoized"
+                    .into(),
+            ));
+        }
+        if facts.len() > memo::MAX_FACTS {
+            return Err(wit::EditError::InvalidValue(format!("more than {} request facts", memo::MAX_FACTS)));
+        }
+        let mut declared = Vec::with_capacity(facts.len());
+        for fact in facts {
+            declared.push(match fact {
+                setup::RequestFact::Method => Fact::Method,
+                setup::RequestFact::Path => Fact::Path,
+                setup::RequestFact::Query => Fact::Query,
+                setup::RequestFact::Scheme => Fact::Scheme,
+                setup::RequestFact::Authority => Fact::Authority,
+                setup::RequestFact::ClientAddress => Fact::ClientAddress,
+                setup::RequestFact::Header(name) => Fact::Header(
+                    http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| wit::EditError::InvalidName(name))?,
+                ),
+                setup::RequestFact::PathParam(name) => Fact::PathParam(name),
+                setup::RequestFact::Context(key) => Fact::Context(key),
+            });
+        }
+        self.memo_facts = Some(declared);
+        Ok(())
+    }
 }
 
 fn not_configuring() -> wit::EditError {
@@ -162,42 +207,39 @@ fn not_configuring() -> wit::EditError {
 
 impl wit::HostRequest for HostState {
     fn method(&mut self, _: Resource<RequestHandle>) -> String {
-        self.ex().request.method.as_str().to_owned()
+        self.ex_reads(Read::Method).request.method.as_str().to_owned()
     }
 
     fn method_kind(&mut self, _: Resource<RequestHandle>) -> wit::MethodKind {
-        method_kind(&self.ex().request.method)
+        method_kind(&self.ex_reads(Read::Method).request.method)
     }
 
     fn path(&mut self, _: Resource<RequestHandle>) -> String {
-        self.ex().request.uri.path().to_owned()
+        self.ex_reads(Read::Path).request.uri.path().to_owned()
     }
 
     fn query(&mut self, _: Resource<RequestHandle>) -> Option<String> {
-        self.ex().request.uri.query().map(str::to_owned)
+        self.ex_reads(Read::Query).request.uri.query().map(str::to_owned)
     }
 
     fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
-        self.ex().scheme.to_owned()
+        self.ex_reads(Read::Scheme).scheme.to_owned()
     }
 
     fn authority(&mut self, _: Resource<RequestHandle>) -> Option<String> {
-        let e = self.ex();
-        match e.request.uri.authority() {
-            Some(a) => Some(a.as_str().to_owned()),
-            None => e.request.headers.get(http::header::HOST)?.to_str().ok().map(str::to_owned),
-        }
+        self.ex_reads(Read::Authority).authority().map(str::to_owned)
     }
 
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> String {
-        ip_text(self.ex().client_ip)
+        ip_text(self.ex_reads(Read::ClientAddress).client_ip)
     }
 
     fn client_address(&mut self, _: Resource<RequestHandle>) -> wit::IpAddress {
-        ip_address(self.ex().client_ip)
+        ip_address(self.ex_reads(Read::ClientAddress).client_ip)
     }
 
     fn id(&mut self, _: Resource<RequestHandle>) -> String {
+        self.exchange.spoil();
         self.request_id().to_owned()
     }
 
@@ -207,37 +249,44 @@ impl wit::HostRequest for HostState {
     }
 
     fn path_param(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
-        self.ex().capture(&name).map(str::to_owned)
+        self.ex_reads(Read::PathParam(&name)).capture(&name).map(str::to_owned)
     }
 
     fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<Vec<u8>> {
-        exchange::header_get(&self.ex().request.headers, &name)
+        exchange::header_get(&self.ex_reads(Read::Header(&name)).request.headers, &name)
     }
 
     fn header_all(&mut self, _: Resource<RequestHandle>, name: String) -> Vec<Vec<u8>> {
-        exchange::header_get_all(&self.ex().request.headers, &name)
+        exchange::header_get_all(&self.ex_reads(Read::Header(&name)).request.headers, &name)
     }
 
     fn header_single(&mut self, _: Resource<RequestHandle>, name: String) -> Result<Option<Vec<u8>>, u32> {
-        exchange::header_get_single(&self.ex().request.headers, &name)
+        exchange::header_get_single(&self.ex_reads(Read::Header(&name)).request.headers, &name)
     }
 
     fn headers(&mut self, _: Resource<RequestHandle>) -> Vec<(String, Vec<u8>)> {
+        self.exchange.spoil();
         exchange::header_list(&self.ex().request.headers)
     }
 
     fn set_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
         let name = self.names.get(&name)?;
-        Ok(exchange::edit_headers(&mut self.ex_mut().request.headers, name, HeaderEdit::Set(value))?)
+        Ok(self.ex_mut().edit_request_header(name, HeaderEdit::Set(value))?)
     }
 
     fn append_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
         let name = self.names.get(&name)?;
-        Ok(exchange::edit_headers(&mut self.ex_mut().request.headers, name, HeaderEdit::Append(value))?)
+        Ok(self.ex_mut().edit_request_header(name, HeaderEdit::Append(value))?)
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> bool {
-        self.names.get(&name).is_ok_and(|n| self.ex_mut().request.headers.remove(n).is_some())
+        let Ok(name) = self.names.get(&name) else { return false };
+        let e = self.ex_reads(Read::Header(name.as_str()));
+        let there = e.request.headers.contains_key(&name);
+        // The edit is recorded even when there was nothing to remove: the
+        // answer came from a declared fact, so a replay removes the same.
+        let _ = e.edit_request_header(name, HeaderEdit::Remove);
+        there
     }
 
     fn set_response_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {
@@ -264,11 +313,13 @@ impl wit::HostRequest for HostState {
     }
 
     fn body(&mut self, _: Resource<RequestHandle>) -> Result<Vec<u8>, wit::EditError> {
+        self.exchange.spoil();
         self.ex().request_body.as_ref().map(|b| b.to_vec()).ok_or(wit::EditError::BodyUnavailable)
     }
 
     fn set_body(&mut self, _: Resource<RequestHandle>, body: Vec<u8>) -> EditResult {
         let e = self.ex_mut();
+        e.spoil();
         if e.request_body.is_none() {
             return Err(wit::EditError::BodyUnavailable);
         }
@@ -411,6 +462,10 @@ impl self::wasmgate::plugin::log::Host for HostState {
 
     fn log(&mut self, level: self::wasmgate::plugin::log::Level, message: String) {
         use self::wasmgate::plugin::log::Level as L;
+        if matches!(level, L::Warn | L::Error) {
+            // A warning replayed silently would hide what it warns of.
+            self.exchange.spoil();
+        }
         let (plugin, id, msg) = (&*self.plugin, self.request_id(), truncate(&message));
         match level {
             L::Trace => {
@@ -428,33 +483,26 @@ impl self::wasmgate::plugin::log::Host for HostState {
     }
 }
 
-/// Most context entries a request may hold, and the longest key and value:
-/// the context lives as long as the request and must stay small.
-const MAX_CONTEXT_ENTRIES: usize = 256;
-const MAX_CONTEXT_BYTES: usize = 64 * 1024;
-
 impl self::wasmgate::plugin::context::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
-        self.ex().context.get(&key).cloned()
+        self.ex_reads(Read::Context(&key)).context.get(&key).cloned()
     }
 
     fn set(&mut self, key: String, value: String) {
-        {
-            let e = &mut self.exchange;
-            let full = e.context.len() >= MAX_CONTEXT_ENTRIES && !e.context.contains_key(&key);
-            if full || key.len() + value.len() > MAX_CONTEXT_BYTES {
-                tracing::warn!(plugin = &*self.plugin, key = %truncate(&key), "context entry refused: too many or too large");
-                return;
-            }
-            e.context.insert(key, value);
+        if let Err(key) = self.exchange.context_set(key, value) {
+            // Refused for the entries other plugins left: not a function of
+            // this plugin's facts.
+            self.exchange.spoil();
+            tracing::warn!(plugin = &*self.plugin, key = %truncate(&key), "context entry refused: too many or too large");
         }
     }
 
     fn remove(&mut self, key: String) -> Option<String> {
-        self.exchange.context.remove(&key)
+        self.exchange.context_remove(&key)
     }
 
     fn keys(&mut self) -> Vec<String> {
+        self.exchange.spoil();
         self.ex().context.keys().cloned().collect()
     }
 }
@@ -475,10 +523,12 @@ pub(crate) fn monotonic_ns() -> u64 {
 
 impl self::wasmgate::plugin::clock::Host for HostState {
     fn now_unix_ms(&mut self) -> u64 {
+        self.exchange.spoil();
         unix_ms()
     }
 
     fn monotonic_ns(&mut self) -> u64 {
+        self.exchange.spoil();
         monotonic_ns()
     }
 }

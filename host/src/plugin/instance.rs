@@ -16,6 +16,7 @@ use wasmtime::{Store, Trap};
 
 use super::engine::EPOCH_TICK;
 use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
+use super::memo::{Fact, Memo};
 use super::registry::Plugin;
 use super::sandbox::GuestExit;
 use crate::config::Isolation;
@@ -82,7 +83,7 @@ pub struct Fault {
 }
 
 /// A plugin's answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     Continue,
     Respond(wit::Reply),
@@ -136,6 +137,9 @@ pub struct ChainLink {
     /// The header edits the gateway makes for this plugin without calling
     /// it, as its first configured instance declared them.
     pub fixed: FixedEdits,
+    /// The outcomes of its request hook, kept by the facts it declared it
+    /// depends on (`setup.memoize-request`), when it declared them.
+    pub memo: Option<Memo>,
     config_json: String,
     deadline_ticks: u64,
     pool: Option<Pool>,
@@ -184,6 +188,7 @@ impl ChainLink {
             info: Info::default(),
             key,
             fixed: FixedEdits::default(),
+            memo: None,
             config_json,
             deadline_ticks,
             pool,
@@ -205,7 +210,7 @@ impl ChainLink {
             let made = link.instantiate();
             (link, made)
         };
-        let (warm, info, fixed) = made.map_err(|f| match f.kind {
+        let (warm, info, fixed, memo_facts) = made.map_err(|f| match f.kind {
             FaultKind::Refused => ConfigureError::Refused(f.detail),
             FaultKind::Instantiate => ConfigureError::NoInstance { detail: f.detail, pool_full: false },
             FaultKind::PoolFull => ConfigureError::NoInstance { detail: f.detail, pool_full: true },
@@ -213,6 +218,7 @@ impl ChainLink {
         })?;
         link.info = info;
         link.fixed = fixed;
+        link.memo = memo_facts.map(Memo::new);
         // A link with no hook (its edits all fixed) is never called: its
         // instance would only hold a slot of the engine's instance pool.
         if let Some(pool) = &link.pool
@@ -368,9 +374,10 @@ pub enum ConfigureError {
     NoInstance { detail: String, pool_full: bool },
 }
 
-/// A configured instance, what it asked for, and the fixed header edits it
-/// declared (kept from the first instance of a link, the same in the rest).
-type Made = (Warm, Info, FixedEdits);
+/// A configured instance, what it asked for, and the fixed header edits and
+/// request facts it declared (kept from the first instance of a link, the
+/// same in the rest).
+type Made = (Warm, Info, FixedEdits, Option<Vec<Fact>>);
 
 fn finish_configure(
     mut store: Store<HostState>,
@@ -380,8 +387,9 @@ fn finish_configure(
 ) -> Result<Made, Fault> {
     // Fixed headers are declared while configuring only.
     let fixed = store.data_mut().fixed.take().unwrap_or_default();
+    let memo_facts = store.data_mut().memo_facts.take();
     match configured {
-        Ok((Ok(info),)) => Ok((Warm { store, on_request, on_response, uses: 0 }, info.into(), fixed)),
+        Ok((Ok(info),)) => Ok((Warm { store, on_request, on_response, uses: 0 }, info.into(), fixed, memo_facts)),
         Ok((Err(refusal),)) => Err(Fault { kind: FaultKind::Refused, detail: refusal }),
         Err(e) => Err(classify(&e, store.data().limiter.exceeded)),
     }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod host_api;
 pub mod instance;
 pub mod limits;
+pub mod memo;
 pub mod registry;
 pub mod sandbox;
 

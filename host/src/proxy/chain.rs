@@ -16,6 +16,7 @@ use crate::config::OnPluginError;
 use crate::exchange::{self, Exchange};
 use crate::gateway::Route;
 use crate::plugin::host_api::wasmgate::plugin::types::Reply;
+use crate::plugin::memo::Memo;
 use crate::plugin::{ChainLink, Fault, Outcome};
 
 /// A response body: as the upstream streams it, or in memory.
@@ -56,7 +57,11 @@ pub(super) async fn run(
             continue;
         }
         ex.link = i;
-        match call(forward, link, &mut ex, Phase::Request, trace, &mut lap).await {
+        let result = match &link.memo {
+            Some(memo) => memoized(forward, link, memo, &mut ex, trace, &mut lap).await,
+            None => call(forward, link, &mut ex, Phase::Request, trace, &mut lap).await,
+        };
+        match result {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Respond(reply)) => {
                 early = Some((i, reply_parts(link, reply)?));
@@ -181,6 +186,41 @@ impl Lap {
         self.0 = now;
         took
     }
+}
+
+/// A request hook that declared the facts it depends on: the outcome kept
+/// for their values when there is one, made again without a call;
+/// otherwise a recorded call, kept when it read only those facts.
+async fn memoized(
+    forward: &Forward<'_>,
+    link: &ChainLink,
+    memo: &Memo,
+    ex: &mut Box<Exchange>,
+    trace: &mut Trace<'_>,
+    lap: &mut Lap,
+) -> Result<Outcome, Fault> {
+    let Some(key) = memo.key(ex) else {
+        return call(forward, link, ex, Phase::Request, trace, lap).await;
+    };
+    if let Some(kept) = memo.get(&key) {
+        let outcome = kept.replay(ex);
+        // The next call's time starts here.
+        lap.lap();
+        if forward.snapshot.access_log.is_some() {
+            let label = match outcome {
+                Outcome::Continue => "kept-continue",
+                Outcome::Respond(_) => "kept-respond",
+            };
+            trace.plugins.push((link.plugin.name.clone(), label));
+        }
+        return Ok(outcome);
+    }
+    ex.recording = Some(memo.recording());
+    let result = call(forward, link, ex, Phase::Request, trace, lap).await;
+    if let (Some(recording), Ok(outcome)) = (ex.recording.take(), &result) {
+        memo.keep(key, recording, outcome);
+    }
+    result
 }
 
 /// One hook call, timed and counted. `lap` started when the call did: at

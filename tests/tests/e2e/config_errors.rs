@@ -89,7 +89,9 @@ fn broken_plugin_files_are_refused_by_name() {
     assert!(e.contains("is a core Wasm module, not a component") && e.contains("wasm32-wasip2"), "{e}");
     let e = check("future");
     assert!(
-        e.contains("was built against wasmgate:plugin@0.2.0; this gateway supports @0.1.0, @0.1.1, @0.1.2 and @0.1.3"),
+        e.contains(
+            "was built against wasmgate:plugin@0.2.0; this gateway supports @0.1.0, @0.1.1, @0.1.2, @0.1.3 and @0.1.4"
+        ),
         "{e}"
     );
     assert!(e.contains("fix: rebuild `future` with a wasmgate SDK"), "{e}");

@@ -54,8 +54,10 @@ async fn plugin_calls_are_timed_per_plugin_and_phase() {
     let plugins = r#"{ use = "transform", config = { response = { headers = { rename = { "x-upstream" = "x-seen" } } } } },
   { use = "deny", config = { paths = ["/no"] } },"#;
     let gw = TestGateway::start(&format!("{ADMIN}{}", route(&up, plugins, "")));
-    for _ in 0..3 {
-        assert_eq!(get(&gw.url("/yes")).await.status, 200);
+    // Three paths: deny's outcome for a path it saw is kept (it declares
+    // the facts it depends on), and a kept one is given without a call.
+    for i in 0..3 {
+        assert_eq!(get(&gw.url(&format!("/yes/{i}"))).await.status, 200);
     }
     assert_eq!(get(&gw.url("/no")).await.status, 403);
     let text = metrics(&gw).await;
@@ -470,4 +472,95 @@ async fn a_plugin_reads_many_headers_through_the_resource() {
     }
     let r = send(req.body(Full::default()).unwrap()).await;
     assert_eq!(echoed_header(&r.json(), "x-headers-found").as_deref(), Some("15"));
+}
+
+/// `[plugin.NAME]` tables loading the chaos guest under other names, so
+/// each has its own call series.
+fn chaos_as(names: &[&str], extra: &str) -> String {
+    let file = wasmgate_tests::guest_dir().join("chaos.wasm");
+    names.iter().map(|n| format!("[plugin.{n}]\nfile = \"{}\"\n{extra}\n", file.display())).collect()
+}
+
+async fn request_calls(gw: &TestGateway, plugin: &str) -> Option<String> {
+    let text = metrics(gw).await;
+    let series = format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="request"}}"#);
+    sample(&text, &series).map(str::to_owned)
+}
+
+fn keyed(gw: &TestGateway, path: &str, key: &str) -> Request<Full<bytes::Bytes>> {
+    Request::get(gw.url(path)).header("x-key", key).body(Full::default()).unwrap()
+}
+
+/// A request hook that declares the facts it depends on (WIT
+/// `setup.memoize-request`) is called once per value of them: the gateway
+/// makes the kept edits — request header, response header, context entry —
+/// and gives the kept answer itself for a repeat, on either worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_declaring_its_facts_is_called_once_per_value() {
+    let up = TestUpstream::echo("u").await;
+    let body = format!(
+        "{ADMIN}{}{}",
+        chaos_as(&["memo"], ""),
+        route(
+            &up,
+            r#"{ use = "memo", config = { mode = "memo" } }, { use = "chaos", config = { mode = "context" } },"#,
+            ""
+        )
+    );
+    let gw = TestGateway::start(&body);
+    for key in ["a", "a", "b", "a", "b", "a"] {
+        let r = send(keyed(&gw, "/", key)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-memo-key"), Some(key));
+        let doc = r.json();
+        assert_eq!(echoed_header(&doc, "x-memo-seen").as_deref(), Some(key));
+        assert_eq!(echoed_header(&doc, "x-context"), Some(format!("memo.key={key}")), "the next plugin sees the entry");
+    }
+    for _ in 0..3 {
+        let r = send(keyed(&gw, "/", "deny")).await;
+        assert_eq!(r.status, 403);
+        assert_eq!(r.text(), "denied by key");
+    }
+    assert_eq!(up.hits(), 6);
+    assert_eq!(request_calls(&gw, "memo").await.as_deref(), Some("3"), "called for a, b and deny only");
+    // The plugin after it has no such declaration: called every time.
+    assert_eq!(request_calls(&gw, "chaos").await.as_deref(), Some("6"));
+}
+
+/// The claim is checked: a call that reads an undeclared header or the
+/// clock, or logs a warning, is not kept, so every request calls the hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_straying_from_its_facts_is_called_every_time() {
+    let up = TestUpstream::echo("u").await;
+    let mut body =
+        format!("{ADMIN}{}[upstreams.u]\nendpoints = [\"{}\"]\n", chaos_as(&["header", "clock", "warn"], ""), up.addr);
+    for stray in ["header", "clock", "warn"] {
+        body.push_str(&format!(
+            "[[routes]]\nname = \"{stray}\"\nmatch = {{ prefix = \"/{stray}\" }}\nupstream = \"u\"\n\
+             plugins = [{{ use = \"{stray}\", config = {{ mode = \"memo\", stray = \"{stray}\" }} }}]\n"
+        ));
+    }
+    let gw = TestGateway::start(&body);
+    for stray in ["header", "clock", "warn"] {
+        for _ in 0..3 {
+            let r = send(keyed(&gw, &format!("/{stray}"), "a")).await;
+            assert_eq!(r.header("x-memo-key"), Some("a"), "{stray}");
+        }
+        assert_eq!(request_calls(&gw, stray).await.as_deref(), Some("3"), "{stray}");
+    }
+}
+
+/// A plugin granted the store or outbound HTTP gets answers that change
+/// over time: its declaration refuses the config, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_granted_the_store_cannot_declare_its_facts() {
+    let up = TestUpstream::echo("u").await;
+    let body = format!(
+        "{}{}",
+        chaos_as(&["memo"], "grants = { store = true }"),
+        route(&up, r#"{ use = "memo", config = { mode = "memo" } },"#, "")
+    );
+    let err = TestGateway::try_start("", &body).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("plugin `memo` refused its config"), "{err}");
+    assert!(err.contains("a plugin granted `store` or `http`"), "{err}");
 }

@@ -20,7 +20,7 @@ use crate::proxy::body::{self, Body, BodyError};
 use crate::proxy::error::ProxyError;
 use crate::upstream::{ForwardOptions, Upstream};
 
-const INTERFACE: &str = "wasmgate:plugin/http@0.1.3";
+const INTERFACE: &str = "wasmgate:plugin/http@0.1.4";
 
 /// What a plugin may call, resolved to upstreams.
 #[derive(Debug)]

@@ -36,6 +36,24 @@ enum Mode {
     /// Try to declare a fixed header from the request hook, and put the
     /// gateway's answer in `x-fixed-late` upstream.
     LateFixed,
+    /// Declare that the request hook depends on `x-key` alone, then act on
+    /// it: `deny` answers 403; any other key goes upstream in
+    /// `x-memo-seen`, comes back in the response header `x-memo-key`, and
+    /// is left in the context as `memo.key`. `stray` makes the hook also
+    /// read what it did not declare.
+    Memo,
+}
+
+/// What [`Mode::Memo`] also does, breaking its claim.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Stray {
+    /// Read the header `x-other`.
+    Header,
+    /// Read the clock.
+    Clock,
+    /// Log a warning.
+    Warn,
 }
 
 /// How many headers [`Mode::Flood`] tries to add.
@@ -58,12 +76,15 @@ pub struct Config {
     /// The message `refuse` refuses with.
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    stray: Option<Stray>,
 }
 
 #[derive(Debug)]
 pub struct Chaos {
     mode: Mode,
     phase: Phase,
+    stray: Option<Stray>,
     calls: std::cell::Cell<u64>,
 }
 
@@ -77,7 +98,8 @@ impl Chaos {
             | Mode::Flood
             | Mode::BadFixed
             | Mode::ManyFixed
-            | Mode::LateFixed => Decision::Continue,
+            | Mode::LateFixed
+            | Mode::Memo => Decision::Continue,
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
             Mode::Trap => panic!("chaos: trapping on purpose"),
             Mode::Loop => {
@@ -103,6 +125,25 @@ impl Chaos {
     }
 }
 
+impl Chaos {
+    fn memo(&self, req: &mut Request<'_>) -> Decision {
+        let key = req.header("x-key").map(|k| String::from_utf8_lossy(&k).into_owned()).unwrap_or_default();
+        match self.stray {
+            Some(Stray::Header) => drop(std::hint::black_box(req.header("x-other"))),
+            Some(Stray::Clock) => drop(std::hint::black_box(wasmgate_sdk::clock::now_unix_ms())),
+            Some(Stray::Warn) => log::warn("chaos: a warning on every call"),
+            None => {}
+        }
+        if key == "deny" {
+            return Decision::respond(Reply::text(403, "denied by key"));
+        }
+        let _ = req.set_header("x-memo-seen", key.as_str());
+        let _ = req.set_response_header("x-memo-key", key.as_str());
+        context::set("memo.key", &key);
+        Decision::Continue
+    }
+}
+
 impl Plugin for Chaos {
     type Config = Config;
 
@@ -110,7 +151,7 @@ impl Plugin for Chaos {
         if c.mode == Mode::Refuse {
             return Err(c.message.unwrap_or_else(|| "chaos refuses this config".into()).into());
         }
-        Ok(Self { mode: c.mode, phase: c.phase, calls: std::cell::Cell::new(0) })
+        Ok(Self { mode: c.mode, phase: c.phase, stray: c.stray, calls: std::cell::Cell::new(0) })
     }
 
     fn info(&self) -> Info {
@@ -131,7 +172,14 @@ impl Plugin for Chaos {
         }
     }
 
+    fn depends_on(&self) -> Option<Vec<RequestFact>> {
+        (self.mode == Mode::Memo).then(|| vec![RequestFact::Header("x-key".into())])
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
+        if self.mode == Mode::Memo {
+            return self.memo(req);
+        }
         if self.mode == Mode::LateFixed {
             let _ = req.set_header("x-fixed-late", late_fixed());
             return Decision::Continue;
