@@ -8,6 +8,7 @@ use std::str::FromStr;
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
 use serde::Deserialize;
 use wasmgate_sdk::ConfigError;
+use wasmgate_sdk::is_token;
 
 /// The route's `config` table.
 #[derive(Debug, Deserialize)]
@@ -216,11 +217,6 @@ fn type_name(key: &str, text: &str) -> Result<EntityTypeName, ConfigError> {
             "`{key}` is `{text}`, not a Cedar entity type name; use an identifier such as \"User\" or \"App::User\""
         ))
     })
-}
-
-/// An HTTP token: what methods and header names are made of.
-fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

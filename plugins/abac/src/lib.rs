@@ -70,6 +70,20 @@ impl Plugin for Abac {
         })
     }
 
+    /// With policies that read no `context` (no client address, time or
+    /// headers), the verdict is a function of the claims, method, path and
+    /// resource captures: the gateway keeps it per their values, so a
+    /// repeated request does not call the plugin.
+    fn depends_on(&self) -> Option<Vec<RequestFact>> {
+        if self.reads_context {
+            return None;
+        }
+        let mut facts =
+            vec![RequestFact::Context(self.model.claims_key.clone()), RequestFact::Method, RequestFact::Path];
+        facts.extend(self.model.resource_params.iter().cloned().map(RequestFact::PathParam));
+        Some(facts)
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         match self.decide(req) {
             Verdict::Allow => Decision::Continue,

@@ -138,6 +138,17 @@ impl Plugin for ApiKey {
         })
     }
 
+    /// The answer is a function of the presented key (its header, and the
+    /// query when keys may come there): the gateway keeps it per key, so a
+    /// client's repeated requests do not call the plugin.
+    fn depends_on(&self) -> Option<Vec<RequestFact>> {
+        let mut facts = vec![RequestFact::Header(self.header.clone())];
+        if self.query.is_some() {
+            facts.push(RequestFact::Query);
+        }
+        Some(facts)
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         let key = match self.presented(req) {
             Presented::One(key) => key,

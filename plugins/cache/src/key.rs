@@ -7,6 +7,7 @@
 //! whatever bytes a header carried. A hash collision only ever costs a miss,
 //! because a read compares the full key before serving.
 
+use wasmgate_sdk::is_token;
 use wasmgate_sdk::{Headers, Request};
 
 /// What a key is made of. A trait, not `Request` itself, so that unit tests
@@ -132,10 +133,6 @@ fn fnv1a_128(bytes: &[u8]) -> u128 {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
     const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
     bytes.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
-}
-
-pub fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

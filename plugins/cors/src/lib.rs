@@ -12,6 +12,7 @@ mod origin;
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use wasmgate_sdk::is_token;
 use wasmgate_sdk::prelude::*;
 use wasmgate_sdk::units;
 
@@ -177,6 +178,18 @@ impl Plugin for Cors {
         FixedHeaders { request: Vec::new(), response: vec![("vary".into(), HeaderEdit::Append(b"Origin".to_vec()))] }
     }
 
+    /// What the answer depends on: the gateway keeps it per origin and
+    /// method (and, for a preflight, what it asks), so a browser's repeated
+    /// requests do not call the plugin.
+    fn depends_on(&self) -> Option<Vec<RequestFact>> {
+        Some(vec![
+            RequestFact::Method,
+            RequestFact::Header("origin".into()),
+            RequestFact::Header("access-control-request-method".into()),
+            RequestFact::Header("access-control-request-headers".into()),
+        ])
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         let origin = req.header("origin").map(|o| String::from_utf8(o).unwrap_or_default());
         // Only OPTIONS with both headers is a preflight; any other OPTIONS is
@@ -320,11 +333,6 @@ fn leave(result: Result<(), EditError>, what: &str) {
     if let Err(e) = result {
         log::warn(&format!("cannot leave {what} for the response: {e}"));
     }
-}
-
-/// An HTTP token: a method or a header name.
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 export_plugin!(Cors);

@@ -70,6 +70,9 @@ impl Plugin for Deny {
         if !(400..=599).contains(&c.status) {
             return Err(format!("status {} is not an error status; use 400..=599", c.status).into());
         }
+        if let Some(name) = c.headers.keys().find(|n| !wasmgate_sdk::is_token(n)) {
+            return Err(format!("headers: `{name}` is not a header name, so no request could carry it").into());
+        }
         let mut paths = Vec::new();
         for p in c.paths {
             if !p.starts_with('/') {
@@ -87,6 +90,14 @@ impl Plugin for Deny {
             status: c.status,
             message: c.message.unwrap_or_else(|| "forbidden".to_owned()),
         })
+    }
+
+    /// The answer is a function of the path, the method and the headers
+    /// the rules name: the gateway keeps it per their values.
+    fn depends_on(&self) -> Option<Vec<RequestFact>> {
+        let mut facts = vec![RequestFact::Path, RequestFact::Method];
+        facts.extend(self.headers.iter().map(|(name, _)| RequestFact::Header(name.clone())));
+        Some(facts)
     }
 
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
@@ -154,5 +165,6 @@ mod tests {
         assert!(err("{}").contains("nothing to deny"));
         assert!(err(r#"{"paths":["admin"]}"#).contains("must start with"));
         assert!(err(r#"{"paths":["/a"],"status":200}"#).contains("not an error status"));
+        assert!(err(r#"{"headers":{"x debug":"*"}}"#).contains("`x debug` is not a header name"));
     }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::Deserialize;
+use wasmgate_sdk::is_token;
 use wasmgate_sdk::prelude::*;
 
 use crate::cidr::{Cidr, any_contains, canonical};
@@ -95,6 +96,12 @@ impl Plugin for IpFilter {
         })
     }
 
+    /// The answer is a function of the client's address and the forwarding
+    /// header: the gateway keeps it per their values.
+    fn depends_on(&self) -> Option<Vec<RequestFact>> {
+        Some(vec![RequestFact::ClientAddress, RequestFact::Header(self.resolver.header.clone())])
+    }
+
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         let Ok(peer) = req.client_ip().parse::<IpAddr>() else {
             // The gateway always gives an address; should it not, fail closed.
@@ -132,10 +139,6 @@ impl IpFilter {
 
 fn ranges(key: &str, list: &[String]) -> Result<Vec<Cidr>, ConfigError> {
     list.iter().map(|t| Cidr::parse(t).map_err(|e| ConfigError::from(format!("{key}: {e}")))).collect()
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 export_plugin!(IpFilter);

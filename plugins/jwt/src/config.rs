@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 use wasmgate_sdk::crypto::Algorithm;
+use wasmgate_sdk::is_token;
 use wasmgate_sdk::{ConfigError, EditError, units};
 
 use crate::claims::Rules;
@@ -324,10 +325,6 @@ fn duration(key: &str, text: Option<&str>, default: u64) -> Result<u64, ConfigEr
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .map_err(|e| format!("{key}: {e}").into()),
     }
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_cookie_name(s: &str) -> bool {

@@ -174,6 +174,25 @@ fn a_verdict_is_kept_only_where_no_policy_reads_the_context() {
     assert_eq!(kept(&p), vec![None], "the set is kept, its verdict is not");
 }
 
+/// The gateway may keep abac's outcomes only when no policy reads the
+/// context: then they depend on the claims, method, path and captures.
+#[test]
+fn the_facts_are_declared_only_where_no_policy_reads_the_context() {
+    assert_eq!(abac("").depends_on(), None, "ops-office-hours reads the client address and the clock");
+    let plain =
+        r#"{"policies":"permit(principal, action, resource) when { principal has role };","resource_params":["id"]}"#;
+    let p = testing::configure::<Abac>(plain).expect("config accepted");
+    assert_eq!(
+        p.depends_on(),
+        Some(vec![
+            RequestFact::Context("jwt.claims".into()),
+            RequestFact::Method,
+            RequestFact::Path,
+            RequestFact::PathParam("id".into()),
+        ])
+    );
+}
+
 #[test]
 fn entity_set_keys_keep_their_parts_apart() {
     let facts = |route: &str, path: &str| Facts {
