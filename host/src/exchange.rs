@@ -218,14 +218,13 @@ impl Exchange {
         if let Some(resp) = &mut self.response {
             return edit_headers(&mut resp.headers, name, edit);
         }
-        if self.staged.len() >= MAX_EDITED_HEADERS {
-            return Err(too_many());
-        }
         let edit = HeaderEdit::check(&name, edit)?;
-        if let Some(r) = &mut self.recording {
-            r.record(Effect::ResponseHeader(name.clone(), edit.clone()));
+        let recorded = self.recording.is_some().then(|| (name.clone(), edit.clone()));
+        self.leave_response_header(name, edit)?;
+        if let (Some(r), Some((name, edit))) = (&mut self.recording, recorded) {
+            r.record(Effect::ResponseHeader(name, edit));
         }
-        self.leave_response_header(name, edit)
+        Ok(())
     }
 
     /// Keeps a checked response header edit of the plugin at `self.link`
@@ -264,9 +263,9 @@ impl Exchange {
         }
     }
 
-    /// Notes a host call whose answer is not a function of the request (the
-    /// clock, a capability): a memoized hook's call that makes one is not
-    /// kept.
+    /// Notes a host call whose answer is not a function of the declared
+    /// facts (the clock, every header, a body): a memoized hook's call that
+    /// makes one is not kept.
     pub fn spoil(&mut self) {
         if let Some(r) = &mut self.recording {
             r.spoil();

@@ -6,8 +6,9 @@
 //!
 //! The claim is checked on every call the gateway keeps: the exchange
 //! records the call ([`Recording`]), and a call that read anything it did
-//! not declare, or did something that is not a function of the request
-//! (the clock, a capability, a warning), is not kept.
+//! not declare, or did something that is not a function of those facts
+//! (read the clock, logged a warning), is not kept. A plugin granted the
+//! store or outbound HTTP may not declare at all.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
