@@ -3,7 +3,9 @@
 //! measured is exactly what the proxy does per plugin per request: lend the
 //! exchange to an instance (warm from the pool, or fresh from the pooling
 //! allocator and configured), call the hook under its deadline, take the
-//! exchange back.
+//! exchange back. And what a kept outcome costs instead of a call (cors,
+//! which declares the facts it depends on): the key, the lookup, the
+//! replay.
 
 #![expect(clippy::expect_used, clippy::panic, reason = "bench setup: a failure should stop the bench")]
 
@@ -47,6 +49,40 @@ fn dispatch(c: &mut Criterion) {
         {
             panic!("read-headers did not find the 20 headers");
         }
+    }
+    group.finish();
+    kept(c, &runtime, &plugins);
+}
+
+/// cors called, and its kept outcome given instead (what `proxy::chain`
+/// does for a plugin that declared its facts and saw them before).
+fn kept(c: &mut Criterion, runtime: &std::sync::Arc<wasmgate::plugin::Runtime>, plugins: &std::path::Path) {
+    let config = r#"{"allowed_origins":["https://app.example.com"],"allow_credentials":true}"#;
+    let cors = common::link(runtime, &plugins.join("cors.wasm"), Isolation::Pooled, config);
+    let memo = cors.memo.as_ref().expect("cors declares the facts it depends on");
+    let request = Request::get("/api/users/42").header("origin", "https://app.example.com");
+    let mut ex = common::exchange(request.body(()).expect("request"));
+    let mut group = c.benchmark_group("plugin_kept");
+    group.bench_function("pooled/cors-call", |b| {
+        b.iter(|| {
+            ex.staged.clear();
+            black_box(cors.on_request(&mut ex)).is_ok()
+        });
+    });
+    let key = memo.key(&ex).expect("a short key");
+    ex.staged.clear();
+    ex.recording = Some(memo.recording());
+    let outcome = cors.on_request(&mut ex).expect("cors continues");
+    memo.keep(key, ex.recording.take().expect("the recording"), &outcome);
+    group.bench_function("kept/cors", |b| {
+        b.iter(|| {
+            ex.staged.clear();
+            let key = memo.key(&ex).expect("a short key");
+            black_box(memo.get(&key).map(|kept| kept.replay(&mut ex)))
+        });
+    });
+    if ex.staged.len() != 2 {
+        panic!("the kept outcome left {} response headers, not cors's two", ex.staged.len());
     }
     group.finish();
 }
