@@ -84,6 +84,7 @@ pub struct Metrics {
     no_healthy_endpoint: Series<1, Counter>,
     plugin_duration: Family<Labels<2>, Histogram, HistogramFn>,
     plugin_instances: Family<Labels<1>, Counter>,
+    plugin_kept: Family<Labels<1>, Counter>,
     plugin_failures: Series<2, Counter>,
     // Two fixed series each: plain handles, no cache needed.
     reloads_ok: Counter,
@@ -208,6 +209,13 @@ impl Metrics {
              a recycled instance replaced, or every call under per-request isolation",
             plugin_instances.clone(),
         );
+        let plugin_kept = Family::<Labels<1>, Counter>::default();
+        registry.register(
+            "plugin_kept_outcomes",
+            "Request hook outcomes given from what the gateway kept instead of a call, by plugin \
+             (plugins that declare the facts their request hook depends on)",
+            plugin_kept.clone(),
+        );
         let reloads = Family::<Labels<1>, Counter>::default();
         registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
         let config_generation = Gauge::<u64, AtomicU64>::default();
@@ -234,6 +242,7 @@ impl Metrics {
             no_healthy_endpoint,
             plugin_duration,
             plugin_instances,
+            plugin_kept,
             plugin_failures,
         }
     }
@@ -357,6 +366,7 @@ impl Metrics {
             timers: ["request", "response"]
                 .map(|phase| self.plugin_duration.get_or_create(&owned(&["plugin", "phase"], [plugin, phase])).clone()),
             instances_created: self.plugin_instances.get_or_create(&owned(&["plugin"], [plugin])).clone(),
+            kept: self.plugin_kept.get_or_create(&owned(&["plugin"], [plugin])).clone(),
         }
     }
 
@@ -480,12 +490,18 @@ pub struct PluginSeries {
     pub timers: [Histogram; 2],
     /// `plugin_instances_created_total`.
     pub instances_created: Counter,
+    /// `plugin_kept_outcomes_total`.
+    pub kept: Counter,
 }
 
 impl PluginSeries {
     /// Series registered nowhere, for a link no gateway serves (benches).
     pub fn unregistered() -> Self {
-        Self { timers: [plugin_histogram(), plugin_histogram()], instances_created: Counter::default() }
+        Self {
+            timers: [plugin_histogram(), plugin_histogram()],
+            instances_created: Counter::default(),
+            kept: Counter::default(),
+        }
     }
 }
 

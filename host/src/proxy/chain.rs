@@ -204,6 +204,7 @@ async fn memoized(
     };
     if let Some(kept) = memo.get(&key) {
         let outcome = kept.replay(ex);
+        link.series.kept.inc();
         // The next call's time starts here.
         lap.lap();
         if forward.snapshot.access_log.is_some() {

@@ -523,6 +523,8 @@ async fn a_hook_declaring_its_facts_is_called_once_per_value() {
     }
     assert_eq!(up.hits(), 6);
     assert_eq!(request_calls(&gw, "memo").await.as_deref(), Some("3"), "called for a, b and deny only");
+    let text = metrics(&gw).await;
+    assert_eq!(sample(&text, r#"wasmgate_plugin_kept_outcomes_total{plugin="memo"}"#), Some("6"), "{text}");
     // The plugin after it has no such declaration: called every time.
     assert_eq!(request_calls(&gw, "chaos").await.as_deref(), Some("6"));
 }
@@ -547,6 +549,9 @@ async fn a_hook_straying_from_its_facts_is_called_every_time() {
             assert_eq!(r.header("x-memo-key"), Some("a"), "{stray}");
         }
         assert_eq!(request_calls(&gw, stray).await.as_deref(), Some("3"), "{stray}");
+        let text = metrics(&gw).await;
+        let kept = format!(r#"wasmgate_plugin_kept_outcomes_total{{plugin="{stray}"}}"#);
+        assert_eq!(sample(&text, &kept), Some("0"), "{text}");
     }
 }
 
