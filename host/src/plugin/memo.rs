@@ -21,8 +21,10 @@ use crate::exchange::{self, Exchange, HeaderEdit};
 
 /// Most facts a plugin may declare.
 pub const MAX_FACTS: usize = 16;
-/// Most outcomes kept per (route, plugin); past it the kept ones are
-/// dropped and keeping starts over, so a client sending ever new values
+/// Most outcomes kept per (route, plugin), in two generations of half as
+/// many: when the newer one is full, the older one is dropped and the newer
+/// becomes it, and an outcome found in the older one moves back to the
+/// newer. So outcomes in use survive, and a client sending ever new values
 /// costs memory only up to this bound.
 pub const MAX_KEPT: usize = 1024;
 /// The longest key (the declared facts' values together) kept; a request
@@ -192,11 +194,14 @@ impl Kept {
     }
 }
 
+type Generation = HashMap<Box<[u8]>, Arc<Kept>, foldhash::fast::RandomState>;
+
 /// A link's declared facts and its kept outcomes.
 #[derive(Debug)]
 pub struct Memo {
     facts: Arc<[Fact]>,
-    kept: Mutex<HashMap<Box<[u8]>, Arc<Kept>, foldhash::fast::RandomState>>,
+    /// The newer generation, then the older ([`MAX_KEPT`]).
+    kept: Mutex<[Generation; 2]>,
 }
 
 impl Memo {
@@ -239,7 +244,22 @@ impl Memo {
 
     /// The outcome kept under `key`, if any.
     pub fn get(&self, key: &[u8]) -> Option<Arc<Kept>> {
-        self.kept.lock().ok()?.get(key).cloned()
+        let mut kept = self.kept.lock().ok()?;
+        if let Some(found) = kept[0].get(key) {
+            return Some(found.clone());
+        }
+        let (key, found) = kept[1].remove_entry(key)?;
+        Self::insert(&mut kept, key, found.clone());
+        Some(found)
+    }
+
+    /// Files an outcome in the newer generation, turning it into the older
+    /// one first when it is full.
+    fn insert(kept: &mut [Generation; 2], key: Box<[u8]>, outcome: Arc<Kept>) {
+        if kept[0].len() >= MAX_KEPT / 2 {
+            kept[1] = std::mem::take(&mut kept[0]);
+        }
+        kept[0].insert(key, outcome);
     }
 
     /// A recording to lend the exchange for a call whose outcome may be kept.
@@ -257,15 +277,12 @@ impl Memo {
             return;
         }
         let Ok(mut kept) = self.kept.lock() else { return };
-        if kept.len() >= MAX_KEPT {
-            kept.clear();
-        }
-        kept.insert(key.into(), Arc::new(Kept { effects: recording.effects, outcome: outcome.clone() }));
+        Self::insert(&mut kept, key.into(), Arc::new(Kept { effects: recording.effects, outcome: outcome.clone() }));
     }
 
     /// How many outcomes are kept.
     pub fn len(&self) -> usize {
-        self.kept.lock().map_or(0, |k| k.len())
+        self.kept.lock().map_or(0, |k| k[0].len() + k[1].len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -380,13 +397,17 @@ mod tests {
     }
 
     #[test]
-    fn kept_outcomes_are_bounded() {
+    fn kept_outcomes_are_bounded_and_those_in_use_survive() {
         let memo = origin_memo();
-        for i in 0..MAX_KEPT {
-            memo.keep(i.to_le_bytes().to_vec(), memo.recording(), &Outcome::Continue);
+        let key = |i: usize| i.to_le_bytes().to_vec();
+        for i in 0..MAX_KEPT * 3 {
+            memo.keep(key(i), memo.recording(), &Outcome::Continue);
+            // Key 0 is asked for all along: it is never dropped.
+            assert!(memo.get(&key(0)).is_some(), "after {i}");
+            assert!(memo.len() <= MAX_KEPT);
         }
-        assert_eq!(memo.len(), MAX_KEPT);
-        memo.keep(b"one more".to_vec(), memo.recording(), &Outcome::Continue);
-        assert_eq!(memo.len(), 1, "full: dropped, then this one kept");
+        assert!(memo.len() > MAX_KEPT / 2, "the older generation is kept beside the newer");
+        assert!(memo.get(&key(1)).is_none(), "one not asked for went with its generation");
+        assert!(memo.get(&key(MAX_KEPT * 3 - 1)).is_some());
     }
 }
