@@ -175,7 +175,11 @@ impl ApiKey {
     /// `query` parameter. Empty values are no key; the same key twice is one.
     fn presented(&self, req: &Request<'_>) -> Presented {
         let mut found = req.header_all(&self.header);
-        if let (Some(name), Some(q)) = (&self.query, req.query()) {
+        // The query only when keys may come there: reading it otherwise
+        // would be a fact the plugin did not declare (`depends_on`).
+        if let Some(name) = &self.query
+            && let Some(q) = req.query()
+        {
             found.extend(query::values(&q, name));
         }
         found.retain(|k| !k.is_empty());
@@ -199,7 +203,9 @@ impl ApiKey {
         }
         if self.hide_key {
             req.remove_header(&self.header);
-            if let (Some(name), Some(q)) = (&self.query, req.query()) {
+            if let Some(name) = &self.query
+                && let Some(q) = req.query()
+            {
                 let rest = query::without(&q, name);
                 if rest.as_deref() != Some(q.as_str())
                     && let Err(e) = req.set_query(rest.as_deref())

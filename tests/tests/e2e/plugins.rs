@@ -569,3 +569,49 @@ async fn a_plugin_granted_the_store_cannot_declare_its_facts() {
     assert!(err.contains("plugin `memo` refused its config"), "{err}");
     assert!(err.contains("a plugin granted `store` or `http`"), "{err}");
 }
+
+/// The plugins that declare the facts they depend on, as built from
+/// `plugins/`, through the gateway: each is called once for a client's
+/// repeated requests and its outcome given for the rest — the answers and
+/// edits the same as a call's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_declaring_plugins_are_called_once_for_repeated_requests() {
+    let up = TestUpstream::echo("u").await;
+    let digest = "9b346041bc9a49574eb2665b2ad2a0a3f9f9cce4e42f5d1f26deb8a256b5966a"; // sha256("key-one")
+    let plugins = format!(
+        r#"{{ use = "cors", config = {{ allowed_origins = ["https://app.example.com"] }} }},
+  {{ use = "ip-filter", config = {{ allow = ["127.0.0.0/8"] }} }},
+  {{ use = "api-key", config = {{ keys = {{ "{digest}" = {{ consumer = "acme" }} }}, consumer_header = "x-consumer" }} }},
+  {{ use = "deny", config = {{ paths = ["/admin"] }} }},"#
+    );
+    let gw = TestGateway::start(&format!("{ADMIN}{}", route(&up, &plugins, "")));
+    let request = |path: &str, key: &str| {
+        Request::get(gw.url(path))
+            .header("origin", "https://app.example.com")
+            .header("x-api-key", key)
+            .body(Full::default())
+            .unwrap()
+    };
+    for _ in 0..4 {
+        let r = send(request("/items", "key-one")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example.com"));
+        let doc = r.json();
+        assert_eq!(echoed_header(&doc, "x-consumer").as_deref(), Some("acme"));
+        assert_eq!(echoed_header(&doc, "x-api-key"), None, "the key is hidden from the upstream");
+        assert_eq!(send(request("/items", "wrong")).await.status, 401);
+        assert_eq!(send(request("/admin", "key-one")).await.status, 403);
+    }
+    let text = metrics(&gw).await;
+    let kept = |plugin: &str| sample(&text, &format!(r#"wasmgate_plugin_kept_outcomes_total{{plugin="{plugin}"}}"#));
+    let calls = |plugin: &str| {
+        sample(&text, &format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="request"}}"#))
+    };
+    // Twelve requests: cors and ip-filter see one set of facts, api-key two
+    // keys, deny two paths (the wrong key never reaches it).
+    for (plugin, called, given) in
+        [("cors", "1", "11"), ("ip-filter", "1", "11"), ("api-key", "2", "10"), ("deny", "2", "6")]
+    {
+        assert_eq!((calls(plugin), kept(plugin)), (Some(called), Some(given)), "{plugin}: {text}");
+    }
+}
