@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use wasmgate_common::decimal::ip_text;
 
 use crate::bindings::wasmgate::plugin::types as wit;
+use crate::plugin::RequestFact;
 use crate::testing::{StagedHeader, TestRequest, TestResponse};
 
 /// What an edit does to one header: a response header a request hook
@@ -178,7 +179,10 @@ impl<'a> Request<'a> {
         match &self.inner {
             // A standard method by kind (a value, not text copied in).
             ReqInner::Guest(r) => method_name(r.method_kind()).map_or_else(|| r.method(), str::to_owned),
-            ReqInner::Test(r) => r.method.clone(),
+            ReqInner::Test(r) => {
+                crate::testing::reads(|| RequestFact::Method);
+                r.method.clone()
+            }
         }
     }
 
@@ -186,7 +190,10 @@ impl<'a> Request<'a> {
     pub fn path(&self) -> String {
         match &self.inner {
             ReqInner::Guest(r) => r.path(),
-            ReqInner::Test(r) => r.path.clone(),
+            ReqInner::Test(r) => {
+                crate::testing::reads(|| RequestFact::Path);
+                r.path.clone()
+            }
         }
     }
 
@@ -194,7 +201,10 @@ impl<'a> Request<'a> {
     pub fn query(&self) -> Option<String> {
         match &self.inner {
             ReqInner::Guest(r) => r.query(),
-            ReqInner::Test(r) => r.query.clone(),
+            ReqInner::Test(r) => {
+                crate::testing::reads(|| RequestFact::Query);
+                r.query.clone()
+            }
         }
     }
 
@@ -202,7 +212,10 @@ impl<'a> Request<'a> {
     pub fn scheme(&self) -> String {
         match &self.inner {
             ReqInner::Guest(r) => r.scheme(),
-            ReqInner::Test(r) => r.scheme.clone(),
+            ReqInner::Test(r) => {
+                crate::testing::reads(|| RequestFact::Scheme);
+                r.scheme.clone()
+            }
         }
     }
 
@@ -210,7 +223,10 @@ impl<'a> Request<'a> {
     pub fn authority(&self) -> Option<String> {
         match &self.inner {
             ReqInner::Guest(r) => r.authority(),
-            ReqInner::Test(r) => r.authority.clone(),
+            ReqInner::Test(r) => {
+                crate::testing::reads(|| RequestFact::Authority);
+                r.authority.clone()
+            }
         }
     }
 
@@ -222,7 +238,10 @@ impl<'a> Request<'a> {
                 wit::IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
                 wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
             }),
-            ReqInner::Test(r) => r.client_ip.clone(),
+            ReqInner::Test(r) => {
+                crate::testing::reads(|| RequestFact::ClientAddress);
+                r.client_ip.clone()
+            }
         }
     }
 
@@ -230,7 +249,10 @@ impl<'a> Request<'a> {
     pub fn id(&self) -> String {
         match &self.inner {
             ReqInner::Guest(r) => r.id(),
-            ReqInner::Test(r) => r.id.clone(),
+            ReqInner::Test(r) => {
+                crate::testing::strays("read the request id");
+                r.id.clone()
+            }
         }
     }
 
@@ -251,7 +273,10 @@ impl<'a> Request<'a> {
     pub fn path_param(&self, name: &str) -> Option<String> {
         match &self.inner {
             ReqInner::Guest(r) => r.path_param(name),
-            ReqInner::Test(r) => r.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+            ReqInner::Test(r) => {
+                crate::testing::reads(|| RequestFact::PathParam(name.to_owned()));
+                r.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+            }
         }
     }
 
@@ -328,7 +353,10 @@ impl<'a> Request<'a> {
     pub fn body(&self) -> Result<Vec<u8>, EditError> {
         match &self.inner {
             ReqInner::Guest(r) => r.body().map_err(Into::into),
-            ReqInner::Test(r) => r.body.get(),
+            ReqInner::Test(r) => {
+                crate::testing::strays("read the body");
+                r.body.get()
+            }
         }
     }
 
@@ -442,14 +470,20 @@ macro_rules! impl_headers {
             fn header(&self, name: &str) -> Option<Vec<u8>> {
                 match &self.inner {
                     $inner::Guest(r) => r.header(name),
-                    $inner::Test(r) => r.headers.get(name),
+                    $inner::Test(r) => {
+                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
+                        r.headers.get(name)
+                    }
                 }
             }
 
             fn header_all(&self, name: &str) -> Vec<Vec<u8>> {
                 match &self.inner {
                     $inner::Guest(r) => r.header_all(name),
-                    $inner::Test(r) => r.headers.get_all(name),
+                    $inner::Test(r) => {
+                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
+                        r.headers.get_all(name)
+                    }
                 }
             }
 
@@ -457,6 +491,7 @@ macro_rules! impl_headers {
                 match &self.inner {
                     $inner::Guest(r) => r.header_single(name).map_err(|n| n as usize),
                     $inner::Test(r) => {
+                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
                         let mut values = r.headers.get_all(name);
                         match values.len() {
                             0 | 1 => Ok(values.pop()),
@@ -469,7 +504,10 @@ macro_rules! impl_headers {
             fn headers(&self) -> Vec<(String, Vec<u8>)> {
                 match &self.inner {
                     $inner::Guest(r) => r.headers(),
-                    $inner::Test(r) => r.headers.all(),
+                    $inner::Test(r) => {
+                        crate::testing::strays("read every header");
+                        r.headers.all()
+                    }
                 }
             }
 
@@ -490,7 +528,10 @@ macro_rules! impl_headers {
             fn remove_header(&mut self, name: &str) -> bool {
                 match &mut self.inner {
                     $inner::Guest(r) => r.remove_header(name),
-                    $inner::Test(r) => r.headers.remove(name),
+                    $inner::Test(r) => {
+                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
+                        r.headers.remove(name)
+                    }
                 }
             }
         }

@@ -15,7 +15,7 @@ use crate::decision::{Decision, Reply};
 use crate::exchange::{EditError, Request, Response};
 use crate::http::{HttpError, IncomingResponse, OutgoingRequest};
 use crate::log::Level;
-use crate::plugin::{ConfigError, Plugin};
+use crate::plugin::{ConfigError, Plugin, RequestFact};
 
 /// Builds a plugin from JSON config text, as the gateway does with the
 /// route's TOML table.
@@ -55,6 +55,60 @@ pub fn on_request<P: Plugin>(plugin: &P, req: &mut TestRequest) -> Decision {
     }
     req.body.buffered = info.request_body;
     plugin.on_request(&mut Request::test(req))
+}
+
+/// Calls `on_request` as [`on_request`] does and says whether the gateway
+/// would keep the outcome for the facts the plugin declares
+/// ([`Plugin::depends_on`]): `Ok(())` when it would, `Err` listing what the
+/// call did beyond them (read another header, the query, the clock; logged
+/// a warning…) — or that the plugin declares none. A test of the plugin's
+/// usual requests with this catches a read that would make the gateway
+/// call it every time.
+pub fn on_request_kept<P: Plugin>(plugin: &P, req: &mut TestRequest) -> (Decision, Result<(), String>) {
+    let Some(facts) = plugin.depends_on() else {
+        return (on_request(plugin, req), Err("the plugin declares no facts (depends_on is None)".into()));
+    };
+    CHECK.with(|c| *c.borrow_mut() = Some(Check { facts, strays: Vec::new() }));
+    let decision = on_request(plugin, req);
+    let strays = CHECK.with(|c| c.borrow_mut().take()).map(|c| c.strays).unwrap_or_default();
+    (decision, if strays.is_empty() { Ok(()) } else { Err(strays.join("; ")) })
+}
+
+/// What [`on_request_kept`] watches: the declared facts, and what the call
+/// did beyond them.
+struct Check {
+    facts: Vec<RequestFact>,
+    strays: Vec<String>,
+}
+
+thread_local! {
+    static CHECK: RefCell<Option<Check>> = const { RefCell::new(None) };
+}
+
+/// Notes a read of a fact of the request, for [`on_request_kept`].
+pub(crate) fn reads(fact: impl FnOnce() -> RequestFact) {
+    CHECK.with(|c| {
+        if let Some(check) = c.borrow_mut().as_mut() {
+            let fact = fact();
+            let covered = check.facts.iter().any(|d| match (d, &fact) {
+                (RequestFact::Header(a), RequestFact::Header(b)) => a.eq_ignore_ascii_case(b),
+                (d, f) => d == f,
+            });
+            if !covered {
+                check.strays.push(format!("read {fact:?}, not declared"));
+            }
+        }
+    });
+}
+
+/// Notes what keeps the gateway from keeping a call, for
+/// [`on_request_kept`].
+pub(crate) fn strays(what: &str) {
+    CHECK.with(|c| {
+        if let Some(check) = c.borrow_mut().as_mut() {
+            check.strays.push(what.to_owned());
+        }
+    });
 }
 
 /// Calls `on_response` as the gateway would: after making the plugin's
@@ -390,6 +444,7 @@ pub(crate) mod stand_in {
     use crate::log::Level;
 
     pub fn context_get(key: &str) -> Option<String> {
+        super::reads(|| crate::RequestFact::Context(key.to_owned()));
         HOST.with(|h| h.borrow().context.get(key).cloned())
     }
 
@@ -398,14 +453,19 @@ pub(crate) mod stand_in {
     }
 
     pub fn context_remove(key: &str) -> Option<String> {
+        super::reads(|| crate::RequestFact::Context(key.to_owned()));
         HOST.with(|h| h.borrow_mut().context.remove(key))
     }
 
     pub fn context_keys() -> Vec<String> {
+        super::strays("read the context's keys");
         HOST.with(|h| h.borrow().context.keys().cloned().collect())
     }
 
     pub fn log(level: Level, message: &str) {
+        if matches!(level, Level::Warn | Level::Error) {
+            super::strays("logged a warning");
+        }
         HOST.with(|h| h.borrow_mut().logs.push((level, message.to_owned())));
     }
 
@@ -453,22 +513,33 @@ pub(crate) mod stand_in {
             }
         }
 
+        /// For [`crate::testing::on_request_kept`].
+        fn used() {
+            crate::testing::strays("used the store, which a plugin that declares facts may not be granted");
+        }
+
         pub fn get(key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            used();
             STORE.with(|s| s.borrow().get(key)).map_err(err)
         }
         pub fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), StoreError> {
+            used();
             STORE.with(|s| s.borrow().set(key, value, ttl_ms)).map_err(err)
         }
         pub fn delete(key: &str) -> Result<bool, StoreError> {
+            used();
             STORE.with(|s| s.borrow().delete(key)).map_err(err)
         }
         pub fn incr(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, StoreError> {
+            used();
             STORE.with(|s| s.borrow().incr(key, delta, ttl_ms)).map_err(err)
         }
         pub fn take(key: &str, capacity: u64, refill: f64, cost: u64) -> Result<Limit, StoreError> {
+            used();
             STORE.with(|s| s.borrow().take(key, capacity, refill, cost)).map(limit).map_err(err)
         }
         pub fn hit(key: &str, max: u64, window_ms: u64, cost: u64) -> Result<Limit, StoreError> {
+            used();
             STORE.with(|s| s.borrow().hit(key, max, window_ms, cost)).map(limit).map_err(err)
         }
     }
@@ -479,6 +550,7 @@ pub(crate) mod stand_in {
         use crate::http::{HttpError, IncomingResponse, OutgoingRequest};
 
         pub fn send(req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
+            crate::testing::strays("sent an HTTP request, which a plugin that declares facts may not be granted");
             HOST.with(|h| {
                 let mut h = h.borrow_mut();
                 h.sent.push(req.clone());
@@ -490,6 +562,7 @@ pub(crate) mod stand_in {
         }
 
         pub fn send_all(reqs: Vec<OutgoingRequest>) -> Vec<Result<IncomingResponse, HttpError>> {
+            crate::testing::strays("sent an HTTP request, which a plugin that declares facts may not be granted");
             reqs.into_iter().map(send).collect()
         }
     }
@@ -560,6 +633,7 @@ pub(crate) mod stand_in {
     }
 
     pub fn now_unix_ms() -> u64 {
+        super::strays("read the clock");
         HOST.with(|h| h.borrow().now_unix_ms).unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -569,6 +643,7 @@ pub(crate) mod stand_in {
     }
 
     pub fn monotonic_ns() -> u64 {
+        super::strays("read the clock");
         use std::sync::OnceLock;
         static START: OnceLock<std::time::Instant> = OnceLock::new();
         let start = START.get_or_init(std::time::Instant::now);

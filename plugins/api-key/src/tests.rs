@@ -264,3 +264,22 @@ fn lookup_finds_every_key_and_only_those() {
     assert_eq!(p.keys.find(b""), None);
     assert_eq!(format!("{:?}", p.keys), "KeySet { keys: 50 }", "Debug shows no digests");
 }
+
+/// Every answer depends on the presented key alone (`depends_on`), so the
+/// gateway keeps each: the query is read only when keys may come there.
+#[test]
+fn every_answer_is_one_the_gateway_keeps() {
+    testing::reset();
+    let header_only = plugin(&config(r#","consumer_header":"x-consumer""#));
+    let with_query = plugin(&config(r#","query":"api_key""#));
+    let cases = [
+        (&header_only, TestRequest::get("/?api_key=x").header("x-api-key", ACME_KEY)),
+        (&header_only, TestRequest::get("/").header("x-api-key", "wrong")),
+        (&header_only, TestRequest::get("/")),
+        (&with_query, TestRequest::get(&format!("/?api_key={GLOBEX_KEY}&a=1"))),
+    ];
+    for (p, mut req) in cases {
+        let (_, kept) = testing::on_request_kept(p, &mut req);
+        assert_eq!(kept, Ok(()));
+    }
+}

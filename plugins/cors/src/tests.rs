@@ -285,3 +285,22 @@ fn origins_match_in_any_case_and_are_echoed_as_sent() {
     let mut req = preflight("https://APP.example.org", "GET");
     assert_eq!(answer(&p, &mut req).status, 403, "another host in any case is still another host");
 }
+
+/// Every answer — actual requests, preflights, refusals — depends on the
+/// method and the three CORS request headers alone (`depends_on`), so the
+/// gateway keeps each.
+#[test]
+fn every_answer_is_one_the_gateway_keeps() {
+    let p = cors(r#"{"allowed_origins":["https://app.example.com"],"allow_credentials":true}"#);
+    let cases = [
+        TestRequest::get("/").header("origin", "https://app.example.com"),
+        TestRequest::get("/").header("origin", "https://evil.example"),
+        TestRequest::get("/"),
+        preflight("https://app.example.com", "PUT").header("access-control-request-headers", "x-a, x-b"),
+        preflight("https://evil.example", "GET"),
+    ];
+    for mut req in cases {
+        let (_, kept) = testing::on_request_kept(&p, &mut req);
+        assert_eq!(kept, Ok(()));
+    }
+}

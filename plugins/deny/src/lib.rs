@@ -167,4 +167,20 @@ mod tests {
         assert!(err(r#"{"paths":["/a"],"status":200}"#).contains("not an error status"));
         assert!(err(r#"{"headers":{"x debug":"*"}}"#).contains("`x debug` is not a header name"));
     }
+
+    /// Every answer depends on the path, the method and the named headers
+    /// alone (`depends_on`), so the gateway keeps each.
+    #[test]
+    fn every_answer_is_one_the_gateway_keeps() {
+        let p = deny(r#"{"paths":["/admin/*"],"methods":["DELETE"],"headers":{"X-Debug":"*"}}"#);
+        for mut req in [
+            TestRequest::get("/admin/x"),
+            TestRequest::get("/ok").header("x-debug", "1"),
+            TestRequest::new("DELETE", "/ok"),
+            TestRequest::get("/ok"),
+        ] {
+            let (_, kept) = testing::on_request_kept(&p, &mut req);
+            assert_eq!(kept, Ok(()));
+        }
+    }
 }

@@ -138,3 +138,21 @@ fn bad_configs_are_refused_with_a_reason() {
     assert!(refused(r#"{"deny":["::1"],"status":200}"#).contains("not an error status"));
     assert!(refused(r#"{"denied":["::1"]}"#).contains("unknown field `denied`"));
 }
+
+/// Every answer depends on the client's address and the forwarding header
+/// alone (`depends_on`), so the gateway keeps each.
+#[test]
+fn every_answer_is_one_the_gateway_keeps() {
+    testing::reset();
+    let p = filter(r#"{"allow":["203.0.113.0/24"],"trusted_proxies":["10.0.0.0/8"]}"#);
+    for mut req in
+        [from("203.0.113.7"), from("198.51.100.1"), from("10.1.1.1").header("x-forwarded-for", "203.0.113.9")]
+    {
+        let (_, kept) = testing::on_request_kept(&p, &mut req);
+        assert_eq!(kept, Ok(()));
+    }
+    // A malformed entry from a trusted proxy is logged as a warning: that
+    // answer is given by a call every time, so the warning is never lost.
+    let (_, kept) = testing::on_request_kept(&p, &mut from("10.1.1.1").header("x-forwarded-for", "not-an-ip"));
+    assert_eq!(kept, Err("logged a warning".into()));
+}

@@ -193,6 +193,28 @@ fn the_facts_are_declared_only_where_no_policy_reads_the_context() {
     );
 }
 
+/// With such policies every answer — allow, deny, anonymous — is one the
+/// gateway keeps; a refused principal is logged as a warning, so its
+/// answer is given by a call every time.
+#[test]
+fn every_answer_without_context_is_one_the_gateway_keeps() {
+    let plain = r#"{"policies":"permit(principal, action, resource) when { principal has role && principal.role == \"admin\" };","resource_params":["id"]}"#;
+    let p = testing::configure::<Abac>(plain).expect("config accepted");
+    for claims_json in [json!({"sub": "1", "role": "admin"}), json!({"sub": "2", "role": "user"})] {
+        claims(claims_json);
+        let (_, kept) =
+            testing::on_request_kept(&p, &mut TestRequest::get("/api/users/7").param("id", "7").route("users"));
+        assert_eq!(kept, Ok(()));
+    }
+    testing::reset();
+    let (_, kept) = testing::on_request_kept(&p, &mut TestRequest::get("/api/users/7").param("id", "7").route("users"));
+    assert_eq!(kept, Ok(()), "no claims: denied by the claims entry being absent");
+    claims(json!({"role": "user"}));
+    let (decision, kept) = testing::on_request_kept(&p, &mut TestRequest::get("/x").route("users"));
+    assert_eq!(decision.reply().map(|r| r.status), Some(403));
+    assert_eq!(kept, Err("logged a warning".into()), "claims without a principal id");
+}
+
 #[test]
 fn entity_set_keys_keep_their_parts_apart() {
     let facts = |route: &str, path: &str| Facts {
