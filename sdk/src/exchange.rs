@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use wasmgate_common::decimal::ip_text;
 
 use crate::bindings::wasmgate::plugin::types as wit;
-use crate::plugin::RequestFact;
 use crate::testing::{StagedHeader, TestRequest, TestResponse};
+use wasmgate_common::fact::Read;
 
 /// What an edit does to one header: a response header a request hook
 /// left ([`Request::set_response_header`]), or a fixed one
@@ -180,7 +180,7 @@ impl<'a> Request<'a> {
             // A standard method by kind (a value, not text copied in).
             ReqInner::Guest(r) => method_name(r.method_kind()).map_or_else(|| r.method(), str::to_owned),
             ReqInner::Test(r) => {
-                crate::testing::reads(|| RequestFact::Method);
+                crate::testing::reads(Read::Method);
                 r.method.clone()
             }
         }
@@ -191,7 +191,7 @@ impl<'a> Request<'a> {
         match &self.inner {
             ReqInner::Guest(r) => r.path(),
             ReqInner::Test(r) => {
-                crate::testing::reads(|| RequestFact::Path);
+                crate::testing::reads(Read::Path);
                 r.path.clone()
             }
         }
@@ -202,7 +202,7 @@ impl<'a> Request<'a> {
         match &self.inner {
             ReqInner::Guest(r) => r.query(),
             ReqInner::Test(r) => {
-                crate::testing::reads(|| RequestFact::Query);
+                crate::testing::reads(Read::Query);
                 r.query.clone()
             }
         }
@@ -213,7 +213,7 @@ impl<'a> Request<'a> {
         match &self.inner {
             ReqInner::Guest(r) => r.scheme(),
             ReqInner::Test(r) => {
-                crate::testing::reads(|| RequestFact::Scheme);
+                crate::testing::reads(Read::Scheme);
                 r.scheme.clone()
             }
         }
@@ -224,7 +224,7 @@ impl<'a> Request<'a> {
         match &self.inner {
             ReqInner::Guest(r) => r.authority(),
             ReqInner::Test(r) => {
-                crate::testing::reads(|| RequestFact::Authority);
+                crate::testing::reads(Read::Authority);
                 r.authority.clone()
             }
         }
@@ -239,7 +239,7 @@ impl<'a> Request<'a> {
                 wit::IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
             }),
             ReqInner::Test(r) => {
-                crate::testing::reads(|| RequestFact::ClientAddress);
+                crate::testing::reads(Read::ClientAddress);
                 r.client_ip.clone()
             }
         }
@@ -274,7 +274,7 @@ impl<'a> Request<'a> {
         match &self.inner {
             ReqInner::Guest(r) => r.path_param(name),
             ReqInner::Test(r) => {
-                crate::testing::reads(|| RequestFact::PathParam(name.to_owned()));
+                crate::testing::reads(Read::PathParam(name));
                 r.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
             }
         }
@@ -471,7 +471,7 @@ macro_rules! impl_headers {
                 match &self.inner {
                     $inner::Guest(r) => r.header(name),
                     $inner::Test(r) => {
-                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
+                        crate::testing::reads(Read::Header(name));
                         r.headers.get(name)
                     }
                 }
@@ -481,7 +481,7 @@ macro_rules! impl_headers {
                 match &self.inner {
                     $inner::Guest(r) => r.header_all(name),
                     $inner::Test(r) => {
-                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
+                        crate::testing::reads(Read::Header(name));
                         r.headers.get_all(name)
                     }
                 }
@@ -491,7 +491,7 @@ macro_rules! impl_headers {
                 match &self.inner {
                     $inner::Guest(r) => r.header_single(name).map_err(|n| n as usize),
                     $inner::Test(r) => {
-                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
+                        crate::testing::reads(Read::Header(name));
                         let mut values = r.headers.get_all(name);
                         match values.len() {
                             0 | 1 => Ok(values.pop()),
@@ -529,7 +529,7 @@ macro_rules! impl_headers {
                 match &mut self.inner {
                     $inner::Guest(r) => r.remove_header(name),
                     $inner::Test(r) => {
-                        crate::testing::reads(|| RequestFact::Header(name.to_owned()));
+                        crate::testing::reads(Read::Header(name));
                         r.headers.remove(name)
                     }
                 }

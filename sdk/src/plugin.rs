@@ -108,28 +108,13 @@ impl Info {
 /// Most facts [`Plugin::depends_on`] may give.
 pub const MAX_REQUEST_FACTS: usize = 16;
 
-/// A fact of the request ([`Plugin::depends_on`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestFact {
-    /// [`Request::method`].
-    Method,
-    /// [`Request::path`].
-    Path,
-    /// [`Request::query`].
-    Query,
-    /// [`Request::scheme`].
-    Scheme,
-    /// [`Request::authority`].
-    Authority,
-    /// [`Request::client_ip`].
-    ClientAddress,
-    /// Every value of this header (read, or removed).
-    Header(String),
-    /// This route capture ([`Request::path_param`]).
-    PathParam(String),
-    /// This context entry ([`crate::context::get`], `remove`).
-    Context(String),
-}
+/// A fact of the request ([`Plugin::depends_on`]): `Method`, `Path`,
+/// `Query`, `Scheme`, `Authority`, `ClientAddress` (what
+/// [`Request::client_ip`] gives), `Header(name)` (every value of it: read,
+/// or removed), `PathParam(name)` ([`Request::path_param`]), `Context(key)`
+/// ([`crate::context::get`], `remove`). The gateway checks a call's reads
+/// against the same type.
+pub use wasmgate_common::fact::RequestFact;
 
 /// Most fixed header edits a plugin may declare for each phase.
 pub const MAX_FIXED_HEADERS: usize = 64;

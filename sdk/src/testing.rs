@@ -15,6 +15,8 @@ use crate::decision::{Decision, Reply};
 use crate::exchange::{EditError, Request, Response};
 use crate::http::{HttpError, IncomingResponse, OutgoingRequest};
 use crate::log::Level;
+use wasmgate_common::fact::Read;
+
 use crate::plugin::{ConfigError, Plugin, RequestFact};
 
 /// Builds a plugin from JSON config text, as the gateway does with the
@@ -86,17 +88,12 @@ thread_local! {
 }
 
 /// Notes a read of a fact of the request, for [`on_request_kept`].
-pub(crate) fn reads(fact: impl FnOnce() -> RequestFact) {
+pub(crate) fn reads(read: Read<'_>) {
     CHECK.with(|c| {
-        if let Some(check) = c.borrow_mut().as_mut() {
-            let fact = fact();
-            let covered = check.facts.iter().any(|d| match (d, &fact) {
-                (RequestFact::Header(a), RequestFact::Header(b)) => a.eq_ignore_ascii_case(b),
-                (d, f) => d == f,
-            });
-            if !covered {
-                check.strays.push(format!("read {fact:?}, not declared"));
-            }
+        if let Some(check) = c.borrow_mut().as_mut()
+            && !check.facts.iter().any(|d| d.covers(&read))
+        {
+            check.strays.push(format!("read {read:?}, not declared"));
         }
     });
 }
@@ -444,7 +441,7 @@ pub(crate) mod stand_in {
     use crate::log::Level;
 
     pub fn context_get(key: &str) -> Option<String> {
-        super::reads(|| crate::RequestFact::Context(key.to_owned()));
+        super::reads(wasmgate_common::fact::Read::Context(key));
         HOST.with(|h| h.borrow().context.get(key).cloned())
     }
 
@@ -453,7 +450,7 @@ pub(crate) mod stand_in {
     }
 
     pub fn context_remove(key: &str) -> Option<String> {
-        super::reads(|| crate::RequestFact::Context(key.to_owned()));
+        super::reads(wasmgate_common::fact::Read::Context(key));
         HOST.with(|h| h.borrow_mut().context.remove(key))
     }
 

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decimal;
+pub mod fact;
 #[cfg(feature = "native")]
 pub mod keys;
 #[cfg(feature = "native")]

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use http::header::{HeaderName, HeaderValue};
 
+pub use wasmgate_common::fact::{Read, RequestFact};
+
 use super::Outcome;
 use crate::exchange::{self, Exchange, HeaderEdit};
 
@@ -35,50 +37,9 @@ pub const MAX_KEY_BYTES: usize = 4096;
 /// outcomes stay under ~12 MiB however its requests vary.
 pub const MAX_OUTCOME_BYTES: usize = 8192;
 
-/// A fact of the request a memoized hook may read (WIT `request-fact`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fact {
-    Method,
-    Path,
-    Query,
-    Scheme,
-    Authority,
-    ClientAddress,
-    Header(HeaderName),
-    PathParam(String),
-    Context(String),
-}
-
-/// What a host call reads, as [`Exchange::reads`] checks it against the
-/// declared facts.
-#[derive(Debug, Clone, Copy)]
-pub enum Read<'a> {
-    Method,
-    Path,
-    Query,
-    Scheme,
-    Authority,
-    ClientAddress,
-    Header(&'a str),
-    PathParam(&'a str),
-    Context(&'a str),
-}
-
-impl Fact {
-    fn covers(&self, read: Read<'_>) -> bool {
-        match (self, read) {
-            (Self::Method, Read::Method)
-            | (Self::Path, Read::Path)
-            | (Self::Query, Read::Query)
-            | (Self::Scheme, Read::Scheme)
-            | (Self::Authority, Read::Authority)
-            | (Self::ClientAddress, Read::ClientAddress) => true,
-            (Self::Header(n), Read::Header(r)) => n.as_str().eq_ignore_ascii_case(r),
-            (Self::PathParam(n), Read::PathParam(r)) | (Self::Context(n), Read::Context(r)) => n == r,
-            _ => false,
-        }
-    }
-}
+/// A fact of the request a memoized hook declared (WIT `request-fact`),
+/// its header names parsed once.
+pub type Fact = RequestFact<HeaderName, String>;
 
 /// An edit a recorded call made, checked, as the gateway makes it again.
 #[derive(Debug, Clone)]
@@ -130,7 +91,7 @@ impl Recording {
 
     /// Notes a read; one of an undeclared fact spoils the recording.
     pub fn reads(&mut self, read: Read<'_>) {
-        if !self.facts.iter().any(|f| f.covers(read)) {
+        if !self.facts.iter().any(|f| f.covers(&read)) {
             self.spoiled = true;
         }
     }
@@ -281,11 +242,13 @@ impl Memo {
     }
 
     /// How many outcomes are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.kept.lock().map_or(0, |k| k[0].len() + k[1].len())
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
