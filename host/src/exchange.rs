@@ -255,6 +255,17 @@ impl Exchange {
         Ok(())
     }
 
+    /// Removes every value of a request header for a plugin; whether there
+    /// was one. The answer reads the header, and the removal is recorded
+    /// either way (a replay removes the same).
+    pub fn remove_request_header(&mut self, name: HeaderName) -> bool {
+        if let Some(r) = &mut self.recording {
+            r.reads(Read::Header(name.as_str()));
+            r.record(Effect::RequestHeader(name.clone(), HeaderEdit::Remove));
+        }
+        self.request.headers.remove(name).is_some()
+    }
+
     /// Notes what a plugin's host call reads, for a memoized hook's
     /// recording.
     pub fn reads(&mut self, read: Read<'_>) {

@@ -280,13 +280,7 @@ impl wit::HostRequest for HostState {
     }
 
     fn remove_header(&mut self, _: Resource<RequestHandle>, name: String) -> bool {
-        let Ok(name) = self.names.get(&name) else { return false };
-        let e = self.ex_reads(Read::Header(name.as_str()));
-        let there = e.request.headers.contains_key(&name);
-        // The edit is recorded even when there was nothing to remove: the
-        // answer came from a declared fact, so a replay removes the same.
-        let _ = e.edit_request_header(name, HeaderEdit::Remove);
-        there
+        self.names.get(&name).is_ok_and(|n| self.ex_mut().remove_request_header(n))
     }
 
     fn set_response_header(&mut self, _: Resource<RequestHandle>, name: String, value: Vec<u8>) -> EditResult {

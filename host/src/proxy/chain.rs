@@ -207,13 +207,11 @@ async fn memoized(
         link.series.kept.inc();
         // The next call's time starts here.
         lap.lap();
-        if forward.snapshot.access_log.is_some() {
-            let label = match outcome {
-                Outcome::Continue => "kept-continue",
-                Outcome::Respond(_) => "kept-respond",
-            };
-            trace.plugins.push((link.plugin.name.clone(), label));
-        }
+        let label = match outcome {
+            Outcome::Continue => "kept-continue",
+            Outcome::Respond(_) => "kept-respond",
+        };
+        log_outcome(forward, link, trace, label);
         return Ok(outcome);
     }
     ex.recording = Some(memo.recording());
@@ -249,11 +247,15 @@ async fn call(
             f.kind.as_str()
         }
     };
-    // Kept for the access log line only.
+    log_outcome(forward, link, trace, outcome);
+    result
+}
+
+/// Notes a plugin's outcome for the access log line (only when it is on).
+fn log_outcome(forward: &Forward<'_>, link: &ChainLink, trace: &mut Trace<'_>, outcome: &'static str) {
     if forward.snapshot.access_log.is_some() {
         trace.plugins.push((link.plugin.name.clone(), outcome));
     }
-    result
 }
 
 /// The response as it goes to the client. A buffered body sets the length,

@@ -481,10 +481,16 @@ fn chaos_as(names: &[&str], extra: &str) -> String {
     names.iter().map(|n| format!("[plugin.{n}]\nfile = \"{}\"\n{extra}\n", file.display())).collect()
 }
 
+/// How many times `plugin`'s request hook was called.
 async fn request_calls(gw: &TestGateway, plugin: &str) -> Option<String> {
-    let text = metrics(gw).await;
     let series = format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="request"}}"#);
-    sample(&text, &series).map(str::to_owned)
+    sample(&metrics(gw).await, &series).map(str::to_owned)
+}
+
+/// How many of `plugin`'s outcomes the gateway gave without a call.
+async fn kept_outcomes(gw: &TestGateway, plugin: &str) -> Option<String> {
+    let series = format!(r#"wasmgate_plugin_kept_outcomes_total{{plugin="{plugin}"}}"#);
+    sample(&metrics(gw).await, &series).map(str::to_owned)
 }
 
 fn keyed(gw: &TestGateway, path: &str, key: &str) -> Request<Full<bytes::Bytes>> {
@@ -523,8 +529,7 @@ async fn a_hook_declaring_its_facts_is_called_once_per_value() {
     }
     assert_eq!(up.hits(), 6);
     assert_eq!(request_calls(&gw, "memo").await.as_deref(), Some("3"), "called for a, b and deny only");
-    let text = metrics(&gw).await;
-    assert_eq!(sample(&text, r#"wasmgate_plugin_kept_outcomes_total{plugin="memo"}"#), Some("6"), "{text}");
+    assert_eq!(kept_outcomes(&gw, "memo").await.as_deref(), Some("6"));
     // The plugin after it has no such declaration: called every time.
     assert_eq!(request_calls(&gw, "chaos").await.as_deref(), Some("6"));
 }
@@ -549,9 +554,7 @@ async fn a_hook_straying_from_its_facts_is_called_every_time() {
             assert_eq!(r.header("x-memo-key"), Some("a"), "{stray}");
         }
         assert_eq!(request_calls(&gw, stray).await.as_deref(), Some("3"), "{stray}");
-        let text = metrics(&gw).await;
-        let kept = format!(r#"wasmgate_plugin_kept_outcomes_total{{plugin="{stray}"}}"#);
-        assert_eq!(sample(&text, &kept), Some("0"), "{text}");
+        assert_eq!(kept_outcomes(&gw, stray).await.as_deref(), Some("0"), "{stray}");
     }
 }
 
@@ -602,16 +605,12 @@ async fn the_declaring_plugins_are_called_once_for_repeated_requests() {
         assert_eq!(send(request("/items", "wrong")).await.status, 401);
         assert_eq!(send(request("/admin", "key-one")).await.status, 403);
     }
-    let text = metrics(&gw).await;
-    let kept = |plugin: &str| sample(&text, &format!(r#"wasmgate_plugin_kept_outcomes_total{{plugin="{plugin}"}}"#));
-    let calls = |plugin: &str| {
-        sample(&text, &format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="request"}}"#))
-    };
     // Twelve requests: cors and ip-filter see one set of facts, api-key two
     // keys, deny two paths (the wrong key never reaches it).
     for (plugin, called, given) in
         [("cors", "1", "11"), ("ip-filter", "1", "11"), ("api-key", "2", "10"), ("deny", "2", "6")]
     {
-        assert_eq!((calls(plugin), kept(plugin)), (Some(called), Some(given)), "{plugin}: {text}");
+        let counts = (request_calls(&gw, plugin).await, kept_outcomes(&gw, plugin).await);
+        assert_eq!(counts, (Some(called.to_owned()), Some(given.to_owned())), "{plugin}");
     }
 }
