@@ -353,7 +353,8 @@ pub fn echoed_headers(doc: &serde_json::Value, name: &str) -> Vec<String> {
 
 /// A gRPC-shaped upstream over h2c (HTTP/2 prior knowledge): every request
 /// is answered 200 with a body and `grpc-status: 0` trailers, echoing the
-/// request's `te` header and path in `x-te` / `x-path`.
+/// request's `te` header, path and `x-forwarded-for` in `x-te` / `x-path` /
+/// `x-seen-forwarded-for`.
 pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
     use http_body_util::StreamBody;
     use hyper::body::Frame;
@@ -368,6 +369,7 @@ pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
             };
             let service = service_fn(|req: Request<Incoming>| async move {
                 let te = req.headers().get("te").cloned();
+                let xff = req.headers().get("x-forwarded-for").cloned();
                 let path = req.uri().path().to_owned();
                 let _ = req.into_body().collect().await;
                 let mut trailers = http::HeaderMap::new();
@@ -379,6 +381,9 @@ pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
                 resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
                 if let Some(te) = te {
                     resp.headers_mut().insert("x-te", te);
+                }
+                if let Some(xff) = xff {
+                    resp.headers_mut().insert("x-seen-forwarded-for", xff);
                 }
                 if let Ok(p) = http::HeaderValue::from_str(&path) {
                     resp.headers_mut().insert("x-path", p);

@@ -7,6 +7,8 @@ use std::sync::{Mutex, PoisonError};
 use http::Version;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
+use crate::upstream::h1::push_header;
+
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -242,21 +244,163 @@ impl Client {
     }
 }
 
-/// Adds `X-Forwarded-For/Proto/Host`, `Forwarded` and `Via` for the upstream.
-pub fn add_forwarded(headers: &mut HeaderMap, client: &Client, host: Option<&str>, via: &HeaderValue) {
-    append_list(headers, X_FORWARDED_FOR, &client.ip);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
-    let (forwarded_host, element) = match host {
-        Some(h) => client.for_host(h),
-        None => (None, Some(client.forwarded.clone())),
+/// What this hop adds to a request on its way upstream: `X-Forwarded-For`,
+/// `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`, `Via`, the request
+/// id, and `Host` when the request has none. Written into the head while an
+/// HTTP/1 request is encoded ([`encode`](Self::encode)), so no header map
+/// entry is made only to be written out; [`apply`](Self::apply) puts the same
+/// fields into a header map for what takes one (HTTP/2 upstreams).
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// The value (or list item) of each of [`FORWARDING`]'s fields; `None`:
+    /// this hop sets nothing there and leaves the client's field as it is.
+    values: [Option<HeaderValue>; FORWARDING.len()],
+}
+
+/// How a forwarding field meets one the request already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A list: this hop's item joins the values before it, in one field.
+    Append,
+    /// This hop's value replaces the request's.
+    Replace,
+    /// Set only when the request has none.
+    Default,
+}
+
+/// The fields of [`Forwarding`], in the order they are written when the
+/// request has none of them.
+static FORWARDING: [(HeaderName, Mode); 7] = [
+    (header::HOST, Mode::Default),
+    (X_FORWARDED_FOR, Mode::Append),
+    (X_FORWARDED_PROTO, Mode::Replace),
+    (X_FORWARDED_HOST, Mode::Replace),
+    (FORWARDED, Mode::Append),
+    (header::VIA, Mode::Append),
+    (X_REQUEST_ID, Mode::Replace),
+];
+
+/// The slot in [`FORWARDING`] of a header name. By length first, as
+/// [`hop_by_hop`]: most names have none of these lengths.
+fn forwarding_slot(name: &HeaderName) -> Option<usize> {
+    let slot = match name.as_str().len() {
+        4 => 0,
+        15 => 1,
+        17 => 2,
+        16 => 3,
+        9 => 4,
+        3 => 5,
+        12 => 6,
+        _ => return None,
     };
-    if let Some(host) = forwarded_host {
-        headers.insert(X_FORWARDED_HOST, host);
+    (FORWARDING[slot].0 == name).then_some(slot)
+}
+
+impl Forwarding {
+    /// The fields for a request from `client` naming `host` (from its `Host`
+    /// or URI), whose URI carried `authority`.
+    pub fn new(
+        client: &Client,
+        host: Option<&str>,
+        authority: Option<&http::uri::Authority>,
+        via: &HeaderValue,
+        request_id: &HeaderValue,
+    ) -> Self {
+        let (forwarded_host, element) = match host {
+            Some(h) => client.for_host(h),
+            None => (None, Some(client.forwarded.clone())),
+        };
+        Self {
+            values: [
+                authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+                Some(client.ip.clone()),
+                Some(HeaderValue::from_static(client.proto)),
+                forwarded_host,
+                element,
+                Some(via.clone()),
+                Some(request_id.clone()),
+            ],
+        }
     }
-    if let Some(element) = element {
-        append_list(headers, FORWARDED, &element);
+
+    /// Puts the fields into a header map.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let _ = headers.try_reserve(FORWARDING.len());
+        for ((name, mode), value) in FORWARDING.iter().zip(&self.values) {
+            let Some(value) = value else { continue };
+            match mode {
+                Mode::Append => append_list(headers, name.clone(), value),
+                Mode::Replace => {
+                    headers.insert(name.clone(), value.clone());
+                }
+                Mode::Default => {
+                    if let Entry::Vacant(e) = headers.entry(name) {
+                        e.insert(value.clone());
+                    }
+                }
+            }
+        }
     }
-    add_via(headers, via, Version::HTTP_11);
+
+    /// Writes `headers` as HTTP/1 field lines with these fields in (the
+    /// same fields [`apply`](Self::apply) gives), skipping the names `skip`
+    /// says the caller writes itself. One pass: a map yields the values of
+    /// one name in a row, so a list is joined as it is written.
+    pub fn encode(&self, headers: &HeaderMap, skip: impl Fn(&HeaderName) -> bool, out: &mut bytes::BytesMut) {
+        let mut seen = [false; FORWARDING.len()];
+        // The list being written: its slot and name.
+        let mut open: Option<(usize, &HeaderName)> = None;
+        for (name, value) in headers {
+            if let Some((slot, open_name)) = open {
+                if open_name == name {
+                    out.extend_from_slice(b", ");
+                    out.extend_from_slice(value.as_bytes());
+                    continue;
+                }
+                self.close(slot, out);
+                open = None;
+            }
+            if skip(name) {
+                continue;
+            }
+            if let Some(slot) = forwarding_slot(name) {
+                seen[slot] = true;
+                if self.values[slot].is_some() {
+                    match FORWARDING[slot].1 {
+                        Mode::Replace => continue,
+                        Mode::Append => {
+                            out.extend_from_slice(name.as_str().as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(value.as_bytes());
+                            open = Some((slot, name));
+                            continue;
+                        }
+                        Mode::Default => {}
+                    }
+                }
+            }
+            push_header(out, name, value);
+        }
+        if let Some((slot, _)) = open {
+            self.close(slot, out);
+        }
+        for (((name, mode), value), seen) in FORWARDING.iter().zip(&self.values).zip(seen) {
+            if let Some(value) = value
+                && (!seen || *mode == Mode::Replace)
+            {
+                push_header(out, name, value);
+            }
+        }
+    }
+
+    /// Ends a list field with this hop's item.
+    fn close(&self, slot: usize, out: &mut bytes::BytesMut) {
+        if let Some(item) = &self.values[slot] {
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(item.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Appends our `Via` entry (`1.1 wasmgate`, or `2.0 wasmgate` for HTTP/2).
@@ -296,6 +440,90 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ID: HeaderValue = HeaderValue::from_static("id-1");
+
+    /// The forwarding fields put into `h` as for an HTTP/2 upstream.
+    fn forward(h: &mut HeaderMap, client: &Client, host: Option<&str>, via: &HeaderValue) {
+        Forwarding::new(client, host, None, via, &ID).apply(h);
+    }
+
+    /// The field lines of an encoded head, one (name, value) per line,
+    /// sorted.
+    fn lines(encoded: &[u8]) -> Vec<(String, String)> {
+        let text = std::str::from_utf8(encoded).unwrap();
+        let mut lines: Vec<_> = text
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_owned(), v.to_owned())
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// A map's fields as [`lines`] gives an encoded head's.
+    fn map_lines(h: &HeaderMap) -> Vec<(String, String)> {
+        let mut lines: Vec<_> =
+            h.iter().map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned())).collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn an_encoded_head_carries_the_fields_a_map_is_given() {
+        let via = HeaderValue::from_static("1.1 wasmgate");
+        let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https");
+        let authority: http::uri::Authority = "api.test:8443".parse().unwrap();
+        let heads: [&[(&str, &str)]; 6] = [
+            &[],
+            &[("host", "api.test"), ("user-agent", "curl")],
+            &[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2"), ("accept", "*/*")],
+            &[("forwarded", "for=10.0.0.1"), ("via", "1.0 fred"), ("via", "1.1 p.example.net")],
+            &[("x-request-id", "client-chosen"), ("x-forwarded-proto", "http"), ("x-forwarded-host", "spoof")],
+            &[("content-length", "3"), ("x-forwarded-for", "10.0.0.1"), ("x-kept", "1"), ("x-kept", "2")],
+        ];
+        for pairs in heads {
+            for (host, authority) in [(Some("api.test"), None), (None, Some(&authority)), (None, None)] {
+                let mut h = HeaderMap::new();
+                for (n, v) in pairs {
+                    h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+                }
+                let f = Forwarding::new(&client, host, authority, &via, &ID);
+                let mut out = bytes::BytesMut::new();
+                f.encode(&h, |n| n == header::CONTENT_LENGTH, &mut out);
+                h.remove(header::CONTENT_LENGTH);
+                let mut applied = h.clone();
+                f.apply(&mut applied);
+                assert_eq!(lines(&out), map_lines(&applied), "{pairs:?} host {host:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn forwarding_fields_join_replace_or_keep_what_the_request_has() {
+        let via = HeaderValue::from_static("1.1 wasmgate");
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http");
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        h.insert(X_FORWARDED_HOST, HeaderValue::from_static("spoof"));
+        h.insert(X_REQUEST_ID, HeaderValue::from_static("client"));
+        h.insert(header::HOST, HeaderValue::from_static("a.test"));
+        let authority: http::uri::Authority = "b.test".parse().unwrap();
+        let mut out = bytes::BytesMut::new();
+        Forwarding::new(&client, None, Some(&authority), &via, &ID).encode(&h, |_| false, &mut out);
+        let lines = lines(&out);
+        let get = |name: &str| lines.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
+        assert_eq!(get("x-forwarded-for"), ["10.0.0.1, 10.0.0.2, 127.0.0.1"]);
+        assert_eq!(get("x-forwarded-host"), ["spoof"], "no host named: the client's is left");
+        assert_eq!(get("x-request-id"), ["id-1"]);
+        assert_eq!(get("host"), ["a.test"], "the request's own `Host` stays");
+        assert_eq!(get("forwarded"), ["for=127.0.0.1;proto=http"]);
+        assert_eq!(get("via"), ["1.1 wasmgate"]);
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
@@ -369,7 +597,7 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let via = HeaderValue::from_static("1.1 wasmgate");
         let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http");
-        add_forwarded(&mut h, &client, Some("api.test"), &via);
+        forward(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "api.test");
@@ -383,13 +611,13 @@ mod tests {
         let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https");
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
-        add_forwarded(&mut h, &client, Some("api.test"), &via);
+        forward(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_HOST], "api.test");
         assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https;host=api.test");
         let mut bare = HeaderMap::new();
-        add_forwarded(&mut bare, &client, None, &via);
+        forward(&mut bare, &client, None, &via);
         assert_eq!(bare[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
         assert!(!bare.contains_key(&X_FORWARDED_HOST));
     }
@@ -400,7 +628,7 @@ mod tests {
         let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http");
         for host in ["a.test", "a.test", "b.test", "needs quoting", "a.test"] {
             let mut h = HeaderMap::new();
-            add_forwarded(&mut h, &client, Some(host), &via);
+            forward(&mut h, &client, Some(host), &via);
             assert_eq!(h[&X_FORWARDED_HOST], host);
             let element = h[header::FORWARDED].to_str().unwrap();
             if host.contains(' ') {

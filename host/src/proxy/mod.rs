@@ -182,27 +182,24 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// The request head as it goes upstream: hop-by-hop headers out,
-    /// forwarding headers in.
-    fn head(&self, mut parts: http::request::Parts) -> http::request::Parts {
-        let h = &mut parts.headers;
-        headers::strip_hop_by_hop(h);
-        // Room for what follows (`Host`, four forwarding headers, `Via`, the
-        // request id) at once, not a regrowth of the map per insert.
-        let _ = h.try_reserve(7);
-        if let header::Entry::Vacant(e) = h.entry(header::HOST)
-            && let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            e.insert(v);
-        }
-        headers::add_forwarded(h, &self.conn.client, self.host, &self.snapshot.config.server.via);
-        h.insert(X_REQUEST_ID, self.request_id.clone());
+    /// The request head as it goes upstream: hop-by-hop headers out, and
+    /// the forwarding fields this hop adds, which go in as the head is
+    /// written.
+    fn head(&self, mut parts: http::request::Parts) -> (http::request::Parts, headers::Forwarding) {
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let forwarding = headers::Forwarding::new(
+            &self.conn.client,
+            self.host,
+            parts.uri.authority(),
+            &self.snapshot.config.server.via,
+            self.request_id,
+        );
         // The upstream gets origin-form; the upstream module adds what its
         // protocol needs.
         if let Some(pq) = parts.uri.path_and_query().cloned() {
             parts.uri = http::Uri::from(pq);
         }
-        parts
+        (parts, forwarding)
     }
 
     /// The upstream for this request: the route's one, or a weighted pick
@@ -219,11 +216,17 @@ impl Forward<'_> {
         body: Body,
         trace: &mut Trace<'_>,
     ) -> Result<Forwarded, ProxyError> {
-        self.send_request(Request::from_parts(self.head(parts), body), trace).await
+        let (parts, forwarding) = self.head(parts);
+        self.send_request(Request::from_parts(parts, body), &forwarding, trace).await
     }
 
     /// Sends a request whose head [`head`](Self::head) prepared.
-    async fn send_request(&self, req: Request<Body>, trace: &mut Trace<'_>) -> Result<Forwarded, ProxyError> {
+    async fn send_request(
+        &self,
+        req: Request<Body>,
+        forwarding: &headers::Forwarding,
+        trace: &mut Trace<'_>,
+    ) -> Result<Forwarded, ProxyError> {
         let upstream = self.upstream()?;
         trace.upstream = Some(upstream.name.clone());
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
@@ -233,6 +236,7 @@ impl Forward<'_> {
             try_timeout: self.route.try_timeout,
             retry: &self.route.retries,
             hash,
+            forwarding: Some(forwarding),
         };
         // Boxed, as are the plugin chain and upgrades in `serve`: the
         // futures of the request path are moved into their callers' state

@@ -27,12 +27,13 @@ pub(super) async fn proxy(
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
     };
     let protocol = parts.headers.get(header::UPGRADE).cloned();
-    let mut req = Request::from_parts(forward.head(parts), Body::Empty);
+    let (parts, forwarding) = forward.head(parts);
+    let mut req = Request::from_parts(parts, Body::Empty);
     if let Some(p) = &protocol {
         req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, p.clone());
     }
-    let mut fwd = forward.send_request(req, trace).await?;
+    let mut fwd = forward.send_request(req, &forwarding, trace).await?;
     if fwd.response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(fwd.response);
     }

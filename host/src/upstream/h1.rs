@@ -35,7 +35,7 @@ use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
-use crate::proxy::headers::{self, ConnectionTokens};
+use crate::proxy::headers::{self, ConnectionTokens, Forwarding};
 
 /// The largest response head (status line and headers) read from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -152,13 +152,14 @@ impl Connection {
     pub async fn send(
         mut self: Box<Self>,
         req: Request<Body>,
+        forwarding: Option<&Forwarding>,
         ret: Option<Return>,
     ) -> Result<Response<Body>, SendError> {
         let framing = request_framing(&req);
         let head_only = matches!(req.method(), &Method::HEAD);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        encode_head(&req, framing, &mut out);
+        encode_head(&req, framing, forwarding, &mut out);
         let (parts, body) = req.into_parts();
         let streamed = match body {
             Body::Empty => None,
@@ -366,17 +367,22 @@ fn request_framing(req: &Request<Body>) -> Framing {
     }
 }
 
-fn encode_head(req: &Request<Body>, framing: Framing, out: &mut BytesMut) {
+fn encode_head(req: &Request<Body>, framing: Framing, forwarding: Option<&Forwarding>, out: &mut BytesMut) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let headers = req.headers();
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
+    // The framing is written below, as the body is sent.
+    let framing_field = |name: &HeaderName| name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+    match forwarding {
+        Some(f) => f.encode(req.headers(), framing_field, out),
+        None => {
+            for (name, value) in req.headers() {
+                if !framing_field(name) {
+                    push_header(out, name, value);
+                }
+            }
         }
-        push_header(out, name, value);
     }
     match framing {
         Framing::Length(n) => {
@@ -893,7 +899,7 @@ mod tests {
     fn request_heads_announce_their_bodies() {
         let head = |r: &Request<Body>| {
             let mut out = BytesMut::new();
-            encode_head(r, request_framing(r), &mut out);
+            encode_head(r, request_framing(r), None, &mut out);
             String::from_utf8(out.to_vec()).unwrap()
         };
         let get = request(Method::GET, Body::Empty, None);
@@ -921,7 +927,7 @@ mod tests {
         let req = request(Method::POST, Body::full("hello"), None);
         let framing = request_framing(&req);
         let mut out = BytesMut::new();
-        encode_head(&req, framing, &mut out);
+        encode_head(&req, framing, None, &mut out);
         out.extend_from_slice(b"hello");
         let Body::Full(Some(b)) = rebuild_body(&out, framing, None) else { panic!("not a full body") };
         assert_eq!(b, "hello");

@@ -35,6 +35,7 @@ use self::retry_budget::RetryBudget;
 use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
 use crate::proxy::error::ProxyError;
+use crate::proxy::headers::Forwarding;
 use crate::telemetry::{Metrics, TryOutcome, UpstreamSeries};
 
 /// The endpoints of an upstream as of now, with the balancer built for them.
@@ -104,6 +105,9 @@ pub struct ForwardOptions<'a> {
     pub retry: &'a RetryPolicy,
     /// The consistent-hashing key, when the upstream hashes.
     pub hash: Option<u64>,
+    /// What this hop adds to the request's head (`None`: a plugin's own
+    /// request, sent as it was made).
+    pub forwarding: Option<&'a Forwarding>,
 }
 
 /// A response and where it came from.
@@ -224,8 +228,17 @@ impl Upstream {
 
     /// Forwards `req` (its URI carries path and query only) and waits for the
     /// response head, retrying per the route's policy.
-    pub async fn forward(&self, req: Request<Body>, opts: &ForwardOptions<'_>) -> Result<Forwarded, ProxyError> {
+    pub async fn forward(&self, mut req: Request<Body>, opts: &ForwardOptions<'_>) -> Result<Forwarded, ProxyError> {
         let start = Instant::now();
+        // HTTP/1 writes the forwarding fields with the head; HTTP/2 (hyper's
+        // client) takes them in the map, once for every try.
+        let forwarding = match (self.config.protocol, opts.forwarding) {
+            (Protocol::Http2, Some(f)) => {
+                f.apply(req.headers_mut());
+                None
+            }
+            (_, f) => f,
+        };
         let deadline = start + opts.timeout;
         let upstream_ticket = match &self.breaker {
             None => None,
@@ -292,7 +305,7 @@ impl Upstream {
             let now = if tries == 1 && self.bulkhead.is_none() { start } else { Instant::now() };
             let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(now));
             let flight = ep.start_request(now);
-            let attempt = tokio::time::timeout_at(now + try_timeout, self.try_once(&ep, req)).await;
+            let attempt = tokio::time::timeout_at(now + try_timeout, self.try_once(&ep, req, forwarding)).await;
             let retry = match attempt {
                 Ok(Try::Response(resp)) => {
                     let status = resp.status();
@@ -367,7 +380,7 @@ impl Upstream {
     }
 
     /// One try against one endpoint.
-    async fn try_once(&self, ep: &Endpoint, req: Request<Body>) -> Try {
+    async fn try_once(&self, ep: &Endpoint, req: Request<Body>, forwarding: Option<&Forwarding>) -> Try {
         let req = self.prepare(req, ep);
         let conn = match self.pools.checkout(&ep.address).await {
             Ok(c) => c,
@@ -379,7 +392,7 @@ impl Upstream {
             }
         };
         let reused = conn.reused();
-        match conn.send(req).await {
+        match conn.send(req, forwarding).await {
             Ok(resp) => Try::Response(resp),
             Err(SendError::NotSent(req, e)) => {
                 Try::Connect(ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: e.to_string() }, *req)

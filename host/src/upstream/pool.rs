@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::h1::{Connection, Io};
 use crate::config::Protocol;
 use crate::proxy::body::Body;
+use crate::proxy::headers::Forwarding;
 
 /// How to open a connection to this upstream's endpoints.
 #[derive(Clone)]
@@ -284,10 +285,12 @@ impl Conn {
 
     /// Sends one request; the response body returns an HTTP/1 connection to
     /// the pool once it has been read to the end.
-    pub async fn send(self, req: Request<Body>) -> Result<Response<Body>, SendError> {
+    /// `forwarding`: the fields an HTTP/1 head is written with (an HTTP/2
+    /// request carries them in its map).
+    pub async fn send(self, req: Request<Body>, forwarding: Option<&Forwarding>) -> Result<Response<Body>, SendError> {
         match self {
             Self::Http1 { conn, shard, key, max_idle, .. } => {
-                conn.send(req, Some(Return { shard, key, max_idle })).await
+                conn.send(req, forwarding, Some(Return { shard, key, max_idle })).await
             }
             Self::Http2 { mut sender, .. } => {
                 let result = sender.try_send_request(req).await;

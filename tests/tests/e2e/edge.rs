@@ -219,12 +219,18 @@ async fn grpc_passes_through_over_h2c_with_trailers() {
     let req = Request::post(gw.url("/helloworld.Greeter/SayHello"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
+        .header("x-forwarded-for", "203.0.113.9")
         .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")))
         .unwrap();
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers().get("x-te").map(|v| v.as_bytes()), Some(&b"trailers"[..]), "te: trailers kept");
     assert_eq!(resp.headers().get("x-path").map(|v| v.as_bytes()), Some(&b"/helloworld.Greeter/SayHello"[..]));
+    assert_eq!(
+        resp.headers().get("x-seen-forwarded-for").map(|v| v.as_bytes()),
+        Some(&b"203.0.113.9, 127.0.0.1"[..]),
+        "an HTTP/2 upstream gets the forwarding fields too"
+    );
     let collected = resp.into_body().collect().await.unwrap();
     let trailers = collected.trailers().cloned().expect("trailers arrive");
     assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
