@@ -76,7 +76,7 @@ fn resilience(c: &mut Criterion) {
         });
     });
     let budget = RetryBudget::new(RetryBudgetConfig { percent: 20.0, min_per_second: 3 });
-    group.bench_function("retry-budget/deposit", |b| b.iter(|| budget.deposit()));
+    group.bench_function("retry-budget/deposit", |b| b.iter(|| budget.deposit(tokio::time::Instant::now())));
     let store = MemStore::new(SystemClock, 1_000_000);
     let keys: Vec<String> = (0..1000).map(|i| format!("rate-limit:route:client-{i}")).collect();
     let mut i = 0usize;

@@ -16,9 +16,8 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 const FORWARDED: HeaderName = header::FORWARDED;
 
 /// Room a message's header map is made with beyond its own headers, for
-/// what plugins add to it (on a request, besides what the proxy adds): a
-/// chain's edits then fill the map without growing it, which would hash
-/// every header again.
+/// what plugins add to it: a chain's edits then fill the map without
+/// growing it, which would hash every header again.
 pub const PLUGIN_HEADER_ROOM: usize = 8;
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,

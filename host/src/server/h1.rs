@@ -100,6 +100,9 @@ struct Conn {
     body: Decode,
     /// `100 Continue` owed to the client: how much of it has been written.
     owed_continue: Option<usize>,
+    /// The response write buffer, kept between the connection's responses
+    /// (not made anew for each).
+    out: BytesMut,
 }
 
 type Cell = Arc<Mutex<Conn>>;
@@ -118,7 +121,13 @@ pub async fn serve(
     limits: &Limits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(Box<dyn Io>, Bytes)> {
-    let cell = Arc::new(Mutex::new(Conn { io, buf: BytesMut::new(), body: Decode::Done, owed_continue: None }));
+    let cell = Arc::new(Mutex::new(Conn {
+        io,
+        buf: BytesMut::new(),
+        body: Decode::Done,
+        owed_continue: None,
+        out: BytesMut::new(),
+    }));
     let mut timer = Box::pin(tokio::time::sleep(limits.header_read_timeout));
     let mut first = true;
     // One wait for shutdown for the whole connection, registered once
@@ -353,10 +362,10 @@ type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 /// The request for a parsed head, its body framed on the connection.
 fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>, Option<UpgradeSlot>), StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
-    // Room for what the proxy adds on the way upstream (`Host`, the four
-    // forwarding headers, `Via`, the request id) and for what plugins add,
-    // without growing the map.
-    let mut headers = HeaderMap::with_capacity(p.fields.len() + 7 + PLUGIN_HEADER_ROOM);
+    // Room for what plugins add, without growing the map. (What the proxy
+    // adds on the way upstream is written with the head:
+    // `headers::Forwarding`.)
+    let mut headers = HeaderMap::with_capacity(p.fields.len() + PLUGIN_HEADER_ROOM);
     let mut hosts = 0;
     for (name, value) in p.fields {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;
@@ -555,9 +564,11 @@ async fn respond(cell: &Cell, resp: Response<Body>, ask: &Asked, shutting_down: 
     } else {
         Framing::Close
     };
-    let mut out = BytesMut::with_capacity(512);
-    let body_read = {
+    let (mut out, body_read) = {
         let mut c = lock(cell);
+        let mut out = std::mem::take(&mut c.out);
+        out.clear();
+        out.reserve(512);
         if let Some(sent) = c.owed_continue.take()
             && sent > 0
         {
@@ -567,7 +578,8 @@ async fn respond(cell: &Cell, resp: Response<Body>, ask: &Asked, shutting_down: 
         // The request body, if unread and no longer wanted, can be skipped
         // when it is all here; else the connection cannot carry another
         // request.
-        c.body == Decode::Done || (Arc::strong_count(cell) == 1 && skip_buffered(&mut c))
+        let body_read = c.body == Decode::Done || (Arc::strong_count(cell) == 1 && skip_buffered(&mut c));
+        (out, body_read)
     };
     let keep_alive = ask.keep_alive && body_read && !shutting_down && framing != Framing::Close && !upgrade;
     encode_head(&parts, framing, bodiless, keep_alive, ask.version, &mut out);
@@ -629,6 +641,9 @@ async fn respond(cell: &Cell, resp: Response<Body>, ask: &Asked, shutting_down: 
         }
     }
     write_all(cell, &mut out).await?;
+    if out.capacity() <= codec::KEEP_OUT {
+        lock(cell).out = out;
+    }
     if left > 0 {
         tracing::debug!("response body shorter than its content-length");
         return Err(());
@@ -664,6 +679,7 @@ fn encode_head(
     let status = parts.status;
     status_line(status, out);
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut dated = false;
     for (name, value) in &parts.headers {
         // A bodiless answer to `HEAD`, or a 304, keeps the length the body
         // would have had; otherwise the framing below says it.
@@ -672,11 +688,12 @@ fn encode_head(
         } else {
             name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !upgrade)
         };
+        dated |= name == header::DATE;
         if !skip {
             codec::push_header(out, name, value);
         }
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !dated {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");

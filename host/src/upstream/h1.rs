@@ -45,9 +45,10 @@ pub const MAX_HEADERS: usize = 100;
 const READ_CHUNK: usize = 16 * 1024;
 /// A request body up to this size goes out in the same write as its head.
 const INLINE_BODY: usize = 16 * 1024;
-/// The write buffer an idle connection keeps for its next request, at most:
-/// a usual head fits, and a pool of idle connections stays small.
-const KEEP_OUT: usize = 4 * 1024;
+/// The write buffer an idle connection keeps for its next message, at most
+/// (the client side's too): a usual head fits, and idle connections stay
+/// small.
+pub(crate) const KEEP_OUT: usize = 4 * 1024;
 
 /// The socket types a connection runs over.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

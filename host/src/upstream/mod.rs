@@ -259,7 +259,7 @@ impl Upstream {
                 }
             },
         };
-        self.budget.deposit();
+        self.budget.deposit(start);
         let idempotent = is_idempotent(req.method());
         let may_repeat = idempotent || opts.retry.non_idempotent;
         // A copy of the request only for a retry after it was sent: a

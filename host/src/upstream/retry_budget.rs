@@ -66,9 +66,10 @@ impl RetryBudget {
         }
     }
 
-    /// Once per original request, before it is sent.
-    pub fn deposit(&self) {
-        self.window.add(Instant::now(), 1, 0);
+    /// Once per original request, before it is sent; `now` is when the
+    /// request started (a clock the caller has read already).
+    pub fn deposit(&self, now: Instant) {
+        self.window.add(now, 1, 0);
     }
 
     /// Before each retry: whether the budget pays for it. A `true` is spent.
@@ -117,7 +118,7 @@ mod tests {
         let mut granted = 0;
         for _ in 0..per_second * seconds {
             advance(Duration::from_secs(1) / per_second).await;
-            b.deposit();
+            b.deposit(Instant::now());
             granted += u64::from(b.try_withdraw());
         }
         granted
@@ -184,12 +185,12 @@ mod tests {
     async fn deposits_expire_after_the_window() {
         let b = budget(20.0, 0);
         for _ in 0..100 {
-            b.deposit();
+            b.deposit(Instant::now());
         }
         advance(Duration::from_secs(11)).await;
         assert!(!b.try_withdraw(), "old traffic does not pay for new retries");
         for _ in 0..5 {
-            b.deposit();
+            b.deposit(Instant::now());
         }
         assert!(b.try_withdraw());
         assert!(!b.try_withdraw());
@@ -210,7 +211,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..500 {
-                        b.deposit();
+                        b.deposit(Instant::now());
                         if b.try_withdraw() {
                             granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
