@@ -251,25 +251,37 @@ impl Metrics {
     /// when none matched), never the path; a `status` outside 100..=999 is
     /// labelled `other`.
     ///
-    /// `held` is the route's own `request_duration` series
-    /// ([`route_duration`](Self::route_duration)), so a routed request looks
-    /// up only its counter; without it the series is looked up by `route`.
-    pub fn request(&self, route: &str, held: Option<&Histogram>, method: &Method, status: u16, duration: Duration) {
+    /// `held` is the route's own series ([`route_series`](Self::route_series)),
+    /// so a routed request looks up nothing for a usual method and status;
+    /// without it the series are looked up by `route`.
+    pub fn request(&self, route: &str, held: Option<&RouteSeries>, method: &Method, status: u16, duration: Duration) {
         let code = http::StatusCode::from_u16(status).ok();
-        let status = code.as_ref().map_or("other", http::StatusCode::as_str);
-        self.record(&self.requests, [route, method_label(method), status], |c| {
-            c.inc();
-        });
+        let status_label = code.as_ref().map_or("other", http::StatusCode::as_str);
+        let labels = [route, method_label(method), status_label];
+        match held.and_then(|h| Some((h, RouteSeries::slot(method, status)?))) {
+            Some((h, slot)) => {
+                h.requests[slot]
+                    .get_or_init(|| self.requests.family.get_or_create(&owned(&self.requests.names, labels)).clone())
+                    .inc();
+            }
+            None => self.record(&self.requests, labels, |c| {
+                c.inc();
+            }),
+        }
         match held {
-            Some(h) => h.observe(duration.as_secs_f64()),
+            Some(h) => h.duration.observe(duration.as_secs_f64()),
             None => self.record(&self.request_duration, [route], |h| h.observe(duration.as_secs_f64())),
         }
     }
 
-    /// The `request_duration` series a route holds, resolved when the route
-    /// is built (the same series [`request`](Self::request) finds by name).
-    pub fn route_duration(&self, route: &str) -> Histogram {
-        self.request_duration.family.get_or_create(&owned(&["route"], [route])).clone()
+    /// The series a route holds, its `request_duration` resolved when the
+    /// route is built (the same series [`request`](Self::request) finds by
+    /// name).
+    pub fn route_series(&self, route: &str) -> RouteSeries {
+        RouteSeries {
+            duration: self.request_duration.family.get_or_create(&owned(&["route"], [route])).clone(),
+            requests: Box::new(std::array::from_fn(|_| OnceLock::new())),
+        }
     }
 
     /// The series an upstream holds, resolved when it is built.
@@ -449,6 +461,57 @@ fn plugin_histogram() -> Histogram {
 pub struct UpstreamSeries {
     /// `upstream_duration_seconds`.
     pub duration: Histogram,
+}
+
+/// The methods and statuses whose `requests_total` counter a route holds.
+const HELD_METHODS: usize = 7;
+const HELD_STATUSES: usize = 17;
+
+/// A route's series: its `request_duration`, and its `requests_total`
+/// counters for the usual methods and statuses, each resolved at its first
+/// use and then held, so a routed request looks no series up by its labels.
+/// (Counters are never removed, so a held one never goes stale.)
+#[derive(Debug, Clone)]
+pub struct RouteSeries {
+    duration: Histogram,
+    requests: Box<[OnceLock<Counter>; HELD_METHODS * HELD_STATUSES]>,
+}
+
+impl RouteSeries {
+    /// Where the counter for `method` and `status` is held, if it is.
+    fn slot(method: &Method, status: u16) -> Option<usize> {
+        let m = match *method {
+            Method::GET => 0,
+            Method::POST => 1,
+            Method::HEAD => 2,
+            Method::PUT => 3,
+            Method::PATCH => 4,
+            Method::DELETE => 5,
+            Method::OPTIONS => 6,
+            _ => return None,
+        };
+        let s = match status {
+            200 => 0,
+            201 => 1,
+            202 => 2,
+            204 => 3,
+            206 => 4,
+            301 => 5,
+            302 => 6,
+            304 => 7,
+            400 => 8,
+            401 => 9,
+            403 => 10,
+            404 => 11,
+            429 => 12,
+            500 => 13,
+            502 => 14,
+            503 => 15,
+            504 => 16,
+            _ => return None,
+        };
+        Some(m * HELD_STATUSES + s)
+    }
 }
 
 /// An endpoint's try counters, one per [`TryOutcome`], each resolved at its

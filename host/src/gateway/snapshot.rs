@@ -6,14 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::histogram::Histogram;
-
 use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy};
 use crate::plugin::caps::Caps;
 use crate::plugin::caps::store::StoreBackend;
 use crate::plugin::{ChainLink, ConfigureError, Plugin, Runtime, registry};
 use crate::routing::{Rewrite, Router};
-use crate::telemetry::{AccessLogWriter, Metrics};
+use crate::telemetry::{AccessLogWriter, Metrics, RouteSeries};
 use crate::tls;
 use crate::upstream::Upstream;
 use crate::upstream::discovery::{Resolved, Resolver};
@@ -54,8 +52,8 @@ pub struct Route {
     pub needs_request_body: bool,
     pub needs_response_body: bool,
     pub has_response_hooks: bool,
-    /// Its `request_duration` series, held rather than looked up per request.
-    pub duration: Histogram,
+    /// Its metric series, held rather than looked up per request.
+    pub series: RouteSeries,
 }
 
 impl Route {
@@ -205,7 +203,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
             needs_request_body: chain.iter().any(|l| l.info.request_body && l.info.on_request),
             needs_response_body: chain.iter().any(|l| l.info.response_body && l.info.on_response),
             has_response_hooks: chain.iter().any(|l| l.info.on_response),
-            duration: env.metrics.route_duration(&rc.name),
+            series: env.metrics.route_series(&rc.name),
             chain,
         });
     }

@@ -96,7 +96,7 @@ pub async fn handle(
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
     let route = trace.route.map_or("-", |r| &*r.name);
-    snapshot.metrics.request(route, trace.route.map(|r| &r.duration), &method, status, elapsed);
+    snapshot.metrics.request(route, trace.route.map(|r| &r.series), &method, status, elapsed);
     if let (Some(writer), Some(path)) = (&snapshot.access_log, log_path) {
         let plugins: Vec<PluginOutcome<'_>> =
             trace.plugins.iter().map(|(plugin, outcome)| PluginOutcome { plugin, outcome }).collect();

@@ -34,7 +34,7 @@ fn counters_and_histograms_from_many_threads_add_up() {
     let upstream = m.upstream_series("api");
     // As a route holds its duration series: the same series `request` finds
     // by name (the POSTs below), so the counts add up across both.
-    let users = m.route_duration("users");
+    let users = m.route_series("users");
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let (m, endpoint, upstream, users) = (m.clone(), endpoint.clone(), upstream.clone(), users.clone());
@@ -239,4 +239,25 @@ fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
     assert_eq!(value(&m.encode(), healthy).as_deref(), Some("0"));
     drop(go);
     worker.join().unwrap();
+}
+
+#[test]
+fn a_routes_held_counters_and_the_by_name_path_meet_in_one_series() {
+    let m = Metrics::new();
+    let held = m.route_series("users");
+    let propfind = Method::from_bytes(b"PROPFIND").unwrap();
+    m.request("users", Some(&held), &Method::GET, 200, Duration::from_millis(1));
+    m.request("users", None, &Method::GET, 200, Duration::from_millis(1));
+    // Not held: an unusual status and an unusual method, counted by name.
+    m.request("users", Some(&held), &Method::GET, 418, Duration::from_millis(1));
+    m.request("users", Some(&held), &propfind, 200, Duration::from_millis(1));
+    // A route built again (a reload) holds the same series.
+    let again = m.route_series("users");
+    m.request("users", Some(&again), &Method::GET, 200, Duration::from_millis(1));
+    let text = m.encode();
+    let s = samples(&text);
+    assert_eq!(s[r#"wasmgate_requests_total{route="users",method="GET",status="200"}"#], "3");
+    assert_eq!(s[r#"wasmgate_requests_total{route="users",method="GET",status="418"}"#], "1");
+    assert_eq!(s[r#"wasmgate_requests_total{route="users",method="OTHER",status="200"}"#], "1");
+    assert_eq!(s[r#"wasmgate_request_duration_seconds_count{route="users"}"#], "5");
 }
