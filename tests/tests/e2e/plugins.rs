@@ -237,6 +237,19 @@ async fn a_plugin_built_against_wit_0_1_0_still_runs() {
 /// transform's without renames) are made by the gateway at the plugin's
 /// place in the chain — on the way in, and on every response that passes
 /// back through it, a later plugin's reply included — and the plugin is
+/// `Via` is in the response a plugin chain sees, so a plugin can remove it;
+/// the request id is written after the chain, always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_may_remove_via_but_not_the_request_id() {
+    let up = TestUpstream::echo("u").await;
+    let plugins = r#"{ use = "transform", config = { response = { headers = { remove = ["via", "x-request-id"] } } } },"#;
+    let gw = TestGateway::start(&route(&up, plugins, ""));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("via"), None);
+    assert_eq!(r.header("x-request-id").map(str::len), Some(32));
+}
+
 /// never called.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_headers_are_made_without_calling_the_plugin() {
