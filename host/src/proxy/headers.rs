@@ -127,13 +127,20 @@ impl ConnectionTokens {
     /// The tokens of the given `Connection` field values, in any case.
     pub fn read<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut t = Self::default();
-        for token in connection_tokens(values) {
-            t.close |= token.eq_ignore_ascii_case(b"close");
-            t.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            t.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
-            t.names_other |= names_header(token);
+        for value in values {
+            t.add(value);
         }
         t
+    }
+
+    /// Adds the tokens of one more `Connection` field value.
+    pub fn add(&mut self, value: &[u8]) {
+        for token in connection_tokens([value]) {
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            self.names_other |= names_header(token);
+        }
     }
 
     /// The tokens of a header map's `Connection` fields.

@@ -16,8 +16,6 @@ pub mod error;
 pub mod headers;
 mod upgrade;
 
-pub(crate) use self::upgrade::requested as upgrade_requested;
-
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;

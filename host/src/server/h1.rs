@@ -157,18 +157,12 @@ pub async fn serve(
             }
         };
         first = false;
-        let (req, upgrade) = match request(&cell, parsed, &head) {
+        let (req, upgrade, ask) = match request(&cell, parsed, &head) {
             Ok(r) => r,
             Err(status) => {
                 refuse(&cell, Refusal::Status(status)).await;
                 return None;
             }
-        };
-        let ask = Asked {
-            head_only: req.method() == Method::HEAD,
-            version: req.version(),
-            keep_alive: ConnectionTokens::of(req.headers()).keeps_alive(req.version()),
-            trailers: proxy::headers::te_trailers(req.headers()),
         };
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
@@ -359,18 +353,36 @@ fn parse_into<'b>(
 type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes)>;
 type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 
-/// The request for a parsed head, its body framed on the connection.
-fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>, Option<UpgradeSlot>), StatusCode> {
+/// The request for a parsed head, its body framed on the connection, and
+/// what it asks of the response (read while its fields are, not looked up
+/// in the map after).
+fn request(
+    cell: &Cell,
+    p: Parsed,
+    head: &Bytes,
+) -> Result<(Request<ClientBody>, Option<UpgradeSlot>, Asked), StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what plugins add, without growing the map. (What the proxy
     // adds on the way upstream is written with the head:
     // `headers::Forwarding`.)
     let mut headers = HeaderMap::with_capacity(p.fields.len() + PLUGIN_HEADER_ROOM);
     let mut hosts = 0;
+    let mut connection = ConnectionTokens::default();
+    // The first `TE` field's value; whether an `Upgrade` field is there.
+    let mut te: Option<bool> = None;
+    let mut upgrade_field = false;
     for (name, value) in p.fields {
         let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;
-        hosts += usize::from(name == header::HOST);
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONNECTION {
+            connection.add(value.as_bytes());
+        } else if name == header::TE {
+            te = te.or(Some(value.as_bytes().eq_ignore_ascii_case(b"trailers")));
+        } else if name == header::UPGRADE {
+            upgrade_field = true;
+        }
         headers.append(name, value);
     }
     // RFC 9112 §3.2: one `Host`, required in HTTP/1.1. Two could be routed
@@ -393,7 +405,13 @@ fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>,
         };
         ClientBody::H1(RequestBody { cell: cell.clone(), ended: false, hint })
     };
-    let upgrade = proxy::upgrade_requested(&headers);
+    let upgrade = upgrade_field && connection.upgrade;
+    let ask = Asked {
+        head_only: p.method == Method::HEAD,
+        version: p.version,
+        keep_alive: connection.keeps_alive(p.version),
+        trailers: te == Some(true),
+    };
     let mut req = Request::new(body);
     *req.method_mut() = p.method;
     *req.uri_mut() = uri;
@@ -404,7 +422,7 @@ fn request(cell: &Cell, p: Parsed, head: &Bytes) -> Result<(Request<ClientBody>,
         req.extensions_mut().insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
     });
-    Ok((req, upgrade))
+    Ok((req, upgrade, ask))
 }
 
 /// How a request body is delimited (RFC 9112 §6.3), refusing what could be

@@ -242,7 +242,8 @@ async fn a_plugin_built_against_wit_0_1_0_still_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_may_remove_via_but_not_the_request_id() {
     let up = TestUpstream::echo("u").await;
-    let plugins = r#"{ use = "transform", config = { response = { headers = { remove = ["via", "x-request-id"] } } } },"#;
+    let plugins =
+        r#"{ use = "transform", config = { response = { headers = { remove = ["via", "x-request-id"] } } } },"#;
     let gw = TestGateway::start(&route(&up, plugins, ""));
     let r = get(&gw.url("/")).await;
     assert_eq!(r.status, 200, "{}", r.text());
