@@ -242,6 +242,12 @@ async fn a_plugin_built_against_wit_0_1_0_still_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_may_remove_via_but_not_the_request_id() {
     let up = TestUpstream::echo("u").await;
+    // The same chain removing something else: the response has its `Via`.
+    let keeping = r#"{ use = "transform", config = { response = { headers = { remove = ["x-upstream"] } } } },"#;
+    let gw = TestGateway::start(&route(&up, keeping, ""));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("via"), Some("1.1 wasmgate"));
     let plugins =
         r#"{ use = "transform", config = { response = { headers = { remove = ["via", "x-request-id"] } } } },"#;
     let gw = TestGateway::start(&route(&up, plugins, ""));
