@@ -258,7 +258,7 @@ impl Metrics {
         let code = http::StatusCode::from_u16(status).ok();
         let status_label = code.as_ref().map_or("other", http::StatusCode::as_str);
         let labels = [route, method_label(method), status_label];
-        match held.and_then(|h| Some((h, RouteSeries::slot(method, status)?))) {
+        match held.zip(RouteSeries::slot(method, status)) {
             Some((h, slot)) => {
                 h.requests[slot]
                     .get_or_init(|| self.requests.family.get_or_create(&owned(&self.requests.names, labels)).clone())
