@@ -20,6 +20,40 @@ const FORWARDED: HeaderName = header::FORWARDED;
 /// growing it, which would hash every header again.
 pub const PLUGIN_HEADER_ROOM: usize = 8;
 
+/// The most headers a map is kept for reuse with: one message with many
+/// more does not keep that much memory on a connection.
+const KEEP_MAP: usize = 48;
+
+/// A header map kept by a connection between messages, emptied, for the
+/// next message it reads: maps are made per connection, not per message.
+/// A client connection keeps the map of the response it wrote; an upstream
+/// connection, the map of the request it wrote. So a request's map, parsed
+/// on a client connection, serves a response on an upstream connection,
+/// whose map serves a later request on a client connection, and a steady
+/// stream of requests allocates no maps.
+#[derive(Debug, Default)]
+pub struct SpareMap(Option<HeaderMap>);
+
+impl SpareMap {
+    /// Keeps `map`, emptied, unless it outgrew [`KEEP_MAP`].
+    pub fn keep(&mut self, mut map: HeaderMap) {
+        if map.capacity() <= KEEP_MAP {
+            map.clear();
+            self.0 = Some(map);
+        }
+    }
+
+    /// A map with room for `n` headers: the kept one, or a new one.
+    pub fn take(&mut self, n: usize) -> HeaderMap {
+        if let Some(mut map) = self.0.take()
+            && map.try_reserve(n).is_ok()
+        {
+            return map;
+        }
+        HeaderMap::with_capacity(n)
+    }
+}
+
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,
 /// and `Upgrade`. `Connection` comes first, `TE` sixth.
 static HOP_BY_HOP: [HeaderName; 9] = [
@@ -448,6 +482,28 @@ mod tests {
     use super::*;
 
     const ID: HeaderValue = HeaderValue::from_static("id-1");
+
+    #[test]
+    fn a_kept_map_comes_back_empty_with_its_room_and_a_large_one_is_not_kept() {
+        let mut spare = SpareMap::default();
+        let mut map = spare.take(12);
+        assert!(map.capacity() >= 12);
+        map.insert(header::HOST, HeaderValue::from_static("a"));
+        map.append(header::ACCEPT, HeaderValue::from_static("b"));
+        map.append(header::ACCEPT, HeaderValue::from_static("c"));
+        let room = map.capacity();
+        spare.keep(map);
+        let again = spare.take(4);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), room, "the kept map, not a new one");
+        assert!(spare.take(4).capacity() < room, "taken once: the next is new");
+        // Room asked beyond the kept map's grows it.
+        spare.keep(again);
+        assert!(spare.take(room * 2).capacity() >= room * 2);
+        // A map grown past the bound is dropped, not kept.
+        spare.keep(HeaderMap::with_capacity(KEEP_MAP * 2));
+        assert!(spare.take(1).capacity() < KEEP_MAP);
+    }
 
     /// The forwarding fields put into `h` as for an HTTP/2 upstream.
     fn forward(h: &mut HeaderMap, client: &Client, host: Option<&str>, via: &HeaderValue) {

@@ -58,7 +58,7 @@ use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
-use crate::proxy::headers::{ConnectionTokens, PLUGIN_HEADER_ROOM};
+use crate::proxy::headers::{ConnectionTokens, PLUGIN_HEADER_ROOM, SpareMap};
 use crate::proxy::{self, ConnInfo};
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
 
@@ -130,6 +130,7 @@ pub async fn serve(
     }));
     let mut timer = Box::pin(tokio::time::sleep(limits.header_read_timeout));
     let mut first = true;
+    let mut spare = SpareMap::default();
     // One wait for shutdown for the whole connection, registered once
     // rather than once per request; `watching` reads the flag meanwhile.
     let watching = shutdown.clone();
@@ -157,7 +158,7 @@ pub async fn serve(
             }
         };
         first = false;
-        let (req, upgrade, ask) = match request(&cell, parsed, &head) {
+        let (req, upgrade, ask) = match request(&cell, parsed, &head, &mut spare) {
             Ok(r) => r,
             Err(status) => {
                 refuse(&cell, Refusal::Status(status)).await;
@@ -172,7 +173,7 @@ pub async fn serve(
             return None;
         };
         let shutting_down = *watching.borrow();
-        match respond(&cell, resp, &ask, shutting_down).await {
+        match respond(&cell, resp, &ask, shutting_down, &mut spare).await {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Upgrade) => {
                 // The socket goes on alone; if a request body still holds
@@ -360,12 +361,13 @@ fn request(
     cell: &Cell,
     p: Parsed,
     head: &Bytes,
+    spare: &mut SpareMap,
 ) -> Result<(Request<ClientBody>, Option<UpgradeSlot>, Asked), StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what plugins add, without growing the map. (What the proxy
     // adds on the way upstream is written with the head:
     // `headers::Forwarding`.)
-    let mut headers = HeaderMap::with_capacity(p.fields.len() + PLUGIN_HEADER_ROOM);
+    let mut headers = spare.take(p.fields.len() + PLUGIN_HEADER_ROOM);
     let mut hosts = 0;
     let mut connection = ConnectionTokens::default();
     // The first `TE` field's value; whether an `Upgrade` field is there.
@@ -561,9 +563,16 @@ enum Framing {
     Close,
 }
 
-/// Writes a response. `Err` when the connection failed or the body could
-/// not be sent whole (the client sees it cut short).
-async fn respond(cell: &Cell, resp: Response<Body>, ask: &Asked, shutting_down: bool) -> Result<Next, ()> {
+/// Writes a response, keeping its header map in `spare` once written.
+/// `Err` when the connection failed or the body could not be sent whole
+/// (the client sees it cut short).
+async fn respond(
+    cell: &Cell,
+    resp: Response<Body>,
+    ask: &Asked,
+    shutting_down: bool,
+    spare: &mut SpareMap,
+) -> Result<Next, ()> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
@@ -601,6 +610,7 @@ async fn respond(cell: &Cell, resp: Response<Body>, ask: &Asked, shutting_down: 
     };
     let keep_alive = ask.keep_alive && body_read && !shutting_down && framing != Framing::Close && !upgrade;
     encode_head(&parts, framing, bodiless, keep_alive, ask.version, &mut out);
+    spare.keep(parts.headers);
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,

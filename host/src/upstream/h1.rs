@@ -35,7 +35,7 @@ use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
-use crate::proxy::headers::{self, ConnectionTokens, Forwarding};
+use crate::proxy::headers::{self, ConnectionTokens, Forwarding, SpareMap};
 
 /// The largest response head (status line and headers) read from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -102,6 +102,8 @@ pub struct Connection {
     /// into: a head (a bearer token is enough) no longer outgrows a new
     /// buffer per request and is copied into a larger one.
     out: BytesMut,
+    /// The map of the last request written, for the response read next.
+    map: SpareMap,
     _counted: Counted,
 }
 
@@ -126,7 +128,13 @@ impl Connection {
     /// `-1` when dropped.
     pub fn new(io: Box<dyn Io>, on_connection: Arc<dyn Fn(i64) + Send + Sync>) -> Box<Self> {
         on_connection(1);
-        Box::new(Self { io, buf: BytesMut::new(), out: BytesMut::new(), _counted: Counted(on_connection) })
+        Box::new(Self {
+            io,
+            buf: BytesMut::new(),
+            out: BytesMut::new(),
+            map: SpareMap::default(),
+            _counted: Counted(on_connection),
+        })
     }
 
     /// Whether an idle connection can take a request: the upstream has not
@@ -180,6 +188,7 @@ impl Connection {
         if out.capacity() <= KEEP_OUT {
             self.out = out;
         }
+        self.map.keep(parts.headers);
         // Boxed: only a streamed body takes this path, and inline its
         // future made every request's future (and each layer above it,
         // copied on every request) ~470 bytes larger.
@@ -294,7 +303,7 @@ impl Connection {
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
-            let headers = parsed.headers(&head)?;
+            let headers = parsed.headers(&head, &mut self.map)?;
             let framing = response_framing(head_only, status, &headers)?;
             let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
             let mut resp = Response::new(Body::Empty);
@@ -441,10 +450,10 @@ struct Parsed {
 }
 
 impl Parsed {
-    fn headers(&self, head: &Bytes) -> Result<HeaderMap, Error> {
+    fn headers(&self, head: &Bytes, spare: &mut SpareMap) -> Result<HeaderMap, Error> {
         // Room for the `Via` and request id the proxy adds, and for what
         // plugins add.
-        let mut map = HeaderMap::with_capacity(self.fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
+        let mut map = spare.take(self.fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
         // `Connection` (read already) and `Keep-Alive` are left out unless
         // `Connection` names another header, which the proxy's hygiene
         // then finds and removes with them: the usual `Connection:
@@ -547,7 +556,7 @@ impl Upgraded {
     /// The socket and the bytes already read from it; `None` once taken.
     pub fn take(&self) -> Option<(Box<dyn Io>, Bytes)> {
         let conn = self.0.lock().unwrap_or_else(PoisonError::into_inner).take()?;
-        let Connection { io, buf, out: _, _counted } = *conn;
+        let Connection { io, buf, out: _, map: _, _counted } = *conn;
         // Still counted open while the upgraded stream runs.
         Some((Box::new(CountedIo { io, _counted }), buf.freeze()))
     }
@@ -831,7 +840,7 @@ mod tests {
     fn head(raw: &[u8]) -> (Parsed, HeaderMap) {
         let parsed = parse_head(raw).unwrap().unwrap();
         let bytes = Bytes::copy_from_slice(&raw[..parsed.len]);
-        let headers = parsed.headers(&bytes).unwrap();
+        let headers = parsed.headers(&bytes, &mut SpareMap::default()).unwrap();
         (parsed, headers)
     }
 
