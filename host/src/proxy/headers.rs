@@ -189,12 +189,11 @@ impl ConnectionTokens {
     }
 }
 
-/// Whether a header name (in any case) is one that only says how its
-/// connection is kept (`Connection`, `Keep-Alive`, `Proxy-Connection`):
-/// a parser that has read the `Connection` tokens need not keep these when
-/// they name no other header, since the proxy removes them anyway.
-pub fn connection_only(name: &[u8]) -> bool {
-    hop_by_hop(name).is_some_and(|i| i <= 2)
+/// Whether a header name (in any case) is hop-by-hop by itself (not
+/// counting what a `Connection` field names): a parser that has read the
+/// message's framing and `Connection` tokens need not keep these.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    hop_by_hop(name).is_some()
 }
 
 /// The message's `Content-Length`, when it is one number.

@@ -192,9 +192,11 @@ impl Forward<'_> {
             &self.snapshot.config.server.via,
             self.request_id,
         );
-        // The upstream gets origin-form; the upstream module adds what its
-        // protocol needs.
-        if let Some(pq) = parts.uri.path_and_query().cloned() {
+        // The upstream gets origin-form (what an HTTP/1 client sends
+        // already); the upstream module adds what its protocol needs.
+        if (parts.uri.scheme().is_some() || parts.uri.authority().is_some())
+            && let Some(pq) = parts.uri.path_and_query().cloned()
+        {
             parts.uri = http::Uri::from(pq);
         }
         (parts, forwarding)
@@ -246,9 +248,9 @@ impl Forward<'_> {
         let version = fwd.response.version();
         // The client's connection decides the version hyper writes.
         *fwd.response.version_mut() = http::Version::HTTP_11;
+        // The upstream module leaves out hop-by-hop fields as it reads a
+        // response; this hop adds `Via` and (in `handle`) the request id.
         let h = fwd.response.headers_mut();
-        headers::strip_hop_by_hop(h);
-        // `Via` and the request id.
         let _ = h.try_reserve(2);
         headers::add_via(h, &self.snapshot.config.server.via, version);
         Ok(fwd)

@@ -131,6 +131,7 @@ pub async fn serve(
     let mut timer = Box::pin(tokio::time::sleep(limits.header_read_timeout));
     let mut first = true;
     let mut spare = SpareMap::default();
+    let mut fields = codec::Fields::new();
     // One wait for shutdown for the whole connection, registered once
     // rather than once per request; `watching` reads the flag meanwhile.
     let watching = shutdown.clone();
@@ -142,11 +143,11 @@ pub async fn serve(
         let head = if idle {
             tokio::select! {
                 biased;
-                head = read_head(&cell, limits, &mut timer, first) => head,
+                head = read_head(&cell, limits, &mut timer, first, &mut fields) => head,
                 _ = &mut stop => return None,
             }
         } else {
-            read_head(&cell, limits, &mut timer, first).await
+            read_head(&cell, limits, &mut timer, first, &mut fields).await
         };
         let (parsed, head) = match head {
             Ok(Head::Request(p, head)) => (p, head),
@@ -158,13 +159,17 @@ pub async fn serve(
             }
         };
         first = false;
-        let (req, upgrade, ask) = match request(&cell, parsed, &head, &mut spare) {
+        let (req, upgrade, ask) = match request(&cell, parsed, &fields, &head, &mut spare) {
             Ok(r) => r,
             Err(status) => {
                 refuse(&cell, Refusal::Status(status)).await;
                 return None;
             }
         };
+        if fields.capacity() > STACK_HEADERS {
+            // One head with many fields keeps no memory on the connection.
+            fields = codec::Fields::new();
+        }
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
         let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req));
@@ -250,8 +255,15 @@ enum Refusal {
     Silent,
 }
 
-/// Waits for a whole request head in the connection's buffer.
-async fn read_head(cell: &Cell, limits: &Limits, timer: &mut Pin<Box<Sleep>>, first: bool) -> Result<Head, Refusal> {
+/// Waits for a whole request head in the connection's buffer; where its
+/// fields lie goes into `fields`.
+async fn read_head(
+    cell: &Cell,
+    limits: &Limits,
+    timer: &mut Pin<Box<Sleep>>,
+    first: bool,
+    fields: &mut codec::Fields,
+) -> Result<Head, Refusal> {
     let mut armed = false;
     std::future::poll_fn(|cx| {
         let mut guard = lock(cell);
@@ -264,7 +276,7 @@ async fn read_head(cell: &Cell, limits: &Limits, timer: &mut Pin<Box<Sleep>>, fi
                         return Poll::Ready(Ok(Head::Http2));
                     }
                 } else {
-                    match parse(&c.buf, limits.max_headers) {
+                    match parse(&c.buf, limits.max_headers, fields) {
                         Ok(Some(p)) if p.len > limits.max_head => {
                             return Poll::Ready(Err(Refusal::Status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)));
                         }
@@ -306,31 +318,32 @@ async fn read_head(cell: &Cell, limits: &Limits, timer: &mut Pin<Box<Sleep>>, fi
     .await
 }
 
-/// A parsed request head: where its parts lie in the head's bytes.
+/// A parsed request head: where its parts lie in the head's bytes (its
+/// fields' places are in a [`codec::Fields`]).
 struct Parsed {
     len: usize,
     method: Method,
     target: Range<usize>,
     version: Version,
-    /// (name, value) byte ranges.
-    fields: Vec<(Range<usize>, Range<usize>)>,
 }
 
-/// The request head at the start of `buf`, if it is all there.
-fn parse(buf: &[u8], max_headers: usize) -> Result<Option<Parsed>, StatusCode> {
+/// The request head at the start of `buf`, if it is all there; where its
+/// fields lie goes into `fields`.
+fn parse(buf: &[u8], max_headers: usize, fields: &mut codec::Fields) -> Result<Option<Parsed>, StatusCode> {
     if max_headers <= STACK_HEADERS {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-        parse_into(buf, &mut slots[..max_headers])
+        parse_into(buf, &mut slots[..max_headers], fields)
     } else {
         let mut slots = Vec::with_capacity(max_headers);
         slots.resize_with(max_headers, MaybeUninit::uninit);
-        parse_into(buf, &mut slots)
+        parse_into(buf, &mut slots, fields)
     }
 }
 
 fn parse_into<'b>(
     buf: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    fields: &mut codec::Fields,
 ) -> Result<Option<Parsed>, StatusCode> {
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, slots) {
@@ -347,8 +360,9 @@ fn parse_into<'b>(
     let method = req.method.and_then(|m| Method::from_bytes(m.as_bytes()).ok()).ok_or(StatusCode::BAD_REQUEST)?;
     let target = req.path.map(|p| range(p.as_bytes())).ok_or(StatusCode::BAD_REQUEST)?;
     let version = if req.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    let fields = req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
-    Ok(Some(Parsed { len, method, target, version, fields }))
+    fields.clear();
+    fields.extend(req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))));
+    Ok(Some(Parsed { len, method, target, version }))
 }
 
 type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes)>;
@@ -360,6 +374,7 @@ type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 fn request(
     cell: &Cell,
     p: Parsed,
+    fields: &codec::Fields,
     head: &Bytes,
     spare: &mut SpareMap,
 ) -> Result<(Request<ClientBody>, Option<UpgradeSlot>, Asked), StatusCode> {
@@ -367,15 +382,15 @@ fn request(
     // Room for what plugins add, without growing the map. (What the proxy
     // adds on the way upstream is written with the head:
     // `headers::Forwarding`.)
-    let mut headers = spare.take(p.fields.len() + PLUGIN_HEADER_ROOM);
+    let mut headers = spare.take(fields.len() + PLUGIN_HEADER_ROOM);
     let mut hosts = 0;
     let mut connection = ConnectionTokens::default();
     // The first `TE` field's value; whether an `Upgrade` field is there.
     let mut te: Option<bool> = None;
     let mut upgrade_field = false;
-    for (name, value) in p.fields {
-        let name = HeaderName::from_bytes(&head[name]).map_err(|_| StatusCode::BAD_REQUEST)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;
+    for (name, value) in fields {
+        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::HOST {
             hosts += 1;
         } else if name == header::CONNECTION {
@@ -860,23 +875,28 @@ mod tests {
 
     #[test]
     fn heads_parse_or_are_refused() {
-        let p = parse(b"GET /a?b HTTP/1.0\r\nHost: x\r\nX-A:  1 \r\n\r\nnext", 100).unwrap().unwrap();
+        let mut fields = codec::Fields::new();
+        let raw = b"GET /a?b HTTP/1.0\r\nHost: x\r\nX-A:  1 \r\n\r\nnext";
+        let p = parse(raw, 100, &mut fields).unwrap().unwrap();
         assert_eq!((p.method, p.version, p.len), (Method::GET, Version::HTTP_10, 40));
-        assert_eq!(p.fields.len(), 2);
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n", 100).unwrap().is_none(), "partial");
+        let text = |r: &Range<usize>| std::str::from_utf8(&raw[r.clone()]).unwrap();
+        let pairs: Vec<_> = fields.iter().map(|(n, v)| (text(n), text(v))).collect();
+        assert_eq!(pairs, [("Host", "x"), ("X-A", "1")]);
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: x\r\n", 100, &mut fields).unwrap().is_none(), "partial");
         assert_eq!(
-            parse(b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\n\r\n", 1).err(),
+            parse(b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\n\r\n", 1, &mut fields).err(),
             Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
         );
-        assert_eq!(parse(b"GET / HTTP/1.1\r\n\x01: 1\r\n\r\n", 100).err(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\x01: 1\r\n\r\n", 100, &mut fields).err(), Some(StatusCode::BAD_REQUEST));
         // More headers than fit on the stack.
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..200 {
             many.extend_from_slice(format!("x-{i}: {i}\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(parse(&many, 300).unwrap().unwrap().fields.len(), 200);
-        assert_eq!(parse(&many, 199).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        parse(&many, 300, &mut fields).unwrap().unwrap();
+        assert_eq!(fields.len(), 200, "the fields of this head only");
+        assert_eq!(parse(&many, 199, &mut fields).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
     }
 
     fn head(status: u16, pairs: &[(&'static str, &'static str)], framing: Framing, bodiless: bool) -> String {

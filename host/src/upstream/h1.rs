@@ -104,6 +104,8 @@ pub struct Connection {
     out: BytesMut,
     /// The map of the last request written, for the response read next.
     map: SpareMap,
+    /// Where the last response head's fields lay, kept for the next.
+    fields: Fields,
     _counted: Counted,
 }
 
@@ -133,6 +135,7 @@ impl Connection {
             buf: BytesMut::new(),
             out: BytesMut::new(),
             map: SpareMap::default(),
+            fields: Vec::new(),
             _counted: Counted(on_connection),
         })
     }
@@ -283,10 +286,12 @@ impl Connection {
         .await
     }
 
-    /// Reads the response head (skipping interim 1xx heads) and frames its body.
+    /// Reads the response head (skipping interim 1xx heads) and frames its
+    /// body. The response carries no hop-by-hop field: they are read
+    /// (framing, `Connection`) and left out as the head is parsed.
     async fn read_response(mut self: Box<Self>, head_only: bool, ret: Option<Return>) -> Result<Response<Body>, Error> {
         loop {
-            let parsed = match parse_head(&self.buf)? {
+            let parsed = match parse_head(&self.buf, &mut self.fields)? {
                 Some(p) => p,
                 None => {
                     if self.buf.len() >= MAX_HEAD {
@@ -303,8 +308,8 @@ impl Connection {
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
-            let headers = parsed.headers(&head, &mut self.map)?;
-            let framing = response_framing(head_only, status, &headers)?;
+            let headers = parsed.headers(&self.fields, &head, &mut self.map)?;
+            let framing = response_framing(head_only, status, parsed.chunked, &headers)?;
             let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
             let mut resp = Response::new(Body::Empty);
             *resp.status_mut() = status;
@@ -438,30 +443,37 @@ pub(crate) fn chunk_size_line(mut n: usize, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A parsed response head: where its parts lie in the buffer.
+/// Where a head's fields lie in its bytes: (name, value) byte ranges. Kept
+/// by a connection from one head to the next.
+pub(crate) type Fields = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+
+/// A parsed response head (its fields' places are in a [`Fields`]).
 struct Parsed {
     len: usize,
     status: StatusCode,
     version: Version,
-    /// (name, value) byte ranges.
-    fields: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     /// What its `Connection` fields say.
     connection: ConnectionTokens,
+    /// Whether its last `Transfer-Encoding` ends in `chunked` (`None`: it
+    /// has none).
+    chunked: Option<bool>,
 }
 
 impl Parsed {
-    fn headers(&self, head: &Bytes, spare: &mut SpareMap) -> Result<HeaderMap, Error> {
+    /// The head's fields as a map, without the hop-by-hop ones (read
+    /// already for framing and keep-alive): the usual `Connection:
+    /// keep-alive` costs no map entry made only to be removed, and the
+    /// proxy has no hygiene left to do on the response.
+    fn headers(&self, fields: &Fields, head: &Bytes, spare: &mut SpareMap) -> Result<HeaderMap, Error> {
         // Room for the `Via` and request id the proxy adds, and for what
         // plugins add.
-        let mut map = spare.take(self.fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
-        // `Connection` (read already) and `Keep-Alive` are left out unless
-        // `Connection` names another header, which the proxy's hygiene
-        // then finds and removes with them: the usual `Connection:
-        // keep-alive` costs no map entry made only to be removed.
-        let keep_connection = self.connection.names_other;
-        for (name, value) in &self.fields {
+        let mut map = spare.take(fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
+        // Rarely, `Connection` names another header: then everything goes
+        // into the map and the hygiene finds what goes with it.
+        let named = self.connection.names_other;
+        for (name, value) in fields {
             let name = &head[name.clone()];
-            if !keep_connection && headers::connection_only(name) {
+            if !named && headers::is_hop_by_hop(name) {
                 continue;
             }
             let name = HeaderName::from_bytes(name).map_err(|_| Error::Invalid("header name"))?;
@@ -469,12 +481,16 @@ impl Parsed {
                 .map_err(|_| Error::Invalid("header value"))?;
             map.append(name, value);
         }
+        if named {
+            headers::strip_hop_by_hop(&mut map);
+        }
         Ok(map)
     }
 }
 
-/// The response head at the start of `buf`, if it is all there.
-fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, Error> {
+/// The response head at the start of `buf`, if it is all there; where its
+/// fields lie goes into `fields`.
+fn parse_head(buf: &[u8], fields: &mut Fields) -> Result<Option<Parsed>, Error> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -495,20 +511,27 @@ fn parse_head(buf: &[u8]) -> Result<Option<Parsed>, Error> {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
-    let fields = resp.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))).collect();
-    let connection = ConnectionTokens::read(
-        resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")).map(|h| h.value),
-    );
-    Ok(Some(Parsed { len, status, version, fields, connection }))
+    fields.clear();
+    fields.extend(resp.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))));
+    let named = |name: &'static str| resp.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name));
+    let connection = ConnectionTokens::read(named("connection").map(|h| h.value));
+    let chunked = named("transfer-encoding").next_back().map(|h| ends_chunked(h.value));
+    Ok(Some(Parsed { len, status, version, connection, chunked }))
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
-fn response_framing(head_only: bool, status: StatusCode, headers: &HeaderMap) -> Result<Framing, Error> {
+/// `chunked`: what the head's `Transfer-Encoding` says ([`chunked`]).
+fn response_framing(
+    head_only: bool,
+    status: StatusCode,
+    chunked: Option<bool>,
+    headers: &HeaderMap,
+) -> Result<Framing, Error> {
     if head_only || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
         return Ok(Framing::Empty);
     }
-    if let Some(chunked) = chunked(headers) {
+    if let Some(chunked) = chunked {
         return Ok(if chunked { Framing::Chunked } else { Framing::Close });
     }
     Ok(content_length(headers)?.map_or(Framing::Close, Framing::Length))
@@ -518,7 +541,12 @@ fn response_framing(head_only: bool, status: StatusCode, headers: &HeaderMap) ->
 /// has none).
 pub(crate) fn chunked(headers: &HeaderMap) -> Option<bool> {
     let last = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
-    Some(last.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked")))
+    Some(ends_chunked(last.as_bytes()))
+}
+
+/// Whether a `Transfer-Encoding` value's last coding is `chunked`.
+fn ends_chunked(value: &[u8]) -> bool {
+    value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// A message's `Content-Length`, strictly: one number (repeated values must
@@ -556,7 +584,7 @@ impl Upgraded {
     /// The socket and the bytes already read from it; `None` once taken.
     pub fn take(&self) -> Option<(Box<dyn Io>, Bytes)> {
         let conn = self.0.lock().unwrap_or_else(PoisonError::into_inner).take()?;
-        let Connection { io, buf, out: _, map: _, _counted } = *conn;
+        let Connection { io, buf, _counted, .. } = *conn;
         // Still counted open while the upgraded stream runs.
         Some((Box::new(CountedIo { io, _counted }), buf.freeze()))
     }
@@ -838,10 +866,16 @@ mod tests {
     }
 
     fn head(raw: &[u8]) -> (Parsed, HeaderMap) {
-        let parsed = parse_head(raw).unwrap().unwrap();
+        let mut fields = Fields::new();
+        let parsed = parse_head(raw, &mut fields).unwrap().unwrap();
         let bytes = Bytes::copy_from_slice(&raw[..parsed.len]);
-        let headers = parsed.headers(&bytes, &mut SpareMap::default()).unwrap();
+        let headers = parsed.headers(&fields, &bytes, &mut SpareMap::default()).unwrap();
         (parsed, headers)
+    }
+
+    /// The framing of a parsed head.
+    fn framing(p: &Parsed, h: &HeaderMap, head_only: bool) -> Result<Framing, Error> {
+        response_framing(head_only, p.status, p.chunked, h)
     }
 
     #[test]
@@ -849,51 +883,55 @@ mod tests {
         let (p, h) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok");
         assert_eq!((p.status, p.version, p.len), (StatusCode::OK, Version::HTTP_11, 54));
         assert_eq!(h.get_all("x-a").iter().count(), 2);
-        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Length(2));
-        assert_eq!(response_framing(true, p.status, &h).unwrap(), Framing::Empty, "HEAD");
+        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Length(2));
+        assert_eq!(framing(&p, &h, true).unwrap(), Framing::Empty, "HEAD");
         assert!(p.connection.keeps_alive(p.version));
 
         let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n");
-        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Chunked, "TE wins over CL");
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
-        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Close);
+        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Chunked, "TE wins over CL");
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n");
+        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Close, "the last coding decides");
         let (p, h) = head(b"HTTP/1.0 200 OK\r\n\r\n");
-        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Close);
+        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Close);
         assert!(!p.connection.keeps_alive(p.version), "HTTP/1.0 closes unless asked");
         let (p, h) = head(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n");
-        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Empty);
+        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Empty);
         let (p, h) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 1, 1\r\n\r\n");
-        assert_eq!(response_framing(false, p.status, &h).unwrap(), Framing::Length(1));
+        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Length(1));
         assert!(!p.connection.keeps_alive(p.version));
     }
 
     #[test]
-    fn connection_fields_are_read_at_parse_and_kept_only_when_they_name_a_header() {
-        let (p, h) = head(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\r\n");
+    fn hop_by_hop_fields_are_read_at_parse_and_never_reach_the_map() {
+        let raw = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\
+            Transfer-Encoding: chunked\r\nTrailer: x-t\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\r\n";
+        let (p, h) = head(raw);
         assert!(p.connection.keeps_alive(p.version), "HTTP/1.0 asked to keep alive");
+        assert_eq!(p.chunked, Some(true));
         let names: Vec<_> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-a"], "nothing in the map only to be removed");
 
-        let raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\n\r\n";
-        let (p, mut h) = head(raw);
+        // What `Connection` names goes too.
+        let raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\n\
+            X-B: 2\r\n\r\n";
+        let (p, h) = head(raw);
         assert!(!p.connection.keeps_alive(p.version));
         assert!(p.connection.names_other);
-        assert!(h.contains_key(header::CONNECTION), "kept for the hygiene to find what it names");
-        headers::strip_hop_by_hop(&mut h);
-        assert!(h.is_empty(), "{h:?}");
+        let names: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-b"]);
     }
 
     #[test]
     fn bad_response_heads_are_refused() {
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-len").unwrap().is_none(), "partial");
-        assert!(matches!(parse_head(b"HTTP/9.9 200 OK\r\n\r\n"), Err(Error::Parse(_))));
-        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-len", &mut Fields::new()).unwrap().is_none(), "partial");
+        assert!(matches!(parse_head(b"HTTP/9.9 200 OK\r\n\r\n", &mut Fields::new()), Err(Error::Parse(_))));
+        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n", &mut Fields::new()).is_err());
         let (p, h) = head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n");
-        assert!(response_framing(false, p.status, &h).is_err(), "differing lengths");
+        assert!(framing(&p, &h, false).is_err(), "differing lengths");
         let (p, h) = head(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n");
-        assert!(response_framing(false, p.status, &h).is_err());
+        assert!(framing(&p, &h, false).is_err());
         let many: Vec<u8> = [&b"HTTP/1.1 200 OK\r\n"[..], &b"a: b\r\n".repeat(MAX_HEADERS + 1), b"\r\n"].concat();
-        assert!(matches!(parse_head(&many), Err(Error::HeadTooLarge)));
+        assert!(matches!(parse_head(&many, &mut Fields::new()), Err(Error::HeadTooLarge)));
     }
 
     fn request(method: Method, body: Body, declared: Option<&str>) -> Request<Body> {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::h1::{Connection, Io};
 use crate::config::Protocol;
 use crate::proxy::body::Body;
-use crate::proxy::headers::Forwarding;
+use crate::proxy::headers::{self, Forwarding};
 
 /// How to open a connection to this upstream's endpoints.
 #[derive(Clone)]
@@ -284,7 +284,8 @@ impl Conn {
     }
 
     /// Sends one request; the response body returns an HTTP/1 connection to
-    /// the pool once it has been read to the end.
+    /// the pool once it has been read to the end. The response carries no
+    /// hop-by-hop field.
     /// `forwarding`: the fields an HTTP/1 head is written with (an HTTP/2
     /// request carries them in its map).
     pub async fn send(self, req: Request<Body>, forwarding: Option<&Forwarding>) -> Result<Response<Body>, SendError> {
@@ -295,7 +296,11 @@ impl Conn {
             Self::Http2 { mut sender, .. } => {
                 let result = sender.try_send_request(req).await;
                 match result {
-                    Ok(resp) => Ok(resp.map(Body::Stream)),
+                    Ok(mut resp) => {
+                        // HTTP/2 forbids them; what a lax upstream sends anyway goes.
+                        headers::strip_hop_by_hop(resp.headers_mut());
+                        Ok(resp.map(Body::Stream))
+                    }
                     Err(mut e) => match e.take_message() {
                         Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error().into())),
                         None => Err(SendError::Failed(e.into_error().into())),
