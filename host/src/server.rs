@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::ServerConfig;
 use crate::gateway::Shared;
-use crate::proxy::body::ClientBody;
+use crate::proxy::body::{Body, ClientBody};
 use crate::proxy::{self, ConnInfo};
 use crate::upstream::h1::Io;
 
@@ -271,6 +271,6 @@ fn service(
 > + Clone {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let snapshot = shared.current();
-        proxy::handle(snapshot, conn_info.clone(), req.map(ClientBody::H2))
+        proxy::handle(snapshot, conn_info.clone(), req.map(|b| Body::client(ClientBody::H2(b))))
     })
 }

@@ -99,6 +99,26 @@ impl Body {
         let bytes = bytes.into();
         if bytes.is_empty() { Self::Empty } else { Self::Full(Some(bytes)) }
     }
+
+    /// A client's request body as a server hands it to the proxy: nothing
+    /// when the client sent none, else a stream the proxy [`cap`](Self::cap)s
+    /// once the request's route is known.
+    pub fn client(inner: ClientBody) -> Self {
+        if inner.is_end_stream() {
+            return Self::Empty;
+        }
+        Self::Capped { inner, remaining: u64::MAX, limit: u64::MAX, idle: Duration::MAX, timer: None }
+    }
+
+    /// Caps a client's stream at `max` bytes, failing it when the client
+    /// sends nothing for `stall`. Other bodies are left as they are.
+    pub fn cap(&mut self, max: u64, stall: Duration) {
+        if let Self::Capped { remaining, limit, idle, .. } = self {
+            *remaining = max;
+            *limit = max;
+            *idle = stall;
+        }
+    }
 }
 
 impl http_body::Body for Body {

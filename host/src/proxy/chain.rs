@@ -99,7 +99,9 @@ pub(super) async fn run(
             } else {
                 std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
             };
-            let (parts, body) = forward.send(head, req_body, trace).await?.response.into_parts();
+            let mut req = Request::from_parts(head, req_body);
+            let forwarding = forward.head(&mut req);
+            let (parts, body) = forward.send(req, &forwarding, trace).await?.response.into_parts();
             (parts, RespBody::Stream(body), route.chain.len())
         }
     };

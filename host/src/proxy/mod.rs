@@ -26,7 +26,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use tokio::time::Instant;
 
-use self::body::{Body, BodyError, ClientBody};
+use self::body::{Body, BodyError};
 use self::error::{Origin, ProxyError};
 use self::headers::X_REQUEST_ID;
 use crate::exchange::Exchange;
@@ -68,7 +68,7 @@ struct Trace<'s> {
 pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
-    req: Request<ClientBody>,
+    req: Request<Body>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
@@ -120,35 +120,39 @@ pub async fn handle(
 async fn serve<'s>(
     snapshot: &'s Snapshot,
     conn: &ConnInfo,
-    req: Request<ClientBody>,
+    mut req: Request<Body>,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
 ) -> Result<Response<Body>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    if let Cow::Owned(normal) = routing::normalize(parts.uri.path()).ok_or(ProxyError::BadPath)? {
-        set_path(&mut parts, &normal)?;
+    // The request is changed in place, not taken apart and put back
+    // together: each move of its ~300 bytes is a copy.
+    if let Cow::Owned(normal) = routing::normalize(req.uri().path()).ok_or(ProxyError::BadPath)? {
+        set_path(req.uri_mut(), &normal)?;
     }
-    let host_source = routing::HostSource::of(&parts.uri, &parts.headers);
+    let host_source = routing::HostSource::of(req.uri(), req.headers());
     let host = host_source.as_ref().and_then(routing::HostSource::host);
     let matched =
-        snapshot.router.find(host, &parts.method, parts.uri.path(), &parts.headers).ok_or(ProxyError::NoRoute)?;
+        snapshot.router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];
     trace.route = Some(route);
-    if headers::content_length(&parts.headers).is_some_and(|n| n > route.max_body) {
+    if headers::content_length(req.headers()).is_some_and(|n| n > route.max_body) {
         return Err(ProxyError::BodyTooLarge(route.max_body));
     }
-    let body = client_body(body, route.max_body, snapshot.config.server.body_read_timeout);
+    // A stream over the route's limit, or stalled, fails mid-way.
+    req.body_mut().cap(route.max_body, snapshot.config.server.body_read_timeout);
     let forward = Forward { snapshot, route, conn, host, request_id };
     if route.chain.is_empty() {
         if let Some(rw) = &route.rewrite {
-            let path = rw.apply(parts.uri.path(), &matched.captures).into_owned();
-            set_path(&mut parts, &path)?;
+            let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
+            set_path(req.uri_mut(), &path)?;
         }
-        if upgrade::requested(&parts.headers) {
-            return Box::pin(upgrade::proxy(&forward, parts, trace)).await;
+        if upgrade::requested(req.headers()) {
+            return Box::pin(upgrade::proxy(&forward, req, trace)).await;
         }
-        return forward.send(parts, body, trace).await.map(|f| f.response);
+        let forwarding = forward.head(&mut req);
+        return forward.send(req, &forwarding, trace).await.map(|f| f.response);
     }
+    let (parts, body) = req.into_parts();
     let ex = Box::new(Exchange::new(
         parts,
         conn.peer.ip(),
@@ -159,15 +163,6 @@ async fn serve<'s>(
         route.max_body,
     ));
     Box::pin(chain::run(&forward, ex, body, trace)).await
-}
-
-/// The client's body as sent upstream: capped at the route's limit, and
-/// failing when the client stalls longer than `server.body_read_timeout`.
-fn client_body(body: ClientBody, limit: u64, timeout: Duration) -> Body {
-    if body.is_end_stream() {
-        return Body::Empty;
-    }
-    Body::Capped { inner: body, remaining: limit, limit, idle: timeout, timer: None }
 }
 
 /// How a routed request reaches its upstream.
@@ -183,23 +178,24 @@ impl Forward<'_> {
     /// The request head as it goes upstream: hop-by-hop headers out, and
     /// the forwarding fields this hop adds, which go in as the head is
     /// written.
-    fn head(&self, mut parts: http::request::Parts) -> (http::request::Parts, headers::Forwarding) {
-        headers::strip_hop_by_hop(&mut parts.headers);
+    fn head(&self, req: &mut Request<Body>) -> headers::Forwarding {
+        headers::strip_hop_by_hop(req.headers_mut());
         let forwarding = headers::Forwarding::new(
             &self.conn.client,
             self.host,
-            parts.uri.authority(),
+            req.uri().authority(),
             &self.snapshot.config.server.via,
             self.request_id,
         );
         // The upstream gets origin-form (what an HTTP/1 client sends
         // already); the upstream module adds what its protocol needs.
-        if (parts.uri.scheme().is_some() || parts.uri.authority().is_some())
-            && let Some(pq) = parts.uri.path_and_query().cloned()
+        let uri = req.uri_mut();
+        if (uri.scheme().is_some() || uri.authority().is_some())
+            && let Some(pq) = uri.path_and_query().cloned()
         {
-            parts.uri = http::Uri::from(pq);
+            *uri = http::Uri::from(pq);
         }
-        (parts, forwarding)
+        forwarding
     }
 
     /// The upstream for this request: the route's one, or a weighted pick
@@ -210,18 +206,10 @@ impl Forward<'_> {
             .ok_or_else(|| ProxyError::NoUpstream { route: self.route.name.clone() })
     }
 
+    /// Sends a request whose head [`head`](Self::head) prepared. (Not one
+    /// call for both: an upgrade adds to the head in between, and each
+    /// async layer more is a copy of the request on its way.)
     async fn send(
-        &self,
-        parts: http::request::Parts,
-        body: Body,
-        trace: &mut Trace<'_>,
-    ) -> Result<Forwarded, ProxyError> {
-        let (parts, forwarding) = self.head(parts);
-        self.send_request(Request::from_parts(parts, body), &forwarding, trace).await
-    }
-
-    /// Sends a request whose head [`head`](Self::head) prepared.
-    async fn send_request(
         &self,
         req: Request<Body>,
         forwarding: &headers::Forwarding,
@@ -281,14 +269,14 @@ fn client_body_error(e: BodyError, route: &Route) -> ProxyError {
     }
 }
 
-fn set_path(parts: &mut http::request::Parts, path: &str) -> Result<(), ProxyError> {
-    let pq = match parts.uri.query() {
+fn set_path(uri: &mut http::Uri, path: &str) -> Result<(), ProxyError> {
+    let pq = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    let mut up = std::mem::take(&mut parts.uri).into_parts();
+    let mut up = std::mem::take(uri).into_parts();
     up.path_and_query = Some(pq.parse().map_err(|_| ProxyError::BadPath)?);
-    parts.uri = http::Uri::from_parts(up).map_err(|_| ProxyError::BadPath)?;
+    *uri = http::Uri::from_parts(up).map_err(|_| ProxyError::BadPath)?;
     Ok(())
 }
 

@@ -20,20 +20,21 @@ pub(crate) fn requested(h: &HeaderMap) -> bool {
 
 pub(super) async fn proxy(
     forward: &Forward<'_>,
-    mut parts: http::request::Parts,
+    mut req: Request<Body>,
     trace: &mut Trace<'_>,
 ) -> Result<Response<Body>, ProxyError> {
-    let Some(client) = parts.extensions.remove::<ClientUpgrade>().and_then(|u| u.take()) else {
+    let Some(client) = req.extensions_mut().remove::<ClientUpgrade>().and_then(|u| u.take()) else {
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
     };
-    let protocol = parts.headers.get(header::UPGRADE).cloned();
-    let (parts, forwarding) = forward.head(parts);
-    let mut req = Request::from_parts(parts, Body::Empty);
+    let protocol = req.headers().get(header::UPGRADE).cloned();
+    let forwarding = forward.head(&mut req);
+    // What follows the head on the connection is the upgraded protocol's.
+    *req.body_mut() = Body::Empty;
     if let Some(p) = &protocol {
         req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, p.clone());
     }
-    let mut fwd = forward.send_request(req, &forwarding, trace).await?;
+    let mut fwd = forward.send(req, &forwarding, trace).await?;
     if fwd.response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(fwd.response);
     }

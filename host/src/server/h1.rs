@@ -377,7 +377,7 @@ fn request(
     fields: &codec::Fields,
     head: &Bytes,
     spare: &mut SpareMap,
-) -> Result<(Request<ClientBody>, Option<UpgradeSlot>, Asked), StatusCode> {
+) -> Result<(Request<Body>, Option<UpgradeSlot>, Asked), StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what plugins add, without growing the map. (What the proxy
     // adds on the way upstream is written with the head:
@@ -429,7 +429,7 @@ fn request(
         keep_alive: connection.keeps_alive(p.version),
         trailers: te == Some(true),
     };
-    let mut req = Request::new(body);
+    let mut req = Request::new(Body::client(body));
     *req.method_mut() = p.method;
     *req.uri_mut() = uri;
     *req.version_mut() = p.version;
