@@ -230,7 +230,7 @@ impl Forward<'_> {
         // futures of the request path are moved into their callers' state
         // when awaited, and inline they made the connection's request
         // future ~58 KB, copied several times per request.
-        let mut fwd = Box::pin(upstream.forward(req, &opts)).await?;
+        let mut fwd = Box::pin(upstream.forward(Box::new(req), &opts)).await?;
         trace.endpoint = Some(fwd.endpoint.clone());
         trace.upstream_time = Some(fwd.upstream_time);
         let version = fwd.response.version();

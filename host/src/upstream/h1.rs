@@ -163,7 +163,7 @@ impl Connection {
     /// connection is not to be reused).
     pub async fn send(
         mut self: Box<Self>,
-        req: Request<Body>,
+        mut req: Box<Request<Body>>,
         forwarding: Option<&Forwarding>,
         ret: Option<Return>,
     ) -> Result<Response<Body>, SendError> {
@@ -172,8 +172,7 @@ impl Connection {
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         encode_head(&req, framing, forwarding, &mut out);
-        let (parts, body) = req.into_parts();
-        let streamed = match body {
+        let streamed = match std::mem::replace(req.body_mut(), Body::Empty) {
             Body::Empty => None,
             Body::Full(Some(b)) if b.len() <= INLINE_BODY => {
                 out.extend_from_slice(&b);
@@ -185,13 +184,14 @@ impl Connection {
         // on a request it did not get whole, so a failure here hands it back
         // (no body has been read from yet).
         if let Err(e) = self.write(&out).await {
-            let body = rebuild_body(&out, framing, streamed);
-            return Err(SendError::NotSent(Box::new(Request::from_parts(parts, body)), e.into()));
+            *req.body_mut() = rebuild_body(&out, framing, streamed);
+            return Err(SendError::NotSent(req, e.into()));
         }
         if out.capacity() <= KEEP_OUT {
             self.out = out;
         }
-        self.map.keep(parts.headers);
+        self.map.keep(std::mem::take(req.headers_mut()));
+        drop(req);
         // Boxed: only a streamed body takes this path, and inline its
         // future made every request's future (and each layer above it,
         // copied on every request) ~470 bytes larger.

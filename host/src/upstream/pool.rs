@@ -288,13 +288,17 @@ impl Conn {
     /// hop-by-hop field.
     /// `forwarding`: the fields an HTTP/1 head is written with (an HTTP/2
     /// request carries them in its map).
-    pub async fn send(self, req: Request<Body>, forwarding: Option<&Forwarding>) -> Result<Response<Body>, SendError> {
+    pub async fn send(
+        self,
+        req: Box<Request<Body>>,
+        forwarding: Option<&Forwarding>,
+    ) -> Result<Response<Body>, SendError> {
         match self {
             Self::Http1 { conn, shard, key, max_idle, .. } => {
                 conn.send(req, forwarding, Some(Return { shard, key, max_idle })).await
             }
             Self::Http2 { mut sender, .. } => {
-                let result = sender.try_send_request(req).await;
+                let result = sender.try_send_request(*req).await;
                 match result {
                     Ok(mut resp) => {
                         // HTTP/2 forbids them; what a lax upstream sends anyway goes.

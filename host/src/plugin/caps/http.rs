@@ -136,7 +136,7 @@ async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingRes
     let opts =
         ForwardOptions { route: &route, timeout, try_timeout: None, retry: &retry, hash: None, forwarding: None };
     let exchange = async {
-        let fwd = upstream.forward(request, &opts).await.map_err(from_proxy)?;
+        let fwd = upstream.forward(Box::new(request), &opts).await.map_err(from_proxy)?;
         let (parts, body) = fwd.response.into_parts();
         let bytes = body::collect(body, http.max_response).await.map_err(|e| match e {
             BodyError::TooLarge(_) => wit::HttpError::TooLarge,
