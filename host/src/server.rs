@@ -271,6 +271,6 @@ fn service(
 > + Clone {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let snapshot = shared.current();
-        proxy::handle(snapshot, conn_info.clone(), req.map(|b| Body::client(ClientBody::H2(b))))
+        proxy::handle(snapshot, conn_info.clone(), Box::new(req.map(|b| Body::client(ClientBody::H2(b)))))
     })
 }

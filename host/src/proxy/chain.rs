@@ -99,7 +99,7 @@ pub(super) async fn run(
             } else {
                 std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
             };
-            let mut req = Request::from_parts(head, req_body);
+            let mut req = Box::new(Request::from_parts(head, req_body));
             let forwarding = forward.head(&mut req);
             let (parts, body) = forward.send(req, &forwarding, trace).await?.response.into_parts();
             (parts, RespBody::Stream(body), route.chain.len())

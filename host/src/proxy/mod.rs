@@ -68,7 +68,7 @@ struct Trace<'s> {
 pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
-    req: Request<Body>,
+    req: Box<Request<Body>>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
@@ -120,12 +120,12 @@ pub async fn handle(
 async fn serve<'s>(
     snapshot: &'s Snapshot,
     conn: &ConnInfo,
-    mut req: Request<Body>,
+    mut req: Box<Request<Body>>,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
 ) -> Result<Response<Body>, ProxyError> {
     // The request is changed in place, not taken apart and put back
-    // together: each move of its ~300 bytes is a copy.
+    // together: each move of its ~300 bytes would be a copy.
     if let Cow::Owned(normal) = routing::normalize(req.uri().path()).ok_or(ProxyError::BadPath)? {
         set_path(req.uri_mut(), &normal)?;
     }
@@ -152,7 +152,7 @@ async fn serve<'s>(
         let forwarding = forward.head(&mut req);
         return forward.send(req, &forwarding, trace).await.map(|f| f.response);
     }
-    let (parts, body) = req.into_parts();
+    let (parts, body) = (*req).into_parts();
     let ex = Box::new(Exchange::new(
         parts,
         conn.peer.ip(),
@@ -211,7 +211,7 @@ impl Forward<'_> {
     /// async layer more is a copy of the request on its way.)
     async fn send(
         &self,
-        req: Request<Body>,
+        req: Box<Request<Body>>,
         forwarding: &headers::Forwarding,
         trace: &mut Trace<'_>,
     ) -> Result<Forwarded, ProxyError> {
@@ -230,7 +230,7 @@ impl Forward<'_> {
         // futures of the request path are moved into their callers' state
         // when awaited, and inline they made the connection's request
         // future ~58 KB, copied several times per request.
-        let mut fwd = Box::pin(upstream.forward(Box::new(req), &opts)).await?;
+        let mut fwd = Box::pin(upstream.forward(req, &opts)).await?;
         trace.endpoint = Some(fwd.endpoint.clone());
         trace.upstream_time = Some(fwd.upstream_time);
         let version = fwd.response.version();

@@ -20,7 +20,7 @@ pub(crate) fn requested(h: &HeaderMap) -> bool {
 
 pub(super) async fn proxy(
     forward: &Forward<'_>,
-    mut req: Request<Body>,
+    mut req: Box<Request<Body>>,
     trace: &mut Trace<'_>,
 ) -> Result<Response<Body>, ProxyError> {
     let Some(client) = req.extensions_mut().remove::<ClientUpgrade>().and_then(|u| u.take()) else {

@@ -368,6 +368,11 @@ fn parse_into<'b>(
 type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes)>;
 type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 
+/// A request made from a parsed head (boxed: it is moved a long way), the
+/// slot its upgraded connection would go into, and what it asks of the
+/// response.
+type NewRequest = (Box<Request<Body>>, Option<UpgradeSlot>, Asked);
+
 /// The request for a parsed head, its body framed on the connection, and
 /// what it asks of the response (read while its fields are, not looked up
 /// in the map after).
@@ -377,7 +382,7 @@ fn request(
     fields: &codec::Fields,
     head: &Bytes,
     spare: &mut SpareMap,
-) -> Result<(Request<Body>, Option<UpgradeSlot>, Asked), StatusCode> {
+) -> Result<NewRequest, StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what plugins add, without growing the map. (What the proxy
     // adds on the way upstream is written with the head:
@@ -429,7 +434,9 @@ fn request(
         keep_alive: connection.keeps_alive(p.version),
         trailers: te == Some(true),
     };
-    let mut req = Request::new(Body::client(body));
+    // Boxed where it is made: it goes a long way (to the upstream
+    // connection it is written on), and unboxed each layer moved a copy.
+    let mut req = Box::new(Request::new(Body::client(body)));
     *req.method_mut() = p.method;
     *req.uri_mut() = uri;
     *req.version_mut() = p.version;

@@ -227,9 +227,9 @@ impl Upstream {
     }
 
     /// Forwards `req` (its URI carries path and query only) and waits for the
-    /// response head, retrying per the route's policy. The request is boxed
-    /// once, here to the connection it is written on, rather than copied at
-    /// each layer it passes (it is ~300 bytes).
+    /// response head, retrying per the route's policy. The request comes
+    /// boxed and stays in its box to the connection it is written on,
+    /// rather than being copied at each layer it passes (it is ~300 bytes).
     pub async fn forward(
         &self,
         mut req: Box<Request<Body>>,
