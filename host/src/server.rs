@@ -270,7 +270,8 @@ fn service(
     Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::body::Body>, Infallible>> + Send,
 > + Clone {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let snapshot = shared.current();
-        proxy::handle(snapshot, conn_info.clone(), Box::new(req.map(|b| Body::client(ClientBody::H2(b)))))
+        let handling =
+            proxy::handle(shared.current(), conn_info.clone(), Box::new(req.map(|b| Body::client(ClientBody::H2(b)))));
+        async move { Ok(*handling.await) }
     })
 }

@@ -37,7 +37,7 @@ pub(super) async fn run(
     mut ex: Box<Exchange>,
     body: Body,
     trace: &mut Trace<'_>,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Box<Response<Body>>, ProxyError> {
     let route = forward.route;
     let mut body = Some(body);
     if route.needs_request_body
@@ -263,9 +263,9 @@ fn log_outcome(forward: &Forward<'_>, link: &ChainLink, trace: &mut Trace<'_>, o
 /// The response as it goes to the client. A buffered body sets the length,
 /// except the empty body of a `HEAD` answer, which keeps the length of the
 /// `GET` it describes (hyper sends no body for a `HEAD`).
-fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Response<Body> {
+fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Box<Response<Body>> {
     match body {
-        RespBody::Stream(s) => Response::from_parts(parts, s),
+        RespBody::Stream(s) => Box::new(Response::from_parts(parts, s)),
         RespBody::Bytes(b) => {
             let mut parts = parts;
             if head && b.is_empty() && parts.headers.contains_key(header::CONTENT_LENGTH) {
@@ -273,7 +273,7 @@ fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Re
             } else {
                 fix_length(&mut parts.headers, Some(b.len()));
             }
-            Response::from_parts(parts, Body::full(b))
+            Box::new(Response::from_parts(parts, Body::full(b)))
         }
     }
 }

@@ -22,7 +22,7 @@ pub(super) async fn proxy(
     forward: &Forward<'_>,
     mut req: Box<Request<Body>>,
     trace: &mut Trace<'_>,
-) -> Result<Response<Body>, ProxyError> {
+) -> Result<Box<Response<Body>>, ProxyError> {
     let Some(client) = req.extensions_mut().remove::<ClientUpgrade>().and_then(|u| u.take()) else {
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
     };

@@ -173,7 +173,7 @@ pub async fn serve(
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
         let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req));
-        let Some(Ok(resp)) = unless_client_leaves(&cell, limits.max_head, handling).await else {
+        let Some(resp) = unless_client_leaves(&cell, limits.max_head, handling).await else {
             tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
             return None;
         };
@@ -590,7 +590,7 @@ enum Framing {
 /// (the client sees it cut short).
 async fn respond(
     cell: &Cell,
-    resp: Response<Body>,
+    resp: Box<Response<Body>>,
     ask: &Asked,
     shutting_down: bool,
     spare: &mut SpareMap,

@@ -166,7 +166,7 @@ impl Connection {
         mut req: Box<Request<Body>>,
         forwarding: Option<&Forwarding>,
         ret: Option<Return>,
-    ) -> Result<Response<Body>, SendError> {
+    ) -> Result<Box<Response<Body>>, SendError> {
         let framing = request_framing(&req);
         let head_only = matches!(req.method(), &Method::HEAD);
         let mut out = std::mem::take(&mut self.out);
@@ -288,8 +288,13 @@ impl Connection {
 
     /// Reads the response head (skipping interim 1xx heads) and frames its
     /// body. The response carries no hop-by-hop field: they are read
-    /// (framing, `Connection`) and left out as the head is parsed.
-    async fn read_response(mut self: Box<Self>, head_only: bool, ret: Option<Return>) -> Result<Response<Body>, Error> {
+    /// (framing, `Connection`) and left out as the head is parsed. Boxed
+    /// where it is made, as a request is: it goes a long way.
+    async fn read_response(
+        mut self: Box<Self>,
+        head_only: bool,
+        ret: Option<Return>,
+    ) -> Result<Box<Response<Body>>, Error> {
         loop {
             let parsed = match parse_head(&self.buf, &mut self.fields)? {
                 Some(p) => p,
@@ -311,7 +316,7 @@ impl Connection {
             let headers = parsed.headers(&self.fields, &head, &mut self.map)?;
             let framing = response_framing(head_only, status, parsed.chunked, &headers)?;
             let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
-            let mut resp = Response::new(Body::Empty);
+            let mut resp = Box::new(Response::new(Body::Empty));
             *resp.status_mut() = status;
             *resp.version_mut() = parsed.version;
             *resp.headers_mut() = headers;

@@ -113,7 +113,7 @@ pub struct ForwardOptions<'a> {
 /// A response and where it came from.
 #[derive(Debug)]
 pub struct Forwarded {
-    pub response: Response<Body>,
+    pub response: Box<Response<Body>>,
     pub endpoint: Arc<str>,
     /// Time spent on the tries, backoff included.
     pub upstream_time: Duration,
@@ -122,7 +122,7 @@ pub struct Forwarded {
 
 /// What one try came to.
 enum Try {
-    Response(Response<Body>),
+    Response(Box<Response<Body>>),
     /// Nothing reached the upstream; the request came back.
     Connect(ProxyError, Box<Request<Body>>),
     Failed(ProxyError, Outcome),

@@ -292,7 +292,7 @@ impl Conn {
         self,
         req: Box<Request<Body>>,
         forwarding: Option<&Forwarding>,
-    ) -> Result<Response<Body>, SendError> {
+    ) -> Result<Box<Response<Body>>, SendError> {
         match self {
             Self::Http1 { conn, shard, key, max_idle, .. } => {
                 conn.send(req, forwarding, Some(Return { shard, key, max_idle })).await
@@ -303,7 +303,7 @@ impl Conn {
                     Ok(mut resp) => {
                         // HTTP/2 forbids them; what a lax upstream sends anyway goes.
                         headers::strip_hop_by_hop(resp.headers_mut());
-                        Ok(resp.map(Body::Stream))
+                        Ok(Box::new(resp.map(Body::Stream)))
                     }
                     Err(mut e) => match e.take_message() {
                         Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error().into())),
