@@ -270,9 +270,10 @@ impl Upstream {
         let may_repeat = idempotent || opts.retry.non_idempotent;
         // A copy of the request only for a retry after it was sent: a
         // connect failure hands the request back, so the default policy
-        // (connect failures only) copies nothing.
+        // (connect failures only) copies nothing. Boxed: it would take
+        // ~240 bytes of every request's future.
         let replay = (may_repeat && opts.retry.attempts > 0 && opts.retry.on.after_send())
-            .then(|| Replay::capture(&req))
+            .then(|| Replay::capture(&req).map(Box::new))
             .flatten();
         let mut pending = Some(req);
         let mut tried = Tried::default();
@@ -298,7 +299,7 @@ impl Upstream {
                     Err(_) => continue,
                 },
             };
-            let Some(req) = pending.take().or_else(|| replay.as_ref().map(Replay::build)) else {
+            let Some(req) = pending.take().or_else(|| replay.as_deref().map(Replay::build)) else {
                 break last.take().unwrap_or(Err(ProxyError::Internal("request body already consumed")));
             };
             if tries > 0 {
@@ -311,7 +312,10 @@ impl Upstream {
             let now = if tries == 1 && self.bulkhead.is_none() { start } else { Instant::now() };
             let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(now));
             let flight = ep.start_request(now);
-            let attempt = tokio::time::timeout_at(now + try_timeout, self.try_once(&ep, req, forwarding)).await;
+            // The try boxed: inline, it made this future (boxed by the
+            // proxy) too large for the allocator's per-thread cache.
+            let try_once = Box::pin(self.try_once(&ep, req, forwarding));
+            let attempt = tokio::time::timeout_at(now + try_timeout, try_once).await;
             let retry = match attempt {
                 Ok(Try::Response(resp)) => {
                     let status = resp.status();
