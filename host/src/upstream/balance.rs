@@ -61,6 +61,12 @@ pub struct Balancer {
 }
 
 impl Balancer {
+    /// Whether picks read the endpoints' latency ([`PeakEwma`]): only then
+    /// is it worth recording.
+    pub fn uses_latency(&self) -> bool {
+        self.kind == Balance::PeakEwma
+    }
+
     /// `weights[i]` is endpoint i's weight (0 is read as 1). The Maglev table
     /// for consistent hashing is built here, once.
     pub fn new(kind: Balance, weights: &[u32]) -> Self {

@@ -320,7 +320,7 @@ impl Upstream {
                 Ok(Try::Response(resp)) => {
                     let status = resp.status();
                     let done = Instant::now();
-                    let elapsed = flight.finish_at(done, true);
+                    let elapsed = flight.finish_at(done, set.balancer.uses_latency());
                     let (outcome, label) = if status.is_server_error() {
                         (Outcome::ServerError, TryOutcome::ServerError)
                     } else {
