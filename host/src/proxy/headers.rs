@@ -83,11 +83,20 @@ fn hop_by_hop(name: &[u8]) -> Option<usize> {
         19 => &[4],
         _ => return None,
     };
-    let first = name.first().map(u8::to_ascii_lowercase);
+    let first = name.first().map(|b| b | 0x20);
     candidates.iter().copied().find(|&i| {
         let h = HOP_BY_HOP[i].as_str().as_bytes();
-        h.first() == first.as_ref() && h.eq_ignore_ascii_case(name)
+        h.first() == first.as_ref() && is_name(name, h)
     })
+}
+
+/// Whether `name` is `lower` in any case, where `lower` is a lowercase name
+/// of letters and `-`. Setting bit 5 of a byte lowercases a letter and keeps
+/// `-`, and turns no other byte a field name or value may hold (no CR)
+/// into either: one pass without branches, where a case-insensitive
+/// comparison lowercases both sides byte by byte.
+fn is_name(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).fold(0, |diff, (a, b)| diff | ((a | 0x20) ^ b)) == 0
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -143,7 +152,7 @@ fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Ite
 /// Whether a `Connection` token names a header that must go with it:
 /// not the `close` option, and not a hop-by-hop header (removed anyway).
 fn names_header(token: &[u8]) -> bool {
-    !token.eq_ignore_ascii_case(b"close") && hop_by_hop(token).is_none()
+    !is_name(token, b"close") && hop_by_hop(token).is_none()
 }
 
 /// What a message's `Connection` fields say (RFC 9112 §9.6), read once.
@@ -170,9 +179,9 @@ impl ConnectionTokens {
     /// Adds the tokens of one more `Connection` field value.
     pub fn add(&mut self, value: &[u8]) {
         for token in connection_tokens([value]) {
-            self.close |= token.eq_ignore_ascii_case(b"close");
-            self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            self.close |= is_name(token, b"close");
+            self.keep_alive |= is_name(token, b"keep-alive");
+            self.upgrade |= is_name(token, b"upgrade");
             self.names_other |= names_header(token);
         }
     }
@@ -481,6 +490,26 @@ mod tests {
     use super::*;
 
     const ID: HeaderValue = HeaderValue::from_static("id-1");
+
+    #[test]
+    fn names_compare_in_any_case_and_only_to_themselves() {
+        for name in &HOP_BY_HOP {
+            let lower = name.as_str();
+            assert_eq!(hop_by_hop(lower.as_bytes()).map(|i| HOP_BY_HOP[i].as_str()), Some(lower));
+            assert_eq!(hop_by_hop(lower.to_ascii_uppercase().as_bytes()).map(|i| HOP_BY_HOP[i].as_str()), Some(lower));
+        }
+        assert!(is_name(b"Keep-Alive", b"keep-alive"));
+        for other in [&b"keep_alive"[..], b"keep-alivf", b"keep-aliv", b"keep-alive2", b"keep alive", b"k\xc5ep-alive"]
+        {
+            assert!(!is_name(other, b"keep-alive"), "{}", String::from_utf8_lossy(other));
+            assert_eq!(hop_by_hop(other), None);
+        }
+        // Same length and first letter as a hop-by-hop name, not one.
+        assert_eq!(hop_by_hop(b"Content-Length"), None);
+        assert_eq!(hop_by_hop(b"trailers"), None);
+        assert_eq!(hop_by_hop(b"Upgrades"), None);
+        assert_eq!(hop_by_hop(b"Connectio2"), None);
+    }
 
     #[test]
     fn a_kept_map_comes_back_empty_with_its_room_and_a_large_one_is_not_kept() {
