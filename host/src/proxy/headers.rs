@@ -55,7 +55,8 @@ impl SpareMap {
 }
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,
-/// and `Upgrade`. `Connection` comes first, `TE` sixth.
+/// and `Upgrade`. `Connection` comes first, `TE` sixth, `Transfer-Encoding`
+/// eighth.
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -68,6 +69,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 const TE_SLOT: usize = 5;
+const TRANSFER_ENCODING_SLOT: usize = 7;
 
 /// The slot in [`HOP_BY_HOP`] of a header name or `Connection` token, in
 /// any case. By length first: most names have none of these lengths, and
@@ -198,11 +200,25 @@ impl ConnectionTokens {
     }
 }
 
-/// Whether a header name (in any case) is hop-by-hop by itself (not
-/// counting what a `Connection` field names): a parser that has read the
-/// message's framing and `Connection` tokens need not keep these.
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    hop_by_hop(name).is_some()
+/// A hop-by-hop field as a message parser meets it: what it must read
+/// before leaving the field out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopField {
+    /// Its tokens say how the connection is kept.
+    Connection,
+    /// It frames the body.
+    TransferEncoding,
+    Other,
+}
+
+/// Which hop-by-hop field a name (in any case) is, when it is one by itself
+/// (not counting what a `Connection` field names).
+pub fn hop_field(name: &[u8]) -> Option<HopField> {
+    hop_by_hop(name).map(|i| match i {
+        0 => HopField::Connection,
+        TRANSFER_ENCODING_SLOT => HopField::TransferEncoding,
+        _ => HopField::Other,
+    })
 }
 
 /// The message's `Content-Length`, when it is one number.

@@ -35,7 +35,7 @@ use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
-use crate::proxy::headers::{self, ConnectionTokens, Forwarding, SpareMap};
+use crate::proxy::headers::{self, ConnectionTokens, Forwarding, HopField, SpareMap};
 
 /// The largest response head (status line and headers) read from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -462,7 +462,11 @@ struct Parsed {
     /// Whether its last `Transfer-Encoding` ends in `chunked` (`None`: it
     /// has none).
     chunked: Option<bool>,
+    /// Bit i: field i is hop-by-hop (there are at most [`MAX_HEADERS`]).
+    hop: u128,
 }
+
+const _: () = assert!(MAX_HEADERS <= u128::BITS as usize);
 
 impl Parsed {
     /// The head's fields as a map, without the hop-by-hop ones (read
@@ -476,12 +480,11 @@ impl Parsed {
         // Rarely, `Connection` names another header: then everything goes
         // into the map and the hygiene finds what goes with it.
         let named = self.connection.names_other;
-        for (name, value) in fields {
-            let name = &head[name.clone()];
-            if !named && headers::is_hop_by_hop(name) {
+        for (i, (name, value)) in fields.iter().enumerate() {
+            if !named && self.hop & (1 << i) != 0 {
                 continue;
             }
-            let name = HeaderName::from_bytes(name).map_err(|_| Error::Invalid("header name"))?;
+            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
                 .map_err(|_| Error::Invalid("header value"))?;
             map.append(name, value);
@@ -516,12 +519,23 @@ fn parse_head(buf: &[u8], fields: &mut Fields) -> Result<Option<Parsed>, Error> 
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
+    // One pass: where each field lies, and the hop-by-hop ones read (the
+    // framing, keep-alive) and marked to be left out of the map.
     fields.clear();
-    fields.extend(resp.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))));
-    let named = |name: &'static str| resp.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name));
-    let connection = ConnectionTokens::read(named("connection").map(|h| h.value));
-    let chunked = named("transfer-encoding").next_back().map(|h| ends_chunked(h.value));
-    Ok(Some(Parsed { len, status, version, connection, chunked }))
+    let mut connection = ConnectionTokens::default();
+    let mut chunked = None;
+    let mut hop = 0u128;
+    for (i, h) in resp.headers.iter().enumerate() {
+        fields.push((range(h.name.as_bytes()), range(h.value)));
+        let Some(field) = headers::hop_field(h.name.as_bytes()) else { continue };
+        hop |= 1 << i;
+        match field {
+            HopField::Connection => connection.add(h.value),
+            HopField::TransferEncoding => chunked = Some(ends_chunked(h.value)),
+            HopField::Other => {}
+        }
+    }
+    Ok(Some(Parsed { len, status, version, connection, chunked, hop }))
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
