@@ -35,6 +35,10 @@ pub struct Runtime {
     compiled: Mutex<HashMap<[u8; 32], Component>>,
     linker: Linker<HostState>,
     stop: Arc<AtomicBool>,
+    /// The epoch ticker, started with the first component: a gateway
+    /// without plugins has no guest to interrupt, and a thread woken every
+    /// millisecond costs it CPU for nothing.
+    ticker: Mutex<bool>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -78,8 +82,28 @@ impl Runtime {
         let fingerprint = format!("{:016x}", hasher.finish());
 
         let stop = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.weak();
-        let ticker_stop = stop.clone();
+        let mut linker = Linker::new(&engine);
+        host_api::add_to_linker(&mut linker)?;
+        Ok(Arc::new(Self {
+            engine,
+            limits,
+            fingerprint,
+            compiled: Mutex::new(HashMap::new()),
+            linker,
+            stop,
+            ticker: Mutex::new(false),
+        }))
+    }
+
+    /// Starts the thread that advances the epoch every [`EPOCH_TICK`], once:
+    /// before the first component, so before any guest can run.
+    fn start_ticker(&self) -> wasmtime::Result<()> {
+        let mut started = self.ticker.lock().unwrap_or_else(PoisonError::into_inner);
+        if *started {
+            return Ok(());
+        }
+        let ticker_engine = self.engine.weak();
+        let ticker_stop = self.stop.clone();
         std::thread::Builder::new().name("wasmgate-epoch".into()).spawn(move || {
             while !ticker_stop.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
@@ -89,9 +113,8 @@ impl Runtime {
                 }
             }
         })?;
-        let mut linker = Linker::new(&engine);
-        host_api::add_to_linker(&mut linker)?;
-        Ok(Arc::new(Self { engine, limits, fingerprint, compiled: Mutex::new(HashMap::new()), linker, stop }))
+        *started = true;
+        Ok(())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -110,6 +133,7 @@ impl Runtime {
     /// The component for these bytes: from memory, the disk cache, or a fresh
     /// compile (which is then cached).
     pub fn component(&self, sha256: &[u8; 32], bytes: &[u8], cache_dir: &Path) -> wasmtime::Result<Component> {
+        self.start_ticker()?;
         if let Some(c) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(sha256) {
             return Ok(c.clone());
         }
@@ -208,4 +232,20 @@ fn current_uid() -> u32 {
     // The owner of a file we just created is our effective uid; reading it
     // from /proc/self avoids an unsafe libc call.
     std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_epoch_ticker_starts_with_the_first_component() {
+        let runtime = Runtime::new(EngineLimits { max_instances: 2, max_memory: 1 << 20 }).unwrap();
+        assert!(!*runtime.ticker.lock().unwrap(), "no plugin, no thread waking every millisecond");
+        let cache = tempfile::tempdir().unwrap();
+        // The smallest component: its preamble and nothing else.
+        let empty = b"\0asm\x0d\x00\x01\x00";
+        runtime.component(&[0; 32], empty, cache.path()).unwrap();
+        assert!(*runtime.ticker.lock().unwrap());
+    }
 }
