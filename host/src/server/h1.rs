@@ -264,7 +264,8 @@ async fn read_head(
     first: bool,
     fields: &mut codec::Fields,
 ) -> Result<Head, Refusal> {
-    let mut armed = false;
+    // When this head is late; set when it is first waited for.
+    let mut deadline = None;
     std::future::poll_fn(|cx| {
         let mut guard = lock(cell);
         let c = &mut *guard;
@@ -297,12 +298,18 @@ async fn read_head(
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(Refusal::Silent)),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => {
-                    if !armed {
-                        // One timer per connection, moved on per head.
-                        timer.as_mut().reset(Instant::now() + limits.header_read_timeout);
-                        armed = true;
-                    }
-                    if timer.as_mut().poll(cx).is_ready() {
+                    // One timer per connection, and it is not moved on for
+                    // each head (a reset takes it out of the timer wheel and
+                    // puts it back): it stays at an earlier head's deadline,
+                    // and when it fires before this head's, it is moved on
+                    // then. Deadlines only move forward, so it never fires
+                    // late.
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
+                    while timer.as_mut().poll(cx).is_ready() {
+                        if timer.deadline() < deadline {
+                            timer.as_mut().reset(deadline);
+                            continue;
+                        }
                         let refusal = if c.buf.is_empty() {
                             Refusal::Silent
                         } else {

@@ -238,6 +238,28 @@ async fn grpc_passes_through_over_h2c_with_trailers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_timeout_runs_from_each_head_on_a_kept_connection() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with("header_read_timeout = \"400ms\"", &tls_body(&up, ""));
+    let mut conn = wasmgate_tests::RawConn::connect(gw.addr()).await;
+    // Five requests 150 ms apart: 750 ms on one connection, each head well
+    // within its own 400 ms.
+    for i in 0..5 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        conn.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        let head = conn.response(false).await.map(|(head, _)| head).unwrap_or_default();
+        assert!(head.starts_with("http/1.1 200"), "request {i}: {head}");
+    }
+    // Then idle: the connection is closed once the next head is late.
+    let start = Instant::now();
+    assert_eq!(conn.response(false).await, None, "closed while idle");
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(350) && waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let up = TestUpstream::echo("u").await;
     let gw =
