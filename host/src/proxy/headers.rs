@@ -35,7 +35,7 @@ const KEEP_MAP: usize = 48;
 pub struct SpareMap(Option<HeaderMap>);
 
 impl SpareMap {
-    /// Keeps `map`, emptied, unless it outgrew [`KEEP_MAP`].
+    /// Keeps `map`, emptied, unless it outgrew `KEEP_MAP`.
     pub fn keep(&mut self, mut map: HeaderMap) {
         if map.capacity() <= KEEP_MAP {
             map.clear();
