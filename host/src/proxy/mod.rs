@@ -119,8 +119,8 @@ async fn serve<'s>(
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
-    // The request is changed in place, not taken apart and put back
-    // together: each move of its ~300 bytes would be a copy.
+    // The request stays in its box and is changed there: taken apart and
+    // put back together, as it was, it was copied at each step.
     if let Cow::Owned(normal) = routing::normalize(req.uri().path()).ok_or(ProxyError::BadPath)? {
         set_path(req.uri_mut(), &normal)?;
     }
@@ -201,9 +201,8 @@ impl Forward<'_> {
             .ok_or_else(|| ProxyError::NoUpstream { route: self.route.name.clone() })
     }
 
-    /// Sends a request whose head [`head`](Self::head) prepared. (Not one
-    /// call for both: an upgrade adds to the head in between, and each
-    /// async layer more is a copy of the request on its way.)
+    /// Sends a request whose head [`head`](Self::head) prepared (not one
+    /// call for both: an upgrade adds to the head in between).
     async fn send(
         &self,
         req: Box<Request<Body>>,
