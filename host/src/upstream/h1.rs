@@ -908,6 +908,8 @@ mod tests {
 
         let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n");
         assert_eq!(framing(&p, &h, false).unwrap(), Framing::Chunked, "TE wins over CL");
+        let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
+        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Close);
         let (p, h) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n");
         assert_eq!(framing(&p, &h, false).unwrap(), Framing::Close, "the last coding decides");
         let (p, h) = head(b"HTTP/1.0 200 OK\r\n\r\n");
