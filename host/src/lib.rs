@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod telemetry;
+pub(crate) mod timer;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

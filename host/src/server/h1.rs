@@ -53,13 +53,14 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
 use crate::proxy::headers::{ConnectionTokens, PLUGIN_HEADER_ROOM, SpareMap};
 use crate::proxy::{self, ConnInfo};
+use crate::timer;
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
 
 /// HTTP/2's connection preface: a connection that opens with it is HTTP/2.
@@ -128,7 +129,7 @@ pub async fn serve(
         owed_continue: None,
         out: BytesMut::new(),
     }));
-    let mut timer = Box::pin(tokio::time::sleep(limits.header_read_timeout));
+    let mut timer = timer::Kept::default();
     let mut first = true;
     let mut spare = SpareMap::default();
     let mut fields = codec::Fields::new();
@@ -260,7 +261,7 @@ enum Refusal {
 async fn read_head(
     cell: &Cell,
     limits: &Limits,
-    timer: &mut Pin<Box<Sleep>>,
+    timer: &mut timer::Kept,
     first: bool,
     fields: &mut codec::Fields,
 ) -> Result<Head, Refusal> {
@@ -298,26 +299,12 @@ async fn read_head(
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(Refusal::Silent)),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => {
-                    // One timer per connection, and it is not moved on for
-                    // each head (a reset takes it out of the timer wheel and
-                    // puts it back): it stays at an earlier head's deadline,
-                    // and when it fires before this head's, it is moved on
-                    // then. Deadlines only move forward, so it never fires
-                    // late.
+                    // One timer per connection, not moved on for each head.
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
-                    while timer.as_mut().poll(cx).is_ready() {
-                        if timer.deadline() < deadline {
-                            timer.as_mut().reset(deadline);
-                            continue;
-                        }
-                        let refusal = if c.buf.is_empty() {
-                            Refusal::Silent
-                        } else {
-                            Refusal::Status(StatusCode::REQUEST_TIMEOUT)
-                        };
-                        return Poll::Ready(Err(refusal));
-                    }
-                    return Poll::Pending;
+                    ready!(timer.poll_passed(cx, deadline));
+                    let refusal =
+                        if c.buf.is_empty() { Refusal::Silent } else { Refusal::Status(StatusCode::REQUEST_TIMEOUT) };
+                    return Poll::Ready(Err(refusal));
                 }
             }
         }

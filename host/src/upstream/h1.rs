@@ -31,11 +31,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
 use crate::proxy::headers::{self, ConnectionTokens, Forwarding, HopField, SpareMap};
+use crate::timer;
 
 /// The largest response head (status line and headers) read from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -82,6 +84,18 @@ pub enum Error {
     /// going out and it had stopped reading.
     #[error("the upstream answered or closed before reading the whole request body")]
     AnsweredEarly,
+    /// The try's deadline passed before the response head came.
+    #[error("no response before the deadline")]
+    TimedOut,
+}
+
+impl Error {
+    fn into_send(self) -> SendError {
+        match self {
+            Self::TimedOut => SendError::TimedOut,
+            e => SendError::Failed(e.into()),
+        }
+    }
 }
 
 /// Keeps an upstream connection counted as open until it is dropped.
@@ -106,6 +120,12 @@ pub struct Connection {
     map: SpareMap,
     /// Where the last response head's fields lay, kept for the next.
     fields: Fields,
+    /// When the response to the request being sent must have come.
+    deadline: Instant,
+    /// Wakes a request waiting past its deadline; kept from one request to
+    /// the next rather than one timer made (and put in tokio's timer wheel)
+    /// for each.
+    timer: timer::Kept,
     _counted: Counted,
 }
 
@@ -136,6 +156,8 @@ impl Connection {
             out: BytesMut::new(),
             map: SpareMap::default(),
             fields: Vec::new(),
+            deadline: Instant::now(),
+            timer: timer::Kept::default(),
             _counted: Counted(on_connection),
         })
     }
@@ -154,19 +176,34 @@ impl Connection {
         poll_fill(&mut self.io, &mut self.buf, cx)
     }
 
-    async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    async fn fill(&mut self) -> Result<usize, Error> {
+        std::future::poll_fn(|cx| self.timed(cx, |c, cx| c.poll_fill(cx).map_err(Error::Read))).await
     }
 
-    /// Sends one request and reads the response head; the response body
-    /// gives the connection to `ret` once read to the end (`None`: the
-    /// connection is not to be reused).
+    /// A step of sending a request or reading its response's head, which
+    /// fails with [`Error::TimedOut`] if it waits past the deadline.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        step: impl FnOnce(&mut Self, &mut Context<'_>) -> Poll<Result<T, Error>>,
+    ) -> Poll<Result<T, Error>> {
+        match step(self, cx) {
+            Poll::Pending => self.timer.poll_passed(cx, self.deadline).map(|()| Err(Error::TimedOut)),
+            done => done,
+        }
+    }
+
+    /// Sends one request and reads the response head, which must come by
+    /// `deadline`; the response body gives the connection to `ret` once
+    /// read to the end (`None`: the connection is not to be reused).
     pub async fn send(
         mut self: Box<Self>,
         mut req: Box<Request<Body>>,
         forwarding: Option<&Forwarding>,
         ret: Option<Return>,
+        deadline: Instant,
     ) -> Result<Box<Response<Body>>, SendError> {
+        self.deadline = deadline;
         let framing = request_framing(&req);
         let head_only = matches!(req.method(), &Method::HEAD);
         let mut out = std::mem::take(&mut self.out);
@@ -183,9 +220,13 @@ impl Connection {
         // The head (and a small body) in one write. The upstream cannot act
         // on a request it did not get whole, so a failure here hands it back
         // (no body has been read from yet).
-        if let Err(e) = self.write(&out).await {
-            *req.body_mut() = rebuild_body(&out, framing, streamed);
-            return Err(SendError::NotSent(req, e.into()));
+        match self.write(&out).await {
+            Ok(()) => {}
+            Err(Error::TimedOut) => return Err(SendError::TimedOut),
+            Err(e) => {
+                *req.body_mut() = rebuild_body(&out, framing, streamed);
+                return Err(SendError::NotSent(req, e.into()));
+            }
         }
         if out.capacity() <= KEEP_OUT {
             self.out = out;
@@ -199,19 +240,33 @@ impl Connection {
             && let Err(e) = Box::pin(self.write_body(body, framing)).await
         {
             if !matches!(e, Error::Write(_) | Error::AnsweredEarly) {
-                return Err(SendError::Failed(e.into()));
+                return Err(e.into_send());
             }
             // An upstream may answer before it has read the whole body (a
             // 413, a 401) and stop reading, or close: that answer is the one
             // to pass on, and the connection is not reused.
-            return self.read_response(head_only, None).await.map_err(|_| SendError::Failed(e.into()));
+            return self.read_response(head_only, None).await.map_err(|read| match read {
+                Error::TimedOut => SendError::TimedOut,
+                _ => SendError::Failed(e.into()),
+            });
         }
-        self.read_response(head_only, ret).await.map_err(|e| SendError::Failed(e.into()))
+        self.read_response(head_only, ret).await.map_err(Error::into_send)
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.io.write_all(bytes).await.map_err(Error::Write)?;
-        self.io.flush().await.map_err(Error::Write)
+    async fn write(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
+        std::future::poll_fn(|cx| {
+            self.timed(cx, |c, cx| {
+                while !bytes.is_empty() {
+                    match ready!(Pin::new(&mut c.io).poll_write(cx, bytes)) {
+                        Ok(0) => return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into()))),
+                        Ok(n) => bytes = &bytes[n..],
+                        Err(e) => return Poll::Ready(Err(Error::Write(e))),
+                    }
+                }
+                Pin::new(&mut c.io).poll_flush(cx).map_err(Error::Write)
+            })
+        })
+        .await
     }
 
     /// Streams a body the head announced with `framing`.
@@ -221,7 +276,9 @@ impl Connection {
             _ => 0,
         };
         let mut chunk_head = BytesMut::with_capacity(32);
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        while let Some(frame) =
+            std::future::poll_fn(|cx| self.timed(cx, |_, cx| Pin::new(&mut body).poll_frame(cx).map(Ok))).await?
+        {
             let frame = frame.map_err(|e| Error::Body(Box::new(e)))?;
             let data = match frame.into_data() {
                 Ok(d) if d.is_empty() => continue,
@@ -267,21 +324,22 @@ impl Connection {
     /// be read rather than waiting on an upstream that stopped reading.
     async fn send_all(&mut self, mut buf: impl Buf) -> Result<(), Error> {
         std::future::poll_fn(|cx| {
-            while buf.has_remaining() {
-                match Pin::new(&mut self.io).poll_write(cx, buf.chunk()) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into()))),
-                    Poll::Ready(Ok(n)) => buf.advance(n),
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
-                    Poll::Pending => {
-                        return match self.poll_fill(cx) {
-                            Poll::Pending => Poll::Pending,
-                            Poll::Ready(Ok(_)) => Poll::Ready(Err(Error::AnsweredEarly)),
-                            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Read(e))),
-                        };
+            self.timed(cx, |c, cx| {
+                while buf.has_remaining() {
+                    match Pin::new(&mut c.io).poll_write(cx, buf.chunk()) {
+                        Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into()))),
+                        Poll::Ready(Ok(n)) => buf.advance(n),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
+                        Poll::Pending => {
+                            return match ready!(c.poll_fill(cx)) {
+                                Ok(_) => Poll::Ready(Err(Error::AnsweredEarly)),
+                                Err(e) => Poll::Ready(Err(Error::Read(e))),
+                            };
+                        }
                     }
                 }
-            }
-            Pin::new(&mut self.io).poll_flush(cx).map_err(Error::Write)
+                Pin::new(&mut c.io).poll_flush(cx).map_err(Error::Write)
+            })
         })
         .await
     }
@@ -302,7 +360,7 @@ impl Connection {
                     if self.buf.len() >= MAX_HEAD {
                         return Err(Error::HeadTooLarge);
                     }
-                    if self.fill().await.map_err(Error::Read)? == 0 {
+                    if self.fill().await? == 0 {
                         return Err(if self.buf.is_empty() { Error::Closed } else { Error::ClosedMidHead });
                     }
                     continue;

@@ -63,8 +63,9 @@ pub(super) async fn run(
 
 /// One check: the status must be an expected one, within the timeout.
 async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
+    let deadline = tokio::time::Instant::now() + check.timeout;
     let attempt = async {
-        let conn = pools.checkout(address).await.ok()?;
+        let conn = pools.checkout(address, deadline).await.ok()?;
         let mut req = Request::new(Body::Empty);
         if pools.http2() {
             let scheme = if pools.tls() { "https" } else { "http" };
@@ -75,11 +76,11 @@ async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
             req.headers_mut().insert(header::HOST, address.parse().ok()?);
         }
         req.headers_mut().insert(header::USER_AGENT, http::HeaderValue::from_static("wasmgate-health-check"));
-        let resp = conn.send(Box::new(req), None).await.ok()?;
+        let resp = conn.send(Box::new(req), None, deadline).await.ok()?;
         let status = resp.status().as_u16();
         // Read the body so the connection goes back to the pool.
         let _ = crate::proxy::body::collect(resp.into_body(), 64 * 1024).await;
         Some(check.healthy_status(status))
     };
-    matches!(tokio::time::timeout(check.timeout, attempt).await, Ok(Some(true)))
+    matches!(tokio::time::timeout_at(deadline, attempt).await, Ok(Some(true)))
 }

@@ -30,7 +30,7 @@ use self::bulkhead::Bulkhead;
 use self::discovery::Resolved;
 use self::endpoint::Endpoint;
 use self::outlier::Outcome;
-use self::pool::{ConnectSettings, Pools, SendError, TlsSettings};
+use self::pool::{ConnectError, ConnectSettings, Pools, SendError, TlsSettings};
 use self::retry_budget::RetryBudget;
 use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
@@ -126,6 +126,8 @@ enum Try {
     /// Nothing reached the upstream; the request came back.
     Connect(ProxyError, Box<Request<Body>>),
     Failed(ProxyError, Outcome),
+    /// No response head by the try's deadline.
+    TimedOut,
 }
 
 impl Upstream {
@@ -313,11 +315,12 @@ impl Upstream {
             let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(now));
             let flight = ep.start_request(now);
             // The try boxed: inline, it made this future (boxed by the
-            // proxy) too large for the allocator's per-thread cache.
-            let try_once = Box::pin(self.try_once(&ep, req, forwarding));
-            let attempt = tokio::time::timeout_at(now + try_timeout, try_once).await;
+            // proxy) too large for the allocator's per-thread cache. It
+            // keeps its own deadline: an HTTP/1 connection waits with the
+            // timer it keeps, rather than one made for each request.
+            let attempt = Box::pin(self.try_once(&ep, req, forwarding, now + try_timeout)).await;
             let retry = match attempt {
-                Ok(Try::Response(resp)) => {
+                Try::Response(resp) => {
                     let status = resp.status();
                     let done = Instant::now();
                     let elapsed = flight.finish_at(done, set.balancer.uses_latency());
@@ -333,7 +336,7 @@ impl Upstream {
                     last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time, tries }));
                     retry
                 }
-                Ok(Try::Connect(err, req)) => {
+                Try::Connect(err, req) => {
                     let elapsed = flight.finish(false);
                     self.record(&ep, ep_ticket, Outcome::ConnectFailure, TryOutcome::Connect, elapsed);
                     pending = Some(req);
@@ -341,14 +344,14 @@ impl Upstream {
                     // Nothing reached the upstream: safe to retry for any method.
                     opts.retry.on.connect_failure
                 }
-                Ok(Try::Failed(err, outcome)) => {
+                Try::Failed(err, outcome) => {
                     let elapsed = flight.finish(false);
                     self.record(&ep, ep_ticket, outcome, TryOutcome::Reset, elapsed);
                     let retry = opts.retry.on.reset && may_repeat && replay.is_some() && err.counts_against_upstream();
                     last = Some(Err(err));
                     retry
                 }
-                Err(_) => {
+                Try::TimedOut => {
                     let elapsed = flight.finish(false);
                     self.record(&ep, ep_ticket, Outcome::ServerError, TryOutcome::Timeout, elapsed);
                     last = Some(Err(ProxyError::UpstreamTimeout {
@@ -389,11 +392,18 @@ impl Upstream {
         true
     }
 
-    /// One try against one endpoint.
-    async fn try_once(&self, ep: &Endpoint, mut req: Box<Request<Body>>, forwarding: Option<&Forwarding>) -> Try {
+    /// One try against one endpoint, answered by `deadline`.
+    async fn try_once(
+        &self,
+        ep: &Endpoint,
+        mut req: Box<Request<Body>>,
+        forwarding: Option<&Forwarding>,
+        deadline: Instant,
+    ) -> Try {
         self.prepare(&mut req, ep);
-        let conn = match self.pools.checkout(&ep.address).await {
+        let conn = match self.pools.checkout(&ep.address, deadline).await {
             Ok(c) => c,
+            Err(ConnectError::Deadline(_)) => return Try::TimedOut,
             Err(e) => {
                 return Try::Connect(
                     ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: e.to_string() },
@@ -402,8 +412,9 @@ impl Upstream {
             }
         };
         let reused = conn.reused();
-        match conn.send(req, forwarding).await {
+        match conn.send(req, forwarding, deadline).await {
             Ok(resp) => Try::Response(resp),
+            Err(SendError::TimedOut) => Try::TimedOut,
             Err(SendError::NotSent(req, e)) => {
                 Try::Connect(ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: e.to_string() }, req)
             }

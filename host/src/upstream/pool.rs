@@ -76,6 +76,21 @@ pub enum ConnectError {
     Tls(Arc<str>, String),
     #[error("HTTP handshake with {0}: {1}")]
     Handshake(Arc<str>, hyper::Error),
+    /// The deadline the connection was wanted by passed first.
+    #[error("no connection to {0} before the deadline")]
+    Deadline(Arc<str>),
+}
+
+/// A connection being made, by `deadline`. Boxed: only new connections wait
+/// on it, and inline, the TCP/TLS connect would enlarge every request's
+/// future.
+fn by<'a, T>(
+    deadline: Instant,
+    address: &'a Arc<str>,
+    connect: impl Future<Output = Result<T, ConnectError>> + Send + 'a,
+) -> impl Future<Output = Result<T, ConnectError>> + Send + 'a {
+    let connect = Box::pin(tokio::time::timeout_at(deadline, connect));
+    async move { connect.await.map_err(|_| ConnectError::Deadline(address.clone()))? }
 }
 
 /// Why a send failed.
@@ -90,6 +105,8 @@ pub enum SendError {
     NotSent(Box<Request<Body>>, BoxError),
     /// The request was (at least partly) sent.
     Failed(BoxError),
+    /// The deadline passed before the response head came.
+    TimedOut,
 }
 
 struct Idle {
@@ -146,8 +163,8 @@ impl Pools {
     }
 
     /// A connection to `address` (`host:port`): an idle one of this worker's,
-    /// or a new one.
-    pub async fn checkout(&self, address: &Arc<str>) -> Result<Conn, ConnectError> {
+    /// or a new one made by `deadline`.
+    pub async fn checkout(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
         let shard = self.shard();
         match self.settings.protocol {
             Protocol::Http1 => {
@@ -160,9 +177,7 @@ impl Pools {
                         reused: true,
                     });
                 }
-                // New connections only: boxed, so the TCP/TLS connect future
-                // does not enlarge every request's future.
-                let io = Box::pin(self.connect(address)).await?;
+                let io = by(deadline, address, self.connect(address)).await?;
                 Ok(Conn::Http1 {
                     conn: Connection::new(io, self.settings.on_connection.clone()),
                     shard: shard.clone(),
@@ -176,8 +191,11 @@ impl Pools {
                 if let Some(sender) = existing.filter(|s| !s.is_closed()) {
                     return Ok(Conn::Http2 { sender, reused: true });
                 }
-                let io = Box::pin(self.connect(address)).await?;
-                let sender = Box::pin(self.handshake_http2(address, io)).await?;
+                let handshake = async {
+                    let io = self.connect(address).await?;
+                    self.handshake_http2(address, io).await
+                };
+                let sender = by(deadline, address, handshake).await?;
                 shard.http2.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone(), sender.clone());
                 Ok(Conn::Http2 { sender, reused: false })
             }
@@ -287,18 +305,22 @@ impl Conn {
     /// the pool once it has been read to the end. The response carries no
     /// hop-by-hop field.
     /// `forwarding`: the fields an HTTP/1 head is written with (an HTTP/2
-    /// request carries them in its map).
+    /// request carries them in its map). The response head must come by
+    /// `deadline`.
     pub async fn send(
         self,
         req: Box<Request<Body>>,
         forwarding: Option<&Forwarding>,
+        deadline: Instant,
     ) -> Result<Box<Response<Body>>, SendError> {
         match self {
             Self::Http1 { conn, shard, key, max_idle, .. } => {
-                conn.send(req, forwarding, Some(Return { shard, key, max_idle })).await
+                conn.send(req, forwarding, Some(Return { shard, key, max_idle }), deadline).await
             }
             Self::Http2 { mut sender, .. } => {
-                let result = sender.try_send_request(*req).await;
+                let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(*req)).await else {
+                    return Err(SendError::TimedOut);
+                };
                 match result {
                     Ok(mut resp) => {
                         // HTTP/2 forbids them; what a lax upstream sends anyway goes.

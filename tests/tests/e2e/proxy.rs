@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header, echoed_headers};
-use wasmgate_tests::{TestGateway, dead_addr, get, raw, send};
+use wasmgate_tests::{TestGateway, client, dead_addr, get, raw, send, send_with};
 
 fn one_route(up: &TestUpstream, route_extra: &str) -> String {
     format!(
@@ -434,6 +434,29 @@ async fn slow_upstream_is_504_after_the_route_timeout() {
     assert!(start.elapsed() < Duration::from_secs(4), "the timeout cut the wait short");
     // A fast request on the same route is unaffected.
     assert_eq!(get(&gw.url("/fast")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeout_runs_from_each_request_on_a_kept_upstream_connection() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, "timeout = \"400ms\""));
+    let client = client();
+    // Five requests 150 ms apart over one upstream connection: 750 ms, each
+    // answered well within its own 400 ms.
+    for i in 0..5 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let r = send_with(&client, Request::get(gw.url("/fast")).body(Full::default()).unwrap()).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert_eq!(up.connections(), 1, "the upstream connection was kept");
+    // And a slow answer on it is still cut off at its request's timeout.
+    let start = Instant::now();
+    let r = send_with(&client, Request::get(gw.url("/slow/3000")).body(Full::default()).unwrap()).await;
+    let waited = start.elapsed();
+    assert_eq!(r.status, 504);
+    assert!(waited >= Duration::from_millis(350) && waited < Duration::from_millis(2500), "{waited:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
