@@ -54,6 +54,59 @@ impl SpareMap {
     }
 }
 
+/// The most field places (and bytes of names) a connection keeps in
+/// [`Names`]: a head with many more is parsed as it comes.
+const KEEP_NAMES: usize = 32;
+const KEEP_NAME_BYTES: usize = 1024;
+
+/// The names of the fields of the last head a connection read, by place,
+/// as they came (in their case) and as parsed. The heads on a connection
+/// (a client's requests, an upstream's responses) mostly name the same
+/// fields in the same order: a name as it was in its place is taken from
+/// here, not parsed again (a parse costs several times a comparison). A
+/// name not as it was there is parsed, and kept from that place on.
+#[derive(Debug, Default)]
+pub struct Names {
+    /// The names as they came, one after another.
+    raw: Vec<u8>,
+    /// By place: where the name lies in `raw`, and the name.
+    names: Vec<(std::ops::Range<usize>, HeaderName)>,
+}
+
+impl Names {
+    /// The name that came as `raw` in place `i` of a head.
+    #[inline]
+    pub fn name(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        if let Some((at, name)) = self.names.get(i)
+            && at.len() == raw.len()
+            && self.raw.get(at.clone()) == Some(raw)
+        {
+            return Ok(name.clone());
+        }
+        self.parse(i, raw)
+    }
+
+    /// Parses a name not as it was in its place, and keeps it from that
+    /// place on (a place is kept only after the one before it).
+    fn parse(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        let name = HeaderName::from_bytes(raw)?;
+        let start = match i.checked_sub(1) {
+            None => Some(0),
+            Some(before) => self.names.get(before).map(|(at, _)| at.end),
+        };
+        if let Some(start) = start
+            && i < KEEP_NAMES
+            && start + raw.len() <= KEEP_NAME_BYTES
+        {
+            self.names.truncate(i);
+            self.raw.truncate(start);
+            self.raw.extend_from_slice(raw);
+            self.names.push((start..self.raw.len(), name.clone()));
+        }
+        Ok(name)
+    }
+}
+
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,
 /// and `Upgrade`. `Connection` comes first, `TE` sixth, `Transfer-Encoding`
 /// eighth.
@@ -525,6 +578,47 @@ mod tests {
         assert_eq!(hop_by_hop(b"trailers"), None);
         assert_eq!(hop_by_hop(b"Upgrades"), None);
         assert_eq!(hop_by_hop(b"Connectio2"), None);
+    }
+
+    fn head(names: &mut Names, raw: &[&str]) -> Vec<String> {
+        raw.iter().enumerate().map(|(i, r)| names.name(i, r.as_bytes()).unwrap().as_str().to_owned()).collect()
+    }
+
+    #[test]
+    fn names_are_kept_by_place_as_they_came_and_any_change_is_parsed() {
+        let mut names = Names::default();
+        let first = ["Host", "User-Agent", "X-Trace-Id"];
+        assert_eq!(head(&mut names, &first), ["host", "user-agent", "x-trace-id"]);
+        assert_eq!(names.raw, b"HostUser-AgentX-Trace-Id");
+        // The same head again: the same names, from what was kept.
+        assert_eq!(head(&mut names, &first), ["host", "user-agent", "x-trace-id"]);
+        assert_eq!(names.names.len(), 3);
+        // A name not as it was in its place (another name, another case, a
+        // prefix of it) is parsed, and kept from that place on.
+        assert_eq!(head(&mut names, &["Host", "ACCEPT", "X-Trace-Id"]), ["host", "accept", "x-trace-id"]);
+        assert_eq!(names.raw, b"HostACCEPTX-Trace-Id");
+        assert_eq!(head(&mut names, &["HOST", "Accept"]), ["host", "accept"]);
+        assert_eq!(head(&mut names, &["Ho"]), ["ho"]);
+        assert_eq!(names.raw, b"Ho");
+        // A bad name is refused, not kept; a place after one not kept is
+        // parsed and not kept.
+        assert!(names.name(1, b"bad name").is_err());
+        assert_eq!(names.name(3, b"Via").unwrap(), header::VIA);
+        assert_eq!(names.names.len(), 1);
+    }
+
+    #[test]
+    fn a_head_with_many_or_long_names_keeps_only_so_many() {
+        let mut names = Names::default();
+        let many: Vec<String> = (0..KEEP_NAMES + 8).map(|i| format!("X-{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let parsed = head(&mut names, &many);
+        assert_eq!(parsed.len(), KEEP_NAMES + 8);
+        assert_eq!(parsed[KEEP_NAMES + 7], format!("x-{}", KEEP_NAMES + 7));
+        assert_eq!(names.names.len(), KEEP_NAMES);
+        let long = "X".repeat(KEEP_NAME_BYTES);
+        assert_eq!(head(&mut names, &["Host", &long, "Accept"]), ["host", &long.to_lowercase(), "accept"]);
+        assert_eq!(names.names.len(), 1, "the long name and those after it are not kept");
     }
 
     #[test]

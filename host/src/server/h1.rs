@@ -48,7 +48,7 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWrite;
@@ -58,7 +58,7 @@ use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
-use crate::proxy::headers::{ConnectionTokens, PLUGIN_HEADER_ROOM, SpareMap};
+use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap};
 use crate::proxy::{self, ConnInfo};
 use crate::timer;
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
@@ -132,6 +132,7 @@ pub async fn serve(
     let mut timer = timer::Kept::default();
     let mut first = true;
     let mut spare = SpareMap::default();
+    let mut names = Names::default();
     let mut fields = codec::Fields::new();
     // One wait for shutdown for the whole connection, registered once
     // rather than once per request; `watching` reads the flag meanwhile.
@@ -160,7 +161,7 @@ pub async fn serve(
             }
         };
         first = false;
-        let (req, upgrade, ask) = match request(&cell, parsed, &fields, &head, &mut spare) {
+        let (req, upgrade, ask) = match request(&cell, parsed, &fields, &head, &mut spare, &mut names) {
             Ok(r) => r,
             Err(status) => {
                 refuse(&cell, Refusal::Status(status)).await;
@@ -376,6 +377,7 @@ fn request(
     fields: &codec::Fields,
     head: &Bytes,
     spare: &mut SpareMap,
+    names: &mut Names,
 ) -> Result<NewRequest, StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what plugins add, without growing the map. (What the proxy
@@ -387,8 +389,8 @@ fn request(
     // The first `TE` field's value; whether an `Upgrade` field is there.
     let mut te: Option<bool> = None;
     let mut upgrade_field = false;
-    for (name, value) in fields {
-        let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
+    for (i, (name, value)) in fields.iter().enumerate() {
+        let name = names.name(i, &head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::HOST {
             hosts += 1;
@@ -848,6 +850,7 @@ async fn close(cell: &Cell) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderName;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect()

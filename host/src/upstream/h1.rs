@@ -36,7 +36,7 @@ use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
 use crate::proxy::body::{Body, BodyError};
-use crate::proxy::headers::{self, ConnectionTokens, Forwarding, HopField, SpareMap};
+use crate::proxy::headers::{self, ConnectionTokens, Forwarding, HopField, Names, SpareMap};
 use crate::timer;
 
 /// The largest response head (status line and headers) read from an upstream.
@@ -120,6 +120,8 @@ pub struct Connection {
     map: SpareMap,
     /// Where the last response head's fields lay, kept for the next.
     fields: Fields,
+    /// The last response head's field names.
+    names: Names,
     /// When the response to the request being sent must have come.
     deadline: Instant,
     /// Wakes a request waiting past its deadline; kept from one request to
@@ -156,6 +158,7 @@ impl Connection {
             out: BytesMut::new(),
             map: SpareMap::default(),
             fields: Vec::new(),
+            names: Names::default(),
             deadline: Instant::now(),
             timer: timer::Kept::default(),
             _counted: Counted(on_connection),
@@ -371,7 +374,7 @@ impl Connection {
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
-            let headers = parsed.headers(&self.fields, &head, &mut self.map)?;
+            let headers = parsed.headers(&self.fields, &head, &mut self.map, &mut self.names)?;
             let framing = response_framing(head_only, status, parsed.chunked, &headers)?;
             let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
             let mut resp = Box::new(Response::new(Body::Empty));
@@ -531,18 +534,27 @@ impl Parsed {
     /// already for framing and keep-alive): the usual `Connection:
     /// keep-alive` costs no map entry made only to be removed, and the
     /// proxy has no hygiene left to do on the response.
-    fn headers(&self, fields: &Fields, head: &Bytes, spare: &mut SpareMap) -> Result<HeaderMap, Error> {
+    fn headers(
+        &self,
+        fields: &Fields,
+        head: &Bytes,
+        spare: &mut SpareMap,
+        names: &mut Names,
+    ) -> Result<HeaderMap, Error> {
         // Room for the `Via` and request id the proxy adds, and for what
         // plugins add.
         let mut map = spare.take(fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
         // Rarely, `Connection` names another header: then everything goes
         // into the map and the hygiene finds what goes with it.
         let named = self.connection.names_other;
+        // Places among the fields kept.
+        let mut place = 0;
         for (i, (name, value)) in fields.iter().enumerate() {
             if !named && self.hop & (1 << i) != 0 {
                 continue;
             }
-            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
+            let name = names.name(place, &head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
+            place += 1;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
                 .map_err(|_| Error::Invalid("header value"))?;
             map.append(name, value);
@@ -946,7 +958,7 @@ mod tests {
         let mut fields = Fields::new();
         let parsed = parse_head(raw, &mut fields).unwrap().unwrap();
         let bytes = Bytes::copy_from_slice(&raw[..parsed.len]);
-        let headers = parsed.headers(&fields, &bytes, &mut SpareMap::default()).unwrap();
+        let headers = parsed.headers(&fields, &bytes, &mut SpareMap::default(), &mut Names::default()).unwrap();
         (parsed, headers)
     }
 

@@ -260,6 +260,46 @@ async fn the_header_timeout_runs_from_each_head_on_a_kept_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_on_a_kept_connection_carries_its_own_header_names() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&tls_body(&up, ""));
+    let mut conn = wasmgate_tests::RawConn::connect(gw.addr()).await;
+    // The connection keeps the names of the last head by place: the same
+    // places with another name of the same length, another case, a prefix,
+    // fewer and more.
+    let heads: [&[&str]; 5] = [
+        &["X-One: 1", "X-Two: 2"],
+        &["X-One: 1", "X-Six: 6"],
+        &["X-ONE: 1", "X-Si: 6"],
+        &["X-Four: 4"],
+        &["X-Four: 4", "X-Two: 2", "X-One: 1"],
+    ];
+    for fields in heads {
+        let mut req = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        for f in fields {
+            req.push_str(f);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        conn.write(req.as_bytes()).await;
+        let (head, body) = conn.response(false).await.expect("a response");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let doc: serde_json::Value = serde_json::from_slice(&body).expect("an echo");
+        let sent: Vec<String> = doc["headers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pair| pair[0].as_str().filter(|n| n.starts_with("x-") && !n.starts_with("x-forwarded")))
+            .filter(|n| *n != "x-request-id")
+            .map(str::to_owned)
+            .collect();
+        let asked: Vec<String> =
+            fields.iter().map(|f| f.split(':').next().unwrap_or_default().to_ascii_lowercase()).collect();
+        assert_eq!(sent, asked, "{req}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
     let up = TestUpstream::echo("u").await;
     let gw =
