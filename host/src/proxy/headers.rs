@@ -233,6 +233,15 @@ impl ConnectionTokens {
 
     /// Adds the tokens of one more `Connection` field value.
     pub fn add(&mut self, value: &[u8]) {
+        // The usual values, whole, without splitting the list.
+        if is_name(value, b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if is_name(value, b"close") {
+            self.close = true;
+            return;
+        }
         for token in connection_tokens([value]) {
             self.close |= is_name(token, b"close");
             self.keep_alive |= is_name(token, b"keep-alive");
@@ -752,6 +761,31 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["close", "user-agent"]);
+    }
+
+    #[test]
+    fn connection_values_read_the_same_whole_or_in_a_list() {
+        let read = |values: &[&str]| ConnectionTokens::read(values.iter().map(|v| v.as_bytes()));
+        let keep = ConnectionTokens { keep_alive: true, ..Default::default() };
+        let close = ConnectionTokens { close: true, ..Default::default() };
+        for v in ["keep-alive", "Keep-Alive", "KEEP-ALIVE", " keep-alive ", "keep-alive,", ", keep-alive"] {
+            assert_eq!(read(&[v]), keep, "{v:?}");
+        }
+        for v in ["close", "Close", "close, close", " CLOSE"] {
+            assert_eq!(read(&[v]), close, "{v:?}");
+        }
+        assert_eq!(read(&["keep-alive", "close"]), ConnectionTokens { close: true, ..keep });
+        assert_eq!(read(&["Upgrade"]), ConnectionTokens { upgrade: true, ..Default::default() });
+        assert_eq!(
+            read(&["keep-alive, x-secret"]),
+            ConnectionTokens { names_other: true, ..keep },
+            "a list is read token by token"
+        );
+        // Near misses are other names, not the options.
+        for v in ["keep-alivE2", "keep_alive", "closed", "clos"] {
+            let t = read(&[v]);
+            assert!(!t.keep_alive && !t.close && t.names_other, "{v:?}");
+        }
     }
 
     #[test]
