@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::ServerConfig;
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, ClientBody};
-use crate::proxy::{self, ConnInfo};
+use crate::proxy::{self, ConnInfo, HopByHop};
 use crate::upstream::h1::Io;
 
 pub mod h1;
@@ -270,8 +270,12 @@ fn service(
     Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::body::Body>, Infallible>> + Send,
 > + Clone {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let handling =
-            proxy::handle(shared.current(), conn_info.clone(), Box::new(req.map(|b| Body::client(ClientBody::H2(b)))));
+        let handling = proxy::handle(
+            shared.current(),
+            conn_info.clone(),
+            Box::new(req.map(|b| Body::client(ClientBody::H2(b)))),
+            HopByHop::Maybe,
+        );
         async move { Ok(*handling.await) }
     })
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::body::{self, Body, BodyError};
 use super::error::ProxyError;
-use super::{Forward, Trace, client_body_error, clone_head, fix_length};
+use super::{Forward, HopByHop, Trace, client_body_error, clone_head, fix_length};
 use crate::config::OnPluginError;
 use crate::exchange::{self, Exchange};
 use crate::gateway::Route;
@@ -100,7 +100,8 @@ pub(super) async fn run(
                 std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
             };
             let mut req = Box::new(Request::from_parts(head, req_body));
-            let forwarding = forward.head(&mut req);
+            // Plugins may have added any field.
+            let forwarding = forward.head(&mut req, HopByHop::Maybe);
             let (parts, body) = forward.send(req, &forwarding, trace).await?.response.into_parts();
             (parts, RespBody::Stream(body), route.chain.len())
         }

@@ -69,30 +69,33 @@ const KEEP_NAME_BYTES: usize = 1024;
 pub struct Names {
     /// The names as they came, one after another.
     raw: Vec<u8>,
-    /// By place: where the name lies in `raw`, and the name.
-    names: Vec<(std::ops::Range<usize>, HeaderName)>,
+    /// By place: where the name lies in `raw`, the name, and whether it is
+    /// hop-by-hop.
+    names: Vec<(std::ops::Range<usize>, HeaderName, bool)>,
 }
 
 impl Names {
-    /// The name that came as `raw` in place `i` of a head.
+    /// The name that came as `raw` in place `i` of a head, and whether it
+    /// is a hop-by-hop header (by itself; see [`hop_field`]).
     #[inline]
-    pub fn name(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-        if let Some((at, name)) = self.names.get(i)
+    pub fn name(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, bool), http::header::InvalidHeaderName> {
+        if let Some((at, name, hop)) = self.names.get(i)
             && at.len() == raw.len()
             && self.raw.get(at.clone()) == Some(raw)
         {
-            return Ok(name.clone());
+            return Ok((name.clone(), *hop));
         }
         self.parse(i, raw)
     }
 
     /// Parses a name not as it was in its place, and keeps it from that
     /// place on (a place is kept only after the one before it).
-    fn parse(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    fn parse(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, bool), http::header::InvalidHeaderName> {
         let name = HeaderName::from_bytes(raw)?;
+        let hop = hop_by_hop(raw).is_some();
         let start = match i.checked_sub(1) {
             None => Some(0),
-            Some(before) => self.names.get(before).map(|(at, _)| at.end),
+            Some(before) => self.names.get(before).map(|(at, ..)| at.end),
         };
         if let Some(start) = start
             && i < KEEP_NAMES
@@ -101,9 +104,9 @@ impl Names {
             self.names.truncate(i);
             self.raw.truncate(start);
             self.raw.extend_from_slice(raw);
-            self.names.push((start..self.raw.len(), name.clone()));
+            self.names.push((start..self.raw.len(), name.clone(), hop));
         }
-        Ok(name)
+        Ok((name, hop))
     }
 }
 
@@ -590,7 +593,7 @@ mod tests {
     }
 
     fn head(names: &mut Names, raw: &[&str]) -> Vec<String> {
-        raw.iter().enumerate().map(|(i, r)| names.name(i, r.as_bytes()).unwrap().as_str().to_owned()).collect()
+        raw.iter().enumerate().map(|(i, r)| names.name(i, r.as_bytes()).unwrap().0.as_str().to_owned()).collect()
     }
 
     #[test]
@@ -612,8 +615,14 @@ mod tests {
         // A bad name is refused, not kept; a place after one not kept is
         // parsed and not kept.
         assert!(names.name(1, b"bad name").is_err());
-        assert_eq!(names.name(3, b"Via").unwrap(), header::VIA);
+        assert_eq!(names.name(3, b"Via").unwrap(), (header::VIA, false));
         assert_eq!(names.names.len(), 1);
+        // Whether a name is hop-by-hop comes with it, parsed or kept.
+        for _ in 0..2 {
+            assert_eq!(names.name(0, b"Host").unwrap(), (header::HOST, false));
+            assert_eq!(names.name(1, b"Keep-Alive").unwrap(), (HeaderName::from_static("keep-alive"), true));
+            assert_eq!(names.name(2, b"TE").unwrap(), (header::TE, true));
+        }
     }
 
     #[test]

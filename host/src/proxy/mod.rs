@@ -60,17 +60,31 @@ struct Trace<'s> {
     plugins: Vec<(Arc<str>, &'static str)>,
 }
 
+/// Whether a request may have hop-by-hop fields, as the server that read it
+/// knows: an HTTP/1 head read without any has none to take out, no
+/// `Transfer-Encoding` and no upgrade to look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopByHop {
+    Absent,
+    Maybe,
+}
+
 /// Serves one request on the given config snapshot. Never fails: errors
 /// become responses with the request id. Request and response are boxed
 /// where they are made (a server, an upstream connection) and moved as
 /// pointers from there: each layer between moved a copy of ~300 bytes.
-pub async fn handle(snapshot: Arc<Snapshot>, conn: Arc<ConnInfo>, req: Box<Request<Body>>) -> Box<Response<Body>> {
+pub async fn handle(
+    snapshot: Arc<Snapshot>,
+    conn: Arc<ConnInfo>,
+    req: Box<Request<Body>>,
+    hop: HopByHop,
+) -> Box<Response<Body>> {
     let start = Instant::now();
     let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
     let method = req.method().clone();
     let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
     let mut trace = Trace::default();
-    let resp = match serve(&snapshot, &conn, req, &request_id, &mut trace).await {
+    let resp = match serve(&snapshot, &conn, req, hop, &request_id, &mut trace).await {
         Ok(mut resp) => {
             resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
             resp
@@ -116,6 +130,7 @@ async fn serve<'s>(
     snapshot: &'s Snapshot,
     conn: &ConnInfo,
     mut req: Box<Request<Body>>,
+    hop: HopByHop,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
@@ -141,10 +156,10 @@ async fn serve<'s>(
             let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
             set_path(req.uri_mut(), &path)?;
         }
-        if upgrade::requested(req.headers()) {
+        if hop == HopByHop::Maybe && upgrade::requested(req.headers()) {
             return Box::pin(upgrade::proxy(&forward, req, trace)).await;
         }
-        let forwarding = forward.head(&mut req);
+        let forwarding = forward.head(&mut req, hop);
         return forward.send(req, &forwarding, trace).await.map(|f| f.response);
     }
     let (parts, body) = (*req).into_parts();
@@ -170,11 +185,13 @@ struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// The request head as it goes upstream: hop-by-hop headers out, and
-    /// the forwarding fields this hop adds, which go in as the head is
-    /// written.
-    fn head(&self, req: &mut Request<Body>) -> headers::Forwarding {
-        headers::strip_hop_by_hop(req.headers_mut());
+    /// The request head as it goes upstream: hop-by-hop headers out (when
+    /// it may have any), and the forwarding fields this hop adds, which go
+    /// in as the head is written.
+    fn head(&self, req: &mut Request<Body>, hop: HopByHop) -> headers::Forwarding {
+        if hop == HopByHop::Maybe {
+            headers::strip_hop_by_hop(req.headers_mut());
+        }
         let forwarding = headers::Forwarding::new(
             &self.conn.client,
             self.host,

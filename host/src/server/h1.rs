@@ -59,7 +59,7 @@ use wasmgate_common::decimal::Decimal;
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
 use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap};
-use crate::proxy::{self, ConnInfo};
+use crate::proxy::{self, ConnInfo, HopByHop};
 use crate::timer;
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
 
@@ -161,7 +161,7 @@ pub async fn serve(
             }
         };
         first = false;
-        let (req, upgrade, ask) = match request(&cell, parsed, &fields, &head, &mut spare, &mut names) {
+        let (req, upgrade, ask, hop) = match request(&cell, parsed, &fields, &head, &mut spare, &mut names) {
             Ok(r) => r,
             Err(status) => {
                 refuse(&cell, Refusal::Status(status)).await;
@@ -174,7 +174,7 @@ pub async fn serve(
         }
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
-        let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req));
+        let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req, hop));
         let Some(resp) = unless_client_leaves(&cell, limits.max_head, handling).await else {
             tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
             return None;
@@ -364,9 +364,9 @@ type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes)>;
 type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 
 /// A request made from a parsed head (boxed: it is moved a long way), the
-/// slot its upgraded connection would go into, and what it asks of the
-/// response.
-type NewRequest = (Box<Request<Body>>, Option<UpgradeSlot>, Asked);
+/// slot its upgraded connection would go into, what it asks of the
+/// response, and whether it has hop-by-hop fields.
+type NewRequest = (Box<Request<Body>>, Option<UpgradeSlot>, Asked, HopByHop);
 
 /// The request for a parsed head, its body framed on the connection, and
 /// what it asks of the response (read while its fields are, not looked up
@@ -389,17 +389,21 @@ fn request(
     // The first `TE` field's value; whether an `Upgrade` field is there.
     let mut te: Option<bool> = None;
     let mut upgrade_field = false;
+    let mut hop_fields = HopByHop::Absent;
     for (i, (name, value)) in fields.iter().enumerate() {
-        let name = names.name(i, &head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let (name, hop) = names.name(i, &head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::HOST {
             hosts += 1;
-        } else if name == header::CONNECTION {
-            connection.add(value.as_bytes());
-        } else if name == header::TE {
-            te = te.or(Some(value.as_bytes().eq_ignore_ascii_case(b"trailers")));
-        } else if name == header::UPGRADE {
-            upgrade_field = true;
+        } else if hop {
+            hop_fields = HopByHop::Maybe;
+            if name == header::CONNECTION {
+                connection.add(value.as_bytes());
+            } else if name == header::TE {
+                te = te.or(Some(value.as_bytes().eq_ignore_ascii_case(b"trailers")));
+            } else if name == header::UPGRADE {
+                upgrade_field = true;
+            }
         }
         headers.append(name, value);
     }
@@ -408,7 +412,7 @@ fn request(
     if hosts > 1 || (hosts == 0 && p.version == Version::HTTP_11) {
         return Err(StatusCode::BAD_REQUEST);
     }
-    let decode = body_framing(p.version, &headers)?;
+    let decode = body_framing(p.version, &headers, hop_fields)?;
     let body = if decode == Decode::Done {
         ClientBody::Empty
     } else {
@@ -442,13 +446,16 @@ fn request(
         req.extensions_mut().insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
     });
-    Ok((req, upgrade, ask))
+    Ok((req, upgrade, ask, hop_fields))
 }
 
 /// How a request body is delimited (RFC 9112 §6.3), refusing what could be
-/// read two ways (request smuggling).
-fn body_framing(version: Version, headers: &HeaderMap) -> Result<Decode, StatusCode> {
-    if let Some(chunked) = codec::chunked(headers) {
+/// read two ways (request smuggling). Without hop-by-hop fields, it has no
+/// `Transfer-Encoding`.
+fn body_framing(version: Version, headers: &HeaderMap, hop: HopByHop) -> Result<Decode, StatusCode> {
+    if hop == HopByHop::Maybe
+        && let Some(chunked) = codec::chunked(headers)
+    {
         if !chunked || version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
             return Err(StatusCode::BAD_REQUEST);
         }
@@ -858,21 +865,22 @@ mod tests {
 
     #[test]
     fn request_bodies_are_framed_one_way_only() {
+        let framing = |v, h: &HeaderMap| body_framing(v, h, HopByHop::Maybe);
         let v11 = Version::HTTP_11;
-        assert_eq!(body_framing(v11, &headers(&[])), Ok(Decode::Done));
-        assert_eq!(body_framing(v11, &headers(&[("content-length", "0")])), Ok(Decode::Done));
-        assert_eq!(body_framing(v11, &headers(&[("content-length", "7, 7")])), Ok(Decode::Length(7)));
-        assert_eq!(body_framing(v11, &headers(&[("transfer-encoding", "gzip, chunked")])), Ok(Decode::ChunkSize));
+        assert_eq!(framing(v11, &headers(&[])), Ok(Decode::Done));
+        assert_eq!(framing(v11, &headers(&[("content-length", "0")])), Ok(Decode::Done));
+        assert_eq!(framing(v11, &headers(&[("content-length", "7, 7")])), Ok(Decode::Length(7)));
+        assert_eq!(framing(v11, &headers(&[("transfer-encoding", "gzip, chunked")])), Ok(Decode::ChunkSize));
         for bad in [
             headers(&[("content-length", "7, 8")]),
             headers(&[("content-length", "-1")]),
             headers(&[("transfer-encoding", "chunked, gzip")]),
             headers(&[("transfer-encoding", "chunked"), ("content-length", "3")]),
         ] {
-            assert_eq!(body_framing(v11, &bad), Err(StatusCode::BAD_REQUEST), "{bad:?}");
+            assert_eq!(framing(v11, &bad), Err(StatusCode::BAD_REQUEST), "{bad:?}");
         }
         assert_eq!(
-            body_framing(Version::HTTP_10, &headers(&[("transfer-encoding", "chunked")])),
+            framing(Version::HTTP_10, &headers(&[("transfer-encoding", "chunked")])),
             Err(StatusCode::BAD_REQUEST)
         );
     }

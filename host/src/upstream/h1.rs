@@ -553,7 +553,7 @@ impl Parsed {
             if !named && self.hop & (1 << i) != 0 {
                 continue;
             }
-            let name = names.name(place, &head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
+            let (name, _) = names.name(place, &head[name.clone()]).map_err(|_| Error::Invalid("header name"))?;
             place += 1;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
                 .map_err(|_| Error::Invalid("header value"))?;

@@ -326,6 +326,26 @@ async fn forwarding_headers_request_id_and_via() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_request_fields_without_connection_never_reach_the_upstream() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let mut conn = wasmgate_tests::RawConn::connect(gw.addr()).await;
+    // On one connection (whose kept names say which are hop-by-hop): none,
+    // then each hop-by-hop field alone in the place another name had.
+    for field in ["X-Kept: 1", "Proxy-Authorization: Basic Zm9vOmJhcg==", "Keep-Alive: timeout=5", "X-Kept: 1"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: x\r\n{field}\r\nAccept: */*\r\n\r\n");
+        conn.write(req.as_bytes()).await;
+        let (head, body) = conn.response(false).await.expect("a response");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let doc: serde_json::Value = serde_json::from_slice(&body).expect("an echo");
+        let name = field.split(':').next().unwrap_or_default();
+        let reached = echoed_header(&doc, name).is_some();
+        assert_eq!(reached, name == "X-Kept", "{field}");
+        assert_eq!(echoed_header(&doc, "accept").as_deref(), Some("*/*"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_hop_by_hop_headers_do_not_reach_the_client() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
