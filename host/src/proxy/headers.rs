@@ -298,17 +298,42 @@ pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     (!b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())).then(|| v.clone())
 }
 
+/// How many request ids share one allocation.
+const IDS_PER_BLOCK: usize = 64;
+
+thread_local! {
+    /// Room for this thread's next request ids: each is split off it,
+    /// sharing its allocation, rather than allocated alone.
+    static ID_BLOCK: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
 /// A new random request id: 32 hex digits.
 pub fn new_request_id() -> HeaderValue {
+    // Two hex digits per byte of the random number.
+    static PAIRS: [[u8; 2]; 256] = {
+        let digits = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [digits[i >> 4], digits[i & 0xf]];
+            i += 1;
+        }
+        t
+    };
     let mut buf = [0u8; 32];
-    let n = fastrand::u128(..);
-    for (i, b) in buf.iter_mut().enumerate() {
-        let nibble = ((n >> (124 - 4 * i)) & 0xf) as u8;
-        *b = if nibble < 10 { b'0' + nibble } else { b'a' + nibble - 10 };
+    for (pair, byte) in buf.chunks_exact_mut(2).zip(fastrand::u128(..).to_be_bytes()) {
+        pair.copy_from_slice(&PAIRS[usize::from(byte)]);
     }
-    // 32 hex digits are always a valid header value. Reference-counted from
-    // the start: the id is copied into the upstream request and the response.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf)).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let id = ID_BLOCK.with_borrow_mut(|block| {
+        if block.capacity() < buf.len() {
+            *block = bytes::BytesMut::with_capacity(buf.len() * IDS_PER_BLOCK);
+        }
+        block.extend_from_slice(&buf);
+        block.split().freeze()
+    });
+    // 32 hex digits are always a valid header value. Reference-counted: the
+    // id is copied into the upstream request and the response.
+    HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A connection's client as the forwarding headers name it, written once
@@ -884,8 +909,16 @@ mod tests {
 
     #[test]
     fn request_ids() {
-        let id = new_request_id();
-        assert_eq!(id.len(), 32);
+        let ids: Vec<HeaderValue> = (0..IDS_PER_BLOCK * 3).map(|_| new_request_id()).collect();
+        for id in &ids {
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)), "{id:?}");
+        }
+        let distinct: std::collections::HashSet<&[u8]> = ids.iter().map(HeaderValue::as_bytes).collect();
+        assert_eq!(distinct.len(), ids.len(), "ids sharing a block are each their own");
+        // Every digit shows up: the pairs table covers all 16.
+        let digits: std::collections::HashSet<u8> = ids.iter().flat_map(|id| id.as_bytes().to_vec()).collect();
+        assert_eq!(digits.len(), 16);
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(incoming_request_id(&h), Some(HeaderValue::from_static("abc-123")));

@@ -63,9 +63,10 @@ pub(super) async fn run(
 
 /// One check: the status must be an expected one, within the timeout.
 async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
-    let deadline = tokio::time::Instant::now() + check.timeout;
+    let now = tokio::time::Instant::now();
+    let deadline = now + check.timeout;
     let attempt = async {
-        let conn = pools.checkout(address, deadline).await.ok()?;
+        let conn = pools.checkout(address, now, deadline).await.ok()?;
         let mut req = Request::new(Body::Empty);
         if pools.http2() {
             let scheme = if pools.tls() { "https" } else { "http" };

@@ -318,7 +318,7 @@ impl Upstream {
             // proxy) too large for the allocator's per-thread cache. It
             // keeps its own deadline: an HTTP/1 connection waits with the
             // timer it keeps, rather than one made for each request.
-            let attempt = Box::pin(self.try_once(&ep, req, forwarding, now + try_timeout)).await;
+            let attempt = Box::pin(self.try_once(&ep, req, forwarding, now, now + try_timeout)).await;
             let retry = match attempt {
                 Try::Response(resp) => {
                     let status = resp.status();
@@ -392,16 +392,18 @@ impl Upstream {
         true
     }
 
-    /// One try against one endpoint, answered by `deadline`.
+    /// One try against one endpoint, started at `now` and answered by
+    /// `deadline`.
     async fn try_once(
         &self,
         ep: &Endpoint,
         mut req: Box<Request<Body>>,
         forwarding: Option<&Forwarding>,
+        now: Instant,
         deadline: Instant,
     ) -> Try {
         self.prepare(&mut req, ep);
-        let conn = match self.pools.checkout(&ep.address, deadline).await {
+        let conn = match self.pools.checkout(&ep.address, now, deadline).await {
             Ok(c) => c,
             Err(ConnectError::Deadline(_)) => return Try::TimedOut,
             Err(e) => {

@@ -162,13 +162,13 @@ impl Pools {
         &self.shards[crate::worker::index() % self.shards.len()]
     }
 
-    /// A connection to `address` (`host:port`): an idle one of this worker's,
-    /// or a new one made by `deadline`.
-    pub async fn checkout(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
+    /// A connection to `address` (`host:port`) at `now`: an idle one of this
+    /// worker's, or a new one made by `deadline`.
+    pub async fn checkout(&self, address: &Arc<str>, now: Instant, deadline: Instant) -> Result<Conn, ConnectError> {
         let shard = self.shard();
         match self.settings.protocol {
             Protocol::Http1 => {
-                if let Some(conn) = take_idle(shard, address, self.settings.idle_timeout) {
+                if let Some(conn) = take_idle(shard, address, now, self.settings.idle_timeout) {
                     return Ok(Conn::Http1 {
                         conn,
                         shard: shard.clone(),
@@ -269,10 +269,9 @@ impl Pools {
     }
 }
 
-fn take_idle(shard: &Shard, address: &Arc<str>, idle_timeout: Duration) -> Option<Box<Connection>> {
+fn take_idle(shard: &Shard, address: &Arc<str>, now: Instant, idle_timeout: Duration) -> Option<Box<Connection>> {
     let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
     let list = idle.get_mut(address)?;
-    let now = Instant::now();
     // Most recently returned first: it is the least likely to have been
     // closed by the upstream's own idle timer.
     // A connection the upstream closed while idle is dropped here.
