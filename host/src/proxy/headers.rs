@@ -2,7 +2,7 @@
 //! and the request id.
 
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::Version;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
@@ -343,14 +343,14 @@ pub struct Client {
     /// The address as `X-Forwarded-For` lists it.
     ip: HeaderValue,
     /// The scheme it spoke: `http` or `https`.
-    proto: &'static str,
+    proto: HeaderValue,
     /// `for=…;proto=…`, the start of this hop's `Forwarded` element (all of
     /// it when the request names no host).
     forwarded: HeaderValue,
     /// The host-dependent headers for the last host a request on this
     /// connection named: the requests on a connection almost always name
     /// one host, and these were made (and checked) anew for each.
-    last_host: Mutex<Option<ForHost>>,
+    last_host: Mutex<Option<Arc<ForHost>>>,
 }
 
 /// `X-Forwarded-Host` and the whole `Forwarded` element for one host.
@@ -370,16 +370,21 @@ impl Client {
         };
         // An address's text, and so this, is always a valid header value.
         let value = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { ip: value(&text), proto, forwarded: value(&forwarded), last_host: Mutex::new(None) }
+        Self {
+            ip: value(&text),
+            proto: HeaderValue::from_static(proto),
+            forwarded: value(&forwarded),
+            last_host: Mutex::new(None),
+        }
     }
 
     /// `X-Forwarded-Host` and this hop's `Forwarded` element for a request
     /// naming `host`, made once per host a connection's requests name in a
     /// row.
-    fn for_host(&self, host: &str) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    fn for_host(&self, host: &str) -> Arc<ForHost> {
         let mut last = self.last_host.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(f) = last.as_ref().filter(|f| *f.host == *host) {
-            return (f.forwarded_host.clone(), f.element.clone());
+            return f.clone();
         }
         // `Forwarded` takes the host only when it needs no quoting.
         let element = if host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)) {
@@ -391,10 +396,9 @@ impl Client {
         } else {
             Some(self.forwarded.clone())
         };
-        let f = ForHost { host: host.into(), forwarded_host: HeaderValue::from_str(host).ok(), element };
-        let made = (f.forwarded_host.clone(), f.element.clone());
-        *last = Some(f);
-        made
+        let f = Arc::new(ForHost { host: host.into(), forwarded_host: HeaderValue::from_str(host).ok(), element });
+        *last = Some(f.clone());
+        f
     }
 }
 
@@ -404,11 +408,18 @@ impl Client {
 /// HTTP/1 request is encoded ([`encode`](Self::encode)), so no header map
 /// entry is made only to be written out; [`apply`](Self::apply) puts the same
 /// fields into a header map for what takes one (HTTP/2 upstreams).
-#[derive(Debug, Clone)]
-pub struct Forwarding {
-    /// The value (or list item) of each of [`FORWARDING`]'s fields; `None`:
-    /// this hop sets nothing there and leaves the client's field as it is.
-    values: [Option<HeaderValue>; FORWARDING.len()],
+/// The values are borrowed from where they are kept (the connection's
+/// client, the config, the request), not copied for each request.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    /// `Host` from the URI's authority (for a request with no `Host`).
+    host: Option<HeaderValue>,
+    client: &'a Client,
+    /// `X-Forwarded-Host` and the `Forwarded` element, for a request that
+    /// names a host.
+    for_host: Option<Arc<ForHost>>,
+    via: &'a HeaderValue,
+    request_id: &'a HeaderValue,
 }
 
 /// How a forwarding field meets one the request already has.
@@ -450,37 +461,52 @@ fn forwarding_slot(name: &HeaderName) -> Option<usize> {
     (FORWARDING[slot].0 == name).then_some(slot)
 }
 
-impl Forwarding {
+impl<'a> Forwarding<'a> {
     /// The fields for a request from `client` naming `host` (from its `Host`
     /// or URI), whose URI carried `authority`.
     pub fn new(
-        client: &Client,
+        client: &'a Client,
         host: Option<&str>,
         authority: Option<&http::uri::Authority>,
-        via: &HeaderValue,
-        request_id: &HeaderValue,
+        via: &'a HeaderValue,
+        request_id: &'a HeaderValue,
     ) -> Self {
-        let (forwarded_host, element) = match host {
-            Some(h) => client.for_host(h),
-            None => (None, Some(client.forwarded.clone())),
-        };
         Self {
-            values: [
-                authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-                Some(client.ip.clone()),
-                Some(HeaderValue::from_static(client.proto)),
-                forwarded_host,
-                element,
-                Some(via.clone()),
-                Some(request_id.clone()),
-            ],
+            host: authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            client,
+            for_host: host.map(|h| client.for_host(h)),
+            via,
+            request_id,
         }
+    }
+
+    /// The value (or list item) of [`FORWARDING`]'s field `slot`; `None`:
+    /// this hop sets nothing there and leaves the client's field as it is.
+    fn value(&self, slot: usize) -> Option<&HeaderValue> {
+        match slot {
+            0 => self.host.as_ref(),
+            1 => Some(&self.client.ip),
+            2 => Some(&self.client.proto),
+            3 => self.for_host.as_ref().and_then(|f| f.forwarded_host.as_ref()),
+            4 => match &self.for_host {
+                Some(f) => f.element.as_ref(),
+                None => Some(&self.client.forwarded),
+            },
+            5 => Some(self.via),
+            6 => Some(self.request_id),
+            _ => None,
+        }
+    }
+
+    /// Each of [`FORWARDING`]'s fields with its value.
+    fn fields(&self) -> impl Iterator<Item = (&'static HeaderName, Mode, Option<&HeaderValue>)> {
+        FORWARDING.iter().enumerate().map(|(slot, (name, mode))| (name, *mode, self.value(slot)))
     }
 
     /// Puts the fields into a header map.
     pub fn apply(&self, headers: &mut HeaderMap) {
         let _ = headers.try_reserve(FORWARDING.len());
-        for ((name, mode), value) in FORWARDING.iter().zip(&self.values) {
+        for (name, mode, value) in self.fields() {
             let Some(value) = value else { continue };
             match mode {
                 Mode::Append => append_list(headers, name.clone(), value),
@@ -519,7 +545,7 @@ impl Forwarding {
             }
             if let Some(slot) = forwarding_slot(name) {
                 seen[slot] = true;
-                if self.values[slot].is_some() {
+                if self.value(slot).is_some() {
                     match FORWARDING[slot].1 {
                         Mode::Replace => continue,
                         Mode::Append => {
@@ -538,9 +564,9 @@ impl Forwarding {
         if let Some((slot, _)) = open {
             self.close(slot, out);
         }
-        for (((name, mode), value), seen) in FORWARDING.iter().zip(&self.values).zip(seen) {
+        for ((name, mode, value), seen) in self.fields().zip(seen) {
             if let Some(value) = value
-                && (!seen || *mode == Mode::Replace)
+                && (!seen || mode == Mode::Replace)
             {
                 push_header(out, name, value);
             }
@@ -549,7 +575,7 @@ impl Forwarding {
 
     /// Ends a list field with this hop's item.
     fn close(&self, slot: usize, out: &mut bytes::BytesMut) {
-        if let Some(item) = &self.values[slot] {
+        if let Some(item) = self.value(slot) {
             out.extend_from_slice(b", ");
             out.extend_from_slice(item.as_bytes());
         }
@@ -595,7 +621,7 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
 mod tests {
     use super::*;
 
-    const ID: HeaderValue = HeaderValue::from_static("id-1");
+    static ID: HeaderValue = HeaderValue::from_static("id-1");
 
     #[test]
     fn names_compare_in_any_case_and_only_to_themselves() {

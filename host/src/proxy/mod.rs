@@ -188,7 +188,7 @@ impl Forward<'_> {
     /// The request head as it goes upstream: hop-by-hop headers out (when
     /// it may have any), and the forwarding fields this hop adds, which go
     /// in as the head is written.
-    fn head(&self, req: &mut Request<Body>, hop: HopByHop) -> headers::Forwarding {
+    fn head(&self, req: &mut Request<Body>, hop: HopByHop) -> headers::Forwarding<'_> {
         if hop == HopByHop::Maybe {
             headers::strip_hop_by_hop(req.headers_mut());
         }
@@ -223,7 +223,7 @@ impl Forward<'_> {
     async fn send(
         &self,
         req: Box<Request<Body>>,
-        forwarding: &headers::Forwarding,
+        forwarding: &headers::Forwarding<'_>,
         trace: &mut Trace<'_>,
     ) -> Result<Forwarded, ProxyError> {
         let upstream = self.upstream()?;

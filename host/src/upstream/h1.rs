@@ -202,7 +202,7 @@ impl Connection {
     pub async fn send(
         mut self: Box<Self>,
         mut req: Box<Request<Body>>,
-        forwarding: Option<&Forwarding>,
+        forwarding: Option<&Forwarding<'_>>,
         ret: Option<Return>,
         deadline: Instant,
     ) -> Result<Box<Response<Body>>, SendError> {
@@ -451,7 +451,7 @@ fn request_framing(req: &Request<Body>) -> Framing {
     }
 }
 
-fn encode_head(req: &Request<Body>, framing: Framing, forwarding: Option<&Forwarding>, out: &mut BytesMut) {
+fn encode_head(req: &Request<Body>, framing: Framing, forwarding: Option<&Forwarding<'_>>, out: &mut BytesMut) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(req.uri().path_and_query().map_or("/", |p| p.as_str()).as_bytes());

@@ -107,7 +107,7 @@ pub struct ForwardOptions<'a> {
     pub hash: Option<u64>,
     /// What this hop adds to the request's head (`None`: a plugin's own
     /// request, sent as it was made).
-    pub forwarding: Option<&'a Forwarding>,
+    pub forwarding: Option<&'a Forwarding<'a>>,
 }
 
 /// A response and where it came from.
@@ -398,7 +398,7 @@ impl Upstream {
         &self,
         ep: &Endpoint,
         mut req: Box<Request<Body>>,
-        forwarding: Option<&Forwarding>,
+        forwarding: Option<&Forwarding<'_>>,
         now: Instant,
         deadline: Instant,
     ) -> Try {

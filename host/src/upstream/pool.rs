@@ -309,7 +309,7 @@ impl Conn {
     pub async fn send(
         self,
         req: Box<Request<Body>>,
-        forwarding: Option<&Forwarding>,
+        forwarding: Option<&Forwarding<'_>>,
         deadline: Instant,
     ) -> Result<Box<Response<Body>>, SendError> {
         match self {
