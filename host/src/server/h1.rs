@@ -390,11 +390,14 @@ fn request(
     let mut te: Option<bool> = None;
     let mut upgrade_field = false;
     let mut hop_fields = HopByHop::Absent;
+    let mut length = codec::ContentLength::default();
     for (i, (name, value)) in fields.iter().enumerate() {
         let (name, hop) = names.name(i, &head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::HOST {
             hosts += 1;
+        } else if name == header::CONTENT_LENGTH {
+            length.add(value.as_bytes());
         } else if hop {
             hop_fields = HopByHop::Maybe;
             if name == header::CONNECTION {
@@ -412,7 +415,7 @@ fn request(
     if hosts > 1 || (hosts == 0 && p.version == Version::HTTP_11) {
         return Err(StatusCode::BAD_REQUEST);
     }
-    let decode = body_framing(p.version, &headers, hop_fields)?;
+    let decode = body_framing(p.version, &headers, hop_fields, length)?;
     let body = if decode == Decode::Done {
         ClientBody::Empty
     } else {
@@ -451,8 +454,13 @@ fn request(
 
 /// How a request body is delimited (RFC 9112 §6.3), refusing what could be
 /// read two ways (request smuggling). Without hop-by-hop fields, it has no
-/// `Transfer-Encoding`.
-fn body_framing(version: Version, headers: &HeaderMap, hop: HopByHop) -> Result<Decode, StatusCode> {
+/// `Transfer-Encoding`; `length` was read from its fields as they were.
+fn body_framing(
+    version: Version,
+    headers: &HeaderMap,
+    hop: HopByHop,
+    length: codec::ContentLength,
+) -> Result<Decode, StatusCode> {
     if hop == HopByHop::Maybe
         && let Some(chunked) = codec::chunked(headers)
     {
@@ -461,7 +469,7 @@ fn body_framing(version: Version, headers: &HeaderMap, hop: HopByHop) -> Result<
         }
         return Ok(Decode::ChunkSize);
     }
-    match codec::content_length(headers) {
+    match length.get() {
         Ok(Some(0) | None) => Ok(Decode::Done),
         Ok(Some(n)) => Ok(Decode::Length(n)),
         Err(_) => Err(StatusCode::BAD_REQUEST),
@@ -865,7 +873,7 @@ mod tests {
 
     #[test]
     fn request_bodies_are_framed_one_way_only() {
-        let framing = |v, h: &HeaderMap| body_framing(v, h, HopByHop::Maybe);
+        let framing = |v, h: &HeaderMap| body_framing(v, h, HopByHop::Maybe, codec::ContentLength::of(h));
         let v11 = Version::HTTP_11;
         assert_eq!(framing(v11, &headers(&[])), Ok(Decode::Done));
         assert_eq!(framing(v11, &headers(&[("content-length", "0")])), Ok(Decode::Done));

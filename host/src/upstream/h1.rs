@@ -374,8 +374,8 @@ impl Connection {
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
-            let headers = parsed.headers(&self.fields, &head, &mut self.map, &mut self.names)?;
-            let framing = response_framing(head_only, status, parsed.chunked, &headers)?;
+            let (headers, length) = parsed.headers(&self.fields, &head, &mut self.map, &mut self.names)?;
+            let framing = response_framing(head_only, status, parsed.chunked, length)?;
             let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
             let mut resp = Box::new(Response::new(Body::Empty));
             *resp.status_mut() = status;
@@ -540,7 +540,7 @@ impl Parsed {
         head: &Bytes,
         spare: &mut SpareMap,
         names: &mut Names,
-    ) -> Result<HeaderMap, Error> {
+    ) -> Result<(HeaderMap, ContentLength), Error> {
         // Room for the `Via` and request id the proxy adds, and for what
         // plugins add.
         let mut map = spare.take(fields.len() + 2 + headers::PLUGIN_HEADER_ROOM);
@@ -549,6 +549,7 @@ impl Parsed {
         let named = self.connection.names_other;
         // Places among the fields kept.
         let mut place = 0;
+        let mut length = ContentLength::default();
         for (i, (name, value)) in fields.iter().enumerate() {
             if !named && self.hop & (1 << i) != 0 {
                 continue;
@@ -557,12 +558,16 @@ impl Parsed {
             place += 1;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
                 .map_err(|_| Error::Invalid("header value"))?;
+            // Read here, as it goes by, rather than looked up after.
+            if name == header::CONTENT_LENGTH {
+                length.add(value.as_bytes());
+            }
             map.append(name, value);
         }
         if named {
             headers::strip_hop_by_hop(&mut map);
         }
-        Ok(map)
+        Ok((map, length))
     }
 }
 
@@ -614,7 +619,7 @@ fn response_framing(
     head_only: bool,
     status: StatusCode,
     chunked: Option<bool>,
-    headers: &HeaderMap,
+    length: ContentLength,
 ) -> Result<Framing, Error> {
     if head_only || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
@@ -623,7 +628,7 @@ fn response_framing(
     if let Some(chunked) = chunked {
         return Ok(if chunked { Framing::Chunked } else { Framing::Close });
     }
-    Ok(content_length(headers)?.map_or(Framing::Close, Framing::Length))
+    Ok(length.get()?.map_or(Framing::Close, Framing::Length))
 }
 
 /// Whether a message's `Transfer-Encoding` ends in `chunked` (`None`: it
@@ -641,21 +646,60 @@ fn ends_chunked(value: &[u8]) -> bool {
 /// A message's `Content-Length`, strictly: one number (repeated values must
 /// agree), or an error.
 pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let n = std::str::from_utf8(item.trim_ascii())
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(Error::Invalid("content-length"))?;
+    ContentLength::of(headers).get()
+}
+
+/// A message's `Content-Length`, read from each of its values in turn: one
+/// number, however often it is repeated (`7, 7`), or refused.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ContentLength(Result<Option<u64>, &'static str>);
+
+impl Default for ContentLength {
+    fn default() -> Self {
+        Self(Ok(None))
+    }
+}
+
+impl ContentLength {
+    /// From a map's `Content-Length` fields.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut length = Self::default();
+        for value in headers.get_all(header::CONTENT_LENGTH) {
+            length.add(value.as_bytes());
+        }
+        length
+    }
+
+    /// Reads one more value.
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        let Ok(length) = &mut self.0 else { return };
+        for item in value.split(|&b| b == b',') {
+            let Some(n) = decimal(item.trim_ascii()) else {
+                self.0 = Err("content-length");
+                return;
+            };
             if length.is_some_and(|l| l != n) {
-                return Err(Error::Invalid("content-length values differ"));
+                self.0 = Err("content-length values differ");
+                return;
             }
-            length = Some(n);
+            *length = Some(n);
         }
     }
-    Ok(length)
+
+    pub(crate) fn get(self) -> Result<Option<u64>, Error> {
+        self.0.map_err(Error::Invalid)
+    }
+}
+
+/// Digits only (no sign, no space), as a number that fits.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// The socket of an upstream that answered `101 Switching Protocols`, with
@@ -954,41 +998,45 @@ mod tests {
         assert_eq!((data.as_slice(), state, left), (&b"abc"[..], Decode::Done, 8));
     }
 
-    fn head(raw: &[u8]) -> (Parsed, HeaderMap) {
+    /// A parsed head, its map, and its length as read with the map (the
+    /// same as read from the map after).
+    fn head(raw: &[u8]) -> (Parsed, HeaderMap, ContentLength) {
         let mut fields = Fields::new();
         let parsed = parse_head(raw, &mut fields).unwrap().unwrap();
         let bytes = Bytes::copy_from_slice(&raw[..parsed.len]);
-        let headers = parsed.headers(&fields, &bytes, &mut SpareMap::default(), &mut Names::default()).unwrap();
-        (parsed, headers)
+        let (headers, length) =
+            parsed.headers(&fields, &bytes, &mut SpareMap::default(), &mut Names::default()).unwrap();
+        assert_eq!(length.0, ContentLength::of(&headers).0);
+        (parsed, headers, length)
     }
 
     /// The framing of a parsed head.
-    fn framing(p: &Parsed, h: &HeaderMap, head_only: bool) -> Result<Framing, Error> {
-        response_framing(head_only, p.status, p.chunked, h)
+    fn framing(p: &Parsed, length: ContentLength, head_only: bool) -> Result<Framing, Error> {
+        response_framing(head_only, p.status, p.chunked, length)
     }
 
     #[test]
     fn response_heads_parse_and_frame_their_bodies() {
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok");
+        let (p, h, l) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok");
         assert_eq!((p.status, p.version, p.len), (StatusCode::OK, Version::HTTP_11, 54));
         assert_eq!(h.get_all("x-a").iter().count(), 2);
-        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Length(2));
-        assert_eq!(framing(&p, &h, true).unwrap(), Framing::Empty, "HEAD");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Length(2));
+        assert_eq!(framing(&p, l, true).unwrap(), Framing::Empty, "HEAD");
         assert!(p.connection.keeps_alive(p.version));
 
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n");
-        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Chunked, "TE wins over CL");
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
-        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Close);
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n");
-        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Close, "the last coding decides");
-        let (p, h) = head(b"HTTP/1.0 200 OK\r\n\r\n");
-        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Close);
+        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Chunked, "TE wins over CL");
+        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Close);
+        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Close, "the last coding decides");
+        let (p, _, l) = head(b"HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Close);
         assert!(!p.connection.keeps_alive(p.version), "HTTP/1.0 closes unless asked");
-        let (p, h) = head(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n");
-        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Empty);
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 1, 1\r\n\r\n");
-        assert_eq!(framing(&p, &h, false).unwrap(), Framing::Length(1));
+        let (p, _, l) = head(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Empty);
+        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 1, 1\r\n\r\n");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Length(1));
         assert!(!p.connection.keeps_alive(p.version));
     }
 
@@ -996,7 +1044,7 @@ mod tests {
     fn hop_by_hop_fields_are_read_at_parse_and_never_reach_the_map() {
         let raw = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\
             Transfer-Encoding: chunked\r\nTrailer: x-t\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\r\n";
-        let (p, h) = head(raw);
+        let (p, h, _) = head(raw);
         assert!(p.connection.keeps_alive(p.version), "HTTP/1.0 asked to keep alive");
         assert_eq!(p.chunked, Some(true));
         let names: Vec<_> = h.keys().map(HeaderName::as_str).collect();
@@ -1005,7 +1053,7 @@ mod tests {
         // What `Connection` names goes too.
         let raw = b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\n\
             X-B: 2\r\n\r\n";
-        let (p, h) = head(raw);
+        let (p, h, _) = head(raw);
         assert!(!p.connection.keeps_alive(p.version));
         assert!(p.connection.names_other);
         let names: Vec<_> = h.keys().map(HeaderName::as_str).collect();
@@ -1017,10 +1065,14 @@ mod tests {
         assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-len", &mut Fields::new()).unwrap().is_none(), "partial");
         assert!(matches!(parse_head(b"HTTP/9.9 200 OK\r\n\r\n", &mut Fields::new()), Err(Error::Parse(_))));
         assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n", &mut Fields::new()).is_err());
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n");
-        assert!(framing(&p, &h, false).is_err(), "differing lengths");
-        let (p, h) = head(b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n");
-        assert!(framing(&p, &h, false).is_err());
+        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n");
+        assert!(framing(&p, l, false).is_err(), "differing lengths");
+        for bad in ["-1", "+1", "1 2", "0x10", "1,", "", "18446744073709551616"] {
+            let (p, _, l) = head(format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n").as_bytes());
+            assert!(framing(&p, l, false).is_err(), "{bad:?}");
+        }
+        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n");
+        assert_eq!(framing(&p, l, false).unwrap(), Framing::Length(u64::MAX));
         let many: Vec<u8> = [&b"HTTP/1.1 200 OK\r\n"[..], &b"a: b\r\n".repeat(MAX_HEADERS + 1), b"\r\n"].concat();
         assert!(matches!(parse_head(&many, &mut Fields::new()), Err(Error::HeadTooLarge)));
     }
