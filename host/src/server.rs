@@ -276,6 +276,11 @@ fn service(
             Box::new(req.map(|b| Body::client(ClientBody::H2(b)))),
             HopByHop::Maybe,
         );
-        async move { Ok(*handling.await) }
+        async move {
+            let (resp, stamp) = handling.await;
+            let mut resp = *resp;
+            stamp.apply(resp.headers_mut());
+            Ok(resp)
+        }
     })
 }

@@ -4,7 +4,8 @@
 //! so a test can check what the gateway forwarded. Some paths misbehave on
 //! purpose: `/slow/{ms}` waits before answering, `/status/{code}` answers
 //! with that status, `/bytes/{n}` sends n bytes, `/hop` sends hop-by-hop
-//! headers the gateway must strip (`/hop/plain`: without `Connection`), `/health` answers 200 or 500 as the test
+//! headers the gateway must strip (`/hop/plain`: without `Connection`), `/via` answers with its
+//! own `Via` and `X-Request-Id`, `/health` answers 200 or 500 as the test
 //! sets it. A request with `Upgrade` is switched (101) and its bytes echoed.
 //! [`Control`] lets a test make the server fail, go unhealthy or die.
 
@@ -285,6 +286,10 @@ async fn echo(
                 .header("x-upstream", name)
                 .body(Full::new(Bytes::from(vec![b'x'; n])))
                 .unwrap_or_default());
+        }
+        ["via"] => {
+            extra.push(("via", "1.0 fred".into()));
+            extra.push(("x-request-id", "upstream-id".into()));
         }
         ["hop", "plain"] => {
             extra.push(("keep-alive", "timeout=5".into()));

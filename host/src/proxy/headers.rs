@@ -583,15 +583,20 @@ impl<'a> Forwarding<'a> {
     }
 }
 
-/// Appends our `Via` entry (`1.1 wasmgate`, or `2.0 wasmgate` for HTTP/2).
-pub fn add_via(headers: &mut HeaderMap, via: &HeaderValue, version: Version) {
+/// Our `Via` entry for a message received in `version`: `1.1 wasmgate`
+/// (the configured one), or `2.0 wasmgate` for HTTP/2.
+pub fn via_entry(via: &HeaderValue, version: Version) -> HeaderValue {
     if version == Version::HTTP_2 {
         let name = via.to_str().unwrap_or("1.1 wasmgate").trim_start_matches("1.1 ");
-        let entry = HeaderValue::from_str(&format!("2.0 {name}")).unwrap_or_else(|_| via.clone());
-        append_list(headers, header::VIA, &entry);
+        HeaderValue::from_str(&format!("2.0 {name}")).unwrap_or_else(|_| via.clone())
     } else {
-        append_list(headers, header::VIA, via);
+        via.clone()
     }
+}
+
+/// Appends a `Via` entry to the map's list.
+pub fn add_via(headers: &mut HeaderMap, entry: &HeaderValue) {
+    append_list(headers, header::VIA, entry);
 }
 
 /// Appends `item` to the list header `name`: the item alone when the header
@@ -865,7 +870,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::VIA, HeaderValue::from_static("1.0 fred"));
         h.append(header::VIA, HeaderValue::from_static("1.1 p.example.net"));
-        add_via(&mut h, &via, Version::HTTP_2);
+        add_via(&mut h, &via_entry(&via, Version::HTTP_2));
         assert_eq!(h.get_all(header::VIA).iter().count(), 1);
         assert_eq!(h[header::VIA], "1.0 fred, 1.1 p.example.net, 2.0 wasmgate");
     }

@@ -56,8 +56,33 @@ struct Trace<'s> {
     upstream: Option<Arc<str>>,
     endpoint: Option<Arc<str>>,
     upstream_time: Option<Duration>,
+    /// Our `Via` entry for the upstream's response, until it is put in the
+    /// map (for plugins to see) or stamped on the response as it goes out.
+    via: Option<HeaderValue>,
     /// Each plugin call and its outcome, kept only for the access log.
     plugins: Vec<(Arc<str>, &'static str)>,
+}
+
+/// What this hop adds to every response it answers with: the request id,
+/// and `Via` to one that came from an upstream (unless plugins handled it,
+/// which see `Via` in the map). The HTTP/1 server writes them with the head
+/// ([`h1`](crate::server::h1)), so no map entry is made only to be written
+/// out; [`apply`](Self::apply) puts them into the map for HTTP/2.
+#[derive(Debug)]
+pub struct Stamp {
+    pub request_id: HeaderValue,
+    pub via: Option<HeaderValue>,
+}
+
+impl Stamp {
+    /// Puts the fields into a response's map: `Via` joins the list, the
+    /// request id replaces any other.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        if let Some(via) = &self.via {
+            headers::add_via(headers, via);
+        }
+        headers.insert(X_REQUEST_ID, self.request_id.clone());
+    }
 }
 
 /// Whether a request may have hop-by-hop fields, as the server that read it
@@ -73,20 +98,22 @@ pub enum HopByHop {
 /// become responses with the request id. Request and response are boxed
 /// where they are made (a server, an upstream connection) and moved as
 /// pointers from there: each layer between moved a copy of ~300 bytes.
+/// The response comes with the [`Stamp`] the server puts on it.
 pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
     req: Box<Request<Body>>,
     hop: HopByHop,
-) -> Box<Response<Body>> {
+) -> (Box<Response<Body>>, Stamp) {
     let start = Instant::now();
     let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
     let method = req.method().clone();
     let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
     let mut trace = Trace::default();
+    let mut via = None;
     let resp = match serve(&snapshot, &conn, req, hop, &request_id, &mut trace).await {
-        Ok(mut resp) => {
-            resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        Ok(resp) => {
+            via = trace.via.take();
             resp
         }
         Err(e) => {
@@ -123,7 +150,7 @@ pub async fn handle(
             plugins: &plugins,
         });
     }
-    resp
+    (resp, Stamp { request_id, via })
 }
 
 async fn serve<'s>(
@@ -248,10 +275,9 @@ impl Forward<'_> {
         // The client's connection decides the version hyper writes.
         *fwd.response.version_mut() = http::Version::HTTP_11;
         // The upstream module leaves out hop-by-hop fields as it reads a
-        // response; this hop adds `Via` and (in `handle`) the request id.
-        let h = fwd.response.headers_mut();
-        let _ = h.try_reserve(2);
-        headers::add_via(h, &self.snapshot.config.server.via, version);
+        // response; this hop adds `Via` (and the request id) as the
+        // response goes out, or for plugins now (`chain`).
+        trace.via = Some(headers::via_entry(&self.snapshot.config.server.via, version));
         Ok(fwd)
     }
 }

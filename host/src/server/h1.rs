@@ -58,8 +58,8 @@ use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
-use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap};
-use crate::proxy::{self, ConnInfo, HopByHop};
+use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap, X_REQUEST_ID};
+use crate::proxy::{self, ConnInfo, HopByHop, Stamp};
 use crate::timer;
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
 
@@ -175,12 +175,12 @@ pub async fn serve(
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
         let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req, hop));
-        let Some(resp) = unless_client_leaves(&cell, limits.max_head, handling).await else {
+        let Some((resp, stamp)) = unless_client_leaves(&cell, limits.max_head, handling).await else {
             tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
             return None;
         };
         let shutting_down = *watching.borrow();
-        match respond(&cell, resp, &ask, shutting_down, &mut spare).await {
+        match respond(&cell, resp, &stamp, &ask, shutting_down, &mut spare).await {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Upgrade) => {
                 // The socket goes on alone; if a request body still holds
@@ -602,6 +602,7 @@ enum Framing {
 async fn respond(
     cell: &Cell,
     resp: Box<Response<Body>>,
+    stamp: &Stamp,
     ask: &Asked,
     shutting_down: bool,
     spare: &mut SpareMap,
@@ -642,7 +643,7 @@ async fn respond(
         (out, body_read)
     };
     let keep_alive = ask.keep_alive && body_read && !shutting_down && framing != Framing::Close && !upgrade;
-    encode_head(&parts, framing, bodiless, keep_alive, ask.version, &mut out);
+    encode_head(&parts, stamp, framing, bodiless, keep_alive, ask.version, &mut out);
     spare.keep(parts.headers);
     let mut left = match framing {
         Framing::Length(n) => n,
@@ -731,6 +732,7 @@ fn skip_buffered(c: &mut Conn) -> bool {
 
 fn encode_head(
     parts: &http::response::Parts,
+    stamp: &Stamp,
     framing: Framing,
     bodiless: bool,
     keep_alive: bool,
@@ -741,19 +743,41 @@ fn encode_head(
     status_line(status, out);
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut dated = false;
+    // This hop's `Via` joins the response's list (whose values a map yields
+    // in a row): `None` once written.
+    let mut via = stamp.via.as_ref();
+    let mut in_via = false;
     for (name, value) in &parts.headers {
+        if in_via && name != header::VIA {
+            close_via(&mut via, out);
+            in_via = false;
+        }
+        if via.is_some() && name == header::VIA {
+            out.extend_from_slice(if in_via { b", " } else { b"via: " });
+            out.extend_from_slice(value.as_bytes());
+            in_via = true;
+            continue;
+        }
         // A bodiless answer to `HEAD`, or a 304, keeps the length the body
-        // would have had; otherwise the framing below says it.
+        // would have had; otherwise the framing below says it. The request
+        // id is this hop's.
         let skip = if name == header::CONTENT_LENGTH {
             !(bodiless && status != StatusCode::NO_CONTENT && !status.is_informational())
         } else {
-            name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !upgrade)
+            name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !upgrade) || name == X_REQUEST_ID
         };
         dated |= name == header::DATE;
         if !skip {
             codec::push_header(out, name, value);
         }
     }
+    if in_via {
+        close_via(&mut via, out);
+    }
+    if let Some(via) = via {
+        codec::push_header(out, &header::VIA, via);
+    }
+    codec::push_header(out, &X_REQUEST_ID, &stamp.request_id);
     if !dated {
         out.extend_from_slice(b"date: ");
         date(out);
@@ -774,6 +798,15 @@ fn encode_head(
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends the response's `Via` line with this hop's entry.
+fn close_via(via: &mut Option<&HeaderValue>, out: &mut BytesMut) {
+    if let Some(entry) = via.take() {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(entry.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -920,13 +953,52 @@ mod tests {
     }
 
     fn head(status: u16, pairs: &[(&'static str, &'static str)], framing: Framing, bodiless: bool) -> String {
+        let stamp = Stamp { request_id: HeaderValue::from_static("id-1"), via: None };
+        stamped(status, pairs, &stamp, framing, bodiless)
+    }
+
+    fn stamped(
+        status: u16,
+        pairs: &[(&'static str, &'static str)],
+        stamp: &Stamp,
+        framing: Framing,
+        bodiless: bool,
+    ) -> String {
         let mut resp = Response::new(());
         *resp.status_mut() = StatusCode::from_u16(status).unwrap();
         *resp.headers_mut() = headers(pairs);
         let (parts, ()) = resp.into_parts();
         let mut out = BytesMut::new();
-        encode_head(&parts, framing, bodiless, true, Version::HTTP_11, &mut out);
+        encode_head(&parts, stamp, framing, bodiless, true, Version::HTTP_11, &mut out);
         String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_stamp_goes_out_with_the_head_via_joining_the_list_and_the_id_replacing() {
+        let stamp =
+            Stamp { request_id: HeaderValue::from_static("id-1"), via: Some(HeaderValue::from_static("1.1 wasmgate")) };
+        let lines = |h: &str| h.split("\r\n").map(str::to_owned).collect::<Vec<_>>();
+        let h = stamped(200, &[("x-a", "1")], &stamp, Framing::Length(0), false);
+        assert!(lines(&h).contains(&"via: 1.1 wasmgate".to_owned()), "{h}");
+        assert!(lines(&h).contains(&"x-request-id: id-1".to_owned()), "{h}");
+        // The upstream's list, in the middle of the head or at its end, gets
+        // this hop's entry last; the upstream's id gives way to ours.
+        for pairs in [
+            &[("via", "1.0 fred"), ("via", "1.1 p.example.net"), ("x-request-id", "theirs"), ("x-b", "2")][..],
+            &[("x-request-id", "theirs"), ("x-b", "2"), ("via", "1.0 fred"), ("via", "1.1 p.example.net")],
+        ] {
+            let h = stamped(200, pairs, &stamp, Framing::Length(0), false);
+            let l = lines(&h);
+            assert!(l.contains(&"via: 1.0 fred, 1.1 p.example.net, 1.1 wasmgate".to_owned()), "{h}");
+            assert_eq!(h.matches("via:").count(), 1, "{h}");
+            assert!(l.contains(&"x-b: 2".to_owned()), "{h}");
+            assert_eq!(h.matches("x-request-id").count(), 1, "{h}");
+            assert!(l.contains(&"x-request-id: id-1".to_owned()), "{h}");
+        }
+        // Without a `Via` of ours (plugins had it in the map), the list is
+        // written as it is.
+        let h = head(200, &[("via", "1.0 fred, 1.1 wasmgate")], Framing::Length(0), false);
+        assert!(lines(&h).contains(&"via: 1.0 fred, 1.1 wasmgate".to_owned()), "{h}");
     }
 
     #[test]

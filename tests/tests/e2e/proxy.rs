@@ -348,6 +348,30 @@ async fn hop_by_hop_request_fields_without_connection_never_reach_the_upstream()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_via_gets_this_hop_and_its_request_id_gives_way() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let mut conn = wasmgate_tests::RawConn::connect(gw.addr()).await;
+    for _ in 0..2 {
+        conn.write(b"GET /via HTTP/1.1\r\nHost: x\r\nX-Request-Id: client-7\r\n\r\n").await;
+        let (head, _) = conn.response(false).await.expect("a response");
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert!(lines.contains(&"via: 1.0 fred, 1.1 wasmgate"), "{head}");
+        assert_eq!(head.matches("via:").count(), 1, "{head}");
+        assert!(lines.contains(&"x-request-id: client-7"), "{head}");
+        assert_eq!(head.matches("x-request-id").count(), 1, "{head}");
+    }
+    // Over HTTP/2 the same fields go into hyper's map.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = Request::get(gw.url("/via")).header("x-request-id", "client-8").body(Full::default()).unwrap();
+    let r = wasmgate_tests::send_with(&client, req).await;
+    assert_eq!(r.header_all("via"), ["1.0 fred, 1.1 wasmgate"]);
+    assert_eq!(r.header_all("x-request-id"), ["client-8"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_hop_by_hop_headers_do_not_reach_the_client() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
