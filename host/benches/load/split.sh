@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Where the CPU of a proxied request goes: user time and kernel (system)
+# time per request, for nginx as a reverse proxy and for the gateway without
+# plugins, in alternating windows of the same load. load.sh reports their
+# sum; this splits it, from the processes' own counters (/proc/PID/stat),
+# so a change can be told apart from the kernel's share, which the gateway
+# and nginx pay alike for the same socket calls.
+#
+#   host/benches/load/split.sh               # 8 windows of 3 s each, per target
+#   host/benches/load/split.sh -w 12 -d 5
+#   GATEWAY=/path/to/wasmgate host/benches/load/split.sh   # another build
+#
+# Layout as ../shared/bench/peers.sh: the upstream (nginx, `return 200`) and
+# the load generator (wrk, 64 keep-alive connections, one thread) on CPU 0,
+# the system under test on CPU 1; nginx's proxy config is peers.sh's (one
+# worker, upstream keep-alive), the gateway's is passthrough.toml. Installs
+# nginx, wrk and curl (Debian packages) when missing; builds the gateway in
+# release. Loopback only (ports 18080, 18081 and 18090, checked free first);
+# bounded in time; stops only what it started. The counters tick at
+# CLK_TCK (100 Hz): over a 3 s window that is ~0.3% of the figure.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$root"
+
+WINDOWS=8 SECS=3
+while getopts "w:d:h" opt; do
+  case $opt in
+    w) WINDOWS=$OPTARG ;;
+    d) SECS=$OPTARG ;;
+    *) sed -n '2,21p' "$0"; exit 2 ;;
+  esac
+done
+(( WINDOWS >= 1 && SECS >= 1 )) || { echo "-w and -d: at least 1" >&2; exit 2; }
+
+missing=()
+for c in nginx wrk taskset curl ss; do command -v "$c" >/dev/null || missing+=("$c"); done
+if (( ${#missing[@]} )); then
+  echo "installing: nginx wrk util-linux curl iproute2 (missing: ${missing[*]})" >&2
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx wrk util-linux curl iproute2 >/dev/null
+fi
+for port in 18080 18081 18090; do
+  if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is in use: stop what holds it" >&2; exit 1; fi
+done
+
+if [[ -n ${GATEWAY:-} ]]; then
+  gw=$GATEWAY
+else
+  cargo build --release --locked -q -p wasmgate
+  gw=$root/target/release/wasmgate
+fi
+"$gw" check -c host/benches/load/passthrough.toml >/dev/null
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-split.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# One nginx, one process (no master): its PID is the one that works.
+nginx_conf() {  # name, server block
+  local d=$work/$1
+  mkdir -p "$d"/{body,proxy,fastcgi,uwsgi,scgi}
+  cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  $2
+}
+EOF
+  echo "$d"
+}
+
+up=$(nginx_conf upstream 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }')
+taskset -c 0 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
+px=$(nginx_conf proxy 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }')
+taskset -c 1 nginx -p "$px" -c "$px/nginx.conf" & nginx_pid=$!; pids+=("$nginx_pid")
+WASMGATE_LOG=warn taskset -c 1 "$gw" run -c host/benches/load/passthrough.toml >"$work/gateway.log" 2>&1 &
+gw_pid=$!; pids+=("$gw_pid")
+
+for port in 18080 18081 18090; do
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
+  curl -s -o /dev/null -w '' "http://127.0.0.1:$port/" || { echo "nothing answers on :$port" >&2; exit 1; }
+done
+
+tick=$(getconf CLK_TCK)
+cpu() { awk '{ print $14, $15 }' "/proc/$1/stat"; }  # utime, stime (ticks, all threads)
+
+printf '%-7s %-8s %9s %12s %12s %12s\n' window target 'req/s' 'user µs/req' 'sys µs/req' 'total'
+for w in $(seq "$WINDOWS"); do
+  for target in nginx gateway; do
+    case $target in nginx) pid=$nginx_pid port=18081 ;; gateway) pid=$gw_pid port=18090 ;; esac
+    read -r u0 s0 < <(cpu "$pid")
+    out=$(taskset -c 0 wrk -t1 -c64 -d"${SECS}s" "http://127.0.0.1:$port/" 2>&1)
+    read -r u1 s1 < <(cpu "$pid")
+    reqs=$(awk '/requests in/ { print $1 }' <<<"$out")
+    [[ -n $reqs && $reqs -gt 0 ]] || { echo "wrk made no requests to :$port: $out" >&2; exit 1; }
+    awk -v w="$w" -v t="$target" -v r="$reqs" -v s="$SECS" -v k="$tick" -v du=$((u1 - u0)) -v ds=$((s1 - s0)) 'BEGIN {
+      user = du * 1e6 / k / r; sys = ds * 1e6 / k / r
+      printf "%-7s %-8s %9d %12.2f %12.2f %12.2f\n", w, t, r / s, user, sys, user + sys
+    }' | tee -a "$work/windows"
+  done
+done
+
+echo
+echo "medians over $WINDOWS windows of ${SECS} s (CPU µs per request):"
+for target in nginx gateway; do
+  for col in 4 5 6; do
+    awk -v t="$target" -v c="$col" '$2 == t { print $c }' "$work/windows" | sort -n |
+      awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s ", m }'
+  done | awk -v t="$target" '{ printf "%-8s user %6.2f  sys %6.2f  total %6.2f\n", t, $1, $2, $3 }'
+done
