@@ -26,17 +26,10 @@ while getopts "d:r:c:h" opt; do
   esac
 done
 
-missing=()
-for c in nginx wrk openssl taskset curl ss; do command -v "$c" >/dev/null || missing+=("$c"); done
-if (( ${#missing[@]} )); then
-  echo "installing: nginx wrk openssl util-linux curl iproute2 (missing: ${missing[*]})" >&2
-  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx wrk openssl util-linux curl iproute2 >/dev/null
-fi
-for port in 18080 18090 18092; do
-  if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is in use: stop what holds it" >&2; exit 1; fi
-done
+# shellcheck source=common.sh
+. host/benches/load/common.sh
+install_missing "nginx wrk openssl taskset curl ss" "nginx wrk openssl util-linux curl iproute2"
+ports_free 18080 18090 18092
 cpus=$(nproc)
 (( cpus >= 2 )) || { echo "needs 2 cores (load generator and gateway apart)" >&2; exit 1; }
 LOAD_CPU=0 SUT_CPU=1

@@ -42,17 +42,10 @@ done
 (( N >= 100 )) || { echo "-n: at least 100 requests" >&2; exit 2; }
 warm=$(( N / 10 ))
 
-missing=()
-for c in valgrind nginx curl ss; do command -v "$c" >/dev/null || missing+=("$c"); done
-if (( ${#missing[@]} )); then
-  echo "installing: valgrind nginx curl iproute2 (missing: ${missing[*]})" >&2
-  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq valgrind nginx curl iproute2 >/dev/null
-fi
-for port in 18080 18081 18090 18091 18092; do
-  if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is in use: stop what holds it" >&2; exit 1; fi
-done
+# shellcheck source=common.sh
+. host/benches/load/common.sh
+install_missing "valgrind nginx curl ss" "valgrind nginx curl iproute2"
+ports_free 18080 18081 18090 18091 18092
 
 ./plugins/build.sh
 if [[ -n ${GATEWAY:-} ]]; then
@@ -66,28 +59,6 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-instructions.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-
-nginx_conf() {  # name, server block
-  local d=$work/$1
-  mkdir -p "$d"/{body,proxy,fastcgi,uwsgi,scgi}
-  cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process $3;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  $2
-}
-EOF
-  echo "$d"
-}
 
 # The gateway's configs: those of load.sh, but with room for a few plugin
 # instances only — valgrind cannot reserve the pooling allocator's default
@@ -116,10 +87,10 @@ EOF
   echo "$work/$1.toml"
 }
 
-up=$(nginx_conf upstream 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }' on)
+up=$(nginx_conf "$work/upstream" on 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }')
 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
-px=$(nginx_conf proxy 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }' off)
+px=$(nginx_conf "$work/proxy" off 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }')
 plain=$(gateway_conf plain 18090 '')
 noop=$(gateway_conf noop 18091 '{ use = "noop" }')
 

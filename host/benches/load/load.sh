@@ -16,14 +16,9 @@ cd "$root"
 peers=${PEERS_SH:-$root/../shared/bench/peers.sh}
 [[ -x $peers ]] || { echo "peers.sh not found at $peers (set PEERS_SH)" >&2; exit 1; }
 
-missing=()
-for c in nginx haproxy wrk taskset curl ss; do command -v "$c" >/dev/null || missing+=("$c"); done
-if (( ${#missing[@]} )); then
-  echo "installing: nginx haproxy wrk util-linux curl iproute2 (missing: ${missing[*]})" >&2
-  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx haproxy wrk util-linux curl iproute2 >/dev/null
-fi
+# shellcheck source=common.sh
+. host/benches/load/common.sh
+install_missing "nginx haproxy wrk taskset curl ss" "nginx haproxy wrk util-linux curl iproute2"
 
 ./plugins/build.sh
 cargo build --release --locked -q -p wasmgate

@@ -32,17 +32,10 @@ while getopts "w:d:h" opt; do
 done
 (( WINDOWS >= 1 && SECS >= 1 )) || { echo "-w and -d: at least 1" >&2; exit 2; }
 
-missing=()
-for c in nginx wrk taskset curl ss; do command -v "$c" >/dev/null || missing+=("$c"); done
-if (( ${#missing[@]} )); then
-  echo "installing: nginx wrk util-linux curl iproute2 (missing: ${missing[*]})" >&2
-  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq nginx wrk util-linux curl iproute2 >/dev/null
-fi
-for port in 18080 18081 18090; do
-  if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is in use: stop what holds it" >&2; exit 1; fi
-done
+# shellcheck source=common.sh
+. host/benches/load/common.sh
+install_missing "nginx wrk taskset curl ss" "nginx wrk util-linux curl iproute2"
+ports_free 18080 18081 18090
 
 if [[ -n ${GATEWAY:-} ]]; then
   gw=$GATEWAY
@@ -57,32 +50,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# One nginx, one process (no master): its PID is the one that works.
-nginx_conf() {  # name, server block
-  local d=$work/$1
-  mkdir -p "$d"/{body,proxy,fastcgi,uwsgi,scgi}
-  cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process off;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  $2
-}
-EOF
-  echo "$d"
-}
-
-up=$(nginx_conf upstream 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }')
+up=$(nginx_conf "$work/upstream" off 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }')
 taskset -c 0 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
-px=$(nginx_conf proxy 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
+# One process each (no master): its PID is the one that works.
+px=$(nginx_conf "$work/proxy" off 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
   server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }')
 taskset -c 1 nginx -p "$px" -c "$px/nginx.conf" & nginx_pid=$!; pids+=("$nginx_pid")
 WASMGATE_LOG=warn taskset -c 1 "$gw" run -c host/benches/load/passthrough.toml >"$work/gateway.log" 2>&1 &

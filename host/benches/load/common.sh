@@ -1,0 +1,48 @@
+# Shared by the load scripts (sourced, not run): what they install, the
+# loopback ports they take, and the nginx they start.
+
+# Installs the Debian `packages` when one of `commands` is missing.
+#   install_missing "nginx wrk curl ss" "nginx wrk curl iproute2"
+install_missing() {  # commands, packages
+  local c missing=()
+  for c in $1; do command -v "$c" >/dev/null || missing+=("$c"); done
+  (( ${#missing[@]} )) || return 0
+  echo "installing: $2 (missing: ${missing[*]})" >&2
+  local sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  # shellcheck disable=SC2086 # a list of package names
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq $2 >/dev/null
+}
+
+# Exits unless every loopback port given is free.
+ports_free() {  # port...
+  local port
+  for port in "$@"; do
+    if ss -Htln "sport = :$port" | grep -q .; then echo "port $port is in use: stop what holds it" >&2; exit 1; fi
+  done
+}
+
+# A one-worker nginx config in `dir` (made) around `block`, access log
+# off, keep-alive as the benchmark peers run it; prints `dir`. `master`:
+# on, or off for one process whose PID is the one that works.
+nginx_conf() {  # dir, master, block
+  local d=$1
+  mkdir -p "$d"/{body,proxy,fastcgi,uwsgi,scgi}
+  cat >"$d/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+master_process $2;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi; uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  $3
+}
+CONF
+  echo "$d"
+}
