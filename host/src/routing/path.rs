@@ -93,12 +93,19 @@ pub fn normalize(path: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(s))
 }
 
+/// Whether a path has `//` or a `.`/`..` segment. Most paths have no dot
+/// and no escape: one pass over the bytes tells them, and only a path with
+/// either is split into segments.
 fn needs_normalizing(path: &str) -> bool {
-    let b = path.as_bytes();
-    if b.windows(2).any(|w| w == b"//") {
-        return true;
+    let mut slash = false;
+    for &b in path.as_bytes() {
+        match b {
+            b'.' | b'%' => return path.contains("//") || path.split('/').skip(1).any(|seg| decode_dots(seg).is_some()),
+            b'/' if slash => return true,
+            _ => slash = b == b'/',
+        }
     }
-    path.split('/').skip(1).any(|seg| decode_dots(seg).is_some())
+    false
 }
 
 /// `Some(1)` for `.`, `Some(2)` for `..` (either may be `%2e`-encoded).
@@ -149,5 +156,17 @@ mod tests {
         assert_eq!(n("/a/b/.."), Some("/a/".into()));
         assert_eq!(n("/.."), None);
         assert_eq!(n("/a/..."), Some("/a/...".into()));
+        assert_eq!(n("/a/%2e/b//"), Some("/a/b/".into()));
+        assert_eq!(n("/a.b/c%20d"), Some("/a.b/c%20d".into()));
+        assert_eq!(n("/a/b%2E%2e"), Some("/a/b%2E%2e".into()));
+        assert_eq!(n("//"), Some("/".into()));
+        assert_eq!(n("/"), Some("/".into()));
+        // Paths already normal are borrowed, not copied.
+        for p in ["/", "/a/b", "/a/b/", "/a.b/c%20d", "/a/...", "/.a/b"] {
+            assert!(matches!(normalize(p), Some(Cow::Borrowed(_))), "{p}");
+        }
+        for p in ["//", "/a//b", "/a/./b", "/a/%2e/b", "/a/b/.."] {
+            assert!(matches!(normalize(p), Some(Cow::Owned(_))), "{p}");
+        }
     }
 }
