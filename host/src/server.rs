@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::ServerConfig;
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, ClientBody};
-use crate::proxy::{self, ConnInfo, HopByHop};
+use crate::proxy::{self, ConnInfo, Present};
 use crate::upstream::h1::Io;
 
 pub mod h1;
@@ -274,7 +274,7 @@ fn service(
             shared.current(),
             conn_info.clone(),
             Box::new(req.map(|b| Body::client(ClientBody::H2(b)))),
-            HopByHop::Maybe,
+            Present::ANY,
         );
         async move {
             let (resp, stamp) = handling.await;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::body::{self, Body, BodyError};
 use super::error::ProxyError;
-use super::{Forward, HopByHop, Trace, client_body_error, clone_head, fix_length};
+use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length};
 use crate::config::OnPluginError;
 use crate::exchange::{self, Exchange};
 use crate::gateway::Route;
@@ -101,7 +101,7 @@ pub(super) async fn run(
             };
             let mut req = Box::new(Request::from_parts(head, req_body));
             // Plugins may have added any field.
-            let forwarding = forward.head(&mut req, HopByHop::Maybe);
+            let forwarding = forward.head(&mut req, Present::ANY);
             let (mut parts, body) = forward.send(req, &forwarding, trace).await?.response.into_parts();
             // Response hooks see this hop's `Via`, as a client will.
             if let Some(via) = trace.via.take() {

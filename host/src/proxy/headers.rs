@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::Version;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
+use super::Present;
 use crate::upstream::h1::push_header;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -69,30 +70,38 @@ const KEEP_NAME_BYTES: usize = 1024;
 pub struct Names {
     /// The names as they came, one after another.
     raw: Vec<u8>,
-    /// By place: where the name lies in `raw`, the name, and whether it is
-    /// hop-by-hop.
-    names: Vec<(std::ops::Range<usize>, HeaderName, bool)>,
+    /// By place: where the name lies in `raw`, the name, and which of the
+    /// fields [`Present`] tells of it is.
+    names: Vec<(std::ops::Range<usize>, HeaderName, Present)>,
 }
 
 impl Names {
-    /// The name that came as `raw` in place `i` of a head, and whether it
-    /// is a hop-by-hop header (by itself; see [`hop_field`]).
+    /// The name that came as `raw` in place `i` of a head, and which of the
+    /// fields [`Present`] tells of it is ([`Present::NONE`]: another).
     #[inline]
-    pub fn name(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, bool), http::header::InvalidHeaderName> {
-        if let Some((at, name, hop)) = self.names.get(i)
+    pub fn name(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, Present), http::header::InvalidHeaderName> {
+        if let Some((at, name, kind)) = self.names.get(i)
             && at.len() == raw.len()
             && self.raw.get(at.clone()) == Some(raw)
         {
-            return Ok((name.clone(), *hop));
+            return Ok((name.clone(), *kind));
         }
         self.parse(i, raw)
     }
 
     /// Parses a name not as it was in its place, and keeps it from that
     /// place on (a place is kept only after the one before it).
-    fn parse(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, bool), http::header::InvalidHeaderName> {
+    fn parse(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, Present), http::header::InvalidHeaderName> {
         let name = HeaderName::from_bytes(raw)?;
-        let hop = hop_by_hop(raw).is_some();
+        let kind = if hop_by_hop(raw).is_some() {
+            Present::HOP
+        } else if name == X_REQUEST_ID {
+            Present::REQUEST_ID
+        } else if name == header::CONTENT_LENGTH {
+            Present::CONTENT_LENGTH
+        } else {
+            Present::NONE
+        };
         let start = match i.checked_sub(1) {
             None => Some(0),
             Some(before) => self.names.get(before).map(|(at, ..)| at.end),
@@ -104,9 +113,9 @@ impl Names {
             self.names.truncate(i);
             self.raw.truncate(start);
             self.raw.extend_from_slice(raw);
-            self.names.push((start..self.raw.len(), name.clone(), hop));
+            self.names.push((start..self.raw.len(), name.clone(), kind));
         }
-        Ok((name, hop))
+        Ok((name, kind))
     }
 }
 
@@ -420,6 +429,10 @@ pub struct Forwarding<'a> {
     for_host: Option<Arc<ForHost>>,
     via: &'a HeaderValue,
     request_id: &'a HeaderValue,
+    /// Which fields the request may have, as its server read it (or
+    /// [`Present::ANY`]): the upstream connection need not look in the map
+    /// for a `Content-Length` it has not.
+    present: Present,
 }
 
 /// How a forwarding field meets one the request already has.
@@ -463,13 +476,15 @@ fn forwarding_slot(name: &HeaderName) -> Option<usize> {
 
 impl<'a> Forwarding<'a> {
     /// The fields for a request from `client` naming `host` (from its `Host`
-    /// or URI), whose URI carried `authority`.
+    /// or URI), whose URI carried `authority`, and which has the fields
+    /// `present` tells of.
     pub fn new(
         client: &'a Client,
         host: Option<&str>,
         authority: Option<&http::uri::Authority>,
         via: &'a HeaderValue,
         request_id: &'a HeaderValue,
+        present: Present,
     ) -> Self {
         Self {
             host: authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
@@ -477,7 +492,13 @@ impl<'a> Forwarding<'a> {
             for_host: host.map(|h| client.for_host(h)),
             via,
             request_id,
+            present,
         }
+    }
+
+    /// Which fields the request may have ([`Present`]).
+    pub fn present(&self) -> Present {
+        self.present
     }
 
     /// The value (or list item) of [`FORWARDING`]'s field `slot`; `None`:
@@ -671,13 +692,20 @@ mod tests {
         // A bad name is refused, not kept; a place after one not kept is
         // parsed and not kept.
         assert!(names.name(1, b"bad name").is_err());
-        assert_eq!(names.name(3, b"Via").unwrap(), (header::VIA, false));
+        assert_eq!(names.name(3, b"Via").unwrap(), (header::VIA, Present::NONE));
         assert_eq!(names.names.len(), 1);
-        // Whether a name is hop-by-hop comes with it, parsed or kept.
+        // Which field a name is comes with it, parsed or kept.
         for _ in 0..2 {
-            assert_eq!(names.name(0, b"Host").unwrap(), (header::HOST, false));
-            assert_eq!(names.name(1, b"Keep-Alive").unwrap(), (HeaderName::from_static("keep-alive"), true));
-            assert_eq!(names.name(2, b"TE").unwrap(), (header::TE, true));
+            assert_eq!(names.name(0, b"Host").unwrap(), (header::HOST, Present::NONE));
+            assert_eq!(names.name(1, b"Keep-Alive").unwrap(), (HeaderName::from_static("keep-alive"), Present::HOP));
+            assert_eq!(names.name(2, b"TE").unwrap(), (header::TE, Present::HOP));
+            assert_eq!(names.name(3, b"X-Request-ID").unwrap(), (X_REQUEST_ID, Present::REQUEST_ID));
+            assert_eq!(names.name(4, b"content-length").unwrap(), (header::CONTENT_LENGTH, Present::CONTENT_LENGTH));
+            assert_eq!(names.name(5, b"Upgrade").unwrap(), (header::UPGRADE, Present::HOP));
+            assert_eq!(
+                names.name(6, b"X-Request-Idx").unwrap(),
+                (HeaderName::from_static("x-request-idx"), Present::NONE)
+            );
         }
     }
 
@@ -719,7 +747,7 @@ mod tests {
 
     /// The forwarding fields put into `h` as for an HTTP/2 upstream.
     fn forward(h: &mut HeaderMap, client: &Client, host: Option<&str>, via: &HeaderValue) {
-        Forwarding::new(client, host, None, via, &ID).apply(h);
+        Forwarding::new(client, host, None, via, &ID, Present::ANY).apply(h);
     }
 
     /// The field lines of an encoded head, one (name, value) per line,
@@ -765,7 +793,7 @@ mod tests {
                 for (n, v) in pairs {
                     h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
                 }
-                let f = Forwarding::new(&client, host, authority, &via, &ID);
+                let f = Forwarding::new(&client, host, authority, &via, &ID, Present::ANY);
                 let mut out = bytes::BytesMut::new();
                 f.encode(&h, |n| n == header::CONTENT_LENGTH, &mut out);
                 h.remove(header::CONTENT_LENGTH);
@@ -788,7 +816,7 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("a.test"));
         let authority: http::uri::Authority = "b.test".parse().unwrap();
         let mut out = bytes::BytesMut::new();
-        Forwarding::new(&client, None, Some(&authority), &via, &ID).encode(&h, |_| false, &mut out);
+        Forwarding::new(&client, None, Some(&authority), &via, &ID, Present::ANY).encode(&h, |_| false, &mut out);
         let lines = lines(&out);
         let get = |name: &str| lines.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect::<Vec<_>>();
         assert_eq!(get("x-forwarded-for"), ["10.0.0.1, 10.0.0.2, 127.0.0.1"]);

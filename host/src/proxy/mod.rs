@@ -85,13 +85,43 @@ impl Stamp {
     }
 }
 
-/// Whether a request may have hop-by-hop fields, as the server that read it
-/// knows: an HTTP/1 head read without any has none to take out, no
-/// `Transfer-Encoding` and no upgrade to look for.
+/// Which fields a request head may have, as the server that read it knows:
+/// what an HTTP/1 head was read without needs no looking for in its map.
+/// Without hop-by-hop fields there are none to take out, no
+/// `Transfer-Encoding` and no upgrade; without `X-Request-Id` or
+/// `Content-Length`, nothing to look up. An HTTP/2 request, or one a plugin
+/// chain has had, may have any ([`Present::ANY`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HopByHop {
-    Absent,
-    Maybe,
+pub struct Present(u8);
+
+impl Present {
+    /// None of the fields below.
+    pub const NONE: Self = Self(0);
+    /// A hop-by-hop field (RFC 9110 §7.6.1), or `Upgrade`.
+    pub const HOP: Self = Self(1);
+    pub const REQUEST_ID: Self = Self(1 << 1);
+    pub const CONTENT_LENGTH: Self = Self(1 << 2);
+    /// Not known: any of them.
+    pub const ANY: Self = Self(u8::MAX);
+
+    /// Whether the head may have `field` (one of the above).
+    pub fn may_have(self, field: Self) -> bool {
+        self.0 & field.0 != 0
+    }
+}
+
+impl std::ops::BitOr for Present {
+    type Output = Self;
+
+    fn bitor(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Present {
+    fn bitor_assign(&mut self, other: Self) {
+        self.0 |= other.0;
+    }
 }
 
 /// Serves one request on the given config snapshot. Never fails: errors
@@ -103,15 +133,19 @@ pub async fn handle(
     snapshot: Arc<Snapshot>,
     conn: Arc<ConnInfo>,
     req: Box<Request<Body>>,
-    hop: HopByHop,
+    present: Present,
 ) -> (Box<Response<Body>>, Stamp) {
     let start = Instant::now();
-    let request_id = headers::incoming_request_id(req.headers()).unwrap_or_else(headers::new_request_id);
+    let request_id = present
+        .may_have(Present::REQUEST_ID)
+        .then(|| headers::incoming_request_id(req.headers()))
+        .flatten()
+        .unwrap_or_else(headers::new_request_id);
     let method = req.method().clone();
     let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
     let mut trace = Trace::default();
     let mut via = None;
-    let resp = match serve(&snapshot, &conn, req, hop, &request_id, &mut trace).await {
+    let resp = match serve(&snapshot, &conn, req, present, &request_id, &mut trace).await {
         Ok(resp) => {
             via = trace.via.take();
             resp
@@ -157,7 +191,7 @@ async fn serve<'s>(
     snapshot: &'s Snapshot,
     conn: &ConnInfo,
     mut req: Box<Request<Body>>,
-    hop: HopByHop,
+    present: Present,
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
@@ -172,7 +206,9 @@ async fn serve<'s>(
         snapshot.router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];
     trace.route = Some(route);
-    if headers::content_length(req.headers()).is_some_and(|n| n > route.max_body) {
+    if present.may_have(Present::CONTENT_LENGTH)
+        && headers::content_length(req.headers()).is_some_and(|n| n > route.max_body)
+    {
         return Err(ProxyError::BodyTooLarge(route.max_body));
     }
     // A stream over the route's limit, or stalled, fails mid-way.
@@ -183,10 +219,10 @@ async fn serve<'s>(
             let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
             set_path(req.uri_mut(), &path)?;
         }
-        if hop == HopByHop::Maybe && upgrade::requested(req.headers()) {
+        if present.may_have(Present::HOP) && upgrade::requested(req.headers()) {
             return Box::pin(upgrade::proxy(&forward, req, trace)).await;
         }
-        let forwarding = forward.head(&mut req, hop);
+        let forwarding = forward.head(&mut req, present);
         return forward.send(req, &forwarding, trace).await.map(|f| f.response);
     }
     let (parts, body) = (*req).into_parts();
@@ -215,8 +251,8 @@ impl Forward<'_> {
     /// The request head as it goes upstream: hop-by-hop headers out (when
     /// it may have any), and the forwarding fields this hop adds, which go
     /// in as the head is written.
-    fn head(&self, req: &mut Request<Body>, hop: HopByHop) -> headers::Forwarding<'_> {
-        if hop == HopByHop::Maybe {
+    fn head(&self, req: &mut Request<Body>, present: Present) -> headers::Forwarding<'_> {
+        if present.may_have(Present::HOP) {
             headers::strip_hop_by_hop(req.headers_mut());
         }
         let forwarding = headers::Forwarding::new(
@@ -225,6 +261,7 @@ impl Forward<'_> {
             req.uri().authority(),
             &self.snapshot.config.server.via,
             self.request_id,
+            present,
         );
         // The upstream gets origin-form (what an HTTP/1 client sends
         // already); the upstream module adds what its protocol needs.

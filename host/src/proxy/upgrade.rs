@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::body::Body;
 use super::error::ProxyError;
-use super::{Forward, HopByHop, Trace};
+use super::{Forward, Present, Trace};
 use crate::server::h1::ClientUpgrade;
 use crate::upstream::h1::Upgraded;
 
@@ -27,7 +27,7 @@ pub(super) async fn proxy(
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
     };
     let protocol = req.headers().get(header::UPGRADE).cloned();
-    let forwarding = forward.head(&mut req, HopByHop::Maybe);
+    let forwarding = forward.head(&mut req, Present::ANY);
     // What follows the head on the connection is the upgraded protocol's.
     *req.body_mut() = Body::Empty;
     if let Some(p) = &protocol {

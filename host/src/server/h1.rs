@@ -59,7 +59,7 @@ use wasmgate_common::decimal::Decimal;
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
 use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap, X_REQUEST_ID};
-use crate::proxy::{self, ConnInfo, HopByHop, Stamp};
+use crate::proxy::{self, ConnInfo, Present, Stamp};
 use crate::timer;
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
 
@@ -161,7 +161,7 @@ pub async fn serve(
             }
         };
         first = false;
-        let (req, upgrade, ask, hop) = match request(&cell, parsed, &fields, &head, &mut spare, &mut names) {
+        let (req, upgrade, ask, present) = match request(&cell, parsed, &fields, &head, &mut spare, &mut names) {
             Ok(r) => r,
             Err(status) => {
                 refuse(&cell, Refusal::Status(status)).await;
@@ -174,7 +174,7 @@ pub async fn serve(
         }
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
-        let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req, hop));
+        let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req, present));
         let Some((resp, stamp)) = unless_client_leaves(&cell, limits.max_head, handling).await else {
             tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
             return None;
@@ -365,8 +365,8 @@ type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 
 /// A request made from a parsed head (boxed: it is moved a long way), the
 /// slot its upgraded connection would go into, what it asks of the
-/// response, and whether it has hop-by-hop fields.
-type NewRequest = (Box<Request<Body>>, Option<UpgradeSlot>, Asked, HopByHop);
+/// response, and which fields it has that the proxy would look for ([`Present`]).
+type NewRequest = (Box<Request<Body>>, Option<UpgradeSlot>, Asked, Present);
 
 /// The request for a parsed head, its body framed on the connection, and
 /// what it asks of the response (read while its fields are, not looked up
@@ -389,17 +389,17 @@ fn request(
     // The first `TE` field's value; whether an `Upgrade` field is there.
     let mut te: Option<bool> = None;
     let mut upgrade_field = false;
-    let mut hop_fields = HopByHop::Absent;
+    let mut present = Present::NONE;
     let mut length = codec::ContentLength::default();
     for (i, (name, value)) in fields.iter().enumerate() {
-        let (name, hop) = names.name(i, &head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let (name, kind) = names.name(i, &head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
+        present |= kind;
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::HOST {
             hosts += 1;
         } else if name == header::CONTENT_LENGTH {
             length.add(value.as_bytes());
-        } else if hop {
-            hop_fields = HopByHop::Maybe;
+        } else if kind == Present::HOP {
             if name == header::CONNECTION {
                 connection.add(value.as_bytes());
             } else if name == header::TE {
@@ -415,7 +415,7 @@ fn request(
     if hosts > 1 || (hosts == 0 && p.version == Version::HTTP_11) {
         return Err(StatusCode::BAD_REQUEST);
     }
-    let decode = body_framing(p.version, &headers, hop_fields, length)?;
+    let decode = body_framing(p.version, &headers, present, length)?;
     let body = if decode == Decode::Done {
         ClientBody::Empty
     } else {
@@ -449,7 +449,7 @@ fn request(
         req.extensions_mut().insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
     });
-    Ok((req, upgrade, ask, hop_fields))
+    Ok((req, upgrade, ask, present))
 }
 
 /// How a request body is delimited (RFC 9112 §6.3), refusing what could be
@@ -458,10 +458,10 @@ fn request(
 fn body_framing(
     version: Version,
     headers: &HeaderMap,
-    hop: HopByHop,
+    present: Present,
     length: codec::ContentLength,
 ) -> Result<Decode, StatusCode> {
-    if hop == HopByHop::Maybe
+    if present.may_have(Present::HOP)
         && let Some(chunked) = codec::chunked(headers)
     {
         if !chunked || version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
@@ -906,7 +906,7 @@ mod tests {
 
     #[test]
     fn request_bodies_are_framed_one_way_only() {
-        let framing = |v, h: &HeaderMap| body_framing(v, h, HopByHop::Maybe, codec::ContentLength::of(h));
+        let framing = |v, h: &HeaderMap| body_framing(v, h, Present::ANY, codec::ContentLength::of(h));
         let v11 = Version::HTTP_11;
         assert_eq!(framing(v11, &headers(&[])), Ok(Decode::Done));
         assert_eq!(framing(v11, &headers(&[("content-length", "0")])), Ok(Decode::Done));

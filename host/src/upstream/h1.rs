@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use wasmgate_common::decimal::Decimal;
 
 use super::pool::{Return, SendError};
+use crate::proxy::Present;
 use crate::proxy::body::{Body, BodyError};
 use crate::proxy::headers::{self, ConnectionTokens, Forwarding, HopField, Names, SpareMap};
 use crate::timer;
@@ -207,7 +208,7 @@ impl Connection {
         deadline: Instant,
     ) -> Result<Box<Response<Body>>, SendError> {
         self.deadline = deadline;
-        let framing = request_framing(&req);
+        let framing = request_framing(&req, forwarding.map_or(Present::ANY, Forwarding::present));
         let head_only = matches!(req.method(), &Method::HEAD);
         let mut out = std::mem::take(&mut self.out);
         out.clear();
@@ -440,14 +441,18 @@ fn done(conn: Box<Connection>, ret: Option<Return>) {
 /// How a request body is announced (hyper's choices for a client): the
 /// body's exact size when known; else the length the client declared; else
 /// chunked. A `GET`, `HEAD` or `CONNECT` without a body says nothing.
-fn request_framing(req: &Request<Body>) -> Framing {
-    let declared = headers::content_length(req.headers());
-    match req.body().size_hint().exact().or(declared) {
-        Some(0) if declared.is_none() && matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT) => {
+fn request_framing(req: &Request<Body>, present: Present) -> Framing {
+    // Looked up only when the body alone does not tell, and the request may
+    // have one.
+    let declared = || {
+        if present.may_have(Present::CONTENT_LENGTH) { headers::content_length(req.headers()) } else { None }
+    };
+    match req.body().size_hint().exact() {
+        Some(0) if matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT) && declared().is_none() => {
             Framing::Empty
         }
         Some(n) => Framing::Length(n),
-        None => Framing::Chunked,
+        None => declared().map_or(Framing::Chunked, Framing::Length),
     }
 }
 
@@ -1093,7 +1098,7 @@ mod tests {
     fn request_heads_announce_their_bodies() {
         let head = |r: &Request<Body>| {
             let mut out = BytesMut::new();
-            encode_head(r, request_framing(r), None, &mut out);
+            encode_head(r, request_framing(r, Present::ANY), None, &mut out);
             String::from_utf8(out.to_vec()).unwrap()
         };
         let get = request(Method::GET, Body::Empty, None);
@@ -1117,9 +1122,24 @@ mod tests {
     }
 
     #[test]
+    fn the_framing_looks_for_a_declared_length_only_where_there_may_be_one() {
+        // A GET's declared `Content-Length: 0` is kept when the request may
+        // have one, and not looked for when its server read none.
+        let get = request(Method::GET, Body::Empty, Some("0"));
+        assert_eq!(request_framing(&get, Present::ANY), Framing::Length(0));
+        assert_eq!(request_framing(&get, Present::CONTENT_LENGTH), Framing::Length(0));
+        assert_eq!(request_framing(&get, Present::HOP | Present::REQUEST_ID), Framing::Empty);
+        // A body of known size needs no lookup: it is its own length.
+        let post = request(Method::POST, Body::full("hello"), Some("5"));
+        assert_eq!(request_framing(&post, Present::NONE), Framing::Length(5));
+        assert_eq!(request_framing(&request(Method::GET, Body::Empty, None), Present::ANY), Framing::Empty);
+        assert_eq!(request_framing(&request(Method::DELETE, Body::Empty, None), Present::NONE), Framing::Length(0));
+    }
+
+    #[test]
     fn a_small_body_sent_with_its_head_comes_back_whole() {
         let req = request(Method::POST, Body::full("hello"), None);
-        let framing = request_framing(&req);
+        let framing = request_framing(&req, Present::ANY);
         let mut out = BytesMut::new();
         encode_head(&req, framing, None, &mut out);
         out.extend_from_slice(b"hello");

@@ -348,6 +348,40 @@ async fn hop_by_hop_request_fields_without_connection_never_reach_the_upstream()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_request_id_and_length_are_found_in_any_place_on_a_kept_connection() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let mut conn = wasmgate_tests::RawConn::connect(gw.addr()).await;
+    // One connection (whose kept names say which field each is): the
+    // client's id and `Content-Length` in the place another name had,
+    // each again in the same place (its name kept), then that name again.
+    let fields = [
+        "X-Kept: 1",
+        "X-Request-Id: mine",
+        "X-Request-Id: mine",
+        "Content-Length: 0",
+        "Content-Length: 0",
+        "X-Kept: 1",
+    ];
+    for field in fields {
+        let req = format!("GET / HTTP/1.1\r\nHost: x\r\n{field}\r\nAccept: */*\r\n\r\n");
+        conn.write(req.as_bytes()).await;
+        let (head, body) = conn.response(false).await.expect("a response");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let doc: serde_json::Value = serde_json::from_slice(&body).expect("an echo");
+        let id = echoed_header(&doc, "x-request-id").unwrap_or_default();
+        if field.starts_with("X-Request-Id") {
+            assert_eq!(id, "mine");
+        } else {
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{field}: a new id, not {id}");
+        }
+        assert!(head.split("\r\n").any(|l| l == format!("x-request-id: {id}")), "{head}");
+        let length = field.starts_with("Content-Length").then_some("0");
+        assert_eq!(echoed_header(&doc, "content-length").as_deref(), length, "{field}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstreams_via_gets_this_hop_and_its_request_id_gives_way() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
