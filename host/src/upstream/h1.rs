@@ -54,8 +54,16 @@ const INLINE_BODY: usize = 16 * 1024;
 pub(crate) const KEEP_OUT: usize = 4 * 1024;
 
 /// The socket types a connection runs over.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// The plain TCP socket this is, if it is one.
+    fn tcp(&self) -> Option<&tokio::net::TcpStream>;
+}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        (self as &dyn std::any::Any).downcast_ref()
+    }
+}
 
 /// What went wrong on an HTTP/1 exchange with an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +179,14 @@ impl Connection {
     pub fn usable(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
+        }
+        // A plain socket: read only if the runtime has seen it readable
+        // (no waker is registered, no syscall made otherwise). Over TLS,
+        // what arrives may be the session's own (a ticket), which a read
+        // takes in.
+        // (`*`: the box is an `Io` too, and not a TCP socket.)
+        if let Some(tcp) = (*self.io).tcp() {
+            return tcp.try_read(&mut [0; 1]).is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock);
         }
         let mut cx = Context::from_waker(Waker::noop());
         self.poll_fill(&mut cx).is_pending()
@@ -951,6 +967,50 @@ pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An idle connection over loopback and the upstream's end of it.
+    async fn idle_pair() -> (Box<Connection>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (theirs, _) = listener.accept().await.unwrap();
+        (Connection::new(Box::new(ours), Arc::new(|_| {})), theirs)
+    }
+
+    /// Whether the connection is found unusable once the runtime has seen
+    /// what happened on its socket (it is asked again as the runtime turns,
+    /// for up to 5 s).
+    async fn found_unusable(conn: &mut Connection) -> bool {
+        for _ in 0..500 {
+            if !conn.usable() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_usable_until_the_upstream_closes_it_or_sends_unasked() {
+        let (mut conn, theirs) = idle_pair().await;
+        assert!((*conn.io).tcp().is_some());
+        assert!(conn.usable(), "open and quiet");
+        assert!(conn.usable(), "still");
+        drop(theirs);
+        assert!(found_unusable(&mut conn).await, "closed by the upstream");
+
+        let (mut conn, mut theirs) = idle_pair().await;
+        assert!(conn.usable());
+        theirs.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        assert!(found_unusable(&mut conn).await, "bytes nobody asked for");
+
+        // Not a plain socket (here one end of a pipe): read as before.
+        let (ours, theirs) = tokio::io::duplex(64);
+        let mut conn = Connection::new(Box::new(ours), Arc::new(|_| {}));
+        assert!((*conn.io).tcp().is_none());
+        assert!(conn.usable());
+        drop(theirs);
+        assert!(!conn.usable(), "the pipe's other end closed");
+    }
 
     fn decode_all(mut state: Decode, input: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>, Decode, usize), Error> {
         let mut buf = BytesMut::from(input);
