@@ -13,6 +13,7 @@
 #   GATEWAY=/path/to/wasmgate host/benches/load/instructions.sh   # another build
 #   host/benches/load/instructions.sh -c       # also the five-policy chain (chain.toml)
 #   host/benches/load/instructions.sh -p DIR   # callgrind, profiles kept in DIR
+#   host/benches/load/instructions.sh -a       # also atomic RMWs per request (atomics.py)
 #
 # Each target runs twice under cachegrind, for N/10 and N/10 + N sequential
 # requests on one keep-alive connection (curl); the difference over N is the
@@ -20,6 +21,10 @@
 # once under callgrind instead: its counters are zeroed after N/10 warm-up
 # requests and dumped after N more, and the profile stays in DIR as
 # TARGET.callgrind (read it with `callgrind_annotate --tree=calling`).
+# With -a, the profiles (in DIR, or a temporary one) record each
+# instruction's count, and atomics.py counts the atomic read-modify-write
+# instructions among them: each costs ~20 cycles, which a count of
+# instructions does not show.
 # Installs valgrind, nginx and curl (Debian packages) when missing; builds
 # the gateway in release and the plugins. Loopback only (ports 18080, 18081, 18090, 18091 and with -c 18092,
 # checked free first); stops only what it started. With -c, the chain's
@@ -30,12 +35,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"
 
-N=3000 CHAIN=0 PROFILES=
-while getopts "n:cp:h" opt; do
+N=3000 CHAIN=0 PROFILES= ATOMICS=0
+while getopts "n:cp:ah" opt; do
   case $opt in
     n) N=$OPTARG ;;
     c) CHAIN=1 ;;
     p) PROFILES=$(mkdir -p "$OPTARG" && cd "$OPTARG" && pwd) ;;
+    a) ATOMICS=1 ;;
     *) sed -n '2,30p' "$0"; exit 2 ;;
   esac
 done
@@ -45,6 +51,7 @@ warm=$(( N / 10 ))
 # shellcheck source=common.sh
 . host/benches/load/common.sh
 install_missing "valgrind nginx curl ss" "valgrind nginx curl iproute2"
+(( ATOMICS )) && install_missing "objdump python3" "binutils python3"
 ports_free 18080 18081 18090 18091 18092
 
 ./plugins/build.sh
@@ -59,6 +66,10 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-instructions.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+if (( ATOMICS )) && [[ -z $PROFILES ]]; then
+  PROFILES=$work/profiles
+  mkdir -p "$PROFILES"
+fi
 
 # The gateway's configs: those of load.sh, but with room for a few plugin
 # instances only — valgrind cannot reserve the pooling allocator's default
@@ -141,7 +152,9 @@ profile() {  # name, port, stop signal, warm, n, command...
   local name=$1 port=$2 signal=$3 warm=$4 n=$5; shift 5
   local out=$PROFILES/$name.callgrind
   rm -f "$out"*
-  WASMGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$work/$name.log" 2>&1 &
+  local instr=()
+  (( ATOMICS )) && instr=(--dump-instr=yes)
+  WASMGATE_LOG=warn valgrind --tool=callgrind "${instr[@]}" --callgrind-out-file="$out" "$@" >"$work/$name.log" 2>&1 &
   local pid=$!
   answering "$port"
   requests "$port" "$warm" "${req_headers[@]}"
@@ -165,7 +178,11 @@ valgrind --tool=none -q "$gw" check -c "$noop" >/dev/null
 
 targets=(nginx gateway gateway+noop)
 (( CHAIN )) && targets+=(gateway+chain)
-printf '%-24s %14s\n' target "instructions/req"
+if (( ATOMICS )); then
+  printf '%-24s %14s %14s\n' target "instructions/req" "atomic RMW/req"
+else
+  printf '%-24s %14s\n' target "instructions/req"
+fi
 for target in "${targets[@]}"; do
   req_headers=()
   # nginx stops gracefully on QUIT, the gateway on INT; both write the counts.
@@ -177,7 +194,12 @@ for target in "${targets[@]}"; do
   esac
   if [[ -n $PROFILES ]]; then
     total=$(profile "$target" "$port" "$signal" "$warm" "$N" "${cmd[@]}")
-    printf '%-24s %14d\n' "$target" $(( total / N ))
+    if (( ATOMICS )); then
+      atomics=$(python3 host/benches/load/atomics.py "$PROFILES/$target.callgrind" "$N" 0 | awk '{ print $NF; exit }')
+      printf '%-24s %14d %14s\n' "$target" $(( total / N )) "$atomics"
+    else
+      printf '%-24s %14d\n' "$target" $(( total / N ))
+    fi
     continue
   fi
   a=$(count "$target" "$port" "$signal" "$warm" "${cmd[@]}")
