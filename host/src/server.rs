@@ -270,14 +270,11 @@ fn service(
     Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::body::Body>, Infallible>> + Send,
 > + Clone {
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let handling = proxy::handle(
-            shared.current(),
-            conn_info.clone(),
-            Box::new(req.map(|b| Body::client(ClientBody::H2(b)))),
-            Present::ANY,
-        );
+        let snapshot = shared.current();
+        let conn_info = conn_info.clone();
+        let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
-            let (resp, stamp) = handling.await;
+            let (resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
             let mut resp = *resp;
             stamp.apply(resp.headers_mut());
             Ok(resp)

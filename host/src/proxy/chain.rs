@@ -102,7 +102,7 @@ pub(super) async fn run(
             let mut req = Box::new(Request::from_parts(head, req_body));
             // Plugins may have added any field.
             let forwarding = forward.head(&mut req, Present::ANY);
-            let (mut parts, body) = forward.send(req, &forwarding, trace).await?.response.into_parts();
+            let (mut parts, body) = forward.send(req, &forwarding, trace).await?.into_parts();
             // Response hooks see this hop's `Via`, as a client will.
             if let Some(via) = trace.via.take() {
                 super::headers::add_via(&mut parts.headers, &via);

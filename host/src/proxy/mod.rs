@@ -131,7 +131,7 @@ impl std::ops::BitOrAssign for Present {
 /// The response comes with the [`Stamp`] the server puts on it.
 pub async fn handle(
     snapshot: Arc<Snapshot>,
-    conn: Arc<ConnInfo>,
+    conn: &ConnInfo,
     req: Box<Request<Body>>,
     present: Present,
 ) -> (Box<Response<Body>>, Stamp) {
@@ -145,7 +145,7 @@ pub async fn handle(
     let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
     let mut trace = Trace::default();
     let mut via = None;
-    let resp = match serve(&snapshot, &conn, req, present, &request_id, &mut trace).await {
+    let resp = match serve(&snapshot, conn, req, present, &request_id, &mut trace).await {
         Ok(resp) => {
             via = trace.via.take();
             resp
@@ -223,7 +223,7 @@ async fn serve<'s>(
             return Box::pin(upgrade::proxy(&forward, req, trace)).await;
         }
         let forwarding = forward.head(&mut req, present);
-        return forward.send(req, &forwarding, trace).await.map(|f| f.response);
+        return forward.send(req, &forwarding, trace).await;
     }
     let (parts, body) = (*req).into_parts();
     let ex = Box::new(Exchange::new(
@@ -289,7 +289,7 @@ impl Forward<'_> {
         req: Box<Request<Body>>,
         forwarding: &headers::Forwarding<'_>,
         trace: &mut Trace<'_>,
-    ) -> Result<Forwarded, ProxyError> {
+    ) -> Result<Box<Response<Body>>, ProxyError> {
         let upstream = self.upstream()?;
         trace.upstream = Some(upstream.name.clone());
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
@@ -305,17 +305,17 @@ impl Forward<'_> {
         // futures of the request path are moved into their callers' state
         // when awaited, and inline they made the connection's request
         // future ~58 KB, copied several times per request.
-        let mut fwd = Box::pin(upstream.forward(req, &opts)).await?;
-        trace.endpoint = Some(fwd.endpoint.clone());
-        trace.upstream_time = Some(fwd.upstream_time);
-        let version = fwd.response.version();
+        let Forwarded { mut response, endpoint, upstream_time, .. } = Box::pin(upstream.forward(req, &opts)).await?;
+        trace.endpoint = Some(endpoint);
+        trace.upstream_time = Some(upstream_time);
+        let version = response.version();
         // The client's connection decides the version hyper writes.
-        *fwd.response.version_mut() = http::Version::HTTP_11;
+        *response.version_mut() = http::Version::HTTP_11;
         // The upstream module leaves out hop-by-hop fields as it reads a
         // response; this hop adds `Via` (and the request id) as the
         // response goes out, or for plugins now (`chain`).
         trace.via = Some(headers::via_entry(&self.snapshot.config.server.via, version));
-        Ok(fwd)
+        Ok(response)
     }
 }
 

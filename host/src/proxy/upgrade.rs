@@ -34,11 +34,11 @@ pub(super) async fn proxy(
         req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, p.clone());
     }
-    let mut fwd = forward.send(req, &forwarding, trace).await?;
-    if fwd.response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(fwd.response);
+    let mut response = forward.send(req, &forwarding, trace).await?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(response);
     }
-    let Some((mut upstream, early)) = fwd.response.extensions_mut().remove::<Upgraded>().and_then(|u| u.take()) else {
+    let Some((mut upstream, early)) = response.extensions_mut().remove::<Upgraded>().and_then(|u| u.take()) else {
         return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
     };
     tokio::spawn(async move {
@@ -53,12 +53,12 @@ pub(super) async fn proxy(
             tracing::debug!("upgraded connection ended: {e}");
         }
     });
-    let h = fwd.response.headers_mut();
+    let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     if let Some(p) = protocol {
         h.insert(header::UPGRADE, p);
     }
-    Ok(fwd.response)
+    Ok(response)
 }
 
 async fn pass_early(

@@ -135,13 +135,17 @@ pub async fn serve(
     let mut names = Names::default();
     let mut fields = codec::Fields::new();
     // One wait for shutdown for the whole connection, registered once
-    // rather than once per request; `watching` reads the flag meanwhile.
-    let watching = shutdown.clone();
+    // rather than once per request; `watching` tells meanwhile whether it
+    // has changed since (a check of its version, not a read under its lock).
+    let mut watching = shutdown.clone();
+    let mut shutting_down = *watching.borrow_and_update();
     let mut stop = std::pin::pin!(shutdown.changed());
+    // Whether nothing of the next request has been read (the last response
+    // tells, as it is written).
+    let mut idle = true;
     loop {
         // Waiting for a request with nothing read yet: shutdown closes the
         // connection now.
-        let idle = lock(&cell).buf.is_empty();
         let head = if idle {
             tokio::select! {
                 biased;
@@ -174,14 +178,16 @@ pub async fn serve(
         }
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
-        let handling = std::pin::pin!(proxy::handle(shared.current(), info.clone(), req, present));
+        let handling = std::pin::pin!(proxy::handle(shared.current(), info, req, present));
         let Some((resp, stamp)) = unless_client_leaves(&cell, limits.max_head, handling).await else {
             tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
             return None;
         };
-        let shutting_down = *watching.borrow();
+        if !matches!(watching.has_changed(), Ok(false)) {
+            shutting_down = *watching.borrow_and_update();
+        }
         match respond(&cell, resp, &stamp, &ask, shutting_down, &mut spare).await {
-            Ok(Next::KeepAlive) => {}
+            Ok(Next::KeepAlive { idle: now }) => idle = now,
             Ok(Next::Upgrade) => {
                 // The socket goes on alone; if a request body still holds
                 // it, the upgrade fails and the connection closes.
@@ -582,7 +588,10 @@ impl ClientUpgrade {
 
 /// What the connection does after a response.
 enum Next {
-    KeepAlive,
+    /// `idle`: no bytes of a next request have come yet.
+    KeepAlive {
+        idle: bool,
+    },
     Close,
     Upgrade,
 }
@@ -702,10 +711,7 @@ async fn respond(
             out.extend_from_slice(b"\r\n");
         }
     }
-    write_all(cell, &mut out).await?;
-    if out.capacity() <= codec::KEEP_OUT {
-        lock(cell).out = out;
-    }
+    let idle = write_last(cell, out).await?;
     if left > 0 {
         tracing::debug!("response body shorter than its content-length");
         return Err(());
@@ -713,7 +719,7 @@ async fn respond(
     Ok(if upgrade {
         Next::Upgrade
     } else if keep_alive {
-        Next::KeepAlive
+        Next::KeepAlive { idle }
     } else {
         Next::Close
     })
@@ -874,6 +880,27 @@ fn poll_write_out(io: &mut Box<dyn Io>, out: &mut impl Buf, cx: &mut Context<'_>
 
 async fn write_all(cell: &Cell, out: &mut BytesMut) -> Result<(), ()> {
     std::future::poll_fn(|cx| poll_write_out(&mut lock(cell).io, out, cx)).await.map_err(|e| {
+        tracing::debug!("writing to the client: {e}");
+    })
+}
+
+/// Writes a response's last bytes, and in the same lock keeps the buffer
+/// (if small) for the next response and tells whether the connection is
+/// idle: no bytes of a next request have come yet.
+async fn write_last(cell: &Cell, out: BytesMut) -> Result<bool, ()> {
+    let mut out = Some(out);
+    std::future::poll_fn(|cx| {
+        let mut c = lock(cell);
+        let c = &mut *c;
+        let Some(o) = out.as_mut() else { return Poll::Ready(Ok(c.buf.is_empty())) };
+        ready!(poll_write_out(&mut c.io, o, cx))?;
+        if o.capacity() <= codec::KEEP_OUT {
+            c.out = out.take().unwrap_or_default();
+        }
+        Poll::Ready(Ok(c.buf.is_empty()))
+    })
+    .await
+    .map_err(|e: io::Error| {
         tracing::debug!("writing to the client: {e}");
     })
 }

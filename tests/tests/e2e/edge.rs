@@ -324,13 +324,18 @@ async fn shutdown_drains_requests_in_flight() {
     idle.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert!(idle.response(false).await.is_some_and(|(head, _)| head.starts_with("http/1.1 200")));
     let url = gw.url("/slow/500");
-    let in_flight = tokio::spawn(async move { get(&url).await.status.as_u16() });
+    let in_flight = tokio::spawn(async move {
+        let r = get(&url).await;
+        (r.status.as_u16(), r.headers.get("connection").map(|v| v.as_bytes().to_vec()))
+    });
     assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 1).await);
     let addr = gw.addr();
     let stopped = tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(move || drop(gw))).await;
     assert!(stopped.is_ok(), "stopped without waiting for the 60 s deadline");
     assert!(idle.closed().await, "the idle connection was closed");
-    assert_eq!(in_flight.await.unwrap(), 200, "the in-flight request finished");
+    let (status, connection) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "the in-flight request finished");
+    assert_eq!(connection.as_deref(), Some(&b"close"[..]), "and its connection is not kept");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
 
