@@ -112,6 +112,9 @@ pub enum SendError {
 struct Idle {
     conn: Box<Connection>,
     since: Instant,
+    /// Its address, the key it goes back under after its next response:
+    /// kept with it, not copied for each request.
+    key: Arc<str>,
 }
 
 /// One worker's connections to one upstream, by endpoint address. The
@@ -139,7 +142,7 @@ impl std::fmt::Debug for Pools {
 /// A connection ready for one request.
 #[derive(Debug)]
 pub enum Conn {
-    Http1 { conn: Box<Connection>, shard: Arc<Shard>, key: Arc<str>, max_idle: usize, reused: bool },
+    Http1 { conn: Box<Connection>, home: Return, reused: bool },
     Http2 { sender: http2::SendRequest<Body>, reused: bool },
 }
 
@@ -168,21 +171,14 @@ impl Pools {
         let shard = self.shard();
         match self.settings.protocol {
             Protocol::Http1 => {
-                if let Some(conn) = take_idle(shard, address, now, self.settings.idle_timeout) {
-                    return Ok(Conn::Http1 {
-                        conn,
-                        shard: shard.clone(),
-                        key: address.clone(),
-                        max_idle: self.settings.max_idle,
-                        reused: true,
-                    });
+                if let Some((conn, key)) = take_idle(shard, address, now, self.settings.idle_timeout) {
+                    let home = Return { shard: shard.clone(), key, max_idle: self.settings.max_idle };
+                    return Ok(Conn::Http1 { conn, home, reused: true });
                 }
                 let io = by(deadline, address, self.connect(address)).await?;
                 Ok(Conn::Http1 {
                     conn: Connection::new(io, self.settings.on_connection.clone()),
-                    shard: shard.clone(),
-                    key: address.clone(),
-                    max_idle: self.settings.max_idle,
+                    home: Return { shard: shard.clone(), key: address.clone(), max_idle: self.settings.max_idle },
                     reused: false,
                 })
             }
@@ -269,7 +265,13 @@ impl Pools {
     }
 }
 
-fn take_idle(shard: &Shard, address: &Arc<str>, now: Instant, idle_timeout: Duration) -> Option<Box<Connection>> {
+/// An idle connection to `address`, with the key it is kept under.
+fn take_idle(
+    shard: &Shard,
+    address: &Arc<str>,
+    now: Instant,
+    idle_timeout: Duration,
+) -> Option<(Box<Connection>, Arc<str>)> {
     let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
     let list = idle.get_mut(address)?;
     // Most recently returned first: it is the least likely to have been
@@ -277,18 +279,10 @@ fn take_idle(shard: &Shard, address: &Arc<str>, now: Instant, idle_timeout: Dura
     // A connection the upstream closed while idle is dropped here.
     while let Some(mut idle) = list.pop() {
         if now.duration_since(idle.since) <= idle_timeout && idle.conn.usable() {
-            return Some(idle.conn);
+            return Some((idle.conn, idle.key));
         }
     }
     None
-}
-
-fn put_idle(shard: &Shard, key: Arc<str>, conn: Box<Connection>, max_idle: usize) {
-    let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
-    let list = idle.entry(key).or_default();
-    if list.len() < max_idle {
-        list.push(Idle { conn, since: Instant::now() });
-    }
 }
 
 impl Conn {
@@ -313,9 +307,7 @@ impl Conn {
         deadline: Instant,
     ) -> Result<Box<Response<Body>>, SendError> {
         match self {
-            Self::Http1 { conn, shard, key, max_idle, .. } => {
-                conn.send(req, forwarding, Some(Return { shard, key, max_idle }), deadline).await
-            }
+            Self::Http1 { conn, home, .. } => conn.send(req, forwarding, Some(home), deadline).await,
             Self::Http2 { mut sender, .. } => {
                 let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(*req)).await else {
                     return Err(SendError::TimedOut);
@@ -352,6 +344,15 @@ pub struct Return {
 
 impl Return {
     pub(super) fn give_back(self, conn: Box<Connection>) {
-        put_idle(&self.shard, self.key, conn, self.max_idle);
+        let Self { shard, key, max_idle } = self;
+        let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
+        // Found by the address the connection keeps; a new entry takes a copy.
+        let list = match idle.get_mut(&key) {
+            Some(list) => list,
+            None => idle.entry(key.clone()).or_default(),
+        };
+        if list.len() < max_idle {
+            list.push(Idle { conn, since: Instant::now(), key });
+        }
     }
 }
