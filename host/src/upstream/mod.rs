@@ -292,7 +292,7 @@ impl Upstream {
                 });
             };
             tried.push(i);
-            let Some(ep) = set.endpoints.get(i).cloned() else { continue };
+            let Some(ep) = set.endpoints.get(i) else { continue };
             let ep_ticket = match &ep.breaker {
                 None => None,
                 // A tripped endpoint is skipped, not counted as a try.
@@ -318,7 +318,7 @@ impl Upstream {
             // proxy) too large for the allocator's per-thread cache. It
             // keeps its own deadline: an HTTP/1 connection waits with the
             // timer it keeps, rather than one made for each request.
-            let attempt = Box::pin(self.try_once(&ep, req, forwarding, now, now + try_timeout)).await;
+            let attempt = Box::pin(self.try_once(ep, req, forwarding, now, now + try_timeout)).await;
             let retry = match attempt {
                 Try::Response(resp) => {
                     let status = resp.status();
@@ -329,7 +329,7 @@ impl Upstream {
                     } else {
                         (Outcome::Success, TryOutcome::Ok)
                     };
-                    self.record(&ep, ep_ticket, outcome, label, elapsed);
+                    self.record(ep, ep_ticket, outcome, label, elapsed);
                     let retry = opts.retry.on.statuses.contains(&status) && may_repeat && replay.is_some();
                     let endpoint = ep.address.clone();
                     let upstream_time = done.saturating_duration_since(start);
@@ -338,7 +338,7 @@ impl Upstream {
                 }
                 Try::Connect(err, req) => {
                     let elapsed = flight.finish(false);
-                    self.record(&ep, ep_ticket, Outcome::ConnectFailure, TryOutcome::Connect, elapsed);
+                    self.record(ep, ep_ticket, Outcome::ConnectFailure, TryOutcome::Connect, elapsed);
                     pending = Some(req);
                     last = Some(Err(err));
                     // Nothing reached the upstream: safe to retry for any method.
@@ -346,14 +346,14 @@ impl Upstream {
                 }
                 Try::Failed(err, outcome) => {
                     let elapsed = flight.finish(false);
-                    self.record(&ep, ep_ticket, outcome, TryOutcome::Reset, elapsed);
+                    self.record(ep, ep_ticket, outcome, TryOutcome::Reset, elapsed);
                     let retry = opts.retry.on.reset && may_repeat && replay.is_some() && err.counts_against_upstream();
                     last = Some(Err(err));
                     retry
                 }
                 Try::TimedOut => {
                     let elapsed = flight.finish(false);
-                    self.record(&ep, ep_ticket, Outcome::ServerError, TryOutcome::Timeout, elapsed);
+                    self.record(ep, ep_ticket, Outcome::ServerError, TryOutcome::Timeout, elapsed);
                     last = Some(Err(ProxyError::UpstreamTimeout {
                         upstream: self.name.clone(),
                         timeout_ms: try_timeout.as_millis(),
