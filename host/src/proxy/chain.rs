@@ -32,11 +32,11 @@ enum Phase {
     Response = 1,
 }
 
-pub(super) async fn run(
-    forward: &Forward<'_>,
+pub(super) async fn run<'s>(
+    forward: &Forward<'s, '_>,
     mut ex: Box<Exchange>,
     body: Body,
-    trace: &mut Trace<'_>,
+    trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
     let route = forward.route;
     let mut body = Some(body);
@@ -118,13 +118,13 @@ pub(super) async fn run(
 /// Runs the response hooks of the first `ran` plugins, last first, each
 /// after the response headers its request hook set. A plugin that replies
 /// replaces the response; the plugins before it still see it.
-async fn response_phase(
-    forward: &Forward<'_>,
+async fn response_phase<'s>(
+    forward: &Forward<'s, '_>,
     mut ex: Box<Exchange>,
     ran: usize,
     parts: http::response::Parts,
     mut body: RespBody,
-    trace: &mut Trace<'_>,
+    trace: &mut Trace<'s>,
 ) -> Result<(http::response::Parts, RespBody), ProxyError> {
     let route = forward.route;
     let links = &route.chain[..ran];
@@ -140,7 +140,7 @@ async fn response_phase(
             RespBody::Bytes(b) => b,
             RespBody::Stream(s) => {
                 let limit = route.max_body;
-                let upstream: Arc<str> = trace.upstream.clone().unwrap_or_else(|| Arc::from("-"));
+                let upstream: Arc<str> = Arc::from(trace.upstream.unwrap_or("-"));
                 body::collect(s, limit).await.map_err(|e| match e {
                     BodyError::TooLarge(_) => ProxyError::UpstreamBodyTooLarge { upstream, limit },
                     other => ProxyError::UpstreamProtocol { upstream, detail: other.to_string() },
@@ -198,12 +198,12 @@ impl Lap {
 /// A request hook that declared the facts it depends on: the outcome kept
 /// for their values when there is one, made again without a call;
 /// otherwise a recorded call, kept when it read only those facts.
-async fn memoized(
-    forward: &Forward<'_>,
+async fn memoized<'s>(
+    forward: &Forward<'s, '_>,
     link: &ChainLink,
     memo: &Memo,
     ex: &mut Box<Exchange>,
-    trace: &mut Trace<'_>,
+    trace: &mut Trace<'s>,
     lap: &mut Lap,
 ) -> Result<Outcome, Fault> {
     let Some(key) = memo.key(ex) else {
@@ -231,12 +231,12 @@ async fn memoized(
 
 /// One hook call, timed and counted. `lap` started when the call did: at
 /// the start of the phase, or when the previous call ended.
-async fn call(
-    forward: &Forward<'_>,
+async fn call<'s>(
+    forward: &Forward<'s, '_>,
     link: &ChainLink,
     ex: &mut Box<Exchange>,
     phase: Phase,
-    trace: &mut Trace<'_>,
+    trace: &mut Trace<'s>,
     lap: &mut Lap,
 ) -> Result<Outcome, Fault> {
     let result = match phase {
@@ -259,7 +259,7 @@ async fn call(
 }
 
 /// Notes a plugin's outcome for the access log line (only when it is on).
-fn log_outcome(forward: &Forward<'_>, link: &ChainLink, trace: &mut Trace<'_>, outcome: &'static str) {
+fn log_outcome<'s>(forward: &Forward<'s, '_>, link: &ChainLink, trace: &mut Trace<'s>, outcome: &'static str) {
     if forward.snapshot.access_log.is_some() {
         trace.plugins.push((link.plugin.name.clone(), outcome));
     }

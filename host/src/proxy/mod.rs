@@ -53,7 +53,7 @@ impl ConnInfo {
 #[derive(Debug, Default)]
 struct Trace<'s> {
     route: Option<&'s Route>,
-    upstream: Option<Arc<str>>,
+    upstream: Option<&'s str>,
     endpoint: Option<Arc<str>>,
     upstream_time: Option<Duration>,
     /// Our `Via` entry for the upstream's response, until it is put in the
@@ -175,7 +175,7 @@ pub async fn handle(
             method: &method,
             path: &path,
             route: trace.route.map(|r| &*r.name),
-            upstream: trace.upstream.as_deref(),
+            upstream: trace.upstream,
             endpoint: trace.endpoint.as_deref(),
             status,
             duration: elapsed,
@@ -238,16 +238,18 @@ async fn serve<'s>(
     Box::pin(chain::run(&forward, ex, body, trace)).await
 }
 
-/// How a routed request reaches its upstream.
-struct Forward<'a> {
-    snapshot: &'a Snapshot,
-    route: &'a Route,
+/// How a routed request reaches its upstream: what it borrows from the
+/// config snapshot (`'s`, which the trace may borrow too) and from the
+/// request (`'a`).
+struct Forward<'s, 'a> {
+    snapshot: &'s Snapshot,
+    route: &'s Route,
     conn: &'a ConnInfo,
     host: Option<&'a str>,
     request_id: &'a HeaderValue,
 }
 
-impl Forward<'_> {
+impl<'s> Forward<'s, '_> {
     /// The request head as it goes upstream: hop-by-hop headers out (when
     /// it may have any), and the forwarding fields this hop adds, which go
     /// in as the head is written.
@@ -276,7 +278,7 @@ impl Forward<'_> {
 
     /// The upstream for this request: the route's one, or a weighted pick
     /// among its targets (canary, blue/green).
-    fn upstream(&self) -> Result<&Arc<Upstream>, ProxyError> {
+    fn upstream(&self) -> Result<&'s Arc<Upstream>, ProxyError> {
         self.route
             .pick_target(fastrand::u32(..))
             .ok_or_else(|| ProxyError::NoUpstream { route: self.route.name.clone() })
@@ -288,10 +290,10 @@ impl Forward<'_> {
         &self,
         req: Box<Request<Body>>,
         forwarding: &headers::Forwarding<'_>,
-        trace: &mut Trace<'_>,
+        trace: &mut Trace<'s>,
     ) -> Result<Box<Response<Body>>, ProxyError> {
         let upstream = self.upstream()?;
-        trace.upstream = Some(upstream.name.clone());
+        trace.upstream = Some(&upstream.name);
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
         let opts = ForwardOptions {
             route: &self.route.name,

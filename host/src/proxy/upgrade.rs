@@ -18,10 +18,10 @@ pub(crate) fn requested(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE) && super::headers::ConnectionTokens::of(h).upgrade
 }
 
-pub(super) async fn proxy(
-    forward: &Forward<'_>,
+pub(super) async fn proxy<'s>(
+    forward: &Forward<'s, '_>,
     mut req: Box<Request<Body>>,
-    trace: &mut Trace<'_>,
+    trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
     let Some(client) = req.extensions_mut().remove::<ClientUpgrade>().and_then(|u| u.take()) else {
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
