@@ -42,7 +42,7 @@ while getopts "n:cp:ah" opt; do
     c) CHAIN=1 ;;
     p) PROFILES=$(mkdir -p "$OPTARG" && cd "$OPTARG" && pwd) ;;
     a) ATOMICS=1 ;;
-    *) sed -n '2,30p' "$0"; exit 2 ;;
+    *) sed -n '2,33p' "$0"; exit 2 ;;
   esac
 done
 (( N >= 100 )) || { echo "-n: at least 100 requests" >&2; exit 2; }
