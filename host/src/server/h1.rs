@@ -879,30 +879,28 @@ fn poll_write_out(io: &mut Box<dyn Io>, out: &mut impl Buf, cx: &mut Context<'_>
 }
 
 async fn write_all(cell: &Cell, out: &mut BytesMut) -> Result<(), ()> {
-    std::future::poll_fn(|cx| poll_write_out(&mut lock(cell).io, out, cx)).await.map_err(|e| {
-        tracing::debug!("writing to the client: {e}");
-    })
+    std::future::poll_fn(|cx| poll_write_out(&mut lock(cell).io, out, cx)).await.map_err(write_failed)
 }
 
 /// Writes a response's last bytes, and in the same lock keeps the buffer
 /// (if small) for the next response and tells whether the connection is
 /// idle: no bytes of a next request have come yet.
-async fn write_last(cell: &Cell, out: BytesMut) -> Result<bool, ()> {
-    let mut out = Some(out);
+async fn write_last(cell: &Cell, mut out: BytesMut) -> Result<bool, ()> {
     std::future::poll_fn(|cx| {
         let mut c = lock(cell);
         let c = &mut *c;
-        let Some(o) = out.as_mut() else { return Poll::Ready(Ok(c.buf.is_empty())) };
-        ready!(poll_write_out(&mut c.io, o, cx))?;
-        if o.capacity() <= codec::KEEP_OUT {
-            c.out = out.take().unwrap_or_default();
+        ready!(poll_write_out(&mut c.io, &mut out, cx))?;
+        if out.capacity() <= codec::KEEP_OUT {
+            c.out = std::mem::take(&mut out);
         }
         Poll::Ready(Ok(c.buf.is_empty()))
     })
     .await
-    .map_err(|e: io::Error| {
-        tracing::debug!("writing to the client: {e}");
-    })
+    .map_err(write_failed)
+}
+
+fn write_failed(e: io::Error) {
+    tracing::debug!("writing to the client: {e}");
 }
 
 /// Answers a request that cannot be served, and closes.
