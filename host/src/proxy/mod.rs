@@ -307,7 +307,7 @@ impl<'s> Forward<'s, '_> {
         // futures of the request path are moved into their callers' state
         // when awaited, and inline they made the connection's request
         // future ~58 KB, copied several times per request.
-        let Forwarded { mut response, endpoint, upstream_time, .. } = Box::pin(upstream.forward(req, &opts)).await?;
+        let Forwarded { mut response, endpoint, upstream_time } = Box::pin(upstream.forward(req, &opts)).await?;
         trace.endpoint = Some(endpoint);
         trace.upstream_time = Some(upstream_time);
         let version = response.version();

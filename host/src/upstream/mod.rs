@@ -117,7 +117,6 @@ pub struct Forwarded {
     pub endpoint: Arc<str>,
     /// Time spent on the tries, backoff included.
     pub upstream_time: Duration,
-    pub tries: u32,
 }
 
 /// What one try came to.
@@ -333,7 +332,7 @@ impl Upstream {
                     let retry = opts.retry.on.statuses.contains(&status) && may_repeat && replay.is_some();
                     let endpoint = ep.address.clone();
                     let upstream_time = done.saturating_duration_since(start);
-                    last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time, tries }));
+                    last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time }));
                     retry
                 }
                 Try::Connect(err, req) => {
