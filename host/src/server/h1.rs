@@ -8,9 +8,10 @@
 //! target and the header values are slices of that buffer, not copies),
 //! calls the proxy in place, and writes the response head, with a body that
 //! is already whole, in one write. A request body is read from the same
-//! connection as the upstream side polls it ([`RequestBody`]): the socket
-//! and its buffer sit behind a lock that only the two of them take, in
-//! turn, on one worker thread.
+//! connection as the upstream side polls it ([`RequestBody`]): while such a
+//! body is in flight, the socket and its buffer sit behind a lock that only
+//! the two of them take, in turn, on one worker thread; otherwise the
+//! connection's task owns them, and takes no lock ([`Cell`]).
 //!
 //! What a client may send (RFC 9112) and what it gets:
 //! - a head over `max_header_bytes` or with more than `max_headers` headers
@@ -106,10 +107,76 @@ struct Conn {
     out: BytesMut,
 }
 
-type Cell = Arc<Mutex<Conn>>;
+/// The connection's [`Conn`]: the task's own while no request body is in
+/// flight (most requests have none: no lock, no atomic operation to reach
+/// the socket), shared with the body while one is.
+enum Cell {
+    Own(Conn),
+    Shared(Arc<Mutex<Conn>>),
+}
 
-fn lock(cell: &Cell) -> MutexGuard<'_, Conn> {
-    cell.lock().unwrap_or_else(PoisonError::into_inner)
+impl Cell {
+    /// Shared, with a handle for a request body.
+    fn share(self) -> (Self, Arc<Mutex<Conn>>) {
+        let shared = match self {
+            Self::Own(conn) => Arc::new(Mutex::new(conn)),
+            Self::Shared(shared) => shared,
+        };
+        (Self::Shared(shared.clone()), shared)
+    }
+
+    /// The task's own again once no body holds it.
+    fn settle(self) -> Self {
+        match self {
+            Self::Shared(shared) if Arc::strong_count(&shared) == 1 => match Arc::try_unwrap(shared) {
+                Ok(conn) => Self::Own(conn.into_inner().unwrap_or_else(PoisonError::into_inner)),
+                Err(shared) => Self::Shared(shared),
+            },
+            other => other,
+        }
+    }
+
+    /// Whether a request body still holds the connection.
+    fn held(&self) -> bool {
+        matches!(self, Self::Shared(shared) if Arc::strong_count(shared) > 1)
+    }
+}
+
+/// The connection's [`Conn`], reached.
+enum Guard<'a> {
+    Own(&'a mut Conn),
+    Locked(MutexGuard<'a, Conn>),
+}
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = Conn;
+
+    fn deref(&self) -> &Conn {
+        match self {
+            Self::Own(c) => c,
+            Self::Locked(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match self {
+            Self::Own(c) => c,
+            Self::Locked(c) => c,
+        }
+    }
+}
+
+fn lock(cell: &mut Cell) -> Guard<'_> {
+    match cell {
+        Cell::Own(c) => Guard::Own(c),
+        Cell::Shared(shared) => Guard::Locked(lock_shared(shared)),
+    }
+}
+
+fn lock_shared(shared: &Mutex<Conn>) -> MutexGuard<'_, Conn> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Serves HTTP/1 requests on `io` until the connection ends. A connection
@@ -122,13 +189,8 @@ pub async fn serve(
     limits: &Limits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<(Box<dyn Io>, Bytes)> {
-    let cell = Arc::new(Mutex::new(Conn {
-        io,
-        buf: BytesMut::new(),
-        body: Decode::Done,
-        owed_continue: None,
-        out: BytesMut::new(),
-    }));
+    let mut cell =
+        Cell::Own(Conn { io, buf: BytesMut::new(), body: Decode::Done, owed_continue: None, out: BytesMut::new() });
     let mut timer = timer::Kept::default();
     let mut first = true;
     let mut spare = SpareMap::default();
@@ -144,34 +206,40 @@ pub async fn serve(
     // tells, as it is written).
     let mut idle = true;
     loop {
+        cell = cell.settle();
         // Waiting for a request with nothing read yet: shutdown closes the
         // connection now.
         let head = if idle {
             tokio::select! {
                 biased;
-                head = read_head(&cell, limits, &mut timer, first, &mut fields) => head,
+                head = read_head(&mut cell, limits, &mut timer, first, &mut fields) => head,
                 _ = &mut stop => return None,
             }
         } else {
-            read_head(&cell, limits, &mut timer, first, &mut fields).await
+            read_head(&mut cell, limits, &mut timer, first, &mut fields).await
         };
         let (parsed, head) = match head {
             Ok(Head::Request(p, head)) => (p, head),
             Ok(Head::Http2) => return into_parts(cell),
             Ok(Head::Closed) => return None,
             Err(refusal) => {
-                refuse(&cell, refusal).await;
+                refuse(&mut cell, refusal).await;
                 return None;
             }
         };
         first = false;
-        let (req, upgrade, ask, present) = match request(&cell, parsed, &fields, &head, &mut spare, &mut names) {
+        let (mut req, upgrade, ask, present, body) = match request(parsed, &fields, &head, &mut spare, &mut names) {
             Ok(r) => r,
             Err(status) => {
-                refuse(&cell, Refusal::Status(status)).await;
+                refuse(&mut cell, Refusal::Status(status)).await;
                 return None;
             }
         };
+        if let Some(body) = body {
+            let shared;
+            (cell, shared) = cell.share();
+            *req.body_mut() = Body::client(body.read_from(shared));
+        }
         if fields.capacity() > STACK_HEADERS {
             // One head with many fields keeps no memory on the connection.
             fields = codec::Fields::new();
@@ -179,14 +247,14 @@ pub async fn serve(
         // Pinned where it is made: moved into the watch instead, this
         // (large) future was copied once more per request.
         let handling = std::pin::pin!(proxy::handle(shared.current(), info, req, present));
-        let Some((resp, stamp)) = unless_client_leaves(&cell, limits.max_head, handling).await else {
+        let Some((resp, stamp)) = unless_client_leaves(&mut cell, limits.max_head, handling).await else {
             tracing::debug!(peer = %info.peer, "the client closed its connection before the response");
             return None;
         };
         if !matches!(watching.has_changed(), Ok(false)) {
             shutting_down = *watching.borrow_and_update();
         }
-        match respond(&cell, resp, &stamp, &ask, shutting_down, &mut spare).await {
+        match respond(&mut cell, resp, &stamp, &ask, shutting_down, &mut spare).await {
             Ok(Next::KeepAlive { idle: now }) => idle = now,
             Ok(Next::Upgrade) => {
                 // The socket goes on alone; if a request body still holds
@@ -199,7 +267,7 @@ pub async fn serve(
                 return None;
             }
             Ok(Next::Close) | Err(()) => {
-                close(&cell).await;
+                close(&mut cell).await;
                 return None;
             }
         }
@@ -211,12 +279,16 @@ pub async fn serve(
 /// hyper and nginx do). Watched only while no request body is being read
 /// from the connection; bytes of a next (pipelined) request are kept, up to
 /// `max_head`.
-async fn unless_client_leaves<F: Future>(cell: &Cell, max_head: usize, mut handling: Pin<&mut F>) -> Option<F::Output> {
+async fn unless_client_leaves<F: Future>(
+    cell: &mut Cell,
+    max_head: usize,
+    mut handling: Pin<&mut F>,
+) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        if Arc::strong_count(cell) > 1 {
+        if cell.held() {
             return Poll::Pending;
         }
         let mut guard = lock(cell);
@@ -236,7 +308,7 @@ async fn unless_client_leaves<F: Future>(cell: &Cell, max_head: usize, mut handl
 /// The socket and the bytes read from it and not yet used, when nothing
 /// else holds the connection.
 fn into_parts(cell: Cell) -> Option<(Box<dyn Io>, Bytes)> {
-    let conn = Arc::try_unwrap(cell).ok()?.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let Cell::Own(conn) = cell.settle() else { return None };
     Some((conn.io, conn.buf.freeze()))
 }
 
@@ -266,7 +338,7 @@ enum Refusal {
 /// Waits for a whole request head in the connection's buffer; where its
 /// fields lie goes into `fields`.
 async fn read_head(
-    cell: &Cell,
+    cell: &mut Cell,
     limits: &Limits,
     timer: &mut timer::Kept,
     first: bool,
@@ -371,14 +443,37 @@ type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
 
 /// A request made from a parsed head (boxed: it is moved a long way), the
 /// slot its upgraded connection would go into, what it asks of the
-/// response, and which fields it has that the proxy would look for ([`Present`]).
-type NewRequest = (Box<Request<Body>>, Option<UpgradeSlot>, Asked, Present);
+/// response, which fields it has that the proxy would look for
+/// ([`Present`]), and its body on the connection, if it has one (the
+/// request's own body is empty until that is read from the connection).
+type NewRequest = (Box<Request<Body>>, Option<UpgradeSlot>, Asked, Present, Option<BodyToRead>);
 
-/// The request for a parsed head, its body framed on the connection, and
-/// what it asks of the response (read while its fields are, not looked up
-/// in the map after).
+/// A request body on the connection, not yet read.
+struct BodyToRead {
+    decode: Decode,
+    expects_continue: bool,
+}
+
+impl BodyToRead {
+    /// The body, read from the connection `shared` with it.
+    fn read_from(self, shared: Arc<Mutex<Conn>>) -> ClientBody {
+        {
+            let mut c = lock_shared(&shared);
+            c.body = self.decode;
+            c.owed_continue = self.expects_continue.then_some(0);
+        }
+        let hint = match self.decode {
+            Decode::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        };
+        ClientBody::H1(RequestBody { cell: shared, ended: false, hint })
+    }
+}
+
+/// The request for a parsed head, its body's framing on the connection,
+/// and what it asks of the response (read while its fields are, not looked
+/// up in the map after).
 fn request(
-    cell: &Cell,
     p: Parsed,
     fields: &codec::Fields,
     head: &Bytes,
@@ -422,20 +517,11 @@ fn request(
         return Err(StatusCode::BAD_REQUEST);
     }
     let decode = body_framing(p.version, &headers, present, length)?;
-    let body = if decode == Decode::Done {
-        ClientBody::Empty
-    } else {
-        let mut c = lock(cell);
-        c.body = decode;
-        let expects = p.version == Version::HTTP_11
-            && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        c.owed_continue = expects.then_some(0);
-        let hint = match decode {
-            Decode::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        };
-        ClientBody::H1(RequestBody { cell: cell.clone(), ended: false, hint })
-    };
+    let body = (decode != Decode::Done).then(|| BodyToRead {
+        decode,
+        expects_continue: p.version == Version::HTTP_11
+            && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
+    });
     let upgrade = upgrade_field && connection.upgrade;
     let ask = Asked {
         head_only: p.method == Method::HEAD,
@@ -445,7 +531,7 @@ fn request(
     };
     // Boxed where it is made: it goes a long way (to the upstream
     // connection it is written on), and unboxed each layer moved a copy.
-    let mut req = Box::new(Request::new(Body::client(body)));
+    let mut req = Box::new(Request::new(Body::client(ClientBody::Empty)));
     *req.method_mut() = p.method;
     *req.uri_mut() = uri;
     *req.version_mut() = p.version;
@@ -455,7 +541,7 @@ fn request(
         req.extensions_mut().insert(ClientUpgrade(Arc::new(Mutex::new(Some(rx)))));
         tx
     });
-    Ok((req, upgrade, ask, present))
+    Ok((req, upgrade, ask, present, body))
 }
 
 /// How a request body is delimited (RFC 9112 §6.3), refusing what could be
@@ -485,7 +571,7 @@ fn body_framing(
 /// A client's HTTP/1 request body, read from its connection as the
 /// upstream side polls it.
 pub struct RequestBody {
-    cell: Cell,
+    cell: Arc<Mutex<Conn>>,
     ended: bool,
     hint: SizeHint,
 }
@@ -501,7 +587,7 @@ impl RequestBody {
         if self.ended {
             return Poll::Ready(None);
         }
-        let mut guard = lock(&self.cell);
+        let mut guard = lock_shared(&self.cell);
         let c = &mut *guard;
         if let Some(sent) = c.owed_continue {
             // Owed only until the body starts coming anyway.
@@ -609,7 +695,7 @@ enum Framing {
 /// `Err` when the connection failed or the body could not be sent whole
 /// (the client sees it cut short).
 async fn respond(
-    cell: &Cell,
+    cell: &mut Cell,
     resp: Box<Response<Body>>,
     stamp: &Stamp,
     ask: &Asked,
@@ -634,6 +720,7 @@ async fn respond(
     } else {
         Framing::Close
     };
+    let held = cell.held();
     let (mut out, body_read) = {
         let mut c = lock(cell);
         let mut out = std::mem::take(&mut c.out);
@@ -648,7 +735,7 @@ async fn respond(
         // The request body, if unread and no longer wanted, can be skipped
         // when it is all here; else the connection cannot carry another
         // request.
-        let body_read = c.body == Decode::Done || (Arc::strong_count(cell) == 1 && skip_buffered(&mut c));
+        let body_read = c.body == Decode::Done || (!held && skip_buffered(&mut c));
         (out, body_read)
     };
     let keep_alive = ask.keep_alive && body_read && !shutting_down && framing != Framing::Close && !upgrade;
@@ -847,7 +934,7 @@ type NextFrame = Option<Result<Frame<Bytes>, BodyError>>;
 /// goes out, so a slow body never holds back the head.
 fn poll_frame_flushing(
     body: &mut Body,
-    cell: &Cell,
+    cell: &mut Cell,
     out: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<Result<NextFrame, ()>> {
@@ -878,14 +965,14 @@ fn poll_write_out(io: &mut Box<dyn Io>, out: &mut impl Buf, cx: &mut Context<'_>
     Pin::new(io).poll_flush(cx)
 }
 
-async fn write_all(cell: &Cell, out: &mut BytesMut) -> Result<(), ()> {
+async fn write_all(cell: &mut Cell, out: &mut BytesMut) -> Result<(), ()> {
     std::future::poll_fn(|cx| poll_write_out(&mut lock(cell).io, out, cx)).await.map_err(write_failed)
 }
 
 /// Writes a response's last bytes, and in the same lock keeps the buffer
 /// (if small) for the next response and tells whether the connection is
 /// idle: no bytes of a next request have come yet.
-async fn write_last(cell: &Cell, mut out: BytesMut) -> Result<bool, ()> {
+async fn write_last(cell: &mut Cell, mut out: BytesMut) -> Result<bool, ()> {
     std::future::poll_fn(|cx| {
         let mut c = lock(cell);
         let c = &mut *c;
@@ -904,7 +991,7 @@ fn write_failed(e: io::Error) {
 }
 
 /// Answers a request that cannot be served, and closes.
-async fn refuse(cell: &Cell, refusal: Refusal) {
+async fn refuse(cell: &mut Cell, refusal: Refusal) {
     if let Refusal::Status(status) = refusal {
         let mut out = BytesMut::with_capacity(128);
         status_line(status, &mut out);
@@ -916,7 +1003,7 @@ async fn refuse(cell: &Cell, refusal: Refusal) {
     close(cell).await;
 }
 
-async fn close(cell: &Cell) {
+async fn close(cell: &mut Cell) {
     let _ = std::future::poll_fn(|cx| Pin::new(&mut lock(cell).io).poll_shutdown(cx)).await;
 }
 
@@ -927,6 +1014,29 @@ mod tests {
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn a_connection_is_shared_only_while_a_body_holds_it() {
+        let (io, _peer) = tokio::io::duplex(64);
+        let conn = Conn {
+            io: Box::new(io),
+            buf: BytesMut::new(),
+            body: Decode::Done,
+            owed_continue: None,
+            out: BytesMut::new(),
+        };
+        let cell = Cell::Own(conn).settle();
+        assert!(matches!(cell, Cell::Own(_)) && !cell.held());
+        let (cell, body) = cell.share();
+        assert!(cell.held());
+        // Still held by the body: it stays shared.
+        let cell = cell.settle();
+        assert!(matches!(cell, Cell::Shared(_)) && cell.held());
+        drop(body);
+        let cell = cell.settle();
+        assert!(matches!(cell, Cell::Own(_)) && !cell.held());
+        assert!(into_parts(cell).is_some());
     }
 
     #[test]
