@@ -11,7 +11,7 @@
 //! connection as the upstream side polls it ([`RequestBody`]): while such a
 //! body is in flight, the socket and its buffer sit behind a lock that only
 //! the two of them take, in turn, on one worker thread; otherwise the
-//! connection's task owns them, and takes no lock ([`Cell`]).
+//! connection's task owns them, and takes no lock (`Cell`).
 //!
 //! What a client may send (RFC 9112) and what it gets:
 //! - a head over `max_header_bytes` or with more than `max_headers` headers
