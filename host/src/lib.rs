@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod config;
+mod control;
 pub mod exchange;
 pub mod gateway;
 pub mod plugin;

@@ -52,47 +52,17 @@ fn main() -> ExitCode {
 }
 
 fn run(config: PathBuf) -> ExitCode {
-    let gateway = match wasmgate::Gateway::start(&config) {
-        Ok(g) => g,
+    match wasmgate::gateway::run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ wasmgate::gateway::StartError::Signals(_)) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            ExitCode::from(2)
         }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the control runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let shared = gateway.shared().clone();
-    let outcome = rt.block_on(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading");
-                    let shared = shared.clone();
-                    // Compiling plugins can take a while; keep signals responsive.
-                    let _ = tokio::task::spawn_blocking(move || shared.reload_or_log()).await;
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    });
-    if let Err(e) = outcome {
-        eprintln!("cannot handle signals: {e}");
-        return ExitCode::FAILURE;
     }
-    tracing::info!("shutting down: draining in-flight requests");
-    gateway.shutdown();
-    ExitCode::SUCCESS
 }
 
 fn init_logging() {

@@ -102,7 +102,9 @@ struct Serving {
     http2: http2::Builder<TokioExecutor>,
 }
 
-async fn run(
+/// Serves one worker's listeners until `shutdown`, then drains its
+/// connections (up to `shutdown_timeout`).
+pub(crate) async fn run(
     shared: Arc<Shared>,
     listeners: WorkerListeners,
     server: ServerConfig,

@@ -1,7 +1,7 @@
 //! Which worker thread this is. Per-worker state (plugin instance pools,
 //! upstream connection pools) is sharded by this index so workers never
-//! contend; threads that are not workers (tests, the control thread) get an
-//! index too and share a shard.
+//! contend; threads that are not workers (tests, the control runtime's
+//! threads) get an index too and share a shard.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};

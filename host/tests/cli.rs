@@ -1,5 +1,6 @@
 //! The `wasmgate` binary itself: `check` exit codes and messages, `run`
-//! reloading on SIGHUP and draining on SIGTERM.
+//! reloading on SIGHUP and draining on SIGTERM, with one worker on the
+//! process's one thread and with worker threads.
 
 #![expect(clippy::unwrap_used, reason = "test code: a failed setup step should stop the test")]
 
@@ -30,14 +31,48 @@ fn status_of(port: u16, path: &str) -> Option<u16> {
     out.get(9..12)?.parse().ok()
 }
 
+/// An upstream that answers each request `200 ok` after `delay`, on as
+/// many connections as come.
+fn slow_upstream(delay: Duration) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0; 1024];
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        std::thread::sleep(delay);
+                        if conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr.to_string()
+}
+
 fn write_config(path: &Path, port: u16, upstream: &str, with_b: bool) {
+    write_config_with(path, port, upstream, with_b.then_some(upstream), 1);
+}
+
+/// Route `/a` to `upstream`, and `/b` to `b` if given.
+fn write_config_with(path: &Path, port: u16, upstream: &str, b: Option<&str>, workers: usize) {
     let mut text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = 1\nwatch = false\n\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\nworkers = {workers}\nwatch = false\naccess_log = false\n\n\
          [upstreams.u]\nendpoints = [\"{upstream}\"]\nconnect_timeout = \"200ms\"\n\n\
          [[routes]]\nmatch = {{ prefix = \"/a\" }}\nupstream = \"u\"\n"
     );
-    if with_b {
-        text.push_str("\n[[routes]]\nmatch = { prefix = \"/b\" }\nupstream = \"u\"\n");
+    if let Some(b) = b {
+        text.push_str(&format!(
+            "\n[upstreams.b]\nendpoints = [\"{b}\"]\n\n[[routes]]\nmatch = {{ prefix = \"/b\" }}\nupstream = \"b\"\n"
+        ));
     }
     std::fs::write(path, text).unwrap();
 }
@@ -71,13 +106,41 @@ fn check_accepts_a_good_config_and_names_the_problems_in_a_bad_one() {
     assert!(err.contains("fix: define [upstreams.missing]"), "{err}");
 }
 
+/// The threads of process `pid`, by name.
+fn threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).unwrap().trim().to_owned())
+        .collect()
+}
+
 #[test]
-fn run_reloads_on_sighup_and_drains_on_sigterm() {
+fn run_with_one_worker_serves_reloads_and_drains_on_one_thread() {
+    let seen = reload_and_drain(1);
+    // Before the first reload (which runs on a thread of its own), with no
+    // watcher and no access log (each a thread): the worker, the control
+    // work and the signals share the main thread.
+    assert_eq!(seen, ["wasmgate"], "one thread");
+}
+
+#[test]
+fn run_with_two_workers_serves_reloads_and_drains() {
+    let mut seen = reload_and_drain(2);
+    seen.sort();
+    assert_eq!(seen, ["wasmgate", "wasmgate-contro", "wasmgate-contro", "wasmgate-worker", "wasmgate-worker"]);
+}
+
+/// Runs the binary with `workers`: it serves, SIGHUP reloads a good config
+/// and refuses a broken one, SIGTERM lets the request in flight finish and
+/// ends it cleanly. Returns its threads as they were while it served,
+/// before any reload.
+fn reload_and_drain(workers: usize) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gw.toml");
     let port = free_port();
     let upstream = dead_upstream();
-    write_config(&config, port, &upstream, false);
+    let slow = slow_upstream(Duration::from_millis(400));
+    write_config_with(&config, port, &upstream, None, workers);
     let mut child = Command::new(BIN)
         .args(["run", "-c"])
         .arg(&config)
@@ -89,19 +152,25 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
     assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
     assert_eq!(status_of(port, "/a"), Some(502), "route to a dead upstream");
     assert_eq!(status_of(port, "/b"), Some(404), "no route yet");
+    let seen = threads(child.id());
 
-    write_config(&config, port, &upstream, true);
+    write_config_with(&config, port, &upstream, Some(&slow), workers);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    assert!(wait_for(|| status_of(port, "/b") == Some(502)), "SIGHUP added the /b route");
+    assert!(wait_for(|| status_of(port, "/b") == Some(200)), "SIGHUP added the /b route");
 
     // A broken config on SIGHUP is refused; the gateway keeps serving.
     std::fs::write(&config, "[server]\nlisten = 7\n").unwrap();
     assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(status_of(port, "/b"), Some(502));
+    assert_eq!(status_of(port, "/b"), Some(200));
 
+    // SIGTERM while a request is in flight: it is answered, then the
+    // gateway exits.
+    let in_flight = std::thread::spawn(move || status_of(port, "/b"));
+    std::thread::sleep(Duration::from_millis(150));
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert_eq!(in_flight.join().unwrap(), Some(200), "the request in flight at SIGTERM");
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -111,4 +180,5 @@ fn run_reloads_on_sighup_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(25));
     };
     assert!(status.success(), "exit status {status}");
+    seen
 }

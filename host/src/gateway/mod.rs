@@ -1,7 +1,7 @@
 //! The running gateway: immutable config snapshots (routes, upstreams,
 //! configured plugin chains) swapped atomically on reload, the workers that
-//! serve them, the control thread (health checks, DNS, admin listener), and
-//! the watcher that reloads on a file change.
+//! serve them, the watcher that reloads on a file change, and [`run`],
+//! which is `wasmgate run` (signals; one worker on the calling thread).
 //!
 //! A request takes the snapshot current when it arrives and finishes on it,
 //! whatever reloads happen meanwhile. A config that fails to load is refused
@@ -10,6 +10,7 @@
 mod snapshot;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 
 pub use self::snapshot::{Env, Route, Snapshot, build};
 use crate::config::{self, Config, ConfigError};
+use crate::control::Control;
 use crate::plugin::caps::store::StoreBackend;
 use crate::plugin::{EngineLimits, Runtime, registry};
 use crate::server;
@@ -137,8 +139,70 @@ pub enum StartError {
     Engine(String),
     #[error("cannot start worker threads: {0}")]
     Threads(std::io::Error),
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
     #[error("cannot set up the plugin store: {0}")]
     Store(String),
+}
+
+/// `wasmgate run`: serves the config at `path` until SIGTERM or SIGINT,
+/// then drains in-flight requests; SIGHUP reloads it (on a thread of its
+/// own while it runs: compiling plugins takes a while).
+///
+/// With one worker (`server.workers = 1`) the worker, the control work and
+/// the signals all run on the calling thread (see `control.rs`): the
+/// process has no other thread unless the file watcher (`server.watch`),
+/// the access log, loaded plugins (their deadline ticker) or a reload in
+/// progress make one. With more, each worker has a thread, and the
+/// control runtime its own.
+pub fn run(path: &Path) -> Result<(), StartError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Threads)?;
+    let rt = std::rc::Rc::new(rt);
+    let config = config::load(path)?;
+    if config.server.workers > 1 {
+        let gateway = Gateway::start_threads(path.to_path_buf(), config)?;
+        let mut stopped = gateway.shutdown.subscribe();
+        let outcome = rt.block_on(until_signalled(&gateway, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+        gateway.shutdown();
+        return outcome;
+    }
+    let handle = rt.handle().clone();
+    let (gateway, serve) = crate::control::before_driving(&rt, || {
+        crate::worker::set_index(0);
+        Gateway::start_here(path.to_path_buf(), config, &handle)
+    })?;
+    let outcome = rt.block_on(until_signalled(&gateway, serve));
+    // Joining the watcher may wait for a reload, which may wait for
+    // control work: the runtime goes on meanwhile.
+    rt.block_on(async move {
+        let _ = tokio::task::spawn_blocking(move || drop(gateway)).await;
+    });
+    outcome
+}
+
+/// Handles signals until `serve` (which ends once shutdown is asked and the
+/// in-flight requests are done) ends.
+async fn until_signalled(gateway: &Gateway, serve: impl Future<Output = ()>) -> Result<(), StartError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind| signal(kind).map_err(StartError::Signals);
+    let (mut hup, mut term, mut int) =
+        (listen(SignalKind::hangup())?, listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+    let mut serve = std::pin::pin!(serve);
+    loop {
+        tokio::select! {
+            () = serve.as_mut() => return Ok(()),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                let shared = gateway.shared.clone();
+                // Not waited for here: this thread may be the one serving.
+                drop(tokio::task::spawn_blocking(move || shared.reload_or_log()));
+            }
+            _ = term.recv() => gateway.begin_shutdown(),
+            _ = int.recv() => gateway.begin_shutdown(),
+        }
+    }
 }
 
 /// Drops expired entries of the in-process store now and then (reads skip
@@ -164,45 +228,6 @@ pub fn check(path: &Path) -> Result<Snapshot, StartError> {
         store: StoreBackend::from_config(&config.store, &control.handle).map_err(StartError::Store)?,
     };
     Ok(build(config, &env, None, 0)?)
-}
-
-/// The control thread: a small runtime for everything that is not request
-/// serving — health checks, DNS re-resolution, the admin listener — so none
-/// of it competes with the workers' event loops.
-struct Control {
-    handle: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Control {
-    fn start() -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("wasmgate-control")
-            .enable_all()
-            .build()?;
-        let handle = rt.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("wasmgate-control-main".into()).spawn(move || {
-            rt.block_on(async {
-                let _ = stopped.await;
-            });
-            rt.shutdown_timeout(Duration::from_secs(1));
-        })?;
-        Ok(Self { handle, stop: Some(stop), thread: Some(thread) })
-    }
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn engine_for(config: &Config) -> Result<Arc<Runtime>, StartError> {
@@ -234,22 +259,61 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// Loads the config, binds, and starts the workers (and the file
-    /// watcher when `server.watch` is on). Returns once it is serving.
+    /// watcher when `server.watch` is on), each on a thread of its own, and
+    /// the control runtime on threads of its own. Returns once it is
+    /// serving.
     pub fn start(path: impl AsRef<Path>) -> Result<Self, StartError> {
         let path = path.as_ref().to_path_buf();
         let config = config::load(&path)?;
+        Self::start_threads(path, config)
+    }
+
+    fn start_threads(path: PathBuf, config: Config) -> Result<Self, StartError> {
         let control = Control::start().map_err(StartError::Threads)?;
+        let (mut gateway, listeners) = Self::assemble(path, config, &control.handle)?;
+        gateway.control = Some(control);
+        let workers = server::spawn_workers(&gateway.shared, listeners, &gateway.shutdown.subscribe());
+        gateway.threads.extend(workers.map_err(StartError::Threads)?);
+        gateway.serving();
+        Ok(gateway)
+    }
+
+    /// Like [`start`](Self::start) for a config of one worker, with the
+    /// worker and the control work on `control`, a runtime the caller
+    /// drives: the future serves until shutdown.
+    fn start_here(
+        path: PathBuf,
+        config: Config,
+        control: &tokio::runtime::Handle,
+    ) -> Result<(Self, impl Future<Output = ()> + use<>), StartError> {
+        let server_config = config.server.clone();
+        let (gateway, listeners) = Self::assemble(path, config, control)?;
+        let Some(listeners) = listeners.into_iter().next() else {
+            return Err(StartError::Threads(std::io::Error::other("no listening socket for the worker")));
+        };
+        let serve = server::run(gateway.shared.clone(), listeners, server_config, gateway.shutdown.subscribe());
+        gateway.serving();
+        Ok((gateway, serve))
+    }
+
+    /// Everything but the workers: the snapshot, the listening sockets (one
+    /// set per worker), the admin listener and the watcher.
+    fn assemble(
+        path: PathBuf,
+        config: Config,
+        control: &tokio::runtime::Handle,
+    ) -> Result<(Self, Vec<server::WorkerListeners>), StartError> {
         let workers = config.server.workers;
         let listen = config.server.listen;
         let tls_listen = config.server.tls.as_ref().map(|t| t.listen);
         let admin = config.admin.clone();
         let (watch_on, interval) = (config.server.watch, config.server.watch_interval);
-        let store = StoreBackend::from_config(&config.store, &control.handle).map_err(StartError::Store)?;
-        control.handle.spawn(sweep(store.clone()));
+        let store = StoreBackend::from_config(&config.store, control).map_err(StartError::Store)?;
+        control.spawn(sweep(store.clone()));
         let env = Env {
             runtime: engine_for(&config)?,
             metrics: Arc::new(Metrics::new()),
-            control: control.handle.clone(),
+            control: control.clone(),
             workers,
             access_log: config.server.access_log.then(AccessLogWriter::stdout),
             store,
@@ -272,22 +336,28 @@ impl Gateway {
             reload_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
         });
-        let (tx, rx) = watch::channel(false);
+        let (shutdown, rx) = watch::channel(false);
         let admin_addr = match admin {
-            Some(a) => Some(crate::admin::start(&control.handle, a, shared.clone(), rx.clone())?),
+            Some(a) => Some(crate::admin::start(control, a, shared.clone(), rx)?),
             None => None,
         };
-        let listeners = plain.into_iter().zip(tls).collect();
-        let mut threads = server::spawn_workers(&shared, listeners, &rx).map_err(StartError::Threads)?;
-        let mut watch_stop = None;
+        let mut gateway =
+            Self { shared, addr, tls_addr, admin_addr, control: None, shutdown, watch_stop: None, threads: Vec::new() };
         if watch_on {
             let (stop_tx, stop_rx) = std::sync::mpsc::channel();
-            threads.push(spawn_watcher(shared.clone(), interval, stop_rx).map_err(StartError::Threads)?);
-            watch_stop = Some(stop_tx);
+            let watcher = spawn_watcher(gateway.shared.clone(), interval, stop_rx).map_err(StartError::Threads)?;
+            gateway.threads.push(watcher);
+            gateway.watch_stop = Some(stop_tx);
         }
-        shared.ready.store(true, Ordering::Relaxed);
-        tracing::info!(%addr, tls = ?tls_addr, admin = ?admin_addr, workers, "wasmgate listening");
-        Ok(Self { shared, addr, tls_addr, admin_addr, control: Some(control), shutdown: tx, watch_stop, threads })
+        Ok((gateway, plain.into_iter().zip(tls).collect()))
+    }
+
+    /// Marks it ready (`/health/ready`) and says where it listens.
+    fn serving(&self) {
+        self.shared.ready.store(true, Ordering::Relaxed);
+        let workers = self.shared.env.workers;
+        let (addr, tls, admin) = (self.addr, self.tls_addr, self.admin_addr);
+        tracing::info!(%addr, ?tls, ?admin, workers, "wasmgate listening");
     }
 
     /// The TLS listener's address, when `[server.tls]` is configured.
@@ -323,6 +393,17 @@ impl Gateway {
     /// timeout), and waits for the workers.
     pub fn shutdown(mut self) {
         self.stop();
+    }
+
+    /// Stops accepting and tells the connections to finish (each closes
+    /// once idle, or after the response in flight).
+    fn begin_shutdown(&self) {
+        if !self.shared.ready() {
+            return;
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        self.shared.ready.store(false, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
     }
 
     fn stop(&mut self) {

@@ -307,21 +307,19 @@ fn resolve_now(
     what: &config::Discovery,
     control: &tokio::runtime::Handle,
 ) -> Result<(Vec<Resolved>, Duration), (String, String)> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let (dns, what) = (dns.clone(), what.clone());
-    control.spawn(async move {
-        let result = match Resolver::new(&dns) {
-            Ok(r) => r.resolve(&what).await,
-            Err(e) => Err(e),
-        };
-        let _ = tx.send(result.map_err(|e| e.to_string()));
-    });
+    let resolving = async move {
+        match Resolver::new(&dns) {
+            Ok(r) => r.resolve(&what).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
     let fix = "check the name and the [dns] nameservers".to_owned();
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok((set, ttl))) if !set.is_empty() => Ok((set, ttl)),
-        Ok(Ok(_)) => Err(("the name resolved to no addresses".to_owned(), fix)),
-        Ok(Err(e)) => Err((format!("cannot resolve: {e}"), fix)),
-        Err(_) => Err(("DNS resolution did not finish within 30 s".to_owned(), fix)),
+    match crate::control::wait(control, Some(Duration::from_secs(30)), resolving) {
+        Some(Ok((set, ttl))) if !set.is_empty() => Ok((set, ttl)),
+        Some(Ok(_)) => Err(("the name resolved to no addresses".to_owned(), fix)),
+        Some(Err(e)) => Err((format!("cannot resolve: {e}"), fix)),
+        None => Err(("DNS resolution did not finish within 30 s".to_owned(), fix)),
     }
 }
 

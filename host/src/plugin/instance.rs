@@ -197,12 +197,11 @@ impl ChainLink {
         let (mut link, made) = if link.plugin.async_calls {
             // The control runtime drives the async instantiation; the link
             // travels there and back.
-            let (tx, rx) = std::sync::mpsc::channel();
-            control.spawn(async move {
+            let configuring = async move {
                 let made = link.instantiate_async().await;
-                let _ = tx.send((link, made));
-            });
-            rx.recv().map_err(|_| ConfigureError::NoInstance {
+                (link, made)
+            };
+            crate::control::wait(control, None, configuring).ok_or_else(|| ConfigureError::NoInstance {
                 detail: "the control runtime stopped during configure".to_owned(),
                 pool_full: false,
             })?

@@ -1,7 +1,9 @@
 //! Active health checks: every `interval`, a `GET path` to each endpoint; an
 //! endpoint turns unhealthy after `unhealthy_threshold` failed checks in a
 //! row and healthy again after `healthy_threshold` good ones. Runs on the
-//! control thread, never on a worker, and stops when its upstream is dropped.
+//! control runtime (with one worker, that worker's runtime: see
+//! `control.rs`), never in a request's task, and stops when its
+//! upstream is dropped.
 
 use std::sync::Arc;
 
