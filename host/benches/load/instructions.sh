@@ -14,6 +14,8 @@
 #   host/benches/load/instructions.sh -c       # also the five-policy chain (chain.toml)
 #   host/benches/load/instructions.sh -p DIR   # callgrind, profiles kept in DIR
 #   host/benches/load/instructions.sh -a       # also atomic RMWs per request (atomics.py)
+#   CALLGRIND_OPTS="--cache-sim=yes --branch-sim=yes" host/benches/load/instructions.sh -p DIR
+#                                              # ... profiles with simulated cache misses and mispredictions
 #
 # Each target runs twice under cachegrind, for N/10 and N/10 + N sequential
 # requests on one keep-alive connection (curl); the difference over N is the
@@ -154,6 +156,8 @@ profile() {  # name, port, stop signal, warm, n, command...
   rm -f "$out"*
   local instr=()
   (( ATOMICS )) && instr=(--dump-instr=yes)
+  # shellcheck disable=SC2206 # more callgrind options, split on spaces
+  instr+=(${CALLGRIND_OPTS:-})
   WASMGATE_LOG=warn valgrind --tool=callgrind "${instr[@]}" --callgrind-out-file="$out" "$@" >"$work/$name.log" 2>&1 &
   local pid=$!
   answering "$port"
