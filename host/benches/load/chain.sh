@@ -7,6 +7,7 @@
 #
 #   host/benches/load/chain.sh             # 3 × 10 s, wrk, 64 connections
 #   host/benches/load/chain.sh -d 5 -r 5   # duration, repetitions
+#   GATEWAY=/path/to/wasmgate host/benches/load/chain.sh   # another build
 #
 # peers.sh cannot send headers, hence this script; it follows the same
 # method: the load generator and the upstream on one core, the gateways on
@@ -22,7 +23,7 @@ DURATION=10 REPS=3 CONNS=64
 while getopts "d:r:c:h" opt; do
   case $opt in
     d) DURATION=$OPTARG ;; r) REPS=$OPTARG ;; c) CONNS=$OPTARG ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    *) sed -n '2,16p' "$0"; exit 2 ;;
   esac
 done
 
@@ -35,8 +36,7 @@ cpus=$(nproc)
 LOAD_CPU=0 SUT_CPU=1
 
 ./plugins/build.sh
-cargo build --release --locked -q -p wasmgate
-gw=$root/target/release/wasmgate
+gw=$(gateway_binary)
 "$gw" check -c "$here/passthrough.toml" >/dev/null
 "$gw" check -c "$here/chain.toml" >/dev/null
 

@@ -46,3 +46,15 @@ http {
 CONF
   echo "$d"
 }
+
+# The gateway binary to measure: $GATEWAY (another build, to compare with
+# this one; e.g. target/pgo/release/wasmgate from pgo.sh) or this tree's
+# release build, built now. Prints its path.
+gateway_binary() {
+  if [[ -n ${GATEWAY:-} ]]; then
+    echo "$GATEWAY"
+  else
+    cargo build --release --locked -q -p wasmgate || return
+    echo "$root/target/release/wasmgate"
+  fi
+}

@@ -57,12 +57,7 @@ install_missing "valgrind nginx curl ss" "valgrind nginx curl iproute2"
 ports_free 18080 18081 18090 18091 18092
 
 ./plugins/build.sh
-if [[ -n ${GATEWAY:-} ]]; then
-  gw=$GATEWAY   # another build of the gateway, to compare with this one
-else
-  cargo build --release --locked -q -p wasmgate
-  gw=$root/target/release/wasmgate
-fi
+gw=$(gateway_binary)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-instructions.XXXXXX")
 pids=()

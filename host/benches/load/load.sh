@@ -7,6 +7,7 @@
 #   host/benches/load/load.sh                 # 3 × 10 s, wrk, 64 connections
 #   host/benches/load/load.sh -d 5 -r 2       # any peers.sh option passes through
 #   host/benches/load/load.sh -l oha -q 20000 # fixed rate, for latency
+#   GATEWAY=/path/to/wasmgate host/benches/load/load.sh   # another build
 #
 # Installs nginx, haproxy and wrk (Debian packages) when missing; builds the
 # gateway in release and the plugins. Loopback only; bounded in time.
@@ -21,8 +22,7 @@ peers=${PEERS_SH:-$root/../shared/bench/peers.sh}
 install_missing "nginx haproxy wrk taskset curl ss" "nginx haproxy wrk util-linux curl iproute2"
 
 ./plugins/build.sh
-cargo build --release --locked -q -p wasmgate
-gw=$root/target/release/wasmgate
+gw=$(gateway_binary)
 # Checked first, so a config error is reported here rather than as a timeout.
 "$gw" check -c host/benches/load/passthrough.toml >/dev/null
 "$gw" check -c host/benches/load/noop.toml >/dev/null

@@ -37,12 +37,7 @@ done
 install_missing "nginx wrk taskset curl ss" "nginx wrk util-linux curl iproute2"
 ports_free 18080 18081 18090
 
-if [[ -n ${GATEWAY:-} ]]; then
-  gw=$GATEWAY
-else
-  cargo build --release --locked -q -p wasmgate
-  gw=$root/target/release/wasmgate
-fi
+gw=$(gateway_binary)
 "$gw" check -c host/benches/load/passthrough.toml >/dev/null
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-split.XXXXXX")
