@@ -398,17 +398,14 @@ impl Gateway {
     /// Stops accepting and tells the connections to finish (each closes
     /// once idle, or after the response in flight).
     fn begin_shutdown(&self) {
-        if !self.shared.ready() {
-            return;
-        }
-        tracing::info!("shutting down: draining in-flight requests");
         self.shared.ready.store(false, Ordering::Relaxed);
-        let _ = self.shutdown.send(true);
+        if !self.shutdown.send_replace(true) {
+            tracing::info!("shutting down: draining in-flight requests");
+        }
     }
 
     fn stop(&mut self) {
-        self.shared.ready.store(false, Ordering::Relaxed);
-        let _ = self.shutdown.send(true);
+        self.begin_shutdown();
         self.watch_stop.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
