@@ -58,3 +58,7 @@ gateway_binary() {
     echo "$root/target/release/wasmgate"
   fi
 }
+
+# The benchmarks' upstream: nginx answering `200 ok` on 127.0.0.1:18080,
+# as ../shared/bench/peers.sh runs it (the server block for nginx_conf).
+UPSTREAM_SERVER='server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }'

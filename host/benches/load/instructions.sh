@@ -95,7 +95,7 @@ EOF
   echo "$work/$1.toml"
 }
 
-up=$(nginx_conf "$work/upstream" on 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }')
+up=$(nginx_conf "$work/upstream" on "$UPSTREAM_SERVER")
 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
 px=$(nginx_conf "$work/proxy" off 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
   server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }')

@@ -57,7 +57,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-up=$(nginx_conf "$work/upstream" off 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }')
+up=$(nginx_conf "$work/upstream" off "$UPSTREAM_SERVER")
 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
 token=$("$here/bench-token.sh")
 headers=(-H "authorization: Bearer $token" -H "origin: https://app.example.com")

@@ -45,7 +45,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-up=$(nginx_conf "$work/upstream" off 'server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }')
+up=$(nginx_conf "$work/upstream" off "$UPSTREAM_SERVER")
 taskset -c 0 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
 # One process each (no master): its PID is the one that works.
 px=$(nginx_conf "$work/proxy" off 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
