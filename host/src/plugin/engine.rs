@@ -6,17 +6,13 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use wasmtime::component::{Component, Linker};
 
+use super::clock::{Clock, Running};
 use super::host_api::{self, HostState};
 use wasmtime::{Config as WasmConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-
-/// How often the epoch advances: the resolution of plugin deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Engine-wide limits, fixed for the life of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +30,9 @@ pub struct Runtime {
     fingerprint: String,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
     linker: Linker<HostState>,
-    stop: Arc<AtomicBool>,
-    /// The epoch ticker, started with the first component: a gateway
-    /// without plugins has no guest to interrupt, and a thread woken every
-    /// millisecond costs it CPU for nothing.
-    ticker: Mutex<bool>,
+    /// The epoch's clock, started with the first component: a gateway
+    /// without plugins has no guest to interrupt, and needs no thread.
+    clock: Arc<Clock>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -81,7 +75,6 @@ impl Runtime {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let fingerprint = format!("{:016x}", hasher.finish());
 
-        let stop = Arc::new(AtomicBool::new(false));
         let mut linker = Linker::new(&engine);
         host_api::add_to_linker(&mut linker)?;
         Ok(Arc::new(Self {
@@ -90,31 +83,14 @@ impl Runtime {
             fingerprint,
             compiled: Mutex::new(HashMap::new()),
             linker,
-            stop,
-            ticker: Mutex::new(false),
+            clock: Arc::default(),
         }))
     }
 
-    /// Starts the thread that advances the epoch every [`EPOCH_TICK`], once:
-    /// before the first component, so before any guest can run.
-    fn start_ticker(&self) -> wasmtime::Result<()> {
-        let mut started = self.ticker.lock().unwrap_or_else(PoisonError::into_inner);
-        if *started {
-            return Ok(());
-        }
-        let ticker_engine = self.engine.weak();
-        let ticker_stop = self.stop.clone();
-        std::thread::Builder::new().name("wasmgate-epoch".into()).spawn(move || {
-            while !ticker_stop.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match ticker_engine.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-            }
-        })?;
-        *started = true;
-        Ok(())
+    /// A guest call begins: deadlines are counted until the guard drops.
+    /// Every entry into a guest holds one.
+    pub fn enter(&self) -> Running<'_> {
+        self.clock.enter()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -133,7 +109,7 @@ impl Runtime {
     /// The component for these bytes: from memory, the disk cache, or a fresh
     /// compile (which is then cached).
     pub fn component(&self, sha256: &[u8; 32], bytes: &[u8], cache_dir: &Path) -> wasmtime::Result<Component> {
-        self.start_ticker()?;
+        self.clock.start(self.engine.weak())?;
         if let Some(c) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(sha256) {
             return Ok(c.clone());
         }
@@ -185,7 +161,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.clock.stop();
     }
 }
 
@@ -241,11 +217,11 @@ mod tests {
     #[test]
     fn the_epoch_ticker_starts_with_the_first_component() {
         let runtime = Runtime::new(EngineLimits { max_instances: 2, max_memory: 1 << 20 }).unwrap();
-        assert!(!*runtime.ticker.lock().unwrap(), "no plugin, no thread waking every millisecond");
+        assert!(!runtime.clock.started(), "no plugin, no clock thread");
         let cache = tempfile::tempdir().unwrap();
         // The smallest component: its preamble and nothing else.
         let empty = b"\0asm\x0d\x00\x01\x00";
         runtime.component(&[0; 32], empty, cache.path()).unwrap();
-        assert!(*runtime.ticker.lock().unwrap());
+        assert!(runtime.clock.started());
     }
 }

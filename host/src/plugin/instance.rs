@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
-use super::engine::EPOCH_TICK;
+use super::clock::EPOCH_TICK;
 use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
 use super::memo::{Fact, Memo};
 use super::registry::Plugin;
@@ -262,6 +262,7 @@ impl ChainLink {
 
     /// A fresh, configured instance (synchronous plugins).
     fn instantiate(&self) -> Result<Made, Fault> {
+        let _running = self.plugin.runtime.enter();
         let mut store = self.store();
         let instance = self.plugin.pre.instantiate(&mut store).map_err(instantiate_fault)?;
         let (configure, on_request, on_response) = self.funcs(&mut store, &instance)?;
@@ -271,6 +272,7 @@ impl ChainLink {
 
     /// A fresh, configured instance (plugins that wait on I/O).
     async fn instantiate_async(&self) -> Result<Made, Fault> {
+        let _running = self.plugin.runtime.enter();
         let mut store = self.store();
         let instance = self.plugin.pre.instantiate_async(&mut store).await.map_err(instantiate_fault)?;
         let (configure, on_request, on_response) = self.funcs(&mut store, &instance)?;
@@ -294,6 +296,7 @@ impl ChainLink {
     }
 
     fn call(&self, exchange: &mut Box<Exchange>, phase: Phase) -> Result<Outcome, Fault> {
+        let _running = self.plugin.runtime.enter();
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
             Some(w) => w,
             None => {
@@ -316,6 +319,7 @@ impl ChainLink {
     /// Runs a hook of a plugin that waits on I/O: the plugin is suspended,
     /// not the worker, while its host calls are in flight.
     pub async fn call_async(&self, exchange: &mut Box<Exchange>, request_phase: bool) -> Result<Outcome, Fault> {
+        let _running = self.plugin.runtime.enter();
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
             Some(w) => w,
             None => {

@@ -3,6 +3,7 @@
 //! chains of configured plugin instances called inline on the worker.
 
 pub mod caps;
+pub mod clock;
 pub mod engine;
 pub mod host_api;
 pub mod instance;
