@@ -50,8 +50,12 @@ impl ConnInfo {
 }
 
 /// What the access log and metrics learn about a request on its way.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Trace<'s> {
+    /// When the request's handling began.
+    started: Instant,
+    /// When the upstream's response head arrived.
+    answered: Option<Instant>,
     route: Option<&'s Route>,
     upstream: Option<&'s str>,
     endpoint: Option<Arc<str>>,
@@ -61,6 +65,31 @@ struct Trace<'s> {
     via: Option<HeaderValue>,
     /// Each plugin call and its outcome, kept only for the access log.
     plugins: Vec<(Arc<str>, &'static str)>,
+}
+
+impl Trace<'_> {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            answered: None,
+            route: None,
+            upstream: None,
+            endpoint: None,
+            upstream_time: None,
+            via: None,
+            plugins: Vec::new(),
+        }
+    }
+
+    /// When the request's handling ended (its response is ready). On a
+    /// route without plugins that is when the upstream answered, and the
+    /// clock is not read again.
+    fn ended(&self) -> Instant {
+        match (self.answered, self.route) {
+            (Some(at), Some(route)) if route.chain.is_empty() => at,
+            _ => Instant::now(),
+        }
+    }
 }
 
 /// What this hop adds to every response it answers with: the request id,
@@ -143,7 +172,7 @@ pub async fn handle(
         .unwrap_or_else(headers::new_request_id);
     let method = req.method().clone();
     let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
-    let mut trace = Trace::default();
+    let mut trace = Trace::new(start);
     let mut via = None;
     let resp = match serve(&snapshot, conn, req, present, &request_id, &mut trace).await {
         Ok(resp) => {
@@ -161,7 +190,7 @@ pub async fn handle(
             Box::new(e.response(&request_id))
         }
     };
-    let elapsed = start.elapsed();
+    let elapsed = trace.ended().saturating_duration_since(start);
     let status = resp.status().as_u16();
     let route = trace.route.map_or("-", |r| &*r.name);
     snapshot.metrics.request(route, trace.route.map(|r| &r.series), &method, status, elapsed);
@@ -302,12 +331,16 @@ impl<'s> Forward<'s, '_> {
             retry: &self.route.retries,
             hash,
             forwarding: Some(forwarding),
+            // Without plugins nothing ran since the request began.
+            started: self.route.chain.is_empty().then_some(trace.started),
         };
         // Boxed, as are the plugin chain and upgrades in `serve`: the
         // futures of the request path are moved into their callers' state
         // when awaited, and inline they made the connection's request
         // future ~58 KB, copied several times per request.
-        let Forwarded { mut response, endpoint, upstream_time } = Box::pin(upstream.forward(req, &opts)).await?;
+        let Forwarded { mut response, endpoint, upstream_time, answered } =
+            Box::pin(upstream.forward(req, &opts)).await?;
+        trace.answered = Some(answered);
         trace.endpoint = Some(endpoint);
         trace.upstream_time = Some(upstream_time);
         let version = response.version();

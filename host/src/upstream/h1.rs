@@ -216,13 +216,14 @@ impl Connection {
     /// Sends one request and reads the response head, which must come by
     /// `deadline`; the response body gives the connection to `ret` once
     /// read to the end (`None`: the connection is not to be reused).
+    /// Returns the response with the time its head was read.
     pub async fn send(
         mut self: Box<Self>,
         mut req: Box<Request<Body>>,
         forwarding: Option<&Forwarding<'_>>,
         ret: Option<Return>,
         deadline: Instant,
-    ) -> Result<Box<Response<Body>>, SendError> {
+    ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         self.deadline = deadline;
         let framing = request_framing(&req, forwarding.map_or(Present::ANY, Forwarding::present));
         let head_only = matches!(req.method(), &Method::HEAD);
@@ -372,7 +373,7 @@ impl Connection {
         mut self: Box<Self>,
         head_only: bool,
         ret: Option<Return>,
-    ) -> Result<Box<Response<Body>>, Error> {
+    ) -> Result<(Box<Response<Body>>, Instant), Error> {
         loop {
             let parsed = match parse_head(&self.buf, &mut self.fields)? {
                 Some(p) => p,
@@ -391,6 +392,10 @@ impl Connection {
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
             }
+            // The one clock reading of the answer: the upstream's latency,
+            // the request's end (without plugins) and, when the body came
+            // with the head, the connection's idle time all start here.
+            let at = Instant::now();
             let (headers, length) = parsed.headers(&self.fields, &head, &mut self.map, &mut self.names)?;
             let framing = response_framing(head_only, status, parsed.chunked, length)?;
             let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
@@ -400,26 +405,26 @@ impl Connection {
             *resp.headers_mut() = headers;
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 resp.extensions_mut().insert(Upgraded(Arc::new(Mutex::new(Some(self)))));
-                return Ok(resp);
+                return Ok((resp, at));
             }
             let ret = ret.filter(|_| keep_alive);
             *resp.body_mut() = match framing {
                 Framing::Empty | Framing::Length(0) => {
-                    done(self, ret);
+                    done(self, ret, at);
                     Body::Empty
                 }
                 // Already read whole (a small body comes with its head): the
                 // connection goes back now.
                 Framing::Length(n) if self.buf.len() as u64 >= n => {
                     let body = self.buf.split_to(n as usize).freeze();
-                    done(self, ret);
+                    done(self, ret, at);
                     Body::full(body)
                 }
                 Framing::Length(n) => Body::Pooled(ResponseBody::new(self, Decode::Length(n), ret)),
                 Framing::Chunked => Body::Pooled(ResponseBody::new(self, Decode::ChunkSize, ret)),
                 Framing::Close => Body::Pooled(ResponseBody::new(self, Decode::UntilClose, None)),
             };
-            return Ok(resp);
+            return Ok((resp, at));
         }
     }
 }
@@ -445,12 +450,13 @@ fn rebuild_body(out: &BytesMut, framing: Framing, streamed: Option<Body>) -> Bod
     }
 }
 
-/// A connection whose message is complete goes back to the pool, or closes.
-fn done(conn: Box<Connection>, ret: Option<Return>) {
+/// A connection whose message was complete at `at` goes back to the pool,
+/// or closes.
+fn done(conn: Box<Connection>, ret: Option<Return>, at: Instant) {
     if let Some(ret) = ret
         && conn.buf.is_empty()
     {
-        ret.give_back(conn);
+        ret.give_back(conn, at);
     }
 }
 
@@ -857,7 +863,7 @@ impl ResponseBody {
     fn finish(&mut self) {
         self.decode = Decode::Done;
         if let Some(conn) = self.conn.take() {
-            done(conn, self.ret.take());
+            done(conn, self.ret.take(), Instant::now());
         }
     }
 

@@ -79,7 +79,7 @@ async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
             req.headers_mut().insert(header::HOST, address.parse().ok()?);
         }
         req.headers_mut().insert(header::USER_AGENT, http::HeaderValue::from_static("wasmgate-health-check"));
-        let resp = conn.send(Box::new(req), None, deadline).await.ok()?;
+        let (resp, _) = conn.send(Box::new(req), None, deadline).await.ok()?;
         let status = resp.status().as_u16();
         // Read the body so the connection goes back to the pool.
         let _ = crate::proxy::body::collect(resp.into_body(), 64 * 1024).await;

@@ -108,6 +108,9 @@ pub struct ForwardOptions<'a> {
     /// What this hop adds to the request's head (`None`: a plugin's own
     /// request, sent as it was made).
     pub forwarding: Option<&'a Forwarding<'a>>,
+    /// When the request began, if nothing ran since (no plugin): the
+    /// forwarding starts there rather than with another clock reading.
+    pub started: Option<Instant>,
 }
 
 /// A response and where it came from.
@@ -117,11 +120,14 @@ pub struct Forwarded {
     pub endpoint: Arc<str>,
     /// Time spent on the tries, backoff included.
     pub upstream_time: Duration,
+    /// When the response head arrived.
+    pub answered: Instant,
 }
 
 /// What one try came to.
 enum Try {
-    Response(Box<Response<Body>>),
+    /// The response, and when its head arrived.
+    Response(Box<Response<Body>>, Instant),
     /// Nothing reached the upstream; the request came back.
     Connect(ProxyError, Box<Request<Body>>),
     Failed(ProxyError, Outcome),
@@ -236,7 +242,7 @@ impl Upstream {
         mut req: Box<Request<Body>>,
         opts: &ForwardOptions<'_>,
     ) -> Result<Forwarded, ProxyError> {
-        let start = Instant::now();
+        let start = opts.started.unwrap_or_else(Instant::now);
         // HTTP/1 writes the forwarding fields with the head; HTTP/2 (hyper's
         // client) takes them in the map, once for every try.
         let forwarding = match (self.config.protocol, opts.forwarding) {
@@ -319,9 +325,8 @@ impl Upstream {
             // timer it keeps, rather than one made for each request.
             let attempt = Box::pin(self.try_once(ep, req, forwarding, now, now + try_timeout)).await;
             let retry = match attempt {
-                Try::Response(resp) => {
+                Try::Response(resp, done) => {
                     let status = resp.status();
-                    let done = Instant::now();
                     let elapsed = flight.finish_at(done, set.balancer.uses_latency());
                     let (outcome, label) = if status.is_server_error() {
                         (Outcome::ServerError, TryOutcome::ServerError)
@@ -332,7 +337,7 @@ impl Upstream {
                     let retry = opts.retry.on.statuses.contains(&status) && may_repeat && replay.is_some();
                     let endpoint = ep.address.clone();
                     let upstream_time = done.saturating_duration_since(start);
-                    last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time }));
+                    last = Some(Ok(Forwarded { response: resp, endpoint, upstream_time, answered: done }));
                     retry
                 }
                 Try::Connect(err, req) => {
@@ -414,7 +419,7 @@ impl Upstream {
         };
         let reused = conn.reused();
         match conn.send(req, forwarding, deadline).await {
-            Ok(resp) => Try::Response(resp),
+            Ok((resp, at)) => Try::Response(resp, at),
             Err(SendError::TimedOut) => Try::TimedOut,
             Err(SendError::NotSent(req, e)) => {
                 Try::Connect(ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: e.to_string() }, req)

@@ -299,13 +299,13 @@ impl Conn {
     /// hop-by-hop field.
     /// `forwarding`: the fields an HTTP/1 head is written with (an HTTP/2
     /// request carries them in its map). The response head must come by
-    /// `deadline`.
+    /// `deadline`; it comes with the time it arrived.
     pub async fn send(
         self,
         req: Box<Request<Body>>,
         forwarding: Option<&Forwarding<'_>>,
         deadline: Instant,
-    ) -> Result<Box<Response<Body>>, SendError> {
+    ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         match self {
             Self::Http1 { conn, home, .. } => conn.send(req, forwarding, Some(home), deadline).await,
             Self::Http2 { mut sender, .. } => {
@@ -316,7 +316,7 @@ impl Conn {
                     Ok(mut resp) => {
                         // HTTP/2 forbids them; what a lax upstream sends anyway goes.
                         headers::strip_hop_by_hop(resp.headers_mut());
-                        Ok(Box::new(resp.map(Body::Stream)))
+                        Ok((Box::new(resp.map(Body::Stream)), Instant::now()))
                     }
                     Err(mut e) => match e.take_message() {
                         Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error().into())),
@@ -343,7 +343,8 @@ pub struct Return {
 }
 
 impl Return {
-    pub(super) fn give_back(self, conn: Box<Connection>) {
+    /// Keeps `conn`, idle since `since`.
+    pub(super) fn give_back(self, conn: Box<Connection>, since: Instant) {
         let Self { shard, key, max_idle } = self;
         let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
         // Found by the address the connection keeps; a new entry takes a copy.
@@ -352,7 +353,7 @@ impl Return {
             None => idle.entry(key.clone()).or_default(),
         };
         if list.len() < max_idle {
-            list.push(Idle { conn, since: Instant::now(), key });
+            list.push(Idle { conn, since, key });
         }
     }
 }

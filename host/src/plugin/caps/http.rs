@@ -133,8 +133,15 @@ async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingRes
     let timeout = req.timeout_ms.map_or(http.timeout, |ms| Duration::from_millis(u64::from(ms)).min(http.timeout));
     let route = format!("plugin:{}", caps.plugin);
     let retry = RetryPolicy::default();
-    let opts =
-        ForwardOptions { route: &route, timeout, try_timeout: None, retry: &retry, hash: None, forwarding: None };
+    let opts = ForwardOptions {
+        route: &route,
+        timeout,
+        try_timeout: None,
+        retry: &retry,
+        hash: None,
+        forwarding: None,
+        started: None,
+    };
     let exchange = async {
         let fwd = upstream.forward(Box::new(request), &opts).await.map_err(from_proxy)?;
         let (parts, body) = fwd.response.into_parts();
