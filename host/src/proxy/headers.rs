@@ -395,20 +395,35 @@ impl Client {
         if let Some(f) = last.as_ref().filter(|f| *f.host == *host) {
             return f.clone();
         }
-        // `Forwarded` takes the host only when it needs no quoting.
-        let element = if host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)) {
-            let mut fwd = Vec::with_capacity(self.forwarded.len() + 6 + host.len());
-            fwd.extend_from_slice(self.forwarded.as_bytes());
-            fwd.extend_from_slice(b";host=");
+        // RFC 7239: a token as it is, anything else (a port's or an IPv6
+        // address's colons) as a quoted string.
+        let mut fwd = Vec::with_capacity(self.forwarded.len() + 8 + 2 * host.len());
+        fwd.extend_from_slice(self.forwarded.as_bytes());
+        fwd.extend_from_slice(b";host=");
+        if host.bytes().all(is_tchar) {
             fwd.extend_from_slice(host.as_bytes());
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok()
         } else {
-            Some(self.forwarded.clone())
-        };
+            fwd.push(b'"');
+            for b in host.bytes() {
+                if b == b'"' || b == b'\\' {
+                    fwd.push(b'\\');
+                }
+                fwd.push(b);
+            }
+            fwd.push(b'"');
+        }
+        // A host a header value cannot carry leaves the element without it.
+        let element =
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok().or_else(|| Some(self.forwarded.clone()));
         let f = Arc::new(ForHost { host: host.into(), forwarded_host: HeaderValue::from_str(host).ok(), element });
         *last = Some(f.clone());
         f
     }
+}
+
+/// A token character (RFC 9110, 5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// What this hop adds to a request on its way upstream: `X-Forwarded-For`,
@@ -475,9 +490,9 @@ fn forwarding_slot(name: &HeaderName) -> Option<usize> {
 }
 
 impl<'a> Forwarding<'a> {
-    /// The fields for a request from `client` naming `host` (from its `Host`
-    /// or URI), whose URI carried `authority`, and which has the fields
-    /// `present` tells of.
+    /// The fields for a request from `client` naming `host` (its `Host` or
+    /// URI authority as received, port included), whose URI carried
+    /// `authority`, and which has the fields `present` tells of.
     pub fn new(
         client: &'a Client,
         host: Option<&str>,
@@ -938,11 +953,17 @@ mod tests {
         let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https");
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
-        forward(&mut h, &client, Some("api.test"), &via);
-        assert_eq!(h[&X_FORWARDED_HOST], "api.test");
+        forward(&mut h, &client, Some("api.test:8443"), &via);
+        // The host as the client named it: the port is part of it (RFC
+        // 7239, 5.3), and makes `Forwarded` quote it.
+        assert_eq!(h[&X_FORWARDED_HOST], "api.test:8443");
         assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
-        assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https;host=api.test");
+        assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https;host=\"api.test:8443\"");
+        let mut literal = HeaderMap::new();
+        forward(&mut literal, &client, Some("[2001:db8::2]:8080"), &via);
+        assert_eq!(literal[&X_FORWARDED_HOST], "[2001:db8::2]:8080");
+        assert_eq!(literal[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https;host=\"[2001:db8::2]:8080\"");
         let mut bare = HeaderMap::new();
         forward(&mut bare, &client, None, &via);
         assert_eq!(bare[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
@@ -953,13 +974,13 @@ mod tests {
     fn a_connection_whose_requests_change_host_gets_each_its_own() {
         let via = HeaderValue::from_static("1.1 wasmgate");
         let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http");
-        for host in ["a.test", "a.test", "b.test", "needs quoting", "a.test"] {
+        for host in ["a.test", "a.test", "b.test", "a \"quoted\" one", "a.test"] {
             let mut h = HeaderMap::new();
             forward(&mut h, &client, Some(host), &via);
             assert_eq!(h[&X_FORWARDED_HOST], host);
             let element = h[header::FORWARDED].to_str().unwrap();
             if host.contains(' ') {
-                assert_eq!(element, "for=10.0.0.7;proto=http", "a host that would need quoting is left out");
+                assert_eq!(element, r#"for=10.0.0.7;proto=http;host="a \"quoted\" one""#, "quoted, and escaped");
             } else {
                 assert_eq!(element, format!("for=10.0.0.7;proto=http;host={host}"));
             }

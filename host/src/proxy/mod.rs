@@ -242,7 +242,8 @@ async fn serve<'s>(
     }
     // A stream over the route's limit, or stalled, fails mid-way.
     req.body_mut().cap(route.max_body, snapshot.config.server.body_read_timeout);
-    let forward = Forward { snapshot, route, conn, host, request_id };
+    let named = host_source.as_ref().and_then(routing::HostSource::as_named);
+    let forward = Forward { snapshot, route, conn, host: named, request_id };
     if route.chain.is_empty() {
         if let Some(rw) = &route.rewrite {
             let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
@@ -274,6 +275,7 @@ struct Forward<'s, 'a> {
     snapshot: &'s Snapshot,
     route: &'s Route,
     conn: &'a ConnInfo,
+    /// The host as the request named it, with its port.
     host: Option<&'a str>,
     request_id: &'a HeaderValue,
 }

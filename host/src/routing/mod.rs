@@ -232,7 +232,16 @@ impl HostSource {
         }
     }
 
-    /// The host, without its port.
+    /// The host as the request named it, port and all (what `Forwarded`
+    /// and `X-Forwarded-Host` pass on).
+    pub fn as_named(&self) -> Option<&str> {
+        match self {
+            Self::Authority(a) => Some(a.as_str()),
+            Self::Header(v) => v.to_str().ok(),
+        }
+    }
+
+    /// The host, without its port (what routes match).
     pub fn host(&self) -> Option<&str> {
         let raw = match self {
             Self::Authority(a) => a.host(),

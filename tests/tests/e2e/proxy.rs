@@ -318,6 +318,16 @@ async fn forwarding_headers_request_id_and_via() {
     let id = echoed_header(&doc, "x-request-id").expect("a request id is generated");
     assert_eq!(id.len(), 32);
     assert_eq!(r.header("x-request-id"), Some(id.as_str()), "the client sees the same id");
+
+    // A host with a port is passed on as named, port and all (the route
+    // matches it without the port).
+    let req = Request::get(gw.url("/")).header("host", "api.example.test:8443").body(Full::default()).unwrap();
+    let doc = send(req).await.json();
+    assert_eq!(echoed_header(&doc, "x-forwarded-host").as_deref(), Some("api.example.test:8443"));
+    assert_eq!(
+        echoed_header(&doc, "forwarded").as_deref(),
+        Some(r#"for=127.0.0.1;proto=http;host="api.example.test:8443""#)
+    );
     assert_eq!(r.header("via"), Some("1.1 wasmgate"));
 
     // A client's own id is kept.
