@@ -20,7 +20,7 @@
 //! its own cache line, so workers calling guests at once do not contend
 //! for one counter.
 
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
@@ -39,7 +39,7 @@ const SLOTS: usize = 16;
 #[repr(align(128))]
 #[derive(Debug, Default)]
 struct Slot {
-    in_flight: AtomicIsize,
+    in_flight: AtomicUsize,
     began: AtomicBool,
 }
 
@@ -59,7 +59,7 @@ pub struct Clock {
 #[derive(Debug)]
 #[must_use = "the clock ticks only while this is held"]
 pub struct Running<'a> {
-    count: &'a AtomicIsize,
+    count: &'a AtomicUsize,
 }
 
 impl Drop for Running<'_> {
