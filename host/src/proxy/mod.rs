@@ -230,7 +230,10 @@ async fn serve<'s>(
         set_path(req.uri_mut(), &normal)?;
     }
     let host_source = routing::HostSource::of(req.uri(), req.headers());
-    let host = host_source.as_ref().and_then(routing::HostSource::host);
+    // As named (port and all) for the forwarding fields; without the port
+    // for the routes.
+    let named = host_source.as_ref().and_then(routing::HostSource::as_named);
+    let host = named.map(routing::strip_port);
     let matched =
         snapshot.router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];
@@ -242,7 +245,6 @@ async fn serve<'s>(
     }
     // A stream over the route's limit, or stalled, fails mid-way.
     req.body_mut().cap(route.max_body, snapshot.config.server.body_read_timeout);
-    let named = host_source.as_ref().and_then(routing::HostSource::as_named);
     let forward = Forward { snapshot, route, conn, host: named, request_id };
     if route.chain.is_empty() {
         if let Some(rw) = &route.rewrite {

@@ -233,25 +233,23 @@ impl HostSource {
     }
 
     /// The host as the request named it, port and all (what `Forwarded`
-    /// and `X-Forwarded-Host` pass on).
+    /// and `X-Forwarded-Host` pass on); an authority's user info, which an
+    /// HTTP URI must not carry, left out.
     pub fn as_named(&self) -> Option<&str> {
         match self {
-            Self::Authority(a) => Some(a.as_str()),
+            Self::Authority(a) => Some(a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, host)| host)),
             Self::Header(v) => v.to_str().ok(),
         }
     }
 
     /// The host, without its port (what routes match).
     pub fn host(&self) -> Option<&str> {
-        let raw = match self {
-            Self::Authority(a) => a.host(),
-            Self::Header(v) => v.to_str().ok()?,
-        };
-        Some(strip_port(raw))
+        self.as_named().map(strip_port)
     }
 }
 
-fn strip_port(host: &str) -> &str {
+/// A named host without its port (and an IPv6 literal without brackets).
+pub fn strip_port(host: &str) -> &str {
     if let Some(bracketed) = host.strip_prefix('[') {
         return bracketed.split_once(']').map_or(host, |(h, _)| h);
     }
