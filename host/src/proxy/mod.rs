@@ -54,8 +54,9 @@ impl ConnInfo {
 struct Trace<'s> {
     /// When the request's handling began.
     started: Instant,
-    /// When the upstream's response head arrived.
-    answered: Option<Instant>,
+    /// When its response was ready, if that is known without reading the
+    /// clock: on a route without plugins, when the upstream answered.
+    ended: Option<Instant>,
     route: Option<&'s Route>,
     upstream: Option<&'s str>,
     endpoint: Option<Arc<str>>,
@@ -71,7 +72,7 @@ impl Trace<'_> {
     fn new(started: Instant) -> Self {
         Self {
             started,
-            answered: None,
+            ended: None,
             route: None,
             upstream: None,
             endpoint: None,
@@ -81,14 +82,9 @@ impl Trace<'_> {
         }
     }
 
-    /// When the request's handling ended (its response is ready). On a
-    /// route without plugins that is when the upstream answered, and the
-    /// clock is not read again.
+    /// When the request's handling ended (its response is ready).
     fn ended(&self) -> Instant {
-        match (self.answered, self.route) {
-            (Some(at), Some(route)) if route.chain.is_empty() => at,
-            _ => Instant::now(),
-        }
+        self.ended.unwrap_or_else(Instant::now)
     }
 }
 
@@ -328,6 +324,7 @@ impl<'s> Forward<'s, '_> {
         let upstream = self.upstream()?;
         trace.upstream = Some(&upstream.name);
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
+        let plain = self.route.chain.is_empty();
         let opts = ForwardOptions {
             route: &self.route.name,
             timeout: self.route.timeout,
@@ -335,8 +332,9 @@ impl<'s> Forward<'s, '_> {
             retry: &self.route.retries,
             hash,
             forwarding: Some(forwarding),
-            // Without plugins nothing ran since the request began.
-            started: self.route.chain.is_empty().then_some(trace.started),
+            // Without plugins nothing runs before the upstream or after it:
+            // the request's own clock readings serve.
+            started: plain.then_some(trace.started),
         };
         // Boxed, as are the plugin chain and upgrades in `serve`: the
         // futures of the request path are moved into their callers' state
@@ -344,7 +342,7 @@ impl<'s> Forward<'s, '_> {
         // future ~58 KB, copied several times per request.
         let Forwarded { mut response, endpoint, upstream_time, answered } =
             Box::pin(upstream.forward(req, &opts)).await?;
-        trace.answered = Some(answered);
+        trace.ended = plain.then_some(answered);
         trace.endpoint = Some(endpoint);
         trace.upstream_time = Some(upstream_time);
         let version = response.version();
