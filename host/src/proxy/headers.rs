@@ -367,7 +367,7 @@ pub struct Client {
 struct ForHost {
     host: Box<str>,
     forwarded_host: Option<HeaderValue>,
-    element: Option<HeaderValue>,
+    element: HeaderValue,
 }
 
 impl Client {
@@ -414,7 +414,7 @@ impl Client {
         }
         // A host a header value cannot carry leaves the element without it.
         let element =
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).ok().or_else(|| Some(self.forwarded.clone()));
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)).unwrap_or_else(|_| self.forwarded.clone());
         let f = Arc::new(ForHost { host: host.into(), forwarded_host: HeaderValue::from_str(host).ok(), element });
         *last = Some(f.clone());
         f
@@ -524,10 +524,7 @@ impl<'a> Forwarding<'a> {
             1 => Some(&self.client.ip),
             2 => Some(&self.client.proto),
             3 => self.for_host.as_ref().and_then(|f| f.forwarded_host.as_ref()),
-            4 => match &self.for_host {
-                Some(f) => f.element.as_ref(),
-                None => Some(&self.client.forwarded),
-            },
+            4 => Some(self.for_host.as_ref().map_or(&self.client.forwarded, |f| &f.element)),
             5 => Some(self.via),
             6 => Some(self.request_id),
             _ => None,
