@@ -241,14 +241,10 @@ impl HostSource {
             Self::Header(v) => v.to_str().ok(),
         }
     }
-
-    /// The host, without its port (what routes match).
-    pub fn host(&self) -> Option<&str> {
-        self.as_named().map(strip_port)
-    }
 }
 
-/// A named host without its port (and an IPv6 literal without brackets).
+/// A named host without its port (and an IPv6 literal without brackets):
+/// what routes match.
 pub fn strip_port(host: &str) -> &str {
     if let Some(bracketed) = host.strip_prefix('[') {
         return bracketed.split_once(']').map_or(host, |(h, _)| h);
