@@ -62,3 +62,20 @@ gateway_binary() {
 # The benchmarks' upstream: nginx answering `200 ok` on 127.0.0.1:18080,
 # as ../shared/bench/peers.sh runs it (the server block for nginx_conf).
 UPSTREAM_SERVER='server { listen 127.0.0.1:18080; location / { default_type text/plain; return 200 "ok"; } }'
+
+# nginx as the reverse proxy in front of it on 127.0.0.1:18081, as peers.sh
+# runs it (keep-alive to the upstream); the blocks for nginx_conf. Any
+# argument is more directives for its location.
+proxy_server() {  # [directives]
+  echo "upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; ${1:-} } }"
+}
+
+# Waits (up to a minute: under valgrind a start is slow) until something
+# answers on 127.0.0.1:PORT at all (the chain answers 401 without a token);
+# fails, saying so, if nothing does.
+answering() {  # port
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return; sleep 0.2; done
+  echo "nothing answers on :$1" >&2
+  return 1
+}

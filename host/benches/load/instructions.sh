@@ -97,8 +97,7 @@ EOF
 
 up=$(nginx_conf "$work/upstream" on "$UPSTREAM_SERVER")
 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
-px=$(nginx_conf "$work/proxy" off 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }')
+px=$(nginx_conf "$work/proxy" off "$(proxy_server)")
 plain=$(gateway_conf plain 18090 '')
 noop=$(gateway_conf noop 18091 '{ use = "noop" }')
 
@@ -121,12 +120,6 @@ requests() {  # port, n, curl options...
   for _ in $(seq "$n"); do printf 'url = "http://127.0.0.1:%s/"\noutput = "/dev/null"\n' "$port"; done >"$list"
   ok=$(curl -s -K "$list" "$@" -w '%{http_code}\n' | grep -c '^200$' || true)
   [[ $ok == "$n" ]] || { echo "only $ok of $n requests to :$port answered 200" >&2; exit 1; }
-}
-
-# Waits (up to a minute) until something answers on `port` at all (the
-# chain answers 401 without a token); `requests` then says if it is not up.
-answering() {  # port
-  for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return; sleep 0.5; done
 }
 
 # Instructions the process spent over `n` requests (start to exit).

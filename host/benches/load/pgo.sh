@@ -66,8 +66,7 @@ for target in passthrough:18090 noop:18091 chain:18092; do
   name=${target%%:*} port=${target##*:}
   "$gw" run -c "$here/$name.toml" >"$work/$name.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do curl -fsS -o /dev/null "${headers[@]}" "http://127.0.0.1:$port/" 2>/dev/null && break; sleep 0.2; done
-  curl -fsS -o /dev/null "${headers[@]}" "http://127.0.0.1:$port/" || { echo "$name: nothing answers on :$port" >&2; exit 1; }
+  answering "$port"
   echo "training: $name, ${SECS} s" >&2
   wrk -t1 -c64 -d"${SECS}s" "${headers[@]}" "http://127.0.0.1:$port/" >"$work/$name.wrk"
   # The counts are written as the process exits: stop it gracefully.

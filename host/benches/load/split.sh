@@ -61,16 +61,12 @@ trap cleanup EXIT
 up=$(nginx_conf "$work/upstream" off "$UPSTREAM_SERVER")
 taskset -c 0 nginx -p "$up" -c "$up/nginx.conf" & pids+=($!)
 # One process each (no master): its PID is the one that works.
-px=$(nginx_conf "$work/proxy" off 'upstream backend { server 127.0.0.1:18080; keepalive 128; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:18081; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; '"$FIELDS"' } }')
+px=$(nginx_conf "$work/proxy" off "$(proxy_server "$FIELDS")")
 taskset -c 1 nginx -p "$px" -c "$px/nginx.conf" & nginx_pid=$!; pids+=("$nginx_pid")
 WASMGATE_LOG=warn taskset -c 1 "$gw" run -c host/benches/load/passthrough.toml >"$work/gateway.log" 2>&1 &
 gw_pid=$!; pids+=("$gw_pid")
 
-for port in 18080 18081 18090; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
-  curl -s -o /dev/null -w '' "http://127.0.0.1:$port/" || { echo "nothing answers on :$port" >&2; exit 1; }
-done
+for port in 18080 18081 18090; do answering "$port"; done
 
 tick=$(getconf CLK_TCK)
 cpu() { awk '{ print $14, $15 }' "/proc/$1/stat"; }  # utime, stime (ticks, all threads)
