@@ -43,7 +43,10 @@ pub(super) async fn run<'s>(
     if route.needs_request_body
         && let Some(b) = body.take()
     {
-        ex.request_body = Some(body::collect(b, route.max_body).await.map_err(|e| client_body_error(e, route))?);
+        // Boxed, as the rarer awaits below: only their box when they run,
+        // not their size in every request's chain future.
+        let collect = Box::pin(body::collect(b, route.max_body));
+        ex.request_body = Some(collect.await.map_err(|e| client_body_error(e, route))?);
     }
     // Only a route rewrite needs to know whether a plugin changed the path.
     let path_before = route.rewrite.is_some().then(|| ex.request.uri.path().to_owned());
@@ -115,26 +118,42 @@ pub(super) async fn run<'s>(
         .map(|(parts, body)| into_response(parts, body, head))
 }
 
-/// Runs the response hooks of the first `ran` plugins, last first, each
-/// after the response headers its request hook set. A plugin that replies
-/// replaces the response; the plugins before it still see it.
+/// The response phase over the first `ran` plugins, last first: each
+/// passes back the response headers its request hook set; without response
+/// hooks, that is all.
 async fn response_phase<'s>(
     forward: &Forward<'s, '_>,
     mut ex: Box<Exchange>,
     ran: usize,
+    mut parts: http::response::Parts,
+    body: RespBody,
+    trace: &mut Trace<'s>,
+) -> Result<(http::response::Parts, RespBody), ProxyError> {
+    let links = &forward.route.chain[..ran];
+    if links.iter().any(|l| l.info.on_response) {
+        // Boxed: its hook calls and body collection would make every
+        // request's chain future larger than the allocator's cache limit
+        // (1 032 bytes), and most chains have no response hook.
+        return Box::pin(response_hooks(forward, ex, links, parts, body, trace)).await;
+    }
+    for (i, link) in links.iter().enumerate().rev() {
+        exchange::pass_back(&link.fixed, &mut ex.staged, i, &mut parts.headers);
+    }
+    Ok((parts, body))
+}
+
+/// Runs the response hooks of `links`, last first, each after the response
+/// headers its request hook set. A plugin that replies replaces the
+/// response; the plugins before it still see it.
+async fn response_hooks<'s>(
+    forward: &Forward<'s, '_>,
+    mut ex: Box<Exchange>,
+    links: &[ChainLink],
     parts: http::response::Parts,
     mut body: RespBody,
     trace: &mut Trace<'s>,
 ) -> Result<(http::response::Parts, RespBody), ProxyError> {
     let route = forward.route;
-    let links = &route.chain[..ran];
-    if !links.iter().any(|l| l.info.on_response) {
-        let mut parts = parts;
-        for (i, link) in links.iter().enumerate().rev() {
-            exchange::pass_back(&link.fixed, &mut ex.staged, i, &mut parts.headers);
-        }
-        return Ok((parts, body));
-    }
     if route.needs_response_body {
         let bytes = match body {
             RespBody::Bytes(b) => b,
@@ -240,7 +259,10 @@ async fn call<'s>(
     lap: &mut Lap,
 ) -> Result<Outcome, Fault> {
     let result = match phase {
-        _ if link.is_async() => link.call_async(ex, matches!(phase, Phase::Request)).await,
+        // Boxed: an async call's future (instantiation, the guest's
+        // suspended stack) is large, and only plugins with outbound I/O
+        // make one.
+        _ if link.is_async() => Box::pin(link.call_async(ex, matches!(phase, Phase::Request))).await,
         Phase::Request => link.on_request(ex),
         Phase::Response => link.on_response(ex),
     };
