@@ -105,7 +105,7 @@ pub(super) async fn run<'s>(
             let mut req = Box::new(Request::from_parts(head, req_body));
             // Plugins may have added any field.
             let forwarding = forward.head(&mut req, Present::ANY);
-            let (mut parts, body) = forward.send(req, &forwarding, trace).await?.into_parts();
+            let (mut parts, body) = forward.send(req, &forwarding, lap.last(), trace).await?.into_parts();
             // Response hooks see this hop's `Via`, as a client will.
             if let Some(via) = trace.via.take() {
                 super::headers::add_via(&mut parts.headers, &via);
@@ -203,6 +203,11 @@ struct Lap(Instant);
 impl Lap {
     fn start() -> Self {
         Self(Instant::now())
+    }
+
+    /// When the last lap ended (or the first began).
+    fn last(&self) -> Instant {
+        self.0
     }
 
     /// The time since the last lap (or the start).

@@ -55,7 +55,8 @@ struct Trace<'s> {
     /// When the request's handling began.
     started: Instant,
     /// When its response was ready, if that is known without reading the
-    /// clock: on a route without plugins, when the upstream answered.
+    /// clock: on a route without response hooks, when the upstream
+    /// answered.
     ended: Option<Instant>,
     route: Option<&'s Route>,
     upstream: Option<&'s str>,
@@ -251,7 +252,7 @@ async fn serve<'s>(
             return Box::pin(upgrade::proxy(&forward, req, trace)).await;
         }
         let forwarding = forward.head(&mut req, present);
-        return forward.send(req, &forwarding, trace).await;
+        return forward.send(req, &forwarding, trace.started, trace).await;
     }
     let (parts, body) = (*req).into_parts();
     let ex = Box::new(Exchange::new(
@@ -314,17 +315,20 @@ impl<'s> Forward<'s, '_> {
     }
 
     /// Sends a request whose head [`head`](Self::head) prepared (not one
-    /// call for both: an upgrade adds to the head in between).
+    /// call for both: an upgrade adds to the head in between). `started` is
+    /// the last clock reading before it (the request's start, or the end of
+    /// its last plugin call): the forwarding starts there rather than with
+    /// another reading.
     async fn send(
         &self,
         req: Box<Request<Body>>,
         forwarding: &headers::Forwarding<'_>,
+        started: Instant,
         trace: &mut Trace<'s>,
     ) -> Result<Box<Response<Body>>, ProxyError> {
         let upstream = self.upstream()?;
         trace.upstream = Some(&upstream.name);
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
-        let plain = self.route.chain.is_empty();
         let opts = ForwardOptions {
             route: &self.route.name,
             timeout: self.route.timeout,
@@ -332,9 +336,7 @@ impl<'s> Forward<'s, '_> {
             retry: &self.route.retries,
             hash,
             forwarding: Some(forwarding),
-            // Without plugins nothing runs before the upstream or after it:
-            // the request's own clock readings serve.
-            started: plain.then_some(trace.started),
+            started: Some(started),
         };
         // Boxed, as are the plugin chain and upgrades in `serve`: the
         // futures of the request path are moved into their callers' state
@@ -342,7 +344,8 @@ impl<'s> Forward<'s, '_> {
         // future ~58 KB, copied several times per request.
         let Forwarded { mut response, endpoint, upstream_time, answered } =
             Box::pin(upstream.forward(req, &opts)).await?;
-        trace.ended = plain.then_some(answered);
+        // Without response hooks, nothing runs once the upstream answered.
+        trace.ended = (!self.route.has_response_hooks).then_some(answered);
         trace.endpoint = Some(endpoint);
         trace.upstream_time = Some(upstream_time);
         let version = response.version();

@@ -34,7 +34,7 @@ pub(super) async fn proxy<'s>(
         req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, p.clone());
     }
-    let mut response = forward.send(req, &forwarding, trace).await?;
+    let mut response = forward.send(req, &forwarding, trace.started, trace).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(response);
     }

@@ -108,8 +108,9 @@ pub struct ForwardOptions<'a> {
     /// What this hop adds to the request's head (`None`: a plugin's own
     /// request, sent as it was made).
     pub forwarding: Option<&'a Forwarding<'a>>,
-    /// When the request began, if nothing ran since (no plugin): the
-    /// forwarding starts there rather than with another clock reading.
+    /// The last clock reading before the forwarding (the request's start,
+    /// or its last plugin call's end), when there is one: the forwarding
+    /// starts there rather than with another reading.
     pub started: Option<Instant>,
 }
 
