@@ -12,6 +12,7 @@
 mod common;
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
@@ -36,15 +37,15 @@ fn dispatch(c: &mut Criterion) {
         let noop = common::link(&runtime, &plugins.join("noop.wasm"), isolation, "{}");
         let mut ex = exchange(20);
         group.bench_function(format!("{mode}/noop"), |b| {
-            b.iter(|| black_box(noop.on_request(&mut ex)).is_ok());
+            b.iter(|| black_box(noop.on_request(&mut ex, Instant::now())).is_ok());
         });
         let reader = common::link(&runtime, &guests.join("read-headers.wasm"), isolation, &read20);
         let mut ex = exchange(20);
         group.bench_function(format!("{mode}/read-20-headers"), |b| {
-            b.iter(|| black_box(reader.on_request(&mut ex)).is_ok());
+            b.iter(|| black_box(reader.on_request(&mut ex, Instant::now())).is_ok());
         });
         if !reader
-            .on_request(&mut ex)
+            .on_request(&mut ex, Instant::now())
             .is_ok_and(|_| ex.request.headers.get("x-headers-found") == Some(&HeaderValue::from_static("20")))
         {
             panic!("read-headers did not find the 20 headers");
@@ -66,13 +67,13 @@ fn kept(c: &mut Criterion, runtime: &std::sync::Arc<wasmgate::plugin::Runtime>, 
     group.bench_function("pooled/cors-call", |b| {
         b.iter(|| {
             ex.staged.clear();
-            black_box(cors.on_request(&mut ex)).is_ok()
+            black_box(cors.on_request(&mut ex, Instant::now())).is_ok()
         });
     });
     let key = memo.key(&ex).expect("a short key");
     ex.staged.clear();
     ex.recording = Some(memo.recording());
-    let outcome = cors.on_request(&mut ex).expect("cors continues");
+    let outcome = cors.on_request(&mut ex, Instant::now()).expect("cors continues");
     memo.keep(key, ex.recording.take().expect("the recording"), &outcome);
     group.bench_function("kept/cors", |b| {
         b.iter(|| {

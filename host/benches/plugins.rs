@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -148,7 +148,7 @@ fn run(link: &ChainLink, ex: &mut Box<Exchange>, response: Option<&Response<Byte
         Err(_) => "fault",
     };
     exchange::apply_fixed(&link.fixed.request, &mut ex.request.headers);
-    let first = if link.info.on_request { outcome(link.on_request(ex)) } else { "continue" };
+    let first = if link.info.on_request { outcome(link.on_request(ex, Instant::now())) } else { "continue" };
     match response {
         Some(resp) if first == "continue" => {
             let (parts, ()) = clone_response(resp).into_parts();
@@ -158,7 +158,7 @@ fn run(link: &ChainLink, ex: &mut Box<Exchange>, response: Option<&Response<Byte
                 return first;
             }
             ex.response_body = Some(resp.body().clone());
-            outcome(link.on_response(ex))
+            outcome(link.on_response(ex, Instant::now()))
         }
         _ => first,
     }

@@ -1,7 +1,17 @@
-//! The plugins' clock: the thread that advances the engine's epoch, on which
-//! every guest's deadline is counted.
+//! The plugins' clock: the thread that advances the engine's epoch, at whose
+//! ticks every running guest's deadline is checked.
 //!
-//! It ticks every [`EPOCH_TICK`] while a guest call is in flight and sleeps
+//! A guest's deadline is a time (its call's start plus the plugin's
+//! `deadline`, `host_api::arm`); each tick that finds a
+//! guest running compares it with the clock and interrupts the guest once
+//! it has passed. The tick sets only how soon after its deadline a guest
+//! is stopped: a tenth of the shortest deadline of the plugins loaded,
+//! between [`MIN_TICK`] and [`MAX_TICK`] ([`Clock::resolve`]). Each tick
+//! wakes a thread, which cost the worker it preempts ~0.5 µs a request
+//! under load at 1 ms (docs/performance.md); the default 100 ms deadline
+//! ticks every 10 ms.
+//!
+//! It ticks while a guest call is in flight and sleeps
 //! (parked, no wake-ups) once a tick has passed with no call in flight and
 //! none begun: an idle gateway with plugins loaded costs no CPU for its
 //! clock, and a busy one ticks as before. A call announces itself with
@@ -20,15 +30,17 @@
 //! its own cache line, so workers calling guests at once do not contend
 //! for one counter.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
 
 use wasmtime::EngineWeak;
 
-/// How often the epoch advances: the resolution of plugin deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// The finest tick: for deadlines of 10 ms and less.
+pub const MIN_TICK: Duration = Duration::from_millis(1);
+/// The coarsest tick: for deadlines of 100 ms and more.
+pub const MAX_TICK: Duration = Duration::from_millis(10);
 
 /// Slots for in-flight counts; threads beyond this many share them (which is
 /// correct, only no longer free of contention).
@@ -44,9 +56,11 @@ struct Slot {
 }
 
 /// The epoch clock of one engine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clock {
     slots: [Slot; SLOTS],
+    /// The tick in nanoseconds: only ever lowered ([`Clock::resolve`]).
+    tick: AtomicU64,
     /// Set by the ticker just before it sleeps.
     parked: AtomicBool,
     stop: AtomicBool,
@@ -68,7 +82,38 @@ impl Drop for Running<'_> {
     }
 }
 
+impl Default for Clock {
+    fn default() -> Self {
+        Self {
+            slots: Default::default(),
+            tick: AtomicU64::new(nanos(MAX_TICK)),
+            parked: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            ticker: OnceLock::new(),
+            starting: Mutex::new(()),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl Clock {
+    /// Ticks often enough for `deadline`: a tenth of it, within
+    /// [`MIN_TICK`]..=[`MAX_TICK`]. The tick never grows again: a plugin
+    /// loaded before keeps its resolution (a deadline is a time, so a finer
+    /// tick only stops a guest sooner after it).
+    pub fn resolve(&self, deadline: Duration) {
+        let tick = (deadline / 10).clamp(MIN_TICK, MAX_TICK);
+        self.tick.fetch_min(nanos(tick), Ordering::Relaxed);
+    }
+
+    /// The current tick.
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_nanos(self.tick.load(Ordering::Relaxed))
+    }
+
     /// Starts the ticker for `engine`, once: before the first component, so
     /// before any guest can run.
     pub fn start(self: &Arc<Self>, engine: EngineWeak) -> std::io::Result<()> {
@@ -137,7 +182,7 @@ impl Clock {
 
     fn tick(&self, engine: &EngineWeak) {
         loop {
-            std::thread::sleep(EPOCH_TICK);
+            std::thread::sleep(self.tick_period());
             if self.stop.load(Ordering::SeqCst) {
                 return;
             }
@@ -194,7 +239,7 @@ mod tests {
         // It keeps ticking while any call runs, on any thread.
         let elsewhere = std::thread::scope(|s| s.spawn(|| clock.enter()).join().unwrap());
         drop(running);
-        std::thread::sleep(EPOCH_TICK * 20);
+        std::thread::sleep(clock.tick_period() * 20);
         assert!(!clock.sleeping(), "a call is still in flight");
         drop(elsewhere);
         until("the clock sleeps again", || clock.sleeping());
@@ -207,8 +252,9 @@ mod tests {
     fn a_call_wakes_the_ticker_whenever_it_begins() {
         let engine = wasmtime::Engine::default();
         let clock = Arc::new(Clock::default());
+        clock.resolve(Duration::from_millis(10));
         clock.start(engine.weak()).unwrap();
-        // Calls after pauses of 0 to 3 ticks, landing at every point of
+        // Calls after pauses of 0 to 3 ticks (of 1 ms), landing at every point of
         // the ticker's cycle (awake, going to sleep, asleep): each must
         // find the clock ticking.
         for i in 0..200u64 {
@@ -218,6 +264,20 @@ mod tests {
             std::thread::sleep(Duration::from_micros(i * 137 % 3000));
         }
         clock.stop();
+    }
+
+    #[test]
+    fn the_tick_is_a_tenth_of_the_shortest_deadline_within_its_bounds() {
+        let clock = Clock::default();
+        assert_eq!(clock.tick_period(), MAX_TICK, "no plugin yet");
+        clock.resolve(Duration::from_secs(1));
+        assert_eq!(clock.tick_period(), MAX_TICK);
+        clock.resolve(Duration::from_millis(30));
+        assert_eq!(clock.tick_period(), Duration::from_millis(3));
+        clock.resolve(Duration::from_millis(100));
+        assert_eq!(clock.tick_period(), Duration::from_millis(3), "never coarser again");
+        clock.resolve(Duration::from_micros(500));
+        assert_eq!(clock.tick_period(), MIN_TICK);
     }
 
     #[test]

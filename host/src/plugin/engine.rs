@@ -93,6 +93,12 @@ impl Runtime {
         self.clock.enter()
     }
 
+    /// A plugin with this deadline is loaded: the clock ticks often enough
+    /// to stop its guests soon after it ([`Clock::resolve`]).
+    pub fn resolve(&self, deadline: std::time::Duration) {
+        self.clock.resolve(deadline);
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -8,9 +8,10 @@
 //! are in [`super::caps`].
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::{AsContextMut, StoreContextMut, UpdateDeadline};
 
 use wasmgate_common::decimal::ip_text;
 
@@ -66,13 +67,16 @@ pub struct HostState {
     /// The facts the plugin's request hook depends on, when it declared
     /// them (`setup.memoize-request`) while its config hook ran.
     pub(crate) memo_facts: Option<Vec<Fact>>,
-    /// The plugin's deadline, restored after each wait on I/O: the deadline
-    /// bounds the plugin's computing, the I/O has timeouts of its own.
-    pub(crate) deadline_ticks: u64,
+    /// The plugin's deadline: the most one entry into the guest may take
+    /// ([`arm`]), restored after each wait on I/O (the deadline bounds the
+    /// plugin's computing; the I/O has timeouts of its own).
+    pub(crate) deadline: Duration,
+    /// When the current entry's deadline passes (`None`: too far to say).
+    pub(crate) interrupt_at: Option<Instant>,
 }
 
 impl HostState {
-    pub fn new(caps: Arc<super::caps::Caps>, max_memory: u64, deadline_ticks: u64) -> Self {
+    pub fn new(caps: Arc<super::caps::Caps>, max_memory: u64, deadline: Duration) -> Self {
         Self {
             exchange: Box::new(Exchange::placeholder()),
             plugin: caps.plugin.clone(),
@@ -84,13 +88,35 @@ impl HostState {
             names: EditableNames::default(),
             fixed: Some(FixedEdits::default()),
             memo_facts: None,
-            deadline_ticks,
+            deadline,
+            interrupt_at: None,
         }
     }
 
     pub(crate) fn request_id(&self) -> &str {
         self.exchange.request_id.to_str().unwrap_or("-")
     }
+}
+
+/// Starts the deadline of an entry into the guest that began at `from`
+/// (an earlier clock reading, or now): the guest is interrupted at the
+/// first tick of the plugins' clock after `from` plus the plugin's deadline
+/// ([`on_tick`], [`super::clock`]).
+pub(crate) fn arm(mut store: impl AsContextMut<Data = HostState>, from: Instant) {
+    let mut s = store.as_context_mut();
+    let deadline = s.data().deadline;
+    s.data_mut().interrupt_at = from.checked_add(deadline);
+    s.set_epoch_deadline(1);
+}
+
+/// What a tick of the plugins' clock does to a running guest (the store's
+/// epoch callback): interrupts it once its deadline passed, otherwise lets
+/// it run to the next tick.
+pub(crate) fn on_tick(s: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
+    Ok(match s.data().interrupt_at {
+        Some(at) if Instant::now() >= at => UpdateDeadline::Interrupt,
+        _ => UpdateDeadline::Continue(1),
+    })
 }
 
 /// Links what every plugin may import: the request and response, log,

@@ -10,11 +10,11 @@
 //! suspends the plugin (not the worker) while the I/O is in flight.
 
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
-use super::clock::EPOCH_TICK;
 use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
 use super::memo::{Fact, Memo};
 use super::registry::Plugin;
@@ -141,7 +141,6 @@ pub struct ChainLink {
     /// depends on (`setup.memoize-request`), when it declared them.
     pub memo: Option<Memo>,
     config_json: String,
-    deadline_ticks: u64,
     pool: Option<Pool>,
     /// Where the proxy records the time of each call and the link counts
     /// the instances it makes: the gateway's series for this plugin once
@@ -179,8 +178,7 @@ impl ChainLink {
         control: &tokio::runtime::Handle,
     ) -> Result<Self, ConfigureError> {
         let limits = plugin.settings.limits;
-        let deadline_ticks =
-            u64::try_from(limits.deadline.as_micros().div_ceil(EPOCH_TICK.as_micros())).unwrap_or(u64::MAX).max(1);
+        plugin.runtime.resolve(limits.deadline);
         let pool = (plugin.settings.isolation == Isolation::Pooled).then(|| Pool::new(workers, max_idle));
         let series = PluginSeries::unregistered();
         let link = Self {
@@ -190,7 +188,6 @@ impl ChainLink {
             fixed: FixedEdits::default(),
             memo: None,
             config_json,
-            deadline_ticks,
             pool,
             series,
         };
@@ -237,10 +234,12 @@ impl ChainLink {
 
     fn store(&self) -> Store<HostState> {
         let limits = self.plugin.settings.limits;
-        let state = HostState::new(self.plugin.caps.clone(), limits.max_memory, self.deadline_ticks);
+        let state = HostState::new(self.plugin.caps.clone(), limits.max_memory, limits.deadline);
         let mut store = Store::new(self.plugin.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_callback(host_api::on_tick);
+        // Instantiation and the config hook share one deadline.
+        host_api::arm(&mut store, Instant::now());
         store
     }
 
@@ -285,17 +284,18 @@ impl ChainLink {
         self.plugin.async_calls
     }
 
-    /// Runs the request hook on `exchange` (synchronous plugins).
-    pub fn on_request(&self, exchange: &mut Box<Exchange>) -> Result<Outcome, Fault> {
-        self.call(exchange, Phase::Request)
+    /// Runs the request hook on `exchange` (synchronous plugins); its
+    /// deadline counts from `started`, the caller's last clock reading.
+    pub fn on_request(&self, exchange: &mut Box<Exchange>, started: Instant) -> Result<Outcome, Fault> {
+        self.call(exchange, Phase::Request, started)
     }
 
     /// Runs the response hook; `exchange.response` must be set.
-    pub fn on_response(&self, exchange: &mut Box<Exchange>) -> Result<Outcome, Fault> {
-        self.call(exchange, Phase::Response)
+    pub fn on_response(&self, exchange: &mut Box<Exchange>, started: Instant) -> Result<Outcome, Fault> {
+        self.call(exchange, Phase::Response, started)
     }
 
-    fn call(&self, exchange: &mut Box<Exchange>, phase: Phase) -> Result<Outcome, Fault> {
+    fn call(&self, exchange: &mut Box<Exchange>, phase: Phase, started: Instant) -> Result<Outcome, Fault> {
         let _running = self.plugin.runtime.enter();
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
             Some(w) => w,
@@ -305,7 +305,7 @@ impl ChainLink {
             }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
-        warm.store.set_epoch_deadline(self.deadline_ticks);
+        host_api::arm(&mut warm.store, started);
         let result = match phase {
             Phase::Request => warm.on_request.call(&mut warm.store, (host_api::request_handle(),)),
             Phase::Response => {
@@ -318,7 +318,12 @@ impl ChainLink {
 
     /// Runs a hook of a plugin that waits on I/O: the plugin is suspended,
     /// not the worker, while its host calls are in flight.
-    pub async fn call_async(&self, exchange: &mut Box<Exchange>, request_phase: bool) -> Result<Outcome, Fault> {
+    pub async fn call_async(
+        &self,
+        exchange: &mut Box<Exchange>,
+        request_phase: bool,
+        started: Instant,
+    ) -> Result<Outcome, Fault> {
         let _running = self.plugin.runtime.enter();
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
             Some(w) => w,
@@ -328,7 +333,7 @@ impl ChainLink {
             }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
-        warm.store.set_epoch_deadline(self.deadline_ticks);
+        host_api::arm(&mut warm.store, started);
         let result = if request_phase {
             warm.on_request.call_async(&mut warm.store, (host_api::request_handle(),)).await
         } else {

@@ -263,13 +263,15 @@ async fn call<'s>(
     trace: &mut Trace<'s>,
     lap: &mut Lap,
 ) -> Result<Outcome, Fault> {
+    // The call's deadline counts from the lap's start.
+    let started = lap.last().into_std();
     let result = match phase {
         // Boxed: an async call's future (instantiation, the guest's
         // suspended stack) is large, and only plugins with outbound I/O
         // make one.
-        _ if link.is_async() => Box::pin(link.call_async(ex, matches!(phase, Phase::Request))).await,
-        Phase::Request => link.on_request(ex),
-        Phase::Response => link.on_response(ex),
+        _ if link.is_async() => Box::pin(link.call_async(ex, matches!(phase, Phase::Request), started)).await,
+        Phase::Request => link.on_request(ex, started),
+        Phase::Response => link.on_response(ex, started),
     };
     link.series.timers[phase as usize].observe(lap.lap().as_secs_f64());
     let metrics = &forward.snapshot.metrics;

@@ -6,14 +6,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request};
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 
-use super::super::host_api::{HostState, wasmgate::plugin::http as wit};
+use super::super::host_api::{self, HostState, wasmgate::plugin::http as wit};
 use super::Caps;
 use crate::config::{HttpGrant, RetryPolicy};
 use crate::proxy::body::{self, Body, BodyError};
@@ -36,8 +36,8 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Box::new(async move {
             let caps = s.data().caps.clone();
             let r = send(&caps, req).await;
-            let ticks = s.data().deadline_ticks;
-            s.set_epoch_deadline(ticks);
+            // After waiting on I/O the plugin gets its whole deadline again.
+            host_api::arm(&mut s, Instant::now());
             Ok((r,))
         })
     })?;
@@ -45,8 +45,8 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Box::new(async move {
             let caps = s.data().caps.clone();
             let results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
-            let ticks = s.data().deadline_ticks;
-            s.set_epoch_deadline(ticks);
+            // After waiting on I/O the plugin gets its whole deadline again.
+            host_api::arm(&mut s, Instant::now());
             Ok((results,))
         })
     })?;

@@ -9,7 +9,7 @@ use wasmgate_common::memstore::{self, MemStore, SystemClock};
 use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 
-use super::super::host_api::{HostState, wasmgate::plugin::store as wit};
+use super::super::host_api::{self, HostState, wasmgate::plugin::store as wit};
 use super::redis::{self, RedisStore};
 
 const INTERFACE: &str = "wasmgate:plugin/store@0.1.4";
@@ -157,8 +157,7 @@ pub fn link_sync(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 
 /// After waiting on I/O the plugin gets its whole deadline again.
 fn rearm(s: &mut StoreContextMut<'_, HostState>) {
-    let ticks = s.data().deadline_ticks;
-    s.set_epoch_deadline(ticks);
+    host_api::arm(s, std::time::Instant::now());
 }
 
 /// Links the Redis backend: async functions (the plugin is called with
