@@ -254,9 +254,9 @@ mod tests {
         let clock = Arc::new(Clock::default());
         clock.resolve(Duration::from_millis(10));
         clock.start(engine.weak()).unwrap();
-        // Calls after pauses of 0 to 3 ticks (of 1 ms), landing at every point of
-        // the ticker's cycle (awake, going to sleep, asleep): each must
-        // find the clock ticking.
+        // Calls after pauses of 0 to 3 ticks (of 1 ms), landing at every
+        // point of the ticker's cycle (awake, going to sleep, asleep): each
+        // must find the clock ticking.
         for i in 0..200u64 {
             let running = clock.enter();
             until("a call in flight has a ticking clock", || !clock.sleeping());

@@ -109,6 +109,11 @@ pub(crate) fn arm(mut store: impl AsContextMut<Data = HostState>, from: Instant)
     s.set_epoch_deadline(1);
 }
 
+/// After waiting on I/O the plugin gets its whole deadline again.
+pub(crate) fn rearm(store: impl AsContextMut<Data = HostState>) {
+    arm(store, Instant::now());
+}
+
 /// What a tick of the plugins' clock does to a running guest (the store's
 /// epoch callback): interrupts it once its deadline passed, otherwise lets
 /// it run to the next tick.

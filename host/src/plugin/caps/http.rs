@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request};
@@ -36,8 +36,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Box::new(async move {
             let caps = s.data().caps.clone();
             let r = send(&caps, req).await;
-            // After waiting on I/O the plugin gets its whole deadline again.
-            host_api::arm(&mut s, Instant::now());
+            host_api::rearm(&mut s);
             Ok((r,))
         })
     })?;
@@ -45,8 +44,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Box::new(async move {
             let caps = s.data().caps.clone();
             let results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
-            // After waiting on I/O the plugin gets its whole deadline again.
-            host_api::arm(&mut s, Instant::now());
+            host_api::rearm(&mut s);
             Ok((results,))
         })
     })?;

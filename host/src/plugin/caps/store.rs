@@ -155,11 +155,6 @@ pub fn link_sync(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// After waiting on I/O the plugin gets its whole deadline again.
-fn rearm(s: &mut StoreContextMut<'_, HostState>) {
-    host_api::arm(s, std::time::Instant::now());
-}
-
 /// Links the Redis backend: async functions (the plugin is called with
 /// `call_async`, so waiting on Redis suspends it without blocking a worker).
 pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -170,7 +165,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Ok((r, k)) => r.get(&k).await.map_err(redis_err),
                 Err(e) => Err(e),
             };
-            rearm(&mut s);
+            host_api::rearm(&mut s);
             Ok((r,))
         })
     })?;
@@ -182,7 +177,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Ok((r, k)) => r.set(&k, &value, ttl).await.map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                rearm(&mut s);
+                host_api::rearm(&mut s);
                 Ok((r,))
             })
         },
@@ -193,7 +188,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Ok((r, k)) => r.delete(&k).await.map_err(redis_err),
                 Err(e) => Err(e),
             };
-            rearm(&mut s);
+            host_api::rearm(&mut s);
             Ok((r,))
         })
     })?;
@@ -205,7 +200,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Ok((r, k)) => r.incr(&k, delta, ttl).await.map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                rearm(&mut s);
+                host_api::rearm(&mut s);
                 Ok((r,))
             })
         },
@@ -218,7 +213,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Ok((r, k)) => r.take(&k, cap, refill, cost).await.map(redis_limit).map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                rearm(&mut s);
+                host_api::rearm(&mut s);
                 Ok((r,))
             })
         },
@@ -231,7 +226,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Ok((r, k)) => r.hit(&k, limit, window, cost).await.map(redis_limit).map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                rearm(&mut s);
+                host_api::rearm(&mut s);
                 Ok((r,))
             })
         },
