@@ -295,11 +295,6 @@ pub fn hop_field(name: &[u8]) -> Option<HopField> {
     })
 }
 
-/// The message's `Content-Length`, when it is one number.
-pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
-
 /// A usable client-supplied request id (visible ASCII, at most 128 bytes).
 pub fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     let v = headers.get(X_REQUEST_ID)?;

@@ -236,7 +236,8 @@ async fn serve<'s>(
     let route = &snapshot.routes[matched.route];
     trace.route = Some(route);
     if present.may_have(Present::CONTENT_LENGTH)
-        && headers::content_length(req.headers()).is_some_and(|n| n > route.max_body)
+        && let Ok(Some(n)) = crate::upstream::h1::content_length(req.headers())
+        && n > route.max_body
     {
         return Err(ProxyError::BodyTooLarge(route.max_body));
     }

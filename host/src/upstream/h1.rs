@@ -467,7 +467,7 @@ fn request_framing(req: &Request<Body>, present: Present) -> Framing {
     // Looked up only when the body alone does not tell, and the request may
     // have one.
     let declared = || {
-        if present.may_have(Present::CONTENT_LENGTH) { headers::content_length(req.headers()) } else { None }
+        if present.may_have(Present::CONTENT_LENGTH) { content_length(req.headers()).ok().flatten() } else { None }
     };
     match req.body().size_hint().exact() {
         Some(0) if matches!(*req.method(), Method::GET | Method::HEAD | Method::CONNECT) && declared().is_none() => {

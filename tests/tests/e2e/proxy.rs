@@ -571,6 +571,13 @@ async fn oversized_bodies_get_413_and_never_reach_the_upstream() {
     let r = send(req).await;
     assert_eq!(r.status, 413);
     assert_eq!(up.hits(), 0);
+    // The same length declared twice in one field (RFC 9110 §8.6 allows
+    // it): the same early refusal.
+    let mut twice = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2048, 2048\r\nconnection: close\r\n\r\n".to_vec();
+    twice.extend_from_slice(&[b'a'; 2048]);
+    let resp = raw(gw.addr(), &twice).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert_eq!(up.hits(), 0);
     // Chunked, no declared length: cut off mid-stream.
     let mut chunked = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
     for _ in 0..4 {
