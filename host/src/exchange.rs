@@ -65,6 +65,11 @@ pub struct Exchange {
     /// While a memoized request hook runs: what it reads and edits
     /// ([`crate::plugin::memo`]).
     pub recording: Option<Recording>,
+    /// Whether an edit set or added a hop-by-hop request field the gateway
+    /// lets plugins edit (`Proxy-Authorization`): the request going
+    /// upstream must then be looked through for hop-by-hop fields even
+    /// when the client's had none.
+    pub hop_by_hop_added: bool,
 }
 
 /// A response header a request hook set, waiting for the response.
@@ -148,7 +153,8 @@ fn add_fixed(list: &mut Vec<CheckedEdit>, name: &str, edit: HeaderEdit<Vec<u8>>)
     Ok(())
 }
 
-/// Makes a plugin's fixed edits on `headers`. Like the plugin's own, those
+/// Makes a plugin's fixed edits on `headers` (a response's; a request's go
+/// through [`Exchange::apply_request_edit`]). Like the plugin's own, those
 /// that add stop once the headers hold [`MAX_EDITED_HEADERS`].
 pub fn apply_fixed(edits: &[CheckedEdit], headers: &mut HeaderMap) {
     for (name, edit) in edits {
@@ -201,6 +207,7 @@ impl Exchange {
             staged: Vec::new(),
             link: 0,
             recording: None,
+            hop_by_hop_added: false,
         }
     }
 
@@ -251,8 +258,19 @@ impl Exchange {
         if let Some(r) = &mut self.recording {
             r.record(Effect::RequestHeader(name.clone(), edit.clone()));
         }
-        edit.apply(name, &mut self.request.headers);
+        self.apply_request_edit(name, edit);
         Ok(())
+    }
+
+    /// Makes a checked edit of a request header, as [`apply_checked`]: a
+    /// plugin's, a fixed one, or a kept call's again. Every edit that
+    /// may add to the request's headers comes here (a removal cannot add),
+    /// so [`Self::hop_by_hop_added`] misses none.
+    pub fn apply_request_edit(&mut self, name: HeaderName, edit: HeaderEdit<HeaderValue>) {
+        if !matches!(edit, HeaderEdit::Remove) && crate::proxy::headers::is_hop_by_hop(&name) {
+            self.hop_by_hop_added = true;
+        }
+        apply_checked(name, edit, &mut self.request.headers);
     }
 
     /// Removes every value of a request header for a plugin; whether there
@@ -500,6 +518,20 @@ mod tests {
 
     fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
         headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect()
+    }
+
+    #[test]
+    fn an_edit_adding_a_hop_by_hop_field_is_noted() {
+        let value = || HeaderValue::from_static("Basic Zm9vOmJhcg==");
+        let mut ex = Exchange::placeholder();
+        ex.apply_request_edit(name("x-tenant"), HeaderEdit::Set(value()));
+        ex.apply_request_edit(name("proxy-authorization"), HeaderEdit::Remove);
+        assert!(!ex.hop_by_hop_added, "neither a field of one hop nor one added");
+        ex.apply_request_edit(name("proxy-authorization"), HeaderEdit::Append(value()));
+        assert!(ex.hop_by_hop_added);
+        let mut ex = Exchange::placeholder();
+        ex.edit_request_header(name("Proxy-Authorization"), HeaderEdit::Set(b"Basic x".to_vec())).unwrap();
+        assert!(ex.hop_by_hop_added, "a plugin's edit goes the same way");
     }
 
     #[test]

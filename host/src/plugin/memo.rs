@@ -19,7 +19,7 @@ use http::header::{HeaderName, HeaderValue};
 pub use wasmgate_common::fact::{Read, RequestFact};
 
 use super::Outcome;
-use crate::exchange::{self, Exchange, HeaderEdit};
+use crate::exchange::{Exchange, HeaderEdit};
 
 /// Most facts a plugin may declare.
 pub const MAX_FACTS: usize = 16;
@@ -133,7 +133,7 @@ impl Kept {
             // Each was accepted when recorded; one refused now (a header
             // map full from other edits) is skipped, as the call's would be.
             match effect.clone() {
-                Effect::RequestHeader(name, edit) => exchange::apply_checked(name, edit, &mut ex.request.headers),
+                Effect::RequestHeader(name, edit) => ex.apply_request_edit(name, edit),
                 Effect::ResponseHeader(name, edit) => {
                     let _ = ex.leave_response_header(name, edit);
                 }

@@ -32,10 +32,13 @@ enum Phase {
     Response = 1,
 }
 
+/// Runs the chain for a request whose head, as its server read it, may have
+/// the fields `present` tells of.
 pub(super) async fn run<'s>(
     forward: &Forward<'s, '_>,
     mut ex: Box<Exchange>,
     body: Body,
+    present: Present,
     trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
     let route = forward.route;
@@ -55,7 +58,9 @@ pub(super) async fn run<'s>(
     let mut early = None;
     let mut lap = Lap::start();
     for (i, link) in route.chain.iter().enumerate() {
-        exchange::apply_fixed(&link.fixed.request, &mut ex.request.headers);
+        for (name, edit) in &link.fixed.request {
+            ex.apply_request_edit(name.clone(), edit.clone());
+        }
         if !link.info.on_request {
             continue;
         }
@@ -88,9 +93,18 @@ pub(super) async fn run<'s>(
                 let path = rw.apply(before, &ex.captures).into_owned();
                 ex.set_path(&path).map_err(|_| ProxyError::BadPath)?;
             }
+            // The fields the head may have now: the client's, and those
+            // the chain may have added. Plugins cannot set the framing
+            // fields or `Connection` (`MANAGED_HEADERS`); the other
+            // hop-by-hop fields they may set are noted as they are.
+            let mut present = present;
+            if ex.hop_by_hop_added {
+                present |= Present::HOP;
+            }
             let req_body = match (ex.request_body.take(), body.take()) {
                 (Some(bytes), _) => {
                     fix_length(&mut ex.request.headers, Some(bytes.len()));
+                    present |= Present::CONTENT_LENGTH;
                     Body::full(bytes)
                 }
                 (None, Some(b)) => b,
@@ -103,13 +117,8 @@ pub(super) async fn run<'s>(
                 std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
             };
             let mut req = Box::new(Request::from_parts(head, req_body));
-            // Plugins may have added any field.
-            let forwarding = forward.head(&mut req, Present::ANY);
-            let (mut parts, body) = forward.send(req, &forwarding, lap.last(), trace).await?.into_parts();
-            // Response hooks see this hop's `Via`, as a client will.
-            if let Some(via) = trace.via.take() {
-                super::headers::add_via(&mut parts.headers, &via);
-            }
+            let forwarding = forward.head(&mut req, present);
+            let (parts, body) = forward.send(req, &forwarding, lap.last(), trace).await?.into_parts();
             (parts, RespBody::Stream(body), route.chain.len())
         }
     };
@@ -130,6 +139,14 @@ async fn response_phase<'s>(
     trace: &mut Trace<'s>,
 ) -> Result<(http::response::Parts, RespBody), ProxyError> {
     let links = &forward.route.chain[..ran];
+    // What the plugins do to the response they do to it with this hop's
+    // `Via` in, as a client will get it (one may remove it); when none
+    // touches it, the server writes it with the head ([`super::Stamp`]).
+    let touch_via = links.iter().any(|l| l.info.on_response || l.fixed.response.iter().any(|(n, _)| n == header::VIA))
+        || ex.staged.iter().any(|s| s.name == header::VIA);
+    if touch_via && let Some(via) = trace.via.take() {
+        super::headers::add_via(&mut parts.headers, &via);
+    }
     if links.iter().any(|l| l.info.on_response) {
         // Boxed: its hook calls and body collection would make every
         // request's chain future larger than the allocator's cache limit

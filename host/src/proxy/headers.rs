@@ -157,6 +157,11 @@ fn hop_by_hop(name: &[u8]) -> Option<usize> {
     })
 }
 
+/// Whether `name` is a hop-by-hop field ([`HOP_BY_HOP`]).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop(name.as_str().as_bytes()).is_some()
+}
+
 /// Whether `name` is `lower` in any case, where `lower` is a lowercase name
 /// of letters and `-`. Setting bit 5 of a byte lowercases a letter and keeps
 /// `-`, and turns no other byte a field name or value may hold (no CR)

@@ -115,8 +115,9 @@ impl Stamp {
 /// what an HTTP/1 head was read without needs no looking for in its map.
 /// Without hop-by-hop fields there are none to take out, no
 /// `Transfer-Encoding` and no upgrade; without `X-Request-Id` or
-/// `Content-Length`, nothing to look up. An HTTP/2 request, or one a plugin
-/// chain has had, may have any ([`Present::ANY`]).
+/// `Content-Length`, nothing to look up. An HTTP/2 request may have any
+/// ([`Present::ANY`]); a plugin chain adds what its edits may have added
+/// (`chain::run`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Present(u8);
 
@@ -265,7 +266,7 @@ async fn serve<'s>(
         matched.captures,
         route.max_body,
     ));
-    Box::pin(chain::run(&forward, ex, body, trace)).await
+    Box::pin(chain::run(&forward, ex, body, present, trace)).await
 }
 
 /// How a routed request reaches its upstream: what it borrows from the

@@ -233,10 +233,30 @@ async fn a_plugin_built_against_wit_0_1_0_still_runs() {
     assert_eq!(echoed_header(&doc, "x-sdk").as_deref(), Some("0.1.2"));
 }
 
-/// Header edits a plugin declared fixed when configured (add-header's, and
-/// transform's without renames) are made by the gateway at the plugin's
-/// place in the chain — on the way in, and on every response that passes
-/// back through it, a later plugin's reply included — and the plugin is
+/// A hop-by-hop field a plugin may set (`Proxy-Authorization`: it may not
+/// set `Connection` or the framing fields) is this hop's, as a client's is:
+/// it never reaches the upstream, whether a fixed edit or a hook set it, on
+/// a request whose client sent no hop-by-hop field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_fields_plugins_set_never_reach_the_upstream() {
+    let up = TestUpstream::echo("u").await;
+    let fixed = r#"{ use = "add-header", config = { request = { set = { "proxy-authorization" = "Basic Zm9vOmJhcg==", "x-kept" = "1" } } } },"#;
+    let hook = r#"{ use = "transform", config = { request = { headers = { rename = { "x-creds" = "proxy-authorization", "x-old" = "x-kept" } } } } },"#;
+    for plugins in [fixed, hook] {
+        let gw = TestGateway::start(&route(&up, plugins, ""));
+        let req = Request::get(gw.url("/"))
+            .header("x-creds", "Basic Zm9vOmJhcg==")
+            .header("x-old", "1")
+            .body(Full::default())
+            .unwrap();
+        let r = send(req).await;
+        assert_eq!(r.status, 200, "{plugins}: {}", r.text());
+        let doc = r.json();
+        assert_eq!(echoed_header(&doc, "x-kept").as_deref(), Some("1"), "{plugins}: the plugin ran");
+        assert_eq!(echoed_header(&doc, "proxy-authorization"), None, "{plugins}");
+    }
+}
+
 /// `Via` is in the response a plugin chain sees, so a plugin can remove it;
 /// the request id is written after the chain, always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,15 +268,24 @@ async fn a_chain_may_remove_via_but_not_the_request_id() {
     let r = get(&gw.url("/")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("via"), Some("1.1 wasmgate"));
-    let plugins =
-        r#"{ use = "transform", config = { response = { headers = { remove = ["via", "x-request-id"] } } } },"#;
-    let gw = TestGateway::start(&route(&up, plugins, ""));
-    let r = get(&gw.url("/")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("via"), None);
-    assert_eq!(r.header("x-request-id").map(str::len), Some(32));
+    // Removing it: as a fixed edit, and from a response hook (renames make
+    // transform's edits a hook's).
+    let fixed = r#"{ use = "transform", config = { response = { headers = { remove = ["via", "x-request-id"] } } } },"#;
+    let hook = r#"{ use = "transform", config = { response = { headers = { rename = { "x-upstream" = "x-up" }, remove = ["via", "x-request-id"] } } } },"#;
+    for plugins in [fixed, hook] {
+        let gw = TestGateway::start(&route(&up, plugins, ""));
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 200, "{plugins}: {}", r.text());
+        assert_eq!(r.header("via"), None, "{plugins}");
+        assert_eq!(r.header("x-request-id").map(str::len), Some(32), "{plugins}");
+        assert_eq!(r.header("x-up").is_some(), plugins == hook, "{plugins}: the hook ran");
+    }
 }
 
+/// Header edits a plugin declared fixed when configured (add-header's, and
+/// transform's without renames) are made by the gateway at the plugin's
+/// place in the chain — on the way in, and on every response that passes
+/// back through it, a later plugin's reply included — and the plugin is
 /// never called.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_headers_are_made_without_calling_the_plugin() {
