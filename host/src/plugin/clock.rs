@@ -6,7 +6,8 @@
 //! guest running compares it with the clock and interrupts the guest once
 //! it has passed. The tick sets only how soon after its deadline a guest
 //! is stopped: a tenth of the shortest deadline of the plugins loaded,
-//! between [`MIN_TICK`] and [`MAX_TICK`] ([`Clock::resolve`]). Each tick
+//! between [`MIN_TICK`] and [`MAX_TICK`] ([`Clock::resolve`]; a reload
+//! that drops the plugin needing the finest tick coarsens it again). Each tick
 //! wakes a thread, which cost the worker it preempts ~0.5 µs a request
 //! under load at 1 ms (docs/performance.md); the default 100 ms deadline
 //! ticks every 10 ms.
@@ -30,6 +31,7 @@
 //! its own cache line, so workers calling guests at once do not contend
 //! for one counter.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
@@ -59,14 +61,38 @@ struct Slot {
 #[derive(Debug)]
 pub struct Clock {
     slots: [Slot; SLOTS],
-    /// The tick in nanoseconds: only ever lowered ([`Clock::resolve`]).
+    /// The tick in nanoseconds: the finest of `needed`, else [`MAX_TICK`].
     tick: AtomicU64,
+    /// The ticks the plugins loaded need (nanoseconds), each with how many
+    /// [`Resolution`]s hold it.
+    needed: Mutex<BTreeMap<u64, usize>>,
     /// Set by the ticker just before it sleeps.
     parked: AtomicBool,
     stop: AtomicBool,
     /// The ticker's thread, once started.
     ticker: OnceLock<Thread>,
     starting: Mutex<()>,
+}
+
+/// A loaded plugin's need of a tick ([`Clock::resolve`]), until dropped
+/// with the route that configured it.
+#[derive(Debug)]
+pub struct Resolution {
+    clock: Arc<Clock>,
+    tick: u64,
+}
+
+impl Drop for Resolution {
+    fn drop(&mut self) {
+        self.clock.adjust(|needed| {
+            if let Some(count) = needed.get_mut(&self.tick) {
+                *count -= 1;
+                if *count == 0 {
+                    needed.remove(&self.tick);
+                }
+            }
+        });
+    }
 }
 
 /// A guest call in flight: the clock keeps ticking until it is dropped.
@@ -87,6 +113,7 @@ impl Default for Clock {
         Self {
             slots: Default::default(),
             tick: AtomicU64::new(nanos(MAX_TICK)),
+            needed: Mutex::default(),
             parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             ticker: OnceLock::new(),
@@ -100,13 +127,23 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Clock {
-    /// Ticks often enough for `deadline`: a tenth of it, within
-    /// [`MIN_TICK`]..=[`MAX_TICK`]. The tick never grows again: a plugin
-    /// loaded before keeps its resolution (a deadline is a time, so a finer
-    /// tick only stops a guest sooner after it).
-    pub fn resolve(&self, deadline: Duration) {
-        let tick = (deadline / 10).clamp(MIN_TICK, MAX_TICK);
-        self.tick.fetch_min(nanos(tick), Ordering::Relaxed);
+    /// Ticks often enough for `deadline` while the returned [`Resolution`]
+    /// is held: a tenth of it, within [`MIN_TICK`]..=[`MAX_TICK`]. The
+    /// clock ticks at the finest resolution held; a deadline is a time, so
+    /// a finer tick than a plugin needs only stops its guests sooner after
+    /// it.
+    pub fn resolve(self: &Arc<Self>, deadline: Duration) -> Resolution {
+        let tick = nanos((deadline / 10).clamp(MIN_TICK, MAX_TICK));
+        self.adjust(|needed| *needed.entry(tick).or_default() += 1);
+        Resolution { clock: self.clone(), tick }
+    }
+
+    /// Changes the ticks needed and sets the tick to the finest of them.
+    fn adjust(&self, change: impl FnOnce(&mut BTreeMap<u64, usize>)) {
+        let mut needed = self.needed.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut needed);
+        let finest = needed.keys().next().copied().unwrap_or(nanos(MAX_TICK));
+        self.tick.store(finest, Ordering::Relaxed);
     }
 
     /// The current tick.
@@ -252,7 +289,7 @@ mod tests {
     fn a_call_wakes_the_ticker_whenever_it_begins() {
         let engine = wasmtime::Engine::default();
         let clock = Arc::new(Clock::default());
-        clock.resolve(Duration::from_millis(10));
+        let _fine = clock.resolve(Duration::from_millis(10));
         clock.start(engine.weak()).unwrap();
         // Calls after pauses of 0 to 3 ticks (of 1 ms), landing at every
         // point of the ticker's cycle (awake, going to sleep, asleep): each
@@ -267,17 +304,28 @@ mod tests {
     }
 
     #[test]
-    fn the_tick_is_a_tenth_of_the_shortest_deadline_within_its_bounds() {
-        let clock = Clock::default();
+    fn the_tick_is_a_tenth_of_the_shortest_deadline_held_within_its_bounds() {
+        let clock = Arc::new(Clock::default());
+        let ms = Duration::from_millis;
         assert_eq!(clock.tick_period(), MAX_TICK, "no plugin yet");
-        clock.resolve(Duration::from_secs(1));
+        let slow = clock.resolve(Duration::from_secs(1));
         assert_eq!(clock.tick_period(), MAX_TICK);
-        clock.resolve(Duration::from_millis(30));
-        assert_eq!(clock.tick_period(), Duration::from_millis(3));
-        clock.resolve(Duration::from_millis(100));
-        assert_eq!(clock.tick_period(), Duration::from_millis(3), "never coarser again");
-        clock.resolve(Duration::from_micros(500));
+        let thirty = clock.resolve(ms(30));
+        assert_eq!(clock.tick_period(), ms(3));
+        let _default = clock.resolve(ms(100));
+        assert_eq!(clock.tick_period(), ms(3), "the finest held sets it");
+        let fast = clock.resolve(Duration::from_micros(500));
         assert_eq!(clock.tick_period(), MIN_TICK);
+        // Two plugins with one deadline: the tick stays while either is held.
+        let thirty_again = clock.resolve(ms(30));
+        drop(fast);
+        assert_eq!(clock.tick_period(), ms(3), "the plugin needing 1 ms is gone");
+        drop(thirty);
+        assert_eq!(clock.tick_period(), ms(3), "another still needs 3 ms");
+        drop(thirty_again);
+        assert_eq!(clock.tick_period(), MAX_TICK);
+        drop(slow);
+        assert_eq!(clock.tick_period(), MAX_TICK);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime::component::{Component, Linker};
 
-use super::clock::{Clock, Running};
+use super::clock::{Clock, Resolution, Running};
 use super::host_api::{self, HostState};
 use wasmtime::{Config as WasmConfig, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -94,9 +94,10 @@ impl Runtime {
     }
 
     /// A plugin with this deadline is loaded: the clock ticks often enough
-    /// to stop its guests soon after it ([`Clock::resolve`]).
-    pub fn resolve(&self, deadline: std::time::Duration) {
-        self.clock.resolve(deadline);
+    /// to stop its guests soon after it while the returned resolution is
+    /// held ([`Clock::resolve`]).
+    pub fn resolve(&self, deadline: std::time::Duration) -> Resolution {
+        self.clock.resolve(deadline)
     }
 
     pub fn engine(&self) -> &Engine {

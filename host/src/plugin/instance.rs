@@ -15,6 +15,7 @@ use std::time::Instant;
 use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
+use super::clock::Resolution;
 use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
 use super::memo::{Fact, Memo};
 use super::registry::Plugin;
@@ -146,6 +147,9 @@ pub struct ChainLink {
     /// the instances it makes: the gateway's series for this plugin once
     /// [`ChainLink::with_series`] gave them, unregistered ones until then.
     pub series: PluginSeries,
+    /// The clock ticks often enough for this link's deadline while the link
+    /// is loaded (until a reload drops its route).
+    _resolution: Resolution,
 }
 
 impl std::fmt::Debug for ChainLink {
@@ -177,8 +181,7 @@ impl ChainLink {
         max_idle: usize,
         control: &tokio::runtime::Handle,
     ) -> Result<Self, ConfigureError> {
-        let limits = plugin.settings.limits;
-        plugin.runtime.resolve(limits.deadline);
+        let resolution = plugin.runtime.resolve(plugin.settings.limits.deadline);
         let pool = (plugin.settings.isolation == Isolation::Pooled).then(|| Pool::new(workers, max_idle));
         let series = PluginSeries::unregistered();
         let link = Self {
@@ -190,6 +193,7 @@ impl ChainLink {
             config_json,
             pool,
             series,
+            _resolution: resolution,
         };
         let (mut link, made) = if link.plugin.async_calls {
             // The control runtime drives the async instantiation; the link
