@@ -450,15 +450,120 @@ pub struct Forwarding<'a> {
     present: Present,
 }
 
-/// How a forwarding field meets one the request already has.
+/// How a field this hop writes meets one the message already has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub enum Mode {
     /// A list: this hop's item joins the values before it, in one field.
     Append,
-    /// This hop's value replaces the request's.
+    /// This hop's value replaces the message's.
     Replace,
-    /// Set only when the request has none.
+    /// Set only when the message has none.
     Default,
+}
+
+/// Fields this hop writes into a message: a table of their names, each
+/// with how it meets the message's own field ([`Mode`]), in the order they
+/// are written when the message has none of them; this hop's value of each
+/// (`None`: this hop sets nothing there and leaves the message's as it is);
+/// and which of them a name is. The request's forwarding fields
+/// ([`Forwarding`]) and the response's `Via` and request id
+/// ([`super::Stamp`]) are both written this way. (`value` and `slot` are
+/// types of their own, not function pointers, so they are inlined: `slot`
+/// runs for every field of every message.)
+#[derive(Debug)]
+pub struct HopFields<V, S, const N: usize> {
+    pub table: &'static [(HeaderName, Mode); N],
+    /// This hop's value of the field in a slot of `table`.
+    pub value: V,
+    /// The slot in `table` of a name, if it is one of them.
+    pub slot: S,
+}
+
+impl<'v, V, S, const N: usize> HopFields<V, S, N>
+where
+    V: Fn(usize) -> Option<&'v HeaderValue>,
+    S: Fn(&HeaderName) -> Option<usize>,
+{
+    /// Puts the fields into a header map.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let _ = headers.try_reserve(N);
+        for (slot, (name, mode)) in self.table.iter().enumerate() {
+            let Some(value) = (self.value)(slot) else { continue };
+            match mode {
+                Mode::Append => append_list(headers, name.clone(), value),
+                Mode::Replace => {
+                    headers.insert(name.clone(), value.clone());
+                }
+                Mode::Default => {
+                    if let Entry::Vacant(e) = headers.entry(name) {
+                        e.insert(value.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `headers` as HTTP/1 field lines with the fields in (as
+    /// [`apply`](Self::apply) would put them), skipping the names `skip`
+    /// says the caller writes itself. One pass: a map yields the values of
+    /// one name in a row, so a list is joined as it is written.
+    pub fn encode(&self, headers: &HeaderMap, mut skip: impl FnMut(&HeaderName) -> bool, out: &mut bytes::BytesMut) {
+        let mut seen = [false; N];
+        // The list being written: its slot and name.
+        let mut open: Option<(usize, &HeaderName)> = None;
+        for (name, value) in headers {
+            if let Some((slot, open_name)) = open {
+                if open_name == name {
+                    out.extend_from_slice(b", ");
+                    out.extend_from_slice(value.as_bytes());
+                    continue;
+                }
+                self.close(slot, out);
+                open = None;
+            }
+            if skip(name) {
+                continue;
+            }
+            if let Some(slot) = (self.slot)(name)
+                && let Some((_, mode)) = self.table.get(slot)
+            {
+                seen[slot] = true;
+                if (self.value)(slot).is_some() {
+                    match mode {
+                        Mode::Replace => continue,
+                        Mode::Append => {
+                            out.extend_from_slice(name.as_str().as_bytes());
+                            out.extend_from_slice(b": ");
+                            out.extend_from_slice(value.as_bytes());
+                            open = Some((slot, name));
+                            continue;
+                        }
+                        Mode::Default => {}
+                    }
+                }
+            }
+            push_header(out, name, value);
+        }
+        if let Some((slot, _)) = open {
+            self.close(slot, out);
+        }
+        for (slot, ((name, mode), seen)) in self.table.iter().zip(seen).enumerate() {
+            if let Some(value) = (self.value)(slot)
+                && (!seen || *mode == Mode::Replace)
+            {
+                push_header(out, name, value);
+            }
+        }
+    }
+
+    /// Ends a list field with this hop's item.
+    fn close(&self, slot: usize, out: &mut bytes::BytesMut) {
+        if let Some(item) = (self.value)(slot) {
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(item.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// The fields of [`Forwarding`], in the order they are written when the
@@ -531,88 +636,22 @@ impl<'a> Forwarding<'a> {
         }
     }
 
-    /// Each of [`FORWARDING`]'s fields with its value.
-    fn fields(&self) -> impl Iterator<Item = (&'static HeaderName, Mode, Option<&HeaderValue>)> {
-        FORWARDING.iter().enumerate().map(|(slot, (name, mode))| (name, *mode, self.value(slot)))
+    /// [`FORWARDING`]'s fields with their values.
+    fn fields<'s>(
+        &'s self,
+    ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 7> {
+        HopFields { table: &FORWARDING, value: |slot| self.value(slot), slot: forwarding_slot }
     }
 
     /// Puts the fields into a header map.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        let _ = headers.try_reserve(FORWARDING.len());
-        for (name, mode, value) in self.fields() {
-            let Some(value) = value else { continue };
-            match mode {
-                Mode::Append => append_list(headers, name.clone(), value),
-                Mode::Replace => {
-                    headers.insert(name.clone(), value.clone());
-                }
-                Mode::Default => {
-                    if let Entry::Vacant(e) = headers.entry(name) {
-                        e.insert(value.clone());
-                    }
-                }
-            }
-        }
+        self.fields().apply(headers);
     }
 
-    /// Writes `headers` as HTTP/1 field lines with these fields in (the
-    /// same fields [`apply`](Self::apply) gives), skipping the names `skip`
-    /// says the caller writes itself. One pass: a map yields the values of
-    /// one name in a row, so a list is joined as it is written.
-    pub fn encode(&self, headers: &HeaderMap, skip: impl Fn(&HeaderName) -> bool, out: &mut bytes::BytesMut) {
-        let mut seen = [false; FORWARDING.len()];
-        // The list being written: its slot and name.
-        let mut open: Option<(usize, &HeaderName)> = None;
-        for (name, value) in headers {
-            if let Some((slot, open_name)) = open {
-                if open_name == name {
-                    out.extend_from_slice(b", ");
-                    out.extend_from_slice(value.as_bytes());
-                    continue;
-                }
-                self.close(slot, out);
-                open = None;
-            }
-            if skip(name) {
-                continue;
-            }
-            if let Some(slot) = forwarding_slot(name) {
-                seen[slot] = true;
-                if self.value(slot).is_some() {
-                    match FORWARDING[slot].1 {
-                        Mode::Replace => continue,
-                        Mode::Append => {
-                            out.extend_from_slice(name.as_str().as_bytes());
-                            out.extend_from_slice(b": ");
-                            out.extend_from_slice(value.as_bytes());
-                            open = Some((slot, name));
-                            continue;
-                        }
-                        Mode::Default => {}
-                    }
-                }
-            }
-            push_header(out, name, value);
-        }
-        if let Some((slot, _)) = open {
-            self.close(slot, out);
-        }
-        for ((name, mode, value), seen) in self.fields().zip(seen) {
-            if let Some(value) = value
-                && (!seen || mode == Mode::Replace)
-            {
-                push_header(out, name, value);
-            }
-        }
-    }
-
-    /// Ends a list field with this hop's item.
-    fn close(&self, slot: usize, out: &mut bytes::BytesMut) {
-        if let Some(item) = self.value(slot) {
-            out.extend_from_slice(b", ");
-            out.extend_from_slice(item.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+    /// Writes `headers` as HTTP/1 field lines with these fields in
+    /// ([`HopFields::encode`]).
+    pub fn encode(&self, headers: &HeaderMap, skip: impl FnMut(&HeaderName) -> bool, out: &mut bytes::BytesMut) {
+        self.fields().encode(headers, skip, out);
     }
 }
 

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
 use tokio::time::Instant;
 
@@ -101,13 +101,27 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// Puts the fields into a response's map: `Via` joins the list, the
-    /// request id replaces any other.
-    pub fn apply(&self, headers: &mut http::HeaderMap) {
-        if let Some(via) = &self.via {
-            headers::add_via(headers, via);
+    /// The fields as this hop writes them: `Via` joins the response's list,
+    /// the request id replaces any other.
+    pub fn fields<'s>(
+        &'s self,
+    ) -> headers::HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 2> {
+        /// The fields, in the order they are written.
+        static STAMPED: [(HeaderName, headers::Mode); 2] =
+            [(header::VIA, headers::Mode::Append), (X_REQUEST_ID, headers::Mode::Replace)];
+        fn slot(name: &HeaderName) -> Option<usize> {
+            STAMPED.iter().position(|(n, _)| n == name)
         }
-        headers.insert(X_REQUEST_ID, self.request_id.clone());
+        headers::HopFields {
+            table: &STAMPED,
+            value: |slot| if slot == 0 { self.via.as_ref() } else { Some(&self.request_id) },
+            slot,
+        }
+    }
+
+    /// Puts the fields into a response's map.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        self.fields().apply(headers);
     }
 }
 

@@ -59,7 +59,7 @@ use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
-use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap, X_REQUEST_ID};
+use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap};
 use crate::proxy::{self, ConnInfo, Present, Stamp};
 use crate::timer;
 use crate::upstream::h1::{self as codec, Decode, Io, Step};
@@ -836,41 +836,19 @@ fn encode_head(
     status_line(status, out);
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut dated = false;
-    // This hop's `Via` joins the response's list (whose values a map yields
-    // in a row): `None` once written.
-    let mut via = stamp.via.as_ref();
-    let mut in_via = false;
-    for (name, value) in &parts.headers {
-        if in_via && name != header::VIA {
-            close_via(&mut via, out);
-            in_via = false;
-        }
-        if via.is_some() && name == header::VIA {
-            out.extend_from_slice(if in_via { b", " } else { b"via: " });
-            out.extend_from_slice(value.as_bytes());
-            in_via = true;
-            continue;
-        }
-        // A bodiless answer to `HEAD`, or a 304, keeps the length the body
-        // would have had; otherwise the framing below says it. The request
-        // id is this hop's.
-        let skip = if name == header::CONTENT_LENGTH {
+    // A bodiless answer to `HEAD`, or a 304, keeps the length the body
+    // would have had; otherwise the framing below says it.
+    let skip = |name: &http::HeaderName| {
+        dated |= name == header::DATE;
+        if name == header::CONTENT_LENGTH {
             !(bodiless && status != StatusCode::NO_CONTENT && !status.is_informational())
         } else {
-            name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !upgrade) || name == X_REQUEST_ID
-        };
-        dated |= name == header::DATE;
-        if !skip {
-            codec::push_header(out, name, value);
+            name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !upgrade)
         }
-    }
-    if in_via {
-        close_via(&mut via, out);
-    }
-    if let Some(via) = via {
-        codec::push_header(out, &header::VIA, via);
-    }
-    codec::push_header(out, &X_REQUEST_ID, &stamp.request_id);
+    };
+    // This hop's `Via` joins the response's list, its request id replaces
+    // the response's.
+    stamp.fields().encode(&parts.headers, skip, out);
     if !dated {
         out.extend_from_slice(b"date: ");
         date(out);
@@ -891,15 +869,6 @@ fn encode_head(
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Ends the response's `Via` line with this hop's entry.
-fn close_via(via: &mut Option<&HeaderValue>, out: &mut BytesMut) {
-    if let Some(entry) = via.take() {
-        out.extend_from_slice(b", ");
-        out.extend_from_slice(entry.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
