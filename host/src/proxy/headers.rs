@@ -157,7 +157,7 @@ fn hop_by_hop(name: &[u8]) -> Option<usize> {
     })
 }
 
-/// Whether `name` is a hop-by-hop field ([`HOP_BY_HOP`]).
+/// Whether `name` is a hop-by-hop field (RFC 9110 §7.6.1: one of `HOP_BY_HOP`).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop(name.as_str().as_bytes()).is_some()
 }
