@@ -280,6 +280,12 @@ async fn a_chain_may_remove_via_but_not_the_request_id() {
         assert_eq!(r.header("x-request-id").map(str::len), Some(32), "{plugins}");
         assert_eq!(r.header("x-up").is_some(), plugins == hook, "{plugins}: the hook ran");
     }
+    // A `Via` a request hook left for the response replaces the list, this
+    // hop's entry with it, as a fixed edit would.
+    let gw = TestGateway::start(&route(&up, r#"{ use = "chaos", config = { mode = "leave-via" } },"#, ""));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header_all("via"), ["1.1 chaos"]);
 }
 
 /// Header edits a plugin declared fixed when configured (add-header's, and

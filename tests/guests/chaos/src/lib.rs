@@ -42,6 +42,9 @@ enum Mode {
     /// is left in the context as `memo.key`. `stray` makes the hook also
     /// read what it did not declare.
     Memo,
+    /// Leave `Via: 1.1 chaos` for the response from the request hook
+    /// (replacing the response's list), and continue.
+    LeaveVia,
 }
 
 /// What [`Mode::Memo`] also does, breaking its claim.
@@ -99,7 +102,8 @@ impl Chaos {
             | Mode::BadFixed
             | Mode::ManyFixed
             | Mode::LateFixed
-            | Mode::Memo => Decision::Continue,
+            | Mode::Memo
+            | Mode::LeaveVia => Decision::Continue,
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
             Mode::Trap => panic!("chaos: trapping on purpose"),
             Mode::Loop => {
@@ -182,6 +186,10 @@ impl Plugin for Chaos {
         }
         if self.mode == Mode::LateFixed {
             let _ = req.set_header("x-fixed-late", late_fixed());
+            return Decision::Continue;
+        }
+        if self.mode == Mode::LeaveVia {
+            let _ = req.set_response_header("via", "1.1 chaos");
             return Decision::Continue;
         }
         if self.mode == Mode::Context {
