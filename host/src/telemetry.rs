@@ -90,6 +90,7 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     config_generation: Gauge<u64, AtomicU64>,
+    plugin_clock_tick: Gauge<f64, AtomicU64>,
 }
 
 impl fmt::Debug for Metrics {
@@ -220,10 +221,19 @@ impl Metrics {
         registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
         let config_generation = Gauge::<u64, AtomicU64>::default();
         registry.register("config_generation", "Generation of the config being served", config_generation.clone());
+        let plugin_clock_tick = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "plugin_clock_tick",
+            "How often the plugins' clock checks the deadlines of running plugin calls (a call is stopped \
+             at most this long after its deadline): a tenth of the shortest deadline loaded, 1-10 ms",
+            Unit::Seconds,
+            plugin_clock_tick.clone(),
+        );
         Self {
             reloads_ok: reloads.get_or_create_owned(&[("result", "ok".to_owned())]),
             reloads_failed: reloads.get_or_create_owned(&[("result", "error".to_owned())]),
             config_generation,
+            plugin_clock_tick,
             registry,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
@@ -395,6 +405,12 @@ impl Metrics {
 
     pub fn set_config_generation(&self, generation: u64) {
         self.config_generation.set(generation);
+    }
+
+    /// The gauge of the plugins' clock tick, for the clock to keep
+    /// ([`crate::plugin::Runtime::report_tick`]).
+    pub fn plugin_clock_tick(&self) -> Gauge<f64, AtomicU64> {
+        self.plugin_clock_tick.clone()
     }
 
     /// Drops the per-endpoint gauges (health, ejection, breaker state) of an

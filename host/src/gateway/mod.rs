@@ -318,6 +318,7 @@ impl Gateway {
             access_log: config.server.access_log.then(AccessLogWriter::stdout),
             store,
         };
+        env.runtime.report_tick(env.metrics.plugin_clock_tick());
         let snapshot = build(config, &env, None, 0)?;
         let bind = |addr: SocketAddr| server::bind(addr, workers).map_err(|source| StartError::Bind { addr, source });
         let (plain, addr) = bind(listen)?;

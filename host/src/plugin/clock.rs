@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use wasmtime::EngineWeak;
 
 /// The finest tick: for deadlines of 10 ms and less.
@@ -66,6 +67,8 @@ pub struct Clock {
     /// The ticks the plugins loaded need (nanoseconds), each with how many
     /// [`Resolution`]s hold it.
     needed: Mutex<BTreeMap<u64, usize>>,
+    /// Where the tick is reported (`/metrics`), once given.
+    reported: OnceLock<Gauge<f64, AtomicU64>>,
     /// Set by the ticker just before it sleeps.
     parked: AtomicBool,
     stop: AtomicBool,
@@ -114,6 +117,7 @@ impl Default for Clock {
             slots: Default::default(),
             tick: AtomicU64::new(nanos(MAX_TICK)),
             needed: Mutex::default(),
+            reported: OnceLock::new(),
             parked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             ticker: OnceLock::new(),
@@ -144,6 +148,17 @@ impl Clock {
         change(&mut needed);
         let finest = needed.keys().next().copied().unwrap_or(nanos(MAX_TICK));
         self.tick.store(finest, Ordering::Relaxed);
+        if let Some(gauge) = self.reported.get() {
+            gauge.set(Duration::from_nanos(finest).as_secs_f64());
+        }
+    }
+
+    /// Keeps `gauge` at the tick from now on (the first gauge given).
+    pub fn report(&self, gauge: Gauge<f64, AtomicU64>) {
+        if self.reported.set(gauge).is_ok() {
+            // Under the lock, as `adjust` sets it: the two cannot interleave.
+            self.adjust(|_| {});
+        }
     }
 
     /// The current tick.
@@ -326,6 +341,17 @@ mod tests {
         assert_eq!(clock.tick_period(), MAX_TICK);
         drop(slow);
         assert_eq!(clock.tick_period(), MAX_TICK);
+    }
+
+    #[test]
+    fn the_tick_is_reported_as_it_changes() {
+        let clock = Arc::new(Clock::default());
+        let gauge = Gauge::<f64, AtomicU64>::default();
+        let fine = clock.resolve(Duration::from_millis(20));
+        clock.report(gauge.clone());
+        assert_eq!(gauge.get(), 0.002, "the tick when reporting began");
+        drop(fine);
+        assert_eq!(gauge.get(), 0.01);
     }
 
     #[test]

@@ -100,6 +100,11 @@ impl Runtime {
         self.clock.resolve(deadline)
     }
 
+    /// Keeps `gauge` at the clock's tick ([`Clock::report`]).
+    pub fn report_tick(&self, gauge: prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>) {
+        self.clock.report(gauge);
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -421,6 +421,31 @@ async fn a_looping_plugin_is_stopped_at_its_deadline() {
     assert_eq!(sample(&text, r#"wasmgate_plugin_failures_total{plugin="chaos",kind="deadline"}"#), Some("2"), "{text}");
 }
 
+/// The plugins' clock ticks every tenth of the shortest deadline loaded, as
+/// `/metrics` tells; a reload that drops that plugin's deadline coarsens it
+/// again once the old config is no longer used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_follows_the_shortest_deadline_loaded_across_reloads() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!("{ADMIN}{}", chaos_routes(&up, "ok", "deadline = \"20ms\"")));
+    let tick = |text: &str| sample(text, "wasmgate_plugin_clock_tick_seconds").and_then(|v| v.parse::<f64>().ok());
+    let text = metrics(&gw).await;
+    assert_eq!(tick(&text), Some(0.002), "{text}");
+    // Both plugins at the default 100 ms deadline now.
+    gw.write_config(&format!("{ADMIN}{}", chaos_routes(&up, "ok", "")));
+    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    let start = Instant::now();
+    loop {
+        assert_eq!(get(&gw.url("/chaos")).await.status, 200);
+        let text = metrics(&gw).await;
+        if tick(&text) == Some(0.01) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the tick stayed fine after the reload: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hungry_plugin_is_stopped_at_its_limit() {
     let up = TestUpstream::echo("u").await;
