@@ -33,7 +33,7 @@ use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use serde_json::json;
 use sha2::Digest;
 use wasmgate::config::{Grants, Isolation, Secret};
-use wasmgate::exchange::{self, Exchange};
+use wasmgate::exchange::Exchange;
 use wasmgate::plugin::caps::store::StoreBackend;
 use wasmgate::plugin::{ChainLink, Outcome, Runtime};
 use wasmgate_common::keys::{Algorithm, Key};
@@ -147,7 +147,7 @@ fn run(link: &ChainLink, ex: &mut Box<Exchange>, response: Option<&Response<Byte
         Ok(Outcome::Respond(_)) => "respond",
         Err(_) => "fault",
     };
-    exchange::apply_fixed(&link.fixed.request, &mut ex.request.headers);
+    ex.apply_fixed_request(&link.fixed.request);
     let first = if link.info.on_request { outcome(link.on_request(ex, Instant::now())) } else { "continue" };
     match response {
         Some(resp) if first == "continue" => {

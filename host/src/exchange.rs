@@ -154,7 +154,7 @@ fn add_fixed(list: &mut Vec<CheckedEdit>, name: &str, edit: HeaderEdit<Vec<u8>>)
 }
 
 /// Makes a plugin's fixed edits on `headers` (a response's; a request's go
-/// through [`Exchange::apply_request_edit`]). Like the plugin's own, those
+/// through [`Exchange::apply_fixed_request`]). Like the plugin's own, those
 /// that add stop once the headers hold [`MAX_EDITED_HEADERS`].
 pub fn apply_fixed(edits: &[CheckedEdit], headers: &mut HeaderMap) {
     for (name, edit) in edits {
@@ -271,6 +271,14 @@ impl Exchange {
             self.hop_by_hop_added = true;
         }
         apply_checked(name, edit, &mut self.request.headers);
+    }
+
+    /// Makes a plugin's fixed request edits, each as
+    /// [`apply_request_edit`](Self::apply_request_edit).
+    pub fn apply_fixed_request(&mut self, edits: &[CheckedEdit]) {
+        for (name, edit) in edits {
+            self.apply_request_edit(name.clone(), edit.clone());
+        }
     }
 
     /// Removes every value of a request header for a plugin; whether there

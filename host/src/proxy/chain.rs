@@ -58,9 +58,7 @@ pub(super) async fn run<'s>(
     let mut early = None;
     let mut lap = Lap::start();
     for (i, link) in route.chain.iter().enumerate() {
-        for (name, edit) in &link.fixed.request {
-            ex.apply_request_edit(name.clone(), edit.clone());
-        }
+        ex.apply_fixed_request(&link.fixed.request);
         if !link.info.on_request {
             continue;
         }
@@ -142,12 +140,14 @@ async fn response_phase<'s>(
     // What the plugins do to the response they do to it with this hop's
     // `Via` in, as a client will get it (one may remove it); when none
     // touches it, the server writes it with the head ([`super::Stamp`]).
-    let touch_via = links.iter().any(|l| l.info.on_response || l.fixed.response.iter().any(|(n, _)| n == header::VIA))
+    let hooks = links.iter().any(|l| l.info.on_response);
+    let touch_via = hooks
+        || links.iter().any(|l| l.fixed.response.iter().any(|(n, _)| n == header::VIA))
         || ex.staged.iter().any(|s| s.name == header::VIA);
     if touch_via && let Some(via) = trace.via.take() {
         super::headers::add_via(&mut parts.headers, &via);
     }
-    if links.iter().any(|l| l.info.on_response) {
+    if hooks {
         // Boxed: its hook calls and body collection would make every
         // request's chain future larger than the allocator's cache limit
         // (1 032 bytes), and most chains have no response hook.
