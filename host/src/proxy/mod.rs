@@ -265,7 +265,7 @@ async fn serve<'s>(
             set_path(req.uri_mut(), &path)?;
         }
         if present.may_have(Present::HOP) && upgrade::requested(req.headers()) {
-            return Box::pin(upgrade::proxy(&forward, req, trace)).await;
+            return Box::pin(upgrade::proxy(&forward, req, present, trace)).await;
         }
         let forwarding = forward.head(&mut req, present);
         return forward.send(req, &forwarding, trace.started, trace).await;

@@ -18,16 +18,19 @@ pub(crate) fn requested(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE) && super::headers::ConnectionTokens::of(h).upgrade
 }
 
+/// Proxies an upgrade request whose head, as its server read it, may have
+/// the fields `present` tells of (a hop-by-hop one, at least: `Connection`).
 pub(super) async fn proxy<'s>(
     forward: &Forward<'s, '_>,
     mut req: Box<Request<Body>>,
+    present: Present,
     trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
     let Some(client) = req.extensions_mut().remove::<ClientUpgrade>().and_then(|u| u.take()) else {
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
     };
     let protocol = req.headers().get(header::UPGRADE).cloned();
-    let forwarding = forward.head(&mut req, Present::ANY);
+    let forwarding = forward.head(&mut req, present);
     // What follows the head on the connection is the upgraded protocol's.
     *req.body_mut() = Body::Empty;
     if let Some(p) = &protocol {
