@@ -207,7 +207,21 @@ pub async fn send_with(client: &Client<HttpConnector, Full<Bytes>>, req: Request
 }
 
 pub async fn get(url: &str) -> Reply {
-    send(Request::get(url).body(Full::default()).expect("request")).await
+    get_with(url, &[]).await
+}
+
+/// Sends a GET of `url` with these header fields.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    send(get_request(url, headers)).await
+}
+
+/// A GET of `url` with these header fields, for [`send_with`].
+pub fn get_request(url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::default()).expect("request")
 }
 
 /// Writes raw bytes to `addr` and returns everything read until the server

@@ -12,7 +12,7 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::json;
 use wasmgate_tests::upstream::TestUpstream;
-use wasmgate_tests::{TestGateway, send};
+use wasmgate_tests::{TestGateway, get_request, send};
 
 const SECRET: &[u8] = b"abac-e2e-hmac-secret-0123456789abcdef";
 
@@ -221,8 +221,7 @@ async fn repeated_requests_get_the_kept_decision_without_a_call() {
     let gw = TestGateway::start(&config);
     // One token for every request: its claims are the key.
     let bearer = format!("Bearer {}", token(json!({"sub": "42", "role": "user"})));
-    let get =
-        |path: &str| Request::get(gw.url(path)).header("authorization", bearer.as_str()).body(Full::default()).unwrap();
+    let get = |path: &str| get_request(&gw.url(path), &[("authorization", bearer.as_str())]);
     for _ in 0..3 {
         assert_eq!(send(get("/api/users/42")).await.status, 200);
         let denied = send(get("/api/users/43")).await;

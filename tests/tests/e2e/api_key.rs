@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{TestGateway, eventually, get, send};
+use wasmgate_tests::{TestGateway, eventually, get, get_request, get_with, send};
 
 /// SHA-256 of the test keys (`printf %s KEY | sha256sum`).
 const ACME_KEY: &str = "acme-0123456789";
@@ -24,7 +24,7 @@ fn route(up: &TestUpstream, grants: &str, plugins: &str) -> String {
 }
 
 fn with_key(url: &str, header: &str, key: &str) -> Request<Full<bytes::Bytes>> {
-    Request::get(url).header(header, key).body(Full::default()).unwrap()
+    get_request(url, &[(header, key)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,12 +38,7 @@ async fn a_valid_key_reaches_the_upstream_as_its_consumer() {
         ),
     ));
 
-    let req = Request::get(gw.url("/orders"))
-        .header("x-api-key", ACME_KEY)
-        .header("x-consumer", "admin")
-        .body(Full::default())
-        .unwrap();
-    let r = send(req).await;
+    let r = get_with(&gw.url("/orders"), &[("x-api-key", ACME_KEY), ("x-consumer", "admin")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let doc = r.json();
     assert_eq!(echoed_header(&doc, "x-api-key"), None, "the key never reaches the upstream");

@@ -7,11 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use http::Request;
-use http_body_util::Full;
 use serde_json::json;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{TestGateway, get, send};
+use wasmgate_tests::{TestGateway, get, get_request, get_with, send};
 
 struct Services {
     users: TestUpstream,
@@ -76,12 +74,10 @@ const HOME: &str = r#"
 async fn compose_merges_parallel_calls_into_one_document() {
     let s = Services::start().await;
     let gw = TestGateway::start(&s.config(ALL, HOME));
-    let req = Request::get(gw.url("/home/42"))
-        .header("authorization", "Bearer t0k3n")
-        .header("accept-language", "fr")
-        .header("cookie", "session=secret")
-        .body(Full::default())
-        .unwrap();
+    let req = get_request(
+        &gw.url("/home/42"),
+        &[("authorization", "Bearer t0k3n"), ("accept-language", "fr"), ("cookie", "session=secret")],
+    );
     let r = send(req).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("content-type"), Some("application/json"));
@@ -220,8 +216,7 @@ async fn compose_missing_template_value_is_400() {
     assert_eq!(r.json(), json!({ "error": "missing header.x-tenant" }));
     assert_eq!(s.users.hits(), 0, "nothing was called");
 
-    let req = Request::get(gw.url("/home/1")).header("x-tenant", "acme & co").body(Full::default()).unwrap();
-    let doc = send(req).await.json();
+    let doc = get_with(&gw.url("/home/1"), &[("x-tenant", "acme & co")]).await.json();
     assert_eq!(doc["user"]["query"], "tenant=acme%20%26%20co", "percent-encoded into the query");
 }
 

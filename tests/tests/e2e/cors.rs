@@ -5,7 +5,7 @@
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{Reply, TestGateway, get, send};
+use wasmgate_tests::{Reply, TestGateway, get, get_with, send};
 
 fn route(up: &TestUpstream, plugins: &str) -> String {
     format!(
@@ -26,7 +26,7 @@ async fn preflight(gw: &TestGateway, path: &str, origin: &str, method: &str, hea
 }
 
 async fn get_from(gw: &TestGateway, path: &str, origin: &str) -> Reply {
-    send(Request::get(gw.url(path)).header("origin", origin).body(Full::default()).unwrap()).await
+    get_with(&gw.url(path), &[("origin", origin)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,17 +6,15 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use http::Request;
-use http_body_util::Full;
 use wasmgate_tests::dns::TestDns;
 use wasmgate_tests::upstream::TestUpstream;
-use wasmgate_tests::{TestGateway, client, eventually, get, send_with};
+use wasmgate_tests::{TestGateway, client, eventually, get, get_request, send_with};
 
 async fn spread(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
     let c = client();
     let mut seen = HashMap::new();
     for _ in 0..n {
-        let r = send_with(&c, Request::get(gw.url("/")).body(Full::default()).unwrap()).await;
+        let r = send_with(&c, get_request(&gw.url("/"), &[])).await;
         *seen.entry(r.header("x-upstream").unwrap_or("none").to_owned()).or_insert(0) += 1;
     }
     seen

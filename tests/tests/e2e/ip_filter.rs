@@ -2,10 +2,8 @@
 //! 127.0.0.1, so that is the socket peer every rule sees — unless the peer
 //! is configured as a trusted proxy, when `X-Forwarded-For` decides.
 
-use http::Request;
-use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{Reply, TestGateway, get, send};
+use wasmgate_tests::{Reply, TestGateway, get, get_with};
 
 fn route(up: &TestUpstream, plugins: &str) -> String {
     format!(
@@ -19,7 +17,7 @@ fn ip_filter(config: &str) -> String {
 }
 
 async fn get_forwarded_for(gw: &TestGateway, xff: &str) -> Reply {
-    send(Request::get(gw.url("/")).header("x-forwarded-for", xff).body(Full::default()).unwrap()).await
+    get_with(&gw.url("/"), &[("x-forwarded-for", xff)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +72,7 @@ async fn ip_filter_takes_the_client_from_a_trusted_proxy() {
         &up,
         &ip_filter(&format!("{trusted}, header = \"x-real-ip\", allow = [\"2001:db8::/32\"]")),
     ));
-    let r = send(Request::get(gw.url("/")).header("x-real-ip", "2001:db8::7").body(Full::default()).unwrap()).await;
+    let r = get_with(&gw.url("/"), &[("x-real-ip", "2001:db8::7")]).await;
     assert_eq!(r.status, 200);
     assert_eq!(get_forwarded_for(&gw, "2001:db8::7").await.status, 403, "x-forwarded-for is not the source now");
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header, echoed_headers};
-use wasmgate_tests::{TestGateway, get, raw, send};
+use wasmgate_tests::{TestGateway, get, get_request, get_with, raw, send};
 
 fn route(up: &TestUpstream, plugins: &str, extra: &str) -> String {
     format!(
@@ -24,8 +24,7 @@ async fn add_header_modifies_request_and_response() {
         r#"{ use = "add-header", config = { request = { set = { "x-hello" = "world" }, remove = ["x-drop"] }, response = { set = { "x-frame-options" = "DENY" }, remove = ["x-upstream"] } } },"#,
         "",
     ));
-    let req = Request::get(gw.url("/")).header("x-drop", "1").header("x-hello", "old").body(Full::default()).unwrap();
-    let r = send(req).await;
+    let r = get_with(&gw.url("/"), &[("x-drop", "1"), ("x-hello", "old")]).await;
     assert_eq!(r.status, 200);
     let doc = r.json();
     assert_eq!(echoed_headers(&doc, "x-hello"), vec!["world"]);
@@ -84,8 +83,7 @@ async fn deny_responds_without_touching_the_upstream() {
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"], "not here");
     assert!(r.header("x-request-id").is_some());
-    let req = Request::get(gw.url("/ok")).header("x-debug", "1").body(Full::default()).unwrap();
-    assert_eq!(send(req).await.status, 403);
+    assert_eq!(get_with(&gw.url("/ok"), &[("x-debug", "1")]).await.status, 403);
     assert_eq!(up.hits(), 0);
     assert_eq!(get(&gw.url("/ok")).await.status, 200);
     assert_eq!(up.hits(), 1);
@@ -244,12 +242,7 @@ async fn hop_by_hop_fields_plugins_set_never_reach_the_upstream() {
     let hook = r#"{ use = "transform", config = { request = { headers = { rename = { "x-creds" = "proxy-authorization", "x-old" = "x-kept" } } } } },"#;
     for plugins in [fixed, hook] {
         let gw = TestGateway::start(&route(&up, plugins, ""));
-        let req = Request::get(gw.url("/"))
-            .header("x-creds", "Basic Zm9vOmJhcg==")
-            .header("x-old", "1")
-            .body(Full::default())
-            .unwrap();
-        let r = send(req).await;
+        let r = get_with(&gw.url("/"), &[("x-creds", "Basic Zm9vOmJhcg=="), ("x-old", "1")]).await;
         assert_eq!(r.status, 200, "{plugins}: {}", r.text());
         let doc = r.json();
         assert_eq!(echoed_header(&doc, "x-kept").as_deref(), Some("1"), "{plugins}: the plugin ran");
@@ -301,8 +294,7 @@ async fn fixed_headers_are_made_without_calling_the_plugin() {
   { use = "chaos", config = { mode = "context" } },
   { use = "deny", config = { paths = ["/no"] } },"#;
     let gw = TestGateway::start(&format!("{ADMIN}{}", route(&up, plugins, "")));
-    let req = Request::get(gw.url("/yes")).header("cookie", "s=1").body(Full::default()).unwrap();
-    let r = send(req).await;
+    let r = get_with(&gw.url("/yes"), &[("cookie", "s=1")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let doc = r.json();
     assert_eq!(echoed_headers(&doc, "x-tenant"), vec!["acme", "second"], "in chain order");
@@ -585,7 +577,7 @@ async fn kept_outcomes(gw: &TestGateway, plugin: &str) -> Option<String> {
 }
 
 fn keyed(gw: &TestGateway, path: &str, key: &str) -> Request<Full<bytes::Bytes>> {
-    Request::get(gw.url(path)).header("x-key", key).body(Full::default()).unwrap()
+    get_request(&gw.url(path), &[("x-key", key)])
 }
 
 /// A request hook that declares the facts it depends on (WIT
@@ -680,11 +672,7 @@ async fn the_declaring_plugins_are_called_once_for_repeated_requests() {
     );
     let gw = TestGateway::start(&format!("{ADMIN}{}", route(&up, &plugins, "")));
     let request = |path: &str, key: &str| {
-        Request::get(gw.url(path))
-            .header("origin", "https://app.example.com")
-            .header("x-api-key", key)
-            .body(Full::default())
-            .unwrap()
+        get_request(&gw.url(path), &[("origin", "https://app.example.com"), ("x-api-key", key)])
     };
     for _ in 0..4 {
         let r = send(request("/items", "key-one")).await;

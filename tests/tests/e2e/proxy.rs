@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header, echoed_headers};
-use wasmgate_tests::{TestGateway, client, dead_addr, get, raw, send, send_with};
+use wasmgate_tests::{TestGateway, client, dead_addr, get, get_request, get_with, raw, send, send_with};
 
 fn one_route(up: &TestUpstream, route_extra: &str) -> String {
     format!(
@@ -297,14 +297,16 @@ async fn an_early_upstream_answer_to_an_upload_is_passed_on() {
 async fn forwarding_headers_request_id_and_via() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
-    let req = Request::get(gw.url("/"))
-        .header("host", "api.example.test")
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("connection", "keep-alive, x-hop")
-        .header("x-hop", "secret")
-        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
-        .body(Full::default())
-        .unwrap();
+    let req = get_request(
+        &gw.url("/"),
+        &[
+            ("host", "api.example.test"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "secret"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+        ],
+    );
     let r = send(req).await;
     let doc = r.json();
     assert_eq!(echoed_header(&doc, "x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
@@ -321,8 +323,7 @@ async fn forwarding_headers_request_id_and_via() {
 
     // A host with a port is passed on as named, port and all (the route
     // matches it without the port).
-    let req = Request::get(gw.url("/")).header("host", "api.example.test:8443").body(Full::default()).unwrap();
-    let doc = send(req).await.json();
+    let doc = get_with(&gw.url("/"), &[("host", "api.example.test:8443")]).await.json();
     assert_eq!(echoed_header(&doc, "x-forwarded-host").as_deref(), Some("api.example.test:8443"));
     assert_eq!(
         echoed_header(&doc, "forwarded").as_deref(),
@@ -331,8 +332,7 @@ async fn forwarding_headers_request_id_and_via() {
     assert_eq!(r.header("via"), Some("1.1 wasmgate"));
 
     // A client's own id is kept.
-    let req = Request::get(gw.url("/")).header("x-request-id", "client-id-42").body(Full::default()).unwrap();
-    let r = send(req).await;
+    let r = get_with(&gw.url("/"), &[("x-request-id", "client-id-42")]).await;
     assert_eq!(echoed_header(&r.json(), "x-request-id").as_deref(), Some("client-id-42"));
     assert_eq!(r.header("x-request-id"), Some("client-id-42"));
 }
@@ -409,7 +409,7 @@ async fn an_upstreams_via_gets_this_hop_and_its_request_id_gives_way() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let req = Request::get(gw.url("/via")).header("x-request-id", "client-8").body(Full::default()).unwrap();
+    let req = get_request(&gw.url("/via"), &[("x-request-id", "client-8")]);
     let r = wasmgate_tests::send_with(&client, req).await;
     assert_eq!(r.header_all("via"), ["1.0 fred, 1.1 wasmgate"]);
     assert_eq!(r.header_all("x-request-id"), ["client-8"]);
@@ -478,8 +478,7 @@ strip_prefix = "/api"
     assert_eq!(to(&r).as_deref(), Some("user-by-id"));
     assert_eq!(r.json()["path"], "/users/7", "rewrite applies the captures");
     assert_eq!(r.json()["query"], "x=1", "the query survives a rewrite");
-    let req = Request::get(gw.url("/api/users/7")).header("x-api-version", "2").body(Full::default()).unwrap();
-    let r = send(req).await;
+    let r = get_with(&gw.url("/api/users/7"), &[("x-api-version", "2")]).await;
     assert_eq!(to(&r).as_deref(), Some("v2"));
     assert_eq!(r.json()["path"], "/users/7", "strip_prefix removes /api");
     let req = Request::post(gw.url("/api/users/7")).body(Full::default()).unwrap();
@@ -537,13 +536,13 @@ async fn the_timeout_runs_from_each_request_on_a_kept_upstream_connection() {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
-        let r = send_with(&client, Request::get(gw.url("/fast")).body(Full::default()).unwrap()).await;
+        let r = send_with(&client, get_request(&gw.url("/fast"), &[])).await;
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
     assert_eq!(up.connections(), 1, "the upstream connection was kept");
     // And a slow answer on it is still cut off at its request's timeout.
     let start = Instant::now();
-    let r = send_with(&client, Request::get(gw.url("/slow/3000")).body(Full::default()).unwrap()).await;
+    let r = send_with(&client, get_request(&gw.url("/slow/3000"), &[])).await;
     let waited = start.elapsed();
     assert_eq!(r.status, 504);
     assert!(waited >= Duration::from_millis(350) && waited < Duration::from_millis(2500), "{waited:?}");
@@ -621,7 +620,7 @@ async fn http2_clients_are_proxied_to_http1_upstreams() {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
-    let req = Request::get(gw.url("/h2?x=1")).header("x-h2", "yes").body(Full::default()).unwrap();
+    let req = get_request(&gw.url("/h2?x=1"), &[("x-h2", "yes")]);
     let r = wasmgate_tests::send_with(&client, req).await;
     assert_eq!(r.status, 200);
     let doc = r.json();

@@ -6,11 +6,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
-use http::Request;
-use http_body_util::Full;
 use wasmgate_tests::redis_server::RedisServer;
 use wasmgate_tests::upstream::TestUpstream;
-use wasmgate_tests::{Reply, TestGateway, client, get, send_with};
+use wasmgate_tests::{Reply, TestGateway, client, get, get_request, send_with};
 
 /// `[plugin.rate-limit]` with its grant, an upstream, and one route per
 /// `(name, prefix, config)`.
@@ -46,7 +44,7 @@ async fn burst(urls: &[String], tasks: usize, per_task: usize) -> Vec<Reply> {
         let url = urls[t % urls.len()].clone();
         tokio::spawn(async move {
             let client = client();
-            join_all((0..per_task).map(|_| send_with(&client, Request::get(&url).body(Full::default()).unwrap()))).await
+            join_all((0..per_task).map(|_| send_with(&client, get_request(&url, &[])))).await
         })
     });
     join_all(handles).await.into_iter().flat_map(|r| r.expect("burst task")).collect()

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, resetting};
-use wasmgate_tests::{TestGateway, client, dead_addr, eventually, get, send, send_with};
+use wasmgate_tests::{TestGateway, client, dead_addr, eventually, get, get_request, send, send_with};
 
 async fn upstreams(n: usize) -> Vec<TestUpstream> {
     let mut v = Vec::new();
@@ -23,7 +23,7 @@ async fn spread(gw: &TestGateway, path: &str, n: usize) -> HashMap<String, usize
     let c = client();
     let mut seen = HashMap::new();
     for _ in 0..n {
-        let r = send_with(&c, Request::get(gw.url(path)).body(Full::default()).unwrap()).await;
+        let r = send_with(&c, get_request(&gw.url(path), &[])).await;
         *seen.entry(r.header("x-upstream").unwrap_or("none").to_owned()).or_insert(0) += 1;
     }
     seen
@@ -88,7 +88,7 @@ upstream = "u"
     for user in 0..60 {
         let mut owner = None;
         for _ in 0..3 {
-            let req = Request::get(gw.url("/")).header("x-user", format!("user-{user}")).body(Full::default()).unwrap();
+            let req = get_request(&gw.url("/"), &[("x-user", &format!("user-{user}"))]);
             let r = send_with(&c, req).await;
             let up = r.header("x-upstream").unwrap_or("none").to_owned();
             assert!(owner.is_none() || owner.as_deref() == Some(up.as_str()), "user-{user} moved");
@@ -315,7 +315,7 @@ retries = {{ attempts = 2, on = ["connect-failure", "reset", "502", "503"], back
             let c = client();
             let (mut ok, mut errors) = (0, Vec::new());
             for _ in 0..150 {
-                let r = send_with(&c, Request::get(&url).body(Full::default()).unwrap()).await;
+                let r = send_with(&c, get_request(&url, &[])).await;
                 if r.status == 200 { ok += 1 } else { errors.push(r.status.as_u16()) }
             }
             (ok, errors)

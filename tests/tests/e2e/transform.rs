@@ -6,7 +6,7 @@
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{TestGateway, get, send};
+use wasmgate_tests::{TestGateway, get, get_with, send};
 
 fn route(up: &TestUpstream, config: &str) -> String {
     format!(
@@ -37,12 +37,7 @@ async fn transform_rewrites_request_headers_path_and_query() {
   query = { set = { "version" = "2" }, remove = ["debug"], add = { "tag" = "a b" } },
 }"#,
     ));
-    let req = Request::get(gw.url("/v1/users/42?debug=1&keep=yes"))
-        .header("x-old", "moved")
-        .header("x-drop", "1")
-        .body(Full::default())
-        .unwrap();
-    let r = send(req).await;
+    let r = get_with(&gw.url("/v1/users/42?debug=1&keep=yes"), &[("x-old", "moved"), ("x-drop", "1")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let doc = r.json();
     assert_eq!(doc["path"], "/users/42");
