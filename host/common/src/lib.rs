@@ -7,12 +7,14 @@
 //! very same code, so a plugin's unit tests check real signatures and get the
 //! real rate-limit arithmetic without building Wasm. Nothing here knows about
 //! Wasm, async runtimes or the network, which is what lets both sides share it.
-//! Without the `native` feature, `units`, `path`, `prehashed` and
-//! `store_args` build for Wasm too, so plugins read durations, sizes and path
-//! patterns in their config exactly as the gateway reads its own.
+//! Without the `native` feature, `units`, `path`, `prehashed`,
+//! `store_args` and `algorithm` build for Wasm too, so plugins read
+//! durations, sizes and path patterns in their config exactly as the gateway
+//! reads its own, and name signature algorithms with the gateway's type.
 
 #![forbid(unsafe_code)]
 
+pub mod algorithm;
 pub mod decimal;
 pub mod fact;
 #[cfg(feature = "native")]
