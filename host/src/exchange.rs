@@ -11,32 +11,29 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode};
 
+use wasmgate_common::edit;
+
 use crate::plugin::memo::{Effect, Read, Recording};
 use crate::routing::Captures;
 
 /// Headers that describe the connection or the framing of a message. The
-/// gateway manages them; plugins may not set or remove them.
-pub static MANAGED_HEADERS: [HeaderName; 8] = [
-    header::CONNECTION,
-    header::CONTENT_LENGTH,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// gateway manages them; plugins may not set or remove them
+/// ([`edit::MANAGED_HEADERS`], which the SDK checks with too).
+pub static MANAGED_HEADERS: [HeaderName; 8] = {
+    let n = edit::MANAGED_HEADERS;
+    [
+        HeaderName::from_static(n[0]),
+        HeaderName::from_static(n[1]),
+        HeaderName::from_static(n[2]),
+        HeaderName::from_static(n[3]),
+        HeaderName::from_static(n[4]),
+        HeaderName::from_static(n[5]),
+        HeaderName::from_static(n[6]),
+        HeaderName::from_static(n[7]),
+    ]
+};
 
-/// Why an edit was refused; mirrors the WIT `edit-error`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EditError {
-    InvalidName(String),
-    InvalidValue(String),
-    Forbidden(String),
-    InvalidStatus(u16),
-    TooLarge(u64),
-    BodyUnavailable,
-}
+pub use wasmgate_common::edit::EditError;
 
 /// The request/response pair plugins work on.
 #[derive(Debug)]

@@ -4,7 +4,6 @@
 //! unit test they wrap a [`TestRequest`]/[`TestResponse`]. The plugin code is
 //! the same either way.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
@@ -27,51 +26,7 @@ pub enum HeaderEdit {
     Remove,
 }
 
-/// Why an edit was refused. The request or response is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EditError {
-    /// Not a valid HTTP field name.
-    InvalidName(String),
-    /// Not a valid header value, path or query.
-    InvalidValue(String),
-    /// The gateway owns this header (framing and hop-by-hop headers).
-    Forbidden(String),
-    /// Status outside 100..=599.
-    InvalidStatus(u16),
-    /// A body of this many bytes is over the route's limit.
-    TooLarge(u64),
-    /// The body was not buffered: set `request_body`/`response_body` in
-    /// [`Info`](crate::Info).
-    BodyUnavailable,
-}
-
-impl fmt::Display for EditError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidName(n) => write!(f, "`{n}` is not a valid header name"),
-            Self::InvalidValue(v) => write!(f, "invalid value: {v}"),
-            Self::Forbidden(n) => write!(f, "`{n}` is managed by the gateway"),
-            Self::InvalidStatus(s) => write!(f, "invalid status {s}"),
-            Self::TooLarge(n) => write!(f, "body of {n} bytes is over the limit"),
-            Self::BodyUnavailable => f.write_str("body not buffered: ask for it in Plugin::info"),
-        }
-    }
-}
-
-impl std::error::Error for EditError {}
-
-/// Headers the gateway manages itself (framing and hop-by-hop); a plugin may
-/// not set or remove them. The gateway applies the same list.
-pub const MANAGED_HEADERS: &[&str] = &[
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+pub use wasmgate_common::edit::{EditError, MANAGED_HEADERS};
 
 /// Whether `s` is an HTTP token (RFC 9110): what a method, a header name, an
 /// auth scheme or a cookie name must be.

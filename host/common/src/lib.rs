@@ -8,7 +8,7 @@
 //! real rate-limit arithmetic without building Wasm. Nothing here knows about
 //! Wasm, async runtimes or the network, which is what lets both sides share it.
 //! Without the `native` feature, `units`, `path`, `prehashed`,
-//! `store_args` and `algorithm` build for Wasm too, so plugins read
+//! `store_args`, `algorithm` and `edit` build for Wasm too, so plugins read
 //! durations, sizes and path patterns in their config exactly as the gateway
 //! reads its own, and name signature algorithms with the gateway's type.
 
@@ -16,6 +16,7 @@
 
 pub mod algorithm;
 pub mod decimal;
+pub mod edit;
 pub mod fact;
 #[cfg(feature = "native")]
 pub mod keys;

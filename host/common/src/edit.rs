@@ -1,0 +1,43 @@
+//! What a plugin's header, path, status and body edits may be refused for,
+//! and the headers no plugin may edit: the gateway refuses with these, and
+//! the SDK checks with them before asking (`wit/types.wit`, `edit-error`).
+
+use std::fmt;
+
+/// Why an edit was refused. The request or response is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditError {
+    /// Not a valid HTTP field name.
+    InvalidName(String),
+    /// Not a valid header value, path or query.
+    InvalidValue(String),
+    /// The gateway owns this header (framing and hop-by-hop headers).
+    Forbidden(String),
+    /// Status outside 100..=599.
+    InvalidStatus(u16),
+    /// A body of this many bytes is over the route's limit.
+    TooLarge(u64),
+    /// The body was not buffered: the plugin did not ask for it (the SDK's
+    /// `Info`: `request_body`/`response_body`).
+    BodyUnavailable,
+}
+
+impl fmt::Display for EditError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidName(n) => write!(f, "`{n}` is not a valid header name"),
+            Self::InvalidValue(v) => write!(f, "invalid value: {v}"),
+            Self::Forbidden(n) => write!(f, "`{n}` is managed by the gateway"),
+            Self::InvalidStatus(s) => write!(f, "invalid status {s}"),
+            Self::TooLarge(n) => write!(f, "body of {n} bytes is over the limit"),
+            Self::BodyUnavailable => f.write_str("body not buffered: ask for it in Plugin::info"),
+        }
+    }
+}
+
+impl std::error::Error for EditError {}
+
+/// Headers the gateway manages itself (framing and hop-by-hop); a plugin may
+/// not set or remove them. The gateway's checks and the SDK's are this list.
+pub const MANAGED_HEADERS: [&str; 8] =
+    ["connection", "content-length", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
