@@ -55,14 +55,13 @@ use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
-use wasmgate_common::decimal::Decimal;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
 use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap};
 use crate::proxy::{self, ConnInfo, Present, Stamp};
 use crate::timer;
-use crate::upstream::h1::{self as codec, Decode, Io, Step};
+use crate::upstream::h1::{self as codec, Decode, Framing, Io, Step};
 
 /// HTTP/2's connection preface: a connection that opens with it is HTTP/2.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -682,15 +681,6 @@ enum Next {
     Upgrade,
 }
 
-/// How a response body goes out.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    Close,
-}
-
 /// Writes a response, keeping its header map in `spare` once written.
 /// `Err` when the connection failed or the body could not be sent whole
 /// (the client sees it cut short).
@@ -710,7 +700,7 @@ async fn respond(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
-        Framing::None
+        Framing::Empty
     } else if let Some(n) = body.size_hint().exact() {
         Framing::Length(n)
     } else if let Ok(Some(n)) = codec::content_length(&parts.headers) {
@@ -745,7 +735,7 @@ async fn respond(
         Framing::Length(n) => n,
         _ => 0,
     };
-    if framing != Framing::None {
+    if framing != Framing::Empty {
         let mut trailers = None;
         loop {
             let frame = match &mut body {
@@ -781,7 +771,7 @@ async fn respond(
                             left -= n;
                             out.extend_from_slice(&data);
                         }
-                        Framing::Close | Framing::None => out.extend_from_slice(&data),
+                        Framing::Close | Framing::Empty => out.extend_from_slice(&data),
                     }
                     if out.len() >= WRITE_BATCH {
                         write_all(cell, &mut out).await?;
@@ -861,15 +851,7 @@ fn encode_head(
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
     }
-    match framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(Decimal::new(n).as_ref());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Framing::None | Framing::Close => {}
-    }
+    framing.encode(out);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1112,12 +1094,12 @@ mod tests {
         assert_eq!(h.matches("content-length").count(), 1, "{h}");
         assert!(!h.contains("transfer-encoding") && h.contains("\r\ndate: "), "{h}");
         // `HEAD` and 304 keep the length the body would have had; 204 has none.
-        assert!(head(200, &[("content-length", "10")], Framing::None, true).contains("content-length: 10"));
-        assert!(head(304, &[("content-length", "10")], Framing::None, true).contains("content-length: 10"));
-        assert!(!head(204, &[("content-length", "0")], Framing::None, true).contains("content-length"));
+        assert!(head(200, &[("content-length", "10")], Framing::Empty, true).contains("content-length: 10"));
+        assert!(head(304, &[("content-length", "10")], Framing::Empty, true).contains("content-length: 10"));
+        assert!(!head(204, &[("content-length", "0")], Framing::Empty, true).contains("content-length"));
         let h = head(200, &[("date", "Thu, 03 Dec 2026 00:00:00 GMT")], Framing::Chunked, false);
         assert!(h.ends_with("transfer-encoding: chunked\r\n\r\n") && h.matches("date").count() == 1, "{h}");
         // 101 keeps its `Connection: upgrade`.
-        assert!(head(101, &[("connection", "upgrade")], Framing::None, true).contains("connection: upgrade"));
+        assert!(head(101, &[("connection", "upgrade")], Framing::Empty, true).contains("connection: upgrade"));
     }
 }

@@ -146,14 +146,31 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// How a message's body is delimited.
+/// How a message's body is delimited, on either side (the HTTP/1 server
+/// frames its responses with it too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
+    /// No body (or, for a head-only answer, none sent).
     Empty,
     Length(u64),
     Chunked,
-    /// Until the upstream closes (responses only).
+    /// Until the sender closes (responses only).
     Close,
+}
+
+impl Framing {
+    /// The field that says so in a head (none for `Empty` and `Close`).
+    pub(crate) fn encode(self, out: &mut BytesMut) {
+        match self {
+            Framing::Length(n) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(Decimal::new(n).as_ref());
+                out.extend_from_slice(b"\r\n");
+            }
+            Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            Framing::Empty | Framing::Close => {}
+        }
+    }
 }
 
 impl Connection {
@@ -495,15 +512,7 @@ fn encode_head(req: &Request<Body>, framing: Framing, forwarding: Option<&Forwar
             }
         }
     }
-    match framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(Decimal::new(n).as_ref());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Framing::Empty | Framing::Close => {}
-    }
+    framing.encode(out);
     out.extend_from_slice(b"\r\n");
 }
 
