@@ -74,6 +74,9 @@ use redis::{IntoConnectionInfo, RedisError, RedisResult, Script};
 #[cfg(test)]
 mod tests;
 
+/// The outcome of `take` or `hit`: the in-memory store's, so that both
+/// backends answer a plugin alike.
+pub use wasmgate_common::memstore::LimitResult;
 use wasmgate_common::store_args as args;
 pub use wasmgate_common::store_args::{MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_BYTES, MAX_WINDOW_MS};
 /// Longest expiry of a token bucket (100 years), far below what overflows Redis' expiry clock.
@@ -94,18 +97,6 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 
 static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/take.lua")));
 static HIT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/hit.lua")));
-
-/// The outcome of `take` or `hit`, with what the `RateLimit-*` headers need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitResult {
-    pub allowed: bool,
-    pub limit: u64,
-    pub remaining: u64,
-    /// Milliseconds until the limit is fully available again.
-    pub reset_ms: u64,
-    /// When refused: milliseconds until a retry can succeed; 0 when allowed.
-    pub retry_after_ms: u64,
-}
 
 /// Why a store operation failed; maps one to one onto the WIT `store-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -68,17 +68,8 @@ fn redis_err(e: redis::StoreError) -> wit::StoreError {
     }
 }
 
-fn mem_limit(l: memstore::LimitResult) -> wit::LimitResult {
-    wit::LimitResult {
-        allowed: l.allowed,
-        limit: l.limit,
-        remaining: l.remaining,
-        reset_ms: l.reset_ms,
-        retry_after_ms: l.retry_after_ms,
-    }
-}
-
-fn redis_limit(l: redis::LimitResult) -> wit::LimitResult {
+/// A rate-limit outcome of either backend (they share the type).
+fn limit_result(l: memstore::LimitResult) -> wit::LimitResult {
     wit::LimitResult {
         allowed: l.allowed,
         limit: l.limit,
@@ -141,7 +132,9 @@ pub fn link_sync(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |s: StoreContextMut<'_, HostState>,
          (key, cap, refill, cost): (String, u64, f64, u64)|
          -> Out<wit::LimitResult> {
-            Ok((mem(s.data(), &key).and_then(|(m, k)| m.take(&k, cap, refill, cost).map(mem_limit).map_err(mem_err)),))
+            Ok((
+                mem(s.data(), &key).and_then(|(m, k)| m.take(&k, cap, refill, cost).map(limit_result).map_err(mem_err)),
+            ))
         },
     )?;
     i.func_wrap(
@@ -149,7 +142,8 @@ pub fn link_sync(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |s: StoreContextMut<'_, HostState>,
          (key, limit, window, cost): (String, u64, u64, u64)|
          -> Out<wit::LimitResult> {
-            Ok((mem(s.data(), &key).and_then(|(m, k)| m.hit(&k, limit, window, cost).map(mem_limit).map_err(mem_err)),))
+            Ok((mem(s.data(), &key)
+                .and_then(|(m, k)| m.hit(&k, limit, window, cost).map(limit_result).map_err(mem_err)),))
         },
     )?;
     Ok(())
@@ -210,7 +204,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut s: StoreContextMut<'_, HostState>, (key, cap, refill, cost): (String, u64, f64, u64)| {
             Box::new(async move {
                 let r = match remote(s.data(), &key) {
-                    Ok((r, k)) => r.take(&k, cap, refill, cost).await.map(redis_limit).map_err(redis_err),
+                    Ok((r, k)) => r.take(&k, cap, refill, cost).await.map(limit_result).map_err(redis_err),
                     Err(e) => Err(e),
                 };
                 host_api::rearm(&mut s);
@@ -223,7 +217,7 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut s: StoreContextMut<'_, HostState>, (key, limit, window, cost): (String, u64, u64, u64)| {
             Box::new(async move {
                 let r = match remote(s.data(), &key) {
-                    Ok((r, k)) => r.hit(&k, limit, window, cost).await.map(redis_limit).map_err(redis_err),
+                    Ok((r, k)) => r.hit(&k, limit, window, cost).await.map(limit_result).map_err(redis_err),
                     Err(e) => Err(e),
                 };
                 host_api::rearm(&mut s);
