@@ -91,13 +91,7 @@ impl<'a> Problems<'a> {
         fix: impl Into<String>,
     ) {
         let line = span.map(|s| line_of(self.source, s.start));
-        self.list.push(Problem {
-            file: self.file.to_path_buf(),
-            line,
-            key: key.into(),
-            what: what.into(),
-            fix: fix.into(),
-        });
+        self.at_line(line, key, what, fix);
     }
 
     /// Records a problem at a known line.
