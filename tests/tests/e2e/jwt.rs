@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, SigningKey as _};
 use serde_json::{Value, json};
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{TestGateway, get, send};
+use wasmgate_tests::{TestGateway, get, get_with};
 
 /// The 2048-bit RSA test key (PKCS#8) every RS256 test and bench signs
 /// with, made once with openssl. It protects nothing.
@@ -192,11 +192,10 @@ fn gateway_config(up: &TestUpstream, grants: &str, plugins: &str) -> String {
 }
 
 async fn with_bearer(gw: &TestGateway, token: &str, extra: &[(&str, &str)]) -> wasmgate_tests::Reply {
-    let mut req = Request::get(gw.url("/orders")).header("authorization", format!("Bearer {token}"));
-    for (name, value) in extra {
-        req = req.header(*name, *value);
-    }
-    send(req.body(Full::default()).unwrap()).await
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![("authorization", bearer.as_str())];
+    headers.extend_from_slice(extra);
+    get_with(&gw.url("/orders"), &headers).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
