@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, StatusCode};
-
 use wasmgate_common::edit;
+pub use wasmgate_common::edit::EditError;
 
 use crate::plugin::memo::{Effect, Read, Recording};
 use crate::routing::Captures;
@@ -32,8 +32,6 @@ pub static MANAGED_HEADERS: [HeaderName; 8] = {
         HeaderName::from_static(n[7]),
     ]
 };
-
-pub use wasmgate_common::edit::EditError;
 
 /// The request/response pair plugins work on.
 #[derive(Debug)]
