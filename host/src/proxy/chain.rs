@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::body::{self, Body, BodyError};
 use super::error::ProxyError;
-use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length};
+use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length, upgrade};
 use crate::config::OnPluginError;
 use crate::exchange::{self, Exchange};
 use crate::gateway::Route;
@@ -115,8 +115,13 @@ pub(super) async fn run<'s>(
                 std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
             };
             let mut req = Box::new(Request::from_parts(head, req_body));
-            let forwarding = forward.head(&mut req, present);
-            let (parts, body) = forward.send(req, &forwarding, lap.last(), trace).await?.into_parts();
+            let resp = if upgrade::asked(req.headers(), present) {
+                Box::pin(upgrade::proxy(forward, req, present, lap.last(), trace)).await?
+            } else {
+                let forwarding = forward.head(&mut req, present);
+                forward.send(req, &forwarding, lap.last(), trace).await?
+            };
+            let (parts, body) = resp.into_parts();
             (parts, RespBody::Stream(body), route.chain.len())
         }
     };

@@ -264,8 +264,8 @@ async fn serve<'s>(
             let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
             set_path(req.uri_mut(), &path)?;
         }
-        if present.may_have(Present::HOP) && upgrade::requested(req.headers()) {
-            return Box::pin(upgrade::proxy(&forward, req, present, trace)).await;
+        if upgrade::asked(req.headers(), present) {
+            return Box::pin(upgrade::proxy(&forward, req, present, trace.started, trace)).await;
         }
         let forwarding = forward.head(&mut req, present);
         return forward.send(req, &forwarding, trace.started, trace).await;
@@ -418,5 +418,7 @@ fn clone_head(p: &http::request::Parts) -> http::request::Parts {
     *req.uri_mut() = p.uri.clone();
     *req.version_mut() = p.version;
     *req.headers_mut() = p.headers.clone();
+    // An upgrade's client socket rides here (shared: one side takes it).
+    *req.extensions_mut() = p.extensions.clone();
     req.into_parts().0
 }

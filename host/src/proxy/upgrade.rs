@@ -14,16 +14,25 @@ use crate::server::h1::ClientUpgrade;
 use crate::upstream::h1::Upgraded;
 
 /// `Connection: upgrade` with an `Upgrade` header.
-pub(crate) fn requested(h: &HeaderMap) -> bool {
+fn requested(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE) && super::headers::ConnectionTokens::of(h).upgrade
 }
 
-/// Proxies an upgrade request whose head, as its server read it, may have
-/// the fields `present` tells of (a hop-by-hop one, at least: `Connection`).
+/// Whether a request head, which may have the fields `present` tells of,
+/// asks for an upgrade. Plugins cannot edit `Connection` or `Upgrade`: on a
+/// plugin route it is the client's ask as it came.
+pub(super) fn asked(h: &HeaderMap, present: Present) -> bool {
+    present.may_have(Present::HOP) && requested(h)
+}
+
+/// Proxies an upgrade request whose head may have the fields `present`
+/// tells of (a hop-by-hop one, at least: `Connection`); `started` as for
+/// [`Forward::send`].
 pub(super) async fn proxy<'s>(
     forward: &Forward<'s, '_>,
     mut req: Box<Request<Body>>,
     present: Present,
+    started: tokio::time::Instant,
     trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
     let Some(client) = req.extensions_mut().remove::<ClientUpgrade>().and_then(|u| u.take()) else {
@@ -37,7 +46,7 @@ pub(super) async fn proxy<'s>(
         req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         req.headers_mut().insert(header::UPGRADE, p.clone());
     }
-    let mut response = forward.send(req, &forwarding, trace.started, trace).await?;
+    let mut response = forward.send(req, &forwarding, started, trace).await?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(response);
     }

@@ -209,6 +209,61 @@ async fn websocket_upgrades_pass_through() {
     assert_eq!(pending, b"early bytes");
 }
 
+/// Asks `gw` to upgrade `/chat` to WebSocket, with `extra` header lines;
+/// the response head (lowercased) and the connection.
+async fn ask_upgrade(gw: &TestGateway, extra: &str) -> (String, tokio::net::TcpStream) {
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let ask = format!("GET /chat HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n{extra}\r\n");
+    s.write_all(ask.as_bytes()).await.unwrap();
+    let mut pending = Vec::new();
+    let head = wasmgate_tests::read_head(&mut s, &mut pending).await.unwrap_or_default();
+    assert!(pending.is_empty() || !head.starts_with("HTTP/1.1 101"), "bytes before the tunnel's: {pending:?}");
+    (head.to_lowercase(), s)
+}
+
+/// Bytes written into an upgraded connection come back from the echoing upstream.
+async fn tunnel_echoes(s: &mut tokio::net::TcpStream) {
+    s.write_all(b"ping over the tunnel").await.unwrap();
+    let mut buf = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"ping over the tunnel");
+}
+
+/// A route's plugins see an upgrade request like any other: one that
+/// answers refuses the upgrade; otherwise the `101` carries the response
+/// edits of the chain, fixed ones and a response hook's alike, and the
+/// tunnel opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through_a_plugin_chain() {
+    let up = TestUpstream::echo("ws").await;
+    let fixed = r#"plugins = [
+  { use = "deny", config = { headers = { "x-deny" = "*" } } },
+  { use = "add-header", config = { response = { set = { "x-frame-options" = "DENY" } } } },
+]
+"#;
+    let gw = TestGateway::start(&tls_body(&up, fixed));
+    let (head, mut s) = ask_upgrade(&gw, "").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket") && head.contains("x-frame-options: deny"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    tunnel_echoes(&mut s).await;
+    let (head, _) = ask_upgrade(&gw, "x-deny: 1\r\n").await;
+    assert!(head.starts_with("http/1.1 403"), "the plugin's answer, not an upgrade: {head}");
+    assert_eq!(up.hits(), 1, "the refused upgrade never reached the upstream");
+
+    // A response hook keeps the request for the response phase and sends a
+    // copy: the copy carries the client's socket for the tunnel.
+    let hook = r#"plugins = [
+  { use = "transform", config = { response = { headers = { rename = { "x-upstream" = "x-was-upstream" } } } } },
+]
+"#;
+    let gw = TestGateway::start(&tls_body(&up, hook));
+    let (head, mut s) = ask_upgrade(&gw, "").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("x-was-upstream: ws") && !head.contains("x-upstream:"), "the hook ran: {head}");
+    tunnel_echoes(&mut s).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_passes_through_over_h2c_with_trailers() {
     let (upstream, _stop) = grpc().await;
