@@ -505,7 +505,7 @@ pub fn body_edit(limit: u64, body: Vec<u8>) -> Result<Bytes, EditError> {
 
 /// A status a plugin set or replied with.
 pub fn status(code: u16) -> Result<StatusCode, EditError> {
-    if !(100..=599).contains(&code) {
+    if !edit::STATUSES.contains(&code) {
         return Err(EditError::InvalidStatus(code));
     }
     StatusCode::from_u16(code).map_err(|_| EditError::InvalidStatus(code))

@@ -43,8 +43,9 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// An empty reply with this status. The gateway answers a status outside
-    /// 100..=599 with 500 and logs the plugin's mistake.
+    /// An empty reply with this status. The gateway answers a status that is
+    /// not final ([`STATUSES`](crate::STATUSES): 200..=599) with 500 and logs
+    /// the plugin's mistake.
     pub fn new(status: u16) -> Self {
         Self { status, headers: Vec::new(), body: Vec::new() }
     }

@@ -26,7 +26,7 @@ pub enum HeaderEdit {
     Remove,
 }
 
-pub use wasmgate_common::edit::{EditError, MANAGED_HEADERS};
+pub use wasmgate_common::edit::{EditError, MANAGED_HEADERS, STATUSES};
 
 /// Whether `s` is an HTTP token (RFC 9110): what a method, a header name, an
 /// auth scheme or a cookie name must be.
@@ -353,12 +353,12 @@ impl<'a> Response<'a> {
         }
     }
 
-    /// Replaces the status code.
+    /// Replaces the status code (a final one: [`STATUSES`]).
     pub fn set_status(&mut self, status: u16) -> Result<(), EditError> {
         match &mut self.inner {
             RespInner::Guest(r) => r.set_status(status).map_err(Into::into),
             RespInner::Test(r) => {
-                if !(100..=599).contains(&status) {
+                if !STATUSES.contains(&status) {
                     return Err(EditError::InvalidStatus(status));
                 }
                 r.status = status;

@@ -76,7 +76,7 @@ pub use wasmgate_common::path;
 
 pub use decision::{Decision, Reply};
 pub use exchange::{
-    EditError, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response, check_header, check_header_name,
+    EditError, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response, STATUSES, check_header, check_header_name,
     check_header_value, is_token,
 };
 pub use host::{clock, context, log};

@@ -3,6 +3,7 @@
 //! the SDK checks with them before asking (`wit/types.wit`, `edit-error`).
 
 use std::fmt;
+use std::ops::RangeInclusive;
 
 /// Why an edit was refused. The request or response is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +14,7 @@ pub enum EditError {
     InvalidValue(String),
     /// The gateway owns this header (framing and hop-by-hop headers).
     Forbidden(String),
-    /// Status outside 100..=599.
+    /// Not a final status ([`STATUSES`]).
     InvalidStatus(u16),
     /// A body of this many bytes is over the route's limit.
     TooLarge(u64),
@@ -36,6 +37,10 @@ impl fmt::Display for EditError {
 }
 
 impl std::error::Error for EditError {}
+
+/// The statuses a plugin may answer with or set a response to: the final
+/// ones. A 1xx is interim: after it the client waits on for the answer.
+pub const STATUSES: RangeInclusive<u16> = 200..=599;
 
 /// Headers the gateway manages itself (framing and hop-by-hop); a plugin may
 /// not set or remove them. The gateway's checks and the SDK's are this list.

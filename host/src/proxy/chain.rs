@@ -358,7 +358,7 @@ fn plugin_fault(route: &Route, link: &ChainLink, fault: Fault, request_id: &Head
 fn reply_parts(link: &ChainLink, reply: Reply) -> Result<(http::response::Parts, Bytes), ProxyError> {
     let status = exchange::status(reply.status).map_err(|_| ProxyError::PluginReply {
         plugin: link.plugin.name.clone(),
-        detail: format!("status {} is outside 100..=599", reply.status),
+        detail: format!("status {} is not a final status (200..=599)", reply.status),
     })?;
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;

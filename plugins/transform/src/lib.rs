@@ -124,12 +124,12 @@ pub struct Transform {
 fn status_map(raw: BTreeMap<String, u16>) -> Result<Vec<(u16, u16)>, String> {
     let mut map = Vec::with_capacity(raw.len());
     for (from, to) in raw {
-        let from_code = from.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+        let from_code = from.trim().parse::<u16>().ok().filter(|c| wasmgate_sdk::STATUSES.contains(c));
         let Some(from_code) = from_code else {
             return Err(format!("response.status_map: `{from}` is not a status code; write e.g. \"404\" = 410"));
         };
-        if !(100..=599).contains(&to) {
-            return Err(format!("response.status_map: {from} maps to {to}, which is outside 100..=599"));
+        if !wasmgate_sdk::STATUSES.contains(&to) {
+            return Err(format!("response.status_map: {from} maps to {to}, which is not a final status (200..=599)"));
         }
         map.push((from_code, to));
     }

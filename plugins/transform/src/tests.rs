@@ -352,7 +352,9 @@ fn bad_configs_are_refused_with_a_reason() {
         refused(json!({ "request": { "path": { "from": "/a/{id}", "to": "/b/{x}" } } })).contains("does not capture")
     );
     assert!(refused(json!({ "response": { "status_map": { "four": 410 } } })).contains("`four` is not a status code"));
-    assert!(refused(json!({ "response": { "status_map": { "404": 999 } } })).contains("outside 100..=599"));
+    assert!(
+        refused(json!({ "response": { "status_map": { "404": 999 } } })).contains("not a final status (200..=599)")
+    );
     assert!(
         refused(json!({ "max_body": "1MiB", "request": { "headers": { "set": { "x": "1" } } } }))
             .contains("there are none")

@@ -19,7 +19,7 @@ enum Mode {
     Refuse,
     /// Print to stdout and stderr, then continue.
     Print,
-    /// Reply with status 0, which the gateway must refuse.
+    /// Reply with a status the gateway must refuse (`status`, default 0).
     BadStatus,
     /// Read every context entry into `x-context` and set `chaos=seen`.
     Context,
@@ -81,6 +81,9 @@ pub struct Config {
     message: Option<String>,
     #[serde(default)]
     stray: Option<Stray>,
+    /// The status `bad-status` replies with.
+    #[serde(default)]
+    status: u16,
 }
 
 #[derive(Debug)]
@@ -88,6 +91,7 @@ pub struct Chaos {
     mode: Mode,
     phase: Phase,
     stray: Option<Stray>,
+    status: u16,
     calls: std::cell::Cell<u64>,
 }
 
@@ -124,7 +128,7 @@ impl Chaos {
                 eprintln!("chaos says hello on stderr");
                 Decision::Continue
             }
-            Mode::BadStatus => Decision::respond(Reply::new(0)),
+            Mode::BadStatus => Decision::respond(Reply::new(self.status)),
         }
     }
 }
@@ -155,7 +159,7 @@ impl Plugin for Chaos {
         if c.mode == Mode::Refuse {
             return Err(c.message.unwrap_or_else(|| "chaos refuses this config".into()).into());
         }
-        Ok(Self { mode: c.mode, phase: c.phase, stray: c.stray, calls: std::cell::Cell::new(0) })
+        Ok(Self { mode: c.mode, phase: c.phase, stray: c.stray, status: c.status, calls: std::cell::Cell::new(0) })
     }
 
     fn info(&self) -> Info {
