@@ -169,27 +169,12 @@ upstream = "a"
 async fn websocket_upgrades_pass_through() {
     let up = TestUpstream::echo("ws").await;
     let gw = TestGateway::start(&tls_body(&up, ""));
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    s.write_all(
-        b"GET /chat HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
-          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let (head, mut s) =
+        ask_upgrade(&gw, "sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
     // The tunnel is open: bytes go to the upstream and come back.
-    s.write_all(b"ping over the tunnel").await.unwrap();
-    let mut buf = [0u8; 20];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
-    assert_eq!(&buf, b"ping over the tunnel");
+    tunnel_echoes(&mut s).await;
 
     // Bytes the client sends right behind its upgrade request, in the same
     // write, reach the upstream once the tunnel is open.
@@ -213,7 +198,7 @@ async fn websocket_upgrades_pass_through() {
 /// the response head (lowercased) and the connection.
 async fn ask_upgrade(gw: &TestGateway, extra: &str) -> (String, tokio::net::TcpStream) {
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
-    let ask = format!("GET /chat HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n{extra}\r\n");
+    let ask = format!("GET /chat HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n{extra}\r\n");
     s.write_all(ask.as_bytes()).await.unwrap();
     let mut pending = Vec::new();
     let head = wasmgate_tests::read_head(&mut s, &mut pending).await.unwrap_or_default();
