@@ -253,7 +253,8 @@ impl Upstream {
             }
             (_, f) => f,
         };
-        let deadline = start + opts.timeout;
+        // The route's timeout, capped by the upstream's own.
+        let deadline = start + self.config.request_timeout.map_or(opts.timeout, |t| t.min(opts.timeout));
         let upstream_ticket = match &self.breaker {
             None => None,
             Some(b) => match b.try_acquire() {

@@ -526,6 +526,21 @@ async fn slow_upstream_is_504_after_the_route_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_request_timeout_caps_the_routes() {
+    let up = TestUpstream::echo("slow").await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\nrequest_timeout = \"300ms\"\n\n\
+         [[routes]]\nupstream = \"u\"\ntimeout = \"20s\"\n",
+        up.addr
+    ));
+    let start = Instant::now();
+    let r = get(&gw.url("/slow/5000")).await;
+    assert_eq!(r.status, 504);
+    assert!(start.elapsed() < Duration::from_secs(4), "the upstream's 300 ms, not the route's 20 s");
+    assert_eq!(get(&gw.url("/fast")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_timeout_runs_from_each_request_on_a_kept_upstream_connection() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, "timeout = \"400ms\""));
