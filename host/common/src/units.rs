@@ -16,6 +16,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl From<HumanDuration> for Duration {
+    fn from(d: HumanDuration) -> Self {
+        d.0
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
         .map_err(|e| format!("`{text}` is not a duration ({e}); write it like \"250ms\", \"5s\" or \"1m\""))

@@ -14,7 +14,9 @@ mod server;
 pub use wasmgate_common::units;
 mod upstream;
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -123,6 +125,91 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
 
 pub(crate) fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
     Some(s.span())
+}
+
+/// What a whole request may be given: up to a day (a longer value is a
+/// typo, and one past ~292 billion years overflowed the clock).
+pub(crate) const REQUEST_TIMEOUTS: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+
+/// What any other wait may be given (a connect, a head or body read, a
+/// health check, a DNS query, a plugin's outbound call): up to an hour.
+pub(crate) const WAITS: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(3600);
+
+/// A number, size or duration a setting takes, as the file writes it.
+pub(crate) trait Setting: Copy + PartialOrd {
+    fn written(self) -> String;
+}
+
+impl Setting for usize {
+    fn written(self) -> String {
+        self.to_string()
+    }
+}
+
+impl Setting for u32 {
+    fn written(self) -> String {
+        self.to_string()
+    }
+}
+
+impl Setting for Duration {
+    fn written(self) -> String {
+        format!("\"{}\"", humantime::format_duration(self))
+    }
+}
+
+impl Setting for units::ByteSize {
+    fn written(self) -> String {
+        match self.0 {
+            n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("\"{}MiB\"", n >> 20),
+            n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("\"{}KiB\"", n >> 10),
+            n => n.to_string(),
+        }
+    }
+}
+
+/// [`within`] for a value that knows its place in the file.
+pub(crate) fn within_at<T: Setting, V: Copy + Into<T>>(
+    p: &mut Problems<'_>,
+    key: &str,
+    value: Option<&Spanned<V>>,
+    range: RangeInclusive<T>,
+    default: T,
+) -> T {
+    within(p, value.and_then(span), key, value.map(|v| *v.get_ref()), range, default)
+}
+
+/// `value` if it lies in `range`, or `default` when it is absent. A value
+/// outside its range (one that would panic, spin or refuse every request
+/// at run time) is a problem naming the range, and `default` stands in so
+/// the rest of the file is still checked.
+pub(crate) fn within<T: Setting>(
+    p: &mut Problems<'_>,
+    at: Option<std::ops::Range<usize>>,
+    key: &str,
+    value: Option<impl Into<T>>,
+    range: RangeInclusive<T>,
+    default: T,
+) -> T {
+    match value.map(Into::into) {
+        None => default,
+        Some(v) if range.contains(&v) => v,
+        Some(v) => {
+            let name = key.rsplit('.').next().unwrap_or(key);
+            p.at(
+                at,
+                key,
+                format!(
+                    "{name} must be between {} and {} (it is {})",
+                    range.start().written(),
+                    range.end().written(),
+                    v.written()
+                ),
+                format!("e.g. {name} = {}", default.written()),
+            );
+            default
+        }
+    }
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {

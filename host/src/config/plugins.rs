@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::{self, Problems};
 use super::raw::{self, Isolation};
 use super::server::Secret;
-use super::span;
+use super::{WAITS, span, within, within_at};
 
 /// Where plugins come from and the limits they run under.
 #[derive(Debug, Clone)]
@@ -60,7 +60,9 @@ pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Prob
     let Some(s) = s else { return StoreConfig::default() };
     let r = s.get_ref();
     match r.backend {
-        raw::StoreBackendKind::Memory => StoreConfig::Memory { max_entries: r.max_entries.unwrap_or(1_000_000) },
+        raw::StoreBackendKind::Memory => StoreConfig::Memory {
+            max_entries: within(p, span(s), "store.max_entries", r.max_entries, 1..=1_000_000_000, 1_000_000),
+        },
         raw::StoreBackendKind::Redis => match &r.url {
             Some(url) if url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://") => {
                 StoreConfig::Redis {
@@ -215,7 +217,14 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
     let config = PluginsConfig {
         dir: rp.map(|r| base.join(r.dir.get_ref())),
         cache_dir: rp.and_then(|r| r.cache_dir.as_ref()).map_or_else(|| default_cache_dir(base), |d| base.join(d)),
-        max_instances: rp.and_then(|r| r.max_instances).unwrap_or(1000).max(1),
+        // Each instance reserves its memory's address space up front.
+        max_instances: within_at(
+            p,
+            "plugins.max_instances",
+            rp.and_then(|r| r.max_instances.as_ref()),
+            1..=10_000,
+            1000,
+        ),
         max_idle_per_worker: rp.and_then(|r| r.max_idle_per_worker).unwrap_or(64),
         max_memory_ceiling,
         defaults,
@@ -226,7 +235,7 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
 
 fn check_limits(key: &str, l: &PluginLimits, at: Option<std::ops::Range<usize>>, p: &mut Problems<'_>) -> bool {
     let mut ok = true;
-    if l.deadline.is_zero() || l.deadline > Duration::from_secs(60) {
+    if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&l.deadline) {
         p.at(at.clone(), format!("{key}.deadline"), "deadline must be between 1ms and 60s", "e.g. deadline = \"50ms\"");
         ok = false;
     }
@@ -319,7 +328,14 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
         store: r.store,
         crypto: r.crypto,
         http,
-        http_timeout: r.http_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        http_timeout: within(
+            p,
+            span(g),
+            &format!("{key}.grants.http_timeout"),
+            r.http_timeout,
+            WAITS,
+            Duration::from_secs(5),
+        ),
         http_max_response: r.http_max_response.map_or(10 << 20, |s| s.0),
         secrets,
         secret_files,

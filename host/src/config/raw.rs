@@ -32,16 +32,16 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: Spanned<String>,
     pub workers: Option<Spanned<usize>>,
-    pub max_header_bytes: Option<ByteSize>,
-    pub max_headers: Option<usize>,
+    pub max_header_bytes: Option<Spanned<ByteSize>>,
+    pub max_headers: Option<Spanned<usize>>,
     pub max_body: Option<ByteSize>,
-    pub header_read_timeout: Option<HumanDuration>,
-    pub request_timeout: Option<HumanDuration>,
+    pub header_read_timeout: Option<Spanned<HumanDuration>>,
+    pub request_timeout: Option<Spanned<HumanDuration>>,
     pub shutdown_timeout: Option<HumanDuration>,
     pub watch: Option<bool>,
-    pub watch_interval: Option<HumanDuration>,
+    pub watch_interval: Option<Spanned<HumanDuration>>,
     pub via: Option<String>,
-    pub body_read_timeout: Option<HumanDuration>,
+    pub body_read_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<bool>,
     pub tls: Option<Spanned<RawServerTls>>,
 }
@@ -117,7 +117,7 @@ pub struct RawPlugins {
     pub max_memory: Option<ByteSize>,
     pub recycle_after: Option<u64>,
     pub max_idle_per_worker: Option<usize>,
-    pub max_instances: Option<u32>,
+    pub max_instances: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,7 +10,7 @@ use super::error::{self, Problems};
 use super::plugins::PluginsConfig;
 use super::raw::{self, OnPluginError};
 use super::server::ServerConfig;
-use super::{span, valid_name};
+use super::{REQUEST_TIMEOUTS, span, valid_name, within};
 use crate::routing::{HostMatch, PathPattern, Rewrite};
 
 #[derive(Debug, Clone)]
@@ -185,6 +185,11 @@ pub(super) fn build_routes(
                 Vec::new()
             }
         };
+        // The split adds the weights up in a u32.
+        for (j, t) in route.upstreams.iter().flatten().enumerate() {
+            let weight = Some(t.get_ref().weight);
+            within(p, span(t), &format!("{key}.upstreams[{j}].weight"), weight, 0..=10_000u32, 1);
+        }
         if let Some(list) = &route.upstreams
             && list.iter().map(|t| u64::from(t.get_ref().weight)).sum::<u64>() == 0
         {
@@ -350,8 +355,17 @@ pub(super) fn build_routes(
             headers,
             targets,
             rewrite,
-            timeout: route.timeout.map_or(server.map_or(Duration::from_secs(30), |s| s.request_timeout), |d| d.0),
-            try_timeout: route.try_timeout.map(|d| d.0),
+            timeout: within(
+                p,
+                span(r),
+                &format!("{key}.timeout"),
+                route.timeout,
+                REQUEST_TIMEOUTS,
+                server.map_or(Duration::from_secs(30), |s| s.request_timeout),
+            ),
+            try_timeout: route.try_timeout.map(|t| {
+                within(p, span(r), &format!("{key}.try_timeout"), Some(t), REQUEST_TIMEOUTS, Duration::from_secs(2))
+            }),
             retries,
             max_body: route.max_body.map_or(server.map_or(10 << 20, |s| s.max_body), |s| s.0),
             on_plugin_error: route.on_plugin_error,

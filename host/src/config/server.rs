@@ -10,7 +10,9 @@ use toml::Spanned;
 
 use super::error::Problems;
 use super::raw::{self, ClientAuth, TlsVersion};
-use super::span;
+use super::units::ByteSize;
+use super::{REQUEST_TIMEOUTS, WAITS, span, within, within_at};
+use crate::exchange::MAX_EDITED_HEADERS;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -152,16 +154,51 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
     Some(ServerConfig {
         listen: listen?,
         workers,
-        max_header_bytes: raw.max_header_bytes.map_or(64 * 1024, |s| s.as_usize()).max(8192),
-        max_headers: raw.max_headers.unwrap_or(100),
+        // A head is parsed again as more of it comes: its size is bounded.
+        max_header_bytes: within_at(
+            p,
+            "server.max_header_bytes",
+            raw.max_header_bytes.as_ref(),
+            ByteSize(8 << 10)..=ByteSize(1 << 20),
+            ByteSize(64 << 10),
+        )
+        .as_usize(),
+        // As many as a plugin's edit may leave (the header maps' own limit
+        // is ~24 000).
+        max_headers: within_at(p, "server.max_headers", raw.max_headers.as_ref(), 1..=MAX_EDITED_HEADERS, 100),
         max_body: raw.max_body.map_or(10 << 20, |s| s.0),
-        header_read_timeout: raw.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
-        request_timeout: raw.request_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        header_read_timeout: within_at(
+            p,
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_ref(),
+            WAITS,
+            Duration::from_secs(10),
+        ),
+        request_timeout: within_at(
+            p,
+            "server.request_timeout",
+            raw.request_timeout.as_ref(),
+            REQUEST_TIMEOUTS,
+            Duration::from_secs(30),
+        ),
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
         watch: raw.watch.unwrap_or(true),
-        watch_interval: raw.watch_interval.map_or(Duration::from_secs(1), |d| d.0),
+        // Polled: a shorter interval is a busy loop.
+        watch_interval: within_at(
+            p,
+            "server.watch_interval",
+            raw.watch_interval.as_ref(),
+            Duration::from_millis(10)..=Duration::from_secs(3600),
+            Duration::from_secs(1),
+        ),
         via,
-        body_read_timeout: raw.body_read_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        body_read_timeout: within_at(
+            p,
+            "server.body_read_timeout",
+            raw.body_read_timeout.as_ref(),
+            WAITS,
+            Duration::from_secs(30),
+        ),
         access_log: raw.access_log.unwrap_or(true),
         tls: tls?,
     })
@@ -266,9 +303,7 @@ pub(super) fn build_dns(d: Option<&Spanned<raw::RawDns>>, p: &mut Problems<'_>) 
     if let Some(t) = r.max_ttl {
         dns.max_ttl = t.0;
     }
-    if let Some(t) = r.timeout {
-        dns.timeout = t.0;
-    }
+    dns.timeout = within(p, span(d), "dns.timeout", r.timeout, WAITS, dns.timeout);
     if dns.min_ttl > dns.max_ttl || dns.min_ttl.is_zero() {
         p.at(
             span(d),

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::error::Problems;
 use super::raw::{self, Balance, Protocol};
-use super::{span, valid_name};
+use super::{REQUEST_TIMEOUTS, WAITS, span, valid_name, within};
 
 /// A validated upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,8 +208,9 @@ pub(super) fn build_upstreams(
         }
         let bulkhead = match (r.max_concurrent, r.max_queue, r.queue_timeout) {
             (None, None, None) => None,
+            // A semaphore's permits are bounded.
             (Some(c), q, t) if c > 0 => Some(Bulkhead {
-                max_concurrent: c,
+                max_concurrent: within(p, span(u), &format!("{key}.max_concurrent"), Some(c), 1..=1_000_000, 100),
                 max_queue: q.unwrap_or(0),
                 queue_timeout: t.map_or(Duration::from_secs(1), |d| d.0),
             }),
@@ -229,8 +230,22 @@ pub(super) fn build_upstreams(
             Outlier {
                 consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
                 consecutive_connect_failures: o.consecutive_connect_failures.unwrap_or(3),
-                base_ejection: o.base_ejection.map_or(Duration::from_secs(10), |d| d.0),
-                max_ejection: o.max_ejection.map_or(Duration::from_secs(300), |d| d.0),
+                base_ejection: within(
+                    p,
+                    span(u),
+                    &format!("{key}.outlier.base_ejection"),
+                    o.base_ejection,
+                    WAITS,
+                    Duration::from_secs(10),
+                ),
+                max_ejection: within(
+                    p,
+                    span(u),
+                    &format!("{key}.outlier.max_ejection"),
+                    o.max_ejection,
+                    REQUEST_TIMEOUTS,
+                    Duration::from_secs(300),
+                ),
                 max_ejected_percent: o.max_ejected_percent.unwrap_or(50).min(100),
             }
         });
@@ -257,8 +272,24 @@ pub(super) fn build_upstreams(
             name: name.clone(),
             endpoints,
             discovery,
-            connect_timeout: r.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
-            request_timeout: r.request_timeout.map(|d| d.0),
+            connect_timeout: within(
+                p,
+                span(u),
+                &format!("{key}.connect_timeout"),
+                r.connect_timeout,
+                WAITS,
+                Duration::from_secs(2),
+            ),
+            request_timeout: r.request_timeout.map(|t| {
+                within(
+                    p,
+                    span(u),
+                    &format!("{key}.request_timeout"),
+                    Some(t),
+                    REQUEST_TIMEOUTS,
+                    Duration::from_secs(10),
+                )
+            }),
             idle_timeout: r.idle_timeout.map_or(Duration::from_secs(90), |d| d.0),
             max_idle_per_endpoint: r.max_idle_per_endpoint.unwrap_or(256),
             balance,
@@ -367,21 +398,20 @@ fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) ->
     }
     let check = HealthCheck {
         path: r.path.clone(),
-        interval: r.interval.map_or(Duration::from_secs(5), |d| d.0),
-        timeout: r.timeout.map_or(Duration::from_secs(1), |d| d.0),
+        // A shorter interval is a stream of probes.
+        interval: within(
+            p,
+            span(h),
+            &format!("{key}.health.interval"),
+            r.interval,
+            Duration::from_millis(10)..=Duration::from_secs(3600),
+            Duration::from_secs(5),
+        ),
+        timeout: within(p, span(h), &format!("{key}.health.timeout"), r.timeout, WAITS, Duration::from_secs(1)),
         healthy_threshold: r.healthy_threshold.unwrap_or(2).max(1),
         unhealthy_threshold: r.unhealthy_threshold.unwrap_or(3).max(1),
         expect_status: r.expect_status.clone().unwrap_or_default(),
     };
-    if check.interval.is_zero() || check.timeout.is_zero() {
-        p.at(
-            span(h),
-            format!("{key}.health"),
-            "interval and timeout must be above zero",
-            "e.g. interval = \"5s\", timeout = \"1s\"",
-        );
-        return None;
-    }
     if check.expect_status.iter().any(|s| !(100..=599).contains(s)) {
         p.at(
             span(h),

@@ -629,6 +629,30 @@ async fn malformed_and_oversized_requests_get_4xx() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_may_have_max_headers_fields_and_no_more() {
+    // The plugin answers a head read whole (the upstream's HTTP server would
+    // refuse as many fields as the gateway may be allowed).
+    let answering =
+        "[[routes]]\nplugins = [{ use = \"deny\", config = { headers = { \"x-last\" = \"*\" }, status = 418 } }]\n";
+    let head = |fields: usize| {
+        let mut head = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+        for i in 0..fields - 3 {
+            head.extend_from_slice(format!("x-field-{i}: {i}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"x-last: 1\r\n\r\n");
+        head
+    };
+    // The default, 100; and the most the config allows, 1 024.
+    for (server, most) in [("", 100), ("max_headers = 1024\nmax_header_bytes = \"1MiB\"", 1024)] {
+        let gw = TestGateway::start_with(server, answering);
+        let resp = raw(gw.addr(), &head(most)).await;
+        assert!(resp.starts_with("HTTP/1.1 418"), "{most} fields: {resp}");
+        let resp = raw(gw.addr(), &head(most + 1)).await;
+        assert!(resp.starts_with("HTTP/1.1 431"), "{} fields: {resp}", most + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_proxied_to_http1_upstreams() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
