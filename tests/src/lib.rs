@@ -62,6 +62,16 @@ pub fn all_plugins() -> Vec<String> {
     names
 }
 
+/// An admin listener on an ephemeral port, for the tests that read
+/// `/metrics`.
+pub const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+/// The value of one series (its name and labels as exposed) in `/metrics`'
+/// `text`.
+pub fn sample<'t>(text: &'t str, series: &str) -> Option<&'t str> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+}
+
 /// A gateway running in this process, with its config in a temp dir.
 pub struct TestGateway {
     pub gateway: wasmgate::Gateway,
@@ -139,6 +149,13 @@ impl TestGateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr())
+    }
+
+    /// The admin listener's `/metrics` text (the config's body has
+    /// [`ADMIN`]).
+    pub async fn metrics(&self) -> String {
+        let admin = self.gateway.admin_addr().expect("an admin listener: the config needs ADMIN");
+        get(&format!("http://{admin}/metrics")).await.text()
     }
 
     /// Replaces the config file's body (the preamble stays).

@@ -124,6 +124,9 @@ impl crate::admin::AdminState for Shared {
     }
 
     fn metrics(&self) -> String {
+        for upstream in &self.current().upstreams {
+            upstream.report_ejections();
+        }
         self.env.metrics.encode()
     }
 }

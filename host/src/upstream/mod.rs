@@ -217,6 +217,17 @@ impl Upstream {
         self.set.load().endpoints.clone()
     }
 
+    /// Brings the ejection gauges up to date. An ejection ends when its time
+    /// is up, not at an event the gauge could follow: it is read whenever
+    /// the metrics are.
+    pub fn report_ejections(&self) {
+        if self.config.outlier.is_some() {
+            for ep in &self.set.load().endpoints {
+                self.metrics.endpoint_ejected(&self.name, &ep.address, ep.ejected());
+            }
+        }
+    }
+
     /// The consistent-hashing key of a request, when this upstream hashes.
     pub fn hash_key(&self, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
         let on = self.config.hash_on.as_ref()?;
@@ -494,7 +505,6 @@ impl Upstream {
                     seconds = for_.as_secs_f64(),
                     "endpoint ejected (outlier detection)"
                 );
-                self.metrics.endpoint_ejected(&self.name, &ep.address, true);
             }
         }
     }

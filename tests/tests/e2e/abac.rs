@@ -217,7 +217,7 @@ async fn a_policy_syntax_error_fails_the_load_with_the_cedar_message() {
 async fn repeated_requests_get_the_kept_decision_without_a_call() {
     let up = TestUpstream::echo("u").await;
     let (_dir, secret) = secrets_dir();
-    let config = format!("[admin]\nlisten = \"127.0.0.1:0\"\n{}", gateway_config(&up, &secret, &inline("")));
+    let config = format!("{}{}", wasmgate_tests::ADMIN, gateway_config(&up, &secret, &inline("")));
     let gw = TestGateway::start(&config);
     // One token for every request: its claims are the key.
     let bearer = format!("Bearer {}", token(json!({"sub": "42", "role": "user"})));
@@ -228,13 +228,12 @@ async fn repeated_requests_get_the_kept_decision_without_a_call() {
         assert_eq!((denied.status, denied.json()), (http::StatusCode::FORBIDDEN, json!({ "error": "forbidden" })));
     }
     assert_eq!(up.hits(), 3);
-    let admin = gw.gateway.admin_addr().expect("admin listener");
-    let text = wasmgate_tests::get(&format!("http://{admin}/metrics")).await.text();
-    let sample = |series: &str| text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')).map(str::to_owned);
+    let text = gw.metrics().await;
+    let sample = |series: &str| wasmgate_tests::sample(&text, series);
     let calls = sample(r#"wasmgate_plugin_call_duration_seconds_count{plugin="abac",phase="request"}"#);
-    assert_eq!(calls.as_deref(), Some("2"), "{text}");
-    assert_eq!(sample(r#"wasmgate_plugin_kept_outcomes_total{plugin="abac"}"#).as_deref(), Some("4"), "{text}");
+    assert_eq!(calls, Some("2"), "{text}");
+    assert_eq!(sample(r#"wasmgate_plugin_kept_outcomes_total{plugin="abac"}"#), Some("4"), "{text}");
     // jwt reads the clock: called every time.
     let jwt = sample(r#"wasmgate_plugin_call_duration_seconds_count{plugin="jwt",phase="request"}"#);
-    assert_eq!(jwt.as_deref(), Some("6"), "{text}");
+    assert_eq!(jwt, Some("6"), "{text}");
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header, echoed_headers};
-use wasmgate_tests::{TestGateway, get, get_request, get_with, raw, send};
+use wasmgate_tests::{ADMIN, TestGateway, get, get_request, get_with, raw, sample, send};
 
 fn route(up: &TestUpstream, plugins: &str, extra: &str) -> String {
     format!(
@@ -33,20 +33,6 @@ async fn add_header_modifies_request_and_response() {
     assert_eq!(r.header("x-upstream"), None);
 }
 
-/// An admin listener on an ephemeral port, for the tests that read `/metrics`.
-const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-
-/// The admin listener's `/metrics` text.
-async fn metrics(gw: &TestGateway) -> String {
-    let admin = gw.gateway.admin_addr().expect("admin listener");
-    get(&format!("http://{admin}/metrics")).await.text()
-}
-
-/// The value of one series (its name and labels as exposed) in `text`.
-fn sample<'t>(text: &'t str, series: &str) -> Option<&'t str> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_calls_are_timed_per_plugin_and_phase() {
     let up = TestUpstream::echo("u").await;
@@ -59,7 +45,7 @@ async fn plugin_calls_are_timed_per_plugin_and_phase() {
         assert_eq!(get(&gw.url(&format!("/yes/{i}"))).await.status, 200);
     }
     assert_eq!(get(&gw.url("/no")).await.status, 403);
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     let count = |plugin: &str, phase: &str| {
         sample(&text, &format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="{phase}"}}"#))
     };
@@ -310,7 +296,7 @@ async fn fixed_headers_are_made_without_calling_the_plugin() {
     assert_eq!(r.header_all("x-order"), vec!["add-header"]);
     assert_eq!(up.hits(), 1);
 
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     for plugin in ["add-header", "transform"] {
         for phase in ["request", "response"] {
             let series = format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="{phase}"}}"#);
@@ -409,7 +395,7 @@ async fn a_looping_plugin_is_stopped_at_its_deadline() {
         assert!(took >= Duration::from_millis(50), "stopped before its deadline, after {took:?}");
         assert!(took < Duration::from_secs(3), "took {took:?}");
     }
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     assert_eq!(sample(&text, r#"wasmgate_plugin_failures_total{plugin="chaos",kind="deadline"}"#), Some("2"), "{text}");
 }
 
@@ -421,7 +407,7 @@ async fn the_clock_follows_the_shortest_deadline_loaded_across_reloads() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&format!("{ADMIN}{}", chaos_routes(&up, "ok", "deadline = \"20ms\"")));
     let tick = |text: &str| sample(text, "wasmgate_plugin_clock_tick_seconds").and_then(|v| v.parse::<f64>().ok());
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     assert_eq!(tick(&text), Some(0.002), "{text}");
     // Both plugins at the default 100 ms deadline now.
     gw.write_config(&format!("{ADMIN}{}", chaos_routes(&up, "ok", "")));
@@ -429,7 +415,7 @@ async fn the_clock_follows_the_shortest_deadline_loaded_across_reloads() {
     let start = Instant::now();
     loop {
         assert_eq!(get(&gw.url("/chaos")).await.status, 200);
-        let text = metrics(&gw).await;
+        let text = gw.metrics().await;
         if tick(&text) == Some(0.01) {
             break;
         }
@@ -507,7 +493,7 @@ async fn calls(gw: &TestGateway) -> Vec<u64> {
 /// `wasmgate_plugin_instances_created_total` for `plugin`.
 async fn instances_created(gw: &TestGateway, plugin: &str) -> Option<u64> {
     let series = format!(r#"wasmgate_plugin_instances_created_total{{plugin="{plugin}"}}"#);
-    sample(&metrics(gw).await, &series).and_then(|v| v.parse().ok())
+    sample(&gw.metrics().await, &series).and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,13 +561,13 @@ fn chaos_as(names: &[&str], extra: &str) -> String {
 /// How many times `plugin`'s request hook was called.
 async fn request_calls(gw: &TestGateway, plugin: &str) -> Option<String> {
     let series = format!(r#"wasmgate_plugin_call_duration_seconds_count{{plugin="{plugin}",phase="request"}}"#);
-    sample(&metrics(gw).await, &series).map(str::to_owned)
+    sample(&gw.metrics().await, &series).map(str::to_owned)
 }
 
 /// How many of `plugin`'s outcomes the gateway gave without a call.
 async fn kept_outcomes(gw: &TestGateway, plugin: &str) -> Option<String> {
     let series = format!(r#"wasmgate_plugin_kept_outcomes_total{{plugin="{plugin}"}}"#);
-    sample(&metrics(gw).await, &series).map(str::to_owned)
+    sample(&gw.metrics().await, &series).map(str::to_owned)
 }
 
 fn keyed(gw: &TestGateway, path: &str, key: &str) -> Request<Full<bytes::Bytes>> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::upstream::{TestUpstream, resetting};
-use wasmgate_tests::{TestGateway, client, dead_addr, eventually, get, get_request, send, send_with};
+use wasmgate_tests::{ADMIN, TestGateway, client, dead_addr, eventually, get, get_request, sample, send, send_with};
 
 async fn upstreams(n: usize) -> Vec<TestUpstream> {
     let mut v = Vec::new();
@@ -176,19 +176,25 @@ upstream = "u"
     assert!(up.hits() - hits <= 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outlier_detection_ejects_an_endpoint_that_keeps_failing() {
-    let ups = upstreams(3).await;
-    let gw = TestGateway::start(&format!(
-        r#"[upstreams.u]
+/// A gateway (with an admin listener) over three endpoints, ejecting one
+/// after 3 failures in a row for `base_ejection`, without retries.
+fn ejecting(ups: &[TestUpstream], base_ejection: &str) -> TestGateway {
+    TestGateway::start(&format!(
+        r#"{ADMIN}[upstreams.u]
 endpoints = ["{}", "{}", "{}"]
-outlier = {{ consecutive_5xx = 3, base_ejection = "30s", max_ejected_percent = 50 }}
+outlier = {{ consecutive_5xx = 3, base_ejection = "{base_ejection}", max_ejected_percent = 50 }}
 [[routes]]
 upstream = "u"
 retries = {{ attempts = 0 }}
 "#,
         ups[0].addr, ups[1].addr, ups[2].addr
-    ));
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_an_endpoint_that_keeps_failing() {
+    let ups = upstreams(3).await;
+    let gw = ejecting(&ups, "30s");
     ups[2].set_failing(true);
     let seen = spread(&gw, "/", 60).await;
     // Round-robin would send 20 to e2; ejection after 3 failures (per
@@ -197,6 +203,27 @@ retries = {{ attempts = 0 }}
     assert!(failures <= 8, "e2 answered {failures} times before ejection ({seen:?})");
     let seen = spread(&gw, "/", 30).await;
     assert_eq!(seen.get("e2"), None, "ejected endpoint got traffic: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejection_ends_on_time_and_the_gauge_says_so() {
+    let ups = upstreams(3).await;
+    let gw = ejecting(&ups, "500ms");
+    let gauge = |text: &str| {
+        let series = format!(r#"wasmgate_upstream_endpoint_ejected{{upstream="u",endpoint="{}"}}"#, ups[2].addr);
+        sample(text, &series).map(str::to_owned)
+    };
+    ups[2].set_failing(true);
+    spread(&gw, "/", 30).await;
+    let text = gw.metrics().await;
+    assert_eq!(gauge(&text).as_deref(), Some("1"), "{text}");
+    ups[2].set_failing(false);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let text = gw.metrics().await;
+    assert_eq!(gauge(&text).as_deref(), Some("0"), "{text}");
+    // And it serves again.
+    let seen = spread(&gw, "/", 30).await;
+    assert!(seen.get("e2").is_some_and(|&n| n > 0), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
