@@ -430,9 +430,23 @@ fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) 
         consecutive_failures: r.consecutive_failures,
         failure_ratio: r.failure_ratio.unwrap_or(0.5),
         min_requests: r.min_requests.unwrap_or(20).max(1),
-        window: r.window.map_or(Duration::from_secs(10), |d| d.0),
-        open_for: r.open_for.map_or(Duration::from_secs(5), |d| d.0),
-        max_open_for: r.max_open_for.map_or(Duration::from_secs(60), |d| d.0),
+        window: within(
+            p,
+            span(b),
+            &format!("{key}.window"),
+            r.window,
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            Duration::from_secs(10),
+        ),
+        open_for: within(p, span(b), &format!("{key}.open_for"), r.open_for, REQUEST_TIMEOUTS, Duration::from_secs(5)),
+        max_open_for: within(
+            p,
+            span(b),
+            &format!("{key}.max_open_for"),
+            r.max_open_for,
+            REQUEST_TIMEOUTS,
+            Duration::from_secs(60),
+        ),
         half_open_probes: r.half_open_probes.unwrap_or(1).max(1),
     };
     if !(config.failure_ratio > 0.0 && config.failure_ratio <= 1.0) {
@@ -444,13 +458,12 @@ fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) 
         );
         return None;
     }
-    if config.window < Duration::from_millis(100) || config.open_for.is_zero() || config.max_open_for < config.open_for
-    {
+    if config.max_open_for < config.open_for {
         p.at(
             span(b),
-            key,
-            "window must be at least 100ms, open_for above zero, and max_open_for at least open_for",
-            "e.g. window = \"10s\", open_for = \"5s\", max_open_for = \"1m\"",
+            format!("{key}.max_open_for"),
+            "max_open_for must be at least open_for",
+            "e.g. open_for = \"5s\", max_open_for = \"1m\"",
         );
         return None;
     }
