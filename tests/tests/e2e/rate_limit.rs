@@ -240,10 +240,12 @@ async fn redis_down_fails_open_or_closed_and_the_limit_returns_with_it() {
         statuses.push(r.status.as_u16());
     }
     assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
-    // And /closed counted the request that found Redis back.
+    // And /closed counted the request that found Redis back: at most two
+    // more pass. (Fewer if one that timed out on the way back had counted
+    // too: on a busy machine a reply can come after the 200 ms.)
     let mut statuses = Vec::new();
     for _ in 0..3 {
         statuses.push(get(&gw.url("/closed")).await.status.as_u16());
     }
-    assert_eq!(statuses, vec![200, 200, 429]);
+    assert!(matches!(statuses[..], [200, 200, 429] | [200, 429, 429]), "{statuses:?}");
 }
