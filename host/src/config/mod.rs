@@ -137,7 +137,13 @@ pub(crate) const WAITS: RangeInclusive<Duration> = Duration::from_millis(1)..=Du
 
 /// A number, size or duration a setting takes, as the file writes it.
 pub(crate) trait Setting: Copy + PartialOrd {
+    /// As a TOML value.
     fn written(self) -> String;
+
+    /// In a sentence.
+    fn shown(self) -> String {
+        self.written().trim_matches('"').to_owned()
+    }
 }
 
 impl Setting for usize {

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy};
+use crate::config::units::ByteSize;
+use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy, Setting};
 use crate::plugin::caps::Caps;
 use crate::plugin::caps::store::StoreBackend;
 use crate::plugin::{ChainLink, ConfigureError, Plugin, Runtime, registry};
@@ -134,7 +135,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
     let plugins = load_plugins(&config, env, &upstreams, &origins, &mut problems);
     let max_idle = config.plugins.max_idle_per_worker;
     let mut routes = Vec::with_capacity(config.routes.len());
-    for rc in &config.routes {
+    for (i, rc) in config.routes.iter().enumerate() {
         let mut chain = Vec::new();
         for u in &rc.plugins {
             let Some(plugin) = plugins.get(&u.name) else { continue };
@@ -176,6 +177,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
                 ),
             }
         }
+        check_body_fits(i, rc, &chain, &mut problems);
         let mut cumulative = 0u32;
         let targets: Vec<(Arc<Upstream>, u32)> = rc
             .targets
@@ -399,4 +401,33 @@ fn read_from(files: &[(String, std::path::PathBuf)]) -> String {
     }
     let list: Vec<String> = files.iter().map(|(key, path)| format!("`{key}` from {}", path.display())).collect();
     format!(" (read {})", list.join(", "))
+}
+
+/// A body a plugin reads is collected whole and copied into the plugin's
+/// memory, beside the plugin's own data: a route whose plugins read bodies
+/// may take bodies of at most half the smallest memory among them (a
+/// larger one is buffered by the gateway only to fail in the plugin).
+fn check_body_fits(i: usize, rc: &config::RouteConfig, chain: &[ChainLink], problems: &mut Problems<'_>) {
+    let reads_body =
+        |l: &&ChainLink| (l.info.request_body && l.info.on_request) || (l.info.response_body && l.info.on_response);
+    let Some(link) = chain.iter().filter(reads_body).min_by_key(|l| l.plugin.settings.limits.max_memory) else {
+        return;
+    };
+    let memory = link.plugin.settings.limits.max_memory;
+    if rc.max_body > memory / 2 {
+        let name = &link.plugin.name;
+        problems.at_line(
+            rc.line,
+            format!("routes[{i}].max_body"),
+            format!(
+                "plugin `{name}` reads bodies into its memory ({}): a max_body of {} would not fit beside it",
+                ByteSize(memory).shown(),
+                ByteSize(rc.max_body).shown()
+            ),
+            format!(
+                "max_body = {} (at most) on this route, or raise plugin.{name}.max_memory",
+                ByteSize(memory / 2).written()
+            ),
+        );
+    }
 }
