@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::error::{self, Problems};
 use super::raw::{self, Isolation};
 use super::server::Secret;
-use super::{WAITS, span, within, within_at};
+use super::units::ByteSize;
+use super::{Setting, WAITS, span, within, within_at};
 
 /// Where plugins come from and the limits they run under.
 #[derive(Debug, Clone)]
@@ -196,6 +197,24 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
                 }
             },
         };
+        // An answer to an outbound call is read whole, then copied into the
+        // plugin's memory beside its own data (as a body it reads is).
+        if !grants.http.is_empty() && grants.http_max_response > limits.max_memory / 2 {
+            p.at(
+                span(s),
+                format!("{key}.grants.http_max_response"),
+                format!(
+                    "answers of up to {} would not fit in the plugin's memory ({}) beside it",
+                    ByteSize(grants.http_max_response).shown(),
+                    ByteSize(limits.max_memory).shown()
+                ),
+                format!(
+                    "http_max_response = {} (at most), or raise max_memory",
+                    ByteSize(limits.max_memory / 2).written()
+                ),
+            );
+            ok = false;
+        }
         settings.insert(
             name.clone(),
             PluginSettings {
