@@ -115,7 +115,8 @@ fn decode_dots(seg: &str) -> Option<u8> {
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
             rest = r;
-        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("%2e") {
+        } else if rest.as_bytes().get(..3).is_some_and(|b| b.eq_ignore_ascii_case(b"%2e")) {
+            // Three ASCII bytes: the rest starts on a character.
             rest = &rest[3..];
         } else {
             return None;
@@ -158,6 +159,9 @@ mod tests {
         assert_eq!(n("/a/..."), Some("/a/...".into()));
         assert_eq!(n("/a/%2e/b//"), Some("/a/b/".into()));
         assert_eq!(n("/a.b/c%20d"), Some("/a.b/c%20d".into()));
+        // A segment whose third byte is inside a character (`ï` is two).
+        assert_eq!(n("/naïve.txt"), Some("/naïve.txt".into()));
+        assert_eq!(n("/x//naïve/../é.é"), Some("/x/é.é".into()));
         assert_eq!(n("/a/b%2E%2e"), Some("/a/b%2E%2e".into()));
         assert_eq!(n("//"), Some("/".into()));
         assert_eq!(n("/"), Some("/".into()));
