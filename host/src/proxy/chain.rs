@@ -360,6 +360,13 @@ fn reply_parts(link: &ChainLink, reply: Reply) -> Result<(http::response::Parts,
         plugin: link.plugin.name.clone(),
         detail: format!("status {} is not a final status (200..=599)", reply.status),
     })?;
+    // As many as an edit may leave (a header map panics past ~24 000).
+    if reply.headers.len() > exchange::MAX_EDITED_HEADERS {
+        return Err(ProxyError::PluginReply {
+            plugin: link.plugin.name.clone(),
+            detail: format!("{} headers, more than {}", reply.headers.len(), exchange::MAX_EDITED_HEADERS),
+        });
+    }
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     for (name, value) in reply.headers {

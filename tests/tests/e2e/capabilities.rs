@@ -73,6 +73,18 @@ async fn outbound_http_reaches_only_what_was_granted() {
     let doc = get(&gw.url("/")).await.json();
     assert_eq!(echoed_header(&doc, "x-fetch").as_deref(), Some("200 u"));
     drop(gw);
+    // Too many headers (past ~24 500 the request's map panicked), and a
+    // batch past 64.
+    for headers in [1025, 25_000] {
+        let gw = TestGateway::start(&fetch(&format!("fetch = \"upstream://u/x\", fetch_headers = {headers}")));
+        let doc = get(&gw.url("/")).await.json();
+        let out = echoed_header(&doc, "x-fetch").unwrap_or_default();
+        assert_eq!(out, format!("error: invalid request: {headers} headers, more than 1024"));
+    }
+    let gw = TestGateway::start(&fetch("fetch = \"upstream://u/x\", fetch_copies = 70"));
+    let doc = get(&gw.url("/")).await.json();
+    let out = echoed_header(&doc, "x-fetch").unwrap_or_default();
+    assert_eq!(out, "64 of 70 sent, then error: invalid request: more than 64 requests in one send-all");
     // An upstream that exists but was not granted.
     let gw = TestGateway::start(&fetch("fetch = \"upstream://other/x\""));
     let doc = get(&gw.url("/")).await.json();

@@ -467,6 +467,20 @@ async fn an_invalid_reply_is_a_500_not_a_crash() {
             assert_eq!(r.status, 500, "status {status}: {}", r.text());
         }
     }
+    // Too many headers (past ~24 500 a header map panicked); as many as an
+    // edit may leave pass.
+    for (headers, expected) in [(1025, "500"), (25_000, "500"), (1024, "200")] {
+        let plugin = format!(r#"{{ use = "chaos", config = {{ mode = "many-reply-headers", status = {headers} }} }},"#);
+        let gw = TestGateway::start(&route(&up, &plugin, ""));
+        for _ in 0..2 {
+            let resp = raw(gw.addr(), b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+            assert!(
+                resp.starts_with(&format!("HTTP/1.1 {expected} ")),
+                "{headers} headers: {}",
+                &resp[..resp.len().min(200)]
+            );
+        }
+    }
     assert_eq!(up.hits(), 0);
 }
 

@@ -22,6 +22,10 @@ use crate::upstream::{ForwardOptions, Upstream};
 
 const INTERFACE: &str = "wasmgate:plugin/http@0.1.4";
 
+/// The most requests one `send-all` sends; those past it fail (each
+/// answer is held whole until all are in).
+pub const MAX_BATCH: usize = 64;
+
 /// What a plugin may call, resolved to upstreams.
 #[derive(Debug)]
 pub struct HttpCaps {
@@ -40,14 +44,21 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Ok((r,))
         })
     })?;
-    i.func_wrap_async("send-all", |mut s: StoreContextMut<'_, HostState>, (reqs,): (Vec<wit::OutgoingRequest>,)| {
-        Box::new(async move {
-            let caps = s.data().caps.clone();
-            let results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
-            host_api::rearm(&mut s);
-            Ok((results,))
-        })
-    })?;
+    i.func_wrap_async(
+        "send-all",
+        |mut s: StoreContextMut<'_, HostState>, (mut reqs,): (Vec<wit::OutgoingRequest>,)| {
+            Box::new(async move {
+                let caps = s.data().caps.clone();
+                let over = reqs.split_off(reqs.len().min(MAX_BATCH));
+                let mut results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
+                results.extend(over.iter().map(|_| {
+                    Err(wit::HttpError::InvalidRequest(format!("more than {MAX_BATCH} requests in one send-all")))
+                }));
+                host_api::rearm(&mut s);
+                Ok((results,))
+            })
+        },
+    )?;
     Ok(())
 }
 
@@ -110,6 +121,13 @@ async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingRes
     let mut request = Request::new(Body::full(req.body));
     *request.method_mut() = method;
     *request.uri_mut() = pq.parse().map_err(|_| wit::HttpError::InvalidRequest(format!("bad path `{pq}`")))?;
+    if req.headers.len() > crate::exchange::MAX_EDITED_HEADERS {
+        return Err(wit::HttpError::InvalidRequest(format!(
+            "{} headers, more than {}",
+            req.headers.len(),
+            crate::exchange::MAX_EDITED_HEADERS
+        )));
+    }
     let h = request.headers_mut();
     for (name, value) in req.headers {
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) else {

@@ -18,6 +18,13 @@ pub struct Config {
     fetch: Option<String>,
     /// A `Host` header to send with the fetch (which the gateway must ignore).
     fetch_host: Option<String>,
+    /// Headers (`x-f-N`) to send with the fetch.
+    #[serde(default)]
+    fetch_headers: usize,
+    /// Send the fetch this many times with `send-all`; `x-fetch` is then
+    /// "N of M sent" and the first error.
+    #[serde(default)]
+    fetch_copies: usize,
     /// Read this secret; its length goes in `x-secret-len`.
     secret: Option<String>,
     /// Make a key from this JWK; its algorithms go in `x-key`.
@@ -50,9 +57,19 @@ impl Plugin for Capabilities {
             if let Some(h) = &c.fetch_host {
                 out = out.header("host", h.as_bytes());
             }
-            let v = match http::send(out) {
-                Ok(r) => format!("{} {}", r.status, r.header_str("x-upstream").unwrap_or("-")),
-                Err(e) => format!("error: {e}"),
+            for i in 0..c.fetch_headers {
+                out = out.header(&format!("x-f-{i}"), "1");
+            }
+            let v = if c.fetch_copies > 0 {
+                let results = http::send_all(vec![out; c.fetch_copies]);
+                let sent = results.iter().filter(|r| r.is_ok()).count();
+                let error = results.iter().find_map(|r| r.as_ref().err()).map(|e| format!(", then error: {e}"));
+                format!("{sent} of {} sent{}", results.len(), error.unwrap_or_default())
+            } else {
+                match http::send(out) {
+                    Ok(r) => format!("{} {}", r.status, r.header_str("x-upstream").unwrap_or("-")),
+                    Err(e) => format!("error: {e}"),
+                }
             };
             let _ = req.set_header("x-fetch", v);
         }

@@ -45,6 +45,9 @@ enum Mode {
     /// Leave `Via: 1.1 chaos` for the response from the request hook
     /// (replacing the response's list), and continue.
     LeaveVia,
+    /// Reply 200 with `status` distinct headers (`x-h-N`): more than a
+    /// header map holds (~24 500) made the gateway panic.
+    ManyReplyHeaders,
 }
 
 /// What [`Mode::Memo`] also does, breaking its claim.
@@ -81,7 +84,8 @@ pub struct Config {
     message: Option<String>,
     #[serde(default)]
     stray: Option<Stray>,
-    /// The status `bad-status` replies with.
+    /// The status `bad-status` replies with; how many headers
+    /// `many-reply-headers` replies with.
     #[serde(default)]
     status: u16,
 }
@@ -129,6 +133,11 @@ impl Chaos {
                 Decision::Continue
             }
             Mode::BadStatus => Decision::respond(Reply::new(self.status)),
+            Mode::ManyReplyHeaders => Decision::respond(Reply {
+                status: 200,
+                headers: (0..self.status).map(|i| (format!("x-h-{i}"), b"1".to_vec())).collect(),
+                body: Vec::new(),
+            }),
         }
     }
 }
