@@ -201,7 +201,7 @@ async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shut
         return;
     };
     let io = TokioIo::new(Rewind { read, io });
-    let conn = serving.http2.serve_connection(io, service(serving.shared.clone(), info));
+    let conn = serving.http2.serve_connection(io, service(serving.shared.clone(), info, serving.limits.max_headers));
     if let Err(e) = until_stopped(conn, &mut shutdown).await {
         tracing::debug!(%peer, "connection ended with an error: {e}");
     }
@@ -265,6 +265,7 @@ async fn accept_opt(
 fn service(
     shared: Arc<Shared>,
     conn_info: Arc<ConnInfo>,
+    max_headers: usize,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<crate::proxy::body::Body>,
@@ -274,8 +275,16 @@ fn service(
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let snapshot = shared.current();
         let conn_info = conn_info.clone();
+        // HTTP/2 bounds a head by its bytes only (`max_header_bytes`); the
+        // count is bounded as HTTP/1's is.
+        let too_many = req.headers().len() > max_headers;
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
+            if too_many {
+                let mut resp = hyper::Response::new(Body::Empty);
+                *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                return Ok(resp);
+            }
             let (resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
             let mut resp = *resp;
             stamp.apply(resp.headers_mut());

@@ -654,6 +654,18 @@ async fn a_head_may_have_max_headers_fields_and_no_more() {
         assert!(resp.starts_with("HTTP/1.1 418"), "{most} fields: {resp}");
         let resp = raw(gw.addr(), &head(most + 1)).await;
         assert!(resp.starts_with("HTTP/1.1 431"), "{} fields: {resp}", most + 1);
+        // HTTP/2 too (its own limit is on bytes).
+        let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
+        for (fields, status) in [(most, 418), (most + 1, 431)] {
+            let mut req = Request::get(gw.url("/")).header("x-last", "1");
+            for i in 0..fields - 1 {
+                req = req.header(format!("x-field-{i}"), "1");
+            }
+            let r = wasmgate_tests::send_with(&h2, req.body(Full::default()).unwrap()).await;
+            assert_eq!(r.status, status, "HTTP/2, {fields} fields");
+        }
     }
 }
 
