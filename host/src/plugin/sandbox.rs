@@ -42,6 +42,28 @@ pub struct Stdio {
     err: Vec<u8>,
 }
 
+impl Stdio {
+    /// Takes a write to one stream and returns the lines it completed (a
+    /// line longer than [`MAX_LINE`] is cut there). A write takes at most
+    /// what `check-write` allows, [`MAX_LINE`] bytes: the rest of a larger
+    /// one is the guest's mistake and is dropped. One pass over the bytes.
+    fn push(&mut self, stderr: bool, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let buf = if stderr { &mut self.err } else { &mut self.out };
+        buf.extend_from_slice(&bytes[..bytes.len().min(MAX_LINE)]);
+        let mut lines = Vec::new();
+        let mut start = 0;
+        while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+            lines.push(buf[start..start + nl].to_vec());
+            start += nl + 1;
+        }
+        buf.drain(..start);
+        if buf.len() > MAX_LINE {
+            lines.push(std::mem::take(buf));
+        }
+        lines
+    }
+}
+
 /// The WASI interfaces linked here (any 0.2.x version of them).
 pub const PROVIDED: &[&str] = &[
     "wasi:io/error",
@@ -129,17 +151,7 @@ pub fn add_to_linker(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
 impl HostState {
     fn write_stdio(&mut self, stream: u32, bytes: &[u8]) {
         let stderr = stream == STDERR;
-        let buf = if stderr { &mut self.stdio.err } else { &mut self.stdio.out };
-        buf.extend_from_slice(bytes);
-        let mut lines = Vec::new();
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            lines.push(line);
-        }
-        if buf.len() > MAX_LINE {
-            lines.push(std::mem::take(buf));
-        }
-        for line in lines {
+        for line in self.stdio.push(stderr, bytes) {
             self.emit(stderr, &line);
         }
     }
@@ -426,5 +438,25 @@ impl insecure::Host for HostState {
 impl insecure_seed::Host for HostState {
     fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
         Ok((fastrand::u64(..), fastrand::u64(..)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_become_lines_and_a_write_takes_what_check_write_allows() {
+        let mut stdio = Stdio::default();
+        assert_eq!(stdio.push(false, b"one\ntw"), vec![b"one".to_vec()]);
+        assert_eq!(stdio.push(true, b"err\n"), vec![b"err".to_vec()], "each stream its own buffer");
+        assert_eq!(stdio.push(false, b"o\n\nthree\nfo"), vec![b"two".to_vec(), Vec::new(), b"three".to_vec()]);
+        // A line past MAX_LINE is cut there.
+        let lines = stdio.push(false, &[b'x'; MAX_LINE]);
+        assert_eq!(lines.iter().map(Vec::len).collect::<Vec<_>>(), vec![MAX_LINE + 2]);
+        // A write of 10 MB of newlines: 4 096 of them taken, in one pass.
+        let lines = stdio.push(false, &vec![b'\n'; 10 << 20]);
+        assert_eq!(lines.len(), MAX_LINE);
+        assert!(stdio.out.is_empty());
     }
 }
