@@ -548,14 +548,25 @@ pub(crate) mod stand_in {
 
         pub fn send(req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
             crate::testing::strays("sent an HTTP request, which a plugin that declares facts may not be granted");
-            HOST.with(|h| {
+            // The handler is called with the host released: it may use the
+            // other helpers (`http_sent`, `set_secret`, ...).
+            let handler = HOST.with(|h| {
                 let mut h = h.borrow_mut();
                 h.sent.push(req.clone());
-                match &h.http {
-                    Some(handler) => handler(&req),
-                    None => Err(HttpError::NotGranted("no testing::on_http handler".into())),
+                h.http.take()
+            });
+            let result = match &handler {
+                Some(handler) => handler(&req),
+                None => Err(HttpError::NotGranted("no testing::on_http handler".into())),
+            };
+            // Back, unless the handler registered another.
+            HOST.with(|h| {
+                let mut h = h.borrow_mut();
+                if h.http.is_none() {
+                    h.http = handler;
                 }
-            })
+            });
+            result
         }
 
         pub fn send_all(reqs: Vec<OutgoingRequest>) -> Vec<Result<IncomingResponse, HttpError>> {
@@ -613,5 +624,25 @@ pub(crate) mod stand_in {
         static START: OnceLock<std::time::Instant> = OnceLock::new();
         let start = START.get_or_init(std::time::Instant::now);
         u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{self, IncomingResponse, OutgoingRequest};
+
+    #[test]
+    fn an_http_handler_may_use_the_other_helpers() {
+        reset();
+        on_http(|req| {
+            // Borrowed the host while it was held: a panic before.
+            let sent = http_sent().len();
+            Ok(IncomingResponse { status: 200, headers: Vec::new(), body: format!("{sent} {}", req.url).into_bytes() })
+        });
+        let first = http::send(OutgoingRequest::get("upstream://u/a")).map(|r| r.body);
+        let second = http::send(OutgoingRequest::get("upstream://u/b")).map(|r| r.body);
+        assert_eq!(first, Ok(b"1 upstream://u/a".to_vec()));
+        assert_eq!(second, Ok(b"2 upstream://u/b".to_vec()), "the handler stays registered");
     }
 }
