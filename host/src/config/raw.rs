@@ -43,7 +43,23 @@ pub struct RawServer {
     pub via: Option<String>,
     pub body_read_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<bool>,
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
     pub tls: Option<Spanned<RawServerTls>>,
+}
+
+/// What to do with a request path that hides a separator (`%2F`, `%5C` or
+/// `\`): routes match the path as sent, and an upstream that decodes it
+/// would see another (`/public%2F..%2Fadmin` is `/admin` to some).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EscapedSlashes {
+    /// Answer 400.
+    #[default]
+    Reject,
+    /// Route and forward the path as sent (for APIs whose identifiers hold
+    /// encoded slashes).
+    Keep,
 }
 
 /// `[server.tls]`: a second listener that terminates TLS.

@@ -9,7 +9,7 @@ use http::HeaderValue;
 use toml::Spanned;
 
 use super::error::Problems;
-use super::raw::{self, ClientAuth, TlsVersion};
+use super::raw::{self, ClientAuth, EscapedSlashes, TlsVersion};
 use super::units::ByteSize;
 use super::{REQUEST_TIMEOUTS, WAITS, span, within, within_at};
 use crate::exchange::MAX_EDITED_HEADERS;
@@ -29,6 +29,7 @@ pub struct ServerConfig {
     pub via: HeaderValue,
     /// How long a client may take between body frames (slow uploads → 408).
     pub body_read_timeout: Duration,
+    pub escaped_slashes: EscapedSlashes,
     /// One JSON line per request on stdout.
     pub access_log: bool,
     pub tls: Option<ServerTls>,
@@ -200,6 +201,7 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
             Duration::from_secs(30),
         ),
         access_log: raw.access_log.unwrap_or(true),
+        escaped_slashes: raw.escaped_slashes,
         tls: tls?,
     })
 }

@@ -238,7 +238,9 @@ async fn serve<'s>(
 ) -> Result<Box<Response<Body>>, ProxyError> {
     // The request stays in its box and is changed there: taken apart and
     // put back together, as it was, it was copied at each step.
-    if let Cow::Owned(normal) = routing::normalize(req.uri().path()).ok_or(ProxyError::BadPath)? {
+    if let Cow::Owned(normal) =
+        routing::normalize(req.uri().path(), snapshot.config.server.escaped_slashes).ok_or(ProxyError::BadPath)?
+    {
         set_path(req.uri_mut(), &normal)?;
     }
     let host_source = routing::HostSource::of(req.uri(), req.headers());

@@ -2,6 +2,7 @@
 //! matched. Patterns and templates themselves are in
 //! [`wasmgate_common::path`], shared with the plugins.
 
+use crate::config::EscapedSlashes;
 use std::borrow::Cow;
 
 pub use wasmgate_common::path::{Captures, PathPattern};
@@ -57,9 +58,13 @@ impl Rewrite {
 /// Normalises a request path before routing: merges `//`, resolves `.` and
 /// `..` (also percent-encoded), so `/public/../admin` is routed — and
 /// forwarded — as `/admin`. `None` when `..` climbs above the root.
-pub fn normalize(path: &str) -> Option<Cow<'_, str>> {
-    if !needs_normalizing(path) {
-        return Some(Cow::Borrowed(path));
+pub fn normalize(path: &str, escaped_slashes: EscapedSlashes) -> Option<Cow<'_, str>> {
+    match scan(path) {
+        Scan::Plain => return Some(Cow::Borrowed(path)),
+        _ if escaped_slashes == EscapedSlashes::Reject && hides_a_separator(path) => return None,
+        Scan::Doubled => {}
+        Scan::Escapes if path.split('/').skip(1).any(|seg| decode_dots(seg).is_some()) => {}
+        Scan::Escapes => return Some(Cow::Borrowed(path)),
     }
     let mut out: Vec<&str> = Vec::new();
     let body = path.strip_prefix('/').unwrap_or(path);
@@ -93,19 +98,32 @@ pub fn normalize(path: &str) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(s))
 }
 
-/// Whether a path has `//` or a `.`/`..` segment. Most paths have no dot
-/// and no escape: one pass over the bytes tells them, and only a path with
-/// either is split into segments.
-fn needs_normalizing(path: &str) -> bool {
+/// What one pass over a path's bytes tells.
+enum Scan {
+    /// No dot, escape, backslash or `//`: nothing to do (most paths).
+    Plain,
+    /// A `//`.
+    Doubled,
+    /// A dot, an escape or a backslash, and no `//`: a closer look.
+    Escapes,
+}
+
+fn scan(path: &str) -> Scan {
     let mut slash = false;
     for &b in path.as_bytes() {
         match b {
-            b'.' | b'%' => return path.contains("//") || path.split('/').skip(1).any(|seg| decode_dots(seg).is_some()),
-            b'/' if slash => return true,
+            b'.' | b'%' | b'\\' => return if path.contains("//") { Scan::Doubled } else { Scan::Escapes },
+            b'/' if slash => return Scan::Doubled,
             _ => slash = b == b'/',
         }
     }
-    false
+    Scan::Plain
+}
+
+/// Whether a path has an encoded slash or backslash, or a backslash.
+fn hides_a_separator(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.contains(&b'\\') || b.windows(3).any(|w| matches!(w, [b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']))
 }
 
 /// `Some(1)` for `.`, `Some(2)` for `..` (either may be `%2e`-encoded).
@@ -148,7 +166,7 @@ mod tests {
 
     #[test]
     fn normalisation() {
-        let n = |p: &str| normalize(p).map(|c| c.into_owned());
+        let n = |p: &str| normalize(p, EscapedSlashes::Keep).map(|c| c.into_owned());
         assert_eq!(n("/a/b"), Some("/a/b".into()));
         assert_eq!(n("/a//b"), Some("/a/b".into()));
         assert_eq!(n("/public/../admin"), Some("/admin".into()));
@@ -159,6 +177,16 @@ mod tests {
         assert_eq!(n("/a/..."), Some("/a/...".into()));
         assert_eq!(n("/a/%2e/b//"), Some("/a/b/".into()));
         assert_eq!(n("/a.b/c%20d"), Some("/a.b/c%20d".into()));
+        // Separators hidden from the routes: kept, or refused.
+        assert_eq!(n("/public/..%2Fadmin"), Some("/public/..%2Fadmin".into()));
+        let reject = |p: &str| normalize(p, EscapedSlashes::Reject).map(|c| c.into_owned());
+        for hidden in ["/public/..%2Fadmin", "/a%2fb", "/a%5Cb", "/a%5cb", "/a\\b", "//a%2Fb", "/a/.%2f"] {
+            assert_eq!(reject(hidden), None, "{hidden}");
+        }
+        for plain in ["/a/b", "/a%20b/c", "/a.b", "/a%2", "/a%25%2F"] {
+            let expected = if plain.contains("%2F") { None } else { Some(plain.to_owned()) };
+            assert_eq!(reject(plain), expected, "{plain}");
+        }
         // A segment whose third byte is inside a character (`ï` is two).
         assert_eq!(n("/naïve.txt"), Some("/naïve.txt".into()));
         assert_eq!(n("/x//naïve/../é.é"), Some("/x/é.é".into()));
@@ -167,10 +195,10 @@ mod tests {
         assert_eq!(n("/"), Some("/".into()));
         // Paths already normal are borrowed, not copied.
         for p in ["/", "/a/b", "/a/b/", "/a.b/c%20d", "/a/...", "/.a/b"] {
-            assert!(matches!(normalize(p), Some(Cow::Borrowed(_))), "{p}");
+            assert!(matches!(normalize(p, EscapedSlashes::Reject), Some(Cow::Borrowed(_))), "{p}");
         }
         for p in ["//", "/a//b", "/a/./b", "/a/%2e/b", "/a/b/.."] {
-            assert!(matches!(normalize(p), Some(Cow::Owned(_))), "{p}");
+            assert!(matches!(normalize(p, EscapedSlashes::Reject), Some(Cow::Owned(_))), "{p}");
         }
     }
 }

@@ -579,6 +579,15 @@ async fn path_traversal_is_normalised_or_refused() {
     let resp = raw(gw.addr(), "GET /x//naïve.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"path\":\"/x/naïve.txt\""), "forwarded normalised: {resp}");
+    // A separator hidden from the routes (an upstream that decodes it may
+    // see `/admin`): refused, unless the server keeps such paths.
+    let hidden = b"GET /public/..%2Fadmin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let resp = raw(gw.addr(), hidden).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let gw = TestGateway::start_with("escaped_slashes = \"keep\"", &one_route(&up, ""));
+    let resp = raw(gw.addr(), hidden).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"path\":\"/public/..%2Fadmin\""), "forwarded as sent: {resp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
