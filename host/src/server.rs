@@ -272,11 +272,13 @@ fn service(
     Error = Infallible,
     Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::body::Body>, Infallible>> + Send,
 > + Clone {
-    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+    service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let snapshot = shared.current();
         let conn_info = conn_info.clone();
+        join_cookies(req.headers_mut());
         // HTTP/2 bounds a head by its bytes only (`max_header_bytes`); the
-        // count is bounded as HTTP/1's is.
+        // count is bounded as HTTP/1's is (the cookies as the one field
+        // they were joined into).
         let too_many = req.headers().len() > max_headers;
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
@@ -291,4 +293,21 @@ fn service(
             Ok(resp)
         }
     })
+}
+
+/// Joins the `cookie` fields of an HTTP/2 request into one, as RFC 9113
+/// §8.2.3 asks of a request forwarded to HTTP/1.1 (where a request carries
+/// one `Cookie`): an HTTP/2 client may send each cookie as its own field.
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut all = headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Valid values joined by "; ": valid.
+    if let Ok(value) = http::HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, value);
+    }
 }
