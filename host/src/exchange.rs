@@ -171,10 +171,7 @@ pub fn apply_checked(name: HeaderName, edit: HeaderEdit<HeaderValue>, headers: &
 pub const MAX_CONTEXT_ENTRIES: usize = 256;
 pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
-/// Most headers a plugin edit may leave in one request or response: the
-/// `http` crate's maps panic past 32 768 entries, and a header map the
-/// plugin's memory limit does not count must stay bounded.
-pub const MAX_EDITED_HEADERS: usize = 1024;
+pub use wasmgate_common::edit::MAX_EDITED_HEADERS;
 
 impl Exchange {
     /// The exchange for one request, before any plugin ran.

@@ -134,12 +134,14 @@ mod backend {
 #[cfg(not(target_arch = "wasm32"))]
 use crate::testing::stand_in::http as backend;
 
-/// Sends one request and waits for the whole response.
+/// Sends one request and waits for the whole response. More than 1 024
+/// headers make it [`HttpError::InvalidRequest`].
 pub fn send(req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
     backend::send(req)
 }
 
-/// Sends all concurrently; results in the same order.
+/// Sends all concurrently; results in the same order. At most 64 are sent:
+/// those past the 64th fail with [`HttpError::InvalidRequest`].
 pub fn send_all(reqs: Vec<OutgoingRequest>) -> Vec<Result<IncomingResponse, HttpError>> {
     backend::send_all(reqs)
 }

@@ -543,11 +543,18 @@ pub(crate) mod stand_in {
 
     /// The HTTP double: the handler a test registered with `on_http`.
     pub mod http {
+        use wasmgate_common::edit::{MAX_EDITED_HEADERS, MAX_SEND_ALL};
+
         use super::HOST;
         use crate::http::{HttpError, IncomingResponse, OutgoingRequest};
 
         pub fn send(req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
             crate::testing::strays("sent an HTTP request, which a plugin that declares facts may not be granted");
+            // As the gateway refuses it.
+            if req.headers.len() > MAX_EDITED_HEADERS {
+                let n = req.headers.len();
+                return Err(HttpError::InvalidRequest(format!("{n} headers, more than {MAX_EDITED_HEADERS}")));
+            }
             // The handler is called with the host released: it may use the
             // other helpers (`http_sent`, `set_secret`, ...).
             let handler = HOST.with(|h| {
@@ -571,7 +578,14 @@ pub(crate) mod stand_in {
 
         pub fn send_all(reqs: Vec<OutgoingRequest>) -> Vec<Result<IncomingResponse, HttpError>> {
             crate::testing::strays("sent an HTTP request, which a plugin that declares facts may not be granted");
-            reqs.into_iter().map(send).collect()
+            let n = reqs.len();
+            let mut results: Vec<_> = reqs.into_iter().take(MAX_SEND_ALL).map(send).collect();
+            results.extend(
+                (MAX_SEND_ALL..n).map(|_| {
+                    Err(HttpError::InvalidRequest(format!("more than {MAX_SEND_ALL} requests in one send-all")))
+                }),
+            );
+            results
         }
     }
 
@@ -644,5 +658,19 @@ mod tests {
         let second = http::send(OutgoingRequest::get("upstream://u/b")).map(|r| r.body);
         assert_eq!(first, Ok(b"1 upstream://u/a".to_vec()));
         assert_eq!(second, Ok(b"2 upstream://u/b".to_vec()), "the handler stays registered");
+    }
+
+    #[test]
+    fn the_http_double_refuses_what_the_gateway_refuses() {
+        reset();
+        on_http(|_| Ok(IncomingResponse { status: 200, headers: Vec::new(), body: Vec::new() }));
+        let results = http::send_all(vec![OutgoingRequest::get("upstream://u/"); 70]);
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 64);
+        assert!(matches!(&results[64], Err(http::HttpError::InvalidRequest(_))));
+        let mut req = OutgoingRequest::get("upstream://u/");
+        for i in 0..1025 {
+            req = req.header(&format!("x-{i}"), "1");
+        }
+        assert!(matches!(http::send(req), Err(http::HttpError::InvalidRequest(_))));
     }
 }

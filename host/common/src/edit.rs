@@ -1,6 +1,7 @@
 //! What a plugin's header, path, status and body edits may be refused for,
-//! and the headers no plugin may edit: the gateway refuses with these, and
-//! the SDK checks with them before asking (`wit/types.wit`, `edit-error`).
+//! the headers no plugin may edit, and how many headers and requests it may
+//! leave or send: the gateway refuses with these, and the SDK checks with
+//! them before asking (`wit/types.wit`, `edit-error`).
 
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -41,6 +42,15 @@ impl std::error::Error for EditError {}
 /// The statuses a plugin may answer with or set a response to: the final
 /// ones. A 1xx is interim: after it the client waits on for the answer.
 pub const STATUSES: RangeInclusive<u16> = 200..=599;
+
+/// Most headers a plugin may leave on a request or response, or put in a
+/// reply or an outbound request: a header map panics past ~24 500 names,
+/// and one the plugin's memory limit does not count must stay bounded.
+pub const MAX_EDITED_HEADERS: usize = 1024;
+
+/// Most requests one `send-all` sends (the rest fail): each answer is held
+/// whole until all are in.
+pub const MAX_SEND_ALL: usize = 64;
 
 /// Headers the gateway manages itself (framing and hop-by-hop); a plugin may
 /// not set or remove them. The gateway's checks and the SDK's are this list.

@@ -22,9 +22,7 @@ use crate::upstream::{ForwardOptions, Upstream};
 
 const INTERFACE: &str = "wasmgate:plugin/http@0.1.4";
 
-/// The most requests one `send-all` sends; those past it fail (each
-/// answer is held whole until all are in).
-pub const MAX_BATCH: usize = 64;
+use wasmgate_common::edit::{MAX_EDITED_HEADERS, MAX_SEND_ALL};
 
 /// What a plugin may call, resolved to upstreams.
 #[derive(Debug)]
@@ -49,10 +47,10 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut s: StoreContextMut<'_, HostState>, (mut reqs,): (Vec<wit::OutgoingRequest>,)| {
             Box::new(async move {
                 let caps = s.data().caps.clone();
-                let over = reqs.split_off(reqs.len().min(MAX_BATCH));
+                let over = reqs.split_off(reqs.len().min(MAX_SEND_ALL));
                 let mut results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
                 results.extend(over.iter().map(|_| {
-                    Err(wit::HttpError::InvalidRequest(format!("more than {MAX_BATCH} requests in one send-all")))
+                    Err(wit::HttpError::InvalidRequest(format!("more than {MAX_SEND_ALL} requests in one send-all")))
                 }));
                 host_api::rearm(&mut s);
                 Ok((results,))
@@ -121,11 +119,11 @@ async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingRes
     let mut request = Request::new(Body::full(req.body));
     *request.method_mut() = method;
     *request.uri_mut() = pq.parse().map_err(|_| wit::HttpError::InvalidRequest(format!("bad path `{pq}`")))?;
-    if req.headers.len() > crate::exchange::MAX_EDITED_HEADERS {
+    if req.headers.len() > MAX_EDITED_HEADERS {
         return Err(wit::HttpError::InvalidRequest(format!(
             "{} headers, more than {}",
             req.headers.len(),
-            crate::exchange::MAX_EDITED_HEADERS
+            MAX_EDITED_HEADERS
         )));
     }
     let h = request.headers_mut();
