@@ -135,6 +135,10 @@ pub(crate) const REQUEST_TIMEOUTS: RangeInclusive<Duration> = Duration::from_mil
 /// health check, a DNS query, a plugin's outbound call): up to an hour.
 pub(crate) const WAITS: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(3600);
 
+/// How often something may be polled (a file, a health check): a shorter
+/// period is a busy loop.
+pub(crate) const POLLS: RangeInclusive<Duration> = Duration::from_millis(10)..=Duration::from_secs(3600);
+
 /// A number, size or duration a setting takes, as the file writes it.
 pub(crate) trait Setting: Copy + PartialOrd {
     /// As a TOML value.

@@ -201,7 +201,7 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
         // plugin's memory beside its own data (as a body it reads is).
         if !grants.http.is_empty() && grants.http_max_response > limits.max_memory / 2 {
             p.at(
-                span(s),
+                r.grants.as_ref().and_then(span),
                 format!("{key}.grants.http_max_response"),
                 format!(
                     "answers of up to {} would not fit in the plugin's memory ({}) beside it",

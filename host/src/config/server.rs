@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::error::Problems;
 use super::raw::{self, ClientAuth, EscapedSlashes, TlsVersion};
 use super::units::ByteSize;
-use super::{REQUEST_TIMEOUTS, WAITS, span, within, within_at};
+use super::{POLLS, REQUEST_TIMEOUTS, WAITS, span, within, within_at};
 use crate::exchange::MAX_EDITED_HEADERS;
 
 #[derive(Debug, Clone)]
@@ -184,12 +184,11 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
         ),
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
         watch: raw.watch.unwrap_or(true),
-        // Polled: a shorter interval is a busy loop.
         watch_interval: within_at(
             p,
             "server.watch_interval",
             raw.watch_interval.as_ref(),
-            Duration::from_millis(10)..=Duration::from_secs(3600),
+            POLLS,
             Duration::from_secs(1),
         ),
         via,

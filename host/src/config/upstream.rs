@@ -11,7 +11,8 @@ use toml::Spanned;
 
 use super::error::Problems;
 use super::raw::{self, Balance, Protocol};
-use super::{REQUEST_TIMEOUTS, WAITS, span, valid_name, within};
+use super::units::HumanDuration;
+use super::{POLLS, REQUEST_TIMEOUTS, WAITS, span, valid_name, within};
 
 /// A validated upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -398,15 +399,7 @@ fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) ->
     }
     let check = HealthCheck {
         path: r.path.clone(),
-        // A shorter interval is a stream of probes.
-        interval: within(
-            p,
-            span(h),
-            &format!("{key}.health.interval"),
-            r.interval,
-            Duration::from_millis(10)..=Duration::from_secs(3600),
-            Duration::from_secs(5),
-        ),
+        interval: within(p, span(h), &format!("{key}.health.interval"), r.interval, POLLS, Duration::from_secs(5)),
         timeout: within(p, span(h), &format!("{key}.health.timeout"), r.timeout, WAITS, Duration::from_secs(1)),
         healthy_threshold: r.healthy_threshold.unwrap_or(2).max(1),
         unhealthy_threshold: r.unhealthy_threshold.unwrap_or(3).max(1),
@@ -458,7 +451,9 @@ fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) 
         );
         return None;
     }
-    if config.max_open_for < config.open_for {
+    // (Unless one of them was out of range: its default stood in.)
+    let in_range = |d: Option<HumanDuration>| d.is_none_or(|d| REQUEST_TIMEOUTS.contains(&d.0));
+    if config.max_open_for < config.open_for && in_range(r.open_for) && in_range(r.max_open_for) {
         p.at(
             span(b),
             format!("{key}.max_open_for"),

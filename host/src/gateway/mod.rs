@@ -116,6 +116,12 @@ fn warn_static_changes(old: &Config, new: &Config) {
     if old.server.access_log != new.server.access_log {
         tracing::warn!("server.access_log changed; it takes effect at restart");
     }
+    let heads = |s: &config::ServerConfig| (s.max_header_bytes, s.max_headers, s.header_read_timeout);
+    if heads(&old.server) != heads(&new.server) {
+        tracing::warn!(
+            "server.max_header_bytes, max_headers or header_read_timeout changed; they take effect at restart"
+        );
+    }
 }
 
 impl crate::admin::AdminState for Shared {

@@ -43,8 +43,8 @@ pub struct Stdio {
 }
 
 impl Stdio {
-    /// Takes a write to one stream and returns the lines it completed (a
-    /// line longer than [`MAX_LINE`] is cut there). A write takes at most
+    /// Takes a write to one stream and returns the lines it completed (and
+    /// what is left unfinished once it passes [`MAX_LINE`]). A write takes at most
     /// what `check-write` allows, [`MAX_LINE`] bytes: the rest of a larger
     /// one is the guest's mistake and is dropped. One pass over the bytes.
     fn push(&mut self, stderr: bool, bytes: &[u8]) -> Vec<Vec<u8>> {
