@@ -55,24 +55,28 @@ impl Rewrite {
     }
 }
 
-/// Normalises a request path before routing: merges `//`, resolves `.` and
-/// `..` (also percent-encoded), so `/public/../admin` is routed — and
-/// forwarded — as `/admin`. `None` when `..` climbs above the root, or
-/// (unless `escaped_slashes` keeps them) the path hides a separator.
+/// Normalises a request path before routing (RFC 3986 §6.2.2): decodes
+/// percent-encoded unreserved characters (`%41` is `A`, `%2e` is `.`),
+/// merges `//`, resolves `.` and `..`, so `/public/../admin` and
+/// `/adm%69n` are routed — and forwarded — as `/admin`. `None` when `..`
+/// climbs above the root, or (unless `escaped_slashes` keeps them) the path
+/// hides a separator.
 pub fn normalize(path: &str, escaped_slashes: EscapedSlashes) -> Option<Cow<'_, str>> {
     match scan(path) {
         Scan::Plain => return Some(Cow::Borrowed(path)),
         _ if escaped_slashes == EscapedSlashes::Reject && hides_a_separator(path) => return None,
-        Scan::Doubled => {}
-        Scan::Escapes if path.split('/').skip(1).any(|seg| decode_dots(seg).is_some()) => {}
-        Scan::Escapes => return Some(Cow::Borrowed(path)),
+        _ => {}
+    }
+    let path = decode_unreserved(path);
+    if !path.contains("//") && !path.split('/').skip(1).any(|seg| dots(seg).is_some()) {
+        return Some(path);
     }
     let mut out: Vec<&str> = Vec::new();
-    let body = path.strip_prefix('/').unwrap_or(path);
+    let body = path.strip_prefix('/').unwrap_or(&path);
     let parts: Vec<&str> = body.split('/').collect();
     let last = parts.len().saturating_sub(1);
     for (i, seg) in parts.iter().enumerate() {
-        match decode_dots(seg) {
+        match dots(seg) {
             Some(1) => {
                 if i == last {
                     out.push("");
@@ -97,6 +101,40 @@ pub fn normalize(path: &str, escaped_slashes: EscapedSlashes) -> Option<Cow<'_, 
         s.push('/');
     }
     Some(Cow::Owned(s))
+}
+
+/// `path` with its percent-encoded unreserved characters (letters, digits,
+/// `-`, `.`, `_`, `~`) decoded: they mean the same decoded, and a route
+/// matches what they mean. Other escapes stay as they are.
+fn decode_unreserved(path: &str) -> Cow<'_, str> {
+    let unreserved = |w: &[u8]| match w {
+        [b'%', hi, lo] => {
+            let digit = |c: u8| (c as char).to_digit(16);
+            let byte = u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()?;
+            (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')).then_some(byte)
+        }
+        _ => None,
+    };
+    let b = path.as_bytes();
+    if !b.windows(3).any(|w| unreserved(w).is_some()) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b.get(i..i + 3).and_then(unreserved) {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    // ASCII in place of ASCII escapes: still UTF-8.
+    String::from_utf8(out).map_or(Cow::Borrowed(path), Cow::Owned)
 }
 
 /// What one pass over a path's bytes tells.
@@ -127,25 +165,13 @@ fn hides_a_separator(path: &str) -> bool {
     b.contains(&b'\\') || b.windows(3).any(|w| matches!(w, [b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']))
 }
 
-/// `Some(1)` for `.`, `Some(2)` for `..` (either may be `%2e`-encoded).
-fn decode_dots(seg: &str) -> Option<u8> {
-    let mut n = 0u8;
-    let mut rest = seg;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('.') {
-            rest = r;
-        } else if rest.as_bytes().get(..3).is_some_and(|b| b.eq_ignore_ascii_case(b"%2e")) {
-            // Three ASCII bytes: the rest starts on a character.
-            rest = &rest[3..];
-        } else {
-            return None;
-        }
-        n += 1;
-        if n > 2 {
-            return None;
-        }
+/// `Some(1)` for `.`, `Some(2)` for `..` (escapes decoded already).
+fn dots(seg: &str) -> Option<u8> {
+    match seg {
+        "." => Some(1),
+        ".." => Some(2),
+        _ => None,
     }
-    (n > 0).then_some(n)
 }
 
 #[cfg(test)]
@@ -190,14 +216,18 @@ mod tests {
         // A segment whose third byte is inside a character (`ï` is two).
         assert_eq!(n("/naïve.txt"), Some("/naïve.txt".into()));
         assert_eq!(n("/x//naïve/../é.é"), Some("/x/é.é".into()));
-        assert_eq!(n("/a/b%2E%2e"), Some("/a/b%2E%2e".into()));
+        // Escaped unreserved characters mean themselves; others stay.
+        assert_eq!(n("/a/b%2E%2e"), Some("/a/b..".into()));
+        assert_eq!(n("/adm%69n/%7Eme"), Some("/admin/~me".into()));
+        assert_eq!(n("/a%20b/%2Fc/%zz/%4"), Some("/a%20b/%2Fc/%zz/%4".into()));
+        assert_eq!(n("/%2e%2E"), None);
         assert_eq!(n("//"), Some("/".into()));
         assert_eq!(n("/"), Some("/".into()));
         // Paths already normal are borrowed, not copied.
         for p in ["/", "/a/b", "/a/b/", "/a.b/c%20d", "/a/...", "/.a/b"] {
             assert!(matches!(normalize(p, EscapedSlashes::Reject), Some(Cow::Borrowed(_))), "{p}");
         }
-        for p in ["//", "/a//b", "/a/./b", "/a/%2e/b", "/a/b/.."] {
+        for p in ["//", "/a//b", "/a/./b", "/a/%2e/b", "/a/b/..", "/%61"] {
             assert!(matches!(normalize(p, EscapedSlashes::Reject), Some(Cow::Owned(_))), "{p}");
         }
     }

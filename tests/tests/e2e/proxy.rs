@@ -579,6 +579,10 @@ async fn path_traversal_is_normalised_or_refused() {
     let resp = raw(gw.addr(), "GET /x//naïve.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"path\":\"/x/naïve.txt\""), "forwarded normalised: {resp}");
+    // An escaped unreserved character is the character: routed and
+    // forwarded as such.
+    let resp = raw(gw.addr(), b"GET /adm%69n/%7Eme HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(resp.contains("\"path\":\"/admin/~me\""), "{resp}");
     // A separator hidden from the routes (an upstream that decodes it may
     // see `/admin`): refused, unless the server keeps such paths.
     let hidden = b"GET /public/..%2Fadmin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
