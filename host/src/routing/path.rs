@@ -59,8 +59,8 @@ impl Rewrite {
 /// percent-encoded unreserved characters (`%41` is `A`, `%2e` is `.`),
 /// merges `//`, resolves `.` and `..`, so `/public/../admin` and
 /// `/adm%69n` are routed — and forwarded — as `/admin`. `None` when `..`
-/// climbs above the root, or (unless `escaped_slashes` keeps them) the path
-/// hides a separator.
+/// climbs above the root, has a dot segment with parameters (`..;`), or
+/// (unless `escaped_slashes` keeps them) hides a separator.
 pub fn normalize(path: &str, escaped_slashes: EscapedSlashes) -> Option<Cow<'_, str>> {
     match scan(path) {
         Scan::Plain => return Some(Cow::Borrowed(path)),
@@ -68,6 +68,11 @@ pub fn normalize(path: &str, escaped_slashes: EscapedSlashes) -> Option<Cow<'_, 
         _ => {}
     }
     let path = decode_unreserved(path);
+    // A dot segment with parameters (`..;x`) is a dot segment to servers
+    // that drop them (Tomcat, Jetty), and none to the routes: refused.
+    if path.split('/').any(|seg| matches!(seg.split_once(';'), Some(("." | "..", _)))) {
+        return None;
+    }
     if !path.contains("//") && !path.split('/').skip(1).any(|seg| dots(seg).is_some()) {
         return Some(path);
     }
@@ -221,6 +226,11 @@ mod tests {
         assert_eq!(n("/adm%69n/%7Eme"), Some("/admin/~me".into()));
         assert_eq!(n("/a%20b/%2Fc/%zz/%4"), Some("/a%20b/%2Fc/%zz/%4".into()));
         assert_eq!(n("/%2e%2E"), None);
+        // Dot segments with parameters: refused; other parameters stay.
+        for p in ["/public/..;/admin", "/a/.;x/b", "/a/%2e%2e;/b"] {
+            assert_eq!(n(p), None, "{p}");
+        }
+        assert_eq!(n("/a;v=1/b.json;x"), Some("/a;v=1/b.json;x".into()));
         assert_eq!(n("//"), Some("/".into()));
         assert_eq!(n("/"), Some("/".into()));
         // Paths already normal are borrowed, not copied.

@@ -583,6 +583,9 @@ async fn path_traversal_is_normalised_or_refused() {
     // forwarded as such.
     let resp = raw(gw.addr(), b"GET /adm%69n/%7Eme HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
     assert!(resp.contains("\"path\":\"/admin/~me\""), "{resp}");
+    // A dot segment with parameters (Tomcat's `..;`): refused.
+    let resp = raw(gw.addr(), b"GET /public/..;/admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     // A separator hidden from the routes (an upstream that decodes it may
     // see `/admin`): refused, unless the server keeps such paths.
     let hidden = b"GET /public/..%2Fadmin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
