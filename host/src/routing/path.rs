@@ -2,11 +2,12 @@
 //! matched. Patterns and templates themselves are in
 //! [`wasmgate_common::path`], shared with the plugins.
 
-use crate::config::EscapedSlashes;
 use std::borrow::Cow;
 
 pub use wasmgate_common::path::{Captures, PathPattern};
 use wasmgate_common::path::{Template, TemplateError};
+
+use crate::config::EscapedSlashes;
 
 /// How a route changes the path before forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
