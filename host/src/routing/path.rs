@@ -165,10 +165,15 @@ fn scan(path: &str) -> Scan {
     Scan::Plain
 }
 
-/// Whether a path has an encoded slash or backslash, or a backslash.
+/// Whether a path has an encoded slash or backslash (encoded once, or
+/// twice: `%252F` is a slash to an upstream that decodes twice), or a
+/// backslash.
 fn hides_a_separator(path: &str) -> bool {
     let b = path.as_bytes();
-    b.contains(&b'\\') || b.windows(3).any(|w| matches!(w, [b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']))
+    let separator = |w: &[u8]| matches!(w, [b'2', b'f' | b'F'] | [b'5', b'c' | b'C']);
+    b.contains(&b'\\')
+        || b.windows(3).any(|w| matches!(w, [b'%', rest @ ..] if separator(rest)))
+        || b.windows(5).any(|w| matches!(w, [b'%', b'2', b'5', rest @ ..] if separator(rest)))
 }
 
 /// `Some(1)` for `.`, `Some(2)` for `..` (escapes decoded already).
@@ -213,10 +218,21 @@ mod tests {
         // Separators hidden from the routes: kept, or refused.
         assert_eq!(n("/public/..%2Fadmin"), Some("/public/..%2Fadmin".into()));
         let reject = |p: &str| normalize(p, EscapedSlashes::Reject).map(|c| c.into_owned());
-        for hidden in ["/public/..%2Fadmin", "/a%2fb", "/a%5Cb", "/a%5cb", "/a\\b", "//a%2Fb", "/a/.%2f", "/a%25%2F"] {
+        for hidden in [
+            "/public/..%2Fadmin",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a%5cb",
+            "/a\\b",
+            "//a%2Fb",
+            "/a/.%2f",
+            "/a%25%2F",
+            "/a%252Fb",
+            "/a%255c",
+        ] {
             assert_eq!(reject(hidden), None, "{hidden}");
         }
-        for plain in ["/a/b", "/a%20b/c", "/a.b", "/a%2", "/a%252F"] {
+        for plain in ["/a/b", "/a%20b/c", "/a.b", "/a%2", "/a%25", "/a%2520b"] {
             assert_eq!(reject(plain), Some(plain.to_owned()), "{plain}");
         }
         // A segment whose third byte is inside a character (`ï` is two).

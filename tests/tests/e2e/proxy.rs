@@ -591,6 +591,8 @@ async fn path_traversal_is_normalised_or_refused() {
     let hidden = b"GET /public/..%2Fadmin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     let resp = raw(gw.addr(), hidden).await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let twice = b"GET /public/..%252Fadmin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    assert!(raw(gw.addr(), twice).await.starts_with("HTTP/1.1 400"), "encoded twice");
     let gw = TestGateway::start_with("escaped_slashes = \"keep\"", &one_route(&up, ""));
     let resp = raw(gw.addr(), hidden).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
