@@ -563,38 +563,43 @@ async fn the_timeout_runs_from_each_request_on_a_kept_upstream_connection() {
     assert!(waited >= Duration::from_millis(350) && waited < Duration::from_millis(2500), "{waited:?}");
 }
 
+/// The raw answer to a GET of `path` exactly as written (no client
+/// library normalises it first).
+async fn get_path(gw: &TestGateway, path: &str) -> String {
+    raw(gw.addr(), format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_traversal_is_normalised_or_refused() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
-    let resp = raw(gw.addr(), b"GET /public/../admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let resp = get_path(&gw, "/public/../admin").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"path\":\"/admin\""), "forwarded normalised: {resp}");
-    let resp = raw(gw.addr(), b"GET /a/%2e%2e/%2E%2e/etc HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let resp = get_path(&gw, "/a/%2e%2e/%2E%2e/etc").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "climbing above the root is refused: {resp}");
-    let resp = raw(gw.addr(), b"GET //double//slash HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let resp = get_path(&gw, "//double//slash").await;
     assert!(resp.contains("\"path\":\"/double/slash\""), "{resp}");
     // Raw UTF-8 in a path with a dot: the dot check reads bytes, not
     // characters cut in two (`ï` is two bytes, the third of the segment).
-    let resp = raw(gw.addr(), "GET /x//naïve.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".as_bytes()).await;
+    let resp = get_path(&gw, "/x//naïve.txt").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"path\":\"/x/naïve.txt\""), "forwarded normalised: {resp}");
     // An escaped unreserved character is the character: routed and
     // forwarded as such.
-    let resp = raw(gw.addr(), b"GET /adm%69n/%7Eme HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let resp = get_path(&gw, "/adm%69n/%7Eme").await;
     assert!(resp.contains("\"path\":\"/admin/~me\""), "{resp}");
     // A dot segment with parameters (Tomcat's `..;`): refused.
-    let resp = raw(gw.addr(), b"GET /public/..;/admin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    let resp = get_path(&gw, "/public/..;/admin").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     // A separator hidden from the routes (an upstream that decodes it may
     // see `/admin`): refused, unless the server keeps such paths.
-    let hidden = b"GET /public/..%2Fadmin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    let resp = raw(gw.addr(), hidden).await;
+    let hidden = "/public/..%2Fadmin";
+    let resp = get_path(&gw, hidden).await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
-    let twice = b"GET /public/..%252Fadmin HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
-    assert!(raw(gw.addr(), twice).await.starts_with("HTTP/1.1 400"), "encoded twice");
+    assert!(get_path(&gw, "/public/..%252Fadmin").await.starts_with("HTTP/1.1 400"), "encoded twice");
     let gw = TestGateway::start_with("escaped_slashes = \"keep\"", &one_route(&up, ""));
-    let resp = raw(gw.addr(), hidden).await;
+    let resp = get_path(&gw, hidden).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"path\":\"/public/..%2Fadmin\""), "forwarded as sent: {resp}");
 }
