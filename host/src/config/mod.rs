@@ -150,17 +150,17 @@ pub(crate) trait Setting: Copy + PartialOrd {
     }
 }
 
-impl Setting for usize {
-    fn written(self) -> String {
-        self.to_string()
-    }
+macro_rules! counts {
+    ($($t:ty),*) => {$(
+        impl Setting for $t {
+            fn written(self) -> String {
+                self.to_string()
+            }
+        }
+    )*};
 }
 
-impl Setting for u32 {
-    fn written(self) -> String {
-        self.to_string()
-    }
-}
+counts!(usize, u32, u64);
 
 impl Setting for Duration {
     fn written(self) -> String {
@@ -171,6 +171,7 @@ impl Setting for Duration {
 impl Setting for units::ByteSize {
     fn written(self) -> String {
         match self.0 {
+            n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("\"{}GiB\"", n >> 30),
             n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("\"{}MiB\"", n >> 20),
             n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("\"{}KiB\"", n >> 10),
             n => n.to_string(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::error::{self, Problems};
 use super::raw::{self, Isolation};
 use super::server::Secret;
-use super::units::ByteSize;
+use super::units::{ByteSize, HumanDuration};
 use super::{Setting, WAITS, span, within, within_at};
 
 /// Where plugins come from and the limits they run under.
@@ -154,22 +154,19 @@ fn default_cache_dir(base: &Path) -> PathBuf {
 
 pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<'_>) -> Option<PluginsConfig> {
     let rp = raw.plugins.as_ref();
-    let defaults = PluginLimits {
-        deadline: rp.and_then(|r| r.deadline).map_or(Duration::from_millis(100), |d| d.0),
-        max_memory: rp.and_then(|r| r.max_memory).map_or(64 << 20, |s| s.0),
-        recycle_after: rp.and_then(|r| r.recycle_after).unwrap_or(10_000),
-    };
-    let mut ok = check_limits("plugins", &defaults, None, p);
+    let defaults = limits(
+        "plugins",
+        None,
+        (rp.and_then(|r| r.deadline), rp.and_then(|r| r.max_memory), rp.and_then(|r| r.recycle_after)),
+        &PluginLimits::default(),
+        p,
+    );
+    let mut ok = true;
     let mut settings = BTreeMap::new();
     for (name, s) in &raw.plugin {
         let key = format!("plugin.{name}");
         let r = s.get_ref();
-        let limits = PluginLimits {
-            deadline: r.deadline.map_or(defaults.deadline, |d| d.0),
-            max_memory: r.max_memory.map_or(defaults.max_memory, |m| m.0),
-            recycle_after: r.recycle_after.unwrap_or(defaults.recycle_after),
-        };
-        ok &= check_limits(&key, &limits, span(s), p);
+        let limits = limits(&key, span(s), (r.deadline, r.max_memory, r.recycle_after), &defaults, p);
         let sha256 = match &r.sha256 {
             None => None,
             Some(hex_digest) => match parse_sha256(hex_digest) {
@@ -252,26 +249,38 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
     ok.then_some(config)
 }
 
-fn check_limits(key: &str, l: &PluginLimits, at: Option<std::ops::Range<usize>>, p: &mut Problems<'_>) -> bool {
-    let mut ok = true;
-    if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&l.deadline) {
-        p.at(at.clone(), format!("{key}.deadline"), "deadline must be between 1ms and 60s", "e.g. deadline = \"50ms\"");
-        ok = false;
-    }
-    if l.max_memory < (1 << 20) || l.max_memory > (4 << 30) {
-        p.at(
+/// A plugin's limits as written (deadline, max_memory, recycle_after),
+/// each in its range, `defaults` where one is absent.
+fn limits(
+    key: &str,
+    at: Option<std::ops::Range<usize>>,
+    (deadline, max_memory, recycle_after): (Option<HumanDuration>, Option<ByteSize>, Option<u64>),
+    defaults: &PluginLimits,
+    p: &mut Problems<'_>,
+) -> PluginLimits {
+    let deadlines = Duration::from_millis(1)..=Duration::from_secs(60);
+    let memories = ByteSize(1 << 20)..=ByteSize(4 << 30);
+    PluginLimits {
+        deadline: within(p, at.clone(), &format!("{key}.deadline"), deadline, deadlines, defaults.deadline),
+        max_memory: within(
+            p,
             at.clone(),
-            format!("{key}.max_memory"),
-            "max_memory must be between 1MiB and 4GiB",
-            "e.g. max_memory = \"64MiB\"",
-        );
-        ok = false;
+            &format!("{key}.max_memory"),
+            max_memory,
+            memories,
+            ByteSize(defaults.max_memory),
+        )
+        .0,
+        // u64::MAX: never.
+        recycle_after: within(
+            p,
+            at,
+            &format!("{key}.recycle_after"),
+            recycle_after,
+            1..=u64::MAX,
+            defaults.recycle_after,
+        ),
     }
-    if l.recycle_after == 0 {
-        p.at(at, format!("{key}.recycle_after"), "recycle_after must be at least 1", "e.g. recycle_after = 10000");
-        ok = false;
-    }
-    ok
 }
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {

@@ -126,19 +126,9 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
         None => Some(None),
         Some(t) => build_tls(t, base, p).map(Some),
     };
-    let workers = match &raw.workers {
-        Some(w) if *w.get_ref() == 0 || *w.get_ref() > 1024 => {
-            p.at(
-                span(w),
-                "server.workers",
-                format!("{} workers is out of range", w.get_ref()),
-                "use 1 to 1024, or leave it out to use one worker per core",
-            );
-            1
-        }
-        Some(w) => *w.get_ref(),
-        None => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
-    };
+    // One per core unless said.
+    let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let workers = within_at(p, "server.workers", raw.workers.as_ref(), 1..=1024, cores);
     let via = raw.via.clone().unwrap_or_else(|| "wasmgate".to_owned());
     let via = match HeaderValue::from_str(&format!("1.1 {via}")) {
         Ok(v) => v,

@@ -315,16 +315,9 @@ fn build_endpoints(r: &raw::RawUpstream, key: &str, p: &mut Problems<'_>) -> Vec
             raw::RawEndpoint::Address(a) => (a.as_str(), 1),
             raw::RawEndpoint::Weighted(w) => (w.address.as_str(), w.weight),
         };
-        if weight == 0 || weight > 10_000 {
-            p.at(
-                span(e),
-                format!("{key}.endpoints[{i}].weight"),
-                format!("weight {weight} is out of range"),
-                "use 1..=10000",
-            );
-        }
+        let weight = within(p, span(e), &format!("{key}.endpoints[{i}].weight"), Some(weight), 1..=10_000u32, 1);
         match check_endpoint(address) {
-            Ok(address) => endpoints.push(EndpointConfig { address, weight: weight.clamp(1, 10_000) }),
+            Ok(address) => endpoints.push(EndpointConfig { address, weight }),
             Err(what) => p.at(
                 span(e),
                 format!("{key}.endpoints[{i}]"),
