@@ -44,21 +44,25 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<bool>,
     #[serde(default)]
-    pub escaped_slashes: EscapedSlashes,
+    pub escaped_slashes: Ambiguous,
+    #[serde(default)]
+    pub path_parameters: Ambiguous,
     pub tls: Option<Spanned<RawServerTls>>,
 }
 
-/// What to do with a request path that hides a separator (`%2F`, `%5C` or
-/// `\`): routes match the path as sent, and an upstream that decodes it
-/// would see another (`/public%2F..%2Fadmin` is `/admin` to some).
+/// What to do with a request path that routes and some upstreams read as
+/// two paths: one that hides a separator (`escaped_slashes`: `%2F`, `%5C`
+/// or `\`; `/public%2F..%2Fadmin` is `/admin` to an upstream that decodes
+/// it), or one with parameters (`path_parameters`: `;`; `/admin;x/users`
+/// is `/admin/users` to Tomcat and Jetty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
-pub enum EscapedSlashes {
+pub enum Ambiguous {
     /// Answer 400.
     #[default]
     Reject,
     /// Route and forward the path as sent (for APIs whose identifiers hold
-    /// encoded slashes).
+    /// encoded slashes, or whose upstreams use path parameters).
     Keep,
 }
 

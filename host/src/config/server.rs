@@ -9,10 +9,11 @@ use http::HeaderValue;
 use toml::Spanned;
 
 use super::error::Problems;
-use super::raw::{self, ClientAuth, EscapedSlashes, TlsVersion};
+use super::raw::{self, ClientAuth, TlsVersion};
 use super::units::ByteSize;
 use super::{POLLS, REQUEST_TIMEOUTS, WAITS, span, within, within_at};
 use crate::exchange::MAX_EDITED_HEADERS;
+use crate::routing::PathRules;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -29,7 +30,8 @@ pub struct ServerConfig {
     pub via: HeaderValue,
     /// How long a client may take between body frames (slow uploads → 408).
     pub body_read_timeout: Duration,
-    pub escaped_slashes: EscapedSlashes,
+    /// What to do with paths that routes and upstreams may read as two.
+    pub paths: PathRules,
     /// One JSON line per request on stdout.
     pub access_log: bool,
     pub tls: Option<ServerTls>,
@@ -190,7 +192,7 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
             Duration::from_secs(30),
         ),
         access_log: raw.access_log.unwrap_or(true),
-        escaped_slashes: raw.escaped_slashes,
+        paths: PathRules { escaped_slashes: raw.escaped_slashes, parameters: raw.path_parameters },
         tls: tls?,
     })
 }

@@ -239,7 +239,7 @@ async fn serve<'s>(
     // The request stays in its box and is changed there: taken apart and
     // put back together, as it was, it was copied at each step.
     if let Cow::Owned(normal) =
-        routing::normalize(req.uri().path(), snapshot.config.server.escaped_slashes).ok_or(ProxyError::BadPath)?
+        routing::normalize(req.uri().path(), snapshot.config.server.paths).ok_or(ProxyError::BadPath)?
     {
         set_path(req.uri_mut(), &normal)?;
     }

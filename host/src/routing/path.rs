@@ -7,7 +7,7 @@ use std::borrow::Cow;
 pub use wasmgate_common::path::{Captures, PathPattern};
 use wasmgate_common::path::{Template, TemplateError};
 
-use crate::config::EscapedSlashes;
+use crate::config::Ambiguous;
 
 /// How a route changes the path before forwarding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,22 +56,40 @@ impl Rewrite {
     }
 }
 
+/// What [`normalize`] does with paths that routes and some upstreams read
+/// as two different paths (`[server] escaped_slashes`, `path_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PathRules {
+    /// A hidden separator: `%2F`, `%5C` (also encoded twice), a raw `\`.
+    pub escaped_slashes: Ambiguous,
+    /// Path parameters: a `;` in the path.
+    pub parameters: Ambiguous,
+}
+
+impl PathRules {
+    /// Every such path kept, routed and forwarded as sent.
+    pub const KEEP: Self = Self { escaped_slashes: Ambiguous::Keep, parameters: Ambiguous::Keep };
+}
+
 /// Normalises a request path before routing (RFC 3986 §6.2.2): decodes
 /// percent-encoded unreserved characters (`%41` is `A`, `%2e` is `.`),
 /// merges `//`, resolves `.` and `..`, so `/public/../admin` and
 /// `/adm%69n` are routed — and forwarded — as `/admin`. `None` when `..`
-/// climbs above the root, has a dot segment with parameters (`..;`), or
-/// (unless `escaped_slashes` keeps them) hides a separator.
-pub fn normalize(path: &str, escaped_slashes: EscapedSlashes) -> Option<Cow<'_, str>> {
+/// climbs above the root, a dot segment has parameters (`..;`) or is
+/// encoded twice (`%252e`), or (unless `rules` keep them) the path hides a
+/// separator or has parameters.
+pub fn normalize(path: &str, rules: PathRules) -> Option<Cow<'_, str>> {
     match scan(path) {
         Scan::Plain => return Some(Cow::Borrowed(path)),
-        _ if escaped_slashes == EscapedSlashes::Reject && hides_a_separator(path) => return None,
+        _ if rules.escaped_slashes == Ambiguous::Reject && hides_a_separator(path) => return None,
+        _ if rules.parameters == Ambiguous::Reject && path.contains(';') => return None,
         _ => {}
     }
     let path = decode_unreserved(path);
     // A dot segment with parameters (`..;x`) is a dot segment to servers
-    // that drop them (Tomcat, Jetty), and none to the routes: refused.
-    if path.split('/').any(|seg| matches!(seg.split_once(';'), Some(("." | "..", _)))) {
+    // that drop them (Tomcat, Jetty), and one encoded twice (`%252e`) to
+    // servers that decode twice; neither is one to the routes: refused.
+    if path.split('/').any(|seg| matches!(seg.split_once(';'), Some(("." | "..", _))) || dots_encoded_twice(seg)) {
         return None;
     }
     if !path.contains("//") && !path.split('/').skip(1).any(|seg| dots(seg).is_some()) {
@@ -143,13 +161,26 @@ fn decode_unreserved(path: &str) -> Cow<'_, str> {
     String::from_utf8(out).map_or(Cow::Borrowed(path), Cow::Owned)
 }
 
+/// Whether a segment is `.` or `..` (parameters aside) once its `%25`s
+/// are decoded and then its escaped unreserved characters: `%252e%252e`
+/// is `..` to an upstream that decodes twice.
+fn dots_encoded_twice(seg: &str) -> bool {
+    if !seg.contains("%25") {
+        return false;
+    }
+    let once = seg.replace("%25", "%");
+    let twice = decode_unreserved(&once);
+    let name = twice.split_once(';').map_or(&*twice, |(name, _)| name);
+    dots(name).is_some()
+}
+
 /// What one pass over a path's bytes tells.
 enum Scan {
-    /// No dot, escape, backslash or `//`: nothing to do (most paths).
+    /// No dot, escape, backslash, `;` or `//`: nothing to do (most paths).
     Plain,
     /// A `//`.
     Doubled,
-    /// A dot, an escape or a backslash, and no `//`: a closer look.
+    /// A dot, an escape, a backslash or a `;`, and no `//`: a closer look.
     Escapes,
 }
 
@@ -157,7 +188,7 @@ fn scan(path: &str) -> Scan {
     let mut slash = false;
     for &b in path.as_bytes() {
         match b {
-            b'.' | b'%' | b'\\' => return if path.contains("//") { Scan::Doubled } else { Scan::Escapes },
+            b'.' | b'%' | b'\\' | b';' => return if path.contains("//") { Scan::Doubled } else { Scan::Escapes },
             b'/' if slash => return Scan::Doubled,
             _ => slash = b == b'/',
         }
@@ -204,7 +235,7 @@ mod tests {
 
     #[test]
     fn normalisation() {
-        let n = |p: &str| normalize(p, EscapedSlashes::Keep).map(|c| c.into_owned());
+        let n = |p: &str| normalize(p, PathRules::KEEP).map(|c| c.into_owned());
         assert_eq!(n("/a/b"), Some("/a/b".into()));
         assert_eq!(n("/a//b"), Some("/a/b".into()));
         assert_eq!(n("/public/../admin"), Some("/admin".into()));
@@ -217,7 +248,7 @@ mod tests {
         assert_eq!(n("/a.b/c%20d"), Some("/a.b/c%20d".into()));
         // Separators hidden from the routes: kept, or refused.
         assert_eq!(n("/public/..%2Fadmin"), Some("/public/..%2Fadmin".into()));
-        let reject = |p: &str| normalize(p, EscapedSlashes::Reject).map(|c| c.into_owned());
+        let reject = |p: &str| normalize(p, PathRules::default()).map(|c| c.into_owned());
         for hidden in [
             "/public/..%2Fadmin",
             "/a%2fb",
@@ -248,14 +279,32 @@ mod tests {
             assert_eq!(n(p), None, "{p}");
         }
         assert_eq!(n("/a;v=1/b.json;x"), Some("/a;v=1/b.json;x".into()));
+        // ... unless parameters are refused (the default): `/admin;x/users`
+        // is `/admin/users` to Tomcat. Separators are a rule of their own.
+        for p in ["/admin;x/users", "/a/b;", "/;"] {
+            assert_eq!(reject(p), None, "{p}");
+        }
+        let params = PathRules { parameters: Ambiguous::Reject, ..PathRules::KEEP };
+        assert_eq!(normalize("/a%2Fb", params).as_deref(), Some("/a%2Fb"));
+        assert_eq!(normalize("/a;b", params), None);
+        let slashes = PathRules { escaped_slashes: Ambiguous::Reject, ..PathRules::KEEP };
+        assert_eq!(normalize("/a;b", slashes).as_deref(), Some("/a;b"));
+        assert_eq!(normalize("/a%2Fb", slashes), None);
+        // A dot segment encoded twice (`..` to an upstream that decodes
+        // twice): refused, however its bytes are escaped; other `%25`s stay.
+        for p in ["/public/%252e%252e/admin", "/a/%252E", "/a/.%252e/b", "/a/%25%32%65%252e", "/a/%252e%252e;x/b"] {
+            assert_eq!(n(p), None, "{p}");
+        }
+        assert_eq!(n("/a/%252e%252e%252e"), Some("/a/%252e%252e%252e".into()));
+        assert_eq!(n("/a/%2520b"), Some("/a/%2520b".into()));
         assert_eq!(n("//"), Some("/".into()));
         assert_eq!(n("/"), Some("/".into()));
         // Paths already normal are borrowed, not copied.
         for p in ["/", "/a/b", "/a/b/", "/a.b/c%20d", "/a/...", "/.a/b"] {
-            assert!(matches!(normalize(p, EscapedSlashes::Reject), Some(Cow::Borrowed(_))), "{p}");
+            assert!(matches!(normalize(p, PathRules::default()), Some(Cow::Borrowed(_))), "{p}");
         }
         for p in ["//", "/a//b", "/a/./b", "/a/%2e/b", "/a/b/..", "/%61"] {
-            assert!(matches!(normalize(p, EscapedSlashes::Reject), Some(Cow::Owned(_))), "{p}");
+            assert!(matches!(normalize(p, PathRules::default()), Some(Cow::Owned(_))), "{p}");
         }
     }
 }

@@ -598,10 +598,21 @@ async fn path_traversal_is_normalised_or_refused() {
     let resp = get_path(&gw, hidden).await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     assert!(get_path(&gw, "/public/..%252Fadmin").await.starts_with("HTTP/1.1 400"), "encoded twice");
+    // So is a dot segment encoded twice, and (by default) a path with
+    // parameters: `/admin;x/users` is `/admin/users` to Tomcat.
+    assert!(get_path(&gw, "/public/%252e%252e/admin").await.starts_with("HTTP/1.1 400"));
+    let params = "/admin;x/users";
+    assert!(get_path(&gw, params).await.starts_with("HTTP/1.1 400"), "parameters");
     let gw = TestGateway::start_with("escaped_slashes = \"keep\"", &one_route(&up, ""));
     let resp = get_path(&gw, hidden).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"path\":\"/public/..%2Fadmin\""), "forwarded as sent: {resp}");
+    assert!(get_path(&gw, params).await.starts_with("HTTP/1.1 400"), "a rule of its own");
+    let gw = TestGateway::start_with("path_parameters = \"keep\"", &one_route(&up, ""));
+    let resp = get_path(&gw, params).await;
+    assert!(resp.contains("\"path\":\"/admin;x/users\""), "forwarded as sent: {resp}");
+    assert!(get_path(&gw, hidden).await.starts_with("HTTP/1.1 400"), "a rule of its own");
+    assert!(get_path(&gw, "/public/..;/admin").await.starts_with("HTTP/1.1 400"), "dots with parameters, still");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
