@@ -63,6 +63,7 @@ impl Shared {
             let snapshot = build(config, &self.env, Some(&previous), generation)?;
             self.generation.store(generation, Ordering::Relaxed);
             self.current.store(Arc::new(snapshot));
+            previous.retire(&self.current());
             Ok(generation)
         })();
         self.env.metrics.reloads(result.is_ok());
@@ -130,7 +131,7 @@ impl crate::admin::AdminState for Shared {
     }
 
     fn metrics(&self) -> String {
-        for upstream in &self.current().upstreams {
+        for upstream in self.current().all_upstreams() {
             upstream.report_ejections();
         }
         self.env.metrics.encode()

@@ -2,7 +2,7 @@
 //! plugin chains, upstreams, the router, the TLS acceptor — built completely
 //! from a config before it is swapped in, and immutable afterwards.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,6 +102,38 @@ impl std::fmt::Debug for Snapshot {
             .field("upstreams", &self.upstreams.len())
             .field("tls", &self.tls.is_some())
             .finish()
+    }
+}
+
+impl Snapshot {
+    /// The config's upstreams and those made for plugins' origins.
+    pub fn all_upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams.iter().chain(self.origins.values())
+    }
+
+    /// After a reload to `next`: stops the tasks of the upstreams `next`
+    /// did not carry over, and forgets the per-endpoint gauges (health,
+    /// ejection, breaker) of endpoints it has not, which would otherwise
+    /// show their last value for the rest of the process.
+    pub fn retire(&self, next: &Snapshot) {
+        let labels = |s: &Snapshot| -> HashSet<(Arc<str>, Arc<str>)> {
+            s.all_upstreams()
+                .flat_map(|u| {
+                    let endpoints = u.endpoints().into_iter().map(|e| (u.name.clone(), e.address.clone()));
+                    // The upstream-wide breaker's endpoint is `*`.
+                    endpoints.chain([(u.name.clone(), Arc::from("*"))])
+                })
+                .collect()
+        };
+        for old in self.all_upstreams() {
+            if !next.all_upstreams().any(|new| Arc::ptr_eq(old, new)) {
+                old.stop();
+            }
+        }
+        let kept = labels(next);
+        for (upstream, endpoint) in labels(self).difference(&kept) {
+            self.metrics.forget_endpoint(upstream, endpoint);
+        }
     }
 }
 

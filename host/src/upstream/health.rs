@@ -3,7 +3,7 @@
 //! row and healthy again after `healthy_threshold` good ones. Runs on the
 //! control runtime (with one worker, that worker's runtime: see
 //! `control.rs`), never in a request's task, and stops when its
-//! upstream is dropped.
+//! upstream is dropped or replaced by a reload, checks in flight too.
 
 use std::sync::Arc;
 
@@ -41,7 +41,12 @@ pub(super) async fn run(
                 (ep, ok)
             }
         });
-        for (ep, ok) in futures::future::join_all(probes).await {
+        let results = tokio::select! {
+            r = futures::future::join_all(probes) => r,
+            // Not recorded: the endpoints may be gone.
+            _ = stopped.changed() => return,
+        };
+        for (ep, ok) in results {
             if let Some(healthy) = ep.record_check(ok, check.healthy_threshold, check.unhealthy_threshold) {
                 if healthy {
                     tracing::info!(

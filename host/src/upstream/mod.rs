@@ -81,9 +81,9 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     /// This upstream's own series, resolved once.
     series: UpstreamSeries,
-    /// Dropping it stops this upstream's background tasks (health checks,
-    /// DNS re-resolution).
-    _stop: watch::Sender<()>,
+    /// Dropping it, or [`Upstream::stop`], stops this upstream's background
+    /// tasks (health checks, DNS re-resolution).
+    stop: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -208,8 +208,16 @@ impl Upstream {
             bulkhead: config.bulkhead.map(Bulkhead::new),
             budget: RetryBudget::new(config.retry_budget),
             metrics,
-            _stop: stop,
+            stop,
         }
+    }
+
+    /// Stops the background tasks now, rather than when the last request
+    /// holding this upstream ends: a reload replaced it, and its tasks
+    /// would keep probing and recording the gauges of endpoints that may
+    /// be gone.
+    pub fn stop(&self) {
+        self.stop.send_replace(());
     }
 
     /// The endpoints now.

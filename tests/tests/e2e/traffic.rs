@@ -233,6 +233,53 @@ async fn an_ejection_ends_on_time_and_the_gauge_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_forgets_the_gauges_of_the_endpoints_it_removes() {
+    let ups = upstreams(3).await;
+    let config = |endpoints: &[TestUpstream]| {
+        let list: Vec<String> = endpoints.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+        format!(
+            r#"{ADMIN}[upstreams.u]
+endpoints = [{}]
+outlier = {{ consecutive_5xx = 3, base_ejection = "30s", max_ejected_percent = 50 }}
+health = {{ path = "/", interval = "50ms" }}
+[[routes]]
+upstream = "u"
+retries = {{ attempts = 0 }}
+"#,
+            list.join(", ")
+        )
+    };
+    let series = |family: &str, up: &TestUpstream| {
+        format!(r#"wasmgate_upstream_endpoint_{family}{{upstream="u",endpoint="{}"}}"#, up.addr)
+    };
+    let gw = TestGateway::start(&config(&ups));
+    ups[2].set_failing(true);
+    spread(&gw, "/", 30).await;
+    let text = gw.metrics().await;
+    assert_eq!(sample(&text, &series("ejected", &ups[2])), Some("1"), "{text}");
+    assert!(sample(&text, &series("healthy", &ups[2])).is_some(), "{text}");
+
+    // e2 leaves the upstream: its gauges go (they said "ejected" for the
+    // rest of the process); the others stay.
+    gw.write_config(&config(&ups[..2]));
+    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    let text = gw.metrics().await;
+    for family in ["ejected", "healthy"] {
+        assert_eq!(sample(&text, &series(family, &ups[2])), None, "{family}: {text}");
+        assert!(sample(&text, &series(family, &ups[0])).is_some(), "{family}: {text}");
+    }
+    // The replaced upstream's health checks stopped with the reload (a
+    // check in flight then is dropped, not recorded).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let hits = ups[2].hits();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ups[2].hits(), hits, "e2 was still checked");
+    assert!(ups[0].hits() > 0);
+    let text = gw.metrics().await;
+    assert_eq!(sample(&text, &series("healthy", &ups[2])), None, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breaker_opens_fails_fast_and_recovers() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&format!(
