@@ -64,12 +64,11 @@ pub fn spawn_workers(
     listeners: Vec<WorkerListeners>,
     shutdown: &watch::Receiver<bool>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let server = shared.current().config.server.clone();
     listeners
         .into_iter()
         .enumerate()
         .map(|(i, listener)| {
-            let (shared, shutdown, server) = (shared.clone(), shutdown.clone(), server.clone());
+            let (shared, shutdown) = (shared.clone(), shutdown.clone());
             std::thread::Builder::new().name(format!("wasmgate-worker-{i}")).spawn(move || {
                 crate::worker::set_index(i);
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -79,7 +78,7 @@ pub fn spawn_workers(
                         return;
                     }
                 };
-                rt.block_on(run(shared, listener, server, shutdown));
+                rt.block_on(run(shared, listener, shutdown));
             })
         })
         .collect()
@@ -95,21 +94,44 @@ fn http2(server: &ServerConfig) -> http2::Builder<TokioExecutor> {
     b
 }
 
-/// What every connection of a worker shares.
+/// What every connection of a worker shares: the `[server]` limits of the
+/// config current when it was accepted.
 struct Serving {
     shared: Arc<Shared>,
+    /// The config generation the limits are from.
+    generation: u64,
     limits: h1::Limits,
     http2: http2::Builder<TokioExecutor>,
 }
 
+impl Serving {
+    /// For connections accepted now: made again after a reload, so new
+    /// limits hold for the connections accepted after it (those open keep
+    /// theirs).
+    fn current(shared: &Arc<Shared>, last: Option<&Arc<Self>>) -> Arc<Self> {
+        let snapshot = shared.current();
+        match last {
+            Some(s) if s.generation == snapshot.generation => s.clone(),
+            _ => {
+                let server = &snapshot.config.server;
+                Arc::new(Self {
+                    shared: shared.clone(),
+                    generation: snapshot.generation,
+                    limits: h1::Limits {
+                        header_read_timeout: server.header_read_timeout,
+                        max_head: server.max_header_bytes,
+                        max_headers: server.max_headers,
+                    },
+                    http2: http2(server),
+                })
+            }
+        }
+    }
+}
+
 /// Serves one worker's listeners until `shutdown`, then drains its
-/// connections (up to `shutdown_timeout`).
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    listeners: WorkerListeners,
-    server: ServerConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// connections (up to `shutdown_timeout`, as the config says then).
+pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shutdown: watch::Receiver<bool>) {
     let (plain, tls) = listeners;
     let Some(plain) = tokio::net::TcpListener::from_std(plain)
         .map_err(|e| tracing::error!("cannot use the listening socket: {e}"))
@@ -124,15 +146,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    let serving = Arc::new(Serving {
-        shared: shared.clone(),
-        limits: h1::Limits {
-            header_read_timeout: server.header_read_timeout,
-            max_head: server.max_header_bytes,
-            max_headers: server.max_headers,
-        },
-        http2: http2(&server),
-    });
+    let mut serving = Serving::current(&shared, None);
     // Every connection holds a sender; when all are gone, so are the
     // connections (graceful shutdown waits for that).
     let (open, mut all_closed) = mpsc::channel::<()>(1);
@@ -152,6 +166,7 @@ pub(crate) async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
+        serving = Serving::current(&shared, Some(&serving));
         let (serving, shutdown, open) = (serving.clone(), shutdown.clone(), open.clone());
         if !secure {
             tokio::spawn(async move {
@@ -163,7 +178,7 @@ pub(crate) async fn run(
         // The handshake runs in the connection's task, bounded by the header
         // read timeout, so a slow handshake never holds up accepting.
         let Some(acceptor) = shared.current().tls.clone() else { continue };
-        let handshake_timeout = server.header_read_timeout;
+        let handshake_timeout = serving.limits.header_read_timeout;
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
@@ -185,7 +200,7 @@ pub(crate) async fn run(
     drop(open);
     tokio::select! {
         _ = all_closed.recv() => {}
-        () = tokio::time::sleep(server.shutdown_timeout) => {
+        () = tokio::time::sleep(shared.current().config.server.shutdown_timeout) => {
             tracing::warn!("shutdown deadline passed with requests in flight; closing them");
         }
     }

@@ -160,8 +160,13 @@ impl TestGateway {
 
     /// Replaces the config file's body (the preamble stays).
     pub fn write_config(&self, body: &str) {
+        self.write_config_with(&self.server_extra, body);
+    }
+
+    /// Replaces the config file, with these extra `[server]` keys.
+    pub fn write_config_with(&self, server_extra: &str, body: &str) {
         let plugins = self.dir.path().join("plugins");
-        let text = format!("{}{body}", preamble(&plugins, &self.server_extra));
+        let text = format!("{}{body}", preamble(&plugins, server_extra));
         let tmp = self.dir.path().join("gateway.toml.tmp");
         std::fs::write(&tmp, text).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("replace config");

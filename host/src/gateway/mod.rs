@@ -114,14 +114,11 @@ fn warn_static_changes(old: &Config, new: &Config) {
     if old.store != new.store {
         tracing::warn!("[store] changed; it takes effect at restart");
     }
+    if (old.server.watch, old.server.watch_interval) != (new.server.watch, new.server.watch_interval) {
+        tracing::warn!("server.watch or watch_interval changed; they take effect at restart");
+    }
     if old.server.access_log != new.server.access_log {
         tracing::warn!("server.access_log changed; it takes effect at restart");
-    }
-    let heads = |s: &config::ServerConfig| (s.max_header_bytes, s.max_headers, s.header_read_timeout);
-    if heads(&old.server) != heads(&new.server) {
-        tracing::warn!(
-            "server.max_header_bytes, max_headers or header_read_timeout changed; they take effect at restart"
-        );
     }
 }
 
@@ -296,12 +293,11 @@ impl Gateway {
         config: Config,
         control: &tokio::runtime::Handle,
     ) -> Result<(Self, impl Future<Output = ()> + use<>), StartError> {
-        let server_config = config.server.clone();
         let (gateway, listeners) = Self::assemble(path, config, control)?;
         let Some(listeners) = listeners.into_iter().next() else {
             return Err(StartError::Threads(std::io::Error::other("no listening socket for the worker")));
         };
-        let serve = server::run(gateway.shared.clone(), listeners, server_config, gateway.shutdown.subscribe());
+        let serve = server::run(gateway.shared.clone(), listeners, gateway.shutdown.subscribe());
         gateway.serving();
         Ok((gateway, serve))
     }

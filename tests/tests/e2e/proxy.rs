@@ -708,6 +708,50 @@ async fn a_head_may_have_max_headers_fields_and_no_more() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_head_limits_of_the_connections_accepted_after_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answering =
+        "[[routes]]\nplugins = [{ use = \"deny\", config = { headers = { \"x-last\" = \"*\" }, status = 418 } }]\n";
+    let head = |fields: usize| {
+        let mut head = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+        for i in 0..fields - 3 {
+            head.extend_from_slice(format!("x-field-{i}: {i}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"x-last: 1\r\n\r\n");
+        head
+    };
+    let gw = TestGateway::start_with("max_headers = 20", answering);
+    assert!(raw(gw.addr(), &head(30)).await.starts_with("HTTP/1.1 431"));
+    // A connection open before the reload keeps the limits it was accepted with.
+    let mut before = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    // (Accepted before the reload: its first request is read before it.)
+    before.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nx-last: 1\r\n\r\n").await.unwrap();
+    let mut pending = Vec::new();
+    let first = wasmgate_tests::read_head(&mut before, &mut pending).await.unwrap_or_default();
+    assert!(first.starts_with("HTTP/1.1 418"), "{first}");
+
+    gw.write_config_with("max_headers = 40", answering);
+    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    let resp = raw(gw.addr(), &head(30)).await;
+    assert!(resp.starts_with("HTTP/1.1 418"), "the new limit: {resp}");
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::get(gw.url("/")).header("x-last", "1");
+    for i in 0..28 {
+        req = req.header(format!("x-field-{i}"), "1");
+    }
+    assert_eq!(wasmgate_tests::send_with(&h2, req.body(Full::default()).unwrap()).await.status, 418, "HTTP/2");
+    before.write_all(&head(30)).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), before.read_to_end(&mut rest)).await;
+    // After the first answer's body, still in `pending`.
+    pending.extend_from_slice(&rest);
+    let resp = String::from_utf8_lossy(&pending);
+    assert!(resp.contains("HTTP/1.1 431") && !resp.contains("418"), "the old limit: {resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_proxied_to_http1_upstreams() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&one_route(&up, ""));
