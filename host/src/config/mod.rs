@@ -148,6 +148,12 @@ pub(crate) trait Setting: Copy + PartialOrd {
     fn shown(self) -> String {
         self.written().trim_matches('"').to_owned()
     }
+
+    /// Whether it is the type's largest value: a range up to it has no
+    /// upper bound worth naming.
+    fn unbounded(self) -> bool {
+        false
+    }
 }
 
 macro_rules! counts {
@@ -155,6 +161,10 @@ macro_rules! counts {
         impl Setting for $t {
             fn written(self) -> String {
                 self.to_string()
+            }
+
+            fn unbounded(self) -> bool {
+                self == <$t>::MAX
             }
         }
     )*};
@@ -207,17 +217,13 @@ pub(crate) fn within<T: Setting>(
         Some(v) if range.contains(&v) => v,
         Some(v) => {
             let name = key.rsplit('.').next().unwrap_or(key);
-            p.at(
-                at,
-                key,
-                format!(
-                    "{name} must be between {} and {} (it is {})",
-                    range.start().written(),
-                    range.end().written(),
-                    v.written()
-                ),
-                format!("e.g. {name} = {}", default.written()),
-            );
+            let (low, high) = (range.start().written(), range.end().written());
+            let what = if range.end().unbounded() {
+                format!("{name} must be at least {low}")
+            } else {
+                format!("{name} must be between {low} and {high}")
+            };
+            p.at(at, key, format!("{what} (it is {})", v.written()), format!("e.g. {name} = {}", default.written()));
             default
         }
     }
