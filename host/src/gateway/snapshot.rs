@@ -154,7 +154,13 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
     };
     let mut upstreams = Vec::with_capacity(config.upstreams.len());
     for u in &config.upstreams {
-        if let Some(old) = previous.and_then(|p| p.upstreams.iter().find(|old| old.config == *u)) {
+        let unchanged = |p: &Snapshot, old: &Upstream| {
+            old.config == *u
+                && old.tls_files() == tls_files(u)
+                // A discovered upstream's resolver and watch were made with `[dns]`.
+                && (u.discovery.is_none() || p.config.dns == config.dns)
+        };
+        if let Some(old) = previous.and_then(|p| p.upstreams.iter().find(|old| unchanged(p, old))) {
             upstreams.push(old.clone());
             continue;
         }
@@ -313,6 +319,9 @@ fn origin_upstreams(
 /// A new upstream: its TLS client config, and for discovered upstreams the
 /// first resolution (a name that does not resolve fails the load).
 fn new_upstream(u: &config::UpstreamConfig, config: &Config, env: &Env) -> Result<Upstream, (String, String)> {
+    // Before the files are read for the connector: a write after this
+    // changes the digest, and the next reload builds it again.
+    let files = tls_files(u);
     let tls = match &u.tls {
         None => None,
         Some(t) => {
@@ -331,7 +340,27 @@ fn new_upstream(u: &config::UpstreamConfig, config: &Config, env: &Env) -> Resul
         None => None,
         Some(what) => Some(resolve_now(&config.dns, what, &env.control)?),
     };
-    Ok(Upstream::new(u, env.workers, env.metrics.clone(), tls, resolved, Some((&env.control, &config.dns))))
+    let control = Some((&env.control, &config.dns));
+    Ok(Upstream::new(u, env.workers, env.metrics.clone(), tls, resolved, control).with_tls_files(files))
+}
+
+/// A digest of an upstream's TLS files (CA, client certificate and key) as
+/// they are on disk now; `None` without TLS. A file that cannot be read
+/// counts as its own content, so that it changes when the file appears.
+fn tls_files(u: &config::UpstreamConfig) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let t = u.tls.as_ref()?;
+    let mut digest = sha2::Sha256::new();
+    for path in t.ca.iter().chain(t.client_cert.iter().flat_map(|(cert, key)| [cert, key])) {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                digest.update((bytes.len() as u64).to_le_bytes());
+                digest.update(&bytes);
+            }
+            Err(_) => digest.update(u64::MAX.to_le_bytes()),
+        }
+    }
+    Some(digest.finalize().into())
 }
 
 /// Resolves once on the control runtime, waiting here (this may run inside

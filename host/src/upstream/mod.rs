@@ -84,6 +84,9 @@ pub struct Upstream {
     /// Dropping it, or [`Upstream::stop`], stops this upstream's background
     /// tasks (health checks, DNS re-resolution).
     stop: watch::Sender<()>,
+    /// A digest of the TLS files (CA, certificate, key) as they were when
+    /// this upstream was built, when it has any.
+    tls_files: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -209,7 +212,21 @@ impl Upstream {
             budget: RetryBudget::new(config.retry_budget),
             metrics,
             stop,
+            tls_files: None,
         }
+    }
+
+    /// Records the digest of the TLS files it was built from
+    /// ([`Upstream::tls_files`]).
+    pub fn with_tls_files(mut self, digest: Option<[u8; 32]>) -> Self {
+        self.tls_files = digest;
+        self
+    }
+
+    /// The digest of the TLS files it was built from: a reload rebuilds an
+    /// upstream whose files changed since, though its config did not.
+    pub fn tls_files(&self) -> Option<[u8; 32]> {
+        self.tls_files
     }
 
     /// Stops the background tasks now, rather than when the last request

@@ -69,6 +69,32 @@ upstream = "users"
     assert_eq!(r.status, 200, "the request in flight finished");
 }
 
+/// A reload that moves `[dns]` to another nameserver re-resolves the
+/// discovered upstreams there (they kept the resolver they were made with).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_another_nameserver_resolves_there() {
+    let (old_dns, new_dns) = tokio::join!(TestDns::start("svc.test."), TestDns::start("svc.test."));
+    let (a, b) = tokio::join!(TestUpstream::echo("a"), TestUpstream::echo("b"));
+    let localhost = ["127.0.0.1".parse::<IpAddr>().unwrap()];
+    for dns in [&old_dns, &new_dns] {
+        dns.set_a("host.svc.test.", &localhost, 60);
+    }
+    old_dns.set_srv("_http._tcp.users.svc.test.", &[(10, 1, a.addr.port(), "host.svc.test.")], 60);
+    new_dns.set_srv("_http._tcp.users.svc.test.", &[(10, 1, b.addr.port(), "host.svc.test.")], 60);
+    let config = |dns: &TestDns| {
+        format!(
+            "[dns]\nnameservers = [\"{}\"]\n\n[upstreams.users]\nsrv = \"_http._tcp.users.svc.test.\"\n\n[[routes]]\nupstream = \"users\"\n",
+            dns.addr
+        )
+    };
+    let gw = TestGateway::start(&config(&old_dns));
+    assert_eq!(spread(&gw, 4).await.get("a"), Some(&4));
+    gw.write_config(&config(&new_dns));
+    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    assert_eq!(spread(&gw, 4).await.get("b"), Some(&4), "the new nameserver's answer");
+    assert!(new_dns.queries() > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_records_are_resolved_with_the_configured_port() {
     let dns = TestDns::start("svc.test.").await;

@@ -165,6 +165,47 @@ upstream = "a"
     assert_eq!(echoed_header(&r.json(), "x-forwarded-proto").as_deref(), Some("https"));
 }
 
+/// An upstream's client certificate rotated in place (the same files, a
+/// new identity): the reload that follows connects with the new one,
+/// though the config did not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_upstream_client_certificate_is_used_after_the_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, trusted, untrusted) =
+        (Ca::new(dir.path(), "ca"), Ca::new(dir.path(), "trusted"), Ca::new(dir.path(), "untrusted"));
+    let a_cert = ca.server("a", &["a.internal"]);
+    let up = TestUpstream::echo("origin").await;
+    let a_tls = format!(
+        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
+        a_cert.cert.display(),
+        a_cert.key.display(),
+        trusted.pem.display()
+    );
+    let a = TestGateway::start_with(&a_tls, &tls_body(&up, ""));
+    let a_addr = a.gateway.tls_addr().unwrap();
+    // B's identity is first from a CA that A does not trust.
+    let b_identity = untrusted.client("b");
+    let b_body = format!(
+        r#"[upstreams.a]
+endpoints = ["{a_addr}"]
+tls = {{ ca = "{}", server_name = "a.internal", cert = "{}", key = "{}" }}
+[[routes]]
+upstream = "a"
+"#,
+        ca.pem.display(),
+        b_identity.cert.display(),
+        b_identity.key.display()
+    );
+    let b = TestGateway::start(&b_body);
+    assert_eq!(get(&b.url("/")).await.status, 502, "A refuses B's certificate");
+    let renewed = trusted.client("b");
+    assert_eq!((&renewed.cert, &renewed.key), (&b_identity.cert, &b_identity.key));
+    assert_eq!(b.gateway.reload().ok(), Some(1));
+    let r = get(&b.url("/")).await;
+    assert_eq!(r.status, 200, "the rotated certificate: {}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("origin"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_pass_through() {
     let up = TestUpstream::echo("ws").await;
