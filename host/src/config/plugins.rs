@@ -60,6 +60,20 @@ impl Default for StoreConfig {
 pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Problems<'_>) -> StoreConfig {
     let Some(s) = s else { return StoreConfig::default() };
     let r = s.get_ref();
+    // A key of the other backend would be ignored: `url` without `backend
+    // = "redis"` would leave a fleet's limits in each process.
+    let (backend, foreign) = match r.backend {
+        raw::StoreBackendKind::Memory => ("memory", vec![("url", r.url.is_some()), ("timeout", r.timeout.is_some())]),
+        raw::StoreBackendKind::Redis => ("redis", vec![("max_entries", r.max_entries.is_some())]),
+    };
+    for (key, _) in foreign.into_iter().filter(|(_, set)| *set) {
+        p.at(
+            span(s),
+            format!("store.{key}"),
+            format!("{key} does not apply to the {backend} backend"),
+            if backend == "memory" { "set backend = \"redis\" to use Redis, or remove it" } else { "remove it" },
+        );
+    }
     match r.backend {
         raw::StoreBackendKind::Memory => StoreConfig::Memory {
             max_entries: within(p, span(s), "store.max_entries", r.max_entries, 1..=1_000_000_000, 1_000_000),
@@ -68,7 +82,14 @@ pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Prob
             Some(url) if url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://") => {
                 StoreConfig::Redis {
                     url: url.get_ref().clone(),
-                    timeout: r.timeout.map_or(Duration::from_millis(50), |d| d.0),
+                    timeout: within(
+                        p,
+                        span(s),
+                        "store.timeout",
+                        r.timeout.map(|d| d.0),
+                        WAITS,
+                        Duration::from_millis(50),
+                    ),
                 }
             }
             _ => {
