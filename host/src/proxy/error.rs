@@ -26,6 +26,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("bad request path")]
     BadPath,
+    #[error("bad Host")]
+    BadHost,
     #[error("request body over the limit of {0} bytes")]
     BodyTooLarge(u64),
     #[error("reading the request body failed: {0}")]
@@ -60,7 +62,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::BadPath | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BadPath | Self::BadHost | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } | Self::UpstreamBodyTooLarge { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -77,9 +79,12 @@ impl ProxyError {
 
     pub fn origin(&self) -> Origin {
         match self {
-            Self::NoRoute | Self::BadPath | Self::BodyTooLarge(_) | Self::ClientBody(_) | Self::BodyTimeout(_) => {
-                Origin::Client
-            }
+            Self::NoRoute
+            | Self::BadPath
+            | Self::BadHost
+            | Self::BodyTooLarge(_)
+            | Self::ClientBody(_)
+            | Self::BodyTimeout(_) => Origin::Client,
             Self::NoHealthyEndpoint { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => Origin::Upstream,
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout { .. }
@@ -116,6 +121,7 @@ impl ProxyError {
         match self {
             Self::NoRoute => "no route",
             Self::BadPath => "bad request path",
+            Self::BadHost => "bad host",
             Self::BodyTooLarge(_) => "request body too large",
             Self::ClientBody(_) => "bad request body",
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => "bad gateway",

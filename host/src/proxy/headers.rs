@@ -120,9 +120,11 @@ impl Names {
 }
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,
-/// and `Upgrade`. `Connection` comes first, `TE` sixth, `Transfer-Encoding`
-/// eighth.
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// and `Upgrade`; and `Expect`, which the gateway answers itself (it sends
+/// the client `100 Continue` as it starts reading the body, as nginx does):
+/// forwarded, an upstream's `100` in the middle of the body would stop the
+/// upload. `Connection` comes first, `TE` sixth, `Transfer-Encoding` eighth.
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -132,6 +134,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::EXPECT,
 ];
 const TE_SLOT: usize = 5;
 const TRANSFER_ENCODING_SLOT: usize = 7;
@@ -142,6 +145,7 @@ const TRANSFER_ENCODING_SLOT: usize = 7;
 fn hop_by_hop(name: &[u8]) -> Option<usize> {
     let candidates: &[usize] = match name.len() {
         2 => &[5],
+        6 => &[9],
         7 => &[6, 8],
         10 => &[0, 1],
         16 => &[2],
@@ -157,7 +161,8 @@ fn hop_by_hop(name: &[u8]) -> Option<usize> {
     })
 }
 
-/// Whether `name` is a hop-by-hop field (RFC 9110 §7.6.1: one of `HOP_BY_HOP`).
+/// Whether `name` is a hop-by-hop field (RFC 9110 §7.6.1), or `Expect`:
+/// one of `HOP_BY_HOP`.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop(name.as_str().as_bytes()).is_some()
 }
@@ -176,7 +181,7 @@ fn is_name(name: &[u8], lower: &[u8]) -> bool {
 ///
 /// One pass over the names first: most requests carry none of these and
 /// most responses only `Connection: keep-alive`, so only what is there is
-/// removed rather than looking up all nine names every time, and the
+/// removed rather than looking up all ten names every time, and the
 /// `Connection` tokens are read in place (a list of names to remove is made
 /// only when one names another header).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -436,7 +441,8 @@ fn is_tchar(b: u8) -> bool {
 /// client, the config, the request), not copied for each request.
 #[derive(Debug)]
 pub struct Forwarding<'a> {
-    /// `Host` from the URI's authority (for a request with no `Host`).
+    /// `Host` from the URI's authority, without user info: it replaces the
+    /// request's `Host`, if any.
     host: Option<HeaderValue>,
     client: &'a Client,
     /// `X-Forwarded-Host` and the `Forwarded` element, for a request that
@@ -457,8 +463,6 @@ pub enum Mode {
     Append,
     /// This hop's value replaces the message's.
     Replace,
-    /// Set only when the message has none.
-    Default,
 }
 
 /// Fields this hop writes into a message: a table of their names, each
@@ -493,11 +497,6 @@ where
                 Mode::Append => append_list(headers, name.clone(), value),
                 Mode::Replace => {
                     headers.insert(name.clone(), value.clone());
-                }
-                Mode::Default => {
-                    if let Entry::Vacant(e) = headers.entry(name) {
-                        e.insert(value.clone());
-                    }
                 }
             }
         }
@@ -538,7 +537,6 @@ where
                             open = Some((slot, name));
                             continue;
                         }
-                        Mode::Default => {}
                     }
                 }
             }
@@ -569,7 +567,9 @@ where
 /// The fields of [`Forwarding`], in the order they are written when the
 /// request has none of them.
 static FORWARDING: [(HeaderName, Mode); 7] = [
-    (header::HOST, Mode::Default),
+    // The request target's authority, when it had one, is the host: it
+    // replaces a `Host` that says otherwise (RFC 9112 §3.2.2).
+    (header::HOST, Mode::Replace),
     (X_FORWARDED_FOR, Mode::Append),
     (X_FORWARDED_PROTO, Mode::Replace),
     (X_FORWARDED_HOST, Mode::Replace),
@@ -607,7 +607,10 @@ impl<'a> Forwarding<'a> {
         present: Present,
     ) -> Self {
         Self {
-            host: authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            host: authority.and_then(|a| {
+                let host = a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, host)| host);
+                HeaderValue::from_str(host).ok()
+            }),
             client,
             for_host: host.map(|h| client.for_host(h)),
             via,
@@ -873,7 +876,7 @@ mod tests {
         assert_eq!(get("x-forwarded-for"), ["10.0.0.1, 10.0.0.2, 127.0.0.1"]);
         assert_eq!(get("x-forwarded-host"), ["spoof"], "no host named: the client's is left");
         assert_eq!(get("x-request-id"), ["id-1"]);
-        assert_eq!(get("host"), ["a.test"], "the request's own `Host` stays");
+        assert_eq!(get("host"), ["b.test"], "the target's authority replaces `Host`");
         assert_eq!(get("forwarded"), ["for=127.0.0.1;proto=http"]);
         assert_eq!(get("via"), ["1.1 wasmgate"]);
     }

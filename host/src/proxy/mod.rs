@@ -246,7 +246,12 @@ async fn serve<'s>(
     let host_source = routing::HostSource::of(req.uri(), req.headers());
     // As named (port and all) for the forwarding fields; without the port
     // for the routes.
-    let named = host_source.as_ref().and_then(routing::HostSource::as_named);
+    // A host that is not `host[:port]` (`evil.test#.example.com` would
+    // match `*.example.com`) is refused (RFC 9112 §3.2).
+    let named = match &host_source {
+        None => None,
+        Some(source) => Some(source.as_named().filter(|h| routing::valid_host(h)).ok_or(ProxyError::BadHost)?),
+    };
     let host = named.map(routing::strip_port);
     let matched =
         snapshot.router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;

@@ -243,6 +243,59 @@ impl HostSource {
     }
 }
 
+/// Whether a named host is `uri-host [":" port]` (RFC 3986 §3.2.2,
+/// RFC 9112 §3.2): a registered name or IPv4 address (unreserved
+/// characters, escapes, sub-delimiters), or an IP literal in brackets,
+/// then an optional port of digits. Empty is valid (a `Host` for a target
+/// without one).
+pub fn valid_host(host: &str) -> bool {
+    let b = host.as_bytes();
+    let (name_ok, rest) = match b.strip_prefix(b"[") {
+        Some(inner) => match inner.iter().position(|&c| c == b']') {
+            Some(end) => {
+                let literal = &inner[..end];
+                let ok = !literal.is_empty()
+                    && literal
+                        .iter()
+                        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'-' | b'_' | b'~' | b'%'));
+                (ok, &inner[end + 1..])
+            }
+            None => (false, &[][..]),
+        },
+        None => {
+            let end = b.iter().position(|&c| c == b':').unwrap_or(b.len());
+            let ok = b[..end].iter().all(|&c| {
+                c.is_ascii_alphanumeric()
+                    || matches!(
+                        c,
+                        b'-' | b'.'
+                            | b'_'
+                            | b'~'
+                            | b'%'
+                            | b'!'
+                            | b'$'
+                            | b'&'
+                            | b'\''
+                            | b'('
+                            | b')'
+                            | b'*'
+                            | b'+'
+                            | b','
+                            | b';'
+                            | b'='
+                    )
+            });
+            (ok, &b[end..])
+        }
+    };
+    name_ok
+        && match rest.split_first() {
+            None => true,
+            Some((b':', port)) => port.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
+}
+
 /// A named host without its port (and an IPv6 literal without brackets):
 /// what routes match.
 pub fn strip_port(host: &str) -> &str {

@@ -132,6 +132,39 @@ fn host_ports_are_ignored() {
 }
 
 #[test]
+fn hosts_are_a_name_or_address_and_a_port() {
+    for ok in [
+        "example.com",
+        "api.example.com:8080",
+        "10.0.0.1:80",
+        "[::1]",
+        "[::1]:443",
+        "[fe80::1%25eth0]",
+        "a-b_c~d",
+        "",
+        "x:",
+    ] {
+        assert!(valid_host(ok), "{ok}");
+    }
+    for bad in [
+        "evil.test#.example.com",
+        "evil.test/.example.com",
+        "user@example.com",
+        "a b",
+        "example.com:80a",
+        "example.com:80:80",
+        "[::1",
+        "[]",
+        "[::1]x",
+        "exa\\mple.com",
+        "ex\"ample",
+        "h?q",
+    ] {
+        assert!(!valid_host(bad), "{bad}");
+    }
+}
+
+#[test]
 fn the_host_comes_from_the_authority_before_the_host_header() {
     let mut headers = HeaderMap::new();
     headers.insert(http::header::HOST, HeaderValue::from_static("api.test:8443"));

@@ -553,10 +553,18 @@ fn body_framing(
     length: codec::ContentLength,
 ) -> Result<Decode, StatusCode> {
     if present.may_have(Present::HOP)
-        && let Some(chunked) = codec::chunked(headers)
+        && let Some(coding) = codec::Codings::of(headers).get()
     {
-        if !chunked || version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
+        if coding == codec::Coding::NotChunked
+            || version == Version::HTTP_10
+            || headers.contains_key(header::CONTENT_LENGTH)
+        {
             return Err(StatusCode::BAD_REQUEST);
+        }
+        // Framed, but still coded (`gzip, chunked`): the gateway cannot
+        // undo it, and the upstream would not know (RFC 9112 §6.1).
+        if coding == codec::Coding::Others {
+            return Err(StatusCode::NOT_IMPLEMENTED);
         }
         return Ok(Decode::ChunkSize);
     }
@@ -997,7 +1005,15 @@ mod tests {
         assert_eq!(framing(v11, &headers(&[])), Ok(Decode::Done));
         assert_eq!(framing(v11, &headers(&[("content-length", "0")])), Ok(Decode::Done));
         assert_eq!(framing(v11, &headers(&[("content-length", "7, 7")])), Ok(Decode::Length(7)));
-        assert_eq!(framing(v11, &headers(&[("transfer-encoding", "gzip, chunked")])), Ok(Decode::ChunkSize));
+        assert_eq!(framing(v11, &headers(&[("transfer-encoding", "chunked")])), Ok(Decode::ChunkSize));
+        assert_eq!(framing(v11, &headers(&[("transfer-encoding", " Chunked ")])), Ok(Decode::ChunkSize));
+        for coded in [
+            headers(&[("transfer-encoding", "gzip, chunked")]),
+            headers(&[("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")]),
+            headers(&[("transfer-encoding", "chunked, chunked")]),
+        ] {
+            assert_eq!(framing(v11, &coded), Err(StatusCode::NOT_IMPLEMENTED), "{coded:?}");
+        }
         for bad in [
             headers(&[("content-length", "7, 8")]),
             headers(&[("content-length", "-1")]),

@@ -244,6 +244,11 @@ impl Connection {
         self.deadline = deadline;
         let framing = request_framing(&req, forwarding.map_or(Present::ANY, Forwarding::present));
         let head_only = matches!(req.method(), &Method::HEAD);
+        // Only a request that asks to upgrade may be answered 101 (RFC 9110
+        // §7.8); most requests have no hop-by-hop field to look for.
+        let may_switch = forwarding.is_none_or(|f| f.present().may_have(Present::HOP))
+            && req.headers().contains_key(header::UPGRADE);
+        let asked = Asked { head_only, may_switch };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         encode_head(&req, framing, forwarding, &mut out);
@@ -283,12 +288,12 @@ impl Connection {
             // An upstream may answer before it has read the whole body (a
             // 413, a 401) and stop reading, or close: that answer is the one
             // to pass on, and the connection is not reused.
-            return self.read_response(head_only, None).await.map_err(|read| match read {
+            return self.read_response(asked, None).await.map_err(|read| match read {
                 Error::TimedOut => SendError::TimedOut,
                 _ => SendError::Failed(e.into()),
             });
         }
-        self.read_response(head_only, ret).await.map_err(Error::into_send)
+        self.read_response(asked, ret).await.map_err(Error::into_send)
     }
 
     async fn write(&mut self, mut bytes: &[u8]) -> Result<(), Error> {
@@ -388,7 +393,7 @@ impl Connection {
     /// where it is made, as a request is: it goes a long way.
     async fn read_response(
         mut self: Box<Self>,
-        head_only: bool,
+        asked: Asked,
         ret: Option<Return>,
     ) -> Result<(Box<Response<Body>>, Instant), Error> {
         loop {
@@ -414,13 +419,20 @@ impl Connection {
             // with the head, the connection's idle time all start here.
             let at = Instant::now();
             let (headers, length) = parsed.headers(&self.fields, &head, &mut self.map, &mut self.names)?;
-            let framing = response_framing(head_only, status, parsed.chunked, length)?;
-            let keep_alive = framing != Framing::Close && parsed.connection.keeps_alive(parsed.version);
+            let framing = response_framing(asked.head_only, status, parsed.coding, length)?;
+            // HTTP/1.0 has no transfer codings: a message with one is
+            // faulty, and its connection is not reused (RFC 9112 §6.1).
+            let keep_alive = framing != Framing::Close
+                && parsed.connection.keeps_alive(parsed.version)
+                && !(parsed.version == Version::HTTP_10 && parsed.coding.is_some());
             let mut resp = Box::new(Response::new(Body::Empty));
             *resp.status_mut() = status;
             *resp.version_mut() = parsed.version;
             *resp.headers_mut() = headers;
             if status == StatusCode::SWITCHING_PROTOCOLS {
+                if !asked.may_switch {
+                    return Err(Error::Invalid("101 Switching Protocols to a request that did not ask to upgrade"));
+                }
                 resp.extensions_mut().insert(Upgraded(Arc::new(Mutex::new(Some(self)))));
                 return Ok((resp, at));
             }
@@ -444,6 +456,15 @@ impl Connection {
             return Ok((resp, at));
         }
     }
+}
+
+/// What a request asked that decides how its response is read.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    /// A `HEAD`: the response has no body, whatever its head says.
+    head_only: bool,
+    /// It asked to upgrade: a `101` may answer it.
+    may_switch: bool,
 }
 
 /// Reads what `io` has into `buf` (0: the peer closed).
@@ -556,9 +577,8 @@ struct Parsed {
     version: Version,
     /// What its `Connection` fields say.
     connection: ConnectionTokens,
-    /// Whether its last `Transfer-Encoding` ends in `chunked` (`None`: it
-    /// has none).
-    chunked: Option<bool>,
+    /// What its `Transfer-Encoding` fields say (`None`: it has none).
+    coding: Option<Coding>,
     /// Bit i: field i is hop-by-hop (there are at most [`MAX_HEADERS`]).
     hop: u128,
 }
@@ -594,8 +614,13 @@ impl Parsed {
             place += 1;
             let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
                 .map_err(|_| Error::Invalid("header value"))?;
-            // Read here, as it goes by, rather than looked up after.
+            // Read here, as it goes by, rather than looked up after. With a
+            // `Transfer-Encoding`, which frames the body, it is dropped: the
+            // client must not read the body by it (RFC 9112 §6.3).
             if name == header::CONTENT_LENGTH {
+                if self.coding.is_some() {
+                    continue;
+                }
                 length.add(value.as_bytes());
             }
             map.append(name, value);
@@ -634,7 +659,7 @@ fn parse_head(buf: &[u8], fields: &mut Fields) -> Result<Option<Parsed>, Error> 
     // framing, keep-alive) and marked to be left out of the map.
     fields.clear();
     let mut connection = ConnectionTokens::default();
-    let mut chunked = None;
+    let mut codings = Codings::default();
     let mut hop = 0u128;
     for (i, h) in resp.headers.iter().enumerate() {
         fields.push((range(h.name.as_bytes()), range(h.value)));
@@ -642,41 +667,81 @@ fn parse_head(buf: &[u8], fields: &mut Fields) -> Result<Option<Parsed>, Error> 
         hop |= 1 << i;
         match field {
             HopField::Connection => connection.add(h.value),
-            HopField::TransferEncoding => chunked = Some(ends_chunked(h.value)),
+            HopField::TransferEncoding => codings.add(h.value),
             HopField::Other => {}
         }
     }
-    Ok(Some(Parsed { len, status, version, connection, chunked, hop }))
+    Ok(Some(Parsed { len, status, version, connection, coding: codings.get(), hop }))
 }
 
-/// How the response body is delimited (RFC 9112 §6.3).
-/// `chunked`: what the head's `Transfer-Encoding` says ([`chunked`]).
+/// How the response body is delimited (RFC 9112 §6.3). `coding`: what
+/// the head's `Transfer-Encoding` says. A coding other than `chunked` is
+/// refused: the gateway cannot undo it, and without the field it drops as
+/// hop-by-hop the client would take the coded bytes for the content.
 fn response_framing(
     head_only: bool,
     status: StatusCode,
-    chunked: Option<bool>,
+    coding: Option<Coding>,
     length: ContentLength,
 ) -> Result<Framing, Error> {
     if head_only || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
         return Ok(Framing::Empty);
     }
-    if let Some(chunked) = chunked {
-        return Ok(if chunked { Framing::Chunked } else { Framing::Close });
+    match coding {
+        Some(Coding::Chunked) => Ok(Framing::Chunked),
+        Some(Coding::Others | Coding::NotChunked) => Err(Error::Invalid("a transfer coding other than chunked")),
+        None => Ok(length.get()?.map_or(Framing::Close, Framing::Length)),
     }
-    Ok(length.get()?.map_or(Framing::Close, Framing::Length))
 }
 
-/// Whether a message's `Transfer-Encoding` ends in `chunked` (`None`: it
-/// has none).
-pub(crate) fn chunked(headers: &HeaderMap) -> Option<bool> {
-    let last = headers.get_all(header::TRANSFER_ENCODING).iter().next_back()?;
-    Some(ends_chunked(last.as_bytes()))
+/// What a message's `Transfer-Encoding` says, all its fields together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coding {
+    /// `chunked`, alone: the one coding the gateway decodes.
+    Chunked,
+    /// Another coding before a final `chunked` (`gzip, chunked`, or
+    /// `chunked` twice): the body is framed, but its content is still
+    /// coded, and the gateway cannot undo that.
+    Others,
+    /// A final coding other than `chunked`: a request cannot be framed; a
+    /// response runs to the connection's close.
+    NotChunked,
 }
 
-/// Whether a `Transfer-Encoding` value's last coding is `chunked`.
-fn ends_chunked(value: &[u8]) -> bool {
-    value.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+/// The codings of a message's `Transfer-Encoding` fields, read one value
+/// at a time.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Codings {
+    count: usize,
+    last_chunked: bool,
+}
+
+impl Codings {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut codings = Self::default();
+        for value in headers.get_all(header::TRANSFER_ENCODING) {
+            codings.add(value.as_bytes());
+        }
+        codings
+    }
+
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+            self.count += 1;
+            self.last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        }
+    }
+
+    /// `None`: no `Transfer-Encoding` (or only empty ones).
+    pub(crate) fn get(self) -> Option<Coding> {
+        match (self.count, self.last_chunked) {
+            (0, _) => None,
+            (1, true) => Some(Coding::Chunked),
+            (_, true) => Some(Coding::Others),
+            (_, false) => Some(Coding::NotChunked),
+        }
+    }
 }
 
 /// A message's `Content-Length`, strictly: one number (repeated values must
@@ -931,12 +996,20 @@ pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Err
             };
             let line = &buf[..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            // `1*HEXDIG`, then nothing or extensions (RFC 9112 §7.1): no
+            // sign or spaces before the size (a `+5` another parser may
+            // read otherwise), no control bytes in the extensions.
+            let (digits, rest) = line.split_at(line.iter().take_while(|b| b.is_ascii_hexdigit()).count());
             let size = std::str::from_utf8(digits)
                 .ok()
                 .filter(|d| !d.is_empty() && d.len() <= 16)
                 .and_then(|d| u64::from_str_radix(d, 16).ok())
                 .ok_or(Error::Invalid("chunk size"))?;
+            let extensions = &rest[rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+            let visible = |&b: &u8| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80;
+            if !(rest.is_empty() || (extensions.first() == Some(&b';') && extensions.iter().all(visible))) {
+                return Err(Error::Invalid("chunk extension"));
+            }
             buf.advance(end + 1);
             *state = if size == 0 { Decode::Trailers } else { Decode::ChunkData(size) };
             Ok(Step::Again)
@@ -1070,6 +1143,16 @@ mod tests {
         assert!(matches!(decode_all(Decode::ChunkSize, b"zz\r\n"), Err(Error::Invalid("chunk size"))));
         assert!(matches!(decode_all(Decode::ChunkSize, b"2\r\nabXY"), Err(Error::Invalid(_))));
         assert!(decode_all(Decode::ChunkSize, b"11111111111111111\r\n").is_err(), "over 16 hex digits");
+        // Only hex digits make a size, and extensions are visible text.
+        for bad in
+            [&b"+5\r\n"[..], b" 5\r\n", b"\t5\r\n", b"5 \r\n", b"5\r\r\n", b"5;a\x00\r\n", b"5;a\rb\r\n", b"0x5\r\n"]
+        {
+            assert!(decode_all(Decode::ChunkSize, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        for good in [&b"5\r\nhello\r\n0\r\n\r\n"[..], b"5 ; a=\"b c\"\r\nhello\r\n0\r\n\r\n", b"5\nhello\r\n0\n\r\n"] {
+            let (data, _, state, _) = decode_all(Decode::ChunkSize, good).unwrap();
+            assert_eq!((data.as_slice(), state), (&b"hello"[..], Decode::Done), "{}", String::from_utf8_lossy(good));
+        }
     }
 
     #[test]
@@ -1092,7 +1175,7 @@ mod tests {
 
     /// The framing of a parsed head.
     fn framing(p: &Parsed, length: ContentLength, head_only: bool) -> Result<Framing, Error> {
-        response_framing(head_only, p.status, p.chunked, length)
+        response_framing(head_only, p.status, p.coding, length)
     }
 
     #[test]
@@ -1104,12 +1187,20 @@ mod tests {
         assert_eq!(framing(&p, l, true).unwrap(), Framing::Empty, "HEAD");
         assert!(p.connection.keeps_alive(p.version));
 
-        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n");
+        let (p, h, l) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n");
         assert_eq!(framing(&p, l, false).unwrap(), Framing::Chunked, "TE wins over CL");
-        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
-        assert_eq!(framing(&p, l, false).unwrap(), Framing::Close);
-        let (p, _, l) = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n");
-        assert_eq!(framing(&p, l, false).unwrap(), Framing::Close, "the last coding decides");
+        assert!(h.get(header::CONTENT_LENGTH).is_none(), "and the CL is dropped, not passed on");
+        // Codings the gateway cannot undo: refused, however they are listed.
+        for coded in [
+            &b"transfer-encoding: gzip, chunked\r\n"[..],
+            b"transfer-encoding: gzip\r\n",
+            b"Transfer-Encoding: chunked\r\ntransfer-encoding: gzip\r\n",
+            b"transfer-encoding: chunked, chunked\r\n",
+        ] {
+            let (p, _, l) = head(&[&b"HTTP/1.1 200 OK\r\n"[..], coded, b"\r\n"].concat());
+            assert!(matches!(framing(&p, l, false), Err(Error::Invalid(_))), "{}", String::from_utf8_lossy(coded));
+            assert_eq!(framing(&p, l, true).unwrap(), Framing::Empty, "HEAD: no body to decode");
+        }
         let (p, _, l) = head(b"HTTP/1.0 200 OK\r\n\r\n");
         assert_eq!(framing(&p, l, false).unwrap(), Framing::Close);
         assert!(!p.connection.keeps_alive(p.version), "HTTP/1.0 closes unless asked");
@@ -1126,7 +1217,7 @@ mod tests {
             Transfer-Encoding: chunked\r\nTrailer: x-t\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\r\n";
         let (p, h, _) = head(raw);
         assert!(p.connection.keeps_alive(p.version), "HTTP/1.0 asked to keep alive");
-        assert_eq!(p.chunked, Some(true));
+        assert_eq!(p.coding, Some(Coding::Chunked));
         let names: Vec<_> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-a"], "nothing in the map only to be removed");
 

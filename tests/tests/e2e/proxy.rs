@@ -100,6 +100,17 @@ async fn http1_upstream_framing_on_the_wire() {
             "/garbage" => vec![b"NOT HTTP AT ALL\r\n\r\n", b""],
             "/two-lengths" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", b""],
             "/short" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc", b""],
+            // Chunked wins over a length (which the client must not get).
+            "/chunked-and-length" => vec![
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n5\r\nhello\r\n",
+                b"6\r\n world\r\n0\r\n\r\n",
+            ],
+            "/gzip-coded" => {
+                vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n", b""]
+            }
+            "/unasked-switch" => {
+                vec![b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n", b""]
+            }
             _ => vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"],
         }
     }
@@ -128,8 +139,15 @@ async fn http1_upstream_framing_on_the_wire() {
     assert_eq!(get(&gw.url("/split")).await.text(), "hello");
     assert_eq!(connections(), 2);
 
+    let resp = raw(gw.addr(), b"GET /chunked-and-length HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200") && !resp.contains("content-length: 5"), "{resp}");
+    assert_eq!(get(&gw.url("/chunked-and-length")).await.text(), "hello world");
+
     // Heads that do not parse or frame are a 502; the gateway keeps serving.
-    for path in ["/garbage", "/two-lengths"] {
+    // So are a body coded in a way the gateway cannot undo (passed on
+    // without its `Transfer-Encoding`, it would read as the content), and a
+    // switch of protocols nobody asked for.
+    for path in ["/garbage", "/two-lengths", "/gzip-coded", "/unasked-switch"] {
         assert_eq!(get(&gw.url(path)).await.status, 502, "{path}");
     }
     // A body cut short: the client's response is cut off at what came, so
@@ -173,6 +191,10 @@ async fn http1_clients_on_the_wire() {
     let (head, body) = c.response(false).await.expect("the final response");
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(path_of(&body), ("/up".into(), "hello".into()));
+    // The gateway answered the expectation; the upstream is not asked (its
+    // own `100` in the middle of the body would stop the upload).
+    let doc: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(echoed_header(&doc, "expect"), None, "{doc}");
 
     // A chunked request body is decoded on its way upstream.
     c.write(b"POST /chunked HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
@@ -241,6 +263,11 @@ async fn http1_clients_on_the_wire() {
         let resp = raw(gw.addr(), bad).await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     }
+    // A body still coded after its chunks are undone (`gzip, chunked`):
+    // 501, the gateway cannot pass it on as it is (RFC 9112 §6.1).
+    let coded = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
+    let resp = raw(gw.addr(), coded).await;
+    assert!(resp.starts_with("HTTP/1.1 501"), "{resp}");
     assert_eq!(up.hits(), 10, "what was refused on its head never reached the upstream");
     // A malformed chunk fails the request's body (400), not the gateway.
     let resp = raw(gw.addr(), b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").await;
@@ -613,6 +640,34 @@ async fn path_traversal_is_normalised_or_refused() {
     assert!(resp.contains("\"path\":\"/admin;x/users\""), "forwarded as sent: {resp}");
     assert!(get_path(&gw, hidden).await.starts_with("HTTP/1.1 400"), "a rule of its own");
     assert!(get_path(&gw, "/public/..;/admin").await.starts_with("HTTP/1.1 400"), "dots with parameters, still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_target_names_the_host_and_a_bad_host_is_refused() {
+    let (public, admin) = tokio::join!(TestUpstream::echo("public"), TestUpstream::echo("admin"));
+    let gw = TestGateway::start(&format!(
+        "[upstreams.public]\nendpoints = [\"{}\"]\n[upstreams.admin]\nendpoints = [\"{}\"]\n\n\
+         [[routes]]\nmatch = {{ host = \"*.example.com\" }}\nupstream = \"public\"\n\n\
+         [[routes]]\nmatch = {{ host = \"admin.internal\" }}\nupstream = \"admin\"\n",
+        public.addr, admin.addr
+    ));
+    // An absolute-form target names the host; the `Host` it carries is
+    // replaced by it (RFC 9112 §3.2.2), so the upstream serves what was routed.
+    let resp =
+        raw(gw.addr(), b"GET http://www.example.com/x HTTP/1.1\r\nhost: admin.internal\r\nconnection: close\r\n\r\n")
+            .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("x-upstream: public"), "{resp}");
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(echoed_headers(&doc, "host"), ["www.example.com"], "{body}");
+    // A `Host` that is not host[:port] is a 400, not a wildcard match.
+    for host in ["evil.test#.example.com", "evil.test/.example.com", "user@www.example.com", "www.example.com:8x"] {
+        let req = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        let resp = raw(gw.addr(), req.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{host}: {resp}");
+    }
+    assert_eq!(public.hits() + admin.hits(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
