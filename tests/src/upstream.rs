@@ -170,6 +170,44 @@ pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
     (addr, accepted, stop)
 }
 
+/// Answers the first request on each connection with `200 ok`, keep-alive,
+/// and closes the connection when the next request's head arrives, without
+/// answering it: an upstream whose idle timer fired as that request went
+/// out. Counts the connections it accepted.
+pub async fn closing_unanswered() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+    use tokio::io::AsyncWriteExt;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let (addr, stop) = raw(move |mut s| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut pending = Vec::new();
+            if crate::read_head(&mut s, &mut pending).await.is_some() {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            }
+            let _ = crate::read_head(&mut s, &mut pending).await;
+        }
+    })
+    .await;
+    (addr, accepted, stop)
+}
+
+/// Answers each request with a head announcing ten bytes and three of
+/// them, then goes silent with the connection open: an upstream stalled in
+/// the middle of a body.
+pub async fn stalling() -> (SocketAddr, watch::Sender<bool>) {
+    use tokio::io::AsyncWriteExt;
+    raw(|mut s| async move {
+        if crate::read_head(&mut s, &mut Vec::new()).await.is_none() {
+            return;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
+        // Longer than any test waits: the socket stays open, silent.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await
+}
+
 /// Answers `413` as soon as a request head has arrived and then holds the
 /// connection open without reading the body, as an upstream that refuses an
 /// upload early.

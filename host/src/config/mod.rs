@@ -26,7 +26,7 @@ pub use raw::{Ambiguous, Balance, ClientAuth, Isolation, OnPluginError, Protocol
 pub use route::{PluginUse, RetryOn, RetryPolicy, RouteConfig, Target};
 pub use server::{AdminConfig, CertConfig, DnsConfig, Secret, ServerConfig, ServerTls};
 pub use upstream::{
-    BreakerConfig, Bulkhead, Discovery, EndpointConfig, HashOn, HealthCheck, Outlier, RetryBudgetConfig,
+    BreakerConfig, Bulkhead, Discovery, EndpointConfig, HashOn, HealthCheck, Outlier, READ_TIMEOUT, RetryBudgetConfig,
     UpstreamConfig, UpstreamTls,
 };
 

@@ -218,6 +218,7 @@ pub struct RawUpstream {
     pub connect_timeout: Option<HumanDuration>,
     pub request_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
+    pub read_timeout: Option<HumanDuration>,
     pub max_idle_per_endpoint: Option<usize>,
     pub balance: Option<Balance>,
     pub hash_on: Option<Spanned<String>>,

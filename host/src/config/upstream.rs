@@ -14,6 +14,10 @@ use super::raw::{self, Balance, Protocol};
 use super::units::HumanDuration;
 use super::{POLLS, REQUEST_TIMEOUTS, WAITS, span, valid_name, within};
 
+/// How long an upstream may go silent in the middle of a response body by
+/// default (nginx's `proxy_read_timeout`).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A validated upstream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
@@ -24,6 +28,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Option<Duration>,
     pub idle_timeout: Duration,
+    /// How long the upstream may go silent in the middle of a response body.
+    pub read_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub balance: Balance,
     pub hash_on: Option<HashOn>,
@@ -292,6 +298,14 @@ pub(super) fn build_upstreams(
                 )
             }),
             idle_timeout: r.idle_timeout.map_or(Duration::from_secs(90), |d| d.0),
+            read_timeout: within(
+                p,
+                span(u),
+                &format!("{key}.read_timeout"),
+                r.read_timeout.map(|d| d.0),
+                REQUEST_TIMEOUTS,
+                READ_TIMEOUT,
+            ),
             max_idle_per_endpoint: r.max_idle_per_endpoint.unwrap_or(256),
             balance,
             hash_on,

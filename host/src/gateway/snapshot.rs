@@ -293,6 +293,7 @@ fn origin_upstreams(
                 connect_timeout: Duration::from_secs(2),
                 request_timeout: None,
                 idle_timeout: Duration::from_secs(90),
+                read_timeout: config::READ_TIMEOUT,
                 max_idle_per_endpoint: 16,
                 balance: config::Balance::RoundRobin,
                 hash_on: None,

@@ -96,6 +96,10 @@ pub enum Error {
     /// The try's deadline passed before the response head came.
     #[error("no response before the deadline")]
     TimedOut,
+    /// The upstream went silent in the middle of the body for longer than
+    /// its `read_timeout`.
+    #[error("the upstream sent nothing for {0:?} in the middle of the body")]
+    Stalled(std::time::Duration),
 }
 
 impl Error {
@@ -131,8 +135,12 @@ pub struct Connection {
     fields: Fields,
     /// The last response head's field names.
     names: Names,
-    /// When the response to the request being sent must have come.
+    /// When the response to the request being sent must have come (or,
+    /// while a body is read, when its silence is too long).
     deadline: Instant,
+    /// How long the upstream may go silent in the middle of a response
+    /// body.
+    read_timeout: std::time::Duration,
     /// Wakes a request waiting past its deadline; kept from one request to
     /// the next rather than one timer made (and put in tokio's timer wheel)
     /// for each.
@@ -176,7 +184,11 @@ impl Framing {
 impl Connection {
     /// A connection over `io`, counted open with `on_connection(+1)` now and
     /// `-1` when dropped.
-    pub fn new(io: Box<dyn Io>, on_connection: Arc<dyn Fn(i64) + Send + Sync>) -> Box<Self> {
+    pub fn new(
+        io: Box<dyn Io>,
+        on_connection: Arc<dyn Fn(i64) + Send + Sync>,
+        read_timeout: std::time::Duration,
+    ) -> Box<Self> {
         on_connection(1);
         Box::new(Self {
             io,
@@ -186,6 +198,7 @@ impl Connection {
             fields: Vec::new(),
             names: Names::default(),
             deadline: Instant::now(),
+            read_timeout,
             timer: timer::Kept::default(),
             _counted: Counted(on_connection),
         })
@@ -234,12 +247,19 @@ impl Connection {
     /// `deadline`; the response body gives the connection to `ret` once
     /// read to the end (`None`: the connection is not to be reused).
     /// Returns the response with the time its head was read.
+    ///
+    /// `kept`: the connection served a request before. If it then closes
+    /// (or is reset) before a byte of the answer, the upstream closed it idle
+    /// as the request went out and never saw it (RFC 9112 §9.3.1): an
+    /// idempotent request without a streamed body comes back as written
+    /// ([`SendError::Unanswered`]), to be sent again on a new connection.
     pub async fn send(
         mut self: Box<Self>,
         mut req: Box<Request<Body>>,
         forwarding: Option<&Forwarding<'_>>,
         ret: Option<Return>,
         deadline: Instant,
+        kept: bool,
     ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         self.deadline = deadline;
         let framing = request_framing(&req, forwarding.map_or(Present::ANY, Forwarding::present));
@@ -271,11 +291,22 @@ impl Connection {
                 return Err(SendError::NotSent(req, e.into()));
             }
         }
+        self.map.keep(std::mem::take(req.headers_mut()));
+        let again = kept && streamed.is_none() && req.method().is_idempotent();
+        drop(req);
+        if again && self.buf.is_empty() {
+            match self.fill().await {
+                Ok(0) => return Err(SendError::Unanswered(Unanswered { bytes: out, asked })),
+                Err(Error::Read(e)) if closed(&e) => {
+                    return Err(SendError::Unanswered(Unanswered { bytes: out, asked }));
+                }
+                Err(e) => return Err(e.into_send()),
+                Ok(_) => {}
+            }
+        }
         if out.capacity() <= KEEP_OUT {
             self.out = out;
         }
-        self.map.keep(std::mem::take(req.headers_mut()));
-        drop(req);
         // Boxed: only a streamed body takes this path, and inline its
         // future made every request's future (and each layer above it,
         // copied on every request) ~470 bytes larger.
@@ -292,6 +323,23 @@ impl Connection {
                 Error::TimedOut => SendError::TimedOut,
                 _ => SendError::Failed(e.into()),
             });
+        }
+        self.read_response(asked, ret).await.map_err(Error::into_send)
+    }
+
+    /// Sends again, on this new connection, a request a kept one closed
+    /// on unanswered ([`Connection::send`]).
+    pub async fn resend(
+        mut self: Box<Self>,
+        again: Unanswered,
+        ret: Option<Return>,
+        deadline: Instant,
+    ) -> Result<(Box<Response<Body>>, Instant), SendError> {
+        self.deadline = deadline;
+        let Unanswered { bytes, asked } = again;
+        self.write(&bytes).await.map_err(Error::into_send)?;
+        if bytes.capacity() <= KEEP_OUT {
+            self.out = bytes;
         }
         self.read_response(asked, ret).await.map_err(Error::into_send)
     }
@@ -456,6 +504,20 @@ impl Connection {
             return Ok((resp, at));
         }
     }
+}
+
+/// Whether a read error is the peer closing (a reset, an abort), not
+/// another failure.
+fn closed(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof)
+}
+
+/// A request a kept connection closed on before any answer, as it was
+/// written, to be sent again ([`Connection::resend`]).
+#[derive(Debug)]
+pub struct Unanswered {
+    bytes: BytesMut,
+    asked: Asked,
 }
 
 /// What a request asked that decides how its response is read.
@@ -879,6 +941,10 @@ pub struct ResponseBody {
     conn: Option<Box<Connection>>,
     decode: Decode,
     ret: Option<Return>,
+    /// A read is waiting, since before the connection's deadline minus its
+    /// `read_timeout` (the clock is read when a read first waits, not for
+    /// every read).
+    waiting: bool,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -898,7 +964,7 @@ pub(crate) enum Step {
 
 impl ResponseBody {
     fn new(conn: Box<Connection>, decode: Decode, ret: Option<Return>) -> Self {
-        Self { conn: Some(conn), decode, ret }
+        Self { conn: Some(conn), decode, ret, waiting: false }
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -920,15 +986,29 @@ impl ResponseBody {
                     self.finish();
                     return Poll::Ready(None);
                 }
-                Step::More => match ready!(conn.poll_fill(cx)) {
-                    Ok(0) if self.decode == Decode::UntilClose => {
-                        self.decode = Decode::Done;
-                        self.conn = None;
-                        return Poll::Ready(None);
+                Step::More => match conn.poll_fill(cx) {
+                    Poll::Pending => {
+                        if !self.waiting {
+                            self.waiting = true;
+                            conn.deadline = Instant::now() + conn.read_timeout;
+                        }
+                        let (timer, deadline, stalled) = (&mut conn.timer, conn.deadline, conn.read_timeout);
+                        ready!(timer.poll_passed(cx, deadline));
+                        return Poll::Ready(Some(Err(self.fail(Error::Stalled(stalled)))));
                     }
-                    Ok(0) => return Poll::Ready(Some(Err(self.fail(Error::ClosedMidBody)))),
-                    Ok(_) => {}
-                    Err(e) => return Poll::Ready(Some(Err(self.fail(Error::Read(e))))),
+                    Poll::Ready(read) => {
+                        self.waiting = false;
+                        match read {
+                            Ok(0) if self.decode == Decode::UntilClose => {
+                                self.decode = Decode::Done;
+                                self.conn = None;
+                                return Poll::Ready(None);
+                            }
+                            Ok(0) => return Poll::Ready(Some(Err(self.fail(Error::ClosedMidBody)))),
+                            Ok(_) => {}
+                            Err(e) => return Poll::Ready(Some(Err(self.fail(Error::Read(e))))),
+                        }
+                    }
                 },
             }
         }
@@ -1061,7 +1141,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ours = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (theirs, _) = listener.accept().await.unwrap();
-        (Connection::new(Box::new(ours), Arc::new(|_| {})), theirs)
+        (Connection::new(Box::new(ours), Arc::new(|_| {}), crate::config::READ_TIMEOUT), theirs)
     }
 
     /// Whether the connection is found unusable once the runtime has seen
@@ -1093,7 +1173,7 @@ mod tests {
 
         // Not a plain socket (here one end of a pipe): read as before.
         let (ours, theirs) = tokio::io::duplex(64);
-        let mut conn = Connection::new(Box::new(ours), Arc::new(|_| {}));
+        let mut conn = Connection::new(Box::new(ours), Arc::new(|_| {}), crate::config::READ_TIMEOUT);
         assert!((*conn.io).tcp().is_none());
         assert!(conn.usable());
         drop(theirs);

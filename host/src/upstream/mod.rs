@@ -164,6 +164,7 @@ impl Upstream {
         let settings = ConnectSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.idle_timeout,
+            read_timeout: config.read_timeout,
             max_idle: config.max_idle_per_endpoint,
             protocol: config.protocol,
             tls: tls.clone(),
@@ -456,7 +457,18 @@ impl Upstream {
             }
         };
         let reused = conn.reused();
-        match conn.send(req, forwarding, deadline).await {
+        let sent = match conn.send(req, forwarding, deadline).await {
+            // The upstream closed a kept connection as the request went out
+            // and never saw it: sent again, as written, on a new connection
+            // (not a retry: no try, budget or failure is counted).
+            Err(SendError::Unanswered(again)) => match self.pools.new_http1(&ep.address, deadline).await {
+                Ok(conn) => conn.resend(again, deadline).await,
+                Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
+                Err(e) => Err(SendError::Failed(e.into())),
+            },
+            sent => sent,
+        };
+        match sent {
             Ok((resp, at)) => Try::Response(resp, at),
             Err(SendError::TimedOut) => Try::TimedOut,
             Err(SendError::NotSent(req, e)) => {
@@ -471,6 +483,11 @@ impl Upstream {
                 let detail = if reused { format!("{e} (on a reused connection)") } else { e.to_string() };
                 Try::Failed(ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail }, Outcome::ServerError)
             }
+            // `resend` does not give it back.
+            Err(SendError::Unanswered(_)) => Try::Failed(
+                ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail: "closed before a response".into() },
+                Outcome::ServerError,
+            ),
         }
     }
 

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::h1::{Connection, Io};
+use super::h1::{Connection, Io, Unanswered};
 use crate::config::Protocol;
 use crate::proxy::body::Body;
 use crate::proxy::headers::{self, Forwarding};
@@ -33,6 +33,8 @@ use crate::proxy::headers::{self, Forwarding};
 pub struct ConnectSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a response body may stall ([`Connection`]).
+    pub read_timeout: Duration,
     pub max_idle: usize,
     pub protocol: Protocol,
     pub tls: Option<TlsSettings>,
@@ -107,6 +109,10 @@ pub enum SendError {
     Failed(BoxError),
     /// The deadline passed before the response head came.
     TimedOut,
+    /// A kept connection closed before any answer to an idempotent
+    /// request: the upstream never saw it, and it may be sent again as it
+    /// was written ([`Conn::resend`]).
+    Unanswered(Unanswered),
 }
 
 struct Idle {
@@ -175,12 +181,7 @@ impl Pools {
                     let home = Return { shard: shard.clone(), key, max_idle: self.settings.max_idle };
                     return Ok(Conn::Http1 { conn, home, reused: true });
                 }
-                let io = by(deadline, address, self.connect(address)).await?;
-                Ok(Conn::Http1 {
-                    conn: Connection::new(io, self.settings.on_connection.clone()),
-                    home: Return { shard: shard.clone(), key: address.clone(), max_idle: self.settings.max_idle },
-                    reused: false,
-                })
+                self.new_http1(address, deadline).await
             }
             Protocol::Http2 => {
                 let existing = shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get(address).cloned();
@@ -196,6 +197,17 @@ impl Pools {
                 Ok(Conn::Http2 { sender, reused: false })
             }
         }
+    }
+
+    /// A new HTTP/1 connection to `address`, made by `deadline`.
+    pub async fn new_http1(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
+        let io = by(deadline, address, self.connect(address)).await?;
+        let max_idle = self.settings.max_idle;
+        Ok(Conn::Http1 {
+            conn: Connection::new(io, self.settings.on_connection.clone(), self.settings.read_timeout),
+            home: Return { shard: self.shard().clone(), key: address.clone(), max_idle },
+            reused: false,
+        })
     }
 
     async fn connect(&self, address: &Arc<str>) -> Result<Box<dyn Io>, ConnectError> {
@@ -307,7 +319,7 @@ impl Conn {
         deadline: Instant,
     ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         match self {
-            Self::Http1 { conn, home, .. } => conn.send(req, forwarding, Some(home), deadline).await,
+            Self::Http1 { conn, home, reused } => conn.send(req, forwarding, Some(home), deadline, reused).await,
             Self::Http2 { mut sender, .. } => {
                 let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(*req)).await else {
                     return Err(SendError::TimedOut);
@@ -324,6 +336,19 @@ impl Conn {
                     },
                 }
             }
+        }
+    }
+
+    /// Sends again what a kept connection closed on unanswered
+    /// ([`SendError::Unanswered`]); on an HTTP/1 connection only.
+    pub async fn resend(
+        self,
+        again: Unanswered,
+        deadline: Instant,
+    ) -> Result<(Box<Response<Body>>, Instant), SendError> {
+        match self {
+            Self::Http1 { conn, home, .. } => conn.resend(again, Some(home), deadline).await,
+            Self::Http2 { .. } => Err(SendError::Failed("an HTTP/1 request cannot go on an HTTP/2 connection".into())),
         }
     }
 }

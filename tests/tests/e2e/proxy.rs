@@ -81,6 +81,48 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "a closed connection is not reused");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_closed_unanswered_sends_an_idempotent_request_again() {
+    // The upstream closes a kept connection as the next request arrives
+    // (its idle timer racing the request): a GET goes again on a new
+    // connection, unseen by the client; a POST, which it may have acted
+    // on for all the gateway knows, is a 502.
+    let (addr, accepted, _stop) = wasmgate_tests::upstream::closing_unanswered().await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!("[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\n"),
+    );
+    let accepted = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..3 {
+        let r = get(&gw.url("/")).await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"), "request {i}");
+        assert_eq!(accepted(), i + 1, "each after the first on a new connection");
+    }
+    let post = Request::post(gw.url("/")).body(Full::new(Bytes::from_static(b"x"))).unwrap();
+    assert_eq!(send(post).await.status, 502);
+    assert_eq!(accepted(), 3, "not sent again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_silent_in_the_middle_of_a_body_is_given_up_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = wasmgate_tests::upstream::stalling().await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{addr}\"]\nread_timeout = \"200ms\"\n\n[[routes]]\nupstream = \"u\"\n"
+    ));
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    // Without a read timeout the client would wait as long as the upstream
+    // holds the connection (a minute here).
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the gateway closed the connection: {}", String::from_utf8_lossy(&got));
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("content-length: 10"), "{text}");
+    assert_eq!(body, "abc", "cut off at what came: the client can tell");
+}
+
 /// The gateway's own HTTP/1 client against an upstream's raw bytes: heads
 /// and bodies that arrive split, an interim 1xx, chunked bodies with
 /// extensions and trailers, `HEAD`, a body delimited by the close, and what
