@@ -115,7 +115,7 @@ pub(super) async fn run<'s>(
                 std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
             };
             let mut req = Box::new(Request::from_parts(head, req_body));
-            let resp = if upgrade::asked(req.headers(), present) {
+            let resp = if upgrade::asked(&req, present) {
                 Box::pin(upgrade::proxy(forward, req, present, lap.last(), trace)).await?
             } else {
                 let forwarding = forward.head(&mut req, present);

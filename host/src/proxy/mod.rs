@@ -271,7 +271,7 @@ async fn serve<'s>(
             let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
             set_path(req.uri_mut(), &path)?;
         }
-        if upgrade::asked(req.headers(), present) {
+        if upgrade::asked(&req, present) {
             return Box::pin(upgrade::proxy(&forward, req, present, trace.started, trace)).await;
         }
         let forwarding = forward.head(&mut req, present);

@@ -18,11 +18,14 @@ fn requested(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE) && super::headers::ConnectionTokens::of(h).upgrade
 }
 
-/// Whether a request head, which may have the fields `present` tells of,
-/// asks for an upgrade. Plugins cannot edit `Connection` or `Upgrade`: on a
-/// plugin route it is the client's ask as it came.
-pub(super) fn asked(h: &HeaderMap, present: Present) -> bool {
-    present.may_have(Present::HOP) && requested(h)
+/// Whether a request, whose head may have the fields `present` tells of,
+/// asks for an upgrade its connection can make (its server said so: an
+/// HTTP/1.1 request without a body). Plugins cannot edit `Connection` or
+/// `Upgrade`: on a plugin route it is the client's ask as it came. One its
+/// connection cannot make is forwarded as a plain request, without its
+/// `Upgrade` (RFC 9110 §7.8 lets the upstream ignore it anyway).
+pub(super) fn asked<B>(req: &Request<B>, present: Present) -> bool {
+    present.may_have(Present::HOP) && requested(req.headers()) && req.extensions().get::<ClientUpgrade>().is_some()
 }
 
 /// Proxies an upgrade request whose head may have the fields `present`

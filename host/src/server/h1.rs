@@ -521,7 +521,10 @@ fn request(
         expects_continue: p.version == Version::HTTP_11
             && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")),
     });
-    let upgrade = upgrade_field && connection.upgrade;
+    // An upgrade this connection can make: not in HTTP/1.0 (RFC 9110 §7.8),
+    // nor with a body, which would be lost (sent as the new protocol's
+    // bytes, or not at all).
+    let upgrade = upgrade_field && connection.upgrade && p.version == Version::HTTP_11 && body.is_none();
     let ask = Asked {
         head_only: p.method == Method::HEAD,
         version: p.version,

@@ -233,6 +233,22 @@ async fn websocket_upgrades_pass_through() {
         pending.extend_from_slice(&buf[..n]);
     }
     assert_eq!(pending, b"early bytes");
+
+    // An upgrade its connection cannot make — with a body (it would be
+    // lost), or in HTTP/1.0 (RFC 9110 §7.8) — goes as a plain request, its
+    // body whole and without its `Upgrade`.
+    for ask in [
+        &b"POST /h2c HTTP/1.1\r\nhost: x\r\nconnection: upgrade, close\r\nupgrade: h2c\r\ncontent-length: 5\r\n\r\nhello"[..],
+        b"GET /old HTTP/1.0\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    ] {
+        let resp = raw(gw.addr(), ask).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(echoed_header(&doc, "upgrade"), None, "{body}");
+        let sent = if ask.starts_with(b"POST") { "hello" } else { "" };
+        assert_eq!(doc["body"].as_str(), Some(sent), "{body}");
+    }
 }
 
 /// Asks `gw` to upgrade `/chat` to WebSocket, with `extra` header lines;
