@@ -1022,6 +1022,8 @@ mod tests {
             headers(&[("content-length", "-1")]),
             headers(&[("transfer-encoding", "chunked, gzip")]),
             headers(&[("transfer-encoding", "chunked"), ("content-length", "3")]),
+            headers(&[("transfer-encoding", ""), ("content-length", "3")]),
+            headers(&[("transfer-encoding", " , ")]),
         ] {
             assert_eq!(framing(v11, &bad), Err(StatusCode::BAD_REQUEST), "{bad:?}");
         }

@@ -775,6 +775,7 @@ pub(crate) enum Coding {
 /// at a time.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Codings {
+    fields: usize,
     count: usize,
     last_chunked: bool,
 }
@@ -789,16 +790,18 @@ impl Codings {
     }
 
     pub(crate) fn add(&mut self, value: &[u8]) {
+        self.fields += 1;
         for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
             self.count += 1;
             self.last_chunked = coding.eq_ignore_ascii_case(b"chunked");
         }
     }
 
-    /// `None`: no `Transfer-Encoding` (or only empty ones).
+    /// `None`: no `Transfer-Encoding`. An empty one names no final
+    /// coding: [`Coding::NotChunked`].
     pub(crate) fn get(self) -> Option<Coding> {
         match (self.count, self.last_chunked) {
-            (0, _) => None,
+            _ if self.fields == 0 => None,
             (1, true) => Some(Coding::Chunked),
             (_, true) => Some(Coding::Others),
             (_, false) => Some(Coding::NotChunked),
