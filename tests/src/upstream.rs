@@ -152,29 +152,11 @@ pub async fn resetting() -> (SocketAddr, watch::Sender<bool>) {
 
 /// Answers the first request on each connection with `200 ok` — keep-alive,
 /// no `Connection: close` — and then closes the connection, as an upstream
-/// whose idle timeout is shorter than the gateway's. Counts the connections
-/// it accepted.
-pub async fn closing() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
-    use tokio::io::AsyncWriteExt;
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let (addr, stop) = raw(move |mut s| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if crate::read_head(&mut s, &mut Vec::new()).await.is_some() {
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-            }
-        }
-    })
-    .await;
-    (addr, accepted, stop)
-}
-
-/// Answers the first request on each connection with `200 ok`, keep-alive,
-/// and closes the connection when the next request's head arrives, without
-/// answering it: an upstream whose idle timer fired as that request went
-/// out. Counts the connections it accepted.
-pub async fn closing_unanswered() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+/// whose idle timeout is shorter than the gateway's: at once, or (with
+/// `on_next`) when the next request's head arrives, unanswered, as if its
+/// idle timer fired as that request went out. Counts the connections it
+/// accepted.
+pub async fn closing(on_next: bool) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
     use tokio::io::AsyncWriteExt;
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
@@ -185,7 +167,9 @@ pub async fn closing_unanswered() -> (SocketAddr, Arc<AtomicUsize>, watch::Sende
             if crate::read_head(&mut s, &mut pending).await.is_some() {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
             }
-            let _ = crate::read_head(&mut s, &mut pending).await;
+            if on_next {
+                let _ = crate::read_head(&mut s, &mut pending).await;
+            }
         }
     })
     .await;
@@ -196,29 +180,26 @@ pub async fn closing_unanswered() -> (SocketAddr, Arc<AtomicUsize>, watch::Sende
 /// them, then goes silent with the connection open: an upstream stalled in
 /// the middle of a body.
 pub async fn stalling() -> (SocketAddr, watch::Sender<bool>) {
-    use tokio::io::AsyncWriteExt;
-    raw(|mut s| async move {
-        if crate::read_head(&mut s, &mut Vec::new()).await.is_none() {
-            return;
-        }
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
-        // Longer than any test waits: the socket stays open, silent.
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    })
-    .await
+    answering_then_silent(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await
 }
 
 /// Answers `413` as soon as a request head has arrived and then holds the
 /// connection open without reading the body, as an upstream that refuses an
 /// upload early.
 pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
+    answering_then_silent(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!").await
+}
+
+/// Writes `answer` once a request head has arrived, then holds the
+/// connection open, reading nothing more and sending nothing more.
+async fn answering_then_silent(answer: &'static [u8]) -> (SocketAddr, watch::Sender<bool>) {
     use tokio::io::AsyncWriteExt;
-    raw(|mut s| async move {
+    raw(move |mut s| async move {
         if crate::read_head(&mut s, &mut Vec::new()).await.is_none() {
             return;
         }
-        let _ = s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!").await;
-        // Longer than any test waits: the socket stays open, unread.
+        let _ = s.write_all(answer).await;
+        // Longer than any test waits: the socket stays open, silent.
         tokio::time::sleep(Duration::from_secs(60)).await;
     })
     .await

@@ -47,6 +47,17 @@ async fn tls_get(
     Ok((status, alpn, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// A `[server.tls]` listener with `cert`, requiring client certificates
+/// issued by `clients`.
+fn requiring_clients(cert: &Issued, clients: &Ca) -> String {
+    format!(
+        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
+        cert.cert.display(),
+        cert.key.display(),
+        clients.pem.display()
+    )
+}
+
 fn tls_body(up: &TestUpstream, server_tls: &str) -> String {
     format!("[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n{server_tls}", up.addr)
 }
@@ -115,12 +126,7 @@ async fn client_certificates_are_required_when_configured() {
     let server = ca.server("gw", &["gw.test"]);
     let (good, bad) = (clients.client("good"), other.client("bad"));
     let up = TestUpstream::echo("u").await;
-    let tls = format!(
-        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
-        server.cert.display(),
-        server.key.display(),
-        clients.pem.display()
-    );
+    let tls = requiring_clients(&server, &clients);
     let gw = TestGateway::start_with(&tls, &tls_body(&up, ""));
     let addr = gw.gateway.tls_addr().unwrap();
     let anonymous = tls_get(addr, "gw.test", ca.client_config(&[b"http/1.1"], None), "/").await;
@@ -140,15 +146,21 @@ async fn tls_to_upstreams_with_a_custom_ca_and_a_client_certificate() {
     let a_cert: Issued = ca.server("a", &["127.0.0.1", "a.internal"]);
     let b_identity = ca.client("b");
     let up = TestUpstream::echo("origin").await;
-    let a_tls = format!(
-        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
-        a_cert.cert.display(),
-        a_cert.key.display(),
-        ca.pem.display()
-    );
+    let a_tls = requiring_clients(&a_cert, &ca);
     let a = TestGateway::start_with(&a_tls, &tls_body(&up, ""));
     let a_addr = a.gateway.tls_addr().unwrap();
-    let b = TestGateway::start(&format!(
+    let b = TestGateway::start(&to_a(a_addr, &ca, &b_identity));
+    let r = get(&b.url("/through")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("origin"));
+    assert_eq!(echoed_header(&r.json(), "x-forwarded-proto").as_deref(), Some("https"));
+}
+
+/// Gateway B's config: one route to gateway A at `a_addr` over TLS (A's
+/// certificate from `ca`, for `a.internal`), with `identity` as B's client
+/// certificate.
+fn to_a(a_addr: SocketAddr, ca: &Ca, identity: &Issued) -> String {
+    format!(
         r#"[upstreams.a]
 endpoints = ["{a_addr}"]
 tls = {{ ca = "{}", server_name = "a.internal", cert = "{}", key = "{}" }}
@@ -156,13 +168,9 @@ tls = {{ ca = "{}", server_name = "a.internal", cert = "{}", key = "{}" }}
 upstream = "a"
 "#,
         ca.pem.display(),
-        b_identity.cert.display(),
-        b_identity.key.display()
-    ));
-    let r = get(&b.url("/through")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-upstream"), Some("origin"));
-    assert_eq!(echoed_header(&r.json(), "x-forwarded-proto").as_deref(), Some("https"));
+        identity.cert.display(),
+        identity.key.display()
+    )
 }
 
 /// An upstream's client certificate rotated in place (the same files, a
@@ -175,27 +183,12 @@ async fn a_rotated_upstream_client_certificate_is_used_after_the_reload() {
         (Ca::new(dir.path(), "ca"), Ca::new(dir.path(), "trusted"), Ca::new(dir.path(), "untrusted"));
     let a_cert = ca.server("a", &["a.internal"]);
     let up = TestUpstream::echo("origin").await;
-    let a_tls = format!(
-        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
-        a_cert.cert.display(),
-        a_cert.key.display(),
-        trusted.pem.display()
-    );
+    let a_tls = requiring_clients(&a_cert, &trusted);
     let a = TestGateway::start_with(&a_tls, &tls_body(&up, ""));
     let a_addr = a.gateway.tls_addr().unwrap();
     // B's identity is first from a CA that A does not trust.
     let b_identity = untrusted.client("b");
-    let b_body = format!(
-        r#"[upstreams.a]
-endpoints = ["{a_addr}"]
-tls = {{ ca = "{}", server_name = "a.internal", cert = "{}", key = "{}" }}
-[[routes]]
-upstream = "a"
-"#,
-        ca.pem.display(),
-        b_identity.cert.display(),
-        b_identity.key.display()
-    );
+    let b_body = to_a(a_addr, &ca, &b_identity);
     let b = TestGateway::start(&b_body);
     assert_eq!(get(&b.url("/")).await.status, 502, "A refuses B's certificate");
     let renewed = trusted.client("b");

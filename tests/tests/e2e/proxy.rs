@@ -67,7 +67,7 @@ async fn upstream_connections_are_kept_alive_and_reused() {
 async fn an_upstream_closing_idle_connections_costs_no_request() {
     // The upstream closes each connection right after its response, with no
     // `Connection: close`: the gateway finds it closed when it next needs it.
-    let (addr, accepted, _stop) = wasmgate_tests::upstream::closing().await;
+    let (addr, accepted, _stop) = wasmgate_tests::upstream::closing(false).await;
     let gw = TestGateway::start_with(
         "workers = 1",
         &format!("[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\n"),
@@ -87,7 +87,7 @@ async fn a_kept_connection_closed_unanswered_sends_an_idempotent_request_again()
     // (its idle timer racing the request): a GET goes again on a new
     // connection, unseen by the client; a POST, which it may have acted
     // on for all the gateway knows, is a 502.
-    let (addr, accepted, _stop) = wasmgate_tests::upstream::closing_unanswered().await;
+    let (addr, accepted, _stop) = wasmgate_tests::upstream::closing(true).await;
     let gw = TestGateway::start_with(
         "workers = 1",
         &format!("[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\n"),
@@ -764,26 +764,29 @@ async fn malformed_and_oversized_requests_get_4xx() {
     assert_eq!(get(&gw.url("/")).await.status, 200);
 }
 
+/// A route whose plugin answers `418` to a head read whole (an upstream's
+/// HTTP server would refuse as many fields as the gateway may be allowed).
+const ANSWERING_HEADS: &str =
+    "[[routes]]\nplugins = [{ use = \"deny\", config = { headers = { \"x-last\" = \"*\" }, status = 418 } }]\n";
+
+/// A request head of `fields` fields, the last `x-last`.
+fn head_of(fields: usize) -> Vec<u8> {
+    let mut head = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
+    for i in 0..fields - 3 {
+        head.extend_from_slice(format!("x-field-{i}: {i}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"x-last: 1\r\n\r\n");
+    head
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_may_have_max_headers_fields_and_no_more() {
-    // The plugin answers a head read whole (the upstream's HTTP server would
-    // refuse as many fields as the gateway may be allowed).
-    let answering =
-        "[[routes]]\nplugins = [{ use = \"deny\", config = { headers = { \"x-last\" = \"*\" }, status = 418 } }]\n";
-    let head = |fields: usize| {
-        let mut head = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
-        for i in 0..fields - 3 {
-            head.extend_from_slice(format!("x-field-{i}: {i}\r\n").as_bytes());
-        }
-        head.extend_from_slice(b"x-last: 1\r\n\r\n");
-        head
-    };
     // The default, 100; and the most the config allows, 1 024.
     for (server, most) in [("", 100), ("max_headers = 1024\nmax_header_bytes = \"1MiB\"", 1024)] {
-        let gw = TestGateway::start_with(server, answering);
-        let resp = raw(gw.addr(), &head(most)).await;
+        let gw = TestGateway::start_with(server, ANSWERING_HEADS);
+        let resp = raw(gw.addr(), &head_of(most)).await;
         assert!(resp.starts_with("HTTP/1.1 418"), "{most} fields: {resp}");
-        let resp = raw(gw.addr(), &head(most + 1)).await;
+        let resp = raw(gw.addr(), &head_of(most + 1)).await;
         assert!(resp.starts_with("HTTP/1.1 431"), "{} fields: {resp}", most + 1);
         // HTTP/2 too (its own limit is on bytes).
         let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
@@ -807,18 +810,8 @@ async fn a_head_may_have_max_headers_fields_and_no_more() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_changes_the_head_limits_of_the_connections_accepted_after_it() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let answering =
-        "[[routes]]\nplugins = [{ use = \"deny\", config = { headers = { \"x-last\" = \"*\" }, status = 418 } }]\n";
-    let head = |fields: usize| {
-        let mut head = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_vec();
-        for i in 0..fields - 3 {
-            head.extend_from_slice(format!("x-field-{i}: {i}\r\n").as_bytes());
-        }
-        head.extend_from_slice(b"x-last: 1\r\n\r\n");
-        head
-    };
-    let gw = TestGateway::start_with("max_headers = 20", answering);
-    assert!(raw(gw.addr(), &head(30)).await.starts_with("HTTP/1.1 431"));
+    let gw = TestGateway::start_with("max_headers = 20", ANSWERING_HEADS);
+    assert!(raw(gw.addr(), &head_of(30)).await.starts_with("HTTP/1.1 431"));
     // A connection open before the reload keeps the limits it was accepted with.
     let mut before = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     // (Accepted before the reload: its first request is read before it.)
@@ -827,9 +820,9 @@ async fn a_reload_changes_the_head_limits_of_the_connections_accepted_after_it()
     let first = wasmgate_tests::read_head(&mut before, &mut pending).await.unwrap_or_default();
     assert!(first.starts_with("HTTP/1.1 418"), "{first}");
 
-    gw.write_config_with("max_headers = 40", answering);
+    gw.write_config_with("max_headers = 40", ANSWERING_HEADS);
     assert_eq!(gw.gateway.reload().ok(), Some(1));
-    let resp = raw(gw.addr(), &head(30)).await;
+    let resp = raw(gw.addr(), &head_of(30)).await;
     assert!(resp.starts_with("HTTP/1.1 418"), "the new limit: {resp}");
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
@@ -839,7 +832,7 @@ async fn a_reload_changes_the_head_limits_of_the_connections_accepted_after_it()
         req = req.header(format!("x-field-{i}"), "1");
     }
     assert_eq!(wasmgate_tests::send_with(&h2, req.body(Full::default()).unwrap()).await.status, 418, "HTTP/2");
-    before.write_all(&head(30)).await.unwrap();
+    before.write_all(&head_of(30)).await.unwrap();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), before.read_to_end(&mut rest)).await;
     // After the first answer's body, still in `pending`.
