@@ -141,7 +141,10 @@ const TRANSFER_ENCODING_SLOT: usize = 7;
 
 /// The slot in [`HOP_BY_HOP`] of a header name or `Connection` token, in
 /// any case. By length first: most names have none of these lengths, and
-/// the first byte rules out most of the rest before a comparison.
+/// the first byte rules out most of the rest before a comparison. Inlined
+/// always: it runs for every field of every message, and with `Expect` in
+/// the table the compiler stopped inlining it by itself.
+#[inline(always)]
 fn hop_by_hop(name: &[u8]) -> Option<usize> {
     let candidates: &[usize] = match name.len() {
         2 => &[5],

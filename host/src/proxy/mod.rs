@@ -245,14 +245,20 @@ async fn serve<'s>(
     }
     let host_source = routing::HostSource::of(req.uri(), req.headers());
     // As named (port and all) for the forwarding fields; without the port
-    // for the routes.
-    // A host that is not `host[:port]` (`evil.test#.example.com` would
-    // match `*.example.com`) is refused (RFC 9112 §3.2).
-    let named = match &host_source {
-        None => None,
-        Some(source) => Some(source.as_named().filter(|h| routing::valid_host(h)).ok_or(ProxyError::BadHost)?),
+    // for the routes. A host that is not `host[:port]`
+    // (`evil.test#.example.com` would match `*.example.com`) is refused
+    // (RFC 9112 §3.2).
+    let (named, host) = match &host_source {
+        None => (None, None),
+        Some(source) => {
+            // `let … else`: an `ok_or` made (and dropped) the error on
+            // every request.
+            let Some((named, host)) = source.as_named().and_then(|n| Some((n, routing::host_name(n)?))) else {
+                return Err(ProxyError::BadHost);
+            };
+            (Some(named), Some(host))
+        }
     };
-    let host = named.map(routing::strip_port);
     let matched =
         snapshot.router.find(host, req.method(), req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
     let route = &snapshot.routes[matched.route];

@@ -24,6 +24,7 @@ fn requested(h: &HeaderMap) -> bool {
 /// `Upgrade`: on a plugin route it is the client's ask as it came. One its
 /// connection cannot make is forwarded as a plain request, without its
 /// `Upgrade` (RFC 9110 §7.8 lets the upstream ignore it anyway).
+#[inline]
 pub(super) fn asked<B>(req: &Request<B>, present: Present) -> bool {
     present.may_have(Present::HOP) && requested(req.headers()) && req.extensions().get::<ClientUpgrade>().is_some()
 }

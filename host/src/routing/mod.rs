@@ -243,69 +243,66 @@ impl HostSource {
     }
 }
 
-/// Whether a named host is `uri-host [":" port]` (RFC 3986 §3.2.2,
-/// RFC 9112 §3.2): a registered name or IPv4 address (unreserved
-/// characters, escapes, sub-delimiters), or an IP literal in brackets,
-/// then an optional port of digits. Empty is valid (a `Host` for a target
-/// without one).
-pub fn valid_host(host: &str) -> bool {
+/// The bytes of a registered name or IPv4 address: unreserved, `%` (of an
+/// escape) and sub-delimiters (RFC 3986 §3.2.2). A table: the check runs
+/// on every request's host.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        c += 1;
+    }
+    table
+};
+
+/// What routes match of a named host (`Host`, or the target's authority):
+/// the host without its port, an IPv6 literal without brackets. `None`
+/// when it is not `uri-host [":" port]` (RFC 3986 §3.2.2, RFC 9112 §3.2):
+/// a registered name or IPv4 address (unreserved characters, escapes,
+/// sub-delimiters) or an IP literal in brackets, then an optional port of
+/// digits. Empty is a host (a `Host` for a target without one). One pass:
+/// it runs for every request.
+pub fn host_name(host: &str) -> Option<&str> {
     let b = host.as_bytes();
-    let (name_ok, rest) = match b.strip_prefix(b"[") {
-        Some(inner) => match inner.iter().position(|&c| c == b']') {
-            Some(end) => {
-                let literal = &inner[..end];
-                let ok = !literal.is_empty()
-                    && literal
-                        .iter()
-                        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'-' | b'_' | b'~' | b'%'));
-                (ok, &inner[end + 1..])
+    let (name, port) = match b.strip_prefix(b"[") {
+        Some(inner) => {
+            let end = inner.iter().position(|&c| c == b']')?;
+            let literal = &inner[..end];
+            let ip = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'-' | b'_' | b'~' | b'%');
+            if literal.is_empty() || !literal.iter().all(ip) {
+                return None;
             }
-            None => (false, &[][..]),
-        },
+            (host.get(1..=end)?, &inner[end + 1..])
+        }
         None => {
-            let end = b.iter().position(|&c| c == b':').unwrap_or(b.len());
-            let ok = b[..end].iter().all(|&c| {
-                c.is_ascii_alphanumeric()
-                    || matches!(
-                        c,
-                        b'-' | b'.'
-                            | b'_'
-                            | b'~'
-                            | b'%'
-                            | b'!'
-                            | b'$'
-                            | b'&'
-                            | b'\''
-                            | b'('
-                            | b')'
-                            | b'*'
-                            | b'+'
-                            | b','
-                            | b';'
-                            | b'='
-                    )
-            });
-            (ok, &b[end..])
+            let end = b.iter().position(|&c| !REG_NAME[usize::from(c)]).unwrap_or(b.len());
+            (host.get(..end)?, &b[end..])
         }
     };
-    name_ok
-        && match rest.split_first() {
-            None => true,
-            Some((b':', port)) => port.iter().all(u8::is_ascii_digit),
-            Some(_) => false,
-        }
-}
-
-/// A named host without its port (and an IPv6 literal without brackets):
-/// what routes match.
-pub fn strip_port(host: &str) -> &str {
-    if let Some(bracketed) = host.strip_prefix('[') {
-        return bracketed.split_once(']').map_or(host, |(h, _)| h);
-    }
-    // A byte search: `rsplit_once(':')` ran a char searcher per request.
-    match host.bytes().rposition(|b| b == b':').map(|i| host.split_at(i)) {
-        Some((h, port)) if port.bytes().skip(1).all(|b| b.is_ascii_digit()) => h,
-        _ => host,
+    match port.split_first() {
+        None => Some(name),
+        Some((b':', digits)) if digits.iter().all(u8::is_ascii_digit) => Some(name),
+        Some(_) => None,
     }
 }
 

@@ -461,8 +461,10 @@ impl Upstream {
             // The upstream closed a kept connection as the request went out
             // and never saw it: sent again, as written, on a new connection
             // (not a retry: no try, budget or failure is counted).
-            Err(SendError::Unanswered(again)) => match self.pools.new_http1(&ep.address, deadline).await {
-                Ok(conn) => conn.resend(again, deadline).await,
+            // Boxed: rare, and inline its future would make every try's
+            // larger.
+            Err(SendError::Unanswered(again)) => match Box::pin(self.pools.new_http1(&ep.address, deadline)).await {
+                Ok(conn) => Box::pin(conn.resend(again, deadline)).await,
                 Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
                 Err(e) => Err(SendError::Failed(e.into())),
             },
