@@ -154,9 +154,11 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
     };
     let mut upstreams = Vec::with_capacity(config.upstreams.len());
     for u in &config.upstreams {
+        // Read once, not for each upstream it is compared with.
+        let files = tls_files(u);
         let unchanged = |p: &Snapshot, old: &Upstream| {
             old.config == *u
-                && old.tls_files() == tls_files(u)
+                && old.tls_files() == files
                 // A discovered upstream's resolver and watch were made with `[dns]`.
                 && (u.discovery.is_none() || p.config.dns == config.dns)
         };
