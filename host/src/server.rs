@@ -121,6 +121,7 @@ impl Serving {
                         header_read_timeout: server.header_read_timeout,
                         max_head: server.max_header_bytes,
                         max_headers: server.max_headers,
+                        send_timeout: server.send_timeout,
                     },
                     http2: http2(server),
                 })

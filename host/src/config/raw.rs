@@ -42,6 +42,7 @@ pub struct RawServer {
     pub watch_interval: Option<Spanned<HumanDuration>>,
     pub via: Option<String>,
     pub body_read_timeout: Option<Spanned<HumanDuration>>,
+    pub send_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<bool>,
     #[serde(default)]
     pub escaped_slashes: Ambiguous,

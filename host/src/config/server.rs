@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub via: HeaderValue,
     /// How long a client may take between body frames (slow uploads → 408).
     pub body_read_timeout: Duration,
+    /// How long a client may take none of its response (a client that
+    /// stopped reading → closed).
+    pub send_timeout: Duration,
     /// What to do with paths that routes and upstreams may read as two.
     pub paths: PathRules,
     /// One JSON line per request on stdout.
@@ -184,6 +187,7 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
             Duration::from_secs(1),
         ),
         via,
+        send_timeout: within_at(p, "server.send_timeout", raw.send_timeout.as_ref(), WAITS, Duration::from_secs(60)),
         body_read_timeout: within_at(
             p,
             "server.body_read_timeout",

@@ -77,6 +77,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_head: usize,
     pub max_headers: usize,
+    /// How long the client may take none of a response.
+    pub send_timeout: Duration,
 }
 
 /// A failed read of a client's request body.
@@ -222,7 +224,7 @@ pub async fn serve(
             Ok(Head::Http2) => return into_parts(cell),
             Ok(Head::Closed) => return None,
             Err(refusal) => {
-                refuse(&mut cell, refusal).await;
+                refuse(&mut cell, refusal, limits.send_timeout).await;
                 return None;
             }
         };
@@ -230,7 +232,7 @@ pub async fn serve(
         let (mut req, upgrade, ask, present, body) = match request(parsed, &fields, &head, &mut spare, &mut names) {
             Ok(r) => r,
             Err(status) => {
-                refuse(&mut cell, Refusal::Status(status)).await;
+                refuse(&mut cell, Refusal::Status(status), limits.send_timeout).await;
                 return None;
             }
         };
@@ -253,7 +255,7 @@ pub async fn serve(
         if !matches!(watching.has_changed(), Ok(false)) {
             shutting_down = *watching.borrow_and_update();
         }
-        match respond(&mut cell, resp, &stamp, &ask, shutting_down, &mut spare).await {
+        match respond(&mut cell, resp, &stamp, &ask, shutting_down, &mut spare, limits.send_timeout).await {
             Ok(Next::KeepAlive { idle: now }) => idle = now,
             Ok(Next::Upgrade) => {
                 // The socket goes on alone; if a request body still holds
@@ -693,8 +695,9 @@ enum Next {
 }
 
 /// Writes a response, keeping its header map in `spare` once written.
-/// `Err` when the connection failed or the body could not be sent whole
-/// (the client sees it cut short).
+/// `Err` when the connection failed, the client took none of it for
+/// `send_timeout`, or the body could not be sent whole (the client sees it
+/// cut short).
 async fn respond(
     cell: &mut Cell,
     resp: Box<Response<Body>>,
@@ -702,6 +705,7 @@ async fn respond(
     ask: &Asked,
     shutting_down: bool,
     spare: &mut SpareMap,
+    send_timeout: Duration,
 ) -> Result<Next, ()> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
@@ -759,7 +763,7 @@ async fn respond(
                 Some(Ok(f)) => f,
                 Some(Err(e)) => {
                     tracing::debug!("response body failed: {e}");
-                    let _ = write_all(cell, &mut out).await;
+                    let _ = write_all(cell, &mut out, send_timeout).await;
                     return Err(());
                 }
             };
@@ -776,7 +780,7 @@ async fn respond(
                             let n = data.len() as u64;
                             if n > left {
                                 tracing::debug!("response body longer than its content-length");
-                                let _ = write_all(cell, &mut out).await;
+                                let _ = write_all(cell, &mut out, send_timeout).await;
                                 return Err(());
                             }
                             left -= n;
@@ -785,7 +789,7 @@ async fn respond(
                         Framing::Close | Framing::Empty => out.extend_from_slice(&data),
                     }
                     if out.len() >= WRITE_BATCH {
-                        write_all(cell, &mut out).await?;
+                        write_all(cell, &mut out, send_timeout).await?;
                     }
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
@@ -799,7 +803,7 @@ async fn respond(
             out.extend_from_slice(b"\r\n");
         }
     }
-    let idle = write_last(cell, out).await?;
+    let idle = write_last(cell, out, send_timeout).await?;
     if left > 0 {
         tracing::debug!("response body shorter than its content-length");
         return Err(());
@@ -927,18 +931,30 @@ fn poll_write_out(io: &mut Box<dyn Io>, out: &mut impl Buf, cx: &mut Context<'_>
     Pin::new(io).poll_flush(cx)
 }
 
-async fn write_all(cell: &mut Cell, out: &mut BytesMut) -> Result<(), ()> {
-    std::future::poll_fn(|cx| poll_write_out(&mut lock(cell).io, out, cx)).await.map_err(write_failed)
+/// Writes `out` and flushes, unless the client takes none of it for
+/// `stall`.
+async fn write_all(cell: &mut Cell, out: &mut BytesMut, stall: Duration) -> Result<(), ()> {
+    let mut stalled = Stall::new(stall);
+    std::future::poll_fn(|cx| match poll_write_out(&mut lock(cell).io, out, cx) {
+        Poll::Pending => stalled.poll(cx, out.remaining()).map(Err),
+        done => done,
+    })
+    .await
+    .map_err(write_failed)
 }
 
-/// Writes a response's last bytes, and in the same lock keeps the buffer
-/// (if small) for the next response and tells whether the connection is
-/// idle: no bytes of a next request have come yet.
-async fn write_last(cell: &mut Cell, mut out: BytesMut) -> Result<bool, ()> {
+/// Writes a response's last bytes (unless the client takes none of them
+/// for `stall`), and in the same lock keeps the buffer (if small) for the
+/// next response and tells whether the connection is idle: no bytes of a
+/// next request have come yet.
+async fn write_last(cell: &mut Cell, mut out: BytesMut, stall: Duration) -> Result<bool, ()> {
+    let mut stalled = Stall::new(stall);
     std::future::poll_fn(|cx| {
         let mut c = lock(cell);
         let c = &mut *c;
-        ready!(poll_write_out(&mut c.io, &mut out, cx))?;
+        if poll_write_out(&mut c.io, &mut out, cx)?.is_pending() {
+            return stalled.poll(cx, out.remaining()).map(Err);
+        }
         if out.capacity() <= codec::KEEP_OUT {
             c.out = std::mem::take(&mut out);
         }
@@ -948,19 +964,52 @@ async fn write_last(cell: &mut Cell, mut out: BytesMut) -> Result<bool, ()> {
     .map_err(write_failed)
 }
 
+/// A write to a client that may have stopped reading (one holds its
+/// connection, and an upstream's, for as long as it is let; nginx's
+/// `send_timeout`): ready with an error once the client has taken none of
+/// it for `limit`. The timer is made only when the write first waits, and
+/// moved on when the client takes some.
+struct Stall {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What was left to write when the timer was last set.
+    left: usize,
+}
+
+impl Stall {
+    fn new(limit: Duration) -> Self {
+        Self { limit, timer: None, left: 0 }
+    }
+
+    /// For a write that waits with `left` bytes to go.
+    fn poll(&mut self, cx: &mut Context<'_>, left: usize) -> Poll<io::Error> {
+        let timer = match &mut self.timer {
+            Some(timer) if left < self.left => {
+                timer.as_mut().reset(tokio::time::Instant::now() + self.limit);
+                timer
+            }
+            Some(timer) => timer,
+            None => self.timer.insert(Box::pin(tokio::time::sleep(self.limit))),
+        };
+        self.left = left;
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, format!("the client took nothing for {:?}", self.limit)))
+    }
+}
+
 fn write_failed(e: io::Error) {
     tracing::debug!("writing to the client: {e}");
 }
 
 /// Answers a request that cannot be served, and closes.
-async fn refuse(cell: &mut Cell, refusal: Refusal) {
+async fn refuse(cell: &mut Cell, refusal: Refusal, send_timeout: Duration) {
     if let Refusal::Status(status) = refusal {
         let mut out = BytesMut::with_capacity(128);
         status_line(status, &mut out);
         out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
         date(&mut out);
         out.extend_from_slice(b"\r\n\r\n");
-        let _ = write_all(cell, &mut out).await;
+        let _ = write_all(cell, &mut out, send_timeout).await;
     }
     close(cell).await;
 }

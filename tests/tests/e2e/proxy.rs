@@ -123,6 +123,30 @@ async fn an_upstream_silent_in_the_middle_of_a_body_is_given_up_on() {
     assert_eq!(body, "abc", "cut off at what came: the client can tell");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_given_up_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with("send_timeout = \"300ms\"", &one_route(&up, ""));
+    // A small receive window, so the response backs up into the gateway.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(gw.addr()).await.unwrap();
+    let size = 32 << 20;
+    s.write_all(format!("GET /bytes/{size} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.unwrap();
+    // The client reads nothing for a while, then all there is: the gateway
+    // gave up on it (without a send timeout it would have finished the
+    // response and kept the connection, and the read would wait).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_)) | Ok(Err(_))), "the connection was closed");
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got[..got.len().min(200)]));
+    assert!(got.len() < size, "cut off: {} bytes of {size}", got.len());
+    // The gateway keeps serving.
+    assert_eq!(get(&gw.url("/bytes/3")).await.text(), "xxx");
+}
+
 /// The gateway's own HTTP/1 client against an upstream's raw bytes: heads
 /// and bodies that arrive split, an interim 1xx, chunked bodies with
 /// extensions and trailers, `HEAD`, a body delimited by the close, and what
