@@ -336,6 +336,17 @@ enum Refusal {
     Silent,
 }
 
+/// The answer to a head over the limit, whose first `max_head` bytes are
+/// `start`: 414 when the request line alone does not fit (RFC 9112 §3: a
+/// target too long for the server), 431 when the fields make it too large.
+fn too_large(start: &[u8]) -> Refusal {
+    Refusal::Status(if start.contains(&b'\n') {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    } else {
+        StatusCode::URI_TOO_LONG
+    })
+}
+
 /// Waits for a whole request head in the connection's buffer; where its
 /// fields lie goes into `fields`.
 async fn read_head(
@@ -360,14 +371,14 @@ async fn read_head(
                 } else {
                     match parse(&c.buf, limits.max_headers, fields) {
                         Ok(Some(p)) if p.len > limits.max_head => {
-                            return Poll::Ready(Err(Refusal::Status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)));
+                            return Poll::Ready(Err(too_large(&c.buf[..limits.max_head])));
                         }
                         Ok(Some(p)) => {
                             let head = c.buf.split_to(p.len).freeze();
                             return Poll::Ready(Ok(Head::Request(p, head)));
                         }
                         Ok(None) if c.buf.len() >= limits.max_head => {
-                            return Poll::Ready(Err(Refusal::Status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)));
+                            return Poll::Ready(Err(too_large(&c.buf[..limits.max_head])));
                         }
                         Ok(None) => {}
                         Err(status) => return Poll::Ready(Err(Refusal::Status(status))),

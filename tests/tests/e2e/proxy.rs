@@ -784,6 +784,15 @@ async fn malformed_and_oversized_requests_get_4xx() {
     big.extend_from_slice(b"\r\n\r\n");
     let resp = raw(gw.addr(), &big).await;
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    // A target too long for the limit is a 414, not a 431 (RFC 9112 §3),
+    // whether the head arrives whole or the request line never ends.
+    for (len, end) in [(20_000, &b" HTTP/1.1\r\nhost: x\r\n\r\n"[..]), (9_000, b"")] {
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat_n(b'a', len));
+        long.extend_from_slice(end);
+        let resp = raw(gw.addr(), &long).await;
+        assert!(resp.starts_with("HTTP/1.1 414"), "{len}: {resp}");
+    }
     // The gateway keeps serving.
     assert_eq!(get(&gw.url("/")).await.status, 200);
 }
