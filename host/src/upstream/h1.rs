@@ -446,6 +446,9 @@ impl Connection {
     ) -> Result<(Box<Response<Body>>, Instant), Error> {
         loop {
             let parsed = match parse_head(&self.buf, &mut self.fields)? {
+                // A read can bring more than the limit: a head that ends
+                // past it is as over it as one that has not ended.
+                Some(p) if p.len > MAX_HEAD => return Err(Error::HeadTooLarge),
                 Some(p) => p,
                 None => {
                     if self.buf.len() >= MAX_HEAD {
@@ -1116,6 +1119,7 @@ pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Err
             }
             let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match httparse::parse_headers(buf, &mut fields) {
+                Ok(httparse::Status::Complete((len, _))) if len > MAX_HEAD => Err(Error::HeadTooLarge),
                 Ok(httparse::Status::Complete((len, parsed))) => {
                     let mut trailers = HeaderMap::with_capacity(parsed.len());
                     for f in parsed {
@@ -1183,6 +1187,35 @@ mod tests {
         assert!(!conn.usable(), "the pipe's other end closed");
     }
 
+    #[tokio::test]
+    async fn a_response_head_that_ends_past_the_limit_is_refused() {
+        let head = |pad: usize| format!("HTTP/1.1 200 OK\r\nx: {}\r\ncontent-length: 0\r\n\r\n", "a".repeat(pad));
+        let fixed = head(0).len();
+        for (pad, fits) in [(MAX_HEAD - fixed, true), (MAX_HEAD - fixed + 1, false)] {
+            let (conn, mut theirs) = idle_pair().await;
+            // All but its last 100 bytes first, then the rest: the read
+            // that crosses the limit brings the head's end.
+            let bytes = head(pad).into_bytes();
+            tokio::spawn(async move {
+                let (first, rest) = bytes.split_at(bytes.len() - 100);
+                theirs.write_all(first).await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                theirs.write_all(rest).await.unwrap();
+                theirs
+            });
+            let req = Box::new(request(Method::GET, Body::Empty, None));
+            let sent = conn.send(req, None, None, Instant::now() + std::time::Duration::from_secs(5), false).await;
+            match sent {
+                Ok(_) => assert!(fits, "a head of {} bytes passed", fixed + pad),
+                Err(SendError::Failed(e)) => {
+                    assert!(!fits, "a head of exactly the limit was refused: {e}");
+                    assert!(matches!(e.downcast_ref::<Error>(), Some(Error::HeadTooLarge)), "{e}");
+                }
+                Err(_) => panic!("neither answered nor refused"),
+            }
+        }
+    }
+
     fn decode_all(mut state: Decode, input: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>, Decode, usize), Error> {
         let mut buf = BytesMut::from(input);
         let (mut data, mut trailers) = (Vec::new(), None);
@@ -1236,6 +1269,16 @@ mod tests {
             let (data, _, state, _) = decode_all(Decode::ChunkSize, good).unwrap();
             assert_eq!((data.as_slice(), state), (&b"hello"[..], Decode::Done), "{}", String::from_utf8_lossy(good));
         }
+    }
+
+    #[test]
+    fn trailers_that_end_past_the_limit_are_refused() {
+        let trailers = |pad: usize| format!("0\r\nx: {}\r\n\r\n", "a".repeat(pad));
+        let fixed = trailers(0).len() - 3; // the trailers start after "0\r\n"
+        let (_, t, state, _) = decode_all(Decode::ChunkSize, trailers(MAX_HEAD - fixed).as_bytes()).unwrap();
+        assert_eq!((t.is_some(), state), (true, Decode::Done));
+        let over = decode_all(Decode::ChunkSize, trailers(MAX_HEAD - fixed + 1).as_bytes());
+        assert!(matches!(over, Err(Error::HeadTooLarge)));
     }
 
     #[test]
