@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -217,9 +218,100 @@ async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shut
         return;
     };
     let io = TokioIo::new(Rewind { read, io });
-    let conn = serving.http2.serve_connection(io, service(serving.shared.clone(), info, serving.limits.max_headers));
-    if let Err(e) = until_stopped(conn, &mut shutdown).await {
+    let streams = Arc::new(Streams::default());
+    let service = service(serving.shared.clone(), info, serving.limits.max_headers, streams.clone());
+    let conn = serving.http2.serve_connection(io, service);
+    let idle = serving.limits.header_read_timeout;
+    if let Err(e) = until_idle_or_stopped(conn, &mut shutdown, &streams, idle).await {
         tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
+}
+
+/// The streams of a client's HTTP/2 connection: how many it has started,
+/// and how many are open (their response not yet all sent).
+#[derive(Default)]
+struct Streams {
+    started: AtomicU64,
+    open: AtomicUsize,
+}
+
+/// A stream, counted open until it is dropped with its response body.
+struct Open(Arc<Streams>);
+
+impl Open {
+    fn new(streams: &Arc<Streams>) -> Self {
+        streams.started.fetch_add(1, Ordering::Relaxed);
+        streams.open.fetch_add(1, Ordering::Relaxed);
+        Self(streams.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its stream counted open.
+struct Counted {
+    body: Body,
+    _open: Open,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = crate::proxy::body::BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Drives a client's HTTP/2 connection as [`until_stopped`] does, and
+/// closes it once it has been idle (no stream open, none started) for
+/// `idle`, as an HTTP/1 connection is closed when its next head is late:
+/// gracefully, then at once if it is still idle `idle` later (a client that
+/// does not answer the `GOAWAY`'s ping). Without it, a client could hold a
+/// connection, and its task, for ever by opening it and asking nothing.
+async fn until_idle_or_stopped<C: GracefulConnection>(
+    conn: C,
+    stop: &mut watch::Receiver<bool>,
+    streams: &Streams,
+    idle: Duration,
+) -> Result<(), C::Error> {
+    let mut conn = std::pin::pin!(conn);
+    let mut seen = streams.started.load(Ordering::Relaxed);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep(idle) => {
+                let started = streams.started.load(Ordering::Relaxed);
+                if started == seen && streams.open.load(Ordering::Relaxed) == 0 {
+                    if closing {
+                        return Ok(());
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                seen = started;
+            }
+        }
     }
 }
 
@@ -282,13 +374,15 @@ fn service(
     shared: Arc<Shared>,
     conn_info: Arc<ConnInfo>,
     max_headers: usize,
+    streams: Arc<Streams>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
-    Response = hyper::Response<crate::proxy::body::Body>,
+    Response = hyper::Response<Counted>,
     Error = Infallible,
-    Future = impl std::future::Future<Output = Result<hyper::Response<crate::proxy::body::Body>, Infallible>> + Send,
+    Future = impl std::future::Future<Output = Result<hyper::Response<Counted>, Infallible>> + Send,
 > + Clone {
     service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let open = Open::new(&streams);
         let snapshot = shared.current();
         let conn_info = conn_info.clone();
         join_cookies(req.headers_mut());
@@ -299,12 +393,12 @@ fn service(
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
             if too_many {
-                let mut resp = hyper::Response::new(Body::Empty);
+                let mut resp = hyper::Response::new(Counted { body: Body::Empty, _open: open });
                 *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
                 return Ok(resp);
             }
             let (resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
-            let mut resp = *resp;
+            let mut resp = resp.map(|body| Counted { body, _open: open });
             stamp.apply(resp.headers_mut());
             Ok(resp)
         }

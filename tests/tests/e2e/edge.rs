@@ -350,6 +350,42 @@ async fn the_header_timeout_runs_from_each_head_on_a_kept_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with("header_read_timeout = \"300ms\"", &tls_body(&up, ""));
+    // The preface and an empty SETTINGS frame, then nothing (not even the
+    // ack of the server's ping): closed, with a GOAWAY first.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+    assert!(matches!(read, Ok(Ok(_))), "closed: {read:?}");
+    assert!(start.elapsed() >= Duration::from_millis(250), "{:?}", start.elapsed());
+    let mut frames = Vec::new();
+    let mut rest = &got[..];
+    while let [a, b, c, kind, ..] = *rest {
+        let len = 9 + (usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c));
+        frames.push(kind);
+        rest = rest.get(len.min(rest.len())..).unwrap_or_default();
+    }
+    assert!(frames.contains(&7), "a GOAWAY among the frames {frames:?}");
+
+    // A stream in flight longer than that keeps its connection; once it
+    // has ended and the connection is idle, it is closed.
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(gw.url("/slow/900")).body(Full::<Bytes>::default()).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.into_body().collect().await.is_ok());
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(matches!(closed, Ok(Ok(Ok(())))), "closed once idle: {closed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_on_a_kept_connection_carries_its_own_header_names() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&tls_body(&up, ""));
