@@ -68,11 +68,13 @@ pub struct HostState {
     /// them (`setup.memoize-request`) while its config hook ran.
     pub(crate) memo_facts: Option<Vec<Fact>>,
     /// The plugin's deadline: the most one entry into the guest may take
-    /// ([`arm`]), restored after each wait on I/O (the deadline bounds the
-    /// plugin's computing; the I/O has timeouts of its own).
+    /// ([`arm`]), moved on by the time it waits on I/O (the deadline bounds
+    /// the plugin's computing; the I/O has timeouts of its own).
     pub(crate) deadline: Duration,
     /// When the current entry's deadline passes (`None`: too far to say).
     pub(crate) interrupt_at: Option<Instant>,
+    /// How far waits on I/O may move the deadline on ([`waited`]).
+    pub(crate) waits_until: Option<Instant>,
 }
 
 impl HostState {
@@ -90,6 +92,7 @@ impl HostState {
             memo_facts: None,
             deadline,
             interrupt_at: None,
+            waits_until: None,
         }
     }
 
@@ -101,17 +104,37 @@ impl HostState {
 /// Starts the deadline of an entry into the guest that began at `from`
 /// (an earlier clock reading, or now): the guest is interrupted at the
 /// first tick of the plugins' clock after `from` plus the plugin's deadline
-/// ([`on_tick`], [`super::clock`]).
-pub(crate) fn arm(mut store: impl AsContextMut<Data = HostState>, from: Instant) {
+/// ([`on_tick`], [`super::clock`]). Its waits on I/O may move that on by
+/// `waits` in all ([`waited`]).
+pub(crate) fn arm(mut store: impl AsContextMut<Data = HostState>, from: Instant, waits: Duration) {
     let mut s = store.as_context_mut();
-    let deadline = s.data().deadline;
-    s.data_mut().interrupt_at = from.checked_add(deadline);
+    let data = s.data_mut();
+    data.interrupt_at = from.checked_add(data.deadline);
+    data.waits_until = data.interrupt_at.and_then(|at| at.checked_add(waits));
     s.set_epoch_deadline(1);
 }
 
-/// After waiting on I/O the plugin gets its whole deadline again.
-pub(crate) fn rearm(store: impl AsContextMut<Data = HostState>) {
-    arm(store, Instant::now());
+/// After a wait on I/O that began at `since`: the deadline moves on by the
+/// time waited, so that it still bounds the plugin's own computing, and no
+/// further than its waits may take it. A call that fails without waiting
+/// (a request not granted, a key too long) moves it on by nothing: a guest
+/// calling one in a loop is stopped at its deadline.
+pub(crate) fn waited(mut store: impl AsContextMut<Data = HostState>, since: Instant) {
+    let mut s = store.as_context_mut();
+    let data = s.data_mut();
+    data.interrupt_at = moved_on(data.interrupt_at, data.waits_until, Instant::now().saturating_duration_since(since));
+}
+
+/// A deadline `at` moved on by `waited`, no further than `until` (and
+/// never back).
+fn moved_on(at: Option<Instant>, until: Option<Instant>, waited: Duration) -> Option<Instant> {
+    let at = at?;
+    let later = at.checked_add(waited);
+    Some(match (later, until) {
+        (Some(later), Some(until)) => later.min(until).max(at),
+        (Some(later), None) => later,
+        (None, until) => until.unwrap_or(at).max(at),
+    })
 }
 
 /// What a tick of the plugins' clock does to a running guest (the store's
@@ -560,7 +583,22 @@ impl self::wasmgate::plugin::clock::Host for HostState {
 
 #[cfg(test)]
 mod tests {
-    use super::{ip_address, method_kind, wit};
+    use std::time::{Duration, Instant};
+
+    use super::{ip_address, method_kind, moved_on, wit};
+
+    #[test]
+    fn a_wait_moves_the_deadline_on_by_its_length_up_to_the_limit() {
+        let at = Instant::now();
+        let ms = Duration::from_millis;
+        let until = Some(at + ms(500));
+        assert_eq!(moved_on(Some(at), until, ms(0)), Some(at), "a call that did not wait");
+        assert_eq!(moved_on(Some(at), until, ms(200)), Some(at + ms(200)));
+        assert_eq!(moved_on(Some(at), until, ms(900)), until, "no further than the waits may take it");
+        assert_eq!(moved_on(Some(at), Some(at), ms(200)), Some(at), "no waits allowed");
+        assert_eq!(moved_on(Some(at), None, ms(200)), Some(at + ms(200)), "no limit to say");
+        assert_eq!(moved_on(None, until, ms(200)), None, "too far to say");
+    }
 
     #[test]
     fn addresses_are_their_octets_or_segments_in_order() {

@@ -10,7 +10,7 @@
 //! suspends the plugin (not the worker) while the I/O is in flight.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
@@ -23,6 +23,11 @@ use super::sandbox::GuestExit;
 use crate::config::Isolation;
 use crate::exchange::{Exchange, FixedEdits};
 use crate::telemetry::PluginSeries;
+
+/// How far the waits on I/O of an instantiation and its config hook may
+/// put their deadline off in all (a hook's waits may put its deadline off
+/// by the route's timeout).
+pub const CONFIGURE_WAITS: Duration = Duration::from_secs(30);
 
 /// What a plugin asked for when it accepted its config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -243,7 +248,7 @@ impl ChainLink {
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(host_api::on_tick);
         // Instantiation and the config hook share one deadline.
-        host_api::arm(&mut store, Instant::now());
+        host_api::arm(&mut store, Instant::now(), CONFIGURE_WAITS);
         store
     }
 
@@ -309,7 +314,7 @@ impl ChainLink {
             }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
-        host_api::arm(&mut warm.store, started);
+        host_api::arm(&mut warm.store, started, Duration::ZERO);
         let result = match phase {
             Phase::Request => warm.on_request.call(&mut warm.store, (host_api::request_handle(),)),
             Phase::Response => {
@@ -321,12 +326,14 @@ impl ChainLink {
     }
 
     /// Runs a hook of a plugin that waits on I/O: the plugin is suspended,
-    /// not the worker, while its host calls are in flight.
+    /// not the worker, while its host calls are in flight. Its waits may
+    /// put its deadline off by `waits` in all.
     pub async fn call_async(
         &self,
         exchange: &mut Box<Exchange>,
         request_phase: bool,
         started: Instant,
+        waits: Duration,
     ) -> Result<Outcome, Fault> {
         let _running = self.plugin.runtime.enter();
         let mut warm = match self.pool.as_ref().and_then(Pool::take) {
@@ -337,7 +344,7 @@ impl ChainLink {
             }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
-        host_api::arm(&mut warm.store, started);
+        host_api::arm(&mut warm.store, started, waits);
         let result = if request_phase {
             warm.on_request.call_async(&mut warm.store, (host_api::request_handle(),)).await
         } else {

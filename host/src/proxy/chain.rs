@@ -291,7 +291,11 @@ async fn call<'s>(
         // Boxed: an async call's future (instantiation, the guest's
         // suspended stack) is large, and only plugins with outbound I/O
         // make one.
-        _ if link.is_async() => Box::pin(link.call_async(ex, matches!(phase, Phase::Request), started)).await,
+        // Its waits on I/O may put its deadline off by the route's timeout.
+        _ if link.is_async() => {
+            let request_phase = matches!(phase, Phase::Request);
+            Box::pin(link.call_async(ex, request_phase, started, forward.route.timeout)).await
+        }
         Phase::Request => link.on_request(ex, started),
         Phase::Response => link.on_response(ex, started),
     };

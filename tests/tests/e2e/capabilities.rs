@@ -119,6 +119,45 @@ async fn a_granted_origin_is_reachable() {
     assert_eq!(echoed_header(&doc, "x-fetch").as_deref(), Some("200 origin"));
 }
 
+/// A plugin that calls out in a loop is stopped: its waits on I/O put its
+/// deadline off by the time waited (up to the route's timeout), a call that
+/// fails at once by nothing. Each wait used to give it its whole deadline
+/// again, so a loop of refused sends ran for ever and held its worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_calling_out_for_ever_is_stopped() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let grants = all_grants(dir.path());
+    for (url, within) in [("upstream://other/x", Duration::from_secs(1)), ("upstream://u/x", Duration::from_secs(3))] {
+        let body = format!(
+            r#"{}
+[plugin.capabilities]
+grants = {{ {grants} }}
+deadline = "50ms"
+
+[upstreams.u]
+endpoints = ["{}"]
+
+[[routes]]
+upstream = "u"
+timeout = "500ms"
+plugins = [{{ use = "capabilities", config = {{ fetch = "{url}", fetch_forever = true }} }}]
+"#,
+            wasmgate_tests::ADMIN,
+            up.addr
+        );
+        let gw = TestGateway::start(&body);
+        let start = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), get(&gw.url("/"))).await;
+        let status = r.map(|r| r.status.as_u16());
+        assert_eq!(status.ok(), Some(500), "{url}: fails closed");
+        assert!(start.elapsed() < within, "{url}: stopped after {:?}", start.elapsed());
+        let metrics = gw.metrics().await;
+        let failures = r#"wasmgate_plugin_failures_total{plugin="capabilities",kind="deadline"} 1"#;
+        assert!(metrics.contains(failures), "{url}: {metrics}");
+    }
+}
+
 /// The Redis backend: async calls into the plugin, a store shared by two
 /// gateways, and a Redis that goes away and comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

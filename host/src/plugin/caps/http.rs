@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request};
@@ -36,9 +36,10 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(INTERFACE)?;
     i.func_wrap_async("send", |mut s: StoreContextMut<'_, HostState>, (req,): (wit::OutgoingRequest,)| {
         Box::new(async move {
+            let since = Instant::now();
             let caps = s.data().caps.clone();
             let r = send(&caps, req).await;
-            host_api::rearm(&mut s);
+            host_api::waited(&mut s, since);
             Ok((r,))
         })
     })?;
@@ -46,13 +47,14 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "send-all",
         |mut s: StoreContextMut<'_, HostState>, (mut reqs,): (Vec<wit::OutgoingRequest>,)| {
             Box::new(async move {
+                let since = Instant::now();
                 let caps = s.data().caps.clone();
                 let over = reqs.split_off(reqs.len().min(MAX_SEND_ALL));
                 let mut results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
                 results.extend(over.iter().map(|_| {
                     Err(wit::HttpError::InvalidRequest(format!("more than {MAX_SEND_ALL} requests in one send-all")))
                 }));
-                host_api::rearm(&mut s);
+                host_api::waited(&mut s, since);
                 Ok((results,))
             })
         },

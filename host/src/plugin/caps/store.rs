@@ -4,6 +4,7 @@
 //! backend is asynchronous and shared by a fleet.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmgate_common::memstore::{self, MemStore, SystemClock};
 use wasmtime::StoreContextMut;
@@ -155,11 +156,12 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(INTERFACE)?;
     i.func_wrap_async("get", |mut s: StoreContextMut<'_, HostState>, (key,): (String,)| {
         Box::new(async move {
+            let since = Instant::now();
             let r = match remote(s.data(), &key) {
                 Ok((r, k)) => r.get(&k).await.map_err(redis_err),
                 Err(e) => Err(e),
             };
-            host_api::rearm(&mut s);
+            host_api::waited(&mut s, since);
             Ok((r,))
         })
     })?;
@@ -167,22 +169,24 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "set",
         |mut s: StoreContextMut<'_, HostState>, (key, value, ttl): (String, Vec<u8>, Option<u64>)| {
             Box::new(async move {
+                let since = Instant::now();
                 let r = match remote(s.data(), &key) {
                     Ok((r, k)) => r.set(&k, &value, ttl).await.map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                host_api::rearm(&mut s);
+                host_api::waited(&mut s, since);
                 Ok((r,))
             })
         },
     )?;
     i.func_wrap_async("delete", |mut s: StoreContextMut<'_, HostState>, (key,): (String,)| {
         Box::new(async move {
+            let since = Instant::now();
             let r = match remote(s.data(), &key) {
                 Ok((r, k)) => r.delete(&k).await.map_err(redis_err),
                 Err(e) => Err(e),
             };
-            host_api::rearm(&mut s);
+            host_api::waited(&mut s, since);
             Ok((r,))
         })
     })?;
@@ -190,11 +194,12 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "incr",
         |mut s: StoreContextMut<'_, HostState>, (key, delta, ttl): (String, i64, Option<u64>)| {
             Box::new(async move {
+                let since = Instant::now();
                 let r = match remote(s.data(), &key) {
                     Ok((r, k)) => r.incr(&k, delta, ttl).await.map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                host_api::rearm(&mut s);
+                host_api::waited(&mut s, since);
                 Ok((r,))
             })
         },
@@ -203,11 +208,12 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "take",
         |mut s: StoreContextMut<'_, HostState>, (key, cap, refill, cost): (String, u64, f64, u64)| {
             Box::new(async move {
+                let since = Instant::now();
                 let r = match remote(s.data(), &key) {
                     Ok((r, k)) => r.take(&k, cap, refill, cost).await.map(limit_result).map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                host_api::rearm(&mut s);
+                host_api::waited(&mut s, since);
                 Ok((r,))
             })
         },
@@ -216,11 +222,12 @@ pub fn link_async(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "hit",
         |mut s: StoreContextMut<'_, HostState>, (key, limit, window, cost): (String, u64, u64, u64)| {
             Box::new(async move {
+                let since = Instant::now();
                 let r = match remote(s.data(), &key) {
                     Ok((r, k)) => r.hit(&k, limit, window, cost).await.map(limit_result).map_err(redis_err),
                     Err(e) => Err(e),
                 };
-                host_api::rearm(&mut s);
+                host_api::waited(&mut s, since);
                 Ok((r,))
             })
         },

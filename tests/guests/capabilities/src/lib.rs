@@ -25,6 +25,10 @@ pub struct Config {
     /// "N of M sent" and the first error.
     #[serde(default)]
     fetch_copies: usize,
+    /// Send the fetch again and again, for ever: the deadline must stop it
+    /// (whether each send fails at once or waits on the upstream).
+    #[serde(default)]
+    fetch_forever: bool,
     /// Read this secret; its length goes in `x-secret-len`.
     secret: Option<String>,
     /// Make a key from this JWK; its algorithms go in `x-key`.
@@ -59,6 +63,11 @@ impl Plugin for Capabilities {
             }
             for i in 0..c.fetch_headers {
                 out = out.header(&format!("x-f-{i}"), "1");
+            }
+            if c.fetch_forever {
+                loop {
+                    let _ = http::send(out.clone());
+                }
             }
             let v = if c.fetch_copies > 0 {
                 let results = http::send_all(vec![out; c.fetch_copies]);
