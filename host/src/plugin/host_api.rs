@@ -7,6 +7,7 @@
 //! The capabilities a plugin must be granted (store, http, secrets, crypto)
 //! are in [`super::caps`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -485,15 +486,27 @@ impl wit::HostResponse for HostState {
 /// Longest log message a plugin can write; longer ones are cut.
 const MAX_LOG_MESSAGE: usize = 4096;
 
-pub(crate) fn truncate(message: &str) -> &str {
-    if message.len() <= MAX_LOG_MESSAGE {
-        return message;
-    }
-    let mut end = MAX_LOG_MESSAGE;
+/// A plugin's text as it goes into the log: cut to [`MAX_LOG_MESSAGE`]
+/// bytes, its control characters escaped (`\n` as `\\n`), so that it cannot
+/// write a log line of its own in the text format.
+pub(crate) fn for_log(message: &str) -> Cow<'_, str> {
+    let mut end = message.len().min(MAX_LOG_MESSAGE);
     while !message.is_char_boundary(end) {
         end -= 1;
     }
-    &message[..end]
+    let cut = &message[..end];
+    if !cut.contains(char::is_control) {
+        return Cow::Borrowed(cut);
+    }
+    let mut escaped = String::with_capacity(cut.len() + 16);
+    for c in cut.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    Cow::Owned(escaped)
 }
 
 impl self::wasmgate::plugin::log::Host for HostState {
@@ -514,7 +527,7 @@ impl self::wasmgate::plugin::log::Host for HostState {
             // A warning replayed silently would hide what it warns of.
             self.exchange.spoil();
         }
-        let (plugin, id, msg) = (&*self.plugin, self.request_id(), truncate(&message));
+        let (plugin, id, msg) = (&*self.plugin, self.request_id(), for_log(&message));
         match level {
             L::Trace => {
                 tracing::trace!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}")
@@ -541,7 +554,7 @@ impl self::wasmgate::plugin::context::Host for HostState {
             // Refused for the entries other plugins left: not a function of
             // this plugin's facts.
             self.exchange.spoil();
-            tracing::warn!(plugin = &*self.plugin, key = %truncate(&key), "context entry refused: too many or too large");
+            tracing::warn!(plugin = &*self.plugin, key = %for_log(&key), "context entry refused: too many or too large");
         }
     }
 
@@ -585,7 +598,17 @@ impl self::wasmgate::plugin::clock::Host for HostState {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{ip_address, method_kind, moved_on, wit};
+    use super::{MAX_LOG_MESSAGE, for_log, ip_address, method_kind, moved_on, wit};
+
+    #[test]
+    fn a_plugins_log_text_is_cut_and_cannot_start_a_line_of_its_own() {
+        assert!(matches!(for_log("plain text, ünïcode"), std::borrow::Cow::Borrowed("plain text, ünïcode")));
+        let forged = "ok\n2026-12-06T00:00:00Z  INFO wasmgate: admin login\r\tx\u{1b}[31m";
+        assert_eq!(for_log(forged), "ok\\n2026-12-06T00:00:00Z  INFO wasmgate: admin login\\r\\tx\\u{1b}[31m");
+        // Cut at a character's boundary.
+        let long = "é".repeat(MAX_LOG_MESSAGE);
+        assert_eq!(for_log(&long).len(), MAX_LOG_MESSAGE);
+    }
 
     #[test]
     fn a_wait_moves_the_deadline_on_by_its_length_up_to_the_limit() {

@@ -66,6 +66,9 @@ pub enum FaultKind {
     PoolFull,
     /// The config hook refused the plugin's config.
     Refused,
+    /// The plugin answered with a reply that is not valid HTTP (a status
+    /// outside 200..=599, too many headers).
+    Reply,
 }
 
 impl FaultKind {
@@ -77,6 +80,7 @@ impl FaultKind {
             Self::Instantiate => "instantiate",
             Self::PoolFull => "pool_full",
             Self::Refused => "refused",
+            Self::Reply => "reply",
         }
     }
 }

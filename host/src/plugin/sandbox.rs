@@ -28,7 +28,7 @@ use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, StreamError, StreamResult};
 use wasmtime_wasi_io::bindings::wasi::io::error;
 
-use super::host_api::{HostState, truncate};
+use super::host_api::{HostState, for_log};
 
 const STDOUT: u32 = 1;
 const STDERR: u32 = 2;
@@ -158,7 +158,7 @@ impl HostState {
 
     fn emit(&self, stderr: bool, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let text = truncate(text.trim_end());
+        let text = for_log(text.trim_end());
         if text.is_empty() {
             return;
         }

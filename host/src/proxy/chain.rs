@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response};
 use tokio::time::Instant;
 
@@ -14,10 +14,9 @@ use super::error::ProxyError;
 use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length, upgrade};
 use crate::config::OnPluginError;
 use crate::exchange::{self, Exchange};
-use crate::gateway::Route;
 use crate::plugin::host_api::wasmgate::plugin::types::Reply;
 use crate::plugin::memo::Memo;
-use crate::plugin::{ChainLink, Fault, Outcome};
+use crate::plugin::{ChainLink, Fault, FaultKind, Outcome};
 
 /// A response body: as the upstream streams it, or in memory.
 enum RespBody {
@@ -69,11 +68,14 @@ pub(super) async fn run<'s>(
         };
         match result {
             Ok(Outcome::Continue) => {}
-            Ok(Outcome::Respond(reply)) => {
-                early = Some((i, reply_parts(link, reply)?));
-                break;
-            }
-            Err(fault) => plugin_fault(route, link, fault, forward.request_id)?,
+            Ok(Outcome::Respond(reply)) => match reply_parts(link, reply) {
+                Ok(parts) => {
+                    early = Some((i, parts));
+                    break;
+                }
+                Err(fault) => plugin_fault(forward, link, fault)?,
+            },
+            Err(fault) => plugin_fault(forward, link, fault)?,
         }
     }
 
@@ -200,15 +202,17 @@ async fn response_hooks<'s>(
         }
         match call(forward, link, &mut ex, Phase::Response, trace, &mut lap).await {
             Ok(Outcome::Continue) => {}
-            Ok(Outcome::Respond(reply)) => {
-                let (parts, bytes) = reply_parts(link, reply)?;
-                ex.response = Some(parts);
-                match &mut ex.response_body {
-                    Some(b) => *b = bytes,
-                    None => body = RespBody::Bytes(bytes),
+            Ok(Outcome::Respond(reply)) => match reply_parts(link, reply) {
+                Ok((parts, bytes)) => {
+                    ex.response = Some(parts);
+                    match &mut ex.response_body {
+                        Some(b) => *b = bytes,
+                        None => body = RespBody::Bytes(bytes),
+                    }
                 }
-            }
-            Err(fault) => plugin_fault(route, link, fault, forward.request_id)?,
+                Err(fault) => plugin_fault(forward, link, fault)?,
+            },
+            Err(fault) => plugin_fault(forward, link, fault)?,
         }
     }
     if let Some(b) = ex.response_body.take() {
@@ -290,8 +294,8 @@ async fn call<'s>(
     let result = match phase {
         // Boxed: an async call's future (instantiation, the guest's
         // suspended stack) is large, and only plugins with outbound I/O
-        // make one.
-        // Its waits on I/O may put its deadline off by the route's timeout.
+        // make one. Its waits on I/O may put its deadline off by the
+        // route's timeout.
         _ if link.is_async() => {
             let request_phase = matches!(phase, Phase::Request);
             Box::pin(link.call_async(ex, request_phase, started, forward.route.timeout)).await
@@ -300,14 +304,10 @@ async fn call<'s>(
         Phase::Response => link.on_response(ex, started),
     };
     link.series.timers[phase as usize].observe(lap.lap().as_secs_f64());
-    let metrics = &forward.snapshot.metrics;
     let outcome = match &result {
         Ok(Outcome::Continue) => "continue",
         Ok(Outcome::Respond(_)) => "respond",
-        Err(f) => {
-            metrics.plugin_failure(&link.plugin.name, f.kind);
-            f.kind.as_str()
-        }
+        Err(f) => f.kind.as_str(),
     };
     log_outcome(forward, link, trace, outcome);
     result
@@ -338,8 +338,10 @@ fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Bo
     }
 }
 
-/// Logs a plugin failure and applies the route's choice.
-fn plugin_fault(route: &Route, link: &ChainLink, fault: Fault, request_id: &HeaderValue) -> Result<(), ProxyError> {
+/// Counts and logs a plugin failure and applies the route's choice.
+fn plugin_fault(forward: &Forward<'_, '_>, link: &ChainLink, fault: Fault) -> Result<(), ProxyError> {
+    let (route, request_id) = (forward.route, forward.request_id);
+    forward.snapshot.metrics.plugin_failure(&link.plugin.name, fault.kind);
     let open = route.on_plugin_error == OnPluginError::FailOpen;
     tracing::warn!(
         plugin = &*link.plugin.name,
@@ -358,32 +360,39 @@ fn plugin_fault(route: &Route, link: &ChainLink, fault: Fault, request_id: &Head
     }
 }
 
-/// A plugin's reply as response parts, refusing what is not valid HTTP.
-fn reply_parts(link: &ChainLink, reply: Reply) -> Result<(http::response::Parts, Bytes), ProxyError> {
-    let status = exchange::status(reply.status).map_err(|_| ProxyError::PluginReply {
-        plugin: link.plugin.name.clone(),
-        detail: format!("status {} is not a final status (200..=599)", reply.status),
-    })?;
+/// A plugin's reply as response parts, refusing what is not valid HTTP (a
+/// [`FaultKind::Reply`]).
+fn reply_parts(link: &ChainLink, reply: Reply) -> Result<(http::response::Parts, Bytes), Fault> {
+    let invalid = |detail| Fault { kind: FaultKind::Reply, detail };
+    let status = exchange::status(reply.status)
+        .map_err(|_| invalid(format!("reply status {} is not a final status (200..=599)", reply.status)))?;
     // As many as an edit may leave (a header map panics past ~24 000).
     if reply.headers.len() > exchange::MAX_EDITED_HEADERS {
-        return Err(ProxyError::PluginReply {
-            plugin: link.plugin.name.clone(),
-            detail: format!("{} headers, more than {}", reply.headers.len(), exchange::MAX_EDITED_HEADERS),
-        });
+        let n = reply.headers.len();
+        return Err(invalid(format!("a reply with {n} headers, more than {}", exchange::MAX_EDITED_HEADERS)));
     }
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
+    let mut dropped = None;
     for (name, value) in reply.headers {
         match exchange::editable_name(&name).and_then(|n| Ok((exchange::header_value(&n, value)?, n))) {
             Ok((v, n)) => {
                 parts.headers.append(n, v);
             }
-            Err(_) => tracing::warn!(
-                plugin = &*link.plugin.name,
-                header = crate::plugin::host_api::truncate(&name),
-                "dropped an invalid or gateway-managed header from a plugin reply"
-            ),
+            Err(_) => match &mut dropped {
+                Some((_, n)) => *n += 1,
+                None => dropped = Some((name, 1)),
+            },
         }
+    }
+    // One line for all of them: a reply may carry a thousand.
+    if let Some((first, n)) = dropped {
+        tracing::warn!(
+            plugin = &*link.plugin.name,
+            header = %crate::plugin::host_api::for_log(&first),
+            dropped = n,
+            "dropped invalid or gateway-managed headers from a plugin reply"
+        );
     }
     Ok((parts, Bytes::from(reply.body)))
 }

@@ -42,8 +42,6 @@ pub enum ProxyError {
     UpstreamBodyTooLarge { upstream: Arc<str>, limit: u64 },
     #[error("plugin `{plugin}` failed ({}): {detail}", kind.as_str())]
     Plugin { plugin: Arc<str>, kind: FaultKind, detail: String },
-    #[error("plugin `{plugin}` replied with an invalid response: {detail}")]
-    PluginReply { plugin: Arc<str>, detail: String },
     #[error("upstream `{upstream}` has no healthy endpoint")]
     NoHealthyEndpoint { upstream: Arc<str> },
     #[error("upstream `{upstream}`: circuit breaker open")]
@@ -73,7 +71,7 @@ impl ProxyError {
             }
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
-            Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Plugin { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -90,7 +88,7 @@ impl ProxyError {
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamProtocol { .. }
             | Self::UpstreamBodyTooLarge { .. } => Origin::Upstream,
-            Self::Plugin { .. } | Self::PluginReply { .. } => Origin::Plugin,
+            Self::Plugin { .. } => Origin::Plugin,
             Self::NoUpstream { .. } | Self::Internal(_) => Origin::Gateway,
         }
     }
@@ -132,7 +130,7 @@ impl ProxyError {
             Self::Overloaded { .. } => "upstream overloaded",
             Self::BodyTimeout(_) => "request body timeout",
             Self::NoUpstream { .. } => "no upstream for this route",
-            Self::Plugin { .. } | Self::PluginReply { .. } | Self::Internal(_) => "internal error",
+            Self::Plugin { .. } | Self::Internal(_) => "internal error",
         }
     }
 

@@ -459,14 +459,23 @@ async fn an_invalid_reply_is_a_500_not_a_crash() {
     let up = TestUpstream::echo("u").await;
     // Not a status at all, and interim ones: after a 1xx the client would
     // wait on for an answer (a 101 would close its connection).
+    // Each is a plugin failure of its own kind: counted, and skipped with
+    // fail-open (it was a 500 either way, and not counted).
     for status in [0, 100, 101, 103, 600] {
         let plugin = format!(r#"{{ use = "chaos", config = {{ mode = "bad-status", status = {status} }} }},"#);
-        let gw = TestGateway::start(&route(&up, &plugin, ""));
+        let gw = TestGateway::start(&format!("{}{}", wasmgate_tests::ADMIN, route(&up, &plugin, "")));
         for _ in 0..2 {
             let r = get(&gw.url("/")).await;
             assert_eq!(r.status, 500, "status {status}: {}", r.text());
         }
+        let metrics = gw.metrics().await;
+        let series = r#"wasmgate_plugin_failures_total{plugin="chaos",kind="reply"}"#;
+        assert_eq!(wasmgate_tests::sample(&metrics, series), Some("2"), "status {status}");
     }
+    let plugin = r#"{ use = "chaos", config = { mode = "bad-status", status = 600 } },"#;
+    let gw = TestGateway::start(&route(&up, plugin, "on_plugin_error = \"fail-open\""));
+    assert_eq!(get(&gw.url("/")).await.status, 200, "fail-open skips the plugin");
+    assert_eq!(up.hits(), 1);
     // Too many headers (past ~24 500 a header map panicked); as many as an
     // edit may leave pass.
     for (headers, expected) in [(1025, "500"), (25_000, "500"), (1024, "200")] {
@@ -481,7 +490,7 @@ async fn an_invalid_reply_is_a_500_not_a_crash() {
             );
         }
     }
-    assert_eq!(up.hits(), 0);
+    assert_eq!(up.hits(), 1, "only the fail-open request");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
