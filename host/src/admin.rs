@@ -35,6 +35,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// scrapers need a handful, and the listener may face a network.
 const MAX_CONNECTIONS: usize = 128;
 
+/// The longest an admin connection stays open. Exchanges are tiny, but a
+/// client that pipelines requests and reads none of the answers stalls
+/// hyper's writes, and no read timer runs then: without this, 128 such
+/// connections would lock the probes out.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
+
 /// How long shutdown waits for requests already being answered.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -118,8 +124,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut 
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
     // The stop signal is the sender going away.
-    if let Err(e) = crate::server::until_stopped(conn, &mut stopping).await {
-        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+    match tokio::time::timeout(MAX_CONNECTION_AGE, crate::server::until_stopped(conn, &mut stopping)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin connection ended with an error"),
+        Err(_) => tracing::debug!(%peer, "admin connection closed: open too long"),
     }
 }
 
@@ -133,6 +141,14 @@ impl Admin {
             let mut resp = json(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#);
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return resp;
+        }
+        // Without a token the listener is on loopback, where a browser's
+        // page could still reach it under a name of its own that resolves
+        // to 127.0.0.1 (DNS rebinding): it must be asked for by address.
+        let host = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+        if self.token.is_none() && !by_address(host) {
+            tracing::debug!(%peer, "admin request refused: Host is not an address or localhost");
+            return json(StatusCode::FORBIDDEN, r#"{"error":"host not allowed"}"#);
         }
         let known = matches!(req.uri().path(), "/health/live" | "/health/ready" | "/metrics");
         if !known {
@@ -150,6 +166,21 @@ impl Admin {
             _ => respond(StatusCode::OK, OPENMETRICS, Bytes::from(self.state.metrics())),
         }
     }
+}
+
+/// Whether a request's host names the listener by address
+/// (`127.0.0.1:9901`, `[::1]`) or as `localhost`, or is not there (HTTP/1.0).
+fn by_address(host: Option<&str>) -> bool {
+    let Some(host) = host else { return true };
+    // The port, if any, off (an IPv6 address keeps its brackets).
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Whether the request carries exactly one `Bearer` credential equal to

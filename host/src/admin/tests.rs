@@ -276,3 +276,34 @@ fn token_comparison() {
     assert!(!constant_time_eq(b"", b"abc"));
     assert!(!constant_time_eq(b"", b""), "an empty token matches nothing");
 }
+
+#[test]
+fn without_a_token_the_listener_must_be_asked_for_by_address() {
+    for host in ["127.0.0.1:9901", "127.0.0.1", "[::1]:9901", "[::1]", "localhost", "LOCALHOST:9901", "10.1.2.3:80"] {
+        assert!(by_address(Some(host)), "{host}");
+    }
+    assert!(by_address(None), "no Host at all (HTTP/1.0)");
+    for host in ["rebind.example:9901", "rebind.example", "localhost.evil.example", "127.0.0.1.nip.io", ""] {
+        assert!(!by_address(Some(host)), "{host}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_for_a_name_is_refused_without_a_token() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn ask(addr: SocketAddr, host: &str, auth: &str) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET /health/live HTTP/1.1\r\nhost: {host}\r\n{auth}connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+    let open = Server::start(None, state()).await;
+    assert!(ask(open.addr, "rebind.example:9901", "").await.starts_with("HTTP/1.1 403"), "a name");
+    assert!(ask(open.addr, "localhost:9901", "").await.starts_with("HTTP/1.1 200"), "localhost");
+    // With a token, the token decides.
+    let guarded = Server::start(Some("t0ken"), state()).await;
+    let out = ask(guarded.addr, "admin.example", "authorization: Bearer t0ken\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}

@@ -13,6 +13,11 @@ use http::Method;
 /// one request should not be able to write 64 KiB of log.
 const MAX_LOGGED_PATH: usize = 2048;
 
+/// Lines queued for a stdout that cannot keep up, before more are dropped:
+/// at most ~40 MiB of the longest lines (the writer's default, 128 000,
+/// was ~300 MiB of them).
+const QUEUED_LINES: usize = 16 * 1024;
+
 /// One request as the access log records it. Headers are deliberately not
 /// here: they carry credentials and cookies.
 #[derive(Debug, Clone, Copy)]
@@ -340,6 +345,7 @@ impl AccessLogWriter {
     pub fn stdout() -> Self {
         let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(true)
+            .buffered_lines_limit(QUEUED_LINES)
             .thread_name("wasmgate-access-log")
             .finish(std::io::stdout());
         Self { writer, _guard: std::sync::Arc::new(guard) }
