@@ -386,6 +386,55 @@ pub fn echoed_headers(doc: &serde_json::Value, name: &str) -> Vec<String> {
 pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
     use http_body_util::StreamBody;
     use hyper::body::Frame;
+    h2c(|req: Request<Incoming>| async move {
+        let te = req.headers().get("te").cloned();
+        let xff = req.headers().get("x-forwarded-for").cloned();
+        let path = req.uri().path().to_owned();
+        let _ = req.into_body().collect().await;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", http::HeaderValue::from_static("ok"));
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
+            vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x05hello"))), Ok(Frame::trailers(trailers))];
+        let mut resp = Response::new(StreamBody::new(futures::stream::iter(frames)));
+        resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+        if let Some(te) = te {
+            resp.headers_mut().insert("x-te", te);
+        }
+        if let Some(xff) = xff {
+            resp.headers_mut().insert("x-seen-forwarded-for", xff);
+        }
+        if let Ok(p) = http::HeaderValue::from_str(&path) {
+            resp.headers_mut().insert("x-path", p);
+        }
+        Ok::<_, Infallible>(resp)
+    })
+    .await
+}
+
+/// An upstream over h2c that answers every request with a head and the
+/// first bytes of a body (`part`), then sends nothing more, its connection
+/// kept alive (it answers pings).
+pub async fn h2_stalling() -> (SocketAddr, watch::Sender<bool>) {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    h2c(|_req: Request<Incoming>| async move {
+        let first = futures::stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"part")))]);
+        let body = StreamBody::new(futures::StreamExt::chain(first, futures::stream::pending()));
+        Ok::<_, Infallible>(Response::new(body))
+    })
+    .await
+}
+
+/// Serves `service` over h2c (HTTP/2 prior knowledge) on an ephemeral port
+/// until told to stop.
+async fn h2c<S, F, B>(service: S) -> (SocketAddr, watch::Sender<bool>)
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, mut stopped) = watch::channel(false);
@@ -395,29 +444,7 @@ pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
                 a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 _ = stopped.changed() => return,
             };
-            let service = service_fn(|req: Request<Incoming>| async move {
-                let te = req.headers().get("te").cloned();
-                let xff = req.headers().get("x-forwarded-for").cloned();
-                let path = req.uri().path().to_owned();
-                let _ = req.into_body().collect().await;
-                let mut trailers = http::HeaderMap::new();
-                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                trailers.insert("grpc-message", http::HeaderValue::from_static("ok"));
-                let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-                    vec![Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x05hello"))), Ok(Frame::trailers(trailers))];
-                let mut resp = Response::new(StreamBody::new(futures::stream::iter(frames)));
-                resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
-                if let Some(te) = te {
-                    resp.headers_mut().insert("x-te", te);
-                }
-                if let Some(xff) = xff {
-                    resp.headers_mut().insert("x-seen-forwarded-for", xff);
-                }
-                if let Ok(p) = http::HeaderValue::from_str(&path) {
-                    resp.headers_mut().insert("x-path", p);
-                }
-                Ok::<_, Infallible>(resp)
-            });
+            let service = service_fn(service.clone());
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)

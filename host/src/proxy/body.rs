@@ -43,7 +43,13 @@ pub enum BodyError {
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
-    Stream(Incoming),
+    /// An upstream's HTTP/2 response, failing when the upstream sends
+    /// nothing for `idle` (its `read_timeout`) in the middle of it.
+    Stream {
+        inner: Incoming,
+        idle: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    },
     /// An upstream's HTTP/1 response, which returns its connection to the
     /// pool when it ends.
     Pooled(ResponseBody),
@@ -129,20 +135,24 @@ impl http_body::Body for Body {
         match &mut *self {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
+            Self::Stream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Pending if stalled(timer, *idle, cx) => {
+                    Poll::Ready(Some(Err(BodyError::Upstream(h1::Error::Stalled(*idle)))))
+                }
+                Poll::Pending => Poll::Pending,
+                other => {
+                    *timer = None;
+                    other.map_err(BodyError::from)
+                }
+            },
             Self::Pooled(inner) => inner.poll_frame(cx),
             Self::Capped { inner, remaining, limit, idle, timer } => {
                 let frame = match inner.poll_frame(cx) {
                     Poll::Ready(Some(Ok(f))) => f,
-                    Poll::Pending => {
-                        // The timer is armed only while waiting, so a body
-                        // that keeps flowing never allocates one.
-                        let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
-                        if sleep.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Some(Err(BodyError::Timeout(idle.as_millis()))));
-                        }
-                        return Poll::Pending;
+                    Poll::Pending if stalled(timer, *idle, cx) => {
+                        return Poll::Ready(Some(Err(BodyError::Timeout(idle.as_millis()))));
                     }
+                    Poll::Pending => return Poll::Pending,
                     other => return other.map_err(BodyError::from),
                 };
                 *timer = None;
@@ -162,7 +172,7 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => true,
             Self::Full(b) => b.is_none(),
-            Self::Stream(inner) => inner.is_end_stream(),
+            Self::Stream { inner, .. } => inner.is_end_stream(),
             Self::Capped { inner, .. } => inner.is_end_stream(),
             Self::Pooled(inner) => inner.is_end_stream(),
         }
@@ -172,11 +182,19 @@ impl http_body::Body for Body {
         match self {
             Self::Empty => SizeHint::with_exact(0),
             Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Stream(inner) => inner.size_hint(),
+            Self::Stream { inner, .. } => inner.size_hint(),
             Self::Capped { inner, .. } => inner.size_hint(),
             Self::Pooled(inner) => inner.size_hint(),
         }
     }
+}
+
+/// Whether a body waiting for its other side has waited `idle` since it
+/// last got a frame. The timer is made only while waiting (and cleared on
+/// a frame), so a body that keeps flowing never allocates one.
+fn stalled(timer: &mut Option<Pin<Box<tokio::time::Sleep>>>, idle: Duration, cx: &mut Context<'_>) -> bool {
+    let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+    sleep.as_mut().poll(cx).is_ready()
 }
 
 /// Reads a whole body into memory, refusing more than `limit` bytes.

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::h1::{Connection, Io, Unanswered};
 use crate::config::Protocol;
-use crate::proxy::body::Body;
+use crate::proxy::body::{Body, BodyError};
 use crate::proxy::headers::{self, Forwarding};
 
 /// How to open a connection to this upstream's endpoints.
@@ -130,7 +130,7 @@ struct Idle {
 #[derive(Default)]
 pub struct Shard {
     http1: Mutex<HashMap<Arc<str>, Vec<Idle>, RandomState>>,
-    http2: Mutex<HashMap<Arc<str>, http2::SendRequest<Body>, RandomState>>,
+    http2: Mutex<HashMap<Arc<str>, http2::SendRequest<Sent>, RandomState>>,
 }
 
 /// All workers' connections to one upstream.
@@ -149,7 +149,7 @@ impl std::fmt::Debug for Pools {
 #[derive(Debug)]
 pub enum Conn {
     Http1 { conn: Box<Connection>, home: Return, reused: bool },
-    Http2 { sender: http2::SendRequest<Body>, reused: bool },
+    Http2 { sender: http2::SendRequest<Sent>, reused: bool, read_timeout: Duration },
 }
 
 impl Pools {
@@ -185,8 +185,9 @@ impl Pools {
             }
             Protocol::Http2 => {
                 let existing = shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get(address).cloned();
+                let read_timeout = self.settings.read_timeout;
                 if let Some(sender) = existing.filter(|s| !s.is_closed()) {
-                    return Ok(Conn::Http2 { sender, reused: true });
+                    return Ok(Conn::Http2 { sender, reused: true, read_timeout });
                 }
                 let handshake = async {
                     let io = self.connect(address).await?;
@@ -194,7 +195,7 @@ impl Pools {
                 };
                 let sender = by(deadline, address, handshake).await?;
                 shard.http2.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone(), sender.clone());
-                Ok(Conn::Http2 { sender, reused: false })
+                Ok(Conn::Http2 { sender, reused: false, read_timeout })
             }
         }
     }
@@ -258,7 +259,7 @@ impl Pools {
         &self,
         address: &Arc<str>,
         io: Box<dyn Io>,
-    ) -> Result<http2::SendRequest<Body>, ConnectError> {
+    ) -> Result<http2::SendRequest<Sent>, ConnectError> {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
@@ -276,6 +277,65 @@ impl Pools {
         Ok(sender)
     }
 }
+
+/// A request body on its way to an HTTP/2 upstream. hyper's client answers
+/// a body that fails by resetting the stream, and the failure reaches the
+/// sender only as the reset; a client's stream keeps its failure here, so
+/// that a body over its limit or stalled is the client's 413 or 408, not a
+/// 502 counted against the upstream.
+#[derive(Debug)]
+pub struct Sent {
+    body: Body,
+    failure: Option<Failure>,
+}
+
+/// Where a client's body that failed leaves its error.
+type Failure = Arc<Mutex<Option<BodyError>>>;
+
+impl Sent {
+    /// The request with its body wrapped, and where the body's failure will
+    /// be (for a client's stream; other bodies cannot fail).
+    fn new(req: Request<Body>) -> (Request<Self>, Option<Failure>) {
+        let failure = matches!(req.body(), Body::Capped { .. }).then(Arc::default);
+        let kept = failure.clone();
+        (req.map(|body| Self { body, failure }), kept)
+    }
+}
+
+impl http_body::Body for Sent {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                let said = e.to_string();
+                if let Some(failure) = &this.failure {
+                    *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                }
+                std::task::Poll::Ready(Some(Err(said.into())))
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A send that failed because the request's body did.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body failed: {0}")]
+struct BodyFailed(#[source] BodyError);
 
 /// An idle connection to `address`, with the key it is kept under.
 fn take_idle(
@@ -320,19 +380,24 @@ impl Conn {
     ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         match self {
             Self::Http1 { conn, home, reused } => conn.send(req, forwarding, Some(home), deadline, reused).await,
-            Self::Http2 { mut sender, .. } => {
-                let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(*req)).await else {
+            Self::Http2 { mut sender, read_timeout, .. } => {
+                let (req, failure) = Sent::new(*req);
+                let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await else {
                     return Err(SendError::TimedOut);
                 };
                 match result {
                     Ok(mut resp) => {
                         // HTTP/2 forbids them; what a lax upstream sends anyway goes.
                         headers::strip_hop_by_hop(resp.headers_mut());
-                        Ok((Box::new(resp.map(Body::Stream)), Instant::now()))
+                        let resp = resp.map(|inner| Body::Stream { inner, idle: read_timeout, timer: None });
+                        Ok((Box::new(resp), Instant::now()))
                     }
                     Err(mut e) => match e.take_message() {
-                        Some(req) => Err(SendError::NotSent(Box::new(req), e.into_error().into())),
-                        None => Err(SendError::Failed(e.into_error().into())),
+                        Some(req) => Err(SendError::NotSent(Box::new(req.map(|s| s.body)), e.into_error().into())),
+                        None => match failure.and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take()) {
+                            Some(body) => Err(SendError::Failed(Box::new(BodyFailed(body)))),
+                            None => Err(SendError::Failed(e.into_error().into())),
+                        },
                     },
                 }
             }

@@ -299,6 +299,53 @@ async fn websocket_upgrades_pass_through_a_plugin_chain() {
     tunnel_echoes(&mut s).await;
 }
 
+/// A client's body that fails on its way to an HTTP/2 upstream is the
+/// client's answer (413, 408), not a 502 counted against the upstream: hyper
+/// resets the stream and reports only that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_body_failing_towards_an_http2_upstream_is_the_clients_error() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with(
+        "body_read_timeout = \"300ms\"",
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\nprotocol = \"http2\"\nbreaker = {{ consecutive_failures = 1 }}\n[[routes]]\nupstream = \"u\"\nmax_body = \"1KiB\"\n",
+            up.addr
+        ),
+    );
+    // Chunked, so the limit is found as the body streams.
+    let chunk = format!("800\r\n{}\r\n", "x".repeat(0x800));
+    let big = format!("POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
+    let out = raw(gw.addr(), big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    let stalled = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+    let out = raw(gw.addr(), stalled.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    // Neither counted against the upstream: its breaker, which opens on one
+    // failure, lets a body within the limit through.
+    let small =
+        "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let out = raw(gw.addr(), small.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains(r#""body":"hello""#), "{out}");
+}
+
+/// An HTTP/2 upstream that goes silent in the middle of a body for its
+/// `read_timeout` is given up on, as an HTTP/1 one is: the client's
+/// response is cut off (it waited for ever, the upstream answering pings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_upstream_silent_mid_body_is_given_up_on() {
+    let (upstream, _stop) = wasmgate_tests::upstream::h2_stalling().await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\nread_timeout = \"300ms\"\n[[routes]]\nupstream = \"g\"\n"
+    ));
+    let start = Instant::now();
+    // `raw` reads until the gateway closes, or for 5 s.
+    let out = raw(gw.addr(), b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let took = start.elapsed();
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains("part"), "{out}");
+    assert!(!out.ends_with("0\r\n\r\n"), "cut off, not ended: {out}");
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(4), "closed after {took:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_passes_through_over_h2c_with_trailers() {
     let (upstream, _stop) = grpc().await;
