@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::headers;
 use crate::server::h1::{ReadError, RequestBody};
 use crate::upstream::h1::{self, ResponseBody};
 
@@ -131,8 +132,42 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match &mut *self {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let mut polled = self.get_mut().poll_inner(cx);
+        // Trailers pass only with fields a trailer section may carry,
+        // whichever way they go.
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            headers::strip_trailers(trailers);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full(b) => b.is_none(),
+            Self::Stream { inner, .. } => inner.is_end_stream(),
+            Self::Capped { inner, .. } => inner.is_end_stream(),
+            Self::Pooled(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Stream { inner, .. } => inner.size_hint(),
+            Self::Capped { inner, .. } => inner.size_hint(),
+            Self::Pooled(inner) => inner.size_hint(),
+        }
+    }
+}
+
+impl Body {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
@@ -165,26 +200,6 @@ impl http_body::Body for Body {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Empty => true,
-            Self::Full(b) => b.is_none(),
-            Self::Stream { inner, .. } => inner.is_end_stream(),
-            Self::Capped { inner, .. } => inner.is_end_stream(),
-            Self::Pooled(inner) => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Empty => SizeHint::with_exact(0),
-            Self::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Self::Stream { inner, .. } => inner.size_hint(),
-            Self::Capped { inner, .. } => inner.size_hint(),
-            Self::Pooled(inner) => inner.size_hint(),
         }
     }
 }

@@ -179,6 +179,57 @@ fn is_name(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len() && name.iter().zip(lower).fold(0, |diff, (a, b)| diff | ((a | 0x20) ^ b)) == 0
 }
 
+/// Fields a trailer section must not carry, besides hop-by-hop ones and
+/// the prefixes [`strip_trailers`] names: routing, authentication, request
+/// modifiers and response control data (RFC 9110 §6.5.1), and the fields
+/// this gateway sets itself.
+static NOT_IN_TRAILERS: [HeaderName; 20] = [
+    header::HOST,
+    header::AUTHORIZATION,
+    header::WWW_AUTHENTICATE,
+    HeaderName::from_static("authentication-info"),
+    header::COOKIE,
+    header::SET_COOKIE,
+    header::CACHE_CONTROL,
+    header::MAX_FORWARDS,
+    header::PRAGMA,
+    header::RANGE,
+    header::AGE,
+    header::EXPIRES,
+    header::DATE,
+    header::LOCATION,
+    header::RETRY_AFTER,
+    header::VARY,
+    header::WARNING,
+    header::VIA,
+    header::FORWARDED,
+    HeaderName::from_static("x-request-id"),
+];
+
+/// Removes from a trailer section what may not be there (RFC 9110 §6.5.1):
+/// fields that frame or describe the content (`Content-*`,
+/// `Transfer-Encoding`), route (`Host`), authenticate, modify a request
+/// (`If-*`, `Range`) or control a response, hop-by-hop ones, and the
+/// forwarding fields the gateway manages. Some recipients merge trailers
+/// into the head: these would reach them past the checks the gateway and
+/// its plugins made of it (and HTTP/2 refuses hop-by-hop fields there,
+/// resetting the stream, whose `grpc-status` was then lost).
+pub fn strip_trailers(trailers: &mut HeaderMap) {
+    let refused = |name: &HeaderName| {
+        let n = name.as_str();
+        hop_by_hop(n.as_bytes()).is_some()
+            || NOT_IN_TRAILERS.contains(name)
+            || ["content-", "if-", "proxy-", "x-forwarded-"].iter().any(|p| n.starts_with(p))
+    };
+    if !trailers.keys().any(refused) {
+        return;
+    }
+    let names: Vec<HeaderName> = trailers.keys().filter(|n| refused(n)).cloned().collect();
+    for name in names {
+        trailers.remove(name);
+    }
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 /// `Upgrade` is removed too; WebSocket pass-through handles it separately.
 ///

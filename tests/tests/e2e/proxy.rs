@@ -894,3 +894,55 @@ async fn http2_clients_are_proxied_to_http1_upstreams() {
     assert_eq!(echoed_header(&doc, "host").as_deref(), Some(gw.addr().to_string().as_str()));
     assert_eq!(r.header("via"), Some("1.1 wasmgate"));
 }
+
+/// Trailers pass with only what a trailer section may carry (RFC 9110
+/// §6.5.1), both ways: a `Host`, `Authorization` or `Content-Length` among a
+/// request's trailers went upstream after the head the route and the
+/// plugins had checked; hop-by-hop and framing fields among a response's
+/// went to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_pass_without_the_fields_a_trailer_may_not_carry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FORBIDDEN: &str = "host: internal\r\nauthorization: Bearer x\r\ncontent-length: 0\r\nconnection: close\r\n\
+        x-forwarded-for: 10.0.0.1\r\nif-match: *\r\nset-cookie: a=1\r\n";
+    // An upstream that reads a chunked request to its end, keeps the bytes,
+    // and answers chunked with the same trailers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head's blank line, then the trailers'.
+        while got.windows(4).filter(|w| *w == b"\r\n\r\n").count() < 2 {
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let _ = seen_tx.send(String::from_utf8_lossy(&got).into_owned());
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n{FORBIDDEN}grpc-status: 0\r\n\r\n"
+        );
+        let _ = s.write_all(answer.as_bytes()).await;
+        let _ = s.read(&mut buf).await;
+    });
+    let gw = TestGateway::start(&format!("[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\n"));
+    let req = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\nte: trailers\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         5\r\nhello\r\n0\r\n{FORBIDDEN}grpc-status: 0\r\n\r\n"
+    );
+    let out = raw(gw.addr(), req.as_bytes()).await;
+    let seen = tokio::time::timeout(Duration::from_secs(5), seen_rx).await.unwrap().unwrap();
+    let request_trailers = seen.split("\r\n0\r\n").nth(1).unwrap_or_default();
+    let response_trailers = out.split("\r\n0\r\n").nth(1).unwrap_or_default();
+    for (what, trailers) in [("request", request_trailers), ("response", response_trailers)] {
+        assert!(trailers.contains("grpc-status: 0"), "{what}: {trailers:?}");
+        for field in FORBIDDEN.split("\r\n").filter(|f| !f.is_empty()) {
+            assert!(!trailers.contains(field), "{what} trailers keep {field:?}: {trailers:?}");
+        }
+    }
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
