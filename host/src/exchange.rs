@@ -89,10 +89,12 @@ pub enum HeaderEdit<V> {
 }
 
 impl HeaderEdit<HeaderValue> {
-    /// Checks the value of a plugin's edit of header `name`.
+    /// Checks the value of a plugin's edit of header `name`. A request has
+    /// one `Host`: adding one replaces it (two went upstream).
     fn check(name: &HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<Self, EditError> {
         Ok(match edit {
             HeaderEdit::Set(v) => Self::Set(header_value(name, v)?),
+            HeaderEdit::Append(v) if name == header::HOST => Self::Set(header_value(name, v)?),
             HeaderEdit::Append(v) => Self::Append(header_value(name, v)?),
             HeaderEdit::Remove => Self::Remove,
         })
@@ -171,7 +173,7 @@ pub fn apply_checked(name: HeaderName, edit: HeaderEdit<HeaderValue>, headers: &
 pub const MAX_CONTEXT_ENTRIES: usize = 256;
 pub const MAX_CONTEXT_BYTES: usize = 64 * 1024;
 
-pub use wasmgate_common::edit::MAX_EDITED_HEADERS;
+pub use wasmgate_common::edit::{MAX_EDITED_HEADERS, MAX_HEADER_VALUE};
 
 impl Exchange {
     /// The exchange for one request, before any plugin ran.
@@ -403,6 +405,10 @@ pub fn editable_name(name: &str) -> Result<HeaderName, EditError> {
 /// The value a plugin gave header `name`. The plugin's bytes are already a
 /// copy the host owns: kept as they are rather than copied once more.
 pub fn header_value(name: &HeaderName, value: Vec<u8>) -> Result<HeaderValue, EditError> {
+    if value.len() > MAX_HEADER_VALUE {
+        let n = value.len();
+        return Err(EditError::InvalidValue(format!("value of `{name}` is {n} bytes, more than {MAX_HEADER_VALUE}")));
+    }
     HeaderValue::from_maybe_shared(Bytes::from(value))
         .map_err(|_| EditError::InvalidValue(format!("value of `{name}` is not a valid header value")))
 }
@@ -600,6 +606,20 @@ mod tests {
             Err(EditError::InvalidValue(_))
         ));
         assert_eq!((headers.len(), ex.staged.len()), (MAX_EDITED_HEADERS, MAX_EDITED_HEADERS));
+    }
+
+    #[test]
+    fn a_value_is_bounded_and_a_request_keeps_one_host() {
+        let mut headers = HeaderMap::new();
+        let long = vec![b'a'; MAX_HEADER_VALUE + 1];
+        assert!(matches!(
+            edit_headers(&mut headers, name("x-big"), HeaderEdit::Set(long)),
+            Err(EditError::InvalidValue(_))
+        ));
+        edit_headers(&mut headers, name("x-big"), HeaderEdit::Set(vec![b'a'; MAX_HEADER_VALUE])).unwrap();
+        headers.insert(header::HOST, HeaderValue::from_static("a.example"));
+        edit_headers(&mut headers, header::HOST, HeaderEdit::Append(b"b.example".to_vec())).unwrap();
+        assert_eq!(values(&headers, "host"), ["b.example"]);
     }
 
     #[test]

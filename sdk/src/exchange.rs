@@ -49,8 +49,13 @@ pub fn check_header_name(name: &str) -> Result<String, EditError> {
     Ok(name)
 }
 
-/// Checks a header value: no control characters other than tab.
+/// Checks a header value: no control characters other than tab, at most
+/// [`MAX_HEADER_VALUE`](wasmgate_common::edit::MAX_HEADER_VALUE) bytes.
 pub fn check_header_value(name: &str, value: &[u8]) -> Result<(), EditError> {
+    let most = wasmgate_common::edit::MAX_HEADER_VALUE;
+    if value.len() > most {
+        return Err(EditError::InvalidValue(format!("value of `{name}` is {} bytes, more than {most}", value.len())));
+    }
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(EditError::InvalidValue(format!("value of `{name}` has a control character")));
     }

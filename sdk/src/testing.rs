@@ -310,8 +310,13 @@ impl TestHeaders {
         Ok(())
     }
 
+    /// As the gateway appends: a request has one `Host`, so adding one
+    /// replaces it.
     pub(crate) fn append(&mut self, name: &str, value: &[u8]) -> Result<(), EditError> {
         let name = crate::check_header(name, value)?;
+        if name == "host" {
+            self.entries.retain(|(n, _)| *n != name);
+        }
         self.entries.push((name, value.to_vec()));
         Ok(())
     }

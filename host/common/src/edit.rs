@@ -48,6 +48,12 @@ pub const STATUSES: RangeInclusive<u16> = 200..=599;
 /// and one the plugin's memory limit does not count must stay bounded.
 pub const MAX_EDITED_HEADERS: usize = 1024;
 
+/// Longest header value a plugin may set, or put in a reply or an outbound
+/// request, in bytes: the default limit of a whole request head
+/// (`server.max_header_bytes`). Host memory its memory limit does not count
+/// stays bounded (a plugin could set the same 60 MB value again and again).
+pub const MAX_HEADER_VALUE: usize = 64 * 1024;
+
 /// Most requests one `send-all` sends (the rest fail): each answer is held
 /// whole until all are in.
 pub const MAX_SEND_ALL: usize = 64;

@@ -22,7 +22,7 @@ use crate::upstream::{ForwardOptions, Upstream};
 
 const INTERFACE: &str = "wasmgate:plugin/http@0.1.4";
 
-use wasmgate_common::edit::{MAX_EDITED_HEADERS, MAX_SEND_ALL};
+use wasmgate_common::edit::{MAX_EDITED_HEADERS, MAX_HEADER_VALUE, MAX_SEND_ALL};
 
 /// What a plugin may call, resolved to upstreams.
 #[derive(Debug)]
@@ -130,6 +130,12 @@ async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingRes
     }
     let h = request.headers_mut();
     for (name, value) in req.headers {
+        if value.len() > MAX_HEADER_VALUE {
+            let n = value.len();
+            return Err(wit::HttpError::InvalidRequest(format!(
+                "header `{name}` is {n} bytes, more than {MAX_HEADER_VALUE}"
+            )));
+        }
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) else {
             return Err(wit::HttpError::InvalidRequest(format!("invalid header `{name}`")));
         };
