@@ -325,6 +325,7 @@ impl ChainLink {
                 warm.on_response.call(&mut warm.store, (host_api::request_handle(), host_api::response_handle()))
             }
         };
+        warm.store.data_mut().flush_stdio();
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
         self.finish(warm, result)
     }
@@ -356,6 +357,7 @@ impl ChainLink {
                 .call_async(&mut warm.store, (host_api::request_handle(), host_api::response_handle()))
                 .await
         };
+        warm.store.data_mut().flush_stdio();
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
         self.finish(warm, result)
     }

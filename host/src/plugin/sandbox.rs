@@ -62,6 +62,11 @@ impl Stdio {
         }
         lines
     }
+
+    /// What is left unfinished on stdout and on stderr (`true`), taken.
+    fn unfinished(&mut self) -> [(bool, Vec<u8>); 2] {
+        [(false, std::mem::take(&mut self.out)), (true, std::mem::take(&mut self.err))]
+    }
 }
 
 /// The WASI interfaces linked here (any 0.2.x version of them).
@@ -156,11 +161,29 @@ impl HostState {
         }
     }
 
-    fn emit(&self, stderr: bool, line: &[u8]) {
+    /// Logs what a call left unfinished on stdout or stderr, under the
+    /// request it was written in: on a pooled instance the next request's
+    /// output would otherwise finish the line and log it as its own.
+    pub(crate) fn flush_stdio(&mut self) {
+        if self.stdio.out.is_empty() && self.stdio.err.is_empty() {
+            return;
+        }
+        for (stderr, line) in self.stdio.unfinished() {
+            if !line.is_empty() {
+                self.emit(stderr, &line);
+            }
+        }
+    }
+
+    fn emit(&mut self, stderr: bool, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
         let text = for_log(text.trim_end());
         if text.is_empty() {
             return;
+        }
+        if stderr {
+            // As a warning logged: replayed silently, it would hide itself.
+            self.exchange.spoil();
         }
         let (plugin, id) = (&*self.plugin, self.request_id());
         if stderr {
@@ -375,6 +398,7 @@ impl terminal_stderr::Host for HostState {
 
 impl wall_clock::Host for HostState {
     fn now(&mut self) -> wasmtime::Result<wall_clock::Datetime> {
+        self.exchange.spoil();
         let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         Ok(wall_clock::Datetime { seconds: d.as_secs(), nanoseconds: d.subsec_nanos() })
     }
@@ -386,6 +410,7 @@ impl wall_clock::Host for HostState {
 
 impl monotonic_clock::Host for HostState {
     fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        self.exchange.spoil();
         Ok(super::host_api::monotonic_ns())
     }
 
@@ -407,6 +432,7 @@ const MAX_RANDOM: u64 = 1 << 20;
 
 impl random::Host for HostState {
     fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.exchange.spoil();
         if len > MAX_RANDOM {
             return Err(wasmtime::Error::msg("random buffer too large"));
         }
@@ -416,6 +442,7 @@ impl random::Host for HostState {
     }
 
     fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        self.exchange.spoil();
         let mut b = [0u8; 8];
         getrandom::fill(&mut b).map_err(|e| wasmtime::Error::msg(e.to_string()))?;
         Ok(u64::from_le_bytes(b))
@@ -424,6 +451,7 @@ impl random::Host for HostState {
 
 impl insecure::Host for HostState {
     fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        self.exchange.spoil();
         if len > MAX_RANDOM {
             return Err(wasmtime::Error::msg("random buffer too large"));
         }
@@ -431,11 +459,15 @@ impl insecure::Host for HostState {
     }
 
     fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        self.exchange.spoil();
         Ok(fastrand::u64(..))
     }
 }
 
 impl insecure_seed::Host for HostState {
+    /// Not a fact a call may not depend on: Rust's standard library seeds
+    /// its hash maps with it, once per instance, and a hash map's order is
+    /// no outcome.
     fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
         Ok((fastrand::u64(..), fastrand::u64(..)))
     }
@@ -458,5 +490,11 @@ mod tests {
         let lines = stdio.push(false, &vec![b'\n'; 10 << 20]);
         assert_eq!(lines.len(), MAX_LINE);
         assert!(stdio.out.is_empty());
+        // What a call left unfinished is taken at its end (logged under its
+        // request), not finished by the next call's output.
+        assert!(stdio.push(false, b"half a").is_empty());
+        assert!(stdio.push(true, b"line").is_empty());
+        assert_eq!(stdio.unfinished(), [(false, b"half a".to_vec()), (true, b"line".to_vec())]);
+        assert_eq!(stdio.push(false, b"next\n"), vec![b"next".to_vec()]);
     }
 }

@@ -634,21 +634,22 @@ async fn a_hook_declaring_its_facts_is_called_once_per_value() {
     assert_eq!(request_calls(&gw, "chaos").await.as_deref(), Some("6"));
 }
 
-/// The claim is checked: a call that reads an undeclared header or the
-/// clock, or logs a warning, is not kept, so every request calls the hook.
+/// The claim is checked: a call that reads an undeclared header or a clock
+/// (the gateway's or WASI's), or logs a warning (or writes to stderr), is
+/// not kept, so every request calls the hook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_straying_from_its_facts_is_called_every_time() {
     let up = TestUpstream::echo("u").await;
-    let mut body =
-        format!("{ADMIN}{}[upstreams.u]\nendpoints = [\"{}\"]\n", chaos_as(&["header", "clock", "warn"], ""), up.addr);
-    for stray in ["header", "clock", "warn"] {
+    const STRAYS: [&str; 6] = ["header", "clock", "warn", "wasi-clock", "monotonic", "stderr"];
+    let mut body = format!("{ADMIN}{}[upstreams.u]\nendpoints = [\"{}\"]\n", chaos_as(&STRAYS, ""), up.addr);
+    for stray in STRAYS {
         body.push_str(&format!(
             "[[routes]]\nname = \"{stray}\"\nmatch = {{ prefix = \"/{stray}\" }}\nupstream = \"u\"\n\
              plugins = [{{ use = \"{stray}\", config = {{ mode = \"memo\", stray = \"{stray}\" }} }}]\n"
         ));
     }
     let gw = TestGateway::start(&body);
-    for stray in ["header", "clock", "warn"] {
+    for stray in STRAYS {
         for _ in 0..3 {
             let r = send(keyed(&gw, &format!("/{stray}"), "a")).await;
             assert_eq!(r.header("x-memo-key"), Some("a"), "{stray}");

@@ -60,6 +60,12 @@ enum Stray {
     Clock,
     /// Log a warning.
     Warn,
+    /// Read WASI's wall clock (`SystemTime::now`).
+    WasiClock,
+    /// Read WASI's monotonic clock (`Instant::now`).
+    Monotonic,
+    /// Write a line to stderr.
+    Stderr,
 }
 
 /// How many headers [`Mode::Flood`] tries to add.
@@ -149,6 +155,9 @@ impl Chaos {
             Some(Stray::Header) => drop(std::hint::black_box(req.header("x-other"))),
             Some(Stray::Clock) => drop(std::hint::black_box(wasmgate_sdk::clock::now_unix_ms())),
             Some(Stray::Warn) => log::warn("chaos: a warning on every call"),
+            Some(Stray::WasiClock) => drop(std::hint::black_box(std::time::SystemTime::now())),
+            Some(Stray::Monotonic) => drop(std::hint::black_box(std::time::Instant::now())),
+            Some(Stray::Stderr) => eprintln!("chaos: a line on stderr on every call"),
             None => {}
         }
         if key == "deny" {
