@@ -55,6 +55,9 @@ pub struct HostState {
     pub(crate) plugin: Arc<str>,
     pub(crate) limiter: Limiter,
     pub(crate) stdio: Stdio,
+    /// Log lines (`log`, stdout, stderr) the current call wrote, and past
+    /// [`MAX_LOG_LINES`] dropped ([`HostState::may_log`]).
+    pub(crate) logged: (u32, u32),
     /// What this plugin was granted.
     pub(crate) caps: Arc<super::caps::Caps>,
     /// Crypto keys the plugin holds (the only resources it creates).
@@ -85,6 +88,7 @@ impl HostState {
             plugin: caps.plugin.clone(),
             limiter: Limiter::new(max_memory),
             stdio: Stdio::default(),
+            logged: (0, 0),
             caps,
             table: wasmtime::component::ResourceTable::new(),
             keys_held: 0,
@@ -109,10 +113,15 @@ impl HostState {
 /// `waits` in all ([`waited`]).
 pub(crate) fn arm(mut store: impl AsContextMut<Data = HostState>, from: Instant, waits: Duration) {
     let mut s = store.as_context_mut();
-    let data = s.data_mut();
+    arm_state(s.data_mut(), from, waits);
+    s.set_epoch_deadline(1);
+}
+
+/// [`arm`]'s part in the host state (and a new call's log budget).
+fn arm_state(data: &mut HostState, from: Instant, waits: Duration) {
     data.interrupt_at = from.checked_add(data.deadline);
     data.waits_until = data.interrupt_at.and_then(|at| at.checked_add(waits));
-    s.set_epoch_deadline(1);
+    data.logged = (0, 0);
 }
 
 /// After a wait on I/O that began at `since`: the deadline moves on by the
@@ -486,6 +495,41 @@ impl wit::HostResponse for HostState {
 /// Longest log message a plugin can write; longer ones are cut.
 const MAX_LOG_MESSAGE: usize = 4096;
 
+/// Most log lines (`log`, stdout and stderr together) one call into a
+/// plugin may write; the rest are dropped and counted in one warning at the
+/// call's end. A plugin logging in a loop would otherwise write as many as
+/// its deadline lets it, on every request.
+const MAX_LOG_LINES: u32 = 100;
+
+impl HostState {
+    /// Whether the current call may write one more log line (counting it).
+    pub(crate) fn may_log(&mut self) -> bool {
+        let (written, dropped) = &mut self.logged;
+        if *written < MAX_LOG_LINES {
+            *written += 1;
+            true
+        } else {
+            *dropped = dropped.saturating_add(1);
+            false
+        }
+    }
+
+    /// Says how many log lines the call that ended dropped, if any.
+    pub(crate) fn report_dropped_lines(&mut self) {
+        let dropped = std::mem::take(&mut self.logged.1);
+        if dropped > 0 {
+            let (plugin, id) = (&*self.plugin, self.request_id());
+            tracing::warn!(
+                target: "wasmgate::plugin",
+                plugin,
+                request_id = id,
+                dropped,
+                "plugin wrote more than {MAX_LOG_LINES} log lines in one call; the rest were dropped"
+            );
+        }
+    }
+}
+
 /// A plugin's text as it goes into the log: cut to [`MAX_LOG_MESSAGE`]
 /// bytes, its control characters escaped (`\n` as `\\n`), so that it cannot
 /// write a log line of its own in the text format.
@@ -527,6 +571,9 @@ impl self::wasmgate::plugin::log::Host for HostState {
             // A warning replayed silently would hide what it warns of.
             self.exchange.spoil();
         }
+        if !self.may_log() {
+            return;
+        }
         let (plugin, id, msg) = (&*self.plugin, self.request_id(), for_log(&message));
         match level {
             L::Trace => {
@@ -554,7 +601,9 @@ impl self::wasmgate::plugin::context::Host for HostState {
             // Refused for the entries other plugins left: not a function of
             // this plugin's facts.
             self.exchange.spoil();
-            tracing::warn!(plugin = &*self.plugin, key = %for_log(&key), "context entry refused: too many or too large");
+            if self.may_log() {
+                tracing::warn!(plugin = &*self.plugin, key = %for_log(&key), "context entry refused: too many or too large");
+            }
         }
     }
 
@@ -598,7 +647,27 @@ impl self::wasmgate::plugin::clock::Host for HostState {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{MAX_LOG_MESSAGE, for_log, ip_address, method_kind, moved_on, wit};
+    use super::{MAX_LOG_LINES, MAX_LOG_MESSAGE, for_log, ip_address, method_kind, moved_on, wit};
+
+    #[test]
+    fn a_call_may_write_so_many_log_lines_and_the_next_as_many_again() {
+        let caps = super::super::caps::Caps {
+            plugin: "p".into(),
+            namespace: "p:".into(),
+            store: None,
+            crypto: false,
+            secrets: Default::default(),
+            http: None,
+        };
+        let mut state = super::HostState::new(std::sync::Arc::new(caps), 1 << 20, Duration::from_millis(100));
+        super::arm_state(&mut state, Instant::now(), Duration::ZERO);
+        let written = (0..MAX_LOG_LINES + 5).filter(|_| state.may_log()).count();
+        assert_eq!((written, state.logged.1), (MAX_LOG_LINES as usize, 5));
+        state.report_dropped_lines();
+        assert_eq!(state.logged.1, 0, "reported once");
+        super::arm_state(&mut state, Instant::now(), Duration::ZERO);
+        assert!(state.may_log(), "a new call, a new budget");
+    }
 
     #[test]
     fn a_plugins_log_text_is_cut_and_cannot_start_a_line_of_its_own() {

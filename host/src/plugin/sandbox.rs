@@ -164,15 +164,16 @@ impl HostState {
     /// Logs what a call left unfinished on stdout or stderr, under the
     /// request it was written in: on a pooled instance the next request's
     /// output would otherwise finish the line and log it as its own.
+    /// Then says how many lines the call's log budget dropped.
     pub(crate) fn flush_stdio(&mut self) {
-        if self.stdio.out.is_empty() && self.stdio.err.is_empty() {
-            return;
-        }
-        for (stderr, line) in self.stdio.unfinished() {
-            if !line.is_empty() {
-                self.emit(stderr, &line);
+        if !(self.stdio.out.is_empty() && self.stdio.err.is_empty()) {
+            for (stderr, line) in self.stdio.unfinished() {
+                if !line.is_empty() {
+                    self.emit(stderr, &line);
+                }
             }
         }
+        self.report_dropped_lines();
     }
 
     fn emit(&mut self, stderr: bool, line: &[u8]) {
@@ -184,6 +185,9 @@ impl HostState {
         if stderr {
             // As a warning logged: replayed silently, it would hide itself.
             self.exchange.spoil();
+        }
+        if !self.may_log() {
+            return;
         }
         let (plugin, id) = (&*self.plugin, self.request_id());
         if stderr {
