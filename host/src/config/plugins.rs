@@ -45,17 +45,22 @@ pub struct PluginSettings {
 /// `[store]`: the backend of the plugins' key-value store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreConfig {
-    /// In this process (the default): exact, but not shared with other gateways.
-    Memory { max_entries: usize },
+    /// In this process (the default): exact, but not shared with other
+    /// gateways; at most `max_entries` keys and `max_bytes` of keys and
+    /// values.
+    Memory { max_entries: usize, max_bytes: u64 },
     /// Shared by every gateway using the same Redis.
     Redis { url: String, timeout: Duration },
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self::Memory { max_entries: 1_000_000 }
+        Self::Memory { max_entries: 1_000_000, max_bytes: STORE_MAX_BYTES }
     }
 }
+
+/// The default of `store.max_bytes`.
+const STORE_MAX_BYTES: u64 = 256 << 20;
 
 pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Problems<'_>) -> StoreConfig {
     let Some(s) = s else { return StoreConfig::default() };
@@ -64,7 +69,9 @@ pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Prob
     // = "redis"` would leave a fleet's limits in each process.
     let (backend, foreign) = match r.backend {
         raw::StoreBackendKind::Memory => ("memory", vec![("url", r.url.is_some()), ("timeout", r.timeout.is_some())]),
-        raw::StoreBackendKind::Redis => ("redis", vec![("max_entries", r.max_entries.is_some())]),
+        raw::StoreBackendKind::Redis => {
+            ("redis", vec![("max_entries", r.max_entries.is_some()), ("max_bytes", r.max_bytes.is_some())])
+        }
     };
     for (key, _) in foreign.into_iter().filter(|(_, set)| *set) {
         p.at(
@@ -77,6 +84,15 @@ pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Prob
     match r.backend {
         raw::StoreBackendKind::Memory => StoreConfig::Memory {
             max_entries: within(p, span(s), "store.max_entries", r.max_entries, 1..=1_000_000_000, 1_000_000),
+            max_bytes: within(
+                p,
+                span(s),
+                "store.max_bytes",
+                r.max_bytes,
+                ByteSize(1 << 20)..=ByteSize(64 << 30),
+                ByteSize(STORE_MAX_BYTES),
+            )
+            .0,
         },
         raw::StoreBackendKind::Redis => match &r.url {
             Some(url) if url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://") => {

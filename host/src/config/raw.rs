@@ -187,6 +187,7 @@ pub struct RawStore {
     pub url: Option<Spanned<String>>,
     pub timeout: Option<HumanDuration>,
     pub max_entries: Option<usize>,
+    pub max_bytes: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -19,9 +19,11 @@
 //! * `hit`: `limit` >= 1; `window_ms` 1 ..= 86 400 000 (1 day); `cost` ..= `limit`,
 //!   for the same reason.
 //! * A `set`, `incr`, `take` or `hit` that would add a key to a store already
-//!   holding `max_entries` keys first drops that shard's expired entries, then
-//!   fails with `Invalid("store full")`. (A `take` or `hit` that writes nothing,
-//!   see below, adds no key.)
+//!   holding `max_entries` keys, or more than `max_bytes` of keys and `set`
+//!   values ([`MemStore::with_max_bytes`]), first drops that shard's expired
+//!   entries, then fails with `Invalid("store full")`; so does a `set` that
+//!   would grow a value past `max_bytes`. (A `take` or `hit` that writes
+//!   nothing, see below, adds no key.)
 //!
 //! # Values and counters
 //!
@@ -165,6 +167,10 @@ pub struct MemStore<C: Clock = SystemClock> {
     /// Entries in all shards, expired ones not yet dropped included. Only
     /// changed under the lock of the shard gaining or losing the entry.
     len: AtomicUsize,
+    max_bytes: usize,
+    /// The bytes of the keys and `set` values held ([`weight`]), counted as
+    /// `len` is.
+    bytes: AtomicUsize,
     hasher: RandomState,
     shards: Box<[Mutex<HashMap<String, Entry>>]>,
 }
@@ -188,7 +194,22 @@ impl<C: Clock> MemStore<C> {
     /// An empty store holding at most `max_entries` keys.
     pub fn new(clock: C, max_entries: usize) -> Self {
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        MemStore { clock, max_entries, len: AtomicUsize::new(0), hasher: RandomState::new(), shards }
+        MemStore {
+            clock,
+            max_entries,
+            len: AtomicUsize::new(0),
+            max_bytes: usize::MAX,
+            bytes: AtomicUsize::new(0),
+            hasher: RandomState::new(),
+            shards,
+        }
+    }
+
+    /// The store holding at most `max_bytes` of keys and values in all: a
+    /// `set` or a new key past it fails as a store over `max_entries` does.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The value (or counter, as decimal) under `key`, if it has not expired.
@@ -212,7 +233,14 @@ impl<C: Clock> MemStore<C> {
             Entry { value: Value::Bytes(value.to_vec()), expires_at: ttl_ms.map(|ttl| now.saturating_add(ttl)) };
         let mut shard = self.shard(key);
         match self.live(&mut shard, key, now) {
-            Some(existing) => *existing = entry,
+            Some(existing) => {
+                let (old, new) = (payload(&existing.value), value.len());
+                if new > old && !self.reserve(&self.bytes, self.max_bytes, new - old) {
+                    return Err(full());
+                }
+                self.bytes.fetch_sub(old.saturating_sub(new), Ordering::AcqRel);
+                *existing = entry;
+            }
             None => self.insert(&mut shard, key, entry, now)?,
         }
         Ok(())
@@ -247,6 +275,7 @@ impl<C: Clock> MemStore<C> {
             other => return Err(wrong_kind("incr", other)),
         };
         let count = count.saturating_add(delta);
+        self.bytes.fetch_sub(payload(&entry.value), Ordering::AcqRel);
         entry.value = Value::Counter(count);
         Ok(count)
     }
@@ -302,6 +331,8 @@ impl<C: Clock> MemStore<C> {
         let (result, update) = decide(current, now);
         match update {
             Update::Store { state, expires_at } if expires_at > now => {
+                // The entry replaced may be an expired value.
+                self.bytes.fetch_sub(payload(&entry.value), Ordering::AcqRel);
                 *entry = Entry { value: value(state), expires_at: Some(expires_at) };
             }
             // Back to what an absent key means, or an expired entry left
@@ -346,37 +377,60 @@ impl<C: Clock> MemStore<C> {
         shard.get_mut(key)
     }
 
-    /// Adds a key the shard does not hold, within `max_entries`.
+    /// Adds a key the shard does not hold, within `max_entries` and
+    /// `max_bytes`.
     fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: u64) -> Result<(), StoreError> {
-        if !self.reserve_slot() {
+        let weight = weight(key, &entry.value);
+        if !self.reserve_entry(weight) {
             // Only this shard: sweeping others would mean taking a second lock.
             self.sweep_shard(shard, now);
-            if !self.reserve_slot() {
-                return Err(invalid("store full".into()));
+            if !self.reserve_entry(weight) {
+                return Err(full());
             }
         }
         shard.insert(key.to_owned(), entry);
         Ok(())
     }
 
-    /// Counts one more entry if there is room. A compare-and-swap rather than
-    /// check-then-add, because shards under different locks insert at once.
-    fn reserve_slot(&self) -> bool {
-        self.len
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |len| (len < self.max_entries).then_some(len + 1))
+    /// Counts one more entry of `weight` bytes if there is room for both.
+    fn reserve_entry(&self, weight: usize) -> bool {
+        if !self.reserve(&self.len, self.max_entries, 1) {
+            return false;
+        }
+        if !self.reserve(&self.bytes, self.max_bytes, weight) {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Adds `n` to `count` if it stays within `max`. A compare-and-swap
+    /// rather than check-then-add, because shards under different locks
+    /// insert at once.
+    fn reserve(&self, count: &AtomicUsize, max: usize, n: usize) -> bool {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(n).filter(|&after| after <= max))
             .is_ok()
     }
 
     fn remove(&self, shard: &mut Shard, key: &str) {
-        if shard.remove(key).is_some() {
+        if let Some(entry) = shard.remove(key) {
             self.len.fetch_sub(1, Ordering::AcqRel);
+            self.bytes.fetch_sub(weight(key, &entry.value), Ordering::AcqRel);
         }
     }
 
     fn sweep_shard(&self, shard: &mut Shard, now: u64) {
-        let before = shard.len();
-        shard.retain(|_, entry| !entry.expired(now));
+        let (before, mut freed) = (shard.len(), 0);
+        shard.retain(|key, entry| {
+            let expired = entry.expired(now);
+            if expired {
+                freed += weight(key, &entry.value);
+            }
+            !expired
+        });
         self.len.fetch_sub(before - shard.len(), Ordering::AcqRel);
+        self.bytes.fetch_sub(freed, Ordering::AcqRel);
     }
 }
 
@@ -401,6 +455,23 @@ impl Value {
             Value::Window(_) => "a sliding window (hit)",
         }
     }
+}
+
+/// The bytes of a `set` value (other kinds are a few words).
+fn payload(value: &Value) -> usize {
+    match value {
+        Value::Bytes(bytes) => bytes.len(),
+        _ => 0,
+    }
+}
+
+/// What an entry counts against `max_bytes`: its key and its value.
+fn weight(key: &str, value: &Value) -> usize {
+    key.len() + payload(value)
+}
+
+fn full() -> StoreError {
+    invalid("store full".into())
 }
 
 /// A poisoned shard is still consistent: no code holding the lock can panic

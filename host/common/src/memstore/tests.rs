@@ -342,6 +342,31 @@ fn a_full_store_refuses_new_keys_only() {
 }
 
 #[test]
+fn a_store_holds_so_many_bytes_of_keys_and_values() {
+    let clock = Arc::new(ManualClock::new(0));
+    let store = MemStore::new(clock.clone(), 100).with_max_bytes(100);
+    // "a" + 60 bytes, "b" + 30: 92 of 100.
+    store.set("a", &[1; 60], Some(100)).unwrap();
+    store.set("b", &[1; 30], None).unwrap();
+    assert_eq!(invalid(store.set("c", &[1; 20], None)), "store full", "a new key past the bytes");
+    assert_eq!(invalid(store.set("b", &[1; 40], None)), "store full", "a larger value past them");
+    store.set("b", &[1; 38], None).unwrap();
+    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 100);
+    // A counter or a limit costs its key; a value made a counter frees its bytes.
+    store.set("b", b"5", None).unwrap();
+    assert_eq!(store.incr("b", 1, None).unwrap(), 6);
+    store.take("t", 5, 1.0, 1).unwrap();
+    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 61 + 1 + 1);
+    // Deleted and swept entries free theirs.
+    assert!(store.delete("t").unwrap());
+    clock.advance(100);
+    store.sweep();
+    store.set("c", &[1; 90], None).unwrap();
+    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 1 + 91, "the expired `a` went");
+    assert_eq!(store.len(), 2);
+}
+
+#[test]
 fn limits_refuse_a_live_value_of_another_kind_and_replace_an_expired_one_in_place() {
     let (clock, store) = store_holding(2);
     store.set("v", b"1", Some(100)).unwrap();

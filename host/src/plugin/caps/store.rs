@@ -34,8 +34,9 @@ impl StoreBackend {
     pub fn from_config(config: &crate::config::StoreConfig, runtime: &tokio::runtime::Handle) -> Result<Self, String> {
         let _runtime = runtime.enter();
         Ok(match config {
-            crate::config::StoreConfig::Memory { max_entries } => {
-                Self::Memory(Arc::new(MemStore::new(SystemClock, *max_entries)))
+            crate::config::StoreConfig::Memory { max_entries, max_bytes } => {
+                let max_bytes = usize::try_from(*max_bytes).unwrap_or(usize::MAX);
+                Self::Memory(Arc::new(MemStore::new(SystemClock, *max_entries).with_max_bytes(max_bytes)))
             }
             crate::config::StoreConfig::Redis { url, timeout } => {
                 Self::Redis(RedisStore::new(url, *timeout).map_err(|e| e.to_string())?)
