@@ -119,6 +119,26 @@ async fn a_granted_origin_is_reachable() {
     assert_eq!(echoed_header(&doc, "x-fetch").as_deref(), Some("200 origin"));
 }
 
+/// `http_max_response` bounds one response, and a `send-all`'s responses
+/// together: the plugin takes them into its memory at once (64 of them
+/// were held whole, each up to the limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_all_brings_at_most_one_responses_worth() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let grants = all_grants(dir.path()) + ", http_max_response = \"1KiB\"";
+    for (fetch, expected) in [
+        ("fetch = \"upstream://u/bytes/600\"", "200 u"),
+        ("fetch = \"upstream://u/bytes/2000\"", "error: response too large"),
+        ("fetch = \"upstream://u/bytes/600\", fetch_copies = 1", "1 of 1 sent"),
+        ("fetch = \"upstream://u/bytes/600\", fetch_copies = 3", "1 of 3 sent, then error: response too large"),
+    ] {
+        let gw = TestGateway::start(&config(&grants, fetch, "", &up));
+        let doc = get(&gw.url("/")).await.json();
+        assert_eq!(echoed_header(&doc, "x-fetch").as_deref(), Some(expected), "{fetch}");
+    }
+}
+
 /// A plugin that calls out in a loop is stopped: its waits on I/O put its
 /// deadline off by the time waited (up to the route's timeout), a call that
 /// fails at once by nothing. Each wait used to give it its whole deadline

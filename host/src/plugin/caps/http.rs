@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -16,7 +17,7 @@ use wasmtime::component::Linker;
 use super::super::host_api::{self, HostState, wasmgate::plugin::http as wit};
 use super::Caps;
 use crate::config::{HttpGrant, RetryPolicy};
-use crate::proxy::body::{self, Body, BodyError};
+use crate::proxy::body::Body;
 use crate::proxy::error::ProxyError;
 use crate::upstream::{ForwardOptions, Upstream};
 
@@ -38,7 +39,7 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Box::new(async move {
             let since = Instant::now();
             let caps = s.data().caps.clone();
-            let r = send(&caps, req).await;
+            let r = send(&caps, req, &budget(&caps)).await;
             host_api::waited(&mut s, since);
             Ok((r,))
         })
@@ -50,7 +51,10 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let since = Instant::now();
                 let caps = s.data().caps.clone();
                 let over = reqs.split_off(reqs.len().min(MAX_SEND_ALL));
-                let mut results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r))).await;
+                // The answers share one budget: the plugin takes them into
+                // its memory together.
+                let budget = budget(&caps);
+                let mut results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r, &budget))).await;
                 results.extend(over.iter().map(|_| {
                     Err(wit::HttpError::InvalidRequest(format!("more than {MAX_SEND_ALL} requests in one send-all")))
                 }));
@@ -110,7 +114,35 @@ fn target(url: &str) -> Result<(HttpGrant, String), wit::HttpError> {
     Ok((HttpGrant::Origin { https, host: authority.host().to_ascii_lowercase(), port }, pq))
 }
 
-async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingResponse, wit::HttpError> {
+/// The bytes of response bodies one `send` or `send-all` may bring:
+/// `http_max_response`, for one response or for all of a batch's together.
+fn budget(caps: &Caps) -> AtomicU64 {
+    AtomicU64::new(caps.http.as_ref().map_or(0, |h| h.max_response))
+}
+
+/// Reads a response body into memory, taking its bytes from `budget`; past
+/// it, the response is [`wit::HttpError::TooLarge`].
+async fn collect_within(mut body: Body, budget: &AtomicU64) -> Result<Vec<u8>, wit::HttpError> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| wit::HttpError::Protocol(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            let n = data.len() as u64;
+            if budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n)).is_err() {
+                return Err(wit::HttpError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
+async fn send(
+    caps: &Caps,
+    req: wit::OutgoingRequest,
+    budget: &AtomicU64,
+) -> Result<wit::IncomingResponse, wit::HttpError> {
     let Some(http) = &caps.http else { return Err(not_granted(caps)) };
     let (grant, pq) = target(&req.url)?;
     let Some(upstream) = http.targets.get(&grant) else {
@@ -167,17 +199,14 @@ async fn send(caps: &Caps, req: wit::OutgoingRequest) -> Result<wit::IncomingRes
     let exchange = async {
         let fwd = upstream.forward(Box::new(request), &opts).await.map_err(from_proxy)?;
         let (parts, body) = fwd.response.into_parts();
-        let bytes = body::collect(body, http.max_response).await.map_err(|e| match e {
-            BodyError::TooLarge(_) => wit::HttpError::TooLarge,
-            other => wit::HttpError::Protocol(other.to_string()),
-        })?;
+        let body = collect_within(body, budget).await?;
         let headers = parts
             .headers
             .iter()
             .filter(|(n, _)| !crate::exchange::MANAGED_HEADERS.contains(n))
             .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
             .collect();
-        Ok(wit::IncomingResponse { status: parts.status.as_u16(), headers, body: bytes.to_vec() })
+        Ok(wit::IncomingResponse { status: parts.status.as_u16(), headers, body })
     };
     tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(wit::HttpError::Timeout))
 }
