@@ -446,9 +446,6 @@ impl Connection {
     ) -> Result<(Box<Response<Body>>, Instant), Error> {
         loop {
             let parsed = match parse_head(&self.buf, &mut self.fields)? {
-                // A read can bring more than the limit: a head that ends
-                // past it is as over it as one that has not ended.
-                Some(p) if p.len > MAX_HEAD => return Err(Error::HeadTooLarge),
                 Some(p) => p,
                 None => {
                     if self.buf.len() >= MAX_HEAD {
@@ -708,6 +705,9 @@ fn parse_head(buf: &[u8], fields: &mut Fields) -> Result<Option<Parsed>, Error> 
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers) {
+        // A read can bring more than the limit: a head that ends past it is
+        // as over it as one that has not ended.
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
