@@ -283,7 +283,16 @@ async fn serve<'s>(
         let forwarding = forward.head(&mut req, present);
         return forward.send(req, &forwarding, trace.started, trace).await;
     }
-    let (parts, body) = (*req).into_parts();
+    let (mut parts, body) = (*req).into_parts();
+    // The routed host is the target's authority when there is one (absolute
+    // form, HTTP/2): a `Host` that says otherwise is replaced for the plugins
+    // too, as it is upstream, so a plugin reading `Host` sees what was routed.
+    if let (Some(routing::HostSource::Authority(_)), Some(named)) = (&host_source, named)
+        && parts.headers.get(header::HOST).is_some_and(|h| h.as_bytes() != named.as_bytes())
+        && let Ok(value) = HeaderValue::from_str(named)
+    {
+        parts.headers.insert(header::HOST, value);
+    }
     let ex = Box::new(Exchange::new(
         parts,
         conn.peer.ip(),

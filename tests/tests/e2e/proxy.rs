@@ -714,9 +714,18 @@ async fn the_target_names_the_host_and_a_bad_host_is_refused() {
     let gw = TestGateway::start(&format!(
         "[upstreams.public]\nendpoints = [\"{}\"]\n[upstreams.admin]\nendpoints = [\"{}\"]\n\n\
          [[routes]]\nmatch = {{ host = \"*.example.com\" }}\nupstream = \"public\"\n\n\
-         [[routes]]\nmatch = {{ host = \"admin.internal\" }}\nupstream = \"admin\"\n",
+         [[routes]]\nmatch = {{ host = \"admin.internal\" }}\nupstream = \"admin\"\n\n\
+         [[routes]]\nmatch = {{ host = \"*.plugged.test\" }}\nupstream = \"public\"\n\
+         plugins = [{{ use = \"deny\", config = {{ headers = {{ host = \"admin.internal\" }} }} }}]\n",
         public.addr, admin.addr
     ));
+    // A plugin sees the host that was routed too: the deny of `Host:
+    // admin.internal` does not fire for a request routed as www.plugged.test
+    // (it saw the client's `Host`, though the upstream got the target's).
+    let resp =
+        raw(gw.addr(), b"GET http://www.plugged.test/x HTTP/1.1\r\nhost: admin.internal\r\nconnection: close\r\n\r\n")
+            .await;
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.contains("\"www.plugged.test\""), "{resp}");
     // An absolute-form target names the host; the `Host` it carries is
     // replaced by it (RFC 9112 §3.2.2), so the upstream serves what was routed.
     let resp =
@@ -733,7 +742,7 @@ async fn the_target_names_the_host_and_a_bad_host_is_refused() {
         let resp = raw(gw.addr(), req.as_bytes()).await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{host}: {resp}");
     }
-    assert_eq!(public.hits() + admin.hits(), 1);
+    assert_eq!(public.hits() + admin.hits(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
