@@ -393,6 +393,7 @@ fn service(
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
             if too_many {
+                snapshot.metrics.refused(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
                 let mut resp = hyper::Response::new(Counted { body: Body::Empty, _open: open });
                 *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
                 return Ok(resp);

@@ -82,6 +82,7 @@ pub struct Metrics {
     upstream_connections: Series<1, Gauge>,
     bulkhead_rejected: Series<1, Counter>,
     no_healthy_endpoint: Series<1, Counter>,
+    refused_requests: Series<1, Counter>,
     plugin_duration: Family<Labels<2>, Histogram, HistogramFn>,
     plugin_instances: Family<Labels<1>, Counter>,
     plugin_kept: Family<Labels<1>, Counter>,
@@ -174,9 +175,15 @@ impl Metrics {
             ["upstream"],
             |l| &mut l.no_healthy_endpoint,
         );
+        let refused_requests = r.labelled(
+            "refused_requests",
+            "Requests refused before they were routed (a head that does not parse, too large, too slow), by status",
+            ["status"],
+            |l| &mut l.refused_requests,
+        );
         let plugin_failures = r.labelled(
             "plugin_failures",
-            "Plugin calls that failed, by plugin and kind (trap, deadline, memory, instantiate)",
+            "Plugin calls that failed, by plugin and kind (trap, deadline, memory, instantiate, pool_full, reply)",
             ["plugin", "kind"],
             |l| &mut l.plugin_failures,
         );
@@ -250,6 +257,7 @@ impl Metrics {
             upstream_connections,
             bulkhead_rejected,
             no_healthy_endpoint,
+            refused_requests,
             plugin_duration,
             plugin_instances,
             plugin_kept,
@@ -370,6 +378,13 @@ impl Metrics {
 
     pub fn bulkhead_rejected(&self, upstream: &str) {
         self.record(&self.bulkhead_rejected, [upstream], |c| {
+            c.inc();
+        });
+    }
+
+    /// A request refused before it was routed, with `status`.
+    pub fn refused(&self, status: http::StatusCode) {
+        self.record(&self.refused_requests, [status.as_str()], |c| {
             c.inc();
         });
     }
@@ -665,6 +680,7 @@ struct Local {
     upstream_connections: Slots<1, Gauge>,
     bulkhead_rejected: Slots<1, Counter>,
     no_healthy_endpoint: Slots<1, Counter>,
+    refused_requests: Slots<1, Counter>,
     plugin_failures: Slots<2, Counter>,
 }
 
@@ -684,6 +700,7 @@ impl Local {
             upstream_connections: Slots::default(),
             bulkhead_rejected: Slots::default(),
             no_healthy_endpoint: Slots::default(),
+            refused_requests: Slots::default(),
             plugin_failures: Slots::default(),
         }
     }

@@ -224,7 +224,7 @@ pub async fn serve(
             Ok(Head::Http2) => return into_parts(cell),
             Ok(Head::Closed) => return None,
             Err(refusal) => {
-                refuse(&mut cell, refusal, limits.send_timeout).await;
+                refuse(&mut cell, refusal, shared, limits.send_timeout).await;
                 return None;
             }
         };
@@ -232,7 +232,7 @@ pub async fn serve(
         let (mut req, upgrade, ask, present, body) = match request(parsed, &fields, &head, &mut spare, &mut names) {
             Ok(r) => r,
             Err(status) => {
-                refuse(&mut cell, Refusal::Status(status), limits.send_timeout).await;
+                refuse(&mut cell, Refusal::Status(status), shared, limits.send_timeout).await;
                 return None;
             }
         };
@@ -1013,8 +1013,9 @@ fn write_failed(e: io::Error) {
 }
 
 /// Answers a request that cannot be served, and closes.
-async fn refuse(cell: &mut Cell, refusal: Refusal, send_timeout: Duration) {
+async fn refuse(cell: &mut Cell, refusal: Refusal, shared: &Shared, send_timeout: Duration) {
     if let Refusal::Status(status) = refusal {
+        shared.current().metrics.refused(status);
         let mut out = BytesMut::with_capacity(128);
         status_line(status, &mut out);
         out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");

@@ -955,3 +955,27 @@ async fn trailers_pass_without_the_fields_a_trailer_may_not_carry() {
     }
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
+
+/// Requests refused before they are routed are counted by status: a flood
+/// of malformed or oversized heads shows on `/metrics` (no route, no
+/// access log line sees them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_refused_before_routing_are_counted() {
+    let gw = TestGateway::start(&format!("{}{}", wasmgate_tests::ADMIN, ANSWERING_HEADS));
+    assert!(raw(gw.addr(), b"GET / HTTP/1.1\r\n\x01: x\r\n\r\n").await.starts_with("HTTP/1.1 400"));
+    assert!(raw(gw.addr(), &head_of(101)).await.starts_with("HTTP/1.1 431"));
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::get(gw.url("/"));
+    for i in 0..101 {
+        req = req.header(format!("x-field-{i}"), "1");
+    }
+    assert_eq!(send_with(&h2, req.body(Full::default()).unwrap()).await.status, 431);
+    let metrics = gw.metrics().await;
+    let refused = |status: &str| {
+        wasmgate_tests::sample(&metrics, &format!("wasmgate_refused_requests_total{{status=\"{status}\"}}"))
+            .map(str::to_owned)
+    };
+    assert_eq!((refused("400"), refused("431")), (Some("1".into()), Some("2".into())), "{metrics}");
+}
