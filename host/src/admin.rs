@@ -145,7 +145,12 @@ impl Admin {
         // Without a token the listener is on loopback, where a browser's
         // page could still reach it under a name of its own that resolves
         // to 127.0.0.1 (DNS rebinding): it must be asked for by address.
-        let host = req.uri().host().or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
+        // A `Host` that is not text names no address: refused, as a name is.
+        let host = match (req.uri().host(), req.headers().get(header::HOST)) {
+            (Some(host), _) => Some(host),
+            (None, Some(h)) => Some(h.to_str().unwrap_or("")),
+            (None, None) => None,
+        };
         if self.token.is_none() && !by_address(host) {
             tracing::debug!(%peer, "admin request refused: Host is not an address or localhost");
             return json(StatusCode::FORBIDDEN, r#"{"error":"host not allowed"}"#);

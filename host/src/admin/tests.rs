@@ -302,6 +302,12 @@ async fn a_request_for_a_name_is_refused_without_a_token() {
     let open = Server::start(None, state()).await;
     assert!(ask(open.addr, "rebind.example:9901", "").await.starts_with("HTTP/1.1 403"), "a name");
     assert!(ask(open.addr, "localhost:9901", "").await.starts_with("HTTP/1.1 200"), "localhost");
+    // A Host that is not text names no address either.
+    let mut s = TcpStream::connect(open.addr).await.unwrap();
+    s.write_all(b"GET /health/live HTTP/1.1\r\nhost: \xff\xfe\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert!(out.starts_with(b"HTTP/1.1 403"), "{}", String::from_utf8_lossy(&out));
     // With a token, the token decides.
     let guarded = Server::start(Some("t0ken"), state()).await;
     let out = ask(guarded.addr, "admin.example", "authorization: Bearer t0ken\r\n").await;

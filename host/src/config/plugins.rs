@@ -89,7 +89,8 @@ pub(super) fn build_store(s: Option<&toml::Spanned<raw::RawStore>>, p: &mut Prob
                 span(s),
                 "store.max_bytes",
                 r.max_bytes,
-                ByteSize(1 << 20)..=ByteSize(64 << 30),
+                // At least room for one value of the largest size.
+                ByteSize(2 << 20)..=ByteSize(64 << 30),
                 ByteSize(STORE_MAX_BYTES),
             )
             .0,

@@ -571,7 +571,8 @@ impl self::wasmgate::plugin::log::Host for HostState {
             // A warning replayed silently would hide what it warns of.
             self.exchange.spoil();
         }
-        if !self.may_log() {
+        // Only lines the filter lets through count against the budget.
+        if !self.enabled(level) || !self.may_log() {
             return;
         }
         let (plugin, id, msg) = (&*self.plugin, self.request_id(), for_log(&message));

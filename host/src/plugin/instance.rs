@@ -410,6 +410,8 @@ fn finish_configure(
     on_request: RequestFn,
     on_response: ResponseFn,
 ) -> Result<Made, Fault> {
+    // What the config hook printed and left unfinished is its own.
+    store.data_mut().flush_stdio();
     // Fixed headers are declared while configuring only.
     let fixed = store.data_mut().fixed.take().unwrap_or_default();
     let memo_facts = store.data_mut().memo_facts.take();

@@ -177,14 +177,23 @@ impl HostState {
     }
 
     fn emit(&mut self, stderr: bool, line: &[u8]) {
+        if stderr {
+            // As a warning logged: replayed silently, it would hide itself.
+            self.exchange.spoil();
+        }
+        // Only lines the filter lets through count against the budget.
+        let enabled = if stderr {
+            tracing::enabled!(target: "wasmgate::plugin", tracing::Level::WARN)
+        } else {
+            tracing::enabled!(target: "wasmgate::plugin", tracing::Level::INFO)
+        };
+        if !enabled {
+            return;
+        }
         let text = String::from_utf8_lossy(line);
         let text = for_log(text.trim_end());
         if text.is_empty() {
             return;
-        }
-        if stderr {
-            // As a warning logged: replayed silently, it would hide itself.
-            self.exchange.spoil();
         }
         if !self.may_log() {
             return;

@@ -73,7 +73,10 @@ pub(super) async fn run<'s>(
                     early = Some((i, parts));
                     break;
                 }
-                Err(fault) => plugin_fault(forward, link, fault)?,
+                Err(fault) => {
+                    relabel_last(forward, trace, fault.kind.as_str());
+                    plugin_fault(forward, link, fault)?;
+                }
             },
             Err(fault) => plugin_fault(forward, link, fault)?,
         }
@@ -210,7 +213,10 @@ async fn response_hooks<'s>(
                         None => body = RespBody::Bytes(bytes),
                     }
                 }
-                Err(fault) => plugin_fault(forward, link, fault)?,
+                Err(fault) => {
+                    relabel_last(forward, trace, fault.kind.as_str());
+                    plugin_fault(forward, link, fault)?;
+                }
             },
             Err(fault) => plugin_fault(forward, link, fault)?,
         }
@@ -311,6 +317,16 @@ async fn call<'s>(
     };
     log_outcome(forward, link, trace, outcome);
     result
+}
+
+/// Corrects the outcome the access log line has for the last plugin called
+/// (a reply found invalid after the call).
+fn relabel_last(forward: &Forward<'_, '_>, trace: &mut Trace<'_>, outcome: &'static str) {
+    if forward.snapshot.access_log.is_some()
+        && let Some(last) = trace.plugins.last_mut()
+    {
+        last.1 = outcome;
+    }
 }
 
 /// Notes a plugin's outcome for the access log line (only when it is on).

@@ -21,9 +21,9 @@
 //! * A `set`, `incr`, `take` or `hit` that would add a key to a store already
 //!   holding `max_entries` keys, or more than `max_bytes` of keys and `set`
 //!   values ([`MemStore::with_max_bytes`]), first drops that shard's expired
-//!   entries, then fails with `Invalid("store full")`; so does a `set` that
-//!   would grow a value past `max_bytes`. (A `take` or `hit` that writes
-//!   nothing, see below, adds no key.)
+//!   entries, then fails with `Invalid("store full")`; a `set` that would
+//!   grow a value past `max_bytes` fails at once. (A `take` or `hit` that
+//!   writes nothing, see below, adds no key.)
 //!
 //! # Values and counters
 //!

@@ -121,9 +121,11 @@ fn budget(caps: &Caps) -> AtomicU64 {
 }
 
 /// Reads a response body into memory, taking its bytes from `budget`; past
-/// it, the response is [`wit::HttpError::TooLarge`].
+/// it, the response is [`wit::HttpError::TooLarge`]. A response that fails
+/// (or is dropped, at its timeout) gives back what it took.
 async fn collect_within(mut body: Body, budget: &AtomicU64) -> Result<Vec<u8>, wit::HttpError> {
     use http_body_util::BodyExt;
+    let mut taken = Taken { budget, bytes: 0 };
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| wit::HttpError::Protocol(e.to_string()))?;
@@ -132,10 +134,24 @@ async fn collect_within(mut body: Body, budget: &AtomicU64) -> Result<Vec<u8>, w
             if budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(n)).is_err() {
                 return Err(wit::HttpError::TooLarge);
             }
+            taken.bytes += n;
             buf.extend_from_slice(&data);
         }
     }
+    taken.bytes = 0;
     Ok(buf)
+}
+
+/// Bytes a response took from its budget, given back unless it is kept.
+struct Taken<'b> {
+    budget: &'b AtomicU64,
+    bytes: u64,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.budget.fetch_add(self.bytes, Ordering::AcqRel);
+    }
 }
 
 async fn send(
@@ -225,6 +241,24 @@ fn from_proxy(e: ProxyError) -> wit::HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_that_fails_gives_its_share_of_the_budget_back() {
+        let budget = AtomicU64::new(1000);
+        {
+            let taken = Taken { budget: &budget, bytes: 600 };
+            budget.fetch_sub(600, Ordering::AcqRel);
+            assert_eq!(budget.load(Ordering::Acquire), 400);
+            drop(taken);
+        }
+        assert_eq!(budget.load(Ordering::Acquire), 1000, "given back");
+        {
+            let mut kept = Taken { budget: &budget, bytes: 600 };
+            budget.fetch_sub(600, Ordering::AcqRel);
+            kept.bytes = 0;
+        }
+        assert_eq!(budget.load(Ordering::Acquire), 400, "kept");
+    }
 
     #[test]
     fn urls_map_to_grants() {
