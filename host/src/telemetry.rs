@@ -428,16 +428,28 @@ impl Metrics {
         self.plugin_clock_tick.clone()
     }
 
-    /// Drops the per-endpoint gauges (health, ejection, breaker state) of an
-    /// endpoint that left its upstream (DNS change, reload), so a dashboard
-    /// does not show a gone endpoint as healthy — or alert on it as down —
-    /// for the rest of the process. Its counters stay: they are history, and
-    /// Prometheus handles a counter series that ends.
+    /// Drops the series of an endpoint that left its upstream (DNS change,
+    /// reload): its gauges (health, ejection, breaker state), so a
+    /// dashboard does not show a gone endpoint as healthy — or alert on it
+    /// as down — for the rest of the process, and its counters (tries by
+    /// outcome, breaker transitions), so that endpoints which come and go
+    /// (pods behind DNS) do not grow the scrape for ever. Prometheus takes a
+    /// counter series that ends, and one that starts again at 0 when the
+    /// address comes back.
     pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
         let key: Labels<2> = [("upstream", upstream.to_owned()), ("endpoint", endpoint.to_owned())];
         self.endpoint_healthy.family.remove(&key);
         self.endpoint_ejected.family.remove(&key);
         self.breaker_state.family.remove(&key);
+        let with = |name: &'static str, value: &str| -> Labels<3> {
+            [("upstream", upstream.to_owned()), ("endpoint", endpoint.to_owned()), (name, value.to_owned())]
+        };
+        for outcome in TryOutcome::ALL {
+            self.upstream_requests.remove(&with("outcome", outcome.as_str()));
+        }
+        for to in ["closed", "open", "half-open"] {
+            self.breaker_transitions.family.remove(&with("to", to));
+        }
         // After the removal, not before: a thread that sees the new epoch
         // must not find the removed series still in the family and cache it.
         self.epoch.fetch_add(1, Ordering::Release);
@@ -546,9 +558,11 @@ impl RouteSeries {
 }
 
 /// An endpoint's try counters, one per [`TryOutcome`], each resolved at its
-/// first use and then held: a try never looks a series up. Counters are
-/// never removed (only gauges are, by [`Metrics::forget_endpoint`]), so a
-/// held one never goes stale.
+/// first use and then held: a try never looks a series up. They are
+/// removed from the family only when their endpoint has left its upstream
+/// ([`Metrics::forget_endpoint`]): a try still in flight on it then counts
+/// into a series no scrape shows, and an endpoint that comes back is a new
+/// one, with series of its own.
 #[derive(Debug, Default)]
 pub struct EndpointSeries {
     tries: [OnceLock<Counter>; 5],
@@ -566,6 +580,8 @@ pub enum TryOutcome {
 }
 
 impl TryOutcome {
+    const ALL: [Self; 5] = [Self::Ok, Self::ServerError, Self::Connect, Self::Timeout, Self::Reset];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",

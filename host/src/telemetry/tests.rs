@@ -226,12 +226,15 @@ fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
     go.send(true).unwrap();
     finished.recv().unwrap();
     m.breaker("api", Some("10.0.0.9:80"), "open");
-    assert_eq!(value(&m.encode(), healthy).as_deref(), Some("1"));
+    m.upstream_try(&EndpointSeries::default(), "api", "10.0.0.9:80", TryOutcome::Ok);
+    let text = m.encode();
+    assert_eq!(value(&text, healthy).as_deref(), Some("1"));
+    assert!(text.contains(r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="10.0.0.9:80",to="open"} 1"#));
+    assert!(text.contains(r#"wasmgate_upstream_requests_total{upstream="api",endpoint="10.0.0.9:80",outcome="ok"} 1"#));
 
     m.forget_endpoint("api", "10.0.0.9:80");
     let text = m.encode();
-    assert!(!text.contains("10.0.0.9:80\"}"), "gauges of a forgotten endpoint must go:\n{text}");
-    assert!(text.contains(r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="10.0.0.9:80",to="open"} 1"#));
+    assert!(!text.contains("10.0.0.9:80\""), "the series of a forgotten endpoint must go:\n{text}");
 
     // …and, the endpoint back, its cached handle is not the orphaned one.
     go.send(false).unwrap();
