@@ -711,3 +711,29 @@ async fn the_declaring_plugins_are_called_once_for_repeated_requests() {
         assert_eq!(counts, (Some(called.to_owned()), Some(given.to_owned())), "{plugin}");
     }
 }
+
+/// What `send` takes out of a plugin's memory is counted before it is
+/// copied: a list whose entries all point at the same bytes (built by hand:
+/// 1 024 headers sharing one 60 KiB value, 60 MiB as copies) is refused
+/// past the plugin's `max_memory`, nothing copied; a few of them go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_entries_share_bytes_is_counted_before_it_is_copied() {
+    let up = TestUpstream::echo("u").await;
+    for (entries, expected) in
+        [(4, "200"), (1024, "invalid request: more bytes in one call than the plugin's memory limit")]
+    {
+        let body = format!(
+            "{}{}",
+            chaos_as(&["aliased"], "max_memory = \"8MiB\"\ngrants = { http = [\"u\"], http_max_response = \"1MiB\" }"),
+            route(
+                &up,
+                &format!(r#"{{ use = "aliased", config = {{ mode = "aliased-fetch", status = {entries} }} }},"#),
+                ""
+            )
+        );
+        let gw = TestGateway::start(&body);
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(echoed_header(&r.json(), "x-fetch").as_deref(), Some(expected), "{entries} entries");
+    }
+}

@@ -48,6 +48,10 @@ enum Mode {
     /// Reply 200 with `status` distinct headers (`x-h-N`): more than a
     /// header map holds (~24 500) made the gateway panic.
     ManyReplyHeaders,
+    /// Send `upstream://u/x` with `status` headers whose values all point
+    /// at the same 60 KiB in this plugin's memory (a list's entries may
+    /// share bytes), and put what came back in `x-fetch` upstream.
+    AliasedFetch,
 }
 
 /// What [`Mode::Memo`] also does, breaking its claim.
@@ -117,6 +121,7 @@ impl Chaos {
             | Mode::ManyFixed
             | Mode::LateFixed
             | Mode::Memo
+            | Mode::AliasedFetch
             | Mode::LeaveVia => Decision::Continue,
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
             Mode::Trap => panic!("chaos: trapping on purpose"),
@@ -214,6 +219,10 @@ impl Plugin for Chaos {
             let _ = req.set_response_header("via", "1.1 chaos");
             return Decision::Continue;
         }
+        if self.mode == Mode::AliasedFetch {
+            let _ = req.set_header("x-fetch", aliased_fetch(usize::from(self.status)));
+            return Decision::Continue;
+        }
         if self.mode == Mode::Context {
             let mut keys = context::keys();
             keys.sort();
@@ -249,6 +258,47 @@ impl Plugin for Chaos {
             return d;
         }
         Decision::Continue
+    }
+}
+
+/// What the gateway answers a request with `entries` headers sharing one
+/// 60 KiB value: the list is built by hand, its entries aliases of one
+/// buffer, which only that buffer frees.
+fn aliased_fetch(entries: usize) -> String {
+    #[cfg(target_arch = "wasm32")]
+    return {
+        use wasmgate_sdk::__private::bindings::wasmgate::plugin::http as raw;
+        let mut value = vec![b'a'; 60 * 1024];
+        let (ptr, len) = (value.as_mut_ptr(), value.len());
+        let headers = (0..entries)
+            .map(|_| {
+                #[expect(unsafe_code, reason = "aliased entries are what this test guest sends; never freed")]
+                let alias = unsafe { Vec::from_raw_parts(ptr, len, len) };
+                ("x-big".to_owned(), alias)
+            })
+            .collect();
+        let req = raw::OutgoingRequest {
+            method: "GET".into(),
+            url: "upstream://u/x".into(),
+            headers,
+            body: Vec::new(),
+            timeout_ms: None,
+        };
+        let said = match raw::send(&req) {
+            Ok(r) => format!("{}", r.status),
+            Err(raw::HttpError::InvalidRequest(why)) => format!("invalid request: {why}"),
+            Err(_) => "another error".to_owned(),
+        };
+        for (_, alias) in req.headers {
+            std::mem::forget(alias);
+        }
+        drop(value);
+        said
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = entries;
+        "only in the gateway".to_owned()
     }
 }
 
