@@ -177,15 +177,10 @@ impl Admin {
 /// (`127.0.0.1:9901`, `[::1]`) or as `localhost`, or is not there (HTTP/1.0).
 fn by_address(host: Option<&str>) -> bool {
     let Some(host) = host else { return true };
-    // The port, if any, off (an IPv6 address keeps its brackets).
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
-            name
-        }
-        _ => host,
-    };
-    let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
-    name.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok()
+    // The host without its port (and an IP literal without its brackets),
+    // as the proxy reads a `Host`; one that is not `host[:port]` is refused.
+    crate::routing::host_name(host)
+        .is_some_and(|name| name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok())
 }
 
 /// Whether the request carries exactly one `Bearer` credential equal to

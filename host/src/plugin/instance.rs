@@ -27,7 +27,7 @@ use crate::telemetry::PluginSeries;
 /// How far the waits on I/O of an instantiation and its config hook may
 /// put their deadline off in all (a hook's waits may put its deadline off
 /// by the route's timeout).
-pub const CONFIGURE_WAITS: Duration = Duration::from_secs(30);
+const CONFIGURE_WAITS: Duration = Duration::from_secs(30);
 
 /// What a plugin asked for when it accepted its config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

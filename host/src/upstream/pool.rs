@@ -13,11 +13,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use foldhash::fast::RandomState;
 use http::{Request, Response};
+use http_body::Frame;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -303,21 +307,18 @@ impl Sent {
 }
 
 impl http_body::Body for Sent {
-    type Data = bytes::Bytes;
+    type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
-            std::task::Poll::Ready(Some(Err(e))) => {
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
                 let said = e.to_string();
                 if let Some(failure) = &this.failure {
                     *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
                 }
-                std::task::Poll::Ready(Some(Err(said.into())))
+                Poll::Ready(Some(Err(said.into())))
             }
             other => other.map_err(Into::into),
         }

@@ -235,7 +235,7 @@ impl<C: Clock> MemStore<C> {
         match self.live(&mut shard, key, now) {
             Some(existing) => {
                 let (old, new) = (payload(&existing.value), value.len());
-                if new > old && !self.reserve(&self.bytes, self.max_bytes, new - old) {
+                if new > old && !reserve(&self.bytes, self.max_bytes, new - old) {
                     return Err(full());
                 }
                 self.bytes.fetch_sub(old.saturating_sub(new), Ordering::AcqRel);
@@ -394,23 +394,14 @@ impl<C: Clock> MemStore<C> {
 
     /// Counts one more entry of `weight` bytes if there is room for both.
     fn reserve_entry(&self, weight: usize) -> bool {
-        if !self.reserve(&self.len, self.max_entries, 1) {
+        if !reserve(&self.len, self.max_entries, 1) {
             return false;
         }
-        if !self.reserve(&self.bytes, self.max_bytes, weight) {
+        if !reserve(&self.bytes, self.max_bytes, weight) {
             self.len.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
         true
-    }
-
-    /// Adds `n` to `count` if it stays within `max`. A compare-and-swap
-    /// rather than check-then-add, because shards under different locks
-    /// insert at once.
-    fn reserve(&self, count: &AtomicUsize, max: usize, n: usize) -> bool {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(n).filter(|&after| after <= max))
-            .is_ok()
     }
 
     fn remove(&self, shard: &mut Shard, key: &str) {
@@ -455,6 +446,12 @@ impl Value {
             Value::Window(_) => "a sliding window (hit)",
         }
     }
+}
+
+/// Adds `n` to `count` if it stays within `max`. A compare-and-swap rather
+/// than check-then-add, because shards under different locks insert at once.
+fn reserve(count: &AtomicUsize, max: usize, n: usize) -> bool {
+    count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(n).filter(|&after| after <= max)).is_ok()
 }
 
 /// The bytes of a `set` value (other kinds are a few words).

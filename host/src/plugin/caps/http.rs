@@ -263,21 +263,10 @@ async fn send(
     let mut request = Request::new(Body::full(req.body));
     *request.method_mut() = method;
     *request.uri_mut() = pq.parse().map_err(|_| wit::HttpError::InvalidRequest(format!("bad path `{pq}`")))?;
-    if req.headers.len() > MAX_EDITED_HEADERS {
-        return Err(wit::HttpError::InvalidRequest(format!(
-            "{} headers, more than {}",
-            req.headers.len(),
-            MAX_EDITED_HEADERS
-        )));
-    }
+    // The header count and value sizes were checked as the request was
+    // copied in ([`Outgoing::copy_in`]).
     let h = request.headers_mut();
     for (name, value) in req.headers {
-        if value.len() > MAX_HEADER_VALUE {
-            let n = value.len();
-            return Err(wit::HttpError::InvalidRequest(format!(
-                "header `{name}` is {n} bytes, more than {MAX_HEADER_VALUE}"
-            )));
-        }
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) else {
             return Err(wit::HttpError::InvalidRequest(format!("invalid header `{name}`")));
         };
