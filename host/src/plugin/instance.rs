@@ -16,6 +16,7 @@ use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use super::clock::Resolution;
+use super::decision::{Bounded, Decision, Overdrawn, Reply};
 use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
 use super::memo::{Fact, Memo};
 use super::registry::Plugin;
@@ -67,7 +68,8 @@ pub enum FaultKind {
     /// The config hook refused the plugin's config.
     Refused,
     /// The plugin answered with a reply that is not valid HTTP (a status
-    /// outside 200..=599, too many headers).
+    /// outside 200..=599, too many headers), or one spanning more bytes than
+    /// its memory holds (see [`super::decision`]).
     Reply,
 }
 
@@ -96,12 +98,12 @@ pub struct Fault {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Continue,
-    Respond(wit::Reply),
+    Respond(Reply),
 }
 
 type ConfigureFn = TypedFunc<(String,), (Result<wit::PluginInfo, String>,)>;
-type RequestFn = TypedFunc<(Resource<RequestHandle>,), (wit::Decision,)>;
-type ResponseFn = TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), (wit::Decision,)>;
+type RequestFn = TypedFunc<(Resource<RequestHandle>,), (Bounded,)>;
+type ResponseFn = TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), (Bounded,)>;
 
 /// A configured instance and its hooks.
 struct Warm {
@@ -362,9 +364,9 @@ impl ChainLink {
         self.finish(warm, result)
     }
 
-    fn finish(&self, mut warm: Warm, result: wasmtime::Result<(wit::Decision,)>) -> Result<Outcome, Fault> {
+    fn finish(&self, mut warm: Warm, result: wasmtime::Result<(Bounded,)>) -> Result<Outcome, Fault> {
         match result {
-            Ok((decision,)) => {
+            Ok((Bounded(decision),)) => {
                 warm.uses += 1;
                 if let Some(pool) = &self.pool
                     && warm.uses < self.plugin.settings.limits.recycle_after
@@ -372,8 +374,8 @@ impl ChainLink {
                     pool.put(warm);
                 }
                 Ok(match decision {
-                    wit::Decision::Continue => Outcome::Continue,
-                    wit::Decision::Respond(reply) => Outcome::Respond(reply),
+                    Decision::Continue => Outcome::Continue,
+                    Decision::Respond(reply) => Outcome::Respond(reply.into()),
                 })
             }
             // The instance is dropped: after a trap its state is suspect.
@@ -425,6 +427,8 @@ fn finish_configure(
 fn classify(err: &wasmtime::Error, memory_exceeded: bool) -> Fault {
     let kind = if memory_exceeded {
         FaultKind::Memory
+    } else if err.is::<Overdrawn>() {
+        FaultKind::Reply
     } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         FaultKind::Deadline
     } else {

@@ -350,7 +350,7 @@ mod tests {
         let mut r = memo.recording();
         r.record(Effect::ContextSet("k".into(), "v".repeat(MAX_OUTCOME_BYTES)));
         assert!(r.is_spoiled());
-        let reply = crate::plugin::host_api::wasmgate::plugin::types::Reply {
+        let reply = crate::plugin::decision::Reply {
             status: 403,
             headers: Vec::new(),
             body: vec![b'x'; MAX_OUTCOME_BYTES + 1],

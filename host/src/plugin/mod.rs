@@ -4,6 +4,7 @@
 
 pub mod caps;
 pub mod clock;
+pub mod decision;
 pub mod engine;
 pub mod host_api;
 pub mod instance;

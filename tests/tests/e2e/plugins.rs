@@ -712,6 +712,36 @@ async fn the_declaring_plugins_are_called_once_for_repeated_requests() {
     }
 }
 
+/// A reply is counted before it is copied too: 1 000 headers sharing one
+/// 60 KiB value (60 MiB as copies, built by hand) are refused as a reply
+/// spanning more than the plugin's memory — a plugin failure of kind
+/// `reply` — while a few of them go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_whose_headers_share_bytes_is_counted_before_it_is_copied() {
+    let up = TestUpstream::echo("u").await;
+    for (entries, expected, failures) in [(4, 200, None), (1000, 500, Some("1"))] {
+        let body = format!(
+            "{}{}{}",
+            wasmgate_tests::ADMIN,
+            chaos_as(&["aliased"], "max_memory = \"8MiB\""),
+            route(
+                &up,
+                &format!(r#"{{ use = "aliased", config = {{ mode = "aliased-reply", status = {entries} }} }},"#),
+                ""
+            )
+        );
+        let gw = TestGateway::start(&body);
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, expected, "{entries} entries");
+        if expected == 200 {
+            assert_eq!(r.headers.get_all("x-big").iter().count(), entries);
+        }
+        let series = r#"wasmgate_plugin_failures_total{plugin="aliased",kind="reply"}"#;
+        assert_eq!(wasmgate_tests::sample(&gw.metrics().await, series), failures, "{entries} entries");
+    }
+    assert_eq!(up.hits(), 0);
+}
+
 /// What `send` takes out of a plugin's memory is counted before it is
 /// copied: a list whose entries all point at the same bytes (built by hand:
 /// 1 024 headers sharing one 60 KiB value, 60 MiB as copies) is refused

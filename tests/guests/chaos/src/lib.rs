@@ -52,6 +52,9 @@ enum Mode {
     /// at the same 60 KiB in this plugin's memory (a list's entries may
     /// share bytes), and put what came back in `x-fetch` upstream.
     AliasedFetch,
+    /// Reply 200 with `status` headers whose values all point at the same
+    /// 60 KiB in this plugin's memory.
+    AliasedReply,
 }
 
 /// What [`Mode::Memo`] also does, breaking its claim.
@@ -149,6 +152,7 @@ impl Chaos {
                 headers: (0..self.status).map(|i| (format!("x-h-{i}"), b"1".to_vec())).collect(),
                 body: Vec::new(),
             }),
+            Mode::AliasedReply => Decision::respond(aliased_reply(usize::from(self.status))),
         }
     }
 }
@@ -299,6 +303,29 @@ fn aliased_fetch(entries: usize) -> String {
     {
         let _ = entries;
         "only in the gateway".to_owned()
+    }
+}
+
+/// A reply with `entries` headers sharing one 60 KiB value: its entries are
+/// aliases of one buffer, freed (once each) by the hook's post-return.
+fn aliased_reply(entries: usize) -> Reply {
+    #[cfg(target_arch = "wasm32")]
+    return {
+        let mut value = std::mem::ManuallyDrop::new(vec![b'a'; 60 * 1024]);
+        let (ptr, len) = (value.as_mut_ptr(), value.len());
+        let headers = (0..entries)
+            .map(|_| {
+                #[expect(unsafe_code, reason = "aliased entries are what this test guest replies with")]
+                let alias = unsafe { Vec::from_raw_parts(ptr, len, len) };
+                ("x-big".to_owned(), alias)
+            })
+            .collect();
+        Reply { status: 200, headers, body: Vec::new() }
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = entries;
+        Reply::new(200)
     }
 }
 
