@@ -16,8 +16,8 @@ use wasmtime::component::{Resource, TypedFunc};
 use wasmtime::{Store, Trap};
 
 use super::clock::Resolution;
-use super::decision::{Bounded, Decision, Overdrawn, Reply};
 use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
+use super::lift::{Bounded, Decision, Overdrawn, Reply};
 use super::memo::{Fact, Memo};
 use super::registry::Plugin;
 use super::sandbox::GuestExit;
@@ -69,7 +69,7 @@ pub enum FaultKind {
     Refused,
     /// The plugin answered with a reply that is not valid HTTP (a status
     /// outside 200..=599, too many headers), or one spanning more bytes than
-    /// its memory holds (see [`super::decision`]).
+    /// its memory holds (see [`super::lift`]).
     Reply,
 }
 
@@ -102,8 +102,8 @@ pub enum Outcome {
 }
 
 type ConfigureFn = TypedFunc<(String,), (Result<wit::PluginInfo, String>,)>;
-type RequestFn = TypedFunc<(Resource<RequestHandle>,), (Bounded,)>;
-type ResponseFn = TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), (Bounded,)>;
+type RequestFn = TypedFunc<(Resource<RequestHandle>,), (Bounded<Decision>,)>;
+type ResponseFn = TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), (Bounded<Decision>,)>;
 
 /// A configured instance and its hooks.
 struct Warm {
@@ -364,7 +364,7 @@ impl ChainLink {
         self.finish(warm, result)
     }
 
-    fn finish(&self, mut warm: Warm, result: wasmtime::Result<(Bounded,)>) -> Result<Outcome, Fault> {
+    fn finish(&self, mut warm: Warm, result: wasmtime::Result<(Bounded<Decision>,)>) -> Result<Outcome, Fault> {
         match result {
             Ok((Bounded(decision),)) => {
                 warm.uses += 1;

@@ -4,10 +4,10 @@
 
 pub mod caps;
 pub mod clock;
-pub mod decision;
 pub mod engine;
 pub mod host_api;
 pub mod instance;
+pub mod lift;
 pub mod limits;
 pub mod memo;
 pub mod registry;

@@ -14,7 +14,7 @@ use super::error::ProxyError;
 use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length, upgrade};
 use crate::config::OnPluginError;
 use crate::exchange::{self, Exchange};
-use crate::plugin::decision::Reply;
+use crate::plugin::lift::Reply;
 use crate::plugin::memo::Memo;
 use crate::plugin::{ChainLink, Fault, FaultKind, Outcome};
 

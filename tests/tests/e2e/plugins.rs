@@ -742,6 +742,22 @@ async fn a_reply_whose_headers_share_bytes_is_counted_before_it_is_copied() {
     assert_eq!(up.hits(), 0);
 }
 
+/// So are the facts a plugin declares to `memoize-request`: 100 header
+/// names sharing one 60 KiB string (6 MiB as copies) fail the plugin's
+/// config hook, and so its load, before they are copied; 4 of them are
+/// lifted, and refused as names no request carries only past 16 facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facts_sharing_bytes_are_counted_before_they_are_copied() {
+    let up = TestUpstream::echo("u").await;
+    let start = |entries: usize| {
+        let plugin = format!(r#"{{ use = "chaos", config = {{ mode = "aliased-facts", status = {entries} }} }},"#);
+        TestGateway::try_start("", &route(&up, &plugin, "")).err().map(|e| format!("{e:#}"))
+    };
+    let err = start(100).unwrap_or_default();
+    assert!(err.contains("spanning more bytes than the plugin's memory"), "{err}");
+    assert_eq!(start(4), None);
+}
+
 /// What `send` takes out of a plugin's memory is counted before it is
 /// copied: a list whose entries all point at the same bytes (built by hand:
 /// 1 024 headers sharing one 60 KiB value, 60 MiB as copies) is refused

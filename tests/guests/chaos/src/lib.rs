@@ -55,6 +55,10 @@ enum Mode {
     /// Reply 200 with `status` headers whose values all point at the same
     /// 60 KiB in this plugin's memory.
     AliasedReply,
+    /// Declare `status` request facts, headers whose names all point at
+    /// the same 60 KiB in this plugin's memory, while configuring; refuse
+    /// the config with the gateway's answer when it is an error.
+    AliasedFacts,
 }
 
 /// What [`Mode::Memo`] also does, breaking its claim.
@@ -121,6 +125,7 @@ impl Chaos {
             | Mode::Context
             | Mode::Flood
             | Mode::BadFixed
+            | Mode::AliasedFacts
             | Mode::ManyFixed
             | Mode::LateFixed
             | Mode::Memo
@@ -185,6 +190,9 @@ impl Plugin for Chaos {
     fn new(c: Config) -> Result<Self, ConfigError> {
         if c.mode == Mode::Refuse {
             return Err(c.message.unwrap_or_else(|| "chaos refuses this config".into()).into());
+        }
+        if c.mode == Mode::AliasedFacts {
+            aliased_facts(usize::from(c.status)).map_err(|e| format!("memoize-request: {e}"))?;
         }
         Ok(Self { mode: c.mode, phase: c.phase, stray: c.stray, status: c.status, calls: std::cell::Cell::new(0) })
     }
@@ -326,6 +334,34 @@ fn aliased_reply(entries: usize) -> Reply {
     {
         let _ = entries;
         Reply::new(200)
+    }
+}
+
+/// Declares `entries` header facts whose names share one 60 KiB string;
+/// what the gateway answered.
+fn aliased_facts(entries: usize) -> Result<(), String> {
+    #[cfg(target_arch = "wasm32")]
+    return {
+        use wasmgate_sdk::__private::bindings::wasmgate::plugin::setup;
+        let mut name = std::mem::ManuallyDrop::new("a".repeat(60 * 1024));
+        let (ptr, len) = (name.as_mut_ptr(), name.len());
+        let facts: Vec<_> = (0..entries)
+            .map(|_| {
+                #[expect(unsafe_code, reason = "aliased entries are what this test guest declares; never freed")]
+                let alias = unsafe { String::from_raw_parts(ptr, len, len) };
+                setup::RequestFact::Header(alias)
+            })
+            .collect();
+        let answer = setup::memoize_request(&facts).map_err(|e| EditError::from(e).to_string());
+        for fact in facts {
+            std::mem::forget(fact);
+        }
+        answer
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = entries;
+        Ok(())
     }
 }
 

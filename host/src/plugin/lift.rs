@@ -1,15 +1,19 @@
-//! A hook's decision, lifted out of the plugin's memory within a budget.
+//! Values lifted out of a plugin's memory within the size of that memory.
 //!
 //! The canonical ABI lets the entries of a list point at the same bytes: a
 //! reply of 1 000 headers whose values all point at one 1 MiB buffer takes
 //! 1 MiB of the plugin's memory, and would take 1 GiB of the gateway's once
 //! copied. wasmtime lifts a hook's result whole (and runs the plugin's
-//! post-return, which frees it) before the host sees any of it, so the bound
-//! is part of the lift: each list and string of a decision counts the bytes
-//! it spans in the plugin's memory against the size of that memory, before
-//! it is copied, and a decision that would go past it fails the call (a
-//! fault of kind `reply`). A decision without aliases is never refused: its
-//! lists and strings lie apart in that memory, so they span at most all of it.
+//! post-return, which frees it) before the host sees any of it, and a
+//! host function's arguments before it is called, so the bound is part of
+//! the lift: in a `Bounded` value, each list and string (`Counted`)
+//! counts the bytes it spans in the plugin's memory against the size of
+//! that memory before it is copied, and a value that would go past it fails
+//! the lift (`Overdrawn`). A value without aliases is never refused: its
+//! lists and strings lie apart in that memory, so they span at most all of
+//! it. Used for a hook's decision (a fault of kind `reply`) and the facts of
+//! `memoize-request`; `send` and `send-all` lift their lists lazily instead
+//! (`caps::http`).
 
 use std::cell::Cell;
 
@@ -53,24 +57,48 @@ impl From<Lifted> for Reply {
     }
 }
 
-/// A decision lifted within the plugin's memory (see the module's doc).
-pub(super) struct Bounded(pub(super) Decision);
+/// `request-fact` of the WIT world (`setup.memoize-request`), as lifted.
+#[derive(ComponentType, Lift, Debug)]
+#[component(variant)]
+pub(super) enum RequestFact {
+    #[component(name = "method")]
+    Method,
+    #[component(name = "path")]
+    Path,
+    #[component(name = "query")]
+    Query,
+    #[component(name = "scheme")]
+    Scheme,
+    #[component(name = "authority")]
+    Authority,
+    #[component(name = "client-address")]
+    ClientAddress,
+    #[component(name = "header")]
+    Header(Counted<String>),
+    #[component(name = "path-param")]
+    PathParam(Counted<String>),
+    #[component(name = "context")]
+    Context(Counted<String>),
+}
 
-/// The lift of a decision spanned more bytes than the plugin's memory holds:
-/// its lists share bytes.
+/// A value lifted within the plugin's memory (see the module's doc).
+pub(super) struct Bounded<T>(pub(super) T);
+
+/// A lift spanned more bytes than the plugin's memory holds: its lists
+/// share bytes.
 #[derive(Debug)]
 pub(super) struct Overdrawn;
 
 impl std::fmt::Display for Overdrawn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a reply whose lists and strings span more bytes than the plugin's memory (they share bytes)")
+        f.write_str("lists and strings spanning more bytes than the plugin's memory (they share bytes)")
     }
 }
 
 impl std::error::Error for Overdrawn {}
 
 thread_local! {
-    /// What the decision being lifted on this thread may still span. A lift
+    /// What the value being lifted on this thread may still span. A lift
     /// runs on one thread without awaiting, and sets it for itself.
     static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
 }
@@ -96,32 +124,34 @@ fn charge(len: u32, element: usize) -> Result<()> {
     }
 }
 
-// SAFETY: every item is the decision's own, so the layout and type checks
-// are those of `Decision`.
-#[expect(unsafe_code, reason = "wasmtime's lifting traits are unsafe; a wrapper forwarding to the derived ones")]
-unsafe impl ComponentType for Bounded {
-    type Lower = <Decision as ComponentType>::Lower;
-    const ABI: CanonicalAbiInfo = Decision::ABI;
+// SAFETY: every item is the inner value's own, so the layout and type
+// checks are its own.
+#[expect(unsafe_code, reason = "wasmtime's lifting traits are unsafe; a wrapper forwarding to the inner value's")]
+unsafe impl<T: ComponentType> ComponentType for Bounded<T> {
+    type Lower = T::Lower;
+    const ABI: CanonicalAbiInfo = T::ABI;
+    const MAY_REQUIRE_REALLOC: bool = T::MAY_REQUIRE_REALLOC;
 
     fn typecheck(ty: &InterfaceType, types: &InstanceType<'_>) -> Result<()> {
-        Decision::typecheck(ty, types)
+        T::typecheck(ty, types)
     }
 }
 
-// SAFETY: lifts exactly as `Decision` does.
-#[expect(unsafe_code, reason = "wasmtime's lifting traits are unsafe; a wrapper forwarding to the derived ones")]
-unsafe impl Lift for Bounded {
+// SAFETY: lifts exactly as the inner value does.
+#[expect(unsafe_code, reason = "wasmtime's lifting traits are unsafe; a wrapper forwarding to the inner value's")]
+unsafe impl<T: Lift> Lift for Bounded<T> {
     fn linear_lift_from_flat(cx: &mut LiftContext<'_>, ty: InterfaceType, src: &Self::Lower) -> Result<Self> {
-        within(cx.memory().len(), || Decision::linear_lift_from_flat(cx, ty, src)).map(Self)
+        within(cx.memory().len(), || T::linear_lift_from_flat(cx, ty, src)).map(Self)
     }
 
     fn linear_lift_from_memory(cx: &mut LiftContext<'_>, ty: InterfaceType, bytes: &[u8]) -> Result<Self> {
-        within(cx.memory().len(), || Decision::linear_lift_from_memory(cx, ty, bytes)).map(Self)
+        within(cx.memory().len(), || T::linear_lift_from_memory(cx, ty, bytes)).map(Self)
     }
 }
 
-/// A list or string of a decision, charged before it is copied.
-pub(super) struct Counted<T>(T);
+/// A list or string of a [`Bounded`] value, charged before it is copied.
+#[derive(Debug)]
+pub(super) struct Counted<T>(pub(super) T);
 
 /// The bytes one element of a list takes in the plugin's memory.
 pub(super) trait Spans {
