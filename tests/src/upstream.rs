@@ -426,6 +426,84 @@ pub async fn h2_stalling() -> (SocketAddr, watch::Sender<bool>) {
     .await
 }
 
+/// How [`h2_turning_away`] turns its first request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnAway {
+    /// `RST_STREAM` with `REFUSED_STREAM`.
+    Refuse,
+    /// `GOAWAY` with `NO_ERROR`, the last stream processed 0.
+    GoAway,
+    /// `RST_STREAM` with `INTERNAL_ERROR`: it may have been processed.
+    Reset,
+}
+
+/// An upstream over h2c whose first connection turns its first request
+/// away — the frames written by hand — and whose later connections answer
+/// every request 200, echoing its method and body in `x-method` /
+/// `x-body`. Counts the connections it accepted.
+pub async fn h2_turning_away(how: TurnAway) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (stop, mut stopped) = watch::channel(false);
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                _ = stopped.changed() => return,
+            };
+            if count.fetch_add(1, Ordering::SeqCst) > 0 {
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let method = req.method().to_string();
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    resp.headers_mut().insert("x-method", method.parse().expect("method"));
+                    resp.headers_mut().insert("x-body", http::HeaderValue::from_bytes(&body).expect("body"));
+                    Ok::<_, Infallible>(resp)
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                // The client's preface, then frames until its first HEADERS.
+                let mut preface = [0u8; 24];
+                stream.read_exact(&mut preface).await.ok()?;
+                stream.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.ok()?; // SETTINGS
+                loop {
+                    let mut head = [0u8; 9];
+                    stream.read_exact(&mut head).await.ok()?;
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    stream.read_exact(&mut payload).await.ok()?;
+                    if head[3] == 4 && head[4] & 1 == 0 {
+                        stream.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await.ok()?; // SETTINGS ack
+                    }
+                    if head[3] == 1 {
+                        let id = [head[5] & 0x7f, head[6], head[7], head[8]];
+                        let frame: Vec<u8> = match how {
+                            TurnAway::Refuse => [&[0, 0, 4, 3, 0][..], &id, &[0, 0, 0, 7]].concat(),
+                            TurnAway::Reset => [&[0, 0, 4, 3, 0][..], &id, &[0, 0, 0, 2]].concat(),
+                            TurnAway::GoAway => vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        };
+                        stream.write_all(&frame).await.ok()?;
+                        break;
+                    }
+                }
+                // Held open until the client closes it.
+                let _ = stream.read_to_end(&mut Vec::new()).await;
+                Some(())
+            });
+        }
+    });
+    (addr, accepted, stop)
+}
+
 /// Serves `service` over h2c (HTTP/2 prior knowledge) on an ephemeral port
 /// until told to stop.
 async fn h2c<S, F, B>(service: S) -> (SocketAddr, watch::Sender<bool>)

@@ -468,6 +468,14 @@ impl Upstream {
                 Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
                 Err(e) => Err(SendError::Failed(e.into())),
             },
+            // An HTTP/2 upstream turned the stream away unprocessed (going
+            // away, or refusing it): sent again on a new connection, the
+            // same way.
+            Err(SendError::Unprocessed(req, _)) => match Box::pin(self.pools.new_http2(&ep.address, deadline)).await {
+                Ok(conn) => Box::pin(conn.send(req, forwarding, deadline)).await,
+                Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
+                Err(e) => Err(SendError::Failed(e.into())),
+            },
             sent => sent,
         };
         match sent {
@@ -488,6 +496,11 @@ impl Upstream {
             // `resend` does not give it back.
             Err(SendError::Unanswered(_)) => Try::Failed(
                 ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail: "closed before a response".into() },
+                Outcome::ServerError,
+            ),
+            // Turned away on the new connection too.
+            Err(SendError::Unprocessed(_, e)) => Try::Failed(
+                ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail: format!("turned away twice: {e}") },
                 Outcome::ServerError,
             ),
         }
@@ -611,7 +624,7 @@ fn backoff(policy: &RetryPolicy, tries: u32) -> Duration {
 
 /// A copy of a request that can be sent again: only bodies held in memory
 /// can be replayed.
-struct Replay {
+pub(super) struct Replay {
     method: Method,
     uri: http::Uri,
     headers: http::HeaderMap,
@@ -619,7 +632,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn capture(req: &Request<Body>) -> Option<Self> {
+    pub(super) fn capture(req: &Request<Body>) -> Option<Self> {
         let body = match req.body() {
             Body::Empty => None,
             Body::Full(b) => b.clone(),
@@ -629,7 +642,7 @@ impl Replay {
         Some(Self { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone(), body })
     }
 
-    fn build(&self) -> Box<Request<Body>> {
+    pub(super) fn build(&self) -> Box<Request<Body>> {
         let mut r = Box::new(Request::new(self.body.clone().map_or(Body::Empty, Body::full)));
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();

@@ -27,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::Replay;
 use super::h1::{Connection, Io, Unanswered};
 use crate::config::Protocol;
 use crate::proxy::body::{Body, BodyError};
@@ -117,6 +118,28 @@ pub enum SendError {
     /// request: the upstream never saw it, and it may be sent again as it
     /// was written ([`Conn::resend`]).
     Unanswered(Unanswered),
+    /// An HTTP/2 upstream turned the request's stream away unprocessed
+    /// (refused it, or went away gracefully before it); the request, built
+    /// again, may go on a new connection whatever its method.
+    Unprocessed(Box<Request<Body>>, BoxError),
+}
+
+/// Whether an HTTP/2 upstream said it did not process a stream (RFC 9113
+/// §8.7): it reset it with `REFUSED_STREAM`, or went away gracefully
+/// (`GOAWAY` with `NO_ERROR`) before it — h2 fails only the streams past
+/// the last one the upstream processes with that. A `GOAWAY` with an error
+/// also ends the streams it was processing, so it is not taken as such.
+fn unprocessed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && ((h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+                    || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)));
+        }
+        source = s.source();
+    }
+    false
 }
 
 struct Idle {
@@ -193,15 +216,21 @@ impl Pools {
                 if let Some(sender) = existing.filter(|s| !s.is_closed()) {
                     return Ok(Conn::Http2 { sender, reused: true, read_timeout });
                 }
-                let handshake = async {
-                    let io = self.connect(address).await?;
-                    self.handshake_http2(address, io).await
-                };
-                let sender = by(deadline, address, handshake).await?;
-                shard.http2.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone(), sender.clone());
-                Ok(Conn::Http2 { sender, reused: false, read_timeout })
+                self.new_http2(address, deadline).await
             }
         }
+    }
+
+    /// A new HTTP/2 connection to `address`, made by `deadline`; it
+    /// replaces the worker's current one to that address.
+    pub async fn new_http2(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
+        let handshake = async {
+            let io = self.connect(address).await?;
+            self.handshake_http2(address, io).await
+        };
+        let sender = by(deadline, address, handshake).await?;
+        self.shard().http2.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone(), sender.clone());
+        Ok(Conn::Http2 { sender, reused: false, read_timeout: self.settings.read_timeout })
     }
 
     /// A new HTTP/1 connection to `address`, made by `deadline`.
@@ -382,6 +411,10 @@ impl Conn {
         match self {
             Self::Http1 { conn, home, reused } => conn.send(req, forwarding, Some(home), deadline, reused).await,
             Self::Http2 { mut sender, read_timeout, .. } => {
+                // What goes again if the upstream turns the stream away
+                // unprocessed: a request without a body, or with one held
+                // whole (a stream is sent as it is read, and not kept).
+                let again = Replay::capture(&req);
                 let (req, failure) = Sent::new(*req);
                 let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await else {
                     return Err(SendError::TimedOut);
@@ -397,7 +430,15 @@ impl Conn {
                         Some(req) => Err(SendError::NotSent(Box::new(req.map(|s| s.body)), e.into_error().into())),
                         None => match failure.and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take()) {
                             Some(body) => Err(SendError::Failed(Box::new(BodyFailed(body)))),
-                            None => Err(SendError::Failed(e.into_error().into())),
+                            None => {
+                                let e = e.into_error();
+                                match again {
+                                    Some(again) if unprocessed(&e) => {
+                                        Err(SendError::Unprocessed(again.build(), e.into()))
+                                    }
+                                    _ => Err(SendError::Failed(e.into())),
+                                }
+                            }
                         },
                     },
                 }

@@ -346,6 +346,46 @@ async fn an_http2_upstream_silent_mid_body_is_given_up_on() {
     assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(4), "closed after {took:?}");
 }
 
+/// A stream an HTTP/2 upstream turns away unprocessed (RFC 9113 §8.7) —
+/// refused, or past the last one of a graceful `GOAWAY`, as an upstream
+/// shutting down for a deploy does — goes again on a new connection,
+/// whatever its method: no retry is configured, and the client gets the
+/// answer (it got a 502). A stream reset otherwise may have been
+/// processed, and is not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_an_http2_upstream_turns_away_goes_again_on_a_new_connection() {
+    use wasmgate_tests::upstream::{TurnAway, h2_turning_away};
+    for how in [TurnAway::Refuse, TurnAway::GoAway] {
+        for (method, body, sent) in [("GET", "", ""), ("POST", "{}", r#"{"k":"v"}"#)] {
+            let (upstream, accepted, _stop) = h2_turning_away(how).await;
+            let gw = TestGateway::start(&format!(
+                "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\n[[routes]]\nupstream = \"g\"\nmax_body = \"1KiB\"\n{}",
+                // A body held whole (a plugin editing it) can go again.
+                if body.is_empty() {
+                    ""
+                } else {
+                    "plugins = [{ use = \"transform\", config = { request = { body = { set = { \"/k\" = \"v\" } } } } }]\n"
+                }
+            ));
+            let head = format!(
+                "{method} / HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let out = raw(gw.addr(), head.as_bytes()).await;
+            assert!(out.starts_with("HTTP/1.1 200"), "{how:?} {method}: {out}");
+            assert!(out.contains(&format!("x-method: {method}")) && out.contains(&format!("x-body: {sent}")), "{out}");
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "{how:?} {method}");
+        }
+    }
+    let (upstream, accepted, _stop) = h2_turning_away(TurnAway::Reset).await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\n[[routes]]\nupstream = \"g\"\n"
+    ));
+    let out = raw(gw.addr(), b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 502"), "{out}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_passes_through_over_h2c_with_trailers() {
     let (upstream, _stop) = grpc().await;
