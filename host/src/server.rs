@@ -11,11 +11,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::server::conn::http2;
@@ -91,7 +91,12 @@ fn http2(server: &ServerConfig) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        // What a stream keeps ready past the client's window: hyper asks a
+        // body for more once it is under this, so a client that has not
+        // come back for `send_timeout` has taken less than this and a piece
+        // ([`Counted`]) in that time (hyper's default: 400 KiB).
+        .max_send_buf_size(SEND_BUFFER);
     b
 }
 
@@ -218,44 +223,105 @@ async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shut
         return;
     };
     let io = TokioIo::new(Rewind { read, io });
-    let streams = Arc::new(Streams::default());
+    let streams = Arc::new(Streams::new());
     let service = service(serving.shared.clone(), info, serving.limits.max_headers, streams.clone());
     let conn = serving.http2.serve_connection(io, service);
-    let idle = serving.limits.header_read_timeout;
-    if let Err(e) = until_idle_or_stopped(conn, &mut shutdown, &streams, idle).await {
+    let (idle, send) = (serving.limits.header_read_timeout, serving.limits.send_timeout);
+    if let Err(e) = until_idle_or_stopped(conn, &mut shutdown, &streams, idle, send).await {
         tracing::debug!(%peer, "connection ended with an error: {e}");
     }
 }
 
 /// The streams of a client's HTTP/2 connection: how many it has started,
-/// and how many are open (their response not yet all sent).
-#[derive(Default)]
+/// how many are open (their response not yet all sent), and since when
+/// each open one has waited on the client.
 struct Streams {
     started: AtomicU64,
     open: AtomicUsize,
+    /// Each open stream's [`Open::waiting`] (and, until the next prune,
+    /// those of streams gone: the list holds their only reference).
+    waiting: Mutex<Vec<Arc<AtomicU64>>>,
+    /// What the waits count from.
+    epoch: Instant,
+}
+
+impl Streams {
+    fn new() -> Self {
+        Self { started: AtomicU64::new(0), open: AtomicUsize::new(0), waiting: Mutex::default(), epoch: Instant::now() }
+    }
+
+    /// How long the stream that has waited longest on the client has; the
+    /// streams gone are dropped from the list.
+    fn longest_wait(&self) -> Duration {
+        let now = self.millis();
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.retain(|w| Arc::strong_count(w) > 1);
+        let oldest = waiting.iter().map(|w| w.load(Ordering::Relaxed)).filter(|&at| at != 0).min();
+        Duration::from_millis(oldest.map_or(0, |at| now.saturating_sub(at)))
+    }
+
+    /// Milliseconds since the epoch, at least 1 (0 is "not waiting").
+    fn millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
 }
 
 /// A stream, counted open until it is dropped with its response body.
-struct Open(Arc<Streams>);
+struct Open {
+    streams: Arc<Streams>,
+    /// When its body last gave hyper a frame that hyper has not come back
+    /// for ([`Streams::millis`]; 0 when not): hyper asks for the next frame
+    /// only once the client has room for it (HTTP/2 flow control), so a
+    /// client that takes nothing leaves this set.
+    waiting: Arc<AtomicU64>,
+}
 
 impl Open {
     fn new(streams: &Arc<Streams>) -> Self {
         streams.started.fetch_add(1, Ordering::Relaxed);
         streams.open.fetch_add(1, Ordering::Relaxed);
-        Self(streams.clone())
+        let waiting = Arc::new(AtomicU64::new(0));
+        let mut all = streams.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        // Pruned here too, so a connection whose streams come and go
+        // between checks keeps about as many as are open.
+        if all.len() >= 64 && all.len() >= 2 * streams.open.load(Ordering::Relaxed) {
+            all.retain(|w| Arc::strong_count(w) > 1);
+        }
+        all.push(waiting.clone());
+        drop(all);
+        Self { streams: streams.clone(), waiting }
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.streams.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A response body that keeps its stream counted open.
+/// A response body that keeps its stream counted open, and notes when it
+/// waits on the client. Its data goes to hyper in pieces of at most
+/// [`PIECE`] bytes, so that hyper asking for the next is the client having
+/// taken about that much: one 1 MiB chunk would be one wait, as long as a
+/// slow client takes to read all of it.
 struct Counted {
     body: Body,
-    _open: Open,
+    open: Open,
+    /// What is left of the last chunk.
+    rest: Bytes,
+}
+
+/// The most a response body gives hyper at once (an HTTP/2 frame's
+/// default size).
+const PIECE: usize = 16 * 1024;
+
+/// What an HTTP/2 stream keeps ready past the client's window.
+const SEND_BUFFER: usize = 4 * PIECE;
+
+impl Counted {
+    fn new(body: Body, open: Open) -> Self {
+        Self { body, open, rest: Bytes::new() }
+    }
 }
 
 impl http_body::Body for Counted {
@@ -266,15 +332,44 @@ impl http_body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let this = &mut *self;
+        let polled = if this.rest.is_empty() {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) if data.len() > PIECE => {
+                        this.rest = data.split_off(PIECE);
+                        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+                    }
+                    Ok(data) => Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
+                    Err(frame) => Poll::Ready(Some(Ok(frame))),
+                },
+                other => other,
+            }
+        } else {
+            let piece = this.rest.split_to(PIECE.min(this.rest.len()));
+            Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+        };
+        let waiting = match &polled {
+            Poll::Ready(Some(Ok(_))) => this.open.streams.millis(),
+            _ => 0,
+        };
+        this.open.waiting.store(waiting, Ordering::Relaxed);
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        let hint = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut with_rest = http_body::SizeHint::new();
+        with_rest.set_lower(hint.lower().saturating_add(rest));
+        if let Some(upper) = hint.upper() {
+            with_rest.set_upper(upper.saturating_add(rest));
+        }
+        with_rest
     }
 }
 
@@ -284,15 +379,23 @@ impl http_body::Body for Counted {
 /// gracefully, then at once if it is still idle `idle` later (a client that
 /// does not answer the `GOAWAY`'s ping). Without it, a client could hold a
 /// connection, and its task, for ever by opening it and asking nothing.
+/// A connection one of whose streams has waited on the client for `send`
+/// (checked every `idle`) is closed at once, as an HTTP/1 client that takes
+/// none of its response is: a client that never opens its flow-control
+/// window held the stream, and the upstream connection feeding it, for ever.
 async fn until_idle_or_stopped<C: GracefulConnection>(
     conn: C,
     stop: &mut watch::Receiver<bool>,
     streams: &Streams,
     idle: Duration,
+    send: Duration,
 ) -> Result<(), C::Error> {
     let mut conn = std::pin::pin!(conn);
     let mut seen = streams.started.load(Ordering::Relaxed);
     let mut closing = false;
+    // Checked every `tick`; idle (no stream open, none started) for `quiet`.
+    let tick = idle.min(send);
+    let mut quiet = Duration::ZERO;
     loop {
         tokio::select! {
             r = conn.as_mut() => return r,
@@ -300,16 +403,25 @@ async fn until_idle_or_stopped<C: GracefulConnection>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = tokio::time::sleep(idle) => {
+            () = tokio::time::sleep(tick) => {
+                let waited = streams.longest_wait();
+                if waited >= send {
+                    let waited_ms = waited.as_millis();
+                    tracing::debug!(waited_ms, "an HTTP/2 client took none of a response; closing its connection");
+                    return Ok(());
+                }
                 let started = streams.started.load(Ordering::Relaxed);
-                if started == seen && streams.open.load(Ordering::Relaxed) == 0 {
+                let idle_now = started == seen && streams.open.load(Ordering::Relaxed) == 0;
+                quiet = if idle_now { quiet + tick } else { Duration::ZERO };
+                seen = started;
+                if quiet >= idle {
                     if closing {
                         return Ok(());
                     }
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    quiet = Duration::ZERO;
                 }
-                seen = started;
             }
         }
     }
@@ -394,12 +506,12 @@ fn service(
         async move {
             if too_many {
                 snapshot.metrics.refused(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-                let mut resp = hyper::Response::new(Counted { body: Body::Empty, _open: open });
+                let mut resp = hyper::Response::new(Counted::new(Body::Empty, open));
                 *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
                 return Ok(resp);
             }
             let (resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
-            let mut resp = resp.map(|body| Counted { body, _open: open });
+            let mut resp = resp.map(|body| Counted::new(body, open));
             stamp.apply(resp.headers_mut());
             Ok(resp)
         }

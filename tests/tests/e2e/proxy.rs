@@ -147,6 +147,58 @@ async fn a_client_that_stops_reading_is_given_up_on() {
     assert_eq!(get(&gw.url("/bytes/3")).await.text(), "xxx");
 }
 
+/// An HTTP/2 client that takes none of a response (its flow-control window
+/// never opened again) is given up on after `send_timeout` too: its
+/// connection is closed (the stream, and the upstream connection feeding
+/// it, were held for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_takes_nothing_is_given_up_on() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with("send_timeout = \"300ms\"", &one_route(&up, ""));
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let start = Instant::now();
+    // Past the client's windows (hyper's: 2 MiB a stream, 5 MiB in all),
+    // which it opens again only as the body is read: it never is.
+    let req = Request::get(gw.url(&format!("/bytes/{}", 16 << 20))).body(Full::<Bytes>::default()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    let took = start.elapsed();
+    assert!(closed.is_ok(), "the gateway closed the connection");
+    assert!(took >= Duration::from_millis(250), "closed after {took:?}");
+    drop(resp);
+
+    // One that takes it slowly but steadily, through small windows — 16 KiB
+    // every 50 ms, for longer than the send timeout (which holds for what
+    // the gateway keeps ready, 64 KiB, and a piece) — gets all of it.
+    let gw = TestGateway::start_with("send_timeout = \"1s\"", &one_route(&up, ""));
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let size = 512 << 10;
+    let req = Request::get(gw.url(&format!("/bytes/{size}"))).body(Full::<Bytes>::default()).unwrap();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let (mut got, mut paused) = (0, 0);
+    while let Some(frame) = body.frame().await {
+        got += frame.unwrap().into_data().map_or(0, |d| d.len());
+        if got >> 14 > paused {
+            paused = got >> 14;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(got, size);
+}
+
 /// The gateway's own HTTP/1 client against an upstream's raw bytes: heads
 /// and bodies that arrive split, an interim 1xx, chunked bodies with
 /// extensions and trailers, `HEAD`, a body delimited by the close, and what
