@@ -513,15 +513,39 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let (addr, _, stop) = h2c_counted(service).await;
+    (addr, stop)
+}
+
+/// An upstream over h2c that answers every request 200 (`ok`), counting
+/// the connections it accepted.
+pub async fn h2_ok() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+    h2c_counted(|_req: Request<Incoming>| async move {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    })
+    .await
+}
+
+/// [`h2c`], counting the connections it accepted.
+async fn h2c_counted<S, F, B>(service: S) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>)
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, mut stopped) = watch::channel(false);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
                 a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 _ = stopped.changed() => return,
             };
+            count.fetch_add(1, Ordering::SeqCst);
             let service = service_fn(service.clone());
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -530,5 +554,5 @@ where
             });
         }
     });
-    (addr, stop)
+    (addr, accepted, stop)
 }

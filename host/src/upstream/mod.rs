@@ -471,11 +471,13 @@ impl Upstream {
             // An HTTP/2 upstream turned the stream away unprocessed (going
             // away, or refusing it): sent again on a new connection, the
             // same way.
-            Err(SendError::Unprocessed(req, _)) => match Box::pin(self.pools.new_http2(&ep.address, deadline)).await {
-                Ok(conn) => Box::pin(conn.send(req, forwarding, deadline)).await,
-                Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
-                Err(e) => Err(SendError::Failed(e.into())),
-            },
+            Err(SendError::Unprocessed { again, on, .. }) => {
+                match Box::pin(self.pools.new_http2(&ep.address, deadline, Some(on))).await {
+                    Ok(conn) => Box::pin(conn.send(again, forwarding, deadline)).await,
+                    Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
+                    Err(e) => Err(SendError::Failed(e.into())),
+                }
+            }
             sent => sent,
         };
         match sent {
@@ -499,8 +501,11 @@ impl Upstream {
                 Outcome::ServerError,
             ),
             // Turned away on the new connection too.
-            Err(SendError::Unprocessed(_, e)) => Try::Failed(
-                ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail: format!("turned away twice: {e}") },
+            Err(SendError::Unprocessed { error, .. }) => Try::Failed(
+                ProxyError::UpstreamProtocol {
+                    upstream: self.name.clone(),
+                    detail: format!("turned away twice: {error}"),
+                },
                 Outcome::ServerError,
             ),
         }

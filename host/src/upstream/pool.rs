@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -86,6 +87,9 @@ pub enum ConnectError {
     /// The deadline the connection was wanted by passed first.
     #[error("no connection to {0} before the deadline")]
     Deadline(Arc<str>),
+    /// The HTTP/2 connection this request waited for with others failed.
+    #[error("{0}")]
+    Joined(Arc<ConnectError>),
 }
 
 /// A connection being made, by `deadline`. Boxed: only new connections wait
@@ -119,9 +123,11 @@ pub enum SendError {
     /// was written ([`Conn::resend`]).
     Unanswered(Unanswered),
     /// An HTTP/2 upstream turned the request's stream away unprocessed
-    /// (refused it, or went away gracefully before it); the request, built
-    /// again, may go on a new connection whatever its method.
-    Unprocessed(Box<Request<Body>>, BoxError),
+    /// (refused it, or went away gracefully before it), or the request did
+    /// not go out (the connection was closing), on connection `on`; the
+    /// request (built again when it went out) may go on a new connection
+    /// whatever its method.
+    Unprocessed { again: Box<Request<Body>>, on: u64, error: BoxError },
 }
 
 /// Whether an HTTP/2 upstream said it did not process a stream (RFC 9113
@@ -157,13 +163,28 @@ struct Idle {
 #[derive(Default)]
 pub struct Shard {
     http1: Mutex<HashMap<Arc<str>, Vec<Idle>, RandomState>>,
-    http2: Mutex<HashMap<Arc<str>, http2::SendRequest<Sent>, RandomState>>,
+    http2: Mutex<HashMap<Arc<str>, Http2Slot, RandomState>>,
 }
+
+/// A worker's HTTP/2 connection to one address: ready, or being made —
+/// the requests that want it meanwhile wait for that one handshake
+/// together (each made its own, and all but the last were dropped).
+#[derive(Clone)]
+enum Http2Slot {
+    Ready { sender: http2::SendRequest<Sent>, id: u64 },
+    Connecting { made: Handshake, id: u64 },
+}
+
+/// An HTTP/2 connection being made, awaited by every request that wants it.
+type Handshake =
+    futures::future::Shared<Pin<Box<dyn Future<Output = Result<http2::SendRequest<Sent>, Arc<ConnectError>>> + Send>>>;
 
 /// All workers' connections to one upstream.
 pub struct Pools {
     shards: Box<[Arc<Shard>]>,
     settings: ConnectSettings,
+    /// Names each HTTP/2 connection made ([`Http2Slot`]).
+    ids: AtomicU64,
 }
 
 impl std::fmt::Debug for Pools {
@@ -176,12 +197,13 @@ impl std::fmt::Debug for Pools {
 #[derive(Debug)]
 pub enum Conn {
     Http1 { conn: Box<Connection>, home: Return, reused: bool },
-    Http2 { sender: http2::SendRequest<Sent>, reused: bool, read_timeout: Duration },
+    Http2 { sender: http2::SendRequest<Sent>, id: u64, reused: bool, read_timeout: Duration },
 }
 
 impl Pools {
     pub fn new(workers: usize, settings: ConnectSettings) -> Self {
-        Self { shards: (0..workers.max(1)).map(|_| Arc::new(Shard::default())).collect(), settings }
+        let shards = (0..workers.max(1)).map(|_| Arc::new(Shard::default())).collect();
+        Self { shards, settings, ids: AtomicU64::new(0) }
     }
 
     /// Whether connections speak HTTP/2 (requests then need an absolute URI).
@@ -211,31 +233,73 @@ impl Pools {
                 self.new_http1(address, deadline).await
             }
             Protocol::Http2 => {
-                let existing = shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get(address).cloned();
-                let read_timeout = self.settings.read_timeout;
-                if let Some(sender) = existing.filter(|s| !s.is_closed()) {
-                    return Ok(Conn::Http2 { sender, reused: true, read_timeout });
+                let slot = shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get(address).cloned();
+                if let Some(Http2Slot::Ready { sender, id }) = slot
+                    && !sender.is_closed()
+                {
+                    return Ok(Conn::Http2 { sender, id, reused: true, read_timeout: self.settings.read_timeout });
                 }
-                self.new_http2(address, deadline).await
+                self.new_http2(address, deadline, None).await
             }
         }
     }
 
-    /// A new HTTP/2 connection to `address`, made by `deadline`; it
-    /// replaces the worker's current one to that address.
-    pub async fn new_http2(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
-        let handshake = async {
-            let io = self.connect(address).await?;
-            self.handshake_http2(address, io).await
+    /// The worker's HTTP/2 connection to `address` once it is being made
+    /// again, by `deadline`: the one being made, else a new one (which
+    /// replaces the one there, if closed or it is `stale`).
+    pub async fn new_http2(
+        &self,
+        address: &Arc<str>,
+        deadline: Instant,
+        stale: Option<u64>,
+    ) -> Result<Conn, ConnectError> {
+        let read_timeout = self.settings.read_timeout;
+        let shard = self.shard();
+        let (made, id) = {
+            let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
+            match slots.get(address) {
+                Some(Http2Slot::Connecting { made, id }) => (made.clone(), *id),
+                Some(Http2Slot::Ready { sender, id }) if Some(*id) != stale && !sender.is_closed() => {
+                    return Ok(Conn::Http2 { sender: sender.clone(), id: *id, reused: true, read_timeout });
+                }
+                _ => {
+                    let id = self.ids.fetch_add(1, Ordering::Relaxed);
+                    let (settings, to) = (self.settings.clone(), address.clone());
+                    let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                        let io = settings.connect(&to).await.map_err(Arc::new)?;
+                        settings.handshake_http2(&to, io).await.map_err(Arc::new)
+                    });
+                    let made = futures::FutureExt::shared(handshake);
+                    slots.insert(address.clone(), Http2Slot::Connecting { made: made.clone(), id });
+                    (made, id)
+                }
+            }
         };
-        let sender = by(deadline, address, handshake).await?;
-        self.shard().http2.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone(), sender.clone());
-        Ok(Conn::Http2 { sender, reused: false, read_timeout: self.settings.read_timeout })
+        // A request that stops waiting leaves the handshake to the others
+        // (and to the next request, which resumes it).
+        let made = by(deadline, address, async { made.await.map_err(ConnectError::Joined) }).await;
+        let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = matches!(slots.get(address), Some(Http2Slot::Connecting { id: c, .. }) if *c == id);
+        match made {
+            Ok(sender) => {
+                if current {
+                    slots.insert(address.clone(), Http2Slot::Ready { sender: sender.clone(), id });
+                }
+                Ok(Conn::Http2 { sender, id, reused: false, read_timeout })
+            }
+            Err(ConnectError::Deadline(a)) => Err(ConnectError::Deadline(a)),
+            Err(e) => {
+                if current {
+                    slots.remove(address);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A new HTTP/1 connection to `address`, made by `deadline`.
     pub async fn new_http1(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
-        let io = by(deadline, address, self.connect(address)).await?;
+        let io = by(deadline, address, self.settings.connect(address)).await?;
         let max_idle = self.settings.max_idle;
         Ok(Conn::Http1 {
             conn: Connection::new(io, self.settings.on_connection.clone(), self.settings.read_timeout),
@@ -243,9 +307,11 @@ impl Pools {
             reused: false,
         })
     }
+}
 
+impl ConnectSettings {
     async fn connect(&self, address: &Arc<str>) -> Result<Box<dyn Io>, ConnectError> {
-        let timeout = self.settings.connect_timeout;
+        let timeout = self.connect_timeout;
         let connect = async {
             let addrs: Vec<SocketAddr> = match address.parse::<SocketAddr>() {
                 Ok(a) => vec![a],
@@ -271,7 +337,7 @@ impl Pools {
         };
         let tcp =
             tokio::time::timeout(timeout, connect).await.map_err(|_| ConnectError::Timeout(address.clone()))??;
-        let Some(tls) = &self.settings.tls else { return Ok(Box::new(tcp)) };
+        let Some(tls) = &self.tls else { return Ok(Box::new(tcp)) };
         let name = match &tls.server_name {
             Some(n) => n.clone(),
             None => {
@@ -299,7 +365,7 @@ impl Pools {
             .handshake(TokioIo::new(io))
             .await
             .map_err(|e| ConnectError::Handshake(address.clone(), e))?;
-        let on_connection = self.settings.on_connection.clone();
+        let on_connection = self.on_connection.clone();
         on_connection(1);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -410,7 +476,7 @@ impl Conn {
     ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         match self {
             Self::Http1 { conn, home, reused } => conn.send(req, forwarding, Some(home), deadline, reused).await,
-            Self::Http2 { mut sender, read_timeout, .. } => {
+            Self::Http2 { mut sender, id, read_timeout, .. } => {
                 // What goes again if the upstream turns the stream away
                 // unprocessed: a request without a body, or with one held
                 // whole (a stream is sent as it is read, and not kept).
@@ -427,14 +493,19 @@ impl Conn {
                         Ok((Box::new(resp), Instant::now()))
                     }
                     Err(mut e) => match e.take_message() {
-                        Some(req) => Err(SendError::NotSent(Box::new(req.map(|s| s.body)), e.into_error().into())),
+                        // Not sent: the connection was closing.
+                        Some(req) => Err(SendError::Unprocessed {
+                            again: Box::new(req.map(|s| s.body)),
+                            on: id,
+                            error: e.into_error().into(),
+                        }),
                         None => match failure.and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take()) {
                             Some(body) => Err(SendError::Failed(Box::new(BodyFailed(body)))),
                             None => {
                                 let e = e.into_error();
                                 match again {
                                     Some(again) if unprocessed(&e) => {
-                                        Err(SendError::Unprocessed(again.build(), e.into()))
+                                        Err(SendError::Unprocessed { again: again.build(), on: id, error: e.into() })
                                     }
                                     _ => Err(SendError::Failed(e.into())),
                                 }

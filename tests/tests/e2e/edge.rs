@@ -346,6 +346,21 @@ async fn an_http2_upstream_silent_mid_body_is_given_up_on() {
     assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(4), "closed after {took:?}");
 }
 
+/// The first requests to an HTTP/2 upstream, arriving together, wait for
+/// one connection together: each made its own (all but the last dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_arriving_together_share_one_new_http2_connection() {
+    let (upstream, accepted, _stop) = wasmgate_tests::upstream::h2_ok().await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!("[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\n[[routes]]\nupstream = \"g\"\n"),
+    );
+    let url = gw.url("/");
+    let answers = futures::future::join_all((0..20).map(|_| get(&url))).await;
+    assert!(answers.iter().all(|r| r.status == 200 && r.text() == "ok"));
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one worker, one connection");
+}
+
 /// A stream an HTTP/2 upstream turns away unprocessed (RFC 9113 §8.7) —
 /// refused, or past the last one of a graceful `GOAWAY`, as an upstream
 /// shutting down for a deploy does — goes again on a new connection,
