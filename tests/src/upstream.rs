@@ -31,6 +31,8 @@ pub struct Control {
     hits: AtomicUsize,
     /// Connections accepted.
     connections: AtomicUsize,
+    /// Connections accepted and not yet closed.
+    open: AtomicUsize,
     unhealthy: AtomicBool,
     /// Answer this many requests with 503 before behaving again.
     fail_next: AtomicU32,
@@ -82,7 +84,9 @@ impl TestUpstream {
                     _ = stopped_accept.changed() => return,
                 };
                 control_c.connections.fetch_add(1, Ordering::SeqCst);
+                control_c.open.fetch_add(1, Ordering::SeqCst);
                 let (name, control, mut stopped) = (name_c.clone(), control_c.clone(), stopped.clone());
+                let open = control.clone();
                 let service = service_fn(move |req| echo(name.clone(), control.clone(), req));
                 tokio::spawn(async move {
                     let builder = auto::Builder::new(TokioExecutor::new());
@@ -93,6 +97,7 @@ impl TestUpstream {
                         _ = conn => {}
                         _ = stopped.changed() => {}
                     }
+                    open.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -107,6 +112,11 @@ impl TestUpstream {
     /// Connections this upstream has accepted.
     pub fn connections(&self) -> usize {
         self.control.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted that neither side has closed yet.
+    pub fn open_connections(&self) -> usize {
+        self.control.open.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and closes every connection, mid-request or not.

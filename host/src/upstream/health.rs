@@ -21,7 +21,7 @@ pub(super) async fn run(
     upstream: Arc<str>,
     check: HealthCheck,
     set: Arc<ArcSwap<EndpointSet>>,
-    pools: Pools,
+    pools: Arc<Pools>,
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<()>,
 ) {

@@ -74,7 +74,7 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub config: UpstreamConfig,
     set: Arc<ArcSwap<EndpointSet>>,
-    pools: Pools,
+    pools: Arc<Pools>,
     breaker: Option<Breaker>,
     bulkhead: Option<Bulkhead>,
     budget: RetryBudget,
@@ -171,11 +171,15 @@ impl Upstream {
             on_connection: Arc::new(move |delta| pool_metrics.0.pool_connections(&pool_metrics.1, delta)),
         };
         let (stop, stopped) = watch::channel(());
+        let pools = Arc::new(Pools::new(workers, settings.clone()));
         if let Some((handle, dns)) = control {
+            // Where connections to an endpoint are kept: dropped when it leaves.
+            let mut kept = vec![pools.clone()];
             if let Some(check) = &config.health {
                 // Health-check connections are not proxy connections: keep them out of the metric.
                 let health_pools =
-                    Pools::new(1, ConnectSettings { on_connection: Arc::new(|_| {}), ..settings.clone() });
+                    Arc::new(Pools::new(1, ConnectSettings { on_connection: Arc::new(|_| {}), ..settings }));
+                kept.push(health_pools.clone());
                 handle.spawn(health::run(
                     name.clone(),
                     check.clone(),
@@ -188,7 +192,8 @@ impl Upstream {
             if let (Some(what), Some(first)) = (&config.discovery, resolved) {
                 match discovery::Resolver::new(dns) {
                     Ok(resolver) => {
-                        let on_change = endpoint_updater(config.clone(), name.clone(), set.clone(), metrics.clone());
+                        let on_change =
+                            endpoint_updater(config.clone(), name.clone(), set.clone(), metrics.clone(), kept);
                         let mut stop = stopped.clone();
                         let stop = async move {
                             let _ = stop.changed().await;
@@ -207,7 +212,7 @@ impl Upstream {
             name,
             config: config.clone(),
             set,
-            pools: Pools::new(workers, settings),
+            pools,
             breaker: config.breaker.map(Breaker::new),
             bulkhead: config.bulkhead.map(Bulkhead::new),
             budget: RetryBudget::new(config.retry_budget),
@@ -686,12 +691,18 @@ fn endpoint_updater(
     name: Arc<str>,
     set: Arc<ArcSwap<EndpointSet>>,
     metrics: Arc<Metrics>,
+    pools: Vec<Arc<Pools>>,
 ) -> impl FnMut(Vec<Resolved>) + Send + 'static {
     move |resolved| {
         let old = set.load();
         let new = old.update(&config, &resolved);
         for gone in old.endpoints.iter().filter(|e| !new.endpoints.iter().any(|n| n.address == e.address)) {
             metrics.forget_endpoint(&name, &gone.address);
+            // Its idle connections would be kept for ever: nothing asks
+            // for that address again.
+            for p in &pools {
+                p.forget(&gone.address);
+            }
         }
         for e in &new.endpoints {
             metrics.endpoint_health(&name, &e.address, e.healthy());

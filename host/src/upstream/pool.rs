@@ -206,6 +206,17 @@ impl Pools {
         Self { shards, settings, ids: AtomicU64::new(0) }
     }
 
+    /// Drops every worker's idle connections to `address` (an endpoint
+    /// gone); those in use finish their request, and are then dropped (an
+    /// HTTP/1 connection goes back only to an address its pool still
+    /// keeps, which a new connection to it adds again).
+    pub fn forget(&self, address: &str) {
+        for shard in &self.shards {
+            drop(shard.http1.lock().unwrap_or_else(PoisonError::into_inner).remove(address));
+            drop(shard.http2.lock().unwrap_or_else(PoisonError::into_inner).remove(address));
+        }
+    }
+
     /// Whether connections speak HTTP/2 (requests then need an absolute URI).
     pub fn http2(&self) -> bool {
         self.settings.protocol == Protocol::Http2
@@ -300,6 +311,8 @@ impl Pools {
     /// A new HTTP/1 connection to `address`, made by `deadline`.
     pub async fn new_http1(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
         let io = by(deadline, address, self.settings.connect(address)).await?;
+        // Where it goes back ([`Return::give_back`]).
+        self.shard().http1.lock().unwrap_or_else(PoisonError::into_inner).entry(address.clone()).or_default();
         let max_idle = self.settings.max_idle;
         Ok(Conn::Http1 {
             conn: Connection::new(io, self.settings.on_connection.clone(), self.settings.read_timeout),
@@ -550,11 +563,9 @@ impl Return {
     pub(super) fn give_back(self, conn: Box<Connection>, since: Instant) {
         let Self { shard, key, max_idle } = self;
         let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
-        // Found by the address the connection keeps; a new entry takes a copy.
-        let list = match idle.get_mut(&key) {
-            Some(list) => list,
-            None => idle.entry(key.clone()).or_default(),
-        };
+        // Found by the address the connection keeps; none when the endpoint
+        // left while it was in use ([`Pools::forget`]): it is dropped.
+        let Some(list) = idle.get_mut(&key) else { return };
         if list.len() < max_idle {
             list.push(Idle { conn, since, key });
         }

@@ -67,6 +67,15 @@ upstream = "users"
     assert!(dns.queries() > queries, "the gateway asked the DNS server again");
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200, "the request in flight finished");
+    // The gateway closed its connections to `a`, the idle ones and the one
+    // the slow request was on (kept idle for ever before: nothing asks for
+    // a gone endpoint again).
+    assert!(b.open_connections() > 0);
+    assert!(
+        eventually(Duration::from_secs(3), || a.open_connections() == 0).await,
+        "{} connections to the gone endpoint still open",
+        a.open_connections()
+    );
 }
 
 /// A reload that moves `[dns]` to another nameserver re-resolves the
