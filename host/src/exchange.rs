@@ -67,6 +67,19 @@ pub struct Exchange {
     pub hop_by_hop_added: bool,
 }
 
+/// The state of an exchange before a plugin call ([`Exchange::undo_point`]).
+#[derive(Debug)]
+pub struct Undo {
+    uri: http::Uri,
+    headers: HeaderMap,
+    request_body: Option<Bytes>,
+    response: Option<(http::StatusCode, HeaderMap)>,
+    response_body: Option<Bytes>,
+    context: HashMap<String, String, foldhash::fast::RandomState>,
+    staged: usize,
+    hop_by_hop_added: bool,
+}
+
 /// A response header a request hook set, waiting for the response.
 #[derive(Debug)]
 pub struct StagedHeader {
@@ -203,6 +216,39 @@ impl Exchange {
             recording: None,
             hop_by_hop_added: false,
         }
+    }
+
+    /// What a plugin call may change, to be put back ([`Exchange::undo`])
+    /// if the call fails on a fail-open route: a failed plugin is skipped
+    /// as if it had not run (an identity header set before a trap would
+    /// otherwise go upstream).
+    pub fn undo_point(&self) -> Undo {
+        Undo {
+            uri: self.request.uri.clone(),
+            headers: self.request.headers.clone(),
+            request_body: self.request_body.clone(),
+            response: self.response.as_ref().map(|r| (r.status, r.headers.clone())),
+            response_body: self.response_body.clone(),
+            context: self.context.clone(),
+            staged: self.staged.len(),
+            hop_by_hop_added: self.hop_by_hop_added,
+        }
+    }
+
+    /// Puts back what a failed call changed.
+    pub fn undo(&mut self, to: Undo) {
+        self.request.uri = to.uri;
+        self.request.headers = to.headers;
+        self.request_body = to.request_body;
+        if let (Some(resp), Some((status, headers))) = (&mut self.response, to.response) {
+            resp.status = status;
+            resp.headers = headers;
+        }
+        self.response_body = to.response_body;
+        self.context = to.context;
+        // A call only adds to them.
+        self.staged.truncate(to.staged);
+        self.hop_by_hop_added = to.hop_by_hop_added;
     }
 
     /// An empty exchange: what a plugin store holds between calls.

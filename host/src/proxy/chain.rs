@@ -13,7 +13,7 @@ use super::body::{self, Body, BodyError};
 use super::error::ProxyError;
 use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length, upgrade};
 use crate::config::OnPluginError;
-use crate::exchange::{self, Exchange};
+use crate::exchange::{self, Exchange, Undo};
 use crate::plugin::lift::Reply;
 use crate::plugin::memo::Memo;
 use crate::plugin::{ChainLink, Fault, FaultKind, Outcome};
@@ -56,7 +56,10 @@ pub(super) async fn run<'s>(
 
     let mut early = None;
     let mut lap = Lap::start();
+    let fail_open = route.on_plugin_error == OnPluginError::FailOpen;
     for (i, link) in route.chain.iter().enumerate() {
+        // Its fixed headers go with it if it fails open.
+        let undo = (fail_open && link.info.on_request).then(|| ex.undo_point());
         ex.apply_fixed_request(&link.fixed.request);
         if !link.info.on_request {
             continue;
@@ -75,10 +78,10 @@ pub(super) async fn run<'s>(
                 }
                 Err(fault) => {
                     relabel_last(forward, trace, fault.kind.as_str());
-                    plugin_fault(forward, link, fault)?;
+                    plugin_fault(forward, link, &mut ex, undo, fault)?;
                 }
             },
-            Err(fault) => plugin_fault(forward, link, fault)?,
+            Err(fault) => plugin_fault(forward, link, &mut ex, undo, fault)?,
         }
     }
 
@@ -198,11 +201,13 @@ async fn response_hooks<'s>(
     }
     ex.response = Some(parts);
     let mut lap = Lap::start();
+    let fail_open = route.on_plugin_error == OnPluginError::FailOpen;
     for (i, link) in links.iter().enumerate().rev() {
         ex.pass_back(&link.fixed, i);
         if !link.info.on_response {
             continue;
         }
+        let undo = fail_open.then(|| ex.undo_point());
         match call(forward, link, &mut ex, Phase::Response, trace, &mut lap).await {
             Ok(Outcome::Continue) => {}
             Ok(Outcome::Respond(reply)) => match reply_parts(link, reply) {
@@ -215,10 +220,10 @@ async fn response_hooks<'s>(
                 }
                 Err(fault) => {
                     relabel_last(forward, trace, fault.kind.as_str());
-                    plugin_fault(forward, link, fault)?;
+                    plugin_fault(forward, link, &mut ex, undo, fault)?;
                 }
             },
-            Err(fault) => plugin_fault(forward, link, fault)?,
+            Err(fault) => plugin_fault(forward, link, &mut ex, undo, fault)?,
         }
     }
     if let Some(b) = ex.response_body.take() {
@@ -354,8 +359,16 @@ fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Bo
     }
 }
 
-/// Counts and logs a plugin failure and applies the route's choice.
-fn plugin_fault(forward: &Forward<'_, '_>, link: &ChainLink, fault: Fault) -> Result<(), ProxyError> {
+/// Counts and logs a plugin failure and applies the route's choice: with
+/// fail-open, what the plugin changed is put back to `undo` (taken before
+/// its call) and the chain goes on.
+fn plugin_fault(
+    forward: &Forward<'_, '_>,
+    link: &ChainLink,
+    ex: &mut Exchange,
+    undo: Option<Undo>,
+    fault: Fault,
+) -> Result<(), ProxyError> {
     let (route, request_id) = (forward.route, forward.request_id);
     forward.snapshot.metrics.plugin_failure(&link.plugin.name, fault.kind);
     let open = route.on_plugin_error == OnPluginError::FailOpen;
@@ -370,6 +383,9 @@ fn plugin_fault(forward: &Forward<'_, '_>, link: &ChainLink, fault: Fault) -> Re
         if open { "skipping it (fail-open)" } else { "failing the request (fail-closed)" }
     );
     if open {
+        if let Some(undo) = undo {
+            ex.undo(undo);
+        }
         Ok(())
     } else {
         Err(ProxyError::Plugin { plugin: link.plugin.name.clone(), kind: fault.kind, detail: fault.detail })

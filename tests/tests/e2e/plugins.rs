@@ -445,6 +445,38 @@ async fn fail_open_skips_the_failed_plugin() {
     assert_eq!(echoed_header(&r.json(), "x-after").as_deref(), Some("ran"));
 }
 
+/// A plugin skipped by fail-open is skipped as if it had not run: what it
+/// changed before it failed — a request header, a response header left
+/// for later, a context entry; in the response phase, a response header —
+/// is put back (an identity header set before a trap went upstream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_puts_back_what_the_failed_plugin_changed() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        "{}{}",
+        chaos_as(&["seer"], ""),
+        route(
+            &up,
+            r#"{ use = "chaos", config = { mode = "edit-then-trap" } }, { use = "seer", config = { mode = "context" } },"#,
+            "on_plugin_error = \"fail-open\""
+        )
+    ));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_eq!(echoed_header(&doc, "x-half"), None, "the request header it set");
+    assert_eq!(echoed_header(&doc, "x-context").as_deref(), Some(""), "the context entry it set");
+    assert_eq!(r.header("x-half-left"), None, "the response header it left");
+    let gw = TestGateway::start(&route(
+        &up,
+        r#"{ use = "chaos", config = { mode = "edit-then-trap", phase = "response" } },"#,
+        "on_plugin_error = \"fail-open\"",
+    ));
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-half"), None, "the response header it set");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trap_in_the_response_phase_is_confined_too() {
     let up = TestUpstream::echo("u").await;

@@ -59,6 +59,10 @@ enum Mode {
     /// the same 60 KiB in this plugin's memory, while configuring; refuse
     /// the config with the gateway's answer when it is an error.
     AliasedFacts,
+    /// Edit, then panic: set the header `x-half` (on the request in the
+    /// request phase, on the response in the response phase), leave
+    /// `x-half-left` for the response and set the context entry `half`.
+    EditThenTrap,
 }
 
 /// What [`Mode::Memo`] also does, breaking its claim.
@@ -126,6 +130,7 @@ impl Chaos {
             | Mode::Flood
             | Mode::BadFixed
             | Mode::AliasedFacts
+            | Mode::EditThenTrap
             | Mode::ManyFixed
             | Mode::LateFixed
             | Mode::Memo
@@ -223,6 +228,15 @@ impl Plugin for Chaos {
         if self.mode == Mode::Memo {
             return self.memo(req);
         }
+        if self.mode == Mode::EditThenTrap && self.phase == Phase::Request {
+            let _ = req.set_header("x-half", "done");
+            let _ = req.set_response_header("x-half-left", "done");
+            context::set("half", "done");
+            #[expect(clippy::panic, reason = "trapping is this guest's job")]
+            {
+                panic!("chaos: trapping after its edits");
+            }
+        }
         if self.mode == Mode::LateFixed {
             let _ = req.set_header("x-fixed-late", late_fixed());
             return Decision::Continue;
@@ -258,6 +272,13 @@ impl Plugin for Chaos {
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
+        if self.mode == Mode::EditThenTrap && self.phase == Phase::Response {
+            let _ = resp.set_header("x-half", "done");
+            #[expect(clippy::panic, reason = "trapping is this guest's job")]
+            {
+                panic!("chaos: trapping after its edits");
+            }
+        }
         if self.mode == Mode::Flood {
             for i in 0..FLOOD {
                 let _ = resp.set_header(&format!("x-flood-{i}"), "1");
