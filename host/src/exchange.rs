@@ -221,9 +221,10 @@ impl Exchange {
     /// What a plugin call may change, to be put back ([`Exchange::undo`])
     /// if the call fails on a fail-open route: a failed plugin is skipped
     /// as if it had not run (an identity header set before a trap would
-    /// otherwise go upstream).
-    pub fn undo_point(&self) -> Undo {
-        Undo {
+    /// otherwise go upstream). Boxed: it is held across the call, in the
+    /// chain's future.
+    pub fn undo_point(&self) -> Box<Undo> {
+        Box::new(Undo {
             uri: self.request.uri.clone(),
             headers: self.request.headers.clone(),
             request_body: self.request_body.clone(),
@@ -232,11 +233,12 @@ impl Exchange {
             context: self.context.clone(),
             staged: self.staged.len(),
             hop_by_hop_added: self.hop_by_hop_added,
-        }
+        })
     }
 
     /// Puts back what a failed call changed.
-    pub fn undo(&mut self, to: Undo) {
+    pub fn undo(&mut self, to: Box<Undo>) {
+        let to = *to;
         self.request.uri = to.uri;
         self.request.headers = to.headers;
         self.request_body = to.request_body;

@@ -16,7 +16,6 @@ use wasmtime::{AsContextMut, StoreContextMut, UpdateDeadline};
 
 use wasmgate_common::decimal::ip_text;
 
-use super::lift::{Bounded, Counted, RequestFact};
 use super::limits::Limiter;
 use super::memo::{self, Fact, Read};
 use super::sandbox::Stdio;
@@ -167,32 +166,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     self::wasmgate::plugin::log::add_to_linker::<HostState, D>(linker, |s| s)?;
     self::wasmgate::plugin::context::add_to_linker::<HostState, D>(linker, |s| s)?;
     self::wasmgate::plugin::clock::add_to_linker::<HostState, D>(linker, |s| s)?;
-    link_setup(linker)?;
+    self::wasmgate::plugin::setup::add_to_linker::<HostState, D>(linker, |s| s)?;
     super::sandbox::add_to_linker(linker)
-}
-
-/// Links `setup` by hand: the facts of `memoize-request` are lifted within
-/// the plugin's memory ([`super::lift`]).
-fn link_setup(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    let mut i = linker.instance(&format!("wasmgate:plugin/setup@{}", super::WIT_VERSION))?;
-    i.func_wrap(
-        "fixed-request-header",
-        |mut s: StoreContextMut<'_, HostState>, (name, edit): (String, setup::HeaderEdit)| {
-            Ok((s.data_mut().fixed_request_header(&name, edit),))
-        },
-    )?;
-    i.func_wrap(
-        "fixed-response-header",
-        |mut s: StoreContextMut<'_, HostState>, (name, edit): (String, setup::HeaderEdit)| {
-            Ok((s.data_mut().fixed_response_header(&name, edit),))
-        },
-    )?;
-    i.func_wrap(
-        "memoize-request",
-        |mut s: StoreContextMut<'_, HostState>, (Bounded(facts),): (Bounded<Vec<RequestFact>>,)| {
-            Ok((s.data_mut().memoize_request(facts),))
-        },
-    )
 }
 
 pub fn request_handle() -> Resource<RequestHandle> {
@@ -246,16 +221,16 @@ impl From<setup::HeaderEdit> for HeaderEdit<Vec<u8>> {
     }
 }
 
-impl HostState {
-    fn fixed_request_header(&mut self, name: &str, edit: setup::HeaderEdit) -> EditResult {
-        Ok(self.fixed.as_mut().ok_or_else(not_configuring)?.add_request(name, edit.into())?)
+impl setup::Host for HostState {
+    fn fixed_request_header(&mut self, name: String, edit: setup::HeaderEdit) -> EditResult {
+        Ok(self.fixed.as_mut().ok_or_else(not_configuring)?.add_request(&name, edit.into())?)
     }
 
-    fn fixed_response_header(&mut self, name: &str, edit: setup::HeaderEdit) -> EditResult {
-        Ok(self.fixed.as_mut().ok_or_else(not_configuring)?.add_response(name, edit.into())?)
+    fn fixed_response_header(&mut self, name: String, edit: setup::HeaderEdit) -> EditResult {
+        Ok(self.fixed.as_mut().ok_or_else(not_configuring)?.add_response(&name, edit.into())?)
     }
 
-    fn memoize_request(&mut self, facts: Vec<RequestFact>) -> EditResult {
+    fn memoize_request(&mut self, facts: Vec<setup::RequestFact>) -> EditResult {
         if self.fixed.is_none() {
             return Err(wit::EditError::InvalidValue("memoize-request is called from configure only".into()));
         }
@@ -272,17 +247,17 @@ impl HostState {
         let mut declared = Vec::with_capacity(facts.len());
         for fact in facts {
             declared.push(match fact {
-                RequestFact::Method => Fact::Method,
-                RequestFact::Path => Fact::Path,
-                RequestFact::Query => Fact::Query,
-                RequestFact::Scheme => Fact::Scheme,
-                RequestFact::Authority => Fact::Authority,
-                RequestFact::ClientAddress => Fact::ClientAddress,
-                RequestFact::Header(Counted(name)) => Fact::Header(
+                setup::RequestFact::Method => Fact::Method,
+                setup::RequestFact::Path => Fact::Path,
+                setup::RequestFact::Query => Fact::Query,
+                setup::RequestFact::Scheme => Fact::Scheme,
+                setup::RequestFact::Authority => Fact::Authority,
+                setup::RequestFact::ClientAddress => Fact::ClientAddress,
+                setup::RequestFact::Header(name) => Fact::Header(
                     http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| wit::EditError::InvalidName(name))?,
                 ),
-                RequestFact::PathParam(Counted(name)) => Fact::PathParam(name),
-                RequestFact::Context(Counted(key)) => Fact::Context(key),
+                setup::RequestFact::PathParam(name) => Fact::PathParam(name),
+                setup::RequestFact::Context(key) => Fact::Context(key),
             });
         }
         self.memo_facts = Some(declared);

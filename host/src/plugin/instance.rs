@@ -17,7 +17,6 @@ use wasmtime::{Store, Trap};
 
 use super::clock::Resolution;
 use super::host_api::{self, HostState, RequestHandle, ResponseHandle, wasmgate::plugin::types as wit};
-use super::lift::{Bounded, Decision, Overdrawn, Reply};
 use super::memo::{Fact, Memo};
 use super::registry::Plugin;
 use super::sandbox::GuestExit;
@@ -68,8 +67,8 @@ pub enum FaultKind {
     /// The config hook refused the plugin's config.
     Refused,
     /// The plugin answered with a reply that is not valid HTTP (a status
-    /// outside 200..=599, too many headers), or one spanning more bytes than
-    /// its memory holds (see [`super::lift`]).
+    /// outside 200..=599, too many headers), or handed the gateway more
+    /// bytes in one go than its memory holds (lists sharing bytes).
     Reply,
 }
 
@@ -98,12 +97,12 @@ pub struct Fault {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Continue,
-    Respond(Reply),
+    Respond(wit::Reply),
 }
 
 type ConfigureFn = TypedFunc<(String,), (Result<wit::PluginInfo, String>,)>;
-type RequestFn = TypedFunc<(Resource<RequestHandle>,), (Bounded<Decision>,)>;
-type ResponseFn = TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), (Bounded<Decision>,)>;
+type RequestFn = TypedFunc<(Resource<RequestHandle>,), (wit::Decision,)>;
+type ResponseFn = TypedFunc<(Resource<RequestHandle>, Resource<ResponseHandle>), (wit::Decision,)>;
 
 /// A configured instance and its hooks.
 struct Warm {
@@ -252,6 +251,12 @@ impl ChainLink {
         let state = HostState::new(self.plugin.caps.clone(), limits.max_memory, limits.deadline);
         let mut store = Store::new(self.plugin.runtime.engine(), state);
         store.limiter(|s| &mut s.limiter);
+        // What wasmtime may copy out of the plugin's memory in one lift (a
+        // host call's arguments, a hook's result): no more than the plugin
+        // can hold. Entries of a list may point at the same bytes, so a
+        // reply of 1 000 headers sharing one 1 MiB value would otherwise be
+        // copied into 1 GiB (wasmtime's default stops at 128 MiB).
+        store.set_hostcall_fuel(usize::try_from(limits.max_memory).unwrap_or(usize::MAX));
         store.epoch_deadline_callback(host_api::on_tick);
         // Instantiation and the config hook share one deadline.
         host_api::arm(&mut store, Instant::now(), CONFIGURE_WAITS);
@@ -364,9 +369,9 @@ impl ChainLink {
         self.finish(warm, result)
     }
 
-    fn finish(&self, mut warm: Warm, result: wasmtime::Result<(Bounded<Decision>,)>) -> Result<Outcome, Fault> {
+    fn finish(&self, mut warm: Warm, result: wasmtime::Result<(wit::Decision,)>) -> Result<Outcome, Fault> {
         match result {
-            Ok((Bounded(decision),)) => {
+            Ok((decision,)) => {
                 warm.uses += 1;
                 if let Some(pool) = &self.pool
                     && warm.uses < self.plugin.settings.limits.recycle_after
@@ -374,8 +379,8 @@ impl ChainLink {
                     pool.put(warm);
                 }
                 Ok(match decision {
-                    Decision::Continue => Outcome::Continue,
-                    Decision::Respond(reply) => Outcome::Respond(reply.into()),
+                    wit::Decision::Continue => Outcome::Continue,
+                    wit::Decision::Respond(reply) => Outcome::Respond(reply),
                 })
             }
             // The instance is dropped: after a trap its state is suspect.
@@ -424,10 +429,17 @@ fn finish_configure(
     }
 }
 
+/// Whether a call failed on wasmtime's hostcall fuel ([`ChainLink::store`]):
+/// the plugin handed over more than its memory holds. wasmtime's error type
+/// for it is private; its text is fixed in the pinned version.
+fn handed_too_much(err: &wasmtime::Error) -> bool {
+    err.chain().any(|e| e.to_string().starts_with("too much data is being copied between the host and the guest"))
+}
+
 fn classify(err: &wasmtime::Error, memory_exceeded: bool) -> Fault {
     let kind = if memory_exceeded {
         FaultKind::Memory
-    } else if err.is::<Overdrawn>() {
+    } else if handed_too_much(err) {
         FaultKind::Reply
     } else if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
         FaultKind::Deadline

@@ -350,8 +350,11 @@ mod tests {
         let mut r = memo.recording();
         r.record(Effect::ContextSet("k".into(), "v".repeat(MAX_OUTCOME_BYTES)));
         assert!(r.is_spoiled());
-        let reply =
-            crate::plugin::lift::Reply { status: 403, headers: Vec::new(), body: vec![b'x'; MAX_OUTCOME_BYTES + 1] };
+        let reply = crate::plugin::host_api::wasmgate::plugin::types::Reply {
+            status: 403,
+            headers: Vec::new(),
+            body: vec![b'x'; MAX_OUTCOME_BYTES + 1],
+        };
         memo.keep(b"k".to_vec(), memo.recording(), &Outcome::Respond(reply));
         assert!(memo.is_empty());
     }

@@ -7,7 +7,6 @@ pub mod clock;
 pub mod engine;
 pub mod host_api;
 pub mod instance;
-pub mod lift;
 pub mod limits;
 pub mod memo;
 pub mod registry;

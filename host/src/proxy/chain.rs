@@ -14,7 +14,7 @@ use super::error::ProxyError;
 use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length, upgrade};
 use crate::config::OnPluginError;
 use crate::exchange::{self, Exchange, Undo};
-use crate::plugin::lift::Reply;
+use crate::plugin::host_api::wasmgate::plugin::types::Reply;
 use crate::plugin::memo::Memo;
 use crate::plugin::{ChainLink, Fault, FaultKind, Outcome};
 
@@ -366,7 +366,7 @@ fn plugin_fault(
     forward: &Forward<'_, '_>,
     link: &ChainLink,
     ex: &mut Exchange,
-    undo: Option<Undo>,
+    undo: Option<Box<Undo>>,
     fault: Fault,
 ) -> Result<(), ProxyError> {
     let (route, request_id) = (forward.route, forward.request_id);
