@@ -380,9 +380,11 @@ impl http_body::Body for Counted {
 /// does not answer the `GOAWAY`'s ping). Without it, a client could hold a
 /// connection, and its task, for ever by opening it and asking nothing.
 /// A connection one of whose streams has waited on the client for `send`
-/// (checked every `idle`) is closed at once, as an HTTP/1 client that takes
-/// none of its response is: a client that never opens its flow-control
-/// window held the stream, and the upstream connection feeding it, for ever.
+/// (checked every `idle` or `send`, the shorter) is closed, as an HTTP/1
+/// client that takes none of its response is: a client that never opens
+/// its flow-control window held the stream, and the upstream connection
+/// feeding it, for ever. Gracefully first (its other streams may finish),
+/// then at once once the stream has waited twice that.
 async fn until_idle_or_stopped<C: GracefulConnection>(
     conn: C,
     stop: &mut watch::Receiver<bool>,
@@ -405,10 +407,14 @@ async fn until_idle_or_stopped<C: GracefulConnection>(
             }
             () = tokio::time::sleep(tick) => {
                 let waited = streams.longest_wait();
-                if waited >= send {
+                if waited >= send.saturating_mul(2) {
+                    return Ok(());
+                }
+                if waited >= send && !closing {
                     let waited_ms = waited.as_millis();
                     tracing::debug!(waited_ms, "an HTTP/2 client took none of a response; closing its connection");
-                    return Ok(());
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
                 }
                 let started = streams.started.load(Ordering::Relaxed);
                 let idle_now = started == seen && streams.open.load(Ordering::Relaxed) == 0;

@@ -439,16 +439,20 @@ pub async fn h2_stalling() -> (SocketAddr, watch::Sender<bool>) {
 /// How [`h2_turning_away`] turns its first request away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TurnAway {
-    /// `RST_STREAM` with `REFUSED_STREAM`.
+    /// `RST_STREAM` with `REFUSED_STREAM`; the connection then serves
+    /// the next streams.
     Refuse,
     /// `GOAWAY` with `NO_ERROR`, the last stream processed 0.
     GoAway,
     /// `RST_STREAM` with `INTERNAL_ERROR`: it may have been processed.
     Reset,
+    /// As `GoAway`, then it stops listening (as a server shutting down).
+    Leave,
 }
 
 /// An upstream over h2c whose first connection turns its first request
-/// away — the frames written by hand — and whose later connections answer
+/// away — the frames written by hand — and whose later connections (unless
+/// it left) answer
 /// every request 200, echoing its method and body in `x-method` /
 /// `x-body`. Counts the connections it accepted.
 pub async fn h2_turning_away(how: TurnAway) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
@@ -480,6 +484,10 @@ pub async fn h2_turning_away(how: TurnAway) -> (SocketAddr, Arc<AtomicUsize>, wa
                 });
                 continue;
             }
+            if how == TurnAway::Refuse {
+                tokio::spawn(refuse_first(stream));
+                continue;
+            }
             tokio::spawn(async move {
                 // The client's preface, then frames until its first HEADERS.
                 let mut preface = [0u8; 24];
@@ -499,7 +507,9 @@ pub async fn h2_turning_away(how: TurnAway) -> (SocketAddr, Arc<AtomicUsize>, wa
                         let frame: Vec<u8> = match how {
                             TurnAway::Refuse => [&[0, 0, 4, 3, 0][..], &id, &[0, 0, 0, 7]].concat(),
                             TurnAway::Reset => [&[0, 0, 4, 3, 0][..], &id, &[0, 0, 0, 2]].concat(),
-                            TurnAway::GoAway => vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                            TurnAway::GoAway | TurnAway::Leave => {
+                                vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+                            }
                         };
                         stream.write_all(&frame).await.ok()?;
                         break;
@@ -509,9 +519,43 @@ pub async fn h2_turning_away(how: TurnAway) -> (SocketAddr, Arc<AtomicUsize>, wa
                 let _ = stream.read_to_end(&mut Vec::new()).await;
                 Some(())
             });
+            if how == TurnAway::Leave {
+                return;
+            }
         }
     });
     (addr, accepted, stop)
+}
+
+/// Serves an h2c connection with the h2 crate: its first stream is refused
+/// (`REFUSED_STREAM`), the next answered as [`h2_turning_away`]'s later
+/// connections answer.
+async fn refuse_first(stream: tokio::net::TcpStream) -> Option<()> {
+    let mut conn = h2::server::handshake(stream).await.ok()?;
+    let mut first = true;
+    while let Some(Ok((req, mut respond))) = conn.accept().await {
+        if std::mem::take(&mut first) {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        tokio::spawn(async move {
+            let method = req.method().to_string();
+            let mut body = req.into_body();
+            let mut got = Vec::new();
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            let resp = Response::builder()
+                .header("x-method", method)
+                .header("x-body", http::HeaderValue::from_bytes(&got).ok()?)
+                .body(())
+                .ok()?;
+            let mut send = respond.send_response(resp, false).ok()?;
+            send.send_data(Bytes::from_static(b"ok"), true).ok()
+        });
+    }
+    Some(())
 }
 
 /// Serves `service` over h2c (HTTP/2 prior knowledge) on an ephemeral port

@@ -30,7 +30,7 @@ use self::bulkhead::Bulkhead;
 use self::discovery::Resolved;
 use self::endpoint::Endpoint;
 use self::outlier::Outcome;
-use self::pool::{ConnectError, ConnectSettings, Pools, SendError, TlsSettings};
+use self::pool::{ConnectError, ConnectSettings, Pools, SendError, TlsSettings, TurnedAway};
 use self::retry_budget::RetryBudget;
 use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
@@ -473,14 +473,20 @@ impl Upstream {
                 Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
                 Err(e) => Err(SendError::Failed(e.into())),
             },
-            // An HTTP/2 upstream turned the stream away unprocessed (going
-            // away, or refusing it): sent again on a new connection, the
-            // same way.
-            Err(SendError::Unprocessed { again, on, .. }) => {
-                match Box::pin(self.pools.new_http2(&ep.address, deadline, Some(on))).await {
-                    Ok(conn) => Box::pin(conn.send(again, forwarding, deadline)).await,
+            // An HTTP/2 upstream turned the stream away unprocessed: sent
+            // again the same way, on the worker's next connection when the
+            // upstream went away (on the same one when it only refused the
+            // stream). If that fails too, it is handed back as a connect
+            // failure is, for another endpoint.
+            Err(SendError::Unprocessed(turned)) => {
+                let TurnedAway { again, done, error } = *turned;
+                match Box::pin(self.pools.new_http2(&ep.address, deadline, done)).await {
+                    Ok(conn) => match Box::pin(conn.send(again, forwarding, deadline)).await {
+                        Err(SendError::Unprocessed(turned)) => Err(SendError::NotSent(turned.again, turned.error)),
+                        sent => sent,
+                    },
                     Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
-                    Err(e) => Err(SendError::Failed(e.into())),
+                    Err(e) => Err(SendError::NotSent(again, format!("{error}; then {e}").into())),
                 }
             }
             sent => sent,
@@ -505,13 +511,10 @@ impl Upstream {
                 ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail: "closed before a response".into() },
                 Outcome::ServerError,
             ),
-            // Turned away on the new connection too.
-            Err(SendError::Unprocessed { error, .. }) => Try::Failed(
-                ProxyError::UpstreamProtocol {
-                    upstream: self.name.clone(),
-                    detail: format!("turned away twice: {error}"),
-                },
-                Outcome::ServerError,
+            // Handed back above.
+            Err(SendError::Unprocessed(turned)) => Try::Connect(
+                ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: turned.error.to_string() },
+                turned.again,
             ),
         }
     }

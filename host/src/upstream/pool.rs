@@ -122,30 +122,47 @@ pub enum SendError {
     /// request: the upstream never saw it, and it may be sent again as it
     /// was written ([`Conn::resend`]).
     Unanswered(Unanswered),
-    /// An HTTP/2 upstream turned the request's stream away unprocessed
-    /// (refused it, or went away gracefully before it), or the request did
-    /// not go out (the connection was closing), on connection `on`; the
-    /// request (built again when it went out) may go on a new connection
-    /// whatever its method.
-    Unprocessed { again: Box<Request<Body>>, on: u64, error: BoxError },
+    /// An HTTP/2 upstream did not process the request ([`TurnedAway`]).
+    /// Boxed: it would widen every send's result.
+    Unprocessed(Box<TurnedAway>),
 }
 
-/// Whether an HTTP/2 upstream said it did not process a stream (RFC 9113
-/// §8.7): it reset it with `REFUSED_STREAM`, or went away gracefully
-/// (`GOAWAY` with `NO_ERROR`) before it — h2 fails only the streams past
-/// the last one the upstream processes with that. A `GOAWAY` with an error
-/// also ends the streams it was processing, so it is not taken as such.
-fn unprocessed(e: &hyper::Error) -> bool {
+/// A request an HTTP/2 upstream turned away unprocessed (refused its
+/// stream, or went away gracefully before it), or that did not go out (its
+/// connection closing): it may go again, whatever its method.
+#[derive(Debug)]
+pub struct TurnedAway {
+    /// The request (built again when it went out).
+    pub again: Box<Request<Body>>,
+    /// The connection that is done with, if it is (`GOAWAY`, closing); a
+    /// refused stream's connection stays good.
+    pub done: Option<u64>,
+    pub error: BoxError,
+}
+
+/// How an HTTP/2 upstream said it did not process a stream (RFC 9113
+/// §8.7): it reset it with `REFUSED_STREAM` (`Some(false)`: the connection
+/// stays good), or went away gracefully (`GOAWAY` with `NO_ERROR`) before
+/// it (`Some(true)`). h2 fails with a `GOAWAY` only the streams past the
+/// last one the upstream says it processes; one with an error code is not
+/// taken as such (its upstream may be in no state to be asked again at
+/// once).
+fn turned_away(e: &hyper::Error) -> Option<bool> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.is_remote()
-                && ((h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM))
-                    || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)));
+            if !h2.is_remote() {
+                return None;
+            }
+            return match h2.reason() {
+                Some(h2::Reason::REFUSED_STREAM) if h2.is_reset() => Some(false),
+                Some(h2::Reason::NO_ERROR) if h2.is_go_away() => Some(true),
+                _ => None,
+            };
         }
         source = s.source();
     }
-    false
+    None
 }
 
 struct Idle {
@@ -255,9 +272,9 @@ impl Pools {
         }
     }
 
-    /// The worker's HTTP/2 connection to `address` once it is being made
-    /// again, by `deadline`: the one being made, else a new one (which
-    /// replaces the one there, if closed or it is `stale`).
+    /// The worker's HTTP/2 connection to `address`, by `deadline`: the one
+    /// there unless it is closed or `stale`, else the one being made, else
+    /// a new one (which replaces the one there).
     pub async fn new_http2(
         &self,
         address: &Arc<str>,
@@ -276,9 +293,15 @@ impl Pools {
                 _ => {
                     let id = self.ids.fetch_add(1, Ordering::Relaxed);
                     let (settings, to) = (self.settings.clone(), address.clone());
-                    let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                    // A task of its own: it goes on when the requests waiting
+                    // for it stop waiting (their deadlines passed).
+                    let task = tokio::spawn(async move {
                         let io = settings.connect(&to).await.map_err(Arc::new)?;
                         settings.handshake_http2(&to, io).await.map_err(Arc::new)
+                    });
+                    let to = address.clone();
+                    let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+                        task.await.unwrap_or_else(|e| Err(Arc::new(ConnectError::Io(to, std::io::Error::other(e)))))
                     });
                     let made = futures::FutureExt::shared(handshake);
                     slots.insert(address.clone(), Http2Slot::Connecting { made: made.clone(), id });
@@ -287,7 +310,7 @@ impl Pools {
             }
         };
         // A request that stops waiting leaves the handshake to the others
-        // (and to the next request, which resumes it).
+        // and the next request.
         let made = by(deadline, address, async { made.await.map_err(ConnectError::Joined) }).await;
         let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
         let current = matches!(slots.get(address), Some(Http2Slot::Connecting { id: c, .. }) if *c == id);
@@ -507,19 +530,21 @@ impl Conn {
                     }
                     Err(mut e) => match e.take_message() {
                         // Not sent: the connection was closing.
-                        Some(req) => Err(SendError::Unprocessed {
+                        Some(req) => Err(SendError::Unprocessed(Box::new(TurnedAway {
                             again: Box::new(req.map(|s| s.body)),
-                            on: id,
+                            done: Some(id),
                             error: e.into_error().into(),
-                        }),
+                        }))),
                         None => match failure.and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take()) {
                             Some(body) => Err(SendError::Failed(Box::new(BodyFailed(body)))),
                             None => {
                                 let e = e.into_error();
-                                match again {
-                                    Some(again) if unprocessed(&e) => {
-                                        Err(SendError::Unprocessed { again: again.build(), on: id, error: e.into() })
-                                    }
+                                match (again, turned_away(&e)) {
+                                    (Some(again), Some(gone)) => Err(SendError::Unprocessed(Box::new(TurnedAway {
+                                        again: again.build(),
+                                        done: gone.then_some(id),
+                                        error: e.into(),
+                                    }))),
                                     _ => Err(SendError::Failed(e.into())),
                                 }
                             }

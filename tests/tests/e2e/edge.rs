@@ -362,13 +362,13 @@ async fn requests_arriving_together_share_one_new_http2_connection() {
 }
 
 /// A stream an HTTP/2 upstream turns away unprocessed (RFC 9113 §8.7) —
-/// refused, or past the last one of a graceful `GOAWAY`, as an upstream
-/// shutting down for a deploy does — goes again on a new connection,
-/// whatever its method: no retry is configured, and the client gets the
-/// answer (it got a 502). A stream reset otherwise may have been
-/// processed, and is not sent again.
+/// refused (sent again on the same connection), or past the last one of a
+/// graceful `GOAWAY`, as an upstream shutting down for a deploy does (on a
+/// new connection) — goes again, whatever its method: no retry is
+/// configured, and the client gets the answer (it got a 502). A stream
+/// reset otherwise may have been processed, and is not sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_an_http2_upstream_turns_away_goes_again_on_a_new_connection() {
+async fn a_stream_an_http2_upstream_turns_away_goes_again() {
     use wasmgate_tests::upstream::{TurnAway, h2_turning_away};
     for how in [TurnAway::Refuse, TurnAway::GoAway] {
         for (method, body, sent) in [("GET", "", ""), ("POST", "{}", r#"{"k":"v"}"#)] {
@@ -389,8 +389,25 @@ async fn a_stream_an_http2_upstream_turns_away_goes_again_on_a_new_connection() 
             let out = raw(gw.addr(), head.as_bytes()).await;
             assert!(out.starts_with("HTTP/1.1 200"), "{how:?} {method}: {out}");
             assert!(out.contains(&format!("x-method: {method}")) && out.contains(&format!("x-body: {sent}")), "{out}");
-            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "{how:?} {method}");
+            // Refused: again on the same connection; gone away: on a new one.
+            let connections = if how == TurnAway::Refuse { 1 } else { 2 };
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), connections, "{how:?} {method}");
         }
+    }
+    // An upstream that went away and stopped listening: the request, sent
+    // again, cannot be; it goes to the other endpoint, as after a connect
+    // failure (both requests answered, whichever endpoint the first picks).
+    let (leaving, _, _stop) = h2_turning_away(TurnAway::Leave).await;
+    let (other, _, _stop) = h2_turning_away(TurnAway::Refuse).await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!(
+            "[upstreams.g]\nendpoints = [\"{leaving}\", \"{other}\"]\nprotocol = \"http2\"\n[[routes]]\nupstream = \"g\"\n"
+        ),
+    );
+    for _ in 0..2 {
+        let out = raw(gw.addr(), b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     }
     let (upstream, accepted, _stop) = h2_turning_away(TurnAway::Reset).await;
     let gw = TestGateway::start(&format!(
