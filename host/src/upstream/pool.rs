@@ -512,45 +512,10 @@ impl Conn {
     ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         match self {
             Self::Http1 { conn, home, reused } => conn.send(req, forwarding, Some(home), deadline, reused).await,
-            Self::Http2 { mut sender, id, read_timeout, .. } => {
-                // What goes again if the upstream turns the stream away
-                // unprocessed: a request without a body, or with one held
-                // whole (a stream is sent as it is read, and not kept).
-                let again = Replay::capture(&req);
-                let (req, failure) = Sent::new(*req);
-                let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await else {
-                    return Err(SendError::TimedOut);
-                };
-                match result {
-                    Ok(mut resp) => {
-                        // HTTP/2 forbids them; what a lax upstream sends anyway goes.
-                        headers::strip_hop_by_hop(resp.headers_mut());
-                        let resp = resp.map(|inner| Body::Stream { inner, idle: read_timeout, timer: None });
-                        Ok((Box::new(resp), Instant::now()))
-                    }
-                    Err(mut e) => match e.take_message() {
-                        // Not sent: the connection was closing.
-                        Some(req) => Err(SendError::Unprocessed(Box::new(TurnedAway {
-                            again: Box::new(req.map(|s| s.body)),
-                            done: Some(id),
-                            error: e.into_error().into(),
-                        }))),
-                        None => match failure.and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take()) {
-                            Some(body) => Err(SendError::Failed(Box::new(BodyFailed(body)))),
-                            None => {
-                                let e = e.into_error();
-                                match (again, turned_away(&e)) {
-                                    (Some(again), Some(gone)) => Err(SendError::Unprocessed(Box::new(TurnedAway {
-                                        again: again.build(),
-                                        done: gone.then_some(id),
-                                        error: e.into(),
-                                    }))),
-                                    _ => Err(SendError::Failed(e.into())),
-                                }
-                            }
-                        },
-                    },
-                }
+            // Boxed: what it keeps for a request turned away would widen
+            // every send's future, HTTP/1 ones too.
+            Self::Http2 { sender, id, read_timeout, .. } => {
+                Box::pin(send_http2(sender, id, read_timeout, req, deadline)).await
             }
         }
     }
@@ -566,6 +531,54 @@ impl Conn {
             Self::Http1 { conn, home, .. } => conn.resend(again, Some(home), deadline).await,
             Self::Http2 { .. } => Err(SendError::Failed("an HTTP/1 request cannot go on an HTTP/2 connection".into())),
         }
+    }
+}
+
+/// Sends one request on HTTP/2 connection `id` ([`Conn::send`]).
+async fn send_http2(
+    mut sender: http2::SendRequest<Sent>,
+    id: u64,
+    read_timeout: Duration,
+    req: Box<Request<Body>>,
+    deadline: Instant,
+) -> Result<(Box<Response<Body>>, Instant), SendError> {
+    // What goes again if the upstream turns the stream away unprocessed: a
+    // request without a body, or with one held whole (a stream is sent as
+    // it is read, and not kept).
+    let again = Replay::capture(&req);
+    let (req, failure) = Sent::new(*req);
+    let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await else {
+        return Err(SendError::TimedOut);
+    };
+    match result {
+        Ok(mut resp) => {
+            // HTTP/2 forbids them; what a lax upstream sends anyway goes.
+            headers::strip_hop_by_hop(resp.headers_mut());
+            let resp = resp.map(|inner| Body::Stream { inner, idle: read_timeout, timer: None });
+            Ok((Box::new(resp), Instant::now()))
+        }
+        Err(mut e) => match e.take_message() {
+            // Not sent: the connection was closing.
+            Some(req) => Err(SendError::Unprocessed(Box::new(TurnedAway {
+                again: Box::new(req.map(|s| s.body)),
+                done: Some(id),
+                error: e.into_error().into(),
+            }))),
+            None => match failure.and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take()) {
+                Some(body) => Err(SendError::Failed(Box::new(BodyFailed(body)))),
+                None => {
+                    let e = e.into_error();
+                    match (again, turned_away(&e)) {
+                        (Some(again), Some(gone)) => Err(SendError::Unprocessed(Box::new(TurnedAway {
+                            again: again.build(),
+                            done: gone.then_some(id),
+                            error: e.into(),
+                        }))),
+                        _ => Err(SendError::Failed(e.into())),
+                    }
+                }
+            },
+        },
     }
 }
 
