@@ -219,10 +219,9 @@ impl Exchange {
     }
 
     /// What a plugin call may change, to be put back ([`Exchange::undo`])
-    /// if the call fails on a fail-open route: a failed plugin is skipped
-    /// as if it had not run (an identity header set before a trap would
-    /// otherwise go upstream). Boxed: it is held across the call, in the
-    /// chain's future.
+    /// if the call fails on a fail-open route: a failed call leaves nothing
+    /// (an identity header set before a trap would otherwise go upstream).
+    /// Boxed: it is held across the call, in the chain's future.
     pub fn undo_point(&self) -> Box<Undo> {
         Box::new(Undo {
             uri: self.request.uri.clone(),

@@ -504,12 +504,11 @@ pub async fn h2_turning_away(how: TurnAway) -> (SocketAddr, Arc<AtomicUsize>, wa
                     }
                     if head[3] == 1 {
                         let id = [head[5] & 0x7f, head[6], head[7], head[8]];
-                        let frame: Vec<u8> = match how {
-                            TurnAway::Refuse => [&[0, 0, 4, 3, 0][..], &id, &[0, 0, 0, 7]].concat(),
-                            TurnAway::Reset => [&[0, 0, 4, 3, 0][..], &id, &[0, 0, 0, 2]].concat(),
-                            TurnAway::GoAway | TurnAway::Leave => {
-                                vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-                            }
+                        // RST_STREAM(INTERNAL_ERROR), or GOAWAY(0, NO_ERROR).
+                        let frame: Vec<u8> = if how == TurnAway::Reset {
+                            [&[0, 0, 4, 3, 0][..], &id, &[0, 0, 0, 2]].concat()
+                        } else {
+                            vec![0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
                         };
                         stream.write_all(&frame).await.ok()?;
                         break;

@@ -699,20 +699,25 @@ fn endpoint_updater(
     move |resolved| {
         let old = set.load();
         let new = old.update(&config, &resolved);
+        for e in &new.endpoints {
+            metrics.endpoint_health(&name, &e.address, e.healthy());
+            for p in &pools {
+                p.remember(&e.address);
+            }
+        }
+        let addresses: Vec<&str> = new.endpoints.iter().map(|e| &*e.address).collect();
+        tracing::info!(upstream = &*name, endpoints = ?addresses, "endpoints changed (DNS)");
+        let new = Arc::new(new);
+        set.store(new.clone());
+        // After the new set is in place: requests that picked a gone
+        // endpoint before finish on it, and no connection to it is kept
+        // (nothing would ask for that address again).
         for gone in old.endpoints.iter().filter(|e| !new.endpoints.iter().any(|n| n.address == e.address)) {
             metrics.forget_endpoint(&name, &gone.address);
-            // Its idle connections would be kept for ever: nothing asks
-            // for that address again.
             for p in &pools {
                 p.forget(&gone.address);
             }
         }
-        for e in &new.endpoints {
-            metrics.endpoint_health(&name, &e.address, e.healthy());
-        }
-        let addresses: Vec<&str> = new.endpoints.iter().map(|e| &*e.address).collect();
-        tracing::info!(upstream = &*name, endpoints = ?addresses, "endpoints changed (DNS)");
-        set.store(Arc::new(new));
     }
 }
 

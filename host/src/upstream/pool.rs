@@ -11,7 +11,7 @@
 //! connections (hyper's) are shared by every request of the worker to that
 //! endpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,6 +202,9 @@ pub struct Pools {
     settings: ConnectSettings,
     /// Names each HTTP/2 connection made ([`Http2Slot`]).
     ids: AtomicU64,
+    /// The addresses of endpoints that left ([`Pools::forget`]): no
+    /// connection to them is kept.
+    gone: Arc<Mutex<HashSet<Arc<str>, RandomState>>>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -220,17 +223,30 @@ pub enum Conn {
 impl Pools {
     pub fn new(workers: usize, settings: ConnectSettings) -> Self {
         let shards = (0..workers.max(1)).map(|_| Arc::new(Shard::default())).collect();
-        Self { shards, settings, ids: AtomicU64::new(0) }
+        Self { shards, settings, ids: AtomicU64::new(0), gone: Arc::default() }
     }
 
     /// Drops every worker's idle connections to `address` (an endpoint
-    /// gone); those in use finish their request, and are then dropped (an
-    /// HTTP/1 connection goes back only to an address its pool still
-    /// keeps, which a new connection to it adds again).
-    pub fn forget(&self, address: &str) {
+    /// gone), and keeps none made from now on; those in use finish their
+    /// request, and are then dropped (an HTTP/1 connection goes back only
+    /// to an address its pool keeps, which a new connection adds unless the
+    /// address is gone).
+    pub fn forget(&self, address: &Arc<str>) {
+        self.gone.lock().unwrap_or_else(PoisonError::into_inner).insert(address.clone());
         for shard in &self.shards {
-            drop(shard.http1.lock().unwrap_or_else(PoisonError::into_inner).remove(address));
-            drop(shard.http2.lock().unwrap_or_else(PoisonError::into_inner).remove(address));
+            let idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner).remove(&**address);
+            let shared = shard.http2.lock().unwrap_or_else(PoisonError::into_inner).remove(&**address);
+            // Closed with no lock held.
+            drop((idle, shared));
+        }
+    }
+
+    /// An endpoint at `address` is (back) in the set: its connections are
+    /// kept again.
+    pub fn remember(&self, address: &str) {
+        let mut gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        if !gone.is_empty() {
+            gone.remove(address);
         }
     }
 
@@ -292,12 +308,28 @@ impl Pools {
                 }
                 _ => {
                     let id = self.ids.fetch_add(1, Ordering::Relaxed);
-                    let (settings, to) = (self.settings.clone(), address.clone());
-                    // A task of its own: it goes on when the requests waiting
-                    // for it stop waiting (their deadlines passed).
+                    let (settings, to, home, gone) =
+                        (self.settings.clone(), address.clone(), shard.clone(), self.gone.clone());
+                    // A task of its own, which leaves what it made in the
+                    // slot (ready, or gone on a failure): it goes on when
+                    // the requests waiting for it stop waiting.
                     let task = tokio::spawn(async move {
-                        let io = settings.connect(&to).await.map_err(Arc::new)?;
-                        settings.handshake_http2(&to, io).await.map_err(Arc::new)
+                        let made = async {
+                            let io = settings.connect(&to).await?;
+                            settings.handshake_http2(&to, io).await
+                        }
+                        .await
+                        .map_err(Arc::new);
+                        let mut slots = home.http2.lock().unwrap_or_else(PoisonError::into_inner);
+                        if matches!(slots.get(&to), Some(Http2Slot::Connecting { id: c, .. }) if *c == id) {
+                            match &made {
+                                Ok(sender) if !gone.lock().unwrap_or_else(PoisonError::into_inner).contains(&to) => {
+                                    slots.insert(to.clone(), Http2Slot::Ready { sender: sender.clone(), id });
+                                }
+                                _ => drop(slots.remove(&to)),
+                            }
+                        }
+                        made
                     });
                     let to = address.clone();
                     let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
@@ -309,33 +341,22 @@ impl Pools {
                 }
             }
         };
-        // A request that stops waiting leaves the handshake to the others
-        // and the next request.
-        let made = by(deadline, address, async { made.await.map_err(ConnectError::Joined) }).await;
-        let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = matches!(slots.get(address), Some(Http2Slot::Connecting { id: c, .. }) if *c == id);
-        match made {
-            Ok(sender) => {
-                if current {
-                    slots.insert(address.clone(), Http2Slot::Ready { sender: sender.clone(), id });
-                }
-                Ok(Conn::Http2 { sender, id, reused: false, read_timeout })
-            }
-            Err(ConnectError::Deadline(a)) => Err(ConnectError::Deadline(a)),
-            Err(e) => {
-                if current {
-                    slots.remove(address);
-                }
-                Err(e)
-            }
-        }
+        let sender = by(deadline, address, async { made.await.map_err(ConnectError::Joined) }).await?;
+        Ok(Conn::Http2 { sender, id, reused: false, read_timeout })
     }
 
     /// A new HTTP/1 connection to `address`, made by `deadline`.
     pub async fn new_http1(&self, address: &Arc<str>, deadline: Instant) -> Result<Conn, ConnectError> {
         let io = by(deadline, address, self.settings.connect(address)).await?;
-        // Where it goes back ([`Return::give_back`]).
-        self.shard().http1.lock().unwrap_or_else(PoisonError::into_inner).entry(address.clone()).or_default();
+        // Where it goes back ([`Return::give_back`]), unless its endpoint
+        // left (checked under the shard's lock: `forget` marks it, then
+        // empties the shards).
+        {
+            let mut idle = self.shard().http1.lock().unwrap_or_else(PoisonError::into_inner);
+            if !self.gone.lock().unwrap_or_else(PoisonError::into_inner).contains(&**address) {
+                idle.entry(address.clone()).or_default();
+            }
+        }
         let max_idle = self.settings.max_idle;
         Ok(Conn::Http1 {
             conn: Connection::new(io, self.settings.on_connection.clone(), self.settings.read_timeout),
