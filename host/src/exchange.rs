@@ -60,6 +60,10 @@ pub struct Exchange {
     /// While a memoized request hook runs: what it reads and edits
     /// ([`crate::plugin::memo`]).
     pub recording: Option<Recording>,
+    /// The links whose request hook failed on a fail-open route: skipped
+    /// in the response phase too (their fixed response headers, their
+    /// response hook).
+    pub skipped: Vec<usize>,
     /// Whether an edit set or added a hop-by-hop request field the gateway
     /// lets plugins edit (`Proxy-Authorization`): the request going
     /// upstream must then be looked through for hop-by-hop fields even
@@ -214,6 +218,7 @@ impl Exchange {
             staged: Vec::new(),
             link: 0,
             recording: None,
+            skipped: Vec::new(),
             hop_by_hop_added: false,
         }
     }

@@ -79,9 +79,14 @@ pub(super) async fn run<'s>(
                 Err(fault) => {
                     relabel_last(forward, trace, fault.kind.as_str());
                     plugin_fault(forward, link, &mut ex, undo, fault)?;
+                    ex.skipped.push(i);
                 }
             },
-            Err(fault) => plugin_fault(forward, link, &mut ex, undo, fault)?,
+            Err(fault) => {
+                plugin_fault(forward, link, &mut ex, undo, fault)?;
+                // Failed open: out of the response phase too.
+                ex.skipped.push(i);
+            }
         }
     }
 
@@ -167,7 +172,9 @@ async fn response_phase<'s>(
         return Box::pin(response_hooks(forward, ex, links, parts, body, trace)).await;
     }
     for (i, link) in links.iter().enumerate().rev() {
-        exchange::pass_back(&link.fixed, &mut ex.staged, i, &mut parts.headers);
+        if !ex.skipped.contains(&i) {
+            exchange::pass_back(&link.fixed, &mut ex.staged, i, &mut parts.headers);
+        }
     }
     Ok((parts, body))
 }
@@ -203,6 +210,9 @@ async fn response_hooks<'s>(
     let mut lap = Lap::start();
     let fail_open = route.on_plugin_error == OnPluginError::FailOpen;
     for (i, link) in links.iter().enumerate().rev() {
+        if ex.skipped.contains(&i) {
+            continue;
+        }
         ex.pass_back(&link.fixed, i);
         if !link.info.on_response {
             continue;

@@ -447,8 +447,10 @@ async fn fail_open_skips_the_failed_plugin() {
 
 /// A plugin skipped by fail-open is skipped as if it had not run: what it
 /// changed before it failed — a request header, a response header left
-/// for later, a context entry; in the response phase, a response header —
-/// is put back (an identity header set before a trap went upstream).
+/// for later, a context entry, its fixed request header; in the response
+/// phase, a response header — is put back (an identity header set before
+/// a trap went upstream), and one whose request hook failed is skipped in
+/// the response phase too (its fixed response header, its response hook).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_puts_back_what_the_failed_plugin_changed() {
     let up = TestUpstream::echo("u").await;
@@ -465,8 +467,12 @@ async fn fail_open_puts_back_what_the_failed_plugin_changed() {
     assert_eq!(r.status, 200);
     let doc = r.json();
     assert_eq!(echoed_header(&doc, "x-half"), None, "the request header it set");
+    assert_eq!(echoed_header(&doc, "x-half-fixed"), None, "its fixed request header");
     assert_eq!(echoed_header(&doc, "x-context").as_deref(), Some(""), "the context entry it set");
     assert_eq!(r.header("x-half-left"), None, "the response header it left");
+    // Skipped in the response phase too.
+    assert_eq!(r.header("x-half-fixed"), None, "its fixed response header");
+    assert_eq!(r.header("x-half-hook"), None, "its response hook");
     let gw = TestGateway::start(&route(
         &up,
         r#"{ use = "chaos", config = { mode = "edit-then-trap", phase = "response" } },"#,

@@ -62,6 +62,8 @@ enum Mode {
     /// Edit, then panic: set the header `x-half` (on the request in the
     /// request phase, on the response in the response phase), leave
     /// `x-half-left` for the response and set the context entry `half`.
+    /// Declares the fixed header `x-half-fixed` both ways; with `phase =
+    /// "request"`, its response hook sets `x-half-hook`.
     EditThenTrap,
 }
 
@@ -203,7 +205,8 @@ impl Plugin for Chaos {
     }
 
     fn info(&self) -> Info {
-        Info { on_request: true, on_response: self.phase == Phase::Response, ..Info::default() }
+        let on_response = self.phase == Phase::Response || self.mode == Mode::EditThenTrap;
+        Info { on_request: true, on_response, ..Info::default() }
     }
 
     fn fixed_headers(&self) -> FixedHeaders {
@@ -215,6 +218,10 @@ impl Plugin for Chaos {
             Mode::ManyFixed => FixedHeaders {
                 request: (0..65).map(|i| (format!("x-fixed-{i}"), HeaderEdit::Set(b"1".to_vec()))).collect(),
                 ..FixedHeaders::default()
+            },
+            Mode::EditThenTrap => FixedHeaders {
+                request: vec![("x-half-fixed".into(), HeaderEdit::Set(b"done".to_vec()))],
+                response: vec![("x-half-fixed".into(), HeaderEdit::Set(b"done".to_vec()))],
             },
             _ => FixedHeaders::default(),
         }
@@ -272,6 +279,10 @@ impl Plugin for Chaos {
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {
+        if self.mode == Mode::EditThenTrap && self.phase == Phase::Request {
+            let _ = resp.set_header("x-half-hook", "ran");
+            return Decision::Continue;
+        }
         if self.mode == Mode::EditThenTrap && self.phase == Phase::Response {
             let _ = resp.set_header("x-half", "done");
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
