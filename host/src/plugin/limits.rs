@@ -15,11 +15,6 @@ impl Limiter {
     pub fn new(max_memory: u64) -> Self {
         Self { max_memory: usize::try_from(max_memory).unwrap_or(usize::MAX), exceeded: false }
     }
-
-    /// The plugin's memory limit, in bytes.
-    pub fn max_memory(&self) -> usize {
-        self.max_memory
-    }
 }
 
 impl ResourceLimiter for Limiter {

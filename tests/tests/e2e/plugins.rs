@@ -789,18 +789,17 @@ async fn facts_sharing_bytes_are_bounded_by_the_plugins_memory() {
     assert_eq!(start(4), None);
 }
 
-/// What `send` takes out of a plugin's memory is counted before it is
-/// copied: a list whose entries all point at the same bytes (built by hand:
-/// 1 024 headers sharing one 60 KiB value, 60 MiB as copies) is refused
-/// past the plugin's `max_memory`, nothing copied; a few of them go out.
+/// `send`'s arguments are bounded the same way: a request whose headers
+/// all point at the same bytes (built by hand: 1 024 headers sharing one
+/// 60 KiB value, 60 MiB as copies) from a plugin of 8 MiB fails the call,
+/// a plugin failure of kind `reply`; a few of them go out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_whose_entries_share_bytes_is_counted_before_it_is_copied() {
+async fn a_request_whose_entries_share_bytes_is_bounded_by_the_plugins_memory() {
     let up = TestUpstream::echo("u").await;
-    for (entries, expected) in
-        [(4, "200"), (1024, "invalid request: more bytes in one call than the plugin's memory limit")]
-    {
+    for (entries, status, failures) in [(4, 200, None), (1024, 500, Some("1"))] {
         let body = format!(
-            "{}{}",
+            "{}{}{}",
+            wasmgate_tests::ADMIN,
             chaos_as(&["aliased"], "max_memory = \"8MiB\"\ngrants = { http = [\"u\"], http_max_response = \"1MiB\" }"),
             route(
                 &up,
@@ -810,7 +809,11 @@ async fn a_request_whose_entries_share_bytes_is_counted_before_it_is_copied() {
         );
         let gw = TestGateway::start(&body);
         let r = get(&gw.url("/")).await;
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(echoed_header(&r.json(), "x-fetch").as_deref(), Some(expected), "{entries} entries");
+        assert_eq!(r.status, status, "{entries} entries: {}", r.text());
+        if status == 200 {
+            assert_eq!(echoed_header(&r.json(), "x-fetch").as_deref(), Some("200"), "{entries} entries went out");
+        }
+        let series = r#"wasmgate_plugin_failures_total{plugin="aliased",kind="reply"}"#;
+        assert_eq!(wasmgate_tests::sample(&gw.metrics().await, series), failures, "{entries} entries");
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request};
 use wasmtime::StoreContextMut;
-use wasmtime::component::{ComponentType, Lift, Linker, WasmList, WasmStr};
+use wasmtime::component::Linker;
 
 use super::super::host_api::{self, HostState, wasmgate::plugin::http as wit};
 use super::Caps;
@@ -35,145 +35,51 @@ pub struct HttpCaps {
 
 pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(INTERFACE)?;
-    i.func_wrap_async("send", |mut s: StoreContextMut<'_, HostState>, (req,): (Outgoing,)| {
-        let mut room = room(&s);
-        let req = req.copy_in(&mut s, &mut room);
+    i.func_wrap_async("send", |mut s: StoreContextMut<'_, HostState>, (req,): (wit::OutgoingRequest,)| {
         Box::new(async move {
             let since = Instant::now();
             let caps = s.data().caps.clone();
-            let r = match req {
-                Ok(req) => send(&caps, req, &budget(&caps)).await,
-                Err(e) => Err(e),
-            };
+            let r = send(&caps, req, &budget(&caps)).await;
             host_api::waited(&mut s, since);
             Ok((r,))
         })
     })?;
-    i.func_wrap_async("send-all", |mut s: StoreContextMut<'_, HostState>, (reqs,): (WasmList<Outgoing>,)| {
-        let mut room = room(&s);
-        let over = reqs.len().saturating_sub(MAX_SEND_ALL);
-        let reqs: Vec<_> = (0..reqs.len().min(MAX_SEND_ALL))
-            .map(|i| match reqs.get(&mut s, i) {
-                Some(Ok(req)) => req.copy_in(&mut s, &mut room),
-                _ => Err(wit::HttpError::InvalidRequest("a request the plugin's memory does not hold".into())),
+    i.func_wrap_async(
+        "send-all",
+        |mut s: StoreContextMut<'_, HostState>, (mut reqs,): (Vec<wit::OutgoingRequest>,)| {
+            Box::new(async move {
+                let since = Instant::now();
+                let caps = s.data().caps.clone();
+                let over = reqs.split_off(reqs.len().min(MAX_SEND_ALL));
+                // The answers share one budget: the plugin takes them into
+                // its memory together.
+                let budget = budget(&caps);
+                let mut results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r, &budget))).await;
+                results.extend(over.iter().map(|_| {
+                    Err(wit::HttpError::InvalidRequest(format!("more than {MAX_SEND_ALL} requests in one send-all")))
+                }));
+                host_api::waited(&mut s, since);
+                Ok((results,))
             })
-            .collect();
-        Box::new(async move {
-            let since = Instant::now();
-            let caps = s.data().caps.clone();
-            // The answers share one budget: the plugin takes them into
-            // its memory together.
-            let budget = budget(&caps);
-            let mut results = futures::future::join_all(reqs.into_iter().map(|r| async {
-                match r {
-                    Ok(req) => send(&caps, req, &budget).await,
-                    Err(e) => Err(e),
-                }
-            }))
-            .await;
-            results.extend((0..over).map(|_| {
-                Err(wit::HttpError::InvalidRequest(format!("more than {MAX_SEND_ALL} requests in one send-all")))
-            }));
-            host_api::waited(&mut s, since);
-            Ok((results,))
-        })
-    })?;
+        },
+    )?;
     Ok(())
 }
 
 /// Links the interface for a plugin granted no `http`: every request is
 /// refused at once, synchronously, so the plugin stays a synchronous one. A
 /// plugin that calls out only in some configurations (jwt with a `jwks_url`)
-/// loads without the grant it does not need. Nothing is copied out of the
-/// plugin's memory.
+/// loads without the grant it does not need.
 pub fn link_ungranted(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let mut i = linker.instance(INTERFACE)?;
-    i.func_wrap("send", |s: StoreContextMut<'_, HostState>, (_req,): (Outgoing,)| {
+    i.func_wrap("send", |s: StoreContextMut<'_, HostState>, (_req,): (wit::OutgoingRequest,)| {
         Ok((Err::<wit::IncomingResponse, _>(not_granted(&s.data().caps)),))
     })?;
-    i.func_wrap("send-all", |s: StoreContextMut<'_, HostState>, (reqs,): (WasmList<Outgoing>,)| {
+    i.func_wrap("send-all", |s: StoreContextMut<'_, HostState>, (reqs,): (Vec<wit::OutgoingRequest>,)| {
         let caps = &s.data().caps;
-        Ok(((0..reqs.len()).map(|_| Err::<wit::IncomingResponse, _>(not_granted(caps))).collect::<Vec<_>>(),))
+        Ok((reqs.iter().map(|_| Err::<wit::IncomingResponse, _>(not_granted(caps))).collect::<Vec<_>>(),))
     })?;
     Ok(())
-}
-
-/// An outgoing request as it lies in the plugin's memory: nothing of it
-/// copied yet. wasmtime would copy a list's entries one by one before the
-/// gateway could count them, and entries may all point at the same bytes:
-/// a plugin could make the host copy far more than its own memory holds.
-/// [`Outgoing::copy_in`] counts first.
-#[derive(ComponentType, Lift)]
-#[component(record)]
-struct Outgoing {
-    method: WasmStr,
-    url: WasmStr,
-    headers: WasmList<(WasmStr, WasmList<u8>)>,
-    body: WasmList<u8>,
-    #[component(name = "timeout-ms")]
-    timeout_ms: Option<u32>,
-}
-
-/// How many bytes one call may copy out of the plugin's memory: its memory
-/// limit (all a plugin could hold without sharing bytes between entries).
-fn room(s: &StoreContextMut<'_, HostState>) -> usize {
-    s.data().limiter.max_memory()
-}
-
-impl Outgoing {
-    /// The request copied out of the plugin's memory, its bytes taken from
-    /// `room`; refused before anything is copied when it has more than
-    /// [`MAX_EDITED_HEADERS`] headers, or a value longer than
-    /// [`MAX_HEADER_VALUE`], or more bytes than are left.
-    fn copy_in(
-        &self,
-        s: &mut StoreContextMut<'_, HostState>,
-        room: &mut usize,
-    ) -> Result<wit::OutgoingRequest, wit::HttpError> {
-        let invalid = |why: String| wit::HttpError::InvalidRequest(why);
-        let n = self.headers.len();
-        if n > MAX_EDITED_HEADERS {
-            return Err(invalid(format!("{n} headers, more than {MAX_EDITED_HEADERS}")));
-        }
-        // Where each header lies (no bytes copied), then the bytes.
-        let mut lazy = Vec::with_capacity(n);
-        for i in 0..n {
-            match self.headers.get(&mut *s, i) {
-                Some(Ok(header)) => lazy.push(header),
-                _ => return Err(invalid("a header the plugin's memory does not hold".into())),
-            }
-        }
-        let s = &*s;
-        let mut take = |len: usize| match room.checked_sub(len) {
-            Some(left) => {
-                *room = left;
-                Ok(())
-            }
-            None => Err(invalid("more bytes in one call than the plugin's memory limit".into())),
-        };
-        let text = |t: &WasmStr| t.to_str(s).map_err(|_| invalid("text that is not UTF-8".into()));
-        let (method, url) = (text(&self.method)?, text(&self.url)?);
-        take(method.len() + url.len())?;
-        let body = self.body.as_le_slice(s);
-        take(body.len())?;
-        let mut headers = Vec::with_capacity(n);
-        for (name, value) in &lazy {
-            let (name, value) = (text(name)?, value.as_le_slice(s));
-            if value.len() > MAX_HEADER_VALUE {
-                let len = value.len();
-                return Err(invalid(format!("header `{name}` is {len} bytes, more than {MAX_HEADER_VALUE}")));
-            }
-            take(name.len() + value.len())?;
-            headers.push((name.into_owned(), value.to_vec()));
-        }
-        Ok(wit::OutgoingRequest {
-            method: method.into_owned(),
-            url: url.into_owned(),
-            headers,
-            body: body.to_vec(),
-            timeout_ms: self.timeout_ms,
-        })
-    }
 }
 
 fn not_granted(caps: &Caps) -> wit::HttpError {
@@ -263,10 +169,20 @@ async fn send(
     let mut request = Request::new(Body::full(req.body));
     *request.method_mut() = method;
     *request.uri_mut() = pq.parse().map_err(|_| wit::HttpError::InvalidRequest(format!("bad path `{pq}`")))?;
-    // The header count and value sizes were checked as the request was
-    // copied in ([`Outgoing::copy_in`]).
+    // Copied out of the plugin's memory within its `max_memory` (the
+    // store's hostcall fuel), whatever its lists' entries share.
+    if req.headers.len() > MAX_EDITED_HEADERS {
+        let n = req.headers.len();
+        return Err(wit::HttpError::InvalidRequest(format!("{n} headers, more than {MAX_EDITED_HEADERS}")));
+    }
     let h = request.headers_mut();
     for (name, value) in req.headers {
+        if value.len() > MAX_HEADER_VALUE {
+            let n = value.len();
+            return Err(wit::HttpError::InvalidRequest(format!(
+                "header `{name}` is {n} bytes, more than {MAX_HEADER_VALUE}"
+            )));
+        }
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) else {
             return Err(wit::HttpError::InvalidRequest(format!("invalid header `{name}`")));
         };
