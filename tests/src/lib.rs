@@ -158,6 +158,19 @@ impl TestGateway {
         get(&format!("http://{admin}/metrics")).await.text()
     }
 
+    /// `/metrics` once `series` reads `value`, or after `within` (the last
+    /// text read, for the caller's assertion to show).
+    pub async fn metrics_once(&self, series: &str, value: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let text = self.metrics().await;
+            if sample(&text, series) == Some(value) || tokio::time::Instant::now() >= deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Replaces the config file's body (the preamble stays).
     pub fn write_config(&self, body: &str) {
         self.write_config_with(&self.server_extra, body);

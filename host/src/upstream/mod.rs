@@ -189,6 +189,7 @@ impl Upstream {
                     stopped.clone(),
                 ));
             }
+            handle.spawn(pool::tidy(kept.clone(), stopped.clone()));
             if let (Some(what), Some(first)) = (&config.discovery, resolved) {
                 match discovery::Resolver::new(dns) {
                     Ok(resolver) => {

@@ -188,8 +188,17 @@ pub struct Shard {
 /// together (each made its own, and all but the last were dropped).
 #[derive(Clone)]
 enum Http2Slot {
-    Ready { sender: http2::SendRequest<Sent>, id: u64 },
-    Connecting { made: Handshake, id: u64 },
+    /// `used`: when a request last took it (the idle timeout counts from
+    /// there; its streams may still be running).
+    Ready {
+        sender: http2::SendRequest<Sent>,
+        id: u64,
+        used: Instant,
+    },
+    Connecting {
+        made: Handshake,
+        id: u64,
+    },
 }
 
 /// An HTTP/2 connection being made, awaited by every request that wants it.
@@ -250,6 +259,35 @@ impl Pools {
         }
     }
 
+    /// Closes the idle HTTP/1 connections past `idle_timeout` at `now`, and
+    /// those the upstream closed while idle: without it they were dropped
+    /// only when next looked at, so an endpoint's burst left its sockets
+    /// (many in `CLOSE_WAIT`, the upstream having timed them out) open until
+    /// its next request on that worker ([`tidy`] calls it). An HTTP/2
+    /// connection no request has taken for `idle_timeout` is let go of
+    /// (hyper closes it when its streams still running are done; its pings
+    /// kept it open for ever), and one that closed is forgotten.
+    pub fn sweep(&self, now: Instant) {
+        let timeout = self.settings.idle_timeout;
+        for shard in &self.shards {
+            let mut closed = Vec::new();
+            let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
+            for list in idle.values_mut() {
+                closed.extend(list.extract_if(.., |i| now.duration_since(i.since) > timeout || !i.conn.usable()));
+            }
+            drop(idle);
+            let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
+            let idle = slots.extract_if(|_, slot| match slot {
+                Http2Slot::Ready { sender, used, .. } => now.duration_since(*used) > timeout || sender.is_closed(),
+                Http2Slot::Connecting { .. } => false,
+            });
+            let idle: Vec<_> = idle.collect();
+            drop(slots);
+            // Closed with no lock held.
+            drop((closed, idle));
+        }
+    }
+
     /// Whether connections speak HTTP/2 (requests then need an absolute URI).
     pub fn http2(&self) -> bool {
         self.settings.protocol == Protocol::Http2
@@ -277,10 +315,14 @@ impl Pools {
                 self.new_http1(address, deadline).await
             }
             Protocol::Http2 => {
-                let slot = shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get(address).cloned();
-                if let Some(Http2Slot::Ready { sender, id }) = slot
-                    && !sender.is_closed()
-                {
+                let ready = match shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get_mut(address) {
+                    Some(Http2Slot::Ready { sender, id, used }) if !sender.is_closed() => {
+                        *used = now;
+                        Some((sender.clone(), *id))
+                    }
+                    _ => None,
+                };
+                if let Some((sender, id)) = ready {
                     return Ok(Conn::Http2 { sender, id, reused: true, read_timeout: self.settings.read_timeout });
                 }
                 self.new_http2(address, deadline, None).await
@@ -301,9 +343,10 @@ impl Pools {
         let shard = self.shard();
         let (made, id) = {
             let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
-            match slots.get(address) {
+            match slots.get_mut(address) {
                 Some(Http2Slot::Connecting { made, id }) => (made.clone(), *id),
-                Some(Http2Slot::Ready { sender, id }) if Some(*id) != stale && !sender.is_closed() => {
+                Some(Http2Slot::Ready { sender, id, used }) if Some(*id) != stale && !sender.is_closed() => {
+                    *used = Instant::now();
                     return Ok(Conn::Http2 { sender: sender.clone(), id: *id, reused: true, read_timeout });
                 }
                 _ => {
@@ -324,7 +367,8 @@ impl Pools {
                         if matches!(slots.get(&to), Some(Http2Slot::Connecting { id: c, .. }) if *c == id) {
                             match &made {
                                 Ok(sender) if !gone.lock().unwrap_or_else(PoisonError::into_inner).contains(&to) => {
-                                    slots.insert(to.clone(), Http2Slot::Ready { sender: sender.clone(), id });
+                                    let used = Instant::now();
+                                    slots.insert(to.clone(), Http2Slot::Ready { sender: sender.clone(), id, used });
                                 }
                                 _ => drop(slots.remove(&to)),
                             }
@@ -489,6 +533,21 @@ impl http_body::Body for Sent {
 #[derive(Debug, thiserror::Error)]
 #[error("the request body failed: {0}")]
 struct BodyFailed(#[source] BodyError);
+
+/// Sweeps `pools` ([`Pools::sweep`]) every second, until `stop` is sent or
+/// dropped (the upstream was replaced or is gone): an idle connection is
+/// closed within a second of its idle timeout, or of the upstream closing it.
+pub async fn tidy(pools: Vec<Arc<Pools>>, mut stop: tokio::sync::watch::Receiver<()>) {
+    const EVERY: Duration = Duration::from_secs(1);
+    let mut ticks = tokio::time::interval_at(Instant::now() + EVERY, EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            now = ticks.tick() => pools.iter().for_each(|p| p.sweep(now)),
+        }
+    }
+}
 
 /// An idle connection to `address`, with the key it is kept under.
 fn take_idle(

@@ -361,6 +361,29 @@ async fn requests_arriving_together_share_one_new_http2_connection() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one worker, one connection");
 }
 
+/// An HTTP/2 upstream connection no request has taken for the upstream's
+/// `idle_timeout` is closed (hyper's pings kept it open for ever); the next
+/// request makes a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_upstream_connection_is_closed() {
+    let (upstream, accepted, _stop) = wasmgate_tests::upstream::h2_ok().await;
+    let gw = TestGateway::start_with(
+        &format!("workers = 1\n{}", wasmgate_tests::ADMIN),
+        &format!(
+            "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\nidle_timeout = \"1s\"\n\
+             [[routes]]\nupstream = \"g\"\n"
+        ),
+    );
+    let series = r#"wasmgate_upstream_connections{upstream="g"}"#;
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    let text = gw.metrics().await;
+    assert_eq!(wasmgate_tests::sample(&text, series), Some("1"), "{text}");
+    let text = gw.metrics_once(series, "0", Duration::from_secs(5)).await;
+    assert_eq!(wasmgate_tests::sample(&text, series), Some("0"), "closed: {text}");
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "a new connection");
+}
+
 /// A stream an HTTP/2 upstream turns away unprocessed (RFC 9113 §8.7) —
 /// refused (sent again on the same connection), or past the last one of a
 /// graceful `GOAWAY`, as an upstream shutting down for a deploy does (on a

@@ -82,6 +82,34 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_closed_without_waiting_for_a_request() {
+    // Kept past the upstream's idle_timeout, a connection is closed by the
+    // gateway though no request comes to look at it; one the upstream
+    // closed while idle is let go of too (the connections gauge falls).
+    let up = TestUpstream::echo("users").await;
+    let (addr, _accepted, _stop) = wasmgate_tests::upstream::closing(false).await;
+    let gw = TestGateway::start_with(
+        &format!("workers = 1\n{}", wasmgate_tests::ADMIN),
+        &format!(
+            "[upstreams.kept]\nendpoints = [\"{}\"]\nidle_timeout = \"1s\"\n\n\
+             [upstreams.closing]\nendpoints = [\"{addr}\"]\n\n\
+             [[routes]]\nmatch = {{ path = \"/kept\" }}\nupstream = \"kept\"\n\n\
+             [[routes]]\nmatch = {{ path = \"/closing\" }}\nupstream = \"closing\"\n",
+            up.addr
+        ),
+    );
+    for path in ["/kept", "/closing"] {
+        assert_eq!(get(&gw.url(path)).await.status, 200, "{path}");
+    }
+    assert_eq!(up.open_connections(), 1, "kept after its response");
+    let closed = wasmgate_tests::eventually(Duration::from_secs(5), || up.open_connections() == 0).await;
+    assert!(closed, "closed past idle_timeout");
+    let series = r#"wasmgate_upstream_connections{upstream="closing"}"#;
+    let text = gw.metrics_once(series, "0", Duration::from_secs(5)).await;
+    assert_eq!(wasmgate_tests::sample(&text, series), Some("0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_closed_unanswered_sends_an_idempotent_request_again() {
     // The upstream closes a kept connection as the next request arrives
     // (its idle timer racing the request): a GET goes again on a new
