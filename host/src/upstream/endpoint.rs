@@ -55,6 +55,12 @@ impl Endpoint {
         self.outlier.is_ejected_now()
     }
 
+    /// Whether it would take traffic if outlier detection had not ejected
+    /// it: its health check passes and its breaker is not open.
+    pub fn serving_but_for_ejection(&self) -> bool {
+        self.healthy() && self.breaker.as_ref().is_none_or(|b| b.state() != super::breaker::BreakerState::Open)
+    }
+
     /// Records an active check; returns the new health when it flipped.
     pub fn record_check(&self, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> Option<bool> {
         let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
@@ -141,9 +147,7 @@ impl Candidate for Arc<Endpoint> {
     }
 
     fn available(&self) -> bool {
-        self.healthy()
-            && !self.ejected()
-            && self.breaker.as_ref().is_none_or(|b| b.state() != super::breaker::BreakerState::Open)
+        self.serving_but_for_ejection() && !self.ejected()
     }
 
     fn in_flight(&self) -> u32 {

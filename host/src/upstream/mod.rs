@@ -309,7 +309,7 @@ impl Upstream {
         };
         let _permit = match &self.bulkhead {
             None => None,
-            Some(b) => match b.acquire().await {
+            Some(b) => match b.acquire(deadline).await {
                 Some(p) => Some(p),
                 None => {
                     self.metrics.bulkhead_rejected(&self.name);
@@ -351,18 +351,38 @@ impl Upstream {
                     Err(_) => continue,
                 },
             };
+            if tries > 0 {
+                // A retry: decided once there is an endpoint to retry on.
+                if !self.budget_allows_retry() {
+                    break last.take().unwrap_or(Err(ProxyError::Internal("no outcome")));
+                }
+                let wait = backoff(opts.retry, tries).min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(wait).await;
+            }
             let Some(req) = pending.take().or_else(|| replay.as_deref().map(Replay::build)) else {
                 break last.take().unwrap_or(Err(ProxyError::Internal("request body already consumed")));
             };
+            // The first try starts when the request does, unless it waited
+            // for the bulkhead: then one clock read serves the deadline, the
+            // try's timeout and its latency.
+            let now = if tries == 0 && self.bulkhead.is_none() { start } else { Instant::now() };
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                // The bulkhead's queue or a backoff took the time that was
+                // left: no try is made (it would be sent and abandoned at
+                // once, held against a healthy endpoint).
+                break last.take().unwrap_or_else(|| {
+                    Err(ProxyError::UpstreamTimeout {
+                        upstream: self.name.clone(),
+                        timeout_ms: deadline.saturating_duration_since(start).as_millis(),
+                    })
+                });
+            }
             if tries > 0 {
                 self.metrics.retry(opts.route, &self.name);
             }
             tries += 1;
-            // The first try starts when the request does, unless it waited
-            // for the bulkhead: then one clock read serves the deadline, the
-            // try's timeout and its latency.
-            let now = if tries == 1 && self.bulkhead.is_none() { start } else { Instant::now() };
-            let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(deadline.saturating_duration_since(now));
+            let try_timeout = opts.try_timeout.unwrap_or(opts.timeout).min(left);
             let flight = ep.start_request(now);
             // The try boxed: inline, it made this future (boxed by the
             // proxy) too large for the allocator's per-thread cache. It
@@ -410,11 +430,11 @@ impl Upstream {
                     opts.retry.on.timeout && may_repeat && replay.is_some()
                 }
             };
-            if !retry || !self.may_retry(opts, tries, deadline) {
+            // Tries and time left; the budget is asked once another
+            // endpoint is there.
+            if !retry || tries > opts.retry.attempts || Instant::now() >= deadline {
                 break last.take().unwrap_or(Err(ProxyError::Internal("no outcome")));
             }
-            let wait = backoff(opts.retry, tries).min(deadline.saturating_duration_since(Instant::now()));
-            tokio::time::sleep(wait).await;
         };
         if let (Some(b), Some(t)) = (&self.breaker, upstream_ticket) {
             let ok = match &result {
@@ -428,11 +448,8 @@ impl Upstream {
         result
     }
 
-    /// Whether another try is allowed: tries left, time left, and budget.
-    fn may_retry(&self, opts: &ForwardOptions<'_>, tries: u32, deadline: Instant) -> bool {
-        if tries > opts.retry.attempts || Instant::now() >= deadline {
-            return false;
-        }
+    /// Whether the retry budget allows another try (and it is taken).
+    fn budget_allows_retry(&self) -> bool {
         if !self.budget.try_withdraw() {
             self.metrics.retry_budget_exhausted(&self.name);
             tracing::debug!(upstream = &*self.name, "retry budget exhausted; not retrying");
@@ -565,9 +582,16 @@ impl Upstream {
         if let Some(config) = &self.config.outlier {
             let set = self.set.load();
             let may_eject = || {
-                // `ep` is already marked by the time this is asked: count the others.
-                let ejected = set.endpoints.iter().filter(|e| !std::ptr::eq(&***e, ep) && e.ejected()).count();
-                outlier::may_eject(ejected, set.endpoints.len(), config.max_ejected_percent)
+                // Of the endpoints that would serve but for ejection (not
+                // those down by health check or with an open breaker: the
+                // last one serving is never ejected). `ep` is already marked
+                // by the time this is asked: count the others.
+                let (mut serving, mut ejected) = (1, 0);
+                for e in set.endpoints.iter().filter(|e| !std::ptr::eq(&***e, ep) && e.serving_but_for_ejection()) {
+                    serving += 1;
+                    ejected += usize::from(e.ejected());
+                }
+                outlier::may_eject(ejected, serving, config.max_ejected_percent)
             };
             if let Some(for_) = ep.record_outcome(outcome, config, may_eject) {
                 tracing::warn!(

@@ -232,6 +232,39 @@ async fn an_ejection_ends_on_time_and_the_gauge_says_so() {
     assert!(seen.get("e2").is_some_and(|&n| n > 0), "{seen:?}");
 }
 
+/// Outlier detection never ejects the last endpoint that serves: one down
+/// by its health check does not count (the other was ejected, and every
+/// request was a 503 for the ejection's length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_keeps_the_last_endpoint_that_serves() {
+    let ups = upstreams(2).await;
+    let gw = TestGateway::start(&format!(
+        r#"{ADMIN}[upstreams.u]
+endpoints = ["{}", "{}"]
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1 }}
+outlier = {{ consecutive_5xx = 3, base_ejection = "30s" }}
+[[routes]]
+upstream = "u"
+retries = {{ attempts = 0 }}
+"#,
+        ups[0].addr, ups[1].addr
+    ));
+    ups[0].set_healthy(false);
+    let down = format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="u",endpoint="{}"}}"#, ups[0].addr);
+    let text = gw.metrics_once(&down, "0", Duration::from_secs(5)).await;
+    assert_eq!(sample(&text, &down), Some("0"), "{text}");
+    ups[1].set_failing(true);
+    for _ in 0..10 {
+        assert_eq!(get(&gw.url("/")).await.status, 503);
+    }
+    ups[1].set_failing(false);
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "still serving: {}", r.text());
+    let text = gw.metrics().await;
+    let ejected = format!(r#"wasmgate_upstream_endpoint_ejected{{upstream="u",endpoint="{}"}}"#, ups[1].addr);
+    assert_eq!(sample(&text, &ejected), Some("0"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_forgets_the_gauges_of_the_endpoints_it_removes() {
     let ups = upstreams(3).await;
@@ -373,6 +406,30 @@ retries = {{ attempts = 2, on = ["503"], backoff = "1ms" }}
     assert!(retries > 0, "the budget allowed some retries");
 }
 
+/// A retry is decided once there is another endpoint to retry on: with
+/// none, the budget is not spent (nor a backoff slept), and it stays for
+/// the retries that can be made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_nowhere_to_go_spends_no_budget() {
+    let up = TestUpstream::echo("u").await;
+    up.set_failing(true);
+    let gw = TestGateway::start_with(
+        ADMIN,
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\nretry_budget = {{ percent = 20, min_per_second = 1 }}\n\
+             [[routes]]\nupstream = \"u\"\nretries = {{ attempts = 2, on = [\"503\"], backoff = \"1ms\" }}\n",
+            up.addr
+        ),
+    );
+    for _ in 0..10 {
+        assert_eq!(get(&gw.url("/")).await.status, 503);
+    }
+    assert_eq!(up.hits(), 10, "no retry was made");
+    let text = gw.metrics().await;
+    let exhausted = sample(&text, r#"wasmgate_retry_budget_exhausted_total{upstream="u"}"#);
+    assert_eq!(exhausted.unwrap_or("0"), "0", "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_errors_when_one_of_three_endpoints_dies_under_load() {
     let ups = upstreams(3).await;
@@ -442,6 +499,59 @@ upstream = "u"
     assert_eq!(up.in_flight(), 2, "never more than two at the upstream");
     let statuses: Vec<u16> = futures_join(slow).await;
     assert_eq!(statuses, vec![200, 200, 200], "the queued one was served");
+}
+
+/// A request whose client leaves while it waits in the bulkhead's queue
+/// gives its place back: the queue's count stayed up, and once every place
+/// had been abandoned so, every request that found the slots taken was
+/// refused at once, until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_the_bulkhead_queue_gives_its_place_back() {
+    use tokio::io::AsyncWriteExt;
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\nmax_concurrent = 1\nmax_queue = 1\nqueue_timeout = \"5s\"\n\
+         [[routes]]\nupstream = \"u\"\n",
+        up.addr
+    ));
+    let url = gw.url("/slow/1500");
+    let busy = tokio::spawn(async move { get(&url).await.status.as_u16() });
+    assert!(eventually(Duration::from_secs(3), || up.in_flight() == 1).await, "one in flight");
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "queued and served: {}", r.text());
+    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(up.hits(), 2, "the abandoned ones never reached the upstream");
+}
+
+/// A request whose route's timeout runs out while it waits in the
+/// bulkhead's queue is refused then, and never sent: it was sent when a
+/// slot freed with no time left, abandoned at once (a 504) and held
+/// against the endpoint as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_out_of_time_in_the_bulkhead_queue_is_not_sent() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\nmax_concurrent = 1\nmax_queue = 1\nqueue_timeout = \"5s\"\n\
+         [[routes]]\nmatch = {{ path = \"/slow/{{*rest}}\" }}\nupstream = \"u\"\ntimeout = \"5s\"\n\
+         [[routes]]\nupstream = \"u\"\ntimeout = \"300ms\"\n",
+        up.addr
+    ));
+    let url = gw.url("/slow/1000");
+    let busy = tokio::spawn(async move { get(&url).await.status.as_u16() });
+    assert!(eventually(Duration::from_secs(3), || up.in_flight() == 1).await, "one in flight");
+    let start = Instant::now();
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(start.elapsed() < Duration::from_millis(900), "at its deadline: {:?}", start.elapsed());
+    assert_eq!(busy.await.unwrap(), 200);
+    assert_eq!(up.hits(), 1, "the queued request never reached the upstream");
 }
 
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
