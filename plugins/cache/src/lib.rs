@@ -30,6 +30,13 @@ pub const STATUS_CONTEXT: &str = "cache.status";
 const STORE_CONTEXT: &str = "cache.key";
 /// Context entry: the full key an unsafe method invalidates on success.
 const INVALIDATE_CONTEXT: &str = "cache.invalidate";
+/// Context entry, beside [`STORE_CONTEXT`] when the request was one user's:
+/// what made it so, for the reason the response is not stored.
+const PER_USER_CONTEXT: &str = "cache.per_user";
+/// Context entries of the plugins that identify a caller: api-key's
+/// consumer name, and jwt's verified claims (which it sets whenever it
+/// sets `jwt.sub`, also for a token without `sub`).
+const CALLER_CONTEXT: [&str; 2] = ["consumer", "jwt.claims"];
 
 /// The store's limits (the same for the in-process and the Redis backend).
 const MAX_VALUE_BYTES: usize = wasmgate_sdk::store::MAX_VALUE_BYTES;
@@ -106,6 +113,11 @@ impl Plugin for Cache {
         }
         context::set(STATUS_CONTEXT, status);
         if !head {
+            // Before the key: a context too full to take this entry takes
+            // no key either, and nothing is stored.
+            if let Some(why) = per_user(req) {
+                context::set(PER_USER_CONTEXT, &why);
+            }
             context::set(STORE_CONTEXT, &base);
         }
         Decision::Continue
@@ -188,8 +200,12 @@ impl Cache {
         let cc = CacheControl::parse(&resp.header_all("cache-control"));
         // A shared cache must not hand one user's authorised answer to
         // another unless the upstream says it may (RFC 9111 §3.5).
-        if req.header("authorization").is_some() && !(cc.public || cc.must_revalidate || cc.s_maxage.is_some()) {
-            return Err(Skip::Because("the request was authorised and the response is not marked public".into()));
+        if !(cc.public || cc.must_revalidate || cc.s_maxage.is_some())
+            && let Some(why) = context::get(PER_USER_CONTEXT)
+        {
+            return Err(Skip::Because(format!(
+                "the request was per-user ({why}) and the response is not marked public, s-maxage or must-revalidate"
+            )));
         }
         let Some(vary) = vary_names(&resp.header_all("vary")) else {
             return Err(Skip::Because("Vary: *".into()));
@@ -254,6 +270,23 @@ fn hit(stored: Stored, now: u64) -> Reply {
     }
     reply = reply.header("age", age.to_string()).header("x-cache", "hit");
     reply.body(stored.body)
+}
+
+/// Why the request is one user's, if it is: it carries `Authorization` or
+/// `Cookie`, or a plugin before this one identified its caller (api-key, and
+/// jwt with `strip_token` or reading a cookie, leave no `Authorization`).
+/// Asked in the request phase, of the request as this plugin keys it; only
+/// for a request whose response may be stored, so a hit costs nothing.
+fn per_user(req: &Request<'_>) -> Option<String> {
+    for (name, text) in [("authorization", "Authorization"), ("cookie", "Cookie")] {
+        if req.header(name).is_some() {
+            return Some(format!("it carried `{text}`"));
+        }
+    }
+    CALLER_CONTEXT
+        .into_iter()
+        .find(|key| context::get(key).is_some())
+        .map(|key| format!("an earlier plugin identified the caller in context `{key}`"))
 }
 
 /// The request's `Cache-Control`, with HTTP/1.0's `Pragma: no-cache` when

@@ -65,10 +65,16 @@ impl Served {
 /// One request through the plugin as the gateway runs it: a fresh context,
 /// the request hook, and — unless it answered — the upstream's `resp` through
 /// the response hook. The store and the clock carry over between requests.
-fn serve(p: &Cache, mut req: TestRequest, resp: TestResponse) -> Served {
-    for k in context::keys() {
-        context::remove(&k);
-    }
+fn serve(p: &Cache, req: TestRequest, resp: TestResponse) -> Served {
+    serve_with(p, &[], req, resp)
+}
+
+/// Context entries: (key, value).
+type Entries<'a> = &'a [(&'a str, &'a str)];
+
+/// As [`serve`], with the context entries the plugins before it left.
+fn serve_with(p: &Cache, entries: Entries<'_>, mut req: TestRequest, resp: TestResponse) -> Served {
+    new_context(entries);
     match testing::on_request(p, &mut req) {
         Decision::Respond(reply) => Served::Cache(reply),
         Decision::Continue => {
@@ -76,6 +82,16 @@ fn serve(p: &Cache, mut req: TestRequest, resp: TestResponse) -> Served {
             assert!(testing::on_response(p, &mut req, &mut resp).is_continue());
             Served::Upstream(resp)
         }
+    }
+}
+
+/// A new request's context, with these entries from earlier plugins.
+fn new_context(entries: Entries<'_>) {
+    for k in context::keys() {
+        context::remove(&k);
+    }
+    for (key, value) in entries {
+        testing::set_context(key, value);
     }
 }
 
@@ -340,6 +356,77 @@ fn authorised_answers_are_stored_only_when_public() {
     assert!(!serve(&p, get("/me"), ok("?")).is_hit(), "not shared with the next user");
     let _ = serve(&p, authed("/catalog"), ok("for everyone").header("cache-control", "public, max-age=60"));
     assert!(serve(&p, get("/catalog"), ok("?")).is_hit());
+}
+
+#[test]
+fn requests_with_a_cookie_are_stored_only_when_public() {
+    let p = cache("{}");
+    let as_user = |path: &str, session: &str| get(path).header("cookie", format!("session={session}"));
+    let alice = serve(&p, as_user("/me", "alice"), ok("alice's data"));
+    assert_eq!(alice.x_cache().as_deref(), Some("miss"));
+    let bob = serve(&p, as_user("/me", "bob"), ok("bob's data"));
+    assert_eq!((bob.is_hit(), bob.body().as_str()), (false, "bob's data"), "not shared with the next user");
+    assert!(!serve(&p, get("/me"), ok("anonymous")).is_hit(), "nor with a request without the cookie");
+    let logs = testing::logs();
+    let why = "response not cached: the request was per-user (it carried `Cookie`) and the response is not marked \
+               public, s-maxage or must-revalidate";
+    assert!(logs.iter().any(|(l, m)| *l == Level::Debug && m == why), "{logs:?}");
+    // What the upstream marks as shareable is stored and served to anyone.
+    for (i, cc) in ["public", "s-maxage=60", "must-revalidate, max-age=60"].iter().enumerate() {
+        let path = format!("/shared{i}");
+        let _ = serve(&p, as_user(&path, "alice"), ok("for everyone").header("cache-control", cc));
+        let hit = serve(&p, as_user(&path, "bob"), ok("?"));
+        assert_eq!((hit.is_hit(), hit.body().as_str()), (true, "for everyone"), "{cc}");
+    }
+}
+
+#[test]
+fn requests_of_a_caller_an_earlier_plugin_identified_are_stored_only_when_public() {
+    let p = cache("{}");
+    // api-key (which removes its `x-api-key`) and jwt (with `strip_token`,
+    // or reading a cookie) leave no `Authorization`, only who the caller is.
+    let jwt = |sub: &'static str, claims: &'static str| [("jwt.claims", claims), ("jwt.sub", sub)];
+    let cases: [(&str, Entries<'_>, Entries<'_>); 3] = [
+        ("consumer", &[("consumer", "alice")], &[("consumer", "bob")]),
+        ("jwt.claims", &jwt("alice", r#"{"sub":"alice"}"#), &jwt("bob", r#"{"sub":"bob"}"#)),
+        // A token without `sub`: jwt sets only `jwt.claims`.
+        ("jwt.claims", &[("jwt.claims", r#"{"org":"a"}"#)], &[("jwt.claims", r#"{"org":"b"}"#)]),
+    ];
+    for (i, (key, alice, bob)) in cases.into_iter().enumerate() {
+        let path = format!("/me/{i}");
+        let first = serve_with(&p, alice, get(&path), ok("alice's data"));
+        assert_eq!(first.x_cache().as_deref(), Some("miss"), "{i}");
+        let second = serve_with(&p, bob, get(&path), ok("bob's data"));
+        assert_eq!((second.is_hit(), second.body().as_str()), (false, "bob's data"), "{i}");
+        let why = format!("(an earlier plugin identified the caller in context `{key}`)");
+        assert!(testing::logs().iter().any(|(_, m)| m.contains(&why)), "{i}: {:?}", testing::logs());
+    }
+    let _ = serve_with(&p, &[("consumer", "alice")], get("/catalog"), ok("all").header("cache-control", "public"));
+    let hit = serve_with(&p, &[("consumer", "bob")], get("/catalog"), ok("?"));
+    assert_eq!((hit.is_hit(), hit.body().as_str()), (true, "all"));
+    // Other context entries identify nobody.
+    let _ = serve_with(&p, &[("tenant", "acme")], get("/plain"), ok("plain"));
+    assert!(serve(&p, get("/plain"), ok("?")).is_hit());
+}
+
+#[test]
+fn whether_a_request_is_per_user_is_decided_in_the_request_phase() {
+    let p = cache("{}");
+    // A plugin after this one removes the cookie or the consumer before the
+    // response phase: the request this plugin keyed was still one user's.
+    let mut req = get("/me").header("cookie", "session=alice");
+    new_context(&[]);
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    let mut resp = ok("alice's data");
+    assert!(testing::on_response(&p, &mut get("/me"), &mut resp).is_continue());
+    assert!(!serve(&p, get("/me"), ok("?")).is_hit());
+
+    let mut req = get("/me2");
+    new_context(&[("consumer", "alice")]);
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    context::remove("consumer");
+    assert!(testing::on_response(&p, &mut req, &mut ok("alice's data")).is_continue());
+    assert!(!serve(&p, get("/me2"), ok("?")).is_hit());
 }
 
 #[test]

@@ -11,10 +11,10 @@ use wasmgate_tests::upstream::{TestUpstream, echoed_header};
 use wasmgate_tests::{TestGateway, eventually, get, get_request, get_with, send};
 
 /// SHA-256 of the test keys (`printf %s KEY | sha256sum`).
-const ACME_KEY: &str = "acme-0123456789";
-const ACME_DIGEST: &str = "af91bb523b812f61b4bc561f81919a23ad1ce8db0737aab2bd2fe31b66d2aa19";
-const GLOBEX_KEY: &str = "globex-9876543210";
-const GLOBEX_DIGEST: &str = "d0df0be682cb44a51a0475b1de291ae2750b172746cf8eb1f949865f2e093976";
+pub(crate) const ACME_KEY: &str = "acme-0123456789";
+pub(crate) const ACME_DIGEST: &str = "af91bb523b812f61b4bc561f81919a23ad1ce8db0737aab2bd2fe31b66d2aa19";
+pub(crate) const GLOBEX_KEY: &str = "globex-9876543210";
+pub(crate) const GLOBEX_DIGEST: &str = "d0df0be682cb44a51a0475b1de291ae2750b172746cf8eb1f949865f2e093976";
 
 fn route(up: &TestUpstream, grants: &str, plugins: &str) -> String {
     format!(

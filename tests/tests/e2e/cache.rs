@@ -1,12 +1,15 @@
 //! `cache` through the real gateway: repeats answered from the store without
-//! the upstream, what bypasses it, and — on the Redis backend — one cache
-//! for two gateways that keeps serving (uncached) while Redis is down.
+//! the upstream, what bypasses it, one user's answer kept from another, and
+//! — on the Redis backend — one cache for two gateways that keeps serving
+//! (uncached) while Redis is down.
 
 use http::Request;
 use http_body_util::Full;
 use wasmgate_tests::redis_server::RedisServer;
-use wasmgate_tests::upstream::TestUpstream;
-use wasmgate_tests::{Reply, TestGateway, get, send};
+use wasmgate_tests::upstream::{TestUpstream, echoed_header};
+use wasmgate_tests::{Reply, TestGateway, get, get_with, send};
+
+use crate::api_key::{ACME_DIGEST, ACME_KEY, GLOBEX_DIGEST, GLOBEX_KEY};
 
 fn config(up: &TestUpstream, plugin_config: &str, extra: &str) -> String {
     format!(
@@ -117,6 +120,86 @@ async fn cache_respects_max_body() {
     let r = get(&gw.url("/bytes/1000")).await;
     assert_eq!((r.body.len(), r.header("x-cache")), (1000, Some("hit")));
     assert_eq!(up.hits(), 3);
+}
+
+/// A request api-key identified (it removes the key: no `Authorization`
+/// reaches `cache`) is one consumer's: its answer is not stored unless the
+/// upstream marks it `public` (here through add-header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_keeps_one_consumers_answer_from_another() {
+    let up = TestUpstream::echo("u").await;
+    let api_key = format!(
+        r#"{{ use = "api-key", config = {{ consumer_header = "x-consumer", keys = {{ "{ACME_DIGEST}" = {{ consumer = "acme" }}, "{GLOBEX_DIGEST}" = {{ consumer = "globex" }} }} }} }}"#
+    );
+    let gw = TestGateway::start(&format!(
+        r#"
+[plugin.cache]
+grants = {{ store = true }}
+
+[upstreams.u]
+endpoints = ["{}"]
+
+[[routes]]
+name = "api"
+match = {{ prefix = "/api" }}
+upstream = "u"
+plugins = [{api_key}, {{ use = "cache", config = {{}} }}]
+
+[[routes]]
+name = "catalog"
+match = {{ prefix = "/catalog" }}
+upstream = "u"
+plugins = [
+  {api_key},
+  {{ use = "cache", config = {{}} }},
+  {{ use = "add-header", config = {{ response = {{ set = {{ "cache-control" = "public, max-age=60" }} }} }} }},
+]
+"#,
+        up.addr
+    ));
+
+    // Each consumer gets its own answer, every time from the upstream.
+    for round in 0..2 {
+        for (key, name) in [(ACME_KEY, "acme"), (GLOBEX_KEY, "globex")] {
+            let r = get_with(&gw.url("/api/me"), &[("x-api-key", key)]).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let doc = r.json();
+            let seen = (r.header("x-cache"), echoed_header(&doc, "x-consumer"));
+            assert_eq!(seen, (Some("miss"), Some(name.to_owned())), "round {round}");
+            assert_eq!(echoed_header(&doc, "authorization"), None);
+            assert_eq!(echoed_header(&doc, "x-api-key"), None);
+        }
+    }
+    assert_eq!(up.hits(), 4);
+
+    // An answer the upstream marks public is stored and served to anyone.
+    let first = get_with(&gw.url("/catalog/items"), &[("x-api-key", ACME_KEY)]).await;
+    assert_eq!((first.header("x-cache"), first.header("cache-control")), (Some("miss"), Some("public, max-age=60")));
+    let second = get_with(&gw.url("/catalog/items"), &[("x-api-key", GLOBEX_KEY)]).await;
+    assert_eq!(second.header("x-cache"), Some("hit"));
+    assert_eq!(second.body, first.body);
+    let with_cookie = get_with(&gw.url("/catalog/items"), &[("x-api-key", GLOBEX_KEY), ("cookie", "session=b")]).await;
+    assert_eq!(with_cookie.header("x-cache"), Some("hit"));
+    assert_eq!(up.hits(), 5);
+}
+
+/// A request with a `Cookie` is one user's: its answer is not stored unless
+/// the upstream marks it `public`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_keeps_answers_to_cookies_apart() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&config(&up, "", ""));
+    for session in ["a", "b", "a"] {
+        let cookie = format!("session={session}");
+        let r = get_with(&gw.url("/me"), &[("cookie", &cookie)]).await;
+        assert_eq!(r.header("x-cache"), Some("miss"), "{cookie}");
+        assert_eq!(echoed_header(&r.json(), "cookie"), Some(cookie));
+    }
+    assert_eq!(up.hits(), 3);
+    // Without one, the same route's answers are stored.
+    assert_eq!(get(&gw.url("/page")).await.header("x-cache"), Some("miss"));
+    assert_eq!(get(&gw.url("/page")).await.header("x-cache"), Some("hit"));
+    assert_eq!(up.hits(), 4);
 }
 
 /// The Redis backend: two gateways share one cache, and with Redis gone the
