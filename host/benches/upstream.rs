@@ -37,6 +37,8 @@ fn balancers(c: &mut Criterion) {
     let endpoints: Vec<Ep> =
         (0..10).map(|i| Ep { weight: 1 + i % 3, in_flight: i % 4, cost: 0.001 * f64::from(i + 1) }).collect();
     let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+    let names: Vec<String> = (0..endpoints.len()).map(|i| format!("10.0.0.{i}:80")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut group = c.benchmark_group("balance/10-endpoints");
     for (name, kind) in [
         ("round-robin", Balance::RoundRobin),
@@ -45,7 +47,7 @@ fn balancers(c: &mut Criterion) {
         ("peak-ewma", Balance::PeakEwma),
         ("consistent-hash", Balance::ConsistentHash),
     ] {
-        let b = Balancer::new(kind, &weights);
+        let b = Balancer::new(kind, &weights, &names);
         let mut key = 0u64;
         group.bench_function(name, |bench| {
             bench.iter(|| {

@@ -30,9 +30,10 @@ pub trait Candidate {
 
 /// Maglev table sizes: primes, so every endpoint's permutation visits every
 /// slot. The smallest one with at least 100 slots per endpoint is used, which
-/// keeps each endpoint's share within about 1% of its weight.
-const TABLE_SIZES: [usize; 12] =
-    [503, 1_009, 2_003, 5_003, 10_007, 20_011, 40_009, 65_537, 131_071, 262_139, 524_287, 1_048_573];
+/// keeps each endpoint's share within about 1% of its weight — and at least
+/// 65 537 (Envoy's default), so the size stays the same while endpoints come
+/// and go (up to 655 of them): a table of another size moves every key.
+const TABLE_SIZES: [usize; 5] = [65_537, 131_071, 262_139, 524_287, 1_048_573];
 
 /// Weighted draws tried before scanning for a qualifying endpoint: with most
 /// endpoints up, one or two draws suffice and a pick stays O(log n).
@@ -67,9 +68,11 @@ impl Balancer {
         self.kind == Balance::PeakEwma
     }
 
-    /// `weights[i]` is endpoint i's weight (0 is read as 1). The Maglev table
-    /// for consistent hashing is built here, once.
-    pub fn new(kind: Balance, weights: &[u32]) -> Self {
+    /// `weights[i]` is endpoint i's weight (0 is read as 1), `names[i]` its
+    /// address. The Maglev table for consistent hashing is built here, once,
+    /// from the names: an endpoint keeps its slots wherever it is in the
+    /// list, and only the keys of one that leaves move.
+    pub fn new(kind: Balance, weights: &[u32], names: &[&str]) -> Self {
         let weights: Box<[u32]> = weights.iter().map(|w| (*w).max(1)).collect();
         let current = match kind {
             Balance::WeightedRoundRobin => vec![0; weights.len()].into_boxed_slice(),
@@ -86,7 +89,7 @@ impl Balancer {
             _ => Box::default(),
         };
         let table = match kind {
-            Balance::ConsistentHash => maglev_table(&weights),
+            Balance::ConsistentHash => maglev_table(&weights, names),
             _ => Box::default(),
         };
         Self { kind, weights, next: AtomicUsize::new(0), current: Mutex::new(current), cumulative, table }
@@ -235,28 +238,37 @@ fn fastest<C: Candidate>(b: &C, a: &C) -> bool {
 /// Maglev (Eisenbud et al., NSDI 2016), weighted as Envoy does it: in each
 /// round an endpoint claims its next preferred free slot only once its
 /// weight has paid for it, so slot counts follow weights.
-fn maglev_table(weights: &[u32]) -> Box<[u32]> {
+/// Each endpoint's walk through the table is seeded by its name, and the
+/// endpoints take their turns in the order of their names' hashes: the
+/// table is the same whatever order the list is in.
+fn maglev_table(weights: &[u32], names: &[&str]) -> Box<[u32]> {
     let n = weights.len();
     if n == 0 {
         return Box::default();
     }
     let size = TABLE_SIZES.iter().copied().find(|s| *s >= n.saturating_mul(100)).unwrap_or(1_048_573);
     let heaviest = weights.iter().copied().max().map_or(1, u64::from);
-    let mut cursors: Vec<Cursor> = (0..n as u64)
-        .map(|i| Cursor {
-            slot: (seeded(b'o', i) % size as u64) as usize,
-            skip: (seeded(b's', i) % (size as u64 - 1)) as usize + 1,
-            weight: weights.get(i as usize).copied().map_or(1, u64::from),
-            due: 0,
+    let mut cursors: Vec<Cursor> = (0..n)
+        .map(|i| {
+            let name = names.get(i).map_or(&[][..], |n| n.as_bytes());
+            Cursor {
+                index: i as u32,
+                id: hash_key(name),
+                slot: (seeded(b'o', name) % size as u64) as usize,
+                skip: (seeded(b's', name) % (size as u64 - 1)) as usize + 1,
+                weight: weights.get(i).copied().map_or(1, u64::from),
+                due: 0,
+            }
         })
         .collect();
+    cursors.sort_unstable_by_key(|c| (c.id, c.index));
     let mut table = vec![EMPTY; size];
     let mut filled = 0;
     let mut round = 0u64;
     // Terminates: the heaviest endpoint claims a slot every round, and a
     // prime size makes each cursor's walk reach every free slot.
     while filled < size {
-        for (i, cursor) in cursors.iter_mut().enumerate() {
+        for cursor in &mut cursors {
             if round * cursor.weight < cursor.due {
                 continue;
             }
@@ -264,7 +276,7 @@ fn maglev_table(weights: &[u32]) -> Box<[u32]> {
             while table[cursor.slot] != EMPTY {
                 cursor.slot = (cursor.slot + cursor.skip) % size;
             }
-            table[cursor.slot] = i as u32;
+            table[cursor.slot] = cursor.index;
             cursor.slot = (cursor.slot + cursor.skip) % size;
             filled += 1;
             if filled == size {
@@ -278,6 +290,10 @@ fn maglev_table(weights: &[u32]) -> Box<[u32]> {
 
 /// An endpoint's walk through the Maglev table while it is built.
 struct Cursor {
+    /// Its place in the endpoint list.
+    index: u32,
+    /// Its name's hash: the order of turns.
+    id: u64,
     slot: usize,
     skip: usize,
     weight: u64,
@@ -285,12 +301,10 @@ struct Cursor {
     due: u64,
 }
 
-/// Per-endpoint permutation parameters, derived from the index alone so two
-/// gateways with the same endpoint list build the same table.
-fn seeded(tag: u8, index: u64) -> u64 {
-    let mut bytes = [tag; 9];
-    bytes[1..].copy_from_slice(&index.to_le_bytes());
-    hash_key(&bytes)
+/// Per-endpoint permutation parameters, derived from its name alone so two
+/// gateways with the same endpoints build the same table.
+fn seeded(tag: u8, name: &[u8]) -> u64 {
+    fmix64(fnv1a(name) ^ u64::from(tag))
 }
 
 /// A stable, well-mixed 64-bit hash of a request key: FNV-1a, then
@@ -316,6 +330,17 @@ fn fmix64(mut h: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Endpoints named `e0`, `e1`, ... with these weights.
+    fn balancer(kind: Balance, weights: &[u32]) -> Balancer {
+        let names: Vec<String> = (0..weights.len()).map(|i| format!("e{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Balancer::new(kind, weights, &names)
+    }
+
+    fn table_for(weights: &[u32]) -> Box<[u32]> {
+        balancer(Balance::ConsistentHash, weights).table
+    }
 
     #[derive(Debug, Clone)]
     struct Ep {
@@ -377,13 +402,13 @@ mod tests {
 
     #[test]
     fn round_robin_is_even() {
-        let b = Balancer::new(Balance::RoundRobin, &[1, 1, 1]);
+        let b = balancer(Balance::RoundRobin, &[1, 1, 1]);
         assert_eq!(tally(&b, &eps(&[1, 1, 1]), 9_999), [3_333, 3_333, 3_333]);
     }
 
     #[test]
     fn smooth_weighted_round_robin_is_exact_over_whole_cycles() {
-        let b = Balancer::new(Balance::WeightedRoundRobin, &[1, 2, 7]);
+        let b = balancer(Balance::WeightedRoundRobin, &[1, 2, 7]);
         let counts = tally(&b, &eps(&[1, 2, 7]), 10_000);
         assert_eq!(counts, [1_000, 2_000, 7_000]);
         assert_shares(&counts, &[1, 2, 7], 0.02);
@@ -391,7 +416,7 @@ mod tests {
 
     #[test]
     fn smooth_weighted_round_robin_interleaves_like_nginx() {
-        let b = Balancer::new(Balance::WeightedRoundRobin, &[5, 1, 1]);
+        let b = balancer(Balance::WeightedRoundRobin, &[5, 1, 1]);
         let e = eps(&[5, 1, 1]);
         let order: Vec<usize> = (0..7).map(|_| b.pick(&e, None, &[]).unwrap()).collect();
         assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
@@ -399,7 +424,7 @@ mod tests {
 
     #[test]
     fn smooth_weighted_round_robin_shares_out_a_down_endpoint() {
-        let b = Balancer::new(Balance::WeightedRoundRobin, &[1, 2, 7]);
+        let b = balancer(Balance::WeightedRoundRobin, &[1, 2, 7]);
         let mut e = eps(&[1, 2, 7]);
         e[2].up = false;
         assert_eq!(tally(&b, &e, 3_000), [1_000, 2_000, 0]);
@@ -408,7 +433,7 @@ mod tests {
     #[test]
     fn least_request_follows_weights_when_idle() {
         fastrand::seed(1);
-        let b = Balancer::new(Balance::LeastRequest, &[1, 2, 7]);
+        let b = balancer(Balance::LeastRequest, &[1, 2, 7]);
         assert_shares(&tally(&b, &eps(&[1, 2, 7]), 10_000), &[1, 2, 7], 0.05);
     }
 
@@ -418,7 +443,7 @@ mod tests {
         // was sent, so ~50 are outstanding and in_flight tracks each pick.
         fastrand::seed(2);
         let weights = [1, 2, 7];
-        let b = Balancer::new(Balance::LeastRequest, &weights);
+        let b = balancer(Balance::LeastRequest, &weights);
         let mut e = eps(&weights);
         let mut outstanding = std::collections::VecDeque::new();
         let mut counts = [0usize; 3];
@@ -438,13 +463,13 @@ mod tests {
     #[test]
     fn least_request_avoids_the_busiest_endpoint() {
         fastrand::seed(3);
-        let b = Balancer::new(Balance::LeastRequest, &[1, 1, 1]);
+        let b = balancer(Balance::LeastRequest, &[1, 1, 1]);
         let mut e = eps(&[1, 1, 1]);
         e[1].in_flight = 5;
         // Two distinct draws out of three always include a less loaded endpoint.
         assert_eq!(tally(&b, &e, 2_000)[1], 0);
         // Per unit of weight: 6 in flight on weight 3 beats 3 on weight 1.
-        let b = Balancer::new(Balance::LeastRequest, &[3, 1]);
+        let b = balancer(Balance::LeastRequest, &[3, 1]);
         let mut e = eps(&[3, 1]);
         e[0].in_flight = 5;
         e[1].in_flight = 2;
@@ -454,7 +479,7 @@ mod tests {
     #[test]
     fn peak_ewma_prefers_the_faster_endpoint() {
         fastrand::seed(4);
-        let b = Balancer::new(Balance::PeakEwma, &[1, 1, 1]);
+        let b = balancer(Balance::PeakEwma, &[1, 1, 1]);
         let mut e = eps(&[1, 1, 1]);
         for (ep, latency) in e.iter_mut().zip([0.05, 0.01, 0.2]) {
             ep.latency = latency;
@@ -463,7 +488,7 @@ mod tests {
         assert_eq!(counts[2], 0, "the slowest never wins a comparison");
         assert!(counts[1] > counts[0] * 3 / 2, "{counts:?}");
         // Load counts: 10 ms with 20 queued costs more than 100 ms idle.
-        let b = Balancer::new(Balance::PeakEwma, &[1, 1]);
+        let b = balancer(Balance::PeakEwma, &[1, 1]);
         let mut e = eps(&[1, 1]);
         e[0].latency = 0.01;
         e[0].in_flight = 20;
@@ -474,7 +499,7 @@ mod tests {
     #[test]
     fn peak_ewma_falls_back_to_load_while_latency_is_unknown() {
         fastrand::seed(5);
-        let b = Balancer::new(Balance::PeakEwma, &[1, 1]);
+        let b = balancer(Balance::PeakEwma, &[1, 1]);
         let mut e = eps(&[1, 1]);
         e[0].in_flight = 5;
         e[1].latency = 0.1;
@@ -485,7 +510,7 @@ mod tests {
     fn unavailable_and_excluded_endpoints_are_never_picked() {
         fastrand::seed(6);
         for kind in ALL {
-            let b = Balancer::new(kind, &[1, 2, 3, 4, 5]);
+            let b = balancer(kind, &[1, 2, 3, 4, 5]);
             let mut e = eps(&[1, 2, 3, 4, 5]);
             e[1].up = false;
             for n in 0..2_000 {
@@ -498,16 +523,16 @@ mod tests {
     #[test]
     fn none_when_no_endpoint_qualifies() {
         for kind in ALL {
-            let b = Balancer::new(kind, &[1, 1, 1]);
+            let b = balancer(kind, &[1, 1, 1]);
             let mut e = eps(&[1, 1, 1]);
             e[0].up = false;
             e[2].up = false;
             assert_eq!(b.pick(&e, Some(key(1)), &[1]), None, "{kind:?}");
             assert_eq!(b.pick(&e, None, &[1]), None, "{kind:?}");
             let empty: [Ep; 0] = [];
-            assert_eq!(Balancer::new(kind, &[]).pick(&empty, Some(1), &[]), None, "{kind:?}");
+            assert_eq!(balancer(kind, &[]).pick(&empty, Some(1), &[]), None, "{kind:?}");
             // Endpoints beyond the weights the balancer was built with are not its own.
-            assert_eq!(Balancer::new(kind, &[1]).pick(&eps(&[1, 1])[1..], Some(1), &[0]), None, "{kind:?}");
+            assert_eq!(balancer(kind, &[1]).pick(&eps(&[1, 1])[1..], Some(1), &[0]), None, "{kind:?}");
         }
     }
 
@@ -515,7 +540,7 @@ mod tests {
     fn a_retry_skips_every_endpoint_already_tried() {
         fastrand::seed(7);
         for kind in ALL {
-            let b = Balancer::new(kind, &[1, 1, 1]);
+            let b = balancer(kind, &[1, 1, 1]);
             let e = eps(&[1, 1, 1]);
             let mut tried = Vec::new();
             while let Some(i) = b.pick(&e, Some(key(9)), &tried) {
@@ -530,8 +555,7 @@ mod tests {
     #[test]
     fn maglev_maps_a_key_to_the_same_endpoint_everywhere() {
         let weights = [1, 1, 1, 1, 1];
-        let (one, two) =
-            (Balancer::new(Balance::ConsistentHash, &weights), Balancer::new(Balance::ConsistentHash, &weights));
+        let (one, two) = (balancer(Balance::ConsistentHash, &weights), balancer(Balance::ConsistentHash, &weights));
         assert_eq!(one.table, two.table, "built deterministically, as in another gateway");
         let e = eps(&weights);
         for n in 0..1_000 {
@@ -544,7 +568,7 @@ mod tests {
     #[test]
     fn maglev_spreads_random_keys_evenly() {
         fastrand::seed(8);
-        let b = Balancer::new(Balance::ConsistentHash, &[1, 1, 1]);
+        let b = balancer(Balance::ConsistentHash, &[1, 1, 1]);
         let e = eps(&[1, 1, 1]);
         let mut counts = [0usize; 3];
         for _ in 0..30_000 {
@@ -555,12 +579,12 @@ mod tests {
 
     #[test]
     fn maglev_gives_heavier_endpoints_more_slots() {
-        let b = Balancer::new(Balance::ConsistentHash, &[1, 2, 7]);
+        let b = balancer(Balance::ConsistentHash, &[1, 2, 7]);
         let mut slots = [0usize; 3];
         for i in &b.table {
             slots[*i as usize] += 1;
         }
-        assert_eq!(b.table.len(), 503);
+        assert_eq!(b.table.len(), 65_537);
         assert_shares(&slots, &[1, 2, 7], 0.01);
         let e = eps(&[1, 2, 7]);
         let mut counts = [0usize; 3];
@@ -572,7 +596,7 @@ mod tests {
 
     #[test]
     fn maglev_moves_only_the_keys_of_a_down_endpoint() {
-        let b = Balancer::new(Balance::ConsistentHash, &[1; 5]);
+        let b = balancer(Balance::ConsistentHash, &[1; 5]);
         let mut e = eps(&[1; 5]);
         let before: Vec<usize> = (0..10_000).map(|n| b.pick(&e, Some(key(n)), &[]).unwrap()).collect();
         e[2].up = false;
@@ -592,9 +616,48 @@ mod tests {
         assert_eq!(back, before, "keys return when the endpoint does");
     }
 
+    /// Where each of 20 000 keys goes with these endpoints.
+    fn placed(names: &[&str]) -> Vec<String> {
+        let weights = vec![1; names.len()];
+        let b = Balancer::new(Balance::ConsistentHash, &weights, names);
+        let e = eps(&weights);
+        (0..20_000).map(|n| names[b.pick(&e, Some(key(n)), &[]).unwrap()].to_owned()).collect()
+    }
+
+    fn moved(before: &[String], after: &[String]) -> usize {
+        before.iter().zip(after).filter(|(was, is)| was != is).count()
+    }
+
+    #[test]
+    fn maglev_moves_few_keys_when_endpoints_come_and_go() {
+        let five = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80", "10.0.0.5:80"];
+        let before = placed(&five);
+        // The same endpoints in another order: the same table.
+        let shuffled = [five[3], five[0], five[4], five[2], five[1]];
+        assert_eq!(placed(&shuffled), before, "the list's order does not matter");
+        // About the share the change must move, plus Maglev's small
+        // disruption: when the seeds were the list's indices and the
+        // table's size followed its length, these moved 83–100% of keys.
+        // One leaves (the first: every index after it shifts): its fifth.
+        let after = placed(&five[1..]);
+        assert!(moved(&before, &after) < 20_000 / 5 + 400, "{} moved when one of five left", moved(&before, &after));
+        // One replaced: its fifth, and the newcomer's fifth of the rest.
+        let replaced = ["10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80", "10.0.0.5:80", "10.0.0.9:80"];
+        let after = placed(&replaced);
+        assert!(
+            moved(&before, &after) < 20_000 * 2 / 5 + 400,
+            "{} moved when one was replaced",
+            moved(&before, &after)
+        );
+        // One joins: a sixth.
+        let six = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80", "10.0.0.5:80", "10.0.0.6:80"];
+        let after = placed(&six);
+        assert!(moved(&before, &after) < 20_000 / 6 + 400, "{} moved when a sixth joined", moved(&before, &after));
+    }
+
     #[test]
     fn maglev_without_a_key_round_robins() {
-        let b = Balancer::new(Balance::ConsistentHash, &[1, 1, 1]);
+        let b = balancer(Balance::ConsistentHash, &[1, 1, 1]);
         assert_eq!(tally(&b, &eps(&[1, 1, 1]), 300), [100, 100, 100]);
     }
 
@@ -603,9 +666,9 @@ mod tests {
         let prime = |n: usize| n > 1 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d));
         assert!(TABLE_SIZES.iter().all(|s| prime(*s)));
         assert!(TABLE_SIZES.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(maglev_table(&[1; 655]).len(), 65_537);
-        assert_eq!(maglev_table(&[1; 656]).len(), 131_071);
-        let table = maglev_table(&[1; 100]);
+        assert_eq!(table_for(&[1; 655]).len(), 65_537);
+        assert_eq!(table_for(&[1; 656]).len(), 131_071);
+        let table = table_for(&[1; 100]);
         assert!(table.iter().all(|i| (*i as usize) < 100), "every slot filled");
     }
 

@@ -48,7 +48,8 @@ pub struct EndpointSet {
 impl EndpointSet {
     fn new(config: &UpstreamConfig, endpoints: Vec<Arc<Endpoint>>) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        Self { balancer: Balancer::new(config.balance, &weights), endpoints }
+        let names: Vec<&str> = endpoints.iter().map(|e| &*e.address).collect();
+        Self { balancer: Balancer::new(config.balance, &weights, &names), endpoints }
     }
 
     /// A new set from resolved addresses, keeping the state of endpoints

@@ -141,7 +141,7 @@ mod tests {
         use super::super::Balancer;
         use crate::config::Balance;
 
-        let b = Balancer::new(Balance::PeakEwma, &[1, 1]);
+        let b = Balancer::new(Balance::PeakEwma, &[1, 1], &["a", "b"]);
         let endpoints = [Live(PeakEwma::default()), Live(PeakEwma::default())];
         endpoints[0].0.observe(Duration::from_secs(1));
         endpoints[1].0.observe(Duration::from_millis(10));
