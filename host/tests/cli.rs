@@ -182,3 +182,50 @@ fn reload_and_drain(workers: usize) -> Vec<String> {
     assert!(status.success(), "exit status {status}");
     seen
 }
+
+/// A signal that arrives while the gateway is still starting — here during
+/// its first DNS resolution, from a nameserver that never answers — waits
+/// for it to serve: SIGHUP's default action (a `systemctl reload`, a
+/// certificate renewal hook) ended the process.
+#[test]
+fn a_sighup_while_starting_does_not_end_the_process() {
+    use std::os::unix::process::ExitStatusExt;
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nameserver = silent.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\nworkers = 1\nwatch = false\naccess_log = false\n\n\
+             [dns]\nnameservers = [\"{nameserver}\"]\ntimeout = \"1500ms\"\n\n\
+             [upstreams.u]\ndns = \"svc.test:80\"\n\n[[routes]]\nupstream = \"u\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(child.try_wait().unwrap().is_none(), "still starting (resolving)");
+    assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not finish starting");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert_eq!(status.signal(), None, "ended by a signal: {status}");
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    // It went on starting, and failed on what it was doing.
+    assert!(err.contains("cannot resolve"), "{err}");
+    drop(silent);
+}

@@ -93,6 +93,7 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
     let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let server = server::build_server(&raw.server, &base, &mut problems);
     let admin = raw.admin.as_ref().and_then(|a| server::build_admin(a, &mut problems));
+    server::check_listeners(&raw, server.as_ref(), admin.as_ref(), &mut problems);
     let dns = server::build_dns(raw.dns.as_ref(), &mut problems);
     let store = plugins::build_store(raw.store.as_ref(), &mut problems);
     let plugins = plugins::build_plugins(&raw, &base, &mut problems);

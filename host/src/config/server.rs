@@ -242,6 +242,43 @@ fn build_tls(t: &Spanned<raw::RawServerTls>, base: &Path, p: &mut Problems<'_>) 
     })
 }
 
+/// Refuses two listeners on one port: the plain and TLS listeners bind
+/// with `SO_REUSEPORT`, so both binds succeed and the kernel spreads the
+/// connections between them — half the TLS handshakes met the plain
+/// parser. One on all addresses (`0.0.0.0`, `::`) clashes with any on its
+/// port; port 0 picks a free port for each.
+pub(super) fn check_listeners(
+    raw: &raw::RawConfig,
+    server: Option<&ServerConfig>,
+    admin: Option<&AdminConfig>,
+    p: &mut Problems<'_>,
+) {
+    let Some(server) = server else { return };
+    let mut listeners = vec![("server.listen", server.listen, span(&raw.server.listen))];
+    if let (Some(tls), Some(t)) = (&server.tls, &raw.server.tls) {
+        listeners.push(("server.tls.listen", tls.listen, span(&t.get_ref().listen)));
+    }
+    if let Some(a) = admin {
+        let at = raw.admin.as_ref().and_then(|r| r.get_ref().listen.as_ref()).and_then(span);
+        listeners.push(("admin.listen", a.listen, at));
+    }
+    for (i, (key, addr, at)) in listeners.iter().enumerate() {
+        let clash = listeners[..i].iter().find(|(_, other, _)| {
+            addr.port() != 0
+                && addr.port() == other.port()
+                && (addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified())
+        });
+        if let Some((other_key, other, _)) = clash {
+            p.at(
+                at.clone(),
+                *key,
+                format!("{addr} is on the same port as {other_key} ({other})"),
+                format!("give {key} a port of its own"),
+            );
+        }
+    }
+}
+
 pub(super) fn build_admin(a: &Spanned<raw::RawAdmin>, p: &mut Problems<'_>) -> Option<AdminConfig> {
     let r = a.get_ref();
     let listen = match &r.listen {

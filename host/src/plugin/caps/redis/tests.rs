@@ -451,6 +451,23 @@ async fn an_outage_longer_than_a_round_of_reconnect_attempts_still_recovers() {
     assert!(waited < Duration::from_secs(3), "reconnected in {waited:?}");
 }
 
+/// A limit whose `per` changed starts afresh, as in memory: the stored
+/// window's index, of another length, read as a later window (a clock
+/// stepped back), and its count never decayed.
+#[tokio::test]
+async fn hit_starts_afresh_when_the_window_length_changes() {
+    let server = RedisServer::start();
+    let store = store(&server, PATIENT);
+    for _ in 0..10 {
+        assert!(store.hit("w", 10, DAY_MS / 2, 1).await.unwrap().allowed);
+    }
+    assert!(!store.hit("w", 10, DAY_MS / 2, 1).await.unwrap().allowed, "the limit reached");
+    let longer = store.hit("w", 10, DAY_MS, 1).await.unwrap();
+    assert!(longer.allowed && longer.remaining == 9, "{longer:?}");
+    let back = store.hit("w", 10, DAY_MS / 2, 1).await.unwrap();
+    assert!(back.allowed && back.remaining == 9, "{back:?}");
+}
+
 #[tokio::test]
 async fn a_bucket_holds_no_more_than_its_current_capacity() {
     let server = RedisServer::start();
