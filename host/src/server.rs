@@ -57,7 +57,7 @@ fn socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// A worker's sockets: plain, and TLS when configured.
-pub type WorkerListeners = (std::net::TcpListener, Option<std::net::TcpListener>);
+pub type WorkerListeners = (Option<std::net::TcpListener>, Option<std::net::TcpListener>);
 
 /// Starts one worker thread per listener pair.
 pub fn spawn_workers(
@@ -140,16 +140,13 @@ impl Serving {
 /// connections (up to `shutdown_timeout`, as the config says then).
 pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shutdown: watch::Receiver<bool>) {
     let (plain, tls) = listeners;
-    let Some(plain) = tokio::net::TcpListener::from_std(plain)
-        .map_err(|e| tracing::error!("cannot use the listening socket: {e}"))
-        .ok()
-    else {
-        return;
-    };
-    let tls = match tls.map(tokio::net::TcpListener::from_std).transpose() {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("cannot use the TLS listening socket: {e}");
+    let (plain, tls) = match (
+        plain.map(tokio::net::TcpListener::from_std).transpose(),
+        tls.map(tokio::net::TcpListener::from_std).transpose(),
+    ) {
+        (Ok(plain), Ok(tls)) => (plain, tls),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot use a listening socket: {e}");
             return;
         }
     };
@@ -159,7 +156,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     loop {
         let (accepted, secure) = tokio::select! {
-            a = plain.accept() => (a, false),
+            a = accept_opt(plain.as_ref()) => (a, false),
             a = accept_opt(tls.as_ref()) => (a, true),
             _ = shutdown.changed() => break,
         };

@@ -106,8 +106,12 @@ pub fn linked_plugin_dir(dir: &Path) -> PathBuf {
 /// `server_extra` lines override the harness's defaults for the same keys.
 pub fn preamble(plugins: &Path, server_extra: &str) -> String {
     // Only the lines before a nested table (e.g. `[server.tls]`) are `[server]` keys.
+    // `listen = none`: no plain listener (a gateway serving only over TLS).
+    const NO_LISTEN: &str = "listen = none";
     let server_keys: Vec<&str> = server_extra.lines().take_while(|l| !l.trim_start().starts_with('[')).collect();
     let overridden = |key: &str| server_keys.iter().any(|l| l.split('=').next().is_some_and(|k| k.trim() == key));
+    let server_extra: String =
+        server_extra.lines().filter(|l| l.trim() != NO_LISTEN).map(|l| format!("{l}\n")).collect();
     let mut server = String::from("[server]\n");
     for (key, value) in [("listen", "\"127.0.0.1:0\""), ("workers", "2"), ("watch", "false")] {
         if !overridden(key) {
@@ -143,8 +147,10 @@ impl TestGateway {
         Ok(Self { gateway, dir, config_path, server_extra: server_extra.to_owned() })
     }
 
+    /// The plain listener's address (every harness config has one, unless
+    /// a test asked for none with `listen = none`).
     pub fn addr(&self) -> SocketAddr {
-        self.gateway.addr()
+        self.gateway.addr().expect("a plain listener")
     }
 
     pub fn url(&self, path: &str) -> String {

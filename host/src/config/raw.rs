@@ -30,7 +30,7 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    pub listen: Spanned<String>,
+    pub listen: Option<Spanned<String>>,
     pub workers: Option<Spanned<usize>>,
     pub max_header_bytes: Option<Spanned<ByteSize>>,
     pub max_headers: Option<Spanned<usize>>,

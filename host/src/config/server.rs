@@ -17,7 +17,8 @@ use crate::routing::PathRules;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// The plain listener; none for a gateway that serves only over TLS.
+    pub listen: Option<SocketAddr>,
     pub workers: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -126,7 +127,19 @@ fn parse_addr(s: &Spanned<String>, key: &str, p: &mut Problems<'_>) -> Option<So
 }
 
 pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'_>) -> Option<ServerConfig> {
-    let listen = parse_addr(&raw.listen, "server.listen", p);
+    let listen = match &raw.listen {
+        Some(l) => parse_addr(l, "server.listen", p).map(Some),
+        None if raw.tls.is_none() => {
+            p.at(
+                None,
+                "server.listen",
+                "the gateway has no listener",
+                "listen = \"0.0.0.0:8080\" (or a [server.tls] listener alone, to serve only over TLS)",
+            );
+            None
+        }
+        None => Some(None),
+    };
     let tls = match &raw.tls {
         None => Some(None),
         Some(t) => build_tls(t, base, p).map(Some),
@@ -254,7 +267,10 @@ pub(super) fn check_listeners(
     p: &mut Problems<'_>,
 ) {
     let Some(server) = server else { return };
-    let mut listeners = vec![("server.listen", server.listen, span(&raw.server.listen))];
+    let mut listeners = Vec::new();
+    if let (Some(listen), Some(at)) = (server.listen, &raw.server.listen) {
+        listeners.push(("server.listen", listen, span(at)));
+    }
     if let (Some(tls), Some(t)) = (&server.tls, &raw.server.tls) {
         listeners.push(("server.tls.listen", tls.listen, span(&t.get_ref().listen)));
     }

@@ -276,7 +276,7 @@ fn engine_for(config: &Config) -> Result<Arc<Runtime>, StartError> {
 /// A running gateway. Dropping it shuts it down gracefully.
 pub struct Gateway {
     shared: Arc<Shared>,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     control: Option<Control>,
@@ -339,6 +339,17 @@ impl Gateway {
     ) -> Result<(Self, Vec<server::WorkerListeners>), StartError> {
         let workers = config.server.workers;
         let listen = config.server.listen;
+        if let (Some(plain), Some(tls)) = (listen, &config.server.tls)
+            && tls.client_ca.is_some()
+            && tls.client_auth == config::ClientAuth::Required
+            && !plain.ip().is_loopback()
+        {
+            tracing::warn!(
+                %plain,
+                "server.listen serves every route without a client certificate, beside a TLS listener that \
+                 requires one: leave server.listen out to serve only over TLS"
+            );
+        }
         let tls_listen = config.server.tls.as_ref().map(|t| t.listen);
         let admin = config.admin.clone();
         let (watch_on, interval) = (config.server.watch, config.server.watch_interval);
@@ -354,15 +365,16 @@ impl Gateway {
         };
         env.runtime.report_tick(env.metrics.plugin_clock_tick());
         let snapshot = build(config, &env, None, 0)?;
-        let bind = |addr: SocketAddr| server::bind(addr, workers).map_err(|source| StartError::Bind { addr, source });
-        let (plain, addr) = bind(listen)?;
-        let (tls, tls_addr): (Vec<Option<std::net::TcpListener>>, _) = match tls_listen {
-            Some(l) => {
-                let (ls, a) = bind(l)?;
-                (ls.into_iter().map(Some).collect(), Some(a))
+        // A set of sockets, one a worker, for each listener configured.
+        let bind = |addr: Option<SocketAddr>| match addr {
+            Some(addr) => {
+                let (ls, a) = server::bind(addr, workers).map_err(|source| StartError::Bind { addr, source })?;
+                Ok::<_, StartError>((ls.into_iter().map(Some).collect::<Vec<_>>(), Some(a)))
             }
-            None => ((0..workers).map(|_| None).collect(), None),
+            None => Ok(((0..workers).map(|_| None).collect(), None)),
         };
+        let (plain, addr) = bind(listen)?;
+        let (tls, tls_addr) = bind(tls_listen)?;
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             env,
@@ -392,7 +404,7 @@ impl Gateway {
         self.shared.ready.store(true, Ordering::Relaxed);
         let workers = self.shared.env.workers;
         let (addr, tls, admin) = (self.addr, self.tls_addr, self.admin_addr);
-        tracing::info!(%addr, ?tls, ?admin, workers, "wasmgate listening");
+        tracing::info!(?addr, ?tls, ?admin, workers, "wasmgate listening");
     }
 
     /// The TLS listener's address, when `[server.tls]` is configured.
@@ -405,8 +417,8 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// The address the proxy listens on.
-    pub fn addr(&self) -> SocketAddr {
+    /// The plain listener's address, unless it serves only over TLS.
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 

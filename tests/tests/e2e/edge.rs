@@ -137,6 +137,27 @@ async fn client_certificates_are_required_when_configured() {
     assert_eq!(ok.map(|r| r.0), Ok(200));
 }
 
+/// A gateway may serve only over TLS (no `server.listen`): with client
+/// certificates required, no plain port serves the same routes without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_can_serve_only_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let clients = Ca::new(dir.path(), "clients");
+    let server = ca.server("gw", &["gw.test"]);
+    let up = TestUpstream::echo("u").await;
+    let tls = requiring_clients(&server, &clients);
+    let gw = TestGateway::start_with(&format!("listen = none\n{tls}"), &tls_body(&up, ""));
+    assert_eq!(gw.gateway.addr(), None, "no plain listener");
+    let addr = gw.gateway.tls_addr().unwrap();
+    let ok = tls_get(addr, "gw.test", ca.client_config(&[b"http/1.1"], Some(&clients.client("c"))), "/").await;
+    assert_eq!(ok.map(|r| r.0), Ok(200));
+    assert!(tls_get(addr, "gw.test", ca.client_config(&[b"http/1.1"], None), "/").await.is_err());
+    // And with neither listener, the config names the key.
+    let none = TestGateway::try_start("listen = none", &tls_body(&up, "")).err().map(|e| e.to_string());
+    assert!(none.as_deref().is_some_and(|e| e.contains("server.listen: the gateway has no listener")), "{none:?}");
+}
+
 /// Gateway B forwards over TLS (custom CA, client certificate) to gateway
 /// A, which terminates TLS and requires that certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
