@@ -58,6 +58,7 @@ impl Shared {
         let result = (|| {
             let config = config::load(&self.config_path)?;
             let previous = self.current();
+            refuse_removed_listeners(&previous.config, &config)?;
             warn_static_changes(&previous.config, &config);
             let generation = self.generation.load(Ordering::Relaxed) + 1;
             let snapshot = build(config, &self.env, Some(&previous), generation)?;
@@ -85,11 +86,37 @@ impl Shared {
     }
 
     /// Like [`reload`](Self::reload), logging a refused config instead of
-    /// returning it.
-    pub fn reload_or_log(&self) {
-        if let Err(e) = self.reload() {
+    /// returning it. Whether it was swapped in.
+    pub fn reload_or_log(&self) -> bool {
+        let result = self.reload();
+        if let Err(e) = &result {
             tracing::error!("config reload refused; the previous config keeps serving:\n{e}");
         }
+        result.is_ok()
+    }
+}
+
+/// A listener bound at start stays bound until a restart: a reload that
+/// drops its table is refused rather than leave it serving (the plain one)
+/// or accepting and dropping every connection (the TLS one, with no
+/// certificates left).
+fn refuse_removed_listeners(old: &Config, new: &Config) -> Result<(), ConfigError> {
+    let removed = if old.server.tls.is_some() && new.server.tls.is_none() {
+        Some(("server.tls", "[server.tls]"))
+    } else if old.server.listen.is_some() && new.server.listen.is_none() {
+        Some(("server.listen", "server.listen"))
+    } else {
+        None
+    };
+    match removed {
+        None => Ok(()),
+        Some((key, what)) => Err(ConfigError::single(config::Problem {
+            file: new.file.clone(),
+            line: None,
+            key: key.to_owned(),
+            what: format!("{what} was removed, but a listener is only closed at restart"),
+            fix: format!("restart the gateway to remove it, or keep {what}"),
+        })),
     }
 }
 
@@ -489,12 +516,19 @@ impl Fingerprint {
         let files = paths
             .into_iter()
             .map(|f| {
-                let meta = std::fs::metadata(&f).ok();
-                let stamp = (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()));
+                let stamp = stamp(&f);
                 (f, stamp)
             })
             .collect();
         Self { config, files }
+    }
+
+    /// With `extra` files too (those a refused config names).
+    fn and(mut self, extra: &[PathBuf]) -> Self {
+        for f in extra {
+            self.files.entry(f.clone()).or_insert_with(|| stamp(f));
+        }
+        self
     }
 
     /// What to compare with after a reload that `self` (taken before it)
@@ -516,6 +550,12 @@ impl Fingerprint {
     }
 }
 
+/// A file's size and modification time (none when it cannot be read).
+fn stamp(path: &Path) -> (u64, Option<SystemTime>) {
+    let meta = std::fs::metadata(path).ok();
+    (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
+}
+
 fn spawn_watcher(
     shared: Arc<Shared>,
     interval: Duration,
@@ -525,18 +565,29 @@ fn spawn_watcher(
     // Taken now, not in the thread: a change made right after `start`
     // returns must count as a change.
     let mut last = Fingerprint::take(&shared);
+    // The files the config last refused names, watched as well as the
+    // serving config's: one it could not read yet (a certificate named
+    // before it was copied in) is tried again once it is written, not only
+    // when the config changes again.
+    let mut refused: Vec<PathBuf> = Vec::new();
     std::thread::Builder::new().name("wasmgate-watch".into()).spawn(move || {
         loop {
             match stop.recv_timeout(interval) {
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            let now = Fingerprint::take(&shared);
+            let now = Fingerprint::take(&shared).and(&refused);
             if now != last {
                 tracing::info!("config, plugin or named files changed; reloading");
-                shared.reload_or_log();
+                refused = if shared.reload_or_log() {
+                    Vec::new()
+                } else {
+                    config::load(&shared.config_path)
+                        .map(|c| c.files().into_iter().map(Path::to_path_buf).collect())
+                        .unwrap_or_default()
+                };
                 // The reload may have changed what to watch.
-                last = now.settled(Fingerprint::take(&shared));
+                last = now.settled(Fingerprint::take(&shared).and(&refused));
             }
         }
     })

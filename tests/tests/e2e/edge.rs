@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmgate_tests::certs::{Ca, Issued};
 use wasmgate_tests::upstream::{TestUpstream, echoed_header, grpc};
-use wasmgate_tests::{TestGateway, get, raw};
+use wasmgate_tests::{TestGateway, eventually, get, raw};
 
 /// One request over TLS; returns (status, negotiated ALPN, body, the
 /// certificate's DER the server presented).
@@ -115,6 +115,44 @@ async fn a_renewed_certificate_is_served_once_its_files_change() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(tls_get(addr, "a.test", old_ca.client_config(alpn, None), "/").await.is_err(), "the old one is gone");
+}
+
+/// A config that names a certificate not written yet is refused; once the
+/// files are written it is tried again (the watcher watched only the files
+/// the serving config named: it never was) and served. A reload that drops
+/// the TLS listener is refused: its port stays bound until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_config_is_tried_again_once_the_files_it_names_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (Ca::new(dir.path(), "old-ca"), Ca::new(dir.path(), "new-ca"));
+    let (site, renewed) = (old_ca.server("site", &["a.test"]), new_ca.server("site", &["a.test"]));
+    let up = TestUpstream::echo("u").await;
+    let server = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "watch = true\nwatch_interval = \"50ms\"\n\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
+             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let gw = TestGateway::start_with(&server(&site.cert, &site.key), &tls_body(&up, ""));
+    let addr = gw.gateway.tls_addr().expect("TLS listener");
+    let alpn: &[&[u8]] = &[b"http/1.1"];
+    let later = dir.path().join("later");
+    let (cert, key) = (later.join("site.pem"), later.join("site.key"));
+    gw.write_config_with(&server(&cert, &key), &tls_body(&up, ""));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(gw.gateway.generation(), 0, "refused: its files are not there");
+    std::fs::create_dir(&later).unwrap();
+    std::fs::copy(&renewed.cert, &cert).unwrap();
+    std::fs::copy(&renewed.key, &key).unwrap();
+    assert!(eventually(Duration::from_secs(10), || gw.gateway.generation() == 1).await, "tried again");
+    assert_eq!(tls_get(addr, "a.test", new_ca.client_config(alpn, None), "/").await.map(|r| r.0), Ok(200));
+
+    gw.write_config_with("watch = true\nwatch_interval = \"50ms\"\n", &tls_body(&up, ""));
+    let err = gw.gateway.reload().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("server.tls: [server.tls] was removed"), "{err}");
+    assert_eq!(tls_get(addr, "a.test", new_ca.client_config(alpn, None), "/").await.map(|r| r.0), Ok(200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
