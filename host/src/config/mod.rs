@@ -190,6 +190,13 @@ impl Setting for units::ByteSize {
     }
 }
 
+/// Whether a duration the file may leave out is absent or in `range`: a
+/// check between two settings is only worth making when neither was out of
+/// range (its default stood in, and the range problem is the one to read).
+pub(crate) fn in_range(d: Option<units::HumanDuration>, range: &RangeInclusive<Duration>) -> bool {
+    d.is_none_or(|d| range.contains(&d.0))
+}
+
 /// [`within`] for a value that knows its place in the file.
 pub(crate) fn within_at<T: Setting, V: Copy + Into<T>>(
     p: &mut Problems<'_>,

@@ -10,7 +10,7 @@ use super::error::{self, Problems};
 use super::plugins::PluginsConfig;
 use super::raw::{self, OnPluginError};
 use super::server::ServerConfig;
-use super::{REQUEST_TIMEOUTS, span, valid_name, within};
+use super::{REQUEST_TIMEOUTS, WAITS, in_range, span, valid_name, within};
 use crate::routing::{HostMatch, PathPattern, Rewrite};
 
 #[derive(Debug, Clone)]
@@ -404,11 +404,29 @@ fn build_retries(rr: &Spanned<raw::RawRetries>, key: &str, p: &mut Problems<'_>)
             "use 0..=10; the retry budget bounds them anyway",
         );
     }
+    let backoff =
+        within(p, span(rr), &format!("{key}.retries.backoff"), r.backoff.map(|d| d.0), WAITS, Duration::from_millis(25));
+    let max_backoff = within(
+        p,
+        span(rr),
+        &format!("{key}.retries.max_backoff"),
+        r.max_backoff.map(|d| d.0),
+        WAITS,
+        Duration::from_millis(250),
+    );
+    if max_backoff < backoff && in_range(r.backoff, &WAITS) && in_range(r.max_backoff, &WAITS) {
+        p.at(
+            span(rr),
+            format!("{key}.retries.max_backoff"),
+            "max_backoff must be at least backoff (the backoff doubles each try, up to it)",
+            "e.g. backoff = \"25ms\", max_backoff = \"250ms\"",
+        );
+    }
     RetryPolicy {
         attempts: r.attempts.min(10),
         on,
-        backoff: r.backoff.map_or(Duration::from_millis(25), |d| d.0),
-        max_backoff: r.max_backoff.map_or(Duration::from_millis(250), |d| d.0),
+        backoff,
+        max_backoff,
         non_idempotent: r.non_idempotent.unwrap_or(false),
     }
 }

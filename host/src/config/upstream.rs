@@ -11,8 +11,7 @@ use toml::Spanned;
 
 use super::error::Problems;
 use super::raw::{self, Balance, Protocol};
-use super::units::HumanDuration;
-use super::{POLLS, REQUEST_TIMEOUTS, WAITS, span, valid_name, within};
+use super::{POLLS, REQUEST_TIMEOUTS, WAITS, in_range, span, valid_name, within};
 
 /// How long an upstream may go silent in the middle of a response body by
 /// default (nginx's `proxy_read_timeout`).
@@ -218,8 +217,8 @@ pub(super) fn build_upstreams(
             // A semaphore's permits are bounded.
             (Some(c), q, t) if c > 0 => Some(Bulkhead {
                 max_concurrent: within(p, span(u), &format!("{key}.max_concurrent"), Some(c), 1..=1_000_000, 100),
-                max_queue: q.unwrap_or(0),
-                queue_timeout: t.map_or(Duration::from_secs(1), |d| d.0),
+                max_queue: within(p, span(u), &format!("{key}.max_queue"), q, 0..=1_000_000, 0),
+                queue_timeout: within(p, span(u), &format!("{key}.queue_timeout"), t, WAITS, Duration::from_secs(1)),
             }),
             _ => {
                 p.at(
@@ -232,9 +231,9 @@ pub(super) fn build_upstreams(
             }
         };
         let health = r.health.as_ref().and_then(|h| build_health(h, &key, p));
-        let outlier = r.outlier.as_ref().map(|o| {
-            let o = o.get_ref();
-            Outlier {
+        let outlier = r.outlier.as_ref().map(|at| {
+            let o = at.get_ref();
+            let outlier = Outlier {
                 consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
                 consecutive_connect_failures: o.consecutive_connect_failures.unwrap_or(3),
                 base_ejection: within(
@@ -253,8 +252,27 @@ pub(super) fn build_upstreams(
                     REQUEST_TIMEOUTS,
                     Duration::from_secs(300),
                 ),
-                max_ejected_percent: o.max_ejected_percent.unwrap_or(50).min(100),
+                max_ejected_percent: within(
+                    p,
+                    span(at),
+                    &format!("{key}.outlier.max_ejected_percent"),
+                    o.max_ejected_percent,
+                    0..=100,
+                    50,
+                ),
+            };
+            if outlier.max_ejection < outlier.base_ejection
+                && in_range(o.base_ejection, &WAITS)
+                && in_range(o.max_ejection, &REQUEST_TIMEOUTS)
+            {
+                p.at(
+                    span(at),
+                    format!("{key}.outlier.max_ejection"),
+                    "max_ejection must be at least base_ejection (each ejection lasts longer, up to it)",
+                    "e.g. base_ejection = \"10s\", max_ejection = \"5m\"",
+                );
             }
+            outlier
         });
         let breaker = r.breaker.as_ref().and_then(|b| build_breaker(b, &format!("{key}.breaker"), p));
         let endpoint_breaker =
@@ -297,7 +315,14 @@ pub(super) fn build_upstreams(
                     Duration::from_secs(10),
                 )
             }),
-            idle_timeout: r.idle_timeout.map_or(Duration::from_secs(90), |d| d.0),
+            idle_timeout: within(
+                p,
+                span(u),
+                &format!("{key}.idle_timeout"),
+                r.idle_timeout.map(|d| d.0),
+                REQUEST_TIMEOUTS,
+                Duration::from_secs(90),
+            ),
             read_timeout: within(
                 p,
                 span(u),
@@ -408,8 +433,22 @@ fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) ->
         path: r.path.clone(),
         interval: within(p, span(h), &format!("{key}.health.interval"), r.interval, POLLS, Duration::from_secs(5)),
         timeout: within(p, span(h), &format!("{key}.health.timeout"), r.timeout, WAITS, Duration::from_secs(1)),
-        healthy_threshold: r.healthy_threshold.unwrap_or(2).max(1),
-        unhealthy_threshold: r.unhealthy_threshold.unwrap_or(3).max(1),
+        healthy_threshold: within(
+            p,
+            span(h),
+            &format!("{key}.health.healthy_threshold"),
+            r.healthy_threshold,
+            1..=1000,
+            2,
+        ),
+        unhealthy_threshold: within(
+            p,
+            span(h),
+            &format!("{key}.health.unhealthy_threshold"),
+            r.unhealthy_threshold,
+            1..=1000,
+            3,
+        ),
         expect_status: r.expect_status.clone().unwrap_or_default(),
     };
     if check.expect_status.iter().any(|s| !(100..=599).contains(s)) {
@@ -458,9 +497,10 @@ fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) 
         );
         return None;
     }
-    // (Unless one of them was out of range: its default stood in.)
-    let in_range = |d: Option<HumanDuration>| d.is_none_or(|d| REQUEST_TIMEOUTS.contains(&d.0));
-    if config.max_open_for < config.open_for && in_range(r.open_for) && in_range(r.max_open_for) {
+    if config.max_open_for < config.open_for
+        && in_range(r.open_for, &REQUEST_TIMEOUTS)
+        && in_range(r.max_open_for, &REQUEST_TIMEOUTS)
+    {
         p.at(
             span(b),
             format!("{key}.max_open_for"),
