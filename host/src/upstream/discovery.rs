@@ -160,12 +160,15 @@ impl Resolver {
     }
 
     /// The A and AAAA addresses of `host` and their smallest TTL. One family
-    /// missing is fine; both missing is an error.
+    /// missing is fine; both missing is an error. So is one failing when the
+    /// other answered: its addresses are used (a resolver that fumbles AAAA
+    /// for a name with only A records failed every lookup, at load and after).
     async fn addresses(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), DiscoveryError> {
         let (v4, v6) = tokio::join!(self.lookup(host, RecordType::A), self.lookup(host, RecordType::AAAA));
         let mut ips = Vec::new();
         let mut ttl = None::<u32>;
         let mut nxdomain = false;
+        let mut failed = None;
         for (result, kind) in [(v4, "A"), (v6, "AAAA")] {
             match result {
                 Ok(lookup) => {
@@ -180,11 +183,17 @@ impl Resolver {
                     }
                 }
                 Err(e) if e.is_no_records_found() => nxdomain |= e.is_nx_domain(),
-                Err(source) => return Err(self.lookup_error(host, kind, source)),
+                Err(source) => failed = failed.or(Some(self.lookup_error(host, kind, source))),
             }
         }
         match ttl {
-            Some(ttl) if !ips.is_empty() => Ok((ips, Duration::from_secs(ttl.into()))),
+            Some(ttl) if !ips.is_empty() => {
+                if let Some(e) = failed {
+                    tracing::warn!("{e}; using the addresses of the other family");
+                }
+                Ok((ips, Duration::from_secs(ttl.into())))
+            }
+            _ if let Some(e) = failed => Err(e),
             _ if nxdomain => {
                 Err(DiscoveryError::NxDomain { name: host.to_owned(), nameservers: self.nameservers.clone() })
             }
@@ -442,6 +451,22 @@ mod tests {
 
         assert_eq!(v6, [ep("[::1]:9000", 1)]);
         assert_eq!(dual, [ep("127.0.0.1:9000", 1), ep("[::1]:9000", 1)]);
+    }
+
+    #[tokio::test]
+    async fn one_family_failing_leaves_the_other_family_s_addresses() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("web.svc.test.", &ips(&["127.0.0.1"]), 30);
+        dns.fail_aaaa(true);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (set, _) = resolver.resolve(&host("web.svc.test", 8080)).await.unwrap();
+        assert_eq!(set, [ep("127.0.0.1:8080", 1)], "the A answer, though AAAA failed");
+
+        // With nothing from the other family, the failure is the answer.
+        dns.set_a("v6.svc.test.", &ips(&["::1"]), 30);
+        let err = resolver.resolve(&host("v6.svc.test", 8080)).await.unwrap_err().to_string();
+        assert!(err.contains("AAAA"), "{err}");
     }
 
     #[tokio::test]

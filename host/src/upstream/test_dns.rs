@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -58,6 +58,7 @@ impl TestDns {
             soa,
             records: Mutex::new(HashMap::new()),
             queries: AtomicUsize::new(0),
+            fail_aaaa: AtomicBool::new(false),
         });
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().expect("UDP socket address");
@@ -91,6 +92,12 @@ impl TestDns {
             Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(priority, weight, port, fqdn(target))))
         });
         self.zone.replace(&name, &[RecordType::SRV], records.collect());
+    }
+
+    /// Answers every AAAA query SERVFAIL (`true`), as a resolver that
+    /// fumbles IPv6 does, or normally again (`false`).
+    pub fn fail_aaaa(&self, fail: bool) {
+        self.zone.fail_aaaa.store(fail, Ordering::SeqCst);
     }
 
     /// How many queries it has answered, over UDP and TCP.
@@ -129,6 +136,7 @@ struct Zone {
     soa: Record,
     records: Mutex<HashMap<LowerName, Vec<Record>>>,
     queries: AtomicUsize,
+    fail_aaaa: AtomicBool,
 }
 
 impl Zone {
@@ -148,6 +156,9 @@ impl Zone {
     /// Response code, answers and authority section for one query.
     fn answer(&self, query: &LowerQuery) -> (ResponseCode, Vec<Record>, Vec<Record>) {
         let name = query.name();
+        if query.query_type() == RecordType::AAAA && self.fail_aaaa.load(Ordering::SeqCst) {
+            return (ResponseCode::ServFail, Vec::new(), Vec::new());
+        }
         if !self.origin.zone_of(name) {
             return (ResponseCode::Refused, Vec::new(), Vec::new());
         }
