@@ -154,6 +154,8 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
     // Every connection holds a sender; when all are gone, so are the
     // connections (graceful shutdown waits for that).
     let (open, mut all_closed) = mpsc::channel::<()>(1);
+    // Accepts failed in a row (out of file descriptors, say).
+    let mut failed: u32 = 0;
     loop {
         let (accepted, secure) = tokio::select! {
             a = accept_opt(plain.as_ref()) => (a, false),
@@ -163,12 +165,23 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors or similar: back off briefly rather than spin.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // Out of file descriptors or similar: back off rather than
+                // spin, longer while it lasts (10 ms, doubling, up to 1 s),
+                // and say so once, not on every try (every 10 ms on every
+                // worker and listener, before).
+                if failed == 0 {
+                    tracing::warn!("accept failed: {e}; backing off until it succeeds");
+                }
+                failed = failed.saturating_add(1);
+                let wait = Duration::from_millis(10).saturating_mul(1 << (failed - 1).min(7));
+                tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
                 continue;
             }
         };
+        if failed > 0 {
+            tracing::info!(failed, "accepting again");
+            failed = 0;
+        }
         let _ = stream.set_nodelay(true);
         serving = Serving::current(&shared, Some(&serving));
         let (serving, shutdown, open) = (serving.clone(), shutdown.clone(), open.clone());

@@ -229,3 +229,36 @@ fn a_sighup_while_starting_does_not_end_the_process() {
     assert!(err.contains("cannot resolve"), "{err}");
     drop(silent);
 }
+
+/// Out of file descriptors, the listener backs off and says so once (it
+/// logged every 10 ms, on every worker), and accepts again once some are
+/// free.
+#[test]
+fn running_out_of_file_descriptors_is_said_once_and_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    let port = free_port();
+    write_config(&config, port, &dead_upstream(), false);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n 64 && exec {BIN} run -c {}", config.display()))
+        .env("WASMGATE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
+    // Connections it accepts and holds (no request yet) until it has no
+    // descriptor left; the rest wait in the backlog.
+    let held: Vec<TcpStream> = (0..100).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert_eq!(held.len(), 100);
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(held);
+    assert!(wait_for(|| status_of(port, "/a") == Some(502)), "it serves again");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(err.matches("accept failed").count(), 1, "{err}");
+    assert!(err.contains("accepting again"), "{err}");
+}

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+/// Most requests one [`send_all`] sends (64): those past it fail with
+/// [`HttpError::InvalidRequest`]. The gateway's own limit.
+pub use wasmgate_common::edit::MAX_SEND_ALL;
+
 /// A request to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -140,8 +144,9 @@ pub fn send(req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
     backend::send(req)
 }
 
-/// Sends all concurrently; results in the same order. At most 64 are sent:
-/// those past the 64th fail with [`HttpError::InvalidRequest`].
+/// Sends all concurrently; results in the same order. At most
+/// [`MAX_SEND_ALL`] (64) are sent: those past the 64th fail with
+/// [`HttpError::InvalidRequest`].
 pub fn send_all(reqs: Vec<OutgoingRequest>) -> Vec<Result<IncomingResponse, HttpError>> {
     backend::send_all(reqs)
 }

@@ -404,8 +404,14 @@ fn build_retries(rr: &Spanned<raw::RawRetries>, key: &str, p: &mut Problems<'_>)
             "use 0..=10; the retry budget bounds them anyway",
         );
     }
-    let backoff =
-        within(p, span(rr), &format!("{key}.retries.backoff"), r.backoff.map(|d| d.0), WAITS, Duration::from_millis(25));
+    let backoff = within(
+        p,
+        span(rr),
+        &format!("{key}.retries.backoff"),
+        r.backoff.map(|d| d.0),
+        WAITS,
+        Duration::from_millis(25),
+    );
     let max_backoff = within(
         p,
         span(rr),

@@ -86,6 +86,17 @@ impl Plugin for Compose {
             )
             .into());
         }
+        if c.calls.len() > http::MAX_SEND_ALL {
+            // The gateway sends at most that many at once and fails the rest,
+            // so every request would get a 502 or an omitted field.
+            return Err(format!(
+                "calls: {} calls, more than the {max} the gateway sends at once for one request \
+                 (every call past the {max}th would fail on every request); use at most {max}",
+                c.calls.len(),
+                max = http::MAX_SEND_ALL,
+            )
+            .into());
+        }
         let mut calls: Vec<Call> = Vec::with_capacity(c.calls.len());
         for (i, raw) in c.calls.into_iter().enumerate() {
             let at = format!("calls[{i}]");

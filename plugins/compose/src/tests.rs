@@ -343,6 +343,32 @@ fn bad_configs_are_refused_with_a_reason() {
     assert!(unused.contains("call `orders` is not used by `shape`"), "{unused}");
 }
 
+/// `send_all` sends at most 64 and fails the rest with `invalid-request`:
+/// 65 calls would fail the 65th on every request, so the config is refused.
+#[test]
+fn more_calls_than_send_all_sends_are_refused() {
+    let config = |n: usize| {
+        let calls: Vec<Value> =
+            (0..n).map(|i| json!({ "name": format!("c{i}"), "url": format!("upstream://users/users/{i}") })).collect();
+        let shape: serde_json::Map<String, Value> = (0..n).map(|i| (format!("c{i}"), json!(format!("c{i}")))).collect();
+        json!({ "calls": calls, "shape": shape })
+    };
+    assert_eq!(http::MAX_SEND_ALL, 64);
+    let err = refused(&config(65));
+    assert!(err.starts_with("calls: 65 calls, more than the 64"), "{err}");
+    assert!(err.contains("use at most 64"), "{err}");
+    assert!(refused(&config(200)).starts_with("calls: 200 calls"));
+
+    // 64 is fine, and every one of them is answered.
+    testing::reset();
+    testing::on_http(|req| ok(200, &json!({ "url": req.url }).to_string()));
+    let p = plugin(&config(64));
+    let (status, doc) = answer(&p, &mut TestRequest::get("/"));
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc.as_object().map(serde_json::Map::len), Some(64));
+    assert_eq!(doc["c63"]["url"], "upstream://users/users/63");
+}
+
 #[test]
 fn a_call_used_only_by_status_from_is_fine() {
     let config = json!({

@@ -102,12 +102,32 @@ fn sliding_window_refusal_says_when_a_retry_succeeds() {
     assert_eq!(reply.header_str("retry-after"), Some("75"));
     assert_eq!(reply.header_str("ratelimit-limit"), Some("2"));
     assert_eq!(reply.header_str("ratelimit-remaining"), Some("0"));
-    assert_eq!(reply.header_str("ratelimit-reset"), Some("45"));
+    // Fully available once they weigh nothing: at the end of the next window.
+    assert_eq!(reply.header_str("ratelimit-reset"), Some("105"));
     assert_eq!(reply.header_str("ratelimit-policy"), Some("2;w=60"));
     testing::advance_ms(74_999);
     assert_eq!(status_of(&p, &mut TestRequest::get("/")), 429);
     testing::advance_ms(1);
     assert_eq!(status_of(&p, &mut TestRequest::get("/")), 200);
+}
+
+/// `RateLimit-Reset` is when the limit is fully available again, so never
+/// before `Retry-After`: the previous window still counts after the roll.
+/// (It was the time to the roll: `ratelimit-reset: 10` beside `retry-after:
+/// 16`, and a client waiting 10 s was refused again.)
+#[test]
+fn sliding_window_reset_is_never_before_retry_after() {
+    fresh();
+    let p = plugin(r#"{"limits":[{"name":"w","key":["global"],"rate":10,"per":"1m"}]}"#);
+    testing::advance_ms(50_000);
+    assert_eq!(passed(&p, 10, || TestRequest::get("/")), 10);
+    let reply = refusal(&p, &mut TestRequest::get("/"));
+    // 10 s to the roll, then 10 × (60 - s) / 60 + 1 <= 10 at s = 6.
+    assert_eq!(reply.header_str("retry-after"), Some("16"));
+    assert_eq!(reply.header_str("ratelimit-reset"), Some("70"));
+    // Waiting for Reset, the whole limit is there again.
+    testing::advance_ms(70_000);
+    assert_eq!(passed(&p, 11, || TestRequest::get("/")), 10);
 }
 
 #[test]

@@ -118,7 +118,7 @@ pub(super) fn hit(
         current = current.saturating_add(cost);
     }
     let used = u128::from(current) + weighted.div_ceil(window);
-    let reset_ms = window_ms - elapsed;
+    let reset_ms = window_reset_ms(previous > 0, current > 0, window_ms, elapsed);
     let retry_after_ms = if allowed { 0 } else { retry_after(previous, current, limit, cost, window, left) };
     let result = LimitResult {
         allowed,
@@ -134,6 +134,24 @@ pub(super) fn hit(
         Update::Keep
     };
     (result, update)
+}
+
+/// A sliding window's `reset_ms`: milliseconds until it counts nothing, as
+/// if never hit (`remaining == limit`), given whether its previous and
+/// current counts (after the hit) are above zero. The current count becomes
+/// the previous one at the roll and weighs in until the next roll; a
+/// previous count alone weighs in until this window's end. Never below the
+/// `retry_after` of a refusal, which only waits for room for one `cost`.
+/// The in-memory and the Redis store both answer with it.
+pub fn window_reset_ms(previous: bool, current: bool, window_ms: u64, elapsed: u64) -> u64 {
+    let left = window_ms.saturating_sub(elapsed);
+    if current {
+        left.saturating_add(window_ms)
+    } else if previous {
+        left
+    } else {
+        0
+    }
 }
 
 /// The first whole millisecond at which a refused hit of `cost` would fit,

@@ -84,7 +84,9 @@
 //!            (computed as p * left + (c + cost) * window_ms <= limit * window_ms in integers)
 //! if allowed: c = c + cost
 //! remaining = max(0, limit - (c + ceil(p * left / window_ms)))   -- c after the hit
-//! reset_ms  = left                                               -- until the window rolls
+//! reset_ms  = left + window_ms if c > 0, left if c == 0 and p > 0, else 0
+//!             -- until nothing counts (remaining = limit): c weighs in as the next
+//!             -- window's p until that one rolls too. Never below retry_after_ms.
 //! retry_after_ms = 0 if allowed, else the smallest whole t such that a hit of
 //!                  `cost` at now + t is allowed, with no other hits meanwhile:
 //!   if c + cost <= limit and p > 0:       -- p's weight decays within this window
@@ -122,6 +124,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use limits::window_reset_ms;
 use limits::{Bucket, Update, Window};
 
 /// The outcome of a rate-limit operation: what `RateLimit-*` headers need.
@@ -130,7 +133,8 @@ pub struct LimitResult {
     pub allowed: bool,
     pub limit: u64,
     pub remaining: u64,
-    /// Milliseconds until the bucket is full again (`take`) or the current window rolls (`hit`).
+    /// Milliseconds until the limit is fully available again: the bucket full (`take`), or
+    /// nothing counted in the window any more (`hit`). Never less than `retry_after_ms`.
     pub reset_ms: u64,
     /// When refused: milliseconds until the same call can succeed; 0 when allowed.
     pub retry_after_ms: u64,

@@ -219,10 +219,11 @@ fn hit_counts_up_to_the_limit_within_a_window() {
     let (clock, store) = store();
     clock.advance(200);
     for n in 1..=10 {
-        assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(true, 10, 10 - n, 800, 0));
+        // Reset: the 800 ms to the roll, then the whole next window in which this one's hits still weigh.
+        assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(true, 10, 10 - n, 1_800, 0));
     }
     // Nothing decays until the roll: wait for it (800), then 10 * (1000 - s) / 1000 <= 9 at s = 100.
-    assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(false, 10, 0, 800, 900));
+    assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(false, 10, 0, 1_800, 900));
 }
 
 /// The point of a sliding window: spending the whole limit just before a
@@ -250,19 +251,23 @@ fn hit_allows_no_double_burst_across_a_window_edge() {
 #[test]
 fn hit_results_at_chosen_times() {
     let (clock, store) = store();
-    assert_eq!(store.hit("w", 10, 1_000, 4).unwrap(), limit(true, 10, 6, 1_000, 0));
+    assert_eq!(store.hit("w", 10, 1_000, 4).unwrap(), limit(true, 10, 6, 2_000, 0));
     clock.advance_to(1_250);
     // previous 4 weighted by 750/1000 = 3; + 1 now: 4 used.
-    assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(true, 10, 6, 750, 0));
+    assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(true, 10, 6, 1_750, 0));
     // 3 + 1 + 7 > 10. At 1500 the weight is 2: 2 + 1 + 7 = 10 fits.
-    assert_eq!(store.hit("w", 10, 1_000, 7).unwrap(), limit(false, 10, 6, 750, 250));
+    assert_eq!(store.hit("w", 10, 1_000, 7).unwrap(), limit(false, 10, 6, 1_750, 250));
     clock.advance_to(1_499);
-    assert_eq!(store.hit("w", 10, 1_000, 7).unwrap(), limit(false, 10, 6, 501, 1));
+    assert_eq!(store.hit("w", 10, 1_000, 7).unwrap(), limit(false, 10, 6, 1_501, 1));
     clock.advance_to(1_500);
-    assert_eq!(store.hit("w", 10, 1_000, 7).unwrap(), limit(true, 10, 0, 500, 0));
+    assert_eq!(store.hit("w", 10, 1_000, 7).unwrap(), limit(true, 10, 0, 1_500, 0));
     // remaining rounds the weighted part up: 4 * 333 / 1000 = 1.332 -> 2, + 8.
     clock.advance_to(1_667);
-    assert_eq!(store.hit("w", 10, 1_000, 0).unwrap(), limit(true, 10, 0, 333, 0));
+    assert_eq!(store.hit("w", 10, 1_000, 0).unwrap(), limit(true, 10, 0, 1_333, 0));
+    // Only the previous window's 8 hits left (8 * 0.6 = 4.8 -> 5): they stop counting at this window's end.
+    clock.advance_to(2_400);
+    assert_eq!(store.hit("w", 10, 1_000, 0).unwrap(), limit(true, 10, 5, 600, 0));
+    assert_eq!(store.hit("never", 10, 1_000, 0).unwrap(), limit(true, 10, 10, 0, 0), "nothing counted");
 }
 
 #[test]
@@ -272,8 +277,10 @@ fn hit_retry_after_when_the_current_window_alone_is_full() {
         store.hit("w", 10, 1_000, 1).unwrap();
     }
     clock.advance_to(500);
-    // Wait 500 for the roll, then 100 until 10 * (1000 - s) / 1000 + 1 <= 10.
-    assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(false, 10, 0, 500, 600));
+    // Wait 500 for the roll, then 100 until 10 * (1000 - s) / 1000 + 1 <= 10. The
+    // ten hits count until the next window ends, 1500 ms on: a client following
+    // `RateLimit-Reset` rather than `Retry-After` is not refused again.
+    assert_eq!(store.hit("w", 10, 1_000, 1).unwrap(), limit(false, 10, 0, 1_500, 600));
     clock.advance_to(1_099);
     assert!(!store.hit("w", 10, 1_000, 1).unwrap().allowed);
     clock.advance_to(1_100);
@@ -285,7 +292,7 @@ fn hit_retry_after_is_at_most_two_windows() {
     let (clock, store) = store();
     assert!(store.hit("w", 10, 1_000, 10).unwrap().allowed);
     // The whole limit again needs both windows to age out.
-    assert_eq!(store.hit("w", 10, 1_000, 10).unwrap(), limit(false, 10, 0, 1_000, 2_000));
+    assert_eq!(store.hit("w", 10, 1_000, 10).unwrap(), limit(false, 10, 0, 2_000, 2_000));
     clock.advance_to(1_999);
     assert!(!store.hit("w", 10, 1_000, 10).unwrap().allowed);
     clock.advance_to(2_000);
@@ -297,7 +304,7 @@ fn hit_entries_expire_when_both_windows_have_aged_out() {
     let (clock, store) = store();
     clock.advance_to(1_300);
     store.hit("w", 10, 1_000, 1).unwrap();
-    assert_eq!(store.hit("w2", 10, 1_000, 0).unwrap(), limit(true, 10, 10, 700, 0));
+    assert_eq!(store.hit("w2", 10, 1_000, 0).unwrap(), limit(true, 10, 10, 0, 0));
     assert_eq!(store.len(), 1, "a cost-0 hit writes nothing");
     clock.advance_to(2_999);
     store.sweep();
@@ -311,7 +318,7 @@ fn hit_entries_expire_when_both_windows_have_aged_out() {
 fn hit_starts_afresh_when_the_window_length_changes() {
     let (_, store) = store();
     assert!(store.hit("w", 10, 1_000, 10).unwrap().allowed);
-    assert_eq!(store.hit("w", 10, 60_000, 1).unwrap(), limit(true, 10, 9, 60_000, 0));
+    assert_eq!(store.hit("w", 10, 60_000, 1).unwrap(), limit(true, 10, 9, 120_000, 0));
 }
 
 // ---- capacity and sweeping ----
@@ -504,6 +511,47 @@ fn hit_retry_after_is_exact_for_every_small_state() {
         }
     }
     assert!(refusals > 1_000, "the grid exercised few refusals: {refusals}");
+}
+
+/// For every small state, `reset_ms` is exactly when the window counts
+/// nothing any more — a free hit then sees `remaining == limit`, one
+/// millisecond earlier it does not — and a refusal's `reset_ms` is never
+/// before its `retry_after_ms` (a client waiting for `RateLimit-Reset` is
+/// not refused again).
+#[test]
+fn hit_reset_is_when_the_limit_is_fully_available_again() {
+    use super::limits::{Update, Window, hit};
+    let mut cases = 0;
+    for window_ms in [1, 7, 10, 1_000] {
+        for limit in [1, 2, 3, 7, 10] {
+            for previous in 0..=limit {
+                for current in 0..=limit {
+                    for elapsed in [0, 1, window_ms / 3, window_ms / 2, window_ms - 1] {
+                        for cost in 0..=limit {
+                            let state = Some(Window { window_ms, index: 5, current, previous });
+                            let now = 5 * window_ms + elapsed;
+                            let (result, update) = hit(state, now, limit, window_ms, cost);
+                            let after = match update {
+                                Update::Store { state, .. } => Some(state),
+                                Update::Keep => state,
+                            };
+                            let case =
+                                format!("w={window_ms} l={limit} p={previous} c={current} e={elapsed} cost={cost}");
+                            cases += 1;
+                            assert!(result.reset_ms >= result.retry_after_ms, "{case}: {result:?}");
+                            assert!(result.reset_ms <= 2 * window_ms, "{case}: {result:?}");
+                            let at = |t: u64| hit(after, now + t, limit, window_ms, 0).0.remaining;
+                            assert_eq!(at(result.reset_ms), limit, "{case}: at {}", result.reset_ms);
+                            if result.reset_ms > 0 {
+                                assert!(at(result.reset_ms - 1) < limit, "{case}: before {}", result.reset_ms);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(cases > 10_000, "the grid exercised few cases: {cases}");
 }
 
 /// The same for `take`, over awkward rates, after a burst and partial refills.

@@ -25,11 +25,13 @@
 //!   (on server time); current count c, previous window count p; elapsed = now mod window;
 //!   estimate = p × (window - elapsed)/window + c. If estimate + cost ≤ limit: c += cost,
 //!   allowed. remaining = limit - ceil(estimate after the hit), floored at 0.
-//!   reset_ms = window - elapsed. retry_after_ms = 0 if allowed, else the time until the
-//!   estimate has dropped enough for `cost` (within the current window p's weight decays; if
-//!   that cannot make room before the window ends, it is reset_ms plus the time in the next
-//!   window for the then-previous count to decay enough; capped at 2 × window). Keys expire
-//!   after 2 × window.
+//!   reset_ms = the time until nothing counts (remaining = limit): (window - elapsed) +
+//!   window when c > 0 (c weighs in as the next window's p), window - elapsed when only p > 0,
+//!   else 0; never below retry_after_ms. retry_after_ms = 0 if allowed, else the time until
+//!   the estimate has dropped enough for `cost` (within the current window p's weight decays;
+//!   if that cannot make room before the window ends, it is the rest of this window plus the
+//!   time in the next window for the then-previous count to decay enough; capped at
+//!   2 × window). Keys expire after 2 × window.
 //! - Keys are stored as given (the caller prefixes namespaces).
 //!
 //! Where the specification leaves a choice, this backend decides as follows (the in-memory
@@ -41,8 +43,8 @@
 //! - `retry_after_ms` of a refusal: inside the current window it is the smallest `t` with
 //!   `p × (window - elapsed - t)/window + c + cost ≤ limit`, i.e.
 //!   `ceil((window - elapsed) - (limit - c - cost) × window / p)`; otherwise
-//!   `reset_ms + ceil(window - (limit - cost) × window / c)`; at least 1, at most 2 × window
-//!   (the cap is what a `cost` over `limit` gets: it never fits).
+//!   `(window - elapsed) + ceil(window - (limit - cost) × window / c)`; at least 1, at most
+//!   2 × window (the cap is what a `cost` over `limit` gets: it never fits).
 //! - `take` stores its state on every call, refused or not, exactly as the rule reads.
 //! - A bucket that would need more than [`MAX_BUCKET_TTL_MS`] (100 years) to refill expires
 //!   after that long: Redis cannot hold an unbounded expiry.
@@ -392,7 +394,8 @@ struct WindowCounts {
 fn window_result(limit: u64, window_ms: u64, cost: u64, allowed: bool, counts: WindowCounts) -> LimitResult {
     let WindowCounts { prev, cur, elapsed } = counts;
     let window = window_ms as f64;
-    let reset_ms = window_ms.saturating_sub(elapsed);
+    let left = window_ms.saturating_sub(elapsed);
+    let reset_ms = wasmgate_common::memstore::window_reset_ms(prev > 0.0, cur > 0.0, window_ms, elapsed);
     let estimate = prev * (window - elapsed as f64) / window + cur;
     let remaining = limit.saturating_sub(ceil_ms(estimate));
     let retry_after_ms = if allowed {
@@ -405,9 +408,9 @@ fn window_result(limit: u64, window_ms: u64, cost: u64, allowed: bool, counts: W
             ceil_ms((window - elapsed as f64) - room_now * window / prev)
         } else if cur > 0.0 {
             // Next window: this window's count becomes the previous one and decays in turn.
-            reset_ms + ceil_ms(window - (limit - cost) * window / cur)
+            left + ceil_ms(window - (limit - cost) * window / cur)
         } else {
-            reset_ms
+            left
         };
         wait.clamp(1, 2 * window_ms)
     };

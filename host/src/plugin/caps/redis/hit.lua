@@ -1,4 +1,4 @@
--- Sliding window, two-window estimate: the semantics are in redis_store.rs.
+-- Sliding window, two-window estimate: the semantics are in redis.rs.
 -- KEYS[1]: the window, a hash {win, cur, prev, len}. One key rather than one per
 -- window keeps the script to one hash slot (Redis Cluster) and the key as given.
 -- ARGV: limit, window in ms, cost.

@@ -1,4 +1,4 @@
--- Token bucket with continuous refill: the semantics are in redis_store.rs.
+-- Token bucket with continuous refill: the semantics are in redis.rs.
 -- KEYS[1]: the bucket, a hash {tokens, last}.
 -- ARGV: capacity, refill per second, cost, longest TTL in ms.
 -- Returns {allowed (0 or 1), tokens left (%.17g string)}.

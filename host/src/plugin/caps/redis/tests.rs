@@ -58,7 +58,8 @@ fn window_result_waits_for_the_previous_window_to_decay() {
     // is refused (102.5 > 100). Room comes when 50 × (750 - t)/1000 ≤ 100 - 40 - 25: t ≥ 50.
     let counts = WindowCounts { prev: 50.0, cur: 40.0, elapsed: 250 };
     let refused = window_result(100, 1000, 25, false, counts);
-    assert_eq!(refused, LimitResult { allowed: false, limit: 100, remaining: 22, reset_ms: 750, retry_after_ms: 50 });
+    // Nothing counts any more once this window's 40 have decayed through the next one: 1750.
+    assert_eq!(refused, LimitResult { allowed: false, limit: 100, remaining: 22, reset_ms: 1750, retry_after_ms: 50 });
 }
 
 #[test]
@@ -68,7 +69,7 @@ fn window_result_waits_into_the_next_window_when_the_current_count_is_too_high()
     let counts = WindowCounts { prev: 10.0, cur: 90.0, elapsed: 400 };
     let refused = window_result(100, 1000, 20, false, counts);
     assert_eq!(refused.retry_after_ms, 600 + 112);
-    assert_eq!(refused.reset_ms, 600);
+    assert_eq!(refused.reset_ms, 600 + 1000, "this window's 90 count until the next one ends");
     assert_eq!(refused.remaining, 4, "100 - ceil(10 × 0.6 + 90)");
 }
 
@@ -78,6 +79,28 @@ fn window_result_floors_remaining_at_zero_and_rounds_the_estimate_up() {
     assert_eq!((full.remaining, full.retry_after_ms), (0, 0));
     let partial = window_result(10, 1000, 1, true, WindowCounts { prev: 1.0, cur: 5.0, elapsed: 999 });
     assert_eq!(partial.remaining, 4, "estimate 5.001 counts as 6");
+}
+
+#[test]
+fn window_result_reset_is_when_nothing_counts_and_never_before_retry_after() {
+    // The current window full, half-way through: a retry passes 100 ms into the next window,
+    // but the ten hits weigh in until that one ends. (Before: reset 500, under retry 600.)
+    let refused = window_result(10, 1000, 1, false, WindowCounts { prev: 0.0, cur: 10.0, elapsed: 500 });
+    assert_eq!((refused.retry_after_ms, refused.reset_ms), (600, 1500), "{refused:?}");
+    // Only the previous window's hits: they stop counting when this one ends.
+    let peek = window_result(10, 1000, 0, true, WindowCounts { prev: 4.0, cur: 0.0, elapsed: 300 });
+    assert_eq!((peek.remaining, peek.reset_ms), (7, 700), "{peek:?}");
+    // Nothing counted: fully available now.
+    let fresh = window_result(10, 1000, 0, true, WindowCounts { prev: 0.0, cur: 0.0, elapsed: 300 });
+    assert_eq!((fresh.remaining, fresh.reset_ms), (10, 0), "{fresh:?}");
+    for elapsed in [0, 1, 333, 500, 999] {
+        for (prev, cur) in [(0.0, 10.0), (10.0, 0.0), (5.0, 5.0), (10.0, 9.0), (3.0, 10.0)] {
+            for cost in 1..=10 {
+                let result = window_result(10, 1000, cost, false, WindowCounts { prev, cur, elapsed });
+                assert!(result.reset_ms >= result.retry_after_ms, "p={prev} c={cur} e={elapsed}: {result:?}");
+            }
+        }
+    }
 }
 
 // ---- Arguments and construction ----------------------------------------------------------
@@ -348,15 +371,16 @@ async fn hit_reports_sane_values_and_expires_after_two_windows() {
     for n in 1..=10 {
         let result = store.hit("w", 10, DAY_MS, 1).await.unwrap();
         assert!(result.allowed && result.remaining == 10 - n && result.retry_after_ms == 0, "{result:?}");
-        assert!((1..=DAY_MS).contains(&result.reset_ms), "{result:?}");
+        assert!((DAY_MS + 1..=2 * DAY_MS).contains(&result.reset_ms), "{result:?}");
     }
     let pttl: i64 = redis.pttl("w").await.unwrap();
     assert!((2 * DAY_MS - 60_000..=2 * DAY_MS).contains(&u64::try_from(pttl).unwrap()), "PTTL {pttl}");
 
     let refused = store.hit("w", 10, DAY_MS, 1).await.unwrap();
     assert!(!refused.allowed && refused.remaining == 0, "{refused:?}");
-    // Next window: 10 × (1 - e) + 1 ≤ 10 → e = a tenth of the window, after this one ends.
-    assert_eq!(refused.retry_after_ms, refused.reset_ms + DAY_MS / 10, "{refused:?}");
+    // Next window: 10 × (1 - e) + 1 ≤ 10 → e = a tenth of the window, after this one ends;
+    // the ten hits count until the next window ends.
+    assert_eq!(refused.retry_after_ms, refused.reset_ms - DAY_MS + DAY_MS / 10, "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,6 +403,31 @@ async fn hit_retry_after_is_when_a_retry_succeeds() {
         tokio::time::sleep(Duration::from_millis(refused.retry_after_ms + 5)).await;
         let retried = store.hit("short", 5, 300, 1).await.unwrap();
         assert!(retried.allowed, "{retried:?} after {refused:?}");
+    }
+}
+
+/// `reset_ms` is when the limit is fully available again on the real server clock: a hit of
+/// the whole limit at once passes after it (it did not after the old reset, the window's roll,
+/// while the rolled window's hits still weighed in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_reset_is_when_the_whole_limit_is_available_again() {
+    let server = RedisServer::start();
+    let store = store(&server, PATIENT);
+    for _ in 0..3 {
+        let mut refused = None;
+        for _ in 0..20 {
+            let result = store.hit("reset", 5, 300, 1).await.unwrap();
+            if !result.allowed {
+                refused = Some(result);
+                break;
+            }
+        }
+        let refused = refused.expect("a burst of hits in one window is refused");
+        assert!(refused.reset_ms >= refused.retry_after_ms, "{refused:?}");
+        assert!((1..=600).contains(&refused.reset_ms), "{refused:?}");
+        tokio::time::sleep(Duration::from_millis(refused.reset_ms + 5)).await;
+        let whole = store.hit("reset", 5, 300, 5).await.unwrap();
+        assert!(whole.allowed, "{whole:?} after {refused:?}");
     }
 }
 
