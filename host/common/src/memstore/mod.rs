@@ -23,7 +23,10 @@
 //!   values ([`MemStore::with_max_bytes`]), first drops that shard's expired
 //!   entries, then fails with `Invalid("store full")`; a `set` that would
 //!   grow a value past `max_bytes` fails at once. (A `take` or `hit` that
-//!   writes nothing, see below, adds no key.)
+//!   writes nothing, see below, adds no key.) `set` values may fill only
+//!   seven eighths of either limit: the last eighth is kept for counters,
+//!   buckets and windows, so values (a cache's answers) filling the store
+//!   leave rate limits counting new clients.
 //!
 //! # Values and counters
 //!
@@ -239,7 +242,7 @@ impl<C: Clock> MemStore<C> {
         match self.live(&mut shard, key, now) {
             Some(existing) => {
                 let (old, new) = (payload(&existing.value), value.len());
-                if new > old && !reserve(&self.bytes, self.max_bytes, new - old) {
+                if new > old && !reserve(&self.bytes, for_values(self.max_bytes), new - old) {
                     return Err(full());
                 }
                 self.bytes.fetch_sub(old.saturating_sub(new), Ordering::AcqRel);
@@ -385,10 +388,14 @@ impl<C: Clock> MemStore<C> {
     /// `max_bytes`.
     fn insert(&self, shard: &mut Shard, key: &str, entry: Entry, now: u64) -> Result<(), StoreError> {
         let weight = weight(key, &entry.value);
-        if !self.reserve_entry(weight) {
+        let (entries, bytes) = match entry.value {
+            Value::Bytes(_) => (for_values(self.max_entries), for_values(self.max_bytes)),
+            _ => (self.max_entries, self.max_bytes),
+        };
+        if !self.reserve_entry(weight, entries, bytes) {
             // Only this shard: sweeping others would mean taking a second lock.
             self.sweep_shard(shard, now);
-            if !self.reserve_entry(weight) {
+            if !self.reserve_entry(weight, entries, bytes) {
                 return Err(full());
             }
         }
@@ -396,12 +403,13 @@ impl<C: Clock> MemStore<C> {
         Ok(())
     }
 
-    /// Counts one more entry of `weight` bytes if there is room for both.
-    fn reserve_entry(&self, weight: usize) -> bool {
-        if !reserve(&self.len, self.max_entries, 1) {
+    /// Counts one more entry of `weight` bytes if there is room for both
+    /// under these limits.
+    fn reserve_entry(&self, weight: usize, max_entries: usize, max_bytes: usize) -> bool {
+        if !reserve(&self.len, max_entries, 1) {
             return false;
         }
-        if !reserve(&self.bytes, self.max_bytes, weight) {
+        if !reserve(&self.bytes, max_bytes, weight) {
             self.len.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -456,6 +464,12 @@ impl Value {
 /// than check-then-add, because shards under different locks insert at once.
 fn reserve(count: &AtomicUsize, max: usize, n: usize) -> bool {
     count.fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| c.checked_add(n).filter(|&after| after <= max)).is_ok()
+}
+
+/// What `set` values may fill of a limit: all but an eighth, kept for
+/// counters, buckets and windows (see the module doc).
+fn for_values(max: usize) -> usize {
+    max - max / 8
 }
 
 /// The bytes of a `set` value (other kinds are a few words).

@@ -348,28 +348,49 @@ fn a_full_store_refuses_new_keys_only() {
     assert_eq!(store.len(), 3);
 }
 
+/// Values (a cache's answers) filling the store leave the last eighth to
+/// counters, buckets and windows: rate limits go on counting new clients.
+#[test]
+fn values_leave_room_for_counters_and_limits() {
+    let (_, store) = store_holding(16);
+    for n in 0..14 {
+        store.set(&format!("v{n}"), b"x", None).unwrap();
+    }
+    assert_eq!(invalid(store.set("v14", b"x", None)), "store full", "values fill 14 of 16 keys");
+    assert!(store.hit("w", 5, 1_000, 1).unwrap().allowed, "a new window still fits");
+    assert!(store.take("t", 5, 1.0, 1).unwrap().allowed);
+    assert_eq!(invalid(store.incr("n", 1, None)), "store full", "and then the store is full");
+
+    let clock = Arc::new(ManualClock::new(0));
+    let store = MemStore::new(clock, 100).with_max_bytes(800);
+    store.set("v", &[1; 699], None).unwrap();
+    assert_eq!(invalid(store.set("u", &[1; 1], None)), "store full", "values fill 700 of 800 bytes");
+    assert!(store.hit("w", 5, 1_000, 1).unwrap().allowed);
+}
+
 #[test]
 fn a_store_holds_so_many_bytes_of_keys_and_values() {
     let clock = Arc::new(ManualClock::new(0));
+    // Values may fill 88 of the 100 bytes (seven eighths).
     let store = MemStore::new(clock.clone(), 100).with_max_bytes(100);
-    // "a" + 60 bytes, "b" + 30: 92 of 100.
-    store.set("a", &[1; 60], Some(100)).unwrap();
+    // "a" + 50 bytes, "b" + 30: 82.
+    store.set("a", &[1; 50], Some(100)).unwrap();
     store.set("b", &[1; 30], None).unwrap();
     assert_eq!(invalid(store.set("c", &[1; 20], None)), "store full", "a new key past the bytes");
     assert_eq!(invalid(store.set("b", &[1; 40], None)), "store full", "a larger value past them");
-    store.set("b", &[1; 38], None).unwrap();
-    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 100);
+    store.set("b", &[1; 36], None).unwrap();
+    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 88);
     // A counter or a limit costs its key; a value made a counter frees its bytes.
     store.set("b", b"5", None).unwrap();
     assert_eq!(store.incr("b", 1, None).unwrap(), 6);
     store.take("t", 5, 1.0, 1).unwrap();
-    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 61 + 1 + 1);
+    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 51 + 1 + 1);
     // Deleted and swept entries free theirs.
     assert!(store.delete("t").unwrap());
     clock.advance(100);
     store.sweep();
-    store.set("c", &[1; 90], None).unwrap();
-    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 1 + 91, "the expired `a` went");
+    store.set("c", &[1; 80], None).unwrap();
+    assert_eq!(store.bytes.load(std::sync::atomic::Ordering::Acquire), 1 + 81, "the expired `a` went");
     assert_eq!(store.len(), 2);
 }
 
@@ -460,7 +481,7 @@ fn concurrent_inserts_never_overfill_the_store() {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stored = contend(1_000, || {
         let key = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        store.set(&format!("k{key}"), b"v", None).is_ok()
+        store.incr(&format!("k{key}"), 1, None).is_ok()
     });
     assert_eq!(stored, 100);
     assert_eq!(store.len(), 100);
