@@ -186,6 +186,31 @@ pub async fn closing(on_next: bool) -> (SocketAddr, Arc<AtomicUsize>, watch::Sen
     (addr, accepted, stop)
 }
 
+/// Streams its first answer: a chunked head and one chunk, then silence
+/// (the stream held open, for up to a minute); every later request on any
+/// connection gets `200 quick` at once. Neither carries `x-upstream`.
+pub async fn streaming_first() -> (SocketAddr, watch::Sender<bool>) {
+    use tokio::io::AsyncWriteExt;
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    raw(move |mut s| {
+        let first = first.clone();
+        async move {
+            let mut pending = Vec::new();
+            while crate::read_head(&mut s, &mut pending).await.is_some() {
+                if first.swap(false, Ordering::SeqCst) {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n").await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nquick").await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Answers each request with a head announcing ten bytes and three of
 /// them, then goes silent with the connection open: an upstream stalled in
 /// the middle of a body.

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::headers;
 use crate::server::h1::{ReadError, RequestBody};
+use crate::upstream::endpoint::Outstanding;
 use crate::upstream::h1::{self, ResponseBody};
 
 /// A streamed request body went over the route's limit.
@@ -54,6 +55,12 @@ pub enum Body {
     /// An upstream's HTTP/1 response, which returns its connection to the
     /// pool when it ends.
     Pooled(ResponseBody),
+    /// An upstream's response whose request stays counted in flight at its
+    /// endpoint until the body ends (for the balancers that weigh load).
+    Held {
+        inner: Box<Body>,
+        outstanding: Option<Outstanding>,
+    },
     /// A client's stream, failing once more than `limit` bytes have passed
     /// or when the client sends nothing for `idle` (slow-body attacks).
     Capped {
@@ -151,6 +158,7 @@ impl http_body::Body for Body {
             Self::Stream { inner, .. } => inner.is_end_stream(),
             Self::Capped { inner, .. } => inner.is_end_stream(),
             Self::Pooled(inner) => inner.is_end_stream(),
+            Self::Held { inner, .. } => inner.is_end_stream(),
         }
     }
 
@@ -161,6 +169,7 @@ impl http_body::Body for Body {
             Self::Stream { inner, .. } => inner.size_hint(),
             Self::Capped { inner, .. } => inner.size_hint(),
             Self::Pooled(inner) => inner.size_hint(),
+            Self::Held { inner, .. } => inner.size_hint(),
         }
     }
 }
@@ -181,6 +190,15 @@ impl Body {
                 }
             },
             Self::Pooled(inner) => inner.poll_frame(cx),
+            Self::Held { inner, outstanding } => {
+                let polled = inner.poll_inner(cx);
+                // Ended or failed: no longer in flight, whenever the body
+                // itself is dropped.
+                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+                    *outstanding = None;
+                }
+                polled
+            }
             Self::Capped { inner, remaining, limit, idle, timer } => {
                 let frame = match inner.poll_frame(cx) {
                     Poll::Ready(Some(Ok(f))) => f,

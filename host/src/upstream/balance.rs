@@ -68,6 +68,12 @@ impl Balancer {
         self.kind == Balance::PeakEwma
     }
 
+    /// Whether picks weigh the requests in flight: only then is a request
+    /// counted until its response body ends, not only its head.
+    pub fn weighs_load(&self) -> bool {
+        matches!(self.kind, Balance::LeastRequest | Balance::PeakEwma)
+    }
+
     /// `weights[i]` is endpoint i's weight (0 is read as 1), `names[i]` its
     /// address. The Maglev table for consistent hashing is built here, once,
     /// from the names: an endpoint keeps its slots wherever it is in the

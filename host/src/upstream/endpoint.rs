@@ -124,6 +124,20 @@ impl InFlight<'_> {
         self.finish_at(Instant::now(), observed)
     }
 
+    /// [`finish_at`](Self::finish_at) for the latency, with the request
+    /// still counted in flight until the [`Outstanding`] returned is
+    /// dropped (when its response body ends): a long stream is load.
+    pub fn finish_held(self, now: Instant, observed: bool, endpoint: &Arc<Endpoint>) -> (Duration, Outstanding) {
+        debug_assert!(std::ptr::eq(self.endpoint, &**endpoint));
+        let elapsed = now.saturating_duration_since(self.start);
+        if observed {
+            self.endpoint.ewma.observe_at(elapsed, now);
+        }
+        // The count is handed over, not taken and given again.
+        std::mem::forget(self);
+        (elapsed, Outstanding(endpoint.clone()))
+    }
+
     /// [`finish`](Self::finish) at `now`, for a caller that already read the
     /// clock.
     pub fn finish_at(self, now: Instant, observed: bool) -> Duration {
@@ -138,6 +152,17 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request whose response head has come, still counted in flight at its
+/// endpoint until dropped ([`InFlight::finish_held`]).
+#[derive(Debug)]
+pub struct Outstanding(Arc<Endpoint>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

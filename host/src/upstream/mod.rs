@@ -391,9 +391,17 @@ impl Upstream {
             // timer it keeps, rather than one made for each request.
             let attempt = Box::pin(self.try_once(ep, req, forwarding, now, now + try_timeout)).await;
             let retry = match attempt {
-                Try::Response(resp, done) => {
+                Try::Response(mut resp, done) => {
                     let status = resp.status();
-                    let elapsed = flight.finish_at(done, set.balancer.uses_latency());
+                    let observed = set.balancer.uses_latency();
+                    let elapsed = if set.balancer.weighs_load() {
+                        let (elapsed, outstanding) = flight.finish_held(done, observed, ep);
+                        let inner = Box::new(std::mem::replace(resp.body_mut(), Body::Empty));
+                        *resp.body_mut() = Body::Held { inner, outstanding: Some(outstanding) };
+                        elapsed
+                    } else {
+                        flight.finish_at(done, observed)
+                    };
                     let (outcome, label) = if status.is_server_error() {
                         (Outcome::ServerError, TryOutcome::ServerError)
                     } else {

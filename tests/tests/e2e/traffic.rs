@@ -554,6 +554,47 @@ async fn a_request_out_of_time_in_the_bulkhead_queue_is_not_sent() {
     assert_eq!(up.hits(), 1, "the queued request never reached the upstream");
 }
 
+/// With least-request, a request whose response is still streaming is load
+/// on its endpoint: the requests that come meanwhile go to the other one.
+/// (It was counted until its response head only: a long stream — a
+/// download, server-sent events — weighed nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_counts_a_streaming_response_as_load() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (streamer, _stop) = wasmgate_tests::upstream::streaming_first().await;
+    let other = TestUpstream::echo("other").await;
+    // (The stream is still open at the end: shutdown cuts it after 1 s.)
+    let gw = TestGateway::start_with(
+        "workers = 1\nshutdown_timeout = \"1s\"",
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{streamer}\", \"{}\"]\nbalance = \"least-request\"\n\
+             [[routes]]\nupstream = \"u\"\nretries = {{ attempts = 0 }}\n",
+            other.addr
+        ),
+    );
+    // Requests until one lands on the streamer, whose first answer streams.
+    let mut stream = None;
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut head = vec![0; 4096];
+        let n = s.read(&mut head).await.unwrap();
+        let head = String::from_utf8_lossy(&head[..n]).to_lowercase();
+        if head.contains("transfer-encoding: chunked") && !head.contains("x-upstream") {
+            stream = Some(s);
+            break;
+        }
+    }
+    let _stream = stream.expect("a request reached the streamer");
+    let mut to_other = 0;
+    for _ in 0..10 {
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 200);
+        to_other += usize::from(r.header("x-upstream") == Some("other"));
+    }
+    assert_eq!(to_other, 10, "the streaming endpoint counted as busy");
+}
+
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
     let mut out = Vec::new();
     for t in tasks {
