@@ -174,8 +174,10 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
                 }
                 failed = failed.saturating_add(1);
                 let wait = Duration::from_millis(10).saturating_mul(1 << (failed - 1).min(7));
-                tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
-                continue;
+                tokio::select! {
+                    () = tokio::time::sleep(wait.min(Duration::from_secs(1))) => continue,
+                    _ = shutdown.changed() => break,
+                }
             }
         };
         if failed > 0 {

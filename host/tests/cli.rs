@@ -259,6 +259,9 @@ fn running_out_of_file_descriptors_is_said_once_and_survived() {
     assert!(child.wait().unwrap().success());
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert_eq!(err.matches("accept failed").count(), 1, "{err}");
+    // Once, or a few times if the backlog's burst ran out again: not every
+    // 10 ms (130 lines in this test before).
+    let said = err.matches("accept failed").count();
+    assert!((1..=5).contains(&said), "said {said} times: {err}");
     assert!(err.contains("accepting again"), "{err}");
 }

@@ -283,4 +283,29 @@ plugins = [{ use = "jwt", config = {}, config_files = { jwks = "jwks.json" } }]
             ["site.pem", "site.key", "clients.pem", "upstream-ca.pem", "mtls.pem", "mtls.key", "key.txt", "jwks.json"]
         );
     }
+
+    /// A cap left out is at least the base written: a base set past the
+    /// cap's default is not refused over a key that was never written.
+    #[test]
+    fn a_cap_left_out_is_at_least_its_base() {
+        let text = r#"
+[server]
+listen = "127.0.0.1:0"
+[upstreams.u]
+endpoints = ["127.0.0.1:9001"]
+outlier = { base_ejection = "10m" }
+breaker = { open_for = "2m" }
+[[routes]]
+upstream = "u"
+retries = { attempts = 2, backoff = "500ms" }
+"#;
+        let config = parse(Path::new("gateway.toml"), text).unwrap();
+        let u = &config.upstreams[0];
+        let outlier = u.outlier.as_ref().unwrap();
+        assert_eq!(outlier.max_ejection, outlier.base_ejection);
+        let breaker = u.breaker.as_ref().unwrap();
+        assert_eq!(breaker.max_open_for, breaker.open_for);
+        let retries = &config.routes[0].retries;
+        assert_eq!(retries.max_backoff, retries.backoff);
+    }
 }

@@ -412,13 +412,14 @@ fn build_retries(rr: &Spanned<raw::RawRetries>, key: &str, p: &mut Problems<'_>)
         WAITS,
         Duration::from_millis(25),
     );
+    // Left out, the cap is at least the base.
     let max_backoff = within(
         p,
         span(rr),
         &format!("{key}.retries.max_backoff"),
         r.max_backoff.map(|d| d.0),
         WAITS,
-        Duration::from_millis(250),
+        Duration::from_millis(250).max(backoff),
     );
     if max_backoff < backoff && in_range(r.backoff, &WAITS) && in_range(r.max_backoff, &WAITS) {
         p.at(

@@ -255,6 +255,13 @@ fn build_tls(t: &Spanned<raw::RawServerTls>, base: &Path, p: &mut Problems<'_>) 
     })
 }
 
+/// Whether a socket bound to `a` takes connections to `b`'s address: the
+/// same address, or `a` on all addresses of `b`'s family — `[::]` on both
+/// families (dual-stack), `0.0.0.0` on IPv4 only.
+fn covers(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.ip() == b.ip() || (a.ip().is_unspecified() && (a.is_ipv6() || a.is_ipv4() == b.is_ipv4()))
+}
+
 /// Refuses two listeners on one port: the plain and TLS listeners bind
 /// with `SO_REUSEPORT`, so both binds succeed and the kernel spreads the
 /// connections between them — half the TLS handshakes met the plain
@@ -280,9 +287,7 @@ pub(super) fn check_listeners(
     }
     for (i, (key, addr, at)) in listeners.iter().enumerate() {
         let clash = listeners[..i].iter().find(|(_, other, _)| {
-            addr.port() != 0
-                && addr.port() == other.port()
-                && (addr.ip() == other.ip() || addr.ip().is_unspecified() || other.ip().is_unspecified())
+            addr.port() != 0 && addr.port() == other.port() && (covers(addr, other) || covers(other, addr))
         });
         if let Some((other_key, other, _)) = clash {
             p.at(

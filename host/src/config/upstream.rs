@@ -233,24 +233,26 @@ pub(super) fn build_upstreams(
         let health = r.health.as_ref().and_then(|h| build_health(h, &key, p));
         let outlier = r.outlier.as_ref().map(|at| {
             let o = at.get_ref();
+            let base_ejection = within(
+                p,
+                span(u),
+                &format!("{key}.outlier.base_ejection"),
+                o.base_ejection,
+                WAITS,
+                Duration::from_secs(10),
+            );
             let outlier = Outlier {
                 consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
                 consecutive_connect_failures: o.consecutive_connect_failures.unwrap_or(3),
-                base_ejection: within(
-                    p,
-                    span(u),
-                    &format!("{key}.outlier.base_ejection"),
-                    o.base_ejection,
-                    WAITS,
-                    Duration::from_secs(10),
-                ),
+                base_ejection,
+                // Left out, the cap is at least the base.
                 max_ejection: within(
                     p,
                     span(u),
                     &format!("{key}.outlier.max_ejection"),
                     o.max_ejection,
                     REQUEST_TIMEOUTS,
-                    Duration::from_secs(300),
+                    Duration::from_secs(300).max(base_ejection),
                 ),
                 max_ejected_percent: within(
                     p,
@@ -465,6 +467,7 @@ fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) ->
 
 fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) -> Option<BreakerConfig> {
     let r = b.get_ref();
+    let open_for = within(p, span(b), &format!("{key}.open_for"), r.open_for, REQUEST_TIMEOUTS, Duration::from_secs(5));
     let config = BreakerConfig {
         consecutive_failures: r.consecutive_failures,
         failure_ratio: r.failure_ratio.unwrap_or(0.5),
@@ -477,14 +480,16 @@ fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) 
             Duration::from_millis(100)..=Duration::from_secs(3600),
             Duration::from_secs(10),
         ),
-        open_for: within(p, span(b), &format!("{key}.open_for"), r.open_for, REQUEST_TIMEOUTS, Duration::from_secs(5)),
+        open_for,
+        // Left out, the cap is at least the base (it was refused, naming a
+        // key not written, when the base was set past its default).
         max_open_for: within(
             p,
             span(b),
             &format!("{key}.max_open_for"),
             r.max_open_for,
             REQUEST_TIMEOUTS,
-            Duration::from_secs(60),
+            Duration::from_secs(60).max(open_for),
         ),
         half_open_probes: r.half_open_probes.unwrap_or(1).max(1),
     };

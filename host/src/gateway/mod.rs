@@ -192,18 +192,19 @@ pub enum StartError {
 pub fn run(path: &Path) -> Result<(), StartError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Threads)?;
     let rt = std::rc::Rc::new(rt);
-    // Before anything slow (plugins compiled, names resolved): a signal
-    // meanwhile waits for the gateway to serve — SIGHUP's default action
-    // (a `systemctl reload`, a certificate renewal hook) ended the process.
-    let signals = {
+    // Before anything slow (plugins compiled, names resolved): a SIGHUP
+    // meanwhile reloads once the gateway serves — its default action (a
+    // `systemctl reload`, a certificate renewal hook) ended the process.
+    // SIGTERM and SIGINT keep theirs until then: a start can be stopped.
+    let hup = {
         let _in = rt.enter();
-        Signals::listen()?
+        listen(tokio::signal::unix::SignalKind::hangup())?
     };
     let config = config::load(path)?;
     if config.server.workers > 1 {
         let gateway = Gateway::start_threads(path.to_path_buf(), config)?;
         let mut stopped = gateway.shutdown.subscribe();
-        let outcome = rt.block_on(until_signalled(&gateway, signals, async move {
+        let outcome = rt.block_on(until_signalled(&gateway, hup, async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         }));
         gateway.shutdown();
@@ -214,7 +215,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         crate::worker::set_index(0);
         Gateway::start_here(path.to_path_buf(), config, &handle)
     })?;
-    let outcome = rt.block_on(until_signalled(&gateway, signals, serve));
+    let outcome = rt.block_on(until_signalled(&gateway, hup, serve));
     // Joining the watcher may wait for a reload, which may wait for
     // control work: the runtime goes on meanwhile.
     rt.block_on(async move {
@@ -223,34 +224,21 @@ pub fn run(path: &Path) -> Result<(), StartError> {
     outcome
 }
 
-/// The signals `run` handles, caught from when they are made.
-struct Signals {
-    hup: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    /// Needs a runtime entered.
-    fn listen() -> Result<Self, StartError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let listen = |kind| signal(kind).map_err(StartError::Signals);
-        Ok(Self {
-            hup: listen(SignalKind::hangup())?,
-            term: listen(SignalKind::terminate())?,
-            int: listen(SignalKind::interrupt())?,
-        })
-    }
+/// Catches `kind` from now on (needs a runtime entered).
+fn listen(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, StartError> {
+    tokio::signal::unix::signal(kind).map_err(StartError::Signals)
 }
 
 /// Handles signals until `serve` (which ends once shutdown is asked and the
-/// in-flight requests are done) ends.
+/// in-flight requests are done) ends; `hup` was caught since before the
+/// start.
 async fn until_signalled(
     gateway: &Gateway,
-    signals: Signals,
+    mut hup: tokio::signal::unix::Signal,
     serve: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let Signals { mut hup, mut term, mut int } = signals;
+    use tokio::signal::unix::SignalKind;
+    let (mut term, mut int) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
     let mut serve = std::pin::pin!(serve);
     loop {
         tokio::select! {

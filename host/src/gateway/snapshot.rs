@@ -376,7 +376,7 @@ fn resolve_now(
     let (dns, what) = (dns.clone(), what.clone());
     let resolving = async move {
         match Resolver::new(&dns) {
-            Ok(r) => r.resolve(&what).await.map_err(|e| e.to_string()),
+            Ok(r) => r.resolve(&what, &[]).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
     };

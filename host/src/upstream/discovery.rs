@@ -138,15 +138,24 @@ impl Resolver {
     /// Never returns an empty set: no records is an error. Any failure other
     /// than "no records" (a timeout, SERVFAIL) fails the whole resolution
     /// rather than returning part of the set, so a flaky nameserver cannot
-    /// shrink an upstream. The same endpoint reached through two SRV records
-    /// appears once, with their weights added.
-    pub async fn resolve(&self, what: &Discovery) -> Result<(Vec<Resolved>, Duration), DiscoveryError> {
+    /// shrink an upstream — but for one address family failing while the
+    /// other answered, when `current` (the set in use; none at load) holds
+    /// no address of the failed family: then nothing is lost, and a resolver
+    /// that fumbles AAAA for a name with only A records does not fail every
+    /// resolution (the load, and after it every update). The same endpoint
+    /// reached through two SRV records appears once, with their weights
+    /// added.
+    pub async fn resolve(
+        &self,
+        what: &Discovery,
+        current: &[Resolved],
+    ) -> Result<(Vec<Resolved>, Duration), DiscoveryError> {
         let (endpoints, ttl) = match what {
             Discovery::Dns { host, port } => {
-                let (ips, ttl) = self.addresses(host).await?;
+                let (ips, ttl) = self.addresses(host, current).await?;
                 (ips.into_iter().map(|ip| (SocketAddr::new(ip, *port), 1)).collect::<Vec<_>>(), ttl)
             }
-            Discovery::Srv { name } => self.srv(name).await?,
+            Discovery::Srv { name } => self.srv(name, current).await?,
         };
         let mut merged = BTreeMap::<SocketAddr, u32>::new();
         for (addr, weight) in endpoints {
@@ -160,10 +169,10 @@ impl Resolver {
     }
 
     /// The A and AAAA addresses of `host` and their smallest TTL. One family
-    /// missing is fine; both missing is an error. So is one failing when the
-    /// other answered: its addresses are used (a resolver that fumbles AAAA
-    /// for a name with only A records failed every lookup, at load and after).
-    async fn addresses(&self, host: &str) -> Result<(Vec<IpAddr>, Duration), DiscoveryError> {
+    /// missing is fine; both missing is an error. One failing while the
+    /// other answered is an error only when `current` holds addresses of
+    /// the failed family ([`resolve`](Self::resolve)).
+    async fn addresses(&self, host: &str, current: &[Resolved]) -> Result<(Vec<IpAddr>, Duration), DiscoveryError> {
         let (v4, v6) = tokio::join!(self.lookup(host, RecordType::A), self.lookup(host, RecordType::AAAA));
         let mut ips = Vec::new();
         let mut ttl = None::<u32>;
@@ -183,17 +192,19 @@ impl Resolver {
                     }
                 }
                 Err(e) if e.is_no_records_found() => nxdomain |= e.is_nx_domain(),
-                Err(source) => failed = failed.or(Some(self.lookup_error(host, kind, source))),
+                Err(source) => failed = failed.or(Some((kind == "AAAA", self.lookup_error(host, kind, source)))),
             }
         }
         match ttl {
-            Some(ttl) if !ips.is_empty() => {
-                if let Some(e) = failed {
+            Some(ttl) if !ips.is_empty() => match failed {
+                Some((v6, e)) if current.iter().any(|r| r.addr.is_ipv6() == v6) => Err(e),
+                Some((_, e)) => {
                     tracing::warn!("{e}; using the addresses of the other family");
+                    Ok((ips, Duration::from_secs(ttl.into())))
                 }
-                Ok((ips, Duration::from_secs(ttl.into())))
-            }
-            _ if let Some(e) = failed => Err(e),
+                None => Ok((ips, Duration::from_secs(ttl.into()))),
+            },
+            _ if let Some((_, e)) = failed => Err(e),
             _ if nxdomain => {
                 Err(DiscoveryError::NxDomain { name: host.to_owned(), nameservers: self.nameservers.clone() })
             }
@@ -207,7 +218,11 @@ impl Resolver {
 
     /// The endpoints of SRV `name` at its lowest priority, with the smallest
     /// TTL of the SRV records and of the targets' addresses.
-    async fn srv(&self, name: &str) -> Result<(Vec<(SocketAddr, u32)>, Duration), DiscoveryError> {
+    async fn srv(
+        &self,
+        name: &str,
+        current: &[Resolved],
+    ) -> Result<(Vec<(SocketAddr, u32)>, Duration), DiscoveryError> {
         let lookup = match self.lookup(name, RecordType::SRV).await {
             Ok(lookup) => lookup,
             Err(e) if e.is_nx_domain() => {
@@ -235,7 +250,7 @@ impl Resolver {
         let mut targets = Vec::new();
         for srv in records.iter().filter(|s| s.priority == priority) {
             let target = srv.target.to_string();
-            match self.addresses(&target).await {
+            match self.addresses(&target, current).await {
                 Ok((ips, target_ttl)) => {
                     ttl = ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
                     let weight = u32::from(srv.weight.max(1));
@@ -315,7 +330,7 @@ pub async fn watch(
         // A stop during a slow lookup (a dead nameserver) ends at once too.
         let result = tokio::select! {
             () = &mut stop => return,
-            result = resolver.resolve(&what) => result,
+            result = resolver.resolve(&what, &current) => result,
         };
         match result {
             Ok((set, ttl)) => {
@@ -417,7 +432,7 @@ mod tests {
     async fn start_watch(dns: &TestDns, what: Discovery) -> (Vec<Resolved>, Watching) {
         let config = config(dns.addr);
         let resolver = Resolver::new(&config).unwrap();
-        let first = resolver.resolve(&what).await.unwrap();
+        let first = resolver.resolve(&what, &[]).await.unwrap();
         let initial = first.0.clone();
         let (tx, changes) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -433,7 +448,7 @@ mod tests {
         dns.set_a("web.svc.test.", &ips(&["127.0.0.2", "127.0.0.1"]), 30);
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
 
-        let (set, ttl) = resolver.resolve(&host("web.svc.test", 8080)).await.unwrap();
+        let (set, ttl) = resolver.resolve(&host("web.svc.test", 8080), &[]).await.unwrap();
 
         assert_eq!(set, [ep("127.0.0.1:8080", 1), ep("127.0.0.2:8080", 1)]);
         assert_eq!(ttl, Duration::from_secs(30));
@@ -446,8 +461,8 @@ mod tests {
         dns.set_a("dual.svc.test.", &ips(&["::1", "127.0.0.1"]), 30);
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
 
-        let (v6, _) = resolver.resolve(&host("v6.svc.test", 9000)).await.unwrap();
-        let (dual, _) = resolver.resolve(&host("dual.svc.test", 9000)).await.unwrap();
+        let (v6, _) = resolver.resolve(&host("v6.svc.test", 9000), &[]).await.unwrap();
+        let (dual, _) = resolver.resolve(&host("dual.svc.test", 9000), &[]).await.unwrap();
 
         assert_eq!(v6, [ep("[::1]:9000", 1)]);
         assert_eq!(dual, [ep("127.0.0.1:9000", 1), ep("[::1]:9000", 1)]);
@@ -460,13 +475,25 @@ mod tests {
         dns.fail_aaaa(true);
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
 
-        let (set, _) = resolver.resolve(&host("web.svc.test", 8080)).await.unwrap();
+        let (set, _) = resolver.resolve(&host("web.svc.test", 8080), &[]).await.unwrap();
         assert_eq!(set, [ep("127.0.0.1:8080", 1)], "the A answer, though AAAA failed");
 
         // With nothing from the other family, the failure is the answer.
         dns.set_a("v6.svc.test.", &ips(&["::1"]), 30);
-        let err = resolver.resolve(&host("v6.svc.test", 8080)).await.unwrap_err().to_string();
+        let err = resolver.resolve(&host("v6.svc.test", 8080), &[]).await.unwrap_err().to_string();
         assert!(err.contains("AAAA"), "{err}");
+
+        // A set in use with addresses of the failed family is not shrunk by
+        // a passing failure: the resolution fails (the set is kept).
+        dns.set_a("dual.svc.test.", &ips(&["127.0.0.1", "::1"]), 30);
+        dns.fail_aaaa(false);
+        let (dual, _) = resolver.resolve(&host("dual.svc.test", 8080), &[]).await.unwrap();
+        assert_eq!(dual.len(), 2);
+        dns.fail_aaaa(true);
+        let err = resolver.resolve(&host("dual.svc.test", 8080), &dual).await.unwrap_err().to_string();
+        assert!(err.contains("AAAA"), "{err}");
+        let (only_v4, _) = resolver.resolve(&host("dual.svc.test", 8080), &dual[..1]).await.unwrap();
+        assert_eq!(only_v4, [ep("127.0.0.1:8080", 1)], "none of the failed family in use: nothing lost");
     }
 
     #[tokio::test]
@@ -482,7 +509,7 @@ mod tests {
         dns.set_a("c.svc.test.", &ips(&["127.0.0.3"]), 30);
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
 
-        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test")).await.unwrap();
+        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
 
         // Weight 0 counts as 1; the priority-20 target is a fallback we never use.
         assert_eq!(set, [ep("127.0.0.1:9001", 5), ep("127.0.0.2:9002", 1), ep("[::1]:9002", 1)]);
@@ -496,8 +523,8 @@ mod tests {
         dns.set_a("a.svc.test.", &ips(&["127.0.0.1"]), 30);
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
 
-        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test")).await.unwrap();
-        let err = resolver.resolve(&srv("_http._tcp.dead.svc.test")).await.unwrap_err();
+        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
+        let err = resolver.resolve(&srv("_http._tcp.dead.svc.test"), &[]).await.unwrap_err();
 
         assert_eq!(set, [ep("127.0.0.1:9001", 1)]);
         assert!(matches!(err, DiscoveryError::NoTargetAddress { .. }), "{err:?}");
@@ -515,7 +542,7 @@ mod tests {
         dns.set_a("mid.svc.test.", &ips(&["127.0.0.2"]), 60);
         dns.set_srv("_b._tcp.svc.test.", &[(1, 1, 80, "mid.svc.test.")], 5);
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
-        let ttl = async |what: Discovery| resolver.resolve(&what).await.unwrap().1;
+        let ttl = async |what: Discovery| resolver.resolve(&what, &[]).await.unwrap().1;
 
         assert_eq!(ttl(host("zero.svc.test", 80)).await, Duration::from_millis(200), "raised to min_ttl");
         assert_eq!(ttl(host("long.svc.test", 80)).await, Duration::from_secs(300), "lowered to max_ttl");
@@ -530,10 +557,10 @@ mod tests {
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
         let what = host("web.svc.test", 80);
 
-        let (before, _) = resolver.resolve(&what).await.unwrap();
+        let (before, _) = resolver.resolve(&what, &[]).await.unwrap();
         let asked = dns.queries();
         dns.set_a("web.svc.test.", &ips(&["127.0.0.2"]), 300);
-        let (after, _) = resolver.resolve(&what).await.unwrap();
+        let (after, _) = resolver.resolve(&what, &[]).await.unwrap();
 
         assert_eq!(before, [ep("127.0.0.1:80", 1)]);
         assert_eq!(after, [ep("127.0.0.2:80", 1)], "hickory's cache must not answer");
@@ -547,7 +574,7 @@ mod tests {
         dns.set_a("big.svc.test.", &many, 30);
         let resolver = Resolver::new(&config(dns.addr)).unwrap();
 
-        let (set, _) = resolver.resolve(&host("big.svc.test", 80)).await.unwrap();
+        let (set, _) = resolver.resolve(&host("big.svc.test", 80), &[]).await.unwrap();
 
         assert_eq!(set.len(), 300);
         // The truncated UDP answer, then the TCP retry, plus the AAAA query.
@@ -565,14 +592,14 @@ mod tests {
             (srv("_http._tcp.nope.svc.test"), "_http._tcp.nope.svc.test"),
             (host("_http._tcp.only-srv.svc.test", 80), "_http._tcp.only-srv.svc.test"),
         ] {
-            let err = resolver.resolve(&what).await.unwrap_err();
+            let err = resolver.resolve(&what, &[]).await.unwrap_err();
             let message = err.to_string();
             assert!(message.contains(&format!("`{name}`")), "{message}");
             assert!(message.contains(&dns.addr.to_string()), "{message}");
         }
-        let err = resolver.resolve(&host("nope.svc.test", 80)).await.unwrap_err();
+        let err = resolver.resolve(&host("nope.svc.test", 80), &[]).await.unwrap_err();
         assert!(matches!(err, DiscoveryError::NxDomain { .. }), "{err:?}");
-        let err = resolver.resolve(&host("_http._tcp.only-srv.svc.test", 80)).await.unwrap_err();
+        let err = resolver.resolve(&host("_http._tcp.only-srv.svc.test", 80), &[]).await.unwrap_err();
         assert!(matches!(err, DiscoveryError::NoRecords { kind: "A or AAAA", .. }), "{err:?}");
     }
 
@@ -642,7 +669,7 @@ mod tests {
         drop(dns);
         // The failure the watch will meet, seen directly: it names the server.
         let resolver = Resolver::new(&config(addr)).unwrap();
-        let err = resolver.resolve(&host("stopped.svc.test", 80)).await.unwrap_err();
+        let err = resolver.resolve(&host("stopped.svc.test", 80), &[]).await.unwrap_err();
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
 
         // Past the TTL (1 s) and the failed lookup's timeout (500 ms).

@@ -334,6 +334,9 @@ impl Upstream {
         // What to answer if no further try happens: the last 5xx response
         // (a retry is only decided once another endpoint is there) or error.
         let mut last: Option<Result<Forwarded, ProxyError>> = None;
+        // Nothing was sent (no time was left for a first try): the answer
+        // says nothing about the upstream, and its breaker is not told.
+        let mut unsent = false;
         let result = loop {
             let set = self.set.load_full();
             let Some(i) = set.balancer.pick(&set.endpoints, opts.hash, tried.as_slice()) else {
@@ -372,6 +375,7 @@ impl Upstream {
                 // The bulkhead's queue or a backoff took the time that was
                 // left: no try is made (it would be sent and abandoned at
                 // once, held against a healthy endpoint).
+                unsent = tries == 0;
                 break last.take().unwrap_or_else(|| {
                     Err(ProxyError::UpstreamTimeout {
                         upstream: self.name.clone(),
@@ -445,7 +449,7 @@ impl Upstream {
                 break last.take().unwrap_or(Err(ProxyError::Internal("no outcome")));
             }
         };
-        if let (Some(b), Some(t)) = (&self.breaker, upstream_ticket) {
+        if let (Some(b), Some(t)) = (&self.breaker, upstream_ticket.filter(|_| !unsent)) {
             let ok = match &result {
                 Ok(f) => !f.response.status().is_server_error(),
                 Err(e) => !e.counts_against_upstream(),

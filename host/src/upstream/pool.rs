@@ -173,6 +173,14 @@ struct Idle {
     key: Arc<str>,
 }
 
+impl Idle {
+    /// Whether it may still be lent at `now`: idle no longer than `timeout`,
+    /// and neither closed by the upstream nor holding bytes nobody asked for.
+    fn fresh(&mut self, now: Instant, timeout: Duration) -> bool {
+        now.duration_since(self.since) <= timeout && self.conn.usable()
+    }
+}
+
 /// One worker's connections to one upstream, by endpoint address. The
 /// addresses come from the config or DNS, never from a client, so they are
 /// hashed with foldhash: SipHash's resistance to chosen keys would cost two
@@ -273,7 +281,7 @@ impl Pools {
             let mut closed = Vec::new();
             let mut idle = shard.http1.lock().unwrap_or_else(PoisonError::into_inner);
             for list in idle.values_mut() {
-                closed.extend(list.extract_if(.., |i| now.duration_since(i.since) > timeout || !i.conn.usable()));
+                closed.extend(list.extract_if(.., |i| !i.fresh(now, timeout)));
             }
             drop(idle);
             let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
@@ -562,7 +570,7 @@ fn take_idle(
     // closed by the upstream's own idle timer.
     // A connection the upstream closed while idle is dropped here.
     while let Some(mut idle) = list.pop() {
-        if now.duration_since(idle.since) <= idle_timeout && idle.conn.usable() {
+        if idle.fresh(now, idle_timeout) {
             return Some((idle.conn, idle.key));
         }
     }

@@ -135,21 +135,24 @@ async fn a_refused_config_is_tried_again_once_the_files_it_names_are_written() {
             key.display()
         )
     };
-    let gw = TestGateway::start_with(&server(&site.cert, &site.key), &tls_body(&up, ""));
+    let admin = |tls: &str| format!("{tls}\n{}", wasmgate_tests::ADMIN);
+    let gw = TestGateway::start_with(&admin(&server(&site.cert, &site.key)), &tls_body(&up, ""));
     let addr = gw.gateway.tls_addr().expect("TLS listener");
     let alpn: &[&[u8]] = &[b"http/1.1"];
     let later = dir.path().join("later");
     let (cert, key) = (later.join("site.pem"), later.join("site.key"));
-    gw.write_config_with(&server(&cert, &key), &tls_body(&up, ""));
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(gw.gateway.generation(), 0, "refused: its files are not there");
+    gw.write_config_with(&admin(&server(&cert, &key)), &tls_body(&up, ""));
+    let refused = r#"wasmgate_config_reloads_total{result="error"}"#;
+    let text = gw.metrics_once(refused, "1", Duration::from_secs(10)).await;
+    assert_eq!(wasmgate_tests::sample(&text, refused), Some("1"), "refused: its files are not there");
+    assert_eq!(gw.gateway.generation(), 0);
     std::fs::create_dir(&later).unwrap();
     std::fs::copy(&renewed.cert, &cert).unwrap();
     std::fs::copy(&renewed.key, &key).unwrap();
     assert!(eventually(Duration::from_secs(10), || gw.gateway.generation() == 1).await, "tried again");
     assert_eq!(tls_get(addr, "a.test", new_ca.client_config(alpn, None), "/").await.map(|r| r.0), Ok(200));
 
-    gw.write_config_with("watch = true\nwatch_interval = \"50ms\"\n", &tls_body(&up, ""));
+    gw.write_config_with(&admin("watch = true\nwatch_interval = \"50ms\"\n"), &tls_body(&up, ""));
     let err = gw.gateway.reload().err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("server.tls: [server.tls] was removed"), "{err}");
     assert_eq!(tls_get(addr, "a.test", new_ca.client_config(alpn, None), "/").await.map(|r| r.0), Ok(200));

@@ -514,7 +514,8 @@ async fn a_client_leaving_the_bulkhead_queue_gives_its_place_back() {
          [[routes]]\nupstream = \"u\"\n",
         up.addr
     ));
-    let url = gw.url("/slow/1500");
+    // Slow enough that the slot is still taken after the three below.
+    let url = gw.url("/slow/3000");
     let busy = tokio::spawn(async move { get(&url).await.status.as_u16() });
     assert!(eventually(Duration::from_secs(3), || up.in_flight() == 1).await, "one in flight");
     for _ in 0..3 {
@@ -522,8 +523,10 @@ async fn a_client_leaving_the_bulkhead_queue_gives_its_place_back() {
         s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(s);
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Time for the gateway to see the client go and give the place back.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(up.in_flight(), 1, "the slot is still taken");
     let r = get(&gw.url("/")).await;
     assert_eq!(r.status, 200, "queued and served: {}", r.text());
     assert_eq!(busy.await.unwrap(), 200);

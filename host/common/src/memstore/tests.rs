@@ -488,6 +488,18 @@ fn concurrent_inserts_never_overfill_the_store() {
 }
 
 #[test]
+fn concurrent_values_never_overfill_their_share() {
+    let (_, store) = store_holding(100);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stored = contend(1_000, || {
+        let key = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        store.set(&format!("k{key}"), b"v", None).is_ok()
+    });
+    assert_eq!(stored, 88, "seven eighths of 100, rounded up");
+    assert_eq!(store.len(), 88);
+}
+
+#[test]
 fn system_clock_is_monotonic() {
     use super::{Clock, SystemClock};
     let first = SystemClock.now_ms();
