@@ -77,6 +77,18 @@ fn write_config_with(path: &Path, port: u16, upstream: &str, b: Option<&str>, wo
     std::fs::write(path, text).unwrap();
 }
 
+/// How `child` exited, within 15 s (else the test fails saying `late`).
+fn exit_of(child: &mut std::process::Child, late: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{late}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 fn wait_for(mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -171,14 +183,7 @@ fn reload_and_drain(workers: usize) -> Vec<String> {
     std::thread::sleep(Duration::from_millis(150));
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     assert_eq!(in_flight.join().unwrap(), Some(200), "the request in flight at SIGTERM");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    let status = exit_of(&mut child, "the gateway did not exit on SIGTERM");
     assert!(status.success(), "exit status {status}");
     seen
 }
@@ -214,14 +219,7 @@ fn a_sighup_while_starting_does_not_end_the_process() {
     std::thread::sleep(Duration::from_millis(400));
     assert!(child.try_wait().unwrap().is_none(), "still starting (resolving)");
     assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the gateway did not finish starting");
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    let status = exit_of(&mut child, "the gateway did not finish starting");
     assert_eq!(status.signal(), None, "ended by a signal: {status}");
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
@@ -256,7 +254,7 @@ fn running_out_of_file_descriptors_is_said_once_and_survived() {
     drop(held);
     assert!(wait_for(|| status_of(port, "/a") == Some(502)), "it serves again");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    assert!(child.wait().unwrap().success());
+    assert!(exit_of(&mut child, "the gateway did not exit on SIGTERM").success());
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     // Once, or a few times if the backlog's burst ran out again: not every
