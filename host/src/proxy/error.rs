@@ -28,6 +28,9 @@ pub enum ProxyError {
     BadPath,
     #[error("bad Host")]
     BadHost,
+    /// A standard method's name in other letters (`delete`, `Get`).
+    #[error("a standard method's name in other letters")]
+    BadMethod,
     #[error("request body over the limit of {0} bytes")]
     BodyTooLarge(u64),
     #[error("reading the request body failed: {0}")]
@@ -60,7 +63,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::BadPath | Self::BadHost | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BadPath | Self::BadHost | Self::BadMethod | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } | Self::UpstreamBodyTooLarge { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -80,6 +83,7 @@ impl ProxyError {
             Self::NoRoute
             | Self::BadPath
             | Self::BadHost
+            | Self::BadMethod
             | Self::BodyTooLarge(_)
             | Self::ClientBody(_)
             | Self::BodyTimeout(_) => Origin::Client,
@@ -120,6 +124,7 @@ impl ProxyError {
             Self::NoRoute => "no route",
             Self::BadPath => "bad request path",
             Self::BadHost => "bad host",
+            Self::BadMethod => "method names are case-sensitive: send standard methods in capitals",
             Self::BodyTooLarge(_) => "request body too large",
             Self::ClientBody(_) => "bad request body",
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => "bad gateway",

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use tokio::time::Instant;
 
 use self::body::{Body, BodyError};
@@ -44,7 +44,11 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
+    /// An IPv4 client of a dual-stack listener (`[::]`) is named by its
+    /// IPv4 address, not `::ffff:a.b.c.d`: in the forwarding headers, the
+    /// access log and to plugins (allow-lists, rate-limit keys).
     pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme) }
     }
 }
@@ -236,6 +240,9 @@ async fn serve<'s>(
     request_id: &HeaderValue,
     trace: &mut Trace<'s>,
 ) -> Result<Box<Response<Body>>, ProxyError> {
+    if other_case_of_a_standard_method(req.method()) {
+        return Err(ProxyError::BadMethod);
+    }
     // The request stays in its box and is changed there: taken apart and
     // put back together, as it was, it was copied at each step.
     if let Cow::Owned(normal) =
@@ -443,4 +450,46 @@ fn clone_head(p: &http::request::Parts) -> http::request::Parts {
     // An upgrade's client socket rides here (shared: one side takes it).
     *req.extensions_mut() = p.extensions.clone();
     req.into_parts().0
+}
+
+/// Whether `method` is a standard one written in other letters (`delete`,
+/// `Get`): a method of its own to the routes and plugins (a route for
+/// `DELETE`, abac's action groups) while many upstream frameworks fold it
+/// to the standard one — a way past every rule written for it.
+fn other_case_of_a_standard_method(method: &Method) -> bool {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PATCH,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    !STANDARD.contains(method) && STANDARD.iter().any(|s| s.as_str().eq_ignore_ascii_case(method.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_in_other_letters_are_told_apart() {
+        for m in ["delete", "Get", "pOST", "patch"] {
+            assert!(other_case_of_a_standard_method(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+        }
+        for m in ["GET", "DELETE", "PURGE", "purge", "MKCOL"] {
+            assert!(!other_case_of_a_standard_method(&Method::from_bytes(m.as_bytes()).unwrap()), "{m}");
+        }
+    }
+
+    #[test]
+    fn an_ipv4_client_of_a_dual_stack_listener_is_named_by_its_ipv4_address() {
+        let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
+        assert_eq!(ConnInfo::new(mapped, "http").peer, "203.0.113.5:4000".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+        assert_eq!(ConnInfo::new(v6, "http").peer, v6);
+    }
 }

@@ -280,8 +280,10 @@ static REG_NAME: [bool; 256] = {
 /// when it is not `uri-host [":" port]` (RFC 3986 §3.2.2, RFC 9112 §3.2):
 /// a registered name or IPv4 address (unreserved characters, escapes,
 /// sub-delimiters) or an IP literal in brackets, then an optional port of
-/// digits. Empty is a host (a `Host` for a target without one). One pass:
-/// it runs for every request.
+/// digits. Empty is a host (a `Host` for a target without one). A name's
+/// one trailing dot (the DNS root, `admin.example.com.`) is left out: the
+/// same host, which a route for `admin.example.com` must match (it fell to
+/// the routes for any host). One pass: it runs for every request.
 pub fn host_name(host: &str) -> Option<&str> {
     let b = host.as_bytes();
     let (name, port) = match b.strip_prefix(b"[") {
@@ -296,7 +298,8 @@ pub fn host_name(host: &str) -> Option<&str> {
         }
         None => {
             let end = b.iter().position(|&c| !REG_NAME[usize::from(c)]).unwrap_or(b.len());
-            (host.get(..end)?, &b[end..])
+            let name = host.get(..end)?;
+            (name.strip_suffix('.').unwrap_or(name), &b[end..])
         }
     };
     match port.split_first() {

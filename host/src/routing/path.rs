@@ -76,11 +76,16 @@ impl PathRules {
 /// merges `//`, resolves `.` and `..`, so `/public/../admin` and
 /// `/adm%69n` are routed — and forwarded — as `/admin`. `None` when `..`
 /// climbs above the root, a dot segment has parameters (`..;`) or is
-/// encoded twice (`%252e`), or (unless `rules` keep them) the path hides a
-/// separator or has parameters.
+/// encoded twice (`%252e`), a `%` is not followed by two hex digits (RFC
+/// 3986 §2.1), or (unless `rules` keep them) the path hides a separator or
+/// has parameters.
 pub fn normalize(path: &str, rules: PathRules) -> Option<Cow<'_, str>> {
     match scan(path) {
         Scan::Plain => return Some(Cow::Borrowed(path)),
+        // Decoding `%%32e` leaves `%2e`: an escape the checks below never
+        // saw, made by the decoding (`/public/%%32e%%32e/admin` went
+        // upstream as `/public/%2e%2e/admin`, `..` to one that decodes).
+        _ if malformed_escape(path) => return None,
         _ if rules.escaped_slashes == Ambiguous::Reject && hides_a_separator(path) => return None,
         _ if rules.parameters == Ambiguous::Reject && path.contains(';') => return None,
         _ => {}
@@ -196,6 +201,13 @@ fn scan(path: &str) -> Scan {
     Scan::Plain
 }
 
+/// Whether a `%` is not followed by two hex digits.
+fn malformed_escape(path: &str) -> bool {
+    let b = path.as_bytes();
+    let hex = |i: usize| b.get(i).is_some_and(u8::is_ascii_hexdigit);
+    b.iter().enumerate().any(|(i, &c)| c == b'%' && !(hex(i + 1) && hex(i + 2)))
+}
+
 /// Whether a path has an encoded slash or backslash (encoded once, or
 /// twice: `%252F` is a slash to an upstream that decodes twice), or a
 /// backslash.
@@ -263,7 +275,7 @@ mod tests {
         ] {
             assert_eq!(reject(hidden), None, "{hidden}");
         }
-        for plain in ["/a/b", "/a%20b/c", "/a.b", "/a%2", "/a%25", "/a%2520b"] {
+        for plain in ["/a/b", "/a%20b/c", "/a.b", "/a%25", "/a%2520b"] {
             assert_eq!(reject(plain), Some(plain.to_owned()), "{plain}");
         }
         // A segment whose third byte is inside a character (`ï` is two).
@@ -272,7 +284,14 @@ mod tests {
         // Escaped unreserved characters mean themselves; others stay.
         assert_eq!(n("/a/b%2E%2e"), Some("/a/b..".into()));
         assert_eq!(n("/adm%69n/%7Eme"), Some("/admin/~me".into()));
-        assert_eq!(n("/a%20b/%2Fc/%zz/%4"), Some("/a%20b/%2Fc/%zz/%4".into()));
+        assert_eq!(n("/a%20b/%2Fc/%7a"), Some("/a%20b/%2Fc/z".into()));
+        // A `%` without two hex digits: refused (RFC 3986 §2.1) — decoding
+        // around it could make a new escape (`%%32e` is `%2e` once `%32`
+        // is `2`), hiding a dot segment or a separator from the checks.
+        for p in ["/a%zz", "/a/%4", "/a%2", "/100%", "/public/%%32e%%32e/admin", "/a%%32Fb", "/a%%35c", "/%%%32e"] {
+            assert_eq!(n(p), None, "{p}");
+            assert_eq!(reject(p), None, "{p}");
+        }
         assert_eq!(n("/%2e%2E"), None);
         // Dot segments with parameters: refused; other parameters stay.
         for p in ["/public/..;/admin", "/a/.;x/b", "/a/%2e%2e;/b"] {

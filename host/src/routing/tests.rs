@@ -126,6 +126,8 @@ fn hosts_are_matched_without_their_port() {
     assert_eq!(host_name("example.com:8080"), Some("example.com"));
     assert_eq!(host_name("[::1]:80"), Some("::1"));
     assert_eq!(host_name("example.com"), Some("example.com"));
+    assert_eq!(host_name("admin.example.com.:443"), Some("admin.example.com"), "the root's dot left out");
+    assert_eq!(host_name("admin.example.com."), Some("admin.example.com"));
     assert_eq!(host_name("[::1]"), Some("::1"));
     assert_eq!(host_name("example.com:"), Some("example.com"));
     assert_eq!(host_name("[fe80::1%25eth0]"), Some("fe80::1%25eth0"));

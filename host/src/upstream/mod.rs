@@ -337,8 +337,11 @@ impl Upstream {
         // Nothing was sent (no time was left for a first try): the answer
         // says nothing about the upstream, and its breaker is not told.
         let mut unsent = false;
+        // One endpoint set for the whole request: `tried` holds its indices,
+        // which a set swapped in by DNS meanwhile would give other meanings
+        // (a retry went back to the endpoint it had just tried).
+        let set = self.set.load_full();
         let result = loop {
-            let set = self.set.load_full();
             let Some(i) = set.balancer.pick(&set.endpoints, opts.hash, tried.as_slice()) else {
                 break last.take().unwrap_or_else(|| {
                     self.metrics.no_healthy_endpoint(&self.name);

@@ -206,11 +206,20 @@ impl Plugin for Cors {
         match self.allow_origin(&origin) {
             Some(allow_origin) => {
                 leave(req.set_response_header("access-control-allow-origin", allow_origin), "allow-origin");
+                // The upstream's copies go whether or not the plugin sets
+                // its own: an upstream's `-Allow-Credentials: true` beside
+                // this origin let the page read answers made with the
+                // user's cookies, though `credentials` is off.
                 if self.credentials {
                     leave(req.set_response_header("access-control-allow-credentials", "true"), "allow-credentials");
+                } else {
+                    leave(req.remove_response_header("access-control-allow-credentials"), "allow-credentials");
                 }
-                if let Some(expose) = &self.expose {
-                    leave(req.set_response_header("access-control-expose-headers", expose), "expose-headers");
+                match &self.expose {
+                    Some(expose) => {
+                        leave(req.set_response_header("access-control-expose-headers", expose), "expose-headers")
+                    }
+                    None => leave(req.remove_response_header("access-control-expose-headers"), "expose-headers"),
                 }
             }
             // No CORS headers: the browser keeps the response from the page.

@@ -194,6 +194,24 @@ fn actual_requests_get_cors_headers_and_vary_is_merged() {
     assert!(p.fixed_headers().request.is_empty());
 }
 
+/// For an allowed origin the plugin's policy replaces the upstream's: its
+/// `-Allow-Credentials: true` would let the page read answers made with the
+/// user's cookies though `allow_credentials` is off.
+#[test]
+fn allowed_origin_drops_the_upstream_s_credentials_and_exposed_headers() {
+    let p = cors(APP);
+    let resp = respond(
+        &p,
+        TestRequest::new("GET", "/").header("origin", "https://app.example.com"),
+        TestResponse::new(200)
+            .header("access-control-allow-credentials", "true")
+            .header("access-control-expose-headers", "x-secret"),
+    );
+    assert_eq!(resp.headers.get_str("access-control-allow-origin").as_deref(), Some("https://app.example.com"));
+    assert_eq!(resp.headers.get("access-control-allow-credentials"), None);
+    assert_eq!(resp.headers.get("access-control-expose-headers"), None);
+}
+
 #[test]
 fn disallowed_origin_proceeds_without_cors_headers() {
     let p = cors(APP);

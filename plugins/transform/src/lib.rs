@@ -213,10 +213,15 @@ impl Plugin for Transform {
 
     fn fixed_headers(&self) -> FixedHeaders {
         let fixed = |yes: bool, edits: &HeaderEdits| if yes { edits.fixed() } else { Vec::new() };
-        FixedHeaders {
-            request: fixed(self.request.headers_fixed(), &self.request.headers),
-            response: fixed(self.response.headers_fixed(), &self.response.headers),
+        let mut request = fixed(self.request.headers_fixed(), &self.request.headers);
+        // Response body rules read JSON: the upstream is asked for it
+        // uncompressed. A compressed body is not JSON and passed through
+        // unedited — for every browser (they all accept gzip), the
+        // `remove` rules removed nothing.
+        if !self.response.body.is_empty() {
+            request.push(("accept-encoding".to_owned(), HeaderEdit::Set(b"identity".to_vec())));
         }
+        FixedHeaders { request, response: fixed(self.response.headers_fixed(), &self.response.headers) }
     }
 
     fn on_response(&self, _req: &Request<'_>, resp: &mut Response<'_>) -> Decision {

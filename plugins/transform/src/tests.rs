@@ -127,6 +127,16 @@ fn header_edits_without_renames_are_fixed_and_need_no_call() {
     assert_eq!(resp.headers.get_all("vary"), vec![b"accept".to_vec(), b"accept-language".to_vec()]);
 }
 
+/// Response body rules read JSON: the upstream is asked for it
+/// uncompressed (a browser's gzip answer passed through unedited).
+#[test]
+fn response_body_rules_ask_the_upstream_for_an_uncompressed_answer() {
+    let p = plugin(json!({ "response": { "body": { "remove": ["/internal"] } } }));
+    assert_eq!(p.fixed_headers().request, [("accept-encoding".to_owned(), HeaderEdit::Set(b"identity".to_vec()))]);
+    let p = plugin(json!({ "request": { "body": { "remove": ["/internal"] } } }));
+    assert!(p.fixed_headers().is_empty(), "only for the response's body");
+}
+
 #[test]
 fn header_edits_beside_body_rules_stay_with_the_hooks() {
     let p = plugin(json!({
