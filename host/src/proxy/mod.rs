@@ -186,13 +186,19 @@ pub async fn handle(
         .then(|| headers::incoming_request_id(req.headers()))
         .flatten()
         .unwrap_or_else(headers::new_request_id);
-    let method = req.method().clone();
-    let log_path = snapshot.access_log.is_some().then(|| req.uri().path().to_owned());
-    let mut trace = Trace::new(start);
+    let mut record = Record {
+        snapshot: &snapshot,
+        conn,
+        method: req.method().clone(),
+        log_path: snapshot.access_log.is_some().then(|| req.uri().path().to_owned()),
+        request_id: &request_id,
+        trace: Trace::new(start),
+        recorded: false,
+    };
     let mut via = None;
-    let resp = match serve(&snapshot, conn, req, present, &request_id, &mut trace).await {
+    let resp = match serve(&snapshot, conn, req, present, &request_id, &mut record.trace).await {
         Ok(resp) => {
-            via = trace.via.take();
+            via = record.trace.via.take();
             resp
         }
         Err(e) => {
@@ -206,30 +212,66 @@ pub async fn handle(
             Box::new(e.response(&request_id))
         }
     };
-    let elapsed = trace.ended().saturating_duration_since(start);
-    let status = resp.status().as_u16();
-    let route = trace.route.map_or("-", |r| &*r.name);
-    snapshot.metrics.request(route, trace.route.map(|r| &r.series), &method, status, elapsed);
-    if let (Some(writer), Some(path)) = (&snapshot.access_log, log_path) {
-        let plugins: Vec<PluginOutcome<'_>> =
-            trace.plugins.iter().map(|(plugin, outcome)| PluginOutcome { plugin, outcome }).collect();
-        writer.write(&AccessLog {
-            ts: std::time::SystemTime::now(),
-            request_id: request_id.to_str().unwrap_or("-"),
-            client: conn.peer.ip(),
-            method: &method,
-            path: &path,
-            route: trace.route.map(|r| &*r.name),
-            upstream: trace.upstream,
-            endpoint: trace.endpoint.as_deref(),
-            status,
-            duration: elapsed,
-            upstream_time: trace.upstream_time,
-            bytes_out: http_body::Body::size_hint(resp.body()).exact(),
-            plugins: &plugins,
-        });
-    }
+    record.write(resp.status().as_u16(), http_body::Body::size_hint(resp.body()).exact());
+    drop(record);
     (resp, Stamp { request_id, via })
+}
+
+/// A request's line in the metrics and the access log, written once: with
+/// its response, or — when its client left first (the request's future
+/// dropped: a closed connection, a reset stream) — with status 499, as
+/// nginx does. Those were neither counted nor logged, so a slow upstream
+/// that clients gave up on looked healthy.
+struct Record<'a> {
+    snapshot: &'a Snapshot,
+    conn: &'a ConnInfo,
+    method: Method,
+    log_path: Option<String>,
+    request_id: &'a HeaderValue,
+    trace: Trace<'a>,
+    recorded: bool,
+}
+
+/// The status of a request whose client left before its response.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Record<'_> {
+    fn write(&mut self, status: u16, bytes_out: Option<u64>) {
+        self.recorded = true;
+        let Self { snapshot, conn, method, log_path, request_id, trace, .. } = self;
+        let elapsed = trace.ended().saturating_duration_since(trace.started);
+        let route = trace.route.map_or("-", |r| &*r.name);
+        snapshot.metrics.request(route, trace.route.map(|r| &r.series), method, status, elapsed);
+        if let (Some(writer), Some(path)) = (&snapshot.access_log, log_path.as_deref()) {
+            let plugins: Vec<PluginOutcome<'_>> =
+                trace.plugins.iter().map(|(plugin, outcome)| PluginOutcome { plugin, outcome }).collect();
+            writer.write(&AccessLog {
+                ts: std::time::SystemTime::now(),
+                request_id: request_id.to_str().unwrap_or("-"),
+                client: conn.peer.ip(),
+                method,
+                path,
+                route: trace.route.map(|r| &*r.name),
+                upstream: trace.upstream,
+                endpoint: trace.endpoint.as_deref(),
+                status,
+                duration: elapsed,
+                upstream_time: trace.upstream_time,
+                bytes_out,
+                plugins: &plugins,
+            });
+        }
+    }
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        if !self.recorded {
+            // Its response was never made: the time is until now.
+            self.trace.ended = None;
+            self.write(CLIENT_CLOSED, Some(0));
+        }
+    }
 }
 
 async fn serve<'s>(

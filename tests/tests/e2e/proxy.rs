@@ -685,6 +685,23 @@ async fn dead_upstream_is_502() {
     assert!(!r.text().contains("refused"), "no internal detail reaches the client: {}", r.text());
 }
 
+/// A request whose client leaves before its response is counted and
+/// logged with status 499, as nginx does (it was neither: clients giving
+/// up on a slow upstream left no trace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_its_client_left_is_counted_as_499() {
+    use tokio::io::AsyncWriteExt;
+    let up = TestUpstream::echo("slow").await;
+    let gw = TestGateway::start_with(wasmgate_tests::ADMIN, &one_route(&up, ""));
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"GET /slow/3000 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 1).await);
+    drop(s);
+    let series = r#"wasmgate_requests_total{route="all",method="GET",status="499"}"#;
+    let text = gw.metrics_once(series, "1", Duration::from_secs(5)).await;
+    assert_eq!(wasmgate_tests::sample(&text, series), Some("1"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_504_after_the_route_timeout() {
     let up = TestUpstream::echo("slow").await;
