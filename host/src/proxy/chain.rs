@@ -128,6 +128,11 @@ pub(super) async fn run<'s>(
                 std::mem::replace(&mut ex.request, Request::new(()).into_parts().0)
             };
             let mut req = Box::new(Request::from_parts(head, req_body));
+            // The routed host went into `Host` before the plugins ran, theirs
+            // to edit: the target's authority (HTTP/2, absolute form), which
+            // the forwarding fields would write over `Host`, goes (a plugin's
+            // `Host` reached HTTP/1 clients' upstreams only).
+            super::origin_form(req.uri_mut());
             let resp = if upgrade::asked(&req, present) {
                 Box::pin(upgrade::proxy(forward, req, present, lap.last(), trace)).await?
             } else {

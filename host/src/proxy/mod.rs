@@ -334,10 +334,12 @@ async fn serve<'s>(
     }
     let (mut parts, body) = (*req).into_parts();
     // The routed host is the target's authority when there is one (absolute
-    // form, HTTP/2): a `Host` that says otherwise is replaced for the plugins
-    // too, as it is upstream, so a plugin reading `Host` sees what was routed.
+    // form, HTTP/2): it goes into `Host` (replacing one that says otherwise,
+    // or as the `Host` an HTTP/2 request does not carry), so a plugin reading
+    // `Host` sees what was routed, and one that sets it decides what goes
+    // upstream ([`chain::run`] drops the authority).
     if let (Some(routing::HostSource::Authority(_)), Some(named)) = (&host_source, named)
-        && parts.headers.get(header::HOST).is_some_and(|h| h.as_bytes() != named.as_bytes())
+        && parts.headers.get(header::HOST).is_none_or(|h| h.as_bytes() != named.as_bytes())
         && let Ok(value) = HeaderValue::from_str(named)
     {
         parts.headers.insert(header::HOST, value);
@@ -384,12 +386,7 @@ impl<'s> Forward<'s, '_> {
         );
         // The upstream gets origin-form (what an HTTP/1 client sends
         // already); the upstream module adds what its protocol needs.
-        let uri = req.uri_mut();
-        if (uri.scheme().is_some() || uri.authority().is_some())
-            && let Some(pq) = uri.path_and_query().cloned()
-        {
-            *uri = http::Uri::from(pq);
-        }
+        origin_form(req.uri_mut());
         forwarding
     }
 
@@ -492,6 +489,15 @@ fn clone_head(p: &http::request::Parts) -> http::request::Parts {
     // An upgrade's client socket rides here (shared: one side takes it).
     *req.extensions_mut() = p.extensions.clone();
     req.into_parts().0
+}
+
+/// Makes `uri` origin-form: its path and query only.
+fn origin_form(uri: &mut http::Uri) {
+    if (uri.scheme().is_some() || uri.authority().is_some())
+        && let Some(pq) = uri.path_and_query().cloned()
+    {
+        *uri = http::Uri::from(pq);
+    }
 }
 
 /// Whether `method` is a standard one written in other letters (`delete`,

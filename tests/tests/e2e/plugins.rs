@@ -16,6 +16,34 @@ fn route(up: &TestUpstream, plugins: &str, extra: &str) -> String {
     )
 }
 
+/// A plugin's `Host` reaches the upstream whatever the client spoke: an
+/// HTTP/2 client's authority (and an absolute-form target) wrote over it.
+/// Without an edit, the upstream gets the host that was routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_s_host_reaches_the_upstream_from_http2_clients_too() {
+    use http_body_util::BodyExt;
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n\n\
+         [[routes]]\nmatch = {{ prefix = \"/edit\" }}\nupstream = \"u\"\n\
+         plugins = [{{ use = \"transform\", config = {{ request = {{ headers = {{ set = {{ host = \"bucket.internal\" }} }} }} }} }}]\n\n\
+         [[routes]]\nmatch = {{ prefix = \"/keep\" }}\nupstream = \"u\"\n\
+         plugins = [{{ use = \"noop\" }}]\n",
+        up.addr
+    ));
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    for (path, host) in [("/edit", "bucket.internal"), ("/keep", &*gw.addr().to_string())] {
+        let http1 = get(&gw.url(path)).await.json();
+        assert_eq!(echoed_headers(&http1, "host"), [host], "HTTP/1 {path}");
+        let resp = h2.request(Request::get(gw.url(path)).body(Full::default()).unwrap()).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(echoed_headers(&doc, "host"), [host], "HTTP/2 {path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_header_modifies_request_and_response() {
     let up = TestUpstream::echo("u").await;
