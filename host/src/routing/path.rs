@@ -90,7 +90,14 @@ pub fn normalize(path: &str, rules: PathRules) -> Option<Cow<'_, str>> {
         _ if rules.parameters == Ambiguous::Reject && path.contains(';') => return None,
         _ => {}
     }
-    let path = decode_unreserved(path);
+    let path = match decode_unreserved(path) {
+        // Decoding `%25%32F` makes `%252F`: a separator encoded twice that
+        // the check above did not see.
+        Cow::Owned(decoded) if rules.escaped_slashes == Ambiguous::Reject && hides_a_separator(&decoded) => {
+            return None;
+        }
+        decoded => decoded,
+    };
     // A dot segment with parameters (`..;x`) is a dot segment to servers
     // that drop them (Tomcat, Jetty), and one encoded twice (`%252e`) to
     // servers that decode twice; neither is one to the routes: refused.
@@ -272,6 +279,9 @@ mod tests {
             "/a%25%2F",
             "/a%252Fb",
             "/a%255c",
+            "/a%25%32Fb",
+            "/a%25%32%46b",
+            "/a%25%35c",
         ] {
             assert_eq!(reject(hidden), None, "{hidden}");
         }

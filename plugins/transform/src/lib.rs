@@ -213,14 +213,16 @@ impl Plugin for Transform {
 
     fn fixed_headers(&self) -> FixedHeaders {
         let fixed = |yes: bool, edits: &HeaderEdits| if yes { edits.fixed() } else { Vec::new() };
-        let mut request = fixed(self.request.headers_fixed(), &self.request.headers);
         // Response body rules read JSON: the upstream is asked for it
         // uncompressed. A compressed body is not JSON and passed through
         // unedited — for every browser (they all accept gzip), the
-        // `remove` rules removed nothing.
+        // `remove` rules removed nothing. First, so that the route's own
+        // header rules (fixed or in the hook) have the last word.
+        let mut request = Vec::new();
         if !self.response.body.is_empty() {
             request.push(("accept-encoding".to_owned(), HeaderEdit::Set(b"identity".to_vec())));
         }
+        request.extend(fixed(self.request.headers_fixed(), &self.request.headers));
         FixedHeaders { request, response: fixed(self.response.headers_fixed(), &self.response.headers) }
     }
 
