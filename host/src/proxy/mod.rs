@@ -410,8 +410,21 @@ impl<'s> Forward<'s, '_> {
         started: Instant,
         trace: &mut Trace<'s>,
     ) -> Result<Box<Response<Body>>, ProxyError> {
+        let mut req = req;
         let upstream = self.upstream()?;
         trace.upstream = Some(&upstream.name);
+        // A request that named no host (HTTP/1.0 without `Host`, as
+        // HAProxy's default health check sends) goes upstream as HTTP/1.1,
+        // which must carry one: the upstream's name, as nginx sends its
+        // `proxy_pass` group's (an upstream answered 400 to the hostless
+        // HTTP/1.1 request). The client's `X-Forwarded-Host` goes: no host
+        // was named for it to say. A plugin's `Host` stays.
+        if self.host.is_none() && !req.headers().contains_key(header::HOST) {
+            if let Ok(name) = HeaderValue::from_str(&upstream.name) {
+                req.headers_mut().insert(header::HOST, name);
+            }
+            req.headers_mut().remove(headers::X_FORWARDED_HOST);
+        }
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
         let opts = ForwardOptions {
             route: &self.route.name,

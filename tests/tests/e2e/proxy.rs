@@ -830,6 +830,21 @@ async fn a_standard_method_in_other_letters_is_refused() {
     assert_eq!(up.hits(), 1);
 }
 
+/// An HTTP/1.0 request without `Host` (HAProxy's default health check)
+/// goes upstream as HTTP/1.1 with one — the upstream's name, as nginx does
+/// — and without the client's `X-Forwarded-Host` (no host was named).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_names_no_host_gets_the_upstream_s_name() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let resp = raw(gw.addr(), b"GET /check HTTP/1.0\r\nx-forwarded-host: evil.test\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.0 200"), "{resp}");
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(echoed_headers(&doc, "host"), ["u"], "{body}");
+    assert!(echoed_headers(&doc, "x-forwarded-host").is_empty(), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_target_names_the_host_and_a_bad_host_is_refused() {
     let (public, admin) = tokio::join!(TestUpstream::echo("public"), TestUpstream::echo("admin"));
