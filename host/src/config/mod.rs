@@ -190,11 +190,43 @@ impl Setting for units::ByteSize {
     }
 }
 
-/// Whether a duration the file may leave out is absent or in `range`: a
-/// check between two settings is only worth making when neither was out of
-/// range (its default stood in, and the range problem is the one to read).
-pub(crate) fn in_range(d: Option<units::HumanDuration>, range: &RangeInclusive<Duration>) -> bool {
-    d.is_none_or(|d| range.contains(&d.0))
+/// One of a pair of durations for [`base_and_cap`]: its key's last part, as
+/// written (if it is), its range and its default.
+pub(crate) struct Bound {
+    pub name: &'static str,
+    pub written: Option<units::HumanDuration>,
+    pub range: RangeInclusive<Duration>,
+    pub default: Duration,
+}
+
+/// A duration and the longer one that caps it (`open_for` and
+/// `max_open_for`, `base_ejection` and `max_ejection`, `backoff` and
+/// `max_backoff`) under `key`: each within its range; the cap, left out, is
+/// its default or the base, whichever is longer (a base set past the cap's
+/// default was refused over a key not written); a cap written shorter than
+/// its base is a problem `why` explains. A default standing in for a value
+/// out of range is not compared: the range problem is the one to read.
+pub(crate) fn base_and_cap(
+    p: &mut Problems<'_>,
+    at: Option<std::ops::Range<usize>>,
+    key: &str,
+    base: Bound,
+    cap: Bound,
+    why: &str,
+) -> (Duration, Duration) {
+    let key_of = |b: &Bound| format!("{key}.{}", b.name);
+    let base_value = within(p, at.clone(), &key_of(&base), base.written, base.range.clone(), base.default);
+    let cap_value = within(p, at.clone(), &key_of(&cap), cap.written, cap.range.clone(), cap.default.max(base_value));
+    let in_range = |b: &Bound| b.written.is_none_or(|d| b.range.contains(&d.0));
+    if cap_value < base_value && in_range(&base) && in_range(&cap) {
+        p.at(
+            at,
+            key_of(&cap),
+            format!("{} must be at least {} ({why})", cap.name, base.name),
+            format!("e.g. {} = {}, {} = {}", base.name, base.default.written(), cap.name, cap.default.written()),
+        );
+    }
+    (base_value, cap_value)
 }
 
 /// [`within`] for a value that knows its place in the file.

@@ -10,7 +10,7 @@ use super::error::{self, Problems};
 use super::plugins::PluginsConfig;
 use super::raw::{self, OnPluginError};
 use super::server::ServerConfig;
-use super::{REQUEST_TIMEOUTS, WAITS, in_range, span, valid_name, within};
+use super::{Bound, REQUEST_TIMEOUTS, WAITS, base_and_cap, span, valid_name, within};
 use crate::routing::{HostMatch, PathPattern, Rewrite};
 
 #[derive(Debug, Clone)]
@@ -404,31 +404,14 @@ fn build_retries(rr: &Spanned<raw::RawRetries>, key: &str, p: &mut Problems<'_>)
             "use 0..=10; the retry budget bounds them anyway",
         );
     }
-    let backoff = within(
+    let (backoff, max_backoff) = base_and_cap(
         p,
         span(rr),
-        &format!("{key}.retries.backoff"),
-        r.backoff.map(|d| d.0),
-        WAITS,
-        Duration::from_millis(25),
+        &format!("{key}.retries"),
+        Bound { name: "backoff", written: r.backoff, range: WAITS, default: Duration::from_millis(25) },
+        Bound { name: "max_backoff", written: r.max_backoff, range: WAITS, default: Duration::from_millis(250) },
+        "the backoff doubles each try, up to it",
     );
-    // Left out, the cap is at least the base.
-    let max_backoff = within(
-        p,
-        span(rr),
-        &format!("{key}.retries.max_backoff"),
-        r.max_backoff.map(|d| d.0),
-        WAITS,
-        Duration::from_millis(250).max(backoff),
-    );
-    if max_backoff < backoff && in_range(r.backoff, &WAITS) && in_range(r.max_backoff, &WAITS) {
-        p.at(
-            span(rr),
-            format!("{key}.retries.max_backoff"),
-            "max_backoff must be at least backoff (the backoff doubles each try, up to it)",
-            "e.g. backoff = \"25ms\", max_backoff = \"250ms\"",
-        );
-    }
     RetryPolicy {
         attempts: r.attempts.min(10),
         on,

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::error::Problems;
 use super::raw::{self, Balance, Protocol};
-use super::{POLLS, REQUEST_TIMEOUTS, WAITS, in_range, span, valid_name, within};
+use super::{Bound, POLLS, REQUEST_TIMEOUTS, WAITS, base_and_cap, span, valid_name, within};
 
 /// How long an upstream may go silent in the middle of a response body by
 /// default (nginx's `proxy_read_timeout`).
@@ -233,27 +233,29 @@ pub(super) fn build_upstreams(
         let health = r.health.as_ref().and_then(|h| build_health(h, &key, p));
         let outlier = r.outlier.as_ref().map(|at| {
             let o = at.get_ref();
-            let base_ejection = within(
+            let (base_ejection, max_ejection) = base_and_cap(
                 p,
-                span(u),
-                &format!("{key}.outlier.base_ejection"),
-                o.base_ejection,
-                WAITS,
-                Duration::from_secs(10),
+                span(at),
+                &format!("{key}.outlier"),
+                Bound {
+                    name: "base_ejection",
+                    written: o.base_ejection,
+                    range: WAITS,
+                    default: Duration::from_secs(10),
+                },
+                Bound {
+                    name: "max_ejection",
+                    written: o.max_ejection,
+                    range: REQUEST_TIMEOUTS,
+                    default: Duration::from_secs(300),
+                },
+                "each ejection lasts longer, up to it",
             );
-            let outlier = Outlier {
+            Outlier {
                 consecutive_5xx: o.consecutive_5xx.unwrap_or(5),
                 consecutive_connect_failures: o.consecutive_connect_failures.unwrap_or(3),
                 base_ejection,
-                // Left out, the cap is at least the base.
-                max_ejection: within(
-                    p,
-                    span(u),
-                    &format!("{key}.outlier.max_ejection"),
-                    o.max_ejection,
-                    REQUEST_TIMEOUTS,
-                    Duration::from_secs(300).max(base_ejection),
-                ),
+                max_ejection,
                 max_ejected_percent: within(
                     p,
                     span(at),
@@ -262,19 +264,7 @@ pub(super) fn build_upstreams(
                     0..=100,
                     50,
                 ),
-            };
-            if outlier.max_ejection < outlier.base_ejection
-                && in_range(o.base_ejection, &WAITS)
-                && in_range(o.max_ejection, &REQUEST_TIMEOUTS)
-            {
-                p.at(
-                    span(at),
-                    format!("{key}.outlier.max_ejection"),
-                    "max_ejection must be at least base_ejection (each ejection lasts longer, up to it)",
-                    "e.g. base_ejection = \"10s\", max_ejection = \"5m\"",
-                );
             }
-            outlier
         });
         let breaker = r.breaker.as_ref().and_then(|b| build_breaker(b, &format!("{key}.breaker"), p));
         let endpoint_breaker =
@@ -467,7 +457,19 @@ fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) ->
 
 fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) -> Option<BreakerConfig> {
     let r = b.get_ref();
-    let open_for = within(p, span(b), &format!("{key}.open_for"), r.open_for, REQUEST_TIMEOUTS, Duration::from_secs(5));
+    let (open_for, max_open_for) = base_and_cap(
+        p,
+        span(b),
+        key,
+        Bound { name: "open_for", written: r.open_for, range: REQUEST_TIMEOUTS, default: Duration::from_secs(5) },
+        Bound {
+            name: "max_open_for",
+            written: r.max_open_for,
+            range: REQUEST_TIMEOUTS,
+            default: Duration::from_secs(60),
+        },
+        "it doubles on each re-open, up to it",
+    );
     let config = BreakerConfig {
         consecutive_failures: r.consecutive_failures,
         failure_ratio: r.failure_ratio.unwrap_or(0.5),
@@ -481,16 +483,7 @@ fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) 
             Duration::from_secs(10),
         ),
         open_for,
-        // Left out, the cap is at least the base (it was refused, naming a
-        // key not written, when the base was set past its default).
-        max_open_for: within(
-            p,
-            span(b),
-            &format!("{key}.max_open_for"),
-            r.max_open_for,
-            REQUEST_TIMEOUTS,
-            Duration::from_secs(60).max(open_for),
-        ),
+        max_open_for,
         half_open_probes: r.half_open_probes.unwrap_or(1).max(1),
     };
     if !(config.failure_ratio > 0.0 && config.failure_ratio <= 1.0) {
@@ -499,18 +492,6 @@ fn build_breaker(b: &Spanned<raw::RawBreaker>, key: &str, p: &mut Problems<'_>) 
             format!("{key}.failure_ratio"),
             "failure_ratio must be within (0, 1]",
             "e.g. failure_ratio = 0.5",
-        );
-        return None;
-    }
-    if config.max_open_for < config.open_for
-        && in_range(r.open_for, &REQUEST_TIMEOUTS)
-        && in_range(r.max_open_for, &REQUEST_TIMEOUTS)
-    {
-        p.at(
-            span(b),
-            format!("{key}.max_open_for"),
-            "max_open_for must be at least open_for",
-            "e.g. open_for = \"5s\", max_open_for = \"1m\"",
         );
         return None;
     }
