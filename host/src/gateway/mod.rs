@@ -54,14 +54,23 @@ impl Shared {
     /// Re-reads the config file and swaps it in if it loads. Serialised, so
     /// a signal and a file change cannot race.
     pub fn reload(&self) -> Result<u64, ConfigError> {
+        self.reload_naming().map_err(|(e, _)| e)
+    }
+
+    /// [`reload`](Self::reload); a refusal comes with the files the refused
+    /// config names (none when it did not parse), for the watcher to watch.
+    fn reload_naming(&self) -> Result<u64, (ConfigError, Vec<PathBuf>)> {
         let _guard = self.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let result = (|| {
-            let config = config::load(&self.config_path)?;
+            let config = config::load(&self.config_path).map_err(|e| (e, Vec::new()))?;
+            let named: Vec<PathBuf> = config.files().into_iter().map(Path::to_path_buf).collect();
             let previous = self.current();
-            refuse_removed_listeners(&previous.config, &config)?;
+            if let Err(e) = refuse_removed_listeners(&previous.config, &config) {
+                return Err((e, named));
+            }
             warn_static_changes(&previous.config, &config);
             let generation = self.generation.load(Ordering::Relaxed) + 1;
-            let snapshot = build(config, &self.env, Some(&previous), generation)?;
+            let snapshot = build(config, &self.env, Some(&previous), generation).map_err(|e| (e, named))?;
             self.generation.store(generation, Ordering::Relaxed);
             self.current.store(Arc::new(snapshot));
             previous.retire(&self.current());
@@ -86,13 +95,12 @@ impl Shared {
     }
 
     /// Like [`reload`](Self::reload), logging a refused config instead of
-    /// returning it. Whether it was swapped in.
-    pub fn reload_or_log(&self) -> bool {
-        let result = self.reload();
-        if let Err(e) = &result {
+    /// returning it; a refusal returns the files the refused config names.
+    pub fn reload_or_log(&self) -> Result<(), Vec<PathBuf>> {
+        self.reload_naming().map(drop).map_err(|(e, named)| {
             tracing::error!("config reload refused; the previous config keeps serving:\n{e}");
-        }
-        result.is_ok()
+            named
+        })
     }
 }
 
@@ -567,13 +575,7 @@ fn spawn_watcher(
             let now = Fingerprint::take(&shared).and(&refused);
             if now != last {
                 tracing::info!("config, plugin or named files changed; reloading");
-                refused = if shared.reload_or_log() {
-                    Vec::new()
-                } else {
-                    config::load(&shared.config_path)
-                        .map(|c| c.files().into_iter().map(Path::to_path_buf).collect())
-                        .unwrap_or_default()
-                };
+                refused = shared.reload_or_log().err().unwrap_or_default();
                 // The reload may have changed what to watch.
                 last = now.settled(Fingerprint::take(&shared).and(&refused));
             }
