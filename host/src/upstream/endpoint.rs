@@ -129,23 +129,25 @@ impl InFlight<'_> {
     /// dropped (when its response body ends): a long stream is load.
     pub fn finish_held(self, now: Instant, observed: bool, endpoint: &Arc<Endpoint>) -> (Duration, Outstanding) {
         debug_assert!(std::ptr::eq(self.endpoint, &**endpoint));
-        let elapsed = now.saturating_duration_since(self.start);
-        if observed {
-            self.endpoint.ewma.observe_at(elapsed, now);
-        }
+        let elapsed = self.observe(now, observed);
         // The count is handed over, not taken and given again.
         std::mem::forget(self);
         (elapsed, Outstanding(endpoint.clone()))
     }
 
-    /// [`finish`](Self::finish) at `now`, for a caller that already read the
-    /// clock.
-    pub fn finish_at(self, now: Instant, observed: bool) -> Duration {
+    /// The latency until `now`, fed to the average when `observed`.
+    fn observe(&self, now: Instant, observed: bool) -> Duration {
         let elapsed = now.saturating_duration_since(self.start);
         if observed {
             self.endpoint.ewma.observe_at(elapsed, now);
         }
         elapsed
+    }
+
+    /// [`finish`](Self::finish) at `now`, for a caller that already read the
+    /// clock.
+    pub fn finish_at(self, now: Instant, observed: bool) -> Duration {
+        self.observe(now, observed)
     }
 }
 
