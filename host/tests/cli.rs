@@ -25,7 +25,7 @@ fn dead_upstream() -> String {
 fn status_of(port: u16, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.get(9..12)?.parse().ok()
@@ -186,6 +186,43 @@ fn reload_and_drain(workers: usize) -> Vec<String> {
     let status = exit_of(&mut child, "the gateway did not exit on SIGTERM");
     assert!(status.success(), "exit status {status}");
     seen
+}
+
+/// With `server.shutdown_delay`, SIGTERM takes the gateway out of rotation
+/// (`/health/ready` 503) while it goes on accepting and serving; it stops
+/// when the delay ends, or at once on a second signal.
+#[test]
+fn sigterm_with_a_shutdown_delay_serves_on_out_of_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = dead_upstream();
+    for (delay, second) in [("1h", true), ("300ms", false)] {
+        let config = dir.path().join("gw.toml");
+        let (port, admin) = (free_port(), free_port());
+        write_config_with(&config, port, &upstream, None, 1);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text = text.replace("[server]\n", &format!("[server]\nshutdown_delay = \"{delay}\"\n"));
+        text.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"));
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("WASMGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_for(|| status_of(admin, "/health/ready") == Some(200)), "the gateway started");
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        if second {
+            assert!(wait_for(|| status_of(admin, "/health/ready") == Some(503)), "out of rotation");
+            assert_eq!(status_of(port, "/a"), Some(502), "a new connection is still served");
+            assert!(child.try_wait().unwrap().is_none(), "still running within the delay");
+            assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        }
+        let status = exit_of(&mut child, "the gateway did not stop");
+        assert!(status.success(), "exit status {status}");
+    }
 }
 
 /// A signal that arrives while the gateway is still starting — here during

@@ -38,6 +38,7 @@ pub struct RawServer {
     pub header_read_timeout: Option<Spanned<HumanDuration>>,
     pub request_timeout: Option<Spanned<HumanDuration>>,
     pub shutdown_timeout: Option<HumanDuration>,
+    pub shutdown_delay: Option<Spanned<HumanDuration>>,
     pub watch: Option<bool>,
     pub watch_interval: Option<Spanned<HumanDuration>>,
     pub via: Option<String>,

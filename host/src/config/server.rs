@@ -26,6 +26,10 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// How long, after SIGTERM or SIGINT, the gateway goes on serving as
+    /// before while `/health/ready` answers 503, before it stops accepting
+    /// (the time a load balancer takes to stop sending it new connections).
+    pub shutdown_delay: Duration,
     pub watch: bool,
     pub watch_interval: Duration,
     pub via: HeaderValue,
@@ -191,6 +195,13 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
             Duration::from_secs(30),
         ),
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        shutdown_delay: within_at(
+            p,
+            "server.shutdown_delay",
+            raw.shutdown_delay.as_ref(),
+            Duration::ZERO..=Duration::from_secs(3600),
+            Duration::ZERO,
+        ),
         watch: raw.watch.unwrap_or(true),
         watch_interval: within_at(
             p,

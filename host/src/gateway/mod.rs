@@ -248,17 +248,31 @@ async fn until_signalled(
     use tokio::signal::unix::SignalKind;
     let (mut term, mut int) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
     let mut serve = std::pin::pin!(serve);
+    // While `server.shutdown_delay` runs: when it ends.
+    let mut delayed: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
-        tokio::select! {
+        let delay = async {
+            match delayed.as_mut() {
+                Some(until) => until.await,
+                None => std::future::pending().await,
+            }
+        };
+        let stop = tokio::select! {
             () = serve.as_mut() => return Ok(()),
+            () = delay => true,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 let shared = gateway.shared.clone();
                 // Not waited for here: this thread may be the one serving.
                 drop(tokio::task::spawn_blocking(move || shared.reload_or_log()));
+                false
             }
-            _ = term.recv() => gateway.begin_shutdown(),
-            _ = int.recv() => gateway.begin_shutdown(),
+            _ = term.recv() => delayed.is_some() || !gateway.delay_shutdown(&mut delayed),
+            _ = int.recv() => delayed.is_some() || !gateway.delay_shutdown(&mut delayed),
+        };
+        if stop {
+            delayed = None;
+            gateway.begin_shutdown();
         }
     }
 }
@@ -304,6 +318,8 @@ pub struct Gateway {
     admin_addr: Option<SocketAddr>,
     control: Option<Control>,
     shutdown: watch::Sender<bool>,
+    /// Stops the admin listener, once the workers are done.
+    admin_stop: watch::Sender<bool>,
     /// Dropping it wakes and stops the watcher.
     watch_stop: Option<std::sync::mpsc::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
@@ -406,13 +422,25 @@ impl Gateway {
             reload_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
         });
-        let (shutdown, rx) = watch::channel(false);
+        let (shutdown, _) = watch::channel(false);
+        // The admin listener outlasts the drain: probes see 503 meanwhile,
+        // and the last metrics can be read.
+        let (admin_stop, stopped) = watch::channel(false);
         let admin_addr = match admin {
-            Some(a) => Some(crate::admin::start(control, a, shared.clone(), rx)?),
+            Some(a) => Some(crate::admin::start(control, a, shared.clone(), stopped)?),
             None => None,
         };
-        let mut gateway =
-            Self { shared, addr, tls_addr, admin_addr, control: None, shutdown, watch_stop: None, threads: Vec::new() };
+        let mut gateway = Self {
+            shared,
+            addr,
+            tls_addr,
+            admin_addr,
+            control: None,
+            shutdown,
+            admin_stop,
+            watch_stop: None,
+            threads: Vec::new(),
+        };
         if watch_on {
             let (stop_tx, stop_rx) = std::sync::mpsc::channel();
             let watcher = spawn_watcher(gateway.shared.clone(), interval, stop_rx).map_err(StartError::Threads)?;
@@ -465,6 +493,24 @@ impl Gateway {
         self.stop();
     }
 
+    /// On a first SIGTERM or SIGINT with a `server.shutdown_delay`: out of
+    /// rotation (`/health/ready` answers 503) while serving on as before
+    /// until `delayed` ends. Returns whether there is a delay (without, or
+    /// on a second signal, the shutdown begins at once).
+    fn delay_shutdown(&self, delayed: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) -> bool {
+        let delay = self.shared.current().config.server.shutdown_delay;
+        if delay.is_zero() || *self.shutdown.borrow() {
+            return false;
+        }
+        self.shared.ready.store(false, Ordering::Relaxed);
+        tracing::info!(
+            delay = %humantime::format_duration(delay),
+            "shutting down after server.shutdown_delay: not ready meanwhile; a second signal stops at once"
+        );
+        *delayed = Some(Box::pin(tokio::time::sleep(delay)));
+        true
+    }
+
     /// Stops accepting and tells the connections to finish (each closes
     /// once idle, or after the response in flight).
     fn begin_shutdown(&self) {
@@ -480,6 +526,7 @@ impl Gateway {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.admin_stop.send_replace(true);
         // Last: the workers' in-flight requests may still have needed it.
         self.control.take();
     }

@@ -58,7 +58,8 @@ pub(super) async fn proxy<'s>(
         return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
     };
     tokio::spawn(async move {
-        let Ok((mut client, sent)) = client.await else {
+        // `_tunnel` keeps a shutdown waiting until the tunnel closes.
+        let Ok((mut client, sent, _tunnel)) = client.await else {
             return tracing::debug!("upgrade did not complete: the client's connection ended first");
         };
         // What either side sent right behind its head goes first.

@@ -34,7 +34,8 @@
 //!   the response has none.
 //! - `101 Switching Protocols` to an upgrade request hands the socket, with
 //!   anything the client sent after its head, to the proxy
-//!   ([`ClientUpgrade`]).
+//!   ([`ClientUpgrade`]); the connection's task lasts until the proxy's
+//!   tunnel ends, so a shutdown drains tunnels as it drains requests.
 //! - A connection that opens with HTTP/2's preface is handed back to the
 //!   caller, for hyper's HTTP/2 server.
 
@@ -261,9 +262,12 @@ pub async fn serve(
                 // The socket goes on alone; if a request body still holds
                 // it, the upgrade fails and the connection closes.
                 if let Some(tx) = upgrade
-                    && let Some(socket) = into_parts(cell)
+                    && let Some((io, read)) = into_parts(cell)
                 {
-                    let _ = tx.send(socket);
+                    let (open, closed) = oneshot::channel();
+                    if tx.send((io, read, Tunnel(open))).is_ok() {
+                        let _ = closed.await;
+                    }
                 }
                 return None;
             }
@@ -450,8 +454,14 @@ fn parse_into<'b>(
     Ok(Some(Parsed { len, method, target, version }))
 }
 
-type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes)>;
-type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes)>;
+type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes, Tunnel)>;
+type UpgradeWait = oneshot::Receiver<(Box<dyn Io>, Bytes, Tunnel)>;
+
+/// Held by an upgraded connection's tunnel while it runs: the client
+/// connection's task (which keeps a shutdown waiting, up to
+/// `shutdown_timeout`) ends when it is dropped.
+#[derive(Debug)]
+pub struct Tunnel(#[expect(dead_code, reason = "held for its drop")] oneshot::Sender<()>);
 
 /// A request made from a parsed head (boxed: it is moved a long way), the
 /// slot its upgraded connection would go into, what it asks of the
@@ -689,7 +699,8 @@ impl std::fmt::Debug for ClientUpgrade {
 
 impl ClientUpgrade {
     /// Resolves to the socket once the `101` has gone out (an error if the
-    /// connection ended first); `None` once taken.
+    /// connection ended first), with what the client sent after its head
+    /// and the [`Tunnel`] to hold while it is used; `None` once taken.
     pub fn take(&self) -> Option<UpgradeWait> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
     }

@@ -669,6 +669,47 @@ async fn shutdown_drains_requests_in_flight() {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
 
+/// An open WebSocket tunnel is drained like a request in flight: it goes on
+/// working after shutdown begins, and is closed at `shutdown_timeout`
+/// (it was cut at once). Meanwhile the admin listener still answers, with
+/// `/health/ready` 503 (it closed with the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_tunnels_up_to_its_deadline_and_the_admin_listener_outlasts_it() {
+    let up = TestUpstream::echo("ws").await;
+    let body = format!("[admin]\nlisten = \"127.0.0.1:0\"\n{}", tls_body(&up, ""));
+    let gw = TestGateway::start_with("shutdown_timeout = \"2s\"", &body);
+    let admin = gw.gateway.admin_addr().unwrap();
+    let (head, mut s) = ask_upgrade(&gw, "").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    tunnel_echoes(&mut s).await;
+    assert_eq!(get(&format!("http://{admin}/health/ready")).await.status, 200);
+    let stopping = tokio::task::spawn_blocking(move || drop(gw));
+    // The readiness probe's status, `None` once nothing answers.
+    let ready = || async move {
+        let mut probe = tokio::net::TcpStream::connect(admin).await.ok()?;
+        probe.write_all(b"GET /health/ready HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await.ok()?;
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), probe.read_to_string(&mut out)).await.ok()?.ok()?;
+        out.get(9..12)?.parse::<u16>().ok()
+    };
+    let mut seen = ready().await;
+    for _ in 0..100 {
+        if seen != Some(200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen = ready().await;
+    }
+    assert_eq!(seen, Some(503), "out of rotation while draining");
+    tunnel_echoes(&mut s).await;
+    assert!(!stopping.is_finished(), "the open tunnel holds the drain");
+    tokio::time::timeout(Duration::from_secs(15), stopping).await.unwrap().unwrap();
+    let mut buf = [0u8; 8];
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap();
+    assert!(matches!(closed, Ok(0) | Err(_)), "the tunnel is closed at the deadline: {closed:?}");
+    assert_eq!(ready().await, None, "the admin listener is closed once the drain is over");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_serves_health_and_metrics_behind_a_token() {
     let up = TestUpstream::echo("u").await;
