@@ -77,7 +77,8 @@ pub struct UrlTemplate {
 pub enum RenderError {
     /// The request has no such value (`missing path.user_id`).
     Missing(String),
-    /// A value that would step out of its path segment (`.` or `..`).
+    /// A value that would step out of its path segment (`.`, `..`, or from
+    /// a header or the query, one with `/`, `\` or `%`).
     Invalid(String),
 }
 
@@ -134,7 +135,8 @@ impl UrlTemplate {
     /// The URL with each placeholder replaced by `value(var)` (the value as
     /// text, not yet encoded) and percent-encoded. In a path, an empty value
     /// counts as missing (it would drop a segment: `/users/` is the list),
-    /// and `.`/`..` are refused.
+    /// and `.`, `..` and a header's or query's value with `/`, `\` or `%`
+    /// are refused.
     pub fn render(&self, mut value: impl FnMut(&Var) -> Option<Vec<u8>>) -> Result<String, RenderError> {
         let mut out = String::new();
         for part in &self.parts {
@@ -146,7 +148,14 @@ impl UrlTemplate {
                         if v.is_empty() {
                             return Err(RenderError::Missing(var.to_string()));
                         }
-                        if v == b"." || v == b".." {
+                        // Encoded, a separator or `%` stays in the segment
+                        // only for upstreams that split the path before
+                        // they decode it (`..%2Fadmin` is `../admin` to
+                        // others): refused from a header or the query, as
+                        // the gateway's `escaped_slashes` refuses them in
+                        // request paths (which vetted the captures).
+                        let client = matches!(var.source, Source::Header | Source::Query);
+                        if v == b"." || v == b".." || (client && v.iter().any(|b| matches!(b, b'/' | b'\\' | b'%'))) {
                             return Err(RenderError::Invalid(var.to_string()));
                         }
                     }

@@ -303,14 +303,29 @@ fn missing_template_values_are_400_and_nothing_is_sent() {
 #[test]
 fn path_values_cannot_leave_their_segment() {
     let p = one_call("upstream://users/users/{header.x-user}");
-    for (value, message) in [("..", "invalid header.x-user"), ("", "missing header.x-user")] {
+    for (value, message) in [
+        ("..", "invalid header.x-user"),
+        ("", "missing header.x-user"),
+        // `..%2Fadmin` is `../admin` to an upstream that decodes it first.
+        ("../admin", "invalid header.x-user"),
+        ("a\\b", "invalid header.x-user"),
+        ("%2e%2e", "invalid header.x-user"),
+    ] {
         testing::reset();
         let d = testing::on_request(&p, &mut TestRequest::get("/").header("x-user", value));
         let reply = d.reply().expect("answered");
         assert_eq!((reply.status, reply.body.as_slice()), (400, json!({ "error": message }).to_string().as_bytes()));
     }
+    let mut req = TestRequest::get("/").header("x-user", "jo hn..x");
+    assert_eq!(sent_url(&p, &mut req), "upstream://users/users/jo%20hn..x");
+    let by_query = one_call("upstream://users/users/{query.id}");
+    testing::reset();
+    let d = testing::on_request(&by_query, &mut TestRequest::get("/?id=..%2F..%2Finternal"));
+    assert_eq!(d.reply().map(|r| r.status), Some(400), "from the query too");
+    // In the query a `/` is only data.
+    let q = one_call("upstream://users/users?next={header.x-user}");
     let mut req = TestRequest::get("/").header("x-user", "../admin");
-    assert_eq!(sent_url(&p, &mut req), "upstream://users/users/..%2Fadmin");
+    assert_eq!(sent_url(&q, &mut req), "upstream://users/users?next=..%2Fadmin");
 }
 
 #[test]

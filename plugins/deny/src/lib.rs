@@ -41,7 +41,8 @@ enum PathRule {
 impl PathRule {
     fn matches(&self, path: &str) -> bool {
         match self {
-            Self::Exact(p) => path == p,
+            // `/admin` denies `/admin/` too: most frameworks serve both.
+            Self::Exact(p) => path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest == "/"),
             // `/internal/*` denies `/internal` and everything below it.
             Self::Prefix(p) => {
                 path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -78,6 +79,9 @@ impl Plugin for Deny {
             if !p.starts_with('/') {
                 return Err(format!("path `{p}` must start with `/`").into());
             }
+            if let Some(why) = unmatchable(&p) {
+                return Err(format!("path `{p}` would never match: {why}").into());
+            }
             paths.push(match p.strip_suffix("/*") {
                 Some(prefix) => PathRule::Prefix(prefix.to_owned()),
                 None => PathRule::Exact(p),
@@ -103,11 +107,14 @@ impl Plugin for Deny {
     fn on_request(&self, req: &mut Request<'_>) -> Decision {
         let path = req.path();
         let by_path = self.paths.iter().any(|r| r.matches(&path));
-        let by_method = !self.methods.is_empty() && self.methods.contains(&req.method());
-        let by_header = self.headers.iter().any(|(name, want)| match (req.header(name), want) {
-            (Some(_), None) => true,
-            (Some(v), Some(want)) => v == want.as_bytes(),
-            (None, _) => false,
+        let by_method = !self.methods.is_empty() && {
+            let method = req.method();
+            self.methods.iter().any(|m| m.eq_ignore_ascii_case(&method))
+        };
+        // Any of a header's values: a client may send it twice.
+        let by_header = self.headers.iter().any(|(name, want)| match want {
+            None => req.header(name).is_some(),
+            Some(want) => req.header_all(name).iter().any(|v| v == want.as_bytes()),
         });
         if by_path || by_method || by_header {
             log::debug(&format!("denied {} {path}", req.method()));
@@ -115,6 +122,39 @@ impl Plugin for Deny {
         }
         Decision::Continue
     }
+}
+
+/// Why no request path could be `p` (as the gateway hands paths to
+/// plugins: normalised, percent-encoded, without the query), if none could.
+fn unmatchable(p: &str) -> Option<&'static str> {
+    let body = p.strip_suffix("/*").unwrap_or(p);
+    if p.contains(['?', '#']) {
+        return Some("the query is not part of the path");
+    }
+    if body.contains('*') {
+        return Some("only a trailing `/*` is a wildcard");
+    }
+    if p.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Some("request paths are percent-encoded: write a space as `%20`, other characters as UTF-8 escapes");
+    }
+    let unreserved_escape = p.as_bytes().windows(3).any(|w| match w {
+        [b'%', hi, lo] => {
+            let hex = |c: u8| (c as char).to_digit(16);
+            hex(*hi)
+                .zip(hex(*lo))
+                .and_then(|(h, l)| u8::try_from(h * 16 + l).ok())
+                .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        }
+        _ => false,
+    });
+    if unreserved_escape {
+        return Some("the gateway decodes escaped letters, digits and `-._~` (`%69` is `i`) first: write them plainly");
+    }
+    let inner = body.strip_suffix('/').unwrap_or(body);
+    if inner.split('/').skip(1).any(|seg| matches!(seg, "" | "." | "..")) {
+        return Some("the gateway resolves `.`, `..` and `//` first: write the path they lead to");
+    }
+    None
 }
 
 fn error_body(message: &str) -> BTreeMap<&'static str, &str> {
@@ -138,7 +178,9 @@ mod tests {
         let p = deny(r#"{"paths":["/admin","/internal/*"]}"#);
         let status = |path: &str| testing::on_request(&p, &mut TestRequest::get(path)).reply().map(|r| r.status);
         assert_eq!(status("/admin"), Some(403));
+        assert_eq!(status("/admin/"), Some(403), "as most frameworks serve it");
         assert_eq!(status("/admin/x"), None);
+        assert_eq!(status("/admin//"), None);
         assert_eq!(status("/internal"), Some(403));
         assert_eq!(status("/internal/metrics"), Some(403));
         assert_eq!(status("/internals"), None);
@@ -155,7 +197,11 @@ mod tests {
         assert_eq!(reply.header_str("content-type"), Some("application/json"));
         assert!(testing::on_request(&p, &mut TestRequest::get("/").header("x-env", "prod")).reply().is_some());
         assert!(testing::on_request(&p, &mut TestRequest::get("/").header("x-env", "dev")).is_continue());
+        let twice = TestRequest::get("/").header("x-env", "dev").header("x-env", "prod");
+        assert!(testing::on_request(&p, &mut { twice }).reply().is_some(), "any of a header's values");
         assert!(testing::on_request(&p, &mut TestRequest::new("DELETE", "/")).reply().is_some());
+        let purge = deny(r#"{"methods":["PURGE"]}"#);
+        assert!(testing::on_request(&purge, &mut TestRequest::new("purge", "/")).reply().is_some(), "any letters");
         assert!(testing::on_request(&p, &mut TestRequest::get("/")).is_continue());
     }
 
@@ -164,6 +210,22 @@ mod tests {
         let err = |json: &str| testing::configure::<Deny>(json).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err("{}").contains("nothing to deny"));
         assert!(err(r#"{"paths":["admin"]}"#).contains("must start with"));
+        for (path, why) in [
+            ("/admin?x=1", "the query"),
+            ("/internal*", "trailing `/*`"),
+            ("/a/*/b", "trailing `/*`"),
+            ("/my report", "percent-encoded"),
+            ("/café", "percent-encoded"),
+            ("/adm%69n", "`%69` is `i`"),
+            ("/a/../admin", "resolves"),
+            ("/a//b", "resolves"),
+        ] {
+            let e = err(&format!(r#"{{"paths":["{path}"]}}"#));
+            assert!(e.contains("would never match") && e.contains(why), "{path}: {e}");
+        }
+        for fine in ["/", "/*", "/admin/", "/a%2Fb", "/x/*", "/a.b/c~d"] {
+            assert!(testing::configure::<Deny>(&format!(r#"{{"paths":["{fine}"]}}"#)).is_ok(), "{fine}");
+        }
         assert!(err(r#"{"paths":["/a"],"status":200}"#).contains("not an error status"));
         assert!(err(r#"{"headers":{"x debug":"*"}}"#).contains("`x debug` is not a header name"));
     }

@@ -90,7 +90,7 @@ async fn deny_responds_without_touching_the_upstream() {
     let up = TestUpstream::echo("u").await;
     let gw = TestGateway::start(&route(
         &up,
-        r#"{ use = "deny", config = { paths = ["/admin/*"], headers = { "x-debug" = "*" }, status = 403, message = "not here" } },"#,
+        r#"{ use = "deny", config = { paths = ["/admin/*", "/debug"], headers = { "x-debug" = "*", "x-env" = "prod" }, status = 403, message = "not here" } },"#,
         "",
     ));
     let r = get(&gw.url("/admin/users")).await;
@@ -98,6 +98,11 @@ async fn deny_responds_without_touching_the_upstream() {
     assert_eq!(r.json()["error"], "not here");
     assert!(r.header("x-request-id").is_some());
     assert_eq!(get_with(&gw.url("/ok"), &[("x-debug", "1")]).await.status, 403);
+    assert_eq!(get(&gw.url("/debug/")).await.status, 403, "an exact path with a trailing slash");
+    // A header sent twice: any of its values denies (the first was read alone).
+    let twice =
+        raw(gw.addr(), b"GET /ok HTTP/1.1\r\nhost: x\r\nx-env: dev\r\nx-env: prod\r\nconnection: close\r\n\r\n");
+    assert!(twice.await.starts_with("HTTP/1.1 403"));
     assert_eq!(up.hits(), 0);
     assert_eq!(get(&gw.url("/ok")).await.status, 200);
     assert_eq!(up.hits(), 1);

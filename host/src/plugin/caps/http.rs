@@ -93,7 +93,9 @@ fn not_granted(caps: &Caps) -> wit::HttpError {
 fn target(url: &str) -> Result<(HttpGrant, String), wit::HttpError> {
     let invalid = |why: &str| wit::HttpError::InvalidRequest(format!("`{url}`: {why}"));
     if let Some(rest) = url.strip_prefix("upstream://") {
-        let (name, pq) = rest.split_once('/').map_or((rest, "/".to_owned()), |(n, p)| (n, format!("/{p}")));
+        // The name ends at the path or, with none, at the query.
+        let (name, pq) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let pq = if pq.starts_with('/') { pq.to_owned() } else { format!("/{pq}") };
         if name.is_empty() {
             return Err(invalid("no upstream name"));
         }
@@ -271,5 +273,10 @@ mod tests {
         assert!(target("ftp://x/").is_err());
         assert!(target("https://user:pw@idp.example.com/").is_err());
         assert!(target("upstream:///x").is_err());
+        // A query right after the name (it was read as part of the name).
+        let (g, pq) = target("upstream://users?id=7").unwrap();
+        assert_eq!((g, pq.as_str()), (HttpGrant::Upstream("users".into()), "/?id=7"));
+        let (g, pq) = target("upstream://users").unwrap();
+        assert_eq!((g, pq.as_str()), (HttpGrant::Upstream("users".into()), "/"));
     }
 }
