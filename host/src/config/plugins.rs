@@ -10,6 +10,11 @@ use super::server::Secret;
 use super::units::{ByteSize, HumanDuration};
 use super::{Setting, WAITS, span, within, within_at};
 
+/// The fix for a plugin name that is not one: a name is a file's stem in
+/// the plugin directory and the prefix of the plugin's store keys.
+pub(crate) const PLUGIN_NAMES: &str =
+    "a plugin's name is its .wasm file's name without the extension: letters, digits, `-`, `_` and `.`";
+
 /// Where plugins come from and the limits they run under.
 #[derive(Debug, Clone)]
 pub struct PluginsConfig {
@@ -203,6 +208,10 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
     let mut settings = BTreeMap::new();
     for (name, s) in &raw.plugin {
         let key = format!("plugin.{name}");
+        if !super::valid_name(name) {
+            p.at(span(s), &key, format!("`{name}` is not a plugin name"), PLUGIN_NAMES);
+            ok = false;
+        }
         let r = s.get_ref();
         let limits = limits(&key, span(s), (r.deadline, r.max_memory, r.recycle_after), &defaults, p);
         let sha256 = match &r.sha256 {

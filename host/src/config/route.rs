@@ -7,6 +7,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use toml::Spanned;
 
 use super::error::{self, Problems};
+use super::plugins::PLUGIN_NAMES;
 use super::plugins::PluginsConfig;
 use super::raw::{self, OnPluginError};
 use super::server::ServerConfig;
@@ -311,6 +312,9 @@ pub(super) fn build_routes(
             let ukey = format!("{key}.plugins[{j}]");
             let pu = u.get_ref();
             let pname = pu.name.get_ref();
+            if !valid_name(pname) {
+                p.at(span(&pu.name), format!("{ukey}.use"), format!("`{pname}` is not a plugin name"), PLUGIN_NAMES);
+            }
             let has_source =
                 |pl: &PluginsConfig| pl.dir.is_some() || pl.settings.get(pname).is_some_and(|s| s.file.is_some());
             if plugins.is_some_and(|pl| !has_source(pl)) {

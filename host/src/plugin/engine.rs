@@ -151,16 +151,21 @@ impl Runtime {
 
     #[expect(unsafe_code, reason = "loading precompiled machine code is unsafe by nature; see the SAFETY note")]
     fn load_cached(&self, path: &Path) -> Option<Component> {
-        if !path.is_file() {
+        if let Err(why) = private_file(path) {
+            if path.exists() {
+                tracing::warn!(path = %path.display(), "recompiling plugin: not loading the cached artifact: {why}");
+            }
             return None;
         }
         // SAFETY: wasmtime requires the file to be a precompiled component
         // produced by a compatible engine and not altered since. We wrote it
-        // ourselves (atomically, under a name that holds the source's sha256
-        // and this engine's fingerprint) into a directory that
-        // `ensure_private_dir` checked is owned by us and not writable by
-        // anyone else; wasmtime also checks the fingerprint and refuses
-        // mismatches, which we answer by recompiling.
+        // ourselves (atomically and synced, readable by us alone, under a
+        // name that holds the source's sha256 and this engine's
+        // fingerprint) into a directory that `ensure_private_dir` checked
+        // is owned by us and not writable by anyone else, and
+        // `private_file` checked the file is still a regular file of ours
+        // that no one else may write; wasmtime also checks the fingerprint
+        // and refuses mismatches, which we answer by recompiling.
         match unsafe { Component::deserialize_file(&self.engine, path) } {
             Ok(c) => Some(c),
             Err(e) => {
@@ -179,9 +184,16 @@ impl Drop for Runtime {
 
 fn store_cached(path: &Path, component: &Component) {
     let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let bytes = component.serialize().map_err(std::io::Error::other)?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
+        // One left by a crash of a process with our id: not reused as is.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        file.write_all(&bytes)?;
+        // On disk before its name is: a crash leaves no named, torn file.
+        file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
     if let Err(e) = write() {
@@ -215,6 +227,26 @@ fn ensure_private_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that a cached artifact is a regular file (not a link to one
+/// elsewhere), ours, and not writable by group or others: a file left
+/// from a laxer directory, or made group-writable by a umask, could be
+/// rewritten by someone else and run as our code.
+fn private_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("it is not a regular file".into());
+    }
+    let uid = current_uid();
+    if meta.uid() != uid {
+        return Err(format!("it is owned by uid {} rather than {uid}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err("it is writable by group or others".into());
+    }
+    Ok(())
+}
+
 fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // The owner of a file we just created is our effective uid; reading it
@@ -235,5 +267,40 @@ mod tests {
         let empty = b"\0asm\x0d\x00\x01\x00";
         runtime.component(&[0; 32], empty, cache.path()).unwrap();
         assert!(runtime.clock.started());
+    }
+
+    /// A cached artifact is written readable by us alone, and one that
+    /// others could have written (group-writable, or a link) is not
+    /// loaded: it is compiled again and replaced.
+    #[test]
+    fn the_compile_cache_loads_only_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let cache = tempfile::tempdir().unwrap();
+        let empty = b"\0asm\x0d\x00\x01\x00";
+        let compile = || {
+            let runtime = Runtime::new(EngineLimits { max_instances: 2, max_memory: 1 << 20 }).unwrap();
+            runtime.component(&[7; 32], empty, cache.path()).unwrap();
+        };
+        let artifact = || {
+            let found = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().path());
+            found.filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect::<Vec<_>>()
+        };
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        compile();
+        let [path] = artifact().try_into().unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert!(private_file(&path).is_ok());
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        assert!(private_file(&path).unwrap_err().contains("writable by group"));
+        compile();
+        assert_eq!(mode(&path), 0o600, "compiled again and replaced");
+
+        let elsewhere = cache.path().join("elsewhere");
+        std::fs::rename(&path, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert!(private_file(&path).unwrap_err().contains("not a regular file"));
+        compile();
+        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file(), "replaced by a file");
     }
 }

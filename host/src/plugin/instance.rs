@@ -317,11 +317,13 @@ impl ChainLink {
 
     fn call(&self, exchange: &mut Box<Exchange>, phase: Phase, started: Instant) -> Result<Outcome, Fault> {
         let _running = self.plugin.runtime.enter();
-        let mut warm = match self.pool.as_ref().and_then(Pool::take) {
-            Some(w) => w,
+        let (mut warm, started) = match self.pool.as_ref().and_then(Pool::take) {
+            Some(w) => (w, started),
             None => {
                 self.series.instances_created.inc();
-                self.instantiate()?.0
+                // Making it (its config hook included) had a deadline of
+                // its own: the hook's counts from now.
+                (self.instantiate()?.0, Instant::now())
             }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);
@@ -348,11 +350,11 @@ impl ChainLink {
         waits: Duration,
     ) -> Result<Outcome, Fault> {
         let _running = self.plugin.runtime.enter();
-        let mut warm = match self.pool.as_ref().and_then(Pool::take) {
-            Some(w) => w,
+        let (mut warm, started) = match self.pool.as_ref().and_then(Pool::take) {
+            Some(w) => (w, started),
             None => {
                 self.series.instances_created.inc();
-                self.instantiate_async().await?.0
+                (self.instantiate_async().await?.0, Instant::now())
             }
         };
         std::mem::swap(&mut warm.store.data_mut().exchange, exchange);

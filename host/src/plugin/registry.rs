@@ -104,6 +104,26 @@ pub fn plugin_path(dir: Option<&Path>, name: &str, settings: &PluginSettings) ->
     settings.file.clone().or_else(|| dir.map(|d| d.join(format!("{name}.wasm"))))
 }
 
+/// The largest plugin file read (Python components are tens of MiB).
+const MAX_PLUGIN_BYTES: u64 = 512 << 20;
+
+/// A plugin file's bytes: a regular file (a FIFO would block the load, and
+/// with it every later reload; `/dev/zero` would never end) of at most
+/// [`MAX_PLUGIN_BYTES`].
+fn read_plugin(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > MAX_PLUGIN_BYTES {
+        return Err(std::io::Error::other(format!("larger than {} MiB", MAX_PLUGIN_BYTES >> 20)));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::fs::File::open(path)?.take(MAX_PLUGIN_BYTES).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// Loads and checks one plugin.
 pub fn load(
     runtime: &Arc<Runtime>,
@@ -114,7 +134,7 @@ pub fn load(
     dir: Option<&Path>,
     caps: Caps,
 ) -> Result<Plugin, LoadError> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = read_plugin(path).map_err(|e| {
         let found = dir.map(available).unwrap_or_default();
         let found = if found.is_empty() { "none".to_owned() } else { found.join(", ") };
         LoadError::new(

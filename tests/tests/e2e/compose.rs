@@ -91,6 +91,8 @@ async fn compose_merges_parallel_calls_into_one_document() {
     assert_eq!(echoed_header(user, "accept-language").as_deref(), Some("fr"));
     assert_eq!(echoed_header(user, "x-request-id").as_deref(), Some(id.as_str()), "calls carry the request id");
     assert_eq!(echoed_header(user, "cookie"), None, "only forward_headers are forwarded");
+    // HTTP/1.1 needs a `Host`: the upstream's name (there was none).
+    assert_eq!(echoed_header(user, "host").as_deref(), Some("users"));
 
     let orders = &doc["recent_orders"];
     assert_eq!((orders["path"].as_str(), orders["query"].as_str()), (Some("/orders"), Some("user=42&limit=3")));

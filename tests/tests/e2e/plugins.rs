@@ -600,6 +600,21 @@ async fn per_request_isolation_gives_every_request_a_fresh_instance() {
     assert_eq!(instances_created(&gw, "chaos").await, Some(4), "one per call");
 }
 
+/// A fresh instance's hook has its whole deadline: making the instance (its
+/// config hook, here 200 ms of a 300 ms deadline) was bounded on its own,
+/// and counted against the hook too, which failed every request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_instances_hook_has_its_own_deadline() {
+    let up = TestUpstream::echo("u").await;
+    let body = route(&up, r#"{ use = "chaos", config = { mode = "ok", spin_ms = 200 } },"#, "");
+    let plugin = "[plugin.chaos]\nisolation = \"per-request\"\ndeadline = \"300ms\"\n";
+    let gw = TestGateway::start_with("workers = 1", &format!("{ADMIN}{plugin}{body}"));
+    for _ in 0..2 {
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_instances_are_reused_and_recycled() {
     let up = TestUpstream::echo("u").await;
@@ -612,6 +627,21 @@ async fn pooled_instances_are_reused_and_recycled() {
     let gw = TestGateway::start_with("workers = 1", &format!("{ADMIN}{body}"));
     assert_eq!(calls(&gw).await, vec![1, 2, 3, 4]);
     assert_eq!(instances_created(&gw, "chaos").await, Some(0), "the warm instance served them all");
+}
+
+/// A plugin file that is not a regular file fails the load at once: a FIFO
+/// blocked it (and with it every later reload) until something wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_file_that_is_a_fifo_fails_the_load_at_once() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.wasm");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let body = format!("[plugin.fifo]\nfile = \"{}\"\n{}", fifo.display(), route(&up, r#"{ use = "fifo" },"#, ""));
+    let started = tokio::task::spawn_blocking(move || TestGateway::try_start("", &body).err().map(|e| e.to_string()));
+    let err = tokio::time::timeout(Duration::from_secs(20), started).await.expect("the load ended").unwrap();
+    let err = err.unwrap_or_default();
+    assert!(err.contains("fifo.wasm: not a regular file"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,12 +194,18 @@ async fn send(
         }
         h.append(name, value);
     }
-    if let HttpGrant::Origin { https, host, port } = &grant {
-        let default = if *https { 443 } else { 80 };
-        let value = if *port == default { host.clone() } else { format!("{host}:{port}") };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(header::HOST, v);
+    // An origin's host, or the upstream's name (as the proxy sends for a
+    // request that named no host, and nginx for its `proxy_pass` group's):
+    // an HTTP/1.1 request without `Host` is a 400 to most servers.
+    let host = match &grant {
+        HttpGrant::Origin { https, host, port } => {
+            let default = if *https { 443 } else { 80 };
+            if *port == default { host.clone() } else { format!("{host}:{port}") }
         }
+        HttpGrant::Upstream(name) => name.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        h.insert(header::HOST, v);
     }
     let timeout = req.timeout_ms.map_or(http.timeout, |ms| Duration::from_millis(u64::from(ms)).min(http.timeout));
     let route = format!("plugin:{}", caps.plugin);

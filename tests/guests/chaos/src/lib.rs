@@ -111,6 +111,10 @@ pub struct Config {
     /// `many-reply-headers` replies with.
     #[serde(default)]
     status: u16,
+    /// Spin this long in the config hook and in each hook call (a plugin
+    /// whose set-up and work are slow).
+    #[serde(default)]
+    spin_ms: u64,
 }
 
 #[derive(Debug)]
@@ -120,11 +124,20 @@ pub struct Chaos {
     stray: Option<Stray>,
     status: u16,
     calls: std::cell::Cell<u64>,
+    spin_ms: u64,
+}
+
+fn spin(ms: u64) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_millis(ms) {
+        std::hint::spin_loop();
+    }
 }
 
 impl Chaos {
     fn act(&self) -> Decision {
         self.calls.set(self.calls.get() + 1);
+        spin(self.spin_ms);
         match self.mode {
             Mode::Ok
             | Mode::Refuse
@@ -195,13 +208,15 @@ impl Plugin for Chaos {
     type Config = Config;
 
     fn new(c: Config) -> Result<Self, ConfigError> {
+        spin(c.spin_ms);
         if c.mode == Mode::Refuse {
             return Err(c.message.unwrap_or_else(|| "chaos refuses this config".into()).into());
         }
         if c.mode == Mode::AliasedFacts {
             aliased_facts(usize::from(c.status)).map_err(|e| format!("memoize-request: {e}"))?;
         }
-        Ok(Self { mode: c.mode, phase: c.phase, stray: c.stray, status: c.status, calls: std::cell::Cell::new(0) })
+        let calls = std::cell::Cell::new(0);
+        Ok(Self { mode: c.mode, phase: c.phase, stray: c.stray, status: c.status, calls, spin_ms: c.spin_ms })
     }
 
     fn info(&self) -> Info {
