@@ -69,6 +69,7 @@ impl Shared {
                 return Err((e, named));
             }
             warn_static_changes(&previous.config, &config);
+            previous.drop_idle_instances();
             let generation = self.generation.load(Ordering::Relaxed) + 1;
             let snapshot = build(config, &self.env, Some(&previous), generation).map_err(|e| (e, named))?;
             self.generation.store(generation, Ordering::Relaxed);

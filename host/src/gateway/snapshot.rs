@@ -111,6 +111,15 @@ impl Snapshot {
         self.upstreams.iter().chain(self.origins.values())
     }
 
+    /// Drops its plugins' idle instances: a reload's new links need room
+    /// in the engine's pool, which a burst of async calls (one instance
+    /// each) could have left full of idle ones — and the reload refused.
+    pub fn drop_idle_instances(&self) {
+        for link in self.routes.iter().flat_map(|r| &r.chain) {
+            link.drop_idle();
+        }
+    }
+
     /// After a reload to `next`: stops the tasks of the upstreams `next`
     /// did not carry over, and forgets the per-endpoint gauges (health,
     /// ejection, breaker) of endpoints it has not, which would otherwise
@@ -134,6 +143,32 @@ impl Snapshot {
         for (upstream, endpoint) in labels(self).difference(&kept) {
             self.metrics.forget_endpoint(upstream, endpoint);
         }
+    }
+}
+
+/// Warns when the instances the plugin pools may keep exceed `max_instances`:
+/// a pooled use of a plugin that waits on I/O keeps one instance for each
+/// request it had in flight at once, up to `max_idle_per_worker` a worker;
+/// any other pooled use, one a worker. Once they fill the engine's pool, a request
+/// that needs a new instance fails (`pool_full`).
+fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], workers: usize) {
+    let max_idle = config.plugins.max_idle_per_worker;
+    let warm: usize = routes
+        .iter()
+        .flat_map(|r| &r.chain)
+        .map(|l| match (l.is_pooled(), l.is_async()) {
+            (false, _) => 0,
+            (true, true) => workers.saturating_mul(max_idle),
+            (true, false) => workers,
+        })
+        .fold(0, usize::saturating_add);
+    let max = usize::try_from(config.plugins.max_instances).unwrap_or(usize::MAX);
+    if warm > max {
+        tracing::warn!(
+            warm,
+            max_instances = max,
+            "the plugins' warm instances may fill [plugins] max_instances (uses of plugins that wait on I/O keep              one a request in flight, up to max_idle_per_worker a worker): requests would then fail pool_full;              raise max_instances or lower max_idle_per_worker"
+        );
     }
 }
 
@@ -252,6 +287,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
     if !problems.is_empty() {
         return Err(problems.into_error());
     }
+    warn_if_warm_instances_may_fill_the_pool(&config, &routes, env.workers);
     let router = Router::new(&config.routes);
     Ok(Snapshot {
         generation,

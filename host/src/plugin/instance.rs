@@ -131,6 +131,13 @@ impl Pool {
         self.shard().lock().unwrap_or_else(PoisonError::into_inner).pop()
     }
 
+    /// Drops every idle instance, giving its place in the engine's pool back.
+    fn clear(&self) {
+        for shard in &self.shards {
+            drop(std::mem::take(&mut *shard.lock().unwrap_or_else(PoisonError::into_inner)));
+        }
+    }
+
     fn put(&self, warm: Warm) {
         let mut idle = self.shard().lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.max_idle {
@@ -297,6 +304,20 @@ impl ChainLink {
         let (configure, on_request, on_response) = self.funcs(&mut store, &instance)?;
         let configured = configure.call_async(&mut store, (self.config_json.clone(),)).await;
         finish_configure(store, configured, on_request, on_response)
+    }
+
+    /// Drops its idle instances (a reload about to make new ones: the
+    /// engine's `max_instances` counts these too, until this link's
+    /// snapshot is gone).
+    pub fn drop_idle(&self) {
+        if let Some(pool) = &self.pool {
+            pool.clear();
+        }
+    }
+
+    /// Whether it keeps instances between calls (`isolation = "pooled"`).
+    pub fn is_pooled(&self) -> bool {
+        self.pool.is_some()
     }
 
     /// Whether calls are async (the plugin may wait on I/O).

@@ -234,3 +234,28 @@ async fn compose_call_to_an_ungranted_upstream_is_refused() {
     assert_eq!(r.json(), json!({ "error": "call `cart` failed: not granted", "call": "cart" }));
     assert_eq!(s.cart.hits(), 0, "nothing reached the ungranted upstream");
 }
+
+/// A burst of requests leaves an async plugin's instances idle in its pool
+/// (one a request in flight): with the engine's pool (`max_instances`, 64
+/// here) full of them, a reload could make no instance for its own links
+/// and was refused until a restart. The reload drops the idle ones first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_after_a_burst_finds_room_for_its_instances() {
+    let s = Services::start().await;
+    let calls = r#"calls = [{ name = "user", url = "upstream://users/slow/400" }], shape = { user = "user" }"#;
+    let gw = TestGateway::start(&format!("{}{}", wasmgate_tests::ADMIN, s.config(ALL, calls)));
+    let url = gw.url("/home/1");
+    let burst: Vec<_> = (0..70)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    for r in burst {
+        r.await.unwrap();
+    }
+    let series = r#"wasmgate_plugin_failures_total{plugin="compose",kind="pool_full"}"#;
+    assert!(wasmgate_tests::sample(&gw.metrics().await, series).is_some_and(|n| n != "0"), "the pool was full");
+    assert_eq!(gw.gateway.reload().map_err(|e| e.to_string()), Ok(1));
+    assert_eq!(get(&gw.url("/home/1")).await.status, 200);
+}
