@@ -69,7 +69,17 @@ pub struct Exchange {
     /// upstream must then be looked through for hop-by-hop fields even
     /// when the client's had none.
     pub hop_by_hop_added: bool,
+    /// Bytes of header values and context entries the plugins have handed
+    /// this request so far (at most [`MAX_HANDED_BYTES`]).
+    handed: usize,
 }
+
+/// The most bytes of header values (set, appended, left for the response)
+/// and context entries the plugins may hand one request in all. Each edit
+/// is bounded on its own (64 KiB), and their counts too, but without this
+/// a plugin could make the gateway hold ~150 MiB for every request in
+/// flight, outside its own `max_memory`.
+pub const MAX_HANDED_BYTES: usize = 1 << 20;
 
 /// The state of an exchange before a plugin call ([`Exchange::undo_point`]).
 #[derive(Debug)]
@@ -220,7 +230,26 @@ impl Exchange {
             recording: None,
             skipped: Vec::new(),
             hop_by_hop_added: false,
+            handed: 0,
         }
+    }
+
+    /// Counts `edit`'s bytes against [`MAX_HANDED_BYTES`]; `Err` (and nothing
+    /// counted) past it.
+    pub fn hand<V: AsRef<[u8]>>(&mut self, edit: &HeaderEdit<V>) -> Result<(), EditError> {
+        match edit {
+            HeaderEdit::Set(v) | HeaderEdit::Append(v) => self.take(v.as_ref().len()).map_err(|()| too_much()),
+            HeaderEdit::Remove => Ok(()),
+        }
+    }
+
+    fn take(&mut self, bytes: usize) -> Result<(), ()> {
+        let handed = self.handed.saturating_add(bytes);
+        if handed > MAX_HANDED_BYTES {
+            return Err(());
+        }
+        self.handed = handed;
+        Ok(())
     }
 
     /// What a plugin call may change, to be put back ([`Exchange::undo`])
@@ -268,6 +297,7 @@ impl Exchange {
     /// the request phase kept until the response passes back through the
     /// plugin being called ([`pass_back`]).
     pub fn edit_response_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        self.hand(&edit)?;
         if let Some(resp) = &mut self.response {
             return edit_headers(&mut resp.headers, name, edit);
         }
@@ -300,6 +330,7 @@ impl Exchange {
 
     /// Edits a request header for a plugin.
     pub fn edit_request_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        self.hand(&edit)?;
         let edit = checked_edit(&self.request.headers, &name, edit)?;
         if let Some(r) = &mut self.recording {
             r.record(Effect::RequestHeader(name.clone(), edit.clone()));
@@ -368,7 +399,8 @@ impl Exchange {
     /// is full or the entry too large.
     pub fn context_set(&mut self, key: String, value: String) -> Result<(), String> {
         let full = self.context.len() >= MAX_CONTEXT_ENTRIES && !self.context.contains_key(&key);
-        if full || key.len() + value.len() > MAX_CONTEXT_BYTES {
+        let bytes = key.len() + value.len();
+        if full || bytes > MAX_CONTEXT_BYTES || self.take(bytes).is_err() {
             return Err(key);
         }
         if let Some(r) = &mut self.recording {
@@ -531,6 +563,13 @@ fn checked_edit(
     HeaderEdit::check(name, edit)
 }
 
+fn too_much() -> EditError {
+    EditError::InvalidValue(format!(
+        "the plugins have handed this request {} KiB of header values and context already",
+        MAX_HANDED_BYTES >> 10
+    ))
+}
+
 fn too_many() -> EditError {
     EditError::InvalidValue(format!("more than {MAX_EDITED_HEADERS} headers"))
 }
@@ -639,6 +678,25 @@ mod tests {
         ex.edit_response_header(name("x-now"), HeaderEdit::Set(b"1".to_vec())).unwrap();
         assert_eq!(values(&headers(&ex), "x-now"), ["1"]);
         assert!(ex.staged.is_empty());
+    }
+
+    /// Header values and context entries add up to at most
+    /// `MAX_HANDED_BYTES` a request, however they are handed over.
+    #[test]
+    fn plugins_hand_a_request_a_bounded_number_of_bytes() {
+        let mut ex = Exchange::placeholder();
+        let value = vec![b'a'; MAX_HEADER_VALUE];
+        let each = MAX_HANDED_BYTES / MAX_HEADER_VALUE;
+        for i in 0..each / 2 {
+            ex.edit_request_header(name(&format!("x-{i}")), HeaderEdit::Append(value.clone())).unwrap();
+            ex.edit_response_header(name(&format!("x-{i}")), HeaderEdit::Set(value.clone())).unwrap();
+        }
+        let refused = ex.edit_request_header(name("x-more"), HeaderEdit::Set(b"1".to_vec()));
+        assert!(matches!(refused, Err(EditError::InvalidValue(m)) if m.contains("1024 KiB")));
+        assert!(ex.edit_response_header(name("x-more"), HeaderEdit::Append(b"1".to_vec())).is_err());
+        assert_eq!(ex.context_set("k".into(), "v".into()), Err("k".into()));
+        assert_eq!(ex.request.headers.len(), each / 2);
+        assert!(ex.edit_request_header(name("x-0"), HeaderEdit::Remove).is_ok(), "a removal hands nothing");
     }
 
     #[test]

@@ -460,13 +460,15 @@ impl wit::HostResponse for HostState {
     }
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        let name = self.names.get(&name)?;
-        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, HeaderEdit::Set(value))?)
+        let (name, edit) = (self.names.get(&name)?, HeaderEdit::Set(value));
+        self.ex_mut().hand(&edit)?;
+        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, edit)?)
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        let name = self.names.get(&name)?;
-        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, HeaderEdit::Append(value))?)
+        let (name, edit) = (self.names.get(&name)?, HeaderEdit::Append(value));
+        self.ex_mut().hand(&edit)?;
+        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, edit)?)
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> bool {
