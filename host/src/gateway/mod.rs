@@ -77,6 +77,8 @@ impl Shared {
             previous.retire(&self.current());
             Ok(generation)
         })();
+        // Whether it was taken or not: a refused one may have compiled some.
+        self.env.runtime.keep_compiled(self.current().plugins.values().map(|p| p.sha256));
         self.env.metrics.reloads(result.is_ok());
         if let Ok(generation) = result {
             self.env.metrics.set_config_generation(generation);

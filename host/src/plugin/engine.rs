@@ -140,6 +140,14 @@ impl Runtime {
         Ok(component)
     }
 
+    /// Forgets the compiled components but those of `in_use` (after a
+    /// reload: each plugin file rebuilt and reloaded left one behind, for
+    /// the life of the process).
+    pub fn keep_compiled(&self, in_use: impl IntoIterator<Item = [u8; 32]>) {
+        let in_use: std::collections::HashSet<[u8; 32]> = in_use.into_iter().collect();
+        self.compiled.lock().unwrap_or_else(PoisonError::into_inner).retain(|sha256, _| in_use.contains(sha256));
+    }
+
     /// `None` when the directory cannot be trusted with precompiled code.
     fn cache_path(&self, dir: &Path, sha256: &[u8; 32]) -> Option<PathBuf> {
         if let Err(why) = ensure_private_dir(dir) {
@@ -267,6 +275,19 @@ mod tests {
         let empty = b"\0asm\x0d\x00\x01\x00";
         runtime.component(&[0; 32], empty, cache.path()).unwrap();
         assert!(runtime.clock.started());
+    }
+
+    #[test]
+    fn compiled_components_not_in_use_are_forgotten() {
+        let runtime = Runtime::new(EngineLimits { max_instances: 2, max_memory: 1 << 20 }).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let empty = b"\0asm\x0d\x00\x01\x00";
+        for sha256 in [[1; 32], [2; 32]] {
+            runtime.component(&sha256, empty, cache.path()).unwrap();
+        }
+        runtime.keep_compiled([[2; 32]]);
+        let kept = runtime.compiled.lock().unwrap().keys().copied().collect::<Vec<_>>();
+        assert_eq!(kept, [[2; 32]]);
     }
 
     /// A cached artifact is written readable by us alone, and one that

@@ -45,6 +45,15 @@ impl Edits {
         for (name, value) in self.set.iter().chain(self.append.iter()) {
             check_header_value(name, value.as_bytes()).map_err(|e| format!("{side}: {e}"))?;
         }
+        // Keys differing only in case are one header: which value won
+        // depended on the keys' order.
+        for list in [self.remove.iter().collect::<Vec<_>>(), self.set.keys().collect(), self.append.keys().collect()] {
+            for (i, a) in list.iter().enumerate() {
+                if let Some(b) = list.iter().skip(i + 1).find(|b| b.eq_ignore_ascii_case(a)) {
+                    return Err(format!("{side}: `{a}` and `{b}` are the same header: give it once").into());
+                }
+            }
+        }
         Ok(())
     }
 
@@ -69,6 +78,9 @@ impl Plugin for AddHeader {
         let mut request = config.request;
         match (config.name, config.value) {
             (Some(name), Some(value)) => {
+                if request.set.keys().any(|n| n.eq_ignore_ascii_case(&name)) {
+                    return Err(format!("`{name}` is both `name` and a key of `request.set`: give it once").into());
+                }
                 request.set.insert(name, value);
             }
             (None, None) => {}
@@ -161,5 +173,9 @@ mod tests {
             err(r#"{"request":{"set":{"content-length":"1"}}}"#).is_some_and(|e| e.contains("managed by the gateway"))
         );
         assert!(err(r#"{"nme":"x","value":"y"}"#).is_some_and(|e| e.contains("unknown field `nme`")));
+        let twice = err(r#"{"response":{"set":{"X-Tenant":"a","x-tenant":"b"}}}"#);
+        assert!(twice.is_some_and(|e| e.contains("response: `X-Tenant` and `x-tenant` are the same header")));
+        let twice = err(r#"{"name":"X-Hello","value":"a","request":{"set":{"x-hello":"b"}}}"#);
+        assert!(twice.is_some_and(|e| e.contains("both `name` and a key of `request.set`")));
     }
 }
