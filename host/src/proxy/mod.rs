@@ -417,13 +417,17 @@ impl<'s> Forward<'s, '_> {
         // HAProxy's default health check sends) goes upstream as HTTP/1.1,
         // which must carry one: the upstream's name, as nginx sends its
         // `proxy_pass` group's (an upstream answered 400 to the hostless
-        // HTTP/1.1 request). The client's `X-Forwarded-Host` goes: no host
-        // was named for it to say. A plugin's `Host` stays.
-        if self.host.is_none() && !req.headers().contains_key(header::HOST) {
+        // HTTP/1.1 request); so does one whose `Host` a plugin removed (a
+        // route with plugins has one in the map before they run). The
+        // client's `X-Forwarded-Host` goes when no host was named for it to
+        // say. A plugin's `Host` stays.
+        if (self.host.is_none() || !self.route.chain.is_empty()) && !req.headers().contains_key(header::HOST) {
             if let Ok(name) = HeaderValue::from_str(&upstream.name) {
                 req.headers_mut().insert(header::HOST, name);
             }
-            req.headers_mut().remove(headers::X_FORWARDED_HOST);
+            if self.host.is_none() {
+                req.headers_mut().remove(headers::X_FORWARDED_HOST);
+            }
         }
         let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
         let opts = ForwardOptions {

@@ -18,7 +18,8 @@ fn route(up: &TestUpstream, plugins: &str, extra: &str) -> String {
 
 /// A plugin's `Host` reaches the upstream whatever the client spoke: an
 /// HTTP/2 client's authority (and an absolute-form target) wrote over it.
-/// Without an edit, the upstream gets the host that was routed.
+/// Without an edit, the upstream gets the host that was routed; with it
+/// removed, the upstream's name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_s_host_reaches_the_upstream_from_http2_clients_too() {
     use http_body_util::BodyExt;
@@ -28,9 +29,17 @@ async fn a_plugin_s_host_reaches_the_upstream_from_http2_clients_too() {
          [[routes]]\nmatch = {{ prefix = \"/edit\" }}\nupstream = \"u\"\n\
          plugins = [{{ use = \"transform\", config = {{ request = {{ headers = {{ set = {{ host = \"bucket.internal\" }} }} }} }} }}]\n\n\
          [[routes]]\nmatch = {{ prefix = \"/keep\" }}\nupstream = \"u\"\n\
-         plugins = [{{ use = \"noop\" }}]\n",
+         plugins = [{{ use = \"noop\" }}]\n\n\
+         [[routes]]\nmatch = {{ prefix = \"/drop\" }}\nupstream = \"u\"\n\
+         plugins = [{{ use = \"add-header\", config = {{ request = {{ remove = [\"host\"] }} }} }}]\n",
         up.addr
     ));
+    // A plugin that removes `Host`: HTTP/1.1 must carry one (without, the
+    // upstream answered 400); the upstream's name, as for a request that
+    // named no host.
+    let dropped = get(&gw.url("/drop")).await.json();
+    assert_eq!(echoed_headers(&dropped, "host"), ["u"]);
+    assert_eq!(echoed_headers(&dropped, "x-forwarded-host"), [gw.addr().to_string()], "the client's host");
     let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<bytes::Bytes>>();
