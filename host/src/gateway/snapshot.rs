@@ -149,8 +149,8 @@ impl Snapshot {
 /// Warns when the instances the plugin pools may keep exceed `max_instances`:
 /// a pooled use of a plugin that waits on I/O keeps one instance for each
 /// request it had in flight at once, up to `max_idle_per_worker` a worker;
-/// any other pooled use, one a worker. Once they fill the engine's pool, a request
-/// that needs a new instance fails (`pool_full`).
+/// any other pooled use, one a worker. Once they fill the engine's pool, a
+/// request that needs a new instance fails (`pool_full`).
 fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], workers: usize) {
     let max_idle = config.plugins.max_idle_per_worker;
     let warm: usize = routes
@@ -167,7 +167,9 @@ fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], w
         tracing::warn!(
             warm,
             max_instances = max,
-            "the plugins' warm instances may fill [plugins] max_instances (uses of plugins that wait on I/O keep              one a request in flight, up to max_idle_per_worker a worker): requests would then fail pool_full;              raise max_instances or lower max_idle_per_worker"
+            "the plugins' warm instances may fill [plugins] max_instances (uses of plugins that wait on I/O keep \
+             one a request in flight, up to max_idle_per_worker a worker): requests would then fail pool_full; \
+             raise max_instances or lower max_idle_per_worker"
         );
     }
 }
