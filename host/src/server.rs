@@ -85,12 +85,25 @@ pub fn spawn_workers(
         .collect()
 }
 
+/// The streams an HTTP/2 client may have open at once.
+const MAX_STREAMS: u32 = 128;
+
+/// Streams an HTTP/2 client may cancel before their answers, or have
+/// refused as malformed (and more than it let be answered), before its
+/// connection is closed: each cancelled one was routed, ran its plugins
+/// and may have sent its request upstream, so cancelling as fast as the
+/// network allows ("rapid reset", CVE-2023-44487) made work at that rate.
+const MAX_CANCELLED: u64 = 100;
+
 /// hyper's HTTP/2 server, for connections that open with HTTP/2's preface
 /// (over TLS, those that chose `h2`).
 fn http2(server: &ServerConfig) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX))
+        // Each stream may hold an upstream connection and a body: as
+        // nginx's 128, not hyper's 200.
+        .max_concurrent_streams(MAX_STREAMS)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         // What a stream keeps ready past the client's window: hyper asks a
         // body for more once it is under this, so a client that has not
@@ -250,6 +263,11 @@ async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shut
 struct Streams {
     started: AtomicU64,
     open: AtomicUsize,
+    /// Streams answered, and streams the client cancelled before that
+    /// ([`Unanswered`]); past [`MAX_CANCELLED`], `abuse` is notified.
+    answered: AtomicU64,
+    cancelled: AtomicU64,
+    abuse: tokio::sync::Notify,
     /// Each open stream's [`Open::waiting`] (and, until the next prune,
     /// those of streams gone: the list holds their only reference).
     waiting: Mutex<Vec<Arc<AtomicU64>>>,
@@ -259,7 +277,15 @@ struct Streams {
 
 impl Streams {
     fn new() -> Self {
-        Self { started: AtomicU64::new(0), open: AtomicUsize::new(0), waiting: Mutex::default(), epoch: Instant::now() }
+        Self {
+            started: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            abuse: tokio::sync::Notify::new(),
+            waiting: Mutex::default(),
+            epoch: Instant::now(),
+        }
     }
 
     /// How long the stream that has waited longest on the client has; the
@@ -302,6 +328,35 @@ impl Open {
         all.push(waiting.clone());
         drop(all);
         Self { streams: streams.clone(), waiting }
+    }
+}
+
+/// A stream being handled: dropped before [`Unanswered::answered`], it was
+/// cancelled (the client reset it, or the connection ended).
+struct Unanswered(Option<Arc<Streams>>);
+
+impl Unanswered {
+    /// Counts the stream answered with `status` — unless that is the
+    /// client's fault (400, 431): a request whose body the client reset
+    /// after its head ends in a 400, and is cancelled as much as one reset
+    /// before its answer.
+    fn answered(mut self, status: http::StatusCode) {
+        if matches!(status, http::StatusCode::BAD_REQUEST | http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) {
+            return;
+        }
+        if let Some(streams) = self.0.take() {
+            streams.answered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(streams) = self.0.take() else { return };
+        let cancelled = streams.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
+        if cancelled >= MAX_CANCELLED && cancelled > streams.answered.load(Ordering::Relaxed) {
+            streams.abuse.notify_one();
+        }
     }
 }
 
@@ -417,6 +472,17 @@ async fn until_idle_or_stopped<C: GracefulConnection>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            () = streams.abuse.notified() => {
+                let (cancelled, answered) =
+                    (streams.cancelled.load(Ordering::Relaxed), streams.answered.load(Ordering::Relaxed));
+                tracing::warn!(
+                    cancelled,
+                    answered,
+                    "closing an HTTP/2 connection whose client cancelled more streams before their answers than it \
+                     let be answered (rapid reset)"
+                );
+                return Ok(());
+            }
             () = tokio::time::sleep(tick) => {
                 let waited = streams.longest_wait();
                 if waited >= send.saturating_mul(2) {
@@ -513,27 +579,49 @@ fn service(
 > + Clone {
     service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let open = Open::new(&streams);
+        let unanswered = Unanswered(Some(streams.clone()));
         let snapshot = shared.current();
         let conn_info = conn_info.clone();
         join_cookies(req.headers_mut());
         // HTTP/2 bounds a head by its bytes only (`max_header_bytes`); the
         // count is bounded as HTTP/1's is (the cookies as the one field
         // they were joined into).
-        let too_many = req.headers().len() > max_headers;
+        let refused = if req.headers().len() > max_headers {
+            Some(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        } else {
+            malformed(req.headers()).then_some(http::StatusCode::BAD_REQUEST)
+        };
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
-            if too_many {
-                snapshot.metrics.refused(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            if let Some(status) = refused {
+                unanswered.answered(status);
+                snapshot.metrics.refused(status);
                 let mut resp = hyper::Response::new(Counted::new(Body::Empty, open));
-                *resp.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+                *resp.status_mut() = status;
                 return Ok(resp);
             }
             let (resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
+            unanswered.answered(resp.status());
             let mut resp = resp.map(|body| Counted::new(body, open));
             stamp.apply(resp.headers_mut());
             Ok(resp)
         }
     })
+}
+
+/// Whether an HTTP/2 request's fields are malformed in a way HTTP/1's
+/// parser would not let through: two `Host` fields (routed by the first,
+/// both sent to an HTTP/1 upstream, which may read the other), or a value
+/// with leading or trailing white space (RFC 9113 §8.2.1; HTTP/1's are
+/// trimmed, so `x-env: prod\t` passed a rule for `prod` and reached the
+/// upstream as `prod`).
+fn malformed(headers: &http::HeaderMap) -> bool {
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return true;
+    }
+    let padded = |v: &[u8]| matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t'));
+    headers.values().any(|v| padded(v.as_bytes()))
 }
 
 /// Joins the `cookie` fields of an HTTP/2 request into one, as RFC 9113

@@ -1120,3 +1120,90 @@ async fn requests_refused_before_routing_are_counted() {
     };
     assert_eq!((refused("400"), refused("431")), (Some("1".into()), Some("2".into())), "{metrics}");
 }
+
+/// An HTTP/2 request whose fields HTTP/1's parser would refuse or trim is a
+/// 400: two `Host` fields (routed by the first, both went to the HTTP/1
+/// upstream, which may read the other), a value with white space at an end
+/// (HTTP/1's are trimmed: `x-env: prod\t` passed a header match for `prod`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_http2_fields_are_refused() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let status = |fields: &[(&str, &str)], authority: bool| {
+        let send = send.clone();
+        let uri = if authority { format!("http://{}/x", gw.addr()) } else { "/x".to_owned() };
+        let mut req = Request::get(uri);
+        for (name, value) in fields {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(()).unwrap();
+        async move {
+            let mut send = send.ready().await.unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            resp.await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status(&[("host", "a.example")], false).await, 200);
+    assert_eq!(status(&[("host", "a.example"), ("host", "b.example")], false).await, 400);
+    assert_eq!(status(&[("x-env", "prod\t")], true).await, 400);
+    assert_eq!(status(&[("x-env", " prod")], true).await, 400);
+    assert_eq!(status(&[("x-env", "pr od")], true).await, 200, "inner white space is a value's own");
+    assert_eq!(up.hits(), 2);
+}
+
+/// An HTTP/2 client that cancels streams before their answers faster than it
+/// lets them be answered ("rapid reset", CVE-2023-44487: each was routed and
+/// sent upstream) has its connection closed past 100; one that cancels
+/// fewer than it lets be answered is served on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_cancelling_its_streams_is_cut_off() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        (send, tokio::spawn(conn))
+    };
+    let url = |path: &str| format!("http://{}{path}", gw.addr());
+    // Sends `n` requests for a slow answer, each reset once it has left.
+    let cancel = |send: h2::client::SendRequest<bytes::Bytes>, n: usize| {
+        let url = url("/slow/5000");
+        async move {
+            for i in 0..n {
+                let Ok(mut ready) = send.clone().ready().await else { return };
+                // Half with the request ended, half with its body to come.
+                let Ok((_, mut stream)) = ready.send_request(Request::get(&url).body(()).unwrap(), i % 2 == 0) else {
+                    return;
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                stream.send_reset(h2::Reason::CANCEL);
+            }
+        }
+    };
+    let answered = |send: h2::client::SendRequest<bytes::Bytes>| {
+        let url = url("/");
+        async move {
+            let mut ready = send.ready().await.ok()?;
+            let (resp, _) = ready.send_request(Request::get(&url).body(()).unwrap(), true).ok()?;
+            Some(resp.await.ok()?.status().as_u16())
+        }
+    };
+
+    let (send, conn) = connect().await;
+    for _ in 0..120 {
+        assert_eq!(answered(send.clone()).await, Some(200));
+    }
+    cancel(send.clone(), 110).await;
+    assert_eq!(answered(send.clone()).await, Some(200), "fewer cancelled than answered: served on");
+    assert!(!conn.is_finished());
+
+    let hits = up.hits();
+    let (send, conn) = connect().await;
+    cancel(send.clone(), 200).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(closed.is_ok(), "the connection was closed");
+    assert!(up.hits() - hits < 150, "the rest never reached the upstream: {}", up.hits() - hits);
+}
