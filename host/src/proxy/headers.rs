@@ -281,9 +281,45 @@ fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Ite
 }
 
 /// Whether a `Connection` token names a header that must go with it:
-/// not the `close` option, and not a hop-by-hop header (removed anyway).
+/// not the `close` option, not a hop-by-hop header (removed anyway), and
+/// not `Host`, which an HTTP/1.1 request must carry (RFC 9112 §3.2): the
+/// routes read it, and `Connection: host` sent the upstream none.
 fn names_header(token: &[u8]) -> bool {
-    !is_name(token, b"close") && hop_by_hop(token).is_none()
+    !is_name(token, b"close") && !is_name(token, b"host") && hop_by_hop(token).is_none()
+}
+
+/// Removes the headers a `Connection` field names, and leaves in it only
+/// its options (`close`, hop-by-hop names): before a route's plugins run,
+/// so that what they set is not named by the client's `Connection` and
+/// removed on the way upstream (`Connection: x-consumer` took api-key's
+/// consumer header out). `Connection` stays for [`strip_hop_by_hop`] and
+/// the upgrade check.
+pub fn strip_nominated(headers: &mut HeaderMap) {
+    let mut named = Vec::new();
+    let mut options: Vec<u8> = Vec::new();
+    for token in connection_tokens(headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes)) {
+        if is_name(token, b"host") {
+            continue;
+        }
+        if names_header(token) {
+            named.extend(HeaderName::from_bytes(token).ok());
+        } else {
+            if !options.is_empty() {
+                options.extend_from_slice(b", ");
+            }
+            options.extend_from_slice(token);
+        }
+    }
+    if named.is_empty() {
+        return;
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    match HeaderValue::from_bytes(&options) {
+        Ok(value) if !options.is_empty() => drop(headers.insert(header::CONNECTION, value)),
+        _ => drop(headers.remove(header::CONNECTION)),
+    }
 }
 
 /// What a message's `Connection` fields say (RFC 9112 §9.6), read once.
@@ -946,6 +982,27 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    /// `Host` cannot be named away; what `Connection` names goes before
+    /// the plugins run, and `Connection` keeps only its options.
+    #[test]
+    fn connection_names_go_before_the_plugins_and_never_host() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Upgrade, X-Consumer, host"));
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        h.insert("x-consumer", HeaderValue::from_static("spoofed"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_nominated(&mut h);
+        assert_eq!(h.get_all(header::CONNECTION).iter().collect::<Vec<_>>(), ["Upgrade, close"]);
+        assert!(!h.contains_key("x-consumer"));
+        // A plugin sets it now; the strip on the way upstream keeps it.
+        h.insert("x-consumer", HeaderValue::from_static("alice"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("x-consumer").map(HeaderValue::as_bytes), Some(&b"alice"[..]));
+        assert_eq!(h.get(header::HOST).map(HeaderValue::as_bytes), Some(&b"a.example"[..]));
+        assert!(!h.contains_key(header::CONNECTION) && !h.contains_key(header::UPGRADE));
     }
 
     #[test]

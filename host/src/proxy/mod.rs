@@ -333,6 +333,9 @@ async fn serve<'s>(
         return forward.send(req, &forwarding, trace.started, trace).await;
     }
     let (mut parts, body) = (*req).into_parts();
+    if present.may_have(Present::HOP) {
+        headers::strip_nominated(&mut parts.headers);
+    }
     // The routed host is the target's authority when there is one (absolute
     // form, HTTP/2): it goes into `Host` (replacing one that says otherwise,
     // or as the `Host` an HTTP/2 request does not carry), so a plugin reading

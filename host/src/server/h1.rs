@@ -362,6 +362,9 @@ async fn read_head(
 ) -> Result<Head, Refusal> {
     // When this head is late; set when it is first waited for.
     let mut deadline = None;
+    // How much of the buffer the last parse saw without finding the head's
+    // end (0: none yet).
+    let mut tried = 0;
     std::future::poll_fn(|cx| {
         let mut guard = lock(cell);
         let c = &mut *guard;
@@ -372,7 +375,8 @@ async fn read_head(
                     if n == PREFACE.len() {
                         return Poll::Ready(Ok(Head::Http2));
                     }
-                } else {
+                } else if worth_parsing(&c.buf, tried, limits.max_head) {
+                    tried = c.buf.len();
                     match parse(&c.buf, limits.max_headers, fields) {
                         Ok(Some(p)) if p.len > limits.max_head => {
                             return Poll::Ready(Err(too_large(&c.buf[..limits.max_head])));
@@ -452,6 +456,23 @@ fn parse_into<'b>(
     fields.clear();
     fields.extend(req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))));
     Ok(Some(Parsed { len, method, target, version }))
+}
+
+/// Whether a head that was not whole when `tried` bytes of it had come is
+/// worth parsing again now: parsed again from its start after each read, a
+/// head sent a byte at a time cost the square of its length (a 64 KiB one,
+/// ~2 GiB of scanning). Again when the new bytes may end it, when it has
+/// doubled (a malformed start is still found early), or at the limit.
+fn worth_parsing(buf: &[u8], tried: usize, max_head: usize) -> bool {
+    if tried == 0 || buf.len() >= tried.saturating_mul(2) || buf.len() >= max_head {
+        return true;
+    }
+    // A blank line, `\n\n` or `\n\r\n`, in what came since (and the two
+    // bytes before, where one may have begun).
+    let new = buf.get(tried.saturating_sub(2)..).unwrap_or_default();
+    new.windows(2)
+        .enumerate()
+        .any(|(i, w)| w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && new.get(i + 2) == Some(&b'\n'))))
 }
 
 type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes, Tunnel)>;
@@ -1103,6 +1124,28 @@ mod tests {
             framing(Version::HTTP_10, &headers(&[("transfer-encoding", "chunked")])),
             Err(StatusCode::BAD_REQUEST)
         );
+    }
+
+    /// A head that comes in pieces is parsed again only when it may have
+    /// ended, or has doubled: not after every byte.
+    #[test]
+    fn a_head_in_pieces_is_parsed_again_only_when_it_may_have_ended() {
+        let head = b"GET / HTTP/1.1\r\nhost: x\r\nx-long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        let mut parses = 0;
+        let mut tried = 0;
+        for end in 1..=head.len() {
+            if worth_parsing(&head[..end], tried, 1 << 16) {
+                parses += 1;
+                tried = end;
+            }
+        }
+        assert_eq!(tried, head.len(), "parsed once whole");
+        assert!(parses <= 9, "{parses} parses of {} pieces", head.len());
+        // Either ending, the blank line split across reads.
+        assert!(worth_parsing(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", 26, 1 << 16));
+        assert!(worth_parsing(b"GET / HTTP/1.1\nhost: x\n\n", 24, 1 << 16));
+        assert!(!worth_parsing(b"GET / HTTP/1.1\r\nhost: x\r\nx", 26, 1 << 16));
+        assert!(worth_parsing(b"GET / HTTP/1.1\r\nhost: x\r\nx", 26, 20), "at the limit");
     }
 
     #[test]

@@ -481,6 +481,16 @@ impl Connection {
                 if !asked.may_switch {
                     return Err(Error::Invalid("101 Switching Protocols to a request that did not ask to upgrade"));
                 }
+                // A switch says what to (RFC 9110 §15.2.2): a bare `101`
+                // (a status echo, say) has not switched, and the bytes the
+                // client sends next would reach it as requests no route or
+                // plugin saw.
+                let says_to = self.fields.iter().any(|(n, v)| {
+                    head[n.clone()].eq_ignore_ascii_case(b"upgrade") && !head[v.clone()].trim_ascii().is_empty()
+                });
+                if !says_to || !parsed.connection.upgrade {
+                    return Err(Error::Invalid("101 Switching Protocols without `Upgrade` and `Connection: upgrade`"));
+                }
                 resp.extensions_mut().insert(Upgraded(Arc::new(Mutex::new(Some(self)))));
                 return Ok((resp, at));
             }

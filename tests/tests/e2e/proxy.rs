@@ -257,6 +257,7 @@ async fn http1_upstream_framing_on_the_wire() {
             "/unasked-switch" => {
                 vec![b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n", b""]
             }
+            "/bare-switch" => vec![b"HTTP/1.1 101 Switching Protocols\r\n\r\n", b""],
             _ => vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"],
         }
     }
@@ -296,6 +297,12 @@ async fn http1_upstream_framing_on_the_wire() {
     for path in ["/garbage", "/two-lengths", "/gzip-coded", "/unasked-switch"] {
         assert_eq!(get(&gw.url(path)).await.status, 502, "{path}");
     }
+    // A `101` that does not say what it switched to has not switched: the
+    // tunnel would carry the client's next bytes to it as requests.
+    let ask = b"GET /bare-switch HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n\
+        GET /internal HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let resp = raw(gw.addr(), ask).await;
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
     // A body cut short: the client's response is cut off at what came, so
     // the client can tell (its content-length says 10).
     let resp = raw(gw.addr(), b"GET /short HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
@@ -1206,4 +1213,35 @@ async fn an_http2_client_cancelling_its_streams_is_cut_off() {
     let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
     assert!(closed.is_ok(), "the connection was closed");
     assert!(up.hits() - hits < 150, "the rest never reached the upstream: {}", up.hits() - hits);
+}
+
+/// A client's `Connection` cannot name away `Host` (the upstream got none)
+/// or a header a route's plugins set (`Connection: x-consumer` took an
+/// identity header out after the plugins ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cannot_name_away_host_or_what_plugins_set() {
+    let up = TestUpstream::echo("u").await;
+    let plugin = r#"plugins = [{ use = "add-header", config = { request = { set = { "x-consumer" = "alice" } } } }]"#;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n\n[[routes]]\nmatch = {{ prefix = \"/plain\" }}\nupstream = \"u\"\n\n\
+         [[routes]]\nmatch = {{ prefix = \"/plugin\" }}\nupstream = \"u\"\n{plugin}\n",
+        up.addr
+    ));
+    let addr = gw.addr();
+    let echo = |path: &str| {
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: a.example\r\nconnection: host, x-consumer, close\r\nx-consumer: spoofed\r\n\r\n"
+        );
+        async move {
+            let out = raw(addr, req.as_bytes()).await;
+            let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()
+        }
+    };
+    let plain = echo("/plain").await;
+    assert_eq!(echoed_headers(&plain, "host"), ["a.example"]);
+    assert_eq!(echoed_headers(&plain, "x-consumer"), Vec::<String>::new(), "named: gone");
+    let plugin = echo("/plugin").await;
+    assert_eq!(echoed_headers(&plugin, "host"), ["a.example"]);
+    assert_eq!(echoed_headers(&plugin, "x-consumer"), ["alice"], "the plugin's, not named away");
 }
