@@ -72,6 +72,9 @@ pub struct Exchange {
     /// Bytes of header values and context entries the plugins have handed
     /// this request so far (at most [`MAX_HANDED_BYTES`]).
     handed: usize,
+    /// Whether a plugin removed the request's `Host` (the proxy then sends
+    /// the upstream's name: an HTTP/1.1 request must carry one).
+    pub host_removed: bool,
 }
 
 /// The most bytes of header values (set, appended, left for the response)
@@ -231,6 +234,7 @@ impl Exchange {
             skipped: Vec::new(),
             hop_by_hop_added: false,
             handed: 0,
+            host_removed: false,
         }
     }
 
@@ -344,7 +348,9 @@ impl Exchange {
     /// may add to the request's headers comes here (a removal cannot add),
     /// so [`Self::hop_by_hop_added`] misses none.
     pub fn apply_request_edit(&mut self, name: HeaderName, edit: HeaderEdit<HeaderValue>) {
-        if !matches!(edit, HeaderEdit::Remove) && crate::proxy::headers::is_hop_by_hop(&name) {
+        if matches!(edit, HeaderEdit::Remove) {
+            self.host_removed |= name == header::HOST;
+        } else if crate::proxy::headers::is_hop_by_hop(&name) {
             self.hop_by_hop_added = true;
         }
         apply_checked(name, edit, &mut self.request.headers);
@@ -366,6 +372,7 @@ impl Exchange {
             r.reads(Read::Header(name.as_str()));
             r.record(Effect::RequestHeader(name.clone(), HeaderEdit::Remove));
         }
+        self.host_removed |= name == header::HOST;
         self.request.headers.remove(name).is_some()
     }
 

@@ -133,6 +133,9 @@ pub(super) async fn run<'s>(
             // the forwarding fields would write over `Host`, goes (a plugin's
             // `Host` reached HTTP/1 clients' upstreams only).
             super::origin_form(req.uri_mut());
+            if ex.host_removed {
+                forward.host_removed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let resp = if upgrade::asked(&req, present) {
                 Box::pin(upgrade::proxy(forward, req, present, lap.last(), trace)).await?
             } else {

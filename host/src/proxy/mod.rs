@@ -320,7 +320,7 @@ async fn serve<'s>(
     }
     // A stream over the route's limit, or stalled, fails mid-way.
     req.body_mut().cap(route.max_body, snapshot.config.server.body_read_timeout);
-    let forward = Forward { snapshot, route, conn, host: named, request_id };
+    let forward = Forward { snapshot, route, conn, host: named, request_id, host_removed: Default::default() };
     if route.chain.is_empty() {
         if let Some(rw) = &route.rewrite {
             let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
@@ -369,6 +369,8 @@ struct Forward<'s, 'a> {
     /// The host as the request named it, with its port.
     host: Option<&'a str>,
     request_id: &'a HeaderValue,
+    /// A plugin removed the request's `Host` (set by the chain).
+    host_removed: std::sync::atomic::AtomicBool,
 }
 
 impl<'s> Forward<'s, '_> {
@@ -420,11 +422,11 @@ impl<'s> Forward<'s, '_> {
         // HAProxy's default health check sends) goes upstream as HTTP/1.1,
         // which must carry one: the upstream's name, as nginx sends its
         // `proxy_pass` group's (an upstream answered 400 to the hostless
-        // HTTP/1.1 request); so does one whose `Host` a plugin removed (a
-        // route with plugins has one in the map before they run). The
+        // HTTP/1.1 request); so does one whose `Host` a plugin removed. The
         // client's `X-Forwarded-Host` goes when no host was named for it to
         // say. A plugin's `Host` stays.
-        if (self.host.is_none() || !self.route.chain.is_empty()) && !req.headers().contains_key(header::HOST) {
+        let removed = self.host_removed.load(std::sync::atomic::Ordering::Relaxed);
+        if (self.host.is_none() || removed) && !req.headers().contains_key(header::HOST) {
             if let Ok(name) = HeaderValue::from_str(&upstream.name) {
                 req.headers_mut().insert(header::HOST, name);
             }

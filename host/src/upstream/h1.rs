@@ -1090,8 +1090,14 @@ pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Err
                     Ok(Step::More)
                 };
             };
-            let line = &buf[..end];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            // CRLF (RFC 9112 §7.1): a bare LF ends the line for some
+            // parsers and not for others, which lets a request be read as
+            // two by a proxy in front ("funky chunks"); and the line is
+            // bounded however it came.
+            let line = buf[..end].strip_suffix(b"\r").ok_or(Error::Invalid("chunk size line without CRLF"))?;
+            if end > MAX_CHUNK_LINE {
+                return Err(Error::Invalid("chunk size line"));
+            }
             // `1*HEXDIG`, then nothing or extensions (RFC 9112 §7.1): no
             // sign or spaces before the size (a `+5` another parser may
             // read otherwise), no control bytes in the extensions.
@@ -1275,7 +1281,12 @@ mod tests {
         {
             assert!(decode_all(Decode::ChunkSize, bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        for good in [&b"5\r\nhello\r\n0\r\n\r\n"[..], b"5 ; a=\"b c\"\r\nhello\r\n0\r\n\r\n", b"5\nhello\r\n0\n\r\n"] {
+        // A bare LF, and a line past the limit even when it ends.
+        let long = [&b"5;"[..], &[b'a'; MAX_CHUNK_LINE][..], b"\r\nhello\r\n0\r\n\r\n"].concat();
+        for bad in [&b"5\nhello\r\n0\r\n\r\n"[..], b"5\r\nhello\r\n0\n\r\n", &long] {
+            assert!(decode_all(Decode::ChunkSize, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        for good in [&b"5\r\nhello\r\n0\r\n\r\n"[..], b"5 ; a=\"b c\"\r\nhello\r\n0\r\n\r\n"] {
             let (data, _, state, _) = decode_all(Decode::ChunkSize, good).unwrap();
             assert_eq!((data.as_slice(), state), (&b"hello"[..], Decode::Done), "{}", String::from_utf8_lossy(good));
         }

@@ -425,6 +425,10 @@ async fn http1_clients_on_the_wire() {
     // A malformed chunk fails the request's body (400), not the gateway.
     let resp = raw(gw.addr(), b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // So does a chunk size line ended by a bare LF: a proxy in front may
+    // read the line as going on, and the bytes after as another request.
+    let bare = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n";
+    assert!(raw(gw.addr(), bare).await.starts_with("HTTP/1.1 400"));
     assert_eq!(get(&gw.url("/")).await.status, 200);
 
     // A client that leaves before its response takes its upstream request
