@@ -141,6 +141,7 @@ impl Serving {
                         max_head: server.max_header_bytes,
                         max_headers: server.max_headers,
                         send_timeout: server.send_timeout,
+                        underscores: server.underscores_in_headers,
                     },
                     http2: http2(server),
                 })
@@ -249,7 +250,8 @@ async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shut
     };
     let io = TokioIo::new(Rewind { read, io });
     let streams = Arc::new(Streams::new());
-    let service = service(serving.shared.clone(), info, serving.limits.max_headers, streams.clone());
+    let limits = &serving.limits;
+    let service = service(serving.shared.clone(), info, (limits.max_headers, limits.underscores), streams.clone());
     let conn = serving.http2.serve_connection(io, service);
     let (idle, send) = (serving.limits.header_read_timeout, serving.limits.send_timeout);
     if let Err(e) = until_idle_or_stopped(conn, &mut shutdown, &streams, idle, send).await {
@@ -569,7 +571,7 @@ async fn accept_opt(
 fn service(
     shared: Arc<Shared>,
     conn_info: Arc<ConnInfo>,
-    max_headers: usize,
+    (max_headers, underscores): (usize, bool),
     streams: Arc<Streams>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
@@ -583,6 +585,9 @@ fn service(
         let snapshot = shared.current();
         let conn_info = conn_info.clone();
         join_cookies(req.headers_mut());
+        if !underscores {
+            drop_underscored(req.headers_mut());
+        }
         // HTTP/2 bounds a head by its bytes only (`max_header_bytes`); the
         // count is bounded as HTTP/1's is (the cookies as the one field
         // they were joined into).
@@ -622,6 +627,17 @@ fn malformed(headers: &http::HeaderMap) -> bool {
     }
     let padded = |v: &[u8]| matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t'));
     headers.values().any(|v| padded(v.as_bytes()))
+}
+
+/// Drops the fields whose names have `_`, as the HTTP/1 server does (unless
+/// `server.underscores_in_headers`).
+fn drop_underscored(headers: &mut http::HeaderMap) {
+    if headers.keys().any(|n| n.as_str().contains('_')) {
+        let names: Vec<http::HeaderName> = headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Joins the `cookie` fields of an HTTP/2 request into one, as RFC 9113

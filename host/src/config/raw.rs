@@ -45,6 +45,7 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<HumanDuration>>,
     pub send_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<bool>,
+    pub underscores_in_headers: Option<bool>,
     #[serde(default)]
     pub escaped_slashes: Ambiguous,
     #[serde(default)]

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub paths: PathRules,
     /// One JSON line per request on stdout.
     pub access_log: bool,
+    /// Request fields whose names have `_` are kept (nginx's option of the
+    /// name); dropped by default.
+    pub underscores_in_headers: bool,
     pub tls: Option<ServerTls>,
 }
 
@@ -220,6 +223,7 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
             Duration::from_secs(30),
         ),
         access_log: raw.access_log.unwrap_or(true),
+        underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         paths: PathRules { escaped_slashes: raw.escaped_slashes, parameters: raw.path_parameters },
         tls: tls?,
     })

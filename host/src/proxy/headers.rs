@@ -99,6 +99,8 @@ impl Names {
             Present::REQUEST_ID
         } else if name == header::CONTENT_LENGTH {
             Present::CONTENT_LENGTH
+        } else if raw.contains(&b'_') {
+            Present::UNDERSCORE
         } else {
             Present::NONE
         };

@@ -146,6 +146,10 @@ impl Present {
     pub const HOP: Self = Self(1);
     pub const REQUEST_ID: Self = Self(1 << 1);
     pub const CONTENT_LENGTH: Self = Self(1 << 2);
+    /// Not a field the proxy looks for: a name with `_`, which the HTTP/1
+    /// server drops unless `server.underscores_in_headers` (it is never
+    /// added to a head's set).
+    pub const UNDERSCORE: Self = Self(1 << 3);
     /// Not known: any of them.
     pub const ANY: Self = Self(u8::MAX);
 

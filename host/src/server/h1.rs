@@ -80,6 +80,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// How long the client may take none of a response.
     pub send_timeout: Duration,
+    /// Whether request fields whose names have `_` are kept
+    /// (`server.underscores_in_headers`); dropped otherwise.
+    pub underscores: bool,
 }
 
 /// A failed read of a client's request body.
@@ -230,13 +233,14 @@ pub async fn serve(
             }
         };
         first = false;
-        let (mut req, upgrade, ask, present, body) = match request(parsed, &fields, &head, &mut spare, &mut names) {
-            Ok(r) => r,
-            Err(status) => {
-                refuse(&mut cell, Refusal::Status(status), shared, limits.send_timeout).await;
-                return None;
-            }
-        };
+        let (mut req, upgrade, ask, present, body) =
+            match request(parsed, &fields, &head, &mut spare, &mut names, limits.underscores) {
+                Ok(r) => r,
+                Err(status) => {
+                    refuse(&mut cell, Refusal::Status(status), shared, limits.send_timeout).await;
+                    return None;
+                }
+            };
         if let Some(body) = body {
             let shared;
             (cell, shared) = cell.share();
@@ -522,6 +526,7 @@ fn request(
     head: &Bytes,
     spare: &mut SpareMap,
     names: &mut Names,
+    underscores: bool,
 ) -> Result<NewRequest, StatusCode> {
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what plugins add, without growing the map. (What the proxy
@@ -537,7 +542,17 @@ fn request(
     let mut length = codec::ContentLength::default();
     for (i, (name, value)) in fields.iter().enumerate() {
         let (name, kind) = names.name(i, &head[name.clone()]).map_err(|_| StatusCode::BAD_REQUEST)?;
-        present |= kind;
+        // `X_Forwarded_For` is `X-Forwarded-For` to CGI-style upstreams
+        // (Rack, WSGI, PHP): kept, it would stand beside the one this hop
+        // sets, or one a plugin sets, and may be read instead (nginx drops
+        // them too).
+        if kind == Present::UNDERSCORE {
+            if !underscores {
+                continue;
+            }
+        } else {
+            present |= kind;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| StatusCode::BAD_REQUEST)?;
         if name == header::HOST {
             hosts += 1;

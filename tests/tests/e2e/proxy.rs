@@ -1249,3 +1249,27 @@ async fn connection_cannot_name_away_host_or_what_plugins_set() {
     assert_eq!(echoed_headers(&plugin, "host"), ["a.example"]);
     assert_eq!(echoed_headers(&plugin, "x-consumer"), ["alice"], "the plugin's, not named away");
 }
+
+/// Request fields whose names have `_` are dropped (as nginx does): to
+/// CGI-style upstreams `X_Forwarded_For` is `X-Forwarded-For`, and would
+/// stand beside the one this hop sets. `underscores_in_headers` keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fields_with_underscores_are_dropped_unless_kept() {
+    let up = TestUpstream::echo("u").await;
+    let fields = [("x_forwarded_for", "10.6.6.6"), ("x_consumer", "admin"), ("x-kept", "1")];
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    for (extra, kept) in [("", false), ("underscores_in_headers = true", true)] {
+        let gw = TestGateway::start_with(extra, &one_route(&up, ""));
+        for doc in [
+            get_with(&gw.url("/"), &fields).await.json(),
+            send_with(&h2, get_request(&gw.url("/"), &fields)).await.json(),
+        ] {
+            assert_eq!(echoed_header(&doc, "x-kept").as_deref(), Some("1"));
+            for name in ["x_forwarded_for", "x_consumer"] {
+                assert_eq!(echoed_header(&doc, name).is_some(), kept, "{name} ({extra:?}): {doc}");
+            }
+        }
+    }
+}
