@@ -42,7 +42,7 @@ const MAX_CONNECTIONS: usize = 128;
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
 
 /// How long shutdown waits for requests already being answered.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Content type of the text `prometheus_client::encoding::text::encode`
 /// writes (OpenMetrics 1.0: `# EOF`, `_total`, `# UNIT`).
@@ -237,12 +237,16 @@ pub fn start(
     config: AdminConfig,
     state: Arc<dyn AdminState>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<SocketAddr, crate::gateway::StartError> {
+) -> Result<(SocketAddr, std::sync::mpsc::Receiver<()>), crate::gateway::StartError> {
     let bind_err = |source| crate::gateway::StartError::Bind { addr: config.listen, source };
     let std_listener = std::net::TcpListener::bind(config.listen).map_err(bind_err)?;
     std_listener.set_nonblocking(true).map_err(bind_err)?;
     let addr = std_listener.local_addr().map_err(bind_err)?;
+    // Dropped when the listener has stopped, its drain done (or the task
+    // with the runtime): what the caller waits on.
+    let (done, stopped) = std::sync::mpsc::channel();
     control.spawn(async move {
+        let _done = done;
         let listener = match TcpListener::from_std(std_listener) {
             Ok(l) => l,
             Err(e) => {
@@ -259,5 +263,5 @@ pub fn start(
         };
         serve(listener, config, state, stop).await;
     });
-    Ok(addr)
+    Ok((addr, stopped))
 }

@@ -95,6 +95,7 @@ pub struct Undo {
     context: HashMap<String, String, foldhash::fast::RandomState>,
     staged: usize,
     hop_by_hop_added: bool,
+    host_removed: bool,
 }
 
 /// A response header a request hook set, waiting for the response.
@@ -270,6 +271,7 @@ impl Exchange {
             context: self.context.clone(),
             staged: self.staged.len(),
             hop_by_hop_added: self.hop_by_hop_added,
+            host_removed: self.host_removed,
         })
     }
 
@@ -288,6 +290,7 @@ impl Exchange {
         // A call only adds to them.
         self.staged.truncate(to.staged);
         self.hop_by_hop_added = to.hop_by_hop_added;
+        self.host_removed = to.host_removed;
     }
 
     /// An empty exchange: what a plugin store holds between calls.
@@ -301,15 +304,29 @@ impl Exchange {
     /// the request phase kept until the response passes back through the
     /// plugin being called ([`pass_back`]).
     pub fn edit_response_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
-        self.hand(&edit)?;
-        if let Some(resp) = &mut self.response {
-            return edit_headers(&mut resp.headers, name, edit);
+        if self.response.is_some() {
+            return self.edit_response(name, edit);
         }
         let edit = HeaderEdit::check(&name, edit)?;
+        self.hand(&edit)?;
         let recorded = self.recording.is_some().then(|| (name.clone(), edit.clone()));
         self.leave_response_header(name, edit)?;
         if let (Some(r), Some((name, edit))) = (&mut self.recording, recorded) {
             r.record(Effect::ResponseHeader(name, edit));
+        }
+        Ok(())
+    }
+
+    /// Edits the response's headers (the response phase: `Err` before
+    /// there is a response).
+    pub fn edit_response(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        let edit = match &self.response {
+            Some(resp) => checked_edit(&resp.headers, &name, edit)?,
+            None => return Err(EditError::InvalidValue("there is no response yet".into())),
+        };
+        self.hand(&edit)?;
+        if let Some(resp) = &mut self.response {
+            edit.apply(name, &mut resp.headers);
         }
         Ok(())
     }
@@ -334,8 +351,8 @@ impl Exchange {
 
     /// Edits a request header for a plugin.
     pub fn edit_request_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
-        self.hand(&edit)?;
         let edit = checked_edit(&self.request.headers, &name, edit)?;
+        self.hand(&edit)?;
         if let Some(r) = &mut self.recording {
             r.record(Effect::RequestHeader(name.clone(), edit.clone()));
         }

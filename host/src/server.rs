@@ -88,12 +88,18 @@ pub fn spawn_workers(
 /// The streams an HTTP/2 client may have open at once.
 const MAX_STREAMS: u32 = 128;
 
-/// Streams an HTTP/2 client may cancel before their answers, or have
-/// refused as malformed (and more than it let be answered), before its
-/// connection is closed: each cancelled one was routed, ran its plugins
-/// and may have sent its request upstream, so cancelling as fast as the
-/// network allows ("rapid reset", CVE-2023-44487) made work at that rate.
-const MAX_CANCELLED: u64 = 100;
+/// Streams an HTTP/2 client may cancel within [`PREMATURE`] of their start
+/// (or have refused for its own fault: malformed, a body it reset), if
+/// they are more than half of its streams, before its connection is
+/// closed: each was routed, ran its plugins and may have sent its request
+/// upstream, so cancelling as fast as the network allows ("rapid reset",
+/// CVE-2023-44487) made work at that rate. Envoy's rule, with a lower
+/// count (its default is 500 streams).
+const MAX_PREMATURE: u64 = 100;
+
+/// How young a cancelled stream is for [`MAX_PREMATURE`]: a gRPC call whose
+/// deadline passed, or a download a browser gave up on, is older.
+const PREMATURE: Duration = Duration::from_secs(1);
 
 /// hyper's HTTP/2 server, for connections that open with HTTP/2's preface
 /// (over TLS, those that chose `h2`).
@@ -265,10 +271,9 @@ async fn connection(io: Box<dyn Io>, info: ConnInfo, serving: &Serving, mut shut
 struct Streams {
     started: AtomicU64,
     open: AtomicUsize,
-    /// Streams answered, and streams the client cancelled before that
-    /// ([`Unanswered`]); past [`MAX_CANCELLED`], `abuse` is notified.
-    answered: AtomicU64,
-    cancelled: AtomicU64,
+    /// Streams the client cancelled young ([`Unanswered`]); past
+    /// [`MAX_PREMATURE`], `abuse` is notified.
+    premature: AtomicU64,
     abuse: tokio::sync::Notify,
     /// Each open stream's [`Open::waiting`] (and, until the next prune,
     /// those of streams gone: the list holds their only reference).
@@ -282,8 +287,7 @@ impl Streams {
         Self {
             started: AtomicU64::new(0),
             open: AtomicUsize::new(0),
-            answered: AtomicU64::new(0),
-            cancelled: AtomicU64::new(0),
+            premature: AtomicU64::new(0),
             abuse: tokio::sync::Notify::new(),
             waiting: Mutex::default(),
             epoch: Instant::now(),
@@ -335,28 +339,34 @@ impl Open {
 
 /// A stream being handled: dropped before [`Unanswered::answered`], it was
 /// cancelled (the client reset it, or the connection ended).
-struct Unanswered(Option<Arc<Streams>>);
+struct Unanswered {
+    streams: Option<Arc<Streams>>,
+    started: Instant,
+}
 
 impl Unanswered {
-    /// Counts the stream answered with `status` — unless that is the
-    /// client's fault (400, 431): a request whose body the client reset
-    /// after its head ends in a 400, and is cancelled as much as one reset
-    /// before its answer.
-    fn answered(mut self, status: http::StatusCode) {
-        if matches!(status, http::StatusCode::BAD_REQUEST | http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) {
-            return;
-        }
-        if let Some(streams) = self.0.take() {
-            streams.answered.fetch_add(1, Ordering::Relaxed);
+    fn new(streams: &Arc<Streams>) -> Self {
+        Self { streams: Some(streams.clone()), started: Instant::now() }
+    }
+
+    /// The stream was answered — unless by the gateway for the client's
+    /// fault (`client_fault`: a malformed request, or one whose body the
+    /// client reset after its head), which counts as cancelled.
+    fn answered(mut self, client_fault: bool) {
+        if !client_fault {
+            self.streams = None;
         }
     }
 }
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        let Some(streams) = self.0.take() else { return };
-        let cancelled = streams.cancelled.fetch_add(1, Ordering::Relaxed) + 1;
-        if cancelled >= MAX_CANCELLED && cancelled > streams.answered.load(Ordering::Relaxed) {
+        let Some(streams) = self.streams.take() else { return };
+        if self.started.elapsed() >= PREMATURE {
+            return;
+        }
+        let premature = streams.premature.fetch_add(1, Ordering::Relaxed) + 1;
+        if premature >= MAX_PREMATURE && premature.saturating_mul(2) > streams.started.load(Ordering::Relaxed) {
             streams.abuse.notify_one();
         }
     }
@@ -475,13 +485,13 @@ async fn until_idle_or_stopped<C: GracefulConnection>(
                 closing = true;
             }
             () = streams.abuse.notified() => {
-                let (cancelled, answered) =
-                    (streams.cancelled.load(Ordering::Relaxed), streams.answered.load(Ordering::Relaxed));
+                let (premature, streams) =
+                    (streams.premature.load(Ordering::Relaxed), streams.started.load(Ordering::Relaxed));
                 tracing::warn!(
-                    cancelled,
-                    answered,
-                    "closing an HTTP/2 connection whose client cancelled more streams before their answers than it \
-                     let be answered (rapid reset)"
+                    premature,
+                    streams,
+                    "closing an HTTP/2 connection whose client cancelled most of its streams within a second of \
+                     their start (rapid reset)"
                 );
                 return Ok(());
             }
@@ -581,7 +591,7 @@ fn service(
 > + Clone {
     service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let open = Open::new(&streams);
-        let unanswered = Unanswered(Some(streams.clone()));
+        let unanswered = Unanswered::new(&streams);
         let snapshot = shared.current();
         let conn_info = conn_info.clone();
         join_cookies(req.headers_mut());
@@ -599,14 +609,14 @@ fn service(
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
             if let Some(status) = refused {
-                unanswered.answered(status);
+                unanswered.answered(true);
                 snapshot.metrics.refused(status);
                 let mut resp = hyper::Response::new(Counted::new(Body::Empty, open));
                 *resp.status_mut() = status;
                 return Ok(resp);
             }
             let (resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
-            unanswered.answered(resp.status());
+            unanswered.answered(stamp.client_fault);
             let mut resp = resp.map(|body| Counted::new(body, open));
             stamp.apply(resp.headers_mut());
             Ok(resp)

@@ -195,10 +195,11 @@ fn reload_and_drain(workers: usize) -> Vec<String> {
 fn sigterm_with_a_shutdown_delay_serves_on_out_of_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = dead_upstream();
-    for (delay, second) in [("1h", true), ("300ms", false)] {
+    // With one worker (on the main thread) and with worker threads.
+    for (delay, second, workers) in [("1h", true, 1), ("400ms", false, 2)] {
         let config = dir.path().join("gw.toml");
         let (port, admin) = (free_port(), free_port());
-        write_config_with(&config, port, &upstream, None, 1);
+        write_config_with(&config, port, &upstream, None, workers);
         let mut text = std::fs::read_to_string(&config).unwrap();
         text = text.replace("[server]\n", &format!("[server]\nshutdown_delay = \"{delay}\"\n"));
         text.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"));
@@ -213,6 +214,7 @@ fn sigterm_with_a_shutdown_delay_serves_on_out_of_rotation() {
             .unwrap();
         assert!(wait_for(|| status_of(admin, "/health/ready") == Some(200)), "the gateway started");
         let pid = child.id().to_string();
+        let signalled = Instant::now();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         if second {
             assert!(wait_for(|| status_of(admin, "/health/ready") == Some(503)), "out of rotation");
@@ -222,6 +224,10 @@ fn sigterm_with_a_shutdown_delay_serves_on_out_of_rotation() {
         }
         let status = exit_of(&mut child, "the gateway did not stop");
         assert!(status.success(), "exit status {status}");
+        if !second {
+            // A lower bound, not a speed: it went on for the delay.
+            assert!(signalled.elapsed() >= Duration::from_millis(400), "stopped before the delay ended");
+        }
     }
 }
 

@@ -99,6 +99,20 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
     let plugins = plugins::build_plugins(&raw, &base, &mut problems);
     let (upstreams, upstream_index) = upstream::build_upstreams(&raw.upstreams, &base, &mut problems);
     let routes = route::build_routes(&raw, &base, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);
+    if server.as_ref().is_some_and(|s| !s.underscores_in_headers) {
+        for u in &upstreams {
+            if let Some(upstream::HashOn::Header(name)) = &u.hash_on
+                && name.as_str().contains('_')
+            {
+                problems.at(
+                    None,
+                    format!("upstreams.{}.hash_on", u.name),
+                    format!("requests never carry `{name}`: fields whose names have `_` are dropped as they are read"),
+                    "name it with `-`, or set server.underscores_in_headers = true",
+                );
+            }
+        }
+    }
     let config = match (server, plugins) {
         (Some(server), Some(plugins)) => Some(Config {
             file: file.to_path_buf(),

@@ -323,6 +323,8 @@ pub struct Gateway {
     shutdown: watch::Sender<bool>,
     /// Stops the admin listener, once the workers are done.
     admin_stop: watch::Sender<bool>,
+    /// Ends (its sender dropped) when the admin listener has drained.
+    admin_done: Option<std::sync::mpsc::Receiver<()>>,
     /// Dropping it wakes and stops the watcher.
     watch_stop: Option<std::sync::mpsc::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
@@ -429,9 +431,12 @@ impl Gateway {
         // The admin listener outlasts the drain: probes see 503 meanwhile,
         // and the last metrics can be read.
         let (admin_stop, stopped) = watch::channel(false);
-        let admin_addr = match admin {
-            Some(a) => Some(crate::admin::start(control, a, shared.clone(), stopped)?),
-            None => None,
+        let (admin_addr, admin_done) = match admin {
+            Some(a) => {
+                let (addr, done) = crate::admin::start(control, a, shared.clone(), stopped)?;
+                (Some(addr), Some(done))
+            }
+            None => (None, None),
         };
         let mut gateway = Self {
             shared,
@@ -441,6 +446,7 @@ impl Gateway {
             control: None,
             shutdown,
             admin_stop,
+            admin_done,
             watch_stop: None,
             threads: Vec::new(),
         };
@@ -508,7 +514,7 @@ impl Gateway {
         self.shared.ready.store(false, Ordering::Relaxed);
         tracing::info!(
             delay = %humantime::format_duration(delay),
-            "shutting down after server.shutdown_delay: not ready meanwhile; a second signal stops at once"
+            "shutting down after server.shutdown_delay: not ready meanwhile; a second signal starts the drain at once"
         );
         *delayed = Some(Box::pin(tokio::time::sleep(delay)));
         true
@@ -530,6 +536,11 @@ impl Gateway {
             let _ = t.join();
         }
         self.admin_stop.send_replace(true);
+        // Its requests in flight (a last scrape) finish before the control
+        // runtime, which runs it, goes.
+        if let Some(done) = self.admin_done.take() {
+            let _ = done.recv_timeout(crate::admin::DRAIN_TIMEOUT + Duration::from_secs(1));
+        }
         // Last: the workers' in-flight requests may still have needed it.
         self.control.take();
     }

@@ -195,7 +195,11 @@ fn store_cached(path: &Path, component: &Component) {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let bytes = component.serialize().map_err(std::io::Error::other)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Its own name: two runtimes of one process (two gateways, tests)
+        // may write the same artifact at once.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         // One left by a crash of a process with our id: not reused as is.
         let _ = std::fs::remove_file(&tmp);
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;

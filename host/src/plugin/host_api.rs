@@ -460,15 +460,19 @@ impl wit::HostResponse for HostState {
     }
 
     fn set_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        let (name, edit) = (self.names.get(&name)?, HeaderEdit::Set(value));
-        self.ex_mut().hand(&edit)?;
-        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, edit)?)
+        let name = self.names.get(&name)?;
+        if self.resp().is_none() {
+            return Err(wit::EditError::BodyUnavailable);
+        }
+        Ok(self.ex_mut().edit_response(name, HeaderEdit::Set(value))?)
     }
 
     fn append_header(&mut self, _: Resource<ResponseHandle>, name: String, value: Vec<u8>) -> EditResult {
-        let (name, edit) = (self.names.get(&name)?, HeaderEdit::Append(value));
-        self.ex_mut().hand(&edit)?;
-        Ok(exchange::edit_headers(&mut self.resp_mut()?.headers, name, edit)?)
+        let name = self.names.get(&name)?;
+        if self.resp().is_none() {
+            return Err(wit::EditError::BodyUnavailable);
+        }
+        Ok(self.ex_mut().edit_response(name, HeaderEdit::Append(value))?)
     }
 
     fn remove_header(&mut self, _: Resource<ResponseHandle>, name: String) -> bool {

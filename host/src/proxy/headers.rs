@@ -252,12 +252,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Slot 0 is `Connection`: what any of its fields names goes too.
     if present[0] {
-        let named: Vec<HeaderName> =
-            connection_tokens(headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes))
-                .filter(|t| names_header(t))
-                .filter_map(|t| HeaderName::from_bytes(t).ok())
-                .collect();
-        for name in named {
+        for name in nominated(headers) {
             headers.remove(name);
         }
     }
@@ -282,6 +277,14 @@ fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> impl Ite
     values.into_iter().flat_map(|v| v.split(|&b| b == b',')).map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
+/// The headers a message's `Connection` fields name (which go with it).
+fn nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    connection_tokens(headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes))
+        .filter(|t| names_header(t))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect()
+}
+
 /// Whether a `Connection` token names a header that must go with it:
 /// not the `close` option, not a hop-by-hop header (removed anyway), and
 /// not `Host`, which an HTTP/1.1 request must carry (RFC 9112 §3.2): the
@@ -297,23 +300,18 @@ fn names_header(token: &[u8]) -> bool {
 /// consumer header out). `Connection` stays for [`strip_hop_by_hop`] and
 /// the upgrade check.
 pub fn strip_nominated(headers: &mut HeaderMap) {
-    let mut named = Vec::new();
+    let named = nominated(headers);
+    if named.is_empty() {
+        return;
+    }
     let mut options: Vec<u8> = Vec::new();
     for token in connection_tokens(headers.get_all(header::CONNECTION).iter().map(HeaderValue::as_bytes)) {
-        if is_name(token, b"host") {
-            continue;
-        }
-        if names_header(token) {
-            named.extend(HeaderName::from_bytes(token).ok());
-        } else {
+        if !names_header(token) && !is_name(token, b"host") {
             if !options.is_empty() {
                 options.extend_from_slice(b", ");
             }
             options.extend_from_slice(token);
         }
-    }
-    if named.is_empty() {
-        return;
     }
     for name in named {
         headers.remove(name);

@@ -102,6 +102,9 @@ impl Trace<'_> {
 pub struct Stamp {
     pub request_id: HeaderValue,
     pub via: Option<HeaderValue>,
+    /// The gateway answered for the client's fault (a malformed request, a
+    /// body it cut off), not with the route's answer.
+    pub client_fault: bool,
 }
 
 impl Stamp {
@@ -199,7 +202,7 @@ pub async fn handle(
         trace: Trace::new(start),
         recorded: false,
     };
-    let mut via = None;
+    let (mut via, mut client_fault) = (None, false);
     let resp = match serve(&snapshot, conn, req, present, &request_id, &mut record.trace).await {
         Ok(resp) => {
             via = record.trace.via.take();
@@ -211,14 +214,17 @@ pub async fn handle(
                 // Already logged with the plugin's name where it failed.
                 Origin::Plugin => {}
                 Origin::Upstream | Origin::Gateway => tracing::warn!(request_id = id, "{e}"),
-                Origin::Client => tracing::debug!(request_id = id, "{e}"),
+                Origin::Client => {
+                    client_fault = true;
+                    tracing::debug!(request_id = id, "{e}");
+                }
             }
             Box::new(e.response(&request_id))
         }
     };
     record.write(resp.status().as_u16(), http_body::Body::size_hint(resp.body()).exact());
     drop(record);
-    (resp, Stamp { request_id, via })
+    (resp, Stamp { request_id, via, client_fault })
 }
 
 /// A request's line in the metrics and the access log, written once: with

@@ -1190,7 +1190,7 @@ mod tests {
     }
 
     fn head(status: u16, pairs: &[(&'static str, &'static str)], framing: Framing, bodiless: bool) -> String {
-        let stamp = Stamp { request_id: HeaderValue::from_static("id-1"), via: None };
+        let stamp = Stamp { request_id: HeaderValue::from_static("id-1"), via: None, client_fault: false };
         stamped(status, pairs, &stamp, framing, bodiless)
     }
 
@@ -1212,8 +1212,11 @@ mod tests {
 
     #[test]
     fn the_stamp_goes_out_with_the_head_via_joining_the_list_and_the_id_replacing() {
-        let stamp =
-            Stamp { request_id: HeaderValue::from_static("id-1"), via: Some(HeaderValue::from_static("1.1 wasmgate")) };
+        let stamp = Stamp {
+            request_id: HeaderValue::from_static("id-1"),
+            via: Some(HeaderValue::from_static("1.1 wasmgate")),
+            client_fault: false,
+        };
         let lines = |h: &str| h.split("\r\n").map(str::to_owned).collect::<Vec<_>>();
         let h = stamped(200, &[("x-a", "1")], &stamp, Framing::Length(0), false);
         assert!(lines(&h).contains(&"via: 1.1 wasmgate".to_owned()), "{h}");

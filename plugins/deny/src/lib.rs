@@ -84,7 +84,8 @@ impl Plugin for Deny {
             }
             paths.push(match p.strip_suffix("/*") {
                 Some(prefix) => PathRule::Prefix(prefix.to_owned()),
-                None => PathRule::Exact(p),
+                // `/admin/` as `/admin`: either denies both.
+                None => PathRule::Exact(p.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(&p).to_owned()),
             });
         }
         Ok(Self {
@@ -111,10 +112,13 @@ impl Plugin for Deny {
             let method = req.method();
             self.methods.iter().any(|m| m.eq_ignore_ascii_case(&method))
         };
-        // Any of a header's values: a client may send it twice.
+        // Any of a header's values: a client may send it twice, or as one
+        // comma-separated list (the same to a recipient, RFC 9110 §5.3).
         let by_header = self.headers.iter().any(|(name, want)| match want {
             None => req.header(name).is_some(),
-            Some(want) => req.header_all(name).iter().any(|v| v == want.as_bytes()),
+            Some(want) => req.header_all(name).iter().any(|v| {
+                v == want.as_bytes() || v.split(|&b| b == b',').any(|item| item.trim_ascii() == want.as_bytes())
+            }),
         });
         if by_path || by_method || by_header {
             log::debug(&format!("denied {} {path}", req.method()));
@@ -179,6 +183,10 @@ mod tests {
         let status = |path: &str| testing::on_request(&p, &mut TestRequest::get(path)).reply().map(|r| r.status);
         assert_eq!(status("/admin"), Some(403));
         assert_eq!(status("/admin/"), Some(403), "as most frameworks serve it");
+        let slash = deny(r#"{"paths":["/admin/"]}"#);
+        for path in ["/admin", "/admin/"] {
+            assert!(testing::on_request(&slash, &mut TestRequest::get(path)).reply().is_some(), "{path}");
+        }
         assert_eq!(status("/admin/x"), None);
         assert_eq!(status("/admin//"), None);
         assert_eq!(status("/internal"), Some(403));
@@ -199,6 +207,10 @@ mod tests {
         assert!(testing::on_request(&p, &mut TestRequest::get("/").header("x-env", "dev")).is_continue());
         let twice = TestRequest::get("/").header("x-env", "dev").header("x-env", "prod");
         assert!(testing::on_request(&p, &mut { twice }).reply().is_some(), "any of a header's values");
+        let listed = TestRequest::get("/").header("x-env", "dev, prod");
+        assert!(testing::on_request(&p, &mut { listed }).reply().is_some(), "any item of a list");
+        let within = TestRequest::get("/").header("x-env", "production");
+        assert!(testing::on_request(&p, &mut { within }).is_continue());
         assert!(testing::on_request(&p, &mut TestRequest::new("DELETE", "/")).reply().is_some());
         let purge = deny(r#"{"methods":["PURGE"]}"#);
         assert!(testing::on_request(&purge, &mut TestRequest::new("purge", "/")).reply().is_some(), "any letters");
