@@ -89,6 +89,18 @@ fn exit_of(child: &mut std::process::Child, late: &str) -> std::process::ExitSta
     }
 }
 
+/// `wasmgate run -c config`, logging warnings only, to nowhere.
+fn run(config: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(config)
+        .env("WASMGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn wait_for(mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -153,14 +165,7 @@ fn reload_and_drain(workers: usize) -> Vec<String> {
     let upstream = dead_upstream();
     let slow = slow_upstream(Duration::from_millis(400));
     write_config_with(&config, port, &upstream, None, workers);
-    let mut child = Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("WASMGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run(&config);
     assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
     assert_eq!(status_of(port, "/a"), Some(502), "route to a dead upstream");
     assert_eq!(status_of(port, "/b"), Some(404), "no route yet");
@@ -204,14 +209,7 @@ fn sigterm_with_a_shutdown_delay_serves_on_out_of_rotation() {
         text = text.replace("[server]\n", &format!("[server]\nshutdown_delay = \"{delay}\"\n"));
         text.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"));
         std::fs::write(&config, text).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&config)
-            .env("WASMGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = run(&config);
         assert!(wait_for(|| status_of(admin, "/health/ready") == Some(200)), "the gateway started");
         let pid = child.id().to_string();
         let signalled = Instant::now();
