@@ -101,15 +101,9 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
     let routes = route::build_routes(&raw, &base, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);
     if server.as_ref().is_some_and(|s| !s.underscores_in_headers) {
         for u in &upstreams {
-            if let Some(upstream::HashOn::Header(name)) = &u.hash_on
-                && name.as_str().contains('_')
-            {
-                problems.at(
-                    None,
-                    format!("upstreams.{}.hash_on", u.name),
-                    format!("requests never carry `{name}`: fields whose names have `_` are dropped as they are read"),
-                    "name it with `-`, or set server.underscores_in_headers = true",
-                );
+            if let Some(upstream::HashOn::Header(name)) = &u.hash_on {
+                let at = raw.upstreams.get(&u.name).and_then(span);
+                never_carried(&mut problems, at, &format!("upstreams.{}.hash_on", u.name), name.as_str());
             }
         }
     }
@@ -241,6 +235,20 @@ pub(crate) fn base_and_cap(
         );
     }
     (base_value, cap_value)
+}
+
+/// A problem for a field name that requests never carry, if `name` has a
+/// `_` (such fields are dropped as requests are read, unless
+/// `server.underscores_in_headers`); the caller knows that option is off.
+pub(crate) fn never_carried(p: &mut Problems<'_>, at: Option<std::ops::Range<usize>>, key: &str, name: &str) {
+    if name.contains('_') {
+        p.at(
+            at,
+            key,
+            format!("requests never carry `{name}`: fields whose names have `_` are dropped as they are read"),
+            "name it with `-`, or set server.underscores_in_headers = true",
+        );
+    }
 }
 
 /// [`within`] for a value that knows its place in the file.

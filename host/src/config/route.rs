@@ -272,12 +272,9 @@ pub(super) fn build_routes(
         let mut headers = Vec::new();
         for (hname, hvalue) in &m.headers {
             match (HeaderName::from_bytes(hname.as_bytes()), HeaderValue::from_str(hvalue)) {
-                (Ok(_), Ok(_)) if hname.contains('_') && server.is_some_and(|s| !s.underscores_in_headers) => p.at(
-                    match_span.clone(),
-                    format!("{key}.match.headers.{hname}"),
-                    "requests never carry it: fields whose names have `_` are dropped as they are read",
-                    "name it with `-`, or set server.underscores_in_headers = true",
-                ),
+                (Ok(_), Ok(_)) if hname.contains('_') && server.is_some_and(|s| !s.underscores_in_headers) => {
+                    super::never_carried(p, match_span.clone(), &format!("{key}.match.headers.{hname}"), hname);
+                }
                 (Ok(n), Ok(v)) => headers.push((n, v)),
                 _ => p.at(
                     match_span.clone(),

@@ -217,7 +217,7 @@ fn store_cached(path: &Path, component: &Component) {
 /// ours and not writable by group or others, since what it holds is loaded as
 /// machine code.
 fn ensure_private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::os::unix::fs::DirBuilderExt;
     if !dir.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -229,14 +229,7 @@ fn ensure_private_dir(dir: &Path) -> Result<(), String> {
     if !meta.is_dir() {
         return Err("it is not a directory".into());
     }
-    let uid = current_uid();
-    if meta.uid() != uid {
-        return Err(format!("it is owned by uid {} rather than {uid}", meta.uid()));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err("it is writable by group or others; chmod 700 it".into());
-    }
-    Ok(())
+    ours_alone(&meta).map_err(|why| format!("{why}; make it the gateway user's, mode 700"))
 }
 
 /// Checks that a cached artifact is a regular file (not a link to one
@@ -244,11 +237,17 @@ fn ensure_private_dir(dir: &Path) -> Result<(), String> {
 /// from a laxer directory, or made group-writable by a umask, could be
 /// rewritten by someone else and run as our code.
 fn private_file(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
     if !meta.file_type().is_file() {
         return Err("it is not a regular file".into());
     }
+    ours_alone(&meta)
+}
+
+/// Whether a file or directory is ours and not writable by group or
+/// others: what the compile cache asks of its directory and its artifacts.
+fn ours_alone(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let uid = current_uid();
     if meta.uid() != uid {
         return Err(format!("it is owned by uid {} rather than {uid}", meta.uid()));
