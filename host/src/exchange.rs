@@ -721,6 +721,11 @@ mod tests {
         assert_eq!(ex.context_set("k".into(), "v".into()), Err("k".into()));
         assert_eq!(ex.request.headers.len(), each / 2);
         assert!(ex.edit_request_header(name("x-0"), HeaderEdit::Remove).is_ok(), "a removal hands nothing");
+        // The response phase's edits (a response hook's, the response
+        // resource's) count against the same budget.
+        ex.response = Some(http::Response::new(()).into_parts().0);
+        assert!(ex.edit_response(name("x-late"), HeaderEdit::Set(b"1".to_vec())).is_err());
+        assert!(ex.response.as_ref().is_some_and(|r| r.headers.is_empty()));
     }
 
     #[test]
