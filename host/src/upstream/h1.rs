@@ -13,9 +13,11 @@
 //!
 //! What an upstream may answer, and what the gateway makes of it (RFC 9112):
 //! the body of a `HEAD` response or of a 1xx, 204 or 304 is empty;
-//! `Transfer-Encoding` ending in `chunked` is decoded (trailers included);
-//! another transfer coding, or neither header, reads until the upstream
-//! closes; `Content-Length` must be one number. Interim 1xx heads are
+//! `Transfer-Encoding: chunked` is decoded (trailers included), and a
+//! `Content-Length` beside it dropped, its connection then not reused;
+//! another transfer coding is refused (the gateway cannot undo it); neither
+//! header reads until the upstream closes; `Content-Length` must be one
+//! number. Interim 1xx heads are
 //! skipped; `101 Switching Protocols` hands the socket to the caller
 //! ([`Upgraded`]). A head over [`MAX_HEAD`] bytes or [`MAX_HEADERS`]
 //! headers, or anything that does not parse, is a protocol error (502).
@@ -470,9 +472,13 @@ impl Connection {
             let framing = response_framing(asked.head_only, status, parsed.coding, length)?;
             // HTTP/1.0 has no transfer codings: a message with one is
             // faulty, and its connection is not reused (RFC 9112 §6.1).
+            // Nor is one framed both ways: its `Transfer-Encoding` frames
+            // it, but an upstream (or something before it) that meant the
+            // `Content-Length` would take what follows for the next
+            // response (RFC 9112 §6.3, response splitting).
             let keep_alive = framing != Framing::Close
                 && parsed.connection.keeps_alive(parsed.version)
-                && !(parsed.version == Version::HTTP_10 && parsed.coding.is_some());
+                && !(parsed.coding.is_some() && (parsed.version == Version::HTTP_10 || length.is_given()));
             let mut resp = Box::new(Response::new(Body::Empty));
             *resp.status_mut() = status;
             *resp.version_mut() = parsed.version;
@@ -688,12 +694,13 @@ impl Parsed {
                 .map_err(|_| Error::Invalid("header value"))?;
             // Read here, as it goes by, rather than looked up after. With a
             // `Transfer-Encoding`, which frames the body, it is dropped: the
-            // client must not read the body by it (RFC 9112 §6.3).
+            // client must not read the body by it (RFC 9112 §6.3); read
+            // still, so that the connection is not used again.
             if name == header::CONTENT_LENGTH {
+                length.add(value.as_bytes());
                 if self.coding.is_some() {
                     continue;
                 }
-                length.add(value.as_bytes());
             }
             map.append(name, value);
         }
@@ -863,6 +870,11 @@ impl ContentLength {
             }
             *length = Some(n);
         }
+    }
+
+    /// Whether the message had the field at all (valid or not).
+    pub(crate) fn is_given(&self) -> bool {
+        !matches!(self.0, Ok(None))
     }
 
     pub(crate) fn get(self) -> Result<Option<u64>, Error> {
@@ -1316,7 +1328,9 @@ mod tests {
         let bytes = Bytes::copy_from_slice(&raw[..parsed.len]);
         let (headers, length) =
             parsed.headers(&fields, &bytes, &mut SpareMap::default(), &mut Names::default()).unwrap();
-        assert_eq!(length.0, ContentLength::of(&headers).0);
+        if parsed.coding.is_none() {
+            assert_eq!(length.0, ContentLength::of(&headers).0);
+        }
         (parsed, headers, length)
     }
 

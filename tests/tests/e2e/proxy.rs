@@ -286,9 +286,14 @@ async fn http1_upstream_framing_on_the_wire() {
     assert_eq!(get(&gw.url("/split")).await.text(), "hello");
     assert_eq!(connections(), 2);
 
+    // Chunked wins over a length, and the connection is not used again: an
+    // upstream that meant the length would have its next answer read from
+    // the rest of this one (response splitting).
     let resp = raw(gw.addr(), b"GET /chunked-and-length HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
     assert!(resp.starts_with("HTTP/1.1 200") && !resp.contains("content-length: 5"), "{resp}");
     assert_eq!(get(&gw.url("/chunked-and-length")).await.text(), "hello world");
+    assert_eq!(get(&gw.url("/split")).await.text(), "hello");
+    assert_eq!(connections(), 4, "each answer framed both ways closed its connection");
 
     // Heads that do not parse or frame are a 502; the gateway keeps serving.
     // So are a body coded in a way the gateway cannot undo (passed on
