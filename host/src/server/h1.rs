@@ -275,10 +275,15 @@ pub async fn serve(
                 }
                 return None;
             }
-            Ok(Next::Close) | Err(()) => {
-                close(&mut cell).await;
+            Ok(Next::Close) => {
+                close(&mut cell, limits.send_timeout).await;
                 return None;
             }
+            // A client that stopped reading, or a response cut off: the
+            // socket is let go of, with no TLS `close_notify` (which waits
+            // behind what the client does not read, and would tell it a
+            // response delimited by the close was whole).
+            Err(()) => return None,
         }
     }
 }
@@ -1068,13 +1073,19 @@ async fn refuse(cell: &mut Cell, refusal: Refusal, shared: &Shared, send_timeout
         out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\ndate: ");
         date(&mut out);
         out.extend_from_slice(b"\r\n\r\n");
-        let _ = write_all(cell, &mut out, send_timeout).await;
+        if write_all(cell, &mut out, send_timeout).await.is_err() {
+            return;
+        }
     }
-    close(cell).await;
+    close(cell, send_timeout).await;
 }
 
-async fn close(cell: &mut Cell) {
-    let _ = std::future::poll_fn(|cx| Pin::new(&mut lock(cell).io).poll_shutdown(cx)).await;
+/// Ends a connection whose last response went out whole: a TLS connection
+/// says so (`close_notify`), within `send_timeout` (a client that reads
+/// nothing more would hold it for ever).
+async fn close(cell: &mut Cell, send_timeout: Duration) {
+    let shutdown = std::future::poll_fn(|cx| Pin::new(&mut lock(cell).io).poll_shutdown(cx));
+    let _ = tokio::time::timeout(send_timeout, shutdown).await;
 }
 
 #[cfg(test)]

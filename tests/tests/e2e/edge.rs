@@ -645,6 +645,45 @@ async fn slow_clients_are_cut_off() {
     assert_eq!(up.hits(), 1, "the stalled body reached the upstream as a stream, then failed");
 }
 
+/// A TLS client that stops reading is let go of after `send_timeout`, as a
+/// plain one is: the connection was closed by a `close_notify` that waited
+/// behind the bytes the client did not take, for ever (holding its socket,
+/// and the shutdown for its whole `shutdown_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_is_let_go_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let site = ca.server("site", &["a.test"]);
+    let up = TestUpstream::echo("u").await;
+    let server = format!(
+        "send_timeout = \"300ms\"\nshutdown_timeout = \"60s\"\n\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        site.cert.display(),
+        site.key.display()
+    );
+    let gw = TestGateway::start_with(&server, &tls_body(&up, ""));
+    let addr = gw.gateway.tls_addr().expect("TLS listener");
+    // A small receive window, so the response backs up into the gateway.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let mut tls =
+        tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"], None)).connect(name, tcp).await.unwrap();
+    tls.write_all(format!("GET /bytes/{} HTTP/1.1\r\nhost: a.test\r\n\r\n", 32 << 20).as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    // Reading nothing, well past the send timeout: the connection is gone
+    // by now, so the shutdown has nothing to wait for.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(20), tokio::task::spawn_blocking(move || drop(gw))).await;
+    assert!(stopped.is_ok(), "stopped without waiting for the 60 s shutdown_timeout");
+    // And the client, reading at last, is not told the response was whole.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await.unwrap();
+    assert!(read.is_err(), "cut off without close_notify: {} bytes", got.len());
+    assert!(got.starts_with(b"HTTP/1.1 200") && got.len() < 32 << 20, "{} bytes", got.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_requests_in_flight() {
     let up = TestUpstream::echo("u").await;
