@@ -565,7 +565,7 @@ impl RouteSeries {
 /// one, with series of its own.
 #[derive(Debug, Default)]
 pub struct EndpointSeries {
-    tries: [OnceLock<Counter>; 5],
+    tries: [OnceLock<Counter>; 6],
 }
 
 /// How one try against an endpoint ended, as `upstream_requests_total`
@@ -577,10 +577,12 @@ pub enum TryOutcome {
     Connect = 2,
     Timeout = 3,
     Reset = 4,
+    /// The client's request body failed (too large, stalled, late).
+    Client = 5,
 }
 
 impl TryOutcome {
-    const ALL: [Self; 5] = [Self::Ok, Self::ServerError, Self::Connect, Self::Timeout, Self::Reset];
+    const ALL: [Self; 6] = [Self::Ok, Self::ServerError, Self::Connect, Self::Timeout, Self::Reset, Self::Client];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -589,6 +591,7 @@ impl TryOutcome {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
             Self::Reset => "reset",
+            Self::Client => "client",
         }
     }
 }

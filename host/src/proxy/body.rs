@@ -39,6 +39,10 @@ pub enum BodyError {
     /// The client sent nothing for this many milliseconds mid-body.
     #[error("no body data for {0} ms")]
     Timeout(u128),
+    /// The request's time ran out while its body was still awaited from
+    /// the client (not while the upstream was slow to take it).
+    #[error("the request body was not whole by the request's timeout")]
+    Late,
 }
 
 #[derive(Debug)]

@@ -53,6 +53,10 @@ pub enum ProxyError {
     Overloaded { upstream: Arc<str> },
     #[error("request body not received within {0} ms")]
     BodyTimeout(u128),
+    /// The request's timeout ran out while its body was still awaited from
+    /// the client.
+    #[error("request body not whole within the request's timeout")]
+    BodyLate,
     #[error("route `{route}` has no upstream and no plugin answered")]
     NoUpstream { route: Arc<str> },
     #[error("internal error: {0}")]
@@ -72,7 +76,7 @@ impl ProxyError {
             Self::NoHealthyEndpoint { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTimeout(_) | Self::BodyLate => StatusCode::REQUEST_TIMEOUT,
             Self::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Plugin { .. } | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,7 +90,8 @@ impl ProxyError {
             | Self::BadMethod
             | Self::BodyTooLarge(_)
             | Self::ClientBody(_)
-            | Self::BodyTimeout(_) => Origin::Client,
+            | Self::BodyTimeout(_)
+            | Self::BodyLate => Origin::Client,
             Self::NoHealthyEndpoint { .. } | Self::BreakerOpen { .. } | Self::Overloaded { .. } => Origin::Upstream,
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout { .. }
@@ -133,7 +138,7 @@ impl ProxyError {
             Self::NoHealthyEndpoint { .. } => "no healthy upstream",
             Self::BreakerOpen { .. } => "upstream unavailable (circuit open)",
             Self::Overloaded { .. } => "upstream overloaded",
-            Self::BodyTimeout(_) => "request body timeout",
+            Self::BodyTimeout(_) | Self::BodyLate => "request body timeout",
             Self::NoUpstream { .. } => "no upstream for this route",
             Self::Plugin { .. } | Self::Internal(_) => "internal error",
         }

@@ -493,6 +493,7 @@ fn client_body_error(e: BodyError, route: &Route) -> ProxyError {
     match e {
         BodyError::TooLarge(_) => ProxyError::BodyTooLarge(route.max_body),
         BodyError::Timeout(ms) => ProxyError::BodyTimeout(ms),
+        BodyError::Late => ProxyError::BodyLate,
         BodyError::Hyper(e) => ProxyError::ClientBody(e.to_string()),
         BodyError::Client(e) => ProxyError::ClientBody(e.to_string()),
         BodyError::Upstream(e) => ProxyError::ClientBody(e.to_string()),

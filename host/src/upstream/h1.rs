@@ -369,8 +369,17 @@ impl Connection {
             _ => 0,
         };
         let mut chunk_head = BytesMut::with_capacity(32);
+        // The deadline passing while the body is awaited from the client is
+        // the client's doing (a 408), not the upstream's (a 504 held
+        // against it, and its breaker).
+        let late = |e| match e {
+            Error::TimedOut => Error::Body(Box::new(BodyError::Late)),
+            e => e,
+        };
         while let Some(frame) =
-            std::future::poll_fn(|cx| self.timed(cx, |_, cx| Pin::new(&mut body).poll_frame(cx).map(Ok))).await?
+            std::future::poll_fn(|cx| self.timed(cx, |_, cx| Pin::new(&mut body).poll_frame(cx).map(Ok)))
+                .await
+                .map_err(late)?
         {
             let frame = frame.map_err(|e| Error::Body(Box::new(e)))?;
             let data = match frame.into_data() {

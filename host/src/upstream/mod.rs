@@ -136,6 +136,9 @@ enum Try {
     /// Nothing reached the upstream; the request came back.
     Connect(ProxyError, Box<Request<Body>>),
     Failed(ProxyError, Outcome),
+    /// The client's body failed (too large, stalled, not whole in time):
+    /// nothing is said of the endpoint.
+    ClientFailed(ProxyError),
     /// No response head by the try's deadline.
     TimedOut,
 }
@@ -337,6 +340,8 @@ impl Upstream {
         // Nothing was sent (no time was left for a first try): the answer
         // says nothing about the upstream, and its breaker is not told.
         let mut unsent = false;
+        // Or the client's body failed: nor does it say anything.
+        let mut client_failed = false;
         // One endpoint set for the whole request: `tried` holds its indices,
         // which a set swapped in by DNS meanwhile would give other meanings
         // (a retry went back to the endpoint it had just tried).
@@ -436,6 +441,18 @@ impl Upstream {
                     last = Some(Err(err));
                     retry
                 }
+                Try::ClientFailed(err) => {
+                    // Neither breaker nor outlier detection hears of it (a
+                    // client's slow or oversized bodies would otherwise open
+                    // the breaker, or mask an endpoint's failures as
+                    // successes); a half-open probe's place is given back.
+                    flight.finish(false);
+                    drop(ep_ticket);
+                    self.metrics.upstream_try(&ep.series, &self.name, &ep.address, TryOutcome::Client);
+                    client_failed = true;
+                    last = Some(Err(err));
+                    false
+                }
                 Try::TimedOut => {
                     let elapsed = flight.finish(false);
                     self.record(ep, ep_ticket, Outcome::ServerError, TryOutcome::Timeout, elapsed);
@@ -452,7 +469,7 @@ impl Upstream {
                 break last.take().unwrap_or(Err(ProxyError::Internal("no outcome")));
             }
         };
-        if let (Some(b), Some(t)) = (&self.breaker, upstream_ticket.filter(|_| !unsent)) {
+        if let (Some(b), Some(t)) = (&self.breaker, upstream_ticket.filter(|_| !unsent && !client_failed)) {
             let ok = match &result {
                 Ok(f) => !f.response.status().is_server_error(),
                 Err(e) => !e.counts_against_upstream(),
@@ -532,10 +549,11 @@ impl Upstream {
                 Try::Connect(ProxyError::UpstreamConnect { upstream: self.name.clone(), detail: e.to_string() }, req)
             }
             Err(SendError::Failed(e)) => {
-                // The client's body failing (too large, stalled) fails the
-                // send: that is the client's doing, not the upstream's.
+                // The client's body failing (too large, stalled, not whole
+                // in time) fails the send: that is the client's doing, not
+                // the upstream's.
                 if let Some(err) = client_body_failure(&*e) {
-                    return Try::Failed(err, Outcome::Success);
+                    return Try::ClientFailed(err);
                 }
                 let detail = if reused { format!("{e} (on a reused connection)") } else { e.to_string() };
                 Try::Failed(ProxyError::UpstreamProtocol { upstream: self.name.clone(), detail }, Outcome::ServerError)
@@ -717,6 +735,7 @@ fn client_body_failure(e: &(dyn std::error::Error + 'static)) -> Option<ProxyErr
         match body {
             Some(BodyError::TooLarge(t)) => return Some(ProxyError::BodyTooLarge(t.limit)),
             Some(BodyError::Timeout(ms)) => return Some(ProxyError::BodyTimeout(*ms)),
+            Some(BodyError::Late) => return Some(ProxyError::BodyLate),
             Some(BodyError::Hyper(e)) => return Some(ProxyError::ClientBody(e.to_string())),
             Some(BodyError::Client(e)) => return Some(ProxyError::ClientBody(e.to_string())),
             Some(BodyError::Upstream(_)) => return None,

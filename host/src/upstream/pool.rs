@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -490,23 +490,32 @@ impl ConnectSettings {
 /// a body that fails by resetting the stream, and the failure reaches the
 /// sender only as the reset; a client's stream keeps its failure here, so
 /// that a body over its limit or stalled is the client's 413 or 408, not a
-/// 502 counted against the upstream.
+/// 502 counted against the upstream. So is a request whose time runs out
+/// while its body is awaited from the client.
 #[derive(Debug)]
 pub struct Sent {
     body: Body,
-    failure: Option<Failure>,
+    client: Option<Arc<ClientBody>>,
 }
 
-/// Where a client's body that failed leaves its error.
-type Failure = Arc<Mutex<Option<BodyError>>>;
+/// How a client's body being sent on is doing.
+#[derive(Debug, Default)]
+struct ClientBody {
+    /// Its error, once it failed.
+    failure: Mutex<Option<BodyError>>,
+    /// Whether it was last polled to no frame: awaited from the client (a
+    /// stream waiting for the upstream's flow-control window is not
+    /// polled).
+    awaited: AtomicBool,
+}
 
 impl Sent {
-    /// The request with its body wrapped, and where the body's failure will
-    /// be (for a client's stream; other bodies cannot fail).
-    fn new(req: Request<Body>) -> (Request<Self>, Option<Failure>) {
-        let failure = matches!(req.body(), Body::Capped { .. }).then(Arc::default);
-        let kept = failure.clone();
-        (req.map(|body| Self { body, failure }), kept)
+    /// The request with its body wrapped, and how the body is doing (for a
+    /// client's stream; other bodies cannot fail nor keep anyone waiting).
+    fn new(req: Request<Body>) -> (Request<Self>, Option<Arc<ClientBody>>) {
+        let client = matches!(req.body(), Body::Capped { .. }).then(Arc::default);
+        let kept = client.clone();
+        (req.map(|body| Self { body, client }), kept)
     }
 }
 
@@ -516,11 +525,15 @@ impl http_body::Body for Sent {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.body).poll_frame(cx) {
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(client) = &this.client {
+            client.awaited.store(polled.is_pending(), Ordering::Relaxed);
+        }
+        match polled {
             Poll::Ready(Some(Err(e))) => {
                 let said = e.to_string();
-                if let Some(failure) = &this.failure {
-                    *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
+                if let Some(client) = &this.client {
+                    *client.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(e);
                 }
                 Poll::Ready(Some(Err(said.into())))
             }
@@ -634,8 +647,11 @@ async fn send_http2(
     // request without a body, or with one held whole (a stream is sent as
     // it is read, and not kept).
     let again = Replay::capture(&req);
-    let (req, failure) = Sent::new(*req);
+    let (req, client) = Sent::new(*req);
     let Ok(result) = tokio::time::timeout_at(deadline, sender.try_send_request(req)).await else {
+        if client.is_some_and(|c| c.awaited.load(Ordering::Relaxed)) {
+            return Err(SendError::Failed(Box::new(BodyFailed(BodyError::Late))));
+        }
         return Err(SendError::TimedOut);
     };
     match result {
@@ -652,7 +668,7 @@ async fn send_http2(
                 done: Some(id),
                 error: e.into_error().into(),
             }))),
-            None => match failure.and_then(|f| f.lock().unwrap_or_else(PoisonError::into_inner).take()) {
+            None => match client.and_then(|c| c.failure.lock().unwrap_or_else(PoisonError::into_inner).take()) {
                 Some(body) => Err(SendError::Failed(Box::new(BodyFailed(body)))),
                 None => {
                     let e = e.into_error();

@@ -390,6 +390,40 @@ async fn a_client_body_failing_towards_an_http2_upstream_is_the_clients_error() 
     assert!(out.starts_with("HTTP/1.1 200") && out.contains(r#""body":"hello""#), "{out}");
 }
 
+/// A request whose time runs out while its body is still awaited from the
+/// client is the client's 408, over either protocol to the upstream: it was
+/// a 504, a failure held against the endpoint and its breaker, so a few
+/// slow uploads from anyone opened the breaker for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_late_from_the_client_is_not_held_against_the_upstream() {
+    let up = TestUpstream::echo("u").await;
+    for protocol in ["http1", "http2"] {
+        let gw = TestGateway::start_with(
+            &format!("body_read_timeout = \"10s\"\n{}", wasmgate_tests::ADMIN),
+            &format!(
+                "[upstreams.u]\nendpoints = [\"{}\"]\nprotocol = \"{protocol}\"\nbreaker = {{ consecutive_failures = 1 }}\n\
+                 [[routes]]\nupstream = \"u\"\ntimeout = \"500ms\"\n",
+                up.addr
+            ),
+        );
+        for stalled in [
+            "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly part",
+            "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        ] {
+            let out = raw(gw.addr(), stalled.as_bytes()).await;
+            assert!(out.starts_with("HTTP/1.1 408"), "{protocol}: {out}");
+        }
+        // The breaker, which opens on one failure, is still closed.
+        let whole = "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello";
+        let out = raw(gw.addr(), whole.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 200") && out.contains(r#""body":"hello""#), "{protocol}: {out}");
+        let series =
+            format!(r#"wasmgate_upstream_requests_total{{upstream="u",endpoint="{}",outcome="client"}}"#, up.addr);
+        let text = gw.metrics_once(&series, "2", Duration::from_secs(5)).await;
+        assert_eq!(wasmgate_tests::sample(&text, &series), Some("2"), "{protocol}: {text}");
+    }
+}
+
 /// An HTTP/2 upstream that goes silent in the middle of a body for its
 /// `read_timeout` is given up on, as an HTTP/1 one is: the client's
 /// response is cut off (it waited for ever, the upstream answering pings).
