@@ -21,7 +21,8 @@ pub use wasmgate_common::store_args::{MAX_CAPACITY, MAX_KEY_BYTES, MAX_TTL_MS, M
 pub enum StoreError {
     /// The backend is down or did not answer in time.
     Unavailable(String),
-    /// A key, value or argument out of range.
+    /// A key, value or argument out of range, a key holding another kind
+    /// of data, or the in-memory store full (`"store full"`).
     Invalid(String),
 }
 

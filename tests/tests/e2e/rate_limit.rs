@@ -249,3 +249,28 @@ async fn redis_down_fails_open_or_closed_and_the_limit_returns_with_it() {
     }
     assert!(matches!(statuses[..], [200, 200, 429] | [200, 429, 429]), "{statuses:?}");
 }
+
+/// A client making a new key on every request (here each path is one) fills
+/// the store; new clients after it are still limited: their windows evict
+/// the ones closest to aging out. (Every new key was refused as "store
+/// full", which the plugin took as a store failure: with the default
+/// `on_store_error = "allow"`, no limit held for anyone new.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_filled_by_new_keys_still_limits_new_clients() {
+    let up = TestUpstream::echo("u").await;
+    let limit = r#"limits = [{ name = "per-path", key = ["path"], rate = 1, per = "1h" }]"#;
+    let gw = TestGateway::start(&config(
+        &up,
+        "[store]\nbackend = \"memory\"\nmax_entries = 64\n",
+        &[("limited", "/", limit)],
+    ));
+    let c = client();
+    for n in 0..100 {
+        let r = send_with(&c, get_request(&gw.url(&format!("/flood/{n}")), &[])).await;
+        assert_eq!(r.status, 200, "each new path once: {n}");
+    }
+    let first = send_with(&c, get_request(&gw.url("/victim"), &[])).await;
+    assert_eq!(first.status, 200);
+    let second = send_with(&c, get_request(&gw.url("/victim"), &[])).await;
+    assert_eq!(second.status, 429, "limited though the store is full");
+}

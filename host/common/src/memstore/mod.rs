@@ -21,12 +21,21 @@
 //! * A `set`, `incr`, `take` or `hit` that would add a key to a store already
 //!   holding `max_entries` keys, or more than `max_bytes` of keys and `set`
 //!   values ([`MemStore::with_max_bytes`]), first drops that shard's expired
-//!   entries, then fails with `Invalid("store full")`; a `set` that would
-//!   grow a value past `max_bytes` fails at once. (A `take` or `hit` that
-//!   writes nothing, see below, adds no key.) `set` values may fill only
-//!   seven eighths of either limit: the last eighth is kept for counters,
-//!   buckets and windows, so values (a cache's answers) filling the store
-//!   leave rate limits counting new clients.
+//!   entries (unless it did within the last second), then fails with
+//!   `Invalid("store full")`; a `set` that would grow a value past
+//!   `max_bytes` fails at once. (A `take` or `hit` that writes nothing, see
+//!   below, adds no key.) `set` values may fill only seven eighths of either
+//!   limit: the last eighth is kept for counters, buckets and windows, so
+//!   values (a cache's answers) filling the store leave rate limits counting
+//!   new clients.
+//! * A `take` or `hit` that finds no room evicts another bucket or window
+//!   first — of the first [`EVICTION_SAMPLE`] entries of its shard (or, if
+//!   none is one, of the first other shard that has one), the one that
+//!   expires soonest: what it forgets is the least (a bucket nearly full
+//!   again, a window nearly aged out), as nginx's `limit_req` zone drops its
+//!   least recently used states. Otherwise a client making new keys (a
+//!   path, a header, an IPv6 address each) could fill the store, and every
+//!   new client after it would go unlimited.
 //!
 //! # Values and counters
 //!
@@ -167,6 +176,16 @@ pub use crate::store_args::{MAX_CAPACITY, MAX_KEY_BYTES, MAX_TTL_MS, MAX_VALUE_B
 /// `sweep` stays a short walk.
 const SHARDS: usize = 64;
 
+/// How many of a shard's entries a full store looks at for a bucket or
+/// window to evict: a bounded look, not a walk of the shard on every new
+/// key of a flood.
+pub const EVICTION_SAMPLE: usize = 64;
+
+/// A full store drops a shard's expired entries on a new key at most this
+/// often: a flood of new keys would otherwise walk the whole shard, under
+/// its lock, for each.
+const SWEEP_EVERY_MS: u64 = 1_000;
+
 /// The in-memory store; see the module doc for the exact semantics.
 pub struct MemStore<C: Clock = SystemClock> {
     clock: C,
@@ -179,7 +198,7 @@ pub struct MemStore<C: Clock = SystemClock> {
     /// `len` is.
     bytes: AtomicUsize,
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<String, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 struct Entry {
@@ -195,12 +214,31 @@ enum Value {
     Window(Window),
 }
 
-type Shard = HashMap<String, Entry>;
+/// One shard's entries, and when it last dropped its expired ones.
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<String, Entry>,
+    swept_at: Option<u64>,
+}
+
+impl std::ops::Deref for Shard {
+    type Target = HashMap<String, Entry>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.entries
+    }
+}
+
+impl std::ops::DerefMut for Shard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.entries
+    }
+}
 
 impl<C: Clock> MemStore<C> {
     /// An empty store holding at most `max_entries` keys.
     pub fn new(clock: C, max_entries: usize) -> Self {
-        let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
+        let shards = (0..SHARDS).map(|_| Mutex::default()).collect();
         MemStore {
             clock,
             max_entries,
@@ -372,8 +410,11 @@ impl<C: Clock> MemStore<C> {
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
-        lock(&self.shards[index])
+        lock(&self.shards[self.index(key)])
+    }
+
+    fn index(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
     }
 
     /// The entry for `key` if it has not expired; an expired one is dropped.
@@ -394,13 +435,51 @@ impl<C: Clock> MemStore<C> {
         };
         if !self.reserve_entry(weight, entries, bytes) {
             // Only this shard: sweeping others would mean taking a second lock.
-            self.sweep_shard(shard, now);
-            if !self.reserve_entry(weight, entries, bytes) {
+            if shard.swept_at.is_none_or(|at| now.abs_diff(at) >= SWEEP_EVERY_MS) {
+                self.sweep_shard(shard, now);
+            }
+            let limit = matches!(entry.value, Value::Bucket(_) | Value::Window(_));
+            let room = self.reserve_entry(weight, entries, bytes)
+                || (limit && self.evict_limit(shard, key) && self.reserve_entry(weight, entries, bytes));
+            if !room {
                 return Err(full());
             }
         }
         shard.insert(key.to_owned(), entry);
         Ok(())
+    }
+
+    /// Makes room for a new bucket or window by evicting the one expiring
+    /// soonest among the first [`EVICTION_SAMPLE`] entries of `shard` (the
+    /// one of `key`, held), or else of the first other shard that has one
+    /// and is not locked now (waiting for a second lock could deadlock).
+    /// Whether one was.
+    fn evict_limit(&self, shard: &mut Shard, key: &str) -> bool {
+        if self.evict_in(shard) {
+            return true;
+        }
+        let own = self.index(key);
+        (1..SHARDS).any(|i| match self.shards[(own + i) % SHARDS].try_lock() {
+            Ok(mut other) => self.evict_in(&mut other),
+            Err(std::sync::TryLockError::Poisoned(p)) => self.evict_in(&mut p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => false,
+        })
+    }
+
+    fn evict_in(&self, shard: &mut Shard) -> bool {
+        let victim = shard
+            .iter()
+            .take(EVICTION_SAMPLE)
+            .filter(|(_, e)| matches!(e.value, Value::Bucket(_) | Value::Window(_)))
+            .min_by_key(|(_, e)| e.expires_at.unwrap_or(u64::MAX))
+            .map(|(k, _)| k.clone());
+        match victim {
+            Some(k) => {
+                self.remove(shard, &k);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Counts one more entry of `weight` bytes if there is room for both
@@ -424,6 +503,7 @@ impl<C: Clock> MemStore<C> {
     }
 
     fn sweep_shard(&self, shard: &mut Shard, now: u64) {
+        shard.swept_at = Some(now);
         let (before, mut freed) = (shard.len(), 0);
         shard.retain(|key, entry| {
             let expired = entry.expired(now);

@@ -328,12 +328,15 @@ fn a_full_store_refuses_new_keys_only() {
     let (clock, store) = store_holding(3);
     store.set("a", b"1", Some(100)).unwrap();
     store.incr("b", 1, None).unwrap();
-    store.take("c", 5, 1.0, 1).unwrap();
+    store.incr("c", 1, None).unwrap();
     assert_eq!(invalid(store.set("d", b"1", None)), "store full");
     assert_eq!(invalid(store.incr("d", 1, None)), "store full");
+    // No bucket or window to evict.
     assert_eq!(invalid(store.take("d", 5, 1.0, 1)), "store full");
     assert_eq!(invalid(store.hit("d", 5, 1_000, 1)), "store full");
     assert!(store.take("d", 5, 1.0, 0).unwrap().allowed, "a take that stores nothing needs no room");
+    assert!(store.delete("c").unwrap());
+    store.take("c", 5, 1.0, 1).unwrap();
     store.set("a", b"2", Some(100)).unwrap();
     assert_eq!(store.incr("b", 1, None).unwrap(), 2);
     assert!(store.take("c", 5, 1.0, 1).unwrap().allowed);
@@ -346,6 +349,44 @@ fn a_full_store_refuses_new_keys_only() {
     assert!(store.delete("b").unwrap());
     store.hit("e", 5, 1_000, 1).unwrap();
     assert_eq!(store.len(), 3);
+}
+
+/// A new bucket or window finding the store full evicts the one that
+/// expires soonest (nothing else): a client making new keys cannot fill the
+/// store and leave every new client after it unlimited.
+#[test]
+fn a_full_store_evicts_the_limit_state_expiring_soonest() {
+    let (_, store) = store_holding(4);
+    // Three keys of one shard: the soonest is chosen within the shard.
+    let first = store.index("k0");
+    let mut keys = (1..).map(|n| format!("k{n}")).filter(|k| store.index(k) == first);
+    let (slow, soon, new) = ("k0".to_owned(), keys.next().unwrap(), keys.next().unwrap());
+    store.set("value", b"1", None).unwrap();
+    store.incr("counter", 1, None).unwrap();
+    // Full again in 3 s and in 1 s.
+    assert!(store.take(&slow, 3, 1.0, 3).unwrap().allowed);
+    assert!(store.take(&soon, 3, 1.0, 1).unwrap().allowed);
+    assert_eq!(store.len(), 4);
+    // Counted at once: its window is stored, and `soon` went.
+    assert!(store.hit(&new, 1, 60_000, 1).unwrap().allowed);
+    assert_eq!(store.len(), 4);
+    assert!(!store.hit(&new, 1, 60_000, 1).unwrap().allowed, "counted: the next hit is refused");
+    assert!(!store.take(&slow, 3, 1.0, 3).unwrap().allowed, "the other bucket is kept");
+    // Values and counters are never evicted: with no bucket or window
+    // left but the one the key holds, a new one finds the store full.
+    assert_eq!(store.get("value").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(store.incr("counter", 1, None).unwrap(), 2);
+
+    let (_, store) = store_holding(2);
+    store.set("value", b"1", None).unwrap();
+    store.incr("counter", 1, None).unwrap();
+    assert_eq!(invalid(store.hit("w", 5, 1_000, 1)), "store full", "nothing to evict");
+    // In another shard than the new key's, the one there goes.
+    let (_, store) = store_holding(1);
+    let other = (0..).map(|n| format!("o{n}")).find(|k| store.index(k) != store.index("w")).unwrap();
+    assert!(store.take(&other, 3, 1.0, 1).unwrap().allowed);
+    assert!(store.hit("w", 5, 1_000, 1).unwrap().allowed);
+    assert_eq!(store.len(), 1);
 }
 
 /// Values (a cache's answers) filling the store leave the last eighth to
