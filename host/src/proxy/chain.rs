@@ -13,7 +13,7 @@ use super::body::{self, Body, BodyError};
 use super::error::ProxyError;
 use super::{Forward, Present, Trace, client_body_error, clone_head, fix_length, upgrade};
 use crate::config::OnPluginError;
-use crate::exchange::{self, Exchange, Undo};
+use crate::exchange::{self, Exchange, HeaderEdit, Undo};
 use crate::plugin::host_api::wasmgate::plugin::types::Reply;
 use crate::plugin::memo::Memo;
 use crate::plugin::{ChainLink, Fault, FaultKind, Outcome};
@@ -78,15 +78,10 @@ pub(super) async fn run<'s>(
                 }
                 Err(fault) => {
                     relabel_last(forward, trace, fault.kind.as_str());
-                    plugin_fault(forward, link, &mut ex, undo, fault)?;
-                    ex.skipped.push(i);
+                    request_fault(forward, link, i, &mut ex, undo, fault)?;
                 }
             },
-            Err(fault) => {
-                plugin_fault(forward, link, &mut ex, undo, fault)?;
-                // Failed open: out of the response phase too.
-                ex.skipped.push(i);
-            }
+            Err(fault) => request_fault(forward, link, i, &mut ex, undo, fault)?,
         }
     }
 
@@ -375,6 +370,29 @@ fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Bo
             Box::new(Response::from_parts(parts, Body::full(b)))
         }
     }
+}
+
+/// [`plugin_fault`] for link `i`'s request hook. Failed open, the link is
+/// out of the response phase too, and of its fixed request edits only the
+/// removals stay: they scrub what a client sent (jwt's removal of client
+/// copies of the claim headers it sets), which a failure must not let
+/// through to the upstream.
+fn request_fault(
+    forward: &Forward<'_, '_>,
+    link: &ChainLink,
+    i: usize,
+    ex: &mut Exchange,
+    undo: Option<Box<Undo>>,
+    fault: Fault,
+) -> Result<(), ProxyError> {
+    plugin_fault(forward, link, ex, undo, fault)?;
+    for (name, edit) in &link.fixed.request {
+        if matches!(edit, HeaderEdit::Remove) {
+            ex.apply_request_edit(name.clone(), HeaderEdit::Remove);
+        }
+    }
+    ex.skipped.push(i);
+    Ok(())
 }
 
 /// Counts and logs a plugin failure and applies the route's choice: with

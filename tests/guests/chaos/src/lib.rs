@@ -62,8 +62,9 @@ enum Mode {
     /// Edit, then panic: set the header `x-half` (on the request in the
     /// request phase, on the response in the response phase), leave
     /// `x-half-left` for the response and set the context entry `half`.
-    /// Declares the fixed header `x-half-fixed` both ways; with `phase =
-    /// "request"`, its response hook sets `x-half-hook`.
+    /// Declares the fixed header `x-half-fixed` both ways, and the removal
+    /// of a client's `x-half-removed`; with `phase = "request"`, its
+    /// response hook sets `x-half-hook`.
     EditThenTrap,
 }
 
@@ -235,7 +236,10 @@ impl Plugin for Chaos {
                 ..FixedHeaders::default()
             },
             Mode::EditThenTrap => FixedHeaders {
-                request: vec![("x-half-fixed".into(), HeaderEdit::Set(b"done".to_vec()))],
+                request: vec![
+                    ("x-half-fixed".into(), HeaderEdit::Set(b"done".to_vec())),
+                    ("x-half-removed".into(), HeaderEdit::Remove),
+                ],
                 response: vec![("x-half-fixed".into(), HeaderEdit::Set(b"done".to_vec()))],
             },
             _ => FixedHeaders::default(),
