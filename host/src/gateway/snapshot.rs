@@ -368,7 +368,17 @@ fn new_upstream(u: &config::UpstreamConfig, config: &Config, env: &Env) -> Resul
         Some(t) => {
             let client = tls::client_config(t, u.protocol)
                 .map_err(|e| (e.to_string(), "check the CA, certificate and key files (PEM)".to_owned()))?;
-            let server_name = match &t.server_name {
+            // A name resolved by `dns` is the name its endpoints' certificates
+            // carry (nginx's `proxy_ssl_name`), not the addresses it resolved
+            // to; static and SRV endpoints are checked as they are written.
+            let named = match (&t.server_name, &u.discovery) {
+                (Some(n), _) => Some(n.as_str()),
+                // Fully qualified (`users.svc.cluster.local.`): certificates
+                // name it without the root's dot.
+                (None, Some(config::Discovery::Dns { host, .. })) => Some(host.strip_suffix('.').unwrap_or(host)),
+                (None, _) => None,
+            };
+            let server_name = match named {
                 Some(n) => {
                     Some(tls::server_name(t, n).map_err(|e| (e.to_string(), "set a valid server_name".to_owned()))?)
                 }

@@ -152,3 +152,34 @@ async fn a_name_that_does_not_resolve_fails_the_load_by_name() {
     .unwrap_or_default();
     assert!(err.contains("upstreams.ghost") && err.contains("ghost.svc.test"), "{err}");
 }
+
+/// A `dns` upstream over TLS checks its endpoints' certificates against
+/// the name it resolves (and sends it as SNI), as nginx's `proxy_ssl_name`
+/// does: they were checked against the resolved addresses, which a
+/// certificate for the name does not carry (every request a 502).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dns_upstream_over_tls_is_checked_against_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = wasmgate_tests::certs::Ca::new(dir.path(), "ca");
+    let cert = ca.server("a", &["a.svc.test"]);
+    let up = TestUpstream::echo("origin").await;
+    let a = TestGateway::start_with(
+        &format!(
+            "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+        &format!("[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n", up.addr),
+    );
+    let port = a.gateway.tls_addr().expect("TLS listener").port();
+    let dns = TestDns::start("svc.test.").await;
+    dns.set_a("a.svc.test.", &["127.0.0.1".parse::<IpAddr>().unwrap()], 60);
+    let b = TestGateway::start(&format!(
+        "[dns]\nnameservers = [\"{}\"]\n[upstreams.a]\ndns = \"a.svc.test.:{port}\"\ntls = {{ ca = \"{}\" }}\n[[routes]]\nupstream = \"a\"\n",
+        dns.addr,
+        ca.pem.display()
+    ));
+    let r = get(&b.url("/through")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-upstream"), Some("origin"));
+}
