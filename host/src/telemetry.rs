@@ -36,9 +36,11 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 use wasmgate_common::prehashed::BuildPrehashed;
 
 pub use self::access_log::{AccessLog, AccessLogWriter, PluginOutcome, access_log_line};
+pub use self::log_budget::LogBudget;
 use crate::plugin::FaultKind;
 
 mod access_log;
+pub mod log_budget;
 
 /// Whole requests and upstream tries: from a local answer (100 µs) to the
 /// default request timeout (30 s). Written out rather than computed so the

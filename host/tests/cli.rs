@@ -304,3 +304,41 @@ fn running_out_of_file_descriptors_is_said_once_and_survived() {
     assert!((1..=5).contains(&said), "said {said} times: {err}");
     assert!(err.contains("accepting again"), "{err}");
 }
+
+/// A line for every failed request goes to stderr, which the worker writes
+/// itself: with a reader that does not keep up (here: none), an outage of
+/// one upstream filled the pipe and every worker stopped, healthy routes
+/// too. Per-request lines are bounded (10 a second a kind), with a count of
+/// those dropped.
+#[test]
+fn failing_requests_do_not_stall_the_gateway_on_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    let port = free_port();
+    let ok = slow_upstream(Duration::ZERO);
+    write_config_with(&config, port, &dead_upstream(), Some(&ok), 2);
+    // Its stderr a pipe nobody reads (64 KiB; each line ~200 bytes).
+    let mut child = Command::new(BIN)
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("WASMGATE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(|| status_of(port, "/b").is_some()), "the gateway started");
+    for _ in 0..2_000 {
+        assert_eq!(status_of(port, "/a"), Some(502));
+    }
+    assert_eq!(status_of(port, "/b"), Some(200), "the healthy route still served");
+    // The next second's first line says how many were dropped.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(status_of(port, "/a"), Some(502));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(exit_of(&mut child, "the gateway did not exit on SIGTERM").success());
+    let lines = err.matches("cannot connect").count();
+    assert!((1..2_000).contains(&lines), "{lines} lines for 2000 failures");
+    assert!(err.contains("dropped="), "says how many it dropped: {err}");
+}

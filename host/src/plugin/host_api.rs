@@ -20,6 +20,7 @@ use super::limits::Limiter;
 use super::memo::{self, Fact, Read};
 use super::sandbox::Stdio;
 use crate::exchange::{self, EditError, EditableNames, Exchange, FixedEdits, HeaderEdit};
+use crate::telemetry::log_budget;
 
 wasmtime::component::bindgen!({
     world: "policy-plugin",
@@ -577,22 +578,23 @@ impl self::wasmgate::plugin::log::Host for HostState {
             // A warning replayed silently would hide what it warns of.
             self.exchange.spoil();
         }
-        // Only lines the filter lets through count against the budget.
+        // Only lines the filter lets through count against the budgets.
         if !self.enabled(level) || !self.may_log() {
             return;
         }
-        let (plugin, id, msg) = (&*self.plugin, self.request_id(), for_log(&message));
+        let Some(n) = log_budget::PLUGIN_LINES.take() else { return };
+        let (plugin, id, msg, dropped) = (&*self.plugin, self.request_id(), for_log(&message), log_budget::dropped(n));
         match level {
             L::Trace => {
-                tracing::trace!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}")
+                tracing::trace!(target: "wasmgate::plugin", plugin, request_id = id, dropped, "{msg}")
             }
             L::Debug => {
-                tracing::debug!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}")
+                tracing::debug!(target: "wasmgate::plugin", plugin, request_id = id, dropped, "{msg}")
             }
-            L::Info => tracing::info!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}"),
-            L::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}"),
+            L::Info => tracing::info!(target: "wasmgate::plugin", plugin, request_id = id, dropped, "{msg}"),
+            L::Warn => tracing::warn!(target: "wasmgate::plugin", plugin, request_id = id, dropped, "{msg}"),
             L::Error => {
-                tracing::error!(target: "wasmgate::plugin", plugin, request_id = id, "{msg}")
+                tracing::error!(target: "wasmgate::plugin", plugin, request_id = id, dropped, "{msg}")
             }
         }
     }

@@ -17,6 +17,7 @@ use crate::exchange::{self, Exchange, HeaderEdit, Undo};
 use crate::plugin::host_api::wasmgate::plugin::types::Reply;
 use crate::plugin::memo::Memo;
 use crate::plugin::{ChainLink, Fault, FaultKind, Outcome};
+use crate::telemetry::log_budget;
 
 /// A response body: as the upstream streams it, or in memory.
 enum RespBody {
@@ -408,16 +409,19 @@ fn plugin_fault(
     let (route, request_id) = (forward.route, forward.request_id);
     forward.snapshot.metrics.plugin_failure(&link.plugin.name, fault.kind);
     let open = route.on_plugin_error == OnPluginError::FailOpen;
-    tracing::warn!(
-        plugin = &*link.plugin.name,
-        route = &*route.name,
-        key = link.key,
-        kind = fault.kind.as_str(),
-        request_id = request_id.to_str().unwrap_or("-"),
-        detail = fault.detail,
-        "plugin failed; {}",
-        if open { "skipping it (fail-open)" } else { "failing the request (fail-closed)" }
-    );
+    if let Some(n) = log_budget::PLUGIN_FAILURES.take() {
+        tracing::warn!(
+            plugin = &*link.plugin.name,
+            route = &*route.name,
+            key = link.key,
+            kind = fault.kind.as_str(),
+            request_id = request_id.to_str().unwrap_or("-"),
+            detail = fault.detail,
+            dropped = log_budget::dropped(n),
+            "plugin failed; {}",
+            if open { "skipping it (fail-open)" } else { "failing the request (fail-closed)" }
+        );
+    }
     if open {
         if let Some(undo) = undo {
             ex.undo(undo);

@@ -31,7 +31,7 @@ use self::headers::X_REQUEST_ID;
 use crate::exchange::Exchange;
 use crate::gateway::{Route, Snapshot};
 use crate::routing;
-use crate::telemetry::{AccessLog, PluginOutcome};
+use crate::telemetry::{AccessLog, PluginOutcome, log_budget};
 use crate::upstream::{ForwardOptions, Forwarded, Upstream};
 
 /// The client side of a connection, shared by the requests on it.
@@ -213,7 +213,11 @@ pub async fn handle(
             match e.origin() {
                 // Already logged with the plugin's name where it failed.
                 Origin::Plugin => {}
-                Origin::Upstream | Origin::Gateway => tracing::warn!(request_id = id, "{e}"),
+                Origin::Upstream | Origin::Gateway => {
+                    if let Some(n) = log_budget::REQUEST_FAILURES.take() {
+                        tracing::warn!(request_id = id, dropped = log_budget::dropped(n), "{e}");
+                    }
+                }
                 Origin::Client => {
                     client_fault = true;
                     tracing::debug!(request_id = id, "{e}");
