@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::headers;
 use crate::server::h1::{ReadError, RequestBody};
+use crate::upstream::bulkhead::Permit;
 use crate::upstream::endpoint::Outstanding;
 use crate::upstream::h1::{self, ResponseBody};
 
@@ -60,10 +61,12 @@ pub enum Body {
     /// pool when it ends.
     Pooled(ResponseBody),
     /// An upstream's response whose request stays counted in flight at its
-    /// endpoint until the body ends (for the balancers that weigh load).
+    /// endpoint (for the balancers that weigh load), and in its upstream's
+    /// bulkhead, until the body ends.
     Held {
         inner: Box<Body>,
         outstanding: Option<Outstanding>,
+        permit: Option<Permit>,
     },
     /// A client's stream, failing once more than `limit` bytes have passed
     /// or when the client sends nothing for `idle` (slow-body attacks).
@@ -126,6 +129,22 @@ impl Body {
             return Self::Empty;
         }
         Self::Capped { inner, remaining: u64::MAX, limit: u64::MAX, idle: Duration::MAX, timer: None }
+    }
+
+    /// Holds `permit` (an upstream bulkhead's place) in `resp`'s body until
+    /// the body ends; an empty body lets it go at once.
+    pub fn hold_permit(resp: &mut http::Response<Body>, permit: Permit) {
+        let body = resp.body_mut();
+        if body.is_end_stream() {
+            return;
+        }
+        match body {
+            Self::Held { permit: held, .. } => *held = Some(permit),
+            _ => {
+                let inner = Box::new(std::mem::replace(body, Self::Empty));
+                *body = Self::Held { inner, outstanding: None, permit: Some(permit) };
+            }
+        }
     }
 
     /// Caps a client's stream at `max` bytes, failing it when the client
@@ -194,12 +213,13 @@ impl Body {
                 }
             },
             Self::Pooled(inner) => inner.poll_frame(cx),
-            Self::Held { inner, outstanding } => {
+            Self::Held { inner, outstanding, permit } => {
                 let polled = inner.poll_inner(cx);
                 // Ended or failed: no longer in flight, whenever the body
                 // itself is dropped.
                 if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
                     *outstanding = None;
+                    *permit = None;
                 }
                 polled
             }

@@ -144,6 +144,20 @@ impl InFlight<'_> {
         elapsed
     }
 
+    /// Ends a try that failed (no answer in time, no connection, a reset):
+    /// when `observed`, the latency average takes it as at least `penalty`
+    /// (the try's timeout). Unobserved, an endpoint that stopped answering
+    /// would look ever faster as its last answers aged, and a latency
+    /// balancer would send it more.
+    pub fn finish_failed(self, observed: bool, penalty: Duration) -> Duration {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
+        if observed {
+            self.endpoint.ewma.observe_at(elapsed.max(penalty), now);
+        }
+        elapsed
+    }
+
     /// [`finish`](Self::finish) at `now`, for a caller that already read the
     /// clock.
     pub fn finish_at(self, now: Instant, observed: bool) -> Duration {
@@ -183,5 +197,25 @@ impl Candidate for Arc<Endpoint> {
 
     fn latency_cost(&self) -> f64 {
         self.ewma.cost(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A try that failed weighs in a latency balancer as slow as its
+    /// penalty (the try's timeout): unobserved, an endpoint that stopped
+    /// answering looked ever faster as its last answers aged.
+    #[test]
+    fn a_failed_try_weighs_as_at_least_its_penalty() {
+        let ep = Endpoint::new("a:1".into(), 1, None);
+        ep.start_request(Instant::now()).finish_failed(true, Duration::from_secs(2));
+        assert!(ep.ewma.cost(Instant::now()) > 1.9, "{}", ep.ewma.cost(Instant::now()));
+        assert_eq!(ep.in_flight.load(Ordering::Relaxed), 0);
+        // Not observed (another balancer): nothing recorded.
+        let ep = Endpoint::new("b:1".into(), 1, None);
+        ep.start_request(Instant::now()).finish_failed(false, Duration::from_secs(2));
+        assert_eq!(ep.ewma.cost(Instant::now()), 0.0);
     }
 }

@@ -6,7 +6,7 @@
 
 pub mod balance;
 pub mod breaker;
-mod bulkhead;
+pub(crate) mod bulkhead;
 pub mod discovery;
 pub mod endpoint;
 pub mod h1;
@@ -311,7 +311,7 @@ impl Upstream {
                 }
             },
         };
-        let _permit = match &self.bulkhead {
+        let permit = match &self.bulkhead {
             None => None,
             Some(b) => match b.acquire(deadline).await {
                 Some(p) => Some(p),
@@ -409,7 +409,7 @@ impl Upstream {
                     let elapsed = if set.balancer.weighs_load() {
                         let (elapsed, outstanding) = flight.finish_held(done, observed, ep);
                         let inner = Box::new(std::mem::replace(resp.body_mut(), Body::Empty));
-                        *resp.body_mut() = Body::Held { inner, outstanding: Some(outstanding) };
+                        *resp.body_mut() = Body::Held { inner, outstanding: Some(outstanding), permit: None };
                         elapsed
                     } else {
                         flight.finish_at(done, observed)
@@ -427,7 +427,7 @@ impl Upstream {
                     retry
                 }
                 Try::Connect(err, req) => {
-                    let elapsed = flight.finish(false);
+                    let elapsed = flight.finish_failed(set.balancer.uses_latency(), try_timeout);
                     self.record(ep, ep_ticket, Outcome::ConnectFailure, TryOutcome::Connect, elapsed);
                     pending = Some(req);
                     last = Some(Err(err));
@@ -435,7 +435,7 @@ impl Upstream {
                     opts.retry.on.connect_failure
                 }
                 Try::Failed(err, outcome) => {
-                    let elapsed = flight.finish(false);
+                    let elapsed = flight.finish_failed(set.balancer.uses_latency(), try_timeout);
                     self.record(ep, ep_ticket, outcome, TryOutcome::Reset, elapsed);
                     let retry = opts.retry.on.reset && may_repeat && replay.is_some() && err.counts_against_upstream();
                     last = Some(Err(err));
@@ -454,7 +454,7 @@ impl Upstream {
                     false
                 }
                 Try::TimedOut => {
-                    let elapsed = flight.finish(false);
+                    let elapsed = flight.finish_failed(set.balancer.uses_latency(), try_timeout);
                     self.record(ep, ep_ticket, Outcome::ServerError, TryOutcome::Timeout, elapsed);
                     last = Some(Err(ProxyError::UpstreamTimeout {
                         upstream: self.name.clone(),
@@ -478,7 +478,15 @@ impl Upstream {
                 self.log_transition(None, &tr);
             }
         }
-        result
+        // The bulkhead's place is held until the response body ends: a slow
+        // or long body is as much load on the upstream as a slow head.
+        match (result, permit) {
+            (Ok(mut forwarded), Some(permit)) => {
+                Body::hold_permit(&mut forwarded.response, permit);
+                Ok(forwarded)
+            }
+            (result, _) => result,
+        }
     }
 
     /// Whether the retry budget allows another try (and it is taken).

@@ -598,6 +598,37 @@ async fn least_request_counts_a_streaming_response_as_load() {
     assert_eq!(to_other, 10, "the streaming endpoint counted as busy");
 }
 
+/// A bulkhead's place is held until the response body ends: a response
+/// still streaming (a download, server-sent events) is load on the
+/// upstream as its head was (the place went back with the head, and a
+/// slow body let any number through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulkhead_holds_its_place_until_the_response_body_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\nmax_concurrent = 1\nmax_queue = 0\n[[routes]]\nupstream = \"u\"\n",
+        up.addr
+    ));
+    // A large body the client takes nothing of yet.
+    let size = 16 << 20;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(format!("GET /bytes/{size} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0; 4096];
+    let n = s.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "streaming");
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 503, "the streaming response holds the only place: {}", r.text());
+    // Read to its end, the body gives the place back.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(n + rest.len() > size, "the whole body came");
+    assert!(eventually(Duration::from_secs(3), || up.in_flight() == 0).await);
+    assert_eq!(get(&gw.url("/")).await.status, 200, "the place came back");
+}
+
 async fn futures_join(tasks: Vec<tokio::task::JoinHandle<u16>>) -> Vec<u16> {
     let mut out = Vec::new();
     for t in tasks {
