@@ -7,10 +7,11 @@
 //! every request — the 404s included, so an unauthenticated client cannot
 //! map the listener — needs `authorization: Bearer <token>`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,6 +35,11 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are closed on accept. Probes and
 /// scrapers need a handful, and the listener may face a network.
 const MAX_CONNECTIONS: usize = 128;
+
+/// Connections served at once from one address: a client that is not a
+/// probe (any pod of the cluster, when the listener faces it) cannot take
+/// every place and lock the probes out.
+const MAX_PER_PEER: usize = 16;
 
 /// The longest an admin connection stays open. Exchanges are tiny, but a
 /// client that pipelines requests and reads none of the answers stalls
@@ -79,6 +85,7 @@ pub async fn serve(
     let admin = Arc::new(Admin { token: config.token, state });
     let (stop, stopping) = watch::channel(());
     let mut connections = JoinSet::new();
+    let per_peer = Arc::new(Mutex::new(HashMap::new()));
     tokio::pin!(shutdown);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, auth = admin.token.is_some(), "admin listener serving");
@@ -90,10 +97,19 @@ pub async fn serve(
             // Reap finished connections so the set tracks live ones only.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if connections.len() < MAX_CONNECTIONS => {
-                    connections.spawn(connection(stream, peer, admin.clone(), stopping.clone()));
+                Ok((stream, peer)) => {
+                    let slot = (connections.len() < MAX_CONNECTIONS).then(|| PeerSlot::take(&per_peer, peer.ip())).flatten();
+                    match slot {
+                        Some(slot) => {
+                            let (admin, stopping) = (admin.clone(), stopping.clone());
+                            connections.spawn(async move {
+                                connection(stream, peer, admin, stopping).await;
+                                drop(slot);
+                            });
+                        }
+                        None => tracing::debug!(%peer, "admin connection refused: too many open"),
+                    }
                 }
-                Ok((_, peer)) => tracing::debug!(%peer, "admin connection refused: too many open"),
                 Err(e) => {
                     // Out of descriptors, most likely; retrying at once would spin.
                     tracing::warn!(error = %e, "admin accept failed");
@@ -110,6 +126,36 @@ pub async fn serve(
         connections.shutdown().await;
     }
     tracing::info!("admin listener stopped");
+}
+
+/// One of [`MAX_PER_PEER`] places of an address, given back when dropped.
+struct PeerSlot {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerSlot {
+    fn take(open: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut map = open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_default();
+        if *n >= MAX_PER_PEER {
+            return None;
+        }
+        *n += 1;
+        Some(Self { open: open.clone(), ip })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// One HTTP/1.1 connection, closed gracefully (after the response in
@@ -132,7 +178,17 @@ async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut 
 }
 
 impl Admin {
+    /// Answers `req`; a refusal (401, 403, 404, 405) closes the connection,
+    /// so that a client that is not a probe cannot keep a place asking.
     fn handle(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let mut resp = self.answer(req, peer);
+        if resp.status().is_client_error() {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+
+    fn answer(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         if let Some(token) = &self.token
             && !authorized(req, token)
         {

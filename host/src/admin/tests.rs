@@ -83,6 +83,8 @@ async fn call_with(
     (parts.status, parts.headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
+const TOKEN: &str = "s3cret-admin-token";
+
 fn state() -> Arc<TestState> {
     Arc::new(TestState { ready: AtomicBool::new(false), metrics: Metrics::new() })
 }
@@ -150,7 +152,6 @@ impl io::Write for Capture {
 
 #[tokio::test]
 async fn the_bearer_token_is_required_checked_and_never_echoed() {
-    const TOKEN: &str = "s3cret-admin-token";
     // The default runtime is single-threaded: the server's tasks log on this
     // thread, into this subscriber.
     let logs = Capture::default();
@@ -312,4 +313,33 @@ async fn a_request_for_a_name_is_refused_without_a_token() {
     let guarded = Server::start(Some("t0ken"), state()).await;
     let out = ask(guarded.addr, "admin.example", "authorization: Bearer t0ken\r\n").await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// One address cannot take every place (16 of 128 each), and a refused
+/// request closes its connection: a client that is not a probe — any pod
+/// of a cluster the listener faces — locked the probes out by holding 128
+/// connections, silent or asking without the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_lock_the_probes_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(Some(TOKEN), state()).await;
+    // The other client, from 127.0.0.2: silent connections, as many as the
+    // listener held.
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, _) = call(Method::GET, &server.url("/health/live"), Some(&format!("Bearer {TOKEN}"))).await;
+    assert_eq!(status, StatusCode::OK, "the probe from 127.0.0.1 is served");
+    // A request without the token is refused and its connection closed.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    assert!(out.starts_with("HTTP/1.1 401") && out.to_ascii_lowercase().contains("connection: close"), "{out}");
+    drop(held);
+    server.stop(Duration::from_secs(6)).await;
 }
