@@ -52,6 +52,7 @@ fn main() -> ExitCode {
 }
 
 fn run(config: PathBuf) -> ExitCode {
+    raise_open_files_limit();
     match wasmgate::gateway::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ wasmgate::gateway::StartError::Signals(_)) => {
@@ -62,6 +63,30 @@ fn run(config: PathBuf) -> ExitCode {
             eprintln!("{e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime
+/// does: a gateway holds two sockets a request, and systemd's default soft
+/// limit (1 024, under a hard limit of 524 288) runs out at a few hundred
+/// clients — then accepts fail and upstream connects with them.
+#[expect(unsafe_code, reason = "getrlimit and setrlimit: libc calls on a plain struct")]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    // Linux caps the hard limit at `fs.nr_open`; a soft limit past a
+    // million would only make a larger descriptor table.
+    let want = limit.rlim_max.min(1 << 20);
+    if limit.rlim_cur >= want {
+        return;
+    }
+    let raised = libc::rlimit { rlim_cur: want, rlim_max: limit.rlim_max };
+    // SAFETY: `raised` is a valid rlimit, read by the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::debug!(from = limit.rlim_cur, to = want, "raised the open files limit");
     }
 }
 

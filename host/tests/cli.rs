@@ -342,3 +342,28 @@ fn failing_requests_do_not_stall_the_gateway_on_its_log() {
     assert!((1..2_000).contains(&lines), "{lines} lines for 2000 failures");
     assert!(err.contains("dropped="), "says how many it dropped: {err}");
 }
+
+/// `run` raises its soft limit on open files to the hard one (systemd's
+/// default soft limit, 1 024, ran out at a few hundred clients).
+#[test]
+fn run_raises_its_open_files_limit_to_the_hard_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    let port = free_port();
+    write_config(&config, port, &dead_upstream(), false);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -Sn 256 && ulimit -Hn 4096 && exec {BIN} run -c {}", config.display()))
+        .env("WASMGATE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<&str> = open_files.split_whitespace().filter(|w| w.parse::<u64>().is_ok()).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{open_files}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(exit_of(&mut child, "the gateway did not exit on SIGTERM").success());
+}
