@@ -125,6 +125,13 @@ fn arm_state(data: &mut HostState, from: Instant, waits: Duration) {
     data.logged = (0, 0);
 }
 
+/// How long the current entry into the guest may still wait on I/O before
+/// its deadline can move on no further (`None`: too far to say). A wait up
+/// to it leaves the guest its time to compute.
+pub(crate) fn may_wait(data: &HostState) -> Option<Duration> {
+    Some(data.waits_until?.saturating_duration_since(data.interrupt_at?))
+}
+
 /// After a wait on I/O that began at `since`: the deadline moves on by the
 /// time waited, so that it still bounds the plugin's own computing, and no
 /// further than its waits may take it. A call that fails without waiting

@@ -178,6 +178,35 @@ plugins = [{{ use = "capabilities", config = {{ fetch = "{url}", fetch_forever =
     }
 }
 
+/// A call out waits no longer than the plugin may still wait (its route's
+/// timeout): the plugin gets a timeout it can act on. It waited the grant's
+/// `http_timeout` (2 s here), and the plugin was then stopped at its
+/// deadline with the answer in hand: a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_out_waits_no_longer_than_the_plugin_may() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let grants = all_grants(dir.path()).replace("http = [", "http_timeout = \"2s\", http = [");
+    let body = format!(
+        r#"[plugin.capabilities]
+grants = {{ {grants} }}
+
+[upstreams.u]
+endpoints = ["{}"]
+
+[[routes]]
+upstream = "u"
+timeout = "300ms"
+plugins = [{{ use = "capabilities", config = {{ fetch = "upstream://u/slow/1000" }} }}]
+"#,
+        up.addr
+    );
+    let gw = TestGateway::start(&body);
+    let r = get(&gw.url("/")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(echoed_header(&r.json(), "x-fetch").as_deref(), Some("error: timed out"));
+}
+
 /// The Redis backend: async calls into the plugin, a store shared by two
 /// gateways, and a Redis that goes away and comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,8 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         Box::new(async move {
             let since = Instant::now();
             let caps = s.data().caps.clone();
-            let r = send(&caps, req, &budget(&caps)).await;
+            let left = host_api::may_wait(s.data());
+            let r = send(&caps, req, &budget(&caps), left).await;
             host_api::waited(&mut s, since);
             Ok((r,))
         })
@@ -50,11 +51,13 @@ pub fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let since = Instant::now();
                 let caps = s.data().caps.clone();
+                let left = host_api::may_wait(s.data());
                 let over = reqs.split_off(reqs.len().min(MAX_SEND_ALL));
                 // The answers share one budget: the plugin takes them into
                 // its memory together.
                 let budget = budget(&caps);
-                let mut results = futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r, &budget))).await;
+                let mut results =
+                    futures::future::join_all(reqs.into_iter().map(|r| send(&caps, r, &budget, left))).await;
                 results.extend(over.iter().map(|_| {
                     Err(wit::HttpError::InvalidRequest(format!("more than {MAX_SEND_ALL} requests in one send-all")))
                 }));
@@ -156,10 +159,14 @@ impl Drop for Taken<'_> {
     }
 }
 
+/// Sends `req` and reads its answer, within its timeout (the grant's
+/// `http_timeout`, or shorter as the plugin asks) and `left` (what the
+/// plugin may still wait, when known).
 async fn send(
     caps: &Caps,
     req: wit::OutgoingRequest,
     budget: &AtomicU64,
+    left: Option<Duration>,
 ) -> Result<wit::IncomingResponse, wit::HttpError> {
     let Some(http) = &caps.http else { return Err(not_granted(caps)) };
     let (grant, pq) = target(&req.url)?;
@@ -208,6 +215,10 @@ async fn send(
         h.insert(header::HOST, v);
     }
     let timeout = req.timeout_ms.map_or(http.timeout, |ms| Duration::from_millis(u64::from(ms)).min(http.timeout));
+    // A wait past what the plugin may still wait would end with the plugin
+    // stopped at its deadline right after, the answer thrown away: it gets
+    // a timeout it can act on instead.
+    let timeout = left.map_or(timeout, |left| timeout.min(left));
     let route = format!("plugin:{}", caps.plugin);
     let retry = RetryPolicy::default();
     let opts = ForwardOptions {
