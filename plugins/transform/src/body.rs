@@ -1,7 +1,12 @@
 //! JSON body edits by JSON Pointer, and the body size limit.
 //!
 //! A body is parsed, edited and serialised again only when an edit changed
-//! it: a body the rules leave alone keeps its exact bytes. Edits run on the
+//! it: a body the rules leave alone keeps its exact bytes — unless it names
+//! a member twice in an object. The rules see the last of the two (as
+//! serde does), a parser that takes the first or merges both would see
+//! what a rule removed (`{"user":{"role":"admin"},"user":{}}` passed
+//! `remove = ["/user/role"]` untouched, and Go's decoder read the role): so
+//! such a body goes on as the rules saw it, serialised again. Edits run on the
 //! parsed copy, so a body that does not fit (a [`Conflict`]) is never
 //! half-edited — the caller refuses or passes the original.
 
@@ -70,7 +75,7 @@ impl BodyEdits {
     /// The edited body, or `None` when the edits changed nothing.
     pub fn apply(&self, body: &[u8]) -> Result<Option<Vec<u8>>, BodyError> {
         let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyError::NotJson)?;
-        let mut changed = false;
+        let mut changed = repeats_a_name(body);
         for (from, to) in &self.rename {
             if let Some(value) = pointer::remove(&mut doc, from) {
                 pointer::set(&mut doc, to, value)?;
@@ -89,6 +94,71 @@ impl BodyEdits {
         }
         // Serialising a `Value` cannot fail (its map keys are strings).
         serde_json::to_vec(&doc).map(Some).map_err(|_| BodyError::NotJson)
+    }
+}
+
+/// Whether the JSON text `body` (valid: parsed already) names a member
+/// twice in any of its objects.
+fn repeats_a_name(body: &[u8]) -> bool {
+    serde_json::from_slice::<Unique>(body).is_err()
+}
+
+/// A JSON value read only to find a repeated member name (an error).
+struct Unique;
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Unique, A::Error> {
+        while items.next_element::<Unique>()?.is_some() {}
+        Ok(Unique)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Unique, A::Error> {
+        let mut names = std::collections::HashSet::new();
+        while let Some(name) = members.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !names.insert(name) {
+                return Err(serde::de::Error::custom("a member name repeated"));
+            }
+            members.next_value::<Unique>()?;
+        }
+        Ok(Unique)
     }
 }
 
@@ -133,6 +203,23 @@ mod tests {
     fn nothing_changed_keeps_the_bytes() {
         let e = edits(json!({ "remove": ["/password"], "rename": { "/a": "/b" } }));
         assert_eq!(e.apply(br#"{ "z": 1,  "a_not": 2 }"#), Ok(None));
+    }
+
+    /// A body that names a member twice goes on as the rules saw it (the
+    /// last of the two): as it came, a parser that takes the first, or
+    /// merges both, read what a rule removed.
+    #[test]
+    fn a_repeated_member_name_goes_on_as_the_rules_saw_it() {
+        let e = edits(json!({ "remove": ["/user/role"] }));
+        for body in [
+            r#"{"user":{"role":"admin"},"user":{}}"#,
+            r#"{"user":{"role":"admin"},"\u0075ser":{}}"#,
+            r#"{"list":[{"user":{"role":"admin"},"user":{}}],"user":{}}"#,
+        ] {
+            let out = apply(&e, body).expect("edited").expect("serialised again");
+            assert!(!out.to_string().contains("admin"), "{body}: {out}");
+        }
+        assert_eq!(apply(&e, r#"{"user":{"name":"ada"},"other":{"name":"ada"}}"#), Ok(None), "names unique per object");
     }
 
     #[test]
