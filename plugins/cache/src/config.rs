@@ -24,6 +24,10 @@ pub struct Config {
     /// Largest body stored (default "1MiB").
     #[serde(default = "default_max_body")]
     max_body: ByteSize,
+    /// Whether a client's `no-cache`, `max-age` (or `Pragma: no-cache`)
+    /// may pass over the stored answer and refresh it (default false).
+    #[serde(default)]
+    client_refresh: bool,
 }
 
 fn default_ttl() -> String {
@@ -49,6 +53,7 @@ pub struct Built {
     pub parts: Vec<Part>,
     pub statuses: Vec<u16>,
     pub max_body: usize,
+    pub client_refresh: bool,
 }
 
 impl Config {
@@ -94,6 +99,7 @@ impl Config {
             parts,
             statuses: self.statuses,
             max_body: usize::try_from(self.max_body.0).unwrap_or(usize::MAX),
+            client_refresh: self.client_refresh,
         })
     }
 }

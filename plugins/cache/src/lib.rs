@@ -42,6 +42,26 @@ const CALLER_CONTEXT: [&str; 2] = ["consumer", "jwt.claims"];
 const MAX_VALUE_BYTES: usize = wasmgate_sdk::store::MAX_VALUE_BYTES;
 const MAX_TTL_MS: u64 = wasmgate_sdk::store::MAX_TTL_MS;
 
+/// Request headers an upstream may build its answer's links, redirects or
+/// method from, which the gateway passes on as the client sent them (the
+/// gateway replaces `X-Forwarded-Host` and `-Proto`, and appends to
+/// `Forwarded`, whose first element an upstream may read). A request
+/// carrying one that the key does not hold is not stored: its answer could
+/// be one client's poison served to every other.
+const OVERRIDES: [&str; 11] = [
+    "forwarded",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-host",
+    "x-http-method-override",
+    "x-method-override",
+];
+
 /// Response headers that are not replayed from the cache: the gateway's
 /// framing headers, and what is per response rather than per resource.
 const NOT_STORED: [&str; 4] = ["age", "x-cache", "x-request-id", "set-cookie"];
@@ -53,6 +73,7 @@ pub struct Cache {
     parts: Vec<Part>,
     statuses: Vec<u16>,
     max_body: usize,
+    client_refresh: bool,
 }
 
 /// What a lookup found.
@@ -67,7 +88,13 @@ impl Plugin for Cache {
 
     fn new(config: Config) -> Result<Self, ConfigError> {
         let c = config.build()?;
-        Ok(Self { ttl_s: c.ttl_s, parts: c.parts, statuses: c.statuses, max_body: c.max_body })
+        Ok(Self {
+            ttl_s: c.ttl_s,
+            parts: c.parts,
+            statuses: c.statuses,
+            max_body: c.max_body,
+            client_refresh: c.client_refresh,
+        })
     }
 
     fn info(&self) -> Info {
@@ -90,13 +117,17 @@ impl Plugin for Cache {
             context::set(STATUS_CONTEXT, "bypass");
             return Decision::Continue;
         }
-        // `no-cache` and `max-age=0` ask for a fresh answer, which then
-        // refreshes the entry. Range requests are not served from the cache.
+        // With `client_refresh`, `no-cache` and `max-age=0` ask for a fresh
+        // answer, which then refreshes the entry; without (as nginx and
+        // Varnish), any client could make the upstream answer again at
+        // will, and choose the moment an entry is replaced. Range requests
+        // are not served from the cache.
         let max_age = match cc.max_age {
-            Some(Seconds::Valid(s)) => Some(s),
+            Some(Seconds::Valid(s)) if self.client_refresh => Some(s),
             _ => None,
         };
-        let lookup = !cc.no_cache && max_age != Some(0) && req.header("range").is_none();
+        let refresh = self.client_refresh && cc.no_cache;
+        let lookup = !refresh && max_age != Some(0) && req.header("range").is_none();
         let mut status = "bypass";
         if lookup {
             let now = clock::now_unix_ms();
@@ -112,14 +143,22 @@ impl Plugin for Cache {
             }
         }
         context::set(STATUS_CONTEXT, status);
-        if !head {
-            // Before the key: a context too full to take this entry takes
-            // no key either, and nothing is stored.
-            if let Some(why) = per_user(req) {
-                context::set(PER_USER_CONTEXT, &why);
-            }
-            context::set(STORE_CONTEXT, &base);
+        if head {
+            return Decision::Continue;
         }
+        if let Some(name) = self.unkeyed_override(req) {
+            log::debug(&format!(
+                "response not cached: the request carries `{name}`, which the key does not hold and an upstream may \
+                 build its answer from"
+            ));
+            return Decision::Continue;
+        }
+        // Before the key: a context too full to take this entry takes no
+        // key either, and nothing is stored.
+        if let Some(why) = per_user(req) {
+            context::set(PER_USER_CONTEXT, &why);
+        }
+        context::set(STORE_CONTEXT, &base);
         Decision::Continue
     }
 
@@ -160,6 +199,14 @@ impl From<StoreError> for Skip {
 }
 
 impl Cache {
+    /// The first of [`OVERRIDES`] the request carries and the key does not
+    /// hold.
+    fn unkeyed_override(&self, req: &Request<'_>) -> Option<&'static str> {
+        OVERRIDES.into_iter().find(|name| {
+            req.header(name).is_some() && !self.parts.iter().any(|p| matches!(p, Part::Header(h) if h == name))
+        })
+    }
+
     fn base_key(&self, req: &Request<'_>) -> String {
         key::base(&req.route(), &self.parts, req)
     }

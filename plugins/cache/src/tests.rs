@@ -219,7 +219,8 @@ fn expires_is_honoured_without_max_age() {
 
 #[test]
 fn vary_keeps_one_entry_per_variant() {
-    let p = cache("{}");
+    // (A client refresh below replaces an entry.)
+    let p = cache(r#"{"client_refresh":true}"#);
     let lang = |l: &str| get("/greeting").header("accept-language", l);
     let greeting = |body: &str| ok(body).header("vary", "Accept-Language").header("vary", "accept-encoding");
     assert!(!serve(&p, lang("en"), greeting("hello")).is_hit());
@@ -274,9 +275,43 @@ fn only_configured_statuses_are_stored() {
     assert!(!serve(&p, get("/nf"), TestResponse::new(404)).is_hit());
 }
 
+/// By default a client cannot pass over a stored answer (as nginx and
+/// Varnish): any client could make the upstream answer again at will, and
+/// choose the moment an entry is replaced (with a poisoned answer).
+#[test]
+fn a_client_cannot_refresh_an_entry_unless_allowed() {
+    let p = cache("{}");
+    let _ = serve(&p, get("/b"), ok("old"));
+    for (name, value) in [("cache-control", "no-cache"), ("cache-control", "max-age=0"), ("pragma", "no-cache")] {
+        let r = serve(&p, get("/b").header(name, value), ok("new"));
+        assert_eq!((r.x_cache().as_deref(), r.body().as_str()), (Some("hit"), "old"), "{name}: {value}");
+    }
+    advance_s(10);
+    assert!(serve(&p, get("/b").header("cache-control", "max-age=5"), ok("new")).is_hit());
+}
+
+/// A request carrying a header an upstream may build its answer from, which
+/// the key does not hold, is served but not stored; held in the key, it is.
+#[test]
+fn a_request_with_an_unkeyed_override_is_not_stored() {
+    let p = cache("{}");
+    for (name, value) in
+        [("forwarded", "host=evil.example"), ("x-forwarded-prefix", "/x"), ("x-original-url", "/admin")]
+    {
+        let path = format!("/o/{name}");
+        let r = serve(&p, get(&path).header(name, value), ok("poison"));
+        assert_eq!(r.x_cache().as_deref(), Some("miss"));
+        assert!(!serve(&p, get(&path), ok("clean")).is_hit(), "{name}: not stored");
+    }
+    let p = cache(r#"{"key":["host","path","query","header:x-forwarded-prefix"]}"#);
+    let _ = serve(&p, get("/k").header("x-forwarded-prefix", "/x"), ok("for /x"));
+    assert_eq!(serve(&p, get("/k").header("x-forwarded-prefix", "/x"), ok("?")).body(), "for /x");
+    assert!(!serve(&p, get("/k"), ok("plain")).is_hit(), "another key");
+}
+
 #[test]
 fn request_cache_control_bypasses_the_cache() {
-    let p = cache("{}");
+    let p = cache(r#"{"client_refresh":true}"#);
     let _ = serve(&p, get("/b"), ok("old"));
     // no-cache: a fresh answer, which refreshes the entry.
     let fresh = serve(&p, get("/b").header("cache-control", "no-cache"), ok("new"));
@@ -298,7 +333,7 @@ fn request_cache_control_bypasses_the_cache() {
 
 #[test]
 fn request_max_age_refuses_older_entries() {
-    let p = cache("{}");
+    let p = cache(r#"{"client_refresh":true}"#);
     let _ = serve(&p, get("/m"), ok("old"));
     advance_s(10);
     assert!(serve(&p, get("/m").header("cache-control", "max-age=10"), ok("?")).is_hit());
