@@ -83,7 +83,14 @@ struct HmacKeys {
     sha256: hmac::Key,
     sha384: hmac::Key,
     sha512: hmac::Key,
+    /// The secret's length, which decides the algorithms it may verify.
+    len: usize,
 }
+
+/// The shortest HMAC secret each algorithm takes: its hash's size (RFC 7518
+/// §3.2 — a shorter one can be found from a single token by brute force).
+const HMAC_MIN_BYTES: [(Algorithm, usize); 3] =
+    [(Algorithm::Hs256, 32), (Algorithm::Hs384, 48), (Algorithm::Hs512, 64)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Curve {
@@ -134,15 +141,25 @@ impl Key {
         pem::parse(pem)
     }
 
-    /// An HMAC key (HS256/384/512) from a secret's bytes.
+    /// An HMAC key from a secret's bytes: HS256 from 32 bytes, HS384 from
+    /// 48, HS512 from 64 (RFC 7518 §3.2); a shorter secret is refused.
     pub fn hmac(secret: &[u8]) -> Result<Key, KeyError> {
         if secret.is_empty() {
             return Err(KeyError::Invalid("the HMAC secret is empty".into()));
+        }
+        if secret.len() < 32 {
+            return Err(KeyError::Invalid(format!(
+                "the HMAC secret is {} bytes; HS256 needs at least 32 (HS384 48, HS512 64: RFC 7518 §3.2), \
+                 as a shorter one can be found from one token by brute force; use a longer random secret \
+                 (`openssl rand -base64 48`)",
+                secret.len()
+            )));
         }
         let material = Material::Hmac(Box::new(HmacKeys {
             sha256: hmac::Key::new(hmac::HMAC_SHA256, secret),
             sha384: hmac::Key::new(hmac::HMAC_SHA384, secret),
             sha512: hmac::Key::new(hmac::HMAC_SHA512, secret),
+            len: secret.len(),
         }));
         Ok(Key::new(material))
     }
@@ -312,7 +329,7 @@ impl Material {
             Material::Ec { curve: Curve::P256, .. } => alg == Algorithm::Es256,
             Material::Ec { curve: Curve::P384, .. } => alg == Algorithm::Es384,
             Material::Ed25519 { .. } => alg == Algorithm::EdDsa,
-            Material::Hmac(_) => matches!(alg, Algorithm::Hs256 | Algorithm::Hs384 | Algorithm::Hs512),
+            Material::Hmac(keys) => HMAC_MIN_BYTES.iter().any(|(a, min)| *a == alg && keys.len >= *min),
         }
     }
 

@@ -281,7 +281,7 @@ fn ed25519_signatures_verify_through_jwk_and_pem() {
 
 #[test]
 fn hmac_keys_verify_hs256_hs384_hs512_only() {
-    let secret = b"a-secret-of-thirty-two-bytes-ok!";
+    let secret = b"a-secret-of-sixty-four-bytes-so-that-hs512-may-use-it-as-well-ok";
     let key = Key::hmac(secret).unwrap();
     assert_eq!(key.algorithms(), [Algorithm::Hs256, Algorithm::Hs384, Algorithm::Hs512]);
     for (alg, hmac_alg) in [
@@ -294,7 +294,7 @@ fn hmac_keys_verify_hs256_hs384_hs512_only() {
         assert!(!key.verify(alg, &tampered(MESSAGE), tag.as_ref()));
         assert!(!key.verify(alg, MESSAGE, &tampered(tag.as_ref())));
         assert!(!key.verify(alg, MESSAGE, &tag.as_ref()[..16]), "a truncated tag is refused");
-        assert!(!Key::hmac(b"another secret").unwrap().verify(alg, MESSAGE, tag.as_ref()));
+        assert!(!Key::hmac(&[7; 64]).unwrap().verify(alg, MESSAGE, tag.as_ref()));
         for other in Algorithm::ALL.into_iter().filter(|other| *other != alg) {
             assert!(!key.verify(other, MESSAGE, tag.as_ref()), "{alg} tag as {other}");
         }
@@ -302,12 +302,22 @@ fn hmac_keys_verify_hs256_hs384_hs512_only() {
     assert!(invalid(Key::hmac(b"")).contains("empty"));
 }
 
+/// A secret shorter than the hash is refused, or verifies only the
+/// algorithms whose hash it is as long as (RFC 7518 §3.2).
+#[test]
+fn hmac_secrets_are_as_long_as_their_hash() {
+    assert!(invalid(Key::hmac(b"0123456789")).contains("10 bytes; HS256 needs at least 32"));
+    assert_eq!(Key::hmac(&[1; 32]).unwrap().algorithms(), [Algorithm::Hs256]);
+    assert_eq!(Key::hmac(&[1; 48]).unwrap().algorithms(), [Algorithm::Hs256, Algorithm::Hs384]);
+    assert_eq!(Key::hmac(&[1; 64]).unwrap().algorithms(), [Algorithm::Hs256, Algorithm::Hs384, Algorithm::Hs512]);
+}
+
 /// `Debug` must be safe to log: no secret, no key bytes.
 #[test]
 fn debug_output_never_shows_key_material() {
-    let secret = b"do-not-log-this-secret";
+    let secret = b"do-not-log-this-secret-of-48-bytes-which-is-long";
     let shown = format!("{:?}", Key::hmac(secret).unwrap());
-    assert_eq!(shown, r#"Key { kind: "an HMAC secret", algorithms: [Hs256, Hs384, Hs512] }"#);
+    assert_eq!(shown, r#"Key { kind: "an HMAC secret", algorithms: [Hs256, Hs384] }"#);
     let shown = format!("{:?}", Key::from_pem(RSA_2048_SPKI).unwrap());
     assert_eq!(
         shown,

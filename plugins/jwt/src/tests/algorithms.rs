@@ -69,13 +69,29 @@ fn eddsa() {
 #[test]
 fn hmac_from_a_granted_secret() {
     fresh();
-    testing::set_secret("hmac", b"a shared secret of reasonable length".to_vec());
-    let hmac = Signer::hmac(b"a shared secret of reasonable length");
+    let secret = b"a shared secret of 64 bytes, as long as the longest hash (SHA-512)";
+    testing::set_secret("hmac", secret.to_vec());
+    let hmac = Signer::hmac(secret);
     for alg in ["HS256", "HS384", "HS512"] {
         assert_accepted(&json!({ "hmac_secret": "hmac" }), &hmac, alg, None);
     }
     let p = plugin(&json!({ "hmac_secret": "hmac" }));
     assert_eq!(check(&p, &Signer::hmac(b"another secret").token("HS256", None, &claims())), "invalid signature");
+}
+
+/// A secret shorter than the hash is refused at load (RFC 7518 §3.2: one
+/// token would let it be found by brute force); one shorter than SHA-512's
+/// verifies only the algorithms it is long enough for.
+#[test]
+fn a_short_hmac_secret_refuses_the_config() {
+    fresh();
+    testing::set_secret("hmac", b"0123456789".to_vec());
+    assert!(config_error(&json!({ "hmac_secret": "hmac" })).contains("HS256 needs at least 32"));
+    let secret = [b'k'; 32];
+    testing::set_secret("hmac", secret.to_vec());
+    let p = plugin(&json!({ "hmac_secret": "hmac" }));
+    assert_eq!(check(&p, &Signer::hmac(&secret).token("HS256", None, &claims())), "continue");
+    assert_eq!(check(&p, &Signer::hmac(&secret).token("HS512", None, &claims())), "no key for algorithm HS512");
 }
 
 #[test]
