@@ -353,7 +353,7 @@ fn run_raises_its_open_files_limit_to_the_hard_one() {
     write_config(&config, port, &dead_upstream(), false);
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit -Sn 256 && ulimit -Hn 4096 && exec {BIN} run -c {}", config.display()))
+        .arg(format!("ulimit -Sn 256 && exec {BIN} run -c {}", config.display()))
         .env("WASMGATE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -362,8 +362,10 @@ fn run_raises_its_open_files_limit_to_the_hard_one() {
     assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
-    let numbers: Vec<&str> = open_files.split_whitespace().filter(|w| w.parse::<u64>().is_ok()).collect();
-    assert_eq!(numbers, ["4096", "4096"], "{open_files}");
+    let numbers: Vec<u64> = open_files.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    let [soft, hard] = numbers[..] else { panic!("{open_files}") };
+    assert!(hard > 256, "this machine's hard limit is too low to tell: {open_files}");
+    assert_eq!(soft, hard.min(1 << 20), "{open_files}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(exit_of(&mut child, "the gateway did not exit on SIGTERM").success());
 }
