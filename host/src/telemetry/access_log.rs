@@ -13,6 +13,10 @@ use http::Method;
 /// one request should not be able to write 64 KiB of log.
 const MAX_LOGGED_PATH: usize = 2048;
 
+/// Longer methods are cut too: a method is any token, as long as the head
+/// allows (64 KiB; over HTTP/2 a few bytes a request from the HPACK table).
+const MAX_LOGGED_METHOD: usize = 32;
+
 /// Lines queued for a stdout that cannot keep up, before more are dropped:
 /// at most ~40 MiB of the longest lines (the writer's default, 128 000,
 /// was ~300 MiB of them).
@@ -60,7 +64,9 @@ pub fn access_log_line(log: &AccessLog<'_>) -> String {
     write_rfc3339(&mut o.buf, log.ts);
     o.string("request_id", log.request_id);
     o.ip("client", log.client);
-    o.string("method", log.method.as_str());
+    // A method is a token (ASCII): any cut is at a character boundary.
+    let method = log.method.as_str();
+    o.string("method", method.get(..MAX_LOGGED_METHOD).unwrap_or(method));
     o.string("path", logged_path(log.path));
     o.opt_string("route", log.route);
     o.opt_string("upstream", log.upstream);
@@ -271,6 +277,30 @@ mod tests {
             ],
         });
         assert_eq!(v, want);
+    }
+
+    #[test]
+    fn a_long_method_is_cut() {
+        let method = Method::from_bytes("M".repeat(60_000).as_bytes()).unwrap();
+        let log = AccessLog {
+            ts: UNIX_EPOCH,
+            request_id: "id",
+            client: "192.0.2.1".parse().unwrap(),
+            method: &method,
+            path: "/",
+            route: None,
+            upstream: None,
+            endpoint: None,
+            status: 404,
+            duration: Duration::ZERO,
+            upstream_time: None,
+            bytes_out: None,
+            plugins: &[],
+        };
+        let line = access_log_line(&log);
+        assert!(line.len() < 400, "{} bytes", line.len());
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["method"].as_str().map(str::len), Some(MAX_LOGGED_METHOD));
     }
 
     #[test]
