@@ -120,6 +120,19 @@ impl Snapshot {
         }
     }
 
+    /// Once this snapshot serves: its endpoints' health gauges as they
+    /// stand (a new upstream's start healthy). Written here rather than as
+    /// an upstream is built: a build that a refused reload threw away set
+    /// them for a config that never served (a serving endpoint down showed
+    /// healthy until it changed again).
+    pub fn publish_health(&self) {
+        for u in self.all_upstreams() {
+            for e in u.endpoints() {
+                self.metrics.endpoint_health(&u.name, &e.address, e.healthy());
+            }
+        }
+    }
+
     /// After a reload to `next`: stops the tasks of the upstreams `next`
     /// did not carry over, and forgets the per-endpoint gauges (health,
     /// ejection, breaker) of endpoints it has not, which would otherwise

@@ -209,9 +209,6 @@ impl Upstream {
                 }
             }
         }
-        for e in &set.load().endpoints {
-            metrics.endpoint_health(&name, &e.address, true);
-        }
         Self {
             series: metrics.upstream_series(&name),
             name,

@@ -265,6 +265,41 @@ retries = {{ attempts = 0 }}
     assert_eq!(sample(&text, &ejected), Some("0"), "{text}");
 }
 
+/// A refused reload leaves the health gauges as they were: building its
+/// upstreams set their endpoints' gauges to healthy, for a config that
+/// never served (an endpoint down showed healthy until it changed again,
+/// and an upstream only the refused config had kept a series).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_leaves_the_health_gauges_as_they_were() {
+    let ups = upstreams(2).await;
+    let config = |connect: &str, extra: &str| {
+        format!(
+            r#"{ADMIN}[upstreams.u]
+endpoints = ["{}", "{}"]
+connect_timeout = "{connect}"
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1 }}
+{extra}
+[[routes]]
+upstream = "u"
+"#,
+            ups[0].addr, ups[1].addr
+        )
+    };
+    let gw = TestGateway::start(&config("1s", ""));
+    ups[0].set_healthy(false);
+    let down = format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="u",endpoint="{}"}}"#, ups[0].addr);
+    let text = gw.metrics_once(&down, "0", Duration::from_secs(5)).await;
+    assert_eq!(sample(&text, &down), Some("0"), "{text}");
+    // `u` changed (built anew), and an upstream whose CA is missing: refused.
+    let missing = gw.dir.path().join("missing-ca.pem");
+    let zz = format!("[upstreams.zz]\nendpoints = [\"127.0.0.1:9\"]\ntls = {{ ca = \"{}\" }}\n", missing.display());
+    gw.write_config(&config("2s", &zz));
+    assert!(gw.gateway.reload().is_err(), "refused");
+    let text = gw.metrics().await;
+    assert_eq!(sample(&text, &down), Some("0"), "still down: {text}");
+    assert!(!text.contains(r#"upstream="zz""#), "no series for an upstream that never served: {text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_forgets_the_gauges_of_the_endpoints_it_removes() {
     let ups = upstreams(3).await;
