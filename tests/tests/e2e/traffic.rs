@@ -265,6 +265,26 @@ retries = {{ attempts = 0 }}
     assert_eq!(sample(&text, &ejected), Some("0"), "{text}");
 }
 
+/// An active check whose kept connection the upstream closes as the check
+/// goes out (its idle timeout racing the interval) is sent again on a new
+/// connection, as a request is: it counted as a failed check, and with
+/// `unhealthy_threshold = 1` the endpoint went down every other check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_on_a_connection_closed_under_it_goes_again() {
+    let (addr, accepted, _stop) = wasmgate_tests::upstream::closing(true).await;
+    let gw = TestGateway::start(&format!(
+        "{ADMIN}[upstreams.u]\nendpoints = [\"{addr}\"]\n\
+         health = {{ path = \"/health\", interval = \"100ms\", unhealthy_threshold = 1 }}\n[[routes]]\nupstream = \"u\"\n"
+    ));
+    let series = format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="u",endpoint="{addr}"}}"#);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = gw.metrics().await;
+        assert_eq!(sample(&text, &series), Some("1"), "healthy throughout: {text}");
+    }
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 5, "checks went on new connections");
+}
+
 /// A refused reload leaves the health gauges as they were: building its
 /// upstreams set their endpoints' gauges to healthy, for a config that
 /// never served (an endpoint down showed healthy until it changed again,
