@@ -176,11 +176,20 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
     let (open, mut all_closed) = mpsc::channel::<()>(1);
     // Accepts failed in a row (out of file descriptors, say).
     let mut failed: u32 = 0;
+    // The TLS connections of the acceptor they were accepted with: told to
+    // close, as on shutdown, when a reload replaces it.
+    let mut tls_generation: Option<TlsGeneration> = None;
     loop {
         let (accepted, secure) = tokio::select! {
             a = accept_opt(plain.as_ref()) => (a, false),
             a = accept_opt(tls.as_ref()) => (a, true),
             _ = shutdown.changed() => break,
+            () = TlsGeneration::replaced(&mut tls_generation) => {
+                if let Some(old) = tls_generation.take() {
+                    old.close();
+                }
+                continue;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -216,7 +225,9 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
         }
         // The handshake runs in the connection's task, bounded by the header
         // read timeout, so a slow handshake never holds up accepting.
-        let Some(acceptor) = shared.current().tls.clone() else { continue };
+        let Some(listening) = shared.current().tls.clone() else { continue };
+        let shutdown = TlsGeneration::of(&mut tls_generation, listening.clone(), &shutdown);
+        let acceptor = listening.acceptor.clone();
         let handshake_timeout = serving.limits.header_read_timeout;
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -236,12 +247,61 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
     }
     drop(plain);
     drop(tls);
+    if let Some(generation) = tls_generation.take() {
+        generation.close();
+    }
     drop(open);
     tokio::select! {
         _ = all_closed.recv() => {}
         () = tokio::time::sleep(shared.current().config.server.shutdown_timeout) => {
             tracing::warn!("shutdown deadline passed with requests in flight; closing them");
         }
+    }
+}
+
+/// A worker's TLS connections accepted with one [`tls::Listening`]: their
+/// shutdown signal, sent when a reload replaces it (or on shutdown).
+struct TlsGeneration {
+    listening: Arc<crate::tls::Listening>,
+    replaced: watch::Receiver<bool>,
+    close: watch::Sender<bool>,
+}
+
+impl TlsGeneration {
+    /// The shutdown signal for a connection accepted with `listening`: its
+    /// generation's, a new one if the last was another's.
+    fn of(
+        current: &mut Option<Self>,
+        listening: Arc<crate::tls::Listening>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> watch::Receiver<bool> {
+        if let Some(g) = current.as_ref()
+            && !Arc::ptr_eq(&g.listening, &listening)
+            && let Some(old) = current.take()
+        {
+            old.close();
+        }
+        let g = current.get_or_insert_with(|| Self {
+            replaced: listening.replaced(),
+            listening,
+            close: watch::channel(*shutdown.borrow()).0,
+        });
+        g.close.subscribe()
+    }
+
+    /// Completes when the current generation's acceptor is replaced.
+    async fn replaced(current: &mut Option<Self>) {
+        match current {
+            Some(g) => {
+                let _ = g.replaced.wait_for(|replaced| *replaced).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Tells its connections to close (gracefully).
+    fn close(self) {
+        self.close.send_replace(true);
     }
 }
 

@@ -78,6 +78,63 @@ const ALPN_H2: &[u8] = b"h2";
 const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// The listener's config for `[server.tls]`.
+/// The TLS listener's acceptor as one config built it, and the signal that
+/// a reload replaced it: connections it accepted then close gracefully (as
+/// on shutdown), so that a tightened `client_ca`, a revoked client's CA or a
+/// replaced key reaches the connections already open, not only new ones.
+/// A reload that leaves the TLS config and its files as they were keeps it
+/// (and its session cache).
+pub struct Listening {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// What its files held when it was built ([`files_digest`]).
+    pub files: [u8; 32],
+    replaced: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening").field("replaced", &*self.replaced.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl Listening {
+    pub fn new(acceptor: tokio_rustls::TlsAcceptor, files: [u8; 32]) -> Self {
+        Self { acceptor, files, replaced: tokio::sync::watch::channel(false).0 }
+    }
+
+    /// Says it is replaced, to every worker serving its connections.
+    pub fn replace(&self) {
+        self.replaced.send_replace(true);
+    }
+
+    /// Turns true when it is replaced.
+    pub fn replaced(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.replaced.subscribe()
+    }
+}
+
+/// A digest of what the files at `paths` hold now (a file that cannot be
+/// read counts as such): whether a config's TLS files changed since.
+pub fn files_digest<'p>(paths: impl IntoIterator<Item = &'p Path>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut digest = sha2::Sha256::new();
+    for path in paths {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                digest.update((bytes.len() as u64).to_le_bytes());
+                digest.update(&bytes);
+            }
+            Err(_) => digest.update(u64::MAX.to_le_bytes()),
+        }
+    }
+    digest.finalize().into()
+}
+
+/// The files a listener's TLS config reads.
+pub fn server_files(tls: &ServerTls) -> impl Iterator<Item = &Path> {
+    tls.certificates.iter().flat_map(|c| [c.cert.as_path(), c.key.as_path()]).chain(tls.client_ca.as_deref())
+}
+
 pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let resolver = SniResolver::load(tls, &provider)?;

@@ -3,6 +3,7 @@
 //! from a config before it is swapped in, and immutable afterwards.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ pub struct Snapshot {
     pub plugins: BTreeMap<String, Arc<Plugin>>,
     /// Upstreams made for origins granted to plugins.
     pub origins: HashMap<HttpGrant, Arc<Upstream>>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<tls::Listening>>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLogWriter>,
 }
@@ -152,6 +153,11 @@ impl Snapshot {
                 old.stop();
             }
         }
+        if let Some(old) = &self.tls
+            && !next.tls.as_ref().is_some_and(|new| Arc::ptr_eq(old, new))
+        {
+            old.replace();
+        }
         let kept = labels(next);
         for (upstream, endpoint) in labels(self).difference(&kept) {
             self.metrics.forget_endpoint(upstream, endpoint);
@@ -194,13 +200,28 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
     let mut problems = Problems::new(&config.file, &config.source);
     let tls = match &config.server.tls {
         None => None,
-        Some(t) => match tls::server_config(t) {
-            Ok(c) => Some(tokio_rustls::TlsAcceptor::from(c)),
-            Err(e) => {
-                problems.at_line(None, "server.tls", e.to_string(), "check the certificate and key files (PEM)");
-                None
+        Some(t) => {
+            // Before the files are read for the acceptor: a write after
+            // this changes the digest, and the next reload builds it again.
+            let files = tls::files_digest(tls::server_files(t));
+            let kept = previous
+                .and_then(|p| p.tls.as_ref().filter(|l| l.files == files && p.config.server.tls.as_ref() == Some(t)));
+            match kept {
+                Some(kept) => Some(kept.clone()),
+                None => match tls::server_config(t) {
+                    Ok(c) => Some(Arc::new(tls::Listening::new(tokio_rustls::TlsAcceptor::from(c), files))),
+                    Err(e) => {
+                        problems.at_line(
+                            None,
+                            "server.tls",
+                            e.to_string(),
+                            "check the certificate and key files (PEM)",
+                        );
+                        None
+                    }
+                },
             }
-        },
+        }
     };
     let mut upstreams = Vec::with_capacity(config.upstreams.len());
     for u in &config.upstreams {
@@ -412,19 +433,9 @@ fn new_upstream(u: &config::UpstreamConfig, config: &Config, env: &Env) -> Resul
 /// they are on disk now; `None` without TLS. A file that cannot be read
 /// counts as its own content, so that it changes when the file appears.
 fn tls_files(u: &config::UpstreamConfig) -> Option<[u8; 32]> {
-    use sha2::Digest;
     let t = u.tls.as_ref()?;
-    let mut digest = sha2::Sha256::new();
-    for path in t.ca.iter().chain(t.client_cert.iter().flat_map(|(cert, key)| [cert, key])) {
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                digest.update((bytes.len() as u64).to_le_bytes());
-                digest.update(&bytes);
-            }
-            Err(_) => digest.update(u64::MAX.to_le_bytes()),
-        }
-    }
-    Some(digest.finalize().into())
+    let files = t.ca.iter().chain(t.client_cert.iter().flat_map(|(cert, key)| [cert, key]));
+    Some(tls::files_digest(files.map(PathBuf::as_path)))
 }
 
 /// Resolves once on the control runtime, waiting here (this may run inside

@@ -178,6 +178,48 @@ async fn client_certificates_are_required_when_configured() {
     assert_eq!(ok.map(|r| r.0), Ok(200));
 }
 
+/// A reload that replaces the TLS listener's config (here: the client CA,
+/// as when a client CA is withdrawn) closes the connections it accepted,
+/// gracefully, as on shutdown: they went on being served under the old
+/// one for as long as their clients kept them busy. A reload that leaves
+/// the TLS config and its files as they were keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_replaces_the_tls_config_closes_the_connections_it_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (clients, others) = (Ca::new(dir.path(), "clients"), Ca::new(dir.path(), "others"));
+    let server = ca.server("gw", &["gw.test"]);
+    let good = clients.client("good");
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with(&requiring_clients(&server, &clients), &tls_body(&up, ""));
+    let addr = gw.gateway.tls_addr().unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("gw.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"], Some(&good)))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let ask = |path: &str| Request::get(path).header("host", "gw.test").body(Full::<Bytes>::default()).unwrap();
+    assert_eq!(send.send_request(ask("/")).await.unwrap().status(), 200);
+
+    // Another route; the TLS config as it was: the connection is kept.
+    let other_route = "[[routes]]\nname = \"other\"\nmatch = { prefix = \"/other\" }\nupstream = \"u\"\n";
+    gw.write_config_with(&requiring_clients(&server, &clients), &format!("{}{other_route}", tls_body(&up, "")));
+    assert!(gw.gateway.reload().is_ok());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(send.send_request(ask("/other")).await.unwrap().status(), 200, "kept");
+
+    // Another client CA: the connection, idle, is closed.
+    gw.write_config_with(&requiring_clients(&server, &others), &tls_body(&up, ""));
+    assert!(gw.gateway.reload().is_ok());
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(closed.is_ok(), "the gateway closed the connection");
+    let again = tls_get(addr, "gw.test", ca.client_config(&[b"http/1.1"], Some(&good)), "/").await;
+    assert!(again.is_err(), "and a new one with the withdrawn CA's certificate is refused");
+}
+
 /// A gateway may serve only over TLS (no `server.listen`): with client
 /// certificates required, no plain port serves the same routes without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
