@@ -38,6 +38,15 @@ impl OriginRule {
         {
             return Err(format!("`{text}`: `{port}` is not a port; {hint}"));
         }
+        // Browsers leave a scheme's default port out of `Origin`: a rule
+        // written with it would never match.
+        if matches!((scheme, port), ("https", Some("443")) | ("http", Some("80"))) {
+            let without = text.replacen(&format!(":{}", port.unwrap_or_default()), "", 1);
+            return Err(format!(
+                "`{text}` names {scheme}'s default port, which browsers leave out of `Origin`: it would never \
+                 match; write \"{without}\""
+            ));
+        }
         let port = port.map(str::to_owned);
         if let Some(suffix) = host.strip_prefix("*.") {
             if !valid_host(suffix) || suffix.starts_with('[') {
