@@ -369,3 +369,33 @@ fn run_raises_its_open_files_limit_to_the_hard_one() {
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(exit_of(&mut child, "the gateway did not exit on SIGTERM").success());
 }
+
+/// A second SIGTERM (or Ctrl-C) during the drain ends the process at once:
+/// it was swallowed, and the operator waited out `shutdown_timeout`.
+#[test]
+fn a_second_signal_during_the_drain_exits_at_once() {
+    for workers in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("gw.toml");
+        let port = free_port();
+        let slow = slow_upstream(Duration::from_secs(10));
+        write_config_with(&config, port, &dead_upstream(), Some(&slow), workers);
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text = text.replace("[server]\n", "[server]\nshutdown_timeout = \"30s\"\n");
+        std::fs::write(&config, text).unwrap();
+        let mut child = run(&config);
+        assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
+        let in_flight = std::thread::spawn(move || status_of(port, "/b"));
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(child.try_wait().unwrap().is_none(), "{workers} workers: draining the request in flight");
+        let start = Instant::now();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+        let status = exit_of(&mut child, "the gateway did not exit on the second signal");
+        assert!(start.elapsed() < Duration::from_secs(5), "{workers} workers: exited at once");
+        assert_eq!(status.code(), Some(1), "{workers} workers: {status}");
+        assert_eq!(in_flight.join().unwrap(), None, "the request in flight was cut");
+    }
+}

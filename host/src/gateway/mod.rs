@@ -213,13 +213,27 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         listen(tokio::signal::unix::SignalKind::hangup())?
     };
     let config = config::load(path)?;
+    let stops = {
+        use tokio::signal::unix::SignalKind;
+        let _in = rt.enter();
+        (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?)
+    };
     if config.server.workers > 1 {
         let gateway = Gateway::start_threads(path.to_path_buf(), config)?;
         let mut stopped = gateway.shutdown.subscribe();
-        let outcome = rt.block_on(until_signalled(&gateway, hup, async move {
+        let (mut term, mut int) = stops;
+        let outcome = rt.block_on(until_signalled(&gateway, hup, (&mut term, &mut int), async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         }));
-        gateway.shutdown();
+        // The drain, which a further signal cuts short.
+        rt.block_on(async move {
+            let drain = tokio::task::spawn_blocking(move || gateway.shutdown());
+            tokio::select! {
+                _ = drain => {}
+                _ = term.recv() => exit_now(),
+                _ = int.recv() => exit_now(),
+            }
+        });
         return outcome;
     }
     let handle = rt.handle().clone();
@@ -227,7 +241,8 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         crate::worker::set_index(0);
         Gateway::start_here(path.to_path_buf(), config, &handle)
     })?;
-    let outcome = rt.block_on(until_signalled(&gateway, hup, serve));
+    let (mut term, mut int) = stops;
+    let outcome = rt.block_on(until_signalled(&gateway, hup, (&mut term, &mut int), serve));
     // Joining the watcher may wait for a reload, which may wait for
     // control work: the runtime goes on meanwhile.
     rt.block_on(async move {
@@ -241,16 +256,24 @@ fn listen(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::
     tokio::signal::unix::signal(kind).map_err(StartError::Signals)
 }
 
+/// A signal during the drain: the operator will not wait for it (a second
+/// Ctrl-C), so the process ends now, requests in flight and all.
+fn exit_now() -> ! {
+    tracing::warn!("another signal during the drain: exiting without waiting for the requests in flight");
+    std::process::exit(1)
+}
+
 /// Handles signals until `serve` (which ends once shutdown is asked and the
 /// in-flight requests are done) ends; `hup` was caught since before the
-/// start.
+/// start, `stops` (SIGTERM, SIGINT) too. A stop signal once the drain has
+/// begun ends the process at once.
 async fn until_signalled(
     gateway: &Gateway,
     mut hup: tokio::signal::unix::Signal,
+    stops: (&mut tokio::signal::unix::Signal, &mut tokio::signal::unix::Signal),
     serve: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    use tokio::signal::unix::SignalKind;
-    let (mut term, mut int) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+    let (term, int) = stops;
     let mut serve = std::pin::pin!(serve);
     // While `server.shutdown_delay` runs: when it ends.
     let mut delayed: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
@@ -271,8 +294,8 @@ async fn until_signalled(
                 drop(tokio::task::spawn_blocking(move || shared.reload_or_log()));
                 false
             }
-            _ = term.recv() => delayed.is_some() || !gateway.delay_shutdown(&mut delayed),
-            _ = int.recv() => delayed.is_some() || !gateway.delay_shutdown(&mut delayed),
+            _ = term.recv() => gateway.stop_signal(&mut delayed),
+            _ = int.recv() => gateway.stop_signal(&mut delayed),
         };
         if stop {
             delayed = None;
@@ -502,6 +525,15 @@ impl Gateway {
     /// timeout), and waits for the workers.
     pub fn shutdown(mut self) {
         self.stop();
+    }
+
+    /// What a SIGTERM or SIGINT does: whether the drain begins now (not
+    /// during `server.shutdown_delay`); once it has, the process ends.
+    fn stop_signal(&self, delayed: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) -> bool {
+        if *self.shutdown.borrow() {
+            exit_now();
+        }
+        delayed.is_some() || !self.delay_shutdown(delayed)
     }
 
     /// On a first SIGTERM or SIGINT with a `server.shutdown_delay`: out of
