@@ -6,6 +6,14 @@
 //! length (the store caps keys at 512 bytes, namespace included) and free of
 //! whatever bytes a header carried. A hash collision only ever costs a miss,
 //! because a read compares the full key before serving.
+//!
+//! A request that carries one of [`OVERRIDES`] has its values in its key too,
+//! whatever the configured parts: an upstream may build its answer's links,
+//! redirects or method from them, so an answer made for one value is not
+//! served to a request with another (cache poisoning: a client's
+//! `X-Forwarded-Prefix: /evil` made the answer everyone got). Behind a proxy
+//! that sets one to the same value on every request (`X-Forwarded-Port` from
+//! a load balancer), every request's key holds that value: nothing changes.
 
 use wasmgate_sdk::is_token;
 use wasmgate_sdk::{Headers, Request};
@@ -68,8 +76,24 @@ impl Part {
     }
 }
 
+/// Request headers an upstream may build its answer from that the gateway
+/// passes on as sent (it replaces `X-Forwarded-Host` and `-Proto` itself,
+/// and appends its element to `Forwarded`, whose first an upstream may
+/// read).
+pub const OVERRIDES: [&str; 8] = [
+    "forwarded",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-method-override",
+];
+
 /// The full key of a request: one line per part, an absent value written
-/// `!` so that "no query" and "empty query" differ.
+/// `!` so that "no query" and "empty query" differ; then the values of the
+/// [`OVERRIDES`] it carries that no part names.
 pub fn base(route: &str, parts: &[Part], req: &impl Source) -> String {
     let mut key = format!("GET {route}");
     for part in parts {
@@ -84,6 +108,15 @@ pub fn base(route: &str, parts: &[Part], req: &impl Source) -> String {
                 None => key.push_str("\nq!"),
             },
             Part::Header(name) => push_header(&mut key, "H", name, &req.header_all(name)),
+        }
+    }
+    for name in OVERRIDES {
+        if parts.iter().any(|p| matches!(p, Part::Header(h) if h == name)) {
+            continue;
+        }
+        let values = req.header_all(name);
+        if !values.is_empty() {
+            push_header(&mut key, "O", name, &values);
         }
     }
     key

@@ -42,26 +42,6 @@ const CALLER_CONTEXT: [&str; 2] = ["consumer", "jwt.claims"];
 const MAX_VALUE_BYTES: usize = wasmgate_sdk::store::MAX_VALUE_BYTES;
 const MAX_TTL_MS: u64 = wasmgate_sdk::store::MAX_TTL_MS;
 
-/// Request headers an upstream may build its answer's links, redirects or
-/// method from, which the gateway passes on as the client sent them (the
-/// gateway replaces `X-Forwarded-Host` and `-Proto`, and appends to
-/// `Forwarded`, whose first element an upstream may read). A request
-/// carrying one that the key does not hold is not stored: its answer could
-/// be one client's poison served to every other.
-const OVERRIDES: [&str; 11] = [
-    "forwarded",
-    "x-forwarded-prefix",
-    "x-forwarded-port",
-    "x-forwarded-server",
-    "x-forwarded-scheme",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-host",
-    "x-host",
-    "x-http-method-override",
-    "x-method-override",
-];
-
 /// Response headers that are not replayed from the cache: the gateway's
 /// framing headers, and what is per response rather than per resource.
 const NOT_STORED: [&str; 4] = ["age", "x-cache", "x-request-id", "set-cookie"];
@@ -146,13 +126,6 @@ impl Plugin for Cache {
         if head {
             return Decision::Continue;
         }
-        if let Some(name) = self.unkeyed_override(req) {
-            log::debug(&format!(
-                "response not cached: the request carries `{name}`, which the key does not hold and an upstream may \
-                 build its answer from"
-            ));
-            return Decision::Continue;
-        }
         // Before the key: a context too full to take this entry takes no
         // key either, and nothing is stored.
         if let Some(why) = per_user(req) {
@@ -199,14 +172,6 @@ impl From<StoreError> for Skip {
 }
 
 impl Cache {
-    /// The first of [`OVERRIDES`] the request carries and the key does not
-    /// hold.
-    fn unkeyed_override(&self, req: &Request<'_>) -> Option<&'static str> {
-        OVERRIDES.into_iter().find(|name| {
-            req.header(name).is_some() && !self.parts.iter().any(|p| matches!(p, Part::Header(h) if h == name))
-        })
-    }
-
     fn base_key(&self, req: &Request<'_>) -> String {
         key::base(&req.route(), &self.parts, req)
     }

@@ -290,10 +290,11 @@ fn a_client_cannot_refresh_an_entry_unless_allowed() {
     assert!(serve(&p, get("/b").header("cache-control", "max-age=5"), ok("new")).is_hit());
 }
 
-/// A request carrying a header an upstream may build its answer from, which
-/// the key does not hold, is served but not stored; held in the key, it is.
+/// A request carrying a header an upstream may build its answer from has
+/// its value in its key: its answer is served only to requests with the
+/// same value (one made for `X-Forwarded-Prefix: /x` was everyone's).
 #[test]
-fn a_request_with_an_unkeyed_override_is_not_stored() {
+fn an_override_header_is_part_of_the_key() {
     let p = cache("{}");
     for (name, value) in
         [("forwarded", "host=evil.example"), ("x-forwarded-prefix", "/x"), ("x-original-url", "/admin")]
@@ -301,8 +302,15 @@ fn a_request_with_an_unkeyed_override_is_not_stored() {
         let path = format!("/o/{name}");
         let r = serve(&p, get(&path).header(name, value), ok("poison"));
         assert_eq!(r.x_cache().as_deref(), Some("miss"));
-        assert!(!serve(&p, get(&path), ok("clean")).is_hit(), "{name}: not stored");
+        let clean = serve(&p, get(&path), ok("clean"));
+        assert!(!clean.is_hit(), "{name}: not served to a request without it");
+        assert_eq!(serve(&p, get(&path), ok("?")).body(), "clean");
+        assert_eq!(serve(&p, get(&path).header(name, value), ok("?")).body(), "poison", "{name}: its own entry");
     }
+    // A value every request carries (a load balancer's port): one entry.
+    let _ = serve(&p, get("/lb").header("x-forwarded-port", "443"), ok("lb"));
+    assert!(serve(&p, get("/lb").header("x-forwarded-port", "443"), ok("?")).is_hit());
+    // Named in the key, it is keyed as configured.
     let p = cache(r#"{"key":["host","path","query","header:x-forwarded-prefix"]}"#);
     let _ = serve(&p, get("/k").header("x-forwarded-prefix", "/x"), ok("for /x"));
     assert_eq!(serve(&p, get("/k").header("x-forwarded-prefix", "/x"), ok("?")).body(), "for /x");
