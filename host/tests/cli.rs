@@ -386,10 +386,11 @@ fn a_second_signal_during_the_drain_exits_at_once() {
         let mut child = run(&config);
         assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
         let in_flight = std::thread::spawn(move || status_of(port, "/b"));
-        std::thread::sleep(Duration::from_millis(300));
+        // Time for it to reach the upstream (which answers in 10 s).
+        std::thread::sleep(Duration::from_millis(1000));
         let pid = child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(500));
         assert!(child.try_wait().unwrap().is_none(), "{workers} workers: draining the request in flight");
         let start = Instant::now();
         assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());

@@ -213,15 +213,16 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         listen(tokio::signal::unix::SignalKind::hangup())?
     };
     let config = config::load(path)?;
-    let stops = {
+    // Caught once the gateway serves, not before: a start can be stopped.
+    let stops = || {
         use tokio::signal::unix::SignalKind;
         let _in = rt.enter();
-        (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?)
+        Ok::<_, StartError>((listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?))
     };
     if config.server.workers > 1 {
         let gateway = Gateway::start_threads(path.to_path_buf(), config)?;
         let mut stopped = gateway.shutdown.subscribe();
-        let (mut term, mut int) = stops;
+        let (mut term, mut int) = stops()?;
         let outcome = rt.block_on(until_signalled(&gateway, hup, (&mut term, &mut int), async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         }));
@@ -241,7 +242,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         crate::worker::set_index(0);
         Gateway::start_here(path.to_path_buf(), config, &handle)
     })?;
-    let (mut term, mut int) = stops;
+    let (mut term, mut int) = stops()?;
     let outcome = rt.block_on(until_signalled(&gateway, hup, (&mut term, &mut int), serve));
     // Joining the watcher may wait for a reload, which may wait for
     // control work: the runtime goes on meanwhile.

@@ -528,15 +528,30 @@ impl HostState {
         }
     }
 
+    /// Whether one more line of the current call may be written: within
+    /// the call's [`MAX_LOG_LINES`] ([`may_log`](Self::may_log)) and the
+    /// process's budget for plugins' lines; `Some` with the lines that
+    /// budget dropped since the last one written (a log field, left out
+    /// when none were).
+    pub(crate) fn may_write_line(&mut self) -> Option<Option<u64>> {
+        if !self.may_log() {
+            return None;
+        }
+        log_budget::PLUGIN_LINES.take().map(log_budget::dropped)
+    }
+
     /// Says how many log lines the call that ended dropped, if any.
     pub(crate) fn report_dropped_lines(&mut self) {
-        let dropped = std::mem::take(&mut self.logged.1);
-        if dropped > 0 {
-            let (plugin, id) = (&*self.plugin, self.request_id());
+        let in_call = std::mem::take(&mut self.logged.1);
+        if in_call > 0
+            && let Some(n) = log_budget::PLUGIN_LINES.take()
+        {
+            let (plugin, id, dropped) = (&*self.plugin, self.request_id(), log_budget::dropped(n));
             tracing::warn!(
                 target: "wasmgate::plugin",
                 plugin,
                 request_id = id,
+                in_call,
                 dropped,
                 "plugin wrote more than {MAX_LOG_LINES} log lines in one call; the rest were dropped"
             );
@@ -586,11 +601,11 @@ impl self::wasmgate::plugin::log::Host for HostState {
             self.exchange.spoil();
         }
         // Only lines the filter lets through count against the budgets.
-        if !self.enabled(level) || !self.may_log() {
+        if !self.enabled(level) {
             return;
         }
-        let Some(n) = log_budget::PLUGIN_LINES.take() else { return };
-        let (plugin, id, msg, dropped) = (&*self.plugin, self.request_id(), for_log(&message), log_budget::dropped(n));
+        let Some(dropped) = self.may_write_line() else { return };
+        let (plugin, id, msg) = (&*self.plugin, self.request_id(), for_log(&message));
         match level {
             L::Trace => {
                 tracing::trace!(target: "wasmgate::plugin", plugin, request_id = id, dropped, "{msg}")
@@ -617,8 +632,13 @@ impl self::wasmgate::plugin::context::Host for HostState {
             // Refused for the entries other plugins left: not a function of
             // this plugin's facts.
             self.exchange.spoil();
-            if self.may_log() {
-                tracing::warn!(plugin = &*self.plugin, key = %for_log(&key), "context entry refused: too many or too large");
+            if let Some(dropped) = self.may_write_line() {
+                tracing::warn!(
+                    plugin = &*self.plugin,
+                    key = %for_log(&key),
+                    dropped,
+                    "context entry refused: too many or too large"
+                );
             }
         }
     }

@@ -195,14 +195,12 @@ impl HostState {
         if text.is_empty() {
             return;
         }
-        if !self.may_log() {
-            return;
-        }
+        let Some(dropped) = self.may_write_line() else { return };
         let (plugin, id) = (&*self.plugin, self.request_id());
         if stderr {
-            tracing::warn!(target: "wasmgate::plugin", plugin, request_id = id, stream = "stderr", "{text}");
+            tracing::warn!(target: "wasmgate::plugin", plugin, request_id = id, stream = "stderr", dropped, "{text}");
         } else {
-            tracing::info!(target: "wasmgate::plugin", plugin, request_id = id, stream = "stdout", "{text}");
+            tracing::info!(target: "wasmgate::plugin", plugin, request_id = id, stream = "stdout", dropped, "{text}");
         }
     }
 }

@@ -665,9 +665,12 @@ async fn a_bulkhead_holds_its_place_until_the_response_body_ends() {
         "[upstreams.u]\nendpoints = [\"{}\"]\nmax_concurrent = 1\nmax_queue = 0\n[[routes]]\nupstream = \"u\"\n",
         up.addr
     ));
-    // A large body the client takes nothing of yet.
+    // A large body the client takes nothing of yet (a small receive window,
+    // so it backs up into the gateway whatever the machine's buffers).
     let size = 16 << 20;
-    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(gw.addr()).await.unwrap();
     s.write_all(format!("GET /bytes/{size} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
