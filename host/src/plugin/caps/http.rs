@@ -217,8 +217,10 @@ async fn send(
     let timeout = req.timeout_ms.map_or(http.timeout, |ms| Duration::from_millis(u64::from(ms)).min(http.timeout));
     // A wait past what the plugin may still wait would end with the plugin
     // stopped at its deadline right after, the answer thrown away: it gets
-    // a timeout it can act on instead.
-    let timeout = left.map_or(timeout, |left| timeout.min(left));
+    // a timeout it can act on instead. Cut by dropping the exchange (below),
+    // not by its own deadline: that would be held against the upstream (its
+    // breaker, outlier detection), which is shared with other routes.
+    let cut = left.map_or(timeout, |left| timeout.min(left));
     let route = format!("plugin:{}", caps.plugin);
     let retry = RetryPolicy::default();
     let opts = ForwardOptions {
@@ -242,7 +244,7 @@ async fn send(
             .collect();
         Ok(wit::IncomingResponse { status: parts.status.as_u16(), headers, body })
     };
-    tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(wit::HttpError::Timeout))
+    tokio::time::timeout(cut, exchange).await.unwrap_or(Err(wit::HttpError::Timeout))
 }
 
 fn from_proxy(e: ProxyError) -> wit::HttpError {
