@@ -75,7 +75,7 @@ impl Shared {
             self.generation.store(generation, Ordering::Relaxed);
             self.current.store(Arc::new(snapshot));
             previous.retire(&self.current());
-            self.current().publish_health();
+            self.current().start();
             Ok(generation)
         })();
         // Whether it was taken or not: a refused one may have compiled some.
@@ -444,7 +444,7 @@ impl Gateway {
         };
         let (plain, addr) = bind(listen)?;
         let (tls, tls_addr) = bind(tls_listen)?;
-        snapshot.publish_health();
+        snapshot.start();
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             env,

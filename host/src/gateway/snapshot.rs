@@ -121,16 +121,14 @@ impl Snapshot {
         }
     }
 
-    /// Once this snapshot serves: its endpoints' health gauges as they
-    /// stand (a new upstream's start healthy). Written here rather than as
-    /// an upstream is built: a build that a refused reload threw away set
-    /// them for a config that never served (a serving endpoint down showed
-    /// healthy until it changed again).
-    pub fn publish_health(&self) {
+    /// Once this snapshot serves: starts its new upstreams (their gauges and
+    /// background tasks, [`Upstream::start`]). Not as they are built: a
+    /// build that a refused reload threw away set the gauges, and ran health
+    /// checks, for a config that never served (a serving endpoint that was
+    /// down showed healthy until it changed again).
+    pub fn start(&self) {
         for u in self.all_upstreams() {
-            for e in u.endpoints() {
-                self.metrics.endpoint_health(&u.name, &e.address, e.healthy());
-            }
+            u.start();
         }
     }
 

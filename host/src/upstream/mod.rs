@@ -88,7 +88,14 @@ pub struct Upstream {
     /// A digest of the TLS files (CA, certificate, key) as they were when
     /// this upstream was built, when it has any.
     tls_files: Option<[u8; 32]>,
+    /// What starts its background tasks, until [`Upstream::start`] has:
+    /// an upstream of a config that a reload then refuses never runs them
+    /// (its first health checks set the gauges of endpoints it never served).
+    tasks: std::sync::Mutex<Option<Tasks>>,
 }
+
+/// Spawns an upstream's background tasks.
+type Tasks = Box<dyn FnOnce() + Send>;
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,39 +183,44 @@ impl Upstream {
         };
         let (stop, stopped) = watch::channel(());
         let pools = Arc::new(Pools::new(workers, settings.clone()));
-        if let Some((handle, dns)) = control {
-            // Where connections to an endpoint are kept: dropped when it leaves.
-            let mut kept = vec![pools.clone()];
-            if let Some(check) = &config.health {
-                // Health-check connections are not proxy connections: keep them out of the metric.
-                let health_pools =
-                    Arc::new(Pools::new(1, ConnectSettings { on_connection: Arc::new(|_| {}), ..settings }));
-                kept.push(health_pools.clone());
-                handle.spawn(health::run(
-                    name.clone(),
-                    check.clone(),
-                    set.clone(),
-                    health_pools,
-                    metrics.clone(),
-                    stopped.clone(),
-                ));
-            }
-            handle.spawn(pool::tidy(kept.clone(), stopped.clone()));
-            if let (Some(what), Some(first)) = (&config.discovery, resolved) {
-                match discovery::Resolver::new(dns) {
-                    Ok(resolver) => {
-                        let on_change =
-                            endpoint_updater(config.clone(), name.clone(), set.clone(), metrics.clone(), kept);
-                        let mut stop = stopped.clone();
-                        let stop = async move {
-                            let _ = stop.changed().await;
-                        };
-                        handle.spawn(discovery::watch(resolver, what.clone(), dns.clone(), first, on_change, stop));
-                    }
-                    Err(e) => tracing::warn!(upstream = &*name, "DNS re-resolution disabled: {e}"),
+        let tasks = control.map(|(handle, dns)| {
+            let (handle, dns) = (handle.clone(), dns.clone());
+            let (config, name, set, pools, metrics) =
+                (config.clone(), name.clone(), set.clone(), pools.clone(), metrics.clone());
+            Box::new(move || {
+                // Where connections to an endpoint are kept: dropped when it leaves.
+                let mut kept = vec![pools.clone()];
+                if let Some(check) = &config.health {
+                    // Health-check connections are not proxy connections: keep them out of the metric.
+                    let health_pools =
+                        Arc::new(Pools::new(1, ConnectSettings { on_connection: Arc::new(|_| {}), ..settings }));
+                    kept.push(health_pools.clone());
+                    handle.spawn(health::run(
+                        name.clone(),
+                        check.clone(),
+                        set.clone(),
+                        health_pools,
+                        metrics.clone(),
+                        stopped.clone(),
+                    ));
                 }
-            }
-        }
+                handle.spawn(pool::tidy(kept.clone(), stopped.clone()));
+                if let (Some(what), Some(first)) = (&config.discovery, resolved) {
+                    match discovery::Resolver::new(&dns) {
+                        Ok(resolver) => {
+                            let on_change =
+                                endpoint_updater(config.clone(), name.clone(), set.clone(), metrics.clone(), kept);
+                            let mut stop = stopped.clone();
+                            let stop = async move {
+                                let _ = stop.changed().await;
+                            };
+                            handle.spawn(discovery::watch(resolver, what.clone(), dns.clone(), first, on_change, stop));
+                        }
+                        Err(e) => tracing::warn!(upstream = &*name, "DNS re-resolution disabled: {e}"),
+                    }
+                }
+            }) as Tasks
+        });
         Self {
             series: metrics.upstream_series(&name),
             name,
@@ -221,6 +233,21 @@ impl Upstream {
             metrics,
             stop,
             tls_files: None,
+            tasks: std::sync::Mutex::new(tasks),
+        }
+    }
+
+    /// Once its config serves: its endpoints' health gauges (healthy, to
+    /// start with), then its background tasks (health checks, DNS
+    /// re-resolution, the pools' sweep). Again, nothing: an upstream a
+    /// reload carries over goes on as it was.
+    pub fn start(&self) {
+        let tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(spawn) = tasks {
+            for e in &self.set.load().endpoints {
+                self.metrics.endpoint_health(&self.name, &e.address, e.healthy());
+            }
+            spawn();
         }
     }
 

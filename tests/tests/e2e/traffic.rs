@@ -286,18 +286,18 @@ async fn a_health_check_on_a_connection_closed_under_it_goes_again() {
 }
 
 /// A refused reload leaves the health gauges as they were: building its
-/// upstreams set their endpoints' gauges to healthy, for a config that
-/// never served (an endpoint down showed healthy until it changed again,
-/// and an upstream only the refused config had kept a series).
+/// upstreams set their endpoints' gauges, and ran their health checks, for
+/// a config that never served (an endpoint down showed healthy, one up
+/// showed down by the refused config's check, and an upstream only the
+/// refused config had kept a series).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_reload_leaves_the_health_gauges_as_they_were() {
     let ups = upstreams(2).await;
-    let config = |connect: &str, extra: &str| {
+    let config = |health_path: &str, extra: &str| {
         format!(
             r#"{ADMIN}[upstreams.u]
 endpoints = ["{}", "{}"]
-connect_timeout = "{connect}"
-health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1 }}
+health = {{ path = "{health_path}", interval = "100ms", unhealthy_threshold = 1 }}
 {extra}
 [[routes]]
 upstream = "u"
@@ -305,19 +305,25 @@ upstream = "u"
             ups[0].addr, ups[1].addr
         )
     };
-    let gw = TestGateway::start(&config("1s", ""));
+    let gw = TestGateway::start(&config("/health", ""));
     ups[0].set_healthy(false);
-    let down = format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="u",endpoint="{}"}}"#, ups[0].addr);
-    let text = gw.metrics_once(&down, "0", Duration::from_secs(5)).await;
-    assert_eq!(sample(&text, &down), Some("0"), "{text}");
-    // `u` changed (built anew), and an upstream whose CA is missing: refused.
-    let missing = gw.dir.path().join("missing-ca.pem");
-    let zz = format!("[upstreams.zz]\nendpoints = [\"127.0.0.1:9\"]\ntls = {{ ca = \"{}\" }}\n", missing.display());
-    gw.write_config(&config("2s", &zz));
+    let gauge =
+        |up: &TestUpstream| format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="u",endpoint="{}"}}"#, up.addr);
+    let text = gw.metrics_once(&gauge(&ups[0]), "0", Duration::from_secs(5)).await;
+    assert_eq!(sample(&text, &gauge(&ups[0])), Some("0"), "{text}");
+    // `u` built anew with a check every endpoint fails, an upstream of its
+    // own, and a plugin that refuses its config: the reload is refused.
+    let refused = "[upstreams.zz]\nendpoints = [\"127.0.0.1:9\"]\n\
+        [[routes]]\nmatch = { prefix = \"/zz\" }\nupstream = \"zz\"\n\
+        plugins = [{ use = \"deny\", config = { paths = [\"/a?b\"] } }]\n";
+    gw.write_config(&config("/status/500", refused));
     assert!(gw.gateway.reload().is_err(), "refused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let text = gw.metrics().await;
-    assert_eq!(sample(&text, &down), Some("0"), "still down: {text}");
-    assert!(!text.contains(r#"upstream="zz""#), "no series for an upstream that never served: {text}");
+    assert_eq!(sample(&text, &gauge(&ups[0])), Some("0"), "still down: {text}");
+    assert_eq!(sample(&text, &gauge(&ups[1])), Some("1"), "still up: {text}");
+    let zz = r#"wasmgate_upstream_endpoint_healthy{upstream="zz""#;
+    assert!(!text.contains(zz), "no health series for an upstream that never served: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
