@@ -12,7 +12,7 @@ use http::{Request, header};
 use tokio::sync::watch;
 
 use super::EndpointSet;
-use super::pool::{Pools, SendError};
+use super::pool::Pools;
 use crate::config::HealthCheck;
 use crate::proxy::body::Body;
 use crate::telemetry::Metrics;
@@ -84,17 +84,12 @@ async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
             req.headers_mut().insert(header::HOST, address.parse().ok()?);
         }
         req.headers_mut().insert(header::USER_AGENT, http::HeaderValue::from_static("wasmgate-health-check"));
-        let (resp, _) = match conn.send(Box::new(req), None, deadline).await {
-            Ok(sent) => sent,
-            // A kept connection the upstream closed as the check went out
-            // (its idle timeout racing the interval) says nothing of its
-            // health: the check goes again on a new connection, as a
-            // request does.
-            Err(SendError::Unanswered(again)) => {
-                pools.new_http1(address, deadline).await.ok()?.resend(again, deadline).await.ok()?
-            }
-            Err(_) => return None,
-        };
+        // A kept connection the upstream closed as the check went out (its
+        // idle timeout racing the interval), or an HTTP/2 stream it turned
+        // away unprocessed, says nothing of its health: the check goes
+        // again, as a request does.
+        let sent = conn.send(Box::new(req), None, deadline).await;
+        let (resp, _) = pools.again_if_unseen(address, None, deadline, sent).await.ok()?;
         let status = resp.status().as_u16();
         // Read the body so the connection goes back to the pool.
         let _ = crate::proxy::body::collect(resp.into_body(), 64 * 1024).await;

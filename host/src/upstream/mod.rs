@@ -30,7 +30,7 @@ use self::bulkhead::Bulkhead;
 use self::discovery::Resolved;
 use self::endpoint::Endpoint;
 use self::outlier::Outcome;
-use self::pool::{ConnectError, ConnectSettings, Pools, SendError, TlsSettings, TurnedAway};
+use self::pool::{ConnectError, ConnectSettings, Pools, SendError, TlsSettings};
 use self::retry_budget::RetryBudget;
 use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
@@ -546,31 +546,9 @@ impl Upstream {
         };
         let reused = conn.reused();
         let sent = match conn.send(req, forwarding, deadline).await {
-            // The upstream closed a kept connection as the request went out
-            // and never saw it: sent again, as written, on a new connection
-            // (not a retry: no try, budget or failure is counted).
-            // Boxed: rare, and inline its future would make every try's
-            // larger.
-            Err(SendError::Unanswered(again)) => match Box::pin(self.pools.new_http1(&ep.address, deadline)).await {
-                Ok(conn) => Box::pin(conn.resend(again, deadline)).await,
-                Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
-                Err(e) => Err(SendError::Failed(e.into())),
-            },
-            // An HTTP/2 upstream turned the stream away unprocessed: sent
-            // again the same way, on the worker's next connection when the
-            // upstream went away (on the same one when it only refused the
-            // stream). If that fails too, it is handed back as a connect
-            // failure is, for another endpoint.
-            Err(SendError::Unprocessed(turned)) => {
-                let TurnedAway { again, done, error } = *turned;
-                match Box::pin(self.pools.new_http2(&ep.address, deadline, done)).await {
-                    Ok(conn) => match Box::pin(conn.send(again, forwarding, deadline)).await {
-                        Err(SendError::Unprocessed(turned)) => Err(SendError::NotSent(turned.again, turned.error)),
-                        sent => sent,
-                    },
-                    Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
-                    Err(e) => Err(SendError::NotSent(again, format!("{error}; then {e}").into())),
-                }
+            // Boxed: rare, and inline its future would make every try's larger.
+            unseen @ Err(SendError::Unanswered(_) | SendError::Unprocessed(_)) => {
+                Box::pin(self.pools.again_if_unseen(&ep.address, forwarding, deadline, unseen)).await
             }
             sent => sent,
         };

@@ -338,6 +338,44 @@ impl Pools {
         }
     }
 
+    /// A send that `address` never saw, sent once more on a new connection
+    /// (not a retry: no try, budget or failure is counted); other outcomes
+    /// as they are. An HTTP/1 connection the upstream closed as the request
+    /// went out (its idle timeout racing it, [`SendError::Unanswered`]): on
+    /// a new connection. An HTTP/2 stream turned away unprocessed
+    /// ([`SendError::Unprocessed`]): on the worker's next connection when the
+    /// upstream went away, on the same one when it only refused the stream;
+    /// if that fails too, it is handed back as a connect failure is
+    /// ([`SendError::NotSent`]), for another endpoint. Proxied requests and
+    /// health checks alike.
+    pub async fn again_if_unseen(
+        &self,
+        address: &Arc<str>,
+        forwarding: Option<&Forwarding<'_>>,
+        deadline: Instant,
+        sent: Result<(Box<Response<Body>>, Instant), SendError>,
+    ) -> Result<(Box<Response<Body>>, Instant), SendError> {
+        match sent {
+            Err(SendError::Unanswered(again)) => match Box::pin(self.new_http1(address, deadline)).await {
+                Ok(conn) => Box::pin(conn.resend(again, deadline)).await,
+                Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
+                Err(e) => Err(SendError::Failed(e.into())),
+            },
+            Err(SendError::Unprocessed(turned)) => {
+                let TurnedAway { again, done, error } = *turned;
+                match Box::pin(self.new_http2(address, deadline, done)).await {
+                    Ok(conn) => match Box::pin(conn.send(again, forwarding, deadline)).await {
+                        Err(SendError::Unprocessed(turned)) => Err(SendError::NotSent(turned.again, turned.error)),
+                        sent => sent,
+                    },
+                    Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
+                    Err(e) => Err(SendError::NotSent(again, format!("{error}; then {e}").into())),
+                }
+            }
+            sent => sent,
+        }
+    }
+
     /// The worker's HTTP/2 connection to `address`, by `deadline`: the one
     /// there unless it is closed or `stale`, else the one being made, else
     /// a new one (which replaces the one there).
