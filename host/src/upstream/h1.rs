@@ -796,7 +796,8 @@ pub(crate) enum Coding {
     /// coded, and the gateway cannot undo that.
     Others,
     /// A final coding other than `chunked`: a request cannot be framed; a
-    /// response runs to the connection's close.
+    /// response is refused (it would run to the connection's close, and the
+    /// gateway cannot undo the coding either).
     NotChunked,
 }
 

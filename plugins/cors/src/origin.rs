@@ -33,21 +33,15 @@ impl OriginRule {
         if !valid_scheme(scheme) {
             return Err(format!("`{text}`: `{scheme}` is not a URL scheme; {hint}"));
         }
-        if let Some(port) = port
-            && port.parse::<u16>().is_err()
-        {
-            return Err(format!("`{text}`: `{port}` is not a port; {hint}"));
-        }
-        // Browsers leave a scheme's default port out of `Origin`: a rule
-        // written with it would never match.
-        if matches!((scheme, port), ("https", Some("443")) | ("http", Some("80"))) {
-            let without = text.replacen(&format!(":{}", port.unwrap_or_default()), "", 1);
-            return Err(format!(
-                "`{text}` names {scheme}'s default port, which browsers leave out of `Origin`: it would never \
-                 match; write \"{without}\""
-            ));
-        }
-        let port = port.map(str::to_owned);
+        // As browsers write it: a scheme's default port left out (a rule
+        // with `:443` never matched), the number without leading zeros.
+        let port = match port {
+            None => None,
+            Some(p) => {
+                let n: u16 = p.parse().map_err(|_| format!("`{text}`: `{p}` is not a port; {hint}"))?;
+                (!matches!((scheme, n), ("https", 443) | ("http", 80))).then(|| n.to_string())
+            }
+        };
         if let Some(suffix) = host.strip_prefix("*.") {
             if !valid_host(suffix) || suffix.starts_with('[') {
                 return Err(format!("`{text}`: `{suffix}` is not a host name; {hint}"));
@@ -66,7 +60,10 @@ impl OriginRule {
         if !valid_host(host) {
             return Err(format!("`{text}`: `{host}` is not a host name; {hint}"));
         }
-        Ok(Self::Exact(origin.to_owned()))
+        Ok(Self::Exact(match port {
+            Some(port) => format!("{scheme}://{host}:{port}"),
+            None => format!("{scheme}://{host}"),
+        }))
     }
 
     /// Whether the browser's `Origin` value (already lowercased) matches.
@@ -149,6 +146,12 @@ mod tests {
         assert_eq!(rule("HTTPS://App.Example.com/"), OriginRule::Exact("https://app.example.com".into()));
         assert_eq!(rule("http://localhost:3000"), OriginRule::Exact("http://localhost:3000".into()));
         assert_eq!(rule("http://[::1]:8080"), OriginRule::Exact("http://[::1]:8080".into()));
+        // The default port, as browsers leave it out of `Origin` (written
+        // with it, the rule never matched); a port without leading zeros.
+        assert_eq!(rule("https://app.example.com:443"), OriginRule::Exact("https://app.example.com".into()));
+        assert_eq!(rule("http://app.example.com:0080"), OriginRule::Exact("http://app.example.com".into()));
+        assert_eq!(rule("https://app.example.com:08443"), OriginRule::Exact("https://app.example.com:8443".into()));
+        assert!(rule("https://*.example.com:443").matches("https://a.example.com"));
         assert!(rule("https://a.example.com").matches("https://a.example.com"));
         assert!(!rule("https://a.example.com").matches("http://a.example.com"));
         assert!(!rule("https://a.example.com").matches("https://a.example.com:8443"));

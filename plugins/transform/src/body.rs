@@ -75,7 +75,7 @@ impl BodyEdits {
     /// The edited body, or `None` when the edits changed nothing.
     pub fn apply(&self, body: &[u8]) -> Result<Option<Vec<u8>>, BodyError> {
         let mut doc: Value = serde_json::from_slice(body).map_err(|_| BodyError::NotJson)?;
-        let mut changed = repeats_a_name(body);
+        let mut changed = false;
         for (from, to) in &self.rename {
             if let Some(value) = pointer::remove(&mut doc, from) {
                 pointer::set(&mut doc, to, value)?;
@@ -89,7 +89,9 @@ impl BodyEdits {
             pointer::set(&mut doc, p, value.clone())?;
             changed = true;
         }
-        if !changed {
+        // Unchanged, a body goes on as it came, unless it repeats a name
+        // (checked only then: an edited body is serialised again anyway).
+        if !changed && !repeats_a_name(body) {
             return Ok(None);
         }
         // Serialising a `Value` cannot fail (its map keys are strings).

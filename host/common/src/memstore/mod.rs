@@ -30,7 +30,7 @@
 //!   new clients.
 //! * A `take` or `hit` that finds no room evicts another bucket or window
 //!   first — of the first [`EVICTION_SAMPLE`] entries of its shard (or, if
-//!   none is one, of the first other shard that has one), the one that
+//!   none is one, of the first of the next four shards that has one), the one that
 //!   expires soonest: what it forgets is the least (a bucket nearly full
 //!   again, a window nearly aged out), as nginx's `limit_req` zone drops its
 //!   least recently used states. Otherwise a client making new keys (a
@@ -451,15 +451,17 @@ impl<C: Clock> MemStore<C> {
 
     /// Makes room for a new bucket or window by evicting the one expiring
     /// soonest among the first [`EVICTION_SAMPLE`] entries of `shard` (the
-    /// one of `key`, held), or else of the first other shard that has one
-    /// and is not locked now (waiting for a second lock could deadlock).
-    /// Whether one was.
+    /// one of `key`, held), or else of the first of the next few shards
+    /// that has one and is not locked now (waiting for a second lock could
+    /// deadlock; a store full of values and counters is not walked whole
+    /// for every new key). Whether one was.
     fn evict_limit(&self, shard: &mut Shard, key: &str) -> bool {
+        const NEIGHBOURS: usize = 4;
         if self.evict_in(shard) {
             return true;
         }
         let own = self.index(key);
-        (1..SHARDS).any(|i| match self.shards[(own + i) % SHARDS].try_lock() {
+        (1..=NEIGHBOURS).any(|i| match self.shards[(own + i) % SHARDS].try_lock() {
             Ok(mut other) => self.evict_in(&mut other),
             Err(std::sync::TryLockError::Poisoned(p)) => self.evict_in(&mut p.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => false,

@@ -381,9 +381,10 @@ fn a_full_store_evicts_the_limit_state_expiring_soonest() {
     store.set("value", b"1", None).unwrap();
     store.incr("counter", 1, None).unwrap();
     assert_eq!(invalid(store.hit("w", 5, 1_000, 1)), "store full", "nothing to evict");
-    // In another shard than the new key's, the one there goes.
+    // In a next shard to the new key's, the one there goes.
     let (_, store) = store_holding(1);
-    let other = (0..).map(|n| format!("o{n}")).find(|k| store.index(k) != store.index("w")).unwrap();
+    let next = (store.index("w") + 1) % super::SHARDS;
+    let other = (0..).map(|n| format!("o{n}")).find(|k| store.index(k) == next).unwrap();
     assert!(store.take(&other, 3, 1.0, 1).unwrap().allowed);
     assert!(store.hit("w", 5, 1_000, 1).unwrap().allowed);
     assert_eq!(store.len(), 1);
