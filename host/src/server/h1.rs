@@ -1084,8 +1084,11 @@ async fn refuse(cell: &mut Cell, refusal: Refusal, shared: &Shared, send_timeout
 /// says so (`close_notify`), within `send_timeout` (a client that reads
 /// nothing more would hold it for ever).
 async fn close(cell: &mut Cell, send_timeout: Duration) {
-    let shutdown = std::future::poll_fn(|cx| Pin::new(&mut lock(cell).io).poll_shutdown(cx));
-    let _ = tokio::time::timeout(send_timeout, shutdown).await;
+    let mut shutdown = std::pin::pin!(std::future::poll_fn(|cx| Pin::new(&mut lock(cell).io).poll_shutdown(cx)));
+    // A plain socket shuts down at once: no timer for it.
+    if futures::poll!(shutdown.as_mut()).is_pending() {
+        let _ = tokio::time::timeout(send_timeout, shutdown).await;
+    }
 }
 
 #[cfg(test)]
