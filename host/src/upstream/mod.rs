@@ -425,7 +425,7 @@ impl Upstream {
             // proxy) too large for the allocator's per-thread cache. It
             // keeps its own deadline: an HTTP/1 connection waits with the
             // timer it keeps, rather than one made for each request.
-            let attempt = Box::pin(self.try_once(ep, req, forwarding, now, now + try_timeout)).await;
+            let attempt = Box::pin(self.try_once(ep, req, forwarding, now, now + try_timeout, deadline)).await;
             let retry = match attempt {
                 Try::Response(mut resp, done) => {
                     let status = resp.status();
@@ -524,7 +524,7 @@ impl Upstream {
     }
 
     /// One try against one endpoint, started at `now` and answered by
-    /// `deadline`.
+    /// `deadline`, within the request's `overall` deadline.
     async fn try_once(
         &self,
         ep: &Endpoint,
@@ -532,10 +532,23 @@ impl Upstream {
         forwarding: Option<&Forwarding<'_>>,
         now: Instant,
         deadline: Instant,
+        overall: Instant,
     ) -> Try {
         self.prepare(&mut req, ep);
         let conn = match self.pools.checkout(&ep.address, now, deadline).await {
             Ok(c) => c,
+            // No connection within the try's timeout, with the request's
+            // time left: nothing was sent, so it is a connect failure (for
+            // another endpoint, and outlier detection), not a timeout.
+            Err(ConnectError::Deadline(_)) if deadline < overall => {
+                return Try::Connect(
+                    ProxyError::UpstreamConnect {
+                        upstream: self.name.clone(),
+                        detail: format!("no connection to {} within the try's timeout", ep.address),
+                    },
+                    req,
+                );
+            }
             Err(ConnectError::Deadline(_)) => return Try::TimedOut,
             Err(e) => {
                 return Try::Connect(

@@ -277,6 +277,47 @@ upstream = "a"
     )
 }
 
+/// A connection not made within a try's timeout, with the request's time
+/// left, is a connect failure: nothing was sent, so the request goes to
+/// another endpoint under the default retry policy. It was a timeout: a
+/// 504, never retried, whenever the silent endpoint was picked first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_not_made_within_a_try_is_a_connect_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let cert = ca.server("a", &["a.internal"]);
+    let up = TestUpstream::echo("origin").await;
+    let a = TestGateway::start_with(
+        &format!(
+            "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+        &tls_body(&up, ""),
+    );
+    let good = a.gateway.tls_addr().unwrap();
+    // Accepts, and never answers the TLS handshake.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let b = TestGateway::start(&format!(
+        "[upstreams.a]\nendpoints = [\"{silent_addr}\", \"{good}\"]\nconnect_timeout = \"5s\"\n\
+         tls = {{ ca = \"{}\", server_name = \"a.internal\" }}\n\
+         [[routes]]\nupstream = \"a\"\ntimeout = \"5s\"\ntry_timeout = \"300ms\"\n",
+        ca.pem.display()
+    ));
+    for i in 0..4 {
+        let r = get(&b.url("/")).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    held.abort();
+}
+
 /// An upstream's client certificate rotated in place (the same files, a
 /// new identity): the reload that follows connects with the new one,
 /// though the config did not change.
