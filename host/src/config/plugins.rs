@@ -1,6 +1,6 @@
 //! `[plugins]` (where plugins come from, default limits) and `[plugin.NAME]`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -139,6 +139,9 @@ pub struct Grants {
     pub http_max_response: u64,
     /// Resolved at load: name → value.
     pub secrets: BTreeMap<String, Secret>,
+    /// The secrets granted with `use = "verify"`: only keys are made of
+    /// them, their bytes never enter the plugin.
+    pub sealed_secrets: BTreeSet<String>,
     /// The files `secrets` were read from (see [`Config::files`](super::Config::files)).
     pub secret_files: Vec<PathBuf>,
 }
@@ -358,7 +361,11 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
     }
     let mut secrets = BTreeMap::new();
     let mut secret_files = Vec::new();
+    let mut sealed_secrets = BTreeSet::new();
     for (name, source) in &r.secrets {
+        if source.use_ == Some(raw::SecretUse::Verify) {
+            sealed_secrets.insert(name.clone());
+        }
         let value = match (&source.env, &source.file) {
             (Some(var), None) => {
                 std::env::var(var).ok().filter(|v| !v.is_empty()).map(String::into_bytes).ok_or_else(|| {
@@ -415,6 +422,7 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
         ),
         http_max_response: r.http_max_response.map_or(10 << 20, |s| s.0),
         secrets,
+        sealed_secrets,
         secret_files,
     };
     ok.then_some(grants)

@@ -178,6 +178,21 @@ pub struct RawGrants {
 pub struct RawSecretSource {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+    /// What the plugin may do with it (default: read its bytes).
+    #[serde(rename = "use")]
+    pub use_: Option<SecretUse>,
+}
+
+/// What a plugin may do with a granted secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretUse {
+    /// Read its bytes (`secrets::get`), and make a key of it.
+    #[default]
+    Read,
+    /// Only make an HMAC key of it (`Key::from_secret`): its bytes never
+    /// enter the plugin.
+    Verify,
 }
 
 /// `[store]`: where the plugins' key-value store lives.

@@ -693,6 +693,7 @@ mod tests {
             store: None,
             crypto: false,
             secrets: Default::default(),
+            sealed_secrets: Default::default(),
             http: None,
         };
         let mut state = super::HostState::new(std::sync::Arc::new(caps), 1 << 20, Duration::from_millis(100));

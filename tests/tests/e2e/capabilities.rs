@@ -60,6 +60,20 @@ async fn store_secrets_and_crypto_work_when_granted() {
     assert_eq!(echoed_header(&first, "x-key").as_deref(), Some("ES256"));
 }
 
+/// A secret granted with `use = "verify"` makes keys, but its bytes never
+/// enter the plugin: `secrets::get` does not see it (a secret granted to
+/// verify tokens could be read, and sent anywhere the plugin may send).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_granted_to_verify_with_cannot_be_read() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let grants = all_grants(dir.path()).replace("} }", ", use = \"verify\" } }");
+    assert!(grants.contains("use = \"verify\""), "{grants}");
+    let gw = TestGateway::start(&config(&grants, "secret = \"s\"", "", &up));
+    let doc = get(&gw.url("/")).await.json();
+    assert_eq!(echoed_header(&doc, "x-secret-len").as_deref(), Some("none"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_http_reaches_only_what_was_granted() {
     let (up, other) = tokio::join!(TestUpstream::echo("u"), TestUpstream::echo("other"));

@@ -263,7 +263,8 @@ async fn jwt_hs256_with_a_secret_from_a_file() {
     std::fs::write(&secret_file, "an HMAC secret for the e2e tests, 256 bits+\n").unwrap();
     let gw = TestGateway::start(&gateway_config(
         &up,
-        &format!("crypto = true, secrets = {{ hmac = {{ file = \"{}\" }} }}", secret_file.display()),
+        // Granted to make a key of only: its bytes never enter the plugin.
+        &format!("crypto = true, secrets = {{ hmac = {{ file = \"{}\", use = \"verify\" }} }}", secret_file.display()),
         r#"{ use = "jwt", config = { hmac_secret = "hmac", algorithms = ["HS256"], forward_claims = { email = "x-user-email" } } },"#,
     ));
     let good = hs256(b"an HMAC secret for the e2e tests, 256 bits+", &claims("bob", false));

@@ -17,7 +17,7 @@ pub mod http;
 pub mod redis;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -35,6 +35,8 @@ pub struct Caps {
     pub store: Option<StoreBackend>,
     pub crypto: bool,
     pub secrets: BTreeMap<String, Secret>,
+    /// Secrets granted only to make keys of ([`Grants::sealed_secrets`]).
+    pub sealed_secrets: BTreeSet<String>,
     pub http: Option<http::HttpCaps>,
 }
 
@@ -59,6 +61,7 @@ impl Caps {
             store: None,
             crypto: false,
             secrets: BTreeMap::new(),
+            sealed_secrets: BTreeSet::new(),
             http: None,
         }
     }
@@ -95,6 +98,7 @@ impl Caps {
             store: grants.store.then(|| store.clone()),
             crypto: grants.crypto,
             secrets: grants.secrets.clone(),
+            sealed_secrets: grants.sealed_secrets.clone(),
             http,
         })
     }
@@ -179,6 +183,9 @@ pub fn link(
 
 impl wit::secrets::Host for HostState {
     fn get(&mut self, name: String) -> Option<Vec<u8>> {
+        if self.caps.sealed_secrets.contains(&name) {
+            return None;
+        }
         self.caps.secrets.get(&name).map(|s| s.expose().to_vec())
     }
 }
