@@ -235,7 +235,10 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
             upstreams.push(old.clone());
             continue;
         }
-        match new_upstream(u, &config, env) {
+        // Built anew (its settings changed): its endpoints' state (health,
+        // ejection, breakers, latency) comes along from the one it replaces.
+        let before = previous.and_then(|p| p.upstreams.iter().find(|old| old.name.as_ref() == u.name));
+        match new_upstream(u, &config, env, before.map(|b| &**b)) {
             Ok(up) => upstreams.push(Arc::new(up)),
             Err((what, fix)) => problems.at_line(None, format!("upstreams.{}", u.name), what, fix),
         }
@@ -378,7 +381,7 @@ fn origin_upstreams(
                 endpoint_breaker: None,
                 retry_budget: config::RetryBudgetConfig::default(),
             };
-            match new_upstream(&upstream, config, env) {
+            match new_upstream(&upstream, config, env, None) {
                 Ok(u) => {
                     out.insert(grant.clone(), Arc::new(u));
                 }
@@ -391,7 +394,12 @@ fn origin_upstreams(
 
 /// A new upstream: its TLS client config, and for discovered upstreams the
 /// first resolution (a name that does not resolve fails the load).
-fn new_upstream(u: &config::UpstreamConfig, config: &Config, env: &Env) -> Result<Upstream, (String, String)> {
+fn new_upstream(
+    u: &config::UpstreamConfig,
+    config: &Config,
+    env: &Env,
+    before: Option<&Upstream>,
+) -> Result<Upstream, (String, String)> {
     // Before the files are read for the connector: a write after this
     // changes the digest, and the next reload builds it again.
     let files = tls_files(u);
@@ -424,7 +432,8 @@ fn new_upstream(u: &config::UpstreamConfig, config: &Config, env: &Env) -> Resul
         Some(what) => Some(resolve_now(&config.dns, what, &env.control)?),
     };
     let control = Some((&env.control, &config.dns));
-    Ok(Upstream::new(u, env.workers, env.metrics.clone(), tls, resolved, control).with_tls_files(files))
+    let carried = before.map(|b| b.endpoints_for(u)).unwrap_or_default();
+    Ok(Upstream::new(u, env.workers, env.metrics.clone(), tls, resolved, control, carried).with_tls_files(files))
 }
 
 /// A digest of an upstream's TLS files (CA, client certificate and key) as

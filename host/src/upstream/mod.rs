@@ -160,14 +160,19 @@ impl Upstream {
         tls: Option<TlsSettings>,
         resolved: Option<(Vec<Resolved>, Duration)>,
         control: Option<(&tokio::runtime::Handle, &crate::config::DnsConfig)>,
+        carried: Vec<Arc<Endpoint>>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let endpoints: Vec<Arc<Endpoint>> = match &resolved {
-            Some((r, _)) => EndpointSet::new(config, Vec::new()).update(config, r).endpoints,
+            Some((r, _)) => EndpointSet::new(config, carried).update(config, r).endpoints,
             None => config
                 .endpoints
                 .iter()
-                .map(|e| Arc::new(Endpoint::new(Arc::from(e.address.as_str()), e.weight, config.endpoint_breaker)))
+                .map(|e| {
+                    carried.iter().find(|c| *c.address == *e.address && c.weight == e.weight).cloned().unwrap_or_else(
+                        || Arc::new(Endpoint::new(Arc::from(e.address.as_str()), e.weight, config.endpoint_breaker)),
+                    )
+                })
                 .collect(),
         };
         let set = Arc::new(ArcSwap::from_pointee(EndpointSet::new(config, endpoints)));
@@ -249,6 +254,17 @@ impl Upstream {
             }
             spawn();
         }
+    }
+
+    /// Its endpoints, for an upstream of the same name that `config` builds
+    /// anew to carry on with (their health, ejection, breaker and latency
+    /// go on as they were): none when what they hold would be wrong for it —
+    /// another endpoint breaker, or health state with no checks left to
+    /// change it.
+    pub fn endpoints_for(&self, config: &UpstreamConfig) -> Vec<Arc<Endpoint>> {
+        let same_breaker = self.config.endpoint_breaker == config.endpoint_breaker;
+        let health_kept = config.health.is_some() || self.config.health.is_none();
+        if same_breaker && health_kept { self.endpoints() } else { Vec::new() }
     }
 
     /// Records the digest of the TLS files it was built from

@@ -265,6 +265,39 @@ retries = {{ attempts = 0 }}
     assert_eq!(sample(&text, &ejected), Some("0"), "{text}");
 }
 
+/// A reload that changes an upstream's settings (and so builds it anew)
+/// keeps its endpoints' state: one its health checks took out stays out.
+/// It came back healthy, and took traffic until the new checks had failed
+/// it `unhealthy_threshold` times again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_what_the_upstream_knew_of_its_endpoints() {
+    let ups = upstreams(2).await;
+    let config = |interval: &str, threshold: u32| {
+        format!(
+            r#"{ADMIN}[upstreams.u]
+endpoints = ["{}", "{}"]
+health = {{ path = "/health", interval = "{interval}", unhealthy_threshold = {threshold} }}
+[[routes]]
+upstream = "u"
+"#,
+            ups[0].addr, ups[1].addr
+        )
+    };
+    let gw = TestGateway::start(&config("100ms", 1));
+    ups[0].set_healthy(false);
+    let down = format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="u",endpoint="{}"}}"#, ups[0].addr);
+    let text = gw.metrics_once(&down, "0", Duration::from_secs(5)).await;
+    assert_eq!(sample(&text, &down), Some("0"), "{text}");
+    // Checks far apart, and three failures to go down: the endpoint's state
+    // is all that keeps it out now.
+    gw.write_config(&config("1h", 3));
+    assert!(gw.gateway.reload().is_ok());
+    let seen = spread(&gw, "/", 20).await;
+    assert_eq!(seen.get("e1"), Some(&20), "only the healthy endpoint: {seen:?}");
+    let text = gw.metrics().await;
+    assert_eq!(sample(&text, &down), Some("0"), "{text}");
+}
+
 /// An active check whose kept connection the upstream closes as the check
 /// goes out (its idle timeout racing the interval) is sent again on a new
 /// connection, as a request is: it counted as a failed check, and with
