@@ -662,6 +662,11 @@ fn spawn_watcher(
     // before it was copied in) is tried again once it is written, not only
     // when the config changes again.
     let mut refused: Vec<PathBuf> = Vec::new();
+    // A change seen once, reloaded only when the next look finds it the
+    // same: a file written in place in several steps (`cat >`, an editor
+    // that does not rename) is not loaded half-written — a prefix that
+    // parses would serve without its last routes until the next look.
+    let mut seen: Option<Fingerprint> = None;
     std::thread::Builder::new().name("wasmgate-watch".into()).spawn(move || {
         loop {
             match stop.recv_timeout(interval) {
@@ -669,12 +674,19 @@ fn spawn_watcher(
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
             let now = Fingerprint::take(&shared).and(&refused);
-            if now != last {
-                tracing::info!("config, plugin or named files changed; reloading");
-                refused = shared.reload_or_log().err().unwrap_or_default();
-                // The reload may have changed what to watch.
-                last = now.settled(Fingerprint::take(&shared).and(&refused));
+            if now == last {
+                seen = None;
+                continue;
             }
+            if seen.as_ref() != Some(&now) {
+                seen = Some(now);
+                continue;
+            }
+            seen = None;
+            tracing::info!("config, plugin or named files changed; reloading");
+            refused = shared.reload_or_log().err().unwrap_or_default();
+            // The reload may have changed what to watch.
+            last = now.settled(Fingerprint::take(&shared).and(&refused));
         }
     })
 }
