@@ -61,6 +61,10 @@ pub trait AdminState: Send + Sync {
     fn ready(&self) -> bool;
     /// The metrics in the OpenMetrics text format.
     fn metrics(&self) -> String;
+    /// Whether the gateway's workers are running (not stalled).
+    fn live(&self) -> bool {
+        true
+    }
 }
 
 struct Admin {
@@ -221,7 +225,8 @@ impl Admin {
             return resp;
         }
         match req.uri().path() {
-            "/health/live" => json(StatusCode::OK, r#"{"status":"live"}"#),
+            "/health/live" if self.state.live() => json(StatusCode::OK, r#"{"status":"live"}"#),
+            "/health/live" => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"stalled"}"#),
             "/health/ready" if self.state.ready() => json(StatusCode::OK, r#"{"status":"ready"}"#),
             "/health/ready" => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#),
             _ => respond(StatusCode::OK, OPENMETRICS, Bytes::from(self.state.metrics())),

@@ -171,6 +171,18 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
         }
     };
     let mut serving = Serving::current(&shared, None);
+    // The worker's heartbeat, which `/health/live` reads: a worker whose
+    // event loop is blocked stops beating.
+    let beating = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                shared.beat();
+            }
+        }
+    });
     // Every connection holds a sender; when all are gone, so are the
     // connections (graceful shutdown waits for that).
     let (open, mut all_closed) = mpsc::channel::<()>(1);
@@ -257,6 +269,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
             tracing::warn!("shutdown deadline passed with requests in flight; closing them");
         }
     }
+    beating.abort();
 }
 
 /// A worker's TLS connections accepted with one [`tls::Listening`]: their

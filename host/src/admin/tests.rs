@@ -15,6 +15,7 @@ use crate::telemetry::Metrics;
 
 struct TestState {
     ready: AtomicBool,
+    stalled: AtomicBool,
     metrics: Metrics,
 }
 
@@ -25,6 +26,10 @@ impl AdminState for TestState {
 
     fn metrics(&self) -> String {
         self.metrics.encode()
+    }
+
+    fn live(&self) -> bool {
+        !self.stalled.load(Ordering::SeqCst)
     }
 }
 
@@ -86,7 +91,7 @@ async fn call_with(
 const TOKEN: &str = "s3cret-admin-token";
 
 fn state() -> Arc<TestState> {
-    Arc::new(TestState { ready: AtomicBool::new(false), metrics: Metrics::new() })
+    Arc::new(TestState { ready: AtomicBool::new(false), stalled: AtomicBool::new(false), metrics: Metrics::new() })
 }
 
 #[tokio::test]
@@ -99,6 +104,11 @@ async fn health_flips_with_readiness_and_metrics_serve_recorded_series() {
     assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"live"}"#));
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    // A worker stalled: not live, so an orchestrator restarts the process.
+    state.stalled.store(true, Ordering::SeqCst);
+    let (status, _, body) = call(Method::GET, &server.url("/health/live"), None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"stalled"}"#));
+    state.stalled.store(false, Ordering::SeqCst);
 
     let (status, _, body) = call(Method::GET, &server.url("/health/ready"), None).await;
     assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not ready"}"#));

@@ -37,7 +37,16 @@ pub struct Shared {
     generation: AtomicU64,
     reload_lock: Mutex<()>,
     ready: AtomicBool,
+    /// Each worker's last heartbeat, in seconds since `epoch`
+    /// ([`Shared::beat`]): a worker that stops beating is stalled.
+    beats: Box<[AtomicU64]>,
+    epoch: std::time::Instant,
 }
+
+/// How long a worker may go without beating before `/health/live` says the
+/// gateway is stalled (its event loop blocked: nothing it does waits this
+/// long on its thread).
+const STALLED_AFTER_SECS: u64 = 10;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +105,20 @@ impl Shared {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.env.metrics
+    }
+
+    /// A heartbeat of the worker on this thread (every second, from its
+    /// event loop).
+    pub(crate) fn beat(&self) {
+        let i = crate::worker::index() % self.beats.len();
+        self.beats[i].store(self.epoch.elapsed().as_secs(), Ordering::Relaxed);
+    }
+
+    /// Whether every worker's event loop has run lately (`/health/live`);
+    /// while starting or draining (not ready), yes.
+    pub fn live(&self) -> bool {
+        let now = self.epoch.elapsed().as_secs();
+        !self.ready() || all_beating(self.beats.iter().map(|b| b.load(Ordering::Relaxed)), now)
     }
 
     /// Like [`reload`](Self::reload), logging a refused config instead of
@@ -164,6 +187,10 @@ fn warn_static_changes(old: &Config, new: &Config) {
 impl crate::admin::AdminState for Shared {
     fn ready(&self) -> bool {
         Shared::ready(self)
+    }
+
+    fn live(&self) -> bool {
+        Shared::live(self)
     }
 
     fn metrics(&self) -> String {
@@ -303,6 +330,12 @@ async fn until_signalled(
             gateway.begin_shutdown();
         }
     }
+}
+
+/// Whether every heartbeat (seconds since the epoch) is within
+/// [`STALLED_AFTER_SECS`] of `now`.
+fn all_beating(beats: impl IntoIterator<Item = u64>, now: u64) -> bool {
+    beats.into_iter().all(|at| now.saturating_sub(at) < STALLED_AFTER_SECS)
 }
 
 /// Drops expired entries of the in-process store now and then (reads skip
@@ -452,6 +485,8 @@ impl Gateway {
             generation: AtomicU64::new(0),
             reload_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
+            beats: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            epoch: std::time::Instant::now(),
         });
         let (shutdown, _) = watch::channel(false);
         // The admin listener outlasts the drain: probes see 503 meanwhile,
@@ -689,4 +724,17 @@ fn spawn_watcher(
             last = now.settled(Fingerprint::take(&shared).and(&refused));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_is_stalled_once_its_heartbeat_is_ten_seconds_old() {
+        assert!(all_beating([100, 95], 100));
+        assert!(all_beating([100, 91], 100));
+        assert!(!all_beating([100, 90], 100), "one worker ten seconds behind");
+        assert!(all_beating([5], 3), "a beat after the reading is fresh");
+    }
 }

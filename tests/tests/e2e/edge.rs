@@ -866,6 +866,21 @@ async fn shutdown_drains_tunnels_up_to_its_deadline_and_the_admin_listener_outla
     assert_eq!(ready().await, None, "the admin listener is closed once the drain is over");
 }
 
+/// `/health/live` reads the workers' heartbeats: past ten seconds of a
+/// gateway serving, with two workers beating, it is still live (a worker
+/// whose event loop is blocked stops beating, and after ten seconds the
+/// answer is 503 `stalled`, so an orchestrator restarts the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_follows_the_workers_heartbeats() {
+    let up = TestUpstream::echo("u").await;
+    let gw =
+        TestGateway::start_with("workers = 2", &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{}", tls_body(&up, "")));
+    let admin = gw.gateway.admin_addr().unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let r = get(&format!("http://{admin}/health/live")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, r#"{"status":"live"}"#));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_serves_health_and_metrics_behind_a_token() {
     let up = TestUpstream::echo("u").await;
