@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore, SignatureScheme, SupportedProtocolVersion};
@@ -132,7 +132,8 @@ pub fn files_digest<'p>(paths: impl IntoIterator<Item = &'p Path>) -> [u8; 32] {
 
 /// The files a listener's TLS config reads.
 pub fn server_files(tls: &ServerTls) -> impl Iterator<Item = &Path> {
-    tls.certificates.iter().flat_map(|c| [c.cert.as_path(), c.key.as_path()]).chain(tls.client_ca.as_deref())
+    let certificates = tls.certificates.iter().flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
+    certificates.chain(tls.client_ca.as_deref()).chain(tls.client_crl.as_deref())
 }
 
 pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -158,7 +159,20 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, TlsEr
                 ClientAuth::Required => verifier,
                 ClientAuth::Optional => verifier.allow_unauthenticated(),
             };
-            let verifier = verifier.build().map_err(|source| TlsError::ClientVerifier { path: ca.clone(), source })?;
+            // Revoked certificates: every certificate of a client's chain
+            // below its trust anchor must be covered by a list (a status
+            // that cannot be told fails the handshake).
+            let verifier = match &tls.client_crl {
+                Some(path) => verifier.with_crls(load_crls(path)?),
+                None => verifier,
+            };
+            let verifier = verifier.build().map_err(|source| {
+                let path = match (&source, &tls.client_crl) {
+                    (VerifierBuilderError::InvalidCrl(_), Some(crl)) => crl.clone(),
+                    _ => ca.clone(),
+                };
+                TlsError::ClientVerifier { path, source }
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -334,6 +348,21 @@ fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         })?;
     }
     Ok(roots)
+}
+
+/// The certificate revocation lists in a PEM file (`X509 CRL` blocks).
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { path: path.to_owned(), problem: e.to_string() })?;
+    if crls.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            problem: "no certificate revocation list found (expected PEM `-----BEGIN X509 CRL-----`)".into(),
+        });
+    }
+    Ok(crls)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {

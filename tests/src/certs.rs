@@ -4,10 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
+
+/// Serial numbers, one per certificate issued (a revocation list names them).
+static SERIALS: AtomicU64 = AtomicU64::new(1000);
 
 /// A certificate authority whose files live in `dir`.
 pub struct Ca {
@@ -27,6 +32,7 @@ impl std::fmt::Debug for Ca {
 pub struct Issued {
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub serial: u64,
 }
 
 impl Ca {
@@ -47,12 +53,39 @@ impl Ca {
         params.distinguished_name.push(DnType::CommonName, file);
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
+        let serial = SERIALS.fetch_add(1, Ordering::Relaxed);
+        params.serial_number = Some(SerialNumber::from(serial));
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         let (cert_path, key_path) = (self.dir.join(format!("{file}.pem")), self.dir.join(format!("{file}.key")));
         std::fs::write(&cert_path, format!("{}{}", cert.pem(), self.issuer.pem())).expect("write cert");
         std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        Issued { cert: cert_path, key: key_path }
+        Issued { cert: cert_path, key: key_path, serial }
+    }
+
+    /// A certificate revocation list of this CA naming `revoked`, as a PEM
+    /// file `file`.
+    pub fn revocation_list(&self, file: &str, revoked: &[&Issued]) -> PathBuf {
+        let params = CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(SERIALS.fetch_add(1, Ordering::Relaxed)),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|i| RevokedCertParams {
+                    serial_number: SerialNumber::from(i.serial),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).expect("sign the CRL");
+        let path = self.dir.join(file);
+        std::fs::write(&path, crl.pem().expect("CRL PEM")).expect("write CRL");
+        path
     }
 
     /// A server certificate for these names (DNS names or IPs).

@@ -56,8 +56,7 @@ impl Config {
     pub fn files(&self) -> Vec<&Path> {
         let mut files = Vec::new();
         if let Some(tls) = &self.server.tls {
-            files.extend(tls.certificates.iter().flat_map(|c| [c.cert.as_path(), c.key.as_path()]));
-            files.extend(tls.client_ca.as_deref());
+            files.extend(crate::tls::server_files(tls));
         }
         for tls in self.upstreams.iter().filter_map(|u| u.tls.as_ref()) {
             files.extend(tls.ca.as_deref());

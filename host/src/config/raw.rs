@@ -76,6 +76,8 @@ pub struct RawServerTls {
     pub listen: Spanned<String>,
     pub certificates: Vec<Spanned<RawCertificate>>,
     pub client_ca: Option<PathBuf>,
+    /// Revoked client certificates (PEM `X509 CRL` blocks).
+    pub client_crl: Option<PathBuf>,
     pub client_auth: Option<ClientAuth>,
     pub min_version: Option<TlsVersion>,
 }

@@ -54,6 +54,8 @@ pub struct ServerTls {
     pub listen: SocketAddr,
     pub certificates: Vec<CertConfig>,
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists for the client certificates.
+    pub client_crl: Option<PathBuf>,
     pub client_auth: ClientAuth,
     pub min_version: TlsVersion,
 }
@@ -241,6 +243,14 @@ fn build_tls(t: &Spanned<raw::RawServerTls>, base: &Path, p: &mut Problems<'_>) 
         );
         return None;
     }
+    if r.client_crl.is_some() && r.client_ca.is_none() {
+        p.at(
+            span(t),
+            "server.tls.client_crl",
+            "client_crl is set but there is no client_ca: no client certificate is asked for",
+            "add client_ca = \"path/to/ca.pem\", or remove client_crl",
+        );
+    }
     if r.client_auth.is_some() && r.client_ca.is_none() {
         p.at(
             span(t),
@@ -265,6 +275,7 @@ fn build_tls(t: &Spanned<raw::RawServerTls>, base: &Path, p: &mut Problems<'_>) 
         listen: listen?,
         certificates,
         client_ca: r.client_ca.as_ref().map(|c| base.join(c)),
+        client_crl: r.client_crl.as_ref().map(|c| base.join(c)),
         client_auth: r.client_auth.unwrap_or_default(),
         min_version: r.min_version.unwrap_or_default(),
     })

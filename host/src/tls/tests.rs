@@ -96,6 +96,7 @@ fn listener(certificates: Vec<CertConfig>) -> ServerTls {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         certificates,
         client_ca: None,
+        client_crl: None,
         client_auth: ClientAuth::Required,
         min_version: TlsVersion::Tls12,
     }

@@ -220,6 +220,38 @@ async fn a_reload_that_replaces_the_tls_config_closes_the_connections_it_accepte
     assert!(again.is_err(), "and a new one with the withdrawn CA's certificate is refused");
 }
 
+/// A revoked client certificate is refused (`client_crl`), and a list
+/// written anew is taken up by the reload its file makes (revoking a
+/// leaked certificate meant replacing the whole client CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_client_certificates_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let clients = Ca::new(dir.path(), "clients");
+    let server = ca.server("gw", &["gw.test"]);
+    let (good, leaked) = (clients.client("good"), clients.client("leaked"));
+    let crl = clients.revocation_list("clients.crl", &[&leaked]);
+    let up = TestUpstream::echo("u").await;
+    let tls = format!(
+        "watch = true\nwatch_interval = \"50ms\"\n{}client_crl = \"{}\"\n",
+        requiring_clients(&server, &clients),
+        crl.display()
+    );
+    let gw = TestGateway::start_with(&tls, &tls_body(&up, ""));
+    let addr = gw.gateway.tls_addr().unwrap();
+    let alpn: &[&[u8]] = &[b"http/1.1"];
+    let ok = tls_get(addr, "gw.test", ca.client_config(alpn, Some(&good)), "/").await;
+    assert_eq!(ok.map(|r| r.0), Ok(200));
+    assert!(tls_get(addr, "gw.test", ca.client_config(alpn, Some(&leaked)), "/").await.is_err(), "revoked: refused");
+    // The good one revoked too, by a new list written in place.
+    let _ = clients.revocation_list("clients.crl", &[&leaked, &good]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls_get(addr, "gw.test", ca.client_config(alpn, Some(&good)), "/").await.is_ok() {
+        assert!(Instant::now() < deadline, "the new list was not taken up within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A gateway may serve only over TLS (no `server.listen`): with client
 /// certificates required, no plain port serves the same routes without one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
