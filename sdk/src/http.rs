@@ -1,7 +1,9 @@
 //! Outbound HTTP through the gateway (needs `grants.http`): to named
 //! upstreams (`upstream://NAME/path`) and granted origins
-//! (`https://idp.example.com/...`), over the gateway's pools, timeouts and
-//! breakers. [`send_all`] runs requests concurrently.
+//! (`https://idp.example.com/...`), over the gateway's pools and timeouts
+//! (and a named upstream's breakers). A call waits no longer than the
+//! plugin may still wait (its route's timeout). [`send_all`] runs requests
+//! concurrently.
 
 use std::fmt;
 use std::time::Duration;
