@@ -101,6 +101,19 @@ fn run(config: &Path) -> std::process::Child {
         .unwrap()
 }
 
+/// `wasmgate run -c config` after the shell's `limit` (a `ulimit`),
+/// logging at `log`, its stderr to `stderr`.
+fn run_limited(config: &Path, limit: &str, log: &str, stderr: Stdio) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{limit} && exec {BIN} run -c {}", config.display()))
+        .env("WASMGATE_LOG", log)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn wait_for(mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -278,14 +291,7 @@ fn running_out_of_file_descriptors_is_said_once_and_survived() {
     let config = dir.path().join("gw.toml");
     let port = free_port();
     write_config(&config, port, &dead_upstream(), false);
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n 64 && exec {BIN} run -c {}", config.display()))
-        .env("WASMGATE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_limited(&config, "ulimit -n 64", "info", Stdio::piped());
     assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
     // Connections it accepts and holds (no request yet) until it has no
     // descriptor left; the rest wait in the backlog.
@@ -351,14 +357,7 @@ fn run_raises_its_open_files_limit_to_the_hard_one() {
     let config = dir.path().join("gw.toml");
     let port = free_port();
     write_config(&config, port, &dead_upstream(), false);
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -Sn 256 && exec {BIN} run -c {}", config.display()))
-        .env("WASMGATE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = run_limited(&config, "ulimit -Sn 256", "warn", Stdio::null());
     assert!(wait_for(|| status_of(port, "/a").is_some()), "the gateway started");
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
     let open_files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();

@@ -35,6 +35,19 @@ pub struct Issued {
     pub serial: u64,
 }
 
+impl Issued {
+    /// A `[server.tls]` table (after a newline: it goes into the server
+    /// extra, before `[upstreams]`) serving this certificate on an
+    /// ephemeral port.
+    pub fn tls_listener(&self) -> String {
+        format!(
+            "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
 impl Ca {
     pub fn new(dir: &Path, name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");

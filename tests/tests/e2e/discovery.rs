@@ -164,11 +164,7 @@ async fn a_dns_upstream_over_tls_is_checked_against_its_name() {
     let cert = ca.server("a", &["a.svc.test"]);
     let up = TestUpstream::echo("origin").await;
     let a = TestGateway::start_with(
-        &format!(
-            "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-            cert.cert.display(),
-            cert.key.display()
-        ),
+        &cert.tls_listener(),
         &format!("[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n", up.addr),
     );
     let port = a.gateway.tls_addr().expect("TLS listener").port();

@@ -50,12 +50,7 @@ async fn tls_get(
 /// A `[server.tls]` listener with `cert`, requiring client certificates
 /// issued by `clients`.
 fn requiring_clients(cert: &Issued, clients: &Ca) -> String {
-    format!(
-        "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
-        cert.cert.display(),
-        cert.key.display(),
-        clients.pem.display()
-    )
+    format!("{}client_ca = \"{}\"\n", cert.tls_listener(), clients.pem.display())
 }
 
 fn tls_body(up: &TestUpstream, server_tls: &str) -> String {
@@ -95,11 +90,7 @@ async fn a_renewed_certificate_is_served_once_its_files_change() {
     let (old_ca, new_ca) = (Ca::new(dir.path(), "old-ca"), Ca::new(dir.path(), "new-ca"));
     let site = old_ca.server("site", &["a.test"]);
     let up = TestUpstream::echo("u").await;
-    let server = format!(
-        "watch = true\nwatch_interval = \"50ms\"\n\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-        site.cert.display(),
-        site.key.display()
-    );
+    let server = format!("watch = true\nwatch_interval = \"50ms\"\n{}", site.tls_listener());
     let gw = TestGateway::start_with(&server, &tls_body(&up, ""));
     let addr = gw.gateway.tls_addr().expect("TLS listener");
     let alpn: &[&[u8]] = &[b"http/1.1"];
@@ -319,14 +310,7 @@ async fn a_connection_not_made_within_a_try_is_a_connect_failure() {
     let ca = Ca::new(dir.path(), "ca");
     let cert = ca.server("a", &["a.internal"]);
     let up = TestUpstream::echo("origin").await;
-    let a = TestGateway::start_with(
-        &format!(
-            "\n[server.tls]\nlisten = \"127.0.0.1:0\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-            cert.cert.display(),
-            cert.key.display()
-        ),
-        &tls_body(&up, ""),
-    );
+    let a = TestGateway::start_with(&cert.tls_listener(), &tls_body(&up, ""));
     let good = a.gateway.tls_addr().unwrap();
     // Accepts, and never answers the TLS handshake.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -804,12 +788,7 @@ async fn a_tls_client_that_stops_reading_is_let_go_of() {
     let ca = Ca::new(dir.path(), "ca");
     let site = ca.server("site", &["a.test"]);
     let up = TestUpstream::echo("u").await;
-    let server = format!(
-        "send_timeout = \"300ms\"\nshutdown_timeout = \"60s\"\n\n[server.tls]\nlisten = \"127.0.0.1:0\"\n\
-         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-        site.cert.display(),
-        site.key.display()
-    );
+    let server = format!("send_timeout = \"300ms\"\nshutdown_timeout = \"60s\"\n{}", site.tls_listener());
     let gw = TestGateway::start_with(&server, &tls_body(&up, ""));
     let addr = gw.gateway.tls_addr().expect("TLS listener");
     // A small receive window, so the response backs up into the gateway.
