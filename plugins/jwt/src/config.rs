@@ -258,6 +258,16 @@ fn key_sources(
                 )
                 .into());
             }
+            if let Some(rest) = url.strip_prefix("http://")
+                && !loopback(rest)
+            {
+                return Err(format!(
+                    "jwks_url: `{url}` would fetch the keys that verify every token in the clear, and anyone on \
+                     the way could put their own in; use https://, or upstream://NAME for an identity provider \
+                     on a network you trust (http:// is taken for this machine only)"
+                )
+                .into());
+            }
             let refresh_interval_ms = duration("jwks_refresh_interval", durations.refresh.as_deref(), 30 * SECOND)?;
             if refresh_interval_ms < SECOND {
                 return Err("jwks_refresh_interval: at least \"1s\"; it keeps tokens with unknown kids from \
@@ -337,4 +347,15 @@ fn header_name(key: &str, name: &str) -> Result<String, ConfigError> {
         EditError::Forbidden(name) => format!("{key}: `{name}` is managed by the gateway; pick another header").into(),
         _ => format!("{key}: `{name}` is not a valid header name").into(),
     })
+}
+
+/// Whether a URL's part after `http://` names this machine (`localhost`, a
+/// loopback address), where nothing is on the way.
+fn loopback(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }

@@ -56,6 +56,9 @@ fn bad_configs_say_what_and_how_to_fix() {
         (r#"{"hmac_secret":"k","realm":"a\"b"}"#, "realm"),
         (r#"{"hmac_secret":"k","max_token_bytes":10}"#, "out of range"),
         (r#"{"jwks_url":"ftp://idp/keys"}"#, "not upstream://"),
+        // Keys fetched in the clear from elsewhere: anyone on the way could add theirs.
+        (r#"{"jwks_url":"http://idp.example.com/keys"}"#, "in the clear"),
+        (r#"{"jwks_url":"http://10.0.0.5:8080/keys"}"#, "in the clear"),
         (r#"{"jwks_url":"upstream://idp/k","jwks_refresh_interval":"10ms"}"#, "at least \"1s\""),
         (r#"{"hmac_secret":"k","jwks_max_age":"1m"}"#, "only with jwks_url"),
         (r#"{"public_keys":[1]}"#, "PEM text"),
@@ -65,5 +68,16 @@ fn bad_configs_say_what_and_how_to_fix() {
     for (json, want) in cases {
         let err = build(json).err().unwrap_or_default();
         assert!(err.contains(want), "{json}: {err:?} does not contain {want:?}");
+    }
+}
+
+/// http:// is this machine's only: nothing is on the way there.
+#[test]
+fn a_jwks_url_over_plain_http_is_this_machines_only() {
+    for url in
+        ["http://127.0.0.1:8080/keys", "http://localhost/keys", "http://[::1]:9000/k", "https://idp.example.com/k"]
+    {
+        let err = build(&format!(r#"{{"jwks_url":"{url}"}}"#)).err().unwrap_or_default();
+        assert!(!err.contains("in the clear"), "{url}: {err}");
     }
 }
