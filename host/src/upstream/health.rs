@@ -75,13 +75,14 @@ async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
     let attempt = async {
         let conn = pools.checkout(address, now, deadline).await.ok()?;
         let mut req = Request::new(Body::Empty);
+        let authority = pools.authority_for(address);
         if pools.http2() {
             let scheme = if pools.tls() { "https" } else { "http" };
-            *req.uri_mut() = format!("{scheme}://{address}{}", check.path).parse().ok()?;
+            *req.uri_mut() = format!("{scheme}://{authority}{}", check.path).parse().ok()?;
             *req.version_mut() = http::Version::HTTP_2;
         } else {
             *req.uri_mut() = check.path.parse().ok()?;
-            req.headers_mut().insert(header::HOST, address.parse().ok()?);
+            req.headers_mut().insert(header::HOST, authority.parse().ok()?);
         }
         req.headers_mut().insert(header::USER_AGENT, http::HeaderValue::from_static("wasmgate-health-check"));
         // A kept connection the upstream closed as the check went out (its

@@ -306,6 +306,22 @@ impl Pools {
         self.settings.tls.is_some()
     }
 
+    /// The authority a request of the gateway's own (a health check) names
+    /// for `address`: the TLS server name with the endpoint's port, when
+    /// connections verify one (a virtual-hosted upstream serves that name,
+    /// not its address), else the address.
+    pub fn authority_for(&self, address: &str) -> String {
+        let name = self.settings.tls.as_ref().and_then(|t| match &t.server_name {
+            Some(rustls::pki_types::ServerName::DnsName(name)) => Some(name.as_ref().to_owned()),
+            _ => None,
+        });
+        match (name, address.rsplit_once(':')) {
+            (Some(name), Some((_, port))) => format!("{name}:{port}"),
+            (Some(name), None) => name,
+            (None, _) => address.to_owned(),
+        }
+    }
+
     fn shard(&self) -> &Arc<Shard> {
         &self.shards[crate::worker::index() % self.shards.len()]
     }

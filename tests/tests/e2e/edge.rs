@@ -334,6 +334,42 @@ async fn a_connection_not_made_within_a_try_is_a_connect_failure() {
     held.abort();
 }
 
+/// A TLS upstream's health checks name its server name (with the
+/// endpoint's port), as its requests' certificate check does: an upstream
+/// that serves by name (here a gateway whose one route is for
+/// `a.internal`) answered checks sent to its address 404, and went down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_to_a_tls_upstream_name_its_server_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let cert = ca.server("a", &["a.internal"]);
+    let up = TestUpstream::echo("origin").await;
+    let a = TestGateway::start_with(
+        &cert.tls_listener(),
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nmatch = {{ host = \"a.internal\" }}\nupstream = \"u\"\n",
+            up.addr
+        ),
+    );
+    let a_addr = a.gateway.tls_addr().unwrap();
+    let b = TestGateway::start_with(
+        wasmgate_tests::ADMIN,
+        &format!(
+            "[upstreams.a]\nendpoints = [\"{a_addr}\"]\ntls = {{ ca = \"{}\", server_name = \"a.internal\" }}\n\
+             health = {{ path = \"/health\", interval = \"100ms\", unhealthy_threshold = 1 }}\n\
+             [[routes]]\nupstream = \"a\"\n",
+            ca.pem.display()
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gauge = format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="a",endpoint="{a_addr}"}}"#);
+    let text = b.metrics().await;
+    assert_eq!(wasmgate_tests::sample(&text, &gauge), Some("1"), "{text}");
+    // (Proxied requests carry their client's `Host`.)
+    let r = wasmgate_tests::send(wasmgate_tests::get_request(&b.url("/through"), &[("host", "a.internal")])).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 /// An upstream's client certificate rotated in place (the same files, a
 /// new identity): the reload that follows connects with the new one,
 /// though the config did not change.
