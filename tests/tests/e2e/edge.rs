@@ -24,8 +24,7 @@ async fn tls_get(
     path: &str,
 ) -> Result<(u16, Option<Vec<u8>>, String), String> {
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let tls = tls_over(tcp, sni, config).await?;
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let req = Request::get(path).header("host", sni).body(Full::<Bytes>::default()).map_err(|e| e.to_string())?;
     let resp = if alpn.as_deref() == Some(b"h2") {
@@ -45,6 +44,16 @@ async fn tls_get(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, alpn, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A TLS handshake over `tcp` for `sni`.
+async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())
 }
 
 /// A `[server.tls]` listener with `cert`, requiring client certificates
@@ -185,11 +194,7 @@ async fn a_reload_that_replaces_the_tls_config_closes_the_connections_it_accepte
     let gw = TestGateway::start_with(&requiring_clients(&server, &clients), &tls_body(&up, ""));
     let addr = gw.gateway.tls_addr().unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("gw.test").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"], Some(&good)))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let tls = tls_over(tcp, "gw.test", ca.client_config(&[b"http/1.1"], Some(&good))).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     let conn = tokio::spawn(conn);
     let ask = |path: &str| Request::get(path).header("host", "gw.test").body(Full::<Bytes>::default()).unwrap();
@@ -831,9 +836,7 @@ async fn a_tls_client_that_stops_reading_is_let_go_of() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let tcp = socket.connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
-    let mut tls =
-        tokio_rustls::TlsConnector::from(ca.client_config(&[b"http/1.1"], None)).connect(name, tcp).await.unwrap();
+    let mut tls = tls_over(tcp, "a.test", ca.client_config(&[b"http/1.1"], None)).await.unwrap();
     tls.write_all(format!("GET /bytes/{} HTTP/1.1\r\nhost: a.test\r\n\r\n", 32 << 20).as_bytes()).await.unwrap();
     tls.flush().await.unwrap();
     // Reading nothing, well past the send timeout: the connection is gone
