@@ -313,6 +313,9 @@ pub struct RawUpstreamTls {
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub path: String,
+    /// The checks' `Host` (HTTP/2 `:authority`), for an upstream that
+    /// serves by name.
+    pub host: Option<String>,
     pub interval: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
     pub healthy_threshold: Option<u32>,

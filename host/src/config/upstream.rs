@@ -86,6 +86,9 @@ pub struct Bulkhead {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub path: String,
+    /// `Host` for the checks; `None`: the endpoint's address, or over TLS
+    /// the server name with the endpoint's port.
+    pub host: Option<String>,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,
@@ -421,8 +424,22 @@ fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) ->
         );
         return None;
     }
+    let host = match r.host.as_deref().map(|text| (text, text.parse::<http::uri::Authority>())) {
+        None => None,
+        Some((text, Ok(authority))) if authority.as_str() == text && !text.contains('@') => Some(text.to_owned()),
+        Some((text, _)) => {
+            p.at(
+                span(h),
+                format!("{key}.health.host"),
+                format!("`{text}` is not a host name or host:port"),
+                "e.g. host = \"users.internal\"",
+            );
+            return None;
+        }
+    };
     let check = HealthCheck {
         path: r.path.clone(),
+        host,
         interval: within(p, span(h), &format!("{key}.health.interval"), r.interval, POLLS, Duration::from_secs(5)),
         timeout: within(p, span(h), &format!("{key}.health.timeout"), r.timeout, WAITS, Duration::from_secs(1)),
         healthy_threshold: within(

@@ -25,7 +25,11 @@ pub(super) async fn run(
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<()>,
 ) {
-    let mut tick = tokio::time::interval(check.interval);
+    // The first round at a random point of the first interval: a gateway
+    // starting, or reloading, does not check every upstream at once (as
+    // HAProxy spreads its first checks).
+    let first = check.interval.mul_f64(fastrand::f64());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -75,7 +79,7 @@ async fn probe(pools: &Pools, address: &Arc<str>, check: &HealthCheck) -> bool {
     let attempt = async {
         let conn = pools.checkout(address, now, deadline).await.ok()?;
         let mut req = Request::new(Body::Empty);
-        let authority = pools.authority_for(address);
+        let authority = check.host.clone().unwrap_or_else(|| pools.authority_for(address));
         if pools.http2() {
             let scheme = if pools.tls() { "https" } else { "http" };
             *req.uri_mut() = format!("{scheme}://{authority}{}", check.path).parse().ok()?;

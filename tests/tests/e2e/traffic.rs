@@ -318,6 +318,33 @@ async fn a_health_check_on_a_connection_closed_under_it_goes_again() {
     assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 5, "checks went on new connections");
 }
 
+/// `health.host` names the checks' `Host`, for an upstream that serves by
+/// name (here a gateway whose one route is for `a.internal`): checked
+/// with it, the endpoint stays up; checked without (`Host` its address), the
+/// same endpoint answers 404 and goes down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_send_the_configured_host() {
+    let origin = TestUpstream::echo("origin").await;
+    let a = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nmatch = {{ host = \"a.internal\" }}\nupstream = \"u\"\n",
+        origin.addr
+    ));
+    let check = r#"path = "/health", interval = "100ms", unhealthy_threshold = 1"#;
+    let gw = TestGateway::start(&format!(
+        "{ADMIN}[upstreams.named]\nendpoints = [\"{a}\"]\nhealth = {{ {check}, host = \"a.internal\" }}\n\
+         [upstreams.bare]\nendpoints = [\"{a}\"]\nhealth = {{ {check} }}\n\
+         [[routes]]\nupstream = \"named\"\n",
+        a = a.addr()
+    ));
+    let gauge = |up: &str| format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="{up}",endpoint="{}"}}"#, a.addr());
+    let text = gw.metrics_once(&gauge("bare"), "0", Duration::from_secs(5)).await;
+    assert_eq!(sample(&text, &gauge("bare")), Some("0"), "{text}");
+    // Three more rounds of checks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = gw.metrics().await;
+    assert_eq!(sample(&text, &gauge("named")), Some("1"), "{text}");
+}
+
 /// A refused reload leaves the health gauges as they were: building its
 /// upstreams set their endpoints' gauges, and ran their health checks, for
 /// a config that never served (an endpoint down showed healthy, one up
