@@ -50,6 +50,10 @@ pub struct RawServer {
     pub escaped_slashes: Ambiguous,
     #[serde(default)]
     pub path_parameters: Ambiguous,
+    /// A request with a field that overrides its method or URL
+    /// (`X-HTTP-Method-Override`, `X-Original-URL`, …).
+    #[serde(default)]
+    pub override_headers: Ambiguous,
     pub tls: Option<Spanned<RawServerTls>>,
 }
 

@@ -9,7 +9,7 @@ use http::HeaderValue;
 use toml::Spanned;
 
 use super::error::Problems;
-use super::raw::{self, ClientAuth, TlsVersion};
+use super::raw::{self, Ambiguous, ClientAuth, TlsVersion};
 use super::units::ByteSize;
 use super::{POLLS, REQUEST_TIMEOUTS, WAITS, span, within, within_at};
 use crate::exchange::MAX_EDITED_HEADERS;
@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub send_timeout: Duration,
     /// What to do with paths that routes and upstreams may read as two.
     pub paths: PathRules,
+    /// A request with a field that overrides its method or URL
+    /// ([`crate::proxy::headers::OVERRIDES`]): 400, or served as sent.
+    pub override_headers: Ambiguous,
     /// One JSON line per request on stdout.
     pub access_log: bool,
     /// Request fields whose names have `_` are kept (nginx's option of the
@@ -227,6 +230,7 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
         access_log: raw.access_log.unwrap_or(true),
         underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         paths: PathRules { escaped_slashes: raw.escaped_slashes, parameters: raw.path_parameters },
+        override_headers: raw.override_headers,
         tls: tls?,
     })
 }

@@ -31,6 +31,9 @@ pub enum ProxyError {
     /// A standard method's name in other letters (`delete`, `Get`).
     #[error("a standard method's name in other letters")]
     BadMethod,
+    /// A field overriding the method or URL (`server.override_headers`).
+    #[error("`{0}` overrides the request's method or URL")]
+    Override(String),
     #[error("request body over the limit of {0} bytes")]
     BodyTooLarge(u64),
     #[error("reading the request body failed: {0}")]
@@ -67,7 +70,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::BadPath | Self::BadHost | Self::BadMethod | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BadPath | Self::BadHost | Self::BadMethod | Self::Override(_) | Self::ClientBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } | Self::UpstreamBodyTooLarge { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -88,6 +93,7 @@ impl ProxyError {
             | Self::BadPath
             | Self::BadHost
             | Self::BadMethod
+            | Self::Override(_)
             | Self::BodyTooLarge(_)
             | Self::ClientBody(_)
             | Self::BodyTimeout(_)
@@ -130,6 +136,9 @@ impl ProxyError {
             Self::BadPath => "bad request path",
             Self::BadHost => "bad host",
             Self::BadMethod => "method names are case-sensitive: send standard methods in capitals",
+            Self::Override(_) => {
+                "fields overriding the method or URL (X-HTTP-Method-Override, X-Original-URL) are refused"
+            }
             Self::BodyTooLarge(_) => "request body too large",
             Self::ClientBody(_) => "bad request body",
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } => "bad gateway",

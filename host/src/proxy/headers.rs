@@ -99,6 +99,8 @@ impl Names {
             Present::REQUEST_ID
         } else if name == header::CONTENT_LENGTH {
             Present::CONTENT_LENGTH
+        } else if OVERRIDES.contains(&name) {
+            Present::OVERRIDE
         } else if raw.contains(&b'_') {
             Present::UNDERSCORE
         } else {
@@ -120,6 +122,20 @@ impl Names {
         Ok((name, kind))
     }
 }
+
+/// Fields with which a client asks the upstream for another method or URL
+/// than the request line's, which routes, their `methods` and the plugins
+/// decided on: Symfony and Laravel take `X-HTTP-Method-Override` on a
+/// `POST`, Rails' `Rack::MethodOverride` and many others too, and IIS and
+/// older Symfony serve `X-Original-URL`/`X-Rewrite-URL`'s path.
+/// `server.override_headers` refuses them (400) unless `"keep"`.
+pub static OVERRIDES: [HeaderName; 5] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), never forwarded,
 /// and `Upgrade`; and `Expect`, which the gateway answers itself (it sends
@@ -849,6 +865,10 @@ mod tests {
             assert_eq!(
                 names.name(6, b"X-Request-Idx").unwrap(),
                 (HeaderName::from_static("x-request-idx"), Present::NONE)
+            );
+            assert_eq!(
+                names.name(7, b"X-HTTP-Method-Override").unwrap(),
+                (HeaderName::from_static("x-http-method-override"), Present::OVERRIDE)
             );
         }
     }

@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use self::body::{Body, BodyError};
 use self::error::{Origin, ProxyError};
 use self::headers::X_REQUEST_ID;
+use crate::config::Ambiguous;
 use crate::exchange::Exchange;
 use crate::gateway::{Route, Snapshot};
 use crate::routing;
@@ -153,6 +154,8 @@ impl Present {
     /// server drops unless `server.underscores_in_headers` (it is never
     /// added to a head's set).
     pub const UNDERSCORE: Self = Self(1 << 3);
+    /// A field that overrides the method or URL ([`headers::OVERRIDES`]).
+    pub const OVERRIDE: Self = Self(1 << 4);
     /// Not known: any of them.
     pub const ANY: Self = Self(u8::MAX);
 
@@ -298,6 +301,14 @@ async fn serve<'s>(
 ) -> Result<Box<Response<Body>>, ProxyError> {
     if other_case_of_a_standard_method(req.method()) {
         return Err(ProxyError::BadMethod);
+    }
+    // Routes, methods and plugins decide on the request line; an upstream
+    // framework that honours one of these fields acts on another.
+    if present.may_have(Present::OVERRIDE)
+        && snapshot.config.server.override_headers == Ambiguous::Reject
+        && let Some(name) = headers::OVERRIDES.iter().find(|n| req.headers().contains_key(*n))
+    {
+        return Err(ProxyError::Override(name.as_str().to_owned()));
     }
     // The request stays in its box and is changed there: taken apart and
     // put back together, as it was, it was copied at each step.

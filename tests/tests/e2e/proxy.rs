@@ -828,6 +828,42 @@ async fn path_traversal_is_normalised_or_refused() {
     assert!(get_path(&gw, "/public/..;/admin").await.starts_with("HTTP/1.1 400"), "dots with parameters, still");
 }
 
+/// A field that asks the upstream for another method or URL than the one
+/// routed (`POST` routed to a route without the `DELETE` route's plugins,
+/// and Symfony, Laravel or Rails deleting) is refused, over both
+/// protocols, unless `server.override_headers = "keep"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_and_url_overrides_are_refused_unless_kept() {
+    let up = TestUpstream::echo("u").await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let post = |gw: &TestGateway, name: &str, value: &str| {
+        Request::post(gw.url("/users/7")).header(name, value).body(Full::<Bytes>::default()).unwrap()
+    };
+    let gw = TestGateway::start(&one_route(&up, ""));
+    for (name, value) in [
+        ("X-HTTP-Method-Override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("X-Method-Override", "DELETE"),
+        ("X-Original-URL", "/admin"),
+        ("X-Rewrite-URL", "/admin"),
+    ] {
+        let r = send(post(&gw, name, value)).await;
+        assert_eq!(r.status, 400, "{name}: {}", r.text());
+        assert!(r.text().contains("overriding the method or URL"), "{}", r.text());
+        let r = send_with(&h2, post(&gw, name, value)).await;
+        assert_eq!(r.status, 400, "{name} over HTTP/2: {}", r.text());
+    }
+    let hits = up.hits();
+    assert_eq!(send(post(&gw, "x-other", "DELETE")).await.status, 200);
+    assert_eq!(up.hits(), hits + 1, "none of the refused reached the upstream");
+    let gw = TestGateway::start_with("override_headers = \"keep\"", &one_route(&up, ""));
+    let r = send(post(&gw, "X-HTTP-Method-Override", "DELETE")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(echoed_header(&r.json(), "x-http-method-override").as_deref(), Some("DELETE"));
+}
+
 /// A standard method written in other letters (`delete`) is refused: to
 /// the routes and plugins it is a method of its own (no route or policy for
 /// `DELETE` applies), and many upstream frameworks fold it to `DELETE`.
