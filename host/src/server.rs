@@ -679,6 +679,7 @@ fn service(
         } else {
             malformed(req.headers()).then_some(http::StatusCode::BAD_REQUEST)
         };
+        let head = req.method() == http::Method::HEAD;
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
             if let Some(status) = refused {
@@ -688,13 +689,37 @@ fn service(
                 *resp.status_mut() = status;
                 return Ok(resp);
             }
-            let (resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
+            let (mut resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
             unanswered.answered(stamp.client_fault);
+            bodiless(&mut resp, head);
             let mut resp = resp.map(|body| Counted::new(body, open));
             stamp.apply(resp.headers_mut());
             Ok(resp)
         }
     })
+}
+
+/// An answer to a `HEAD`, a 204 or a 304 goes to an HTTP/2 client without
+/// its body, as the HTTP/1 server sends it (RFC 9110 §6.4.1): hyper's
+/// HTTP/2 server sends what it is given, and a client takes DATA on such a
+/// stream as malformed (RFC 9113 §8.1.1) — the gateway's own error bodies
+/// and a plugin's answer (a cache hit) have one. A `HEAD`'s length is the
+/// body's, as the `GET`'s would be, unless one is set.
+fn bodiless(resp: &mut http::Response<Body>, head: bool) {
+    use hyper::body::Body as _;
+    let status = resp.status();
+    if !(head || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED)
+        || resp.body().is_end_stream()
+    {
+        return;
+    }
+    if head
+        && status != http::StatusCode::NO_CONTENT
+        && let Some(n) = resp.body().size_hint().exact()
+    {
+        resp.headers_mut().entry(http::header::CONTENT_LENGTH).or_insert_with(|| http::HeaderValue::from(n));
+    }
+    *resp.body_mut() = Body::Empty;
 }
 
 /// Whether an HTTP/2 request's fields are malformed in a way HTTP/1's

@@ -356,14 +356,21 @@ fn log_outcome<'s>(forward: &Forward<'s, '_>, link: &ChainLink, trace: &mut Trac
 }
 
 /// The response as it goes to the client. A buffered body sets the length,
-/// except the empty body of a `HEAD` answer, which keeps the length of the
-/// `GET` it describes (hyper sends no body for a `HEAD`).
+/// except on an answer that has no body — a 204, a 304, or a `HEAD`'s
+/// empty one — whose length, if any, is that of the body it describes
+/// (RFC 9110 §8.6: a 304 or `HEAD` answer's `Content-Length: 0` says the
+/// resource is empty). The servers send no body on these.
 fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Box<Response<Body>> {
     match body {
         RespBody::Stream(s) => Box::new(Response::from_parts(parts, s)),
         RespBody::Bytes(b) => {
             let mut parts = parts;
-            if head && b.is_empty() && parts.headers.contains_key(header::CONTENT_LENGTH) {
+            let status = parts.status;
+            if status == http::StatusCode::NO_CONTENT
+                || status == http::StatusCode::NOT_MODIFIED
+                || status.is_informational()
+                || (head && b.is_empty())
+            {
                 parts.headers.remove(header::TRANSFER_ENCODING);
             } else {
                 fix_length(&mut parts.headers, Some(b.len()));

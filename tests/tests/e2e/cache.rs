@@ -64,10 +64,27 @@ async fn cache_answers_repeats_without_the_upstream() {
     assert_eq!(head.header("content-length"), Some(length.as_str()), "the GET's length, as HEAD promises");
     assert_eq!(up.hits(), 1);
 
+    // Over HTTP/2 too: the length, and no body (DATA on a HEAD's stream is
+    // malformed: the client failed reading it).
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let req = Request::head(gw.url("/items?page=1")).body(Full::default()).unwrap();
+    let head = wasmgate_tests::send_with(&h2, req).await;
+    assert_eq!((head.status.as_u16(), head.header("x-cache")), (200, Some("hit")));
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some(length.as_str()));
+
     // Another query string is another resource.
     let other = get(&gw.url("/items?page=2")).await;
     assert_eq!(other.header("x-cache"), Some("miss"));
     assert_eq!(up.hits(), 2);
+
+    // A 304 has no body, and its length is not 0 (RFC 9110 §8.6: that
+    // would say the resource is empty).
+    let r = get(&gw.url("/status/304")).await;
+    assert_eq!(r.status, 304);
+    assert_ne!(r.header("content-length"), Some("0"), "{:?}", r.headers);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

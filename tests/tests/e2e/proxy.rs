@@ -828,6 +828,28 @@ async fn path_traversal_is_normalised_or_refused() {
     assert!(get_path(&gw, "/public/..;/admin").await.starts_with("HTTP/1.1 400"), "dots with parameters, still");
 }
 
+/// The gateway's own answers to a `HEAD` — an error, here a dead
+/// upstream's 502 — go to an HTTP/2 client without their body, as to an
+/// HTTP/1 one: DATA on a `HEAD`'s stream is malformed, and the client
+/// failed reading the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answered_by_the_gateway_has_no_body_over_http2() {
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n\n[[routes]]\nupstream = \"u\"\n",
+        dead_addr()
+    ));
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let r = send_with(&h2, Request::head(gw.url("/x")).body(Full::default()).unwrap()).await;
+    assert_eq!(r.status, 502);
+    assert!(r.body.is_empty());
+    assert!(r.header("x-request-id").is_some());
+    let r = send_with(&h2, Request::get(gw.url("/x")).body(Full::default()).unwrap()).await;
+    assert_eq!(r.status, 502);
+    assert!(!r.body.is_empty(), "a GET's has one");
+}
+
 /// A field that asks the upstream for another method or URL than the one
 /// routed (`POST` routed to a route without the `DELETE` route's plugins,
 /// and Symfony, Laravel or Rails deleting) is refused, over both
