@@ -416,8 +416,8 @@ pub fn echoed_headers(doc: &serde_json::Value, name: &str) -> Vec<String> {
 
 /// A gRPC-shaped upstream over h2c (HTTP/2 prior knowledge): every request
 /// is answered 200 with a body and `grpc-status: 0` trailers, echoing the
-/// request's `te` header, path and `x-forwarded-for` in `x-te` / `x-path` /
-/// `x-seen-forwarded-for`.
+/// request's `te` header, path, `x-forwarded-for` and `:authority` in `x-te` /
+/// `x-path` / `x-seen-forwarded-for` / `x-authority`.
 pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
     use http_body_util::StreamBody;
     use hyper::body::Frame;
@@ -425,6 +425,7 @@ pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
         let te = req.headers().get("te").cloned();
         let xff = req.headers().get("x-forwarded-for").cloned();
         let path = req.uri().path().to_owned();
+        let authority = req.uri().authority().map(|a| a.to_string());
         let _ = req.into_body().collect().await;
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
@@ -441,6 +442,9 @@ pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
         }
         if let Ok(p) = http::HeaderValue::from_str(&path) {
             resp.headers_mut().insert("x-path", p);
+        }
+        if let Some(a) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
+            resp.headers_mut().insert("x-authority", a);
         }
         Ok::<_, Infallible>(resp)
     })

@@ -618,13 +618,17 @@ impl Upstream {
             Protocol::Http2 => {
                 *req.version_mut() = http::Version::HTTP_2;
                 let host = req.headers_mut().remove(http::header::HOST);
-                let authority = host
-                    .and_then(|h| h.to_str().ok().and_then(|h| h.parse::<http::uri::Authority>().ok()))
-                    .or_else(|| ep.address.parse().ok());
                 let mut parts = std::mem::take(req.uri_mut()).into_parts();
+                // A request prepared for an endpoint that it did not reach
+                // (no connection, a stream turned away) comes back without
+                // `Host`, its authority in the URI: kept for the next one
+                // (the endpoint's address went instead).
+                parts.authority = host
+                    .and_then(|h| h.to_str().ok().and_then(|h| h.parse::<http::uri::Authority>().ok()))
+                    .or(parts.authority)
+                    .or_else(|| ep.address.parse().ok());
                 parts.scheme =
                     Some(if self.config.tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
-                parts.authority = authority;
                 if parts.path_and_query.is_none() {
                     parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
                 }

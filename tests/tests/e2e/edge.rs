@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmgate_tests::certs::{Ca, Issued};
 use wasmgate_tests::upstream::{TestUpstream, echoed_header, grpc};
-use wasmgate_tests::{TestGateway, eventually, get, raw};
+use wasmgate_tests::{TestGateway, dead_addr, eventually, get, raw};
 
 /// One request over TLS; returns (status, negotiated ALPN, body, the
 /// certificate's DER the server presented).
@@ -703,6 +703,31 @@ async fn grpc_passes_through_over_h2c_with_trailers() {
     let trailers = collected.trailers().cloned().expect("trailers arrive");
     assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
     assert_eq!(collected.to_bytes().len(), 10);
+}
+
+/// A request to an HTTP/2 upstream retried after a connect failure keeps
+/// its `:authority`: it had been prepared for the first endpoint, and went
+/// to the next with that endpoint's address (a virtual-hosted upstream
+/// answers it 404 just when the retry should rescue it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_to_an_http2_upstream_keeps_the_authority() {
+    let (upstream, _stop) = grpc().await;
+    let gw = TestGateway::start(&format!(
+        "{}[upstreams.g]\nendpoints = [\"{}\", \"{upstream}\"]\nprotocol = \"http2\"\n\
+         [[routes]]\nname = \"r\"\nupstream = \"g\"\n",
+        wasmgate_tests::ADMIN,
+        dead_addr()
+    ));
+    // Three (the retry budget's floor a second): some try the dead
+    // endpoint first.
+    for i in 0..3 {
+        let r = wasmgate_tests::get_with(&gw.url("/x"), &[("host", "api.example")]).await;
+        assert_eq!(r.status, 200, "request {i}");
+        assert_eq!(r.header("x-authority"), Some("api.example"), "request {i}");
+    }
+    let text = gw.metrics().await;
+    let retried = wasmgate_tests::sample(&text, r#"wasmgate_retries_total{route="r",upstream="g"}"#);
+    assert!(retried.and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n >= 1), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
