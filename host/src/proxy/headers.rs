@@ -679,7 +679,7 @@ static FORWARDING: [(HeaderName, Mode); 7] = [
     (X_FORWARDED_FOR, Mode::Append),
     (X_FORWARDED_PROTO, Mode::Replace),
     (X_FORWARDED_HOST, Mode::Replace),
-    (FORWARDED, Mode::Append),
+    (FORWARDED, Mode::Replace),
     (header::VIA, Mode::Append),
     (X_REQUEST_ID, Mode::Replace),
 ];

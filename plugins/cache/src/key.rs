@@ -77,17 +77,17 @@ impl Part {
 }
 
 /// Request headers an upstream may build its answer from that the gateway
-/// passes on as sent (it replaces `X-Forwarded-Host` and `-Proto` itself,
-/// and appends its element to `Forwarded`, whose first an upstream may
-/// read).
+/// passes on as sent (it replaces `X-Forwarded-Host`, `-Proto` and
+/// `Forwarded` itself; the method and URL overrides reach the upstream
+/// only with `server.override_headers = "keep"`).
 pub const OVERRIDES: [&str; 8] = [
-    "forwarded",
     "x-forwarded-prefix",
     "x-forwarded-port",
     "x-forwarded-scheme",
     "x-original-url",
     "x-rewrite-url",
     "x-http-method-override",
+    "x-http-method",
     "x-method-override",
 ];
 
