@@ -275,6 +275,19 @@ pub(super) fn build_routes(
                 (Ok(_), Ok(_)) if hname.contains('_') && server.is_some_and(|s| !s.underscores_in_headers) => {
                     super::never_carried(p, match_span.clone(), &format!("{key}.match.headers.{hname}"), hname);
                 }
+                (Ok(n), _) if n == http::header::HOST => p.at(
+                    match_span.clone(),
+                    format!("{key}.match.headers.{hname}"),
+                    "`Host` is matched by `match.host` (a header condition compared the field's bytes: \
+                     other letters, a port, an absolute target or an HTTP/2 `:authority` passed it by)",
+                    format!("match = {{ host = \"{}\" }}", hvalue.trim()),
+                ),
+                (Ok(_), Ok(_)) if hvalue.trim_matches([' ', '\t']) != hvalue => p.at(
+                    match_span.clone(),
+                    format!("{key}.match.headers.{hname}"),
+                    format!("`{hvalue}` starts or ends with white space, which a field's value never does"),
+                    format!("\"{hname}\" = \"{}\"", hvalue.trim_matches([' ', '\t'])),
+                ),
                 (Ok(n), Ok(v)) => headers.push((n, v)),
                 _ => p.at(
                     match_span.clone(),

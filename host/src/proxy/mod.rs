@@ -317,6 +317,12 @@ async fn serve<'s>(
     {
         set_path(req.uri_mut(), &normal)?;
     }
+    // An absolute-form target, or an HTTP/2 `:path`, with a query and no
+    // path (`http://h?x=1`): its path is `/` (RFC 9112 §3.2.1), which went
+    // upstream as `GET ?x=1`.
+    if req.uri().path_and_query().is_some_and(|pq| pq.as_str().starts_with('?')) {
+        set_path(req.uri_mut(), "/")?;
+    }
     let host_source = routing::HostSource::of(req.uri(), req.headers());
     // As named (port and all) for the forwarding fields; without the port
     // for the routes. A host that is not `host[:port]`

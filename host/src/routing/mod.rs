@@ -50,9 +50,11 @@ impl HostMatch {
         match self {
             Self::Any => true,
             Self::Exact(h) => host.is_some_and(|x| x.eq_ignore_ascii_case(h)),
+            // A label before the suffix, not empty (`..example.com`).
             Self::Wildcard(suffix) => host.is_some_and(|x| {
                 x.len() > suffix.len()
                     && x.get(x.len() - suffix.len()..).is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+                    && x.as_bytes().get(x.len() - suffix.len() - 1) != Some(&b'.')
             }),
         }
     }
@@ -203,7 +205,13 @@ impl Router {
             {
                 continue;
             }
-            if !e.headers.iter().all(|(n, v)| headers.get_all(n).iter().any(|x| x == v)) {
+            // A field sent more than once matches no condition on it: which
+            // value an upstream reads is its own choice (two routes, for
+            // `x-v: 1` and `x-v: 2`, both matched a request with both).
+            if !e.headers.iter().all(|(n, v)| {
+                let mut values = headers.get_all(n).iter();
+                values.next() == Some(v) && values.next().is_none()
+            }) {
                 continue;
             }
             if let Some(captures) = e.path.matches(path) {
@@ -288,10 +296,26 @@ pub fn host_name(host: &str) -> Option<&str> {
     let b = host.as_bytes();
     let (name, port) = match b.strip_prefix(b"[") {
         Some(inner) => {
+            // An IPv6 address, with a zone (RFC 6874: `fe80::1%25eth0`) or
+            // not, or an IPvFuture (`v1.x`): `[admin.example.com]` was
+            // routed as the name.
             let end = inner.iter().position(|&c| c == b']')?;
-            let literal = &inner[..end];
-            let ip = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b':' | b'.' | b'-' | b'_' | b'~' | b'%');
-            if literal.is_empty() || !literal.iter().all(ip) {
+            let literal = host.get(1..=end)?;
+            let future = |l: &str| {
+                l.strip_prefix(['v', 'V']).and_then(|l| l.split_once('.')).is_some_and(|(v, rest)| {
+                    !v.is_empty()
+                        && v.bytes().all(|c| c.is_ascii_hexdigit())
+                        && !rest.is_empty()
+                        && rest.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&c))
+                })
+            };
+            let ipv6 = |l: &str| {
+                let (address, zone) = l.split_once("%25").unwrap_or((l, "x"));
+                address.parse::<std::net::Ipv6Addr>().is_ok()
+                    && !zone.is_empty()
+                    && zone.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'))
+            };
+            if !ipv6(literal) && !future(literal) {
                 return None;
             }
             (host.get(1..=end)?, &inner[end + 1..])

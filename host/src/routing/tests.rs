@@ -76,6 +76,22 @@ fn most_specific_route_wins() {
     assert_eq!(find(Some("ADMIN.example.com"), Method::GET, "/api", &none).as_deref(), Some("admin-host"));
     assert_eq!(find(Some("shop.example.com"), Method::GET, "/api/users/me", &none).as_deref(), Some("wild-host"));
     assert_eq!(find(Some("example.com"), Method::GET, "/api/users/me", &none).as_deref(), Some("me"));
+    // A wildcard needs a label before its suffix.
+    assert_eq!(find(Some("..example.com"), Method::GET, "/api/users/me", &none).as_deref(), Some("me"));
+    // A field sent twice matches no condition on it, whichever its values.
+    let mut twice = HeaderMap::new();
+    twice.append("x-api-version", HeaderValue::from_static("2"));
+    twice.append("x-api-version", HeaderValue::from_static("1"));
+    assert_eq!(find(None, Method::GET, "/api/users/7", &twice).as_deref(), Some("user-by-id"));
+}
+
+#[test]
+fn header_conditions_on_host_or_padded_values_are_refused() {
+    let err = |routes: &str| config(routes).err().map(|e| e.to_string()).unwrap_or_default();
+    let host = err("[[routes]]\nmatch = { headers = { host = \"admin.example.com\" } }\nupstream = \"u\"\n");
+    assert!(host.contains("routes[0].match.headers.host") && host.contains("match.host"), "{host}");
+    let padded = err("[[routes]]\nmatch = { headers = { \"x-v\" = \" 2\" } }\nupstream = \"u\"\n");
+    assert!(padded.contains("white space"), "{padded}");
 }
 
 #[test]
@@ -131,6 +147,7 @@ fn hosts_are_matched_without_their_port() {
     assert_eq!(host_name("[::1]"), Some("::1"));
     assert_eq!(host_name("example.com:"), Some("example.com"));
     assert_eq!(host_name("[fe80::1%25eth0]"), Some("fe80::1%25eth0"));
+    assert_eq!(host_name("[v1.fe80::a+en1]:80"), Some("v1.fe80::a+en1"));
     assert_eq!(host_name(""), Some(""));
     assert_eq!(host_name("a-b_c~d!$&'()*+,;=%41"), Some("a-b_c~d!$&'()*+,;=%41"));
 }
@@ -146,6 +163,11 @@ fn hosts_that_are_not_a_name_or_address_and_a_port_are_refused() {
         "example.com:80:80",
         "[::1",
         "[]",
+        // Brackets hold an IP address, not a name.
+        "[admin.example.com]",
+        "[1.2.3.4]",
+        "[fe80::1%25]",
+        "[v1.]",
         "[::1]x",
         "[::1]:8x",
         "exa\\mple.com",

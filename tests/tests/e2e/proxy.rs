@@ -854,6 +854,19 @@ async fn a_head_answered_by_the_gateway_has_no_body_over_http2() {
     assert!(!r.body.is_empty(), "a GET's has one");
 }
 
+/// An absolute-form target with a query and no path goes upstream with
+/// the path `/` (RFC 9112 §3.2.1); it went as `GET ?x=1`, which the
+/// upstream refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_target_without_a_path_goes_upstream_as_root() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let resp = get_path(&gw, &format!("http://{}?x=1", gw.addr())).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\"path\":\"/\""), "{resp}");
+    assert!(resp.contains("\"query\":\"x=1\""), "{resp}");
+}
+
 /// A field that asks the upstream for another method or URL than the one
 /// routed (`POST` routed to a route without the `DELETE` route's plugins,
 /// and Symfony, Laravel or Rails deleting) is refused, over both
