@@ -12,7 +12,7 @@ use super::plugins::PluginsConfig;
 use super::raw::{self, OnPluginError};
 use super::server::ServerConfig;
 use super::{Bound, REQUEST_TIMEOUTS, WAITS, base_and_cap, span, valid_name, within};
-use crate::routing::{HostMatch, PathPattern, Rewrite};
+use crate::routing::{HostMatch, PathPattern, PathRules, Rewrite};
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
@@ -205,6 +205,14 @@ pub(super) fn build_routes(
             None => RetryPolicy::default(),
             Some(rr) => build_retries(rr, &key, p),
         };
+        // Text no request path meets once normalised: a route that would
+        // guard it guarded nothing, its traffic falling to another.
+        let rules = server.map_or_else(PathRules::default, |s| s.paths);
+        let normal = |p: &mut Problems<'_>, at: Option<std::ops::Range<usize>>, what: &str, text: &str| {
+            if let Some((problem, fix)) = crate::routing::abnormal(text, rules) {
+                p.at(at, format!("{key}.{what}"), problem, fix);
+            }
+        };
         let default_match = raw::RawMatch::default();
         let m = route.matcher.as_ref().map_or(&default_match, |m| m.get_ref());
         let match_span = route.matcher.as_ref().map(|m| m.span()).or(Some(r.span()));
@@ -230,19 +238,23 @@ pub(super) fn build_routes(
                 );
                 PathPattern::any()
             }
-            (Some(path), None) => PathPattern::parse(path.get_ref()).unwrap_or_else(|what| {
-                p.at(
-                    span(path),
-                    format!("{key}.match.path"),
-                    what,
-                    "e.g. \"/users\", \"/users/{id}\" or \"/api/{*rest}\"",
-                );
-                PathPattern::any()
-            }),
-            (None, Some(prefix)) => PathPattern::prefix(prefix.get_ref()).unwrap_or_else(|what| {
-                p.at(span(prefix), format!("{key}.match.prefix"), what, "e.g. prefix = \"/api\"");
-                PathPattern::any()
-            }),
+            (Some(path), None) => PathPattern::parse(path.get_ref())
+                .inspect(|_| normal(p, span(path), "match.path", path.get_ref()))
+                .unwrap_or_else(|what| {
+                    p.at(
+                        span(path),
+                        format!("{key}.match.path"),
+                        what,
+                        "e.g. \"/users\", \"/users/{id}\" or \"/api/{*rest}\"",
+                    );
+                    PathPattern::any()
+                }),
+            (None, Some(prefix)) => PathPattern::prefix(prefix.get_ref())
+                .inspect(|_| normal(p, span(prefix), "match.prefix", prefix.get_ref()))
+                .unwrap_or_else(|what| {
+                    p.at(span(prefix), format!("{key}.match.prefix"), what, "e.g. prefix = \"/api\"");
+                    PathPattern::any()
+                }),
             (None, None) => PathPattern::any(),
         };
         let methods = m.methods.as_ref().map(|ms| {
@@ -308,14 +320,20 @@ pub(super) fn build_routes(
                 None
             }
             (Some(sp), None) => match Rewrite::strip_prefix(sp.get_ref()) {
-                Ok(r) => Some(r),
+                Ok(r) => {
+                    normal(p, span(sp), "strip_prefix", sp.get_ref());
+                    Some(r)
+                }
                 Err(what) => {
                     p.at(span(sp), format!("{key}.strip_prefix"), what, "e.g. strip_prefix = \"/api\"");
                     None
                 }
             },
             (None, Some(rw)) => match Rewrite::template(rw.get_ref(), &path) {
-                Ok(r) => Some(r),
+                Ok(r) => {
+                    normal(p, span(rw), "rewrite", rw.get_ref());
+                    Some(r)
+                }
                 Err((what, fix)) => {
                     p.at(span(rw), format!("{key}.rewrite"), what, fix);
                     None

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-pub use path::{Captures, PathPattern, PathRules, Rewrite, normalize};
+pub use path::{Captures, PathPattern, PathRules, Rewrite, abnormal, normalize};
 
 use crate::config::{Config, Problems, RouteConfig};
 

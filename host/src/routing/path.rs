@@ -139,37 +139,120 @@ pub fn normalize(path: &str, rules: PathRules) -> Option<Cow<'_, str>> {
     Some(Cow::Owned(s))
 }
 
-/// `path` with its percent-encoded unreserved characters (letters, digits,
-/// `-`, `.`, `_`, `~`) decoded: they mean the same decoded, and a route
-/// matches what they mean. Other escapes stay as they are.
+/// Why a route's path text — a pattern, a prefix, a `strip_prefix`, a
+/// rewrite — can never meet a request's path as [`normalize`] leaves it
+/// (routes match normal paths: `/adm%69n` is `/admin`, `/café` is
+/// `/caf%C3%A9`, `//` is `/`), and the text to write instead; or how a
+/// rewrite would make a path the upstream cannot be sent. Captures
+/// (`{id}`) are taken as they come.
+pub fn abnormal(text: &str, rules: PathRules) -> Option<(String, String)> {
+    let segments: Vec<&str> = text.strip_prefix('/')?.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut normal = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.starts_with('{') && seg.ends_with('}') {
+            normal.push(Cow::Borrowed(*seg));
+            continue;
+        }
+        let (problem, fix) = match normalize(&format!("/{seg}"), rules) {
+            _ if seg.is_empty() && i != last => {
+                ("an empty segment (`//`), which request paths never have (theirs are merged)", "remove it")
+            }
+            _ if matches!(*seg, "." | "..") => (
+                "a `.` or `..` segment, which request paths never have (theirs are resolved)",
+                "write the path it stands for",
+            ),
+            None => {
+                return Some((
+                    format!("`{seg}` in `{text}`: a request path with it is answered 400"),
+                    "an escaped `/`, `\\` or a `;` is refused unless server.escaped_slashes or \
+                     server.path_parameters is \"keep\"; a `%` takes two hex digits"
+                        .to_owned(),
+                ));
+            }
+            Some(n) if n.get(1..) != Some(*seg) => {
+                normal.push(Cow::Owned(n.get(1..).unwrap_or_default().to_owned()));
+                continue;
+            }
+            Some(_) => {
+                normal.push(Cow::Borrowed(*seg));
+                continue;
+            }
+        };
+        return Some((format!("`{text}` has {problem}"), fix.to_owned()));
+    }
+    let normal = format!("/{}", normal.join("/"));
+    if normal != text {
+        return Some((
+            format!(
+                "`{text}` is not in the normal form request paths are matched and sent in \
+                 (escapes of letters, digits and `-._~` decoded, others in capitals, bytes beyond ASCII escaped)"
+            ),
+            format!("write `{normal}`"),
+        ));
+    }
+    if normal.parse::<http::uri::PathAndQuery>().is_err() || normal.contains(['?', '#']) {
+        return Some((
+            format!("`{text}` is not a path an upstream can be sent"),
+            "escape the character with `%`".to_owned(),
+        ));
+    }
+    None
+}
+
+/// `path` with its escapes in one spelling (RFC 3986 §6.2.2.1–2): an
+/// escaped unreserved character (letters, digits, `-`, `.`, `_`, `~`)
+/// decoded — it means the same decoded, and a route matches what it
+/// means —, another escape's hex digits in capitals, and a byte beyond
+/// ASCII (raw UTF-8, which a request target may not carry: RFC 9112 §3.2)
+/// escaped. `/café`, `/caf%c3%a9` and `/caf%C3%A9` are one path to an
+/// upstream, and to the routes `/caf%C3%A9` (one matched a route the
+/// others passed by).
 fn decode_unreserved(path: &str) -> Cow<'_, str> {
-    let unreserved = |w: &[u8]| match w {
-        [b'%', hi, lo] => {
-            let digit = |c: u8| (c as char).to_digit(16);
-            let byte = u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()?;
-            (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')).then_some(byte)
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let escape = |w: &[u8]| match w {
+        [b'%', hi, lo] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+            let digit = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+            Some((digit(*hi)? << 4) | digit(*lo)?)
         }
         _ => None,
     };
+    let unreserved = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
     let b = path.as_bytes();
-    if !b.windows(3).any(|w| unreserved(w).is_some()) {
+    let changes = |i: usize, c: u8| {
+        !c.is_ascii()
+            || (c == b'%'
+                && b.get(i..i + 3).is_some_and(|w| {
+                    escape(w).is_some_and(unreserved) || w[1].is_ascii_lowercase() || w[2].is_ascii_lowercase()
+                }))
+    };
+    if !b.iter().enumerate().any(|(i, &c)| changes(i, c)) {
         return Cow::Borrowed(path);
     }
-    let mut out = Vec::with_capacity(b.len());
+    let mut out = Vec::with_capacity(b.len() + 16);
     let mut i = 0;
     while i < b.len() {
-        match b.get(i..i + 3).and_then(unreserved) {
-            Some(byte) => {
+        let c = b[i];
+        match b.get(i..i + 3).and_then(escape) {
+            Some(byte) if unreserved(byte) => {
                 out.push(byte);
                 i += 3;
             }
+            Some(byte) => {
+                out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+                i += 3;
+            }
+            None if !c.is_ascii() => {
+                out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+                i += 1;
+            }
             None => {
-                out.push(b[i]);
+                out.push(c);
                 i += 1;
             }
         }
     }
-    // ASCII in place of ASCII escapes: still UTF-8.
+    // ASCII alone: UTF-8.
     String::from_utf8(out).map_or(Cow::Borrowed(path), Cow::Owned)
 }
 
@@ -188,11 +271,13 @@ fn dots_encoded_twice(seg: &str) -> bool {
 
 /// What one pass over a path's bytes tells.
 enum Scan {
-    /// No dot, escape, backslash, `;` or `//`: nothing to do (most paths).
+    /// No dot, escape, backslash, `;`, byte beyond ASCII or `//`: nothing
+    /// to do (most paths).
     Plain,
     /// A `//`.
     Doubled,
-    /// A dot, an escape, a backslash or a `;`, and no `//`: a closer look.
+    /// A dot, an escape, a backslash, a `;` or a byte beyond ASCII, and no
+    /// `//`: a closer look.
     Escapes,
 }
 
@@ -200,7 +285,9 @@ fn scan(path: &str) -> Scan {
     let mut slash = false;
     for &b in path.as_bytes() {
         match b {
-            b'.' | b'%' | b'\\' | b';' => return if path.contains("//") { Scan::Doubled } else { Scan::Escapes },
+            b'.' | b'%' | b'\\' | b';' | 0x80.. => {
+                return if path.contains("//") { Scan::Doubled } else { Scan::Escapes };
+            }
             b'/' if slash => return Scan::Doubled,
             _ => slash = b == b'/',
         }
@@ -288,9 +375,16 @@ mod tests {
         for plain in ["/a/b", "/a%20b/c", "/a.b", "/a%25", "/a%2520b"] {
             assert_eq!(reject(plain), Some(plain.to_owned()), "{plain}");
         }
-        // A segment whose third byte is inside a character (`ï` is two).
-        assert_eq!(n("/naïve.txt"), Some("/naïve.txt".into()));
-        assert_eq!(n("/x//naïve/../é.é"), Some("/x/é.é".into()));
+        // Bytes beyond ASCII are escaped, escapes' hex is in capitals: one
+        // spelling of a path, whichever the client sent.
+        assert_eq!(n("/naïve.txt"), Some("/na%C3%AFve.txt".into()));
+        assert_eq!(n("/x//naïve/../é.é"), Some("/x/%C3%A9.%C3%A9".into()));
+        for p in ["/café", "/caf%c3%a9", "/caf%C3%a9", "/caf%C3%A9"] {
+            assert_eq!(n(p), Some("/caf%C3%A9".into()), "{p}");
+            assert_eq!(reject(p), Some("/caf%C3%A9".into()), "{p}");
+        }
+        assert_eq!(n("/a%2fb"), Some("/a%2Fb".into()));
+
         // Escaped unreserved characters mean themselves; others stay.
         assert_eq!(n("/a/b%2E%2e"), Some("/a/b..".into()));
         assert_eq!(n("/adm%69n/%7Eme"), Some("/admin/~me".into()));
@@ -329,11 +423,29 @@ mod tests {
         assert_eq!(n("//"), Some("/".into()));
         assert_eq!(n("/"), Some("/".into()));
         // Paths already normal are borrowed, not copied.
-        for p in ["/", "/a/b", "/a/b/", "/a.b/c%20d", "/a/...", "/.a/b"] {
+        for p in ["/", "/a/b", "/a/b/", "/a.b/c%20d", "/a/...", "/.a/b", "/caf%C3%A9"] {
             assert!(matches!(normalize(p, PathRules::default()), Some(Cow::Borrowed(_))), "{p}");
         }
-        for p in ["//", "/a//b", "/a/./b", "/a/%2e/b", "/a/b/..", "/%61"] {
+        for p in ["//", "/a//b", "/a/./b", "/a/%2e/b", "/a/b/..", "/%61", "/é", "/%c3%a9"] {
             assert!(matches!(normalize(p, PathRules::default()), Some(Cow::Owned(_))), "{p}");
         }
+    }
+
+    #[test]
+    fn route_text_that_no_normal_path_meets() {
+        let rules = PathRules::default();
+        let fix = |t: &str| abnormal(t, rules).map(|(_, fix)| fix);
+        for fine in ["/", "/api", "/api/", "/users/{id}", "/files/{*rest}", "/caf%C3%A9", "/a%20b", "/v2/{id}/x"] {
+            assert_eq!(abnormal(fine, rules), None, "{fine}");
+        }
+        assert_eq!(fix("/adm%69n").as_deref(), Some("write `/admin`"));
+        assert_eq!(fix("/café/{id}").as_deref(), Some("write `/caf%C3%A9/{id}`"));
+        assert_eq!(fix("/caf%c3%a9").as_deref(), Some("write `/caf%C3%A9`"));
+        for never in ["/api//x", "/a/./b", "/a/../b", "/x;y", "/a%2Fb", "/a%zz"] {
+            assert!(abnormal(never, rules).is_some(), "{never}");
+        }
+        assert_eq!(abnormal("/x;y", PathRules::KEEP), None);
+        let what = abnormal("/v2/<id>/{id}", rules);
+        assert!(what.as_ref().is_some_and(|(what, _)| what.contains("not a path an upstream can be sent")), "{what:?}");
     }
 }

@@ -790,11 +790,14 @@ async fn path_traversal_is_normalised_or_refused() {
     assert!(resp.starts_with("HTTP/1.1 400"), "climbing above the root is refused: {resp}");
     let resp = get_path(&gw, "//double//slash").await;
     assert!(resp.contains("\"path\":\"/double/slash\""), "{resp}");
-    // Raw UTF-8 in a path with a dot: the dot check reads bytes, not
-    // characters cut in two (`ï` is two bytes, the third of the segment).
+    // Raw UTF-8 (which a request target may not carry) is escaped, and an
+    // escape's hex put in capitals: one spelling of a path, routed and
+    // forwarded (`/café` passed by a route for `/caf%C3%A9`).
     let resp = get_path(&gw, "/x//naïve.txt").await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.contains("\"path\":\"/x/naïve.txt\""), "forwarded normalised: {resp}");
+    assert!(resp.contains("\"path\":\"/x/na%C3%AFve.txt\""), "forwarded normalised: {resp}");
+    let resp = get_path(&gw, "/caf%c3%a9").await;
+    assert!(resp.contains("\"path\":\"/caf%C3%A9\""), "{resp}");
     // An escaped unreserved character is the character: routed and
     // forwarded as such.
     let resp = get_path(&gw, "/adm%69n/%7Eme").await;
@@ -852,6 +855,25 @@ async fn a_head_answered_by_the_gateway_has_no_body_over_http2() {
     let r = send_with(&h2, Request::get(gw.url("/x")).body(Full::default()).unwrap()).await;
     assert_eq!(r.status, 502);
     assert!(!r.body.is_empty(), "a GET's has one");
+}
+
+/// A route for a path beyond ASCII matches every spelling of it — raw
+/// UTF-8, escapes in small letters or in capitals — where only the one
+/// written in the route did, the others falling to the catch-all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_beyond_ascii_is_routed_however_it_is_spelled() {
+    let (cafe, other) = (TestUpstream::echo("cafe").await, TestUpstream::echo("other").await);
+    let gw = TestGateway::start(&format!(
+        "[upstreams.cafe]\nendpoints = [\"{}\"]\n[upstreams.other]\nendpoints = [\"{}\"]\n\
+         [[routes]]\nmatch = {{ prefix = \"/caf%C3%A9\" }}\nupstream = \"cafe\"\n\
+         [[routes]]\nupstream = \"other\"\n",
+        cafe.addr, other.addr
+    ));
+    for spelling in ["/café/menu", "/caf%c3%a9/menu", "/caf%C3%a9/menu", "/caf%C3%A9/menu"] {
+        let resp = get_path(&gw, spelling).await;
+        assert!(resp.contains("x-upstream: cafe"), "{spelling}: {resp}");
+    }
+    assert!(get_path(&gw, "/cafe/menu").await.contains("x-upstream: other"));
 }
 
 /// An absolute-form target with a query and no path goes upstream with
