@@ -159,22 +159,27 @@ impl Runtime {
 
     #[expect(unsafe_code, reason = "loading precompiled machine code is unsafe by nature; see the SAFETY note")]
     fn load_cached(&self, path: &Path) -> Option<Component> {
-        if let Err(why) = private_file(path) {
-            if path.exists() {
-                tracing::warn!(path = %path.display(), "recompiling plugin: not loading the cached artifact: {why}");
+        let bytes = match read_private(path) {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                if path.exists() {
+                    tracing::warn!(path = %path.display(), "recompiling plugin: not loading the cached artifact: {why}");
+                }
+                return None;
             }
-            return None;
-        }
-        // SAFETY: wasmtime requires the file to be a precompiled component
-        // produced by a compatible engine and not altered since. We wrote it
-        // ourselves (atomically and synced, readable by us alone, under a
-        // name that holds the source's sha256 and this engine's
+        };
+        // SAFETY: wasmtime requires the bytes to be a precompiled component
+        // produced by a compatible engine and not altered since. We wrote
+        // the file ourselves (atomically and synced, readable by us alone,
+        // under a name that holds the source's sha256 and this engine's
         // fingerprint) into a directory that `ensure_private_dir` checked
         // is owned by us and not writable by anyone else, and
-        // `private_file` checked the file is still a regular file of ours
-        // that no one else may write; wasmtime also checks the fingerprint
-        // and refuses mismatches, which we answer by recompiling.
-        match unsafe { Component::deserialize_file(&self.engine, path) } {
+        // `read_private` read them from the file it opened (not following
+        // a link) after checking that very file is a regular file of ours
+        // that no one else may write — no name looked up twice, so nothing
+        // swapped in between; wasmtime also checks the fingerprint and
+        // refuses mismatches, which we answer by recompiling.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::info!(path = %path.display(), "recompiling plugin: cached artifact unusable: {e}");
@@ -203,10 +208,13 @@ fn store_cached(path: &Path, component: &Component) {
         // One left by a crash of a process with our id: not reused as is.
         let _ = std::fs::remove_file(&tmp);
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        file.write_all(&bytes)?;
         // On disk before its name is: a crash leaves no named, torn file.
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            // A full disk left one behind at every reload.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     };
     if let Err(e) = write() {
         tracing::warn!(path = %path.display(), "could not write the plugin compile cache: {e}");
@@ -232,16 +240,27 @@ fn ensure_private_dir(dir: &Path) -> Result<(), String> {
     ours_alone(&meta).map_err(|why| format!("{why}; make it the gateway user's, mode 700"))
 }
 
-/// Checks that a cached artifact is a regular file (not a link to one
+/// A cached artifact's bytes, if it is a regular file (not a link to one
 /// elsewhere), ours, and not writable by group or others: a file left
 /// from a laxer directory, or made group-writable by a umask, could be
-/// rewritten by someone else and run as our code.
-fn private_file(path: &Path) -> Result<(), String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+/// rewritten by someone else and run as our code. The checks are of the
+/// file opened, whose bytes are then read.
+fn read_private(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.file_type().is_file() {
         return Err("it is not a regular file".into());
     }
-    ours_alone(&meta)
+    ours_alone(&meta)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// Whether a file or directory is ours and not writable by group or
@@ -258,16 +277,30 @@ fn ours_alone(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
+/// The effective uid, from `/proc/self/status` (no unsafe libc call). Not
+/// the owner of `/proc/self`: that is root for a process that is not
+/// dumpable (one given a capability, `setcap cap_net_bind_service`), and
+/// the cache then never passed as ours.
 fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The owner of a file we just created is our effective uid; reading it
-    // from /proc/self avoids an unsafe libc call.
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    std::fs::read_to_string("/proc/self/status").ok().as_deref().and_then(effective_uid).unwrap_or(u32::MAX)
+}
+
+/// The effective uid in a `/proc/PID/status` text: `Uid:` real, effective,
+/// saved, filesystem.
+fn effective_uid(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_effective_uid_is_the_second_of_the_status_uids() {
+        assert_eq!(effective_uid("Name:\twasmgate\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n"), Some(0));
+        assert_eq!(effective_uid("Name:\tx\n"), None);
+        assert!(current_uid() != u32::MAX, "this process's own");
+    }
 
     #[test]
     fn the_epoch_ticker_starts_with_the_first_component() {
@@ -313,18 +346,26 @@ mod tests {
         compile();
         let [path] = artifact().try_into().unwrap();
         assert_eq!(mode(&path), 0o600);
-        assert!(private_file(&path).is_ok());
+        assert!(read_private(&path).is_ok());
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
-        assert!(private_file(&path).unwrap_err().contains("writable by group"));
+        assert!(read_private(&path).unwrap_err().contains("writable by group"));
         compile();
         assert_eq!(mode(&path), 0o600, "compiled again and replaced");
 
         let elsewhere = cache.path().join("elsewhere");
         std::fs::rename(&path, &elsewhere).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
-        assert!(private_file(&path).unwrap_err().contains("not a regular file"));
+        assert!(read_private(&path).is_err(), "a link is not followed");
         compile();
         assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file(), "replaced by a file");
+
+        // A write that fails (here a directory in the artifact's place)
+        // leaves no temporary file behind.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        compile();
+        let names: Vec<_> = std::fs::read_dir(cache.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(!names.iter().any(|n| n.to_string_lossy().contains(".tmp")), "{names:?}");
     }
 }
