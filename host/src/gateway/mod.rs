@@ -628,7 +628,7 @@ impl Drop for Gateway {
 #[derive(Debug, PartialEq, Eq)]
 struct Fingerprint {
     config: Option<Vec<u8>>,
-    files: HashMap<PathBuf, (u64, Option<SystemTime>)>,
+    files: HashMap<PathBuf, Stamp>,
 }
 
 impl Fingerprint {
@@ -677,10 +677,20 @@ impl Fingerprint {
     }
 }
 
-/// A file's size and modification time (none when it cannot be read).
-fn stamp(path: &Path) -> (u64, Option<SystemTime>) {
-    let meta = std::fs::metadata(path).ok();
-    (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
+/// What tells that a file changed: its size and modification time, and its
+/// device, inode and change time — a file replaced by one of the same size
+/// with its time kept (`cp -p`, `rsync -a`, a Nix or Bazel build's fixed
+/// times) or a link turned to another file has the same size and
+/// modification time, never the same inode and change time. All zero when
+/// it cannot be read.
+type Stamp = (u64, Option<SystemTime>, u64, u64, i64, i64);
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => (m.len(), m.modified().ok(), m.dev(), m.ino(), m.ctime(), m.ctime_nsec()),
+        Err(_) => (0, None, 0, 0, 0, 0),
+    }
 }
 
 fn spawn_watcher(

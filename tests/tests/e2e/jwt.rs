@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, SigningKey as _};
 use serde_json::{Value, json};
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{TestGateway, get, get_with};
+use wasmgate_tests::{TestGateway, eventually, get, get_with};
 
 /// The 2048-bit RSA test key (PKCS#8) every RS256 test and bench signs
 /// with, made once with openssl. It protects nothing.
@@ -277,6 +277,42 @@ async fn jwt_hs256_with_a_secret_from_a_file() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error_description"], "invalid signature");
     assert_eq!(up.hits(), 1);
+}
+
+/// A secret file rotated by one of the same size with its modification
+/// time kept (`cp -p`, `rsync -a`, a build with fixed times) is a change
+/// to the watcher: it compared size and time alone, and the old secret
+/// kept serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_file_replaced_with_its_size_and_time_kept_is_reloaded() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hmac.key");
+    let (old, new) = ("an HMAC secret for the e2e tests, 256 bits+", "an HMAC secret for the E2E tests, 256 bits+");
+    std::fs::write(&secret_file, old).unwrap();
+    let gw = TestGateway::start_with(
+        "watch = true\nwatch_interval = \"50ms\"",
+        &gateway_config(
+            &up,
+            &format!(
+                "crypto = true, secrets = {{ hmac = {{ file = \"{}\", use = \"verify\" }} }}",
+                secret_file.display()
+            ),
+            r#"{ use = "jwt", config = { hmac_secret = "hmac", algorithms = ["HS256"] } },"#,
+        ),
+    );
+    let signed = |secret: &str| hs256(secret.as_bytes(), &claims("bob", false));
+    assert_eq!(with_bearer(&gw, &signed(old), &[]).await.status, 200);
+    let before = std::fs::metadata(&secret_file).unwrap();
+    let tmp = dir.path().join("hmac.key.new");
+    std::fs::write(&tmp, new).unwrap();
+    std::fs::File::options().write(true).open(&tmp).unwrap().set_modified(before.modified().unwrap()).unwrap();
+    std::fs::rename(&tmp, &secret_file).unwrap();
+    let after = std::fs::metadata(&secret_file).unwrap();
+    assert_eq!((after.len(), after.modified().unwrap()), (before.len(), before.modified().unwrap()));
+    assert!(eventually(Duration::from_secs(10), || gw.gateway.generation() == 1).await, "the watcher reloaded");
+    assert_eq!(with_bearer(&gw, &signed(new), &[]).await.status, 200);
+    assert_eq!(with_bearer(&gw, &signed(old), &[]).await.status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
