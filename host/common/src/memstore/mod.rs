@@ -46,8 +46,8 @@
 //! i64 (`0` or `-?[1-9][0-9]*`, no `+`, no `-0`, no spaces), as Redis `INCRBY`
 //! does. `incr` of an absent (or expired) key creates it at 0 expiring after
 //! `ttl_ms`, then adds; `incr` of an existing key keeps its expiry and ignores
-//! `ttl_ms`. Addition saturates at `i64::MIN`/`i64::MAX` (Redis would error:
-//! the script must saturate explicitly).
+//! `ttl_ms`. An addition beyond i64 is `Invalid` and leaves the counter as it
+//! was, as Redis `INCRBY` errs.
 //!
 //! # `take`: token bucket with continuous refill
 //!
@@ -319,7 +319,9 @@ impl<C: Clock> MemStore<C> {
                 .ok_or_else(|| invalid("incr: the key holds a value that is not a decimal integer".into()))?,
             other => return Err(wrong_kind("incr", other)),
         };
-        let count = count.saturating_add(delta);
+        // As Redis's `INCRBY`: an error, the counter as it was (saturated,
+        // the two backends told a plugin different things).
+        let count = count.checked_add(delta).ok_or_else(|| invalid("incr: the counter would overflow".into()))?;
         self.bytes.fetch_sub(payload(&entry.value), Ordering::AcqRel);
         entry.value = Value::Counter(count);
         Ok(count)

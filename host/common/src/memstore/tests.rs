@@ -100,12 +100,14 @@ fn incr_creates_with_ttl_and_keeps_the_first_expiry() {
 }
 
 #[test]
-fn incr_saturates() {
+fn incr_past_the_range_is_invalid_and_changes_nothing() {
     let (_, store) = store();
     assert_eq!(store.incr("up", i64::MAX, None).unwrap(), i64::MAX);
-    assert_eq!(store.incr("up", 1, None).unwrap(), i64::MAX);
+    assert!(matches!(store.incr("up", 1, None), Err(StoreError::Invalid(_))));
+    assert_eq!(store.incr("up", 0, None).unwrap(), i64::MAX);
     assert_eq!(store.incr("down", i64::MIN, None).unwrap(), i64::MIN);
-    assert_eq!(store.incr("down", -1, None).unwrap(), i64::MIN);
+    assert!(matches!(store.incr("down", -1, None), Err(StoreError::Invalid(_))));
+    assert_eq!(store.incr("down", 1, None).unwrap(), i64::MIN + 1);
 }
 
 #[test]
