@@ -5,8 +5,14 @@
 //! so a name that does not resolve is a load error naming the name and the
 //! nameservers asked. [`watch`] then re-resolves on the records' TTL (clamped to
 //! `[dns] min_ttl..=max_ttl`) and hands the balancer a new endpoint set only when
-//! it changed. A failed or empty resolution never empties an upstream: the last
-//! good set stays, and the name is retried with backoff.
+//! it changed. A failed resolution (a nameserver that does not answer, or
+//! answers SERVFAIL or REFUSED) never empties an upstream: the last good set
+//! stays, and the name is retried with backoff. An answer that the name is
+//! gone (NXDOMAIN, no records, no SRV target with an address) given twice in
+//! a row does (RFC 8767: stale data is for when the authorities cannot be
+//! reached): a Service scaled to zero or deleted stops receiving traffic at
+//! its old addresses, which another workload may have by then. Until the
+//! name comes back, requests are answered 503.
 //!
 //! hickory's own response cache is bypassed: every resolution asks the
 //! nameservers, so the TTL that paces re-resolution is ours alone and a record
@@ -56,10 +62,8 @@ pub enum DiscoveryError {
     NxDomain { name: String, nameservers: String },
     #[error("`{name}` has no {kind} records (asked {nameservers})")]
     NoRecords { name: String, kind: &'static str, nameservers: String },
-    #[error(
-        "no target of SRV `{name}` at priority {priority} ({targets}) has an A or AAAA record (asked {nameservers})"
-    )]
-    NoTargetAddress { name: String, priority: u16, targets: String, nameservers: String },
+    #[error("no target of SRV `{name}`, at any priority ({targets}), has an A or AAAA record (asked {nameservers})")]
+    NoTargetAddress { name: String, targets: String, nameservers: String },
     #[error("resolving {kind} of `{name}` via {nameservers} failed: {source}")]
     Lookup {
         name: String,
@@ -69,6 +73,14 @@ pub enum DiscoveryError {
         #[source]
         source: Box<NetError>,
     },
+}
+
+impl DiscoveryError {
+    /// Whether the nameservers answered that the name is gone, rather than
+    /// failed to answer.
+    pub fn says_gone(&self) -> bool {
+        matches!(self, Self::NxDomain { .. } | Self::NoRecords { .. } | Self::NoTargetAddress { .. })
+    }
 }
 
 /// Resolves discovery names. Cheap to clone: clones share connections, so one
@@ -243,35 +255,46 @@ impl Resolver {
                 records.push(srv.clone());
             }
         }
-        let Some(priority) = records.iter().map(|s| s.priority).min() else {
+        let mut priorities: Vec<u16> = records.iter().map(|s| s.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        if priorities.is_empty() {
             return Err(self.no_records(name, "usable SRV"));
-        };
-        let mut endpoints = Vec::new();
+        }
+        // The lowest priority whose targets have addresses (RFC 2782: the
+        // lowest-numbered one the client can reach); a higher one serves
+        // only while none of a lower one resolves. (Not while a lower
+        // one's endpoints are down: that would take priorities in the
+        // balancer.)
         let mut targets = Vec::new();
-        for srv in records.iter().filter(|s| s.priority == priority) {
-            let target = srv.target.to_string();
-            match self.addresses(&target, current).await {
-                Ok((ips, target_ttl)) => {
-                    ttl = ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
-                    let weight = u32::from(srv.weight.max(1));
-                    endpoints.extend(ips.into_iter().map(|ip| (SocketAddr::new(ip, srv.port), weight)));
+        for priority in priorities {
+            let mut endpoints = Vec::new();
+            let mut group_ttl = ttl;
+            for srv in records.iter().filter(|s| s.priority == priority) {
+                let target = srv.target.to_string();
+                match self.addresses(&target, current).await {
+                    Ok((ips, target_ttl)) => {
+                        group_ttl = group_ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
+                        let weight = u32::from(srv.weight.max(1));
+                        endpoints.extend(ips.into_iter().map(|ip| (SocketAddr::new(ip, srv.port), weight)));
+                    }
+                    // A target without addresses is skipped while its
+                    // siblings still give endpoints; it is named if none
+                    // does.
+                    Err(DiscoveryError::NxDomain { .. } | DiscoveryError::NoRecords { .. }) => {}
+                    Err(e) => return Err(e),
                 }
-                // A target without addresses is skipped while its siblings
-                // still give endpoints; it is named if none does.
-                Err(DiscoveryError::NxDomain { .. } | DiscoveryError::NoRecords { .. }) => {}
-                Err(e) => return Err(e),
+                targets.push(target);
             }
-            targets.push(target);
+            if !endpoints.is_empty() {
+                return Ok((endpoints, Duration::from_secs(group_ttl.into())));
+            }
         }
-        if endpoints.is_empty() {
-            return Err(DiscoveryError::NoTargetAddress {
-                name: name.to_owned(),
-                priority,
-                targets: targets.join(", "),
-                nameservers: self.nameservers.clone(),
-            });
-        }
-        Ok((endpoints, Duration::from_secs(ttl.into())))
+        Err(DiscoveryError::NoTargetAddress {
+            name: name.to_owned(),
+            targets: targets.join(", "),
+            nameservers: self.nameservers.clone(),
+        })
     }
 
     async fn lookup(&self, name: &str, kind: RecordType) -> Result<Lookup, NetError> {
@@ -321,6 +344,8 @@ pub async fn watch(
     let min_retry = config.min_ttl.max(resolver.min_ttl);
     let (mut current, mut wait) = first;
     let mut backoff = min_retry;
+    // The last answer said the name is gone.
+    let mut gone = false;
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -332,7 +357,22 @@ pub async fn watch(
             () = &mut stop => return,
             result = resolver.resolve(&what, &current) => result,
         };
+        let said_gone = result.as_ref().is_err_and(DiscoveryError::says_gone);
+        let confirmed = gone && said_gone;
+        gone = said_gone;
         match result {
+            Err(error) if confirmed && !current.is_empty() => {
+                wait = backoff;
+                tracing::warn!(
+                    name = %name,
+                    error = %error,
+                    retry_in = ?wait,
+                    "DNS discovery: the name is gone (twice in a row); its endpoints are dropped"
+                );
+                backoff = backoff.saturating_mul(2).min(config.max_ttl).max(min_retry);
+                current.clear();
+                on_change(Vec::new());
+            }
             Ok((set, ttl)) => {
                 backoff = min_retry;
                 wait = ttl;
@@ -511,8 +551,28 @@ mod tests {
 
         let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
 
-        // Weight 0 counts as 1; the priority-20 target is a fallback we never use.
+        // Weight 0 counts as 1; the priority-20 target serves only while no
+        // priority-10 one resolves.
         assert_eq!(set, [ep("127.0.0.1:9001", 5), ep("127.0.0.2:9002", 1), ep("[::1]:9002", 1)]);
+    }
+
+    /// RFC 2782: the lowest priority the client can reach. A priority whose
+    /// targets are all gone was an error, though a higher one resolved.
+    #[tokio::test]
+    async fn srv_falls_back_to_the_next_priority_whose_targets_resolve() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_srv(
+            "_http._tcp.api.svc.test.",
+            &[(10, 1, 9001, "gone.svc.test."), (20, 1, 9002, "b.svc.test."), (30, 1, 9003, "c.svc.test.")],
+            30,
+        );
+        dns.set_a("b.svc.test.", &ips(&["127.0.0.2"]), 30);
+        dns.set_a("c.svc.test.", &ips(&["127.0.0.3"]), 30);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
+
+        assert_eq!(set, [ep("127.0.0.2:9002", 1)]);
     }
 
     #[tokio::test]
@@ -634,8 +694,11 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), w.task).await.unwrap().unwrap();
     }
 
+    /// A name answered gone (NXDOMAIN) twice in a row drops its endpoints
+    /// (their addresses may be another workload's by now; they were kept
+    /// for ever), and is asked again with backoff until it comes back.
     #[tokio::test]
-    async fn a_failed_resolution_keeps_the_previous_set_and_retries_with_backoff() {
+    async fn a_name_gone_twice_in_a_row_drops_its_endpoints_and_is_retried_with_backoff() {
         let dns = TestDns::start(ZONE).await;
         dns.set_a("web.svc.test.", &ips(&["127.0.0.1"]), 1);
         let (_, mut w) = start_watch(&dns, host("web.svc.test", 80)).await;
@@ -648,7 +711,8 @@ mod tests {
         // 1 s TTL, then retries after 200 ms and 400 ms: 1.6 s at least. With
         // no backoff it would be 1.4 s.
         assert!(start.elapsed() >= Duration::from_millis(1550), "retried too fast: {:?}", start.elapsed());
-        assert!(w.changes.try_recv().is_err(), "a failure must not change the set");
+        assert_eq!(w.changes.try_recv().ok(), Some(Vec::new()), "dropped at the second answer");
+        assert!(w.changes.try_recv().is_err(), "once");
 
         // Still retrying: the name coming back is picked up.
         dns.set_a("web.svc.test.", &ips(&["127.0.0.3"]), 1);
@@ -661,8 +725,9 @@ mod tests {
     async fn a_stopped_server_keeps_the_previous_set_and_stop_ends_the_watch() {
         let dns = TestDns::start(ZONE).await;
         let addr = dns.addr;
-        // A name no other test uses: should another test's server get this
-        // port once it is free, it answers NXDOMAIN and the assertions hold.
+        // A name no other test uses. (Should another test's server get this
+        // port once it is free, it would answer NXDOMAIN: twice in a row,
+        // within the 1.3 s below, would drop the set.)
         dns.set_a("stopped.svc.test.", &ips(&["127.0.0.1"]), 1);
         let (_, mut w) = start_watch(&dns, host("stopped.svc.test", 80)).await;
 
