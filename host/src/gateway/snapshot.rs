@@ -427,9 +427,32 @@ fn new_upstream(
             Some(TlsSettings { connector: tokio_rustls::TlsConnector::from(client), server_name })
         }
     };
+    // A reload that rebuilds a discovered upstream (its settings, its TLS
+    // files or `[dns]` changed) while the nameservers fail starts from the
+    // set the one it replaces has, as a failed re-resolution keeps it, and
+    // its watch goes on asking: the whole reload (a rotated certificate,
+    // new routes) was refused, and not tried again until the next change.
+    let previous: Option<Vec<Resolved>> =
+        before.filter(|b| b.config.discovery.is_some() && b.config.discovery == u.discovery).map(|b| {
+            b.endpoints()
+                .iter()
+                .filter_map(|e| Some(Resolved { addr: e.address.parse().ok()?, weight: e.weight }))
+                .collect()
+        });
     let resolved = match &u.discovery {
         None => None,
-        Some(what) => Some(resolve_now(&config.dns, what, &env.control)?),
+        Some(what) => match (resolve_now(&config.dns, what, &env.control, previous.as_deref()), previous) {
+            (Ok(resolved), _) => Some(resolved),
+            (Err((why, _)), Some(previous)) => {
+                tracing::warn!(
+                    upstream = %u.name,
+                    "{why}; keeping the endpoints it had ({}) and asking again",
+                    previous.len()
+                );
+                Some((previous, config.dns.min_ttl))
+            }
+            (Err(e), None) => return Err(e),
+        },
     };
     let control = Some((&env.control, &config.dns));
     let carried = before.map(|b| b.endpoints_for(u)).unwrap_or_default();
@@ -451,11 +474,12 @@ fn resolve_now(
     dns: &config::DnsConfig,
     what: &config::Discovery,
     control: &tokio::runtime::Handle,
+    current: Option<&[Resolved]>,
 ) -> Result<(Vec<Resolved>, Duration), (String, String)> {
-    let (dns, what) = (dns.clone(), what.clone());
+    let (dns, what, current) = (dns.clone(), what.clone(), current.unwrap_or_default().to_vec());
     let resolving = async move {
         match Resolver::new(&dns) {
-            Ok(r) => r.resolve(&what, &[]).await.map_err(|e| e.to_string()),
+            Ok(r) => r.resolve(&what, &current).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         }
     };

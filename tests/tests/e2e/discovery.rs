@@ -179,3 +179,33 @@ async fn a_dns_upstream_over_tls_is_checked_against_its_name() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-upstream"), Some("origin"));
 }
+
+/// A reload that rebuilds a discovered upstream while its nameservers are
+/// down starts from the endpoints the upstream had (and keeps asking): the
+/// whole reload was refused — new routes, a rotated certificate — and not
+/// tried again until the next change. With no upstream to take them from
+/// (a new name), a name that does not resolve still fails the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_dns_is_down_keeps_a_discovered_upstreams_endpoints() {
+    let dns = TestDns::start("svc.test.").await;
+    let up = TestUpstream::echo("a").await;
+    dns.set_a("users.svc.test.", &["127.0.0.1".parse::<IpAddr>().unwrap()], 60);
+    let nameserver = dns.addr;
+    let body = |connect_timeout: &str, extra: &str| {
+        format!(
+            "[dns]\nnameservers = [\"{}\"]\ntimeout = \"200ms\"\n\n[upstreams.users]\ndns = \"users.svc.test:{}\"\n\
+             connect_timeout = \"{connect_timeout}\"\n{extra}\n[[routes]]\nupstream = \"users\"\n",
+            nameserver,
+            up.addr.port()
+        )
+    };
+    let gw = TestGateway::start(&body("1s", ""));
+    assert_eq!(get(&gw.url("/")).await.status, 200);
+    drop(dns);
+    gw.write_config(&body("2s", ""));
+    assert!(gw.gateway.reload().is_ok(), "the reload goes through");
+    assert_eq!(get(&gw.url("/")).await.header("x-upstream"), Some("a"), "on the endpoints it had");
+    let new_name = "[upstreams.orders]\ndns = \"orders.svc.test:80\"\n";
+    gw.write_config(&body("2s", new_name));
+    assert!(gw.gateway.reload().is_err(), "a new name must resolve");
+}
