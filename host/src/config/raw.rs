@@ -44,6 +44,7 @@ pub struct RawServer {
     pub via: Option<String>,
     pub body_read_timeout: Option<Spanned<HumanDuration>>,
     pub send_timeout: Option<Spanned<HumanDuration>>,
+    pub tunnel_idle_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<bool>,
     pub underscores_in_headers: Option<bool>,
     #[serde(default)]

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// How long a client may take none of its response (a client that
     /// stopped reading → closed).
     pub send_timeout: Duration,
+    /// An upgraded connection (WebSocket) with no byte either way for this
+    /// long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// What to do with paths that routes and upstreams may read as two.
     pub paths: PathRules,
     /// A request with a field that overrides its method or URL
@@ -220,6 +223,13 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
         ),
         via,
         send_timeout: within_at(p, "server.send_timeout", raw.send_timeout.as_ref(), WAITS, Duration::from_secs(60)),
+        tunnel_idle_timeout: within_at(
+            p,
+            "server.tunnel_idle_timeout",
+            raw.tunnel_idle_timeout.as_ref(),
+            REQUEST_TIMEOUTS,
+            Duration::from_secs(3600),
+        ),
         body_read_timeout: within_at(
             p,
             "server.body_read_timeout",

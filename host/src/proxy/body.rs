@@ -132,10 +132,12 @@ impl Body {
     }
 
     /// Holds `permit` (an upstream bulkhead's place) in `resp`'s body until
-    /// the body ends; an empty body lets it go at once.
+    /// the body ends; an empty body lets it go at once, but a `101`'s, which
+    /// the tunnel that follows takes (see `proxy::upgrade`).
     pub fn hold_permit(resp: &mut http::Response<Body>, permit: Permit) {
+        let switching = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
         let body = resp.body_mut();
-        if body.is_end_stream() {
+        if body.is_end_stream() && !switching {
             return;
         }
         match body {

@@ -1,11 +1,21 @@
 //! Protocol upgrades (WebSocket) passed through: the `Upgrade` request goes
 //! to the upstream with its upgrade headers intact; when the upstream agrees
 //! (101), the client's and the upstream's connections are joined and bytes
-//! are copied both ways until either side closes.
+//! are copied both ways until either side closes, or no byte has passed
+//! either way for `server.tunnel_idle_timeout`. The tunnel holds the
+//! upstream's bulkhead place and counts as a request in flight to its
+//! endpoint for as long as it is open.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::Instant;
 
 use super::body::Body;
 use super::error::ProxyError;
@@ -57,7 +67,13 @@ pub(super) async fn proxy<'s>(
     let Some((mut upstream, early)) = response.extensions_mut().remove::<Upgraded>().and_then(|u| u.take()) else {
         return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
     };
+    // The empty body holds the bulkhead's place and the endpoint's count of
+    // requests in flight: they go with the tunnel (dropped with the 101's
+    // head, a thousand tunnels counted as none).
+    let held = std::mem::replace(response.body_mut(), Body::Empty);
+    let idle = forward.snapshot.config.server.tunnel_idle_timeout;
     tokio::spawn(async move {
+        let _held = held;
         // `_tunnel` keeps a shutdown waiting until the tunnel closes.
         let Ok((mut client, sent, _tunnel)) = client.await else {
             return tracing::debug!("upgrade did not complete: the client's connection ended first");
@@ -66,8 +82,18 @@ pub(super) async fn proxy<'s>(
         if let Err(e) = pass_early(&mut client, &early, &mut upstream, &sent).await {
             return tracing::debug!("upgraded connection ended: {e}");
         }
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!("upgraded connection ended: {e}");
+        let activity = Activity::new();
+        let (mut client, mut upstream) = (Watched(client, activity.clone()), Watched(upstream, activity.clone()));
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = copied {
+                    tracing::debug!("upgraded connection ended: {e}");
+                }
+            }
+            // A peer gone without a word (a phone off the network, a NAT
+            // mapping expired) or one that stopped reading held both
+            // connections for ever.
+            () = activity.idle_for(idle) => tracing::debug!(?idle, "upgraded connection closed: idle"),
         }
     });
     let h = response.headers_mut();
@@ -76,6 +102,68 @@ pub(super) async fn proxy<'s>(
         h.insert(header::UPGRADE, p);
     }
     Ok(response)
+}
+
+/// When a tunnel last moved a byte, either way.
+#[derive(Clone)]
+struct Activity {
+    since: Instant,
+    /// Milliseconds from `since`.
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { since: Instant::now(), last: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Ends once no byte has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.last.load(Ordering::Relaxed);
+            tokio::time::sleep_until(self.since + Duration::from_millis(last) + idle).await;
+            if self.last.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+}
+
+/// One side of a tunnel, noting each byte it moves in its [`Activity`].
+struct Watched(Box<dyn crate::upstream::h1::Io>, Activity);
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.1.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.0).poll_write(cx, bytes);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.1.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 async fn pass_early(

@@ -446,6 +446,36 @@ async fn websocket_upgrades_pass_through() {
     }
 }
 
+/// A tunnel is a request in flight for as long as it is open: it holds its
+/// upstream's bulkhead place (a thousand tunnels counted as none). And one
+/// with no byte either way for `tunnel_idle_timeout` is closed (a peer gone
+/// without a word held both connections for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_bulkhead_place_and_closes_when_idle() {
+    let up = TestUpstream::echo("ws").await;
+    let gw = TestGateway::start_with(
+        "tunnel_idle_timeout = \"600ms\"",
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\nmax_concurrent = 1\nmax_queue = 0\n[[routes]]\nupstream = \"u\"\n",
+            up.addr
+        ),
+    );
+    let (head, mut s) = ask_upgrade(&gw, "").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    tunnel_echoes(&mut s).await;
+    assert_eq!(get(&gw.url("/")).await.status, 503, "the tunnel holds the one place");
+    // Kept open while bytes pass: 1.2 s in all, 300 ms apart.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tunnel_echoes(&mut s).await;
+    }
+    // Then idle: closed, and its place free again.
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed within 5 s");
+    assert!(read.is_err() || read.is_ok_and(|n| n == 0), "the gateway closed the tunnel");
+    assert_eq!(get(&gw.url("/")).await.status, 200, "the place is free again");
+}
+
 /// Asks `gw` to upgrade `/chat` to WebSocket, with `extra` header lines;
 /// the response head (lowercased) and the connection.
 async fn ask_upgrade(gw: &TestGateway, extra: &str) -> (String, tokio::net::TcpStream) {
