@@ -23,9 +23,19 @@ use super::{Forward, Present, Trace};
 use crate::server::h1::ClientUpgrade;
 use crate::upstream::h1::Upgraded;
 
-/// `Connection: upgrade` with an `Upgrade` header.
+/// `Connection: upgrade` with an `Upgrade` header that does not offer
+/// `h2c`: an HTTP/2 connection made by upgrade would be a tunnel whose
+/// requests no route or plugin sees (h2c smuggling); such a request goes on
+/// as a plain one, without its `Upgrade` (RFC 9110 §7.8 lets a server
+/// ignore it), as nginx and Envoy send it.
 fn requested(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE) && super::headers::ConnectionTokens::of(h).upgrade
+    h.get(header::UPGRADE).is_some_and(|offer| !protocols(offer).any(|p| p.eq_ignore_ascii_case(b"h2c")))
+        && super::headers::ConnectionTokens::of(h).upgrade
+}
+
+/// The protocols an `Upgrade` field lists (`websocket`, `TLS/1.2`).
+fn protocols(field: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    field.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|p| !p.is_empty())
 }
 
 /// Whether a request, whose head may have the fields `present` tells of,
@@ -64,6 +74,20 @@ pub(super) async fn proxy<'s>(
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Ok(response);
     }
+    // The upstream switched to one of the protocols the client offered
+    // (RFC 9110 §7.8), and the client is told which.
+    let to = response.headers_mut().remove(header::UPGRADE);
+    let offered = |to: &HeaderValue| {
+        let mut to = protocols(to);
+        let (Some(to), None) = (to.next(), to.next()) else { return false };
+        protocol.as_ref().is_some_and(|offer| protocols(offer).any(|p| p.eq_ignore_ascii_case(to)))
+    };
+    let Some(to) = to.filter(|to| offered(to)) else {
+        return Err(ProxyError::UpstreamProtocol {
+            upstream: trace.upstream.map(Into::into).unwrap_or_else(|| "-".into()),
+            detail: "switched to a protocol the client did not offer".into(),
+        });
+    };
     let Some((mut upstream, early)) = response.extensions_mut().remove::<Upgraded>().and_then(|u| u.take()) else {
         return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
     };
@@ -98,9 +122,7 @@ pub(super) async fn proxy<'s>(
     });
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Some(p) = protocol {
-        h.insert(header::UPGRADE, p);
-    }
+    h.insert(header::UPGRADE, to);
     Ok(response)
 }
 

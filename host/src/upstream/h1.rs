@@ -500,12 +500,16 @@ impl Connection {
                 // (a status echo, say) has not switched, and the bytes the
                 // client sends next would reach it as requests no route or
                 // plugin saw.
-                let says_to = self.fields.iter().any(|(n, v)| {
-                    head[n.clone()].eq_ignore_ascii_case(b"upgrade") && !head[v.clone()].trim_ascii().is_empty()
+                let says_to = self.fields.iter().find_map(|(n, v)| {
+                    let to = head[v.clone()].trim_ascii();
+                    (head[n.clone()].eq_ignore_ascii_case(b"upgrade") && !to.is_empty())
+                        .then(|| HeaderValue::from_bytes(to).ok())
+                        .flatten()
                 });
-                if !says_to || !parsed.connection.upgrade {
+                let Some(to) = says_to.filter(|_| parsed.connection.upgrade) else {
                     return Err(Error::Invalid("101 Switching Protocols without `Upgrade` and `Connection: upgrade`"));
-                }
+                };
+                resp.headers_mut().insert(header::UPGRADE, to);
                 resp.extensions_mut().insert(Upgraded(Arc::new(Mutex::new(Some(self)))));
                 return Ok((resp, at));
             }

@@ -432,9 +432,12 @@ async fn websocket_upgrades_pass_through() {
     // An upgrade its connection cannot make — with a body (it would be
     // lost), or in HTTP/1.0 (RFC 9110 §7.8) — goes as a plain request, its
     // body whole and without its `Upgrade`.
+    // And so does one that offers `h2c`: an HTTP/2 connection made by
+    // upgrade would carry requests no route or plugin sees.
     for ask in [
         &b"POST /h2c HTTP/1.1\r\nhost: x\r\nconnection: upgrade, close\r\nupgrade: h2c\r\ncontent-length: 5\r\n\r\nhello"[..],
         b"GET /old HTTP/1.0\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        b"GET /h2c HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings, close\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
     ] {
         let resp = raw(gw.addr(), ask).await;
         assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");

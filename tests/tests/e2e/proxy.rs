@@ -308,6 +308,16 @@ async fn http1_upstream_framing_on_the_wire() {
         GET /internal HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
     let resp = raw(gw.addr(), ask).await;
     assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    // Nor has one that switched to a protocol the client did not offer
+    // (RFC 9110 §7.8): the client was told it got its own.
+    let ask = b"GET /unasked-switch HTTP/1.1\r\nhost: x\r\nconnection: upgrade, close\r\nupgrade: websocket\r\n\r\n";
+    let resp = raw(gw.addr(), ask).await;
+    assert!(resp.starts_with("HTTP/1.1 502"), "{resp}");
+    let ask = b"GET /unasked-switch HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket, X\r\n\r\n";
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, ask).await.unwrap();
+    let head = wasmgate_tests::read_head(&mut s, &mut Vec::new()).await.unwrap_or_default();
+    assert!(head.starts_with("HTTP/1.1 101") && head.contains("upgrade: x"), "the one it chose: {head}");
     // A body cut short: the client's response is cut off at what came, so
     // the client can tell (its content-length says 10).
     let resp = raw(gw.addr(), b"GET /short HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
