@@ -118,12 +118,43 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    manager: ConnectionManager,
+    /// Counters and limits (`incr`, `take`, `hit`): small replies, on a
+    /// connection of their own.
+    counters: Lane,
+    /// Values (`get`, `set`, `delete`), up to a MiB each: queued on one
+    /// connection with the limits, a few large cache values held every
+    /// rate limit past its timeout (and so lifted it, or refused all).
+    values: Lane,
     timeout: Duration,
     /// `host:port` (or socket path) for logs and `Debug`; never the URL, which may hold a password.
     addr: String,
+}
+
+/// One multiplexed connection and what is known of it.
+struct Lane {
+    manager: ConnectionManager,
     /// Whether the last operation reached Redis, so an outage is logged once, not per request.
     reachable: AtomicBool,
+    /// While Redis is unreachable, one operation at a time goes to find out
+    /// whether it is back; the others are answered `Unavailable` at once,
+    /// rather than each waiting out the timeout (holding its plugin
+    /// instance: enough of them emptied the pool).
+    probing: AtomicBool,
+}
+
+impl Lane {
+    fn new(manager: ConnectionManager) -> Self {
+        Self { manager, reachable: AtomicBool::new(true), probing: AtomicBool::new(false) }
+    }
+}
+
+/// Ends a probe ([`Lane::probing`]) however the operation ends.
+struct Probe<'a>(&'a AtomicBool);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for RedisStore {
@@ -131,7 +162,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("addr", &self.inner.addr)
             .field("timeout", &self.inner.timeout)
-            .field("reachable", &self.inner.reachable.load(Ordering::Relaxed))
+            .field("reachable", &self.inner.counters.reachable.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -162,21 +193,27 @@ impl RedisStore {
             // included). A per-response clock would add nothing: its expiry does not make the
             // manager reconnect; keepalive and TCP_USER_TIMEOUT catch dead connections instead.
             .set_response_timeout(None);
-        let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(|err| invalid_url(&err))?;
-        runtime.spawn(warm_up(manager.clone()));
-        Ok(Self { inner: Arc::new(Inner { manager, timeout, addr, reachable: AtomicBool::new(true) }) })
+        let counters =
+            ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(|err| invalid_url(&err))?;
+        let values = ConnectionManager::new_lazy_with_config(client, config).map_err(|err| invalid_url(&err))?;
+        runtime.spawn(warm_up(counters.clone(), values.clone()));
+        let (counters, values) = (Lane::new(counters), Lane::new(values));
+        Ok(Self { inner: Arc::new(Inner { counters, values, timeout, addr }) })
     }
 
     /// The value under `key`, if any.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check(args::key(key))?;
-        self.run("get", |mut conn| async move { redis::cmd("GET").arg(key).query_async(&mut conn).await }).await
+        self.run(&self.inner.values, "get", |mut conn| async move {
+            redis::cmd("GET").arg(key).query_async(&mut conn).await
+        })
+        .await
     }
 
     /// Stores `value` under `key`, replacing any value and expiry; `ttl_ms` none: no expiry.
     pub async fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), StoreError> {
         check(args::key(key).and(args::value(value)).and(args::ttl(ttl_ms)))?;
-        self.run("set", |mut conn| async move {
+        self.run(&self.inner.values, "set", |mut conn| async move {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(value);
             if let Some(ttl) = ttl_ms {
@@ -191,7 +228,9 @@ impl RedisStore {
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check(args::key(key))?;
         let removed: u64 = self
-            .run("delete", |mut conn| async move { redis::cmd("DEL").arg(key).query_async(&mut conn).await })
+            .run(&self.inner.values, "delete", |mut conn| async move {
+                redis::cmd("DEL").arg(key).query_async(&mut conn).await
+            })
             .await?;
         Ok(removed > 0)
     }
@@ -205,7 +244,7 @@ impl RedisStore {
     /// would need an `EXISTS` first. `INCRBY` keeps the TTL a creator set.
     pub async fn incr(&self, key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, StoreError> {
         check(args::key(key).and(args::ttl(ttl_ms)))?;
-        self.run("incr", |mut conn| async move {
+        self.run(&self.inner.counters, "incr", |mut conn| async move {
             match ttl_ms {
                 None => redis::cmd("INCRBY").arg(key).arg(delta).query_async(&mut conn).await,
                 Some(ttl) => {
@@ -241,7 +280,7 @@ impl RedisStore {
     ) -> Result<LimitResult, StoreError> {
         check(args::key(key).and(args::take(capacity, refill_per_second, cost)))?;
         let (allowed, tokens): (i64, String) = self
-            .run("take", |mut conn| async move {
+            .run(&self.inner.counters, "take", |mut conn| async move {
                 TAKE_SCRIPT
                     .key(key)
                     // f64's Display is the shortest text that parses back to the same double.
@@ -262,7 +301,7 @@ impl RedisStore {
     pub async fn hit(&self, key: &str, limit: u64, window_ms: u64, cost: u64) -> Result<LimitResult, StoreError> {
         check(args::key(key).and(args::hit(limit, window_ms, cost)))?;
         let (allowed, prev, cur, elapsed): (i64, String, String, u64) = self
-            .run("hit", |mut conn| async move {
+            .run(&self.inner.counters, "hit", |mut conn| async move {
                 HIT_SCRIPT.key(key).arg(limit).arg(window_ms).arg(cost).invoke_async(&mut conn).await
             })
             .await?;
@@ -271,16 +310,29 @@ impl RedisStore {
     }
 
     /// Runs one operation under the store's timeout and classifies its failure.
-    async fn run<T, F>(&self, op: &'static str, call: impl FnOnce(ConnectionManager) -> F) -> Result<T, StoreError>
+    async fn run<T, F>(
+        &self,
+        lane: &Lane,
+        op: &'static str,
+        call: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, StoreError>
     where
         F: Future<Output = RedisResult<T>>,
     {
-        let outcome = tokio::time::timeout(self.inner.timeout, call(self.inner.manager.clone())).await;
+        // Load first: the common case stays a read of a shared cache line.
+        let _probe = if lane.reachable.load(Ordering::Relaxed) {
+            None
+        } else if lane.probing.swap(true, Ordering::Acquire) {
+            return Err(StoreError::Unavailable(format!(
+                "{op}: redis unreachable (another call is finding out if it is back)"
+            )));
+        } else {
+            Some(Probe(&lane.probing))
+        };
+        let outcome = tokio::time::timeout(self.inner.timeout, call(lane.manager.clone())).await;
         let error = match outcome {
             Ok(Ok(value)) => {
-                // Load first: the common case stays a read of a shared cache line.
-                if !self.inner.reachable.load(Ordering::Relaxed) && !self.inner.reachable.swap(true, Ordering::Relaxed)
-                {
+                if !lane.reachable.load(Ordering::Relaxed) && !lane.reachable.swap(true, Ordering::Relaxed) {
                     tracing::info!(addr = %self.inner.addr, "redis store reachable again");
                 }
                 return Ok(value);
@@ -292,7 +344,7 @@ impl RedisStore {
         };
         match &error {
             StoreError::Unavailable(detail) => {
-                if self.inner.reachable.swap(false, Ordering::Relaxed) {
+                if lane.reachable.swap(false, Ordering::Relaxed) {
                     tracing::warn!(addr = %self.inner.addr, error = %detail, "redis store unavailable");
                 } else {
                     tracing::debug!(addr = %self.inner.addr, error = %detail, "redis store still unavailable");
@@ -308,10 +360,11 @@ impl RedisStore {
 /// Drives the lazy connection once and loads both scripts, so the first requests neither wait
 /// for the TCP handshake nor all miss the script cache at once. Failures are left for the
 /// requests to report.
-async fn warm_up(mut manager: ConnectionManager) {
+async fn warm_up(mut counters: ConnectionManager, mut values: ConnectionManager) {
     let load = async {
-        TAKE_SCRIPT.load_async(&mut manager).await?;
-        HIT_SCRIPT.load_async(&mut manager).await
+        TAKE_SCRIPT.load_async(&mut counters).await?;
+        HIT_SCRIPT.load_async(&mut counters).await?;
+        redis::cmd("PING").query_async::<()>(&mut values).await
     };
     match tokio::time::timeout(WARM_UP_TIMEOUT, load).await {
         Ok(Ok(_)) => tracing::debug!("redis store connected, scripts loaded"),

@@ -456,6 +456,28 @@ async fn a_redis_down_at_start_is_unavailable_quickly_then_used_once_it_is_up() 
     drop(server);
 }
 
+/// Values (up to a MiB each) and counters go on connections of their own:
+/// queued on one, a few large cache values held every rate limit behind
+/// them past its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_and_counters_go_on_connections_of_their_own() {
+    let server = RedisServer::start();
+    let store = store(&server, PATIENT);
+    let mut admin = server.connection().await;
+    let list = async |admin: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query_async(admin).await.unwrap();
+        list.lines().map(str::to_owned).collect()
+    };
+    store.set("big", &vec![b'x'; 1 << 20], None).await.unwrap();
+    store.incr("n", 1, None).await.unwrap();
+    // The store's, less this one.
+    let clients: Vec<String> = list(&mut admin).await.into_iter().filter(|c| !c.contains("cmd=client|list")).collect();
+    assert_eq!(clients.len(), 2, "{clients:#?}");
+    // Each command last seen on its own connection.
+    assert!(clients.iter().any(|c| c.contains("cmd=set")), "{clients:#?}");
+    assert!(clients.iter().any(|c| c.contains("cmd=incrby")), "{clients:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_redis_is_unavailable_then_used_again_after_restart() {
     let mut server = RedisServer::start();
@@ -469,6 +491,12 @@ async fn a_killed_redis_is_unavailable_then_used_again_after_restart() {
         assert!(matches!(result, Err(StoreError::Unavailable(_))), "{result:?}");
         assert!(start.elapsed() < HOST_DEFAULT + SLACK, "{:?}", start.elapsed());
     }
+    // While it is unreachable, one call at a time asks; the others are
+    // answered at once (each waited out the timeout, holding its instance).
+    let calls = futures::future::join_all((0..5).map(|_| store.get("k"))).await;
+    let told =
+        calls.iter().filter(|r| matches!(r, Err(StoreError::Unavailable(d)) if d.contains("another call"))).count();
+    assert!(told >= 4, "{calls:?}");
 
     server.restart();
     let (value, waited) = eventually(Duration::from_secs(10), async || store.get("k").await).await;
