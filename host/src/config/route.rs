@@ -322,6 +322,24 @@ pub(super) fn build_routes(
             (Some(sp), None) => match Rewrite::strip_prefix(sp.get_ref()) {
                 Ok(r) => {
                     normal(p, span(sp), "strip_prefix", sp.get_ref());
+                    // The route's literal leading segments and the prefix's
+                    // must agree where both are written: otherwise nothing
+                    // the route matches starts with the prefix, and every
+                    // request went upstream unstripped.
+                    let literal = path.as_str().split('/').skip(1).take_while(|s| !s.starts_with('{') && *s != "*");
+                    let stripped = sp.get_ref().trim_end_matches('/').split('/').skip(1);
+                    if let Some((route_seg, strip_seg)) = literal.zip(stripped).find(|(a, b)| a != b) {
+                        p.at(
+                            span(sp),
+                            format!("{key}.strip_prefix"),
+                            format!(
+                                "`{}` never starts the paths this route matches (`{}`: `{route_seg}` where it has `{strip_seg}`), so nothing would be stripped",
+                                sp.get_ref(),
+                                path.as_str()
+                            ),
+                            "strip a prefix of the route's path, e.g. the route's `prefix` itself",
+                        );
+                    }
                     Some(r)
                 }
                 Err(what) => {
