@@ -136,6 +136,23 @@ pub struct RawDns {
     pub min_ttl: Option<HumanDuration>,
     pub max_ttl: Option<HumanDuration>,
     pub timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub family: Family,
+}
+
+/// Which addresses a `dns` or `srv` name gives (nginx's `resolver …
+/// ipv6=off`, Envoy's `dns_lookup_family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// A and AAAA.
+    #[default]
+    Any,
+    /// A only: a host without an IPv6 route (a container on Docker's
+    /// default bridge) could reach none of the AAAA addresses.
+    Ipv4,
+    /// AAAA only.
+    Ipv6,
 }
 
 #[derive(Debug, Deserialize)]

@@ -113,6 +113,7 @@ pub struct DnsConfig {
     pub min_ttl: Duration,
     pub max_ttl: Duration,
     pub timeout: Duration,
+    pub family: raw::Family,
 }
 
 impl Default for DnsConfig {
@@ -122,6 +123,7 @@ impl Default for DnsConfig {
             min_ttl: Duration::from_secs(1),
             max_ttl: Duration::from_secs(300),
             timeout: Duration::from_secs(2),
+            family: raw::Family::Any,
         }
     }
 }
@@ -399,6 +401,7 @@ pub(super) fn build_dns(d: Option<&Spanned<raw::RawDns>>, p: &mut Problems<'_>) 
         dns.max_ttl = t.0;
     }
     dns.timeout = within(p, span(d), "dns.timeout", r.timeout, WAITS, dns.timeout);
+    dns.family = r.family;
     if dns.min_ttl > dns.max_ttl || dns.min_ttl.is_zero() {
         p.at(
             span(d),

@@ -32,7 +32,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 
-use crate::config::{Discovery, DnsConfig};
+use crate::config::{Discovery, DnsConfig, Family};
 
 /// One resolved endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,6 +92,7 @@ pub struct Resolver {
     nameservers: String,
     min_ttl: Duration,
     max_ttl: Duration,
+    family: Family,
 }
 
 impl Resolver {
@@ -138,7 +139,7 @@ impl Resolver {
             .with_options(options)
             .build()
             .map_err(|e| DiscoveryError::Build { source: Box::new(e) })?;
-        Ok(Self { inner, nameservers, min_ttl: config.min_ttl, max_ttl: config.max_ttl })
+        Ok(Self { inner, nameservers, min_ttl: config.min_ttl, max_ttl: config.max_ttl, family: config.family })
     }
 
     /// Resolves once: A and AAAA of host (each with `port`, weight 1), or SRV
@@ -185,12 +186,19 @@ impl Resolver {
     /// other answered is an error only when `current` holds addresses of
     /// the failed family ([`resolve`](Self::resolve)).
     async fn addresses(&self, host: &str, current: &[Resolved]) -> Result<(Vec<IpAddr>, Duration), DiscoveryError> {
-        let (v4, v6) = tokio::join!(self.lookup(host, RecordType::A), self.lookup(host, RecordType::AAAA));
+        // A family left out is not asked for: its lookup can neither fail
+        // the resolution nor give an address.
+        let asked = |family, kind| {
+            let wanted = self.family == Family::Any || self.family == family;
+            async move { wanted.then_some(self.lookup(host, kind).await) }
+        };
+        let (v4, v6) = tokio::join!(asked(Family::Ipv4, RecordType::A), asked(Family::Ipv6, RecordType::AAAA));
         let mut ips = Vec::new();
         let mut ttl = None::<u32>;
         let mut nxdomain = false;
         let mut failed = None;
         for (result, kind) in [(v4, "A"), (v6, "AAAA")] {
+            let Some(result) = result else { continue };
             match result {
                 Ok(lookup) => {
                     for record in lookup.answers() {
@@ -433,6 +441,7 @@ mod tests {
             min_ttl: Duration::from_millis(200),
             max_ttl: Duration::from_secs(300),
             timeout: Duration::from_millis(500),
+            family: Family::Any,
         }
     }
 
@@ -506,6 +515,29 @@ mod tests {
 
         assert_eq!(v6, [ep("[::1]:9000", 1)]);
         assert_eq!(dual, [ep("127.0.0.1:9000", 1), ep("[::1]:9000", 1)]);
+    }
+
+    /// `[dns] family` leaves the other family out: not asked for, so its
+    /// failure fails nothing (a host without an IPv6 route could reach
+    /// none of the AAAA addresses).
+    #[tokio::test]
+    async fn a_family_left_out_is_not_asked_for() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("dual.svc.test.", &ips(&["::1", "127.0.0.1"]), 30);
+        dns.set_a("v6.svc.test.", &ips(&["::1"]), 30);
+        let v4 = Resolver::new(&DnsConfig { family: Family::Ipv4, ..config(dns.addr) }).unwrap();
+        let v6 = Resolver::new(&DnsConfig { family: Family::Ipv6, ..config(dns.addr) }).unwrap();
+
+        let (only_v4, _) = v4.resolve(&host("dual.svc.test", 9000), &[]).await.unwrap();
+        let (only_v6, _) = v6.resolve(&host("dual.svc.test", 9000), &[]).await.unwrap();
+        dns.fail_aaaa(true);
+        let (still_v4, _) = v4.resolve(&host("dual.svc.test", 9000), &[ep("127.0.0.1:9000", 1)]).await.unwrap();
+        let none = v4.resolve(&host("v6.svc.test", 9000), &[]).await.unwrap_err();
+
+        assert_eq!(only_v4, [ep("127.0.0.1:9000", 1)]);
+        assert_eq!(only_v6, [ep("[::1]:9000", 1)]);
+        assert_eq!(still_v4, [ep("127.0.0.1:9000", 1)]);
+        assert!(matches!(none, DiscoveryError::NoRecords { .. }), "{none:?}");
     }
 
     #[tokio::test]
