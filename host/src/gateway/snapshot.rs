@@ -168,7 +168,9 @@ impl Snapshot {
 /// request it had in flight at once, up to `max_idle_per_worker` a worker;
 /// any other pooled use, one a worker. Once they fill the engine's pool, a
 /// request that needs a new instance fails (`pool_full`).
-fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], workers: usize) {
+/// `max_instances` and `workers` are those in force (set at start: a
+/// reload's new values wait for a restart).
+fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], workers: usize, max_instances: u32) {
     let max_idle = config.plugins.max_idle_per_worker;
     let warm: usize = routes
         .iter()
@@ -179,7 +181,7 @@ fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], w
             (true, false) => workers,
         })
         .fold(0, usize::saturating_add);
-    let max = usize::try_from(config.plugins.max_instances).unwrap_or(usize::MAX);
+    let max = usize::try_from(max_instances).unwrap_or(usize::MAX);
     if warm > max {
         tracing::warn!(
             warm,
@@ -272,12 +274,12 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
                     format!("no instance of plugin `{}` could be made: {detail}", u.name),
                     if pool_full {
                         format!(
-                            "raise `[plugins] max_instances` ({} now) above the plugin uses on routes ({} here), \
-                             with room for the instances every worker keeps warm and in use ({} workers; a \
-                             restart applies it)",
-                            config.plugins.max_instances,
+                            "raise `[plugins] max_instances` ({} in force) above the plugin uses on routes ({} \
+                             here), with room for the instances every worker keeps warm and in use ({} workers; \
+                             a restart applies it)",
+                            env.runtime.limits().max_instances,
                             config.routes.iter().map(|r| r.plugins.len()).sum::<usize>(),
-                            config.server.workers
+                            env.workers
                         )
                     } else {
                         format!(
@@ -324,7 +326,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
     if !problems.is_empty() {
         return Err(problems.into_error());
     }
-    warn_if_warm_instances_may_fill_the_pool(&config, &routes, env.workers);
+    warn_if_warm_instances_may_fill_the_pool(&config, &routes, env.workers, env.runtime.limits().max_instances);
     let router = Router::new(&config.routes);
     Ok(Snapshot {
         generation,
