@@ -302,6 +302,36 @@ impl Template {
     }
 }
 
+/// Why no request path, as the gateway hands paths to routes and plugins,
+/// is spelled like `text`, if none is: the gateway writes a byte beyond
+/// ASCII escaped, an escape's hex in capitals, and an escaped letter,
+/// digit or `-._~` as itself (`/café` is `/caf%C3%A9`, `%69` is `i`). For
+/// the paths a plugin's config names (the gateway's routes check theirs
+/// against the normalisation itself).
+pub fn not_normal(text: &str) -> Option<&'static str> {
+    let b = text.as_bytes();
+    if !b.is_ascii() {
+        return Some("request paths have no byte beyond ASCII: write one escaped in UTF-8, `é` as `%C3%A9`");
+    }
+    let escapes = b.windows(3).filter_map(|w| match w {
+        [b'%', hi, lo] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => Some((*hi, *lo)),
+        _ => None,
+    });
+    for (hi, lo) in escapes {
+        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0);
+        let byte = u8::try_from(digit(hi) * 16 + digit(lo)).unwrap_or(0);
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            return Some(
+                "the gateway decodes escaped letters, digits and `-._~` (`%69` is `i`) first: write them plainly",
+            );
+        }
+        if hi.is_ascii_lowercase() || lo.is_ascii_lowercase() {
+            return Some("the gateway writes an escape's hex digits in capitals (`%c3` is `%C3`): write them so");
+        }
+    }
+    None
+}
+
 /// A byte no path may hold as written: controls, space, `?` and `#`.
 fn bad_path_byte(b: u8) -> bool {
     b <= b' ' || b == b'?' || b == b'#' || b == 0x7f
@@ -313,6 +343,16 @@ mod tests {
 
     fn caps(p: &str, path: &str) -> Option<Vec<(String, String)>> {
         PathPattern::parse(p).ok()?.matches(path).map(|c| c.into_iter().map(|(n, v)| (n.to_string(), v)).collect())
+    }
+
+    #[test]
+    fn paths_not_as_the_gateway_spells_them() {
+        for normal in ["/", "/caf%C3%A9", "/a%20b", "/a%2Fb", "/users/{id}"] {
+            assert_eq!(not_normal(normal), None, "{normal}");
+        }
+        for not in ["/café", "/adm%69n", "/caf%c3%a9", "/a%2fb"] {
+            assert!(not_normal(not).is_some(), "{not}");
+        }
     }
 
     #[test]

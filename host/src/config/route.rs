@@ -209,6 +209,9 @@ pub(super) fn build_routes(
         // guard it guarded nothing, its traffic falling to another.
         let rules = server.map_or_else(PathRules::default, |s| s.paths);
         let normal = |p: &mut Problems<'_>, at: Option<std::ops::Range<usize>>, what: &str, text: &str| {
+            // A rewrite is what the gateway sends, not what a client may:
+            // the server's rules for clients' paths are not its.
+            let rules = if what == "rewrite" { PathRules::KEEP } else { rules };
             if let Some((problem, fix)) = crate::routing::abnormal(text, rules) {
                 p.at(at, format!("{key}.{what}"), problem, fix);
             }

@@ -141,18 +141,8 @@ fn unmatchable(p: &str) -> Option<&'static str> {
     if p.bytes().any(|b| !b.is_ascii_graphic()) {
         return Some("request paths are percent-encoded: write a space as `%20`, other characters as UTF-8 escapes");
     }
-    let unreserved_escape = p.as_bytes().windows(3).any(|w| match w {
-        [b'%', hi, lo] => {
-            let hex = |c: u8| (c as char).to_digit(16);
-            hex(*hi)
-                .zip(hex(*lo))
-                .and_then(|(h, l)| u8::try_from(h * 16 + l).ok())
-                .is_some_and(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
-        }
-        _ => false,
-    });
-    if unreserved_escape {
-        return Some("the gateway decodes escaped letters, digits and `-._~` (`%69` is `i`) first: write them plainly");
+    if let Some(why) = wasmgate_sdk::path::not_normal(p) {
+        return Some(why);
     }
     let inner = body.strip_suffix('/').unwrap_or(body);
     if inner.split('/').skip(1).any(|seg| matches!(seg, "" | "." | "..")) {
@@ -229,6 +219,7 @@ mod tests {
             ("/my report", "percent-encoded"),
             ("/café", "percent-encoded"),
             ("/adm%69n", "`%69` is `i`"),
+            ("/caf%c3%a9", "in capitals"),
             ("/a/../admin", "resolves"),
             ("/a//b", "resolves"),
         ] {

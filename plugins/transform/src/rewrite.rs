@@ -31,6 +31,10 @@ pub struct PathRewrite {
 impl PathRewrite {
     pub fn build(raw: &RawPathRewrite) -> Result<Self, String> {
         let from = PathPattern::parse(&raw.from).map_err(|e| format!("request.path.from: {e}"))?;
+        // Matched against the path as the gateway spells it.
+        if let Some(why) = wasmgate_sdk::path::not_normal(&raw.from) {
+            return Err(format!("request.path.from: `{}` would never match: {why}", raw.from));
+        }
         let to = Template::parse(&raw.to, &from).map_err(|e| {
             let hint = if e == TemplateError::BadCharacter { "; use `query` for the query" } else { "" };
             format!("request.path.to: {}{hint}", e.describe(&raw.to, &from))

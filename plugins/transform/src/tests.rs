@@ -361,6 +361,9 @@ fn bad_configs_are_refused_with_a_reason() {
     assert!(
         refused(json!({ "request": { "path": { "from": "/a/{id}", "to": "/b/{x}" } } })).contains("does not capture")
     );
+    assert!(
+        refused(json!({ "request": { "path": { "from": "/café/{id}", "to": "/b/{id}" } } })).contains("never match")
+    );
     assert!(refused(json!({ "response": { "status_map": { "four": 410 } } })).contains("`four` is not a status code"));
     assert!(
         refused(json!({ "response": { "status_map": { "404": 999 } } })).contains("not a final status (200..=599)")
