@@ -8,9 +8,9 @@
 //! it changed. A failed resolution (a nameserver that does not answer, or
 //! answers SERVFAIL or REFUSED) never empties an upstream: the last good set
 //! stays, and the name is retried with backoff. An answer that the name is
-//! gone (NXDOMAIN, no records, no SRV target with an address) given twice in
-//! a row does (RFC 8767: stale data is for when the authorities cannot be
-//! reached): a Service scaled to zero or deleted stops receiving traffic at
+//! gone (NXDOMAIN, no records, no SRV target with an address), given twice
+//! and for the TTL the name's records had, does (RFC 8767: stale data is for
+//! when the authorities cannot be reached): a Service scaled to zero or deleted stops receiving traffic at
 //! its old addresses, which another workload may have by then. Until the
 //! name comes back, requests are answered 503.
 //!
@@ -326,10 +326,13 @@ impl Resolver {
 }
 
 /// Keeps resolving on the TTL and calls `on_change` with the new set whenever
-/// it differs from the last one. Never calls it with an empty set after a
-/// failure: a failed or empty resolution keeps the previous set (log a warning
-/// with the name and the error) and retries after min_ttl (with backoff
-/// doubling up to max_ttl). Ends when `stop` resolves.
+/// it differs from the last one. A failed resolution keeps the previous set
+/// (a warning with the name and the error) and retries after min_ttl (with
+/// backoff doubling up to max_ttl). An answer that the name is gone, given
+/// at least twice and for at least the TTL its records had (a negative
+/// answer a resolver cached a moment is not taken for a deletion), calls it
+/// with an empty set; the name is then asked every min_ttl, so that it is
+/// served again soon after it comes back. Ends when `stop` resolves.
 ///
 /// `first` is what the caller's own first [`Resolver::resolve`] returned at
 /// load: its set is the one changes are measured against (it is not passed to
@@ -352,8 +355,10 @@ pub async fn watch(
     let min_retry = config.min_ttl.max(resolver.min_ttl);
     let (mut current, mut wait) = first;
     let mut backoff = min_retry;
-    // The last answer said the name is gone.
-    let mut gone = false;
+    // The TTL of the last good answer, and since when (and how many
+    // answers in a row) the name has been said to be gone.
+    let mut good_ttl = wait;
+    let mut gone: Option<(tokio::time::Instant, u32)> = None;
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -365,25 +370,34 @@ pub async fn watch(
             () = &mut stop => return,
             result = resolver.resolve(&what, &current) => result,
         };
-        let said_gone = result.as_ref().is_err_and(DiscoveryError::says_gone);
-        let confirmed = gone && said_gone;
-        gone = said_gone;
+        gone = match (&result, gone) {
+            (Err(e), Some((since, n))) if e.says_gone() => Some((since, n.saturating_add(1))),
+            (Err(e), None) if e.says_gone() => Some((tokio::time::Instant::now(), 1)),
+            _ => None,
+        };
+        let confirmed = gone.is_some_and(|(since, n)| n >= 2 && since.elapsed() >= good_ttl);
         match result {
-            Err(error) if confirmed && !current.is_empty() => {
-                wait = backoff;
+            // Gone and dropped: asked again every min_ttl, not backing off
+            // (nothing is served meanwhile).
+            Err(error) if current.is_empty() => {
+                wait = min_retry;
+                tracing::debug!(name = %name, error = %error, "DNS discovery: still no endpoints");
+            }
+            Err(error) if confirmed => {
+                wait = min_retry;
                 tracing::warn!(
                     name = %name,
                     error = %error,
                     retry_in = ?wait,
-                    "DNS discovery: the name is gone (twice in a row); its endpoints are dropped"
+                    "DNS discovery: the name is gone; its endpoints are dropped"
                 );
-                backoff = backoff.saturating_mul(2).min(config.max_ttl).max(min_retry);
                 current.clear();
                 on_change(Vec::new());
             }
             Ok((set, ttl)) => {
                 backoff = min_retry;
                 wait = ttl;
+                good_ttl = ttl;
                 if set != current {
                     tracing::info!(name = %name, endpoints = set.len(), "DNS discovery: endpoints changed");
                     current.clone_from(&set);
@@ -726,11 +740,12 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), w.task).await.unwrap().unwrap();
     }
 
-    /// A name answered gone (NXDOMAIN) twice in a row drops its endpoints
-    /// (their addresses may be another workload's by now; they were kept
-    /// for ever), and is asked again with backoff until it comes back.
+    /// A name answered gone (NXDOMAIN) drops its endpoints once that has
+    /// been said twice and for the TTL its records had (their addresses may
+    /// be another workload's by now; they were kept for ever), and is then
+    /// asked every min_ttl until it comes back.
     #[tokio::test]
-    async fn a_name_gone_twice_in_a_row_drops_its_endpoints_and_is_retried_with_backoff() {
+    async fn a_name_gone_for_its_ttl_drops_its_endpoints_and_is_asked_again() {
         let dns = TestDns::start(ZONE).await;
         dns.set_a("web.svc.test.", &ips(&["127.0.0.1"]), 1);
         let (_, mut w) = start_watch(&dns, host("web.svc.test", 80)).await;
@@ -743,8 +758,10 @@ mod tests {
         // 1 s TTL, then retries after 200 ms and 400 ms: 1.6 s at least. With
         // no backoff it would be 1.4 s.
         assert!(start.elapsed() >= Duration::from_millis(1550), "retried too fast: {:?}", start.elapsed());
-        assert_eq!(w.changes.try_recv().ok(), Some(Vec::new()), "dropped at the second answer");
-        assert!(w.changes.try_recv().is_err(), "once");
+        assert!(w.changes.try_recv().is_err(), "gone for 0.6 s of the records' 1 s: kept");
+        let dropped = tokio::time::timeout(Duration::from_secs(3), w.changes.recv()).await.unwrap().unwrap();
+        assert_eq!(dropped, Vec::new(), "dropped once gone for the TTL");
+        assert!(start.elapsed() >= Duration::from_millis(2000), "{:?}", start.elapsed());
 
         // Still retrying: the name coming back is picked up.
         dns.set_a("web.svc.test.", &ips(&["127.0.0.3"]), 1);
@@ -758,8 +775,8 @@ mod tests {
         let dns = TestDns::start(ZONE).await;
         let addr = dns.addr;
         // A name no other test uses. (Should another test's server get this
-        // port once it is free, it would answer NXDOMAIN: twice in a row,
-        // within the 1.3 s below, would drop the set.)
+        // port once it is free, it would answer NXDOMAIN: but not for the
+        // records' 1 s TTL within the 1.3 s below, which a drop takes.)
         dns.set_a("stopped.svc.test.", &ips(&["127.0.0.1"]), 1);
         let (_, mut w) = start_watch(&dns, host("stopped.svc.test", 80)).await;
 
