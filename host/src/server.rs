@@ -680,6 +680,13 @@ fn service(
             malformed(req.headers()).then_some(http::StatusCode::BAD_REQUEST)
         };
         let head = req.method() == http::Method::HEAD;
+        // One pass over the names rather than a lookup of each override
+        // field in the map on every request.
+        let present = if req.headers().keys().any(|n| proxy::headers::OVERRIDES.contains(n)) {
+            Present::ANY
+        } else {
+            Present::ANY.without(Present::OVERRIDE)
+        };
         let req = Box::new(req.map(|b| Body::client(ClientBody::H2(b))));
         async move {
             if let Some(status) = refused {
@@ -689,7 +696,7 @@ fn service(
                 *resp.status_mut() = status;
                 return Ok(resp);
             }
-            let (mut resp, stamp) = proxy::handle(snapshot, &conn_info, req, Present::ANY).await;
+            let (mut resp, stamp) = proxy::handle(snapshot, &conn_info, req, present).await;
             unanswered.answered(stamp.client_fault);
             bodiless(&mut resp, head);
             let mut resp = resp.map(|body| Counted::new(body, open));

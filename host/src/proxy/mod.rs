@@ -163,6 +163,12 @@ impl Present {
     pub fn may_have(self, field: Self) -> bool {
         self.0 & field.0 != 0
     }
+
+    /// Known not to have `field`.
+    #[must_use]
+    pub fn without(self, field: Self) -> Self {
+        Self(self.0 & !field.0)
+    }
 }
 
 impl std::ops::BitOr for Present {

@@ -330,11 +330,14 @@ impl RedisStore {
             Some(Probe(&lane.probing))
         };
         let outcome = tokio::time::timeout(self.inner.timeout, call(lane.manager.clone())).await;
+        let answered = || {
+            if !lane.reachable.load(Ordering::Relaxed) && !lane.reachable.swap(true, Ordering::Relaxed) {
+                tracing::info!(addr = %self.inner.addr, "redis store reachable again");
+            }
+        };
         let error = match outcome {
             Ok(Ok(value)) => {
-                if !lane.reachable.load(Ordering::Relaxed) && !lane.reachable.swap(true, Ordering::Relaxed) {
-                    tracing::info!(addr = %self.inner.addr, "redis store reachable again");
-                }
+                answered();
                 return Ok(value);
             }
             Ok(Err(err)) => classify(op, err),
@@ -351,7 +354,11 @@ impl RedisStore {
                 }
             }
             // The plugin's own mistake, not the store's state: the plugin gets the message.
-            StoreError::Invalid(detail) => tracing::debug!(op, error = %detail, "redis store refused an argument"),
+            StoreError::Invalid(detail) => {
+                // Redis answered (`WRONGTYPE`, an overflow): it is there.
+                answered();
+                tracing::debug!(op, error = %detail, "redis store refused an argument");
+            }
         }
         Err(error)
     }

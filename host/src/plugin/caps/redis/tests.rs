@@ -468,14 +468,48 @@ async fn values_and_counters_go_on_connections_of_their_own() {
         let list: String = redis::cmd("CLIENT").arg("LIST").query_async(admin).await.unwrap();
         list.lines().map(str::to_owned).collect()
     };
+    // The store's, less this one.
+    let store_clients = async |admin: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        list(admin).await.into_iter().filter(|c| !c.contains("cmd=client|list")).collect()
+    };
+    // Its warm-up done: a ping on one, the scripts loaded on the other.
+    let start = Instant::now();
+    loop {
+        let clients = store_clients(&mut admin).await;
+        if clients.iter().any(|c| c.contains("cmd=ping")) && clients.iter().any(|c| c.contains("cmd=script|load")) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no warm-up: {clients:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     store.set("big", &vec![b'x'; 1 << 20], None).await.unwrap();
     store.incr("n", 1, None).await.unwrap();
-    // The store's, less this one.
-    let clients: Vec<String> = list(&mut admin).await.into_iter().filter(|c| !c.contains("cmd=client|list")).collect();
+    let clients = store_clients(&mut admin).await;
     assert_eq!(clients.len(), 2, "{clients:#?}");
-    // Each command last seen on its own connection.
+    // Each command last on its own connection.
     assert!(clients.iter().any(|c| c.contains("cmd=set")), "{clients:#?}");
     assert!(clients.iter().any(|c| c.contains("cmd=incrby")), "{clients:#?}");
+}
+
+/// A refusal Redis answers (`WRONGTYPE`, not an integer) is an answer: a
+/// lane that had timed out is reachable again after it, and its calls no
+/// longer wait their turn to find out (one at a time, the rest refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_redis_answers_shows_it_is_back() {
+    let server = RedisServer::start();
+    let store = store(&server, HOST_DEFAULT);
+    eventually(Duration::from_secs(5), async || store.set("word", b"abc", None).await).await;
+    server.pause();
+    assert!(matches!(store.incr("n", 1, None).await, Err(StoreError::Unavailable(_))));
+    server.resume();
+    let refused = eventually(Duration::from_secs(5), async || match store.incr("word", 1, None).await {
+        Err(StoreError::Invalid(detail)) => Ok(detail),
+        other => Err(StoreError::Unavailable(format!("{other:?}"))),
+    })
+    .await;
+    assert!(refused.0.contains("not an integer"), "{refused:?}");
+    let calls = futures::future::join_all((0..5).map(|_| store.incr("n", 1, None))).await;
+    assert!(calls.iter().all(Result::is_ok), "{calls:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,7 +530,8 @@ async fn a_killed_redis_is_unavailable_then_used_again_after_restart() {
     let calls = futures::future::join_all((0..5).map(|_| store.get("k"))).await;
     let told =
         calls.iter().filter(|r| matches!(r, Err(StoreError::Unavailable(d)) if d.contains("another call"))).count();
-    assert!(told >= 4, "{calls:?}");
+    // (Four, unless the probe ended before the others started.)
+    assert!(told >= 3, "{calls:?}");
 
     server.restart();
     let (value, waited) = eventually(Duration::from_secs(10), async || store.get("k").await).await;
