@@ -706,27 +706,25 @@ fn service(
     })
 }
 
-/// An answer to a `HEAD`, a 204 or a 304 goes to an HTTP/2 client without
-/// its body, as the HTTP/1 server sends it (RFC 9110 §6.4.1): hyper's
+/// An answer to a `HEAD`, a 204 or a 304 ([`proxy::bodiless`]) goes to an
+/// HTTP/2 client without its body, as the HTTP/1 server sends it: hyper's
 /// HTTP/2 server sends what it is given, and a client takes DATA on such a
 /// stream as malformed (RFC 9113 §8.1.1) — the gateway's own error bodies
-/// and a plugin's answer (a cache hit) have one. A `HEAD`'s length is the
-/// body's, as the `GET`'s would be, unless one is set.
+/// and a plugin's answer (a cache hit) have one. The length it states is
+/// kept, but a 204's ([`proxy::may_state_length`]), as the HTTP/1 server
+/// does.
 fn bodiless(resp: &mut http::Response<Body>, head: bool) {
     use hyper::body::Body as _;
     let status = resp.status();
-    if !(head || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED)
-        || resp.body().is_end_stream()
-    {
+    if !proxy::bodiless(head, status) {
         return;
     }
-    if head
-        && status != http::StatusCode::NO_CONTENT
-        && let Some(n) = resp.body().size_hint().exact()
-    {
-        resp.headers_mut().entry(http::header::CONTENT_LENGTH).or_insert_with(|| http::HeaderValue::from(n));
+    if !proxy::may_state_length(status) {
+        resp.headers_mut().remove(http::header::CONTENT_LENGTH);
     }
-    *resp.body_mut() = Body::Empty;
+    if !resp.body().is_end_stream() {
+        *resp.body_mut() = Body::Empty;
+    }
 }
 
 /// Whether an HTTP/2 request's fields are malformed in a way HTTP/1's

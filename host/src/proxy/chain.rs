@@ -366,11 +366,7 @@ fn into_response(parts: http::response::Parts, body: RespBody, head: bool) -> Bo
         RespBody::Bytes(b) => {
             let mut parts = parts;
             let status = parts.status;
-            if status == http::StatusCode::NO_CONTENT
-                || status == http::StatusCode::NOT_MODIFIED
-                || status.is_informational()
-                || (head && b.is_empty())
-            {
+            if super::bodiless(false, status) || (head && b.is_empty()) {
                 parts.headers.remove(header::TRANSFER_ENCODING);
             } else {
                 fix_length(&mut parts.headers, Some(b.len()));

@@ -504,6 +504,21 @@ impl<'s> Forward<'s, '_> {
 
 /// Sets `content-length` for a body of known size (or removes it when the
 /// body will be streamed), and drops `transfer-encoding`.
+/// Whether an answer has no body on the wire (RFC 9110 §6.4.1): one to a
+/// `HEAD`, a 1xx, a 204 or a 304. Both servers and a route that buffers
+/// bodies go by it.
+pub fn bodiless(head: bool, status: http::StatusCode) -> bool {
+    head || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+}
+
+/// Whether a bodiless answer may say the length of the body it describes
+/// (a `HEAD`'s, a 304's): a 1xx or 204 has none (RFC 9110 §8.6).
+pub fn may_state_length(status: http::StatusCode) -> bool {
+    !(status.is_informational() || status == http::StatusCode::NO_CONTENT)
+}
+
 fn fix_length(h: &mut http::HeaderMap, len: Option<usize>) {
     h.remove(header::TRANSFER_ENCODING);
     match len {

@@ -773,10 +773,7 @@ async fn respond(
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
-    let bodiless = ask.head_only
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let bodiless = crate::proxy::bodiless(ask.head_only, status);
     let framing = if bodiless {
         Framing::Empty
     } else if let Some(n) = body.size_hint().exact() {
@@ -909,7 +906,7 @@ fn encode_head(
     let skip = |name: &http::HeaderName| {
         dated |= name == header::DATE;
         if name == header::CONTENT_LENGTH {
-            !(bodiless && status != StatusCode::NO_CONTENT && !status.is_informational())
+            !(bodiless && crate::proxy::may_state_length(status))
         } else {
             name == header::TRANSFER_ENCODING || (name == header::CONNECTION && !upgrade)
         }
