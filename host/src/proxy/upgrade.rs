@@ -97,7 +97,6 @@ pub(super) async fn proxy<'s>(
     let held = std::mem::replace(response.body_mut(), Body::Empty);
     let idle = forward.snapshot.config.server.tunnel_idle_timeout;
     tokio::spawn(async move {
-        let _held = held;
         // `_tunnel` keeps a shutdown waiting until the tunnel closes.
         let Ok((mut client, sent, _tunnel)) = client.await else {
             return tracing::debug!("upgrade did not complete: the client's connection ended first");
@@ -119,6 +118,8 @@ pub(super) async fn proxy<'s>(
             // connections for ever.
             () = activity.idle_for(idle) => tracing::debug!(?idle, "upgraded connection closed: idle"),
         }
+        // The place is free before either side hears of the close.
+        drop(held);
     });
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
