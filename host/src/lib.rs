@@ -18,6 +18,7 @@ pub mod admin;
 pub mod config;
 mod control;
 pub mod exchange;
+pub mod files;
 pub mod gateway;
 pub mod plugin;
 pub mod proxy;

@@ -119,7 +119,7 @@ pub fn files_digest<'p>(paths: impl IntoIterator<Item = &'p Path>) -> [u8; 32] {
     use sha2::Digest;
     let mut digest = sha2::Sha256::new();
     for path in paths {
-        match std::fs::read(path) {
+        match crate::files::read_regular(path, crate::files::MAX_CONFIG_FILE) {
             Ok(bytes) => {
                 digest.update((bytes.len() as u64).to_le_bytes());
                 digest.update(&bytes);
@@ -366,7 +366,8 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_owned(), source })
+    crate::files::read_regular(path, crate::files::MAX_CONFIG_FILE)
+        .map_err(|source| TlsError::Read { path: path.to_owned(), source })
 }
 
 /// rustls words certificate errors for a peer ("invalid peer certificate: ..."); these are ours.

@@ -71,7 +71,7 @@ impl Config {
 
 /// Reads and checks a config file.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let source = std::fs::read_to_string(file).map_err(|e| {
+    let source = crate::files::read_regular_text(file, crate::files::MAX_CONFIG_FILE).map_err(|e| {
         ConfigError::single(Problem {
             file: file.to_path_buf(),
             line: None,

@@ -378,7 +378,7 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
             (None, Some(file)) => {
                 let path = base.join(file);
                 secret_files.push(path.clone());
-                std::fs::read(&path)
+                crate::files::read_regular(&path, crate::files::MAX_CONFIG_FILE)
                     .map(|mut v| {
                         // A trailing newline from `echo secret > file` is not part of the secret.
                         while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {

@@ -384,7 +384,7 @@ pub(super) fn build_routes(
             let mut files = Vec::new();
             for (k, file) in &pu.config_files {
                 let path = base.join(file);
-                match std::fs::read_to_string(&path) {
+                match crate::files::read_regular_text(&path, crate::files::MAX_CONFIG_FILE) {
                     Ok(text) => {
                         table.insert(k.clone(), toml::Value::String(text));
                         files.push((k.clone(), path));

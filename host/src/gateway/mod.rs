@@ -633,7 +633,7 @@ struct Fingerprint {
 
 impl Fingerprint {
     fn take(shared: &Shared) -> Self {
-        let config = std::fs::read(&shared.config_path).ok();
+        let config = crate::files::read_regular(&shared.config_path, crate::files::MAX_CONFIG_FILE).ok();
         let snapshot = shared.current();
         let mut paths: Vec<PathBuf> = snapshot.plugins.values().map(|p| p.path.clone()).collect();
         paths.extend(snapshot.config.files().into_iter().map(Path::to_path_buf));

@@ -107,21 +107,9 @@ pub fn plugin_path(dir: Option<&Path>, name: &str, settings: &PluginSettings) ->
 /// The largest plugin file read (Python components are tens of MiB).
 const MAX_PLUGIN_BYTES: u64 = 512 << 20;
 
-/// A plugin file's bytes: a regular file (a FIFO would block the load, and
-/// with it every later reload; `/dev/zero` would never end) of at most
-/// [`MAX_PLUGIN_BYTES`].
+/// A plugin file's bytes ([`crate::files::read_regular`]).
 fn read_plugin(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    if meta.len() > MAX_PLUGIN_BYTES {
-        return Err(std::io::Error::other(format!("larger than {} MiB", MAX_PLUGIN_BYTES >> 20)));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    std::fs::File::open(path)?.take(MAX_PLUGIN_BYTES).read_to_end(&mut bytes)?;
-    Ok(bytes)
+    crate::files::read_regular(path, MAX_PLUGIN_BYTES)
 }
 
 /// Loads and checks one plugin.

@@ -1,0 +1,61 @@
+//! Reading the files a config names: the config itself, plugins, secrets,
+//! plugins' config files, TLS certificates, keys and lists.
+
+use std::io::Read;
+use std::path::Path;
+
+/// The most a config, a secret, a plugin's config file or a TLS file may
+/// hold (a CA's revocation list can run to tens of MiB).
+pub const MAX_CONFIG_FILE: u64 = 64 << 20;
+
+/// The bytes of the regular file at `path`, of at most `limit` bytes. A
+/// FIFO (which would block the load, and with it every later reload under
+/// the reload lock), a device (`/dev/zero` would never end) or a directory
+/// is refused; so is a file over the limit. The checks are of the file
+/// opened (without waiting, should it be a FIFO), whose bytes are read.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > limit {
+        return Err(std::io::Error::other(format!("larger than {} MiB", limit >> 20)));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // Bounded still: the file may grow as it is read.
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {} MiB", limit >> 20)));
+    }
+    Ok(bytes)
+}
+
+/// [`read_regular`] as UTF-8 text.
+pub fn read_regular_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_regular(path, limit)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        assert!(read_regular(&file, 4).unwrap_err().to_string().contains("larger than"));
+        assert!(read_regular(dir.path(), 5).is_err(), "a directory");
+        assert!(read_regular(Path::new("/dev/zero"), 5).unwrap_err().to_string().contains("not a regular file"));
+        // A FIFO with no writer: refused at once, not waited on.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        assert!(read_regular(&fifo, 5).unwrap_err().to_string().contains("not a regular file"));
+        assert_eq!(read_regular_text(&file, 5).unwrap(), "12345");
+    }
+}
