@@ -127,6 +127,8 @@ struct Serving {
     generation: u64,
     limits: h1::Limits,
     http2: http2::Builder<TokioExecutor>,
+    /// `server.trusted_proxies`.
+    trusted: Arc<[wasmgate_common::cidr::Cidr]>,
 }
 
 impl Serving {
@@ -150,6 +152,7 @@ impl Serving {
                         underscores: server.underscores_in_headers,
                     },
                     http2: http2(server),
+                    trusted: server.trusted_proxies.clone(),
                 })
             }
         }
@@ -230,7 +233,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
         let (serving, shutdown, open) = (serving.clone(), shutdown.clone(), open.clone());
         if !secure {
             tokio::spawn(async move {
-                connection(Box::new(stream), ConnInfo::new(peer, "http"), &serving, shutdown).await;
+                connection(Box::new(stream), ConnInfo::new(peer, "http", &serving.trusted), &serving, shutdown).await;
                 drop(open);
             });
             continue;
@@ -253,7 +256,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
                     return;
                 }
             };
-            connection(Box::new(stream), ConnInfo::new(peer, "https"), &serving, shutdown).await;
+            connection(Box::new(stream), ConnInfo::new(peer, "https", &serving.trusted), &serving, shutdown).await;
             drop(open);
         });
     }

@@ -69,6 +69,8 @@ pub use wasmgate_common::decimal::Decimal;
 /// write one.
 pub use wasmgate_common::units;
 
+/// Address ranges (`10.0.0.0/8`), as the gateway's `trusted_proxies` reads them.
+pub use wasmgate_common::cidr;
 /// Path patterns (`/v1/users/{id}`, `/api/{*rest}`) and templates
 /// (`/users/{id}`) in the gateway's route syntax: a plugin that rewrites
 /// paths reads them exactly as the router does.

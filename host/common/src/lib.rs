@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod algorithm;
+pub mod cidr;
 pub mod decimal;
 pub mod edit;
 pub mod fact;

@@ -45,6 +45,10 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<HumanDuration>>,
     pub send_timeout: Option<Spanned<HumanDuration>>,
     pub tunnel_idle_timeout: Option<Spanned<HumanDuration>>,
+    /// Proxies in front whose `X-Forwarded-Proto`, `-Host` and `Forwarded`
+    /// are kept: `["10.0.0.0/8", "192.0.2.7"]`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
     pub access_log: Option<bool>,
     pub underscores_in_headers: Option<bool>,
     #[serde(default)]

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     /// An upgraded connection (WebSocket) with no byte either way for this
     /// long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// Proxies whose forwarding fields are kept.
+    pub trusted_proxies: std::sync::Arc<[wasmgate_common::cidr::Cidr]>,
     /// What to do with paths that routes and upstreams may read as two.
     pub paths: PathRules,
     /// A request with a field that overrides its method or URL
@@ -225,6 +227,17 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
         ),
         via,
         send_timeout: within_at(p, "server.send_timeout", raw.send_timeout.as_ref(), WAITS, Duration::from_secs(60)),
+        trusted_proxies: raw
+            .trusted_proxies
+            .iter()
+            .filter_map(|t| {
+                wasmgate_common::cidr::Cidr::parse(t.get_ref())
+                    .map_err(|what| {
+                        p.at(span(t), "server.trusted_proxies", what, "e.g. trusted_proxies = [\"10.0.0.0/8\"]")
+                    })
+                    .ok()
+            })
+            .collect(),
         tunnel_idle_timeout: within_at(
             p,
             "server.tunnel_idle_timeout",

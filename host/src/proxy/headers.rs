@@ -471,6 +471,9 @@ pub struct Client {
     /// connection named: the requests on a connection almost always name
     /// one host, and these were made (and checked) anew for each.
     last_host: Mutex<Option<Arc<ForHost>>>,
+    /// A proxy in `server.trusted_proxies`: the scheme and host it forwards
+    /// stay ([`FORWARDING_TRUSTED`]).
+    trusted: bool,
 }
 
 /// `X-Forwarded-Host` and the whole `Forwarded` element for one host.
@@ -482,7 +485,7 @@ struct ForHost {
 }
 
 impl Client {
-    pub fn new(ip: IpAddr, proto: &'static str) -> Self {
+    pub fn new(ip: IpAddr, proto: &'static str, trusted: bool) -> Self {
         let text = ip.to_string();
         let forwarded = match ip {
             IpAddr::V4(_) => format!("for={text};proto={proto}"),
@@ -495,6 +498,7 @@ impl Client {
             proto: HeaderValue::from_static(proto),
             forwarded: value(&forwarded),
             last_host: Mutex::new(None),
+            trusted,
         }
     }
 
@@ -569,6 +573,9 @@ pub enum Mode {
     Append,
     /// This hop's value replaces the message's.
     Replace,
+    /// The message's value stays; this hop's is set when it has none (what
+    /// a trusted proxy in front said of the client's scheme and host).
+    Default,
 }
 
 /// Fields this hop writes into a message: a table of their names, each
@@ -604,6 +611,11 @@ where
                 Mode::Replace => {
                     headers.insert(name.clone(), value.clone());
                 }
+                Mode::Default => {
+                    if !headers.contains_key(name) {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                }
             }
         }
     }
@@ -636,6 +648,7 @@ where
                 if (self.value)(slot).is_some() {
                     match mode {
                         Mode::Replace => continue,
+                        Mode::Default => {}
                         Mode::Append => {
                             out.extend_from_slice(name.as_str().as_bytes());
                             out.extend_from_slice(b": ");
@@ -672,6 +685,20 @@ where
 
 /// The fields of [`Forwarding`], in the order they are written when the
 /// request has none of them.
+/// [`FORWARDING`] for a request from a trusted proxy
+/// (`server.trusted_proxies`): the scheme and host it says the client
+/// asked for stay (a TLS-terminating load balancer's `X-Forwarded-Proto:
+/// https`), and its `Forwarded` is added to.
+static FORWARDING_TRUSTED: [(HeaderName, Mode); 7] = [
+    (header::HOST, Mode::Replace),
+    (X_FORWARDED_FOR, Mode::Append),
+    (X_FORWARDED_PROTO, Mode::Default),
+    (X_FORWARDED_HOST, Mode::Default),
+    (FORWARDED, Mode::Append),
+    (header::VIA, Mode::Append),
+    (X_REQUEST_ID, Mode::Replace),
+];
+
 static FORWARDING: [(HeaderName, Mode); 7] = [
     // The request target's authority, when it had one, is the host: it
     // replaces a `Host` that says otherwise (RFC 9112 §3.2.2).
@@ -749,7 +776,8 @@ impl<'a> Forwarding<'a> {
     fn fields<'s>(
         &'s self,
     ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 7> {
-        HopFields { table: &FORWARDING, value: |slot| self.value(slot), slot: forwarding_slot }
+        let table = if self.client.trusted { &FORWARDING_TRUSTED } else { &FORWARDING };
+        HopFields { table, value: |slot| self.value(slot), slot: forwarding_slot }
     }
 
     /// Puts the fields into a header map.
@@ -941,7 +969,7 @@ mod tests {
     #[test]
     fn an_encoded_head_carries_the_fields_a_map_is_given() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https");
+        let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https", false);
         let authority: http::uri::Authority = "api.test:8443".parse().unwrap();
         let heads: [&[(&str, &str)]; 6] = [
             &[],
@@ -971,7 +999,7 @@ mod tests {
     #[test]
     fn forwarding_fields_join_replace_or_keep_what_the_request_has() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http");
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", false);
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
@@ -989,6 +1017,40 @@ mod tests {
         assert_eq!(get("host"), ["b.test"], "the target's authority replaces `Host`");
         assert_eq!(get("forwarded"), ["for=127.0.0.1;proto=http"]);
         assert_eq!(get("via"), ["1.1 wasmgate"]);
+    }
+
+    /// From a trusted proxy the scheme and host it forwards stay, and its
+    /// `Forwarded` is added to; this hop's are set only where it said
+    /// nothing. Written into a head or put into a map alike.
+    #[test]
+    fn a_trusted_proxys_scheme_and_host_stay() {
+        let via = HeaderValue::from_static("1.1 wasmgate");
+        for trusted in [true, false] {
+            let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", trusted);
+            for said in [true, false] {
+                let mut h = HeaderMap::new();
+                if said {
+                    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+                    h.insert(X_FORWARDED_HOST, HeaderValue::from_static("shop.example"));
+                    h.insert(FORWARDED, HeaderValue::from_static("for=203.0.113.9;proto=https"));
+                }
+                let f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY);
+                let mut out = bytes::BytesMut::new();
+                f.encode(&h, |_| false, &mut out);
+                let encoded = lines(&out);
+                let mut applied = h.clone();
+                f.apply(&mut applied);
+                assert_eq!(encoded, map_lines(&applied), "trusted {trusted}, said {said}");
+                let get =
+                    |name: &str| encoded.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+                let kept = trusted && said;
+                assert_eq!(get("x-forwarded-proto"), [if kept { "https" } else { "http" }]);
+                assert_eq!(get("x-forwarded-host"), [if kept { "shop.example" } else { "api.test" }]);
+                let ours = "for=10.0.0.7;proto=http;host=api.test";
+                let forwarded = if kept { format!("for=203.0.113.9;proto=https, {ours}") } else { ours.to_owned() };
+                assert_eq!(get("forwarded"), [forwarded]);
+            }
+        }
     }
 
     #[test]
@@ -1108,7 +1170,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http");
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", false);
         forward(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -1120,7 +1182,7 @@ mod tests {
     #[test]
     fn forwarded_headers_for_an_ipv6_client_and_a_host_with_a_port() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https");
+        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https", false);
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
         forward(&mut h, &client, Some("api.test:8443"), &via);
@@ -1143,7 +1205,7 @@ mod tests {
     #[test]
     fn a_connection_whose_requests_change_host_gets_each_its_own() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http");
+        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", false);
         for host in ["a.test", "a.test", "b.test", "a \"quoted\" one", "a.test"] {
             let mut h = HeaderMap::new();
             forward(&mut h, &client, Some(host), &via);

@@ -48,9 +48,12 @@ impl ConnInfo {
     /// An IPv4 client of a dual-stack listener (`[::]`) is named by its
     /// IPv4 address, not `::ffff:a.b.c.d`: in the forwarding headers, the
     /// access log and to plugins (allow-lists, rate-limit keys).
-    pub fn new(peer: SocketAddr, scheme: &'static str) -> Self {
+    /// `trusted`: the proxies whose forwarding fields are kept
+    /// (`server.trusted_proxies`).
+    pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &[wasmgate_common::cidr::Cidr]) -> Self {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme) }
+        let trusted = wasmgate_common::cidr::any_contains(trusted, peer.ip());
+        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted) }
     }
 }
 
@@ -613,8 +616,8 @@ mod tests {
     #[test]
     fn an_ipv4_client_of_a_dual_stack_listener_is_named_by_its_ipv4_address() {
         let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(mapped, "http").peer, "203.0.113.5:4000".parse().unwrap());
+        assert_eq!(ConnInfo::new(mapped, "http", &[]).peer, "203.0.113.5:4000".parse().unwrap());
         let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(v6, "http").peer, v6);
+        assert_eq!(ConnInfo::new(v6, "http", &[]).peer, v6);
     }
 }

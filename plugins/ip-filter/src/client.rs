@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::cidr::{Cidr, any_contains, canonical};
+use wasmgate_sdk::cidr::{Cidr, any_contains, canonical};
 
 /// The outcome of resolving a request's client.
 #[derive(Debug, Clone, PartialEq, Eq)]

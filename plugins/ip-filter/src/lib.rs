@@ -5,7 +5,6 @@
 //! The address it settles on is left in the context as `client.ip` for the
 //! plugins after it (rate limits, audit).
 
-mod cidr;
 mod client;
 
 use std::collections::BTreeMap;
@@ -15,8 +14,8 @@ use serde::Deserialize;
 use wasmgate_sdk::is_token;
 use wasmgate_sdk::prelude::*;
 
-use crate::cidr::{Cidr, any_contains, canonical};
 use crate::client::{Client, Resolver};
+use wasmgate_sdk::cidr::{Cidr, any_contains, canonical};
 
 /// The context key later plugins read the resolved client address from.
 pub const CONTEXT_KEY: &str = "client.ip";

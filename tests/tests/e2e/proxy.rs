@@ -540,6 +540,23 @@ async fn forwarding_headers_request_id_and_via() {
     assert_eq!(r.header("x-request-id"), Some("client-id-42"));
 }
 
+/// Behind a TLS-terminating load balancer listed in `trusted_proxies`, the
+/// scheme and host it forwards reach the upstream (which built `http://`
+/// links, or redirected to https for ever); from any other peer they are
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_forwarded_scheme_and_host_are_kept() {
+    let up = TestUpstream::echo("u").await;
+    let said = [("x-forwarded-proto", "https"), ("x-forwarded-host", "shop.example"), ("host", "api.internal")];
+    for (trusted, kept) in [("\"127.0.0.0/8\"", true), ("\"10.0.0.0/8\", \"::1\"", false)] {
+        let gw = TestGateway::start_with(&format!("trusted_proxies = [{trusted}]"), &one_route(&up, ""));
+        let doc = get_with(&gw.url("/"), &said).await.json();
+        let (proto, host) = if kept { ("https", "shop.example") } else { ("http", "api.internal") };
+        assert_eq!(echoed_header(&doc, "x-forwarded-proto").as_deref(), Some(proto), "{trusted}");
+        assert_eq!(echoed_header(&doc, "x-forwarded-host").as_deref(), Some(host), "{trusted}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_request_fields_without_connection_never_reach_the_upstream() {
     let up = TestUpstream::echo("u").await;
