@@ -31,6 +31,9 @@ pub enum ProxyError {
     /// A standard method's name in other letters (`delete`, `Get`).
     #[error("a standard method's name in other letters")]
     BadMethod,
+    /// `TRACE`, which is not served.
+    #[error("TRACE is not served")]
+    Trace,
     /// A field overriding the method or URL (`server.override_headers`).
     #[error("`{0}` overrides the request's method or URL")]
     Override(String),
@@ -74,6 +77,8 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            // For any resource: 501 (RFC 9110 §15.6.2), not a 405 owing an `Allow`.
+            Self::Trace => StatusCode::NOT_IMPLEMENTED,
             Self::UpstreamConnect { .. } | Self::UpstreamProtocol { .. } | Self::UpstreamBodyTooLarge { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -94,6 +99,7 @@ impl ProxyError {
             | Self::BadHost
             | Self::BadMethod
             | Self::Override(_)
+            | Self::Trace
             | Self::BodyTooLarge(_)
             | Self::ClientBody(_)
             | Self::BodyTimeout(_)
@@ -136,6 +142,7 @@ impl ProxyError {
             Self::BadPath => "bad request path",
             Self::BadHost => "bad host",
             Self::BadMethod => "method names are case-sensitive: send standard methods in capitals",
+            Self::Trace => "TRACE is not served",
             Self::Override(_) => {
                 "fields overriding the method or URL (X-HTTP-Method-Override, X-Original-URL) are refused"
             }

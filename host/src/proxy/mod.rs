@@ -311,6 +311,12 @@ async fn serve<'s>(
     if other_case_of_a_standard_method(req.method()) {
         return Err(ProxyError::BadMethod);
     }
+    // An upstream that answers `TRACE` (Apache's default) echoes the
+    // request as it reached it — with what plugins added (jwt's claims, an
+    // api-key's consumer) — back to the client: refused, as nginx does.
+    if req.method() == Method::TRACE {
+        return Err(ProxyError::Trace);
+    }
     // Routes, methods and plugins decide on the request line; an upstream
     // framework that honours one of these fields acts on another.
     if present.may_have(Present::OVERRIDE)

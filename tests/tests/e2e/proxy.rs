@@ -916,6 +916,17 @@ async fn an_absolute_target_without_a_path_goes_upstream_as_root() {
     assert!(resp.contains("\"query\":\"x=1\""), "{resp}");
 }
 
+/// `TRACE` is not served (501): an upstream that answers it echoes the
+/// request as it reached it — with what plugins added — to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_is_not_served() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&one_route(&up, ""));
+    let r = send(Request::builder().method("TRACE").uri(gw.url("/")).body(Full::<Bytes>::default()).unwrap()).await;
+    assert_eq!(r.status, 501, "{}", r.text());
+    assert_eq!(up.hits(), 0);
+}
+
 /// A field that asks the upstream for another method or URL than the one
 /// routed (`POST` routed to a route without the `DELETE` route's plugins,
 /// and Symfony, Laravel or Rails deleting) is refused, over both
