@@ -511,8 +511,6 @@ impl<'s> Forward<'s, '_> {
     }
 }
 
-/// Sets `content-length` for a body of known size (or removes it when the
-/// body will be streamed), and drops `transfer-encoding`.
 /// Whether an answer has no body on the wire (RFC 9110 §6.4.1): one to a
 /// `HEAD`, a 1xx, a 204 or a 304. Both servers and a route that buffers
 /// bodies go by it.
@@ -528,6 +526,8 @@ pub fn may_state_length(status: http::StatusCode) -> bool {
     !(status.is_informational() || status == http::StatusCode::NO_CONTENT)
 }
 
+/// Sets `content-length` for a body of known size (or removes it when the
+/// body will be streamed), and drops `transfer-encoding`.
 fn fix_length(h: &mut http::HeaderMap, len: Option<usize>) {
     h.remove(header::TRANSFER_ENCODING);
     match len {
