@@ -7,6 +7,7 @@
 //! anchored at both ends. A template copies captures as they appear in the
 //! (percent-encoded) path, never decoded.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// One segment of a path pattern.
@@ -303,33 +304,76 @@ impl Template {
 }
 
 /// Why no request path, as the gateway hands paths to routes and plugins,
-/// is spelled like `text`, if none is: the gateway writes a byte beyond
-/// ASCII escaped, an escape's hex in capitals, and an escaped letter,
-/// digit or `-._~` as itself (`/café` is `/caf%C3%A9`, `%69` is `i`). For
-/// the paths a plugin's config names (the gateway's routes check theirs
-/// against the normalisation itself).
-pub fn not_normal(text: &str) -> Option<&'static str> {
-    let b = text.as_bytes();
-    if !b.is_ascii() {
-        return Some("request paths have no byte beyond ASCII: write one escaped in UTF-8, `é` as `%C3%A9`");
+/// is spelled like `text`, if none is ([`spell_escapes`] changes it): the
+/// spelling to write. For the paths a plugin's config names (the gateway's
+/// routes check theirs against the whole normalisation).
+pub fn not_normal(text: &str) -> Option<String> {
+    match spell_escapes(text) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(normal) => Some(format!(
+            "the gateway spells escapes one way (a byte beyond ASCII escaped, hex digits in capitals, \
+             letters, digits and `-._~` unescaped): write `{normal}`"
+        )),
     }
-    let escapes = b.windows(3).filter_map(|w| match w {
-        [b'%', hi, lo] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => Some((*hi, *lo)),
+}
+
+/// `path` with its escapes in one spelling (RFC 3986 §6.2.2.1–2): an
+/// escaped unreserved character (letters, digits, `-`, `.`, `_`, `~`)
+/// decoded — it means the same decoded, and a route matches what it
+/// means —, another escape's hex digits in capitals, and a byte beyond
+/// ASCII (raw UTF-8, which a request target may not carry: RFC 9112 §3.2)
+/// escaped. `/café`, `/caf%c3%a9` and `/caf%C3%A9` are one path to an
+/// upstream, and to the routes `/caf%C3%A9` (one matched a route the
+/// others passed by). A `%` without two hex digits is left as it is (the
+/// gateway refuses such a path before). The gateway's normalisation of
+/// request paths, and what a plugin's config is checked against
+/// ([`not_normal`]).
+pub fn spell_escapes(path: &str) -> Cow<'_, str> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let escape = |w: &[u8]| match w {
+        [b'%', hi, lo] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+            let digit = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+            Some((digit(*hi)? << 4) | digit(*lo)?)
+        }
         _ => None,
-    });
-    for (hi, lo) in escapes {
-        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0);
-        let byte = u8::try_from(digit(hi) * 16 + digit(lo)).unwrap_or(0);
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            return Some(
-                "the gateway decodes escaped letters, digits and `-._~` (`%69` is `i`) first: write them plainly",
-            );
-        }
-        if hi.is_ascii_lowercase() || lo.is_ascii_lowercase() {
-            return Some("the gateway writes an escape's hex digits in capitals (`%c3` is `%C3`): write them so");
+    };
+    let unreserved = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
+    let b = path.as_bytes();
+    let changes = |i: usize, c: u8| {
+        !c.is_ascii()
+            || (c == b'%'
+                && b.get(i..i + 3).is_some_and(|w| {
+                    escape(w).is_some_and(unreserved) || w[1].is_ascii_lowercase() || w[2].is_ascii_lowercase()
+                }))
+    };
+    if !b.iter().enumerate().any(|(i, &c)| changes(i, c)) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = Vec::with_capacity(b.len() + 16);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match b.get(i..i + 3).and_then(escape) {
+            Some(byte) if unreserved(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            Some(byte) => {
+                out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
+                i += 3;
+            }
+            None if !c.is_ascii() => {
+                out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+                i += 1;
+            }
+            None => {
+                out.push(c);
+                i += 1;
+            }
         }
     }
-    None
+    // ASCII alone: UTF-8.
+    String::from_utf8(out).map_or(Cow::Borrowed(path), Cow::Owned)
 }
 
 /// A byte no path may hold as written: controls, space, `?` and `#`.

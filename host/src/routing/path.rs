@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 pub use wasmgate_common::path::{Captures, PathPattern};
-use wasmgate_common::path::{Template, TemplateError};
+use wasmgate_common::path::{Template, TemplateError, spell_escapes};
 
 use crate::config::Ambiguous;
 
@@ -90,7 +90,7 @@ pub fn normalize(path: &str, rules: PathRules) -> Option<Cow<'_, str>> {
         _ if rules.parameters == Ambiguous::Reject && path.contains(';') => return None,
         _ => {}
     }
-    let path = match decode_unreserved(path) {
+    let path = match spell_escapes(path) {
         // Decoding `%25%32F` makes `%252F`: a separator encoded twice that
         // the check above did not see.
         Cow::Owned(decoded) if rules.escaped_slashes == Ambiguous::Reject && hides_a_separator(&decoded) => {
@@ -200,62 +200,6 @@ pub fn abnormal(text: &str, rules: PathRules) -> Option<(String, String)> {
     None
 }
 
-/// `path` with its escapes in one spelling (RFC 3986 §6.2.2.1–2): an
-/// escaped unreserved character (letters, digits, `-`, `.`, `_`, `~`)
-/// decoded — it means the same decoded, and a route matches what it
-/// means —, another escape's hex digits in capitals, and a byte beyond
-/// ASCII (raw UTF-8, which a request target may not carry: RFC 9112 §3.2)
-/// escaped. `/café`, `/caf%c3%a9` and `/caf%C3%A9` are one path to an
-/// upstream, and to the routes `/caf%C3%A9` (one matched a route the
-/// others passed by).
-fn decode_unreserved(path: &str) -> Cow<'_, str> {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let escape = |w: &[u8]| match w {
-        [b'%', hi, lo] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
-            let digit = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
-            Some((digit(*hi)? << 4) | digit(*lo)?)
-        }
-        _ => None,
-    };
-    let unreserved = |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~');
-    let b = path.as_bytes();
-    let changes = |i: usize, c: u8| {
-        !c.is_ascii()
-            || (c == b'%'
-                && b.get(i..i + 3).is_some_and(|w| {
-                    escape(w).is_some_and(unreserved) || w[1].is_ascii_lowercase() || w[2].is_ascii_lowercase()
-                }))
-    };
-    if !b.iter().enumerate().any(|(i, &c)| changes(i, c)) {
-        return Cow::Borrowed(path);
-    }
-    let mut out = Vec::with_capacity(b.len() + 16);
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match b.get(i..i + 3).and_then(escape) {
-            Some(byte) if unreserved(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            Some(byte) => {
-                out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 15)]]);
-                i += 3;
-            }
-            None if !c.is_ascii() => {
-                out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
-                i += 1;
-            }
-            None => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    // ASCII alone: UTF-8.
-    String::from_utf8(out).map_or(Cow::Borrowed(path), Cow::Owned)
-}
-
 /// Whether a segment is `.` or `..` (parameters aside) once its `%25`s
 /// are decoded and then its escaped unreserved characters: `%252e%252e`
 /// is `..` to an upstream that decodes twice.
@@ -264,7 +208,7 @@ fn dots_encoded_twice(seg: &str) -> bool {
         return false;
     }
     let once = seg.replace("%25", "%");
-    let twice = decode_unreserved(&once);
+    let twice = spell_escapes(&once);
     let name = twice.split_once(';').map_or(&*twice, |(name, _)| name);
     dots(name).is_some()
 }
