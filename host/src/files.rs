@@ -14,12 +14,7 @@ pub const MAX_CONFIG_FILE: u64 = 64 << 20;
 /// is refused; so is a file over the limit. The checks are of the file
 /// opened (without waiting, should it be a FIFO), whose bytes are read.
 pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
+    let (file, meta) = open_regular(path, true)?;
     if meta.len() > limit {
         return Err(std::io::Error::other(format!("larger than {} MiB", limit >> 20)));
     }
@@ -30,6 +25,20 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other(format!("larger than {} MiB", limit >> 20)));
     }
     Ok(bytes)
+}
+
+/// The regular file at `path`, opened for reading without waiting (should it
+/// be a FIFO) and, unless `follow`, not through a link; with its metadata,
+/// read from the file opened — what is checked is what is then read.
+pub fn open_regular(path: &Path, follow: bool) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = if follow { libc::O_NONBLOCK } else { libc::O_NONBLOCK | libc::O_NOFOLLOW };
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok((file, meta))
 }
 
 /// [`read_regular`] as UTF-8 text.

@@ -247,16 +247,7 @@ fn ensure_private_dir(dir: &Path) -> Result<(), String> {
 /// file opened, whose bytes are then read.
 fn read_private(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    if !meta.file_type().is_file() {
-        return Err("it is not a regular file".into());
-    }
+    let (mut file, meta) = crate::files::open_regular(path, false).map_err(|e| e.to_string())?;
     ours_alone(&meta)?;
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
