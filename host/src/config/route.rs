@@ -208,10 +208,7 @@ pub(super) fn build_routes(
         // Text no request path meets once normalised: a route that would
         // guard it guarded nothing, its traffic falling to another.
         let rules = server.map_or_else(PathRules::default, |s| s.paths);
-        let normal = |p: &mut Problems<'_>, at: Option<std::ops::Range<usize>>, what: &str, text: &str| {
-            // A rewrite is what the gateway sends, not what a client may:
-            // the server's rules for clients' paths are not its.
-            let rules = if what == "rewrite" { PathRules::KEEP } else { rules };
+        let normal = |p: &mut Problems<'_>, at: Option<std::ops::Range<usize>>, what: &str, text: &str, rules| {
             if let Some((problem, fix)) = crate::routing::abnormal(text, rules) {
                 p.at(at, format!("{key}.{what}"), problem, fix);
             }
@@ -242,7 +239,7 @@ pub(super) fn build_routes(
                 PathPattern::any()
             }
             (Some(path), None) => PathPattern::parse(path.get_ref())
-                .inspect(|_| normal(p, span(path), "match.path", path.get_ref()))
+                .inspect(|_| normal(p, span(path), "match.path", path.get_ref(), rules))
                 .unwrap_or_else(|what| {
                     p.at(
                         span(path),
@@ -253,7 +250,7 @@ pub(super) fn build_routes(
                     PathPattern::any()
                 }),
             (None, Some(prefix)) => PathPattern::prefix(prefix.get_ref())
-                .inspect(|_| normal(p, span(prefix), "match.prefix", prefix.get_ref()))
+                .inspect(|_| normal(p, span(prefix), "match.prefix", prefix.get_ref(), rules))
                 .unwrap_or_else(|what| {
                     p.at(span(prefix), format!("{key}.match.prefix"), what, "e.g. prefix = \"/api\"");
                     PathPattern::any()
@@ -324,7 +321,7 @@ pub(super) fn build_routes(
             }
             (Some(sp), None) => match Rewrite::strip_prefix(sp.get_ref()) {
                 Ok(r) => {
-                    normal(p, span(sp), "strip_prefix", sp.get_ref());
+                    normal(p, span(sp), "strip_prefix", sp.get_ref(), rules);
                     // The route's literal leading segments and the prefix's
                     // must agree where both are written: otherwise nothing
                     // the route matches starts with the prefix, and every
@@ -352,7 +349,9 @@ pub(super) fn build_routes(
             },
             (None, Some(rw)) => match Rewrite::template(rw.get_ref(), &path) {
                 Ok(r) => {
-                    normal(p, span(rw), "rewrite", rw.get_ref());
+                    // What the gateway sends, not what a client may: the
+                    // server's rules for clients' paths are not its.
+                    normal(p, span(rw), "rewrite", rw.get_ref(), PathRules::KEEP);
                     Some(r)
                 }
                 Err((what, fix)) => {

@@ -168,9 +168,10 @@ impl Snapshot {
 /// request it had in flight at once, up to `max_idle_per_worker` a worker;
 /// any other pooled use, one a worker. Once they fill the engine's pool, a
 /// request that needs a new instance fails (`pool_full`).
-/// `max_instances` and `workers` are those in force (set at start: a
-/// reload's new values wait for a restart).
-fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], workers: usize, max_instances: u32) {
+/// `max_instances` and `workers` are those in force, `env`'s (set at start:
+/// a reload's new values wait for a restart).
+fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], env: &Env) {
+    let workers = env.workers;
     let max_idle = config.plugins.max_idle_per_worker;
     let warm: usize = routes
         .iter()
@@ -181,7 +182,7 @@ fn warn_if_warm_instances_may_fill_the_pool(config: &Config, routes: &[Route], w
             (true, false) => workers,
         })
         .fold(0, usize::saturating_add);
-    let max = usize::try_from(max_instances).unwrap_or(usize::MAX);
+    let max = usize::try_from(env.runtime.limits().max_instances).unwrap_or(usize::MAX);
     if warm > max {
         tracing::warn!(
             warm,
@@ -326,7 +327,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
     if !problems.is_empty() {
         return Err(problems.into_error());
     }
-    warn_if_warm_instances_may_fill_the_pool(&config, &routes, env.workers, env.runtime.limits().max_instances);
+    warn_if_warm_instances_may_fill_the_pool(&config, &routes, env);
     let router = Router::new(&config.routes);
     Ok(Snapshot {
         generation,

@@ -683,8 +683,6 @@ where
     }
 }
 
-/// The fields of [`Forwarding`], in the order they are written when the
-/// request has none of them.
 /// [`FORWARDING`] for a request from a trusted proxy
 /// (`server.trusted_proxies`): the scheme and host it says the client
 /// asked for stay (a TLS-terminating load balancer's `X-Forwarded-Proto:
@@ -699,6 +697,8 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 7] = [
     (X_REQUEST_ID, Mode::Replace),
 ];
 
+/// The fields of [`Forwarding`], in the order they are written when the
+/// request has none of them.
 static FORWARDING: [(HeaderName, Mode); 7] = [
     // The request target's authority, when it had one, is the host: it
     // replaces a `Host` that says otherwise (RFC 9112 §3.2.2).

@@ -311,7 +311,7 @@ pub fn host_name(host: &str) -> Option<&str> {
             if !ipv6(literal) {
                 return None;
             }
-            (host.get(1..=end)?, &inner[end + 1..])
+            (literal, &inner[end + 1..])
         }
         None => {
             let end = b.iter().position(|&c| !REG_NAME[usize::from(c)]).unwrap_or(b.len());

@@ -10,9 +10,10 @@
 //! stays, and the name is retried with backoff. An answer that the name is
 //! gone (NXDOMAIN, no records, no SRV target with an address), given twice
 //! and for the TTL the name's records had, does (RFC 8767: stale data is for
-//! when the authorities cannot be reached): a Service scaled to zero or deleted stops receiving traffic at
-//! its old addresses, which another workload may have by then. Until the
-//! name comes back, requests are answered 503.
+//! when the authorities cannot be reached): a Service scaled to zero or
+//! deleted stops receiving traffic at its old addresses, which another
+//! workload may have by then. Until the name comes back, requests are
+//! answered 503.
 //!
 //! hickory's own response cache is bypassed: every resolution asks the
 //! nameservers, so the TTL that paces re-resolution is ours alone and a record

@@ -364,9 +364,9 @@ impl RedisStore {
     }
 }
 
-/// Drives the lazy connection once and loads both scripts, so the first requests neither wait
-/// for the TCP handshake nor all miss the script cache at once. Failures are left for the
-/// requests to report.
+/// Drives both lazy connections once and loads both scripts (on the counters'), so the first
+/// requests neither wait for the TCP handshake nor all miss the script cache at once. Failures
+/// are left for the requests to report.
 async fn warm_up(mut counters: ConnectionManager, mut values: ConnectionManager) {
     let load = async {
         TAKE_SCRIPT.load_async(&mut counters).await?;
