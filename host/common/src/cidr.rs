@@ -4,9 +4,12 @@
 //! prefix is a mask and a compare. IPv4-mapped IPv6 addresses
 //! (`::ffff:10.1.2.3`) are IPv4 here, in rules and in requests alike, so a
 //! dual-stack listener does not slip a v4 client past a v4 rule.
+//!
+//! [`client_behind`] finds a request's client behind proxies in such ranges:
+//! the gateway's `server.trusted_proxies` and ip-filter's walk the same way.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// A network: the address with its host bits clear, and the prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,82 @@ pub fn any_contains(list: &[Cidr], ip: IpAddr) -> bool {
     list.iter().any(|c| c.contains(ip))
 }
 
+/// Who a request's client is ([`client_behind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Client {
+    /// The socket peer: not a trusted proxy, or one that forwarded nothing.
+    Peer(IpAddr),
+    /// The address a trusted proxy reported.
+    Forwarded(IpAddr),
+    /// A trusted proxy's list had an entry that is not an address; the
+    /// peer is taken as the client.
+    Malformed { peer: IpAddr, entry: String },
+}
+
+impl Client {
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            Self::Peer(ip) | Self::Forwarded(ip) | Self::Malformed { peer: ip, .. } => *ip,
+        }
+    }
+}
+
+/// The client behind the proxies in `trusted`: `peer` (the socket's
+/// address, canonical) when it is not one of them; otherwise the address
+/// its forwarding list (`values`, every line of `X-Forwarded-For` or the
+/// like, in order) reports.
+///
+/// Every proxy appends the address it received the request from, so the
+/// list reads `client, proxy1, proxy2` and only its right end was written
+/// by machines we trust: the leftmost entry is whatever the client sent.
+/// The walk goes right to left, skipping trusted proxies, and stops at the
+/// first address that is not one — the furthest hop we can vouch for.
+/// Several lines make one list (RFC 9110 §5.3).
+pub fn client_behind<'v, I>(trusted: &[Cidr], peer: IpAddr, values: I) -> Client
+where
+    I: IntoIterator<Item = &'v [u8]>,
+    I::IntoIter: DoubleEndedIterator,
+{
+    if !any_contains(trusted, peer) {
+        return Client::Peer(peer);
+    }
+    let mut furthest_trusted = None;
+    // An empty entry met with none but empty ones to its right: a list
+    // that is all blank is no list (the peer is the client); in one with
+    // addresses, it is malformed.
+    let mut blank = false;
+    for entry in values.into_iter().rev().flat_map(|v| v.rsplit(|b| *b == b',')).map(<[u8]>::trim_ascii) {
+        if entry.is_empty() && furthest_trusted.is_none() {
+            blank = true;
+            continue;
+        }
+        if blank {
+            return Client::Malformed { peer, entry: String::new() };
+        }
+        let Some(ip) = parse_entry(entry) else {
+            return Client::Malformed { peer, entry: String::from_utf8_lossy(entry).into_owned() };
+        };
+        if !any_contains(trusted, ip) {
+            return Client::Forwarded(ip);
+        }
+        furthest_trusted = Some(ip);
+    }
+    // Every hop is one of ours: the leftmost is the client.
+    furthest_trusted.map_or(Client::Peer(peer), Client::Forwarded)
+}
+
+/// One list entry: an address, optionally with a port (`192.0.2.7:4711`,
+/// `[2001:db8::7]:4711`) or in brackets (`[2001:db8::7]`).
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?;
+    let ip = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse::<IpAddr>().ok())?;
+    Some(canonical(ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +247,79 @@ mod tests {
         let host_bits = err("10.1.2.3/8");
         assert!(host_bits.contains("\"10.0.0.0/8\""), "{host_bits}");
         assert!(err("2001:db8::1/32").contains("\"2001:db8::/32\""));
+    }
+
+    fn trusted(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|t| cidr(t)).collect()
+    }
+
+    fn resolve(trusted: &[Cidr], peer: &str, xff: &[&str]) -> Client {
+        client_behind(trusted, ip(peer), xff.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn untrusted_peers_are_the_client_whatever_they_send() {
+        let r = &trusted(&["10.0.0.0/8"]);
+        assert_eq!(resolve(r, "203.0.113.9", &["10.1.1.1"]), Client::Peer(ip("203.0.113.9")));
+        assert_eq!(resolve(r, "203.0.113.9", &["garbage"]), Client::Peer(ip("203.0.113.9")));
+        assert_eq!(resolve(&[], "127.0.0.1", &["10.1.1.1"]), Client::Peer(ip("127.0.0.1")));
+    }
+
+    #[test]
+    fn a_trusted_proxy_without_a_header_is_the_client() {
+        let r = &trusted(&["10.0.0.0/8"]);
+        assert_eq!(resolve(r, "10.0.0.5", &[]), Client::Peer(ip("10.0.0.5")));
+        assert_eq!(resolve(r, "10.0.0.5", &["  "]), Client::Peer(ip("10.0.0.5")));
+    }
+
+    #[test]
+    fn spoofed_entries_left_of_the_proxy_are_ignored() {
+        // The client sent `X-Forwarded-For: 10.9.9.9` (an address it hopes is
+        // allowed); the trusted proxy appended the address it really saw.
+        let r = &trusted(&["10.0.0.5/32"]);
+        assert_eq!(resolve(r, "10.0.0.5", &["10.9.9.9, 198.51.100.20"]), Client::Forwarded(ip("198.51.100.20")));
+        // Even when what the client sent is garbage or a trusted address.
+        assert_eq!(resolve(r, "10.0.0.5", &["not-an-ip, 198.51.100.20"]), Client::Forwarded(ip("198.51.100.20")));
+        assert_eq!(resolve(r, "10.0.0.5", &["10.0.0.5, 198.51.100.20"]), Client::Forwarded(ip("198.51.100.20")));
+        // A second header line from the client comes first too.
+        assert_eq!(resolve(r, "10.0.0.5", &["1.1.1.1", "198.51.100.20"]), Client::Forwarded(ip("198.51.100.20")));
+    }
+
+    #[test]
+    fn multiple_proxies_are_skipped_right_to_left() {
+        // client → CDN edge (203.0.113.0/24) → load balancer (10.0.0.0/8) → gateway
+        let r = &trusted(&["10.0.0.0/8", "203.0.113.0/24"]);
+        assert_eq!(
+            resolve(r, "10.0.0.2", &["6.6.6.6, 198.51.100.20, 203.0.113.4"]),
+            Client::Forwarded(ip("198.51.100.20"))
+        );
+        // Every hop trusted: the leftmost is the client.
+        assert_eq!(resolve(r, "10.0.0.2", &["10.3.3.3, 203.0.113.4"]), Client::Forwarded(ip("10.3.3.3")));
+    }
+
+    #[test]
+    fn malformed_entries_from_trusted_hops_fall_back_to_the_peer() {
+        let r = &trusted(&["10.0.0.0/8"]);
+        let m = resolve(r, "10.0.0.2", &["198.51.100.20, unknown"]);
+        assert_eq!(m, Client::Malformed { peer: ip("10.0.0.2"), entry: "unknown".into() });
+        assert_eq!(m.ip(), ip("10.0.0.2"));
+        assert!(matches!(resolve(r, "10.0.0.2", &["198.51.100.20,,10.0.0.3"]), Client::Malformed { .. }));
+        assert!(matches!(resolve(r, "10.0.0.2", &["198.51.100.20, 10.0.0.256"]), Client::Malformed { .. }));
+        // A line that ends in a comma has an empty entry; bytes beyond ASCII are no address.
+        assert!(matches!(resolve(r, "10.0.0.2", &["198.51.100.20", "10.0.0.3,"]), Client::Malformed { .. }));
+        let bytes: [&[u8]; 1] = [b"198.51.100.20, 10.0.0.\xff"];
+        assert!(matches!(client_behind(r, ip("10.0.0.2"), bytes), Client::Malformed { .. }));
+    }
+
+    #[test]
+    fn entries_with_ports_brackets_and_mapped_addresses() {
+        let r = &trusted(&["10.0.0.0/8"]);
+        assert_eq!(resolve(r, "10.0.0.2", &["198.51.100.20:4711"]), Client::Forwarded(ip("198.51.100.20")));
+        assert_eq!(resolve(r, "10.0.0.2", &["[2001:db8::7]:4711"]), Client::Forwarded(ip("2001:db8::7")));
+        assert_eq!(resolve(r, "10.0.0.2", &["[2001:db8::7]"]), Client::Forwarded(ip("2001:db8::7")));
+        assert_eq!(resolve(r, "10.0.0.2", &["2001:db8::7"]), Client::Forwarded(ip("2001:db8::7")));
+        // A mapped proxy address is still the trusted v4 proxy; a mapped client is v4.
+        assert_eq!(resolve(r, "::ffff:10.0.0.2", &["::ffff:198.51.100.20"]), Client::Forwarded(ip("198.51.100.20")));
+        assert_eq!(resolve(r, "10.0.0.2", &["198.51.100.20, ::ffff:10.0.0.3"]), Client::Forwarded(ip("198.51.100.20")));
     }
 }

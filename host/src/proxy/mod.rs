@@ -17,13 +17,14 @@ pub mod headers;
 mod upgrade;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use tokio::time::Instant;
+use wasmgate_common::cidr::{self, Cidr};
 
 use self::body::{Body, BodyError};
 use self::error::{Origin, ProxyError};
@@ -40,20 +41,42 @@ use crate::upstream::{ForwardOptions, Forwarded, Upstream};
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub scheme: &'static str,
-    /// The client as the forwarding headers name it.
+    /// The peer as the forwarding headers name it.
     client: headers::Client,
+    /// `server.trusted_proxies`, when the peer is one of them: its requests'
+    /// clients are read from their `X-Forwarded-For` ([`client`](Self::client)).
+    trusted: Option<Arc<[Cidr]>>,
 }
 
 impl ConnInfo {
     /// An IPv4 client of a dual-stack listener (`[::]`) is named by its
     /// IPv4 address, not `::ffff:a.b.c.d`: in the forwarding headers, the
     /// access log and to plugins (allow-lists, rate-limit keys).
-    /// `trusted`: the proxies whose forwarding fields are kept
-    /// (`server.trusted_proxies`).
-    pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &[wasmgate_common::cidr::Cidr]) -> Self {
+    /// `trusted`: the proxies whose forwarding fields are kept, and which
+    /// name the client (`server.trusted_proxies`).
+    pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &Arc<[Cidr]>) -> Self {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let trusted = wasmgate_common::cidr::any_contains(trusted, peer.ip());
-        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted) }
+        let trusted = cidr::any_contains(trusted, peer.ip()).then(|| trusted.clone());
+        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted.is_some()), trusted }
+    }
+
+    /// The client of a request on this connection: the peer, or — from a
+    /// proxy in `server.trusted_proxies` (a load balancer in front) — the
+    /// address its `X-Forwarded-For` reports, past any other trusted
+    /// proxies, as nginx's `real_ip_recursive`. What the access log,
+    /// `hash_on = "client-ip"` and plugins (ip-filter, rate-limit keys) see;
+    /// the forwarding fields still name the peer as this hop's.
+    fn client(&self, headers: &http::HeaderMap) -> IpAddr {
+        let Some(trusted) = &self.trusted else { return self.peer.ip() };
+        let values = headers.get_all(headers::X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes);
+        match cidr::client_behind(trusted, self.peer.ip(), values) {
+            cidr::Client::Malformed { peer, entry } => {
+                let entry: String = entry.chars().take(64).collect();
+                tracing::debug!(%peer, "X-Forwarded-For from a trusted proxy has {entry:?}, not an address: the proxy is the client");
+                peer
+            }
+            client => client.ip(),
+        }
     }
 }
 
@@ -62,6 +85,8 @@ impl ConnInfo {
 struct Trace<'s> {
     /// When the request's handling began.
     started: Instant,
+    /// Its client ([`ConnInfo::client`]).
+    client: IpAddr,
     /// When its response was ready, if that is known without reading the
     /// clock: on a route without response hooks, when the upstream
     /// answered.
@@ -78,9 +103,10 @@ struct Trace<'s> {
 }
 
 impl Trace<'_> {
-    fn new(started: Instant) -> Self {
+    fn new(started: Instant, client: IpAddr) -> Self {
         Self {
             started,
+            client,
             ended: None,
             route: None,
             upstream: None,
@@ -207,11 +233,10 @@ pub async fn handle(
         .unwrap_or_else(headers::new_request_id);
     let mut record = Record {
         snapshot: &snapshot,
-        conn,
         method: req.method().clone(),
         log_path: snapshot.access_log.is_some().then(|| req.uri().path().to_owned()),
         request_id: &request_id,
-        trace: Trace::new(start),
+        trace: Trace::new(start, conn.client(req.headers())),
         recorded: false,
     };
     let (mut via, mut client_fault) = (None, false);
@@ -250,7 +275,6 @@ pub async fn handle(
 /// that clients gave up on looked healthy.
 struct Record<'a> {
     snapshot: &'a Snapshot,
-    conn: &'a ConnInfo,
     method: Method,
     log_path: Option<String>,
     request_id: &'a HeaderValue,
@@ -264,7 +288,7 @@ const CLIENT_CLOSED: u16 = 499;
 impl Record<'_> {
     fn write(&mut self, status: u16, bytes_out: Option<u64>) {
         self.recorded = true;
-        let Self { snapshot, conn, method, log_path, request_id, trace, .. } = self;
+        let Self { snapshot, method, log_path, request_id, trace, .. } = self;
         let elapsed = trace.ended().saturating_duration_since(trace.started);
         let route = trace.route.map_or("-", |r| &*r.name);
         snapshot.metrics.request(route, trace.route.map(|r| &r.series), method, status, elapsed);
@@ -274,7 +298,7 @@ impl Record<'_> {
             writer.write(&AccessLog {
                 ts: std::time::SystemTime::now(),
                 request_id: request_id.to_str().unwrap_or("-"),
-                client: conn.peer.ip(),
+                client: trace.client,
                 method,
                 path,
                 route: trace.route.map(|r| &*r.name),
@@ -395,7 +419,7 @@ async fn serve<'s>(
     }
     let ex = Box::new(Exchange::new(
         parts,
-        conn.peer.ip(),
+        trace.client,
         conn.scheme,
         request_id.clone(),
         route.name.clone(),
@@ -480,7 +504,7 @@ impl<'s> Forward<'s, '_> {
                 req.headers_mut().remove(headers::X_FORWARDED_HOST);
             }
         }
-        let hash = upstream.hash_key(req.headers(), self.conn.peer.ip());
+        let hash = upstream.hash_key(req.headers(), trace.client);
         let opts = ForwardOptions {
             route: &self.route.name,
             timeout: self.route.timeout,
@@ -622,8 +646,23 @@ mod tests {
     #[test]
     fn an_ipv4_client_of_a_dual_stack_listener_is_named_by_its_ipv4_address() {
         let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(mapped, "http", &[]).peer, "203.0.113.5:4000".parse().unwrap());
+        assert_eq!(ConnInfo::new(mapped, "http", &Arc::from([])).peer, "203.0.113.5:4000".parse().unwrap());
         let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(v6, "http", &[]).peer, v6);
+        assert_eq!(ConnInfo::new(v6, "http", &Arc::from([])).peer, v6);
+    }
+
+    #[test]
+    fn the_client_is_read_from_x_forwarded_for_only_behind_a_trusted_proxy() {
+        let trusted: Arc<[Cidr]> = Arc::from([Cidr::parse("10.0.0.0/8").unwrap()]);
+        let mut h = http::HeaderMap::new();
+        h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.9, 198.51.100.7"));
+        h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("10.1.1.1"));
+        let lb = ConnInfo::new("[::ffff:10.0.0.2]:4000".parse().unwrap(), "http", &trusted);
+        assert_eq!(lb.client(&h), "198.51.100.7".parse::<IpAddr>().unwrap(), "past the trusted hops");
+        assert_eq!(lb.client(&http::HeaderMap::new()), "10.0.0.2".parse::<IpAddr>().unwrap());
+        h.insert(headers::X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7, unknown"));
+        assert_eq!(lb.client(&h), "10.0.0.2".parse::<IpAddr>().unwrap(), "malformed: the proxy");
+        let other = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), "http", &trusted);
+        assert_eq!(other.client(&h), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use wasmgate_sdk::is_token;
 use wasmgate_sdk::prelude::*;
 
-use crate::client::{Client, Resolver};
-use wasmgate_sdk::cidr::{Cidr, any_contains, canonical};
+use crate::client::Resolver;
+use wasmgate_sdk::cidr::{Cidr, Client, any_contains, canonical};
 
 /// The context key later plugins read the resolved client address from.
 pub const CONTEXT_KEY: &str = "client.ip";

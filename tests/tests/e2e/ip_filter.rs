@@ -46,6 +46,30 @@ async fn ip_filter_allows_and_denies_the_socket_peer() {
     assert_eq!(r.json()["error"], "nope");
 }
 
+/// Behind a load balancer in the gateway's own `server.trusted_proxies`,
+/// plugins are given the client it reports: ip-filter needs no list of its
+/// own (it judged the load balancer's address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_see_the_client_behind_the_gateways_trusted_proxies() {
+    let up = TestUpstream::echo("u").await;
+    let allow = ip_filter("allow = [\"10.0.0.0/8\"]");
+    let gw = TestGateway::start_with("trusted_proxies = [\"127.0.0.1/32\"]", &route(&up, &allow));
+    assert_eq!(get_forwarded_for(&gw, "10.1.2.3").await.status, 200);
+    // The proxy without the header is itself the client.
+    assert_eq!(get(&gw.url("/")).await.status, 403);
+    // What stands left of the last untrusted entry is the client's own word.
+    assert_eq!(get_forwarded_for(&gw, "10.1.2.3, 192.0.2.1").await.status, 403);
+    // A malformed entry from the trusted hop: the peer is the client.
+    assert_eq!(get_forwarded_for(&gw, "10.1.2.3, garbage").await.status, 403);
+    // The upstream still sees this hop's entry for the proxy appended.
+    let r = get_forwarded_for(&gw, "10.1.2.3").await;
+    assert_eq!(echoed_header(&r.json(), "x-forwarded-for").as_deref(), Some("10.1.2.3, 127.0.0.1"));
+
+    // From a peer not in the list, its X-Forwarded-For counts for nothing.
+    let gw = TestGateway::start_with("trusted_proxies = [\"10.0.0.0/8\"]", &route(&up, &allow));
+    assert_eq!(get_forwarded_for(&gw, "10.1.2.3").await.status, 403);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_filter_takes_the_client_from_a_trusted_proxy() {
     let up = TestUpstream::echo("u").await;

@@ -99,6 +99,36 @@ upstream = "u"
     assert_eq!(owners.len(), 3, "keys spread over every endpoint: {owners:?}");
 }
 
+/// `hash_on = "client-ip"` behind a load balancer in `trusted_proxies`
+/// hashes the client it reports: every request came from the load
+/// balancer's address, and went to one endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_hashing_follows_the_client_behind_a_trusted_proxy() {
+    let ups = upstreams(2).await;
+    let body = format!(
+        "[upstreams.u]\nbalance = \"consistent-hash\"\nhash_on = \"client-ip\"\nendpoints = [\"{}\", \"{}\"]\n\
+         [[routes]]\nupstream = \"u\"\n",
+        ups[0].addr, ups[1].addr
+    );
+    let c = client();
+    for (trusted, spread) in [("127.0.0.1/32", true), ("10.0.0.0/8", false)] {
+        let gw = TestGateway::start_with(&format!("trusted_proxies = [\"{trusted}\"]"), &body);
+        let mut owners = HashMap::new();
+        for n in 0..16 {
+            let client_ip = format!("198.51.100.{n}");
+            let mut owner = None;
+            for _ in 0..2 {
+                let r = send_with(&c, get_request(&gw.url("/"), &[("x-forwarded-for", &client_ip)])).await;
+                let up = r.header("x-upstream").unwrap_or("none").to_owned();
+                assert!(owner.is_none() || owner.as_deref() == Some(up.as_str()), "{client_ip} moved");
+                owner = Some(up);
+            }
+            *owners.entry(owner.unwrap_or_default()).or_insert(0) += 1;
+        }
+        assert_eq!(owners.len(), if spread { 2 } else { 1 }, "{trusted}: {owners:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_request_avoids_the_busy_endpoint() {
     let ups = upstreams(2).await;
