@@ -14,6 +14,9 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = header::FORWARDED;
 
 /// Room a message's header map is made with beyond its own headers, for
@@ -576,6 +579,10 @@ pub enum Mode {
     /// The message's value stays; this hop's is set when it has none (what
     /// a trusted proxy in front said of the client's scheme and host).
     Default,
+    /// The message's field is taken out, whether or not this hop has a
+    /// value to put in its place (a client's word on where it came from,
+    /// which an upstream would believe).
+    Drop,
 }
 
 /// Fields this hop writes into a message: a table of their names, each
@@ -605,10 +612,15 @@ where
     pub fn apply(&self, headers: &mut HeaderMap) {
         let _ = headers.try_reserve(N);
         for (slot, (name, mode)) in self.table.iter().enumerate() {
-            let Some(value) = (self.value)(slot) else { continue };
+            let Some(value) = (self.value)(slot) else {
+                if *mode == Mode::Drop {
+                    headers.remove(name);
+                }
+                continue;
+            };
             match mode {
                 Mode::Append => append_list(headers, name.clone(), value),
-                Mode::Replace => {
+                Mode::Replace | Mode::Drop => {
                     headers.insert(name.clone(), value.clone());
                 }
                 Mode::Default => {
@@ -645,9 +657,12 @@ where
                 && let Some((_, mode)) = self.table.get(slot)
             {
                 seen[slot] = true;
+                if *mode == Mode::Drop {
+                    continue;
+                }
                 if (self.value)(slot).is_some() {
                     match mode {
-                        Mode::Replace => continue,
+                        Mode::Replace | Mode::Drop => continue,
                         Mode::Default => {}
                         Mode::Append => {
                             out.extend_from_slice(name.as_str().as_bytes());
@@ -666,7 +681,7 @@ where
         }
         for (slot, ((name, mode), seen)) in self.table.iter().zip(seen).enumerate() {
             if let Some(value) = (self.value)(slot)
-                && (!seen || *mode == Mode::Replace)
+                && (!seen || matches!(mode, Mode::Replace | Mode::Drop))
             {
                 push_header(out, name, value);
             }
@@ -686,8 +701,9 @@ where
 /// [`FORWARDING`] for a request from a trusted proxy
 /// (`server.trusted_proxies`): the scheme and host it says the client
 /// asked for stay (a TLS-terminating load balancer's `X-Forwarded-Proto:
-/// https`), and its `Forwarded` is added to.
-static FORWARDING_TRUSTED: [(HeaderName, Mode); 7] = [
+/// https`), and so do its port, prefix and `X-Real-IP`; its `Forwarded` is
+/// added to.
+static FORWARDING_TRUSTED: [(HeaderName, Mode); 10] = [
     (header::HOST, Mode::Replace),
     (X_FORWARDED_FOR, Mode::Append),
     (X_FORWARDED_PROTO, Mode::Default),
@@ -695,11 +711,14 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 7] = [
     (FORWARDED, Mode::Append),
     (header::VIA, Mode::Append),
     (X_REQUEST_ID, Mode::Replace),
+    (X_FORWARDED_PORT, Mode::Default),
+    (X_REAL_IP, Mode::Default),
+    (X_FORWARDED_PREFIX, Mode::Default),
 ];
 
 /// The fields of [`Forwarding`], in the order they are written when the
 /// request has none of them.
-static FORWARDING: [(HeaderName, Mode); 7] = [
+static FORWARDING: [(HeaderName, Mode); 10] = [
     // The request target's authority, when it had one, is the host: it
     // replaces a `Host` that says otherwise (RFC 9112 §3.2.2).
     (header::HOST, Mode::Replace),
@@ -709,22 +728,33 @@ static FORWARDING: [(HeaderName, Mode); 7] = [
     (FORWARDED, Mode::Replace),
     (header::VIA, Mode::Append),
     (X_REQUEST_ID, Mode::Replace),
+    // What a client says of the port and path prefix it asked for, and of
+    // its own address: upstreams build links on the first two (Spring's
+    // `ForwardedHeaderFilter`) and take the last as the client (Echo's
+    // `RealIP`, nginx's `real_ip_header`). This hop writes none of them.
+    (X_FORWARDED_PORT, Mode::Drop),
+    (X_REAL_IP, Mode::Drop),
+    (X_FORWARDED_PREFIX, Mode::Drop),
 ];
 
 /// The slot in [`FORWARDING`] of a header name. By length first, as
 /// [`hop_by_hop`]: most names have none of these lengths.
 fn forwarding_slot(name: &HeaderName) -> Option<usize> {
-    let slot = match name.as_str().len() {
-        4 => 0,
-        15 => 1,
-        17 => 2,
-        16 => 3,
-        9 => 4,
-        3 => 5,
-        12 => 6,
+    let (slot, other) = match name.as_str().len() {
+        4 => (0, None),
+        15 => (1, None),
+        17 => (2, None),
+        16 => (3, Some(7)),
+        9 => (4, Some(8)),
+        3 => (5, None),
+        12 => (6, None),
+        18 => (9, None),
         _ => return None,
     };
-    (FORWARDING[slot].0 == name).then_some(slot)
+    if FORWARDING[slot].0 == name {
+        return Some(slot);
+    }
+    other.filter(|&o| FORWARDING[o].0 == name)
 }
 
 impl<'a> Forwarding<'a> {
@@ -775,7 +805,7 @@ impl<'a> Forwarding<'a> {
     /// [`FORWARDING`]'s fields with their values.
     fn fields<'s>(
         &'s self,
-    ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 7> {
+    ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 10> {
         let table = if self.client.trusted { &FORWARDING_TRUSTED } else { &FORWARDING };
         HopFields { table, value: |slot| self.value(slot), slot: forwarding_slot }
     }
@@ -971,13 +1001,14 @@ mod tests {
         let via = HeaderValue::from_static("1.1 wasmgate");
         let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https", false);
         let authority: http::uri::Authority = "api.test:8443".parse().unwrap();
-        let heads: [&[(&str, &str)]; 6] = [
+        let heads: [&[(&str, &str)]; 7] = [
             &[],
             &[("host", "api.test"), ("user-agent", "curl")],
             &[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2"), ("accept", "*/*")],
             &[("forwarded", "for=10.0.0.1"), ("via", "1.0 fred"), ("via", "1.1 p.example.net")],
             &[("x-request-id", "client-chosen"), ("x-forwarded-proto", "http"), ("x-forwarded-host", "spoof")],
             &[("content-length", "3"), ("x-forwarded-for", "10.0.0.1"), ("x-kept", "1"), ("x-kept", "2")],
+            &[("x-real-ip", "10.0.0.1"), ("x-forwarded-port", "443"), ("x-forwarded-prefix", "/a"), ("x-b", "1")],
         ];
         for pairs in heads {
             for (host, authority) in [(Some("api.test"), None), (None, Some(&authority)), (None, None)] {
@@ -1033,6 +1064,10 @@ mod tests {
                     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
                     h.insert(X_FORWARDED_HOST, HeaderValue::from_static("shop.example"));
                     h.insert(FORWARDED, HeaderValue::from_static("for=203.0.113.9;proto=https"));
+                    h.insert(X_FORWARDED_PORT, HeaderValue::from_static("443"));
+                    h.insert(X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
+                    h.append(X_FORWARDED_PREFIX, HeaderValue::from_static("/shop"));
+                    h.append(X_FORWARDED_PREFIX, HeaderValue::from_static("/v1"));
                 }
                 let f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY);
                 let mut out = bytes::BytesMut::new();
@@ -1049,6 +1084,12 @@ mod tests {
                 let ours = "for=10.0.0.7;proto=http;host=api.test";
                 let forwarded = if kept { format!("for=203.0.113.9;proto=https, {ours}") } else { ours.to_owned() };
                 assert_eq!(get("forwarded"), [forwarded]);
+                // Fields this hop writes none of: a trusted proxy's stay,
+                // a client's go.
+                let theirs = |v: &[&str]| if kept { v.iter().map(|v| (*v).to_owned()).collect() } else { vec![] };
+                assert_eq!(get("x-forwarded-port"), theirs(&["443"]));
+                assert_eq!(get("x-real-ip"), theirs(&["203.0.113.9"]));
+                assert_eq!(get("x-forwarded-prefix"), theirs(&["/shop", "/v1"]));
             }
         }
     }

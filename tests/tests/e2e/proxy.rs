@@ -541,19 +541,38 @@ async fn forwarding_headers_request_id_and_via() {
 }
 
 /// Behind a TLS-terminating load balancer listed in `trusted_proxies`, the
-/// scheme and host it forwards reach the upstream (which built `http://`
-/// links, or redirected to https for ever); from any other peer they are
-/// replaced.
+/// scheme, host, port and prefix it forwards reach the upstream (which
+/// built `http://` links, or redirected to https for ever); from any other
+/// peer the scheme and host are replaced, and the port, the prefix and
+/// `X-Real-IP` — a client's word an upstream builds links on, or takes as
+/// the client — taken out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxys_forwarded_scheme_and_host_are_kept() {
     let up = TestUpstream::echo("u").await;
-    let said = [("x-forwarded-proto", "https"), ("x-forwarded-host", "shop.example"), ("host", "api.internal")];
+    let said = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "shop.example"),
+        ("host", "api.internal"),
+        ("x-forwarded-port", "8443"),
+        ("x-forwarded-prefix", "/shop"),
+        ("x-real-ip", "203.0.113.9"),
+    ];
     for (trusted, kept) in [("\"127.0.0.0/8\"", true), ("\"10.0.0.0/8\", \"::1\"", false)] {
         let gw = TestGateway::start_with(&format!("trusted_proxies = [{trusted}]"), &one_route(&up, ""));
         let doc = get_with(&gw.url("/"), &said).await.json();
         let (proto, host) = if kept { ("https", "shop.example") } else { ("http", "api.internal") };
         assert_eq!(echoed_header(&doc, "x-forwarded-proto").as_deref(), Some(proto), "{trusted}");
         assert_eq!(echoed_header(&doc, "x-forwarded-host").as_deref(), Some(host), "{trusted}");
+        // Over HTTP/2 too (the fields go into hyper's map there).
+        let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
+        let over_h2 = send_with(&h2, get_request(&gw.url("/"), &said[3..])).await.json();
+        for doc in [doc, over_h2] {
+            for (name, value) in &said[3..] {
+                assert_eq!(echoed_header(&doc, name).as_deref(), kept.then_some(*value), "{trusted}: {name}");
+            }
+        }
     }
 }
 
