@@ -190,7 +190,9 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// The client's address as the gateway saw it on the socket.
+    /// The client's address: the socket peer, or — behind a proxy in the
+    /// gateway's `server.trusted_proxies` — the client its
+    /// `X-Forwarded-For` reports.
     pub fn client_ip(&self) -> String {
         match &self.inner {
             // As an address (a value), written out here.

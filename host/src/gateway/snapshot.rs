@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
+
 use crate::config::units::ByteSize;
 use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy, Setting};
 use crate::plugin::caps::Caps;
@@ -45,6 +47,9 @@ pub struct Route {
     /// Upstreams with their cumulative weights, for a weighted pick.
     targets: Vec<(Arc<Upstream>, u32)>,
     pub rewrite: Option<Rewrite>,
+    /// `X-Forwarded-Prefix` for a request whose path `strip_prefix`
+    /// shortened: the prefix, for the upstream's links.
+    pub forwarded_prefix: Option<HeaderValue>,
     pub timeout: Duration,
     pub try_timeout: Option<Duration>,
     pub retries: RetryPolicy,
@@ -312,6 +317,10 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
             name: Arc::from(rc.name.as_str()),
             targets,
             rewrite: rc.rewrite.clone(),
+            forwarded_prefix: match &rc.rewrite {
+                Some(Rewrite::StripPrefix(prefix)) if !prefix.is_empty() => HeaderValue::from_str(prefix).ok(),
+                _ => None,
+            },
             timeout: rc.timeout,
             try_timeout: rc.try_timeout,
             retries: rc.retries.clone(),

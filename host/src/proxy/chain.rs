@@ -98,6 +98,7 @@ pub(super) async fn run<'s>(
                 && ex.request.uri.path() == before
             {
                 let path = rw.apply(before, &ex.captures).into_owned();
+                forward.rewrote(before, &path);
                 ex.set_path(&path).map_err(|_| ProxyError::BadPath)?;
             }
             // The fields the head may have now: the client's, and those

@@ -17,6 +17,8 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
+pub const X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
 const FORWARDED: HeaderName = header::FORWARDED;
 
 /// Room a message's header map is made with beyond its own headers, for
@@ -563,6 +565,11 @@ pub struct Forwarding<'a> {
     for_host: Option<Arc<ForHost>>,
     via: &'a HeaderValue,
     request_id: &'a HeaderValue,
+    /// The prefix the route's `strip_prefix` took off the path.
+    prefix: Option<&'a HeaderValue>,
+    /// `X-Real-IP` behind a trusted proxy: the client its `X-Forwarded-For`
+    /// reports (from other peers a client's own is dropped, none written).
+    real_ip: Option<HeaderValue>,
     /// Which fields the request may have, as its server read it (or
     /// [`Present::ANY`]): the upstream connection need not look in the map
     /// for a `Content-Length` it has not.
@@ -701,9 +708,10 @@ where
 /// [`FORWARDING`] for a request from a trusted proxy
 /// (`server.trusted_proxies`): the scheme and host it says the client
 /// asked for stay (a TLS-terminating load balancer's `X-Forwarded-Proto:
-/// https`), and so do its port, prefix and `X-Real-IP`; its `Forwarded` is
-/// added to.
-static FORWARDING_TRUSTED: [(HeaderName, Mode); 10] = [
+/// https`), and so do its port and other words on the scheme; its
+/// `Forwarded` and prefix are added to; `X-Real-IP` names the client its
+/// `X-Forwarded-For` reports.
+static FORWARDING_TRUSTED: [(HeaderName, Mode); 12] = [
     (header::HOST, Mode::Replace),
     (X_FORWARDED_FOR, Mode::Append),
     (X_FORWARDED_PROTO, Mode::Default),
@@ -712,13 +720,16 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 10] = [
     (header::VIA, Mode::Append),
     (X_REQUEST_ID, Mode::Replace),
     (X_FORWARDED_PORT, Mode::Default),
-    (X_REAL_IP, Mode::Default),
-    (X_FORWARDED_PREFIX, Mode::Default),
+    (X_REAL_IP, Mode::Replace),
+    // Its prefix and the one this hop strips, in order (Spring joins them).
+    (X_FORWARDED_PREFIX, Mode::Append),
+    (X_FORWARDED_SSL, Mode::Default),
+    (X_FORWARDED_SCHEME, Mode::Default),
 ];
 
 /// The fields of [`Forwarding`], in the order they are written when the
 /// request has none of them.
-static FORWARDING: [(HeaderName, Mode); 10] = [
+static FORWARDING: [(HeaderName, Mode); 12] = [
     // The request target's authority, when it had one, is the host: it
     // replaces a `Host` that says otherwise (RFC 9112 §3.2.2).
     (header::HOST, Mode::Replace),
@@ -728,33 +739,35 @@ static FORWARDING: [(HeaderName, Mode); 10] = [
     (FORWARDED, Mode::Replace),
     (header::VIA, Mode::Append),
     (X_REQUEST_ID, Mode::Replace),
-    // What a client says of the port and path prefix it asked for, and of
-    // its own address: upstreams build links on the first two (Spring's
-    // `ForwardedHeaderFilter`) and take the last as the client (Echo's
-    // `RealIP`, nginx's `real_ip_header`). This hop writes none of them.
+    // What a client says of the port and path prefix it asked for, of its
+    // own address and of the scheme: upstreams build links on the port and
+    // prefix (Spring's `ForwardedHeaderFilter`), take `X-Real-IP` as the
+    // client (Echo's `RealIP`, nginx's `real_ip_header`), and Rack takes
+    // `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` over
+    // `X-Forwarded-Proto`. This hop writes only the prefix, that of a
+    // route's `strip_prefix`.
     (X_FORWARDED_PORT, Mode::Drop),
     (X_REAL_IP, Mode::Drop),
     (X_FORWARDED_PREFIX, Mode::Drop),
+    (X_FORWARDED_SSL, Mode::Drop),
+    (X_FORWARDED_SCHEME, Mode::Drop),
 ];
 
 /// The slot in [`FORWARDING`] of a header name. By length first, as
 /// [`hop_by_hop`]: most names have none of these lengths.
 fn forwarding_slot(name: &HeaderName) -> Option<usize> {
-    let (slot, other) = match name.as_str().len() {
-        4 => (0, None),
-        15 => (1, None),
-        17 => (2, None),
-        16 => (3, Some(7)),
-        9 => (4, Some(8)),
-        3 => (5, None),
-        12 => (6, None),
-        18 => (9, None),
+    let slots: &[usize] = match name.as_str().len() {
+        4 => &[0],
+        15 => &[1, 10],
+        17 => &[2],
+        16 => &[3, 7],
+        9 => &[4, 8],
+        3 => &[5],
+        12 => &[6],
+        18 => &[9, 11],
         _ => return None,
     };
-    if FORWARDING[slot].0 == name {
-        return Some(slot);
-    }
-    other.filter(|&o| FORWARDING[o].0 == name)
+    slots.iter().copied().find(|&slot| FORWARDING[slot].0 == name)
 }
 
 impl<'a> Forwarding<'a> {
@@ -778,8 +791,17 @@ impl<'a> Forwarding<'a> {
             for_host: host.map(|h| client.for_host(h)),
             via,
             request_id,
+            prefix: None,
+            real_ip: None,
             present,
         }
+    }
+
+    /// With `X-Forwarded-Prefix` (a route's stripped prefix) and
+    /// `X-Real-IP` (the client behind a trusted proxy) to say.
+    #[must_use]
+    pub fn naming(self, prefix: Option<&'a HeaderValue>, real_ip: Option<HeaderValue>) -> Self {
+        Self { prefix, real_ip, ..self }
     }
 
     /// Which fields the request may have ([`Present`]).
@@ -798,6 +820,8 @@ impl<'a> Forwarding<'a> {
             4 => Some(self.for_host.as_ref().map_or(&self.client.forwarded, |f| &f.element)),
             5 => Some(self.via),
             6 => Some(self.request_id),
+            8 => self.real_ip.as_ref(),
+            9 => self.prefix,
             _ => None,
         }
     }
@@ -805,7 +829,7 @@ impl<'a> Forwarding<'a> {
     /// [`FORWARDING`]'s fields with their values.
     fn fields<'s>(
         &'s self,
-    ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 10> {
+    ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 12> {
         let table = if self.client.trusted { &FORWARDING_TRUSTED } else { &FORWARDING };
         HopFields { table, value: |slot| self.value(slot), slot: forwarding_slot }
     }
@@ -1001,7 +1025,8 @@ mod tests {
         let via = HeaderValue::from_static("1.1 wasmgate");
         let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https", false);
         let authority: http::uri::Authority = "api.test:8443".parse().unwrap();
-        let heads: [&[(&str, &str)]; 7] = [
+        let (prefix, real_ip) = (HeaderValue::from_static("/api"), HeaderValue::from_static("203.0.113.9"));
+        let heads: [&[(&str, &str)]; 8] = [
             &[],
             &[("host", "api.test"), ("user-agent", "curl")],
             &[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2"), ("accept", "*/*")],
@@ -1009,6 +1034,7 @@ mod tests {
             &[("x-request-id", "client-chosen"), ("x-forwarded-proto", "http"), ("x-forwarded-host", "spoof")],
             &[("content-length", "3"), ("x-forwarded-for", "10.0.0.1"), ("x-kept", "1"), ("x-kept", "2")],
             &[("x-real-ip", "10.0.0.1"), ("x-forwarded-port", "443"), ("x-forwarded-prefix", "/a"), ("x-b", "1")],
+            &[("x-forwarded-ssl", "on"), ("x-forwarded-scheme", "https"), ("x-forwarded-prefix", "/a")],
         ];
         for pairs in heads {
             for (host, authority) in [(Some("api.test"), None), (None, Some(&authority)), (None, None)] {
@@ -1016,13 +1042,15 @@ mod tests {
                 for (n, v) in pairs {
                     h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
                 }
-                let f = Forwarding::new(&client, host, authority, &via, &ID, Present::ANY);
-                let mut out = bytes::BytesMut::new();
-                f.encode(&h, |n| n == header::CONTENT_LENGTH, &mut out);
-                h.remove(header::CONTENT_LENGTH);
-                let mut applied = h.clone();
-                f.apply(&mut applied);
-                assert_eq!(lines(&out), map_lines(&applied), "{pairs:?} host {host:?}");
+                for (prefix, real_ip) in [(None, None), (Some(&prefix), Some(real_ip.clone()))] {
+                    let f = Forwarding::new(&client, host, authority, &via, &ID, Present::ANY).naming(prefix, real_ip);
+                    let mut out = bytes::BytesMut::new();
+                    f.encode(&h, |n| n == header::CONTENT_LENGTH, &mut out);
+                    let mut applied = h.clone();
+                    applied.remove(header::CONTENT_LENGTH);
+                    f.apply(&mut applied);
+                    assert_eq!(lines(&out), map_lines(&applied), "{pairs:?} host {host:?}");
+                }
             }
         }
     }
@@ -1068,6 +1096,8 @@ mod tests {
                     h.insert(X_REAL_IP, HeaderValue::from_static("203.0.113.9"));
                     h.append(X_FORWARDED_PREFIX, HeaderValue::from_static("/shop"));
                     h.append(X_FORWARDED_PREFIX, HeaderValue::from_static("/v1"));
+                    h.insert(X_FORWARDED_SSL, HeaderValue::from_static("on"));
+                    h.insert(X_FORWARDED_SCHEME, HeaderValue::from_static("https"));
                 }
                 let f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY);
                 let mut out = bytes::BytesMut::new();
@@ -1090,7 +1120,40 @@ mod tests {
                 assert_eq!(get("x-forwarded-port"), theirs(&["443"]));
                 assert_eq!(get("x-real-ip"), theirs(&["203.0.113.9"]));
                 assert_eq!(get("x-forwarded-prefix"), theirs(&["/shop", "/v1"]));
+                assert_eq!(get("x-forwarded-ssl"), theirs(&["on"]));
+                assert_eq!(get("x-forwarded-scheme"), theirs(&["https"]));
+                // What this hop says: its prefix replaces a client's and
+                // joins a trusted proxy's; `X-Real-IP` is said behind one.
+                let real_ip = trusted.then(|| HeaderValue::from_static("198.51.100.4"));
+                let prefix = HeaderValue::from_static("/api");
+                let f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY)
+                    .naming(Some(&prefix), real_ip);
+                let mut out = bytes::BytesMut::new();
+                f.encode(&h, |_| false, &mut out);
+                let encoded = lines(&out);
+                let mut applied = h.clone();
+                f.apply(&mut applied);
+                assert_eq!(encoded, map_lines(&applied), "trusted {trusted}, said {said}");
+                let get =
+                    |name: &str| encoded.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+                let prefix = if kept { "/shop, /v1, /api" } else { "/api" };
+                assert_eq!(get("x-forwarded-prefix"), [prefix], "trusted {trusted}, said {said}");
+                let real_ip: &[&str] = if trusted { &["198.51.100.4"] } else { &[] };
+                assert_eq!(get("x-real-ip"), real_ip);
             }
+        }
+    }
+
+    /// Both tables name the same field in each slot, and each name is found
+    /// in its own.
+    #[test]
+    fn the_forwarding_tables_agree_on_their_slots() {
+        for (slot, ((name, _), (trusted, _))) in FORWARDING.iter().zip(&FORWARDING_TRUSTED).enumerate() {
+            assert_eq!(name, trusted);
+            assert_eq!(forwarding_slot(name), Some(slot), "{name}");
+        }
+        for other in ["x-forwarded-fox", "x-real-ix", "content-language", "x-forwarded-prefi", "forwarde"] {
+            assert_eq!(forwarding_slot(&HeaderName::from_static(other)), None, "{other}");
         }
     }
 

@@ -19,6 +19,7 @@ mod upgrade;
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -70,9 +71,18 @@ impl ConnInfo {
         let Some(trusted) = &self.trusted else { return self.peer.ip() };
         let values = headers.get_all(headers::X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes);
         match cidr::client_behind(trusted, self.peer.ip(), values) {
+            // A proxy we trust wrote what it should not, or passed on a
+            // client's list without its own entry: said, within a budget.
             cidr::Client::Malformed { peer, entry } => {
-                let entry: String = entry.chars().take(64).collect();
-                tracing::debug!(%peer, "X-Forwarded-For from a trusted proxy has {entry:?}, not an address: the proxy is the client");
+                if let Some(n) = log_budget::FORWARDED_FOR.take() {
+                    let entry: String = entry.chars().take(64).collect();
+                    tracing::warn!(
+                        %peer,
+                        dropped = log_budget::dropped(n),
+                        "X-Forwarded-For from a proxy in server.trusted_proxies has {entry:?}, not an address: \
+                         the proxy is taken as the client"
+                    );
+                }
                 peer
             }
             client => client.ip(),
@@ -87,6 +97,8 @@ struct Trace<'s> {
     started: Instant,
     /// Its client ([`ConnInfo::client`]).
     client: IpAddr,
+    /// The socket peer, when a trusted proxy named another client.
+    peer: Option<IpAddr>,
     /// When its response was ready, if that is known without reading the
     /// clock: on a route without response hooks, when the upstream
     /// answered.
@@ -103,10 +115,12 @@ struct Trace<'s> {
 }
 
 impl Trace<'_> {
-    fn new(started: Instant, client: IpAddr) -> Self {
+    fn new(started: Instant, conn: &ConnInfo, headers: &http::HeaderMap) -> Self {
+        let client = conn.client(headers);
         Self {
             started,
             client,
+            peer: (client != conn.peer.ip()).then(|| conn.peer.ip()),
             ended: None,
             route: None,
             upstream: None,
@@ -236,7 +250,7 @@ pub async fn handle(
         method: req.method().clone(),
         log_path: snapshot.access_log.is_some().then(|| req.uri().path().to_owned()),
         request_id: &request_id,
-        trace: Trace::new(start, conn.client(req.headers())),
+        trace: Trace::new(start, conn, req.headers()),
         recorded: false,
     };
     let (mut via, mut client_fault) = (None, false);
@@ -299,6 +313,7 @@ impl Record<'_> {
                 ts: std::time::SystemTime::now(),
                 request_id: request_id.to_str().unwrap_or("-"),
                 client: trace.client,
+                peer: trace.peer,
                 method,
                 path,
                 route: trace.route.map(|r| &*r.name),
@@ -390,10 +405,20 @@ async fn serve<'s>(
     }
     // A stream over the route's limit, or stalled, fails mid-way.
     req.body_mut().cap(route.max_body, snapshot.config.server.body_read_timeout);
-    let forward = Forward { snapshot, route, conn, host: named, request_id, host_removed: Default::default() };
+    let forward = Forward {
+        snapshot,
+        route,
+        conn,
+        host: named,
+        client: trace.client,
+        request_id,
+        host_removed: Default::default(),
+        prefix_stripped: Default::default(),
+    };
     if route.chain.is_empty() {
         if let Some(rw) = &route.rewrite {
             let path = rw.apply(req.uri().path(), &matched.captures).into_owned();
+            forward.rewrote(req.uri().path(), &path);
             set_path(req.uri_mut(), &path)?;
         }
         if upgrade::asked(&req, present) {
@@ -438,9 +463,14 @@ struct Forward<'s, 'a> {
     conn: &'a ConnInfo,
     /// The host as the request named it, with its port.
     host: Option<&'a str>,
+    /// The request's client ([`ConnInfo::client`]).
+    client: IpAddr,
     request_id: &'a HeaderValue,
     /// A plugin removed the request's `Host` (set by the chain).
     host_removed: std::sync::atomic::AtomicBool,
+    /// The route's `strip_prefix` shortened the path: its prefix goes
+    /// upstream as `X-Forwarded-Prefix`.
+    prefix_stripped: std::sync::atomic::AtomicBool,
 }
 
 impl<'s> Forward<'s, '_> {
@@ -451,6 +481,9 @@ impl<'s> Forward<'s, '_> {
         if present.may_have(Present::HOP) {
             headers::strip_hop_by_hop(req.headers_mut());
         }
+        let prefix = self.route.forwarded_prefix.as_ref().filter(|_| self.prefix_stripped.load(Relaxed));
+        // Behind a trusted proxy, `X-Real-IP` says who the client is.
+        let real_ip = self.conn.trusted.as_ref().and_then(|_| HeaderValue::from_str(&self.client.to_string()).ok());
         let forwarding = headers::Forwarding::new(
             &self.conn.client,
             self.host,
@@ -458,11 +491,20 @@ impl<'s> Forward<'s, '_> {
             &self.snapshot.config.server.via,
             self.request_id,
             present,
-        );
+        )
+        .naming(prefix, real_ip);
         // The upstream gets origin-form (what an HTTP/1 client sends
         // already); the upstream module adds what its protocol needs.
         origin_form(req.uri_mut());
         forwarding
+    }
+
+    /// Notes the route's rewrite of `before` into `after`: a `strip_prefix`
+    /// that shortened it is said upstream ([`head`](Self::head)).
+    fn rewrote(&self, before: &str, after: &str) {
+        if self.route.forwarded_prefix.is_some() && after.len() < before.len() {
+            self.prefix_stripped.store(true, Relaxed);
+        }
     }
 
     /// The upstream for this request: the route's one, or a weighted pick

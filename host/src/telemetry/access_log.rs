@@ -30,6 +30,9 @@ pub struct AccessLog<'a> {
     pub ts: SystemTime,
     pub request_id: &'a str,
     pub client: IpAddr,
+    /// The socket peer, when it is not the client: a proxy in
+    /// `server.trusted_proxies` that named the client.
+    pub peer: Option<IpAddr>,
     pub method: &'a Method,
     /// The request path; anything from `?` or `#` on is dropped, since query
     /// strings carry tokens and signatures.
@@ -64,6 +67,10 @@ pub fn access_log_line(log: &AccessLog<'_>) -> String {
     write_rfc3339(&mut o.buf, log.ts);
     o.string("request_id", log.request_id);
     o.ip("client", log.client);
+    match log.peer {
+        Some(peer) => o.ip("peer", peer),
+        None => o.null("peer"),
+    }
     // A method is a token (ASCII): any cut is at a character boundary.
     let method = log.method.as_str();
     o.string("method", method.get(..MAX_LOGGED_METHOD).unwrap_or(method));
@@ -242,6 +249,7 @@ mod tests {
             ts: fixed_time(1_700_000_000, 123),
             request_id: "01HZX",
             client: "2001:db8::7".parse().unwrap(),
+            peer: Some("10.0.0.2".parse().unwrap()),
             method: &Method::POST,
             path: "/api/users?access_token=s3cr3t&x=1",
             route: Some("users"),
@@ -262,6 +270,7 @@ mod tests {
             "ts": "2023-11-14T22:13:20.123Z",
             "request_id": "01HZX",
             "client": "2001:db8::7",
+            "peer": "10.0.0.2",
             "method": "POST",
             "path": "/api/users",
             "route": "users",
@@ -285,6 +294,7 @@ mod tests {
             ts: UNIX_EPOCH,
             request_id: "id",
             client: "192.0.2.1".parse().unwrap(),
+            peer: None,
             method,
             path,
             route: None,

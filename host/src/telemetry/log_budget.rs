@@ -32,6 +32,8 @@ pub static REQUEST_FAILURES: LogBudget = LogBudget::new();
 pub static PLUGIN_FAILURES: LogBudget = LogBudget::new();
 /// What plugins log.
 pub static PLUGIN_LINES: LogBudget = LogBudget::new();
+/// A trusted proxy's `X-Forwarded-For` that names no client.
+pub static FORWARDED_FOR: LogBudget = LogBudget::new();
 
 impl LogBudget {
     pub const fn new() -> Self {

@@ -76,10 +76,11 @@ impl Part {
     }
 }
 
-/// Request headers an upstream may build its answer from that the gateway
-/// passes on as sent (it replaces `X-Forwarded-Host`, `-Proto` and
-/// `Forwarded` itself; the method and URL overrides reach the upstream
-/// only with `server.override_headers = "keep"`).
+/// Request headers an upstream may build its answer from that may reach it
+/// as a client sent them: the forwarding fields from a proxy in the
+/// gateway's `server.trusted_proxies` (from others the gateway takes them
+/// out; it replaces `X-Forwarded-Host`, `-Proto` and `Forwarded` itself),
+/// the method and URL overrides with `server.override_headers = "keep"`.
 pub const OVERRIDES: [&str; 8] = [
     "x-forwarded-prefix",
     "x-forwarded-port",

@@ -10,7 +10,8 @@ use wasmgate_sdk::{Headers, Request, context};
 /// One entry of a limit's `key` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyPart {
-    /// The client's address as the gateway saw it on the socket.
+    /// The client's address as the gateway gives it: the socket peer, or
+    /// the client behind a proxy in its `server.trusted_proxies`.
     ClientIp,
     /// The first value of a request header (lowercase name).
     Header(String),

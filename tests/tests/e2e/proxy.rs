@@ -542,10 +542,11 @@ async fn forwarding_headers_request_id_and_via() {
 
 /// Behind a TLS-terminating load balancer listed in `trusted_proxies`, the
 /// scheme, host, port and prefix it forwards reach the upstream (which
-/// built `http://` links, or redirected to https for ever); from any other
-/// peer the scheme and host are replaced, and the port, the prefix and
-/// `X-Real-IP` — a client's word an upstream builds links on, or takes as
-/// the client — taken out.
+/// built `http://` links, or redirected to https for ever), and
+/// `X-Real-IP` names the client its `X-Forwarded-For` reports; from any
+/// other peer the scheme and host are replaced, and the port, the prefix,
+/// Rack's scheme fields and `X-Real-IP` — a client's word an upstream
+/// builds links on, or takes as the client — taken out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxys_forwarded_scheme_and_host_are_kept() {
     let up = TestUpstream::echo("u").await;
@@ -555,23 +556,29 @@ async fn a_trusted_proxys_forwarded_scheme_and_host_are_kept() {
         ("host", "api.internal"),
         ("x-forwarded-port", "8443"),
         ("x-forwarded-prefix", "/shop"),
+        ("x-forwarded-ssl", "on"),
+        ("x-forwarded-scheme", "https"),
         ("x-real-ip", "203.0.113.9"),
+        ("x-forwarded-for", "198.51.100.4"),
     ];
+    let (theirs, real_ip) = (&said[3..7], "x-real-ip");
     for (trusted, kept) in [("\"127.0.0.0/8\"", true), ("\"10.0.0.0/8\", \"::1\"", false)] {
         let gw = TestGateway::start_with(&format!("trusted_proxies = [{trusted}]"), &one_route(&up, ""));
         let doc = get_with(&gw.url("/"), &said).await.json();
         let (proto, host) = if kept { ("https", "shop.example") } else { ("http", "api.internal") };
         assert_eq!(echoed_header(&doc, "x-forwarded-proto").as_deref(), Some(proto), "{trusted}");
         assert_eq!(echoed_header(&doc, "x-forwarded-host").as_deref(), Some(host), "{trusted}");
-        // Over HTTP/2 too (the fields go into hyper's map there).
+        // Over HTTP/2 too (hyper's server reads the request there).
         let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
             .build_http::<Full<Bytes>>();
         let over_h2 = send_with(&h2, get_request(&gw.url("/"), &said[3..])).await.json();
         for doc in [doc, over_h2] {
-            for (name, value) in &said[3..] {
+            for (name, value) in theirs {
                 assert_eq!(echoed_header(&doc, name).as_deref(), kept.then_some(*value), "{trusted}: {name}");
             }
+            let client = kept.then_some("198.51.100.4");
+            assert_eq!(echoed_header(&doc, real_ip).as_deref(), client, "{trusted}: the client, not its word");
         }
     }
 }
@@ -722,6 +729,50 @@ strip_prefix = "/api"
     assert_eq!(r.json()["path"], "/users/7", "strip_prefix removes /api");
     let req = Request::post(gw.url("/api/users/7")).body(Full::default()).unwrap();
     assert_eq!(to(&send(req).await).as_deref(), Some("users"), "the GET-only route does not take a POST");
+}
+
+/// A route's `strip_prefix` tells the upstream what it took off, in
+/// `X-Forwarded-Prefix` (Spring and ASP.NET build their links with it), on
+/// routes with plugins or without; a client's own is
+/// replaced, a trusted proxy's joined. A request the prefix did not shorten,
+/// or one whose path a plugin rewrote, gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stripped_prefix_goes_upstream_as_x_forwarded_prefix() {
+    let up = TestUpstream::echo("u").await;
+    let body = |plugins: &str| {
+        format!(
+            r#"[upstreams.u]
+endpoints = ["{}"]
+
+[[routes]]
+match = {{ prefix = "/api/v1" }}
+upstream = "u"
+strip_prefix = "/api/v1"
+plugins = [{plugins}]
+
+[[routes]]
+match = {{ prefix = "/moved" }}
+upstream = "u"
+strip_prefix = "/moved"
+plugins = [{{ use = "transform", config = {{ request = {{ path = {{ from = "/moved/{{*rest}}", to = "/new/{{rest}}" }} }} }} }}]
+"#,
+            up.addr
+        )
+    };
+    let prefix = |r: &wasmgate_tests::Reply| echoed_header(&r.json(), "x-forwarded-prefix");
+    for plugins in ["", r#"{ use = "add-header", config = { request = { set = { "x-a" = "1" } } } }"#] {
+        let gw = TestGateway::start(&body(plugins));
+        let r = get(&gw.url("/api/v1/users")).await;
+        assert_eq!(r.json()["path"], "/users");
+        assert_eq!(prefix(&r).as_deref(), Some("/api/v1"), "plugins: {plugins}");
+        let r = get_with(&gw.url("/api/v1/users"), &[("x-forwarded-prefix", "/evil")]).await;
+        assert_eq!(prefix(&r).as_deref(), Some("/api/v1"), "a client's is replaced");
+        let r = get(&gw.url("/moved/a")).await;
+        assert_eq!((r.json()["path"].as_str(), prefix(&r)), (Some("/new/a"), None), "a plugin's path stays its own");
+    }
+    let gw = TestGateway::start_with("trusted_proxies = [\"127.0.0.1\"]", &body(""));
+    let r = get_with(&gw.url("/api/v1/users"), &[("x-forwarded-prefix", "/shop")]).await;
+    assert_eq!(prefix(&r).as_deref(), Some("/shop, /api/v1"), "a trusted proxy's comes first");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
