@@ -9,7 +9,7 @@
 
 mod snapshot;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,6 +66,16 @@ impl Shared {
         self.reload_naming().map_err(|(e, _)| e)
     }
 
+    /// Forgets the compiled plugins the config in force does not use: in
+    /// memory, and in the compile cache once old
+    /// ([`CACHE_KEEP`](crate::plugin::engine::CACHE_KEEP)).
+    fn forget_unused(&self) {
+        let current = self.current();
+        let in_use: HashSet<[u8; 32]> = current.plugins.values().map(|p| p.sha256).collect();
+        self.env.runtime.keep_compiled(&in_use);
+        self.env.runtime.prune_cache(&current.config.plugins.cache_dir, &in_use);
+    }
+
     /// [`reload`](Self::reload); a refusal comes with the files the refused
     /// config names (none when it did not parse), for the watcher to watch.
     fn reload_naming(&self) -> Result<u64, (ConfigError, Vec<PathBuf>)> {
@@ -88,7 +98,7 @@ impl Shared {
             Ok(generation)
         })();
         // Whether it was taken or not: a refused one may have compiled some.
-        self.env.runtime.keep_compiled(self.current().plugins.values().map(|p| p.sha256));
+        self.forget_unused();
         self.env.metrics.reloads(result.is_ok());
         if let Ok(generation) = result {
             self.env.metrics.set_config_generation(generation);
@@ -522,6 +532,7 @@ impl Gateway {
 
     /// Marks it ready (`/health/ready`) and says where it listens.
     fn serving(&self) {
+        self.shared.forget_unused();
         self.shared.ready.store(true, Ordering::Relaxed);
         let workers = self.shared.env.workers;
         let (addr, tls, admin) = (self.addr, self.tls_addr, self.admin_addr);

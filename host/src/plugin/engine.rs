@@ -3,10 +3,11 @@
 //! sha256 and the engine's compatibility fingerprint). Nothing here runs on
 //! the request path: compiling happens at load and reload only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use wasmtime::component::{Component, Linker};
 
@@ -22,6 +23,12 @@ pub struct EngineLimits {
     /// The largest linear memory any plugin may have.
     pub max_memory: u64,
 }
+
+/// How long an artifact in the compile cache that the config in force does
+/// not use stays after it was written: a rollback, or another gateway
+/// sharing the directory, still finds it; the cache does not grow with
+/// every plugin build (and every engine) ever loaded.
+pub const CACHE_KEEP: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The process's plugin engine.
 pub struct Runtime {
@@ -143,9 +150,39 @@ impl Runtime {
     /// Forgets the compiled components but those of `in_use` (after a
     /// reload: each plugin file rebuilt and reloaded left one behind, for
     /// the life of the process).
-    pub fn keep_compiled(&self, in_use: impl IntoIterator<Item = [u8; 32]>) {
-        let in_use: std::collections::HashSet<[u8; 32]> = in_use.into_iter().collect();
+    pub fn keep_compiled(&self, in_use: &HashSet<[u8; 32]>) {
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner).retain(|sha256, _| in_use.contains(sha256));
+    }
+
+    /// Removes from the compile cache `dir` the artifacts (and temporary
+    /// files) written there over [`CACHE_KEEP`] ago, but those of `in_use`
+    /// for this engine. Only files named as this cache names them go; a
+    /// link or another file is left alone.
+    pub fn prune_cache(&self, dir: &Path, in_use: &HashSet<[u8; 32]>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let (ours, now) = (format!("-{}.cwasm", self.fingerprint), SystemTime::now());
+        let mut removed = 0_usize;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((hash, rest)) = name.to_str().and_then(|n| n.split_at_checked(64)) else { continue };
+            let Ok(sha256) = <[u8; 32]>::try_from(hex::decode(hash).unwrap_or_default()) else { continue };
+            if !rest.starts_with('-') || !(rest.ends_with(".cwasm") || rest.contains(".tmp")) {
+                continue;
+            }
+            if rest == ours && in_use.contains(&sha256) {
+                continue;
+            }
+            // Not followed: a link is a file of its own.
+            let Ok(meta) = entry.metadata() else { continue };
+            let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok());
+            if meta.is_file() && age.is_some_and(|a| a >= CACHE_KEEP) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            let days = CACHE_KEEP.as_secs() / 86_400;
+            tracing::info!(dir = %dir.display(), removed, "removed compiled plugins unused here and older than {days} days");
+        }
     }
 
     /// `None` when the directory cannot be trusted with precompiled code.
@@ -312,9 +349,39 @@ mod tests {
         for sha256 in [[1; 32], [2; 32]] {
             runtime.component(&sha256, empty, cache.path()).unwrap();
         }
-        runtime.keep_compiled([[2; 32]]);
+        runtime.keep_compiled(&HashSet::from([[2; 32]]));
         let kept = runtime.compiled.lock().unwrap().keys().copied().collect::<Vec<_>>();
         assert_eq!(kept, [[2; 32]]);
+    }
+
+    /// The cache keeps what is in use and what is recent; the rest of its
+    /// own files go, and nothing else in the directory.
+    #[test]
+    fn the_compile_cache_forgets_old_artifacts_not_in_use() {
+        let runtime = Runtime::new(EngineLimits { max_instances: 2, max_memory: 1 << 20 }).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let fp = &runtime.fingerprint;
+        let (used, unused) = (hex::encode([1; 32]), hex::encode([2; 32]));
+        let old = SystemTime::now() - CACHE_KEEP - Duration::from_secs(60);
+        let files = [
+            (format!("{used}-{fp}.cwasm"), old, true),
+            (format!("{unused}-{fp}.cwasm"), old, false),
+            (format!("{}-{fp}.cwasm", hex::encode([3; 32])), SystemTime::now(), true),
+            (format!("{used}-0123456789abcdef.cwasm"), old, false),
+            (format!("{used}-{fp}.tmp42-0"), old, false),
+            (format!("{}-{fp}.cwasm", "g".repeat(64)), old, true),
+            ("notes.cwasm".to_owned(), old, true),
+        ];
+        for (name, modified, _) in &files {
+            let f = std::fs::File::create(cache.path().join(name)).unwrap();
+            f.set_modified(*modified).unwrap();
+        }
+        std::os::unix::fs::symlink("/dev/null", cache.path().join(format!("{unused}-{fp}.tmp1-1"))).unwrap();
+        runtime.prune_cache(cache.path(), &HashSet::from([[1; 32]]));
+        for (name, _, kept) in &files {
+            assert_eq!(cache.path().join(name).exists(), *kept, "{name}");
+        }
+        assert!(cache.path().join(format!("{unused}-{fp}.tmp1-1")).symlink_metadata().is_ok(), "a link stays");
     }
 
     /// A cached artifact is written readable by us alone, and one that

@@ -81,3 +81,31 @@ async fn a_file_change_reloads_when_watching() {
     assert_eq!(gw.gateway.generation(), 1);
     assert_eq!(get(&gw.url("/b")).await.status, 200);
 }
+
+/// The compile cache forgets artifacts no config here uses once they are
+/// old, at start and at every reload: it grew with every plugin build ever
+/// loaded. (What it keeps is tested with the engine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_unused_compiled_plugins_leave_the_cache_at_start_and_reload() {
+    let (a, b) = tokio::join!(TestUpstream::echo("a"), TestUpstream::echo("b"));
+    let old = std::time::SystemTime::now() - wasmgate::plugin::engine::CACHE_KEEP - Duration::from_secs(60);
+    let stale = |tag: u8| {
+        // Named as the cache names its files, for a build no test loads.
+        let path = wasmgate_tests::cache_dir().join(format!("{}-0000000000000000.cwasm", hex(tag)));
+        std::fs::create_dir_all(wasmgate_tests::cache_dir()).expect("cache dir");
+        std::fs::File::create(&path).and_then(|f| f.set_modified(old)).expect("a stale artifact");
+        path
+    };
+    let first = stale(0xa1);
+    let gw = TestGateway::start(&routes(&a, &b, B_ROUTE));
+    assert!(!first.exists(), "gone at start");
+    let second = stale(0xa2);
+    gw.write_config(&routes(&a, &b, ""));
+    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    assert!(!second.exists(), "gone at a reload");
+}
+
+/// 64 hex digits: one byte, repeated.
+fn hex(byte: u8) -> String {
+    format!("{byte:02x}").repeat(32)
+}
