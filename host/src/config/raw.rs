@@ -78,6 +78,20 @@ pub enum Ambiguous {
     Keep,
 }
 
+/// What an upstream does while none of its endpoints passes its health
+/// checks (`health.all_down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllDown {
+    /// Balance over them all as if they passed (Envoy's panic mode): a
+    /// check gone wrong — a renamed health path, checks timing out under
+    /// load — does not take the whole upstream out.
+    #[default]
+    TryAll,
+    /// Answer 503 until one passes again.
+    Refuse,
+}
+
 /// `[server.tls]`: a second listener that terminates TLS.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,6 +362,8 @@ pub struct RawHealth {
     pub unhealthy_threshold: Option<u32>,
     /// Statuses that count as healthy, e.g. `[200, 204]`; default 200..=399.
     pub expect_status: Option<Vec<u16>>,
+    #[serde(default)]
+    pub all_down: AllDown,
 }
 
 #[derive(Debug, Deserialize)]

@@ -95,6 +95,7 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// Healthy statuses; empty means 200..=399.
     pub expect_status: Vec<u16>,
+    pub all_down: super::AllDown,
 }
 
 impl HealthCheck {
@@ -459,6 +460,7 @@ fn build_health(h: &Spanned<raw::RawHealth>, key: &str, p: &mut Problems<'_>) ->
             3,
         ),
         expect_status: r.expect_status.clone().unwrap_or_default(),
+        all_down: r.all_down,
     };
     if check.expect_status.iter().any(|s| !(100..=599).contains(s)) {
         p.at(

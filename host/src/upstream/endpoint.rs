@@ -200,6 +200,30 @@ impl Candidate for Arc<Endpoint> {
     }
 }
 
+/// An endpoint as balanced while none of its upstream's passes its health
+/// checks (`health.all_down = "try-all"`): available whatever its checks
+/// and ejection say.
+#[derive(Debug)]
+pub struct AllDown<'a>(pub &'a Arc<Endpoint>);
+
+impl Candidate for AllDown<'_> {
+    fn weight(&self) -> u32 {
+        self.0.weight()
+    }
+
+    fn available(&self) -> bool {
+        true
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.0.in_flight()
+    }
+
+    fn latency_cost(&self) -> f64 {
+        self.0.latency_cost()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

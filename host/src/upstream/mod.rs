@@ -36,7 +36,7 @@ use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::Forwarding;
-use crate::telemetry::{Metrics, TryOutcome, UpstreamSeries};
+use crate::telemetry::{Metrics, TryOutcome, UpstreamSeries, log_budget};
 
 /// The endpoints of an upstream as of now, with the balancer built for them.
 #[derive(Debug)]
@@ -386,8 +386,15 @@ impl Upstream {
         // which a set swapped in by DNS meanwhile would give other meanings
         // (a retry went back to the endpoint it had just tried).
         let set = self.set.load_full();
+        let all_down = self.all_down(&set);
         let result = loop {
-            let Some(i) = set.balancer.pick(&set.endpoints, opts.hash, tried.as_slice()) else {
+            let pick = if all_down {
+                let all: Vec<endpoint::AllDown<'_>> = set.endpoints.iter().map(endpoint::AllDown).collect();
+                set.balancer.pick(&all, opts.hash, tried.as_slice())
+            } else {
+                set.balancer.pick(&set.endpoints, opts.hash, tried.as_slice())
+            };
+            let Some(i) = pick else {
                 break last.take().unwrap_or_else(|| {
                     self.metrics.no_healthy_endpoint(&self.name);
                     Err(ProxyError::NoHealthyEndpoint { upstream: self.name.clone() })
@@ -527,6 +534,30 @@ impl Upstream {
             }
             (result, _) => result,
         }
+    }
+
+    /// With no endpoint of `set` available — none passes its health
+    /// checks, the rest ejected or tripped — and `health.all_down =
+    /// "try-all"`: whether to balance over every endpoint as if it passed
+    /// ([`endpoint::AllDown`]; an open breaker still keeps its endpoint
+    /// out, where a try takes its ticket). Decided once a request, before
+    /// its first pick: a pick that found none would have moved the balancer
+    /// on a turn.
+    fn all_down(&self, set: &EndpointSet) -> bool {
+        if self.config.health.as_ref().is_none_or(|h| h.all_down != crate::config::AllDown::TryAll)
+            || set.endpoints.is_empty()
+            || set.endpoints.iter().any(balance::Candidate::available)
+        {
+            return false;
+        }
+        if let Some(n) = log_budget::REQUEST_FAILURES.take() {
+            tracing::warn!(
+                upstream = %self.name,
+                dropped = log_budget::dropped(n),
+                "no endpoint passes its health checks: trying them all (health.all_down = \"try-all\")"
+            );
+        }
+        true
     }
 
     /// Whether the retry budget allows another try (and it is taken).

@@ -188,7 +188,7 @@ async fn no_healthy_endpoint_is_503_with_retry_after_at_once() {
     let gw = TestGateway::start(&format!(
         r#"[upstreams.u]
 endpoints = ["{}"]
-health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1 }}
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1, all_down = "refuse" }}
 [[routes]]
 upstream = "u"
 "#,
@@ -206,7 +206,47 @@ upstream = "u"
     assert!(up.hits() - hits <= 3);
 }
 
-/// A gateway (with an admin listener) over three endpoints, ejecting one
+/// With no endpoint passing its checks, the default (`all_down =
+/// "try-all"`) balances over them all as if they passed — a check gone
+/// wrong (here: the endpoints serve, their health path fails) took the
+/// whole upstream out — while one passes, only it gets traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_endpoint_failing_its_checks_all_are_tried() {
+    let ups = upstreams(2).await;
+    let gw = TestGateway::start(&format!(
+        r#"[upstreams.u]
+endpoints = ["{}", "{}"]
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1, healthy_threshold = 1 }}
+[[routes]]
+upstream = "u"
+"#,
+        ups[0].addr, ups[1].addr
+    ));
+    // The spread of 20 requests, once `done` holds of it or after 5 s.
+    let spread_until = |done: fn(&HashMap<String, usize>) -> bool| {
+        let gw = &gw;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let seen = spread(gw, "/", 20).await;
+                if done(&seen) || Instant::now() > deadline {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    ups[0].set_healthy(false);
+    let seen = spread_until(|seen| seen.get("e0").is_none()).await;
+    assert_eq!(seen.get("e1"), Some(&20), "only the endpoint that passes: {seen:?}");
+    ups[1].set_healthy(false);
+    // Both out: both serve, in turn.
+    let both = |seen: &HashMap<String, usize>| seen.get("e0") == Some(&10) && seen.get("e1") == Some(&10);
+    let seen = spread_until(both).await;
+    assert!(both(&seen), "every endpoint, as if it passed: {seen:?}");
+}
+
+/// A gateway (with an admin listener) over three endpoints, ejecting one/// A gateway (with an admin listener) over three endpoints, ejecting one
 /// after 3 failures in a row for `base_ejection`, without retries.
 fn ejecting(ups: &[TestUpstream], base_ejection: &str) -> TestGateway {
     TestGateway::start(&format!(
