@@ -25,9 +25,10 @@ pub struct EngineLimits {
 }
 
 /// How long an artifact in the compile cache that the config in force does
-/// not use stays after it was written: a rollback, or another gateway
-/// sharing the directory, still finds it; the cache does not grow with
-/// every plugin build (and every engine) ever loaded.
+/// not use stays after it was last in use (written, or found in use by a
+/// prune): a rollback, or another gateway sharing the directory, still
+/// finds it; the cache does not grow with every plugin build (and every
+/// engine) ever loaded.
 pub const CACHE_KEEP: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The process's plugin engine.
@@ -155,28 +156,33 @@ impl Runtime {
     }
 
     /// Removes from the compile cache `dir` the artifacts (and temporary
-    /// files) written there over [`CACHE_KEEP`] ago, but those of `in_use`
-    /// for this engine. Only files named as this cache names them go; a
-    /// link or another file is left alone.
+    /// files) last in use over [`CACHE_KEEP`] ago; those of `in_use` for
+    /// this engine are marked in use now (their modification time), so a
+    /// build used for a month is kept a week after it was swapped out.
+    /// Only files named as this cache names them are touched; a link or
+    /// another file is left alone.
     pub fn prune_cache(&self, dir: &Path, in_use: &HashSet<[u8; 32]>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
-        let (ours, now) = (format!("-{}.cwasm", self.fingerprint), SystemTime::now());
+        let now = SystemTime::now();
         let mut removed = 0_usize;
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some((hash, rest)) = name.to_str().and_then(|n| n.split_at_checked(64)) else { continue };
-            let Ok(sha256) = <[u8; 32]>::try_from(hex::decode(hash).unwrap_or_default()) else { continue };
-            if !rest.starts_with('-') || !(rest.ends_with(".cwasm") || rest.contains(".tmp")) {
-                continue;
-            }
-            if rest == ours && in_use.contains(&sha256) {
-                continue;
-            }
+            let Some((sha256, artifact)) = name.to_str().and_then(cache_name) else { continue };
             // Not followed: a link is a file of its own.
             let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            if artifact == Some(self.fingerprint.as_str()) && in_use.contains(&sha256) {
+                mark_in_use(&entry.path(), now);
+                continue;
+            }
             let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok());
-            if meta.is_file() && age.is_some_and(|a| a >= CACHE_KEEP) && std::fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
+            if age.is_some_and(|a| a >= CACHE_KEEP) {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) => tracing::debug!(path = %entry.path().display(), "could not prune the compile cache: {e}"),
+                }
             }
         }
         if removed > 0 {
@@ -229,6 +235,34 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.clock.stop();
+    }
+}
+
+/// The sha256 in a compile cache file's name, and the engine fingerprint
+/// of an artifact (`None`: a temporary file): `<sha256>-<fp>.cwasm` or
+/// `<sha256>-<fp>.tmp<pid>-<n>`, each in lowercase hex, as
+/// [`Runtime::cache_path`] and [`store_cached`] name them.
+fn cache_name(name: &str) -> Option<([u8; 32], Option<&str>)> {
+    let (hash, rest) = name.split_at_checked(64)?;
+    let sha256 = <[u8; 32]>::try_from(hex::decode(hash).ok()?).ok()?;
+    let (fingerprint, kind) = rest.strip_prefix('-')?.split_at_checked(16)?;
+    if !fingerprint.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    if kind == ".cwasm" {
+        return Some((sha256, Some(fingerprint)));
+    }
+    let (pid, n) = kind.strip_prefix(".tmp")?.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(n)).then_some((sha256, None))
+}
+
+/// Sets an artifact's modification time to `now` (the file opened, not a
+/// link), for [`Runtime::prune_cache`] to keep it.
+fn mark_in_use(path: &Path, now: SystemTime) {
+    let file = crate::files::open_regular(path, false);
+    if let Err(e) = file.and_then(|(f, _)| f.set_modified(now)) {
+        tracing::debug!(path = %path.display(), "could not mark a compiled plugin in use: {e}");
     }
 }
 
@@ -369,6 +403,7 @@ mod tests {
             (format!("{}-{fp}.cwasm", hex::encode([3; 32])), SystemTime::now(), true),
             (format!("{used}-0123456789abcdef.cwasm"), old, false),
             (format!("{used}-{fp}.tmp42-0"), old, false),
+            (format!("{used}-{fp}.tmp.txt"), old, true),
             (format!("{}-{fp}.cwasm", "g".repeat(64)), old, true),
             ("notes.cwasm".to_owned(), old, true),
         ];
@@ -381,6 +416,9 @@ mod tests {
         for (name, _, kept) in &files {
             assert_eq!(cache.path().join(name).exists(), *kept, "{name}");
         }
+        // The one in use is marked so: swapped out, it stays a week more.
+        let in_use = std::fs::metadata(cache.path().join(&files[0].0)).unwrap().modified().unwrap();
+        assert!(in_use > old + CACHE_KEEP, "marked in use now");
         assert!(cache.path().join(format!("{unused}-{fp}.tmp1-1")).symlink_metadata().is_ok(), "a link stays");
     }
 

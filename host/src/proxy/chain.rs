@@ -136,7 +136,7 @@ pub(super) async fn run<'s>(
             let resp = if upgrade::asked(&req, present) {
                 Box::pin(upgrade::proxy(forward, req, present, lap.last(), trace)).await?
             } else {
-                let forwarding = forward.head(&mut req, present);
+                let forwarding = forward.head(&mut req, present, trace.client);
                 forward.send(req, &forwarding, lap.last(), trace).await?
             };
             let (parts, body) = resp.into_parts();

@@ -476,8 +476,8 @@ pub struct Client {
     /// connection named: the requests on a connection almost always name
     /// one host, and these were made (and checked) anew for each.
     last_host: Mutex<Option<Arc<ForHost>>>,
-    /// A proxy in `server.trusted_proxies`: the scheme and host it forwards
-    /// stay ([`FORWARDING_TRUSTED`]).
+    /// A proxy in `server.trusted_proxies`: the forwarding fields it sends
+    /// stay or are added to ([`FORWARDING_TRUSTED`]).
     trusted: bool,
 }
 
@@ -569,7 +569,8 @@ pub struct Forwarding<'a> {
     prefix: Option<&'a HeaderValue>,
     /// `X-Real-IP` behind a trusted proxy: the client its `X-Forwarded-For`
     /// reports (from other peers a client's own is dropped, none written).
-    real_ip: Option<HeaderValue>,
+    /// (Boxed: it is rare, and this is part of every request's future.)
+    real_ip: Option<Box<HeaderValue>>,
     /// Which fields the request may have, as its server read it (or
     /// [`Present::ANY`]): the upstream connection need not look in the map
     /// for a `Content-Length` it has not.
@@ -584,7 +585,7 @@ pub enum Mode {
     /// This hop's value replaces the message's.
     Replace,
     /// The message's value stays; this hop's is set when it has none (what
-    /// a trusted proxy in front said of the client's scheme and host).
+    /// a trusted proxy in front said of the client's scheme, host, port).
     Default,
     /// The message's field is taken out, whether or not this hop has a
     /// value to put in its place (a client's word on where it came from,
@@ -706,11 +707,12 @@ where
 }
 
 /// [`FORWARDING`] for a request from a trusted proxy
-/// (`server.trusted_proxies`): the scheme and host it says the client
+/// (`server.trusted_proxies`): the scheme, host and port it says the client
 /// asked for stay (a TLS-terminating load balancer's `X-Forwarded-Proto:
-/// https`), and so do its port and other words on the scheme; its
-/// `Forwarded` and prefix are added to; `X-Real-IP` names the client its
-/// `X-Forwarded-For` reports.
+/// https`); its `Forwarded` is added to; `X-Real-IP` names the client its
+/// `X-Forwarded-For` reports. The prefix and Rack's scheme fields go as a
+/// client's do: load balancers (AWS's, Google's) set none of them and pass
+/// a client's on.
 static FORWARDING_TRUSTED: [(HeaderName, Mode); 12] = [
     (header::HOST, Mode::Replace),
     (X_FORWARDED_FOR, Mode::Append),
@@ -721,10 +723,9 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 12] = [
     (X_REQUEST_ID, Mode::Replace),
     (X_FORWARDED_PORT, Mode::Default),
     (X_REAL_IP, Mode::Replace),
-    // Its prefix and the one this hop strips, in order (Spring joins them).
-    (X_FORWARDED_PREFIX, Mode::Append),
-    (X_FORWARDED_SSL, Mode::Default),
-    (X_FORWARDED_SCHEME, Mode::Default),
+    (X_FORWARDED_PREFIX, Mode::Drop),
+    (X_FORWARDED_SSL, Mode::Drop),
+    (X_FORWARDED_SCHEME, Mode::Drop),
 ];
 
 /// The fields of [`Forwarding`], in the order they are written when the
@@ -801,7 +802,7 @@ impl<'a> Forwarding<'a> {
     /// `X-Real-IP` (the client behind a trusted proxy) to say.
     #[must_use]
     pub fn naming(self, prefix: Option<&'a HeaderValue>, real_ip: Option<HeaderValue>) -> Self {
-        Self { prefix, real_ip, ..self }
+        Self { prefix, real_ip: real_ip.map(Box::new), ..self }
     }
 
     /// Which fields the request may have ([`Present`]).
@@ -820,7 +821,7 @@ impl<'a> Forwarding<'a> {
             4 => Some(self.for_host.as_ref().map_or(&self.client.forwarded, |f| &f.element)),
             5 => Some(self.via),
             6 => Some(self.request_id),
-            8 => self.real_ip.as_ref(),
+            8 => self.real_ip.as_deref(),
             9 => self.prefix,
             _ => None,
         }
@@ -1114,16 +1115,17 @@ mod tests {
                 let ours = "for=10.0.0.7;proto=http;host=api.test";
                 let forwarded = if kept { format!("for=203.0.113.9;proto=https, {ours}") } else { ours.to_owned() };
                 assert_eq!(get("forwarded"), [forwarded]);
-                // Fields this hop writes none of: a trusted proxy's stay,
-                // a client's go.
+                // Fields this hop writes none of: a trusted proxy's port and
+                // `X-Real-IP` stay, a client's go; the prefix and Rack's
+                // scheme fields go from either.
                 let theirs = |v: &[&str]| if kept { v.iter().map(|v| (*v).to_owned()).collect() } else { vec![] };
                 assert_eq!(get("x-forwarded-port"), theirs(&["443"]));
                 assert_eq!(get("x-real-ip"), theirs(&["203.0.113.9"]));
-                assert_eq!(get("x-forwarded-prefix"), theirs(&["/shop", "/v1"]));
-                assert_eq!(get("x-forwarded-ssl"), theirs(&["on"]));
-                assert_eq!(get("x-forwarded-scheme"), theirs(&["https"]));
-                // What this hop says: its prefix replaces a client's and
-                // joins a trusted proxy's; `X-Real-IP` is said behind one.
+                for gone in ["x-forwarded-prefix", "x-forwarded-ssl", "x-forwarded-scheme"] {
+                    assert_eq!(get(gone), Vec::<String>::new(), "{gone}");
+                }
+                // What this hop says: its prefix replaces any other;
+                // `X-Real-IP` is said behind a trusted proxy.
                 let real_ip = trusted.then(|| HeaderValue::from_static("198.51.100.4"));
                 let prefix = HeaderValue::from_static("/api");
                 let f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY)
@@ -1136,8 +1138,7 @@ mod tests {
                 assert_eq!(encoded, map_lines(&applied), "trusted {trusted}, said {said}");
                 let get =
                     |name: &str| encoded.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-                let prefix = if kept { "/shop, /v1, /api" } else { "/api" };
-                assert_eq!(get("x-forwarded-prefix"), [prefix], "trusted {trusted}, said {said}");
+                assert_eq!(get("x-forwarded-prefix"), ["/api"], "trusted {trusted}, said {said}");
                 let real_ip: &[&str] = if trusted { &["198.51.100.4"] } else { &[] };
                 assert_eq!(get("x-real-ip"), real_ip);
             }

@@ -97,8 +97,6 @@ struct Trace<'s> {
     started: Instant,
     /// Its client ([`ConnInfo::client`]).
     client: IpAddr,
-    /// The socket peer, when a trusted proxy named another client.
-    peer: Option<IpAddr>,
     /// When its response was ready, if that is known without reading the
     /// clock: on a route without response hooks, when the upstream
     /// answered.
@@ -115,12 +113,10 @@ struct Trace<'s> {
 }
 
 impl Trace<'_> {
-    fn new(started: Instant, conn: &ConnInfo, headers: &http::HeaderMap) -> Self {
-        let client = conn.client(headers);
+    fn new(started: Instant, client: IpAddr) -> Self {
         Self {
             started,
             client,
-            peer: (client != conn.peer.ip()).then(|| conn.peer.ip()),
             ended: None,
             route: None,
             upstream: None,
@@ -247,10 +243,11 @@ pub async fn handle(
         .unwrap_or_else(headers::new_request_id);
     let mut record = Record {
         snapshot: &snapshot,
+        conn,
         method: req.method().clone(),
         log_path: snapshot.access_log.is_some().then(|| req.uri().path().to_owned()),
         request_id: &request_id,
-        trace: Trace::new(start, conn, req.headers()),
+        trace: Trace::new(start, conn.client(req.headers())),
         recorded: false,
     };
     let (mut via, mut client_fault) = (None, false);
@@ -289,6 +286,7 @@ pub async fn handle(
 /// that clients gave up on looked healthy.
 struct Record<'a> {
     snapshot: &'a Snapshot,
+    conn: &'a ConnInfo,
     method: Method,
     log_path: Option<String>,
     request_id: &'a HeaderValue,
@@ -302,7 +300,7 @@ const CLIENT_CLOSED: u16 = 499;
 impl Record<'_> {
     fn write(&mut self, status: u16, bytes_out: Option<u64>) {
         self.recorded = true;
-        let Self { snapshot, method, log_path, request_id, trace, .. } = self;
+        let Self { snapshot, conn, method, log_path, request_id, trace, .. } = self;
         let elapsed = trace.ended().saturating_duration_since(trace.started);
         let route = trace.route.map_or("-", |r| &*r.name);
         snapshot.metrics.request(route, trace.route.map(|r| &r.series), method, status, elapsed);
@@ -313,7 +311,7 @@ impl Record<'_> {
                 ts: std::time::SystemTime::now(),
                 request_id: request_id.to_str().unwrap_or("-"),
                 client: trace.client,
-                peer: trace.peer,
+                peer: (trace.client != conn.peer.ip()).then(|| conn.peer.ip()),
                 method,
                 path,
                 route: trace.route.map(|r| &*r.name),
@@ -410,7 +408,6 @@ async fn serve<'s>(
         route,
         conn,
         host: named,
-        client: trace.client,
         request_id,
         host_removed: Default::default(),
         prefix_stripped: Default::default(),
@@ -424,7 +421,7 @@ async fn serve<'s>(
         if upgrade::asked(&req, present) {
             return Box::pin(upgrade::proxy(&forward, req, present, trace.started, trace)).await;
         }
-        let forwarding = forward.head(&mut req, present);
+        let forwarding = forward.head(&mut req, present, trace.client);
         return forward.send(req, &forwarding, trace.started, trace).await;
     }
     let (mut parts, body) = (*req).into_parts();
@@ -463,8 +460,6 @@ struct Forward<'s, 'a> {
     conn: &'a ConnInfo,
     /// The host as the request named it, with its port.
     host: Option<&'a str>,
-    /// The request's client ([`ConnInfo::client`]).
-    client: IpAddr,
     request_id: &'a HeaderValue,
     /// A plugin removed the request's `Host` (set by the chain).
     host_removed: std::sync::atomic::AtomicBool,
@@ -477,13 +472,13 @@ impl<'s> Forward<'s, '_> {
     /// The request head as it goes upstream: hop-by-hop headers out (when
     /// it may have any), and the forwarding fields this hop adds, which go
     /// in as the head is written.
-    fn head(&self, req: &mut Request<Body>, present: Present) -> headers::Forwarding<'_> {
+    fn head(&self, req: &mut Request<Body>, present: Present, client: IpAddr) -> headers::Forwarding<'_> {
         if present.may_have(Present::HOP) {
             headers::strip_hop_by_hop(req.headers_mut());
         }
         let prefix = self.route.forwarded_prefix.as_ref().filter(|_| self.prefix_stripped.load(Relaxed));
         // Behind a trusted proxy, `X-Real-IP` says who the client is.
-        let real_ip = self.conn.trusted.as_ref().and_then(|_| HeaderValue::from_str(&self.client.to_string()).ok());
+        let real_ip = self.conn.trusted.as_ref().and_then(|_| HeaderValue::from_str(&client.to_string()).ok());
         let forwarding = headers::Forwarding::new(
             &self.conn.client,
             self.host,

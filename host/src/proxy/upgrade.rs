@@ -63,7 +63,7 @@ pub(super) async fn proxy<'s>(
         return Err(ProxyError::ClientBody("this connection cannot be upgraded".into()));
     };
     let protocol = req.headers().get(header::UPGRADE).cloned();
-    let forwarding = forward.head(&mut req, present);
+    let forwarding = forward.head(&mut req, present, trace.client);
     // What follows the head on the connection is the upgraded protocol's.
     *req.body_mut() = Body::Empty;
     if let Some(p) = &protocol {

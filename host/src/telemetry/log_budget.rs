@@ -34,6 +34,9 @@ pub static PLUGIN_FAILURES: LogBudget = LogBudget::new();
 pub static PLUGIN_LINES: LogBudget = LogBudget::new();
 /// A trusted proxy's `X-Forwarded-For` that names no client.
 pub static FORWARDED_FOR: LogBudget = LogBudget::new();
+/// Requests balanced over an upstream none of whose endpoints passes its
+/// health checks (`health.all_down`).
+pub static ALL_DOWN: LogBudget = LogBudget::new();
 
 impl LogBudget {
     pub const fn new() -> Self {

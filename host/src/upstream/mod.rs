@@ -536,7 +536,7 @@ impl Upstream {
         }
     }
 
-    /// With no endpoint of `set` available — none passes its health
+    /// With no endpoint of `set` available — some failing their health
     /// checks, the rest ejected or tripped — and `health.all_down =
     /// "try-all"`: whether to balance over every endpoint as if it passed
     /// ([`endpoint::AllDown`]; an open breaker still keeps its endpoint
@@ -547,10 +547,13 @@ impl Upstream {
         if self.config.health.as_ref().is_none_or(|h| h.all_down != crate::config::AllDown::TryAll)
             || set.endpoints.is_empty()
             || set.endpoints.iter().any(balance::Candidate::available)
+            // Every breaker open, or every endpoint ejected: not the
+            // checks' doing, and not theirs to override.
+            || set.endpoints.iter().all(|e| e.healthy())
         {
             return false;
         }
-        if let Some(n) = log_budget::REQUEST_FAILURES.take() {
+        if let Some(n) = log_budget::ALL_DOWN.take() {
             tracing::warn!(
                 upstream = %self.name,
                 dropped = log_budget::dropped(n),

@@ -84,24 +84,39 @@ async fn a_file_change_reloads_when_watching() {
 
 /// The compile cache forgets artifacts no config here uses once they are
 /// old, at start and at every reload: it grew with every plugin build ever
-/// loaded. (What it keeps is tested with the engine.)
+/// loaded. (A gateway with a cache of its own: the tests' shared one is
+/// pruned by every gateway they start. What it keeps is tested with the
+/// engine.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_unused_compiled_plugins_leave_the_cache_at_start_and_reload() {
-    let (a, b) = tokio::join!(TestUpstream::echo("a"), TestUpstream::echo("b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (plugins, cache) = (dir.path().join("plugins"), dir.path().join("cache"));
+    std::fs::create_dir_all(&plugins).expect("plugin dir");
+    let config = dir.path().join("gateway.toml");
+    let write_config = |generation: u32| {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nwatch = false\nvia = \"gen-{generation}\"\n\
+             [plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n",
+            plugins.display(),
+            cache.display()
+        );
+        std::fs::write(&config, text).expect("config");
+    };
     let old = std::time::SystemTime::now() - wasmgate::plugin::engine::CACHE_KEEP - Duration::from_secs(60);
     let stale = |tag: u8| {
-        // Named as the cache names its files, for a build no test loads.
-        let path = wasmgate_tests::cache_dir().join(format!("{}-0000000000000000.cwasm", hex(tag)));
-        std::fs::create_dir_all(wasmgate_tests::cache_dir()).expect("cache dir");
+        // Named as the cache names its files, for an engine not this one.
+        let path = cache.join(format!("{}-0000000000000000.cwasm", hex(tag)));
+        std::fs::create_dir_all(&cache).expect("cache dir");
         std::fs::File::create(&path).and_then(|f| f.set_modified(old)).expect("a stale artifact");
         path
     };
     let first = stale(0xa1);
-    let gw = TestGateway::start(&routes(&a, &b, B_ROUTE));
+    write_config(0);
+    let gw = wasmgate::Gateway::start(&config).expect("a gateway");
     assert!(!first.exists(), "gone at start");
     let second = stale(0xa2);
-    gw.write_config(&routes(&a, &b, ""));
-    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    write_config(1);
+    assert_eq!(gw.reload().ok(), Some(1));
     assert!(!second.exists(), "gone at a reload");
 }
 

@@ -246,7 +246,7 @@ upstream = "u"
     assert!(both(&seen), "every endpoint, as if it passed: {seen:?}");
 }
 
-/// A gateway (with an admin listener) over three endpoints, ejecting one/// A gateway (with an admin listener) over three endpoints, ejecting one
+/// A gateway (with an admin listener) over three endpoints, ejecting one
 /// after 3 failures in a row for `base_ejection`, without retries.
 fn ejecting(ups: &[TestUpstream], base_ejection: &str) -> TestGateway {
     TestGateway::start(&format!(
