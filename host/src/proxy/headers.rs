@@ -609,6 +609,9 @@ pub struct HopFields<V, S, const N: usize> {
     pub value: V,
     /// The slot in `table` of a name, if it is one of them.
     pub slot: S,
+    /// The slots from this one on have no value of this hop (`value` is
+    /// `None` there): only the message's fields to take out.
+    pub valued: usize,
 }
 
 impl<'v, V, S, const N: usize> HopFields<V, S, N>
@@ -687,7 +690,7 @@ where
         if let Some((slot, _)) = open {
             self.close(slot, out);
         }
-        for (slot, ((name, mode), seen)) in self.table.iter().zip(seen).enumerate() {
+        for (slot, ((name, mode), seen)) in self.table.iter().zip(seen).enumerate().take(self.valued) {
             if let Some(value) = (self.value)(slot)
                 && (!seen || matches!(mode, Mode::Replace | Mode::Drop))
             {
@@ -721,9 +724,9 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 12] = [
     (FORWARDED, Mode::Append),
     (header::VIA, Mode::Append),
     (X_REQUEST_ID, Mode::Replace),
-    (X_FORWARDED_PORT, Mode::Default),
     (X_REAL_IP, Mode::Replace),
     (X_FORWARDED_PREFIX, Mode::Drop),
+    (X_FORWARDED_PORT, Mode::Default),
     (X_FORWARDED_SSL, Mode::Drop),
     (X_FORWARDED_SCHEME, Mode::Drop),
 ];
@@ -746,10 +749,11 @@ static FORWARDING: [(HeaderName, Mode); 12] = [
     // client (Echo's `RealIP`, nginx's `real_ip_header`), and Rack takes
     // `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` over
     // `X-Forwarded-Proto`. This hop writes only the prefix, that of a
-    // route's `strip_prefix`.
-    (X_FORWARDED_PORT, Mode::Drop),
+    // route's `strip_prefix`, and `X-Real-IP` behind a trusted proxy (the
+    // two with values first: see `VALUED`).
     (X_REAL_IP, Mode::Drop),
     (X_FORWARDED_PREFIX, Mode::Drop),
+    (X_FORWARDED_PORT, Mode::Drop),
     (X_FORWARDED_SSL, Mode::Drop),
     (X_FORWARDED_SCHEME, Mode::Drop),
 ];
@@ -757,19 +761,27 @@ static FORWARDING: [(HeaderName, Mode); 12] = [
 /// The slot in [`FORWARDING`] of a header name. By length first, as
 /// [`hop_by_hop`]: most names have none of these lengths.
 fn forwarding_slot(name: &HeaderName) -> Option<usize> {
-    let slots: &[usize] = match name.as_str().len() {
-        4 => &[0],
-        15 => &[1, 10],
-        17 => &[2],
-        16 => &[3, 7],
-        9 => &[4, 8],
-        3 => &[5],
-        12 => &[6],
-        18 => &[9, 11],
+    // The slot of the name of that length, and another's (two of a length).
+    let (slot, other) = match name.as_str().len() {
+        4 => (0, None),
+        15 => (1, Some(10)),
+        17 => (2, None),
+        16 => (3, Some(9)),
+        9 => (4, Some(7)),
+        3 => (5, None),
+        12 => (6, None),
+        18 => (8, Some(11)),
         _ => return None,
     };
-    slots.iter().copied().find(|&slot| FORWARDING[slot].0 == name)
+    if FORWARDING[slot].0 == name {
+        return Some(slot);
+    }
+    other.filter(|&o| FORWARDING[o].0 == name)
 }
+
+/// The slots of [`FORWARDING`] this hop may have a value for
+/// ([`Forwarding::value`]): those before.
+const VALUED: usize = 9;
 
 impl<'a> Forwarding<'a> {
     /// The fields for a request from `client` naming `host` (its `Host` or
@@ -800,9 +812,8 @@ impl<'a> Forwarding<'a> {
 
     /// With `X-Forwarded-Prefix` (a route's stripped prefix) and
     /// `X-Real-IP` (the client behind a trusted proxy) to say.
-    #[must_use]
-    pub fn naming(self, prefix: Option<&'a HeaderValue>, real_ip: Option<HeaderValue>) -> Self {
-        Self { prefix, real_ip: real_ip.map(Box::new), ..self }
+    pub fn naming(&mut self, prefix: Option<&'a HeaderValue>, real_ip: Option<HeaderValue>) {
+        (self.prefix, self.real_ip) = (prefix, real_ip.map(Box::new));
     }
 
     /// Which fields the request may have ([`Present`]).
@@ -821,8 +832,8 @@ impl<'a> Forwarding<'a> {
             4 => Some(self.for_host.as_ref().map_or(&self.client.forwarded, |f| &f.element)),
             5 => Some(self.via),
             6 => Some(self.request_id),
-            8 => self.real_ip.as_deref(),
-            9 => self.prefix,
+            7 => self.real_ip.as_deref(),
+            8 => self.prefix,
             _ => None,
         }
     }
@@ -832,7 +843,7 @@ impl<'a> Forwarding<'a> {
         &'s self,
     ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 12> {
         let table = if self.client.trusted { &FORWARDING_TRUSTED } else { &FORWARDING };
-        HopFields { table, value: |slot| self.value(slot), slot: forwarding_slot }
+        HopFields { table, value: |slot| self.value(slot), slot: forwarding_slot, valued: VALUED }
     }
 
     /// Puts the fields into a header map.
@@ -1044,7 +1055,8 @@ mod tests {
                     h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
                 }
                 for (prefix, real_ip) in [(None, None), (Some(&prefix), Some(real_ip.clone()))] {
-                    let f = Forwarding::new(&client, host, authority, &via, &ID, Present::ANY).naming(prefix, real_ip);
+                    let mut f = Forwarding::new(&client, host, authority, &via, &ID, Present::ANY);
+                    f.naming(prefix, real_ip);
                     let mut out = bytes::BytesMut::new();
                     f.encode(&h, |n| n == header::CONTENT_LENGTH, &mut out);
                     let mut applied = h.clone();
@@ -1128,8 +1140,8 @@ mod tests {
                 // `X-Real-IP` is said behind a trusted proxy.
                 let real_ip = trusted.then(|| HeaderValue::from_static("198.51.100.4"));
                 let prefix = HeaderValue::from_static("/api");
-                let f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY)
-                    .naming(Some(&prefix), real_ip);
+                let mut f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY);
+                f.naming(Some(&prefix), real_ip);
                 let mut out = bytes::BytesMut::new();
                 f.encode(&h, |_| false, &mut out);
                 let encoded = lines(&out);

@@ -162,6 +162,7 @@ impl Stamp {
         headers::HopFields {
             table: &STAMPED,
             value: |slot| if slot == 0 { self.via.as_ref() } else { Some(&self.request_id) },
+            valued: 2,
             slot,
         }
     }
@@ -476,18 +477,20 @@ impl<'s> Forward<'s, '_> {
         if present.may_have(Present::HOP) {
             headers::strip_hop_by_hop(req.headers_mut());
         }
-        let prefix = self.route.forwarded_prefix.as_ref().filter(|_| self.prefix_stripped.load(Relaxed));
-        // Behind a trusted proxy, `X-Real-IP` says who the client is.
-        let real_ip = self.conn.trusted.as_ref().and_then(|_| HeaderValue::from_str(&client.to_string()).ok());
-        let forwarding = headers::Forwarding::new(
+        let mut forwarding = headers::Forwarding::new(
             &self.conn.client,
             self.host,
             req.uri().authority(),
             &self.snapshot.config.server.via,
             self.request_id,
             present,
-        )
-        .naming(prefix, real_ip);
+        );
+        let prefix = self.route.forwarded_prefix.as_ref().filter(|_| self.prefix_stripped.load(Relaxed));
+        if prefix.is_some() || self.conn.trusted.is_some() {
+            // Behind a trusted proxy, `X-Real-IP` says who the client is.
+            let real_ip = self.conn.trusted.as_ref().and_then(|_| HeaderValue::from_str(&client.to_string()).ok());
+            forwarding.naming(prefix, real_ip);
+        }
         // The upstream gets origin-form (what an HTTP/1 client sends
         // already); the upstream module adds what its protocol needs.
         origin_form(req.uri_mut());
