@@ -396,7 +396,10 @@ impl Upstream {
             };
             let Some(i) = pick else {
                 break last.take().unwrap_or_else(|| {
-                    self.metrics.no_healthy_endpoint(&self.name);
+                    // (Counted already when it found none passing.)
+                    if !all_down {
+                        self.metrics.no_healthy_endpoint(&self.name);
+                    }
                     Err(ProxyError::NoHealthyEndpoint { upstream: self.name.clone() })
                 });
             };
@@ -553,6 +556,9 @@ impl Upstream {
         {
             return false;
         }
+        // It found none healthy, whatever the tries then answer: the
+        // count operators alert on stays true.
+        self.metrics.no_healthy_endpoint(&self.name);
         if let Some(n) = log_budget::ALL_DOWN.take() {
             tracing::warn!(
                 upstream = %self.name,

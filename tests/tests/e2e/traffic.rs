@@ -214,7 +214,7 @@ upstream = "u"
 async fn with_every_endpoint_failing_its_checks_all_are_tried() {
     let ups = upstreams(2).await;
     let gw = TestGateway::start(&format!(
-        r#"[upstreams.u]
+        r#"{ADMIN}[upstreams.u]
 endpoints = ["{}", "{}"]
 health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1, healthy_threshold = 1 }}
 [[routes]]
@@ -244,6 +244,11 @@ upstream = "u"
     let both = |seen: &HashMap<String, usize>| seen.get("e0") == Some(&10) && seen.get("e1") == Some(&10);
     let seen = spread_until(both).await;
     assert!(both(&seen), "every endpoint, as if it passed: {seen:?}");
+    // Still counted as finding none healthy, for the alerts on it.
+    let text = gw.metrics().await;
+    let counted =
+        sample(&text, r#"wasmgate_no_healthy_endpoint_total{upstream="u"}"#).and_then(|n| n.parse::<u64>().ok());
+    assert!(counted.is_some_and(|n| n >= 20), "{text}");
 }
 
 /// A gateway (with an admin listener) over three endpoints, ejecting one
