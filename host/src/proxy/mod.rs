@@ -45,7 +45,7 @@ pub struct ConnInfo {
     /// The peer as the forwarding headers name it.
     client: headers::Client,
     /// `server.trusted_proxies`, when the peer is one of them: its requests'
-    /// clients are read from their `X-Forwarded-For` ([`client`](Self::client)).
+    /// clients are read from their `X-Forwarded-For` ([`client_of`](Self::client_of)).
     trusted: Option<Arc<[Cidr]>>,
 }
 
@@ -67,7 +67,7 @@ impl ConnInfo {
     /// proxies, as nginx's `real_ip_recursive`. What the access log,
     /// `hash_on = "client-ip"` and plugins (ip-filter, rate-limit keys) see;
     /// the forwarding fields still name the peer as this hop's.
-    fn client(&self, headers: &http::HeaderMap) -> IpAddr {
+    fn client_of(&self, headers: &http::HeaderMap) -> IpAddr {
         let Some(trusted) = &self.trusted else { return self.peer.ip() };
         let values = headers.get_all(headers::X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes);
         match cidr::client_behind(trusted, self.peer.ip(), values) {
@@ -95,7 +95,7 @@ impl ConnInfo {
 struct Trace<'s> {
     /// When the request's handling began.
     started: Instant,
-    /// Its client ([`ConnInfo::client`]).
+    /// Its client ([`ConnInfo::client_of`]).
     client: IpAddr,
     /// When its response was ready, if that is known without reading the
     /// clock: on a route without response hooks, when the upstream
@@ -248,7 +248,7 @@ pub async fn handle(
         method: req.method().clone(),
         log_path: snapshot.access_log.is_some().then(|| req.uri().path().to_owned()),
         request_id: &request_id,
-        trace: Trace::new(start, conn.client(req.headers())),
+        trace: Trace::new(start, conn.client_of(req.headers())),
         recorded: false,
     };
     let (mut via, mut client_fault) = (None, false);
@@ -698,11 +698,11 @@ mod tests {
         h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.9, 198.51.100.7"));
         h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("10.1.1.1"));
         let lb = ConnInfo::new("[::ffff:10.0.0.2]:4000".parse().unwrap(), "http", &trusted);
-        assert_eq!(lb.client(&h), "198.51.100.7".parse::<IpAddr>().unwrap(), "past the trusted hops");
-        assert_eq!(lb.client(&http::HeaderMap::new()), "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(lb.client_of(&h), "198.51.100.7".parse::<IpAddr>().unwrap(), "past the trusted hops");
+        assert_eq!(lb.client_of(&http::HeaderMap::new()), "10.0.0.2".parse::<IpAddr>().unwrap());
         h.insert(headers::X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7, unknown"));
-        assert_eq!(lb.client(&h), "10.0.0.2".parse::<IpAddr>().unwrap(), "malformed: the proxy");
+        assert_eq!(lb.client_of(&h), "10.0.0.2".parse::<IpAddr>().unwrap(), "malformed: the proxy");
         let other = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), "http", &trusted);
-        assert_eq!(other.client(&h), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(other.client_of(&h), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }
