@@ -22,7 +22,9 @@ use toml::Spanned;
 
 pub use error::{ConfigError, Problem, Problems};
 pub use plugins::{Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, StoreConfig};
-pub use raw::{AllDown, Ambiguous, Balance, ClientAuth, Family, Isolation, OnPluginError, Protocol, TlsVersion};
+pub use raw::{
+    AllDown, Ambiguous, Balance, ClientAuth, Family, Isolation, OnPluginError, Protocol, RequestIds, TlsVersion,
+};
 pub use route::{PluginUse, RetryOn, RetryPolicy, RouteConfig, Target};
 pub use server::{AdminConfig, CertConfig, DnsConfig, Secret, ServerConfig, ServerTls};
 pub use upstream::{

@@ -45,10 +45,13 @@ pub struct RawServer {
     pub body_read_timeout: Option<Spanned<HumanDuration>>,
     pub send_timeout: Option<Spanned<HumanDuration>>,
     pub tunnel_idle_timeout: Option<Spanned<HumanDuration>>,
-    /// Proxies in front whose `X-Forwarded-Proto`, `-Host` and `Forwarded`
-    /// are kept: `["10.0.0.0/8", "192.0.2.7"]`.
+    /// Proxies in front that name the client (`X-Forwarded-For`) and whose
+    /// forwarding fields are kept: `["10.0.0.0/8", "192.0.2.7"]`.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Whose `X-Request-Id` a request keeps.
+    #[serde(default)]
+    pub request_id: RequestIds,
     pub access_log: Option<bool>,
     pub underscores_in_headers: Option<bool>,
     #[serde(default)]
@@ -90,6 +93,21 @@ pub enum AllDown {
     TryAll,
     /// Answer 503 until one passes again.
     Refuse,
+}
+
+/// Whose `X-Request-Id` is kept (`server.request_id`); a request without
+/// one, or with one that is not visible ASCII of at most 128 bytes, gets a
+/// new one either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestIds {
+    /// Any client's (a mobile app's id, followed through the logs).
+    #[default]
+    Keep,
+    /// Only a proxy's in `server.trusted_proxies`: a client's is replaced,
+    /// as Envoy does at the edge (a client chose the id its requests are
+    /// logged, traced and answered under, another's too).
+    Generate,
 }
 
 /// `[server.tls]`: a second listener that terminates TLS.

@@ -41,8 +41,10 @@ pub struct ServerConfig {
     /// An upgraded connection (WebSocket) with no byte either way for this
     /// long is closed.
     pub tunnel_idle_timeout: Duration,
-    /// Proxies whose forwarding fields are kept.
+    /// Proxies that name the client and whose forwarding fields are kept.
     pub trusted_proxies: std::sync::Arc<[wasmgate_common::cidr::Cidr]>,
+    /// Whose `X-Request-Id` is kept.
+    pub request_id: super::RequestIds,
     /// What to do with paths that routes and upstreams may read as two.
     pub paths: PathRules,
     /// A request with a field that overrides its method or URL
@@ -256,6 +258,7 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
         underscores_in_headers: raw.underscores_in_headers.unwrap_or(false),
         paths: PathRules { escaped_slashes: raw.escaped_slashes, parameters: raw.path_parameters },
         override_headers: raw.override_headers,
+        request_id: raw.request_id,
         tls: tls?,
     })
 }

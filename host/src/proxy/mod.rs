@@ -61,6 +61,12 @@ impl ConnInfo {
         Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted.is_some()), trusted }
     }
 
+    /// Whether its requests' own `X-Request-Id` is kept: any client's, or
+    /// (`request_id = "generate"`) a trusted proxy's only.
+    fn keeps_request_id(&self, ids: crate::config::RequestIds) -> bool {
+        ids == crate::config::RequestIds::Keep || self.trusted.is_some()
+    }
+
     /// The client of a request on this connection: the peer, or — from a
     /// proxy in `server.trusted_proxies` (a load balancer in front) — the
     /// address its `X-Forwarded-For` reports, past any other trusted
@@ -237,11 +243,9 @@ pub async fn handle(
     present: Present,
 ) -> (Box<Response<Body>>, Stamp) {
     let start = Instant::now();
-    let request_id = present
-        .may_have(Present::REQUEST_ID)
-        .then(|| headers::incoming_request_id(req.headers()))
-        .flatten()
-        .unwrap_or_else(headers::new_request_id);
+    let keep = present.may_have(Present::REQUEST_ID) && conn.keeps_request_id(snapshot.config.server.request_id);
+    let request_id =
+        keep.then(|| headers::incoming_request_id(req.headers())).flatten().unwrap_or_else(headers::new_request_id);
     let mut record = Record {
         snapshot: &snapshot,
         conn,

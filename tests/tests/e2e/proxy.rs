@@ -586,6 +586,25 @@ async fn a_trusted_proxys_forwarded_scheme_and_host_are_kept() {
     }
 }
 
+/// `request_id = "generate"`: a client's `X-Request-Id` is replaced, a
+/// trusted proxy's kept (the default keeps any, above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_generated_but_for_a_trusted_proxys() {
+    let up = TestUpstream::echo("u").await;
+    for (trusted, kept) in [("\"127.0.0.1\"", true), ("\"10.0.0.0/8\"", false)] {
+        let server = format!("request_id = \"generate\"\ntrusted_proxies = [{trusted}]");
+        let gw = TestGateway::start_with(&server, &one_route(&up, ""));
+        let r = get_with(&gw.url("/"), &[("x-request-id", "chosen-7")]).await;
+        let id = r.header("x-request-id").unwrap_or_default().to_owned();
+        assert_eq!(echoed_header(&r.json(), "x-request-id").as_deref(), Some(id.as_str()), "{trusted}");
+        if kept {
+            assert_eq!(id, "chosen-7");
+        } else {
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{trusted}: a new id, not {id}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_request_fields_without_connection_never_reach_the_upstream() {
     let up = TestUpstream::echo("u").await;
