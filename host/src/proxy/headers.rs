@@ -476,9 +476,10 @@ pub struct Client {
     /// connection named: the requests on a connection almost always name
     /// one host, and these were made (and checked) anew for each.
     last_host: Mutex<Option<Arc<ForHost>>>,
-    /// A proxy in `server.trusted_proxies`: the forwarding fields it sends
-    /// stay or are added to ([`FORWARDING_TRUSTED`]).
-    trusted: bool,
+    /// `server.trusted_proxies`, when the peer is one of them: the
+    /// forwarding fields it sends stay or are added to
+    /// ([`FORWARDING_TRUSTED`]), and it names its requests' clients.
+    trusted: Option<Arc<[wasmgate_common::cidr::Cidr]>>,
 }
 
 /// `X-Forwarded-Host` and the whole `Forwarded` element for one host.
@@ -490,7 +491,7 @@ struct ForHost {
 }
 
 impl Client {
-    pub fn new(ip: IpAddr, proto: &'static str, trusted: bool) -> Self {
+    pub fn new(ip: IpAddr, proto: &'static str, trusted: Option<Arc<[wasmgate_common::cidr::Cidr]>>) -> Self {
         let text = ip.to_string();
         let forwarded = match ip {
             IpAddr::V4(_) => format!("for={text};proto={proto}"),
@@ -505,6 +506,11 @@ impl Client {
             last_host: Mutex::new(None),
             trusted,
         }
+    }
+
+    /// `server.trusted_proxies`, when the peer is one of them.
+    pub fn trusted(&self) -> Option<&Arc<[wasmgate_common::cidr::Cidr]>> {
+        self.trusted.as_ref()
     }
 
     /// `X-Forwarded-Host` and this hop's `Forwarded` element for a request
@@ -842,7 +848,7 @@ impl<'a> Forwarding<'a> {
     fn fields<'s>(
         &'s self,
     ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 12> {
-        let table = if self.client.trusted { &FORWARDING_TRUSTED } else { &FORWARDING };
+        let table = if self.client.trusted.is_some() { &FORWARDING_TRUSTED } else { &FORWARDING };
         HopFields { table, value: |slot| self.value(slot), slot: forwarding_slot, valued: VALUED }
     }
 
@@ -1035,7 +1041,7 @@ mod tests {
     #[test]
     fn an_encoded_head_carries_the_fields_a_map_is_given() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https", false);
+        let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https", None);
         let authority: http::uri::Authority = "api.test:8443".parse().unwrap();
         let (prefix, real_ip) = (HeaderValue::from_static("/api"), HeaderValue::from_static("203.0.113.9"));
         let heads: [&[(&str, &str)]; 8] = [
@@ -1071,7 +1077,7 @@ mod tests {
     #[test]
     fn forwarding_fields_join_replace_or_keep_what_the_request_has() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", false);
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None);
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
@@ -1098,7 +1104,7 @@ mod tests {
     fn a_trusted_proxys_scheme_and_host_stay() {
         let via = HeaderValue::from_static("1.1 wasmgate");
         for trusted in [true, false] {
-            let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", trusted);
+            let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", trusted.then(|| Arc::from([])));
             for said in [true, false] {
                 let mut h = HeaderMap::new();
                 if said {
@@ -1282,7 +1288,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", false);
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None);
         forward(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -1294,7 +1300,7 @@ mod tests {
     #[test]
     fn forwarded_headers_for_an_ipv6_client_and_a_host_with_a_port() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https", false);
+        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https", None);
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
         forward(&mut h, &client, Some("api.test:8443"), &via);
@@ -1317,7 +1323,7 @@ mod tests {
     #[test]
     fn a_connection_whose_requests_change_host_gets_each_its_own() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", false);
+        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", None);
         for host in ["a.test", "a.test", "b.test", "a \"quoted\" one", "a.test"] {
             let mut h = HeaderMap::new();
             forward(&mut h, &client, Some(host), &via);

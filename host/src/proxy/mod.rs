@@ -42,11 +42,10 @@ use crate::upstream::{ForwardOptions, Forwarded, Upstream};
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub scheme: &'static str,
-    /// The peer as the forwarding headers name it.
+    /// The peer as the forwarding headers name it, and whether it is a
+    /// trusted proxy (whose requests' clients are read from their
+    /// `X-Forwarded-For`, [`client_of`](Self::client_of)).
     client: headers::Client,
-    /// `server.trusted_proxies`, when the peer is one of them: its requests'
-    /// clients are read from their `X-Forwarded-For` ([`client_of`](Self::client_of)).
-    trusted: Option<Arc<[Cidr]>>,
 }
 
 impl ConnInfo {
@@ -58,13 +57,13 @@ impl ConnInfo {
     pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &Arc<[Cidr]>) -> Self {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let trusted = cidr::any_contains(trusted, peer.ip()).then(|| trusted.clone());
-        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted.is_some()), trusted }
+        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted) }
     }
 
     /// Whether its requests' own `X-Request-Id` is kept: any client's, or
     /// (`request_id = "generate"`) a trusted proxy's only.
     fn keeps_request_id(&self, ids: crate::config::RequestIds) -> bool {
-        ids == crate::config::RequestIds::Keep || self.trusted.is_some()
+        ids == crate::config::RequestIds::Keep || self.client.trusted().is_some()
     }
 
     /// The client of a request on this connection: the peer, or — from a
@@ -74,7 +73,7 @@ impl ConnInfo {
     /// `hash_on = "client-ip"` and plugins (ip-filter, rate-limit keys) see;
     /// the forwarding fields still name the peer as this hop's.
     fn client_of(&self, headers: &http::HeaderMap) -> IpAddr {
-        let Some(trusted) = &self.trusted else { return self.peer.ip() };
+        let Some(trusted) = self.client.trusted() else { return self.peer.ip() };
         let values = headers.get_all(headers::X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes);
         match cidr::client_behind(trusted, self.peer.ip(), values) {
             // A proxy we trust wrote what it should not, or passed on a
@@ -490,9 +489,10 @@ impl<'s> Forward<'s, '_> {
             present,
         );
         let prefix = self.route.forwarded_prefix.as_ref().filter(|_| self.prefix_stripped.load(Relaxed));
-        if prefix.is_some() || self.conn.trusted.is_some() {
+        let trusted = self.conn.client.trusted().is_some();
+        if prefix.is_some() || trusted {
             // Behind a trusted proxy, `X-Real-IP` says who the client is.
-            let real_ip = self.conn.trusted.as_ref().and_then(|_| HeaderValue::from_str(&client.to_string()).ok());
+            let real_ip = trusted.then(|| HeaderValue::from_str(&client.to_string()).ok()).flatten();
             forwarding.naming(prefix, real_ip);
         }
         // The upstream gets origin-form (what an HTTP/1 client sends
