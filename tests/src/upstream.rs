@@ -595,21 +595,53 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (addr, _, stop) = h2c_counted(service).await;
+    let (addr, _, stop) = h2c_counted(None, service).await;
     (addr, stop)
 }
 
 /// An upstream over h2c that answers every request 200 (`ok`), counting
 /// the connections it accepted.
 pub async fn h2_ok() -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
-    h2c_counted(|_req: Request<Incoming>| async move {
+    h2c_counted(None, |_req: Request<Incoming>| async move {
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
     })
     .await
 }
 
-/// [`h2c`], counting the connections it accepted.
-async fn h2c_counted<S, F, B>(service: S) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>)
+/// An upstream over h2c that allows `max_streams` streams on a connection
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`) and answers no request until
+/// `together` are in flight at once (200 `ok`; 503 when they are not within
+/// 5 s), counting the connections it accepted.
+pub async fn h2_gathering(max_streams: u32, together: usize) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>) {
+    let (arrived, _) = watch::channel(0usize);
+    let arrived = Arc::new(arrived);
+    h2c_counted(Some(max_streams), move |_req: Request<Incoming>| {
+        let arrived = arrived.clone();
+        async move {
+            arrived.send_modify(|n| *n += 1);
+            let mut seen = arrived.subscribe();
+            let wait = seen.wait_for(|n| *n >= together);
+            let gathered = matches!(tokio::time::timeout(Duration::from_secs(5), wait).await, Ok(Ok(_)));
+            let answer = match gathered {
+                true => Response::new(Full::new(Bytes::from_static(b"ok"))),
+                false => {
+                    let mut r = Response::new(Full::new(Bytes::from(format!("only {} of {together}", *seen.borrow()))));
+                    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    r
+                }
+            };
+            Ok::<_, Infallible>(answer)
+        }
+    })
+    .await
+}
+
+/// [`h2c`], counting the connections it accepted; at most `max_streams`
+/// streams a connection when given (hyper's default otherwise).
+async fn h2c_counted<S, F, B>(
+    max_streams: Option<u32>,
+    service: S,
+) -> (SocketAddr, Arc<AtomicUsize>, watch::Sender<bool>)
 where
     S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
@@ -631,6 +663,7 @@ where
             let service = service_fn(service.clone());
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(max_streams)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

@@ -302,6 +302,7 @@ pub struct RawUpstream {
     pub balance: Option<Balance>,
     pub hash_on: Option<Spanned<String>>,
     pub protocol: Option<Protocol>,
+    pub max_streams_per_connection: Option<usize>,
     pub tls: Option<Spanned<RawUpstreamTls>>,
     pub max_concurrent: Option<usize>,
     pub max_queue: Option<usize>,

@@ -33,6 +33,9 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     pub hash_on: Option<HashOn>,
     pub protocol: Protocol,
+    /// HTTP/2: the requests in flight on one of a worker's connections to an
+    /// endpoint before it opens another.
+    pub max_streams_per_connection: usize,
     pub tls: Option<UpstreamTls>,
     pub bulkhead: Option<Bulkhead>,
     pub health: Option<HealthCheck>,
@@ -234,6 +237,18 @@ pub(super) fn build_upstreams(
                 None
             }
         };
+        let protocol = r.protocol.unwrap_or_default();
+        let max_streams_key = format!("{key}.max_streams_per_connection");
+        let max_streams_per_connection =
+            within(p, span(u), &max_streams_key, r.max_streams_per_connection, 1..=10_000, 100);
+        if r.max_streams_per_connection.is_some() && protocol != Protocol::Http2 {
+            p.at(
+                span(u),
+                max_streams_key,
+                "max_streams_per_connection only applies to protocol = \"http2\" (an HTTP/1 connection carries one request at a time)",
+                "remove it, or set protocol = \"http2\"",
+            );
+        }
         let health = r.health.as_ref().and_then(|h| build_health(h, &key, p));
         let outlier = r.outlier.as_ref().map(|at| {
             let o = at.get_ref();
@@ -330,7 +345,8 @@ pub(super) fn build_upstreams(
             max_idle_per_endpoint: r.max_idle_per_endpoint.unwrap_or(256),
             balance,
             hash_on,
-            protocol: r.protocol.unwrap_or_default(),
+            protocol,
+            max_streams_per_connection,
             tls,
             bulkhead,
             health,

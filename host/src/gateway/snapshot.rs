@@ -382,6 +382,7 @@ fn origin_upstreams(
                 idle_timeout: Duration::from_secs(90),
                 read_timeout: config::READ_TIMEOUT,
                 max_idle_per_endpoint: 16,
+                max_streams_per_connection: 100,
                 balance: config::Balance::RoundRobin,
                 hash_on: None,
                 protocol: config::Protocol::Http1,

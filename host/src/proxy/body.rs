@@ -16,6 +16,7 @@ use crate::server::h1::{ReadError, RequestBody};
 use crate::upstream::bulkhead::Permit;
 use crate::upstream::endpoint::Outstanding;
 use crate::upstream::h1::{self, ResponseBody};
+use crate::upstream::pool::Http2Stream;
 
 /// A streamed request body went over the route's limit.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ pub enum Body {
         inner: Incoming,
         idle: Duration,
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        /// Counted on its connection until the body is dropped.
+        stream: Http2Stream,
     },
     /// An upstream's HTTP/1 response, which returns its connection to the
     /// pool when it ends.
@@ -204,7 +207,7 @@ impl Body {
         match self {
             Self::Empty => Poll::Ready(None),
             Self::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream { inner, idle, timer } => match Pin::new(inner).poll_frame(cx) {
+            Self::Stream { inner, idle, timer, .. } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Pending if stalled(timer, *idle, cx) => {
                     Poll::Ready(Some(Err(BodyError::Upstream(h1::Error::Stalled(*idle)))))
                 }

@@ -182,6 +182,7 @@ impl Upstream {
             idle_timeout: config.idle_timeout,
             read_timeout: config.read_timeout,
             max_idle: config.max_idle_per_endpoint,
+            max_streams: config.max_streams_per_connection,
             protocol: config.protocol,
             tls: tls.clone(),
             on_connection: Arc::new(move |delta| pool_metrics.0.pool_connections(&pool_metrics.1, delta)),

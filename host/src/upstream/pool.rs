@@ -8,13 +8,13 @@
 //! HTTP/1.1 connections ([`h1`](super::h1), driven by the request using
 //! them) are lent out one request at a time and go back to the worker's
 //! idle stack when the response body has been read to the end. HTTP/2
-//! connections (hyper's) are shared by every request of the worker to that
-//! endpoint.
+//! connections (hyper's) are shared by the worker's requests to that
+//! endpoint, up to `max_streams` each: past that the worker opens another.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,6 +43,9 @@ pub struct ConnectSettings {
     pub read_timeout: Duration,
     pub max_idle: usize,
     pub protocol: Protocol,
+    /// The requests in flight on one HTTP/2 connection before another is
+    /// opened.
+    pub max_streams: usize,
     pub tls: Option<TlsSettings>,
     /// Called with +1 when a connection opens and -1 when it closes.
     pub on_connection: Arc<dyn Fn(i64) + Send + Sync>,
@@ -188,36 +191,78 @@ impl Idle {
 #[derive(Default)]
 pub struct Shard {
     http1: Mutex<HashMap<Arc<str>, Vec<Idle>, RandomState>>,
-    http2: Mutex<HashMap<Arc<str>, Http2Slot, RandomState>>,
+    /// Oldest first: a request takes the first with room, so the newer ones
+    /// empty and idle out when the load falls.
+    http2: Mutex<HashMap<Arc<str>, Vec<Http2Conn>, RandomState>>,
 }
 
-/// A worker's HTTP/2 connection to one address: ready, or being made —
-/// the requests that want it meanwhile wait for that one handshake
-/// together (each made its own, and all but the last were dropped).
-#[derive(Clone)]
-enum Http2Slot {
-    /// `used`: when a request last took it (the idle timeout counts from
-    /// there; its streams may still be running).
-    Ready {
-        sender: http2::SendRequest<Sent>,
-        id: u64,
-        used: Instant,
-    },
-    Connecting {
-        made: Handshake,
-        id: u64,
-    },
+/// One of a worker's HTTP/2 connections to an address.
+struct Http2Conn {
+    id: u64,
+    state: Http2State,
+    /// When a request last took it (the idle timeout counts from there; its
+    /// streams may still be running).
+    used: Instant,
+    /// Its requests in flight, waiting for the handshake included: taken
+    /// until `max_streams`, then the next request opens a connection of its
+    /// own. An upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` is not known to
+    /// hyper's client: without this every request of the worker went on one
+    /// connection, and those past the upstream's limit (100 is common)
+    /// waited in h2's queue for a stream to end, however many cores the
+    /// upstream had to answer them with.
+    streams: Arc<AtomicUsize>,
+}
+
+/// An HTTP/2 connection ready, or being made: the requests that take it
+/// meanwhile wait for that one handshake together.
+enum Http2State {
+    Ready(http2::SendRequest<Sent>),
+    Connecting(Handshake),
+}
+
+impl Http2Conn {
+    /// Whether a request may take it at `now`.
+    fn open(&self, now: Instant, idle_timeout: Duration) -> bool {
+        match &self.state {
+            Http2State::Ready(sender) => !sender.is_closed() && now.duration_since(self.used) <= idle_timeout,
+            Http2State::Connecting(_) => true,
+        }
+    }
+}
+
+/// A request's stream on an HTTP/2 connection, counted from its checkout
+/// until its response body is done or dropped.
+#[derive(Debug)]
+pub struct Http2Stream(Arc<AtomicUsize>);
+
+impl Http2Stream {
+    fn on(streams: &Arc<AtomicUsize>) -> Self {
+        streams.fetch_add(1, Ordering::Relaxed);
+        Self(streams.clone())
+    }
+}
+
+impl Drop for Http2Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An HTTP/2 connection being made, awaited by every request that wants it.
 type Handshake =
     futures::future::Shared<Pin<Box<dyn Future<Output = Result<http2::SendRequest<Sent>, Arc<ConnectError>>> + Send>>>;
 
+/// What an HTTP/2 checkout found: a connection, or a handshake to wait for.
+enum Http2Taken {
+    Ready(Conn),
+    Connecting(Handshake, u64, Http2Stream),
+}
+
 /// All workers' connections to one upstream.
 pub struct Pools {
     shards: Box<[Arc<Shard>]>,
     settings: ConnectSettings,
-    /// Names each HTTP/2 connection made ([`Http2Slot`]).
+    /// Names each HTTP/2 connection made ([`Http2Conn`]).
     ids: AtomicU64,
     /// The addresses of endpoints that left ([`Pools::forget`]): no
     /// connection to them is kept.
@@ -234,7 +279,7 @@ impl std::fmt::Debug for Pools {
 #[derive(Debug)]
 pub enum Conn {
     Http1 { conn: Box<Connection>, home: Return, reused: bool },
-    Http2 { sender: http2::SendRequest<Sent>, id: u64, reused: bool, read_timeout: Duration },
+    Http2 { sender: http2::SendRequest<Sent>, id: u64, reused: bool, read_timeout: Duration, stream: Http2Stream },
 }
 
 impl Pools {
@@ -274,7 +319,8 @@ impl Pools {
     /// its next request on that worker ([`tidy`] calls it). An HTTP/2
     /// connection no request has taken for `idle_timeout` is let go of
     /// (hyper closes it when its streams still running are done; its pings
-    /// kept it open for ever), and one that closed is forgotten.
+    /// kept it open for ever), and one that closed is forgotten, whatever
+    /// its streams.
     pub fn sweep(&self, now: Instant) {
         let timeout = self.settings.idle_timeout;
         for shard in &self.shards {
@@ -284,13 +330,13 @@ impl Pools {
                 closed.extend(list.extract_if(.., |i| !i.fresh(now, timeout)));
             }
             drop(idle);
-            let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
-            let idle = slots.extract_if(|_, slot| match slot {
-                Http2Slot::Ready { sender, used, .. } => now.duration_since(*used) > timeout || sender.is_closed(),
-                Http2Slot::Connecting { .. } => false,
-            });
-            let idle: Vec<_> = idle.collect();
-            drop(slots);
+            let mut conns = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut idle = Vec::new();
+            for list in conns.values_mut() {
+                idle.extend(list.extract_if(.., |c| !c.open(now, timeout)));
+            }
+            conns.retain(|_, list| !list.is_empty());
+            drop(conns);
             // Closed with no lock held.
             drop((closed, idle));
         }
@@ -338,19 +384,7 @@ impl Pools {
                 }
                 self.new_http1(address, deadline).await
             }
-            Protocol::Http2 => {
-                let ready = match shard.http2.lock().unwrap_or_else(PoisonError::into_inner).get_mut(address) {
-                    Some(Http2Slot::Ready { sender, id, used }) if !sender.is_closed() => {
-                        *used = now;
-                        Some((sender.clone(), *id))
-                    }
-                    _ => None,
-                };
-                if let Some((sender, id)) = ready {
-                    return Ok(Conn::Http2 { sender, id, reused: true, read_timeout: self.settings.read_timeout });
-                }
-                self.new_http2(address, deadline, None).await
-            }
+            Protocol::Http2 => self.stream(address, now, deadline, None).await,
         }
     }
 
@@ -379,7 +413,7 @@ impl Pools {
             },
             Err(SendError::Unprocessed(turned)) => {
                 let TurnedAway { again, done, error } = *turned;
-                match Box::pin(self.new_http2(address, deadline, done)).await {
+                match Box::pin(self.stream(address, Instant::now(), deadline, done)).await {
                     Ok(conn) => match Box::pin(conn.send(again, forwarding, deadline)).await {
                         Err(SendError::Unprocessed(turned)) => Err(SendError::NotSent(turned.again, turned.error)),
                         sent => sent,
@@ -392,63 +426,86 @@ impl Pools {
         }
     }
 
-    /// The worker's HTTP/2 connection to `address`, by `deadline`: the one
-    /// there unless it is closed or `stale`, else the one being made, else
-    /// a new one (which replaces the one there).
-    pub async fn new_http2(
+    /// A stream on one of the worker's HTTP/2 connections to `address`, by
+    /// `deadline`: the oldest with room for it (open, and not `stale`: the
+    /// upstream went away from that one), else one being made, else a new
+    /// one.
+    pub async fn stream(
         &self,
         address: &Arc<str>,
+        now: Instant,
         deadline: Instant,
         stale: Option<u64>,
     ) -> Result<Conn, ConnectError> {
-        let read_timeout = self.settings.read_timeout;
-        let shard = self.shard();
-        let (made, id) = {
-            let mut slots = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
-            match slots.get_mut(address) {
-                Some(Http2Slot::Connecting { made, id }) => (made.clone(), *id),
-                Some(Http2Slot::Ready { sender, id, used }) if Some(*id) != stale && !sender.is_closed() => {
-                    *used = Instant::now();
-                    return Ok(Conn::Http2 { sender: sender.clone(), id: *id, reused: true, read_timeout });
-                }
-                _ => {
-                    let id = self.ids.fetch_add(1, Ordering::Relaxed);
-                    let (settings, to, home, gone) =
-                        (self.settings.clone(), address.clone(), shard.clone(), self.gone.clone());
-                    // A task of its own, which leaves what it made in the
-                    // slot (ready, or gone on a failure): it goes on when
-                    // the requests waiting for it stop waiting.
-                    let task = tokio::spawn(async move {
-                        let made = async {
-                            let io = settings.connect(&to).await?;
-                            settings.handshake_http2(&to, io).await
-                        }
-                        .await
-                        .map_err(Arc::new);
-                        let mut slots = home.http2.lock().unwrap_or_else(PoisonError::into_inner);
-                        if matches!(slots.get(&to), Some(Http2Slot::Connecting { id: c, .. }) if *c == id) {
-                            match &made {
-                                Ok(sender) if !gone.lock().unwrap_or_else(PoisonError::into_inner).contains(&to) => {
-                                    let used = Instant::now();
-                                    slots.insert(to.clone(), Http2Slot::Ready { sender: sender.clone(), id, used });
-                                }
-                                _ => drop(slots.remove(&to)),
-                            }
-                        }
-                        made
-                    });
-                    let to = address.clone();
-                    let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-                        task.await.unwrap_or_else(|e| Err(Arc::new(ConnectError::Io(to, std::io::Error::other(e)))))
-                    });
-                    let made = futures::FutureExt::shared(handshake);
-                    slots.insert(address.clone(), Http2Slot::Connecting { made: made.clone(), id });
-                    (made, id)
+        match self.take_http2(address, now, stale) {
+            Http2Taken::Ready(conn) => Ok(conn),
+            Http2Taken::Connecting(made, id, stream) => {
+                let sender = by(deadline, address, async { made.await.map_err(ConnectError::Joined) }).await?;
+                let read_timeout = self.settings.read_timeout;
+                Ok(Conn::Http2 { sender, id, reused: false, read_timeout, stream })
+            }
+        }
+    }
+
+    /// [`Pools::stream`]'s choice, made under the shard's lock.
+    fn take_http2(&self, address: &Arc<str>, now: Instant, stale: Option<u64>) -> Http2Taken {
+        let (shard, max) = (self.shard(), self.settings.max_streams);
+        let mut conns = shard.http2.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = conns.get_mut(&**address) {
+            // Those done with are let go of here too (with the lock held: a
+            // sender's drop only tells its connection task).
+            list.retain(|c| Some(c.id) != stale && c.open(now, self.settings.idle_timeout));
+            if let Some(conn) = list.iter_mut().find(|c| c.streams.load(Ordering::Relaxed) < max) {
+                let stream = Http2Stream::on(&conn.streams);
+                return match &conn.state {
+                    Http2State::Ready(sender) => {
+                        conn.used = now;
+                        let (sender, id, read_timeout) = (sender.clone(), conn.id, self.settings.read_timeout);
+                        Http2Taken::Ready(Conn::Http2 { sender, id, reused: true, read_timeout, stream })
+                    }
+                    Http2State::Connecting(made) => Http2Taken::Connecting(made.clone(), conn.id, stream),
+                };
+            }
+        }
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let made = self.handshake(address, shard, id);
+        let streams = Arc::new(AtomicUsize::new(0));
+        let stream = Http2Stream::on(&streams);
+        let conn = Http2Conn { id, state: Http2State::Connecting(made.clone()), used: now, streams };
+        conns.entry(address.clone()).or_default().push(conn);
+        Http2Taken::Connecting(made, id, stream)
+    }
+
+    /// Makes HTTP/2 connection `id` to `address` in a task of its own, which
+    /// leaves it in `home`'s list, ready (or takes it out on a failure): it
+    /// goes on when the requests waiting for it stop waiting.
+    fn handshake(&self, address: &Arc<str>, home: &Arc<Shard>, id: u64) -> Handshake {
+        let (settings, to, home, gone) = (self.settings.clone(), address.clone(), home.clone(), self.gone.clone());
+        let task = tokio::spawn(async move {
+            let made = async {
+                let io = settings.connect(&to).await?;
+                settings.handshake_http2(&to, io).await
+            }
+            .await
+            .map_err(Arc::new);
+            let mut conns = home.http2.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(list) = conns.get_mut(&to)
+                && let Some(at) = list.iter().position(|c| c.id == id)
+            {
+                match &made {
+                    Ok(sender) if !gone.lock().unwrap_or_else(PoisonError::into_inner).contains(&to) => {
+                        list[at].state = Http2State::Ready(sender.clone());
+                    }
+                    _ => drop(list.remove(at)),
                 }
             }
-        };
-        let sender = by(deadline, address, async { made.await.map_err(ConnectError::Joined) }).await?;
-        Ok(Conn::Http2 { sender, id, reused: false, read_timeout })
+            made
+        });
+        let to = address.clone();
+        let handshake: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+            task.await.unwrap_or_else(|e| Err(Arc::new(ConnectError::Io(to, std::io::Error::other(e)))))
+        });
+        futures::FutureExt::shared(handshake)
     }
 
     /// A new HTTP/1 connection to `address`, made by `deadline`.
@@ -669,8 +726,8 @@ impl Conn {
             Self::Http1 { conn, home, reused } => conn.send(req, forwarding, Some(home), deadline, reused).await,
             // Boxed: what it keeps for a request turned away would widen
             // every send's future, HTTP/1 ones too.
-            Self::Http2 { sender, id, read_timeout, .. } => {
-                Box::pin(send_http2(sender, id, read_timeout, req, deadline)).await
+            Self::Http2 { sender, id, read_timeout, stream, .. } => {
+                Box::pin(send_http2(sender, id, read_timeout, stream, req, deadline)).await
             }
         }
     }
@@ -694,6 +751,7 @@ async fn send_http2(
     mut sender: http2::SendRequest<Sent>,
     id: u64,
     read_timeout: Duration,
+    stream: Http2Stream,
     req: Box<Request<Body>>,
     deadline: Instant,
 ) -> Result<(Box<Response<Body>>, Instant), SendError> {
@@ -712,7 +770,7 @@ async fn send_http2(
         Ok(mut resp) => {
             // HTTP/2 forbids them; what a lax upstream sends anyway goes.
             headers::strip_hop_by_hop(resp.headers_mut());
-            let resp = resp.map(|inner| Body::Stream { inner, idle: read_timeout, timer: None });
+            let resp = resp.map(|inner| Body::Stream { inner, idle: read_timeout, timer: None, stream });
             Ok((Box::new(resp), Instant::now()))
         }
         Err(mut e) => match e.take_message() {

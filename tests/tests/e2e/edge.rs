@@ -630,6 +630,36 @@ async fn requests_arriving_together_share_one_new_http2_connection() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one worker, one connection");
 }
 
+/// A worker puts at most `max_streams_per_connection` requests in flight on
+/// one HTTP/2 connection to an endpoint and opens another for more: an
+/// upstream allowing 2 streams a connection answers 6 requests at once only
+/// if they come on 3 connections (on one, 4 waited in h2's queue for a
+/// stream that never ended: 503 from the upstream); then the connections
+/// are reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_http2_upstream_connection_makes_the_worker_open_another() {
+    let (upstream, accepted, _stop) = wasmgate_tests::upstream::h2_gathering(2, 6).await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!(
+            "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\nmax_streams_per_connection = 2\n\
+             [[routes]]\nupstream = \"g\"\n"
+        ),
+    );
+    let url = gw.url("/");
+    let answers = futures::future::join_all((0..6).map(|_| get(&url))).await;
+    for r in &answers {
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"), "all six in flight at once");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "two streams a connection");
+    // One at a time: a stream is counted until the gateway drops its
+    // response body, which may be just after the client has it all.
+    for _ in 0..4 {
+        assert_eq!(get(&url).await.status, 200);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "reused");
+}
+
 /// An HTTP/2 upstream connection no request has taken for the upstream's
 /// `idle_timeout` is closed (hyper's pings kept it open for ever); the next
 /// request makes a new one.
