@@ -94,6 +94,8 @@ pub struct Metrics {
     reloads_failed: Counter,
     config_generation: Gauge<u64, AtomicU64>,
     plugin_clock_tick: Gauge<f64, AtomicU64>,
+    /// Set whole by each config served ([`Metrics::certificates`]).
+    certificate_expiry: Family<Labels<2>, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -238,7 +240,16 @@ impl Metrics {
             Unit::Seconds,
             plugin_clock_tick.clone(),
         );
+        let certificate_expiry = Family::<Labels<2>, Gauge>::default();
+        registry.register_with_unit(
+            "tls_certificate_expiration_timestamp",
+            "When a certificate the gateway presents stops being valid (its notAfter, Unix time), by role \
+             (listener, or upstream:NAME for an upstream's client certificate) and file",
+            Unit::Seconds,
+            certificate_expiry.clone(),
+        );
         Self {
+            certificate_expiry,
             reloads_ok: reloads.get_or_create_owned(&[("result", "ok".to_owned())]),
             reloads_failed: reloads.get_or_create_owned(&[("result", "error".to_owned())]),
             config_generation,
@@ -422,6 +433,16 @@ impl Metrics {
 
     pub fn set_config_generation(&self, generation: u64) {
         self.config_generation.set(generation);
+    }
+
+    /// The certificates the config being served presents: those of the
+    /// config before that are gone from the series.
+    pub fn certificates(&self, presented: &[crate::tls::Presented]) {
+        self.certificate_expiry.clear();
+        for c in presented {
+            let labels: Labels<2> = [("role", c.role.clone()), ("file", c.file.display().to_string())];
+            self.certificate_expiry.get_or_create(&labels).set(c.not_after);
+        }
     }
 
     /// The gauge of the plugins' clock tick, for the clock to keep

@@ -23,7 +23,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, RootCertStore, SignatureScheme, SupportedProtocolVersion};
 use rustls_pki_types::pem::{self, PemObject};
 
-use crate::config::{ClientAuth, Protocol, ServerTls, TlsVersion, UpstreamTls};
+use crate::config::{ClientAuth, Config, Protocol, ServerTls, TlsVersion, UpstreamTls};
 
 /// Why a TLS config could not be built. Each message names the file and the problem, for an
 /// operator reading the startup log.
@@ -295,6 +295,104 @@ fn dns_names(path: &Path, key: &CertifiedKey) -> Result<Vec<String>, TlsError> {
     let leaf = webpki::EndEntityCert::try_from(der).map_err(|e| bad(e.to_string()))?;
     // Used only to choose among our own certificates: the client still verifies the name.
     Ok(leaf.valid_dns_names().map(str::to_owned).collect())
+}
+
+/// A certificate the gateway presents, and when it stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    /// `listener`, or `upstream:NAME` (that upstream's client certificate).
+    pub role: String,
+    pub file: PathBuf,
+    /// Its `notAfter`, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// The certificates `config` has the gateway present — the listener's, to
+/// clients, and each upstream's client certificate — with when each
+/// expires: the first certificate of each file, read now. A file that does
+/// not hold one that parses is left out (its load fails with the reason).
+pub fn presented(config: &Config) -> Vec<Presented> {
+    let listener = config.server.tls.iter().flat_map(|t| &t.certificates).map(|c| ("listener".to_owned(), &c.cert));
+    let upstreams = config.upstreams.iter().filter_map(|u| {
+        let (cert, _) = u.tls.as_ref()?.client_cert.as_ref()?;
+        Some((format!("upstream:{}", u.name), cert))
+    });
+    listener
+        .chain(upstreams)
+        .filter_map(|(role, file)| {
+            let not_after = not_after(load_certs(file).ok()?.first()?)?;
+            Some(Presented { role, file: file.clone(), not_after })
+        })
+        .collect()
+}
+
+/// The `notAfter` of a DER X.509 certificate (RFC 5280 §4.1.2.5), in
+/// seconds since the Unix epoch; `None` if it is not where a certificate
+/// keeps it.
+pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0;
+    let (SEQUENCE, cert, _) = der(cert)? else { return None };
+    let (SEQUENCE, tbs, _) = der(cert)? else { return None };
+    let (tag, _, mut rest) = der(tbs)?;
+    if tag == VERSION {
+        (_, _, rest) = der(rest)?;
+    }
+    // After the serial number: the signature algorithm and the issuer.
+    let (_, _, rest) = der(rest)?;
+    let (_, _, rest) = der(rest)?;
+    let (SEQUENCE, validity, _) = der(rest)? else { return None };
+    let (_, _, validity) = der(validity)?;
+    let (tag, time, _) = der(validity)?;
+    seconds_of(tag, time)
+}
+
+/// The DER element at the start of `input`: its tag, its contents, and what
+/// follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81..=0x84 => {
+            let (bytes, rest) = rest.split_at_checked(usize::from(first & 0x7f))?;
+            (bytes.iter().fold(0, |n, &b| n << 8 | usize::from(b)), rest)
+        }
+        _ => return None,
+    };
+    let (contents, rest) = rest.split_at_checked(length)?;
+    Some((tag, contents, rest))
+}
+
+/// A certificate's time (`UTCTime` `YYMMDDHHMMSSZ`, years 1950–2049, or
+/// `GeneralizedTime` `YYYYMMDDHHMMSSZ`) in seconds since the Unix epoch.
+fn seconds_of(tag: u8, text: &[u8]) -> Option<i64> {
+    const UTC_TIME: u8 = 0x17;
+    const GENERALIZED_TIME: u8 = 0x18;
+    let number = |range: std::ops::Range<usize>| {
+        text.get(range)?.iter().try_fold(0, |n: i64, &b| b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0')))
+    };
+    let (year, at) = match (tag, text.len()) {
+        (UTC_TIME, 13) => (number(0..2).map(|y| if y >= 50 { 1900 + y } else { 2000 + y })?, 2),
+        (GENERALIZED_TIME, 15) => (number(0..4)?, 4),
+        _ => return None,
+    };
+    let [month, day, hour, minute, second] = [0, 2, 4, 6, 8].map(|i| number(at + i..at + i + 2));
+    let (month, day, hour, minute, second) = (month?, day?, hour?, minute?, second?);
+    if text.last() != Some(&b'Z') || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 to the date (Howard Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
 }
 
 /// A certificate chain and its private key, checked to belong together.

@@ -33,6 +33,8 @@ pub struct Issued {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub serial: u64,
+    /// When it stops being valid, in seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 impl Issued {
@@ -73,7 +75,7 @@ impl Ca {
         let (cert_path, key_path) = (self.dir.join(format!("{file}.pem")), self.dir.join(format!("{file}.key")));
         std::fs::write(&cert_path, format!("{}{}", cert.pem(), self.issuer.pem())).expect("write cert");
         std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-        Issued { cert: cert_path, key: key_path, serial }
+        Issued { cert: cert_path, key: key_path, serial, not_after: params.not_after.unix_timestamp() }
     }
 
     /// A certificate revocation list of this CA naming `revoked`, as a PEM

@@ -96,6 +96,8 @@ pub struct Snapshot {
     /// Upstreams made for origins granted to plugins.
     pub origins: HashMap<HttpGrant, Arc<Upstream>>,
     pub tls: Option<Arc<tls::Listening>>,
+    /// The certificates it presents, with when each expires.
+    pub certificates: Vec<tls::Presented>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLogWriter>,
 }
@@ -135,6 +137,7 @@ impl Snapshot {
         for u in self.all_upstreams() {
             u.start();
         }
+        self.metrics.certificates(&self.certificates);
     }
 
     /// After a reload to `next`: stops the tasks of the upstreams `next`
@@ -337,6 +340,8 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
         return Err(problems.into_error());
     }
     warn_if_warm_instances_may_fill_the_pool(&config, &routes, env);
+    let certificates = tls::presented(&config);
+    warn_of_expiring(&certificates, std::time::SystemTime::now());
     let router = Router::new(&config.routes);
     Ok(Snapshot {
         generation,
@@ -347,9 +352,29 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
         plugins,
         origins,
         tls,
+        certificates,
         metrics: env.metrics.clone(),
         access_log: env.access_log.clone(),
     })
+}
+
+/// How long before a certificate expires a load warns of it.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Warns of each certificate presented that has expired (clients and
+/// upstreams refuse it), or expires within [`EXPIRY_WARNING`] of `now`.
+fn warn_of_expiring(certificates: &[tls::Presented], now: std::time::SystemTime) {
+    let now = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    for c in certificates {
+        let (role, file) = (&c.role, c.file.display());
+        let left = c.not_after.saturating_sub(now);
+        if left <= 0 {
+            tracing::warn!(%role, %file, "the certificate has expired: peers refuse it; replace it");
+        } else if left.unsigned_abs() < EXPIRY_WARNING.as_secs() {
+            let days = left / 86_400;
+            tracing::warn!(%role, %file, days, "the certificate expires in under 30 days; renew it");
+        }
+    }
 }
 
 /// One upstream per origin granted to a plugin (`https://idp.example.com`),

@@ -538,3 +538,41 @@ fn listener_without_certificates_is_refused() {
         "the TLS listener has no certificates; add at least one to `server.tls.certificates`"
     );
 }
+
+/// A certificate's `notAfter` is read as rcgen wrote it: `UTCTime` through
+/// 2049, `GeneralizedTime` from 2050 (RFC 5280 §4.1.2.5).
+#[test]
+fn not_after_is_read_from_the_certificate() {
+    let key = KeyPair::generate().expect("key");
+    for (year, month, day) in [(2030, 6, 15), (2049, 12, 31), (2050, 1, 1), (2024, 2, 29), (4096, 1, 1)] {
+        let mut params = CertificateParams::new(vec!["a.test".to_owned()]).expect("SANs");
+        params.not_after = rcgen::date_time_ymd(year, month, day) + Duration::from_secs(12 * 3600 + 34 * 60 + 56);
+        let cert = params.self_signed(&key).expect("self-signed");
+        let want = params.not_after.unix_timestamp();
+        assert_eq!(not_after(cert.der()), Some(want), "{year}-{month}-{day}");
+    }
+    // 2030-06-15T12:34:56Z, as `date -u -d 2030-06-15T12:34:56Z +%s` has it.
+    assert_eq!(seconds_of(0x17, b"300615123456Z"), Some(1_907_757_296));
+    assert_eq!(seconds_of(0x18, b"19700101000000Z"), Some(0));
+    assert_eq!(seconds_of(0x17, b"700101000000Z"), Some(0));
+}
+
+/// What is not a certificate's time, or not a certificate, gives no time
+/// (and no panic): truncated at every byte, wrong tags, bad digits.
+#[test]
+fn not_after_of_what_is_not_a_certificate_is_none() {
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["a.test".to_owned()]).expect("SANs").self_signed(&key).expect("cert");
+    let der = cert.der().to_vec();
+    for end in 0..der.len() {
+        assert_eq!(not_after(&der[..end]), None, "truncated at {end}");
+    }
+    assert_eq!(not_after(b""), None);
+    assert_eq!(not_after(&[0x30, 0x85, 0, 0, 0, 0, 1]), None, "a length of five bytes");
+    for bad in
+        [&b"301315123456Z"[..], b"300632123456Z", b"300615243456Z", b"3006151234560", b"30061512345Z", b"3o0615123456Z"]
+    {
+        assert_eq!(seconds_of(0x17, bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+    assert_eq!(seconds_of(0x04, b"300615123456Z"), None, "not a time's tag");
+}

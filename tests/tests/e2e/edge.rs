@@ -288,6 +288,36 @@ async fn tls_to_upstreams_with_a_custom_ca_and_a_client_certificate() {
     assert_eq!(echoed_header(&r.json(), "x-forwarded-proto").as_deref(), Some("https"));
 }
 
+/// The certificates the gateway presents — the listener's and an
+/// upstream's client certificate — are in `/metrics` with when they expire
+/// (for an alert before they do); a reload that drops one drops its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presented_certificates_expiry_is_a_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (site, identity) = (ca.server("site", &["gw.test"]), ca.client("b"));
+    let upstream_tls = |cert: &str| {
+        format!("[upstreams.a]\nendpoints = [\"127.0.0.1:9\"]\ntls = {{ ca = \"{}\"{cert} }}\n", ca.pem.display())
+    };
+    let with_identity = format!(", cert = \"{}\", key = \"{}\"", identity.cert.display(), identity.key.display());
+    let routes = "[[routes]]\nupstream = \"a\"\n";
+    let server = format!("{}{}", site.tls_listener(), wasmgate_tests::ADMIN);
+    let gw = TestGateway::start_with(&server, &format!("{}{routes}", upstream_tls(&with_identity)));
+    let series = |role: &str, file: &std::path::Path| {
+        format!("wasmgate_tls_certificate_expiration_timestamp_seconds{{role=\"{role}\",file=\"{}\"}}", file.display())
+    };
+    let (listener, client) = (series("listener", &site.cert), series("upstream:a", &identity.cert));
+    let text = gw.metrics().await;
+    assert_eq!(wasmgate_tests::sample(&text, &listener), Some(site.not_after.to_string().as_str()), "{text}");
+    assert_eq!(wasmgate_tests::sample(&text, &client), Some(identity.not_after.to_string().as_str()), "{text}");
+
+    gw.write_config(&format!("{}{routes}", upstream_tls("")));
+    assert_eq!(gw.gateway.reload().map_err(|e| e.to_string()), Ok(1));
+    let text = gw.metrics().await;
+    assert_eq!(wasmgate_tests::sample(&text, &listener), Some(site.not_after.to_string().as_str()), "{text}");
+    assert_eq!(wasmgate_tests::sample(&text, &client), None, "gone with the certificate: {text}");
+}
+
 /// Gateway B's config: one route to gateway A at `a_addr` over TLS (A's
 /// certificate from `ca`, for `a.internal`), with `identity` as B's client
 /// certificate.
