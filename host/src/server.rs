@@ -233,7 +233,8 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
         let (serving, shutdown, open) = (serving.clone(), shutdown.clone(), open.clone());
         if !secure {
             tokio::spawn(async move {
-                connection(Box::new(stream), ConnInfo::new(peer, "http", &serving.trusted), &serving, shutdown).await;
+                let info = ConnInfo::new(peer, "http", &serving.trusted, None);
+                connection(Box::new(stream), info, &serving, shutdown).await;
                 drop(open);
             });
             continue;
@@ -256,7 +257,14 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
                     return;
                 }
             };
-            connection(Box::new(stream), ConnInfo::new(peer, "https", &serving.trusted), &serving, shutdown).await;
+            // What upstreams are told of the client's certificate, once
+            // for the connection.
+            let cert = match listening.forward_client_cert {
+                true => stream.get_ref().1.peer_certificates().and_then(crate::tls::client_cert_element),
+                false => None,
+            };
+            let info = ConnInfo::new(peer, "https", &serving.trusted, cert);
+            connection(Box::new(stream), info, &serving, shutdown).await;
             drop(open);
         });
     }

@@ -88,6 +88,9 @@ pub struct Listening {
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// What its files held when it was built ([`files_digest`]).
     pub files: [u8; 32],
+    /// Whether a client's certificate is said upstream
+    /// ([`client_cert_element`]).
+    pub forward_client_cert: bool,
     replaced: tokio::sync::watch::Sender<bool>,
 }
 
@@ -98,8 +101,8 @@ impl std::fmt::Debug for Listening {
 }
 
 impl Listening {
-    pub fn new(acceptor: tokio_rustls::TlsAcceptor, files: [u8; 32]) -> Self {
-        Self { acceptor, files, replaced: tokio::sync::watch::channel(false).0 }
+    pub fn new(acceptor: tokio_rustls::TlsAcceptor, files: [u8; 32], forward_client_cert: bool) -> Self {
+        Self { acceptor, files, forward_client_cert, replaced: tokio::sync::watch::channel(false).0 }
     }
 
     /// Says it is replaced, to every worker serving its connections.
@@ -330,21 +333,244 @@ pub fn presented(config: &Config) -> Vec<Presented> {
 /// seconds since the Unix epoch; `None` if it is not where a certificate
 /// keeps it.
 pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
-    const SEQUENCE: u8 = 0x30;
-    const VERSION: u8 = 0xa0;
-    let (SEQUENCE, cert, _) = der(cert)? else { return None };
-    let (SEQUENCE, tbs, _) = der(cert)? else { return None };
-    let (tag, _, mut rest) = der(tbs)?;
-    if tag == VERSION {
-        (_, _, rest) = der(rest)?;
-    }
-    // After the serial number: the signature algorithm and the issuer.
-    let (_, _, rest) = der(rest)?;
-    let (_, _, rest) = der(rest)?;
-    let (SEQUENCE, validity, _) = der(rest)? else { return None };
-    let (_, _, validity) = der(validity)?;
+    let (_, _, validity) = der(Tbs::of(cert)?.validity)?;
     let (tag, time, _) = der(validity)?;
     seconds_of(tag, time)
+}
+
+/// A DER certificate's `TBSCertificate`, the parts of it read here.
+struct Tbs<'c> {
+    /// The contents of `validity`.
+    validity: &'c [u8],
+    /// The contents of `subject` (an `RDNSequence`).
+    subject: &'c [u8],
+    /// The contents of `extensions` (`[3]`: a `SEQUENCE` of them).
+    extensions: Option<&'c [u8]>,
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID: u8 = 0x06;
+
+impl<'c> Tbs<'c> {
+    fn of(cert: &'c [u8]) -> Option<Self> {
+        const VERSION: u8 = 0xa0;
+        const EXTENSIONS: u8 = 0xa3;
+        let (SEQUENCE, cert, _) = der(cert)? else { return None };
+        let (SEQUENCE, tbs, _) = der(cert)? else { return None };
+        let (tag, _, mut rest) = der(tbs)?;
+        if tag == VERSION {
+            (_, _, rest) = der(rest)?;
+        }
+        // After the serial number: the signature algorithm and the issuer.
+        let (_, _, rest) = der(rest)?;
+        let (_, _, rest) = der(rest)?;
+        let (SEQUENCE, validity, rest) = der(rest)? else { return None };
+        let (SEQUENCE, subject, rest) = der(rest)? else { return None };
+        // The public key, then the optional unique ids and extensions.
+        let (_, _, mut rest) = der(rest)?;
+        let mut extensions = None;
+        while let Some((tag, contents, after)) = der(rest) {
+            if tag == EXTENSIONS {
+                extensions = Some(contents);
+            }
+            rest = after;
+        }
+        Some(Self { validity, subject, extensions })
+    }
+
+    /// The subject alternative names of `kind` (a `GeneralName`'s tag:
+    /// [`DNS_NAME`], [`URI`]).
+    fn alt_names(&self, kind: u8) -> Vec<&'c [u8]> {
+        // id-ce-subjectAltName, 2.5.29.17.
+        const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+        const BOOLEAN: u8 = 0x01;
+        const OCTET_STRING: u8 = 0x04;
+        let mut names = Vec::new();
+        let Some((SEQUENCE, mut list, _)) = self.extensions.and_then(der) else { return names };
+        while let Some((_, extension, rest)) = der(list) {
+            list = rest;
+            let Some((OID, SUBJECT_ALT_NAME, extension)) = der(extension) else { continue };
+            let Some((mut tag, mut value, rest)) = der(extension) else { continue };
+            if tag == BOOLEAN {
+                let Some((t, v, _)) = der(rest) else { continue };
+                (tag, value) = (t, v);
+            }
+            let (OCTET_STRING, Some((SEQUENCE, mut general, _))) = (tag, der(value)) else { continue };
+            while let Some((tag, name, rest)) = der(general) {
+                general = rest;
+                if tag == kind {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+}
+
+/// `GeneralName` tags (RFC 5280 §4.2.1.6): `dNSName`, and
+/// `uniformResourceIdentifier` (a SPIFFE ID is one).
+const DNS_NAME: u8 = 0x82;
+const URI: u8 = 0x86;
+
+/// The `X-Forwarded-Client-Cert` element for a client that presented
+/// `chain` (its own certificate first), as Envoy writes it: the
+/// certificate's SHA-256 (`Hash`), its subject (`Subject`, RFC 4514), and
+/// its URI (`URI`, a SPIFFE ID) and DNS (`DNS`) subject alternative names.
+/// `None` for a certificate that does not parse (a handshake verified it).
+pub fn client_cert_element(chain: &[CertificateDer<'_>]) -> Option<http::HeaderValue> {
+    use sha2::Digest;
+    use std::fmt::Write;
+    let leaf = chain.first()?;
+    let tbs = Tbs::of(leaf)?;
+    let mut element = String::from("Hash=");
+    for b in sha2::Sha256::digest(leaf) {
+        let _ = write!(element, "{b:02x}");
+    }
+    element.push_str(";Subject=");
+    quoted(&mut element, &rfc4514(tbs.subject)?);
+    for (key, kind) in [("URI", URI), ("DNS", DNS_NAME)] {
+        // IA5 text: one with a byte a header value cannot carry is left out.
+        let names = tbs.alt_names(kind).into_iter().filter(|n| n.iter().all(|b| b.is_ascii_graphic()));
+        for name in names.filter_map(|n| std::str::from_utf8(n).ok()) {
+            let _ = write!(element, ";{key}=");
+            if name.contains([',', ';', '=', '"', '\\']) {
+                quoted(&mut element, name);
+            } else {
+                element.push_str(name);
+            }
+        }
+    }
+    http::HeaderValue::from_str(&element).ok()
+}
+
+/// `text` as a quoted string, its `"` and `\` escaped.
+fn quoted(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// A distinguished name as RFC 4514 writes it: its relative names last
+/// first, joined by `,`; an attribute by its short name where the RFC has
+/// one, else by its OID with its value's DER in hex (`2.5.4.5=#1303…`).
+fn rfc4514(name: &[u8]) -> Option<String> {
+    let mut relative = Vec::new();
+    let mut rest = name;
+    while !rest.is_empty() {
+        let (SET, mut set, after) = der(rest)? else { return None };
+        rest = after;
+        let mut one = String::new();
+        while !set.is_empty() {
+            let (SEQUENCE, pair, after) = der(set)? else { return None };
+            set = after;
+            let (OID, oid, value) = der(pair)? else { return None };
+            if !one.is_empty() {
+                one.push('+');
+            }
+            attribute(&mut one, oid, value)?;
+        }
+        relative.push(one);
+    }
+    relative.reverse();
+    Some(relative.join(","))
+}
+
+/// One `type=value` of a distinguished name (RFC 4514 §2.3, §2.4).
+fn attribute(out: &mut String, oid: &[u8], value: &[u8]) -> Option<()> {
+    const UTF8_STRING: u8 = 0x0c;
+    const PRINTABLE_STRING: u8 = 0x13;
+    const IA5_STRING: u8 = 0x16;
+    const BMP_STRING: u8 = 0x1e;
+    const PILOT: [u8; 9] = [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01];
+    let short = match oid {
+        [0x55, 0x04, 0x03] => Some("CN"),
+        [0x55, 0x04, 0x06] => Some("C"),
+        [0x55, 0x04, 0x07] => Some("L"),
+        [0x55, 0x04, 0x08] => Some("ST"),
+        [0x55, 0x04, 0x09] => Some("STREET"),
+        [0x55, 0x04, 0x0a] => Some("O"),
+        [0x55, 0x04, 0x0b] => Some("OU"),
+        [p @ .., 0x19] if *p == PILOT => Some("DC"),
+        [p @ .., 0x01] if *p == PILOT => Some("UID"),
+        _ => None,
+    };
+    let (tag, contents, _) = der(value)?;
+    let text = match tag {
+        UTF8_STRING | PRINTABLE_STRING | IA5_STRING => std::str::from_utf8(contents).ok().map(str::to_owned),
+        BMP_STRING if contents.len() % 2 == 0 => {
+            char::decode_utf16(contents.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])))
+                .collect::<Result<String, _>>()
+                .ok()
+        }
+        _ => None,
+    };
+    match (short, text) {
+        (Some(short), Some(text)) => {
+            out.push_str(short);
+            out.push('=');
+            escape_value(out, &text);
+        }
+        _ => {
+            out.push_str(&dotted(oid)?);
+            out.push_str("=#");
+            for b in value {
+                out.push_str(&format!("{b:02x}"));
+            }
+        }
+    }
+    Some(())
+}
+
+/// An attribute's value, escaped as RFC 4514 §2.4 asks, and its control
+/// characters as hex pairs (a header value cannot carry them).
+fn escape_value(out: &mut String, text: &str) {
+    let last = text.chars().count().saturating_sub(1);
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '#' if i == 0 => out.push_str("\\#"),
+            c if c.is_control() => {
+                let mut utf8 = [0; 4];
+                for b in c.encode_utf8(&mut utf8).bytes() {
+                    out.push_str(&format!("\\{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// An OID's dotted decimal form (`2.5.4.5`).
+fn dotted(oid: &[u8]) -> Option<String> {
+    let mut arcs = Vec::new();
+    let mut arc: u64 = 0;
+    for &b in oid {
+        arc = arc.checked_mul(128)? | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            arcs.push(arc);
+            arc = 0;
+        }
+    }
+    let (&first, rest) = arcs.split_first()?;
+    if oid.last().is_none_or(|b| b & 0x80 != 0) {
+        return None;
+    }
+    let (a, b) = if first < 80 { (first / 40, first % 40) } else { (2, first - 80) };
+    let mut text = format!("{a}.{b}");
+    for arc in rest {
+        text.push_str(&format!(".{arc}"));
+    }
+    Some(text)
 }
 
 /// The DER element at the start of `input`: its tag, its contents, and what

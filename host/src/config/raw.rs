@@ -121,6 +121,7 @@ pub struct RawServerTls {
     pub client_crl: Option<PathBuf>,
     pub client_auth: Option<ClientAuth>,
     pub min_version: Option<TlsVersion>,
+    pub forward_client_cert: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

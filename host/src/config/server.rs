@@ -68,6 +68,9 @@ pub struct ServerTls {
     pub client_crl: Option<PathBuf>,
     pub client_auth: ClientAuth,
     pub min_version: TlsVersion,
+    /// Say the certificate a client presented upstream, in
+    /// `X-Forwarded-Client-Cert`.
+    pub forward_client_cert: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,6 +286,14 @@ fn build_tls(t: &Spanned<raw::RawServerTls>, base: &Path, p: &mut Problems<'_>) 
             "add client_ca = \"path/to/ca.pem\", or remove client_crl",
         );
     }
+    if r.forward_client_cert == Some(true) && r.client_ca.is_none() {
+        p.at(
+            span(t),
+            "server.tls.forward_client_cert",
+            "forward_client_cert is set but there is no client_ca: no client certificate is asked for",
+            "add client_ca = \"path/to/ca.pem\", or remove forward_client_cert",
+        );
+    }
     if r.client_auth.is_some() && r.client_ca.is_none() {
         p.at(
             span(t),
@@ -310,6 +321,7 @@ fn build_tls(t: &Spanned<raw::RawServerTls>, base: &Path, p: &mut Problems<'_>) 
         client_crl: r.client_crl.as_ref().map(|c| base.join(c)),
         client_auth: r.client_auth.unwrap_or_default(),
         min_version: r.min_version.unwrap_or_default(),
+        forward_client_cert: r.forward_client_cert.unwrap_or(false),
     })
 }
 

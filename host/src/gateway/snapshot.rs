@@ -218,7 +218,10 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
             match kept {
                 Some(kept) => Some(kept.clone()),
                 None => match tls::server_config(t) {
-                    Ok(c) => Some(Arc::new(tls::Listening::new(tokio_rustls::TlsAcceptor::from(c), files))),
+                    Ok(c) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(c);
+                        Some(Arc::new(tls::Listening::new(acceptor, files, t.forward_client_cert)))
+                    }
                     Err(e) => {
                         problems.at_line(
                             None,

@@ -17,6 +17,7 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub const X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
 pub const X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
 const FORWARDED: HeaderName = header::FORWARDED;
@@ -480,6 +481,9 @@ pub struct Client {
     /// forwarding fields it sends stay or are added to
     /// ([`FORWARDING_TRUSTED`]), and it names its requests' clients.
     trusted: Option<Arc<[wasmgate_common::cidr::Cidr]>>,
+    /// Its `X-Forwarded-Client-Cert` element: the certificate it presented
+    /// to a listener with `forward_client_cert`.
+    cert: Option<HeaderValue>,
 }
 
 /// `X-Forwarded-Host` and the whole `Forwarded` element for one host.
@@ -491,7 +495,12 @@ struct ForHost {
 }
 
 impl Client {
-    pub fn new(ip: IpAddr, proto: &'static str, trusted: Option<Arc<[wasmgate_common::cidr::Cidr]>>) -> Self {
+    pub fn new(
+        ip: IpAddr,
+        proto: &'static str,
+        trusted: Option<Arc<[wasmgate_common::cidr::Cidr]>>,
+        cert: Option<HeaderValue>,
+    ) -> Self {
         let text = ip.to_string();
         let forwarded = match ip {
             IpAddr::V4(_) => format!("for={text};proto={proto}"),
@@ -505,6 +514,7 @@ impl Client {
             forwarded: value(&forwarded),
             last_host: Mutex::new(None),
             trusted,
+            cert,
         }
     }
 
@@ -721,8 +731,9 @@ where
 /// https`); its `Forwarded` is added to; `X-Real-IP` names the client its
 /// `X-Forwarded-For` reports. The prefix and Rack's scheme fields go as a
 /// client's do: load balancers (AWS's, Google's) set none of them and pass
-/// a client's on.
-static FORWARDING_TRUSTED: [(HeaderName, Mode); 12] = [
+/// a client's on. Its `X-Forwarded-Client-Cert` (the clients whose
+/// certificates it checked) is added to, as Envoy's `APPEND_FORWARD`.
+static FORWARDING_TRUSTED: [(HeaderName, Mode); 13] = [
     (header::HOST, Mode::Replace),
     (X_FORWARDED_FOR, Mode::Append),
     (X_FORWARDED_PROTO, Mode::Default),
@@ -732,6 +743,7 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 12] = [
     (X_REQUEST_ID, Mode::Replace),
     (X_REAL_IP, Mode::Replace),
     (X_FORWARDED_PREFIX, Mode::Drop),
+    (X_FORWARDED_CLIENT_CERT, Mode::Append),
     (X_FORWARDED_PORT, Mode::Default),
     (X_FORWARDED_SSL, Mode::Drop),
     (X_FORWARDED_SCHEME, Mode::Drop),
@@ -739,7 +751,7 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 12] = [
 
 /// The fields of [`Forwarding`], in the order they are written when the
 /// request has none of them.
-static FORWARDING: [(HeaderName, Mode); 12] = [
+static FORWARDING: [(HeaderName, Mode); 13] = [
     // The request target's authority, when it had one, is the host: it
     // replaces a `Host` that says otherwise (RFC 9112 §3.2.2).
     (header::HOST, Mode::Replace),
@@ -754,11 +766,15 @@ static FORWARDING: [(HeaderName, Mode); 12] = [
     // prefix (Spring's `ForwardedHeaderFilter`), take `X-Real-IP` as the
     // client (Echo's `RealIP`, nginx's `real_ip_header`), and Rack takes
     // `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` over
-    // `X-Forwarded-Proto`. This hop writes only the prefix, that of a
-    // route's `strip_prefix`, and `X-Real-IP` behind a trusted proxy (the
-    // two with values first: see `VALUED`).
+    // `X-Forwarded-Proto`; and a client certificate's identity (Envoy's
+    // `X-Forwarded-Client-Cert`), which upstreams in a mesh act on. This
+    // hop writes only the prefix, that of a route's `strip_prefix`,
+    // `X-Real-IP` behind a trusted proxy, and the certificate the client
+    // presented to a listener with `forward_client_cert` (the three with
+    // values first: see `VALUED`).
     (X_REAL_IP, Mode::Drop),
     (X_FORWARDED_PREFIX, Mode::Drop),
+    (X_FORWARDED_CLIENT_CERT, Mode::Drop),
     (X_FORWARDED_PORT, Mode::Drop),
     (X_FORWARDED_SSL, Mode::Drop),
     (X_FORWARDED_SCHEME, Mode::Drop),
@@ -770,13 +786,14 @@ fn forwarding_slot(name: &HeaderName) -> Option<usize> {
     // The slot of the name of that length, and another's (two of a length).
     let (slot, other) = match name.as_str().len() {
         4 => (0, None),
-        15 => (1, Some(10)),
+        15 => (1, Some(11)),
         17 => (2, None),
-        16 => (3, Some(9)),
+        16 => (3, Some(10)),
         9 => (4, Some(7)),
         3 => (5, None),
         12 => (6, None),
-        18 => (8, Some(11)),
+        18 => (8, Some(12)),
+        23 => (9, None),
         _ => return None,
     };
     if FORWARDING[slot].0 == name {
@@ -787,7 +804,7 @@ fn forwarding_slot(name: &HeaderName) -> Option<usize> {
 
 /// The slots of [`FORWARDING`] this hop may have a value for
 /// ([`Forwarding::value`]): those before.
-const VALUED: usize = 9;
+const VALUED: usize = 10;
 
 impl<'a> Forwarding<'a> {
     /// The fields for a request from `client` naming `host` (its `Host` or
@@ -840,6 +857,7 @@ impl<'a> Forwarding<'a> {
             6 => Some(self.request_id),
             7 => self.real_ip.as_deref(),
             8 => self.prefix,
+            9 => self.client.cert.as_ref(),
             _ => None,
         }
     }
@@ -847,7 +865,7 @@ impl<'a> Forwarding<'a> {
     /// [`FORWARDING`]'s fields with their values.
     fn fields<'s>(
         &'s self,
-    ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 12> {
+    ) -> HopFields<impl Fn(usize) -> Option<&'s HeaderValue>, impl Fn(&HeaderName) -> Option<usize>, 13> {
         let table = if self.client.trusted.is_some() { &FORWARDING_TRUSTED } else { &FORWARDING };
         HopFields { table, value: |slot| self.value(slot), slot: forwarding_slot, valued: VALUED }
     }
@@ -1041,10 +1059,15 @@ mod tests {
     #[test]
     fn an_encoded_head_carries_the_fields_a_map_is_given() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([192, 0, 2, 9]), "https", None);
+        let cert = HeaderValue::from_static("Hash=ab;Subject=\"CN=c\"");
+        let clients = [
+            Client::new(IpAddr::from([192, 0, 2, 9]), "https", None, None),
+            Client::new(IpAddr::from([192, 0, 2, 9]), "https", None, Some(cert.clone())),
+            Client::new(IpAddr::from([192, 0, 2, 9]), "https", Some(Arc::from([])), Some(cert)),
+        ];
         let authority: http::uri::Authority = "api.test:8443".parse().unwrap();
         let (prefix, real_ip) = (HeaderValue::from_static("/api"), HeaderValue::from_static("203.0.113.9"));
-        let heads: [&[(&str, &str)]; 8] = [
+        let heads: [&[(&str, &str)]; 9] = [
             &[],
             &[("host", "api.test"), ("user-agent", "curl")],
             &[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-for", "10.0.0.2"), ("accept", "*/*")],
@@ -1053,15 +1076,16 @@ mod tests {
             &[("content-length", "3"), ("x-forwarded-for", "10.0.0.1"), ("x-kept", "1"), ("x-kept", "2")],
             &[("x-real-ip", "10.0.0.1"), ("x-forwarded-port", "443"), ("x-forwarded-prefix", "/a"), ("x-b", "1")],
             &[("x-forwarded-ssl", "on"), ("x-forwarded-scheme", "https"), ("x-forwarded-prefix", "/a")],
+            &[("x-forwarded-client-cert", "Hash=cd"), ("x-forwarded-client-cert", "Hash=ef"), ("x-b", "1")],
         ];
-        for pairs in heads {
+        for (pairs, client) in heads.into_iter().flat_map(|h| clients.iter().map(move |c| (h, c))) {
             for (host, authority) in [(Some("api.test"), None), (None, Some(&authority)), (None, None)] {
                 let mut h = HeaderMap::new();
                 for (n, v) in pairs {
                     h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
                 }
                 for (prefix, real_ip) in [(None, None), (Some(&prefix), Some(real_ip.clone()))] {
-                    let mut f = Forwarding::new(&client, host, authority, &via, &ID, Present::ANY);
+                    let mut f = Forwarding::new(client, host, authority, &via, &ID, Present::ANY);
                     f.naming(prefix, real_ip);
                     let mut out = bytes::BytesMut::new();
                     f.encode(&h, |n| n == header::CONTENT_LENGTH, &mut out);
@@ -1077,7 +1101,7 @@ mod tests {
     #[test]
     fn forwarding_fields_join_replace_or_keep_what_the_request_has() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None);
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None, None);
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
@@ -1104,7 +1128,8 @@ mod tests {
     fn a_trusted_proxys_scheme_and_host_stay() {
         let via = HeaderValue::from_static("1.1 wasmgate");
         for trusted in [true, false] {
-            let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", trusted.then(|| Arc::from([])));
+            let cert = HeaderValue::from_static("Hash=ab");
+            let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", trusted.then(|| Arc::from([])), Some(cert));
             for said in [true, false] {
                 let mut h = HeaderMap::new();
                 if said {
@@ -1117,6 +1142,7 @@ mod tests {
                     h.append(X_FORWARDED_PREFIX, HeaderValue::from_static("/v1"));
                     h.insert(X_FORWARDED_SSL, HeaderValue::from_static("on"));
                     h.insert(X_FORWARDED_SCHEME, HeaderValue::from_static("https"));
+                    h.insert(X_FORWARDED_CLIENT_CERT, HeaderValue::from_static("Hash=cd"));
                 }
                 // The values of `name` the fields of `f` leave, written into
                 // a head or put into a map alike.
@@ -1154,6 +1180,10 @@ mod tests {
                 assert_eq!(written(&f, "x-forwarded-prefix"), ["/api"], "trusted {trusted}, said {said}");
                 let real_ip: &[&str] = if trusted { &["198.51.100.4"] } else { &[] };
                 assert_eq!(written(&f, "x-real-ip"), real_ip);
+                // The certificate the peer presented is said; a trusted
+                // proxy's list of those it checked is added to.
+                let certs = if kept { "Hash=cd, Hash=ab" } else { "Hash=ab" };
+                assert_eq!(written(&f, "x-forwarded-client-cert"), [certs], "trusted {trusted}, said {said}");
             }
         }
     }
@@ -1166,7 +1196,14 @@ mod tests {
             assert_eq!(name, trusted);
             assert_eq!(forwarding_slot(name), Some(slot), "{name}");
         }
-        for other in ["x-forwarded-fox", "x-real-ix", "content-language", "x-forwarded-prefi", "forwarde"] {
+        for other in [
+            "x-forwarded-fox",
+            "x-real-ix",
+            "content-language",
+            "x-forwarded-prefi",
+            "forwarde",
+            "x-forwarded-client-cerv",
+        ] {
             assert_eq!(forwarding_slot(&HeaderName::from_static(other)), None, "{other}");
         }
     }
@@ -1288,7 +1325,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None);
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None, None);
         forward(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -1300,7 +1337,7 @@ mod tests {
     #[test]
     fn forwarded_headers_for_an_ipv6_client_and_a_host_with_a_port() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https", None);
+        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https", None, None);
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
         forward(&mut h, &client, Some("api.test:8443"), &via);
@@ -1323,7 +1360,7 @@ mod tests {
     #[test]
     fn a_connection_whose_requests_change_host_gets_each_its_own() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", None);
+        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", None, None);
         for host in ["a.test", "a.test", "b.test", "a \"quoted\" one", "a.test"] {
             let mut h = HeaderMap::new();
             forward(&mut h, &client, Some(host), &via);

@@ -54,10 +54,12 @@ impl ConnInfo {
     /// access log and to plugins (allow-lists, rate-limit keys).
     /// `trusted`: the proxies whose forwarding fields are kept, and which
     /// name the client (`server.trusted_proxies`).
-    pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &Arc<[Cidr]>) -> Self {
+    /// `cert`: the `X-Forwarded-Client-Cert` element of the certificate the
+    /// peer presented ([`crate::tls::client_cert_element`]).
+    pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &Arc<[Cidr]>, cert: Option<HeaderValue>) -> Self {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let trusted = cidr::any_contains(trusted, peer.ip()).then(|| trusted.clone());
-        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted) }
+        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted, cert) }
     }
 
     /// Whether its requests' own `X-Request-Id` is kept: any client's, or
@@ -690,9 +692,9 @@ mod tests {
     #[test]
     fn an_ipv4_client_of_a_dual_stack_listener_is_named_by_its_ipv4_address() {
         let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(mapped, "http", &Arc::from([])).peer, "203.0.113.5:4000".parse().unwrap());
+        assert_eq!(ConnInfo::new(mapped, "http", &Arc::from([]), None).peer, "203.0.113.5:4000".parse().unwrap());
         let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(v6, "http", &Arc::from([])).peer, v6);
+        assert_eq!(ConnInfo::new(v6, "http", &Arc::from([]), None).peer, v6);
     }
 
     #[test]
@@ -701,12 +703,12 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.9, 198.51.100.7"));
         h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("10.1.1.1"));
-        let lb = ConnInfo::new("[::ffff:10.0.0.2]:4000".parse().unwrap(), "http", &trusted);
+        let lb = ConnInfo::new("[::ffff:10.0.0.2]:4000".parse().unwrap(), "http", &trusted, None);
         assert_eq!(lb.client_of(&h), "198.51.100.7".parse::<IpAddr>().unwrap(), "past the trusted hops");
         assert_eq!(lb.client_of(&http::HeaderMap::new()), "10.0.0.2".parse::<IpAddr>().unwrap());
         h.insert(headers::X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7, unknown"));
         assert_eq!(lb.client_of(&h), "10.0.0.2".parse::<IpAddr>().unwrap(), "malformed: the proxy");
-        let other = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), "http", &trusted);
+        let other = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), "http", &trusted, None);
         assert_eq!(other.client_of(&h), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

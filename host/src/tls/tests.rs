@@ -99,6 +99,7 @@ fn listener(certificates: Vec<CertConfig>) -> ServerTls {
         client_crl: None,
         client_auth: ClientAuth::Required,
         min_version: TlsVersion::Tls12,
+        forward_client_cert: false,
     }
 }
 
@@ -575,4 +576,52 @@ fn not_after_of_what_is_not_a_certificate_is_none() {
         assert_eq!(seconds_of(0x17, bad), None, "{}", String::from_utf8_lossy(bad));
     }
     assert_eq!(seconds_of(0x04, b"300615123456Z"), None, "not a time's tag");
+}
+
+/// What a client's certificate says upstream (`X-Forwarded-Client-Cert`):
+/// its SHA-256, its subject as RFC 4514 writes it (as `openssl x509
+/// -subject -nameopt RFC2253,-esc_msb` does: last relative name first, `,`
+/// and a leading `#` escaped; but an attribute without a short name in the
+/// RFC, which openssl names its own way, as its OID and DER), its URI and
+/// DNS names.
+#[test]
+fn a_client_certificate_is_said_as_envoy_says_it() {
+    use sha2::Digest;
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["web.test".to_owned(), "api.test".to_owned()]).expect("SANs");
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        rcgen::string::Ia5String::try_from("spiffe://example.org/ns/default/sa/web").expect("IA5"),
+    ));
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CountryName, "DE");
+    params.distinguished_name.push(DnType::OrganizationName, "#Acme; \"Ltd\"");
+    params.distinguished_name.push(
+        DnType::CustomDnType(vec![2, 5, 4, 5]),
+        rcgen::DnValue::PrintableString(rcgen::string::PrintableString::try_from("42").expect("printable")),
+    );
+    params.distinguished_name.push(DnType::CommonName, "web, Zürich ");
+    let cert = params.self_signed(&key).expect("self-signed");
+    let element = client_cert_element(std::slice::from_ref(cert.der())).expect("an element");
+    let hash: String = sha2::Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
+    // `CN=web\, Zürich\ ,2.5.4.5=#13023432,O=\#Acme\; \"Ltd\",C=DE`, quoted.
+    let subject = r#""CN=web\\, Zürich\\ ,2.5.4.5=#13023432,O=\\#Acme\\; \\\"Ltd\\\",C=DE""#;
+    let want =
+        format!("Hash={hash};Subject={subject};URI=spiffe://example.org/ns/default/sa/web;DNS=web.test;DNS=api.test");
+    assert_eq!(String::from_utf8_lossy(element.as_bytes()), want);
+}
+
+#[test]
+fn names_escape_and_oids_read_as_rfc_4514_has_them() {
+    let mut out = String::new();
+    escape_value(&mut out, " a\u{1}b ");
+    assert_eq!(out, r"\ a\01b\ ");
+    assert_eq!(dotted(&[0x55, 0x04, 0x05]).as_deref(), Some("2.5.4.5"));
+    assert_eq!(
+        dotted(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01]).as_deref(),
+        Some("1.2.840.113549.1.9.1")
+    );
+    assert_eq!(dotted(&[0x2a, 0x86]), None, "an arc not ended");
+    assert_eq!(dotted(&[]), None);
+    assert_eq!(client_cert_element(&[]), None);
+    assert_eq!(client_cert_element(&[CertificateDer::from(vec![0x30, 0x00])]), None);
 }

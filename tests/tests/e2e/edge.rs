@@ -23,10 +23,22 @@ async fn tls_get(
     config: Arc<rustls::ClientConfig>,
     path: &str,
 ) -> Result<(u16, Option<Vec<u8>>, String), String> {
+    tls_get_with(addr, sni, config, path, &[]).await
+}
+
+/// [`tls_get`] with these request fields.
+async fn tls_get_with(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> Result<(u16, Option<Vec<u8>>, String), String> {
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let tls = tls_over(tcp, sni, config).await?;
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let req = Request::get(path).header("host", sni).body(Full::<Bytes>::default()).map_err(|e| e.to_string())?;
+    let req = fields.iter().fold(Request::get(path).header("host", sni), |req, (n, v)| req.header(*n, *v));
+    let req = req.body(Full::<Bytes>::default()).map_err(|e| e.to_string())?;
     let resp = if alpn.as_deref() == Some(b"h2") {
         let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
             .await
@@ -286,6 +298,47 @@ async fn tls_to_upstreams_with_a_custom_ca_and_a_client_certificate() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-upstream"), Some("origin"));
     assert_eq!(echoed_header(&r.json(), "x-forwarded-proto").as_deref(), Some("https"));
+}
+
+/// A listener with `forward_client_cert` tells upstreams the certificate a
+/// client presented, in `X-Forwarded-Client-Cert` as Envoy writes it, over
+/// HTTP/1 and HTTP/2; a client's own is taken out — with a certificate or
+/// without, and by a listener without the setting too: upstreams in a
+/// mesh act on it (it went upstream as the client wrote it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_certificate_a_client_presented_is_said_upstream() {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (site, alice) = (ca.server("site", &["gw.test"]), ca.client("alice"));
+    let leaf = CertificateDer::pem_file_iter(&alice.cert).unwrap().next().unwrap().unwrap();
+    let hash: String = sha2::Sha256::digest(&leaf).iter().map(|b| format!("{b:02x}")).collect();
+    let up = TestUpstream::echo("origin").await;
+    let spoofed = [("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\"")];
+    for forward in [true, false] {
+        let server = format!(
+            "{}client_ca = \"{}\"\nclient_auth = \"optional\"\nforward_client_cert = {forward}\n",
+            site.tls_listener(),
+            ca.pem.display()
+        );
+        let gw = TestGateway::start_with(&server, &tls_body(&up, ""));
+        let addr = gw.gateway.tls_addr().unwrap();
+        for alpn in [&b"http/1.1"[..], b"h2"] {
+            for presented in [Some(&alice), None] {
+                let client = ca.client_config(&[alpn], presented);
+                let (status, said, body) = tls_get_with(addr, "gw.test", client, "/", &spoofed).await.unwrap();
+                assert_eq!((status, said.as_deref()), (200, Some(alpn)), "{body}");
+                let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let want = (forward && presented.is_some())
+                    .then(|| format!("Hash={hash};Subject=\"CN=alice\";DNS=client.test"));
+                let case =
+                    format!("forward {forward}, {}, presented {}", String::from_utf8_lossy(alpn), presented.is_some());
+                assert_eq!(echoed_header(&doc, "x-forwarded-client-cert"), want, "{case}");
+            }
+        }
+    }
 }
 
 /// The certificates the gateway presents — the listener's and an
