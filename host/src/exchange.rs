@@ -40,6 +40,8 @@ pub struct Exchange {
     /// The buffered request body, when a plugin on the route asked for it.
     pub request_body: Option<Bytes>,
     pub client_ip: IpAddr,
+    /// The certificate the client presented on its connection.
+    pub client_cert: Option<Arc<crate::tls::ClientCert>>,
     pub scheme: &'static str,
     pub request_id: HeaderValue,
     pub route: Arc<str>,
@@ -221,6 +223,7 @@ impl Exchange {
             request,
             request_body: None,
             client_ip,
+            client_cert: None,
             scheme,
             request_id,
             route,

@@ -233,8 +233,7 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
         let (serving, shutdown, open) = (serving.clone(), shutdown.clone(), open.clone());
         if !secure {
             tokio::spawn(async move {
-                let info = ConnInfo::new(peer, "http", &serving.trusted, None);
-                connection(Box::new(stream), info, &serving, shutdown).await;
+                connection(Box::new(stream), ConnInfo::new(peer, "http", &serving.trusted), &serving, shutdown).await;
                 drop(open);
             });
             continue;
@@ -257,13 +256,11 @@ pub(crate) async fn run(shared: Arc<Shared>, listeners: WorkerListeners, mut shu
                     return;
                 }
             };
-            // What upstreams are told of the client's certificate, once
-            // for the connection.
-            let cert = match listening.forward_client_cert {
-                true => stream.get_ref().1.peer_certificates().and_then(crate::tls::client_cert_element),
-                false => None,
-            };
-            let info = ConnInfo::new(peer, "https", &serving.trusted, cert);
+            let mut info = ConnInfo::new(peer, "https", &serving.trusted);
+            // Read once for the connection's requests.
+            if let Some(cert) = stream.get_ref().1.peer_certificates().and_then(crate::tls::ClientCert::of) {
+                info = info.presenting(cert, listening.forward_client_cert);
+            }
             connection(Box::new(stream), info, &serving, shutdown).await;
             drop(open);
         });

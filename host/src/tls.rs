@@ -89,7 +89,7 @@ pub struct Listening {
     /// What its files held when it was built ([`files_digest`]).
     pub files: [u8; 32],
     /// Whether a client's certificate is said upstream
-    /// ([`client_cert_element`]).
+    /// ([`ClientCert::element`]).
     pub forward_client_cert: bool,
     replaced: tokio::sync::watch::Sender<bool>,
 }
@@ -413,35 +413,60 @@ impl<'c> Tbs<'c> {
 const DNS_NAME: u8 = 0x82;
 const URI: u8 = 0x86;
 
-/// The `X-Forwarded-Client-Cert` element for a client that presented
-/// `chain` (its own certificate first), as Envoy writes it: the
-/// certificate's SHA-256 (`Hash`), its subject (`Subject`, RFC 4514), and
-/// its URI (`URI`, a SPIFFE ID) and DNS (`DNS`) subject alternative names.
-/// `None` for a certificate that does not parse (a handshake verified it).
-pub fn client_cert_element(chain: &[CertificateDer<'_>]) -> Option<http::HeaderValue> {
-    use sha2::Digest;
-    use std::fmt::Write;
-    let leaf = chain.first()?;
-    let tbs = Tbs::of(leaf)?;
-    let mut element = String::from("Hash=");
-    for b in sha2::Sha256::digest(leaf) {
-        let _ = write!(element, "{b:02x}");
+/// What the certificate a client presented says of it: read once for its
+/// connection, for plugins (`request.client-certificate`) and upstreams
+/// (`X-Forwarded-Client-Cert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The SHA-256 of its DER, in lowercase hex.
+    pub hash: String,
+    /// Its subject as RFC 4514 writes it (`CN=alice,O=Acme`).
+    pub subject: String,
+    /// Its URI subject alternative names (a SPIFFE ID is one).
+    pub uris: Vec<String>,
+    /// Its DNS subject alternative names.
+    pub dns_names: Vec<String>,
+}
+
+impl ClientCert {
+    /// The certificate of a client that presented `chain` (its own first);
+    /// `None` for one that does not parse (a handshake verified it). A name
+    /// with a byte a header value cannot carry is left out.
+    pub fn of(chain: &[CertificateDer<'_>]) -> Option<Self> {
+        use sha2::Digest;
+        use std::fmt::Write;
+        let leaf = chain.first()?;
+        let tbs = Tbs::of(leaf)?;
+        let mut hash = String::with_capacity(64);
+        for b in sha2::Sha256::digest(leaf) {
+            let _ = write!(hash, "{b:02x}");
+        }
+        let names = |kind| {
+            let names = tbs.alt_names(kind).into_iter().filter(|n| n.iter().all(|b| b.is_ascii_graphic()));
+            names.filter_map(|n| std::str::from_utf8(n).ok()).map(str::to_owned).collect()
+        };
+        Some(Self { hash, subject: rfc4514(tbs.subject)?, uris: names(URI), dns_names: names(DNS_NAME) })
     }
-    element.push_str(";Subject=");
-    quoted(&mut element, &rfc4514(tbs.subject)?);
-    for (key, kind) in [("URI", URI), ("DNS", DNS_NAME)] {
-        // IA5 text: one with a byte a header value cannot carry is left out.
-        let names = tbs.alt_names(kind).into_iter().filter(|n| n.iter().all(|b| b.is_ascii_graphic()));
-        for name in names.filter_map(|n| std::str::from_utf8(n).ok()) {
-            let _ = write!(element, ";{key}=");
+
+    /// Its `X-Forwarded-Client-Cert` element, as Envoy writes it: `Hash`,
+    /// `Subject`, each `URI` and `DNS` (a value with `,`, `;`, `=` or `"`
+    /// quoted).
+    pub fn element(&self) -> Option<http::HeaderValue> {
+        let mut element = format!("Hash={};Subject=", self.hash);
+        quoted(&mut element, &self.subject);
+        let names = self.uris.iter().map(|n| ("URI", n)).chain(self.dns_names.iter().map(|n| ("DNS", n)));
+        for (key, name) in names {
+            element.push(';');
+            element.push_str(key);
+            element.push('=');
             if name.contains([',', ';', '=', '"', '\\']) {
                 quoted(&mut element, name);
             } else {
                 element.push_str(name);
             }
         }
+        http::HeaderValue::from_str(&element).ok()
     }
-    http::HeaderValue::from_str(&element).ok()
 }
 
 /// `text` as a quoted string, its `"` and `\` escaped.

@@ -83,6 +83,19 @@ pub(crate) fn check_query(query: &str) -> Result<(), EditError> {
     Ok(())
 }
 
+/// The certificate a client presented ([`Request::client_certificate`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The SHA-256 of the certificate's DER, in lowercase hex.
+    pub hash: String,
+    /// Its subject as RFC 4514 writes it (`CN=alice,O=Acme`).
+    pub subject: String,
+    /// Its URI subject alternative names (a SPIFFE ID is one).
+    pub uris: Vec<String>,
+    /// Its DNS subject alternative names.
+    pub dns_names: Vec<String>,
+}
+
 impl From<wit::EditError> for EditError {
     fn from(err: wit::EditError) -> Self {
         match err {
@@ -203,6 +216,28 @@ impl<'a> Request<'a> {
             ReqInner::Test(r) => {
                 crate::testing::reads(Read::ClientAddress);
                 r.client_ip.clone()
+            }
+        }
+    }
+
+    /// The certificate the client presented on its connection, as the
+    /// gateway verified it: `None` over plain HTTP, or when the listener
+    /// asks for none (`client_ca`) or the client gave none. Behind a proxy
+    /// in `server.trusted_proxies` it is the proxy's. Never a header's word.
+    /// Needs a gateway of WIT 0.1.5 or later. Not a fact a request hook
+    /// can declare ([`Plugin::depends_on`](crate::Plugin::depends_on)): a
+    /// hook that reads it is called every time.
+    pub fn client_certificate(&self) -> Option<ClientCertificate> {
+        match &self.inner {
+            ReqInner::Guest(r) => r.client_certificate().map(|c| ClientCertificate {
+                hash: c.hash,
+                subject: c.subject,
+                uris: c.uris,
+                dns_names: c.dns_names,
+            }),
+            ReqInner::Test(r) => {
+                crate::testing::strays("read the client certificate");
+                r.client_certificate.clone()
             }
         }
     }

@@ -78,14 +78,14 @@ pub use wasmgate_common::path;
 
 pub use decision::{Decision, Reply};
 pub use exchange::{
-    EditError, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response, STATUSES, check_header, check_header_name,
-    check_header_value, is_token,
+    ClientCertificate, EditError, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response, STATUSES, check_header,
+    check_header_name, check_header_value, is_token,
 };
 pub use host::{clock, context, log};
 pub use plugin::{ConfigError, FixedHeaders, Info, MAX_FIXED_HEADERS, MAX_REQUEST_FACTS, Plugin, RequestFact};
 
 /// The WIT package this SDK builds plugins against.
-pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.4";
+pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.5";
 
 /// The names most plugins need, in one `use`.
 pub mod prelude {

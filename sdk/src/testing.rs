@@ -166,6 +166,7 @@ pub struct TestRequest {
     pub scheme: String,
     pub authority: Option<String>,
     pub client_ip: String,
+    pub client_certificate: Option<crate::ClientCertificate>,
     pub id: String,
     pub route: String,
     pub params: Vec<(String, String)>,
@@ -210,6 +211,7 @@ impl TestRequest {
             scheme: "http".to_owned(),
             authority: Some("gateway.test".to_owned()),
             client_ip: "127.0.0.1".to_owned(),
+            client_certificate: None,
             id: "test-request".to_owned(),
             route: "test".to_owned(),
             params: Vec::new(),
@@ -245,6 +247,12 @@ impl TestRequest {
     /// Sets the client address.
     pub fn client_ip(mut self, ip: &str) -> Self {
         self.client_ip = ip.to_owned();
+        self
+    }
+
+    /// Sets the certificate the client presented.
+    pub fn client_certificate(mut self, cert: crate::ClientCertificate) -> Self {
+        self.client_certificate = Some(cert);
         self
     }
 

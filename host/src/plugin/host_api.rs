@@ -310,6 +310,17 @@ impl wit::HostRequest for HostState {
         ip_address(self.ex_reads(Read::ClientAddress).client_ip)
     }
 
+    fn client_certificate(&mut self, _: Resource<RequestHandle>) -> Option<wit::ClientCertificate> {
+        // Not a fact a plugin can declare: a kept call must not read it.
+        self.exchange.spoil();
+        self.ex().client_cert.as_deref().map(|c| wit::ClientCertificate {
+            hash: c.hash.clone(),
+            subject: c.subject.clone(),
+            uris: c.uris.clone(),
+            dns_names: c.dns_names.clone(),
+        })
+    }
+
     fn id(&mut self, _: Resource<RequestHandle>) -> String {
         self.exchange.spoil();
         self.request_id().to_owned()

@@ -15,11 +15,11 @@ use super::host_api::{HostState, PolicyPluginPre};
 use crate::config::PluginSettings;
 
 /// The WIT package version this gateway implements.
-pub const WIT_VERSION: &str = "0.1.4";
+pub const WIT_VERSION: &str = "0.1.5";
 /// The versions it loads plugins built against: each later one only adds
 /// functions, so a plugin built against an earlier one runs unchanged.
-const COMPATIBLE_VERSIONS: [&str; 5] = ["0.1.0", "0.1.1", "0.1.2", "0.1.3", WIT_VERSION];
-/// `@0.1.0, @0.1.1, @0.1.2, @0.1.3 and @0.1.4`, for messages.
+const COMPATIBLE_VERSIONS: [&str; 6] = ["0.1.0", "0.1.1", "0.1.2", "0.1.3", "0.1.4", WIT_VERSION];
+/// `@0.1.0, @0.1.1, @0.1.2, @0.1.3, @0.1.4 and @0.1.5`, for messages.
 fn supported() -> String {
     let mut text = String::new();
     for (i, version) in COMPATIBLE_VERSIONS.iter().enumerate() {

@@ -495,12 +495,7 @@ struct ForHost {
 }
 
 impl Client {
-    pub fn new(
-        ip: IpAddr,
-        proto: &'static str,
-        trusted: Option<Arc<[wasmgate_common::cidr::Cidr]>>,
-        cert: Option<HeaderValue>,
-    ) -> Self {
+    pub fn new(ip: IpAddr, proto: &'static str, trusted: Option<Arc<[wasmgate_common::cidr::Cidr]>>) -> Self {
         let text = ip.to_string();
         let forwarded = match ip {
             IpAddr::V4(_) => format!("for={text};proto={proto}"),
@@ -514,8 +509,13 @@ impl Client {
             forwarded: value(&forwarded),
             last_host: Mutex::new(None),
             trusted,
-            cert,
+            cert: None,
         }
+    }
+
+    /// With the `X-Forwarded-Client-Cert` element this hop writes for it.
+    pub fn with_cert(self, element: Option<HeaderValue>) -> Self {
+        Self { cert: element, ..self }
     }
 
     /// `server.trusted_proxies`, when the peer is one of them.
@@ -1061,9 +1061,9 @@ mod tests {
         let via = HeaderValue::from_static("1.1 wasmgate");
         let cert = HeaderValue::from_static("Hash=ab;Subject=\"CN=c\"");
         let clients = [
-            Client::new(IpAddr::from([192, 0, 2, 9]), "https", None, None),
-            Client::new(IpAddr::from([192, 0, 2, 9]), "https", None, Some(cert.clone())),
-            Client::new(IpAddr::from([192, 0, 2, 9]), "https", Some(Arc::from([])), Some(cert)),
+            Client::new(IpAddr::from([192, 0, 2, 9]), "https", None),
+            Client::new(IpAddr::from([192, 0, 2, 9]), "https", None).with_cert(Some(cert.clone())),
+            Client::new(IpAddr::from([192, 0, 2, 9]), "https", Some(Arc::from([]))).with_cert(Some(cert)),
         ];
         let authority: http::uri::Authority = "api.test:8443".parse().unwrap();
         let (prefix, real_ip) = (HeaderValue::from_static("/api"), HeaderValue::from_static("203.0.113.9"));
@@ -1101,7 +1101,7 @@ mod tests {
     #[test]
     fn forwarding_fields_join_replace_or_keep_what_the_request_has() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None, None);
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None);
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
@@ -1129,7 +1129,8 @@ mod tests {
         let via = HeaderValue::from_static("1.1 wasmgate");
         for trusted in [true, false] {
             let cert = HeaderValue::from_static("Hash=ab");
-            let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", trusted.then(|| Arc::from([])), Some(cert));
+            let client =
+                Client::new(IpAddr::from([10, 0, 0, 7]), "http", trusted.then(|| Arc::from([]))).with_cert(Some(cert));
             for said in [true, false] {
                 let mut h = HeaderMap::new();
                 if said {
@@ -1325,7 +1326,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None, None);
+        let client = Client::new(IpAddr::from([127, 0, 0, 1]), "http", None);
         forward(&mut h, &client, Some("api.test"), &via);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
@@ -1337,7 +1338,7 @@ mod tests {
     #[test]
     fn forwarded_headers_for_an_ipv6_client_and_a_host_with_a_port() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https", None, None);
+        let client = Client::new(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), "https", None);
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("api.test:8443"));
         forward(&mut h, &client, Some("api.test:8443"), &via);
@@ -1360,7 +1361,7 @@ mod tests {
     #[test]
     fn a_connection_whose_requests_change_host_gets_each_its_own() {
         let via = HeaderValue::from_static("1.1 wasmgate");
-        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", None, None);
+        let client = Client::new(IpAddr::from([10, 0, 0, 7]), "http", None);
         for host in ["a.test", "a.test", "b.test", "a \"quoted\" one", "a.test"] {
             let mut h = HeaderMap::new();
             forward(&mut h, &client, Some(host), &via);

@@ -35,6 +35,7 @@ use crate::exchange::Exchange;
 use crate::gateway::{Route, Snapshot};
 use crate::routing;
 use crate::telemetry::{AccessLog, PluginOutcome, log_budget};
+use crate::tls::ClientCert;
 use crate::upstream::{ForwardOptions, Forwarded, Upstream};
 
 /// The client side of a connection, shared by the requests on it.
@@ -46,6 +47,8 @@ pub struct ConnInfo {
     /// trusted proxy (whose requests' clients are read from their
     /// `X-Forwarded-For`, [`client_of`](Self::client_of)).
     client: headers::Client,
+    /// The certificate the peer presented to a listener asking for one.
+    cert: Option<Arc<ClientCert>>,
 }
 
 impl ConnInfo {
@@ -54,12 +57,17 @@ impl ConnInfo {
     /// access log and to plugins (allow-lists, rate-limit keys).
     /// `trusted`: the proxies whose forwarding fields are kept, and which
     /// name the client (`server.trusted_proxies`).
-    /// `cert`: the `X-Forwarded-Client-Cert` element of the certificate the
-    /// peer presented ([`crate::tls::client_cert_element`]).
-    pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &Arc<[Cidr]>, cert: Option<HeaderValue>) -> Self {
+    pub fn new(peer: SocketAddr, scheme: &'static str, trusted: &Arc<[Cidr]>) -> Self {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let trusted = cidr::any_contains(trusted, peer.ip()).then(|| trusted.clone());
-        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted, cert) }
+        Self { peer, scheme, client: headers::Client::new(peer.ip(), scheme, trusted), cert: None }
+    }
+
+    /// With the certificate the peer presented, for plugins; `forward`:
+    /// said upstream too (`X-Forwarded-Client-Cert`).
+    pub fn presenting(self, cert: ClientCert, forward: bool) -> Self {
+        let client = if forward { self.client.with_cert(cert.element()) } else { self.client };
+        Self { client, cert: Some(Arc::new(cert)), ..self }
     }
 
     /// Whether its requests' own `X-Request-Id` is kept: any client's, or
@@ -445,7 +453,7 @@ async fn serve<'s>(
     {
         parts.headers.insert(header::HOST, value);
     }
-    let ex = Box::new(Exchange::new(
+    let mut ex = Box::new(Exchange::new(
         parts,
         trace.client,
         conn.scheme,
@@ -454,6 +462,7 @@ async fn serve<'s>(
         matched.captures,
         route.max_body,
     ));
+    ex.client_cert = conn.cert.clone();
     Box::pin(chain::run(&forward, ex, body, present, trace)).await
 }
 
@@ -692,9 +701,9 @@ mod tests {
     #[test]
     fn an_ipv4_client_of_a_dual_stack_listener_is_named_by_its_ipv4_address() {
         let mapped: SocketAddr = "[::ffff:203.0.113.5]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(mapped, "http", &Arc::from([]), None).peer, "203.0.113.5:4000".parse().unwrap());
+        assert_eq!(ConnInfo::new(mapped, "http", &Arc::from([])).peer, "203.0.113.5:4000".parse().unwrap());
         let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
-        assert_eq!(ConnInfo::new(v6, "http", &Arc::from([]), None).peer, v6);
+        assert_eq!(ConnInfo::new(v6, "http", &Arc::from([])).peer, v6);
     }
 
     #[test]
@@ -703,12 +712,12 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.9, 198.51.100.7"));
         h.append(headers::X_FORWARDED_FOR, HeaderValue::from_static("10.1.1.1"));
-        let lb = ConnInfo::new("[::ffff:10.0.0.2]:4000".parse().unwrap(), "http", &trusted, None);
+        let lb = ConnInfo::new("[::ffff:10.0.0.2]:4000".parse().unwrap(), "http", &trusted);
         assert_eq!(lb.client_of(&h), "198.51.100.7".parse::<IpAddr>().unwrap(), "past the trusted hops");
         assert_eq!(lb.client_of(&http::HeaderMap::new()), "10.0.0.2".parse::<IpAddr>().unwrap());
         h.insert(headers::X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7, unknown"));
         assert_eq!(lb.client_of(&h), "10.0.0.2".parse::<IpAddr>().unwrap(), "malformed: the proxy");
-        let other = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), "http", &trusted, None);
+        let other = ConnInfo::new("192.0.2.1:4000".parse().unwrap(), "http", &trusted);
         assert_eq!(other.client_of(&h), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

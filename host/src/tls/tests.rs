@@ -601,7 +601,8 @@ fn a_client_certificate_is_said_as_envoy_says_it() {
     );
     params.distinguished_name.push(DnType::CommonName, "web, Zürich ");
     let cert = params.self_signed(&key).expect("self-signed");
-    let element = client_cert_element(std::slice::from_ref(cert.der())).expect("an element");
+    let presented = ClientCert::of(std::slice::from_ref(cert.der())).expect("a certificate");
+    let element = presented.element().expect("an element");
     let hash: String = sha2::Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
     // `CN=web\, Zürich\ ,2.5.4.5=#13023432,O=\#Acme\; \"Ltd\",C=DE`, quoted.
     let subject = r#""CN=web\\, Zürich\\ ,2.5.4.5=#13023432,O=\\#Acme\\; \\\"Ltd\\\",C=DE""#;
@@ -622,6 +623,6 @@ fn names_escape_and_oids_read_as_rfc_4514_has_them() {
     );
     assert_eq!(dotted(&[0x2a, 0x86]), None, "an arc not ended");
     assert_eq!(dotted(&[]), None);
-    assert_eq!(client_cert_element(&[]), None);
-    assert_eq!(client_cert_element(&[CertificateDer::from(vec![0x30, 0x00])]), None);
+    assert_eq!(ClientCert::of(&[]), None);
+    assert_eq!(ClientCert::of(&[CertificateDer::from(vec![0x30, 0x00])]), None);
 }

@@ -135,6 +135,9 @@ pub struct Model {
     /// costs more to build than the rest of the context together: only when
     /// some policy mentions `ip` (see [`crate::policies::mention`]).
     pub context_ip: bool,
+    /// Whether the context carries `client_cert` (a host call a request):
+    /// only when some policy mentions it.
+    pub context_client_cert: bool,
 }
 
 impl Model {
@@ -207,6 +210,7 @@ impl Model {
             resource_params: c.resource_params.clone(),
             context_headers,
             context_ip: true,
+            context_client_cert: true,
         })
     }
 }

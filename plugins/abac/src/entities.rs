@@ -14,7 +14,7 @@ use std::rc::Rc;
 use cedar_policy::{Context, Entities, Entity, EntityId, EntityUid, RestrictedExpression};
 use serde_json::{Map, Value};
 use wasmgate_sdk::keys::{self, KeyMap};
-use wasmgate_sdk::{Decimal, Headers, Request, clock};
+use wasmgate_sdk::{ClientCertificate, Decimal, Headers, Request, clock};
 
 use crate::Verdict;
 use crate::config::{ActionId, Model};
@@ -195,6 +195,8 @@ pub struct Facts {
     /// as HTTP combines them (RFC 9110 §5.3); values that are not UTF-8 are left out.
     pub headers: Vec<(String, String)>,
     pub now_unix_ms: u64,
+    /// The certificate the client presented, when a policy reads it.
+    pub client_cert: Option<ClientCertificate>,
 }
 
 impl Facts {
@@ -216,6 +218,9 @@ impl Facts {
             .collect();
         self.client_ip = req.client_ip();
         self.now_unix_ms = clock::now_unix_ms();
+        if model.context_client_cert {
+            self.client_cert = req.client_certificate();
+        }
     }
 }
 
@@ -326,6 +331,18 @@ fn context(facts: &Facts, authenticated: bool, with_ip: bool) -> Result<Context,
     ];
     if let Some(ip) = ip.filter(|_| with_ip) {
         pairs.push(("ip".to_owned(), RestrictedExpression::new_ip(ip)));
+    }
+    if let Some(cert) = &facts.client_cert {
+        let strings =
+            |list: &[String]| RestrictedExpression::new_set(list.iter().cloned().map(RestrictedExpression::new_string));
+        let record = RestrictedExpression::new_record([
+            ("subject".to_owned(), RestrictedExpression::new_string(cert.subject.clone())),
+            ("hash".to_owned(), RestrictedExpression::new_string(cert.hash.clone())),
+            ("uris".to_owned(), strings(&cert.uris)),
+            ("dns_names".to_owned(), strings(&cert.dns_names)),
+        ])
+        .map_err(|e| Refusal(format!("context: {e}")))?;
+        pairs.push(("client_cert".to_owned(), record));
     }
     Context::from_pairs(pairs).map_err(|e| Refusal(format!("context: {e}")))
 }

@@ -58,6 +58,7 @@ impl Plugin for Abac {
         let mut model = Model::from_config(&config)?;
         let policies = policies::load(&config.policies, config.schema.as_deref())?;
         model.context_ip = policies::mention(&policies, "ip");
+        model.context_client_cert = policies::mention(&policies, "client_cert");
         Ok(Self {
             model,
             reads_context: slice::reads_context(&policies),

@@ -341,6 +341,43 @@ async fn the_certificate_a_client_presented_is_said_upstream() {
     }
 }
 
+/// Plugins read the certificate a client presented
+/// (`request.client-certificate`, WIT 0.1.5): abac authorizes on its
+/// subject and names (`context.client_cert`), as verified at the handshake
+/// — a client without one, or on the plain listener, has none, whatever
+/// its fields say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_authorizes_on_the_certificate_a_client_presented() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (site, alice, bob) = (ca.server("site", &["gw.test"]), ca.client("alice"), ca.client("bob"));
+    let up = TestUpstream::echo("origin").await;
+    let policy = r#"permit(principal, action, resource) when { context has client_cert && context.client_cert.subject == "CN=alice" && context.client_cert.dns_names.contains("client.test") && context.client_cert.hash != "" };"#;
+    let server = format!("{}client_ca = \"{}\"\nclient_auth = \"optional\"\n", site.tls_listener(), ca.pem.display());
+    let gw = TestGateway::start_with(
+        &server,
+        &format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n\
+             plugins = [{{ use = \"abac\", config = {{ policies = '{policy}', anonymous = \"evaluate\" }} }}]\n",
+            up.addr
+        ),
+    );
+    let addr = gw.gateway.tls_addr().unwrap();
+    let spoofed = [("x-forwarded-client-cert", "Hash=00;Subject=\"CN=alice\";DNS=client.test")];
+    for (who, presented, status) in [("alice", Some(&alice), 200), ("bob", Some(&bob), 403), ("nobody", None, 403)] {
+        for alpn in [&b"http/1.1"[..], b"h2"] {
+            let client = ca.client_config(&[alpn], presented);
+            let (got, _, body) = tls_get_with(addr, "gw.test", client, "/", &spoofed).await.unwrap();
+            assert_eq!(got, status, "{who} over {}: {body}", String::from_utf8_lossy(alpn));
+        }
+    }
+    let plain = wasmgate_tests::send(
+        Request::get(gw.url("/")).header(spoofed[0].0, spoofed[0].1).body(Full::<Bytes>::default()).unwrap(),
+    )
+    .await;
+    assert_eq!(plain.status, 403, "no certificate over plain HTTP");
+}
+
 /// The certificates the gateway presents — the listener's and an
 /// upstream's client certificate — are in `/metrics` with when they expire
 /// (for an alert before they do); a reload that drops one drops its series.

@@ -4,6 +4,7 @@
 mod scale;
 
 use serde_json::json;
+use wasmgate_sdk::ClientCertificate;
 use wasmgate_sdk::log::Level;
 use wasmgate_sdk::testing::{self, TestRequest};
 
@@ -492,6 +493,7 @@ fn slicing_never_changes_a_verdict() {
                     params: vec![("id".into(), "42".into())],
                     headers: vec![("x-tenant".into(), "acme".into())],
                     now_unix_ms: 1_767_261_600_000,
+                    client_cert: None,
                 };
                 let built = p.model.request_for(&facts, principal.clone(), true).expect("request builds");
                 let full = p.judge(&p.authorizer.is_authorized(&built.request, &p.policies, built.entities()));
@@ -513,4 +515,38 @@ fn the_readme_policy_set_validates_against_the_readme_schema() {
     let config = json!({"policies": blocks[0], "schema": blocks[1], "context_headers": ["x-tenant"]}).to_string();
     let p = testing::configure::<Abac>(&config).map_err(|e| e.to_string());
     assert_eq!(p.as_ref().err(), None);
+}
+
+/// A policy may read the certificate the client presented
+/// (`context.client_cert`): a SPIFFE ID, a subject. A request without one
+/// has no `client_cert`, and `has` tells.
+#[test]
+fn a_client_certificate_is_in_the_context_for_policies_that_read_it() {
+    let policies = r#"permit(principal, action, resource == Route::"mesh") when {
+  context has client_cert && context.client_cert.uris.contains("spiffe://example.org/web") &&
+  context.client_cert.subject == "CN=web,O=Acme" && context.client_cert.dns_names.isEmpty()
+};"#;
+    let config = format!(r#"{{"policies":{},"anonymous":"evaluate"}}"#, json!(policies));
+    let p = testing::configure::<Abac>(&config).expect("config accepted");
+    assert!(p.model.context_client_cert);
+    testing::reset();
+    let web = ClientCertificate {
+        hash: "ab".repeat(32),
+        subject: "CN=web,O=Acme".to_owned(),
+        uris: vec!["spiffe://example.org/web".to_owned()],
+        dns_names: Vec::new(),
+    };
+    let request = |cert: Option<&ClientCertificate>| {
+        let req = TestRequest::get("/mesh");
+        match cert {
+            Some(c) => req.client_certificate(c.clone()),
+            None => req,
+        }
+    };
+    assert_eq!(run(&p, "mesh", request(Some(&web))).0, 200);
+    let other = ClientCertificate { uris: vec!["spiffe://example.org/batch".to_owned()], ..web.clone() };
+    assert_eq!(run(&p, "mesh", request(Some(&other))).0, 403);
+    assert_eq!(run(&p, "mesh", request(None)).0, 403);
+    // Policies that never mention it do not ask for it.
+    assert!(!abac("").model.context_client_cert);
 }
