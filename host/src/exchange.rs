@@ -165,19 +165,27 @@ pub struct FixedEdits {
 
 impl FixedEdits {
     pub fn add_request(&mut self, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
-        add_fixed(&mut self.request, name, edit)
+        add_fixed(&mut self.request, name, edit, true)
     }
 
     pub fn add_response(&mut self, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
-        add_fixed(&mut self.response, name, edit)
+        add_fixed(&mut self.response, name, edit, false)
     }
 }
 
-fn add_fixed(list: &mut Vec<CheckedEdit>, name: &str, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+fn add_fixed(
+    list: &mut Vec<CheckedEdit>,
+    name: &str,
+    edit: HeaderEdit<Vec<u8>>,
+    request: bool,
+) -> Result<(), EditError> {
     if list.len() >= MAX_FIXED_EDITS {
         return Err(EditError::InvalidValue(format!("more than {MAX_FIXED_EDITS} fixed headers")));
     }
     let name = editable_name(name)?;
+    if request && !matches!(edit, HeaderEdit::Remove) {
+        edit::check_request_header(name.as_str())?;
+    }
     let edit = HeaderEdit::check(&name, edit)?;
     list.push((name, edit));
     Ok(())
@@ -354,6 +362,9 @@ impl Exchange {
 
     /// Edits a request header for a plugin.
     pub fn edit_request_header(&mut self, name: HeaderName, edit: HeaderEdit<Vec<u8>>) -> Result<(), EditError> {
+        if !matches!(edit, HeaderEdit::Remove) {
+            edit::check_request_header(name.as_str())?;
+        }
         let edit = checked_edit(&self.request.headers, &name, edit)?;
         self.hand(&edit)?;
         if let Some(r) = &mut self.recording {
@@ -656,6 +667,28 @@ mod tests {
         let mut ex = Exchange::placeholder();
         ex.edit_request_header(name("Proxy-Authorization"), HeaderEdit::Set(b"Basic x".to_vec())).unwrap();
         assert!(ex.hop_by_hop_added, "a plugin's edit goes the same way");
+    }
+
+    /// The request fields the gateway writes or takes out on the way
+    /// upstream are refused to a plugin's set or add, fixed or not (its
+    /// value was dropped without a word); removing them, and setting them
+    /// on a response, are edits like any other.
+    #[test]
+    fn a_plugin_may_not_set_what_the_gateway_writes_on_a_request() {
+        let mut ex = Exchange::placeholder();
+        let value = || b"192.0.2.1".to_vec();
+        for name in edit::GATEWAY_REQUEST_HEADERS {
+            let name = HeaderName::from_static(name);
+            let refused = Err(EditError::Forbidden(name.as_str().to_owned()));
+            assert_eq!(ex.edit_request_header(name.clone(), HeaderEdit::Set(value())), refused);
+            assert_eq!(ex.edit_request_header(name.clone(), HeaderEdit::Append(value())), refused);
+            assert_eq!(ex.edit_request_header(name.clone(), HeaderEdit::Remove), Ok(()));
+            let mut fixed = FixedEdits::default();
+            assert_eq!(fixed.add_request(&name.as_str().to_ascii_uppercase(), HeaderEdit::Set(value())), refused);
+            assert_eq!(fixed.add_request(name.as_str(), HeaderEdit::Remove), Ok(()));
+            assert_eq!(fixed.add_response(name.as_str(), HeaderEdit::Set(value())), Ok(()));
+        }
+        assert!(ex.request.headers.is_empty());
     }
 
     #[test]

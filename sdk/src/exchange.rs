@@ -26,7 +26,7 @@ pub enum HeaderEdit {
     Remove,
 }
 
-pub use wasmgate_common::edit::{EditError, MANAGED_HEADERS, STATUSES};
+pub use wasmgate_common::edit::{EditError, GATEWAY_REQUEST_HEADERS, MANAGED_HEADERS, STATUSES, check_request_header};
 
 /// Whether `s` is an HTTP token (RFC 9110): what a method, a header name, an
 /// auth scheme or a cookie name must be.
@@ -461,8 +461,10 @@ pub trait Headers {
 
 /// One implementation for both sides: the guest resources have the same
 /// header functions, and so do the test doubles.
+/// `request`: the headers are a request's, on which a plugin may not set
+/// the fields the gateway writes ([`check_request_header`](wasmgate_common::edit::check_request_header)).
 macro_rules! impl_headers {
-    ($ty:ident, $inner:ident) => {
+    ($ty:ident, $inner:ident, $request:literal) => {
         impl Headers for $ty<'_> {
             fn header(&self, name: &str) -> Option<Vec<u8>> {
                 match &self.inner {
@@ -511,14 +513,24 @@ macro_rules! impl_headers {
             fn set_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
                 match &mut self.inner {
                     $inner::Guest(r) => r.set_header(name, value.as_ref()).map_err(Into::into),
-                    $inner::Test(r) => r.headers.set(name, value.as_ref()),
+                    $inner::Test(r) => {
+                        if $request {
+                            wasmgate_common::edit::check_request_header(&name.to_ascii_lowercase())?;
+                        }
+                        r.headers.set(name, value.as_ref())
+                    }
                 }
             }
 
             fn append_header(&mut self, name: &str, value: impl AsRef<[u8]>) -> Result<(), EditError> {
                 match &mut self.inner {
                     $inner::Guest(r) => r.append_header(name, value.as_ref()).map_err(Into::into),
-                    $inner::Test(r) => r.headers.append(name, value.as_ref()),
+                    $inner::Test(r) => {
+                        if $request {
+                            wasmgate_common::edit::check_request_header(&name.to_ascii_lowercase())?;
+                        }
+                        r.headers.append(name, value.as_ref())
+                    }
                 }
             }
 
@@ -535,5 +547,5 @@ macro_rules! impl_headers {
     };
 }
 
-impl_headers!(Request, ReqInner);
-impl_headers!(Response, RespInner);
+impl_headers!(Request, ReqInner, true);
+impl_headers!(Response, RespInner, false);

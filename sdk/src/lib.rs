@@ -78,8 +78,8 @@ pub use wasmgate_common::path;
 
 pub use decision::{Decision, Reply};
 pub use exchange::{
-    ClientCertificate, EditError, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response, STATUSES, check_header,
-    check_header_name, check_header_value, is_token,
+    ClientCertificate, EditError, GATEWAY_REQUEST_HEADERS, HeaderEdit, Headers, MANAGED_HEADERS, Request, Response,
+    STATUSES, check_header, check_header_name, check_header_value, check_request_header, is_token,
 };
 pub use host::{clock, context, log};
 pub use plugin::{ConfigError, FixedHeaders, Info, MAX_FIXED_HEADERS, MAX_REQUEST_FACTS, Plugin, RequestFact};

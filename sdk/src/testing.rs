@@ -35,7 +35,12 @@ pub fn configure<P: Plugin>(config_json: &str) -> Result<P, ConfigError> {
                 _ if i >= MAX_FIXED_HEADERS => {
                     Err(EditError::InvalidValue(format!("more than {MAX_FIXED_HEADERS} fixed headers")))
                 }
-                HeaderEdit::Set(v) | HeaderEdit::Append(v) => crate::check_header(name, v).map(drop),
+                HeaderEdit::Set(v) | HeaderEdit::Append(v) => {
+                    crate::check_header(name, v).and_then(|name| match phase {
+                        "request" => wasmgate_common::edit::check_request_header(&name),
+                        _ => Ok(()),
+                    })
+                }
                 HeaderEdit::Remove => crate::check_header_name(name).map(drop),
             };
             checked.map_err(|e| fixed_header_error(phase, name, &e.to_string()))?;

@@ -62,3 +62,26 @@ pub const MAX_SEND_ALL: usize = 64;
 /// not set or remove them. The gateway's checks and the SDK's are this list.
 pub const MANAGED_HEADERS: [&str; 8] =
     ["connection", "content-length", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// Request fields the gateway writes itself or takes out on the way
+/// upstream (what a client says of where it came from, of the prefix and
+/// port it asked for and of its certificate, which upstreams believe): a
+/// plugin's value went the way a client's goes, silently. A plugin may not
+/// set or add them on a request; it may remove them.
+pub const GATEWAY_REQUEST_HEADERS: [&str; 6] = [
+    "x-real-ip",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-client-cert",
+];
+
+/// Whether a plugin may set or add request field `name` (lowercase):
+/// `Forbidden` for [`GATEWAY_REQUEST_HEADERS`].
+pub fn check_request_header(name: &str) -> Result<(), EditError> {
+    match GATEWAY_REQUEST_HEADERS.contains(&name) {
+        true => Err(EditError::Forbidden(name.to_owned())),
+        false => Ok(()),
+    }
+}

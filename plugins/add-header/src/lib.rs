@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use wasmgate_sdk::check_request_header;
 use wasmgate_sdk::prelude::*;
 
 /// The route's `config` table.
@@ -44,6 +45,14 @@ impl Edits {
         }
         for (name, value) in self.set.iter().chain(self.append.iter()) {
             check_header_value(name, value.as_bytes()).map_err(|e| format!("{side}: {e}"))?;
+            if side == "request" {
+                check_request_header(&name.to_ascii_lowercase()).map_err(|e| {
+                    format!(
+                        "{side}: {e}: it writes or takes out that field on every request \
+                         (the prefix a route's strip_prefix took off goes as x-forwarded-prefix)"
+                    )
+                })?;
+            }
         }
         // Keys differing only in case are one header: which value won
         // depended on the keys' order.
@@ -173,6 +182,13 @@ mod tests {
             err(r#"{"request":{"set":{"content-length":"1"}}}"#).is_some_and(|e| e.contains("managed by the gateway"))
         );
         assert!(err(r#"{"nme":"x","value":"y"}"#).is_some_and(|e| e.contains("unknown field `nme`")));
+        // What the gateway writes or drops on a request: refused there, not
+        // on a response, and removing it is allowed.
+        let gateway_s = err(r#"{"request":{"append":{"X-Forwarded-Prefix":"/api"}}}"#);
+        assert!(gateway_s.is_some_and(|e| e.contains("request: `x-forwarded-prefix` is managed by the gateway")));
+        assert!(err(r#"{"name":"x-real-ip","value":"192.0.2.1"}"#).is_some_and(|e| e.contains("`x-real-ip`")));
+        assert_eq!(err(r#"{"response":{"set":{"x-real-ip":"192.0.2.1"}}}"#), None);
+        assert_eq!(err(r#"{"request":{"remove":["x-forwarded-client-cert"]}}"#), None);
         let twice = err(r#"{"response":{"set":{"X-Tenant":"a","x-tenant":"b"}}}"#);
         assert!(twice.is_some_and(|e| e.contains("response: `X-Tenant` and `x-tenant` are the same header")));
         let twice = err(r#"{"name":"X-Hello","value":"a","request":{"set":{"x-hello":"b"}}}"#);

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use wasmgate_sdk::{EditError, FixedHeaders, HeaderEdit, Headers, check_header_name, check_header_value, log};
+use wasmgate_sdk::{
+    EditError, FixedHeaders, HeaderEdit, Headers, check_header_name, check_header_value, check_request_header, log,
+};
 
 /// `headers = { rename = {...}, remove = [...], set = {...}, add = {...} }` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -38,20 +40,30 @@ fn check_value(value: &str, at: &str) -> Result<(), String> {
 }
 
 impl HeaderEdits {
+    /// `at`: `request.headers` or `response.headers`. On a request, a field
+    /// the gateway writes or takes out is refused as a name to write.
     pub fn build(raw: RawHeaderEdits, at: &str) -> Result<Self, String> {
+        let written = |name: String, at: &str| -> Result<String, String> {
+            match at.starts_with("request") {
+                true => check_request_header(&name).map(|()| name).map_err(|e| {
+                    format!("{at}: {e}: it writes or takes out that field on every request (use a route's strip_prefix for x-forwarded-prefix)")
+                }),
+                false => Ok(name),
+            }
+        };
         let pairs = |map: BTreeMap<String, String>, key: &str| -> Result<Vec<(String, String)>, String> {
             let at = format!("{at}.{key}");
             map.into_iter()
                 .map(|(n, v)| {
                     check_value(&v, &at)?;
-                    Ok((check_name(&n, &at)?, v))
+                    Ok((written(check_name(&n, &at)?, &at)?, v))
                 })
                 .collect()
         };
         let mut rename = Vec::with_capacity(raw.rename.len());
         for (from, to) in raw.rename {
             let at = format!("{at}.rename");
-            let (from, to) = (check_name(&from, &at)?, check_name(&to, &at)?);
+            let (from, to) = (check_name(&from, &at)?, written(check_name(&to, &at)?, &at)?);
             if from == to {
                 return Err(format!("{at}: `{from}` is renamed to itself; remove the entry"));
             }

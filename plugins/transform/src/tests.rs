@@ -356,6 +356,16 @@ fn bad_configs_are_refused_with_a_reason() {
         refused(json!({ "response": { "headers": { "remove": ["bad name"] } } })).contains("not a valid header name")
     );
     assert!(refused(json!({ "request": { "headers": { "rename": { "x-a": "X-A" } } } })).contains("renamed to itself"));
+    // What the gateway writes or takes out on a request: not a name to
+    // write there (renamed to, set, added); removed, or on a response, it is.
+    for edit in
+        [json!({ "rename": { "x-prefix": "X-Forwarded-Prefix" } }), json!({ "add": { "x-real-ip": "192.0.2.1" } })]
+    {
+        let why = refused(json!({ "request": { "headers": edit } }));
+        assert!(why.contains("is managed by the gateway: it writes or takes out that field"), "{why}");
+    }
+    let fine = json!({ "request": { "headers": { "remove": ["x-real-ip"] } }, "response": { "headers": { "set": { "x-real-ip": "1" } } } });
+    assert!(testing::configure::<Transform>(&fine.to_string()).is_ok());
     assert!(refused(json!({ "request": { "headers": { "add": { "x-a": "a\nb" } } } })).contains("control character"));
     assert!(refused(json!({ "request": { "body": { "remove": ["password"] } } })).contains("must start with `/`"));
     assert!(

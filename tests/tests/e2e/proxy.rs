@@ -753,6 +753,26 @@ strip_prefix = "/api"
     assert_eq!(to(&send(req).await).as_deref(), Some("users"), "the GET-only route does not take a POST");
 }
 
+/// A plugin may not set a request field the gateway writes or takes out
+/// (its value was dropped without a word): add-header's and transform's
+/// configs that do fail the load, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_setting_what_the_gateway_writes_fails_the_load() {
+    let up = TestUpstream::echo("u").await;
+    for plugin in [
+        r#"{ use = "add-header", config = { request = { set = { "X-Forwarded-Prefix" = "/api" } } } }"#,
+        r#"{ use = "transform", config = { request = { headers = { set = { "x-real-ip" = "192.0.2.1" } } } } }"#,
+    ] {
+        let body = format!(
+            "[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\nplugins = [{plugin}]\n",
+            up.addr
+        );
+        let err = TestGateway::try_start("", &body).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("routes[0].plugins[0].config: plugin"), "{plugin}: {err}");
+        assert!(err.contains("is managed by the gateway"), "{plugin}: {err}");
+    }
+}
+
 /// A route's `strip_prefix` tells the upstream what it took off, in
 /// `X-Forwarded-Prefix` (Spring and ASP.NET build their links with it), on
 /// routes with plugins or without; any other is replaced, a trusted
