@@ -35,7 +35,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry, Unit};
 use wasmgate_common::prehashed::BuildPrehashed;
 
-pub use self::access_log::{AccessLog, AccessLogWriter, PluginOutcome, access_log_line};
+pub use self::access_log::{AccessLog, AccessLogWriter, PluginOutcome, TraceId, access_log_line};
 pub use self::log_budget::LogBudget;
 use crate::plugin::FaultKind;
 

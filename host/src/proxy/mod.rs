@@ -34,7 +34,7 @@ use crate::config::Ambiguous;
 use crate::exchange::Exchange;
 use crate::gateway::{Route, Snapshot};
 use crate::routing;
-use crate::telemetry::{AccessLog, PluginOutcome, log_budget};
+use crate::telemetry::{AccessLog, PluginOutcome, TraceId, log_budget};
 use crate::tls::ClientCert;
 use crate::upstream::{ForwardOptions, Forwarded, Upstream};
 
@@ -260,6 +260,7 @@ pub async fn handle(
         conn,
         method: req.method().clone(),
         log_path: snapshot.access_log.is_some().then(|| req.uri().path().to_owned()),
+        trace_id: snapshot.access_log.as_ref().and_then(|_| TraceId::of(req.headers())).map(Box::new),
         request_id: &request_id,
         trace: Trace::new(start, conn.client_of(req.headers())),
         recorded: false,
@@ -303,6 +304,9 @@ struct Record<'a> {
     conn: &'a ConnInfo,
     method: Method,
     log_path: Option<String>,
+    /// For the access log. (Boxed: most requests have none, and this is
+    /// part of every request's future.)
+    trace_id: Option<Box<TraceId>>,
     request_id: &'a HeaderValue,
     trace: Trace<'a>,
     recorded: bool,
@@ -314,7 +318,7 @@ const CLIENT_CLOSED: u16 = 499;
 impl Record<'_> {
     fn write(&mut self, status: u16, bytes_out: Option<u64>) {
         self.recorded = true;
-        let Self { snapshot, conn, method, log_path, request_id, trace, .. } = self;
+        let Self { snapshot, conn, method, log_path, trace_id, request_id, trace, .. } = self;
         let elapsed = trace.ended().saturating_duration_since(trace.started);
         let route = trace.route.map_or("-", |r| &*r.name);
         snapshot.metrics.request(route, trace.route.map(|r| &r.series), method, status, elapsed);
@@ -324,6 +328,7 @@ impl Record<'_> {
             writer.write(&AccessLog {
                 ts: std::time::SystemTime::now(),
                 request_id: request_id.to_str().unwrap_or("-"),
+                trace_id: trace_id.as_deref(),
                 client: trace.client,
                 peer: (trace.client != conn.peer.ip()).then(|| conn.peer.ip()),
                 method,

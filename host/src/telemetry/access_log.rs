@@ -29,6 +29,8 @@ pub struct AccessLog<'a> {
     /// When the exchange ended.
     pub ts: SystemTime,
     pub request_id: &'a str,
+    /// The W3C trace the request belongs to ([`TraceId::of`]).
+    pub trace_id: Option<&'a TraceId>,
     pub client: IpAddr,
     /// The socket peer, when it is not the client: a proxy in
     /// `server.trusted_proxies` that named the client.
@@ -66,6 +68,7 @@ pub fn access_log_line(log: &AccessLog<'_>) -> String {
     o.key("ts");
     write_rfc3339(&mut o.buf, log.ts);
     o.string("request_id", log.request_id);
+    o.opt_string("trace_id", log.trace_id.map(TraceId::as_str));
     o.ip("client", log.client);
     match log.peer {
         Some(peer) => o.ip("peer", peer),
@@ -99,6 +102,48 @@ pub fn access_log_line(log: &AccessLog<'_>) -> String {
     }
     o.buf.push(b']');
     o.finish()
+}
+
+/// The trace id of a request's W3C `traceparent` (Trace Context §3.2:
+/// `00-<trace-id>-<parent-id>-<flags>`), for the access log: a line joins
+/// the trace its request is part of in a tracing system, as the request id
+/// joins it to the upstream's logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    /// From the request's one `traceparent`; `None` without one, with two,
+    /// or with one that is not valid (Trace Context: then it is as if there
+    /// were none): a version other than `ff`, 32 and 16 lowercase hex digits
+    /// not all zero, the flags; version `00` has nothing after them, a
+    /// later one may.
+    pub fn of(headers: &http::HeaderMap) -> Option<Self> {
+        let mut values = headers.get_all("traceparent").iter();
+        let (Some(value), None) = (values.next(), values.next()) else { return None };
+        let v = value.as_bytes();
+        let hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let zero = |s: &[u8]| s.iter().all(|&b| b == b'0');
+        let (version, trace, parent, flags) = (v.get(..2)?, v.get(3..35)?, v.get(36..52)?, v.get(53..55)?);
+        let dashes = [2, 35, 52].iter().all(|&i| v.get(i) == Some(&b'-'));
+        let end = match version {
+            b"00" => v.len() == 55,
+            _ => v.len() == 55 || v.get(55) == Some(&b'-'),
+        };
+        if !dashes || !end || version == b"ff" || ![version, trace, parent, flags].iter().all(|s| hex(s)) {
+            return None;
+        }
+        if zero(trace) || zero(parent) {
+            return None;
+        }
+        let mut id = [0; 32];
+        id.copy_from_slice(trace);
+        Some(Self(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Lowercase hex digits, checked when made.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// The path without query or fragment, cut to [`MAX_LOGGED_PATH`] bytes.
@@ -248,6 +293,7 @@ mod tests {
         let log = AccessLog {
             ts: fixed_time(1_700_000_000, 123),
             request_id: "01HZX",
+            trace_id: Some(&TraceId(*b"4bf92f3577b34da6a3ce929d0e0e4736")),
             client: "2001:db8::7".parse().unwrap(),
             peer: Some("10.0.0.2".parse().unwrap()),
             method: &Method::POST,
@@ -269,6 +315,7 @@ mod tests {
         let want = serde_json::json!({
             "ts": "2023-11-14T22:13:20.123Z",
             "request_id": "01HZX",
+            "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
             "client": "2001:db8::7",
             "peer": "10.0.0.2",
             "method": "POST",
@@ -293,6 +340,7 @@ mod tests {
         AccessLog {
             ts: UNIX_EPOCH,
             request_id: "id",
+            trace_id: None,
             client: "192.0.2.1".parse().unwrap(),
             peer: None,
             method,
@@ -306,6 +354,39 @@ mod tests {
             bytes_out: None,
             plugins: &[],
         }
+    }
+
+    /// W3C Trace Context's examples, and what it says to ignore.
+    #[test]
+    fn the_trace_id_is_read_from_a_valid_traceparent_only() {
+        let of = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append("traceparent", http::HeaderValue::from_str(v).unwrap());
+            }
+            TraceId::of(&h).map(|t| t.as_str().to_owned())
+        };
+        let id = Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned());
+        assert_eq!(of(&["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]), id);
+        assert_eq!(of(&["00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"]), id, "not sampled: still a trace");
+        assert_eq!(of(&["01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more"]), id, "a later version");
+        for bad in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "",
+        ] {
+            assert_eq!(of(&[bad]), None, "{bad:?}");
+        }
+        let one = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(of(&[one, one]), None, "two");
+        assert_eq!(of(&[]), None);
     }
 
     #[test]
