@@ -451,6 +451,12 @@ pub async fn grpc() -> (SocketAddr, watch::Sender<bool>) {
     .await
 }
 
+/// The echo upstream ([`TestUpstream::echo`]'s document) over h2c.
+pub async fn h2_echo(name: &str) -> (SocketAddr, watch::Sender<bool>) {
+    let (name, control) = (name.to_owned(), Arc::new(Control::default()));
+    h2c(move |req: Request<Incoming>| echo(name.clone(), control.clone(), req)).await
+}
+
 /// An upstream over h2c that answers every request with a head and the
 /// first bytes of a body (`part`), then sends nothing more, its connection
 /// kept alive (it answers pings).

@@ -341,6 +341,50 @@ async fn the_certificate_a_client_presented_is_said_upstream() {
     }
 }
 
+/// The forwarding fields reach an HTTP/2 upstream as an HTTP/1 one (the
+/// fields are put into the request's map there, not written with its
+/// head): the prefix `strip_prefix` took off, the client's certificate
+/// (`forward_client_cert`), and a client's own `X-Real-IP`,
+/// `X-Forwarded-Prefix` and `X-Forwarded-Client-Cert` taken out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarding_fields_reach_an_http2_upstream_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (site, alice) = (ca.server("site", &["gw.test"]), ca.client("alice"));
+    let (upstream, _stop) = wasmgate_tests::upstream::h2_echo("h2").await;
+    let server = format!(
+        "{}client_ca = \"{}\"\nclient_auth = \"optional\"\nforward_client_cert = true\n",
+        site.tls_listener(),
+        ca.pem.display()
+    );
+    let gw = TestGateway::start_with(
+        &server,
+        &format!(
+            "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\n\
+             [[routes]]\nmatch = {{ prefix = \"/api\" }}\nupstream = \"g\"\nstrip_prefix = \"/api\"\n"
+        ),
+    );
+    let said = [
+        ("x-real-ip", "203.0.113.9"),
+        ("x-forwarded-prefix", "/evil"),
+        ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+    ];
+    let addr = gw.gateway.tls_addr().unwrap();
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let client = ca.client_config(&[alpn], Some(&alice));
+        let (status, _, body) = tls_get_with(addr, "gw.test", client, "/api/users", &said).await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((doc["path"].as_str(), doc["version"].as_str()), (Some("/users"), Some("HTTP/2.0")));
+        let field = |name: &str| echoed_header(&doc, name);
+        assert_eq!(field("x-forwarded-prefix").as_deref(), Some("/api"));
+        assert_eq!(field("x-real-ip"), None);
+        let cert = field("x-forwarded-client-cert").unwrap_or_default();
+        assert!(cert.starts_with("Hash=") && cert.ends_with(";Subject=\"CN=alice\";DNS=client.test"), "{cert}");
+        assert_eq!(wasmgate_tests::upstream::echoed_headers(&doc, "x-forwarded-client-cert").len(), 1);
+    }
+}
+
 /// Plugins read the certificate a client presented
 /// (`request.client-certificate`, WIT 0.1.5): abac authorizes on its
 /// subject and names (`context.client_cert`), as verified at the handshake
