@@ -477,7 +477,9 @@ fn new_upstream(
         before.filter(|b| b.config.discovery.is_some() && b.config.discovery == u.discovery).map(|b| {
             b.endpoints()
                 .iter()
-                .filter_map(|e| Some(Resolved { addr: e.address.parse().ok()?, weight: e.weight }))
+                .filter_map(|e| {
+                    Some(Resolved { addr: e.address.parse().ok()?, weight: e.weight, priority: e.priority })
+                })
                 .collect()
         });
     let resolved = match &u.discovery {

@@ -40,6 +40,8 @@ use crate::config::{Discovery, DnsConfig, Family};
 pub struct Resolved {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The SRV record's priority (0 for an A/AAAA endpoint).
+    pub priority: u16,
 }
 
 /// Why a name gave no endpoints.
@@ -144,10 +146,10 @@ impl Resolver {
     }
 
     /// Resolves once: A and AAAA of host (each with `port`, weight 1), or SRV
-    /// (target's A/AAAA with the SRV port; weight = SRV weight, 0 → 1; honour
-    /// the lowest priority only). Returns the endpoints sorted (deterministic
-    /// order) and the TTL to wait before the next resolution: the smallest
-    /// record TTL, clamped to [min_ttl, max_ttl].
+    /// (target's A/AAAA with the SRV port; weight = SRV weight, 0 → 1; its
+    /// priority, which the balancer honours). Returns the endpoints sorted
+    /// (deterministic order) and the TTL to wait before the next
+    /// resolution: the smallest record TTL, clamped to [min_ttl, max_ttl].
     ///
     /// Never returns an empty set: no records is an error. Any failure other
     /// than "no records" (a timeout, SERVFAIL) fails the whole resolution
@@ -157,8 +159,8 @@ impl Resolver {
     /// no address of the failed family: then nothing is lost, and a resolver
     /// that fumbles AAAA for a name with only A records does not fail every
     /// resolution (the load, and after it every update). The same endpoint
-    /// reached through two SRV records appears once, with their weights
-    /// added.
+    /// reached through two SRV records appears once, at the lower of their
+    /// priorities, with the weights of that priority's records added.
     pub async fn resolve(
         &self,
         what: &Discovery,
@@ -167,16 +169,25 @@ impl Resolver {
         let (endpoints, ttl) = match what {
             Discovery::Dns { host, port } => {
                 let (ips, ttl) = self.addresses(host, current).await?;
-                (ips.into_iter().map(|ip| (SocketAddr::new(ip, *port), 1)).collect::<Vec<_>>(), ttl)
+                (
+                    ips.into_iter()
+                        .map(|ip| Resolved { addr: SocketAddr::new(ip, *port), weight: 1, priority: 0 })
+                        .collect(),
+                    ttl,
+                )
             }
             Discovery::Srv { name } => self.srv(name, current).await?,
         };
-        let mut merged = BTreeMap::<SocketAddr, u32>::new();
-        for (addr, weight) in endpoints {
-            let w = merged.entry(addr).or_insert(0);
-            *w = w.saturating_add(weight);
+        let mut merged = BTreeMap::<SocketAddr, Resolved>::new();
+        for r in endpoints {
+            let kept = merged.entry(r.addr).or_insert(Resolved { weight: 0, ..r });
+            if r.priority < kept.priority {
+                *kept = r;
+            } else if r.priority == kept.priority {
+                kept.weight = kept.weight.saturating_add(r.weight);
+            }
         }
-        let set = merged.into_iter().map(|(addr, weight)| Resolved { addr, weight }).collect();
+        let set = merged.into_values().collect();
         // `max` then `min` rather than `clamp`: `clamp` panics when the bounds
         // are crossed, and `new` is the only guard against that.
         Ok((set, ttl.max(self.min_ttl).min(self.max_ttl)))
@@ -237,13 +248,9 @@ impl Resolver {
         }
     }
 
-    /// The endpoints of SRV `name` at its lowest priority, with the smallest
-    /// TTL of the SRV records and of the targets' addresses.
-    async fn srv(
-        &self,
-        name: &str,
-        current: &[Resolved],
-    ) -> Result<(Vec<(SocketAddr, u32)>, Duration), DiscoveryError> {
+    /// The endpoints of SRV `name`, each with its record's priority, and the
+    /// smallest TTL of the SRV records and of the targets' addresses.
+    async fn srv(&self, name: &str, current: &[Resolved]) -> Result<(Vec<Resolved>, Duration), DiscoveryError> {
         let lookup = match self.lookup(name, RecordType::SRV).await {
             Ok(lookup) => lookup,
             Err(e) if e.is_nx_domain() => {
@@ -264,46 +271,41 @@ impl Resolver {
                 records.push(srv.clone());
             }
         }
-        let mut priorities: Vec<u16> = records.iter().map(|s| s.priority).collect();
-        priorities.sort_unstable();
-        priorities.dedup();
-        if priorities.is_empty() {
+        if records.is_empty() {
             return Err(self.no_records(name, "usable SRV"));
         }
-        // The lowest priority whose targets have addresses (RFC 2782: the
-        // lowest-numbered one the client can reach); a higher one serves
-        // only while none of a lower one resolves. (Not while a lower
-        // one's endpoints are down: that would take priorities in the
-        // balancer.)
-        let mut targets = Vec::new();
-        for priority in priorities {
-            let mut endpoints = Vec::new();
-            let mut group_ttl = ttl;
-            for srv in records.iter().filter(|s| s.priority == priority) {
-                let target = srv.target.to_string();
-                match self.addresses(&target, current).await {
-                    Ok((ips, target_ttl)) => {
-                        group_ttl = group_ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
-                        let weight = u32::from(srv.weight.max(1));
-                        endpoints.extend(ips.into_iter().map(|ip| (SocketAddr::new(ip, srv.port), weight)));
-                    }
-                    // A target without addresses is skipped while its
-                    // siblings still give endpoints; it is named if none
-                    // does.
-                    Err(DiscoveryError::NxDomain { .. } | DiscoveryError::NoRecords { .. }) => {}
-                    Err(e) => return Err(e),
+        // Every priority's targets (RFC 2782: the lowest-numbered priority
+        // the client can reach; the balancer moves to a higher one while no
+        // endpoint of a lower one is available: gone from DNS, failing its
+        // checks, ejected or tripped).
+        let (mut endpoints, mut targets) = (Vec::new(), Vec::new());
+        for srv in &records {
+            let target = srv.target.to_string();
+            match self.addresses(&target, current).await {
+                Ok((ips, target_ttl)) => {
+                    ttl = ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
+                    let (weight, priority) = (u32::from(srv.weight.max(1)), srv.priority);
+                    endpoints.extend(ips.into_iter().map(|ip| Resolved {
+                        addr: SocketAddr::new(ip, srv.port),
+                        weight,
+                        priority,
+                    }));
                 }
-                targets.push(target);
+                // A target without addresses is skipped while the others
+                // still give endpoints; it is named if none does.
+                Err(DiscoveryError::NxDomain { .. } | DiscoveryError::NoRecords { .. }) => {}
+                Err(e) => return Err(e),
             }
-            if !endpoints.is_empty() {
-                return Ok((endpoints, Duration::from_secs(group_ttl.into())));
-            }
+            targets.push(target);
         }
-        Err(DiscoveryError::NoTargetAddress {
-            name: name.to_owned(),
-            targets: targets.join(", "),
-            nameservers: self.nameservers.clone(),
-        })
+        if endpoints.is_empty() {
+            return Err(DiscoveryError::NoTargetAddress {
+                name: name.to_owned(),
+                targets: targets.join(", "),
+                nameservers: self.nameservers.clone(),
+            });
+        }
+        Ok((endpoints, Duration::from_secs(ttl.into())))
     }
 
     async fn lookup(&self, name: &str, kind: RecordType) -> Result<Lookup, NetError> {
@@ -465,7 +467,7 @@ mod tests {
     }
 
     fn ep(addr: &str, weight: u32) -> Resolved {
-        Resolved { addr: addr.parse().unwrap(), weight }
+        Resolved { addr: addr.parse().unwrap(), weight, priority: 0 }
     }
 
     fn host(host: &str, port: u16) -> Discovery {
@@ -583,8 +585,10 @@ mod tests {
         assert_eq!(only_v4, [ep("127.0.0.1:8080", 1)], "none of the failed family in use: nothing lost");
     }
 
+    /// Every priority's endpoints, each with its priority and weight: the
+    /// balancer keeps to the lowest that can serve.
     #[tokio::test]
-    async fn srv_uses_only_the_lowest_priority_with_its_weights() {
+    async fn srv_endpoints_keep_their_priorities_and_weights() {
         let dns = TestDns::start(ZONE).await;
         dns.set_srv(
             "_http._tcp.api.svc.test.",
@@ -598,19 +602,34 @@ mod tests {
 
         let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
 
-        // Weight 0 counts as 1; the priority-20 target serves only while no
-        // priority-10 one resolves.
-        assert_eq!(set, [ep("127.0.0.1:9001", 5), ep("127.0.0.2:9002", 1), ep("[::1]:9002", 1)]);
+        // Weight 0 counts as 1.
+        let at = |addr, weight, priority| Resolved { priority, ..ep(addr, weight) };
+        assert_eq!(
+            set,
+            [
+                at("127.0.0.1:9001", 5, 10),
+                at("127.0.0.2:9002", 1, 10),
+                at("127.0.0.3:9003", 100, 20),
+                at("[::1]:9002", 1, 10)
+            ]
+        );
     }
 
-    /// RFC 2782: the lowest priority the client can reach. A priority whose
-    /// targets are all gone was an error, though a higher one resolved.
+    /// A priority whose targets are all gone gives no endpoint, and is no
+    /// error while another's resolve (it was, though a higher one resolved);
+    /// one address reached at two priorities is at the lower.
     #[tokio::test]
     async fn srv_falls_back_to_the_next_priority_whose_targets_resolve() {
         let dns = TestDns::start(ZONE).await;
         dns.set_srv(
             "_http._tcp.api.svc.test.",
-            &[(10, 1, 9001, "gone.svc.test."), (20, 1, 9002, "b.svc.test."), (30, 1, 9003, "c.svc.test.")],
+            &[
+                (10, 1, 9001, "gone.svc.test."),
+                (20, 1, 9002, "b.svc.test."),
+                (30, 1, 9003, "c.svc.test."),
+                (40, 7, 9002, "b.svc.test."),
+                (20, 2, 9002, "b.svc.test."),
+            ],
             30,
         );
         dns.set_a("b.svc.test.", &ips(&["127.0.0.2"]), 30);
@@ -619,7 +638,8 @@ mod tests {
 
         let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
 
-        assert_eq!(set, [ep("127.0.0.2:9002", 1)]);
+        let at = |addr, weight, priority| Resolved { priority, ..ep(addr, weight) };
+        assert_eq!(set, [at("127.0.0.2:9002", 3, 20), at("127.0.0.3:9003", 1, 30)]);
     }
 
     #[tokio::test]
@@ -633,7 +653,7 @@ mod tests {
         let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
         let err = resolver.resolve(&srv("_http._tcp.dead.svc.test"), &[]).await.unwrap_err();
 
-        assert_eq!(set, [ep("127.0.0.1:9001", 1)]);
+        assert_eq!(set, [Resolved { priority: 1, ..ep("127.0.0.1:9001", 1) }]);
         assert!(matches!(err, DiscoveryError::NoTargetAddress { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.contains("_http._tcp.dead.svc.test") && message.contains("gone.svc.test."), "{message}");

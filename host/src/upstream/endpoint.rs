@@ -20,6 +20,10 @@ pub struct Endpoint {
     /// `host:port`, as configured or resolved.
     pub address: Arc<str>,
     pub weight: u32,
+    /// Its SRV record's priority (0 for any other endpoint): an endpoint is
+    /// picked only while none of a lower priority can be
+    /// ([`super::EndpointSet`]).
+    pub priority: u16,
     /// Active health: false after `unhealthy_threshold` failed checks.
     healthy: AtomicBool,
     /// Consecutive check results, for the thresholds (only the health task writes).
@@ -37,6 +41,7 @@ impl Endpoint {
         Self {
             address,
             weight: weight.max(1),
+            priority: 0,
             healthy: AtomicBool::new(true),
             streak: Mutex::new((0, 0)),
             outlier: OutlierState::new(),
@@ -45,6 +50,11 @@ impl Endpoint {
             ewma: PeakEwma::default(),
             series: EndpointSeries::default(),
         }
+    }
+
+    /// At SRV priority `priority`.
+    pub fn at_priority(self, priority: u16) -> Self {
+        Self { priority, ..self }
     }
 
     pub fn healthy(&self) -> bool {
@@ -200,19 +210,20 @@ impl Candidate for Arc<Endpoint> {
     }
 }
 
-/// An endpoint as balanced while none of its upstream's passes its health
-/// checks (`health.all_down = "try-all"`): available whatever its checks
-/// and ejection say.
+/// An endpoint as one request's pick sees it, its availability decided for
+/// that request: every endpoint while none of its upstream's passes its
+/// health checks (`health.all_down = "try-all"`), or only those of the
+/// lowest SRV priority that has one to offer.
 #[derive(Debug)]
-pub struct AllDown<'a>(pub &'a Arc<Endpoint>);
+pub struct Decided<'a>(pub &'a Arc<Endpoint>, pub bool);
 
-impl Candidate for AllDown<'_> {
+impl Candidate for Decided<'_> {
     fn weight(&self) -> u32 {
         self.0.weight()
     }
 
     fn available(&self) -> bool {
-        true
+        self.1
     }
 
     fn in_flight(&self) -> u32 {

@@ -43,13 +43,41 @@ use crate::telemetry::{Metrics, TryOutcome, UpstreamSeries, log_budget};
 pub struct EndpointSet {
     pub endpoints: Vec<Arc<Endpoint>>,
     balancer: Balancer,
+    /// Whether its endpoints are of more than one SRV priority: a request
+    /// then picks among those of the lowest priority that has one available
+    /// and not yet tried (RFC 2782: a higher priority serves only while no
+    /// lower one can), [`EndpointSet::pick`].
+    tiered: bool,
 }
 
 impl EndpointSet {
     fn new(config: &UpstreamConfig, endpoints: Vec<Arc<Endpoint>>) -> Self {
         let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
         let names: Vec<&str> = endpoints.iter().map(|e| &*e.address).collect();
-        Self { balancer: Balancer::new(config.balance, &weights, &names), endpoints }
+        let tiered = endpoints.windows(2).any(|w| w[0].priority != w[1].priority);
+        Self { balancer: Balancer::new(config.balance, &weights, &names), endpoints, tiered }
+    }
+
+    /// The endpoint for a request's next try, not one it `tried`:
+    /// `all_down`, any of them ([`Upstream::all_down`]); across SRV
+    /// priorities, one of the lowest priority with an endpoint available
+    /// and untried; else any available.
+    fn pick(&self, all_down: bool, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
+        if all_down {
+            let all: Vec<endpoint::Decided<'_>> = self.endpoints.iter().map(|e| endpoint::Decided(e, true)).collect();
+            return self.balancer.pick(&all, hash, tried);
+        }
+        if !self.tiered {
+            return self.balancer.pick(&self.endpoints, hash, tried);
+        }
+        let open = |(i, e): &(usize, &Arc<Endpoint>)| balance::Candidate::available(*e) && !tried.contains(i);
+        let lowest = self.endpoints.iter().enumerate().filter(open).map(|(_, e)| e.priority).min()?;
+        let tier: Vec<endpoint::Decided<'_>> = self
+            .endpoints
+            .iter()
+            .map(|e| endpoint::Decided(e, e.priority == lowest && balance::Candidate::available(e)))
+            .collect();
+        self.balancer.pick(&tier, hash, tried)
     }
 
     /// A new set from resolved addresses, keeping the state of endpoints
@@ -61,9 +89,11 @@ impl EndpointSet {
                 let address: Arc<str> = Arc::from(r.addr.to_string().as_str());
                 self.endpoints
                     .iter()
-                    .find(|e| e.address == address && e.weight == r.weight)
+                    .find(|e| e.address == address && e.weight == r.weight && e.priority == r.priority)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(address, r.weight, config.endpoint_breaker)))
+                    .unwrap_or_else(|| {
+                        Arc::new(Endpoint::new(address, r.weight, config.endpoint_breaker).at_priority(r.priority))
+                    })
             })
             .collect();
         Self::new(config, endpoints)
@@ -389,13 +419,7 @@ impl Upstream {
         let set = self.set.load_full();
         let all_down = self.all_down(&set);
         let result = loop {
-            let pick = if all_down {
-                let all: Vec<endpoint::AllDown<'_>> = set.endpoints.iter().map(endpoint::AllDown).collect();
-                set.balancer.pick(&all, opts.hash, tried.as_slice())
-            } else {
-                set.balancer.pick(&set.endpoints, opts.hash, tried.as_slice())
-            };
-            let Some(i) = pick else {
+            let Some(i) = set.pick(all_down, opts.hash, tried.as_slice()) else {
                 break last.take().unwrap_or_else(|| {
                     // (Counted already when it found none passing.)
                     if !all_down {
@@ -543,7 +567,7 @@ impl Upstream {
     /// With no endpoint of `set` available — some failing their health
     /// checks, the rest ejected or tripped — and `health.all_down =
     /// "try-all"`: whether to balance over every endpoint as if it passed
-    /// ([`endpoint::AllDown`]; an open breaker still keeps its endpoint
+    /// ([`endpoint::Decided`]; an open breaker still keeps its endpoint
     /// out, where a try takes its ticket). Decided once a request, before
     /// its first pick: a pick that found none would have moved the balancer
     /// on a turn.

@@ -84,6 +84,59 @@ upstream = "users"
     );
 }
 
+/// SRV priorities are a fallback (RFC 2782): the lower priority's targets
+/// take every request while one of them can serve, the higher one's only
+/// while none can (here: failing its health checks), and traffic goes back
+/// when it recovers. The higher priority was used only when the lower's
+/// targets had no address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_srv_priority_serves_only_while_the_lower_cannot() {
+    let dns = TestDns::start("svc.test.").await;
+    let (primary, backup) = tokio::join!(TestUpstream::echo("primary"), TestUpstream::echo("backup"));
+    dns.set_a("host.svc.test.", &["127.0.0.1".parse::<IpAddr>().unwrap()], 60);
+    dns.set_srv(
+        "_http._tcp.users.svc.test.",
+        &[(10, 1, primary.addr.port(), "host.svc.test."), (20, 100, backup.addr.port(), "host.svc.test.")],
+        60,
+    );
+    let gw = TestGateway::start(&format!(
+        r#"[dns]
+nameservers = ["{}"]
+
+[upstreams.users]
+srv = "_http._tcp.users.svc.test."
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1, healthy_threshold = 1 }}
+
+[[routes]]
+upstream = "users"
+"#,
+        dns.addr
+    ));
+    assert_eq!(spread(&gw, 20).await.get("primary"), Some(&20), "the lower priority takes them all");
+    primary.set_healthy(false);
+    let moved = async {
+        for _ in 0..50 {
+            if spread(&gw, 10).await.get("backup") == Some(&10) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(moved.await, "the higher priority serves while the lower fails its checks");
+    primary.set_healthy(true);
+    let back = async {
+        for _ in 0..50 {
+            if spread(&gw, 10).await.get("primary") == Some(&10) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(back.await, "and hands back when it recovers");
+}
+
 /// A reload that moves `[dns]` to another nameserver re-resolves the
 /// discovered upstreams there (they kept the resolver they were made with).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
