@@ -445,7 +445,13 @@ impl ClientCert {
             let names = tbs.alt_names(kind).into_iter().filter(|n| n.iter().all(|b| b.is_ascii_graphic()));
             names.filter_map(|n| std::str::from_utf8(n).ok()).map(str::to_owned).collect()
         };
-        Some(Self { hash, subject: rfc4514(tbs.subject)?, uris: names(URI), dns_names: names(DNS_NAME) })
+        // A subject not read here (a structure this reader does not know)
+        // leaves the rest: the hash and the names still tell the client.
+        let subject = rfc4514(tbs.subject).unwrap_or_else(|| {
+            tracing::debug!(hash = %hash, "a client certificate's subject could not be read; it is given as empty");
+            String::new()
+        });
+        Some(Self { hash, subject, uris: names(URI), dns_names: names(DNS_NAME) })
     }
 
     /// Its `X-Forwarded-Client-Cert` element, as Envoy writes it: `Hash`,
@@ -453,7 +459,20 @@ impl ClientCert {
     /// quoted).
     pub fn element(&self) -> Option<http::HeaderValue> {
         let mut element = format!("Hash={};Subject=", self.hash);
-        quoted(&mut element, &self.subject);
+        // Beyond ASCII as UTF-8 bytes in hex pairs (RFC 4514 §2.4), as
+        // OpenSSL writes them for Envoy: a header's value is ASCII.
+        let mut subject = String::with_capacity(self.subject.len());
+        for c in self.subject.chars() {
+            match c.is_ascii() {
+                true => subject.push(c),
+                false => {
+                    for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                        subject.push_str(&format!("\\{b:02X}"));
+                    }
+                }
+            }
+        }
+        quoted(&mut element, &subject);
         let names = self.uris.iter().map(|n| ("URI", n)).chain(self.dns_names.iter().map(|n| ("DNS", n)));
         for (key, name) in names {
             element.push(';');
@@ -535,15 +554,17 @@ fn attribute(out: &mut String, oid: &[u8], value: &[u8]) -> Option<()> {
         }
         _ => None,
     };
+    match short {
+        Some(short) => out.push_str(short),
+        None => out.push_str(&dotted(oid)?),
+    }
+    out.push('=');
     match (short, text) {
-        (Some(short), Some(text)) => {
-            out.push_str(short);
-            out.push('=');
-            escape_value(out, &text);
-        }
+        (Some(_), Some(text)) => escape_value(out, &text),
+        // A value of a type not read here, or of an attribute without a
+        // short name: its DER in hex (RFC 4514 §2.4).
         _ => {
-            out.push_str(&dotted(oid)?);
-            out.push_str("=#");
+            out.push('#');
             for b in value {
                 out.push_str(&format!("{b:02x}"));
             }

@@ -368,16 +368,28 @@ const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 /// upstreams refuse it), or expires within [`EXPIRY_WARNING`] of `now`.
 fn warn_of_expiring(certificates: &[tls::Presented], now: std::time::SystemTime) {
     let now = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    for c in certificates {
+    for (c, days) in expiring(certificates, now) {
         let (role, file) = (&c.role, c.file.display());
-        let left = c.not_after.saturating_sub(now);
-        if left <= 0 {
-            tracing::warn!(%role, %file, "the certificate has expired: peers refuse it; replace it");
-        } else if left.unsigned_abs() < EXPIRY_WARNING.as_secs() {
-            let days = left / 86_400;
-            tracing::warn!(%role, %file, days, "the certificate expires in under 30 days; renew it");
+        match days {
+            None => tracing::warn!(%role, %file, "the certificate has expired: peers refuse it; replace it"),
+            Some(days) => tracing::warn!(%role, %file, days, "the certificate expires in under 30 days; renew it"),
         }
     }
+}
+
+/// The certificates a load warns of at `now` (Unix seconds): each expired
+/// (`None`), or expiring within [`EXPIRY_WARNING`] (`Some`: whole days
+/// left).
+fn expiring(certificates: &[tls::Presented], now: i64) -> Vec<(&tls::Presented, Option<i64>)> {
+    let within = i64::try_from(EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    certificates
+        .iter()
+        .filter_map(|c| match c.not_after.saturating_sub(now) {
+            left if left <= 0 => Some((c, None)),
+            left if left < within => Some((c, Some(left / 86_400))),
+            _ => None,
+        })
+        .collect()
 }
 
 /// One upstream per origin granted to a plugin (`https://idp.example.com`),
@@ -639,5 +651,34 @@ fn check_body_fits(i: usize, rc: &config::RouteConfig, chain: &[ChainLink], prob
                 ByteSize(memory / 2).written()
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A load warns of a certificate that has expired, or expires within
+    /// 30 days (with the whole days left), and of no other.
+    #[test]
+    fn a_load_warns_of_certificates_expired_or_expiring_soon() {
+        const DAY: i64 = 86_400;
+        let now = 1_800_000_000;
+        let cert = |file: &str, not_after| tls::Presented {
+            role: "listener".to_owned(),
+            file: PathBuf::from(file),
+            not_after,
+        };
+        let certs = [
+            cert("expired", now - DAY),
+            cert("this-second", now),
+            cert("tomorrow", now + DAY + 1),
+            cert("in-29-days", now + 30 * DAY - 1),
+            cert("in-30-days", now + 30 * DAY),
+            cert("next-year", now + 365 * DAY),
+        ];
+        let warned: Vec<(&str, Option<i64>)> =
+            expiring(&certs, now).into_iter().map(|(c, days)| (c.file.to_str().unwrap_or_default(), days)).collect();
+        assert_eq!(warned, [("expired", None), ("this-second", None), ("tomorrow", Some(1)), ("in-29-days", Some(29))]);
     }
 }

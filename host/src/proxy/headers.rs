@@ -731,8 +731,8 @@ where
 /// https`); its `Forwarded` is added to; `X-Real-IP` names the client its
 /// `X-Forwarded-For` reports. The prefix and Rack's scheme fields go as a
 /// client's do: load balancers (AWS's, Google's) set none of them and pass
-/// a client's on. Its `X-Forwarded-Client-Cert` (the clients whose
-/// certificates it checked) is added to, as Envoy's `APPEND_FORWARD`.
+/// a client's on, and so is `X-Forwarded-Client-Cert` (Envoy's default,
+/// `SANITIZE`: a load balancer in front passes a client's on as it came).
 static FORWARDING_TRUSTED: [(HeaderName, Mode); 13] = [
     (header::HOST, Mode::Replace),
     (X_FORWARDED_FOR, Mode::Append),
@@ -743,7 +743,7 @@ static FORWARDING_TRUSTED: [(HeaderName, Mode); 13] = [
     (X_REQUEST_ID, Mode::Replace),
     (X_REAL_IP, Mode::Replace),
     (X_FORWARDED_PREFIX, Mode::Drop),
-    (X_FORWARDED_CLIENT_CERT, Mode::Append),
+    (X_FORWARDED_CLIENT_CERT, Mode::Drop),
     (X_FORWARDED_PORT, Mode::Default),
     (X_FORWARDED_SSL, Mode::Drop),
     (X_FORWARDED_SCHEME, Mode::Drop),
@@ -1181,10 +1181,10 @@ mod tests {
                 assert_eq!(written(&f, "x-forwarded-prefix"), ["/api"], "trusted {trusted}, said {said}");
                 let real_ip: &[&str] = if trusted { &["198.51.100.4"] } else { &[] };
                 assert_eq!(written(&f, "x-real-ip"), real_ip);
-                // The certificate the peer presented is said; a trusted
-                // proxy's list of those it checked is added to.
-                let certs = if kept { "Hash=cd, Hash=ab" } else { "Hash=ab" };
-                assert_eq!(written(&f, "x-forwarded-client-cert"), [certs], "trusted {trusted}, said {said}");
+                // The certificate the peer presented is said; what a peer
+                // says of one goes, a trusted proxy's too (a load balancer
+                // passes a client's on).
+                assert_eq!(written(&f, "x-forwarded-client-cert"), ["Hash=ab"], "trusted {trusted}, said {said}");
             }
         }
     }

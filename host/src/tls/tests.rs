@@ -604,8 +604,12 @@ fn a_client_certificate_is_said_as_envoy_says_it() {
     let presented = ClientCert::of(std::slice::from_ref(cert.der())).expect("a certificate");
     let element = presented.element().expect("an element");
     let hash: String = sha2::Sha256::digest(cert.der()).iter().map(|b| format!("{b:02x}")).collect();
-    // `CN=web\, Zürich\ ,2.5.4.5=#13023432,O=\#Acme\; \"Ltd\",C=DE`, quoted.
-    let subject = r#""CN=web\\, Zürich\\ ,2.5.4.5=#13023432,O=\\#Acme\\; \\\"Ltd\\\",C=DE""#;
+    // To plugins as RFC 4514 has it.
+    assert_eq!(presented.subject, r#"CN=web\, Zürich\ ,2.5.4.5=#13023432,O=\#Acme\; \"Ltd\",C=DE"#);
+    assert_eq!(presented.uris, ["spiffe://example.org/ns/default/sa/web"]);
+    assert_eq!(presented.dns_names, ["web.test", "api.test"]);
+    // Upstream, quoted, and beyond ASCII as hex pairs: `CN=web\, Z\C3\BCrich\ ,…`.
+    let subject = r#""CN=web\\, Z\\C3\\BCrich\\ ,2.5.4.5=#13023432,O=\\#Acme\\; \\\"Ltd\\\",C=DE""#;
     let want =
         format!("Hash={hash};Subject={subject};URI=spiffe://example.org/ns/default/sa/web;DNS=web.test;DNS=api.test");
     assert_eq!(String::from_utf8_lossy(element.as_bytes()), want);
@@ -623,6 +627,16 @@ fn names_escape_and_oids_read_as_rfc_4514_has_them() {
     );
     assert_eq!(dotted(&[0x2a, 0x86]), None, "an arc not ended");
     assert_eq!(dotted(&[]), None);
+    // A known attribute in a string type not read here keeps its name, its
+    // value in hex; two in one relative name join with `+`.
+    let t61 = [0x31, 0x0b, 0x30, 0x09, 0x06, 0x03, 0x55, 0x04, 0x03, 0x14, 0x02, b'a', b'b'];
+    assert_eq!(rfc4514(&t61).as_deref(), Some("CN=#14026162"));
+    let two = [
+        0x31, 0x12, 0x30, 0x07, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x00, 0x30, 0x07, 0x06, 0x03, 0x55, 0x04, 0x0b,
+        0x0c, 0x00,
+    ];
+    assert_eq!(rfc4514(&two).as_deref(), Some("CN=+OU="));
+    assert_eq!(rfc4514(&t61[..12]), None, "cut short");
     assert_eq!(ClientCert::of(&[]), None);
     assert_eq!(ClientCert::of(&[CertificateDer::from(vec![0x30, 0x00])]), None);
 }

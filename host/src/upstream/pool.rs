@@ -221,11 +221,13 @@ enum Http2State {
 }
 
 impl Http2Conn {
-    /// Whether a request may take it at `now`.
+    /// Whether a request may take it at `now`. A handshake that failed is
+    /// taken out by its task; one whose task ended without (cancelled at
+    /// shutdown) is not taken either.
     fn open(&self, now: Instant, idle_timeout: Duration) -> bool {
         match &self.state {
             Http2State::Ready(sender) => !sender.is_closed() && now.duration_since(self.used) <= idle_timeout,
-            Http2State::Connecting(_) => true,
+            Http2State::Connecting(made) => made.peek().is_none_or(Result::is_ok),
         }
     }
 }
@@ -393,9 +395,10 @@ impl Pools {
     /// as they are. An HTTP/1 connection the upstream closed as the request
     /// went out (its idle timeout racing it, [`SendError::Unanswered`]): on
     /// a new connection. An HTTP/2 stream turned away unprocessed
-    /// ([`SendError::Unprocessed`]): on the worker's next connection when the
-    /// upstream went away, on the same one when it only refused the stream;
-    /// if that fails too, it is handed back as a connect failure is
+    /// ([`SendError::Unprocessed`]): when the upstream went away, on another
+    /// of the worker's connections (that one let go of); when it only
+    /// refused the stream, on the oldest with room (the same one unless it
+    /// is full); if that fails too, it is handed back as a connect failure is
     /// ([`SendError::NotSent`]), for another endpoint. Proxied requests and
     /// health checks alike.
     pub async fn again_if_unseen(

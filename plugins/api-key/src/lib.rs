@@ -9,7 +9,7 @@ mod tests;
 
 use serde::Deserialize;
 use wasmgate_sdk::prelude::*;
-use wasmgate_sdk::{query, secrets};
+use wasmgate_sdk::{check_request_header, query, secrets};
 
 use keys::{Consumer, KeySet};
 pub use keys::{KeyMap, RawEntry};
@@ -98,6 +98,8 @@ impl Plugin for ApiKey {
         let consumer_header = match c.consumer_header {
             Some(h) => {
                 let h = header_name("consumer_header", &h)?;
+                check_request_header(&h)
+                    .map_err(|e| ConfigError::new(format!("consumer_header: {e}; pick another header")))?;
                 if h == header {
                     return Err(format!(
                         "consumer_header `{h}` is the header that carries the key; pick another name (e.g. \"x-consumer\")"

@@ -241,6 +241,8 @@ fn bad_configs_are_refused_with_a_reason() {
     assert!(err(&config(r#","header":"Content-Length""#)).contains("managed by the gateway"));
     assert!(err(&config(r#","consumer_header":"x-api-key""#)).contains("is the header that carries the key"));
     assert!(err(&config(r#","consumer_header":"connection""#)).contains("managed by the gateway"));
+    let written = err(&config(r#","consumer_header":"X-Forwarded-Client-Cert""#));
+    assert!(written.contains("consumer_header: `x-forwarded-client-cert` is managed by the gateway"), "{written}");
     assert!(err(&config(r#","query":"a&b""#)).contains("not a plain parameter name"));
     assert!(err(&config(r#","required_scopes":["has space"]"#)).contains("required_scopes: scope \"has space\""));
     assert!(err(&config(r#","realm":"a\"b""#)).contains("realm must be"));

@@ -285,8 +285,10 @@ fn hit(stored: Stored, now: u64) -> Reply {
 }
 
 /// Why the request is one user's, if it is: it carries `Authorization` or
-/// `Cookie`, or a plugin before this one identified its caller (api-key, and
-/// jwt with `strip_token` or reading a cookie, leave no `Authorization`).
+/// `Cookie`, its client presented a certificate (which the upstream may be
+/// told, `X-Forwarded-Client-Cert`, and answer by), or a plugin before this
+/// one identified its caller (api-key, and jwt with `strip_token` or
+/// reading a cookie, leave no `Authorization`).
 /// Asked in the request phase, of the request as this plugin keys it; only
 /// for a request whose response may be stored, so a hit costs nothing.
 fn per_user(req: &Request<'_>) -> Option<String> {
@@ -294,6 +296,9 @@ fn per_user(req: &Request<'_>) -> Option<String> {
         if req.header(name).is_some() {
             return Some(format!("it carried `{text}`"));
         }
+    }
+    if req.client_certificate().is_some() {
+        return Some("its client presented a certificate".to_owned());
     }
     CALLER_CONTEXT
         .into_iter()

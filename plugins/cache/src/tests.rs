@@ -468,6 +468,14 @@ fn whether_a_request_is_per_user_is_decided_in_the_request_phase() {
     context::remove("consumer");
     assert!(testing::on_response(&p, &mut req, &mut ok("alice's data")).is_continue());
     assert!(!serve(&p, get("/me2"), ok("?")).is_hit());
+
+    // A client certificate identifies its client as `Authorization` does.
+    let alice = wasmgate_sdk::ClientCertificate { subject: "CN=alice".to_owned(), ..Default::default() };
+    let mut req = get("/me3").client_certificate(alice);
+    new_context(&[]);
+    assert!(testing::on_request(&p, &mut req).is_continue());
+    assert!(testing::on_response(&p, &mut req, &mut ok("alice's data")).is_continue());
+    assert!(!serve(&p, get("/me3"), ok("?")).is_hit());
 }
 
 #[test]

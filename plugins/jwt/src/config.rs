@@ -174,7 +174,7 @@ impl Config {
         }
         let mut forward = Vec::new();
         for (claim, header) in self.forward_claims {
-            let header = header_name(&format!("forward_claims.{claim}"), &header)?;
+            let header = written_header_name(&format!("forward_claims.{claim}"), &header)?;
             let token_header = match &source {
                 Source::Header { name, .. } => name.as_str(),
                 Source::Cookie { .. } => "cookie",
@@ -347,6 +347,14 @@ fn header_name(key: &str, name: &str) -> Result<String, ConfigError> {
         EditError::Forbidden(name) => format!("{key}: `{name}` is managed by the gateway; pick another header").into(),
         _ => format!("{key}: `{name}` is not a valid header name").into(),
     })
+}
+
+/// [`header_name`] for a header the plugin sets on the request: not one the
+/// gateway writes or takes out on the way upstream.
+fn written_header_name(key: &str, name: &str) -> Result<String, ConfigError> {
+    let name = header_name(key, name)?;
+    wasmgate_sdk::check_request_header(&name).map_err(|e| format!("{key}: {e}; pick another header"))?;
+    Ok(name)
 }
 
 /// Whether a URL's part after `http://` names this machine (`localhost`, a

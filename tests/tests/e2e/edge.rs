@@ -824,6 +824,26 @@ async fn a_full_http2_upstream_connection_makes_the_worker_open_another() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3, "reused");
 }
 
+/// A stream given up on (its request timed out) frees its place on the
+/// connection: the next request goes on the same one, with one stream a
+/// connection (it opened another for each, had the place stayed taken).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_stream_frees_its_place_on_the_connection() {
+    // Answers no request (it waits for 100 at once).
+    let (upstream, accepted, _stop) = wasmgate_tests::upstream::h2_gathering(1, 100).await;
+    let gw = TestGateway::start_with(
+        "workers = 1",
+        &format!(
+            "[upstreams.g]\nendpoints = [\"{upstream}\"]\nprotocol = \"http2\"\nmax_streams_per_connection = 1\n\
+             [[routes]]\nupstream = \"g\"\ntimeout = \"200ms\"\n"
+        ),
+    );
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/")).await.status, 504);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one connection, its place freed each time");
+}
+
 /// An HTTP/2 upstream connection no request has taken for the upstream's
 /// `idle_timeout` is closed (hyper's pings kept it open for ever); the next
 /// request makes a new one.

@@ -50,6 +50,7 @@ fn bad_configs_say_what_and_how_to_fix() {
         (r#"{"hmac_secret":"k","issuer":3}"#, "string or a list"),
         (r#"{"hmac_secret":"k","audience":[]}"#, "empty"),
         (r#"{"hmac_secret":"k","forward_claims":{"sub":"content-length"}}"#, "managed by the gateway"),
+        (r#"{"hmac_secret":"k","forward_claims":{"sub":"X-Real-IP"}}"#, "`x-real-ip` is managed by the gateway"),
         (r#"{"hmac_secret":"k","forward_claims":{"sub":"authorization"}}"#, "token is read from"),
         (r#"{"hmac_secret":"k","cookie":"s","forward_claims":{"sub":"Cookie"}}"#, "token is read from"),
         (r#"{"hmac_secret":"k","forward_claims":{"a":"x-a","b":"X-A"}}"#, "two claims"),
