@@ -251,6 +251,60 @@ upstream = "u"
     assert!(counted.is_some_and(|n| n >= 20), "{text}");
 }
 
+/// With every endpoint failing its checks, an endpoint whose breaker is
+/// open stays out (tried as if it passed, it failed, and its breaker
+/// opened), and a consistent hash still sends a key to one endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_endpoint_failing_its_checks_a_tripped_one_stays_out_and_keys_keep_theirs() {
+    let ups = upstreams(3).await;
+    let gw = TestGateway::start(&format!(
+        r#"{ADMIN}[upstreams.u]
+endpoints = ["{}", "{}", "{}"]
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1 }}
+endpoint_breaker = {{ consecutive_failures = 1, open_for = "1m" }}
+[[routes]]
+match = {{ prefix = "/" }}
+upstream = "u"
+
+[upstreams.h]
+endpoints = ["{}", "{}", "{}"]
+balance = "consistent-hash"
+hash_on = "header:x-user"
+health = {{ path = "/health", interval = "100ms", unhealthy_threshold = 1 }}
+[[routes]]
+match = {{ prefix = "/hashed" }}
+upstream = "h"
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr, ups[0].addr, ups[1].addr, ups[2].addr
+    ));
+    for up in &ups {
+        up.set_healthy(false);
+    }
+    ups[0].set_failing(true);
+    // Every endpoint of both upstreams out by its checks, before a request.
+    for (upstream, up) in ["u", "h"].iter().flat_map(|u| ups.iter().map(move |up| (u, up))) {
+        let gauge = format!(r#"wasmgate_upstream_endpoint_healthy{{upstream="{upstream}",endpoint="{}"}}"#, up.addr);
+        let text = gw.metrics_once(&gauge, "0", Duration::from_secs(5)).await;
+        assert_eq!(sample(&text, &gauge), Some("0"), "{text}");
+    }
+    let c = client();
+    // Tried as if they passed, `e0` fails once and its breaker opens: then
+    // every request goes to the other two.
+    let first = spread(&gw, "/", 3).await;
+    assert_eq!(first.len(), 3, "each in turn, as if they passed: {first:?}");
+    let seen = spread(&gw, "/", 20).await;
+    assert_eq!((seen.get("e0"), seen.get("e1"), seen.get("e2")), (None, Some(&10), Some(&10)), "{seen:?}");
+    // A key goes to one endpoint, whichever, every time.
+    for user in ["alice", "bob", "carol"] {
+        let mut endpoints = std::collections::HashSet::new();
+        for _ in 0..10 {
+            let r = send_with(&c, get_request(&gw.url("/hashed"), &[("x-user", user)])).await;
+            endpoints.insert(r.header("x-upstream").unwrap_or("none").to_owned());
+        }
+        assert!(endpoints.len() == 1 && !endpoints.contains("none"), "{user}: {endpoints:?}");
+    }
+}
+
 /// A gateway (with an admin listener) over three endpoints, ejecting one
 /// after 3 failures in a row for `base_ejection`, without retries.
 fn ejecting(ups: &[TestUpstream], base_ejection: &str) -> TestGateway {
