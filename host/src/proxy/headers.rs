@@ -584,8 +584,8 @@ pub struct Forwarding<'a> {
     /// The prefix the route's `strip_prefix` took off the path.
     prefix: Option<&'a HeaderValue>,
     /// `X-Real-IP` behind a trusted proxy: the client its `X-Forwarded-For`
-    /// reports (from other peers a client's own is dropped, none written).
-    /// (Boxed: it is rare, and this is part of every request's future.)
+    /// reports (from other peers, the peer: `client.ip`). (Boxed: it is
+    /// rare, and this is part of every request's future.)
     real_ip: Option<Box<HeaderValue>>,
     /// Which fields the request may have, as its server read it (or
     /// [`Present::ANY`]): the upstream connection need not look in the map
@@ -768,8 +768,9 @@ static FORWARDING: [(HeaderName, Mode); 13] = [
     // `X-Forwarded-Ssl: on` and `X-Forwarded-Scheme` over
     // `X-Forwarded-Proto`; and a client certificate's identity (Envoy's
     // `X-Forwarded-Client-Cert`), which upstreams in a mesh act on. This
-    // hop writes only the prefix, that of a route's `strip_prefix`,
-    // `X-Real-IP` behind a trusted proxy, and the certificate the client
+    // hop writes `X-Real-IP` (the client, as nginx's common
+    // `proxy_set_header X-Real-IP $remote_addr`, Kong and Traefik do), the
+    // prefix of a route's `strip_prefix`, and the certificate the client
     // presented to a listener with `forward_client_cert` (the three with
     // values first: see `VALUED`).
     (X_REAL_IP, Mode::Drop),
@@ -855,7 +856,7 @@ impl<'a> Forwarding<'a> {
             4 => Some(self.for_host.as_ref().map_or(&self.client.forwarded, |f| &f.element)),
             5 => Some(self.via),
             6 => Some(self.request_id),
-            7 => self.real_ip.as_deref(),
+            7 => Some(self.real_ip.as_deref().unwrap_or(&self.client.ip)),
             8 => self.prefix,
             9 => self.client.cert.as_ref(),
             _ => None,
@@ -1163,12 +1164,13 @@ mod tests {
                 let ours = "for=10.0.0.7;proto=http;host=api.test";
                 let forwarded = if kept { format!("for=203.0.113.9;proto=https, {ours}") } else { ours.to_owned() };
                 assert_eq!(get("forwarded"), [forwarded]);
-                // Fields this hop writes none of: a trusted proxy's port and
-                // `X-Real-IP` stay, a client's go; the prefix and Rack's
-                // scheme fields go from either.
+                // Fields this hop writes none of: a trusted proxy's port
+                // stays, a client's goes; the prefix and Rack's scheme fields
+                // go from either. `X-Real-IP` is this hop's: the peer, unless
+                // named (below).
                 let theirs = |v: &[&str]| if kept { v.iter().map(|v| (*v).to_owned()).collect() } else { vec![] };
                 assert_eq!(get("x-forwarded-port"), theirs(&["443"]));
-                assert_eq!(get("x-real-ip"), theirs(&["203.0.113.9"]));
+                assert_eq!(get("x-real-ip"), ["10.0.0.7"]);
                 for gone in ["x-forwarded-prefix", "x-forwarded-ssl", "x-forwarded-scheme"] {
                     assert_eq!(get(gone), Vec::<String>::new(), "{gone}");
                 }
@@ -1179,8 +1181,8 @@ mod tests {
                 let mut f = Forwarding::new(&client, Some("api.test"), None, &via, &ID, Present::ANY);
                 f.naming(Some(&prefix), real_ip);
                 assert_eq!(written(&f, "x-forwarded-prefix"), ["/api"], "trusted {trusted}, said {said}");
-                let real_ip: &[&str] = if trusted { &["198.51.100.4"] } else { &[] };
-                assert_eq!(written(&f, "x-real-ip"), real_ip);
+                let real_ip = if trusted { "198.51.100.4" } else { "10.0.0.7" };
+                assert_eq!(written(&f, "x-real-ip"), [real_ip]);
                 // The certificate the peer presented is said; what a peer
                 // says of one goes, a trusted proxy's too (a load balancer
                 // passes a client's on).
