@@ -259,6 +259,25 @@ async fn a_plugin_built_against_wit_0_1_0_still_runs() {
     assert_eq!(echoed_header(&doc, "x-sdk").as_deref(), Some("0.1.2"));
 }
 
+/// A plugin built against 0.1.4 (from that WIT as released, before
+/// `request.client-certificate`) still loads and runs, its 0.1.3 and 0.1.4
+/// imports (`method-kind`, `setup.memoize-request`) linked to the 0.1.5
+/// gateway's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_wit_0_1_4_still_runs() {
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start(&route(&up, r#"{ use = "wit-0-1-4" },"#, ""));
+    for _ in 0..2 {
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            echoed_header(&r.json(), "x-wit").as_deref(),
+            Some("0.1.4 get"),
+            "its request hook ran, or was kept"
+        );
+    }
+}
+
 /// A hop-by-hop field a plugin may set (`Proxy-Authorization`: it may not
 /// set `Connection` or the framing fields) is this hop's, as a client's is:
 /// it never reaches the upstream, whether a fixed edit or a hook set it, on
