@@ -20,6 +20,18 @@ async fn spread(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
     seen
 }
 
+/// Whether, within `tries` rounds of ten requests (a pause between), a
+/// round goes all to `upstream`.
+async fn all_go_to(gw: &TestGateway, upstream: &str, tries: usize) -> bool {
+    for _ in 0..tries {
+        if spread(gw, 10).await.get(upstream) == Some(&10) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srv_endpoints_follow_the_records_without_dropping_requests_in_flight() {
     let dns = TestDns::start("svc.test.").await;
@@ -59,16 +71,7 @@ upstream = "users"
     let queries = dns.queries();
     dns.set_srv("_http._tcp.users.svc.test.", &[(10, 1, b.addr.port(), "host.svc.test.")], 1);
     // The TTL is 1 s: within a few seconds only `b` is used.
-    let moved = async {
-        for _ in 0..40 {
-            if spread(&gw, 10).await.get("b") == Some(&10) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    };
-    assert!(moved.await, "traffic moved to the remaining endpoint");
+    assert!(all_go_to(&gw, "b", 60).await, "traffic moved to the remaining endpoint");
     assert!(dns.queries() > queries, "the gateway asked the DNS server again");
     for r in slow {
         assert_eq!(r.await.unwrap().status, 200, "the requests in flight finished");
@@ -114,27 +117,9 @@ upstream = "users"
     ));
     assert_eq!(spread(&gw, 20).await.get("primary"), Some(&20), "the lower priority takes them all");
     primary.set_healthy(false);
-    let moved = async {
-        for _ in 0..50 {
-            if spread(&gw, 10).await.get("backup") == Some(&10) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    };
-    assert!(moved.await, "the higher priority serves while the lower fails its checks");
+    assert!(all_go_to(&gw, "backup", 50).await, "the higher priority serves while the lower fails its checks");
     primary.set_healthy(true);
-    let back = async {
-        for _ in 0..50 {
-            if spread(&gw, 10).await.get("primary") == Some(&10) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    };
-    assert!(back.await, "and hands back when it recovers");
+    assert!(all_go_to(&gw, "primary", 50).await, "and hands back when it recovers");
 }
 
 /// A reload that moves `[dns]` to another nameserver re-resolves the
