@@ -26,7 +26,7 @@ pub use raw::{
     AllDown, Ambiguous, Balance, ClientAuth, Family, Isolation, OnPluginError, Protocol, RequestIds, TlsVersion,
 };
 pub use route::{PluginUse, RetryOn, RetryPolicy, RouteConfig, Target};
-pub use server::{AdminConfig, CertConfig, DnsConfig, Secret, ServerConfig, ServerTls};
+pub use server::{AdminConfig, CertConfig, DnsConfig, Secret, ServerConfig, ServerTls, Via};
 pub use upstream::{
     BreakerConfig, Bulkhead, Discovery, EndpointConfig, HashOn, HealthCheck, Outlier, READ_TIMEOUT, RetryBudgetConfig,
     UpstreamConfig, UpstreamTls,

@@ -32,7 +32,7 @@ pub struct ServerConfig {
     pub shutdown_delay: Duration,
     pub watch: bool,
     pub watch_interval: Duration,
-    pub via: HeaderValue,
+    pub via: Via,
     /// How long a client may take between body frames (slow uploads → 408).
     pub body_read_timeout: Duration,
     /// How long a client may take none of its response (a client that
@@ -56,6 +56,42 @@ pub struct ServerConfig {
     /// name); dropped by default.
     pub underscores_in_headers: bool,
     pub tls: Option<ServerTls>,
+}
+
+/// This hop's `Via` entries (RFC 9110 §7.6.3), made once from
+/// `server.via`: the protocol a message was received in, then the name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    http10: HeaderValue,
+    http11: HeaderValue,
+    http2: HeaderValue,
+}
+
+impl Default for Via {
+    fn default() -> Self {
+        Self {
+            http10: HeaderValue::from_static("1.0 wasmgate"),
+            http11: HeaderValue::from_static("1.1 wasmgate"),
+            http2: HeaderValue::from_static("2.0 wasmgate"),
+        }
+    }
+}
+
+impl Via {
+    /// `None` when `name` cannot be in a header value.
+    pub fn new(name: &str) -> Option<Self> {
+        let entry = |version: &str| HeaderValue::from_str(&format!("{version} {name}")).ok();
+        Some(Self { http10: entry("1.0")?, http11: entry("1.1")?, http2: entry("2.0")? })
+    }
+
+    /// The entry for a message received in `version`.
+    pub fn of(&self, version: http::Version) -> &HeaderValue {
+        match version {
+            http::Version::HTTP_2 => &self.http2,
+            http::Version::HTTP_10 => &self.http10,
+            _ => &self.http11,
+        }
+    }
 }
 
 /// `[server.tls]`: the TLS listener.
@@ -172,16 +208,16 @@ pub(super) fn build_server(raw: &raw::RawServer, base: &Path, p: &mut Problems<'
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
     let workers = within_at(p, "server.workers", raw.workers.as_ref(), 1..=1024, cores);
     let via = raw.via.clone().unwrap_or_else(|| "wasmgate".to_owned());
-    let via = match HeaderValue::from_str(&format!("1.1 {via}")) {
-        Ok(v) => v,
-        Err(_) => {
+    let via = match Via::new(&via) {
+        Some(v) => v,
+        None => {
             p.at(
                 None,
                 "server.via",
                 format!("`{via}` is not a valid header value"),
                 "use a plain token such as \"wasmgate\"",
             );
-            HeaderValue::from_static("1.1 wasmgate")
+            Via::default()
         }
     };
     Some(ServerConfig {

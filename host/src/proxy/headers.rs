@@ -883,17 +883,6 @@ impl<'a> Forwarding<'a> {
     }
 }
 
-/// Our `Via` entry for a message received in `version`: `1.1 wasmgate`
-/// (the configured one), or `2.0 wasmgate` for HTTP/2.
-pub fn via_entry(via: &HeaderValue, version: Version) -> HeaderValue {
-    if version == Version::HTTP_2 {
-        let name = via.to_str().unwrap_or("1.1 wasmgate").trim_start_matches("1.1 ");
-        HeaderValue::from_str(&format!("2.0 {name}")).unwrap_or_else(|_| via.clone())
-    } else {
-        via.clone()
-    }
-}
-
 /// Appends a `Via` entry to the map's list.
 pub fn add_via(headers: &mut HeaderMap, entry: &HeaderValue) {
     append_list(headers, header::VIA, entry);
@@ -1299,11 +1288,11 @@ mod tests {
 
     #[test]
     fn via_joins_every_earlier_hop() {
-        let via = HeaderValue::from_static("1.1 wasmgate");
+        let via = crate::config::Via::new("wasmgate").unwrap();
         let mut h = HeaderMap::new();
         h.append(header::VIA, HeaderValue::from_static("1.0 fred"));
         h.append(header::VIA, HeaderValue::from_static("1.1 p.example.net"));
-        add_via(&mut h, &via_entry(&via, Version::HTTP_2));
+        add_via(&mut h, via.of(Version::HTTP_2));
         assert_eq!(h.get_all(header::VIA).iter().count(), 1);
         assert_eq!(h[header::VIA], "1.0 fred, 1.1 p.example.net, 2.0 wasmgate");
     }

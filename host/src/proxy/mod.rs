@@ -500,7 +500,8 @@ impl<'s> Forward<'s, '_> {
             &self.conn.client,
             self.host,
             req.uri().authority(),
-            &self.snapshot.config.server.via,
+            // The protocol the client's request came in.
+            self.snapshot.config.server.via.of(req.version()),
             self.request_id,
             present,
         );
@@ -590,7 +591,7 @@ impl<'s> Forward<'s, '_> {
         // The upstream module leaves out hop-by-hop fields as it reads a
         // response; this hop adds `Via` (and the request id) as the
         // response goes out, or for plugins now (`chain`).
-        trace.via = Some(headers::via_entry(&self.snapshot.config.server.via, version));
+        trace.via = Some(self.snapshot.config.server.via.of(version).clone());
         Ok(response)
     }
 }

@@ -1305,7 +1305,15 @@ async fn http2_clients_are_proxied_to_http1_upstreams() {
     assert_eq!(doc["path"], "/h2");
     assert_eq!(echoed_header(&doc, "x-h2").as_deref(), Some("yes"));
     assert_eq!(echoed_header(&doc, "host").as_deref(), Some(gw.addr().to_string().as_str()));
+    // Each hop's `Via` names the protocol it received the message in: the
+    // client's HTTP/2 upstream, the upstream's HTTP/1.1 back.
+    assert_eq!(echoed_header(&doc, "via").as_deref(), Some("2.0 wasmgate"));
     assert_eq!(r.header("via"), Some("1.1 wasmgate"));
+    // An HTTP/1.0 request's, `1.0` (it said `1.1` whatever came in).
+    let out = raw(gw.addr(), b"GET /h1 HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(echoed_header(&doc, "via").as_deref(), Some("1.0 wasmgate"), "{out}");
 }
 
 /// Trailers pass with only what a trailer section may carry (RFC 9110
