@@ -19,7 +19,7 @@
 //! nameservers, so the TTL that paces re-resolution is ours alone and a record
 //! change is seen at the next tick, not when a second cache expires.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -274,27 +274,48 @@ impl Resolver {
         if records.is_empty() {
             return Err(self.no_records(name, "usable SRV"));
         }
-        // Every priority's targets (RFC 2782: the lowest-numbered priority
-        // the client can reach; the balancer moves to a higher one while no
-        // endpoint of a lower one is available: gone from DNS, failing its
-        // checks, ejected or tripped).
-        let (mut endpoints, mut targets) = (Vec::new(), Vec::new());
+        // Every priority's targets, lowest first (RFC 2782: the
+        // lowest-numbered priority the client can reach; the balancer moves
+        // to a higher one while no endpoint of a lower one is available:
+        // gone from DNS, failing its checks, ejected or tripped). A target
+        // named twice is asked once.
+        records.sort_by_key(|s| s.priority);
+        let (mut endpoints, mut targets) = (Vec::new(), Vec::<String>::new());
+        let mut answers: HashMap<String, Option<(Vec<IpAddr>, Duration)>> = HashMap::new();
         for srv in &records {
             let target = srv.target.to_string();
-            match self.addresses(&target, current).await {
-                Ok((ips, target_ttl)) => {
-                    ttl = ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
-                    let (weight, priority) = (u32::from(srv.weight.max(1)), srv.priority);
-                    endpoints.extend(ips.into_iter().map(|ip| Resolved {
-                        addr: SocketAddr::new(ip, srv.port),
-                        weight,
-                        priority,
-                    }));
+            let answer = match answers.get(&target) {
+                Some(known) => Ok(known.clone()),
+                None => match self.addresses(&target, current).await {
+                    Ok(found) => Ok(Some(found)),
+                    // A target without addresses is skipped while the others
+                    // still give endpoints; it is named if none does.
+                    Err(DiscoveryError::NxDomain { .. } | DiscoveryError::NoRecords { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                },
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                // A lookup that failed (a timeout, SERVFAIL) fails the
+                // resolution — the set in use is kept — unless a lower
+                // priority already gave endpoints: a backup's trouble does
+                // not hold up its primaries' changes.
+                Err(e) if endpoints.iter().any(|r: &Resolved| r.priority < srv.priority) => {
+                    tracing::warn!(srv = name, target = %target, "{e}; its priority's endpoints left out this time");
+                    answers.insert(target, None);
+                    continue;
                 }
-                // A target without addresses is skipped while the others
-                // still give endpoints; it is named if none does.
-                Err(DiscoveryError::NxDomain { .. } | DiscoveryError::NoRecords { .. }) => {}
                 Err(e) => return Err(e),
+            };
+            answers.insert(target.clone(), answer.clone());
+            if let Some((ips, target_ttl)) = answer {
+                ttl = ttl.min(u32::try_from(target_ttl.as_secs()).unwrap_or(u32::MAX));
+                let (weight, priority) = (u32::from(srv.weight.max(1)), srv.priority);
+                endpoints.extend(ips.into_iter().map(|ip| Resolved {
+                    addr: SocketAddr::new(ip, srv.port),
+                    weight,
+                    priority,
+                }));
             }
             targets.push(target);
         }
@@ -640,6 +661,27 @@ mod tests {
 
         let at = |addr, weight, priority| Resolved { priority, ..ep(addr, weight) };
         assert_eq!(set, [at("127.0.0.2:9002", 3, 20), at("127.0.0.3:9003", 1, 30)]);
+    }
+
+    /// A higher priority's target whose lookup fails (SERVFAIL) is left out
+    /// while a lower priority gave endpoints (it failed the resolution,
+    /// holding up the primaries' changes); a lower one's failing still
+    /// fails it (the set in use is kept).
+    #[tokio::test]
+    async fn a_backup_target_failing_to_resolve_leaves_the_primaries() {
+        let dns = TestDns::start(ZONE).await;
+        dns.set_a("a.svc.test.", &ips(&["127.0.0.1"]), 30);
+        dns.set_a("v6.svc.test.", &ips(&["::1"]), 30);
+        dns.set_srv("_http._tcp.api.svc.test.", &[(10, 1, 9001, "a.svc.test."), (20, 1, 9002, "v6.svc.test.")], 30);
+        dns.set_srv("_http._tcp.flip.svc.test.", &[(10, 1, 9002, "v6.svc.test."), (20, 1, 9001, "a.svc.test.")], 30);
+        dns.fail_aaaa(true);
+        let resolver = Resolver::new(&config(dns.addr)).unwrap();
+
+        let (set, _) = resolver.resolve(&srv("_http._tcp.api.svc.test"), &[]).await.unwrap();
+        let flipped = resolver.resolve(&srv("_http._tcp.flip.svc.test"), &[]).await;
+
+        assert_eq!(set, [Resolved { priority: 10, ..ep("127.0.0.1:9001", 1) }]);
+        assert!(flipped.is_err(), "the lowest priority's failure fails it: {flipped:?}");
     }
 
     #[tokio::test]

@@ -43,41 +43,78 @@ use crate::telemetry::{Metrics, TryOutcome, UpstreamSeries, log_budget};
 pub struct EndpointSet {
     pub endpoints: Vec<Arc<Endpoint>>,
     balancer: Balancer,
-    /// Whether its endpoints are of more than one SRV priority: a request
-    /// then picks among those of the lowest priority that has one available
-    /// and not yet tried (RFC 2782: a higher priority serves only while no
-    /// lower one can), [`EndpointSet::pick`].
-    tiered: bool,
+    /// With endpoints of more than one SRV priority, each priority's, lowest
+    /// first, balanced on their own (empty otherwise): a request picks in
+    /// the lowest that has an endpoint to offer and not yet tried (RFC
+    /// 2782: a higher priority serves only while no lower one can),
+    /// [`EndpointSet::pick`]. One balancer over all of them would skew a
+    /// priority's turns (round-robin gave each endpoint those of the
+    /// others' before it) and move its keys when another's came or went.
+    tiers: Vec<Tier>,
+}
+
+/// One SRV priority's endpoints: their indices in the set, and their
+/// balancer (over them alone, in that order).
+#[derive(Debug)]
+struct Tier {
+    members: Vec<usize>,
+    balancer: Balancer,
 }
 
 impl EndpointSet {
     fn new(config: &UpstreamConfig, endpoints: Vec<Arc<Endpoint>>) -> Self {
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        let names: Vec<&str> = endpoints.iter().map(|e| &*e.address).collect();
-        let tiered = endpoints.windows(2).any(|w| w[0].priority != w[1].priority);
-        Self { balancer: Balancer::new(config.balance, &weights, &names), endpoints, tiered }
+        let balancer = |members: &[usize]| {
+            let weights: Vec<u32> = members.iter().filter_map(|&i| endpoints.get(i)).map(|e| e.weight).collect();
+            let names: Vec<&str> = members.iter().filter_map(|&i| endpoints.get(i)).map(|e| &*e.address).collect();
+            Balancer::new(config.balance, &weights, &names)
+        };
+        let mut priorities: Vec<u16> = endpoints.iter().map(|e| e.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let tiers = match priorities.len() {
+            0 | 1 => Vec::new(),
+            _ => priorities
+                .iter()
+                .map(|&p| {
+                    let members: Vec<usize> =
+                        endpoints.iter().enumerate().filter(|(_, e)| e.priority == p).map(|(i, _)| i).collect();
+                    Tier { balancer: balancer(&members), members }
+                })
+                .collect(),
+        };
+        // The whole set's, used only without priorities.
+        let all: Vec<usize> = if tiers.is_empty() { (0..endpoints.len()).collect() } else { Vec::new() };
+        Self { balancer: balancer(&all), endpoints, tiers }
     }
 
-    /// The endpoint for a request's next try, not one it `tried`:
-    /// `all_down`, any of them ([`Upstream::all_down`]); across SRV
-    /// priorities, one of the lowest priority with an endpoint available
-    /// and untried; else any available.
+    /// The endpoint for a request's next try, not one it `tried`: one
+    /// available (`all_down`: any, [`Upstream::all_down`]), and across SRV
+    /// priorities one of the lowest priority with such an endpoint.
     fn pick(&self, all_down: bool, hash: Option<u64>, tried: &[usize]) -> Option<usize> {
-        if all_down {
-            let all: Vec<endpoint::Decided<'_>> = self.endpoints.iter().map(|e| endpoint::Decided(e, true)).collect();
-            return self.balancer.pick(&all, hash, tried);
-        }
-        if !self.tiered {
+        if self.tiers.is_empty() {
+            if all_down {
+                let all: Vec<endpoint::Decided<'_>> =
+                    self.endpoints.iter().map(|e| endpoint::Decided(e, true)).collect();
+                return self.balancer.pick(&all, hash, tried);
+            }
             return self.balancer.pick(&self.endpoints, hash, tried);
         }
-        let open = |(i, e): &(usize, &Arc<Endpoint>)| balance::Candidate::available(*e) && !tried.contains(i);
-        let lowest = self.endpoints.iter().enumerate().filter(open).map(|(_, e)| e.priority).min()?;
-        let tier: Vec<endpoint::Decided<'_>> = self
-            .endpoints
-            .iter()
-            .map(|e| endpoint::Decided(e, e.priority == lowest && balance::Candidate::available(e)))
-            .collect();
-        self.balancer.pick(&tier, hash, tried)
+        for tier in &self.tiers {
+            // Each endpoint's availability read once: the choice of the
+            // tier and the pick in it see the same.
+            let candidates: Vec<endpoint::Decided<'_>> = tier
+                .members
+                .iter()
+                .filter_map(|&i| self.endpoints.get(i))
+                .map(|e| endpoint::Decided(e, all_down || balance::Candidate::available(e)))
+                .collect();
+            let tried_here: Vec<usize> =
+                tried.iter().filter_map(|t| tier.members.iter().position(|m| m == t)).collect();
+            if let Some(local) = tier.balancer.pick(&candidates, hash, &tried_here) {
+                return tier.members.get(local).copied();
+            }
+        }
+        None
     }
 
     /// A new set from resolved addresses, keeping the state of endpoints
@@ -905,5 +942,59 @@ mod tests {
         few.push(7);
         few.push(2);
         assert_eq!(few.as_slice(), [7, 2]);
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// An upstream's config, with `balance`.
+    fn config(balance: &str) -> UpstreamConfig {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\nbalance = \"{balance}\"\n\
+             hash_on = \"header:x-k\"\n[[routes]]\nupstream = \"u\"\n"
+        );
+        let text = if balance == "consistent-hash" { text } else { text.replace("hash_on = \"header:x-k\"\n", "") };
+        let parsed = crate::config::parse(Path::new("test.toml"), &text);
+        parsed.map(|c| c.upstreams.into_iter().next()).ok().flatten().unwrap_or_else(|| panic!("{text}"))
+    }
+
+    /// `(address, priority)`: a set in address order, priorities interleaved
+    /// as DNS gives them.
+    fn set(config: &UpstreamConfig, endpoints: &[(&str, u16)]) -> EndpointSet {
+        let endpoints =
+            endpoints.iter().map(|(a, p)| Arc::new(Endpoint::new(Arc::from(*a), 1, None).at_priority(*p))).collect();
+        EndpointSet::new(config, endpoints)
+    }
+
+    /// Across SRV priorities, round-robin takes the lowest priority's
+    /// endpoints in turn, evenly (one balancer over all of them gave each
+    /// the turns of the others' before it: 1 to 4 here), a retry goes to
+    /// the next untried one and then to the next priority, and with every
+    /// endpoint down (`all_down`) it still keeps to the lowest priority.
+    #[test]
+    fn a_request_picks_in_the_lowest_priority_that_can_serve() {
+        let c = config("round-robin");
+        let s = set(&c, &[("a:1", 10), ("b:1", 20), ("c:1", 20), ("d:1", 20), ("e:1", 10)]);
+        let mut counts = [0usize; 5];
+        for _ in 0..100 {
+            if let Some(i) = s.pick(false, None, &[]) {
+                counts[i] += 1;
+            }
+        }
+        assert_eq!(counts, [50, 0, 0, 0, 50]);
+        assert_eq!(s.pick(false, None, &[0, 4]).map(|i| s.endpoints[i].priority), Some(20), "the lower ones tried");
+        assert_eq!(s.pick(false, None, &[0, 1, 2, 3, 4]), None);
+        for _ in 0..10 {
+            assert!(matches!(s.pick(true, None, &[]), Some(0 | 4)), "all down: still the lowest priority");
+        }
+        // A consistent hash keeps a key within the priority that serves.
+        let h = config("consistent-hash");
+        let s = set(&h, &[("a:1", 10), ("b:1", 20), ("c:1", 10)]);
+        let picks: std::collections::HashSet<_> = (0..20).filter_map(|_| s.pick(false, Some(42), &[])).collect();
+        assert!(picks.len() == 1 && !picks.contains(&1), "{picks:?}");
     }
 }
