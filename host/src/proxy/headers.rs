@@ -1200,6 +1200,19 @@ mod tests {
         }
     }
 
+    /// The request fields a plugin may not set are those this hop takes
+    /// out or writes in a client's place (`Drop` in the forwarding table):
+    /// two lists, held in step here.
+    #[test]
+    fn plugins_are_refused_the_fields_the_forwarding_table_drops() {
+        let mut dropped: Vec<&str> =
+            FORWARDING.iter().filter(|(_, mode)| *mode == Mode::Drop).map(|(name, _)| name.as_str()).collect();
+        let mut refused = wasmgate_common::edit::GATEWAY_REQUEST_HEADERS.to_vec();
+        dropped.sort_unstable();
+        refused.sort_unstable();
+        assert_eq!(refused, dropped);
+    }
+
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
