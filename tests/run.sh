@@ -15,11 +15,14 @@ grep -qx wasm32-wasip2 <<<"$installed" || rustup target add wasm32-wasip2
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 
-step "system packages: redis-server (the store's Redis backend is tested against a real one)"
-if ! command -v redis-server >/dev/null; then
+step "system packages: redis-server, docker-registry (the store's Redis backend and plugin pulls are tested against real ones)"
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+if [ "${#missing[@]}" -gt 0 ]; then
   sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "formatting"

@@ -20,6 +20,7 @@ mod control;
 pub mod exchange;
 pub mod files;
 pub mod gateway;
+pub mod oci;
 pub mod plugin;
 pub mod proxy;
 pub mod routing;

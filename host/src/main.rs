@@ -24,6 +24,22 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Publish a plugin to an OCI registry (the CNCF Wasm artifact layout)
+    /// and print the digests to pin it by. Credentials, if the registry
+    /// asks for them: WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD.
+    Push {
+        /// The plugin's `.wasm` component.
+        file: PathBuf,
+        /// `registry/repository:tag`, e.g. ghcr.io/acme/rate-limit:1.2.0
+        reference: String,
+        /// Plain HTTP, for a registry without TLS.
+        #[arg(long)]
+        plain_http: bool,
+        /// A PEM file of the CA that signed the registry's certificate (in
+        /// place of the public roots).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +64,79 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(config),
+        Command::Push { file, reference, plain_http, ca } => push(&file, &reference, plain_http, ca),
+    }
+}
+
+/// The most a push may take.
+const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn push(file: &std::path::Path, reference: &str, plain_http: bool, ca: Option<PathBuf>) -> ExitCode {
+    use wasmgate::config::{Credentials, RegistryConfig, Secret};
+    let reference = match wasmgate::oci::Reference::parse(reference) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let component = match wasmgate::files::read_regular(file, wasmgate::plugin::registry::MAX_PLUGIN_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    // A component's preamble: `\0asm`, version 0x0d, layer 1 (a core
+    // module's layer is 0).
+    if !component.starts_with(b"\0asm\x0d\0\x01\0") {
+        eprintln!("error: {} is not a WebAssembly component", file.display());
+        eprintln!("fix: build the plugin with `cargo build --release --target wasm32-wasip2`");
+        return ExitCode::from(2);
+    }
+    let credentials = match (std::env::var("WASMGATE_REGISTRY_USERNAME"), std::env::var("WASMGATE_REGISTRY_PASSWORD")) {
+        (Ok(username), Ok(password)) => Some(Credentials { username, password: Secret::new(password) }),
+        _ => None,
+    };
+    let registry = RegistryConfig { tls: !plain_http, ca, credentials };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Bounded: a registry that stops answering does not hold the shell.
+    let pushing =
+        async { tokio::time::timeout(PUSH_TIMEOUT, wasmgate::oci::push(&component, &reference, &registry)).await };
+    let pushed = runtime.block_on(pushing).unwrap_or_else(|_| {
+        Err(wasmgate::oci::Failure::Unreachable(format!("no answer within {} s", PUSH_TIMEOUT.as_secs())))
+    });
+    match pushed {
+        Ok(pushed) => {
+            let repository = format!("{}/{}", reference.registry, reference.repository);
+            println!("pushed {reference}");
+            println!("pin it in [plugin.NAME] by the manifest:");
+            println!("  oci = \"{repository}@sha256:{}\"", hex::encode(pushed.manifest));
+            println!("or by the component (sha256 of {}):", file.display());
+            println!("  oci = \"{reference}\"");
+            println!("  sha256 = \"{}\"", hex::encode(pushed.component));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot push {reference}: {e}");
+            match e {
+                wasmgate::oci::Failure::Denied(_) => eprintln!(
+                    "fix: export WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD for an account that may push"
+                ),
+                wasmgate::oci::Failure::Unreachable(_) | wasmgate::oci::Failure::Protocol(_) => eprintln!(
+                    "fix: check that {} is reachable (--plain-http for a registry without TLS)",
+                    reference.registry
+                ),
+                e => eprintln!("fix: {}", e.fix(&reference.registry)),
+            }
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -399,3 +399,83 @@ fn a_second_signal_during_the_drain_exits_at_once() {
         assert_eq!(in_flight.join().unwrap(), None, "the request in flight was cut");
     }
 }
+
+#[path = "../../tests/src/registry.rs"]
+#[expect(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: a registry that cannot start should stop the test"
+)]
+mod registry;
+
+/// `wasmgate push` publishes a component and prints how to pin it; `check`
+/// pulls what it printed (the component then fails the load on its own
+/// account: an empty component is no policy). What is not a component is
+/// not pushed; a registry's refusal names the variables that give
+/// credentials.
+#[test]
+fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::start();
+    let component = dir.path().join("empty.wasm");
+    std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
+    let reference = format!("{}/tests/empty:1", registry.host);
+    let out = Command::new(BIN).arg("push").arg(&component).arg(&reference).arg("--plain-http").output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    let pin = printed.lines().map(str::trim).find(|l| l.contains("@sha256:")).unwrap();
+    assert!(pin.starts_with(&format!("oci = \"{}/tests/empty@sha256:", registry.host)), "{printed}");
+
+    let config = dir.path().join("gateway.toml");
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n\n{}\n\
+             [plugin.empty]\n{pin}\n\n[upstreams.u]\nendpoints = [\"{}\"]\n\n\
+             [[routes]]\nupstream = \"u\"\nplugins = [{{ use = \"empty\" }}]\n",
+            registry.table(""),
+            dead_upstream()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "-c"]).arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("plugin `empty`") && !err.contains("cannot pull"), "pulled, then refused: {err}");
+    assert!(
+        dir.path().join("cache/oci/sha256").read_dir().unwrap().count() >= 2,
+        "the manifest and the component kept"
+    );
+
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, wasm_encoder::Module::new().finish()).unwrap();
+    let out = Command::new(BIN).arg("push").arg(&core_module).arg(&reference).arg("--plain-http").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a WebAssembly component"));
+
+    let private = registry::Registry::with_accounts();
+    let out = Command::new(BIN)
+        .arg("push")
+        .arg(&component)
+        .arg(format!("{}/tests/empty:1", private.host))
+        .arg("--plain-http")
+        .env_remove("WASMGATE_REGISTRY_USERNAME")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the registry asks for a username and password"), "{err}");
+    assert!(err.contains("fix: export WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD"), "{err}");
+    let (user, password) = registry::USER;
+    let out = Command::new(BIN)
+        .arg("push")
+        .arg(&component)
+        .arg(format!("{}/tests/empty:1", private.host))
+        .arg("--plain-http")
+        .env("WASMGATE_REGISTRY_USERNAME", user)
+        .env("WASMGATE_REGISTRY_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

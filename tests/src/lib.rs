@@ -11,6 +11,7 @@ pub mod dns;
 /// A real redis-server on a free port, killed on drop (shared with the host's unit tests).
 #[path = "../../host/src/plugin/caps/redis/tests/server.rs"]
 pub mod redis_server;
+pub mod registry;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -56,6 +56,7 @@ pub fn link_with(
     let settings = PluginSettings {
         isolation,
         file: None,
+        oci: None,
         sha256: None,
         limits: PluginLimits { deadline: Duration::from_millis(100), max_memory: 64 << 20, recycle_after: u64::MAX },
         grants,

@@ -21,7 +21,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub use error::{ConfigError, Problem, Problems};
-pub use plugins::{Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, StoreConfig};
+pub use plugins::{
+    Credentials, Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, RegistryConfig, StoreConfig,
+};
 pub use raw::{
     AllDown, Ambiguous, Balance, ClientAuth, Family, Isolation, OnPluginError, Protocol, RequestIds, TlsVersion,
 };

@@ -27,6 +27,31 @@ pub struct PluginsConfig {
     pub max_memory_ceiling: u64,
     pub defaults: PluginLimits,
     pub settings: BTreeMap<String, PluginSettings>,
+    /// `host[:port]` → how to reach that OCI registry.
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+/// `[plugins.registries."HOST"]`: how plugins are pulled from a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// HTTPS (the default); plain HTTP only when the config says so.
+    pub tls: bool,
+    /// A private CA, in place of the public roots.
+    pub ca: Option<PathBuf>,
+    pub credentials: Option<Credentials>,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self { tls: true, ca: None, credentials: None }
+    }
+}
+
+/// A registry account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +66,8 @@ pub struct PluginLimits {
 pub struct PluginSettings {
     pub isolation: Isolation,
     pub file: Option<PathBuf>,
+    /// Pulled from this OCI reference (pinned: by its digest or `sha256`).
+    pub oci: Option<crate::oci::Reference>,
     pub sha256: Option<[u8; 32]>,
     pub limits: PluginLimits,
     pub grants: Grants,
@@ -235,6 +262,43 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
                 }
             },
         };
+        let oci = match &r.oci {
+            None => None,
+            Some(text) => match crate::oci::Reference::parse(text) {
+                Ok(reference) => Some(reference),
+                Err(what) => {
+                    p.at(
+                        span(s),
+                        format!("{key}.oci"),
+                        what,
+                        "write registry/repository:tag or registry/repository@sha256:DIGEST",
+                    );
+                    ok = false;
+                    None
+                }
+            },
+        };
+        if let Some(reference) = &oci {
+            if r.file.is_some() {
+                p.at(
+                    span(s),
+                    format!("{key}.oci"),
+                    "both `oci` and `file` are set",
+                    "keep one: where the plugin comes from",
+                );
+                ok = false;
+            }
+            // Nothing runs that was not pinned: a tag may name other bytes tomorrow.
+            if reference.digest.is_none() && r.sha256.is_none() {
+                p.at(
+                    span(s),
+                    format!("{key}.oci"),
+                    format!("`{reference}` is a tag, and nothing pins what it names"),
+                    "pin the manifest (`...@sha256:DIGEST`) or the component (sha256 = \"...\"), as `wasmgate push` prints them",
+                );
+                ok = false;
+            }
+        }
         let line = Some(error::line_of(p.source(), s.span().start));
         let grants = match &r.grants {
             None => Grants::default(),
@@ -269,6 +333,7 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
             PluginSettings {
                 isolation: r.isolation.unwrap_or_default(),
                 file: r.file.as_ref().map(|f| base.join(f)),
+                oci,
                 sha256,
                 limits,
                 grants,
@@ -297,6 +362,7 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
         max_memory_ceiling,
         defaults,
         settings,
+        registries: rp.map(|r| build_registries(&r.registries, base, p, &mut ok)).unwrap_or_default(),
     };
     ok.then_some(config)
 }
@@ -335,6 +401,108 @@ fn limits(
     }
 }
 
+/// `[plugins.registries]`, each key a registry as references name it.
+fn build_registries(
+    raw: &BTreeMap<String, toml::Spanned<raw::RawRegistry>>,
+    base: &Path,
+    p: &mut Problems<'_>,
+    ok: &mut bool,
+) -> BTreeMap<String, RegistryConfig> {
+    let mut registries = BTreeMap::new();
+    for (host, r) in raw {
+        let key = format!("plugins.registries.\"{host}\"");
+        let mut problem = |what: String, fix: &str| {
+            p.at(span(r), &key, what, fix);
+            *ok = false;
+        };
+        // The registry part of a reference, which is what finds this entry.
+        match crate::oci::Reference::parse(&format!("{host}/x:y")) {
+            Ok(reference) if reference.registry == host.to_ascii_lowercase() => {}
+            _ => {
+                problem(format!("`{host}` is not a registry host"), "write host or host:port, as in the plugins' `oci`")
+            }
+        }
+        let r = r.get_ref();
+        let credentials = match (&r.username, &r.password) {
+            (None, None) => None,
+            (Some(username), Some(source)) => {
+                if source.use_.is_some() {
+                    problem("a registry password has no `use`".to_owned(), "remove `use`");
+                }
+                match read_secret(&format!("{key}.password"), "password", source, base, &mut Vec::new()) {
+                    Ok(password) => {
+                        Some(Credentials { username: username.clone(), password: Secret::new_bytes(password) })
+                    }
+                    Err((what, fix)) => {
+                        problem(what, &fix);
+                        None
+                    }
+                }
+            }
+            _ => {
+                problem("`username` and `password` go together".to_owned(), "set both, or neither for anonymous pulls");
+                None
+            }
+        };
+        let tls = r.tls.unwrap_or(true);
+        if !tls && r.ca.is_some() {
+            problem(
+                "`ca` is set on a registry without TLS".to_owned(),
+                "remove `ca` (it is for TLS), or remove `tls = false`",
+            );
+        }
+        registries.insert(
+            host.to_ascii_lowercase(),
+            RegistryConfig { tls, ca: r.ca.as_ref().map(|c| base.join(c)), credentials },
+        );
+    }
+    registries
+}
+
+/// A secret's bytes from the environment or a file (whose path is pushed
+/// on `files`, to be watched); `what` names it in messages, `key` is its key
+/// in the fix.
+fn read_secret(
+    what: &str,
+    key: &str,
+    source: &raw::RawSecretSource,
+    base: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Result<Vec<u8>, (String, String)> {
+    match (&source.env, &source.file) {
+        (Some(var), None) => {
+            std::env::var(var).ok().filter(|v| !v.is_empty()).map(String::into_bytes).ok_or_else(|| {
+                (
+                    format!("{what}: environment variable `{var}` is not set (or empty)"),
+                    format!("export {var}=... before starting the gateway"),
+                )
+            })
+        }
+        (None, Some(file)) => {
+            let path = base.join(file);
+            files.push(path.clone());
+            crate::files::read_regular(&path, crate::files::MAX_CONFIG_FILE)
+                .map(|mut v| {
+                    // A trailing newline from `echo secret > file` is not part of the secret.
+                    while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                        v.pop();
+                    }
+                    v
+                })
+                .map_err(|e| {
+                    (
+                        format!("{what}: cannot read {}: {e}", path.display()),
+                        "check the path and its permissions".to_owned(),
+                    )
+                })
+        }
+        _ => Err((
+            format!("{what} needs exactly one of `env` and `file`"),
+            format!("{key} = {{ env = \"VAR\" }} or {key} = {{ file = \"path\" }}"),
+        )),
+    }
+}
+
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {
     let text = text.strip_prefix("sha256:").unwrap_or(text);
     let bytes = hex::decode(text).ok()?;
@@ -366,38 +534,7 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
         if source.use_ == Some(raw::SecretUse::Verify) {
             sealed_secrets.insert(name.clone());
         }
-        let value = match (&source.env, &source.file) {
-            (Some(var), None) => {
-                std::env::var(var).ok().filter(|v| !v.is_empty()).map(String::into_bytes).ok_or_else(|| {
-                    (
-                        format!("secret `{name}`: environment variable `{var}` is not set (or empty)"),
-                        format!("export {var}=... before starting the gateway"),
-                    )
-                })
-            }
-            (None, Some(file)) => {
-                let path = base.join(file);
-                secret_files.push(path.clone());
-                crate::files::read_regular(&path, crate::files::MAX_CONFIG_FILE)
-                    .map(|mut v| {
-                        // A trailing newline from `echo secret > file` is not part of the secret.
-                        while v.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                            v.pop();
-                        }
-                        v
-                    })
-                    .map_err(|e| {
-                        (
-                            format!("secret `{name}`: cannot read {}: {e}", path.display()),
-                            "check the path and its permissions".to_owned(),
-                        )
-                    })
-            }
-            _ => Err((
-                format!("secret `{name}` needs exactly one of `env` and `file`"),
-                format!("{name} = {{ env = \"VAR\" }} or {name} = {{ file = \"path\" }}"),
-            )),
-        };
+        let value = read_secret(&format!("secret `{name}`"), name, source, base, &mut secret_files);
         match value {
             Ok(v) => {
                 secrets.insert(name.clone(), Secret::new_bytes(v));

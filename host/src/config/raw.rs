@@ -202,6 +202,19 @@ pub struct RawPlugins {
     pub recycle_after: Option<u64>,
     pub max_idle_per_worker: Option<usize>,
     pub max_instances: Option<Spanned<u32>>,
+    /// `"host[:port]"` → how to reach an OCI registry plugins are pulled from.
+    #[serde(default)]
+    pub registries: BTreeMap<String, Spanned<RawRegistry>>,
+}
+
+/// `[plugins.registries."HOST"]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    pub tls: Option<bool>,
+    pub ca: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<RawSecretSource>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +222,8 @@ pub struct RawPlugins {
 pub struct RawPluginSettings {
     pub isolation: Option<Isolation>,
     pub file: Option<PathBuf>,
+    /// `registry/repository:tag` or `...@sha256:DIGEST`.
+    pub oci: Option<String>,
     pub sha256: Option<String>,
     pub deadline: Option<HumanDuration>,
     pub max_memory: Option<ByteSize>,

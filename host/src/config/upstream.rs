@@ -71,7 +71,7 @@ pub enum HashOn {
     Cookie(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamTls {
     pub ca: Option<PathBuf>,
     pub server_name: Option<String>,

@@ -571,6 +571,7 @@ fn load_plugins(
     let default_settings = config::PluginSettings {
         isolation: config::Isolation::Pooled,
         file: None,
+        oci: None,
         sha256: None,
         limits: pc.defaults,
         grants: config::Grants::default(),
@@ -592,7 +593,19 @@ fn load_plugins(
             );
             continue;
         }
-        let Some(path) = registry::plugin_path(pc.dir.as_deref(), name, settings) else { continue };
+        let path = match &settings.oci {
+            Some(reference) => match pull(reference, settings.sha256, pc, &env.control) {
+                Ok(path) => path,
+                Err((what, fix)) => {
+                    problems.at_line(line, format!("plugin.{name}.oci"), format!("plugin `{name}`: {what}"), fix);
+                    continue;
+                }
+            },
+            None => match registry::plugin_path(pc.dir.as_deref(), name, settings) {
+                Some(path) => path,
+                None => continue,
+            },
+        };
         let caps = match Caps::new(name, &settings.grants, &env.store, upstreams, origins) {
             Ok(c) => c,
             Err(what) => {
@@ -613,6 +626,33 @@ fn load_plugins(
         }
     }
     loaded
+}
+
+/// The most a pull may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pulls a plugin from its registry into the cache (or finds it there), on
+/// the control runtime: where its component is.
+fn pull(
+    reference: &crate::oci::Reference,
+    pin: Option<[u8; 32]>,
+    pc: &config::PluginsConfig,
+    control: &tokio::runtime::Handle,
+) -> Result<PathBuf, (String, String)> {
+    let registry = pc.registries.get(&reference.registry).cloned().unwrap_or_default();
+    let fix = |f: &crate::oci::Failure| f.fix(&reference.registry);
+    let (reference, cache_dir) = (reference.clone(), pc.cache_dir.clone());
+    let what = reference.to_string();
+    let pulling =
+        async move { crate::oci::pull(&reference, pin, &registry, &cache_dir, registry::MAX_PLUGIN_BYTES).await };
+    match crate::control::wait(control, Some(PULL_TIMEOUT), pulling) {
+        Some(Ok(path)) => Ok(path),
+        Some(Err(e)) => Err((format!("cannot pull {what}: {e}"), fix(&e))),
+        None => Err((
+            format!("pulling {what} did not finish within {} s", PULL_TIMEOUT.as_secs()),
+            "check that the registry is reachable and answers".to_owned(),
+        )),
+    }
 }
 
 /// Which config keys came from files (`config_files`), for a plugin's

@@ -105,7 +105,7 @@ pub fn plugin_path(dir: Option<&Path>, name: &str, settings: &PluginSettings) ->
 }
 
 /// The largest plugin file read (Python components are tens of MiB).
-const MAX_PLUGIN_BYTES: u64 = 512 << 20;
+pub const MAX_PLUGIN_BYTES: u64 = 512 << 20;
 
 /// A plugin file's bytes ([`crate::files::read_regular`]).
 fn read_plugin(path: &Path) -> std::io::Result<Vec<u8>> {

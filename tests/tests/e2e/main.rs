@@ -14,6 +14,7 @@ mod discovery;
 mod edge;
 mod ip_filter;
 mod jwt;
+mod oci;
 mod plugins;
 mod proxy;
 mod rate_limit;

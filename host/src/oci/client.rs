@@ -1,0 +1,361 @@
+//! The few HTTP requests of the distribution API a pull and a push make:
+//! one connection a request (they happen at load, a handful each), the
+//! registry's token or basic authentication, and redirects (registries send
+//! blobs from a CDN).
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, LOCATION, USER_AGENT, WWW_AUTHENTICATE};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+
+use super::Failure;
+use crate::config::{Protocol, RegistryConfig, UpstreamTls};
+
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
+/// The largest error body or token answer read.
+const SMALL: usize = 64 << 10;
+
+/// A client of one registry, holding the token it was given.
+pub(crate) struct Client {
+    /// `http://host:port` or `https://host:port`.
+    base: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    settings: RegistryConfig,
+    /// `Authorization` once the registry asked for one.
+    authorization: Option<HeaderValue>,
+}
+
+impl Client {
+    pub(crate) fn new(registry: &str, settings: &RegistryConfig) -> Result<Self, Failure> {
+        let tls = if settings.tls {
+            let upstream = UpstreamTls { ca: settings.ca.clone(), server_name: None, client_cert: None };
+            Some(crate::tls::client_config(&upstream, Protocol::Http1).map_err(|e| Failure::Setup(e.to_string()))?)
+        } else {
+            None
+        };
+        let scheme = if settings.tls { "https" } else { "http" };
+        Ok(Self { base: format!("{scheme}://{registry}"), tls, settings: settings.clone(), authorization: None })
+    }
+
+    /// `method` on `path` (`/v2/...`, or an upload's absolute `Location`),
+    /// authenticated as the registry asks (for `scope`), following
+    /// redirects; the answer's body read up to `limit` bytes (64 KiB at
+    /// least).
+    pub(crate) async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(http::HeaderName, &str)],
+        body: Bytes,
+        scope: &str,
+        limit: usize,
+    ) -> Result<Response<Bytes>, Failure> {
+        let mut uri: Uri = if path.starts_with('/') { format!("{}{path}", self.base) } else { path.to_owned() }
+            .parse()
+            .map_err(|_| Failure::Protocol(format!("`{path}` is not a URL")))?;
+        let mut authenticated = false;
+        let mut redirects = 0;
+        loop {
+            // Credentials go to the registry only, not to where it redirects.
+            let to_registry = uri.authority().map(http::uri::Authority::as_str) == self.base.split("://").nth(1);
+            let auth = self.authorization.as_ref().filter(|_| to_registry);
+            let response = self.once(&method, &uri, headers, body.clone(), auth, limit).await?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && to_registry && !authenticated {
+                let challenge = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("");
+                self.authorization = Some(self.authenticate(challenge, scope).await?);
+                authenticated = true;
+                continue;
+            }
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                redirects += 1;
+                let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+                let (Some(location), true) = (location, redirects <= MAX_REDIRECTS) else {
+                    return Err(Failure::Protocol(format!("{uri}: {status} without a usable Location")));
+                };
+                let next = resolve(&uri, location)?;
+                // Never from HTTPS down to plain HTTP.
+                if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
+                    return Err(Failure::Protocol(format!("{uri} redirected to plain HTTP ({next})")));
+                }
+                uri = next;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    /// One request on a new connection.
+    async fn once(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &[(http::HeaderName, &str)],
+        body: Bytes,
+        auth: Option<&HeaderValue>,
+        limit: usize,
+    ) -> Result<Response<Bytes>, Failure> {
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(Failure::Protocol(format!("{uri}: not an http(s) URL"))),
+        };
+        let authority = uri.authority().ok_or_else(|| Failure::Protocol(format!("{uri}: no host")))?;
+        let host = authority.host();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect((bare, port))
+            .await
+            .map_err(|e| Failure::Unreachable(format!("cannot connect to {authority}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str))
+            .header(HOST, authority.as_str())
+            .header(USER_AGENT, concat!("wasmgate/", env!("CARGO_PKG_VERSION")))
+            .header(CONTENT_LENGTH, body.len());
+        for (name, value) in headers {
+            builder = builder.header(name, *value);
+        }
+        if let Some(auth) = auth {
+            builder = builder.header(AUTHORIZATION, auth);
+        }
+        let request = builder.body(Full::new(body)).map_err(|e| Failure::Protocol(e.to_string()))?;
+        let response = if https {
+            let config = match &self.tls {
+                Some(config) => config.clone(),
+                // A redirect from a plain-HTTP registry to an HTTPS CDN.
+                None => crate::tls::client_config(&UpstreamTls::default(), Protocol::Http1)
+                    .map_err(|e| Failure::Setup(e.to_string()))?,
+            };
+            let name = ServerName::try_from(bare.to_owned())
+                .map_err(|_| Failure::Protocol(format!("`{host}` is not a server name")))?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Failure::Unreachable(format!("TLS with {authority}: {e}")))?;
+            exchange(TokioIo::new(stream), request, authority.as_str()).await?
+        } else {
+            exchange(TokioIo::new(tcp), request, authority.as_str()).await?
+        };
+        let (parts, body) = response.into_parts();
+        // An error's body is only read for its message; an answer that is
+        // not a manifest or a blob (an upload's) may still have a small one.
+        let limit = if parts.status.is_success() { limit.max(SMALL) } else { SMALL };
+        let body = Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| Failure::Protocol(format!("{uri}: reading the answer: {e}")))?
+            .to_bytes();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// The `Authorization` a challenge asks for: a token from the realm it
+    /// names (for `scope`, with the credentials if any), or the
+    /// credentials themselves.
+    async fn authenticate(&self, challenge: &str, scope: &str) -> Result<HeaderValue, Failure> {
+        let basic = self.settings.credentials.as_ref().map(|c| {
+            let mut plain = c.username.as_bytes().to_vec();
+            plain.push(b':');
+            plain.extend_from_slice(c.password.expose());
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(plain))
+        });
+        let value = match Challenge::parse(challenge) {
+            Some(Challenge::Basic) => basic.ok_or(Failure::Denied(
+                "the registry asks for a username and password, and none is configured".to_owned(),
+            ))?,
+            Some(Challenge::Bearer { realm, service }) => {
+                let mut url = format!("{realm}{}scope={}", if realm.contains('?') { '&' } else { '?' }, encode(scope));
+                if let Some(service) = service {
+                    url.push_str("&service=");
+                    url.push_str(&encode(&service));
+                }
+                let uri: Uri =
+                    url.parse().map_err(|_| Failure::Protocol(format!("token realm `{realm}` is not a URL")))?;
+                if uri.scheme_str() != Some("https") && self.settings.tls {
+                    return Err(Failure::Protocol(format!("token realm {realm} is not HTTPS")));
+                }
+                let auth = basic.as_deref().map(HeaderValue::from_str).transpose().map_err(|_| {
+                    Failure::Setup("the registry username or password is not a valid header value".to_owned())
+                })?;
+                let answer = self.once(&Method::GET, &uri, &[], Bytes::new(), auth.as_ref(), SMALL).await?;
+                if !answer.status().is_success() {
+                    return Err(Failure::Denied(format!("the token service {realm} answered {}", answer.status())));
+                }
+                let token: Token = serde_json::from_slice(answer.body())
+                    .map_err(|e| Failure::Protocol(format!("the token service {realm}: {e}")))?;
+                let token = token
+                    .token
+                    .or(token.access_token)
+                    .ok_or_else(|| Failure::Protocol(format!("the token service {realm} gave no token")))?;
+                format!("Bearer {token}")
+            }
+            None => return Err(Failure::Protocol(format!("unsupported authentication challenge `{challenge}`"))),
+        };
+        HeaderValue::from_str(&value)
+            .map_err(|_| Failure::Setup("the registry credentials are not a valid header value".to_owned()))
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            })
+    }
+}
+
+/// Sends `request` over a fresh HTTP/1.1 connection.
+async fn exchange<I>(
+    io: I,
+    request: Request<Full<Bytes>>,
+    authority: &str,
+) -> Result<Response<hyper::body::Incoming>, Failure>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| Failure::Unreachable(format!("{authority}: {e}")))?;
+    tokio::spawn(connection);
+    sender.send_request(request).await.map_err(|e| Failure::Unreachable(format!("{authority}: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+struct Token {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+/// A `WWW-Authenticate` challenge the client answers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    Basic,
+    Bearer { realm: String, service: Option<String> },
+}
+
+impl Challenge {
+    /// The first challenge, if Basic or Bearer (with its realm).
+    pub(crate) fn parse(header: &str) -> Option<Self> {
+        let header = header.trim();
+        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Self::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let params = params(rest);
+        let find = |name: &str| params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        Some(Self::Bearer { realm: find("realm")?, service: find("service") })
+    }
+}
+
+/// `key="value", key=token, ...` (a quoted value may hold commas and `\"`).
+fn params(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim().trim_start_matches(',').trim().to_owned();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let mut end = quoted.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, escaped)) = chars.next() {
+                            value.push(escaped);
+                        }
+                    }
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            (value, quoted.get(end..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        out.push((key, value));
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+/// Percent-encodes a query value.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `location` (absolute, or a path on `base`'s origin) as a URI.
+pub(crate) fn resolve(base: &Uri, location: &str) -> Result<Uri, Failure> {
+    let text = if location.starts_with('/') && !location.starts_with("//") {
+        let (scheme, authority) = (base.scheme_str().unwrap_or("http"), base.authority().map_or("", |a| a.as_str()));
+        format!("{scheme}://{authority}{location}")
+    } else {
+        location.to_owned()
+    };
+    let uri: Uri = text.parse().map_err(|_| Failure::Protocol(format!("Location `{location}` is not a URL")))?;
+    if uri.scheme().is_none() || uri.authority().is_none() {
+        return Err(Failure::Protocol(format!("Location `{location}` is not a URL")));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_read_as_registries_write_them() {
+        assert_eq!(Challenge::parse("Basic realm=\"Registry Realm\""), Some(Challenge::Basic));
+        assert_eq!(
+            Challenge::parse(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull""#),
+            Some(Challenge::Bearer { realm: "https://ghcr.io/token".to_owned(), service: Some("ghcr.io".to_owned()) })
+        );
+        // Spaces, unquoted values, a quoted comma and an escaped quote.
+        assert_eq!(
+            Challenge::parse(r#"bearer service=reg, realm="https://auth.example/t?a=1,2&q=\"x\"""#),
+            Some(Challenge::Bearer {
+                realm: r#"https://auth.example/t?a=1,2&q="x""#.to_owned(),
+                service: Some("reg".to_owned())
+            })
+        );
+        assert_eq!(Challenge::parse("Bearer service=\"x\""), None, "no realm: nowhere to ask");
+        assert_eq!(Challenge::parse("Negotiate abc"), None);
+        assert_eq!(Challenge::parse(""), None);
+    }
+
+    #[test]
+    fn locations_resolve_against_the_request() {
+        let base: Uri = "http://127.0.0.1:5000/v2/a/blobs/uploads/".parse().unwrap();
+        assert_eq!(
+            resolve(&base, "/v2/a/blobs/uploads/u?_state=x").unwrap().to_string(),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/u?_state=x"
+        );
+        assert_eq!(resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(), "https://cdn.example/b?sig=1");
+        assert!(resolve(&base, "relative/path").is_err());
+        assert!(resolve(&base, "//cdn.example/b").is_err());
+    }
+
+    #[test]
+    fn scopes_are_percent_encoded() {
+        assert_eq!(encode("repository:acme/x:pull,push"), "repository%3Aacme%2Fx%3Apull%2Cpush");
+    }
+}

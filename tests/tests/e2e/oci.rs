@@ -1,0 +1,144 @@
+//! Plugins pulled from a real OCI registry: pinned by the manifest's digest
+//! or by the component's, kept in the cache so a restart needs no
+//! registry, refused when the registry holds other bytes, and with the
+//! registry's accounts.
+
+use std::path::Path;
+
+use wasmgate::config::{Credentials, RegistryConfig, Secret};
+use wasmgate::oci::{Pushed, Reference};
+use wasmgate_tests::registry::{self, Registry};
+use wasmgate_tests::upstream::{TestUpstream, echoed_header};
+use wasmgate_tests::{get, init_logs, plugin_dir};
+
+/// Publishes a plugin from `plugins/` at `host/plugins/NAME:tag`.
+async fn publish(registry: &Registry, plugin: &str, at: &str, credentials: Option<Credentials>) -> Pushed {
+    let bytes = std::fs::read(plugin_dir().join(format!("{plugin}.wasm"))).unwrap();
+    let reference = Reference::parse(&format!("{}/{at}", registry.host)).unwrap();
+    let settings = RegistryConfig { tls: false, ca: None, credentials };
+    wasmgate::oci::push(&bytes, &reference, &settings).await.unwrap()
+}
+
+/// A gateway whose one route runs `add-header` as `plugin` (the lines of
+/// `[plugin.add-header]`) says, its plugin cache in `cache`, its plugin
+/// directory empty: the plugin can only come from the registry.
+fn start(
+    dir: &Path,
+    cache: &Path,
+    registries: &str,
+    plugin: &str,
+    up: &TestUpstream,
+) -> Result<wasmgate::Gateway, String> {
+    init_logs();
+    let plugins = dir.join("empty-plugin-dir");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nwatch = false\n\n\
+         [plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n\n{registries}\n\
+         [plugin.add-header]\n{plugin}\n\n\
+         [upstreams.u]\nendpoints = [\"{}\"]\n\n\
+         [[routes]]\nupstream = \"u\"\n\
+         plugins = [{{ use = \"add-header\", config = {{ request = {{ set = {{ \"x-pulled\" = \"yes\" }} }} }} }}]\n",
+        plugins.display(),
+        cache.display(),
+        up.addr
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    wasmgate::Gateway::start(&path).map_err(|e| e.to_string())
+}
+
+async fn runs_the_plugin(gw: &wasmgate::Gateway) -> bool {
+    let addr = gw.addr().unwrap();
+    let reply = get(&format!("http://{addr}/")).await;
+    reply.status == 200 && echoed_header(&reply.json(), "x-pulled").as_deref() == Some("yes")
+}
+
+/// Pinned by the manifest's digest: pulled once, then served from the
+/// cache — a restart with the registry gone still runs it; a fresh cache
+/// without the registry cannot start, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_pinned_by_its_manifest_is_pulled_once_and_kept() {
+    let up = TestUpstream::echo("u").await;
+    let registry = Registry::start();
+    let pushed = publish(&registry, "add-header", "plugins/add-header:1.0", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let table = registry.table("");
+    let pin = format!("oci = \"{}/plugins/add-header@sha256:{}\"", registry.host, hex::encode(pushed.manifest));
+
+    let gw = start(dir.path(), &cache, &table, &pin, &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+    let kept = cache.join("oci/sha256").join(hex::encode(pushed.component));
+    assert_eq!(std::fs::read(&kept).unwrap(), std::fs::read(plugin_dir().join("add-header.wasm")).unwrap());
+
+    drop(registry);
+    let gw = start(dir.path(), &cache, &table, &pin, &up).expect("the cache serves a pinned manifest");
+    assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+
+    let e = start(dir.path(), &dir.path().join("fresh-cache"), &table, &pin, &up).unwrap_err();
+    for part in ["plugin.add-header.oci", "cannot pull", "cannot connect to 127.0.0.1:", "fix: check that 127.0.0.1:"] {
+        assert!(e.contains(part), "{part}: {e}");
+    }
+}
+
+/// A tag pinned by the component's sha256 runs what was pinned: moved to
+/// another plugin, it is refused before the other is downloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_runs_only_the_component_it_is_pinned_to() {
+    let up = TestUpstream::echo("u").await;
+    let registry = Registry::start();
+    let pushed = publish(&registry, "add-header", "plugins/policy:stable", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let table = registry.table("");
+    let pin =
+        format!("oci = \"{}/plugins/policy:stable\"\nsha256 = \"{}\"", registry.host, hex::encode(pushed.component));
+    let gw = start(dir.path(), &dir.path().join("a"), &table, &pin, &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+
+    let moved = publish(&registry, "deny", "plugins/policy:stable", None).await;
+    let e = start(dir.path(), &dir.path().join("b"), &table, &pin, &up).unwrap_err();
+    let said = format!(
+        "is the component sha256:{}, not the sha256:{} pinned",
+        hex::encode(moved.component),
+        hex::encode(pushed.component)
+    );
+    assert!(e.contains(&said), "{e}");
+    assert!(!dir.path().join("b/oci/sha256").join(hex::encode(moved.component)).exists(), "not downloaded");
+
+    // A digest that is in no manifest of the repository.
+    let missing = format!("oci = \"{}/plugins/policy@sha256:{}\"", registry.host, "ab".repeat(32));
+    let e = start(dir.path(), &dir.path().join("c"), &table, &missing, &up).unwrap_err();
+    assert!(e.contains("the registry has no such manifest (404)"), "{e}");
+}
+
+/// A registry with accounts: without credentials the load says the
+/// registry asks for them, with a wrong password that it refused them, and
+/// with the right one (from a file) the plugin runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_accounts_is_pulled_from_with_the_configured_password() {
+    let up = TestUpstream::echo("u").await;
+    let registry = Registry::with_accounts();
+    let (user, password) = registry::USER;
+    let account = Credentials { username: user.to_owned(), password: Secret::new(password.to_owned()) };
+    let pushed = publish(&registry, "add-header", "private/add-header:1", Some(account)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pin = format!("oci = \"{}/private/add-header@sha256:{}\"", registry.host, hex::encode(pushed.manifest));
+
+    let e = start(dir.path(), &dir.path().join("a"), &registry.table(""), &pin, &up).unwrap_err();
+    assert!(e.contains("the registry asks for a username and password, and none is configured"), "{e}");
+
+    std::fs::write(dir.path().join("wrong"), "not-the-password\n").unwrap();
+    let wrong = registry.table(&format!("username = \"{user}\"\npassword = {{ file = \"wrong\" }}"));
+    let e = start(dir.path(), &dir.path().join("b"), &wrong, &pin, &up).unwrap_err();
+    assert!(e.contains("the registry refused the manifest (401 Unauthorized)"), "{e}");
+    assert!(!e.contains("not-the-password"), "a password is never said: {e}");
+
+    std::fs::write(dir.path().join("password"), format!("{password}\n")).unwrap();
+    let right = registry.table(&format!("username = \"{user}\"\npassword = {{ file = \"password\" }}"));
+    let gw = start(dir.path(), &dir.path().join("c"), &right, &pin, &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+}
