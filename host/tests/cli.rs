@@ -406,6 +406,7 @@ fn a_second_signal_during_the_drain_exits_at_once() {
     clippy::panic,
     reason = "test harness: a registry that cannot start should stop the test"
 )]
+#[expect(dead_code, reason = "shared with the end-to-end tests: the registry over TLS is theirs")]
 mod registry;
 
 /// `wasmgate push` publishes a component and prints how to pin it; `check`

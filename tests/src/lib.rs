@@ -12,6 +12,7 @@ pub mod dns;
 #[path = "../../host/src/plugin/caps/redis/tests/server.rs"]
 pub mod redis_server;
 pub mod registry;
+pub mod token_service;
 pub mod upstream;
 
 use std::net::SocketAddr;

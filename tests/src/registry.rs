@@ -3,6 +3,7 @@
 //! dropped.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -22,36 +23,44 @@ const HTPASSWD: &str = "puller:$2y$05$ZS0LWM5Jljh4.xHkt2e86OYuw5oWiY7G3YoR4LuBxd
 pub struct Registry {
     /// `127.0.0.1:PORT`: the registry part of a reference.
     pub host: String,
+    /// Whether it serves HTTPS.
+    tls: bool,
     child: Child,
     _dir: TempDir,
 }
 
 impl Registry {
-    /// A registry anyone may pull from and push to.
+    /// A registry anyone may pull from and push to, over plain HTTP.
     pub fn start() -> Self {
-        Self::spawn(false)
+        Self::spawn(None, |_| String::new())
     }
 
-    /// A registry that asks for [`USER`]'s password for every request.
+    /// A registry over plain HTTP that asks for [`USER`]'s password (Basic
+    /// authentication) for every request.
     pub fn with_accounts() -> Self {
-        Self::spawn(true)
+        Self::spawn(None, |dir| {
+            let htpasswd = dir.join("htpasswd");
+            std::fs::write(&htpasswd, HTPASSWD).expect("write htpasswd");
+            format!("auth:\n  htpasswd:\n    realm: wasmgate-tests\n    path: {}\n", htpasswd.display())
+        })
     }
 
-    fn spawn(accounts: bool) -> Self {
+    /// A registry serving HTTPS with this certificate and key (PEM files),
+    /// and `auth` (the registry config's `auth:` section, or nothing).
+    pub fn with_tls(cert: &Path, key: &Path, auth: &str) -> Self {
+        let tls = format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display());
+        Self::spawn(Some(tls), |_| auth.to_owned())
+    }
+
+    fn spawn(tls: Option<String>, auth: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for the registry");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:0\n  secret: wasmgate-tests\n",
-            dir.path().join("data").display()
+             http:\n  addr: 127.0.0.1:0\n  secret: wasmgate-tests\n{}",
+            dir.path().join("data").display(),
+            tls.as_deref().unwrap_or("")
         );
-        if accounts {
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, HTPASSWD).expect("write htpasswd");
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: wasmgate-tests\n    path: {}\n",
-                htpasswd.display()
-            ));
-        }
+        config.push_str(&auth(dir.path()));
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
         let mut child = Command::new("docker-registry")
@@ -72,7 +81,8 @@ impl Registry {
                 if let Some(at) = line.find("listening on ")
                     && let Some(tx) = tx.take()
                 {
-                    let addr = line[at + "listening on ".len()..].split(['"', ' ']).next().unwrap_or("").to_owned();
+                    let addr =
+                        line[at + "listening on ".len()..].split(['"', ' ', ',']).next().unwrap_or("").to_owned();
                     let _ = tx.send(addr);
                 }
             }
@@ -84,13 +94,14 @@ impl Registry {
                 panic!("docker-registry did not say where it listens within 20 s");
             }
         };
-        Self { host, child, _dir: dir }
+        Self { host, tls: tls.is_some(), child, _dir: dir }
     }
 
-    /// `[plugins.registries."HOST"]` for this registry (no TLS), with
-    /// `extra` lines.
+    /// `[plugins.registries."HOST"]` for this registry (`tls = false`
+    /// unless it serves HTTPS), with `extra` lines.
     pub fn table(&self, extra: &str) -> String {
-        format!("[plugins.registries.\"{}\"]\ntls = false\n{extra}\n", self.host)
+        let tls = if self.tls { "" } else { "tls = false\n" };
+        format!("[plugins.registries.\"{}\"]\n{tls}{extra}\n", self.host)
     }
 }
 

@@ -7,16 +7,27 @@ use std::path::Path;
 
 use wasmgate::config::{Credentials, RegistryConfig, Secret};
 use wasmgate::oci::{Pushed, Reference};
+use wasmgate_tests::certs::Ca;
 use wasmgate_tests::registry::{self, Registry};
+use wasmgate_tests::token_service::TokenService;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
 use wasmgate_tests::{get, init_logs, plugin_dir};
 
-/// Publishes a plugin from `plugins/` at `host/plugins/NAME:tag`.
+/// Publishes a plugin from `plugins/` at `registry/at` (`repository:tag`),
+/// over plain HTTP.
 async fn publish(registry: &Registry, plugin: &str, at: &str, credentials: Option<Credentials>) -> Pushed {
+    publish_with(registry, &RegistryConfig { tls: false, ca: None, credentials }, plugin, at).await
+}
+
+async fn publish_with(registry: &Registry, settings: &RegistryConfig, plugin: &str, at: &str) -> Pushed {
     let bytes = std::fs::read(plugin_dir().join(format!("{plugin}.wasm"))).unwrap();
     let reference = Reference::parse(&format!("{}/{at}", registry.host)).unwrap();
-    let settings = RegistryConfig { tls: false, ca: None, credentials };
-    wasmgate::oci::push(&bytes, &reference, &settings).await.unwrap()
+    wasmgate::oci::push(&bytes, &reference, settings).await.unwrap()
+}
+
+fn account() -> Credentials {
+    let (user, password) = registry::USER;
+    Credentials { username: user.to_owned(), password: Secret::new(password.to_owned()) }
 }
 
 /// A gateway whose one route runs `add-header` as `plugin` (the lines of
@@ -123,8 +134,7 @@ async fn a_registry_with_accounts_is_pulled_from_with_the_configured_password() 
     let up = TestUpstream::echo("u").await;
     let registry = Registry::with_accounts();
     let (user, password) = registry::USER;
-    let account = Credentials { username: user.to_owned(), password: Secret::new(password.to_owned()) };
-    let pushed = publish(&registry, "add-header", "private/add-header:1", Some(account)).await;
+    let pushed = publish(&registry, "add-header", "private/add-header:1", Some(account())).await;
     let dir = tempfile::tempdir().unwrap();
     let pin = format!("oci = \"{}/private/add-header@sha256:{}\"", registry.host, hex::encode(pushed.manifest));
 
@@ -141,4 +151,51 @@ async fn a_registry_with_accounts_is_pulled_from_with_the_configured_password() 
     let right = registry.table(&format!("username = \"{user}\"\npassword = {{ file = \"password\" }}"));
     let gw = start(dir.path(), &dir.path().join("c"), &right, &pin, &up).unwrap();
     assert!(runs_the_plugin(&gw).await);
+}
+
+/// A registry over HTTPS with a private CA, whose tokens come from a token
+/// service (as ghcr.io, Docker Hub and Harbor work): a public repository
+/// is pulled with an anonymous token, a private one with the account's; the
+/// registry's certificate is checked against the configured CA (the public
+/// roots do not know it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_with_tokens_and_a_private_ca_is_pulled_from_over_https() {
+    let up = TestUpstream::echo("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "registry-ca");
+    let certificate = ca.server("registry", &["127.0.0.1"]);
+    let tokens = TokenService::start(&ca, &certificate);
+    let registry = Registry::with_tls(&certificate.cert, &certificate.key, &tokens.registry_auth());
+    let publisher = RegistryConfig { tls: true, ca: Some(ca.pem.clone()), credentials: Some(account()) };
+    let public = publish_with(&registry, &publisher, "add-header", "public/add-header:1").await;
+    let private = publish_with(&registry, &publisher, "add-header", "private/add-header:2").await;
+    let pin = |repository: &str, pushed: &Pushed| {
+        format!("oci = \"{}/{repository}@sha256:{}\"", registry.host, hex::encode(pushed.manifest))
+    };
+    let trusting = registry.table(&format!("ca = \"{}\"", ca.pem.display()));
+
+    let before = tokens.issued();
+    let gw = start(dir.path(), &dir.path().join("a"), &trusting, &pin("public/add-header", &public), &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+    assert!(tokens.issued() > before, "pulled with a token");
+
+    let e = start(dir.path(), &dir.path().join("b"), &trusting, &pin("private/add-header", &private), &up).unwrap_err();
+    assert!(
+        e.contains("the registry refused the manifest (401 Unauthorized)"),
+        "an anonymous token does not reach it: {e}"
+    );
+
+    let (user, password) = registry::USER;
+    std::fs::write(dir.path().join("password"), password).unwrap();
+    let with_account = registry
+        .table(&format!("ca = \"{}\"\nusername = \"{user}\"\npassword = {{ file = \"password\" }}", ca.pem.display()));
+    let gw =
+        start(dir.path(), &dir.path().join("c"), &with_account, &pin("private/add-header", &private), &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+
+    let e = start(dir.path(), &dir.path().join("d"), &registry.table(""), &pin("public/add-header", &public), &up)
+        .unwrap_err();
+    assert!(e.contains(&format!("TLS with {}", registry.host)) && e.contains("UnknownIssuer"), "{e}");
 }
