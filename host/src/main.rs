@@ -39,6 +39,12 @@ enum Command {
         /// place of the public roots).
         #[arg(long, value_name = "FILE")]
         ca: Option<PathBuf>,
+        /// Sign the pushed manifest, as cosign does, with this ECDSA P-256
+        /// private key (PKCS#8 PEM: `openssl genpkey -algorithm EC -pkeyopt
+        /// ec_paramgen_curve:P-256`); gateways trust its public key with
+        /// `signed_by`.
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
     },
 }
 
@@ -64,14 +70,22 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(config),
-        Command::Push { file, reference, plain_http, ca } => push(&file, &reference, plain_http, ca),
+        Command::Push { file, reference, plain_http, ca, sign_key } => {
+            push(&file, &reference, plain_http, ca, sign_key.as_deref())
+        }
     }
 }
 
 /// The most a push may take.
 const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-fn push(file: &std::path::Path, reference: &str, plain_http: bool, ca: Option<PathBuf>) -> ExitCode {
+fn push(
+    file: &std::path::Path,
+    reference: &str,
+    plain_http: bool,
+    ca: Option<PathBuf>,
+    sign_key: Option<&std::path::Path>,
+) -> ExitCode {
     use wasmgate::config::{Credentials, RegistryConfig, Secret};
     let reference = match wasmgate::oci::Reference::parse(reference) {
         Ok(r) => r,
@@ -94,6 +108,14 @@ fn push(file: &std::path::Path, reference: &str, plain_http: bool, ca: Option<Pa
         eprintln!("fix: build the plugin with `cargo build --release --target wasm32-wasip2`");
         return ExitCode::from(2);
     }
+    let key = match sign_key.map(|k| (k, wasmgate::files::read_regular(k, wasmgate::files::MAX_CONFIG_FILE))) {
+        None => None,
+        Some((_, Ok(bytes))) => Some(bytes),
+        Some((path, Err(e))) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
     let credentials = match (std::env::var("WASMGATE_REGISTRY_USERNAME"), std::env::var("WASMGATE_REGISTRY_PASSWORD")) {
         (Ok(username), Ok(password)) => Some(Credentials { username, password: Secret::new(password) }),
         _ => None,
@@ -107,8 +129,16 @@ fn push(file: &std::path::Path, reference: &str, plain_http: bool, ca: Option<Pa
         }
     };
     // Bounded: a registry that stops answering does not hold the shell.
-    let pushing =
-        async { tokio::time::timeout(PUSH_TIMEOUT, wasmgate::oci::push(&component, &reference, &registry)).await };
+    let pushing = async {
+        let publish = async {
+            let pushed = wasmgate::oci::push(&component, &reference, &registry).await?;
+            if let Some(key) = &key {
+                wasmgate::oci::sign(&reference, &pushed.manifest, key, &registry).await?;
+            }
+            Ok(pushed)
+        };
+        tokio::time::timeout(PUSH_TIMEOUT, publish).await
+    };
     let pushed = runtime.block_on(pushing).unwrap_or_else(|_| {
         Err(wasmgate::oci::Failure::Unreachable(format!("no answer within {} s", PUSH_TIMEOUT.as_secs())))
     });
@@ -116,6 +146,9 @@ fn push(file: &std::path::Path, reference: &str, plain_http: bool, ca: Option<Pa
         Ok(pushed) => {
             let repository = format!("{}/{}", reference.registry, reference.repository);
             println!("pushed {reference}");
+            if let Some(key) = sign_key {
+                println!("signed sha256:{} with {}", hex::encode(pushed.manifest), key.display());
+            }
             println!("pin it in [plugin.NAME] by the manifest:");
             println!("  oci = \"{repository}@sha256:{}\"", hex::encode(pushed.manifest));
             println!("or by the component (sha256 of {}):", file.display());

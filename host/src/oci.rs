@@ -11,10 +11,12 @@
 
 mod client;
 mod reference;
+mod signature;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use http::{Method, StatusCode};
@@ -23,18 +25,25 @@ use sha2::{Digest, Sha256};
 
 use self::client::Client;
 pub use self::reference::Reference;
+pub use self::signature::TrustedKey;
 use crate::config::RegistryConfig;
 
 /// An OCI image manifest.
 pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The CNCF Wasm artifact's config.
 pub const CONFIG_TYPE: &str = "application/vnd.wasm.config.v0+json";
+/// The config of cosign's signature manifests.
+const IMAGE_CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 /// The component layer.
 pub const WASM_LAYER_TYPE: &str = "application/wasm";
 /// The layer type of wasm-to-oci, read as well.
 const OLD_WASM_LAYER_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
+/// Docker's image manifest, in which some signature manifests are written.
+const DOCKER_MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// The distribution spec's manifest limit.
 const MAX_MANIFEST: usize = 4 << 20;
+/// The largest signature payload read (cosign's are a few hundred bytes).
+const MAX_PAYLOAD: usize = 64 << 10;
 
 /// Why a pull or a push failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +66,9 @@ pub enum Failure {
     /// Local: the cache, a CA file.
     #[error("{0}")]
     Setup(String),
+    /// No signature by a trusted key.
+    #[error("{0}")]
+    Unsigned(String),
 }
 
 impl Failure {
@@ -73,6 +85,9 @@ impl Failure {
             Self::NotFound(_) => "check the repository, tag and digest (`wasmgate push` prints them)".to_owned(),
             Self::Content(_) => "publish the component with `wasmgate push`, and pin the digest it prints".to_owned(),
             Self::Setup(_) => "check the plugin cache directory and the registry's `ca`".to_owned(),
+            Self::Unsigned(_) => "sign the manifest with a trusted key (`wasmgate push --sign-key`, or \
+                 `cosign sign --key`), or trust the key that signed it (`signed_by`)"
+                .to_owned(),
         }
     }
 }
@@ -102,6 +117,19 @@ struct Descriptor {
     media_type: String,
     digest: String,
     size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Descriptor {
+    fn of(media_type: &str, bytes: &[u8]) -> Self {
+        Self {
+            media_type: media_type.to_owned(),
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            size: bytes.len() as u64,
+            annotations: None,
+        }
+    }
 }
 
 impl Manifest {
@@ -166,48 +194,38 @@ fn keep(cache_dir: &Path, digest: &[u8; 32], bytes: &[u8]) -> Result<PathBuf, Fa
     Ok(path)
 }
 
+/// What a pull found.
+#[derive(Debug)]
+pub struct Pulled {
+    /// The component, in the cache.
+    pub path: PathBuf,
+    /// The trusted key that signed the manifest, when signatures were asked for.
+    pub signer: Option<PathBuf>,
+    /// Why the registry was not asked where the tag points: the manifest it
+    /// pointed to when last pulled was used.
+    pub stale: Option<String>,
+}
+
 /// Where the component `reference` names is, in the cache, pulled first if
 /// it is not there. `pin` is the component's sha256 when the config gives
-/// one (a reference by tag must have one). At most `limit` bytes.
+/// one; with `keys`, the manifest must carry a cosign signature by one of
+/// them. At most `limit` bytes.
 pub async fn pull(
     reference: &Reference,
     pin: Option<[u8; 32]>,
+    keys: &[TrustedKey],
     registry: &RegistryConfig,
     cache_dir: &Path,
     limit: u64,
-) -> Result<PathBuf, Failure> {
-    if let Some(pin) = pin
+) -> Result<Pulled, Failure> {
+    if keys.is_empty()
+        && let Some(pin) = pin
         && let Some((path, _)) = cached(cache_dir, &pin, limit)
     {
-        return Ok(path);
+        return Ok(Pulled { path, signer: None, stale: None });
     }
-    // A manifest pinned by digest names its layer for good.
-    if let Some(digest) = reference.digest
-        && let Some((_, bytes)) = cached(cache_dir, &digest, MAX_MANIFEST as u64)
-        && let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes)
-        && let Ok((layer, _)) = manifest.component(limit)
-        && pin.is_none_or(|pin| pin == layer)
-        && let Some((path, _)) = cached(cache_dir, &layer, limit)
-    {
-        return Ok(path);
-    }
-    let mut client = Client::new(&reference.registry, registry)?;
-    let scope = format!("repository:{}:pull", reference.repository);
-    let path = format!("/v2/{}/manifests/{}", reference.repository, reference.manifest_ref());
-    let answer =
-        client.send(Method::GET, &path, &[(ACCEPT, MANIFEST_TYPE)], Bytes::new(), &scope, MAX_MANIFEST).await?;
-    check_status(answer.status(), reference, "manifest")?;
-    let bytes = answer.into_body();
-    let digest: [u8; 32] = Sha256::digest(&bytes).into();
-    if let Some(want) = reference.digest
-        && want != digest
-    {
-        return Err(Failure::Content(format!(
-            "the registry's manifest has digest sha256:{}, not the sha256:{} pinned",
-            hex::encode(digest),
-            hex::encode(want)
-        )));
-    }
+    let mut session = Session { reference, registry, cache_dir, client: None };
+    let (digest, bytes, stale) = session.manifest().await?;
     let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| Failure::Content(format!("{reference} is not an OCI image manifest: {e}")))?;
     let (layer, size) = manifest.component(limit).map_err(|e| Failure::Content(format!("{reference}: {e}")))?;
@@ -220,24 +238,193 @@ pub async fn pull(
             hex::encode(pin)
         )));
     }
-    if reference.digest.is_some() {
-        keep(cache_dir, &digest, &bytes)?;
-    }
+    let signer = if keys.is_empty() { None } else { Some(session.signer(&digest, keys).await?.path.clone()) };
     if let Some((path, _)) = cached(cache_dir, &layer, limit) {
-        return Ok(path);
+        return Ok(Pulled { path, signer, stale });
     }
-    let path = format!("/v2/{}/blobs/sha256:{}", reference.repository, hex::encode(layer));
-    let limit = usize::try_from(size).unwrap_or(usize::MAX);
-    let answer = client.send(Method::GET, &path, &[], Bytes::new(), &scope, limit).await?;
-    check_status(answer.status(), reference, "component")?;
-    let component = answer.into_body();
-    if <[u8; 32]>::from(Sha256::digest(&component)) != layer || component.len() as u64 != size {
+    let component = session.blob(&layer, usize::try_from(size).unwrap_or(usize::MAX), "component").await?;
+    if component.len() as u64 != size {
         return Err(Failure::Content(format!(
-            "the registry served a component for sha256:{} that is not it",
+            "the component sha256:{} is not the size its manifest says",
             hex::encode(layer)
         )));
     }
-    keep(cache_dir, &layer, &component)
+    Ok(Pulled { path: keep(cache_dir, &layer, &component)?, signer, stale })
+}
+
+/// One pull's view of a registry: the cache first, then the registry (one
+/// client, made when first needed, keeping its token).
+struct Session<'a> {
+    reference: &'a Reference,
+    registry: &'a RegistryConfig,
+    cache_dir: &'a Path,
+    client: Option<Client>,
+}
+
+impl Session<'_> {
+    fn client(&mut self) -> Result<&mut Client, Failure> {
+        match &mut self.client {
+            Some(client) => Ok(client),
+            slot @ None => Ok(slot.insert(Client::new(&self.reference.registry, self.registry)?)),
+        }
+    }
+
+    /// GETs `/v2/<repository>/<path>`, up to `limit` bytes, as `what`.
+    async fn get(&mut self, path: &str, accept: &str, limit: usize, what: &str) -> Result<Bytes, Failure> {
+        let scope = format!("repository:{}:pull", self.reference.repository);
+        let path = format!("/v2/{}/{path}", self.reference.repository);
+        let headers = [(ACCEPT, accept)];
+        let answer = self.client()?.send(Method::GET, &path, &headers, Bytes::new(), &scope, limit).await?;
+        check_status(answer.status(), self.reference, what)?;
+        Ok(answer.into_body())
+    }
+
+    /// The blob `digest` (checked), from the cache or the registry (then kept).
+    async fn blob(&mut self, digest: &[u8; 32], limit: usize, what: &str) -> Result<Bytes, Failure> {
+        if let Some((_, bytes)) = cached(self.cache_dir, digest, limit as u64) {
+            return Ok(bytes.into());
+        }
+        let bytes = self.get(&format!("blobs/sha256:{}", hex::encode(digest)), "*/*", limit, what).await?;
+        if <[u8; 32]>::from(Sha256::digest(&bytes)) != *digest {
+            return Err(Failure::Content(format!(
+                "the registry served a {what} for sha256:{} that is not it",
+                hex::encode(digest)
+            )));
+        }
+        keep(self.cache_dir, digest, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// The manifest the reference names: its digest and bytes. A digest
+    /// names it for good (the cache answers); a tag is asked of the
+    /// registry each time, and while the registry cannot be reached, the
+    /// manifest the tag named when last asked is taken (said in the third
+    /// element).
+    async fn manifest(&mut self) -> Result<([u8; 32], Bytes, Option<String>), Failure> {
+        if let Some(digest) = self.reference.digest {
+            let path = format!("manifests/sha256:{}", hex::encode(digest));
+            return match cached(self.cache_dir, &digest, MAX_MANIFEST as u64) {
+                Some((_, bytes)) => Ok((digest, bytes.into(), None)),
+                None => {
+                    let bytes = self.get(&path, MANIFEST_TYPE, MAX_MANIFEST, "manifest").await?;
+                    if <[u8; 32]>::from(Sha256::digest(&bytes)) != digest {
+                        return Err(Failure::Content(format!(
+                            "the registry's manifest has digest sha256:{}, not the sha256:{} pinned",
+                            hex::encode(Sha256::digest(&bytes)),
+                            hex::encode(digest)
+                        )));
+                    }
+                    keep(self.cache_dir, &digest, &bytes)?;
+                    Ok((digest, bytes, None))
+                }
+            };
+        }
+        let tag = self.reference.manifest_ref();
+        let record = records(self.cache_dir, "tags", &self.reference.to_string());
+        match self.get(&format!("manifests/{tag}"), MANIFEST_TYPE, MAX_MANIFEST, "manifest").await {
+            Ok(bytes) => {
+                let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                keep(self.cache_dir, &digest, &bytes)?;
+                write_record(&record, &digest)?;
+                Ok((digest, bytes, None))
+            }
+            Err(e @ Failure::Unreachable(_)) => {
+                let last =
+                    read_record(&record).and_then(|d| Some((d, cached(self.cache_dir, &d, MAX_MANIFEST as u64)?)));
+                match last {
+                    Some((digest, (_, bytes))) => {
+                        let why = format!("{e}; using sha256:{}, which it named when last pulled", hex::encode(digest));
+                        Ok((digest, bytes.into(), Some(why)))
+                    }
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The trusted key that signed manifest `digest`: the signatures last
+    /// pulled for it if one of them is by a key of `keys`, else those the
+    /// registry has now.
+    async fn signer<'k>(&mut self, digest: &[u8; 32], keys: &'k [TrustedKey]) -> Result<&'k TrustedKey, Failure> {
+        let record = records(self.cache_dir, "signatures", &hex::encode(digest));
+        if let Some(kept) = read_record(&record)
+            && let Some((_, bytes)) = cached(self.cache_dir, &kept, MAX_MANIFEST as u64)
+            && let Ok(Some(key)) = self.signed_by(&bytes, digest, keys).await
+        {
+            return Ok(key);
+        }
+        let tag = signature::tag_of(digest);
+        let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST_TYPE}");
+        let bytes = match self.get(&format!("manifests/{tag}"), &accept, MAX_MANIFEST, "signature").await {
+            Ok(bytes) => bytes,
+            Err(Failure::NotFound(_)) => {
+                return Err(Failure::Unsigned(format!(
+                    "{} (sha256:{}) has no signatures (no {tag})",
+                    self.reference,
+                    hex::encode(digest)
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        match self.signed_by(&bytes, digest, keys).await? {
+            Some(key) => {
+                let kept: [u8; 32] = Sha256::digest(&bytes).into();
+                keep(self.cache_dir, &kept, &bytes)?;
+                write_record(&record, &kept)?;
+                Ok(key)
+            }
+            None => {
+                let trusted: Vec<String> = keys.iter().map(|k| k.path.display().to_string()).collect();
+                Err(Failure::Unsigned(format!(
+                    "{} (sha256:{}) has no signature by a trusted key ({})",
+                    self.reference,
+                    hex::encode(digest),
+                    trusted.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// The key of `keys` that made one of the signatures in signature
+    /// manifest `bytes` of manifest `digest`, if any.
+    async fn signed_by<'k>(
+        &mut self,
+        bytes: &[u8],
+        digest: &[u8; 32],
+        keys: &'k [TrustedKey],
+    ) -> Result<Option<&'k TrustedKey>, Failure> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Failure::Content(format!("the signatures of {} are not a manifest: {e}", self.reference)))?;
+        let layers = manifest.layers.iter().map(|l| (l.media_type.as_str(), l.digest.as_str(), l.annotations.as_ref()));
+        for signed in signature::signatures(layers) {
+            let payload = self.blob(&signed.payload, MAX_PAYLOAD, "signature payload").await?;
+            if let Some(key) = signature::check(&payload, &signed.signature, digest, keys) {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `<cache_dir>/oci/<kind>/<sha256 of name>`: a small file naming a digest.
+fn records(cache_dir: &Path, kind: &str, name: &str) -> PathBuf {
+    cache_dir.join("oci").join(kind).join(hex::encode(Sha256::digest(name.as_bytes())))
+}
+
+fn read_record(path: &Path) -> Option<[u8; 32]> {
+    let text = crate::files::read_regular_text(path, 128).ok()?;
+    reference::parse_hex(text.trim())
+}
+
+fn write_record(path: &Path, digest: &[u8; 32]) -> Result<(), Failure> {
+    let setup = |e: std::io::Error| Failure::Setup(format!("cannot write to the plugin cache {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(setup)?;
+    }
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, hex::encode(digest)).map_err(setup)?;
+    std::fs::rename(&temporary, path).map_err(setup)
 }
 
 /// Publishes `component` at `reference` (a tag) in the CNCF Wasm layout.
@@ -245,34 +432,72 @@ pub async fn push(component: &[u8], reference: &Reference, registry: &RegistryCo
     let Some(tag) = reference.tag.as_deref().filter(|_| reference.digest.is_none()) else {
         return Err(Failure::Setup(format!("push to a tag, not a digest: {reference}")));
     };
-    let layer: [u8; 32] = Sha256::digest(component).into();
-    let layer_digest = format!("sha256:{}", hex::encode(layer));
-    let config = serde_json::json!({
-        "architecture": "wasm",
-        "os": "wasip2",
-        "layerDigests": [layer_digest],
-    });
-    let config = Bytes::from(config.to_string());
-    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+    let layer = Descriptor::of(WASM_LAYER_TYPE, component);
+    let config = serde_json::json!({ "architecture": "wasm", "os": "wasip2", "layerDigests": [layer.digest] });
+    let config = config.to_string().into_bytes();
     let mut client = Client::new(&reference.registry, registry)?;
     let scope = format!("repository:{}:pull,push", reference.repository);
-    upload(&mut client, reference, &scope, &config_digest, config.clone()).await?;
-    upload(&mut client, reference, &scope, &layer_digest, Bytes::copy_from_slice(component)).await?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MANIFEST_TYPE.to_owned()),
-        config: Descriptor { media_type: CONFIG_TYPE.to_owned(), digest: config_digest, size: config.len() as u64 },
-        layers: vec![Descriptor {
-            media_type: WASM_LAYER_TYPE.to_owned(),
-            digest: layer_digest,
-            size: component.len() as u64,
-        }],
+    let config = upload(&mut client, reference, &scope, CONFIG_TYPE, config.into()).await?;
+    let layer = upload(&mut client, reference, &scope, WASM_LAYER_TYPE, Bytes::copy_from_slice(component)).await?;
+    let component = reference::parse_hex(layer.digest.trim_start_matches("sha256:")).unwrap_or_default();
+    let manifest = put_manifest(&mut client, reference, &scope, tag, config, vec![layer]).await?;
+    Ok(Pushed { manifest, component })
+}
+
+/// Signs manifest `manifest` of `reference`'s repository with `key` (an
+/// ECDSA P-256 private key, PKCS#8 PEM), as cosign does: a payload naming
+/// the manifest, and its signature, added to the signature manifest at
+/// `sha256-<manifest>.sig` (the signatures there kept).
+pub async fn sign(
+    reference: &Reference,
+    manifest: &[u8; 32],
+    key: &[u8],
+    registry: &RegistryConfig,
+) -> Result<(), Failure> {
+    let repository = format!("{}/{}", reference.registry, reference.repository);
+    let (payload, signed) = signature::sign(&repository, manifest, key).map_err(Failure::Setup)?;
+    let mut client = Client::new(&reference.registry, registry)?;
+    let scope = format!("repository:{}:pull,push", reference.repository);
+    let tag = signature::tag_of(manifest);
+    let path = format!("/v2/{}/manifests/{tag}", reference.repository);
+    let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST_TYPE}");
+    let answer = client.send(Method::GET, &path, &[(ACCEPT, &accept)], Bytes::new(), &scope, MAX_MANIFEST).await?;
+    let mut layers = match answer.status() {
+        StatusCode::NOT_FOUND => Vec::new(),
+        status => {
+            check_status(status, reference, "signature")?;
+            serde_json::from_slice::<Manifest>(answer.body())
+                .map_err(|e| Failure::Content(format!("the signatures at {tag} are not a manifest: {e}")))?
+                .layers
+        }
     };
+    let mut layer = upload(&mut client, reference, &scope, signature::PAYLOAD_TYPE, payload.into()).await?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(signed);
+    layer.annotations = Some([(signature::SIGNATURE_ANNOTATION.to_owned(), encoded)].into());
+    // Every key signs the same payload: a layer per signature, with the
+    // same digest (only the very same signature is not added twice).
+    layers.retain(|l| (&l.digest, &l.annotations) != (&layer.digest, &layer.annotations));
+    layers.push(layer);
+    let config = upload(&mut client, reference, &scope, IMAGE_CONFIG_TYPE, Bytes::from_static(b"{}")).await?;
+    put_manifest(&mut client, reference, &scope, &tag, config, layers).await?;
+    Ok(())
+}
+
+/// PUTs an OCI image manifest of `config` and `layers` at `tag`: its digest.
+async fn put_manifest(
+    client: &mut Client,
+    reference: &Reference,
+    scope: &str,
+    tag: &str,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+) -> Result<[u8; 32], Failure> {
+    let manifest = Manifest { schema_version: 2, media_type: Some(MANIFEST_TYPE.to_owned()), config, layers };
     let manifest = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Failure::Setup(e.to_string()))?);
     let path = format!("/v2/{}/manifests/{tag}", reference.repository);
-    let answer = client.send(Method::PUT, &path, &[(CONTENT_TYPE, MANIFEST_TYPE)], manifest.clone(), &scope, 0).await?;
+    let answer = client.send(Method::PUT, &path, &[(CONTENT_TYPE, MANIFEST_TYPE)], manifest.clone(), scope, 0).await?;
     check_status(answer.status(), reference, "manifest")?;
-    Ok(Pushed { manifest: Sha256::digest(&manifest).into(), component: layer })
+    Ok(Sha256::digest(&manifest).into())
 }
 
 /// Uploads one blob unless the registry has it (a monolithic upload: a
@@ -281,12 +506,14 @@ async fn upload(
     client: &mut Client,
     reference: &Reference,
     scope: &str,
-    digest: &str,
+    media_type: &str,
     bytes: Bytes,
-) -> Result<(), Failure> {
+) -> Result<Descriptor, Failure> {
+    let descriptor = Descriptor::of(media_type, &bytes);
+    let digest = descriptor.digest.as_str();
     let blob = format!("/v2/{}/blobs/{digest}", reference.repository);
     if client.send(Method::HEAD, &blob, &[], Bytes::new(), scope, 0).await?.status().is_success() {
-        return Ok(());
+        return Ok(descriptor);
     }
     let uploads = format!("/v2/{}/blobs/uploads/", reference.repository);
     let answer = client.send(Method::POST, &uploads, &[], Bytes::new(), scope, 0).await?;
@@ -303,7 +530,8 @@ async fn upload(
     url.push_str(&digest.replace(':', "%3A"));
     let octets = [(CONTENT_TYPE, "application/octet-stream")];
     let answer = client.send(Method::PUT, &url, &octets, bytes, scope, 0).await?;
-    check_status(answer.status(), reference, "upload")
+    check_status(answer.status(), reference, "upload")?;
+    Ok(descriptor)
 }
 
 /// A status other than success, as a failure naming what was asked for.
@@ -327,6 +555,7 @@ mod tests {
             schema_version: 2,
             media_type: Some(MANIFEST_TYPE.to_owned()),
             config: Descriptor {
+                annotations: None,
                 media_type: CONFIG_TYPE.to_owned(),
                 digest: format!("sha256:{}", "0".repeat(64)),
                 size: 2,
@@ -334,6 +563,7 @@ mod tests {
             layers: layers
                 .iter()
                 .map(|(t, d, size)| Descriptor {
+                    annotations: None,
                     media_type: (*t).to_owned(),
                     digest: format!("sha256:{}", hex::encode(d)),
                     size: *size,

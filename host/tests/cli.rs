@@ -421,9 +421,21 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
     let component = dir.path().join("empty.wasm");
     std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
     let reference = format!("{}/tests/empty:1", registry.host);
-    let out = Command::new(BIN).arg("push").arg(&component).arg(&reference).arg("--plain-http").output().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("publisher.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.path().join("publisher.pub"), key.public_key_pem()).unwrap();
+    let out = Command::new(BIN)
+        .arg("push")
+        .arg(&component)
+        .arg(&reference)
+        .arg("--plain-http")
+        .arg("--sign-key")
+        .arg(dir.path().join("publisher.key"))
+        .output()
+        .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("signed sha256:") && printed.contains("publisher.key"), "{printed}");
     let pin = printed.lines().map(str::trim).find(|l| l.contains("@sha256:")).unwrap();
     assert!(pin.starts_with(&format!("oci = \"{}/tests/empty@sha256:", registry.host)), "{printed}");
 
@@ -433,7 +445,7 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n[plugins]\ndir = \"plugins\"\ncache_dir = \"cache\"\n\n{}\n\
-             [plugin.empty]\n{pin}\n\n[upstreams.u]\nendpoints = [\"{}\"]\n\n\
+             [plugin.empty]\n{pin}\nsigned_by = [\"publisher.pub\"]\n\n[upstreams.u]\nendpoints = [\"{}\"]\n\n\
              [[routes]]\nupstream = \"u\"\nplugins = [{{ use = \"empty\" }}]\n",
             registry.table(""),
             dead_upstream()
@@ -443,7 +455,10 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
     let out = Command::new(BIN).args(["check", "-c"]).arg(&config).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("plugin `empty`") && !err.contains("cannot pull"), "pulled, then refused: {err}");
+    assert!(
+        err.contains("plugin `empty`") && !err.contains("cannot pull"),
+        "pulled, its signature verified, then refused: {err}"
+    );
     assert!(
         dir.path().join("cache/oci/sha256").read_dir().unwrap().count() >= 2,
         "the manifest and the component kept"

@@ -57,6 +57,7 @@ pub fn link_with(
         isolation,
         file: None,
         oci: None,
+        signed_by: Vec::new(),
         sha256: None,
         limits: PluginLimits { deadline: Duration::from_millis(100), max_memory: 64 << 20, recycle_after: u64::MAX },
         grants,

@@ -31,6 +31,13 @@ pub struct PluginsConfig {
     pub registries: BTreeMap<String, RegistryConfig>,
 }
 
+impl PluginsConfig {
+    /// The files of the trusted keys, watched for a reload.
+    pub fn key_files(&self) -> impl Iterator<Item = &Path> {
+        self.settings.values().flat_map(|s| s.signed_by.iter().map(|k| k.path.as_path()))
+    }
+}
+
 /// `[plugins.registries."HOST"]`: how plugins are pulled from a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
@@ -68,6 +75,9 @@ pub struct PluginSettings {
     pub file: Option<PathBuf>,
     /// Pulled from this OCI reference (pinned: by its digest or `sha256`).
     pub oci: Option<crate::oci::Reference>,
+    /// With `oci`: the keys one of which must have signed its manifest
+    /// (its own `signed_by`, else `[plugins] signed_by`).
+    pub signed_by: Vec<crate::oci::TrustedKey>,
     pub sha256: Option<[u8; 32]>,
     pub limits: PluginLimits,
     pub grants: Grants,
@@ -237,6 +247,10 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
         p,
     );
     let mut ok = true;
+    let signed_by = match rp.and_then(|r| r.signed_by.as_ref()) {
+        Some(keys) => trusted_keys(keys.get_ref(), "plugins.signed_by", span(keys), base, p, &mut ok),
+        None => Vec::new(),
+    };
     let mut settings = BTreeMap::new();
     for (name, s) in &raw.plugin {
         let key = format!("plugin.{name}");
@@ -278,6 +292,21 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
                 }
             },
         };
+        let signed_by = match (&r.signed_by, &oci) {
+            (Some(keys), Some(_)) => trusted_keys(keys, &format!("{key}.signed_by"), span(s), base, p, &mut ok),
+            (None, Some(_)) => signed_by.clone(),
+            (Some(_), None) => {
+                p.at(
+                    span(s),
+                    format!("{key}.signed_by"),
+                    "signed_by is for a plugin pulled from a registry (signatures are kept there)",
+                    "set `oci`, or pin the file with sha256",
+                );
+                ok = false;
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+        };
         if let Some(reference) = &oci {
             if r.file.is_some() {
                 p.at(
@@ -288,13 +317,15 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
                 );
                 ok = false;
             }
-            // Nothing runs that was not pinned: a tag may name other bytes tomorrow.
-            if reference.digest.is_none() && r.sha256.is_none() {
+            // Nothing runs that was not pinned or signed by a trusted key:
+            // a tag may name other bytes tomorrow.
+            if reference.digest.is_none() && r.sha256.is_none() && signed_by.is_empty() {
                 p.at(
                     span(s),
                     format!("{key}.oci"),
                     format!("`{reference}` is a tag, and nothing pins what it names"),
-                    "pin the manifest (`...@sha256:DIGEST`) or the component (sha256 = \"...\"), as `wasmgate push` prints them",
+                    "pin the manifest (`...@sha256:DIGEST`) or the component (sha256 = \"...\"), as `wasmgate push` prints them, \
+                     or trust its publisher's key (signed_by)",
                 );
                 ok = false;
             }
@@ -334,6 +365,7 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
                 isolation: r.isolation.unwrap_or_default(),
                 file: r.file.as_ref().map(|f| base.join(f)),
                 oci,
+                signed_by,
                 sha256,
                 limits,
                 grants,
@@ -399,6 +431,28 @@ fn limits(
             defaults.recycle_after,
         ),
     }
+}
+
+/// The public keys at `paths` (relative to `base`).
+fn trusted_keys(
+    paths: &[PathBuf],
+    key: &str,
+    at: Option<std::ops::Range<usize>>,
+    base: &Path,
+    p: &mut Problems<'_>,
+    ok: &mut bool,
+) -> Vec<crate::oci::TrustedKey> {
+    let mut keys = Vec::new();
+    for path in paths {
+        match crate::oci::TrustedKey::load(&base.join(path)) {
+            Ok(k) => keys.push(k),
+            Err(what) => {
+                p.at(at.clone(), key, what, "name a PEM public key file (cosign.pub, or `openssl pkey -pubout`)");
+                *ok = false;
+            }
+        }
+    }
+    keys
 }
 
 /// `[plugins.registries]`, each key a registry as references name it.

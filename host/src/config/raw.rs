@@ -205,6 +205,8 @@ pub struct RawPlugins {
     /// `"host[:port]"` → how to reach an OCI registry plugins are pulled from.
     #[serde(default)]
     pub registries: BTreeMap<String, Spanned<RawRegistry>>,
+    /// Public keys one of which must have signed every plugin pulled from a registry.
+    pub signed_by: Option<Spanned<Vec<PathBuf>>>,
 }
 
 /// `[plugins.registries."HOST"]`.
@@ -224,6 +226,8 @@ pub struct RawPluginSettings {
     pub file: Option<PathBuf>,
     /// `registry/repository:tag` or `...@sha256:DIGEST`.
     pub oci: Option<String>,
+    /// Public keys one of which must have signed it (in place of `[plugins] signed_by`).
+    pub signed_by: Option<Vec<PathBuf>>,
     pub sha256: Option<String>,
     pub deadline: Option<HumanDuration>,
     pub max_memory: Option<ByteSize>,

@@ -572,6 +572,7 @@ fn load_plugins(
         isolation: config::Isolation::Pooled,
         file: None,
         oci: None,
+        signed_by: Vec::new(),
         sha256: None,
         limits: pc.defaults,
         grants: config::Grants::default(),
@@ -594,8 +595,16 @@ fn load_plugins(
             continue;
         }
         let path = match &settings.oci {
-            Some(reference) => match pull(reference, settings.sha256, pc, &env.control) {
-                Ok(path) => path,
+            Some(reference) => match pull(reference, settings, pc, &env.control) {
+                Ok(pulled) => {
+                    if let Some(why) = &pulled.stale {
+                        tracing::warn!(plugin = name, reference = %reference, "the registry was not reached: {why}");
+                    }
+                    if let Some(signer) = &pulled.signer {
+                        tracing::info!(plugin = name, reference = %reference, key = %signer.display(), "signature verified");
+                    }
+                    pulled.path
+                }
                 Err((what, fix)) => {
                     problems.at_line(line, format!("plugin.{name}.oci"), format!("plugin `{name}`: {what}"), fix);
                     continue;
@@ -635,18 +644,20 @@ const PULL_TIMEOUT: Duration = Duration::from_secs(60);
 /// the control runtime: where its component is.
 fn pull(
     reference: &crate::oci::Reference,
-    pin: Option<[u8; 32]>,
+    settings: &config::PluginSettings,
     pc: &config::PluginsConfig,
     control: &tokio::runtime::Handle,
-) -> Result<PathBuf, (String, String)> {
+) -> Result<crate::oci::Pulled, (String, String)> {
     let registry = pc.registries.get(&reference.registry).cloned().unwrap_or_default();
     let fix = |f: &crate::oci::Failure| f.fix(&reference.registry);
     let (reference, cache_dir) = (reference.clone(), pc.cache_dir.clone());
+    let (pin, keys) = (settings.sha256, settings.signed_by.clone());
     let what = reference.to_string();
-    let pulling =
-        async move { crate::oci::pull(&reference, pin, &registry, &cache_dir, registry::MAX_PLUGIN_BYTES).await };
+    let pulling = async move {
+        crate::oci::pull(&reference, pin, &keys, &registry, &cache_dir, registry::MAX_PLUGIN_BYTES).await
+    };
     match crate::control::wait(control, Some(PULL_TIMEOUT), pulling) {
-        Some(Ok(path)) => Ok(path),
+        Some(Ok(pulled)) => Ok(pulled),
         Some(Err(e)) => Err((format!("cannot pull {what}: {e}"), fix(&e))),
         None => Err((
             format!("pulling {what} did not finish within {} s", PULL_TIMEOUT.as_secs()),

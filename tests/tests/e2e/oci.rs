@@ -199,3 +199,69 @@ async fn a_registry_with_tokens_and_a_private_ca_is_pulled_from_over_https() {
         .unwrap_err();
     assert!(e.contains(&format!("TLS with {}", registry.host)) && e.contains("UnknownIssuer"), "{e}");
 }
+
+/// A publisher's signing key: its private key and public key as PEM files
+/// `NAME.key` and `NAME.pub` in `dir` (ECDSA P-256, as cosign makes them).
+fn signing_key(dir: &Path, name: &str) -> (Vec<u8>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join(format!("{name}.pub")), key.public_key_pem()).unwrap();
+    (key.serialize_pem().into_bytes(), format!("{name}.pub"))
+}
+
+/// With `signed_by`, a plugin runs only when its manifest carries a cosign
+/// signature by a trusted key: then a tag needs no pin (the publisher is
+/// trusted), and a tag moved to an unsigned manifest is refused. More
+/// signatures are added beside those there; signatures verified once are
+/// kept, so a restart without the registry runs the manifest the tag last
+/// named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
+    let up = TestUpstream::echo("u").await;
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a_private, a) = signing_key(dir.path(), "a");
+    let (b_private, b) = signing_key(dir.path(), "b");
+    let settings = RegistryConfig { tls: false, ca: None, credentials: None };
+    let pushed = publish(&registry, "add-header", "signed/add-header:1", None).await;
+    let at = |repository: &str| Reference::parse(&format!("{}/{repository}", registry.host)).unwrap();
+    wasmgate::oci::sign(&at("signed/add-header:1"), &pushed.manifest, &a_private, &settings).await.unwrap();
+    let table = registry.table("");
+    let tag = format!("oci = \"{}/signed/add-header:1\"", registry.host);
+    let trusting = |keys: &[&str]| format!("{tag}\nsigned_by = {keys:?}");
+
+    let gw = start(dir.path(), &dir.path().join("a"), &table, &trusting(&[&a]), &up).unwrap();
+    assert!(runs_the_plugin(&gw).await, "signed by a trusted key, a tag needs no pin");
+    drop(gw);
+    let e = start(dir.path(), &dir.path().join("b"), &table, &trusting(&[&b]), &up).unwrap_err();
+    assert!(e.contains("has no signature by a trusted key") && e.contains("b.pub"), "{e}");
+    assert!(e.contains("fix: sign the manifest with a trusted key"), "{e}");
+
+    // A second signature joins the first.
+    wasmgate::oci::sign(&at("signed/add-header:1"), &pushed.manifest, &b_private, &settings).await.unwrap();
+    for (cache, key) in [("c", &b), ("d", &a)] {
+        let gw = start(dir.path(), &dir.path().join(cache), &table, &trusting(&[key]), &up).unwrap();
+        assert!(runs_the_plugin(&gw).await, "{key}");
+    }
+
+    // `[plugins] signed_by` holds for every plugin from a registry.
+    let everywhere = format!("signed_by = [\"{a}\"]\n{table}");
+    let gw = start(dir.path(), &dir.path().join("e"), &everywhere, &tag, &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+
+    // Moved to an unsigned manifest, the tag is refused.
+    let moved = publish(&registry, "deny", "signed/add-header:1", None).await;
+    let e = start(dir.path(), &dir.path().join("f"), &table, &trusting(&[&a, &b]), &up).unwrap_err();
+    let unsigned = format!(
+        "(sha256:{}) has no signatures (no sha256-{}.sig)",
+        hex::encode(moved.manifest),
+        hex::encode(moved.manifest)
+    );
+    assert!(e.contains(&unsigned), "{e}");
+
+    // Without the registry, the manifest the tag last named (verified) runs.
+    drop(registry);
+    let gw =
+        start(dir.path(), &dir.path().join("a"), &table, &trusting(&[&a]), &up).expect("the last verified manifest");
+    assert!(runs_the_plugin(&gw).await);
+}
