@@ -88,7 +88,12 @@ fn push(
 ) -> ExitCode {
     use wasmgate::config::{Credentials, RegistryConfig, Secret};
     let reference = match wasmgate::oci::Reference::parse(reference) {
-        Ok(r) => r,
+        Ok(r) if r.digest.is_none() => r,
+        Ok(_) => {
+            eprintln!("error: {reference}: push to a tag; the digest is the registry's to give");
+            eprintln!("fix: write registry/repository:tag");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -118,7 +123,12 @@ fn push(
     };
     let credentials = match (std::env::var("WASMGATE_REGISTRY_USERNAME"), std::env::var("WASMGATE_REGISTRY_PASSWORD")) {
         (Ok(username), Ok(password)) => Some(Credentials { username, password: Secret::new(password) }),
-        _ => None,
+        (Err(_), Err(_)) => None,
+        _ => {
+            eprintln!("error: only one of WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD is set");
+            eprintln!("fix: set both, or neither to push anonymously");
+            return ExitCode::from(2);
+        }
     };
     let registry = RegistryConfig { tls: !plain_http, ca, credentials };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use self::client::Client;
 pub use self::reference::Reference;
+pub(crate) use self::reference::parse_hex;
 pub use self::signature::TrustedKey;
 use crate::config::RegistryConfig;
 
@@ -38,12 +39,16 @@ const IMAGE_CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const WASM_LAYER_TYPE: &str = "application/wasm";
 /// The layer type of wasm-to-oci, read as well.
 const OLD_WASM_LAYER_TYPE: &str = "application/vnd.wasm.content.layer.v1+wasm";
-/// Docker's image manifest, in which some signature manifests are written.
-const DOCKER_MANIFEST_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// The distribution spec's manifest limit.
 const MAX_MANIFEST: usize = 4 << 20;
 /// The largest signature payload read (cosign's are a few hundred bytes).
 const MAX_PAYLOAD: usize = 64 << 10;
+/// The most signatures of one manifest looked at: a registry cannot make a
+/// load fetch thousands of payloads.
+const MAX_SIGNATURES: usize = 32;
+/// What a signature manifest is asked for as (some are written as Docker's).
+const SIGNATURES_ACCEPT: &str =
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// Why a pull or a push failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -176,22 +181,31 @@ fn cached(cache_dir: &Path, digest: &[u8; 32], limit: u64) -> Option<(PathBuf, V
     (<[u8; 32]>::from(Sha256::digest(&bytes)) == *digest).then_some((path, bytes))
 }
 
-/// Keeps a blob whose digest was checked: written beside, then renamed, so
-/// a reader never finds half of one.
+/// Keeps a blob whose digest was checked.
 fn keep(cache_dir: &Path, digest: &[u8; 32], bytes: &[u8]) -> Result<PathBuf, Failure> {
-    let dir = blobs(cache_dir);
-    let setup = |e: std::io::Error| Failure::Setup(format!("cannot write to the plugin cache {}: {e}", dir.display()));
-    std::fs::create_dir_all(&dir).map_err(setup)?;
-    let path = dir.join(hex::encode(digest));
+    let path = blobs(cache_dir).join(hex::encode(digest));
+    write_atomically(&path, bytes)?;
+    Ok(path)
+}
+
+/// Writes `bytes` to `path`: beside it first, then renamed, so a reader
+/// never finds half (gateways sharing a cache, even as the same pid in two
+/// containers, write under names of their own).
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let setup = |e: std::io::Error| Failure::Setup(format!("cannot write {} in the plugin cache: {e}", path.display()));
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Failure::Setup(format!("{} is not a file's path", path.display())));
+    };
+    std::fs::create_dir_all(dir).map_err(setup)?;
     static WRITES: AtomicU64 = AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    let temporary = dir.join(format!(".{}.{}-{n}", hex::encode(digest), std::process::id()));
+    let unique =
+        format!("{}-{}-{:016x}", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed), fastrand::u64(..));
+    let temporary = dir.join(format!(".{}.{unique}", name.to_string_lossy()));
     std::fs::write(&temporary, bytes).map_err(setup)?;
-    std::fs::rename(&temporary, &path).map_err(|e| {
+    std::fs::rename(&temporary, path).map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
         setup(e)
-    })?;
-    Ok(path)
+    })
 }
 
 /// What a pull found.
@@ -224,9 +238,10 @@ pub async fn pull(
     {
         return Ok(Pulled { path, signer: None, stale: None });
     }
-    let mut session = Session { reference, registry, cache_dir, client: None };
-    let (digest, bytes, stale) = session.manifest().await?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
+    let mut session = Session { remote: Remote::new(reference, registry, false), cache_dir };
+    let resolved = session.manifest().await?;
+    let digest = resolved.digest;
+    let manifest: Manifest = serde_json::from_slice(&resolved.bytes)
         .map_err(|e| Failure::Content(format!("{reference} is not an OCI image manifest: {e}")))?;
     let (layer, size) = manifest.component(limit).map_err(|e| Failure::Content(format!("{reference}: {e}")))?;
     if let Some(pin) = pin
@@ -239,29 +254,42 @@ pub async fn pull(
         )));
     }
     let signer = if keys.is_empty() { None } else { Some(session.signer(&digest, keys).await?.path.clone()) };
-    if let Some((path, _)) = cached(cache_dir, &layer, limit) {
-        return Ok(Pulled { path, signer, stale });
+    let path = match cached(cache_dir, &layer, limit) {
+        Some((path, _)) => path,
+        None => {
+            let component = session.blob(&layer, usize::try_from(size).unwrap_or(usize::MAX), "component").await?;
+            if component.len() as u64 != size {
+                return Err(Failure::Content(format!(
+                    "the component sha256:{} is not the size its manifest says",
+                    hex::encode(layer)
+                )));
+            }
+            blobs(cache_dir).join(hex::encode(layer))
+        }
+    };
+    // Only a manifest that passed (pinned, signed, whole) is what the tag
+    // last named: the one to fall back on.
+    if let Some(record) = &resolved.record {
+        write_atomically(record, hex::encode(digest).as_bytes())?;
     }
-    let component = session.blob(&layer, usize::try_from(size).unwrap_or(usize::MAX), "component").await?;
-    if component.len() as u64 != size {
-        return Err(Failure::Content(format!(
-            "the component sha256:{} is not the size its manifest says",
-            hex::encode(layer)
-        )));
-    }
-    Ok(Pulled { path: keep(cache_dir, &layer, &component)?, signer, stale })
+    Ok(Pulled { path, signer, stale: resolved.stale })
 }
 
-/// One pull's view of a registry: the cache first, then the registry (one
-/// client, made when first needed, keeping its token).
-struct Session<'a> {
+/// The registry side of a pull, a push or a signing: one client (made when
+/// first needed, keeping its token) and the scope it asks for.
+struct Remote<'a> {
     reference: &'a Reference,
     registry: &'a RegistryConfig,
-    cache_dir: &'a Path,
+    scope: String,
     client: Option<Client>,
 }
 
-impl Session<'_> {
+impl<'a> Remote<'a> {
+    fn new(reference: &'a Reference, registry: &'a RegistryConfig, push: bool) -> Self {
+        let actions = if push { "pull,push" } else { "pull" };
+        Self { reference, registry, scope: format!("repository:{}:{actions}", reference.repository), client: None }
+    }
+
     fn client(&mut self) -> Result<&mut Client, Failure> {
         match &mut self.client {
             Some(client) => Ok(client),
@@ -269,22 +297,93 @@ impl Session<'_> {
         }
     }
 
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(http::HeaderName, &str)],
+        body: Bytes,
+        limit: usize,
+    ) -> Result<http::Response<Bytes>, Failure> {
+        let scope = self.scope.clone();
+        self.client()?.send(method, path, headers, body, &scope, limit).await
+    }
+
     /// GETs `/v2/<repository>/<path>`, up to `limit` bytes, as `what`.
     async fn get(&mut self, path: &str, accept: &str, limit: usize, what: &str) -> Result<Bytes, Failure> {
-        let scope = format!("repository:{}:pull", self.reference.repository);
         let path = format!("/v2/{}/{path}", self.reference.repository);
-        let headers = [(ACCEPT, accept)];
-        let answer = self.client()?.send(Method::GET, &path, &headers, Bytes::new(), &scope, limit).await?;
+        let answer = self.send(Method::GET, &path, &[(ACCEPT, accept)], Bytes::new(), limit).await?;
         check_status(answer.status(), self.reference, what)?;
         Ok(answer.into_body())
     }
 
+    /// Uploads a blob unless the registry has it (a monolithic upload: a
+    /// POST for a session, a PUT of the bytes): its descriptor.
+    async fn upload(&mut self, media_type: &str, bytes: Bytes) -> Result<Descriptor, Failure> {
+        let descriptor = Descriptor::of(media_type, &bytes);
+        let repository = &self.reference.repository;
+        let blob = format!("/v2/{repository}/blobs/{}", descriptor.digest);
+        if self.send(Method::HEAD, &blob, &[], Bytes::new(), 0).await?.status().is_success() {
+            return Ok(descriptor);
+        }
+        let uploads = format!("/v2/{repository}/blobs/uploads/");
+        let answer = self.send(Method::POST, &uploads, &[], Bytes::new(), 0).await?;
+        check_status(answer.status(), self.reference, "upload")?;
+        let location = answer
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Failure::Protocol("the registry began an upload without a Location".to_owned()))?;
+        // A path on the registry, or a URL (`send` takes either).
+        let mut url = location.to_owned();
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str("digest=");
+        url.push_str(&descriptor.digest.replace(':', "%3A"));
+        let octets = [(CONTENT_TYPE, "application/octet-stream")];
+        let answer = self.send(Method::PUT, &url, &octets, bytes, 0).await?;
+        check_status(answer.status(), self.reference, "upload")?;
+        Ok(descriptor)
+    }
+
+    /// PUTs an OCI image manifest of `config` and `layers` at `tag`: its digest.
+    async fn put_manifest(
+        &mut self,
+        tag: &str,
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    ) -> Result<[u8; 32], Failure> {
+        let manifest = Manifest { schema_version: 2, media_type: Some(MANIFEST_TYPE.to_owned()), config, layers };
+        let manifest = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Failure::Setup(e.to_string()))?);
+        let path = format!("/v2/{}/manifests/{tag}", self.reference.repository);
+        let answer = self.send(Method::PUT, &path, &[(CONTENT_TYPE, MANIFEST_TYPE)], manifest.clone(), 0).await?;
+        check_status(answer.status(), self.reference, "manifest")?;
+        Ok(Sha256::digest(&manifest).into())
+    }
+}
+
+/// The manifest a reference names.
+struct Resolved {
+    digest: [u8; 32],
+    bytes: Bytes,
+    /// Why the manifest the tag last named was taken.
+    stale: Option<String>,
+    /// The tag's record, to name this manifest once it passed.
+    record: Option<PathBuf>,
+}
+
+/// One pull: the cache first, then the registry.
+struct Session<'a> {
+    remote: Remote<'a>,
+    cache_dir: &'a Path,
+}
+
+impl Session<'_> {
     /// The blob `digest` (checked), from the cache or the registry (then kept).
     async fn blob(&mut self, digest: &[u8; 32], limit: usize, what: &str) -> Result<Bytes, Failure> {
         if let Some((_, bytes)) = cached(self.cache_dir, digest, limit as u64) {
             return Ok(bytes.into());
         }
-        let bytes = self.get(&format!("blobs/sha256:{}", hex::encode(digest)), "*/*", limit, what).await?;
+        let bytes = self.remote.get(&format!("blobs/sha256:{}", hex::encode(digest)), "*/*", limit, what).await?;
         if <[u8; 32]>::from(Sha256::digest(&bytes)) != *digest {
             return Err(Failure::Content(format!(
                 "the registry served a {what} for sha256:{} that is not it",
@@ -295,46 +394,45 @@ impl Session<'_> {
         Ok(bytes)
     }
 
-    /// The manifest the reference names: its digest and bytes. A digest
-    /// names it for good (the cache answers); a tag is asked of the
-    /// registry each time, and while the registry cannot be reached, the
-    /// manifest the tag named when last asked is taken (said in the third
-    /// element).
-    async fn manifest(&mut self) -> Result<([u8; 32], Bytes, Option<String>), Failure> {
-        if let Some(digest) = self.reference.digest {
+    /// The manifest the reference names. A digest names it for good (the
+    /// cache answers); a tag is asked of the registry each time, and while
+    /// the registry cannot be reached, the manifest the tag named at the
+    /// last pull that passed is taken.
+    async fn manifest(&mut self) -> Result<Resolved, Failure> {
+        let reference = self.remote.reference;
+        if let Some(digest) = reference.digest {
+            if let Some((_, bytes)) = cached(self.cache_dir, &digest, MAX_MANIFEST as u64) {
+                return Ok(Resolved { digest, bytes: bytes.into(), stale: None, record: None });
+            }
             let path = format!("manifests/sha256:{}", hex::encode(digest));
-            return match cached(self.cache_dir, &digest, MAX_MANIFEST as u64) {
-                Some((_, bytes)) => Ok((digest, bytes.into(), None)),
-                None => {
-                    let bytes = self.get(&path, MANIFEST_TYPE, MAX_MANIFEST, "manifest").await?;
-                    if <[u8; 32]>::from(Sha256::digest(&bytes)) != digest {
-                        return Err(Failure::Content(format!(
-                            "the registry's manifest has digest sha256:{}, not the sha256:{} pinned",
-                            hex::encode(Sha256::digest(&bytes)),
-                            hex::encode(digest)
-                        )));
-                    }
-                    keep(self.cache_dir, &digest, &bytes)?;
-                    Ok((digest, bytes, None))
-                }
-            };
+            let bytes = self.remote.get(&path, MANIFEST_TYPE, MAX_MANIFEST, "manifest").await?;
+            let served: [u8; 32] = Sha256::digest(&bytes).into();
+            if served != digest {
+                return Err(Failure::Content(format!(
+                    "the registry's manifest has digest sha256:{}, not the sha256:{} pinned",
+                    hex::encode(served),
+                    hex::encode(digest)
+                )));
+            }
+            keep(self.cache_dir, &digest, &bytes)?;
+            return Ok(Resolved { digest, bytes, stale: None, record: None });
         }
-        let tag = self.reference.manifest_ref();
-        let record = records(self.cache_dir, "tags", &self.reference.to_string());
-        match self.get(&format!("manifests/{tag}"), MANIFEST_TYPE, MAX_MANIFEST, "manifest").await {
+        let record = records(self.cache_dir, "tags", &reference.to_string());
+        let path = format!("manifests/{}", reference.manifest_ref());
+        match self.remote.get(&path, MANIFEST_TYPE, MAX_MANIFEST, "manifest").await {
             Ok(bytes) => {
                 let digest: [u8; 32] = Sha256::digest(&bytes).into();
                 keep(self.cache_dir, &digest, &bytes)?;
-                write_record(&record, &digest)?;
-                Ok((digest, bytes, None))
+                Ok(Resolved { digest, bytes, stale: None, record: Some(record) })
             }
             Err(e @ Failure::Unreachable(_)) => {
                 let last =
                     read_record(&record).and_then(|d| Some((d, cached(self.cache_dir, &d, MAX_MANIFEST as u64)?)));
                 match last {
                     Some((digest, (_, bytes))) => {
-                        let why = format!("{e}; using sha256:{}, which it named when last pulled", hex::encode(digest));
-                        Ok((digest, bytes.into(), Some(why)))
+                        let stale =
+                            format!("{e}; using sha256:{}, which it named when last pulled", hex::encode(digest));
+                        Ok(Resolved { digest, bytes: bytes.into(), stale: Some(stale), record: None })
                     }
                     None => Err(e),
                 }
@@ -344,41 +442,44 @@ impl Session<'_> {
     }
 
     /// The trusted key that signed manifest `digest`: the signatures last
-    /// pulled for it if one of them is by a key of `keys`, else those the
+    /// verified for it if one of them is by a key of `keys`, else those the
     /// registry has now.
     async fn signer<'k>(&mut self, digest: &[u8; 32], keys: &'k [TrustedKey]) -> Result<&'k TrustedKey, Failure> {
+        let reference = self.remote.reference;
         let record = records(self.cache_dir, "signatures", &hex::encode(digest));
         if let Some(kept) = read_record(&record)
             && let Some((_, bytes)) = cached(self.cache_dir, &kept, MAX_MANIFEST as u64)
-            && let Ok(Some(key)) = self.signed_by(&bytes, digest, keys).await
+            && let Ok((Some(key), _)) = self.signed_by(&bytes, digest, keys).await
         {
             return Ok(key);
         }
         let tag = signature::tag_of(digest);
-        let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST_TYPE}");
-        let bytes = match self.get(&format!("manifests/{tag}"), &accept, MAX_MANIFEST, "signature").await {
-            Ok(bytes) => bytes,
-            Err(Failure::NotFound(_)) => {
-                return Err(Failure::Unsigned(format!(
-                    "{} (sha256:{}) has no signatures (no {tag})",
-                    self.reference,
-                    hex::encode(digest)
-                )));
-            }
-            Err(e) => return Err(e),
-        };
+        let bytes =
+            match self.remote.get(&format!("manifests/{tag}"), SIGNATURES_ACCEPT, MAX_MANIFEST, "signature").await {
+                Ok(bytes) => bytes,
+                Err(Failure::NotFound(_)) => {
+                    return Err(Failure::Unsigned(format!(
+                        "{reference} (sha256:{}) has no signatures (no {tag})",
+                        hex::encode(digest)
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
         match self.signed_by(&bytes, digest, keys).await? {
-            Some(key) => {
+            (Some(key), _) => {
                 let kept: [u8; 32] = Sha256::digest(&bytes).into();
                 keep(self.cache_dir, &kept, &bytes)?;
-                write_record(&record, &kept)?;
+                write_atomically(&record, hex::encode(kept).as_bytes())?;
                 Ok(key)
             }
-            None => {
+            (None, unread) => {
                 let trusted: Vec<String> = keys.iter().map(|k| k.path.display().to_string()).collect();
+                let unread = match unread {
+                    None => String::new(),
+                    Some(e) => format!("; a signature could not be read: {e}"),
+                };
                 Err(Failure::Unsigned(format!(
-                    "{} (sha256:{}) has no signature by a trusted key ({})",
-                    self.reference,
+                    "{reference} (sha256:{}) has no signature by a trusted key ({}){unread}",
                     hex::encode(digest),
                     trusted.join(", ")
                 )))
@@ -386,24 +487,32 @@ impl Session<'_> {
         }
     }
 
-    /// The key of `keys` that made one of the signatures in signature
-    /// manifest `bytes` of manifest `digest`, if any.
+    /// The key of `keys` that made one of the signatures (the first
+    /// [`MAX_SIGNATURES`]) in signature manifest `bytes` of manifest
+    /// `digest`, if any; and why a signature could not be read, if one
+    /// could not (the others are still tried).
     async fn signed_by<'k>(
         &mut self,
         bytes: &[u8],
         digest: &[u8; 32],
         keys: &'k [TrustedKey],
-    ) -> Result<Option<&'k TrustedKey>, Failure> {
-        let manifest: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| Failure::Content(format!("the signatures of {} are not a manifest: {e}", self.reference)))?;
+    ) -> Result<(Option<&'k TrustedKey>, Option<Failure>), Failure> {
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| {
+            Failure::Content(format!("the signatures of {} are not a manifest: {e}", self.remote.reference))
+        })?;
         let layers = manifest.layers.iter().map(|l| (l.media_type.as_str(), l.digest.as_str(), l.annotations.as_ref()));
-        for signed in signature::signatures(layers) {
-            let payload = self.blob(&signed.payload, MAX_PAYLOAD, "signature payload").await?;
-            if let Some(key) = signature::check(&payload, &signed.signature, digest, keys) {
-                return Ok(Some(key));
+        let mut unread = None;
+        for signed in signature::signatures(layers).into_iter().take(MAX_SIGNATURES) {
+            match self.blob(&signed.payload, MAX_PAYLOAD, "signature payload").await {
+                Ok(payload) => {
+                    if let Some(key) = signature::check(&payload, &signed.signature, digest, keys) {
+                        return Ok((Some(key), None));
+                    }
+                }
+                Err(e) => unread = Some(e),
             }
         }
-        Ok(None)
+        Ok((None, unread))
     }
 }
 
@@ -417,37 +526,24 @@ fn read_record(path: &Path) -> Option<[u8; 32]> {
     reference::parse_hex(text.trim())
 }
 
-fn write_record(path: &Path, digest: &[u8; 32]) -> Result<(), Failure> {
-    let setup = |e: std::io::Error| Failure::Setup(format!("cannot write to the plugin cache {}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(setup)?;
-    }
-    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&temporary, hex::encode(digest)).map_err(setup)?;
-    std::fs::rename(&temporary, path).map_err(setup)
-}
-
 /// Publishes `component` at `reference` (a tag) in the CNCF Wasm layout.
 pub async fn push(component: &[u8], reference: &Reference, registry: &RegistryConfig) -> Result<Pushed, Failure> {
     let Some(tag) = reference.tag.as_deref().filter(|_| reference.digest.is_none()) else {
         return Err(Failure::Setup(format!("push to a tag, not a digest: {reference}")));
     };
-    let layer = Descriptor::of(WASM_LAYER_TYPE, component);
+    let mut remote = Remote::new(reference, registry, true);
+    let layer = remote.upload(WASM_LAYER_TYPE, Bytes::copy_from_slice(component)).await?;
     let config = serde_json::json!({ "architecture": "wasm", "os": "wasip2", "layerDigests": [layer.digest] });
-    let config = config.to_string().into_bytes();
-    let mut client = Client::new(&reference.registry, registry)?;
-    let scope = format!("repository:{}:pull,push", reference.repository);
-    let config = upload(&mut client, reference, &scope, CONFIG_TYPE, config.into()).await?;
-    let layer = upload(&mut client, reference, &scope, WASM_LAYER_TYPE, Bytes::copy_from_slice(component)).await?;
-    let component = reference::parse_hex(layer.digest.trim_start_matches("sha256:")).unwrap_or_default();
-    let manifest = put_manifest(&mut client, reference, &scope, tag, config, vec![layer]).await?;
-    Ok(Pushed { manifest, component })
+    let config = remote.upload(CONFIG_TYPE, config.to_string().into()).await?;
+    let manifest = remote.put_manifest(tag, config, vec![layer]).await?;
+    Ok(Pushed { manifest, component: Sha256::digest(component).into() })
 }
 
 /// Signs manifest `manifest` of `reference`'s repository with `key` (an
 /// ECDSA P-256 private key, PKCS#8 PEM), as cosign does: a payload naming
 /// the manifest, and its signature, added to the signature manifest at
-/// `sha256-<manifest>.sig` (the signatures there kept).
+/// `sha256-<manifest>.sig` (other keys' signatures kept; this key's
+/// earlier one replaced).
 pub async fn sign(
     reference: &Reference,
     manifest: &[u8; 32],
@@ -455,83 +551,36 @@ pub async fn sign(
     registry: &RegistryConfig,
 ) -> Result<(), Failure> {
     let repository = format!("{}/{}", reference.registry, reference.repository);
-    let (payload, signed) = signature::sign(&repository, manifest, key).map_err(Failure::Setup)?;
-    let mut client = Client::new(&reference.registry, registry)?;
-    let scope = format!("repository:{}:pull,push", reference.repository);
+    let (payload, signed, signer) = signature::sign(&repository, manifest, key).map_err(Failure::Setup)?;
+    let mut remote = Remote::new(reference, registry, true);
     let tag = signature::tag_of(manifest);
-    let path = format!("/v2/{}/manifests/{tag}", reference.repository);
-    let accept = format!("{MANIFEST_TYPE}, {DOCKER_MANIFEST_TYPE}");
-    let answer = client.send(Method::GET, &path, &[(ACCEPT, &accept)], Bytes::new(), &scope, MAX_MANIFEST).await?;
-    let mut layers = match answer.status() {
-        StatusCode::NOT_FOUND => Vec::new(),
-        status => {
-            check_status(status, reference, "signature")?;
-            serde_json::from_slice::<Manifest>(answer.body())
+    let mut layers = match remote.get(&format!("manifests/{tag}"), SIGNATURES_ACCEPT, MAX_MANIFEST, "signature").await {
+        Ok(bytes) => {
+            serde_json::from_slice::<Manifest>(&bytes)
                 .map_err(|e| Failure::Content(format!("the signatures at {tag} are not a manifest: {e}")))?
                 .layers
         }
+        Err(Failure::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(e),
     };
-    let mut layer = upload(&mut client, reference, &scope, signature::PAYLOAD_TYPE, payload.into()).await?;
+    let mut layer = remote.upload(signature::PAYLOAD_TYPE, payload.clone().into()).await?;
+    // Every key signs the same payload (a layer per signature, all of one
+    // digest); an ECDSA signature differs each time, so this key's earlier
+    // one is found by verifying, not by comparing.
+    layers.retain(|l| {
+        let found =
+            signature::signatures(std::iter::once((l.media_type.as_str(), l.digest.as_str(), l.annotations.as_ref())));
+        !(l.digest == layer.digest
+            && found
+                .iter()
+                .any(|s| signature::check(&payload, &s.signature, manifest, std::slice::from_ref(&signer)).is_some()))
+    });
     let encoded = base64::engine::general_purpose::STANDARD.encode(signed);
     layer.annotations = Some([(signature::SIGNATURE_ANNOTATION.to_owned(), encoded)].into());
-    // Every key signs the same payload: a layer per signature, with the
-    // same digest (only the very same signature is not added twice).
-    layers.retain(|l| (&l.digest, &l.annotations) != (&layer.digest, &layer.annotations));
     layers.push(layer);
-    let config = upload(&mut client, reference, &scope, IMAGE_CONFIG_TYPE, Bytes::from_static(b"{}")).await?;
-    put_manifest(&mut client, reference, &scope, &tag, config, layers).await?;
+    let config = remote.upload(IMAGE_CONFIG_TYPE, Bytes::from_static(b"{}")).await?;
+    remote.put_manifest(&tag, config, layers).await?;
     Ok(())
-}
-
-/// PUTs an OCI image manifest of `config` and `layers` at `tag`: its digest.
-async fn put_manifest(
-    client: &mut Client,
-    reference: &Reference,
-    scope: &str,
-    tag: &str,
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-) -> Result<[u8; 32], Failure> {
-    let manifest = Manifest { schema_version: 2, media_type: Some(MANIFEST_TYPE.to_owned()), config, layers };
-    let manifest = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Failure::Setup(e.to_string()))?);
-    let path = format!("/v2/{}/manifests/{tag}", reference.repository);
-    let answer = client.send(Method::PUT, &path, &[(CONTENT_TYPE, MANIFEST_TYPE)], manifest.clone(), scope, 0).await?;
-    check_status(answer.status(), reference, "manifest")?;
-    Ok(Sha256::digest(&manifest).into())
-}
-
-/// Uploads one blob unless the registry has it (a monolithic upload: a
-/// POST for a session, a PUT of the bytes).
-async fn upload(
-    client: &mut Client,
-    reference: &Reference,
-    scope: &str,
-    media_type: &str,
-    bytes: Bytes,
-) -> Result<Descriptor, Failure> {
-    let descriptor = Descriptor::of(media_type, &bytes);
-    let digest = descriptor.digest.as_str();
-    let blob = format!("/v2/{}/blobs/{digest}", reference.repository);
-    if client.send(Method::HEAD, &blob, &[], Bytes::new(), scope, 0).await?.status().is_success() {
-        return Ok(descriptor);
-    }
-    let uploads = format!("/v2/{}/blobs/uploads/", reference.repository);
-    let answer = client.send(Method::POST, &uploads, &[], Bytes::new(), scope, 0).await?;
-    check_status(answer.status(), reference, "upload")?;
-    let location = answer
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Failure::Protocol("the registry began an upload without a Location".to_owned()))?;
-    // A path on the registry, or a URL (`send` takes either).
-    let mut url = location.to_owned();
-    url.push(if url.contains('?') { '&' } else { '?' });
-    url.push_str("digest=");
-    url.push_str(&digest.replace(':', "%3A"));
-    let octets = [(CONTENT_TYPE, "application/octet-stream")];
-    let answer = client.send(Method::PUT, &url, &octets, bytes, scope, 0).await?;
-    check_status(answer.status(), reference, "upload")?;
-    Ok(descriptor)
 }
 
 /// A status other than success, as a failure naming what was asked for.
@@ -539,6 +588,10 @@ fn check_status(status: StatusCode, reference: &Reference, what: &str) -> Result
     match status {
         s if s.is_success() => Ok(()),
         StatusCode::NOT_FOUND => Err(Failure::NotFound(format!("{reference}: the registry has no such {what} (404)"))),
+        // A registry failing is down for the while: a tag falls back.
+        s if s.is_server_error() => {
+            Err(Failure::Unreachable(format!("{reference}: the registry answered {s} for the {what}")))
+        }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
             Err(Failure::Denied(format!("{reference}: the registry refused the {what} ({status})")))
         }

@@ -459,9 +459,16 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
         err.contains("plugin `empty`") && !err.contains("cannot pull"),
         "pulled, its signature verified, then refused: {err}"
     );
+    // Trusting another key, the same pull is refused for its signature.
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.path().join("publisher.pub"), other.public_key_pem()).unwrap();
+    std::fs::rename(dir.path().join("cache"), dir.path().join("cache-trusting-the-publisher")).unwrap();
+    let out = Command::new(BIN).args(["check", "-c"]).arg(&config).output().unwrap();
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(refused.contains("has no signature by a trusted key"), "{refused}");
     assert!(
-        dir.path().join("cache/oci/sha256").read_dir().unwrap().count() >= 2,
-        "the manifest and the component kept"
+        dir.path().join("cache-trusting-the-publisher/oci/sha256").read_dir().unwrap().count() >= 4,
+        "the manifest, the component, the signature manifest and its payload kept"
     );
 
     let core_module = dir.path().join("core.wasm");

@@ -67,7 +67,7 @@ impl Config {
             files.extend(tls.client_cert.iter().flat_map(|(cert, key)| [cert.as_path(), key.as_path()]));
         }
         files.extend(self.plugins.settings.values().flat_map(|s| s.grants.secret_files.iter().map(PathBuf::as_path)));
-        files.extend(self.plugins.key_files());
+        files.extend(self.plugins.source_files());
         files
             .extend(self.routes.iter().flat_map(|r| &r.plugins).flat_map(|u| u.files.iter().map(|(_, p)| p.as_path())));
         files

@@ -29,12 +29,16 @@ pub struct PluginsConfig {
     pub settings: BTreeMap<String, PluginSettings>,
     /// `host[:port]` → how to reach that OCI registry.
     pub registries: BTreeMap<String, RegistryConfig>,
+    /// The registries' CA and password files.
+    pub registry_files: Vec<PathBuf>,
 }
 
 impl PluginsConfig {
-    /// The files of the trusted keys, watched for a reload.
-    pub fn key_files(&self) -> impl Iterator<Item = &Path> {
-        self.settings.values().flat_map(|s| s.signed_by.iter().map(|k| k.path.as_path()))
+    /// The trusted keys' files and the registries' CA and password files,
+    /// watched for a reload.
+    pub fn source_files(&self) -> impl Iterator<Item = &Path> {
+        let keys = self.settings.values().flat_map(|s| s.signed_by.iter().map(|k| k.path.as_path()));
+        keys.chain(self.registry_files.iter().map(PathBuf::as_path))
     }
 }
 
@@ -379,6 +383,9 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
         .chain([defaults.max_memory])
         .max()
         .unwrap_or(defaults.max_memory);
+    let mut registry_files = Vec::new();
+    let registries =
+        rp.map(|r| build_registries(&r.registries, base, &mut registry_files, p, &mut ok)).unwrap_or_default();
     let config = PluginsConfig {
         dir: rp.map(|r| base.join(r.dir.get_ref())),
         cache_dir: rp.and_then(|r| r.cache_dir.as_ref()).map_or_else(|| default_cache_dir(base), |d| base.join(d)),
@@ -394,7 +401,8 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
         max_memory_ceiling,
         defaults,
         settings,
-        registries: rp.map(|r| build_registries(&r.registries, base, p, &mut ok)).unwrap_or_default(),
+        registries,
+        registry_files,
     };
     ok.then_some(config)
 }
@@ -459,6 +467,7 @@ fn trusted_keys(
 fn build_registries(
     raw: &BTreeMap<String, toml::Spanned<raw::RawRegistry>>,
     base: &Path,
+    files: &mut Vec<PathBuf>,
     p: &mut Problems<'_>,
     ok: &mut bool,
 ) -> BTreeMap<String, RegistryConfig> {
@@ -476,6 +485,9 @@ fn build_registries(
                 problem(format!("`{host}` is not a registry host"), "write host or host:port, as in the plugins' `oci`")
             }
         }
+        if registries.contains_key(&host.to_ascii_lowercase()) {
+            problem(format!("`{host}` is named twice (host names are not case-sensitive)"), "keep one");
+        }
         let r = r.get_ref();
         let credentials = match (&r.username, &r.password) {
             (None, None) => None,
@@ -483,7 +495,10 @@ fn build_registries(
                 if source.use_.is_some() {
                     problem("a registry password has no `use`".to_owned(), "remove `use`");
                 }
-                match read_secret(&format!("{key}.password"), "password", source, base, &mut Vec::new()) {
+                if username.contains(':') {
+                    problem("a registry username has no `:`".to_owned(), "write the account's name");
+                }
+                match read_secret(&format!("{key}.password"), "password", source, base, files) {
                     Ok(password) => {
                         Some(Credentials { username: username.clone(), password: Secret::new_bytes(password) })
                     }
@@ -499,16 +514,22 @@ fn build_registries(
             }
         };
         let tls = r.tls.unwrap_or(true);
-        if !tls && r.ca.is_some() {
+        let ca = r.ca.as_ref().map(|c| base.join(c));
+        if !tls && ca.is_some() {
             problem(
                 "`ca` is set on a registry without TLS".to_owned(),
                 "remove `ca` (it is for TLS), or remove `tls = false`",
             );
         }
-        registries.insert(
-            host.to_ascii_lowercase(),
-            RegistryConfig { tls, ca: r.ca.as_ref().map(|c| base.join(c)), credentials },
-        );
+        if let Some(ca) = ca.as_ref().filter(|_| tls) {
+            files.push(ca.clone());
+            // Read now: a CA that cannot be used is said at load, not at the pull.
+            let upstream = super::UpstreamTls { ca: Some(ca.clone()), ..Default::default() };
+            if let Err(e) = crate::tls::client_config(&upstream, raw::Protocol::Http1) {
+                problem(e.to_string(), "name a PEM file of the CA that signed the registry's certificate");
+            }
+        }
+        registries.insert(host.to_ascii_lowercase(), RegistryConfig { tls, ca, credentials });
     }
     registries
 }
@@ -558,9 +579,7 @@ fn read_secret(
 }
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {
-    let text = text.strip_prefix("sha256:").unwrap_or(text);
-    let bytes = hex::decode(text).ok()?;
-    bytes.try_into().ok()
+    crate::oci::parse_hex(text.strip_prefix("sha256:").unwrap_or(text))
 }
 
 fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &mut Problems<'_>) -> Option<Grants> {

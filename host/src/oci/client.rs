@@ -19,6 +19,8 @@ use crate::config::{Protocol, RegistryConfig, UpstreamTls};
 
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 5;
+/// How long a connection may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The largest error body or token answer read.
 const SMALL: usize = 64 << 10;
 
@@ -63,8 +65,13 @@ impl Client {
         let mut authenticated = false;
         let mut redirects = 0;
         loop {
+            // A registry with TLS is spoken to over TLS only (an upload's
+            // Location may say `http://` behind a TLS-terminating proxy).
+            if self.tls.is_some() && uri.scheme_str() != Some("https") {
+                return Err(Failure::Protocol(format!("{} is not HTTPS, and the registry is", shown(&uri))));
+            }
+            let to_registry = same_origin(&self.base, &uri);
             // Credentials go to the registry only, not to where it redirects.
-            let to_registry = uri.authority().map(http::uri::Authority::as_str) == self.base.split("://").nth(1);
             let auth = self.authorization.as_ref().filter(|_| to_registry);
             let response = self.once(&method, &uri, headers, body.clone(), auth, limit).await?;
             let status = response.status();
@@ -78,12 +85,12 @@ impl Client {
                 redirects += 1;
                 let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok());
                 let (Some(location), true) = (location, redirects <= MAX_REDIRECTS) else {
-                    return Err(Failure::Protocol(format!("{uri}: {status} without a usable Location")));
+                    return Err(Failure::Protocol(format!("{}: {status} without a usable Location", shown(&uri))));
                 };
                 let next = resolve(&uri, location)?;
                 // Never from HTTPS down to plain HTTP.
                 if uri.scheme_str() == Some("https") && next.scheme_str() != Some("https") {
-                    return Err(Failure::Protocol(format!("{uri} redirected to plain HTTP ({next})")));
+                    return Err(Failure::Protocol(format!("{} redirected to plain HTTP", shown(&uri))));
                 }
                 uri = next;
                 continue;
@@ -105,15 +112,25 @@ impl Client {
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(Failure::Protocol(format!("{uri}: not an http(s) URL"))),
+            _ => return Err(Failure::Protocol(format!("{}: not an http(s) URL", shown(uri)))),
         };
-        let authority = uri.authority().ok_or_else(|| Failure::Protocol(format!("{uri}: no host")))?;
+        let authority = uri.authority().ok_or_else(|| Failure::Protocol(format!("{}: no host", shown(uri))))?;
         let host = authority.host();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = TcpStream::connect((bare, port))
-            .await
-            .map_err(|e| Failure::Unreachable(format!("cannot connect to {authority}: {e}")))?;
+        // A registry whose packets are dropped is down, not slow: said as
+        // unreachable (a tag then falls back to its last manifest) well
+        // within the pull's bound.
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((bare, port))).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(Failure::Unreachable(format!("cannot connect to {authority}: {e}"))),
+            Err(_) => {
+                return Err(Failure::Unreachable(format!(
+                    "cannot connect to {authority}: no answer within {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                )));
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let mut builder = Request::builder()
             .method(method.clone())
@@ -152,7 +169,7 @@ impl Client {
         let body = Limited::new(body, limit)
             .collect()
             .await
-            .map_err(|e| Failure::Protocol(format!("{uri}: reading the answer: {e}")))?
+            .map_err(|e| Failure::Protocol(format!("{}: reading the answer: {e}", shown(uri))))?
             .to_bytes();
         Ok(Response::from_parts(parts, body))
     }
@@ -303,8 +320,21 @@ fn encode(text: &str) -> String {
     out
 }
 
+/// Whether `uri` is on the origin `base` (`scheme://host:port`): scheme,
+/// host and port the same.
+fn same_origin(base: &str, uri: &Uri) -> bool {
+    let (scheme, authority) = base.split_once("://").unwrap_or(("", base));
+    uri.scheme_str() == Some(scheme) && uri.authority().is_some_and(|a| a.as_str().eq_ignore_ascii_case(authority))
+}
+
+/// A URL for messages: without its query, which for a CDN's redirect is a
+/// signature (a credential for a while).
+pub(crate) fn shown(uri: &Uri) -> String {
+    format!("{}://{}{}", uri.scheme_str().unwrap_or(""), uri.authority().map_or("", |a| a.as_str()), uri.path())
+}
+
 /// `location` (absolute, or a path on `base`'s origin) as a URI.
-pub(crate) fn resolve(base: &Uri, location: &str) -> Result<Uri, Failure> {
+fn resolve(base: &Uri, location: &str) -> Result<Uri, Failure> {
     let text = if location.starts_with('/') && !location.starts_with("//") {
         let (scheme, authority) = (base.scheme_str().unwrap_or("http"), base.authority().map_or("", |a| a.as_str()));
         format!("{scheme}://{authority}{location}")
@@ -352,6 +382,23 @@ mod tests {
         assert_eq!(resolve(&base, "https://cdn.example/b?sig=1").unwrap().to_string(), "https://cdn.example/b?sig=1");
         assert!(resolve(&base, "relative/path").is_err());
         assert!(resolve(&base, "//cdn.example/b").is_err());
+    }
+
+    #[test]
+    fn credentials_go_to_the_registry_s_origin_only() {
+        let on = |base: &str, uri: &str| same_origin(base, &uri.parse().unwrap());
+        assert!(on("https://ghcr.io", "https://ghcr.io/v2/a/manifests/1"));
+        assert!(on("https://Registry.example:5000", "https://registry.example:5000/v2/"));
+        assert!(!on("https://ghcr.io", "http://ghcr.io/v2/a/blobs/uploads/u"), "another scheme");
+        assert!(!on("https://ghcr.io", "https://pkg-containers.githubusercontent.com/ghcr1/blobs/x"), "a CDN");
+        assert!(!on("https://ghcr.io", "https://ghcr.io:8443/v2/"), "another port");
+        assert!(!on("http://127.0.0.1:5000", "http://127.0.0.1:5001/v2/"));
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_query() {
+        let uri: Uri = "https://cdn.example/blobs/x?X-Amz-Signature=secret&X-Amz-Credential=c".parse().unwrap();
+        assert_eq!(shown(&uri), "https://cdn.example/blobs/x");
     }
 
     #[test]

@@ -98,13 +98,29 @@ pub(crate) fn parse_hex(text: &str) -> Option<[u8; 32]> {
     <[u8; 32]>::try_from(hex::decode(text).ok()?).ok()
 }
 
-/// A registry is a host (with a dot, a port, or `localhost`), as Docker
-/// tells one from a repository's first component.
+/// A registry is a host with a dot, a port, or `localhost` (as Docker tells
+/// one from a repository's first component): a DNS name or IPv4 address,
+/// or an IPv6 address in brackets, with an optional port.
 fn looks_like_host(text: &str) -> bool {
-    let host_chars = |s: &str| {
-        !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    let port_ok = |port: &str| port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|n| n > 0);
+    if let Some(rest) = text.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else { return false };
+        return v6.parse::<std::net::Ipv6Addr>().is_ok()
+            && (after.is_empty() || after.strip_prefix(':').is_some_and(port_ok));
+    }
+    let (host, port) = match text.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (text, None),
     };
-    host_chars(text) && (text.contains('.') || text.contains(':') || text.eq_ignore_ascii_case("localhost"))
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    port.is_none_or(port_ok)
+        && host.split('.').all(label_ok)
+        && (host.contains('.') || port.is_some() || host.eq_ignore_ascii_case("localhost"))
 }
 
 /// The distribution spec's repository name: components of lowercase
@@ -180,5 +196,8 @@ mod tests {
         refused(&format!("ghcr.io/acme/x:{}", "a".repeat(129)), "not a tag");
         refused("ghcr.io/acme/x@sha512:00", "a digest is `@sha256:`");
         refused("ghcr.io/acme/x@sha256:00", "not 64 hex digits");
+        for registry in ["host:", "host:abc", "host:0", "host:70000", "::1", "[::1", "[nope]:5000", "a..b", "-a.b"] {
+            refused(&format!("{registry}/x:1"), "is not a registry host");
+        }
     }
 }

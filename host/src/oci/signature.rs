@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, UnparsedPublicKey};
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _, UnparsedPublicKey,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 use serde::{Deserialize, Serialize};
@@ -93,7 +95,8 @@ struct Identity {
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Image {
-    // The containers/image spec spells it with a capital D; cosign writes it so.
+    // cosign writes `docker-manifest-digest`; the containers/image spec
+    // (and cosign's own spec) spell it with a capital D.
     #[serde(rename = "docker-manifest-digest", alias = "Docker-manifest-digest")]
     docker_manifest_digest: String,
 }
@@ -145,9 +148,9 @@ pub fn check<'k>(
     keys.iter().find(|k| k.verifies(payload, signature))
 }
 
-/// A payload for `manifest` of `repository`, and its signature with the
-/// PKCS#8 PEM private key `key`.
-pub fn sign(repository: &str, manifest: &[u8; 32], key: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+/// A payload for `manifest` of `repository`, its signature with the PKCS#8
+/// PEM private key `key`, and the key's public half.
+pub fn sign(repository: &str, manifest: &[u8; 32], key: &[u8]) -> Result<(Vec<u8>, Vec<u8>, TrustedKey), String> {
     let der =
         PrivatePkcs8KeyDer::from_pem_slice(key).map_err(|_| "the key is no PEM `PRIVATE KEY` (PKCS#8)".to_owned())?;
     let rng = ring::rand::SystemRandom::new();
@@ -163,13 +166,13 @@ pub fn sign(repository: &str, manifest: &[u8; 32], key: &[u8]) -> Result<(Vec<u8
     };
     let payload = serde_json::to_vec(&payload).map_err(|e| e.to_string())?;
     let signature = pair.sign(&rng, &payload).map_err(|_| "signing failed".to_owned())?;
-    Ok((payload, signature.as_ref().to_vec()))
+    let public = TrustedKey { path: PathBuf::from("the signing key"), point: pair.public_key().as_ref().to_vec() };
+    Ok((payload, signature.as_ref().to_vec(), public))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::signature::KeyPair as _;
 
     /// A new P-256 key: its PKCS#8 PEM, and its public key as a
     /// [`TrustedKey`] read from PEM.
@@ -191,7 +194,8 @@ mod tests {
         let (private, public) = key();
         let (_, other) = key();
         let manifest = [7; 32];
-        let (payload, signature) = sign("ghcr.io/acme/p", &manifest, &private).unwrap();
+        let (payload, signature, signer) = sign("ghcr.io/acme/p", &manifest, &private).unwrap();
+        assert_eq!(signer.point, public.point, "the signing key's public half");
         let keys = [other.clone(), public.clone()];
         assert_eq!(check(&payload, &signature, &manifest, &keys), Some(&public));
         assert_eq!(check(&payload, &signature, &manifest, &[other]), None, "another key");
@@ -211,16 +215,18 @@ mod tests {
         assert_eq!(check(text.as_bytes(), signed.as_ref(), &manifest, &keys), None);
     }
 
-    /// cosign's payload as it writes it (capital-D digest key, `optional`
-    /// null) is read.
+    /// A payload as cosign writes it (`docker-manifest-digest`, `optional`
+    /// null), and as its spec spells the digest's key, is read.
     #[test]
-    fn cosign_s_payload_spelling_is_read() {
+    fn cosign_s_payload_spellings_are_read() {
         let digest = "ab".repeat(32);
-        let text = format!(
-            r#"{{"critical":{{"identity":{{"docker-reference":"ghcr.io/acme/p"}},"image":{{"Docker-manifest-digest":"sha256:{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
-        );
-        let parsed: Payload = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed.critical.image.docker_manifest_digest, format!("sha256:{digest}"));
+        for key in ["docker-manifest-digest", "Docker-manifest-digest"] {
+            let text = format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"ghcr.io/acme/p"}},"image":{{"{key}":"sha256:{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+            );
+            let parsed: Payload = serde_json::from_str(&text).unwrap();
+            assert_eq!(parsed.critical.image.docker_manifest_digest, format!("sha256:{digest}"), "{key}");
+        }
     }
 
     #[test]

@@ -248,10 +248,15 @@ async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
     let gw = start(dir.path(), &dir.path().join("e"), &everywhere, &tag, &up).unwrap();
     assert!(runs_the_plugin(&gw).await);
     drop(gw);
+    let (_, c) = signing_key(dir.path(), "c");
+    let e =
+        start(dir.path(), &dir.path().join("e"), &format!("signed_by = [\"{c}\"]\n{table}"), &tag, &up).unwrap_err();
+    assert!(e.contains("has no signature by a trusted key") && e.contains("c.pub"), "{e}");
 
-    // Moved to an unsigned manifest, the tag is refused.
+    // Moved to an unsigned manifest, the tag is refused (by a gateway that
+    // ran the signed one: its cache keeps that one as the tag's last).
     let moved = publish(&registry, "deny", "signed/add-header:1", None).await;
-    let e = start(dir.path(), &dir.path().join("f"), &table, &trusting(&[&a, &b]), &up).unwrap_err();
+    let e = start(dir.path(), &dir.path().join("a"), &table, &trusting(&[&a, &b]), &up).unwrap_err();
     let unsigned = format!(
         "(sha256:{}) has no signatures (no sha256-{}.sig)",
         hex::encode(moved.manifest),
@@ -259,7 +264,8 @@ async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
     );
     assert!(e.contains(&unsigned), "{e}");
 
-    // Without the registry, the manifest the tag last named (verified) runs.
+    // Without the registry, the manifest the tag last named that passed runs
+    // (not the unsigned one it names now).
     drop(registry);
     let gw =
         start(dir.path(), &dir.path().join("a"), &table, &trusting(&[&a]), &up).expect("the last verified manifest");
