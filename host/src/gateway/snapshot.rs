@@ -578,6 +578,7 @@ fn load_plugins(
         grants: config::Grants::default(),
         line: None,
     };
+    let mut pulled = pull_all(pc, &env.control);
     let mut loaded = BTreeMap::new();
     for (name, (line, key)) in wanted {
         let settings = pc.settings.get(name).unwrap_or(&default_settings);
@@ -595,7 +596,9 @@ fn load_plugins(
             continue;
         }
         let path = match &settings.oci {
-            Some(reference) => match pull(reference, settings, pc, &env.control) {
+            Some(reference) => match pulled.remove(name).unwrap_or_else(|| {
+                Err(("was not pulled: the gateway is stopping".to_owned(), "start it again".to_owned()))
+            }) {
                 Ok(pulled) => {
                     if let Some(why) = &pulled.stale {
                         tracing::warn!(plugin = name, reference = %reference, "the registry was not reached: {why}");
@@ -640,30 +643,40 @@ fn load_plugins(
 /// The most a pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Pulls a plugin from its registry into the cache (or finds it there), on
-/// the control runtime: where its component is.
-fn pull(
-    reference: &crate::oci::Reference,
-    settings: &config::PluginSettings,
+/// Pulls every plugin from a registry into the cache (or finds it there),
+/// at once on the control runtime: each within [`PULL_TIMEOUT`], and so all
+/// of them.
+fn pull_all(
     pc: &config::PluginsConfig,
     control: &tokio::runtime::Handle,
-) -> Result<crate::oci::Pulled, (String, String)> {
-    let registry = pc.registries.get(&reference.registry).cloned().unwrap_or_default();
-    let fix = |f: &crate::oci::Failure| f.fix(&reference.registry);
-    let (reference, cache_dir) = (reference.clone(), pc.cache_dir.clone());
-    let (pin, keys) = (settings.sha256, settings.signed_by.clone());
-    let what = reference.to_string();
-    let pulling = async move {
-        crate::oci::pull(&reference, pin, &keys, &registry, &cache_dir, registry::MAX_PLUGIN_BYTES).await
-    };
-    match crate::control::wait(control, Some(PULL_TIMEOUT), pulling) {
-        Some(Ok(pulled)) => Ok(pulled),
-        Some(Err(e)) => Err((format!("cannot pull {what}: {e}"), fix(&e))),
-        None => Err((
-            format!("pulling {what} did not finish within {} s", PULL_TIMEOUT.as_secs()),
-            "check that the registry is reachable and answers".to_owned(),
-        )),
+) -> BTreeMap<String, Result<crate::oci::Pulled, (String, String)>> {
+    let pulls: Vec<_> = pc
+        .settings
+        .iter()
+        .filter_map(|(name, settings)| {
+            let reference = settings.oci.clone()?;
+            let registry = pc.registries.get(&reference.registry).cloned().unwrap_or_default();
+            let (pin, keys, cache_dir) = (settings.sha256, settings.signed_by.clone(), pc.cache_dir.clone());
+            let name = name.clone();
+            Some(async move {
+                let limit = registry::MAX_PLUGIN_BYTES;
+                let pulling = crate::oci::pull(&reference, pin, &keys, &registry, &cache_dir, limit);
+                let pulled = match tokio::time::timeout(PULL_TIMEOUT, pulling).await {
+                    Ok(Ok(pulled)) => Ok(pulled),
+                    Ok(Err(e)) => Err((format!("cannot pull {reference}: {e}"), e.fix(&reference.registry))),
+                    Err(_) => Err((
+                        format!("pulling {reference} did not finish within {} s", PULL_TIMEOUT.as_secs()),
+                        "check that the registry is reachable and answers".to_owned(),
+                    )),
+                };
+                (name, pulled)
+            })
+        })
+        .collect();
+    if pulls.is_empty() {
+        return BTreeMap::new();
     }
+    crate::control::wait(control, None, futures::future::join_all(pulls)).unwrap_or_default().into_iter().collect()
 }
 
 /// Which config keys came from files (`config_files`), for a plugin's
