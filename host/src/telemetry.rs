@@ -96,6 +96,8 @@ pub struct Metrics {
     plugin_clock_tick: Gauge<f64, AtomicU64>,
     /// Set whole by each config served ([`Metrics::certificates`]).
     certificate_expiry: Family<Labels<2>, Gauge>,
+    /// Set whole by each config served ([`Metrics::plugins`]).
+    plugin_info: Family<Labels<3>, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -248,8 +250,16 @@ impl Metrics {
             Unit::Seconds,
             certificate_expiry.clone(),
         );
+        let plugin_info = Family::<Labels<3>, Gauge>::default();
+        registry.register(
+            "plugin_info",
+            "The plugins the config being served loaded (1 each): name, the component's sha256, and where \
+             it came from (its file, or the OCI reference it was pulled by)",
+            plugin_info.clone(),
+        );
         Self {
             certificate_expiry,
+            plugin_info,
             reloads_ok: reloads.get_or_create_owned(&[("result", "ok".to_owned())]),
             reloads_failed: reloads.get_or_create_owned(&[("result", "error".to_owned())]),
             config_generation,
@@ -442,6 +452,21 @@ impl Metrics {
         for c in presented {
             let labels: Labels<2> = [("role", c.role.clone()), ("file", c.file.display().to_string())];
             self.certificate_expiry.get_or_create(&labels).set(c.not_after);
+        }
+    }
+
+    /// The plugins the config being served loaded: those of the config
+    /// before that are gone from the series.
+    pub fn plugins<'p>(&self, loaded: impl Iterator<Item = &'p crate::plugin::Plugin>) {
+        self.plugin_info.clear();
+        for p in loaded {
+            let source = match &p.settings.oci {
+                Some(reference) => reference.to_string(),
+                None => p.path.display().to_string(),
+            };
+            let labels: Labels<3> =
+                [("plugin", p.name.to_string()), ("sha256", hex::encode(p.sha256)), ("source", source)];
+            self.plugin_info.get_or_create(&labels).set(1);
         }
     }
 

@@ -138,6 +138,7 @@ impl Snapshot {
             u.start();
         }
         self.metrics.certificates(&self.certificates);
+        self.metrics.plugins(self.plugins.values().map(|p| &**p));
     }
 
     /// After a reload to `next`: stops the tasks of the upstreams `next`

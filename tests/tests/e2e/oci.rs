@@ -11,7 +11,7 @@ use wasmgate_tests::certs::Ca;
 use wasmgate_tests::registry::{self, Registry};
 use wasmgate_tests::token_service::TokenService;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{get, init_logs, plugin_dir};
+use wasmgate_tests::{ADMIN, get, init_logs, plugin_dir, sample};
 
 /// Publishes a plugin from `plugins/` at `registry/at` (`repository:tag`),
 /// over plain HTTP.
@@ -44,7 +44,7 @@ fn start(
     let plugins = dir.join("empty-plugin-dir");
     std::fs::create_dir_all(&plugins).unwrap();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nwatch = false\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nwatch = false\n\n{ADMIN}\n\
          [plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n\n{registries}\n\
          [plugin.add-header]\n{plugin}\n\n\
          [upstreams.u]\nendpoints = [\"{}\"]\n\n\
@@ -80,6 +80,15 @@ async fn a_plugin_pinned_by_its_manifest_is_pulled_once_and_kept() {
 
     let gw = start(dir.path(), &cache, &table, &pin, &up).unwrap();
     assert!(runs_the_plugin(&gw).await);
+    // Which component each gateway of a fleet runs, and from where.
+    let metrics = get(&format!("http://{}/metrics", gw.admin_addr().unwrap())).await.text();
+    let series = format!(
+        "wasmgate_plugin_info{{plugin=\"add-header\",sha256=\"{}\",source=\"{}/plugins/add-header@sha256:{}\"}}",
+        hex::encode(pushed.component),
+        registry.host,
+        hex::encode(pushed.manifest)
+    );
+    assert_eq!(sample(&metrics, &series), Some("1"), "{metrics}");
     drop(gw);
     let kept = cache.join("oci/sha256").join(hex::encode(pushed.component));
     assert_eq!(std::fs::read(&kept).unwrap(), std::fs::read(plugin_dir().join("add-header.wasm")).unwrap());
