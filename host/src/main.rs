@@ -54,7 +54,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match wasmgate::gateway::check(&config) {
             Ok(snapshot) => {
-                let plugins: Vec<&str> = snapshot.plugins.keys().map(String::as_str).collect();
+                let plugins: Vec<String> = snapshot
+                    .plugins
+                    .iter()
+                    .map(|(name, p)| match &p.described {
+                        Some(d) if d.name == *name => format!("{name} {}", d.version),
+                        Some(d) => format!("{name} ({} {})", d.name, d.version),
+                        None => name.clone(),
+                    })
+                    .collect();
                 println!(
                     "{}: ok ({} routes, {} upstreams, plugins: {})",
                     config.display(),
@@ -155,7 +163,10 @@ fn push(
     match pushed {
         Ok(pushed) => {
             let repository = format!("{}/{}", reference.registry, reference.repository);
-            println!("pushed {reference}");
+            match wasmgate::plugin::registry::described(&component) {
+                Some(d) => println!("pushed {reference} ({} {})", d.name, d.version),
+                None => println!("pushed {reference}"),
+            }
             if let Some(key) = sign_key {
                 println!("signed sha256:{} with {}", hex::encode(pushed.manifest), key.display());
             }

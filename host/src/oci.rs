@@ -114,6 +114,8 @@ struct Manifest {
     media_type: Option<String>,
     config: Descriptor,
     layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -351,8 +353,10 @@ impl<'a> Remote<'a> {
         tag: &str,
         config: Descriptor,
         layers: Vec<Descriptor>,
+        annotations: Option<std::collections::BTreeMap<String, String>>,
     ) -> Result<[u8; 32], Failure> {
-        let manifest = Manifest { schema_version: 2, media_type: Some(MANIFEST_TYPE.to_owned()), config, layers };
+        let media_type = Some(MANIFEST_TYPE.to_owned());
+        let manifest = Manifest { schema_version: 2, media_type, config, layers, annotations };
         let manifest = Bytes::from(serde_json::to_vec(&manifest).map_err(|e| Failure::Setup(e.to_string()))?);
         let path = format!("/v2/{}/manifests/{tag}", self.reference.repository);
         let answer = self.send(Method::PUT, &path, &[(CONTENT_TYPE, MANIFEST_TYPE)], manifest.clone(), 0).await?;
@@ -535,7 +539,15 @@ pub async fn push(component: &[u8], reference: &Reference, registry: &RegistryCo
     let layer = remote.upload(WASM_LAYER_TYPE, Bytes::copy_from_slice(component)).await?;
     let config = serde_json::json!({ "architecture": "wasm", "os": "wasip2", "layerDigests": [layer.digest] });
     let config = remote.upload(CONFIG_TYPE, config.to_string().into()).await?;
-    let manifest = remote.put_manifest(tag, config, vec![layer]).await?;
+    // The standard annotations, from what the SDK wrote into the component.
+    let annotations = crate::plugin::registry::described(component).map(|d| {
+        [
+            ("org.opencontainers.image.title".to_owned(), d.name),
+            ("org.opencontainers.image.version".to_owned(), d.version),
+        ]
+        .into()
+    });
+    let manifest = remote.put_manifest(tag, config, vec![layer], annotations).await?;
     Ok(Pushed { manifest, component: Sha256::digest(component).into() })
 }
 
@@ -579,7 +591,7 @@ pub async fn sign(
     layer.annotations = Some([(signature::SIGNATURE_ANNOTATION.to_owned(), encoded)].into());
     layers.push(layer);
     let config = remote.upload(IMAGE_CONFIG_TYPE, Bytes::from_static(b"{}")).await?;
-    remote.put_manifest(&tag, config, layers).await?;
+    remote.put_manifest(&tag, config, layers, None).await?;
     Ok(())
 }
 
@@ -622,6 +634,7 @@ mod tests {
                     size: *size,
                 })
                 .collect(),
+            annotations: None,
         }
     }
 

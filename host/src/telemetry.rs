@@ -97,7 +97,7 @@ pub struct Metrics {
     /// Set whole by each config served ([`Metrics::certificates`]).
     certificate_expiry: Family<Labels<2>, Gauge>,
     /// Set whole by each config served ([`Metrics::plugins`]).
-    plugin_info: Family<Labels<3>, Gauge>,
+    plugin_info: Family<Labels<4>, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -250,11 +250,12 @@ impl Metrics {
             Unit::Seconds,
             certificate_expiry.clone(),
         );
-        let plugin_info = Family::<Labels<3>, Gauge>::default();
+        let plugin_info = Family::<Labels<4>, Gauge>::default();
         registry.register(
             "plugin_info",
-            "The plugins the config being served loaded (1 each): name, the component's sha256, and where \
-             it came from (its file, or the OCI reference it was pulled by)",
+            "The plugins the config being served loaded (1 each): name, the version it was built as (empty \
+             if it does not say), the component's sha256, and where it came from (its file, or the OCI \
+             reference it was pulled by)",
             plugin_info.clone(),
         );
         Self {
@@ -464,8 +465,13 @@ impl Metrics {
                 Some(reference) => reference.to_string(),
                 None => p.path.display().to_string(),
             };
-            let labels: Labels<3> =
-                [("plugin", p.name.to_string()), ("sha256", hex::encode(p.sha256)), ("source", source)];
+            let version = p.described.as_ref().map(|d| d.version.clone()).unwrap_or_default();
+            let labels: Labels<4> = [
+                ("plugin", p.name.to_string()),
+                ("version", version),
+                ("sha256", hex::encode(p.sha256)),
+                ("source", source),
+            ];
             self.plugin_info.get_or_create(&labels).set(1);
         }
     }

@@ -104,6 +104,19 @@ macro_rules! export_plugin {
         // logic unit tests call through `wasmgate_sdk::testing`.
         #[cfg(target_arch = "wasm32")]
         const _: () = {
+            // Who the plugin is, for the gateway's logs and metrics and for
+            // `wasmgate push` (a custom section: no code, no import).
+            const INFO: &str = ::std::concat!(
+                "{\"name\":\"",
+                ::std::env!("CARGO_PKG_NAME"),
+                "\",\"version\":\"",
+                ::std::env!("CARGO_PKG_VERSION"),
+                "\"}"
+            );
+            #[unsafe(link_section = "wasmgate-plugin")]
+            #[used]
+            static PLUGIN_INFO: [u8; INFO.len()] = $crate::__private::bytes(INFO);
+
             ::std::thread_local! {
                 static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
                     const { ::std::cell::RefCell::new(::std::option::Option::None) };
@@ -145,4 +158,15 @@ pub mod __private {
         Decision as WitDecision, PluginInfo, Request as WitRequest, Response as WitResponse,
     };
     pub use crate::plugin::{configure, on_request, on_response};
+
+    /// `text`'s bytes as an array, for a custom section.
+    pub const fn bytes<const N: usize>(text: &str) -> [u8; N] {
+        let mut out = [0; N];
+        let mut i = 0;
+        while i < N && i < text.len() {
+            out[i] = text.as_bytes()[i];
+            i += 1;
+        }
+        out
+    }
 }

@@ -50,6 +50,9 @@ pub struct Plugin {
     pub name: Arc<str>,
     pub path: PathBuf,
     pub sha256: [u8; 32],
+    /// Its name and version, as built (`None` from a component not built
+    /// with the SDK).
+    pub described: Option<Described>,
     pub settings: PluginSettings,
     /// The capabilities it imports (and was granted).
     pub imports: Imports,
@@ -69,6 +72,64 @@ impl std::fmt::Debug for Plugin {
             .field("sha256", &hex::encode(self.sha256))
             .finish()
     }
+}
+
+/// What the SDK writes into a plugin: its crate's name and version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Described {
+    pub name: String,
+    pub version: String,
+}
+
+/// The custom section the SDK writes [`Described`] into.
+const DESCRIBED: &[u8] = b"wasmgate-plugin";
+
+/// A component's [`Described`], from the custom section of its core
+/// module (or of its own), if it has one that reads.
+pub fn described(component: &[u8]) -> Option<Described> {
+    serde_json::from_slice(custom_section(component, DESCRIBED, 0)?).ok()
+}
+
+/// The payload of the custom section `name` in a component or core module,
+/// looking into the modules and components a component nests (a few
+/// levels down).
+fn custom_section<'w>(wasm: &'w [u8], name: &[u8], depth: usize) -> Option<&'w [u8]> {
+    // `\0asm`, then a version: 1 for a core module, 0x0d + layer 1 for a component.
+    let component = wasm.get(4..8)? == [0x0d, 0, 1, 0];
+    let mut rest = wasm.strip_prefix(b"\0asm")?.get(4..)?;
+    while let Some((&id, after)) = rest.split_first() {
+        let (size, after) = leb128(after)?;
+        let payload = after.get(..size)?;
+        rest = after.get(size..)?;
+        match id {
+            0 => {
+                let (length, section) = leb128(payload)?;
+                if section.get(..length)? == name {
+                    return section.get(length..);
+                }
+            }
+            // A component's core modules (1) and components (4).
+            1 | 4 if component && depth < 4 => {
+                if let Some(found) = custom_section(payload, name, depth + 1) {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// An unsigned LEB128 `u32` and what follows it.
+fn leb128(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut value: u32 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        value |= u32::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            return Some((usize::try_from(value).ok()?, bytes.get(i + 1..)?));
+        }
+    }
+    None
 }
 
 /// Why a plugin could not be loaded, for the operator.
@@ -202,6 +263,7 @@ pub fn load(
         name: Arc::from(name),
         path: path.to_path_buf(),
         sha256,
+        described: described(&bytes),
         settings: settings.clone(),
         imports,
         async_calls,
@@ -287,4 +349,49 @@ fn check_world(
         }
     }
     Ok((imports, policy_export))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_encoder::{Component, CustomSection, Module, ModuleSection, NestedComponentSection};
+
+    fn section(data: &str) -> CustomSection<'_> {
+        CustomSection { name: "wasmgate-plugin".into(), data: data.as_bytes().into() }
+    }
+
+    /// The SDK's section is found in the component's core module, in a
+    /// component it nests, or in its own sections; anything else is none.
+    #[test]
+    fn a_plugin_s_name_and_version_are_read_from_its_component() {
+        let info = r#"{"name":"add-header","version":"1.2.3"}"#;
+        let want = Some(Described { name: "add-header".into(), version: "1.2.3".into() });
+        let mut module = Module::new();
+        module.section(&CustomSection { name: "other".into(), data: b"{}".as_slice().into() });
+        module.section(&section(info));
+        let mut component = Component::new();
+        component.section(&ModuleSection(&module));
+        let bytes = component.finish();
+        assert_eq!(described(&bytes), want, "in its core module");
+
+        let mut inner = Component::new();
+        inner.section(&ModuleSection(&module));
+        let mut outer = Component::new();
+        outer.section(&NestedComponentSection(&inner));
+        assert_eq!(described(&outer.finish()), want, "in a nested component");
+
+        let mut own = Component::new();
+        own.section(&section(info));
+        assert_eq!(described(&own.finish()), want, "in its own sections");
+
+        assert_eq!(described(&Component::new().finish()), None);
+        let mut garbled = Component::new();
+        garbled.section(&section("not json"));
+        assert_eq!(described(&garbled.finish()), None);
+        for end in 0..bytes.len() {
+            // Cut anywhere: none, or what it is, never a panic.
+            let _ = described(&bytes[..end]);
+        }
+        assert_eq!(described(b"\0asm\x0d\0\x01\0\x00\xff\xff\xff\xff\xff"), None, "a size past five bytes");
+    }
 }

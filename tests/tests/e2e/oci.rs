@@ -83,7 +83,7 @@ async fn a_plugin_pinned_by_its_manifest_is_pulled_once_and_kept() {
     // Which component each gateway of a fleet runs, and from where.
     let metrics = get(&format!("http://{}/metrics", gw.admin_addr().unwrap())).await.text();
     let series = format!(
-        "wasmgate_plugin_info{{plugin=\"add-header\",sha256=\"{}\",source=\"{}/plugins/add-header@sha256:{}\"}}",
+        "wasmgate_plugin_info{{plugin=\"add-header\",version=\"0.1.0\",sha256=\"{}\",source=\"{}/plugins/add-header@sha256:{}\"}}",
         hex::encode(pushed.component),
         registry.host,
         hex::encode(pushed.manifest)
