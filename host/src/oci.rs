@@ -80,8 +80,9 @@ impl Failure {
     /// What the operator can do about it.
     pub fn fix(&self, registry: &str) -> String {
         match self {
-            Self::Unreachable(_) | Self::Protocol(_) => format!(
-                "check that {registry} is reachable (and, for a registry without TLS, \
+            Self::Unreachable(_) => format!("check that {registry} is up and reachable from here"),
+            Self::Protocol(_) => format!(
+                "check that {registry} is an OCI registry (and, for one without TLS, \
                  [plugins.registries.\"{registry}\"] tls = false)"
             ),
             Self::Denied(_) => {
@@ -203,8 +204,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let unique =
         format!("{}-{}-{:016x}", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed), fastrand::u64(..));
     let temporary = dir.join(format!(".{}.{unique}", name.to_string_lossy()));
-    std::fs::write(&temporary, bytes).map_err(setup)?;
-    std::fs::rename(&temporary, path).map_err(|e| {
+    std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path)).map_err(|e| {
         let _ = std::fs::remove_file(&temporary);
         setup(e)
     })
@@ -513,7 +513,10 @@ impl Session<'_> {
                         return Ok((Some(key), None));
                     }
                 }
-                Err(e) => unread = Some(e),
+                // A payload that is not there or not what its digest says
+                // is passed over; a registry gone down is said as such.
+                Err(e @ (Failure::NotFound(_) | Failure::Content(_))) => unread = Some(e),
+                Err(e) => return Err(e),
             }
         }
         Ok((None, unread))
@@ -600,8 +603,8 @@ fn check_status(status: StatusCode, reference: &Reference, what: &str) -> Result
     match status {
         s if s.is_success() => Ok(()),
         StatusCode::NOT_FOUND => Err(Failure::NotFound(format!("{reference}: the registry has no such {what} (404)"))),
-        // A registry failing is down for the while: a tag falls back.
-        s if s.is_server_error() => {
+        // A registry failing, or holding back, is down for the while: a tag falls back.
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
             Err(Failure::Unreachable(format!("{reference}: the registry answered {s} for the {what}")))
         }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

@@ -485,18 +485,21 @@ fn build_registries(
                 problem(format!("`{host}` is not a registry host"), "write host or host:port, as in the plugins' `oci`")
             }
         }
-        if registries.contains_key(&host.to_ascii_lowercase()) {
-            problem(format!("`{host}` is named twice (host names are not case-sensitive)"), "keep one");
+        if let Some(other) = raw.keys().find(|k| *k < host && k.eq_ignore_ascii_case(host)) {
+            problem(format!("`{host}` and `{other}` are one registry (host names are not case-sensitive)"), "keep one");
         }
         let r = r.get_ref();
         let credentials = match (&r.username, &r.password) {
             (None, None) => None,
             (Some(username), Some(source)) => {
                 if source.use_.is_some() {
-                    problem("a registry password has no `use`".to_owned(), "remove `use`");
+                    problem("`use` does not apply to a registry password".to_owned(), "remove `use`");
                 }
                 if username.contains(':') {
-                    problem("a registry username has no `:`".to_owned(), "write the account's name");
+                    problem(
+                        "`username` may not contain `:` (Basic authentication splits at it)".to_owned(),
+                        "write the account's name",
+                    );
                 }
                 match read_secret(&format!("{key}.password"), "password", source, base, files) {
                     Ok(password) => {

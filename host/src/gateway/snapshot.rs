@@ -598,7 +598,10 @@ fn load_plugins(
         }
         let path = match &settings.oci {
             Some(reference) => match pulled.remove(name).unwrap_or_else(|| {
-                Err(("was not pulled: the gateway is stopping".to_owned(), "start it again".to_owned()))
+                Err((
+                    "the pull did not complete (the gateway's control runtime stopped)".to_owned(),
+                    "start the gateway again".to_owned(),
+                ))
             }) {
                 Ok(pulled) => {
                     if let Some(why) = &pulled.stale {
@@ -610,7 +613,12 @@ fn load_plugins(
                     pulled.path
                 }
                 Err((what, fix)) => {
-                    problems.at_line(line, format!("plugin.{name}.oci"), format!("plugin `{name}`: {what}"), fix);
+                    problems.at_line(
+                        settings.line.or(line),
+                        format!("plugin.{name}.oci"),
+                        format!("plugin `{name}`: {what}"),
+                        fix,
+                    );
                     continue;
                 }
             },

@@ -21,6 +21,8 @@ use crate::config::{Protocol, RegistryConfig, UpstreamTls};
 const MAX_REDIRECTS: usize = 5;
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long an answer's head may take, from the connection opened.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// The largest error body or token answer read.
 const SMALL: usize = 64 << 10;
 
@@ -61,7 +63,7 @@ impl Client {
     ) -> Result<Response<Bytes>, Failure> {
         let mut uri: Uri = if path.starts_with('/') { format!("{}{path}", self.base) } else { path.to_owned() }
             .parse()
-            .map_err(|_| Failure::Protocol(format!("`{path}` is not a URL")))?;
+            .map_err(|_| Failure::Protocol("the registry named an upload location that is not a URL".to_owned()))?;
         let mut authenticated = false;
         let mut redirects = 0;
         loop {
@@ -145,7 +147,10 @@ impl Client {
             builder = builder.header(AUTHORIZATION, auth);
         }
         let request = builder.body(Full::new(body)).map_err(|e| Failure::Protocol(e.to_string()))?;
-        let response = if https {
+        let answered = async {
+            if !https {
+                return exchange(TokioIo::new(tcp), request, authority.as_str()).await;
+            }
             let config = match &self.tls {
                 Some(config) => config.clone(),
                 // A redirect from a plain-HTTP registry to an HTTPS CDN.
@@ -158,10 +163,13 @@ impl Client {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| Failure::Unreachable(format!("TLS with {authority}: {e}")))?;
-            exchange(TokioIo::new(stream), request, authority.as_str()).await?
-        } else {
-            exchange(TokioIo::new(tcp), request, authority.as_str()).await?
+            exchange(TokioIo::new(stream), request, authority.as_str()).await
         };
+        // A registry that takes connections and then says nothing is down
+        // too (a load balancer in front of none).
+        let response = tokio::time::timeout(ANSWER_TIMEOUT, answered).await.map_err(|_| {
+            Failure::Unreachable(format!("{authority} did not answer within {} s", ANSWER_TIMEOUT.as_secs()))
+        })??;
         let (parts, body) = response.into_parts();
         // An error's body is only read for its message; an answer that is
         // not a manifest or a blob (an upload's) may still have a small one.
@@ -203,8 +211,13 @@ impl Client {
                     Failure::Setup("the registry username or password is not a valid header value".to_owned())
                 })?;
                 let answer = self.once(&Method::GET, &uri, &[], Bytes::new(), auth.as_ref(), SMALL).await?;
-                if !answer.status().is_success() {
-                    return Err(Failure::Denied(format!("the token service {realm} answered {}", answer.status())));
+                match answer.status() {
+                    s if s.is_success() => {}
+                    // Down for the while, as the registry would be.
+                    s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                        return Err(Failure::Unreachable(format!("the token service {realm} answered {s}")));
+                    }
+                    s => return Err(Failure::Denied(format!("the token service {realm} answered {s}"))),
                 }
                 let token: Token = serde_json::from_slice(answer.body())
                     .map_err(|e| Failure::Protocol(format!("the token service {realm}: {e}")))?;
@@ -323,14 +336,23 @@ fn encode(text: &str) -> String {
 /// Whether `uri` is on the origin `base` (`scheme://host:port`): scheme,
 /// host and port the same.
 fn same_origin(base: &str, uri: &Uri) -> bool {
-    let (scheme, authority) = base.split_once("://").unwrap_or(("", base));
-    uri.scheme_str() == Some(scheme) && uri.authority().is_some_and(|a| a.as_str().eq_ignore_ascii_case(authority))
+    let Ok(base) = base.parse::<Uri>() else { return false };
+    let origin = |u: &Uri| {
+        let port = u.port_u16().or(match u.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        (u.scheme_str().map(str::to_owned), u.host().map(str::to_ascii_lowercase), port)
+    };
+    origin(&base) == origin(uri)
 }
 
 /// A URL for messages: without its query, which for a CDN's redirect is a
-/// signature (a credential for a while).
+/// signature (a credential for a while), or a user and password.
 pub(crate) fn shown(uri: &Uri) -> String {
-    format!("{}://{}{}", uri.scheme_str().unwrap_or(""), uri.authority().map_or("", |a| a.as_str()), uri.path())
+    let host = uri.authority().map_or("", |a| a.as_str().rsplit('@').next().unwrap_or(""));
+    format!("{}://{host}{}", uri.scheme_str().unwrap_or(""), uri.path())
 }
 
 /// `location` (absolute, or a path on `base`'s origin) as a URI.
@@ -341,9 +363,10 @@ fn resolve(base: &Uri, location: &str) -> Result<Uri, Failure> {
     } else {
         location.to_owned()
     };
-    let uri: Uri = text.parse().map_err(|_| Failure::Protocol(format!("Location `{location}` is not a URL")))?;
+    let not_a_url = || Failure::Protocol(format!("{} redirected to a Location that is not a URL", shown(base)));
+    let uri: Uri = text.parse().map_err(|_| not_a_url())?;
     if uri.scheme().is_none() || uri.authority().is_none() {
-        return Err(Failure::Protocol(format!("Location `{location}` is not a URL")));
+        return Err(not_a_url());
     }
     Ok(uri)
 }
@@ -392,6 +415,8 @@ mod tests {
         assert!(!on("https://ghcr.io", "http://ghcr.io/v2/a/blobs/uploads/u"), "another scheme");
         assert!(!on("https://ghcr.io", "https://pkg-containers.githubusercontent.com/ghcr1/blobs/x"), "a CDN");
         assert!(!on("https://ghcr.io", "https://ghcr.io:8443/v2/"), "another port");
+        assert!(on("https://ghcr.io", "https://ghcr.io:443/v2/"), "the default port, said");
+        assert!(on("http://127.0.0.1:80", "http://127.0.0.1/v2/"));
         assert!(!on("http://127.0.0.1:5000", "http://127.0.0.1:5001/v2/"));
     }
 
@@ -399,6 +424,8 @@ mod tests {
     fn urls_are_shown_without_their_query() {
         let uri: Uri = "https://cdn.example/blobs/x?X-Amz-Signature=secret&X-Amz-Credential=c".parse().unwrap();
         assert_eq!(shown(&uri), "https://cdn.example/blobs/x");
+        let uri: Uri = "https://user:secret@cdn.example:8443/b".parse().unwrap();
+        assert_eq!(shown(&uri), "https://cdn.example:8443/b");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use wasmgate_tests::certs::Ca;
 use wasmgate_tests::registry::{self, Registry};
 use wasmgate_tests::token_service::TokenService;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{ADMIN, get, init_logs, plugin_dir, sample};
+use wasmgate_tests::{ADMIN, get, get_with, init_logs, plugin_dir, sample};
 
 /// Publishes a plugin from `plugins/` at `registry/at` (`repository:tag`),
 /// over plain HTTP.
@@ -245,8 +245,15 @@ async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
     assert!(e.contains("has no signature by a trusted key") && e.contains("b.pub"), "{e}");
     assert!(e.contains("fix: sign the manifest with a trusted key"), "{e}");
 
-    // A second signature joins the first.
+    // A second signature joins the first; signing again with a key replaces
+    // its own (an ECDSA signature differs each time).
     wasmgate::oci::sign(&at("signed/add-header:1"), &pushed.manifest, &b_private, &settings).await.unwrap();
+    wasmgate::oci::sign(&at("signed/add-header:1"), &pushed.manifest, &a_private, &settings).await.unwrap();
+    let signatures =
+        format!("http://{}/v2/signed/add-header/manifests/sha256-{}.sig", registry.host, hex::encode(pushed.manifest));
+    let accept = [("accept", "application/vnd.oci.image.manifest.v1+json")];
+    let layers = get_with(&signatures, &accept).await.json()["layers"].as_array().map(Vec::len);
+    assert_eq!(layers, Some(2), "one signature of each key");
     for (cache, key) in [("c", &b), ("d", &a)] {
         let gw = start(dir.path(), &dir.path().join(cache), &table, &trusting(&[key]), &up).unwrap();
         assert!(runs_the_plugin(&gw).await, "{key}");
