@@ -387,7 +387,7 @@ pub(super) fn build_plugins(raw: &raw::RawConfig, base: &Path, p: &mut Problems<
     let registries =
         rp.map(|r| build_registries(&r.registries, base, &mut registry_files, p, &mut ok)).unwrap_or_default();
     let config = PluginsConfig {
-        dir: rp.map(|r| base.join(r.dir.get_ref())),
+        dir: rp.and_then(|r| r.dir.as_ref()).map(|d| base.join(d.get_ref())),
         cache_dir: rp.and_then(|r| r.cache_dir.as_ref()).map_or_else(|| default_cache_dir(base), |d| base.join(d)),
         // Each instance reserves its memory's address space up front.
         max_instances: within_at(

@@ -195,7 +195,7 @@ pub enum Family {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlugins {
-    pub dir: Spanned<PathBuf>,
+    pub dir: Option<Spanned<PathBuf>>,
     pub cache_dir: Option<PathBuf>,
     pub deadline: Option<HumanDuration>,
     pub max_memory: Option<ByteSize>,

@@ -369,14 +369,19 @@ pub(super) fn build_routes(
             if !valid_name(pname) {
                 p.at(span(&pu.name), format!("{ukey}.use"), format!("`{pname}` is not a plugin name"), PLUGIN_NAMES);
             }
-            let has_source =
-                |pl: &PluginsConfig| pl.dir.is_some() || pl.settings.get(pname).is_some_and(|s| s.file.is_some());
+            let has_source = |pl: &PluginsConfig| {
+                pl.dir.is_some() || pl.settings.get(pname).is_some_and(|s| s.file.is_some() || s.oci.is_some())
+            };
             if plugins.is_some_and(|pl| !has_source(pl)) {
                 p.at(
                     span(&pu.name),
                     format!("{ukey}.use"),
-                    format!("route uses plugin `{pname}` but the config has no [plugins] table"),
-                    "add [plugins] with dir = \"path/to/plugins\" (the directory holding the .wasm files)",
+                    format!(
+                        "route uses plugin `{pname}`, which comes from nowhere: the config has no plugin \
+                         directory, and [plugin.{pname}] no `file` or `oci`"
+                    ),
+                    "add [plugins] with dir = \"path/to/plugins\" (the directory holding the .wasm files), \
+                     or say where this plugin comes from",
                 );
             }
             let mut table = pu.config.as_ref().map(|t| t.get_ref().clone()).unwrap_or_default();

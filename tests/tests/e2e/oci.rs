@@ -31,8 +31,8 @@ fn account() -> Credentials {
 }
 
 /// A gateway whose one route runs `add-header` as `plugin` (the lines of
-/// `[plugin.add-header]`) says, its plugin cache in `cache`, its plugin
-/// directory empty: the plugin can only come from the registry.
+/// `[plugin.add-header]`) says, its plugin cache in `cache`, without a
+/// plugin directory: the plugin can only come from the registry.
 fn start(
     dir: &Path,
     cache: &Path,
@@ -41,16 +41,13 @@ fn start(
     up: &TestUpstream,
 ) -> Result<wasmgate::Gateway, String> {
     init_logs();
-    let plugins = dir.join("empty-plugin-dir");
-    std::fs::create_dir_all(&plugins).unwrap();
     let config = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nwatch = false\n\n{ADMIN}\n\
-         [plugins]\ndir = \"{}\"\ncache_dir = \"{}\"\n\n{registries}\n\
+         [plugins]\ncache_dir = \"{}\"\n\n{registries}\n\
          [plugin.add-header]\n{plugin}\n\n\
          [upstreams.u]\nendpoints = [\"{}\"]\n\n\
          [[routes]]\nupstream = \"u\"\n\
          plugins = [{{ use = \"add-header\", config = {{ request = {{ set = {{ \"x-pulled\" = \"yes\" }} }} }} }}]\n",
-        plugins.display(),
         cache.display(),
         up.addr
     );
