@@ -220,6 +220,8 @@ pub struct Pulled {
     /// Why the registry was not asked where the tag points: the manifest it
     /// pointed to when last pulled was used.
     pub stale: Option<String>,
+    /// The tag's answer, for [`Pulled::loaded`].
+    tag: Option<TagRecord>,
 }
 
 /// Where the component `reference` names is, in the cache, pulled first if
@@ -238,9 +240,14 @@ pub async fn pull(
         && let Some(pin) = pin
         && let Some((path, _)) = cached(cache_dir, &pin, limit)
     {
-        return Ok(Pulled { path, signer: None, stale: None });
+        return Ok(Pulled { path, signer: None, stale: None, tag: None });
     }
-    let mut session = Session { remote: Remote::new(reference, registry, false), cache_dir };
+    let policy = format!(
+        "{} {}",
+        pin.map(hex::encode).unwrap_or_default(),
+        keys.iter().map(|k| hex::encode(&k.point)).collect::<Vec<_>>().join(",")
+    );
+    let mut session = Session { remote: Remote::new(reference, registry, false), cache_dir, policy };
     let resolved = session.manifest().await?;
     let digest = resolved.digest;
     let manifest: Manifest = serde_json::from_slice(&resolved.bytes)
@@ -269,12 +276,29 @@ pub async fn pull(
             blobs(cache_dir).join(hex::encode(layer))
         }
     };
-    // Only a manifest that passed (pinned, signed, whole) is what the tag
-    // last named: the one to fall back on.
-    if let Some(record) = &resolved.record {
-        write_atomically(record, hex::encode(digest).as_bytes())?;
+    let tag = resolved.record.map(|record| TagRecord { record, digest });
+    Ok(Pulled { path, signer, stale: resolved.stale, tag })
+}
+
+/// What a tag named, to remember once the plugin it gave has loaded.
+#[derive(Debug)]
+struct TagRecord {
+    record: PathBuf,
+    digest: [u8; 32],
+}
+
+impl Pulled {
+    /// Records the manifest a tag named as the one to fall back on while
+    /// the registry is down: call once the plugin loaded (pinned, signed,
+    /// whole, and a component the gateway runs). A record not written is
+    /// only a fallback lost.
+    pub fn loaded(&self) {
+        if let Some(tag) = &self.tag
+            && let Err(e) = write_atomically(&tag.record, hex::encode(tag.digest).as_bytes())
+        {
+            tracing::warn!("{e}");
+        }
     }
-    Ok(Pulled { path, signer, stale: resolved.stale })
 }
 
 /// The registry side of a pull, a push or a signing: one client (made when
@@ -379,6 +403,8 @@ struct Resolved {
 struct Session<'a> {
     remote: Remote<'a>,
     cache_dir: &'a Path,
+    /// What the plugin must be (its pin and trusted keys), as text.
+    policy: String,
 }
 
 impl Session<'_> {
@@ -421,7 +447,9 @@ impl Session<'_> {
             keep(self.cache_dir, &digest, &bytes)?;
             return Ok(Resolved { digest, bytes, stale: None, record: None });
         }
-        let record = records(self.cache_dir, "tags", &reference.to_string());
+        // Per policy too: a manifest one plugin's pin or keys accepted may be
+        // another's to refuse.
+        let record = records(self.cache_dir, "tags", &format!("{reference} {}", self.policy));
         let path = format!("manifests/{}", reference.manifest_ref());
         match self.remote.get(&path, MANIFEST_TYPE, MAX_MANIFEST, "manifest").await {
             Ok(bytes) => {

@@ -596,7 +596,7 @@ fn load_plugins(
             );
             continue;
         }
-        let path = match &settings.oci {
+        let (path, pulled) = match &settings.oci {
             Some(reference) => match pulled.remove(name).unwrap_or_else(|| {
                 Err((
                     "the pull did not complete (the gateway's control runtime stopped)".to_owned(),
@@ -610,7 +610,7 @@ fn load_plugins(
                     if let Some(signer) = &pulled.signer {
                         tracing::info!(plugin = name, reference = %reference, key = %signer.display(), "signature verified");
                     }
-                    pulled.path
+                    (pulled.path.clone(), Some(pulled))
                 }
                 Err((what, fix)) => {
                     problems.at_line(
@@ -623,7 +623,7 @@ fn load_plugins(
                 }
             },
             None => match registry::plugin_path(pc.dir.as_deref(), name, settings) {
-                Some(path) => path,
+                Some(path) => (path, None),
                 None => continue,
             },
         };
@@ -641,6 +641,10 @@ fn load_plugins(
         };
         match registry::load(runtime, name, &path, settings, &pc.cache_dir, pc.dir.as_deref(), caps) {
             Ok(p) => {
+                // What a tag named, it runs: the one to fall back on.
+                if let Some(pulled) = &pulled {
+                    pulled.loaded();
+                }
                 loaded.insert(name.to_owned(), Arc::new(p));
             }
             Err(e) => problems.at_line(line, key, format!("plugin `{name}`: {}", e.what), e.fix),

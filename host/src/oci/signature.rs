@@ -30,7 +30,7 @@ pub struct TrustedKey {
     /// The file it was read from, for messages.
     pub path: PathBuf,
     /// The uncompressed point.
-    point: Vec<u8>,
+    pub(crate) point: Vec<u8>,
 }
 
 impl std::fmt::Debug for TrustedKey {
