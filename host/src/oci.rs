@@ -13,8 +13,10 @@ mod client;
 mod reference;
 mod signature;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -210,6 +212,43 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     })
 }
 
+/// Removes from the cache's blobs (and temporary files) those unused for
+/// [`CACHE_KEEP`](crate::plugin::engine::CACHE_KEEP), as the compile cache
+/// does; those of `in_use` are marked in use now. A rollback, or another
+/// gateway sharing the cache, within that time finds what it pulled.
+pub fn prune(cache_dir: &Path, in_use: &HashSet<[u8; 32]>) {
+    let dir = blobs(cache_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let now = SystemTime::now();
+    let mut removed = 0_usize;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // `<digest>`, or a temporary `.<digest>.<unique>`; nothing else is ours.
+        let digest = reference::parse_hex(name);
+        let temporary = name.strip_prefix('.').and_then(|n| n.get(..64)).and_then(reference::parse_hex).is_some();
+        // Not followed: a link is a file of its own.
+        let Ok(meta) = entry.metadata() else { continue };
+        if (digest.is_none() && !temporary) || !meta.is_file() {
+            continue;
+        }
+        if digest.is_some_and(|d| in_use.contains(&d)) {
+            crate::plugin::engine::mark_in_use(&entry.path(), now);
+            continue;
+        }
+        let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok());
+        if age.is_some_and(|a| a >= crate::plugin::engine::CACHE_KEEP) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::debug!(path = %entry.path().display(), "could not prune the plugin cache: {e}"),
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(dir = %dir.display(), removed, "removed pulled plugin blobs unused here for a week");
+    }
+}
+
 /// What a pull found.
 #[derive(Debug)]
 pub struct Pulled {
@@ -222,6 +261,9 @@ pub struct Pulled {
     pub stale: Option<String>,
     /// The tag's answer, for [`Pulled::loaded`].
     tag: Option<TagRecord>,
+    /// The blobs of the cache it used (manifest, component, signatures),
+    /// for [`prune`] to keep.
+    pub blobs: Vec<[u8; 32]>,
 }
 
 /// Where the component `reference` names is, in the cache, pulled first if
@@ -240,16 +282,17 @@ pub async fn pull(
         && let Some(pin) = pin
         && let Some((path, _)) = cached(cache_dir, &pin, limit)
     {
-        return Ok(Pulled { path, signer: None, stale: None, tag: None });
+        return Ok(Pulled { path, signer: None, stale: None, tag: None, blobs: vec![pin] });
     }
     let policy = format!(
         "{} {}",
         pin.map(hex::encode).unwrap_or_default(),
         keys.iter().map(|k| hex::encode(&k.point)).collect::<Vec<_>>().join(",")
     );
-    let mut session = Session { remote: Remote::new(reference, registry, false), cache_dir, policy };
+    let mut session = Session { remote: Remote::new(reference, registry, false), cache_dir, policy, used: Vec::new() };
     let resolved = session.manifest().await?;
     let digest = resolved.digest;
+    session.used.push(digest);
     let manifest: Manifest = serde_json::from_slice(&resolved.bytes)
         .map_err(|e| Failure::Content(format!("{reference} is not an OCI image manifest: {e}")))?;
     let (layer, size) = manifest.component(limit).map_err(|e| Failure::Content(format!("{reference}: {e}")))?;
@@ -263,6 +306,7 @@ pub async fn pull(
         )));
     }
     let signer = if keys.is_empty() { None } else { Some(session.signer(&digest, keys).await?.path.clone()) };
+    session.used.push(layer);
     let path = match cached(cache_dir, &layer, limit) {
         Some((path, _)) => path,
         None => {
@@ -277,7 +321,7 @@ pub async fn pull(
         }
     };
     let tag = resolved.record.map(|record| TagRecord { record, digest });
-    Ok(Pulled { path, signer, stale: resolved.stale, tag })
+    Ok(Pulled { path, signer, stale: resolved.stale, tag, blobs: session.used })
 }
 
 /// What a tag named, to remember once the plugin it gave has loaded.
@@ -405,11 +449,14 @@ struct Session<'a> {
     cache_dir: &'a Path,
     /// What the plugin must be (its pin and trusted keys), as text.
     policy: String,
+    /// The blobs of the cache this pull used.
+    used: Vec<[u8; 32]>,
 }
 
 impl Session<'_> {
     /// The blob `digest` (checked), from the cache or the registry (then kept).
     async fn blob(&mut self, digest: &[u8; 32], limit: usize, what: &str) -> Result<Bytes, Failure> {
+        self.used.push(*digest);
         if let Some((_, bytes)) = cached(self.cache_dir, digest, limit as u64) {
             return Ok(bytes.into());
         }
@@ -483,6 +530,7 @@ impl Session<'_> {
             && let Some((_, bytes)) = cached(self.cache_dir, &kept, MAX_MANIFEST as u64)
             && let Ok((Some(key), _)) = self.signed_by(&bytes, digest, keys).await
         {
+            self.used.push(kept);
             return Ok(key);
         }
         let tag = signature::tag_of(digest);
@@ -502,6 +550,7 @@ impl Session<'_> {
                 let kept: [u8; 32] = Sha256::digest(&bytes).into();
                 keep(self.cache_dir, &kept, &bytes)?;
                 write_atomically(&record, hex::encode(kept).as_bytes())?;
+                self.used.push(kept);
                 Ok(key)
             }
             (None, unread) => {
@@ -689,6 +738,36 @@ mod tests {
         let mut index = manifest(&[(WASM_LAYER_TYPE, [1; 32], 1)]);
         index.media_type = Some("application/vnd.oci.image.index.v1+json".to_owned());
         refused(index, "not an OCI image manifest");
+    }
+
+    /// Blobs in use are marked so; others (and temporary files) go once a
+    /// week unused; files the cache did not name are left alone.
+    #[test]
+    fn the_cache_is_pruned_of_blobs_unused_for_a_week() {
+        let dir = tempfile::tempdir().unwrap();
+        let week_ago = SystemTime::now() - crate::plugin::engine::CACHE_KEEP - std::time::Duration::from_secs(60);
+        let age = |path: &Path| std::fs::File::options().write(true).open(path).unwrap().set_modified(week_ago).unwrap();
+        let mut paths = Vec::new();
+        for content in [b"in use".as_slice(), b"old", b"recent"] {
+            let digest: [u8; 32] = Sha256::digest(content).into();
+            paths.push((digest, keep(dir.path(), &digest, content).unwrap()));
+        }
+        let temporary = blobs(dir.path()).join(format!(".{}.1-2-3", hex::encode(paths[1].0)));
+        let foreign = blobs(dir.path()).join("README");
+        for path in [&temporary, &foreign] {
+            std::fs::write(path, b"x").unwrap();
+            age(path);
+        }
+        age(&paths[0].1);
+        age(&paths[1].1);
+        prune(dir.path(), &HashSet::from([paths[0].0]));
+        assert!(paths[0].1.exists(), "in use");
+        let marked = std::fs::metadata(&paths[0].1).unwrap().modified().unwrap();
+        assert!(marked > week_ago, "marked in use now");
+        assert!(!paths[1].1.exists(), "unused for a week");
+        assert!(paths[2].1.exists(), "unused, but recent");
+        assert!(!temporary.exists(), "an old temporary file");
+        assert!(foreign.exists(), "not the cache's");
     }
 
     #[test]

@@ -68,12 +68,16 @@ impl Shared {
 
     /// Forgets the compiled plugins the config in force does not use: in
     /// memory, and in the compile cache once old
-    /// ([`CACHE_KEEP`](crate::plugin::engine::CACHE_KEEP)).
+    /// ([`CACHE_KEEP`](crate::plugin::engine::CACHE_KEEP)); and so the
+    /// pulled ones' blobs.
     fn forget_unused(&self) {
         let current = self.current();
         let in_use: HashSet<[u8; 32]> = current.plugins.values().map(|p| p.sha256).collect();
         self.env.runtime.keep_compiled(&in_use);
-        self.env.runtime.prune_cache(&current.config.plugins.cache_dir, &in_use);
+        let cache_dir = &current.config.plugins.cache_dir;
+        self.env.runtime.prune_cache(cache_dir, &in_use);
+        let pulled: HashSet<[u8; 32]> = current.plugins.values().flat_map(|p| p.oci_blobs.iter().copied()).collect();
+        crate::oci::prune(cache_dir, &pulled);
     }
 
     /// [`reload`](Self::reload); a refusal comes with the files the refused

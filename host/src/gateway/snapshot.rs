@@ -640,10 +640,11 @@ fn load_plugins(
             }
         };
         match registry::load(runtime, name, &path, settings, &pc.cache_dir, pc.dir.as_deref(), caps) {
-            Ok(p) => {
+            Ok(mut p) => {
                 // What a tag named, it runs: the one to fall back on.
-                if let Some(pulled) = &pulled {
+                if let Some(pulled) = pulled {
                     pulled.loaded();
+                    p.oci_blobs = pulled.blobs;
                 }
                 loaded.insert(name.to_owned(), Arc::new(p));
             }

@@ -259,10 +259,10 @@ fn cache_name(name: &str) -> Option<([u8; 32], Option<&str>)> {
 
 /// Sets an artifact's modification time to `now` (the file opened, not a
 /// link), for [`Runtime::prune_cache`] to keep it.
-fn mark_in_use(path: &Path, now: SystemTime) {
+pub(crate) fn mark_in_use(path: &Path, now: SystemTime) {
     let file = crate::files::open_regular(path, false);
     if let Err(e) = file.and_then(|(f, _)| f.set_modified(now)) {
-        tracing::debug!(path = %path.display(), "could not mark a compiled plugin in use: {e}");
+        tracing::debug!(path = %path.display(), "could not mark a cached file in use: {e}");
     }
 }
 

@@ -53,6 +53,9 @@ pub struct Plugin {
     /// Its name and version, as built (`None` from a component not built
     /// with the SDK).
     pub described: Option<Described>,
+    /// The blobs of the plugin cache it was pulled through (empty for a
+    /// file), kept from pruning while it is in use.
+    pub oci_blobs: Vec<[u8; 32]>,
     pub settings: PluginSettings,
     /// The capabilities it imports (and was granted).
     pub imports: Imports,
@@ -264,6 +267,7 @@ pub fn load(
         path: path.to_path_buf(),
         sha256,
         described: described(&bytes),
+        oci_blobs: Vec::new(),
         settings: settings.clone(),
         imports,
         async_calls,
