@@ -123,7 +123,17 @@ fn push(
     }
     let key = match sign_key.map(|k| (k, wasmgate::files::read_regular(k, wasmgate::files::MAX_CONFIG_FILE))) {
         None => None,
-        Some((_, Ok(bytes))) => Some(bytes),
+        Some((path, Ok(bytes))) => match wasmgate::oci::check_signing_key(&bytes) {
+            Ok(()) => Some(bytes),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                eprintln!(
+                    "fix: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {}",
+                    path.display()
+                );
+                return ExitCode::from(2);
+            }
+        },
         Some((path, Err(e))) => {
             eprintln!("error: cannot read {}: {e}", path.display());
             return ExitCode::from(2);

@@ -631,6 +631,12 @@ pub async fn push(component: &[u8], reference: &Reference, registry: &RegistryCo
     Ok(Pushed { manifest, component: Sha256::digest(component).into() })
 }
 
+/// Whether `key` (PKCS#8 PEM) is a key [`sign`] can sign with: checked
+/// before a push, so a bad key does not leave the push unsigned.
+pub fn check_signing_key(key: &[u8]) -> Result<(), Failure> {
+    signature::signing_key(key).map(drop).map_err(Failure::Setup)
+}
+
 /// Signs manifest `manifest` of `reference`'s repository with `key` (an
 /// ECDSA P-256 private key, PKCS#8 PEM), as cosign does: a payload naming
 /// the manifest, and its signature, added to the signature manifest at
@@ -746,7 +752,8 @@ mod tests {
     fn the_cache_is_pruned_of_blobs_unused_for_a_week() {
         let dir = tempfile::tempdir().unwrap();
         let week_ago = SystemTime::now() - crate::plugin::engine::CACHE_KEEP - std::time::Duration::from_secs(60);
-        let age = |path: &Path| std::fs::File::options().write(true).open(path).unwrap().set_modified(week_ago).unwrap();
+        let age =
+            |path: &Path| std::fs::File::options().write(true).open(path).unwrap().set_modified(week_ago).unwrap();
         let mut paths = Vec::new();
         for content in [b"in use".as_slice(), b"old", b"recent"] {
             let digest: [u8; 32] = Sha256::digest(content).into();

@@ -471,6 +471,22 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
         "the manifest, the component, the signature manifest and its payload kept"
     );
 
+    // A key that cannot sign is said before anything is pushed.
+    let out = Command::new(BIN)
+        .arg("push")
+        .arg(&component)
+        .arg(format!("{}/tests/unsigned:1", registry.host))
+        .arg("--plain-http")
+        .arg("--sign-key")
+        .arg(dir.path().join("publisher.pub"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no PEM `PRIVATE KEY`"));
+    let port: u16 = registry.host.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(status_of(port, "/v2/tests/unsigned/tags/list"), Some(404), "nothing pushed");
+    assert_eq!(status_of(port, "/v2/tests/empty/tags/list"), Some(200), "as a pushed one is");
+
     let core_module = dir.path().join("core.wasm");
     std::fs::write(&core_module, wasm_encoder::Module::new().finish()).unwrap();
     let out = Command::new(BIN).arg("push").arg(&core_module).arg(&reference).arg("--plain-http").output().unwrap();

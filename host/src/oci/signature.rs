@@ -148,14 +148,19 @@ pub fn check<'k>(
     keys.iter().find(|k| k.verifies(payload, signature))
 }
 
+/// The ECDSA P-256 key pair of a PKCS#8 PEM private key.
+pub fn signing_key(key: &[u8]) -> Result<EcdsaKeyPair, String> {
+    let der =
+        PrivatePkcs8KeyDer::from_pem_slice(key).map_err(|_| "the key is no PEM `PRIVATE KEY` (PKCS#8)".to_owned())?;
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der.secret_pkcs8_der(), &ring::rand::SystemRandom::new())
+        .map_err(|_| "the key is not an ECDSA P-256 private key".to_owned())
+}
+
 /// A payload for `manifest` of `repository`, its signature with the PKCS#8
 /// PEM private key `key`, and the key's public half.
 pub fn sign(repository: &str, manifest: &[u8; 32], key: &[u8]) -> Result<(Vec<u8>, Vec<u8>, TrustedKey), String> {
-    let der =
-        PrivatePkcs8KeyDer::from_pem_slice(key).map_err(|_| "the key is no PEM `PRIVATE KEY` (PKCS#8)".to_owned())?;
     let rng = ring::rand::SystemRandom::new();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der.secret_pkcs8_der(), &rng)
-        .map_err(|_| "the key is not an ECDSA P-256 private key".to_owned())?;
+    let pair = signing_key(key)?;
     let payload = Payload {
         critical: Critical {
             identity: Identity { docker_reference: repository.to_owned() },
