@@ -45,6 +45,9 @@ enum Command {
         /// `signed_by`.
         #[arg(long, value_name = "FILE")]
         sign_key: Option<PathBuf>,
+        /// Through this HTTP proxy (`http://host:port`).
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String>,
     },
 }
 
@@ -78,8 +81,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => run(config),
-        Command::Push { file, reference, plain_http, ca, sign_key } => {
-            push(&file, &reference, plain_http, ca, sign_key.as_deref())
+        Command::Push { file, reference, plain_http, ca, sign_key, proxy } => {
+            push(&file, &reference, Registry { plain_http, ca, proxy }, sign_key.as_deref())
         }
     }
 }
@@ -87,14 +90,15 @@ fn main() -> ExitCode {
 /// The most a push may take.
 const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-fn push(
-    file: &std::path::Path,
-    reference: &str,
+/// How `push` reaches the registry.
+struct Registry {
     plain_http: bool,
     ca: Option<PathBuf>,
-    sign_key: Option<&std::path::Path>,
-) -> ExitCode {
-    use wasmgate::config::{Credentials, RegistryConfig, Secret};
+    proxy: Option<String>,
+}
+
+fn push(file: &std::path::Path, reference: &str, to: Registry, sign_key: Option<&std::path::Path>) -> ExitCode {
+    use wasmgate::config::{Credentials, Proxy, RegistryConfig, Secret};
     let reference = match wasmgate::oci::Reference::parse(reference) {
         Ok(r) if r.digest.is_none() => r,
         Ok(_) => {
@@ -148,7 +152,14 @@ fn push(
             return ExitCode::from(2);
         }
     };
-    let registry = RegistryConfig { tls: !plain_http, ca, credentials };
+    let proxy = match to.proxy.as_deref().map(Proxy::parse).transpose() {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("error: --proxy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let registry = RegistryConfig { tls: !to.plain_http, ca: to.ca, credentials, proxy };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -8,6 +8,7 @@ pub mod certs;
 /// A real DNS server on loopback with records a test can change (shared with the host's unit tests).
 #[path = "../../host/src/upstream/test_dns.rs"]
 pub mod dns;
+pub mod proxy;
 /// A real redis-server on a free port, killed on drop (shared with the host's unit tests).
 #[path = "../../host/src/plugin/caps/redis/tests/server.rs"]
 pub mod redis_server;

@@ -50,11 +50,45 @@ pub struct RegistryConfig {
     /// A private CA, in place of the public roots.
     pub ca: Option<PathBuf>,
     pub credentials: Option<Credentials>,
+    /// An HTTP proxy every request to it (its token service and where it
+    /// redirects too) goes through.
+    pub proxy: Option<Proxy>,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { tls: true, ca: None, credentials: None }
+        Self { tls: true, ca: None, credentials: None, proxy: None }
+    }
+}
+
+/// An HTTP proxy: `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Proxy {
+    /// Parses `http://host[:port]` (port 80 by default).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let rest = text.strip_prefix("http://").ok_or_else(|| format!("`{text}` is not http://host:port"))?;
+        let authority: http::uri::Authority =
+            rest.trim_end_matches('/').parse().map_err(|_| format!("`{text}` is not http://host:port"))?;
+        if rest.trim_end_matches('/').contains(['/', '@']) {
+            return Err(format!("`{text}`: a proxy is http://host:port, without a path or credentials"));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        Ok(Self { host, port: authority.port_u16().unwrap_or(80) })
+    }
+}
+
+impl std::fmt::Display for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -532,7 +566,15 @@ fn build_registries(
                 problem(e.to_string(), "name a PEM file of the CA that signed the registry's certificate");
             }
         }
-        registries.insert(host.to_ascii_lowercase(), RegistryConfig { tls, ca, credentials });
+        let proxy = match r.proxy.as_deref().map(Proxy::parse) {
+            None => None,
+            Some(Ok(proxy)) => Some(proxy),
+            Some(Err(what)) => {
+                problem(what, "write proxy = \"http://host:port\" (an HTTP proxy; HTTPS goes through it by CONNECT)");
+                None
+            }
+        };
+        registries.insert(host.to_ascii_lowercase(), RegistryConfig { tls, ca, credentials, proxy });
     }
     registries
 }
@@ -639,4 +681,28 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
         secret_files,
     };
     ok.then_some(grants)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxies_are_http_host_and_port() {
+        let proxy = |text: &str| Proxy::parse(text).map(|p| (p.host.clone(), p.port, p.to_string()));
+        assert_eq!(
+            proxy("http://proxy.internal:3128"),
+            Ok(("proxy.internal".into(), 3128, "http://proxy.internal:3128".into()))
+        );
+        assert_eq!(
+            proxy("http://proxy.internal/"),
+            Ok(("proxy.internal".into(), 80, "http://proxy.internal:80".into()))
+        );
+        assert_eq!(proxy("http://[fd00::1]:3128"), Ok(("fd00::1".into(), 3128, "http://[fd00::1]:3128".into())));
+        for refused in
+            ["https://proxy:3128", "proxy:3128", "http://user:pass@proxy:3128", "http://proxy:3128/path", "http://"]
+        {
+            assert!(Proxy::parse(refused).is_err(), "{refused}");
+        }
+    }
 }

@@ -217,6 +217,7 @@ pub struct RawRegistry {
     pub ca: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<RawSecretSource>,
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

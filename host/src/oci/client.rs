@@ -15,7 +15,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::Failure;
-use crate::config::{Protocol, RegistryConfig, UpstreamTls};
+use crate::config::{Protocol, Proxy, RegistryConfig, UpstreamTls};
 
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 5;
@@ -120,23 +120,26 @@ impl Client {
         let host = authority.host();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        // A registry whose packets are dropped is down, not slow: said as
-        // unreachable (a tag then falls back to its last manifest) well
-        // within the pull's bound.
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((bare, port))).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(Failure::Unreachable(format!("cannot connect to {authority}: {e}"))),
-            Err(_) => {
-                return Err(Failure::Unreachable(format!(
-                    "cannot connect to {authority}: no answer within {} s",
-                    CONNECT_TIMEOUT.as_secs()
-                )));
+        // Through a proxy: a tunnel for HTTPS (CONNECT), the whole URL in
+        // the request line for plain HTTP.
+        let proxy = self.settings.proxy.as_ref();
+        let tcp = match proxy {
+            Some(proxy) => {
+                let mut tcp = connect(&proxy.host, proxy.port, &format!("the proxy {proxy}")).await?;
+                if https {
+                    tunnel(&mut tcp, bare, port, proxy).await?;
+                }
+                tcp
             }
+            None => connect(bare, port, authority.as_str()).await?,
         };
-        let _ = tcp.set_nodelay(true);
+        let target = match proxy {
+            Some(_) if !https => uri.to_string(),
+            _ => uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str).to_owned(),
+        };
         let mut builder = Request::builder()
             .method(method.clone())
-            .uri(uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str))
+            .uri(target)
             .header(HOST, authority.as_str())
             .header(USER_AGENT, concat!("wasmgate/", env!("CARGO_PKG_VERSION")))
             .header(CONTENT_LENGTH, body.len());
@@ -236,6 +239,51 @@ impl Client {
                 v
             })
     }
+}
+
+/// A TCP connection to `host:port` (`what`, for messages). A registry
+/// whose packets are dropped is down, not slow: said as unreachable (a tag
+/// then falls back to its last manifest) well within the pull's bound.
+async fn connect(host: &str, port: u16, what: &str) -> Result<TcpStream, Failure> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port))).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Ok(Err(e)) => Err(Failure::Unreachable(format!("cannot connect to {what}: {e}"))),
+        Err(_) => Err(Failure::Unreachable(format!(
+            "cannot connect to {what}: no answer within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Asks the proxy on `tcp` for a tunnel to `host:port` (HTTP CONNECT).
+async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16, proxy: &Proxy) -> Result<(), Failure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let asking = async {
+        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await?;
+        // The answer's head, read a byte at a time: what follows it is the
+        // tunnel's, and nothing may be read past it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") && head.len() < SMALL {
+            head.push(tcp.read_u8().await?);
+        }
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(ANSWER_TIMEOUT, asking)
+        .await
+        .map_err(|_| {
+            Failure::Unreachable(format!("the proxy {proxy} did not answer within {} s", ANSWER_TIMEOUT.as_secs()))
+        })?
+        .map_err(|e| Failure::Unreachable(format!("the proxy {proxy}: {e}")))?;
+    let status = head.split(|b| *b == b' ').nth(1).unwrap_or_default();
+    if status != b"200" {
+        let line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
+        return Err(Failure::Unreachable(format!("the proxy {proxy} refused a tunnel to {target}: {line}")));
+    }
+    Ok(())
 }
 
 /// Sends `request` over a fresh HTTP/1.1 connection.

@@ -8,6 +8,7 @@ use std::path::Path;
 use wasmgate::config::{Credentials, RegistryConfig, Secret};
 use wasmgate::oci::{Pushed, Reference};
 use wasmgate_tests::certs::Ca;
+use wasmgate_tests::proxy::ForwardProxy;
 use wasmgate_tests::registry::{self, Registry};
 use wasmgate_tests::token_service::TokenService;
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
@@ -16,7 +17,7 @@ use wasmgate_tests::{ADMIN, get, get_with, init_logs, plugin_dir, sample};
 /// Publishes a plugin from `plugins/` at `registry/at` (`repository:tag`),
 /// over plain HTTP.
 async fn publish(registry: &Registry, plugin: &str, at: &str, credentials: Option<Credentials>) -> Pushed {
-    publish_with(registry, &RegistryConfig { tls: false, ca: None, credentials }, plugin, at).await
+    publish_with(registry, &RegistryConfig { tls: false, ca: None, credentials, proxy: None }, plugin, at).await
 }
 
 async fn publish_with(registry: &Registry, settings: &RegistryConfig, plugin: &str, at: &str) -> Pushed {
@@ -157,6 +158,21 @@ async fn a_registry_with_accounts_is_pulled_from_with_the_configured_password() 
     let right = registry.table(&format!("username = \"{user}\"\npassword = {{ file = \"password\" }}"));
     let gw = start(dir.path(), &dir.path().join("c"), &right, &pin, &up).unwrap();
     assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+
+    // Plain HTTP through an egress proxy: the URL in the request line,
+    // the credentials still sent (to the registry, through it).
+    let proxy = ForwardProxy::start().await;
+    let proxied = registry
+        .table(&format!("username = \"{user}\"\npassword = {{ file = \"password\" }}\nproxy = \"{}\"", proxy.url()));
+    let gw = start(dir.path(), &dir.path().join("d"), &proxied, &pin, &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+    assert!(proxy.forwarded() >= 2, "the manifest and the component: {}", proxy.forwarded());
+    drop(gw);
+    drop(proxy);
+    let gone = registry.table(&format!("proxy = \"http://{}\"", wasmgate_tests::dead_addr()));
+    let e = start(dir.path(), &dir.path().join("e"), &gone, &pin, &up).unwrap_err();
+    assert!(e.contains("cannot connect to the proxy http://127.0.0.1:"), "{e}");
 }
 
 /// A registry over HTTPS with a private CA, whose tokens come from a token
@@ -172,7 +188,7 @@ async fn a_registry_with_tokens_and_a_private_ca_is_pulled_from_over_https() {
     let certificate = ca.server("registry", &["127.0.0.1"]);
     let tokens = TokenService::start(&ca, &certificate);
     let registry = Registry::with_tls(&certificate.cert, &certificate.key, &tokens.registry_auth());
-    let publisher = RegistryConfig { tls: true, ca: Some(ca.pem.clone()), credentials: Some(account()) };
+    let publisher = RegistryConfig { tls: true, ca: Some(ca.pem.clone()), credentials: Some(account()), proxy: None };
     let public = publish_with(&registry, &publisher, "add-header", "public/add-header:1").await;
     let private = publish_with(&registry, &publisher, "add-header", "private/add-header:2").await;
     let pin = |repository: &str, pushed: &Pushed| {
@@ -201,6 +217,14 @@ async fn a_registry_with_tokens_and_a_private_ca_is_pulled_from_over_https() {
     assert!(runs_the_plugin(&gw).await);
     drop(gw);
 
+    // Through an egress proxy: tunnels to the registry and its token service.
+    let proxy = ForwardProxy::start().await;
+    let proxied = registry.table(&format!("ca = \"{}\"\nproxy = \"{}\"", ca.pem.display(), proxy.url()));
+    let gw = start(dir.path(), &dir.path().join("p"), &proxied, &pin("public/add-header", &public), &up).unwrap();
+    assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+    assert!(proxy.tunnels() >= 2, "the registry and the token service, through the proxy: {}", proxy.tunnels());
+
     let e = start(dir.path(), &dir.path().join("d"), &registry.table(""), &pin("public/add-header", &public), &up)
         .unwrap_err();
     assert!(e.contains(&format!("TLS with {}", registry.host)) && e.contains("UnknownIssuer"), "{e}");
@@ -227,7 +251,7 @@ async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
     let dir = tempfile::tempdir().unwrap();
     let (a_private, a) = signing_key(dir.path(), "a");
     let (b_private, b) = signing_key(dir.path(), "b");
-    let settings = RegistryConfig { tls: false, ca: None, credentials: None };
+    let settings = RegistryConfig { tls: false, ca: None, credentials: None, proxy: None };
     let pushed = publish(&registry, "add-header", "signed/add-header:1", None).await;
     let at = |repository: &str| Reference::parse(&format!("{}/{repository}", registry.host)).unwrap();
     wasmgate::oci::sign(&at("signed/add-header:1"), &pushed.manifest, &a_private, &settings).await.unwrap();
