@@ -132,8 +132,8 @@ fn push(file: &std::path::Path, reference: &str, to: Registry, sign_key: Option<
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
                 eprintln!(
-                    "fix: openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {}",
-                    path.display()
+                    "fix: give a PKCS#8 PEM P-256 key: convert one (`openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`) \
+                     or make a new one (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out NEW.key`)"
                 );
                 return ExitCode::from(2);
             }

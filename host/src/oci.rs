@@ -87,9 +87,10 @@ impl Failure {
                 "check that {registry} is an OCI registry (and, for one without TLS, \
                  [plugins.registries.\"{registry}\"] tls = false)"
             ),
-            Self::Denied(_) => {
-                format!("set username and password in [plugins.registries.\"{registry}\"] for an account that may pull")
-            }
+            Self::Denied(_) => format!(
+                "set username and password in [plugins.registries.\"{registry}\"] for an account that may pull \
+                 (behind a proxy: check that it lets {registry} through)"
+            ),
             Self::NotFound(_) => "check the repository, tag and digest (`wasmgate push` prints them)".to_owned(),
             Self::Content(_) => "publish the component with `wasmgate push`, and pin the digest it prints".to_owned(),
             Self::Setup(_) => "check the plugin cache directory and the registry's `ca`".to_owned(),
@@ -179,11 +180,16 @@ fn blobs(cache_dir: &Path) -> PathBuf {
     cache_dir.join("oci").join("sha256")
 }
 
-/// The cached blob with this digest, if it is there and whole.
+/// The cached blob with this digest, if it is there and whole; marked in
+/// use (a gateway sharing the cache prunes by age).
 fn cached(cache_dir: &Path, digest: &[u8; 32], limit: u64) -> Option<(PathBuf, Vec<u8>)> {
     let path = blobs(cache_dir).join(hex::encode(digest));
     let bytes = crate::files::read_regular(&path, limit).ok()?;
-    (<[u8; 32]>::from(Sha256::digest(&bytes)) == *digest).then_some((path, bytes))
+    if <[u8; 32]>::from(Sha256::digest(&bytes)) != *digest {
+        return None;
+    }
+    crate::plugin::engine::mark_in_use(&path, SystemTime::now());
+    Some((path, bytes))
 }
 
 /// Keeps a blob whose digest was checked.
@@ -259,11 +265,38 @@ pub struct Pulled {
     /// Why the registry was not asked where the tag points: the manifest it
     /// pointed to when last pulled was used.
     pub stale: Option<String>,
-    /// The tag's answer, for [`Pulled::loaded`].
-    tag: Option<TagRecord>,
-    /// The blobs of the cache it used (manifest, component, signatures),
-    /// for [`prune`] to keep.
+    /// What it keeps in the cache.
+    pub kept: Kept,
+}
+
+/// What a pulled plugin keeps in the cache: the blobs it used (manifest,
+/// component, signatures), for [`prune`] to keep; and what its tag named,
+/// to [`remember`](Kept::remember) once it serves.
+#[derive(Debug, Default)]
+pub struct Kept {
     pub blobs: Vec<[u8; 32]>,
+    tag: Option<TagRecord>,
+}
+
+/// What a tag named, and where that is recorded.
+#[derive(Debug)]
+struct TagRecord {
+    record: PathBuf,
+    digest: [u8; 32],
+}
+
+impl Kept {
+    /// Records the manifest a tag named as the one to fall back on while
+    /// the registry is down: called once the config that runs it serves (a
+    /// version whose config hook refused, in a config refused, is not it).
+    /// A record not written is only a fallback lost.
+    pub fn remember(&self) {
+        if let Some(tag) = &self.tag
+            && let Err(e) = write_atomically(&tag.record, hex::encode(tag.digest).as_bytes())
+        {
+            tracing::warn!("{e}");
+        }
+    }
 }
 
 /// Where the component `reference` names is, in the cache, pulled first if
@@ -282,13 +315,11 @@ pub async fn pull(
         && let Some(pin) = pin
         && let Some((path, _)) = cached(cache_dir, &pin, limit)
     {
-        return Ok(Pulled { path, signer: None, stale: None, tag: None, blobs: vec![pin] });
+        return Ok(Pulled { path, signer: None, stale: None, kept: Kept { blobs: vec![pin], tag: None } });
     }
-    let policy = format!(
-        "{} {}",
-        pin.map(hex::encode).unwrap_or_default(),
-        keys.iter().map(|k| hex::encode(&k.point)).collect::<Vec<_>>().join(",")
-    );
+    let mut trusted: Vec<String> = keys.iter().map(|k| hex::encode(&k.point)).collect();
+    trusted.sort();
+    let policy = format!("{} {}", pin.map(hex::encode).unwrap_or_default(), trusted.join(","));
     let mut session = Session { remote: Remote::new(reference, registry, false), cache_dir, policy, used: Vec::new() };
     let resolved = session.manifest().await?;
     let digest = resolved.digest;
@@ -321,28 +352,7 @@ pub async fn pull(
         }
     };
     let tag = resolved.record.map(|record| TagRecord { record, digest });
-    Ok(Pulled { path, signer, stale: resolved.stale, tag, blobs: session.used })
-}
-
-/// What a tag named, to remember once the plugin it gave has loaded.
-#[derive(Debug)]
-struct TagRecord {
-    record: PathBuf,
-    digest: [u8; 32],
-}
-
-impl Pulled {
-    /// Records the manifest a tag named as the one to fall back on while
-    /// the registry is down: call once the plugin loaded (pinned, signed,
-    /// whole, and a component the gateway runs). A record not written is
-    /// only a fallback lost.
-    pub fn loaded(&self) {
-        if let Some(tag) = &self.tag
-            && let Err(e) = write_atomically(&tag.record, hex::encode(tag.digest).as_bytes())
-        {
-            tracing::warn!("{e}");
-        }
-    }
+    Ok(Pulled { path, signer, stale: resolved.stale, kept: Kept { blobs: session.used, tag } })
 }
 
 /// The registry side of a pull, a push or a signing: one client (made when

@@ -3,8 +3,8 @@
 //! URL (`GET http://host:port/path`) forwarded to that host. It counts both.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +14,8 @@ pub struct ForwardProxy {
     pub addr: SocketAddr,
     tunnels: Arc<AtomicUsize>,
     forwarded: Arc<AtomicUsize>,
+    /// `host:port` of every tunnel and request, in order.
+    targets: Arc<Mutex<Vec<String>>>,
 }
 
 impl ForwardProxy {
@@ -21,16 +23,17 @@ impl ForwardProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("its address");
         let (tunnels, forwarded) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let counts = (tunnels.clone(), forwarded.clone());
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let counts = (tunnels.clone(), forwarded.clone(), targets.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let counts = counts.clone();
                 tokio::spawn(async move {
-                    let _ = serve(client, &counts.0, &counts.1).await;
+                    let _ = serve(client, &counts.0, &counts.1, &counts.2).await;
                 });
             }
         });
-        Self { addr, tunnels, forwarded }
+        Self { addr, tunnels, forwarded, targets }
     }
 
     /// `proxy = "http://…"` for a registry table.
@@ -47,9 +50,19 @@ impl ForwardProxy {
     pub fn forwarded(&self) -> usize {
         self.forwarded.load(Ordering::Relaxed)
     }
+
+    /// Whether a tunnel or request went to `authority` (`host:port`).
+    pub fn reached(&self, authority: &str) -> bool {
+        self.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|t| t == authority)
+    }
 }
 
-async fn serve(mut client: TcpStream, tunnels: &AtomicUsize, forwarded: &AtomicUsize) -> std::io::Result<()> {
+async fn serve(
+    mut client: TcpStream,
+    tunnels: &AtomicUsize,
+    forwarded: &AtomicUsize,
+    targets: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(client.read_u8().await?);
@@ -57,7 +70,11 @@ async fn serve(mut client: TcpStream, tunnels: &AtomicUsize, forwarded: &AtomicU
     let text = String::from_utf8_lossy(&head).into_owned();
     let mut line = text.split(' ');
     let (method, target) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+    let seen = |authority: &str| {
+        targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(authority.to_owned());
+    };
     if method == "CONNECT" {
+        seen(target);
         let mut upstream = TcpStream::connect(target).await?;
         tunnels.fetch_add(1, Ordering::Relaxed);
         client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
@@ -70,6 +87,7 @@ async fn serve(mut client: TcpStream, tunnels: &AtomicUsize, forwarded: &AtomicU
         client.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await?;
         return Ok(());
     };
+    seen(authority);
     let mut upstream = TcpStream::connect(authority).await?;
     forwarded.fetch_add(1, Ordering::Relaxed);
     upstream.write_all(&head).await?;

@@ -18,7 +18,8 @@ pub(crate) const PLUGIN_NAMES: &str =
 /// Where plugins come from and the limits they run under.
 #[derive(Debug, Clone)]
 pub struct PluginsConfig {
-    /// `None` when the file has no `[plugins]` table (then no route may use one).
+    /// `None` without `[plugins] dir`: then a plugin comes from its own
+    /// `file` or `oci`.
     pub dir: Option<PathBuf>,
     pub cache_dir: PathBuf,
     pub max_instances: u32,

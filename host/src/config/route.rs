@@ -378,7 +378,7 @@ pub(super) fn build_routes(
                     format!("{ukey}.use"),
                     format!(
                         "route uses plugin `{pname}`, which comes from nowhere: the config has no plugin \
-                         directory, and [plugin.{pname}] no `file` or `oci`"
+                         directory, and no `file` or `oci` for it in [plugin.{pname}]"
                     ),
                     "add [plugins] with dir = \"path/to/plugins\" (the directory holding the .wasm files), \
                      or say where this plugin comes from",

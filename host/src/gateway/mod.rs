@@ -76,7 +76,7 @@ impl Shared {
         self.env.runtime.keep_compiled(&in_use);
         let cache_dir = &current.config.plugins.cache_dir;
         self.env.runtime.prune_cache(cache_dir, &in_use);
-        let pulled: HashSet<[u8; 32]> = current.plugins.values().flat_map(|p| p.oci_blobs.iter().copied()).collect();
+        let pulled: HashSet<[u8; 32]> = current.plugins.values().flat_map(|p| p.kept.blobs.iter().copied()).collect();
         crate::oci::prune(cache_dir, &pulled);
     }
 
@@ -650,7 +650,10 @@ impl Fingerprint {
     fn take(shared: &Shared) -> Self {
         let config = crate::files::read_regular(&shared.config_path, crate::files::MAX_CONFIG_FILE).ok();
         let snapshot = shared.current();
-        let mut paths: Vec<PathBuf> = snapshot.plugins.values().map(|p| p.path.clone()).collect();
+        // A pulled plugin's file is the cache's, named by its digest (and
+        // marked in use at every load, which a watch would take for a change).
+        let mut paths: Vec<PathBuf> =
+            snapshot.plugins.values().filter(|p| p.settings.oci.is_none()).map(|p| p.path.clone()).collect();
         paths.extend(snapshot.config.files().into_iter().map(Path::to_path_buf));
         if let Some(dir) = &snapshot.config.plugins.dir {
             paths.extend(registry::available(dir).into_iter().map(|n| dir.join(format!("{n}.wasm"))));

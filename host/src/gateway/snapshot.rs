@@ -139,6 +139,10 @@ impl Snapshot {
         }
         self.metrics.certificates(&self.certificates);
         self.metrics.plugins(self.plugins.values().map(|p| &**p));
+        // What a tag named, this config runs: the one to fall back on.
+        for p in self.plugins.values() {
+            p.kept.remember();
+        }
     }
 
     /// After a reload to `next`: stops the tasks of the upstreams `next`
@@ -641,10 +645,8 @@ fn load_plugins(
         };
         match registry::load(runtime, name, &path, settings, &pc.cache_dir, pc.dir.as_deref(), caps) {
             Ok(mut p) => {
-                // What a tag named, it runs: the one to fall back on.
                 if let Some(pulled) = pulled {
-                    pulled.loaded();
-                    p.oci_blobs = pulled.blobs;
+                    p.kept = pulled.kept;
                 }
                 loaded.insert(name.to_owned(), Arc::new(p));
             }

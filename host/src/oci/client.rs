@@ -267,7 +267,10 @@ async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16, proxy: &Proxy) -> Re
         // The answer's head, read a byte at a time: what follows it is the
         // tunnel's, and nothing may be read past it.
         let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") && head.len() < SMALL {
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() >= SMALL {
+                return Err(std::io::Error::other("its answer's head is over 64 KiB"));
+            }
             head.push(tcp.read_u8().await?);
         }
         Ok::<_, std::io::Error>(head)
@@ -278,12 +281,17 @@ async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16, proxy: &Proxy) -> Re
             Failure::Unreachable(format!("the proxy {proxy} did not answer within {} s", ANSWER_TIMEOUT.as_secs()))
         })?
         .map_err(|e| Failure::Unreachable(format!("the proxy {proxy}: {e}")))?;
-    let status = head.split(|b| *b == b' ').nth(1).unwrap_or_default();
-    if status != b"200" {
-        let line = String::from_utf8_lossy(head.split(|b| *b == b'\r').next().unwrap_or_default()).into_owned();
-        return Err(Failure::Unreachable(format!("the proxy {proxy} refused a tunnel to {target}: {line}")));
+    let status = head.split(|b| *b == b' ').nth(1).and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok());
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line: String = String::from_utf8_lossy(line).chars().take(120).collect();
+    match status {
+        Some(200..=299) => Ok(()),
+        // The proxy down for the while, or the registry behind it.
+        Some(502..=504) => Err(Failure::Unreachable(format!("the proxy {proxy} could not reach {target}: {line}"))),
+        // Refused: its rules, or credentials it wants (a fallback would
+        // hide that for as long as it lasts).
+        _ => Err(Failure::Denied(format!("the proxy {proxy} refused a tunnel to {target}: {line}"))),
     }
-    Ok(())
 }
 
 /// Sends `request` over a fresh HTTP/1.1 connection.

@@ -53,9 +53,9 @@ pub struct Plugin {
     /// Its name and version, as built (`None` from a component not built
     /// with the SDK).
     pub described: Option<Described>,
-    /// The blobs of the plugin cache it was pulled through (empty for a
-    /// file), kept from pruning while it is in use.
-    pub oci_blobs: Vec<[u8; 32]>,
+    /// What it keeps in the plugin cache, pulled from a registry (nothing
+    /// for a file).
+    pub kept: crate::oci::Kept,
     pub settings: PluginSettings,
     /// The capabilities it imports (and was granted).
     pub imports: Imports,
@@ -90,7 +90,10 @@ const DESCRIBED: &[u8] = b"wasmgate-plugin";
 /// A component's [`Described`], from the custom section of its core
 /// module (or of its own), if it has one that reads.
 pub fn described(component: &[u8]) -> Option<Described> {
-    serde_json::from_slice(custom_section(component, DESCRIBED, 0)?).ok()
+    let described: Described = serde_json::from_slice(custom_section(component, DESCRIBED, 0)?).ok()?;
+    // What a component says goes into metrics and terminals: short, printable.
+    let fits = |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    (fits(&described.name) && fits(&described.version)).then_some(described)
 }
 
 /// The payload of the custom section `name` in a component or core module,
@@ -187,15 +190,19 @@ pub fn load(
     caps: Caps,
 ) -> Result<Plugin, LoadError> {
     let bytes = read_plugin(path).map_err(|e| {
-        let found = dir.map(available).unwrap_or_default();
-        let found = if found.is_empty() { "none".to_owned() } else { found.join(", ") };
-        LoadError::new(
-            format!("cannot read {}: {e}", path.display()),
+        let fix = if settings.oci.is_some() {
+            "check the plugin cache directory (the pulled component was there a moment ago)".to_owned()
+        } else if settings.file.is_some() {
+            format!("build it (`cargo build --target wasm32-wasip2`) and check plugin.{name}.file")
+        } else {
+            let found = dir.map(available).unwrap_or_default();
+            let found = if found.is_empty() { "none".to_owned() } else { found.join(", ") };
             format!(
                 "build it (`cargo build --target wasm32-wasip2`) and put {name}.wasm in the plugin directory, \
                  or use a plugin that is there: {found}"
-            ),
-        )
+            )
+        };
+        LoadError::new(format!("cannot read {}: {e}", path.display()), fix)
     })?;
     let sha256: [u8; 32] = Sha256::digest(&bytes).into();
     if let Some(pin) = settings.sha256
@@ -267,7 +274,7 @@ pub fn load(
         path: path.to_path_buf(),
         sha256,
         described: described(&bytes),
-        oci_blobs: Vec::new(),
+        kept: crate::oci::Kept::default(),
         settings: settings.clone(),
         imports,
         async_calls,
@@ -389,9 +396,11 @@ mod tests {
         assert_eq!(described(&own.finish()), want, "in its own sections");
 
         assert_eq!(described(&Component::new().finish()), None);
-        let mut garbled = Component::new();
-        garbled.section(&section("not json"));
-        assert_eq!(described(&garbled.finish()), None);
+        for garbled in ["not json", r#"{"name":"a\u001b[2J","version":"1"}"#, r#"{"name":"a","version":""}"#] {
+            let mut component = Component::new();
+            component.section(&section(garbled));
+            assert_eq!(described(&component.finish()), None, "{garbled}");
+        }
         for end in 0..bytes.len() {
             // Cut anywhere: none, or what it is, never a panic.
             let _ = described(&bytes[..end]);

@@ -41,9 +41,21 @@ fn start(
     plugin: &str,
     up: &TestUpstream,
 ) -> Result<wasmgate::Gateway, String> {
+    start_watching(dir, cache, registries, plugin, up, "watch = false")
+}
+
+/// [`start`] with `watch` lines in `[server]`.
+fn start_watching(
+    dir: &Path,
+    cache: &Path,
+    registries: &str,
+    plugin: &str,
+    up: &TestUpstream,
+    watch: &str,
+) -> Result<wasmgate::Gateway, String> {
     init_logs();
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\nwatch = false\n\n{ADMIN}\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n{watch}\n\n{ADMIN}\n\
          [plugins]\ncache_dir = \"{}\"\n\n{registries}\n\
          [plugin.add-header]\n{plugin}\n\n\
          [upstreams.u]\nendpoints = [\"{}\"]\n\n\
@@ -94,6 +106,15 @@ async fn a_plugin_pinned_by_its_manifest_is_pulled_once_and_kept() {
     drop(registry);
     let gw = start(dir.path(), &cache, &table, &pin, &up).expect("the cache serves a pinned manifest");
     assert!(runs_the_plugin(&gw).await);
+    drop(gw);
+
+    // Watching the config: the cache's files (marked in use at each load)
+    // are not the config's, and do not reload it.
+    let watching = "watch = true\nwatch_interval = \"50ms\"";
+    let gw = start_watching(dir.path(), &cache, &table, &pin, &up, watching).unwrap();
+    let generation = gw.generation();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(gw.generation(), generation, "no reload without a change");
     drop(gw);
 
     let e = start(dir.path(), &dir.path().join("fresh-cache"), &table, &pin, &up).unwrap_err();
@@ -223,7 +244,8 @@ async fn a_registry_with_tokens_and_a_private_ca_is_pulled_from_over_https() {
     let gw = start(dir.path(), &dir.path().join("p"), &proxied, &pin("public/add-header", &public), &up).unwrap();
     assert!(runs_the_plugin(&gw).await);
     drop(gw);
-    assert!(proxy.tunnels() >= 2, "the registry and the token service, through the proxy: {}", proxy.tunnels());
+    let token_service = tokens.realm.trim_start_matches("https://").trim_end_matches("/token");
+    assert!(proxy.reached(&registry.host) && proxy.reached(token_service), "the registry and its token service");
 
     let e = start(dir.path(), &dir.path().join("d"), &registry.table(""), &pin("public/add-header", &public), &up)
         .unwrap_err();
@@ -290,9 +312,16 @@ async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
         start(dir.path(), &dir.path().join("e"), &format!("signed_by = [\"{c}\"]\n{table}"), &tag, &up).unwrap_err();
     assert!(e.contains("has no signature by a trusted key") && e.contains("c.pub"), "{e}");
 
+    // Moved to a signed plugin that refuses the route's config: the load
+    // fails, and the tag's fallback stays the one that served.
+    let refusing = publish(&registry, "deny", "signed/add-header:1", None).await;
+    wasmgate::oci::sign(&at("signed/add-header:1"), &refusing.manifest, &a_private, &settings).await.unwrap();
+    let e = start(dir.path(), &dir.path().join("a"), &table, &trusting(&[&a]), &up).unwrap_err();
+    assert!(e.contains("plugin `add-header`") && !e.contains("cannot pull"), "pulled, then refused its config: {e}");
+
     // Moved to an unsigned manifest, the tag is refused (by a gateway that
     // ran the signed one: its cache keeps that one as the tag's last).
-    let moved = publish(&registry, "deny", "signed/add-header:1", None).await;
+    let moved = publish(&registry, "cors", "signed/add-header:1", None).await;
     let e = start(dir.path(), &dir.path().join("a"), &table, &trusting(&[&a, &b]), &up).unwrap_err();
     let unsigned = format!(
         "(sha256:{}) has no signatures (no sha256-{}.sig)",
