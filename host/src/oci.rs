@@ -3,11 +3,14 @@
 //! one layer is the component (`application/wasm`).
 //!
 //! A plugin is pinned — by the manifest's digest in its reference, or by the
-//! component's sha256 — and pulled at load into the plugin cache, where
-//! blobs are kept by digest: a restart or a reload goes to the registry only
-//! for a digest it has not got, so a registry outage stops no gateway that
-//! already ran its plugins. Every byte is checked against the digest that
-//! named it before it is kept.
+//! component's sha256 — or signed by a trusted key (cosign's tag-based
+//! signatures, [`signature`]), and pulled at load into the plugin cache,
+//! where blobs are kept by digest: a restart or a reload goes to the
+//! registry only for a digest it has not got (and, for a tag a trusted key
+//! signs, to ask where the tag points, falling back on the manifest it named
+//! for the last config that served), so a registry outage stops no gateway
+//! that already ran its plugins. Every byte is checked against the digest
+//! that named it before it is kept.
 
 mod client;
 mod reference;

@@ -1,7 +1,7 @@
 //! The few HTTP requests of the distribution API a pull and a push make:
 //! one connection a request (they happen at load, a handful each), the
-//! registry's token or basic authentication, and redirects (registries send
-//! blobs from a CDN).
+//! registry's token or basic authentication, redirects (registries send
+//! blobs from a CDN), and an egress proxy.
 
 use std::sync::Arc;
 
