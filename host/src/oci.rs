@@ -4,7 +4,7 @@
 //!
 //! A plugin is pinned — by the manifest's digest in its reference, or by the
 //! component's sha256 — or signed by a trusted key (cosign's tag-based
-//! signatures, [`signature`]), and pulled at load into the plugin cache,
+//! signatures, the `signature` module), and pulled at load into the plugin cache,
 //! where blobs are kept by digest: a restart or a reload goes to the
 //! registry only for a digest it has not got (and, for a tag a trusted key
 //! signs, to ask where the tag points, falling back on the manifest it named
