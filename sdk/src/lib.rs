@@ -55,7 +55,7 @@ pub mod host;
 pub mod http;
 pub mod keys;
 mod plugin;
-pub mod query;
+pub use wasmgate_common::query;
 pub mod secrets;
 pub mod store;
 pub mod testing;

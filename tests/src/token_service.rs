@@ -112,7 +112,11 @@ fn answer(stream: &mut impl std::io::Read, header: &str, key: &EcdsaKeyPair, iss
     let target = lines.first().and_then(|l| l.split(' ').nth(1)).unwrap_or("");
     let query = target.split_once('?').map_or("", |(_, q)| q);
     let param = |name: &str| {
-        query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).map(percent_decode).unwrap_or_default()
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(|v| String::from_utf8_lossy(&wasmgate_common::query::decode(v, false)).into_owned())
+            .unwrap_or_default()
     };
     let basic = format!("Basic {}", STANDARD.encode(format!("{}:{}", USER.0, USER.1)));
     let authenticated = lines
@@ -159,26 +163,4 @@ fn respond(status: &str, body: &str) -> String {
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (
-            bytes[i],
-            bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()),
-        ) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -7,7 +7,7 @@
 //! very same code, so a plugin's unit tests check real signatures and get the
 //! real rate-limit arithmetic without building Wasm. Nothing here knows about
 //! Wasm, async runtimes or the network, which is what lets both sides share it.
-//! Without the `native` feature, `units`, `path`, `prehashed`,
+//! Without the `native` feature, `units`, `path`, `prehashed`, `query`,
 //! `store_args`, `algorithm` and `edit` build for Wasm too, so plugins read
 //! durations, sizes and path patterns in their config exactly as the gateway
 //! reads its own, and name signature algorithms with the gateway's type.
@@ -25,5 +25,6 @@ pub mod keys;
 pub mod memstore;
 pub mod path;
 pub mod prehashed;
+pub mod query;
 pub mod store_args;
 pub mod units;

@@ -200,10 +200,14 @@ impl Client {
                 "the registry asks for a username and password, and none is configured".to_owned(),
             ))?,
             Some(Challenge::Bearer { realm, service }) => {
-                let mut url = format!("{realm}{}scope={}", if realm.contains('?') { '&' } else { '?' }, encode(scope));
+                let mut url = format!(
+                    "{realm}{}scope={}",
+                    if realm.contains('?') { '&' } else { '?' },
+                    wasmgate_common::query::encode(scope.as_bytes())
+                );
                 if let Some(service) = service {
                     url.push_str("&service=");
-                    url.push_str(&encode(&service));
+                    url.push_str(&wasmgate_common::query::encode(service.as_bytes()));
                 }
                 let uri: Uri =
                     url.parse().map_err(|_| Failure::Protocol(format!("token realm `{realm}` is not a URL")))?;
@@ -376,19 +380,6 @@ fn params(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Percent-encodes a query value.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Whether `uri` is on the origin `base` (`scheme://host:port`): scheme,
 /// host and port the same.
 fn same_origin(base: &str, uri: &Uri) -> bool {
@@ -486,6 +477,9 @@ mod tests {
 
     #[test]
     fn scopes_are_percent_encoded() {
-        assert_eq!(encode("repository:acme/x:pull,push"), "repository%3Aacme%2Fx%3Apull%2Cpush");
+        assert_eq!(
+            wasmgate_common::query::encode(b"repository:acme/x:pull,push"),
+            "repository%3Aacme%2Fx%3Apull%2Cpush"
+        );
     }
 }
