@@ -223,8 +223,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 
 /// Removes from the cache's blobs (and temporary files) those unused for
 /// [`CACHE_KEEP`](crate::plugin::engine::CACHE_KEEP), as the compile cache
-/// does; those of `in_use` are marked in use now. A rollback, or another
-/// gateway sharing the cache, within that time finds what it pulled.
+/// does, but those of `in_use` (which the load that used them marked, in
+/// [`cached`] or as it wrote them). A rollback, or another gateway sharing
+/// the cache, within that time finds what it pulled.
 pub fn prune(cache_dir: &Path, in_use: &HashSet<[u8; 32]>) {
     let dir = blobs(cache_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
@@ -242,7 +243,6 @@ pub fn prune(cache_dir: &Path, in_use: &HashSet<[u8; 32]>) {
             continue;
         }
         if digest.is_some_and(|d| in_use.contains(&d)) {
-            crate::plugin::engine::mark_in_use(&entry.path(), now);
             continue;
         }
         let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok());
@@ -295,6 +295,7 @@ impl Kept {
     /// A record not written is only a fallback lost.
     pub fn remember(&self) {
         if let Some(tag) = &self.tag
+            && read_record(&tag.record) != Some(tag.digest)
             && let Err(e) = write_atomically(&tag.record, hex::encode(tag.digest).as_bytes())
         {
             tracing::warn!("{e}");
@@ -694,15 +695,18 @@ pub async fn sign(
     Ok(())
 }
 
+/// Whether a registry (or its token service) answering `status` is down
+/// for the while, failing or holding back: a tag falls back.
+pub(crate) fn down(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
 /// A status other than success, as a failure naming what was asked for.
 fn check_status(status: StatusCode, reference: &Reference, what: &str) -> Result<(), Failure> {
     match status {
         s if s.is_success() => Ok(()),
         StatusCode::NOT_FOUND => Err(Failure::NotFound(format!("{reference}: the registry has no such {what} (404)"))),
-        // A registry failing, or holding back, is down for the while: a tag falls back.
-        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-            Err(Failure::Unreachable(format!("{reference}: the registry answered {s} for the {what}")))
-        }
+        s if down(s) => Err(Failure::Unreachable(format!("{reference}: the registry answered {s} for the {what}"))),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
             Err(Failure::Denied(format!("{reference}: the registry refused the {what} ({status})")))
         }
@@ -759,8 +763,9 @@ mod tests {
         refused(index, "not an OCI image manifest");
     }
 
-    /// Blobs in use are marked so; others (and temporary files) go once a
-    /// week unused; files the cache did not name are left alone.
+    /// A blob read from the cache is marked in use; blobs in use stay,
+    /// others (and temporary files) go once a week unused; files the cache
+    /// did not name are left alone.
     #[test]
     fn the_cache_is_pruned_of_blobs_unused_for_a_week() {
         let dir = tempfile::tempdir().unwrap();
@@ -780,10 +785,13 @@ mod tests {
         }
         age(&paths[0].1);
         age(&paths[1].1);
-        prune(dir.path(), &HashSet::from([paths[0].0]));
-        assert!(paths[0].1.exists(), "in use");
+        // The load that uses a blob reads it.
+        assert!(cached(dir.path(), &paths[0].0, 100).is_some());
         let marked = std::fs::metadata(&paths[0].1).unwrap().modified().unwrap();
         assert!(marked > week_ago, "marked in use now");
+        age(&paths[0].1);
+        prune(dir.path(), &HashSet::from([paths[0].0]));
+        assert!(paths[0].1.exists(), "in use");
         assert!(!paths[1].1.exists(), "unused for a week");
         assert!(paths[2].1.exists(), "unused, but recent");
         assert!(!temporary.exists(), "an old temporary file");

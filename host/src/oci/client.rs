@@ -220,8 +220,7 @@ impl Client {
                 let answer = self.once(&Method::GET, &uri, &[], Bytes::new(), auth.as_ref(), SMALL).await?;
                 match answer.status() {
                     s if s.is_success() => {}
-                    // Down for the while, as the registry would be.
-                    s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                    s if super::down(s) => {
                         return Err(Failure::Unreachable(format!("the token service {realm} answered {s}")));
                     }
                     s => return Err(Failure::Denied(format!("the token service {realm} answered {s}"))),
