@@ -4,6 +4,7 @@
 
 #![expect(clippy::unwrap_used, reason = "test code: a failed setup step should stop the test")]
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -422,17 +423,10 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
     std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
     let reference = format!("{}/tests/empty:1", registry.host);
     let key = rcgen::KeyPair::generate().unwrap();
-    std::fs::write(dir.path().join("publisher.key"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.path().join("publisher.pub"), key.public_key_pem()).unwrap();
-    let out = Command::new(BIN)
-        .arg("push")
-        .arg(&component)
-        .arg(&reference)
-        .arg("--plain-http")
-        .arg("--sign-key")
-        .arg(dir.path().join("publisher.key"))
-        .output()
-        .unwrap();
+    let (private_key, public_key) = (dir.path().join("publisher.key"), dir.path().join("publisher.pub"));
+    std::fs::write(&private_key, key.serialize_pem()).unwrap();
+    std::fs::write(&public_key, key.public_key_pem()).unwrap();
+    let out = push(&component, &reference, &[OsStr::new("--sign-key"), private_key.as_os_str()], None);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
     assert!(printed.contains("signed sha256:") && printed.contains("publisher.key"), "{printed}");
@@ -461,7 +455,7 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
     );
     // Trusting another key, the same pull is refused for its signature.
     let other = rcgen::KeyPair::generate().unwrap();
-    std::fs::write(dir.path().join("publisher.pub"), other.public_key_pem()).unwrap();
+    std::fs::write(&public_key, other.public_key_pem()).unwrap();
     std::fs::rename(dir.path().join("cache"), dir.path().join("cache-trusting-the-publisher")).unwrap();
     let out = Command::new(BIN).args(["check", "-c"]).arg(&config).output().unwrap();
     let refused = String::from_utf8_lossy(&out.stderr);
@@ -472,15 +466,12 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
     );
 
     // A key that cannot sign is said before anything is pushed.
-    let out = Command::new(BIN)
-        .arg("push")
-        .arg(&component)
-        .arg(format!("{}/tests/unsigned:1", registry.host))
-        .arg("--plain-http")
-        .arg("--sign-key")
-        .arg(dir.path().join("publisher.pub"))
-        .output()
-        .unwrap();
+    let out = push(
+        &component,
+        &format!("{}/tests/unsigned:1", registry.host),
+        &[OsStr::new("--sign-key"), public_key.as_os_str()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no PEM `PRIVATE KEY`"));
     let port: u16 = registry.host.rsplit(':').next().unwrap().parse().unwrap();
@@ -489,32 +480,31 @@ fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
 
     let core_module = dir.path().join("core.wasm");
     std::fs::write(&core_module, wasm_encoder::Module::new().finish()).unwrap();
-    let out = Command::new(BIN).arg("push").arg(&core_module).arg(&reference).arg("--plain-http").output().unwrap();
+    let out = push(&core_module, &reference, &[], None);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a WebAssembly component"));
 
     let private = registry::Registry::with_accounts();
-    let out = Command::new(BIN)
-        .arg("push")
-        .arg(&component)
-        .arg(format!("{}/tests/empty:1", private.host))
-        .arg("--plain-http")
-        .env_remove("WASMGATE_REGISTRY_USERNAME")
-        .output()
-        .unwrap();
+    let private_reference = format!("{}/tests/empty:1", private.host);
+    let out = push(&component, &private_reference, &[], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("the registry asks for a username and password"), "{err}");
     assert!(err.contains("fix: export WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD"), "{err}");
-    let (user, password) = registry::USER;
-    let out = Command::new(BIN)
-        .arg("push")
-        .arg(&component)
-        .arg(format!("{}/tests/empty:1", private.host))
-        .arg("--plain-http")
-        .env("WASMGATE_REGISTRY_USERNAME", user)
-        .env("WASMGATE_REGISTRY_PASSWORD", password)
-        .output()
-        .unwrap();
+    let out = push(&component, &private_reference, &[], Some(registry::USER));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `wasmgate push FILE REFERENCE --plain-http EXTRA…`, as `account` (none:
+/// the credential variables removed).
+fn push(file: &Path, reference: &str, extra: &[&OsStr], account: Option<(&str, &str)>) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command.arg("push").arg(file).arg(reference).arg("--plain-http").args(extra);
+    match account {
+        Some((user, password)) => {
+            command.env("WASMGATE_REGISTRY_USERNAME", user).env("WASMGATE_REGISTRY_PASSWORD", password)
+        }
+        None => command.env_remove("WASMGATE_REGISTRY_USERNAME").env_remove("WASMGATE_REGISTRY_PASSWORD"),
+    };
+    command.output().unwrap()
 }
