@@ -73,13 +73,8 @@ impl Proxy {
     /// Parses `http://host[:port]` (port 80 by default).
     pub fn parse(text: &str) -> Result<Self, String> {
         let rest = text.strip_prefix("http://").ok_or_else(|| format!("`{text}` is not http://host:port"))?;
-        let authority: http::uri::Authority =
-            rest.trim_end_matches('/').parse().map_err(|_| format!("`{text}` is not http://host:port"))?;
-        if rest.trim_end_matches('/').contains(['/', '@']) {
-            return Err(format!("`{text}`: a proxy is http://host:port, without a path or credentials"));
-        }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-        Ok(Self { host, port: authority.port_u16().unwrap_or(80) })
+        let (host, port) = origin_authority(text, rest)?;
+        Ok(Self { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port: port.unwrap_or(80) })
     }
 }
 
@@ -250,14 +245,21 @@ impl HttpGrant {
         } else {
             return Err(format!("`{text}` is neither an upstream name nor an origin"));
         };
-        let authority: http::uri::Authority =
-            rest.trim_end_matches('/').parse().map_err(|_| format!("`{text}` is not scheme://host[:port]"))?;
-        if rest.trim_end_matches('/').contains('/') {
-            return Err(format!("`{text}`: an origin has no path"));
-        }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Ok(Self::Origin { https, host: authority.host().to_ascii_lowercase(), port })
+        let (host, port) = origin_authority(text, rest)?;
+        Ok(Self::Origin { https, host, port: port.unwrap_or(if https { 443 } else { 80 }) })
     }
+}
+
+/// The host (lowercase) and port of an origin, `text`, from what follows
+/// its scheme, `rest`: `host[:port]`, a trailing `/` allowed, no path and no
+/// credentials (an origin with either would never be the one asked for).
+fn origin_authority(text: &str, rest: &str) -> Result<(String, Option<u16>), String> {
+    let rest = rest.trim_end_matches('/');
+    let authority: http::uri::Authority = rest.parse().map_err(|_| format!("`{text}` is not scheme://host[:port]"))?;
+    if rest.contains(['/', '@']) {
+        return Err(format!("`{text}`: an origin is scheme://host[:port], without a path or credentials"));
+    }
+    Ok((authority.host().to_ascii_lowercase(), authority.port_u16()))
 }
 
 impl Default for PluginLimits {
