@@ -41,6 +41,7 @@ while getopts "w:d:fnh" opt; do
     f) FIELDS='proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host;
       proxy_set_header Forwarded "for=$remote_addr;host=\"$http_host\";proto=$scheme";
+      proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header Via "1.1 nginx"; proxy_set_header X-Request-Id $pid-$connection-$connection_requests;
       add_header Via "1.1 nginx" always; add_header X-Request-Id $pid-$connection-$connection_requests always;' ;;
     n) NOOP=1 ;;
