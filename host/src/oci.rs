@@ -224,7 +224,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 /// Removes from the cache's blobs (and temporary files) those unused for
 /// [`CACHE_KEEP`](crate::plugin::engine::CACHE_KEEP), as the compile cache
 /// does, but those of `in_use` (which the load that used them marked, in
-/// [`cached`] or as it wrote them). A rollback, or another gateway sharing
+/// `cached` or as it wrote them). A rollback, or another gateway sharing
 /// the cache, within that time finds what it pulled.
 pub fn prune(cache_dir: &Path, in_use: &HashSet<[u8; 32]>) {
     let dir = blobs(cache_dir);
