@@ -47,6 +47,34 @@ pub fn read_regular_text(path: &Path, limit: u64) -> std::io::Result<String> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
+/// Writes `bytes` to `path` (and the directories above it), a file of
+/// `mode` (less the umask): beside it first, under a name no other writer
+/// uses (even the same pid in another container sharing the directory),
+/// then renamed, so a reader never finds half of it.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("not a file's path"));
+    };
+    std::fs::create_dir_all(dir)?;
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let unique =
+        format!("{}-{}-{:016x}", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed), fastrand::u64(..));
+    let temporary = dir.join(format!(".{}.{unique}", name.to_string_lossy()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

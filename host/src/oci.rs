@@ -18,7 +18,6 @@ mod signature;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -202,23 +201,11 @@ fn keep(cache_dir: &Path, digest: &[u8; 32], bytes: &[u8]) -> Result<PathBuf, Fa
     Ok(path)
 }
 
-/// Writes `bytes` to `path`: beside it first, then renamed, so a reader
-/// never finds half (gateways sharing a cache, even as the same pid in two
-/// containers, write under names of their own).
+/// [`files::write_atomically`](crate::files::write_atomically), in the
+/// plugin cache (gateways sharing it write under names of their own).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let setup = |e: std::io::Error| Failure::Setup(format!("cannot write {} in the plugin cache: {e}", path.display()));
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(Failure::Setup(format!("{} is not a file's path", path.display())));
-    };
-    std::fs::create_dir_all(dir).map_err(setup)?;
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let unique =
-        format!("{}-{}-{:016x}", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed), fastrand::u64(..));
-    let temporary = dir.join(format!(".{}.{unique}", name.to_string_lossy()));
-    std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, path)).map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        setup(e)
-    })
+    crate::files::write_atomically(path, bytes, 0o644)
+        .map_err(|e| Failure::Setup(format!("cannot write {} in the plugin cache: {e}", path.display())))
 }
 
 /// Removes from the cache's blobs (and temporary files) those unused for
