@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sha2::Digest as _;
+use wasmgate::config::Source;
 
 #[derive(Debug, Parser)]
 #[command(name = "wasmgate", version, about = "An API gateway whose policies are WebAssembly components")]
@@ -14,15 +16,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve with this config; SIGHUP (or a change to the file) reloads it.
+    /// Serve with this config; SIGHUP (or a change to it) reloads it.
     Run {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        /// A file, or a key in Redis that a fleet follows:
+        /// redis://HOST:PORT/DB?key=NAME (its password, if any, in
+        /// WASMGATE_CONFIG_STORE_PASSWORD).
+        #[arg(short, long, value_name = "FILE|URL")]
+        config: String,
+        /// With a config from Redis: keep a copy of the last config served
+        /// in FILE, and start from it when Redis cannot be reached.
+        #[arg(long, value_name = "FILE")]
+        last_good: Option<PathBuf>,
     },
     /// Load the config and its plugins exactly as `run` would, then exit.
     Check {
-        #[arg(short, long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(short, long, value_name = "FILE|URL")]
+        config: String,
+    },
+    /// Check a config as `check` does, then write it to a key in Redis for
+    /// the gateways that follow it (`run -c redis://…`). Relative paths in
+    /// it are checked from here; each gateway reads them from its working
+    /// directory.
+    Publish {
+        /// The config file.
+        file: PathBuf,
+        /// redis://HOST:PORT/DB?key=NAME (its password, if any, in
+        /// WASMGATE_CONFIG_STORE_PASSWORD).
+        store: String,
     },
     /// Publish a plugin to an OCI registry (the CNCF Wasm artifact layout)
     /// and print the digests to pin it by. Credentials, if the registry
@@ -55,34 +75,102 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match wasmgate::gateway::check(&config) {
-            Ok(snapshot) => {
-                let plugins: Vec<String> = snapshot
-                    .plugins
-                    .iter()
-                    .map(|(name, p)| match &p.described {
-                        Some(d) if d.name == *name => format!("{name} {}", d.version),
-                        Some(d) => format!("{name} ({} {})", d.name, d.version),
-                        None => name.clone(),
-                    })
-                    .collect();
-                println!(
-                    "{}: ok ({} routes, {} upstreams, plugins: {})",
-                    config.display(),
-                    snapshot.routes.len(),
-                    snapshot.upstreams.len(),
-                    if plugins.is_empty() { "none".to_owned() } else { plugins.join(", ") }
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
-        Command::Run { config } => run(config),
+        Command::Check { config } => {
+            let Some(source) = source(&config, None) else { return ExitCode::from(2) };
+            check(&source)
+        }
+        Command::Run { config, last_good } => {
+            let Some(source) = source(&config, last_good) else { return ExitCode::from(2) };
+            run(source)
+        }
+        Command::Publish { file, store } => publish(&file, &store),
         Command::Push { file, reference, plain_http, ca, sign_key, proxy } => {
             push(&file, &reference, Registry { plain_http, ca, proxy }, sign_key.as_deref())
+        }
+    }
+}
+
+/// `-c`'s argument, or `None` once what is wrong with it is said (not the
+/// argument itself: a URL may carry a password).
+fn source(config: &str, last_good: Option<PathBuf>) -> Option<Source> {
+    match Source::parse(config).and_then(|s| s.keeping(last_good)) {
+        Ok(source) => Some(source),
+        Err(e) => {
+            eprintln!("error: -c: {e}");
+            None
+        }
+    }
+}
+
+fn check(source: &Source) -> ExitCode {
+    match wasmgate::gateway::check_source(source) {
+        Ok(snapshot) => {
+            let plugins: Vec<String> = snapshot
+                .plugins
+                .iter()
+                .map(|(name, p)| match &p.described {
+                    Some(d) if d.name == *name => format!("{name} {}", d.version),
+                    Some(d) => format!("{name} ({} {})", d.name, d.version),
+                    None => name.clone(),
+                })
+                .collect();
+            println!(
+                "{}: ok ({} routes, {} upstreams, plugins: {})",
+                source.name(),
+                snapshot.routes.len(),
+                snapshot.upstreams.len(),
+                if plugins.is_empty() { "none".to_owned() } else { plugins.join(", ") }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `wasmgate publish`: nothing is written unless the config loads, with
+/// its plugins, as the gateways will load it.
+fn publish(file: &std::path::Path, store: &str) -> ExitCode {
+    let store = match Source::parse(store) {
+        Ok(Source::Store(store)) => store,
+        Ok(Source::File(_)) => {
+            eprintln!("error: {store}: publish writes to a store\n  fix: name one: redis://HOST:PORT/DB?key=NAME");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: the store's URL: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = match wasmgate::files::read_regular_text(file, wasmgate::files::MAX_CONFIG_FILE) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: {}: cannot read the config file: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let checked = store
+        .parse_file(file, &text)
+        .map_err(wasmgate::gateway::StartError::from)
+        .and_then(wasmgate::gateway::check_config);
+    if let Err(e) = checked {
+        eprintln!("{e}\nnothing was published");
+        return ExitCode::from(2);
+    }
+    match store.publish(&text) {
+        Ok(()) => {
+            let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+            println!("{}: published to {} (sha256 {digest})", file.display(), store.shown());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", store.shown());
+            if let wasmgate::config::source::StoreError::Refused { fix, .. } = e {
+                eprintln!("  fix: {fix}");
+            }
+            ExitCode::FAILURE
         }
     }
 }
@@ -215,9 +303,9 @@ fn push(file: &std::path::Path, reference: &str, to: Registry, sign_key: Option<
     }
 }
 
-fn run(config: PathBuf) -> ExitCode {
+fn run(source: Source) -> ExitCode {
     raise_open_files_limit();
-    match wasmgate::gateway::run(&config) {
+    match wasmgate::gateway::run(source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ wasmgate::gateway::StartError::Signals(_)) => {
             eprintln!("{e}");

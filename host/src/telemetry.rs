@@ -98,6 +98,7 @@ pub struct Metrics {
     certificate_expiry: Family<Labels<2>, Gauge>,
     /// Set whole by each config served ([`Metrics::plugins`]).
     plugin_info: Family<Labels<4>, Gauge>,
+    config_info: Family<Labels<2>, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -258,9 +259,17 @@ impl Metrics {
              reference it was pulled by)",
             plugin_info.clone(),
         );
+        let config_info = Family::<Labels<2>, Gauge>::default();
+        registry.register(
+            "config_info",
+            "The config being served (1): the sha256 of its text, and where it was read from (its file, or \
+             the store's URL without credentials)",
+            config_info.clone(),
+        );
         Self {
             certificate_expiry,
             plugin_info,
+            config_info,
             reloads_ok: reloads.get_or_create_owned(&[("result", "ok".to_owned())]),
             reloads_failed: reloads.get_or_create_owned(&[("result", "error".to_owned())]),
             config_generation,
@@ -454,6 +463,17 @@ impl Metrics {
             let labels: Labels<2> = [("role", c.role.clone()), ("file", c.file.display().to_string())];
             self.certificate_expiry.get_or_create(&labels).set(c.not_after);
         }
+    }
+
+    /// The config being served: the one before it is gone from the series.
+    pub fn config(&self, config: &crate::config::Config) {
+        use sha2::Digest as _;
+        self.config_info.clear();
+        let labels: Labels<2> = [
+            ("sha256", hex::encode(sha2::Sha256::digest(config.source.as_bytes()))),
+            ("source", config.file.display().to_string()),
+        ];
+        self.config_info.get_or_create(&labels).set(1);
     }
 
     /// The plugins the config being served loaded: those of the config

@@ -508,3 +508,78 @@ fn push(file: &Path, reference: &str, extra: &[&OsStr], account: Option<(&str, &
     };
     command.output().unwrap()
 }
+
+#[path = "../src/plugin/caps/redis/tests/server.rs"]
+#[expect(clippy::expect_used, clippy::panic, reason = "test harness: a Redis that cannot start should stop the test")]
+#[expect(dead_code, reason = "shared with the store's tests: its async connection is theirs")]
+mod redis_server;
+
+/// `wasmgate publish` writes a config to Redis only once it loads; `check`
+/// and `run` read it there (`-c redis://…`), the password from the
+/// environment, and never show it.
+#[test]
+fn publish_writes_a_checked_config_that_check_reads_from_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis_server::RedisServer::start();
+    let url = format!("{}0?key=fleet", redis.url());
+    let command =
+        |args: &[&OsStr]| Command::new(BIN).args(args).env_remove("WASMGATE_CONFIG_STORE_PASSWORD").output().unwrap();
+    let (check, publish, c) = (OsStr::new("check"), OsStr::new("publish"), OsStr::new("-c"));
+
+    let out = command(&[check, c, url.as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("error: {url}: the key \"fleet\" is not set")), "{err}");
+    assert!(err.contains("fix: publish one: wasmgate publish gateway.toml"), "{err}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nupstream = \"missing\"\n").unwrap();
+    let out = command(&[publish, bad.as_os_str(), url.as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.toml:5: routes[0].upstream: unknown upstream `missing`"), "{err}");
+    assert!(err.contains("nothing was published"), "{err}");
+    let mut store = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    assert!(!redis::cmd("EXISTS").arg("fleet").query::<bool>(&mut store).unwrap(), "nothing was published");
+
+    let good = dir.path().join("good.toml");
+    write_config(&good, 0, &dead_upstream(), false);
+    let out = command(&[publish, good.as_os_str(), url.as_ref()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&good).unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains(&format!("published to {url} (sha256 ")), "{printed}");
+    assert_eq!(redis::cmd("GET").arg("fleet").query::<String>(&mut store).unwrap(), text);
+    let out = command(&[check, c, url.as_ref()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains(&format!("{url}: ok (1 routes, 1 upstreams, plugins: none)")), "{printed}");
+
+    redis::cmd("HSET").arg("other").arg("f").arg("v").query::<()>(&mut store).unwrap();
+    let out = command(&[check, c, url.replace("fleet", "other").as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("WRONGTYPE") && err.contains("must hold the config's text (a Redis string)"), "{err}");
+
+    // A Redis with a password: said how to give it; given, never shown.
+    redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("s3cret").query::<()>(&mut store).unwrap();
+    let out = command(&[check, c, url.as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fix: give the store's password in WASMGATE_CONFIG_STORE_PASSWORD"), "{err}");
+    let out = Command::new(BIN)
+        .args([check, c, url.as_ref()])
+        .env("WASMGATE_CONFIG_STORE_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let in_url = url.replacen("redis://", "redis://:s3cret@", 1);
+    let out = command(&[check, c, in_url.as_ref()]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && all.contains(&format!("{url}: ok")), "{all}");
+    assert!(!all.contains("s3cret"), "{all}");
+
+    let out = command(&[OsStr::new("run"), c, good.as_os_str(), OsStr::new("--last-good"), OsStr::new("x.toml")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--last-good is for a config from a store"));
+}

@@ -11,6 +11,7 @@ mod plugins;
 pub mod raw;
 mod route;
 mod server;
+pub mod source;
 pub use wasmgate_common::units;
 mod upstream;
 
@@ -29,6 +30,7 @@ pub use raw::{
 };
 pub use route::{PluginUse, RetryOn, RetryPolicy, RouteConfig, Target};
 pub use server::{AdminConfig, CertConfig, DnsConfig, Secret, ServerConfig, ServerTls, Via};
+pub use source::Source;
 pub use upstream::{
     BreakerConfig, Bulkhead, Discovery, EndpointConfig, HashOn, HealthCheck, Outlier, READ_TIMEOUT, RetryBudgetConfig,
     UpstreamConfig, UpstreamTls,
@@ -91,18 +93,23 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 /// Checks config text as if it were read from `file` (relative paths in it
 /// are relative to `file`'s directory).
 pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
+    parse_in(file, file.parent().unwrap_or(Path::new("")), source)
+}
+
+/// Checks config text read from `file` (a path, or a store's URL: what
+/// problems name), its relative paths relative to `base`.
+pub fn parse_in(file: &Path, base: &Path, source: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig =
         toml::from_str(source).map_err(|e| ConfigError::single(error::from_toml(file, source, &e)))?;
     let mut problems = Problems::new(file, source);
-    let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let server = server::build_server(&raw.server, &base, &mut problems);
+    let server = server::build_server(&raw.server, base, &mut problems);
     let admin = raw.admin.as_ref().and_then(|a| server::build_admin(a, &mut problems));
     server::check_listeners(&raw, server.as_ref(), admin.as_ref(), &mut problems);
     let dns = server::build_dns(raw.dns.as_ref(), &mut problems);
     let store = plugins::build_store(raw.store.as_ref(), &mut problems);
-    let plugins = plugins::build_plugins(&raw, &base, &mut problems);
-    let (upstreams, upstream_index) = upstream::build_upstreams(&raw.upstreams, &base, &mut problems);
-    let routes = route::build_routes(&raw, &base, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);
+    let plugins = plugins::build_plugins(&raw, base, &mut problems);
+    let (upstreams, upstream_index) = upstream::build_upstreams(&raw.upstreams, base, &mut problems);
+    let routes = route::build_routes(&raw, base, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);
     if server.as_ref().is_some_and(|s| !s.underscores_in_headers) {
         for u in &upstreams {
             if let Some(upstream::HashOn::Header(name)) = &u.hash_on {

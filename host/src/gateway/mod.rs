@@ -33,7 +33,7 @@ use crate::telemetry::{AccessLogWriter, Metrics};
 pub struct Shared {
     current: ArcSwap<Snapshot>,
     env: Env,
-    config_path: PathBuf,
+    source: config::Source,
     generation: AtomicU64,
     reload_lock: Mutex<()>,
     ready: AtomicBool,
@@ -50,7 +50,7 @@ const STALLED_AFTER_SECS: u64 = 10;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("config_path", &self.config_path).field("workers", &self.env.workers).finish()
+        f.debug_struct("Shared").field("source", &self.source).field("workers", &self.env.workers).finish()
     }
 }
 
@@ -60,7 +60,7 @@ impl Shared {
         self.current.load_full()
     }
 
-    /// Re-reads the config file and swaps it in if it loads. Serialised, so
+    /// Re-reads the config (its file, or the store) and swaps it in if it loads. Serialised, so
     /// a signal and a file change cannot race.
     pub fn reload(&self) -> Result<u64, ConfigError> {
         self.reload_naming().map_err(|(e, _)| e)
@@ -85,7 +85,7 @@ impl Shared {
     fn reload_naming(&self) -> Result<u64, (ConfigError, Vec<PathBuf>)> {
         let _guard = self.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let result = (|| {
-            let config = config::load(&self.config_path).map_err(|e| (e, Vec::new()))?;
+            let config = self.source.load().map_err(|e| (e, Vec::new()))?;
             let named: Vec<PathBuf> = config.files().into_iter().map(Path::to_path_buf).collect();
             let previous = self.current();
             if let Err(e) = refuse_removed_listeners(&previous.config, &config) {
@@ -106,7 +106,8 @@ impl Shared {
         self.env.metrics.reloads(result.is_ok());
         if let Ok(generation) = result {
             self.env.metrics.set_config_generation(generation);
-            tracing::info!(generation, file = %self.config_path.display(), "config reloaded");
+            self.source.served(&self.current().config);
+            tracing::info!(generation, source = %self.source.name(), "config reloaded");
         }
         result
     }
@@ -232,7 +233,7 @@ pub enum StartError {
     Store(String),
 }
 
-/// `wasmgate run`: serves the config at `path` until SIGTERM or SIGINT,
+/// `wasmgate run`: serves the config from `source` until SIGTERM or SIGINT,
 /// then drains in-flight requests; SIGHUP reloads it (on a thread of its
 /// own while it runs: compiling plugins takes a while).
 ///
@@ -242,7 +243,7 @@ pub enum StartError {
 /// the access log, loaded plugins (their deadline ticker) or a reload in
 /// progress make one. With more, each worker has a thread, and the
 /// control runtime its own.
-pub fn run(path: &Path) -> Result<(), StartError> {
+pub fn run(source: config::Source) -> Result<(), StartError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StartError::Threads)?;
     let rt = std::rc::Rc::new(rt);
     // Before anything slow (plugins compiled, names resolved): a SIGHUP
@@ -253,7 +254,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         let _in = rt.enter();
         listen(tokio::signal::unix::SignalKind::hangup())?
     };
-    let config = config::load(path)?;
+    let config = source.load_at_start()?;
     // Caught once the gateway serves, not before: a start can be stopped.
     let stops = || {
         use tokio::signal::unix::SignalKind;
@@ -261,7 +262,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         Ok::<_, StartError>((listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?))
     };
     if config.server.workers > 1 {
-        let gateway = Gateway::start_threads(path.to_path_buf(), config)?;
+        let gateway = Gateway::start_threads(source, config)?;
         let mut stopped = gateway.shutdown.subscribe();
         let (mut term, mut int) = stops()?;
         let outcome = rt.block_on(until_signalled(&gateway, hup, (&mut term, &mut int), async move {
@@ -281,7 +282,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
     let handle = rt.handle().clone();
     let (gateway, serve) = crate::control::before_driving(&rt, || {
         crate::worker::set_index(0);
-        Gateway::start_here(path.to_path_buf(), config, &handle)
+        Gateway::start_here(source, config, &handle)
     })?;
     let (mut term, mut int) = stops()?;
     let outcome = rt.block_on(until_signalled(&gateway, hup, (&mut term, &mut int), serve));
@@ -362,9 +363,19 @@ async fn sweep(store: StoreBackend) {
     }
 }
 
-/// Loads a config and its plugins exactly as `run` would, without serving.
+/// Loads a config file and its plugins exactly as `run` would, without
+/// serving.
 pub fn check(path: &Path) -> Result<Snapshot, StartError> {
-    let config = config::load(path)?;
+    check_source(&config::Source::from(path))
+}
+
+/// [`check`] with the config from `source` (a file, or a store).
+pub fn check_source(source: &config::Source) -> Result<Snapshot, StartError> {
+    check_config(source.load()?)
+}
+
+/// Loads a config's plugins exactly as `run` would, without serving.
+pub fn check_config(config: Config) -> Result<Snapshot, StartError> {
     let control = Control::start().map_err(StartError::Threads)?;
     let env = Env {
         runtime: engine_for(&config)?,
@@ -414,14 +425,19 @@ impl Gateway {
     /// the control runtime on threads of its own. Returns once it is
     /// serving.
     pub fn start(path: impl AsRef<Path>) -> Result<Self, StartError> {
-        let path = path.as_ref().to_path_buf();
-        let config = config::load(&path)?;
-        Self::start_threads(path, config)
+        Self::start_from(config::Source::from(path.as_ref()))
     }
 
-    fn start_threads(path: PathBuf, config: Config) -> Result<Self, StartError> {
+    /// [`start`](Self::start) with the config from `source` (a file, or a
+    /// store: see [`Source`](config::Source)).
+    pub fn start_from(source: config::Source) -> Result<Self, StartError> {
+        let config = source.load_at_start()?;
+        Self::start_threads(source, config)
+    }
+
+    fn start_threads(source: config::Source, config: Config) -> Result<Self, StartError> {
         let control = Control::start().map_err(StartError::Threads)?;
-        let (mut gateway, listeners) = Self::assemble(path, config, &control.handle)?;
+        let (mut gateway, listeners) = Self::assemble(source, config, &control.handle)?;
         gateway.control = Some(control);
         let workers = server::spawn_workers(&gateway.shared, listeners, &gateway.shutdown.subscribe());
         gateway.threads.extend(workers.map_err(StartError::Threads)?);
@@ -433,11 +449,11 @@ impl Gateway {
     /// worker and the control work on `control`, a runtime the caller
     /// drives: the future serves until shutdown.
     fn start_here(
-        path: PathBuf,
+        source: config::Source,
         config: Config,
         control: &tokio::runtime::Handle,
     ) -> Result<(Self, impl Future<Output = ()> + use<>), StartError> {
-        let (gateway, listeners) = Self::assemble(path, config, control)?;
+        let (gateway, listeners) = Self::assemble(source, config, control)?;
         let Some(listeners) = listeners.into_iter().next() else {
             return Err(StartError::Threads(std::io::Error::other("no listening socket for the worker")));
         };
@@ -449,7 +465,7 @@ impl Gateway {
     /// Everything but the workers: the snapshot, the listening sockets (one
     /// set per worker), the admin listener and the watcher.
     fn assemble(
-        path: PathBuf,
+        source: config::Source,
         config: Config,
         control: &tokio::runtime::Handle,
     ) -> Result<(Self, Vec<server::WorkerListeners>), StartError> {
@@ -495,7 +511,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(snapshot),
             env,
-            config_path: path,
+            source,
             generation: AtomicU64::new(0),
             reload_lock: Mutex::new(()),
             ready: AtomicBool::new(false),
@@ -537,6 +553,7 @@ impl Gateway {
     /// Marks it ready (`/health/ready`) and says where it listens.
     fn serving(&self) {
         self.shared.forget_unused();
+        self.shared.source.served(&self.shared.current().config);
         self.shared.ready.store(true, Ordering::Relaxed);
         let workers = self.shared.env.workers;
         let (addr, tls, admin) = (self.addr, self.tls_addr, self.admin_addr);
@@ -637,9 +654,9 @@ impl Drop for Gateway {
     }
 }
 
-/// What the watcher compares: the config file's content, and the size and
-/// modification time of each plugin file and each file the config names
-/// ([`Config::files`](crate::config::Config::files)).
+/// What the watcher compares: the config's text (the file's, or the
+/// store's), and the size and modification time of each plugin file and
+/// each file the config names ([`Config::files`](crate::config::Config::files)).
 #[derive(Debug, PartialEq, Eq)]
 struct Fingerprint {
     config: Option<Vec<u8>>,
@@ -647,8 +664,8 @@ struct Fingerprint {
 }
 
 impl Fingerprint {
-    fn take(shared: &Shared) -> Self {
-        let config = crate::files::read_regular(&shared.config_path, crate::files::MAX_CONFIG_FILE).ok();
+    /// With `config`, the config's text as read now.
+    fn take(shared: &Shared, config: Option<Vec<u8>>) -> Self {
         let snapshot = shared.current();
         // A pulled plugin's file is the cache's, named by its digest (and
         // marked in use at every load, which a watch would take for a change).
@@ -718,8 +735,12 @@ fn spawn_watcher(
 ) -> std::io::Result<JoinHandle<()>> {
     use std::sync::mpsc::RecvTimeoutError;
     // Taken now, not in the thread: a change made right after `start`
-    // returns must count as a change.
-    let mut last = Fingerprint::take(&shared);
+    // returns must count as a change. A store that cannot be reached now
+    // is taken to hold what serves (a start from the last good copy).
+    let serving = || Some(shared.current().config.source.clone().into_bytes());
+    let mut last = Fingerprint::take(&shared, shared.source.current().unwrap_or_else(|_| serving()));
+    // While the store cannot be reached: nothing to compare, and said once.
+    let mut unreachable = false;
     // The files the config last refused names, watched as well as the
     // serving config's: one it could not read yet (a certificate named
     // before it was copied in) is tried again once it is written, not only
@@ -736,7 +757,19 @@ fn spawn_watcher(
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            let now = Fingerprint::take(&shared).and(&refused);
+            let config = match shared.source.current() {
+                Ok(config) => config,
+                Err(e) => {
+                    if !std::mem::replace(&mut unreachable, true) {
+                        tracing::warn!(source = %shared.source.name(), "{e}; the config in force keeps serving");
+                    }
+                    continue;
+                }
+            };
+            if std::mem::take(&mut unreachable) {
+                tracing::info!(source = %shared.source.name(), "the config store is reachable again");
+            }
+            let now = Fingerprint::take(&shared, config).and(&refused);
             if now == last {
                 seen = None;
                 continue;
@@ -749,7 +782,9 @@ fn spawn_watcher(
             tracing::info!("config, plugin or named files changed; reloading");
             refused = shared.reload_or_log().err().unwrap_or_default();
             // The reload may have changed what to watch.
-            last = now.settled(Fingerprint::take(&shared).and(&refused));
+            // (Only the files of what it takes now count: `settled` keeps
+            // `now`'s config.)
+            last = now.settled(Fingerprint::take(&shared, None).and(&refused));
         }
     })
 }

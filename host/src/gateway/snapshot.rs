@@ -137,6 +137,7 @@ impl Snapshot {
         for u in self.all_upstreams() {
             u.start();
         }
+        self.metrics.config(&self.config);
         self.metrics.certificates(&self.certificates);
         self.metrics.plugins(self.plugins.values().map(|p| &**p));
         // What a tag named, this config runs: the one to fall back on.

@@ -12,6 +12,7 @@ mod config_errors;
 mod cors;
 mod discovery;
 mod edge;
+mod fleet;
 mod ip_filter;
 mod jwt;
 mod oci;
