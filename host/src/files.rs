@@ -50,7 +50,8 @@ pub fn read_regular_text(path: &Path, limit: u64) -> std::io::Result<String> {
 /// Writes `bytes` to `path` (and the directories above it), a file of
 /// `mode` (less the umask): beside it first, under a name no other writer
 /// uses (even the same pid in another container sharing the directory),
-/// then renamed, so a reader never finds half of it.
+/// synced, then renamed, so a reader never finds half of it — nor, after a
+/// power loss, an empty file.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
@@ -68,11 +69,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result
         .create_new(true)
         .mode(mode)
         .open(&temporary)
-        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
         .and_then(|()| std::fs::rename(&temporary, path))
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&temporary);
-        })
+        })?;
+    // The rename itself, on disk (best effort: not every file system
+    // syncs a directory).
+    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -567,6 +567,10 @@ fn publish_writes_a_checked_config_that_check_reads_from_redis() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("fix: give the store's password in WASMGATE_CONFIG_STORE_PASSWORD"), "{err}");
+    // (Where the refusal is the database's switch.)
+    let out = command(&[check, c, url.replace("/0?", "/1?").as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fix: give the store's password in WASMGATE_CONFIG_STORE_PASSWORD"), "{err}");
     let out = Command::new(BIN)
         .args([check, c, url.as_ref()])
         .env("WASMGATE_CONFIG_STORE_PASSWORD", "s3cret")

@@ -163,21 +163,13 @@ impl TestGateway {
     /// The admin listener's `/metrics` text (the config's body has
     /// [`ADMIN`]).
     pub async fn metrics(&self) -> String {
-        let admin = self.gateway.admin_addr().expect("an admin listener: the config needs ADMIN");
-        get(&format!("http://{admin}/metrics")).await.text()
+        metrics_of(&self.gateway).await
     }
 
     /// `/metrics` once `series` reads `value`, or after `within` (the last
     /// text read, for the caller's assertion to show).
     pub async fn metrics_once(&self, series: &str, value: &str, within: Duration) -> String {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let text = self.metrics().await;
-            if sample(&text, series) == Some(value) || tokio::time::Instant::now() >= deadline {
-                return text;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        metrics_once_of(&self.gateway, series, value, within).await
     }
 
     /// Replaces the config file's body (the preamble stays).
@@ -192,6 +184,25 @@ impl TestGateway {
         let tmp = self.dir.path().join("gateway.toml.tmp");
         std::fs::write(&tmp, text).expect("write config");
         std::fs::rename(&tmp, &self.config_path).expect("replace config");
+    }
+}
+
+/// `gateway`'s admin listener's `/metrics` text (its config has [`ADMIN`]).
+pub async fn metrics_of(gateway: &wasmgate::Gateway) -> String {
+    let admin = gateway.admin_addr().expect("an admin listener: the config needs ADMIN");
+    get(&format!("http://{admin}/metrics")).await.text()
+}
+
+/// [`metrics_of`] once `series` reads `value`, or after `within` (the last
+/// text read, for the caller's assertion to show).
+pub async fn metrics_once_of(gateway: &wasmgate::Gateway, series: &str, value: &str, within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let text = metrics_of(gateway).await;
+        if sample(&text, series) == Some(value) || tokio::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

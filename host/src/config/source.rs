@@ -84,21 +84,27 @@ impl Source {
     /// `-c`'s argument: a `redis://` URL, or a file's path. The URL may
     /// name the key (`?key=NAME`, else [`DEFAULT_KEY`]); its password may
     /// come from [`PASSWORD_VAR`].
+    ///
+    /// What is wrong with a URL is said without repeating it (it may carry
+    /// a password).
     pub fn parse(arg: &str) -> Result<Self, String> {
-        if arg.starts_with("rediss://") {
-            return Err("TLS to Redis (rediss://) is not supported; use redis:// to a Redis on a trusted network \
-                        (or through a local TLS proxy such as stunnel)"
-                .into());
-        }
-        let Some(rest) = arg.strip_prefix("redis://") else {
+        let Some((scheme, rest)) = split_scheme(arg) else {
             return Ok(Self::File(PathBuf::from(arg)));
         };
+        match scheme.to_ascii_lowercase().as_str() {
+            "redis" => {}
+            "rediss" => {
+                return Err("TLS to Redis (rediss://) is not supported; use redis:// to a Redis on a trusted \
+                            network (or through a local TLS proxy such as stunnel)"
+                    .into());
+            }
+            _ => return Err("a store is named by a redis:// URL (and a file by a path without a scheme)".into()),
+        }
         let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
-        if let Some((name, _)) = wasmgate_common::query::pairs(query).find(|(name, _)| name != b"key") {
-            return Err(format!(
-                "unknown parameter {:?} in the store's URL: only ?key=NAME is read",
-                String::from_utf8_lossy(&name)
-            ));
+        if rest.contains('#') || wasmgate_common::query::pairs(query).any(|(name, _)| name != b"key") {
+            return Err("only ?key=NAME may follow the store's address; a password's `?`, `#`, `@` or `/` must be \
+                        percent-encoded (or given in WASMGATE_CONFIG_STORE_PASSWORD)"
+                .into());
         }
         let key = match wasmgate_common::query::values(query, "key").as_slice() {
             [] => DEFAULT_KEY.to_owned(),
@@ -116,12 +122,17 @@ impl Source {
             }
             _ => info,
         };
+        // What is connected to, as parsed: no credentials.
+        let host = match info.addr() {
+            redis::ConnectionAddr::Tcp(host, port) if host.contains(':') => format!("[{host}]:{port}"),
+            addr => addr.to_string(),
+        };
+        let shown = format!(
+            "redis://{host}/{}?key={}",
+            info.redis_settings().db(),
+            wasmgate_common::query::encode(key.as_bytes())
+        );
         let client = redis::Client::open(info).map_err(|e| format!("not a Redis URL: {e}"))?;
-        // Everything after the last `@` of the authority: no credentials.
-        let (authority, path) = address.split_once('/').map_or((address, ""), |(a, p)| (a, p));
-        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let path = if path.is_empty() { String::new() } else { format!("/{path}") };
-        let shown = format!("redis://{host}{path}?key={}", wasmgate_common::query::encode(key.as_bytes()));
         let base = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
         let connection = Arc::new(Mutex::new(None));
         Ok(Self::Store(Box::new(Store { client, shown, key, base, last_good: None, connection })))
@@ -171,18 +182,38 @@ impl Source {
                     error = %e,
                     "starting from the last config served, kept in --last-good: the store cannot be reached"
                 );
-                let text = crate::files::read_regular_text(copy, MAX_CONFIG_FILE).map_err(|e| {
+                let problem = |what: String| {
                     ConfigError::single(Problem {
                         file: copy.clone(),
                         line: None,
                         key: String::new(),
-                        what: format!("cannot read the last good copy: {e}"),
-                        fix: "bring the store back, or remove the copy and start once the store is reachable".into(),
+                        what,
+                        fix: "bring the store back, or give --last-good a path of this store's own".into(),
                     })
+                };
+                let kept = crate::files::read_regular_text(copy, MAX_CONFIG_FILE)
+                    .map_err(|e| problem(format!("cannot read the last good copy: {e}")))?;
+                let text = kept.strip_prefix(&store.copy_header()).ok_or_else(|| {
+                    problem(format!("this is not a copy of {}'s config (another store's, or not a copy)", store.shown))
                 })?;
-                super::parse_in(copy, &store.base, &text)
+                store.parse(text)
             }
             (Err(e), _) => Err(store.problem(&e)),
+        }
+    }
+
+    /// [`load`](Self::load), for a reload while `in_force` serves: a store
+    /// that cannot be reached gives `in_force`'s text again (with the files
+    /// it names as they are now: a renewed certificate, a rotated secret).
+    pub fn load_again(&self, in_force: &Config) -> Result<Config, ConfigError> {
+        let Self::Store(store) = self else { return self.load() };
+        match store.read() {
+            Ok(text) => store.parse(&text),
+            Err(e @ StoreError::Unreachable(_)) => {
+                tracing::warn!(store = %store.shown, error = %e, "reloading the config in force: the store cannot be reached");
+                store.parse(&in_force.source)
+            }
+            Err(e) => Err(store.problem(&e)),
         }
     }
 
@@ -200,15 +231,17 @@ impl Source {
         }
     }
 
-    /// `config` serves: a store's is copied to `--last-good`, if given.
+    /// `config` serves: a store's is copied to `--last-good`, if given,
+    /// after a line naming the store (a start reads only its own store's).
     pub fn served(&self, config: &Config) {
         let Self::Store(store) = self else { return };
         let Some(copy) = &store.last_good else { return };
-        if std::fs::read(copy).is_ok_and(|kept| kept == config.source.as_bytes()) {
+        let kept = format!("{}{}", store.copy_header(), config.source);
+        if std::fs::read(copy).is_ok_and(|was| was == kept.as_bytes()) {
             return;
         }
         // Its owner's only: a config may hold credentials (a store's URL).
-        if let Err(e) = crate::files::write_atomically(copy, config.source.as_bytes(), 0o600) {
+        if let Err(e) = crate::files::write_atomically(copy, kept.as_bytes(), 0o600) {
             tracing::warn!(copy = %copy.display(), error = %e, "cannot keep the last good config (--last-good)");
         }
     }
@@ -237,6 +270,11 @@ impl Store {
         super::parse_in(Path::new(&self.shown), &self.base, text)
     }
 
+    /// The first line of its `--last-good` copy.
+    fn copy_header(&self) -> String {
+        format!("# wasmgate --last-good: the last config served from {}\n", self.shown)
+    }
+
     fn problem(&self, e: &StoreError) -> ConfigError {
         let fix = match e {
             StoreError::Unreachable(_) => "check that Redis runs at that address; give --last-good FILE so that a \
@@ -253,25 +291,33 @@ impl Store {
         })
     }
 
-    /// The key's text: its length, then at most [`MAX_CONFIG_FILE`] of it
-    /// (or, for none, whether it is set). Commands a read-only ACL user
+    /// The key's text: its length (for none, whether it is set), then its
+    /// bytes, of at most [`MAX_CONFIG_FILE`]. Commands a read-only ACL user
     /// may be given: `+strlen +getrange +exists`.
     fn read(&self) -> Result<String, StoreError> {
-        let publish = format!("publish one: wasmgate publish gateway.toml '{}'", self.shown);
-        let len: u64 = self.with_connection(|c| redis::cmd("STRLEN").arg(&self.key).query(c))?;
-        if len == 0 && !self.with_connection(|c| redis::cmd("EXISTS").arg(&self.key).query::<bool>(c))? {
-            return Err(StoreError::Refused { what: format!("the key {:?} is not set", self.key), fix: publish });
+        let publish = || format!("publish one: wasmgate publish gateway.toml '{}'", self.shown);
+        for _ in 0..3 {
+            let len: u64 = self.with_connection(|c| redis::cmd("STRLEN").arg(&self.key).query(c))?;
+            if len == 0 && !self.with_connection(|c| redis::cmd("EXISTS").arg(&self.key).query::<bool>(c))? {
+                return Err(StoreError::Refused { what: format!("the key {:?} is not set", self.key), fix: publish() });
+            }
+            if len > MAX_CONFIG_FILE {
+                return Err(StoreError::Refused {
+                    what: format!("the config is larger than {} MiB", MAX_CONFIG_FILE >> 20),
+                    fix: publish(),
+                });
+            }
+            let bytes: Vec<u8> = self.with_connection(|c| {
+                redis::cmd("GETRANGE").arg(&self.key).arg(0).arg(len.saturating_sub(1)).query(c)
+            })?;
+            // Changed between the two (a publish meanwhile): read again.
+            if bytes.len() as u64 != len {
+                continue;
+            }
+            return String::from_utf8(bytes)
+                .map_err(|_| StoreError::Refused { what: "the config is not UTF-8 text".into(), fix: publish() });
         }
-        let bytes: Vec<u8> =
-            self.with_connection(|c| redis::cmd("GETRANGE").arg(&self.key).arg(0).arg(MAX_CONFIG_FILE - 1).query(c))?;
-        if len > MAX_CONFIG_FILE {
-            return Err(StoreError::Refused {
-                what: format!("the config is larger than {} MiB", MAX_CONFIG_FILE >> 20),
-                fix: publish,
-            });
-        }
-        String::from_utf8(bytes)
-            .map_err(|_| StoreError::Refused { what: "the config is not UTF-8 text".into(), fix: publish })
+        Err(StoreError::Unreachable("the key kept changing while it was read".into()))
     }
 
     /// Runs `op` on the kept connection, or a new one; a connection that
@@ -295,19 +341,36 @@ impl Store {
         Ok(result)
     }
 
+    /// Refused: what only the operator can mend (credentials, the ACL, a
+    /// key of another type). Anything else is the store unable to answer
+    /// for now (down, loading, busy, out of clients): unreachable, as the
+    /// plugins' store takes it.
     fn error(&self, e: &redis::RedisError) -> StoreError {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-            return StoreError::Unreachable(e.to_string());
-        }
-        let auth =
-            e.kind() == redis::ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"));
-        let fix = if auth {
+        let text = e.to_string();
+        let said = |codes: &[&str]| codes.iter().any(|c| text.contains(c));
+        let fix = if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || said(&["NOAUTH", "WRONGPASS", "Authentication required"])
+        {
             format!("give the store's password in {PASSWORD_VAR} (and its user in the URL: redis://USER@HOST)")
-        } else {
+        } else if said(&["NOPERM"]) {
+            "let the store's user read the key: +strlen +getrange +exists (and +select for a database other than 0)"
+                .to_owned()
+        } else if said(&["WRONGTYPE"]) {
             format!("the key {:?} must hold the config's text (a Redis string)", self.key)
+        } else {
+            return StoreError::Unreachable(text);
         };
-        StoreError::Refused { what: format!("the config store refused: {e}"), fix }
+        StoreError::Refused { what: format!("the config store refused: {text}"), fix }
     }
+}
+
+/// `scheme://rest` (a path has no scheme: `./a://b` is a path).
+fn split_scheme(arg: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = arg.split_once("://")?;
+    let mut letters = scheme.chars();
+    let named = letters.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && letters.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    named.then_some((scheme, rest))
 }
 
 #[cfg(test)]
@@ -328,8 +391,12 @@ mod tests {
         let s = store("redis://127.0.0.1:6380/2?key=edge%2Fprod");
         assert_eq!(s.key, "edge/prod");
         assert_eq!(s.shown, "redis://127.0.0.1:6380/2?key=edge%2Fprod");
-        let s = store("redis://cache.internal");
-        assert_eq!((s.key.as_str(), s.shown.as_str()), (DEFAULT_KEY, "redis://cache.internal?key=wasmgate%3Aconfig"));
+        let s = store("REDIS://cache.internal");
+        assert_eq!(
+            (s.key.as_str(), s.shown.as_str()),
+            (DEFAULT_KEY, "redis://cache.internal:6379/0?key=wasmgate%3Aconfig")
+        );
+        assert_eq!(store("redis://[::1]:7000/").shown, "redis://[::1]:7000/0?key=wasmgate%3Aconfig");
     }
 
     #[test]
@@ -338,13 +405,22 @@ mod tests {
         assert_eq!(s.shown, "redis://10.0.0.5:6379/1?key=k");
         assert!(!format!("{s:?}").contains("s3cret"));
         assert_eq!(s.client.get_connection_info().redis_settings().password(), Some("s3cret"));
+        // What is shown is what is connected to, however the URL is spelt.
+        let s = store("redis://h:12%23x@host/0");
+        assert_eq!(s.shown, "redis://host:6379/0?key=wasmgate%3Aconfig");
+        for arg in ["redis://h:12#x@host/0", "redis://:pa?ss@host/0", "valkey://:s3cret@host", "redis://:s3cret@h?db=1"]
+        {
+            let e = Source::parse(arg).unwrap_err();
+            assert!(!e.contains("s3cret") && !e.contains("ss@host"), "{arg}: {e}");
+        }
     }
 
     #[test]
     fn what_cannot_be_a_store_is_said() {
         for (arg, said) in [
             ("rediss://h", "not supported"),
-            ("redis://h?db=2", "unknown parameter"),
+            ("Redis://h?db=2", "only ?key=NAME"),
+            ("http://h", "a store is named by a redis:// URL"),
             ("redis://h?key=a&key=b", "once"),
             ("redis://h?key=", "once"),
             ("redis://h/x", "not a Redis URL"),

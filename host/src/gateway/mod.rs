@@ -85,9 +85,9 @@ impl Shared {
     fn reload_naming(&self) -> Result<u64, (ConfigError, Vec<PathBuf>)> {
         let _guard = self.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let result = (|| {
-            let config = self.source.load().map_err(|e| (e, Vec::new()))?;
-            let named: Vec<PathBuf> = config.files().into_iter().map(Path::to_path_buf).collect();
             let previous = self.current();
+            let config = self.source.load_again(&previous.config).map_err(|e| (e, Vec::new()))?;
+            let named: Vec<PathBuf> = config.files().into_iter().map(Path::to_path_buf).collect();
             if let Err(e) = refuse_removed_listeners(&previous.config, &config) {
                 return Err((e, named));
             }
@@ -735,11 +735,12 @@ fn spawn_watcher(
 ) -> std::io::Result<JoinHandle<()>> {
     use std::sync::mpsc::RecvTimeoutError;
     // Taken now, not in the thread: a change made right after `start`
-    // returns must count as a change. A store that cannot be reached now
-    // is taken to hold what serves (a start from the last good copy).
-    let serving = || Some(shared.current().config.source.clone().into_bytes());
-    let mut last = Fingerprint::take(&shared, shared.source.current().unwrap_or_else(|_| serving()));
-    // While the store cannot be reached: nothing to compare, and said once.
+    // returns must count as a change. The config's text is the one that
+    // serves, not read again: a change made while the gateway started (or
+    // the store back, holding another, after a start from the last good
+    // copy) is a change.
+    let mut last = Fingerprint::take(&shared, Some(shared.current().config.source.clone().into_bytes()));
+    // Whether the store could not be reached at the last look (said once).
     let mut unreachable = false;
     // The files the config last refused names, watched as well as the
     // serving config's: one it could not read yet (a certificate named
@@ -757,18 +758,23 @@ fn spawn_watcher(
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
+            // The store away: its text as last seen, so that a change to
+            // a file the config names still reloads (from the config in
+            // force: `load_again`).
             let config = match shared.source.current() {
-                Ok(config) => config,
+                Ok(config) => {
+                    if std::mem::take(&mut unreachable) {
+                        tracing::info!(source = %shared.source.name(), "the config store is reachable again");
+                    }
+                    config
+                }
                 Err(e) => {
                     if !std::mem::replace(&mut unreachable, true) {
                         tracing::warn!(source = %shared.source.name(), "{e}; the config in force keeps serving");
                     }
-                    continue;
+                    last.config.clone()
                 }
             };
-            if std::mem::take(&mut unreachable) {
-                tracing::info!(source = %shared.source.name(), "the config store is reachable again");
-            }
             let now = Fingerprint::take(&shared, config).and(&refused);
             if now == last {
                 seen = None;

@@ -11,7 +11,7 @@ use wasmgate::Gateway;
 use wasmgate::config::Source;
 use wasmgate_tests::redis_server::RedisServer;
 use wasmgate_tests::upstream::TestUpstream;
-use wasmgate_tests::{ADMIN, eventually, get, linked_plugin_dir, preamble};
+use wasmgate_tests::{ADMIN, eventually, get, linked_plugin_dir, metrics_of, metrics_once_of, preamble, sample};
 
 const KEY: &str = "edge";
 
@@ -31,11 +31,6 @@ fn config_info(redis: &RedisServer, text: &str) -> String {
     format!("wasmgate_config_info{{sha256=\"{sha256}\",source=\"{}\"}} 1", url(redis))
 }
 
-async fn metrics(gateway: &Gateway) -> String {
-    let admin = gateway.admin_addr().expect("an admin listener");
-    get(&format!("http://{admin}/metrics")).await.text()
-}
-
 async fn publish(redis: &RedisServer, text: &str) {
     let mut c = redis.connection().await;
     redis::cmd("SET").arg(KEY).arg(text).query_async::<()>(&mut c).await.expect("SET the config");
@@ -48,6 +43,11 @@ fn url(redis: &RedisServer) -> String {
 
 fn store(redis: &RedisServer) -> Source {
     Source::parse(&url(redis)).expect("a store's URL")
+}
+
+/// Whether `file` holds `text` within 10 s.
+async fn holds(file: &Path, text: &str) -> bool {
+    eventually(Duration::from_secs(10), || std::fs::read_to_string(file).is_ok_and(|t| t == text)).await
 }
 
 async fn upstream_of(gateway: &Gateway) -> Option<String> {
@@ -75,32 +75,39 @@ async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
     for g in &fleet {
         assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
         // Which config each runs, for a fleet's dashboards.
-        let text = metrics(g).await;
+        let text = metrics_of(g).await;
         assert!(text.contains(&config_info(&redis, &config(&plugins, &b))), "{text}");
         assert!(!text.contains(&config_info(&redis, &config(&plugins, &a))), "{text}");
     }
 
-    // Redis gone a while: everything serves on; back with the same
-    // config (its key written again at once): nothing reloads.
-    redis.kill();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    for g in &fleet {
-        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
-    }
-    redis.restart();
-    publish(&redis, &config(&plugins, &b)).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(fleet.iter().all(|g| g.generation() == 1), "the same config is not loaded again");
-
-    // A bad config is refused by each; the last good one serves on.
+    // A bad config is refused by each (counted); the last good one serves on.
     publish(
         &redis,
         &format!("{}[[routes]]\nmatch = {{ prefix = \"/x\" }}\nupstream = \"nope\"\n", config(&plugins, &b)),
     )
     .await;
+    for g in &fleet {
+        let refused = r#"wasmgate_config_reloads_total{result="error"}"#;
+        let text = metrics_once_of(g, refused, "1", Duration::from_secs(10)).await;
+        assert_eq!(sample(&text, refused), Some("1"), "{text}");
+        assert_eq!(g.generation(), 1, "the bad config was refused");
+        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
+    }
+
+    // Redis gone: nothing to follow, nothing reloads, everything serves on.
+    redis.kill();
     tokio::time::sleep(Duration::from_millis(400)).await;
     for g in &fleet {
-        assert_eq!(g.generation(), 1, "the bad config was refused");
+        assert_eq!(g.generation(), 1, "an unreachable store is no change");
+        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
+    }
+    // Meanwhile a file the config names changes (a plugin dropped into
+    // the directory; a renewed certificate would be the same): the config
+    // in force is built again, with it.
+    std::os::unix::fs::symlink(plugins.join("noop.wasm"), plugins.join("also-noop.wasm")).expect("a new plugin file");
+    let rebuilt = eventually(Duration::from_secs(10), || fleet.iter().all(|g| g.generation() == 2)).await;
+    assert!(rebuilt, "a named file's change reloaded the config in force while the store was away");
+    for g in &fleet {
         assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
     }
 
@@ -108,11 +115,11 @@ async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
     redis.restart();
     tokio::time::sleep(Duration::from_millis(400)).await;
     for g in &fleet {
-        assert_eq!(g.generation(), 1, "an unset key unloads nothing");
+        assert_eq!(g.generation(), 2, "an unset key unloads nothing");
         assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
     }
     publish(&redis, &config(&plugins, &a)).await;
-    let followed = eventually(Duration::from_secs(10), || fleet.iter().all(|g| g.generation() == 2)).await;
+    let followed = eventually(Duration::from_secs(10), || fleet.iter().all(|g| g.generation() == 3)).await;
     assert!(followed, "the gateways followed the store once it was back");
     for g in &fleet {
         assert_eq!(upstream_of(g).await.as_deref(), Some("a"));
@@ -143,30 +150,44 @@ async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
     assert!(!copy.exists(), "a config that never served is not kept");
 
     publish(&redis, &config(&plugins, &a)).await;
+    // Kept once it serves (after a line naming the store), and as it
+    // follows the store.
+    let kept = |text: &str| format!("# wasmgate --last-good: the last config served from {shown}\n{text}");
     let gateway = Gateway::start_from(keeping(&redis)).expect("a gateway from the store");
     assert_eq!(upstream_of(&gateway).await.as_deref(), Some("a"));
-    assert_eq!(std::fs::read_to_string(&copy).ok(), Some(config(&plugins, &a)), "kept once it served");
+    assert!(holds(&copy, &kept(&config(&plugins, &a))).await, "kept once it served");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&copy).expect("the copy").permissions());
     assert_eq!(mode & 0o777, 0o600, "the copy is its owner's only");
     publish(&redis, &config(&plugins, &b)).await;
     assert!(eventually(Duration::from_secs(10), || gateway.generation() == 1).await, "it followed");
-    assert_eq!(std::fs::read_to_string(&copy).ok(), Some(config(&plugins, &b)), "the copy follows");
+    assert!(holds(&copy, &kept(&config(&plugins, &b))).await, "the copy follows");
     gateway.shutdown();
 
     redis.kill();
     let gateway = Gateway::start_from(keeping(&redis)).expect("a start from the copy");
     assert_eq!(upstream_of(&gateway).await.as_deref(), Some("b"), "the last config served");
+    let text = metrics_of(&gateway).await;
+    assert!(text.contains(&config_info(&redis, &config(&plugins, &b))), "the store's config, named as it: {text}");
     let e = Gateway::start_from(store(&redis)).expect_err("no copy to start from").to_string();
     assert!(e.contains(&format!("error: {shown}: cannot reach the config store")), "{e}");
     assert!(e.contains("--last-good"), "{e}");
+    // Another key's gateway given the same copy does not start from it.
+    let other = Source::parse(&shown.replace("key=edge", "key=other")).expect("a store's URL");
+    let e = Gateway::start_from(other.keeping(Some(copy.clone())).expect("a store source"))
+        .expect_err("the copy is another store's")
+        .to_string();
+    assert!(e.contains("this is not a copy of") && e.contains("key=other"), "{e}");
 
     // The store back, empty: the running gateway serves on; a new start
     // refuses (the store answered, and a config it does not hold is not
-    // run from a copy).
+    // run from a copy). Once a config is published there, it follows.
     redis.restart();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(gateway.generation(), 0);
     assert_eq!(upstream_of(&gateway).await.as_deref(), Some("b"));
     let e = Gateway::start_from(keeping(&redis)).expect_err("the store holds no config").to_string();
     assert!(e.contains("is not set"), "{e}");
+    publish(&redis, &config(&plugins, &a)).await;
+    assert!(eventually(Duration::from_secs(10), || gateway.generation() == 1).await, "it followed the store");
+    assert_eq!(upstream_of(&gateway).await.as_deref(), Some("a"));
 }
