@@ -52,23 +52,67 @@ enum Command {
         file: PathBuf,
         /// `registry/repository:tag`, e.g. ghcr.io/acme/rate-limit:1.2.0
         reference: String,
-        /// Plain HTTP, for a registry without TLS.
-        #[arg(long)]
-        plain_http: bool,
-        /// A PEM file of the CA that signed the registry's certificate (in
-        /// place of the public roots).
-        #[arg(long, value_name = "FILE")]
-        ca: Option<PathBuf>,
+        #[command(flatten)]
+        registry: Registry,
         /// Sign the pushed manifest, as cosign does, with this ECDSA P-256
         /// private key (PKCS#8 PEM: `openssl genpkey -algorithm EC -pkeyopt
         /// ec_paramgen_curve:P-256`); gateways trust its public key with
         /// `signed_by`.
         #[arg(long, value_name = "FILE")]
         sign_key: Option<PathBuf>,
-        /// Through this HTTP proxy (`http://host:port`).
-        #[arg(long, value_name = "URL")]
-        proxy: Option<String>,
     },
+    /// Say what a plugin is and what it asks for: its name and version,
+    /// sha256, the WIT version it was built against, and the grants a config
+    /// must give it. A reference is pulled first (credentials as for push).
+    Inspect {
+        /// A `.wasm` component, or an OCI reference
+        /// (`registry/repository:tag` or `…@sha256:MANIFEST`).
+        plugin: String,
+        #[command(flatten)]
+        registry: Registry,
+    },
+}
+
+/// How `push` and `inspect` reach a registry.
+#[derive(Debug, clap::Args)]
+struct Registry {
+    /// Plain HTTP, for a registry without TLS.
+    #[arg(long)]
+    plain_http: bool,
+    /// A PEM file of the CA that signed the registry's certificate (in
+    /// place of the public roots).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Through this HTTP proxy (`http://host:port`).
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
+}
+
+impl Registry {
+    /// The settings, with credentials from WASMGATE_REGISTRY_USERNAME and
+    /// WASMGATE_REGISTRY_PASSWORD (both, or neither); what is wrong is
+    /// said.
+    fn config(self) -> Option<wasmgate::config::RegistryConfig> {
+        use wasmgate::config::{Credentials, Proxy, RegistryConfig, Secret};
+        let credentials =
+            match (std::env::var("WASMGATE_REGISTRY_USERNAME"), std::env::var("WASMGATE_REGISTRY_PASSWORD")) {
+                (Ok(username), Ok(password)) => Some(Credentials { username, password: Secret::new(password) }),
+                (Err(_), Err(_)) => None,
+                _ => {
+                    eprintln!("error: only one of WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD is set");
+                    eprintln!("fix: set both, or neither for anonymous access");
+                    return None;
+                }
+            };
+        let proxy = match self.proxy.as_deref().map(Proxy::parse).transpose() {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                eprintln!("error: --proxy: {e}");
+                return None;
+            }
+        };
+        Some(RegistryConfig { tls: !self.plain_http, ca: self.ca, credentials, proxy })
+    }
 }
 
 fn main() -> ExitCode {
@@ -84,9 +128,8 @@ fn main() -> ExitCode {
             run(source)
         }
         Command::Publish { file, store } => publish(&file, &store),
-        Command::Push { file, reference, plain_http, ca, sign_key, proxy } => {
-            push(&file, &reference, Registry { plain_http, ca, proxy }, sign_key.as_deref())
-        }
+        Command::Push { file, reference, registry, sign_key } => push(&file, &reference, registry, sign_key.as_deref()),
+        Command::Inspect { plugin, registry } => inspect(&plugin, registry),
     }
 }
 
@@ -175,18 +218,90 @@ fn publish(file: &std::path::Path, store: &str) -> ExitCode {
     }
 }
 
-/// The most a push may take.
-const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// The most a push, or an inspection's pull, may take.
+const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// How `push` reaches the registry.
-struct Registry {
-    plain_http: bool,
-    ca: Option<PathBuf>,
-    proxy: Option<String>,
+/// `wasmgate inspect`, in a scratch directory (a pull's blobs, the compiled
+/// component) removed after.
+fn inspect(plugin: &str, registry: Registry) -> ExitCode {
+    let scratch =
+        std::env::temp_dir().join(format!("wasmgate-inspect-{}-{:016x}", std::process::id(), fastrand::u64(..)));
+    let code = inspect_in(plugin, registry, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    code
+}
+
+fn inspect_in(plugin: &str, registry: Registry, scratch: &std::path::Path) -> ExitCode {
+    use wasmgate::plugin::registry::MAX_PLUGIN_BYTES;
+    let file = std::path::Path::new(plugin);
+    let (path, pulled) = if file.is_file() {
+        (file.to_path_buf(), None)
+    } else {
+        let reference = match wasmgate::oci::Reference::parse(plugin) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {plugin} is not a file, nor a reference: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let Some(registry) = registry.config() else { return ExitCode::from(2) };
+        let pull = wasmgate::oci::pull(&reference, None, &[], &registry, scratch, MAX_PLUGIN_BYTES);
+        let pulled = with_registry(pull);
+        match pulled {
+            Ok(pulled) => (pulled.path, Some((reference, pulled.manifest))),
+            Err(e) => {
+                eprintln!("error: cannot pull {reference}: {e}");
+                eprintln!("fix: {}", e.fix(&reference.registry));
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let engine =
+        wasmgate::plugin::Runtime::new(wasmgate::plugin::EngineLimits { max_instances: 1, max_memory: 64 << 20 });
+    let runtime = match engine {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the plugin engine: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match wasmgate::plugin::registry::inspect(&runtime, &path, scratch) {
+        Ok(inspected) => {
+            let sha256 = hex::encode(inspected.sha256);
+            match &pulled {
+                None => println!("{plugin}\n{inspected}  pin:     sha256 = \"{sha256}\""),
+                Some((reference, manifest)) => {
+                    let repository = format!("{}/{}", reference.registry, reference.repository);
+                    let manifest = manifest.map(hex::encode).unwrap_or_default();
+                    println!("{reference}\n{inspected}  pin:     oci = \"{repository}@sha256:{manifest}\"");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}", e.what);
+            eprintln!("fix: {}", e.fix);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A command's registry calls, run to their end on a runtime of their own
+/// — bounded: a registry that stops answering does not hold the shell.
+fn with_registry<T>(
+    calls: impl std::future::Future<Output = Result<T, wasmgate::oci::Failure>>,
+) -> Result<T, wasmgate::oci::Failure> {
+    use wasmgate::oci::Failure;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Setup(format!("cannot start a runtime: {e}")))?;
+    runtime
+        .block_on(async { tokio::time::timeout(REGISTRY_TIMEOUT, calls).await })
+        .unwrap_or_else(|_| Err(Failure::Unreachable(format!("no answer within {} s", REGISTRY_TIMEOUT.as_secs()))))
 }
 
 fn push(file: &std::path::Path, reference: &str, to: Registry, sign_key: Option<&std::path::Path>) -> ExitCode {
-    use wasmgate::config::{Credentials, Proxy, RegistryConfig, Secret};
     let reference = match wasmgate::oci::Reference::parse(reference) {
         Ok(r) if r.digest.is_none() => r,
         Ok(_) => {
@@ -231,43 +346,13 @@ fn push(file: &std::path::Path, reference: &str, to: Registry, sign_key: Option<
             return ExitCode::from(2);
         }
     };
-    let credentials = match (std::env::var("WASMGATE_REGISTRY_USERNAME"), std::env::var("WASMGATE_REGISTRY_PASSWORD")) {
-        (Ok(username), Ok(password)) => Some(Credentials { username, password: Secret::new(password) }),
-        (Err(_), Err(_)) => None,
-        _ => {
-            eprintln!("error: only one of WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD is set");
-            eprintln!("fix: set both, or neither to push anonymously");
-            return ExitCode::from(2);
+    let Some(registry) = to.config() else { return ExitCode::from(2) };
+    let pushed = with_registry(async {
+        let pushed = wasmgate::oci::push(&component, &reference, &registry).await?;
+        if let Some(key) = &key {
+            wasmgate::oci::sign(&reference, &pushed.manifest, key, &registry).await?;
         }
-    };
-    let proxy = match to.proxy.as_deref().map(Proxy::parse).transpose() {
-        Ok(proxy) => proxy,
-        Err(e) => {
-            eprintln!("error: --proxy: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let registry = RegistryConfig { tls: !to.plain_http, ca: to.ca, credentials, proxy };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Bounded: a registry that stops answering does not hold the shell.
-    let pushing = async {
-        let publish = async {
-            let pushed = wasmgate::oci::push(&component, &reference, &registry).await?;
-            if let Some(key) = &key {
-                wasmgate::oci::sign(&reference, &pushed.manifest, key, &registry).await?;
-            }
-            Ok(pushed)
-        };
-        tokio::time::timeout(PUSH_TIMEOUT, publish).await
-    };
-    let pushed = runtime.block_on(pushing).unwrap_or_else(|_| {
-        Err(wasmgate::oci::Failure::Unreachable(format!("no answer within {} s", PUSH_TIMEOUT.as_secs())))
+        Ok(pushed)
     });
     match pushed {
         Ok(pushed) => {

@@ -250,6 +250,9 @@ pub fn prune(cache_dir: &Path, in_use: &HashSet<[u8; 32]>) {
 pub struct Pulled {
     /// The component, in the cache.
     pub path: PathBuf,
+    /// The manifest's sha256 (`None` when the pinned component was in the
+    /// cache and the registry was not asked).
+    pub manifest: Option<[u8; 32]>,
     /// The trusted key that signed the manifest, when signatures were asked for.
     pub signer: Option<PathBuf>,
     /// Why the registry was not asked where the tag points: the manifest it
@@ -306,7 +309,8 @@ pub async fn pull(
         && let Some(pin) = pin
         && let Some((path, _)) = cached(cache_dir, &pin, limit)
     {
-        return Ok(Pulled { path, signer: None, stale: None, kept: Kept { blobs: vec![pin], tag: None } });
+        let kept = Kept { blobs: vec![pin], tag: None };
+        return Ok(Pulled { path, manifest: None, signer: None, stale: None, kept });
     }
     let mut trusted: Vec<String> = keys.iter().map(|k| hex::encode(&k.point)).collect();
     trusted.sort();
@@ -343,7 +347,8 @@ pub async fn pull(
         }
     };
     let tag = resolved.record.map(|record| TagRecord { record, digest });
-    Ok(Pulled { path, signer, stale: resolved.stale, kept: Kept { blobs: session.used, tag } })
+    let kept = Kept { blobs: session.used, tag };
+    Ok(Pulled { path, manifest: Some(digest), signer, stale: resolved.stale, kept })
 }
 
 /// The registry side of a pull, a push or a signing: one client (made when

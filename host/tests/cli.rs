@@ -587,3 +587,36 @@ fn publish_writes_a_checked_config_that_check_reads_from_redis() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--last-good is for a config from a store"));
 }
+
+/// `wasmgate inspect` reads a file, or pulls a reference first; what is no
+/// policy is said as a load would say it. (What it prints of a real
+/// plugin is the e2e tests', which have the plugins built.)
+#[test]
+fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::start();
+    let component = dir.path().join("empty.wasm");
+    std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
+    let inspect = |plugin: &OsStr| Command::new(BIN).arg("inspect").arg(plugin).arg("--plain-http").output().unwrap();
+
+    let out = inspect(component.as_os_str());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("empty.wasm does not export wasmgate:plugin/policy"), "{err}");
+    assert!(err.contains("fix: implement wasmgate_sdk::Plugin and call export_plugin!"), "{err}");
+
+    let reference = format!("{}/tests/empty:1", registry.host);
+    let out = inspect(OsStr::new(&reference));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "nothing pushed yet: {err}");
+    assert!(err.contains(&format!("cannot pull {reference}")), "{err}");
+    assert!(push(&component, &reference, &[], None).status.success());
+    let out = inspect(OsStr::new(&reference));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "pulled, then refused as no policy: {err}");
+    assert!(err.contains("does not export wasmgate:plugin/policy"), "{err}");
+
+    let out = inspect(OsStr::new("no-such.wasm"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.wasm is not a file, nor a reference"));
+}

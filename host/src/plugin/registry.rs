@@ -221,14 +221,7 @@ pub fn load(
             ),
         ));
     }
-    check_header(path, &bytes)?;
-    let component = runtime.component(&sha256, &bytes, cache_dir).map_err(|e| {
-        LoadError::new(
-            format!("{} is not a valid component: {e:#}", path.display()),
-            "rebuild it with the wasmgate SDK for the wasm32-wasip2 target",
-        )
-    })?;
-    let (imports, policy_export) = check_world(name, path, runtime, &component)?;
+    let (component, imports, policy_export) = compile(runtime, name, path, &bytes, &sha256, cache_dir)?;
     caps::check(name, &imports, &settings.grants)
         .map_err(|(what, fix)| LoadError::new(format!("{}: {what}", path.display()), fix))?;
     let remote_store = caps.store.as_ref().is_some_and(caps::store::StoreBackend::is_remote);
@@ -283,6 +276,80 @@ pub fn load(
         exports,
         runtime: runtime.clone(),
     })
+}
+
+/// `bytes` (of `path`, whose sha256 they have) checked and compiled as a
+/// policy: the component, the capabilities it imports, its policy export.
+fn compile(
+    runtime: &Runtime,
+    name: &str,
+    path: &Path,
+    bytes: &[u8],
+    sha256: &[u8; 32],
+    cache_dir: &Path,
+) -> Result<(wasmtime::component::Component, Imports, String), LoadError> {
+    check_header(path, bytes)?;
+    let component = runtime.component(sha256, bytes, cache_dir).map_err(|e| {
+        LoadError::new(
+            format!("{} is not a valid component: {e:#}", path.display()),
+            "rebuild it with the wasmgate SDK for the wasm32-wasip2 target",
+        )
+    })?;
+    let (imports, policy_export) = check_world(name, path, runtime, &component)?;
+    Ok((component, imports, policy_export))
+}
+
+/// What a plugin is and asks for, read from its component
+/// (`wasmgate inspect`): checked as a load checks it, not configured.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    pub sha256: [u8; 32],
+    pub described: Option<Described>,
+    /// The WIT version it was built against.
+    pub wit: String,
+    /// The capabilities it imports: a config must grant them.
+    pub imports: Imports,
+}
+
+/// [`Inspected`] of the component at `path` (compiled into `cache_dir`).
+pub fn inspect(runtime: &Runtime, path: &Path, cache_dir: &Path) -> Result<Inspected, LoadError> {
+    let bytes = read_plugin(path).map_err(|e| {
+        LoadError::new(format!("cannot read {}: {e}", path.display()), "name a plugin's .wasm component")
+    })?;
+    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let (_, imports, policy_export) = compile(runtime, &name, path, &bytes, &sha256, cache_dir)?;
+    let wit = policy_export.rsplit_once('@').map(|(_, v)| v.to_owned()).unwrap_or_default();
+    Ok(Inspected { sha256, described: described(&bytes), wit, imports })
+}
+
+impl std::fmt::Display for Inspected {
+    /// What `wasmgate inspect` prints (after the line naming the plugin's
+    /// file or reference): its name and version, sha256, WIT version, and
+    /// the grants a config must give it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.described {
+            Some(d) => writeln!(f, "  plugin:  {} {}", d.name, d.version)?,
+            None => writeln!(f, "  plugin:  (says no name or version: not built with the wasmgate SDK)")?,
+        }
+        writeln!(f, "  sha256:  {}", hex::encode(self.sha256))?;
+        writeln!(f, "  WIT:     wasmgate:plugin@{}", self.wit)?;
+        let Imports { store, http, secrets, crypto } = self.imports;
+        let grants: Vec<&str> = [
+            (store, "store = true"),
+            (http, "http = [\"UPSTREAM\" or \"https://HOST\", …]"),
+            (secrets, "secrets = { NAME = { env = \"VAR\" } or { file = \"PATH\" }, … }"),
+            (crypto, "crypto = true"),
+        ]
+        .into_iter()
+        .filter_map(|(asked, grant)| asked.then_some(grant))
+        .collect();
+        if grants.is_empty() {
+            writeln!(f, "  grants:  none needed (it imports no capability)")
+        } else {
+            writeln!(f, "  grants:  [plugin.NAME] grants = {{ {} }}", grants.join(", "))
+        }
+    }
 }
 
 /// A component starts with `\0asm` and layer 1; a core module has layer 0.

@@ -911,3 +911,35 @@ async fn a_request_whose_entries_share_bytes_is_bounded_by_the_plugins_memory() 
         assert_eq!(wasmgate_tests::sample(&gw.metrics().await, series), failures, "{entries} entries");
     }
 }
+
+/// `wasmgate inspect`'s account of a plugin, from its component alone: its
+/// name and version, sha256, WIT version, and the grants a config must
+/// give it (what it imports; jwt: http for its JWKS, crypto to verify).
+#[test]
+fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
+    let runtime =
+        wasmgate::plugin::Runtime::new(wasmgate::plugin::EngineLimits { max_instances: 1, max_memory: 64 << 20 })
+            .expect("an engine");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = wasmgate_tests::plugin_dir();
+    let inspect = |name: &str| {
+        wasmgate::plugin::registry::inspect(&runtime, &dir.join(format!("{name}.wasm")), scratch.path())
+            .unwrap_or_else(|e| panic!("{name}: {}", e.what))
+    };
+
+    let add_header = inspect("add-header");
+    let said = add_header.to_string();
+    let bytes = std::fs::read(dir.join("add-header.wasm")).expect("add-header.wasm");
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert!(said.contains(&format!("  sha256:  {sha256}\n")), "{said}");
+    assert!(said.contains("  plugin:  add-header 0."), "{said}");
+    assert!(said.contains(&format!("  WIT:     wasmgate:plugin@{}\n", wasmgate::plugin::WIT_VERSION)), "{said}");
+    assert!(said.contains("  grants:  none needed"), "{said}");
+
+    let said = inspect("rate-limit").to_string();
+    assert!(said.contains("  grants:  [plugin.NAME] grants = { store = true }"), "{said}");
+    let jwt = inspect("jwt");
+    assert!(jwt.imports.http && jwt.imports.crypto && !jwt.imports.store, "{jwt:?}");
+    let said = jwt.to_string();
+    assert!(said.contains("grants = { http = [") && said.contains("crypto = true }"), "{said}");
+}
