@@ -83,7 +83,9 @@ struct Registry {
     /// place of the public roots).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Through this HTTP proxy (`http://host:port`).
+    /// Through this HTTP proxy (`http://host:port`); without it, the
+    /// environment's HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY lists the
+    /// registry.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
 }

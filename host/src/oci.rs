@@ -13,6 +13,7 @@
 //! that named it before it is kept.
 
 mod client;
+mod proxy;
 mod reference;
 mod signature;
 

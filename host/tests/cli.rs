@@ -620,3 +620,59 @@ fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.wasm is not a file, nor a reference"));
 }
+
+#[path = "../../tests/src/proxy.rs"]
+#[expect(clippy::expect_used, reason = "test harness: a proxy that cannot start should stop the test")]
+#[expect(dead_code, reason = "shared with the end-to-end tests: tunnels (HTTPS) are theirs")]
+mod proxy;
+
+/// With no `proxy` configured, registry calls go through the environment's
+/// (`HTTP_PROXY` for a plain-HTTP registry), its credentials sent as
+/// `Proxy-Authorization` — unless `NO_PROXY` lists the registry.
+#[test]
+fn registry_calls_take_the_environments_proxy_unless_no_proxy_lists_the_registry() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry::Registry::start();
+    let component = dir.path().join("empty.wasm");
+    std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
+    let reference = format!("{}/tests/empty:1", registry.host);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let proxy = runtime.block_on(proxy::ForwardProxy::start());
+    let with = |command: &str, env: &[(&str, String)]| {
+        let mut c = Command::new(BIN);
+        c.arg(command);
+        if command == "push" {
+            c.arg(&component);
+        }
+        c.arg(&reference).arg("--plain-http");
+        for name in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"] {
+            c.env_remove(name);
+        }
+        c.env_remove("WASMGATE_REGISTRY_USERNAME").env_remove("WASMGATE_REGISTRY_PASSWORD");
+        c.envs(env.iter().map(|(k, v)| (k, v))).output().unwrap()
+    };
+    let through = format!("http://fleet:pa%40ss@{}/", proxy.addr);
+
+    let out = with("push", &[("HTTP_PROXY", through.clone())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(proxy.forwarded() >= 3 && proxy.reached(&registry.host), "pushed through the proxy");
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("fleet:pa@ss"));
+    assert!(proxy.authorizations().iter().all(|a| *a == basic), "{:?}", proxy.authorizations());
+
+    let before = proxy.forwarded();
+    let listed = [("http_proxy", through.clone()), ("NO_PROXY", format!("example.com,{}", registry.host))];
+    let out = with("inspect", &listed);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "pulled (then refused as no policy): {err}");
+    assert_eq!(proxy.forwarded(), before, "not through the proxy: NO_PROXY lists the registry");
+    let out = with("inspect", &[("http_proxy", through)]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(proxy.forwarded() > before, "through the proxy again");
+
+    let out = with("inspect", &[("HTTP_PROXY", "https://fleet:s3cret@proxy.corp:3128".to_owned())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("HTTP_PROXY: a proxy reached over TLS (https://) is not supported"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}

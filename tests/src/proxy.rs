@@ -1,6 +1,7 @@
 //! A forward HTTP proxy on an ephemeral port, as egress proxies work: a
 //! tunnel for `CONNECT host:port`, and a request whose line names the whole
-//! URL (`GET http://host:port/path`) forwarded to that host. It counts both.
+//! URL (`GET http://host:port/path`) forwarded to that host. It counts both,
+//! and keeps the `Proxy-Authorization` each came with.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,28 +13,35 @@ use tokio::net::{TcpListener, TcpStream};
 #[derive(Debug)]
 pub struct ForwardProxy {
     pub addr: SocketAddr,
-    tunnels: Arc<AtomicUsize>,
-    forwarded: Arc<AtomicUsize>,
+    seen: Arc<Seen>,
+}
+
+/// What the proxy was asked.
+#[derive(Debug, Default)]
+struct Seen {
+    tunnels: AtomicUsize,
+    forwarded: AtomicUsize,
     /// `host:port` of every tunnel and request, in order.
-    targets: Arc<Mutex<Vec<String>>>,
+    targets: Mutex<Vec<String>>,
+    /// The `Proxy-Authorization` of each (empty: none), in order.
+    authorizations: Mutex<Vec<String>>,
 }
 
 impl ForwardProxy {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let addr = listener.local_addr().expect("its address");
-        let (tunnels, forwarded) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let targets = Arc::new(Mutex::new(Vec::new()));
-        let counts = (tunnels.clone(), forwarded.clone(), targets.clone());
+        let seen = Arc::new(Seen::default());
+        let log = seen.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let counts = counts.clone();
+                let log = log.clone();
                 tokio::spawn(async move {
-                    let _ = serve(client, &counts.0, &counts.1, &counts.2).await;
+                    let _ = serve(client, &log).await;
                 });
             }
         });
-        Self { addr, tunnels, forwarded, targets }
+        Self { addr, seen }
     }
 
     /// `proxy = "http://…"` for a registry table.
@@ -43,26 +51,31 @@ impl ForwardProxy {
 
     /// CONNECT tunnels opened.
     pub fn tunnels(&self) -> usize {
-        self.tunnels.load(Ordering::Relaxed)
+        self.seen.tunnels.load(Ordering::Relaxed)
     }
 
     /// Plain-HTTP requests forwarded.
     pub fn forwarded(&self) -> usize {
-        self.forwarded.load(Ordering::Relaxed)
+        self.seen.forwarded.load(Ordering::Relaxed)
     }
 
     /// Whether a tunnel or request went to `authority` (`host:port`).
     pub fn reached(&self, authority: &str) -> bool {
-        self.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|t| t == authority)
+        locked(&self.seen.targets).iter().any(|t| t == authority)
+    }
+
+    /// The `Proxy-Authorization` of every tunnel and request, in order
+    /// (empty for one without).
+    pub fn authorizations(&self) -> Vec<String> {
+        locked(&self.seen.authorizations).clone()
     }
 }
 
-async fn serve(
-    mut client: TcpStream,
-    tunnels: &AtomicUsize,
-    forwarded: &AtomicUsize,
-    targets: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn serve(mut client: TcpStream, log: &Seen) -> std::io::Result<()> {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         head.push(client.read_u8().await?);
@@ -71,12 +84,17 @@ async fn serve(
     let mut line = text.split(' ');
     let (method, target) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
     let seen = |authority: &str| {
-        targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(authority.to_owned());
+        locked(&log.targets).push(authority.to_owned());
+        let authorization = text.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("proxy-authorization").then(|| value.trim().to_owned())
+        });
+        locked(&log.authorizations).push(authorization.unwrap_or_default());
     };
     if method == "CONNECT" {
         seen(target);
         let mut upstream = TcpStream::connect(target).await?;
-        tunnels.fetch_add(1, Ordering::Relaxed);
+        log.tunnels.fetch_add(1, Ordering::Relaxed);
         client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
         return Ok(());
@@ -89,7 +107,7 @@ async fn serve(
     };
     seen(authority);
     let mut upstream = TcpStream::connect(authority).await?;
-    forwarded.fetch_add(1, Ordering::Relaxed);
+    log.forwarded.fetch_add(1, Ordering::Relaxed);
     upstream.write_all(&head).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())

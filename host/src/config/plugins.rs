@@ -67,6 +67,10 @@ impl Default for RegistryConfig {
 pub struct Proxy {
     pub host: String,
     pub port: u16,
+    /// What it is sent in `Proxy-Authorization` (`Basic …`): only for a
+    /// proxy from the environment whose URL has a user and password (a
+    /// config names none: its text is no place for a password).
+    pub authorization: Option<Secret>,
 }
 
 impl Proxy {
@@ -74,7 +78,8 @@ impl Proxy {
     pub fn parse(text: &str) -> Result<Self, String> {
         let rest = text.strip_prefix("http://").ok_or_else(|| format!("`{text}` is not http://host:port"))?;
         let (host, port) = origin_authority(text, rest)?;
-        Ok(Self { host: host.trim_start_matches('[').trim_end_matches(']').to_owned(), port: port.unwrap_or(80) })
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        Ok(Self { host, port: port.unwrap_or(80), authorization: None })
     }
 }
 

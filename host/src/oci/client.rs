@@ -120,9 +120,17 @@ impl Client {
         let host = authority.host();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        // Through a proxy: a tunnel for HTTPS (CONNECT), the whole URL in
-        // the request line for plain HTTP.
-        let proxy = self.settings.proxy.as_ref();
+        // Through a proxy (the registry's, else the environment's for this
+        // host): a tunnel for HTTPS (CONNECT), the whole URL in the request
+        // line for plain HTTP.
+        let from_env;
+        let proxy = match &self.settings.proxy {
+            Some(proxy) => Some(proxy),
+            None => {
+                from_env = super::proxy::from_env(https, bare, port).map_err(Failure::Setup)?;
+                from_env.as_ref()
+            }
+        };
         let tcp = match proxy {
             Some(proxy) => {
                 let mut tcp = connect(&proxy.host, proxy.port, &format!("the proxy {proxy}")).await?;
@@ -148,6 +156,9 @@ impl Client {
         }
         if let Some(auth) = auth {
             builder = builder.header(AUTHORIZATION, auth);
+        }
+        if let Some(basic) = proxy.and_then(|p| p.authorization.as_ref()).filter(|_| !https) {
+            builder = builder.header(http::header::PROXY_AUTHORIZATION, basic.expose());
         }
         let request = builder.body(Full::new(body)).map_err(|e| Failure::Protocol(e.to_string()))?;
         let answered = async {
@@ -265,8 +276,15 @@ async fn connect(host: &str, port: u16, what: &str) -> Result<TcpStream, Failure
 async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16, proxy: &Proxy) -> Result<(), Failure> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let mut ask = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
+    if let Some(basic) = &proxy.authorization {
+        ask.extend_from_slice(b"Proxy-Authorization: ");
+        ask.extend_from_slice(basic.expose());
+        ask.extend_from_slice(b"\r\n");
+    }
+    ask.extend_from_slice(b"\r\n");
     let asking = async {
-        tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await?;
+        tcp.write_all(&ask).await?;
         // The answer's head, read a byte at a time: what follows it is the
         // tunnel's, and nothing may be read past it.
         let mut head = Vec::new();
