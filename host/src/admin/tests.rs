@@ -13,6 +13,13 @@ use tokio::task::JoinHandle;
 use super::*;
 use crate::telemetry::Metrics;
 
+/// The tests whose listener refuses requests, one at a time: the refusal's
+/// log line is a callsite that the first to hit it registers, and one
+/// registered on another test's thread while the test that captures the
+/// logs sets its subscriber up may be cached as wanted by none — those
+/// refusals then went unlogged and that test failed, now and then.
+static REFUSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct TestState {
     ready: AtomicBool,
     stalled: AtomicBool,
@@ -162,6 +169,7 @@ impl io::Write for Capture {
 
 #[tokio::test]
 async fn the_bearer_token_is_required_checked_and_never_echoed() {
+    let _alone = REFUSING.lock().await;
     // The default runtime is single-threaded: the server's tasks log on this
     // thread, into this subscriber.
     let logs = Capture::default();
@@ -222,6 +230,7 @@ async fn the_bearer_token_is_required_checked_and_never_echoed() {
 
 #[tokio::test]
 async fn an_empty_token_refuses_everything() {
+    let _alone = REFUSING.lock().await;
     let server = Server::start(Some(""), state()).await;
     for auth in [None, Some("Bearer "), Some("Bearer")] {
         let (status, _, _) = call(Method::GET, &server.url("/health/live"), auth).await;
@@ -306,6 +315,7 @@ fn without_a_token_the_listener_must_be_asked_for_by_address() {
 #[tokio::test]
 async fn a_request_for_a_name_is_refused_without_a_token() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _alone = REFUSING.lock().await;
     async fn ask(addr: SocketAddr, host: &str, auth: &str) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let req = format!("GET /health/live HTTP/1.1\r\nhost: {host}\r\n{auth}connection: close\r\n\r\n");
@@ -336,6 +346,7 @@ async fn a_request_for_a_name_is_refused_without_a_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_lock_the_probes_out() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _alone = REFUSING.lock().await;
     let server = Server::start(Some(TOKEN), state()).await;
     // The other client, from 127.0.0.2: silent connections, as many as the
     // listener held.
