@@ -83,9 +83,9 @@ struct Registry {
     /// place of the public roots).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
-    /// Through this HTTP proxy (`http://host:port`); without it, the
-    /// environment's HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY lists the
-    /// registry.
+    /// Through this HTTP proxy (`http://host:port`), or `direct`; without
+    /// it, the environment's HTTPS_PROXY or HTTP_PROXY, unless NO_PROXY
+    /// lists the registry.
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
 }
@@ -95,7 +95,7 @@ impl Registry {
     /// WASMGATE_REGISTRY_PASSWORD (both, or neither); what is wrong is
     /// said.
     fn config(self) -> Option<wasmgate::config::RegistryConfig> {
-        use wasmgate::config::{Credentials, Proxy, RegistryConfig, Secret};
+        use wasmgate::config::{Credentials, Egress, RegistryConfig, Secret};
         let credentials =
             match (std::env::var("WASMGATE_REGISTRY_USERNAME"), std::env::var("WASMGATE_REGISTRY_PASSWORD")) {
                 (Ok(username), Ok(password)) => Some(Credentials { username, password: Secret::new(password) }),
@@ -106,8 +106,8 @@ impl Registry {
                     return None;
                 }
             };
-        let proxy = match self.proxy.as_deref().map(Proxy::parse).transpose() {
-            Ok(proxy) => proxy,
+        let proxy = match self.proxy.as_deref().map(Egress::parse).transpose() {
+            Ok(proxy) => proxy.unwrap_or_default(),
             Err(e) => {
                 eprintln!("error: --proxy: {e}");
                 return None;
@@ -224,20 +224,19 @@ fn publish(file: &std::path::Path, store: &str) -> ExitCode {
 const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// `wasmgate inspect`, in a scratch directory (a pull's blobs, the compiled
-/// component) removed after.
+/// component) of its own, removed after.
 fn inspect(plugin: &str, registry: Registry) -> ExitCode {
-    let scratch =
-        std::env::temp_dir().join(format!("wasmgate-inspect-{}-{:016x}", std::process::id(), fastrand::u64(..)));
-    let code = inspect_in(plugin, registry, &scratch);
-    let _ = std::fs::remove_dir_all(&scratch);
-    code
-}
-
-fn inspect_in(plugin: &str, registry: Registry, scratch: &std::path::Path) -> ExitCode {
-    use wasmgate::plugin::registry::MAX_PLUGIN_BYTES;
+    use wasmgate::plugin::registry::{MAX_PLUGIN_BYTES, Origin};
+    let scratch = match Scratch::new() {
+        Ok(scratch) => scratch,
+        Err(e) => {
+            eprintln!("error: cannot make a scratch directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let file = std::path::Path::new(plugin);
-    let (path, pulled) = if file.is_file() {
-        (file.to_path_buf(), None)
+    let (path, origin) = if file.is_file() {
+        (file.to_path_buf(), Origin::File(file.to_path_buf()))
     } else {
         let reference = match wasmgate::oci::Reference::parse(plugin) {
             Ok(r) => r,
@@ -247,10 +246,16 @@ fn inspect_in(plugin: &str, registry: Registry, scratch: &std::path::Path) -> Ex
             }
         };
         let Some(registry) = registry.config() else { return ExitCode::from(2) };
-        let pull = wasmgate::oci::pull(&reference, None, &[], &registry, scratch, MAX_PLUGIN_BYTES);
-        let pulled = with_registry(pull);
-        match pulled {
-            Ok(pulled) => (pulled.path, Some((reference, pulled.manifest))),
+        let pull = wasmgate::oci::pull(&reference, None, &[], &registry, &scratch.0, MAX_PLUGIN_BYTES);
+        match with_registry(pull) {
+            // Without a pin, the registry is always asked: the manifest is known.
+            Ok(wasmgate::oci::Pulled { path, manifest: Some(manifest), .. }) => {
+                (path, Origin::Pulled(reference, manifest))
+            }
+            Ok(_) => {
+                eprintln!("error: {reference}: pulled without its manifest");
+                return ExitCode::FAILURE;
+            }
             Err(e) => {
                 eprintln!("error: cannot pull {reference}: {e}");
                 eprintln!("fix: {}", e.fix(&reference.registry));
@@ -267,17 +272,9 @@ fn inspect_in(plugin: &str, registry: Registry, scratch: &std::path::Path) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    match wasmgate::plugin::registry::inspect(&runtime, &path, scratch) {
+    match wasmgate::plugin::registry::inspect(&runtime, &path, origin, &scratch.0) {
         Ok(inspected) => {
-            let sha256 = hex::encode(inspected.sha256);
-            match &pulled {
-                None => println!("{plugin}\n{inspected}  pin:     sha256 = \"{sha256}\""),
-                Some((reference, manifest)) => {
-                    let repository = format!("{}/{}", reference.registry, reference.repository);
-                    let manifest = manifest.map(hex::encode).unwrap_or_default();
-                    println!("{reference}\n{inspected}  pin:     oci = \"{repository}@sha256:{manifest}\"");
-                }
-            }
+            print!("{inspected}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -285,6 +282,32 @@ fn inspect_in(plugin: &str, registry: Registry, scratch: &std::path::Path) -> Ex
             eprintln!("fix: {}", e.fix);
             ExitCode::from(2)
         }
+    }
+}
+
+/// A directory of this process's own (made, not found: mode 0700, under
+/// a name no one had), removed with what is in it when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let mut tries = 0;
+        loop {
+            let name = format!("wasmgate-inspect-{}-{:016x}", std::process::id(), fastrand::u64(..));
+            let path = std::env::temp_dir().join(name);
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Self(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

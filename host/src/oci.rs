@@ -79,6 +79,10 @@ pub enum Failure {
     /// No signature by a trusted key.
     #[error("{0}")]
     Unsigned(String),
+    /// The egress proxy refused (its rules, or credentials it wants), or
+    /// the environment names one that cannot be used.
+    #[error("{0}")]
+    Proxy(String),
 }
 
 impl Failure {
@@ -100,6 +104,10 @@ impl Failure {
             Self::Unsigned(_) => "sign the manifest with a trusted key (`wasmgate push --sign-key`, or \
                  `cosign sign --key`), or trust the key that signed it (`signed_by`)"
                 .to_owned(),
+            Self::Proxy(_) => format!(
+                "check the proxy: HTTPS_PROXY or HTTP_PROXY (an http:// URL, its credentials in it if it asks for \
+                 some) and NO_PROXY, or [plugins.registries.\"{registry}\"] proxy; it must let {registry} through"
+            ),
         }
     }
 }

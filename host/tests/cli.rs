@@ -597,7 +597,15 @@ fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
     let registry = registry::Registry::start();
     let component = dir.path().join("empty.wasm");
     std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
-    let inspect = |plugin: &OsStr| Command::new(BIN).arg("inspect").arg(plugin).arg("--plain-http").output().unwrap();
+    // Its scratch directory goes where TMPDIR says, and is gone after.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let inspect = |plugin: &OsStr| {
+        let out =
+            Command::new(BIN).arg("inspect").arg(plugin).arg("--plain-http").env("TMPDIR", &tmp).output().unwrap();
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the scratch directory is removed");
+        out
+    };
 
     let out = inspect(component.as_os_str());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -614,7 +622,7 @@ fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
     let out = inspect(OsStr::new(&reference));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "pulled, then refused as no policy: {err}");
-    assert!(err.contains("does not export wasmgate:plugin/policy"), "{err}");
+    assert!(err.contains(&format!("error: {reference} does not export wasmgate:plugin/policy")), "{err}");
 
     let out = inspect(OsStr::new("no-such.wasm"));
     assert_eq!(out.status.code(), Some(2));
@@ -627,8 +635,11 @@ fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
 mod proxy;
 
 /// With no `proxy` configured, registry calls go through the environment's
-/// (`HTTP_PROXY` for a plain-HTTP registry), its credentials sent as
-/// `Proxy-Authorization` — unless `NO_PROXY` lists the registry.
+/// (`HTTP_PROXY` for a plain-HTTP registry, before `http_proxy`), its
+/// credentials sent as `Proxy-Authorization` — unless `NO_PROXY` lists the
+/// registry, the registry is on loopback, or `--proxy direct` says so. The
+/// registry is named as only the proxy can reach it (`registry.invalid`,
+/// which resolves nowhere): what goes around the proxy fails to connect.
 #[test]
 fn registry_calls_take_the_environments_proxy_unless_no_proxy_lists_the_registry() {
     use base64::Engine as _;
@@ -636,16 +647,18 @@ fn registry_calls_take_the_environments_proxy_unless_no_proxy_lists_the_registry
     let registry = registry::Registry::start();
     let component = dir.path().join("empty.wasm");
     std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
-    let reference = format!("{}/tests/empty:1", registry.host);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let proxy = runtime.block_on(proxy::ForwardProxy::start());
-    let with = |command: &str, env: &[(&str, String)]| {
+    let port = registry.host.rsplit(':').next().unwrap();
+    let named = format!("registry.invalid:{port}");
+    proxy.alias(&named, registry.host.parse().unwrap());
+    let with = |command: &str, host: &str, env: &[(&str, String)], extra: &[&str]| {
         let mut c = Command::new(BIN);
         c.arg(command);
         if command == "push" {
             c.arg(&component);
         }
-        c.arg(&reference).arg("--plain-http");
+        c.arg(format!("{host}/tests/empty:1")).arg("--plain-http").args(extra);
         for name in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"] {
             c.env_remove(name);
         }
@@ -654,25 +667,38 @@ fn registry_calls_take_the_environments_proxy_unless_no_proxy_lists_the_registry
     };
     let through = format!("http://fleet:pa%40ss@{}/", proxy.addr);
 
-    let out = with("push", &[("HTTP_PROXY", through.clone())]);
+    let out = with("push", &named, &[("HTTP_PROXY", through.clone())], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(proxy.forwarded() >= 3 && proxy.reached(&registry.host), "pushed through the proxy");
+    assert!(proxy.forwarded() >= 3 && proxy.reached(&named), "pushed through the proxy");
     let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("fleet:pa@ss"));
     assert!(proxy.authorizations().iter().all(|a| *a == basic), "{:?}", proxy.authorizations());
 
+    // Pulled through it (then refused as no policy: 2), HTTP_PROXY before
+    // http_proxy.
     let before = proxy.forwarded();
-    let listed = [("http_proxy", through.clone()), ("NO_PROXY", format!("example.com,{}", registry.host))];
-    let out = with("inspect", &listed);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "pulled (then refused as no policy): {err}");
-    assert_eq!(proxy.forwarded(), before, "not through the proxy: NO_PROXY lists the registry");
-    let out = with("inspect", &[("http_proxy", through)]);
+    let both = [("HTTP_PROXY", through.clone()), ("http_proxy", "http://127.0.0.1:9".to_owned())];
+    let out = with("inspect", &named, &both, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(proxy.forwarded() > before, "through the proxy again");
+    assert!(proxy.forwarded() > before, "through the proxy");
 
-    let out = with("inspect", &[("HTTP_PROXY", "https://fleet:s3cret@proxy.corp:3128".to_owned())]);
+    // Around it: each fails to connect (1), the proxy untouched.
+    let before = proxy.forwarded();
+    let listed = [("HTTP_PROXY", through.clone()), ("NO_PROXY", "example.com,.invalid".to_owned())];
+    for (env, extra) in [(&listed[..], &[][..]), (&listed[..1], &["--proxy", "direct"][..])] {
+        let out = with("inspect", &named, env, extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("cannot connect to {named}")), "{err}");
+    }
+    // A registry on loopback is reached directly.
+    let out = with("inspect", &registry.host, &listed[..1], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(proxy.forwarded(), before, "not through the proxy");
+
+    let out = with("inspect", &named, &[("HTTP_PROXY", "https://fleet:s3cret@proxy.corp:3128".to_owned())], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("HTTP_PROXY: a proxy reached over TLS (https://) is not supported"), "{err}");
+    assert!(err.contains("fix: check the proxy: HTTPS_PROXY or HTTP_PROXY"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }

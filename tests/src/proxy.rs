@@ -1,7 +1,9 @@
 //! A forward HTTP proxy on an ephemeral port, as egress proxies work: a
 //! tunnel for `CONNECT host:port`, and a request whose line names the whole
 //! URL (`GET http://host:port/path`) forwarded to that host. It counts both,
-//! and keeps the `Proxy-Authorization` each came with.
+//! and keeps the `Proxy-Authorization` each came with. Names it is told of
+//! ([`ForwardProxy::alias`]) it reaches at their address, as an egress
+//! proxy reaches hosts its clients cannot resolve.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +27,8 @@ struct Seen {
     targets: Mutex<Vec<String>>,
     /// The `Proxy-Authorization` of each (empty: none), in order.
     authorizations: Mutex<Vec<String>>,
+    /// `host:port` → where it is.
+    aliases: Mutex<Vec<(String, SocketAddr)>>,
 }
 
 impl ForwardProxy {
@@ -64,6 +68,11 @@ impl ForwardProxy {
         locked(&self.seen.targets).iter().any(|t| t == authority)
     }
 
+    /// Reaches `authority` (`name:port`) at `addr`.
+    pub fn alias(&self, authority: &str, addr: SocketAddr) {
+        locked(&self.seen.aliases).push((authority.to_owned(), addr));
+    }
+
     /// The `Proxy-Authorization` of every tunnel and request, in order
     /// (empty for one without).
     pub fn authorizations(&self) -> Vec<String> {
@@ -91,9 +100,13 @@ async fn serve(mut client: TcpStream, log: &Seen) -> std::io::Result<()> {
         });
         locked(&log.authorizations).push(authorization.unwrap_or_default());
     };
+    let at = |authority: &str| {
+        let alias = locked(&log.aliases).iter().find(|(name, _)| name == authority).map(|(_, addr)| addr.to_string());
+        alias.unwrap_or_else(|| authority.to_owned())
+    };
     if method == "CONNECT" {
         seen(target);
-        let mut upstream = TcpStream::connect(target).await?;
+        let mut upstream = TcpStream::connect(at(target)).await?;
         log.tunnels.fetch_add(1, Ordering::Relaxed);
         client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
@@ -106,7 +119,7 @@ async fn serve(mut client: TcpStream, log: &Seen) -> std::io::Result<()> {
         return Ok(());
     };
     seen(authority);
-    let mut upstream = TcpStream::connect(authority).await?;
+    let mut upstream = TcpStream::connect(at(authority)).await?;
     log.forwarded.fetch_add(1, Ordering::Relaxed);
     upstream.write_all(&head).await?;
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;

@@ -23,7 +23,8 @@ use toml::Spanned;
 
 pub use error::{ConfigError, Problem, Problems};
 pub use plugins::{
-    Credentials, Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, Proxy, RegistryConfig, StoreConfig,
+    Credentials, Egress, Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, Proxy, RegistryConfig,
+    StoreConfig,
 };
 pub use raw::{
     AllDown, Ambiguous, Balance, ClientAuth, Family, Isolation, OnPluginError, Protocol, RequestIds, TlsVersion,

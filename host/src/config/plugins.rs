@@ -51,14 +51,34 @@ pub struct RegistryConfig {
     /// A private CA, in place of the public roots.
     pub ca: Option<PathBuf>,
     pub credentials: Option<Credentials>,
-    /// An HTTP proxy every request to it (its token service and where it
-    /// redirects too) goes through.
-    pub proxy: Option<Proxy>,
+    /// How every request to it (its token service and where it redirects
+    /// too) goes out.
+    pub proxy: Egress,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        Self { tls: true, ca: None, credentials: None, proxy: None }
+        Self { tls: true, ca: None, credentials: None, proxy: Egress::Environment }
+    }
+}
+
+/// How a registry is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Egress {
+    /// Through the environment's proxy (`HTTPS_PROXY`, …), if it names one
+    /// for the host: the default.
+    #[default]
+    Environment,
+    /// Directly, whatever the environment says (`proxy = "direct"`).
+    Direct,
+    /// Through this proxy.
+    Proxy(Proxy),
+}
+
+impl Egress {
+    /// `"direct"`, or a proxy's `http://host[:port]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text == "direct" { Ok(Self::Direct) } else { Proxy::parse(text).map(Self::Proxy) }
     }
 }
 
@@ -76,7 +96,9 @@ pub struct Proxy {
 impl Proxy {
     /// Parses `http://host[:port]` (port 80 by default).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let rest = text.strip_prefix("http://").ok_or_else(|| format!("`{text}` is not http://host:port"))?;
+        let rest = text
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("`{}` is not http://host:port", without_userinfo(text)))?;
         let (host, port) = origin_authority(text, rest)?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         Ok(Self { host, port: port.unwrap_or(80), authorization: None })
@@ -260,11 +282,23 @@ impl HttpGrant {
 /// credentials (an origin with either would never be the one asked for).
 fn origin_authority(text: &str, rest: &str) -> Result<(String, Option<u16>), String> {
     let rest = rest.trim_end_matches('/');
-    let authority: http::uri::Authority = rest.parse().map_err(|_| format!("`{text}` is not scheme://host[:port]"))?;
+    let shown = without_userinfo(text);
+    let authority: http::uri::Authority = rest.parse().map_err(|_| format!("`{shown}` is not scheme://host[:port]"))?;
     if rest.contains(['/', '@']) {
-        return Err(format!("`{text}`: an origin is scheme://host[:port], without a path or credentials"));
+        return Err(format!("`{shown}`: an origin is scheme://host[:port], without a path or credentials"));
     }
     Ok((authority.host().to_ascii_lowercase(), authority.port_u16()))
+}
+
+/// `text` with what a URL's authority has before an `@` (credentials) left
+/// out, for messages.
+fn without_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let end = text[start..].find(['/', '?', '#']).map_or(text.len(), |i| start + i);
+    match text[start..end].rfind('@') {
+        Some(at) => format!("{}…{}", &text[..start], &text[start + at..]).into(),
+        None => text.into(),
+    }
 }
 
 impl Default for PluginLimits {
@@ -574,12 +608,16 @@ fn build_registries(
                 problem(e.to_string(), "name a PEM file of the CA that signed the registry's certificate");
             }
         }
-        let proxy = match r.proxy.as_deref().map(Proxy::parse) {
-            None => None,
-            Some(Ok(proxy)) => Some(proxy),
+        let proxy = match r.proxy.as_deref().map(Egress::parse) {
+            None => Egress::Environment,
+            Some(Ok(egress)) => egress,
             Some(Err(what)) => {
-                problem(what, "write proxy = \"http://host:port\" (an HTTP proxy; HTTPS goes through it by CONNECT)");
-                None
+                problem(
+                    what,
+                    "write proxy = \"http://host:port\" (an HTTP proxy; HTTPS goes through it by CONNECT), or \
+                     \"direct\" to go around the environment's",
+                );
+                Egress::Environment
             }
         };
         registries.insert(host.to_ascii_lowercase(), RegistryConfig { tls, ca, credentials, proxy });
@@ -710,7 +748,12 @@ mod tests {
         for refused in
             ["https://proxy:3128", "proxy:3128", "http://user:pass@proxy:3128", "http://proxy:3128/path", "http://"]
         {
-            assert!(Proxy::parse(refused).is_err(), "{refused}");
+            let e = Proxy::parse(refused).unwrap_err();
+            assert!(!e.contains("pass"), "{refused}: {e}");
         }
+        assert_eq!(Egress::parse("direct"), Ok(Egress::Direct));
+        assert!(matches!(Egress::parse("http://p:1"), Ok(Egress::Proxy(_))));
+        let e = Egress::parse("https://u:s3cret@p:1/x").unwrap_err();
+        assert!(e.contains("https://…@p:1/x") && !e.contains("s3cret"), "{e}");
     }
 }

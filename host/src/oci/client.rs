@@ -15,7 +15,7 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::Failure;
-use crate::config::{Protocol, Proxy, RegistryConfig, UpstreamTls};
+use crate::config::{Egress, Protocol, Proxy, RegistryConfig, UpstreamTls};
 
 /// Redirects followed for one request.
 const MAX_REDIRECTS: usize = 5;
@@ -125,9 +125,10 @@ impl Client {
         // line for plain HTTP.
         let from_env;
         let proxy = match &self.settings.proxy {
-            Some(proxy) => Some(proxy),
-            None => {
-                from_env = super::proxy::from_env(https, bare, port).map_err(Failure::Setup)?;
+            Egress::Proxy(proxy) => Some(proxy),
+            Egress::Direct => None,
+            Egress::Environment => {
+                from_env = super::proxy::from_env(https, bare, port).map_err(Failure::Proxy)?;
                 from_env.as_ref()
             }
         };
@@ -158,7 +159,9 @@ impl Client {
             builder = builder.header(AUTHORIZATION, auth);
         }
         if let Some(basic) = proxy.and_then(|p| p.authorization.as_ref()).filter(|_| !https) {
-            builder = builder.header(http::header::PROXY_AUTHORIZATION, basic.expose());
+            let mut value = HeaderValue::from_bytes(basic.expose()).map_err(|e| Failure::Proxy(e.to_string()))?;
+            value.set_sensitive(true);
+            builder = builder.header(http::header::PROXY_AUTHORIZATION, value);
         }
         let request = builder.body(Full::new(body)).map_err(|e| Failure::Protocol(e.to_string()))?;
         let answered = async {
@@ -184,6 +187,10 @@ impl Client {
         let response = tokio::time::timeout(ANSWER_TIMEOUT, answered).await.map_err(|_| {
             Failure::Unreachable(format!("{authority} did not answer within {} s", ANSWER_TIMEOUT.as_secs()))
         })??;
+        if proxy.is_some() && !https && response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            let proxy = proxy.map(ToString::to_string).unwrap_or_default();
+            return Err(Failure::Proxy(format!("the proxy {proxy} asks for credentials (407)")));
+        }
         let (parts, body) = response.into_parts();
         // An error's body is only read for its message; an answer that is
         // not a manifest or a blob (an upload's) may still have a small one.
@@ -200,12 +207,7 @@ impl Client {
     /// names (for `scope`, with the credentials if any), or the
     /// credentials themselves.
     async fn authenticate(&self, challenge: &str, scope: &str) -> Result<HeaderValue, Failure> {
-        let basic = self.settings.credentials.as_ref().map(|c| {
-            let mut plain = c.username.as_bytes().to_vec();
-            plain.push(b':');
-            plain.extend_from_slice(c.password.expose());
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(plain))
-        });
+        let basic = self.settings.credentials.as_ref().map(|c| basic(c.username.as_bytes(), c.password.expose()));
         let value = match Challenge::parse(challenge) {
             Some(Challenge::Basic) => basic.ok_or(Failure::Denied(
                 "the registry asks for a username and password, and none is configured".to_owned(),
@@ -272,6 +274,15 @@ async fn connect(host: &str, port: u16, what: &str) -> Result<TcpStream, Failure
     }
 }
 
+/// `Basic base64(user:password)` (RFC 7617), as an `Authorization` or
+/// `Proxy-Authorization` value.
+pub(super) fn basic(user: &[u8], password: &[u8]) -> String {
+    let mut plain = user.to_vec();
+    plain.push(b':');
+    plain.extend_from_slice(password);
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(plain))
+}
+
 /// Asks the proxy on `tcp` for a tunnel to `host:port` (HTTP CONNECT).
 async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16, proxy: &Proxy) -> Result<(), Failure> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -311,7 +322,7 @@ async fn tunnel(tcp: &mut TcpStream, host: &str, port: u16, proxy: &Proxy) -> Re
         Some(502..=504) => Err(Failure::Unreachable(format!("the proxy {proxy} could not reach {target}: {line}"))),
         // Refused: its rules, or credentials it wants (a fallback would
         // hide that for as long as it lasts).
-        _ => Err(Failure::Denied(format!("the proxy {proxy} refused a tunnel to {target}: {line}"))),
+        _ => Err(Failure::Proxy(format!("the proxy {proxy} refused a tunnel to {target}: {line}"))),
     }
 }
 
@@ -438,6 +449,43 @@ fn resolve(base: &Uri, location: &str) -> Result<Uri, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tunnel is asked for with the proxy's credentials, if it has any;
+    /// its refusal is the proxy's (not the registry's, not "down").
+    #[tokio::test]
+    async fn a_tunnel_carries_the_proxys_credentials_and_its_refusal_is_the_proxys() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for (answer, credentials) in
+            [("200 Connection established", true), ("407 Proxy Authentication Required", false)]
+        {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let asked = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(s.read_u8().await.unwrap());
+                }
+                s.write_all(format!("HTTP/1.1 {answer}\r\n\r\n").as_bytes()).await.unwrap();
+                String::from_utf8(head).unwrap()
+            });
+            let mut proxy = Proxy::parse(&format!("http://{addr}")).unwrap();
+            if credentials {
+                proxy.authorization = Some(crate::config::Secret::new(basic(b"fleet", b"pw")));
+            }
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let tunnelled = tunnel(&mut tcp, "registry.example", 443, &proxy).await;
+            let head = asked.await.unwrap();
+            assert!(head.starts_with("CONNECT registry.example:443 HTTP/1.1\r\n"), "{head}");
+            if credentials {
+                assert_eq!(tunnelled, Ok(()));
+                assert!(head.contains(&format!("Proxy-Authorization: {}\r\n", basic(b"fleet", b"pw"))), "{head}");
+            } else {
+                assert!(matches!(tunnelled, Err(Failure::Proxy(ref e)) if e.contains("407")), "{tunnelled:?}");
+                assert!(!head.to_ascii_lowercase().contains("proxy-authorization"), "{head}");
+            }
+        }
+    }
 
     #[test]
     fn challenges_are_read_as_registries_write_them() {

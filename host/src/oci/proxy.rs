@@ -1,12 +1,11 @@
 //! The egress proxy a registry is reached through when its config names
-//! none: the environment's, as curl, Docker and Go read it —
-//! `https_proxy`/`HTTPS_PROXY` for HTTPS, `http_proxy`/`HTTP_PROXY` for
-//! plain HTTP, except for the hosts `no_proxy`/`NO_PROXY` lists. Registry
-//! traffic only: upstreams and plugins' calls never take it.
+//! none: the environment's, as Go (and so Docker) reads it —
+//! `HTTPS_PROXY`/`https_proxy` for HTTPS, `HTTP_PROXY`/`http_proxy` for
+//! plain HTTP, except for loopback and `localhost` and the hosts
+//! `NO_PROXY`/`no_proxy` lists. Registry traffic only: upstreams and
+//! plugins' calls never take it.
 
 use std::net::IpAddr;
-
-use base64::Engine as _;
 
 use crate::config::{Proxy, Secret};
 
@@ -14,9 +13,9 @@ use crate::config::{Proxy, Secret};
 /// host `NO_PROXY` lists); `Err` says what is wrong with the variable,
 /// without its value (it may hold a password).
 pub fn from_env(https: bool, host: &str, port: u16) -> Result<Option<Proxy>, String> {
-    let names = if https { ["https_proxy", "HTTPS_PROXY"] } else { ["http_proxy", "HTTP_PROXY"] };
+    let names = if https { ["HTTPS_PROXY", "https_proxy"] } else { ["HTTP_PROXY", "http_proxy"] };
     let Some((name, url)) = variable(names) else { return Ok(None) };
-    if variable(["no_proxy", "NO_PROXY"]).is_some_and(|(_, hosts)| bypassed(&hosts, host, port)) {
+    if local(host) || variable(["NO_PROXY", "no_proxy"]).is_some_and(|(_, hosts)| bypassed(&hosts, host, port)) {
         return Ok(None);
     }
     parse(&url).map(Some).map_err(|e| format!("{name}: {e}"))
@@ -46,16 +45,22 @@ fn parse(url: &str) -> Result<Proxy, String> {
     };
     let mut proxy = Proxy::parse(&format!("http://{address}")).map_err(|_| "not [http://]HOST[:PORT]".to_owned())?;
     proxy.authorization = userinfo.map(|userinfo| {
-        let decoded = wasmgate_common::query::decode(userinfo, false);
-        let basic = base64::engine::general_purpose::STANDARD.encode(decoded);
-        Secret::new(format!("Basic {basic}"))
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let decode = |part: &str| wasmgate_common::query::decode(part, false);
+        Secret::new(super::client::basic(&decode(user), &decode(password)))
     });
     Ok(proxy)
 }
 
+/// Loopback and `localhost`, which no proxy is asked for (as Go does).
+fn local(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether `NO_PROXY`'s `hosts` (comma-separated) take `host:port` out:
-/// `*`; a name, which its subdomains match too (`.example.com` as
-/// `example.com`); an address or CIDR block; any of them with `:PORT`
+/// `*`; a name and its subdomains (`.example.com`: the subdomains only); an
+/// address or CIDR block (its host bits ignored); any of them with `:PORT`
 /// for that port only.
 fn bypassed(hosts: &str, host: &str, port: u16) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
@@ -70,15 +75,35 @@ fn bypassed(hosts: &str, host: &str, port: u16) -> bool {
         }
         if let Some(ip) = ip {
             let name = name.trim_start_matches('[').trim_end_matches(']');
-            return match name.parse::<IpAddr>() {
-                Ok(listed) => listed == ip,
-                Err(_) => wasmgate_common::cidr::Cidr::parse(name).is_ok_and(|block| block.contains(ip)),
+            return match name.split_once('/') {
+                None => name.parse::<IpAddr>().is_ok_and(|listed| listed == ip),
+                Some((block, bits)) => in_block(ip, block, bits),
             };
         }
-        let name = name.trim_start_matches("*.").trim_start_matches('.').trim_end_matches('.').to_ascii_lowercase();
+        let lower = name.to_ascii_lowercase();
+        let (name, subdomains_only) = match lower.strip_prefix("*.").or_else(|| lower.strip_prefix('.')) {
+            Some(name) => (name.trim_end_matches('.'), true),
+            None => (lower.trim_end_matches('.'), false),
+        };
         let host = host.to_ascii_lowercase();
-        !name.is_empty() && (host == name || host.ends_with(&format!(".{name}")))
+        !name.is_empty() && ((host == name && !subdomains_only) || host.ends_with(&format!(".{name}")))
     })
+}
+
+/// Whether `ip` is in `block/bits` (the block's host bits, if any,
+/// ignored: `10.1.0.0/8` is `10.0.0.0/8`).
+fn in_block(ip: IpAddr, block: &str, bits: &str) -> bool {
+    let (Ok(block), Ok(bits)) = (block.parse::<IpAddr>(), bits.parse::<u32>()) else { return false };
+    let (ip, block, width) = match (ip, block) {
+        (IpAddr::V4(ip), IpAddr::V4(block)) => (u128::from(ip.to_bits()), u128::from(block.to_bits()), 32),
+        (IpAddr::V6(ip), IpAddr::V6(block)) => (ip.to_bits(), block.to_bits(), 128),
+        _ => return false,
+    };
+    if bits > width {
+        return false;
+    }
+    let shift = width - bits;
+    shift >= 128 || ip.checked_shr(shift) == block.checked_shr(shift)
 }
 
 /// `name:PORT` as the name and port; a bare IPv6 address has no port.
@@ -104,8 +129,10 @@ mod tests {
         assert_eq!((p.host.as_str(), p.port), ("proxy.corp", 3128));
         let p = parse("HTTP://alice:p%40ss@10.0.0.1:8080").unwrap();
         assert_eq!((p.host.as_str(), p.port), ("10.0.0.1", 8080));
-        let basic = base64::engine::general_purpose::STANDARD.encode("alice:p@ss");
-        assert_eq!(p.authorization, Some(Secret::new(format!("Basic {basic}"))));
+        let basic = super::super::client::basic(b"alice", b"p@ss");
+        assert_eq!(p.authorization, Some(Secret::new(basic.clone())));
+        let user_only = parse("http://alice@proxy:3128").unwrap().authorization;
+        assert_eq!(user_only, Some(Secret::new(super::super::client::basic(b"alice", b""))), "user: as curl sends it");
         // Shown, logged: never the password.
         assert!(!format!("{p} {p:?}").contains("p@ss") && !format!("{p:?}").contains(&basic), "{p:?}");
         for (url, said) in [
@@ -120,25 +147,39 @@ mod tests {
 
     #[test]
     fn no_proxy_takes_out_names_their_subdomains_addresses_blocks_and_ports() {
-        let hosts = "localhost, .internal.example,registry.corp:5000 ,10.0.0.0/8,::1,[fd00::2]:443";
+        let hosts = "corp.example, .internal.example,registry.corp:5000 ,10.1.0.0/8,fd00::1,[fd00::2]:443,fc00::/7";
         for (host, port, out) in [
-            ("localhost", 443, true),
-            ("internal.example", 443, true),
+            ("corp.example", 443, true),
+            ("ghcr.corp.example", 443, true),
+            ("GHCR.Corp.Example.", 443, true),
+            ("badcorp.example", 443, false),
+            ("internal.example", 443, false),
             ("ghcr.internal.example", 443, true),
-            ("GHCR.Internal.Example.", 443, true),
             ("notinternal.example", 443, false),
             ("registry.corp", 5000, true),
             ("registry.corp", 443, false),
-            ("10.1.2.3", 443, true),
+            ("10.200.2.3", 443, true),
             ("11.1.2.3", 443, false),
-            ("[::1]", 5000, true),
+            ("[fd00::1]", 5000, true),
             ("fd00::2", 443, true),
-            ("fd00::2", 80, false),
+            ("fd00::2", 80, true),
+            ("fe80::1", 80, false),
             ("ghcr.io", 443, false),
         ] {
             assert_eq!(bypassed(hosts, host, port), out, "{host}:{port}");
         }
         assert!(bypassed("*", "ghcr.io", 443));
         assert!(!bypassed(" , ", "ghcr.io", 443));
+        assert!(!bypassed("10.0.0.0/33,10.0.0.0/x,::/129", "10.0.0.1", 443));
+    }
+
+    #[test]
+    fn loopback_and_localhost_never_take_a_proxy() {
+        for host in ["localhost", "LOCALHOST.", "127.0.0.1", "127.9.9.9", "[::1]", "::1"] {
+            assert!(local(host), "{host}");
+        }
+        for host in ["localhost.example", "10.0.0.1", "registry.test"] {
+            assert!(!local(host), "{host}");
+        }
     }
 }

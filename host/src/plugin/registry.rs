@@ -303,6 +303,8 @@ fn compile(
 /// (`wasmgate inspect`): checked as a load checks it, not configured.
 #[derive(Debug, Clone)]
 pub struct Inspected {
+    /// Where it came from: its file, or the reference it was pulled by.
+    pub origin: Origin,
     pub sha256: [u8; 32],
     pub described: Option<Described>,
     /// The WIT version it was built against.
@@ -311,23 +313,44 @@ pub struct Inspected {
     pub imports: Imports,
 }
 
-/// [`Inspected`] of the component at `path` (compiled into `cache_dir`).
-pub fn inspect(runtime: &Runtime, path: &Path, cache_dir: &Path) -> Result<Inspected, LoadError> {
+/// Where an inspected component came from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    File(PathBuf),
+    /// Pulled by this reference, whose manifest had this sha256.
+    Pulled(crate::oci::Reference, [u8; 32]),
+}
+
+/// [`Inspected`] of the component at `path` (a file, or where a pull from
+/// `origin` put it), compiled into `cache_dir`. Problems name the origin.
+pub fn inspect(runtime: &Runtime, path: &Path, origin: Origin, cache_dir: &Path) -> Result<Inspected, LoadError> {
+    let (shown, name) = match &origin {
+        Origin::File(file) => {
+            (file.clone(), file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+        }
+        Origin::Pulled(reference, _) => (
+            PathBuf::from(reference.to_string()),
+            reference.repository.rsplit('/').next().unwrap_or_default().to_owned(),
+        ),
+    };
     let bytes = read_plugin(path).map_err(|e| {
-        LoadError::new(format!("cannot read {}: {e}", path.display()), "name a plugin's .wasm component")
+        LoadError::new(format!("cannot read {}: {e}", shown.display()), "name a plugin's .wasm component")
     })?;
     let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let (_, imports, policy_export) = compile(runtime, &name, path, &bytes, &sha256, cache_dir)?;
+    let (_, imports, policy_export) = compile(runtime, &name, &shown, &bytes, &sha256, cache_dir)?;
     let wit = policy_export.rsplit_once('@').map(|(_, v)| v.to_owned()).unwrap_or_default();
-    Ok(Inspected { sha256, described: described(&bytes), wit, imports })
+    Ok(Inspected { origin, sha256, described: described(&bytes), wit, imports })
 }
 
 impl std::fmt::Display for Inspected {
-    /// What `wasmgate inspect` prints (after the line naming the plugin's
-    /// file or reference): its name and version, sha256, WIT version, and
-    /// the grants a config must give it.
+    /// What `wasmgate inspect` prints: where it came from, its name and
+    /// version, sha256, WIT version, the grants a config must give it, and
+    /// the pin to trust it by (a file's sha256, a pull's manifest).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.origin {
+            Origin::File(file) => writeln!(f, "{}", file.display())?,
+            Origin::Pulled(reference, _) => writeln!(f, "{reference}")?,
+        }
         match &self.described {
             Some(d) => writeln!(f, "  plugin:  {} {}", d.name, d.version)?,
             None => writeln!(f, "  plugin:  (says no name or version: not built with the wasmgate SDK)")?,
@@ -345,9 +368,19 @@ impl std::fmt::Display for Inspected {
         .filter_map(|(asked, grant)| asked.then_some(grant))
         .collect();
         if grants.is_empty() {
-            writeln!(f, "  grants:  none needed (it imports no capability)")
+            writeln!(f, "  grants:  none needed (it imports no capability)")?;
         } else {
-            writeln!(f, "  grants:  [plugin.NAME] grants = {{ {} }}", grants.join(", "))
+            writeln!(f, "  grants:  [plugin.NAME] grants = {{ {} }}", grants.join(", "))?;
+        }
+        match &self.origin {
+            Origin::File(_) => writeln!(f, "  pin:     sha256 = \"{}\"", hex::encode(self.sha256)),
+            Origin::Pulled(reference, manifest) => writeln!(
+                f,
+                "  pin:     oci = \"{}/{}@sha256:{}\"",
+                reference.registry,
+                reference.repository,
+                hex::encode(manifest)
+            ),
         }
     }
 }

@@ -923,7 +923,9 @@ fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = wasmgate_tests::plugin_dir();
     let inspect = |name: &str| {
-        wasmgate::plugin::registry::inspect(&runtime, &dir.join(format!("{name}.wasm")), scratch.path())
+        let file = dir.join(format!("{name}.wasm"));
+        let origin = wasmgate::plugin::registry::Origin::File(file.clone());
+        wasmgate::plugin::registry::inspect(&runtime, &file, origin, scratch.path())
             .unwrap_or_else(|e| panic!("{name}: {}", e.what))
     };
 
@@ -931,7 +933,9 @@ fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
     let said = add_header.to_string();
     let bytes = std::fs::read(dir.join("add-header.wasm")).expect("add-header.wasm");
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert!(said.starts_with(&format!("{}\n", dir.join("add-header.wasm").display())), "{said}");
     assert!(said.contains(&format!("  sha256:  {sha256}\n")), "{said}");
+    assert!(said.ends_with(&format!("  pin:     sha256 = \"{sha256}\"\n")), "{said}");
     assert!(said.contains("  plugin:  add-header 0."), "{said}");
     assert!(said.contains(&format!("  WIT:     wasmgate:plugin@{}\n", wasmgate::plugin::WIT_VERSION)), "{said}");
     assert!(said.contains("  grants:  none needed"), "{said}");
