@@ -410,6 +410,15 @@ fn a_second_signal_during_the_drain_exits_at_once() {
 #[expect(dead_code, reason = "shared with the end-to-end tests: the registry over TLS is theirs")]
 mod registry;
 
+/// A registry, and an empty component (a component, but no policy) in a
+/// directory of the test's own.
+fn registry_and_component() -> (tempfile::TempDir, registry::Registry, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("empty.wasm");
+    std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
+    (dir, registry::Registry::start(), component)
+}
+
 /// `wasmgate push` publishes a component and prints how to pin it; `check`
 /// pulls what it printed (the component then fails the load on its own
 /// account: an empty component is no policy). What is not a component is
@@ -417,10 +426,7 @@ mod registry;
 /// credentials.
 #[test]
 fn push_publishes_a_component_that_check_pulls_by_the_printed_pin() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = registry::Registry::start();
-    let component = dir.path().join("empty.wasm");
-    std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
+    let (dir, registry, component) = registry_and_component();
     let reference = format!("{}/tests/empty:1", registry.host);
     let key = rcgen::KeyPair::generate().unwrap();
     let (private_key, public_key) = (dir.path().join("publisher.key"), dir.path().join("publisher.pub"));
@@ -593,10 +599,7 @@ fn publish_writes_a_checked_config_that_check_reads_from_redis() {
 /// plugin is the e2e tests', which have the plugins built.)
 #[test]
 fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = registry::Registry::start();
-    let component = dir.path().join("empty.wasm");
-    std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
+    let (dir, registry, component) = registry_and_component();
     // Its scratch directory goes where TMPDIR says, and is gone after.
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
@@ -643,10 +646,7 @@ mod proxy;
 #[test]
 fn registry_calls_take_the_environments_proxy_unless_no_proxy_lists_the_registry() {
     use base64::Engine as _;
-    let dir = tempfile::tempdir().unwrap();
-    let registry = registry::Registry::start();
-    let component = dir.path().join("empty.wasm");
-    std::fs::write(&component, wasm_encoder::Component::new().finish()).unwrap();
+    let (_dir, registry, component) = registry_and_component();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let proxy = runtime.block_on(proxy::ForwardProxy::start());
     let port = registry.host.rsplit(':').next().unwrap();

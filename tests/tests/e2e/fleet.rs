@@ -45,6 +45,26 @@ fn store(redis: &RedisServer) -> Source {
     Source::parse(&url(redis)).expect("a store's URL")
 }
 
+/// A Redis, two upstreams and a plugin directory.
+struct Setup {
+    redis: RedisServer,
+    a: TestUpstream,
+    b: TestUpstream,
+    dir: tempfile::TempDir,
+    plugins: std::path::PathBuf,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        wasmgate_tests::init_logs();
+        let redis = RedisServer::start();
+        let (a, b) = tokio::join!(TestUpstream::echo("a"), TestUpstream::echo("b"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plugins = linked_plugin_dir(dir.path());
+        Self { redis, a, b, dir, plugins }
+    }
+}
+
 /// Whether `file` holds `text` within 10 s.
 async fn holds(file: &Path, text: &str) -> bool {
     eventually(Duration::from_secs(10), || std::fs::read_to_string(file).is_ok_and(|t| t == text)).await
@@ -57,23 +77,16 @@ async fn upstream_of(gateway: &Gateway) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
-    wasmgate_tests::init_logs();
-    let mut redis = RedisServer::start();
-    let (a, b) = tokio::join!(TestUpstream::echo("a"), TestUpstream::echo("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plugins = linked_plugin_dir(dir.path());
+    let Setup { mut redis, a, b, dir: _dir, plugins } = Setup::new().await;
     publish(&redis, &config(&plugins, &a)).await;
     let fleet: Vec<Gateway> =
         (0..2).map(|_| Gateway::start_from(store(&redis)).expect("a gateway from the store")).collect();
-    for g in &fleet {
-        assert_eq!(upstream_of(g).await.as_deref(), Some("a"));
-    }
+    serving(&fleet, 0, "a", "started from the store").await;
 
     publish(&redis, &config(&plugins, &b)).await;
-    let followed = eventually(Duration::from_secs(10), || fleet.iter().all(|g| g.generation() == 1)).await;
-    assert!(followed, "every gateway loaded the new config");
+    reaching(&fleet, 1, "every gateway loaded the new config").await;
+    serving(&fleet, 1, "b", "the new config").await;
     for g in &fleet {
-        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
         // Which config each runs, for a fleet's dashboards.
         let text = metrics_of(g).await;
         assert!(text.contains(&config_info(&redis, &config(&plugins, &b))), "{text}");
@@ -90,49 +103,45 @@ async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
         let refused = r#"wasmgate_config_reloads_total{result="error"}"#;
         let text = metrics_once_of(g, refused, "1", Duration::from_secs(10)).await;
         assert_eq!(sample(&text, refused), Some("1"), "{text}");
-        assert_eq!(g.generation(), 1, "the bad config was refused");
-        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
     }
+    serving(&fleet, 1, "b", "the bad config was refused").await;
 
     // Redis gone: nothing to follow, nothing reloads, everything serves on.
     redis.kill();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    for g in &fleet {
-        assert_eq!(g.generation(), 1, "an unreachable store is no change");
-        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
-    }
+    serving(&fleet, 1, "b", "an unreachable store is no change").await;
     // Meanwhile a file the config names changes (a plugin dropped into
     // the directory; a renewed certificate would be the same): the config
     // in force is built again, with it.
     std::os::unix::fs::symlink(plugins.join("noop.wasm"), plugins.join("also-noop.wasm")).expect("a new plugin file");
-    let rebuilt = eventually(Duration::from_secs(10), || fleet.iter().all(|g| g.generation() == 2)).await;
-    assert!(rebuilt, "a named file's change reloaded the config in force while the store was away");
-    for g in &fleet {
-        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
-    }
+    reaching(&fleet, 2, "a named file's change reloaded the config in force while the store was away").await;
+    serving(&fleet, 2, "b", "the config in force, rebuilt").await;
 
     // Back, but empty (no persistence): a key that is not set is no config.
     redis.restart();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    for g in &fleet {
-        assert_eq!(g.generation(), 2, "an unset key unloads nothing");
-        assert_eq!(upstream_of(g).await.as_deref(), Some("b"));
-    }
+    serving(&fleet, 2, "b", "an unset key unloads nothing").await;
     publish(&redis, &config(&plugins, &a)).await;
-    let followed = eventually(Duration::from_secs(10), || fleet.iter().all(|g| g.generation() == 3)).await;
-    assert!(followed, "the gateways followed the store once it was back");
-    for g in &fleet {
-        assert_eq!(upstream_of(g).await.as_deref(), Some("a"));
+    reaching(&fleet, 3, "the gateways followed the store once it was back").await;
+    serving(&fleet, 3, "a", "the store's config").await;
+}
+
+/// Asserts that each gateway serves `generation`, routing to `upstream`.
+async fn serving(fleet: &[Gateway], generation: u64, upstream: &str, why: &str) {
+    for g in fleet {
+        assert_eq!(g.generation(), generation, "{why}");
+        assert_eq!(upstream_of(g).await.as_deref(), Some(upstream), "{why}");
     }
+}
+
+/// Asserts that every gateway reaches `generation` within 10 s.
+async fn reaching(fleet: &[Gateway], generation: u64, why: &str) {
+    assert!(eventually(Duration::from_secs(10), || fleet.iter().all(|g| g.generation() == generation)).await, "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
-    wasmgate_tests::init_logs();
-    let mut redis = RedisServer::start();
-    let (a, b) = tokio::join!(TestUpstream::echo("a"), TestUpstream::echo("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plugins = linked_plugin_dir(dir.path());
+    let Setup { mut redis, a, b, dir, plugins } = Setup::new().await;
     let copy = dir.path().join("state").join("last-good.toml");
     let keeping = |redis: &RedisServer| store(redis).keeping(Some(copy.clone())).expect("a store source");
     let shown = url(&redis);
@@ -159,7 +168,7 @@ async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&copy).expect("the copy").permissions());
     assert_eq!(mode & 0o777, 0o600, "the copy is its owner's only");
     publish(&redis, &config(&plugins, &b)).await;
-    assert!(eventually(Duration::from_secs(10), || gateway.generation() == 1).await, "it followed");
+    reaching(std::slice::from_ref(&gateway), 1, "it followed").await;
     assert!(holds(&copy, &kept(&config(&plugins, &b))).await, "the copy follows");
     gateway.shutdown();
 
@@ -188,6 +197,6 @@ async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
     let e = Gateway::start_from(keeping(&redis)).expect_err("the store holds no config").to_string();
     assert!(e.contains("is not set"), "{e}");
     publish(&redis, &config(&plugins, &a)).await;
-    assert!(eventually(Duration::from_secs(10), || gateway.generation() == 1).await, "it followed the store");
-    assert_eq!(upstream_of(&gateway).await.as_deref(), Some("a"));
+    reaching(std::slice::from_ref(&gateway), 1, "it followed the store").await;
+    serving(std::slice::from_ref(&gateway), 1, "a", "the store's config").await;
 }
