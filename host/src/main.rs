@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sha2::Digest as _;
 use wasmgate::config::Source;
 
 #[derive(Debug, Parser)]
@@ -14,14 +13,24 @@ struct Cli {
     command: Command,
 }
 
+/// How a key in Redis is named, for the help texts.
+macro_rules! store_url {
+    () => {
+        "redis://[USER@]HOST[:PORT][/DB][?key=NAME] (its password, if any, in WASMGATE_CONFIG_STORE_PASSWORD)"
+    };
+}
+
+/// What `-c` takes.
+const CONFIG_HELP: &str = concat!("A config file, or a key in Redis that a fleet follows: ", store_url!());
+
+/// What `publish` writes to.
+const STORE_HELP: &str = concat!("The key in Redis the gateways follow: ", store_url!());
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve with this config; SIGHUP (or a change to it) reloads it.
     Run {
-        /// A file, or a key in Redis that a fleet follows:
-        /// redis://HOST:PORT/DB?key=NAME (its password, if any, in
-        /// WASMGATE_CONFIG_STORE_PASSWORD).
-        #[arg(short, long, value_name = "FILE|URL")]
+        #[arg(short, long, value_name = "FILE|URL", help = CONFIG_HELP)]
         config: String,
         /// With a config from Redis: keep a copy of the last config served
         /// in FILE, and start from it when Redis cannot be reached.
@@ -30,7 +39,7 @@ enum Command {
     },
     /// Load the config and its plugins exactly as `run` would, then exit.
     Check {
-        #[arg(short, long, value_name = "FILE|URL")]
+        #[arg(short, long, value_name = "FILE|URL", help = CONFIG_HELP)]
         config: String,
     },
     /// Check a config as `check` does, then write it to a key in Redis for
@@ -40,8 +49,7 @@ enum Command {
     Publish {
         /// The config file.
         file: PathBuf,
-        /// redis://HOST:PORT/DB?key=NAME (its password, if any, in
-        /// WASMGATE_CONFIG_STORE_PASSWORD).
+        #[arg(value_name = "URL", help = STORE_HELP)]
         store: String,
     },
     /// Publish a plugin to an OCI registry (the CNCF Wasm artifact layout)
@@ -101,15 +109,18 @@ impl Registry {
                 (Ok(username), Ok(password)) => Some(Credentials { username, password: Secret::new(password) }),
                 (Err(_), Err(_)) => None,
                 _ => {
-                    eprintln!("error: only one of WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD is set");
-                    eprintln!("fix: set both, or neither for anonymous access");
+                    fail(
+                        "only one of WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD is set",
+                        "set both, or neither for anonymous access",
+                        2,
+                    );
                     return None;
                 }
             };
         let proxy = match self.proxy.as_deref().map(Egress::parse).transpose() {
             Ok(proxy) => proxy.unwrap_or_default(),
             Err(e) => {
-                eprintln!("error: --proxy: {e}");
+                fail(format!("--proxy: {e}"), "write --proxy http://HOST:PORT, or --proxy direct", 2);
                 return None;
             }
         };
@@ -141,9 +152,41 @@ fn source(config: &str, last_good: Option<PathBuf>) -> Option<Source> {
     match Source::parse(config).and_then(|s| s.keeping(last_good)) {
         Ok(source) => Some(source),
         Err(e) => {
-            eprintln!("error: -c: {e}");
+            fail(format!("-c: {e}"), format!("give a config file's path, or {STORE_URL}"), 2);
             None
         }
+    }
+}
+
+/// How a store is named, in messages.
+const STORE_URL: &str = "name the store as redis://[USER@]HOST[:PORT][/DB][?key=NAME]";
+
+/// Says what went wrong and how to fix it, as config errors do; the exit
+/// code is `code`.
+fn fail(what: impl std::fmt::Display, fix: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("error: {what}\n  fix: {fix}");
+    ExitCode::from(code)
+}
+
+/// The fix for a registry's refusal of `push` or `inspect`, in their terms
+/// (flags and variables; the gateway's [`Failure::fix`] names its config);
+/// `may` is what the account must be allowed.
+///
+/// [`Failure::fix`]: wasmgate::oci::Failure::fix
+fn registry_fix(e: &wasmgate::oci::Failure, registry: &str, may: &str) -> String {
+    use wasmgate::oci::Failure;
+    match e {
+        Failure::Denied(_) => {
+            format!("export WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD for an account that may {may}")
+        }
+        Failure::Unreachable(_) | Failure::Protocol(_) => {
+            format!("check that {registry} is reachable (--plain-http for a registry without TLS)")
+        }
+        Failure::Proxy(_) => format!(
+            "check --proxy, or HTTPS_PROXY/HTTP_PROXY and NO_PROXY: an http:// proxy that lets {registry} through, \
+             its credentials in its URL (--proxy direct goes around it)"
+        ),
+        e => e.fix(registry),
     }
 }
 
@@ -180,43 +223,34 @@ fn check(source: &Source) -> ExitCode {
 fn publish(file: &std::path::Path, store: &str) -> ExitCode {
     let store = match Source::parse(store) {
         Ok(Source::Store(store)) => store,
-        Ok(Source::File(_)) => {
-            eprintln!("error: {store}: publish writes to a store\n  fix: name one: redis://HOST:PORT/DB?key=NAME");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("error: the store's URL: {e}");
-            return ExitCode::from(2);
-        }
+        Ok(Source::File(_)) => return fail(format!("{store}: publish writes to a store"), STORE_URL, 2),
+        Err(e) => return fail(format!("the store's URL: {e}"), STORE_URL, 2),
     };
-    let text = match wasmgate::files::read_regular_text(file, wasmgate::files::MAX_CONFIG_FILE) {
+    let text = match wasmgate::config::read_text(file) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("error: {}: cannot read the config file: {e}", file.display());
+            eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    let checked = store
-        .parse_file(file, &text)
-        .map_err(wasmgate::gateway::StartError::from)
-        .and_then(wasmgate::gateway::check_config);
-    if let Err(e) = checked {
+    let config = match store.parse_file(file, &text) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}\nnothing was published");
+            return ExitCode::from(2);
+        }
+    };
+    let digest = config.sha256();
+    if let Err(e) = wasmgate::gateway::check_config(config) {
         eprintln!("{e}\nnothing was published");
         return ExitCode::from(2);
     }
     match store.publish(&text) {
         Ok(()) => {
-            let digest = hex::encode(sha2::Sha256::digest(text.as_bytes()));
             println!("{}: published to {} (sha256 {digest})", file.display(), store.shown());
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {}: {e}", store.shown());
-            if let wasmgate::config::source::StoreError::Refused { fix, .. } = e {
-                eprintln!("  fix: {fix}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(format!("{}: {e}", store.shown()), e.fix(), 1),
     }
 }
 
@@ -229,10 +263,7 @@ fn inspect(plugin: &str, registry: Registry) -> ExitCode {
     use wasmgate::plugin::registry::{MAX_PLUGIN_BYTES, Origin};
     let scratch = match Scratch::new() {
         Ok(scratch) => scratch,
-        Err(e) => {
-            eprintln!("error: cannot make a scratch directory: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(format!("cannot make a scratch directory: {e}"), "check TMPDIR (or /tmp)", 1),
     };
     let file = std::path::Path::new(plugin);
     let (path, origin) = if file.is_file() {
@@ -241,8 +272,11 @@ fn inspect(plugin: &str, registry: Registry) -> ExitCode {
         let reference = match wasmgate::oci::Reference::parse(plugin) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("error: {plugin} is not a file, nor a reference: {e}");
-                return ExitCode::from(2);
+                return fail(
+                    format!("{plugin} is not a file, nor a reference: {e}"),
+                    "give a .wasm file's path, or registry/repository:tag (or @sha256:MANIFEST)",
+                    2,
+                );
             }
         };
         let Some(registry) = registry.config() else { return ExitCode::from(2) };
@@ -252,24 +286,17 @@ fn inspect(plugin: &str, registry: Registry) -> ExitCode {
             Ok(wasmgate::oci::Pulled { path, manifest: Some(manifest), .. }) => {
                 (path, Origin::Pulled(reference, manifest))
             }
-            Ok(_) => {
-                eprintln!("error: {reference}: pulled without its manifest");
-                return ExitCode::FAILURE;
-            }
+            Ok(_) => return fail(format!("{reference}: pulled without its manifest"), "try again", 1),
             Err(e) => {
-                eprintln!("error: cannot pull {reference}: {e}");
-                eprintln!("fix: {}", e.fix(&reference.registry));
-                return ExitCode::FAILURE;
+                return fail(format!("cannot pull {reference}: {e}"), registry_fix(&e, &reference.registry, "pull"), 1);
             }
         }
     };
-    let engine =
-        wasmgate::plugin::Runtime::new(wasmgate::plugin::EngineLimits { max_instances: 1, max_memory: 64 << 20 });
-    let runtime = match engine {
+    let runtime = match wasmgate::plugin::Runtime::for_inspection() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the plugin engine: {e:#}");
-            return ExitCode::FAILURE;
+            let fix = "check the memory the process may map (ulimit -v)";
+            return fail(format!("cannot start the plugin engine: {e:#}"), fix, 1);
         }
     };
     match wasmgate::plugin::registry::inspect(&runtime, &path, origin, &scratch.0) {
@@ -277,11 +304,7 @@ fn inspect(plugin: &str, registry: Registry) -> ExitCode {
             print!("{inspected}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: {}", e.what);
-            eprintln!("fix: {}", e.fix);
-            ExitCode::from(2)
-        }
+        Err(e) => fail(e.what, e.fix, 2),
     }
 }
 
@@ -396,20 +419,7 @@ fn push(file: &std::path::Path, reference: &str, to: Registry, sign_key: Option<
             println!("  sha256 = \"{}\"", hex::encode(pushed.component));
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("error: cannot push {reference}: {e}");
-            match e {
-                wasmgate::oci::Failure::Denied(_) => eprintln!(
-                    "fix: export WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD for an account that may push"
-                ),
-                wasmgate::oci::Failure::Unreachable(_) | wasmgate::oci::Failure::Protocol(_) => eprintln!(
-                    "fix: check that {} is reachable (--plain-http for a registry without TLS)",
-                    reference.registry
-                ),
-                e => eprintln!("fix: {}", e.fix(&reference.registry)),
-            }
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(format!("cannot push {reference}: {e}"), registry_fix(&e, &reference.registry, "push"), 1),
     }
 }
 

@@ -467,12 +467,8 @@ impl Metrics {
 
     /// The config being served: the one before it is gone from the series.
     pub fn config(&self, config: &crate::config::Config) {
-        use sha2::Digest as _;
         self.config_info.clear();
-        let labels: Labels<2> = [
-            ("sha256", hex::encode(sha2::Sha256::digest(config.source.as_bytes()))),
-            ("source", config.file.display().to_string()),
-        ];
+        let labels: Labels<2> = [("sha256", config.sha256()), ("source", config.file.display().to_string())];
         self.config_info.get_or_create(&labels).set(1);
     }
 

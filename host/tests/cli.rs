@@ -699,6 +699,6 @@ fn registry_calls_take_the_environments_proxy_unless_no_proxy_lists_the_registry
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("HTTP_PROXY: a proxy reached over TLS (https://) is not supported"), "{err}");
-    assert!(err.contains("fix: check the proxy: HTTPS_PROXY or HTTP_PROXY"), "{err}");
+    assert!(err.contains("fix: check --proxy, or HTTPS_PROXY/HTTP_PROXY and NO_PROXY"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }

@@ -55,6 +55,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The sha256 of its text, in hex: which config a gateway runs
+    /// (`config_info`, `wasmgate publish`).
+    pub fn sha256(&self) -> String {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(self.source.as_bytes()))
+    }
+
     /// Every file the config names and the gateway reads at load, besides
     /// the config itself and the plugins' `.wasm`: certificates, keys and
     /// CA bundles (the listener's and the upstreams'), secret files, and
@@ -79,16 +86,20 @@ impl Config {
 
 /// Reads and checks a config file.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let source = crate::files::read_regular_text(file, crate::files::MAX_CONFIG_FILE).map_err(|e| {
+    parse(file, &read_text(file)?)
+}
+
+/// A config file's text.
+pub fn read_text(file: &Path) -> Result<String, ConfigError> {
+    crate::files::read_regular_text(file, crate::files::MAX_CONFIG_FILE).map_err(|e| {
         ConfigError::single(Problem {
             file: file.to_path_buf(),
             line: None,
             key: String::new(),
             what: format!("cannot read the config file: {e}"),
-            fix: "check the path given with -c and that the file is readable".into(),
+            fix: "check the path and that the file is readable".into(),
         })
-    })?;
-    parse(file, &source)
+    })
 }
 
 /// Checks config text as if it were read from `file` (relative paths in it
@@ -99,7 +110,7 @@ pub fn parse(file: &Path, source: &str) -> Result<Config, ConfigError> {
 
 /// Checks config text read from `file` (a path, or a store's URL: what
 /// problems name), its relative paths relative to `base`.
-pub fn parse_in(file: &Path, base: &Path, source: &str) -> Result<Config, ConfigError> {
+fn parse_in(file: &Path, base: &Path, source: &str) -> Result<Config, ConfigError> {
     let raw: raw::RawConfig =
         toml::from_str(source).map_err(|e| ConfigError::single(error::from_toml(file, source, &e)))?;
     let mut problems = Problems::new(file, source);

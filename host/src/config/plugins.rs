@@ -90,7 +90,7 @@ pub struct Proxy {
     /// What it is sent in `Proxy-Authorization` (`Basic …`): only for a
     /// proxy from the environment whose URL has a user and password (a
     /// config names none: its text is no place for a password).
-    pub authorization: Option<Secret>,
+    pub(crate) authorization: Option<Secret>,
 }
 
 impl Proxy {

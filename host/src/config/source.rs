@@ -65,6 +65,18 @@ pub enum StoreError {
     Refused { what: String, fix: String },
 }
 
+impl StoreError {
+    /// What the operator can do about it.
+    pub fn fix(&self) -> String {
+        match self {
+            Self::Unreachable(_) => "check that Redis runs at that address; give --last-good FILE so that a gateway \
+                                     can start from the last config it served while the store is down"
+                .to_owned(),
+            Self::Refused { fix, .. } => fix.clone(),
+        }
+    }
+}
+
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -102,9 +114,10 @@ impl Source {
         }
         let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
         if rest.contains('#') || wasmgate_common::query::pairs(query).any(|(name, _)| name != b"key") {
-            return Err("only ?key=NAME may follow the store's address; a password's `?`, `#`, `@` or `/` must be \
-                        percent-encoded (or given in WASMGATE_CONFIG_STORE_PASSWORD)"
-                .into());
+            return Err(format!(
+                "only ?key=NAME may follow the store's address; a password's `?`, `#`, `@` or `/` must be \
+                 percent-encoded (or given in {PASSWORD_VAR})"
+            ));
         }
         let key = match wasmgate_common::query::values(query, "key").as_slice() {
             [] => DEFAULT_KEY.to_owned(),
@@ -113,8 +126,8 @@ impl Source {
             }
             _ => return Err("give the key once, not empty: ?key=NAME".into()),
         };
-        let info = redis::IntoConnectionInfo::into_connection_info(format!("redis://{address}"))
-            .map_err(|e| format!("not a Redis URL: {e}"))?;
+        let not_a_url = |e: redis::RedisError| format!("not a Redis URL (redis://[USER@]HOST[:PORT][/DB]): {e}");
+        let info = redis::IntoConnectionInfo::into_connection_info(format!("redis://{address}")).map_err(not_a_url)?;
         let info = match std::env::var(PASSWORD_VAR) {
             Ok(password) if info.redis_settings().password().is_none() => {
                 let settings = info.redis_settings().clone().set_password(password);
@@ -132,7 +145,7 @@ impl Source {
             info.redis_settings().db(),
             wasmgate_common::query::encode(key.as_bytes())
         );
-        let client = redis::Client::open(info).map_err(|e| format!("not a Redis URL: {e}"))?;
+        let client = redis::Client::open(info).map_err(not_a_url)?;
         let base = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
         let connection = Arc::new(Mutex::new(None));
         Ok(Self::Store(Box::new(Store { client, shown, key, base, last_good: None, connection })))
@@ -198,6 +211,14 @@ impl Source {
                 })?;
                 store.parse(text)
             }
+            (Err(e @ StoreError::Unreachable(_)), Some(copy)) => {
+                let fix = format!(
+                    "bring the store back: there is no copy at {} yet (it is written once a config from the store \
+                     serves)",
+                    copy.display()
+                );
+                Err(store.problem_with(&e, fix))
+            }
             (Err(e), _) => Err(store.problem(&e)),
         }
     }
@@ -205,7 +226,7 @@ impl Source {
     /// [`load`](Self::load), for a reload while `in_force` serves: a store
     /// that cannot be reached gives `in_force`'s text again (with the files
     /// it names as they are now: a renewed certificate, a rotated secret).
-    pub fn load_again(&self, in_force: &Config) -> Result<Config, ConfigError> {
+    pub(crate) fn load_again(&self, in_force: &Config) -> Result<Config, ConfigError> {
         let Self::Store(store) = self else { return self.load() };
         match store.read() {
             Ok(text) => store.parse(&text),
@@ -220,7 +241,7 @@ impl Source {
     /// The config's bytes as they are now, for the watcher (`None` for a
     /// file that cannot be read or a key that is not set; the next load
     /// says why). `Err` while the store cannot be reached.
-    pub fn current(&self) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn current(&self) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             Self::File(path) => Ok(crate::files::read_regular(path, MAX_CONFIG_FILE).ok()),
             Self::Store(store) => match store.read() {
@@ -233,14 +254,15 @@ impl Source {
 
     /// `config` serves: a store's is copied to `--last-good`, if given,
     /// after a line naming the store (a start reads only its own store's).
-    pub fn served(&self, config: &Config) {
+    pub(crate) fn served(&self, config: &Config) {
         let Self::Store(store) = self else { return };
         let Some(copy) = &store.last_good else { return };
         let kept = format!("{}{}", store.copy_header(), config.source);
         if std::fs::read(copy).is_ok_and(|was| was == kept.as_bytes()) {
             return;
         }
-        // Its owner's only: a config may hold credentials (a store's URL).
+        // Its owner's only: a config may hold credentials (`[store] url`
+        // may carry Redis's password).
         if let Err(e) = crate::files::write_atomically(copy, kept.as_bytes(), 0o600) {
             tracing::warn!(copy = %copy.display(), error = %e, "cannot keep the last good config (--last-good)");
         }
@@ -276,12 +298,10 @@ impl Store {
     }
 
     fn problem(&self, e: &StoreError) -> ConfigError {
-        let fix = match e {
-            StoreError::Unreachable(_) => "check that Redis runs at that address; give --last-good FILE so that a \
-                                           gateway can start from the last config it served while the store is down"
-                .to_owned(),
-            StoreError::Refused { fix, .. } => fix.clone(),
-        };
+        self.problem_with(e, e.fix())
+    }
+
+    fn problem_with(&self, e: &StoreError, fix: String) -> ConfigError {
         ConfigError::single(Problem {
             file: PathBuf::from(&self.shown),
             line: None,

@@ -664,7 +664,8 @@ struct Fingerprint {
 }
 
 impl Fingerprint {
-    /// With `config`, the config's text as read now.
+    /// The files as they are now, with `config` as the config's text (as
+    /// read now, or the one to compare with).
     fn take(shared: &Shared, config: Option<Vec<u8>>) -> Self {
         let snapshot = shared.current();
         // A pulled plugin's file is the cache's, named by its digest (and

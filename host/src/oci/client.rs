@@ -187,8 +187,9 @@ impl Client {
         let response = tokio::time::timeout(ANSWER_TIMEOUT, answered).await.map_err(|_| {
             Failure::Unreachable(format!("{authority} did not answer within {} s", ANSWER_TIMEOUT.as_secs()))
         })??;
-        if proxy.is_some() && !https && response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-            let proxy = proxy.map(ToString::to_string).unwrap_or_default();
+        if let Some(proxy) = proxy.filter(|_| !https)
+            && response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        {
             return Err(Failure::Proxy(format!("the proxy {proxy} asks for credentials (407)")));
         }
         let (parts, body) = response.into_parts();

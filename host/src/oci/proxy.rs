@@ -26,7 +26,7 @@ fn variable(names: [&'static str; 2]) -> Option<(&'static str, String)> {
     names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()).map(|v| (n, v)))
 }
 
-/// `[http://][USER:PASSWORD@]HOST[:PORT][/]`: a proxy's URL as the
+/// `[http://][USER[:PASSWORD]@]HOST[:PORT][/]`: a proxy's URL as the
 /// environment writes it (no scheme means `http://`).
 fn parse(url: &str) -> Result<Proxy, String> {
     let url = url.trim();

@@ -50,6 +50,12 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// A runtime to compile and check one component with
+    /// (`wasmgate inspect`): one instance of 64 MiB at most.
+    pub fn for_inspection() -> wasmtime::Result<Arc<Self>> {
+        Self::new(EngineLimits { max_instances: 1, max_memory: 64 << 20 })
+    }
+
     pub fn new(limits: EngineLimits) -> wasmtime::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
         let n = limits.max_instances;

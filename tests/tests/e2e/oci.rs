@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use wasmgate::config::{Credentials, Egress, RegistryConfig, Secret};
+use wasmgate::config::{Credentials, RegistryConfig, Secret};
 use wasmgate::oci::{Pushed, Reference};
 use wasmgate_tests::certs::Ca;
 use wasmgate_tests::proxy::ForwardProxy;
@@ -17,13 +17,7 @@ use wasmgate_tests::{ADMIN, get, get_with, init_logs, plugin_dir, sample};
 /// Publishes a plugin from `plugins/` at `registry/at` (`repository:tag`),
 /// over plain HTTP.
 async fn publish(registry: &Registry, plugin: &str, at: &str, credentials: Option<Credentials>) -> Pushed {
-    publish_with(
-        registry,
-        &RegistryConfig { tls: false, ca: None, credentials, proxy: Egress::Environment },
-        plugin,
-        at,
-    )
-    .await
+    publish_with(registry, &RegistryConfig { tls: false, credentials, ..RegistryConfig::default() }, plugin, at).await
 }
 
 async fn publish_with(registry: &Registry, settings: &RegistryConfig, plugin: &str, at: &str) -> Pushed {
@@ -215,12 +209,8 @@ async fn a_registry_with_tokens_and_a_private_ca_is_pulled_from_over_https() {
     let certificate = ca.server("registry", &["127.0.0.1"]);
     let tokens = TokenService::start(&ca, &certificate);
     let registry = Registry::with_tls(&certificate.cert, &certificate.key, &tokens.registry_auth());
-    let publisher = RegistryConfig {
-        tls: true,
-        ca: Some(ca.pem.clone()),
-        credentials: Some(account()),
-        proxy: Egress::Environment,
-    };
+    let publisher =
+        RegistryConfig { ca: Some(ca.pem.clone()), credentials: Some(account()), ..RegistryConfig::default() };
     let public = publish_with(&registry, &publisher, "add-header", "public/add-header:1").await;
     let private = publish_with(&registry, &publisher, "add-header", "private/add-header:2").await;
     let pin = |repository: &str, pushed: &Pushed| {
@@ -284,7 +274,7 @@ async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
     let dir = tempfile::tempdir().unwrap();
     let (a_private, a) = signing_key(dir.path(), "a");
     let (b_private, b) = signing_key(dir.path(), "b");
-    let settings = RegistryConfig { tls: false, ca: None, credentials: None, proxy: Egress::Environment };
+    let settings = RegistryConfig { tls: false, ..RegistryConfig::default() };
     let pushed = publish(&registry, "add-header", "signed/add-header:1", None).await;
     let at = |repository: &str| Reference::parse(&format!("{}/{repository}", registry.host)).unwrap();
     wasmgate::oci::sign(&at("signed/add-header:1"), &pushed.manifest, &a_private, &settings).await.unwrap();
@@ -361,9 +351,7 @@ async fn an_inspected_pull_is_named_by_its_reference_and_pinned_by_its_manifest(
     let settings = RegistryConfig { tls: false, ..RegistryConfig::default() };
     let pulled = wasmgate::oci::pull(&reference, None, &[], &settings, scratch.path(), 512 << 20).await.unwrap();
     assert_eq!(pulled.manifest, Some(pushed.manifest), "a pull without a pin asks the registry");
-    let runtime =
-        wasmgate::plugin::Runtime::new(wasmgate::plugin::EngineLimits { max_instances: 1, max_memory: 64 << 20 })
-            .unwrap();
+    let runtime = wasmgate::plugin::Runtime::for_inspection().unwrap();
     let origin = wasmgate::plugin::registry::Origin::Pulled(reference.clone(), pushed.manifest);
     let said = wasmgate::plugin::registry::inspect(&runtime, &pulled.path, origin, scratch.path()).unwrap().to_string();
     let pin = format!("{}/acme/limits@sha256:{}", registry.host, hex::encode(pushed.manifest));

@@ -917,9 +917,7 @@ async fn a_request_whose_entries_share_bytes_is_bounded_by_the_plugins_memory() 
 /// give it (what it imports; jwt: http for its JWKS, crypto to verify).
 #[test]
 fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
-    let runtime =
-        wasmgate::plugin::Runtime::new(wasmgate::plugin::EngineLimits { max_instances: 1, max_memory: 64 << 20 })
-            .expect("an engine");
+    let runtime = wasmgate::plugin::Runtime::for_inspection().expect("an engine");
     let scratch = tempfile::tempdir().expect("tempdir");
     let dir = wasmgate_tests::plugin_dir();
     let inspect = |name: &str| {
