@@ -179,7 +179,12 @@ async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
     assert!(text.contains(&config_info(&redis, &config(&plugins, &b))), "the store's config, named as it: {text}");
     let e = Gateway::start_from(store(&redis)).expect_err("no copy to start from").to_string();
     assert!(e.contains(&format!("error: {shown}: cannot reach the config store")), "{e}");
-    assert!(e.contains("--last-good"), "{e}");
+    assert!(e.contains("give --last-good FILE"), "{e}");
+    let elsewhere = dir.path().join("none-yet.toml");
+    let e = Gateway::start_from(store(&redis).keeping(Some(elsewhere.clone())).expect("a store source"))
+        .expect_err("no copy there yet")
+        .to_string();
+    assert!(e.contains(&format!("there is no copy at {} yet", elsewhere.display())), "{e}");
     // Another key's gateway given the same copy does not start from it.
     let other = Source::parse(&shown.replace("key=edge", "key=other")).expect("a store's URL");
     let e = Gateway::start_from(other.keeping(Some(copy.clone())).expect("a store source"))
