@@ -93,6 +93,7 @@ pub struct Metrics {
     reloads_ok: Counter,
     reloads_failed: Counter,
     config_generation: Gauge<u64, AtomicU64>,
+    config_source_up: Gauge<u64, AtomicU64>,
     plugin_clock_tick: Gauge<f64, AtomicU64>,
     /// Set whole by each config served ([`Metrics::certificates`]).
     certificate_expiry: Family<Labels<2>, Gauge>,
@@ -235,6 +236,14 @@ impl Metrics {
         registry.register("config_reloads", "Config reloads, by result (ok, error)", reloads.clone());
         let config_generation = Gauge::<u64, AtomicU64>::default();
         registry.register("config_generation", "Generation of the config being served", config_generation.clone());
+        let config_source_up = Gauge::<u64, AtomicU64>::default();
+        config_source_up.set(1);
+        registry.register(
+            "config_source_up",
+            "Whether the config's source (its file, or its key in Redis) gave a config at the watcher's last look \
+             (0: unreadable, unreachable, or the key unset; the config in force serves on meanwhile)",
+            config_source_up.clone(),
+        );
         let plugin_clock_tick = Gauge::<f64, AtomicU64>::default();
         registry.register_with_unit(
             "plugin_clock_tick",
@@ -273,6 +282,7 @@ impl Metrics {
             reloads_ok: reloads.get_or_create_owned(&[("result", "ok".to_owned())]),
             reloads_failed: reloads.get_or_create_owned(&[("result", "error".to_owned())]),
             config_generation,
+            config_source_up,
             plugin_clock_tick,
             registry,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -453,6 +463,11 @@ impl Metrics {
 
     pub fn set_config_generation(&self, generation: u64) {
         self.config_generation.set(generation);
+    }
+
+    /// Whether the watcher's last look at the config's source found one.
+    pub fn config_source_up(&self, up: bool) {
+        self.config_source_up.set(u64::from(up));
     }
 
     /// The certificates the config being served presents: those of the

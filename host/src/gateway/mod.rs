@@ -767,12 +767,14 @@ fn spawn_watcher(
                     if std::mem::take(&mut unreachable) {
                         tracing::info!(source = %shared.source.name(), "the config store is reachable again");
                     }
+                    shared.env.metrics.config_source_up(config.is_some());
                     config
                 }
                 Err(e) => {
                     if !std::mem::replace(&mut unreachable, true) {
                         tracing::warn!(source = %shared.source.name(), "{e}; the config in force keeps serving");
                     }
+                    shared.env.metrics.config_source_up(false);
                     last.config.clone()
                 }
             };

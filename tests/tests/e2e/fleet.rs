@@ -106,8 +106,17 @@ async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
     }
     serving(&fleet, 1, "b", "the bad config was refused").await;
 
-    // Redis gone: nothing to follow, nothing reloads, everything serves on.
+    // Redis gone: nothing to follow, nothing reloads, everything serves on;
+    // the metric an alert would watch says so.
+    let up = "wasmgate_config_source_up";
+    for g in &fleet {
+        assert_eq!(sample(&metrics_of(g).await, up), Some("1"));
+    }
     redis.kill();
+    for g in &fleet {
+        let text = metrics_once_of(g, up, "0", Duration::from_secs(10)).await;
+        assert_eq!(sample(&text, up), Some("0"), "{text}");
+    }
     tokio::time::sleep(Duration::from_millis(400)).await;
     serving(&fleet, 1, "b", "an unreachable store is no change").await;
     // Meanwhile a file the config names changes (a plugin dropped into
@@ -121,9 +130,16 @@ async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
     redis.restart();
     tokio::time::sleep(Duration::from_millis(400)).await;
     serving(&fleet, 2, "b", "an unset key unloads nothing").await;
+    for g in &fleet {
+        assert_eq!(sample(&metrics_of(g).await, up), Some("0"), "a key unset is no config");
+    }
     publish(&redis, &config(&plugins, &a)).await;
     reaching(&fleet, 3, "the gateways followed the store once it was back").await;
     serving(&fleet, 3, "a", "the store's config").await;
+    for g in &fleet {
+        let text = metrics_once_of(g, up, "1", Duration::from_secs(10)).await;
+        assert_eq!(sample(&text, up), Some("1"), "{text}");
+    }
 }
 
 /// Asserts that each gateway serves `generation`, routing to `upstream`.
