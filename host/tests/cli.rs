@@ -521,8 +521,8 @@ fn push(file: &Path, reference: &str, extra: &[&OsStr], account: Option<(&str, &
 mod redis_server;
 
 /// `wasmgate publish` writes a config to Redis only once it loads; `check`
-/// and `run` read it there (`-c redis://…`), the password from the
-/// environment, and never show it.
+/// reads it there (`-c redis://…`, as `run` does: the e2e tests run it),
+/// the password from the environment, and never shows it.
 #[test]
 fn publish_writes_a_checked_config_that_check_reads_from_redis() {
     let dir = tempfile::tempdir().unwrap();
@@ -676,7 +676,7 @@ fn registry_calls_take_the_environments_proxy_unless_no_proxy_lists_the_registry
     // Pulled through it (then refused as no policy: 2), HTTP_PROXY before
     // http_proxy.
     let before = proxy.forwarded();
-    let both = [("HTTP_PROXY", through.clone()), ("http_proxy", "http://127.0.0.1:9".to_owned())];
+    let both = [("HTTP_PROXY", through.clone()), ("http_proxy", format!("http://{}", dead_upstream()))];
     let out = with("inspect", &named, &both, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(proxy.forwarded() > before, "through the proxy");

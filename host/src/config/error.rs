@@ -59,6 +59,12 @@ impl ConfigError {
     pub fn single(p: Problem) -> Self {
         Self { problems: vec![p] }
     }
+
+    /// A problem of the whole `file` (no line, no key): it cannot be read,
+    /// or its store cannot be.
+    pub fn whole(file: impl Into<std::path::PathBuf>, what: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::single(Problem { file: file.into(), line: None, key: String::new(), what: what.into(), fix: fix.into() })
+    }
 }
 
 /// Collects problems while a config is checked, resolving byte spans to lines.

@@ -92,13 +92,11 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 /// A config file's text.
 pub fn read_text(file: &Path) -> Result<String, ConfigError> {
     crate::files::read_regular_text(file, crate::files::MAX_CONFIG_FILE).map_err(|e| {
-        ConfigError::single(Problem {
-            file: file.to_path_buf(),
-            line: None,
-            key: String::new(),
-            what: format!("cannot read the config file: {e}"),
-            fix: "check the path and that the file is readable".into(),
-        })
+        ConfigError::whole(
+            file,
+            format!("cannot read the config file: {e}"),
+            "check the path and that the file is readable",
+        )
     })
 }
 

@@ -10,10 +10,10 @@
 //! store cannot be reached — a restart during a Redis outage still serves.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{Config, ConfigError, Problem};
+use super::{Config, ConfigError};
 use crate::files::MAX_CONFIG_FILE;
 
 /// The key read when the URL names none.
@@ -27,14 +27,13 @@ pub const PASSWORD_VAR: &str = "WASMGATE_CONFIG_STORE_PASSWORD";
 const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the config comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Source {
     File(PathBuf),
     Store(Box<Store>),
 }
 
 /// A key in Redis holding the config's text.
-#[derive(Clone)]
 pub struct Store {
     client: redis::Client,
     /// `redis://host:port/db?key=NAME` without credentials: how logs,
@@ -46,7 +45,7 @@ pub struct Store {
     base: PathBuf,
     last_good: Option<PathBuf>,
     /// Kept between reads (the watcher reads every `server.watch_interval`).
-    connection: Arc<Mutex<Option<redis::Connection>>>,
+    connection: Mutex<Option<redis::Connection>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -147,7 +146,7 @@ impl Source {
         );
         let client = redis::Client::open(info).map_err(not_a_url)?;
         let base = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
-        let connection = Arc::new(Mutex::new(None));
+        let connection = Mutex::new(None);
         Ok(Self::Store(Box::new(Store { client, shown, key, base, last_good: None, connection })))
     }
 
@@ -188,36 +187,33 @@ impl Source {
         let Self::Store(store) = self else { return self.load() };
         match (store.read(), &store.last_good) {
             (Ok(text), _) => store.parse(&text),
-            (Err(e @ StoreError::Unreachable(_)), Some(copy)) if copy.exists() => {
+            (Err(e @ StoreError::Unreachable(_)), Some(copy)) => {
+                let problem = |what: String| {
+                    let fix = "bring the store back, or give --last-good a path of this store's own";
+                    ConfigError::whole(copy, what, fix)
+                };
+                let kept = match store.kept(copy) {
+                    Ok(kept) => kept,
+                    Err(none) if none.kind() == std::io::ErrorKind::NotFound => {
+                        let fix = format!(
+                            "bring the store back: there is no copy at {} yet (it is written once a config from \
+                             the store serves)",
+                            copy.display()
+                        );
+                        return Err(store.problem_with(&e, fix));
+                    }
+                    Err(unread) => return Err(problem(format!("cannot read the last good copy: {unread}"))),
+                };
                 tracing::warn!(
                     store = %store.shown,
                     copy = %copy.display(),
                     error = %e,
                     "starting from the last config served, kept in --last-good: the store cannot be reached"
                 );
-                let problem = |what: String| {
-                    ConfigError::single(Problem {
-                        file: copy.clone(),
-                        line: None,
-                        key: String::new(),
-                        what,
-                        fix: "bring the store back, or give --last-good a path of this store's own".into(),
-                    })
-                };
-                let kept = crate::files::read_regular_text(copy, MAX_CONFIG_FILE)
-                    .map_err(|e| problem(format!("cannot read the last good copy: {e}")))?;
                 let text = kept.strip_prefix(&store.copy_header()).ok_or_else(|| {
                     problem(format!("this is not a copy of {}'s config (another store's, or not a copy)", store.shown))
                 })?;
                 store.parse(text)
-            }
-            (Err(e @ StoreError::Unreachable(_)), Some(copy)) => {
-                let fix = format!(
-                    "bring the store back: there is no copy at {} yet (it is written once a config from the store \
-                     serves)",
-                    copy.display()
-                );
-                Err(store.problem_with(&e, fix))
             }
             (Err(e), _) => Err(store.problem(&e)),
         }
@@ -258,7 +254,7 @@ impl Source {
         let Self::Store(store) = self else { return };
         let Some(copy) = &store.last_good else { return };
         let kept = format!("{}{}", store.copy_header(), config.source);
-        if std::fs::read(copy).is_ok_and(|was| was == kept.as_bytes()) {
+        if store.kept(copy).is_ok_and(|was| was == kept) {
             return;
         }
         // Its owner's only: a config may hold credentials (`[store] url`
@@ -297,18 +293,18 @@ impl Store {
         format!("# wasmgate --last-good: the last config served from {}\n", self.shown)
     }
 
+    /// What the `--last-good` copy at `copy` holds (its header and a
+    /// config), bounded as a config file is.
+    fn kept(&self, copy: &Path) -> std::io::Result<String> {
+        crate::files::read_regular_text(copy, MAX_CONFIG_FILE + self.copy_header().len() as u64)
+    }
+
     fn problem(&self, e: &StoreError) -> ConfigError {
         self.problem_with(e, e.fix())
     }
 
     fn problem_with(&self, e: &StoreError, fix: String) -> ConfigError {
-        ConfigError::single(Problem {
-            file: PathBuf::from(&self.shown),
-            line: None,
-            key: String::new(),
-            what: e.to_string(),
-            fix,
-        })
+        ConfigError::whole(&self.shown, e.to_string(), fix)
     }
 
     /// The key's text: its length (for none, whether it is set), then its
@@ -327,9 +323,10 @@ impl Store {
                     fix: publish(),
                 });
             }
-            let bytes: Vec<u8> = self.with_connection(|c| {
-                redis::cmd("GETRANGE").arg(&self.key).arg(0).arg(len.saturating_sub(1)).query(c)
-            })?;
+            // A byte past its end, if it has one: a value that grew (a
+            // publish between the two) is told from one of this length.
+            let bytes: Vec<u8> =
+                self.with_connection(|c| redis::cmd("GETRANGE").arg(&self.key).arg(0).arg(len).query(c))?;
             // Changed between the two (a publish meanwhile): read again.
             if bytes.len() as u64 != len {
                 continue;

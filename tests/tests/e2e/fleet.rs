@@ -15,6 +15,9 @@ use wasmgate_tests::{ADMIN, eventually, get, linked_plugin_dir, metrics_of, metr
 
 const KEY: &str = "edge";
 
+/// The refused reloads' count.
+const REFUSED: &str = r#"wasmgate_config_reloads_total{result="error"}"#;
+
 /// A config sending everything to `upstream`, followed every 50 ms.
 fn config(plugins: &Path, upstream: &TestUpstream) -> String {
     format!(
@@ -100,9 +103,8 @@ async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
     )
     .await;
     for g in &fleet {
-        let refused = r#"wasmgate_config_reloads_total{result="error"}"#;
-        let text = metrics_once_of(g, refused, "1", Duration::from_secs(10)).await;
-        assert_eq!(sample(&text, refused), Some("1"), "{text}");
+        let text = metrics_once_of(g, REFUSED, "1", Duration::from_secs(10)).await;
+        assert_eq!(sample(&text, REFUSED), Some("1"), "{text}");
     }
     serving(&fleet, 1, "b", "the bad config was refused").await;
 
@@ -127,12 +129,14 @@ async fn gateways_follow_the_config_in_redis_and_keep_the_last_good_one() {
     serving(&fleet, 2, "b", "the config in force, rebuilt").await;
 
     // Back, but empty (no persistence): a key that is not set is no config.
+    // (The watcher looked: the unset key's reload was refused, the second.)
     redis.restart();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    serving(&fleet, 2, "b", "an unset key unloads nothing").await;
     for g in &fleet {
-        assert_eq!(sample(&metrics_of(g).await, up), Some("0"), "a key unset is no config");
+        let text = metrics_once_of(g, REFUSED, "2", Duration::from_secs(10)).await;
+        assert_eq!(sample(&text, REFUSED), Some("2"), "{text}");
+        assert_eq!(sample(&text, up), Some("0"), "a key unset is no config");
     }
+    serving(&fleet, 2, "b", "an unset key unloads nothing").await;
     publish(&redis, &config(&plugins, &a)).await;
     reaching(&fleet, 3, "the gateways followed the store once it was back").await;
     serving(&fleet, 3, "a", "the store's config").await;
@@ -212,7 +216,8 @@ async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
     // refuses (the store answered, and a config it does not hold is not
     // run from a copy). Once a config is published there, it follows.
     redis.restart();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let text = metrics_once_of(&gateway, REFUSED, "1", Duration::from_secs(10)).await;
+    assert_eq!(sample(&text, REFUSED), Some("1"), "the watcher looked, and refused the unset key: {text}");
     assert_eq!(gateway.generation(), 0);
     assert_eq!(upstream_of(&gateway).await.as_deref(), Some("b"));
     let e = Gateway::start_from(keeping(&redis)).expect_err("the store holds no config").to_string();
