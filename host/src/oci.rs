@@ -203,10 +203,18 @@ fn cached(cache_dir: &Path, digest: &[u8; 32], limit: u64) -> Option<(PathBuf, V
     Some((path, bytes))
 }
 
-/// Keeps a blob whose digest was checked.
+/// Keeps a blob whose digest was checked. One already there of its size is
+/// it (named by its digest; [`cached`] checks it in full when reading it):
+/// marked in use, not written and synced again at every load (a tag's
+/// manifest is fetched at each).
 fn keep(cache_dir: &Path, digest: &[u8; 32], bytes: &[u8]) -> Result<PathBuf, Failure> {
     let path = blobs(cache_dir).join(hex::encode(digest));
-    write_atomically(&path, bytes)?;
+    match std::fs::symlink_metadata(&path) {
+        Ok(kept) if kept.is_file() && kept.len() == bytes.len() as u64 => {
+            crate::plugin::engine::mark_in_use(&path, SystemTime::now());
+        }
+        _ => write_atomically(&path, bytes)?,
+    }
     Ok(path)
 }
 
@@ -767,6 +775,27 @@ mod tests {
     /// A blob read from the cache is marked in use; blobs in use stay,
     /// others (and temporary files) go once a week unused; files the cache
     /// did not name are left alone.
+    /// A blob already kept is marked in use, not written again; one of
+    /// another size (cut short) is written anew.
+    #[test]
+    fn a_blob_kept_already_is_marked_not_rewritten() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = b"{\"schemaVersion\":2}";
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let path = keep(dir.path(), &digest, bytes).unwrap();
+        let week_ago = SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(week_ago).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        keep(dir.path(), &digest, bytes).unwrap();
+        let again = std::fs::metadata(&path).unwrap();
+        assert_eq!(again.ino(), inode, "not written again");
+        assert!(again.modified().unwrap() > week_ago + std::time::Duration::from_secs(24 * 3600), "marked in use");
+        std::fs::write(&path, &bytes[..4]).unwrap();
+        keep(dir.path(), &digest, bytes).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "a short one written anew");
+    }
+
     #[test]
     fn the_cache_is_pruned_of_blobs_unused_for_a_week() {
         let dir = tempfile::tempdir().unwrap();
