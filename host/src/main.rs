@@ -353,45 +353,34 @@ fn push(file: &std::path::Path, reference: &str, to: Registry, sign_key: Option<
     let reference = match wasmgate::oci::Reference::parse(reference) {
         Ok(r) if r.digest.is_none() => r,
         Ok(_) => {
-            eprintln!("error: {reference}: push to a tag; the digest is the registry's to give");
-            eprintln!("fix: write registry/repository:tag");
-            return ExitCode::from(2);
+            let what = format!("{reference}: push to a tag; the digest is the registry's to give");
+            return fail(what, "write registry/repository:tag", 2);
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(e, "write registry/repository:tag, e.g. ghcr.io/acme/rate-limit:1.2.0", 2),
     };
     let component = match wasmgate::files::read_regular(file, wasmgate::plugin::registry::MAX_PLUGIN_BYTES) {
         Ok(bytes) => bytes,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(format!("cannot read {}: {e}", file.display()), "name the plugin's .wasm file", 2),
     };
     // A component's preamble: `\0asm`, version 0x0d, layer 1 (a core
     // module's layer is 0).
     if !component.starts_with(b"\0asm\x0d\0\x01\0") {
-        eprintln!("error: {} is not a WebAssembly component", file.display());
-        eprintln!("fix: build the plugin with `cargo build --release --target wasm32-wasip2`");
-        return ExitCode::from(2);
+        let fix = "build the plugin with `cargo build --release --target wasm32-wasip2`";
+        return fail(format!("{} is not a WebAssembly component", file.display()), fix, 2);
     }
     let key = match sign_key.map(|k| (k, wasmgate::files::read_regular(k, wasmgate::files::MAX_CONFIG_FILE))) {
         None => None,
         Some((path, Ok(bytes))) => match wasmgate::oci::check_signing_key(&bytes) {
             Ok(()) => Some(bytes),
             Err(e) => {
-                eprintln!("error: {}: {e}", path.display());
-                eprintln!(
-                    "fix: give a PKCS#8 PEM P-256 key: convert one (`openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8`) \
-                     or make a new one (`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out NEW.key`)"
-                );
-                return ExitCode::from(2);
+                let fix = "give a PKCS#8 PEM P-256 key: convert one (`openssl pkcs8 -topk8 -nocrypt -in KEY -out \
+                           KEY.pk8`) or make a new one (`openssl genpkey -algorithm EC -pkeyopt \
+                           ec_paramgen_curve:P-256 -out NEW.key`)";
+                return fail(format!("{}: {e}", path.display()), fix, 2);
             }
         },
         Some((path, Err(e))) => {
-            eprintln!("error: cannot read {}: {e}", path.display());
-            return ExitCode::from(2);
+            return fail(format!("cannot read {}: {e}", path.display()), "name the signing key's PEM file", 2);
         }
     };
     let Some(registry) = to.config() else { return ExitCode::from(2) };

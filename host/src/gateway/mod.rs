@@ -663,46 +663,37 @@ struct Fingerprint {
     files: HashMap<PathBuf, Stamp>,
 }
 
+/// The files to watch as they are now: the plugins', those the config in
+/// force names, and `extra` (those a refused config names).
+fn watched(shared: &Shared, extra: &[PathBuf]) -> HashMap<PathBuf, Stamp> {
+    let snapshot = shared.current();
+    // A pulled plugin's file is the cache's, named by its digest (and
+    // marked in use at every load, which a watch would take for a change).
+    let mut paths: Vec<PathBuf> =
+        snapshot.plugins.values().filter(|p| p.settings.oci.is_none()).map(|p| p.path.clone()).collect();
+    paths.extend(snapshot.config.files().into_iter().map(Path::to_path_buf));
+    if let Some(dir) = &snapshot.config.plugins.dir {
+        paths.extend(registry::available(dir).into_iter().map(|n| dir.join(format!("{n}.wasm"))));
+    }
+    paths.extend(extra.iter().cloned());
+    paths
+        .into_iter()
+        .map(|f| {
+            let stamp = stamp(&f);
+            (f, stamp)
+        })
+        .collect()
+}
+
 impl Fingerprint {
-    /// The files as they are now, with `config` as the config's text (as
-    /// read now, or the one to compare with).
-    fn take(shared: &Shared, config: Option<Vec<u8>>) -> Self {
-        let snapshot = shared.current();
-        // A pulled plugin's file is the cache's, named by its digest (and
-        // marked in use at every load, which a watch would take for a change).
-        let mut paths: Vec<PathBuf> =
-            snapshot.plugins.values().filter(|p| p.settings.oci.is_none()).map(|p| p.path.clone()).collect();
-        paths.extend(snapshot.config.files().into_iter().map(Path::to_path_buf));
-        if let Some(dir) = &snapshot.config.plugins.dir {
-            paths.extend(registry::available(dir).into_iter().map(|n| dir.join(format!("{n}.wasm"))));
-        }
-        let files = paths
-            .into_iter()
-            .map(|f| {
-                let stamp = stamp(&f);
-                (f, stamp)
-            })
-            .collect();
-        Self { config, files }
-    }
-
-    /// With `extra` files too (those a refused config names).
-    fn and(mut self, extra: &[PathBuf]) -> Self {
-        for f in extra {
-            self.files.entry(f.clone()).or_insert_with(|| stamp(f));
-        }
-        self
-    }
-
     /// What to compare with after a reload that `self` (taken before it)
     /// set off: the files as they were before it, so that a write made
     /// while it ran (a key written after its certificate) still counts as
     /// a change; and the files the new config names that the old did not,
-    /// as `after` found them.
-    fn settled(self, after: Self) -> Self {
+    /// as they are `after` it.
+    fn settled(self, after: HashMap<PathBuf, Stamp>) -> Self {
         let mut before = self.files;
         let files = after
-            .files
             .into_iter()
             .map(|(f, stamp)| {
                 let stamp = before.remove(&f).unwrap_or(stamp);
@@ -740,7 +731,8 @@ fn spawn_watcher(
     // serves, not read again: a change made while the gateway started (or
     // the store back, holding another, after a start from the last good
     // copy) is a change.
-    let mut last = Fingerprint::take(&shared, Some(shared.current().config.source.clone().into_bytes()));
+    let mut last =
+        Fingerprint { config: Some(shared.current().config.source.clone().into_bytes()), files: watched(&shared, &[]) };
     // Whether the store could not be reached at the last look (said once).
     let mut unreachable = false;
     // The files the config last refused names, watched as well as the
@@ -778,7 +770,7 @@ fn spawn_watcher(
                     last.config.clone()
                 }
             };
-            let now = Fingerprint::take(&shared, config).and(&refused);
+            let now = Fingerprint { config, files: watched(&shared, &refused) };
             if now == last {
                 seen = None;
                 continue;
@@ -791,9 +783,7 @@ fn spawn_watcher(
             tracing::info!("config, plugin or named files changed; reloading");
             refused = shared.reload_or_log().err().unwrap_or_default();
             // The reload may have changed what to watch.
-            // (Only the files of what it takes now count: `settled` keeps
-            // `now`'s config.)
-            last = now.settled(Fingerprint::take(&shared, None).and(&refused));
+            last = now.settled(watched(&shared, &refused));
         }
     })
 }
