@@ -21,6 +21,28 @@ pub enum Cidr {
 impl Cidr {
     /// Parses `addr/len` or a single `addr` (a /32 or /128).
     pub fn parse(text: &str) -> Result<Self, String> {
+        let cidr = Self::parse_any(text)?;
+        let network = cidr.network();
+        if network != cidr {
+            let len = match cidr {
+                Self::V4 { len, .. } | Self::V6 { len, .. } => len,
+            };
+            return Err(format!(
+                "`{text}` has bits set past its /{len} prefix, so it is unclear what is meant; \
+                 write the network (\"{network}\") or the single address (without the /{len})"
+            ));
+        }
+        Ok(cidr)
+    }
+
+    /// [`parse`](Self::parse), with bits set past the prefix cleared rather
+    /// than refused (`10.1.0.0/8` is `10.0.0.0/8`), as `NO_PROXY` lists are
+    /// read.
+    pub fn parse_masked(text: &str) -> Result<Self, String> {
+        Self::parse_any(text).map(Self::network)
+    }
+
+    fn parse_any(text: &str) -> Result<Self, String> {
         let t = text.trim();
         let (addr, len) = match t.split_once('/') {
             Some((a, l)) => (a, Some(l)),
@@ -37,22 +59,14 @@ impl Cidr {
                 _ => return Err(format!("`{text}`: the prefix length must be a number from 0 to {max}")),
             },
         };
-        let cidr = match ip {
+        Ok(match ip {
             IpAddr::V4(v4) => Self::V4 { net: u32::from(v4), len },
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 // `::ffff:10.0.0.0/104` is `10.0.0.0/8`.
                 Some(v4) if len >= 96 => Self::V4 { net: u32::from(v4), len: len - 96 },
                 _ => Self::V6 { net: u128::from(v6), len },
             },
-        };
-        let network = cidr.network();
-        if network != cidr {
-            return Err(format!(
-                "`{text}` has bits set past its /{len} prefix, so it is unclear what is meant; \
-                 write the network (\"{network}\") or the single address (without the /{len})"
-            ));
-        }
-        Ok(cidr)
+        })
     }
 
     /// The same prefix with the host bits cleared.
@@ -189,6 +203,14 @@ mod tests {
 
     fn ip(t: &str) -> IpAddr {
         canonical(t.parse().expect("valid IP"))
+    }
+
+    #[test]
+    fn host_bits_are_refused_or_masked() {
+        assert!(Cidr::parse("10.1.0.0/8").unwrap_err().contains("write the network (\"10.0.0.0/8\")"));
+        assert_eq!(Cidr::parse_masked("10.1.0.0/8"), Ok(cidr("10.0.0.0/8")));
+        assert_eq!(Cidr::parse_masked("fd00::1/7"), Ok(cidr("fc00::/7")));
+        assert!(Cidr::parse_masked("10.0.0.0/33").is_err());
     }
 
     #[test]

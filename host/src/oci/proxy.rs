@@ -7,6 +7,8 @@
 
 use std::net::IpAddr;
 
+use wasmgate_common::cidr::{self, Cidr};
+
 use crate::config::{Proxy, Secret};
 
 /// The environment's proxy for `host:port` (`None` without one, or for a
@@ -75,10 +77,7 @@ fn bypassed(hosts: &str, host: &str, port: u16) -> bool {
         }
         if let Some(ip) = ip {
             let name = name.trim_start_matches('[').trim_end_matches(']');
-            return match name.split_once('/') {
-                None => name.parse::<IpAddr>().is_ok_and(|listed| listed == ip),
-                Some((block, bits)) => in_block(ip, block, bits),
-            };
+            return Cidr::parse_masked(name).is_ok_and(|block| block.contains(cidr::canonical(ip)));
         }
         let lower = name.to_ascii_lowercase();
         let (name, subdomains_only) = match lower.strip_prefix("*.").or_else(|| lower.strip_prefix('.')) {
@@ -88,22 +87,6 @@ fn bypassed(hosts: &str, host: &str, port: u16) -> bool {
         let host = host.to_ascii_lowercase();
         !name.is_empty() && ((host == name && !subdomains_only) || host.ends_with(&format!(".{name}")))
     })
-}
-
-/// Whether `ip` is in `block/bits` (the block's host bits, if any,
-/// ignored: `10.1.0.0/8` is `10.0.0.0/8`).
-fn in_block(ip: IpAddr, block: &str, bits: &str) -> bool {
-    let (Ok(block), Ok(bits)) = (block.parse::<IpAddr>(), bits.parse::<u32>()) else { return false };
-    let (ip, block, width) = match (ip, block) {
-        (IpAddr::V4(ip), IpAddr::V4(block)) => (u128::from(ip.to_bits()), u128::from(block.to_bits()), 32),
-        (IpAddr::V6(ip), IpAddr::V6(block)) => (ip.to_bits(), block.to_bits(), 128),
-        _ => return false,
-    };
-    if bits > width {
-        return false;
-    }
-    let shift = width - bits;
-    shift >= 128 || ip.checked_shr(shift) == block.checked_shr(shift)
 }
 
 /// `name:PORT` as the name and port; a bare IPv6 address has no port.
