@@ -97,8 +97,71 @@ pub mod prelude {
 
 /// Makes a [`Plugin`] type the component's export. Use it once per plugin
 /// crate, at the top level.
+///
+/// With `config_schema = "FILE"` (a path from the crate's directory) the
+/// component carries that file, the JSON Schema of the plugin's
+/// [`Config`](Plugin::Config), for `wasmgate inspect` and whoever writes
+/// its config; the config type must then derive `schemars::JsonSchema`
+/// beside `Deserialize`. The macro writes a unit test that fails when the
+/// file is not the config type's schema (the one
+/// [`testing::config_schema`] makes) and rewrites the file when
+/// `WASMGATE_BLESS` is set: the file and the type cannot drift apart.
+///
+/// ```
+/// use wasmgate_sdk::prelude::*;
+///
+/// /// The route's `config` table.
+/// #[derive(serde::Deserialize, schemars::JsonSchema)]
+/// #[serde(deny_unknown_fields)]
+/// struct Config {
+///     /// The header every request must carry.
+///     header: String,
+/// }
+///
+/// struct RequireHeader(String);
+///
+/// impl Plugin for RequireHeader {
+///     type Config = Config;
+///
+///     fn new(config: Config) -> Result<Self, ConfigError> {
+///         Ok(Self(config.header))
+///     }
+/// }
+///
+/// export_plugin!(RequireHeader, config_schema = "config.schema.json");
+///
+/// // What the file must hold (and `WASMGATE_BLESS=1` writes):
+/// let schema = wasmgate_sdk::testing::config_schema::<Config>();
+/// assert!(schema.contains(r#""additionalProperties": false"#));
+/// assert!(schema.contains("The header every request must carry."));
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
+    ($plugin:ty, config_schema = $file:literal) => {
+        $crate::export_plugin!($plugin);
+
+        // Read by the gateway without running the plugin (a custom section).
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            const SCHEMA: &[u8] = ::std::include_bytes!(::std::concat!(::std::env!("CARGO_MANIFEST_DIR"), "/", $file));
+            #[unsafe(link_section = "wasmgate-config-schema")]
+            #[used]
+            static CONFIG_SCHEMA: [u8; SCHEMA.len()] = $crate::__private::bytes(SCHEMA);
+        };
+
+        #[cfg(all(test, not(target_arch = "wasm32")))]
+        mod wasmgate_config_schema {
+            use super::*;
+
+            #[test]
+            fn the_file_is_the_config_types_schema() {
+                let file = ::std::concat!(::std::env!("CARGO_MANIFEST_DIR"), "/", $file);
+                if let Err(e) = $crate::testing::check_config_schema::<<$plugin as $crate::Plugin>::Config>(file) {
+                    panic!("{e}");
+                }
+            }
+        }
+    };
     ($plugin:ty) => {
         // Only a component has exports; natively the plugin is a library whose
         // logic unit tests call through `wasmgate_sdk::testing`.
@@ -115,7 +178,7 @@ macro_rules! export_plugin {
             );
             #[unsafe(link_section = "wasmgate-plugin")]
             #[used]
-            static PLUGIN_INFO: [u8; INFO.len()] = $crate::__private::bytes(INFO);
+            static PLUGIN_INFO: [u8; INFO.len()] = $crate::__private::bytes(INFO.as_bytes());
 
             ::std::thread_local! {
                 static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
@@ -159,12 +222,12 @@ pub mod __private {
     };
     pub use crate::plugin::{configure, on_request, on_response};
 
-    /// `text`'s bytes as an array, for a custom section.
-    pub const fn bytes<const N: usize>(text: &str) -> [u8; N] {
+    /// `bytes` as an array, for a custom section.
+    pub const fn bytes<const N: usize>(bytes: &[u8]) -> [u8; N] {
         let mut out = [0; N];
         let mut i = 0;
-        while i < N && i < text.len() {
-            out[i] = text.as_bytes()[i];
+        while i < N && i < bytes.len() {
+            out[i] = bytes[i];
             i += 1;
         }
         out

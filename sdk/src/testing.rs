@@ -391,6 +391,67 @@ thread_local! {
     static HOST: RefCell<TestHost> = RefCell::new(TestHost::default());
 }
 
+/// The JSON Schema of a plugin's config type `C`, as the file
+/// `export_plugin!`'s `config_schema` names holds it (pretty, one newline at
+/// the end). It is derived from the serde attributes the config is read by
+/// (`deny_unknown_fields`, `default`, `rename_all`, …); doc comments become
+/// descriptions. TOML has no null, so an `Option` is a key that may be left
+/// out, not one that may be null.
+pub fn config_schema<C: schemars::JsonSchema>() -> String {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.transforms.push(Box::new(no_null)))
+        .into_generator()
+        .into_root_schema_for::<C>();
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Takes `null` out of a schema's types and alternatives (what schemars
+/// writes for an `Option`).
+fn no_null(schema: &mut schemars::Schema) {
+    use serde_json::Value;
+    let null = |v: &Value| v == "null" || v.get("type").is_some_and(|t| t == "null");
+    if let Some(object) = schema.as_object_mut() {
+        for key in ["type", "anyOf", "oneOf"] {
+            if let Some(Value::Array(list)) = object.get_mut(key) {
+                list.retain(|v| !null(v));
+                if let [only] = list.as_slice() {
+                    let only = only.clone();
+                    match (key, only) {
+                        ("type", only) => {
+                            object.insert(key.to_owned(), only);
+                        }
+                        // `anyOf: [{$ref}]` is the `$ref`.
+                        (_, Value::Object(only)) => {
+                            object.remove(key);
+                            object.extend(only);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    schemars::transform::transform_subschemas(&mut no_null, schema);
+}
+
+/// Whether the file at `path` holds [`config_schema`]`::<C>()`: what
+/// `export_plugin!`'s test calls. With `WASMGATE_BLESS` set, writes it
+/// there instead.
+pub fn check_config_schema<C: schemars::JsonSchema>(path: &str) -> Result<(), String> {
+    let schema = config_schema::<C>();
+    let bless = "run the plugin's tests with WASMGATE_BLESS=1 to write it";
+    if std::env::var_os("WASMGATE_BLESS").is_some() {
+        return std::fs::write(path, schema).map_err(|e| format!("cannot write {path}: {e}"));
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) if text == schema => Ok(()),
+        Ok(_) => Err(format!("{path} is not the schema of the plugin's config type (it changed); {bless}")),
+        Err(e) => Err(format!("cannot read {path}: {e}; {bless}")),
+    }
+}
+
 /// Clears the context map, the captured logs, secrets, the HTTP handler and
 /// the store, and unfreezes the clock. Call it at the start of a test that
 /// depends on them.

@@ -86,6 +86,54 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// What a config schema says of the units: what they accept, as their
+/// deserializers read it.
+#[cfg(feature = "schema")]
+mod schema {
+    use std::borrow::Cow;
+
+    use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+    use super::{ByteSize, HumanDuration};
+
+    impl JsonSchema for HumanDuration {
+        fn inline_schema() -> bool {
+            true
+        }
+
+        fn schema_name() -> Cow<'static, str> {
+            "Duration".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "string",
+                "description": "A duration: \"250ms\", \"1.5s\", \"2m\" or \"1h 30m\".",
+                "examples": ["250ms", "5s", "1h 30m"]
+            })
+        }
+    }
+
+    impl JsonSchema for ByteSize {
+        fn inline_schema() -> bool {
+            true
+        }
+
+        fn schema_name() -> Cow<'static, str> {
+            "ByteSize".into()
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": ["string", "integer"],
+                "minimum": 0,
+                "description": "A size: a number of bytes, or \"64KiB\", \"10MiB\", \"1MB\".",
+                "examples": ["64KiB", "10MiB", 65536]
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

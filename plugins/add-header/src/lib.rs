@@ -5,31 +5,38 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::check_request_header;
 use wasmgate_sdk::prelude::*;
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Shorthand for one request header: `{ name = "x-hello", value = "world" }`.
     name: Option<String>,
+    /// The value of the request header `name` sets.
     value: Option<String>,
+    /// Edits of the request, before the upstream sees it.
     #[serde(default)]
     request: Edits,
+    /// Edits of the response, before the client sees it.
     #[serde(default)]
     response: Edits,
 }
 
 /// Header edits, applied in this order: remove, set, append.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Edits {
+    /// Names of headers to take out.
     #[serde(default)]
     remove: Vec<String>,
+    /// Headers to set, replacing any of that name: `{ x-team = "payments" }`.
     #[serde(default)]
     set: BTreeMap<String, String>,
+    /// Headers to add beside any of that name.
     #[serde(default)]
     append: BTreeMap<String, String>,
 }
@@ -118,7 +125,7 @@ impl Plugin for AddHeader {
     }
 }
 
-export_plugin!(AddHeader);
+export_plugin!(AddHeader, config_schema = "config.schema.json");
 
 #[cfg(test)]
 mod tests {
