@@ -70,12 +70,17 @@ enum Command {
         sign_key: Option<PathBuf>,
     },
     /// Say what a plugin is and what it asks for: its name and version,
-    /// sha256, the WIT version it was built against, and the grants a config
-    /// must give it. A reference is pulled first (credentials as for push).
+    /// sha256, the WIT version it was built against, the grants a config
+    /// must give it, and its config's keys. A reference is pulled first
+    /// (credentials as for push).
     Inspect {
         /// A `.wasm` component, or an OCI reference
         /// (`registry/repository:tag` or `…@sha256:MANIFEST`).
         plugin: String,
+        /// Print only the JSON Schema of its config table, as it carries it
+        /// (for an editor or a config linter).
+        #[arg(long)]
+        schema: bool,
         #[command(flatten)]
         registry: Registry,
     },
@@ -142,7 +147,7 @@ fn main() -> ExitCode {
         }
         Command::Publish { file, store } => publish(&file, &store),
         Command::Push { file, reference, registry, sign_key } => push(&file, &reference, registry, sign_key.as_deref()),
-        Command::Inspect { plugin, registry } => inspect(&plugin, registry),
+        Command::Inspect { plugin, schema, registry } => inspect(&plugin, schema, registry),
     }
 }
 
@@ -259,7 +264,7 @@ const REGISTRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300
 
 /// `wasmgate inspect`, in a scratch directory (a pull's blobs, the compiled
 /// component) of its own, removed after.
-fn inspect(plugin: &str, registry: Registry) -> ExitCode {
+fn inspect(plugin: &str, schema: bool, registry: Registry) -> ExitCode {
     use wasmgate::plugin::registry::{MAX_PLUGIN_BYTES, Origin};
     let scratch = match Scratch::new() {
         Ok(scratch) => scratch,
@@ -300,6 +305,16 @@ fn inspect(plugin: &str, registry: Registry) -> ExitCode {
         }
     };
     match wasmgate::plugin::registry::inspect(&runtime, &path, origin, &scratch.0) {
+        Ok(inspected) if schema => match inspected.config_schema_text() {
+            Ok(text) => {
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e.what, e.fix, 1),
+        },
         Ok(inspected) => {
             print!("{inspected}");
             ExitCode::SUCCESS

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod memo;
 pub mod registry;
 pub mod sandbox;
+pub mod schema;
 
 pub use engine::{EngineLimits, Runtime};
 pub use instance::{ChainLink, ConfigureError, Fault, FaultKind, Info, Outcome};

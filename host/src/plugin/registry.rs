@@ -12,6 +12,7 @@ use wasmtime::component::{ComponentExportIndex, InstancePre};
 use super::caps::{self, Caps, Imports};
 use super::engine::Runtime;
 use super::host_api::{HostState, PolicyPluginPre};
+use super::schema::ConfigSchema;
 use crate::config::PluginSettings;
 
 /// The WIT package version this gateway implements.
@@ -99,7 +100,7 @@ pub fn described(component: &[u8]) -> Option<Described> {
 /// The payload of the custom section `name` in a component or core module,
 /// looking into the modules and components a component nests (a few
 /// levels down).
-fn custom_section<'w>(wasm: &'w [u8], name: &[u8], depth: usize) -> Option<&'w [u8]> {
+pub(super) fn custom_section<'w>(wasm: &'w [u8], name: &[u8], depth: usize) -> Option<&'w [u8]> {
     // `\0asm`, then a version: 1 for a core module, 0x0d + layer 1 for a component.
     let component = wasm.get(4..8)? == [0x0d, 0, 1, 0];
     let mut rest = wasm.strip_prefix(b"\0asm")?.get(4..)?;
@@ -311,6 +312,9 @@ pub struct Inspected {
     pub wit: String,
     /// The capabilities it imports: a config must grant them.
     pub imports: Imports,
+    /// The JSON Schema of its config table, if it carries one (or what is
+    /// wrong with the one it carries).
+    pub config_schema: Option<Result<ConfigSchema, String>>,
 }
 
 /// Where an inspected component came from.
@@ -319,6 +323,16 @@ pub enum Origin {
     File(PathBuf),
     /// Pulled by this reference, whose manifest had this sha256.
     Pulled(crate::oci::Reference, [u8; 32]),
+}
+
+impl std::fmt::Display for Origin {
+    /// The file's path, or the reference.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(file) => write!(f, "{}", file.display()),
+            Origin::Pulled(reference, _) => write!(f, "{reference}"),
+        }
+    }
 }
 
 /// [`Inspected`] of the component at `path` (a file, or where a pull from
@@ -339,18 +353,36 @@ pub fn inspect(runtime: &Runtime, path: &Path, origin: Origin, cache_dir: &Path)
     let sha256: [u8; 32] = Sha256::digest(&bytes).into();
     let (_, imports, policy_export) = compile(runtime, &name, &shown, &bytes, &sha256, cache_dir)?;
     let wit = policy_export.rsplit_once('@').map(|(_, v)| v.to_owned()).unwrap_or_default();
-    Ok(Inspected { origin, sha256, described: described(&bytes), wit, imports })
+    let config_schema = super::schema::config_schema(&bytes);
+    Ok(Inspected { origin, sha256, described: described(&bytes), wit, imports, config_schema })
+}
+
+impl Inspected {
+    /// The JSON Schema of its config as it carries it (`inspect --schema`),
+    /// or why there is none to give.
+    pub fn config_schema_text(&self) -> Result<&str, LoadError> {
+        match &self.config_schema {
+            Some(Ok(schema)) => Ok(&schema.text),
+            Some(Err(e)) => Err(LoadError::new(
+                format!("{}: {e}", self.origin),
+                "its author rebuilds it with the SDK, which writes the schema from the config type",
+            )),
+            None => Err(LoadError::new(
+                format!("{} carries no config schema", self.origin),
+                "read its README for its config; an SDK plugin carries one with \
+                 export_plugin!(P, config_schema = \"config.schema.json\")",
+            )),
+        }
+    }
 }
 
 impl std::fmt::Display for Inspected {
     /// What `wasmgate inspect` prints: where it came from, its name and
-    /// version, sha256, WIT version, the grants a config must give it, and
-    /// the pin to trust it by (a file's sha256, a pull's manifest).
+    /// version, sha256, WIT version, the grants a config must give it, the
+    /// pin to trust it by (a file's sha256, a pull's manifest), and the keys
+    /// of its config table, from its schema.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.origin {
-            Origin::File(file) => writeln!(f, "{}", file.display())?,
-            Origin::Pulled(reference, _) => writeln!(f, "{reference}")?,
-        }
+        writeln!(f, "{}", self.origin)?;
         match &self.described {
             Some(d) => writeln!(f, "  plugin:  {} {}", d.name, d.version)?,
             None => writeln!(f, "  plugin:  (says no name or version: not built with the wasmgate SDK)")?,
@@ -373,16 +405,43 @@ impl std::fmt::Display for Inspected {
             writeln!(f, "  grants:  [plugin.NAME] grants = {{ {} }}", grants.join(", "))?;
         }
         match &self.origin {
-            Origin::File(_) => writeln!(f, "  pin:     sha256 = \"{}\"", hex::encode(self.sha256)),
+            Origin::File(_) => writeln!(f, "  pin:     sha256 = \"{}\"", hex::encode(self.sha256))?,
             Origin::Pulled(reference, manifest) => writeln!(
                 f,
                 "  pin:     oci = \"{}/{}@sha256:{}\"",
                 reference.registry,
                 reference.repository,
                 hex::encode(manifest)
-            ),
+            )?,
+        }
+        match &self.config_schema {
+            None => writeln!(f, "  config:  (it carries no schema: its README says what its config takes)"),
+            Some(Err(e)) => writeln!(f, "  config:  (unreadable: {e})"),
+            Some(Ok(schema)) => {
+                let (keys, closed) = schema.keys();
+                let others = if closed { "others are refused" } else { "others are let through" };
+                match keys.is_empty() {
+                    true => writeln!(f, "  config:  no keys ({others}); --schema prints its JSON Schema")?,
+                    false => writeln!(f, "  config:  these keys ({others}); --schema prints its JSON Schema")?,
+                }
+                write_keys(f, &keys, 4)
+            }
         }
     }
+}
+
+/// `keys` a line each, their descriptions and inner tables' keys under them.
+fn write_keys(f: &mut std::fmt::Formatter<'_>, keys: &[super::schema::Key], indent: usize) -> std::fmt::Result {
+    for key in keys {
+        let required = if key.required { ", required" } else { "" };
+        let default = key.default.as_ref().map(|d| format!(", default {d}")).unwrap_or_default();
+        writeln!(f, "{:indent$}{} ({}{required}{default})", "", key.name, key.kind)?;
+        if let Some(line) = &key.about {
+            writeln!(f, "{:indent$}  {line}", "")?;
+        }
+        write_keys(f, &key.keys, indent + 2)?;
+    }
+    Ok(())
 }
 
 /// A component starts with `\0asm` and layer 1; a core module has layer 0.

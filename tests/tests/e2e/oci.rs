@@ -341,7 +341,7 @@ async fn a_plugin_runs_only_when_signed_by_a_trusted_key() {
 
 /// `wasmgate inspect REFERENCE`'s account of a pulled plugin: named by its
 /// reference (not the scratch cache's path), with the manifest's pin — the
-/// one `push` printed.
+/// one `push` printed — and the config schema it carried through the registry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inspected_pull_is_named_by_its_reference_and_pinned_by_its_manifest() {
     let registry = Registry::start();
@@ -358,5 +358,6 @@ async fn an_inspected_pull_is_named_by_its_reference_and_pinned_by_its_manifest(
     assert!(said.starts_with(&format!("{reference}\n  plugin:  rate-limit 0.")), "{said}");
     assert!(said.contains(&format!("  sha256:  {}\n", hex::encode(pushed.component))), "{said}");
     assert!(said.contains("grants = { store = true }"), "{said}");
-    assert!(said.ends_with(&format!("  pin:     oci = \"{pin}\"\n")), "{said}");
+    assert!(said.contains(&format!("  pin:     oci = \"{pin}\"\n  config:  these keys")), "{said}");
+    assert!(said.contains("\n    limits (array of table, required)\n"), "{said}");
 }

@@ -913,8 +913,9 @@ async fn a_request_whose_entries_share_bytes_is_bounded_by_the_plugins_memory() 
 }
 
 /// `wasmgate inspect`'s account of a plugin, from its component alone: its
-/// name and version, sha256, WIT version, and the grants a config must
-/// give it (what it imports; jwt: http for its JWKS, crypto to verify).
+/// name and version, sha256, WIT version, the grants a config must give it
+/// (what it imports; jwt: http for its JWKS, crypto to verify), and the
+/// keys of its config, from the schema it carries.
 #[test]
 fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
     let runtime = wasmgate::plugin::Runtime::for_inspection().expect("an engine");
@@ -933,10 +934,31 @@ fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     assert!(said.starts_with(&format!("{}\n", dir.join("add-header.wasm").display())), "{said}");
     assert!(said.contains(&format!("  sha256:  {sha256}\n")), "{said}");
-    assert!(said.ends_with(&format!("  pin:     sha256 = \"{sha256}\"\n")), "{said}");
+    assert!(said.contains(&format!("  pin:     sha256 = \"{sha256}\"\n  config:  these keys")), "{said}");
     assert!(said.contains("  plugin:  add-header 0."), "{said}");
     assert!(said.contains(&format!("  WIT:     wasmgate:plugin@{}\n", wasmgate::plugin::WIT_VERSION)), "{said}");
     assert!(said.contains("  grants:  none needed"), "{said}");
+
+    // Its config's keys, their kinds and descriptions, inner tables' under
+    // them, from the schema in plugins/add-header/config.schema.json; and
+    // `--schema` gives that file as it is.
+    assert!(said.contains("  config:  these keys (others are refused); --schema prints its JSON Schema\n"), "{said}");
+    assert!(said.contains("\n    name (string)\n      Shorthand for one request header"), "{said}");
+    assert!(said.contains("\n    request (table)\n      Edits of the request"), "{said}");
+    assert!(said.contains("\n      remove (array of string, default [])\n        Names of headers"), "{said}");
+    let file = wasmgate_tests::root().join("plugins/add-header/config.schema.json");
+    let written = std::fs::read_to_string(&file).expect("add-header's config schema");
+    assert_eq!(add_header.config_schema_text().map_err(|e| e.what).as_deref(), Ok(written.as_str()));
+
+    // A plugin built without a schema (a test guest) says so, and `--schema` has nothing to give.
+    let guest = wasmgate_tests::guest_dir().join("wit-0-1-4.wasm");
+    let origin = wasmgate::plugin::registry::Origin::File(guest.clone());
+    let bare = wasmgate::plugin::registry::inspect(&runtime, &guest, origin, scratch.path()).expect("wit-0-1-4");
+    let said = bare.to_string();
+    assert!(said.ends_with("  config:  (it carries no schema: its README says what its config takes)\n"), "{said}");
+    let refused = bare.config_schema_text().expect_err("no schema");
+    assert!(refused.what.ends_with("wit-0-1-4.wasm carries no config schema"), "{}", refused.what);
+    assert!(refused.fix.contains("export_plugin!(P, config_schema = \"config.schema.json\")"), "{}", refused.fix);
 
     let said = inspect("rate-limit").to_string();
     assert!(said.contains("  grants:  [plugin.NAME] grants = { store = true }"), "{said}");

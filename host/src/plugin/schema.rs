@@ -1,0 +1,302 @@
+//! A plugin's config schema: the JSON Schema of its config table that the
+//! SDK's `export_plugin!(P, config_schema = FILE)` writes into a custom
+//! section of the component. `wasmgate inspect` shows its keys and prints
+//! it whole (`--schema`) for editors and config tooling. The plugin's own
+//! `configure` stays the judge of a config: the schema describes it.
+
+use serde_json::Value;
+
+/// The custom section the SDK writes the schema into.
+const SECTION: &[u8] = b"wasmgate-config-schema";
+
+/// The longest schema read: a schema is a few KB.
+const MAX_SCHEMA_BYTES: usize = 1 << 20;
+
+/// A component's config schema, as carried, and parsed.
+#[derive(Debug, Clone)]
+pub struct ConfigSchema {
+    /// The section's text, exactly as the plugin's author wrote it.
+    pub text: String,
+    value: Value,
+}
+
+/// The config schema `component` carries: `None` when it carries none (a
+/// plugin built without one, or not with the SDK), an error when what it
+/// carries is not a JSON Schema of a table.
+pub fn config_schema(component: &[u8]) -> Option<Result<ConfigSchema, String>> {
+    let bytes = super::registry::custom_section(component, SECTION, 0)?;
+    Some(parse(bytes))
+}
+
+fn parse(bytes: &[u8]) -> Result<ConfigSchema, String> {
+    if bytes.len() > MAX_SCHEMA_BYTES {
+        return Err(format!("its config schema is {} bytes, over the {MAX_SCHEMA_BYTES} read", bytes.len()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "its config schema is not UTF-8".to_owned())?;
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("its config schema is not JSON ({e})"))?;
+    if !value.is_object() {
+        return Err("its config schema is not a JSON Schema (not an object)".to_owned());
+    }
+    Ok(ConfigSchema { text: text.to_owned(), value })
+}
+
+/// One key of the config table, for a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub name: String,
+    /// `string`, `integer`, `table`, `array of string`, `"a" | "b"`, …
+    pub kind: String,
+    pub required: bool,
+    /// Its default, as JSON, when the schema gives one.
+    pub default: Option<String>,
+    /// The first line of its description.
+    pub about: Option<String>,
+    /// The keys of the table it is (or of the tables in its array).
+    pub keys: Vec<Key>,
+}
+
+impl ConfigSchema {
+    /// The config table's keys, in the schema's order, and whether others
+    /// are refused.
+    pub fn keys(&self) -> (Vec<Key>, bool) {
+        let root = &self.value;
+        let table = resolve(root, root, 0);
+        let closed = table.get("additionalProperties") == Some(&Value::Bool(false));
+        (keys(root, table, 0), closed)
+    }
+}
+
+/// The keys of `table`, and of the tables they are, down to [`MAX_NESTING`].
+fn keys(root: &Value, table: &Value, depth: usize) -> Vec<Key> {
+    let Some(properties) = table.get("properties").and_then(Value::as_object) else { return Vec::new() };
+    let required: Vec<&str> = table
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    properties
+        .iter()
+        .take(MAX_KEYS)
+        .map(|(name, schema)| {
+            let resolved = resolve(root, schema, 0);
+            // A table's keys, or those of an array's tables.
+            let inner = match resolved.get("items") {
+                Some(items) => resolve(root, items, 0),
+                None => resolved,
+            };
+            Key {
+                name: printable(name, 64),
+                kind: kind(root, schema, 0),
+                required: required.contains(&name.as_str()),
+                default: schema.get("default").map(|d| printable(&d.to_string(), 60)),
+                about: about(schema).or_else(|| about(resolved)),
+                keys: if depth < MAX_NESTING { keys(root, inner, depth + 1) } else { Vec::new() },
+            }
+        })
+        .collect()
+}
+
+/// The most keys shown of a table.
+const MAX_KEYS: usize = 100;
+/// How many tables deep keys are shown.
+const MAX_NESTING: usize = 2;
+/// How deep `$ref`s and nested kinds are followed.
+const MAX_DEPTH: usize = 4;
+
+/// What `schema` is, in a few words of TOML.
+fn kind(root: &Value, schema: &Value, depth: usize) -> String {
+    if depth > MAX_DEPTH {
+        return "…".to_owned();
+    }
+    let schema = resolve(root, schema, depth);
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        let mut shown: Vec<String> = values.iter().take(8).map(|v| printable(&v.to_string(), 40)).collect();
+        if values.len() > 8 {
+            shown.push("…".to_owned());
+        }
+        return shown.join(" | ");
+    }
+    if let Some(value) = schema.get("const") {
+        return printable(&value.to_string(), 40);
+    }
+    for either in ["oneOf", "anyOf"] {
+        if let Some(alternatives) = schema.get(either).and_then(Value::as_array) {
+            let kinds: Vec<String> = alternatives.iter().take(8).map(|a| kind(root, a, depth + 1)).collect();
+            return kinds.join(" or ");
+        }
+    }
+    let one = |name: &str| match name {
+        "object" => match schema.get("additionalProperties") {
+            Some(values @ Value::Object(_)) => format!("table of {}", kind(root, values, depth + 1)),
+            _ => "table".to_owned(),
+        },
+        "array" => match schema.get("items") {
+            Some(items @ Value::Object(_)) => format!("array of {}", kind(root, items, depth + 1)),
+            _ => "array".to_owned(),
+        },
+        "null" => "nothing".to_owned(),
+        other => printable(other, 20),
+    };
+    match schema.get("type") {
+        Some(Value::String(name)) => one(name),
+        Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).map(one).collect::<Vec<_>>().join(" or "),
+        _ => "any".to_owned(),
+    }
+}
+
+/// `schema`, or what its local `$ref` (`#/$defs/NAME`) names.
+fn resolve<'v>(root: &'v Value, schema: &'v Value, depth: usize) -> &'v Value {
+    let mut schema = schema;
+    for _ in depth..=MAX_DEPTH {
+        let Some(pointer) = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) else {
+            break;
+        };
+        match root.pointer(pointer) {
+            Some(target) => schema = target,
+            None => break,
+        }
+    }
+    schema
+}
+
+/// The first line of `schema`'s description.
+fn about(schema: &Value) -> Option<String> {
+    let text = schema.get("description").and_then(Value::as_str)?;
+    let line = text.lines().next().unwrap_or_default();
+    (!line.trim().is_empty()).then(|| printable(line.trim(), 160))
+}
+
+/// `text` safe for a terminal (a component's author wrote it): controls
+/// as spaces, at most `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(json: &str) -> ConfigSchema {
+        parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn keys_say_kind_required_default_and_description() {
+        let s = schema(
+            r##"{
+              "type": "object",
+              "properties": {
+                "header": { "type": "string", "description": "The header to read.\nMore lines." },
+                "limit": { "type": "integer", "default": 10 },
+                "mode": { "$ref": "#/$defs/Mode" },
+                "edits": { "$ref": "#/$defs/Edits", "description": "What to change." },
+                "tags": { "type": "array", "items": { "type": "string" } },
+                "set": { "type": "object", "additionalProperties": { "type": "string" } },
+                "size": { "type": ["string", "integer"] },
+                "either": { "anyOf": [{ "type": "boolean" }, { "$ref": "#/$defs/Edits" }] }
+              },
+              "required": ["header"],
+              "additionalProperties": false,
+              "$defs": {
+                "Mode": { "type": "string", "enum": ["fixed-window", "sliding"], "description": "How it counts." },
+                "Edits": { "type": "object", "properties": {} }
+              }
+            }"##,
+        );
+        let (keys, closed) = s.keys();
+        assert!(closed);
+        let line = |k: &Key| format!("{} {} {} {:?} {:?}", k.name, k.kind, k.required, k.default, k.about);
+        assert!(keys.iter().all(|k| k.keys.is_empty()));
+        let lines: Vec<String> = keys.iter().map(line).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"edits table false None Some("What to change.")"#,
+                r#"either boolean or table false None None"#,
+                r#"header string true None Some("The header to read.")"#,
+                r#"limit integer false Some("10") None"#,
+                r#"mode "fixed-window" | "sliding" false None Some("How it counts.")"#,
+                r#"set table of string false None None"#,
+                r#"size string or integer false None None"#,
+                r#"tags array of string false None None"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_keys_of_inner_tables_and_arrays_of_tables_are_read() {
+        let s = schema(
+            r##"{"type": "object", "properties": {
+                   "rules": {"type": "array", "items": {"$ref": "#/$defs/Rule"}},
+                   "deep": {"type": "object", "properties": {"a": {"type": "object", "properties": {
+                     "b": {"type": "object", "properties": {"c": {"type": "string"}}}}}}}},
+                 "$defs": {"Rule": {"type": "object", "required": ["path"],
+                   "properties": {"path": {"type": "string", "description": "Which paths."}}}}}"##,
+        );
+        let (keys, _) = s.keys();
+        let rules = &keys[1];
+        assert_eq!((rules.name.as_str(), rules.kind.as_str()), ("rules", "array of table"));
+        assert_eq!(rules.keys.len(), 1);
+        assert!(rules.keys[0].required);
+        assert_eq!(rules.keys[0].about.as_deref(), Some("Which paths."));
+        // Two tables down, and no further.
+        let deep = &keys[0];
+        assert_eq!(deep.keys[0].keys[0].name, "b");
+        assert!(deep.keys[0].keys[0].keys.is_empty());
+    }
+
+    #[test]
+    fn a_root_ref_and_open_tables_are_read() {
+        let s = schema(r##"{"$ref": "#/$defs/C", "$defs": {"C": {"type": "object", "properties": {"a": {}}}}}"##);
+        let (keys, closed) = s.keys();
+        assert!(!closed);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kind, "any");
+    }
+
+    #[test]
+    fn a_ref_cycle_ends() {
+        let s = schema(
+            r##"{"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}},
+                 "$defs": {"A": {"type": "array", "items": {"$ref": "#/$defs/A"}}}}"##,
+        );
+        let (keys, _) = s.keys();
+        assert!(keys[0].kind.starts_with("array of array of"), "{}", keys[0].kind);
+        assert!(keys[0].kind.ends_with('…'), "{}", keys[0].kind);
+    }
+
+    #[test]
+    fn what_an_author_wrote_cannot_reach_a_terminal_raw() {
+        let s = schema(
+            r#"{"type": "object", "properties": {"k\u001b[31m": {"type": "string", "description": "red\u001b[0m"}}}"#,
+        );
+        let (keys, _) = s.keys();
+        assert_eq!(keys[0].name, "k [31m");
+        assert_eq!(keys[0].about.as_deref(), Some("red [0m"));
+        assert_eq!(printable(&"x".repeat(10), 4), "xxxx…");
+    }
+
+    #[test]
+    fn what_is_not_a_schema_is_said() {
+        assert!(parse(b"{").unwrap_err().contains("not JSON"));
+        assert!(parse(b"[1]").unwrap_err().contains("not an object"));
+        assert!(parse(&[0xff, 0xfe]).unwrap_err().contains("not UTF-8"));
+    }
+
+    #[test]
+    fn the_section_is_found_in_a_component() {
+        use wasm_encoder::{Component, CustomSection, Module};
+        let mut module = Module::new();
+        module.section(&CustomSection { name: "wasmgate-config-schema".into(), data: br#"{"type":"object"}"#.into() });
+        let mut component = Component::new();
+        component.section(&wasm_encoder::ModuleSection(&module));
+        let bytes = component.finish();
+        let found = config_schema(&bytes).unwrap().unwrap();
+        assert_eq!(found.text, r#"{"type":"object"}"#);
+        assert!(config_schema(&Component::new().finish()).is_none());
+    }
+}
