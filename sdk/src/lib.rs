@@ -140,12 +140,12 @@ macro_rules! export_plugin {
     ($plugin:ty, config_schema = $file:literal) => {
         $crate::export_plugin!($plugin);
 
-        // Read by the gateway without running the plugin (a custom section).
+        // Read by the gateway without running the plugin (a custom section;
+        // kept for its `link_section`, like the name's below).
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             const SCHEMA: &[u8] = ::std::include_bytes!(::std::concat!(::std::env!("CARGO_MANIFEST_DIR"), "/", $file));
             #[unsafe(link_section = "wasmgate-config-schema")]
-            #[used]
             static CONFIG_SCHEMA: [u8; SCHEMA.len()] = $crate::__private::bytes(SCHEMA);
         };
 
@@ -176,8 +176,9 @@ macro_rules! export_plugin {
                 ::std::env!("CARGO_PKG_VERSION"),
                 "\"}"
             );
+            // A `link_section` static is kept as it is; `#[used]` would also
+            // copy it into the plugin's memory image, which never reads it.
             #[unsafe(link_section = "wasmgate-plugin")]
-            #[used]
             static PLUGIN_INFO: [u8; INFO.len()] = $crate::__private::bytes(INFO.as_bytes());
 
             ::std::thread_local! {

@@ -396,23 +396,41 @@ thread_local! {
 /// the end). It is derived from the serde attributes the config is read by
 /// (`deny_unknown_fields`, `default`, `rename_all`, …); doc comments become
 /// descriptions. TOML has no null, so an `Option` is a key that may be left
-/// out, not one that may be null.
+/// out, not one that may be null. Keys are sorted: the text is the same
+/// whichever way serde_json was built (`preserve_order` or not).
 pub fn config_schema<C: schemars::JsonSchema>() -> String {
     let schema = schemars::generate::SchemaSettings::draft2020_12()
         .with(|s| s.transforms.push(Box::new(no_null)))
         .into_generator()
         .into_root_schema_for::<C>();
-    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&sorted(schema.to_value())).unwrap_or_default();
     text.push('\n');
     text
 }
 
-/// Takes `null` out of a schema's types and alternatives (what schemars
-/// writes for an `Option`).
+/// `value` with every object's keys in order.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(list) => Value::Array(list.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// Takes `null` out of a schema's types, alternatives and defaults (what
+/// schemars writes for an `Option`).
 fn no_null(schema: &mut schemars::Schema) {
     use serde_json::Value;
     let null = |v: &Value| v == "null" || v.get("type").is_some_and(|t| t == "null");
     if let Some(object) = schema.as_object_mut() {
+        if object.get("default") == Some(&Value::Null) {
+            object.remove("default");
+        }
         for key in ["type", "anyOf", "oneOf"] {
             if let Some(Value::Array(list)) = object.get_mut(key) {
                 list.retain(|v| !null(v));

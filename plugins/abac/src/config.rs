@@ -6,12 +6,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use cedar_policy::{EntityId, EntityTypeName, EntityUid};
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use wasmgate_sdk::ConfigError;
 use wasmgate_sdk::is_token;
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Cedar policy text, inline or from `config_files = { policies = "..." }`.
@@ -23,14 +24,17 @@ pub struct Config {
     /// The context key the jwt plugin leaves its verified claims under.
     #[serde(default = "default_claims_key")]
     claims_key: String,
+    /// The entity type of the principal.
     #[serde(default = "default_principal_type")]
     principal_type: String,
+    /// The claim that names the principal (an integer is used as its decimal text).
     #[serde(default = "default_principal_id_claim")]
     principal_id_claim: String,
     /// A claim (string or array of strings) whose values become the
     /// principal's parents, so policies can say `principal in Group::"ops"`.
     #[serde(default)]
     group_claim: Option<String>,
+    /// The entity type of the principal's parents from `group_claim`.
     #[serde(default = "default_group_type")]
     group_type: String,
     /// What happens without claims in the context.
@@ -39,11 +43,13 @@ pub struct Config {
     /// How the action id is formed.
     #[serde(default)]
     action: ActionId,
+    /// The entity type of the action: `Action`, or a namespaced `App::Action`.
     #[serde(default = "default_action_type")]
     action_type: String,
     /// Group name → methods; the action is `in` each group that lists its method.
     #[serde(default = "default_action_groups")]
     action_groups: BTreeMap<String, Vec<String>>,
+    /// The entity type of the resource (the route).
     #[serde(default = "default_resource_type")]
     resource_type: String,
     /// Route captures (`{id}`) exposed as resource attributes.
@@ -58,7 +64,7 @@ pub struct Config {
 }
 
 /// `anonymous`: what a request without claims gets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Anonymous {
     /// 403 without evaluating any policy.
@@ -69,7 +75,7 @@ pub enum Anonymous {
 }
 
 /// `action`: how the action entity's id is formed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionId {
     /// `Action::"GET"`.

@@ -202,4 +202,4 @@ fn header_safe(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
-export_plugin!(Abac);
+export_plugin!(Abac, config_schema = "config.schema.json");

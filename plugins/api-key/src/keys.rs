@@ -10,8 +10,10 @@
 //! without meeting any rate limit. The linear scan costs one 32-byte
 //! comparison per configured key: nanoseconds for thousands of keys.
 
+use std::borrow::Cow;
 use std::fmt;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use sha2::{Digest, Sha256};
@@ -19,10 +21,12 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use wasmgate_sdk::ConfigError;
 
 /// One key's entry: `"<sha256-hex>" = { consumer = "acme", scopes = ["read"] }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEntry {
+    /// The consumer's name, for the `consumer` context entry and `consumer_header`.
     consumer: String,
+    /// The key's scopes, checked against a route's `required_scopes`.
     #[serde(default)]
     scopes: Vec<String>,
 }
@@ -54,6 +58,25 @@ impl<'de> Deserialize<'de> for KeyMap {
         }
 
         deserializer.deserialize_map(Entries)
+    }
+}
+
+/// What the deserializer above reads: a map (digest → entry). That the keys
+/// are digests, listed once, is checked by `KeySet::build`.
+impl JsonSchema for KeyMap {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        "KeyMap".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<RawEntry>()
+        })
     }
 }
 

@@ -7,6 +7,7 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::prelude::*;
 use wasmgate_sdk::{check_request_header, query, secrets};
@@ -15,7 +16,7 @@ use keys::{Consumer, KeySet};
 pub use keys::{KeyMap, RawEntry};
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The header that carries the key.
@@ -233,4 +234,4 @@ fn header_name(key: &str, name: &str) -> Result<String, ConfigError> {
     check_header_name(name).map_err(|e| ConfigError::new(format!("{key}: {e}; pick another header")))
 }
 
-export_plugin!(ApiKey);
+export_plugin!(ApiKey, config_schema = "config.schema.json");

@@ -1,6 +1,7 @@
 //! The route's `config` table, and the checks that turn it into what the
 //! plugin runs with.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::ConfigError;
 use wasmgate_sdk::units::{self, ByteSize};
@@ -9,7 +10,7 @@ use crate::key::Part;
 use crate::{MAX_TTL_MS, MAX_VALUE_BYTES};
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Freshness for responses that give none (default "60s").

@@ -368,7 +368,7 @@ fn generation(now_ms: u64) -> u64 {
     (now_ms << 16) | (clock::monotonic_ns() & 0xffff)
 }
 
-export_plugin!(Cache);
+export_plugin!(Cache, config_schema = "config.schema.json");
 
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ mod template;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wasmgate_sdk::http::{self, HttpError, IncomingResponse, OutgoingRequest};
@@ -23,10 +24,12 @@ use crate::shape::Node;
 use crate::template::{RenderError, Source, UrlTemplate, Var};
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The upstream calls, all sent at once (`GET`, no body); at most 64.
     calls: Vec<RawCall>,
+    /// The response document: a table whose leaves are references such as `"user"`, `"cart#/total"`.
     shape: Value,
     /// Request headers copied to every call (`x-request-id` always is).
     #[serde(default)]
@@ -36,10 +39,12 @@ pub struct Config {
 }
 
 /// One entry of `calls`, as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawCall {
+    /// The call's name, used by `shape` and `status_from` (letters, digits, `_`, `-`; unique).
     name: String,
+    /// `upstream://NAME/path?query` (or a granted `https://` origin), `{...}` placeholders in path and query.
     url: String,
     /// "500ms", "2s": at most this long (and never longer than the grant's `http_timeout`).
     timeout: Option<String>,
@@ -359,7 +364,7 @@ fn error(status: u16, message: &str) -> Decision {
     Decision::respond(Reply::json(status, &json!({ "error": message })))
 }
 
-export_plugin!(Compose);
+export_plugin!(Compose, config_schema = "config.schema.json");
 
 #[cfg(test)]
 mod tests;

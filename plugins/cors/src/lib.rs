@@ -11,6 +11,7 @@ mod origin;
 
 use std::borrow::Cow;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::is_token;
 use wasmgate_sdk::prelude::*;
@@ -19,7 +20,7 @@ use wasmgate_sdk::units;
 use crate::origin::OriginRule;
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Exact origins, `"*"`, or wildcard subdomains (`"https://*.example.com"`).
@@ -27,8 +28,7 @@ pub struct Config {
     /// Methods a preflight may ask for (default GET, HEAD, POST); `"*"`: any.
     #[serde(default = "default_methods")]
     allowed_methods: Vec<String>,
-    /// Request headers a preflight may ask for; `"*"` (the default) allows
-    /// whatever it asks.
+    /// Request headers a preflight may ask for; `"*"` (the default) allows whatever it asks.
     #[serde(default = "any")]
     allowed_headers: Vec<String>,
     /// Response headers the browser may show to the page.
@@ -344,7 +344,7 @@ fn leave(result: Result<(), EditError>, what: &str) {
     }
 }
 
-export_plugin!(Cors);
+export_plugin!(Cors, config_schema = "config.schema.json");
 
 #[cfg(test)]
 mod tests;

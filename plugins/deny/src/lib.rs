@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::prelude::*;
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Paths to deny: exact (`/admin`), or a prefix ending in `/*` (`/internal/*`).
@@ -154,7 +155,7 @@ fn error_body(message: &str) -> BTreeMap<&'static str, &str> {
     BTreeMap::from([("error", message)])
 }
 
-export_plugin!(Deny);
+export_plugin!(Deny, config_schema = "config.schema.json");
 
 #[cfg(test)]
 mod tests {

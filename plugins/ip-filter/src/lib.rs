@@ -10,6 +10,7 @@ mod client;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::is_token;
 use wasmgate_sdk::prelude::*;
@@ -21,7 +22,7 @@ use wasmgate_sdk::cidr::{Cidr, Client, any_contains, canonical};
 pub const CONTEXT_KEY: &str = "client.ip";
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// When non-empty, only these ranges are let through.
@@ -140,7 +141,7 @@ fn ranges(key: &str, list: &[String]) -> Result<Vec<Cidr>, ConfigError> {
     list.iter().map(|t| Cidr::parse(t).map_err(|e| ConfigError::from(format!("{key}: {e}")))).collect()
 }
 
-export_plugin!(IpFilter);
+export_plugin!(IpFilter, config_schema = "config.schema.json");
 
 #[cfg(test)]
 mod tests;

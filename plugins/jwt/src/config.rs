@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use wasmgate_sdk::crypto::Algorithm;
@@ -13,7 +14,7 @@ use wasmgate_sdk::{ConfigError, EditError, units};
 use crate::claims::Rules;
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The header the token is read from (default `authorization`).
@@ -34,21 +35,29 @@ pub struct Config {
     hmac_secret: Option<String>,
     /// Where to fetch the JWKS from (`upstream://NAME/path` or a granted origin's URL).
     jwks_url: Option<String>,
+    /// With `jwks_url`: fetches are at least this far apart (default `"30s"`, at least `"1s"`).
     jwks_refresh_interval: Option<String>,
+    /// With `jwks_url`: keys this old are fetched again at the next request (default `"10m"`).
     jwks_max_age: Option<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (default `"30s"`, at most `"10m"`).
     leeway: Option<String>,
     /// Accepted `iss`: a string or a list.
     issuer: Option<Value>,
     /// Accepted `aud`: a string or a list; one match is enough.
     audience: Option<Value>,
+    /// Claims that must be present and not null, e.g. `["exp", "email"]`.
     #[serde(default)]
     required_claims: Vec<String>,
+    /// Longer tokens are refused before any decoding (default 8192; 64 to 65536).
     max_token_bytes: Option<usize>,
+    /// Verified tokens remembered (default 10000, at most 1000000; 0: no cache).
     cache_size: Option<usize>,
+    /// The longest a verified token is remembered (default `"5m"`, at most `"1h"`).
     cache_max_age: Option<String>,
     /// Claim → request header set from it.
     #[serde(default)]
     forward_claims: BTreeMap<String, String>,
+    /// Remove the token (its header, or just its cookie) before the upstream.
     #[serde(default)]
     strip_token: bool,
 }

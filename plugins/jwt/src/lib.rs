@@ -268,4 +268,4 @@ fn strip_cookie(req: &mut Request<'_>, name: &str) {
     }
 }
 
-export_plugin!(Jwt);
+export_plugin!(Jwt, config_schema = "config.schema.json");

@@ -1,13 +1,14 @@
 //! The route's `config` table: raw serde types, then the checks that turn
 //! them into the [`Rule`]s the request path runs.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use wasmgate_sdk::{ConfigError, units};
 
 use crate::key::KeyPart;
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The limits; a request must pass every one of them.
@@ -31,21 +32,30 @@ fn yes() -> bool {
 }
 
 /// One entry of `limits`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimit {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`; unique in the list, named in the 429 body.
     name: String,
+    /// What to count by, a list of parts whose values are joined; `["global"]`: one counter for everyone.
+    /// Parts: `client-ip`, `header:NAME`, `consumer`, `claim:NAME`, `context:NAME`, `route`, `path`, `method`.
     key: Vec<String>,
+    /// `rate` requests per `per` (at least 1).
     rate: u64,
+    /// The span `rate` counts over, a whole number of seconds: `"1s"`, `"1m"`, `"1h"`.
     per: String,
+    /// How the limit counts.
     #[serde(default)]
     algorithm: Algorithm,
+    /// `token-bucket` only: the bucket's size (default `rate`).
     burst: Option<u64>,
+    /// What happens to a request that lacks a part of `key`.
     #[serde(default)]
     missing: Missing,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// `algorithm`: how a limit counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
     /// At most `rate` requests in any `per`-long span (two-window estimate).
@@ -56,7 +66,7 @@ pub enum Algorithm {
 }
 
 /// What a limit does when its key cannot be built (no such header or claim).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Missing {
     /// The limit does not apply to the request.
@@ -69,7 +79,7 @@ pub enum Missing {
 }
 
 /// Fail open or closed when the store cannot answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnStoreError {
     /// Let the request through, unlimited, and log a warning.

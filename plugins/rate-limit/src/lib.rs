@@ -263,4 +263,4 @@ fn missing_part(rule: &Rule, index: usize) -> Reply {
     Reply::json(400, &body)
 }
 
-export_plugin!(RateLimit);
+export_plugin!(RateLimit, config_schema = "config.schema.json");

@@ -12,19 +12,23 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::pointer::{self, Conflict, Pointer};
 
 /// `body = { rename = {...}, remove = [...], set = {...} }` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBodyEdits {
+    /// JSON Pointer → JSON Pointer: `{ "/userName" = "/user_name" }`; an absent member is left alone.
     #[serde(default)]
     rename: BTreeMap<String, String>,
+    /// JSON Pointers of what to remove; an absent one is left alone.
     #[serde(default)]
     remove: Vec<String>,
+    /// JSON Pointer → any value to put there, creating missing objects on the way.
     #[serde(default)]
     set: BTreeMap<String, Value>,
 }

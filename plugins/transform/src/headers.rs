@@ -2,21 +2,26 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::{
     EditError, FixedHeaders, HeaderEdit, Headers, check_header_name, check_header_value, check_request_header, log,
 };
 
 /// `headers = { rename = {...}, remove = [...], set = {...}, add = {...} }` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHeaderEdits {
+    /// `{ "x-old" = "x-new" }`: every value of `x-old` moves to `x-new`, replacing it.
     #[serde(default)]
     rename: BTreeMap<String, String>,
+    /// Names of headers to remove.
     #[serde(default)]
     remove: Vec<String>,
+    /// Headers to set, replacing any existing values.
     #[serde(default)]
     set: BTreeMap<String, String>,
+    /// Headers to add, keeping existing values.
     #[serde(default)]
     add: BTreeMap<String, String>,
 }

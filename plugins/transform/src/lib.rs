@@ -15,6 +15,7 @@ mod rewrite;
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wasmgate_sdk::prelude::*;
@@ -27,37 +28,46 @@ use crate::rewrite::{PathRewrite, QueryEdits, RawPathRewrite, RawQueryEdits};
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
 /// The route's `config` table.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Rules for the request, on its way to the upstream.
     #[serde(default)]
     request: RawRequest,
+    /// Rules for the response, on its way back to the client.
     #[serde(default)]
     response: RawResponse,
     /// The largest body the body rules read: "1MiB" (default), "64KiB", or bytes.
     max_body: Option<Value>,
-    /// A response body that is not JSON (or does not fit the rules): 502
-    /// instead of passing it through unchanged.
+    /// A response body that is not JSON (or does not fit the rules): 502 instead of passing it through unchanged.
     strict: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `request`: edits of the request, on its way to the upstream.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRequest {
+    /// Header edits.
     #[serde(default)]
     headers: RawHeaderEdits,
+    /// A path rewrite; paths that do not match `from` pass unchanged.
     path: Option<RawPathRewrite>,
+    /// Query parameter edits.
     #[serde(default)]
     query: RawQueryEdits,
+    /// JSON body edits (the body is buffered, up to `max_body`).
     #[serde(default)]
     body: RawBodyEdits,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `response`: edits of the upstream's response.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawResponse {
+    /// Header edits.
     #[serde(default)]
     headers: RawHeaderEdits,
+    /// JSON body edits (the body is buffered, up to `max_body`).
     #[serde(default)]
     body: RawBodyEdits,
     /// `{ "404" = 410 }`: upstream status → status sent to the client.
@@ -326,7 +336,7 @@ fn error(status: u16, message: &str) -> Decision {
     Decision::respond(Reply::json(status, &json!({ "error": message })))
 }
 
-export_plugin!(Transform);
+export_plugin!(Transform, config_schema = "config.schema.json");
 
 #[cfg(test)]
 mod tests;

@@ -9,15 +9,18 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use wasmgate_sdk::path::{PathPattern, Template, TemplateError};
 use wasmgate_sdk::query;
 
 /// `path = { from = "/v1/users/{id}", to = "/users/{id}" }` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPathRewrite {
+    /// The pattern, in the gateway's route syntax (`{name}`, a last `{*name}`), anchored at both ends.
     from: String,
+    /// The new path, with `{name}` (or `{*name}`) where a capture goes.
     to: String,
 }
 
@@ -49,13 +52,16 @@ impl PathRewrite {
 }
 
 /// `query = { remove = [...], set = {...}, add = {...} }` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawQueryEdits {
+    /// Parameters to remove, every occurrence.
     #[serde(default)]
     remove: Vec<String>,
+    /// Parameters to set: the first occurrence replaced in place, later ones dropped, appended when absent.
     #[serde(default)]
     set: BTreeMap<String, String>,
+    /// Parameters to append.
     #[serde(default)]
     add: BTreeMap<String, String>,
 }
