@@ -284,7 +284,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
                     u.line,
                     format!("{}.config", u.key),
                     format!("plugin `{}` refused its config: {message}{}", u.name, read_from(&u.files)),
-                    format!("correct the `config` table for `{}` (its README lists the keys)", u.name),
+                    config_fix(plugin),
                 ),
                 Err(ConfigureError::NoInstance { detail, pool_full }) => problems.at_line(
                     u.line,
@@ -694,6 +694,16 @@ fn pull_all(
         return BTreeMap::new();
     }
     crate::control::wait(control, None, futures::future::join_all(pulls)).unwrap_or_default().into_iter().collect()
+}
+
+/// The fix for a config `plugin` refused: where its keys are listed.
+fn config_fix(plugin: &Plugin) -> String {
+    let listed = match (&plugin.settings.oci, plugin.has_config_schema) {
+        (Some(reference), true) => format!("`wasmgate inspect {reference}` lists the keys it takes"),
+        (None, true) => format!("`wasmgate inspect {}` lists the keys it takes", plugin.path.display()),
+        (_, false) => "its README lists the keys".to_owned(),
+    };
+    format!("correct the `config` table for `{}` ({listed})", plugin.name)
 }
 
 /// Which config keys came from files (`config_files`), for a plugin's

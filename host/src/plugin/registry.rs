@@ -54,6 +54,9 @@ pub struct Plugin {
     /// Its name and version, as built (`None` from a component not built
     /// with the SDK).
     pub described: Option<Described>,
+    /// Whether it carries a readable config schema (`wasmgate inspect`
+    /// lists its keys).
+    pub has_config_schema: bool,
     /// What it keeps in the plugin cache, pulled from a registry (nothing
     /// for a file).
     pub kept: crate::oci::Kept,
@@ -268,6 +271,7 @@ pub fn load(
         path: path.to_path_buf(),
         sha256,
         described: described(&bytes),
+        has_config_schema: super::schema::config_schema(&bytes).is_some_and(|s| s.is_ok()),
         kept: crate::oci::Kept::default(),
         settings: settings.clone(),
         imports,

@@ -49,7 +49,7 @@ pub struct Key {
     pub required: bool,
     /// Its default, as JSON, when the schema gives one.
     pub default: Option<String>,
-    /// The first line of its description.
+    /// The first paragraph of its description, on one line.
     pub about: Option<String>,
     /// The keys of the table it is (or of the tables in its array).
     pub keys: Vec<Key>,
@@ -159,11 +159,12 @@ fn resolve<'v>(root: &'v Value, schema: &'v Value, depth: usize) -> &'v Value {
     schema
 }
 
-/// The first line of `schema`'s description.
+/// The first paragraph of `schema`'s description, on one line.
 fn about(schema: &Value) -> Option<String> {
     let text = schema.get("description").and_then(Value::as_str)?;
-    let line = text.lines().next().unwrap_or_default();
-    (!line.trim().is_empty()).then(|| printable(line.trim(), 160))
+    let paragraph = text.trim().split("\n\n").next().unwrap_or_default();
+    let line = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!line.is_empty()).then(|| printable(&line, 160))
 }
 
 /// `text` safe for a terminal (a component's author wrote it): controls
@@ -190,7 +191,7 @@ mod tests {
             r##"{
               "type": "object",
               "properties": {
-                "header": { "type": "string", "description": "The header to read.\nMore lines." },
+                "header": { "type": "string", "description": "The header\nto read.\n\nMore." },
                 "limit": { "type": "integer", "default": 10 },
                 "mode": { "$ref": "#/$defs/Mode" },
                 "edits": { "$ref": "#/$defs/Edits", "description": "What to change." },
