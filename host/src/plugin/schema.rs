@@ -56,8 +56,7 @@ pub struct Key {
 }
 
 impl ConfigSchema {
-    /// The config table's keys, in the schema's order, and whether others
-    /// are refused.
+    /// The config table's keys, by name, and whether others are refused.
     pub fn keys(&self) -> (Vec<Key>, bool) {
         let root = &self.value;
         let table = resolve(root, root, 0);
@@ -74,8 +73,11 @@ fn keys(root: &Value, table: &Value, depth: usize) -> Vec<Key> {
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
+    // In order of name, whether or not serde_json keeps the schema's order.
+    let mut properties: Vec<(&String, &Value)> = properties.iter().collect();
+    properties.sort_by_key(|(name, _)| *name);
     properties
-        .iter()
+        .into_iter()
         .take(MAX_KEYS)
         .map(|(name, schema)| {
             let resolved = resolve(root, schema, 0);
