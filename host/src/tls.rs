@@ -698,6 +698,24 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// TLS to Redis's files, checked as an upstream's are (a CA bundle whose
+/// every certificate can be a trust anchor; a certificate chain with its
+/// key) and read once, for the Redis client.
+pub fn redis_tls(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<crate::config::RedisTls, TlsError> {
+    let mut tls = crate::config::RedisTls::default();
+    if let Some(ca) = ca {
+        load_roots(ca)?;
+        tls.ca = Some(read(ca)?);
+        tls.files.push(ca.to_owned());
+    }
+    if let Some((cert, key)) = client {
+        load_certified_key(cert, key, &rustls::crypto::ring::default_provider())?;
+        tls.client = Some((read(cert)?, crate::config::Secret::new_bytes(read(key)?)));
+        tls.files.extend([cert.to_owned(), key.to_owned()]);
+    }
+    Ok(tls)
+}
+
 /// The first private key in a PEM file.
 fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read(path)?;

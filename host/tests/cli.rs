@@ -632,6 +632,83 @@ fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.wasm is not a file, nor a reference"));
 }
 
+#[path = "../../tests/src/certs.rs"]
+#[expect(clippy::expect_used, reason = "test harness: a test PKI that cannot be made should stop the test")]
+#[expect(dead_code, reason = "shared with the end-to-end tests: listeners and revocation are theirs")]
+mod certs;
+
+/// A config store over TLS (`-c rediss://…`), to a Redis that asks for a
+/// client certificate: its CA, and the certificate and key to give, come
+/// from WASMGATE_CONFIG_STORE_CA, _CERT and _KEY; `publish` writes and
+/// `check` reads through them. Without a certificate Redis refuses the
+/// handshake; the variables with a `redis://` URL, or half a pair, are
+/// refused before anything is tried.
+#[test]
+fn publish_and_check_reach_a_config_store_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "redis-ca");
+    let server = ca.server("redis", &["127.0.0.1"]);
+    let client = ca.client("gateway");
+    let redis = redis_server::RedisServer::start_tls(&ca.pem, &server.cert, &server.key);
+    let url = format!("{}0?key=fleet", redis.url());
+    let good = dir.path().join("good.toml");
+    write_config(&good, 0, &dead_upstream(), false);
+    let [ca_var, cert_var, key_var] =
+        ["WASMGATE_CONFIG_STORE_CA", "WASMGATE_CONFIG_STORE_CERT", "WASMGATE_CONFIG_STORE_KEY"];
+    let run = |args: &[&OsStr], vars: &[(&str, &Path)]| {
+        let mut command = Command::new(BIN);
+        command.args(args).env_remove(ca_var).env_remove(cert_var).env_remove(key_var);
+        for (var, path) in vars {
+            command.env(var, path);
+        }
+        command.output().unwrap()
+    };
+    let all = [(ca_var, ca.pem.as_path()), (cert_var, client.cert.as_path()), (key_var, client.key.as_path())];
+    let (check, publish, c) = (OsStr::new("check"), OsStr::new("publish"), OsStr::new("-c"));
+
+    let out = run(&[publish, good.as_os_str(), url.as_ref()], &all);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains(&format!("published to {url} (sha256 ")), "{printed}");
+    let out = run(&[check, c, url.as_ref()], &all);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains(&format!("{url}: ok (1 routes, 1 upstreams, plugins: none)")), "{printed}");
+
+    // Only the CA: Redis asks for a certificate and gets none.
+    let out = run(&[check, c, url.as_ref()], &all[..1]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("error: {url}: the config store refused: ")), "{err}");
+    assert!(err.contains("CertificateRequired"), "{err}");
+    assert!(err.contains("needs WASMGATE_CONFIG_STORE_CERT and WASMGATE_CONFIG_STORE_KEY"), "{err}");
+    // Another CA: Redis's certificate is not trusted.
+    let other = certs::Ca::new(dir.path(), "other-ca");
+    let out = run(&[check, c, url.as_ref()], &[(ca_var, other.pem.as_path()), all[1], all[2]]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert!(err.contains("fix: WASMGATE_CONFIG_STORE_CA must hold the CA that issued Redis's certificate"), "{err}");
+
+    let plain = url.replacen("rediss://", "redis://", 1);
+    let out = run(&[check, c, plain.as_ref()], &all[..1]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("WASMGATE_CONFIG_STORE_CA is for TLS, and the store's URL is redis://: write it as rediss://"),
+        "{err}"
+    );
+    let out = run(&[check, c, url.as_ref()], &all[..2]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("give WASMGATE_CONFIG_STORE_CERT and WASMGATE_CONFIG_STORE_KEY both, or neither"), "{err}");
+    let out = run(&[check, c, url.as_ref()], &[(ca_var, Path::new("no-such-ca.pem"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the store's TLS files: no-such-ca.pem: cannot read"), "{err}");
+}
+
 #[path = "../../tests/src/proxy.rs"]
 #[expect(clippy::expect_used, reason = "test harness: a proxy that cannot start should stop the test")]
 #[expect(dead_code, reason = "shared with the end-to-end tests: tunnels (HTTPS) are theirs")]

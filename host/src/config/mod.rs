@@ -23,8 +23,8 @@ use toml::Spanned;
 
 pub use error::{ConfigError, Problem, Problems};
 pub use plugins::{
-    Credentials, Egress, Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, Proxy, RegistryConfig,
-    StoreConfig,
+    Credentials, Egress, Grants, HttpGrant, PluginLimits, PluginSettings, PluginsConfig, Proxy, RedisTls,
+    RegistryConfig, StoreConfig,
 };
 pub use raw::{
     AllDown, Ambiguous, Balance, ClientAuth, Family, Isolation, OnPluginError, Protocol, RequestIds, TlsVersion,
@@ -76,6 +76,9 @@ impl Config {
             files.extend(tls.ca.as_deref());
             files.extend(tls.client_cert.iter().flat_map(|(cert, key)| [cert.as_path(), key.as_path()]));
         }
+        if let StoreConfig::Redis { tls: Some(tls), .. } = &self.store {
+            files.extend(tls.files.iter().map(PathBuf::as_path));
+        }
         files.extend(self.plugins.settings.values().flat_map(|s| s.grants.secret_files.iter().map(PathBuf::as_path)));
         files.extend(self.plugins.source_files());
         files
@@ -116,7 +119,7 @@ fn parse_in(file: &Path, base: &Path, source: &str) -> Result<Config, ConfigErro
     let admin = raw.admin.as_ref().and_then(|a| server::build_admin(a, &mut problems));
     server::check_listeners(&raw, server.as_ref(), admin.as_ref(), &mut problems);
     let dns = server::build_dns(raw.dns.as_ref(), &mut problems);
-    let store = plugins::build_store(raw.store.as_ref(), &mut problems);
+    let store = plugins::build_store(raw.store.as_ref(), base, &mut problems);
     let plugins = plugins::build_plugins(&raw, base, &mut problems);
     let (upstreams, upstream_index) = upstream::build_upstreams(&raw.upstreams, base, &mut problems);
     let routes = route::build_routes(&raw, base, &upstream_index, plugins.as_ref(), server.as_ref(), &mut problems);

@@ -281,11 +281,24 @@ pub enum SecretUse {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub backend: StoreBackendKind,
-    /// `redis://host:port/db`, for the Redis backend.
+    /// `redis://host:port/db` (or `rediss://` for TLS), for the Redis backend.
     pub url: Option<Spanned<String>>,
     pub timeout: Option<HumanDuration>,
     pub max_entries: Option<usize>,
     pub max_bytes: Option<ByteSize>,
+    /// With `rediss://`: whom to trust and the client certificate.
+    pub tls: Option<Spanned<RawRedisTls>>,
+}
+
+/// `[store.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    /// CA bundle (PEM) to verify Redis; default: the Mozilla roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM), for a Redis with `tls-auth-clients`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

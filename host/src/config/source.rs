@@ -23,6 +23,11 @@ pub const DEFAULT_KEY: &str = "wasmgate:config";
 /// show in `ps` and in shell histories).
 pub const PASSWORD_VAR: &str = "WASMGATE_CONFIG_STORE_PASSWORD";
 
+/// For a `rediss://` store: the CA bundle (PEM) to trust in place of the
+/// Mozilla roots, and a client certificate and key (PEM) for a Redis that
+/// asks for one, as files' paths.
+pub const TLS_VARS: [&str; 3] = ["WASMGATE_CONFIG_STORE_CA", "WASMGATE_CONFIG_STORE_CERT", "WASMGATE_CONFIG_STORE_KEY"];
+
 /// Connecting to the store, and each of its answers.
 const STORE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -91,10 +96,31 @@ impl From<&Path> for Source {
     }
 }
 
+/// A `rediss://` store's TLS files, from [`TLS_VARS`]; none set for
+/// `redis://`.
+fn tls_from_env(scheme: &str) -> Result<Option<crate::config::RedisTls>, String> {
+    let [ca, cert, key] = TLS_VARS.map(|var| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from));
+    if scheme == "redis" {
+        return match TLS_VARS.iter().zip([&ca, &cert, &key]).find(|(_, set)| set.is_some()) {
+            Some((var, _)) => Err(format!("{var} is for TLS, and the store's URL is redis://: write it as rediss://")),
+            None => Ok(None),
+        };
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err(format!("give {} and {} both, or neither", TLS_VARS[1], TLS_VARS[2])),
+    };
+    crate::tls::redis_tls(ca.as_deref(), client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))
+        .map(Some)
+        .map_err(|e| format!("the store's TLS files: {e}"))
+}
+
 impl Source {
-    /// `-c`'s argument: a `redis://` URL, or a file's path. The URL may
-    /// name the key (`?key=NAME`, else [`DEFAULT_KEY`]); its password may
-    /// come from [`PASSWORD_VAR`].
+    /// `-c`'s argument: a `redis://` (or, for TLS, `rediss://`) URL, or a
+    /// file's path. The URL may name the key (`?key=NAME`, else
+    /// [`DEFAULT_KEY`]); its password may come from [`PASSWORD_VAR`], its
+    /// TLS files from [`TLS_VARS`].
     ///
     /// What is wrong with a URL is said without repeating it (it may carry
     /// a password).
@@ -102,15 +128,12 @@ impl Source {
         let Some((scheme, rest)) = split_scheme(arg) else {
             return Ok(Self::File(PathBuf::from(arg)));
         };
-        match scheme.to_ascii_lowercase().as_str() {
-            "redis" => {}
-            "rediss" => {
-                return Err("TLS to Redis (rediss://) is not supported; use redis:// to a Redis on a trusted \
-                            network (or through a local TLS proxy such as stunnel)"
-                    .into());
-            }
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "redis" => "redis",
+            "rediss" => "rediss",
             _ => return Err("a store is named by a redis:// URL (and a file by a path without a scheme)".into()),
-        }
+        };
+        let tls = tls_from_env(scheme)?;
         let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
         if rest.contains('#') || wasmgate_common::query::pairs(query).any(|(name, _)| name != b"key") {
             return Err(format!(
@@ -126,7 +149,8 @@ impl Source {
             _ => return Err("give the key once, not empty: ?key=NAME".into()),
         };
         let not_a_url = |e: redis::RedisError| format!("not a Redis URL (redis://[USER@]HOST[:PORT][/DB]): {e}");
-        let info = redis::IntoConnectionInfo::into_connection_info(format!("redis://{address}")).map_err(not_a_url)?;
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(format!("{scheme}://{address}")).map_err(not_a_url)?;
         let info = match std::env::var(PASSWORD_VAR) {
             Ok(password) if info.redis_settings().password().is_none() => {
                 let settings = info.redis_settings().clone().set_password(password);
@@ -136,15 +160,19 @@ impl Source {
         };
         // What is connected to, as parsed: no credentials.
         let host = match info.addr() {
-            redis::ConnectionAddr::Tcp(host, port) if host.contains(':') => format!("[{host}]:{port}"),
+            redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. }
+                if host.contains(':') =>
+            {
+                format!("[{host}]:{port}")
+            }
             addr => addr.to_string(),
         };
         let shown = format!(
-            "redis://{host}/{}?key={}",
+            "{scheme}://{host}/{}?key={}",
             info.redis_settings().db(),
             wasmgate_common::query::encode(key.as_bytes())
         );
-        let client = redis::Client::open(info).map_err(not_a_url)?;
+        let client = crate::plugin::caps::redis::client(info, tls.as_ref()).map_err(not_a_url)?;
         let base = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
         let connection = Mutex::new(None);
         Ok(Self::Store(Box::new(Store { client, shown, key, base, last_good: None, connection })))
@@ -359,7 +387,7 @@ impl Store {
     }
 
     /// Refused: what only the operator can mend (credentials, the ACL, a
-    /// key of another type). Anything else is the store unable to answer
+    /// key of another type, TLS that does not agree). Anything else is the store unable to answer
     /// for now (down, loading, busy, out of clients): unreachable, as the
     /// plugins' store takes it.
     fn error(&self, e: &redis::RedisError) -> StoreError {
@@ -374,6 +402,12 @@ impl Store {
                 .to_owned()
         } else if said(&["WRONGTYPE"]) {
             format!("the key {:?} must hold the config's text (a Redis string)", self.key)
+        } else if said(&["certificate", "Certificate", "fatal alert", "HandshakeFailure"]) {
+            let [ca, cert, key] = TLS_VARS;
+            format!(
+                "{ca} must hold the CA that issued Redis's certificate (for the URL's host), and a Redis that asks \
+                 for a client certificate (tls-auth-clients) needs {cert} and {key}"
+            )
         } else {
             return StoreError::Unreachable(text);
         };
@@ -425,6 +459,9 @@ mod tests {
         // What is shown is what is connected to, however the URL is spelt.
         let s = store("redis://h:12%23x@host/0");
         assert_eq!(s.shown, "redis://host:6379/0?key=wasmgate%3Aconfig");
+        // TLS: shown as such (its files, if any, from the environment).
+        let s = store("rediss://host:6380/2");
+        assert_eq!(s.shown, "rediss://host:6380/2?key=wasmgate%3Aconfig");
         for arg in ["redis://h:12#x@host/0", "redis://:pa?ss@host/0", "valkey://:s3cret@host", "redis://:s3cret@h?db=1"]
         {
             let e = Source::parse(arg).unwrap_err();
@@ -435,7 +472,6 @@ mod tests {
     #[test]
     fn what_cannot_be_a_store_is_said() {
         for (arg, said) in [
-            ("rediss://h", "not supported"),
             ("Redis://h?db=2", "only ?key=NAME"),
             ("http://h", "a store is named by a redis:// URL"),
             ("redis://h?key=a&key=b", "once"),

@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
+use wasmgate_tests::certs::{Ca, Issued};
 use wasmgate_tests::redis_server::RedisServer;
 use wasmgate_tests::upstream::TestUpstream;
 use wasmgate_tests::{Reply, TestGateway, client, get, get_request, send_with};
@@ -186,6 +187,52 @@ async fn two_gateways_share_one_limit_through_redis() {
         .collect();
     remaining.sort_unstable();
     assert_eq!(remaining, (0..40).collect::<Vec<u64>>(), "one counter, not one per gateway");
+}
+
+/// The store over TLS (`rediss://` and `[store.tls]`): counters kept in a
+/// Redis that speaks only TLS and asks for a client certificate, as Redis
+/// does by default. A gateway that does not trust Redis's certificate, or
+/// has none of its own to give, counts nothing (and fails closed here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reaches_redis_over_tls_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "redis-ca");
+    let server = ca.server("redis", &["127.0.0.1"]);
+    let client = ca.client("gateway");
+    let redis = RedisServer::start_tls(&ca.pem, &server.cert, &server.key);
+    assert!(redis.url().starts_with("rediss://"));
+    let up = TestUpstream::echo("u").await;
+    let store = |ca: &std::path::Path, client: Option<&Issued>| {
+        let mut store = format!(
+            "[store]\nbackend = \"redis\"\nurl = \"{}\"\ntimeout = \"2s\"\n\n[store.tls]\nca = \"{}\"\n",
+            redis.url(),
+            ca.display()
+        );
+        if let Some(client) = client {
+            store.push_str(&format!("cert = \"{}\"\nkey = \"{}\"\n", client.cert.display(), client.key.display()));
+        }
+        store
+    };
+    let limit = r#"on_store_error = "deny", limits = [{ name = "tls", key = ["global"], rate = 3, per = "1m" }]"#;
+    let gw = TestGateway::start(&config(&up, &store(&ca.pem, Some(&client)), &[("limited", "/", limit)]));
+    away_from_a_window_edge(Duration::from_secs(60)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(get(&gw.url("/")).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429], "counted in Redis, over TLS");
+
+    let other = Ca::new(dir.path(), "other-ca");
+    let untrusted = TestGateway::start(&config(&up, &store(&other.pem, Some(&client)), &[("limited", "/", limit)]));
+    let anonymous = TestGateway::start(&config(&up, &store(&ca.pem, None), &[("limited", "/", limit)]));
+    for (gw, why) in
+        [(&untrusted, "Redis's certificate is not from the CA trusted"), (&anonymous, "no client certificate")]
+    {
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 503, "{why}: {}", r.text());
+        assert_eq!(r.json()["error"], "rate limiter unavailable", "{why}");
+    }
+    assert_eq!(up.hits(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

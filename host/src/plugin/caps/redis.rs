@@ -73,6 +73,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use redis::{IntoConnectionInfo, RedisError, RedisResult, Script};
 
+use crate::config::RedisTls;
+
 #[cfg(test)]
 mod tests;
 
@@ -174,8 +176,9 @@ impl RedisStore {
     /// operation (a hung Redis must not hang requests): default 50ms in the host.
     ///
     /// Must be called inside a Tokio runtime with timers enabled, which then runs the
-    /// reconnects. `rediss://` needs a TLS feature of `redis` that this crate does not enable.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
+    /// reconnects. A `rediss://` URL is TLS: trusting `tls`'s CA (else the Mozilla roots),
+    /// giving its client certificate.
+    pub fn new(url: &str, timeout: Duration, tls: Option<&RedisTls>) -> Result<Self, StoreError> {
         if timeout.is_zero() {
             return Err(StoreError::Invalid("timeout must be more than 0 ms".to_owned()));
         }
@@ -184,7 +187,7 @@ impl RedisStore {
             .map_err(|_| StoreError::Invalid("RedisStore::new must be called inside a Tokio runtime".to_owned()))?;
         let info = url.into_connection_info().map_err(|err| invalid_url(&err))?;
         let addr = info.addr().to_string();
-        let client = redis::Client::open(info.set_tcp_settings(tcp_settings())).map_err(|err| invalid_url(&err))?;
+        let client = client(info.set_tcp_settings(tcp_settings()), tls).map_err(|err| invalid_url(&err))?;
         let config = ConnectionManagerConfig::new()
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY)
@@ -390,6 +393,30 @@ fn tcp_settings() -> TcpSettings {
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
     let settings = settings.set_user_timeout(TCP_USER_TIMEOUT);
     settings
+}
+
+/// A client for `info`; a `rediss://` one trusts `tls`'s CA (else the
+/// Mozilla roots) and presents its client certificate, if it has them.
+pub(crate) fn client(info: redis::ConnectionInfo, tls: Option<&RedisTls>) -> redis::RedisResult<redis::Client> {
+    // redis builds its rustls configs with the process's provider: ring, as
+    // every config of the gateway's own, unless one was installed before
+    // (an error then, and nothing to do).
+    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match tls {
+        Some(RedisTls { ca, client, .. }) if ca.is_some() || client.is_some() => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.expose().to_vec(),
+                }),
+                root_cert: ca.clone(),
+            },
+        ),
+        _ => redis::Client::open(info),
+    }
 }
 
 fn invalid_url(err: &RedisError) -> StoreError {

@@ -38,8 +38,8 @@ impl StoreBackend {
                 let max_bytes = usize::try_from(*max_bytes).unwrap_or(usize::MAX);
                 Self::Memory(Arc::new(MemStore::new(SystemClock, *max_entries).with_max_bytes(max_bytes)))
             }
-            crate::config::StoreConfig::Redis { url, timeout } => {
-                Self::Redis(RedisStore::new(url, *timeout).map_err(|e| e.to_string())?)
+            crate::config::StoreConfig::Redis { url, timeout, tls } => {
+                Self::Redis(RedisStore::new(url, *timeout, tls.as_ref()).map_err(|e| e.to_string())?)
             }
         })
     }

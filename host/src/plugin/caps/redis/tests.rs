@@ -4,6 +4,10 @@
 
 mod server;
 
+#[path = "../../../../../tests/src/certs.rs"]
+#[expect(dead_code, reason = "shared with the end-to-end tests: listeners and revocation are theirs")]
+mod certs;
+
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
@@ -22,7 +26,7 @@ const SLACK: Duration = Duration::from_millis(500);
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 fn store(server: &RedisServer, timeout: Duration) -> RedisStore {
-    RedisStore::new(&server.url(), timeout).unwrap()
+    RedisStore::new(&server.url(), timeout, None).unwrap()
 }
 
 /// Polls `op` until it succeeds, for recoveries; panics with the last error after `limit`.
@@ -108,7 +112,7 @@ fn window_result_reset_is_when_nothing_counts_and_never_before_retry_after() {
 #[tokio::test]
 async fn arguments_are_checked_before_any_network_call() {
     // Nothing listens there: a call that reached the network would be Unavailable, not Invalid.
-    let store = RedisStore::new(&server::url_for(RedisServer::unused_port()), PATIENT).unwrap();
+    let store = RedisStore::new(&server::url_for(RedisServer::unused_port()), PATIENT, None).unwrap();
     let long_key = "k".repeat(MAX_KEY_BYTES + 1);
     let big_value = vec![0_u8; MAX_VALUE_BYTES + 1];
     let cases: Vec<(&str, Result<(), StoreError>)> = vec![
@@ -142,24 +146,46 @@ async fn arguments_are_checked_before_any_network_call() {
 
 #[tokio::test]
 async fn new_rejects_bad_urls_and_a_zero_timeout_but_not_a_down_redis() {
-    // rediss: TLS is not compiled in, which must show at startup, not as an outage.
-    for url in ["", "not a url", "http://127.0.0.1:6379/", "redis://127.0.0.1:6379/not-a-db", "rediss://127.0.0.1/"] {
-        match RedisStore::new(url, HOST_DEFAULT) {
+    for url in ["", "not a url", "http://127.0.0.1:6379/", "redis://127.0.0.1:6379/not-a-db"] {
+        match RedisStore::new(url, HOST_DEFAULT, None) {
             Err(StoreError::Invalid(message)) => assert!(message.contains("URL"), "{url:?}: {message}"),
             other => panic!("{url:?}: expected Invalid, got {other:?}"),
         }
     }
-    assert!(matches!(RedisStore::new("redis://127.0.0.1:6379/", Duration::ZERO), Err(StoreError::Invalid(_))));
+    assert!(matches!(RedisStore::new("redis://127.0.0.1:6379/", Duration::ZERO, None), Err(StoreError::Invalid(_))));
     // A password in the URL stays out of what the store shows and of its errors.
-    let store = RedisStore::new("redis://:hunter2@127.0.0.1:1/", HOST_DEFAULT).unwrap();
+    let store = RedisStore::new("redis://:hunter2@127.0.0.1:1/", HOST_DEFAULT, None).unwrap();
     assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
-    let error = RedisStore::new("redis://:hunter2@127.0.0.1:1/x", HOST_DEFAULT).unwrap_err();
+    let error = RedisStore::new("redis://:hunter2@127.0.0.1:1/x", HOST_DEFAULT, None).unwrap_err();
     assert!(!error.to_string().contains("hunter2"), "{error}");
+}
+
+/// Over TLS (`rediss://`) to a Redis that asks for a client certificate:
+/// the store trusts the CA given and gives its certificate; without one,
+/// Redis refuses the handshake and the store is unavailable, not broken.
+#[tokio::test]
+async fn the_store_speaks_tls_and_gives_the_client_certificate_redis_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs::Ca::new(dir.path(), "redis-ca");
+    let server = ca.server("redis", &["127.0.0.1"]);
+    let client = ca.client("gateway");
+    let redis = RedisServer::start_tls(&ca.pem, &server.cert, &server.key);
+    let tls = crate::tls::redis_tls(Some(&ca.pem), Some((&client.cert, &client.key))).unwrap();
+    let store = RedisStore::new(&redis.url(), PATIENT, Some(&tls)).unwrap();
+    assert_eq!(store.incr("k", 2, None).await.unwrap(), 2);
+    assert_eq!(store.incr("k", 1, None).await.unwrap(), 3);
+
+    let without = crate::tls::redis_tls(Some(&ca.pem), None).unwrap();
+    let store = RedisStore::new(&redis.url(), PATIENT, Some(&without)).unwrap();
+    match store.incr("k", 1, None).await {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("CertificateRequired"), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
 }
 
 #[test]
 fn new_outside_a_tokio_runtime_is_an_error_not_a_panic() {
-    match RedisStore::new("redis://127.0.0.1:6379/", HOST_DEFAULT) {
+    match RedisStore::new("redis://127.0.0.1:6379/", HOST_DEFAULT, None) {
         Err(StoreError::Invalid(message)) => assert!(message.contains("Tokio runtime"), "{message}"),
         other => panic!("expected Invalid, got {other:?}"),
     }
@@ -436,7 +462,7 @@ async fn hit_reset_is_when_the_whole_limit_is_available_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_down_at_start_is_unavailable_quickly_then_used_once_it_is_up() {
     let port = RedisServer::unused_port();
-    let store = RedisStore::new(&server::url_for(port), HOST_DEFAULT).unwrap();
+    let store = RedisStore::new(&server::url_for(port), HOST_DEFAULT, None).unwrap();
     for _ in 0..3 {
         let start = Instant::now();
         let result = store.take("k", 10, 1.0, 1).await;

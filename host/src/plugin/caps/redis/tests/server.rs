@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,15 +24,27 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Working directory and log of the server; removed on drop.
     dir: TempDir,
+    /// TLS only, with these files: CA (of the clients), certificate, key.
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl RedisServer {
     /// Starts a server on a free port; fails the test (never skips it) if there is no redis-server.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that speaks only TLS, with this certificate and key, and asks
+    /// clients for a certificate issued by `ca` (Redis's default, `tls-auth-clients yes`).
+    pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
+        Self::start_with(Some([ca.to_owned(), cert.to_owned(), key.to_owned()]))
+    }
+
+    fn start_with(tls: Option<[PathBuf; 3]>) -> Self {
         let mut dir = tempfile::tempdir().expect("temporary directory for redis-server");
         let mut last_error = String::new();
         for _ in 0..5 {
-            let mut server = Self { port: free_port(), child: None, dir };
+            let mut server = Self { port: free_port(), child: None, dir, tls: tls.clone() };
             match server.spawn() {
                 Ok(()) => return server,
                 Err(err) => {
@@ -51,15 +64,19 @@ impl RedisServer {
     /// Starts a server on `port`, for a Redis that comes up after the store was built.
     pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory for redis-server");
-        let mut server = Self { port, child: None, dir };
+        let mut server = Self { port, child: None, dir, tls: None };
         if let Err(err) = server.spawn() {
             panic!("redis-server did not start on port {port}: {err}");
         }
         server
     }
 
+    /// `redis://` (`rediss://` for a TLS server) to it.
     pub fn url(&self) -> String {
-        url_for(self.port)
+        match self.tls {
+            Some(_) => format!("rediss://127.0.0.1:{}/", self.port),
+            None => url_for(self.port),
+        }
     }
 
     /// A plain connection of the test's own, to look at what the store wrote.
@@ -112,8 +129,20 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let log = self.dir.path().join("redis.log");
-        let spawned = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some([ca, cert, key]) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-ca-cert-file")
+                .arg(ca)
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let spawned = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -132,7 +161,8 @@ impl RedisServer {
         loop {
             // The log line, not only PING: another test's server may have taken the port.
             let ready = std::fs::read_to_string(&log).is_ok_and(|log| log.contains("Ready to accept connections"));
-            if ready && ping(self.port) {
+            // (A TLS server's port is its own once the log says it listens.)
+            if ready && (self.tls.is_some() || ping(self.port)) {
                 return Ok(());
             }
             let exited = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten());
