@@ -51,6 +51,9 @@ pub struct Store {
     last_good: Option<PathBuf>,
     /// Kept between reads (the watcher reads every `server.watch_interval`).
     connection: Mutex<Option<redis::Connection>>,
+    /// Whether the start served the `--last-good` copy: the store had no
+    /// config to give.
+    started_from_copy: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,7 +178,8 @@ impl Source {
         let client = crate::plugin::caps::redis::client(info, tls.as_ref()).map_err(not_a_url)?;
         let base = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
         let connection = Mutex::new(None);
-        Ok(Self::Store(Box::new(Store { client, shown, key, base, last_good: None, connection })))
+        let started_from_copy = std::sync::atomic::AtomicBool::new(false);
+        Ok(Self::Store(Box::new(Store { client, shown, key, base, last_good: None, connection, started_from_copy })))
     }
 
     /// Where to keep the last config served from the store (`--last-good`).
@@ -241,9 +245,20 @@ impl Source {
                 let text = kept.strip_prefix(&store.copy_header()).ok_or_else(|| {
                     problem(format!("this is not a copy of {}'s config (another store's, or not a copy)", store.shown))
                 })?;
-                store.parse(text)
+                let config = store.parse(text)?;
+                store.started_from_copy.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(config)
             }
             (Err(e), _) => Err(store.problem(&e)),
+        }
+    }
+
+    /// Whether a config was found where it says: a store's start from its
+    /// `--last-good` copy found none (`config_source_up` starts from this).
+    pub fn found_at_start(&self) -> bool {
+        match self {
+            Self::File(_) => true,
+            Self::Store(store) => !store.started_from_copy.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

@@ -496,6 +496,7 @@ impl Gateway {
             store,
         };
         env.runtime.report_tick(env.metrics.plugin_clock_tick());
+        env.metrics.config_source_up(source.found_at_start());
         let snapshot = build(config, &env, None, 0)?;
         // A set of sockets, one a worker, for each listener configured.
         let bind = |addr: Option<SocketAddr>| match addr {

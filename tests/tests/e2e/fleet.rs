@@ -225,4 +225,20 @@ async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
     publish(&redis, &config(&plugins, &a)).await;
     reaching(std::slice::from_ref(&gateway), 1, "it followed the store").await;
     serving(std::slice::from_ref(&gateway), 1, "a", "the store's config").await;
+
+    // A start from the copy says at once that the store gave no config:
+    // `config_source_up` is 0 from the start, not only after the
+    // watcher's first look (here there is none: the copy says watch = false).
+    let unwatched = config(&plugins, &a).replace("watch = true\nwatch_interval = \"50ms\"", "watch = false");
+    assert_ne!(unwatched, config(&plugins, &a));
+    publish(&redis, &unwatched).await;
+    reaching(std::slice::from_ref(&gateway), 2, "it followed the store").await;
+    assert!(holds(&copy, &kept(&unwatched)).await, "the copy follows");
+    let up = "wasmgate_config_source_up";
+    assert_eq!(sample(&metrics_of(&gateway).await, up), Some("1"), "the store has a config");
+    gateway.shutdown();
+    redis.kill();
+    let gateway = Gateway::start_from(keeping(&redis)).expect("a start from the copy");
+    assert_eq!(upstream_of(&gateway).await.as_deref(), Some("a"));
+    assert_eq!(sample(&metrics_of(&gateway).await, up), Some("0"), "started without the store's config");
 }
