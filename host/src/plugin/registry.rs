@@ -422,13 +422,17 @@ impl std::fmt::Display for Inspected {
             None => writeln!(f, "  config:  (it carries no schema: its README says what its config takes)"),
             Some(Err(e)) => writeln!(f, "  config:  (unreadable: {e})"),
             Some(Ok(schema)) => {
-                let (keys, closed) = schema.keys();
-                let others = if closed { "others are refused" } else { "others are let through" };
-                match keys.is_empty() {
+                let table = schema.table();
+                let others = if table.closed { "others are refused" } else { "others are let through" };
+                match table.keys.is_empty() {
                     true => writeln!(f, "  config:  no keys ({others}); --schema prints its JSON Schema")?,
                     false => writeln!(f, "  config:  these keys ({others}); --schema prints its JSON Schema")?,
                 }
-                write_keys(f, &keys, 4)
+                write_keys(f, &table.keys, 4)?;
+                match table.cut {
+                    true => writeln!(f, "    … and more (--schema prints them all)"),
+                    false => Ok(()),
+                }
             }
         }
     }

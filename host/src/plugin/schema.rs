@@ -33,6 +33,10 @@ fn parse(bytes: &[u8]) -> Result<ConfigSchema, String> {
         return Err(format!("its config schema is {} bytes, over the {MAX_SCHEMA_BYTES} read", bytes.len()));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| "its config schema is not UTF-8".to_owned())?;
+    // `--schema` prints the text as it is: nothing in it may steer a terminal.
+    if text.chars().any(|c| unsafe_in_terminal(c) && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err("its config schema holds control or bidirectional characters".to_owned());
+    }
     let value: Value = serde_json::from_str(text).map_err(|e| format!("its config schema is not JSON ({e})"))?;
     if !value.is_object() {
         return Err("its config schema is not a JSON Schema (not an object)".to_owned());
@@ -56,17 +60,44 @@ pub struct Key {
 }
 
 impl ConfigSchema {
-    /// The config table's keys, by name, and whether others are refused.
-    pub fn keys(&self) -> (Vec<Key>, bool) {
+    /// The config table's keys, by name (and the keys of the tables under
+    /// them), within what one look may spend on a schema its author wrote.
+    pub fn table(&self) -> Table {
         let root = &self.value;
         let table = resolve(root, root, 0);
+        let mut budget = Budget { nodes: MAX_NODES, keys: MAX_SHOWN };
+        let keys = keys(root, table, 0, &mut budget);
         let closed = table.get("additionalProperties") == Some(&Value::Bool(false));
-        (keys(root, table, 0), closed)
+        Table { keys, closed, cut: budget.keys == 0 || budget.nodes == 0 }
     }
 }
 
+/// The config table, for a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub keys: Vec<Key>,
+    /// Whether keys it does not name are refused.
+    pub closed: bool,
+    /// Whether more was there than is listed.
+    pub cut: bool,
+}
+
+/// What one look at a schema may spend: a hostile one (`$ref`s back to a
+/// table of a hundred keys, alternatives of alternatives) is cut short
+/// rather than walked for ever.
+#[derive(Debug)]
+struct Budget {
+    /// Kinds worked out.
+    nodes: usize,
+    /// Keys listed.
+    keys: usize,
+}
+
+const MAX_NODES: usize = 10_000;
+const MAX_SHOWN: usize = 500;
+
 /// The keys of `table`, and of the tables they are, down to [`MAX_NESTING`].
-fn keys(root: &Value, table: &Value, depth: usize) -> Vec<Key> {
+fn keys(root: &Value, table: &Value, depth: usize, budget: &mut Budget) -> Vec<Key> {
     let Some(properties) = table.get("properties").and_then(Value::as_object) else { return Vec::new() };
     let required: Vec<&str> = table
         .get("required")
@@ -76,26 +107,29 @@ fn keys(root: &Value, table: &Value, depth: usize) -> Vec<Key> {
     // In order of name, whether or not serde_json keeps the schema's order.
     let mut properties: Vec<(&String, &Value)> = properties.iter().collect();
     properties.sort_by_key(|(name, _)| *name);
-    properties
-        .into_iter()
-        .take(MAX_KEYS)
-        .map(|(name, schema)| {
-            let resolved = resolve(root, schema, 0);
-            // A table's keys, or those of an array's tables.
-            let inner = match resolved.get("items") {
-                Some(items) => resolve(root, items, 0),
-                None => resolved,
-            };
-            Key {
-                name: printable(name, 64),
-                kind: kind(root, schema, 0),
-                required: required.contains(&name.as_str()),
-                default: schema.get("default").map(|d| printable(&d.to_string(), 60)),
-                about: about(schema).or_else(|| about(resolved)),
-                keys: if depth < MAX_NESTING { keys(root, inner, depth + 1) } else { Vec::new() },
-            }
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (name, schema) in properties.into_iter().take(MAX_KEYS) {
+        if budget.keys == 0 {
+            break;
+        }
+        budget.keys -= 1;
+        let resolved = resolve(root, schema, 0);
+        // A table's keys, or those of the tables in its array or map.
+        let inner = match (resolved.get("items"), resolved.get("additionalProperties")) {
+            (Some(items), _) => resolve(root, items, 0),
+            (None, Some(values @ Value::Object(_))) => resolve(root, values, 0),
+            _ => resolved,
+        };
+        out.push(Key {
+            name: printable(name, 64),
+            kind: kind(root, schema, 0, budget),
+            required: required.contains(&name.as_str()),
+            default: schema.get("default").map(|d| json(d, 60)),
+            about: about(schema).or_else(|| about(resolved)),
+            keys: if depth < MAX_NESTING { keys(root, inner, depth + 1, budget) } else { Vec::new() },
+        });
+    }
+    out
 }
 
 /// The most keys shown of a table.
@@ -104,46 +138,82 @@ const MAX_KEYS: usize = 100;
 const MAX_NESTING: usize = 2;
 /// How deep `$ref`s and nested kinds are followed.
 const MAX_DEPTH: usize = 4;
+/// The most alternatives (types, `anyOf`, enum values) shown of one kind.
+const MAX_ALTERNATIVES: usize = 8;
+/// The longest kind shown.
+const MAX_KIND: usize = 120;
 
 /// What `schema` is, in a few words of TOML.
-fn kind(root: &Value, schema: &Value, depth: usize) -> String {
-    if depth > MAX_DEPTH {
+fn kind(root: &Value, schema: &Value, depth: usize, budget: &mut Budget) -> String {
+    if depth > MAX_DEPTH || budget.nodes == 0 {
         return "…".to_owned();
     }
+    budget.nodes -= 1;
     let schema = resolve(root, schema, depth);
-    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
-        let mut shown: Vec<String> = values.iter().take(8).map(|v| printable(&v.to_string(), 40)).collect();
-        if values.len() > 8 {
+    let listed = |mut shown: Vec<String>, all: usize, joint: &str| {
+        if all > MAX_ALTERNATIVES {
             shown.push("…".to_owned());
         }
-        return shown.join(" | ");
+        printable(&shown.join(joint), MAX_KIND)
+    };
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        let shown = values.iter().take(MAX_ALTERNATIVES).map(|v| json(v, 40)).collect();
+        return listed(shown, values.len(), " | ");
     }
     if let Some(value) = schema.get("const") {
-        return printable(&value.to_string(), 40);
+        return json(value, 40);
     }
     for either in ["oneOf", "anyOf"] {
         if let Some(alternatives) = schema.get(either).and_then(Value::as_array) {
-            let kinds: Vec<String> = alternatives.iter().take(8).map(|a| kind(root, a, depth + 1)).collect();
-            return kinds.join(" or ");
+            let shown = alternatives.iter().take(MAX_ALTERNATIVES).map(|a| kind(root, a, depth + 1, budget)).collect();
+            return listed(shown, alternatives.len(), " or ");
         }
     }
-    let one = |name: &str| match name {
+    let mut one = |name: &str| match name {
         "object" => match schema.get("additionalProperties") {
-            Some(values @ Value::Object(_)) => format!("table of {}", kind(root, values, depth + 1)),
+            Some(values @ Value::Object(_)) => format!("table of {}", kind(root, values, depth + 1, budget)),
             _ => "table".to_owned(),
         },
         "array" => match schema.get("items") {
-            Some(items @ Value::Object(_)) => format!("array of {}", kind(root, items, depth + 1)),
+            Some(items @ Value::Object(_)) => format!("array of {}", kind(root, items, depth + 1, budget)),
             _ => "array".to_owned(),
         },
         "null" => "nothing".to_owned(),
         other => printable(other, 20),
     };
     match schema.get("type") {
-        Some(Value::String(name)) => one(name),
-        Some(Value::Array(names)) => names.iter().filter_map(Value::as_str).map(one).collect::<Vec<_>>().join(" or "),
+        Some(Value::String(name)) => printable(&one(name), MAX_KIND),
+        Some(Value::Array(names)) => {
+            let shown = names.iter().take(MAX_ALTERNATIVES).filter_map(Value::as_str).map(&mut one).collect();
+            listed(shown, names.len(), " or ")
+        }
         _ => "any".to_owned(),
     }
+}
+
+/// `value` as JSON, at most `max` characters of it (written no further:
+/// a default may be as long as the schema).
+fn json(value: &Value, max: usize) -> String {
+    /// Takes bytes until it holds `max` of them, then refuses the rest.
+    struct Upto(Vec<u8>, usize);
+    impl std::io::Write for Upto {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = self.1.saturating_sub(self.0.len());
+            if room == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let taken = buf.len().min(room);
+            self.0.extend_from_slice(&buf[..taken]);
+            Ok(taken)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // Four bytes a character at most, and one past to know it was cut.
+    let mut out = Upto(Vec::new(), max * 4 + 1);
+    let _ = serde_json::to_writer(&mut out, value);
+    printable(&String::from_utf8_lossy(&out.0), max)
 }
 
 /// `schema`, or what its local `$ref` (`#/$defs/NAME`) names.
@@ -170,13 +240,18 @@ fn about(schema: &Value) -> Option<String> {
 }
 
 /// `text` safe for a terminal (a component's author wrote it): controls
-/// as spaces, at most `max` characters.
+/// and bidirectional overrides as spaces, at most `max` characters.
 fn printable(text: &str, max: usize) -> String {
-    let mut out: String = text.chars().take(max).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut out: String = text.chars().take(max).map(|c| if unsafe_in_terminal(c) { ' ' } else { c }).collect();
     if text.chars().nth(max).is_some() {
         out.push('…');
     }
     out
+}
+
+/// A control character, or one that turns the text's direction.
+fn unsafe_in_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -210,7 +285,7 @@ mod tests {
               }
             }"##,
         );
-        let (keys, closed) = s.keys();
+        let Table { keys, closed, .. } = s.table();
         assert!(closed);
         let line = |k: &Key| format!("{} {} {} {:?} {:?}", k.name, k.kind, k.required, k.default, k.about);
         assert!(keys.iter().all(|k| k.keys.is_empty()));
@@ -240,7 +315,7 @@ mod tests {
                  "$defs": {"Rule": {"type": "object", "required": ["path"],
                    "properties": {"path": {"type": "string", "description": "Which paths."}}}}}"##,
         );
-        let (keys, _) = s.keys();
+        let Table { keys, .. } = s.table();
         let rules = &keys[1];
         assert_eq!((rules.name.as_str(), rules.kind.as_str()), ("rules", "array of table"));
         assert_eq!(rules.keys.len(), 1);
@@ -255,7 +330,7 @@ mod tests {
     #[test]
     fn a_root_ref_and_open_tables_are_read() {
         let s = schema(r##"{"$ref": "#/$defs/C", "$defs": {"C": {"type": "object", "properties": {"a": {}}}}}"##);
-        let (keys, closed) = s.keys();
+        let Table { keys, closed, .. } = s.table();
         assert!(!closed);
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].kind, "any");
@@ -267,7 +342,7 @@ mod tests {
             r##"{"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}},
                  "$defs": {"A": {"type": "array", "items": {"$ref": "#/$defs/A"}}}}"##,
         );
-        let (keys, _) = s.keys();
+        let Table { keys, .. } = s.table();
         assert!(keys[0].kind.starts_with("array of array of"), "{}", keys[0].kind);
         assert!(keys[0].kind.ends_with('…'), "{}", keys[0].kind);
     }
@@ -277,10 +352,41 @@ mod tests {
         let s = schema(
             r#"{"type": "object", "properties": {"k\u001b[31m": {"type": "string", "description": "red\u001b[0m"}}}"#,
         );
-        let (keys, _) = s.keys();
+        let Table { keys, .. } = s.table();
         assert_eq!(keys[0].name, "k [31m");
         assert_eq!(keys[0].about.as_deref(), Some("red [0m"));
         assert_eq!(printable(&"x".repeat(10), 4), "xxxx…");
+    }
+
+    #[test]
+    fn a_hostile_schema_is_cut_short() {
+        // Every key a table of the same hundred keys, each of a thousand
+        // types whose values are that table again.
+        let names: Vec<String> = (0..100).map(|i| format!(r##""k{i}": {{"$ref": "#/$defs/T"}}"##)).collect();
+        let types = vec![r#""object""#; 1000].join(",");
+        let text = format!(
+            r##"{{"$ref": "#/$defs/T", "$defs": {{"T": {{"type": [{types}],
+                 "additionalProperties": {{"anyOf": [{refs}]}}, "properties": {{{keys}}}}}}}}}"##,
+            refs = vec![r##"{"$ref": "#/$defs/T"}"##; 50].join(","),
+            keys = names.join(",")
+        );
+        let table = schema(&text).table();
+        assert!(table.cut);
+        fn count(keys: &[Key]) -> usize {
+            keys.iter().map(|k| 1 + count(&k.keys)).sum()
+        }
+        assert!(count(&table.keys) <= MAX_SHOWN, "{}", count(&table.keys));
+        assert!(table.keys.iter().all(|k| k.kind.chars().count() <= MAX_KIND + 1), "{:?}", table.keys[0].kind);
+        // A long default is written only as far as it is shown.
+        let long = format!(r#"{{"type": "object", "properties": {{"a": {{"default": "{}"}}}}}}"#, "x".repeat(100_000));
+        assert_eq!(schema(&long).table().keys[0].default.as_deref().map(str::len), Some(60 + "…".len()));
+    }
+
+    #[test]
+    fn a_schema_that_could_steer_a_terminal_is_not_read() {
+        assert!(parse("{\"a\": \"\u{9b}31m\"}".as_bytes()).unwrap_err().contains("control"));
+        assert!(parse("{\"a\": \"\u{202e}txt\"}".as_bytes()).unwrap_err().contains("bidirectional"));
+        assert!(parse(b"{\n\t\"a\": 1\r\n}").is_ok(), "white space is not a control here");
     }
 
     #[test]
