@@ -144,9 +144,13 @@ macro_rules! export_plugin {
         // kept for its `link_section`, like the name's below).
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            const SCHEMA: &[u8] = ::std::include_bytes!(::std::concat!(::std::env!("CARGO_MANIFEST_DIR"), "/", $file));
             #[unsafe(link_section = "wasmgate-config-schema")]
-            static CONFIG_SCHEMA: [u8; SCHEMA.len()] = $crate::__private::bytes(SCHEMA);
+            static CONFIG_SCHEMA: [u8; ::std::include_bytes!(::std::concat!(
+                ::std::env!("CARGO_MANIFEST_DIR"),
+                "/",
+                $file
+            ))
+            .len()] = *::std::include_bytes!(::std::concat!(::std::env!("CARGO_MANIFEST_DIR"), "/", $file));
         };
 
         #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -179,7 +183,7 @@ macro_rules! export_plugin {
             // A `link_section` static is kept as it is; `#[used]` would also
             // copy it into the plugin's memory image, which never reads it.
             #[unsafe(link_section = "wasmgate-plugin")]
-            static PLUGIN_INFO: [u8; INFO.len()] = $crate::__private::bytes(INFO.as_bytes());
+            static PLUGIN_INFO: [u8; INFO.len()] = $crate::__private::bytes(INFO);
 
             ::std::thread_local! {
                 static PLUGIN: ::std::cell::RefCell<::std::option::Option<$plugin>> =
@@ -223,12 +227,12 @@ pub mod __private {
     };
     pub use crate::plugin::{configure, on_request, on_response};
 
-    /// `bytes` as an array, for a custom section.
-    pub const fn bytes<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    /// `text`'s bytes as an array, for a custom section.
+    pub const fn bytes<const N: usize>(text: &str) -> [u8; N] {
         let mut out = [0; N];
         let mut i = 0;
-        while i < N && i < bytes.len() {
-            out[i] = bytes[i];
+        while i < N && i < text.len() {
+            out[i] = text.as_bytes()[i];
             i += 1;
         }
         out

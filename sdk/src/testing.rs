@@ -426,12 +426,14 @@ fn sorted(value: serde_json::Value) -> serde_json::Value {
 /// schemars writes for an `Option`).
 fn no_null(schema: &mut schemars::Schema) {
     use serde_json::Value;
-    let null = |v: &Value| v == "null" || v.get("type").is_some_and(|t| t == "null");
+    let null_type: fn(&Value) -> bool = |v| v == "null";
+    let null_schema: fn(&Value) -> bool = |v| v.get("type").is_some_and(|t| t == "null");
     if let Some(object) = schema.as_object_mut() {
         if object.get("default") == Some(&Value::Null) {
             object.remove("default");
         }
-        for key in ["type", "anyOf", "oneOf"] {
+        let lists = [("type", null_type), ("enum", Value::is_null), ("anyOf", null_schema), ("oneOf", null_schema)];
+        for (key, null) in lists {
             if let Some(Value::Array(list)) = object.get_mut(key) {
                 list.retain(|v| !null(v));
                 if let [only] = list.as_slice() {
@@ -440,10 +442,13 @@ fn no_null(schema: &mut schemars::Schema) {
                         ("type", only) => {
                             object.insert(key.to_owned(), only);
                         }
-                        // `anyOf: [{$ref}]` is the `$ref`.
-                        (_, Value::Object(only)) => {
+                        // `anyOf: [{$ref}]` is the `$ref` (the key's own
+                        // description kept).
+                        ("anyOf" | "oneOf", Value::Object(only)) => {
                             object.remove(key);
-                            object.extend(only);
+                            for (k, v) in only {
+                                object.entry(k).or_insert(v);
+                            }
                         }
                         _ => {}
                     }
@@ -769,5 +774,85 @@ mod tests {
             req = req.header(&format!("x-{i}"), "1");
         }
         assert!(matches!(http::send(req), Err(http::HttpError::InvalidRequest(_))));
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use super::{check_config_schema, config_schema};
+
+    /// Whichever way it is named.
+    #[derive(Debug, Default, serde::Deserialize, serde::Serialize, schemars::JsonSchema)]
+    #[serde(rename_all = "kebab-case")]
+    enum Mode {
+        #[default]
+        Fast,
+        Careful,
+    }
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only its schema is looked at")]
+    struct Inner {
+        /// A name.
+        name: String,
+    }
+
+    /// The config.
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only its schema is looked at")]
+    struct Config {
+        /// Optional text.
+        #[serde(default)]
+        text: Option<String>,
+        /// An optional table, described here.
+        inner: Option<Inner>,
+        /// An optional choice.
+        choice: Option<Mode>,
+        #[serde(default)]
+        mode: Mode,
+    }
+
+    #[test]
+    fn a_config_schema_has_no_null_and_its_keys_in_order() {
+        let text = config_schema::<Config>();
+        assert!(!text.contains("null"), "TOML has no null: {text}");
+        let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let properties = &schema["properties"];
+        assert_eq!(properties["text"]["type"], "string");
+        assert_eq!(properties["text"].get("default"), None);
+        // `Option<Inner>`: the table itself, its own description kept.
+        assert_eq!(properties["inner"]["$ref"], "#/$defs/Inner");
+        assert_eq!(properties["inner"]["description"], "An optional table, described here.");
+        assert_eq!(properties["choice"]["$ref"], "#/$defs/Mode");
+        assert_eq!(properties["mode"]["default"], "fast");
+        assert_eq!(schema["additionalProperties"], false);
+        // Keys sorted at every level, so the text is one however serde_json was built.
+        let at_depth = |indent: &str| -> Vec<&str> {
+            text.lines().filter_map(|l| l.strip_prefix(indent)?.strip_prefix('"')?.split('"').next()).collect()
+        };
+        let top = at_depth("  ");
+        assert_eq!(top, ["$defs", "$schema", "additionalProperties", "description", "properties", "title", "type"]);
+        let properties: Vec<&str> =
+            at_depth("    ").into_iter().filter(|k| !k.starts_with(char::is_uppercase)).collect();
+        assert_eq!(properties, ["choice", "inner", "mode", "text"]);
+    }
+
+    #[test]
+    fn a_schema_file_that_is_not_the_types_fails_and_says_how_to_mend_it() {
+        let dir = std::env::temp_dir().join(format!("wasmgate-sdk-schema-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.schema.json");
+        let path = file.to_str().unwrap();
+        let missing = check_config_schema::<Config>(path).unwrap_err();
+        assert!(missing.contains("cannot read") && missing.contains("WASMGATE_BLESS=1"), "{missing}");
+        std::fs::write(&file, config_schema::<Inner>()).unwrap();
+        let stale = check_config_schema::<Config>(path).unwrap_err();
+        assert!(stale.contains("is not the schema of the plugin's config type"), "{stale}");
+        assert!(stale.contains("WASMGATE_BLESS=1"), "{stale}");
+        std::fs::write(&file, config_schema::<Config>()).unwrap();
+        assert_eq!(check_config_schema::<Config>(path), Ok(()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
