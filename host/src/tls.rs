@@ -669,8 +669,17 @@ fn seconds_of(tag: u8, text: &[u8]) -> Option<i64> {
 
 /// A certificate chain and its private key, checked to belong together.
 fn load_certified_key(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = load_certs(cert)?;
-    let key_der = load_private_key(key)?;
+    certified_key_in((cert, &read(cert)?), (key, &read(key)?), provider)
+}
+
+/// [`load_certified_key`] of files already read.
+fn certified_key_in(
+    (cert, cert_pem): (&Path, &[u8]),
+    (key, key_pem): (&Path, &[u8]),
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = certs_in(cert, cert_pem)?;
+    let key_der = private_key_in(key, key_pem)?;
     let signing_key = provider
         .key_provider
         .load_private_key(key_der)
@@ -688,8 +697,12 @@ fn load_certified_key(cert: &Path, key: &Path, provider: &CryptoProvider) -> Res
 
 /// Every certificate in a PEM file, in order; at least one.
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    certs_in(path, &read(path)?)
+}
+
+/// [`load_certs`] of a file already read.
+fn certs_in(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem { path: path.to_owned(), problem: pem_problem(&e) })?;
     if certs.is_empty() {
@@ -698,28 +711,29 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// TLS to Redis's files, checked as an upstream's are (a CA bundle whose
-/// every certificate can be a trust anchor; a certificate chain with its
-/// key) and read once, for the Redis client.
+/// TLS to Redis's files, read once and checked as an upstream's are (a CA
+/// bundle whose every certificate can be a trust anchor; a certificate
+/// chain with its key): the bytes checked are the bytes the client gets.
 pub fn redis_tls(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<crate::config::RedisTls, TlsError> {
     let mut tls = crate::config::RedisTls::default();
     if let Some(ca) = ca {
-        load_roots(ca)?;
-        tls.ca = Some(read(ca)?);
+        let pem = read(ca)?;
+        roots_in(ca, &pem)?;
+        tls.ca = Some(pem);
         tls.files.push(ca.to_owned());
     }
     if let Some((cert, key)) = client {
-        load_certified_key(cert, key, &rustls::crypto::ring::default_provider())?;
-        tls.client = Some((read(cert)?, crate::config::Secret::new_bytes(read(key)?)));
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        certified_key_in((cert, &cert_pem), (key, &key_pem), &rustls::crypto::ring::default_provider())?;
+        tls.client = Some((cert_pem, crate::config::Secret::new_bytes(key_pem)));
         tls.files.extend([cert.to_owned(), key.to_owned()]);
     }
     Ok(tls)
 }
 
 /// The first private key in a PEM file.
-fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+fn private_key_in(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => TlsError::NoPrivateKey { path: path.to_owned() },
         e => TlsError::Pem { path: path.to_owned(), problem: pem_problem(&e) },
     })
@@ -727,8 +741,13 @@ fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// A CA bundle as trust anchors; each certificate in it must be usable as one.
 fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    roots_in(path, &read(path)?)
+}
+
+/// [`load_roots`] of a file already read.
+fn roots_in(path: &Path, bytes: &[u8]) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for (index, cert) in load_certs(path)?.into_iter().enumerate() {
+    for (index, cert) in certs_in(path, bytes)?.into_iter().enumerate() {
         roots.add(cert).map_err(|e| TlsError::BadCa {
             path: path.to_owned(),
             number: index + 1,

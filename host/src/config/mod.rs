@@ -64,9 +64,11 @@ impl Config {
 
     /// Every file the config names and the gateway reads at load, besides
     /// the config itself and the plugins' `.wasm`: certificates, keys and
-    /// CA bundles (the listener's and the upstreams'), secret files, and
-    /// plugins' `config_files`. A change to one reloads when watching, so a
-    /// renewed certificate or a rotated secret needs no `SIGHUP`.
+    /// CA bundles (the listener's, the upstreams' and the store's), secret
+    /// files, and plugins' `config_files`. A change to one reloads when
+    /// watching, so a renewed certificate or a rotated secret needs no
+    /// `SIGHUP` (the store's own take effect at restart, as all of
+    /// `[store]`: the reload says so).
     pub fn files(&self) -> Vec<&Path> {
         let mut files = Vec::new();
         if let Some(tls) = &self.server.tls {
@@ -331,6 +333,11 @@ mod tests {
         // Secrets and `config_files` are read while parsing; the rest at start.
         std::fs::write(dir.path().join("key.txt"), "s3cret\n").unwrap();
         std::fs::write(dir.path().join("jwks.json"), "{}").unwrap();
+        // As are the store's TLS files (read once, for the Redis client).
+        let redis = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("redis-ca.pem"), redis.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("client.pem"), redis.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("client.key"), redis.signing_key.serialize_pem()).unwrap();
         let text = r#"
 [server]
 listen = "127.0.0.1:0"
@@ -341,6 +348,11 @@ client_ca = "clients.pem"
 
 [plugins]
 dir = "."
+
+[store]
+backend = "redis"
+url = "rediss://127.0.0.1:6380/0"
+tls = { ca = "redis-ca.pem", cert = "client.pem", key = "client.key" }
 
 [plugin.jwt]
 grants = { secrets = { hmac = { file = "key.txt" }, other = { env = "PATH" } } }
@@ -358,7 +370,19 @@ plugins = [{ use = "jwt", config = {}, config_files = { jwks = "jwks.json" } }]
             config.files().iter().map(|f| f.strip_prefix(dir.path()).unwrap().display().to_string()).collect();
         assert_eq!(
             names,
-            ["site.pem", "site.key", "clients.pem", "upstream-ca.pem", "mtls.pem", "mtls.key", "key.txt", "jwks.json"]
+            [
+                "site.pem",
+                "site.key",
+                "clients.pem",
+                "upstream-ca.pem",
+                "mtls.pem",
+                "mtls.key",
+                "redis-ca.pem",
+                "client.pem",
+                "client.key",
+                "key.txt",
+                "jwks.json"
+            ]
         );
     }
 

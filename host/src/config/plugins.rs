@@ -158,7 +158,7 @@ pub enum StoreConfig {
 
 /// TLS to Redis (`rediss://`) beyond the URL: the files, read and checked
 /// once at load.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct RedisTls {
     /// The CA bundle (PEM) to trust in place of the Mozilla roots.
     pub ca: Option<Vec<u8>>,
@@ -217,45 +217,63 @@ pub(super) fn build_store(
             )
             .0,
         },
-        raw::StoreBackendKind::Redis => match &r.url {
-            Some(url) if url.get_ref().starts_with("redis://") || url.get_ref().starts_with("rediss://") => {
-                let over_tls = url.get_ref().starts_with("rediss://");
-                let tls = match &r.tls {
-                    Some(t) if !over_tls => {
-                        p.at(
-                            span(t),
-                            "store.tls",
-                            "[store.tls] applies to TLS, and the URL is redis://",
-                            "write the URL as rediss://, or remove [store.tls]",
-                        );
-                        None
+        raw::StoreBackendKind::Redis => {
+            match r.url.as_ref().map(|u| (u, crate::plugin::caps::redis::parse_url(u.get_ref()))) {
+                Some((url, Err(e))) => {
+                    p.at(
+                        Some(url.span()),
+                        "store.url",
+                        e,
+                        "url = \"redis://127.0.0.1:6379/0\" (or, for TLS, \"rediss://HOST:PORT/0\")",
+                    );
+                    StoreConfig::default()
+                }
+                Some((url, Ok(info))) => {
+                    let over_tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+                    let tls = match &r.tls {
+                        Some(t) if !over_tls => {
+                            p.at(
+                                span(t),
+                                "store.tls",
+                                "[store.tls] applies to TLS, and the URL is redis://",
+                                "write the URL as rediss://, or remove [store.tls]",
+                            );
+                            None
+                        }
+                        Some(t) => redis_tls(t, base, p),
+                        None => None,
+                    };
+                    StoreConfig::Redis {
+                        url: url.get_ref().clone(),
+                        timeout: within(
+                            p,
+                            span(s),
+                            "store.timeout",
+                            r.timeout.map(|d| d.0),
+                            WAITS,
+                            Duration::from_millis(50),
+                        ),
+                        tls,
                     }
-                    Some(t) => redis_tls(t, base, p),
-                    None => None,
-                };
-                StoreConfig::Redis {
-                    url: url.get_ref().clone(),
-                    timeout: within(
-                        p,
+                }
+                None => {
+                    p.at(
                         span(s),
-                        "store.timeout",
-                        r.timeout.map(|d| d.0),
-                        WAITS,
-                        Duration::from_millis(50),
-                    ),
-                    tls,
+                        "store.url",
+                        "the redis backend needs a redis:// (or, for TLS, rediss://) URL",
+                        "url = \"redis://127.0.0.1:6379\"",
+                    );
+                    StoreConfig::default()
                 }
             }
-            _ => {
-                p.at(
-                    span(s),
-                    "store.url",
-                    "the redis backend needs a redis:// (or, for TLS, rediss://) URL",
-                    "url = \"redis://127.0.0.1:6379\"",
-                );
-                StoreConfig::default()
-            }
-        },
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisTls {
+    /// The files it was read from, not their bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls").field("files", &self.files).finish_non_exhaustive()
     }
 }
 

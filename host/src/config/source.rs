@@ -76,6 +76,18 @@ impl StoreError {
     /// What the operator can do about it.
     pub fn fix(&self) -> String {
         match self {
+            // TLS that does not agree (a certificate not trusted, or none
+            // given): unreachable too, so that a start may use the last good
+            // copy while it is mended, but said as what it is.
+            Self::Unreachable(e)
+                if ["certificate", "Certificate", "fatal alert"].iter().any(|marker| e.contains(marker)) =>
+            {
+                let [ca, cert, key] = TLS_VARS;
+                format!(
+                    "check TLS: {ca} must hold the CA that issued Redis's certificate (for the URL's host), and \
+                     a Redis that asks for a client certificate (tls-auth-clients) needs {cert} and {key}"
+                )
+            }
             Self::Unreachable(_) => "check that Redis runs at that address; give --last-good FILE so that a gateway \
                                      can start from the last config it served while the store is down"
                 .to_owned(),
@@ -402,7 +414,7 @@ impl Store {
     }
 
     /// Refused: what only the operator can mend (credentials, the ACL, a
-    /// key of another type, TLS that does not agree). Anything else is the store unable to answer
+    /// key of another type). Anything else is the store unable to answer
     /// for now (down, loading, busy, out of clients): unreachable, as the
     /// plugins' store takes it.
     fn error(&self, e: &redis::RedisError) -> StoreError {
@@ -417,12 +429,6 @@ impl Store {
                 .to_owned()
         } else if said(&["WRONGTYPE"]) {
             format!("the key {:?} must hold the config's text (a Redis string)", self.key)
-        } else if said(&["certificate", "Certificate", "fatal alert", "HandshakeFailure"]) {
-            let [ca, cert, key] = TLS_VARS;
-            format!(
-                "{ca} must hold the CA that issued Redis's certificate (for the URL's host), and a Redis that asks \
-                 for a client certificate (tls-auth-clients) needs {cert} and {key}"
-            )
         } else {
             return StoreError::Unreachable(text);
         };

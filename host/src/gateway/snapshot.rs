@@ -696,12 +696,12 @@ fn pull_all(
     crate::control::wait(control, None, futures::future::join_all(pulls)).unwrap_or_default().into_iter().collect()
 }
 
-/// The fix for a config `plugin` refused: where its keys are listed.
+/// The fix for a config `plugin` refused: where its keys are listed (for
+/// a pulled plugin, the component in the cache: the bytes that refused).
 fn config_fix(plugin: &Plugin) -> String {
-    let listed = match (&plugin.settings.oci, plugin.has_config_schema) {
-        (Some(reference), true) => format!("`wasmgate inspect {reference}` lists the keys it takes"),
-        (None, true) => format!("`wasmgate inspect {}` lists the keys it takes", plugin.path.display()),
-        (_, false) => "its README lists the keys".to_owned(),
+    let listed = match plugin.has_config_schema {
+        true => format!("`wasmgate inspect {}` lists the keys it takes", plugin.path.display()),
+        false => "its README lists the keys".to_owned(),
     };
     format!("correct the `config` table for `{}` ({listed})", plugin.name)
 }

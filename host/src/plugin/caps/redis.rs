@@ -185,7 +185,7 @@ impl RedisStore {
         // The connection manager spawns its tasks on the current runtime and would panic without one.
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| StoreError::Invalid("RedisStore::new must be called inside a Tokio runtime".to_owned()))?;
-        let info = url.into_connection_info().map_err(|err| invalid_url(&err))?;
+        let info = parse_url(url).map_err(|e| StoreError::Invalid(format!("invalid redis URL: {e}")))?;
         let addr = info.addr().to_string();
         let client = client(info.set_tcp_settings(tcp_settings()), tls).map_err(|err| invalid_url(&err))?;
         let config = ConnectionManagerConfig::new()
@@ -416,6 +416,26 @@ pub(crate) fn client(info: redis::ConnectionInfo, tls: Option<&RedisTls>) -> red
             },
         ),
         _ => redis::Client::open(info),
+    }
+}
+
+/// `url` as the store connects to it: `redis://` or, for TLS, `rediss://`
+/// (in any case), to a host; what is wrong is said without the URL (it may
+/// carry a password).
+pub(crate) fn parse_url(url: &str) -> Result<redis::ConnectionInfo, String> {
+    match url.split_once('#') {
+        Some((_, "insecure")) => {
+            return Err("#insecure (Redis's certificate not checked) is not offered: give the CA that issued it \
+                        ([store.tls] ca)"
+                .into());
+        }
+        Some(_) => return Err("a `#` ends the URL (percent-encode one in a password: %23)".into()),
+        None => {}
+    }
+    let info = url.into_connection_info().map_err(|e| format!("not a Redis URL ({e})"))?;
+    match info.addr() {
+        redis::ConnectionAddr::Tcp(..) | redis::ConnectionAddr::TcpTls { insecure: false, .. } => Ok(info),
+        _ => Err("a Redis URL here is redis://HOST:PORT/DB or, for TLS, rediss://HOST:PORT/DB".into()),
     }
 }
 

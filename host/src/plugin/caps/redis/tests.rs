@@ -153,6 +153,13 @@ async fn new_rejects_bad_urls_and_a_zero_timeout_but_not_a_down_redis() {
         }
     }
     assert!(matches!(RedisStore::new("redis://127.0.0.1:6379/", Duration::ZERO, None), Err(StoreError::Invalid(_))));
+    // TLS in any case; never without checking Redis's certificate.
+    let tls = |url: &str| parse_url(url).map(|info| matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }));
+    assert_eq!(tls("REDISS://h:6380/1"), Ok(true));
+    assert_eq!(tls("Redis://h/0"), Ok(false));
+    assert!(tls("rediss://h/0#insecure").unwrap_err().contains("#insecure"));
+    assert!(tls("redis://:pa#ss@h/0").unwrap_err().contains("%23"));
+    assert!(tls("redis+unix:///tmp/redis.sock").is_err());
     // A password in the URL stays out of what the store shows and of its errors.
     let store = RedisStore::new("redis://:hunter2@127.0.0.1:1/", HOST_DEFAULT, None).unwrap();
     assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
@@ -162,7 +169,8 @@ async fn new_rejects_bad_urls_and_a_zero_timeout_but_not_a_down_redis() {
 
 /// Over TLS (`rediss://`) to a Redis that asks for a client certificate:
 /// the store trusts the CA given and gives its certificate; without one,
-/// Redis refuses the handshake and the store is unavailable, not broken.
+/// Redis refuses the handshake, and with another CA Redis is not trusted:
+/// the store is unavailable, not broken, and says why.
 #[tokio::test]
 async fn the_store_speaks_tls_and_gives_the_client_certificate_redis_asks_for() {
     let dir = tempfile::tempdir().unwrap();
@@ -179,6 +187,14 @@ async fn the_store_speaks_tls_and_gives_the_client_certificate_redis_asks_for() 
     let store = RedisStore::new(&redis.url(), PATIENT, Some(&without)).unwrap();
     match store.incr("k", 1, None).await {
         Err(StoreError::Unavailable(why)) => assert!(why.contains("CertificateRequired"), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // Nor is a Redis whose certificate is not from the CA trusted.
+    let other = certs::Ca::new(dir.path(), "other-ca");
+    let untrusting = crate::tls::redis_tls(Some(&other.pem), Some((&client.cert, &client.key))).unwrap();
+    let store = RedisStore::new(&redis.url(), PATIENT, Some(&untrusting)).unwrap();
+    match store.incr("k", 1, None).await {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("invalid peer certificate"), "{why}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
 }

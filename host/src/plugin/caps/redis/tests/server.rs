@@ -79,7 +79,8 @@ impl RedisServer {
         }
     }
 
-    /// A plain connection of the test's own, to look at what the store wrote.
+    /// A plain connection of the test's own, to look at what the store wrote
+    /// (a plain server's: a TLS one asks for a certificate).
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .expect("redis URL")
@@ -129,6 +130,8 @@ impl RedisServer {
 
     fn spawn(&mut self) -> Result<(), String> {
         let log = self.dir.path().join("redis.log");
+        // A restart's readiness is read from its own lines only.
+        let _ = std::fs::remove_file(&log);
         let mut command = Command::new("redis-server");
         match &self.tls {
             None => command.args(["--port", &self.port.to_string()]),
