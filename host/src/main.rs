@@ -52,6 +52,13 @@ enum Command {
         #[arg(value_name = "URL", help = STORE_HELP)]
         store: String,
     },
+    /// Put back the config a store held before its last publish (kept at
+    /// KEY:previous), checked as publish checks one; the one it replaces
+    /// is kept in its place, so a second rollback goes forward again.
+    Rollback {
+        #[arg(value_name = "URL", help = STORE_HELP)]
+        store: String,
+    },
     /// Publish a plugin to an OCI registry (the CNCF Wasm artifact layout)
     /// and print the digests to pin it by. Credentials, if the registry
     /// asks for them: WASMGATE_REGISTRY_USERNAME and WASMGATE_REGISTRY_PASSWORD.
@@ -146,6 +153,7 @@ fn main() -> ExitCode {
             run(source)
         }
         Command::Publish { file, store } => publish(&file, &store),
+        Command::Rollback { store } => rollback(&store),
         Command::Push { file, reference, registry, sign_key } => push(&file, &reference, registry, sign_key.as_deref()),
         Command::Inspect { plugin, schema, registry } => inspect(&plugin, schema, registry),
     }
@@ -226,10 +234,9 @@ fn check(source: &Source) -> ExitCode {
 /// `wasmgate publish`: nothing is written unless the config loads, with
 /// its plugins, as the gateways will load it.
 fn publish(file: &std::path::Path, store: &str) -> ExitCode {
-    let store = match Source::parse(store) {
-        Ok(Source::Store(store)) => store,
-        Ok(Source::File(_)) => return fail(format!("{store}: publish writes to a store"), STORE_URL, 2),
-        Err(e) => return fail(format!("the store's URL: {e}"), STORE_URL, 2),
+    let store = match store_of(store, "publish") {
+        Ok(store) => store,
+        Err(code) => return code,
     };
     let text = match wasmgate::config::read_text(file) {
         Ok(text) => text,
@@ -251,11 +258,65 @@ fn publish(file: &std::path::Path, store: &str) -> ExitCode {
         return ExitCode::from(2);
     }
     match store.publish(&text) {
-        Ok(()) => {
+        Ok(replaced) => {
             println!("{}: published to {} (sha256 {digest})", file.display(), store.shown());
+            kept(&store, replaced.as_deref());
             ExitCode::SUCCESS
         }
         Err(e) => fail(format!("{}: {e}", store.shown()), e.fix(), 1),
+    }
+}
+
+/// `wasmgate rollback`: the store's previous config, checked, published.
+fn rollback(store: &str) -> ExitCode {
+    let store = match store_of(store, "rollback") {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    let text = match store.previous() {
+        Ok(text) => text,
+        Err(e) => return fail(format!("{}: {e}", store.shown()), e.fix(), 2),
+    };
+    let config = match store.check_text(&text) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}\nnothing was rolled back (that is the config kept at {})", store.previous_key());
+            return ExitCode::from(2);
+        }
+    };
+    let digest = config.sha256();
+    if let Err(e) = wasmgate::gateway::check_config(config) {
+        eprintln!("{e}\n(the config at {}) nothing was rolled back", store.previous_key());
+        return ExitCode::from(2);
+    }
+    match store.publish(&text) {
+        Ok(replaced) => {
+            println!("{}: rolled back (sha256 {digest})", store.shown());
+            kept(&store, replaced.as_deref());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{}: {e}", store.shown()), e.fix(), 1),
+    }
+}
+
+/// Says where the config a publish replaced was kept.
+fn kept(store: &wasmgate::config::source::Store, replaced: Option<&str>) {
+    use sha2::Digest as _;
+    if let Some(old) = replaced {
+        println!(
+            "the config it replaced (sha256 {}) is kept at {}: `wasmgate rollback` puts it back",
+            hex::encode(sha2::Sha256::digest(old.as_bytes())),
+            store.previous_key()
+        );
+    }
+}
+
+/// The store a command writes to, or the exit code once what is wrong is said.
+fn store_of(store: &str, command: &str) -> Result<Box<wasmgate::config::source::Store>, ExitCode> {
+    match Source::parse(store) {
+        Ok(Source::Store(store)) => Ok(store),
+        Ok(Source::File(_)) => Err(fail(format!("{store}: {command} writes to a store"), STORE_URL, 2)),
+        Err(e) => Err(fail(format!("the store's URL: {e}"), STORE_URL, 2)),
     }
 }
 

@@ -632,6 +632,72 @@ fn inspect_reads_a_file_or_pulls_a_reference_and_checks_it_as_a_load_would() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such.wasm is not a file, nor a reference"));
 }
 
+/// `wasmgate rollback` puts back the config a publish replaced (kept at
+/// KEY:previous), checked first; the one it replaces is kept in turn, so a
+/// second rollback goes forward again. Nothing to go back to, or a kept
+/// config that no longer loads, is said, and nothing is written.
+#[test]
+fn rollback_puts_back_the_config_a_publish_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = redis_server::RedisServer::start();
+    let url = format!("{}0?key=fleet", redis.url());
+    let command =
+        |args: &[&str]| Command::new(BIN).args(args).env_remove("WASMGATE_CONFIG_STORE_PASSWORD").output().unwrap();
+    let mut store = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    let get =
+        |store: &mut redis::Connection, key: &str| redis::cmd("GET").arg(key).query::<Option<String>>(store).unwrap();
+
+    let out = command(&["rollback", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nothing to roll back to: the key \"fleet:previous\" is not set"), "{err}");
+    assert!(err.contains("fix: publish the config to go back to"), "{err}");
+
+    let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    write_config(&a, 0, &dead_upstream(), false);
+    write_config(&b, 0, &dead_upstream(), true);
+    let (a_text, b_text) = (std::fs::read_to_string(&a).unwrap(), std::fs::read_to_string(&b).unwrap());
+    let sha = |text: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    let out = command(&["publish", a.to_str().unwrap(), &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("kept at"), "nothing was replaced");
+    let out = command(&["publish", b.to_str().unwrap(), &url]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        printed.contains(&format!("the config it replaced (sha256 {}) is kept at fleet:previous", sha(&a_text))),
+        "{printed}"
+    );
+    assert_eq!(
+        (get(&mut store, "fleet"), get(&mut store, "fleet:previous")),
+        (Some(b_text.clone()), Some(a_text.clone()))
+    );
+
+    let out = command(&["rollback", &url]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains(&format!("{url}: rolled back (sha256 {})", sha(&a_text))), "{printed}");
+    assert_eq!(
+        (get(&mut store, "fleet"), get(&mut store, "fleet:previous")),
+        (Some(a_text.clone()), Some(b_text.clone()))
+    );
+    let out = command(&["rollback", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(get(&mut store, "fleet"), Some(b_text.clone()), "a second rollback goes forward again");
+
+    redis::cmd("SET")
+        .arg("fleet:previous")
+        .arg("[server]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nupstream = \"gone\"\n")
+        .query::<()>(&mut store)
+        .unwrap();
+    let out = command(&["rollback", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("unknown upstream `gone`"), "{err}");
+    assert!(err.contains("nothing was rolled back (that is the config kept at fleet:previous)"), "{err}");
+    assert_eq!(get(&mut store, "fleet"), Some(b_text), "nothing written");
+}
+
 #[path = "../../tests/src/certs.rs"]
 #[expect(clippy::expect_used, reason = "test harness: a test PKI that cannot be made should stop the test")]
 #[expect(dead_code, reason = "shared with the end-to-end tests: listeners and revocation are theirs")]

@@ -335,8 +335,42 @@ impl Store {
 
     /// Writes `text` to the key (`wasmgate publish`, once it is checked):
     /// the gateways following it load it at their next look.
-    pub fn publish(&self, text: &str) -> Result<(), StoreError> {
-        self.with_connection(|c| redis::cmd("SET").arg(&self.key).arg(text).query::<()>(c))
+    /// Where the config before the last publish is kept: `KEY:previous`.
+    pub fn previous_key(&self) -> String {
+        format!("{}:previous", self.key)
+    }
+
+    /// Writes `text` as the config, keeping the one it replaces (if other)
+    /// at [`previous_key`](Self::previous_key), which it returns.
+    pub fn publish(&self, text: &str) -> Result<Option<String>, StoreError> {
+        // Swapped in one command: what is kept is what was replaced.
+        let old: Option<String> =
+            self.with_connection(|c| redis::cmd("SET").arg(&self.key).arg(text).arg("GET").query(c))?;
+        match old {
+            Some(old) if old != text => {
+                let previous = self.previous_key();
+                self.with_connection(|c| redis::cmd("SET").arg(&previous).arg(&old).query::<()>(c))?;
+                Ok(Some(old))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The config before the last publish, for a rollback.
+    pub fn previous(&self) -> Result<String, StoreError> {
+        self.read_key(&self.previous_key()).map_err(|e| match e {
+            StoreError::Refused { what, .. } if what.ends_with("is not set") => StoreError::Refused {
+                what: format!("nothing to roll back to: {what} (it is written by a publish that replaces a config)"),
+                fix: "publish the config to go back to: wasmgate publish FILE URL".into(),
+            },
+            e => e,
+        })
+    }
+
+    /// Checks `text` as the gateways will (relative paths from the working
+    /// directory, as theirs).
+    pub fn check_text(&self, text: &str) -> Result<Config, ConfigError> {
+        self.parse(text)
     }
 
     fn parse(&self, text: &str) -> Result<Config, ConfigError> {
@@ -366,11 +400,16 @@ impl Store {
     /// bytes, of at most [`MAX_CONFIG_FILE`]. Commands a read-only ACL user
     /// may be given: `+strlen +getrange +exists`.
     fn read(&self) -> Result<String, StoreError> {
+        self.read_key(&self.key)
+    }
+
+    /// [`read`](Self::read) of `key`.
+    fn read_key(&self, key: &str) -> Result<String, StoreError> {
         let publish = || format!("publish one: wasmgate publish gateway.toml '{}'", self.shown);
         for _ in 0..3 {
-            let len: u64 = self.with_connection(|c| redis::cmd("STRLEN").arg(&self.key).query(c))?;
-            if len == 0 && !self.with_connection(|c| redis::cmd("EXISTS").arg(&self.key).query::<bool>(c))? {
-                return Err(StoreError::Refused { what: format!("the key {:?} is not set", self.key), fix: publish() });
+            let len: u64 = self.with_connection(|c| redis::cmd("STRLEN").arg(key).query(c))?;
+            if len == 0 && !self.with_connection(|c| redis::cmd("EXISTS").arg(key).query::<bool>(c))? {
+                return Err(StoreError::Refused { what: format!("the key {key:?} is not set"), fix: publish() });
             }
             if len > MAX_CONFIG_FILE {
                 return Err(StoreError::Refused {
@@ -380,8 +419,7 @@ impl Store {
             }
             // A byte past its end, if it has one: a value that grew (a
             // publish between the two) is told from one of this length.
-            let bytes: Vec<u8> =
-                self.with_connection(|c| redis::cmd("GETRANGE").arg(&self.key).arg(0).arg(len).query(c))?;
+            let bytes: Vec<u8> = self.with_connection(|c| redis::cmd("GETRANGE").arg(key).arg(0).arg(len).query(c))?;
             // Changed between the two (a publish meanwhile): read again.
             if bytes.len() as u64 != len {
                 continue;
