@@ -257,13 +257,13 @@ fn publish(file: &std::path::Path, store: &str) -> ExitCode {
         eprintln!("{e}\nnothing was published");
         return ExitCode::from(2);
     }
-    match store.publish(&text) {
+    match store.publish(&text, None) {
         Ok(replaced) => {
             println!("{}: published to {} (sha256 {digest})", file.display(), store.shown());
             kept(&store, replaced.as_deref());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format!("{}: {e}", store.shown()), e.fix(), 1),
+        Err(e) => store_failure(&store, &e),
     }
 }
 
@@ -273,10 +273,14 @@ fn rollback(store: &str) -> ExitCode {
         Ok(store) => store,
         Err(code) => return code,
     };
-    let text = match store.previous() {
-        Ok(text) => text,
-        Err(e) => return fail(format!("{}: {e}", store.shown()), e.fix(), 2),
+    let (current, text) = match store.current().and_then(|current| Ok((current, store.previous()?))) {
+        Ok(texts) => texts,
+        Err(e) => return store_failure(&store, &e),
     };
+    if text == current {
+        let what = format!("{}: the config kept at {} is the one in force", store.shown(), store.previous_key());
+        return fail(what, "nothing to roll back to: publish the config to go back to", 2);
+    }
     let config = match store.check_text(&text) {
         Ok(config) => config,
         Err(e) => {
@@ -289,26 +293,36 @@ fn rollback(store: &str) -> ExitCode {
         eprintln!("{e}\n(the config at {}) nothing was rolled back", store.previous_key());
         return ExitCode::from(2);
     }
-    match store.publish(&text) {
+    match store.publish(&text, Some(&current)) {
         Ok(replaced) => {
             println!("{}: rolled back (sha256 {digest})", store.shown());
             kept(&store, replaced.as_deref());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(format!("{}: {e}", store.shown()), e.fix(), 1),
+        Err(e) => store_failure(&store, &e),
     }
 }
 
 /// Says where the config a publish replaced was kept.
-fn kept(store: &wasmgate::config::source::Store, replaced: Option<&str>) {
+fn kept(store: &wasmgate::config::source::Store, replaced: Option<&[u8]>) {
     use sha2::Digest as _;
     if let Some(old) = replaced {
         println!(
             "the config it replaced (sha256 {}) is kept at {}: `wasmgate rollback` puts it back",
-            hex::encode(sha2::Sha256::digest(old.as_bytes())),
+            hex::encode(sha2::Sha256::digest(old)),
             store.previous_key()
         );
     }
+}
+
+/// What a store's failure is said as: exit 1 while it cannot be reached
+/// (try again), 2 when it refused (mend first).
+fn store_failure(store: &wasmgate::config::source::Store, e: &wasmgate::config::source::StoreError) -> ExitCode {
+    let code = match e {
+        wasmgate::config::source::StoreError::Unreachable(_) => 1,
+        wasmgate::config::source::StoreError::Refused { .. } => 2,
+    };
+    fail(format!("{}: {e}", store.shown()), e.fix(), code)
 }
 
 /// The store a command writes to, or the exit code once what is wrong is said.

@@ -565,7 +565,7 @@ fn publish_writes_a_checked_config_that_check_reads_from_redis() {
     let out = command(&[check, c, url.replace("fleet", "other").as_ref()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("WRONGTYPE") && err.contains("must hold the config's text (a Redis string)"), "{err}");
+    assert!(err.contains("WRONGTYPE") && err.contains("must hold config text (a Redis string)"), "{err}");
 
     // A Redis with a password: said how to give it; given, never shown.
     redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("s3cret").query::<()>(&mut store).unwrap();
@@ -650,8 +650,7 @@ fn rollback_puts_back_the_config_a_publish_replaced() {
     let out = command(&["rollback", &url]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("nothing to roll back to: the key \"fleet:previous\" is not set"), "{err}");
-    assert!(err.contains("fix: publish the config to go back to"), "{err}");
+    assert!(err.contains("the key \"fleet\" is not set"), "nothing published yet: {err}");
 
     let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
     write_config(&a, 0, &dead_upstream(), false);
@@ -661,6 +660,11 @@ fn rollback_puts_back_the_config_a_publish_replaced() {
     let out = command(&["publish", a.to_str().unwrap(), &url]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("kept at"), "nothing was replaced");
+    let out = command(&["rollback", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nothing to roll back to: the key \"fleet:previous\" is not set"), "{err}");
+    assert!(err.contains("fix: publish the config to go back to"), "{err}");
     let out = command(&["publish", b.to_str().unwrap(), &url]);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -684,6 +688,19 @@ fn rollback_puts_back_the_config_a_publish_replaced() {
     let out = command(&["rollback", &url]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(get(&mut store, "fleet"), Some(b_text.clone()), "a second rollback goes forward again");
+    // What is kept is what is in force (a plain SET made them one): said.
+    redis::cmd("SET").arg("fleet:previous").arg(&b_text).query::<()>(&mut store).unwrap();
+    let out = command(&["rollback", &url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the config kept at fleet:previous is the one in force"), "{err}");
+    // A key that holds another type is not written over.
+    redis::cmd("HSET").arg("other").arg("f").arg("v").query::<()>(&mut store).unwrap();
+    let out = command(&["publish", a.to_str().unwrap(), &url.replace("key=fleet", "key=other")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("WRONGTYPE") && err.contains("must hold config text (a Redis string)"), "{err}");
+    assert_eq!(redis::cmd("TYPE").arg("other").query::<String>(&mut store).unwrap(), "hash");
 
     redis::cmd("SET")
         .arg("fleet:previous")

@@ -333,27 +333,64 @@ impl Store {
         super::parse_in(file, &self.base, text)
     }
 
-    /// Writes `text` to the key (`wasmgate publish`, once it is checked):
-    /// the gateways following it load it at their next look.
     /// Where the config before the last publish is kept: `KEY:previous`.
     pub fn previous_key(&self) -> String {
         format!("{}:previous", self.key)
     }
 
-    /// Writes `text` as the config, keeping the one it replaces (if other)
-    /// at [`previous_key`](Self::previous_key), which it returns.
-    pub fn publish(&self, text: &str) -> Result<Option<String>, StoreError> {
-        // Swapped in one command: what is kept is what was replaced.
-        let old: Option<String> =
-            self.with_connection(|c| redis::cmd("SET").arg(&self.key).arg(text).arg("GET").query(c))?;
-        match old {
-            Some(old) if old != text => {
-                let previous = self.previous_key();
-                self.with_connection(|c| redis::cmd("SET").arg(&previous).arg(&old).query::<()>(c))?;
-                Ok(Some(old))
+    /// Writes `text` to the key (`wasmgate publish` and `rollback`, once it
+    /// is checked), keeping the config it replaces, if another, at
+    /// [`previous_key`](Self::previous_key); returns what it replaced.
+    /// With `expected`, only over that text (a rollback checked against
+    /// what was in force). One transaction: both keys written or neither,
+    /// and what is kept is what was replaced, whoever else publishes.
+    pub fn publish(&self, text: &str, expected: Option<&str>) -> Result<Option<Vec<u8>>, StoreError> {
+        let previous = self.previous_key();
+        let changed = || StoreError::Refused {
+            what: "the config changed while this was checked (another publish meanwhile); nothing was written".into(),
+            fix: "look at what is there now (wasmgate check -c URL), and run it again if still wanted".into(),
+        };
+        for _ in 0..3 {
+            let swapped = self.with_connection(|c| {
+                redis::cmd("WATCH").arg(&self.key).query::<()>(c)?;
+                let len: u64 = redis::cmd("STRLEN").arg(&self.key).query(c)?;
+                let old: Option<Vec<u8>> = match len > MAX_CONFIG_FILE {
+                    true => None,
+                    false => redis::cmd("GET").arg(&self.key).query(c)?,
+                };
+                if len > MAX_CONFIG_FILE || expected.is_some_and(|e| old.as_deref() != Some(e.as_bytes())) {
+                    redis::cmd("UNWATCH").query::<()>(c)?;
+                    return Ok(Err(len > MAX_CONFIG_FILE));
+                }
+                let kept = old.filter(|old| old.as_slice() != text.as_bytes());
+                let mut transaction = redis::pipe();
+                transaction.atomic().cmd("SET").arg(&self.key).arg(text).ignore();
+                if let Some(old) = &kept {
+                    transaction.cmd("SET").arg(&previous).arg(old.as_slice()).ignore();
+                }
+                // Nothing (nil) when the key changed since WATCH.
+                let done: Option<()> = transaction.query(c)?;
+                Ok(Ok(done.map(|()| kept)))
+            })?;
+            match swapped {
+                Ok(Some(kept)) => return Ok(kept),
+                Ok(None) if expected.is_some() => return Err(changed()),
+                Ok(None) => continue,
+                Err(true) => {
+                    return Err(StoreError::Refused {
+                        what: format!("the key {:?} holds over {} MiB: not a config", self.key, MAX_CONFIG_FILE >> 20),
+                        fix: format!("delete it first (redis-cli DEL {})", self.key),
+                    });
+                }
+                Err(false) => return Err(changed()),
             }
-            _ => Ok(None),
         }
+        Err(StoreError::Unreachable("the key kept changing while the config was published".into()))
+    }
+
+    /// The config the key holds now.
+    pub fn current(&self) -> Result<String, StoreError> {
+        self.read()
     }
 
     /// The config before the last publish, for a rollback.
@@ -462,11 +499,14 @@ impl Store {
             || said(&["NOAUTH", "WRONGPASS", "Authentication required"])
         {
             format!("give the store's password in {PASSWORD_VAR} (and its user in the URL: redis://USER@HOST)")
-        } else if said(&["NOPERM"]) {
-            "let the store's user read the key: +strlen +getrange +exists (and +select for a database other than 0)"
-                .to_owned()
+        } else if said(&["NOPERM", "NoPerm"]) {
+            format!(
+                "let the store's user read the key: +strlen +getrange +exists (and +select for a database other \
+                 than 0); to publish and roll back, also +watch +get +multi +exec +set on it and {}",
+                self.previous_key()
+            )
         } else if said(&["WRONGTYPE"]) {
-            format!("the key {:?} must hold the config's text (a Redis string)", self.key)
+            format!("the key {:?} (and {:?}) must hold config text (a Redis string)", self.key, self.previous_key())
         } else {
             return StoreError::Unreachable(text);
         };

@@ -65,10 +65,10 @@ impl ConfigSchema {
     pub fn table(&self) -> Table {
         let root = &self.value;
         let table = resolve(root, root, 0);
-        let mut budget = Budget { nodes: MAX_NODES, keys: MAX_SHOWN };
+        let mut budget = Budget { nodes: MAX_NODES, keys: MAX_SHOWN, cut: false };
         let keys = keys(root, table, 0, &mut budget);
         let closed = table.get("additionalProperties") == Some(&Value::Bool(false));
-        Table { keys, closed, cut: budget.keys == 0 || budget.nodes == 0 }
+        Table { keys, closed, cut: budget.cut }
     }
 }
 
@@ -91,6 +91,8 @@ struct Budget {
     nodes: usize,
     /// Keys listed.
     keys: usize,
+    /// Whether something was left out.
+    cut: bool,
 }
 
 const MAX_NODES: usize = 10_000;
@@ -107,9 +109,13 @@ fn keys(root: &Value, table: &Value, depth: usize, budget: &mut Budget) -> Vec<K
     // In order of name, whether or not serde_json keeps the schema's order.
     let mut properties: Vec<(&String, &Value)> = properties.iter().collect();
     properties.sort_by_key(|(name, _)| *name);
+    if properties.len() > MAX_KEYS {
+        budget.cut = true;
+    }
     let mut out = Vec::new();
     for (name, schema) in properties.into_iter().take(MAX_KEYS) {
         if budget.keys == 0 {
+            budget.cut = true;
             break;
         }
         budget.keys -= 1;
@@ -117,7 +123,7 @@ fn keys(root: &Value, table: &Value, depth: usize, budget: &mut Budget) -> Vec<K
         // A table's keys, or those of the tables in its array or map.
         let inner = match (resolved.get("items"), resolved.get("additionalProperties")) {
             (Some(items), _) => resolve(root, items, 0),
-            (None, Some(values @ Value::Object(_))) => resolve(root, values, 0),
+            (None, Some(values @ Value::Object(_))) if resolved.get("properties").is_none() => resolve(root, values, 0),
             _ => resolved,
         };
         out.push(Key {
@@ -146,6 +152,7 @@ const MAX_KIND: usize = 120;
 /// What `schema` is, in a few words of TOML.
 fn kind(root: &Value, schema: &Value, depth: usize, budget: &mut Budget) -> String {
     if depth > MAX_DEPTH || budget.nodes == 0 {
+        budget.cut |= budget.nodes == 0;
         return "…".to_owned();
     }
     budget.nodes -= 1;
@@ -234,6 +241,8 @@ fn resolve<'v>(root: &'v Value, schema: &'v Value, depth: usize) -> &'v Value {
 /// The first paragraph of `schema`'s description, on one line.
 fn about(schema: &Value) -> Option<String> {
     let text = schema.get("description").and_then(Value::as_str)?;
+    // No more of it than can be shown (with room for white space).
+    let text: String = text.chars().take(4 * 160).collect();
     let paragraph = text.trim().split("\n\n").next().unwrap_or_default();
     let line = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
     (!line.is_empty()).then(|| printable(&line, 160))
@@ -380,6 +389,22 @@ mod tests {
         // A long default is written only as far as it is shown.
         let long = format!(r#"{{"type": "object", "properties": {{"a": {{"default": "{}"}}}}}}"#, "x".repeat(100_000));
         assert_eq!(schema(&long).table().keys[0].default.as_deref().map(str::len), Some(60 + "…".len()));
+    }
+
+    #[test]
+    fn more_keys_than_are_listed_are_said_to_be_more() {
+        let keys: Vec<String> = (0..=MAX_KEYS).map(|i| format!(r#""k{i:03}": {{"type": "string"}}"#)).collect();
+        let table = schema(&format!(r#"{{"type": "object", "properties": {{{}}}}}"#, keys.join(","))).table();
+        assert_eq!((table.keys.len(), table.cut), (MAX_KEYS, true));
+        let few = schema(r#"{"type": "object", "properties": {"a": {"type": "string"}}}"#).table();
+        assert!(!few.cut);
+        // A table with keys of its own and a map of others: its own are listed.
+        let both = schema(
+            r#"{"type": "object", "properties": {"t": {"type": "object", "properties": {"own": {}},
+                 "additionalProperties": {"type": "object", "properties": {"theirs": {}}}}}}"#,
+        )
+        .table();
+        assert_eq!(both.keys[0].keys[0].name, "own");
     }
 
     #[test]
