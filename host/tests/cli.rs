@@ -694,6 +694,26 @@ fn rollback_puts_back_the_config_a_publish_replaced() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("the config kept at fleet:previous is the one in force"), "{err}");
+    // A user who may only read is refused, told the commands it needs.
+    redis::cmd("ACL")
+        .arg(
+            &["SETUSER", "reader", "on", ">pw", "~*", "+strlen", "+getrange", "+exists", "+select", "+hello", "+auth"]
+                [..],
+        )
+        .query::<()>(&mut store)
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["publish", a.to_str().unwrap(), &url.replacen("redis://", "redis://reader@", 1)])
+        .env("WASMGATE_CONFIG_STORE_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("to publish and roll back, also +watch +get +multi +exec +set on it and fleet:previous"),
+        "{err}"
+    );
+    assert_eq!(get(&mut store, "fleet"), Some(b_text.clone()), "nothing written");
     // A key that holds another type is not written over.
     redis::cmd("HSET").arg("other").arg("f").arg("v").query::<()>(&mut store).unwrap();
     let out = command(&["publish", a.to_str().unwrap(), &url.replace("key=fleet", "key=other")]);
