@@ -245,26 +245,10 @@ fn publish(file: &std::path::Path, store: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match store.parse_file(file, &text) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("{e}\nnothing was published");
-            return ExitCode::from(2);
-        }
-    };
-    let digest = config.sha256();
-    if let Err(e) = wasmgate::gateway::check_config(config) {
-        eprintln!("{e}\nnothing was published");
-        return ExitCode::from(2);
-    }
-    match store.publish(&text, None) {
-        Ok(replaced) => {
-            println!("{}: published to {} (sha256 {digest})", file.display(), store.shown());
-            kept(&store, replaced.as_deref());
-            ExitCode::SUCCESS
-        }
-        Err(e) => store_failure(&store, &e),
-    }
+    let parsed = store.parse_file(file, &text);
+    checked_and_published(&store, &text, parsed, None, "nothing was published", |digest| {
+        format!("{}: published to {} (sha256 {digest})", file.display(), store.shown())
+    })
 }
 
 /// `wasmgate rollback`: the store's previous config, checked, published.
@@ -281,31 +265,44 @@ fn rollback(store: &str) -> ExitCode {
         let what = format!("{}: the config kept at {} is the one in force", store.shown(), store.previous_key());
         return fail(what, "nothing to roll back to: publish the config to go back to", 2);
     }
-    let config = match store.check_text(&text) {
+    // Checked as the gateways read it: relative paths from here.
+    let parsed = store.parse_file(std::path::Path::new(store.shown()), &text);
+    let not_done = format!("nothing was rolled back (that is the config kept at {})", store.previous_key());
+    checked_and_published(&store, &text, parsed, Some(&current), &not_done, |digest| {
+        format!("{}: rolled back (sha256 {digest})", store.shown())
+    })
+}
+
+/// `publish` and `rollback`: `text` (`parsed`) loaded as the gateways will
+/// load it, then written over `expected` (if given), saying `done` with
+/// its sha256 and where the config it replaced was kept — or what is
+/// wrong, and `not_done`.
+fn checked_and_published(
+    store: &wasmgate::config::source::Store,
+    text: &str,
+    parsed: Result<wasmgate::config::Config, wasmgate::config::ConfigError>,
+    expected: Option<&str>,
+    not_done: &str,
+    done: impl FnOnce(&str) -> String,
+) -> ExitCode {
+    use sha2::Digest as _;
+    let config = match parsed {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("{e}\nnothing was rolled back (that is the config kept at {})", store.previous_key());
+            eprintln!("{e}\n{not_done}");
             return ExitCode::from(2);
         }
     };
     let digest = config.sha256();
     if let Err(e) = wasmgate::gateway::check_config(config) {
-        eprintln!("{e}\n(the config at {}) nothing was rolled back", store.previous_key());
+        eprintln!("{e}\n{not_done}");
         return ExitCode::from(2);
     }
-    match store.publish(&text, Some(&current)) {
-        Ok(replaced) => {
-            println!("{}: rolled back (sha256 {digest})", store.shown());
-            kept(&store, replaced.as_deref());
-            ExitCode::SUCCESS
-        }
-        Err(e) => store_failure(&store, &e),
-    }
-}
-
-/// Says where the config a publish replaced was kept.
-fn kept(store: &wasmgate::config::source::Store, replaced: Option<&[u8]>) {
-    use sha2::Digest as _;
+    let replaced = match store.publish(text, expected) {
+        Ok(replaced) => replaced,
+        Err(e) => return store_failure(store, &e),
+    };
+    println!("{}", done(&digest));
     if let Some(old) = replaced {
         println!(
             "the config it replaced (sha256 {}) is kept at {}: `wasmgate rollback` puts it back",
@@ -313,6 +310,7 @@ fn kept(store: &wasmgate::config::source::Store, replaced: Option<&[u8]>) {
             store.previous_key()
         );
     }
+    ExitCode::SUCCESS
 }
 
 /// What a store's failure is said as: exit 1 while it cannot be reached

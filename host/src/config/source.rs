@@ -404,12 +404,6 @@ impl Store {
         })
     }
 
-    /// Checks `text` as the gateways will (relative paths from the working
-    /// directory, as theirs).
-    pub fn check_text(&self, text: &str) -> Result<Config, ConfigError> {
-        self.parse(text)
-    }
-
     fn parse(&self, text: &str) -> Result<Config, ConfigError> {
         super::parse_in(Path::new(&self.shown), &self.base, text)
     }
