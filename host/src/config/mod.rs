@@ -162,6 +162,25 @@ pub(crate) fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
     Some(s.span())
 }
 
+/// A TLS table's client `cert` and `key` (from `base`): both, or neither;
+/// one alone is said (at `table`, named `name`) and taken as neither.
+pub(crate) fn cert_and_key<T>(
+    table: &Spanned<T>,
+    name: &str,
+    (cert, key): (Option<&PathBuf>, Option<&PathBuf>),
+    base: &Path,
+    p: &mut Problems<'_>,
+) -> Option<(PathBuf, PathBuf)> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+        (None, None) => None,
+        _ => {
+            p.at(span(table), name, "`cert` and `key` go together", "give both (PEM files), or neither");
+            None
+        }
+    }
+}
+
 /// What a whole request may be given: up to a day (a longer value is a
 /// typo, and one past ~292 billion years overflowed the clock).
 pub(crate) const REQUEST_TIMEOUTS: RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(24 * 3600);

@@ -281,14 +281,7 @@ impl std::fmt::Debug for RedisTls {
 /// config's directory).
 fn redis_tls(t: &toml::Spanned<raw::RawRedisTls>, base: &std::path::Path, p: &mut Problems<'_>) -> Option<RedisTls> {
     let raw = t.get_ref();
-    let client = match (&raw.cert, &raw.key) {
-        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
-        (None, None) => None,
-        _ => {
-            p.at(span(t), "store.tls", "`cert` and `key` go together", "give both (PEM files), or neither");
-            return None;
-        }
-    };
+    let client = super::cert_and_key(t, "store.tls", (raw.cert.as_ref(), raw.key.as_ref()), base, p);
     let ca = raw.ca.as_ref().map(|c| base.join(c));
     match crate::tls::redis_tls(ca.as_deref(), client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))) {
         Ok(tls) => Some(tls),

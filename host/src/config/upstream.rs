@@ -204,21 +204,11 @@ pub(super) fn build_upstreams(
             );
         }
         let tls = r.tls.as_ref().map(|t| {
-            let t = t.get_ref();
-            UpstreamTls {
-                ca: t.ca.as_ref().map(|c| base.join(c)),
-                server_name: t.server_name.clone(),
-                client_cert: match (&t.cert, &t.key) {
-                    (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
-                    _ => None,
-                },
-            }
+            let raw = t.get_ref();
+            let client_cert =
+                super::cert_and_key(t, &format!("{key}.tls"), (raw.cert.as_ref(), raw.key.as_ref()), base, p);
+            UpstreamTls { ca: raw.ca.as_ref().map(|c| base.join(c)), server_name: raw.server_name.clone(), client_cert }
         });
-        if let Some(t) = &r.tls
-            && t.get_ref().cert.is_some() != t.get_ref().key.is_some()
-        {
-            p.at(span(t), format!("{key}.tls"), "`cert` and `key` go together", "give both (PEM files), or neither");
-        }
         let bulkhead = match (r.max_concurrent, r.max_queue, r.queue_timeout) {
             (None, None, None) => None,
             // A semaphore's permits are bounded.
