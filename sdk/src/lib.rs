@@ -57,6 +57,7 @@ pub mod keys;
 mod plugin;
 pub use wasmgate_common::query;
 pub mod secrets;
+pub mod shared;
 pub mod store;
 pub mod testing;
 
@@ -85,7 +86,7 @@ pub use host::{clock, context, log};
 pub use plugin::{ConfigError, FixedHeaders, Info, MAX_FIXED_HEADERS, MAX_REQUEST_FACTS, Plugin, RequestFact};
 
 /// The WIT package this SDK builds plugins against.
-pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.5";
+pub const WIT_PACKAGE: &str = "wasmgate:plugin@0.1.6";
 
 /// The names most plugins need, in one `use`.
 pub mod prelude {

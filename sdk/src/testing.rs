@@ -475,13 +475,16 @@ pub fn check_config_schema<C: schemars::JsonSchema>(path: &str) -> Result<(), St
     }
 }
 
-/// Clears the context map, the captured logs, secrets, the HTTP handler and
-/// the store, and unfreezes the clock. Call it at the start of a test that
+/// Clears the context map, the captured logs, secrets, the HTTP handler,
+/// the store and the shared bytes, and unfreezes the clock. Call it at the start of a test that
 /// depends on them.
 pub fn reset() {
     HOST.with(|h| *h.borrow_mut() = TestHost::default());
     #[cfg(not(target_arch = "wasm32"))]
-    stand_in::store::clear();
+    {
+        stand_in::store::clear();
+        stand_in::shared::clear();
+    }
 }
 
 /// Moves the frozen clock forward (freezing it first at the current time).
@@ -640,6 +643,41 @@ pub(crate) mod stand_in {
         pub fn hit(key: &str, max: u64, window_ms: u64, cost: u64) -> Result<Limit, StoreError> {
             used();
             STORE.with(|s| s.borrow().hit(key, max, window_ms, cost)).map(limit).map_err(err)
+        }
+    }
+
+    /// The shared bytes' double: the gateway's own bounded space. A test
+    /// thread is one gateway: the instances a test makes share it, as a
+    /// plugin's instances do.
+    pub mod shared {
+        use std::cell::RefCell;
+
+        use wasmgate_common::shared::SharedSpace;
+
+        thread_local! {
+            static SPACE: RefCell<SharedSpace> = RefCell::default();
+        }
+
+        pub fn clear() {
+            SPACE.with(|s| *s.borrow_mut() = SharedSpace::default());
+        }
+
+        /// For [`crate::testing::on_request_kept`].
+        fn used() {
+            crate::testing::strays("used the shared bytes");
+        }
+
+        pub fn get(key: &str) -> Option<Vec<u8>> {
+            used();
+            SPACE.with(|s| s.borrow().get(key))
+        }
+        pub fn set(key: &str, value: &[u8]) -> bool {
+            used();
+            SPACE.with(|s| s.borrow_mut().set(key, value))
+        }
+        pub fn delete(key: &str) -> bool {
+            used();
+            SPACE.with(|s| s.borrow_mut().delete(key))
         }
     }
 

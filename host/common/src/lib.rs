@@ -3,12 +3,13 @@
 //! and the native test doubles.
 //!
 //! The host backs the `crypto` and in-memory `store` capabilities
-//! (`wit/capabilities.wit`) with these types; the SDK's test doubles use the
-//! very same code, so a plugin's unit tests check real signatures and get the
-//! real rate-limit arithmetic without building Wasm. Nothing here knows about
+//! (`wit/capabilities.wit`) and the `shared` interface with these types; the
+//! SDK's test doubles use the very same code, so a plugin's unit tests check
+//! real signatures and get the real rate-limit arithmetic without building
+//! Wasm. Nothing here knows about
 //! Wasm, async runtimes or the network, which is what lets both sides share it.
 //! Without the `native` feature, `units`, `path`, `prehashed`, `query`,
-//! `store_args`, `algorithm` and `edit` build for Wasm too, so plugins read
+//! `store_args`, `shared`, `algorithm` and `edit` build for Wasm too, so plugins read
 //! durations, sizes and path patterns in their config exactly as the gateway
 //! reads its own, and name signature algorithms with the gateway's type.
 
@@ -26,5 +27,6 @@ pub mod memstore;
 pub mod path;
 pub mod prehashed;
 pub mod query;
+pub mod shared;
 pub mod store_args;
 pub mod units;

@@ -1,6 +1,6 @@
 //! The host side of the WIT world: bindings generated from `wit/`, the
 //! per-store state, and the functions a plugin may import (request and
-//! response accessors, log, context, clock).
+//! response accessors, log, context, clock, the shared bytes).
 //!
 //! Every call works on the one request lent to the store for the current
 //! hook, so the request and response are fixed handles and need no table.
@@ -166,7 +166,7 @@ pub(crate) fn on_tick(s: StoreContextMut<'_, HostState>) -> wasmtime::Result<Upd
 }
 
 /// Links what every plugin may import: the request and response, log,
-/// context, clock, and the sandbox's WASI. Capabilities are linked per
+/// context, clock, setup, the shared bytes, and the sandbox's WASI. Capabilities are linked per
 /// plugin, when granted ([`super::caps::link`]).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     type D = HasSelf<HostState>;
@@ -175,6 +175,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     self::wasmgate::plugin::context::add_to_linker::<HostState, D>(linker, |s| s)?;
     self::wasmgate::plugin::clock::add_to_linker::<HostState, D>(linker, |s| s)?;
     self::wasmgate::plugin::setup::add_to_linker::<HostState, D>(linker, |s| s)?;
+    self::wasmgate::plugin::shared::add_to_linker::<HostState, D>(linker, |s| s)?;
     super::sandbox::add_to_linker(linker)
 }
 
@@ -678,6 +679,25 @@ pub(crate) fn monotonic_ns() -> u64 {
     u64::try_from(process_start().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Reading or writing the shared bytes makes a call's outcome depend on
+/// more than its declared facts: it is not kept.
+impl self::wasmgate::plugin::shared::Host for HostState {
+    fn get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.exchange.spoil();
+        self.caps.shared().get(&key)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> bool {
+        self.exchange.spoil();
+        self.caps.shared().set(&key, &value)
+    }
+
+    fn delete(&mut self, key: String) -> bool {
+        self.exchange.spoil();
+        self.caps.shared().delete(&key)
+    }
+}
+
 impl self::wasmgate::plugin::clock::Host for HostState {
     fn now_unix_ms(&mut self) -> u64 {
         self.exchange.spoil();
@@ -698,15 +718,7 @@ mod tests {
 
     #[test]
     fn a_call_may_write_so_many_log_lines_and_the_next_as_many_again() {
-        let caps = super::super::caps::Caps {
-            plugin: "p".into(),
-            namespace: "p:".into(),
-            store: None,
-            crypto: false,
-            secrets: Default::default(),
-            sealed_secrets: Default::default(),
-            http: None,
-        };
+        let caps = super::super::caps::Caps::none("p");
         let mut state = super::HostState::new(std::sync::Arc::new(caps), 1 << 20, Duration::from_millis(100));
         super::arm_state(&mut state, Instant::now(), Duration::ZERO);
         let written = (0..MAX_LOG_LINES + 5).filter(|_| state.may_log()).count();

@@ -16,11 +16,11 @@ use super::schema::ConfigSchema;
 use crate::config::PluginSettings;
 
 /// The WIT package version this gateway implements.
-pub const WIT_VERSION: &str = "0.1.5";
+pub const WIT_VERSION: &str = "0.1.6";
 /// The versions it loads plugins built against: each later one only adds
 /// functions, so a plugin built against an earlier one runs unchanged.
-const COMPATIBLE_VERSIONS: [&str; 6] = ["0.1.0", "0.1.1", "0.1.2", "0.1.3", "0.1.4", WIT_VERSION];
-/// `@0.1.0, @0.1.1, @0.1.2, @0.1.3, @0.1.4 and @0.1.5`, for messages.
+const COMPATIBLE_VERSIONS: [&str; 7] = ["0.1.0", "0.1.1", "0.1.2", "0.1.3", "0.1.4", "0.1.5", WIT_VERSION];
+/// `@0.1.0, @0.1.1, @0.1.2, @0.1.3, @0.1.4, @0.1.5 and @0.1.6`, for messages.
 fn supported() -> String {
     let mut text = String::new();
     for (i, version) in COMPATIBLE_VERSIONS.iter().enumerate() {
@@ -36,7 +36,7 @@ fn supported() -> String {
 /// The export every policy provides.
 pub const POLICY_EXPORT: &str = "wasmgate:plugin/policy";
 /// Host interfaces every plugin may import.
-const ALWAYS_GRANTED: [&str; 5] = ["types", "log", "context", "clock", "setup"];
+const ALWAYS_GRANTED: [&str; 6] = ["types", "log", "context", "clock", "setup", "shared"];
 
 /// Where the policy's functions are in the component.
 #[derive(Debug, Clone, Copy)]

@@ -90,7 +90,7 @@ fn broken_plugin_files_are_refused_by_name() {
     let e = check("future");
     assert!(
         e.contains(
-            "was built against wasmgate:plugin@0.2.0; this gateway supports @0.1.0, @0.1.1, @0.1.2, @0.1.3, @0.1.4 and @0.1.5"
+            "was built against wasmgate:plugin@0.2.0; this gateway supports @0.1.0, @0.1.1, @0.1.2, @0.1.3, @0.1.4, @0.1.5 and @0.1.6"
         ),
         "{e}"
     );

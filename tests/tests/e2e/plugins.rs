@@ -615,6 +615,36 @@ async fn calls(gw: &TestGateway) -> Vec<u64> {
     out
 }
 
+/// A plugin's shared bytes (WIT 0.1.6) outlive its instances — under
+/// `per-request` isolation every request is a new one — are its own (the
+/// same component under another name has others), and a reload starts them
+/// afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_bytes_outlive_instances_not_a_reload_and_are_the_plugins_own() {
+    let up = TestUpstream::echo("u").await;
+    let mut body = format!(
+        "{ADMIN}{}[upstreams.u]\nendpoints = [\"{}\"]\n",
+        chaos_as(&["one", "two"], "isolation = \"per-request\""),
+        up.addr
+    );
+    for name in ["one", "two"] {
+        body.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\nmatch = {{ prefix = \"/{name}\" }}\nupstream = \"u\"\n\
+             plugins = [{{ use = \"{name}\", config = {{ mode = \"shared\" }} }}]\n"
+        ));
+    }
+    let gw = TestGateway::start(&body);
+    let count = async |path: &str| echoed_header(&get(&gw.url(path)).await.json(), "x-shared");
+    for n in 1..=3 {
+        assert_eq!(count("/one").await.as_deref(), Some(n.to_string().as_str()), "one instance after another");
+    }
+    assert_eq!(count("/two").await.as_deref(), Some("1"), "the same component under another name");
+    assert_eq!(instances_created(&gw, "one").await, Some(3), "a new instance for each request");
+
+    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    assert_eq!(count("/one").await.as_deref(), Some("1"), "a reload starts afresh");
+}
+
 /// `wasmgate_plugin_instances_created_total` for `plugin`.
 async fn instances_created(gw: &TestGateway, plugin: &str) -> Option<u64> {
     let series = format!(r#"wasmgate_plugin_instances_created_total{{plugin="{plugin}"}}"#);
@@ -766,13 +796,13 @@ async fn a_hook_declaring_its_facts_is_called_once_per_value() {
     assert_eq!(request_calls(&gw, "chaos").await.as_deref(), Some("6"));
 }
 
-/// The claim is checked: a call that reads an undeclared header or a clock
-/// (the gateway's or WASI's), or logs a warning (or writes to stderr), is
-/// not kept, so every request calls the hook.
+/// The claim is checked: a call that reads an undeclared header, a clock
+/// (the gateway's or WASI's) or the shared bytes, or logs a warning (or
+/// writes to stderr), is not kept, so every request calls the hook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hook_straying_from_its_facts_is_called_every_time() {
     let up = TestUpstream::echo("u").await;
-    const STRAYS: [&str; 6] = ["header", "clock", "warn", "wasi-clock", "monotonic", "stderr"];
+    const STRAYS: [&str; 7] = ["header", "clock", "warn", "wasi-clock", "monotonic", "stderr", "shared"];
     let mut body = format!("{ADMIN}{}[upstreams.u]\nendpoints = [\"{}\"]\n", chaos_as(&STRAYS, ""), up.addr);
     for stray in STRAYS {
         body.push_str(&format!(

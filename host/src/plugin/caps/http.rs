@@ -21,7 +21,7 @@ use crate::proxy::body::Body;
 use crate::proxy::error::ProxyError;
 use crate::upstream::{ForwardOptions, Upstream};
 
-const INTERFACE: &str = "wasmgate:plugin/http@0.1.5";
+const INTERFACE: &str = "wasmgate:plugin/http@0.1.6";
 
 use wasmgate_common::edit::{MAX_EDITED_HEADERS, MAX_HEADER_VALUE, MAX_SEND_ALL};
 

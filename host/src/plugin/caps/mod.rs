@@ -18,8 +18,9 @@ pub mod redis;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use wasmgate_common::shared::SharedSpace;
 use wasmtime::component::{HasSelf, Linker};
 
 use self::store::StoreBackend;
@@ -38,6 +39,10 @@ pub struct Caps {
     /// Secrets granted only to make keys of ([`Grants::sealed_secrets`]).
     pub sealed_secrets: BTreeSet<String>,
     pub http: Option<http::HttpCaps>,
+    /// The bytes its instances share (the `shared` interface, always
+    /// granted): one space a plugin and loaded config, so a reload starts
+    /// it afresh.
+    pub shared: Mutex<SharedSpace>,
 }
 
 impl std::fmt::Debug for Caps {
@@ -63,6 +68,7 @@ impl Caps {
             secrets: BTreeMap::new(),
             sealed_secrets: BTreeSet::new(),
             http: None,
+            shared: Mutex::default(),
         }
     }
 
@@ -100,7 +106,15 @@ impl Caps {
             secrets: grants.secrets.clone(),
             sealed_secrets: grants.sealed_secrets.clone(),
             http,
+            shared: Mutex::default(),
         })
+    }
+
+    /// Its instances' shared bytes, to read or write.
+    pub fn shared(&self) -> std::sync::MutexGuard<'_, SharedSpace> {
+        // A panic holding the lock cannot leave the space half-written:
+        // each operation changes it in one step at its end.
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether calls into this plugin must be async (it may wait on I/O).

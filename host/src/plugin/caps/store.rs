@@ -13,7 +13,7 @@ use wasmtime::component::Linker;
 use super::super::host_api::{self, HostState, wasmgate::plugin::store as wit};
 use super::redis::{self, RedisStore};
 
-const INTERFACE: &str = "wasmgate:plugin/store@0.1.5";
+const INTERFACE: &str = "wasmgate:plugin/store@0.1.6";
 
 /// The process's store backend; cheap to clone.
 #[derive(Clone)]

@@ -66,6 +66,9 @@ enum Mode {
     /// of a client's `x-half-removed`; with `phase = "request"`, its
     /// response hook sets `x-half-hook`.
     EditThenTrap,
+    /// Count this plugin's requests in its shared bytes (`n`, as text) and
+    /// send the count upstream in `x-shared`.
+    Shared,
 }
 
 /// What [`Mode::Memo`] also does, breaking its claim.
@@ -84,6 +87,8 @@ enum Stray {
     Monotonic,
     /// Write a line to stderr.
     Stderr,
+    /// Read the shared bytes.
+    Shared,
 }
 
 /// How many headers [`Mode::Flood`] tries to add.
@@ -151,6 +156,7 @@ impl Chaos {
             | Mode::LateFixed
             | Mode::Memo
             | Mode::AliasedFetch
+            | Mode::Shared
             | Mode::LeaveVia => Decision::Continue,
             #[expect(clippy::panic, reason = "trapping is this guest's job")]
             Mode::Trap => panic!("chaos: trapping on purpose"),
@@ -193,6 +199,7 @@ impl Chaos {
             Some(Stray::WasiClock) => drop(std::hint::black_box(std::time::SystemTime::now())),
             Some(Stray::Monotonic) => drop(std::hint::black_box(std::time::Instant::now())),
             Some(Stray::Stderr) => eprintln!("chaos: a line on stderr on every call"),
+            Some(Stray::Shared) => drop(std::hint::black_box(wasmgate_sdk::shared::get("n"))),
             None => {}
         }
         if key == "deny" {
@@ -273,6 +280,13 @@ impl Plugin for Chaos {
         }
         if self.mode == Mode::AliasedFetch {
             let _ = req.set_header("x-fetch", aliased_fetch(usize::from(self.status)));
+            return Decision::Continue;
+        }
+        if self.mode == Mode::Shared {
+            let seen = wasmgate_sdk::shared::get("n").and_then(|n| String::from_utf8(n).ok()?.parse::<u64>().ok());
+            let n = seen.unwrap_or(0) + 1;
+            let stored = wasmgate_sdk::shared::set("n", n.to_string().as_bytes());
+            let _ = req.set_header("x-shared", if stored { n.to_string() } else { "refused".to_owned() });
             return Decision::Continue;
         }
         if self.mode == Mode::Context {
