@@ -7,6 +7,13 @@
 //! a token names a `kid` no key has — but never twice within
 //! `jwks_refresh_interval`, so tokens with made-up kids cannot make the
 //! gateway hammer the identity provider. A failed fetch keeps the keys it had.
+//!
+//! The plugin's instances share what they fetched and when they tried
+//! ([`wasmgate_sdk::shared`]): an instance made later — another worker's,
+//! one replacing a recycled instance, each request's under `per-request` —
+//! starts from the keys already fetched instead of fetching again, keeps
+//! them while the identity provider is down, and the rate bound holds for
+//! the plugin, not for each instance.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -16,7 +23,7 @@ use serde_json::Value;
 use wasmgate_sdk::ConfigError;
 use wasmgate_sdk::crypto::{Algorithm, Key, KeyError};
 use wasmgate_sdk::http::{self, HttpError, OutgoingRequest};
-use wasmgate_sdk::log;
+use wasmgate_sdk::{log, shared};
 
 use crate::config::{KeySources, RemoteSettings};
 
@@ -38,8 +45,9 @@ impl Entry {
     }
 }
 
-/// What a refresh did to the fetched keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a refresh did to the fetched keys, in the order two outcomes
+/// combine (the larger wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Refresh {
     /// No fetch (not needed, or rate-bound), or a failed one.
     Unchanged,
@@ -61,7 +69,9 @@ pub struct KeySet {
 struct Remote {
     settings: RemoteSettings,
     keys: Vec<Entry>,
-    /// Last successful fetch.
+    /// The JWKS `keys` were made from, to share.
+    text: Rc<str>,
+    /// Last successful fetch (this instance's or another's).
     fetched_at: Option<u64>,
     /// Last fetch, successful or not: the rate bound.
     last_attempt: Option<u64>,
@@ -111,15 +121,24 @@ impl KeySet {
     }
 
     /// Refreshes the fetched keys if they are stale or `kid` is unknown,
-    /// within the rate bound.
+    /// within the rate bound: from what another instance fetched since, or
+    /// from the identity provider.
     pub fn refresh(&self, kid: Option<&str>, now_ms: u64) -> Refresh {
         let Some(remote) = &self.remote else { return Refresh::Unchanged };
         let mut remote = remote.borrow_mut();
-        let unknown = kid.is_some_and(|kid| !self.knows(kid) && !has_kid(&remote.keys, kid));
-        if !(unknown || remote.stale(now_ms)) || !remote.may_fetch(now_ms) {
+        let wanted = |remote: &Remote| {
+            let unknown = kid.is_some_and(|kid| !self.knows(kid) && !has_kid(&remote.keys, kid));
+            (unknown || remote.stale(now_ms)) && remote.may_fetch(now_ms)
+        };
+        if !wanted(&remote) {
             return Refresh::Unchanged;
         }
-        remote.fetch(now_ms)
+        // Another instance's fetch, or its try, counts as this one's.
+        let adopted = remote.adopt();
+        if !wanted(&remote) {
+            return adopted;
+        }
+        adopted.max(remote.fetch(now_ms))
     }
 
     /// The keys that may verify a token with `alg` and `kid`: keys with that
@@ -158,13 +177,21 @@ impl Remote {
     /// not granted or not valid) refuses the config; anything that may be
     /// transient (the identity provider is down) is logged, and the next
     /// request after the rate bound tries again.
+    ///
+    /// When another instance of the plugin fetched the keys within
+    /// `jwks_max_age`, or tried within `jwks_refresh_interval`, this one
+    /// starts from that and does not fetch.
     fn first(settings: RemoteSettings, now_ms: u64) -> Result<Self, ConfigError> {
         let url = settings.url.clone();
-        let mut remote = Self { settings, keys: Vec::new(), fetched_at: None, last_attempt: Some(now_ms) };
+        let mut remote = Self { settings, keys: Vec::new(), text: Rc::from(""), fetched_at: None, last_attempt: None };
+        remote.adopt();
+        if !remote.stale(now_ms) || !remote.may_fetch(now_ms) {
+            return Ok(remote);
+        }
+        remote.last_attempt = Some(now_ms);
         match fetch(&url) {
-            Ok(keys) => {
-                remote.keys = keys;
-                remote.fetched_at = Some(now_ms);
+            Ok((keys, text)) => {
+                remote.replace(keys, &text, now_ms);
             }
             Err(FetchError::Http(HttpError::NotGranted(_))) => {
                 return Err(format!(
@@ -176,8 +203,15 @@ impl Remote {
             Err(FetchError::Http(HttpError::InvalidRequest(m))) => {
                 return Err(format!("jwks_url: `{url}` cannot be requested: {m}").into());
             }
-            Err(e) => log::warn(&format!("jwks: cannot fetch {url}: {e}; will retry on a later request")),
+            Err(e) if remote.keys.is_empty() => {
+                log::warn(&format!("jwks: cannot fetch {url}: {e}; will retry on a later request"));
+            }
+            Err(e) => log::warn(&format!(
+                "jwks: cannot fetch {url}: {e}; keeping the {} keys fetched before; will retry on a later request",
+                remote.keys.len()
+            )),
         }
+        remote.publish();
         Ok(remote)
     }
 
@@ -191,13 +225,10 @@ impl Remote {
 
     fn fetch(&mut self, now_ms: u64) -> Refresh {
         self.last_attempt = Some(now_ms);
-        match fetch(&self.settings.url) {
-            Ok(keys) => {
-                let withdrawn = self.keys.iter().any(|old| !keys.iter().any(|new| new.id == old.id));
+        let refresh = match fetch(&self.settings.url) {
+            Ok((keys, text)) => {
                 log::info(&format!("jwks: {} keys from {}", keys.len(), self.settings.url));
-                self.keys = keys;
-                self.fetched_at = Some(now_ms);
-                if withdrawn { Refresh::Withdrawn } else { Refresh::Fetched }
+                self.replace(keys, &text, now_ms)
             }
             Err(e) => {
                 log::warn(&format!(
@@ -207,7 +238,85 @@ impl Remote {
                 ));
                 Refresh::Unchanged
             }
+        };
+        self.publish();
+        refresh
+    }
+
+    /// Makes `keys` (from `text`, fetched at `fetched_at`) the fetched ones.
+    fn replace(&mut self, keys: Vec<Entry>, text: &str, fetched_at: u64) -> Refresh {
+        let withdrawn = self.keys.iter().any(|old| !keys.iter().any(|new| new.id == old.id));
+        self.keys = keys;
+        self.text = Rc::from(text);
+        self.fetched_at = Some(fetched_at);
+        if withdrawn { Refresh::Withdrawn } else { Refresh::Fetched }
+    }
+
+    /// The key the plugin's instances share this URL's JWKS under.
+    fn shared_key(&self) -> String {
+        format!("jwks {}", self.settings.url)
+    }
+
+    /// Takes what another instance fetched since this one did, and counts
+    /// its last try towards the rate bound.
+    fn adopt(&mut self) -> Refresh {
+        let Some(bytes) = shared::get(&self.shared_key()) else { return Refresh::Unchanged };
+        let Some(record) = Record::decode(&bytes) else { return Refresh::Unchanged };
+        self.last_attempt = self.last_attempt.max(Some(record.attempted_at));
+        let Some(fetched_at) = record.fetched_at.filter(|&at| self.fetched_at.is_none_or(|ours| at > ours)) else {
+            return Refresh::Unchanged;
+        };
+        // It was a usable JWKS when fetched; its keys are made again here,
+        // each instance holding its own.
+        match parse_jwks(record.text, false) {
+            Ok((keys, _)) if !keys.is_empty() => self.replace(keys, record.text, fetched_at),
+            _ => Refresh::Unchanged,
         }
+    }
+
+    /// Shares this instance's keys and last try, unless another instance
+    /// shared newer keys meanwhile. A write the gateway refuses (a URL over
+    /// the key bound) leaves each instance fetching its own, as before.
+    fn publish(&self) {
+        let Some(attempted_at) = self.last_attempt else { return };
+        let key = self.shared_key();
+        let theirs = shared::get(&key);
+        if theirs.as_deref().and_then(Record::decode).is_some_and(|r| r.fetched_at > self.fetched_at) {
+            return;
+        }
+        let record = Record { attempted_at, fetched_at: self.fetched_at, text: &self.text };
+        let _ = shared::set(&key, &record.encode());
+    }
+}
+
+/// A URL's JWKS as the instances share it: when it was last tried and last
+/// fetched, then the document (empty before a first successful fetch).
+#[derive(Debug, PartialEq, Eq)]
+struct Record<'a> {
+    attempted_at: u64,
+    fetched_at: Option<u64>,
+    text: &'a str,
+}
+
+impl<'a> Record<'a> {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(16 + self.text.len());
+        bytes.extend_from_slice(&self.attempted_at.to_le_bytes());
+        // Never fetched: 0 (the epoch, which no fetch happens at).
+        bytes.extend_from_slice(&self.fetched_at.unwrap_or(0).to_le_bytes());
+        bytes.extend_from_slice(self.text.as_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &'a [u8]) -> Option<Self> {
+        let (attempted, rest) = bytes.split_first_chunk::<8>()?;
+        let (fetched, text) = rest.split_first_chunk::<8>()?;
+        let fetched_at = u64::from_le_bytes(*fetched);
+        Some(Self {
+            attempted_at: u64::from_le_bytes(*attempted),
+            fetched_at: (fetched_at != 0).then_some(fetched_at),
+            text: std::str::from_utf8(text).ok()?,
+        })
     }
 }
 
@@ -234,7 +343,8 @@ impl fmt::Display for FetchError {
     }
 }
 
-fn fetch(url: &str) -> Result<Vec<Entry>, FetchError> {
+/// The usable keys of the JWKS at `url`, and its text.
+fn fetch(url: &str) -> Result<(Vec<Entry>, String), FetchError> {
     let resp = http::send(OutgoingRequest::get(url).header("accept", "application/json")).map_err(FetchError::Http)?;
     if resp.status != 200 {
         return Err(FetchError::Status(resp.status));
@@ -247,7 +357,7 @@ fn fetch(url: &str) -> Result<Vec<Entry>, FetchError> {
     if keys.is_empty() {
         return Err(FetchError::Document("the JWKS has no usable signing keys".into()));
     }
-    Ok(keys)
+    Ok((keys, text.to_owned()))
 }
 
 /// The keys of a JWKS document. Keys marked `"use": "enc"` are not for

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, SigningKey as _};
 use serde_json::{Value, json};
 use wasmgate_tests::upstream::{TestUpstream, echoed_header};
-use wasmgate_tests::{TestGateway, eventually, get, get_with};
+use wasmgate_tests::{ADMIN, TestGateway, eventually, get, get_with, sample};
 
 /// The 2048-bit RSA test key (PKCS#8) every RS256 test and bench signs
 /// with, made once with openssl. It protects nothing.
@@ -355,6 +355,48 @@ async fn jwt_es256_from_a_jwks_url_follows_a_key_rotation() {
     assert_eq!(idp.hits(), 2);
     let r = with_bearer(&gw, &old.token(&claims("carol", false)), &[]).await;
     assert_eq!(r.status, 200, "the old key still works");
+}
+
+/// The plugin's instances share the JWKS one of them fetched (WIT 0.1.6's
+/// `shared`): under `per-request` isolation every request is a new instance,
+/// configured anew, and none fetches again; once the keys are stale and the
+/// identity provider down, a new instance keeps the keys fetched before, and
+/// the provider is asked once an interval, not once a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_instances_share_the_jwks_one_fetched() {
+    let up = TestUpstream::echo("u").await;
+    let key = Es256::new("2025-01");
+    let idp = JwksServer::start(jwks(&[key.jwk()])).await;
+    let origin = format!("http://{}", idp.addr);
+    let body = gateway_config(
+        &up,
+        &format!("crypto = true, http = [\"{origin}\"], http_timeout = \"2s\""),
+        &format!(
+            r#"{{ use = "jwt", config = {{ jwks_url = "{origin}/.well-known/jwks.json", jwks_max_age = "2s", jwks_refresh_interval = "2s" }} }},"#
+        ),
+    );
+    let body = body.replacen("[plugin.jwt]\n", "[plugin.jwt]\nisolation = \"per-request\"\n", 1);
+    let gw = TestGateway::start(&format!("{ADMIN}{body}"));
+    assert_eq!(idp.hits(), 1, "fetched when the config was loaded");
+    for i in 0..5 {
+        let r = with_bearer(&gw, &key.token(&claims(&format!("user-{i}"), false)), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let created = |metrics: &str| {
+        sample(metrics, r#"wasmgate_plugin_instances_created_total{plugin="jwt"}"#).and_then(|v| v.parse::<u64>().ok())
+    };
+    assert_eq!(created(&gw.metrics().await), Some(5), "a new instance for each request");
+    assert_eq!(idp.hits(), 1, "none of them fetched the JWKS again");
+
+    // Stale, and the identity provider answers what is not a JWKS.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    idp.serve(String::new());
+    for i in 0..5 {
+        let r = with_bearer(&gw, &key.token(&claims(&format!("late-{i}"), false)), &[]).await;
+        assert_eq!(r.status, 200, "the keys fetched before still verify: {}", r.text());
+    }
+    assert_eq!(created(&gw.metrics().await), Some(10));
+    assert_eq!(idp.hits(), 2, "one try for them all, within jwks_refresh_interval");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

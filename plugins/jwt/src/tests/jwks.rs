@@ -1,6 +1,8 @@
 //! Keys from a JWKS: inline (text or table), and fetched from `jwks_url`
 //! through the `http` capability — at configure, on an unknown kid within
-//! the rate bound, when stale, with rotation, failures and withdrawn keys.
+//! the rate bound, when stale, with rotation, failures and withdrawn keys;
+//! and shared by the plugin's instances (a test thread is one gateway: the
+//! instances a test configures share the shared bytes' double).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -178,6 +180,74 @@ fn an_identity_provider_down_at_configure_is_retried_later() {
     testing::advance_ms(30_000);
     assert_eq!(check(&p, &token), "continue");
     assert_eq!(fetches(), 2);
+}
+
+#[test]
+fn an_instance_made_later_starts_from_the_keys_another_fetched() {
+    fresh();
+    let k1 = Signer::es256();
+    let _idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    let first = plugin(&remote(json!({})));
+    testing::advance_ms(5_000);
+    // Another worker's instance, or one replacing a recycled instance.
+    let later = plugin(&remote(json!({})));
+    assert_eq!(fetches(), 1, "the later instance did not fetch");
+    for p in [&first, &later] {
+        assert_eq!(check(p, &k1.token("ES256", Some("k1"), &claims())), "continue");
+    }
+    // Another URL is another JWKS.
+    let other = "https://other.example.com/jwks.json";
+    testing::on_http(move |req| {
+        assert_eq!(req.url, other);
+        Ok(IncomingResponse { status: 200, headers: vec![], body: jwks(&[k1.jwk(Some("k1"))]).into_bytes() })
+    });
+    plugin(&json!({ "jwks_url": other }));
+    assert_eq!(fetches(), 2);
+}
+
+#[test]
+fn an_instance_made_while_the_identity_provider_is_down_keeps_the_shared_keys() {
+    fresh();
+    let k1 = Signer::es256();
+    let idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    plugin(&remote(json!({ "jwks_max_age": "1m", "jwks_refresh_interval": "30s" })));
+    testing::advance_ms(60_000);
+    idp.down.set(true);
+    // Stale: the new instance tries, fails, and keeps the keys it found.
+    let p = plugin(&remote(json!({ "jwks_max_age": "1m", "jwks_refresh_interval": "30s" })));
+    assert_eq!(fetches(), 2);
+    assert!(
+        testing::logs().iter().any(|(l, m)| *l == Level::Warn && m.contains("keeping the 1 keys")),
+        "{:?}",
+        testing::logs()
+    );
+    assert_eq!(check(&p, &k1.token("ES256", Some("k1"), &claims())), "continue");
+    // Its try counts for the next instance's rate bound: no fetch within 30 s.
+    testing::advance_ms(29_999);
+    let q = plugin(&remote(json!({ "jwks_max_age": "1m", "jwks_refresh_interval": "30s" })));
+    assert_eq!(check(&q, &k1.token("ES256", Some("k1"), &json!({"sub": "q"}))), "continue");
+    assert_eq!(fetches(), 2, "the identity provider is asked once an interval, not once an instance");
+    testing::advance_ms(1);
+    assert_eq!(check(&q, &k1.token("ES256", Some("k1"), &json!({"sub": "r"}))), "continue");
+    assert_eq!(fetches(), 3, "the interval has passed");
+}
+
+#[test]
+fn a_refetch_by_one_instance_serves_the_others() {
+    fresh();
+    let (k1, k2) = (Signer::es256(), Signer::es256());
+    let idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    let (a, b) = (plugin(&remote(json!({}))), plugin(&remote(json!({}))));
+    assert_eq!(fetches(), 1);
+    idp.serve(&[k2.jwk(Some("k2"))]);
+    testing::advance_ms(30_000);
+    let rotated = k2.token("ES256", Some("k2"), &claims());
+    assert_eq!(check(&a, &rotated), "continue");
+    assert_eq!(fetches(), 2, "a fetched the new key");
+    assert_eq!(check(&b, &rotated), "continue");
+    assert_eq!(fetches(), 2, "b took the keys a fetched");
+    // b noticed k1 withdrawn too, as if it had fetched itself.
+    assert_eq!(check(&b, &k1.token("ES256", Some("k1"), &claims())), "unknown key id (kid)");
 }
 
 #[test]
