@@ -460,12 +460,12 @@ fn no_null(schema: &mut schemars::Schema) {
 }
 
 /// Whether the file at `path` holds [`config_schema`]`::<C>()`: what
-/// `export_plugin!`'s test calls. With `WASMGATE_BLESS` set, writes it
-/// there instead.
+/// `export_plugin!`'s test calls. With `WASMGATE_BLESS=1`, writes it
+/// there instead (any other value, `0` say, checks).
 pub fn check_config_schema<C: schemars::JsonSchema>(path: &str) -> Result<(), String> {
     let schema = config_schema::<C>();
     let bless = "run the plugin's tests with WASMGATE_BLESS=1 to write it";
-    if std::env::var_os("WASMGATE_BLESS").is_some() {
+    if std::env::var_os("WASMGATE_BLESS").is_some_and(|v| v == "1") {
         return std::fs::write(path, schema).map_err(|e| format!("cannot write {path}: {e}"));
     }
     match std::fs::read_to_string(path) {

@@ -40,7 +40,8 @@ fn mask_digests(text: &str) -> String {
 
 #[test]
 fn config_error_messages_match_their_snapshots() {
-    let bless = std::env::var_os("WASMGATE_BLESS").is_some();
+    // `1` only: `WASMGATE_BLESS=0` must not rewrite every snapshot.
+    let bless = std::env::var_os("WASMGATE_BLESS").is_some_and(|v| v == "1");
     let mut cases: Vec<PathBuf> = std::fs::read_dir(ui_dir())
         .expect("tests/ui/invalid")
         .flatten()
