@@ -188,8 +188,11 @@ fn warn_static_changes(old: &Config, new: &Config) {
     if old.admin != new.admin {
         tracing::warn!("[admin] changed; it takes effect at restart");
     }
-    if old.store != new.store {
-        tracing::warn!("[store] changed; it takes effect at restart");
+    // A Redis store's change is made (new connections, see snapshot's
+    // `store_for`); the in-memory store holds its counters.
+    let redis = |c: &Config| matches!(c.store, config::StoreConfig::Redis { .. });
+    if old.store != new.store && !(redis(old) && redis(new)) {
+        tracing::warn!("[store] changed from or to the in-memory store, or its limits; it takes effect at restart");
     }
     if (old.server.watch, old.server.watch_interval) != (new.server.watch, new.server.watch_interval) {
         tracing::warn!("server.watch or watch_interval changed; they take effect at restart");

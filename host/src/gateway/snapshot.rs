@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::HeaderValue;
 
 use crate::config::units::ByteSize;
-use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy, Setting};
+use crate::config::{self, Config, ConfigError, HttpGrant, OnPluginError, Problems, RetryPolicy, Setting, StoreConfig};
 use crate::plugin::caps::Caps;
 use crate::plugin::caps::store::StoreBackend;
 use crate::plugin::{ChainLink, ConfigureError, Plugin, Runtime, registry};
@@ -30,7 +30,8 @@ pub struct Env {
     pub control: tokio::runtime::Handle,
     pub workers: usize,
     pub access_log: Option<AccessLogWriter>,
-    /// The plugins' shared store (fixed at start).
+    /// The plugins' store the gateway started with ([`Snapshot::store`]
+    /// says which one a config uses).
     pub store: StoreBackend,
 }
 
@@ -96,6 +97,10 @@ pub struct Snapshot {
     /// Upstreams made for origins granted to plugins.
     pub origins: HashMap<HttpGrant, Arc<Upstream>>,
     pub tls: Option<Arc<tls::Listening>>,
+    /// The plugins' store: the previous config's while `[store]` is
+    /// unchanged, or either is in memory (whose counters live in it); new
+    /// connections when a Redis `[store]` changed (`store_for`).
+    pub store: StoreBackend,
     /// The certificates it presents, with when each expires.
     pub certificates: Vec<tls::Presented>,
     pub metrics: Arc<Metrics>,
@@ -264,7 +269,8 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
         }
     }
     let origins = origin_upstreams(&config, env, previous, &mut problems);
-    let plugins = load_plugins(&config, env, &upstreams, &origins, &mut problems);
+    let store = store_for(&config, env, previous, &mut problems);
+    let plugins = load_plugins(&config, env, &store, &upstreams, &origins, &mut problems);
     let max_idle = config.plugins.max_idle_per_worker;
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, rc) in config.routes.iter().enumerate() {
@@ -361,10 +367,34 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
         plugins,
         origins,
         tls,
+        store,
         certificates,
         metrics: env.metrics.clone(),
         access_log: env.access_log.clone(),
     })
+}
+
+/// The store a config's plugins use. A reload keeps the one in use unless
+/// a Redis `[store]` changed (its URL, timeout or TLS files: a rotated
+/// client certificate), which gets new connections: the counters are in
+/// Redis either way. A change to or from the in-memory store, or of its
+/// limits, waits for a restart (its counters live in it; the reload warns).
+fn store_for(config: &Config, env: &Env, previous: Option<&Snapshot>, problems: &mut Problems<'_>) -> StoreBackend {
+    let Some(previous) = previous else { return env.store.clone() };
+    let redis = |c: &Config| matches!(c.store, StoreConfig::Redis { .. });
+    if previous.config.store == config.store || !(redis(&previous.config) && redis(config)) {
+        return previous.store.clone();
+    }
+    match StoreBackend::from_config(&config.store, &env.control) {
+        Ok(store) => {
+            tracing::info!("[store] changed: new connections to Redis");
+            store
+        }
+        Err(e) => {
+            problems.at_line(None, "store", e, "check [store] url and [store.tls]");
+            previous.store.clone()
+        }
+    }
 }
 
 /// How long before a certificate expires a load warns of it.
@@ -558,6 +588,7 @@ fn resolve_now(
 fn load_plugins(
     config: &Config,
     env: &Env,
+    store: &StoreBackend,
     upstreams: &[Arc<Upstream>],
     origins: &HashMap<HttpGrant, Arc<Upstream>>,
     problems: &mut Problems<'_>,
@@ -632,7 +663,7 @@ fn load_plugins(
                 None => continue,
             },
         };
-        let caps = match Caps::new(name, &settings.grants, &env.store, upstreams, origins) {
+        let caps = match Caps::new(name, &settings.grants, store, upstreams, origins) {
             Ok(c) => c,
             Err(what) => {
                 problems.at_line(

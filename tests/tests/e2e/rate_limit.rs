@@ -233,6 +233,18 @@ async fn the_store_reaches_redis_over_tls_with_a_client_certificate() {
         assert_eq!(r.json()["error"], "rate limiter unavailable", "{why}");
     }
     assert_eq!(up.hits(), 3);
+
+    // A reload mends them: a changed Redis [store] (here its TLS files, as
+    // a rotated certificate changes them) gets new connections, without a
+    // restart. The limit is the one in Redis, spent above.
+    for gw in [&untrusted, &anonymous] {
+        gw.write_config(&config(&up, &store(&ca.pem, Some(&client)), &[("limited", "/", limit)]));
+        assert_eq!(gw.gateway.reload().ok(), Some(1));
+        let r = get(&gw.url("/")).await;
+        assert_eq!(r.status, 429, "counted in Redis again: {}", r.text());
+        assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    }
+    assert_eq!(up.hits(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
