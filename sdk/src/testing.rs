@@ -669,11 +669,11 @@ pub(crate) mod stand_in {
 
         pub fn get(key: &str) -> Option<Vec<u8>> {
             used();
-            SPACE.with(|s| s.borrow().get(key))
+            SPACE.with(|s| s.borrow().get(key)).map(|v| v.to_vec())
         }
         pub fn set(key: &str, value: &[u8]) -> bool {
             used();
-            SPACE.with(|s| s.borrow_mut().set(key, value))
+            SPACE.with(|s| s.borrow_mut().set(key, value.into()))
         }
         pub fn delete(key: &str) -> bool {
             used();

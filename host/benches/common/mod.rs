@@ -50,7 +50,7 @@ pub fn link_with(
 ) -> ChainLink {
     let name = wasm.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
     let caps = match store {
-        Some(store) => Caps::new(name, &grants, store, &[], &HashMap::new()).expect("caps"),
+        Some(store) => Caps::new(name, &grants, isolation, store, &[], &HashMap::new()).expect("caps"),
         None => Caps::none(name),
     };
     let settings = PluginSettings {

@@ -10,38 +10,49 @@
 //! tests meet the same bounds.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
-/// The most one plugin keeps: its keys and values together (4 MiB).
+/// The most one plugin keeps: its keys and values together, each entry
+/// counted [`ENTRY_BYTES`] more (4 MiB).
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// What an entry is counted beyond its key and value: about what the map
+/// spends on it (its slot, two allocations), so that many small entries
+/// cannot hold far more memory than the bound says.
+pub const ENTRY_BYTES: usize = 64;
 
 /// One plugin's shared bytes.
 #[derive(Debug, Default)]
 pub struct SharedSpace {
-    entries: HashMap<String, Box<[u8]>>,
-    /// Keys and values held, in bytes.
+    entries: HashMap<String, Arc<[u8]>>,
+    /// What the entries count, in bytes ([`SharedSpace::bytes`]).
     bytes: usize,
 }
 
+fn counted(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + ENTRY_BYTES
+}
+
 impl SharedSpace {
-    /// A copy of the value at `key`.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.entries.get(key).map(|v| v.to_vec())
+    /// The value at `key` (shared, so that a lock around the space is held
+    /// for no copy).
+    pub fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+        self.entries.get(key).cloned()
     }
 
     /// Sets `key` to `value`; false (nothing changed) when the key is over
-    /// [`MAX_KEY_BYTES`] or the space would hold more than [`MAX_BYTES`].
-    pub fn set(&mut self, key: &str, value: &[u8]) -> bool {
+    /// [`MAX_KEY_BYTES`] or the space would count more than [`MAX_BYTES`].
+    pub fn set(&mut self, key: &str, value: Arc<[u8]>) -> bool {
         if key.len() > MAX_KEY_BYTES {
             return false;
         }
-        let replaced = self.entries.get(key).map_or(0, |old| key.len() + old.len());
-        let bytes = self.bytes - replaced + key.len() + value.len();
+        let replaced = self.entries.get(key).map_or(0, |old| counted(key, old));
+        let bytes = self.bytes - replaced + counted(key, &value);
         if bytes > MAX_BYTES {
             return false;
         }
-        self.entries.insert(key.to_owned(), value.into());
+        self.entries.insert(key.to_owned(), value);
         self.bytes = bytes;
         true
     }
@@ -50,14 +61,15 @@ impl SharedSpace {
     pub fn delete(&mut self, key: &str) -> bool {
         match self.entries.remove(key) {
             Some(old) => {
-                self.bytes -= key.len() + old.len();
+                self.bytes -= counted(key, &old);
                 true
             }
             None => false,
         }
     }
 
-    /// Keys and values held, in bytes.
+    /// What the entries count: their keys and values, and [`ENTRY_BYTES`]
+    /// each.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -65,17 +77,21 @@ impl SharedSpace {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_BYTES, MAX_KEY_BYTES, SharedSpace};
+    use super::{ENTRY_BYTES, MAX_BYTES, MAX_KEY_BYTES, SharedSpace};
+
+    fn bytes(b: &[u8]) -> std::sync::Arc<[u8]> {
+        b.into()
+    }
 
     #[test]
     fn what_is_set_is_got_until_replaced_or_deleted() {
         let mut space = SharedSpace::default();
         assert_eq!(space.get("k"), None);
-        assert!(space.set("k", b"one"));
+        assert!(space.set("k", bytes(b"one")));
         assert_eq!(space.get("k").as_deref(), Some(&b"one"[..]));
-        assert!(space.set("k", b"three"));
+        assert!(space.set("k", bytes(b"three")));
         assert_eq!(space.get("k").as_deref(), Some(&b"three"[..]));
-        assert_eq!(space.bytes(), 1 + 5, "the replaced value no longer counts");
+        assert_eq!(space.bytes(), 1 + 5 + ENTRY_BYTES, "the replaced value no longer counts");
         assert!(space.delete("k"));
         assert!(!space.delete("k"));
         assert_eq!((space.get("k"), space.bytes()), (None, 0));
@@ -84,19 +100,28 @@ mod tests {
     #[test]
     fn a_write_past_the_bounds_is_refused_and_changes_nothing() {
         let mut space = SharedSpace::default();
-        assert!(!space.set(&"k".repeat(MAX_KEY_BYTES + 1), b"v"));
-        assert!(space.set(&"k".repeat(MAX_KEY_BYTES), b"v"));
+        assert!(!space.set(&"k".repeat(MAX_KEY_BYTES + 1), bytes(b"v")));
+        assert!(space.set(&"k".repeat(MAX_KEY_BYTES), bytes(b"v")));
         assert!(space.delete(&"k".repeat(MAX_KEY_BYTES)));
 
-        let half = vec![7u8; MAX_BYTES / 2];
-        assert!(space.set("a", &half));
-        assert!(!space.set("b", &half), "a + b and their keys are over the bound");
+        let half = bytes(&vec![7u8; MAX_BYTES / 2]);
+        assert!(space.set("a", half.clone()));
+        assert!(!space.set("b", half), "a + b and their keys are over the bound");
         assert_eq!(space.get("b"), None);
-        assert_eq!(space.bytes(), 1 + MAX_BYTES / 2);
+        assert_eq!(space.bytes(), 1 + MAX_BYTES / 2 + ENTRY_BYTES);
         // Replacing a value counts the new one instead of the old.
-        assert!(space.set("a", &vec![1u8; MAX_BYTES - 1]));
-        assert!(!space.set("a", &vec![1u8; MAX_BYTES]));
-        assert_eq!(space.get("a").map(|v| v.len()), Some(MAX_BYTES - 1), "the refused write left the value");
+        let most = MAX_BYTES - 1 - ENTRY_BYTES;
+        assert!(space.set("a", bytes(&vec![1u8; most])));
+        assert!(!space.set("a", bytes(&vec![1u8; most + 1])));
+        assert_eq!(space.get("a").map(|v| v.len()), Some(most), "the refused write left the value");
         assert_eq!(space.bytes(), MAX_BYTES);
+    }
+
+    #[test]
+    fn empty_entries_count_too() {
+        let mut space = SharedSpace::default();
+        let fit = MAX_BYTES / (ENTRY_BYTES + 3);
+        let stored = (0..fit + 10).filter(|i| space.set(&format!("{i:03}"), bytes(b""))).count();
+        assert!(stored <= fit, "{stored} empty entries of 3-byte keys, at most {fit}");
     }
 }

@@ -297,6 +297,9 @@ fn redis_tls(t: &toml::Spanned<raw::RawRedisTls>, base: &std::path::Path, p: &mu
 pub struct Grants {
     pub store: bool,
     pub crypto: bool,
+    /// Under `per-request` isolation: the `shared` bytes survive from one
+    /// request's instance to the next.
+    pub shared: bool,
     pub http: Vec<HttpGrant>,
     pub http_timeout: Duration,
     pub http_max_response: u64,
@@ -777,6 +780,7 @@ fn build_grants(g: &toml::Spanned<raw::RawGrants>, key: &str, base: &Path, p: &m
     let grants = Grants {
         store: r.store,
         crypto: r.crypto,
+        shared: r.shared,
         http,
         http_timeout: within(
             p,

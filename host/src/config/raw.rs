@@ -244,6 +244,10 @@ pub struct RawGrants {
     pub store: bool,
     #[serde(default)]
     pub crypto: bool,
+    /// Under `per-request` isolation, its instances share its `shared`
+    /// bytes (pooled ones always do).
+    #[serde(default)]
+    pub shared: bool,
     /// Upstream names and origins (`https://idp.example.com`) it may call.
     #[serde(default)]
     pub http: Vec<String>,

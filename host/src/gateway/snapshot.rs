@@ -663,7 +663,7 @@ fn load_plugins(
                 None => continue,
             },
         };
-        let caps = match Caps::new(name, &settings.grants, store, upstreams, origins) {
+        let caps = match Caps::new(name, &settings.grants, settings.isolation, store, upstreams, origins) {
             Ok(c) => c,
             Err(what) => {
                 problems.at_line(

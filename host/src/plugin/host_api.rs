@@ -680,21 +680,24 @@ pub(crate) fn monotonic_ns() -> u64 {
 }
 
 /// Reading or writing the shared bytes makes a call's outcome depend on
-/// more than its declared facts: it is not kept.
+/// more than its declared facts: it is not kept. A plugin whose instances
+/// share none finds nothing and keeps nothing.
 impl self::wasmgate::plugin::shared::Host for HostState {
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
         self.exchange.spoil();
-        self.caps.shared().get(&key)
+        // Copied into the plugin once the lock is let go of.
+        let value = self.caps.shared()?.get(&key);
+        value.map(|v| v.to_vec())
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> bool {
         self.exchange.spoil();
-        self.caps.shared().set(&key, &value)
+        self.caps.shared().is_some_and(|mut s| s.set(&key, value.into()))
     }
 
     fn delete(&mut self, key: String) -> bool {
         self.exchange.spoil();
-        self.caps.shared().delete(&key)
+        self.caps.shared().is_some_and(|mut s| s.delete(&key))
     }
 }
 

@@ -134,7 +134,7 @@ impl KeySet {
             return Refresh::Unchanged;
         }
         // Another instance's fetch, or its try, counts as this one's.
-        let adopted = remote.adopt();
+        let adopted = remote.adopt(now_ms);
         if !wanted(&remote) {
             return adopted;
         }
@@ -184,14 +184,15 @@ impl Remote {
     fn first(settings: RemoteSettings, now_ms: u64) -> Result<Self, ConfigError> {
         let url = settings.url.clone();
         let mut remote = Self { settings, keys: Vec::new(), text: Rc::from(""), fetched_at: None, last_attempt: None };
-        remote.adopt();
+        remote.adopt(now_ms);
         if !remote.stale(now_ms) || !remote.may_fetch(now_ms) {
             return Ok(remote);
         }
-        remote.last_attempt = Some(now_ms);
-        match fetch(&url) {
+        remote.claim(now_ms);
+        let fetched = match fetch(&url) {
             Ok((keys, text)) => {
                 remote.replace(keys, &text, now_ms);
+                true
             }
             Err(FetchError::Http(HttpError::NotGranted(_))) => {
                 return Err(format!(
@@ -205,13 +206,18 @@ impl Remote {
             }
             Err(e) if remote.keys.is_empty() => {
                 log::warn(&format!("jwks: cannot fetch {url}: {e}; will retry on a later request"));
+                false
             }
-            Err(e) => log::warn(&format!(
-                "jwks: cannot fetch {url}: {e}; keeping the {} keys fetched before; will retry on a later request",
-                remote.keys.len()
-            )),
-        }
-        remote.publish();
+            Err(e) => {
+                log::warn(&format!(
+                    "jwks: cannot fetch {url}: {e}; keeping the {} keys fetched before; will retry on a later \
+                     request",
+                    remote.keys.len()
+                ));
+                false
+            }
+        };
+        remote.publish(fetched, now_ms);
         Ok(remote)
     }
 
@@ -224,7 +230,7 @@ impl Remote {
     }
 
     fn fetch(&mut self, now_ms: u64) -> Refresh {
-        self.last_attempt = Some(now_ms);
+        self.claim(now_ms);
         let refresh = match fetch(&self.settings.url) {
             Ok((keys, text)) => {
                 log::info(&format!("jwks: {} keys from {}", keys.len(), self.settings.url));
@@ -239,8 +245,16 @@ impl Remote {
                 Refresh::Unchanged
             }
         };
-        self.publish();
+        self.publish(refresh != Refresh::Unchanged, now_ms);
         refresh
+    }
+
+    /// Notes a fetch about to be made, and shares it before it is: the
+    /// other instances wait for the rate bound rather than fetch too while
+    /// it is under way (up to the grant's `http_timeout`).
+    fn claim(&mut self, now_ms: u64) {
+        self.last_attempt = Some(now_ms);
+        self.publish(false, now_ms);
     }
 
     /// Makes `keys` (from `text`, fetched at `fetched_at`) the fetched ones.
@@ -258,12 +272,17 @@ impl Remote {
     }
 
     /// Takes what another instance fetched since this one did, and counts
-    /// its last try towards the rate bound.
-    fn adopt(&mut self) -> Refresh {
+    /// its last try towards the rate bound. Times after `now_ms` (written
+    /// before the clock was set back) are not taken: this instance fetches
+    /// when its own times say so, and its record replaces that one.
+    fn adopt(&mut self, now_ms: u64) -> Refresh {
         let Some(bytes) = shared::get(&self.shared_key()) else { return Refresh::Unchanged };
         let Some(record) = Record::decode(&bytes) else { return Refresh::Unchanged };
-        self.last_attempt = self.last_attempt.max(Some(record.attempted_at));
-        let Some(fetched_at) = record.fetched_at.filter(|&at| self.fetched_at.is_none_or(|ours| at > ours)) else {
+        if record.attempted_at <= now_ms {
+            self.last_attempt = self.last_attempt.max(Some(record.attempted_at));
+        }
+        let newer = |at: u64| at <= now_ms && self.fetched_at.is_none_or(|ours| at > ours);
+        let Some(fetched_at) = record.fetched_at.filter(|&at| newer(at)) else {
             return Refresh::Unchanged;
         };
         // It was a usable JWKS when fetched; its keys are made again here,
@@ -274,17 +293,26 @@ impl Remote {
         }
     }
 
-    /// Shares this instance's keys and last try, unless another instance
-    /// shared newer keys meanwhile. A write the gateway refuses (a URL over
-    /// the key bound) leaves each instance fetching its own, as before.
-    fn publish(&self) {
+    /// Shares this instance's last try, and its keys when it has just
+    /// `fetched` them (the newest, whatever the record says); otherwise the
+    /// newer keys of its own and the record's, and the later try. A record's
+    /// times after `now_ms` are dropped. A write the gateway refuses (a URL
+    /// over the key bound, the plugin's space full, `per-request` isolation
+    /// without `grants.shared`) leaves each instance fetching its own.
+    fn publish(&self, fetched: bool, now_ms: u64) {
         let Some(attempted_at) = self.last_attempt else { return };
         let key = self.shared_key();
         let theirs = shared::get(&key);
-        if theirs.as_deref().and_then(Record::decode).is_some_and(|r| r.fetched_at > self.fetched_at) {
-            return;
+        let theirs = theirs.as_deref().and_then(Record::decode);
+        let mut record = Record { attempted_at, fetched_at: self.fetched_at, text: &self.text };
+        if let Some(theirs) = theirs {
+            if theirs.attempted_at <= now_ms {
+                record.attempted_at = record.attempted_at.max(theirs.attempted_at);
+            }
+            if !fetched && theirs.fetched_at > self.fetched_at && theirs.fetched_at <= Some(now_ms) {
+                (record.fetched_at, record.text) = (theirs.fetched_at, theirs.text);
+            }
         }
-        let record = Record { attempted_at, fetched_at: self.fetched_at, text: &self.text };
         let _ = shared::set(&key, &record.encode());
     }
 }
@@ -397,4 +425,22 @@ pub fn parse_jwks(text: &str, strict: bool) -> Result<(Vec<Entry>, Vec<String>),
         return Err(format!("{first}; fix or remove that key"));
     }
     Ok((entries, problems))
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::Record;
+
+    #[test]
+    fn a_record_reads_back_as_written_and_a_short_or_broken_one_not_at_all() {
+        for fetched_at in [None, Some(1_700_000_000_000)] {
+            let record = Record { attempted_at: 1_700_000_000_500, fetched_at, text: "{\"keys\":[]}" };
+            let bytes = record.encode();
+            assert_eq!(Record::decode(&bytes), Some(record));
+        }
+        assert_eq!(Record::decode(&[0; 15]), None);
+        let mut not_text = Record { attempted_at: 1, fetched_at: Some(1), text: "" }.encode();
+        not_text.push(0xff);
+        assert_eq!(Record::decode(&not_text), None);
+    }
 }

@@ -358,8 +358,8 @@ async fn jwt_es256_from_a_jwks_url_follows_a_key_rotation() {
 }
 
 /// The plugin's instances share the JWKS one of them fetched (WIT 0.1.6's
-/// `shared`): under `per-request` isolation every request is a new instance,
-/// configured anew, and none fetches again; once the keys are stale and the
+/// `shared`): under `per-request` isolation (with `grants.shared`) every
+/// request is a new instance, configured anew, and none fetches again; once the keys are stale and the
 /// identity provider down, a new instance keeps the keys fetched before, and
 /// the provider is asked once an interval, not once a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,7 +370,7 @@ async fn jwt_instances_share_the_jwks_one_fetched() {
     let origin = format!("http://{}", idp.addr);
     let body = gateway_config(
         &up,
-        &format!("crypto = true, http = [\"{origin}\"], http_timeout = \"2s\""),
+        &format!("crypto = true, shared = true, http = [\"{origin}\"], http_timeout = \"2s\""),
         &format!(
             r#"{{ use = "jwt", config = {{ jwks_url = "{origin}/.well-known/jwks.json", jwks_max_age = "2s", jwks_refresh_interval = "2s" }} }},"#
         ),

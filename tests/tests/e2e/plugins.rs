@@ -261,7 +261,7 @@ async fn a_plugin_built_against_wit_0_1_0_still_runs() {
 
 /// A plugin built against 0.1.4 (from that WIT as released, before
 /// `request.client-certificate`) still loads and runs, its 0.1.3 and 0.1.4
-/// imports (`method-kind`, `setup.memoize-request`) linked to the 0.1.5
+/// imports (`method-kind`, `setup.memoize-request`) linked to the 0.1.6
 /// gateway's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_built_against_wit_0_1_4_still_runs() {
@@ -616,18 +616,19 @@ async fn calls(gw: &TestGateway) -> Vec<u64> {
 }
 
 /// A plugin's shared bytes (WIT 0.1.6) outlive its instances — under
-/// `per-request` isolation every request is a new one — are its own (the
-/// same component under another name has others), and a reload starts them
-/// afresh.
+/// `per-request` isolation, where every request is a new one, when granted
+/// (without the grant nothing is kept) — are its own (the same component
+/// under another name has others), and a reload starts them afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_bytes_outlive_instances_not_a_reload_and_are_the_plugins_own() {
     let up = TestUpstream::echo("u").await;
     let mut body = format!(
-        "{ADMIN}{}[upstreams.u]\nendpoints = [\"{}\"]\n",
-        chaos_as(&["one", "two"], "isolation = \"per-request\""),
+        "{ADMIN}{}{}[upstreams.u]\nendpoints = [\"{}\"]\n",
+        chaos_as(&["one", "two"], "isolation = \"per-request\"\ngrants = { shared = true }"),
+        chaos_as(&["ungranted"], "isolation = \"per-request\""),
         up.addr
     );
-    for name in ["one", "two"] {
+    for name in ["one", "two", "ungranted"] {
         body.push_str(&format!(
             "[[routes]]\nname = \"{name}\"\nmatch = {{ prefix = \"/{name}\" }}\nupstream = \"u\"\n\
              plugins = [{{ use = \"{name}\", config = {{ mode = \"shared\" }} }}]\n"
@@ -639,6 +640,9 @@ async fn shared_bytes_outlive_instances_not_a_reload_and_are_the_plugins_own() {
         assert_eq!(count("/one").await.as_deref(), Some(n.to_string().as_str()), "one instance after another");
     }
     assert_eq!(count("/two").await.as_deref(), Some("1"), "the same component under another name");
+    for _ in 0..2 {
+        assert_eq!(count("/ungranted").await.as_deref(), Some("refused"), "per-request without the grant");
+    }
     assert_eq!(instances_created(&gw, "one").await, Some(3), "a new instance for each request");
 
     assert_eq!(gw.gateway.reload().ok(), Some(1));

@@ -25,7 +25,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use self::store::StoreBackend;
 use super::host_api::{HostState, wasmgate::plugin as wit};
-use crate::config::{Grants, HttpGrant, Secret};
+use crate::config::{Grants, HttpGrant, Isolation, Secret};
 use crate::upstream::Upstream;
 
 /// Everything a plugin was granted, as the host functions need it.
@@ -39,10 +39,11 @@ pub struct Caps {
     /// Secrets granted only to make keys of ([`Grants::sealed_secrets`]).
     pub sealed_secrets: BTreeSet<String>,
     pub http: Option<http::HttpCaps>,
-    /// The bytes its instances share (the `shared` interface, always
-    /// granted): one space a plugin and loaded config, so a reload starts
-    /// it afresh.
-    pub shared: Mutex<SharedSpace>,
+    /// The bytes its instances share (the `shared` interface): one space a
+    /// plugin and loaded config, so a reload starts it afresh. `None` under
+    /// `per-request` isolation without `grants.shared`: every request's
+    /// instance then finds nothing and keeps nothing.
+    pub shared: Option<Mutex<SharedSpace>>,
 }
 
 impl std::fmt::Debug for Caps {
@@ -68,15 +69,17 @@ impl Caps {
             secrets: BTreeMap::new(),
             sealed_secrets: BTreeSet::new(),
             http: None,
-            shared: Mutex::default(),
+            shared: Some(Mutex::default()),
         }
     }
 
-    /// The capabilities `grants` gives `plugin`, resolved against this
-    /// snapshot's upstreams and the origins built for it.
+    /// The capabilities `grants` gives `plugin` (run with `isolation`),
+    /// resolved against this snapshot's upstreams and the origins built for
+    /// it.
     pub fn new(
         plugin: &str,
         grants: &Grants,
+        isolation: Isolation,
         store: &StoreBackend,
         upstreams: &[Arc<Upstream>],
         origins: &HashMap<HttpGrant, Arc<Upstream>>,
@@ -106,15 +109,16 @@ impl Caps {
             secrets: grants.secrets.clone(),
             sealed_secrets: grants.sealed_secrets.clone(),
             http,
-            shared: Mutex::default(),
+            shared: (isolation == Isolation::Pooled || grants.shared).then(Mutex::default),
         })
     }
 
-    /// Its instances' shared bytes, to read or write.
-    pub fn shared(&self) -> std::sync::MutexGuard<'_, SharedSpace> {
+    /// Its instances' shared bytes, to read or write; `None` when its
+    /// instances share none.
+    pub fn shared(&self) -> Option<std::sync::MutexGuard<'_, SharedSpace>> {
         // A panic holding the lock cannot leave the space half-written:
         // each operation changes it in one step at its end.
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Whether calls into this plugin must be async (it may wait on I/O).

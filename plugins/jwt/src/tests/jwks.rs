@@ -239,6 +239,8 @@ fn a_refetch_by_one_instance_serves_the_others() {
     let idp = Idp::serving(&[k1.jwk(Some("k1"))]);
     let (a, b) = (plugin(&remote(json!({}))), plugin(&remote(json!({}))));
     assert_eq!(fetches(), 1);
+    let old = k1.token("ES256", Some("k1"), &claims());
+    assert_eq!(check(&b, &old), "continue", "b has verified and cached it");
     idp.serve(&[k2.jwk(Some("k2"))]);
     testing::advance_ms(30_000);
     let rotated = k2.token("ES256", Some("k2"), &claims());
@@ -246,8 +248,49 @@ fn a_refetch_by_one_instance_serves_the_others() {
     assert_eq!(fetches(), 2, "a fetched the new key");
     assert_eq!(check(&b, &rotated), "continue");
     assert_eq!(fetches(), 2, "b took the keys a fetched");
-    // b noticed k1 withdrawn too, as if it had fetched itself.
-    assert_eq!(check(&b, &k1.token("ES256", Some("k1"), &claims())), "unknown key id (kid)");
+    // b noticed k1 withdrawn too, as if it had fetched itself: its cache
+    // was cleared.
+    assert_eq!(check(&b, &old), "unknown key id (kid)");
+}
+
+#[test]
+fn a_fetch_under_way_holds_the_other_instances_back() {
+    fresh();
+    let k1 = Signer::es256();
+    let idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    let a = plugin(&remote(json!({})));
+    testing::advance_ms(10 * 60_000);
+    // While a refreshes its stale keys, another instance is made (another
+    // worker's): it finds a's try under way and does not fetch too — here
+    // it could not, the handler being busy with a's request.
+    let made = Rc::new(RefCell::new(None));
+    let (doc, made_in) = (idp.doc.clone(), made.clone());
+    testing::on_http(move |_| {
+        let b = testing::configure::<crate::Jwt>(&remote(json!({})).to_string());
+        *made_in.borrow_mut() = Some(b.map(drop).map_err(|e| e.to_string()));
+        Ok(IncomingResponse { status: 200, headers: vec![], body: doc.borrow().clone().into_bytes() })
+    });
+    assert_eq!(check(&a, &k1.token("ES256", Some("k1"), &claims())), "continue");
+    assert_eq!(made.borrow().clone(), Some(Ok(())), "made without a fetch of its own");
+    assert_eq!(fetches(), 2);
+}
+
+#[test]
+fn times_from_before_the_clock_was_set_back_are_not_taken() {
+    fresh();
+    let k1 = Signer::es256();
+    let _idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    plugin(&remote(json!({})));
+    testing::set_now_unix_ms(NOW - 3_600_000);
+    // The record is from the future: not taken, so this instance fetches
+    // by its own times, and its record replaces that one.
+    let b = plugin(&remote(json!({})));
+    assert_eq!(fetches(), 2);
+    let c = plugin(&remote(json!({})));
+    assert_eq!(fetches(), 2, "c takes b's keys");
+    for p in [&b, &c] {
+        assert_eq!(check(p, &k1.token("ES256", Some("k1"), &json!({"sub": "bob"}))), "continue");
+    }
 }
 
 #[test]
