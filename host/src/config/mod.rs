@@ -29,7 +29,7 @@ pub use plugins::{
 pub use raw::{
     AllDown, Ambiguous, Balance, ClientAuth, Family, Isolation, OnPluginError, Protocol, RequestIds, TlsVersion,
 };
-pub use route::{PluginUse, RetryOn, RetryPolicy, RouteConfig, Target};
+pub use route::{PluginUse, RetryOn, RetryPolicy, RouteConfig, Target, Upgrades};
 pub use server::{AdminConfig, CertConfig, DnsConfig, Secret, ServerConfig, ServerTls, Via};
 pub use source::Source;
 pub use upstream::{

@@ -467,6 +467,8 @@ pub struct RawRoute {
     pub rewrite: Option<Spanned<String>>,
     pub timeout: Option<HumanDuration>,
     pub max_body: Option<ByteSize>,
+    /// The protocols a request may upgrade to (`websocket`); absent: any.
+    pub upgrades: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub on_plugin_error: OnPluginError,
     #[serde(default)]

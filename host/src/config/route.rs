@@ -31,9 +31,38 @@ pub struct RouteConfig {
     pub try_timeout: Option<Duration>,
     pub retries: RetryPolicy,
     pub max_body: u64,
+    pub upgrades: Upgrades,
     pub on_plugin_error: OnPluginError,
     pub plugins: Vec<PluginUse>,
     pub line: Option<usize>,
+}
+
+/// The protocol upgrades (`Upgrade`, as WebSocket asks) a route passes
+/// through; a request offering any other goes on as a plain request,
+/// without its `Upgrade` (RFC 9110 §7.8 lets a server ignore it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Upgrades {
+    /// Whatever the client offers and the upstream accepts (but `h2c`,
+    /// never an upgrade here).
+    #[default]
+    Any,
+    /// Only these protocols' names (`websocket`, lower case; an offer's
+    /// version, `/1.2`, is not compared).
+    Only(Vec<Box<[u8]>>),
+}
+
+impl Upgrades {
+    /// Whether an offered protocol (`websocket`, `TLS/1.2`) may be
+    /// upgraded to.
+    pub fn allow(&self, offered: &[u8]) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(names) => {
+                let name = offered.split(|&b| b == b'/').next().unwrap_or_default();
+                names.iter().any(|n| n.eq_ignore_ascii_case(name))
+            }
+        }
+    }
 }
 
 /// An upstream of a route and its share of the traffic.
@@ -431,12 +460,42 @@ pub(super) fn build_routes(
             }),
             retries,
             max_body: route.max_body.map_or(server.map_or(10 << 20, |s| s.max_body), |s| s.0),
+            upgrades: route.upgrades.as_ref().map_or(Upgrades::Any, |u| upgrades(u, &key, p)),
             on_plugin_error: route.on_plugin_error,
             plugins: uses,
             line: Some(error::line_of(p.source(), r.span().start)),
         });
     }
     routes
+}
+
+/// A route's `upgrades`: protocol names (tokens, RFC 9110 §5.6.2), not
+/// `h2c`.
+fn upgrades(list: &Spanned<Vec<String>>, key: &str, p: &mut Problems<'_>) -> Upgrades {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let mut names = Vec::with_capacity(list.get_ref().len());
+    for name in list.get_ref() {
+        let at = format!("{key}.upgrades");
+        if name.eq_ignore_ascii_case("h2c") {
+            p.at(
+                span(list),
+                at,
+                "`h2c` is never an upgrade here: an HTTP/2 connection made by upgrade would carry requests no \
+                 route or plugin sees",
+                "leave it out: clients speak HTTP/2 to the gateway from their first bytes (prior knowledge) or by TLS's ALPN",
+            );
+        } else if name.is_empty() || !name.bytes().all(tchar) {
+            p.at(
+                span(list),
+                at,
+                format!("`{name}` is not a protocol name (a token: letters, digits, `-`, `.`, ...; no version)"),
+                "e.g. upgrades = [\"websocket\"]",
+            );
+        } else {
+            names.push(name.to_ascii_lowercase().into_bytes().into_boxed_slice());
+        }
+    }
+    Upgrades::Only(names)
 }
 
 fn build_retries(rr: &Spanned<raw::RawRetries>, key: &str, p: &mut Problems<'_>) -> RetryPolicy {

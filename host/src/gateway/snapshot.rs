@@ -55,6 +55,8 @@ pub struct Route {
     pub try_timeout: Option<Duration>,
     pub retries: RetryPolicy,
     pub max_body: u64,
+    /// The protocols a request may upgrade to.
+    pub upgrades: config::Upgrades,
     pub on_plugin_error: OnPluginError,
     pub chain: Vec<ChainLink>,
     pub needs_request_body: bool,
@@ -343,6 +345,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
             try_timeout: rc.try_timeout,
             retries: rc.retries.clone(),
             max_body: rc.max_body,
+            upgrades: rc.upgrades.clone(),
             on_plugin_error: rc.on_plugin_error,
             needs_request_body: chain.iter().any(|l| l.info.request_body && l.info.on_request),
             needs_response_body: chain.iter().any(|l| l.info.response_body && l.info.on_response),

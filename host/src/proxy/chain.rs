@@ -133,7 +133,7 @@ pub(super) async fn run<'s>(
             if ex.host_removed {
                 forward.host_removed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            let resp = if upgrade::asked(&req, present) {
+            let resp = if upgrade::asked(&req, present, &forward.route.upgrades) {
                 Box::pin(upgrade::proxy(forward, req, present, lap.last(), trace)).await?
             } else {
                 let forwarding = forward.head(&mut req, present, trace.client);

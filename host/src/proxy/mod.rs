@@ -437,7 +437,7 @@ async fn serve<'s>(
             forward.rewrote(req.uri().path(), &path);
             set_path(req.uri_mut(), &path)?;
         }
-        if upgrade::asked(&req, present) {
+        if upgrade::asked(&req, present, &route.upgrades) {
             return Box::pin(upgrade::proxy(&forward, req, present, trace.started, trace)).await;
         }
         let forwarding = forward.head(&mut req, present, trace.client);

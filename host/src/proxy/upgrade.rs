@@ -20,16 +20,18 @@ use tokio::time::Instant;
 use super::body::Body;
 use super::error::ProxyError;
 use super::{Forward, Present, Trace};
+use crate::config::Upgrades;
 use crate::server::h1::ClientUpgrade;
 use crate::upstream::h1::Upgraded;
 
-/// `Connection: upgrade` with an `Upgrade` header that does not offer
-/// `h2c`: an HTTP/2 connection made by upgrade would be a tunnel whose
-/// requests no route or plugin sees (h2c smuggling); such a request goes on
-/// as a plain one, without its `Upgrade` (RFC 9110 §7.8 lets a server
-/// ignore it), as nginx and Envoy send it.
-fn requested(h: &HeaderMap) -> bool {
-    h.get(header::UPGRADE).is_some_and(|offer| !protocols(offer).any(|p| p.eq_ignore_ascii_case(b"h2c")))
+/// `Connection: upgrade` with an `Upgrade` header whose every protocol the
+/// route `allows`, and none `h2c`: an HTTP/2 connection made by upgrade
+/// would be a tunnel whose requests no route or plugin sees (h2c
+/// smuggling). Any other goes on as a plain request, without its `Upgrade`
+/// (RFC 9110 §7.8 lets a server ignore it), as nginx and Envoy send it.
+fn requested(h: &HeaderMap, allows: &Upgrades) -> bool {
+    h.get(header::UPGRADE)
+        .is_some_and(|offer| protocols(offer).all(|p| !p.eq_ignore_ascii_case(b"h2c") && allows.allow(p)))
         && super::headers::ConnectionTokens::of(h).upgrade
 }
 
@@ -39,14 +41,16 @@ fn protocols(field: &HeaderValue) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Whether a request, whose head may have the fields `present` tells of,
-/// asks for an upgrade its connection can make (its server said so: an
-/// HTTP/1.1 request without a body). Plugins cannot edit `Connection` or
-/// `Upgrade`: on a plugin route it is the client's ask as it came. One its
-/// connection cannot make is forwarded as a plain request, without its
+/// asks for an upgrade its route `allows` and its connection can make (its
+/// server said so: an HTTP/1.1 request without a body). Plugins cannot edit
+/// `Connection` or `Upgrade`: on a plugin route it is the client's ask as
+/// it came. Any other is forwarded as a plain request, without its
 /// `Upgrade` (RFC 9110 §7.8 lets the upstream ignore it anyway).
 #[inline]
-pub(super) fn asked<B>(req: &Request<B>, present: Present) -> bool {
-    present.may_have(Present::HOP) && requested(req.headers()) && req.extensions().get::<ClientUpgrade>().is_some()
+pub(super) fn asked<B>(req: &Request<B>, present: Present, allows: &Upgrades) -> bool {
+    present.may_have(Present::HOP)
+        && requested(req.headers(), allows)
+        && req.extensions().get::<ClientUpgrade>().is_some()
 }
 
 /// Proxies an upgrade request whose head may have the fields `present`
@@ -204,4 +208,41 @@ async fn pass_early(
         upstream.flush().await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
+
+    use super::requested;
+    use crate::config::Upgrades;
+
+    fn asking(offer: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static(offer));
+        h
+    }
+
+    #[test]
+    fn an_upgrade_is_passed_when_the_route_allows_every_protocol_offered() {
+        let websocket = Upgrades::Only(vec![b"websocket".to_vec().into_boxed_slice()]);
+        let none = Upgrades::Only(Vec::new());
+        for (offer, any, ws) in [
+            ("websocket", true, true),
+            ("WebSocket", true, true),
+            ("websocket/13", true, true),
+            ("foo", true, false),
+            ("websocket, foo", true, false),
+            ("websocket, h2c", false, false),
+            ("h2c", false, false),
+        ] {
+            assert_eq!(requested(&asking(offer), &Upgrades::Any), any, "{offer} on any");
+            assert_eq!(requested(&asking(offer), &websocket), ws, "{offer} on websocket");
+            assert!(!requested(&asking(offer), &none), "{offer} on none");
+        }
+        let mut without_connection = asking("websocket");
+        without_connection.remove(CONNECTION);
+        assert!(!requested(&without_connection, &Upgrades::Any));
+    }
 }

@@ -613,6 +613,31 @@ async fn websocket_upgrades_pass_through() {
     }
 }
 
+/// A route's `upgrades` lists the protocols it passes: an offer naming any
+/// other goes on as a plain request without its `Upgrade`, and
+/// `upgrades = []` passes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_passes_only_the_upgrades_it_lists() {
+    let up = TestUpstream::echo("ws").await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{}\"]\n\
+         [[routes]]\nmatch = {{ prefix = \"/chat\" }}\nupstream = \"u\"\nupgrades = [\"WebSocket\"]\n\
+         [[routes]]\nmatch = {{ prefix = \"/plain\" }}\nupstream = \"u\"\nupgrades = []\n",
+        up.addr
+    ));
+    let (head, mut s) = ask_upgrade(&gw, "").await;
+    assert!(head.starts_with("http/1.1 101"), "websocket is listed: {head}");
+    tunnel_echoes(&mut s).await;
+    for (path, offer) in [("/chat", "foo"), ("/chat", "websocket, foo"), ("/plain", "websocket")] {
+        let ask = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: upgrade, close\r\nupgrade: {offer}\r\n\r\n");
+        let resp = raw(gw.addr(), ask.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{path} {offer}: {resp}");
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(echoed_header(&doc, "upgrade"), None, "{path} {offer}: {body}");
+    }
+}
+
 /// A tunnel is a request in flight for as long as it is open: it holds its
 /// upstream's bulkhead place (a thousand tunnels counted as none). And one
 /// with no byte either way for `tunnel_idle_timeout` is closed (a peer gone
