@@ -277,9 +277,14 @@ impl Source {
     /// [`load`](Self::load), for a reload while `in_force` serves: a store
     /// that cannot be reached gives `in_force`'s text again (with the files
     /// it names as they are now: a renewed certificate, a rotated secret).
-    pub(crate) fn load_again(&self, in_force: &Config) -> Result<Config, ConfigError> {
+    ///
+    /// `up` is told, for a store, whether it gave a config
+    /// (`config_source_up`), as the watcher's looks tell it.
+    pub(crate) fn load_again(&self, in_force: &Config, up: impl FnOnce(bool)) -> Result<Config, ConfigError> {
         let Self::Store(store) = self else { return self.load() };
-        match store.read() {
+        let read = store.read();
+        up(read.is_ok());
+        match read {
             Ok(text) => store.parse(&text),
             Err(e @ StoreError::Unreachable(_)) => {
                 tracing::warn!(store = %store.shown, error = %e, "reloading the config in force: the store cannot be reached");

@@ -86,7 +86,8 @@ impl Shared {
         let _guard = self.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let result = (|| {
             let previous = self.current();
-            let config = self.source.load_again(&previous.config).map_err(|e| (e, Vec::new()))?;
+            let up = |up| self.env.metrics.config_source_up(up);
+            let config = self.source.load_again(&previous.config, up).map_err(|e| (e, Vec::new()))?;
             let named: Vec<PathBuf> = config.files().into_iter().map(Path::to_path_buf).collect();
             if let Err(e) = refuse_removed_listeners(&previous.config, &config) {
                 return Err((e, named));

@@ -241,4 +241,12 @@ async fn a_gateway_starts_from_its_last_good_copy_while_redis_is_down() {
     let gateway = Gateway::start_from(keeping(&redis)).expect("a start from the copy");
     assert_eq!(upstream_of(&gateway).await.as_deref(), Some("a"));
     assert_eq!(sample(&metrics_of(&gateway).await, up), Some("0"), "started without the store's config");
+    // No watcher: a reload (SIGHUP's) looks at the store, and says what it found.
+    redis.restart();
+    publish(&redis, &unwatched).await;
+    assert_eq!(gateway.reload().ok(), Some(1));
+    assert_eq!(sample(&metrics_of(&gateway).await, up), Some("1"), "a reload found the store's config");
+    redis.kill();
+    assert!(gateway.reload().is_ok(), "the config in force, reloaded");
+    assert_eq!(sample(&metrics_of(&gateway).await, up), Some("0"), "a reload found no store");
 }
