@@ -240,8 +240,9 @@ impl Metrics {
         config_source_up.set(1);
         registry.register(
             "config_source_up",
-            "Whether the config's source (its file, or its key in Redis) gave a config at the watcher's last look \
-             (0: unreadable, unreachable, or the key unset; the config in force serves on meanwhile)",
+            "Whether the config's source (its file, or its key in Redis) gave a config at the last look, the \
+             watcher's or a reload's (0: unreadable, unreachable, or the key unset; the config in force serves on \
+             meanwhile)",
             config_source_up.clone(),
         );
         let plugin_clock_tick = Gauge::<f64, AtomicU64>::default();

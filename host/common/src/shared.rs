@@ -1,7 +1,7 @@
 //! The bytes the instances of one plugin keep for each other (the `shared`
 //! interface, `wit/host.wit`): what one instance fetched or built, the next
 //! one finds — another worker's, one replacing a recycled instance, each
-//! request's under `per-request` isolation. Bounded, so a plugin cannot grow
+//! request's under `per-request` isolation when granted. Bounded, so a plugin cannot grow
 //! the gateway's memory: a write that would pass the bounds is refused and
 //! changes nothing.
 //!
@@ -17,10 +17,10 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// The most one plugin keeps: its keys and values together, each entry
 /// counted [`ENTRY_BYTES`] more (4 MiB).
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
-/// What an entry is counted beyond its key and value: about what the map
-/// spends on it (its slot, two allocations), so that many small entries
-/// cannot hold far more memory than the bound says.
-pub const ENTRY_BYTES: usize = 64;
+/// What an entry is counted beyond its key and value: at least what the
+/// map spends on it (its slot, the key's and the value's allocations), so
+/// that many small entries cannot hold more memory than the bound says.
+pub const ENTRY_BYTES: usize = 128;
 
 /// One plugin's shared bytes.
 #[derive(Debug, Default)]

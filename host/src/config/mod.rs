@@ -67,8 +67,7 @@ impl Config {
     /// CA bundles (the listener's, the upstreams' and the store's), secret
     /// files, and plugins' `config_files`. A change to one reloads when
     /// watching, so a renewed certificate or a rotated secret needs no
-    /// `SIGHUP` (the store's own take effect at restart, as all of
-    /// `[store]`: the reload says so).
+    /// `SIGHUP` (the store's: new connections to Redis with them).
     pub fn files(&self) -> Vec<&Path> {
         let mut files = Vec::new();
         if let Some(tls) = &self.server.tls {

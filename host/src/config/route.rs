@@ -57,11 +57,13 @@ impl Upgrades {
     pub fn allow(&self, offered: &[u8]) -> bool {
         match self {
             Self::Any => true,
-            Self::Only(names) => {
-                let name = offered.split(|&b| b == b'/').next().unwrap_or_default();
-                names.iter().any(|n| n.eq_ignore_ascii_case(name))
-            }
+            Self::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(Self::name(offered))),
         }
+    }
+
+    /// An offered protocol's name, without its version (`TLS/1.2` → `TLS`).
+    pub fn name(offered: &[u8]) -> &[u8] {
+        offered.split(|&b| b == b'/').next().unwrap_or_default()
     }
 }
 

@@ -189,12 +189,6 @@ fn warn_static_changes(old: &Config, new: &Config) {
     if old.admin != new.admin {
         tracing::warn!("[admin] changed; it takes effect at restart");
     }
-    // A Redis store's change is made (new connections, see snapshot's
-    // `store_for`); the in-memory store holds its counters.
-    let redis = |c: &Config| matches!(c.store, config::StoreConfig::Redis { .. });
-    if old.store != new.store && !(redis(old) && redis(new)) {
-        tracing::warn!("[store] changed from or to the in-memory store, or its limits; it takes effect at restart");
-    }
     if (old.server.watch, old.server.watch_interval) != (new.server.watch, new.server.watch_interval) {
         tracing::warn!("server.watch or watch_interval changed; they take effect at restart");
     }
@@ -233,8 +227,6 @@ pub enum StartError {
     Threads(std::io::Error),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
-    #[error("cannot set up the plugin store: {0}")]
-    Store(String),
 }
 
 /// `wasmgate run`: serves the config from `source` until SIGTERM or SIGINT,
@@ -387,7 +379,6 @@ pub fn check_config(config: Config) -> Result<Snapshot, StartError> {
         control: control.handle.clone(),
         workers: 1,
         access_log: None,
-        store: StoreBackend::from_config(&config.store, &control.handle).map_err(StartError::Store)?,
     };
     Ok(build(config, &env, None, 0)?)
 }
@@ -489,19 +480,21 @@ impl Gateway {
         let tls_listen = config.server.tls.as_ref().map(|t| t.listen);
         let admin = config.admin.clone();
         let (watch_on, interval) = (config.server.watch, config.server.watch_interval);
-        let store = StoreBackend::from_config(&config.store, control).map_err(StartError::Store)?;
-        control.spawn(sweep(store.clone()));
         let env = Env {
             runtime: engine_for(&config)?,
             metrics: Arc::new(Metrics::new()),
             control: control.clone(),
             workers,
             access_log: config.server.access_log.then(AccessLogWriter::stdout),
-            store,
         };
         env.runtime.report_tick(env.metrics.plugin_clock_tick());
         env.metrics.config_source_up(source.found_at_start());
         let snapshot = build(config, &env, None, 0)?;
+        // The in-memory store lasts as long as the process (a reload keeps
+        // it); Redis expires its own keys.
+        if !snapshot.store.is_remote() {
+            control.spawn(sweep(snapshot.store.clone()));
+        }
         // A set of sockets, one a worker, for each listener configured.
         let bind = |addr: Option<SocketAddr>| match addr {
             Some(addr) => {

@@ -30,9 +30,6 @@ pub struct Env {
     pub control: tokio::runtime::Handle,
     pub workers: usize,
     pub access_log: Option<AccessLogWriter>,
-    /// The plugins' store the gateway started with ([`Snapshot::store`]
-    /// says which one a config uses).
-    pub store: StoreBackend,
 }
 
 impl std::fmt::Debug for Env {
@@ -99,10 +96,13 @@ pub struct Snapshot {
     /// Upstreams made for origins granted to plugins.
     pub origins: HashMap<HttpGrant, Arc<Upstream>>,
     pub tls: Option<Arc<tls::Listening>>,
-    /// The plugins' store: the previous config's while `[store]` is
+    /// The plugins' store: the previous snapshot's while `[store]` is
     /// unchanged, or either is in memory (whose counters live in it); new
     /// connections when a Redis `[store]` changed (`store_for`).
     pub store: StoreBackend,
+    /// The `[store]` that `store` was made from (a config's may differ:
+    /// the in-memory store's changes wait for a restart).
+    pub store_config: StoreConfig,
     /// The certificates it presents, with when each expires.
     pub certificates: Vec<tls::Presented>,
     pub metrics: Arc<Metrics>,
@@ -271,7 +271,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
         }
     }
     let origins = origin_upstreams(&config, env, previous, &mut problems);
-    let store = store_for(&config, env, previous, &mut problems);
+    let (store, store_config) = store_for(&config, env, previous, &mut problems);
     let plugins = load_plugins(&config, env, &store, &upstreams, &origins, &mut problems);
     let max_idle = config.plugins.max_idle_per_worker;
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -371,31 +371,47 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
         origins,
         tls,
         store,
+        store_config,
         certificates,
         metrics: env.metrics.clone(),
         access_log: env.access_log.clone(),
     })
 }
 
-/// The store a config's plugins use. A reload keeps the one in use unless
-/// a Redis `[store]` changed (its URL, timeout or TLS files: a rotated
-/// client certificate), which gets new connections: the counters are in
-/// Redis either way. A change to or from the in-memory store, or of its
-/// limits, waits for a restart (its counters live in it; the reload warns).
-fn store_for(config: &Config, env: &Env, previous: Option<&Snapshot>, problems: &mut Problems<'_>) -> StoreBackend {
-    let Some(previous) = previous else { return env.store.clone() };
-    let redis = |c: &Config| matches!(c.store, StoreConfig::Redis { .. });
-    if previous.config.store == config.store || !(redis(&previous.config) && redis(config)) {
-        return previous.store.clone();
+/// The store a config's plugins use, and the `[store]` it was made from.
+/// The first build makes it. A reload keeps the one running unless it is
+/// Redis and the config's is another Redis `[store]` (its URL, timeout or
+/// TLS files: a rotated client certificate), which gets new connections:
+/// the counters are in Redis either way. A change to or from the in-memory
+/// store, or of its limits, waits for a restart (its counters live in it)
+/// and says so.
+fn store_for(
+    config: &Config,
+    env: &Env,
+    previous: Option<&Snapshot>,
+    problems: &mut Problems<'_>,
+) -> (StoreBackend, StoreConfig) {
+    let running = previous.map(|p| (&p.store, &p.store_config));
+    if let Some((store, made_from)) = running {
+        if *made_from == config.store {
+            return (store.clone(), made_from.clone());
+        }
+        if !(store.is_remote() && matches!(config.store, StoreConfig::Redis { .. })) {
+            tracing::warn!("[store] changed from or to the in-memory store, or its limits; it takes effect at restart");
+            return (store.clone(), made_from.clone());
+        }
     }
     match StoreBackend::from_config(&config.store, &env.control) {
         Ok(store) => {
-            tracing::info!("[store] changed: new connections to Redis");
-            store
+            if running.is_some() {
+                tracing::info!("[store] changed: new connections to Redis for the new config");
+            }
+            (store, config.store.clone())
         }
         Err(e) => {
             problems.at_line(None, "store", e, "check [store] url and [store.tls]");
-            previous.store.clone()
+            // The build fails with the problem: what it holds is never used.
+            running.map_or_else(|| (StoreBackend::unused(), config.store.clone()), |(s, m)| (s.clone(), m.clone()))
         }
     }
 }

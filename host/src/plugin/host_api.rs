@@ -692,7 +692,9 @@ impl self::wasmgate::plugin::shared::Host for HostState {
 
     fn set(&mut self, key: String, value: Vec<u8>) -> bool {
         self.exchange.spoil();
-        self.caps.shared().is_some_and(|mut s| s.set(&key, value.into()))
+        // Copied out of the plugin's list before the lock is taken.
+        let value: std::sync::Arc<[u8]> = value.into();
+        self.caps.shared().is_some_and(|mut s| s.set(&key, value))
     }
 
     fn delete(&mut self, key: String) -> bool {

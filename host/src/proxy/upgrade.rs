@@ -30,9 +30,10 @@ use crate::upstream::h1::Upgraded;
 /// smuggling). Any other goes on as a plain request, without its `Upgrade`
 /// (RFC 9110 §7.8 lets a server ignore it), as nginx and Envoy send it.
 fn requested(h: &HeaderMap, allows: &Upgrades) -> bool {
-    h.get(header::UPGRADE)
-        .is_some_and(|offer| protocols(offer).all(|p| !p.eq_ignore_ascii_case(b"h2c") && allows.allow(p)))
-        && super::headers::ConnectionTokens::of(h).upgrade
+    h.get(header::UPGRADE).is_some_and(|offer| {
+        let h2c = |p: &[u8]| Upgrades::name(p).eq_ignore_ascii_case(b"h2c");
+        protocols(offer).next().is_some() && protocols(offer).all(|p| !h2c(p) && allows.allow(p))
+    }) && super::headers::ConnectionTokens::of(h).upgrade
 }
 
 /// The protocols an `Upgrade` field lists (`websocket`, `TLS/1.2`).
@@ -236,6 +237,9 @@ mod tests {
             ("websocket, foo", true, false),
             ("websocket, h2c", false, false),
             ("h2c", false, false),
+            ("H2C/2", false, false),
+            ("", false, false),
+            (" , ", false, false),
         ] {
             assert_eq!(requested(&asking(offer), &Upgrades::Any), any, "{offer} on any");
             assert_eq!(requested(&asking(offer), &websocket), ws, "{offer} on websocket");

@@ -10,10 +10,10 @@
 //!
 //! The plugin's instances share what they fetched and when they tried
 //! ([`wasmgate_sdk::shared`]): an instance made later — another worker's,
-//! one replacing a recycled instance, each request's under `per-request` —
-//! starts from the keys already fetched instead of fetching again, keeps
-//! them while the identity provider is down, and the rate bound holds for
-//! the plugin, not for each instance.
+//! one replacing a recycled instance, each request's under `per-request`
+//! when `grants.shared` — starts from the keys already fetched instead of
+//! fetching again, keeps them while the identity provider is down, and the
+//! rate bound holds for the plugin, not for each instance.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -191,7 +191,7 @@ impl Remote {
         remote.claim(now_ms);
         let fetched = match fetch(&url) {
             Ok((keys, text)) => {
-                remote.replace(keys, &text, now_ms);
+                remote.replace(keys, &text, Some(now_ms));
                 true
             }
             Err(FetchError::Http(HttpError::NotGranted(_))) => {
@@ -234,7 +234,7 @@ impl Remote {
         let refresh = match fetch(&self.settings.url) {
             Ok((keys, text)) => {
                 log::info(&format!("jwks: {} keys from {}", keys.len(), self.settings.url));
-                self.replace(keys, &text, now_ms)
+                self.replace(keys, &text, Some(now_ms))
             }
             Err(e) => {
                 log::warn(&format!(
@@ -257,12 +257,13 @@ impl Remote {
         self.publish(false, now_ms);
     }
 
-    /// Makes `keys` (from `text`, fetched at `fetched_at`) the fetched ones.
-    fn replace(&mut self, keys: Vec<Entry>, text: &str, fetched_at: u64) -> Refresh {
+    /// Makes `keys` (from `text`, fetched at `fetched_at`: `None`, unknown,
+    /// is stale) the fetched ones.
+    fn replace(&mut self, keys: Vec<Entry>, text: &str, fetched_at: Option<u64>) -> Refresh {
         let withdrawn = self.keys.iter().any(|old| !keys.iter().any(|new| new.id == old.id));
         self.keys = keys;
         self.text = Rc::from(text);
-        self.fetched_at = Some(fetched_at);
+        self.fetched_at = fetched_at;
         if withdrawn { Refresh::Withdrawn } else { Refresh::Fetched }
     }
 
@@ -271,20 +272,21 @@ impl Remote {
         format!("jwks {}", self.settings.url)
     }
 
-    /// Takes what another instance fetched since this one did, and counts
-    /// its last try towards the rate bound. Times after `now_ms` (written
-    /// before the clock was set back) are not taken: this instance fetches
-    /// when its own times say so, and its record replaces that one.
+    /// Takes the keys another instance fetched after this one's, or any
+    /// when this one has none, and counts its last try towards the rate
+    /// bound. Times ahead of this instance's clock (written before the
+    /// clock was set back) are not taken: such keys count as stale.
     fn adopt(&mut self, now_ms: u64) -> Refresh {
         let Some(bytes) = shared::get(&self.shared_key()) else { return Refresh::Unchanged };
         let Some(record) = Record::decode(&bytes) else { return Refresh::Unchanged };
-        if record.attempted_at <= now_ms {
-            self.last_attempt = self.last_attempt.max(Some(record.attempted_at));
+        if let Some(at) = as_of(record.attempted_at, now_ms) {
+            self.last_attempt = self.last_attempt.max(Some(at));
         }
-        let newer = |at: u64| at <= now_ms && self.fetched_at.is_none_or(|ours| at > ours);
-        let Some(fetched_at) = record.fetched_at.filter(|&at| newer(at)) else {
+        let fetched_at = record.fetched_at.and_then(|at| as_of(at, now_ms));
+        let newer = fetched_at.is_some_and(|at| self.fetched_at.is_none_or(|ours| at > ours));
+        if record.text.is_empty() || !(newer || self.keys.is_empty()) {
             return Refresh::Unchanged;
-        };
+        }
         // It was a usable JWKS when fetched; its keys are made again here,
         // each instance holding its own.
         match parse_jwks(record.text, false) {
@@ -293,12 +295,12 @@ impl Remote {
         }
     }
 
-    /// Shares this instance's last try, and its keys when it has just
-    /// `fetched` them (the newest, whatever the record says); otherwise the
-    /// newer keys of its own and the record's, and the later try. A record's
-    /// times after `now_ms` are dropped. A write the gateway refuses (a URL
-    /// over the key bound, the plugin's space full, `per-request` isolation
-    /// without `grants.shared`) leaves each instance fetching its own.
+    /// Shares this instance's last try (or another's later one), and its
+    /// keys: always when it has just `fetched` them (the newest, whatever
+    /// the record says); otherwise unless the record's are newer, or this
+    /// instance has none. A write the gateway refuses (a URL over the key
+    /// bound, the plugin's space full, `per-request` isolation without
+    /// `grants.shared`) leaves each instance fetching its own.
     fn publish(&self, fetched: bool, now_ms: u64) {
         let Some(attempted_at) = self.last_attempt else { return };
         let key = self.shared_key();
@@ -306,15 +308,28 @@ impl Remote {
         let theirs = theirs.as_deref().and_then(Record::decode);
         let mut record = Record { attempted_at, fetched_at: self.fetched_at, text: &self.text };
         if let Some(theirs) = theirs {
-            if theirs.attempted_at <= now_ms {
-                record.attempted_at = record.attempted_at.max(theirs.attempted_at);
+            if let Some(at) = as_of(theirs.attempted_at, now_ms) {
+                record.attempted_at = record.attempted_at.max(at);
             }
-            if !fetched && theirs.fetched_at > self.fetched_at && theirs.fetched_at <= Some(now_ms) {
-                (record.fetched_at, record.text) = (theirs.fetched_at, theirs.text);
+            let their_fetch = theirs.fetched_at.and_then(|at| as_of(at, now_ms));
+            if !fetched && !theirs.text.is_empty() && (their_fetch > self.fetched_at || self.text.is_empty()) {
+                (record.fetched_at, record.text) = (their_fetch, theirs.text);
             }
         }
         let _ = shared::set(&key, &record.encode());
     }
+}
+
+/// How far ahead of this instance's clock reading another's record may be
+/// and still count as written now: instances read the clock at different
+/// moments (another worker's claim a millisecond after this request began).
+const SKEW_MS: u64 = 5_000;
+
+/// Another instance's time `at` as this one's: at most `now_ms`; `None`
+/// when it is further ahead than [`SKEW_MS`] (written before the clock was
+/// set back).
+fn as_of(at: u64, now_ms: u64) -> Option<u64> {
+    (at <= now_ms.saturating_add(SKEW_MS)).then(|| at.min(now_ms))
 }
 
 /// A URL's JWKS as the instances share it: when it was last tried and last

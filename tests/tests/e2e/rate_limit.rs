@@ -245,6 +245,41 @@ async fn the_store_reaches_redis_over_tls_with_a_client_certificate() {
         assert_eq!(r.header("ratelimit-remaining"), Some("0"));
     }
     assert_eq!(up.hits(), 3);
+
+    // A client certificate rotated in place (the same files): the reload
+    // that follows connects with the new one — here from a CA Redis does
+    // not trust, so the store is unavailable again.
+    let rotating = ca.client("rotating");
+    let gw = TestGateway::start(&config(&up, &store(&ca.pem, Some(&rotating)), &[("limited", "/", limit)]));
+    assert_eq!(get(&gw.url("/")).await.status, 429, "counted in Redis");
+    let rotated = other.client("rotating");
+    assert_eq!((&rotated.cert, &rotated.key), (&rotating.cert, &rotating.key), "the same files");
+    assert_eq!(gw.gateway.reload().ok(), Some(1));
+    assert_eq!(get(&gw.url("/")).await.status, 503, "the rotated certificate, which Redis refuses");
+}
+
+/// A reload keeps the in-memory store, and its counts, when the config
+/// moves `[store]` to Redis (that waits for a restart) — and still after a
+/// further change to that Redis `[store]`, which a running Redis store
+/// would reconnect for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_in_memory_store_whatever_the_config_says_of_redis() {
+    let redis = RedisServer::start();
+    let up = TestUpstream::echo("u").await;
+    let limit = r#"limits = [{ name = "kept", key = ["global"], rate = 2, per = "1m" }]"#;
+    let gw = TestGateway::start(&config(&up, "", &[("limited", "/", limit)]));
+    away_from_a_window_edge(Duration::from_secs(60)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get(&gw.url("/")).await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+    for timeout in ["2s", "3s"] {
+        let store = format!("[store]\nbackend = \"redis\"\nurl = \"{}\"\ntimeout = \"{timeout}\"\n", redis.url());
+        gw.write_config(&config(&up, &store, &[("limited", "/", limit)]));
+        assert!(gw.gateway.reload().is_ok());
+        assert_eq!(get(&gw.url("/")).await.status, 429, "still counted in memory (timeout {timeout})");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,12 @@ impl StoreBackend {
         })
     }
 
+    /// A store for a build that fails (a problem with `[store]` is
+    /// reported): it never serves.
+    pub fn unused() -> Self {
+        Self::Memory(Arc::new(MemStore::new(SystemClock, 1)))
+    }
+
     /// Whether calls wait on the network.
     pub fn is_remote(&self) -> bool {
         matches!(self, Self::Redis(_))

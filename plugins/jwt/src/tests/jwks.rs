@@ -279,18 +279,41 @@ fn a_fetch_under_way_holds_the_other_instances_back() {
 fn times_from_before_the_clock_was_set_back_are_not_taken() {
     fresh();
     let k1 = Signer::es256();
-    let _idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    let idp = Idp::serving(&[k1.jwk(Some("k1"))]);
     plugin(&remote(json!({})));
     testing::set_now_unix_ms(NOW - 3_600_000);
-    // The record is from the future: not taken, so this instance fetches
-    // by its own times, and its record replaces that one.
+    idp.down.set(true);
+    // The record's times are from the future: its keys are taken as stale
+    // ones, so b tries to fetch, and keeps them when that fails.
     let b = plugin(&remote(json!({})));
     assert_eq!(fetches(), 2);
     let c = plugin(&remote(json!({})));
-    assert_eq!(fetches(), 2, "c takes b's keys");
+    assert_eq!(fetches(), 2, "b's try counts for c");
+    let token = k1.token("ES256", Some("k1"), &json!({"sub": "bob"}));
     for p in [&b, &c] {
-        assert_eq!(check(p, &k1.token("ES256", Some("k1"), &json!({"sub": "bob"}))), "continue");
+        assert_eq!(check(p, &token), "continue", "the keys fetched before the clock was set back");
     }
+    // Back: the next fetch after the rate bound, and the others take it.
+    idp.down.set(false);
+    testing::advance_ms(30_000);
+    assert_eq!(check(&c, &k1.token("ES256", Some("k1"), &json!({"sub": "carol"}))), "continue");
+    assert_eq!(fetches(), 3);
+    plugin(&remote(json!({})));
+    assert_eq!(fetches(), 3, "a fresh record");
+}
+
+#[test]
+fn a_claim_from_a_moment_later_on_another_clock_reading_counts() {
+    fresh();
+    let k1 = Signer::es256();
+    let _idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    plugin(&remote(json!({})));
+    // An instance whose request read the clock a second before the record
+    // was written (another worker, a moment earlier) takes it as written now.
+    testing::set_now_unix_ms(NOW - 1_000);
+    let b = plugin(&remote(json!({})));
+    assert_eq!(fetches(), 1);
+    assert_eq!(check(&b, &k1.token("ES256", Some("k1"), &json!({"sub": "bob"}))), "continue");
 }
 
 #[test]
