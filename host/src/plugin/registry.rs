@@ -393,7 +393,7 @@ impl std::fmt::Display for Inspected {
         }
         writeln!(f, "  sha256:  {}", hex::encode(self.sha256))?;
         writeln!(f, "  WIT:     wasmgate:plugin@{}", self.wit)?;
-        let Imports { store, http, secrets, crypto } = self.imports;
+        let Imports { store, http, secrets, crypto, shared } = self.imports;
         let grants: Vec<&str> = [
             (store, "store = true"),
             (http, "http = [\"UPSTREAM\" or \"https://HOST\", …]"),
@@ -407,6 +407,13 @@ impl std::fmt::Display for Inspected {
             writeln!(f, "  grants:  none needed (it imports no capability)")?;
         } else {
             writeln!(f, "  grants:  [plugin.NAME] grants = {{ {} }}", grants.join(", "))?;
+        }
+        if shared {
+            writeln!(
+                f,
+                "  shared:  its instances share bytes (wasmgate:plugin/shared); under isolation = \"per-request\" \
+                 only with grants = {{ shared = true }}"
+            )?;
         }
         match &self.origin {
             Origin::File(_) => writeln!(f, "  pin:     sha256 = \"{}\"", hex::encode(self.sha256))?,
@@ -513,6 +520,7 @@ fn check_world(
                     rebuild,
                 ));
             }
+            imports.shared |= iface == "shared";
             if !ALWAYS_GRANTED.contains(&iface) && !imports.add(iface) {
                 return Err(LoadError::new(
                     format!("{} imports {import}, which this gateway does not provide", path.display()),

@@ -972,6 +972,7 @@ fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
     assert!(said.contains("  plugin:  add-header 0."), "{said}");
     assert!(said.contains(&format!("  WIT:     wasmgate:plugin@{}\n", wasmgate::plugin::WIT_VERSION)), "{said}");
     assert!(said.contains("  grants:  none needed"), "{said}");
+    assert!(!said.contains("  shared:"), "add-header shares nothing: {said}");
 
     // Its config's keys, their kinds and descriptions, inner tables' under
     // them, from the schema in plugins/add-header/config.schema.json; and
@@ -1000,4 +1001,7 @@ fn inspect_says_what_a_plugin_is_and_the_grants_it_needs() {
     assert!(jwt.imports.http && jwt.imports.crypto && !jwt.imports.store, "{jwt:?}");
     let said = jwt.to_string();
     assert!(said.contains("grants = { http = [") && said.contains("crypto = true }"), "{said}");
+    assert!(jwt.imports.shared, "jwt keeps its JWKS in the shared bytes");
+    assert!(said.contains("  shared:  its instances share bytes"), "{said}");
+    assert!(said.contains("only with grants = { shared = true }"), "{said}");
 }

@@ -128,13 +128,16 @@ impl Caps {
     }
 }
 
-/// The capability interfaces a component imports.
+/// The capability interfaces a component imports, and whether it imports
+/// `shared` (no capability: granted to pooled plugins, to per-request ones
+/// with `grants.shared`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Imports {
     pub store: bool,
     pub http: bool,
     pub secrets: bool,
     pub crypto: bool,
+    pub shared: bool,
 }
 
 impl Imports {
