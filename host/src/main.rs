@@ -257,7 +257,7 @@ fn rollback(store: &str) -> ExitCode {
         Ok(store) => store,
         Err(code) => return code,
     };
-    let (current, text) = match store.current().and_then(|current| Ok((current, store.previous()?))) {
+    let (current, text) = match store.read().and_then(|current| Ok((current, store.previous()?))) {
         Ok(texts) => texts,
         Err(e) => return store_failure(&store, &e),
     };
@@ -266,7 +266,7 @@ fn rollback(store: &str) -> ExitCode {
         return fail(what, "nothing to roll back to: publish the config to go back to", 2);
     }
     // Checked as the gateways read it: relative paths from here.
-    let parsed = store.parse_file(std::path::Path::new(store.shown()), &text);
+    let parsed = store.parse(&text);
     let not_done = format!("nothing was rolled back (that is the config kept at {})", store.previous_key());
     checked_and_published(&store, &text, parsed, Some(&current), &not_done, |digest| {
         format!("{}: rolled back (sha256 {digest})", store.shown())

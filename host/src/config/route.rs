@@ -52,12 +52,12 @@ pub enum Upgrades {
 }
 
 impl Upgrades {
-    /// Whether an offered protocol (`websocket`, `TLS/1.2`) may be
-    /// upgraded to.
-    pub fn allow(&self, offered: &[u8]) -> bool {
+    /// Whether a protocol, by its name ([`Upgrades::name`] of an offer's
+    /// `TLS/1.2`), may be upgraded to.
+    pub fn allow(&self, name: &[u8]) -> bool {
         match self {
             Self::Any => true,
-            Self::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(Self::name(offered))),
+            Self::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
         }
     }
 
@@ -474,7 +474,6 @@ pub(super) fn build_routes(
 /// A route's `upgrades`: protocol names (tokens, RFC 9110 §5.6.2), not
 /// `h2c`.
 fn upgrades(list: &Spanned<Vec<String>>, key: &str, p: &mut Problems<'_>) -> Upgrades {
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     let mut names = Vec::with_capacity(list.get_ref().len());
     for name in list.get_ref() {
         let at = format!("{key}.upgrades");
@@ -484,9 +483,10 @@ fn upgrades(list: &Spanned<Vec<String>>, key: &str, p: &mut Problems<'_>) -> Upg
                 at,
                 "`h2c` is never an upgrade here: an HTTP/2 connection made by upgrade would carry requests no \
                  route or plugin sees",
-                "leave it out: clients speak HTTP/2 to the gateway from their first bytes (prior knowledge) or by TLS's ALPN",
+                "leave it out: clients speak HTTP/2 to the gateway from their first bytes (prior knowledge) \
+                 or by TLS's ALPN",
             );
-        } else if name.is_empty() || !name.bytes().all(tchar) {
+        } else if name.is_empty() || !name.bytes().all(crate::proxy::headers::is_tchar) {
             p.at(
                 span(list),
                 at,

@@ -393,11 +393,6 @@ impl Store {
         Err(StoreError::Unreachable("the key kept changing while the config was published".into()))
     }
 
-    /// The config the key holds now.
-    pub fn current(&self) -> Result<String, StoreError> {
-        self.read()
-    }
-
     /// The config before the last publish, for a rollback.
     pub fn previous(&self) -> Result<String, StoreError> {
         self.read_key(&self.previous_key()).map_err(|e| match e {
@@ -409,7 +404,9 @@ impl Store {
         })
     }
 
-    fn parse(&self, text: &str) -> Result<Config, ConfigError> {
+    /// Checks `text` as a gateway reads it from this store (relative paths
+    /// from the working directory), naming the store in problems.
+    pub fn parse(&self, text: &str) -> Result<Config, ConfigError> {
         super::parse_in(Path::new(&self.shown), &self.base, text)
     }
 
@@ -435,7 +432,7 @@ impl Store {
     /// The key's text: its length (for none, whether it is set), then its
     /// bytes, of at most [`MAX_CONFIG_FILE`]. Commands a read-only ACL user
     /// may be given: `+strlen +getrange +exists`.
-    fn read(&self) -> Result<String, StoreError> {
+    pub fn read(&self) -> Result<String, StoreError> {
         self.read_key(&self.key)
     }
 

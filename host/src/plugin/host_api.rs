@@ -166,8 +166,9 @@ pub(crate) fn on_tick(s: StoreContextMut<'_, HostState>) -> wasmtime::Result<Upd
 }
 
 /// Links what every plugin may import: the request and response, log,
-/// context, clock, setup, the shared bytes, and the sandbox's WASI. Capabilities are linked per
-/// plugin, when granted ([`super::caps::link`]).
+/// context, clock, setup, the shared bytes, and the sandbox's WASI.
+/// Capabilities are linked per plugin, when granted
+/// ([`super::caps::link`]).
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     type D = HasSelf<HostState>;
     self::wasmgate::plugin::types::add_to_linker::<HostState, D>(linker, |s| s)?;

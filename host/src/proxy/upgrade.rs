@@ -31,8 +31,12 @@ use crate::upstream::h1::Upgraded;
 /// (RFC 9110 §7.8 lets a server ignore it), as nginx and Envoy send it.
 fn requested(h: &HeaderMap, allows: &Upgrades) -> bool {
     h.get(header::UPGRADE).is_some_and(|offer| {
-        let h2c = |p: &[u8]| Upgrades::name(p).eq_ignore_ascii_case(b"h2c");
-        protocols(offer).next().is_some() && protocols(offer).all(|p| !h2c(p) && allows.allow(p))
+        let mut any = false;
+        protocols(offer).all(|p| {
+            any = true;
+            let name = Upgrades::name(p);
+            !name.eq_ignore_ascii_case(b"h2c") && allows.allow(name)
+        }) && any
     }) && super::headers::ConnectionTokens::of(h).upgrade
 }
 

@@ -70,7 +70,7 @@ struct Remote {
     settings: RemoteSettings,
     keys: Vec<Entry>,
     /// The JWKS `keys` were made from, to share.
-    text: Rc<str>,
+    text: String,
     /// Last successful fetch (this instance's or another's).
     fetched_at: Option<u64>,
     /// Last fetch, successful or not: the rate bound.
@@ -183,7 +183,7 @@ impl Remote {
     /// starts from that and does not fetch.
     fn first(settings: RemoteSettings, now_ms: u64) -> Result<Self, ConfigError> {
         let url = settings.url.clone();
-        let mut remote = Self { settings, keys: Vec::new(), text: Rc::from(""), fetched_at: None, last_attempt: None };
+        let mut remote = Self { settings, keys: Vec::new(), text: String::new(), fetched_at: None, last_attempt: None };
         remote.adopt(now_ms);
         if !remote.stale(now_ms) || !remote.may_fetch(now_ms) {
             return Ok(remote);
@@ -191,7 +191,7 @@ impl Remote {
         remote.claim(now_ms);
         let fetched = match fetch(&url) {
             Ok((keys, text)) => {
-                remote.replace(keys, &text, Some(now_ms));
+                remote.replace(keys, text, Some(now_ms));
                 true
             }
             Err(FetchError::Http(HttpError::NotGranted(_))) => {
@@ -234,7 +234,7 @@ impl Remote {
         let refresh = match fetch(&self.settings.url) {
             Ok((keys, text)) => {
                 log::info(&format!("jwks: {} keys from {}", keys.len(), self.settings.url));
-                self.replace(keys, &text, Some(now_ms))
+                self.replace(keys, text, Some(now_ms))
             }
             Err(e) => {
                 log::warn(&format!(
@@ -259,10 +259,10 @@ impl Remote {
 
     /// Makes `keys` (from `text`, fetched at `fetched_at`: `None`, unknown,
     /// is stale) the fetched ones.
-    fn replace(&mut self, keys: Vec<Entry>, text: &str, fetched_at: Option<u64>) -> Refresh {
+    fn replace(&mut self, keys: Vec<Entry>, text: String, fetched_at: Option<u64>) -> Refresh {
         let withdrawn = self.keys.iter().any(|old| !keys.iter().any(|new| new.id == old.id));
         self.keys = keys;
-        self.text = Rc::from(text);
+        self.text = text;
         self.fetched_at = fetched_at;
         if withdrawn { Refresh::Withdrawn } else { Refresh::Fetched }
     }
@@ -290,7 +290,7 @@ impl Remote {
         // It was a usable JWKS when fetched; its keys are made again here,
         // each instance holding its own.
         match parse_jwks(record.text, false) {
-            Ok((keys, _)) if !keys.is_empty() => self.replace(keys, record.text, fetched_at),
+            Ok((keys, _)) if !keys.is_empty() => self.replace(keys, record.text.to_owned(), fetched_at),
             _ => Refresh::Unchanged,
         }
     }
@@ -392,15 +392,15 @@ fn fetch(url: &str) -> Result<(Vec<Entry>, String), FetchError> {
     if resp.status != 200 {
         return Err(FetchError::Status(resp.status));
     }
-    let text = std::str::from_utf8(&resp.body).map_err(|_| FetchError::Document("the JWKS is not UTF-8".into()))?;
-    let (keys, skipped) = parse_jwks(text, false).map_err(FetchError::Document)?;
+    let text = String::from_utf8(resp.body).map_err(|_| FetchError::Document("the JWKS is not UTF-8".into()))?;
+    let (keys, skipped) = parse_jwks(&text, false).map_err(FetchError::Document)?;
     for problem in skipped {
         log::warn(&format!("jwks: {url}: skipping {problem}"));
     }
     if keys.is_empty() {
         return Err(FetchError::Document("the JWKS has no usable signing keys".into()));
     }
-    Ok((keys, text.to_owned()))
+    Ok((keys, text))
 }
 
 /// The keys of a JWKS document. Keys marked `"use": "enc"` are not for
