@@ -567,6 +567,16 @@ fn publish_writes_a_checked_config_that_check_reads_from_redis() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("WRONGTYPE") && err.contains("must hold config text (a Redis string)"), "{err}");
 
+    // A key holding more than a config can be is not replaced (nor kept).
+    redis::cmd("SETRANGE").arg("big").arg(64 << 20).arg("x").query::<()>(&mut store).unwrap();
+    let out = command(&[publish, good.as_os_str(), url.replace("fleet", "big").as_ref()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the key \"big\" holds over 64 MiB: not a config"), "{err}");
+    assert!(err.contains("delete it first (redis-cli DEL big)"), "{err}");
+    assert_eq!(redis::cmd("STRLEN").arg("big").query::<u64>(&mut store).unwrap(), (64 << 20) + 1);
+    assert!(!redis::cmd("EXISTS").arg("big:previous").query::<bool>(&mut store).unwrap());
+
     // A Redis with a password: said how to give it; given, never shown.
     redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("s3cret").query::<()>(&mut store).unwrap();
     let out = command(&[check, c, url.as_ref()]);

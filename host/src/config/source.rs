@@ -325,6 +325,18 @@ impl Source {
     }
 }
 
+/// How one try of [`Store::publish`] ended.
+enum Swap {
+    /// Written; what it replaced, if another config.
+    Done(Option<Vec<u8>>),
+    /// Another write came between the read and the transaction.
+    Raced,
+    /// Not what the caller checked against (`expected`).
+    Changed,
+    /// The key holds more than a config can be.
+    TooLarge,
+}
+
 impl Store {
     /// Its URL without credentials.
     pub fn shown(&self) -> &str {
@@ -363,9 +375,16 @@ impl Store {
                     true => None,
                     false => redis::cmd("GET").arg(&self.key).query(c)?,
                 };
-                if len > MAX_CONFIG_FILE || expected.is_some_and(|e| old.as_deref() != Some(e.as_bytes())) {
+                let refused = if len > MAX_CONFIG_FILE {
+                    Some(Swap::TooLarge)
+                } else if expected.is_some_and(|e| old.as_deref() != Some(e.as_bytes())) {
+                    Some(Swap::Changed)
+                } else {
+                    None
+                };
+                if let Some(refused) = refused {
                     redis::cmd("UNWATCH").query::<()>(c)?;
-                    return Ok(Err(len > MAX_CONFIG_FILE));
+                    return Ok(refused);
                 }
                 let kept = old.filter(|old| old.as_slice() != text.as_bytes());
                 let mut transaction = redis::pipe();
@@ -375,19 +394,18 @@ impl Store {
                 }
                 // Nothing (nil) when the key changed since WATCH.
                 let done: Option<()> = transaction.query(c)?;
-                Ok(Ok(done.map(|()| kept)))
+                Ok(done.map_or(Swap::Raced, |()| Swap::Done(kept)))
             })?;
             match swapped {
-                Ok(Some(kept)) => return Ok(kept),
-                Ok(None) if expected.is_some() => return Err(changed()),
-                Ok(None) => continue,
-                Err(true) => {
+                Swap::Done(kept) => return Ok(kept),
+                Swap::Raced if expected.is_none() => continue,
+                Swap::Raced | Swap::Changed => return Err(changed()),
+                Swap::TooLarge => {
                     return Err(StoreError::Refused {
                         what: format!("the key {:?} holds over {} MiB: not a config", self.key, MAX_CONFIG_FILE >> 20),
                         fix: format!("delete it first (redis-cli DEL {})", self.key),
                     });
                 }
-                Err(false) => return Err(changed()),
             }
         }
         Err(StoreError::Unreachable("the key kept changing while the config was published".into()))
