@@ -138,7 +138,12 @@ impl KeySet {
         if !wanted(&remote) {
             return adopted;
         }
-        adopted.max(remote.fetch(now_ms))
+        // A refusal is the config's, which its load checked: not expected here.
+        let fetched = remote.fetch(now_ms).unwrap_or_else(|refused| {
+            log::warn(&format!("jwks: {refused}"));
+            Refresh::Unchanged
+        });
+        adopted.max(fetched)
     }
 
     /// The keys that may verify a token with `alg` and `kid`: keys with that
@@ -182,42 +187,12 @@ impl Remote {
     /// `jwks_max_age`, or tried within `jwks_refresh_interval`, this one
     /// starts from that and does not fetch.
     fn first(settings: RemoteSettings, now_ms: u64) -> Result<Self, ConfigError> {
-        let url = settings.url.clone();
         let mut remote = Self { settings, keys: Vec::new(), text: String::new(), fetched_at: None, last_attempt: None };
         remote.adopt(now_ms);
         if !remote.stale(now_ms) || !remote.may_fetch(now_ms) {
             return Ok(remote);
         }
-        remote.claim(now_ms);
-        let fetched = match fetch(&url) {
-            Ok((keys, text)) => {
-                remote.replace(keys, text, Some(now_ms));
-                true
-            }
-            Err(FetchError::Http(HttpError::NotGranted(_))) => {
-                return Err(format!(
-                    "jwks_url: `{url}` is not granted to this plugin; add its upstream name or origin to \
-                     [plugin.NAME] grants.http, e.g. grants = {{ http = [\"https://idp.example.com\"] }}"
-                )
-                .into());
-            }
-            Err(FetchError::Http(HttpError::InvalidRequest(m))) => {
-                return Err(format!("jwks_url: `{url}` cannot be requested: {m}").into());
-            }
-            Err(e) if remote.keys.is_empty() => {
-                log::warn(&format!("jwks: cannot fetch {url}: {e}; will retry on a later request"));
-                false
-            }
-            Err(e) => {
-                log::warn(&format!(
-                    "jwks: cannot fetch {url}: {e}; keeping the {} keys fetched before; will retry on a later \
-                     request",
-                    remote.keys.len()
-                ));
-                false
-            }
-        };
-        remote.publish(fetched, now_ms);
+        remote.fetch(now_ms)?;
         Ok(remote)
     }
 
@@ -229,24 +204,37 @@ impl Remote {
         elapsed(self.last_attempt, now_ms).is_none_or(|since| since >= self.settings.refresh_interval_ms)
     }
 
-    fn fetch(&mut self, now_ms: u64) -> Refresh {
+    /// Fetches the keys, claiming the try first and sharing the keys
+    /// fetched. What may be transient (the identity provider down, a bad
+    /// document) is logged, the keys fetched before kept, and the next
+    /// request after the rate bound tries again; an operator's mistake (a
+    /// URL not granted or not valid) is returned, said as a config error.
+    fn fetch(&mut self, now_ms: u64) -> Result<Refresh, String> {
         self.claim(now_ms);
-        let refresh = match fetch(&self.settings.url) {
+        let url = &self.settings.url;
+        match fetch(url) {
             Ok((keys, text)) => {
-                log::info(&format!("jwks: {} keys from {}", keys.len(), self.settings.url));
-                self.replace(keys, text, Some(now_ms))
+                log::info(&format!("jwks: {} keys from {url}", keys.len()));
+                let refresh = self.replace(keys, text, Some(now_ms));
+                self.publish(true, now_ms);
+                Ok(refresh)
+            }
+            Err(FetchError::Http(HttpError::NotGranted(_))) => Err(format!(
+                "jwks_url: `{url}` is not granted to this plugin; add its upstream name or origin to \
+                 [plugin.NAME] grants.http, e.g. grants = {{ http = [\"https://idp.example.com\"] }}"
+            )),
+            Err(FetchError::Http(HttpError::InvalidRequest(m))) => {
+                Err(format!("jwks_url: `{url}` cannot be requested: {m}"))
             }
             Err(e) => {
-                log::warn(&format!(
-                    "jwks: refreshing from {} failed: {e}; keeping the {} keys fetched before",
-                    self.settings.url,
-                    self.keys.len()
-                ));
-                Refresh::Unchanged
+                let kept = match self.keys.len() {
+                    0 => String::new(),
+                    n => format!("keeping the {n} keys fetched before; "),
+                };
+                log::warn(&format!("jwks: cannot fetch {url}: {e}; {kept}will retry on a later request"));
+                Ok(Refresh::Unchanged)
             }
-        };
-        self.publish(refresh != Refresh::Unchanged, now_ms);
-        refresh
+        }
     }
 
     /// Notes a fetch about to be made, and shares it before it is: the
@@ -272,52 +260,62 @@ impl Remote {
         format!("jwks {}", self.settings.url)
     }
 
+    /// What the instances share of this URL, as of `now_ms`: the last
+    /// try, and the keys' text and fetch time when they are to replace this
+    /// instance's (fetched later, or this one has none). Times ahead of this
+    /// instance's clock (written before the clock was set back) are not
+    /// taken: such keys count as stale.
+    fn shared(&self, now_ms: u64) -> Shared {
+        let bytes = shared::get(&self.shared_key());
+        let Some(record) = bytes.as_deref().and_then(Record::decode) else { return Shared::default() };
+        let fetched_at = record.fetched_at.and_then(|at| as_of(at, now_ms));
+        let newer = !record.text.is_empty() && (fetched_at > self.fetched_at || self.text.is_empty());
+        Shared {
+            attempted_at: as_of(record.attempted_at, now_ms),
+            newer: newer.then(|| (record.text.to_owned(), fetched_at)),
+        }
+    }
+
     /// Takes the keys another instance fetched after this one's, or any
     /// when this one has none, and counts its last try towards the rate
-    /// bound. Times ahead of this instance's clock (written before the
-    /// clock was set back) are not taken: such keys count as stale.
+    /// bound.
     fn adopt(&mut self, now_ms: u64) -> Refresh {
-        let Some(bytes) = shared::get(&self.shared_key()) else { return Refresh::Unchanged };
-        let Some(record) = Record::decode(&bytes) else { return Refresh::Unchanged };
-        if let Some(at) = as_of(record.attempted_at, now_ms) {
-            self.last_attempt = self.last_attempt.max(Some(at));
-        }
-        let fetched_at = record.fetched_at.and_then(|at| as_of(at, now_ms));
-        let newer = fetched_at.is_some_and(|at| self.fetched_at.is_none_or(|ours| at > ours));
-        if record.text.is_empty() || !(newer || self.keys.is_empty()) {
-            return Refresh::Unchanged;
-        }
+        let theirs = self.shared(now_ms);
+        self.last_attempt = self.last_attempt.max(theirs.attempted_at);
+        let Some((text, fetched_at)) = theirs.newer else { return Refresh::Unchanged };
         // It was a usable JWKS when fetched; its keys are made again here,
         // each instance holding its own.
-        match parse_jwks(record.text, false) {
-            Ok((keys, _)) if !keys.is_empty() => self.replace(keys, record.text.to_owned(), fetched_at),
+        match parse_jwks(&text, false) {
+            Ok((keys, _)) if !keys.is_empty() => self.replace(keys, text, fetched_at),
             _ => Refresh::Unchanged,
         }
     }
 
     /// Shares this instance's last try (or another's later one), and its
     /// keys: always when it has just `fetched` them (the newest, whatever
-    /// the record says); otherwise unless the record's are newer, or this
-    /// instance has none. A write the gateway refuses (a URL over the key
-    /// bound, the plugin's space full, `per-request` isolation without
-    /// `grants.shared`) leaves each instance fetching its own.
+    /// the record says); otherwise unless the record's are to replace them
+    /// (as [`adopt`](Self::adopt) would take them). A write the gateway
+    /// refuses (a URL over the key bound, the plugin's space full,
+    /// `per-request` isolation without `grants.shared`) leaves each
+    /// instance fetching its own.
     fn publish(&self, fetched: bool, now_ms: u64) {
         let Some(attempted_at) = self.last_attempt else { return };
-        let key = self.shared_key();
-        let theirs = shared::get(&key);
-        let theirs = theirs.as_deref().and_then(Record::decode);
-        let mut record = Record { attempted_at, fetched_at: self.fetched_at, text: &self.text };
-        if let Some(theirs) = theirs {
-            if let Some(at) = as_of(theirs.attempted_at, now_ms) {
-                record.attempted_at = record.attempted_at.max(at);
-            }
-            let their_fetch = theirs.fetched_at.and_then(|at| as_of(at, now_ms));
-            if !fetched && !theirs.text.is_empty() && (their_fetch > self.fetched_at || self.text.is_empty()) {
-                (record.fetched_at, record.text) = (their_fetch, theirs.text);
-            }
-        }
-        let _ = shared::set(&key, &record.encode());
+        let theirs = self.shared(now_ms);
+        let attempted_at = attempted_at.max(theirs.attempted_at.unwrap_or(0));
+        let record = match &theirs.newer {
+            Some((text, fetched_at)) if !fetched => Record { attempted_at, fetched_at: *fetched_at, text },
+            _ => Record { attempted_at, fetched_at: self.fetched_at, text: &self.text },
+        };
+        let _ = shared::set(&self.shared_key(), &record.encode());
     }
+}
+
+/// What [`Remote::shared`] found.
+#[derive(Debug, Default)]
+struct Shared {
+    attempted_at: Option<u64>,
+    /// Keys to replace the instance's: the JWKS text, and when it was fetched.
+    newer: Option<(String, Option<u64>)>,
 }
 
 /// How far ahead of this instance's clock reading another's record may be
