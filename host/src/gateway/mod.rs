@@ -99,6 +99,9 @@ impl Shared {
             self.generation.store(generation, Ordering::Relaxed);
             self.current.store(Arc::new(snapshot));
             previous.retire(&self.current());
+            if !previous.store.is(&self.current().store) {
+                tracing::info!("[store] changed: new connections to Redis for the new config");
+            }
             self.current().start();
             Ok(generation)
         })();

@@ -384,7 +384,7 @@ pub fn build(config: Config, env: &Env, previous: Option<&Snapshot>, generation:
 /// TLS files: a rotated client certificate), which gets new connections:
 /// the counters are in Redis either way. A change to or from the in-memory
 /// store, or of its limits, waits for a restart (its counters live in it)
-/// and says so.
+/// and says so. (A new store is said once its config serves: `reload`.)
 fn store_for(
     config: &Config,
     env: &Env,
@@ -402,12 +402,7 @@ fn store_for(
         }
     }
     match StoreBackend::from_config(&config.store, &env.control) {
-        Ok(store) => {
-            if running.is_some() {
-                tracing::info!("[store] changed: new connections to Redis for the new config");
-            }
-            (store, config.store.clone())
-        }
+        Ok(store) => (store, config.store.clone()),
         Err(e) => {
             problems.at_line(None, "store", e, "check [store] url and [store.tls]");
             // The build fails with the problem: what it holds is never used.

@@ -130,6 +130,16 @@ struct Inner {
     timeout: Duration,
     /// `host:port` (or socket path) for logs and `Debug`; never the URL, which may hold a password.
     addr: String,
+    /// The warm-up after `new`, ended with the store: a store dropped at
+    /// once (a reload refused after it was made) keeps no connection trying
+    /// for [`WARM_UP_TIMEOUT`].
+    warm_up: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.warm_up.abort();
+    }
 }
 
 /// One multiplexed connection and what is known of it.
@@ -199,9 +209,14 @@ impl RedisStore {
         let counters =
             ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(|err| invalid_url(&err))?;
         let values = ConnectionManager::new_lazy_with_config(client, config).map_err(|err| invalid_url(&err))?;
-        runtime.spawn(warm_up(counters.clone(), values.clone()));
+        let warm_up = runtime.spawn(warm_up(counters.clone(), values.clone())).abort_handle();
         let (counters, values) = (Lane::new(counters), Lane::new(values));
-        Ok(Self { inner: Arc::new(Inner { counters, values, timeout, addr }) })
+        Ok(Self { inner: Arc::new(Inner { counters, values, timeout, addr, warm_up }) })
+    }
+
+    /// Whether `other` is a clone of this store (one set of connections).
+    pub fn is(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The value under `key`, if any.

@@ -50,6 +50,15 @@ impl StoreBackend {
         Self::Memory(Arc::new(MemStore::new(SystemClock, 1)))
     }
 
+    /// Whether `other` is this store (a clone of it), not another one.
+    pub fn is(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Memory(a), Self::Memory(b)) => Arc::ptr_eq(a, b),
+            (Self::Redis(a), Self::Redis(b)) => a.is(b),
+            _ => false,
+        }
+    }
+
     /// Whether calls wait on the network.
     pub fn is_remote(&self) -> bool {
         matches!(self, Self::Redis(_))

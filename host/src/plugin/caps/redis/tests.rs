@@ -675,3 +675,46 @@ async fn a_flushed_script_cache_is_reloaded() {
     let loaded: Vec<bool> = redis::cmd("SCRIPT").arg("EXISTS").arg(&hashes).query_async(&mut redis).await.unwrap();
     assert_eq!(loaded, [true, true], "loaded again");
 }
+
+/// A store dropped at once (a reload refused after it was made) stops
+/// connecting: its warm-up ends with it, here against a "Redis" that
+/// accepts connections and never answers.
+#[tokio::test]
+async fn a_dropped_store_stops_connecting() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}/", silent.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = accepted.clone();
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            counting.fetch_add(1, Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let store = RedisStore::new(&url, HOST_DEFAULT, None).unwrap();
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the warm-up never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_drop = accepted.load(Ordering::SeqCst);
+    tokio::time::sleep(CONNECT_TIMEOUT * 4).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), after_drop, "connections made after the store was dropped");
+    server.abort();
+}
+
+/// Which store a reload's snapshot holds is told by identity (a clone is the
+/// store; another with the same settings is not): the gateway says "new
+/// connections" by it, once the new config serves.
+#[tokio::test]
+async fn a_store_is_its_clones_and_not_another_alike() {
+    let url = "redis://127.0.0.1:1/";
+    let redis = super::super::store::StoreBackend::Redis(RedisStore::new(url, HOST_DEFAULT, None).unwrap());
+    let alike = super::super::store::StoreBackend::Redis(RedisStore::new(url, HOST_DEFAULT, None).unwrap());
+    let memory = super::super::store::StoreBackend::unused();
+    assert!(redis.is(&redis.clone()) && memory.is(&memory.clone()));
+    assert!(!redis.is(&alike) && !redis.is(&memory) && !memory.is(&super::super::store::StoreBackend::unused()));
+}
