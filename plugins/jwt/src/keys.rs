@@ -75,7 +75,14 @@ struct Remote {
     fetched_at: Option<u64>,
     /// Last fetch, successful or not: the rate bound.
     last_attempt: Option<u64>,
+    /// Last look at what the instances share ([`Remote::adopt`]).
+    looked_at: Option<u64>,
 }
+
+/// How often an instance that may not fetch (its rate bound) looks for the
+/// keys another fetched: each look copies the shared JWKS into the
+/// instance, so tokens with made-up kids must not cause one each.
+const LOOK_INTERVAL_MS: u64 = 1_000;
 
 impl KeySet {
     /// Makes the configured keys and fetches `jwks_url` once.
@@ -120,22 +127,30 @@ impl KeySet {
         Ok(Self { fixed, remote })
     }
 
-    /// Refreshes the fetched keys if they are stale or `kid` is unknown,
-    /// within the rate bound: from what another instance fetched since, or
-    /// from the identity provider.
+    /// Refreshes the fetched keys if they are stale or `kid` is unknown:
+    /// from what another instance fetched since (looked for at most once
+    /// every [`LOOK_INTERVAL_MS`]), or, within the rate bound, from the
+    /// identity provider.
     pub fn refresh(&self, kid: Option<&str>, now_ms: u64) -> Refresh {
         let Some(remote) = &self.remote else { return Refresh::Unchanged };
         let mut remote = remote.borrow_mut();
-        let wanted = |remote: &Remote| {
+        let needed = |remote: &Remote| {
             let unknown = kid.is_some_and(|kid| !self.knows(kid) && !has_kid(&remote.keys, kid));
-            (unknown || remote.stale(now_ms)) && remote.may_fetch(now_ms)
+            unknown || remote.stale(now_ms)
         };
-        if !wanted(&remote) {
+        if !needed(&remote) {
             return Refresh::Unchanged;
         }
-        // Another instance's fetch, or its try, counts as this one's.
+        // Another instance's fetch, or its try, counts as this one's. Looked
+        // for even when this one may not fetch: at a key's rotation, the
+        // tokens signed with the new key reach every worker at once, and an
+        // instance that looked while another's fetch was under way would
+        // otherwise refuse them until its own rate bound passed.
+        if !remote.may_fetch(now_ms) {
+            return if remote.may_look(now_ms) { remote.adopt(now_ms) } else { Refresh::Unchanged };
+        }
         let adopted = remote.adopt(now_ms);
-        if !wanted(&remote) {
+        if !(needed(&remote) && remote.may_fetch(now_ms)) {
             return adopted;
         }
         // A refusal is the config's, which its load checked: not expected here.
@@ -187,7 +202,14 @@ impl Remote {
     /// `jwks_max_age`, or tried within `jwks_refresh_interval`, this one
     /// starts from that and does not fetch.
     fn first(settings: RemoteSettings, now_ms: u64) -> Result<Self, ConfigError> {
-        let mut remote = Self { settings, keys: Vec::new(), text: String::new(), fetched_at: None, last_attempt: None };
+        let mut remote = Self {
+            settings,
+            keys: Vec::new(),
+            text: String::new(),
+            fetched_at: None,
+            last_attempt: None,
+            looked_at: None,
+        };
         remote.adopt(now_ms);
         if !remote.stale(now_ms) || !remote.may_fetch(now_ms) {
             return Ok(remote);
@@ -198,6 +220,10 @@ impl Remote {
 
     fn stale(&self, now_ms: u64) -> bool {
         elapsed(self.fetched_at, now_ms).is_none_or(|age| age >= self.settings.max_age_ms)
+    }
+
+    fn may_look(&self, now_ms: u64) -> bool {
+        elapsed(self.looked_at, now_ms).is_none_or(|since| since >= LOOK_INTERVAL_MS)
     }
 
     fn may_fetch(&self, now_ms: u64) -> bool {
@@ -280,6 +306,7 @@ impl Remote {
     /// when this one has none, and counts its last try towards the rate
     /// bound.
     fn adopt(&mut self, now_ms: u64) -> Refresh {
+        self.looked_at = Some(now_ms);
         let theirs = self.shared(now_ms);
         self.last_attempt = self.last_attempt.max(theirs.attempted_at);
         let Some((text, fetched_at)) = theirs.newer else { return Refresh::Unchanged };

@@ -276,6 +276,39 @@ fn a_fetch_under_way_holds_the_other_instances_back() {
 }
 
 #[test]
+fn an_instance_that_looked_while_another_fetched_takes_its_keys_a_second_later() {
+    fresh();
+    let (k1, k2) = (Signer::es256(), Signer::es256());
+    let idp = Idp::serving(&[k1.jwk(Some("k1"))]);
+    let a = plugin(&remote(json!({})));
+    let b = Rc::new(plugin(&remote(json!({}))));
+    assert_eq!(fetches(), 1);
+    idp.serve(&[k2.jwk(Some("k2"))]);
+    testing::advance_ms(60_000);
+    // The key is rotated; the first tokens signed with the new one reach
+    // every worker at once. While a fetches, b sees one: it finds a's try
+    // under way (so it does not fetch too) and no new key yet.
+    let token = |sub: &str| k2.token("ES256", Some("k2"), &json!({ "sub": sub }));
+    let (bob, carol, dave, erin) = (token("bob"), token("carol"), token("dave"), token("erin"));
+    let seen = Rc::new(RefCell::new(String::new()));
+    let (doc, b_in, seen_in) = (idp.doc.clone(), b.clone(), seen.clone());
+    testing::on_http(move |_| {
+        *seen_in.borrow_mut() = check(&b_in, &bob);
+        Ok(IncomingResponse { status: 200, headers: vec![], body: doc.borrow().clone().into_bytes() })
+    });
+    assert_eq!(check(&a, &carol), "continue");
+    assert_eq!(*seen.borrow(), "unknown key id (kid)", "a's keys were not there yet");
+    assert_eq!(fetches(), 2);
+    // Looks are bounded (each copies the shared JWKS): not again at once.
+    assert_eq!(check(&b, &erin), "unknown key id (kid)", "b looked a moment ago");
+    // A second later b looks again and takes a's keys, not waiting out its
+    // rate bound (30 s) for a fetch of its own.
+    testing::advance_ms(1_000);
+    assert_eq!(check(&b, &dave), "continue");
+    assert_eq!(fetches(), 2, "b took the keys a fetched");
+}
+
+#[test]
 fn times_from_before_the_clock_was_set_back_are_not_taken() {
     fresh();
     let k1 = Signer::es256();
