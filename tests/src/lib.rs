@@ -322,8 +322,13 @@ impl RawConn {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) {
+        self.try_write(bytes).await.expect("write");
+    }
+
+    /// Writes `bytes`, an error if the connection is gone (reset).
+    pub async fn try_write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
-        self.s.write_all(bytes).await.expect("write");
+        self.s.write_all(bytes).await
     }
 
     /// The next response head (lower-cased) and body, the body framed by

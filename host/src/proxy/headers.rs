@@ -390,9 +390,10 @@ impl ConnectionTokens {
     }
 
     /// Whether the connection may carry another message after this one:
-    /// HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`.
+    /// never with `close` (RFC 9112 §9.3: it wins over `keep-alive`);
+    /// HTTP/1.0 only with `keep-alive`.
     pub fn keeps_alive(self, version: Version) -> bool {
-        if version == Version::HTTP_10 { self.keep_alive } else { !self.close }
+        !self.close && (version != Version::HTTP_10 || self.keep_alive)
     }
 }
 

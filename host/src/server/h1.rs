@@ -62,7 +62,7 @@ use crate::proxy::body::{Body, BodyError, ClientBody};
 use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap};
 use crate::proxy::{self, ConnInfo, Present, Stamp};
 use crate::timer;
-use crate::upstream::h1::{self as codec, Decode, Framing, Io, Step};
+use crate::upstream::h1::{self as codec, Decode, Framing, Io, Step, worth_parsing};
 
 /// HTTP/2's connection preface: a connection that opens with it is HTTP/2.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -275,8 +275,8 @@ pub async fn serve(
                 }
                 return None;
             }
-            Ok(Next::Close) => {
-                close(&mut cell, limits.send_timeout).await;
+            Ok(Next::Close { unread }) => {
+                close(&mut cell, limits.send_timeout, unread).await;
                 return None;
             }
             // A client that stopped reading, or a response cut off: the
@@ -403,15 +403,20 @@ async fn read_head(
                 }
             }
             match codec::poll_fill(&mut c.io, &mut c.buf, cx) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) if c.buf.is_empty() => return Poll::Ready(Ok(Head::Closed)),
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) if nothing_yet(&c.buf) => {
+                    return Poll::Ready(Ok(Head::Closed));
+                }
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(Refusal::Silent)),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => {
                     // One timer per connection, not moved on for each head.
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
                     ready!(timer.poll_passed(cx, deadline));
-                    let refusal =
-                        if c.buf.is_empty() { Refusal::Silent } else { Refusal::Status(StatusCode::REQUEST_TIMEOUT) };
+                    let refusal = if nothing_yet(&c.buf) {
+                        Refusal::Silent
+                    } else {
+                        Refusal::Status(StatusCode::REQUEST_TIMEOUT)
+                    };
                     return Poll::Ready(Err(refusal));
                 }
             }
@@ -465,23 +470,6 @@ fn parse_into<'b>(
     fields.clear();
     fields.extend(req.headers.iter().map(|h| (range(h.name.as_bytes()), range(h.value))));
     Ok(Some(Parsed { len, method, target, version }))
-}
-
-/// Whether a head that was not whole when `tried` bytes of it had come is
-/// worth parsing again now: parsed again from its start after each read, a
-/// head sent a byte at a time cost the square of its length (a 64 KiB one,
-/// ~2 GiB of scanning). Again when the new bytes may end it, when it has
-/// doubled (a malformed start is still found early), or at the limit.
-fn worth_parsing(buf: &[u8], tried: usize, max_head: usize) -> bool {
-    if tried == 0 || buf.len() >= tried.saturating_mul(2) || buf.len() >= max_head {
-        return true;
-    }
-    // A blank line, `\n\n` or `\n\r\n`, in what came since (and the two
-    // bytes before, where one may have begun).
-    let new = buf.get(tried.saturating_sub(2)..).unwrap_or_default();
-    new.windows(2)
-        .enumerate()
-        .any(|(i, w)| w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && new.get(i + 2) == Some(&b'\n'))))
 }
 
 type UpgradeSlot = oneshot::Sender<(Box<dyn Io>, Bytes, Tunnel)>;
@@ -753,7 +741,11 @@ enum Next {
     KeepAlive {
         idle: bool,
     },
-    Close,
+    /// `unread`: the request's body, or bytes after it, may not all have
+    /// been read.
+    Close {
+        unread: bool,
+    },
     Upgrade,
 }
 
@@ -873,7 +865,7 @@ async fn respond(
     } else if keep_alive {
         Next::KeepAlive { idle }
     } else {
-        Next::Close
+        Next::Close { unread: !body_read || !idle }
     })
 }
 
@@ -1018,10 +1010,17 @@ async fn write_last(cell: &mut Cell, mut out: BytesMut, stall: Duration) -> Resu
         if out.capacity() <= codec::KEEP_OUT {
             c.out = std::mem::take(&mut out);
         }
-        Poll::Ready(Ok(c.buf.is_empty()))
+        Poll::Ready(Ok(nothing_yet(&c.buf)))
     })
     .await
     .map_err(write_failed)
+}
+
+/// Whether `buf` holds nothing of a request yet: at most the empty lines a
+/// client may send between requests (after a body, some send a CRLF more),
+/// which a server ignores before a request line (RFC 9112 §2.2).
+fn nothing_yet(buf: &[u8]) -> bool {
+    buf.iter().all(|b| matches!(b, b'\r' | b'\n'))
 }
 
 /// A write to a client that may have stopped reading (one holds its
@@ -1073,20 +1072,47 @@ async fn refuse(cell: &mut Cell, refusal: Refusal, shared: &Shared, send_timeout
         if write_all(cell, &mut out, send_timeout).await.is_err() {
             return;
         }
+        // What follows a refused head (its body, more of the head) is unread.
+        return close(cell, send_timeout, true).await;
     }
-    close(cell, send_timeout).await;
+    close(cell, send_timeout, false).await;
 }
 
 /// Ends a connection whose last response went out whole: a TLS connection
 /// says so (`close_notify`), within `send_timeout` (a client that reads
-/// nothing more would hold it for ever).
-async fn close(cell: &mut Cell, send_timeout: Duration) {
+/// nothing more would hold it for ever). With bytes of the client's
+/// possibly `unread`, the connection goes on reading (and dropping) them
+/// for up to [`LINGER`] after that, until the client closes its side: a
+/// socket closed with bytes unread, or that more arrive at, is reset, and
+/// a client still sending (the rest of an upload refused with a 413) may
+/// then lose the response to the reset (RFC 9112 §9.6: nginx's lingering
+/// close).
+async fn close(cell: &mut Cell, send_timeout: Duration, unread: bool) {
     let mut shutdown = std::pin::pin!(std::future::poll_fn(|cx| Pin::new(&mut lock(cell).io).poll_shutdown(cx)));
     // A plain socket shuts down at once: no timer for it.
-    if futures::poll!(shutdown.as_mut()).is_pending() {
-        let _ = tokio::time::timeout(send_timeout, shutdown).await;
+    if futures::poll!(shutdown.as_mut()).is_pending() && tokio::time::timeout(send_timeout, shutdown).await.is_err() {
+        return;
     }
+    if !unread {
+        return;
+    }
+    let discard = std::future::poll_fn(|cx| {
+        let mut c = lock(cell);
+        let c = &mut *c;
+        loop {
+            c.buf.clear();
+            match ready!(codec::poll_fill(&mut c.io, &mut c.buf, cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(_) => {}
+            }
+        }
+    });
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }
+
+/// How long a connection closed with a client's bytes unread keeps
+/// reading them ([`close`]).
+const LINGER: Duration = Duration::from_secs(2);
 
 #[cfg(test)]
 mod tests {

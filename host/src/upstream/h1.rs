@@ -455,8 +455,17 @@ impl Connection {
         asked: Asked,
         ret: Option<Return>,
     ) -> Result<(Box<Response<Body>>, Instant), Error> {
+        // How much of the head had come at the last try ([`worth_parsing`]).
+        let mut tried = 0;
         loop {
-            let parsed = match parse_head(&self.buf, &mut self.fields)? {
+            let whole = match worth_parsing(&self.buf, tried, MAX_HEAD) {
+                true => {
+                    tried = self.buf.len();
+                    parse_head(&self.buf, &mut self.fields)?
+                }
+                false => None,
+            };
+            let parsed = match whole {
                 Some(p) => p,
                 None => {
                     if self.buf.len() >= MAX_HEAD {
@@ -471,6 +480,7 @@ impl Connection {
             let head = self.buf.split_to(parsed.len).freeze();
             let status = parsed.status;
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                tried = 0;
                 continue;
             }
             // The one clock reading of the answer: the upstream's latency,
@@ -956,6 +966,29 @@ impl AsyncWrite for CountedIo {
     }
 }
 
+/// Whether a head (or trailer section) that was not whole when `tried`
+/// bytes of it had come is worth parsing again now: parsed again from its
+/// start after each read, a head sent a byte at a time cost the square of
+/// its length (a 64 KiB one, ~2 GiB of scanning). Again when the new
+/// bytes may end it, when it has doubled (a malformed start is still
+/// found early), or at the limit.
+pub(crate) fn worth_parsing(buf: &[u8], tried: usize, max_head: usize) -> bool {
+    if tried == 0 || buf.len() >= tried.saturating_mul(2) || buf.len() >= max_head {
+        return true;
+    }
+    // A blank line, `\n\n` or `\n\r\n`, in what came since (and the two
+    // bytes before, where one may have begun).
+    let new = buf.get(tried.saturating_sub(2)..).unwrap_or_default();
+    new.windows(2)
+        .enumerate()
+        .any(|(i, w)| w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && new.get(i + 2) == Some(&b'\n'))))
+}
+
+/// Whether every line of `bytes` ends in CRLF: no LF without its CR.
+fn crlf_lines(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
+}
+
 /// Where the body decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decode {
@@ -967,8 +1000,11 @@ pub(crate) enum Decode {
     ChunkData(u64),
     /// At the CRLF after a chunk's data.
     ChunkEnd,
-    /// After the last chunk: trailers, then an empty line.
-    Trailers,
+    /// After the last chunk: trailers, then an empty line; `tried`, how
+    /// many bytes of them had come at the last try ([`worth_parsing`]).
+    Trailers {
+        tried: usize,
+    },
     UntilClose,
     Done,
 }
@@ -1139,7 +1175,7 @@ pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Err
                 return Err(Error::Invalid("chunk extension"));
             }
             buf.advance(end + 1);
-            *state = if size == 0 { Decode::Trailers } else { Decode::ChunkData(size) };
+            *state = if size == 0 { Decode::Trailers { tried: 0 } } else { Decode::ChunkData(size) };
             Ok(Step::Again)
         }
         Decode::ChunkEnd => {
@@ -1153,15 +1189,24 @@ pub(crate) fn decode(state: &mut Decode, buf: &mut BytesMut) -> Result<Step, Err
             *state = Decode::ChunkSize;
             Ok(Step::Again)
         }
-        Decode::Trailers => {
+        Decode::Trailers { tried } => {
             if buf.starts_with(b"\r\n") {
                 buf.advance(2);
                 *state = Decode::Done;
                 return Ok(Step::End);
             }
+            if !worth_parsing(buf, tried, MAX_HEAD) {
+                return Ok(Step::More);
+            }
+            *state = Decode::Trailers { tried: buf.len() };
             let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
             match httparse::parse_headers(buf, &mut fields) {
                 Ok(httparse::Status::Complete((len, _))) if len > MAX_HEAD => Err(Error::HeadTooLarge),
+                // As the chunk lines: a bare LF, which another reader may
+                // not take as a line's end, could hide a request after it.
+                Ok(httparse::Status::Complete((len, _))) if !crlf_lines(&buf[..len]) => {
+                    Err(Error::Invalid("trailer line not ended by CRLF"))
+                }
                 Ok(httparse::Status::Complete((len, parsed))) => {
                     let mut trailers = HeaderMap::with_capacity(parsed.len());
                     for f in parsed {
@@ -1329,6 +1374,32 @@ mod tests {
     }
 
     #[test]
+    fn trailer_lines_end_in_crlf_and_trailers_sent_a_byte_at_a_time_are_read() {
+        // A bare LF ending the trailer section, or a trailer line: another
+        // reader may take the bytes after as the section going on.
+        for bad in [&b"0\r\n\nGET /admin HTTP/1.1\r\n\r\n"[..], b"0\r\nx: y\n\r\n", b"0\r\nx: y\r\n\n"] {
+            let refused = decode_all(Decode::ChunkSize, bad);
+            assert!(matches!(refused, Err(Error::Invalid(_))), "{}: {refused:?}", String::from_utf8_lossy(bad));
+        }
+        // One byte a read: each read asks for more until the section ends.
+        let input = b"0\r\nx-a: 1\r\nx-b: 22\r\n\r\nnext";
+        let (mut state, mut buf, mut trailers) = (Decode::ChunkSize, BytesMut::new(), None);
+        for &b in input {
+            buf.extend_from_slice(&[b]);
+            loop {
+                match decode(&mut state, &mut buf).unwrap() {
+                    Step::Frame(f) => trailers = f.into_trailers().ok(),
+                    Step::Again => continue,
+                    Step::More | Step::End => break,
+                }
+            }
+        }
+        let trailers = trailers.expect("the trailers");
+        assert_eq!((trailers["x-a"].as_bytes(), trailers["x-b"].as_bytes()), (&b"1"[..], &b"22"[..]));
+        assert_eq!((state, &buf[..]), (Decode::Done, &b"next"[..]));
+    }
+
+    #[test]
     fn a_length_body_stops_at_its_length() {
         let (data, _, state, left) = decode_all(Decode::Length(3), b"abcHTTP/1.1").unwrap();
         assert_eq!((data.as_slice(), state, left), (&b"abc"[..], Decode::Done, 8));
@@ -1384,6 +1455,15 @@ mod tests {
         let (p, _, l) = head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\ncontent-length: 1, 1\r\n\r\n");
         assert_eq!(framing(&p, l, false).unwrap(), Framing::Length(1));
         assert!(!p.connection.keeps_alive(p.version));
+        // `close` wins over `keep-alive` in HTTP/1.0 too (RFC 9112 §9.3), in
+        // one field or two.
+        for raw in [
+            &b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\n\r\n"[..],
+            b"HTTP/1.0 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            let (p, _, _) = head(raw);
+            assert!(!p.connection.keeps_alive(p.version), "{}", String::from_utf8_lossy(raw));
+        }
     }
 
     #[test]

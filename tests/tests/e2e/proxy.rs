@@ -258,6 +258,11 @@ async fn http1_upstream_framing_on_the_wire() {
                 vec![b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n", b""]
             }
             "/bare-switch" => vec![b"HTTP/1.1 101 Switching Protocols\r\n\r\n", b""],
+            // A byte at a time: an interim head, the head, a chunk, trailers.
+            "/trickle" => b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nx-a: 1\r\n\
+                transfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: 1\r\n\r\n"
+                .chunks(1)
+                .collect(),
             _ => vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"],
         }
     }
@@ -279,6 +284,10 @@ async fn http1_upstream_framing_on_the_wire() {
     let r = send(Request::head(gw.url("/head")).body(Full::default()).unwrap()).await;
     assert_eq!((r.status.as_u16(), r.body.len()), (200, 0), "a HEAD answer has no body");
     assert_eq!(connections(), 1, "all four on one connection");
+    let r = get(&gw.url("/trickle")).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "ok"), "heads and trailers read as they trickle in");
+    assert_eq!(r.headers.get("x-a").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(connections(), 1, "and the connection is used again");
 
     // Read until the upstream closes; that connection is not reused.
     let r = get(&gw.url("/close")).await;
@@ -453,6 +462,56 @@ async fn http1_clients_on_the_wire() {
     assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 1).await);
     drop(c);
     assert!(wasmgate_tests::eventually(Duration::from_secs(3), || up.in_flight() == 0).await, "cancelled upstream");
+}
+
+/// A request refused before its body was read (a 413 on its length) is
+/// answered, and the connection then read on (and dropped) until the client
+/// closes its side — for up to 2 s — rather than reset: a client still
+/// sending its upload would lose the answer to the reset (RFC 9112 §9.6).
+/// So is a head refused with more of it to come (431).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_read_on_after_its_answer_not_reset() {
+    use wasmgate_tests::RawConn;
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with("max_header_bytes = \"8KiB\"", &one_route(&up, "max_body = \"1KiB\""));
+    let refusals: [(&[u8], &str); 2] = [
+        (b"POST /big HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n", "http/1.1 413"),
+        (&[b"GET / HTTP/1.1\r\nhost: x\r\nx-big: ".as_slice(), &[b'a'; 20_000]].concat(), "http/1.1 431"),
+    ];
+    for (head, status) in refusals {
+        let mut c = RawConn::connect(gw.addr()).await;
+        c.write(head).await;
+        let (answer, _) = c.response(false).await.unwrap_or_else(|| panic!("{status}: no answer"));
+        assert!(answer.starts_with(status) && answer.contains("connection: close"), "{answer}");
+        // The client goes on sending a while: every write is taken.
+        for i in 0..5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let sent = c.try_write(&[b'a'; 4096]).await;
+            assert!(sent.is_ok(), "{status}: write {i} after the answer: {sent:?}");
+        }
+        assert!(c.closed().await, "{status}: the gateway's side is closed");
+    }
+    assert_eq!(up.hits(), 0);
+}
+
+/// A client that sends an empty line after a request (some send a CRLF
+/// after a body) has sent nothing of a next one: once the header read
+/// timeout passes, its idle connection is closed without a word, not
+/// answered 408 (RFC 9112 §2.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_line_after_a_request_is_not_the_start_of_another() {
+    use wasmgate_tests::RawConn;
+    let up = TestUpstream::echo("u").await;
+    let gw = TestGateway::start_with("header_read_timeout = \"300ms\"", &one_route(&up, ""));
+    let mut c = RawConn::connect(gw.addr()).await;
+    c.write(b"POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\na\r\n").await;
+    let (head, _) = c.response(false).await.expect("a response");
+    assert!(head.starts_with("http/1.1 200") && !head.contains("connection: close"), "{head}");
+    // Still a request after it.
+    c.write(b"\r\nGET /next HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(c.response(false).await.expect("a response").0.starts_with("http/1.1 200"));
+    c.write(b"\r\n").await;
+    assert!(c.closed().await, "closed without a 408 once the header read timeout passed");
 }
 
 /// An upstream that answers before it has read the body, and then reads no
