@@ -225,6 +225,39 @@ pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
     answering_then_silent(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!").await
 }
 
+/// Answers `103 Early Hints` as soon as a request head has arrived, waits
+/// 300 ms before it reads the body (so a large one fills the sockets on its
+/// way), reads all of it (`Content-Length`), then answers `200` with
+/// `got N`, N the bytes read.
+pub async fn hinting_before_the_body() -> (SocketAddr, watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw(|mut s| async move {
+        let mut pending = Vec::new();
+        let Some(head) = crate::read_head(&mut s, &mut pending).await else { return };
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n").await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut got = pending.len();
+        let mut buf = vec![0u8; 64 << 10];
+        while got < length {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+        let body = format!("got {got}");
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        let _ = s.write_all(answer.as_bytes()).await;
+    })
+    .await
+}
+
 /// Writes `answer` once a request head has arrived, then holds the
 /// connection open, reading nothing more and sending nothing more.
 async fn answering_then_silent(answer: &'static [u8]) -> (SocketAddr, watch::Sender<bool>) {

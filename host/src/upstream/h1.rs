@@ -282,19 +282,28 @@ impl Connection {
             }
             other => Some(other),
         };
+        // An idempotent request without a streamed body, on a kept
+        // connection the upstream closed, goes again as written (below).
+        let again = kept && streamed.is_none() && req.method().is_idempotent();
         // The head (and a small body) in one write. The upstream cannot act
         // on a request it did not get whole, so a failure here hands it back
-        // (no body has been read from yet).
+        // (no body has been read from yet): for another endpoint, or, when
+        // the failure is a kept connection the upstream had closed (reset
+        // before the pool saw it), again on a new one to this endpoint as
+        // if it had been closed as the request went out: the endpoint did
+        // not fail.
         match self.write(&out).await {
             Ok(()) => {}
             Err(Error::TimedOut) => return Err(SendError::TimedOut),
+            Err(Error::Write(e)) if again && (closed(&e) || e.kind() == io::ErrorKind::BrokenPipe) => {
+                return Err(SendError::Unanswered(Unanswered { bytes: out, asked }));
+            }
             Err(e) => {
                 *req.body_mut() = rebuild_body(&out, framing, streamed);
                 return Err(SendError::NotSent(req, e.into()));
             }
         }
         self.map.keep(std::mem::take(req.headers_mut()));
-        let again = kept && streamed.is_none() && req.method().is_idempotent();
         drop(req);
         if again && self.buf.is_empty() {
             match self.fill().await {
@@ -423,7 +432,10 @@ impl Connection {
 
     /// Writes `buf` out (and flushes), unless the upstream answers while the
     /// socket is full: then [`Error::AnsweredEarly`], so that the answer can
-    /// be read rather than waiting on an upstream that stopped reading.
+    /// be read rather than waiting on an upstream that stopped reading. An
+    /// interim answer (`103 Early Hints`, `102`, an unasked `100`) is not
+    /// the answer: it is dropped and the body goes on (RFC 9110 §15.2), or
+    /// the upstream, waiting for the rest of the body, never answers.
     async fn send_all(&mut self, mut buf: impl Buf) -> Result<(), Error> {
         std::future::poll_fn(|cx| {
             self.timed(cx, |c, cx| {
@@ -432,18 +444,36 @@ impl Connection {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into()))),
                         Poll::Ready(Ok(n)) => buf.advance(n),
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
-                        Poll::Pending => {
-                            return match ready!(c.poll_fill(cx)) {
-                                Ok(_) => Poll::Ready(Err(Error::AnsweredEarly)),
-                                Err(e) => Poll::Ready(Err(Error::Read(e))),
-                            };
-                        }
+                        Poll::Pending => match ready!(c.poll_fill(cx)) {
+                            Ok(0) => return Poll::Ready(Err(Error::AnsweredEarly)),
+                            Ok(_) if c.only_interim() => {}
+                            Ok(_) => return Poll::Ready(Err(Error::AnsweredEarly)),
+                            Err(e) => return Poll::Ready(Err(Error::Read(e))),
+                        },
                     }
                 }
                 Pin::new(&mut c.io).poll_flush(cx).map_err(Error::Write)
             })
         })
         .await
+    }
+
+    /// Drops the whole interim heads (1xx but `101`) at the start of what
+    /// the upstream sent, and tells whether what is left may still be one:
+    /// nothing, or a head begun whose status is not whole yet or is 1xx.
+    /// (What does not parse is left for [`read_response`](Self::read_response)
+    /// to refuse.)
+    fn only_interim(&mut self) -> bool {
+        while let Ok(Some(p)) = parse_head(&self.buf, &mut self.fields) {
+            if !p.status.is_informational() || p.status == StatusCode::SWITCHING_PROTOCOLS {
+                return false;
+            }
+            self.buf.advance(p.len);
+        }
+        // `HTTP/1.1 1xx`, not `101`; a shorter start may be anything. (Not
+        // past the head's bound: read as an answer, it is refused.)
+        let status = self.buf.get(9..self.buf.len().min(12)).unwrap_or_default();
+        self.buf.len() < MAX_HEAD && status.first().is_none_or(|&d| d == b'1') && status != b"101"
     }
 
     /// Reads the response head (skipping interim 1xx heads) and frames its
@@ -1272,6 +1302,34 @@ mod tests {
         assert!(conn.usable());
         drop(theirs);
         assert!(!conn.usable(), "the pipe's other end closed");
+    }
+
+    /// A kept connection the upstream reset before the pool noticed: a
+    /// `GET` written on it comes back to go again as written (not as a
+    /// connect failure of the endpoint, for another one), a `POST` comes
+    /// back unsent, and on a new connection either is unsent.
+    #[tokio::test]
+    async fn a_write_on_a_kept_connection_the_upstream_reset_goes_again() {
+        let deadline = || Instant::now() + std::time::Duration::from_secs(5);
+        for (method, kept, again) in
+            [(Method::GET, true, true), (Method::POST, true, false), (Method::GET, false, false)]
+        {
+            let (conn, theirs) = idle_pair().await;
+            theirs.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+            drop(theirs);
+            // The reset has reached our socket (loopback: at once).
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let req = Box::new(request(method.clone(), Body::Empty, None));
+            let sent = conn.send(req, None, None, deadline(), kept).await;
+            match sent {
+                Err(SendError::Unanswered(u)) => {
+                    assert!(again, "{method} kept={kept}: went again");
+                    assert!(u.bytes.starts_with(format!("{method} /").as_bytes()), "as written");
+                }
+                Err(SendError::NotSent(req, _)) => assert!(!again, "{method} kept={kept}: unsent: {:?}", req.method()),
+                other => panic!("{method} kept={kept}: {:?}", other.map(|_| ())),
+            }
+        }
     }
 
     #[tokio::test]

@@ -551,6 +551,23 @@ async fn an_early_upstream_answer_to_an_upload_is_passed_on() {
     writer.abort();
 }
 
+/// An interim answer (`103 Early Hints`) while an upload is still being
+/// sent is not the upstream's answer: the body goes on, and the final
+/// answer is passed on (RFC 9110 §15.2). It stopped the upload, and the
+/// request ended at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interim_answer_during_an_upload_does_not_stop_it() {
+    let (addr, _stop) = wasmgate_tests::upstream::hinting_before_the_body().await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\nmax_body = \"64MiB\"\ntimeout = \"10s\"\n"
+    ));
+    // More than loopback's socket buffers hold, so the gateway's writes
+    // wait while the upstream reads nothing, its 103 already sent.
+    const LEN: usize = 32 << 20;
+    let resp = send(Request::post(gw.url("/upload")).body(Full::from(vec![b'a'; LEN])).unwrap()).await;
+    assert_eq!((resp.status.as_u16(), resp.text()), (200, format!("got {LEN}")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_request_id_and_via() {
     let up = TestUpstream::echo("u").await;
