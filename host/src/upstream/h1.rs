@@ -1315,7 +1315,7 @@ mod tests {
             [(Method::GET, true, true), (Method::POST, true, false), (Method::GET, false, false)]
         {
             let (conn, theirs) = idle_pair().await;
-            theirs.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+            theirs.set_zero_linger().unwrap();
             drop(theirs);
             // The reset has reached our socket (loopback: at once).
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
