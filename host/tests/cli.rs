@@ -576,6 +576,7 @@ fn publish_writes_a_checked_config_that_check_reads_from_redis() {
     assert!(err.contains("delete it first (redis-cli DEL big)"), "{err}");
     assert_eq!(redis::cmd("STRLEN").arg("big").query::<u64>(&mut store).unwrap(), (64 << 20) + 1);
     assert!(!redis::cmd("EXISTS").arg("big:previous").query::<bool>(&mut store).unwrap());
+    redis::cmd("DEL").arg("big").query::<()>(&mut store).unwrap();
 
     // A Redis with a password: said how to give it; given, never shown.
     redis::cmd("CONFIG").arg("SET").arg("requirepass").arg("s3cret").query::<()>(&mut store).unwrap();

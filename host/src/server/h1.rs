@@ -378,6 +378,14 @@ async fn read_head(
         let mut guard = lock(cell);
         let c = &mut *guard;
         loop {
+            // Empty lines before a request are dropped as they come (a
+            // client may send one after a body): kept, each read parsed
+            // them again, and endless ones made the buffer grow to the limit.
+            let blank = empty_lines(&c.buf);
+            if blank > 0 {
+                c.buf.advance(blank);
+                tried = 0;
+            }
             if !c.buf.is_empty() {
                 let n = c.buf.len().min(PREFACE.len());
                 if first && c.buf[..n] == PREFACE[..n] {
@@ -865,7 +873,9 @@ async fn respond(
     } else if keep_alive {
         Next::KeepAlive { idle }
     } else {
-        Next::Close { unread: !body_read || !idle }
+        // A body still held (an upstream's task reading it on) is its
+        // reader's, not to be read away.
+        Next::Close { unread: (!body_read || !idle) && !held }
     })
 }
 
@@ -1023,6 +1033,19 @@ fn nothing_yet(buf: &[u8]) -> bool {
     buf.iter().all(|b| matches!(b, b'\r' | b'\n'))
 }
 
+/// The length of the whole empty lines (`\r\n`, or a bare `\n` as httparse
+/// takes one) at the start of `buf`.
+fn empty_lines(buf: &[u8]) -> usize {
+    let mut at = 0;
+    loop {
+        match buf.get(at..at + 2) {
+            Some(b"\r\n") => at += 2,
+            _ if buf.get(at) == Some(&b'\n') => at += 1,
+            _ => return at,
+        }
+    }
+}
+
 /// A write to a client that may have stopped reading (one holds its
 /// connection, and an upstream's, for as long as it is let; nginx's
 /// `send_timeout`): ready with an error once the client has taken none of
@@ -1072,8 +1095,10 @@ async fn refuse(cell: &mut Cell, refusal: Refusal, shared: &Shared, send_timeout
         if write_all(cell, &mut out, send_timeout).await.is_err() {
             return;
         }
-        // What follows a refused head (its body, more of the head) is unread.
-        return close(cell, send_timeout, true).await;
+        // What follows a refused head (its body, more of the head) is
+        // unread; but a client too slow to send its head (408) is not one to
+        // wait for longer.
+        return close(cell, send_timeout, status != StatusCode::REQUEST_TIMEOUT).await;
     }
     close(cell, send_timeout, false).await;
 }
@@ -1121,6 +1146,21 @@ mod tests {
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_are_counted_whole() {
+        for (buf, n) in [
+            (&b""[..], 0),
+            (b"\r\n", 2),
+            (b"\n\r\n\r", 3),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n", 4),
+            (b"\rGET", 0),
+            (b"GET", 0),
+        ] {
+            assert_eq!(empty_lines(buf), n, "{}", String::from_utf8_lossy(buf).escape_debug());
+        }
+        assert!(nothing_yet(b"\r") && nothing_yet(b"") && !nothing_yet(b"\r\nG"));
     }
 
     #[test]

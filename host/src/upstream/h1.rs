@@ -296,7 +296,10 @@ impl Connection {
             Ok(()) => {}
             Err(Error::TimedOut) => return Err(SendError::TimedOut),
             Err(Error::Write(e)) if again && (closed(&e) || e.kind() == io::ErrorKind::BrokenPipe) => {
-                return Err(SendError::Unanswered(Unanswered { bytes: out, asked }));
+                // Kept, should no new connection be had: then it is handed
+                // back as any request that did not go out.
+                *req.body_mut() = rebuild_body(&out, framing, streamed);
+                return Err(SendError::Unanswered(Unanswered { bytes: out, asked, unsent: Some(req) }));
             }
             Err(e) => {
                 *req.body_mut() = rebuild_body(&out, framing, streamed);
@@ -307,9 +310,9 @@ impl Connection {
         drop(req);
         if again && self.buf.is_empty() {
             match self.fill().await {
-                Ok(0) => return Err(SendError::Unanswered(Unanswered { bytes: out, asked })),
+                Ok(0) => return Err(SendError::Unanswered(Unanswered { bytes: out, asked, unsent: None })),
                 Err(Error::Read(e)) if closed(&e) => {
-                    return Err(SendError::Unanswered(Unanswered { bytes: out, asked }));
+                    return Err(SendError::Unanswered(Unanswered { bytes: out, asked, unsent: None }));
                 }
                 Err(e) => return Err(e.into_send()),
                 Ok(_) => {}
@@ -347,8 +350,12 @@ impl Connection {
         deadline: Instant,
     ) -> Result<(Box<Response<Body>>, Instant), SendError> {
         self.deadline = deadline;
-        let Unanswered { bytes, asked } = again;
-        self.write(&bytes).await.map_err(Error::into_send)?;
+        let Unanswered { bytes, asked, unsent } = again;
+        match (self.write(&bytes).await, unsent) {
+            (Ok(()), _) => {}
+            (Err(e @ Error::TimedOut), _) | (Err(e), None) => return Err(e.into_send()),
+            (Err(e), Some(req)) => return Err(SendError::NotSent(req, e.into())),
+        }
         if bytes.capacity() <= KEEP_OUT {
             self.out = bytes;
         }
@@ -437,6 +444,8 @@ impl Connection {
     /// the answer: it is dropped and the body goes on (RFC 9110 §15.2), or
     /// the upstream, waiting for the rest of the body, never answers.
     async fn send_all(&mut self, mut buf: impl Buf) -> Result<(), Error> {
+        // How much of an answer had come at the last look ([`worth_parsing`]).
+        let mut tried = 0;
         std::future::poll_fn(|cx| {
             self.timed(cx, |c, cx| {
                 while buf.has_remaining() {
@@ -446,7 +455,7 @@ impl Connection {
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
                         Poll::Pending => match ready!(c.poll_fill(cx)) {
                             Ok(0) => return Poll::Ready(Err(Error::AnsweredEarly)),
-                            Ok(_) if c.only_interim() => {}
+                            Ok(_) if c.only_interim(&mut tried) => {}
                             Ok(_) => return Poll::Ready(Err(Error::AnsweredEarly)),
                             Err(e) => return Poll::Ready(Err(Error::Read(e))),
                         },
@@ -458,17 +467,22 @@ impl Connection {
         .await
     }
 
-    /// Drops the whole interim heads (1xx but `101`) at the start of what
-    /// the upstream sent, and tells whether what is left may still be one:
-    /// nothing, or a head begun whose status is not whole yet or is 1xx.
-    /// (What does not parse is left for [`read_response`](Self::read_response)
-    /// to refuse.)
-    fn only_interim(&mut self) -> bool {
-        while let Ok(Some(p)) = parse_head(&self.buf, &mut self.fields) {
-            if !p.status.is_informational() || p.status == StatusCode::SWITCHING_PROTOCOLS {
-                return false;
+    /// Drops the whole interim heads at the start of what the upstream sent,
+    /// and tells whether what is left may still be one: nothing, or a head
+    /// begun whose status is not whole yet or is 1xx. (What does not parse
+    /// is left for [`read_response`](Self::read_response) to refuse.)
+    /// `tried`: how much had come at the last parse ([`worth_parsing`]).
+    fn only_interim(&mut self, tried: &mut usize) -> bool {
+        while worth_parsing(&self.buf, *tried, MAX_HEAD) {
+            *tried = self.buf.len();
+            match parse_head(&self.buf, &mut self.fields) {
+                Ok(Some(p)) if interim(p.status) => {
+                    self.buf.advance(p.len);
+                    *tried = 0;
+                }
+                Ok(Some(_)) | Err(_) => return false,
+                Ok(None) => break,
             }
-            self.buf.advance(p.len);
         }
         // `HTTP/1.1 1xx`, not `101`; a shorter start may be anything. (Not
         // past the head's bound: read as an answer, it is refused.)
@@ -509,7 +523,7 @@ impl Connection {
             };
             let head = self.buf.split_to(parsed.len).freeze();
             let status = parsed.status;
-            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            if interim(status) {
                 tried = 0;
                 continue;
             }
@@ -587,6 +601,17 @@ fn closed(e: &io::Error) -> bool {
 pub struct Unanswered {
     bytes: BytesMut,
     asked: Asked,
+    /// The request, when it is known not to have gone out whole (its write
+    /// failed): should it not go again, it is handed back
+    /// ([`SendError::NotSent`]) for another endpoint.
+    unsent: Option<Box<Request<Body>>>,
+}
+
+impl Unanswered {
+    /// The request, if known not to have gone out ([`Unanswered::unsent`]).
+    pub fn unsent(self) -> Option<Box<Request<Body>>> {
+        self.unsent
+    }
 }
 
 /// What a request asked that decides how its response is read.
@@ -1014,6 +1039,12 @@ pub(crate) fn worth_parsing(buf: &[u8], tried: usize, max_head: usize) -> bool {
         .any(|(i, w)| w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && new.get(i + 2) == Some(&b'\n'))))
 }
 
+/// Whether a response with `status` is an interim one, to be skipped: 1xx
+/// but `101 Switching Protocols` (RFC 9110 §15.2).
+fn interim(status: StatusCode) -> bool {
+    status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS
+}
+
 /// Whether every line of `bytes` ends in CRLF: no LF without its CR.
 fn crlf_lines(bytes: &[u8]) -> bool {
     bytes.iter().enumerate().all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r'))
@@ -1325,6 +1356,8 @@ mod tests {
                 Err(SendError::Unanswered(u)) => {
                     assert!(again, "{method} kept={kept}: went again");
                     assert!(u.bytes.starts_with(format!("{method} /").as_bytes()), "as written");
+                    // Should it not go again, it is handed back, unsent.
+                    assert!(u.unsent().is_some_and(|req| req.method() == method));
                 }
                 Err(SendError::NotSent(req, _)) => assert!(!again, "{method} kept={kept}: unsent: {:?}", req.method()),
                 other => panic!("{method} kept={kept}: {:?}", other.map(|_| ())),

@@ -412,7 +412,12 @@ impl Pools {
             Err(SendError::Unanswered(again)) => match Box::pin(self.new_http1(address, deadline)).await {
                 Ok(conn) => Box::pin(conn.resend(again, deadline)).await,
                 Err(ConnectError::Deadline(_)) => Err(SendError::TimedOut),
-                Err(e) => Err(SendError::Failed(e.into())),
+                // Known not to have gone out: for another endpoint, as a
+                // connect failure's.
+                Err(e) => match again.unsent() {
+                    Some(req) => Err(SendError::NotSent(req, e.into())),
+                    None => Err(SendError::Failed(e.into())),
+                },
             },
             Err(SendError::Unprocessed(turned)) => {
                 let TurnedAway { again, done, error } = *turned;
