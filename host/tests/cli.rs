@@ -18,9 +18,17 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A port that refuses connections: routes to it answer 502.
+/// A port that refuses connections: routes to it answer 502. Bound and
+/// never listened on, for the life of the test process: a port bound and
+/// released could be taken by another test's gateway, running meanwhile,
+/// and answer (or, out of descriptors, hang: a request here once waited out
+/// its client's 5 s).
 fn dead_upstream() -> String {
-    format!("127.0.0.1:{}", free_port())
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(socket);
+    addr.to_string()
 }
 
 fn status_of(port: u16, path: &str) -> Option<u16> {

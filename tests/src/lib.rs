@@ -404,10 +404,16 @@ impl RawConn {
     }
 }
 
-/// A port nothing listens on (bound, then released).
+/// A port nothing listens on: connections to it are refused. Bound and
+/// never listened on, for the life of the test process: a port bound and
+/// released could be taken by another test's server, running meanwhile,
+/// and answer (or, out of descriptors, hang).
 pub fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+    let addr = socket.local_addr().expect("addr").as_socket().expect("an IP address");
+    std::mem::forget(socket);
+    addr
 }
 
 /// Polls `check` until it holds or `timeout` passes.
