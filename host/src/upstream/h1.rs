@@ -608,7 +608,7 @@ pub struct Unanswered {
 }
 
 impl Unanswered {
-    /// The request, if known not to have gone out ([`Unanswered::unsent`]).
+    /// The request, when its write failed (so it did not go out whole).
     pub fn unsent(self) -> Option<Box<Request<Body>>> {
         self.unsent
     }
