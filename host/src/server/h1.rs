@@ -381,10 +381,12 @@ async fn read_head(
             // Empty lines before a request are dropped as they come (a
             // client may send one after a body): kept, each read parsed
             // them again, and endless ones made the buffer grow to the limit.
-            let blank = empty_lines(&c.buf);
-            if blank > 0 {
-                c.buf.advance(blank);
-                tried = 0;
+            if matches!(c.buf.first(), Some(b'\r' | b'\n')) {
+                let blank = empty_lines(&c.buf);
+                if blank > 0 {
+                    c.buf.advance(blank);
+                    tried = 0;
+                }
             }
             if !c.buf.is_empty() {
                 let n = c.buf.len().min(PREFACE.len());
