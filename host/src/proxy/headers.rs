@@ -289,9 +289,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// `TE: trailers`: the sender takes trailers (and gRPC needs the header).
-pub fn te_trailers(headers: &HeaderMap) -> bool {
-    headers.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+/// A `TE` field lists `trailers`: the sender takes trailers (and gRPC
+/// needs the header).
+fn te_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| te_takes_trailers(v.as_bytes()))
 }
 
 /// The tokens of `Connection` field values, trimmed, empty ones skipped.
@@ -395,6 +396,13 @@ impl ConnectionTokens {
     pub fn keeps_alive(self, version: Version) -> bool {
         !self.close && (version != Version::HTTP_10 || self.keep_alive)
     }
+}
+
+/// Whether a `TE` field value lists `trailers` (RFC 9110 §10.1.4: a
+/// client that takes trailers in a chunked response; the list may name
+/// transfer codings beside it, `TE: trailers, deflate;q=0.5`).
+pub fn te_takes_trailers(value: &[u8]) -> bool {
+    is_name(value, b"trailers") || connection_tokens([value]).any(|t| is_name(t, b"trailers"))
 }
 
 /// A hop-by-hop field as a message parser meets it: what it must read
@@ -1309,6 +1317,26 @@ mod tests {
         add_via(&mut h, via.of(Version::HTTP_2));
         assert_eq!(h.get_all(header::VIA).iter().count(), 1);
         assert_eq!(h[header::VIA], "1.0 fred, 1.1 p.example.net, 2.0 wasmgate");
+    }
+
+    #[test]
+    fn te_trailers_is_found_in_a_list() {
+        for (value, takes) in [
+            (&b"trailers"[..], true),
+            (b"Trailers", true),
+            (b"trailers, deflate;q=0.5", true),
+            (b"gzip ,  TRAILERS ", true),
+            (b"deflate", false),
+            (b"trailersx", false),
+            (b"", false),
+        ] {
+            assert_eq!(te_takes_trailers(value), takes, "{:?}", String::from_utf8_lossy(value));
+        }
+        let mut h = HeaderMap::new();
+        h.append(header::TE, HeaderValue::from_static("deflate"));
+        h.append(header::TE, HeaderValue::from_static("trailers, gzip"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h[header::TE], "trailers", "the list's trailers survives, alone");
     }
 
     #[test]

@@ -30,8 +30,8 @@
 //! - A response is framed by its body's known length, its
 //!   `Content-Length`, or else chunked (close-delimited for HTTP/1.0); the
 //!   bodies of `HEAD` responses, 1xx, 204 and 304 are not sent. Trailers go
-//!   out only to a client that sent `TE: trailers`. `Date` is added when
-//!   the response has none.
+//!   out only to a client whose `TE` lists `trailers`. `Date` is added
+//!   when the response has none.
 //! - `101 Switching Protocols` to an upgrade request hands the socket, with
 //!   anything the client sent after its head, to the proxy
 //!   ([`ClientUpgrade`]); the connection's task lasts until the proxy's
@@ -59,13 +59,16 @@ use tokio::time::Instant;
 
 use crate::gateway::Shared;
 use crate::proxy::body::{Body, BodyError, ClientBody};
-use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap};
+use crate::proxy::headers::{ConnectionTokens, Names, PLUGIN_HEADER_ROOM, SpareMap, te_takes_trailers};
 use crate::proxy::{self, ConnInfo, Present, Stamp};
 use crate::timer;
 use crate::upstream::h1::{self as codec, Decode, Framing, Io, Step, worth_parsing};
 
 /// HTTP/2's connection preface: a connection that opens with it is HTTP/2.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The longest request target the `http` crate's `Uri` takes.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+
 /// Header slots parsed on the stack; a larger `max_headers` uses the heap.
 const STACK_HEADERS: usize = 128;
 /// Response bytes gathered before they are written.
@@ -531,6 +534,12 @@ fn request(
     names: &mut Names,
     underscores: bool,
 ) -> Result<NewRequest, StatusCode> {
+    // The `http` crate takes no longer target; a `max_header_bytes` over
+    // 64 KiB lets one through the head's limit, and it is still too long
+    // for this server (RFC 9112 §3), not malformed.
+    if p.target.len() > MAX_TARGET {
+        return Err(StatusCode::URI_TOO_LONG);
+    }
     let uri = Uri::from_maybe_shared(head.slice(p.target)).map_err(|_| StatusCode::BAD_REQUEST)?;
     // Room for what plugins add, without growing the map. (What the proxy
     // adds on the way upstream is written with the head:
@@ -538,8 +547,9 @@ fn request(
     let mut headers = spare.take(fields.len() + PLUGIN_HEADER_ROOM);
     let mut hosts = 0;
     let mut connection = ConnectionTokens::default();
-    // The first `TE` field's value; whether an `Upgrade` field is there.
-    let mut te: Option<bool> = None;
+    // Whether a `TE` field lists `trailers`; whether an `Upgrade` field is
+    // there.
+    let mut trailers = false;
     let mut upgrade_field = false;
     let mut present = Present::NONE;
     let mut length = codec::ContentLength::default();
@@ -565,7 +575,7 @@ fn request(
             if name == header::CONNECTION {
                 connection.add(value.as_bytes());
             } else if name == header::TE {
-                te = te.or(Some(value.as_bytes().eq_ignore_ascii_case(b"trailers")));
+                trailers |= te_takes_trailers(value.as_bytes());
             } else if name == header::UPGRADE {
                 upgrade_field = true;
             }
@@ -591,7 +601,7 @@ fn request(
         head_only: p.method == Method::HEAD,
         version: p.version,
         keep_alive: connection.keeps_alive(p.version),
-        trailers: te == Some(true),
+        trailers,
     };
     // Boxed where it is made: it goes a long way (to the upstream
     // connection it is written on), and unboxed each layer moved a copy.
