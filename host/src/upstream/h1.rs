@@ -385,6 +385,8 @@ impl Connection {
             _ => 0,
         };
         let mut chunk_head = BytesMut::with_capacity(32);
+        // How much of an answer had come at the last look ([`worth_parsing`]).
+        let mut tried = 0;
         // The deadline passing while the body is awaited from the client is
         // the client's doing (a 408), not the upstream's (a 504 held
         // against it, and its breaker).
@@ -392,10 +394,18 @@ impl Connection {
             Error::TimedOut => Error::Body(Box::new(BodyError::Late)),
             e => e,
         };
-        while let Some(frame) =
-            std::future::poll_fn(|cx| self.timed(cx, |_, cx| Pin::new(&mut body).poll_frame(cx).map(Ok)))
-                .await
-                .map_err(late)?
+        // While the body is awaited from the client, the upstream may
+        // answer (a 401 or 413 to an upload it will not take): that answer
+        // is passed on at once, not once a slow client has sent the rest
+        // (or a 408 when the client took longer than the route's timeout).
+        while let Some(frame) = std::future::poll_fn(|cx| {
+            self.timed(cx, |c, cx| match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+                Poll::Pending => c.poll_answered(cx, &mut tried).map(Err),
+            })
+        })
+        .await
+        .map_err(late)?
         {
             let frame = frame.map_err(|e| Error::Body(Box::new(e)))?;
             let data = match frame.into_data() {
@@ -409,7 +419,7 @@ impl Connection {
                         let mut end = BytesMut::from(&b"0\r\n"[..]);
                         encode_headers(trailers, &mut end);
                         end.extend_from_slice(b"\r\n");
-                        return self.send_all(&end[..]).await;
+                        return self.send_all(&end[..], &mut tried).await;
                     }
                     continue;
                 }
@@ -418,7 +428,7 @@ impl Connection {
                 Framing::Chunked => {
                     chunk_head.clear();
                     chunk_size_line(data.len(), &mut chunk_head);
-                    self.send_all(chunk_head.as_ref().chain(data).chain(&b"\r\n"[..])).await?;
+                    self.send_all(chunk_head.as_ref().chain(data).chain(&b"\r\n"[..]), &mut tried).await?;
                 }
                 _ => {
                     let len = data.len() as u64;
@@ -426,26 +436,22 @@ impl Connection {
                         return Err(Error::BodyLength);
                     }
                     remaining -= len;
-                    self.send_all(data).await?;
+                    self.send_all(data, &mut tried).await?;
                 }
             }
         }
         match framing {
-            Framing::Chunked => self.send_all(&b"0\r\n\r\n"[..]).await,
+            Framing::Chunked => self.send_all(&b"0\r\n\r\n"[..], &mut tried).await,
             _ if remaining > 0 => Err(Error::BodyLength),
             _ => self.io.flush().await.map_err(Error::Write),
         }
     }
 
     /// Writes `buf` out (and flushes), unless the upstream answers while the
-    /// socket is full: then [`Error::AnsweredEarly`], so that the answer can
-    /// be read rather than waiting on an upstream that stopped reading. An
-    /// interim answer (`103 Early Hints`, `102`, an unasked `100`) is not
-    /// the answer: it is dropped and the body goes on (RFC 9110 §15.2), or
-    /// the upstream, waiting for the rest of the body, never answers.
-    async fn send_all(&mut self, mut buf: impl Buf) -> Result<(), Error> {
-        // How much of an answer had come at the last look ([`worth_parsing`]).
-        let mut tried = 0;
+    /// socket is full ([`poll_answered`](Self::poll_answered)), so that the
+    /// answer can be read rather than waiting on an upstream that stopped
+    /// reading. `tried`: the body's, for `poll_answered`.
+    async fn send_all(&mut self, mut buf: impl Buf, tried: &mut usize) -> Result<(), Error> {
         std::future::poll_fn(|cx| {
             self.timed(cx, |c, cx| {
                 while buf.has_remaining() {
@@ -453,18 +459,32 @@ impl Connection {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into()))),
                         Poll::Ready(Ok(n)) => buf.advance(n),
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
-                        Poll::Pending => match ready!(c.poll_fill(cx)) {
-                            Ok(0) => return Poll::Ready(Err(Error::AnsweredEarly)),
-                            Ok(_) if c.only_interim(&mut tried) => {}
-                            Ok(_) => return Poll::Ready(Err(Error::AnsweredEarly)),
-                            Err(e) => return Poll::Ready(Err(Error::Read(e))),
-                        },
+                        Poll::Pending => return c.poll_answered(cx, tried).map(Err),
                     }
                 }
                 Pin::new(&mut c.io).poll_flush(cx).map_err(Error::Write)
             })
         })
         .await
+    }
+
+    /// While a request's body is still going out: ready with
+    /// [`Error::AnsweredEarly`] once the upstream has answered it (or closed
+    /// the connection), for the answer to be read. An interim answer
+    /// (`103 Early Hints`, `102`, an unasked `100`) is not the answer: it is
+    /// dropped and the body goes on (RFC 9110 §15.2), or the upstream,
+    /// waiting for the rest of the body, never answers. `tried`: how much of
+    /// an answer had come at the last look ([`worth_parsing`]), kept across
+    /// the body's looks.
+    fn poll_answered(&mut self, cx: &mut Context<'_>, tried: &mut usize) -> Poll<Error> {
+        loop {
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => return Poll::Ready(Error::AnsweredEarly),
+                Ok(_) if self.only_interim(tried) => {}
+                Ok(_) => return Poll::Ready(Error::AnsweredEarly),
+                Err(e) => return Poll::Ready(Error::Read(e)),
+            }
+        }
     }
 
     /// Drops the whole interim heads at the start of what the upstream sent,

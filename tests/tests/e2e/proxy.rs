@@ -555,6 +555,38 @@ async fn an_early_upstream_answer_to_an_upload_is_passed_on() {
     writer.abort();
 }
 
+/// An upstream's answer that comes while the gateway waits for more of a
+/// client's body is passed on at once, and the connection then closed: it
+/// waited for the rest (a slow client's upload) and answered 408 at the
+/// route's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_upstream_answer_reaches_a_client_still_sending() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = wasmgate_tests::upstream::refusing_early().await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\ntimeout = \"20s\"\n"
+    ));
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    // A few bytes of a 1 MiB body, and then nothing: a slow client.
+    s.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 1048576\r\n\r\nfirst bytes").await.unwrap();
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 4096];
+    // To the end: the gateway closes once it has answered (the rest of the
+    // body will not be read).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => resp.extend_from_slice(&buf[..n]),
+            other => panic!("no answer, or no close ({other:?}): {}", String::from_utf8_lossy(&resp)),
+        }
+    }
+    // (Within 10 s: waiting for the body would have ended at the 20 s
+    // timeout.)
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert!(resp.ends_with("too big!"), "{resp}");
+}
+
 /// An interim answer (`103 Early Hints`) while an upload is still being
 /// sent is not the upstream's answer: the body goes on, and the final
 /// answer is passed on (RFC 9110 §15.2). It stopped the upload, and the
