@@ -147,7 +147,7 @@ impl Metrics {
         );
         let breaker_state = r.labelled(
             "breaker_state",
-            "Circuit breaker state: 0 closed, 1 open, 2 half-open; endpoint \"*\" is the upstream-wide breaker",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open; the endpoint * is the upstream-wide breaker",
             ["upstream", "endpoint"],
             |l| &mut l.breaker_state,
         );
@@ -310,14 +310,15 @@ impl Metrics {
     }
 
     /// One answered request. `route` is the route's name (or a fixed word
-    /// when none matched), never the path; a `status` outside 100..=999 is
-    /// labelled `other`.
+    /// when none matched), never the path; a `status` outside 100..=599 (an
+    /// upstream's own, the gateway passes any of three digits) is labelled
+    /// `other`, so that an upstream cannot make ~900 series a route.
     ///
     /// `held` is the route's own series ([`route_series`](Self::route_series)),
     /// so a routed request looks up nothing for a usual method and status;
     /// without it the series are looked up by `route`.
     pub fn request(&self, route: &str, held: Option<&RouteSeries>, method: &Method, status: u16, duration: Duration) {
-        let code = http::StatusCode::from_u16(status).ok();
+        let code = http::StatusCode::from_u16(status).ok().filter(|c| c.as_u16() <= 599);
         let status_label = code.as_ref().map_or("other", http::StatusCode::as_str);
         let labels = [route, method_label(method), status_label];
         match held.zip(RouteSeries::slot(method, status)) {

@@ -345,6 +345,22 @@ pub(crate) fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A token is kept as a client can send it: a secret file's trailing
+    /// newline (or a space) around it is not part of it.
+    #[test]
+    fn an_admin_token_is_kept_without_surrounding_whitespace() {
+        for token in [r#""s3cret token\n""#, r#"" s3cret token ""#, r#""s3cret token""#] {
+            let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\ntoken = {token}\n");
+            let config = parse(Path::new("gw.toml"), &text).unwrap();
+            let kept = config.admin.and_then(|a| a.token).map(|t| t.expose().to_vec());
+            assert_eq!(kept.as_deref(), Some(&b"s3cret token"[..]), "{token}");
+        }
+        for token in [r#""\n""#, r#""s3cret\u0007""#, r#""s3crét""#] {
+            let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\ntoken = {token}\n");
+            assert!(parse(Path::new("gw.toml"), &text).is_err(), "{token}");
+        }
+    }
+
     #[test]
     fn files_names_every_file_the_config_reads_besides_itself() {
         let dir = tempfile::tempdir().unwrap();

@@ -417,23 +417,14 @@ pub(super) fn build_admin(a: &Spanned<raw::RawAdmin>, p: &mut Problems<'_>) -> O
             p.at(span(a), "admin.token", "both `token` and `token_env` are set", "keep one");
             return None;
         }
-        (Some(t), None) if t.is_empty() => {
-            p.at(
-                span(a),
-                "admin.token",
-                "the token is empty",
-                "set a long random token, or remove `token` to go without",
-            );
-            return None;
-        }
-        (Some(t), None) => Some(Secret::new(t.clone())),
+        (Some(t), None) => Some(admin_token(t, span(a), "admin.token", "", p)?),
         (None, Some(var)) => match std::env::var(var) {
-            Ok(t) if !t.is_empty() => Some(Secret::new(t)),
-            _ => {
+            Ok(t) => Some(admin_token(&t, span(a), "admin.token_env", &format!(" (in `{var}`)"), p)?),
+            Err(_) => {
                 p.at(
                     span(a),
                     "admin.token_env",
-                    format!("environment variable `{var}` is not set (or empty)"),
+                    format!("environment variable `{var}` is not set"),
                     format!("export {var}=<token> before starting the gateway"),
                 );
                 return None;
@@ -451,6 +442,34 @@ pub(super) fn build_admin(a: &Spanned<raw::RawAdmin>, p: &mut Problems<'_>) -> O
         return None;
     }
     Some(AdminConfig { listen, token })
+}
+
+/// The admin token as a client can send it: without surrounding
+/// whitespace (a secret file's trailing newline; an `Authorization` value
+/// cannot end in one, so a token kept with it never matched), and only of
+/// visible ASCII and inner spaces (what a header value carries as sent).
+fn admin_token(
+    text: &str,
+    at: Option<std::ops::Range<usize>>,
+    key: &'static str,
+    from: &str,
+    p: &mut Problems<'_>,
+) -> Option<Secret> {
+    let token = text.trim_ascii();
+    if token.is_empty() {
+        p.at(at, key, format!("the token{from} is empty"), "set a long random token, or remove it to go without");
+        return None;
+    }
+    if !token.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        p.at(
+            at,
+            key,
+            format!("the token{from} has a control character or a byte beyond ASCII, which a client cannot send"),
+            "use a token of letters, digits and punctuation (`openssl rand -hex 32`)",
+        );
+        return None;
+    }
+    Some(Secret::new(token.to_owned()))
 }
 
 pub(super) fn build_dns(d: Option<&Spanned<raw::RawDns>>, p: &mut Problems<'_>) -> DnsConfig {

@@ -97,7 +97,7 @@ pub(super) async fn proxy<'s>(
             detail: "switched to a protocol the client did not offer".into(),
         });
     };
-    let Some((mut upstream, early)) = response.extensions_mut().remove::<Upgraded>().and_then(|u| u.take()) else {
+    let Some((upstream, early)) = response.extensions_mut().remove::<Upgraded>().and_then(|u| u.take()) else {
         return Err(ProxyError::Internal("upstream switched protocols without an upgradable connection"));
     };
     // The empty body holds the bulkhead's place and the endpoint's count of
@@ -107,17 +107,20 @@ pub(super) async fn proxy<'s>(
     let idle = forward.snapshot.config.server.tunnel_idle_timeout;
     tokio::spawn(async move {
         // `_tunnel` keeps a shutdown waiting until the tunnel closes.
-        let Ok((mut client, sent, _tunnel)) = client.await else {
+        let Ok((client, sent, _tunnel)) = client.await else {
             return tracing::debug!("upgrade did not complete: the client's connection ended first");
         };
-        // What either side sent right behind its head goes first.
-        if let Err(e) = pass_early(&mut client, &early, &mut upstream, &sent).await {
-            return tracing::debug!("upgraded connection ended: {e}");
-        }
         let activity = Activity::new();
         let (mut client, mut upstream) = (Watched(client, activity.clone()), Watched(upstream, activity.clone()));
+        let tunnel = async {
+            // What either side sent right behind its head goes first (under
+            // the idle bound too: a peer that reads none of it held the
+            // tunnel for ever).
+            pass_early(&mut client, &early, &mut upstream, &sent).await?;
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+        };
         tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            copied = tunnel => {
                 if let Err(e) = copied {
                     tracing::debug!("upgraded connection ended: {e}");
                 }
@@ -199,9 +202,9 @@ impl AsyncWrite for Watched {
 }
 
 async fn pass_early(
-    client: &mut Box<dyn crate::upstream::h1::Io>,
+    client: &mut Watched,
     to_client: &[u8],
-    upstream: &mut Box<dyn crate::upstream::h1::Io>,
+    upstream: &mut Watched,
     to_upstream: &[u8],
 ) -> std::io::Result<()> {
     if !to_client.is_empty() {
