@@ -21,6 +21,13 @@ use wasmgate_sdk::prelude::*;
 use wasmgate_sdk::{query, units};
 
 use crate::shape::Node;
+
+/// Forwarding fields a client may send as it likes: the gateway writes its
+/// own on the request it proxies (and takes out, or appends to, the
+/// client's), but a call's headers are the plugin's, so a forwarded one
+/// would be the client's word, spoofed or not. (The fields the gateway
+/// takes out altogether are `GATEWAY_REQUEST_HEADERS`.)
+const CLIENT_SAYS: [&str; 4] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded"];
 use crate::template::{RenderError, Source, UrlTemplate, Var};
 
 /// The route's `config` table.
@@ -148,6 +155,15 @@ impl Plugin for Compose {
                     "forward_headers: `host` is set by the gateway for each call and cannot be forwarded".into()
                 );
             }
+            if CLIENT_SAYS.contains(&lower.as_str()) || wasmgate_sdk::GATEWAY_REQUEST_HEADERS.contains(&lower.as_str())
+            {
+                return Err(format!(
+                    "forward_headers: `{lower}` is what the client says of where it came from (or of its \
+                     certificate); the gateway vouches for it only on the request it proxies, and a call \
+                     would carry the client's own word: leave it out"
+                )
+                .into());
+            }
             if lower != "x-request-id" && !forward_headers.contains(&lower) {
                 forward_headers.push(lower);
             }
@@ -186,6 +202,9 @@ impl Plugin for Compose {
             return Decision::respond(reply);
         }
         let mut bodies = Vec::with_capacity(self.calls.len());
+        // The first call with `fail` that failed answers; every failed call
+        // is logged (a second one may be why the first did).
+        let mut failed = None;
         for (call, result) in self.calls.iter().zip(results) {
             let failure = match result {
                 Ok(resp) if (200..300).contains(&resp.status) => match serde_json::from_slice::<Value>(&resp.body) {
@@ -204,8 +223,11 @@ impl Plugin for Compose {
                         "call `{}` failed: {}; answering 502 (on_error = \"fail\")",
                         call.name, failure
                     ));
-                    let message = format!("call `{}` failed: {}", call.name, failure.public());
-                    return Decision::respond(Reply::json(502, &json!({ "error": message, "call": call.name })));
+                    if failed.is_none() {
+                        let message = format!("call `{}` failed: {}", call.name, failure.public());
+                        failed = Some(Reply::json(502, &json!({ "error": message, "call": call.name })));
+                    }
+                    bodies.push(None);
                 }
                 OnError::Omit => {
                     log::warn(&format!("call `{}` failed: {}; its fields are left out", call.name, failure));
@@ -216,6 +238,9 @@ impl Plugin for Compose {
                     bodies.push(Some(value.clone()));
                 }
             }
+        }
+        if let Some(reply) = failed {
+            return Decision::respond(reply);
         }
         let doc = self.shape.build(&bodies).unwrap_or_else(|| Value::Object(serde_json::Map::new()));
         Decision::respond(Reply::json(200, &doc))

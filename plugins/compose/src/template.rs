@@ -135,8 +135,8 @@ impl UrlTemplate {
     /// The URL with each placeholder replaced by `value(var)` (the value as
     /// text, not yet encoded) and percent-encoded. In a path, an empty value
     /// counts as missing (it would drop a segment: `/users/` is the list),
-    /// and `.`, `..` and a header's or query's value with `/`, `\` or `%`
-    /// are refused.
+    /// and a value with a `.` or `..` piece between `/` or `\\`, and a
+    /// header's or query's value with `/`, `\\` or `%`, are refused.
     pub fn render(&self, mut value: impl FnMut(&Var) -> Option<Vec<u8>>) -> Result<String, RenderError> {
         let mut out = String::new();
         for part in &self.parts {
@@ -155,7 +155,7 @@ impl UrlTemplate {
                         // the gateway's `escaped_slashes` refuses them in
                         // request paths (which vetted the captures).
                         let client = matches!(var.source, Source::Header | Source::Query);
-                        if v == b"." || v == b".." || (client && v.iter().any(|b| matches!(b, b'/' | b'\\' | b'%'))) {
+                        if dot_segment(&v) || (client && v.iter().any(|b| matches!(b, b'/' | b'\\' | b'%'))) {
                             return Err(RenderError::Invalid(var.to_string()));
                         }
                     }
@@ -165,6 +165,14 @@ impl UrlTemplate {
         }
         Ok(out)
     }
+}
+
+/// Whether a path value has a `.` or `..` piece, between `/` or `\\` (a
+/// capture that spans segments, `{*rest}`, decoded: `..%2F..%2Fadmin` is
+/// `../../admin` with `server.escaped_slashes = "keep"`), which would climb
+/// out of the call's path on an upstream that decodes it.
+fn dot_segment(value: &[u8]) -> bool {
+    value.split(|b| matches!(b, b'/' | b'\\')).any(|piece| piece == b"." || piece == b"..")
 }
 
 fn parse_var(inner: &str, url: &str, in_path: bool) -> Result<Var, String> {
@@ -233,6 +241,13 @@ mod tests {
         assert_eq!(render(Some(".."), Some("a")), Err(RenderError::Invalid("path.id".into())));
         assert_eq!(render(Some("1"), Some("")).as_deref(), Ok("upstream://users/users/1?tenant="), "empty in a query");
         assert_eq!(render(Some("..."), Some("..")).as_deref(), Ok("upstream://users/users/...?tenant=.."));
+        // A capture across segments (`{*rest}`), decoded: no piece may climb.
+        for climbing in ["../../admin", "a/../b", "a/.", "..\\admin", "a\\..\\b", "./a"] {
+            assert_eq!(render(Some(climbing), Some("a")), Err(RenderError::Invalid("path.id".into())), "{climbing}");
+        }
+        for fine in ["a/b", "a/.../b", "..a/b..", "a/.b"] {
+            assert!(render(Some(fine), Some("a")).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -146,6 +146,21 @@ fn fail_is_a_502_naming_the_call() {
     assert!(logs.iter().any(|(_, m)| m.contains("connection refused (127.0.0.1:9001)")), "detail in the log: {logs:?}");
 }
 
+/// Every failed call is logged, not only the first that fails the request
+/// (another may be why it did).
+#[test]
+fn every_failed_call_is_logged() {
+    testing::reset();
+    testing::on_http(|_| ok(503, "{}"));
+    let (status, doc) = answer(&plugin(&home()), &mut home_request("1"));
+    assert_eq!((status, doc["call"].as_str()), (502, Some("user")), "the first call with fail answers");
+    let logs = testing::logs();
+    for call in ["user", "orders", "cart"] {
+        let said = format!("call `{call}` failed: status 503");
+        assert!(logs.iter().any(|(l, m)| *l == Level::Warn && m.contains(&said)), "{call}: {logs:?}");
+    }
+}
+
 #[test]
 fn non_2xx_counts_as_a_failure() {
     testing::reset();
@@ -350,6 +365,10 @@ fn bad_configs_are_refused_with_a_reason() {
     assert!(with(&|c| c["forward_headers"] = json!(["Host"])).contains("`host` is set by the gateway"));
     assert!(with(&|c| c["forward_headers"] = json!(["content-length"])).contains("managed by the gateway"));
     assert!(with(&|c| c["forward_headers"] = json!(["bad header"])).contains("not a valid header name"));
+    for spoofable in ["X-Forwarded-For", "forwarded", "x-forwarded-host", "x-real-ip", "x-forwarded-client-cert"] {
+        let err = with(&|c| c["forward_headers"] = json!([spoofable]));
+        assert!(err.contains("what the client says of where it came from"), "{spoofable}: {err}");
+    }
     assert!(with(&|c| c["calls"][0]["method"] = json!("POST")).contains("unknown field `method`"));
     let unused = with(&|c| {
         c["shape"] = json!({ "user": "user", "cart": "cart" });
