@@ -60,6 +60,14 @@ pub struct Built {
 impl Config {
     pub fn build(self) -> Result<Built, ConfigError> {
         let ttl = units::parse_duration(&self.ttl).map_err(|e| ConfigError::from(format!("ttl: {e}")))?;
+        if ttl.subsec_nanos() != 0 {
+            return Err(format!(
+                "ttl: `{}` is not whole seconds (freshness and `Age` are counted in seconds); use \"1s\" or more, \
+                 or \"0s\" to cache only responses that state their freshness",
+                self.ttl
+            )
+            .into());
+        }
         if ttl.as_millis() > u128::from(MAX_TTL_MS) {
             return Err(format!("ttl: `{}` is over the store's limit of 30 days", self.ttl).into());
         }

@@ -77,11 +77,17 @@ impl Part {
 }
 
 /// Request headers an upstream may build its answer from that may reach it
-/// as a client sent them: the forwarding fields from a proxy in the
-/// gateway's `server.trusted_proxies` (from others the gateway takes them
-/// out; it replaces `X-Forwarded-Host`, `-Proto` and `Forwarded` itself),
-/// the method and URL overrides with `server.override_headers = "keep"`.
-pub const OVERRIDES: [&str; 8] = [
+/// as a client sent them: the host and scheme a proxy in the gateway's
+/// `server.trusted_proxies` says the client asked for (`X-Forwarded-Host`
+/// and `-Proto` go on as it sent them, and a load balancer may pass a
+/// client's on; from others the gateway replaces them), the port, prefix
+/// and scheme fields (from others the gateway takes them out), and the
+/// method and URL overrides with `server.override_headers = "keep"`. A
+/// trusted proxy's `Forwarded` is added to, not replaced: its `host=` and
+/// `proto=` are in the key too ([`forwarded_said`]).
+pub const OVERRIDES: [&str; 10] = [
+    "x-forwarded-host",
+    "x-forwarded-proto",
     "x-forwarded-prefix",
     "x-forwarded-port",
     "x-forwarded-scheme",
@@ -120,7 +126,29 @@ pub fn base(route: &str, parts: &[Part], req: &impl Source) -> String {
             push_header(&mut key, "O", name, &values);
         }
     }
+    if !parts.iter().any(|p| matches!(p, Part::Header(h) if h == "forwarded")) {
+        let said = forwarded_said(&req.header_all("forwarded"));
+        if !said.is_empty() {
+            push_header(&mut key, "O", "forwarded", &said);
+        }
+    }
     key
+}
+
+/// The `host=` and `proto=` pairs of `Forwarded` values (RFC 7239), as
+/// sent: what an upstream builds links from. Not `for=` or `by=`, which
+/// differ by client and would give every client a key of its own.
+fn forwarded_said(values: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    values
+        .iter()
+        .flat_map(|v| v.split(|&b| b == b',' || b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| {
+            let name = pair.split(|&b| b == b'=').next().unwrap_or_default().trim_ascii();
+            name.eq_ignore_ascii_case(b"host") || name.eq_ignore_ascii_case(b"proto")
+        })
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// The key of one variant of a response that carries `Vary: names`.
@@ -157,6 +185,24 @@ fn escape_into(out: &mut String, value: &[u8]) {
         }
     }
 }
+
+/// What a record keeps of the full key it was written under, to be sure
+/// it was that key's (the store key is a 128-bit FNV-1a hash, which a
+/// client could collide on purpose): its SHA-256, not the key, which may
+/// hold a header's value (a token, a session cookie).
+pub fn check(full: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(full.as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The store key for a full key.
 pub fn store_key(full: &str) -> String {
@@ -217,6 +263,13 @@ mod tests {
     }
 
     #[test]
+    fn a_check_is_the_keys_sha256() {
+        // SHA-256 of "abc", FIPS 180-2's vector.
+        assert_eq!(check("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_ne!(check("GET r\nHauthorization=Bearer a"), check("GET r\nHauthorization=Bearer b"));
+    }
+
+    #[test]
     fn store_keys_are_fixed_length_hashes() {
         let a = store_key("GET r\np=/a");
         assert_eq!(a.len(), 35);
@@ -226,6 +279,26 @@ mod tests {
         assert_eq!(fnv1a_128(b""), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
         // FNV-1a 128 of "a", the reference implementation's vector.
         assert_eq!(fnv1a_128(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
+    }
+
+    /// What a trusted proxy passes on of the host and scheme a client asked
+    /// for is in the key: an upstream builds its links from it.
+    #[test]
+    fn the_forwarded_host_and_scheme_are_in_the_key() {
+        let plain = key(&["path"], TestRequest::get("/"));
+        for (name, value) in [("x-forwarded-host", "evil.example"), ("x-forwarded-proto", "http")] {
+            let k = key(&["path"], TestRequest::get("/").header(name, value));
+            assert_eq!(k, format!("{plain}\nO{name}={value}"));
+        }
+        let forwarded = |value: &'static str| key(&["path"], TestRequest::get("/").header("forwarded", value));
+        assert_eq!(
+            forwarded("for=1.2.3.4;Host=evil.example;proto=https"),
+            format!("{plain}\nOforwarded=Host=evil.example, proto=https")
+        );
+        // Who the client is does not split the key; where it asked for does.
+        assert_eq!(forwarded("for=1.2.3.4;host=a.example"), forwarded("for=5.6.7.8;host=a.example"));
+        assert_ne!(forwarded("for=1.2.3.4;host=a.example"), forwarded("for=1.2.3.4;host=b.example"));
+        assert_eq!(forwarded("for=1.2.3.4, for=10.0.0.1"), plain);
     }
 
     #[test]

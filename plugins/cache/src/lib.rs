@@ -26,13 +26,14 @@ use crate::key::Part;
 /// Context entry with this request's cache outcome (`hit` is never seen by
 /// later plugins: a hit ends the request phase): `miss` or `bypass`.
 pub const STATUS_CONTEXT: &str = "cache.status";
-/// Context entry: the full key a `GET` response is to be stored under.
+/// Context entry: what made the request one user's (empty when nothing
+/// did), a newline, and the full key a `GET` response is to be stored
+/// under. One entry: a context too full to take it takes neither, where
+/// two entries could lose the reason and keep the key (and the answer made
+/// for one user would be stored for everyone).
 const STORE_CONTEXT: &str = "cache.key";
 /// Context entry: the full key an unsafe method invalidates on success.
 const INVALIDATE_CONTEXT: &str = "cache.invalidate";
-/// Context entry, beside [`STORE_CONTEXT`] when the request was one user's:
-/// what made it so, for the reason the response is not stored.
-const PER_USER_CONTEXT: &str = "cache.per_user";
 /// Context entries of the plugins that identify a caller: api-key's
 /// consumer name, and jwt's verified claims (which it sets whenever it
 /// sets `jwt.sub`, also for a token without `sub`).
@@ -91,9 +92,20 @@ impl Plugin for Cache {
             }
             return Decision::Continue;
         }
+        // A `GET` with a body (a search query, as Elasticsearch takes one):
+        // the key does not hold the body, so one body's answer would be
+        // served for every other.
+        if has_body(req) {
+            context::set(STATUS_CONTEXT, "bypass");
+            return Decision::Continue;
+        }
         let base = self.base_key(req);
         let cc = request_directives(req);
-        if cc.no_store {
+        // `no-store` asks that nothing of this exchange be stored (RFC 9111
+        // §5.2.1.5), not for a fresh answer: with `client_refresh` it is
+        // taken as one; without, a stored answer is still served (else any
+        // client could make the upstream answer at will with it).
+        if cc.no_store && self.client_refresh {
             context::set(STATUS_CONTEXT, "bypass");
             return Decision::Continue;
         }
@@ -123,15 +135,11 @@ impl Plugin for Cache {
             }
         }
         context::set(STATUS_CONTEXT, status);
-        if head {
+        if head || cc.no_store {
             return Decision::Continue;
         }
-        // Before the key: a context too full to take this entry takes no
-        // key either, and nothing is stored.
-        if let Some(why) = per_user(req) {
-            context::set(PER_USER_CONTEXT, &why);
-        }
-        context::set(STORE_CONTEXT, &base);
+        let why = per_user(req).unwrap_or_default();
+        context::set(STORE_CONTEXT, &format!("{why}\n{base}"));
         Decision::Continue
     }
 
@@ -145,8 +153,11 @@ impl Plugin for Cache {
         let Some(status) = context::get(STATUS_CONTEXT) else {
             return Decision::Continue;
         };
-        if let Some(base) = context::get(STORE_CONTEXT) {
-            match self.store(&base, req, resp) {
+        if let Some(entry) = context::get(STORE_CONTEXT)
+            && let Some((why, base)) = entry.split_once('\n')
+        {
+            let per_user = (!why.is_empty()).then_some(why);
+            match self.store(base, per_user, req, resp) {
                 Ok(()) => {}
                 Err(Skip::Because(why)) => log::debug(&format!("response not cached: {why}")),
                 Err(Skip::Failed(e)) => log::warn(&format!("response not cached, the store failed: {e}")),
@@ -201,7 +212,8 @@ impl Cache {
 
     /// Stores the response under `base` (or one of its variants) when it
     /// may be.
-    fn store(&self, base: &str, req: &Request<'_>, resp: &Response<'_>) -> Result<(), Skip> {
+    /// `per_user`: what made the request one user's.
+    fn store(&self, base: &str, per_user: Option<&str>, req: &Request<'_>, resp: &Response<'_>) -> Result<(), Skip> {
         let status = resp.status();
         if !self.statuses.contains(&status) {
             return Err(Skip::Because(format!("status {status} is not in `statuses`")));
@@ -213,7 +225,7 @@ impl Cache {
         // A shared cache must not hand one user's authorised answer to
         // another unless the upstream says it may (RFC 9111 §3.5).
         if !(cc.public || cc.must_revalidate || cc.s_maxage.is_some())
-            && let Some(why) = context::get(PER_USER_CONTEXT)
+            && let Some(why) = per_user
         {
             return Err(Skip::Because(format!(
                 "the request was per-user ({why}) and the response is not marked public, s-maxage or must-revalidate"
@@ -250,9 +262,9 @@ impl Cache {
             .collect();
         let expires_at_ms = now.saturating_add(ttl_ms);
         let mut stored =
-            Stored { key: base.to_owned(), stored_at_ms: now, expires_at_ms, initial_age_s, status, headers, body };
+            Stored { key: key::check(base), stored_at_ms: now, expires_at_ms, initial_age_s, status, headers, body };
         if vary.is_empty() {
-            return write(&Record::Response(stored), ttl_ms);
+            return write(base, &Record::Response(stored), ttl_ms);
         }
         // Keep the index when it names the same headers (its variants stay
         // reachable); otherwise start a new generation.
@@ -260,13 +272,14 @@ impl Cache {
             Some(Record::Vary(ix)) if ix.names == vary && ix.expires_at_ms > now => {
                 VaryIndex { expires_at_ms: ix.expires_at_ms.max(expires_at_ms), ..ix }
             }
-            _ => VaryIndex { key: base.to_owned(), generation: generation(now), expires_at_ms, names: vary },
+            _ => VaryIndex { key: key::check(base), generation: generation(now), expires_at_ms, names: vary },
         };
-        stored.key = key::variant(base, index.generation, &index.names, req);
+        let variant = key::variant(base, index.generation, &index.names, req);
+        stored.key = key::check(&variant);
         // The variant first: an index without its variant is only a miss.
-        write(&Record::Response(stored), ttl_ms)?;
+        write(&variant, &Record::Response(stored), ttl_ms)?;
         let index_ttl = index.expires_at_ms.saturating_sub(now).clamp(1, MAX_TTL_MS);
-        write(&Record::Vary(index), index_ttl)
+        write(base, &Record::Vary(index), index_ttl)
     }
 }
 
@@ -304,6 +317,13 @@ fn per_user(req: &Request<'_>) -> Option<String> {
         .into_iter()
         .find(|key| context::get(key).is_some())
         .map(|key| format!("an earlier plugin identified the caller in context `{key}`"))
+}
+
+/// Whether the request carries a body: a length other than 0, or a
+/// transfer coding (HTTP/1's chunked).
+fn has_body(req: &Request<'_>) -> bool {
+    req.header("transfer-encoding").is_some()
+        || req.header_all("content-length").iter().any(|v| v.iter().any(|&b| b != b'0'))
 }
 
 /// The request's `Cache-Control`, with HTTP/1.0's `Pragma: no-cache` when
@@ -344,15 +364,16 @@ fn read(full_key: &str) -> Result<Option<Record>, StoreError> {
         return Ok(None);
     };
     // Another key with the same hash: a miss, never the wrong answer.
-    Ok((record.key() == full_key).then_some(record))
+    Ok((record.key() == key::check(full_key)).then_some(record))
 }
 
-fn write(record: &Record, ttl_ms: u64) -> Result<(), Skip> {
+/// Writes `record`, made for `full_key`, under that key.
+fn write(full_key: &str, record: &Record, ttl_ms: u64) -> Result<(), Skip> {
     let bytes = record.encode();
     if bytes.len() > MAX_VALUE_BYTES {
         return Err(Skip::Because(format!("entry of {} bytes is over the store's 1 MiB", bytes.len())));
     }
-    store::set(&key::store_key(record.key()), &bytes, Some(Duration::from_millis(ttl_ms.max(1))))?;
+    store::set(&key::store_key(full_key), &bytes, Some(Duration::from_millis(ttl_ms.max(1))))?;
     Ok(())
 }
 

@@ -337,6 +337,19 @@ fn request_cache_control_bypasses_the_cache() {
     assert_eq!(serve(&p, get("/b"), ok("?")).body(), before);
 }
 
+/// Without `client_refresh`, `no-store` does not make the upstream answer:
+/// a stored answer is served; on a miss, the answer is not stored.
+#[test]
+fn no_store_without_client_refresh_is_served_but_never_stored() {
+    let p = cache("{}");
+    let no_store = |path: &str| get(path).header("cache-control", "no-store");
+    let r = serve(&p, no_store("/n"), ok("not kept"));
+    assert_eq!((r.x_cache().as_deref(), r.body().as_str()), (Some("miss"), "not kept"));
+    assert_eq!(serve(&p, get("/n"), ok("kept")).x_cache().as_deref(), Some("miss"), "nothing was stored");
+    let r = serve(&p, no_store("/n"), ok("?"));
+    assert_eq!((r.is_hit(), r.body().as_str()), (true, "kept"));
+}
+
 #[test]
 fn request_max_age_refuses_older_entries() {
     let p = cache(r#"{"client_refresh":true}"#);
@@ -515,11 +528,51 @@ fn the_key_is_configurable() {
     assert!(!serve(&p, get("/k"), ok("none")).is_hit());
 }
 
+/// A `GET` with a body is neither served from the cache nor stored: the
+/// key does not hold the body. One without (or of length 0) is.
+#[test]
+fn a_get_with_a_body_bypasses_the_cache() {
+    let p = cache("{}");
+    for (name, value) in [("content-length", "17"), ("transfer-encoding", "chunked")] {
+        let r = serve(&p, get("/search").header(name, value), ok("for one body"));
+        assert_eq!(r.x_cache().as_deref(), Some("bypass"), "{name}");
+    }
+    let r = serve(&p, get("/search").header("content-length", "0"), ok("stored"));
+    assert_eq!(r.x_cache().as_deref(), Some("miss"));
+    let r = serve(&p, get("/search").header("content-length", "17"), ok("for another body"));
+    assert_eq!((r.x_cache().as_deref(), r.body().as_str()), (Some("bypass"), "for another body"));
+    assert!(serve(&p, get("/search"), ok("?")).is_hit(), "without a body: served");
+}
+
+/// A record keeps the SHA-256 of its full key, not the key: a key that
+/// holds a request's `Authorization` leaves no token in the store. Each
+/// token still has its own entry.
+#[test]
+fn records_keep_no_header_value_of_their_key() {
+    let p = cache(r#"{ "key": ["path", "header:authorization"] }"#);
+    let public = || ok("mine").header("cache-control", "public, max-age=60");
+    let mine = || get("/me").header("authorization", "Bearer s3cret-token");
+    assert_eq!(serve(&p, mine(), public()).x_cache().as_deref(), Some("miss"));
+    let full = stored_key();
+    assert!(full.contains("s3cret-token"), "the key holds the header: {full}");
+    let record = store::get(&key::store_key(&full)).expect("store").expect("stored");
+    assert!(!record.windows(12).any(|w| w == b"s3cret-token"), "the token is in the store");
+    assert!(serve(&p, mine(), ok("?")).is_hit());
+    let theirs = get("/me").header("authorization", "Bearer other-token");
+    assert!(!serve(&p, theirs, ok("theirs")).is_hit());
+}
+
+/// The full key the last request left to be stored under.
+fn stored_key() -> String {
+    let entry = testing::context().get(STORE_CONTEXT).cloned().expect("key in context");
+    entry.split_once('\n').expect("reason, newline, key").1.to_owned()
+}
+
 #[test]
 fn store_failures_bypass_the_cache_with_a_warning() {
     let p = cache("{}");
     let _ = serve(&p, get("/s"), ok("v1"));
-    let base = testing::context().get(STORE_CONTEXT).cloned().expect("key in context");
+    let base = stored_key();
     // Turn the entry's key into a token bucket: the store refuses to `get` it.
     store::delete(&key::store_key(&base)).expect("delete");
     store::take(&key::store_key(&base), 5, 1.0, 1).expect("bucket");
@@ -534,7 +587,7 @@ fn store_failures_bypass_the_cache_with_a_warning() {
 fn unreadable_records_are_misses() {
     let p = cache("{}");
     let _ = serve(&p, get("/c"), ok("v1"));
-    let base = testing::context().get(STORE_CONTEXT).cloned().expect("key in context");
+    let base = stored_key();
     store::set(&key::store_key(&base), b"{\"not\":\"ours\"}", None).expect("set");
     let r = serve(&p, get("/c"), ok("v2"));
     assert_eq!((r.x_cache().as_deref(), r.body().as_str()), (Some("miss"), "v2"));
@@ -555,6 +608,8 @@ fn other_methods_are_untouched() {
 fn bad_configs_are_refused_with_a_reason() {
     assert!(refused(r#"{"ttl":"soon"}"#).contains("ttl: `soon` is not a duration"));
     assert!(refused(r#"{"ttl":"31days"}"#).contains("30 days"));
+    assert!(refused(r#"{"ttl":"500ms"}"#).contains("not whole seconds"));
+    assert!(refused(r#"{"ttl":"1500ms"}"#).contains("not whole seconds"));
     assert!(refused(r#"{"key":[]}"#).contains("key is empty"));
     assert!(refused(r#"{"key":["host","query"]}"#).contains("must include \"path\""));
     assert!(refused(r#"{"key":["path","path"]}"#).contains("listed twice"));
