@@ -41,11 +41,17 @@ const MAX_CONNECTIONS: usize = 128;
 /// every place and lock the probes out.
 const MAX_PER_PEER: usize = 16;
 
-/// The longest an admin connection stays open. Exchanges are tiny, but a
-/// client that pipelines requests and reads none of the answers stalls
-/// hyper's writes, and no read timer runs then: without this, 128 such
-/// connections would lock the probes out.
+/// How long an admin connection stays open for new requests. Exchanges are
+/// tiny, but a client that pipelines requests and reads none of the answers
+/// stalls hyper's writes, and no read timer runs then: without this, 128
+/// such connections would lock the probes out. At this age the connection
+/// is closed as a stopping one is: the exchange under way is answered (a
+/// scrape on a kept connection that came at that moment was cut), within
+/// [`DRAIN_TIMEOUT`]. (Shorter under test, to see it.)
+#[cfg(not(test))]
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
+#[cfg(test)]
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for requests already being answered.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,7 +169,8 @@ impl Drop for PeerSlot {
 }
 
 /// One HTTP/1.1 connection, closed gracefully (after the response in
-/// flight, at once when idle) once `stopping` fires.
+/// flight, at once when idle) once `stopping` fires or it is
+/// [`MAX_CONNECTION_AGE`] old, and at once [`DRAIN_TIMEOUT`] after that.
 async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut stopping: watch::Receiver<()>) {
     let service = service_fn(move |req| {
         let admin = admin.clone();
@@ -173,11 +180,25 @@ async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut 
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
     // The stop signal is the sender going away.
-    match tokio::time::timeout(MAX_CONNECTION_AGE, crate::server::until_stopped(conn, &mut stopping)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin connection ended with an error"),
-        Err(_) => tracing::debug!(%peer, "admin connection closed: open too long"),
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = stopping.changed() => None,
+        () = tokio::time::sleep(MAX_CONNECTION_AGE) => None,
+    };
+    let ended = match ended {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
+                Ok(r) => r,
+                Err(_) => return tracing::debug!(%peer, "admin connection closed: its answer was not taken"),
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }
 

@@ -533,7 +533,8 @@ impl http_body::Body for Counted {
     }
 }
 
-/// Drives a client's HTTP/2 connection as [`until_stopped`] does, and
+/// Drives a client's HTTP/2 connection to its end, shut down gracefully
+/// (busy streams finish, idle ones close) once the gateway stops, and
 /// closes it once it has been idle (no stream open, none started) for
 /// `idle`, as an HTTP/1 connection is closed when its next head is late:
 /// gracefully, then at once if it is still idle `idle` later (a client that
@@ -600,23 +601,6 @@ async fn until_idle_or_stopped<C: GracefulConnection>(
                     quiet = Duration::ZERO;
                 }
             }
-        }
-    }
-}
-
-/// Drives a hyper connection to its end; once `stop` changes (or its
-/// sender is gone), it is shut down gracefully: busy streams finish, idle
-/// ones close.
-pub(crate) async fn until_stopped<C: GracefulConnection, T>(
-    conn: C,
-    stop: &mut watch::Receiver<T>,
-) -> Result<(), C::Error> {
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
         }
     }
 }

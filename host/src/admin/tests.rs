@@ -339,6 +339,23 @@ async fn a_request_for_a_name_is_refused_without_a_token() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
 
+/// A connection that reaches its age in the middle of an exchange (a
+/// scrape on a kept connection) has it answered, and is then closed: it
+/// was dropped with the request unanswered.
+#[tokio::test]
+async fn an_old_connection_answers_the_request_under_way_then_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(None, state()).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /health/live HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(MAX_CONNECTION_AGE + Duration::from_millis(300)).await;
+    s.write_all(b"host: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    server.stop(Duration::from_secs(6)).await;
+}
+
 /// One address cannot take every place (16 of 128 each), and a refused
 /// request closes its connection: a client that is not a probe — any pod
 /// of a cluster the listener faces — locked the probes out by holding 128
