@@ -4,14 +4,13 @@
 //! Every worker records several series per request, so recording must not
 //! contend. Series whose labels are known when something is built are
 //! resolved then and held by it: a chain link's call timers, an upstream's
-//! try durations, an endpoint's try counters. For the others, a label set is
-//! resolved to its series handle once per thread and kept in a thread-local
-//! cache; after warm-up a call hashes the borrowed label values, looks them
-//! up in a map no other thread touches and does an atomic add (histograms
-//! take their own short per-series mutex, which is how `prometheus-client`
-//! stores them). A family's `RwLock` is taken only when a thread first meets
-//! a label set (again after [`Metrics::forget_endpoint`], which makes every
-//! thread start its cache over), and by the scrape.
+//! try durations, an endpoint's series ([`EndpointSeries`]). For the others,
+//! a label set is resolved to its series handle once per thread and kept in
+//! a thread-local cache; after warm-up a call hashes the borrowed label
+//! values, looks them up in a map no other thread touches and does an atomic
+//! add (histograms take their own short per-series mutex, which is how
+//! `prometheus-client` stores them). A family's `RwLock` is taken only when
+//! a thread first meets a label set, and by the scrape.
 //!
 //! Label values must come from bounded sets — route, upstream and plugin
 //! names from the config, endpoint addresses, fixed outcome words — never
@@ -21,8 +20,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -68,17 +67,15 @@ pub struct Metrics {
     registry: Registry,
     /// Tells this instance's thread-local caches from another's.
     id: u64,
-    /// Bumped when series are removed, so that every thread drops handles
-    /// that no longer belong to a family (see [`Metrics::forget_endpoint`]).
-    epoch: AtomicU64,
     requests: Series<3, Counter>,
     request_duration: Series<1, Histogram, HistogramFn>,
     upstream_requests: Family<Labels<3>, Counter>,
     upstream_duration: Family<Labels<1>, Histogram, HistogramFn>,
-    endpoint_healthy: Series<2, Gauge>,
-    endpoint_ejected: Series<2, Gauge>,
-    breaker_state: Series<2, Gauge>,
-    breaker_transitions: Series<3, Counter>,
+    // Held by each endpoint ([`EndpointSeries`]): no per-thread cache.
+    endpoint_healthy: Family<Labels<2>, Gauge>,
+    endpoint_ejected: Family<Labels<2>, Gauge>,
+    breaker_state: Family<Labels<2>, Gauge>,
+    breaker_transitions: Family<Labels<3>, Counter>,
     retries: Series<2, Counter>,
     retry_budget_exhausted: Series<1, Counter>,
     upstream_connections: Series<1, Gauge>,
@@ -133,30 +130,14 @@ impl Metrics {
             ["route"],
             |l| &mut l.request_duration,
         );
-        let endpoint_healthy = r.labelled(
-            "upstream_endpoint_healthy",
-            "1 while the endpoint passes its health check",
-            ["upstream", "endpoint"],
-            |l| &mut l.endpoint_healthy,
-        );
-        let endpoint_ejected = r.labelled(
-            "upstream_endpoint_ejected",
-            "1 while outlier detection keeps the endpoint out of rotation",
-            ["upstream", "endpoint"],
-            |l| &mut l.endpoint_ejected,
-        );
-        let breaker_state = r.labelled(
+        let endpoint_healthy = r.held("upstream_endpoint_healthy", "1 while the endpoint passes its health check");
+        let endpoint_ejected =
+            r.held("upstream_endpoint_ejected", "1 while outlier detection keeps the endpoint out of rotation");
+        let breaker_state = r.held(
             "breaker_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open; the endpoint * is the upstream-wide breaker",
-            ["upstream", "endpoint"],
-            |l| &mut l.breaker_state,
         );
-        let breaker_transitions = r.labelled(
-            "breaker_transitions",
-            "Circuit breaker state changes, by the state entered",
-            ["upstream", "endpoint", "to"],
-            |l| &mut l.breaker_transitions,
-        );
+        let breaker_transitions = r.held("breaker_transitions", "Circuit breaker state changes, by the state entered");
         let retries =
             r.labelled("retries", "Tries after the first, by route and upstream", ["route", "upstream"], |l| {
                 &mut l.retries
@@ -287,7 +268,6 @@ impl Metrics {
             plugin_clock_tick,
             registry,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            epoch: AtomicU64::new(0),
             requests,
             request_duration,
             upstream_requests,
@@ -356,49 +336,44 @@ impl Metrics {
     /// `series` holds for the outcome (resolved at the outcome's first try,
     /// so only outcomes that happened have a series, as with every family).
     pub fn upstream_try(&self, series: &EndpointSeries, upstream: &str, endpoint: &str, outcome: TryOutcome) {
-        let counter = series.tries[outcome as usize].get_or_init(|| {
-            let labels = owned(&["upstream", "endpoint", "outcome"], [upstream, endpoint, outcome.as_str()]);
-            self.upstream_requests.get_or_create(&labels).clone()
-        });
-        counter.inc();
+        let labels = || owned(&["upstream", "endpoint", "outcome"], [upstream, endpoint, outcome.as_str()]);
+        series.held(&series.tries[outcome as usize], &self.upstream_requests, labels).inc();
     }
 
-    pub fn endpoint_health(&self, upstream: &str, endpoint: &str, healthy: bool) {
-        self.record(&self.endpoint_healthy, [upstream, endpoint], |g| {
-            g.set(i64::from(healthy));
-        });
+    pub fn endpoint_health(&self, series: &EndpointSeries, upstream: &str, endpoint: &str, healthy: bool) {
+        let labels = || owned(&["upstream", "endpoint"], [upstream, endpoint]);
+        series.held(&series.healthy, &self.endpoint_healthy, labels).set(i64::from(healthy));
     }
 
-    pub fn endpoint_ejected(&self, upstream: &str, endpoint: &str, ejected: bool) {
-        self.record(&self.endpoint_ejected, [upstream, endpoint], |g| {
-            g.set(i64::from(ejected));
-        });
+    pub fn endpoint_ejected(&self, series: &EndpointSeries, upstream: &str, endpoint: &str, ejected: bool) {
+        let labels = || owned(&["upstream", "endpoint"], [upstream, endpoint]);
+        series.held(&series.ejected, &self.endpoint_ejected, labels).set(i64::from(ejected));
     }
 
     /// A breaker entered `state` (`closed`, `open` or `half-open`);
-    /// `endpoint` is `None` for the upstream-wide breaker.
-    pub fn breaker(&self, upstream: &str, endpoint: Option<&str>, state: &str) {
+    /// `endpoint` is `None` for the upstream-wide breaker, whose `series`
+    /// is its upstream's own.
+    pub fn breaker(&self, series: &EndpointSeries, upstream: &str, endpoint: Option<&str>, state: &str) {
         let endpoint = endpoint.unwrap_or("*");
         let (to, code) = match state {
-            "closed" => ("closed", 0),
-            "open" => ("open", 1),
+            "closed" => (0, 0),
+            "open" => (1, 1),
             // Both spellings, so the label does not depend on which one the
             // breaker's `as_str` settles on.
-            "half-open" | "half_open" => ("half-open", 2),
+            "half-open" | "half_open" => (2, 2),
             other => {
-                tracing::warn!(upstream, endpoint, state = other, "unknown breaker state; gauge left unchanged");
-                self.record(&self.breaker_transitions, [upstream, endpoint, other], |c| {
-                    c.inc();
-                });
-                return;
+                return tracing::warn!(
+                    upstream,
+                    endpoint,
+                    state = other,
+                    "unknown breaker state; gauge left unchanged"
+                );
             }
         };
-        self.record(&self.breaker_state, [upstream, endpoint], |g| {
-            g.set(code);
-        });
-        self.record(&self.breaker_transitions, [upstream, endpoint, to], |c| {
-            c.inc();
-        });
+        let labels = || owned(&["upstream", "endpoint"], [upstream, endpoint]);
+        series.held(&series.breaker_state, &self.breaker_state, labels).set(code);
+        let labels = || owned(&["upstream", "endpoint", "to"], [upstream, endpoint, BREAKER_STATES[to]]);
+        series.held(&series.transitions[to], &self.breaker_transitions, labels).inc();
     }
 
     pub fn retry(&self, route: &str, upstream: &str) {
@@ -523,23 +498,28 @@ impl Metrics {
     /// (pods behind DNS) do not grow the scrape for ever. Prometheus takes a
     /// counter series that ends, and one that starts again at 0 when the
     /// address comes back.
-    pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
+    ///
+    /// `series` is what the endpoint held (or, for the upstream-wide
+    /// breaker, endpoint `*`, its upstream): what still comes for it — a try
+    /// in flight as it left, a health check's or a breaker's change under
+    /// way — goes to handles no family holds, rather than making the series
+    /// again for good.
+    pub fn forget_endpoint(&self, series: &EndpointSeries, upstream: &str, endpoint: &str) {
+        let mut gone = series.gone.lock().unwrap_or_else(PoisonError::into_inner);
+        *gone = true;
         let key: Labels<2> = [("upstream", upstream.to_owned()), ("endpoint", endpoint.to_owned())];
-        self.endpoint_healthy.family.remove(&key);
-        self.endpoint_ejected.family.remove(&key);
-        self.breaker_state.family.remove(&key);
+        self.endpoint_healthy.remove(&key);
+        self.endpoint_ejected.remove(&key);
+        self.breaker_state.remove(&key);
         let with = |name: &'static str, value: &str| -> Labels<3> {
             [("upstream", upstream.to_owned()), ("endpoint", endpoint.to_owned()), (name, value.to_owned())]
         };
         for outcome in TryOutcome::ALL {
             self.upstream_requests.remove(&with("outcome", outcome.as_str()));
         }
-        for to in ["closed", "open", "half-open"] {
-            self.breaker_transitions.family.remove(&with("to", to));
+        for to in BREAKER_STATES {
+            self.breaker_transitions.remove(&with("to", to));
         }
-        // After the removal, not before: a thread that sees the new epoch
-        // must not find the removed series still in the family and cache it.
-        self.epoch.fetch_add(1, Ordering::Release);
     }
 
     /// Every series in the OpenMetrics text format, ending in `# EOF`.
@@ -560,13 +540,12 @@ impl Metrics {
         M: Clone,
         C: MetricConstructor<M>,
     {
-        let epoch = self.epoch.load(Ordering::Acquire);
         let cached = LOCAL
             .try_with(|cell| {
                 // Nothing called from here records again, so the cell is
                 // free; if it ever is not, the family path below still counts.
                 let Ok(mut slot) = cell.try_borrow_mut() else { return false };
-                let local = Local::current(&mut slot, self.id, epoch);
+                let local = Local::current(&mut slot, self.id);
                 (series.slots)(local).with(&series.family, &series.names, values, &op);
                 true
             })
@@ -644,16 +623,53 @@ impl RouteSeries {
     }
 }
 
-/// An endpoint's try counters, one per [`TryOutcome`], each resolved at its
-/// first use and then held: a try never looks a series up. They are
-/// removed from the family only when their endpoint has left its upstream
-/// ([`Metrics::forget_endpoint`]): a try still in flight on it then counts
-/// into a series no scrape shows, and an endpoint that comes back is a new
-/// one, with series of its own.
+/// An endpoint's series — its try counters, one per [`TryOutcome`], its
+/// health and ejection gauges, its breaker's state and transitions — each
+/// resolved at its first use and then held: a try never looks a series up.
+/// An upstream holds one too, for its own breaker (endpoint `*`). They are
+/// removed from their families only when their endpoint has left its
+/// upstream ([`Metrics::forget_endpoint`]): what still comes for it then
+/// (a try in flight, a health check's result, a breaker's change) counts
+/// into a series no scrape shows — made again, it stayed for the rest of
+/// the process, an endpoint long gone shown down —, and an endpoint that
+/// comes back is a new one, with series of its own.
 #[derive(Debug, Default)]
 pub struct EndpointSeries {
     tries: [OnceLock<Counter>; 6],
+    healthy: OnceLock<Gauge>,
+    ejected: OnceLock<Gauge>,
+    breaker_state: OnceLock<Gauge>,
+    /// By the state entered, as [`BREAKER_STATES`].
+    transitions: [OnceLock<Counter>; 3],
+    /// Set, under its lock, as the series leave their families: one first
+    /// used after that is a handle of no family.
+    gone: Mutex<bool>,
 }
+
+impl EndpointSeries {
+    /// The series `slot` holds, resolved in `family` under `labels` at its
+    /// first use (unless its endpoint is gone).
+    fn held<'s, const N: usize, M>(
+        &'s self,
+        slot: &'s OnceLock<M>,
+        family: &Family<Labels<N>, M>,
+        labels: impl FnOnce() -> Labels<N>,
+    ) -> &'s M
+    where
+        M: Clone + Default,
+        Family<Labels<N>, M>: Metric,
+    {
+        slot.get_or_init(|| {
+            // Held while the series is made: the endpoint cannot be
+            // forgotten between the look and the making.
+            let gone = self.gone.lock().unwrap_or_else(PoisonError::into_inner);
+            if *gone { M::default() } else { family.get_or_create(&labels()).clone() }
+        })
+    }
+}
+
+/// A breaker's states as `breaker_transitions_total` labels them.
+const BREAKER_STATES: [&str; 3] = ["closed", "open", "half-open"];
 
 /// How one try against an endpoint ended, as `upstream_requests_total`
 /// labels it.
@@ -752,6 +768,17 @@ impl Register<'_> {
         Series { names, family, slots }
     }
 
+    /// A family whose series are held where they are recorded
+    /// ([`EndpointSeries`]), not cached per thread.
+    fn held<L, M>(&mut self, name: &str, help: &str) -> Family<L, M>
+    where
+        Family<L, M>: Metric + Clone + Default,
+    {
+        let family = Family::default();
+        self.0.register(name, help, family.clone());
+        family
+    }
+
     /// A histogram family in seconds (the name gets `_seconds`).
     fn histogram<const N: usize>(
         &mut self,
@@ -771,16 +798,11 @@ thread_local! {
     static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
 }
 
-/// One thread's resolved handles, for one [`Metrics`] at one epoch.
+/// One thread's resolved handles, for one [`Metrics`].
 struct Local {
     owner: u64,
-    epoch: u64,
     requests: Slots<3, Counter>,
     request_duration: Slots<1, Histogram>,
-    endpoint_healthy: Slots<2, Gauge>,
-    endpoint_ejected: Slots<2, Gauge>,
-    breaker_state: Slots<2, Gauge>,
-    breaker_transitions: Slots<3, Counter>,
     retries: Slots<2, Counter>,
     retry_budget_exhausted: Slots<1, Counter>,
     upstream_connections: Slots<1, Gauge>,
@@ -791,16 +813,11 @@ struct Local {
 }
 
 impl Local {
-    fn new(owner: u64, epoch: u64) -> Self {
+    fn new(owner: u64) -> Self {
         Self {
             owner,
-            epoch,
             requests: Slots::default(),
             request_duration: Slots::default(),
-            endpoint_healthy: Slots::default(),
-            endpoint_ejected: Slots::default(),
-            breaker_state: Slots::default(),
-            breaker_transitions: Slots::default(),
             retries: Slots::default(),
             retry_budget_exhausted: Slots::default(),
             upstream_connections: Slots::default(),
@@ -811,13 +828,13 @@ impl Local {
         }
     }
 
-    /// This thread's cache for `owner` at `epoch`, started afresh when it
-    /// belonged to another instance (tests make many) or an older epoch.
-    fn current(slot: &mut Option<Local>, owner: u64, epoch: u64) -> &mut Local {
-        if !matches!(slot, Some(l) if l.owner == owner && l.epoch == epoch) {
+    /// This thread's cache for `owner`, started afresh when it belonged to
+    /// another instance (tests make many).
+    fn current(slot: &mut Option<Local>, owner: u64) -> &mut Local {
+        if !matches!(slot, Some(l) if l.owner == owner) {
             *slot = None;
         }
-        slot.get_or_insert_with(|| Local::new(owner, epoch))
+        slot.get_or_insert_with(|| Local::new(owner))
     }
 }
 

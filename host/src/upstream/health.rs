@@ -66,7 +66,7 @@ pub(super) async fn run(
                         "endpoint unhealthy (active check)"
                     );
                 }
-                metrics.endpoint_health(&upstream, &ep.address, healthy);
+                metrics.endpoint_health(&ep.series, &upstream, &ep.address, healthy);
             }
         }
     }

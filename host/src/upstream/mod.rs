@@ -36,7 +36,7 @@ use crate::config::{HashOn, Protocol, RetryPolicy, UpstreamConfig};
 use crate::proxy::body::{Body, BodyError};
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers::Forwarding;
-use crate::telemetry::{Metrics, TryOutcome, UpstreamSeries, log_budget};
+use crate::telemetry::{EndpointSeries, Metrics, TryOutcome, UpstreamSeries, log_budget};
 
 /// The endpoints of an upstream as of now, with the balancer built for them.
 #[derive(Debug)]
@@ -149,6 +149,8 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     /// This upstream's own series, resolved once.
     series: UpstreamSeries,
+    /// Its breaker's series (endpoint `*`), held as an endpoint's are.
+    breaker_series: EndpointSeries,
     /// Dropping it, or [`Upstream::stop`], stops this upstream's background
     /// tasks (health checks, DNS re-resolution).
     stop: watch::Sender<()>,
@@ -296,6 +298,7 @@ impl Upstream {
         });
         Self {
             series: metrics.upstream_series(&name),
+            breaker_series: EndpointSeries::default(),
             name,
             config: config.clone(),
             set,
@@ -318,7 +321,7 @@ impl Upstream {
         let tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some(spawn) = tasks {
             for e in &self.set.load().endpoints {
-                self.metrics.endpoint_health(&self.name, &e.address, e.healthy());
+                self.metrics.endpoint_health(&e.series, &self.name, &e.address, e.healthy());
             }
             spawn();
         }
@@ -367,7 +370,7 @@ impl Upstream {
     pub fn report_ejections(&self) {
         if self.config.outlier.is_some() {
             for ep in &self.set.load().endpoints {
-                self.metrics.endpoint_ejected(&self.name, &ep.address, ep.ejected());
+                self.metrics.endpoint_ejected(&ep.series, &self.name, &ep.address, ep.ejected());
             }
         }
     }
@@ -756,7 +759,7 @@ impl Upstream {
         if let (Some(b), Some(t)) = (&ep.breaker, ticket)
             && let Some(tr) = b.record(t, outcome == Outcome::Success)
         {
-            self.log_transition(Some(&ep.address), &tr);
+            self.log_transition(Some(ep), &tr);
         }
         if let Some(config) = &self.config.outlier {
             let set = self.set.load();
@@ -783,15 +786,23 @@ impl Upstream {
         }
     }
 
-    fn log_transition(&self, endpoint: Option<&str>, tr: &breaker::Transition) {
+    /// `endpoint`: `None` for the upstream-wide breaker.
+    fn log_transition(&self, endpoint: Option<&Endpoint>, tr: &breaker::Transition) {
+        let address = endpoint.map(|e| &*e.address);
         tracing::warn!(
             upstream = &*self.name,
-            endpoint = endpoint.unwrap_or("*"),
+            endpoint = address.unwrap_or("*"),
             from = tr.from.as_str(),
             to = tr.to.as_str(),
             "circuit breaker changed state"
         );
-        self.metrics.breaker(&self.name, endpoint, tr.to.as_str());
+        let series = endpoint.map_or(&self.breaker_series, |e| &e.series);
+        self.metrics.breaker(series, &self.name, address, tr.to.as_str());
+    }
+
+    /// Its breaker's series (endpoint `*`), to be forgotten with it.
+    pub fn breaker_series(&self) -> &EndpointSeries {
+        &self.breaker_series
     }
 }
 
@@ -905,7 +916,7 @@ fn endpoint_updater(
         let old = set.load();
         let new = old.update(&config, &resolved);
         for e in &new.endpoints {
-            metrics.endpoint_health(&name, &e.address, e.healthy());
+            metrics.endpoint_health(&e.series, &name, &e.address, e.healthy());
             for p in &pools {
                 p.remember(&e.address);
             }
@@ -918,7 +929,7 @@ fn endpoint_updater(
         // endpoint before finish on it, and no connection to it is kept
         // (nothing would ask for that address again).
         for gone in old.endpoints.iter().filter(|e| !new.endpoints.iter().any(|n| n.address == e.address)) {
-            metrics.forget_endpoint(&name, &gone.address);
+            metrics.forget_endpoint(&gone.series, &name, &gone.address);
             for p in &pools {
                 p.forget(&gone.address);
             }
