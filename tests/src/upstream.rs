@@ -230,32 +230,61 @@ pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
 /// way), reads all of it (`Content-Length`), then answers `200` with
 /// `got N`, N the bytes read.
 pub async fn hinting_before_the_body() -> (SocketAddr, watch::Sender<bool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     raw(|mut s| async move {
         let mut pending = Vec::new();
         let Some(head) = crate::read_head(&mut s, &mut pending).await else { return };
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         if s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n").await.is_err() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut got = pending.len();
-        let mut buf = vec![0u8; 64 << 10];
-        while got < length {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got += n,
-            }
-        }
+        let Some(got) = read_body(&mut s, &head, pending.len()).await else { return };
         let body = format!("got {got}");
         let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
         let _ = s.write_all(answer.as_bytes()).await;
     })
     .await
+}
+
+/// Answers `200` (chunked, the connection kept) as soon as a request head
+/// has arrived, before it reads the body, then reads all of it
+/// (`Content-Length`) and ends the answer with `got N`, N the bytes read:
+/// an upstream that streams its answer as it reads.
+pub async fn answering_before_reading() -> (SocketAddr, watch::Sender<bool>) {
+    use tokio::io::AsyncWriteExt;
+    raw(|mut s| async move {
+        let mut pending = Vec::new();
+        let Some(head) = crate::read_head(&mut s, &mut pending).await else { return };
+        if s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.is_err() {
+            return;
+        }
+        let Some(got) = read_body(&mut s, &head, pending.len()).await else { return };
+        let body = format!("got {got}");
+        let answer = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        let _ = s.write_all(answer.as_bytes()).await;
+    })
+    .await
+}
+
+/// Reads the rest of a body of `head`'s `Content-Length`, `already` bytes
+/// of which came with the head: how many bytes it had, or `None` when the
+/// connection ended first.
+async fn read_body(s: &mut tokio::net::TcpStream, head: &str, already: usize) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut got = already;
+    let mut buf = vec![0u8; 64 << 10];
+    while got < length {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got += n,
+        }
+    }
+    Some(got)
 }
 
 /// Writes `answer` once a request head has arrived, then holds the

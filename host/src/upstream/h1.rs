@@ -385,8 +385,7 @@ impl Connection {
             _ => 0,
         };
         let mut chunk_head = BytesMut::with_capacity(32);
-        // How much of an answer had come at the last look ([`worth_parsing`]).
-        let mut tried = 0;
+        let mut watch = Watch::default();
         // The deadline passing while the body is awaited from the client is
         // the client's doing (a 408), not the upstream's (a 504 held
         // against it, and its breaker).
@@ -401,7 +400,7 @@ impl Connection {
         while let Some(frame) = std::future::poll_fn(|cx| {
             self.timed(cx, |c, cx| match Pin::new(&mut body).poll_frame(cx) {
                 Poll::Ready(frame) => Poll::Ready(Ok(frame)),
-                Poll::Pending => c.poll_answered(cx, &mut tried).map(Err),
+                Poll::Pending => c.poll_answered(cx, &mut watch).map(Err),
             })
         })
         .await
@@ -419,7 +418,7 @@ impl Connection {
                         let mut end = BytesMut::from(&b"0\r\n"[..]);
                         encode_headers(trailers, &mut end);
                         end.extend_from_slice(b"\r\n");
-                        return self.send_all(&end[..], &mut tried).await;
+                        return self.send_all(&end[..], &mut watch).await;
                     }
                     continue;
                 }
@@ -428,7 +427,7 @@ impl Connection {
                 Framing::Chunked => {
                     chunk_head.clear();
                     chunk_size_line(data.len(), &mut chunk_head);
-                    self.send_all(chunk_head.as_ref().chain(data).chain(&b"\r\n"[..]), &mut tried).await?;
+                    self.send_all(chunk_head.as_ref().chain(data).chain(&b"\r\n"[..]), &mut watch).await?;
                 }
                 _ => {
                     let len = data.len() as u64;
@@ -436,12 +435,12 @@ impl Connection {
                         return Err(Error::BodyLength);
                     }
                     remaining -= len;
-                    self.send_all(data, &mut tried).await?;
+                    self.send_all(data, &mut watch).await?;
                 }
             }
         }
         match framing {
-            Framing::Chunked => self.send_all(&b"0\r\n\r\n"[..], &mut tried).await,
+            Framing::Chunked => self.send_all(&b"0\r\n\r\n"[..], &mut watch).await,
             _ if remaining > 0 => Err(Error::BodyLength),
             _ => self.io.flush().await.map_err(Error::Write),
         }
@@ -450,8 +449,8 @@ impl Connection {
     /// Writes `buf` out (and flushes), unless the upstream answers while the
     /// socket is full ([`poll_answered`](Self::poll_answered)), so that the
     /// answer can be read rather than waiting on an upstream that stopped
-    /// reading. `tried`: the body's, for `poll_answered`.
-    async fn send_all(&mut self, mut buf: impl Buf, tried: &mut usize) -> Result<(), Error> {
+    /// reading. `watch`: the body's, for `poll_answered`.
+    async fn send_all(&mut self, mut buf: impl Buf, watch: &mut Watch) -> Result<(), Error> {
         std::future::poll_fn(|cx| {
             self.timed(cx, |c, cx| {
                 while buf.has_remaining() {
@@ -459,7 +458,7 @@ impl Connection {
                         Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Write(io::ErrorKind::WriteZero.into()))),
                         Poll::Ready(Ok(n)) => buf.advance(n),
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Write(e))),
-                        Poll::Pending => return c.poll_answered(cx, tried).map(Err),
+                        Poll::Pending => return c.poll_answered(cx, watch).map(Err),
                     }
                 }
                 Pin::new(&mut c.io).poll_flush(cx).map_err(Error::Write)
@@ -468,31 +467,39 @@ impl Connection {
         .await
     }
 
-    /// While a request's body is still going out: ready with
-    /// [`Error::AnsweredEarly`] once the upstream has answered it (or closed
-    /// the connection), for the answer to be read. An interim answer
-    /// (`103 Early Hints`, `102`, an unasked `100`) is not the answer: it is
-    /// dropped and the body goes on (RFC 9110 §15.2), or the upstream,
-    /// waiting for the rest of the body, never answers. `tried`: how much of
-    /// an answer had come at the last look ([`worth_parsing`]), kept across
-    /// the body's looks.
-    fn poll_answered(&mut self, cx: &mut Context<'_>, tried: &mut usize) -> Poll<Error> {
-        loop {
+    /// While a request's body is still going out (and another wait, the
+    /// client's or the socket's, has its waker): ready with
+    /// [`Error::AnsweredEarly`] once the upstream has answered in a way that
+    /// ends the upload — an error (4xx, 5xx), or an answer that closes the
+    /// connection — or closed it, for the answer to be read (RFC 9112 §9.5).
+    /// Another final answer (a `200` that keeps the connection, from an
+    /// upstream that streams its answer as it reads) lets the body go on:
+    /// keeping the connection, the upstream will read the body to its end;
+    /// the answer is read once the body has gone, and the connection no
+    /// longer watched meanwhile. An interim answer (`103 Early Hints`,
+    /// `102`, an unasked `100`) is not the answer: it is dropped and the body
+    /// goes on (RFC 9110 §15.2), or the upstream, waiting for the rest of
+    /// the body, never answers.
+    fn poll_answered(&mut self, cx: &mut Context<'_>, watch: &mut Watch) -> Poll<Error> {
+        while !watch.goes_on {
             match ready!(self.poll_fill(cx)) {
                 Ok(0) => return Poll::Ready(Error::AnsweredEarly),
-                Ok(_) if self.only_interim(tried) => {}
-                Ok(_) => return Poll::Ready(Error::AnsweredEarly),
+                Ok(_) => match self.early_answer(&mut watch.tried) {
+                    Early::Maybe => {}
+                    Early::Ends => return Poll::Ready(Error::AnsweredEarly),
+                    Early::GoesOn => watch.goes_on = true,
+                },
                 Err(e) => return Poll::Ready(Error::Read(e)),
             }
         }
+        Poll::Pending
     }
 
-    /// Drops the whole interim heads at the start of what the upstream sent,
-    /// and tells whether what is left may still be one: nothing, or a head
-    /// begun whose status is not whole yet or is 1xx. (What does not parse
-    /// is left for [`read_response`](Self::read_response) to refuse.)
-    /// `tried`: how much had come at the last parse ([`worth_parsing`]).
-    fn only_interim(&mut self, tried: &mut usize) -> bool {
+    /// What the upstream has sent so far says of the upload: interim heads
+    /// at its start are dropped as they come. (What does not parse ends it,
+    /// for [`read_response`](Self::read_response) to refuse.) `tried`: how
+    /// much had come at the last parse ([`worth_parsing`]).
+    fn early_answer(&mut self, tried: &mut usize) -> Early {
         while worth_parsing(&self.buf, *tried, MAX_HEAD) {
             *tried = self.buf.len();
             match parse_head(&self.buf, &mut self.fields) {
@@ -500,14 +507,21 @@ impl Connection {
                     self.buf.advance(p.len);
                     *tried = 0;
                 }
-                Ok(Some(_)) | Err(_) => return false,
+                Ok(Some(p)) if p.status.as_u16() < 400 && p.connection.keeps_alive(p.version) => return Early::GoesOn,
+                Ok(Some(_)) | Err(_) => return Early::Ends,
                 Ok(None) => break,
             }
         }
-        // `HTTP/1.1 1xx`, not `101`; a shorter start may be anything. (Not
-        // past the head's bound: read as an answer, it is refused.)
+        // A head begun: an error ends the upload as soon as its status has
+        // come, another answer once its head is whole (its `Connection`).
+        // (Not past the head's bound: read as an answer, it is refused.)
         let status = self.buf.get(9..self.buf.len().min(12)).unwrap_or_default();
-        self.buf.len() < MAX_HEAD && status.first().is_none_or(|&d| d == b'1') && status != b"101"
+        match status.first() {
+            _ if self.buf.len() >= MAX_HEAD => Early::Ends,
+            Some(b'4' | b'5') => Early::Ends,
+            Some(b'1' | b'2' | b'3') | None => Early::Maybe,
+            Some(_) => Early::Ends,
+        }
     }
 
     /// Reads the response head (skipping interim 1xx heads) and frames its
@@ -745,6 +759,26 @@ pub(crate) fn chunk_size_line(mut n: usize, out: &mut BytesMut) {
 /// Where a head's fields lie in its bytes: (name, value) byte ranges. Kept
 /// by a connection from one head to the next.
 pub(crate) type Fields = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+
+/// How a request body's writing watches for an early answer
+/// ([`Connection::poll_answered`]).
+#[derive(Default)]
+struct Watch {
+    /// How much of an answer had come at the last look ([`worth_parsing`]).
+    tried: usize,
+    /// A final answer that lets the upload go on has come: the connection is
+    /// not read until the body has gone.
+    goes_on: bool,
+}
+
+/// What an answer begun before the request's body has gone says of the
+/// upload ([`Connection::early_answer`]).
+enum Early {
+    /// Nothing yet, or not enough to tell.
+    Maybe,
+    Ends,
+    GoesOn,
+}
 
 /// A parsed response head (its fields' places are in a [`Fields`]).
 struct Parsed {

@@ -587,6 +587,31 @@ async fn an_early_upstream_answer_reaches_a_client_still_sending() {
     assert!(resp.ends_with("too big!"), "{resp}");
 }
 
+/// An upstream that answers `200` (keeping the connection) before it has
+/// read the body, and reads on, gets the whole body: a final answer that is
+/// not an error ends an upload only when it closes the connection (RFC 9112
+/// §9.5). A slow client's body was cut off at that answer, and the upstream
+/// waited for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_success_that_keeps_the_connection_lets_the_upload_go_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop) = wasmgate_tests::upstream::answering_before_reading().await;
+    let gw = TestGateway::start(&format!(
+        "[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\ntimeout = \"20s\"\n"
+    ));
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"POST /stream HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\nconnection: close\r\n\r\nfirst half")
+        .await
+        .unwrap();
+    // The upstream's answer head is on its way meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"other half").await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await.unwrap().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("got 20"), "the whole body reached the upstream: {out}");
+}
+
 /// An interim answer (`103 Early Hints`) while an upload is still being
 /// sent is not the upstream's answer: the body goes on, and the final
 /// answer is passed on (RFC 9110 §15.2). It stopped the upload, and the
@@ -1488,6 +1513,8 @@ async fn trailers_pass_without_the_fields_a_trailer_may_not_carry() {
         );
         let out = raw(gw.addr(), req.as_bytes()).await;
         let seen = tokio::time::timeout(Duration::from_secs(5), seen_rx).await.unwrap().unwrap();
+        // The list's `trailers` goes on, alone (gRPC needs it end to end).
+        assert!(seen.to_ascii_lowercase().contains("\r\nte: trailers\r\n"), "{seen}");
         let request_trailers = seen.split("\r\n0\r\n").nth(1).unwrap_or_default();
         let response_trailers = out.split("\r\n0\r\n").nth(1).unwrap_or_default();
         for (what, trailers) in [("request", request_trailers), ("response", response_trailers)] {
