@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -44,10 +45,10 @@ const MAX_PER_PEER: usize = 16;
 /// How long an admin connection stays open for new requests. Exchanges are
 /// tiny, but a client that pipelines requests and reads none of the answers
 /// stalls hyper's writes, and no read timer runs then: without this, 128
-/// such connections would lock the probes out. At this age the connection
-/// is closed as a stopping one is: the exchange under way is answered (a
-/// scrape on a kept connection that came at that moment was cut), within
-/// [`DRAIN_TIMEOUT`]. (Shorter under test, to see it.)
+/// such connections would lock the probes out. At this age the next answer
+/// closes the connection (a scrape on a kept connection that came at that
+/// moment was cut), and [`DRAIN_TIMEOUT`] later it is dropped. (Shorter
+/// under test, to see it.)
 #[cfg(not(test))]
 const MAX_CONNECTION_AGE: Duration = Duration::from_secs(30);
 #[cfg(test)]
@@ -169,12 +170,22 @@ impl Drop for PeerSlot {
 }
 
 /// One HTTP/1.1 connection, closed gracefully (after the response in
-/// flight, at once when idle) once `stopping` fires or it is
-/// [`MAX_CONNECTION_AGE`] old, and at once [`DRAIN_TIMEOUT`] after that.
+/// flight, at once when idle) once `stopping` fires. At
+/// [`MAX_CONNECTION_AGE`] its next answer says `Connection: close` (a
+/// graceful close of a kept connection between exchanges would drop a
+/// scrape whose head is on its way); either way it is dropped
+/// [`DRAIN_TIMEOUT`] later.
 async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut stopping: watch::Receiver<()>) {
-    let service = service_fn(move |req| {
-        let admin = admin.clone();
-        async move { Ok::<_, Infallible>(admin.handle(&req, peer)) }
+    let aged = Arc::new(AtomicBool::new(false));
+    let service = service_fn({
+        let aged = aged.clone();
+        move |req| {
+            let mut resp = admin.handle(&req, peer);
+            if aged.load(Ordering::Relaxed) {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            std::future::ready(Ok::<_, Infallible>(resp))
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -182,22 +193,23 @@ async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut 
         .serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     // The stop signal is the sender going away.
-    let ended = tokio::select! {
-        r = conn.as_mut() => Some(r),
-        _ = stopping.changed() => None,
-        () = tokio::time::sleep(MAX_CONNECTION_AGE) => None,
+    let stop = tokio::select! {
+        r = conn.as_mut() => return ended(peer, r),
+        _ = stopping.changed() => true,
+        () = tokio::time::sleep(MAX_CONNECTION_AGE) => false,
     };
-    let ended = match ended {
-        Some(r) => r,
-        None => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
-                Ok(r) => r,
-                Err(_) => return tracing::debug!(%peer, "admin connection closed: its answer was not taken"),
-            }
-        }
-    };
-    if let Err(e) = ended {
+    match stop {
+        true => conn.as_mut().graceful_shutdown(),
+        false => aged.store(true, Ordering::Relaxed),
+    }
+    match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
+        Ok(r) => ended(peer, r),
+        Err(_) => tracing::debug!(%peer, "admin connection closed: open too long"),
+    }
+}
+
+fn ended(peer: SocketAddr, result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }
