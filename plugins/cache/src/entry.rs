@@ -12,17 +12,17 @@
 //! kind 2   = vary index: generation u64 · expires_at_ms u64 · n_names u32 · name str*
 //! ```
 //!
-//! `key` is the SHA-256 of the full cache key the record was written under
-//! ([`crate::key::check`]), not the key: the store key is only a short hash
-//! of it, so a read checks this before trusting the record, and the key
-//! itself may hold a request header's value (a `Vary: Authorization`
-//! variant's token), which the store is not to keep. A record that does not
-//! decode (another version, a foreign value) is a miss.
+//! `key` is the store key the record was written under
+//! ([`crate::key::store_key`], the full key's SHA-256), not the full key,
+//! which may hold a request header's value (a `Vary: Authorization`
+//! variant's token) the store is not to keep; a read checks it before
+//! trusting the record. A record that does not decode (another version, a
+//! foreign value) is a miss.
 
 /// A cached response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
-    /// [`crate::key::check`] of the full key.
+    /// The store key it was written under.
     pub key: String,
     pub stored_at_ms: u64,
     /// The end of freshness; the store's TTL ends at the same moment.
@@ -49,7 +49,7 @@ impl Stored {
 /// all the old variants at once; they expire on their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaryIndex {
-    /// [`crate::key::check`] of the full key.
+    /// The store key it was written under.
     pub key: String,
     pub generation: u64,
     pub expires_at_ms: u64,
@@ -68,7 +68,7 @@ const RESPONSE: u8 = 1;
 const VARY: u8 = 2;
 
 impl Record {
-    /// The check of the full cache key the record was written under.
+    /// The store key the record was written under.
     pub fn key(&self) -> &str {
         match self {
             Self::Response(s) => &s.key,

@@ -1,11 +1,8 @@
 //! Cache keys: what makes two requests "the same" for the cache.
 //!
 //! The full key is text — the method (always `GET`: a `HEAD` reads the
-//! `GET` entry), the route, then one line per configured part — and is kept
-//! inside the record. The store key is a 128-bit FNV-1a hash of it: fixed
-//! length (the store caps keys at 512 bytes, namespace included) and free of
-//! whatever bytes a header carried. A hash collision only ever costs a miss,
-//! because a read compares the full key before serving.
+//! `GET` entry), the route, then one line per configured part. The store
+//! key is its SHA-256 ([`store_key`]); the full key is kept nowhere.
 //!
 //! A request that carries one of [`OVERRIDES`] has its values in its key too,
 //! whatever the configured parts: an upstream may build its answer's links,
@@ -186,33 +183,24 @@ fn escape_into(out: &mut String, value: &[u8]) {
     }
 }
 
-/// What a record keeps of the full key it was written under, to be sure
-/// it was that key's (the store key is a 128-bit FNV-1a hash, which a
-/// client could collide on purpose): its SHA-256, not the key, which may
-/// hold a header's value (a token, a session cookie).
-pub fn check(full: &str) -> String {
+/// The store key for a full key: `v2:` and its SHA-256, so it has a fixed
+/// length (the store caps keys at 512 bytes, namespace included), is free
+/// of whatever bytes a header carried, and no client can make two keys
+/// meet in one entry. A record keeps it too ([`crate::entry`]), not the
+/// full key, which may hold a header's value (a token, a session cookie).
+/// (`v1:` keys were a 128-bit FNV-1a hash, whose records kept the full key
+/// to check: a fleet upgraded one gateway at a time keeps the two apart.)
+pub fn store_key(full: &str) -> String {
     use sha2::Digest;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = sha2::Sha256::digest(full.as_bytes());
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
+    let mut out = String::with_capacity(3 + 64);
+    out.push_str("v2:");
     for b in digest {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// The store key for a full key.
-pub fn store_key(full: &str) -> String {
-    format!("v1:{:032x}", fnv1a_128(full.as_bytes()))
-}
-
-fn fnv1a_128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
-    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
-    bytes.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
 }
 
 #[cfg(test)]
@@ -263,42 +251,11 @@ mod tests {
     }
 
     #[test]
-    fn a_check_is_the_keys_sha256() {
+    fn store_keys_are_the_keys_sha256() {
         // SHA-256 of "abc", FIPS 180-2's vector.
-        assert_eq!(check("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        assert_ne!(check("GET r\nHauthorization=Bearer a"), check("GET r\nHauthorization=Bearer b"));
-    }
-
-    #[test]
-    fn store_keys_are_fixed_length_hashes() {
-        let a = store_key("GET r\np=/a");
-        assert_eq!(a.len(), 35);
-        assert!(a.starts_with("v1:"));
-        assert_eq!(a, store_key("GET r\np=/a"));
-        assert_ne!(a, store_key("GET r\np=/b"));
-        assert_eq!(fnv1a_128(b""), 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d);
-        // FNV-1a 128 of "a", the reference implementation's vector.
-        assert_eq!(fnv1a_128(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964);
-    }
-
-    /// What a trusted proxy passes on of the host and scheme a client asked
-    /// for is in the key: an upstream builds its links from it.
-    #[test]
-    fn the_forwarded_host_and_scheme_are_in_the_key() {
-        let plain = key(&["path"], TestRequest::get("/"));
-        for (name, value) in [("x-forwarded-host", "evil.example"), ("x-forwarded-proto", "http")] {
-            let k = key(&["path"], TestRequest::get("/").header(name, value));
-            assert_eq!(k, format!("{plain}\nO{name}={value}"));
-        }
-        let forwarded = |value: &'static str| key(&["path"], TestRequest::get("/").header("forwarded", value));
-        assert_eq!(
-            forwarded("for=1.2.3.4;Host=evil.example;proto=https"),
-            format!("{plain}\nOforwarded=Host=evil.example, proto=https")
-        );
-        // Who the client is does not split the key; where it asked for does.
-        assert_eq!(forwarded("for=1.2.3.4;host=a.example"), forwarded("for=5.6.7.8;host=a.example"));
-        assert_ne!(forwarded("for=1.2.3.4;host=a.example"), forwarded("for=1.2.3.4;host=b.example"));
-        assert_eq!(forwarded("for=1.2.3.4, for=10.0.0.1"), plain);
+        assert_eq!(store_key("abc"), "v2:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(store_key("GET r\np=/a"), store_key("GET r\np=/a"));
+        assert_ne!(store_key("GET r\nHauthorization=Bearer a"), store_key("GET r\nHauthorization=Bearer b"));
     }
 
     #[test]

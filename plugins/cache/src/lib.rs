@@ -261,10 +261,17 @@ impl Cache {
             .filter(|(n, _)| !NOT_STORED.contains(&n.as_str()) && !MANAGED_HEADERS.contains(&n.as_str()))
             .collect();
         let expires_at_ms = now.saturating_add(ttl_ms);
-        let mut stored =
-            Stored { key: key::check(base), stored_at_ms: now, expires_at_ms, initial_age_s, status, headers, body };
+        let mut stored = Stored {
+            key: key::store_key(base),
+            stored_at_ms: now,
+            expires_at_ms,
+            initial_age_s,
+            status,
+            headers,
+            body,
+        };
         if vary.is_empty() {
-            return write(base, &Record::Response(stored), ttl_ms);
+            return write(&Record::Response(stored), ttl_ms);
         }
         // Keep the index when it names the same headers (its variants stay
         // reachable); otherwise start a new generation.
@@ -272,14 +279,13 @@ impl Cache {
             Some(Record::Vary(ix)) if ix.names == vary && ix.expires_at_ms > now => {
                 VaryIndex { expires_at_ms: ix.expires_at_ms.max(expires_at_ms), ..ix }
             }
-            _ => VaryIndex { key: key::check(base), generation: generation(now), expires_at_ms, names: vary },
+            _ => VaryIndex { key: stored.key.clone(), generation: generation(now), expires_at_ms, names: vary },
         };
-        let variant = key::variant(base, index.generation, &index.names, req);
-        stored.key = key::check(&variant);
+        stored.key = key::store_key(&key::variant(base, index.generation, &index.names, req));
         // The variant first: an index without its variant is only a miss.
-        write(&variant, &Record::Response(stored), ttl_ms)?;
+        write(&Record::Response(stored), ttl_ms)?;
         let index_ttl = index.expires_at_ms.saturating_sub(now).clamp(1, MAX_TTL_MS);
-        write(base, &Record::Vary(index), index_ttl)
+        write(&Record::Vary(index), index_ttl)
     }
 }
 
@@ -356,24 +362,26 @@ fn vary_names(lines: &[Vec<u8>]) -> Option<Vec<String>> {
 
 /// The record under a full key, if it is one this cache wrote for that key.
 fn read(full_key: &str) -> Result<Option<Record>, StoreError> {
-    let Some(bytes) = store::get(&key::store_key(full_key))? else {
+    let store_key = key::store_key(full_key);
+    let Some(bytes) = store::get(&store_key)? else {
         return Ok(None);
     };
     let Some(record) = Record::decode(&bytes) else {
         log::warn("unreadable cache record (another version?); treating it as a miss");
         return Ok(None);
     };
-    // Another key with the same hash: a miss, never the wrong answer.
-    Ok((record.key() == key::check(full_key)).then_some(record))
+    // A record written for another key (by hand, by a foreign writer): a
+    // miss, never the wrong answer.
+    Ok((record.key() == store_key).then_some(record))
 }
 
-/// Writes `record`, made for `full_key`, under that key.
-fn write(full_key: &str, record: &Record, ttl_ms: u64) -> Result<(), Skip> {
+/// Writes `record` under its store key.
+fn write(record: &Record, ttl_ms: u64) -> Result<(), Skip> {
     let bytes = record.encode();
     if bytes.len() > MAX_VALUE_BYTES {
         return Err(Skip::Because(format!("entry of {} bytes is over the store's 1 MiB", bytes.len())));
     }
-    store::set(&key::store_key(full_key), &bytes, Some(Duration::from_millis(ttl_ms.max(1))))?;
+    store::set(record.key(), &bytes, Some(Duration::from_millis(ttl_ms.max(1))))?;
     Ok(())
 }
 
