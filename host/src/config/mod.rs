@@ -355,7 +355,11 @@ mod tests {
             let kept = config.admin.and_then(|a| a.token).map(|t| t.expose().to_vec());
             assert_eq!(kept.as_deref(), Some(&b"s3cret token"[..]), "{token}");
         }
-        for token in [r#""\n""#, r#""s3cret\u0007""#, r#""s3crét""#] {
+        // A tab inside, as a header value may carry one.
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\ntoken = \"a\\tb\"\n";
+        let kept = parse(Path::new("gw.toml"), text).unwrap().admin.and_then(|a| a.token).map(|t| t.expose().to_vec());
+        assert_eq!(kept.as_deref(), Some(&b"a\tb"[..]));
+        for token in [r#""\n""#, r#"" \t ""#, r#""s3cret\u0007""#, r#""s3crét""#] {
             let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[admin]\ntoken = {token}\n");
             assert!(parse(Path::new("gw.toml"), &text).is_err(), "{token}");
         }

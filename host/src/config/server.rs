@@ -420,7 +420,16 @@ pub(super) fn build_admin(a: &Spanned<raw::RawAdmin>, p: &mut Problems<'_>) -> O
         (Some(t), None) => Some(admin_token(t, span(a), "admin.token", "", p)?),
         (None, Some(var)) => match std::env::var(var) {
             Ok(t) => Some(admin_token(&t, span(a), "admin.token_env", &format!(" (in `{var}`)"), p)?),
-            Err(_) => {
+            Err(std::env::VarError::NotUnicode(_)) => {
+                p.at(
+                    span(a),
+                    "admin.token_env",
+                    format!("environment variable `{var}` is not valid UTF-8"),
+                    "use a token of letters, digits and punctuation (`openssl rand -hex 32`)",
+                );
+                return None;
+            }
+            Err(std::env::VarError::NotPresent) => {
                 p.at(
                     span(a),
                     "admin.token_env",
@@ -447,7 +456,8 @@ pub(super) fn build_admin(a: &Spanned<raw::RawAdmin>, p: &mut Problems<'_>) -> O
 /// The admin token as a client can send it: without surrounding
 /// whitespace (a secret file's trailing newline; an `Authorization` value
 /// cannot end in one, so a token kept with it never matched), and only of
-/// visible ASCII and inner spaces (what a header value carries as sent).
+/// visible ASCII and inner spaces or tabs (what a header value carries as
+/// sent).
 fn admin_token(
     text: &str,
     at: Option<std::ops::Range<usize>>,
@@ -460,7 +470,7 @@ fn admin_token(
         p.at(at, key, format!("the token{from} is empty"), "set a long random token, or remove it to go without");
         return None;
     }
-    if !token.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+    if !token.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic()) {
         p.at(
             at,
             key,

@@ -201,42 +201,50 @@ impl Plugin for Compose {
         if let Some(reply) = self.status_reply(&results) {
             return Decision::respond(reply);
         }
-        let mut bodies = Vec::with_capacity(self.calls.len());
+        let mut failed = None;
+        let outcomes: Vec<Result<Value, Failure>> = results
+            .into_iter()
+            .map(|result| match result {
+                Ok(resp) if (200..300).contains(&resp.status) => {
+                    serde_json::from_slice::<Value>(&resp.body).map_err(|e| Failure::NotJson(e.to_string()))
+                }
+                Ok(resp) => Err(Failure::Status(resp.status)),
+                Err(e) => Err(Failure::Http(e)),
+            })
+            .collect();
         // The first call with `fail` that failed answers; every failed call
         // is logged (a second one may be why the first did).
-        let mut failed = None;
-        for (call, result) in self.calls.iter().zip(results) {
-            let failure = match result {
-                Ok(resp) if (200..300).contains(&resp.status) => match serde_json::from_slice::<Value>(&resp.body) {
-                    Ok(body) => {
-                        bodies.push(Some(body));
-                        continue;
-                    }
-                    Err(e) => Failure::NotJson(e.to_string()),
-                },
-                Ok(resp) => Failure::Status(resp.status),
-                Err(e) => Failure::Http(e),
+        let answering = self
+            .calls
+            .iter()
+            .zip(&outcomes)
+            .find(|(call, outcome)| matches!(call.on_error, OnError::Fail) && outcome.is_err())
+            .map(|(call, _)| &call.name);
+        let mut bodies = Vec::with_capacity(self.calls.len());
+        for (call, outcome) in self.calls.iter().zip(outcomes) {
+            let failure = match outcome {
+                Ok(body) => {
+                    bodies.push(Some(body));
+                    continue;
+                }
+                Err(failure) => failure,
             };
-            match &call.on_error {
-                OnError::Fail => {
-                    log::warn(&format!(
-                        "call `{}` failed: {}; answering 502 (on_error = \"fail\")",
-                        call.name, failure
-                    ));
-                    if failed.is_none() {
-                        let message = format!("call `{}` failed: {}", call.name, failure.public());
-                        failed = Some(Reply::json(502, &json!({ "error": message, "call": call.name })));
-                    }
-                    bodies.push(None);
-                }
-                OnError::Omit => {
-                    log::warn(&format!("call `{}` failed: {}; its fields are left out", call.name, failure));
-                    bodies.push(None);
-                }
-                OnError::Default(value) => {
-                    log::warn(&format!("call `{}` failed: {}; using its default", call.name, failure));
-                    bodies.push(Some(value.clone()));
-                }
+            let then = match (answering, &call.on_error) {
+                (Some(name), _) if *name == call.name => "answering 502 (on_error = \"fail\")".to_owned(),
+                (Some(name), _) => format!("the request answers 502 for call `{name}`"),
+                (None, OnError::Omit) => "its fields are left out".to_owned(),
+                (None, _) => "using its default".to_owned(),
+            };
+            log::warn(&format!("call `{}` failed: {failure}; {then}", call.name));
+            if answering.is_none() {
+                bodies.push(match &call.on_error {
+                    OnError::Default(value) => Some(value.clone()),
+                    _ => None,
+                });
+            }
+            if Some(&call.name) == answering {
+                let message = format!("call `{}` failed: {}", call.name, failure.public());
+                failed = Some(Reply::json(502, &json!({ "error": message, "call": call.name })));
             }
         }
         if let Some(reply) = failed {
