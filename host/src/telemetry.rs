@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
@@ -71,6 +71,9 @@ pub struct Metrics {
     request_duration: Series<1, Histogram, HistogramFn>,
     upstream_requests: Family<Labels<3>, Counter>,
     upstream_duration: Family<Labels<1>, Histogram, HistogramFn>,
+    /// Each endpoint's (and each upstream's own breaker's, endpoint `*`)
+    /// series, one for all the endpoints of a label ([`Metrics::endpoint_series`]).
+    endpoints: Mutex<HashMap<(String, String), Arc<EndpointSeries>>>,
     // Held by each endpoint ([`EndpointSeries`]): no per-thread cache.
     endpoint_healthy: Family<Labels<2>, Gauge>,
     endpoint_ejected: Family<Labels<2>, Gauge>,
@@ -268,6 +271,7 @@ impl Metrics {
             plugin_clock_tick,
             registry,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            endpoints: Mutex::new(HashMap::new()),
             requests,
             request_duration,
             upstream_requests,
@@ -330,6 +334,14 @@ impl Metrics {
     /// The series an upstream holds, resolved when it is built.
     pub fn upstream_series(&self, upstream: &str) -> UpstreamSeries {
         UpstreamSeries { duration: self.upstream_duration.get_or_create(&owned(&["upstream"], [upstream])).clone() }
+    }
+
+    /// The series of `endpoint` of `upstream` (`*`: the upstream's own
+    /// breaker), for an endpoint to hold: the same for every endpoint
+    /// object of that address until it is forgotten.
+    pub fn endpoint_series(&self, upstream: &str, endpoint: &str) -> Arc<EndpointSeries> {
+        let mut held = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        held.entry((upstream.to_owned(), endpoint.to_owned())).or_default().clone()
     }
 
     /// One try against `endpoint` of `upstream`, counted in the counter its
@@ -499,12 +511,18 @@ impl Metrics {
     /// counter series that ends, and one that starts again at 0 when the
     /// address comes back.
     ///
-    /// `series` is what the endpoint held (or, for the upstream-wide
-    /// breaker, endpoint `*`, its upstream): what still comes for it — a try
-    /// in flight as it left, a health check's or a breaker's change under
-    /// way — goes to handles no family holds, rather than making the series
-    /// again for good.
-    pub fn forget_endpoint(&self, series: &EndpointSeries, upstream: &str, endpoint: &str) {
+    /// What still comes for it — a try in flight as it left, a health
+    /// check's or a breaker's change under way, on any endpoint object of
+    /// that address (a reload or a new DNS weight makes new ones) — goes to
+    /// handles no family holds ([`EndpointSeries`]), rather than making the
+    /// series again for good. `endpoint` `*` is the upstream's own breaker.
+    pub fn forget_endpoint(&self, upstream: &str, endpoint: &str) {
+        let held = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(upstream.to_owned(), endpoint.to_owned()));
+        let Some(series) = held else { return };
         let mut gone = series.gone.lock().unwrap_or_else(PoisonError::into_inner);
         *gone = true;
         let key: Labels<2> = [("upstream", upstream.to_owned()), ("endpoint", endpoint.to_owned())];
@@ -626,9 +644,10 @@ impl RouteSeries {
 /// An endpoint's series — its try counters, one per [`TryOutcome`], its
 /// health and ejection gauges, its breaker's state and transitions — each
 /// resolved at its first use and then held: a try never looks a series up.
-/// An upstream holds one too, for its own breaker (endpoint `*`). They are
-/// removed from their families only when their endpoint has left its
-/// upstream ([`Metrics::forget_endpoint`]): what still comes for it then
+/// One for every endpoint object of an address ([`Metrics::endpoint_series`]),
+/// and one for an upstream's own breaker (endpoint `*`). They are removed
+/// from their families only when their endpoint has left its upstream
+/// ([`Metrics::forget_endpoint`]): what still comes for it then
 /// (a try in flight, a health check's result, a breaker's change) counts
 /// into a series no scrape shows — made again, it stayed for the rest of
 /// the process, an endpoint long gone shown down —, and an endpoint that

@@ -178,17 +178,8 @@ impl Snapshot {
             old.replace();
         }
         let kept = labels(next);
-        let gone: HashSet<_> = labels(self).difference(&kept).cloned().collect();
-        let is_gone = |upstream: &Arc<str>, endpoint: &Arc<str>| gone.contains(&(upstream.clone(), endpoint.clone()));
-        for u in self.all_upstreams() {
-            for e in u.endpoints() {
-                if is_gone(&u.name, &e.address) {
-                    self.metrics.forget_endpoint(&e.series, &u.name, &e.address);
-                }
-            }
-            if is_gone(&u.name, &Arc::from("*")) {
-                self.metrics.forget_endpoint(u.breaker_series(), &u.name, "*");
-            }
+        for (upstream, endpoint) in labels(self).difference(&kept) {
+            self.metrics.forget_endpoint(upstream, endpoint);
         }
     }
 }

@@ -136,7 +136,11 @@ fn colliding_label_hashes_keep_their_series_apart() {
 #[test]
 fn gauges_and_the_other_counters_carry_their_labels() {
     let m = Arc::new(Metrics::new());
-    let (one, two, api) = (EndpointSeries::default(), EndpointSeries::default(), EndpointSeries::default());
+    let (one, two, api) = (
+        m.endpoint_series("api", "10.0.0.1:80"),
+        m.endpoint_series("api", "10.0.0.2:80"),
+        m.endpoint_series("api", "*"),
+    );
     m.endpoint_health(&one, "api", "10.0.0.1:80", true);
     m.endpoint_health(&two, "api", "10.0.0.2:80", true);
     m.endpoint_health(&two, "api", "10.0.0.2:80", false);
@@ -214,15 +218,19 @@ fn methods_and_statuses_are_closed_sets() {
 /// An endpoint that left its upstream leaves the scrape, and what still
 /// comes for it (a try in flight, a health check's result, a breaker's
 /// change under way as it left) does not bring its series back, whether it
-/// had used them before or uses them first now: they came back, and stayed
-/// for the rest of the process. An endpoint at that address that comes back
-/// is a new one, with series of its own.
+/// had used them before or uses them first now, and from whichever endpoint
+/// object of its address (a reload or a new DNS weight makes new ones):
+/// they came back, and stayed for the rest of the process. An endpoint at
+/// that address that comes back is a new one, with series of its own.
 #[test]
 fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
     let m = Metrics::new();
     let (upstream, address) = ("api", "10.0.0.9:80");
     let healthy = r#"wasmgate_upstream_endpoint_healthy{upstream="api",endpoint="10.0.0.9:80"}"#;
-    let gone = EndpointSeries::default();
+    // What the endpoint serving holds, and what an older endpoint object of
+    // the address (a request in flight holds it) was given: the same.
+    let (gone, older) = (m.endpoint_series(upstream, address), m.endpoint_series(upstream, address));
+    assert!(Arc::ptr_eq(&gone, &older));
     m.endpoint_health(&gone, upstream, address, true);
     m.breaker(&gone, upstream, Some(address), "open");
     m.upstream_try(&gone, upstream, address, TryOutcome::Ok);
@@ -231,19 +239,20 @@ fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
     assert!(text.contains(r#"wasmgate_breaker_transitions_total{upstream="api",endpoint="10.0.0.9:80",to="open"} 1"#));
     assert!(text.contains(r#"wasmgate_upstream_requests_total{upstream="api",endpoint="10.0.0.9:80",outcome="ok"} 1"#));
 
-    m.forget_endpoint(&gone, upstream, address);
+    m.forget_endpoint(upstream, address);
     assert!(!m.encode().contains("10.0.0.9:80\""), "the series of a forgotten endpoint must go");
-    // Late: series it held, and series it had not used yet.
+    // Late: series it held, and series it had not used yet, from either.
     m.endpoint_health(&gone, upstream, address, false);
     m.breaker(&gone, upstream, Some(address), "half-open");
     m.upstream_try(&gone, upstream, address, TryOutcome::Ok);
     m.endpoint_ejected(&gone, upstream, address, true);
-    m.upstream_try(&gone, upstream, address, TryOutcome::Timeout);
+    m.upstream_try(&older, upstream, address, TryOutcome::Timeout);
+    m.breaker(&older, upstream, Some(address), "closed");
     let text = m.encode();
     assert!(!text.contains("10.0.0.9:80\""), "what came late made series again:\n{text}");
 
     // Back, as a new endpoint.
-    let back = EndpointSeries::default();
+    let back = m.endpoint_series(upstream, address);
     m.endpoint_health(&back, upstream, address, false);
     assert_eq!(value(&m.encode(), healthy).as_deref(), Some("0"));
 }

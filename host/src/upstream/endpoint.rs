@@ -32,12 +32,13 @@ pub struct Endpoint {
     pub breaker: Option<Breaker>,
     in_flight: AtomicU32,
     ewma: PeakEwma,
-    /// Its try counters, held once resolved.
-    pub series: EndpointSeries,
+    /// Its series, shared with every endpoint object of its address
+    /// ([`crate::telemetry::Metrics::endpoint_series`]).
+    pub series: Arc<EndpointSeries>,
 }
 
 impl Endpoint {
-    pub fn new(address: Arc<str>, weight: u32, breaker: Option<BreakerConfig>) -> Self {
+    pub fn new(address: Arc<str>, weight: u32, breaker: Option<BreakerConfig>, series: Arc<EndpointSeries>) -> Self {
         Self {
             address,
             weight: weight.max(1),
@@ -48,7 +49,7 @@ impl Endpoint {
             breaker: breaker.map(Breaker::new),
             in_flight: AtomicU32::new(0),
             ewma: PeakEwma::default(),
-            series: EndpointSeries::default(),
+            series,
         }
     }
 
@@ -244,12 +245,12 @@ mod tests {
     /// answering looked ever faster as its last answers aged.
     #[test]
     fn a_failed_try_weighs_as_at_least_its_penalty() {
-        let ep = Endpoint::new("a:1".into(), 1, None);
+        let ep = Endpoint::new("a:1".into(), 1, None, Arc::default());
         ep.start_request(Instant::now()).finish_failed(true, Duration::from_secs(2));
         assert!(ep.ewma.cost(Instant::now()) > 1.9, "{}", ep.ewma.cost(Instant::now()));
         assert_eq!(ep.in_flight.load(Ordering::Relaxed), 0);
         // Not observed (another balancer): nothing recorded.
-        let ep = Endpoint::new("b:1".into(), 1, None);
+        let ep = Endpoint::new("b:1".into(), 1, None, Arc::default());
         ep.start_request(Instant::now()).finish_failed(false, Duration::from_secs(2));
         assert_eq!(ep.ewma.cost(Instant::now()), 0.0);
     }

@@ -118,8 +118,14 @@ impl EndpointSet {
     }
 
     /// A new set from resolved addresses, keeping the state of endpoints
-    /// that are still there.
-    fn update(&self, config: &UpstreamConfig, resolved: &[Resolved]) -> Self {
+    /// that are still there; a new one holds the series `series` gives for
+    /// its address.
+    fn update(
+        &self,
+        config: &UpstreamConfig,
+        resolved: &[Resolved],
+        series: impl Fn(&str) -> Arc<EndpointSeries>,
+    ) -> Self {
         let endpoints = resolved
             .iter()
             .map(|r| {
@@ -129,7 +135,10 @@ impl EndpointSet {
                     .find(|e| e.address == address && e.weight == r.weight && e.priority == r.priority)
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(Endpoint::new(address, r.weight, config.endpoint_breaker).at_priority(r.priority))
+                        let series = series(&address);
+                        Arc::new(
+                            Endpoint::new(address, r.weight, config.endpoint_breaker, series).at_priority(r.priority),
+                        )
                     })
             })
             .collect();
@@ -150,7 +159,7 @@ pub struct Upstream {
     /// This upstream's own series, resolved once.
     series: UpstreamSeries,
     /// Its breaker's series (endpoint `*`), held as an endpoint's are.
-    breaker_series: EndpointSeries,
+    breaker_series: Arc<EndpointSeries>,
     /// Dropping it, or [`Upstream::stop`], stops this upstream's background
     /// tasks (health checks, DNS re-resolution).
     stop: watch::Sender<()>,
@@ -232,14 +241,18 @@ impl Upstream {
         carried: Vec<Arc<Endpoint>>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
+        let series = |address: &str| metrics.endpoint_series(&name, address);
         let endpoints: Vec<Arc<Endpoint>> = match &resolved {
-            Some((r, _)) => EndpointSet::new(config, carried).update(config, r).endpoints,
+            Some((r, _)) => EndpointSet::new(config, carried).update(config, r, series).endpoints,
             None => config
                 .endpoints
                 .iter()
                 .map(|e| {
                     carried.iter().find(|c| *c.address == *e.address && c.weight == e.weight).cloned().unwrap_or_else(
-                        || Arc::new(Endpoint::new(Arc::from(e.address.as_str()), e.weight, config.endpoint_breaker)),
+                        || {
+                            let address = Arc::from(e.address.as_str());
+                            Arc::new(Endpoint::new(address, e.weight, config.endpoint_breaker, series(&e.address)))
+                        },
                     )
                 })
                 .collect(),
@@ -298,7 +311,7 @@ impl Upstream {
         });
         Self {
             series: metrics.upstream_series(&name),
-            breaker_series: EndpointSeries::default(),
+            breaker_series: metrics.endpoint_series(&name, "*"),
             name,
             config: config.clone(),
             set,
@@ -799,11 +812,6 @@ impl Upstream {
         let series = endpoint.map_or(&self.breaker_series, |e| &e.series);
         self.metrics.breaker(series, &self.name, address, tr.to.as_str());
     }
-
-    /// Its breaker's series (endpoint `*`), to be forgotten with it.
-    pub fn breaker_series(&self) -> &EndpointSeries {
-        &self.breaker_series
-    }
 }
 
 /// The endpoints a request has tried or skipped, which the balancer must
@@ -914,7 +922,7 @@ fn endpoint_updater(
 ) -> impl FnMut(Vec<Resolved>) + Send + 'static {
     move |resolved| {
         let old = set.load();
-        let new = old.update(&config, &resolved);
+        let new = old.update(&config, &resolved, |address| metrics.endpoint_series(&name, address));
         for e in &new.endpoints {
             metrics.endpoint_health(&e.series, &name, &e.address, e.healthy());
             for p in &pools {
@@ -929,7 +937,7 @@ fn endpoint_updater(
         // endpoint before finish on it, and no connection to it is kept
         // (nothing would ask for that address again).
         for gone in old.endpoints.iter().filter(|e| !new.endpoints.iter().any(|n| n.address == e.address)) {
-            metrics.forget_endpoint(&gone.series, &name, &gone.address);
+            metrics.forget_endpoint(&name, &gone.address);
             for p in &pools {
                 p.forget(&gone.address);
             }
@@ -976,8 +984,10 @@ mod priority_tests {
     /// `(address, priority)`: a set in address order, priorities interleaved
     /// as DNS gives them.
     fn set(config: &UpstreamConfig, endpoints: &[(&str, u16)]) -> EndpointSet {
-        let endpoints =
-            endpoints.iter().map(|(a, p)| Arc::new(Endpoint::new(Arc::from(*a), 1, None).at_priority(*p))).collect();
+        let endpoints = endpoints
+            .iter()
+            .map(|(a, p)| Arc::new(Endpoint::new(Arc::from(*a), 1, None, Arc::default()).at_priority(*p)))
+            .collect();
         EndpointSet::new(config, endpoints)
     }
 
