@@ -230,19 +230,11 @@ pub async fn refusing_early() -> (SocketAddr, watch::Sender<bool>) {
 /// way), reads all of it (`Content-Length`), then answers `200` with
 /// `got N`, N the bytes read.
 pub async fn hinting_before_the_body() -> (SocketAddr, watch::Sender<bool>) {
-    use tokio::io::AsyncWriteExt;
-    raw(|mut s| async move {
-        let mut pending = Vec::new();
-        let Some(head) = crate::read_head(&mut s, &mut pending).await else { return };
-        if s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n").await.is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let Some(got) = read_body(&mut s, &head, pending.len()).await else { return };
-        let body = format!("got {got}");
-        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-        let _ = s.write_all(answer.as_bytes()).await;
-    })
+    sending_before_reading(
+        b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n",
+        Duration::from_millis(300),
+        |body| format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()),
+    )
     .await
 }
 
@@ -251,17 +243,30 @@ pub async fn hinting_before_the_body() -> (SocketAddr, watch::Sender<bool>) {
 /// (`Content-Length`) and ends the answer with `got N`, N the bytes read:
 /// an upstream that streams its answer as it reads.
 pub async fn answering_before_reading() -> (SocketAddr, watch::Sender<bool>) {
+    sending_before_reading(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", Duration::ZERO, |body| {
+        format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
+    })
+    .await
+}
+
+/// Sends `first` as soon as a request head has arrived, waits `wait`, reads
+/// all of the body (`Content-Length`), then sends `last("got N")`, N the
+/// bytes read.
+async fn sending_before_reading(
+    first: &'static [u8],
+    wait: Duration,
+    last: fn(&str) -> String,
+) -> (SocketAddr, watch::Sender<bool>) {
     use tokio::io::AsyncWriteExt;
-    raw(|mut s| async move {
+    raw(move |mut s| async move {
         let mut pending = Vec::new();
         let Some(head) = crate::read_head(&mut s, &mut pending).await else { return };
-        if s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await.is_err() {
+        if s.write_all(first).await.is_err() {
             return;
         }
+        tokio::time::sleep(wait).await;
         let Some(got) = read_body(&mut s, &head, pending.len()).await else { return };
-        let body = format!("got {got}");
-        let answer = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
-        let _ = s.write_all(answer.as_bytes()).await;
+        let _ = s.write_all(last(&format!("got {got}")).as_bytes()).await;
     })
     .await
 }
