@@ -198,9 +198,18 @@ async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut 
         _ = stopping.changed() => true,
         () = tokio::time::sleep(MAX_CONNECTION_AGE) => false,
     };
-    match stop {
-        true => conn.as_mut().graceful_shutdown(),
-        false => aged.store(true, Ordering::Relaxed),
+    if stop {
+        conn.as_mut().graceful_shutdown();
+    } else {
+        aged.store(true, Ordering::Relaxed);
+        tokio::select! {
+            r = conn.as_mut() => return ended(peer, r),
+            // Stopping meanwhile: an idle connection goes at once.
+            _ = stopping.changed() => conn.as_mut().graceful_shutdown(),
+            () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+                return tracing::debug!(%peer, "admin connection closed: open too long");
+            }
+        }
     }
     match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
         Ok(r) => ended(peer, r),

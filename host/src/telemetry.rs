@@ -344,6 +344,15 @@ impl Metrics {
         held.entry((upstream.to_owned(), endpoint.to_owned())).or_default().clone()
     }
 
+    /// Lets go of the series no endpoint holds any more: those a config that
+    /// a reload refused made for its endpoints (a refused reload naming new
+    /// addresses, again and again, grew the map for good). Nothing records
+    /// into them, so the families hold nothing of theirs.
+    pub fn forget_unheld_endpoints(&self) {
+        let mut held = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        held.retain(|_, series| Arc::strong_count(series) > 1);
+    }
+
     /// One try against `endpoint` of `upstream`, counted in the counter its
     /// `series` holds for the outcome (resolved at the outcome's first try,
     /// so only outcomes that happened have a series, as with every family).

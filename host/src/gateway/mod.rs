@@ -105,8 +105,10 @@ impl Shared {
             self.current().start();
             Ok(generation)
         })();
-        // Whether it was taken or not: a refused one may have compiled some.
+        // Whether it was taken or not: a refused one may have compiled some,
+        // and made series for its endpoints.
         self.forget_unused();
+        self.env.metrics.forget_unheld_endpoints();
         self.env.metrics.reloads(result.is_ok());
         if let Ok(generation) = result {
             self.env.metrics.set_config_generation(generation);

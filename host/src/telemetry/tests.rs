@@ -257,6 +257,21 @@ fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
     assert_eq!(value(&m.encode(), healthy).as_deref(), Some("0"));
 }
 
+/// The series made for endpoints that no longer exist without having left
+/// an upstream that served (a config a reload refused) are let go of;
+/// those an endpoint holds are kept.
+#[test]
+fn series_no_endpoint_holds_are_let_go_of() {
+    let m = Metrics::new();
+    let held = m.endpoint_series("api", "10.0.0.1:80");
+    drop(m.endpoint_series("api", "10.0.0.2:80"));
+    m.forget_unheld_endpoints();
+    let kept: Vec<(String, String)> =
+        m.endpoints.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+    assert_eq!(kept, [("api".to_owned(), "10.0.0.1:80".to_owned())]);
+    assert!(Arc::ptr_eq(&held, &m.endpoint_series("api", "10.0.0.1:80")));
+}
+
 #[test]
 fn a_routes_held_counters_and_the_by_name_path_meet_in_one_series() {
     let m = Metrics::new();

@@ -507,7 +507,7 @@ impl Connection {
                     self.buf.advance(p.len);
                     *tried = 0;
                 }
-                Ok(Some(p)) if p.status.as_u16() < 400 && p.connection.keeps_alive(p.version) => return Early::GoesOn,
+                Ok(Some(p)) if p.status.as_u16() < 400 && self.leaves_the_connection(&p) => return Early::GoesOn,
                 Ok(Some(_)) | Err(_) => return Early::Ends,
                 Ok(None) => break,
             }
@@ -522,6 +522,27 @@ impl Connection {
             Some(b'1' | b'2' | b'3') | None => Early::Maybe,
             Some(_) => Early::Ends,
         }
+    }
+
+    /// Whether an answer head, parsed over the start of the buffer (its
+    /// fields in `self.fields`), leaves the connection to a next request:
+    /// kept by its `Connection` and version, and its body framed by a length
+    /// or by chunks, not both and not chunks in HTTP/1.0 (as
+    /// [`read_response`](Self::read_response) judges it). One whose body
+    /// runs to the close closes the connection.
+    fn leaves_the_connection(&self, p: &Parsed) -> bool {
+        let length = self
+            .fields
+            .iter()
+            .any(|(name, _)| self.buf.get(name.clone()).is_some_and(|n| n.eq_ignore_ascii_case(b"content-length")));
+        let framed = p.status == StatusCode::NO_CONTENT
+            || p.status == StatusCode::NOT_MODIFIED
+            || match p.coding {
+                Some(Coding::Chunked) => p.version != Version::HTTP_10 && !length,
+                Some(_) => false,
+                None => length,
+            };
+        framed && p.connection.keeps_alive(p.version)
     }
 
     /// Reads the response head (skipping interim 1xx heads) and frames its
@@ -1351,6 +1372,42 @@ mod tests {
         let ours = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (theirs, _) = listener.accept().await.unwrap();
         (Connection::new(Box::new(ours), Arc::new(|_| {}), crate::config::READ_TIMEOUT), theirs)
+    }
+
+    /// What an answer that has come before the request's body has gone says
+    /// of the upload: an error, or an answer that closes the connection
+    /// (by its `Connection`, HTTP/1.0, or a body that runs to the close),
+    /// ends it; an answer that frames its body and keeps the connection lets
+    /// it go on; an interim one is dropped; a head not whole yet, but for an
+    /// error's status, tells nothing yet.
+    #[tokio::test]
+    async fn an_early_answer_ends_the_upload_only_as_an_error_or_a_close() {
+        let (mut conn, _theirs) = idle_pair().await;
+        let cases: [(&[u8], &str); 14] = [
+            (b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n", "ends"),
+            (b"HTTP/1.1 401", "ends"),
+            (b"HTTP/1.1 503 Unavailable\r\n", "ends"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", "goes on"),
+            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", "goes on"),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", "goes on"),
+            (b"HTTP/1.1 200 OK\r\n\r\n", "ends"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n", "ends"),
+            (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n", "ends"),
+            (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 2\r\n\r\n", "ends"),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n", "nothing yet"),
+            (b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n", "nothing yet"),
+            (b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 404 Not Found\r\n", "ends"),
+            (b"HTTP/1.1 abc", "ends"),
+        ];
+        for (answer, says) in cases {
+            conn.buf = BytesMut::from(answer);
+            let got = match conn.early_answer(&mut 0) {
+                Early::Ends => "ends",
+                Early::GoesOn => "goes on",
+                Early::Maybe => "nothing yet",
+            };
+            assert_eq!(got, says, "{}", String::from_utf8_lossy(answer));
+        }
     }
 
     /// Whether the connection is found unusable once the runtime has seen

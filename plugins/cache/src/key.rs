@@ -258,6 +258,26 @@ mod tests {
         assert_ne!(store_key("GET r\nHauthorization=Bearer a"), store_key("GET r\nHauthorization=Bearer b"));
     }
 
+    /// What a trusted proxy passes on of the host and scheme a client asked
+    /// for is in the key: an upstream builds its links from it.
+    #[test]
+    fn the_forwarded_host_and_scheme_are_in_the_key() {
+        let plain = key(&["path"], TestRequest::get("/"));
+        for (name, value) in [("x-forwarded-host", "evil.example"), ("x-forwarded-proto", "http")] {
+            let k = key(&["path"], TestRequest::get("/").header(name, value));
+            assert_eq!(k, format!("{plain}\nO{name}={value}"));
+        }
+        let forwarded = |value: &'static str| key(&["path"], TestRequest::get("/").header("forwarded", value));
+        assert_eq!(
+            forwarded("for=1.2.3.4;Host=evil.example;proto=https"),
+            format!("{plain}\nOforwarded=Host=evil.example, proto=https")
+        );
+        // Who the client is does not split the key; where it asked for does.
+        assert_eq!(forwarded("for=1.2.3.4;host=a.example"), forwarded("for=5.6.7.8;host=a.example"));
+        assert_ne!(forwarded("for=1.2.3.4;host=a.example"), forwarded("for=1.2.3.4;host=b.example"));
+        assert_eq!(forwarded("for=1.2.3.4, for=10.0.0.1"), plain);
+    }
+
     #[test]
     fn bad_parts_are_refused() {
         assert!(Part::parse("method").err().unwrap_or_default().contains("not a key part"));
