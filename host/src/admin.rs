@@ -198,22 +198,24 @@ async fn connection(stream: TcpStream, peer: SocketAddr, admin: Arc<Admin>, mut 
         _ = stopping.changed() => true,
         () = tokio::time::sleep(MAX_CONNECTION_AGE) => false,
     };
-    if stop {
+    let mut stopped = stop;
+    if stopped {
         conn.as_mut().graceful_shutdown();
     } else {
         aged.store(true, Ordering::Relaxed);
+    }
+    let drained = tokio::time::sleep(DRAIN_TIMEOUT);
+    tokio::pin!(drained);
+    loop {
         tokio::select! {
             r = conn.as_mut() => return ended(peer, r),
-            // Stopping meanwhile: an idle connection goes at once.
-            _ = stopping.changed() => conn.as_mut().graceful_shutdown(),
-            () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-                return tracing::debug!(%peer, "admin connection closed: open too long");
+            // Stopping while aged: an idle connection goes at once.
+            _ = stopping.changed(), if !stopped => {
+                stopped = true;
+                conn.as_mut().graceful_shutdown();
             }
+            () = &mut drained => return tracing::debug!(%peer, "admin connection closed: open too long"),
         }
-    }
-    match tokio::time::timeout(DRAIN_TIMEOUT, conn).await {
-        Ok(r) => ended(peer, r),
-        Err(_) => tracing::debug!(%peer, "admin connection closed: open too long"),
     }
 }
 

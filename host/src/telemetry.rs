@@ -37,6 +37,7 @@ use wasmgate_common::prehashed::BuildPrehashed;
 pub use self::access_log::{AccessLog, AccessLogWriter, PluginOutcome, TraceId, access_log_line};
 pub use self::log_budget::LogBudget;
 use crate::plugin::FaultKind;
+use crate::upstream::breaker::BreakerState;
 
 mod access_log;
 pub mod log_budget;
@@ -179,13 +180,10 @@ impl Metrics {
             ["plugin", "kind"],
             |l| &mut l.plugin_failures,
         );
-        // Held by each upstream and endpoint (`upstream_series`,
-        // `upstream_try`): no per-thread cache.
-        let upstream_requests = Family::<Labels<3>, Counter>::default();
-        registry.register(
+        // Held by each endpoint (`upstream_try`): no per-thread cache.
+        let upstream_requests = r.held(
             "upstream_requests",
             "Tries sent to upstream endpoints, by outcome (ok, 5xx, connect, timeout, reset)",
-            upstream_requests.clone(),
         );
         let upstream_duration = Family::<Labels<1>, Histogram, HistogramFn>::new_with_constructor(request_histogram);
         registry.register_with_unit(
@@ -371,29 +369,14 @@ impl Metrics {
         series.held(&series.ejected, &self.endpoint_ejected, labels).set(i64::from(ejected));
     }
 
-    /// A breaker entered `state` (`closed`, `open` or `half-open`);
-    /// `endpoint` is `None` for the upstream-wide breaker, whose `series`
-    /// is its upstream's own.
-    pub fn breaker(&self, series: &EndpointSeries, upstream: &str, endpoint: Option<&str>, state: &str) {
+    /// A breaker entered `state`; `endpoint` is `None` for the
+    /// upstream-wide breaker, whose `series` is its upstream's own.
+    pub fn breaker(&self, series: &EndpointSeries, upstream: &str, endpoint: Option<&str>, state: BreakerState) {
         let endpoint = endpoint.unwrap_or("*");
-        let (to, code) = match state {
-            "closed" => (0, 0),
-            "open" => (1, 1),
-            // Both spellings, so the label does not depend on which one the
-            // breaker's `as_str` settles on.
-            "half-open" | "half_open" => (2, 2),
-            other => {
-                return tracing::warn!(
-                    upstream,
-                    endpoint,
-                    state = other,
-                    "unknown breaker state; gauge left unchanged"
-                );
-            }
-        };
+        let to = state as usize;
         let labels = || owned(&["upstream", "endpoint"], [upstream, endpoint]);
-        series.held(&series.breaker_state, &self.breaker_state, labels).set(code);
-        let labels = || owned(&["upstream", "endpoint", "to"], [upstream, endpoint, BREAKER_STATES[to]]);
+        series.held(&series.breaker_state, &self.breaker_state, labels).set(to as i64);
+        let labels = || owned(&["upstream", "endpoint", "to"], [upstream, endpoint, state.as_str()]);
         series.held(&series.transitions[to], &self.breaker_transitions, labels).inc();
     }
 
@@ -544,8 +527,8 @@ impl Metrics {
         for outcome in TryOutcome::ALL {
             self.upstream_requests.remove(&with("outcome", outcome.as_str()));
         }
-        for to in BREAKER_STATES {
-            self.breaker_transitions.remove(&with("to", to));
+        for to in BreakerState::ALL {
+            self.breaker_transitions.remove(&with("to", to.as_str()));
         }
     }
 
@@ -667,7 +650,7 @@ pub struct EndpointSeries {
     healthy: OnceLock<Gauge>,
     ejected: OnceLock<Gauge>,
     breaker_state: OnceLock<Gauge>,
-    /// By the state entered, as [`BREAKER_STATES`].
+    /// By the state entered (its discriminant).
     transitions: [OnceLock<Counter>; 3],
     /// Set, under its lock, as the series leave their families: one first
     /// used after that is a handle of no family.
@@ -695,9 +678,6 @@ impl EndpointSeries {
         })
     }
 }
-
-/// A breaker's states as `breaker_transitions_total` labels them.
-const BREAKER_STATES: [&str; 3] = ["closed", "open", "half-open"];
 
 /// How one try against an endpoint ended, as `upstream_requests_total`
 /// labels it.

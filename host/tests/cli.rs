@@ -23,12 +23,17 @@ fn free_port() -> u16 {
 /// released could be taken by another test's gateway, running meanwhile,
 /// and answer (or, out of descriptors, hang: a request here once waited out
 /// its client's 5 s).
+/// One for all the tests.
 fn dead_upstream() -> String {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    std::mem::forget(socket);
-    addr.to_string()
+    static DEAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DEAD.get_or_init(|| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        std::mem::forget(socket);
+        addr.to_string()
+    })
+    .clone()
 }
 
 fn status_of(port: u16, path: &str) -> Option<u16> {

@@ -409,11 +409,15 @@ impl RawConn {
 /// released could be taken by another test's server, running meanwhile,
 /// and answer (or, out of descriptors, hang).
 pub fn dead_addr() -> SocketAddr {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
-    let addr = socket.local_addr().expect("addr").as_socket().expect("an IP address");
-    std::mem::forget(socket);
-    addr
+    // One for all the tests of a process.
+    static DEAD: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+    *DEAD.get_or_init(|| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("bind");
+        let addr = socket.local_addr().expect("addr").as_socket().expect("an IP address");
+        std::mem::forget(socket);
+        addr
+    })
 }
 
 /// Polls `check` until it holds or `timeout` passes.

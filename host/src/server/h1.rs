@@ -334,7 +334,8 @@ struct Asked {
     head_only: bool,
     version: Version,
     keep_alive: bool,
-    /// `TE: trailers`: the client takes trailers in a chunked body.
+    /// A `TE` that lists `trailers`: the client takes trailers in a chunked
+    /// body.
     trailers: bool,
 }
 

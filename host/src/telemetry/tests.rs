@@ -145,9 +145,9 @@ fn gauges_and_the_other_counters_carry_their_labels() {
     m.endpoint_health(&two, "api", "10.0.0.2:80", true);
     m.endpoint_health(&two, "api", "10.0.0.2:80", false);
     m.endpoint_ejected(&two, "api", "10.0.0.2:80", true);
-    m.breaker(&api, "api", None, "open");
-    m.breaker(&two, "api", Some("10.0.0.2:80"), "open");
-    m.breaker(&two, "api", Some("10.0.0.2:80"), "half_open");
+    m.breaker(&api, "api", None, BreakerState::Open);
+    m.breaker(&two, "api", Some("10.0.0.2:80"), BreakerState::Open);
+    m.breaker(&two, "api", Some("10.0.0.2:80"), BreakerState::HalfOpen);
     m.retry_budget_exhausted("api");
     m.no_healthy_endpoint("api");
     let auth = m.plugin_series("auth");
@@ -232,7 +232,7 @@ fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
     let (gone, older) = (m.endpoint_series(upstream, address), m.endpoint_series(upstream, address));
     assert!(Arc::ptr_eq(&gone, &older));
     m.endpoint_health(&gone, upstream, address, true);
-    m.breaker(&gone, upstream, Some(address), "open");
+    m.breaker(&gone, upstream, Some(address), BreakerState::Open);
     m.upstream_try(&gone, upstream, address, TryOutcome::Ok);
     let text = m.encode();
     assert_eq!(value(&text, healthy).as_deref(), Some("1"));
@@ -243,11 +243,11 @@ fn a_forgotten_endpoint_leaves_the_scrape_and_can_come_back() {
     assert!(!m.encode().contains("10.0.0.9:80\""), "the series of a forgotten endpoint must go");
     // Late: series it held, and series it had not used yet, from either.
     m.endpoint_health(&gone, upstream, address, false);
-    m.breaker(&gone, upstream, Some(address), "half-open");
+    m.breaker(&gone, upstream, Some(address), BreakerState::HalfOpen);
     m.upstream_try(&gone, upstream, address, TryOutcome::Ok);
     m.endpoint_ejected(&gone, upstream, address, true);
     m.upstream_try(&older, upstream, address, TryOutcome::Timeout);
-    m.breaker(&older, upstream, Some(address), "closed");
+    m.breaker(&older, upstream, Some(address), BreakerState::Closed);
     let text = m.encode();
     assert!(!text.contains("10.0.0.9:80\""), "what came late made series again:\n{text}");
 

@@ -19,14 +19,17 @@ use crate::config::BreakerConfig;
 /// Shared with the retry budget, which counts requests the same way.
 pub(super) mod window;
 
+/// Its discriminant is the `breaker_state` gauge's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
-    Closed,
-    Open,
-    HalfOpen,
+    Closed = 0,
+    Open = 1,
+    HalfOpen = 2,
 }
 
 impl BreakerState {
+    pub const ALL: [Self; 3] = [Self::Closed, Self::Open, Self::HalfOpen];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Closed => "closed",
@@ -36,11 +39,7 @@ impl BreakerState {
     }
 
     fn code(self) -> u64 {
-        match self {
-            Self::Closed => 0,
-            Self::Open => 1,
-            Self::HalfOpen => 2,
-        }
+        self as u64
     }
 
     fn from_code(code: u64) -> Self {

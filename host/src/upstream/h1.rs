@@ -91,8 +91,9 @@ pub enum Error {
     Body(#[source] Box<BodyError>),
     #[error("the request body did not match its content-length")]
     BodyLength,
-    /// The upstream answered (or closed) while the request body was still
-    /// going out and it had stopped reading.
+    /// The upstream answered in a way that ends the upload (an error, or an
+    /// answer that closes the connection), or closed, while the request
+    /// body was still going out ([`Connection::poll_answered`]).
     #[error("the upstream answered or closed before reading the whole request body")]
     AnsweredEarly,
     /// The try's deadline passed before the response head came.
@@ -295,15 +296,16 @@ impl Connection {
         match self.write(&out).await {
             Ok(()) => {}
             Err(Error::TimedOut) => return Err(SendError::TimedOut),
-            Err(Error::Write(e)) if again && (closed(&e) || e.kind() == io::ErrorKind::BrokenPipe) => {
-                // Kept, should no new connection be had: then it is handed
-                // back as any request that did not go out.
-                *req.body_mut() = rebuild_body(&out, framing, streamed);
-                return Err(SendError::Unanswered(Unanswered { bytes: out, asked, unsent: Some(req) }));
-            }
             Err(e) => {
                 *req.body_mut() = rebuild_body(&out, framing, streamed);
-                return Err(SendError::NotSent(req, e.into()));
+                return Err(match e {
+                    // Kept, should no new connection be had: then it is
+                    // handed back as any request that did not go out.
+                    Error::Write(e) if again && (closed(&e) || e.kind() == io::ErrorKind::BrokenPipe) => {
+                        SendError::Unanswered(Unanswered { bytes: out, asked, unsent: Some(req) })
+                    }
+                    e => SendError::NotSent(req, e.into()),
+                });
             }
         }
         self.map.keep(std::mem::take(req.headers_mut()));
@@ -525,24 +527,19 @@ impl Connection {
     }
 
     /// Whether an answer head, parsed over the start of the buffer (its
-    /// fields in `self.fields`), leaves the connection to a next request:
-    /// kept by its `Connection` and version, and its body framed by a length
-    /// or by chunks, not both and not chunks in HTTP/1.0 (as
-    /// [`read_response`](Self::read_response) judges it). One whose body
-    /// runs to the close closes the connection.
+    /// fields in `self.fields`), leaves the connection to a next request, as
+    /// [`read_response`](Self::read_response) will judge it
+    /// ([`Parsed::reusable`]): one whose body runs to the close, or that
+    /// will be refused, does not.
     fn leaves_the_connection(&self, p: &Parsed) -> bool {
-        let length = self
-            .fields
-            .iter()
-            .any(|(name, _)| self.buf.get(name.clone()).is_some_and(|n| n.eq_ignore_ascii_case(b"content-length")));
-        let framed = p.status == StatusCode::NO_CONTENT
-            || p.status == StatusCode::NOT_MODIFIED
-            || match p.coding {
-                Some(Coding::Chunked) => p.version != Version::HTTP_10 && !length,
-                Some(_) => false,
-                None => length,
-            };
-        framed && p.connection.keeps_alive(p.version)
+        let mut length = ContentLength::default();
+        for (name, value) in &self.fields {
+            if self.buf.get(name.clone()).is_some_and(|n| n.eq_ignore_ascii_case(b"content-length")) {
+                length.add(self.buf.get(value.clone()).unwrap_or_default());
+            }
+        }
+        // A request with a body is not a `HEAD`.
+        response_framing(false, p.status, p.coding, length).is_ok_and(|framing| p.reusable(framing, &length))
     }
 
     /// Reads the response head (skipping interim 1xx heads) and frames its
@@ -588,15 +585,7 @@ impl Connection {
             let at = Instant::now();
             let (headers, length) = parsed.headers(&self.fields, &head, &mut self.map, &mut self.names)?;
             let framing = response_framing(asked.head_only, status, parsed.coding, length)?;
-            // HTTP/1.0 has no transfer codings: a message with one is
-            // faulty, and its connection is not reused (RFC 9112 §6.1).
-            // Nor is one framed both ways: its `Transfer-Encoding` frames
-            // it, but an upstream (or something before it) that meant the
-            // `Content-Length` would take what follows for the next
-            // response (RFC 9112 §6.3, response splitting).
-            let keep_alive = framing != Framing::Close
-                && parsed.connection.keeps_alive(parsed.version)
-                && !(parsed.coding.is_some() && (parsed.version == Version::HTTP_10 || length.is_given()));
+            let keep_alive = parsed.reusable(framing, &length);
             let mut resp = Box::new(Response::new(Body::Empty));
             *resp.status_mut() = status;
             *resp.version_mut() = parsed.version;
@@ -817,6 +806,20 @@ struct Parsed {
 const _: () = assert!(MAX_HEADERS <= u128::BITS as usize);
 
 impl Parsed {
+    /// Whether the connection may carry a next request after this answer,
+    /// framed by `framing`: not when its body runs to the close or its
+    /// `Connection` and version close it. HTTP/1.0 has no transfer
+    /// codings: a message with one is faulty, and its connection is not
+    /// reused (RFC 9112 §6.1). Nor is one framed both ways: its
+    /// `Transfer-Encoding` frames it, but an upstream (or something before
+    /// it) that meant the `Content-Length` would take what follows for the
+    /// next response (RFC 9112 §6.3, response splitting).
+    fn reusable(&self, framing: Framing, length: &ContentLength) -> bool {
+        framing != Framing::Close
+            && self.connection.keeps_alive(self.version)
+            && !(self.coding.is_some() && (self.version == Version::HTTP_10 || length.is_given()))
+    }
+
     /// The head's fields as a map, without the hop-by-hop ones (read
     /// already for framing and keep-alive): the usual `Connection:
     /// keep-alive` costs no map entry made only to be removed, and the

@@ -810,7 +810,7 @@ impl Upstream {
             "circuit breaker changed state"
         );
         let series = endpoint.map_or(&self.breaker_series, |e| &e.series);
-        self.metrics.breaker(series, &self.name, address, tr.to.as_str());
+        self.metrics.breaker(series, &self.name, address, tr.to);
     }
 }
 

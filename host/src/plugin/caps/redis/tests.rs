@@ -711,9 +711,13 @@ async fn a_dropped_store_stops_connecting() {
 /// connections" by it, once the new config serves.
 #[tokio::test]
 async fn a_store_is_its_clones_and_not_another_alike() {
-    let url = "redis://127.0.0.1:1/";
-    let redis = super::super::store::StoreBackend::Redis(RedisStore::new(url, HOST_DEFAULT, None).unwrap());
-    let alike = super::super::store::StoreBackend::Redis(RedisStore::new(url, HOST_DEFAULT, None).unwrap());
+    // A port bound and never listened on: the warm-up's connections are
+    // refused, by nothing else's server.
+    let refusing = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    refusing.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let url = format!("redis://{}/", refusing.local_addr().unwrap().as_socket().unwrap());
+    let redis = super::super::store::StoreBackend::Redis(RedisStore::new(&url, HOST_DEFAULT, None).unwrap());
+    let alike = super::super::store::StoreBackend::Redis(RedisStore::new(&url, HOST_DEFAULT, None).unwrap());
     let memory = super::super::store::StoreBackend::unused();
     assert!(redis.is(&redis.clone()) && memory.is(&memory.clone()));
     assert!(!redis.is(&alike) && !redis.is(&memory) && !memory.is(&super::super::store::StoreBackend::unused()));
