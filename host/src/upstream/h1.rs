@@ -93,7 +93,7 @@ pub enum Error {
     BodyLength,
     /// The upstream answered in a way that ends the upload (an error, or an
     /// answer that closes the connection), or closed, while the request
-    /// body was still going out ([`Connection::poll_answered`]).
+    /// body was still going out (`Connection::poll_answered`).
     #[error("the upstream answered or closed before reading the whole request body")]
     AnsweredEarly,
     /// The try's deadline passed before the response head came.
