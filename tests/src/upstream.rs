@@ -234,6 +234,7 @@ pub async fn hinting_before_the_body() -> (SocketAddr, watch::Sender<bool>) {
         b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n",
         Duration::from_millis(300),
         |body| format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()),
+        Arc::default(),
     )
     .await
 }
@@ -241,32 +242,43 @@ pub async fn hinting_before_the_body() -> (SocketAddr, watch::Sender<bool>) {
 /// Answers `200` (chunked, the connection kept) as soon as a request head
 /// has arrived, before it reads the body, then reads all of it
 /// (`Content-Length`) and ends the answer with `got N`, N the bytes read:
-/// an upstream that streams its answer as it reads.
-pub async fn answering_before_reading() -> (SocketAddr, watch::Sender<bool>) {
-    sending_before_reading(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", Duration::ZERO, |body| {
-        format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len())
-    })
-    .await
+/// an upstream that streams its answer as it reads. The `Notify` is told
+/// once the answer's head has been written.
+pub async fn answering_before_reading() -> (SocketAddr, watch::Sender<bool>, Arc<tokio::sync::Notify>) {
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let (addr, stop) = sending_before_reading(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        Duration::ZERO,
+        |body| format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()),
+        answered.clone(),
+    )
+    .await;
+    (addr, stop, answered)
 }
 
-/// Sends `first` as soon as a request head has arrived, waits `wait`, reads
-/// all of the body (`Content-Length`), then sends `last("got N")`, N the
-/// bytes read.
+/// Sends `first` as soon as a request head has arrived (and tells `sent`),
+/// waits `wait`, reads all of the body (`Content-Length`), then sends
+/// `last("got N")`, N the bytes read.
 async fn sending_before_reading(
     first: &'static [u8],
     wait: Duration,
     last: fn(&str) -> String,
+    sent: Arc<tokio::sync::Notify>,
 ) -> (SocketAddr, watch::Sender<bool>) {
     use tokio::io::AsyncWriteExt;
-    raw(move |mut s| async move {
-        let mut pending = Vec::new();
-        let Some(head) = crate::read_head(&mut s, &mut pending).await else { return };
-        if s.write_all(first).await.is_err() {
-            return;
+    raw(move |mut s| {
+        let sent = sent.clone();
+        async move {
+            let mut pending = Vec::new();
+            let Some(head) = crate::read_head(&mut s, &mut pending).await else { return };
+            if s.write_all(first).await.is_err() {
+                return;
+            }
+            sent.notify_one();
+            tokio::time::sleep(wait).await;
+            let Some(got) = read_body(&mut s, &head, pending.len()).await else { return };
+            let _ = s.write_all(last(&format!("got {got}")).as_bytes()).await;
         }
-        tokio::time::sleep(wait).await;
-        let Some(got) = read_body(&mut s, &head, pending.len()).await else { return };
-        let _ = s.write_all(last(&format!("got {got}")).as_bytes()).await;
     })
     .await
 }

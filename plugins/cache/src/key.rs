@@ -192,15 +192,7 @@ fn escape_into(out: &mut String, value: &[u8]) {
 /// to check: a fleet upgraded one gateway at a time keeps the two apart.)
 pub fn store_key(full: &str) -> String {
     use sha2::Digest;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = sha2::Sha256::digest(full.as_bytes());
-    let mut out = String::with_capacity(3 + 64);
-    out.push_str("v2:");
-    for b in digest {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    out
+    format!("v2:{}", hex::encode(sha2::Sha256::digest(full.as_bytes())))
 }
 
 #[cfg(test)]

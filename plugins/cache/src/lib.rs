@@ -188,14 +188,16 @@ impl Cache {
     }
 
     fn lookup(&self, base: &str, req: &Request<'_>, now: u64, max_age: Option<u64>) -> Lookup {
-        let found = match read(base) {
+        let found = match read(&key::store_key(base)) {
             Ok(None) => return Lookup::Miss,
             Ok(Some(Record::Response(stored))) => Ok(Some(stored)),
-            Ok(Some(Record::Vary(index))) => match read(&key::variant(base, index.generation, &index.names, req)) {
-                Ok(Some(Record::Response(stored))) => Ok(Some(stored)),
-                Ok(_) => Ok(None),
-                Err(e) => Err(e),
-            },
+            Ok(Some(Record::Vary(index))) => {
+                match read(&key::store_key(&key::variant(base, index.generation, &index.names, req))) {
+                    Ok(Some(Record::Response(stored))) => Ok(Some(stored)),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         match found {
@@ -275,7 +277,7 @@ impl Cache {
         }
         // Keep the index when it names the same headers (its variants stay
         // reachable); otherwise start a new generation.
-        let index = match read(base)? {
+        let index = match read(&stored.key)? {
             Some(Record::Vary(ix)) if ix.names == vary && ix.expires_at_ms > now => {
                 VaryIndex { expires_at_ms: ix.expires_at_ms.max(expires_at_ms), ..ix }
             }
@@ -360,10 +362,10 @@ fn vary_names(lines: &[Vec<u8>]) -> Option<Vec<String>> {
     Some(names)
 }
 
-/// The record under a full key, if it is one this cache wrote for that key.
-fn read(full_key: &str) -> Result<Option<Record>, StoreError> {
-    let store_key = key::store_key(full_key);
-    let Some(bytes) = store::get(&store_key)? else {
+/// The record under a store key ([`key::store_key`]), if it is one this
+/// cache wrote there.
+fn read(store_key: &str) -> Result<Option<Record>, StoreError> {
+    let Some(bytes) = store::get(store_key)? else {
         return Ok(None);
     };
     let Some(record) = Record::decode(&bytes) else {

@@ -21,14 +21,14 @@ use wasmgate_sdk::prelude::*;
 use wasmgate_sdk::{query, units};
 
 use crate::shape::Node;
+use crate::template::{RenderError, Source, UrlTemplate, Var};
 
 /// Forwarding fields a client may send as it likes: the gateway writes its
 /// own on the request it proxies (and takes out, or appends to, the
 /// client's), but a call's headers are the plugin's, so a forwarded one
 /// would be the client's word, spoofed or not. (The fields the gateway
-/// takes out altogether are `GATEWAY_REQUEST_HEADERS`.)
+/// takes out altogether a plugin may not set: `check_request_header`.)
 const CLIENT_SAYS: [&str; 4] = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "forwarded"];
-use crate::template::{RenderError, Source, UrlTemplate, Var};
 
 /// The route's `config` table.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -155,8 +155,7 @@ impl Plugin for Compose {
                     "forward_headers: `host` is set by the gateway for each call and cannot be forwarded".into()
                 );
             }
-            if CLIENT_SAYS.contains(&lower.as_str()) || wasmgate_sdk::GATEWAY_REQUEST_HEADERS.contains(&lower.as_str())
-            {
+            if CLIENT_SAYS.contains(&lower.as_str()) || wasmgate_sdk::check_request_header(&lower).is_err() {
                 return Err(format!(
                     "forward_headers: `{lower}` is what the client says of where it came from (or of its \
                      certificate); the gateway vouches for it only on the request it proxies, and a call \
@@ -201,7 +200,6 @@ impl Plugin for Compose {
         if let Some(reply) = self.status_reply(&results) {
             return Decision::respond(reply);
         }
-        let mut failed = None;
         let outcomes: Vec<Result<Value, Failure>> = results
             .into_iter()
             .map(|result| match result {
@@ -218,38 +216,31 @@ impl Plugin for Compose {
             .calls
             .iter()
             .zip(&outcomes)
-            .find(|(call, outcome)| matches!(call.on_error, OnError::Fail) && outcome.is_err())
-            .map(|(call, _)| &call.name);
-        let mut bodies = Vec::with_capacity(self.calls.len());
-        for (call, outcome) in self.calls.iter().zip(outcomes) {
-            let failure = match outcome {
-                Ok(body) => {
-                    bodies.push(Some(body));
-                    continue;
-                }
-                Err(failure) => failure,
-            };
+            .position(|(call, outcome)| matches!(call.on_error, OnError::Fail) && outcome.is_err());
+        for (i, (call, outcome)) in self.calls.iter().zip(&outcomes).enumerate() {
+            let Err(failure) = outcome else { continue };
             let then = match (answering, &call.on_error) {
-                (Some(name), _) if *name == call.name => "answering 502 (on_error = \"fail\")".to_owned(),
-                (Some(name), _) => format!("the request answers 502 for call `{name}`"),
+                (Some(a), _) if a == i => "answering 502 (on_error = \"fail\")".to_owned(),
+                (Some(a), _) => format!("the request answers 502 for call `{}`", self.calls[a].name),
                 (None, OnError::Omit) => "its fields are left out".to_owned(),
                 (None, _) => "using its default".to_owned(),
             };
             log::warn(&format!("call `{}` failed: {failure}; {then}", call.name));
-            if answering.is_none() {
-                bodies.push(match &call.on_error {
-                    OnError::Default(value) => Some(value.clone()),
-                    _ => None,
-                });
-            }
-            if Some(&call.name) == answering {
-                let message = format!("call `{}` failed: {}", call.name, failure.public());
-                failed = Some(Reply::json(502, &json!({ "error": message, "call": call.name })));
-            }
         }
-        if let Some(reply) = failed {
-            return Decision::respond(reply);
+        if let Some((call, Err(failure))) = answering.and_then(|a| self.calls.get(a).zip(outcomes.get(a))) {
+            let message = format!("call `{}` failed: {}", call.name, failure.public());
+            return Decision::respond(Reply::json(502, &json!({ "error": message, "call": call.name })));
         }
+        let bodies: Vec<Option<Value>> = self
+            .calls
+            .iter()
+            .zip(outcomes)
+            .map(|(call, outcome)| match (outcome, &call.on_error) {
+                (Ok(body), _) => Some(body),
+                (Err(_), OnError::Default(value)) => Some(value.clone()),
+                (Err(_), _) => None,
+            })
+            .collect();
         let doc = self.shape.build(&bodies).unwrap_or_else(|| Value::Object(serde_json::Map::new()));
         Decision::respond(Reply::json(200, &doc))
     }

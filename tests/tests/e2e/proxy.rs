@@ -595,7 +595,7 @@ async fn an_early_upstream_answer_reaches_a_client_still_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_early_success_that_keeps_the_connection_lets_the_upload_go_on() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (addr, _stop) = wasmgate_tests::upstream::answering_before_reading().await;
+    let (addr, _stop, answered) = wasmgate_tests::upstream::answering_before_reading().await;
     let gw = TestGateway::start(&format!(
         "[upstreams.u]\nendpoints = [\"{addr}\"]\n\n[[routes]]\nupstream = \"u\"\ntimeout = \"20s\"\n"
     ));
@@ -603,8 +603,10 @@ async fn an_early_success_that_keeps_the_connection_lets_the_upload_go_on() {
     s.write_all(b"POST /stream HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\nconnection: close\r\n\r\nfirst half")
         .await
         .unwrap();
-    // The upstream's answer head is on its way meanwhile.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The upstream's answer head is written, and then has a moment to reach
+    // the gateway, which reads it while it waits for the rest of the body.
+    tokio::time::timeout(Duration::from_secs(10), answered.notified()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     s.write_all(b"other half").await.unwrap();
     let mut out = String::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await.unwrap().unwrap();
